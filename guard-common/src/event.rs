@@ -1,0 +1,206 @@
+//! Records the kernel writes to the ring buffer.
+
+/// Length of `task_struct::comm`, NUL included.
+pub const COMM_LEN: usize = 16;
+/// Longest path a record carries (the kernel's `PATH_MAX`, NUL excluded).
+pub const PATH_MAX: usize = 4095;
+/// Longest argv block (NUL-separated arguments) an exec record carries.
+pub const ARGV_MAX: usize = 4095;
+/// Deepest directory nesting the kernel walks when it resolves a path.
+pub const PATH_DEPTH: usize = 96;
+
+/// Stable numeric kinds of ring-buffer records. Numbers are never reused;
+/// retired kinds are listed here with the release that retired them.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A tracked process replaced its image ([`ExecBody`], then exe and argv bytes).
+    Exec = 1,
+    /// A tracked process opened (or failed to open) a file ([`OpenBody`], then the path).
+    Open = 2,
+    /// A tracked process connected a socket ([`NetBody`]).
+    Connect = 3,
+    /// A tracked process sent a datagram to an explicit address ([`NetBody`]).
+    Send = 4,
+    /// A tracked process created a child process ([`ForkBody`]).
+    Fork = 5,
+    /// The last thread of a tracked process exited ([`ExitBody`]).
+    Exit = 6,
+}
+
+impl EventKind {
+    /// Every kind, in numeric order.
+    pub const ALL: [EventKind; 6] = [
+        EventKind::Exec,
+        EventKind::Open,
+        EventKind::Connect,
+        EventKind::Send,
+        EventKind::Fork,
+        EventKind::Exit,
+    ];
+
+    /// Decodes a kind number; `None` for numbers this build does not know.
+    pub fn from_u16(v: u16) -> Option<Self> {
+        Some(match v {
+            1 => EventKind::Exec,
+            2 => EventKind::Open,
+            3 => EventKind::Connect,
+            4 => EventKind::Send,
+            5 => EventKind::Fork,
+            6 => EventKind::Exit,
+            _ => return None,
+        })
+    }
+
+    /// The lower-case name used in JSON events and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Exec => "exec",
+            EventKind::Open => "open",
+            EventKind::Connect => "connect",
+            EventKind::Send => "send",
+            EventKind::Fork => "fork",
+            EventKind::Exit => "exit",
+        }
+    }
+}
+
+/// Bits of [`Header::flags`].
+pub mod flags {
+    /// This exec made the process the root of a new session (agent name matched).
+    pub const SESSION_START: u16 = 1 << 0;
+    /// The path payload was cut to fit; it holds the last components.
+    pub const PATH_TRUNCATED: u16 = 1 << 1;
+    /// The argv payload was cut to fit; it holds the first arguments.
+    pub const ARGV_TRUNCATED: u16 = 1 << 2;
+    /// The open failed, so the path is the string the process passed, joined to the
+    /// resolved directory it was relative to; the kernel did not resolve it further.
+    pub const PATH_UNRESOLVED: u16 = 1 << 3;
+    /// The process is the root process of its session.
+    pub const ROOT_PROCESS: u16 = 1 << 4;
+}
+
+/// Common prefix of every record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// An [`EventKind`] number.
+    pub kind: u16,
+    /// [`flags`] bits.
+    pub flags: u16,
+    /// Bytes of payload after the body.
+    pub payload_len: u32,
+    /// `CLOCK_BOOTTIME` in nanoseconds when the kernel saw the event.
+    pub ts_ns: u64,
+    /// Session id (see [`Tracked::session`]).
+    pub session: u64,
+    /// cgroup v2 id of the task.
+    pub cgroup_id: u64,
+    /// Process id (thread group id) in the initial pid namespace.
+    pub pid: u32,
+    /// Thread id in the initial pid namespace.
+    pub tid: u32,
+    /// Parent process id (`real_parent->tgid`).
+    pub ppid: u32,
+    /// Real user id.
+    pub uid: u32,
+    /// Real group id.
+    pub gid: u32,
+    /// Reserved, zero.
+    pub _reserved: u32,
+    /// Command name, NUL padded.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Body of [`EventKind::Exec`]; payload: `exe_len` bytes of the resolved executable
+/// path, then `argv_len` bytes of NUL-separated arguments.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecBody {
+    /// Process start time (`task_struct::start_time`, boot-based ns): with the pid it
+    /// identifies the process across pid reuse.
+    pub start_ns: u64,
+    /// Bytes of exe path in the payload.
+    pub exe_len: u32,
+    /// Bytes of argv in the payload.
+    pub argv_len: u32,
+}
+
+/// Which system call opened the file.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenCall {
+    /// `open(2)`
+    Open = 0,
+    /// `openat(2)`
+    Openat = 1,
+    /// `openat2(2)`
+    Openat2 = 2,
+    /// `creat(2)`
+    Creat = 3,
+}
+
+/// Body of [`EventKind::Open`]; payload: the path.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenBody {
+    /// The open flags (`O_*`), as passed (`creat` is `O_CREAT|O_WRONLY|O_TRUNC`).
+    pub flags: u64,
+    /// The system call's return value: a descriptor, or `-errno`.
+    pub ret: i64,
+    /// An [`OpenCall`] number.
+    pub call: u32,
+    /// The mode passed with `O_CREAT`.
+    pub mode: u32,
+}
+
+/// Socket address families in [`NetBody::family`].
+pub const AF_INET: u16 = 2;
+/// See [`AF_INET`].
+pub const AF_INET6: u16 = 10;
+
+/// Body of [`EventKind::Connect`] and [`EventKind::Send`]; no payload.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetBody {
+    /// Destination address: 4 bytes for IPv4, 16 for IPv6, network order.
+    pub addr: [u8; 16],
+    /// The system call's return value (`-errno` on failure).
+    pub ret: i64,
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u16,
+    /// Destination port, host order.
+    pub port: u16,
+    /// `SOCK_STREAM` (1) or `SOCK_DGRAM` (2).
+    pub sock_type: u16,
+    /// `IPPROTO_*` of the socket.
+    pub protocol: u16,
+}
+
+/// Body of [`EventKind::Fork`]; no payload.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForkBody {
+    /// The child's process id.
+    pub child_pid: u32,
+    /// Reserved, zero.
+    pub _reserved: u32,
+    /// The child's start time (see [`ExecBody::start_ns`]).
+    pub child_start_ns: u64,
+}
+
+/// Body of [`EventKind::Exit`]; no payload.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitBody {
+    /// The exit status as `wait(2)` reports it (code << 8, or the signal number).
+    pub status: u32,
+    /// Reserved, zero.
+    pub _reserved: u32,
+    /// The process's start time.
+    pub start_ns: u64,
+}
+
+/// Size of the biggest record: an exec with a full exe path and a full argv.
+pub const MAX_RECORD: usize =
+    core::mem::size_of::<Header>() + core::mem::size_of::<ExecBody>() + PATH_MAX + ARGV_MAX;

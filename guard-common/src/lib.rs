@@ -1,0 +1,13 @@
+//! The wire format between guard's eBPF programs and its daemon.
+//!
+//! Every record on the ring buffer starts with a [`Header`]; its [`EventKind`]
+//! says which fixed body follows, and the body says how many payload bytes
+//! (paths, argv) follow it. All types are `#[repr(C)]` and contain no padding
+//! the kernel could leave uninitialised.
+#![no_std]
+
+pub mod event;
+pub mod maps;
+
+pub use event::*;
+pub use maps::*;

@@ -1,0 +1,51 @@
+//! Values of the maps user space shares with the kernel.
+
+/// A process followed by guard, keyed in the `TRACKED` map by its tgid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tracked {
+    /// Session id: the `CLOCK_BOOTTIME` ns at which the session's root was
+    /// tracked. Unique per host while it runs.
+    pub session: u64,
+    /// The process's own start time (`task_struct::start_time`), or 0 when user
+    /// space tracked it before the kernel saw it (then the first event fills it in).
+    pub start_ns: u64,
+    /// The session's root process id.
+    pub root_pid: u32,
+    /// [`crate::flags::ROOT_PROCESS`] for the root, else 0.
+    pub flags: u32,
+}
+
+/// Size of `AGENTS` map keys: an agent name as it appears in `comm`.
+pub type AgentName = [u8; crate::COMM_LEN];
+
+/// Builds an `AGENTS` key from a program name: the kernel truncates `comm` to 15
+/// bytes, so longer names are cut the same way.
+pub fn agent_key(name: &[u8]) -> AgentName {
+    let mut key = [0u8; crate::COMM_LEN];
+    let n = if name.len() < crate::COMM_LEN {
+        name.len()
+    } else {
+        crate::COMM_LEN - 1
+    };
+    key[..n].copy_from_slice(&name[..n]);
+    key
+}
+
+/// Indexes of the `COUNTERS` per-CPU array.
+pub mod counter {
+    /// Records of kind `n` (1-based [`crate::EventKind`]) that did not fit in the ring
+    /// buffer live at index `n`.
+    pub const LOST_BASE: u32 = 0;
+    /// A fork whose child could not be added to `TRACKED` (map full): the child
+    /// escaped tracking.
+    pub const TRACK_FULL: u32 = 8;
+    /// Number of counters.
+    pub const LEN: u32 = 16;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` integers with no padding.
+    unsafe impl aya::Pod for super::Tracked {}
+}

@@ -1,0 +1,39 @@
+//! Compiles the CO-RE shim (kernel struct reads) to LLVM bitcode when building for
+//! the bpf target; bpf-linker links it into the programs and aya relocates its
+//! field accesses against the running kernel's BTF at load time.
+use std::{env, path::PathBuf, process::Command};
+
+fn main() {
+    let shim = "src/kernel/shim.c";
+    println!("cargo:rerun-if-changed={shim}");
+    println!("cargo:rerun-if-env-changed=GUARD_CLANG");
+    // bpf-linker is an undeclared build dependency: rebuild when it changes.
+    if let Ok(linker) = which::which("bpf-linker") {
+        println!("cargo:rerun-if-changed={}", linker.display());
+    }
+    if env::var("CARGO_CFG_TARGET_ARCH").as_deref() != Ok("bpf") {
+        return;
+    }
+    let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let obj = out.join("shim.o");
+    let clang = env::var("GUARD_CLANG").unwrap_or_else(|_| "clang-19".to_owned());
+    let multiarch = format!("/usr/include/{}-linux-gnu", std::env::consts::ARCH);
+    let status = Command::new(&clang)
+        .args([
+            "-O2",
+            "-g",
+            "-emit-llvm",
+            "-target",
+            "bpf",
+            "-Wall",
+            "-Werror",
+        ])
+        .arg(format!("-I{multiarch}"))
+        .args(["-c", shim, "-o"])
+        .arg(&obj)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {clang} (run `cargo xtask setup`): {e}"));
+    assert!(status.success(), "{clang} failed to compile {shim}");
+    // `rustc-link-lib=link-arg=` leaves the accessors undefined; a plain link-arg works.
+    println!("cargo:rustc-link-arg={}", obj.display());
+}

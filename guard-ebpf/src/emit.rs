@@ -1,0 +1,90 @@
+//! Assembling records in per-CPU scratch and handing them to the ring buffer at
+//! their exact size; a record that does not fit is counted, never dropped silently.
+
+use core::{mem::size_of, slice};
+
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+    bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+};
+use guard_common::{EventKind, Header, counter};
+
+use crate::{
+    kernel,
+    maps::{EVENT_BUF, EVENT_SCRATCH, EVENTS, count},
+};
+
+pub const HEADER_LEN: usize = size_of::<Header>();
+
+/// The current thread's ids: (tgid, tid).
+#[inline(always)]
+pub fn current_ids() -> (u32, u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    ((pid_tgid >> 32) as u32, pid_tgid as u32)
+}
+
+/// A record being assembled in this CPU's scratch buffer.
+pub struct Draft {
+    buf: *mut u8,
+    kind: EventKind,
+}
+
+impl Draft {
+    /// Starts a record about the current task with the common header filled in.
+    #[inline(always)]
+    pub fn begin(kind: EventKind, flags: u16, session: u64) -> Option<Self> {
+        let buf = EVENT_SCRATCH.get_ptr_mut(0)?.cast::<u8>();
+        let (pid, tid) = current_ids();
+        let uid_gid = bpf_get_current_uid_gid();
+        let header = Header {
+            kind: kind as u16,
+            flags,
+            payload_len: 0,
+            // SAFETY: helpers without arguments.
+            ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+            session,
+            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+            pid,
+            tid,
+            ppid: kernel::ppid(kernel::current()),
+            uid: uid_gid as u32,
+            gid: (uid_gid >> 32) as u32,
+            _reserved: 0,
+            comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        };
+        // SAFETY: the scratch value is EVENT_BUF bytes, 8-aligned, owned by this CPU.
+        unsafe { buf.cast::<Header>().write(header) };
+        Some(Self { buf, kind })
+    }
+
+    pub fn header(&mut self) -> &mut Header {
+        // SAFETY: written in `begin`.
+        unsafe { &mut *self.buf.cast::<Header>() }
+    }
+
+    /// Writes the kind's fixed body right after the header.
+    #[inline(always)]
+    pub fn body<T>(&mut self, body: T) {
+        // SAFETY: HEADER_LEN is 8-aligned and every body fits well within EVENT_BUF.
+        unsafe { self.buf.add(HEADER_LEN).cast::<T>().write(body) };
+    }
+
+    /// Pointer to payload byte `at` (bounded by the caller's masks).
+    #[inline(always)]
+    pub fn payload_ptr<T>(&mut self, at: usize) -> *mut u8 {
+        // SAFETY: callers keep `at` below EVENT_BUF - HEADER_LEN - size_of::<T>().
+        unsafe { self.buf.add(HEADER_LEN + size_of::<T>() + at) }
+    }
+
+    /// Sends the record: header, a `T` body and `payload_len` payload bytes.
+    #[inline(always)]
+    pub fn submit<T>(mut self, payload_len: u32) {
+        self.header().payload_len = payload_len;
+        let len = (HEADER_LEN + size_of::<T>() + payload_len as usize) & (EVENT_BUF - 1);
+        // SAFETY: len is masked to the scratch buffer's size.
+        let record = unsafe { slice::from_raw_parts(self.buf as *const u8, len) };
+        if EVENTS.output::<[u8]>(record, 0).is_err() {
+            count(counter::LOST_BASE + self.kind as u32);
+        }
+    }
+}

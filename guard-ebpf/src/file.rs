@@ -1,0 +1,194 @@
+//! File opens: open, openat, openat2 and creat. Entry notes the arguments of tracked
+//! threads; exit resolves what was actually opened from the new descriptor, so
+//! relative paths, dirfds, `..`, symlinks and `/proc/self/root` all come out as the
+//! real absolute path.
+
+use aya_ebpf::{
+    helpers::{bpf_probe_read_user_str_bytes, generated as gen_helpers},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use guard_common::{EventKind, OpenBody, OpenCall, PATH_DEPTH, PATH_MAX, flags};
+
+use crate::{
+    emit::{Draft, current_ids},
+    kernel::{self, WALK_TRUNCATED},
+    maps::{PATH_END, PATH_MASK, PATH_SCRATCH, PENDING_OPEN, PendingOpen, TRACKED},
+};
+
+const AT_FDCWD: i64 = -100;
+/// `creat(path, mode)` is `open(path, O_CREAT|O_WRONLY|O_TRUNC, mode)`.
+const CREAT_FLAGS: u64 = 0o100 | 0o1 | 0o1000;
+
+// Field offsets in the syscalls:sys_enter_* records (tracefs `format` files): each
+// argument is an 8-byte slot after the 16-byte common header and syscall number.
+const ARG0: usize = 16;
+const ARG1: usize = 24;
+const ARG2: usize = 32;
+const ARG3: usize = 40;
+const RET: usize = 16;
+
+fn arg(ctx: &TracePointContext, off: usize) -> u64 {
+    // SAFETY: offsets within the tracepoint record.
+    unsafe { ctx.read_at::<u64>(off) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn note(call: OpenCall, dfd: i64, filename: u64, flags: u64, mode: u64) -> u32 {
+    let (tgid, tid) = current_ids();
+    // SAFETY: presence check only.
+    if unsafe { TRACKED.get(tgid) }.is_none() {
+        return 0;
+    }
+    let pending = PendingOpen {
+        filename,
+        flags,
+        dfd,
+        call: call as u32,
+        mode: mode as u32,
+    };
+    let _ = PENDING_OPEN.insert(tid, pending, 0);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
+pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    let dfd = arg(&ctx, ARG0) as i32 as i64;
+    note(
+        OpenCall::Openat,
+        dfd,
+        arg(&ctx, ARG1),
+        arg(&ctx, ARG2),
+        arg(&ctx, ARG3),
+    )
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_open")]
+pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
+    note(
+        OpenCall::Open,
+        AT_FDCWD,
+        arg(&ctx, ARG0),
+        arg(&ctx, ARG1),
+        arg(&ctx, ARG2),
+    )
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_creat")]
+pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
+    note(
+        OpenCall::Creat,
+        AT_FDCWD,
+        arg(&ctx, ARG0),
+        CREAT_FLAGS,
+        arg(&ctx, ARG1),
+    )
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
+pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
+    let dfd = arg(&ctx, ARG0) as i32 as i64;
+    // struct open_how { u64 flags; u64 mode; u64 resolve; } in user memory.
+    let how = arg(&ctx, ARG2);
+    let mut fm = [0u64; 2];
+    // SAFETY: reads 16 bytes of user memory into a stack array.
+    let ok = unsafe {
+        gen_helpers::bpf_probe_read_user(
+            fm.as_mut_ptr().cast(),
+            16,
+            how as *const core::ffi::c_void,
+        )
+    } == 0;
+    if !ok {
+        fm = [0, 0];
+    }
+    note(OpenCall::Openat2, dfd, arg(&ctx, ARG1), fm[0], fm[1])
+}
+
+/// Attached to sys_exit_{open,openat,openat2,creat}: the records share a layout.
+#[tracepoint(category = "syscalls", name = "sys_exit_openat")]
+pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
+    match try_exit_open(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
+    let (tgid, tid) = current_ids();
+    // SAFETY: read-only copy of the map value.
+    let pending = *unsafe { PENDING_OPEN.get(tid) }.ok_or(())?;
+    let _ = PENDING_OPEN.remove(tid);
+    // SAFETY: read-only copy of the map value.
+    let session = unsafe { TRACKED.get(tgid) }.ok_or(())?.session;
+    let ret = arg(ctx, RET) as i64;
+    let task = kernel::current();
+    let pbuf = PATH_SCRATCH.get_ptr_mut(0).ok_or(())?.cast::<u8>();
+
+    let mut draft = Draft::begin(EventKind::Open, 0, session).ok_or(())?;
+    let depth = PATH_DEPTH as u32;
+    let (start, end) = if ret >= 0 {
+        let walk = kernel::file_path(kernel::fd_file(task, ret as u32), pbuf, PATH_END, depth);
+        if walk & WALK_TRUNCATED != 0 {
+            draft.header().flags |= flags::PATH_TRUNCATED;
+        }
+        (walk & !WALK_TRUNCATED, PATH_END)
+    } else {
+        // Nothing was opened: report the string passed, joined to the directory it was
+        // relative to (resolved here, as the kernel would have started from it).
+        draft.header().flags |= flags::PATH_UNRESOLVED;
+        // SAFETY: PATH_END + 1 + PATH_MAX + 1 <= PATH_BUF; dest is this CPU's scratch.
+        let name = unsafe {
+            let dst =
+                core::slice::from_raw_parts_mut(pbuf.add(PATH_END as usize + 1), PATH_MAX + 1);
+            bpf_probe_read_user_str_bytes(pending.filename as *const u8, dst)
+        }
+        .map_err(|_| ())?;
+        let name_len = name.len() as u32;
+        let absolute = name.first() == Some(&b'/');
+        if absolute {
+            (PATH_END + 1, PATH_END + 1 + name_len)
+        } else {
+            let walk = if pending.dfd == AT_FDCWD {
+                kernel::cwd_path(task, pbuf, PATH_END, depth)
+            } else {
+                kernel::file_path(
+                    kernel::fd_file(task, pending.dfd as u32),
+                    pbuf,
+                    PATH_END,
+                    depth,
+                )
+            };
+            if walk & WALK_TRUNCATED != 0 {
+                draft.header().flags |= flags::PATH_TRUNCATED;
+            }
+            // SAFETY: PATH_END < PATH_BUF.
+            unsafe { *pbuf.add(PATH_END as usize) = b'/' };
+            (walk & !WALK_TRUNCATED, PATH_END + 1 + name_len)
+        }
+    };
+    let mut len = end.saturating_sub(start);
+    let mut from = start;
+    if len > PATH_MAX as u32 {
+        // Keep the tail: the file name and its nearest directories matter most.
+        draft.header().flags |= flags::PATH_TRUNCATED;
+        from = end - PATH_MAX as u32;
+        len = PATH_MAX as u32;
+    }
+    len &= 0xfff;
+    // SAFETY: the copy is bounded by masks on both sides.
+    unsafe {
+        let _ = gen_helpers::bpf_probe_read_kernel(
+            draft.payload_ptr::<OpenBody>(0).cast(),
+            len,
+            pbuf.add((from & PATH_MASK) as usize).cast(),
+        );
+    }
+    draft.body(OpenBody {
+        flags: pending.flags,
+        ret,
+        call: pending.call,
+        mode: pending.mode,
+    });
+    draft.submit::<OpenBody>(len);
+    Ok(())
+}

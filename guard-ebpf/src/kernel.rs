@@ -1,0 +1,72 @@
+//! Portable kernel reads: thin Rust faces over the CO-RE accessors in `shim.c`.
+
+use core::ffi::c_void;
+
+use aya_ebpf::helpers::bpf_get_current_task;
+
+/// Set in a walk result when the path was cut short (deeper or longer than fits).
+pub const WALK_TRUNCATED: u32 = 0x8000_0000;
+
+/// Opaque kernel `struct task_struct`.
+pub type Task = c_void;
+
+unsafe extern "C" {
+    fn guard_task_pid(t: *const Task) -> u32;
+    fn guard_task_tgid(t: *const Task) -> u32;
+    fn guard_task_start_ns(t: *const Task) -> u64;
+    fn guard_task_ppid(t: *const Task) -> u32;
+    fn guard_task_exit_code(t: *const Task) -> u32;
+    fn guard_task_live_threads(t: *const Task) -> i32;
+    fn guard_task_arg_start(t: *const Task) -> u64;
+    fn guard_task_arg_end(t: *const Task) -> u64;
+    fn guard_binprm_file(b: *const c_void) -> *const c_void;
+    fn guard_task_fd_file(t: *const Task, fd: u32) -> *const c_void;
+    fn guard_file_path(f: *const c_void, buf: *mut u8, end: u32, depth: u32) -> u32;
+    fn guard_task_cwd_path(t: *const Task, buf: *mut u8, end: u32, depth: u32) -> u32;
+}
+
+pub fn current() -> *const Task {
+    // SAFETY: the helper only returns the current task pointer.
+    unsafe { bpf_get_current_task() as *const Task }
+}
+
+// SAFETY (all below): the accessors read through bpf_probe_read_kernel, which
+// tolerates any pointer value; a bad pointer yields zeroes, never a fault.
+pub fn pid(t: *const Task) -> u32 {
+    unsafe { guard_task_pid(t) }
+}
+pub fn tgid(t: *const Task) -> u32 {
+    unsafe { guard_task_tgid(t) }
+}
+pub fn start_ns(t: *const Task) -> u64 {
+    unsafe { guard_task_start_ns(t) }
+}
+pub fn ppid(t: *const Task) -> u32 {
+    unsafe { guard_task_ppid(t) }
+}
+pub fn exit_code(t: *const Task) -> u32 {
+    unsafe { guard_task_exit_code(t) }
+}
+pub fn live_threads(t: *const Task) -> i32 {
+    unsafe { guard_task_live_threads(t) }
+}
+pub fn arg_span(t: *const Task) -> (u64, u64) {
+    unsafe { (guard_task_arg_start(t), guard_task_arg_end(t)) }
+}
+pub fn binprm_file(bprm: *const c_void) -> *const c_void {
+    unsafe { guard_binprm_file(bprm) }
+}
+pub fn fd_file(t: *const Task, fd: u32) -> *const c_void {
+    unsafe { guard_task_fd_file(t, fd) }
+}
+
+/// Writes the absolute path of `file` so that it ends just before `buf[end]`;
+/// returns the start offset, with [`WALK_TRUNCATED`] set when it was cut.
+pub fn file_path(file: *const c_void, buf: *mut u8, end: u32, depth: u32) -> u32 {
+    unsafe { guard_file_path(file, buf, end, depth) }
+}
+
+/// Like [`file_path`] for the task's working directory.
+pub fn cwd_path(t: *const Task, buf: *mut u8, end: u32, depth: u32) -> u32 {
+    unsafe { guard_task_cwd_path(t, buf, end, depth) }
+}

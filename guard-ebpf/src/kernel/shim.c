@@ -1,0 +1,247 @@
+// Kernel struct reads for guard's eBPF programs, portable across kernels.
+//
+// Every struct below is a minimal local view marked preserve_access_index: clang
+// records each field access as a CO-RE relocation, and the loader (aya) rewrites it
+// against the running kernel's BTF, so no offset of this build is baked in.
+// bpf-linker links this bitcode into the Rust object and inlines the accessors.
+//
+// Keep this file to reads. Decisions stay in Rust.
+
+typedef unsigned char __u8;
+typedef unsigned short __u16;
+typedef unsigned int __u32;
+typedef int __s32;
+typedef unsigned long long __u64;
+typedef long long __s64;
+typedef __u16 __be16;
+typedef __u32 __be32;
+typedef __u32 __wsum;
+typedef __u8 u8;
+typedef __u32 u32;
+typedef __s32 s32;
+typedef __u64 u64;
+
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+
+#define __co_re __attribute__((preserve_access_index))
+#define ACCESSOR __attribute__((always_inline))
+
+struct qstr {
+	u32 len;
+	const unsigned char *name;
+} __co_re;
+
+struct dentry {
+	struct dentry *d_parent;
+	struct qstr d_name;
+} __co_re;
+
+struct vfsmount {
+	struct dentry *mnt_root;
+} __co_re;
+
+struct mount {
+	struct mount *mnt_parent;
+	struct dentry *mnt_mountpoint;
+	struct vfsmount mnt;
+} __co_re;
+
+struct path {
+	struct vfsmount *mnt;
+	struct dentry *dentry;
+} __co_re;
+
+struct file {
+	struct path f_path;
+} __co_re;
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+} __co_re;
+
+struct files_struct {
+	struct fdtable *fdt;
+} __co_re;
+
+struct fs_struct {
+	struct path pwd;
+} __co_re;
+
+struct mm_struct {
+	unsigned long arg_start;
+	unsigned long arg_end;
+} __co_re;
+
+struct atomic_t_view {
+	int counter;
+};
+
+struct signal_struct {
+	struct atomic_t_view live;
+} __co_re;
+
+struct task_struct {
+	s32 pid;
+	s32 tgid;
+	u64 start_time;
+	int exit_code;
+	struct task_struct *real_parent;
+	struct files_struct *files;
+	struct fs_struct *fs;
+	struct mm_struct *mm;
+	struct signal_struct *signal;
+} __co_re;
+
+struct linux_binprm {
+	struct file *file;
+} __co_re;
+
+// ---- task ----
+
+ACCESSOR u32 guard_task_pid(struct task_struct *t) { return BPF_CORE_READ(t, pid); }
+ACCESSOR u32 guard_task_tgid(struct task_struct *t) { return BPF_CORE_READ(t, tgid); }
+ACCESSOR u64 guard_task_start_ns(struct task_struct *t) { return BPF_CORE_READ(t, start_time); }
+ACCESSOR u32 guard_task_ppid(struct task_struct *t) { return BPF_CORE_READ(t, real_parent, tgid); }
+ACCESSOR u32 guard_task_exit_code(struct task_struct *t) { return BPF_CORE_READ(t, exit_code); }
+
+// Threads still alive in t's thread group; do_exit() decrements it before the
+// sched_process_exit tracepoint, so 0 there means the whole process is gone.
+ACCESSOR s32 guard_task_live_threads(struct task_struct *t)
+{
+	return BPF_CORE_READ(t, signal, live.counter);
+}
+
+ACCESSOR u64 guard_task_arg_start(struct task_struct *t) { return BPF_CORE_READ(t, mm, arg_start); }
+ACCESSOR u64 guard_task_arg_end(struct task_struct *t) { return BPF_CORE_READ(t, mm, arg_end); }
+
+ACCESSOR struct file *guard_binprm_file(struct linux_binprm *b) { return BPF_CORE_READ(b, file); }
+
+// The open file behind descriptor fd of task t, or NULL.
+ACCESSOR struct file *guard_task_fd_file(struct task_struct *t, u32 fd)
+{
+	struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+	if (!fdt)
+		return 0;
+	if (fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = 0;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+// ---- path resolution ----
+//
+// guard_path_walk writes the absolute path of (mnt, dentry) into buf so that it
+// ends just before buf[end], walking dentries to the root and crossing mount
+// points the way d_path() does. It returns the offset where the path starts, with
+// bit 31 set when the walk stopped early (deeper than `depth` components or longer
+// than `end` bytes): then buf holds the last components only.
+//
+// The walk body runs under bpf_loop, so the verifier checks it once instead of once
+// per level (an open-coded loop over levels with a mount-crossing branch made the
+// verifier's state count explode). Offsets are masked with WALK_MASK.
+
+#define WALK_TRUNCATED 0x80000000u
+#define NAME_MAX_LEN 255u
+#define WALK_STEPS 160u
+// Offsets into the walk buffer are masked with this; the buffer must be at least
+// WALK_MASK + 1 + NAME_MAX_LEN bytes (guard's is twice WALK_MASK + 1).
+#define WALK_MASK 8191u
+
+struct walk {
+	struct dentry *d;
+	struct vfsmount *vmnt;
+	struct mount *mnt;
+	u8 *buf;
+	u32 off;
+	u32 depth;
+	u32 truncated;
+};
+
+static long walk_step(u32 index, void *data)
+{
+	// Copy the walk state into locals first: inside BPF_CORE_READ every member
+	// access becomes a CO-RE relocation, and `struct walk` is ours, not the kernel's.
+	struct walk *w = data;
+	struct dentry *d = w->d;
+	struct vfsmount *vmnt = w->vmnt;
+	struct mount *mnt = w->mnt;
+	struct dentry *root = BPF_CORE_READ(vmnt, mnt_root);
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+
+	if (d == root || d == parent) {
+		struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+		if (d != root || up == mnt || !up)
+			return 1; // the root of the namespace (or of a detached tree)
+		w->d = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = up;
+		w->vmnt = (void *)((u8 *)up + bpf_core_field_offset(struct mount, mnt));
+		return 0;
+	}
+	if (w->depth == 0) {
+		w->truncated = 1;
+		return 1;
+	}
+	w->depth--;
+
+	u32 len = BPF_CORE_READ(d, d_name.len);
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	if (len > NAME_MAX_LEN)
+		len = NAME_MAX_LEN;
+	u32 off = w->off;
+	if (off < len + 1) {
+		w->truncated = 1;
+		return 1;
+	}
+	off -= len;
+	u8 *buf = w->buf;
+	bpf_probe_read_kernel(&buf[off & WALK_MASK], len & NAME_MAX_LEN, name);
+	off -= 1;
+	buf[off & WALK_MASK] = '/';
+	w->off = off;
+	w->d = parent;
+	return 0;
+}
+
+ACCESSOR u32 guard_path_walk(struct path *p, u8 *buf, u32 end, u32 depth)
+{
+	struct walk w = {};
+	w.d = BPF_CORE_READ(p, dentry);
+	w.vmnt = BPF_CORE_READ(p, mnt);
+	w.mnt = (void *)((u8 *)w.vmnt - bpf_core_field_offset(struct mount, mnt));
+	w.buf = buf;
+	w.off = end;
+	w.depth = depth;
+	if (!w.d)
+		return end | WALK_TRUNCATED;
+	long loops = bpf_loop(WALK_STEPS, walk_step, &w, 0);
+	if (loops >= WALK_STEPS)
+		w.truncated = 1; // more mount crossings than steps: give what we have
+	u32 off = w.off;
+	if (off == end) {
+		// the root itself
+		off -= 1;
+		buf[off & WALK_MASK] = '/';
+	}
+	return off | (w.truncated ? WALK_TRUNCATED : 0);
+}
+
+ACCESSOR u32 guard_file_path(struct file *f, u8 *buf, u32 end, u32 depth)
+{
+	struct path p;
+	if (bpf_core_read(&p, sizeof(p), &f->f_path))
+		return WALK_TRUNCATED | end;
+	return guard_path_walk(&p, buf, end, depth);
+}
+
+ACCESSOR u32 guard_task_cwd_path(struct task_struct *t, u8 *buf, u32 end, u32 depth)
+{
+	struct path p;
+	struct fs_struct *fs = BPF_CORE_READ(t, fs);
+	if (!fs || bpf_core_read(&p, sizeof(p), &fs->pwd))
+		return WALK_TRUNCATED | end;
+	return guard_path_walk(&p, buf, end, depth);
+}

@@ -1,0 +1,26 @@
+//! guard's eBPF programs.
+//!
+//! The kernel side follows each agent's process tree and reports what its
+//! processes do; it decides nothing else. A process is tracked when its tgid is
+//! in [`maps::TRACKED`]; everything else pays one hash lookup per hook and
+//! produces no event.
+#![no_std]
+#![no_main]
+
+mod emit;
+mod file;
+mod kernel;
+mod maps;
+mod net;
+mod process;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // Never reached: the verifier rejects programs that could panic.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,85 @@
+//! The maps shared by every program, and with user space (by name).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use guard_common::{AgentName, NetBody, Tracked, counter};
+
+/// Tracked processes by tgid. Children are added at fork, before they run; entries
+/// leave when the last thread exits. Not an LRU: a full map must be counted
+/// (`counter::TRACK_FULL`), never evict a live session member silently.
+#[map]
+pub static TRACKED: HashMap<u32, Tracked> = HashMap::with_max_entries(65536, 0);
+
+/// Program names (as `comm`) whose exec starts a session.
+#[map]
+pub static AGENTS: HashMap<AgentName, u32> = HashMap::with_max_entries(256, 0);
+
+/// Events to user space. 8 MiB: about 60,000 open events of a typical path length.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
+
+/// Lost records by kind, and other counters (`guard_common::counter`).
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
+
+/// An open seen at syscall entry, finished at exit; keyed by thread id. LRU so that a
+/// thread killed between the two leaves no entry behind for long.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct PendingOpen {
+    pub filename: u64,
+    pub flags: u64,
+    pub dfd: i64,
+    pub call: u32,
+    pub mode: u32,
+}
+
+#[map]
+pub static PENDING_OPEN: LruHashMap<u32, PendingOpen> = LruHashMap::with_max_entries(16384, 0);
+
+/// A destination seen by a cgroup sock_addr hook, reported with the result at the
+/// system call's exit; keyed by thread id.
+#[map]
+pub static PENDING_NET: LruHashMap<u32, PendingNet> = LruHashMap::with_max_entries(16384, 0);
+
+/// Per-CPU scratch: an event is assembled here, then copied to the ring buffer at its
+/// exact size. Too big for the 512-byte BPF stack.
+pub const EVENT_BUF: usize = 16384;
+#[repr(C)]
+pub struct EventBuf {
+    pub bytes: [u8; EVENT_BUF],
+}
+#[map]
+pub static EVENT_SCRATCH: PerCpuArray<EventBuf> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU scratch for path walks, which write components back to front ending at
+/// [`PATH_END`]; a failed relative open appends the string it passed after that.
+pub const PATH_BUF: usize = 16384;
+/// Mask for offsets into the path scratch (the shim masks its walk with the same
+/// value, WALK_MASK, leaving room for a 255-byte name past any masked offset).
+pub const PATH_MASK: u32 = (PATH_BUF / 2 - 1) as u32;
+pub const PATH_END: u32 = 4096;
+#[repr(C)]
+pub struct PathBuf {
+    pub bytes: [u8; PATH_BUF],
+}
+#[map]
+pub static PATH_SCRATCH: PerCpuArray<PathBuf> = PerCpuArray::with_max_entries(1, 0);
+
+pub fn count(index: u32) {
+    if let Some(c) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *c += 1 };
+    }
+}
+
+/// A destination noted by a sock_addr hook, with the record kind to report.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct PendingNet {
+    pub body: NetBody,
+    pub kind: u32,
+    pub _reserved: u32,
+}

@@ -1,0 +1,193 @@
+//! The process tree: sessions start at an agent's exec, children inherit at fork
+//! (before they run), and entries leave when the last thread exits.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_ktime_get_boot_ns},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use guard_common::{
+    ARGV_MAX, EventKind, ExecBody, ExitBody, ForkBody, PATH_DEPTH, PATH_MAX, Tracked, counter,
+    flags,
+};
+
+use crate::{
+    emit::{Draft, current_ids},
+    kernel::{self, WALK_TRUNCATED},
+    maps::{AGENTS, PATH_END, PATH_MASK, PATH_SCRATCH, TRACKED, count},
+};
+
+/// `sched_process_fork(parent, child)`: runs in the parent before the child is woken.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
+    match try_fork(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
+    let (tgid, _) = current_ids();
+    // SAFETY: read-only copy of the map value.
+    let parent = *unsafe { TRACKED.get(tgid) }.ok_or(())?;
+    let child: *const kernel::Task = ctx.arg::<u64>(1) as *const kernel::Task;
+    let child_pid = kernel::pid(child);
+    if child_pid != kernel::tgid(child) {
+        return Ok(()); // a new thread: its process is tracked already
+    }
+    let child_start_ns = kernel::start_ns(child);
+    let entry = Tracked {
+        session: parent.session,
+        start_ns: child_start_ns,
+        root_pid: parent.root_pid,
+        flags: 0,
+    };
+    if TRACKED.insert(child_pid, entry, 0).is_err() {
+        count(counter::TRACK_FULL);
+    }
+    let mut draft = Draft::begin(EventKind::Fork, 0, parent.session).ok_or(())?;
+    draft.body(ForkBody {
+        child_pid,
+        _reserved: 0,
+        child_start_ns,
+    });
+    draft.submit::<ForkBody>(0);
+    Ok(())
+}
+
+/// `sched_process_exec(task, old_pid, bprm)`: the new image is in place and has not
+/// run yet.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
+    match try_exec(&ctx) {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
+    let (tgid, _) = current_ids();
+    let task = kernel::current();
+    let mut event_flags = 0u16;
+    // SAFETY: read-only copy of the map value.
+    let tracked = match unsafe { TRACKED.get(tgid) } {
+        Some(t) => {
+            let mut t = *t;
+            if t.start_ns == 0 {
+                // Registered by user space (`guard run`) before this first exec.
+                t.start_ns = kernel::start_ns(task);
+                let _ = TRACKED.insert(tgid, t, 0);
+            }
+            t
+        }
+        None => {
+            let comm = bpf_get_current_comm().map_err(|_| ())?;
+            // SAFETY: presence check only.
+            if unsafe { AGENTS.get(comm) }.is_none() {
+                return Ok(());
+            }
+            let t = Tracked {
+                // SAFETY: helper without arguments.
+                session: unsafe { bpf_ktime_get_boot_ns() },
+                start_ns: kernel::start_ns(task),
+                root_pid: tgid,
+                flags: flags::ROOT_PROCESS as u32,
+            };
+            if TRACKED.insert(tgid, t, 0).is_err() {
+                count(counter::TRACK_FULL);
+                return Err(());
+            }
+            event_flags |= flags::SESSION_START;
+            t
+        }
+    };
+    if tracked.flags & flags::ROOT_PROCESS as u32 != 0 {
+        event_flags |= flags::ROOT_PROCESS;
+    }
+
+    let mut draft = Draft::begin(EventKind::Exec, event_flags, tracked.session).ok_or(())?;
+
+    // The executable as the kernel resolved it: bprm->file, not the string passed.
+    let pbuf = PATH_SCRATCH.get_ptr_mut(0).ok_or(())?.cast::<u8>();
+    let file = kernel::binprm_file(ctx.arg::<u64>(2) as *const core::ffi::c_void);
+    let walk = kernel::file_path(file, pbuf, PATH_END, PATH_DEPTH as u32);
+    let start = walk & !WALK_TRUNCATED;
+    let mut exe_len = PATH_END.saturating_sub(start);
+    if walk & WALK_TRUNCATED != 0 || exe_len > PATH_MAX as u32 {
+        draft.header().flags |= flags::PATH_TRUNCATED;
+    }
+    exe_len = exe_len.min(PATH_MAX as u32) & 0xfff;
+    let src = PATH_END - exe_len;
+    // SAFETY: both regions are bounded by masks the verifier tracks.
+    unsafe {
+        let dst = draft.payload_ptr::<ExecBody>(0);
+        let _ = aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            dst.cast(),
+            exe_len,
+            pbuf.add((src & PATH_MASK) as usize).cast(),
+        );
+    }
+
+    // argv as the new image sees it: mm->arg_start..arg_end in its memory.
+    let (arg_start, arg_end) = kernel::arg_span(task);
+    let mut argv_len = arg_end.saturating_sub(arg_start) as u32;
+    if argv_len > ARGV_MAX as u32 {
+        draft.header().flags |= flags::ARGV_TRUNCATED;
+        argv_len = ARGV_MAX as u32;
+    }
+    argv_len &= 0xfff;
+    // SAFETY: destination bounded by (exe_len & 0xfff) + (argv_len & 0xfff), well
+    // inside the scratch buffer; the source is user memory, read with its helper.
+    let ok = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            draft
+                .payload_ptr::<ExecBody>((exe_len & 0xfff) as usize)
+                .cast(),
+            argv_len,
+            arg_start as *const core::ffi::c_void,
+        )
+    } == 0;
+    if !ok {
+        argv_len = 0;
+    }
+    draft.body(ExecBody {
+        start_ns: tracked.start_ns,
+        exe_len,
+        argv_len,
+    });
+    draft.submit::<ExecBody>(exe_len + argv_len);
+    Ok(())
+}
+
+/// `sched_process_exit(task)`: runs in the exiting thread; the process is gone
+/// when its last thread gets here.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
+    match try_exit() {
+        Ok(()) | Err(()) => 0,
+    }
+}
+
+fn try_exit() -> Result<(), ()> {
+    let (tgid, tid) = current_ids();
+    // SAFETY: read-only copy of the map value.
+    let tracked = *unsafe { TRACKED.get(tgid) }.ok_or(())?;
+    let _ = crate::maps::PENDING_OPEN.remove(tid);
+    let _ = crate::maps::PENDING_NET.remove(tid);
+    let task = kernel::current();
+    if kernel::live_threads(task) > 0 {
+        return Ok(());
+    }
+    let _ = TRACKED.remove(tgid);
+    let root = if tracked.flags & flags::ROOT_PROCESS as u32 != 0 {
+        flags::ROOT_PROCESS
+    } else {
+        0
+    };
+    let mut draft = Draft::begin(EventKind::Exit, root, tracked.session).ok_or(())?;
+    draft.body(ExitBody {
+        status: kernel::exit_code(task),
+        _reserved: 0,
+        start_ns: tracked.start_ns,
+    });
+    draft.submit::<ExitBody>(0);
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! The client side of the control socket, used by `guard run` (blocking: it runs
+//! before exec, with nothing else to do).
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+};
+
+use super::{Request, Response};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot reach the guard daemon at {path} (is `guard daemon` running?)")]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the guard daemon at {path} did not answer")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the guard daemon sent an unreadable answer: {0}")]
+    Answer(String),
+    #[error("the guard daemon refused: {0}")]
+    Refused(String),
+}
+
+/// Sends one request and reads one response.
+pub fn call(path: &Path, request: &Request) -> Result<Response, Error> {
+    let stream = UnixStream::connect(path).map_err(|source| Error::Connect {
+        path: path.to_owned(),
+        source,
+    })?;
+    let io = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut line = serde_json::to_vec(request).map_err(|e| Error::Answer(e.to_string()))?;
+    line.push(b'\n');
+    (&stream).write_all(&line).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
+    let response: Response =
+        serde_json::from_str(&answer).map_err(|e| Error::Answer(format!("{e}: {answer:?}")))?;
+    if !response.ok {
+        return Err(Error::Refused(response.error.unwrap_or_default()));
+    }
+    Ok(response)
+}

@@ -1,0 +1,254 @@
+//! Loading and attaching guard's eBPF programs, and the maps user space drives:
+//! `TRACKED` (session membership), `AGENTS` (names that start sessions),
+//! `EVENTS` (the ring buffer) and `COUNTERS` (lost records).
+//!
+//! Dropping [`Kernel`] detaches every program.
+
+pub mod mounts;
+
+use std::{fs::File, path::PathBuf};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSockAddr, RawTracePoint, TracePoint},
+};
+use guard_common::{AgentName, EventKind, Tracked, agent_key, counter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("guard must run as root to load eBPF programs (effective uid is {euid})")]
+    NotRoot { euid: u32 },
+    #[error("cannot {what}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no cgroup2 filesystem is mounted (needed for the network hooks)")]
+    NoCgroup2,
+    #[error("cannot open the cgroup2 mount {path}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot load guard's eBPF object")]
+    Load(#[source] aya::EbpfError),
+    #[error("the eBPF object has no program or map named {0}")]
+    Missing(&'static str),
+    #[error("cannot load program {program}")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("cannot attach program {program} to {target}")]
+    Attach {
+        program: &'static str,
+        target: String,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("map {map} failed")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// The object built by guard-user/build.rs from guard-ebpf.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard-ebpf"));
+
+/// Loaded and attached programs with the maps user space uses.
+pub struct Kernel {
+    // Owns the programs and their links; dropped last.
+    _bpf: Ebpf,
+    tracked: HashMap<MapData, u32, Tracked>,
+    counters: PerCpuArray<MapData, u64>,
+    /// Names of what is attached, for `/healthz` and logs.
+    pub attached: Vec<String>,
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    bpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<T, Error> {
+    let map = bpf.take_map(name).ok_or(Error::Missing(name))?;
+    T::try_from(map).map_err(|source| Error::Map { map: name, source })
+}
+
+impl Kernel {
+    /// Loads every program, sets the agent names, and attaches everything. The ring
+    /// buffer is returned apart so the daemon can poll it while using the rest.
+    pub fn load(agents: &[String]) -> Result<(Self, RingBuf<MapData>), Error> {
+        // SAFETY: geteuid cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        if euid != 0 {
+            return Err(Error::NotRoot { euid });
+        }
+        mounts::ensure_tracefs()?;
+        let cgroup_path = mounts::cgroup2_root()?;
+        let cgroup = File::open(&cgroup_path).map_err(|source| Error::Cgroup {
+            path: cgroup_path.clone(),
+            source,
+        })?;
+
+        let mut bpf = Ebpf::load(OBJECT).map_err(Error::Load)?;
+        {
+            let mut names: HashMap<_, AgentName, u32> = HashMap::try_from(
+                bpf.map_mut("AGENTS").ok_or(Error::Missing("AGENTS"))?,
+            )
+            .map_err(|source| Error::Map {
+                map: "AGENTS",
+                source,
+            })?;
+            for name in agents {
+                names
+                    .insert(agent_key(name.as_bytes()), 1, 0)
+                    .map_err(|source| Error::Map {
+                        map: "AGENTS",
+                        source,
+                    })?;
+            }
+        }
+        let mut attached = Vec::new();
+
+        for (program, tp) in [
+            ("sched_process_fork", "sched_process_fork"),
+            ("sched_process_exec", "sched_process_exec"),
+            ("sched_process_exit", "sched_process_exit"),
+        ] {
+            let p: &mut RawTracePoint = program_mut(&mut bpf, program)?;
+            p.load()
+                .map_err(|source| Error::Program { program, source })?;
+            p.attach(tp).map_err(|source| Error::Attach {
+                program,
+                target: tp.to_owned(),
+                source,
+            })?;
+            attached.push(format!("raw_tracepoint/{tp}"));
+        }
+
+        let syscalls: [(&'static str, &[&str]); 6] = [
+            ("sys_enter_openat", &["sys_enter_openat"]),
+            ("sys_enter_open", &["sys_enter_open"]),
+            ("sys_enter_creat", &["sys_enter_creat"]),
+            ("sys_enter_openat2", &["sys_enter_openat2"]),
+            (
+                "sys_exit_open",
+                &[
+                    "sys_exit_openat",
+                    "sys_exit_open",
+                    "sys_exit_creat",
+                    "sys_exit_openat2",
+                ],
+            ),
+            (
+                "sys_exit_net",
+                &[
+                    "sys_exit_connect",
+                    "sys_exit_sendto",
+                    "sys_exit_sendmsg",
+                    "sys_exit_sendmmsg",
+                ],
+            ),
+        ];
+        for (program, tracepoints) in syscalls {
+            let p: &mut TracePoint = program_mut(&mut bpf, program)?;
+            p.load()
+                .map_err(|source| Error::Program { program, source })?;
+            for tp in tracepoints {
+                // open(2) and creat(2) do not exist on every architecture.
+                let legacy = matches!(
+                    *tp,
+                    "sys_enter_open" | "sys_enter_creat" | "sys_exit_open" | "sys_exit_creat"
+                );
+                match p.attach("syscalls", tp) {
+                    Ok(_) => attached.push(format!("tracepoint/syscalls/{tp}")),
+                    Err(e) if legacy => {
+                        tracing::warn!("{tp} not attached ({e}); this architecture may lack it")
+                    }
+                    Err(source) => {
+                        return Err(Error::Attach {
+                            program,
+                            target: format!("syscalls/{tp}"),
+                            source,
+                        });
+                    }
+                }
+            }
+        }
+
+        for program in ["connect4", "connect6", "sendmsg4", "sendmsg6"] {
+            let p: &mut CgroupSockAddr = program_mut(&mut bpf, program)?;
+            p.load()
+                .map_err(|source| Error::Program { program, source })?;
+            // aya attaches through a bpf_link here (kernel >= 5.7); links always coexist
+            // with other programs on the cgroup and take no ALLOW_MULTI flag.
+            p.attach(&cgroup, CgroupAttachMode::Single)
+                .map_err(|source| Error::Attach {
+                    program,
+                    target: cgroup_path.display().to_string(),
+                    source,
+                })?;
+            attached.push(format!("cgroup/{program}"));
+        }
+
+        let events = take(&mut bpf, "EVENTS")?;
+        let tracked = take(&mut bpf, "TRACKED")?;
+        let counters = take(&mut bpf, "COUNTERS")?;
+        Ok((
+            Self {
+                _bpf: bpf,
+                tracked,
+                counters,
+                attached,
+            },
+            events,
+        ))
+    }
+
+    /// Puts `pid` in the kernel's tracked set (a session root or a scanned member).
+    pub fn track(&mut self, pid: u32, entry: Tracked) -> Result<(), Error> {
+        self.tracked
+            .insert(pid, entry, 0)
+            .map_err(|source| Error::Map {
+                map: "TRACKED",
+                source,
+            })
+    }
+
+    pub fn is_tracked(&self, pid: u32) -> bool {
+        self.tracked.get(&pid, 0).is_ok()
+    }
+
+    /// Lost records by kind (summed over CPUs), and children that escaped tracking
+    /// because the map was full.
+    pub fn lost(&self) -> Result<(Vec<(&'static str, u64)>, u64), Error> {
+        let read = |i: u32| -> Result<u64, Error> {
+            let v = self.counters.get(&i, 0).map_err(|source| Error::Map {
+                map: "COUNTERS",
+                source,
+            })?;
+            Ok(v.iter().sum())
+        };
+        let mut by_kind = Vec::new();
+        for kind in EventKind::ALL {
+            by_kind.push((kind.name(), read(counter::LOST_BASE + kind as u32)?));
+        }
+        Ok((by_kind, read(counter::TRACK_FULL)?))
+    }
+}
+
+fn program_mut<'a, T>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, Error>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let program = bpf.program_mut(name).ok_or(Error::Missing(name))?;
+    program.try_into().map_err(|source| Error::Program {
+        program: name,
+        source,
+    })
+}

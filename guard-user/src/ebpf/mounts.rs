@@ -1,0 +1,124 @@
+//! The filesystems the programs need: tracefs (for tracepoint attachment) and the
+//! cgroup2 mount (for the sock_addr hooks), found wherever the host put them.
+
+use std::{
+    ffi::CString,
+    path::{Path, PathBuf},
+};
+
+use super::Error;
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+fn mount_points(fstype: &str) -> Result<Vec<(PathBuf, String)>, Error> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| Error::Io {
+        what: "read /proc/self/mountinfo",
+        source,
+    })?;
+    Ok(parse_mountinfo(&text, fstype))
+}
+
+/// Mount points of `fstype` in a mountinfo text, with the root of each mount.
+pub fn parse_mountinfo(text: &str, fstype: &str) -> Vec<(PathBuf, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let (pre, post) = line.split_once(" - ")?;
+            let fs = post.split_whitespace().next()?;
+            let mut fields = pre.split_whitespace();
+            let root = fields.nth(3)?;
+            let point = fields.next()?;
+            (fs == fstype).then(|| (PathBuf::from(unescape(point)), root.to_owned()))
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v as char);
+            i += 4;
+        } else {
+            out.push(b[i] as char);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Makes sure tracefs is mounted (many minimal hosts and containers lack it).
+pub fn ensure_tracefs() -> Result<(), Error> {
+    if !mount_points("tracefs")?.is_empty()
+        || Path::new("/sys/kernel/debug/tracing/events").exists()
+    {
+        return Ok(());
+    }
+    tracing::info!("tracefs is not mounted; mounting it at {TRACEFS}");
+    let c = |s: &str| CString::new(s).unwrap_or_default();
+    let (src, target, fstype) = (c("tracefs"), c(TRACEFS), c("tracefs"));
+    // SAFETY: plain mount(2) with NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(Error::Io {
+            what: "mount tracefs at /sys/kernel/tracing",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+/// The cgroup2 mount: `/sys/fs/cgroup` on unified hosts, `/sys/fs/cgroup/unified`
+/// on hybrid ones, or wherever mountinfo says.
+pub fn cgroup2_root() -> Result<PathBuf, Error> {
+    let mounts = mount_points("cgroup2")?;
+    mounts
+        .iter()
+        .find(|(_, root)| root == "/")
+        .or(mounts.first())
+        .map(|(p, _)| p.clone())
+        .ok_or(Error::NoCgroup2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+25 30 0:23 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+33 25 0:28 / /sys/fs/cgroup ro,nosuid,nodev,noexec shared:9 - tmpfs tmpfs ro,mode=755
+34 33 0:29 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw,nsdelegate
+35 33 0:30 / /sys/fs/cgroup/systemd rw,nosuid,nodev,noexec,relatime shared:11 - cgroup cgroup rw,name=systemd
+40 25 0:12 / /sys/kernel/tracing rw,nosuid,nodev,noexec,relatime shared:20 - tracefs tracefs rw
+";
+
+    #[test]
+    fn finds_cgroup2_on_a_hybrid_host() {
+        let m = parse_mountinfo(HYBRID, "cgroup2");
+        assert_eq!(
+            m,
+            vec![(PathBuf::from("/sys/fs/cgroup/unified"), "/".to_owned())]
+        );
+        assert_eq!(parse_mountinfo(HYBRID, "tracefs").len(), 1);
+        assert!(parse_mountinfo(HYBRID, "bpf").is_empty());
+    }
+
+    #[test]
+    fn unescapes_mount_points() {
+        assert_eq!(unescape(r"/mnt/with\040space"), "/mnt/with space");
+    }
+}

@@ -1,0 +1,233 @@
+//! Ring-buffer bytes → typed kernel records. Pure: no I/O, unit-tested.
+
+use std::mem::size_of;
+
+use guard_common::{EventKind, ExecBody, ExitBody, ForkBody, Header, NetBody, OpenBody};
+
+/// A record as the kernel wrote it, with its payload split out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub header: Header,
+    pub body: Body,
+}
+
+/// The kind-specific part of a [`Record`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body {
+    Exec {
+        body: ExecBody,
+        exe: Vec<u8>,
+        argv: Vec<u8>,
+    },
+    Open {
+        body: OpenBody,
+        path: Vec<u8>,
+    },
+    Connect(NetBody),
+    Send(NetBody),
+    Fork(ForkBody),
+    Exit(ExitBody),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than its {need}-byte fixed part")]
+    Short { len: usize, need: usize },
+    #[error("record kind {0} is unknown to this build")]
+    UnknownKind(u16),
+    #[error("record declares {declared} payload bytes but carries {available}")]
+    Payload { declared: usize, available: usize },
+}
+
+fn read<T: Copy>(bytes: &[u8], at: usize) -> Result<T, DecodeError> {
+    let need = at + size_of::<T>();
+    if bytes.len() < need {
+        return Err(DecodeError::Short {
+            len: bytes.len(),
+            need,
+        });
+    }
+    // SAFETY: bounds checked above; T is a plain #[repr(C)] integer struct, valid
+    // for any bit pattern, and read_unaligned tolerates the buffer's alignment.
+    Ok(unsafe { bytes.as_ptr().add(at).cast::<T>().read_unaligned() })
+}
+
+fn payload<'a, T>(bytes: &'a [u8], header: &Header) -> Result<&'a [u8], DecodeError> {
+    let start = size_of::<Header>() + size_of::<T>();
+    let declared = header.payload_len as usize;
+    let available = bytes.len().saturating_sub(start);
+    if declared > available {
+        return Err(DecodeError::Payload {
+            declared,
+            available,
+        });
+    }
+    Ok(&bytes[start..start + declared])
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+    let header: Header = read(bytes, 0)?;
+    let at = size_of::<Header>();
+    let kind = EventKind::from_u16(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
+    let body = match kind {
+        EventKind::Exec => {
+            let body: ExecBody = read(bytes, at)?;
+            let p = payload::<ExecBody>(bytes, &header)?;
+            let exe_len = (body.exe_len as usize).min(p.len());
+            let argv_end = (exe_len + body.argv_len as usize).min(p.len());
+            Body::Exec {
+                body,
+                exe: p[..exe_len].to_vec(),
+                argv: p[exe_len..argv_end].to_vec(),
+            }
+        }
+        EventKind::Open => {
+            let body: OpenBody = read(bytes, at)?;
+            Body::Open {
+                body,
+                path: payload::<OpenBody>(bytes, &header)?.to_vec(),
+            }
+        }
+        EventKind::Connect => Body::Connect(read(bytes, at)?),
+        EventKind::Send => Body::Send(read(bytes, at)?),
+        EventKind::Fork => Body::Fork(read(bytes, at)?),
+        EventKind::Exit => Body::Exit(read(bytes, at)?),
+    };
+    Ok(Record { header, body })
+}
+
+/// Splits a kernel argv block (NUL-separated, maybe cut mid-argument) into strings.
+pub fn split_argv(block: &[u8]) -> Vec<String> {
+    let block = block.strip_suffix(b"\0").unwrap_or(block);
+    if block.is_empty() {
+        return Vec::new();
+    }
+    block
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// `comm` without its NUL padding.
+pub fn comm(raw: &[u8; 16]) -> String {
+    let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn header(kind: EventKind, payload_len: u32) -> Header {
+        let mut comm = [0u8; 16];
+        comm[..4].copy_from_slice(b"test");
+        Header {
+            kind: kind as u16,
+            flags: 0,
+            payload_len,
+            ts_ns: 1_000,
+            session: 0xabc,
+            cgroup_id: 7,
+            pid: 100,
+            tid: 101,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            _reserved: 0,
+            comm,
+        }
+    }
+
+    pub fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: test-only view of a plain #[repr(C)] value.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    pub fn record<T>(kind: EventKind, body: &T, payload: &[u8]) -> Vec<u8> {
+        let mut out = bytes_of(&header(kind, payload.len() as u32));
+        out.extend(bytes_of(body));
+        out.extend_from_slice(payload);
+        out
+    }
+
+    #[test]
+    fn exec_splits_exe_and_argv() {
+        let body = ExecBody {
+            start_ns: 5,
+            exe_len: 7,
+            argv_len: 9,
+        };
+        let rec = record(EventKind::Exec, &body, b"/bin/shsh\0-c\0true\0");
+        let Record { header, body } = decode(&rec).expect("decodes");
+        assert_eq!(header.pid, 100);
+        let Body::Exec { exe, argv, .. } = body else {
+            panic!("not exec")
+        };
+        assert_eq!(exe, b"/bin/sh");
+        assert_eq!(split_argv(&argv), ["sh", "-c", "true"]);
+    }
+
+    #[test]
+    fn open_carries_path() {
+        let body = OpenBody {
+            flags: 0o1101,
+            ret: 3,
+            call: 1,
+            mode: 0o644,
+        };
+        let rec = record(EventKind::Open, &body, b"/tmp/x");
+        let Body::Open { body: b, path } = decode(&rec).expect("decodes").body else {
+            panic!()
+        };
+        assert_eq!(path, b"/tmp/x");
+        assert_eq!(b.ret, 3);
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_errors() {
+        assert!(matches!(
+            decode(&[0u8; 10]),
+            Err(DecodeError::Short { len: 10, .. })
+        ));
+        let mut rec = record(
+            EventKind::Fork,
+            &ForkBody {
+                child_pid: 1,
+                _reserved: 0,
+                child_start_ns: 0,
+            },
+            b"",
+        );
+        rec[0] = 99;
+        assert_eq!(decode(&rec), Err(DecodeError::UnknownKind(99)));
+    }
+
+    #[test]
+    fn payload_longer_than_record_is_an_error() {
+        let mut rec = record(
+            EventKind::Open,
+            &OpenBody {
+                flags: 0,
+                ret: 0,
+                call: 0,
+                mode: 0,
+            },
+            b"/a",
+        );
+        rec[4] = 200; // payload_len
+        assert!(matches!(
+            decode(&rec),
+            Err(DecodeError::Payload {
+                declared: 200,
+                available: 2
+            })
+        ));
+    }
+
+    #[test]
+    fn argv_cut_mid_argument_keeps_the_prefix() {
+        assert_eq!(split_argv(b"git\0push\0--for"), ["git", "push", "--for"]);
+        assert!(split_argv(b"").is_empty());
+    }
+}

@@ -1,0 +1,216 @@
+//! The JSON form of an event (schema in docs/events.md). Written by hand over
+//! serde's map serializer so the field order is stable and nothing is allocated
+//! per field.
+
+use chrono::{DateTime, SecondsFormat};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use super::{Detail, Event, SCHEMA, access, errno_name};
+use guard_common::OpenCall;
+
+pub fn to_string(ev: &Event) -> String {
+    // Serialising maps of plain values into a String cannot fail.
+    serde_json::to_string(ev).unwrap_or_default()
+}
+
+pub fn rfc3339(ts_ns: i128) -> String {
+    let secs = ts_ns.div_euclid(1_000_000_000) as i64;
+    let nanos = ts_ns.rem_euclid(1_000_000_000) as u32;
+    DateTime::from_timestamp(secs, nanos)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Nanos, true))
+        .unwrap_or_default()
+}
+
+fn result<M: SerializeMap>(m: &mut M, ret: i64, ok_key: Option<&str>) -> Result<(), M::Error> {
+    if ret >= 0 {
+        m.serialize_entry("result", "ok")?;
+        if let Some(key) = ok_key {
+            m.serialize_entry(key, &ret)?;
+        }
+    } else {
+        let errno = (-ret) as i32;
+        m.serialize_entry("result", &errno_name(errno))?;
+        m.serialize_entry("errno", &errno)?;
+    }
+    Ok(())
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("schema", &SCHEMA)?;
+        m.serialize_entry("ts", &rfc3339(self.ts_ns))?;
+        m.serialize_entry("kind", self.detail.kind())?;
+        if let Some(session) = self.session {
+            m.serialize_entry("session", &session.to_string())?;
+        }
+        let t = &self.task;
+        m.serialize_entry("pid", &t.pid)?;
+        m.serialize_entry("ppid", &t.ppid)?;
+        m.serialize_entry("tid", &t.tid)?;
+        m.serialize_entry("comm", &t.comm)?;
+        m.serialize_entry("uid", &t.uid)?;
+        m.serialize_entry("user", &t.user.as_deref())?;
+        m.serialize_entry("cgroup_id", &t.cgroup_id)?;
+        m.serialize_entry("container", &t.container.as_deref())?;
+        match &self.detail {
+            Detail::Exec {
+                exe,
+                exe_truncated,
+                argv,
+                argv_truncated,
+                root,
+            } => {
+                m.serialize_entry("exe", exe)?;
+                m.serialize_entry("exe_truncated", exe_truncated)?;
+                m.serialize_entry("argv", argv)?;
+                m.serialize_entry("argv_truncated", argv_truncated)?;
+                m.serialize_entry("root", root)?;
+            }
+            Detail::Open {
+                path,
+                resolved,
+                truncated,
+                flags,
+                call,
+                ret,
+            } => {
+                m.serialize_entry("path", path)?;
+                m.serialize_entry("path_resolved", resolved)?;
+                m.serialize_entry("path_truncated", truncated)?;
+                m.serialize_entry("access", &access::of(*flags))?;
+                m.serialize_entry("flags", flags)?;
+                let call = match call {
+                    OpenCall::Open => "open",
+                    OpenCall::Openat => "openat",
+                    OpenCall::Openat2 => "openat2",
+                    OpenCall::Creat => "creat",
+                };
+                m.serialize_entry("call", call)?;
+                result(&mut m, *ret, Some("fd"))?;
+            }
+            Detail::Connect {
+                addr,
+                port,
+                proto,
+                ret,
+            }
+            | Detail::Send {
+                addr,
+                port,
+                proto,
+                ret,
+            } => {
+                m.serialize_entry("addr", &addr.to_string())?;
+                m.serialize_entry("port", port)?;
+                m.serialize_entry("proto", proto.as_str())?;
+                m.serialize_entry("family", if addr.is_ipv4() { "ipv4" } else { "ipv6" })?;
+                result(&mut m, *ret, None)?;
+            }
+            Detail::Fork { child_pid } => m.serialize_entry("child_pid", child_pid)?,
+            Detail::Exit { status, root } => {
+                let (code, signal) = (status >> 8 & 0xff, status & 0x7f);
+                if signal == 0 {
+                    m.serialize_entry("exit_code", &code)?;
+                } else {
+                    m.serialize_entry("signal", &signal)?;
+                }
+                m.serialize_entry("root", root)?;
+            }
+            Detail::SessionStart {
+                agent,
+                root_pid,
+                how,
+                cwd,
+            } => {
+                m.serialize_entry("agent", agent)?;
+                m.serialize_entry("root_pid", root_pid)?;
+                m.serialize_entry("how", how.as_str())?;
+                m.serialize_entry("cwd", cwd)?;
+            }
+            Detail::SessionEnd {
+                root_pid,
+                stragglers,
+            } => {
+                m.serialize_entry("root_pid", root_pid)?;
+                m.serialize_entry("stragglers", stragglers)?;
+            }
+            Detail::Lost { by_kind, total } => {
+                m.serialize_entry(
+                    "by_kind",
+                    &by_kind
+                        .iter()
+                        .copied()
+                        .collect::<std::collections::BTreeMap<_, _>>(),
+                )?;
+                m.serialize_entry("total", total)?;
+            }
+        }
+        m.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::event::{Proto, SessionId, Task};
+
+    fn ev(detail: Detail) -> Event {
+        Event {
+            ts_ns: 1_763_700_000_123_456_789,
+            session: Some(SessionId(0x1f)),
+            task: Task {
+                pid: 42,
+                tid: 42,
+                ppid: 1,
+                comm: "sh".into(),
+                user: Some("root".into()),
+                ..Task::default()
+            },
+            detail,
+        }
+    }
+
+    #[test]
+    fn open_failure_json() {
+        let e = ev(Detail::Open {
+            path: "/work/.env".into(),
+            resolved: false,
+            truncated: false,
+            flags: 0,
+            call: OpenCall::Openat,
+            ret: -2,
+        });
+        assert_eq!(
+            e.to_json(),
+            r#"{"schema":1,"ts":"2025-11-21T04:40:00.123456789Z","kind":"open","session":"000000000000001f","pid":42,"ppid":1,"tid":42,"comm":"sh","uid":0,"user":"root","cgroup_id":0,"container":null,"path":"/work/.env","path_resolved":false,"path_truncated":false,"access":["read"],"flags":0,"call":"openat","result":"ENOENT","errno":2}"#
+        );
+    }
+
+    #[test]
+    fn connect_and_exit_json() {
+        let addr: IpAddr = "::1".parse().expect("addr");
+        let j = ev(Detail::Connect {
+            addr,
+            port: 443,
+            proto: Proto::Tcp,
+            ret: -115,
+        })
+        .to_json();
+        assert!(j.contains(r#""addr":"::1","port":443,"proto":"tcp","family":"ipv6","result":"EINPROGRESS","errno":115"#), "{j}");
+        let j = ev(Detail::Exit {
+            status: 3 << 8,
+            root: true,
+        })
+        .to_json();
+        assert!(j.ends_with(r#""exit_code":3,"root":true}"#), "{j}");
+        let j = ev(Detail::Exit {
+            status: 9,
+            root: false,
+        })
+        .to_json();
+        assert!(j.ends_with(r#""signal":9,"root":false}"#), "{j}");
+    }
+}

@@ -1,0 +1,374 @@
+//! Typed events: what the kernel reported (decoded from the ring buffer), plus the
+//! events user space derives (session start/end, lost counts). Every consumer
+//! (audit log, `guard top`, policy) reads these.
+
+pub mod decode;
+pub mod enrich;
+mod json;
+
+use std::{net::IpAddr, sync::Arc};
+
+use guard_common::{AF_INET6, OpenCall, flags};
+
+pub use self::decode::Record;
+use self::decode::{Body, comm, split_argv};
+
+/// Version of the JSON event schema (docs/events.md).
+pub const SCHEMA: u32 = 1;
+
+/// A session id: the boot-clock ns at which its root was first tracked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// How a session came to be tracked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum How {
+    /// An agent program was executed (kernel match on its name).
+    Exec,
+    /// `guard run` registered it before exec.
+    Run,
+    /// Already running when the daemon started; found in /proc.
+    Scan,
+}
+
+impl How {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            How::Exec => "exec",
+            How::Run => "run",
+            How::Scan => "scan",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Other(u16),
+}
+
+impl Proto {
+    fn from_socket(sock_type: u16, protocol: u16) -> Self {
+        match (sock_type, protocol) {
+            (_, 6) | (1, 0) => Proto::Tcp,
+            (_, 17) | (2, 0) => Proto::Udp,
+            (_, p) => Proto::Other(p),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Other(_) => "other",
+        }
+    }
+}
+
+/// Event details by kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Detail {
+    Exec {
+        exe: String,
+        exe_truncated: bool,
+        argv: Vec<String>,
+        argv_truncated: bool,
+        root: bool,
+    },
+    Open {
+        path: String,
+        resolved: bool,
+        truncated: bool,
+        flags: u64,
+        call: OpenCall,
+        ret: i64,
+    },
+    Connect {
+        addr: IpAddr,
+        port: u16,
+        proto: Proto,
+        ret: i64,
+    },
+    Send {
+        addr: IpAddr,
+        port: u16,
+        proto: Proto,
+        ret: i64,
+    },
+    Fork {
+        child_pid: u32,
+    },
+    Exit {
+        status: u32,
+        root: bool,
+    },
+    SessionStart {
+        agent: String,
+        root_pid: u32,
+        how: How,
+        cwd: Option<String>,
+    },
+    SessionEnd {
+        root_pid: u32,
+        stragglers: Vec<u32>,
+    },
+    Lost {
+        by_kind: Vec<(&'static str, u64)>,
+        total: u64,
+    },
+}
+
+impl Detail {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Detail::Exec { .. } => "exec",
+            Detail::Open { .. } => "open",
+            Detail::Connect { .. } => "connect",
+            Detail::Send { .. } => "send",
+            Detail::Fork { .. } => "fork",
+            Detail::Exit { .. } => "exit",
+            Detail::SessionStart { .. } => "session_start",
+            Detail::SessionEnd { .. } => "session_end",
+            Detail::Lost { .. } => "lost",
+        }
+    }
+}
+
+/// Who did it: the task the kernel saw.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Task {
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: String,
+    pub cgroup_id: u64,
+    pub user: Option<Arc<str>>,
+    pub container: Option<Arc<str>>,
+}
+
+/// One event, ready for every consumer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// Wall-clock time, ns since the Unix epoch.
+    pub ts_ns: i128,
+    pub session: Option<SessionId>,
+    pub task: Task,
+    pub detail: Detail,
+}
+
+/// Open-flag view of an open event.
+pub mod access {
+    pub const O_ACCMODE: u64 = 0o3;
+    pub const O_WRONLY: u64 = 0o1;
+    pub const O_RDWR: u64 = 0o2;
+    pub const O_CREAT: u64 = 0o100;
+    pub const O_TRUNC: u64 = 0o1000;
+    pub const O_PATH: u64 = 0o10000000;
+
+    /// The accesses an open asks for: read, write, create, truncate.
+    pub fn of(flags: u64) -> Vec<&'static str> {
+        let mut out = Vec::with_capacity(4);
+        let mode = flags & O_ACCMODE;
+        if flags & O_PATH == 0 && (mode == 0 || mode == O_RDWR) {
+            out.push("read");
+        }
+        if mode == O_WRONLY || mode == O_RDWR {
+            out.push("write");
+        }
+        if flags & O_CREAT != 0 {
+            out.push("create");
+        }
+        if flags & O_TRUNC != 0 {
+            out.push("truncate");
+        }
+        out
+    }
+}
+
+/// Normalises `.` and `..` lexically (for paths the kernel did not resolve).
+pub fn normalize_lexically(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+fn net_addr(family: u16, raw: &[u8; 16]) -> IpAddr {
+    if family == AF_INET6 {
+        IpAddr::from(*raw)
+    } else {
+        IpAddr::from([raw[0], raw[1], raw[2], raw[3]])
+    }
+}
+
+impl Event {
+    /// Builds an event from a kernel record; `ts_offset_ns` converts the boot clock
+    /// to wall-clock time.
+    pub fn from_record(rec: Record, ts_offset_ns: i128) -> Self {
+        let h = rec.header;
+        let task = Task {
+            pid: h.pid,
+            tid: h.tid,
+            ppid: h.ppid,
+            uid: h.uid,
+            gid: h.gid,
+            comm: comm(&h.comm),
+            cgroup_id: h.cgroup_id,
+            user: None,
+            container: None,
+        };
+        let flag = |f: u16| h.flags & f != 0;
+        let detail = match rec.body {
+            Body::Exec { exe, argv, .. } => Detail::Exec {
+                exe: String::from_utf8_lossy(&exe).into_owned(),
+                exe_truncated: flag(flags::PATH_TRUNCATED),
+                argv: split_argv(&argv),
+                argv_truncated: flag(flags::ARGV_TRUNCATED),
+                root: flag(flags::ROOT_PROCESS),
+            },
+            Body::Open { body, path } => {
+                let resolved = !flag(flags::PATH_UNRESOLVED);
+                let path = String::from_utf8_lossy(&path).into_owned();
+                Detail::Open {
+                    path: if resolved {
+                        path
+                    } else {
+                        normalize_lexically(&path)
+                    },
+                    resolved,
+                    truncated: flag(flags::PATH_TRUNCATED),
+                    flags: body.flags,
+                    call: match body.call {
+                        0 => OpenCall::Open,
+                        2 => OpenCall::Openat2,
+                        3 => OpenCall::Creat,
+                        _ => OpenCall::Openat,
+                    },
+                    ret: body.ret,
+                }
+            }
+            Body::Connect(n) => Detail::Connect {
+                addr: net_addr(n.family, &n.addr),
+                port: n.port,
+                proto: Proto::from_socket(n.sock_type, n.protocol),
+                ret: n.ret,
+            },
+            Body::Send(n) => Detail::Send {
+                addr: net_addr(n.family, &n.addr),
+                port: n.port,
+                proto: Proto::from_socket(n.sock_type, n.protocol),
+                ret: n.ret,
+            },
+            Body::Fork(f) => Detail::Fork {
+                child_pid: f.child_pid,
+            },
+            Body::Exit(e) => Detail::Exit {
+                status: e.status,
+                root: flag(flags::ROOT_PROCESS),
+            },
+        };
+        Event {
+            ts_ns: h.ts_ns as i128 + ts_offset_ns,
+            session: Some(SessionId(h.session)),
+            task,
+            detail,
+        }
+    }
+
+    /// Serialises the event as one JSON line (no trailing newline).
+    pub fn to_json(&self) -> String {
+        json::to_string(self)
+    }
+}
+
+/// The name of an errno value (`ENOENT`), or `E<n>` when unknown.
+pub fn errno_name(errno: i32) -> String {
+    let name = match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EINTR => "EINTR",
+        libc::EIO => "EIO",
+        libc::EBADF => "EBADF",
+        libc::EAGAIN => "EAGAIN",
+        libc::EACCES => "EACCES",
+        libc::EFAULT => "EFAULT",
+        libc::EEXIST => "EEXIST",
+        libc::ENOTDIR => "ENOTDIR",
+        libc::EISDIR => "EISDIR",
+        libc::EINVAL => "EINVAL",
+        libc::EMFILE => "EMFILE",
+        libc::ENOSPC => "ENOSPC",
+        libc::EROFS => "EROFS",
+        libc::ENAMETOOLONG => "ENAMETOOLONG",
+        libc::ELOOP => "ELOOP",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::EINPROGRESS => "EINPROGRESS",
+        libc::EALREADY => "EALREADY",
+        libc::EISCONN => "EISCONN",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
+        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
+        libc::ENXIO => "ENXIO",
+        libc::ETXTBSY => "ETXTBSY",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EDESTADDRREQ => "EDESTADDRREQ",
+        libc::EMSGSIZE => "EMSGSIZE",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::EPIPE => "EPIPE",
+        _ => return format!("E{errno}"),
+    };
+    name.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_from_flags() {
+        assert_eq!(access::of(0), ["read"]);
+        assert_eq!(
+            access::of(0o1 | 0o100 | 0o1000),
+            ["write", "create", "truncate"]
+        );
+        assert_eq!(access::of(0o2), ["read", "write"]);
+        assert!(access::of(access::O_PATH).is_empty());
+    }
+
+    #[test]
+    fn lexical_normalisation() {
+        assert_eq!(normalize_lexically("/a/b/../c/./d"), "/a/c/d");
+        assert_eq!(normalize_lexically("/../x"), "/x");
+        assert_eq!(normalize_lexically("/tmp//x/"), "/tmp/x");
+    }
+
+    #[test]
+    fn protocol_from_socket() {
+        assert_eq!(Proto::from_socket(1, 6), Proto::Tcp);
+        assert_eq!(Proto::from_socket(2, 0), Proto::Udp);
+        assert_eq!(Proto::from_socket(2, 17), Proto::Udp);
+    }
+
+    #[test]
+    fn session_id_is_16_hex_digits() {
+        assert_eq!(SessionId(0xab).to_string(), "00000000000000ab");
+    }
+}

@@ -1,0 +1,326 @@
+//! Sessions and their process trees, as user space knows them from events. The
+//! kernel's `TRACKED` map is the authority on membership; this registry mirrors it
+//! to label events, derive session start/end, and feed `guard top`.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use crate::event::{Detail, Event, How, SessionId, Task};
+
+/// Ended sessions kept for display before the oldest are forgotten.
+const KEEP_ENDED: usize = 256;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub exec: u64,
+    pub open: u64,
+    pub connect: u64,
+    pub send: u64,
+    pub fork: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub id: SessionId,
+    pub agent: String,
+    pub root_pid: u32,
+    pub how: How,
+    pub started_ns: i128,
+    pub ended_ns: Option<i128>,
+    pub uid: u32,
+    pub user: Option<Arc<str>>,
+    pub container: Option<Arc<str>>,
+    pub cwd: Option<String>,
+    pub counts: Counts,
+}
+
+#[derive(Clone, Debug)]
+pub struct Proc {
+    pub session: SessionId,
+    pub ppid: u32,
+    pub comm: String,
+    pub exe: Option<String>,
+    pub argv: Vec<String>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    sessions: BTreeMap<SessionId, Session>,
+    procs: HashMap<u32, Proc>,
+}
+
+fn cwd_of(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/cwd"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+impl Registry {
+    pub fn sessions(&self) -> impl Iterator<Item = &Session> {
+        self.sessions.values()
+    }
+
+    pub fn procs(&self) -> impl Iterator<Item = (&u32, &Proc)> {
+        self.procs.iter()
+    }
+
+    pub fn session(&self, id: SessionId) -> Option<&Session> {
+        self.sessions.get(&id)
+    }
+
+    /// Records a new session whose root is `task` and returns its `session_start`.
+    pub fn start(&mut self, id: SessionId, how: How, ts_ns: i128, task: &Task) -> Event {
+        let cwd = cwd_of(task.pid);
+        self.sessions.insert(
+            id,
+            Session {
+                id,
+                agent: task.comm.clone(),
+                root_pid: task.pid,
+                how,
+                started_ns: ts_ns,
+                ended_ns: None,
+                uid: task.uid,
+                user: task.user.clone(),
+                container: task.container.clone(),
+                cwd: cwd.clone(),
+                counts: Counts::default(),
+            },
+        );
+        self.procs.insert(
+            task.pid,
+            Proc {
+                session: id,
+                ppid: task.ppid,
+                comm: task.comm.clone(),
+                exe: None,
+                argv: Vec::new(),
+            },
+        );
+        Event {
+            ts_ns,
+            session: Some(id),
+            task: task.clone(),
+            detail: Detail::SessionStart {
+                agent: task.comm.clone(),
+                root_pid: task.pid,
+                how,
+                cwd,
+            },
+        }
+    }
+
+    /// Adds a process found by the start-up scan to a session.
+    pub fn adopt(&mut self, id: SessionId, pid: u32, ppid: u32, comm: String) {
+        self.procs.insert(
+            pid,
+            Proc {
+                session: id,
+                ppid,
+                comm,
+                exe: None,
+                argv: Vec::new(),
+            },
+        );
+    }
+
+    /// The event to report before `ev`: a `session_start` when `ev` is the first
+    /// sight of a session the kernel started (an agent's exec).
+    pub fn before(&mut self, ev: &Event) -> Option<Event> {
+        let id = ev.session?;
+        if self.sessions.contains_key(&id) {
+            return None;
+        }
+        Some(self.start(id, How::Exec, ev.ts_ns, &ev.task))
+    }
+
+    /// Applies `ev` to the registry; returns a `session_end` when the root exited.
+    pub fn after(&mut self, ev: &Event) -> Option<Event> {
+        let id = ev.session?;
+        let pid = ev.task.pid;
+        let session = self.sessions.get_mut(&id)?;
+        match &ev.detail {
+            Detail::Fork { child_pid } => {
+                session.counts.fork += 1;
+                let parent = self.procs.get(&pid);
+                let proc = Proc {
+                    session: id,
+                    ppid: pid,
+                    comm: ev.task.comm.clone(),
+                    exe: parent.and_then(|p| p.exe.clone()),
+                    argv: parent.map(|p| p.argv.clone()).unwrap_or_default(),
+                };
+                self.procs.insert(*child_pid, proc);
+            }
+            Detail::Exec { exe, argv, .. } => {
+                session.counts.exec += 1;
+                let proc = self.procs.entry(pid).or_insert_with(|| Proc {
+                    session: id,
+                    ppid: ev.task.ppid,
+                    comm: String::new(),
+                    exe: None,
+                    argv: Vec::new(),
+                });
+                proc.comm = ev.task.comm.clone();
+                proc.exe = Some(exe.clone());
+                proc.argv = argv.clone();
+            }
+            Detail::Open { .. } => session.counts.open += 1,
+            Detail::Connect { .. } => session.counts.connect += 1,
+            Detail::Send { .. } => session.counts.send += 1,
+            Detail::Exit { root, .. } => {
+                self.procs.remove(&pid);
+                if *root && session.ended_ns.is_none() {
+                    session.ended_ns = Some(ev.ts_ns);
+                    let mut stragglers: Vec<u32> = self
+                        .procs
+                        .iter()
+                        .filter(|(_, p)| p.session == id)
+                        .map(|(pid, _)| *pid)
+                        .collect();
+                    stragglers.sort_unstable();
+                    let end = Event {
+                        ts_ns: ev.ts_ns,
+                        session: Some(id),
+                        task: ev.task.clone(),
+                        detail: Detail::SessionEnd {
+                            root_pid: pid,
+                            stragglers,
+                        },
+                    };
+                    self.forget_old();
+                    return Some(end);
+                }
+            }
+            Detail::SessionStart { .. } | Detail::SessionEnd { .. } | Detail::Lost { .. } => {}
+        }
+        None
+    }
+
+    fn forget_old(&mut self) {
+        let ended: Vec<SessionId> = self
+            .sessions
+            .values()
+            .filter(|s| s.ended_ns.is_some() && !self.procs.values().any(|p| p.session == s.id))
+            .map(|s| s.id)
+            .collect();
+        if ended.len() > KEEP_ENDED {
+            for id in &ended[..ended.len() - KEEP_ENDED] {
+                self.sessions.remove(id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(pid: u32, session: u64, detail: Detail) -> Event {
+        Event {
+            ts_ns: 1,
+            session: Some(SessionId(session)),
+            task: Task {
+                pid,
+                tid: pid,
+                ppid: 1,
+                comm: "codex".into(),
+                ..Task::default()
+            },
+            detail,
+        }
+    }
+
+    fn exec(pid: u32, root: bool) -> Detail {
+        Detail::Exec {
+            exe: "/usr/bin/codex".into(),
+            exe_truncated: false,
+            argv: vec![],
+            argv_truncated: false,
+            root,
+        }
+    }
+
+    #[test]
+    fn agent_exec_starts_a_session_once() {
+        let mut r = Registry::default();
+        let first = ev(10, 7, exec(10, true));
+        let start = r.before(&first).expect("session_start");
+        assert!(matches!(
+            start.detail,
+            Detail::SessionStart {
+                root_pid: 10,
+                how: How::Exec,
+                ..
+            }
+        ));
+        assert!(r.after(&first).is_none());
+        assert!(
+            r.before(&ev(10, 7, exec(10, true))).is_none(),
+            "second exec is not a new session"
+        );
+        assert_eq!(r.session(SessionId(7)).map(|s| s.counts.exec), Some(2 - 1));
+    }
+
+    #[test]
+    fn root_exit_ends_session_and_names_stragglers() {
+        let mut r = Registry::default();
+        let root = ev(10, 7, exec(10, true));
+        r.before(&root);
+        r.after(&root);
+        r.after(&ev(10, 7, Detail::Fork { child_pid: 11 }));
+        r.after(&ev(11, 7, Detail::Fork { child_pid: 12 }));
+        r.after(&ev(
+            11,
+            7,
+            Detail::Exit {
+                status: 0,
+                root: false,
+            },
+        ));
+        let end = r
+            .after(&ev(
+                10,
+                7,
+                Detail::Exit {
+                    status: 0,
+                    root: true,
+                },
+            ))
+            .expect("session_end");
+        assert_eq!(
+            end.detail,
+            Detail::SessionEnd {
+                root_pid: 10,
+                stragglers: vec![12]
+            }
+        );
+        assert!(r.session(SessionId(7)).and_then(|s| s.ended_ns).is_some());
+    }
+
+    #[test]
+    fn child_inherits_parent_exe_until_it_execs() {
+        let mut r = Registry::default();
+        let root = ev(10, 7, exec(10, true));
+        r.before(&root);
+        r.after(&root);
+        r.after(&ev(10, 7, Detail::Fork { child_pid: 11 }));
+        let child = r
+            .procs()
+            .find(|(pid, _)| **pid == 11)
+            .map(|(_, p)| p.clone())
+            .expect("child");
+        assert_eq!(child.ppid, 10);
+        assert_eq!(child.exe.as_deref(), Some("/usr/bin/codex"));
+    }
+
+    #[test]
+    fn events_of_unknown_sessions_other_than_exec_still_start_one() {
+        let mut r = Registry::default();
+        let open = ev(20, 9, Detail::Fork { child_pid: 21 });
+        assert!(r.before(&open).is_some());
+        assert!(r.before(&open).is_none());
+    }
+}

@@ -1,0 +1,364 @@
+//! A stand-in for an AI agent, driven by the end-to-end tests.
+//!
+//! The tests copy this binary under a unique name, start `guard daemon --agent <that name>`
+//! and run one scenario, picked by the first argument:
+//!
+//! - `tree DIR`: child processes of every kind (shell, setsid double fork, vfork, execveat)
+//!   and a thread; the files they open are in DIR.
+//! - `files DIR`: opens files in DIR in every way the daemon has to resolve.
+//! - `net PORT4 PORT6 UPORT4 UPORT6 CLOSED4`: TCP and UDP to the test's loopback listeners.
+//!
+//! Whatever the tests need to match against the daemon's events (pids, tids, fds, errnos)
+//! is printed on stdout as `key=value` lines. Any failure exits non-zero with a message.
+
+use std::ffi::{CStr, CString};
+use std::fmt::Display;
+use std::io::Write;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use std::{io, ptr, thread};
+
+use anyhow::{Context, Result, bail, ensure};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["tree", dir] => tree(Path::new(dir)),
+        ["files", dir] => files(Path::new(dir)),
+        ["net", port4, port6, uport4, uport6, closed4] => net(
+            port(port4)?,
+            port(port6)?,
+            port(uport4)?,
+            port(uport6)?,
+            port(closed4)?,
+        ),
+        _ => bail!(
+            "usage: guard-fake-agent tree DIR | files DIR | net PORT4 PORT6 UPORT4 UPORT6 CLOSED4"
+        ),
+    }
+}
+
+/// Processes of every kind, all of which the daemon must put in this agent's session.
+fn tree(dir: &Path) -> Result<()> {
+    // A shell running a builtin and an external command.
+    let mut sh = Command::new("sh")
+        .args(["-c", "true; /bin/echo hi > /dev/null"])
+        .spawn()
+        .context("spawn sh")?;
+    report("sh", sh.id());
+    let status = sh.wait().context("wait for sh")?;
+    ensure!(status.success(), "sh failed: {status}");
+
+    escape_with_setsid(dir)?;
+
+    // vfork + exec, the way posix_spawn does it.
+    let argv = [c"/bin/true".as_ptr(), ptr::null()];
+    let envp: [*const libc::c_char; 1] = [ptr::null()];
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: plain FFI; attr is initialised before use and destroyed after; argv and envp
+    // are NULL-terminated arrays of C strings that outlive the call.
+    let rc = unsafe {
+        let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
+        libc::posix_spawnattr_init(&mut attr);
+        libc::posix_spawnattr_setflags(&mut attr, libc::POSIX_SPAWN_USEVFORK as libc::c_short);
+        let rc = libc::posix_spawn(
+            &mut pid,
+            c"/bin/true".as_ptr(),
+            ptr::null(),
+            &attr,
+            argv.as_ptr().cast(),
+            envp.as_ptr().cast(),
+        );
+        libc::posix_spawnattr_destroy(&mut attr);
+        rc
+    };
+    ensure!(
+        rc == 0,
+        "posix_spawn /bin/true: {}",
+        io::Error::from_raw_os_error(rc)
+    );
+    report("vfork", pid);
+    wait_ok(pid, "vfork child")?;
+
+    // execveat of `true` relative to a directory fd for /bin, in a forked child.
+    let bin = check(
+        // SAFETY: plain FFI with a valid C string.
+        unsafe {
+            libc::open(
+                c"/bin".as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        },
+        "open /bin",
+    )?;
+    let argv = [c"true".as_ptr(), ptr::null()];
+    let child = fork()?;
+    if child == 0 {
+        // SAFETY: the arguments are valid NUL-terminated strings and arrays; if execveat
+        // returns at all it failed, and the child leaves without running any Rust cleanup.
+        unsafe {
+            libc::syscall(
+                libc::SYS_execveat,
+                bin,
+                c"true".as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+                0,
+            );
+            libc::_exit(127);
+        }
+    }
+    report("execveat", child);
+    wait_ok(child, "execveat child")?;
+
+    // A thread (not a process) that opens a file.
+    let thread_file = dir.join("thread-file");
+    thread::spawn(move || -> Result<()> {
+        // SAFETY: gettid has no preconditions.
+        report("thread_tid", unsafe { libc::gettid() });
+        std::fs::File::open(&thread_file)
+            .with_context(|| format!("thread: open {}", thread_file.display()))?;
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the thread panicked"))??;
+
+    // Leaving now: the setsid grandchild is still alive, so it is a straggler.
+    Ok(())
+}
+
+/// fork, setsid, fork again: the grandchild ends up in its own session and process group,
+/// reparented away from the agent, as a daemonising tool would do. It opens `DIR/marker`
+/// while the agent is still running, tells the agent so, then lives until the agent exits.
+fn escape_with_setsid(dir: &Path) -> Result<()> {
+    let marker = cpath(&dir.join("marker"));
+    let (opened_r, opened_w) = pipe()?; // grandchild -> agent: "marker opened"
+    let (hold_r, hold_w) = pipe()?; // agent -> grandchild: EOF once the agent has exited
+
+    let intermediate = fork()?;
+    if intermediate == 0 {
+        // SAFETY: in the single-threaded child: plain syscalls, then _exit without
+        // returning into the parent's Rust frames.
+        unsafe {
+            libc::close(opened_r);
+            libc::close(hold_w);
+            if libc::setsid() < 0 {
+                libc::_exit(10);
+            }
+            let grandchild = libc::fork();
+            if grandchild < 0 {
+                libc::_exit(11);
+            }
+            if grandchild == 0 {
+                thread::sleep(Duration::from_millis(300));
+                let fd = libc::open(marker.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                report("grandchild_fd", fd);
+                let _ = libc::write(opened_w, b"x".as_ptr().cast(), 1);
+                libc::close(opened_w);
+                // Block until every write end of `hold` is closed, i.e. the agent is gone.
+                let mut byte = 0u8;
+                while libc::read(hold_r, (&raw mut byte).cast(), 1) > 0 {}
+                libc::_exit(if fd >= 0 { 0 } else { 12 });
+            }
+            report("grandchild", grandchild);
+            libc::_exit(0);
+        }
+    }
+    report("intermediate", intermediate);
+    // SAFETY: closing fds this process owns and no longer uses.
+    unsafe {
+        libc::close(opened_w);
+        libc::close(hold_r);
+    }
+    wait_ok(intermediate, "setsid intermediate child")?;
+
+    let mut byte = 0u8;
+    // SAFETY: reading one byte into a local from a pipe fd this process owns.
+    let n = unsafe { libc::read(opened_r, (&raw mut byte).cast(), 1) };
+    ensure!(n == 1, "the setsid grandchild did not open {marker:?}");
+    // `hold_w` stays open (close-on-exec) until this process exits.
+    Ok(())
+}
+
+/// Opens in every way the daemon has to turn into an absolute path. Each result is
+/// printed as `key=<fd>` or `key=-<errno>`.
+fn files(dir: &Path) -> Result<()> {
+    let at = |name: &str| cpath(&dir.join(name));
+    let rdonly = libc::O_RDONLY | libc::O_CLOEXEC;
+
+    report("abs", openat(libc::AT_FDCWD, &at("abs.txt"), rdonly, 0));
+    // SAFETY: open(2) through the raw syscall, valid C string.
+    let fd = unsafe { libc::syscall(libc::SYS_open, at("open.txt").as_ptr(), rdonly) };
+    report("open", ret(fd));
+
+    let c_dir = cpath(dir);
+    // SAFETY: plain FFI with a valid C string.
+    check(unsafe { libc::chdir(c_dir.as_ptr()) }, "chdir")?;
+    report("relative", openat(libc::AT_FDCWD, c"rel.txt", rdonly, 0));
+    report(
+        "missing_relative",
+        openat(libc::AT_FDCWD, c"sub/../nothere", rdonly, 0),
+    );
+
+    let dirfd = openat(libc::AT_FDCWD, &c_dir, rdonly | libc::O_DIRECTORY, 0);
+    check(dirfd as i32, "open DIR")?;
+    report("dirfd", openat(dirfd as i32, c"dirfd.txt", rdonly, 0));
+
+    report("symlink", openat(libc::AT_FDCWD, &at("link"), rdonly, 0));
+    report(
+        "dotdot",
+        openat(libc::AT_FDCWD, &at("sub/../dotdot.txt"), rdonly, 0),
+    );
+    let via_proc = format!("/proc/self/root{}", dir.join("procroot.txt").display());
+    report(
+        "procroot",
+        openat(libc::AT_FDCWD, &cstr(&via_proc), rdonly, 0),
+    );
+    report("missing", openat(libc::AT_FDCWD, &at("missing"), rdonly, 0));
+    report(
+        "rdwr",
+        openat(libc::AT_FDCWD, &at("rdwr.txt"), libc::O_RDWR, 0),
+    );
+
+    let write_flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC;
+    report(
+        "written",
+        openat(libc::AT_FDCWD, &at("written.txt"), write_flags, 0o644),
+    );
+    // SAFETY: creat(2) through the raw syscall (glibc may route creat() to openat).
+    let fd = unsafe { libc::syscall(libc::SYS_creat, at("created.txt").as_ptr(), 0o644) };
+    report("creat", ret(fd));
+
+    let how = OpenHow {
+        flags: rdonly as u64,
+        mode: 0,
+        resolve: 0,
+    };
+    // SAFETY: openat2(2) with a valid path and a fully initialised open_how of the given size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            at("openat2.txt").as_ptr(),
+            &raw const how,
+            size_of::<OpenHow>(),
+        )
+    };
+    report("openat2", ret(fd));
+    Ok(())
+}
+
+/// `struct open_how` of openat2(2).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// TCP and UDP to the test's loopback listeners, over IPv4 and IPv6.
+fn net(port4: u16, port6: u16, uport4: u16, uport6: u16, closed4: u16) -> Result<()> {
+    let v4 = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let v6 = |port| SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+
+    TcpStream::connect(v4(port4))
+        .and_then(|mut s| s.write_all(b"tcp4"))
+        .context("TCP over IPv4")?;
+    TcpStream::connect(v6(port6))
+        .and_then(|mut s| s.write_all(b"tcp6"))
+        .context("TCP over IPv6")?;
+    let refused = TcpStream::connect(v4(closed4))
+        .err()
+        .context("connect to a closed port")?;
+    report("refused_errno", refused.raw_os_error().unwrap_or(0));
+
+    // A connected UDP socket: connect(2), then send(2) without a destination.
+    let udp = UdpSocket::bind(v4(0)).context("bind UDP")?;
+    udp.connect(v4(uport4)).context("connect UDP")?;
+    udp.send(b"udp4-connected")
+        .context("send on connected UDP")?;
+
+    // Unconnected UDP sockets: every datagram carries its destination.
+    let udp = UdpSocket::bind(v4(0)).context("bind UDP")?;
+    udp.send_to(b"udp4-sendto", v4(uport4))
+        .context("sendto over IPv4")?;
+    let udp = UdpSocket::bind(v6(0)).context("bind UDP over IPv6")?;
+    udp.send_to(b"udp6-sendto", v6(uport6))
+        .context("sendto over IPv6")?;
+    Ok(())
+}
+
+/// Prints `key=value` with a single write(2): safe in a forked child, and never duplicated
+/// by a stdio buffer that a fork copies.
+fn report(key: &str, value: impl Display) {
+    let line = format!("{key}={value}\n");
+    // SAFETY: writing an initialised buffer of the given length to stdout.
+    let n = unsafe { libc::write(1, line.as_ptr().cast(), line.len()) };
+    if usize::try_from(n).ok() != Some(line.len()) {
+        // SAFETY: leaving at once is always sound.
+        unsafe { libc::_exit(3) };
+    }
+}
+
+/// `openat(2)` through the raw syscall; returns the fd, or minus the errno.
+fn openat(dirfd: i32, path: &CStr, flags: i32, mode: libc::mode_t) -> i64 {
+    // SAFETY: openat(2) with a valid C string.
+    ret(unsafe { libc::syscall(libc::SYS_openat, dirfd, path.as_ptr(), flags, mode) })
+}
+
+/// A raw syscall's result as the kernel returned it: the value, or minus the errno.
+fn ret(rc: libc::c_long) -> i64 {
+    if rc < 0 {
+        -i64::from(io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    } else {
+        rc
+    }
+}
+
+fn check(rc: i32, what: &str) -> Result<i32> {
+    ensure!(rc >= 0, "{what}: {}", io::Error::last_os_error());
+    Ok(rc)
+}
+
+fn fork() -> Result<libc::pid_t> {
+    // SAFETY: this process is single-threaded whenever it forks; the child only makes
+    // syscalls and leaves with _exit or exec.
+    check(unsafe { libc::fork() }, "fork")
+}
+
+fn pipe() -> Result<(i32, i32)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    check(
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) },
+        "pipe2",
+    )?;
+    Ok((fds[0], fds[1]))
+}
+
+fn wait_ok(pid: libc::pid_t, what: &str) -> Result<()> {
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    check(unsafe { libc::waitpid(pid, &mut status, 0) }, "waitpid")?;
+    ensure!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{what} (pid {pid}) failed: wait status {status:#x}"
+    );
+    Ok(())
+}
+
+fn port(arg: &str) -> Result<u16> {
+    arg.parse().with_context(|| format!("bad port {arg:?}"))
+}
+
+fn cpath(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).expect("paths from the tests have no NUL")
+}
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).expect("strings from the tests have no NUL")
+}

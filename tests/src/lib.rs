@@ -1,0 +1,962 @@
+//! Shared fixtures for the end-to-end tests.
+//!
+//! The tests run the real `guard daemon` (path in `$GUARD_BIN`, by default
+//! `target/release/guard` of this workspace) as root, each with its own events file,
+//! control socket and a unique agent name, so that it never tracks anything but the
+//! fake agent the test starts under that name.
+//!
+//! - [`Daemon`] starts the daemon, waits until it is ready, reads its events and stops it.
+//! - [`FakeAgent`] installs a copy of `guard-fake-agent` under a unique name and runs it.
+//! - [`check_schema`] checks the fields every event must have.
+
+use std::collections::HashMap;
+use std::ffi::{CString, OsString};
+use std::fmt::Write as _;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::{env, fs, thread};
+
+use serde_json::Value;
+
+/// How long the daemon may take to load and attach its programs.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long events may take to reach the events file.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the daemon may take to exit after SIGTERM before it is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a fake agent scenario (or `guard run`) may take.
+pub const RUN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The line the daemon logs on stderr once every program is attached.
+pub const READY_LINE: &str = "guard daemon ready";
+
+/// Expands to the path of the `guard-fake-agent` binary (only defined in integration tests).
+#[macro_export]
+macro_rules! fake_agent_exe {
+    () => {
+        env!("CARGO_BIN_EXE_guard-fake-agent")
+    };
+}
+
+/// Fails the test unless it runs as root: loading eBPF programs needs it.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "the guard end-to-end tests load eBPF programs and must run as root (euid is {euid}); \
+         run them with sudo, e.g. `sudo -E cargo test -p guard-tests -- --test-threads=1`"
+    );
+}
+
+/// The guard binary under test: `$GUARD_BIN`, or `target/release/guard` of this workspace.
+pub fn guard_bin() -> PathBuf {
+    let path = match env::var_os("GUARD_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/guard"),
+    };
+    assert!(
+        path.is_file(),
+        "guard binary not found at {}: build it (cargo build --release -p guard) or set GUARD_BIN",
+        path.display()
+    );
+    fs::canonicalize(&path).expect("canonicalize the guard binary path")
+}
+
+/// A name of at most 15 bytes (a whole `comm`) that no other process on the host uses:
+/// `prefix` followed by 8 random hex digits.
+pub fn unique_name(prefix: &str) -> String {
+    let mut bytes = [0u8; 4];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("read /dev/urandom");
+    let name = format!("{prefix}{:08x}", u32::from_ne_bytes(bytes));
+    assert!(name.len() <= 15, "{name:?} does not fit in a comm");
+    name
+}
+
+/// A directory under /tmp, removed on drop (kept if `GUARD_E2E_KEEP` is set).
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let template = CString::new(format!("/tmp/{prefix}-XXXXXX")).expect("no NUL in prefix");
+        let mut bytes = template.into_bytes_with_nul();
+        // SAFETY: mkdtemp rewrites the XXXXXX of the NUL-terminated template in place.
+        let made = unsafe { libc::mkdtemp(bytes.as_mut_ptr().cast()) };
+        assert!(
+            !made.is_null(),
+            "mkdtemp /tmp/{prefix}-XXXXXX: {}",
+            io::Error::last_os_error()
+        );
+        bytes.pop();
+        let path = PathBuf::from(OsString::from_vec(bytes));
+        let path = fs::canonicalize(&path).expect("canonicalize the temp dir");
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `self.path()` joined with `name`.
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if env::var_os("GUARD_E2E_KEEP").is_some() {
+            eprintln!("keeping {}", self.path.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// One JSON line of the events file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event(pub Value);
+
+impl Event {
+    pub fn kind(&self) -> &str {
+        self.str("kind").unwrap_or("")
+    }
+
+    pub fn session(&self) -> Option<&str> {
+        self.str("session")
+    }
+
+    pub fn pid(&self) -> Option<i64> {
+        self.int("pid")
+    }
+
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(Value::as_str)
+    }
+
+    pub fn int(&self, key: &str) -> Option<i64> {
+        self.0.get(key).and_then(Value::as_i64)
+    }
+
+    pub fn bool(&self, key: &str) -> Option<bool> {
+        self.0.get(key).and_then(Value::as_bool)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.get(key)
+    }
+
+    /// The strings of an array field (`argv`, `access`); None if it is not an array of strings.
+    pub fn strings(&self, key: &str) -> Option<Vec<&str>> {
+        self.0
+            .get(key)?
+            .as_array()?
+            .iter()
+            .map(Value::as_str)
+            .collect()
+    }
+
+    /// The integers of an array field (`stragglers`).
+    pub fn ints(&self, key: &str) -> Option<Vec<i64>> {
+        self.0
+            .get(key)?
+            .as_array()?
+            .iter()
+            .map(Value::as_i64)
+            .collect()
+    }
+
+    /// Is this a `kind` event of process `pid`?
+    pub fn is(&self, kind: &str, pid: i64) -> bool {
+        self.kind() == kind && self.pid() == Some(pid)
+    }
+}
+
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Formats events one per line for failure messages (the last 300 at most).
+pub fn dump(events: &[Event]) -> String {
+    let skip = events.len().saturating_sub(300);
+    let mut out = format!("{} events", events.len());
+    if skip > 0 {
+        let _ = write!(out, " (first {skip} left out)");
+    }
+    out.push_str(":\n");
+    for event in &events[skip..] {
+        let _ = writeln!(out, "  {event}");
+    }
+    out
+}
+
+/// The one event matching `pred`, or the first of several; fails the test with `what` and
+/// the events if there is none.
+pub fn find<'a>(events: &'a [Event], what: &str, pred: impl Fn(&Event) -> bool) -> &'a Event {
+    match events.iter().find(|e| pred(e)) {
+        Some(event) => event,
+        None => panic!("no event: {what}\n{}", dump(events)),
+    }
+}
+
+/// The session id of the session whose root is `root_pid` (from its session_start).
+pub fn session_of(events: &[Event], root_pid: i64) -> String {
+    let start = find(
+        events,
+        &format!("session_start with root_pid {root_pid}"),
+        |e| e.kind() == "session_start" && e.int("root_pid") == Some(root_pid),
+    );
+    start
+        .session()
+        .expect("session_start has a session")
+        .to_owned()
+}
+
+/// Predicate for [`Daemon::wait_for`]: the session rooted at `root_pid` has ended.
+pub fn session_ended(root_pid: i64) -> impl Fn(&[Event]) -> bool {
+    move |events| {
+        events
+            .iter()
+            .any(|e| e.kind() == "session_end" && e.int("root_pid") == Some(root_pid))
+    }
+}
+
+/// A running `guard daemon`, stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    dir: TempDir,
+    events_path: PathBuf,
+    socket_path: PathBuf,
+    log: Arc<Mutex<String>>,
+    /// Whether a failure message already carried the log (so Drop need not print it).
+    log_shown: bool,
+}
+
+impl Daemon {
+    /// Starts `guard daemon --agent A... --events <temp> --socket <temp>` and waits until it
+    /// logs that it is ready. Fails the test with the daemon's output if it exits first or
+    /// takes longer than [`READY_TIMEOUT`].
+    pub fn start(agents: &[&str]) -> Daemon {
+        require_root();
+        let bin = guard_bin();
+        let dir = TempDir::new("guard-e2e-daemon");
+        let events_path = dir.join("events.jsonl");
+        let socket_path = dir.join("guard.sock");
+        let mut cmd = Command::new(&bin);
+        cmd.arg("daemon");
+        for agent in agents {
+            cmd.arg("--agent").arg(agent);
+        }
+        cmd.arg("--events")
+            .arg(&events_path)
+            .arg("--socket")
+            .arg(&socket_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let log = Arc::new(Mutex::new(String::new()));
+        collect_lines(child.stderr.take().expect("piped stderr"), "", &log);
+        collect_lines(
+            child.stdout.take().expect("piped stdout"),
+            "[stdout] ",
+            &log,
+        );
+        let mut daemon = Daemon {
+            child: Some(child),
+            dir,
+            events_path,
+            socket_path,
+            log: Arc::clone(&log),
+            log_shown: false,
+        };
+
+        let start = Instant::now();
+        loop {
+            if daemon.log().contains(READY_LINE) {
+                return daemon;
+            }
+            if let Some(status) = daemon.try_wait() {
+                thread::sleep(Duration::from_millis(200)); // let the readers drain the pipes
+                daemon.fail(format!(
+                    "guard daemon exited ({status}) before logging {READY_LINE:?}\n\
+                     command: {cmd:?}"
+                ));
+            }
+            if start.elapsed() > READY_TIMEOUT {
+                daemon.kill();
+                daemon.fail(format!(
+                    "guard daemon did not log {READY_LINE:?} within {READY_TIMEOUT:?}\n\
+                     command: {cmd:?}"
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket_path
+    }
+
+    pub fn events_path(&self) -> &Path {
+        &self.events_path
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Everything the daemon wrote on stderr (and stdout, prefixed) so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|log| log.clone()).unwrap_or_default()
+    }
+
+    /// The events written so far: every complete line of the events file, parsed. A line
+    /// that is not a JSON object fails the test.
+    pub fn events(&self) -> Vec<Event> {
+        let text = match fs::read(&self.events_path) {
+            Ok(bytes) => String::from_utf8(bytes)
+                .unwrap_or_else(|e| panic!("{} is not UTF-8: {e}", self.events_path.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+            Err(e) => panic!("read {}: {e}", self.events_path.display()),
+        };
+        // A last line without its newline may still be being written.
+        let complete = match text.rfind('\n') {
+            Some(end) => &text[..=end],
+            None => "",
+        };
+        complete
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+            .map(|(n, line)| match serde_json::from_str::<Value>(line) {
+                Ok(value) if value.is_object() => Event(value),
+                Ok(_) => panic!("events line {} is not a JSON object: {line}", n + 1),
+                Err(e) => panic!("events line {} is not JSON ({e}): {line}", n + 1),
+            })
+            .collect()
+    }
+
+    /// Polls the events until `done` holds (up to [`EVENT_TIMEOUT`]) and returns them.
+    /// Fails the test, with the events and the daemon's log, on timeout or if the daemon exits.
+    pub fn wait_for(&mut self, what: &str, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+        let start = Instant::now();
+        loop {
+            let events = self.events();
+            if done(&events) {
+                return events;
+            }
+            if let Some(status) = self.try_wait() {
+                self.fail(format!(
+                    "guard daemon exited ({status}) while waiting for {what}\n{}",
+                    dump(&events)
+                ));
+            }
+            if start.elapsed() > EVENT_TIMEOUT {
+                self.fail(format!(
+                    "timed out after {EVENT_TIMEOUT:?} waiting for {what}\n{}",
+                    dump(&events)
+                ));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the daemon to exit (SIGKILL after [`STOP_TIMEOUT`]).
+    /// Returns how it exited; fails the test if it had to be killed.
+    pub fn stop(&mut self) -> ExitStatus {
+        assert!(self.child.is_some(), "the daemon was already stopped");
+        match self.terminate() {
+            Ok(status) => status,
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited after [`STOP_TIMEOUT`]. Never panics.
+    fn terminate(&mut self) -> Result<ExitStatus, String> {
+        let Some(child) = self.child.as_mut() else {
+            return Err("the daemon was already stopped".to_owned());
+        };
+        let pid = child.id() as libc::pid_t;
+        // SAFETY: signalling our own child, which has not been reaped yet.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let start = Instant::now();
+        loop {
+            match self.child.as_mut().map(Child::try_wait) {
+                Some(Ok(Some(status))) => {
+                    self.child = None;
+                    return Ok(status);
+                }
+                Some(Ok(None)) => {}
+                Some(Err(e)) => {
+                    self.kill();
+                    return Err(format!("waitpid on the daemon: {e}"));
+                }
+                None => return Err("the daemon was already stopped".to_owned()),
+            }
+            if start.elapsed() > STOP_TIMEOUT {
+                self.kill();
+                return Err(format!(
+                    "guard daemon did not exit within {STOP_TIMEOUT:?} of SIGTERM; killed it"
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the daemon, checks that it exited 0, and returns the final events.
+    pub fn stop_ok(&mut self) -> Vec<Event> {
+        let status = self.stop();
+        if !status.success() {
+            self.fail(format!(
+                "guard daemon exited with {status} after SIGTERM (expected 0)"
+            ));
+        }
+        self.events()
+    }
+
+    /// Fails the test with `msg` and the end of the daemon's log.
+    pub fn fail(&mut self, msg: String) -> ! {
+        self.log_shown = true;
+        panic!("{msg}\n{}", self.log_tail());
+    }
+
+    /// The log, framed, for failure messages: its first and last lines if it is long
+    /// (`GUARD_E2E_FULL_LOG=1` shows all of it).
+    pub fn log_tail(&self) -> String {
+        const HEAD: usize = 30;
+        const TAIL: usize = 120;
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let mut out = String::from("--- guard daemon log ---\n");
+        if lines.len() <= HEAD + TAIL || env::var_os("GUARD_E2E_FULL_LOG").is_some() {
+            lines.iter().for_each(|line| out.extend([line, "\n"]));
+        } else {
+            lines[..HEAD]
+                .iter()
+                .for_each(|line| out.extend([line, "\n"]));
+            let left_out = lines.len() - HEAD - TAIL;
+            let _ = writeln!(
+                out,
+                "[... {left_out} lines left out; GUARD_E2E_FULL_LOG=1 shows them]"
+            );
+            lines[lines.len() - TAIL..]
+                .iter()
+                .for_each(|line| out.extend([line, "\n"]));
+        }
+        out.push_str("--- end of guard daemon log ---");
+        out
+    }
+
+    fn try_wait(&mut self) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        child.try_wait().expect("waitpid on the daemon")
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some()
+            && let Err(e) = self.terminate()
+        {
+            eprintln!("{e}");
+        }
+        if thread::panicking() && !self.log_shown {
+            eprintln!("{}", self.log_tail());
+        }
+    }
+}
+
+/// Appends every line read from `from` to `log` (with `prefix`), on a thread.
+fn collect_lines(from: impl Read + Send + 'static, prefix: &'static str, log: &Arc<Mutex<String>>) {
+    let log = Arc::clone(log);
+    thread::spawn(move || {
+        for line in BufReader::new(from).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut log) = log.lock() {
+                let _ = writeln!(log, "{prefix}{line}");
+            }
+        }
+    });
+}
+
+/// A copy of the `guard-fake-agent` binary under a unique name of at most 15 bytes.
+pub struct FakeAgent {
+    _dir: TempDir,
+    name: String,
+    path: PathBuf,
+}
+
+impl FakeAgent {
+    /// Copies `exe` (pass [`fake_agent_exe!()`]) into a new temp dir as `ga` + 8 hex digits.
+    pub fn install(exe: &str) -> FakeAgent {
+        let dir = TempDir::new("guard-e2e-agent");
+        let name = unique_name("ga");
+        let path = dir.join(&name);
+        fs::copy(exe, &path).unwrap_or_else(|e| panic!("copy {exe} to {}: {e}", path.display()));
+        FakeAgent {
+            _dir: dir,
+            name,
+            path,
+        }
+    }
+
+    /// The name (and `comm`) it runs under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its absolute, canonical path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Starts a scenario in its own process group.
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        let mut cmd = Command::new(&self.path);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        Running::spawn(cmd)
+    }
+
+    /// Runs a scenario to the end and checks that it succeeded.
+    pub fn run(&self, args: &[&str]) -> Finished {
+        let finished = self.spawn(args).finish();
+        finished.assert_success();
+        finished
+    }
+}
+
+/// A running process whose stdout and stderr are collected; its process group is killed
+/// on drop if it is still running.
+pub struct Running {
+    child: Option<Child>,
+    what: String,
+    out: mpsc::Receiver<String>,
+    err: mpsc::Receiver<String>,
+}
+
+impl Running {
+    /// Spawns `cmd`, which must have piped stdout and stderr.
+    pub fn spawn(mut cmd: Command) -> Running {
+        let what = format!("{cmd:?}");
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let out = read_all(child.stdout.take().expect("piped stdout"));
+        let err = read_all(child.stderr.take().expect("piped stderr"));
+        Running {
+            child: Some(child),
+            what,
+            out,
+            err,
+        }
+    }
+
+    pub fn pid(&self) -> i64 {
+        i64::from(self.child.as_ref().expect("not finished").id())
+    }
+
+    /// Waits for it to exit and for its stdout and stderr to close (that is, for every
+    /// process that inherited them to exit too), up to [`RUN_TIMEOUT`].
+    pub fn finish(mut self) -> Finished {
+        let mut child = self.child.take().expect("not finished");
+        let pid = i64::from(child.id());
+        let deadline = Instant::now() + RUN_TIMEOUT;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("waitpid") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                kill_group(&mut child);
+                panic!("{} did not finish within {RUN_TIMEOUT:?}", self.what);
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let left = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
+        let stdout = self.out.recv_timeout(left).unwrap_or_else(|_| {
+            panic!(
+                "stdout of {} was not closed within {RUN_TIMEOUT:?}",
+                self.what
+            )
+        });
+        let stderr = self
+            .err
+            .recv_timeout(Duration::from_secs(1))
+            .unwrap_or_default();
+        let reports = stdout
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect();
+        Finished {
+            what: self.what.clone(),
+            pid,
+            status,
+            stdout,
+            stderr,
+            reports,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            kill_group(child);
+        }
+    }
+}
+
+fn kill_group(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        // SAFETY: the child was spawned as the leader of its own process group and has not
+        // been reaped, so the group id is still ours to signal.
+        unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
+    }
+    let _ = child.wait();
+}
+
+fn read_all(mut from: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = from.read_to_end(&mut bytes);
+        let _ = tx.send(String::from_utf8_lossy(&bytes).into_owned());
+    });
+    rx
+}
+
+/// A process that has exited, with what it printed.
+#[derive(Debug)]
+pub struct Finished {
+    pub what: String,
+    pub pid: i64,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// The `key=value` lines of stdout.
+    pub reports: HashMap<String, String>,
+}
+
+impl Finished {
+    pub fn assert_success(&self) {
+        assert!(
+            self.status.success(),
+            "{} failed ({})\nstdout:\n{}\nstderr:\n{}",
+            self.what,
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+    }
+
+    /// The integer it reported as `key=<n>`.
+    pub fn report(&self, key: &str) -> i64 {
+        let value = self.reports.get(key).unwrap_or_else(|| {
+            panic!(
+                "{} did not report {key}=...\nstdout:\n{}",
+                self.what, self.stdout
+            )
+        });
+        value
+            .parse()
+            .unwrap_or_else(|e| panic!("{key}={value}: {e}"))
+    }
+
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    pub fn signal(&self) -> Option<i32> {
+        self.status.signal()
+    }
+}
+
+const KINDS: &[&str] = &[
+    "exec",
+    "open",
+    "connect",
+    "send",
+    "fork",
+    "exit",
+    "session_start",
+    "session_end",
+    "lost",
+];
+
+/// Checks every event against the schema: the common fields and those of its kind, and a
+/// `ts` between `since` (minus a minute of slack) and now (plus a minute). Fails the test
+/// with every violation found.
+pub fn check_schema(events: &[Event], since: SystemTime) {
+    let lo = unix_secs(since) - 60;
+    let hi = unix_secs(SystemTime::now()) + 60;
+    let mut problems = String::new();
+    for event in events {
+        let errors = schema_errors(event, lo, hi);
+        if !errors.is_empty() {
+            let _ = writeln!(problems, "  {event}\n    -> {}", errors.join("; "));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "events that break the schema:\n{problems}"
+    );
+}
+
+fn unix_secs(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut need = |ok: bool, msg: &str| {
+        if !ok {
+            errors.push(msg.to_owned());
+        }
+    };
+    let v = &e.0;
+    let is_int = |key: &str| v.get(key).is_some_and(|x| x.is_i64() || x.is_u64());
+    let is_str = |key: &str| v.get(key).is_some_and(Value::is_string);
+    let is_bool = |key: &str| v.get(key).is_some_and(Value::is_boolean);
+    let str_or_null = |key: &str| v.get(key).is_some_and(|x| x.is_string() || x.is_null());
+    let str_array = |key: &str| e.strings(key).is_some();
+
+    need(v.get("schema") == Some(&Value::from(1)), "schema is not 1");
+    match e.str("ts").map(parse_rfc3339) {
+        None => need(false, "ts is not a string"),
+        Some(None) => need(false, "ts is not RFC 3339"),
+        Some(Some(secs)) => need(
+            (ts_lo..=ts_hi).contains(&secs),
+            "ts is not the wall-clock time of the test run",
+        ),
+    }
+    let kind = e.kind();
+    need(KINDS.contains(&kind), "unknown kind");
+    if kind != "lost" {
+        need(
+            e.session()
+                .is_some_and(|s| s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit())),
+            "session is not 16 hex digits",
+        );
+        need(
+            e.pid().is_some_and(|p| p > 0),
+            "pid is not a positive integer",
+        );
+        need(is_int("ppid"), "ppid is not an integer");
+        need(
+            e.int("tid").is_some_and(|t| t > 0),
+            "tid is not a positive integer",
+        );
+        need(
+            e.str("comm").is_some_and(|c| c.len() <= 15),
+            "comm is not a string of <= 15 bytes",
+        );
+        need(is_int("uid"), "uid is not an integer");
+        need(str_or_null("user"), "user is not a string or null");
+        need(is_int("cgroup_id"), "cgroup_id is not an integer");
+        need(
+            str_or_null("container"),
+            "container is not a string or null",
+        );
+    }
+    let result_ok = e.str("result") == Some("ok");
+    match kind {
+        "exec" => {
+            need(
+                e.str("exe").is_some_and(|p| p.starts_with('/')),
+                "exe is not an absolute path",
+            );
+            need(str_array("argv"), "argv is not an array of strings");
+            need(is_bool("argv_truncated"), "argv_truncated is not a bool");
+            need(is_bool("root"), "root is not a bool");
+        }
+        "open" => {
+            need(
+                e.str("path").is_some_and(|p| p.starts_with('/')),
+                "path is not absolute",
+            );
+            need(is_bool("path_resolved"), "path_resolved is not a bool");
+            need(is_bool("path_truncated"), "path_truncated is not a bool");
+            need(
+                e.strings("access").is_some_and(|a| {
+                    a.iter()
+                        .all(|x| ["read", "write", "create", "truncate"].contains(x))
+                }),
+                "access is not an array of read/write/create/truncate",
+            );
+            need(is_int("flags"), "flags is not an integer");
+            need(
+                e.str("call")
+                    .is_some_and(|c| ["open", "openat", "openat2", "creat"].contains(&c)),
+                "call is not open/openat/openat2/creat",
+            );
+            need(is_str("result"), "result is not a string");
+            if result_ok {
+                need(
+                    e.int("fd").is_some_and(|fd| fd >= 0),
+                    "fd is missing on success",
+                );
+            } else {
+                need(
+                    e.int("errno").is_some_and(|n| n > 0),
+                    "errno is missing on failure",
+                );
+            }
+        }
+        "connect" | "send" => {
+            need(is_str("addr"), "addr is not a string");
+            need(
+                e.int("port").is_some_and(|p| (0..=65535).contains(&p)),
+                "port is not a port",
+            );
+            need(
+                matches!(e.str("proto"), Some("tcp" | "udp")),
+                "proto is not tcp/udp",
+            );
+            need(
+                matches!(e.str("family"), Some("ipv4" | "ipv6")),
+                "family is not ipv4/ipv6",
+            );
+            need(is_str("result"), "result is not a string");
+            if !result_ok && e.str("result") != Some("EINPROGRESS") {
+                need(
+                    e.int("errno").is_some_and(|n| n > 0),
+                    "errno is missing on failure",
+                );
+            }
+        }
+        "fork" => need(
+            e.int("child_pid").is_some_and(|p| p > 0),
+            "child_pid is not a pid",
+        ),
+        "exit" => {
+            need(
+                is_int("exit_code") || is_int("signal"),
+                "neither exit_code nor signal",
+            );
+            need(is_bool("root"), "root is not a bool");
+        }
+        "session_start" => {
+            need(is_str("agent"), "agent is not a string");
+            need(
+                e.int("root_pid").is_some_and(|p| p > 0),
+                "root_pid is not a pid",
+            );
+            need(
+                matches!(e.str("how"), Some("exec" | "run" | "scan")),
+                "how is not exec/run/scan",
+            );
+        }
+        "session_end" => {
+            need(
+                e.int("root_pid").is_some_and(|p| p > 0),
+                "root_pid is not a pid",
+            );
+            need(
+                e.ints("stragglers").is_some(),
+                "stragglers is not an array of pids",
+            );
+        }
+        "lost" => {
+            need(
+                v.get("by_kind").is_some_and(Value::is_object),
+                "by_kind is not an object",
+            );
+            need(is_int("total"), "total is not an integer");
+        }
+        _ => {}
+    }
+    errors
+}
+
+/// Seconds since the epoch of an RFC 3339 timestamp such as `2025-01-02T03:04:05.123456789Z`
+/// or `...+01:00`; None if it is not one.
+pub fn parse_rfc3339(ts: &str) -> Option<i64> {
+    let b = ts.as_bytes();
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let digits = ts.get(from..from + len)?;
+        digits
+            .bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| digits.parse().ok())?
+    };
+    let sep = |at: usize, chars: &[u8]| b.get(at).is_some_and(|c| chars.contains(c));
+    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
+        return None;
+    }
+    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    let (hour, min, sec) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &ts[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        rest = &frac[digits..];
+    }
+    let offset = match rest.as_bytes() {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let secs = num(ts.len() - 5, 2)? * 3600 + num(ts.len() - 2, 2)? * 60;
+            if *sign == b'+' { secs } else { -secs }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + min * 60 + sec - offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rfc3339;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339("2024-02-29T12:34:56.123456789Z"),
+            Some(1_709_210_096)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29T13:34:56.5+01:00"),
+            Some(1_709_210_096)
+        );
+        assert_eq!(parse_rfc3339("2024-02-29 12:34:56Z"), Some(1_709_210_096));
+        assert_eq!(parse_rfc3339("2024-02-29T12:34:56"), None);
+        assert_eq!(parse_rfc3339("1709210096"), None);
+        assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
+    }
+}

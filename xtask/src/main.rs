@@ -1,0 +1,207 @@
+//! `cargo xtask`: setup, build, run, test, lint and bench for guard.
+
+mod setup;
+mod util;
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+use crate::util::log;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Development tasks for guard"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install build prerequisites: rust-src, clang-19, libbpf-dev, bpf-linker.
+    Setup {
+        /// Also install what the end-to-end tests use (iproute2, tmux, procps).
+        #[arg(long)]
+        test_deps: bool,
+    },
+    /// Set up, then build the guard binary (release unless --debug).
+    Build {
+        /// Build the debug profile instead of release.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Set up, build (release), then exec `guard daemon ARGS...` (needs root).
+    Run {
+        /// Arguments passed to `guard daemon`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Set up, build (release), run the unit tests, then the end-to-end tests (root).
+    Test {
+        /// Skip the end-to-end tests (they need root).
+        #[arg(long)]
+        no_e2e: bool,
+    },
+    /// Check formatting and run clippy with warnings denied.
+    Lint,
+    /// Build (release) and run the benchmarks in tests/tests/bench.rs.
+    Bench,
+}
+
+fn main() -> ExitCode {
+    // Errors are printed here (not by anyhow's `Termination`), so a set
+    // RUST_BACKTRACE does not bury the message under a backtrace.
+    match dispatch(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Cmd) -> Result<()> {
+    match command {
+        Cmd::Setup { test_deps } => setup::setup(test_deps),
+        Cmd::Build { debug } => {
+            setup::setup(false)?;
+            build(!debug).map(|_| ())
+        }
+        Cmd::Run { args } => run(args),
+        Cmd::Test { no_e2e } => test(no_e2e),
+        Cmd::Lint => lint(),
+        Cmd::Bench => bench(),
+    }
+}
+
+/// Builds the `guard` binary and returns its path.
+fn build(release: bool) -> Result<PathBuf> {
+    let mut cmd = util::cargo();
+    cmd.arg("build");
+    if release {
+        cmd.arg("--release");
+    }
+    cmd.args(["-p", "guard"]);
+    util::run(&mut cmd)?;
+    let bin = util::guard_bin(release);
+    if !bin.is_file() {
+        bail!("build succeeded but {} does not exist", bin.display());
+    }
+    log!("built {}", bin.display());
+    Ok(bin)
+}
+
+fn run(args: Vec<OsString>) -> Result<()> {
+    if !util::is_root() {
+        bail!(
+            "guard needs root (it loads eBPF programs); run:\n  sudo -E env PATH=$PATH cargo xtask run"
+        );
+    }
+    setup::setup(false)?;
+    let bin = build(true)?;
+    let mut cmd = Command::new(&bin);
+    cmd.arg("daemon").args(&args);
+    log!("exec {}", util::display(&cmd));
+    // Replaces this process, so signals (Ctrl-C, SIGTERM) reach guard directly.
+    let err = cmd.exec();
+    Err(err).with_context(|| format!("failed to exec {}", bin.display()))
+}
+
+fn test(no_e2e: bool) -> Result<()> {
+    let e2e = !no_e2e;
+    if e2e && !util::is_root() {
+        bail!(
+            "the end-to-end tests need root; run `sudo -E env PATH=$PATH cargo xtask test`, \
+             or `cargo xtask test --no-e2e` for the unit tests only"
+        );
+    }
+    setup::setup(e2e)?;
+    let bin = build(true)?;
+
+    log!("unit tests");
+    util::run(util::cargo().args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "guard-ebpf",
+        "--exclude",
+        "guard-tests",
+    ]))
+    .context("unit tests failed")?;
+
+    if !e2e {
+        log!("summary: unit tests passed; end-to-end tests skipped (--no-e2e)");
+        return Ok(());
+    }
+
+    log!("end-to-end tests (GUARD_BIN={})", bin.display());
+    util::run(
+        util::cargo()
+            .args(["test", "-p", "guard-tests", "--", "--test-threads=1"])
+            .env("GUARD_BIN", &bin),
+    )
+    .context("end-to-end tests failed")?;
+
+    log!("summary: unit tests and end-to-end tests passed");
+    Ok(())
+}
+
+fn lint() -> Result<()> {
+    // Clippy on guard runs its build script, which builds the eBPF programs.
+    setup::setup(false)?;
+    let fmt = util::run(util::cargo().args(["fmt", "--all", "--check"]));
+    if let Err(e) = &fmt {
+        log!("{e:#}");
+    }
+    let clippy = util::run(util::cargo().args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "guard-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]));
+    if let Err(e) = &clippy {
+        log!("{e:#}");
+    }
+    match (fmt.is_ok(), clippy.is_ok()) {
+        (true, true) => {
+            log!("summary: lint passed (rustfmt, clippy)");
+            Ok(())
+        }
+        (false, true) => bail!("lint failed: formatting (run `cargo fmt --all`)"),
+        (true, false) => bail!("lint failed: clippy"),
+        (false, false) => bail!("lint failed: formatting (run `cargo fmt --all`) and clippy"),
+    }
+}
+
+fn bench() -> Result<()> {
+    let bench_file = util::workspace_root().join("tests/tests/bench.rs");
+    if !bench_file.is_file() {
+        bail!(
+            "no benchmarks yet ({} does not exist)",
+            bench_file.display()
+        );
+    }
+    setup::setup(true)?;
+    let bin = build(true)?;
+    util::run(
+        util::cargo()
+            .args(["test", "-p", "guard-tests", "--release", "--test", "bench"])
+            .args(["--", "--ignored", "--nocapture"])
+            .env("GUARD_BIN", &bin),
+    )
+    .context("benchmarks failed")?;
+    log!("summary: benchmarks finished");
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! `cargo xtask setup`: installs what building (and testing) guard needs.
+//! Idempotent; only checks when everything is already present.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+
+use crate::util::{self, log};
+
+/// Debian packages the eBPF build needs (clang-19 compiles the C CO-RE shim).
+const BUILD_PACKAGES: &[&str] = &["clang-19", "libbpf-dev"];
+/// Debian packages the end-to-end tests use.
+const TEST_PACKAGES: &[&str] = &["iproute2", "tmux", "procps"];
+
+pub fn setup(test_deps: bool) -> Result<()> {
+    rust_src()?;
+    let mut packages = BUILD_PACKAGES.to_vec();
+    if test_deps {
+        packages.extend_from_slice(TEST_PACKAGES);
+    }
+    debian_packages(&packages)?;
+    bpf_linker()?;
+    log!("setup complete");
+    Ok(())
+}
+
+/// `rustup component add rust-src` where missing, for the active toolchain and
+/// for `stable` (aya-build builds guard-ebpf with `rustup run stable cargo`).
+fn rust_src() -> Result<()> {
+    for toolchain in [None, Some("stable")] {
+        let mut list = Command::new("rustup");
+        list.args(["component", "list", "--installed"]);
+        if let Some(t) = toolchain {
+            list.args(["--toolchain", t]);
+        }
+        let what = toolchain.map_or_else(
+            || "the active toolchain".to_owned(),
+            |t| format!("toolchain {t}"),
+        );
+        let out = match util::output(&mut list) {
+            Ok(out) => out,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                log!(
+                    "warning: rustup not found; cannot check for the rust-src component (the eBPF build needs it)"
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(e).context("failed to run rustup"),
+        };
+        if !out.status.success() {
+            bail!(
+                "`{}` failed ({}): {}",
+                util::display(&list),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let installed = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.trim().starts_with("rust-src"));
+        if installed {
+            log!("rust-src: present ({what})");
+            continue;
+        }
+        log!("rust-src: missing ({what}), installing");
+        let mut add = Command::new("rustup");
+        add.args(["component", "add", "rust-src"]);
+        if let Some(t) = toolchain {
+            add.args(["--toolchain", t]);
+        }
+        util::run(&mut add)?;
+    }
+    Ok(())
+}
+
+/// Whether dpkg reports `package` as installed; `None` if dpkg-query is unavailable.
+fn dpkg_installed(package: &str) -> Result<Option<bool>> {
+    let out = util::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]));
+    match out {
+        // Exits non-zero for unknown packages: that is "not installed".
+        Ok(out) => Ok(Some(
+            out.status.success()
+                && String::from_utf8_lossy(&out.stdout).contains("install ok installed"),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).context("failed to run dpkg-query"),
+    }
+}
+
+fn debian_packages(packages: &[&str]) -> Result<()> {
+    let mut missing = Vec::new();
+    for &package in packages {
+        match dpkg_installed(package)? {
+            Some(true) => {}
+            Some(false) => missing.push(package),
+            None => {
+                log!(
+                    "warning: dpkg-query not found (not Debian?); make sure these are installed: {}",
+                    packages.join(" ")
+                );
+                return Ok(());
+            }
+        }
+    }
+    if missing.is_empty() {
+        log!("debian packages: present ({})", packages.join(" "));
+        return Ok(());
+    }
+    let missing = missing.join(" ");
+    if !util::is_root() {
+        bail!(
+            "missing Debian packages: {missing}\n\
+             install them as root: sudo apt-get install -y --no-install-recommends {missing}"
+        );
+    }
+    log!("debian packages: installing {missing}");
+    util::run(
+        Command::new("apt-get")
+            .arg("update")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null()),
+    )?;
+    util::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(missing.split(' '))
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null()),
+    )?;
+    Ok(())
+}
+
+/// Whether `bpf-linker --version` runs successfully.
+fn bpf_linker_works() -> bool {
+    util::output(Command::new("bpf-linker").arg("--version")).is_ok_and(|o| o.status.success())
+}
+
+/// Builds bpf-linker against rustc's own LLVM shared library (no download of
+/// a prebuilt LLVM is possible), unless a working one is on PATH.
+fn bpf_linker() -> Result<()> {
+    if bpf_linker_works() {
+        log!("bpf-linker: present");
+        return Ok(());
+    }
+    log!("bpf-linker: missing or broken, building it against rustc's LLVM");
+
+    let version = util::stdout_of(Command::new("rustc").arg("-vV"))?;
+    let llvm_major = llvm_major(&version)?;
+
+    let sysroot = util::stdout_of(Command::new("rustc").args(["--print", "sysroot"]))?;
+    let libdir = Path::new(sysroot.trim()).join("lib");
+    let dylib = llvm_dylib(&libdir, &llvm_major)?;
+    log!(
+        "bpf-linker: LLVM {llvm_major}, linking {dylib} from {}",
+        libdir.display()
+    );
+
+    let libdir = libdir
+        .to_str()
+        .ok_or_else(|| anyhow!("rustc sysroot {} is not UTF-8", libdir.display()))?;
+    let rustflags = format!("-L {libdir} -l dylib={dylib} -C link-arg=-Wl,-rpath,{libdir}");
+    let mut install = util::cargo();
+    install
+        .args(["install", "bpf-linker", "--version", "^0.13", "--force"])
+        .args(["--no-default-features", "--features"])
+        .arg(format!("llvm-{llvm_major},no-llvm-linking"))
+        .env("RUSTFLAGS", &rustflags)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTC_BOOTSTRAP");
+    log!("RUSTFLAGS={rustflags}");
+    util::run(&mut install)?;
+
+    if !bpf_linker_works() {
+        bail!(
+            "bpf-linker was installed but `bpf-linker --version` still fails; \
+             is ~/.cargo/bin (or $CARGO_HOME/bin) on PATH?"
+        );
+    }
+    log!("bpf-linker: installed");
+    Ok(())
+}
+
+/// The LLVM major version from `rustc -vV` output (`LLVM version: 22.1.2` gives `22`).
+fn llvm_major(rustc_vv: &str) -> Result<String> {
+    rustc_vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version:"))
+        .and_then(|v| v.trim().split('.').next())
+        .filter(|m| !m.is_empty() && m.bytes().all(|b| b.is_ascii_digit()))
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("no `LLVM version: N.x.y` line in `rustc -vV` output:\n{rustc_vv}"))
+}
+
+/// The `-l dylib=` name of rustc's LLVM library in `libdir`
+/// (`libLLVM-22-rust-1.95.0-stable.so` gives `LLVM-22-rust-1.95.0-stable`).
+fn llvm_dylib(libdir: &Path, llvm_major: &str) -> Result<String> {
+    let entries =
+        std::fs::read_dir(libdir).with_context(|| format!("cannot list {}", libdir.display()))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let name = entry
+            .with_context(|| format!("cannot list {}", libdir.display()))?
+            .file_name();
+        if let Some(stem) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("lib"))
+            .and_then(|n| n.strip_suffix(".so"))
+            .filter(|n| n.starts_with("LLVM-"))
+        {
+            names.push(stem.to_owned());
+        }
+    }
+    names.sort();
+    let wanted = format!("LLVM-{llvm_major}");
+    names
+        .iter()
+        .find(|n| **n == wanted || n.starts_with(&format!("{wanted}-")))
+        .or_else(|| names.first())
+        .cloned()
+        .ok_or_else(|| anyhow!("no libLLVM-*.so in {} (rustc's sysroot)", libdir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_llvm_major() -> Result<()> {
+        let vv = "rustc 1.95.0 (59807616e 2026-04-14)\nbinary: rustc\nLLVM version: 22.1.2\n";
+        assert_eq!(llvm_major(vv)?, "22");
+        assert!(llvm_major("rustc 1.95.0\n").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn finds_llvm_dylib() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("xtask-llvm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        for f in [
+            "libLLVM.so.22.1-rust-1.95.0-stable",
+            "librustc_driver-6108105cd7e839cf.so",
+            "libLLVM-22-rust-1.95.0-stable.so",
+        ] {
+            std::fs::write(dir.join(f), b"")?;
+        }
+        let found = llvm_dylib(&dir, "22");
+        std::fs::remove_dir_all(&dir)?;
+        assert_eq!(found?, "LLVM-22-rust-1.95.0-stable");
+        Ok(())
+    }
+}

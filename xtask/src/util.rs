@@ -1,0 +1,110 @@
+//! Small helpers shared by the subcommands: logging, paths, running commands.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use anyhow::{Context as _, Result, bail};
+
+/// Prints a progress line to stderr, prefixed with `xtask: `.
+macro_rules! log {
+    ($($arg:tt)*) => {
+        eprintln!("xtask: {}", format_args!($($arg)*))
+    };
+}
+pub(crate) use log;
+
+/// The workspace root: the parent of this crate's directory.
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map_or_else(|| manifest_dir.to_path_buf(), Path::to_path_buf)
+}
+
+/// The cargo target directory (`$CARGO_TARGET_DIR`, else `<root>/target`), absolute.
+pub fn target_dir() -> PathBuf {
+    let root = workspace_root();
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
+}
+
+/// Path of the `guard` binary for a profile (`release` or `debug`).
+pub fn guard_bin(release: bool) -> PathBuf {
+    target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join("guard")
+}
+
+/// A `cargo` command run in the workspace root, with `RUSTC_BOOTSTRAP=1`
+/// (aya-build needs `-Z build-std` on the stable toolchain).
+pub fn cargo() -> Command {
+    let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(program);
+    cmd.current_dir(workspace_root())
+        .env("RUSTC_BOOTSTRAP", "1");
+    cmd
+}
+
+/// Whether the effective user is root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A shell-like rendering of a command, for progress lines and errors.
+pub fn display(cmd: &Command) -> String {
+    let program = cmd.get_program();
+    // Show `cargo` rather than the full toolchain path from `$CARGO`.
+    let program = if std::env::var_os("CARGO").as_deref() == Some(program) {
+        OsStr::new("cargo")
+    } else {
+        program
+    };
+    std::iter::once(program)
+        .chain(cmd.get_args())
+        .map(|a| {
+            let a = a.to_string_lossy();
+            if a.is_empty() || a.contains(|c: char| c.is_whitespace() || c == '\'' || c == '"') {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            } else {
+                a.into_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Runs a command with inherited stdio and fails unless it exits successfully.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let shown = display(cmd);
+    log!("$ {shown}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("failed to start `{shown}`"))?;
+    if !status.success() {
+        bail!("`{shown}` failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs a command capturing its output (stdin closed); errors only if it cannot start.
+pub fn output(cmd: &mut Command) -> std::io::Result<Output> {
+    cmd.stdin(std::process::Stdio::null()).output()
+}
+
+/// Runs a command and returns its stdout, failing unless it exits successfully.
+pub fn stdout_of(cmd: &mut Command) -> Result<String> {
+    let shown = display(cmd);
+    let out = output(cmd).with_context(|| format!("failed to start `{shown}`"))?;
+    if !out.status.success() {
+        bail!(
+            "`{shown}` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    String::from_utf8(out.stdout).with_context(|| format!("`{shown}` printed non-UTF-8 output"))
+}
