@@ -2,7 +2,7 @@
 //! the ring buffer, labels and writes events, serves control commands and reports
 //! lost records — so no state is shared between tasks.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use guard_common::{Tracked, flags};
@@ -13,12 +13,13 @@ use tokio::{
 };
 
 use crate::{
+    action,
     audit::Sink,
     clock,
-    control::{Command, Response, Server},
+    control::{Command, Filter, Request, Response, Server},
     ebpf::Kernel,
     event::{Detail, Event, How, SessionId, Task, decode, enrich::Enricher},
-    session::Registry,
+    session::{self, Registry},
 };
 
 pub struct Options {
@@ -27,8 +28,20 @@ pub struct Options {
     pub socket: PathBuf,
 }
 
+/// A `subscribe` client: a bounded queue, and what it missed while it was full.
+struct Subscriber {
+    filter: Filter,
+    events: mpsc::Sender<Arc<str>>,
+    missed: u64,
+}
+
 struct State {
     kernel: Kernel,
+    subscribers: Vec<Subscriber>,
+    /// Events written since start, and at the last tick (for the rate).
+    events_total: u64,
+    events_at_tick: u64,
+    rate: f64,
     registry: Registry,
     enricher: Enricher,
     sink: Sink,
@@ -49,6 +62,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
     let mut state = State {
         kernel,
+        subscribers: Vec::new(),
+        events_total: 0,
+        events_at_tick: 0,
+        rate: 0.0,
         registry: Registry::default(),
         enricher: Enricher::default(),
         sink,
@@ -77,7 +94,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 guard.clear_ready();
             }
             Some(cmd) = commands.recv() => state.command(cmd)?,
-            _ = tick.tick() => state.report_lost()?,
+            _ = tick.tick() => {
+                state.rate = (state.events_total - state.events_at_tick) as f64;
+                state.events_at_tick = state.events_total;
+                state.report_lost()?;
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -114,12 +135,49 @@ impl State {
 
     fn emit(&mut self, ev: Event) -> anyhow::Result<()> {
         if let Some(start) = self.registry.before(&ev) {
-            self.sink.write(&start)?;
+            self.write(&start)?;
         }
-        self.sink.write(&ev)?;
+        self.write(&ev)?;
         if let Some(end) = self.registry.after(&ev) {
-            self.sink.write(&end)?;
+            self.write(&end)?;
         }
+        Ok(())
+    }
+
+    /// Writes one event to the audit log and offers it to every subscriber.
+    fn write(&mut self, ev: &Event) -> anyhow::Result<()> {
+        let line: Arc<str> = Arc::from(ev.to_json());
+        self.sink.write_line(&line)?;
+        self.events_total += 1;
+        if self.subscribers.is_empty() {
+            return Ok(());
+        }
+        let session = ev.session.map(|s| s.to_string());
+        let kind = ev.detail.kind();
+        self.subscribers.retain_mut(|sub| {
+            if !sub.filter.wants(session.as_deref(), kind) {
+                return true;
+            }
+            if sub.missed > 0 {
+                let notice = format!(r#"{{"kind":"missed","count":{}}}"#, sub.missed);
+                match sub.events.try_send(Arc::from(notice)) {
+                    Ok(()) => sub.missed = 0,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        sub.missed += 1;
+                        return true;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            }
+            match sub.events.try_send(line.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    sub.missed += 1;
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
         Ok(())
     }
 
@@ -147,7 +205,7 @@ impl State {
                 total: total + self.undecodable,
             },
         };
-        self.sink.write(&ev)?;
+        self.write(&ev)?;
         self.sink.flush()?;
         self.lost_seen = (total, self.undecodable);
         Ok(())
@@ -165,15 +223,72 @@ impl State {
                     Ok(id) => Response {
                         ok: true,
                         session: Some(id.to_string()),
-                        error: None,
+                        ..Response::default()
                     },
                     Err(e) => Response::error(&format!("{e:#}")),
                 };
                 let _ = reply.send(response);
                 self.sink.flush()?;
             }
+            Command::Subscribe { filter, events } => {
+                self.subscribers.push(Subscriber { filter, events, missed: 0 });
+            }
+            Command::Query { request, uid, reply } => {
+                let _ = reply.send(self.query(request, uid));
+            }
         }
         Ok(())
+    }
+
+    fn query(&mut self, request: Request, uid: u32) -> Response {
+        match request {
+            Request::Sessions => Response::data(session::view::sessions(&self.registry)),
+            Request::Status => {
+                let (cpu_s, rss) = action::self_usage();
+                let lost = self.kernel.lost().map(|(by_kind, full)| {
+                    let mut m: serde_json::Map<String, serde_json::Value> =
+                        by_kind.into_iter().map(|(k, n)| (k.to_owned(), n.into())).collect();
+                    m.insert("untracked_children".into(), full.into());
+                    m.insert("undecodable".into(), self.undecodable.into());
+                    m
+                });
+                Response::data(serde_json::json!({
+                    "events_total": self.events_total,
+                    "events_per_second": self.rate,
+                    "lost": lost.ok(),
+                    "cpu_seconds": cpu_s,
+                    "rss_bytes": rss,
+                    "programs": self.kernel.attached,
+                    "subscribers": self.subscribers.len(),
+                }))
+            }
+            Request::Kill { session, pid } => {
+                if uid != 0 {
+                    return Response::error("only root may kill through guard");
+                }
+                let session = match session.as_deref().map(|s| u64::from_str_radix(s, 16)) {
+                    Some(Ok(id)) => Some(SessionId(id)),
+                    Some(Err(_)) => return Response::error("bad session id"),
+                    None => None,
+                };
+                let targets = self.registry.members(session, pid);
+                if targets.is_empty() {
+                    return Response::error("no such session or process");
+                }
+                let mut killed = Vec::new();
+                let mut errors = Vec::new();
+                for pid in targets {
+                    match action::kill(pid) {
+                        Ok(true) => killed.push(pid),
+                        Ok(false) => {}
+                        Err(e) => errors.push(format!("{pid}: {e}")),
+                    }
+                }
+                tracing::info!(?killed, "killed on request");
+                Response::data(serde_json::json!({ "killed": killed, "errors": errors }))
+            }
+            Request::Run { .. } | Request::Subscribe { .. } => Response::error("not a query"),
+        }
     }
 
     /// `guard run`: the client process becomes a session root before it execs.
@@ -200,7 +315,7 @@ impl State {
         let now = clock::boot_ns() as i128 + self.offset;
         let mut start = self.registry.start(id, How::Run, now, &task);
         self.enricher.enrich(&mut start);
-        self.sink.write(&start)?;
+        self.write(&start)?;
         Ok(id)
     }
 
@@ -258,7 +373,7 @@ impl State {
             self.enricher.enrich_task(&mut task);
             let now = clock::boot_ns() as i128 + self.offset;
             let start = self.registry.start(id, How::Scan, now, &task);
-            self.sink.write(&start)?;
+            self.write(&start)?;
             let mut stack = vec![root];
             while let Some(pid) = stack.pop() {
                 for child in children(pid) {

@@ -5,7 +5,9 @@
 //! Data flows one way: `ebpf` → `event` → `session` → `audit`; `control` is the
 //! daemon's socket, `daemon` the loop that owns them all.
 
+mod action;
 mod audit;
+mod clients;
 mod clock;
 mod control;
 mod daemon;
@@ -13,6 +15,7 @@ mod ebpf;
 mod event;
 mod run;
 mod session;
+mod top;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -41,6 +44,50 @@ enum Cmd {
         #[arg(long, value_name = "PATH|-", default_value = "-")]
         events: PathBuf,
         /// The control socket (`guard run` registers through it).
+        #[arg(long, env = "GUARD_SOCKET", default_value = control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// List agent sessions known to the running daemon.
+    Sessions {
+        #[arg(long, env = "GUARD_SOCKET", default_value = control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Print the daemon's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stream events from the running daemon.
+    Events {
+        #[arg(long, env = "GUARD_SOCKET", default_value = control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Keep streaming (the only mode: events are a live stream).
+        #[arg(long, short)]
+        follow: bool,
+        /// Only this session's events.
+        #[arg(long)]
+        session: Option<String>,
+        /// Only events of this kind (repeatable).
+        #[arg(long = "kind", value_name = "KIND")]
+        kinds: Vec<String>,
+        /// JSON lines instead of the human-readable form.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The daemon's health: event rate, lost events, CPU and memory, programs.
+    Status {
+        #[arg(long, env = "GUARD_SOCKET", default_value = control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Kill a session (every process in it) or a process subtree.
+    Kill {
+        #[arg(long, env = "GUARD_SOCKET", default_value = control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        #[arg(long, conflicts_with = "pid", required_unless_present = "pid")]
+        session: Option<String>,
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// Live terminal view of agent sessions.
+    Top {
         #[arg(long, env = "GUARD_SOCKET", default_value = control::DEFAULT_SOCKET)]
         socket: PathBuf,
     },
@@ -85,6 +132,11 @@ fn main() -> ExitCode {
                 }))
             }),
         Cmd::Run { socket, command } => run::run(&socket, &command),
+        Cmd::Sessions { socket, json } => clients::sessions(&socket, json),
+        Cmd::Events { socket, follow: _, session, kinds, json } => clients::events(&socket, session, kinds, json),
+        Cmd::Status { socket } => clients::status(&socket),
+        Cmd::Kill { socket, session, pid } => clients::kill(&socket, session, pid),
+        Cmd::Top { socket } => top::run(&socket),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -125,7 +125,12 @@ impl Drop for TempDir {
 
 /// One JSON line of the events file.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Event(pub Value);
+pub struct Event {
+    /// The parsed object.
+    pub value: Value,
+    /// The line as the daemon wrote it.
+    pub line: String,
+}
 
 impl Event {
     pub fn kind(&self) -> &str {
@@ -141,24 +146,24 @@ impl Event {
     }
 
     pub fn str(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(Value::as_str)
+        self.value.get(key).and_then(Value::as_str)
     }
 
     pub fn int(&self, key: &str) -> Option<i64> {
-        self.0.get(key).and_then(Value::as_i64)
+        self.value.get(key).and_then(Value::as_i64)
     }
 
     pub fn bool(&self, key: &str) -> Option<bool> {
-        self.0.get(key).and_then(Value::as_bool)
+        self.value.get(key).and_then(Value::as_bool)
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.0.get(key)
+        self.value.get(key)
     }
 
     /// The strings of an array field (`argv`, `access`); None if it is not an array of strings.
     pub fn strings(&self, key: &str) -> Option<Vec<&str>> {
-        self.0
+        self.value
             .get(key)?
             .as_array()?
             .iter()
@@ -168,7 +173,7 @@ impl Event {
 
     /// The integers of an array field (`stragglers`).
     pub fn ints(&self, key: &str) -> Option<Vec<i64>> {
-        self.0
+        self.value
             .get(key)?
             .as_array()?
             .iter()
@@ -184,7 +189,7 @@ impl Event {
 
 impl std::fmt::Display for Event {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
+        f.write_str(&self.line)
     }
 }
 
@@ -342,7 +347,10 @@ impl Daemon {
             .enumerate()
             .filter(|(_, line)| !line.trim().is_empty())
             .map(|(n, line)| match serde_json::from_str::<Value>(line) {
-                Ok(value) if value.is_object() => Event(value),
+                Ok(value) if value.is_object() => Event {
+                    value,
+                    line: line.to_owned(),
+                },
                 Ok(_) => panic!("events line {} is not a JSON object: {line}", n + 1),
                 Err(e) => panic!("events line {} is not JSON ({e}): {line}", n + 1),
             })
@@ -537,6 +545,9 @@ impl FakeAgent {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Cargo's LD_LIBRARY_PATH only makes the dynamic loader of every process in the
+            // tree try dozens of paths, each an open event; the binary needs no more than libc.
+            .env_remove("LD_LIBRARY_PATH")
             .process_group(0);
         Running::spawn(cmd)
     }
@@ -737,7 +748,7 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
             errors.push(msg.to_owned());
         }
     };
-    let v = &e.0;
+    let v = &e.value;
     let is_int = |key: &str| v.get(key).is_some_and(|x| x.is_i64() || x.is_u64());
     let is_str = |key: &str| v.get(key).is_some_and(Value::is_string);
     let is_bool = |key: &str| v.get(key).is_some_and(Value::is_boolean);

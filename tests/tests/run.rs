@@ -22,6 +22,7 @@ fn guard_run(socket: &Path, cmd: &[&str]) -> Finished {
         .arg(socket)
         .arg("--")
         .args(cmd)
+        .env_remove("LD_LIBRARY_PATH") // cargo's; it only adds dynamic-loader noise
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

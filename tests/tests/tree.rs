@@ -304,7 +304,7 @@ fn agent_process_tree_is_one_session() {
             .any(|key| e.int(key).is_some_and(|p| bystander_pids.contains(&p)))
             || e.pid() == Some(test_pid)
             || e.str("comm") == Some(bystander.name())
-            || e.0.to_string().contains(other_arg)
+            || e.line.contains(other_arg)
     };
     let leaked: Vec<Event> = events
         .iter()

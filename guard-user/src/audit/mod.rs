@@ -7,8 +7,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::event::Event;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot open the event log {path}")]
@@ -55,8 +53,8 @@ impl Sink {
         })
     }
 
-    pub fn write(&mut self, ev: &Event) -> Result<(), Error> {
-        let line = ev.to_json();
+    /// Writes an already serialised event.
+    pub fn write_line(&mut self, line: &str) -> Result<(), Error> {
         self.out
             .write_all(line.as_bytes())
             .and_then(|()| self.out.write_all(b"\n"))

@@ -29,6 +29,15 @@ pub enum Error {
     Refused(String),
 }
 
+/// Opens a subscription and returns the line reader over the event stream.
+pub fn subscribe(path: &Path, request: &Request) -> Result<BufReader<UnixStream>, Error> {
+    let stream = UnixStream::connect(path).map_err(|source| Error::Connect { path: path.to_owned(), source })?;
+    let mut line = serde_json::to_vec(request).map_err(|e| Error::Answer(e.to_string()))?;
+    line.push(b'\n');
+    (&stream).write_all(&line).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    Ok(BufReader::new(stream))
+}
+
 /// Sends one request and reads one response.
 pub fn call(path: &Path, request: &Request) -> Result<Response, Error> {
     let stream = UnixStream::connect(path).map_err(|source| Error::Connect {

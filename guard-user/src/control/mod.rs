@@ -16,30 +16,71 @@ use tokio::{
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/guard/guard.sock";
 
-#[derive(Debug, Serialize, Deserialize)]
+/// Events a slow subscriber may have queued before it starts missing some.
+pub const SUBSCRIBER_QUEUE: usize = 8192;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
     /// Track the calling process as the root of a new session; it will exec `argv`.
     Run { argv: Vec<String> },
+    /// Every session the daemon knows, with its live process tree.
+    Sessions,
+    /// The daemon's health: event rates, lost events, resource use, programs.
+    Status,
+    /// Stream events (JSON lines as in the audit log), optionally only one session's
+    /// or some kinds. A slow reader gets `{"kind":"missed","count":N}` notices
+    /// instead of stalling the daemon.
+    Subscribe {
+        #[serde(default)]
+        session: Option<String>,
+        #[serde(default)]
+        kinds: Vec<String>,
+    },
+    /// Kill a whole session, or the subtree rooted at `pid` (root clients only).
+    Kill {
+        #[serde(default)]
+        session: Option<String>,
+        #[serde(default)]
+        pid: Option<u32>,
+    },
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Response {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The answer to `sessions`, `status` or `kill`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+/// What a subscriber wants to see.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub session: Option<String>,
+    pub kinds: Vec<String>,
+}
+
+impl Filter {
+    pub fn wants(&self, session: Option<&str>, kind: &str) -> bool {
+        (self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind))
+            && match (&self.session, session) {
+                (None, _) => true,
+                (Some(want), Some(have)) => want == have,
+                (Some(_), None) => kind == "lost",
+            }
+    }
 }
 
 /// A request handed to the daemon's main loop, which owns the kernel maps.
 pub enum Command {
-    Register {
-        pid: u32,
-        uid: u32,
-        argv: Vec<String>,
-        reply: oneshot::Sender<Response>,
-    },
+    Register { pid: u32, uid: u32, argv: Vec<String>, reply: oneshot::Sender<Response> },
+    Query { request: Request, uid: u32, reply: oneshot::Sender<Response> },
+    Subscribe { filter: Filter, events: mpsc::Sender<std::sync::Arc<str>> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +174,21 @@ async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>) {
     let mut lines = BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let response = match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Subscribe { session, kinds }) => {
+                let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+                let filter = Filter { session, kinds };
+                if commands.send(Command::Subscribe { filter, events: tx }).await.is_err() {
+                    return;
+                }
+                return stream_events(rx, write).await;
+            }
+            Ok(request @ (Request::Sessions | Request::Status | Request::Kill { .. })) => {
+                let (reply, answer) = oneshot::channel();
+                if commands.send(Command::Query { request, uid: cred.uid(), reply }).await.is_err() {
+                    return;
+                }
+                answer.await.unwrap_or_else(|_| Response::error("the daemon is stopping"))
+            }
             Ok(Request::Run { argv }) => match cred.pid() {
                 Some(pid) if pid > 0 => {
                     let (reply, answer) = oneshot::channel();
@@ -161,12 +217,50 @@ async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>) {
     }
 }
 
+async fn stream_events(
+    mut events: mpsc::Receiver<std::sync::Arc<str>>,
+    mut write: tokio::net::unix::OwnedWriteHalf,
+) {
+    while let Some(line) = events.recv().await {
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+        if write.write_all(&buf).await.is_err() {
+            return; // the client left; the daemon drops its queue on the next send
+        }
+    }
+}
+
 impl Response {
     pub fn error(msg: &str) -> Self {
-        Self {
-            ok: false,
-            session: None,
-            error: Some(msg.to_owned()),
-        }
+        Self { ok: false, error: Some(msg.to_owned()), ..Self::default() }
+    }
+
+    pub fn data(data: serde_json::Value) -> Self {
+        Self { ok: true, data: Some(data), ..Self::default() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_from_json_lines() {
+        let r: Request =
+            serde_json::from_str(r#"{"op":"subscribe","session":"00ab","kinds":["exec"]}"#).expect("parse");
+        assert!(matches!(r, Request::Subscribe { session: Some(s), kinds } if s == "00ab" && kinds == ["exec"]));
+        let r: Request = serde_json::from_str(r#"{"op":"kill","pid":42}"#).expect("parse");
+        assert!(matches!(r, Request::Kill { session: None, pid: Some(42) }));
+        assert!(serde_json::from_str::<Request>(r#"{"op":"reboot"}"#).is_err());
+    }
+
+    #[test]
+    fn filters_by_session_and_kind() {
+        let f = Filter { session: Some("a".into()), kinds: vec!["open".into()] };
+        assert!(f.wants(Some("a"), "open"));
+        assert!(!f.wants(Some("b"), "open"));
+        assert!(!f.wants(Some("a"), "exec"));
+        assert!(Filter::default().wants(None, "lost"));
     }
 }

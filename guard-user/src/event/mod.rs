@@ -6,6 +6,8 @@ pub mod decode;
 pub mod enrich;
 mod json;
 
+pub use self::json::rfc3339;
+
 use std::{net::IpAddr, sync::Arc};
 
 use guard_common::{AF_INET6, OpenCall, flags};

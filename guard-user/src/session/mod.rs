@@ -19,6 +19,8 @@ pub struct Counts {
     pub connect: u64,
     pub send: u64,
     pub fork: u64,
+    /// Policy violations (any action).
+    pub violations: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -64,10 +66,6 @@ impl Registry {
 
     pub fn procs(&self) -> impl Iterator<Item = (&u32, &Proc)> {
         self.procs.iter()
-    }
-
-    pub fn session(&self, id: SessionId) -> Option<&Session> {
-        self.sessions.get(&id)
     }
 
     /// Records a new session whose root is `task` and returns its `session_start`.
@@ -218,6 +216,12 @@ impl Registry {
 mod tests {
     use super::*;
 
+    impl Registry {
+        fn session(&self, id: SessionId) -> Option<&Session> {
+            self.sessions.get(&id)
+        }
+    }
+
     fn ev(pid: u32, session: u64, detail: Detail) -> Event {
         Event {
             ts_ns: 1,
@@ -322,5 +326,69 @@ mod tests {
         let open = ev(20, 9, Detail::Fork { child_pid: 21 });
         assert!(r.before(&open).is_some());
         assert!(r.before(&open).is_none());
+    }
+}
+
+/// The JSON view of sessions for `guard sessions` and `guard top`.
+pub mod view {
+    use serde_json::{Value, json};
+
+    use super::Registry;
+    use crate::event::rfc3339;
+
+    pub fn sessions(r: &Registry) -> Value {
+        let list: Vec<Value> = r
+            .sessions()
+            .map(|s| {
+                let mut procs: Vec<Value> = r
+                    .procs()
+                    .filter(|(_, p)| p.session == s.id)
+                    .map(|(pid, p)| json!({"pid": pid, "ppid": p.ppid, "comm": p.comm, "exe": p.exe, "argv": p.argv}))
+                    .collect();
+                procs.sort_by_key(|p| p["pid"].as_u64());
+                json!({
+                    "id": s.id.to_string(),
+                    "agent": s.agent,
+                    "root_pid": s.root_pid,
+                    "how": s.how.as_str(),
+                    "uid": s.uid,
+                    "user": s.user.as_deref(),
+                    "cwd": s.cwd,
+                    "container": s.container.as_deref(),
+                    "started": rfc3339(s.started_ns),
+                    "ended": s.ended_ns.map(rfc3339),
+                    "state": if s.ended_ns.is_some() { "ended" } else { "running" },
+                    "counts": {
+                        "exec": s.counts.exec, "open": s.counts.open, "connect": s.counts.connect,
+                        "send": s.counts.send, "fork": s.counts.fork, "violations": s.counts.violations,
+                    },
+                    "processes": procs,
+                })
+            })
+            .collect();
+        Value::Array(list)
+    }
+}
+
+impl Registry {
+    /// Members of a session, or of the subtree rooted at `pid`, deepest first.
+    pub fn members(&self, session: Option<SessionId>, pid: Option<u32>) -> Vec<u32> {
+        let mut out: Vec<u32> = match (session, pid) {
+            (Some(id), _) => self.procs.iter().filter(|(_, p)| p.session == id).map(|(pid, _)| *pid).collect(),
+            (None, Some(root)) => {
+                let mut out = vec![root];
+                let mut i = 0;
+                while i < out.len() {
+                    let parent = out[i];
+                    out.extend(self.procs.iter().filter(|(_, p)| p.ppid == parent).map(|(pid, _)| *pid));
+                    i += 1;
+                }
+                out
+            }
+            (None, None) => Vec::new(),
+        };
+        out.reverse();
+        out.dedup();
+        out
     }
 }
