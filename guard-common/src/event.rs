@@ -106,8 +106,10 @@ pub struct Header {
     pub uid: u32,
     /// Real group id.
     pub gid: u32,
+    /// What the kernel enforced: [`crate::rules::enforced`] bits and rule index.
+    pub rule: u16,
     /// Reserved, zero.
-    pub _reserved: u32,
+    pub _reserved: u16,
     /// Command name, NUL padded.
     pub comm: [u8; COMM_LEN],
 }

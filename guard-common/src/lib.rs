@@ -8,6 +8,8 @@
 
 pub mod event;
 pub mod maps;
+pub mod rules;
 
 pub use event::*;
 pub use maps::*;
+pub use rules::{Config, NetData, PathData, RuleRef};

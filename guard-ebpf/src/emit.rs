@@ -49,6 +49,7 @@ impl Draft {
             ppid: kernel::ppid(kernel::current()),
             uid: uid_gid as u32,
             gid: (uid_gid >> 32) as u32,
+            rule: 0,
             _reserved: 0,
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
         };

@@ -12,6 +12,7 @@ use guard_common::{EventKind, OpenBody, OpenCall, PATH_DEPTH, PATH_MAX, flags};
 
 use crate::{
     emit::{Draft, current_ids},
+    enforce,
     kernel::{self, WALK_TRUNCATED},
     maps::{PATH_END, PATH_MASK, PATH_SCRATCH, PENDING_OPEN, PendingOpen, TRACKED},
 };
@@ -119,7 +120,8 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
     let pending = *unsafe { PENDING_OPEN.get(tid) }.ok_or(())?;
     let _ = PENDING_OPEN.remove(tid);
     // SAFETY: read-only copy of the map value.
-    let session = unsafe { TRACKED.get(tgid) }.ok_or(())?.session;
+    let tracked = *unsafe { TRACKED.get(tgid) }.ok_or(())?;
+    let session = tracked.session;
     let ret = arg(ctx, RET) as i64;
     let task = kernel::current();
     let pbuf = PATH_SCRATCH.get_ptr_mut(0).ok_or(())?.cast::<u8>();
@@ -127,11 +129,17 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
     let mut draft = Draft::begin(EventKind::Open, 0, session).ok_or(())?;
     let depth = PATH_DEPTH as u32;
     let (start, end) = if ret >= 0 {
-        let walk = kernel::file_path(kernel::fd_file(task, ret as u32), pbuf, PATH_END, depth);
+        let file = kernel::fd_file(task, ret as u32);
+        let walk = kernel::file_path(file, pbuf, PATH_END, depth);
         if walk & WALK_TRUNCATED != 0 {
             draft.header().flags |= flags::PATH_TRUNCATED;
         }
-        (walk & !WALK_TRUNCATED, PATH_END)
+        let start = walk & !WALK_TRUNCATED;
+        // Decided before the open returns: a killed process never sees the file.
+        let is_root = tracked.flags & flags::ROOT_PROCESS as u32 != 0;
+        let path = pbuf.wrapping_add((start & PATH_MASK) as usize);
+        draft.header().rule = enforce::on_open(file, path, PATH_END - start, pending.flags, is_root);
+        (start, PATH_END)
     } else {
         // Nothing was opened: report the string passed, joined to the directory it was
         // relative to (resolved here, as the kernel would have started from it).

@@ -70,3 +70,18 @@ pub fn file_path(file: *const c_void, buf: *mut u8, end: u32, depth: u32) -> u32
 pub fn cwd_path(t: *const Task, buf: *mut u8, end: u32, depth: u32) -> u32 {
     unsafe { guard_task_cwd_path(t, buf, end, depth) }
 }
+
+unsafe extern "C" {
+    fn guard_file_name(f: *const c_void, dst: *mut u8) -> u32;
+    fn guard_reverse(dst: *mut u8, src: *const u8, len: u32);
+}
+
+/// Copies the file name of `file` to `dst` (room for 256 bytes); returns its length.
+pub fn file_name(file: *const c_void, dst: *mut u8) -> u32 {
+    unsafe { guard_file_name(file, dst) }
+}
+
+/// Writes `src[..len]` reversed to `dst` (both with room for 256 bytes, len <= 253).
+pub fn reverse(dst: *mut u8, src: *const u8, len: u32) {
+    unsafe { guard_reverse(dst, src, len) }
+}

@@ -8,6 +8,7 @@
 #![no_main]
 
 mod emit;
+mod enforce;
 mod file;
 mod kernel;
 mod maps;

@@ -80,6 +80,8 @@ pub fn count(index: u32) {
 #[repr(C)]
 pub struct PendingNet {
     pub body: NetBody,
-    pub kind: u32,
+    pub kind: u16,
+    /// What the hook enforced (`guard_common::rules::enforced`), for the event.
+    pub rule: u16,
     pub _reserved: u32,
 }

@@ -8,22 +8,24 @@ use aya_ebpf::{
     macros::{cgroup_sock_addr, tracepoint},
     programs::{SockAddrContext, TracePointContext},
 };
-use guard_common::{AF_INET, AF_INET6, EventKind, NetBody};
+use guard_common::{AF_INET, AF_INET6, EventKind, NetBody, flags};
 
 use crate::{
     emit::{Draft, current_ids},
+    enforce,
     maps::{PENDING_NET, PendingNet, TRACKED},
 };
 
 const ALLOW: i32 = 1;
+const DENY: i32 = 0;
 
 #[inline(always)]
 fn note(ctx: &SockAddrContext, kind: EventKind, v6: bool) -> i32 {
     let (tgid, tid) = current_ids();
-    // SAFETY: presence check only.
-    if unsafe { TRACKED.get(tgid) }.is_none() {
+    // SAFETY: read-only copy of the map value.
+    let Some(tracked) = (unsafe { TRACKED.get(tgid) }).copied() else {
         return ALLOW;
-    }
+    };
     // SAFETY: the kernel hands sock_addr programs a valid context.
     let sa = unsafe { &*ctx.sock_addr };
     let mut body = NetBody {
@@ -34,12 +36,7 @@ fn note(ctx: &SockAddrContext, kind: EventKind, v6: bool) -> i32 {
     };
     if v6 {
         body.family = AF_INET6;
-        let words = [
-            sa.user_ip6[0],
-            sa.user_ip6[1],
-            sa.user_ip6[2],
-            sa.user_ip6[3],
-        ];
+        let words = [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]];
         for (i, w) in words.iter().enumerate() {
             body.addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
         }
@@ -47,16 +44,13 @@ fn note(ctx: &SockAddrContext, kind: EventKind, v6: bool) -> i32 {
         body.family = AF_INET;
         body.addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
     }
-    let _ = PENDING_NET.insert(
-        tid,
-        PendingNet {
-            body,
-            kind: kind as u32,
-            _reserved: 0,
-        },
-        0,
-    );
-    ALLOW
+    let is_root = tracked.flags & flags::ROOT_PROCESS as u32 != 0;
+    let verdict = enforce::on_net(body.family, &body.addr, body.port, is_root);
+    let pending = PendingNet { body, kind: kind as u16, rule: verdict.unwrap_or(0), _reserved: 0 };
+    let _ = PENDING_NET.insert(tid, pending, 0);
+    // Returning 0 from a sock_addr hook makes connect/sendmsg fail with EPERM before
+    // any packet is built.
+    if verdict.is_some() { DENY } else { ALLOW }
 }
 
 #[cgroup_sock_addr(connect4)]
@@ -98,6 +92,7 @@ fn try_exit_net(ctx: &TracePointContext) -> Result<(), ()> {
     // SAFETY: `ret` is at offset 16 of every sys_exit record.
     let ret = unsafe { ctx.read_at::<i64>(16) }.map_err(|_| ())?;
     let mut draft = Draft::begin(kind, 0, session).ok_or(())?;
+    draft.header().rule = pending.rule;
     draft.body(NetBody {
         ret,
         ..pending.body

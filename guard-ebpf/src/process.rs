@@ -13,6 +13,7 @@ use guard_common::{
 
 use crate::{
     emit::{Draft, current_ids},
+    enforce,
     kernel::{self, WALK_TRUNCATED},
     maps::{AGENTS, PATH_END, PATH_MASK, PATH_SCRATCH, TRACKED, count},
 };
@@ -116,6 +117,11 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     }
     exe_len = exe_len.min(PATH_MAX as u32) & 0xfff;
     let src = PATH_END - exe_len;
+    // Decided before the new image runs its first instruction.
+    let comm = draft.header().comm;
+    let is_root = tracked.flags & flags::ROOT_PROCESS as u32 != 0;
+    let exe = pbuf.wrapping_add((src & PATH_MASK) as usize);
+    draft.header().rule = enforce::on_exec(exe, exe_len, &comm, is_root);
     // SAFETY: both regions are bounded by masks the verifier tracks.
     unsafe {
         let dst = draft.payload_ptr::<ExecBody>(0);

@@ -2,7 +2,12 @@
 //! the ring buffer, labels and writes events, serves control commands and reports
 //! lost records — so no state is shared between tasks.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
 
 use anyhow::Context as _;
 use guard_common::{Tracked, flags};
@@ -19,13 +24,18 @@ use crate::{
     control::{Command, Filter, Request, Response, Server},
     ebpf::Kernel,
     event::{Detail, Event, How, SessionId, Task, decode, enrich::Enricher},
+    policy::{
+        self, Source, diag, engine::Engine, glob, matcher::Hosts, model::Mode,
+    },
     session::{self, Registry},
 };
 
 pub struct Options {
+    /// Agent names from the command line; empty: the policy's `[agents] names`.
     pub agents: Vec<String>,
     pub events: PathBuf,
     pub socket: PathBuf,
+    pub policy: Source,
 }
 
 /// A `subscribe` client: a bounded queue, and what it missed while it was full.
@@ -35,8 +45,19 @@ struct Subscriber {
     missed: u64,
 }
 
+/// Something the resolver learned: a name and its addresses.
+type Resolved = (String, Vec<IpAddr>);
+
 struct State {
     kernel: Kernel,
+    engine: Engine,
+    source: Source,
+    /// Agent names given on the command line override the policy's.
+    agents_override: Vec<String>,
+    policy_stamp: Option<SystemTime>,
+    homes: Vec<String>,
+    resolver: Option<tokio::task::JoinHandle<()>>,
+    resolved_tx: mpsc::Sender<Resolved>,
     subscribers: Vec<Subscriber>,
     /// Events written since start, and at the last tick (for the rate).
     events_total: u64,
@@ -51,17 +72,33 @@ struct State {
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let (policy, warnings) = policy::load(&opts.policy)?;
+    if !warnings.is_empty() {
+        tracing::warn!("policy {}:\n{}", opts.policy.name(), diag::render(&opts.policy.name(), &warnings));
+    }
+    let agents = if opts.agents.is_empty() { policy.agents.clone() } else { opts.agents.clone() };
     let sink = Sink::open(&opts.events)?;
-    let (kernel, events) = Kernel::load(&opts.agents).context("cannot start the kernel side")?;
+    let homes = glob::homes();
+    let hosts = Hosts { by_name: Default::default(), resolvers: resolvers() };
+    let engine = Engine::new(policy, homes.clone(), hosts).context("cannot compile the policy")?;
+    let (mut kernel, events) = Kernel::load(&agents).context("cannot start the kernel side")?;
+    kernel.install(&engine.kernel_rules()).context("cannot install the policy in the kernel")?;
     let server = Server::bind(&opts.socket)?;
     let (tx, mut commands) = mpsc::channel(64);
+    let (resolved_tx, mut resolved) = mpsc::channel(64);
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as
     // long as the AsyncFd lives.
-    let mut ring =
-        unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
-            .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
+    let mut ring = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
     let mut state = State {
         kernel,
+        engine,
+        policy_stamp: stamp(&opts.policy),
+        source: opts.policy.clone(),
+        agents_override: opts.agents.clone(),
+        homes,
+        resolver: None,
+        resolved_tx,
         subscribers: Vec::new(),
         events_total: 0,
         events_at_tick: 0,
@@ -73,11 +110,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         lost_seen: (0, 0),
         undecodable: 0,
     };
-    state.scan(&opts.agents)?;
+    state.policy_loaded(&warnings)?;
+    state.start_resolver();
+    state.scan(&agents)?;
     state.sink.flush()?;
     let serve = tokio::spawn(server.serve(tx));
     tracing::info!(
-        agents = ?opts.agents,
+        agents = ?agents,
+        policy = %opts.policy.name(),
         programs = state.kernel.attached.len(),
         socket = %opts.socket.display(),
         "guard daemon ready"
@@ -85,6 +125,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -94,21 +135,83 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 guard.clear_ready();
             }
             Some(cmd) = commands.recv() => state.command(cmd)?,
+            Some((name, addrs)) = resolved.recv() => state.resolved(name, addrs)?,
+            _ = hup.recv() => state.reload("SIGHUP")?,
             _ = tick.tick() => {
                 state.rate = (state.events_total - state.events_at_tick) as f64;
                 state.events_at_tick = state.events_total;
                 state.report_lost()?;
+                if stamp(&state.source) != state.policy_stamp {
+                    state.reload("file change")?;
+                }
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
     serve.abort();
+    if let Some(r) = state.resolver.take() {
+        r.abort();
+    }
     state.drain(ring.get_mut())?;
     state.report_lost()?;
     state.sink.flush()?;
     tracing::info!("guard daemon stopped; programs detached");
     Ok(())
+}
+
+/// The policy file's modification time (None for built-ins).
+fn stamp(source: &Source) -> Option<SystemTime> {
+    match source {
+        Source::File(p) => std::fs::metadata(p).and_then(|m| m.modified()).ok(),
+        Source::Builtin(_) => None,
+    }
+}
+
+/// Name servers from /etc/resolv.conf (`@resolvers` in network rules).
+fn resolvers() -> Vec<IpAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect()
+}
+
+/// Resolves `names`, again as each answer's records expire (at least every 5 s,
+/// at most every 10 min; 30 s after a failure).
+async fn resolve_loop(names: Vec<String>, tx: mpsc::Sender<Resolved>) {
+    use hickory_resolver::TokioResolver;
+    let resolver = match TokioResolver::builder_tokio().and_then(|b| b.build()) {
+        Ok(r) => r,
+        Err(e) => return tracing::warn!("no DNS resolver ({e}); names in network rules stay unresolved"),
+    };
+    let mut due: Vec<(String, Instant)> = names.into_iter().map(|n| (n, Instant::now())).collect();
+    loop {
+        let now = Instant::now();
+        for (name, at) in due.iter_mut().filter(|(_, at)| *at <= now) {
+            match tokio::time::timeout(Duration::from_secs(5), resolver.lookup_ip(name.as_str())).await {
+                Ok(Ok(answer)) => {
+                    let addrs: Vec<IpAddr> = answer.iter().collect();
+                    let ttl = answer.valid_until().saturating_duration_since(Instant::now());
+                    *at = Instant::now() + ttl.clamp(Duration::from_secs(5), Duration::from_secs(600));
+                    if tx.send((name.clone(), addrs)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!("cannot resolve {name}: {e}");
+                    *at = Instant::now() + Duration::from_secs(30);
+                }
+                Err(_) => {
+                    tracing::warn!("resolving {name} timed out");
+                    *at = Instant::now() + Duration::from_secs(30);
+                }
+            }
+        }
+        let next = due.iter().map(|(_, at)| *at).min().unwrap_or(now + Duration::from_secs(600));
+        tokio::time::sleep_until(next.into()).await;
+    }
 }
 
 impl State {
@@ -133,15 +236,109 @@ impl State {
         Ok(())
     }
 
-    fn emit(&mut self, ev: Event) -> anyhow::Result<()> {
+    fn emit(&mut self, mut ev: Event) -> anyhow::Result<()> {
         if let Some(start) = self.registry.before(&ev) {
             self.write(&start)?;
         }
+        let is_root = self.registry.is_root(&ev);
+        let offset = self.offset;
+        let kernel_rule = ev.kernel_rule;
+        self.engine.judge(&mut ev, is_root, kernel_rule, || clock::boot_ns() as i128 + offset);
+        if let Some(v) = &ev.violation {
+            tracing::info!(pid = ev.task.pid, rule = %v.rule, outcome = %v.outcome, "policy violation");
+        }
         self.write(&ev)?;
-        if let Some(end) = self.registry.after(&ev) {
+        if let Some(mut end) = self.registry.after(&ev) {
+            if self.engine.policy().kill_stragglers
+                && let Detail::SessionEnd { stragglers, killed, .. } = &mut end.detail
+            {
+                // CI: nothing of a session outlives its agent.
+                for pid in stragglers.iter() {
+                    if let Ok(true) = action::kill(*pid) {
+                        killed.push(*pid);
+                    }
+                }
+            }
             self.write(&end)?;
         }
         Ok(())
+    }
+
+    fn policy_loaded(&mut self, warnings: &[diag::Diagnostic]) -> anyhow::Result<()> {
+        let rules = self.engine.kernel_rules();
+        let policy = self.engine.policy();
+        let detail = Detail::PolicyLoaded {
+            name: policy.name.clone(),
+            mode: match policy.mode {
+                Mode::Enforce => "enforce",
+                Mode::Observe => "observe",
+            },
+            rules: policy.rules.len(),
+            kernel_entries: rules.paths.len() + rules.nets.len(),
+            user_space_rules: self.engine.user_space_rules(),
+            warnings: diag::render(&policy.name, warnings),
+        };
+        let ev = Event::derived(clock::boot_ns() as i128 + self.offset, None, Task::default(), detail);
+        self.write(&ev)?;
+        self.sink.flush()?;
+        Ok(())
+    }
+
+    fn start_resolver(&mut self) {
+        if let Some(r) = self.resolver.take() {
+            r.abort();
+        }
+        let names = self.engine.host_names();
+        if !names.is_empty() {
+            self.resolver = Some(tokio::spawn(resolve_loop(names, self.resolved_tx.clone())));
+        }
+    }
+
+    fn resolved(&mut self, name: String, mut addrs: Vec<IpAddr>) -> anyhow::Result<()> {
+        addrs.sort();
+        if self.engine.hosts.by_name.get(&name) == Some(&addrs) {
+            return Ok(());
+        }
+        tracing::info!(%name, ?addrs, "resolved");
+        self.engine.hosts.by_name.insert(name, addrs);
+        self.kernel.install(&self.engine.kernel_rules())?;
+        Ok(())
+    }
+
+    /// Loads the policy again; a policy with errors is refused and the running one
+    /// stays in force (in the kernel too: its rules are only replaced whole).
+    fn reload(&mut self, why: &str) -> anyhow::Result<()> {
+        self.policy_stamp = stamp(&self.source);
+        let name = self.source.name();
+        let rejected = |state: &mut Self, errors: String| -> anyhow::Result<()> {
+            tracing::warn!("policy {name} rejected ({why}); the running policy stays:\n{errors}");
+            let detail = Detail::PolicyRejected { name: name.clone(), errors };
+            let ev = Event::derived(clock::boot_ns() as i128 + state.offset, None, Task::default(), detail);
+            state.write(&ev)?;
+            state.sink.flush()?;
+            Ok(())
+        };
+        let (policy, warnings) = match policy::load(&self.source) {
+            Ok(p) => p,
+            Err(e) => return rejected(self, e.to_string()),
+        };
+        let agents = if self.agents_override.is_empty() { policy.agents.clone() } else { self.agents_override.clone() };
+        let hosts = self.engine.hosts.clone();
+        let engine = match Engine::new(policy, self.homes.clone(), hosts) {
+            Ok(e) => e,
+            Err(e) => return rejected(self, format!("{e:#}")),
+        };
+        if let Err(e) = self.kernel.install(&engine.kernel_rules()) {
+            return rejected(self, format!("cannot install it in the kernel: {e:#}"));
+        }
+        self.kernel.set_agents(&agents)?;
+        let names_changed = engine.host_names() != self.engine.host_names();
+        self.engine = engine;
+        if names_changed {
+            self.start_resolver();
+        }
+        tracing::info!("policy {name} loaded ({why})");
+        self.policy_loaded(&warnings)
     }
 
     /// Writes one event to the audit log and offers it to every subscriber.
@@ -204,6 +401,9 @@ impl State {
                 by_kind,
                 total: total + self.undecodable,
             },
+            kernel_rule: 0,
+            host: None,
+            violation: None,
         };
         self.write(&ev)?;
         self.sink.flush()?;
@@ -260,6 +460,10 @@ impl State {
                     "rss_bytes": rss,
                     "programs": self.kernel.attached,
                     "subscribers": self.subscribers.len(),
+                    "policy": self.engine.policy().name,
+                    "mode": match self.engine.policy().mode { Mode::Enforce => "enforce", Mode::Observe => "observe" },
+                    "user_space_rules": self.engine.user_space_rules(),
+                    "kill_latency_us": self.engine.kill_latency().map(|(p50, p99)| serde_json::json!({"p50": p50, "p99": p99})),
                 }))
             }
             Request::Kill { session, pid } => {
@@ -413,6 +617,8 @@ fn children(pid: u32) -> Vec<u32> {
 }
 
 fn task_from_proc(pid: u32) -> Option<Task> {
+    static CGROUP2: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    let cgroup2 = CGROUP2.get_or_init(|| crate::ebpf::mounts::cgroup2_root().ok());
     let p = procfs::process::Process::new(pid as i32).ok()?;
     let stat = p.stat().ok()?;
     let status = p.status().ok()?;
@@ -423,6 +629,7 @@ fn task_from_proc(pid: u32) -> Option<Task> {
         uid: status.ruid,
         gid: status.rgid,
         comm: stat.comm,
+        cgroup_id: cgroup2.as_deref().and_then(|root| crate::ebpf::mounts::cgroup_id_of(root, pid)).unwrap_or(0),
         ..Task::default()
     })
 }

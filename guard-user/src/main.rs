@@ -13,6 +13,7 @@ mod control;
 mod daemon;
 mod ebpf;
 mod event;
+mod policy;
 mod run;
 mod session;
 mod top;
@@ -37,15 +38,25 @@ enum Cmd {
     /// Load the kernel programs and report every agent session as JSON lines (root).
     Daemon {
         /// Program name whose exec starts a session (repeatable; replaces the
-        /// default list). Compared with the first 15 bytes, as the kernel's `comm`.
-        #[arg(long = "agent", value_name = "NAME", default_values_t = default_agents())]
+        /// policy's `[agents] names`). Compared with the first 15 bytes, as the
+        /// kernel's `comm`.
+        #[arg(long = "agent", value_name = "NAME")]
         agents: Vec<String>,
+        /// The policy: a TOML file, or a built-in (`workstation`, the default, or
+        /// `ci`). Reloaded on SIGHUP and when the file changes.
+        #[arg(long, value_name = "FILE|workstation|ci")]
+        policy: Option<PathBuf>,
         /// Where to write events: a file, or `-` for standard output.
         #[arg(long, value_name = "PATH|-", default_value = "-")]
         events: PathBuf,
         /// The control socket (`guard run` registers through it).
         #[arg(long, env = "GUARD_SOCKET", default_value = control::DEFAULT_SOCKET)]
         socket: PathBuf,
+    },
+    /// Check a policy file or print a built-in one.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCmd,
     },
     /// List agent sessions known to the running daemon.
     Sessions {
@@ -102,8 +113,40 @@ enum Cmd {
     },
 }
 
-fn default_agents() -> Vec<String> {
-    vec!["codex".to_owned()]
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Report every problem with file:line:col and a stable code; exit 1 on errors.
+    Check {
+        /// A policy file (or a built-in's name).
+        file: PathBuf,
+    },
+    /// Print a built-in policy, as a starting point for your own.
+    Show {
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(policy::builtin::NAMES))]
+        name: String,
+    },
+}
+
+fn policy_command(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PolicyCmd::Show { name } => {
+            print!("{}", policy::builtin::get(&name).unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCmd::Check { file } => match policy::load(&policy::Source::from_arg(Some(&file))) {
+            Ok((p, warnings)) => {
+                print!("{}", policy::diag::render(&file.display().to_string(), &warnings));
+                eprintln!("guard: policy {} is valid: {} rule(s), {} warning(s)", p.name, p.rules.len(), warnings.len());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(policy::LoadError::Invalid { rendered, errors, .. }) => {
+                print!("{rendered}");
+                eprintln!("guard: policy {} has {errors} error(s)", file.display());
+                Ok(ExitCode::FAILURE)
+            }
+            Err(e) => Err(e.into()),
+        },
+    }
 }
 
 fn main() -> ExitCode {
@@ -116,10 +159,17 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Cmd::Policy { command } => {
+            return policy_command(command).unwrap_or_else(|e| {
+                eprintln!("guard: error: {e:#}");
+                ExitCode::FAILURE
+            });
+        }
         Cmd::Daemon {
             agents,
             events,
             socket,
+            policy,
         } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -129,6 +179,7 @@ fn main() -> ExitCode {
                     agents,
                     events,
                     socket,
+                    policy: policy::Source::from_arg(policy.as_deref()),
                 }))
             }),
         Cmd::Run { socket, command } => run::run(&socket, &command),

@@ -7,7 +7,13 @@
 //!
 //! - [`Daemon`] starts the daemon, waits until it is ready, reads its events and stops it.
 //! - [`FakeAgent`] installs a copy of `guard-fake-agent` under a unique name and runs it.
-//! - [`check_schema`] checks the fields every event must have.
+//! - [`check_schema`] checks the fields every event must have; [`assert_same_identity`]
+//!   that the events of one process agree on who it is.
+//!
+//! Run them as root, one test at a time:
+//! `cargo test -p guard-tests -- --test-threads=1`. Environment: `GUARD_BIN` (the binary
+//! under test), `GUARD_E2E_KEEP=1` (keep the temp dirs, events file included),
+//! `GUARD_E2E_FULL_LOG=1` (do not shorten the daemon's log in failure messages).
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsString};
@@ -229,6 +235,28 @@ pub fn session_of(events: &[Event], root_pid: i64) -> String {
         .to_owned()
 }
 
+/// Checks that every event of process `pid` tells the same story about who it is: the same
+/// `ppid`, `uid`, `user`, `cgroup_id` and `container` (none of them changes in these tests).
+pub fn assert_same_identity(events: &[Event], pid: i64) {
+    let of_pid: Vec<&Event> = events.iter().filter(|e| e.pid() == Some(pid)).collect();
+    let Some(first) = of_pid.first() else {
+        panic!("no events of process {pid}\n{}", dump(events));
+    };
+    for key in ["ppid", "uid", "user", "cgroup_id", "container"] {
+        let differ: Vec<String> = of_pid
+            .iter()
+            .filter(|e| e.get(key) != first.get(key))
+            .map(|e| format!("  {e}"))
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "events of process {pid} disagree on {key}: {:?} in\n  {first}\nbut not in\n{}",
+            first.get(key),
+            differ.join("\n")
+        );
+    }
+}
+
 /// Predicate for [`Daemon::wait_for`]: the session rooted at `root_pid` has ended.
 pub fn session_ended(root_pid: i64) -> impl Fn(&[Event]) -> bool {
     move |events| {
@@ -238,11 +266,24 @@ pub fn session_ended(root_pid: i64) -> impl Fn(&[Event]) -> bool {
     }
 }
 
+/// Where [`Daemon`] has the daemon write its events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventsTo {
+    /// `--events <temp dir>/events.jsonl`.
+    File,
+    /// `--events -`: standard output.
+    Stdout,
+}
+
 /// A running `guard daemon`, stopped (SIGTERM, then SIGKILL) on drop.
 pub struct Daemon {
     child: Option<Child>,
     dir: TempDir,
-    events_path: PathBuf,
+    /// The events file, or None when the events go to stdout (collected in `stdout`).
+    events_path: Option<PathBuf>,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    /// Signalled when stdout reaches its end (events on stdout only).
+    stdout_closed: Option<mpsc::Receiver<()>>,
     socket_path: PathBuf,
     log: Arc<Mutex<String>>,
     /// Whether a failure message already carried the log (so Drop need not print it).
@@ -254,19 +295,26 @@ impl Daemon {
     /// logs that it is ready. Fails the test with the daemon's output if it exits first or
     /// takes longer than [`READY_TIMEOUT`].
     pub fn start(agents: &[&str]) -> Daemon {
+        Daemon::start_with(agents, EventsTo::File)
+    }
+
+    /// [`Daemon::start`], with the events written where `to` says.
+    pub fn start_with(agents: &[&str], to: EventsTo) -> Daemon {
         require_root();
         let bin = guard_bin();
         let dir = TempDir::new("guard-e2e-daemon");
-        let events_path = dir.join("events.jsonl");
+        let events_path = (to == EventsTo::File).then(|| dir.join("events.jsonl"));
         let socket_path = dir.join("guard.sock");
         let mut cmd = Command::new(&bin);
         cmd.arg("daemon");
         for agent in agents {
             cmd.arg("--agent").arg(agent);
         }
-        cmd.arg("--events")
-            .arg(&events_path)
-            .arg("--socket")
+        match &events_path {
+            Some(path) => cmd.arg("--events").arg(path),
+            None => cmd.args(["--events", "-"]),
+        };
+        cmd.arg("--socket")
             .arg(&socket_path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -274,15 +322,20 @@ impl Daemon {
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         let log = Arc::new(Mutex::new(String::new()));
         collect_lines(child.stderr.take().expect("piped stderr"), "", &log);
-        collect_lines(
-            child.stdout.take().expect("piped stdout"),
-            "[stdout] ",
-            &log,
-        );
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let child_stdout = child.stdout.take().expect("piped stdout");
+        let stdout_closed = if events_path.is_some() {
+            collect_lines(child_stdout, "[stdout] ", &log);
+            None
+        } else {
+            Some(collect_bytes(child_stdout, &stdout))
+        };
         let mut daemon = Daemon {
             child: Some(child),
             dir,
             events_path,
+            stdout,
+            stdout_closed,
             socket_path,
             log: Arc::clone(&log),
             log_shown: false,
@@ -315,28 +368,37 @@ impl Daemon {
         &self.socket_path
     }
 
-    pub fn events_path(&self) -> &Path {
-        &self.events_path
+    /// The events file (None with [`EventsTo::Stdout`]).
+    pub fn events_path(&self) -> Option<&Path> {
+        self.events_path.as_deref()
     }
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
-    /// Everything the daemon wrote on stderr (and stdout, prefixed) so far.
+    /// Everything the daemon wrote on stderr (and on stdout, prefixed, when the events go
+    /// to a file) so far.
     pub fn log(&self) -> String {
         self.log.lock().map(|log| log.clone()).unwrap_or_default()
     }
 
-    /// The events written so far: every complete line of the events file, parsed. A line
-    /// that is not a JSON object fails the test.
+    /// The events written so far: every complete line of the events file (or of stdout),
+    /// parsed. A line that is not a JSON object fails the test.
     pub fn events(&self) -> Vec<Event> {
-        let text = match fs::read(&self.events_path) {
-            Ok(bytes) => String::from_utf8(bytes)
-                .unwrap_or_else(|e| panic!("{} is not UTF-8: {e}", self.events_path.display())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
-            Err(e) => panic!("read {}: {e}", self.events_path.display()),
+        let (bytes, source) = match &self.events_path {
+            Some(path) => match fs::read(path) {
+                Ok(bytes) => (bytes, path.display().to_string()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => (Vec::new(), String::new()),
+                Err(e) => panic!("read {}: {e}", path.display()),
+            },
+            None => {
+                let bytes = self.stdout.lock().map(|b| b.clone()).unwrap_or_default();
+                (bytes, "the daemon's stdout".to_owned())
+            }
         };
+        let text = String::from_utf8(bytes)
+            .unwrap_or_else(|e| panic!("the events in {source} are not UTF-8: {e}"));
         // A last line without its newline may still be being written.
         let complete = match text.rfind('\n') {
             Some(end) => &text[..=end],
@@ -385,26 +447,35 @@ impl Daemon {
     /// Sends SIGTERM and waits for the daemon to exit (SIGKILL after [`STOP_TIMEOUT`]).
     /// Returns how it exited; fails the test if it had to be killed.
     pub fn stop(&mut self) -> ExitStatus {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// [`Daemon::stop`] with another signal (SIGINT).
+    pub fn stop_with(&mut self, signal: libc::c_int) -> ExitStatus {
         assert!(self.child.is_some(), "the daemon was already stopped");
-        match self.terminate() {
+        match self.terminate(signal) {
             Ok(status) => status,
             Err(e) => self.fail(e),
         }
     }
 
-    /// SIGTERM, then SIGKILL if it has not exited after [`STOP_TIMEOUT`]. Never panics.
-    fn terminate(&mut self) -> Result<ExitStatus, String> {
+    /// `signal`, then SIGKILL if it has not exited after [`STOP_TIMEOUT`]. Never panics.
+    fn terminate(&mut self, signal: libc::c_int) -> Result<ExitStatus, String> {
         let Some(child) = self.child.as_mut() else {
             return Err("the daemon was already stopped".to_owned());
         };
         let pid = child.id() as libc::pid_t;
         // SAFETY: signalling our own child, which has not been reaped yet.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        unsafe { libc::kill(pid, signal) };
         let start = Instant::now();
         loop {
             match self.child.as_mut().map(Child::try_wait) {
                 Some(Ok(Some(status))) => {
                     self.child = None;
+                    if let Some(closed) = &self.stdout_closed {
+                        // Every event it wrote on stdout is read once the pipe is closed.
+                        let _ = closed.recv_timeout(Duration::from_secs(5));
+                    }
                     return Ok(status);
                 }
                 Some(Ok(None)) => {}
@@ -417,7 +488,8 @@ impl Daemon {
             if start.elapsed() > STOP_TIMEOUT {
                 self.kill();
                 return Err(format!(
-                    "guard daemon did not exit within {STOP_TIMEOUT:?} of SIGTERM; killed it"
+                    "guard daemon did not exit within {STOP_TIMEOUT:?} of signal {signal}; \
+                     killed it"
                 ));
             }
             thread::sleep(Duration::from_millis(50));
@@ -484,7 +556,7 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if self.child.is_some()
-            && let Err(e) = self.terminate()
+            && let Err(e) = self.terminate(libc::SIGTERM)
         {
             eprintln!("{e}");
         }
@@ -505,6 +577,30 @@ fn collect_lines(from: impl Read + Send + 'static, prefix: &'static str, log: &A
             }
         }
     });
+}
+
+/// Appends everything read from `from` to `buf`, on a thread; signals the receiver at the end.
+fn collect_bytes(
+    mut from: impl Read + Send + 'static,
+    buf: &Arc<Mutex<Vec<u8>>>,
+) -> mpsc::Receiver<()> {
+    let buf = Arc::clone(buf);
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut chunk = [0u8; 8192];
+        loop {
+            match from.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if let Ok(mut buf) = buf.lock() {
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                }
+            }
+        }
+        let _ = tx.send(());
+    });
+    rx
 }
 
 /// A copy of the `guard-fake-agent` binary under a unique name of at most 15 bytes.

@@ -6,8 +6,8 @@ use std::os::unix::fs::symlink;
 use std::time::SystemTime;
 
 use guard_tests::{
-    Daemon, Event, FakeAgent, TempDir, check_schema, dump, fake_agent_exe, session_ended,
-    session_of,
+    Daemon, Event, FakeAgent, TempDir, assert_same_identity, check_schema, dump, fake_agent_exe,
+    session_ended, session_of,
 };
 
 /// One open done by the `files` scenario, and the event it must give.
@@ -252,6 +252,9 @@ fn opens_resolve_to_absolute_paths() {
         "/proc/self/root was not resolved:\n{}",
         dump(&procroot)
     );
+
+    // Every event of the root agrees on who it is.
+    assert_same_identity(&events, root);
 
     let events = daemon.stop_ok();
     check_schema(&events, since);

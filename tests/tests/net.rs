@@ -8,7 +8,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use guard_tests::{
-    Daemon, Event, FakeAgent, check_schema, dump, fake_agent_exe, session_ended, session_of,
+    Daemon, Event, FakeAgent, assert_same_identity, check_schema, dump, fake_agent_exe,
+    session_ended, session_of,
 };
 
 #[test]
@@ -146,6 +147,9 @@ fn connects_and_sends_are_reported() {
         problems.join("\n  "),
         dump(&events)
     );
+
+    // Every event of the root agrees on who it is.
+    assert_same_identity(&events, root);
 
     let events = daemon.stop_ok();
     check_schema(&events, since);

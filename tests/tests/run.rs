@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::SystemTime;
 
 use guard_tests::{
-    Daemon, Event, Finished, Running, TempDir, check_schema, dump, find, guard_bin, session_ended,
-    session_of, unique_name,
+    Daemon, Event, Finished, Running, TempDir, assert_same_identity, check_schema, dump, find,
+    guard_bin, session_ended, session_of, unique_name,
 };
 
 const SCRIPT: &str = "cat /etc/hostname > /dev/null; exit 3";
@@ -150,6 +150,9 @@ fn run_tracks_the_command_as_a_session() {
         Some(vec![]),
         "nothing outlived sh: {end}"
     );
+
+    // Every event of the root agrees on who it is.
+    assert_same_identity(&events, root);
 
     let events = daemon.stop_ok();
     check_schema(&events, since);

@@ -6,7 +6,8 @@ use std::fs;
 use std::time::SystemTime;
 
 use guard_tests::{
-    Daemon, Event, FakeAgent, TempDir, check_schema, dump, fake_agent_exe, find, session_of,
+    Daemon, Event, FakeAgent, TempDir, assert_same_identity, check_schema, dump, fake_agent_exe,
+    find, session_of,
 };
 
 #[test]
@@ -316,6 +317,9 @@ fn agent_process_tree_is_one_session() {
         "events about processes that are not agents:\n{}",
         dump(&leaked)
     );
+
+    // Every event of the root agrees on who it is.
+    assert_same_identity(&events, root);
 
     let events = daemon.stop_ok();
     check_schema(&events, since);

@@ -245,3 +245,48 @@ ACCESSOR u32 guard_task_cwd_path(struct task_struct *t, u8 *buf, u32 end, u32 de
 		return WALK_TRUNCATED | end;
 	return guard_path_walk(&p, buf, end, depth);
 }
+
+// ---- file names, for rule lookups ----
+
+// Copies the file name (last component) of f into dst, at most 253 bytes (what a
+// rule key holds after its two header bytes); returns its length.
+ACCESSOR u32 guard_file_name(struct file *f, u8 *dst)
+{
+	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
+	u32 len = BPF_CORE_READ(d, d_name.len);
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	if (len > 253)
+		len = 253;
+	if (bpf_probe_read_kernel(dst, len & 255, name))
+		return 0;
+	return len;
+}
+
+struct rev {
+	u8 *dst;
+	const u8 *src;
+	u32 len;
+};
+
+static long rev_step(u32 i, void *data)
+{
+	struct rev *r = data;
+	u8 *dst = r->dst;
+	const u8 *src = r->src;
+	u32 len = r->len;
+	if (i >= len || len > 253)
+		return 1;
+	// Masked indexes: the caller's buffers have 256 bytes of slack past any masked
+	// offset, so the verifier can prove every access in bounds.
+	dst[i & 255] = src[(len - 1 - i) & 255];
+	return 0;
+}
+
+// dst[i] = src[len - 1 - i] for i < len (len <= 253): the file name reversed, so
+// that suffix patterns (`*.pem`) become prefixes an LPM trie can match. Both
+// buffers need 256 bytes of room past any offset masked with 255.
+ACCESSOR void guard_reverse(u8 *dst, const u8 *src, u32 len)
+{
+	struct rev r = { .dst = dst, .src = src, .len = len };
+	bpf_loop(253, rev_step, &r, 0);
+}

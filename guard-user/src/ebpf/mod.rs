@@ -10,10 +10,12 @@ use std::{fs::File, path::PathBuf};
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{CgroupAttachMode, CgroupSockAddr, RawTracePoint, TracePoint},
 };
-use guard_common::{AgentName, EventKind, Tracked, agent_key, counter};
+use guard_common::{AgentName, Config, EventKind, NetData, PathData, RuleRef, Tracked, agent_key, counter};
+
+use crate::policy::kernel::KernelRules;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -67,6 +69,12 @@ pub struct Kernel {
     _bpf: Ebpf,
     tracked: HashMap<MapData, u32, Tracked>,
     counters: PerCpuArray<MapData, u64>,
+    agents: HashMap<MapData, AgentName, u32>,
+    path_rules: LpmTrie<MapData, PathData, RuleRef>,
+    net_rules: LpmTrie<MapData, NetData, RuleRef>,
+    config: Array<MapData, Config>,
+    /// Generation of the rules in force.
+    generation: u8,
     /// Names of what is attached, for `/healthz` and logs.
     pub attached: Vec<String>,
 }
@@ -96,22 +104,11 @@ impl Kernel {
         })?;
 
         let mut bpf = Ebpf::load(OBJECT).map_err(Error::Load)?;
-        {
-            let mut names: HashMap<_, AgentName, u32> = HashMap::try_from(
-                bpf.map_mut("AGENTS").ok_or(Error::Missing("AGENTS"))?,
-            )
-            .map_err(|source| Error::Map {
-                map: "AGENTS",
-                source,
-            })?;
-            for name in agents {
-                names
-                    .insert(agent_key(name.as_bytes()), 1, 0)
-                    .map_err(|source| Error::Map {
-                        map: "AGENTS",
-                        source,
-                    })?;
-            }
+        let mut agents_map: HashMap<MapData, AgentName, u32> = take(&mut bpf, "AGENTS")?;
+        for name in agents {
+            agents_map
+                .insert(agent_key(name.as_bytes()), 1, 0)
+                .map_err(|source| Error::Map { map: "AGENTS", source })?;
         }
         let mut attached = Vec::new();
 
@@ -199,15 +196,21 @@ impl Kernel {
         let events = take(&mut bpf, "EVENTS")?;
         let tracked = take(&mut bpf, "TRACKED")?;
         let counters = take(&mut bpf, "COUNTERS")?;
-        Ok((
-            Self {
-                _bpf: bpf,
-                tracked,
-                counters,
-                attached,
-            },
-            events,
-        ))
+        let path_rules = take(&mut bpf, "PATH_RULES")?;
+        let net_rules = take(&mut bpf, "NET_RULES")?;
+        let config = take(&mut bpf, "CONFIG")?;
+        let kernel = Self {
+            _bpf: bpf,
+            tracked,
+            counters,
+            agents: agents_map,
+            path_rules,
+            net_rules,
+            config,
+            generation: 0,
+            attached,
+        };
+        Ok((kernel, events))
     }
 
     /// Puts `pid` in the kernel's tracked set (a session root or a scanned member).
@@ -218,6 +221,61 @@ impl Kernel {
                 map: "TRACKED",
                 source,
             })
+    }
+
+    /// Replaces the names whose exec starts a session.
+    pub fn set_agents(&mut self, names: &[String]) -> Result<(), Error> {
+        let map_err = |source| Error::Map { map: "AGENTS", source };
+        let wanted: Vec<AgentName> = names.iter().map(|n| agent_key(n.as_bytes())).collect();
+        for name in &wanted {
+            self.agents.insert(*name, 1, 0).map_err(map_err)?;
+        }
+        let stale: Vec<AgentName> = self.agents.keys().filter_map(Result::ok).filter(|k| !wanted.contains(k)).collect();
+        for k in stale {
+            self.agents.remove(&k).map_err(map_err)?;
+        }
+        Ok(())
+    }
+
+    /// Installs a rule set with no gap: the new entries go in under the unused
+    /// generation, one write to `CONFIG` switches to them, then the old ones go.
+    /// On error the rules in force stay in force.
+    pub fn install(&mut self, rules: &KernelRules) -> Result<(), Error> {
+        let next = self.generation ^ 1;
+        self.clear_generation(next)?;
+        for (bits, data, value) in &rules.paths {
+            let mut data = *data;
+            data[0] = next;
+            self.path_rules
+                .insert(&Key::new(*bits, data), *value, 0)
+                .map_err(|source| Error::Map { map: "PATH_RULES", source })?;
+        }
+        for (bits, data, value) in &rules.nets {
+            let mut data = *data;
+            data[0] = next;
+            self.net_rules
+                .insert(&Key::new(*bits, data), *value, 0)
+                .map_err(|source| Error::Map { map: "NET_RULES", source })?;
+        }
+        let config = Config { generation: u32::from(next), ..rules.config };
+        self.config.set(0, config, 0).map_err(|source| Error::Map { map: "CONFIG", source })?;
+        let old = self.generation;
+        self.generation = next;
+        self.clear_generation(old)
+    }
+
+    fn clear_generation(&mut self, generation: u8) -> Result<(), Error> {
+        let paths: Vec<Key<PathData>> =
+            self.path_rules.keys().filter_map(Result::ok).filter(|k| k.data()[0] == generation).collect();
+        for k in paths {
+            self.path_rules.remove(&k).map_err(|source| Error::Map { map: "PATH_RULES", source })?;
+        }
+        let nets: Vec<Key<NetData>> =
+            self.net_rules.keys().filter_map(Result::ok).filter(|k| k.data()[0] == generation).collect();
+        for k in nets {
+            self.net_rules.remove(&k).map_err(|source| Error::Map { map: "NET_RULES", source })?;
+        }
+        Ok(())
     }
 
     pub fn is_tracked(&self, pid: u32) -> bool {

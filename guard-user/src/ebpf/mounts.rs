@@ -122,3 +122,13 @@ mod tests {
         assert_eq!(unescape(r"/mnt/with\040space"), "/mnt/with space");
     }
 }
+
+/// The cgroup v2 id of a process (what `bpf_get_current_cgroup_id` returns): the
+/// inode number of its cgroup directory under the cgroup2 mount.
+pub fn cgroup_id_of(cgroup2: &Path, pid: u32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = cgroup2.join(rel.trim_start_matches('/'));
+    std::fs::metadata(dir).ok().map(|m| m.ino())
+}

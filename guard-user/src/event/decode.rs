@@ -134,6 +134,7 @@ pub(crate) mod tests {
             ppid: 1,
             uid: 0,
             gid: 0,
+            rule: 0,
             _reserved: 0,
             comm,
         }

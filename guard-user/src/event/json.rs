@@ -128,12 +128,22 @@ impl Serialize for Event {
                 m.serialize_entry("how", how.as_str())?;
                 m.serialize_entry("cwd", cwd)?;
             }
-            Detail::SessionEnd {
-                root_pid,
-                stragglers,
-            } => {
+            Detail::SessionEnd { root_pid, stragglers, killed } => {
                 m.serialize_entry("root_pid", root_pid)?;
                 m.serialize_entry("stragglers", stragglers)?;
+                m.serialize_entry("killed", killed)?;
+            }
+            Detail::PolicyLoaded { name, mode, rules, kernel_entries, user_space_rules, warnings } => {
+                m.serialize_entry("policy", name)?;
+                m.serialize_entry("mode", mode)?;
+                m.serialize_entry("rules", rules)?;
+                m.serialize_entry("kernel_entries", kernel_entries)?;
+                m.serialize_entry("user_space_rules", user_space_rules)?;
+                m.serialize_entry("warnings", warnings)?;
+            }
+            Detail::PolicyRejected { name, errors } => {
+                m.serialize_entry("policy", name)?;
+                m.serialize_entry("errors", errors)?;
             }
             Detail::Lost { by_kind, total } => {
                 m.serialize_entry(
@@ -144,6 +154,22 @@ impl Serialize for Event {
                         .collect::<std::collections::BTreeMap<_, _>>(),
                 )?;
                 m.serialize_entry("total", total)?;
+            }
+        }
+        if let Some(host) = &self.host {
+            m.serialize_entry("host", host)?;
+        }
+        if let Some(v) = &self.violation {
+            m.serialize_entry("rule", &v.rule)?;
+            m.serialize_entry("action", v.action)?;
+            m.serialize_entry("outcome", &v.outcome)?;
+            m.serialize_entry("alert", &v.alert)?;
+            if let Some(would) = v.would {
+                m.serialize_entry("would", would)?;
+            }
+            m.serialize_entry("rules", &v.rules)?;
+            if let Some(us) = v.kill_latency_us {
+                m.serialize_entry("kill_latency_us", &us)?;
             }
         }
         m.end()
@@ -170,6 +196,9 @@ mod tests {
                 ..Task::default()
             },
             detail,
+            kernel_rule: 0,
+            host: None,
+            violation: None,
         }
     }
 

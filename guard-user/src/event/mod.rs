@@ -120,10 +120,24 @@ pub enum Detail {
     SessionEnd {
         root_pid: u32,
         stragglers: Vec<u32>,
+        /// Stragglers killed because the policy says so (`kill_stragglers`).
+        killed: Vec<u32>,
     },
     Lost {
         by_kind: Vec<(&'static str, u64)>,
         total: u64,
+    },
+    PolicyLoaded {
+        name: String,
+        mode: &'static str,
+        rules: usize,
+        kernel_entries: usize,
+        user_space_rules: Vec<String>,
+        warnings: String,
+    },
+    PolicyRejected {
+        name: String,
+        errors: String,
     },
 }
 
@@ -139,6 +153,8 @@ impl Detail {
             Detail::SessionStart { .. } => "session_start",
             Detail::SessionEnd { .. } => "session_end",
             Detail::Lost { .. } => "lost",
+            Detail::PolicyLoaded { .. } => "policy_loaded",
+            Detail::PolicyRejected { .. } => "policy_rejected",
         }
     }
 }
@@ -157,6 +173,24 @@ pub struct Task {
     pub container: Option<Arc<str>>,
 }
 
+/// A policy rule the event broke, and what was done about it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Violation {
+    /// The rule reported as the outcome (the one enforced, else the strongest).
+    pub rule: String,
+    pub action: &'static str,
+    /// `killed`, `denied`, `logged`, `alerted`, `gone` (exited before the kill),
+    /// `not_denied` (a destination the kernel had no rule for yet) or `failed: …`.
+    pub outcome: String,
+    pub alert: bool,
+    /// Observe mode: the action enforce mode would have taken.
+    pub would: Option<&'static str>,
+    /// Every rule the event broke.
+    pub rules: Vec<String>,
+    /// User-space kills: from the kernel seeing the event to the kill.
+    pub kill_latency_us: Option<u64>,
+}
+
 /// One event, ready for every consumer.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
@@ -165,6 +199,18 @@ pub struct Event {
     pub session: Option<SessionId>,
     pub task: Task,
     pub detail: Detail,
+    /// What the kernel enforced (`guard_common::rules::enforced`).
+    pub kernel_rule: u16,
+    /// The policy name a connect or send destination resolved from.
+    pub host: Option<String>,
+    pub violation: Option<Violation>,
+}
+
+impl Event {
+    /// An event user space derives (no kernel record behind it).
+    pub fn derived(ts_ns: i128, session: Option<SessionId>, task: Task, detail: Detail) -> Self {
+        Event { ts_ns, session, task, detail, kernel_rule: 0, host: None, violation: None }
+    }
 }
 
 /// Open-flag view of an open event.
@@ -290,6 +336,9 @@ impl Event {
             session: Some(SessionId(h.session)),
             task,
             detail,
+            kernel_rule: h.rule,
+            host: None,
+            violation: None,
         }
     }
 

@@ -107,7 +107,15 @@ impl Registry {
                 how,
                 cwd,
             },
+            kernel_rule: 0,
+            host: None,
+            violation: None,
         }
+    }
+
+    /// Whether the event's process is its session's root.
+    pub fn is_root(&self, ev: &Event) -> bool {
+        ev.session.and_then(|id| self.sessions.get(&id)).is_some_and(|s| s.root_pid == ev.task.pid)
     }
 
     /// Adds a process found by the start-up scan to a session.
@@ -139,6 +147,9 @@ impl Registry {
         let id = ev.session?;
         let pid = ev.task.pid;
         let session = self.sessions.get_mut(&id)?;
+        if ev.violation.is_some() {
+            session.counts.violations += 1;
+        }
         match &ev.detail {
             Detail::Fork { child_pid } => {
                 session.counts.fork += 1;
@@ -186,13 +197,21 @@ impl Registry {
                         detail: Detail::SessionEnd {
                             root_pid: pid,
                             stragglers,
+                            killed: Vec::new(),
                         },
+                        kernel_rule: 0,
+                        host: None,
+                        violation: None,
                     };
                     self.forget_old();
                     return Some(end);
                 }
             }
-            Detail::SessionStart { .. } | Detail::SessionEnd { .. } | Detail::Lost { .. } => {}
+            Detail::SessionStart { .. }
+            | Detail::SessionEnd { .. }
+            | Detail::Lost { .. }
+            | Detail::PolicyLoaded { .. }
+            | Detail::PolicyRejected { .. } => {}
         }
         None
     }
@@ -234,6 +253,9 @@ mod tests {
                 ..Task::default()
             },
             detail,
+            kernel_rule: 0,
+            host: None,
+            violation: None,
         }
     }
 
@@ -298,7 +320,8 @@ mod tests {
             end.detail,
             Detail::SessionEnd {
                 root_pid: 10,
-                stragglers: vec![12]
+                stragglers: vec![12],
+                killed: vec![]
             }
         );
         assert!(r.session(SessionId(7)).and_then(|s| s.ended_ns).is_some());

@@ -7,6 +7,8 @@
 //!   and a thread; the files they open are in DIR.
 //! - `files DIR`: opens files in DIR in every way the daemon has to resolve.
 //! - `net PORT4 PORT6 UPORT4 UPORT6 CLOSED4`: TCP and UDP to the test's loopback listeners.
+//! - `exit CODE`: exits with CODE at once.
+//! - `signals`: has a child killed by SIGKILL, then dies of SIGTERM itself.
 //!
 //! Whatever the tests need to match against the daemon's events (pids, tids, fds, errnos)
 //! is printed on stdout as `key=value` lines. Any failure exits non-zero with a message.
@@ -36,8 +38,11 @@ fn main() -> Result<()> {
             port(uport6)?,
             port(closed4)?,
         ),
+        ["exit", code] => std::process::exit(code.parse().context("bad exit code")?),
+        ["signals"] => signals(),
         _ => bail!(
-            "usage: guard-fake-agent tree DIR | files DIR | net PORT4 PORT6 UPORT4 UPORT6 CLOSED4"
+            "usage: guard-fake-agent tree DIR | files DIR | net PORT4 PORT6 UPORT4 UPORT6 CLOSED4 \
+             | exit CODE | signals"
         ),
     }
 }
@@ -290,6 +295,31 @@ fn net(port4: u16, port6: u16, uport4: u16, uport6: u16, closed4: u16) -> Result
     udp.send_to(b"udp6-sendto", v6(uport6))
         .context("sendto over IPv6")?;
     Ok(())
+}
+
+/// A child killed by SIGKILL, then this process killed by SIGTERM.
+fn signals() -> Result<()> {
+    let child = fork()?;
+    if child == 0 {
+        loop {
+            // SAFETY: pause has no preconditions; the child waits here to be killed.
+            unsafe { libc::pause() };
+        }
+    }
+    report("killed", child);
+    let mut status = 0;
+    // SAFETY: signalling our own child, then waiting for it.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, &mut status, 0);
+    }
+    ensure!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        "the child was not killed by SIGKILL: wait status {status:#x}"
+    );
+    // SAFETY: SIGTERM's default action ends this process here.
+    unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+    bail!("still alive after SIGTERM")
 }
 
 /// Prints `key=value` with a single write(2): safe in a forked child, and never duplicated

@@ -1,0 +1,99 @@
+//! Enforcement rules user space compiles into kernel maps.
+//!
+//! Every key starts with a generation byte. User space writes a new policy's entries
+//! under the inactive generation, then flips [`Config::generation`]: the kernel sees
+//! the old rule set or the new one, never a mix, and never none.
+
+/// Bytes of path data in a [`PathKey`] (generation and kind bytes included).
+pub const PATH_KEY_DATA: usize = 256;
+
+/// What a path key is matched against (second data byte).
+pub mod path_kind {
+    /// The whole path of an opened file.
+    pub const FILE: u8 = 1;
+    /// The file name of an opened file.
+    pub const FILE_NAME: u8 = 2;
+    /// The file name of an opened file, reversed (suffix patterns).
+    pub const FILE_NAME_REV: u8 = 3;
+    /// The whole path of an executed file.
+    pub const EXEC: u8 = 4;
+    /// The file name of an executed file, as `comm` (15 bytes at most).
+    pub const EXEC_NAME: u8 = 5;
+}
+
+/// Data of a `PATH_RULES` LPM-trie key: `[generation, kind, bytes…]`. An exact entry
+/// ends its bytes with NUL (counted in the key's prefix length); a prefix does not.
+/// Lookups use the whole string plus NUL, so the longest stored prefix wins.
+pub type PathData = [u8; PATH_KEY_DATA];
+
+/// Bits of [`RuleRef::access`].
+pub mod access {
+    pub const READ: u8 = 1;
+    pub const WRITE: u8 = 2;
+}
+
+/// Bits of [`RuleRef::flags`].
+pub mod rule_flags {
+    /// Kill the process when it matches.
+    pub const KILL: u8 = 1;
+    /// Only the session root matches.
+    pub const ROOT_ONLY: u8 = 2;
+    /// Only processes other than the root match.
+    pub const DESCENDANTS_ONLY: u8 = 4;
+    /// An exception: a match here cancels a kill by the same rule.
+    pub const EXCEPT: u8 = 8;
+    /// Network: refuse (the hook returns EPERM).
+    pub const DENY: u8 = 16;
+    /// Network: allow-listed (ports in `ports`, or any when all are zero).
+    pub const ALLOW: u8 = 32;
+}
+
+/// The value of a rule entry: which rule, and what the kernel does on a match.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleRef {
+    /// Index of the rule in the policy (reported back in events, plus one).
+    pub rule: u16,
+    /// [`access`] bits a file rule covers.
+    pub access: u8,
+    /// [`rule_flags`].
+    pub flags: u8,
+    /// Network entries: the ports this entry covers; all zero means any port.
+    pub ports: [u16; 8],
+}
+
+/// Data of a `NET_RULES` LPM-trie key: `[generation, family, 16 address bytes]`
+/// (IPv4 uses the first 4; IPv4-mapped IPv6 is looked up as IPv4).
+pub type NetData = [u8; 18];
+
+/// Global switches, in the one-entry `CONFIG` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Generation of the rule entries in force (0 or 1).
+    pub generation: u32,
+    /// Index (plus one) of the network rule that denies destinations outside its
+    /// allow list; 0 when no such rule is enforced.
+    pub net_default_deny: u32,
+    /// [`rule_flags`] scope bits of that rule (`ROOT_ONLY`, `DESCENDANTS_ONLY`).
+    pub net_default_flags: u32,
+    /// Reserved, zero.
+    pub _reserved: u32,
+}
+
+/// Where the kernel says it enforced: stored in [`crate::Header::rule`] of the event.
+pub mod enforced {
+    /// The kernel sent SIGKILL.
+    pub const KILLED: u16 = 1 << 14;
+    /// The kernel refused the operation (EPERM).
+    pub const DENIED: u16 = 1 << 15;
+    /// Low bits: the rule index plus one.
+    pub const RULE_MASK: u16 = 0x3fff;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain #[repr(C)] integer structs without padding.
+    unsafe impl aya::Pod for super::RuleRef {}
+    unsafe impl aya::Pod for super::Config {}
+}

@@ -1,0 +1,196 @@
+//! Enforcement the kernel decides itself: kill at exec, kill at open, refuse a
+//! connect or send. User space compiles the policy's enforceable rules into these
+//! maps; everything else about the policy (logging, alerts, globs the kernel cannot
+//! express, argv conditions) is decided in user space.
+
+use aya_ebpf::{
+    helpers::generated::{bpf_probe_read_kernel, bpf_send_signal},
+    macros::map,
+    maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
+};
+use guard_common::{
+    AF_INET, AF_INET6, Config, NetData, PathData, RuleRef,
+    rules::{access, enforced, path_kind, rule_flags},
+};
+
+use crate::kernel;
+
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Path and file-name rules (see `guard_common::rules::PathData`).
+#[map]
+pub static PATH_RULES: LpmTrie<PathData, RuleRef> = LpmTrie::with_max_entries(16384, 0);
+
+/// Network rules by destination prefix.
+#[map]
+pub static NET_RULES: LpmTrie<NetData, RuleRef> = LpmTrie::with_max_entries(8192, 0);
+
+/// A lookup key built in place (260 bytes: too big for the stack), with slack so
+/// that byte offsets masked with 255 past its data stay inside the map value.
+#[repr(C)]
+struct KeySlot {
+    key: Key<PathData>,
+    _slack: [u8; 256],
+}
+
+/// Slots: 0 whole path, 1 file name, 2 reversed file name.
+#[map]
+static KEYS: PerCpuArray<KeySlot> = PerCpuArray::with_max_entries(3, 0);
+
+const KEY_BYTES: u32 = 253;
+const SIGKILL: u32 = 9;
+
+#[inline(always)]
+pub fn config() -> Config {
+    CONFIG.get(0).copied().unwrap_or_default()
+}
+
+#[inline(always)]
+fn scope_ok(flags: u8, is_root: bool) -> bool {
+    !(flags & rule_flags::ROOT_ONLY != 0 && !is_root || flags & rule_flags::DESCENDANTS_ONLY != 0 && is_root)
+}
+
+/// Sets the header of key `slot` and looks it up; its bytes are already in place.
+/// No match is an all-zero `RuleRef` (no flags): an `Option` here lets LLVM read
+/// the fields of `None` speculatively, which the verifier rejects as uninitialised.
+#[inline(always)]
+fn lookup_slot(slot: u32, generation: u8, kind: u8, len: u32, exact: bool) -> RuleRef {
+    let Some(slot) = KEYS.get_ptr_mut(slot) else { return RuleRef::default() };
+    // SAFETY: this CPU's scratch slot.
+    let k = unsafe { &raw mut (*slot).key };
+    let len = len.min(KEY_BYTES);
+    // SAFETY: this CPU's scratch slot; indexes are below 256.
+    unsafe {
+        (*k).data[0] = generation;
+        (*k).data[1] = kind;
+        let mut bits = (2 + len) * 8;
+        if exact {
+            (*k).data[((2 + len) & 255) as usize] = 0;
+            bits += 8;
+        }
+        (*k).prefix_len = bits;
+        PATH_RULES.get(&*k).copied().unwrap_or_default()
+    }
+}
+
+#[inline(always)]
+fn slot_bytes(slot: u32) -> Option<*mut u8> {
+    let k = KEYS.get_ptr_mut(slot)?;
+    // SAFETY: pointer into this CPU's scratch slot, past the two header bytes.
+    Some(unsafe { (*k).key.data.as_mut_ptr().add(2) })
+}
+
+/// Copies `len` bytes of `src` into key slot `slot` and looks it up. A string longer
+/// than a key is looked up by its first bytes, as a prefix only.
+#[inline(always)]
+fn lookup_bytes(slot: u32, generation: u8, kind: u8, src: *const u8, len: u32) -> RuleRef {
+    let Some(dst) = slot_bytes(slot) else { return RuleRef::default() };
+    let exact = len <= KEY_BYTES;
+    let n = len.min(KEY_BYTES) & 255;
+    // SAFETY: bounded copy into the slot from a kernel-side scratch buffer.
+    unsafe { bpf_probe_read_kernel(dst.cast(), n, src.cast()) };
+    lookup_slot(slot, generation, kind, n, exact)
+}
+
+/// The rule to enforce among matches: a kill rule whose scope and access apply,
+/// unless an exception of the same rule matched too.
+#[inline(always)]
+fn pick(matches: [RuleRef; 3], is_root: bool, want: u8) -> Option<u16> {
+    for r in matches.iter() {
+        let kills = r.flags & rule_flags::KILL != 0 && r.flags & rule_flags::EXCEPT == 0;
+        if kills && scope_ok(r.flags, is_root) && (want == 0 || r.access & want != 0) {
+            let excepted = matches
+                .iter()
+                .any(|e| e.flags & rule_flags::EXCEPT != 0 && e.rule == r.rule);
+            if !excepted {
+                return Some(r.rule);
+            }
+        }
+    }
+    None
+}
+
+/// Kills the current process; returns the event's `rule` field.
+#[inline(always)]
+fn kill(rule: u16) -> u16 {
+    // SAFETY: signals the current task's process; acted on at return to user mode.
+    let rc = unsafe { bpf_send_signal(SIGKILL) };
+    let rule = (rule + 1) & enforced::RULE_MASK;
+    if rc == 0 { rule | enforced::KILLED } else { rule }
+}
+
+/// Open of `file` (path in `path[start..end]`) with open `flags`: kill when a kernel
+/// rule says so. Returns the event's `rule` field (0: nothing enforced).
+#[inline(always)]
+pub fn on_open(file: *const core::ffi::c_void, path: *const u8, len: u32, open_flags: u64, is_root: bool) -> u16 {
+    let generation = config().generation as u8;
+    let mode = open_flags & 0o3;
+    let mut want = 0u8;
+    if open_flags & 0o10000000 == 0 && (mode == 0 || mode == 2) {
+        want |= access::READ;
+    }
+    if mode == 1 || mode == 2 || open_flags & (0o100 | 0o1000) != 0 {
+        want |= access::WRITE;
+    }
+    let whole = lookup_bytes(0, generation, path_kind::FILE, path, len);
+    let (Some(name), Some(rev)) = (slot_bytes(1), slot_bytes(2)) else { return 0 };
+    let name_len = kernel::file_name(file, name);
+    let by_name = lookup_slot(1, generation, path_kind::FILE_NAME, name_len, true);
+    kernel::reverse(rev, name, name_len);
+    let by_suffix = lookup_slot(2, generation, path_kind::FILE_NAME_REV, name_len, true);
+    match pick([whole, by_name, by_suffix], is_root, want) {
+        Some(rule) => kill(rule),
+        None => 0,
+    }
+}
+
+/// Exec of the file at `path` (resolved) by a process now named `comm`.
+#[inline(always)]
+pub fn on_exec(path: *const u8, len: u32, comm: &[u8; 16], is_root: bool) -> u16 {
+    let generation = config().generation as u8;
+    let whole = lookup_bytes(0, generation, path_kind::EXEC, path, len);
+    let mut comm_len = 0u32;
+    while comm_len < 16 && comm[comm_len as usize] != 0 {
+        comm_len += 1;
+    }
+    let by_name = lookup_bytes(1, generation, path_kind::EXEC_NAME, comm.as_ptr(), comm_len);
+    match pick([whole, by_name, RuleRef::default()], is_root, 0) {
+        Some(rule) => kill(rule),
+        None => 0,
+    }
+}
+
+/// Destination check for a connect or send. `Some(rule field)` means refuse.
+#[inline(always)]
+pub fn on_net(family: u16, addr: &[u8; 16], port: u16, is_root: bool) -> Option<u16> {
+    let cfg = config();
+    let mut data: NetData = [0; 18];
+    data[0] = cfg.generation as u8;
+    let mapped = family == AF_INET6 && addr[..10] == [0; 10] && addr[10] == 0xff && addr[11] == 0xff;
+    let bits = if family == AF_INET || mapped {
+        data[1] = AF_INET as u8;
+        let at = if mapped { 12 } else { 0 };
+        data[2..6].copy_from_slice(&addr[at..at + 4]);
+        (2 + 4) * 8
+    } else {
+        data[1] = AF_INET6 as u8;
+        data[2..18].copy_from_slice(addr);
+        (2 + 16) * 8
+    };
+    if let Some(r) = NET_RULES.get(Key::new(bits, data)) {
+        let any_port = r.ports == [0; 8];
+        if (any_port || r.ports.contains(&port)) && scope_ok(r.flags, is_root) {
+            if r.flags & rule_flags::DENY != 0 {
+                return Some(((r.rule + 1) & enforced::RULE_MASK) | enforced::DENIED);
+            }
+            if r.flags & rule_flags::ALLOW != 0 {
+                return None;
+            }
+        }
+    }
+    if cfg.net_default_deny != 0 && scope_ok(cfg.net_default_flags as u8, is_root) {
+        return Some((cfg.net_default_deny as u16 & enforced::RULE_MASK) | enforced::DENIED);
+    }
+    None
+}

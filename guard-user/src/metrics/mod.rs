@@ -1,0 +1,508 @@
+//! Prometheus metrics and the health endpoint (`guard daemon --metrics ADDR`).
+//!
+//! [`Metrics`] holds the registry; the daemon updates it as it goes (every method takes
+//! `&self`) and [`serve`] exposes it over HTTP:
+//!
+//! - `GET /metrics`: the OpenMetrics text exposition (which Prometheus, the OpenTelemetry
+//!   collector, Vector and Datadog all scrape);
+//! - `GET /healthz`: `200 ok` once every kernel program is attached, `503` with the
+//!   reason otherwise (for Kubernetes probes and load balancers);
+//! - anything else: 404.
+//!
+//! The metrics (all prefixed `guard_`):
+//!
+//! | name | type | labels |
+//! |---|---|---|
+//! | `guard_events_total` | counter | `kind` |
+//! | `guard_violations_total` | counter | `rule`, `action`, `outcome` |
+//! | `guard_lost_events_total` | counter | `kind` |
+//! | `guard_active_sessions` | gauge | |
+//! | `guard_policy_reloads_total` | counter | `result` (`ok`, `rejected`) |
+//! | `guard_program_run_time_seconds_total` | counter | `program` |
+//! | `guard_program_runs_total` | counter | `program` |
+//! | `guard_programs_attached`, `guard_programs_expected` | gauge | |
+//! | `guard_build_info` | info | `version` |
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::TypedMetric;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+use tokio::net::TcpListener;
+
+/// The content type of the OpenMetrics text format that `render` produces.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ViolationLabels {
+    rule: String,
+    action: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+/// Values the daemon copies from the kernel (counters it sets rather than increments):
+/// encoded at each scrape by [`KernelCollector`].
+#[derive(Debug, Default)]
+struct KernelTotals {
+    /// Lost records by event kind.
+    lost: BTreeMap<String, u64>,
+    /// Run time (ns) and run count by program (with `kernel.bpf_stats_enabled`).
+    programs: BTreeMap<String, (u64, u64)>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct KernelCollector(Arc<Mutex<KernelTotals>>);
+
+impl KernelCollector {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KernelTotals> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Encodes one counter family whose samples are `(label value, counter value)`.
+fn encode_const_counters<N: prometheus_client::encoding::EncodeCounterValue>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    label: &str,
+    samples: impl IntoIterator<Item = (String, N)>,
+) -> Result<(), fmt::Error> {
+    let mut samples = samples.into_iter().peekable();
+    if samples.peek().is_none() {
+        return Ok(());
+    }
+    let mut family = encoder.encode_descriptor(name, help, unit, ConstCounter::<N>::TYPE)?;
+    for (value, count) in samples {
+        let labels = [(label, value.as_str())];
+        ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for KernelCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let totals = self.lock();
+        encode_const_counters(
+            &mut encoder,
+            "guard_lost_events",
+            "Records the kernel programs could not deliver (ring buffer full), by event kind",
+            None,
+            "kind",
+            totals.lost.iter().map(|(k, v)| (k.clone(), *v)),
+        )?;
+        encode_const_counters(
+            &mut encoder,
+            "guard_program_run_time",
+            "Time the kernel spent running each guard program (needs kernel.bpf_stats_enabled)",
+            Some(&Unit::Seconds),
+            "program",
+            totals
+                .programs
+                .iter()
+                .map(|(p, (ns, _))| (p.clone(), *ns as f64 / 1e9)),
+        )?;
+        encode_const_counters(
+            &mut encoder,
+            "guard_program_runs",
+            "Times the kernel ran each guard program (needs kernel.bpf_stats_enabled)",
+            None,
+            "program",
+            totals
+                .programs
+                .iter()
+                .map(|(p, (_, runs))| (p.clone(), *runs)),
+        )
+    }
+}
+
+/// How many kernel programs should be attached, and how many are.
+#[derive(Debug, Default, Clone, Copy)]
+struct Attachment {
+    expected: usize,
+    attached: usize,
+}
+
+/// The daemon's metrics. Cheap to update from any thread; share it in an [`Arc`].
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    events: Family<KindLabels, Counter>,
+    /// `events` by kind, so that counting an event allocates nothing once the kind is known.
+    event_counters: RwLock<HashMap<String, Counter>>,
+    violations: Family<ViolationLabels, Counter>,
+    active_sessions: Gauge,
+    policy_reloads: Family<ReloadLabels, Counter>,
+    programs_expected: Gauge,
+    programs_attached: Gauge,
+    kernel: KernelCollector,
+    attachment: Mutex<Attachment>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let events = Family::<KindLabels, Counter>::default();
+        registry.register("guard_events", "Events written, by kind", events.clone());
+        let violations = Family::<ViolationLabels, Counter>::default();
+        registry.register(
+            "guard_violations",
+            "Policy violations, by rule, action and outcome (killed, denied, logged, alerted, failed)",
+            violations.clone(),
+        );
+        let active_sessions = Gauge::default();
+        registry.register(
+            "guard_active_sessions",
+            "Agent sessions being followed",
+            active_sessions.clone(),
+        );
+        let policy_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "guard_policy_reloads",
+            "Policy reloads (SIGHUP or file change), by result: ok or rejected",
+            policy_reloads.clone(),
+        );
+        // Both results exist from the start, so that rate() and alerts see the first one.
+        for result in ["ok", "rejected"] {
+            let _ = policy_reloads.get_or_create(&ReloadLabels { result });
+        }
+        let programs_expected = Gauge::default();
+        registry.register(
+            "guard_programs_expected",
+            "Kernel program attachments guard needs",
+            programs_expected.clone(),
+        );
+        let programs_attached = Gauge::default();
+        registry.register(
+            "guard_programs_attached",
+            "Kernel program attachments in place",
+            programs_attached.clone(),
+        );
+        registry.register(
+            "guard_build",
+            "The guard binary",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        let kernel = KernelCollector::default();
+        registry.register_collector(Box::new(kernel.clone()));
+        Self {
+            registry,
+            events,
+            event_counters: RwLock::new(HashMap::new()),
+            violations,
+            active_sessions,
+            policy_reloads,
+            programs_expected,
+            programs_attached,
+            kernel,
+            attachment: Mutex::new(Attachment::default()),
+        }
+    }
+
+    /// One event of `kind` was written: `guard_events_total{kind}`.
+    pub fn event(&self, kind: &str) {
+        let known = self
+            .event_counters
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(kind)
+            .cloned();
+        let counter = match known {
+            Some(counter) => counter,
+            None => {
+                let counter = self
+                    .events
+                    .get_or_create(&KindLabels {
+                        kind: kind.to_owned(),
+                    })
+                    .clone();
+                self.event_counters
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(kind.to_owned(), counter.clone());
+                counter
+            }
+        };
+        counter.inc();
+    }
+
+    /// One violation: `guard_violations_total{rule,action,outcome}`.
+    pub fn violation(&self, rule: &str, action: &str, outcome: &str) {
+        self.violations
+            .get_or_create(&ViolationLabels {
+                rule: rule.to_owned(),
+                action: action.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The kernel's running total of lost records of `kind`: `guard_lost_events_total{kind}`.
+    pub fn set_lost(&self, kind: &str, total: u64) {
+        let mut totals = self.kernel.lock();
+        match totals.lost.get_mut(kind) {
+            Some(value) => *value = total,
+            None => {
+                totals.lost.insert(kind.to_owned(), total);
+            }
+        }
+    }
+
+    /// `guard_active_sessions`.
+    pub fn set_active_sessions(&self, n: u64) {
+        self.active_sessions
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A policy reload was applied (`ok`) or refused (`rejected`):
+    /// `guard_policy_reloads_total{result}`.
+    pub fn policy_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "rejected" };
+        self.policy_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+    }
+
+    /// The kernel's running totals for one program (from its `bpf_prog_info`, non-zero
+    /// only while `kernel.bpf_stats_enabled` is 1): `guard_program_run_time_seconds_total`
+    /// and `guard_program_runs_total`, labelled `program`.
+    pub fn set_program_stats(&self, program: &str, run_time_ns: u64, run_count: u64) {
+        let mut totals = self.kernel.lock();
+        match totals.programs.get_mut(program) {
+            Some(value) => *value = (run_time_ns, run_count),
+            None => {
+                totals
+                    .programs
+                    .insert(program.to_owned(), (run_time_ns, run_count));
+            }
+        }
+    }
+
+    /// How many program attachments guard needs and how many are in place; `/healthz`
+    /// answers 200 only when they are equal and not zero.
+    pub fn set_attached(&self, expected: usize, attached: usize) {
+        *self
+            .attachment
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Attachment { expected, attached };
+        self.programs_expected
+            .set(i64::try_from(expected).unwrap_or(i64::MAX));
+        self.programs_attached
+            .set(i64::try_from(attached).unwrap_or(i64::MAX));
+    }
+
+    /// `Ok(())` when every program is attached, else why not.
+    pub fn health(&self) -> Result<(), String> {
+        let Attachment { expected, attached } = *self
+            .attachment
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if expected == 0 {
+            Err("not ready: the kernel programs are not loaded yet".to_owned())
+        } else if attached != expected {
+            Err(format!(
+                "unhealthy: {attached} of {expected} kernel program attachments in place"
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The OpenMetrics text exposition of every metric ([`CONTENT_TYPE`]).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            // Writing to a String cannot fail; an encoder refusing a value could.
+            tracing::warn!("cannot encode the metrics: {e}");
+        }
+        out
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `addr` until the task is dropped or fails.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    serve_listener(listener, metrics).await
+}
+
+/// [`serve`] on a listener already bound (port 0 in tests, or a socket from the caller).
+pub async fn serve_listener(listener: TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    axum::serve(listener, router(metrics)).await
+}
+
+fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(healthz_handler))
+        .with_state(metrics)
+}
+
+async fn metrics_handler(State(metrics): State<Arc<Metrics>>) -> Response {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.render()).into_response()
+}
+
+async fn healthz_handler(State(metrics): State<Arc<Metrics>>) -> Response {
+    match metrics.health() {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    fn has_line(text: &str, line: &str) -> bool {
+        text.lines().any(|l| l == line)
+    }
+
+    #[test]
+    fn counters_move_and_render() {
+        let m = Metrics::new();
+        m.event("exec");
+        m.event("exec");
+        m.event("open");
+        m.violation("credentials-read", "kill", "killed");
+        m.set_lost("open", 7);
+        m.set_lost("open", 12);
+        m.set_active_sessions(3);
+        m.policy_reload(true);
+        m.policy_reload(false);
+        m.policy_reload(false);
+        m.set_program_stats("sys_enter_openat", 1_500_000_000, 42);
+        m.set_attached(13, 13);
+        let text = m.render();
+        for line in [
+            "# TYPE guard_events counter",
+            "guard_events_total{kind=\"exec\"} 2",
+            "guard_events_total{kind=\"open\"} 1",
+            "guard_violations_total{rule=\"credentials-read\",action=\"kill\",outcome=\"killed\"} 1",
+            "guard_lost_events_total{kind=\"open\"} 12",
+            "guard_active_sessions 3",
+            "guard_policy_reloads_total{result=\"ok\"} 1",
+            "guard_policy_reloads_total{result=\"rejected\"} 2",
+            "# UNIT guard_program_run_time_seconds seconds",
+            "guard_program_run_time_seconds_total{program=\"sys_enter_openat\"} 1.5",
+            "guard_program_runs_total{program=\"sys_enter_openat\"} 42",
+            "guard_programs_expected 13",
+            "guard_programs_attached 13",
+            "# EOF",
+        ] {
+            assert!(has_line(&text, line), "no line {line:?} in\n{text}");
+        }
+        assert!(text.contains("guard_build_info{version=\""), "{text}");
+    }
+
+    #[test]
+    fn fresh_metrics_render_without_kernel_families() {
+        let text = Metrics::new().render();
+        assert!(has_line(&text, "guard_active_sessions 0"), "{text}");
+        assert!(
+            has_line(&text, "guard_policy_reloads_total{result=\"rejected\"} 0"),
+            "{text}"
+        );
+        // Nothing to say before the first readings: no empty families.
+        assert!(!text.contains("guard_lost_events"), "{text}");
+        assert!(!text.contains("guard_program_runs"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn health_needs_every_program() {
+        let m = Metrics::new();
+        assert!(m.health().unwrap_err().contains("not loaded"));
+        m.set_attached(13, 12);
+        assert!(m.health().unwrap_err().contains("12 of 13"));
+        m.set_attached(13, 13);
+        assert_eq!(m.health(), Ok(()));
+    }
+
+    /// Status code and body of `GET path` over a real connection.
+    async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        let response = String::from_utf8(response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap();
+        (status, head.to_owned(), body.to_owned())
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_and_health() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let server = tokio::spawn(serve_listener(listener, Arc::clone(&metrics)));
+
+        let (status, _, body) = get(addr, "/healthz").await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("not loaded"), "{body}");
+
+        metrics.set_attached(13, 11);
+        let (status, _, body) = get(addr, "/healthz").await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("11 of 13"), "{body}");
+
+        metrics.set_attached(13, 13);
+        let (status, _, body) = get(addr, "/healthz").await;
+        assert_eq!((status, body.as_str()), (200, "ok\n"));
+
+        metrics.event("connect");
+        let (status, head, body) = get(addr, "/metrics").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/openmetrics-text; version=1.0.0"),
+            "{head}"
+        );
+        assert!(
+            has_line(&body, "guard_events_total{kind=\"connect\"} 1"),
+            "{body}"
+        );
+
+        let (status, _, _) = get(addr, "/nope").await;
+        assert_eq!(status, 404);
+
+        server.abort();
+    }
+}

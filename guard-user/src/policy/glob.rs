@@ -1,0 +1,142 @@
+//! How policy path patterns read, in one place: the user-space matcher and the
+//! kernel compiler both start here.
+//!
+//! - `~/x` is `x` under a user's home (every local user's, see [`homes`]);
+//! - an absolute pattern is matched against the whole path;
+//! - a pattern without `/` matches the file name in any directory (`.env`, `*.pem`);
+//! - a relative pattern with `/` matches at any depth (`.git/hooks/**`).
+//!
+//! `*` and `?` never cross `/`; `**` does.
+
+use std::path::Path;
+
+/// The shapes the kernel can match itself (LPM tries over whole paths, file names
+/// and reversed file names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KernelShape {
+    /// `/dir/**`: every path under `/dir/` (stored with its trailing slash).
+    Prefix(String),
+    /// An absolute path without wildcards.
+    Exact(String),
+    /// A file name without wildcards.
+    Name(String),
+    /// `name*`: file names starting with it.
+    NamePrefix(String),
+    /// `*suffix`: file names ending with it.
+    NameSuffix(String),
+}
+
+fn has_meta(s: &str) -> bool {
+    s.contains(['*', '?', '[', ']', '{', '}', '\\'])
+}
+
+/// Expands `~` and anchors a pattern; one pattern may become several (one per home).
+pub fn expand(pattern: &str, homes: &[String]) -> Vec<String> {
+    if let Some(rest) = pattern.strip_prefix("~/") {
+        homes
+            .iter()
+            .map(|h| format!("{}/{rest}", h.trim_end_matches('/')))
+            .collect()
+    } else if pattern == "~" {
+        homes.to_vec()
+    } else if pattern.starts_with('/') || pattern.starts_with("**/") {
+        vec![pattern.to_owned()]
+    } else {
+        vec![format!("**/{pattern}")]
+    }
+}
+
+/// The kernel shape of an expanded pattern, when it has one.
+pub fn kernel_shape(expanded: &str) -> Option<KernelShape> {
+    if let Some(name) = expanded.strip_prefix("**/") {
+        if name.contains('/') {
+            return None;
+        }
+        if !has_meta(name) {
+            return Some(KernelShape::Name(name.to_owned()));
+        }
+        if let Some(prefix) = name
+            .strip_suffix('*')
+            .filter(|p| !p.is_empty() && !has_meta(p))
+        {
+            return Some(KernelShape::NamePrefix(prefix.to_owned()));
+        }
+        if let Some(suffix) = name
+            .strip_prefix('*')
+            .filter(|s| !s.is_empty() && !has_meta(s))
+        {
+            return Some(KernelShape::NameSuffix(suffix.to_owned()));
+        }
+        return None;
+    }
+    if !expanded.starts_with('/') {
+        return None;
+    }
+    if let Some(dir) = expanded.strip_suffix("/**").filter(|d| !has_meta(d)) {
+        return Some(KernelShape::Prefix(format!("{dir}/")));
+    }
+    (!has_meta(expanded)).then(|| KernelShape::Exact(expanded.to_owned()))
+}
+
+/// Home directories whose `~` rules apply: root's and every regular user's
+/// (uid >= 1000) that exists on this host.
+pub fn homes() -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    for line in passwd.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() < 7 {
+            continue;
+        }
+        let uid: u32 = f[2].parse().unwrap_or(u32::MAX);
+        let home = f[5];
+        if (uid == 0 || (1000..65534).contains(&uid))
+            && home.starts_with('/')
+            && Path::new(home).is_dir()
+        {
+            if !out.iter().any(|h| h == home) {
+                out.push(home.to_owned());
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push("/root".to_owned());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_expand_and_anchor() {
+        let homes = vec!["/root".to_owned(), "/home/ada".to_owned()];
+        assert_eq!(
+            expand("~/.ssh/**", &homes),
+            ["/root/.ssh/**", "/home/ada/.ssh/**"]
+        );
+        assert_eq!(expand(".env", &homes), ["**/.env"]);
+        assert_eq!(expand(".git/hooks/**", &homes), ["**/.git/hooks/**"]);
+        assert_eq!(expand("/etc/shadow", &homes), ["/etc/shadow"]);
+    }
+
+    #[test]
+    fn kernel_shapes() {
+        use KernelShape::*;
+        let cases = [
+            ("/root/.ssh/**", Some(Prefix("/root/.ssh/".into()))),
+            ("/etc/shadow", Some(Exact("/etc/shadow".into()))),
+            ("**/.env", Some(Name(".env".into()))),
+            ("**/id_rsa*", Some(NamePrefix("id_rsa".into()))),
+            ("**/.env.*", Some(NamePrefix(".env.".into()))),
+            ("**/*.pem", Some(NameSuffix(".pem".into()))),
+            ("**/.git/hooks/**", None),
+            ("/root/*.pem", None),
+            ("**/*.{pem,key}", None),
+        ];
+        for (pattern, want) in cases {
+            assert_eq!(kernel_shape(pattern), want, "{pattern}");
+        }
+    }
+}

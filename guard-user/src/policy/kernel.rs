@@ -1,0 +1,436 @@
+//! The part of a policy the kernel enforces itself, as map entries: kill at exec
+//! (program names, absolute paths), kill at open (directory prefixes, exact paths,
+//! file names, name prefixes and suffixes), refuse connects and sends (CIDRs,
+//! addresses, resolved names, ports). Everything else is decided in user space.
+
+use std::collections::BTreeMap;
+
+use guard_common::{
+    AF_INET, AF_INET6, Config, NetData, PathData, RuleRef,
+    rules::{PATH_KEY_DATA, access, path_kind, rule_flags},
+};
+use ipnet::IpNet;
+
+use super::{
+    glob::{self, KernelShape},
+    matcher::{Hosts, canonical},
+    model::{Action, Dest, Host, Kind, Mode, Policy, Scope},
+};
+
+/// Bytes of a string a path key holds (after its generation and kind bytes).
+const KEY_BYTES: usize = PATH_KEY_DATA - 3;
+
+/// Kernel map entries, without their generation byte (set at install).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct KernelRules {
+    /// (prefix bits, data, value)
+    pub paths: Vec<(u32, PathData, RuleRef)>,
+    pub nets: Vec<(u32, NetData, RuleRef)>,
+    pub config: Config,
+    /// Rules with a kill or deny the kernel enforces only in part, or not at all:
+    /// user space applies them after the fact.
+    pub partial: Vec<usize>,
+}
+
+fn scope_flags(scope: Scope) -> u8 {
+    match scope {
+        Scope::All => 0,
+        Scope::Root => rule_flags::ROOT_ONLY,
+        Scope::Descendants => rule_flags::DESCENDANTS_ONLY,
+    }
+}
+
+fn path_entry(
+    kind: u8,
+    bytes: &[u8],
+    exact: bool,
+    value: RuleRef,
+) -> Option<(u32, PathData, RuleRef)> {
+    if bytes.len() > KEY_BYTES || bytes.is_empty() {
+        return None;
+    }
+    let mut data: PathData = [0; PATH_KEY_DATA];
+    data[1] = kind;
+    data[2..2 + bytes.len()].copy_from_slice(bytes);
+    let len = 2 + bytes.len() + usize::from(exact); // data[2 + len] is already NUL
+    Some(((len * 8) as u32, data, value))
+}
+
+fn shape_entry(shape: &KernelShape, value: RuleRef) -> Option<(u32, PathData, RuleRef)> {
+    match shape {
+        KernelShape::Prefix(p) => path_entry(path_kind::FILE, p.as_bytes(), false, value),
+        KernelShape::Exact(p) => path_entry(path_kind::FILE, p.as_bytes(), true, value),
+        KernelShape::Name(n) => path_entry(path_kind::FILE_NAME, n.as_bytes(), true, value),
+        KernelShape::NamePrefix(n) => path_entry(path_kind::FILE_NAME, n.as_bytes(), false, value),
+        KernelShape::NameSuffix(s) => {
+            let rev: Vec<u8> = s.bytes().rev().collect();
+            path_entry(path_kind::FILE_NAME_REV, &rev, false, value)
+        }
+    }
+}
+
+fn net_entries(dest: &Dest, hosts: &Hosts, value: RuleRef) -> Vec<(u32, NetData, RuleRef)> {
+    let nets: Vec<IpNet> = match &dest.host {
+        Host::Net(n) => vec![*n],
+        Host::Name(name) => hosts
+            .by_name
+            .get(name)
+            .into_iter()
+            .flatten()
+            .map(|ip| IpNet::from(*ip))
+            .collect(),
+        Host::Resolvers => hosts.resolvers.iter().map(|ip| IpNet::from(*ip)).collect(),
+    };
+    let mut value = value;
+    if let Some(port) = dest.port {
+        value.ports[0] = port;
+    }
+    nets.into_iter()
+        .map(|net| {
+            let mut data: NetData = [0; 18];
+            // IPv4-mapped IPv6 networks are stored as IPv4, as the kernel looks them up.
+            let net = match net {
+                IpNet::V6(v6) if v6.prefix_len() >= 96 => match canonical(v6.addr().into()) {
+                    std::net::IpAddr::V4(v4) => IpNet::V4(
+                        ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                            .unwrap_or_else(|_| ipnet::Ipv4Net::from(v4)),
+                    ),
+                    _ => net,
+                },
+                other => other,
+            };
+            let bits = match net {
+                IpNet::V4(v4) => {
+                    data[1] = AF_INET as u8;
+                    data[2..6].copy_from_slice(&v4.network().octets());
+                    16 + u32::from(v4.prefix_len())
+                }
+                IpNet::V6(v6) => {
+                    data[1] = AF_INET6 as u8;
+                    data[2..18].copy_from_slice(&v6.network().octets());
+                    16 + u32::from(v6.prefix_len())
+                }
+            };
+            (bits, data, value)
+        })
+        .collect()
+}
+
+/// Merges entries with the same key: a refusal wins over an allowance, ports are
+/// united (more than 8 distinct ports become "any port").
+fn merge_nets(entries: Vec<(u32, NetData, RuleRef)>) -> Vec<(u32, NetData, RuleRef)> {
+    let mut by_key: BTreeMap<(u32, NetData), RuleRef> = BTreeMap::new();
+    for (bits, data, v) in entries {
+        by_key
+            .entry((bits, data))
+            .and_modify(|old| {
+                let deny = rule_flags::DENY;
+                if v.flags & deny != 0 && old.flags & deny == 0 {
+                    *old = v;
+                } else if v.flags & deny == old.flags & deny {
+                    if old.ports == [0; 8] || v.ports == [0; 8] {
+                        old.ports = [0; 8];
+                    } else {
+                        let mut ports: Vec<u16> = old
+                            .ports
+                            .iter()
+                            .chain(v.ports.iter())
+                            .copied()
+                            .filter(|p| *p != 0)
+                            .collect();
+                        ports.sort_unstable();
+                        ports.dedup();
+                        old.ports = [0; 8];
+                        if ports.len() <= 8 {
+                            old.ports[..ports.len()].copy_from_slice(&ports);
+                        }
+                    }
+                }
+            })
+            .or_insert(v);
+    }
+    by_key
+        .into_iter()
+        .map(|((bits, data), v)| (bits, data, v))
+        .collect()
+}
+
+/// Compiles what the kernel can enforce. Observe mode enforces nothing.
+pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts) -> KernelRules {
+    let mut out = KernelRules::default();
+    if policy.mode == Mode::Observe {
+        return out;
+    }
+    let mut nets = Vec::new();
+    for (i, rule) in policy.rules.iter().enumerate() {
+        if !matches!(rule.action, Action::Kill | Action::Deny) {
+            continue;
+        }
+        let index = i as u16;
+        let scope = scope_flags(rule.scope);
+        match &rule.kind {
+            Kind::File {
+                paths,
+                except,
+                access: acc,
+            } => {
+                let bits = u8::from(acc.read) * access::READ | u8::from(acc.write) * access::WRITE;
+                let kill = RuleRef {
+                    rule: index,
+                    access: bits,
+                    flags: rule_flags::KILL | scope,
+                    ports: [0; 8],
+                };
+                let exc = RuleRef {
+                    flags: rule_flags::EXCEPT,
+                    ..kill
+                };
+                let excepts: Vec<Option<KernelShape>> = except
+                    .iter()
+                    .flat_map(|p| glob::expand(p, homes))
+                    .map(|e| glob::kernel_shape(&e))
+                    .collect();
+                if excepts.iter().any(Option::is_none) {
+                    // An exception the kernel cannot see would be overridden: leave
+                    // the whole rule to user space.
+                    out.partial.push(i);
+                    continue;
+                }
+                let mut complete = true;
+                for e in paths.iter().flat_map(|p| glob::expand(p, homes)) {
+                    match glob::kernel_shape(&e).and_then(|s| shape_entry(&s, kill)) {
+                        Some(entry) => out.paths.push(entry),
+                        None => complete = false,
+                    }
+                }
+                out.paths
+                    .extend(excepts.iter().flatten().filter_map(|s| shape_entry(s, exc)));
+                if !complete {
+                    out.partial.push(i);
+                }
+            }
+            Kind::Exec {
+                exe,
+                argv_contains,
+                argv_regex,
+            } => {
+                if !argv_contains.is_empty() || argv_regex.is_some() {
+                    out.partial.push(i);
+                    continue;
+                }
+                let kill = RuleRef {
+                    rule: index,
+                    access: 0,
+                    flags: rule_flags::KILL | scope,
+                    ports: [0; 8],
+                };
+                let mut complete = true;
+                for e in exe {
+                    let entry = if e.starts_with('/') && !e.contains(['*', '?', '[', '{']) {
+                        path_entry(path_kind::EXEC, e.as_bytes(), true, kill)
+                    } else if !e.contains('/') && !e.contains(['*', '?', '[', '{']) {
+                        let comm: Vec<u8> = e.bytes().take(15).collect();
+                        path_entry(path_kind::EXEC_NAME, &comm, true, kill)
+                    } else {
+                        None
+                    };
+                    match entry {
+                        Some(entry) => out.paths.push(entry),
+                        None => complete = false,
+                    }
+                }
+                if !complete {
+                    out.partial.push(i);
+                }
+            }
+            Kind::Network { allow, deny } => {
+                let base = RuleRef {
+                    rule: index,
+                    access: 0,
+                    flags: scope,
+                    ports: [0; 8],
+                };
+                let refuse = RuleRef {
+                    flags: base.flags | rule_flags::DENY,
+                    ..base
+                };
+                let permit = RuleRef {
+                    flags: base.flags | rule_flags::ALLOW,
+                    ..base
+                };
+                for d in deny {
+                    nets.extend(net_entries(d, hosts, refuse));
+                }
+                if !allow.is_empty() {
+                    for d in allow {
+                        nets.extend(net_entries(d, hosts, permit));
+                    }
+                    if out.config.net_default_deny == 0 {
+                        out.config.net_default_deny = u32::from(index) + 1;
+                        out.config.net_default_flags = u32::from(scope);
+                    } else {
+                        out.partial.push(i); // one default-deny rule in the kernel
+                    }
+                }
+            }
+        }
+    }
+    out.nets = merge_nets(nets);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::model::{Access, Pos, Rule};
+
+    fn rule(kind: Kind, action: Action) -> Rule {
+        Rule {
+            id: "r".into(),
+            description: None,
+            kind,
+            action,
+            scope: Scope::All,
+            pos: Pos::default(),
+        }
+    }
+
+    fn policy(rules: Vec<Rule>, mode: Mode) -> Policy {
+        Policy {
+            name: "t".into(),
+            mode,
+            agents: vec![],
+            kill_stragglers: false,
+            rules,
+        }
+    }
+
+    fn text(data: &PathData, bits: u32) -> String {
+        String::from_utf8_lossy(&data[2..(bits / 8) as usize]).into_owned()
+    }
+
+    #[test]
+    fn file_rules_become_trie_entries() {
+        let kind = Kind::File {
+            paths: vec![
+                "~/.ssh/**".into(),
+                ".env.*".into(),
+                "*.pem".into(),
+                "/etc/shadow".into(),
+            ],
+            except: vec!["*.example".into()],
+            access: Access {
+                read: true,
+                write: false,
+            },
+        };
+        let k = compile(
+            &policy(vec![rule(kind, Action::Kill)], Mode::Enforce),
+            &["/root".into()],
+            &Hosts::default(),
+        );
+        let got: Vec<(u8, String)> = k
+            .paths
+            .iter()
+            .map(|(b, d, _)| (d[1], text(d, *b)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (path_kind::FILE, "/root/.ssh/".to_owned()),
+                (path_kind::FILE_NAME, ".env.".to_owned()),
+                (path_kind::FILE_NAME_REV, "mep.".to_owned()),
+                (path_kind::FILE, "/etc/shadow\0".to_owned()),
+                (path_kind::FILE_NAME_REV, "elpmaxe.".to_owned()),
+            ]
+        );
+        assert!(k.paths[4].2.flags & rule_flags::EXCEPT != 0);
+        assert!(k.partial.is_empty());
+    }
+
+    #[test]
+    fn what_the_kernel_cannot_express_is_left_to_user_space() {
+        let kind = Kind::File {
+            paths: vec![".git/hooks/**".into()],
+            except: vec![],
+            access: Access {
+                read: false,
+                write: true,
+            },
+        };
+        let k = compile(
+            &policy(vec![rule(kind, Action::Kill)], Mode::Enforce),
+            &[],
+            &Hosts::default(),
+        );
+        assert!(k.paths.is_empty());
+        assert_eq!(k.partial, [0]);
+        let argv = Kind::Exec {
+            exe: vec!["git".into()],
+            argv_contains: vec!["push".into()],
+            argv_regex: None,
+        };
+        let k = compile(
+            &policy(vec![rule(argv, Action::Kill)], Mode::Enforce),
+            &[],
+            &Hosts::default(),
+        );
+        assert!(k.paths.is_empty());
+        assert_eq!(k.partial, [0]);
+    }
+
+    #[test]
+    fn observe_mode_and_log_rules_install_nothing() {
+        let kind = Kind::Exec {
+            exe: vec!["sudo".into()],
+            argv_contains: vec![],
+            argv_regex: None,
+        };
+        let p = policy(vec![rule(kind.clone(), Action::Kill)], Mode::Observe);
+        assert_eq!(compile(&p, &[], &Hosts::default()), KernelRules::default());
+        let p = policy(vec![rule(kind, Action::Alert)], Mode::Enforce);
+        assert_eq!(compile(&p, &[], &Hosts::default()), KernelRules::default());
+    }
+
+    #[test]
+    fn network_rules_and_default_deny() {
+        let d = |s: &str, port: Option<u16>| Dest {
+            host: Host::Net(s.parse().expect("net")),
+            port,
+            text: s.into(),
+        };
+        let kind = Kind::Network {
+            allow: vec![
+                d("10.0.0.0/8", Some(443)),
+                d("10.0.0.0/8", Some(22)),
+                d("::ffff:127.0.0.1/128", None),
+            ],
+            deny: vec![d("169.254.169.254/32", None)],
+        };
+        let k = compile(
+            &policy(vec![rule(kind, Action::Deny)], Mode::Enforce),
+            &[],
+            &Hosts::default(),
+        );
+        assert_eq!(k.config.net_default_deny, 1);
+        let allow10 = k
+            .nets
+            .iter()
+            .find(|(b, d, _)| *b == 24 && d[2] == 10)
+            .expect("10/8 entry");
+        assert_eq!(&allow10.2.ports[..2], &[22, 443]);
+        assert!(allow10.2.flags & rule_flags::ALLOW != 0);
+        let lo = k
+            .nets
+            .iter()
+            .find(|(b, d, _)| *b == 48 && d[1] == AF_INET as u8 && d[2] == 127)
+            .expect("mapped loopback stored as v4");
+        assert_eq!(lo.2.ports, [0; 8]);
+        let meta = k
+            .nets
+            .iter()
+            .find(|(b, d, _)| *b == 48 && d[2] == 169)
+            .expect("metadata");
+        assert!(meta.2.flags & rule_flags::DENY != 0);
+    }
+}

@@ -1,0 +1,175 @@
+//! A validated policy: what `parse` produces and everything else consumes.
+
+use std::fmt;
+
+use ipnet::IpNet;
+
+/// `enforce` applies every action; `observe` downgrades every action to `log`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Enforce,
+    Observe,
+}
+
+/// What happens when a rule matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    /// Write the event with the rule id; nothing is stopped.
+    Log,
+    /// Like `log`, flagged for attention (`"alert": true`).
+    Alert,
+    /// Kill the process (in the kernel where it can decide, else from user space).
+    Kill,
+    /// Refuse the operation: network connects and sends fail with EPERM. For files
+    /// and execs there is no deny hook on kernels without BPF-LSM: it acts as `kill`.
+    Deny,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Log => "log",
+            Action::Alert => "alert",
+            Action::Kill => "kill",
+            Action::Deny => "deny",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "log" => Action::Log,
+            "alert" => Action::Alert,
+            "kill" => Action::Kill,
+            "deny" => Action::Deny,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which processes of a session a rule applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// Every process of the session.
+    #[default]
+    All,
+    /// Only the session's root process (the agent itself).
+    Root,
+    /// Every process but the root (its shells, helpers, MCP servers).
+    Descendants,
+}
+
+impl Scope {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "all" => Scope::All,
+            "root" => Scope::Root,
+            "descendants" => Scope::Descendants,
+            _ => return None,
+        })
+    }
+
+    pub fn applies(self, is_root: bool) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Root => is_root,
+            Scope::Descendants => !is_root,
+        }
+    }
+}
+
+/// File accesses a file rule covers. `write` covers create and truncate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Access {
+    pub read: bool,
+    pub write: bool,
+}
+
+/// A destination in a network rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Host {
+    /// An address or CIDR (`10.0.0.0/8`, `::1`, `169.254.169.254`).
+    Net(IpNet),
+    /// A DNS name, resolved when the policy loads and again as its records expire.
+    Name(String),
+    /// The name servers in /etc/resolv.conf (`@resolvers`).
+    Resolvers,
+}
+
+/// `host[:port]` in a network rule; `port: None` is any port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dest {
+    pub host: Host,
+    pub port: Option<u16>,
+    /// As written in the policy, for messages.
+    pub text: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kind {
+    /// Opens of paths matching `paths` (globs; `~` is a user's home; a pattern
+    /// without `/` matches the file name in any directory; a relative pattern with
+    /// `/` matches at any depth), but not `except`, for the given accesses.
+    File {
+        paths: Vec<String>,
+        except: Vec<String>,
+        access: Access,
+    },
+    /// Execs of programs named in `exe` (a file name matches in any directory, an
+    /// absolute path that file, a glob by name or path), optionally only when every
+    /// `argv_contains` string is one of the arguments and `argv_regex` matches the
+    /// command line (arguments joined by spaces).
+    Exec {
+        exe: Vec<String>,
+        argv_contains: Vec<String>,
+        argv_regex: Option<String>,
+    },
+    /// Connects and sends: a destination in `deny` matches; when `allow` is given,
+    /// a destination in none of its entries matches.
+    Network { allow: Vec<Dest>, deny: Vec<Dest> },
+}
+
+impl Kind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::File { .. } => "file",
+            Kind::Exec { .. } => "exec",
+            Kind::Network { .. } => "network",
+        }
+    }
+}
+
+/// Where something is in the policy source (1-based).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    pub id: String,
+    pub description: Option<String>,
+    pub kind: Kind,
+    pub action: Action,
+    pub scope: Scope,
+    /// Where the rule's table starts.
+    pub pos: Pos,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// The file it came from, or the built-in's name (`workstation`, `ci`).
+    pub name: String,
+    pub mode: Mode,
+    /// Program names whose exec starts a session (`[agents] names`).
+    pub agents: Vec<String>,
+    /// CI mode: kill every process of a session when its root exits.
+    pub kill_stragglers: bool,
+    pub rules: Vec<Rule>,
+}

@@ -1,0 +1,1107 @@
+//! The state of `guard top`, apart from any terminal: what the daemon last said
+//! (sessions, status, recent events) and what the user is looking at (selection,
+//! focus, filters, pause, prompts). The loop in `mod.rs` feeds it [`Update`]s and
+//! keys; `ui.rs` draws it. Nothing here does I/O, so tests drive it directly.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
+
+use chrono::{DateTime, Utc};
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use serde_json::Value;
+
+/// Events kept per session (and in the feed of every session), newest last.
+pub const EVENT_CAP: usize = 10_000;
+
+/// Violations kept apart per session, so that a flood of ordinary events does not
+/// push them out of reach of the `violations` filter.
+pub const VIOLATION_CAP: usize = 1_000;
+
+/// How long a message (e.g. the outcome of a kill) stays on the hint line.
+const MESSAGE_SECS: i64 = 6;
+
+/// Session buffers kept for sessions the daemon no longer lists, in sessions polls.
+const FORGET_AFTER_POLLS: u64 = 10;
+
+// ---------------------------------------------------------------------------
+// What the daemon says
+// ---------------------------------------------------------------------------
+
+fn str_of(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn u64_of(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn u32_of(v: &Value, key: &str) -> u32 {
+    u32::try_from(u64_of(v, key)).unwrap_or(0)
+}
+
+/// A JSON value for people: strings without quotes, null as None.
+fn text_of(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Object(m) => ["name", "path", "mode"]
+            .iter()
+            .find_map(|k| m.get(*k).and_then(Value::as_str).map(str::to_owned))
+            .or_else(|| Some(Value::Object(m.clone()).to_string())),
+        other => Some(other.to_string()),
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub exec: u64,
+    pub open: u64,
+    pub connect: u64,
+    pub send: u64,
+    pub fork: u64,
+    pub violations: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Process {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    pub exe: Option<String>,
+    pub argv: Vec<String>,
+}
+
+impl Process {
+    /// The command line, or the program, or `[comm]` when no exec was seen.
+    pub fn command(&self) -> String {
+        if !self.argv.is_empty() {
+            self.argv.join(" ")
+        } else if let Some(exe) = &self.exe {
+            exe.clone()
+        } else {
+            format!("[{}]", self.comm)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    pub agent: String,
+    pub root_pid: u32,
+    pub how: String,
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+    pub cwd: Option<String>,
+    /// The git repository holding `cwd`, as `name/sub/dir` (found by the poller).
+    pub repo: Option<String>,
+    pub container: Option<String>,
+    pub started: Option<DateTime<Utc>>,
+    pub ended: Option<DateTime<Utc>>,
+    pub running: bool,
+    pub counts: Counts,
+    pub processes: Vec<Process>,
+}
+
+fn time_of(v: &Value, key: &str) -> Option<DateTime<Utc>> {
+    let s = v.get(key)?.as_str()?;
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+impl Session {
+    /// One element of the `sessions` answer; lenient about missing fields.
+    pub fn from_json(v: &Value) -> Option<Session> {
+        let id = str_of(v, "id")?;
+        let c = v.get("counts").unwrap_or(&Value::Null);
+        let processes = v
+            .get("processes")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|p| Process {
+                pid: u32_of(p, "pid"),
+                ppid: u32_of(p, "ppid"),
+                comm: str_of(p, "comm").unwrap_or_default(),
+                exe: str_of(p, "exe"),
+                argv: p
+                    .get("argv")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.as_str().map(str::to_owned))
+                    .collect(),
+            })
+            .collect();
+        let ended = time_of(v, "ended");
+        Some(Session {
+            id,
+            agent: str_of(v, "agent").unwrap_or_default(),
+            root_pid: u32_of(v, "root_pid"),
+            how: str_of(v, "how").unwrap_or_default(),
+            uid: v
+                .get("uid")
+                .and_then(Value::as_u64)
+                .and_then(|u| u32::try_from(u).ok()),
+            user: str_of(v, "user"),
+            cwd: str_of(v, "cwd"),
+            repo: None,
+            container: str_of(v, "container"),
+            started: time_of(v, "started"),
+            running: match v.get("state").and_then(Value::as_str) {
+                Some(state) => state == "running",
+                None => ended.is_none(),
+            },
+            ended,
+            counts: Counts {
+                exec: u64_of(c, "exec"),
+                open: u64_of(c, "open"),
+                connect: u64_of(c, "connect"),
+                send: u64_of(c, "send"),
+                fork: u64_of(c, "fork"),
+                violations: u64_of(c, "violations"),
+            },
+            processes,
+        })
+    }
+
+    /// The whole `sessions` answer.
+    pub fn list_from_json(v: &Value) -> Vec<Session> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Session::from_json)
+            .collect()
+    }
+
+    /// The last 8 hex digits of the id, as `guard events` shows it.
+    pub fn short_id(&self) -> &str {
+        short_id(&self.id)
+    }
+
+    /// Where the agent works: its repository if it is in one, else its directory.
+    pub fn place(&self) -> &str {
+        self.repo.as_deref().or(self.cwd.as_deref()).unwrap_or("-")
+    }
+
+    pub fn user_name(&self) -> String {
+        match (&self.user, self.uid) {
+            (Some(u), _) => u.clone(),
+            (None, Some(uid)) => uid.to_string(),
+            (None, None) => "-".to_owned(),
+        }
+    }
+}
+
+pub fn short_id(id: &str) -> &str {
+    id.get(id.len().saturating_sub(8)..).unwrap_or(id)
+}
+
+/// The daemon's health (`status`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Status {
+    pub events_total: u64,
+    pub events_per_second: f64,
+    /// Lost events by kind (kernel ring buffer full, untracked children, undecodable).
+    pub lost: Vec<(String, u64)>,
+    pub cpu_seconds: f64,
+    /// CPU use since the previous poll, in percent of one CPU (set by the poller).
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: u64,
+    pub programs: usize,
+    pub subscribers: u64,
+    pub policy: Option<String>,
+    pub mode: Option<String>,
+}
+
+impl Status {
+    pub fn from_json(v: &Value) -> Status {
+        let mut lost: Vec<(String, u64)> = v
+            .get("lost")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
+            .collect();
+        lost.sort();
+        Status {
+            events_total: u64_of(v, "events_total"),
+            events_per_second: v
+                .get("events_per_second")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0),
+            lost,
+            cpu_seconds: v.get("cpu_seconds").and_then(Value::as_f64).unwrap_or(0.0),
+            cpu_percent: None,
+            rss_bytes: u64_of(v, "rss_bytes"),
+            programs: v
+                .get("programs")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len),
+            subscribers: u64_of(v, "subscribers"),
+            policy: text_of(v.get("policy")),
+            mode: text_of(v.get("mode")),
+        }
+    }
+}
+
+/// A policy decision carried by an event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Violation {
+    pub rule: String,
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+}
+
+/// One event of the stream, reduced to what the feed shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Event {
+    pub kind: String,
+    /// `HH:MM:SS.mmm` (UTC, as in the audit log).
+    pub time: String,
+    pub session: Option<String>,
+    pub pid: u32,
+    pub comm: String,
+    /// What happened, for people.
+    pub what: String,
+    pub violation: Option<Violation>,
+}
+
+impl Event {
+    /// One line of the subscription (already parsed).
+    pub fn from_json(ev: &Value) -> Event {
+        let s = |k: &str| ev.get(k).and_then(Value::as_str).unwrap_or("");
+        let strings = |k: &str| -> Vec<&str> {
+            ev.get(k)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect()
+        };
+        let num = |k: &str| ev.get(k).map_or_else(|| "?".to_owned(), Value::to_string);
+        let kind = s("kind").to_owned();
+        let what = match kind.as_str() {
+            "exec" => {
+                let argv = strings("argv");
+                if argv.is_empty() {
+                    s("exe").to_owned()
+                } else {
+                    argv.join(" ")
+                }
+            }
+            "open" => format!(
+                "{} ({}) {}",
+                s("path"),
+                strings("access").join(","),
+                s("result")
+            ),
+            "connect" | "send" => format!(
+                "{} {}:{} {}",
+                s("proto"),
+                s("addr"),
+                num("port"),
+                s("result")
+            ),
+            "fork" => format!("child {}", num("child_pid")),
+            "exit" => match ev.get("signal") {
+                Some(sig) => format!("killed by signal {sig}"),
+                None => format!("code {}", num("exit_code")),
+            },
+            "session_start" => format!("{} started ({}) in {}", s("agent"), s("how"), s("cwd")),
+            "session_end" => {
+                let left: Vec<String> = ev
+                    .get("stragglers")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(Value::to_string)
+                    .collect();
+                if left.is_empty() {
+                    "ended".to_owned()
+                } else {
+                    format!("ended; stragglers {}", left.join(" "))
+                }
+            }
+            "lost" => format!(
+                "lost {} events: {}",
+                num("total"),
+                ev.get("by_kind").map(Value::to_string).unwrap_or_default()
+            ),
+            _ => {
+                let mut v = ev.clone();
+                if let Some(m) = v.as_object_mut() {
+                    for k in [
+                        "schema",
+                        "ts",
+                        "kind",
+                        "session",
+                        "pid",
+                        "ppid",
+                        "tid",
+                        "comm",
+                        "uid",
+                        "user",
+                        "cgroup_id",
+                        "container",
+                    ] {
+                        m.remove(k);
+                    }
+                }
+                v.to_string()
+            }
+        };
+        let violation = match ev.get("rule") {
+            None | Some(Value::Null) => None,
+            Some(rule) => Some(Violation {
+                rule: text_of(Some(rule)).unwrap_or_default(),
+                action: text_of(ev.get("action")),
+                outcome: text_of(ev.get("outcome")),
+            }),
+        };
+        Event {
+            time: s("ts").get(11..23).unwrap_or("").to_owned(),
+            session: ev.get("session").and_then(Value::as_str).map(str::to_owned),
+            pid: u32_of(ev, "pid"),
+            comm: s("comm").to_owned(),
+            kind,
+            what,
+            violation,
+        }
+    }
+
+    /// The text the `/` filter searches.
+    fn matches_text(&self, needle_lower: &str) -> bool {
+        if needle_lower.is_empty() {
+            return true;
+        }
+        let hit = |s: &str| s.to_lowercase().contains(needle_lower);
+        hit(&self.what)
+            || hit(&self.comm)
+            || hit(&self.kind)
+            || self.pid.to_string().contains(needle_lower)
+            || self.violation.as_ref().is_some_and(|v| {
+                hit(&v.rule)
+                    || v.action.as_deref().is_some_and(hit)
+                    || v.outcome.as_deref().is_some_and(hit)
+            })
+    }
+}
+
+/// What the feeders hand the view.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    Sessions(Vec<Session>),
+    Status(Status),
+    /// One event (the follower hands them over in batches, as `Events`).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Event(Event),
+    /// Several events at once: what arrived since the last frame.
+    Events(Vec<Event>),
+    /// Events this client did not get: the daemon's `missed` notices (it read
+    /// too slowly).
+    Missed(u64),
+    /// Events received but never shown: more than [`EVENT_CAP`] arrived between
+    /// two frames, and only the newest are kept.
+    Skipped(u64),
+    /// The daemon cannot be reached (or the stream broke); the feeders retry.
+    Disconnected(String),
+    /// The answer to a kill.
+    Killed(Result<String, String>),
+}
+
+// ---------------------------------------------------------------------------
+// What the user looks at
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Focus {
+    Sessions,
+    Tree,
+    Feed,
+}
+
+impl Focus {
+    fn next(self) -> Focus {
+        match self {
+            Focus::Sessions => Focus::Tree,
+            Focus::Tree => Focus::Feed,
+            Focus::Feed => Focus::Sessions,
+        }
+    }
+
+    fn prev(self) -> Focus {
+        match self {
+            Focus::Sessions => Focus::Feed,
+            Focus::Tree => Focus::Sessions,
+            Focus::Feed => Focus::Tree,
+        }
+    }
+}
+
+/// The kinds `f` cycles through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KindFilter {
+    #[default]
+    All,
+    Exec,
+    Open,
+    Net,
+    Process,
+    Session,
+    Violations,
+}
+
+impl KindFilter {
+    const ORDER: [KindFilter; 7] = [
+        KindFilter::All,
+        KindFilter::Exec,
+        KindFilter::Open,
+        KindFilter::Net,
+        KindFilter::Process,
+        KindFilter::Session,
+        KindFilter::Violations,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            KindFilter::All => "all",
+            KindFilter::Exec => "exec",
+            KindFilter::Open => "open",
+            KindFilter::Net => "connect/send",
+            KindFilter::Process => "fork/exit",
+            KindFilter::Session => "session",
+            KindFilter::Violations => "violations",
+        }
+    }
+
+    fn step(self, by: isize) -> KindFilter {
+        let n = Self::ORDER.len() as isize;
+        let at = Self::ORDER.iter().position(|k| *k == self).unwrap_or(0) as isize;
+        Self::ORDER[(at + by).rem_euclid(n) as usize]
+    }
+
+    pub fn wants(self, ev: &Event) -> bool {
+        match self {
+            KindFilter::All => true,
+            KindFilter::Exec => ev.kind == "exec",
+            KindFilter::Open => ev.kind == "open",
+            KindFilter::Net => ev.kind == "connect" || ev.kind == "send",
+            KindFilter::Process => ev.kind == "fork" || ev.kind == "exit",
+            KindFilter::Session => ev.kind.starts_with("session") || ev.kind == "lost",
+            KindFilter::Violations => ev.violation.is_some(),
+        }
+    }
+}
+
+/// What a kill is aimed at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KillTarget {
+    Session(String),
+    Pid(u32),
+}
+
+/// What the loop must do after a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Quit,
+    Kill(KillTarget),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    Help,
+    /// Typing the `/` filter.
+    Filter,
+    /// Waiting for y/n before a kill; the question is shown as is.
+    Confirm {
+        target: KillTarget,
+        question: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub text: String,
+    pub error: bool,
+    pub until: DateTime<Utc>,
+}
+
+/// One row of the process tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeRow {
+    pub pid: u32,
+    /// Tree-drawing prefix (`├─ ` and so on) for the indentation.
+    pub prefix: String,
+    pub command: String,
+}
+
+/// Events of one session (or of all), newest last, bounded.
+#[derive(Debug, Default)]
+struct Buffer {
+    events: VecDeque<Arc<Event>>,
+    violations: VecDeque<Arc<Event>>,
+    /// Sessions poll generation of the last event (to forget old buffers).
+    seen: u64,
+}
+
+impl Buffer {
+    fn push(&mut self, ev: Arc<Event>, generation: u64) {
+        if ev.violation.is_some() {
+            if self.violations.len() >= VIOLATION_CAP {
+                self.violations.pop_front();
+            }
+            self.violations.push_back(ev.clone());
+        }
+        if self.events.len() >= EVENT_CAP {
+            self.events.pop_front();
+        }
+        self.events.push_back(ev);
+        self.seen = generation;
+    }
+}
+
+/// A frozen copy of the feed while paused.
+#[derive(Debug)]
+struct Paused {
+    events: Vec<Arc<Event>>,
+    violations: Vec<Arc<Event>>,
+    /// Events that arrived (for this feed) since.
+    newer: u64,
+}
+
+type Slices<'a> = (&'a [Arc<Event>], &'a [Arc<Event>]);
+
+/// Everything `guard top` shows.
+#[derive(Debug)]
+pub struct App {
+    pub now: DateTime<Utc>,
+    pub sessions: Vec<Session>,
+    /// Id of the selected session.
+    pub selected: Option<String>,
+    /// Pid of the selected process in the tree.
+    pub tree_pid: Option<u32>,
+    pub focus: Focus,
+    pub mode: Mode,
+    pub kind_filter: KindFilter,
+    pub text_filter: String,
+    /// Matching events skipped from the bottom of the feed (scrolling back).
+    pub feed_scroll: usize,
+    pub status: Option<Status>,
+    /// Events the daemon could not send us (we read too slowly).
+    pub missed: u64,
+    /// Events received but skipped: more than [`EVENT_CAP`] between two frames.
+    pub skipped: u64,
+    /// Set while the daemon cannot be reached.
+    pub disconnected: Option<String>,
+    pub message: Option<Message>,
+    /// Whether sessions were received at least once.
+    pub loaded: bool,
+    all: Buffer,
+    by_session: HashMap<String, Buffer>,
+    generation: u64,
+    paused: Option<Paused>,
+}
+
+impl Default for App {
+    fn default() -> Self {
+        App::new(Utc::now())
+    }
+}
+
+impl App {
+    pub fn new(now: DateTime<Utc>) -> App {
+        App {
+            now,
+            sessions: Vec::new(),
+            selected: None,
+            tree_pid: None,
+            focus: Focus::Sessions,
+            mode: Mode::Normal,
+            kind_filter: KindFilter::All,
+            text_filter: String::new(),
+            feed_scroll: 0,
+            status: None,
+            missed: 0,
+            skipped: 0,
+            disconnected: None,
+            message: None,
+            loaded: false,
+            all: Buffer::default(),
+            by_session: HashMap::new(),
+            generation: 0,
+            paused: None,
+        }
+    }
+
+    /// Advances the clock (ages, message expiry).
+    pub fn set_now(&mut self, now: DateTime<Utc>) {
+        self.now = now;
+        if self.message.as_ref().is_some_and(|m| m.until <= now) {
+            self.message = None;
+        }
+    }
+
+    pub fn apply(&mut self, update: Update) {
+        match update {
+            Update::Sessions(list) => self.set_sessions(list),
+            Update::Status(status) => {
+                self.status = Some(status);
+                self.disconnected = None;
+            }
+            Update::Event(ev) => self.push_event(ev),
+            Update::Events(evs) => evs.into_iter().for_each(|ev| self.push_event(ev)),
+            Update::Missed(n) => self.missed += n,
+            Update::Skipped(n) => self.skipped += n,
+            Update::Disconnected(why) => self.disconnected = Some(why),
+            Update::Killed(Ok(text)) => self.say(text, false),
+            Update::Killed(Err(text)) => self.say(text, true),
+        }
+    }
+
+    fn say(&mut self, text: String, error: bool) {
+        self.message = Some(Message {
+            text,
+            error,
+            until: self.now + chrono::Duration::seconds(MESSAGE_SECS),
+        });
+    }
+
+    fn set_sessions(&mut self, mut list: Vec<Session>) {
+        // Running sessions first, newest first.
+        list.sort_by(|a, b| {
+            b.running
+                .cmp(&a.running)
+                .then(b.started.cmp(&a.started))
+                .then(a.id.cmp(&b.id))
+        });
+        let before = self.selected_index();
+        self.sessions = list;
+        self.loaded = true;
+        self.disconnected = None;
+        let still_there = self
+            .selected
+            .as_ref()
+            .is_some_and(|id| self.sessions.iter().any(|s| &s.id == id));
+        if !still_there {
+            let at = before
+                .unwrap_or(0)
+                .min(self.sessions.len().saturating_sub(1));
+            let id = self.sessions.get(at).map(|s| s.id.clone());
+            self.select_session(id);
+        }
+        self.fix_tree_selection();
+        self.generation += 1;
+        let generation = self.generation;
+        let listed: Vec<&str> = self.sessions.iter().map(|s| s.id.as_str()).collect();
+        self.by_session.retain(|id, buf| {
+            listed.contains(&id.as_str()) || buf.seen + FORGET_AFTER_POLLS > generation
+        });
+    }
+
+    fn push_event(&mut self, ev: Event) {
+        let ev = Arc::new(ev);
+        if self.paused.is_some() && self.in_feed(&ev) {
+            if let Some(p) = self.paused.as_mut() {
+                p.newer += 1;
+            }
+        } else if self.feed_scroll > 0 && self.in_feed(&ev) && self.feed_wants(&ev) {
+            // Keep the lines under the reader's eyes while scrolled back.
+            self.feed_scroll += 1;
+        }
+        if let Some(id) = &ev.session {
+            self.by_session
+                .entry(id.clone())
+                .or_default()
+                .push(ev.clone(), self.generation);
+        }
+        self.all.push(ev, self.generation);
+    }
+
+    /// Whether the feed currently shown includes `ev`.
+    fn in_feed(&self, ev: &Event) -> bool {
+        match &self.selected {
+            Some(id) => ev.session.as_deref() == Some(id.as_str()),
+            None => true,
+        }
+    }
+
+    fn feed_wants(&self, ev: &Event) -> bool {
+        let needle = self.text_filter.to_lowercase();
+        self.kind_filter.wants(ev) && ev.matches_text(&needle)
+    }
+
+    /// The live buffer of the feed shown.
+    fn buffer(&self) -> Option<&Buffer> {
+        match &self.selected {
+            Some(id) => self.by_session.get(id),
+            None => Some(&self.all),
+        }
+    }
+
+    /// What the feed draws from, oldest first: the frozen copy while paused, else
+    /// the live buffer; only the violations when only they are wanted.
+    fn shown(&self) -> Slices<'_> {
+        let violations = self.kind_filter == KindFilter::Violations;
+        match (&self.paused, self.buffer()) {
+            (Some(p), _) if violations => (&p.violations, &[]),
+            (Some(p), _) => (&p.events, &[]),
+            (None, Some(b)) if violations => b.violations.as_slices(),
+            (None, Some(b)) => b.events.as_slices(),
+            (None, None) => (&[], &[]),
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.is_some()
+    }
+
+    /// Events that arrived for the feed since it was paused.
+    pub fn newer_while_paused(&self) -> u64 {
+        self.paused.as_ref().map_or(0, |p| p.newer)
+    }
+
+    /// Events buffered for the shown feed (before the text filter).
+    pub fn feed_len(&self) -> usize {
+        let (a, b) = self.shown();
+        a.len() + b.len()
+    }
+
+    /// The newest `rows` events of the feed that pass the filters, oldest first,
+    /// after skipping `feed_scroll` of them from the bottom.
+    pub fn feed(&self, rows: usize) -> Vec<&Event> {
+        let needle = self.text_filter.to_lowercase();
+        let wants = |ev: &&Arc<Event>| self.kind_filter.wants(ev) && ev.matches_text(&needle);
+        let (a, b) = self.shown();
+        let mut out: Vec<&Event> = a
+            .iter()
+            .chain(b)
+            .rev()
+            .filter(wants)
+            .skip(self.feed_scroll)
+            .take(rows)
+            .map(|e| &**e)
+            .collect();
+        out.reverse();
+        out
+    }
+
+    pub fn selected_index(&self) -> Option<usize> {
+        let id = self.selected.as_ref()?;
+        self.sessions.iter().position(|s| &s.id == id)
+    }
+
+    pub fn selected_session(&self) -> Option<&Session> {
+        self.selected_index().and_then(|i| self.sessions.get(i))
+    }
+
+    fn select_session(&mut self, id: Option<String>) {
+        if id == self.selected {
+            return;
+        }
+        self.selected = id;
+        self.tree_pid = None;
+        self.feed_scroll = 0;
+        self.fix_tree_selection();
+        if self.paused.is_some() {
+            self.freeze();
+        }
+    }
+
+    fn fix_tree_selection(&mut self) {
+        let rows = self.tree();
+        if !self
+            .tree_pid
+            .is_some_and(|pid| rows.iter().any(|r| r.pid == pid))
+        {
+            self.tree_pid = rows.first().map(|r| r.pid);
+        }
+    }
+
+    /// The selected session's processes, parents before children.
+    pub fn tree(&self) -> Vec<TreeRow> {
+        self.selected_session().map(tree_rows).unwrap_or_default()
+    }
+
+    fn freeze(&mut self) {
+        let (events, violations) = match self.buffer() {
+            Some(b) => (
+                b.events.iter().cloned().collect(),
+                b.violations.iter().cloned().collect(),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        self.paused = Some(Paused {
+            events,
+            violations,
+            newer: 0,
+        });
+    }
+
+    fn toggle_pause(&mut self) {
+        if self.paused.take().is_none() {
+            self.freeze();
+        } else {
+            self.feed_scroll = 0;
+        }
+    }
+
+    // --- keys ---------------------------------------------------------------
+
+    /// Handles one key; returns what the loop must do, if anything.
+    pub fn on_key(&mut self, key: KeyEvent) -> Option<Action> {
+        if key.kind == KeyEventKind::Release {
+            return None;
+        }
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl && matches!(key.code, KeyCode::Char('c')) {
+            return Some(Action::Quit);
+        }
+        match self.mode.clone() {
+            Mode::Help => {
+                // Any key closes the help; q still quits.
+                self.mode = Mode::Normal;
+                if key.code == KeyCode::Char('q') {
+                    return Some(Action::Quit);
+                }
+                None
+            }
+            Mode::Confirm { target, .. } => {
+                match key.code {
+                    KeyCode::Char('y' | 'Y') => {
+                        self.mode = Mode::Normal;
+                        return Some(Action::Kill(target));
+                    }
+                    KeyCode::Char('n' | 'N' | 'q') | KeyCode::Esc => {
+                        self.mode = Mode::Normal;
+                        self.say("kill cancelled".to_owned(), false);
+                    }
+                    _ => {}
+                }
+                None
+            }
+            Mode::Filter => {
+                match key.code {
+                    KeyCode::Enter => self.mode = Mode::Normal,
+                    KeyCode::Esc => {
+                        self.text_filter.clear();
+                        self.mode = Mode::Normal;
+                    }
+                    KeyCode::Backspace => {
+                        self.text_filter.pop();
+                    }
+                    KeyCode::Char('u') if ctrl => self.text_filter.clear(),
+                    KeyCode::Char(c) if !ctrl => self.text_filter.push(c),
+                    _ => {}
+                }
+                self.feed_scroll = 0;
+                None
+            }
+            Mode::Normal => self.normal_key(key),
+        }
+    }
+
+    fn normal_key(&mut self, key: KeyEvent) -> Option<Action> {
+        match key.code {
+            KeyCode::Char('q') => return Some(Action::Quit),
+            KeyCode::Char('?') | KeyCode::F(1) => self.mode = Mode::Help,
+            KeyCode::Tab => self.focus = self.focus.next(),
+            KeyCode::BackTab => self.focus = self.focus.prev(),
+            KeyCode::Up | KeyCode::Char('k') => self.move_by(-1),
+            KeyCode::Down | KeyCode::Char('j') => self.move_by(1),
+            KeyCode::PageUp => self.move_by(-10),
+            KeyCode::PageDown => self.move_by(10),
+            KeyCode::Home | KeyCode::Char('g') => self.move_by(isize::MIN / 2),
+            KeyCode::End | KeyCode::Char('G') => self.move_by(isize::MAX / 2),
+            KeyCode::Enter if self.focus == Focus::Sessions => self.focus = Focus::Tree,
+            KeyCode::Char('/') => {
+                self.mode = Mode::Filter;
+            }
+            KeyCode::Char('f') => {
+                self.kind_filter = self.kind_filter.step(1);
+                self.feed_scroll = 0;
+            }
+            KeyCode::Char('F') => {
+                self.kind_filter = self.kind_filter.step(-1);
+                self.feed_scroll = 0;
+            }
+            KeyCode::Esc => {
+                self.text_filter.clear();
+                self.kind_filter = KindFilter::All;
+                self.feed_scroll = 0;
+            }
+            KeyCode::Char(' ' | 'p') => self.toggle_pause(),
+            KeyCode::Char('K') => self.ask_kill_session(),
+            KeyCode::Char('x') => {
+                if self.focus == Focus::Tree {
+                    self.ask_kill_process();
+                } else {
+                    self.say(
+                        "x kills the process selected in the tree: Tab to the tree first"
+                            .to_owned(),
+                        true,
+                    );
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+
+    fn move_by(&mut self, by: isize) {
+        match self.focus {
+            Focus::Sessions => {
+                if self.sessions.is_empty() {
+                    return;
+                }
+                let at = self.selected_index().unwrap_or(0);
+                let to = at.saturating_add_signed(by).min(self.sessions.len() - 1);
+                let id = self.sessions.get(to).map(|s| s.id.clone());
+                self.select_session(id);
+            }
+            Focus::Tree => {
+                let rows = self.tree();
+                if rows.is_empty() {
+                    return;
+                }
+                let at = self
+                    .tree_pid
+                    .and_then(|pid| rows.iter().position(|r| r.pid == pid))
+                    .unwrap_or(0);
+                let to = at.saturating_add_signed(by).min(rows.len() - 1);
+                self.tree_pid = rows.get(to).map(|r| r.pid);
+            }
+            Focus::Feed => {
+                // Up scrolls back in time; scrolling pauses the feed so it holds still.
+                if by < 0 && self.paused.is_none() {
+                    self.freeze();
+                }
+                let back = self.feed_scroll as isize - by;
+                let max = self.feed_len().saturating_sub(1) as isize;
+                self.feed_scroll = back.clamp(0, max.max(0)) as usize;
+            }
+        }
+    }
+
+    fn ask_kill_session(&mut self) {
+        let Some(s) = self.selected_session() else {
+            self.say("no session selected".to_owned(), true);
+            return;
+        };
+        if !s.running {
+            let text = format!("session {} has already ended", s.short_id());
+            self.say(text, true);
+            return;
+        }
+        let n = s.processes.len();
+        let question = format!(
+            "Kill session {} ({}, root pid {}, {} process{})?",
+            s.short_id(),
+            s.agent,
+            s.root_pid,
+            n,
+            if n == 1 { "" } else { "es" }
+        );
+        self.mode = Mode::Confirm {
+            target: KillTarget::Session(s.id.clone()),
+            question,
+        };
+    }
+
+    fn ask_kill_process(&mut self) {
+        let (Some(s), Some(pid)) = (self.selected_session(), self.tree_pid) else {
+            self.say("no process selected".to_owned(), true);
+            return;
+        };
+        let comm = s
+            .processes
+            .iter()
+            .find(|p| p.pid == pid)
+            .map(|p| p.comm.clone())
+            .unwrap_or_default();
+        let below = subtree(s, pid).len().saturating_sub(1);
+        let question = match below {
+            0 => format!("Kill process {pid} ({comm})?"),
+            1 => format!("Kill process {pid} ({comm}) and its 1 descendant?"),
+            n => format!("Kill process {pid} ({comm}) and its {n} descendants?"),
+        };
+        self.mode = Mode::Confirm {
+            target: KillTarget::Pid(pid),
+            question,
+        };
+    }
+}
+
+/// `pid` and every process below it in the session.
+fn subtree(s: &Session, pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() && out.len() <= s.processes.len() {
+        let parent = out[i];
+        out.extend(
+            s.processes
+                .iter()
+                .filter(|p| p.ppid == parent && p.pid != parent)
+                .map(|p| p.pid),
+        );
+        i += 1;
+    }
+    out
+}
+
+/// The process tree of a session, depth first, with tree-drawing prefixes.
+pub fn tree_rows(s: &Session) -> Vec<TreeRow> {
+    let pids: std::collections::HashSet<u32> = s.processes.iter().map(|p| p.pid).collect();
+    let mut children: HashMap<u32, Vec<&Process>> = HashMap::new();
+    let mut roots: Vec<&Process> = Vec::new();
+    for p in &s.processes {
+        if p.ppid != p.pid && pids.contains(&p.ppid) {
+            children.entry(p.ppid).or_default().push(p);
+        } else {
+            roots.push(p);
+        }
+    }
+    for list in children.values_mut() {
+        list.sort_by_key(|p| p.pid);
+    }
+    roots.sort_by_key(|p| (p.pid != s.root_pid, p.pid));
+    let mut rows = Vec::with_capacity(s.processes.len());
+    let mut seen = std::collections::HashSet::new();
+    // (process, ancestors' "has more siblings" flags, is last child)
+    let mut stack: Vec<(&Process, Vec<bool>, bool, bool)> = roots
+        .iter()
+        .rev()
+        .map(|p| (*p, Vec::new(), false, true))
+        .collect();
+    while let Some((p, rails, last, root)) = stack.pop() {
+        if !seen.insert(p.pid) {
+            continue;
+        }
+        let mut prefix = String::new();
+        for more in &rails {
+            prefix.push_str(if *more { "│ " } else { "  " });
+        }
+        if !root {
+            prefix.push_str(if last { "└─" } else { "├─" });
+        }
+        rows.push(TreeRow {
+            pid: p.pid,
+            prefix,
+            command: p.command(),
+        });
+        if let Some(kids) = children.get(&p.pid) {
+            let mut child_rails = rails.clone();
+            if !root {
+                child_rails.push(!last);
+            }
+            for (i, kid) in kids.iter().enumerate().rev() {
+                stack.push((*kid, child_rails.clone(), i + 1 == kids.len(), false));
+            }
+        }
+    }
+    rows
+}
