@@ -10,6 +10,7 @@
 mod emit;
 mod enforce;
 mod file;
+mod floor;
 mod kernel;
 mod maps;
 mod net;

@@ -18,8 +18,8 @@ pub fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<16}  {:<14} {:>7}  {:<10} {:<8} {:>6} {:>6} {:>6} {:>5}  {}",
-        "SESSION", "AGENT", "ROOT", "USER", "STATE", "EXEC", "OPEN", "NET", "VIOL", "CWD"
+        "{:<16}  {:<14} {:>7}  {:<10} {:<8} {:>6} {:>6} {:>6} {:>5}  CWD",
+        "SESSION", "AGENT", "ROOT", "USER", "STATE", "EXEC", "OPEN", "NET", "VIOL"
     );
     for s in data.as_array().into_iter().flatten() {
         let c = &s["counts"];
@@ -107,7 +107,7 @@ pub fn human(ev: &Value) -> String {
     format!(
         "{time} {:<8} {:>7} {:<15} {:<13} {what}",
         session.get(8..).unwrap_or(&session),
-        ev["pid"],
+        ev["pid"].as_u64().unwrap_or(0),
         s("comm"),
         kind
     )

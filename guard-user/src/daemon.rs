@@ -160,6 +160,20 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `guard daemon --floor`: empty programs on guard's hooks until SIGTERM/SIGINT.
+pub async fn floor() -> anyhow::Result<()> {
+    let (programs, n) = crate::ebpf::load_floor().context("cannot attach the floor programs")?;
+    tracing::info!(attachments = n, "guard daemon ready (floor: empty programs)");
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    drop(programs);
+    Ok(())
+}
+
 /// The policy file's modification time (None for built-ins).
 fn stamp(source: &Source) -> Option<SystemTime> {
     match source {

@@ -46,6 +46,10 @@ enum Cmd {
         /// `ci`). Reloaded on SIGHUP and when the file changes.
         #[arg(long, value_name = "FILE|workstation|ci")]
         policy: Option<PathBuf>,
+        /// Benchmarks only: attach empty programs to guard's hooks and wait for
+        /// SIGTERM/SIGINT (the cost of the hooks alone).
+        #[arg(long, hide = true)]
+        floor: bool,
         /// Where to write events: a file, or `-` for standard output.
         #[arg(long, value_name = "PATH|-", default_value = "-")]
         events: PathBuf,
@@ -170,11 +174,15 @@ fn main() -> ExitCode {
             events,
             socket,
             policy,
+            floor,
         } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| {
+                if floor {
+                    return rt.block_on(daemon::floor());
+                }
                 rt.block_on(daemon::run(daemon::Options {
                     agents,
                     events,

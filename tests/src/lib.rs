@@ -16,7 +16,7 @@
 //! `GUARD_E2E_FULL_LOG=1` (do not shorten the daemon's log in failure messages).
 
 use std::collections::HashMap;
-use std::ffi::{CString, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::ffi::OsStringExt;
@@ -300,13 +300,19 @@ impl Daemon {
 
     /// [`Daemon::start`], with the events written where `to` says.
     pub fn start_with(agents: &[&str], to: EventsTo) -> Daemon {
+        Daemon::start_with_args(agents, to, &[])
+    }
+
+    /// [`Daemon::start_with`], with `extra` arguments after `daemon` (`--policy FILE`).
+    /// With no `agents`, the policy's `[agents] names` start sessions.
+    pub fn start_with_args(agents: &[&str], to: EventsTo, extra: &[&OsStr]) -> Daemon {
         require_root();
         let bin = guard_bin();
         let dir = TempDir::new("guard-e2e-daemon");
         let events_path = (to == EventsTo::File).then(|| dir.join("events.jsonl"));
         let socket_path = dir.join("guard.sock");
         let mut cmd = Command::new(&bin);
-        cmd.arg("daemon");
+        cmd.arg("daemon").args(extra);
         for agent in agents {
             cmd.arg("--agent").arg(agent);
         }
@@ -366,6 +372,11 @@ impl Daemon {
 
     pub fn socket(&self) -> &Path {
         &self.socket_path
+    }
+
+    /// The daemon's pid (None once it was stopped), to signal it (SIGHUP).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// The events file (None with [`EventsTo::Stdout`]).

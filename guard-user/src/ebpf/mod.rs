@@ -63,6 +63,72 @@ pub enum Error {
 /// The object built by guard-user/build.rs from guard-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard-ebpf"));
 
+/// Raw tracepoints: (program, tracepoint).
+const RAW_TRACEPOINTS: [(&str, &str); 3] = [
+    ("sched_process_fork", "sched_process_fork"),
+    ("sched_process_exec", "sched_process_exec"),
+    ("sched_process_exit", "sched_process_exit"),
+];
+
+/// Syscall tracepoints: (program, tracepoints it is attached to).
+const SYSCALL_TRACEPOINTS: [(&str, &[&str]); 6] = [
+    ("sys_enter_openat", &["sys_enter_openat"]),
+    ("sys_enter_open", &["sys_enter_open"]),
+    ("sys_enter_creat", &["sys_enter_creat"]),
+    ("sys_enter_openat2", &["sys_enter_openat2"]),
+    ("sys_exit_open", &["sys_exit_openat", "sys_exit_open", "sys_exit_creat", "sys_exit_openat2"]),
+    ("sys_exit_net", &["sys_exit_connect", "sys_exit_sendto", "sys_exit_sendmsg", "sys_exit_sendmmsg"]),
+];
+
+/// open(2) and creat(2) do not exist on every architecture.
+fn legacy(tp: &str) -> bool {
+    matches!(tp, "sys_enter_open" | "sys_enter_creat" | "sys_exit_open" | "sys_exit_creat")
+}
+
+/// Empty programs attached to exactly the hooks guard uses (`guard daemon
+/// --floor`), for benchmarks; dropping the value detaches them.
+pub fn load_floor() -> Result<(Ebpf, usize), Error> {
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        return Err(Error::NotRoot { euid });
+    }
+    mounts::ensure_tracefs()?;
+    let cgroup_path = mounts::cgroup2_root()?;
+    let cgroup = File::open(&cgroup_path).map_err(|source| Error::Cgroup { path: cgroup_path.clone(), source })?;
+    let mut bpf = Ebpf::load(OBJECT).map_err(Error::Load)?;
+    let mut n = 0;
+    let p: &mut RawTracePoint = program_mut(&mut bpf, "floor_raw")?;
+    p.load().map_err(|source| Error::Program { program: "floor_raw", source })?;
+    for (_, tp) in RAW_TRACEPOINTS {
+        p.attach(tp).map_err(|source| Error::Attach { program: "floor_raw", target: tp.to_owned(), source })?;
+        n += 1;
+    }
+    let p: &mut TracePoint = program_mut(&mut bpf, "floor_tp")?;
+    p.load().map_err(|source| Error::Program { program: "floor_tp", source })?;
+    for tp in SYSCALL_TRACEPOINTS.iter().flat_map(|(_, tps)| tps.iter()) {
+        match p.attach("syscalls", tp) {
+            Ok(_) => n += 1,
+            Err(_) if legacy(tp) => {}
+            Err(source) => return Err(Error::Attach { program: "floor_tp", target: (*tp).to_owned(), source }),
+        }
+    }
+    for program in ["floor_connect4", "floor_connect6", "floor_sendmsg4", "floor_sendmsg6"] {
+        let p: &mut CgroupSockAddr = program_mut(&mut bpf, program)?;
+        p.load().map_err(|source| Error::Program { program, source })?;
+        p.attach(&cgroup, CgroupAttachMode::Single).map_err(|source| Error::Attach {
+            program,
+            target: cgroup_path.display().to_string(),
+            source,
+        })?;
+        n += 1;
+    }
+    Ok((bpf, n))
+}
+
+/// Lost records by kind, and children that escaped tracking (map full).
+pub type Lost = (Vec<(&'static str, u64)>, u64);
+
 /// Loaded and attached programs with the maps user space uses.
 pub struct Kernel {
     // Owns the programs and their links; dropped last.
@@ -112,11 +178,7 @@ impl Kernel {
         }
         let mut attached = Vec::new();
 
-        for (program, tp) in [
-            ("sched_process_fork", "sched_process_fork"),
-            ("sched_process_exec", "sched_process_exec"),
-            ("sched_process_exit", "sched_process_exit"),
-        ] {
+        for (program, tp) in RAW_TRACEPOINTS {
             let p: &mut RawTracePoint = program_mut(&mut bpf, program)?;
             p.load()
                 .map_err(|source| Error::Program { program, source })?;
@@ -128,43 +190,14 @@ impl Kernel {
             attached.push(format!("raw_tracepoint/{tp}"));
         }
 
-        let syscalls: [(&'static str, &[&str]); 6] = [
-            ("sys_enter_openat", &["sys_enter_openat"]),
-            ("sys_enter_open", &["sys_enter_open"]),
-            ("sys_enter_creat", &["sys_enter_creat"]),
-            ("sys_enter_openat2", &["sys_enter_openat2"]),
-            (
-                "sys_exit_open",
-                &[
-                    "sys_exit_openat",
-                    "sys_exit_open",
-                    "sys_exit_creat",
-                    "sys_exit_openat2",
-                ],
-            ),
-            (
-                "sys_exit_net",
-                &[
-                    "sys_exit_connect",
-                    "sys_exit_sendto",
-                    "sys_exit_sendmsg",
-                    "sys_exit_sendmmsg",
-                ],
-            ),
-        ];
-        for (program, tracepoints) in syscalls {
+        for (program, tracepoints) in SYSCALL_TRACEPOINTS {
             let p: &mut TracePoint = program_mut(&mut bpf, program)?;
             p.load()
                 .map_err(|source| Error::Program { program, source })?;
             for tp in tracepoints {
-                // open(2) and creat(2) do not exist on every architecture.
-                let legacy = matches!(
-                    *tp,
-                    "sys_enter_open" | "sys_enter_creat" | "sys_exit_open" | "sys_exit_creat"
-                );
                 match p.attach("syscalls", tp) {
                     Ok(_) => attached.push(format!("tracepoint/syscalls/{tp}")),
-                    Err(e) if legacy => {
+                    Err(e) if legacy(tp) => {
                         tracing::warn!("{tp} not attached ({e}); this architecture may lack it")
                     }
                     Err(source) => {
@@ -284,7 +317,7 @@ impl Kernel {
 
     /// Lost records by kind (summed over CPUs), and children that escaped tracking
     /// because the map was full.
-    pub fn lost(&self) -> Result<(Vec<(&'static str, u64)>, u64), Error> {
+    pub fn lost(&self) -> Result<Lost, Error> {
         let read = |i: u32| -> Result<u64, Error> {
             let v = self.counters.get(&i, 0).map_err(|source| Error::Map {
                 map: "COUNTERS",

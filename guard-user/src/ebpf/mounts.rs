@@ -94,6 +94,16 @@ pub fn cgroup2_root() -> Result<PathBuf, Error> {
         .ok_or(Error::NoCgroup2)
 }
 
+/// The cgroup v2 id of a process (what `bpf_get_current_cgroup_id` returns): the
+/// inode number of its cgroup directory under the cgroup2 mount.
+pub fn cgroup_id_of(cgroup2: &Path, pid: u32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let dir = cgroup2.join(rel.trim_start_matches('/'));
+    std::fs::metadata(dir).ok().map(|m| m.ino())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,14 +131,4 @@ mod tests {
     fn unescapes_mount_points() {
         assert_eq!(unescape(r"/mnt/with\040space"), "/mnt/with space");
     }
-}
-
-/// The cgroup v2 id of a process (what `bpf_get_current_cgroup_id` returns): the
-/// inode number of its cgroup directory under the cgroup2 mount.
-pub fn cgroup_id_of(cgroup2: &Path, pid: u32) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let dir = cgroup2.join(rel.trim_start_matches('/'));
-    std::fs::metadata(dir).ok().map(|m| m.ino())
 }

@@ -157,7 +157,7 @@ pub(crate) mod tests {
         let body = ExecBody {
             start_ns: 5,
             exe_len: 7,
-            argv_len: 9,
+            argv_len: 11,
         };
         let rec = record(EventKind::Exec, &body, b"/bin/shsh\0-c\0true\0");
         let Record { header, body } = decode(&rec).expect("decodes");

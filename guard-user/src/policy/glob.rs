@@ -93,10 +93,9 @@ pub fn homes() -> Vec<String> {
         if (uid == 0 || (1000..65534).contains(&uid))
             && home.starts_with('/')
             && Path::new(home).is_dir()
+            && !out.iter().any(|h| h == home)
         {
-            if !out.iter().any(|h| h == home) {
-                out.push(home.to_owned());
-            }
+            out.push(home.to_owned());
         }
     }
     if out.is_empty() {

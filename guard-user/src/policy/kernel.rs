@@ -174,7 +174,7 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts) -> KernelRules 
                 except,
                 access: acc,
             } => {
-                let bits = u8::from(acc.read) * access::READ | u8::from(acc.write) * access::WRITE;
+                let bits = (u8::from(acc.read) * access::READ) | (u8::from(acc.write) * access::WRITE);
                 let kill = RuleRef {
                     rule: index,
                     access: bits,

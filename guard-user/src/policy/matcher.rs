@@ -266,7 +266,7 @@ impl Compiled {
             }
         }
         // Strongest action first: it is the one reported as the outcome.
-        out.sort_by(|a, b| b.action.cmp(&a.action));
+        out.sort_by_key(|h| std::cmp::Reverse(h.action));
         out
     }
 
@@ -278,7 +278,7 @@ impl Compiled {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::model::{Access, Pos, Rule};
+    use crate::policy::model::{Access, Pos, Rule, Scope};
     use guard_common::OpenCall;
 
     fn rule(id: &str, kind: Kind, action: Action, scope: Scope) -> Rule {

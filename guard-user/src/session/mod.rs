@@ -259,7 +259,7 @@ mod tests {
         }
     }
 
-    fn exec(pid: u32, root: bool) -> Detail {
+    fn exec(root: bool) -> Detail {
         Detail::Exec {
             exe: "/usr/bin/codex".into(),
             exe_truncated: false,
@@ -272,7 +272,7 @@ mod tests {
     #[test]
     fn agent_exec_starts_a_session_once() {
         let mut r = Registry::default();
-        let first = ev(10, 7, exec(10, true));
+        let first = ev(10, 7, exec(true));
         let start = r.before(&first).expect("session_start");
         assert!(matches!(
             start.detail,
@@ -284,7 +284,7 @@ mod tests {
         ));
         assert!(r.after(&first).is_none());
         assert!(
-            r.before(&ev(10, 7, exec(10, true))).is_none(),
+            r.before(&ev(10, 7, exec(true))).is_none(),
             "second exec is not a new session"
         );
         assert_eq!(r.session(SessionId(7)).map(|s| s.counts.exec), Some(2 - 1));
@@ -293,7 +293,7 @@ mod tests {
     #[test]
     fn root_exit_ends_session_and_names_stragglers() {
         let mut r = Registry::default();
-        let root = ev(10, 7, exec(10, true));
+        let root = ev(10, 7, exec(true));
         r.before(&root);
         r.after(&root);
         r.after(&ev(10, 7, Detail::Fork { child_pid: 11 }));
@@ -330,7 +330,7 @@ mod tests {
     #[test]
     fn child_inherits_parent_exe_until_it_execs() {
         let mut r = Registry::default();
-        let root = ev(10, 7, exec(10, true));
+        let root = ev(10, 7, exec(true));
         r.before(&root);
         r.after(&root);
         r.after(&ev(10, 7, Detail::Fork { child_pid: 11 }));

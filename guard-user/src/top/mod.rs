@@ -30,7 +30,10 @@ use std::{
 use chrono::Utc;
 use crossterm::{
     cursor, event, execute,
-    terminal::{EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode},
+    terminal::{
+        Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode,
+        enable_raw_mode,
+    },
 };
 use ratatui::{Terminal, backend::CrosstermBackend};
 use serde_json::Value;
@@ -141,7 +144,15 @@ struct Screen {
 
 fn restore() {
     let _ = disable_raw_mode();
-    let _ = execute!(io::stdout(), LeaveAlternateScreen, cursor::Show);
+    // Blank the alternate screen first: some terminals (tmux after a resize) copy
+    // part of it back onto the normal screen when it is left.
+    let _ = execute!(
+        io::stdout(),
+        Clear(ClearType::All),
+        cursor::MoveTo(0, 0),
+        LeaveAlternateScreen,
+        cursor::Show
+    );
 }
 
 impl Screen {

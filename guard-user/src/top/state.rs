@@ -299,13 +299,19 @@ impl Event {
                 strings("access").join(","),
                 s("result")
             ),
-            "connect" | "send" => format!(
-                "{} {}:{} {}",
-                s("proto"),
-                s("addr"),
-                num("port"),
-                s("result")
-            ),
+            "connect" | "send" => {
+                let host = match s("host") {
+                    "" => String::new(),
+                    host => format!(" ({host})"),
+                };
+                format!(
+                    "{} {}:{}{host} {}",
+                    s("proto"),
+                    s("addr"),
+                    num("port"),
+                    s("result")
+                )
+            }
             "fork" => format!("child {}", num("child_pid")),
             "exit" => match ev.get("signal") {
                 Some(sig) => format!("killed by signal {sig}"),
@@ -313,19 +319,39 @@ impl Event {
             },
             "session_start" => format!("{} started ({}) in {}", s("agent"), s("how"), s("cwd")),
             "session_end" => {
-                let left: Vec<String> = ev
-                    .get("stragglers")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .map(Value::to_string)
-                    .collect();
-                if left.is_empty() {
-                    "ended".to_owned()
-                } else {
-                    format!("ended; stragglers {}", left.join(" "))
+                let pids = |k: &str| -> String {
+                    let list: Vec<String> = ev
+                        .get(k)
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .map(Value::to_string)
+                        .collect();
+                    list.join(" ")
+                };
+                let mut what = "ended".to_owned();
+                for (key, label) in [("stragglers", "stragglers"), ("killed", "killed")] {
+                    let list = pids(key);
+                    if !list.is_empty() {
+                        what.push_str(&format!("; {label} {list}"));
+                    }
                 }
+                what
             }
+            "policy_loaded" => format!(
+                "policy {} loaded ({}, {} rules, {} warnings)",
+                s("policy"),
+                s("mode"),
+                num("rules"),
+                ev.get("warnings")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len)
+            ),
+            "policy_rejected" => format!(
+                "policy {} rejected: {}",
+                s("policy"),
+                strings("errors").join("; ")
+            ),
             "lost" => format!(
                 "lost {} events: {}",
                 num("total"),
@@ -473,7 +499,7 @@ impl KindFilter {
             KindFilter::Open => "open",
             KindFilter::Net => "connect/send",
             KindFilter::Process => "fork/exit",
-            KindFilter::Session => "session",
+            KindFilter::Session => "session/policy",
             KindFilter::Violations => "violations",
         }
     }
@@ -491,7 +517,9 @@ impl KindFilter {
             KindFilter::Open => ev.kind == "open",
             KindFilter::Net => ev.kind == "connect" || ev.kind == "send",
             KindFilter::Process => ev.kind == "fork" || ev.kind == "exit",
-            KindFilter::Session => ev.kind.starts_with("session") || ev.kind == "lost",
+            KindFilter::Session => {
+                ev.kind.starts_with("session") || ev.kind.starts_with("policy") || ev.kind == "lost"
+            }
             KindFilter::Violations => ev.violation.is_some(),
         }
     }

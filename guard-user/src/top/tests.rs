@@ -516,6 +516,19 @@ fn events_read_for_people() {
     );
     assert_eq!(e[0].time, "10:20:21.000");
     assert!(e[3].violation.is_some() && e[2].violation.is_none());
+    let end = event(json!({"kind": "session_end", "stragglers": [7], "killed": [7, 8]}));
+    assert_eq!(end.what, "ended; stragglers 7; killed 7 8");
+    let loaded = event(
+        json!({"kind": "policy_loaded", "policy": "ci", "mode": "enforce", "rules": 4, "warnings": ["W102"]}),
+    );
+    assert_eq!(
+        loaded.what,
+        "policy ci loaded (enforce, 4 rules, 1 warnings)"
+    );
+    let net = event(
+        json!({"kind": "connect", "proto": "tcp", "addr": "1.2.3.4", "port": 443, "host": "github.com", "result": "ok"}),
+    );
+    assert_eq!(net.what, "tcp 1.2.3.4:443 (github.com) ok");
     let odd =
         event(json!({"kind": "policy_reload", "ts": "x", "pid": 1, "file": "/etc/guard.toml"}));
     assert_eq!(odd.what, r#"{"file":"/etc/guard.toml"}"#);

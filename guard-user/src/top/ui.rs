@@ -69,9 +69,14 @@ pub fn draw(frame: &mut Frame, app: &App) {
     }
 }
 
+/// `n * num / den`, without overflow.
+fn share(n: u16, num: u32, den: u32) -> u16 {
+    u16::try_from(u32::from(n) * num / den).unwrap_or(u16::MAX)
+}
+
 fn draw_full(frame: &mut Frame, app: &App, area: Rect) {
-    let wanted = app.sessions.len().max(1) as u16 + 3;
-    let sessions_h = wanted.clamp(4, (area.height * 2 / 5).max(4));
+    let wanted = app.sessions.len().clamp(1, 1000) as u16 + 3;
+    let sessions_h = wanted.clamp(4, share(area.height, 2, 5).max(4));
     let [top, middle, status, hints] = Layout::vertical([
         Constraint::Length(sessions_h),
         Constraint::Min(3),
@@ -91,8 +96,8 @@ fn draw_full(frame: &mut Frame, app: &App, area: Rect) {
 /// Small terminals: the sessions, then the tree or the feed (whichever has the
 /// focus), then one line of status or prompt.
 fn draw_compact(frame: &mut Frame, app: &App, area: Rect) {
-    let wanted = app.sessions.len().max(1) as u16 + 3;
-    let sessions_h = wanted.clamp(3, (area.height.saturating_sub(1) * 3 / 5).max(3));
+    let wanted = app.sessions.len().clamp(1, 1000) as u16 + 3;
+    let sessions_h = wanted.clamp(3, share(area.height.saturating_sub(1), 3, 5).max(4));
     let [top, bottom, status] = Layout::vertical([
         Constraint::Length(sessions_h),
         Constraint::Min(0),

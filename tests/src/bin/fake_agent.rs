@@ -9,6 +9,15 @@
 //! - `net PORT4 PORT6 UPORT4 UPORT6 CLOSED4`: TCP and UDP to the test's loopback listeners.
 //! - `exit CODE`: exits with CODE at once.
 //! - `signals`: has a child killed by SIGKILL, then dies of SIGTERM itself.
+//! - `read PATH`: reads PATH and prints what it read as `data=...`.
+//! - `read-then-cat PATH`: reads PATH itself (`data=...`), then has `cat PATH` read it
+//!   (`cat_pid`, `cat_out=...`, and `cat_signal` or `cat_code`).
+//! - `run PROG [ARG]...`: runs PROG in its own process group, its stdout and stderr
+//!   this process's; reports `child`, then `child_signal` or `child_code`, then kills
+//!   whatever is left of that process group.
+//! - `net-try SPEC...`: for each `tcp:ADDR` (connect, then send `hello`), `udp:ADDR`
+//!   (`sendto` from an unconnected socket) or `udpc:ADDR` (connect, then send), ADDR
+//!   being `IP:PORT` or `[IP6]:PORT`, reports `SPEC=0` on success or `SPEC=<errno>`.
 //!
 //! Whatever the tests need to match against the daemon's events (pids, tids, fds, errnos)
 //! is printed on stdout as `key=value` lines. Any failure exits non-zero with a message.
@@ -40,9 +49,14 @@ fn main() -> Result<()> {
         ),
         ["exit", code] => std::process::exit(code.parse().context("bad exit code")?),
         ["signals"] => signals(),
+        ["read", path] => read(Path::new(path)),
+        ["read-then-cat", path] => read_then_cat(Path::new(path)),
+        ["run", prog, rest @ ..] => run(prog, rest),
+        ["net-try", specs @ ..] if !specs.is_empty() => net_try(specs),
         _ => bail!(
             "usage: guard-fake-agent tree DIR | files DIR | net PORT4 PORT6 UPORT4 UPORT6 CLOSED4 \
-             | exit CODE | signals"
+             | exit CODE | signals | read PATH | read-then-cat PATH | run PROG [ARG]... \
+             | net-try SPEC..."
         ),
     }
 }
@@ -320,6 +334,92 @@ fn signals() -> Result<()> {
     // SAFETY: SIGTERM's default action ends this process here.
     unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
     bail!("still alive after SIGTERM")
+}
+
+/// Reads `path` and prints its content (`data=...`): a kill at open leaves no `data` line.
+fn read(path: &Path) -> Result<()> {
+    report("pid", std::process::id());
+    let data = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    report("data", String::from_utf8_lossy(&data).trim_end());
+    Ok(())
+}
+
+/// Reads `path` itself, then has a `cat` child read it.
+fn read_then_cat(path: &Path) -> Result<()> {
+    read(path)?;
+    let cat = Command::new("cat")
+        .arg(path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("spawn cat")?;
+    report("cat_pid", cat.id());
+    let out = cat.wait_with_output().context("wait for cat")?;
+    report("cat_out", String::from_utf8_lossy(&out.stdout).trim_end());
+    report_status("cat", out.status);
+    Ok(())
+}
+
+/// Runs `prog` in its own process group and reports how it ended; then kills what is
+/// left of its group (what a killed script had started).
+fn run(prog: &str, args: &[&str]) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(prog)
+        .args(args)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("spawn {prog}"))?;
+    let pid = child.id();
+    report("child", pid);
+    let status = child.wait().with_context(|| format!("wait for {prog}"))?;
+    report_status("child", status);
+    // SAFETY: signalling the process group the child led (ESRCH if it is empty).
+    unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+    Ok(())
+}
+
+/// `KEY_signal=N` or `KEY_code=N`.
+fn report_status(key: &str, status: std::process::ExitStatus) {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.signal(), status.code()) {
+        (Some(signal), _) => report(&format!("{key}_signal"), signal),
+        (None, Some(code)) => report(&format!("{key}_code"), code),
+        (None, None) => report(&format!("{key}_status"), status),
+    }
+}
+
+/// TCP connects and UDP datagrams to the given destinations, each reported as 0 or its
+/// errno.
+fn net_try(specs: &[&str]) -> Result<()> {
+    for spec in specs {
+        let (proto, addr) = spec
+            .split_once(':')
+            .with_context(|| format!("bad spec {spec:?}"))?;
+        let addr: SocketAddr = addr
+            .parse()
+            .with_context(|| format!("bad address in {spec:?}"))?;
+        let result = match proto {
+            // A blocking connect: on loopback it completes or fails at once.
+            "tcp" => TcpStream::connect(addr).and_then(|mut s| s.write_all(b"hello")),
+            "udp" | "udpc" => {
+                let local: SocketAddr = match addr {
+                    SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+                    SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+                };
+                UdpSocket::bind(local)
+                    .and_then(|s| match proto {
+                        "udp" => s.send_to(b"hello", addr),
+                        _ => s.connect(addr).and_then(|()| s.send(b"hello")),
+                    })
+                    .map(drop)
+            }
+            _ => bail!("bad protocol in {spec:?}"),
+        };
+        report(
+            spec,
+            result.err().map_or(0, |e| e.raw_os_error().unwrap_or(-1)),
+        );
+    }
+    Ok(())
 }
 
 /// Prints `key=value` with a single write(2): safe in a forked child, and never duplicated

@@ -1,0 +1,223 @@
+/*
+ * Workloads for `cargo xtask bench`, compiled with gcc at bench time.
+ *
+ *   workload UID open N PATH        open(PATH, O_RDONLY) + close, N times
+ *   workload UID forkexec N         fork + exec /bin/true + wait, N times
+ *   workload UID connect N PORT     TCP connect to 127.0.0.1:PORT + close, N times
+ *   workload UID git N DIR          in the git repository DIR, N times:
+ *                                   git checkout -q b; git checkout -q a;
+ *                                   git status --porcelain
+ *   workload UID gen RATE SECS K PATH
+ *                                   capacity generator: K processes open+close PATH
+ *                                   at RATE opens per second (in total) for SECS
+ *
+ * The process first drops to UID (gid UID, no supplementary groups) when UID is
+ * not 0, so every setup runs the same process under the same credentials and the
+ * peers (auditd, opensnoop, execsnoop, bpftrace) can filter the workload and all
+ * its descendants in the kernel by that uid.
+ *
+ * Prints the seconds the loop took (CLOCK_MONOTONIC) on stdout; for `gen`, the
+ * opens done and the seconds taken. Exits non-zero on any failure.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what) {
+    fprintf(stderr, "workload: %s: %s\n", what, strerror(errno));
+    exit(1);
+}
+
+static long arg_long(const char *s) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < 0) {
+        fprintf(stderr, "workload: bad number: %s\n", s);
+        exit(2);
+    }
+    return v;
+}
+
+static void drop_to(uid_t uid) {
+    if (uid == 0) return;
+    if (setgroups(0, NULL) != 0) die("setgroups");
+    if (setresgid(uid, uid, uid) != 0) die("setresgid");
+    if (setresuid(uid, uid, uid) != 0) die("setresuid");
+}
+
+static void open_loop(long n, const char *path) {
+    for (long i = 0; i < n; i++) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) die("open");
+        close(fd);
+    }
+}
+
+static void forkexec_loop(long n) {
+    for (long i = 0; i < n; i++) {
+        pid_t pid = fork();
+        if (pid < 0) die("fork");
+        if (pid == 0) {
+            execl("/bin/true", "true", (char *)NULL);
+            _exit(127);
+        }
+        int status;
+        if (waitpid(pid, &status, 0) < 0) die("waitpid");
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            fprintf(stderr, "workload: /bin/true failed (status %d)\n", status);
+            exit(1);
+        }
+    }
+}
+
+static void connect_loop(long n, int port) {
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((unsigned short)port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    /* Reset on close: no TIME_WAIT, so ephemeral ports never run out. */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    for (long i = 0; i < n; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) die("socket");
+        if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) != 0) die("setsockopt");
+        if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) die("connect");
+        close(fd);
+    }
+}
+
+static void run_git(const char *dir, char *const argv[]) {
+    pid_t pid = fork();
+    if (pid < 0) die("fork");
+    if (pid == 0) {
+        int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        if (null >= 0) dup2(null, 1);
+        if (chdir(dir) != 0) _exit(126);
+        execvp("git", argv);
+        _exit(127);
+    }
+    int status;
+    if (waitpid(pid, &status, 0) < 0) die("waitpid");
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "workload: git %s failed (status %d)\n", argv[1], status);
+        exit(1);
+    }
+}
+
+static void git_loop(long n, const char *dir) {
+    char *to_b[] = {"git", "checkout", "-q", "b", NULL};
+    char *to_a[] = {"git", "checkout", "-q", "a", NULL};
+    char *status[] = {"git", "status", "--porcelain", NULL};
+    for (long i = 0; i < n; i++) {
+        run_git(dir, to_b);
+        run_git(dir, to_a);
+        run_git(dir, status);
+    }
+}
+
+/* One generator process: `rate` opens per second for `secs` seconds, paced in
+ * batches so the kernel sees a steady stream. Returns the opens done. */
+static long gen_one(double rate, double secs, const char *path) {
+    const long batch = 32;
+    double start = now();
+    double end = start + secs;
+    long done = 0;
+    for (;;) {
+        double t = now();
+        if (t >= end) break;
+        double due = start + (double)(done + batch) / rate;
+        if (due > t) {
+            double wait = due - t;
+            struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        for (long i = 0; i < batch; i++) {
+            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0) die("open");
+            close(fd);
+        }
+        done += batch;
+    }
+    return done;
+}
+
+static void gen(double rate, double secs, long k, const char *path) {
+    int fds[2];
+    if (pipe(fds) != 0) die("pipe");
+    double start = now();
+    for (long i = 0; i < k; i++) {
+        pid_t pid = fork();
+        if (pid < 0) die("fork");
+        if (pid == 0) {
+            close(fds[0]);
+            long done = gen_one(rate / (double)k, secs, path);
+            if (write(fds[1], &done, sizeof done) != sizeof done) _exit(1);
+            _exit(0);
+        }
+    }
+    close(fds[1]);
+    long total = 0, one;
+    while (read(fds[0], &one, sizeof one) == sizeof one) total += one;
+    int status, failed = 0;
+    while (wait(&status) > 0)
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) failed = 1;
+    if (failed) {
+        fprintf(stderr, "workload: a generator process failed\n");
+        exit(1);
+    }
+    printf("%ld %.6f\n", total, now() - start);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 4) {
+        fprintf(stderr, "usage: workload UID open|forkexec|connect|git|gen N [ARGS]\n");
+        return 2;
+    }
+    drop_to((uid_t)arg_long(argv[1]));
+    const char *mode = argv[2];
+    if (strcmp(mode, "gen") == 0) {
+        if (argc != 7) {
+            fprintf(stderr, "usage: workload UID gen RATE SECS K PATH\n");
+            return 2;
+        }
+        gen((double)arg_long(argv[3]), (double)arg_long(argv[4]), arg_long(argv[5]), argv[6]);
+        return 0;
+    }
+    long n = arg_long(argv[3]);
+    double start = now();
+    if (strcmp(mode, "open") == 0 && argc == 5) {
+        open_loop(n, argv[4]);
+    } else if (strcmp(mode, "forkexec") == 0 && argc == 4) {
+        forkexec_loop(n);
+    } else if (strcmp(mode, "connect") == 0 && argc == 5) {
+        connect_loop(n, (int)arg_long(argv[4]));
+    } else if (strcmp(mode, "git") == 0 && argc == 5) {
+        git_loop(n, argv[4]);
+    } else {
+        fprintf(stderr, "workload: bad arguments for %s\n", mode);
+        return 2;
+    }
+    printf("%.6f\n", now() - start);
+    return 0;
+}

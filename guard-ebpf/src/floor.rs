@@ -1,0 +1,38 @@
+//! Empty programs on exactly guard's hooks, for `guard daemon --floor`: the cost a
+//! benchmark measures with them attached is what the choice of hooks costs before
+//! guard does any work (the floor guard's own overhead is measured against).
+
+use aya_ebpf::{
+    macros::{cgroup_sock_addr, raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, SockAddrContext, TracePointContext},
+};
+
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn floor_raw(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_openat")]
+pub fn floor_tp(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn floor_connect4(_ctx: SockAddrContext) -> i32 {
+    1
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn floor_connect6(_ctx: SockAddrContext) -> i32 {
+    1
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn floor_sendmsg4(_ctx: SockAddrContext) -> i32 {
+    1
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn floor_sendmsg6(_ctx: SockAddrContext) -> i32 {
+    1
+}
