@@ -93,12 +93,12 @@ fn lookup_bytes(slot: u32, generation: u8, kind: u8, src: *const u8, len: u32) -
     lookup_slot(slot, generation, kind, n, exact)
 }
 
-/// The rule to enforce among matches: a kill rule whose scope and access apply,
-/// unless an exception of the same rule matched too.
+/// The rule to enforce among matches: a rule with `verdict` (KILL or DENY) whose
+/// scope and access apply, unless an exception of the same rule matched too.
 #[inline(always)]
-fn pick(matches: [RuleRef; 3], is_root: bool, want: u8) -> Option<u16> {
+fn pick(matches: [RuleRef; 3], is_root: bool, want: u8, verdict: u8) -> Option<u16> {
     for r in matches.iter() {
-        let kills = r.flags & rule_flags::KILL != 0 && r.flags & rule_flags::EXCEPT == 0;
+        let kills = r.flags & verdict != 0 && r.flags & rule_flags::EXCEPT == 0;
         if kills && scope_ok(r.flags, is_root) && (want == 0 || r.access & want != 0) {
             let excepted = matches
                 .iter()
@@ -120,11 +120,9 @@ fn kill(rule: u16) -> u16 {
     if rc == 0 { rule | enforced::KILLED } else { rule }
 }
 
-/// Open of `file` (path in `path[start..end]`) with open `flags`: kill when a kernel
-/// rule says so. Returns the event's `rule` field (0: nothing enforced).
+/// The accesses an open with `open_flags` asks for.
 #[inline(always)]
-pub fn on_open(file: *const core::ffi::c_void, path: *const u8, len: u32, open_flags: u64, is_root: bool) -> u16 {
-    let generation = config().generation as u8;
+fn wanted(open_flags: u64) -> u8 {
     let mode = open_flags & 0o3;
     let mut want = 0u8;
     if open_flags & 0o10000000 == 0 && (mode == 0 || mode == 2) {
@@ -133,21 +131,38 @@ pub fn on_open(file: *const core::ffi::c_void, path: *const u8, len: u32, open_f
     if mode == 1 || mode == 2 || open_flags & (0o100 | 0o1000) != 0 {
         want |= access::WRITE;
     }
+    want
+}
+
+/// Matches of an opened file: whole path, file name, reversed file name.
+#[inline(always)]
+fn open_matches(file: *const core::ffi::c_void, path: *const u8, len: u32) -> [RuleRef; 3] {
+    let generation = config().generation as u8;
     let whole = lookup_bytes(0, generation, path_kind::FILE, path, len);
-    let (Some(name), Some(rev)) = (slot_bytes(1), slot_bytes(2)) else { return 0 };
+    let (Some(name), Some(rev)) = (slot_bytes(1), slot_bytes(2)) else { return [whole, RuleRef::default(), RuleRef::default()] };
     let name_len = kernel::file_name(file, name);
     let by_name = lookup_slot(1, generation, path_kind::FILE_NAME, name_len, true);
     kernel::reverse(rev, name, name_len);
     let by_suffix = lookup_slot(2, generation, path_kind::FILE_NAME_REV, name_len, true);
-    match pick([whole, by_name, by_suffix], is_root, want) {
-        Some(rule) => kill(rule),
-        None => 0,
-    }
+    [whole, by_name, by_suffix]
 }
 
-/// Exec of the file at `path` (resolved) by a process now named `comm`.
+/// BPF-LSM `file_open`: whether a `deny` rule refuses this open.
 #[inline(always)]
-pub fn on_exec(path: *const u8, len: u32, comm: &[u8; 16], is_root: bool) -> u16 {
+pub fn deny_open(file: *const core::ffi::c_void, path: *const u8, len: u32, open_flags: u64, is_root: bool) -> Option<u16> {
+    pick(open_matches(file, path, len), is_root, wanted(open_flags), rule_flags::DENY)
+}
+
+/// BPF-LSM `bprm_check_security`: whether a `deny` rule refuses this exec.
+#[inline(always)]
+pub fn deny_exec(file: *const core::ffi::c_void, path: *const u8, len: u32, comm: &[u8; 16], is_root: bool) -> Option<u16> {
+    pick(exec_matches(file, path, len, comm), is_root, 0, rule_flags::DENY)
+}
+
+#[inline(always)]
+/// Matches of an exec: the resolved path, the name it was run as (`comm`), and the
+/// resolved file's name (a symlink of another name must not get past a name rule).
+fn exec_matches(file: *const core::ffi::c_void, path: *const u8, len: u32, comm: &[u8; 16]) -> [RuleRef; 3] {
     let generation = config().generation as u8;
     let whole = lookup_bytes(0, generation, path_kind::EXEC, path, len);
     let mut comm_len = 0u32;
@@ -155,7 +170,27 @@ pub fn on_exec(path: *const u8, len: u32, comm: &[u8; 16], is_root: bool) -> u16
         comm_len += 1;
     }
     let by_name = lookup_bytes(1, generation, path_kind::EXEC_NAME, comm.as_ptr(), comm_len);
-    match pick([whole, by_name, RuleRef::default()], is_root, 0) {
+    let Some(name) = slot_bytes(2) else { return [whole, by_name, RuleRef::default()] };
+    // Names in exec rules are cut to 15 bytes, like comm.
+    let name_len = kernel::file_name(file, name).min(15);
+    let by_file = lookup_slot(2, generation, path_kind::EXEC_NAME, name_len, true);
+    [whole, by_name, by_file]
+}
+
+/// Open of `file` (path in `path[..len]`) with open `flags`: kill when a kernel
+/// rule says so. Returns the event's `rule` field (0: nothing enforced).
+#[inline(always)]
+pub fn on_open(file: *const core::ffi::c_void, path: *const u8, len: u32, open_flags: u64, is_root: bool) -> u16 {
+    match pick(open_matches(file, path, len), is_root, wanted(open_flags), rule_flags::KILL) {
+        Some(rule) => kill(rule),
+        None => 0,
+    }
+}
+
+/// Exec of the file at `path` (resolved) by a process now named `comm`.
+#[inline(always)]
+pub fn on_exec(file: *const core::ffi::c_void, path: *const u8, len: u32, comm: &[u8; 16], is_root: bool) -> u16 {
+    match pick(exec_matches(file, path, len, comm), is_root, 0, rule_flags::KILL) {
         Some(rule) => kill(rule),
         None => 0,
     }

@@ -85,3 +85,12 @@ pub fn file_name(file: *const c_void, dst: *mut u8) -> u32 {
 pub fn reverse(dst: *mut u8, src: *const u8, len: u32) {
     unsafe { guard_reverse(dst, src, len) }
 }
+
+unsafe extern "C" {
+    fn guard_file_flags(f: *const c_void) -> u32;
+}
+
+/// `file->f_flags`: the flags the file was opened with.
+pub fn file_flags(file: *const c_void) -> u32 {
+    unsafe { guard_file_flags(file) }
+}

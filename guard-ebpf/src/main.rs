@@ -12,6 +12,7 @@ mod enforce;
 mod file;
 mod floor;
 mod kernel;
+mod lsm;
 mod maps;
 mod net;
 mod process;

@@ -121,7 +121,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     let comm = draft.header().comm;
     let is_root = tracked.flags & flags::ROOT_PROCESS as u32 != 0;
     let exe = pbuf.wrapping_add((src & PATH_MASK) as usize);
-    draft.header().rule = enforce::on_exec(exe, exe_len, &comm, is_root);
+    draft.header().rule = enforce::on_exec(file, exe, exe_len, &comm, is_root);
     // SAFETY: both regions are bounded by masks the verifier tracks.
     unsafe {
         let dst = draft.payload_ptr::<ExecBody>(0);

@@ -12,6 +12,13 @@ pub fn kill(pid: u32) -> io::Result<bool> {
         return if e.raw_os_error() == Some(libc::ESRCH) { Ok(false) } else { Err(e) };
     }
     let fd = fd as libc::c_int;
+    // An exited process that is not yet reaped still takes signals: it is gone.
+    // (What remains is the microseconds between this check and the signal.)
+    if exited(pid) {
+        // SAFETY: closing our own fd.
+        unsafe { libc::close(fd) };
+        return Ok(false);
+    }
     // SAFETY: fd is the pidfd opened above.
     let rc = unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd, libc::SIGKILL, std::ptr::null::<u8>(), 0) };
     let result = if rc == 0 {
@@ -23,6 +30,15 @@ pub fn kill(pid: u32) -> io::Result<bool> {
     // SAFETY: closing our own fd.
     unsafe { libc::close(fd) };
     result
+}
+
+/// Whether `pid` has exited (zombie or dead) or is gone.
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()).is_none_or(|s| matches!(s, 'Z' | 'X' | 'x')),
+        Err(_) => true,
+    }
 }
 
 /// Resource use of this process: (CPU seconds, resident bytes).
@@ -48,5 +64,21 @@ mod tests {
         assert_eq!(status.signal(), Some(libc::SIGKILL));
         // Reaped: the pid no longer names a process.
         assert!(!kill(pid).expect("second kill"));
+    }
+
+    #[test]
+    fn an_exited_unreaped_child_is_gone_not_killed() {
+        let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+        let pid = child.id();
+        // Wait until it is a zombie (exited, not reaped).
+        for _ in 0..200 {
+            if exited(pid) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!kill(pid).expect("kill"), "a zombie must not count as killed");
+        let status = child.wait().expect("wait");
+        assert!(status.success());
     }
 }

@@ -55,6 +55,9 @@ struct State {
     /// Agent names given on the command line override the policy's.
     agents_override: Vec<String>,
     policy_stamp: Option<SystemTime>,
+    /// A changed modification time seen at the last tick: reload once it holds
+    /// still for a tick, so a file being written is not read half-way.
+    changed_stamp: Option<Option<SystemTime>>,
     homes: Vec<String>,
     resolver: Option<tokio::task::JoinHandle<()>>,
     resolved_tx: mpsc::Sender<Resolved>,
@@ -80,8 +83,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let sink = Sink::open(&opts.events)?;
     let homes = glob::homes();
     let hosts = Hosts { by_name: Default::default(), resolvers: resolvers() };
-    let engine = Engine::new(policy, homes.clone(), hosts).context("cannot compile the policy")?;
     let (mut kernel, events) = Kernel::load(&agents).context("cannot start the kernel side")?;
+    let engine = Engine::new(policy, homes.clone(), hosts, kernel.lsm.is_ok()).context("cannot compile the policy")?;
     kernel.install(&engine.kernel_rules()).context("cannot install the policy in the kernel")?;
     let server = Server::bind(&opts.socket)?;
     let (tx, mut commands) = mpsc::channel(64);
@@ -94,6 +97,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         kernel,
         engine,
         policy_stamp: stamp(&opts.policy),
+        changed_stamp: None,
         source: opts.policy.clone(),
         agents_override: opts.agents.clone(),
         homes,
@@ -141,8 +145,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 state.rate = (state.events_total - state.events_at_tick) as f64;
                 state.events_at_tick = state.events_total;
                 state.report_lost()?;
-                if stamp(&state.source) != state.policy_stamp {
+                let now = stamp(&state.source);
+                if now == state.policy_stamp {
+                    state.changed_stamp = None;
+                } else if state.changed_stamp == Some(now) {
+                    state.changed_stamp = None;
                     state.reload("file change")?;
+                } else {
+                    state.changed_stamp = Some(now);
                 }
             }
             _ = term.recv() => break,
@@ -291,11 +301,28 @@ impl State {
             kernel_entries: rules.paths.len() + rules.nets.len(),
             user_space_rules: self.engine.user_space_rules(),
             warnings: diag::render(&policy.name, warnings),
+            enforcement: self.enforcement(),
         };
         let ev = Event::derived(clock::boot_ns() as i128 + self.offset, None, Task::default(), detail);
         self.write(&ev)?;
         self.sink.flush()?;
         Ok(())
+    }
+
+    /// How each kind of enforcement runs on this host.
+    fn enforcement(&self) -> Vec<(&'static str, String)> {
+        let deny = match &self.kernel.lsm {
+            Ok(()) => "deny in the kernel (BPF-LSM): the operation fails with EPERM".to_owned(),
+            Err(why) => format!("acts as kill: BPF-LSM unavailable ({why})"),
+        };
+        vec![
+            ("exec_kill", "kernel, at sched_process_exec: the program never runs".to_owned()),
+            ("file_read_kill", "kernel, before the open returns: the data is never seen".to_owned()),
+            ("file_write_kill", "kernel, after the open: a truncate or create has happened".to_owned()),
+            ("file_exec_deny", deny),
+            ("network_deny", "kernel, cgroup sock_addr: EPERM, no packet leaves".to_owned()),
+            ("argv_and_glob_kill", "user space, through a pidfd, after the event".to_owned()),
+        ]
     }
 
     fn start_resolver(&mut self) {
@@ -338,7 +365,7 @@ impl State {
         };
         let agents = if self.agents_override.is_empty() { policy.agents.clone() } else { self.agents_override.clone() };
         let hosts = self.engine.hosts.clone();
-        let engine = match Engine::new(policy, self.homes.clone(), hosts) {
+        let engine = match Engine::new(policy, self.homes.clone(), hosts, self.kernel.lsm.is_ok()) {
             Ok(e) => e,
             Err(e) => return rejected(self, format!("{e:#}")),
         };

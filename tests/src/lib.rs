@@ -139,6 +139,12 @@ pub struct Event {
 }
 
 impl Event {
+    /// Events about the daemon itself (`lost`, `policy_loaded`, `policy_rejected`):
+    /// no session, no process.
+    pub fn about_daemon(&self) -> bool {
+        matches!(self.kind(), "lost" | "policy_loaded" | "policy_rejected")
+    }
+
     pub fn kind(&self) -> &str {
         self.str("kind").unwrap_or("")
     }
@@ -821,6 +827,8 @@ const KINDS: &[&str] = &[
     "session_start",
     "session_end",
     "lost",
+    "policy_loaded",
+    "policy_rejected",
 ];
 
 /// Checks every event against the schema: the common fields and those of its kind, and a
@@ -873,7 +881,13 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
     }
     let kind = e.kind();
     need(KINDS.contains(&kind), "unknown kind");
-    if kind != "lost" {
+    // Events about the daemon itself carry no session and no process.
+    let about_daemon = matches!(kind, "lost" | "policy_loaded" | "policy_rejected");
+    if about_daemon {
+        need(v.get("pid").is_none(), "a daemon event carries a pid");
+        need(v.get("session").is_none(), "a daemon event carries a session");
+    }
+    if !about_daemon {
         need(
             e.session()
                 .is_some_and(|s| s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit())),
@@ -1004,6 +1018,22 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
                 "by_kind is not an object",
             );
             need(is_int("total"), "total is not an integer");
+        }
+        "policy_loaded" => {
+            need(is_str("policy"), "policy is not a string");
+            need(
+                e.str("mode").is_some_and(|m| m == "enforce" || m == "observe"),
+                "mode is not enforce or observe",
+            );
+            need(is_int("rules"), "rules is not an integer");
+            need(
+                v.get("enforcement").is_some_and(Value::is_object),
+                "enforcement is not an object",
+            );
+        }
+        "policy_rejected" => {
+            need(is_str("policy"), "policy is not a string");
+            need(is_str("errors"), "errors is not a string");
         }
         _ => {}
     }

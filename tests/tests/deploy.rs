@@ -13,7 +13,8 @@
 //!   (neither Debian nor PyPI packages it; templates are never rendered by hand);
 //!   without it only the chart's plain YAML files are parsed;
 //! - the policies the manifests carry, with `guard policy check` (the built binary),
-//!   and against the built-in `ci` policy they copy;
+//!   and against the built-in `ci` policy they copy (`GUARD_DEPLOY_SYNC=1` copies it
+//!   again into deploy/ when it has changed);
 //! - the systemd unit with `systemd-analyze verify`, warnings included.
 //!
 //! None of this needs root or the daemon. A check whose tool is missing prints why it
@@ -90,16 +91,20 @@ fn venv() -> Result<&'static Path> {
 fn make_venv() -> Result<PathBuf> {
     let dir = target_dir()?.join("deploy-venv");
     let lock_path = target_dir()?.join("deploy-venv.lock");
-    let lock = fs::File::create(&lock_path)
-        .with_context(|| format!("create {}", lock_path.display()))?;
+    let lock =
+        fs::File::create(&lock_path).with_context(|| format!("create {}", lock_path.display()))?;
     // SAFETY: flock on a descriptor we own; released when `lock` is closed.
     let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
-    ensure!(rc == 0, "flock {}: {}", lock_path.display(), io::Error::last_os_error());
+    ensure!(
+        rc == 0,
+        "flock {}: {}",
+        lock_path.display(),
+        io::Error::last_os_error()
+    );
 
     let validator = dir.join("bin/kubernetes-validate");
     let version = dir.join(".installed");
-    if fs::read_to_string(&version).is_ok_and(|v| v == KUBERNETES_VALIDATE) && validator.is_file()
-    {
+    if fs::read_to_string(&version).is_ok_and(|v| v == KUBERNETES_VALIDATE) && validator.is_file() {
         return Ok(dir);
     }
     let _ = fs::remove_dir_all(&dir);
@@ -296,16 +301,25 @@ fn strings(v: Option<&Value>) -> Vec<String> {
 /// mounts and probes.
 fn check_daemonset(ds: &Value, expect_args: &[&str]) -> Result<()> {
     let spec = ds.pointer("/spec/template/spec").context("no pod spec")?;
-    ensure!(spec.get("hostPID") == Some(&Value::Bool(true)), "hostPID is not true");
+    ensure!(
+        spec.get("hostPID") == Some(&Value::Bool(true)),
+        "hostPID is not true"
+    );
     ensure!(
         spec.get("automountServiceAccountToken") == Some(&Value::Bool(false)),
         "a service-account token is mounted"
     );
     let c = container(ds)?;
     let args = strings(c.get("args"));
-    ensure!(args == expect_args, "args {args:?}, expected {expect_args:?}");
+    ensure!(
+        args == expect_args,
+        "args {args:?}, expected {expect_args:?}"
+    );
     let sc = c.get("securityContext").context("no securityContext")?;
-    ensure!(sc.get("privileged") == Some(&Value::Bool(false)), "privileged");
+    ensure!(
+        sc.get("privileged") == Some(&Value::Bool(false)),
+        "privileged"
+    );
     ensure!(
         sc.get("readOnlyRootFilesystem") == Some(&Value::Bool(true)),
         "the root file system is writable"
@@ -387,8 +401,53 @@ fn policy_of(docs: &[Value]) -> Result<String> {
         .context("the ConfigMap has no guard.toml")
 }
 
+/// The built-in `ci` policy, which the base ConfigMap and the chart copy.
+fn ci_policy() -> Result<String> {
+    let path = root().join("guard-user/policies/ci.toml");
+    fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))
+}
+
+/// With `GUARD_DEPLOY_SYNC=1`, copies the built-in `ci` policy again into the base
+/// ConfigMap and the chart, before the tests compare them.
+fn sync_policy_copies() -> Result<()> {
+    static SYNCED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    SYNCED
+        .get_or_init(|| {
+            if std::env::var_os("GUARD_DEPLOY_SYNC").is_none() {
+                return Ok(());
+            }
+            let sync = || -> Result<()> {
+                let ci = ci_policy()?;
+                fs::write(deploy("helm/guard/files/guard.toml"), &ci)?;
+                let path = deploy("kubernetes/base/configmap.yaml");
+                let yaml = fs::read_to_string(&path)?;
+                let key = "\n  guard.toml: |\n";
+                let at = yaml
+                    .find(key)
+                    .context("no `guard.toml: |` in the ConfigMap")?;
+                let mut out = yaml[..at + key.len()].to_owned();
+                for line in ci.lines() {
+                    if !line.is_empty() {
+                        out.push_str("    ");
+                        out.push_str(line);
+                    }
+                    out.push('\n');
+                }
+                fs::write(&path, out)?;
+                eprintln!("GUARD_DEPLOY_SYNC: copied guard-user/policies/ci.toml again");
+                Ok(())
+            };
+            sync().map_err(|e| format!("{e:#}"))
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+const STALE_COPY: &str = "rerun with GUARD_DEPLOY_SYNC=1 to copy it again";
+
 #[test]
 fn kubernetes_base_files_validate() -> Result<()> {
+    sync_policy_copies()?;
     let files = manifests(&deploy("kubernetes/base"))?;
     let passed = validate(&files)?;
     for object in [
@@ -410,6 +469,7 @@ fn kubernetes_base_files_validate() -> Result<()> {
 
 #[test]
 fn kustomize_base_and_overlay_render_and_validate() -> Result<()> {
+    sync_policy_copies()?;
     let Some(tool) = kustomize() else {
         eprintln!(
             "SKIPPED: neither kubectl nor kustomize is on PATH: the kustomizations were not \
@@ -422,10 +482,7 @@ fn kustomize_base_and_overlay_render_and_validate() -> Result<()> {
 
     let base = render(&tool, &deploy("kubernetes/base"), tmp.path(), "base.yaml")?;
     let passed = validate(std::slice::from_ref(&base))?;
-    ensure!(
-        passed.len() == 4 * KUBE_VERSIONS.len(),
-        "base: {passed:?}"
-    );
+    ensure!(passed.len() == 4 * KUBE_VERSIONS.len(), "base: {passed:?}");
     let docs = parse_yaml(&base)?;
     let ds = one(&docs, "DaemonSet")?;
     check_daemonset(ds, BASE_ARGS)?;
@@ -438,8 +495,7 @@ fn kustomize_base_and_overlay_render_and_validate() -> Result<()> {
         );
         if doc.get("kind").and_then(Value::as_str) != Some("Namespace") {
             ensure!(
-                doc.pointer("/metadata/namespace").and_then(Value::as_str)
-                    == Some("guard-system"),
+                doc.pointer("/metadata/namespace").and_then(Value::as_str) == Some("guard-system"),
                 "object outside guard-system: {doc}"
             );
         }
@@ -455,9 +511,9 @@ fn kustomize_base_and_overlay_render_and_validate() -> Result<()> {
         "the base does not tolerate every taint"
     );
     ensure!(
-        policy_of(&docs)? == fs::read_to_string(root().join("guard-user/policies/ci.toml"))?,
+        policy_of(&docs)? == ci_policy()?,
         "the base ConfigMap's policy is not guard's built-in `ci` policy \
-         (guard-user/policies/ci.toml): copy it again into deploy/kubernetes/base/configmap.yaml"
+         (guard-user/policies/ci.toml): {STALE_COPY}"
     );
 
     let overlay = render(
@@ -504,6 +560,7 @@ fn kustomize_base_and_overlay_render_and_validate() -> Result<()> {
 
 #[test]
 fn helm_chart_renders_and_validates() -> Result<()> {
+    sync_policy_copies()?;
     let chart = deploy("helm/guard");
     // The chart's plain YAML (not templates) parses, and its defaults mirror the base.
     let chart_yaml = parse_yaml(&chart.join("Chart.yaml"))?;
@@ -525,9 +582,8 @@ fn helm_chart_renders_and_validates() -> Result<()> {
         "values.yaml capabilities differ from the base's"
     );
     ensure!(
-        fs::read_to_string(chart.join("files/guard.toml"))?
-            == fs::read_to_string(root().join("guard-user/policies/ci.toml"))?,
-        "the chart's files/guard.toml is not guard's built-in `ci` policy: copy it again"
+        fs::read_to_string(chart.join("files/guard.toml"))? == ci_policy()?,
+        "the chart's files/guard.toml is not guard's built-in `ci` policy: {STALE_COPY}"
     );
 
     let Some(helm) = on_path("helm") else {
@@ -558,9 +614,12 @@ fn helm_chart_renders_and_validates() -> Result<()> {
         ),
     ] {
         let mut cmd = Command::new(&helm);
-        cmd.args(["template", "guard"])
-            .arg(&chart)
-            .args(["--namespace", "guard-system", "--kube-version", "1.30.0"]);
+        cmd.args(["template", "guard"]).arg(&chart).args([
+            "--namespace",
+            "guard-system",
+            "--kube-version",
+            "1.30.0",
+        ]);
         for set in &sets {
             cmd.args(["--set", set]);
         }
@@ -598,6 +657,7 @@ fn guard_bin() -> Option<PathBuf> {
 
 #[test]
 fn policies_in_the_manifests_pass_guard_policy_check() -> Result<()> {
+    sync_policy_copies()?;
     let Some(guard) = guard_bin() else {
         eprintln!(
             "SKIPPED: no guard binary (build it with `cargo build --release -p guard` or set \

@@ -93,8 +93,14 @@ impl Proc {
             .with_context(|| format!("spawn {what}"))?;
         let log = Arc::new(Mutex::new(String::new()));
         for pipe in [
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-            child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -220,7 +226,10 @@ fn start_prometheus(dir: &Path, port: u16, target: SocketAddr) -> Result<Proc> {
     )?;
     let mut cmd = Command::new(prometheus_bin()?);
     cmd.arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .current_dir(dir);
     let mut prometheus = Proc::spawn(cmd)?;
@@ -305,7 +314,10 @@ fn prometheus_scrapes_the_daemon() -> Result<()> {
 
     // The daemon's own endpoints, before Prometheus looks at them.
     let (status, body) = http_get(metrics, "/healthz")?;
-    ensure!(status == 200, "/healthz of a ready daemon: {status} {body:?}");
+    ensure!(
+        status == 200,
+        "/healthz of a ready daemon: {status} {body:?}"
+    );
     let (status, body) = http_get(metrics, "/metrics")?;
     ensure!(
         status == 200 && body.contains("# TYPE guard_events counter"),
@@ -332,8 +344,7 @@ fn prometheus_scrapes_the_daemon() -> Result<()> {
     let events_path = dir.join("events.jsonl");
 
     let start = Instant::now();
-    let mut last = String::new();
-    loop {
+    let report = loop {
         daemon.check_running()?;
         prometheus.check_running()?;
         let ended = fs::read_to_string(&events_path)
@@ -354,7 +365,7 @@ fn prometheus_scrapes_the_daemon() -> Result<()> {
             "guard_programs_attached == guard_programs_expected",
         )?;
         let max_sessions = sessions.first().map_or(0.0, |(_, v)| *v);
-        last = format!(
+        let report = format!(
             "session ended: {ended}\nevents in the file by kind: {in_file:?}\n\
              guard_events_total by kind: {scraped:?}\nup: {up:?}\n\
              max_over_time(guard_active_sessions[5m]): {max_sessions}\n\
@@ -365,24 +376,22 @@ fn prometheus_scrapes_the_daemon() -> Result<()> {
             && ["exec", "open", "session_start", "session_end"]
                 .iter()
                 .all(|k| in_file.get(*k).is_some_and(|n| *n > 0.0))
-            && in_file
-                .iter()
-                .all(|(kind, n)| scraped.get(kind) == Some(n))
+            && in_file.iter().all(|(kind, n)| scraped.get(kind) == Some(n))
             && max_sessions >= 1.0
             && attached.first().is_some_and(|(_, v)| *v > 0.0);
         if done {
-            break;
+            break report;
         }
         ensure!(
             start.elapsed() < PROMETHEUS_TIMEOUT,
-            "Prometheus did not see what the daemon wrote within {PROMETHEUS_TIMEOUT:?}\n{last}\n\
+            "Prometheus did not see what the daemon wrote within {PROMETHEUS_TIMEOUT:?}\n{report}\n\
              --- guard daemon ---\n{}\n--- prometheus ---\n{}",
             daemon.log(),
             prometheus.log()
         );
         thread::sleep(Duration::from_millis(500));
-    }
-    eprintln!("{last}");
+    };
+    eprintln!("{report}");
 
     // The session is over: the gauge goes back to 0.
     let start = Instant::now();

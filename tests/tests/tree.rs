@@ -112,7 +112,7 @@ fn agent_process_tree_is_one_session() {
     );
     let strays: Vec<Event> = events
         .iter()
-        .filter(|e| e.kind() != "lost" && !in_session(e))
+        .filter(|e| !e.about_daemon() && !in_session(e))
         .cloned()
         .collect();
     assert!(

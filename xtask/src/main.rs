@@ -1,5 +1,6 @@
 //! `cargo xtask`: setup, build, run, test, lint and bench for guard.
 
+mod bench;
 mod setup;
 mod util;
 
@@ -52,8 +53,10 @@ enum Cmd {
     },
     /// Check formatting and run clippy with warnings denied.
     Lint,
-    /// Build (release) and run the benchmarks in tests/tests/bench.rs.
-    Bench,
+    /// Set up, build (release), then measure guard's overhead next to no monitoring,
+    /// empty programs on the same hooks, auditd, libbpf-tools and bpftrace (root).
+    /// Writes BENCHMARKS.md and bench-results.json.
+    Bench(bench::Options),
 }
 
 fn main() -> ExitCode {
@@ -78,7 +81,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Run { args } => run(args),
         Cmd::Test { no_e2e } => test(no_e2e),
         Cmd::Lint => lint(),
-        Cmd::Bench => bench(),
+        Cmd::Bench(opts) => bench(&opts),
     }
 }
 
@@ -185,23 +188,18 @@ fn lint() -> Result<()> {
     }
 }
 
-fn bench() -> Result<()> {
-    let bench_file = util::workspace_root().join("tests/tests/bench.rs");
-    if !bench_file.is_file() {
+fn bench(opts: &bench::Options) -> Result<()> {
+    if !util::is_root() {
         bail!(
-            "no benchmarks yet ({} does not exist)",
-            bench_file.display()
+            "the benchmarks need root (they load eBPF programs and audit rules); run:\n  \
+             sudo -E env PATH=$PATH cargo xtask bench"
         );
     }
-    setup::setup(true)?;
-    let bin = build(true)?;
-    util::run(
-        util::cargo()
-            .args(["test", "-p", "guard-tests", "--release", "--test", "bench"])
-            .args(["--", "--ignored", "--nocapture"])
-            .env("GUARD_BIN", &bin),
-    )
-    .context("benchmarks failed")?;
-    log!("summary: benchmarks finished");
-    Ok(())
+    let bin = if opts.no_build {
+        util::guard_bin(true)
+    } else {
+        setup::setup(false)?;
+        build(true)?
+    };
+    bench::run(&bin, opts)
 }

@@ -290,3 +290,16 @@ ACCESSOR void guard_reverse(u8 *dst, const u8 *src, u32 len)
 	struct rev r = { .dst = dst, .src = src, .len = len };
 	bpf_loop(253, rev_step, &r, 0);
 }
+
+// ---- for the BPF-LSM hooks ----
+
+// A CO-RE "flavor" of struct file (libbpf and aya ignore the ___suffix when
+// matching): the minimal view above has no f_flags.
+struct file___flags {
+	unsigned int f_flags;
+} __co_re;
+
+ACCESSOR u32 guard_file_flags(struct file *f)
+{
+	return BPF_CORE_READ((struct file___flags *)f, f_flags);
+}

@@ -11,7 +11,7 @@ use std::{fs::File, path::PathBuf};
 use aya::{
     Ebpf,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
-    programs::{CgroupAttachMode, CgroupSockAddr, RawTracePoint, TracePoint},
+    programs::{CgroupAttachMode, CgroupSockAddr, Lsm, RawTracePoint, TracePoint},
 };
 use guard_common::{AgentName, Config, EventKind, NetData, PathData, RuleRef, Tracked, agent_key, counter};
 
@@ -141,6 +141,8 @@ pub struct Kernel {
     config: Array<MapData, Config>,
     /// Generation of the rules in force.
     generation: u8,
+    /// Whether the BPF-LSM deny hooks are attached, or why not.
+    pub lsm: Result<(), String>,
     /// Names of what is attached, for `/healthz` and logs.
     pub attached: Vec<String>,
 }
@@ -226,6 +228,11 @@ impl Kernel {
             attached.push(format!("cgroup/{program}"));
         }
 
+        let lsm = attach_lsm(&mut bpf);
+        match &lsm {
+            Ok(()) => attached.extend(["lsm/file_open".to_owned(), "lsm/bprm_check_security".to_owned()]),
+            Err(why) => tracing::info!("BPF-LSM deny hooks unavailable ({why}): `deny` on files and execs acts as kill"),
+        }
         let events = take(&mut bpf, "EVENTS")?;
         let tracked = take(&mut bpf, "TRACKED")?;
         let counters = take(&mut bpf, "COUNTERS")?;
@@ -241,6 +248,7 @@ impl Kernel {
             net_rules,
             config,
             generation: 0,
+            lsm,
             attached,
         };
         Ok((kernel, events))
@@ -331,6 +339,34 @@ impl Kernel {
         }
         Ok((by_kind, read(counter::TRACK_FULL)?))
     }
+}
+
+/// Loads and attaches the BPF-LSM programs; the error says why they cannot be
+/// (commonly: the kernel was booted without `bpf` in `lsm=`, or has no BPF
+/// trampolines, and BPF_PROG_LOAD answers EPERM).
+fn attach_lsm(bpf: &mut Ebpf) -> Result<(), String> {
+    let lsm_active = std::fs::read_to_string("/sys/kernel/security/lsm").map(|l| l.split(',').any(|m| m.trim() == "bpf"));
+    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
+    for hook in ["file_open", "bprm_check_security"] {
+        let p: &mut Lsm = program_mut(bpf, hook).map_err(|e| e.to_string())?;
+        p.load(hook, &btf).map_err(|e| format!("cannot load lsm/{hook}: {}", error_chain(&e)))?;
+        p.attach().map_err(|e| format!("cannot attach lsm/{hook}: {}", error_chain(&e)))?;
+    }
+    if matches!(lsm_active, Ok(false)) {
+        return Err("the kernel's active LSMs do not include bpf".to_owned());
+    }
+    Ok(())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
 }
 
 fn program_mut<'a, T>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, Error>

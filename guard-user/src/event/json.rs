@@ -44,15 +44,22 @@ impl Serialize for Event {
         if let Some(session) = self.session {
             m.serialize_entry("session", &session.to_string())?;
         }
-        let t = &self.task;
-        m.serialize_entry("pid", &t.pid)?;
-        m.serialize_entry("ppid", &t.ppid)?;
-        m.serialize_entry("tid", &t.tid)?;
-        m.serialize_entry("comm", &t.comm)?;
-        m.serialize_entry("uid", &t.uid)?;
-        m.serialize_entry("user", &t.user.as_deref())?;
-        m.serialize_entry("cgroup_id", &t.cgroup_id)?;
-        m.serialize_entry("container", &t.container.as_deref())?;
+        // Events about the daemon itself (policy, lost counts) have no process.
+        let has_task = !matches!(
+            self.detail,
+            Detail::Lost { .. } | Detail::PolicyLoaded { .. } | Detail::PolicyRejected { .. }
+        );
+        if has_task {
+            let t = &self.task;
+            m.serialize_entry("pid", &t.pid)?;
+            m.serialize_entry("ppid", &t.ppid)?;
+            m.serialize_entry("tid", &t.tid)?;
+            m.serialize_entry("comm", &t.comm)?;
+            m.serialize_entry("uid", &t.uid)?;
+            m.serialize_entry("user", &t.user.as_deref())?;
+            m.serialize_entry("cgroup_id", &t.cgroup_id)?;
+            m.serialize_entry("container", &t.container.as_deref())?;
+        }
         match &self.detail {
             Detail::Exec {
                 exe,
@@ -133,13 +140,17 @@ impl Serialize for Event {
                 m.serialize_entry("stragglers", stragglers)?;
                 m.serialize_entry("killed", killed)?;
             }
-            Detail::PolicyLoaded { name, mode, rules, kernel_entries, user_space_rules, warnings } => {
+            Detail::PolicyLoaded { name, mode, rules, kernel_entries, user_space_rules, warnings, enforcement } => {
                 m.serialize_entry("policy", name)?;
                 m.serialize_entry("mode", mode)?;
                 m.serialize_entry("rules", rules)?;
                 m.serialize_entry("kernel_entries", kernel_entries)?;
                 m.serialize_entry("user_space_rules", user_space_rules)?;
                 m.serialize_entry("warnings", warnings)?;
+                m.serialize_entry(
+                    "enforcement",
+                    &enforcement.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                )?;
             }
             Detail::PolicyRejected { name, errors } => {
                 m.serialize_entry("policy", name)?;

@@ -134,6 +134,8 @@ pub enum Detail {
         kernel_entries: usize,
         user_space_rules: Vec<String>,
         warnings: String,
+        /// How each kind of enforcement runs on this host.
+        enforcement: Vec<(&'static str, String)>,
     },
     PolicyRejected {
         name: String,

@@ -18,6 +18,8 @@ use crate::{
 
 pub struct Engine {
     compiled: Compiled,
+    /// The BPF-LSM deny hooks are attached: `deny` refuses files and execs.
+    lsm: bool,
     homes: Vec<String>,
     pub hosts: Hosts,
     /// Rules whose kill or deny the kernel applies only in part.
@@ -27,10 +29,11 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(policy: Policy, homes: Vec<String>, hosts: Hosts) -> Result<Self, CompileError> {
+    pub fn new(policy: Policy, homes: Vec<String>, hosts: Hosts, lsm: bool) -> Result<Self, CompileError> {
         let compiled = Compiled::new(policy, &homes)?;
         let mut engine = Self {
             compiled,
+            lsm,
             homes,
             hosts,
             partial: HashSet::new(),
@@ -46,7 +49,7 @@ impl Engine {
 
     /// The entries the kernel enforces (for `Kernel::install`).
     pub fn kernel_rules(&self) -> KernelRules {
-        kernel::compile(&self.compiled.policy, &self.homes, &self.hosts)
+        kernel::compile(&self.compiled.policy, &self.homes, &self.hosts, self.lsm)
     }
 
     /// Names in network rules, to resolve.
@@ -134,6 +137,10 @@ impl Engine {
 
     fn act(&mut self, ev: &Event, v: &mut Violation, now_ns: impl Fn() -> i128) -> String {
         match &ev.detail {
+            // Refused by the BPF-LSM file_open hook.
+            Detail::Open { ret, .. } if *ret == -i64::from(libc::EPERM) && self.lsm && v.action == "deny" => {
+                "denied".into()
+            }
             // Nothing was opened: there is nothing to stop.
             Detail::Open { ret, .. } if *ret < 0 => "logged".into(),
             Detail::Connect { .. } | Detail::Send { .. } => {

@@ -155,8 +155,10 @@ fn merge_nets(entries: Vec<(u32, NetData, RuleRef)>) -> Vec<(u32, NetData, RuleR
         .collect()
 }
 
-/// Compiles what the kernel can enforce. Observe mode enforces nothing.
-pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts) -> KernelRules {
+/// Compiles what the kernel can enforce. Observe mode enforces nothing. With `lsm`
+/// (the BPF-LSM hooks attached), `deny` on files and execs refuses the operation;
+/// without, it kills like `kill`.
+pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> KernelRules {
     let mut out = KernelRules::default();
     if policy.mode == Mode::Observe {
         return out;
@@ -168,6 +170,7 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts) -> KernelRules 
         }
         let index = i as u16;
         let scope = scope_flags(rule.scope);
+        let verdict = if rule.action == Action::Deny && lsm { rule_flags::DENY } else { rule_flags::KILL };
         match &rule.kind {
             Kind::File {
                 paths,
@@ -178,7 +181,7 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts) -> KernelRules 
                 let kill = RuleRef {
                     rule: index,
                     access: bits,
-                    flags: rule_flags::KILL | scope,
+                    flags: verdict | scope,
                     ports: [0; 8],
                 };
                 let exc = RuleRef {
@@ -221,7 +224,7 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts) -> KernelRules 
                 let kill = RuleRef {
                     rule: index,
                     access: 0,
-                    flags: rule_flags::KILL | scope,
+                    flags: verdict | scope,
                     ports: [0; 8],
                 };
                 let mut complete = true;
@@ -328,6 +331,7 @@ mod tests {
             &policy(vec![rule(kind, Action::Kill)], Mode::Enforce),
             &["/root".into()],
             &Hosts::default(),
+            false,
         );
         let got: Vec<(u8, String)> = k
             .paths
@@ -362,6 +366,7 @@ mod tests {
             &policy(vec![rule(kind, Action::Kill)], Mode::Enforce),
             &[],
             &Hosts::default(),
+            false,
         );
         assert!(k.paths.is_empty());
         assert_eq!(k.partial, [0]);
@@ -374,9 +379,20 @@ mod tests {
             &policy(vec![rule(argv, Action::Kill)], Mode::Enforce),
             &[],
             &Hosts::default(),
+            false,
         );
         assert!(k.paths.is_empty());
         assert_eq!(k.partial, [0]);
+    }
+
+    #[test]
+    fn deny_is_a_refusal_with_bpf_lsm_and_a_kill_without() {
+        let kind = Kind::Exec { exe: vec!["sudo".into()], argv_contains: vec![], argv_regex: None };
+        let p = policy(vec![rule(kind, Action::Deny)], Mode::Enforce);
+        let with = compile(&p, &[], &Hosts::default(), true);
+        assert_eq!(with.paths[0].2.flags & (rule_flags::DENY | rule_flags::KILL), rule_flags::DENY);
+        let without = compile(&p, &[], &Hosts::default(), false);
+        assert_eq!(without.paths[0].2.flags & (rule_flags::DENY | rule_flags::KILL), rule_flags::KILL);
     }
 
     #[test]
@@ -387,9 +403,9 @@ mod tests {
             argv_regex: None,
         };
         let p = policy(vec![rule(kind.clone(), Action::Kill)], Mode::Observe);
-        assert_eq!(compile(&p, &[], &Hosts::default()), KernelRules::default());
+        assert_eq!(compile(&p, &[], &Hosts::default(), false), KernelRules::default());
         let p = policy(vec![rule(kind, Action::Alert)], Mode::Enforce);
-        assert_eq!(compile(&p, &[], &Hosts::default()), KernelRules::default());
+        assert_eq!(compile(&p, &[], &Hosts::default(), false), KernelRules::default());
     }
 
     #[test]
@@ -411,6 +427,7 @@ mod tests {
             &policy(vec![rule(kind, Action::Deny)], Mode::Enforce),
             &[],
             &Hosts::default(),
+            false,
         );
         assert_eq!(k.config.net_default_deny, 1);
         let allow10 = k

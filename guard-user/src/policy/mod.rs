@@ -74,6 +74,14 @@ pub fn load(source: &Source) -> Result<(Policy, Vec<Diagnostic>), LoadError> {
             })?,
         ),
     };
+    if matches!(source, Source::File(_)) && text.trim().is_empty() {
+        // Most likely a file caught mid-write; never let it replace a policy.
+        return Err(LoadError::Invalid {
+            rendered: format!("{name}:1:1: error[G008]: the policy file is empty\n"),
+            errors: 1,
+            name,
+        });
+    }
     parse::parse(&name, &text).map_err(|diags| LoadError::Invalid {
         errors: diags
             .iter()
