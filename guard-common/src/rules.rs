@@ -77,8 +77,9 @@ pub struct Config {
     pub net_default_deny: u32,
     /// [`rule_flags`] scope bits of that rule (`ROOT_ONLY`, `DESCENDANTS_ONLY`).
     pub net_default_flags: u32,
-    /// Reserved, zero.
-    pub _reserved: u32,
+    /// Bit `1 << kind` is set when entries of that [`path_kind`] exist: lookups of
+    /// kinds no rule uses are skipped.
+    pub path_kinds: u32,
 }
 
 /// Where the kernel says it enforced: stored in [`crate::Header::rule`] of the event.

@@ -51,6 +51,12 @@ fn scope_ok(flags: u8, is_root: bool) -> bool {
     !(flags & rule_flags::ROOT_ONLY != 0 && !is_root || flags & rule_flags::DESCENDANTS_ONLY != 0 && is_root)
 }
 
+/// Whether the rule set in force has entries of `kind`.
+#[inline(always)]
+fn has(cfg: &Config, kind: u8) -> bool {
+    cfg.path_kinds & (1 << kind) != 0
+}
+
 /// Sets the header of key `slot` and looks it up; its bytes are already in place.
 /// No match is an all-zero `RuleRef` (no flags): an `Option` here lets LLVM read
 /// the fields of `None` speculatively, which the verifier rejects as uninitialised.
@@ -137,13 +143,33 @@ fn wanted(open_flags: u64) -> u8 {
 /// Matches of an opened file: whole path, file name, reversed file name.
 #[inline(always)]
 fn open_matches(file: *const core::ffi::c_void, path: *const u8, len: u32) -> [RuleRef; 3] {
-    let generation = config().generation as u8;
-    let whole = lookup_bytes(0, generation, path_kind::FILE, path, len);
+    let cfg = config();
+    let none = [RuleRef::default(); 3];
+    if cfg.path_kinds & ((1 << path_kind::FILE) | (1 << path_kind::FILE_NAME) | (1 << path_kind::FILE_NAME_REV)) == 0 {
+        return none;
+    }
+    let generation = cfg.generation as u8;
+    let whole = if has(&cfg, path_kind::FILE) {
+        lookup_bytes(0, generation, path_kind::FILE, path, len)
+    } else {
+        RuleRef::default()
+    };
     let (Some(name), Some(rev)) = (slot_bytes(1), slot_bytes(2)) else { return [whole, RuleRef::default(), RuleRef::default()] };
+    if !has(&cfg, path_kind::FILE_NAME) && !has(&cfg, path_kind::FILE_NAME_REV) {
+        return [whole, RuleRef::default(), RuleRef::default()];
+    }
     let name_len = kernel::file_name(file, name);
-    let by_name = lookup_slot(1, generation, path_kind::FILE_NAME, name_len, true);
-    kernel::reverse(rev, name, name_len);
-    let by_suffix = lookup_slot(2, generation, path_kind::FILE_NAME_REV, name_len, true);
+    let by_name = if has(&cfg, path_kind::FILE_NAME) {
+        lookup_slot(1, generation, path_kind::FILE_NAME, name_len, true)
+    } else {
+        RuleRef::default()
+    };
+    let by_suffix = if has(&cfg, path_kind::FILE_NAME_REV) {
+        kernel::reverse(rev, name, name_len);
+        lookup_slot(2, generation, path_kind::FILE_NAME_REV, name_len, true)
+    } else {
+        RuleRef::default()
+    };
     [whole, by_name, by_suffix]
 }
 
@@ -163,7 +189,11 @@ pub fn deny_exec(file: *const core::ffi::c_void, path: *const u8, len: u32, comm
 /// Matches of an exec: the resolved path, the name it was run as (`comm`), and the
 /// resolved file's name (a symlink of another name must not get past a name rule).
 fn exec_matches(file: *const core::ffi::c_void, path: *const u8, len: u32, comm: &[u8; 16]) -> [RuleRef; 3] {
-    let generation = config().generation as u8;
+    let cfg = config();
+    if cfg.path_kinds & ((1 << path_kind::EXEC) | (1 << path_kind::EXEC_NAME)) == 0 {
+        return [RuleRef::default(); 3];
+    }
+    let generation = cfg.generation as u8;
     let whole = lookup_bytes(0, generation, path_kind::EXEC, path, len);
     let mut comm_len = 0u32;
     while comm_len < 16 && comm[comm_len as usize] != 0 {

@@ -279,6 +279,7 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> K
         }
     }
     out.nets = merge_nets(nets);
+    out.config.path_kinds = out.paths.iter().fold(0, |k, (_, data, _)| k | (1 << data[1]));
     out
 }
 
