@@ -36,8 +36,8 @@ fn path_of(file: *const core::ffi::c_void) -> Option<(*const u8, u32)> {
 
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
-    // SAFETY: file_open(struct file *file), then the previous hooks' verdict.
-    let (file, retval): (*const core::ffi::c_void, i32) = unsafe { (ctx.arg(0), ctx.arg(1)) };
+    // file_open(struct file *file), then the previous hooks' verdict.
+    let (file, retval): (*const core::ffi::c_void, i32) = (ctx.arg(0), ctx.arg(1));
     if retval != 0 {
         return retval;
     }
@@ -66,8 +66,8 @@ fn report_denied_exec(path: *const u8, len: u32, rule: u16) {
 
 #[lsm(hook = "bprm_check_security")]
 pub fn bprm_check_security(ctx: LsmContext) -> i32 {
-    // SAFETY: bprm_check_security(struct linux_binprm *bprm), then the verdict.
-    let (bprm, retval): (*const core::ffi::c_void, i32) = unsafe { (ctx.arg(0), ctx.arg(1)) };
+    // bprm_check_security(struct linux_binprm *bprm), then the verdict.
+    let (bprm, retval): (*const core::ffi::c_void, i32) = (ctx.arg(0), ctx.arg(1));
     if retval != 0 {
         return retval;
     }

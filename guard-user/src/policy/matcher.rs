@@ -57,8 +57,8 @@ fn globset(rule: &str, patterns: &[String], homes: &[String]) -> Result<GlobSet,
 }
 
 enum Matcher {
+    /// Paths are matched for all file rules at once (`Compiled::file_paths`).
     File {
-        paths: GlobSet,
         except: GlobSet,
         read: bool,
         write: bool,
@@ -133,6 +133,10 @@ fn listed(list: &[Dest], addr: IpAddr, port: u16, hosts: &Hosts) -> bool {
 pub struct Compiled {
     pub policy: Policy,
     matchers: Vec<Matcher>,
+    /// Every file rule's path patterns in one set, and the rule of each pattern:
+    /// an open is matched once, not once per rule.
+    file_paths: GlobSet,
+    file_owner: Vec<usize>,
 }
 
 impl Compiled {
@@ -141,12 +145,7 @@ impl Compiled {
         for rule in &policy.rules {
             let id = rule.id.as_str();
             matchers.push(match &rule.kind {
-                Kind::File {
-                    paths,
-                    except,
-                    access,
-                } => Matcher::File {
-                    paths: globset(id, paths, homes)?,
+                Kind::File { except, access, .. } => Matcher::File {
                     except: globset(id, except, homes)?,
                     read: access.read,
                     write: access.write,
@@ -198,24 +197,44 @@ impl Compiled {
                 },
             });
         }
-        Ok(Self { policy, matchers })
+        let mut all = GlobSetBuilder::new();
+        let mut file_owner = Vec::new();
+        for (i, rule) in policy.rules.iter().enumerate() {
+            if let Kind::File { paths, .. } = &rule.kind {
+                for e in paths.iter().flat_map(|p| glob::expand(p, homes)) {
+                    all.add(glob(&rule.id, &e)?);
+                    file_owner.push(i);
+                }
+            }
+        }
+        let file_paths = all
+            .build()
+            .map_err(|source| CompileError::Glob { rule: "(all file rules)".into(), pattern: String::new(), source })?;
+        Ok(Self { policy, matchers, file_paths, file_owner })
     }
 
     /// Every rule `detail` breaks, for a process that is (or is not) its session's root.
     pub fn hits(&self, detail: &Detail, comm: &str, is_root: bool, hosts: &Hosts) -> Vec<Hit> {
         let mut out = Vec::new();
+        // File rules whose patterns match the path (one pass over all of them).
+        let file_candidates: Vec<usize> = match detail {
+            Detail::Open { path, .. } => {
+                let mut c: Vec<usize> = self.file_paths.matches(path).into_iter().map(|i| self.file_owner[i]).collect();
+                c.dedup();
+                c
+            }
+            _ => Vec::new(),
+        };
         for (i, (rule, m)) in self.policy.rules.iter().zip(&self.matchers).enumerate() {
             if !rule.scope.applies(is_root) {
                 continue;
             }
+            if matches!(m, Matcher::File { .. }) && !file_candidates.contains(&i) {
+                continue;
+            }
             let hit = match (m, detail) {
                 (
-                    Matcher::File {
-                        paths,
-                        except,
-                        read,
-                        write,
-                    },
+                    Matcher::File { except, read, write },
                     Detail::Open { path, flags, .. },
                 ) => {
                     let acc = access::of(*flags);
@@ -223,9 +242,8 @@ impl Compiled {
                     let wants_write = acc
                         .iter()
                         .any(|a| matches!(*a, "write" | "create" | "truncate"));
-                    ((*read && wants_read) || (*write && wants_write))
-                        && paths.is_match(path)
-                        && !except.is_match(path)
+                    // The paths matched already (file_candidates).
+                    ((*read && wants_read) || (*write && wants_write)) && !except.is_match(path)
                 }
                 (
                     Matcher::Exec {
