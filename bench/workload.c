@@ -1,20 +1,21 @@
 /*
  * Workloads for `cargo xtask bench`, compiled with gcc at bench time.
  *
- *   workload UID open N PATH        open(PATH, O_RDONLY) + close, N times
- *   workload UID forkexec N         fork + exec /bin/true + wait, N times
- *   workload UID connect N PORT     TCP connect to 127.0.0.1:PORT + close, N times
- *   workload UID git N DIR          in the git repository DIR, N times:
- *                                   git checkout -q b; git checkout -q a;
- *                                   git status --porcelain
- *   workload UID gen RATE SECS K PATH
- *                                   capacity generator: K processes open+close PATH
- *                                   at RATE opens per second (in total) for SECS
+ *   workload UID:GID open N PATH      open(PATH, O_RDONLY) + close, N times
+ *   workload UID:GID forkexec N       fork + exec /bin/true + wait, N times
+ *   workload UID:GID connect N PORT   TCP connect to 127.0.0.1:PORT + close, N times
+ *   workload UID:GID git N DIR        in the git repository DIR, N times:
+ *                                     git checkout -q b; git checkout -q a;
+ *                                     git status --porcelain
+ *   workload UID:GID gen RATE SECS K PATH
+ *                                     capacity generator: K processes open+close PATH
+ *                                     at RATE opens per second (in total) for SECS
  *
- * The process first drops to UID (gid UID, no supplementary groups) when UID is
- * not 0, so every setup runs the same process under the same credentials and the
- * peers (auditd, opensnoop, execsnoop, bpftrace) can filter the workload and all
- * its descendants in the kernel by that uid.
+ * The process first drops to UID:GID (no supplementary groups), so every setup runs
+ * the same process under the same credentials and the peers (auditd, opensnoop,
+ * execsnoop, bpftrace) can filter the workload and all its descendants in the
+ * kernel by that uid. With GBENCH_CPU=N in the environment it first pins itself
+ * (and so its children) to CPU N.
  *
  * Prints the seconds the loop took (CLOCK_MONOTONIC) on stdout; for `gen`, the
  * opens done and the seconds taken. Exits non-zero on any failure.
@@ -25,6 +26,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,11 +59,29 @@ static long arg_long(const char *s) {
     return v;
 }
 
-static void drop_to(uid_t uid) {
+static void drop_to(const char *ids) {
+    char *end;
+    errno = 0;
+    unsigned long uid = strtoul(ids, &end, 10);
+    unsigned long gid = uid;
+    if (*end == ':') gid = strtoul(end + 1, &end, 10);
+    if (errno || *end) {
+        fprintf(stderr, "workload: bad UID:GID: %s\n", ids);
+        exit(2);
+    }
     if (uid == 0) return;
     if (setgroups(0, NULL) != 0) die("setgroups");
-    if (setresgid(uid, uid, uid) != 0) die("setresgid");
-    if (setresuid(uid, uid, uid) != 0) die("setresuid");
+    if (setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid) != 0) die("setresgid");
+    if (setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid) != 0) die("setresuid");
+}
+
+static void pin(void) {
+    const char *cpu = getenv("GBENCH_CPU");
+    if (!cpu || !*cpu) return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET((int)arg_long(cpu), &set);
+    if (sched_setaffinity(0, sizeof set, &set) != 0) die("sched_setaffinity");
 }
 
 static void open_loop(long n, const char *path) {
@@ -191,14 +211,15 @@ static void gen(double rate, double secs, long k, const char *path) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: workload UID open|forkexec|connect|git|gen N [ARGS]\n");
+        fprintf(stderr, "usage: workload UID:GID open|forkexec|connect|git|gen N [ARGS]\n");
         return 2;
     }
-    drop_to((uid_t)arg_long(argv[1]));
+    pin();
+    drop_to(argv[1]);
     const char *mode = argv[2];
     if (strcmp(mode, "gen") == 0) {
         if (argc != 7) {
-            fprintf(stderr, "usage: workload UID gen RATE SECS K PATH\n");
+            fprintf(stderr, "usage: workload UID:GID gen RATE SECS K PATH\n");
             return 2;
         }
         gen((double)arg_long(argv[3]), (double)arg_long(argv[4]), arg_long(argv[5]), argv[6]);

@@ -557,9 +557,9 @@ impl State {
         task.tid = pid;
         task.uid = uid;
         task.comm = agent;
+        self.enricher.enrich_task(&mut task);
         let now = clock::boot_ns() as i128 + self.offset;
-        let mut start = self.registry.start(id, How::Run, now, &task);
-        self.enricher.enrich(&mut start);
+        let start = self.registry.start(id, How::Run, now, &task);
         self.write(&start)?;
         Ok(id)
     }

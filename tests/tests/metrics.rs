@@ -330,6 +330,23 @@ fn prometheus_scrapes_the_daemon() -> Result<()> {
     let prometheus_addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let mut prometheus = start_prometheus(prometheus_dir.path(), prometheus_addr.port(), metrics)?;
 
+    // Prometheus applies new targets a few seconds after it is ready: wait for its
+    // first scrape of the daemon, so that the session below is scraped while it lives.
+    let start = Instant::now();
+    loop {
+        prometheus.check_running()?;
+        let up = query(prometheus_addr, "up{job=\"guard\"}")?;
+        if up.first().is_some_and(|(_, v)| *v == 1.0) {
+            break;
+        }
+        ensure!(
+            start.elapsed() < PROMETHEUS_TIMEOUT,
+            "Prometheus did not scrape the daemon within {PROMETHEUS_TIMEOUT:?}: up = {up:?}\n{}",
+            prometheus.log()
+        );
+        thread::sleep(Duration::from_millis(250));
+    }
+
     // A session of a few seconds, so that scrapes see it active: a shell that reads a
     // file and runs a program (exec and open events), then sleeps.
     let run = agent

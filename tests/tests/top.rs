@@ -16,16 +16,17 @@ use guard_tests::{Daemon, Running, TempDir, guard_bin, require_root, unique_name
 /// How long the screen may take to show something.
 const SCREEN_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A detached tmux session on a tmux server of its own, killed on drop.
+/// A detached tmux session on a tmux server of its own (its socket in a temp dir),
+/// killed on drop.
 struct Tmux {
-    server: String,
+    dir: TempDir,
 }
 
 impl Tmux {
     /// Runs `command` (a shell command line) in a `width` x `height` terminal.
     fn start(width: u16, height: u16, command: &str) -> Tmux {
         let tmux = Tmux {
-            server: unique_name("gt"),
+            dir: TempDir::new("guard-e2e-tmux"),
         };
         let out = tmux
             .cmd()
@@ -54,8 +55,9 @@ impl Tmux {
 
     fn cmd(&self) -> Command {
         let mut cmd = Command::new("tmux");
-        // -u: UTF-8 whatever the locale; -L: a server of our own.
-        cmd.args(["-u", "-L", &self.server])
+        // -u: UTF-8 whatever the locale; -S: a server of our own.
+        cmd.args(["-u", "-S"])
+            .arg(self.dir.join("tmux.sock"))
             .env("TERM", "xterm-256color")
             .stdin(Stdio::null());
         cmd

@@ -241,7 +241,7 @@ impl Workload {
 
     fn args(self, ctx: &Ctx) -> Vec<String> {
         let p = &ctx.params;
-        let mut a = vec![ctx.uid.to_string()];
+        let mut a = vec![ctx.ids()];
         match self {
             Self::Open => a.extend([
                 "open".into(),
@@ -448,7 +448,12 @@ struct Ctx {
     dir: PathBuf,
     params: Params,
     workload_bin: PathBuf,
+    /// The account the workloads run as (an existing one no process uses).
+    account: String,
     uid: u32,
+    gid: u32,
+    /// CPU the micro workloads are pinned to (None on one CPU).
+    pin_cpu: Option<usize>,
     agent: String,
     port: u16,
     open_target: PathBuf,
@@ -466,6 +471,10 @@ struct Ctx {
 }
 
 impl Ctx {
+    fn ids(&self) -> String {
+        format!("{}:{}", self.uid, self.gid)
+    }
+
     fn next_file(&mut self, stem: &str, ext: &str) -> PathBuf {
         self.counter += 1;
         self.dir.join(format!("{stem}-{}.{ext}", self.counter))
@@ -486,6 +495,12 @@ impl Ctx {
         };
         cmd.args(w.args(self));
         self.workload_env(&mut cmd);
+        // The micro workloads run on one CPU: their parent/child and client/server
+        // wake-ups then do not depend on waking an idle virtual CPU. The real
+        // workload (git, with threads) runs where the scheduler puts it.
+        if let (Some(cpu), false) = (self.pin_cpu, w == Workload::Real) {
+            cmd.env("GBENCH_CPU", cpu.to_string());
+        }
         cmd
     }
 
@@ -1090,48 +1105,89 @@ fn install_peers() {
     }
 }
 
-/// A uid no account and no process has.
-fn unused_uid() -> Result<u32> {
-    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let used_in_passwd = |uid: u32| {
-        passwd
-            .lines()
-            .any(|l| l.split(':').nth(2) == Some(uid.to_string().as_str()))
+/// Uids of running processes (real, effective, saved, fs).
+fn uids_in_use() -> Vec<u32> {
+    let Ok(d) = fs::read_dir("/proc") else {
+        return Vec::new();
     };
-    let used_by_process = |uid: u32| {
-        fs::read_dir("/proc").is_ok_and(|d| {
-            d.flatten().any(|e| {
-                fs::read_to_string(e.path().join("status")).is_ok_and(|s| {
-                    s.lines()
-                        .find(|l| l.starts_with("Uid:"))
-                        .is_some_and(|l| l.split_whitespace().skip(1).any(|u| u == uid.to_string()))
-                })
+    let mut uids: Vec<u32> = d
+        .flatten()
+        .filter_map(|e| fs::read_to_string(e.path().join("status")).ok())
+        .filter_map(|s| {
+            s.lines().find(|l| l.starts_with("Uid:")).map(|l| {
+                l.split_whitespace()
+                    .skip(1)
+                    .filter_map(|u| u.parse::<u32>().ok())
+                    .collect::<Vec<_>>()
             })
         })
-    };
-    let seed = u32::from_str_radix(&random_hex(3), 16).unwrap_or(0);
-    for i in 0..1000 {
-        let uid = 3_000_000 + (seed + i * 7919) % 1_000_000;
-        if !used_in_passwd(uid) && !used_by_process(uid) {
-            return Ok(uid);
-        }
-    }
-    bail!("found no unused uid")
+        .flatten()
+        .collect();
+    uids.sort_unstable();
+    uids.dedup();
+    uids
 }
 
-fn chown_tree(path: &Path, uid: u32) -> Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(uid))
+/// An existing account that no process runs as: (name, uid, gid).
+///
+/// The workloads run as that account so the peers can filter them by uid. It must
+/// exist: auditd's default (ENRICHED) log format looks every uid up, and a uid
+/// without an account costs it a failed NSS lookup per record (through
+/// nss-systemd), which slows auditd down by an order of magnitude.
+fn pick_account() -> Result<(String, u32, u32)> {
+    let passwd = fs::read_to_string("/etc/passwd").context("cannot read /etc/passwd")?;
+    let in_use = uids_in_use();
+    let accounts: Vec<(String, u32, u32)> = passwd
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            Some((
+                (*f.first()?).to_owned(),
+                f.get(2)?.parse().ok()?,
+                f.get(3)?.parse().ok()?,
+            ))
+        })
+        .collect();
+    let preferred = [
+        "games", "news", "uucp", "irc", "gnats", "list", "backup", "proxy", "lp", "man",
+    ];
+    preferred
+        .iter()
+        .filter_map(|name| accounts.iter().find(|a| a.0 == *name))
+        .chain(accounts.iter().filter(|a| a.1 >= 1000 && a.1 < 65534))
+        .find(|a| a.1 != 0 && a.2 != 0 && !in_use.contains(&a.1))
+        .cloned()
+        .ok_or_else(|| anyhow!("no account in /etc/passwd that no process runs as"))
+}
+
+/// Reads every file under `dir`, so the page cache holds it (this machine may page
+/// cold file pages out), outside the timed part.
+fn prewarm(dir: &Path) -> Result<()> {
+    for e in fs::read_dir(dir)? {
+        let path = e?.path();
+        let meta = fs::symlink_metadata(&path)?;
+        if meta.is_dir() {
+            prewarm(&path)?;
+        } else if meta.is_file() {
+            let _ = fs::read(&path);
+        }
+    }
+    Ok(())
+}
+
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
         .with_context(|| format!("cannot chown {}", path.display()))?;
     if fs::symlink_metadata(path)?.is_dir() {
         for e in fs::read_dir(path)? {
-            chown_tree(&e?.path(), uid)?;
+            chown_tree(&e?.path(), uid, gid)?;
         }
     }
     Ok(())
 }
 
 /// A repository with `files` files on branch `a`, and branch `b` changing `changed` of them.
-fn make_repo(repo: &Path, files: u64, changed: u64, uid: u32) -> Result<()> {
+fn make_repo(repo: &Path, files: u64, changed: u64, uid: u32, gid: u32) -> Result<()> {
     fs::create_dir_all(repo)?;
     let per_dir = 100;
     for i in 0..files {
@@ -1177,7 +1233,7 @@ fn make_repo(repo: &Path, files: u64, changed: u64, uid: u32) -> Result<()> {
     }
     git(&["commit", "-q", "-a", "-m", "b"])?;
     git(&["checkout", "-q", "a"])?;
-    chown_tree(repo, uid)
+    chown_tree(repo, uid, gid)
 }
 
 /// Listener on 127.0.0.1 whose thread accepts and drops connections forever.
@@ -1325,10 +1381,10 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
     let _tmp = TempDir(dir.clone());
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))?;
 
-    let uid = unused_uid()?;
+    let (account, uid, gid) = pick_account()?;
     let agent = format!("gbench{hex}");
     log!(
-        "temp dir {}, workload uid {uid}, agent name {agent}",
+        "temp dir {}, workloads run as {account} ({uid}:{gid}), agent name {agent}",
         dir.display()
     );
 
@@ -1348,10 +1404,10 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
     fs::set_permissions(&open_target, fs::Permissions::from_mode(0o644))?;
     let home = dir.join("home");
     fs::create_dir_all(&home)?;
-    chown_tree(&home, uid)?;
+    chown_tree(&home, uid, gid)?;
     let repo = dir.join("repo");
     log!("generating a git repository of {} files", params.files);
-    make_repo(&repo, params.files, params.changed, uid)?;
+    make_repo(&repo, params.files, params.changed, uid, gid)?;
     let log_policy = dir.join("log-only.toml");
     fs::write(
         &log_policy,
@@ -1369,7 +1425,13 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         dir: dir.clone(),
         params: params.clone(),
         workload_bin,
+        account,
         uid,
+        gid,
+        pin_cpu: std::thread::available_parallelism()
+            .ok()
+            .map(|n| n.get() - 1)
+            .filter(|n| *n > 0),
         agent,
         port,
         open_target,
@@ -1452,8 +1514,12 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
 
     let mut samples = Vec::new();
     for round in 1..=params.rounds {
+        // Each round starts one setup further on, so no setup is always first
+        // (or always right after the same other one).
+        let mut order = setups.clone();
+        order.rotate_left((round as usize - 1) % setups.len().max(1));
         for w in WORKLOADS {
-            for &setup in &setups {
+            for &setup in &order {
                 check_interrupted()?;
                 let sample = measure(&mut ctx, setup, w, round).with_context(|| {
                     format!("{} under {} (round {round})", w.name(), setup.name())
@@ -1500,6 +1566,8 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
             "capacity_step_seconds": params.cap_step_secs,
             "capacity_generator_processes": params.cap_procs,
             "kill_runs": params.kill_runs,
+            "workload_account": format!("{} ({})", ctx.account, ctx.ids()),
+            "micro_workloads_pinned_to_cpu": ctx.pin_cpu,
         },
         "setups": SETUPS.iter().map(|s| json!({
             "name": s.name(),
@@ -1540,6 +1608,9 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
 }
 
 fn measure(ctx: &mut Ctx, setup: Setup, w: Workload, round: u32) -> Result<Value> {
+    if w == Workload::Real {
+        prewarm(&ctx.repo)?;
+    }
     let running = start(ctx, setup)?;
     let foreign = foreign_guards(&ctx.own_pids);
     let load = loadavg();
@@ -1622,7 +1693,7 @@ fn capacity(ctx: &mut Ctx) -> Result<Value> {
                 .arg("--")
                 .arg(&ctx.workload_bin)
                 .args([
-                    ctx.uid.to_string(),
+                    ctx.ids(),
                     "gen".into(),
                     format!("{target:.0}"),
                     p.cap_step_secs.to_string(),
