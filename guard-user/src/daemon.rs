@@ -20,6 +20,7 @@ use tokio::{
 use crate::{
     action,
     audit::Sink,
+    metrics::Metrics,
     clock,
     control::{Command, Filter, Request, Response, Server},
     ebpf::Kernel,
@@ -36,6 +37,8 @@ pub struct Options {
     pub events: PathBuf,
     pub socket: PathBuf,
     pub policy: Source,
+    /// Serve Prometheus metrics and /healthz here.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// A `subscribe` client: a bounded queue, and what it missed while it was full.
@@ -50,6 +53,7 @@ type Resolved = (String, Vec<IpAddr>);
 
 struct State {
     kernel: Kernel,
+    metrics: Arc<Metrics>,
     engine: Engine,
     source: Source,
     /// Agent names given on the command line override the policy's.
@@ -87,6 +91,18 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let engine = Engine::new(policy, homes.clone(), hosts, kernel.lsm.is_ok()).context("cannot compile the policy")?;
     kernel.install(&engine.kernel_rules()).context("cannot install the policy in the kernel")?;
     let server = Server::bind(&opts.socket)?;
+    let metrics = Arc::new(Metrics::new());
+    metrics.set_attached(kernel.attached.len(), kernel.attached.len());
+    // Bound now, so a busy address fails the start instead of a scrape later.
+    let metrics_server = match opts.metrics {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            Some(tokio::spawn(crate::metrics::serve_listener(listener, metrics.clone())))
+        }
+        None => None,
+    };
     let (tx, mut commands) = mpsc::channel(64);
     let (resolved_tx, mut resolved) = mpsc::channel(64);
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as
@@ -95,6 +111,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
     let mut state = State {
         kernel,
+        metrics,
         engine,
         policy_stamp: stamp(&opts.policy),
         changed_stamp: None,
@@ -145,6 +162,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 state.rate = (state.events_total - state.events_at_tick) as f64;
                 state.events_at_tick = state.events_total;
                 state.report_lost()?;
+                state.update_metrics();
                 let now = stamp(&state.source);
                 if now == state.policy_stamp {
                     state.changed_stamp = None;
@@ -160,6 +178,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
     }
     serve.abort();
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     if let Some(r) = state.resolver.take() {
         r.abort();
     }
@@ -288,6 +309,21 @@ impl State {
         Ok(())
     }
 
+    fn update_metrics(&mut self) {
+        let running = self.registry.sessions().filter(|s| s.ended_ns.is_none()).count();
+        self.metrics.set_active_sessions(running as u64);
+        if let Ok((by_kind, track_full)) = self.kernel.lost() {
+            for (kind, n) in by_kind {
+                self.metrics.set_lost(kind, n);
+            }
+            self.metrics.set_lost("untracked_children", track_full);
+            self.metrics.set_lost("undecodable", self.undecodable);
+        }
+        for (program, run_time_ns, run_count) in self.kernel.program_stats() {
+            self.metrics.set_program_stats(&program, run_time_ns, run_count);
+        }
+    }
+
     fn policy_loaded(&mut self, warnings: &[diag::Diagnostic]) -> anyhow::Result<()> {
         let rules = self.engine.kernel_rules();
         let policy = self.engine.policy();
@@ -352,6 +388,7 @@ impl State {
         self.policy_stamp = stamp(&self.source);
         let name = self.source.name();
         let rejected = |state: &mut Self, errors: String| -> anyhow::Result<()> {
+            state.metrics.policy_reload(false);
             tracing::warn!("policy {name} rejected ({why}); the running policy stays:\n{errors}");
             let detail = Detail::PolicyRejected { name: name.clone(), errors };
             let ev = Event::derived(clock::boot_ns() as i128 + state.offset, None, Task::default(), detail);
@@ -379,6 +416,7 @@ impl State {
             self.start_resolver();
         }
         tracing::info!("policy {name} loaded ({why})");
+        self.metrics.policy_reload(true);
         self.policy_loaded(&warnings)
     }
 
@@ -387,6 +425,12 @@ impl State {
         let line: Arc<str> = Arc::from(ev.to_json());
         self.sink.write_line(&line)?;
         self.events_total += 1;
+        self.metrics.event(ev.detail.kind());
+        if let Some(v) = &ev.violation {
+            // Keep label values few: "failed: <error>" counts as "failed".
+            let outcome = if v.outcome.starts_with("failed") { "failed" } else { v.outcome.as_str() };
+            self.metrics.violation(&v.rule, v.action, outcome);
+        }
         if self.subscribers.is_empty() {
             return Ok(());
         }

@@ -13,6 +13,7 @@ mod control;
 mod daemon;
 mod ebpf;
 mod event;
+mod metrics;
 mod policy;
 mod run;
 mod session;
@@ -46,6 +47,10 @@ enum Cmd {
         /// `ci`). Reloaded on SIGHUP and when the file changes.
         #[arg(long, value_name = "FILE|workstation|ci")]
         policy: Option<PathBuf>,
+        /// Serve Prometheus metrics (`/metrics`) and health (`/healthz`) on this
+        /// address, e.g. `127.0.0.1:9464`.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
         /// Benchmarks only: attach empty programs to guard's hooks and wait for
         /// SIGTERM/SIGINT (the cost of the hooks alone).
         #[arg(long, hide = true)]
@@ -174,6 +179,7 @@ fn main() -> ExitCode {
             events,
             socket,
             policy,
+            metrics,
             floor,
         } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -188,6 +194,7 @@ fn main() -> ExitCode {
                     events,
                     socket,
                     policy: policy::Source::from_arg(policy.as_deref()),
+                    metrics,
                 }))
             }),
         Cmd::Run { socket, command } => run::run(&socket, &command),

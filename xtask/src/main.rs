@@ -29,7 +29,8 @@ struct Cli {
 enum Cmd {
     /// Install build prerequisites: rust-src, clang-19, libbpf-dev, bpf-linker.
     Setup {
-        /// Also install what the end-to-end tests use (iproute2, tmux, procps).
+        /// Also install what the end-to-end tests use (iproute2, tmux, procps,
+        /// prometheus, python3-venv).
         #[arg(long)]
         test_deps: bool,
     },

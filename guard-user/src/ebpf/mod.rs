@@ -143,6 +143,8 @@ pub struct Kernel {
     generation: u8,
     /// Whether the BPF-LSM deny hooks are attached, or why not.
     pub lsm: Result<(), String>,
+    /// Keeps the kernel's per-program run-time statistics on while guard runs.
+    _stats: Option<std::os::fd::OwnedFd>,
     /// Names of what is attached, for `/healthz` and logs.
     pub attached: Vec<String>,
 }
@@ -249,6 +251,7 @@ impl Kernel {
             config,
             generation: 0,
             lsm,
+            _stats: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
             attached,
         };
         Ok((kernel, events))
@@ -317,6 +320,18 @@ impl Kernel {
             self.net_rules.remove(&k).map_err(|source| Error::Map { map: "NET_RULES", source })?;
         }
         Ok(())
+    }
+
+    /// Run time (ns) and run count of each loaded program, where the kernel's BPF
+    /// statistics are on.
+    pub fn program_stats(&self) -> Vec<(String, u64, u64)> {
+        self._bpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some((name.to_owned(), info.run_time().as_nanos() as u64, info.run_count()))
+            })
+            .collect()
     }
 
     pub fn is_tracked(&self, pid: u32) -> bool {

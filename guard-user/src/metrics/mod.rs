@@ -25,7 +25,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use axum::Router;
@@ -348,13 +347,6 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` and `/healthz` on `addr` until the task is dropped or fails.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
-    serve_listener(listener, metrics).await
-}
-
-/// [`serve`] on a listener already bound (port 0 in tests, or a socket from the caller).
 pub async fn serve_listener(listener: TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
     axum::serve(listener, router(metrics)).await
 }
