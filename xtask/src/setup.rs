@@ -10,7 +10,6 @@ use crate::util::{self, log};
 
 /// Debian packages the eBPF build needs (clang-19 compiles the C CO-RE shim).
 const BUILD_PACKAGES: &[&str] = &["clang-19", "libbpf-dev"];
-/// Debian packages the end-to-end tests use.
 /// What the end-to-end tests use: tmux drives `guard top`, prometheus scrapes the
 /// daemon, python3-venv hosts the offline Kubernetes schema validator.
 const TEST_PACKAGES: &[&str] = &["iproute2", "tmux", "procps", "prometheus", "python3-venv"];

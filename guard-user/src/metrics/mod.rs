@@ -372,6 +372,8 @@ async fn healthz_handler(State(metrics): State<Arc<Metrics>>) -> Response {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
