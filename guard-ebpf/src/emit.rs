@@ -3,6 +3,7 @@
 
 use core::{mem::size_of, slice};
 
+use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
     bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
@@ -15,6 +16,25 @@ use crate::{
 };
 
 pub const HEADER_LEN: usize = size_of::<Header>();
+
+/// Pending bytes past which a record wakes the daemon whatever its kind.
+const WAKEUP_BYTES: u64 = 1 << 20;
+
+/// Waking the daemon for every record costs a context switch each (on a busy
+/// session, more than the rest of the pipeline). Execs wake it at once: argv rules
+/// are decided in user space and should kill promptly. Other records wait for the
+/// daemon's 10 ms drain, unless a megabyte is pending.
+#[inline(always)]
+fn wakeup_flags(kind: EventKind) -> u64 {
+    if kind == EventKind::Exec {
+        return 0;
+    }
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
 
 /// The current thread's ids: (tgid, tid).
 #[inline(always)]
@@ -84,7 +104,7 @@ impl Draft {
         let len = (HEADER_LEN + size_of::<T>() + payload_len as usize) & (EVENT_BUF - 1);
         // SAFETY: len is masked to the scratch buffer's size.
         let record = unsafe { slice::from_raw_parts(self.buf as *const u8, len) };
-        if EVENTS.output::<[u8]>(record, 0).is_err() {
+        if EVENTS.output::<[u8]>(record, wakeup_flags(self.kind)).is_err() {
             count(counter::LOST_BASE + self.kind as u32);
         }
     }

@@ -148,6 +148,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Most records are queued without waking the daemon (see guard-ebpf's
+    // emit.rs): drain them on this beat, and write them out in one go.
+    let mut drain = tokio::time::interval(Duration::from_millis(10));
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -155,6 +159,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 state.drain(guard.get_inner_mut())?;
                 guard.clear_ready();
             }
+            _ = drain.tick() => state.drain(ring.get_mut())?,
             Some(cmd) = commands.recv() => state.command(cmd)?,
             Some((name, addrs)) = resolved.recv() => state.resolved(name, addrs)?,
             _ = hup.recv() => state.reload("SIGHUP")?,
@@ -422,8 +427,6 @@ impl State {
 
     /// Writes one event to the audit log and offers it to every subscriber.
     fn write(&mut self, ev: &Event) -> anyhow::Result<()> {
-        let line: Arc<str> = Arc::from(ev.to_json());
-        self.sink.write_line(&line)?;
         self.events_total += 1;
         self.metrics.event(ev.detail.kind());
         if let Some(v) = &ev.violation {
@@ -432,8 +435,12 @@ impl State {
             self.metrics.violation(&v.rule, v.action, outcome);
         }
         if self.subscribers.is_empty() {
+            // The common case: serialise straight into the sink's buffer.
+            self.sink.write_event(ev)?;
             return Ok(());
         }
+        let line: Arc<str> = Arc::from(ev.to_json());
+        self.sink.write_line(&line)?;
         let session = ev.session.map(|s| s.to_string());
         let kind = ev.detail.kind();
         self.subscribers.retain_mut(|sub| {

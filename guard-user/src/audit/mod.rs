@@ -1,6 +1,7 @@
 //! The audit trail: one JSON event per line (schema in docs/events.md) to stdout
 //! or a file, flushed after every batch the daemon drains.
 
+use crate::event::Event;
 use std::{
     fs::OpenOptions,
     io::{BufWriter, Write},
@@ -54,6 +55,14 @@ impl Sink {
     }
 
     /// Writes an already serialised event.
+    /// Serialises an event into the buffer, one line.
+    pub fn write_event(&mut self, ev: &Event) -> Result<(), Error> {
+        serde_json::to_writer(&mut self.out, ev)
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .map_err(|source| Error::Write { target: self.target.clone(), source })
+    }
+
     pub fn write_line(&mut self, line: &str) -> Result<(), Error> {
         self.out
             .write_all(line.as_bytes())

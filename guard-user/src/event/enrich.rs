@@ -8,7 +8,8 @@ use super::{Event, Task};
 #[derive(Default)]
 pub struct Enricher {
     users: HashMap<u32, Option<Arc<str>>>,
-    containers: HashMap<u64, Option<Arc<str>>>,
+    /// Container id and pod uid by cgroup id.
+    containers: HashMap<u64, (Option<Arc<str>>, Option<Arc<str>>)>,
 }
 
 impl Enricher {
@@ -26,14 +27,16 @@ impl Enricher {
             })
             .clone();
         let pid = task.pid;
-        task.container = self
+        let (container, pod) = self
             .containers
             .entry(task.cgroup_id)
             .or_insert_with(|| {
-                let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-                container_id_from_cgroups(&text).map(Arc::from)
+                let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else { return (None, None) };
+                (container_id_from_cgroups(&text).map(Arc::from), pod_uid_from_cgroups(&text).map(Arc::from))
             })
             .clone();
+        task.container = container;
+        task.pod = pod;
     }
 }
 
@@ -45,6 +48,22 @@ pub fn container_id_from_cgroups(text: &str) -> Option<String> {
     text.lines().find_map(|line| {
         let path = line.splitn(3, ':').nth(2)?;
         path.rsplit('/').find_map(container_id_in_component)
+    })
+}
+
+/// The Kubernetes pod uid in a `/proc/PID/cgroup` file: `…/pod<uid>/…` with the
+/// cgroupfs driver, `…-pod<uid_with_underscores>.slice` with the systemd driver.
+pub fn pod_uid_from_cgroups(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let path = line.splitn(3, ':').nth(2)?;
+        path.split('/').find_map(|c| {
+            let c = c.strip_suffix(".slice").unwrap_or(c);
+            let uid = c.rsplit_once("-pod").map(|(_, u)| u).or_else(|| c.strip_prefix("pod"))?;
+            let uid = uid.replace('_', "-");
+            let ok = uid.len() == 36
+                && uid.bytes().enumerate().all(|(i, b)| if [8, 13, 18, 23].contains(&i) { b == b'-' } else { b.is_ascii_hexdigit() });
+            ok.then_some(uid)
+        })
     })
 }
 
@@ -77,6 +96,20 @@ mod tests {
                 "{path}"
             );
         }
+    }
+
+    #[test]
+    fn pod_uids_from_both_cgroup_drivers() {
+        let uid = "5f0e2b6c-1d2e-4a3b-9c8d-7e6f5a4b3c2d";
+        let systemd = format!(
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{ID}.scope",
+            uid.replace('-', "_")
+        );
+        let cgroupfs = format!("0::/kubepods/burstable/pod{uid}/{ID}");
+        for text in [systemd, cgroupfs] {
+            assert_eq!(pod_uid_from_cgroups(&text).as_deref(), Some(uid), "{text}");
+        }
+        assert_eq!(pod_uid_from_cgroups(&format!("0::/system.slice/docker-{ID}.scope")), None);
     }
 
     #[test]

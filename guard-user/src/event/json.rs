@@ -59,6 +59,9 @@ impl Serialize for Event {
             m.serialize_entry("user", &t.user.as_deref())?;
             m.serialize_entry("cgroup_id", &t.cgroup_id)?;
             m.serialize_entry("container", &t.container.as_deref())?;
+            if let Some(pod) = &t.pod {
+                m.serialize_entry("pod", pod.as_ref())?;
+            }
         }
         match &self.detail {
             Detail::Exec {

@@ -173,6 +173,8 @@ pub struct Task {
     pub cgroup_id: u64,
     pub user: Option<Arc<str>>,
     pub container: Option<Arc<str>>,
+    /// Kubernetes pod uid, from the cgroup path.
+    pub pod: Option<Arc<str>>,
 }
 
 /// A policy rule the event broke, and what was done about it.
@@ -282,6 +284,7 @@ impl Event {
             cgroup_id: h.cgroup_id,
             user: None,
             container: None,
+            pod: None,
         };
         let flag = |f: u16| h.flags & f != 0;
         let detail = match rec.body {

@@ -34,6 +34,7 @@ pub struct Session {
     pub uid: u32,
     pub user: Option<Arc<str>>,
     pub container: Option<Arc<str>>,
+    pub pod: Option<Arc<str>>,
     pub cwd: Option<String>,
     pub counts: Counts,
 }
@@ -83,6 +84,7 @@ impl Registry {
                 uid: task.uid,
                 user: task.user.clone(),
                 container: task.container.clone(),
+                pod: task.pod.clone(),
                 cwd: cwd.clone(),
                 counts: Counts::default(),
             },
@@ -378,6 +380,7 @@ pub mod view {
                     "user": s.user.as_deref(),
                     "cwd": s.cwd,
                     "container": s.container.as_deref(),
+                    "pod": s.pod.as_deref(),
                     "started": rfc3339(s.started_ns),
                     "ended": s.ended_ns.map(rfc3339),
                     "state": if s.ended_ns.is_some() { "ended" } else { "running" },
