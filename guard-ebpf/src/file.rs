@@ -34,76 +34,56 @@ fn arg(ctx: &TracePointContext, off: usize) -> u64 {
     unsafe { ctx.read_at::<u64>(off) }.unwrap_or(0)
 }
 
+/// The current thread's id when its process is tracked. Checked before anything
+/// else: a process outside every session pays this one lookup and nothing more.
 #[inline(always)]
-fn note(call: OpenCall, dfd: i64, filename: u64, flags: u64, mode: u64) -> u32 {
+fn tracked_thread() -> Option<u32> {
     let (tgid, tid) = current_ids();
     // SAFETY: presence check only.
-    if unsafe { TRACKED.get(tgid) }.is_none() {
-        return 0;
-    }
-    let pending = PendingOpen {
-        filename,
-        flags,
-        dfd,
-        call: call as u32,
-        mode: mode as u32,
-    };
+    unsafe { TRACKED.get(tgid) }.map(|_| tid)
+}
+
+#[inline(always)]
+fn note(tid: u32, call: OpenCall, dfd: i64, filename: u64, flags: u64, mode: u64) -> u32 {
+    let pending = PendingOpen { filename, flags, dfd, call: call as u32, mode: mode as u32 };
     let _ = PENDING_OPEN.insert(tid, pending, 0);
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat")]
 pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+    let Some(tid) = tracked_thread() else { return 0 };
     let dfd = arg(&ctx, ARG0) as i32 as i64;
-    note(
-        OpenCall::Openat,
-        dfd,
-        arg(&ctx, ARG1),
-        arg(&ctx, ARG2),
-        arg(&ctx, ARG3),
-    )
+    note(tid, OpenCall::Openat, dfd, arg(&ctx, ARG1), arg(&ctx, ARG2), arg(&ctx, ARG3))
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_open")]
 pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
-    note(
-        OpenCall::Open,
-        AT_FDCWD,
-        arg(&ctx, ARG0),
-        arg(&ctx, ARG1),
-        arg(&ctx, ARG2),
-    )
+    let Some(tid) = tracked_thread() else { return 0 };
+    note(tid, OpenCall::Open, AT_FDCWD, arg(&ctx, ARG0), arg(&ctx, ARG1), arg(&ctx, ARG2))
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_creat")]
 pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
-    note(
-        OpenCall::Creat,
-        AT_FDCWD,
-        arg(&ctx, ARG0),
-        CREAT_FLAGS,
-        arg(&ctx, ARG1),
-    )
+    let Some(tid) = tracked_thread() else { return 0 };
+    note(tid, OpenCall::Creat, AT_FDCWD, arg(&ctx, ARG0), CREAT_FLAGS, arg(&ctx, ARG1))
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
 pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
+    let Some(tid) = tracked_thread() else { return 0 };
     let dfd = arg(&ctx, ARG0) as i32 as i64;
     // struct open_how { u64 flags; u64 mode; u64 resolve; } in user memory.
     let how = arg(&ctx, ARG2);
     let mut fm = [0u64; 2];
     // SAFETY: reads 16 bytes of user memory into a stack array.
     let ok = unsafe {
-        gen_helpers::bpf_probe_read_user(
-            fm.as_mut_ptr().cast(),
-            16,
-            how as *const core::ffi::c_void,
-        )
+        gen_helpers::bpf_probe_read_user(fm.as_mut_ptr().cast(), 16, how as *const core::ffi::c_void)
     } == 0;
     if !ok {
         fm = [0, 0];
     }
-    note(OpenCall::Openat2, dfd, arg(&ctx, ARG1), fm[0], fm[1])
+    note(tid, OpenCall::Openat2, dfd, arg(&ctx, ARG1), fm[0], fm[1])
 }
 
 /// Attached to sys_exit_{open,openat,openat2,creat}: the records share a layout.
