@@ -7,6 +7,7 @@
  *   workload UID:GID git N DIR        in the git repository DIR, N times:
  *                                     git checkout -q b; git checkout -q a;
  *                                     git status --porcelain
+ *   workload UID:GID build N DIR      in DIR, gcc -O2 -c mI.c -o mI.o for I in 0..N-1
  *   workload UID:GID gen RATE SECS K PATH
  *                                     capacity generator: K processes open+close PATH
  *                                     at RATE opens per second (in total) for SECS
@@ -144,6 +145,27 @@ static void run_git(const char *dir, char *const argv[]) {
     }
 }
 
+static void build_loop(long n, const char *dir) {
+    for (long i = 0; i < n; i++) {
+        char src[32], obj[32];
+        snprintf(src, sizeof src, "m%ld.c", i);
+        snprintf(obj, sizeof obj, "m%ld.o", i);
+        pid_t pid = fork();
+        if (pid < 0) die("fork");
+        if (pid == 0) {
+            if (chdir(dir) != 0) _exit(126);
+            execlp("gcc", "gcc", "-O2", "-c", src, "-o", obj, (char *)NULL);
+            _exit(127);
+        }
+        int status;
+        if (waitpid(pid, &status, 0) < 0) die("waitpid");
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            fprintf(stderr, "workload: gcc %s failed (status %d)\n", src, status);
+            exit(1);
+        }
+    }
+}
+
 static void git_loop(long n, const char *dir) {
     char *to_b[] = {"git", "checkout", "-q", "b", NULL};
     char *to_a[] = {"git", "checkout", "-q", "a", NULL};
@@ -211,7 +233,7 @@ static void gen(double rate, double secs, long k, const char *path) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: workload UID:GID open|forkexec|connect|git|gen N [ARGS]\n");
+        fprintf(stderr, "usage: workload UID:GID open|forkexec|connect|git|build|gen N [ARGS]\n");
         return 2;
     }
     pin();
@@ -235,6 +257,8 @@ int main(int argc, char **argv) {
         connect_loop(n, (int)arg_long(argv[4]));
     } else if (strcmp(mode, "git") == 0 && argc == 5) {
         git_loop(n, argv[4]);
+    } else if (strcmp(mode, "build") == 0 && argc == 5) {
+        build_loop(n, argv[4]);
     } else {
         fprintf(stderr, "workload: bad arguments for %s\n", mode);
         return 2;

@@ -104,7 +104,10 @@ impl Draft {
         let len = (HEADER_LEN + size_of::<T>() + payload_len as usize) & (EVENT_BUF - 1);
         // SAFETY: len is masked to the scratch buffer's size.
         let record = unsafe { slice::from_raw_parts(self.buf as *const u8, len) };
-        if EVENTS.output::<[u8]>(record, wakeup_flags(self.kind)).is_err() {
+        if EVENTS
+            .output::<[u8]>(record, wakeup_flags(self.kind))
+            .is_err()
+        {
             count(counter::LOST_BASE + self.kind as u32);
         }
     }

@@ -48,7 +48,8 @@ pub fn config() -> Config {
 
 #[inline(always)]
 fn scope_ok(flags: u8, is_root: bool) -> bool {
-    !(flags & rule_flags::ROOT_ONLY != 0 && !is_root || flags & rule_flags::DESCENDANTS_ONLY != 0 && is_root)
+    !(flags & rule_flags::ROOT_ONLY != 0 && !is_root
+        || flags & rule_flags::DESCENDANTS_ONLY != 0 && is_root)
 }
 
 /// Whether the rule set in force has entries of `kind`.
@@ -62,7 +63,9 @@ fn has(cfg: &Config, kind: u8) -> bool {
 /// the fields of `None` speculatively, which the verifier rejects as uninitialised.
 #[inline(always)]
 fn lookup_slot(slot: u32, generation: u8, kind: u8, len: u32, exact: bool) -> RuleRef {
-    let Some(slot) = KEYS.get_ptr_mut(slot) else { return RuleRef::default() };
+    let Some(slot) = KEYS.get_ptr_mut(slot) else {
+        return RuleRef::default();
+    };
     // SAFETY: this CPU's scratch slot.
     let k = unsafe { &raw mut (*slot).key };
     let len = len.min(KEY_BYTES);
@@ -91,7 +94,9 @@ fn slot_bytes(slot: u32) -> Option<*mut u8> {
 /// than a key is looked up by its first bytes, as a prefix only.
 #[inline(always)]
 fn lookup_bytes(slot: u32, generation: u8, kind: u8, src: *const u8, len: u32) -> RuleRef {
-    let Some(dst) = slot_bytes(slot) else { return RuleRef::default() };
+    let Some(dst) = slot_bytes(slot) else {
+        return RuleRef::default();
+    };
     let exact = len <= KEY_BYTES;
     let n = len.min(KEY_BYTES) & 255;
     // SAFETY: bounded copy into the slot from a kernel-side scratch buffer.
@@ -123,7 +128,11 @@ fn kill(rule: u16) -> u16 {
     // SAFETY: signals the current task's process; acted on at return to user mode.
     let rc = unsafe { bpf_send_signal(SIGKILL) };
     let rule = (rule + 1) & enforced::RULE_MASK;
-    if rc == 0 { rule | enforced::KILLED } else { rule }
+    if rc == 0 {
+        rule | enforced::KILLED
+    } else {
+        rule
+    }
 }
 
 /// The accesses an open with `open_flags` asks for.
@@ -145,7 +154,10 @@ fn wanted(open_flags: u64) -> u8 {
 fn open_matches(file: *const core::ffi::c_void, path: *const u8, len: u32) -> [RuleRef; 3] {
     let cfg = config();
     let none = [RuleRef::default(); 3];
-    if cfg.path_kinds & ((1 << path_kind::FILE) | (1 << path_kind::FILE_NAME) | (1 << path_kind::FILE_NAME_REV)) == 0 {
+    if cfg.path_kinds
+        & ((1 << path_kind::FILE) | (1 << path_kind::FILE_NAME) | (1 << path_kind::FILE_NAME_REV))
+        == 0
+    {
         return none;
     }
     let generation = cfg.generation as u8;
@@ -154,7 +166,9 @@ fn open_matches(file: *const core::ffi::c_void, path: *const u8, len: u32) -> [R
     } else {
         RuleRef::default()
     };
-    let (Some(name), Some(rev)) = (slot_bytes(1), slot_bytes(2)) else { return [whole, RuleRef::default(), RuleRef::default()] };
+    let (Some(name), Some(rev)) = (slot_bytes(1), slot_bytes(2)) else {
+        return [whole, RuleRef::default(), RuleRef::default()];
+    };
     if !has(&cfg, path_kind::FILE_NAME) && !has(&cfg, path_kind::FILE_NAME_REV) {
         return [whole, RuleRef::default(), RuleRef::default()];
     }
@@ -175,20 +189,47 @@ fn open_matches(file: *const core::ffi::c_void, path: *const u8, len: u32) -> [R
 
 /// BPF-LSM `file_open`: whether a `deny` rule refuses this open.
 #[inline(always)]
-pub fn deny_open(file: *const core::ffi::c_void, path: *const u8, len: u32, open_flags: u64, is_root: bool) -> Option<u16> {
-    pick(open_matches(file, path, len), is_root, wanted(open_flags), rule_flags::DENY)
+pub fn deny_open(
+    file: *const core::ffi::c_void,
+    path: *const u8,
+    len: u32,
+    open_flags: u64,
+    is_root: bool,
+) -> Option<u16> {
+    pick(
+        open_matches(file, path, len),
+        is_root,
+        wanted(open_flags),
+        rule_flags::DENY,
+    )
 }
 
 /// BPF-LSM `bprm_check_security`: whether a `deny` rule refuses this exec.
 #[inline(always)]
-pub fn deny_exec(file: *const core::ffi::c_void, path: *const u8, len: u32, comm: &[u8; 16], is_root: bool) -> Option<u16> {
-    pick(exec_matches(file, path, len, comm), is_root, 0, rule_flags::DENY)
+pub fn deny_exec(
+    file: *const core::ffi::c_void,
+    path: *const u8,
+    len: u32,
+    comm: &[u8; 16],
+    is_root: bool,
+) -> Option<u16> {
+    pick(
+        exec_matches(file, path, len, comm),
+        is_root,
+        0,
+        rule_flags::DENY,
+    )
 }
 
 #[inline(always)]
 /// Matches of an exec: the resolved path, the name it was run as (`comm`), and the
 /// resolved file's name (a symlink of another name must not get past a name rule).
-fn exec_matches(file: *const core::ffi::c_void, path: *const u8, len: u32, comm: &[u8; 16]) -> [RuleRef; 3] {
+fn exec_matches(
+    file: *const core::ffi::c_void,
+    path: *const u8,
+    len: u32,
+    comm: &[u8; 16],
+) -> [RuleRef; 3] {
     let cfg = config();
     if cfg.path_kinds & ((1 << path_kind::EXEC) | (1 << path_kind::EXEC_NAME)) == 0 {
         return [RuleRef::default(); 3];
@@ -200,7 +241,9 @@ fn exec_matches(file: *const core::ffi::c_void, path: *const u8, len: u32, comm:
         comm_len += 1;
     }
     let by_name = lookup_bytes(1, generation, path_kind::EXEC_NAME, comm.as_ptr(), comm_len);
-    let Some(name) = slot_bytes(2) else { return [whole, by_name, RuleRef::default()] };
+    let Some(name) = slot_bytes(2) else {
+        return [whole, by_name, RuleRef::default()];
+    };
     // Names in exec rules are cut to 15 bytes, like comm.
     let name_len = kernel::file_name(file, name).min(15);
     let by_file = lookup_slot(2, generation, path_kind::EXEC_NAME, name_len, true);
@@ -210,8 +253,19 @@ fn exec_matches(file: *const core::ffi::c_void, path: *const u8, len: u32, comm:
 /// Open of `file` (path in `path[..len]`) with open `flags`: kill when a kernel
 /// rule says so. Returns the event's `rule` field (0: nothing enforced).
 #[inline(always)]
-pub fn on_open(file: *const core::ffi::c_void, path: *const u8, len: u32, open_flags: u64, is_root: bool) -> u16 {
-    match pick(open_matches(file, path, len), is_root, wanted(open_flags), rule_flags::KILL) {
+pub fn on_open(
+    file: *const core::ffi::c_void,
+    path: *const u8,
+    len: u32,
+    open_flags: u64,
+    is_root: bool,
+) -> u16 {
+    match pick(
+        open_matches(file, path, len),
+        is_root,
+        wanted(open_flags),
+        rule_flags::KILL,
+    ) {
         Some(rule) => kill(rule),
         None => 0,
     }
@@ -219,8 +273,19 @@ pub fn on_open(file: *const core::ffi::c_void, path: *const u8, len: u32, open_f
 
 /// Exec of the file at `path` (resolved) by a process now named `comm`.
 #[inline(always)]
-pub fn on_exec(file: *const core::ffi::c_void, path: *const u8, len: u32, comm: &[u8; 16], is_root: bool) -> u16 {
-    match pick(exec_matches(file, path, len, comm), is_root, 0, rule_flags::KILL) {
+pub fn on_exec(
+    file: *const core::ffi::c_void,
+    path: *const u8,
+    len: u32,
+    comm: &[u8; 16],
+    is_root: bool,
+) -> u16 {
+    match pick(
+        exec_matches(file, path, len, comm),
+        is_root,
+        0,
+        rule_flags::KILL,
+    ) {
         Some(rule) => kill(rule),
         None => 0,
     }
@@ -232,7 +297,8 @@ pub fn on_net(family: u16, addr: &[u8; 16], port: u16, is_root: bool) -> Option<
     let cfg = config();
     let mut data: NetData = [0; 18];
     data[0] = cfg.generation as u8;
-    let mapped = family == AF_INET6 && addr[..10] == [0; 10] && addr[10] == 0xff && addr[11] == 0xff;
+    let mapped =
+        family == AF_INET6 && addr[..10] == [0; 10] && addr[10] == 0xff && addr[11] == 0xff;
     let bits = if family == AF_INET || mapped {
         data[1] = AF_INET as u8;
         let at = if mapped { 12 } else { 0 };

@@ -45,40 +45,79 @@ fn tracked_thread() -> Option<u32> {
 
 #[inline(always)]
 fn note(tid: u32, call: OpenCall, dfd: i64, filename: u64, flags: u64, mode: u64) -> u32 {
-    let pending = PendingOpen { filename, flags, dfd, call: call as u32, mode: mode as u32 };
+    let pending = PendingOpen {
+        filename,
+        flags,
+        dfd,
+        call: call as u32,
+        mode: mode as u32,
+    };
     let _ = PENDING_OPEN.insert(tid, pending, 0);
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat")]
 pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
-    let Some(tid) = tracked_thread() else { return 0 };
+    let Some(tid) = tracked_thread() else {
+        return 0;
+    };
     let dfd = arg(&ctx, ARG0) as i32 as i64;
-    note(tid, OpenCall::Openat, dfd, arg(&ctx, ARG1), arg(&ctx, ARG2), arg(&ctx, ARG3))
+    note(
+        tid,
+        OpenCall::Openat,
+        dfd,
+        arg(&ctx, ARG1),
+        arg(&ctx, ARG2),
+        arg(&ctx, ARG3),
+    )
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_open")]
 pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
-    let Some(tid) = tracked_thread() else { return 0 };
-    note(tid, OpenCall::Open, AT_FDCWD, arg(&ctx, ARG0), arg(&ctx, ARG1), arg(&ctx, ARG2))
+    let Some(tid) = tracked_thread() else {
+        return 0;
+    };
+    note(
+        tid,
+        OpenCall::Open,
+        AT_FDCWD,
+        arg(&ctx, ARG0),
+        arg(&ctx, ARG1),
+        arg(&ctx, ARG2),
+    )
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_creat")]
 pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
-    let Some(tid) = tracked_thread() else { return 0 };
-    note(tid, OpenCall::Creat, AT_FDCWD, arg(&ctx, ARG0), CREAT_FLAGS, arg(&ctx, ARG1))
+    let Some(tid) = tracked_thread() else {
+        return 0;
+    };
+    note(
+        tid,
+        OpenCall::Creat,
+        AT_FDCWD,
+        arg(&ctx, ARG0),
+        CREAT_FLAGS,
+        arg(&ctx, ARG1),
+    )
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
 pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
-    let Some(tid) = tracked_thread() else { return 0 };
+    let Some(tid) = tracked_thread() else {
+        return 0;
+    };
     let dfd = arg(&ctx, ARG0) as i32 as i64;
     // struct open_how { u64 flags; u64 mode; u64 resolve; } in user memory.
     let how = arg(&ctx, ARG2);
     let mut fm = [0u64; 2];
     // SAFETY: reads 16 bytes of user memory into a stack array.
     let ok = unsafe {
-        gen_helpers::bpf_probe_read_user(fm.as_mut_ptr().cast(), 16, how as *const core::ffi::c_void)
+        gen_helpers::bpf_probe_read_user(
+            fm.as_mut_ptr().cast(),
+            16,
+            how as *const core::ffi::c_void,
+        )
     } == 0;
     if !ok {
         fm = [0, 0];
@@ -118,7 +157,8 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
         // Decided before the open returns: a killed process never sees the file.
         let is_root = tracked.flags & flags::ROOT_PROCESS as u32 != 0;
         let path = pbuf.wrapping_add((start & PATH_MASK) as usize);
-        draft.header().rule = enforce::on_open(file, path, PATH_END - start, pending.flags, is_root);
+        draft.header().rule =
+            enforce::on_open(file, path, PATH_END - start, pending.flags, is_root);
         (start, PATH_END)
     } else {
         // Nothing was opened: report the string passed, joined to the directory it was

@@ -31,7 +31,10 @@ fn path_of(file: *const core::ffi::c_void) -> Option<(*const u8, u32)> {
     let pbuf = PATH_SCRATCH.get_ptr_mut(0)?.cast::<u8>();
     let walk = kernel::file_path(file, pbuf, PATH_END, guard_common::PATH_DEPTH as u32);
     let start = walk & !WALK_TRUNCATED;
-    Some((pbuf.wrapping_add((start & PATH_MASK) as usize), PATH_END - start))
+    Some((
+        pbuf.wrapping_add((start & PATH_MASK) as usize),
+        PATH_END - start,
+    ))
 }
 
 #[lsm(hook = "file_open")]
@@ -42,9 +45,15 @@ pub fn file_open(ctx: LsmContext) -> i32 {
         return retval;
     }
     let Some(is_root) = tracked() else { return 0 };
-    let Some((path, len)) = path_of(file) else { return 0 };
+    let Some((path, len)) = path_of(file) else {
+        return 0;
+    };
     let f_flags = u64::from(kernel::file_flags(file));
-    if enforce::deny_open(file, path, len, f_flags, is_root).is_some() { -EPERM } else { 0 }
+    if enforce::deny_open(file, path, len, f_flags, is_root).is_some() {
+        -EPERM
+    } else {
+        0
+    }
 }
 
 /// A refused exec never reaches sched_process_exec: report it here (no argv yet).
@@ -52,15 +61,27 @@ pub fn file_open(ctx: LsmContext) -> i32 {
 fn report_denied_exec(path: *const u8, len: u32, rule: u16) {
     let (tgid, _) = current_ids();
     // SAFETY: read-only copy of the map value.
-    let Some(t) = (unsafe { TRACKED.get(tgid) }).copied() else { return };
-    let Some(mut draft) = Draft::begin(EventKind::Exec, 0, t.session) else { return };
+    let Some(t) = (unsafe { TRACKED.get(tgid) }).copied() else {
+        return;
+    };
+    let Some(mut draft) = Draft::begin(EventKind::Exec, 0, t.session) else {
+        return;
+    };
     draft.header().rule = ((rule + 1) & enforced::RULE_MASK) | enforced::DENIED;
     let n = len.min(guard_common::PATH_MAX as u32) & 0xfff;
     // SAFETY: bounded copy from the path scratch into the event scratch.
     unsafe {
-        let _ = aya_ebpf::helpers::generated::bpf_probe_read_kernel(draft.payload_ptr::<ExecBody>(0).cast(), n, path.cast());
+        let _ = aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            draft.payload_ptr::<ExecBody>(0).cast(),
+            n,
+            path.cast(),
+        );
     }
-    draft.body(ExecBody { start_ns: t.start_ns, exe_len: n, argv_len: 0 });
+    draft.body(ExecBody {
+        start_ns: t.start_ns,
+        exe_len: n,
+        argv_len: 0,
+    });
     draft.submit::<ExecBody>(n);
 }
 
@@ -73,7 +94,9 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     }
     let Some(is_root) = tracked() else { return 0 };
     let file = kernel::binprm_file(bprm);
-    let Some((path, len)) = path_of(file) else { return 0 };
+    let Some((path, len)) = path_of(file) else {
+        return 0;
+    };
     let comm = aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]);
     match enforce::deny_exec(file, path, len, &comm, is_root) {
         Some(rule) => {

@@ -36,7 +36,12 @@ fn note(ctx: &SockAddrContext, kind: EventKind, v6: bool) -> i32 {
     };
     if v6 {
         body.family = AF_INET6;
-        let words = [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]];
+        let words = [
+            sa.user_ip6[0],
+            sa.user_ip6[1],
+            sa.user_ip6[2],
+            sa.user_ip6[3],
+        ];
         for (i, w) in words.iter().enumerate() {
             body.addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
         }
@@ -46,7 +51,12 @@ fn note(ctx: &SockAddrContext, kind: EventKind, v6: bool) -> i32 {
     }
     let is_root = tracked.flags & flags::ROOT_PROCESS as u32 != 0;
     let verdict = enforce::on_net(body.family, &body.addr, body.port, is_root);
-    let pending = PendingNet { body, kind: kind as u16, rule: verdict.unwrap_or(0), _reserved: 0 };
+    let pending = PendingNet {
+        body,
+        kind: kind as u16,
+        rule: verdict.unwrap_or(0),
+        _reserved: 0,
+    };
     let _ = PENDING_NET.insert(tid, pending, 0);
     // Returning 0 from a sock_addr hook makes connect/sendmsg fail with EPERM before
     // any packet is built.

@@ -12,7 +12,9 @@ use serde_json::Value;
 use crate::control::{Request, client};
 
 pub fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {
-    let data = client::call(socket, &Request::Sessions)?.data.unwrap_or(Value::Null);
+    let data = client::call(socket, &Request::Sessions)?
+        .data
+        .unwrap_or(Value::Null);
     if json {
         println!("{}", serde_json::to_string_pretty(&data)?);
         return Ok(());
@@ -42,24 +44,37 @@ pub fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 pub fn status(socket: &Path) -> anyhow::Result<()> {
-    let data = client::call(socket, &Request::Status)?.data.unwrap_or(Value::Null);
+    let data = client::call(socket, &Request::Status)?
+        .data
+        .unwrap_or(Value::Null);
     println!("{}", serde_json::to_string_pretty(&data)?);
     Ok(())
 }
 
 pub fn kill(socket: &Path, session: Option<String>, pid: Option<u32>) -> anyhow::Result<()> {
-    let data = client::call(socket, &Request::Kill { session, pid })?.data.unwrap_or(Value::Null);
+    let data = client::call(socket, &Request::Kill { session, pid })?
+        .data
+        .unwrap_or(Value::Null);
     println!("{data}");
     Ok(())
 }
 
-pub fn events(socket: &Path, session: Option<String>, kinds: Vec<String>, json: bool) -> anyhow::Result<()> {
+pub fn events(
+    socket: &Path,
+    session: Option<String>,
+    kinds: Vec<String>,
+    json: bool,
+) -> anyhow::Result<()> {
     let mut lines = client::subscribe(socket, &Request::Subscribe { session, kinds })?;
     let stdout = std::io::stdout();
     let mut line = String::new();
     loop {
         line.clear();
-        if lines.read_line(&mut line).context("reading events from the daemon")? == 0 {
+        if lines
+            .read_line(&mut line)
+            .context("reading events from the daemon")?
+            == 0
+        {
             anyhow::bail!("the daemon closed the stream");
         }
         let mut out = stdout.lock();
@@ -81,17 +96,37 @@ pub fn events(socket: &Path, session: Option<String>, kinds: Vec<String>, json: 
 pub fn human(ev: &Value) -> String {
     let s = |k: &str| ev[k].as_str().unwrap_or("").to_owned();
     let kind = s("kind");
-    let time = ev["ts"].as_str().and_then(|t| t.get(11..23)).unwrap_or("").to_owned();
+    let time = ev["ts"]
+        .as_str()
+        .and_then(|t| t.get(11..23))
+        .unwrap_or("")
+        .to_owned();
     let what = match kind.as_str() {
         "exec" => {
-            let argv: Vec<&str> = ev["argv"].as_array().into_iter().flatten().filter_map(|a| a.as_str()).collect();
+            let argv: Vec<&str> = ev["argv"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str())
+                .collect();
             format!("{} [{}]", s("exe"), argv.join(" "))
         }
         "open" => {
-            let access: Vec<&str> = ev["access"].as_array().into_iter().flatten().filter_map(|a| a.as_str()).collect();
+            let access: Vec<&str> = ev["access"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str())
+                .collect();
             format!("{} ({}) {}", s("path"), access.join(","), s("result"))
         }
-        "connect" | "send" => format!("{} {}:{} {}", s("proto"), s("addr"), ev["port"], s("result")),
+        "connect" | "send" => format!(
+            "{} {}:{} {}",
+            s("proto"),
+            s("addr"),
+            ev["port"],
+            s("result")
+        ),
         "fork" => format!("child {}", ev["child_pid"]),
         "exit" => match ev.get("signal") {
             Some(sig) => format!("killed by signal {sig}"),
@@ -100,7 +135,10 @@ pub fn human(ev: &Value) -> String {
         "session_start" => format!("{} started ({})", s("agent"), s("how")),
         "session_end" => format!("ended; stragglers {}", ev["stragglers"]),
         "lost" => format!("LOST {}", ev["by_kind"]),
-        "missed" => format!("this client missed {} events (it read too slowly)", ev["count"]),
+        "missed" => format!(
+            "this client missed {} events (it read too slowly)",
+            ev["count"]
+        ),
         _ => ev.to_string(),
     };
     let session = s("session");
@@ -123,6 +161,9 @@ mod tests {
             r#"{"ts":"2026-11-21T05:42:36.688345123Z","kind":"open","session":"000000f27677c8c0","pid":42,"comm":"cat","path":"/root/.ssh/id_rsa","access":["read"],"result":"ok"}"#,
         )
         .expect("json");
-        assert_eq!(human(&ev), "05:42:36.688 7677c8c0      42 cat             open          /root/.ssh/id_rsa (read) ok");
+        assert_eq!(
+            human(&ev),
+            "05:42:36.688 7677c8c0      42 cat             open          /root/.ssh/id_rsa (read) ok"
+        );
     }
 }

@@ -20,14 +20,12 @@ use tokio::{
 use crate::{
     action,
     audit::Sink,
-    metrics::Metrics,
     clock,
     control::{Command, Filter, Request, Response, Server},
     ebpf::Kernel,
     event::{Detail, Event, How, SessionId, Task, decode, enrich::Enricher},
-    policy::{
-        self, Source, diag, engine::Engine, glob, matcher::Hosts, model::Mode,
-    },
+    metrics::Metrics,
+    policy::{self, Source, diag, engine::Engine, glob, matcher::Hosts, model::Mode},
     session::{self, Registry},
 };
 
@@ -81,15 +79,29 @@ struct State {
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let (policy, warnings) = policy::load(&opts.policy)?;
     if !warnings.is_empty() {
-        tracing::warn!("policy {}:\n{}", opts.policy.name(), diag::render(&opts.policy.name(), &warnings));
+        tracing::warn!(
+            "policy {}:\n{}",
+            opts.policy.name(),
+            diag::render(&opts.policy.name(), &warnings)
+        );
     }
-    let agents = if opts.agents.is_empty() { policy.agents.clone() } else { opts.agents.clone() };
+    let agents = if opts.agents.is_empty() {
+        policy.agents.clone()
+    } else {
+        opts.agents.clone()
+    };
     let sink = Sink::open(&opts.events)?;
     let homes = glob::homes();
-    let hosts = Hosts { by_name: Default::default(), resolvers: resolvers() };
+    let hosts = Hosts {
+        by_name: Default::default(),
+        resolvers: resolvers(),
+    };
     let (mut kernel, events) = Kernel::load(&agents).context("cannot start the kernel side")?;
-    let engine = Engine::new(policy, homes.clone(), hosts, kernel.lsm.is_ok()).context("cannot compile the policy")?;
-    kernel.install(&engine.kernel_rules()).context("cannot install the policy in the kernel")?;
+    let engine = Engine::new(policy, homes.clone(), hosts, kernel.lsm.is_ok())
+        .context("cannot compile the policy")?;
+    kernel
+        .install(&engine.kernel_rules())
+        .context("cannot install the policy in the kernel")?;
     let server = Server::bind(&opts.socket)?;
     let metrics = Arc::new(Metrics::new());
     metrics.set_attached(kernel.attached.len(), kernel.attached.len());
@@ -99,7 +111,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot serve metrics on {addr}"))?;
-            Some(tokio::spawn(crate::metrics::serve_listener(listener, metrics.clone())))
+            Some(tokio::spawn(crate::metrics::serve_listener(
+                listener,
+                metrics.clone(),
+            )))
         }
         None => None,
     };
@@ -107,8 +122,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let (resolved_tx, mut resolved) = mpsc::channel(64);
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as
     // long as the AsyncFd lives.
-    let mut ring = unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
+    let mut ring =
+        unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
     let mut state = State {
         kernel,
         metrics,
@@ -199,7 +215,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 /// `guard daemon --floor`: empty programs on guard's hooks until SIGTERM/SIGINT.
 pub async fn floor() -> anyhow::Result<()> {
     let (programs, n) = crate::ebpf::load_floor().context("cannot attach the floor programs")?;
-    tracing::info!(attachments = n, "guard daemon ready (floor: empty programs)");
+    tracing::info!(
+        attachments = n,
+        "guard daemon ready (floor: empty programs)"
+    );
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     tokio::select! {
@@ -234,17 +253,24 @@ async fn resolve_loop(names: Vec<String>, tx: mpsc::Sender<Resolved>) {
     use hickory_resolver::TokioResolver;
     let resolver = match TokioResolver::builder_tokio().and_then(|b| b.build()) {
         Ok(r) => r,
-        Err(e) => return tracing::warn!("no DNS resolver ({e}); names in network rules stay unresolved"),
+        Err(e) => {
+            return tracing::warn!("no DNS resolver ({e}); names in network rules stay unresolved");
+        }
     };
     let mut due: Vec<(String, Instant)> = names.into_iter().map(|n| (n, Instant::now())).collect();
     loop {
         let now = Instant::now();
         for (name, at) in due.iter_mut().filter(|(_, at)| *at <= now) {
-            match tokio::time::timeout(Duration::from_secs(5), resolver.lookup_ip(name.as_str())).await {
+            match tokio::time::timeout(Duration::from_secs(5), resolver.lookup_ip(name.as_str()))
+                .await
+            {
                 Ok(Ok(answer)) => {
                     let addrs: Vec<IpAddr> = answer.iter().collect();
-                    let ttl = answer.valid_until().saturating_duration_since(Instant::now());
-                    *at = Instant::now() + ttl.clamp(Duration::from_secs(5), Duration::from_secs(600));
+                    let ttl = answer
+                        .valid_until()
+                        .saturating_duration_since(Instant::now());
+                    *at = Instant::now()
+                        + ttl.clamp(Duration::from_secs(5), Duration::from_secs(600));
                     if tx.send((name.clone(), addrs)).await.is_err() {
                         return;
                     }
@@ -259,7 +285,11 @@ async fn resolve_loop(names: Vec<String>, tx: mpsc::Sender<Resolved>) {
                 }
             }
         }
-        let next = due.iter().map(|(_, at)| *at).min().unwrap_or(now + Duration::from_secs(600));
+        let next = due
+            .iter()
+            .map(|(_, at)| *at)
+            .min()
+            .unwrap_or(now + Duration::from_secs(600));
         tokio::time::sleep_until(next.into()).await;
     }
 }
@@ -293,14 +323,18 @@ impl State {
         let is_root = self.registry.is_root(&ev);
         let offset = self.offset;
         let kernel_rule = ev.kernel_rule;
-        self.engine.judge(&mut ev, is_root, kernel_rule, || clock::boot_ns() as i128 + offset);
+        self.engine.judge(&mut ev, is_root, kernel_rule, || {
+            clock::boot_ns() as i128 + offset
+        });
         if let Some(v) = &ev.violation {
             tracing::info!(pid = ev.task.pid, rule = %v.rule, outcome = %v.outcome, "policy violation");
         }
         self.write(&ev)?;
         if let Some(mut end) = self.registry.after(&ev) {
             if self.engine.policy().kill_stragglers
-                && let Detail::SessionEnd { stragglers, killed, .. } = &mut end.detail
+                && let Detail::SessionEnd {
+                    stragglers, killed, ..
+                } = &mut end.detail
             {
                 // CI: nothing of a session outlives its agent.
                 for pid in stragglers.iter() {
@@ -315,7 +349,11 @@ impl State {
     }
 
     fn update_metrics(&mut self) {
-        let running = self.registry.sessions().filter(|s| s.ended_ns.is_none()).count();
+        let running = self
+            .registry
+            .sessions()
+            .filter(|s| s.ended_ns.is_none())
+            .count();
         self.metrics.set_active_sessions(running as u64);
         if let Ok((by_kind, track_full)) = self.kernel.lost() {
             for (kind, n) in by_kind {
@@ -325,7 +363,8 @@ impl State {
             self.metrics.set_lost("undecodable", self.undecodable);
         }
         for (program, run_time_ns, run_count) in self.kernel.program_stats() {
-            self.metrics.set_program_stats(&program, run_time_ns, run_count);
+            self.metrics
+                .set_program_stats(&program, run_time_ns, run_count);
         }
     }
 
@@ -344,7 +383,12 @@ impl State {
             warnings: diag::render(&policy.name, warnings),
             enforcement: self.enforcement(),
         };
-        let ev = Event::derived(clock::boot_ns() as i128 + self.offset, None, Task::default(), detail);
+        let ev = Event::derived(
+            clock::boot_ns() as i128 + self.offset,
+            None,
+            Task::default(),
+            detail,
+        );
         self.write(&ev)?;
         self.sink.flush()?;
         Ok(())
@@ -357,12 +401,27 @@ impl State {
             Err(why) => format!("acts as kill: BPF-LSM unavailable ({why})"),
         };
         vec![
-            ("exec_kill", "kernel, at sched_process_exec: the program never runs".to_owned()),
-            ("file_read_kill", "kernel, before the open returns: the data is never seen".to_owned()),
-            ("file_write_kill", "kernel, after the open: a truncate or create has happened".to_owned()),
+            (
+                "exec_kill",
+                "kernel, at sched_process_exec: the program never runs".to_owned(),
+            ),
+            (
+                "file_read_kill",
+                "kernel, before the open returns: the data is never seen".to_owned(),
+            ),
+            (
+                "file_write_kill",
+                "kernel, after the open: a truncate or create has happened".to_owned(),
+            ),
             ("file_exec_deny", deny),
-            ("network_deny", "kernel, cgroup sock_addr: EPERM, no packet leaves".to_owned()),
-            ("argv_and_glob_kill", "user space, through a pidfd, after the event".to_owned()),
+            (
+                "network_deny",
+                "kernel, cgroup sock_addr: EPERM, no packet leaves".to_owned(),
+            ),
+            (
+                "argv_and_glob_kill",
+                "user space, through a pidfd, after the event".to_owned(),
+            ),
         ]
     }
 
@@ -395,8 +454,16 @@ impl State {
         let rejected = |state: &mut Self, errors: String| -> anyhow::Result<()> {
             state.metrics.policy_reload(false);
             tracing::warn!("policy {name} rejected ({why}); the running policy stays:\n{errors}");
-            let detail = Detail::PolicyRejected { name: name.clone(), errors };
-            let ev = Event::derived(clock::boot_ns() as i128 + state.offset, None, Task::default(), detail);
+            let detail = Detail::PolicyRejected {
+                name: name.clone(),
+                errors,
+            };
+            let ev = Event::derived(
+                clock::boot_ns() as i128 + state.offset,
+                None,
+                Task::default(),
+                detail,
+            );
             state.write(&ev)?;
             state.sink.flush()?;
             Ok(())
@@ -405,7 +472,11 @@ impl State {
             Ok(p) => p,
             Err(e) => return rejected(self, e.to_string()),
         };
-        let agents = if self.agents_override.is_empty() { policy.agents.clone() } else { self.agents_override.clone() };
+        let agents = if self.agents_override.is_empty() {
+            policy.agents.clone()
+        } else {
+            self.agents_override.clone()
+        };
         let hosts = self.engine.hosts.clone();
         let engine = match Engine::new(policy, self.homes.clone(), hosts, self.kernel.lsm.is_ok()) {
             Ok(e) => e,
@@ -431,7 +502,11 @@ impl State {
         self.metrics.event(ev.detail.kind());
         if let Some(v) = &ev.violation {
             // Keep label values few: "failed: <error>" counts as "failed".
-            let outcome = if v.outcome.starts_with("failed") { "failed" } else { v.outcome.as_str() };
+            let outcome = if v.outcome.starts_with("failed") {
+                "failed"
+            } else {
+                v.outcome.as_str()
+            };
             self.metrics.violation(&v.rule, v.action, outcome);
         }
         if self.subscribers.is_empty() {
@@ -523,9 +598,17 @@ impl State {
                 self.sink.flush()?;
             }
             Command::Subscribe { filter, events } => {
-                self.subscribers.push(Subscriber { filter, events, missed: 0 });
+                self.subscribers.push(Subscriber {
+                    filter,
+                    events,
+                    missed: 0,
+                });
             }
-            Command::Query { request, uid, reply } => {
+            Command::Query {
+                request,
+                uid,
+                reply,
+            } => {
                 let _ = reply.send(self.query(request, uid));
             }
         }
@@ -538,8 +621,10 @@ impl State {
             Request::Status => {
                 let (cpu_s, rss) = action::self_usage();
                 let lost = self.kernel.lost().map(|(by_kind, full)| {
-                    let mut m: serde_json::Map<String, serde_json::Value> =
-                        by_kind.into_iter().map(|(k, n)| (k.to_owned(), n.into())).collect();
+                    let mut m: serde_json::Map<String, serde_json::Value> = by_kind
+                        .into_iter()
+                        .map(|(k, n)| (k.to_owned(), n.into()))
+                        .collect();
                     m.insert("untracked_children".into(), full.into());
                     m.insert("undecodable".into(), self.undecodable.into());
                     m
@@ -721,7 +806,10 @@ fn task_from_proc(pid: u32) -> Option<Task> {
         uid: status.ruid,
         gid: status.rgid,
         comm: stat.comm,
-        cgroup_id: cgroup2.as_deref().and_then(|root| crate::ebpf::mounts::cgroup_id_of(root, pid)).unwrap_or(0),
+        cgroup_id: cgroup2
+            .as_deref()
+            .and_then(|root| crate::ebpf::mounts::cgroup_id_of(root, pid))
+            .unwrap_or(0),
         ..Task::default()
     })
 }

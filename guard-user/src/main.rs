@@ -144,11 +144,21 @@ fn policy_command(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
         }
         PolicyCmd::Check { file } => match policy::load(&policy::Source::from_arg(Some(&file))) {
             Ok((p, warnings)) => {
-                print!("{}", policy::diag::render(&file.display().to_string(), &warnings));
-                eprintln!("guard: policy {} is valid: {} rule(s), {} warning(s)", p.name, p.rules.len(), warnings.len());
+                print!(
+                    "{}",
+                    policy::diag::render(&file.display().to_string(), &warnings)
+                );
+                eprintln!(
+                    "guard: policy {} is valid: {} rule(s), {} warning(s)",
+                    p.name,
+                    p.rules.len(),
+                    warnings.len()
+                );
                 Ok(ExitCode::SUCCESS)
             }
-            Err(policy::LoadError::Invalid { rendered, errors, .. }) => {
+            Err(policy::LoadError::Invalid {
+                rendered, errors, ..
+            }) => {
                 print!("{rendered}");
                 eprintln!("guard: policy {} has {errors} error(s)", file.display());
                 Ok(ExitCode::FAILURE)
@@ -199,9 +209,19 @@ fn main() -> ExitCode {
             }),
         Cmd::Run { socket, command } => run::run(&socket, &command),
         Cmd::Sessions { socket, json } => clients::sessions(&socket, json),
-        Cmd::Events { socket, follow: _, session, kinds, json } => clients::events(&socket, session, kinds, json),
+        Cmd::Events {
+            socket,
+            follow: _,
+            session,
+            kinds,
+            json,
+        } => clients::events(&socket, session, kinds, json),
         Cmd::Status { socket } => clients::status(&socket),
-        Cmd::Kill { socket, session, pid } => clients::kill(&socket, session, pid),
+        Cmd::Kill {
+            socket,
+            session,
+            pid,
+        } => clients::kill(&socket, session, pid),
         Cmd::Top { socket } => top::run(&socket),
     };
     match result {

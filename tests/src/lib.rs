@@ -885,7 +885,10 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
     let about_daemon = matches!(kind, "lost" | "policy_loaded" | "policy_rejected");
     if about_daemon {
         need(v.get("pid").is_none(), "a daemon event carries a pid");
-        need(v.get("session").is_none(), "a daemon event carries a session");
+        need(
+            v.get("session").is_none(),
+            "a daemon event carries a session",
+        );
     }
     if !about_daemon {
         need(
@@ -1022,7 +1025,8 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
         "policy_loaded" => {
             need(is_str("policy"), "policy is not a string");
             need(
-                e.str("mode").is_some_and(|m| m == "enforce" || m == "observe"),
+                e.str("mode")
+                    .is_some_and(|m| m == "enforce" || m == "observe"),
                 "mode is not enforce or observe",
             );
             need(is_int("rules"), "rules is not an integer");

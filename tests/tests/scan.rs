@@ -16,7 +16,8 @@ fn agents_running_before_the_daemon_are_tracked_with_their_children() {
 
     let mut daemon = Daemon::start(&[agent.name()]);
     let events = daemon.wait_for("the scanned session's child to read /etc/hostname", |evs| {
-        evs.iter().any(|e| e.kind() == "open" && e.str("path") == Some("/etc/hostname"))
+        evs.iter()
+            .any(|e| e.kind() == "open" && e.str("path") == Some("/etc/hostname"))
     });
     check_schema(&events, since);
 
@@ -37,7 +38,13 @@ fn agents_running_before_the_daemon_are_tracked_with_their_children() {
             .unwrap_or_else(|| panic!("no {kind} by cat in {events:?}"));
         assert_eq!(e.session(), Some(session.as_str()), "{kind} {what}: {e}");
     }
-    let outside: Vec<_> = events.iter().filter(|e| !e.about_daemon() && e.session() != Some(session.as_str())).collect();
-    assert!(outside.is_empty(), "events outside the scanned session: {outside:?}");
+    let outside: Vec<_> = events
+        .iter()
+        .filter(|e| !e.about_daemon() && e.session() != Some(session.as_str()))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "events outside the scanned session: {outside:?}"
+    );
     drop(running.finish());
 }

@@ -9,12 +9,17 @@ use crate::{log, util};
 
 pub fn install(bin: &Path, prefix: &Path) -> Result<()> {
     if !util::is_root() {
-        bail!("install writes under /usr/local and /etc; run it as root:\n  sudo -E env PATH=$PATH cargo xtask install");
+        bail!(
+            "install writes under /usr/local and /etc; run it as root:\n  sudo -E env PATH=$PATH cargo xtask install"
+        );
     }
     let target_bin = prefix.join("usr/local/bin/guard");
     let unit = prefix.join("etc/systemd/system/guard.service");
     let policy = prefix.join("etc/guard/guard.toml");
-    for dir in [&target_bin, &unit, &policy].iter().filter_map(|p| p.parent()) {
+    for dir in [&target_bin, &unit, &policy]
+        .iter()
+        .filter_map(|p| p.parent())
+    {
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
     // Copy to a temporary name and rename, so a running guard is never cut mid-file.

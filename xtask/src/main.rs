@@ -1,6 +1,7 @@
 //! `cargo xtask`: setup, build, run, test, lint and bench for guard.
 
 mod bench;
+mod install;
 mod setup;
 mod util;
 
@@ -54,6 +55,13 @@ enum Cmd {
     },
     /// Check formatting and run clippy with warnings denied.
     Lint,
+    /// Build (release) and install the binary, the systemd unit and a starting
+    /// policy (kept if one exists) for a workstation (root).
+    Install {
+        /// Install under this directory instead of / (for packaging and tests).
+        #[arg(long, default_value = "/")]
+        prefix: PathBuf,
+    },
     /// Set up, build (release), then measure guard's overhead next to no monitoring,
     /// empty programs on the same hooks, auditd, libbpf-tools and bpftrace (root).
     /// Writes BENCHMARKS.md and bench-results.json.
@@ -82,6 +90,11 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Run { args } => run(args),
         Cmd::Test { no_e2e } => test(no_e2e),
         Cmd::Lint => lint(),
+        Cmd::Install { prefix } => {
+            setup::setup(false)?;
+            let bin = build(true)?;
+            install::install(&bin, &prefix)
+        }
         Cmd::Bench(opts) => bench(&opts),
     }
 }

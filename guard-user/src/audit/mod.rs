@@ -60,7 +60,10 @@ impl Sink {
         serde_json::to_writer(&mut self.out, ev)
             .map_err(std::io::Error::from)
             .and_then(|()| self.out.write_all(b"\n"))
-            .map_err(|source| Error::Write { target: self.target.clone(), source })
+            .map_err(|source| Error::Write {
+                target: self.target.clone(),
+                source,
+            })
     }
 
     pub fn write_line(&mut self, line: &str) -> Result<(), Error> {

@@ -31,10 +31,16 @@ pub enum Error {
 
 /// Opens a subscription and returns the line reader over the event stream.
 pub fn subscribe(path: &Path, request: &Request) -> Result<BufReader<UnixStream>, Error> {
-    let stream = UnixStream::connect(path).map_err(|source| Error::Connect { path: path.to_owned(), source })?;
+    let stream = UnixStream::connect(path).map_err(|source| Error::Connect {
+        path: path.to_owned(),
+        source,
+    })?;
     let mut line = serde_json::to_vec(request).map_err(|e| Error::Answer(e.to_string()))?;
     line.push(b'\n');
-    (&stream).write_all(&line).map_err(|source| Error::Io { path: path.to_owned(), source })?;
+    (&stream).write_all(&line).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     Ok(BufReader::new(stream))
 }
 

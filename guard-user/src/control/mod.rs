@@ -78,9 +78,21 @@ impl Filter {
 
 /// A request handed to the daemon's main loop, which owns the kernel maps.
 pub enum Command {
-    Register { pid: u32, uid: u32, argv: Vec<String>, reply: oneshot::Sender<Response> },
-    Query { request: Request, uid: u32, reply: oneshot::Sender<Response> },
-    Subscribe { filter: Filter, events: mpsc::Sender<std::sync::Arc<str>> },
+    Register {
+        pid: u32,
+        uid: u32,
+        argv: Vec<String>,
+        reply: oneshot::Sender<Response>,
+    },
+    Query {
+        request: Request,
+        uid: u32,
+        reply: oneshot::Sender<Response>,
+    },
+    Subscribe {
+        filter: Filter,
+        events: mpsc::Sender<std::sync::Arc<str>>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -177,17 +189,31 @@ async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>) {
             Ok(Request::Subscribe { session, kinds }) => {
                 let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
                 let filter = Filter { session, kinds };
-                if commands.send(Command::Subscribe { filter, events: tx }).await.is_err() {
+                if commands
+                    .send(Command::Subscribe { filter, events: tx })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 return stream_events(rx, write).await;
             }
             Ok(request @ (Request::Sessions | Request::Status | Request::Kill { .. })) => {
                 let (reply, answer) = oneshot::channel();
-                if commands.send(Command::Query { request, uid: cred.uid(), reply }).await.is_err() {
+                if commands
+                    .send(Command::Query {
+                        request,
+                        uid: cred.uid(),
+                        reply,
+                    })
+                    .await
+                    .is_err()
+                {
                     return;
                 }
-                answer.await.unwrap_or_else(|_| Response::error("the daemon is stopping"))
+                answer
+                    .await
+                    .unwrap_or_else(|_| Response::error("the daemon is stopping"))
             }
             Ok(Request::Run { argv }) => match cred.pid() {
                 Some(pid) if pid > 0 => {
@@ -233,11 +259,19 @@ async fn stream_events(
 
 impl Response {
     pub fn error(msg: &str) -> Self {
-        Self { ok: false, error: Some(msg.to_owned()), ..Self::default() }
+        Self {
+            ok: false,
+            error: Some(msg.to_owned()),
+            ..Self::default()
+        }
     }
 
     pub fn data(data: serde_json::Value) -> Self {
-        Self { ok: true, data: Some(data), ..Self::default() }
+        Self {
+            ok: true,
+            data: Some(data),
+            ..Self::default()
+        }
     }
 }
 
@@ -248,16 +282,28 @@ mod tests {
     #[test]
     fn requests_parse_from_json_lines() {
         let r: Request =
-            serde_json::from_str(r#"{"op":"subscribe","session":"00ab","kinds":["exec"]}"#).expect("parse");
-        assert!(matches!(r, Request::Subscribe { session: Some(s), kinds } if s == "00ab" && kinds == ["exec"]));
+            serde_json::from_str(r#"{"op":"subscribe","session":"00ab","kinds":["exec"]}"#)
+                .expect("parse");
+        assert!(
+            matches!(r, Request::Subscribe { session: Some(s), kinds } if s == "00ab" && kinds == ["exec"])
+        );
         let r: Request = serde_json::from_str(r#"{"op":"kill","pid":42}"#).expect("parse");
-        assert!(matches!(r, Request::Kill { session: None, pid: Some(42) }));
+        assert!(matches!(
+            r,
+            Request::Kill {
+                session: None,
+                pid: Some(42)
+            }
+        ));
         assert!(serde_json::from_str::<Request>(r#"{"op":"reboot"}"#).is_err());
     }
 
     #[test]
     fn filters_by_session_and_kind() {
-        let f = Filter { session: Some("a".into()), kinds: vec!["open".into()] };
+        let f = Filter {
+            session: Some("a".into()),
+            kinds: vec!["open".into()],
+        };
         assert!(f.wants(Some("a"), "open"));
         assert!(!f.wants(Some("b"), "open"));
         assert!(!f.wants(Some("a"), "exec"));

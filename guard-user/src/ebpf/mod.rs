@@ -13,7 +13,9 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
     programs::{CgroupAttachMode, CgroupSockAddr, Lsm, RawTracePoint, TracePoint},
 };
-use guard_common::{AgentName, Config, EventKind, NetData, PathData, RuleRef, Tracked, agent_key, counter};
+use guard_common::{
+    AgentName, Config, EventKind, NetData, PathData, RuleRef, Tracked, agent_key, counter,
+};
 
 use crate::policy::kernel::KernelRules;
 
@@ -76,18 +78,37 @@ const SYSCALL_TRACEPOINTS: [(&str, &[&str]); 6] = [
     ("sys_enter_open", &["sys_enter_open"]),
     ("sys_enter_creat", &["sys_enter_creat"]),
     ("sys_enter_openat2", &["sys_enter_openat2"]),
-    ("sys_exit_open", &["sys_exit_openat", "sys_exit_open", "sys_exit_creat", "sys_exit_openat2"]),
-    ("sys_exit_net", &["sys_exit_connect", "sys_exit_sendto", "sys_exit_sendmsg", "sys_exit_sendmmsg"]),
+    (
+        "sys_exit_open",
+        &[
+            "sys_exit_openat",
+            "sys_exit_open",
+            "sys_exit_creat",
+            "sys_exit_openat2",
+        ],
+    ),
+    (
+        "sys_exit_net",
+        &[
+            "sys_exit_connect",
+            "sys_exit_sendto",
+            "sys_exit_sendmsg",
+            "sys_exit_sendmmsg",
+        ],
+    ),
 ];
 
 /// open(2) and creat(2) do not exist on every architecture.
 fn legacy(tp: &str) -> bool {
-    matches!(tp, "sys_enter_open" | "sys_enter_creat" | "sys_exit_open" | "sys_exit_creat")
+    matches!(
+        tp,
+        "sys_enter_open" | "sys_enter_creat" | "sys_exit_open" | "sys_exit_creat"
+    )
 }
 
-/// Empty programs attached to exactly the hooks guard uses (`guard daemon
-/// --floor`), for benchmarks; dropping the value detaches them.
-pub fn load_floor() -> Result<(Ebpf, usize), Error> {
+/// What every load needs first: root, tracefs, the cgroup2 mount (opened, for the
+/// sock_addr hooks), and the object loaded.
+fn prepare() -> Result<(Ebpf, PathBuf, File), Error> {
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
@@ -95,32 +116,65 @@ pub fn load_floor() -> Result<(Ebpf, usize), Error> {
     }
     mounts::ensure_tracefs()?;
     let cgroup_path = mounts::cgroup2_root()?;
-    let cgroup = File::open(&cgroup_path).map_err(|source| Error::Cgroup { path: cgroup_path.clone(), source })?;
-    let mut bpf = Ebpf::load(OBJECT).map_err(Error::Load)?;
+    let cgroup = File::open(&cgroup_path).map_err(|source| Error::Cgroup {
+        path: cgroup_path.clone(),
+        source,
+    })?;
+    let bpf = Ebpf::load(OBJECT).map_err(Error::Load)?;
+    Ok((bpf, cgroup_path, cgroup))
+}
+
+/// Empty programs attached to exactly the hooks guard uses (`guard daemon
+/// --floor`), for benchmarks; dropping the value detaches them.
+pub fn load_floor() -> Result<(Ebpf, usize), Error> {
+    let (mut bpf, cgroup_path, cgroup) = prepare()?;
     let mut n = 0;
     let p: &mut RawTracePoint = program_mut(&mut bpf, "floor_raw")?;
-    p.load().map_err(|source| Error::Program { program: "floor_raw", source })?;
+    p.load().map_err(|source| Error::Program {
+        program: "floor_raw",
+        source,
+    })?;
     for (_, tp) in RAW_TRACEPOINTS {
-        p.attach(tp).map_err(|source| Error::Attach { program: "floor_raw", target: tp.to_owned(), source })?;
+        p.attach(tp).map_err(|source| Error::Attach {
+            program: "floor_raw",
+            target: tp.to_owned(),
+            source,
+        })?;
         n += 1;
     }
     let p: &mut TracePoint = program_mut(&mut bpf, "floor_tp")?;
-    p.load().map_err(|source| Error::Program { program: "floor_tp", source })?;
+    p.load().map_err(|source| Error::Program {
+        program: "floor_tp",
+        source,
+    })?;
     for tp in SYSCALL_TRACEPOINTS.iter().flat_map(|(_, tps)| tps.iter()) {
         match p.attach("syscalls", tp) {
             Ok(_) => n += 1,
             Err(_) if legacy(tp) => {}
-            Err(source) => return Err(Error::Attach { program: "floor_tp", target: (*tp).to_owned(), source }),
+            Err(source) => {
+                return Err(Error::Attach {
+                    program: "floor_tp",
+                    target: (*tp).to_owned(),
+                    source,
+                });
+            }
         }
     }
-    for program in ["floor_connect4", "floor_connect6", "floor_sendmsg4", "floor_sendmsg6"] {
+    for program in [
+        "floor_connect4",
+        "floor_connect6",
+        "floor_sendmsg4",
+        "floor_sendmsg6",
+    ] {
         let p: &mut CgroupSockAddr = program_mut(&mut bpf, program)?;
-        p.load().map_err(|source| Error::Program { program, source })?;
-        p.attach(&cgroup, CgroupAttachMode::Single).map_err(|source| Error::Attach {
-            program,
-            target: cgroup_path.display().to_string(),
-            source,
-        })?;
+        p.load()
+            .map_err(|source| Error::Program { program, source })?;
+        p.attach(&cgroup, CgroupAttachMode::Single)
+            .map_err(|source| Error::Attach {
+                program,
+                target: cgroup_path.display().to_string(),
+                source,
+            })?;
         n += 1;
     }
     Ok((bpf, n))
@@ -161,24 +215,15 @@ impl Kernel {
     /// Loads every program, sets the agent names, and attaches everything. The ring
     /// buffer is returned apart so the daemon can poll it while using the rest.
     pub fn load(agents: &[String]) -> Result<(Self, RingBuf<MapData>), Error> {
-        // SAFETY: geteuid cannot fail.
-        let euid = unsafe { libc::geteuid() };
-        if euid != 0 {
-            return Err(Error::NotRoot { euid });
-        }
-        mounts::ensure_tracefs()?;
-        let cgroup_path = mounts::cgroup2_root()?;
-        let cgroup = File::open(&cgroup_path).map_err(|source| Error::Cgroup {
-            path: cgroup_path.clone(),
-            source,
-        })?;
-
-        let mut bpf = Ebpf::load(OBJECT).map_err(Error::Load)?;
+        let (mut bpf, cgroup_path, cgroup) = prepare()?;
         let mut agents_map: HashMap<MapData, AgentName, u32> = take(&mut bpf, "AGENTS")?;
         for name in agents {
             agents_map
                 .insert(agent_key(name.as_bytes()), 1, 0)
-                .map_err(|source| Error::Map { map: "AGENTS", source })?;
+                .map_err(|source| Error::Map {
+                    map: "AGENTS",
+                    source,
+                })?;
         }
         let mut attached = Vec::new();
 
@@ -232,8 +277,13 @@ impl Kernel {
 
         let lsm = attach_lsm(&mut bpf);
         match &lsm {
-            Ok(()) => attached.extend(["lsm/file_open".to_owned(), "lsm/bprm_check_security".to_owned()]),
-            Err(why) => tracing::info!("BPF-LSM deny hooks unavailable ({why}): `deny` on files and execs acts as kill"),
+            Ok(()) => attached.extend([
+                "lsm/file_open".to_owned(),
+                "lsm/bprm_check_security".to_owned(),
+            ]),
+            Err(why) => tracing::info!(
+                "BPF-LSM deny hooks unavailable ({why}): `deny` on files and execs acts as kill"
+            ),
         }
         let events = take(&mut bpf, "EVENTS")?;
         let tracked = take(&mut bpf, "TRACKED")?;
@@ -269,12 +319,20 @@ impl Kernel {
 
     /// Replaces the names whose exec starts a session.
     pub fn set_agents(&mut self, names: &[String]) -> Result<(), Error> {
-        let map_err = |source| Error::Map { map: "AGENTS", source };
+        let map_err = |source| Error::Map {
+            map: "AGENTS",
+            source,
+        };
         let wanted: Vec<AgentName> = names.iter().map(|n| agent_key(n.as_bytes())).collect();
         for name in &wanted {
             self.agents.insert(*name, 1, 0).map_err(map_err)?;
         }
-        let stale: Vec<AgentName> = self.agents.keys().filter_map(Result::ok).filter(|k| !wanted.contains(k)).collect();
+        let stale: Vec<AgentName> = self
+            .agents
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| !wanted.contains(k))
+            .collect();
         for k in stale {
             self.agents.remove(&k).map_err(map_err)?;
         }
@@ -292,32 +350,58 @@ impl Kernel {
             data[0] = next;
             self.path_rules
                 .insert(&Key::new(*bits, data), *value, 0)
-                .map_err(|source| Error::Map { map: "PATH_RULES", source })?;
+                .map_err(|source| Error::Map {
+                    map: "PATH_RULES",
+                    source,
+                })?;
         }
         for (bits, data, value) in &rules.nets {
             let mut data = *data;
             data[0] = next;
             self.net_rules
                 .insert(&Key::new(*bits, data), *value, 0)
-                .map_err(|source| Error::Map { map: "NET_RULES", source })?;
+                .map_err(|source| Error::Map {
+                    map: "NET_RULES",
+                    source,
+                })?;
         }
-        let config = Config { generation: u32::from(next), ..rules.config };
-        self.config.set(0, config, 0).map_err(|source| Error::Map { map: "CONFIG", source })?;
+        let config = Config {
+            generation: u32::from(next),
+            ..rules.config
+        };
+        self.config.set(0, config, 0).map_err(|source| Error::Map {
+            map: "CONFIG",
+            source,
+        })?;
         let old = self.generation;
         self.generation = next;
         self.clear_generation(old)
     }
 
     fn clear_generation(&mut self, generation: u8) -> Result<(), Error> {
-        let paths: Vec<Key<PathData>> =
-            self.path_rules.keys().filter_map(Result::ok).filter(|k| k.data()[0] == generation).collect();
+        let paths: Vec<Key<PathData>> = self
+            .path_rules
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.data()[0] == generation)
+            .collect();
         for k in paths {
-            self.path_rules.remove(&k).map_err(|source| Error::Map { map: "PATH_RULES", source })?;
+            self.path_rules.remove(&k).map_err(|source| Error::Map {
+                map: "PATH_RULES",
+                source,
+            })?;
         }
-        let nets: Vec<Key<NetData>> =
-            self.net_rules.keys().filter_map(Result::ok).filter(|k| k.data()[0] == generation).collect();
+        let nets: Vec<Key<NetData>> = self
+            .net_rules
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.data()[0] == generation)
+            .collect();
         for k in nets {
-            self.net_rules.remove(&k).map_err(|source| Error::Map { map: "NET_RULES", source })?;
+            self.net_rules.remove(&k).map_err(|source| Error::Map {
+                map: "NET_RULES",
+                source,
+            })?;
         }
         Ok(())
     }
@@ -329,7 +413,11 @@ impl Kernel {
             .programs()
             .filter_map(|(name, p)| {
                 let info = p.info().ok()?;
-                Some((name.to_owned(), info.run_time().as_nanos() as u64, info.run_count()))
+                Some((
+                    name.to_owned(),
+                    info.run_time().as_nanos() as u64,
+                    info.run_count(),
+                ))
             })
             .collect()
     }
@@ -360,12 +448,15 @@ impl Kernel {
 /// (commonly: the kernel was booted without `bpf` in `lsm=`, or has no BPF
 /// trampolines, and BPF_PROG_LOAD answers EPERM).
 fn attach_lsm(bpf: &mut Ebpf) -> Result<(), String> {
-    let lsm_active = std::fs::read_to_string("/sys/kernel/security/lsm").map(|l| l.split(',').any(|m| m.trim() == "bpf"));
+    let lsm_active = std::fs::read_to_string("/sys/kernel/security/lsm")
+        .map(|l| l.split(',').any(|m| m.trim() == "bpf"));
     let btf = aya::Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
     for hook in ["file_open", "bprm_check_security"] {
         let p: &mut Lsm = program_mut(bpf, hook).map_err(|e| e.to_string())?;
-        p.load(hook, &btf).map_err(|e| format!("cannot load lsm/{hook}: {}", error_chain(&e)))?;
-        p.attach().map_err(|e| format!("cannot attach lsm/{hook}: {}", error_chain(&e)))?;
+        p.load(hook, &btf)
+            .map_err(|e| format!("cannot load lsm/{hook}: {}", error_chain(&e)))?;
+        p.attach()
+            .map_err(|e| format!("cannot attach lsm/{hook}: {}", error_chain(&e)))?;
     }
     if matches!(lsm_active, Ok(false)) {
         return Err("the kernel's active LSMs do not include bpf".to_owned());

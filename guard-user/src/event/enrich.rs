@@ -5,11 +5,14 @@ use std::{collections::HashMap, sync::Arc};
 
 use super::{Event, Task};
 
+/// A cgroup's container id and pod uid.
+type Placement = (Option<Arc<str>>, Option<Arc<str>>);
+
 #[derive(Default)]
 pub struct Enricher {
     users: HashMap<u32, Option<Arc<str>>>,
     /// Container id and pod uid by cgroup id.
-    containers: HashMap<u64, (Option<Arc<str>>, Option<Arc<str>>)>,
+    containers: HashMap<u64, Placement>,
 }
 
 impl Enricher {
@@ -31,8 +34,13 @@ impl Enricher {
             .containers
             .entry(task.cgroup_id)
             .or_insert_with(|| {
-                let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else { return (None, None) };
-                (container_id_from_cgroups(&text).map(Arc::from), pod_uid_from_cgroups(&text).map(Arc::from))
+                let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+                    return (None, None);
+                };
+                (
+                    container_id_from_cgroups(&text).map(Arc::from),
+                    pod_uid_from_cgroups(&text).map(Arc::from),
+                )
             })
             .clone();
         task.container = container;
@@ -58,10 +66,19 @@ pub fn pod_uid_from_cgroups(text: &str) -> Option<String> {
         let path = line.splitn(3, ':').nth(2)?;
         path.split('/').find_map(|c| {
             let c = c.strip_suffix(".slice").unwrap_or(c);
-            let uid = c.rsplit_once("-pod").map(|(_, u)| u).or_else(|| c.strip_prefix("pod"))?;
+            let uid = c
+                .rsplit_once("-pod")
+                .map(|(_, u)| u)
+                .or_else(|| c.strip_prefix("pod"))?;
             let uid = uid.replace('_', "-");
             let ok = uid.len() == 36
-                && uid.bytes().enumerate().all(|(i, b)| if [8, 13, 18, 23].contains(&i) { b == b'-' } else { b.is_ascii_hexdigit() });
+                && uid.bytes().enumerate().all(|(i, b)| {
+                    if [8, 13, 18, 23].contains(&i) {
+                        b == b'-'
+                    } else {
+                        b.is_ascii_hexdigit()
+                    }
+                });
             ok.then_some(uid)
         })
     })
@@ -109,7 +126,10 @@ mod tests {
         for text in [systemd, cgroupfs] {
             assert_eq!(pod_uid_from_cgroups(&text).as_deref(), Some(uid), "{text}");
         }
-        assert_eq!(pod_uid_from_cgroups(&format!("0::/system.slice/docker-{ID}.scope")), None);
+        assert_eq!(
+            pod_uid_from_cgroups(&format!("0::/system.slice/docker-{ID}.scope")),
+            None
+        );
     }
 
     #[test]

@@ -138,12 +138,24 @@ impl Serialize for Event {
                 m.serialize_entry("how", how.as_str())?;
                 m.serialize_entry("cwd", cwd)?;
             }
-            Detail::SessionEnd { root_pid, stragglers, killed } => {
+            Detail::SessionEnd {
+                root_pid,
+                stragglers,
+                killed,
+            } => {
                 m.serialize_entry("root_pid", root_pid)?;
                 m.serialize_entry("stragglers", stragglers)?;
                 m.serialize_entry("killed", killed)?;
             }
-            Detail::PolicyLoaded { name, mode, rules, kernel_entries, user_space_rules, warnings, enforcement } => {
+            Detail::PolicyLoaded {
+                name,
+                mode,
+                rules,
+                kernel_entries,
+                user_space_rules,
+                warnings,
+                enforcement,
+            } => {
                 m.serialize_entry("policy", name)?;
                 m.serialize_entry("mode", mode)?;
                 m.serialize_entry("rules", rules)?;
@@ -152,7 +164,10 @@ impl Serialize for Event {
                 m.serialize_entry("warnings", warnings)?;
                 m.serialize_entry(
                     "enforcement",
-                    &enforcement.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+                    &enforcement
+                        .iter()
+                        .cloned()
+                        .collect::<std::collections::BTreeMap<_, _>>(),
                 )?;
             }
             Detail::PolicyRejected { name, errors } => {

@@ -213,7 +213,15 @@ pub struct Event {
 impl Event {
     /// An event user space derives (no kernel record behind it).
     pub fn derived(ts_ns: i128, session: Option<SessionId>, task: Task, detail: Detail) -> Self {
-        Event { ts_ns, session, task, detail, kernel_rule: 0, host: None, violation: None }
+        Event {
+            ts_ns,
+            session,
+            task,
+            detail,
+            kernel_rule: 0,
+            host: None,
+            violation: None,
+        }
     }
 }
 

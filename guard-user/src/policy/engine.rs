@@ -29,7 +29,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(policy: Policy, homes: Vec<String>, hosts: Hosts, lsm: bool) -> Result<Self, CompileError> {
+    pub fn new(
+        policy: Policy,
+        homes: Vec<String>,
+        hosts: Hosts,
+        lsm: bool,
+    ) -> Result<Self, CompileError> {
         let compiled = Compiled::new(policy, &homes)?;
         let mut engine = Self {
             compiled,
@@ -138,7 +143,9 @@ impl Engine {
     fn act(&mut self, ev: &Event, v: &mut Violation, now_ns: impl Fn() -> i128) -> String {
         match &ev.detail {
             // Refused by the BPF-LSM file_open hook.
-            Detail::Open { ret, .. } if *ret == -i64::from(libc::EPERM) && self.lsm && v.action == "deny" => {
+            Detail::Open { ret, .. }
+                if *ret == -i64::from(libc::EPERM) && self.lsm && v.action == "deny" =>
+            {
                 "denied".into()
             }
             // Nothing was opened: there is nothing to stop.

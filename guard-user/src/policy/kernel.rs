@@ -170,14 +170,19 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> K
         }
         let index = i as u16;
         let scope = scope_flags(rule.scope);
-        let verdict = if rule.action == Action::Deny && lsm { rule_flags::DENY } else { rule_flags::KILL };
+        let verdict = if rule.action == Action::Deny && lsm {
+            rule_flags::DENY
+        } else {
+            rule_flags::KILL
+        };
         match &rule.kind {
             Kind::File {
                 paths,
                 except,
                 access: acc,
             } => {
-                let bits = (u8::from(acc.read) * access::READ) | (u8::from(acc.write) * access::WRITE);
+                let bits =
+                    (u8::from(acc.read) * access::READ) | (u8::from(acc.write) * access::WRITE);
                 let kill = RuleRef {
                     rule: index,
                     access: bits,
@@ -279,7 +284,10 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> K
         }
     }
     out.nets = merge_nets(nets);
-    out.config.path_kinds = out.paths.iter().fold(0, |k, (_, data, _)| k | (1 << data[1]));
+    out.config.path_kinds = out
+        .paths
+        .iter()
+        .fold(0, |k, (_, data, _)| k | (1 << data[1]));
     out
 }
 
@@ -388,12 +396,22 @@ mod tests {
 
     #[test]
     fn deny_is_a_refusal_with_bpf_lsm_and_a_kill_without() {
-        let kind = Kind::Exec { exe: vec!["sudo".into()], argv_contains: vec![], argv_regex: None };
+        let kind = Kind::Exec {
+            exe: vec!["sudo".into()],
+            argv_contains: vec![],
+            argv_regex: None,
+        };
         let p = policy(vec![rule(kind, Action::Deny)], Mode::Enforce);
         let with = compile(&p, &[], &Hosts::default(), true);
-        assert_eq!(with.paths[0].2.flags & (rule_flags::DENY | rule_flags::KILL), rule_flags::DENY);
+        assert_eq!(
+            with.paths[0].2.flags & (rule_flags::DENY | rule_flags::KILL),
+            rule_flags::DENY
+        );
         let without = compile(&p, &[], &Hosts::default(), false);
-        assert_eq!(without.paths[0].2.flags & (rule_flags::DENY | rule_flags::KILL), rule_flags::KILL);
+        assert_eq!(
+            without.paths[0].2.flags & (rule_flags::DENY | rule_flags::KILL),
+            rule_flags::KILL
+        );
     }
 
     #[test]
@@ -404,9 +422,15 @@ mod tests {
             argv_regex: None,
         };
         let p = policy(vec![rule(kind.clone(), Action::Kill)], Mode::Observe);
-        assert_eq!(compile(&p, &[], &Hosts::default(), false), KernelRules::default());
+        assert_eq!(
+            compile(&p, &[], &Hosts::default(), false),
+            KernelRules::default()
+        );
         let p = policy(vec![rule(kind, Action::Alert)], Mode::Enforce);
-        assert_eq!(compile(&p, &[], &Hosts::default(), false), KernelRules::default());
+        assert_eq!(
+            compile(&p, &[], &Hosts::default(), false),
+            KernelRules::default()
+        );
     }
 
     #[test]

@@ -207,10 +207,17 @@ impl Compiled {
                 }
             }
         }
-        let file_paths = all
-            .build()
-            .map_err(|source| CompileError::Glob { rule: "(all file rules)".into(), pattern: String::new(), source })?;
-        Ok(Self { policy, matchers, file_paths, file_owner })
+        let file_paths = all.build().map_err(|source| CompileError::Glob {
+            rule: "(all file rules)".into(),
+            pattern: String::new(),
+            source,
+        })?;
+        Ok(Self {
+            policy,
+            matchers,
+            file_paths,
+            file_owner,
+        })
     }
 
     /// Every rule `detail` breaks, for a process that is (or is not) its session's root.
@@ -219,7 +226,12 @@ impl Compiled {
         // File rules whose patterns match the path (one pass over all of them).
         let file_candidates: Vec<usize> = match detail {
             Detail::Open { path, .. } => {
-                let mut c: Vec<usize> = self.file_paths.matches(path).into_iter().map(|i| self.file_owner[i]).collect();
+                let mut c: Vec<usize> = self
+                    .file_paths
+                    .matches(path)
+                    .into_iter()
+                    .map(|i| self.file_owner[i])
+                    .collect();
                 c.dedup();
                 c
             }
@@ -234,7 +246,11 @@ impl Compiled {
             }
             let hit = match (m, detail) {
                 (
-                    Matcher::File { except, read, write },
+                    Matcher::File {
+                        except,
+                        read,
+                        write,
+                    },
                     Detail::Open { path, flags, .. },
                 ) => {
                     let acc = access::of(*flags);

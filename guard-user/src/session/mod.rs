@@ -117,7 +117,9 @@ impl Registry {
 
     /// Whether the event's process is its session's root.
     pub fn is_root(&self, ev: &Event) -> bool {
-        ev.session.and_then(|id| self.sessions.get(&id)).is_some_and(|s| s.root_pid == ev.task.pid)
+        ev.session
+            .and_then(|id| self.sessions.get(&id))
+            .is_some_and(|s| s.root_pid == ev.task.pid)
     }
 
     /// Adds a process found by the start-up scan to a session.
@@ -400,13 +402,23 @@ impl Registry {
     /// Members of a session, or of the subtree rooted at `pid`, deepest first.
     pub fn members(&self, session: Option<SessionId>, pid: Option<u32>) -> Vec<u32> {
         let mut out: Vec<u32> = match (session, pid) {
-            (Some(id), _) => self.procs.iter().filter(|(_, p)| p.session == id).map(|(pid, _)| *pid).collect(),
+            (Some(id), _) => self
+                .procs
+                .iter()
+                .filter(|(_, p)| p.session == id)
+                .map(|(pid, _)| *pid)
+                .collect(),
             (None, Some(root)) => {
                 let mut out = vec![root];
                 let mut i = 0;
                 while i < out.len() {
                     let parent = out[i];
-                    out.extend(self.procs.iter().filter(|(_, p)| p.ppid == parent).map(|(pid, _)| *pid));
+                    out.extend(
+                        self.procs
+                            .iter()
+                            .filter(|(_, p)| p.ppid == parent)
+                            .map(|(pid, _)| *pid),
+                    );
                     i += 1;
                 }
                 out
