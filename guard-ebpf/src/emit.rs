@@ -27,7 +27,9 @@ const WAKEUP_BYTES: u64 = 1 << 20;
 #[inline(always)]
 fn wakeup_flags(kind: EventKind) -> u64 {
     if kind == EventKind::Exec {
-        return 0;
+        // Forced: a plain output only wakes a reader that has consumed everything
+        // before it, and the records just before an exec were queued quietly.
+        return BPF_RB_FORCE_WAKEUP as u64;
     }
     if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
         BPF_RB_FORCE_WAKEUP as u64

@@ -1669,6 +1669,7 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
             "forkexec_iterations": params.forkexec_n,
             "connect_iterations": params.connect_n,
             "git_iterations": params.git_n,
+            "build_files": params.build_n,
             "repo_files": params.files,
             "repo_changed_files": params.changed,
             "capacity_step_seconds": params.cap_step_secs,
@@ -2607,6 +2608,7 @@ import json, sys
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 r = json.load(open(sys.argv[1]))
 workloads = [w["name"] for w in r["workloads"]]
 setups = [s["name"] for s in r["setups"] if s["available"] and s["name"] != "none"]
@@ -2619,10 +2621,12 @@ for i, s in enumerate(setups):
     for x, y in zip(xs, ys):
         if y:
             ax.text(x, y, f"{y:.2f}", ha="center", va="bottom", fontsize=6, rotation=90)
+ax.set_yscale("log")
+ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}×"))
 ax.axhline(1.0, color="black", linewidth=0.8)
 ax.set_xticks(range(len(workloads)))
 ax.set_xticklabels(workloads)
-ax.set_ylabel("median time / median with nothing attached")
+ax.set_ylabel("median time / median with nothing attached (log scale)")
 m = r["machine"]
 ax.set_title(f"guard benchmark: Linux {m['kernel']}, {m['nproc']} CPUs, {r['params']['rounds']} rounds")
 ax.legend(fontsize=8, ncol=4)
