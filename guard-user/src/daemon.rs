@@ -100,7 +100,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let engine = Engine::new(policy, homes.clone(), hosts, kernel.lsm.is_ok())
         .context("cannot compile the policy")?;
     kernel
-        .install(&engine.kernel_rules())
+        .install(engine.kernel_rules())
         .context("cannot install the policy in the kernel")?;
     let server = Server::bind(&opts.socket)?;
     let metrics = Arc::new(Metrics::new());
@@ -435,14 +435,11 @@ impl State {
         }
     }
 
-    fn resolved(&mut self, name: String, mut addrs: Vec<IpAddr>) -> anyhow::Result<()> {
-        addrs.sort();
-        if self.engine.hosts.by_name.get(&name) == Some(&addrs) {
-            return Ok(());
-        }
+    fn resolved(&mut self, name: String, addrs: Vec<IpAddr>) -> anyhow::Result<()> {
         tracing::info!(%name, ?addrs, "resolved");
-        self.engine.hosts.by_name.insert(name, addrs);
-        self.kernel.install(&self.engine.kernel_rules())?;
+        if self.engine.set_host(name, addrs) {
+            self.kernel.install(self.engine.kernel_rules())?;
+        }
         Ok(())
     }
 
@@ -477,12 +474,12 @@ impl State {
         } else {
             self.agents_override.clone()
         };
-        let hosts = self.engine.hosts.clone();
+        let hosts = self.engine.hosts().clone();
         let engine = match Engine::new(policy, self.homes.clone(), hosts, self.kernel.lsm.is_ok()) {
             Ok(e) => e,
             Err(e) => return rejected(self, format!("{e:#}")),
         };
-        if let Err(e) = self.kernel.install(&engine.kernel_rules()) {
+        if let Err(e) = self.kernel.install(engine.kernel_rules()) {
             return rejected(self, format!("cannot install it in the kernel: {e:#}"));
         }
         self.kernel.set_agents(&agents)?;

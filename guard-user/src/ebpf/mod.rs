@@ -186,7 +186,7 @@ pub type Lost = (Vec<(&'static str, u64)>, u64);
 /// Loaded and attached programs with the maps user space uses.
 pub struct Kernel {
     // Owns the programs and their links; dropped last.
-    _bpf: Ebpf,
+    bpf: Ebpf,
     tracked: HashMap<MapData, u32, Tracked>,
     counters: PerCpuArray<MapData, u64>,
     agents: HashMap<MapData, AgentName, u32>,
@@ -292,7 +292,7 @@ impl Kernel {
         let net_rules = take(&mut bpf, "NET_RULES")?;
         let config = take(&mut bpf, "CONFIG")?;
         let kernel = Self {
-            _bpf: bpf,
+            bpf,
             tracked,
             counters,
             agents: agents_map,
@@ -345,26 +345,8 @@ impl Kernel {
     pub fn install(&mut self, rules: &KernelRules) -> Result<(), Error> {
         let next = self.generation ^ 1;
         self.clear_generation(next)?;
-        for (bits, data, value) in &rules.paths {
-            let mut data = *data;
-            data[0] = next;
-            self.path_rules
-                .insert(&Key::new(*bits, data), *value, 0)
-                .map_err(|source| Error::Map {
-                    map: "PATH_RULES",
-                    source,
-                })?;
-        }
-        for (bits, data, value) in &rules.nets {
-            let mut data = *data;
-            data[0] = next;
-            self.net_rules
-                .insert(&Key::new(*bits, data), *value, 0)
-                .map_err(|source| Error::Map {
-                    map: "NET_RULES",
-                    source,
-                })?;
-        }
+        put_generation(&mut self.path_rules, "PATH_RULES", &rules.paths, next)?;
+        put_generation(&mut self.net_rules, "NET_RULES", &rules.nets, next)?;
         let config = Config {
             generation: u32::from(next),
             ..rules.config
@@ -379,37 +361,14 @@ impl Kernel {
     }
 
     fn clear_generation(&mut self, generation: u8) -> Result<(), Error> {
-        let paths: Vec<Key<PathData>> = self
-            .path_rules
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.data()[0] == generation)
-            .collect();
-        for k in paths {
-            self.path_rules.remove(&k).map_err(|source| Error::Map {
-                map: "PATH_RULES",
-                source,
-            })?;
-        }
-        let nets: Vec<Key<NetData>> = self
-            .net_rules
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.data()[0] == generation)
-            .collect();
-        for k in nets {
-            self.net_rules.remove(&k).map_err(|source| Error::Map {
-                map: "NET_RULES",
-                source,
-            })?;
-        }
-        Ok(())
+        clear_generation(&mut self.path_rules, "PATH_RULES", generation)?;
+        clear_generation(&mut self.net_rules, "NET_RULES", generation)
     }
 
     /// Run time (ns) and run count of each loaded program, where the kernel's BPF
     /// statistics are on.
     pub fn program_stats(&self) -> Vec<(String, u64, u64)> {
-        self._bpf
+        self.bpf
             .programs()
             .filter_map(|(name, p)| {
                 let info = p.info().ok()?;
@@ -473,6 +432,43 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out
+}
+
+/// A rule trie keyed by `[generation, …]` bytes (see `guard_common::rules`).
+type RuleTrie<const N: usize> = LpmTrie<MapData, [u8; N], RuleRef>;
+
+/// Inserts `entries` under `generation`.
+fn put_generation<const N: usize>(
+    trie: &mut RuleTrie<N>,
+    map: &'static str,
+    entries: &[(u32, [u8; N], RuleRef)],
+    generation: u8,
+) -> Result<(), Error> {
+    for (bits, data, value) in entries {
+        let mut data = *data;
+        data[0] = generation;
+        trie.insert(&Key::new(*bits, data), *value, 0)
+            .map_err(|source| Error::Map { map, source })?;
+    }
+    Ok(())
+}
+
+/// Removes every entry of `generation`.
+fn clear_generation<const N: usize>(
+    trie: &mut RuleTrie<N>,
+    map: &'static str,
+    generation: u8,
+) -> Result<(), Error> {
+    let stale: Vec<Key<[u8; N]>> = trie
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| k.data()[0] == generation)
+        .collect();
+    for k in stale {
+        trie.remove(&k)
+            .map_err(|source| Error::Map { map, source })?;
+    }
+    Ok(())
 }
 
 fn program_mut<'a, T>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, Error>

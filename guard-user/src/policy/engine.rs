@@ -2,8 +2,6 @@
 //! kernel could not — user-space kills through pidfds — reporting what actually
 //! happened.
 
-use std::collections::HashSet;
-
 use guard_common::rules::enforced;
 
 use super::{
@@ -21,9 +19,9 @@ pub struct Engine {
     /// The BPF-LSM deny hooks are attached: `deny` refuses files and execs.
     lsm: bool,
     homes: Vec<String>,
-    pub hosts: Hosts,
-    /// Rules whose kill or deny the kernel applies only in part.
-    partial: HashSet<usize>,
+    hosts: Hosts,
+    /// What the kernel enforces, compiled from the policy and the resolved hosts.
+    kernel: KernelRules,
     /// User-space kill latencies (µs), for `status`.
     pub kill_latencies: Vec<u64>,
 }
@@ -36,16 +34,15 @@ impl Engine {
         lsm: bool,
     ) -> Result<Self, CompileError> {
         let compiled = Compiled::new(policy, &homes)?;
-        let mut engine = Self {
+        let kernel = kernel::compile(&compiled.policy, &homes, &hosts, lsm);
+        Ok(Self {
             compiled,
             lsm,
             homes,
             hosts,
-            partial: HashSet::new(),
+            kernel,
             kill_latencies: Vec::new(),
-        };
-        engine.partial = engine.kernel_rules().partial.into_iter().collect();
-        Ok(engine)
+        })
     }
 
     pub fn policy(&self) -> &Policy {
@@ -53,8 +50,24 @@ impl Engine {
     }
 
     /// The entries the kernel enforces (for `Kernel::install`).
-    pub fn kernel_rules(&self) -> KernelRules {
-        kernel::compile(&self.compiled.policy, &self.homes, &self.hosts, self.lsm)
+    pub fn kernel_rules(&self) -> &KernelRules {
+        &self.kernel
+    }
+
+    pub fn hosts(&self) -> &Hosts {
+        &self.hosts
+    }
+
+    /// Records what `name` resolved to; true when that changed the kernel's rules
+    /// (then they need installing again).
+    pub fn set_host(&mut self, name: String, mut addrs: Vec<std::net::IpAddr>) -> bool {
+        addrs.sort();
+        if self.hosts.by_name.get(&name) == Some(&addrs) {
+            return false;
+        }
+        self.hosts.by_name.insert(name, addrs);
+        self.kernel = kernel::compile(&self.compiled.policy, &self.homes, &self.hosts, self.lsm);
+        true
     }
 
     /// Names in network rules, to resolve.
@@ -176,6 +189,7 @@ impl Engine {
     /// happens from user space, after the fact).
     pub fn user_space_rules(&self) -> Vec<String> {
         let mut ids: Vec<String> = self
+            .kernel
             .partial
             .iter()
             .map(|i| self.compiled.policy.rules[*i].id.clone())
