@@ -78,6 +78,9 @@ pub mod flags {
     pub const PATH_UNRESOLVED: u16 = 1 << 3;
     /// The process is the root process of its session.
     pub const ROOT_PROCESS: u16 = 1 << 4;
+    /// With [`SESSION_START`]: the session started because the process runs in a
+    /// cgroup the policy chose (`[agents] containers`/`cgroups`), not by its name.
+    pub const BY_CGROUP: u16 = 1 << 5;
 }
 
 /// Common prefix of every record.

@@ -16,6 +16,11 @@ pub static TRACKED: HashMap<u32, Tracked> = HashMap::with_max_entries(65536, 0);
 #[map]
 pub static AGENTS: HashMap<AgentName, u32> = HashMap::with_max_entries(256, 0);
 
+/// cgroup v2 ids whose processes start a session at their first exec: the cgroups
+/// of the containers the policy chose, and every cgroup below them.
+#[map]
+pub static AGENT_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
+
 /// Events to user space. 8 MiB: about 60,000 open events of a typical path length.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);

@@ -2,7 +2,7 @@
 //! (before they run), and entries leave when the last thread exits.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_ktime_get_boot_ns},
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_ktime_get_boot_ns},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
@@ -15,7 +15,7 @@ use crate::{
     emit::{Draft, current_ids},
     enforce,
     kernel::{self, WALK_TRUNCATED},
-    maps::{AGENTS, PATH_END, PATH_MASK, PATH_SCRATCH, TRACKED, count},
+    maps::{AGENT_CGROUPS, AGENTS, PATH_END, PATH_MASK, PATH_SCRATCH, TRACKED, count},
 };
 
 /// `sched_process_fork(parent, child)`: runs in the parent before the child is woken.
@@ -81,9 +81,12 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
         }
         None => {
             let comm = bpf_get_current_comm().map_err(|_| ())?;
-            // SAFETY: presence check only.
+            // SAFETY: presence checks only; the helper takes no arguments.
             if unsafe { AGENTS.get(comm) }.is_none() {
-                return Ok(());
+                if unsafe { AGENT_CGROUPS.get(bpf_get_current_cgroup_id()) }.is_none() {
+                    return Ok(());
+                }
+                event_flags |= flags::BY_CGROUP;
             }
             let t = Tracked {
                 // SAFETY: helper without arguments.

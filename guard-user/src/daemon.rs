@@ -26,7 +26,10 @@ use crate::{
     event::{Detail, Event, How, SessionId, Task, decode, enrich::Enricher},
     metrics::Metrics,
     policy::{self, Source, diag, engine::Engine, glob, matcher::Hosts, model::Mode},
-    session::{self, Registry},
+    session::{
+        self, Registry,
+        cgroups::{Selection, Watcher},
+    },
 };
 
 pub struct Options {
@@ -74,6 +77,9 @@ struct State {
     offset: i128,
     lost_seen: (u64, u64),
     undecodable: u64,
+    /// A reload changed the cgroups that start sessions: the loop swaps this watcher
+    /// in (`Some(None)`: none any more).
+    new_cgroups: Option<Option<AsyncFd<Watcher>>>,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -146,10 +152,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         offset: clock::boot_to_wall_offset(),
         lost_seen: (0, 0),
         undecodable: 0,
+        new_cgroups: None,
     };
     state.policy_loaded(&warnings)?;
     state.start_resolver();
     state.scan(&agents)?;
+    let mut cgroups = watch_cgroups(state.engine.policy())?;
+    state.install_cgroups(cgroups.as_ref().map(AsyncFd::get_ref))?;
     state.sink.flush()?;
     let serve = tokio::spawn(server.serve(tx));
     tracing::info!(
@@ -176,6 +185,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 guard.clear_ready();
             }
             _ = drain.tick() => state.drain(ring.get_mut())?,
+            ready = cgroups_ready(&cgroups) => {
+                ready?;
+                state.cgroups_changed(&mut cgroups)?;
+            }
             Some(cmd) = commands.recv() => state.command(cmd)?,
             Some((name, addrs)) = resolved.recv() => state.resolved(name, addrs)?,
             _ = hup.recv() => state.reload("SIGHUP")?,
@@ -184,6 +197,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 state.events_at_tick = state.events_total;
                 state.report_lost()?;
                 state.update_metrics();
+                if let Some(w) = &cgroups {
+                    state.adopt_in_cgroups(w.get_ref())?;
+                }
                 let now = stamp(&state.source);
                 if now == state.policy_stamp {
                     state.changed_stamp = None;
@@ -196,6 +212,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             }
             _ = term.recv() => break,
             _ = int.recv() => break,
+        }
+        if let Some(watcher) = state.new_cgroups.take() {
+            cgroups = watcher;
+            state.install_cgroups(cgroups.as_ref().map(AsyncFd::get_ref))?;
         }
     }
     serve.abort();
@@ -474,6 +494,15 @@ impl State {
         } else {
             self.agents_override.clone()
         };
+        let old = self.engine.policy();
+        let new_cgroups = if policy.containers != old.containers || policy.cgroups != old.cgroups {
+            match watch_cgroups(&policy) {
+                Ok(w) => Some(w),
+                Err(e) => return rejected(self, format!("{e:#}")),
+            }
+        } else {
+            None
+        };
         let hosts = self.engine.hosts().clone();
         let engine = match Engine::new(policy, self.homes.clone(), hosts, self.kernel.lsm.is_ok()) {
             Ok(e) => e,
@@ -483,6 +512,9 @@ impl State {
             return rejected(self, format!("cannot install it in the kernel: {e:#}"));
         }
         self.kernel.set_agents(&agents)?;
+        if new_cgroups.is_some() {
+            self.new_cgroups = new_cgroups;
+        }
         let names_changed = engine.host_names() != self.engine.host_names();
         self.engine = engine;
         if names_changed {
@@ -718,60 +750,164 @@ impl State {
             .filter(|(_, _, c)| is_agent(c))
             .map(|(p, _, _)| *p)
             .collect();
-        for &root in &agent_pids {
-            // An agent below another agent belongs to the outer session.
-            let mut up = ppid_of.get(&root).copied().unwrap_or(0);
-            let mut nested = false;
-            for _ in 0..64 {
-                if up <= 1 {
-                    break;
-                }
-                if agent_pids.contains(&up) {
-                    nested = true;
-                    break;
-                }
-                up = ppid_of.get(&up).copied().unwrap_or(0);
-            }
-            if nested || self.kernel.is_tracked(root) {
-                continue;
-            }
-            let id = SessionId(clock::boot_ns());
-            let entry = Tracked {
-                session: id.0,
-                start_ns: 0,
-                root_pid: root,
-                flags: flags::ROOT_PROCESS as u32,
-            };
-            if self.kernel.track(root, entry).is_err() {
-                continue;
-            }
-            let Some(mut task) = task_from_proc(root) else {
-                continue;
-            };
-            self.enricher.enrich_task(&mut task);
-            let now = clock::boot_ns() as i128 + self.offset;
-            let start = self.registry.start(id, How::Scan, now, &task);
-            self.write(&start)?;
-            let mut stack = vec![root];
-            while let Some(pid) = stack.pop() {
-                for child in children(pid) {
-                    let entry = Tracked {
-                        session: id.0,
-                        start_ns: 0,
-                        root_pid: root,
-                        flags: 0,
-                    };
-                    if self.kernel.track(child, entry).is_ok() {
-                        let comm = task_from_proc(child).map(|t| t.comm).unwrap_or_default();
-                        self.registry.adopt(id, child, pid, comm);
-                        stack.push(child);
-                    }
-                }
-            }
-            tracing::info!(pid = root, session = %id, "tracking an agent that was already running");
+        // An agent below another agent belongs to the outer session.
+        let roots = outermost(&agent_pids, |p| ppid_of.get(&p).copied());
+        for root in roots {
+            self.adopt(root)?;
         }
         Ok(())
     }
+
+    /// Processes in chosen cgroups that no session holds yet (already there when the
+    /// cgroup was chosen, or moved in without an exec): each outermost one becomes a
+    /// session root, `scan` sessions like those found at start.
+    fn adopt_in_cgroups(&mut self, watcher: &Watcher) -> anyhow::Result<()> {
+        let me = std::process::id();
+        let candidates: Vec<u32> = watcher
+            .procs()
+            .into_iter()
+            .filter(|&p| p != me && !self.kernel.is_tracked(p))
+            .collect();
+        let ppid = |p: u32| {
+            let stat = procfs::process::Process::new(p as i32).ok()?.stat().ok()?;
+            Some(stat.ppid as u32)
+        };
+        for root in outermost(&candidates, ppid) {
+            self.adopt(root)?;
+        }
+        Ok(())
+    }
+
+    /// Makes `root`, already running, a session root, and its descendants members.
+    fn adopt(&mut self, root: u32) -> anyhow::Result<()> {
+        if self.kernel.is_tracked(root) {
+            return Ok(());
+        }
+        let id = SessionId(clock::boot_ns());
+        let entry = Tracked {
+            session: id.0,
+            start_ns: 0,
+            root_pid: root,
+            flags: flags::ROOT_PROCESS as u32,
+        };
+        if self.kernel.track(root, entry).is_err() {
+            return Ok(());
+        }
+        let Some(mut task) = task_from_proc(root) else {
+            return Ok(());
+        };
+        self.enricher.enrich_task(&mut task);
+        let now = clock::boot_ns() as i128 + self.offset;
+        let start = self.registry.start(id, How::Scan, now, &task);
+        self.write(&start)?;
+        let mut stack = vec![root];
+        while let Some(pid) = stack.pop() {
+            for child in children(pid) {
+                let entry = Tracked {
+                    session: id.0,
+                    start_ns: 0,
+                    root_pid: root,
+                    flags: 0,
+                };
+                if self.kernel.track(child, entry).is_ok() {
+                    let comm = task_from_proc(child).map(|t| t.comm).unwrap_or_default();
+                    self.registry.adopt(id, child, pid, comm);
+                    stack.push(child);
+                }
+            }
+        }
+        tracing::info!(pid = root, session = %id, "tracking an agent that was already running");
+        Ok(())
+    }
+
+    /// Puts the chosen cgroups in the kernel and adopts what already runs there.
+    fn install_cgroups(&mut self, watcher: Option<&Watcher>) -> anyhow::Result<()> {
+        let ids = watcher.map(Watcher::chosen).unwrap_or_default();
+        self.kernel.set_agent_cgroups(&ids)?;
+        if let Some(w) = watcher {
+            tracing::info!(cgroups = ids.len(), "sessions start in chosen cgroups");
+            self.adopt_in_cgroups(w)?;
+        }
+        Ok(())
+    }
+
+    /// cgroups came or went: follow them in the kernel (a new container's cgroup is
+    /// normally in the map before the runtime starts a process in it).
+    fn cgroups_changed(&mut self, cgroups: &mut Option<AsyncFd<Watcher>>) -> anyhow::Result<()> {
+        let Some(fd) = cgroups else {
+            return Ok(());
+        };
+        let changes = fd
+            .get_mut()
+            .read()
+            .context("cannot read cgroup notifications")?;
+        if changes.overflow {
+            tracing::warn!("cgroup notifications overflowed; walking the cgroup tree again");
+            *cgroups = watch_cgroups(self.engine.policy())?;
+            return self.install_cgroups(cgroups.as_ref().map(AsyncFd::get_ref));
+        }
+        for id in &changes.added {
+            self.kernel.add_agent_cgroup(*id)?;
+        }
+        for id in &changes.removed {
+            self.kernel.remove_agent_cgroup(*id);
+        }
+        if !changes.added.is_empty() {
+            self.adopt_in_cgroups(fd.get_ref())?;
+        }
+        Ok(())
+    }
+}
+
+/// The watcher of the cgroups `policy` chooses sessions by, if it chooses any.
+fn watch_cgroups(policy: &policy::model::Policy) -> anyhow::Result<Option<AsyncFd<Watcher>>> {
+    let Some(selection) = Selection::of(policy)? else {
+        return Ok(None);
+    };
+    let root = crate::ebpf::mounts::cgroup2_root()?;
+    let own = crate::ebpf::mounts::cgroup_id_of(&root, std::process::id());
+    let watcher = Watcher::start(&root, selection, own)
+        .with_context(|| format!("cannot watch the cgroups under {}", root.display()))?;
+    // SAFETY: the watcher owns its inotify descriptor, which stays open and unchanged
+    // for as long as the AsyncFd (which owns the watcher) lives.
+    let fd = unsafe { AsyncFd::register_with_interest(watcher, tokio::io::Interest::READABLE) }
+        .context("cannot poll cgroup notifications")?;
+    Ok(Some(fd))
+}
+
+/// Resolves when the cgroup watcher has notifications; never without a watcher.
+async fn cgroups_ready(cgroups: &Option<AsyncFd<Watcher>>) -> anyhow::Result<()> {
+    match cgroups {
+        Some(fd) => {
+            fd.readable()
+                .await
+                .context("cgroup notifications poll failed")?
+                .clear_ready();
+            Ok(())
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The candidates that have no other candidate among their ancestors.
+fn outermost(candidates: &[u32], ppid: impl Fn(u32) -> Option<u32>) -> Vec<u32> {
+    candidates
+        .iter()
+        .copied()
+        .filter(|&pid| {
+            let mut up = ppid(pid).unwrap_or(0);
+            for _ in 0..64 {
+                if up <= 1 {
+                    return true;
+                }
+                if candidates.contains(&up) {
+                    return false;
+                }
+                up = ppid(up).unwrap_or(0);
+            }
+            true
+        })
+        .collect()
 }
 
 fn children(pid: u32) -> Vec<u32> {

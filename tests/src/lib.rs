@@ -1001,8 +1001,8 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
                 "root_pid is not a pid",
             );
             need(
-                matches!(e.str("how"), Some("exec" | "run" | "scan")),
-                "how is not exec/run/scan",
+                matches!(e.str("how"), Some("exec" | "container" | "run" | "scan")),
+                "how is not exec/container/run/scan",
             );
         }
         "session_end" => {

@@ -1,6 +1,6 @@
 //! Loading and attaching guard's eBPF programs, and the maps user space drives:
-//! `TRACKED` (session membership), `AGENTS` (names that start sessions),
-//! `EVENTS` (the ring buffer) and `COUNTERS` (lost records).
+//! `TRACKED` (session membership), `AGENTS` and `AGENT_CGROUPS` (the names and the
+//! cgroups whose exec starts a session), `EVENTS` (the ring buffer) and `COUNTERS` (lost records).
 //!
 //! Dropping [`Kernel`] detaches every program.
 
@@ -180,6 +180,29 @@ pub fn load_floor() -> Result<(Ebpf, usize), Error> {
     Ok((bpf, n))
 }
 
+/// Makes the keys of a set-like map exactly `wanted`: new keys go in first, so a key
+/// wanted before and after is never absent.
+fn replace_keys<K: aya::Pod + Eq + std::hash::Hash>(
+    map: &mut HashMap<MapData, K, u32>,
+    name: &'static str,
+    wanted: &[K],
+) -> Result<(), Error> {
+    let map_err = |source| Error::Map { map: name, source };
+    let wanted: std::collections::HashSet<K> = wanted.iter().copied().collect();
+    for key in &wanted {
+        map.insert(*key, 1, 0).map_err(map_err)?;
+    }
+    let stale: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !wanted.contains(k))
+        .collect();
+    for k in stale {
+        map.remove(&k).map_err(map_err)?;
+    }
+    Ok(())
+}
+
 /// Lost records by kind, and children that escaped tracking (map full).
 pub type Lost = (Vec<(&'static str, u64)>, u64);
 
@@ -190,6 +213,7 @@ pub struct Kernel {
     tracked: HashMap<MapData, u32, Tracked>,
     counters: PerCpuArray<MapData, u64>,
     agents: HashMap<MapData, AgentName, u32>,
+    agent_cgroups: HashMap<MapData, u64, u32>,
     path_rules: LpmTrie<MapData, PathData, RuleRef>,
     net_rules: LpmTrie<MapData, NetData, RuleRef>,
     config: Array<MapData, Config>,
@@ -291,11 +315,13 @@ impl Kernel {
         let path_rules = take(&mut bpf, "PATH_RULES")?;
         let net_rules = take(&mut bpf, "NET_RULES")?;
         let config = take(&mut bpf, "CONFIG")?;
+        let agent_cgroups = take(&mut bpf, "AGENT_CGROUPS")?;
         let kernel = Self {
             bpf,
             tracked,
             counters,
             agents: agents_map,
+            agent_cgroups,
             path_rules,
             net_rules,
             config,
@@ -319,24 +345,28 @@ impl Kernel {
 
     /// Replaces the names whose exec starts a session.
     pub fn set_agents(&mut self, names: &[String]) -> Result<(), Error> {
-        let map_err = |source| Error::Map {
-            map: "AGENTS",
-            source,
-        };
         let wanted: Vec<AgentName> = names.iter().map(|n| agent_key(n.as_bytes())).collect();
-        for name in &wanted {
-            self.agents.insert(*name, 1, 0).map_err(map_err)?;
-        }
-        let stale: Vec<AgentName> = self
-            .agents
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| !wanted.contains(k))
-            .collect();
-        for k in stale {
-            self.agents.remove(&k).map_err(map_err)?;
-        }
-        Ok(())
+        replace_keys(&mut self.agents, "AGENTS", &wanted)
+    }
+
+    /// Replaces the cgroups (by v2 id) whose processes start a session at exec.
+    pub fn set_agent_cgroups(&mut self, ids: &[u64]) -> Result<(), Error> {
+        replace_keys(&mut self.agent_cgroups, "AGENT_CGROUPS", ids)
+    }
+
+    /// Adds one cgroup to those whose processes start a session at exec.
+    pub fn add_agent_cgroup(&mut self, id: u64) -> Result<(), Error> {
+        self.agent_cgroups
+            .insert(id, 1, 0)
+            .map_err(|source| Error::Map {
+                map: "AGENT_CGROUPS",
+                source,
+            })
+    }
+
+    /// Forgets a cgroup that was removed (absent already is fine).
+    pub fn remove_agent_cgroup(&mut self, id: u64) {
+        let _ = self.agent_cgroups.remove(&id);
     }
 
     /// Installs a rule set with no gap: the new entries go in under the unused

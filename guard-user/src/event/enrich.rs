@@ -53,35 +53,48 @@ impl Enricher {
 /// driver (`…/docker-<id>.scope`, `…/cri-containerd-<id>.scope`, `…/crio-<id>`,
 /// `/docker/<id>`, `/kubepods/…/pod<uid>/<id>`), cgroup v1 or v2.
 pub fn container_id_from_cgroups(text: &str) -> Option<String> {
-    text.lines().find_map(|line| {
-        let path = line.splitn(3, ':').nth(2)?;
-        path.rsplit('/').find_map(container_id_in_component)
-    })
+    cgroup_paths(text).find_map(container_id_in_path)
 }
 
 /// The Kubernetes pod uid in a `/proc/PID/cgroup` file: `…/pod<uid>/…` with the
 /// cgroupfs driver, `…-pod<uid_with_underscores>.slice` with the systemd driver.
 pub fn pod_uid_from_cgroups(text: &str) -> Option<String> {
-    text.lines().find_map(|line| {
-        let path = line.splitn(3, ':').nth(2)?;
-        path.split('/').find_map(|c| {
-            let c = c.strip_suffix(".slice").unwrap_or(c);
-            let uid = c
-                .rsplit_once("-pod")
-                .map(|(_, u)| u)
-                .or_else(|| c.strip_prefix("pod"))?;
-            let uid = uid.replace('_', "-");
-            let ok = uid.len() == 36
-                && uid.bytes().enumerate().all(|(i, b)| {
-                    if [8, 13, 18, 23].contains(&i) {
-                        b == b'-'
-                    } else {
-                        b.is_ascii_hexdigit()
-                    }
-                });
-            ok.then_some(uid)
-        })
+    cgroup_paths(text).find_map(pod_uid_in_path)
+}
+
+/// The paths of a `/proc/PID/cgroup` file (`hierarchy:controllers:path` lines).
+fn cgroup_paths(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().filter_map(|line| line.splitn(3, ':').nth(2))
+}
+
+/// The container id in one cgroup path (the innermost, if several).
+pub fn container_id_in_path(path: &str) -> Option<String> {
+    path.rsplit('/').find_map(container_id_in_component)
+}
+
+/// The Kubernetes pod uid in one cgroup path.
+pub fn pod_uid_in_path(path: &str) -> Option<String> {
+    path.split('/').find_map(|c| {
+        let c = c.strip_suffix(".slice").unwrap_or(c);
+        let uid = c
+            .rsplit_once("-pod")
+            .map(|(_, u)| u)
+            .or_else(|| c.strip_prefix("pod"))?;
+        let uid = uid.replace('_', "-");
+        is_pod_uid(&uid).then_some(uid)
     })
+}
+
+/// Whether `uid` has the form of a Kubernetes uid (`8-4-4-4-12` hex digits).
+pub fn is_pod_uid(uid: &str) -> bool {
+    uid.len() == 36
+        && uid.bytes().enumerate().all(|(i, b)| {
+            if [8, 13, 18, 23].contains(&i) {
+                b == b'-'
+            } else {
+                b.is_ascii_hexdigit()
+            }
+        })
 }
 
 fn container_id_in_component(component: &str) -> Option<String> {

@@ -70,6 +70,7 @@ impl Serialize for Event {
                 argv,
                 argv_truncated,
                 root,
+                by_cgroup: _,
             } => {
                 m.serialize_entry("exe", exe)?;
                 m.serialize_entry("exe_truncated", exe_truncated)?;

@@ -33,6 +33,8 @@ impl std::fmt::Display for SessionId {
 pub enum How {
     /// An agent program was executed (kernel match on its name).
     Exec,
+    /// A process in a chosen container or cgroup executed a program.
+    Container,
     /// `guard run` registered it before exec.
     Run,
     /// Already running when the daemon started; found in /proc.
@@ -43,6 +45,7 @@ impl How {
     pub fn as_str(self) -> &'static str {
         match self {
             How::Exec => "exec",
+            How::Container => "container",
             How::Run => "run",
             How::Scan => "scan",
         }
@@ -83,6 +86,9 @@ pub enum Detail {
         argv: Vec<String>,
         argv_truncated: bool,
         root: bool,
+        /// This exec started the session because the process runs in a chosen
+        /// cgroup (`[agents] containers`/`cgroups`); not written out.
+        by_cgroup: bool,
     },
     Open {
         path: String,
@@ -302,6 +308,7 @@ impl Event {
                 argv: split_argv(&argv),
                 argv_truncated: flag(flags::ARGV_TRUNCATED),
                 root: flag(flags::ROOT_PROCESS),
+                by_cgroup: flag(flags::SESSION_START) && flag(flags::BY_CGROUP),
             },
             Body::Open { body, path } => {
                 let resolved = !flag(flags::PATH_UNRESOLVED);

@@ -312,6 +312,8 @@ mod tests {
             name: "t".into(),
             mode,
             agents: vec![],
+            containers: vec![],
+            cgroups: vec![],
             kill_stragglers: false,
             rules,
         }

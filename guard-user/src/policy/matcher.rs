@@ -331,6 +331,8 @@ mod tests {
             name: "t".into(),
             mode: Mode::Enforce,
             agents: vec![],
+            containers: vec![],
+            cgroups: vec![],
             kill_stragglers: false,
             rules,
         };
@@ -420,6 +422,7 @@ mod tests {
             argv: argv.iter().map(|s| s.to_string()).collect(),
             argv_truncated: false,
             root: false,
+            by_cgroup: false,
         }
     }
 

@@ -162,6 +162,38 @@ pub struct Rule {
     pub pos: Pos,
 }
 
+/// A container chosen as agent territory, as the cgroup path names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContainerSelector {
+    /// `"*"`: every container (any cgroup holding a container id).
+    Any,
+    /// A container id or a prefix of it (lowercase hex, 12 to 64 digits).
+    Id(String),
+    /// `"pod:<uid>"`: every container of one Kubernetes pod.
+    Pod(String),
+}
+
+impl ContainerSelector {
+    /// Whether a cgroup with this container id and pod uid is chosen.
+    pub fn matches(&self, container: Option<&str>, pod: Option<&str>) -> bool {
+        match self {
+            ContainerSelector::Any => container.is_some(),
+            ContainerSelector::Id(prefix) => container.is_some_and(|c| c.starts_with(prefix)),
+            ContainerSelector::Pod(uid) => container.is_some() && pod == Some(uid),
+        }
+    }
+}
+
+impl std::fmt::Display for ContainerSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ContainerSelector::Any => f.write_str("*"),
+            ContainerSelector::Id(id) => f.write_str(id),
+            ContainerSelector::Pod(uid) => write!(f, "pod:{uid}"),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
     /// The file it came from, or the built-in's name (`workstation`, `ci`).
@@ -169,6 +201,11 @@ pub struct Policy {
     pub mode: Mode,
     /// Program names whose exec starts a session (`[agents] names`).
     pub agents: Vec<String>,
+    /// Containers whose processes start a session at exec (`[agents] containers`).
+    pub containers: Vec<ContainerSelector>,
+    /// cgroup path globs, from the cgroup2 root, whose processes (and those of every
+    /// cgroup below) start a session at exec (`[agents] cgroups`).
+    pub cgroups: Vec<String>,
     /// CI mode: kill every process of a session when its root exits.
     pub kill_stragglers: bool,
     pub rules: Vec<Rule>,

@@ -13,7 +13,9 @@ use toml::de::{DeTable, DeValue};
 
 use super::diag::{Diagnostic, code, pos_at};
 use super::glob;
-use super::model::{Access, Action, Dest, Host, Kind, Mode, Policy, Pos, Rule, Scope};
+use super::model::{
+    Access, Action, ContainerSelector, Dest, Host, Kind, Mode, Policy, Pos, Rule, Scope,
+};
 
 /// Parses and validates a policy. `source_name` names it in [`Policy::name`] (a
 /// file path or a built-in's name).
@@ -47,7 +49,7 @@ const CHECK_HOME: &str = "/home/user";
 const MAX_SYNTAX_PASSES: usize = 64;
 
 const TOP_KEYS: &[&str] = &["mode", "agents", "rule"];
-const AGENT_KEYS: &[&str] = &["names", "kill_stragglers"];
+const AGENT_KEYS: &[&str] = &["names", "containers", "cgroups", "kill_stragglers"];
 const COMMON_KEYS: &[&str] = &["id", "description", "kind", "action", "scope"];
 const FILE_KEYS: &[&str] = &["paths", "except", "access"];
 const EXEC_KEYS: &[&str] = &["exe", "argv_contains", "argv_regex"];
@@ -247,6 +249,8 @@ impl Checker<'_> {
             name: name.to_owned(),
             mode: Mode::Enforce,
             agents: vec!["codex".to_owned()],
+            containers: Vec::new(),
+            cgroups: Vec::new(),
             kill_stragglers: false,
             rules: Vec::new(),
         };
@@ -294,6 +298,9 @@ impl Checker<'_> {
         let Some(table) = self.table("agents", value) else {
             return;
         };
+        // Where `names = []` was written: an error unless containers or cgroups
+        // start sessions instead.
+        let mut empty_names = None;
         for (key, value) in table.iter() {
             match key.get_ref().as_ref() {
                 "names" => {
@@ -301,11 +308,7 @@ impl Checker<'_> {
                         continue;
                     };
                     if list.empty {
-                        self.error(
-                            code::INVALID,
-                            value.span().start,
-                            "`names` is empty: no program would start a session",
-                        );
+                        empty_names = Some(value.span().start);
                     }
                     let mut names = Vec::new();
                     for (name, at) in list.items {
@@ -326,6 +329,49 @@ impl Checker<'_> {
                     }
                     policy.agents = names;
                 }
+                "containers" => {
+                    let Some(list) = self.str_list("containers", value) else {
+                        continue;
+                    };
+                    policy.containers = list
+                        .items
+                        .into_iter()
+                        .filter_map(|(text, at)| match container_selector(text) {
+                            Ok(s) => Some(s),
+                            Err(why) => {
+                                self.error(code::INVALID, at, why);
+                                None
+                            }
+                        })
+                        .collect();
+                }
+                "cgroups" => {
+                    let Some(list) = self.str_list("cgroups", value) else {
+                        continue;
+                    };
+                    let mut globs = Vec::new();
+                    for (pattern, at) in list.items {
+                        if !pattern.starts_with('/') {
+                            self.error(
+                                code::BAD_GLOB,
+                                at,
+                                format!(
+                                    "cgroup glob {pattern:?} must start with `/` (paths as \
+                                     /proc/PID/cgroup shows them, from the cgroup2 root)"
+                                ),
+                            );
+                        } else if let Err(e) = cgroup_glob(pattern) {
+                            self.error(
+                                code::BAD_GLOB,
+                                at,
+                                format!("bad glob {pattern:?}: {}", e.kind()),
+                            );
+                        } else {
+                            globs.push(pattern.to_owned());
+                        }
+                    }
+                    policy.cgroups = globs;
+                }
                 "kill_stragglers" => {
                     if let Some(kill) = self.boolean("kill_stragglers", value) {
                         policy.kill_stragglers = kill;
@@ -333,6 +379,17 @@ impl Checker<'_> {
                 }
                 other => self.unknown_key(other, key.span().start, "in [agents]", AGENT_KEYS),
             }
+        }
+        if let Some(at) = empty_names
+            && policy.containers.is_empty()
+            && policy.cgroups.is_empty()
+        {
+            self.error(
+                code::INVALID,
+                at,
+                "`names` is empty and no `containers` or `cgroups` are chosen: nothing would \
+                 start a session",
+            );
         }
     }
 
@@ -1294,6 +1351,38 @@ fn blank(text: &str, range: Range<usize>) -> String {
     out
 }
 
+/// A `[agents] containers` entry: `"*"`, a container id (prefix) or `"pod:<uid>"`.
+fn container_selector(text: &str) -> Result<ContainerSelector, String> {
+    if text == "*" {
+        return Ok(ContainerSelector::Any);
+    }
+    if let Some(uid) = text.strip_prefix("pod:") {
+        // The systemd cgroup driver writes pod uids with `_`; accept either.
+        let uid = uid.to_ascii_lowercase().replace('_', "-");
+        return if crate::event::enrich::is_pod_uid(&uid) {
+            Ok(ContainerSelector::Pod(uid))
+        } else {
+            Err(format!(
+                "{text:?} is not a pod uid: write \"pod:\" and the uid as \
+                 `kubectl get pod -o jsonpath='{{.metadata.uid}}'` prints it"
+            ))
+        };
+    }
+    if text.bytes().all(|b| b.is_ascii_hexdigit()) && (12..=64).contains(&text.len()) {
+        return Ok(ContainerSelector::Id(text.to_ascii_lowercase()));
+    }
+    Err(format!(
+        "{text:?} does not choose a container: write \"*\" (every container), a container \
+         id or its first 12 or more hex digits (as `docker ps` or `crictl ps` show it), or \
+         \"pod:<uid>\""
+    ))
+}
+
+/// An `[agents] cgroups` glob: `*` stays within one path component, `**` crosses them.
+pub fn cgroup_glob(pattern: &str) -> Result<globset::Glob, globset::Error> {
+    GlobBuilder::new(pattern).literal_separator(true).build()
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
@@ -1464,6 +1553,36 @@ mod tests {
                 "agent name as a path",
                 "[agents]\nnames = [\"/usr/bin/codex\"]".to_owned(),
                 vec!["G009"],
+            ),
+            (
+                "no names and nothing else",
+                "[agents]\nnames = []".to_owned(),
+                vec!["G009"],
+            ),
+            (
+                "container id too short",
+                "[agents]\ncontainers = [\"4f1c7b\"]".to_owned(),
+                vec!["G009"],
+            ),
+            (
+                "container name instead of an id",
+                "[agents]\ncontainers = [\"ci-runner\"]".to_owned(),
+                vec!["G009"],
+            ),
+            (
+                "pod without a uid",
+                "[agents]\ncontainers = [\"pod:runner-0\"]".to_owned(),
+                vec!["G009"],
+            ),
+            (
+                "relative cgroup glob",
+                "[agents]\ncgroups = [\"kubepods.slice/**\"]".to_owned(),
+                vec!["G003"],
+            ),
+            (
+                "broken cgroup glob",
+                "[agents]\ncgroups = [\"/kubepods/[abc\"]".to_owned(),
+                vec!["G003"],
             ),
             (
                 "exe as a relative path",
@@ -1721,6 +1840,30 @@ mod tests {
         let blanked = blank(text, statement_at(text, bad));
         assert_eq!(blanked.len(), text.len());
         assert!(blanked.contains("\n     \nd = 2"));
+    }
+
+    #[test]
+    fn containers_and_cgroups_choose_sessions() {
+        let text = "[agents]\nnames = []\ncontainers = [\"*\", \"4F1C7B0E9D2A\", \
+                    \"pod:5f0e2b6c_1d2e_4a3b_9c8d_7e6f5a4b3c2d\"]\n\
+                    cgroups = [\"/kubepods.slice/**\"]";
+        let (p, warnings) = parse("t.toml", text).expect("valid");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(p.agents.is_empty());
+        assert_eq!(
+            p.containers,
+            [
+                ContainerSelector::Any,
+                ContainerSelector::Id("4f1c7b0e9d2a".to_owned()),
+                ContainerSelector::Pod("5f0e2b6c-1d2e-4a3b-9c8d-7e6f5a4b3c2d".to_owned()),
+            ]
+        );
+        assert_eq!(p.cgroups, ["/kubepods.slice/**"]);
+        let glob = cgroup_glob("/system.slice/docker-*.scope")
+            .expect("glob")
+            .compile_matcher();
+        assert!(glob.is_match("/system.slice/docker-4f1c.scope"));
+        assert!(!glob.is_match("/system.slice/x/docker-4f1c.scope"));
     }
 
     /// `tests/fixtures/policy/NAME.toml` is checked and its diagnostics rendered as

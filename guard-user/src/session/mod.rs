@@ -2,6 +2,8 @@
 //! kernel's `TRACKED` map is the authority on membership; this registry mirrors it
 //! to label events, derive session start/end, and feed `guard top`.
 
+pub mod cgroups;
+
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
@@ -143,7 +145,13 @@ impl Registry {
         if self.sessions.contains_key(&id) {
             return None;
         }
-        Some(self.start(id, How::Exec, ev.ts_ns, &ev.task))
+        let how = match ev.detail {
+            Detail::Exec {
+                by_cgroup: true, ..
+            } => How::Container,
+            _ => How::Exec,
+        };
+        Some(self.start(id, how, ev.ts_ns, &ev.task))
     }
 
     /// Applies `ev` to the registry; returns a `session_end` when the root exited.
@@ -270,6 +278,7 @@ mod tests {
             argv: vec![],
             argv_truncated: false,
             root,
+            by_cgroup: false,
         }
     }
 
