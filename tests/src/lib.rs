@@ -620,6 +620,14 @@ fn collect_bytes(
     rx
 }
 
+/// Replaces the policy file `path` with `text` at once (write aside, then rename), so
+/// that the daemon's file watcher never reads half a policy.
+pub fn write_policy(path: &Path, text: &str) {
+    let aside = path.with_extension("writing");
+    fs::write(&aside, text).unwrap_or_else(|e| panic!("write {}: {e}", aside.display()));
+    fs::rename(&aside, path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
+}
+
 /// A copy of the `guard-fake-agent` binary under a unique name of at most 15 bytes.
 pub struct FakeAgent {
     _dir: TempDir,
@@ -654,15 +662,8 @@ impl FakeAgent {
     /// Starts a scenario in its own process group.
     pub fn spawn(&self, args: &[&str]) -> Running {
         let mut cmd = Command::new(&self.path);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Cargo's LD_LIBRARY_PATH only makes the dynamic loader of every process in the
-            // tree try dozens of paths, each an open event; the binary needs no more than libc.
-            .env_remove("LD_LIBRARY_PATH")
-            .process_group(0);
-        Running::spawn(cmd)
+        cmd.args(args);
+        Running::spawn_group(cmd)
     }
 
     /// Runs a scenario to the end and checks that it succeeded.
@@ -683,6 +684,19 @@ pub struct Running {
 }
 
 impl Running {
+    /// Spawns `cmd` in a process group of its own, stdin closed, stdout and stderr
+    /// collected.
+    pub fn spawn_group(mut cmd: Command) -> Running {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Cargo's LD_LIBRARY_PATH only makes the dynamic loader of every process in the
+            // tree try dozens of paths, each an open event; the programs need no more than libc.
+            .env_remove("LD_LIBRARY_PATH")
+            .process_group(0);
+        Running::spawn(cmd)
+    }
+
     /// Spawns `cmd`, which must have piped stdout and stderr.
     pub fn spawn(mut cmd: Command) -> Running {
         let what = format!("{cmd:?}");

@@ -8,15 +8,14 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use guard_tests::{
     Daemon, Event, EventsTo, FakeAgent, Running, TempDir, check_schema, dump, fake_agent_exe, find,
-    session_of, unique_name,
+    session_of, unique_name, write_policy,
 };
 
 /// The cgroup2 mount, from mountinfo (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on
@@ -100,19 +99,8 @@ fn spawn_in(cgroup: &Path, program: &Path, args: &[&str]) -> Running {
         .arg(r#"echo $$ > "$0/cgroup.procs" && exec "$@""#)
         .arg(cgroup)
         .arg(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env_remove("LD_LIBRARY_PATH")
-        .process_group(0);
-    Running::spawn(cmd)
-}
-
-fn write_policy(path: &Path, text: &str) {
-    let aside = path.with_extension("writing");
-    fs::write(&aside, text).unwrap_or_else(|e| panic!("write {}: {e}", aside.display()));
-    fs::rename(&aside, path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
+        .args(args);
+    Running::spawn_group(cmd)
 }
 
 fn start_daemon(policy: &Path) -> Daemon {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use guard_tests::{
     Daemon, Event, EventsTo, FakeAgent, Finished, TempDir, check_schema, dump, fake_agent_exe,
-    find, guard_bin, session_ended, session_of,
+    find, guard_bin, session_ended, session_of, write_policy,
 };
 
 const EPERM: i64 = libc::EPERM as i64;
@@ -29,14 +29,6 @@ const SIGKILL: i32 = libc::SIGKILL;
 /// A policy naming `agent` as the only agent, with `rules` (TOML `[[rule]]` tables).
 fn policy_toml(mode: &str, agent: &str, rules: &str) -> String {
     format!("mode = \"{mode}\"\n\n[agents]\nnames = [\"{agent}\"]\n\n{rules}")
-}
-
-/// Replaces `path` with `text` at once (write aside, then rename), so that the daemon's
-/// file watcher never reads half a policy.
-fn write_policy(path: &Path, text: &str) {
-    let aside = path.with_extension("writing");
-    fs::write(&aside, text).unwrap_or_else(|e| panic!("write {}: {e}", aside.display()));
-    fs::rename(&aside, path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
 }
 
 /// `guard daemon --policy POLICY`, with no `--agent`: the policy names the agent. Checks
