@@ -768,11 +768,7 @@ impl State {
             .into_iter()
             .filter(|&p| p != me && !self.kernel.is_tracked(p))
             .collect();
-        let ppid = |p: u32| {
-            let stat = procfs::process::Process::new(p as i32).ok()?.stat().ok()?;
-            Some(stat.ppid as u32)
-        };
-        for root in outermost(&candidates, ppid) {
+        for root in outermost(&candidates, |p| proc_stat(p).map(|s| s.ppid as u32)) {
             self.adopt(root)?;
         }
         Ok(())
@@ -790,7 +786,7 @@ impl State {
             root_pid: root,
             flags: flags::ROOT_PROCESS as u32,
         };
-        if self.kernel.track(root, entry).is_err() {
+        if !self.track_live(root, entry) {
             return Ok(());
         }
         let Some(mut task) = task_from_proc(root) else {
@@ -809,7 +805,7 @@ impl State {
                     root_pid: root,
                     flags: 0,
                 };
-                if self.kernel.track(child, entry).is_ok() {
+                if self.track_live(child, entry) {
                     let comm = task_from_proc(child).map(|t| t.comm).unwrap_or_default();
                     self.registry.adopt(id, child, pid, comm);
                     stack.push(child);
@@ -818,6 +814,24 @@ impl State {
         }
         tracing::info!(pid = root, session = %id, "tracking an agent that was already running");
         Ok(())
+    }
+
+    /// Tracks a running process found in /proc. Its exit removes the entry, unless it
+    /// exited before the entry went in: then the process is gone, or another one has its
+    /// pid, and the entry is taken out again.
+    fn track_live(&mut self, pid: u32, entry: Tracked) -> bool {
+        let start = |pid: u32| proc_stat(pid).map(|s| s.starttime);
+        let Some(before) = start(pid) else {
+            return false;
+        };
+        if self.kernel.track(pid, entry).is_err() {
+            return false;
+        }
+        if start(pid) != Some(before) {
+            self.kernel.untrack(pid);
+            return false;
+        }
+        true
     }
 
     /// Puts the chosen cgroups in the kernel and adopts what already runs there.
@@ -908,6 +922,10 @@ fn outermost(candidates: &[u32], ppid: impl Fn(u32) -> Option<u32>) -> Vec<u32> 
             true
         })
         .collect()
+}
+
+fn proc_stat(pid: u32) -> Option<procfs::process::Stat> {
+    procfs::process::Process::new(pid as i32).ok()?.stat().ok()
 }
 
 fn children(pid: u32) -> Vec<u32> {

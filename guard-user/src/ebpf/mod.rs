@@ -343,6 +343,11 @@ impl Kernel {
             })
     }
 
+    /// Takes `pid` out of the kernel's tracked set (absent already is fine).
+    pub fn untrack(&mut self, pid: u32) {
+        let _ = self.tracked.remove(&pid);
+    }
+
     /// Replaces the names whose exec starts a session.
     pub fn set_agents(&mut self, names: &[String]) -> Result<(), Error> {
         let wanted: Vec<AgentName> = names.iter().map(|n| agent_key(n.as_bytes())).collect();
