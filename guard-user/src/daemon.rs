@@ -40,6 +40,8 @@ pub struct Options {
     pub policy: Source,
     /// Serve Prometheus metrics and /healthz here.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Where the container runtimes' state is (`/`, or the host's mounted elsewhere).
+    pub runtime_root: PathBuf,
 }
 
 /// A `subscribe` client: a bounded queue, and what it missed while it was full.
@@ -80,6 +82,7 @@ struct State {
     /// A reload changed the cgroups that start sessions: the loop swaps this watcher
     /// in (`Some(None)`: none any more).
     new_cgroups: Option<Option<AsyncFd<Watcher>>>,
+    runtime_root: PathBuf,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -153,11 +156,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         lost_seen: (0, 0),
         undecodable: 0,
         new_cgroups: None,
+        runtime_root: opts.runtime_root.clone(),
     };
     state.policy_loaded(&warnings)?;
     state.start_resolver();
     state.scan(&agents)?;
-    let mut cgroups = watch_cgroups(state.engine.policy())?;
+    let mut cgroups = watch_cgroups(state.engine.policy(), &state.runtime_root)?;
     state.install_cgroups(cgroups.as_ref().map(AsyncFd::get_ref))?;
     state.sink.flush()?;
     let serve = tokio::spawn(server.serve(tx));
@@ -496,7 +500,7 @@ impl State {
         };
         let old = self.engine.policy();
         let new_cgroups = if policy.containers != old.containers || policy.cgroups != old.cgroups {
-            match watch_cgroups(&policy) {
+            match watch_cgroups(&policy, &self.runtime_root) {
                 Ok(w) => Some(w),
                 Err(e) => return rejected(self, format!("{e:#}")),
             }
@@ -857,7 +861,7 @@ impl State {
             .context("cannot read cgroup notifications")?;
         if changes.overflow {
             tracing::warn!("cgroup notifications overflowed; walking the cgroup tree again");
-            *cgroups = watch_cgroups(self.engine.policy())?;
+            *cgroups = watch_cgroups(self.engine.policy(), &self.runtime_root)?;
             return self.install_cgroups(cgroups.as_ref().map(AsyncFd::get_ref));
         }
         for id in &changes.added {
@@ -874,8 +878,11 @@ impl State {
 }
 
 /// The watcher of the cgroups `policy` chooses sessions by, if it chooses any.
-fn watch_cgroups(policy: &policy::model::Policy) -> anyhow::Result<Option<AsyncFd<Watcher>>> {
-    let Some(selection) = Selection::of(policy)? else {
+fn watch_cgroups(
+    policy: &policy::model::Policy,
+    runtime_root: &std::path::Path,
+) -> anyhow::Result<Option<AsyncFd<Watcher>>> {
+    let Some(selection) = Selection::of(policy, runtime_root)? else {
         return Ok(None);
     };
     let root = crate::ebpf::mounts::cgroup2_root()?;

@@ -51,6 +51,12 @@ enum Cmd {
         /// address, e.g. `127.0.0.1:9464`.
         #[arg(long, value_name = "ADDR")]
         metrics: Option<std::net::SocketAddr>,
+        /// Where the container runtimes keep their state (containerd's bundles,
+        /// CRI-O's and Docker's container configs), for `[agents] containers` terms by
+        /// name, image, pod and namespace: `/`, or where the host's `/run` and
+        /// `/var/lib/docker` are mounted below a directory.
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        runtime_root: PathBuf,
         /// Benchmarks only: attach empty programs to guard's hooks and wait for
         /// SIGTERM/SIGINT (the cost of the hooks alone).
         #[arg(long, hide = true)]
@@ -190,6 +196,7 @@ fn main() -> ExitCode {
             socket,
             policy,
             metrics,
+            runtime_root,
             floor,
         } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -205,6 +212,7 @@ fn main() -> ExitCode {
                     socket,
                     policy: policy::Source::from_arg(policy.as_deref()),
                     metrics,
+                    runtime_root,
                 }))
             }),
         Cmd::Run { socket, command } => run::run(&socket, &command),

@@ -18,6 +18,26 @@ use guard_tests::{
     session_of, unique_name, write_policy,
 };
 
+/// Writes the OCI bundle containerd's CRI plugin would make for a Kubernetes container
+/// (`config.json` with its `io.kubernetes.cri.*` annotations), under `root`.
+fn containerd_bundle(root: &Path, id: &str, namespace: &str, pod: &str, name: &str) {
+    let bundle = root.join(format!(
+        "run/containerd/io.containerd.runtime.v2.task/k8s.io/{id}"
+    ));
+    fs::create_dir_all(&bundle).expect("mkdir bundle");
+    let spec = serde_json::json!({
+        "ociVersion": "1.2.0",
+        "annotations": {
+            "io.kubernetes.cri.container-type": "container",
+            "io.kubernetes.cri.container-name": name,
+            "io.kubernetes.cri.image-name": "ghcr.io/example/agent:1",
+            "io.kubernetes.cri.sandbox-name": pod,
+            "io.kubernetes.cri.sandbox-namespace": namespace,
+        }
+    });
+    fs::write(bundle.join("config.json"), spec.to_string()).expect("write config.json");
+}
+
 /// The cgroup2 mount, from mountinfo (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on
 /// hybrid hosts).
 fn cgroup2_root() -> PathBuf {
@@ -104,7 +124,12 @@ fn spawn_in(cgroup: &Path, program: &Path, args: &[&str]) -> Running {
 }
 
 fn start_daemon(policy: &Path) -> Daemon {
-    let args = [OsStr::new("--policy"), policy.as_os_str()];
+    start_daemon_with(policy, &[])
+}
+
+fn start_daemon_with(policy: &Path, extra: &[&OsStr]) -> Daemon {
+    let mut args = vec![OsStr::new("--policy"), policy.as_os_str()];
+    args.extend_from_slice(extra);
     let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
     daemon.wait_for("policy_loaded", |ev| {
         ev.iter().any(|e| e.kind() == "policy_loaded")
@@ -283,5 +308,66 @@ fn containers_chosen_as_they_appear_and_on_reload() {
                 >= 2
     });
     check_schema(&events, since);
+    daemon.stop_ok();
+}
+
+/// Containers chosen by Kubernetes namespace and container name, read from containerd's
+/// state (a runtime root of the test's own, with bundles as containerd writes them):
+/// the `agent` container of a pod in the namespace is policed, its `sidecar` is not.
+#[test]
+fn containers_chosen_by_namespace_and_name() {
+    let since = SystemTime::now();
+    let cgroups = TestCgroups::new();
+    let agent = FakeAgent::install(fake_agent_exe!());
+    let dir = TempDir::new("guard-e2e-containers");
+    let runtime_root = TempDir::new("guard-e2e-runtime");
+    let namespace = format!("ci-{}", unique_name("n"));
+    let policy = dir.join("guard.toml");
+    write_policy(
+        &policy,
+        &format!("[agents]\nnames = []\ncontainers = [\"namespace={namespace},name=agent\"]\n"),
+    );
+    let mut daemon = start_daemon_with(
+        &policy,
+        &[
+            OsStr::new("--runtime-root"),
+            runtime_root.path().as_os_str(),
+        ],
+    );
+
+    // As a runtime does it: the bundle first, then the cgroup, then the process.
+    let pod_cg = cgroups.make("kubepods-pod");
+    let (agent_id, sidecar_id) = (container_id(), container_id());
+    containerd_bundle(runtime_root.path(), &agent_id, &namespace, "job-1", "agent");
+    containerd_bundle(
+        runtime_root.path(),
+        &sidecar_id,
+        &namespace,
+        "job-1",
+        "sidecar",
+    );
+    let agent_cg = pod_cg.join(format!("cri-containerd-{agent_id}.scope"));
+    let sidecar_cg = pod_cg.join(format!("cri-containerd-{sidecar_id}.scope"));
+    for cg in [&agent_cg, &sidecar_cg] {
+        fs::create_dir(cg).unwrap_or_else(|e| panic!("mkdir {}: {e}", cg.display()));
+    }
+    thread::sleep(Duration::from_millis(300));
+    let sidecar = spawn_in(&sidecar_cg, agent.path(), &["exit", "0"]).finish();
+    let inside = spawn_in(&agent_cg, agent.path(), &["exit", "0"]).finish();
+    inside.assert_success();
+    sidecar.assert_success();
+
+    let events = daemon.wait_for("the agent container's session", |ev| {
+        guard_tests::session_ended(inside.pid)(ev)
+    });
+    check_schema(&events, since);
+    let start = session_start(&events, inside.pid);
+    assert_eq!(start.str("how"), Some("container"), "{start}");
+    assert_eq!(start.str("container"), Some(agent_id.as_str()), "{start}");
+    assert!(
+        !events.iter().any(|e| e.pid() == Some(sidecar.pid)),
+        "the sidecar was watched:\n{}",
+        dump(&events)
+    );
     daemon.stop_ok();
 }

@@ -5,6 +5,7 @@
 pub mod decode;
 pub mod enrich;
 mod json;
+pub mod runtime;
 
 pub use self::json::rfc3339;
 

@@ -162,36 +162,42 @@ pub struct Rule {
     pub pos: Pos,
 }
 
-/// A container chosen as agent territory, as the cgroup path names it.
+/// A container chosen as agent territory (`[agents] containers`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ContainerSelector {
     /// `"*"`: every container (any cgroup holding a container id).
     Any,
-    /// A container id or a prefix of it (lowercase hex, 12 to 64 digits).
-    Id(String),
-    /// `"pod:<uid>"`: every container of one Kubernetes pod.
-    Pod(String),
+    /// `"key=value,key=value"` (or a bare id prefix): containers for which every term
+    /// holds.
+    All(Vec<(ContainerField, String)>),
 }
 
-impl ContainerSelector {
-    /// Whether a cgroup with this container id and pod uid is chosen.
-    pub fn matches(&self, container: Option<&str>, pod: Option<&str>) -> bool {
-        match self {
-            ContainerSelector::Any => container.is_some(),
-            ContainerSelector::Id(prefix) => container.is_some_and(|c| c.starts_with(prefix)),
-            ContainerSelector::Pod(uid) => container.is_some() && pod == Some(uid),
-        }
-    }
+/// What a [`ContainerSelector`] term looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerField {
+    /// The container id: a prefix of it (lowercase hex, 12 to 64 digits).
+    Id,
+    /// The Kubernetes pod's uid, exactly.
+    PodUid,
+    /// The container's name (a glob), from the runtime's state.
+    Name,
+    /// The image reference (a glob), from the runtime's state.
+    Image,
+    /// The Kubernetes pod's name (a glob), from the runtime's state.
+    Pod,
+    /// The Kubernetes namespace (a glob), from the runtime's state.
+    Namespace,
 }
 
-impl std::fmt::Display for ContainerSelector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ContainerSelector::Any => f.write_str("*"),
-            ContainerSelector::Id(id) => f.write_str(id),
-            ContainerSelector::Pod(uid) => write!(f, "pod:{uid}"),
-        }
-    }
+impl ContainerField {
+    pub const ALL: [(&'static str, ContainerField); 6] = [
+        ("id", ContainerField::Id),
+        ("pod_uid", ContainerField::PodUid),
+        ("name", ContainerField::Name),
+        ("image", ContainerField::Image),
+        ("pod", ContainerField::Pod),
+        ("namespace", ContainerField::Namespace),
+    ];
 }
 
 #[derive(Clone, Debug, PartialEq)]

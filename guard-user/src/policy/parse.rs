@@ -14,7 +14,8 @@ use toml::de::{DeTable, DeValue};
 use super::diag::{Diagnostic, code, pos_at};
 use super::glob;
 use super::model::{
-    Access, Action, ContainerSelector, Dest, Host, Kind, Mode, Policy, Pos, Rule, Scope,
+    Access, Action, ContainerField, ContainerSelector, Dest, Host, Kind, Mode, Policy, Pos, Rule,
+    Scope,
 };
 
 /// Parses and validates a policy. `source_name` names it in [`Policy::name`] (a
@@ -1351,31 +1352,70 @@ fn blank(text: &str, range: Range<usize>) -> String {
     out
 }
 
-/// A `[agents] containers` entry: `"*"`, a container id (prefix) or `"pod:<uid>"`.
+/// A `[agents] containers` entry: `"*"`, a container id (prefix), or terms
+/// `key=value` joined by `,` that must all hold.
 fn container_selector(text: &str) -> Result<ContainerSelector, String> {
+    const HINT: &str = "write \"*\" (every container), a container id or its first 12 or more \
+                        hex digits, or terms such as \"namespace=ci,name=agent\"";
     if text == "*" {
         return Ok(ContainerSelector::Any);
     }
-    if let Some(uid) = text.strip_prefix("pod:") {
-        // The systemd cgroup driver writes pod uids with `_`; accept either.
-        let uid = uid.to_ascii_lowercase().replace('_', "-");
-        return if crate::event::enrich::is_pod_uid(&uid) {
-            Ok(ContainerSelector::Pod(uid))
+    if !text.contains('=') {
+        let hint = if text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            String::new()
         } else {
-            Err(format!(
-                "{text:?} is not a pod uid: write \"pod:\" and the uid as \
-                 `kubectl get pod -o jsonpath='{{.metadata.uid}}'` prints it"
-            ))
+            format!(" (a container's name: \"name={text}\")")
         };
+        return container_id_prefix(text)
+            .map(|id| ContainerSelector::All(vec![(ContainerField::Id, id)]))
+            .ok_or_else(|| format!("{text:?} does not choose a container: {HINT}{hint}"));
     }
-    if text.bytes().all(|b| b.is_ascii_hexdigit()) && (12..=64).contains(&text.len()) {
-        return Ok(ContainerSelector::Id(text.to_ascii_lowercase()));
+    let mut terms = Vec::new();
+    for term in text.split(',') {
+        let Some((key, value)) = term.split_once('=') else {
+            return Err(format!("{term:?} in {text:?} is not `key=value`: {HINT}"));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        let Some(&(_, field)) = ContainerField::ALL.iter().find(|(k, _)| *k == key) else {
+            let keys: Vec<&str> = ContainerField::ALL.iter().map(|(k, _)| *k).collect();
+            return Err(format!(
+                "unknown container key {key:?} in {text:?}; valid keys: {}",
+                keys.join(", ")
+            ));
+        };
+        let value = match field {
+            ContainerField::Id => container_id_prefix(value).ok_or_else(|| {
+                format!("`id={value}` is not a container id or its first 12 or more hex digits")
+            })?,
+            ContainerField::PodUid => {
+                // The systemd cgroup driver writes pod uids with `_`; accept either.
+                let uid = value.to_ascii_lowercase().replace('_', "-");
+                if !crate::event::enrich::is_pod_uid(&uid) {
+                    return Err(format!(
+                        "`pod_uid={value}` is not a pod uid (as `kubectl get pod -o \
+                         jsonpath='{{.metadata.uid}}'` prints it)"
+                    ));
+                }
+                uid
+            }
+            _ => {
+                if value.is_empty() {
+                    return Err(format!("`{key}=` in {text:?} has no value"));
+                }
+                globset::Glob::new(value)
+                    .map_err(|e| format!("bad glob {value:?} in {text:?}: {}", e.kind()))?;
+                value.to_owned()
+            }
+        };
+        terms.push((field, value));
     }
-    Err(format!(
-        "{text:?} does not choose a container: write \"*\" (every container), a container \
-         id or its first 12 or more hex digits (as `docker ps` or `crictl ps` show it), or \
-         \"pod:<uid>\""
-    ))
+    Ok(ContainerSelector::All(terms))
+}
+
+/// A container id or a prefix of it (12 to 64 hex digits), in lowercase.
+fn container_id_prefix(text: &str) -> Option<String> {
+    (text.bytes().all(|b| b.is_ascii_hexdigit()) && (12..=64).contains(&text.len()))
+        .then(|| text.to_ascii_lowercase())
 }
 
 /// An `[agents] cgroups` glob: `*` stays within one path component, `**` crosses them.
@@ -1570,8 +1610,18 @@ mod tests {
                 vec!["G009"],
             ),
             (
-                "pod without a uid",
-                "[agents]\ncontainers = [\"pod:runner-0\"]".to_owned(),
+                "pod uid that is not one",
+                "[agents]\ncontainers = [\"pod_uid=runner-0\"]".to_owned(),
+                vec!["G009"],
+            ),
+            (
+                "unknown container key",
+                "[agents]\ncontainers = [\"label=ci\"]".to_owned(),
+                vec!["G009"],
+            ),
+            (
+                "container term without a value",
+                "[agents]\ncontainers = [\"namespace=ci,name=\"]".to_owned(),
                 vec!["G009"],
             ),
             (
@@ -1845,7 +1895,8 @@ mod tests {
     #[test]
     fn containers_and_cgroups_choose_sessions() {
         let text = "[agents]\nnames = []\ncontainers = [\"*\", \"4F1C7B0E9D2A\", \
-                    \"pod:5f0e2b6c_1d2e_4a3b_9c8d_7e6f5a4b3c2d\"]\n\
+                    \"pod_uid=5f0e2b6c_1d2e_4a3b_9c8d_7e6f5a4b3c2d\", \
+                    \"namespace=arc-*, name=runner\"]\n\
                     cgroups = [\"/kubepods.slice/**\"]";
         let (p, warnings) = parse("t.toml", text).expect("valid");
         assert!(warnings.is_empty(), "{warnings:?}");
@@ -1854,8 +1905,15 @@ mod tests {
             p.containers,
             [
                 ContainerSelector::Any,
-                ContainerSelector::Id("4f1c7b0e9d2a".to_owned()),
-                ContainerSelector::Pod("5f0e2b6c-1d2e-4a3b-9c8d-7e6f5a4b3c2d".to_owned()),
+                ContainerSelector::All(vec![(ContainerField::Id, "4f1c7b0e9d2a".to_owned())]),
+                ContainerSelector::All(vec![(
+                    ContainerField::PodUid,
+                    "5f0e2b6c-1d2e-4a3b-9c8d-7e6f5a4b3c2d".to_owned()
+                )]),
+                ContainerSelector::All(vec![
+                    (ContainerField::Namespace, "arc-*".to_owned()),
+                    (ContainerField::Name, "runner".to_owned()),
+                ]),
             ]
         );
         assert_eq!(p.cgroups, ["/kubepods.slice/**"]);

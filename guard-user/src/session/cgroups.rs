@@ -14,26 +14,43 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use globset::{GlobSet, GlobSetBuilder};
+use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
 use crate::{
-    event::enrich::{container_id_in_path, pod_uid_in_path},
+    event::{
+        enrich::{container_id_in_path, pod_uid_in_path},
+        runtime::{ContainerMeta, Runtimes},
+    },
     policy::{
-        model::{ContainerSelector, Policy},
+        model::{ContainerField, ContainerSelector, Policy},
         parse::cgroup_glob,
     },
 };
 
+/// A `[agents] containers` entry, compiled.
+enum Chooser {
+    Any,
+    All(Vec<Term>),
+}
+
+enum Term {
+    IdPrefix(String),
+    PodUid(String),
+    Meta(ContainerField, GlobMatcher),
+}
+
 /// What `[agents]` chooses by container or cgroup path.
 pub struct Selection {
-    containers: Vec<ContainerSelector>,
+    containers: Vec<Chooser>,
     globs: GlobSet,
+    runtimes: Runtimes,
 }
 
 impl Selection {
-    /// `None` when the policy chooses sessions by name only.
-    pub fn of(policy: &Policy) -> anyhow::Result<Option<Self>> {
+    /// `None` when the policy chooses sessions by name only. Container names, images,
+    /// pods and namespaces are read from the runtimes' state under `runtime_root`.
+    pub fn of(policy: &Policy, runtime_root: &Path) -> anyhow::Result<Option<Self>> {
         if policy.containers.is_empty() && policy.cgroups.is_empty() {
             return Ok(None);
         }
@@ -41,26 +58,63 @@ impl Selection {
         for pattern in &policy.cgroups {
             globs.add(cgroup_glob(pattern)?);
         }
+        let mut containers = Vec::new();
+        for selector in &policy.containers {
+            containers.push(match selector {
+                ContainerSelector::Any => Chooser::Any,
+                ContainerSelector::All(terms) => Chooser::All(
+                    terms
+                        .iter()
+                        .map(|(field, value)| {
+                            Ok(match field {
+                                ContainerField::Id => Term::IdPrefix(value.clone()),
+                                ContainerField::PodUid => Term::PodUid(value.clone()),
+                                _ => Term::Meta(*field, Glob::new(value)?.compile_matcher()),
+                            })
+                        })
+                        .collect::<Result<_, globset::Error>>()?,
+                ),
+            });
+        }
         Ok(Some(Self {
-            containers: policy.containers.clone(),
+            containers,
             globs: globs.build()?,
+            runtimes: Runtimes::new(runtime_root),
         }))
     }
 
     /// Whether the cgroup at `rel` (its path from the cgroup2 root, as
     /// `/proc/PID/cgroup` shows it) is chosen for itself, ancestors aside.
-    pub fn chooses(&self, rel: &str) -> bool {
+    pub fn chooses(&mut self, rel: &str) -> bool {
         if self.globs.is_match(rel) {
             return true;
         }
         if self.containers.is_empty() {
             return false;
         }
-        let container = container_id_in_path(rel);
+        let Some(id) = container_id_in_path(rel) else {
+            return false;
+        };
         let pod = pod_uid_in_path(rel);
-        self.containers
-            .iter()
-            .any(|s| s.matches(container.as_deref(), pod.as_deref()))
+        let Self {
+            containers,
+            runtimes,
+            ..
+        } = self;
+        // Read from the runtime's state once, and only if a term needs it.
+        let mut meta: Option<Option<std::sync::Arc<ContainerMeta>>> = None;
+        containers.iter().any(|chooser| match chooser {
+            Chooser::Any => true,
+            Chooser::All(terms) => terms.iter().all(|term| match term {
+                Term::IdPrefix(prefix) => id.starts_with(prefix.as_str()),
+                Term::PodUid(uid) => pod.as_deref() == Some(uid.as_str()),
+                Term::Meta(field, glob) => meta
+                    .get_or_insert_with(|| runtimes.lookup(&id))
+                    .as_deref()
+                    .and_then(|m| m.field(*field))
+                    .is_some_and(|v| glob.is_match(v)),
+            }),
+        })
     }
 }
 
@@ -256,14 +310,24 @@ mod tests {
     const POD: &str = "5f0e2b6c-1d2e-4a3b-9c8d-7e6f5a4b3c2d";
 
     fn selection(agents: &str) -> Selection {
+        selection_in(agents, Path::new("/nonexistent"))
+    }
+
+    fn selection_in(agents: &str, runtime_root: &Path) -> Selection {
         let (policy, _) = parse("t.toml", &format!("[agents]\n{agents}")).expect("valid");
-        Selection::of(&policy).expect("compiles").expect("chooses")
+        Selection::of(&policy, runtime_root)
+            .expect("compiles")
+            .expect("chooses")
     }
 
     #[test]
     fn names_alone_choose_no_cgroup() {
         let (policy, _) = parse("t.toml", "[agents]\nnames = [\"codex\"]").expect("valid");
-        assert!(Selection::of(&policy).expect("compiles").is_none());
+        assert!(
+            Selection::of(&policy, Path::new("/"))
+                .expect("compiles")
+                .is_none()
+        );
     }
 
     #[test]
@@ -276,7 +340,7 @@ mod tests {
         let pod_only = format!("/kubepods/burstable/pod{POD}");
         let host = "/user.slice/user-1000.slice/session-2.scope";
 
-        let any = selection("containers = [\"*\"]");
+        let mut any = selection("containers = [\"*\"]");
         assert!(any.chooses(&docker) && any.chooses(&kube));
         assert!(!any.chooses(host), "a host cgroup is not a container");
         assert!(
@@ -284,18 +348,49 @@ mod tests {
             "a pod's own cgroup holds no container id"
         );
 
-        let by_id = selection(&format!("containers = [\"{}\"]", &ID[..12]));
+        let mut by_id = selection(&format!("containers = [\"{}\"]", &ID[..12]));
         assert!(by_id.chooses(&docker));
         assert!(!selection("containers = [\"000000000000\"]").chooses(&docker));
 
-        let by_pod = selection(&format!("containers = [\"pod:{POD}\"]"));
+        let mut by_pod = selection(&format!("containers = [\"pod_uid={POD}\"]"));
         assert!(by_pod.chooses(&kube));
         assert!(!by_pod.chooses(&docker));
     }
 
     #[test]
+    fn containers_by_runtime_metadata() -> anyhow::Result<()> {
+        let root = tempfile::tempdir()?;
+        let bundle = root.path().join(format!(
+            "run/containerd/io.containerd.runtime.v2.task/k8s.io/{ID}"
+        ));
+        std::fs::create_dir_all(&bundle)?;
+        std::fs::write(
+            bundle.join("config.json"),
+            r#"{"annotations":{"io.kubernetes.cri.container-name":"runner",
+                "io.kubernetes.cri.sandbox-namespace":"arc-runners",
+                "io.kubernetes.cri.sandbox-name":"ci-7x2k",
+                "io.kubernetes.cri.image-name":"ghcr.io/actions/runner:2"}}"#,
+        )?;
+        let kube = format!("/kubepods/burstable/pod{POD}/{ID}");
+        let other = format!("/kubepods/burstable/pod{POD}/{}0", &ID[1..]);
+        for (agents, chosen) in [
+            ("containers = [\"namespace=arc-*,name=runner\"]", true),
+            ("containers = [\"namespace=arc-runners,name=other\"]", false),
+            ("containers = [\"image=ghcr.io/actions/*\"]", true),
+            ("containers = [\"pod=ci-*\"]", true),
+            ("containers = [\"namespace=default\"]", false),
+        ] {
+            let mut s = selection_in(agents, root.path());
+            assert_eq!(s.chooses(&kube), chosen, "{agents}");
+            // No runtime state for that one: metadata terms cannot hold.
+            assert!(!s.chooses(&other), "{agents}");
+        }
+        Ok(())
+    }
+
+    #[test]
     fn cgroup_globs_match_whole_paths() {
-        let s = selection("cgroups = [\"/ci.slice/job-*.scope\"]");
+        let mut s = selection("cgroups = [\"/ci.slice/job-*.scope\"]");
         assert!(s.chooses("/ci.slice/job-17.scope"));
         assert!(!s.chooses("/ci.slice/other.scope"));
         assert!(
