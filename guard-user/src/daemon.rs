@@ -150,7 +150,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         events_at_tick: 0,
         rate: 0.0,
         registry: Registry::default(),
-        enricher: Enricher::default(),
+        enricher: Enricher::new(&opts.runtime_root),
         sink,
         offset: clock::boot_to_wall_offset(),
         lost_seen: (0, 0),

@@ -930,6 +930,12 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
             str_or_null("container"),
             "container is not a string or null",
         );
+        for key in ["pod", "container_name", "image", "pod_name", "namespace"] {
+            need(
+                v.get(key).is_none_or(Value::is_string),
+                "pod, container_name, image, pod_name or namespace is there but not a string",
+            );
+        }
     }
     let result_ok = e.str("result") == Some("ok");
     match kind {

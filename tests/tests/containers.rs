@@ -364,6 +364,28 @@ fn containers_chosen_by_namespace_and_name() {
     let start = session_start(&events, inside.pid);
     assert_eq!(start.str("how"), Some("container"), "{start}");
     assert_eq!(start.str("container"), Some(agent_id.as_str()), "{start}");
+    // Every event of the container says which it is, by name.
+    let session = session_of(&events, inside.pid);
+    for e in events
+        .iter()
+        .filter(|e| e.session() == Some(session.as_str()))
+    {
+        assert_eq!(
+            (
+                e.str("container_name"),
+                e.str("pod_name"),
+                e.str("namespace"),
+                e.str("image")
+            ),
+            (
+                Some("agent"),
+                Some("job-1"),
+                Some(namespace.as_str()),
+                Some("ghcr.io/example/agent:1")
+            ),
+            "{e}"
+        );
+    }
     assert!(
         !events.iter().any(|e| e.pid() == Some(sidecar.pid)),
         "the sidecar was watched:\n{}",

@@ -364,6 +364,7 @@ fn check_daemonset(ds: &Value, expect_args: &[&str]) -> Result<()> {
         ("/sys/kernel/tracing", true),
         ("/sys/fs/cgroup", true),
         ("/run/guard", false),
+        ("/run/containerd/io.containerd.runtime.v2.task", true),
     ] {
         ensure!(
             mounts.contains(&(path.to_owned(), read_only)),

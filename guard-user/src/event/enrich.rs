@@ -1,21 +1,38 @@
 //! Cheap /proc enrichment: user names and container ids, cached so a busy session
 //! costs one lookup per new uid or cgroup, not one per event.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, path::Path, sync::Arc};
 
-use super::{Event, Task};
+use super::{
+    Event, Task,
+    runtime::{ContainerMeta, Runtimes},
+};
 
-/// A cgroup's container id and pod uid.
-type Placement = (Option<Arc<str>>, Option<Arc<str>>);
+/// Where a cgroup is: its container id, pod uid and the container's names.
+#[derive(Clone, Default)]
+struct Placement {
+    container: Option<Arc<str>>,
+    pod: Option<Arc<str>>,
+    meta: Option<Arc<ContainerMeta>>,
+}
 
-#[derive(Default)]
 pub struct Enricher {
     users: HashMap<u32, Option<Arc<str>>>,
-    /// Container id and pod uid by cgroup id.
-    containers: HashMap<u64, Placement>,
+    /// By cgroup id.
+    placements: HashMap<u64, Placement>,
+    runtimes: Runtimes,
 }
 
 impl Enricher {
+    /// `runtime_root`: where the container runtimes' state is (`/` on the host).
+    pub fn new(runtime_root: &Path) -> Self {
+        Self {
+            users: HashMap::new(),
+            placements: HashMap::new(),
+            runtimes: Runtimes::new(runtime_root),
+        }
+    }
+
     pub fn enrich(&mut self, ev: &mut Event) {
         self.enrich_task(&mut ev.task);
     }
@@ -30,21 +47,25 @@ impl Enricher {
             })
             .clone();
         let pid = task.pid;
-        let (container, pod) = self
-            .containers
+        let runtimes = &mut self.runtimes;
+        let placement = self
+            .placements
             .entry(task.cgroup_id)
             .or_insert_with(|| {
                 let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
-                    return (None, None);
+                    return Placement::default();
                 };
-                (
-                    container_id_from_cgroups(&text).map(Arc::from),
-                    pod_uid_from_cgroups(&text).map(Arc::from),
-                )
+                let container = container_id_from_cgroups(&text);
+                Placement {
+                    meta: container.as_deref().and_then(|id| runtimes.lookup(id)),
+                    container: container.map(Arc::from),
+                    pod: pod_uid_from_cgroups(&text).map(Arc::from),
+                }
             })
             .clone();
-        task.container = container;
-        task.pod = pod;
+        task.container = placement.container;
+        task.pod = placement.pod;
+        task.meta = placement.meta;
     }
 }
 

@@ -62,6 +62,18 @@ impl Serialize for Event {
             if let Some(pod) = &t.pod {
                 m.serialize_entry("pod", pod.as_ref())?;
             }
+            if let Some(meta) = &t.meta {
+                for (key, value) in [
+                    ("container_name", &meta.name),
+                    ("image", &meta.image),
+                    ("pod_name", &meta.pod),
+                    ("namespace", &meta.namespace),
+                ] {
+                    if let Some(value) = value {
+                        m.serialize_entry(key, value)?;
+                    }
+                }
+            }
         }
         match &self.detail {
             Detail::Exec {

@@ -182,6 +182,8 @@ pub struct Task {
     pub container: Option<Arc<str>>,
     /// Kubernetes pod uid, from the cgroup path.
     pub pod: Option<Arc<str>>,
+    /// The container's names, from its runtime's state.
+    pub meta: Option<Arc<runtime::ContainerMeta>>,
 }
 
 /// A policy rule the event broke, and what was done about it.
@@ -300,6 +302,7 @@ impl Event {
             user: None,
             container: None,
             pod: None,
+            meta: None,
         };
         let flag = |f: u16| h.flags & f != 0;
         let detail = match rec.body {
