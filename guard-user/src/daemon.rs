@@ -42,6 +42,8 @@ pub struct Options {
     pub metrics: Option<std::net::SocketAddr>,
     /// Where the container runtimes' state is (`/`, or the host's mounted elsewhere).
     pub runtime_root: PathBuf,
+    /// Turn the kernel's BPF run-time statistics on while the daemon runs.
+    pub bpf_stats: bool,
 }
 
 /// A `subscribe` client: a bounded queue, and what it missed while it was full.
@@ -105,7 +107,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         by_name: Default::default(),
         resolvers: resolvers(),
     };
-    let (mut kernel, events) = Kernel::load(&agents).context("cannot start the kernel side")?;
+    let (mut kernel, events) =
+        Kernel::load(&agents, opts.bpf_stats).context("cannot start the kernel side")?;
     let engine = Engine::new(policy, homes.clone(), hosts, kernel.lsm.is_ok())
         .context("cannot compile the policy")?;
     kernel
@@ -386,9 +389,13 @@ impl State {
             self.metrics.set_lost("untracked_children", track_full);
             self.metrics.set_lost("undecodable", self.undecodable);
         }
+        // Programs that never ran, as all do while the kernel's statistics are off,
+        // stay absent rather than claim zero cost.
         for (program, run_time_ns, run_count) in self.kernel.program_stats() {
-            self.metrics
-                .set_program_stats(&program, run_time_ns, run_count);
+            if run_count > 0 {
+                self.metrics
+                    .set_program_stats(&program, run_time_ns, run_count);
+            }
         }
     }
 

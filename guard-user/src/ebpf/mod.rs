@@ -221,7 +221,8 @@ pub struct Kernel {
     generation: u8,
     /// Whether the BPF-LSM deny hooks are attached, or why not.
     pub lsm: Result<(), String>,
-    /// Keeps the kernel's per-program run-time statistics on while guard runs.
+    /// Keeps the kernel's per-program run-time statistics on while guard runs
+    /// (`--bpf-stats`).
     _stats: Option<std::os::fd::OwnedFd>,
     /// Names of what is attached, for `/healthz` and logs.
     pub attached: Vec<String>,
@@ -238,7 +239,9 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
 impl Kernel {
     /// Loads every program, sets the agent names, and attaches everything. The ring
     /// buffer is returned apart so the daemon can poll it while using the rest.
-    pub fn load(agents: &[String]) -> Result<(Self, RingBuf<MapData>), Error> {
+    /// With `bpf_stats`, the kernel's per-program run-time statistics are on while the
+    /// value lives (they cost every BPF program on the host two clock reads a run).
+    pub fn load(agents: &[String], bpf_stats: bool) -> Result<(Self, RingBuf<MapData>), Error> {
         let (mut bpf, cgroup_path, cgroup) = prepare()?;
         let mut agents_map: HashMap<MapData, AgentName, u32> = take(&mut bpf, "AGENTS")?;
         for name in agents {
@@ -327,7 +330,11 @@ impl Kernel {
             config,
             generation: 0,
             lsm,
-            _stats: aya::sys::enable_stats(aya::sys::Stats::RunTime).ok(),
+            _stats: if bpf_stats {
+                aya::sys::enable_stats(aya::sys::Stats::RunTime).ok()
+            } else {
+                None
+            },
             attached,
         };
         Ok((kernel, events))
