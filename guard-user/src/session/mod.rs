@@ -37,6 +37,8 @@ pub struct Session {
     pub user: Option<Arc<str>>,
     pub container: Option<Arc<str>>,
     pub pod: Option<Arc<str>>,
+    /// The container's names, from its runtime's state.
+    pub meta: Option<Arc<crate::event::runtime::ContainerMeta>>,
     pub cwd: Option<String>,
     pub counts: Counts,
 }
@@ -87,6 +89,7 @@ impl Registry {
                 user: task.user.clone(),
                 container: task.container.clone(),
                 pod: task.pod.clone(),
+                meta: task.meta.clone(),
                 cwd: cwd.clone(),
                 counts: Counts::default(),
             },
@@ -392,6 +395,9 @@ pub mod view {
                     "cwd": s.cwd,
                     "container": s.container.as_deref(),
                     "pod": s.pod.as_deref(),
+                    "container_name": s.meta.as_ref().and_then(|m| m.name.as_deref()),
+                    "pod_name": s.meta.as_ref().and_then(|m| m.pod.as_deref()),
+                    "namespace": s.meta.as_ref().and_then(|m| m.namespace.as_deref()),
                     "started": rfc3339(s.started_ns),
                     "ended": s.ended_ns.map(rfc3339),
                     "state": if s.ended_ns.is_some() { "ended" } else { "running" },

@@ -29,6 +29,18 @@ const FORGET_AFTER_POLLS: u64 = 10;
 // What the daemon says
 // ---------------------------------------------------------------------------
 
+/// How a session's container is shown: `namespace/pod/name` for a Kubernetes
+/// container, the name for another named one, else the id.
+fn container_label(v: &Value) -> Option<String> {
+    let Some(name) = str_of(v, "container_name") else {
+        return str_of(v, "container");
+    };
+    Some(match (str_of(v, "namespace"), str_of(v, "pod_name")) {
+        (Some(ns), Some(pod)) => format!("{ns}/{pod}/{name}"),
+        _ => name,
+    })
+}
+
 fn str_of(v: &Value, key: &str) -> Option<String> {
     v.get(key).and_then(Value::as_str).map(str::to_owned)
 }
@@ -149,7 +161,7 @@ impl Session {
             user: str_of(v, "user"),
             cwd: str_of(v, "cwd"),
             repo: None,
-            container: str_of(v, "container"),
+            container: container_label(v),
             started: time_of(v, "started"),
             running: match v.get("state").and_then(Value::as_str) {
                 Some(state) => state == "running",

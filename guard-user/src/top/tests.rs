@@ -630,3 +630,25 @@ fn repositories_are_named() {
     );
     assert_eq!(repo_of(std::path::Path::new("relative")), None);
 }
+
+#[test]
+fn containers_show_by_name_where_the_runtime_named_them() {
+    let id = "1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b";
+    let label = |extra: Value| {
+        let mut v = json!({"id": CODEX, "agent": "codex", "root_pid": 1, "container": id});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        Session::from_json(&v).expect("a session").container
+    };
+    assert_eq!(label(json!({})).as_deref(), Some(id));
+    assert_eq!(
+        label(json!({"container_name": "agent", "pod_name": "job-1", "namespace": "ci"}))
+            .as_deref(),
+        Some("ci/job-1/agent")
+    );
+    assert_eq!(
+        label(json!({"container_name": "runner-build"})).as_deref(),
+        Some("runner-build")
+    );
+}
