@@ -21,12 +21,17 @@ pub const HEADER_LEN: usize = size_of::<Header>();
 const WAKEUP_BYTES: u64 = 1 << 20;
 
 /// Waking the daemon for every record costs a context switch each (on a busy
-/// session, more than the rest of the pipeline). Execs wake it at once: argv rules
-/// are decided in user space and should kill promptly. Other records wait for the
-/// daemon's 10 ms drain, unless a megabyte is pending.
+/// session, more than the rest of the pipeline). Execs wake it at once when the
+/// policy has exec rules decided in user space (argv rules), which should kill
+/// promptly. Other records wait for the daemon's 10 ms drain, unless a megabyte is
+/// pending.
 #[inline(always)]
 fn wakeup_flags(kind: EventKind) -> u64 {
-    if kind == EventKind::Exec {
+    if kind == EventKind::Exec
+        && crate::enforce::CONFIG
+            .get(0)
+            .is_some_and(|c| c.exec_wakeup != 0)
+    {
         // Forced: a plain output only wakes a reader that has consumed everything
         // before it, and the records just before an exec were queued quietly.
         return BPF_RB_FORCE_WAKEUP as u64;

@@ -28,7 +28,7 @@ use crate::{
     policy::{self, Source, diag, engine::Engine, glob, matcher::Hosts, model::Mode},
     session::{
         self, Registry,
-        cgroups::{Selection, Watcher},
+        cgroups::{Changes, Selection, Watcher},
     },
 };
 
@@ -862,12 +862,18 @@ impl State {
         let Some(fd) = cgroups else {
             return Ok(());
         };
-        let changes = fd
-            .get_mut()
-            .read()
-            .context("cannot read cgroup notifications")?;
+        let changes = match fd.get_mut().read() {
+            Ok(changes) => changes,
+            Err(e) => {
+                tracing::warn!("cannot read cgroup notifications ({e}); watching them anew");
+                Changes {
+                    overflow: true,
+                    ..Changes::default()
+                }
+            }
+        };
         if changes.overflow {
-            tracing::warn!("cgroup notifications overflowed; walking the cgroup tree again");
+            tracing::warn!("cgroup notifications were lost; walking the cgroup tree again");
             *cgroups = watch_cgroups(self.engine.policy(), &self.runtime_root)?;
             return self.install_cgroups(cgroups.as_ref().map(AsyncFd::get_ref));
         }

@@ -288,6 +288,11 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> K
         .paths
         .iter()
         .fold(0, |k, (_, data, _)| k | (1 << data[1]));
+    out.config.exec_wakeup = u32::from(
+        out.partial
+            .iter()
+            .any(|&i| matches!(policy.rules[i].kind, Kind::Exec { .. })),
+    );
     out
 }
 
@@ -381,6 +386,7 @@ mod tests {
         );
         assert!(k.paths.is_empty());
         assert_eq!(k.partial, [0]);
+        assert_eq!(k.config.exec_wakeup, 0, "no exec decided in user space");
         let argv = Kind::Exec {
             exe: vec!["git".into()],
             argv_contains: vec!["push".into()],
@@ -394,6 +400,22 @@ mod tests {
         );
         assert!(k.paths.is_empty());
         assert_eq!(k.partial, [0]);
+        assert_eq!(
+            k.config.exec_wakeup, 1,
+            "execs must wake the daemon at once for its argv decision"
+        );
+        let by_name = Kind::Exec {
+            exe: vec!["sudo".into()],
+            argv_contains: vec![],
+            argv_regex: None,
+        };
+        let k = compile(
+            &policy(vec![rule(by_name, Action::Kill)], Mode::Enforce),
+            &[],
+            &Hosts::default(),
+            false,
+        );
+        assert_eq!(k.config.exec_wakeup, 0, "the kernel kills by name itself");
     }
 
     #[test]

@@ -211,9 +211,16 @@ impl Watcher {
             let path = self.path(&rel);
             let wd = match self.inotify.watches().add(&path, MASK) {
                 Ok(wd) => wd,
+                Err(e) if rel.is_empty() => return Err(e),
                 // Removed meanwhile: nothing to watch.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && !rel.is_empty() => continue,
-                Err(e) => return Err(e),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot watch cgroup {rel}: {e}; it and the cgroups below it are not \
+                         chosen (fs.inotify.max_user_watches may be too low)"
+                    );
+                    continue;
+                }
             };
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
