@@ -610,6 +610,7 @@ fn helm_chart_renders_and_validates() -> Result<()> {
                 "nodeSelector.pool=ci-runners",
                 "agents={codex,claude}",
                 "priorityClassName=system-node-critical",
+                "metrics.bpfStats=true",
             ],
         ),
     ] {
@@ -636,7 +637,7 @@ fn helm_chart_renders_and_validates() -> Result<()> {
         let ds = one(&docs, "DaemonSet")?;
         let mut args = BASE_ARGS.to_vec();
         if !sets.is_empty() {
-            args.extend(["--agent", "codex", "--agent", "claude"]);
+            args.extend(["--bpf-stats", "--agent", "codex", "--agent", "claude"]);
         }
         check_daemonset(ds, &args)?;
         ensure!(
