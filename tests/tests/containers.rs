@@ -87,22 +87,27 @@ impl TestCgroups {
 
 impl Drop for TestCgroups {
     fn drop(&mut self) {
-        // Children first; a cgroup whose last process is still exiting is busy a moment.
+        // Deepest first; a cgroup whose last process is still exiting is busy a moment.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let children: Vec<PathBuf> = fs::read_dir(&self.dir)
-                .map(|d| {
-                    d.flatten()
-                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                        .map(|e| e.path())
-                        .collect()
-                })
-                .unwrap_or_default();
-            let mut busy = false;
-            for child in children {
-                busy |= fs::remove_dir(&child).is_err();
+            let mut dirs = vec![self.dir.clone()];
+            let mut i = 0;
+            while i < dirs.len() {
+                if let Ok(entries) = fs::read_dir(&dirs[i]) {
+                    dirs.extend(
+                        entries
+                            .flatten()
+                            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                            .map(|e| e.path()),
+                    );
+                }
+                i += 1;
             }
-            if !busy && fs::remove_dir(&self.dir).is_ok() || Instant::now() > deadline {
+            let mut busy = false;
+            for dir in dirs.iter().rev() {
+                busy |= fs::remove_dir(dir).is_err();
+            }
+            if !busy || Instant::now() > deadline {
                 break;
             }
             thread::sleep(Duration::from_millis(50));
