@@ -743,6 +743,43 @@ impl Checker<'_> {
         }
     }
 
+    /// The list a rule must have, with at least one entry: `paths` for a file rule,
+    /// `exe` for an exec rule. A missing list is not reported when the rule was damaged
+    /// by a syntax error (the list may be what was lost).
+    fn required<'v>(
+        &mut self,
+        list: Option<Field<StrList<'v>>>,
+        key: &str,
+        label: &str,
+        start: usize,
+        damaged: bool,
+    ) -> Option<Field<StrList<'v>>> {
+        let (kind, what) = if key == "paths" {
+            ("file", "path")
+        } else {
+            ("exec", "program")
+        };
+        let Some(list) = list else {
+            if !damaged {
+                self.error(
+                    code::MISSING,
+                    start,
+                    format!("{kind} {label} has no `{key}`"),
+                );
+            }
+            return None;
+        };
+        if list.value.empty {
+            self.error(
+                code::MISSING,
+                list.value_at,
+                format!("`{key}` of {label} is empty: name at least one {what}"),
+            );
+            return None;
+        }
+        Some(list)
+    }
+
     fn file_kind(
         &mut self,
         label: &str,
@@ -750,20 +787,7 @@ impl Checker<'_> {
         damaged: bool,
         raw: &mut RawRule<'_>,
     ) -> Option<Kind> {
-        let Some(paths) = raw.paths.take() else {
-            if !damaged {
-                self.error(code::MISSING, start, format!("file {label} has no `paths`"));
-            }
-            return None;
-        };
-        if paths.value.empty {
-            self.error(
-                code::MISSING,
-                paths.value_at,
-                format!("`paths` of {label} is empty: name at least one path"),
-            );
-            return None;
-        }
+        let paths = self.required(raw.paths.take(), "paths", label, start, damaged)?;
         let except = raw.except.take();
         if let Some(except) = &except {
             let everything = except
@@ -814,20 +838,7 @@ impl Checker<'_> {
         damaged: bool,
         raw: &mut RawRule<'_>,
     ) -> Option<Kind> {
-        let Some(exe) = raw.exe.take() else {
-            if !damaged {
-                self.error(code::MISSING, start, format!("exec {label} has no `exe`"));
-            }
-            return None;
-        };
-        if exe.value.empty {
-            self.error(
-                code::MISSING,
-                exe.value_at,
-                format!("`exe` of {label} is empty: name at least one program"),
-            );
-            return None;
-        }
+        let exe = self.required(raw.exe.take(), "exe", label, start, damaged)?;
         for &(arg, at) in &raw.argv_contains {
             if arg.is_empty() {
                 self.warning(
