@@ -124,6 +124,27 @@ fn prepare() -> Result<(Ebpf, PathBuf, File), Error> {
     Ok((bpf, cgroup_path, cgroup))
 }
 
+/// Loads a cgroup sock_addr program and attaches it to the cgroup2 root. aya
+/// attaches through a bpf_link (kernel >= 5.7); links always coexist with other
+/// programs on the cgroup and take no ALLOW_MULTI flag.
+fn attach_sock_addr(
+    bpf: &mut Ebpf,
+    program: &'static str,
+    cgroup: &File,
+    cgroup_path: &std::path::Path,
+) -> Result<(), Error> {
+    let p: &mut CgroupSockAddr = program_mut(bpf, program)?;
+    p.load()
+        .map_err(|source| Error::Program { program, source })?;
+    p.attach(cgroup, CgroupAttachMode::Single)
+        .map_err(|source| Error::Attach {
+            program,
+            target: cgroup_path.display().to_string(),
+            source,
+        })?;
+    Ok(())
+}
+
 /// Empty programs attached to exactly the hooks guard uses (`guard daemon
 /// --floor`), for benchmarks; dropping the value detaches them.
 pub fn load_floor() -> Result<(Ebpf, usize), Error> {
@@ -166,15 +187,7 @@ pub fn load_floor() -> Result<(Ebpf, usize), Error> {
         "floor_sendmsg4",
         "floor_sendmsg6",
     ] {
-        let p: &mut CgroupSockAddr = program_mut(&mut bpf, program)?;
-        p.load()
-            .map_err(|source| Error::Program { program, source })?;
-        p.attach(&cgroup, CgroupAttachMode::Single)
-            .map_err(|source| Error::Attach {
-                program,
-                target: cgroup_path.display().to_string(),
-                source,
-            })?;
+        attach_sock_addr(&mut bpf, program, &cgroup, &cgroup_path)?;
         n += 1;
     }
     Ok((bpf, n))
@@ -288,17 +301,7 @@ impl Kernel {
         }
 
         for program in ["connect4", "connect6", "sendmsg4", "sendmsg6"] {
-            let p: &mut CgroupSockAddr = program_mut(&mut bpf, program)?;
-            p.load()
-                .map_err(|source| Error::Program { program, source })?;
-            // aya attaches through a bpf_link here (kernel >= 5.7); links always coexist
-            // with other programs on the cgroup and take no ALLOW_MULTI flag.
-            p.attach(&cgroup, CgroupAttachMode::Single)
-                .map_err(|source| Error::Attach {
-                    program,
-                    target: cgroup_path.display().to_string(),
-                    source,
-                })?;
+            attach_sock_addr(&mut bpf, program, &cgroup, &cgroup_path)?;
             attached.push(format!("cgroup/{program}"));
         }
 

@@ -66,15 +66,8 @@ fn text_of(v: Option<&Value>) -> Option<String> {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub exec: u64,
-    pub open: u64,
-    pub connect: u64,
-    pub send: u64,
-    pub fork: u64,
-    pub violations: u64,
-}
+/// A session's event counts, as the daemon keeps them.
+pub use crate::session::Counts;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Process {
