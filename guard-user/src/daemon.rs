@@ -414,6 +414,11 @@ impl State {
             warnings: diag::render(&policy.name, warnings),
             enforcement: self.enforcement(),
         };
+        self.write_daemon_event(detail)
+    }
+
+    /// Writes an event about the daemon itself (no session, no process) at once.
+    fn write_daemon_event(&mut self, detail: Detail) -> anyhow::Result<()> {
         let ev = Event::derived(
             clock::boot_ns() as i128 + self.offset,
             None,
@@ -486,15 +491,7 @@ impl State {
                 name: name.clone(),
                 errors,
             };
-            let ev = Event::derived(
-                clock::boot_ns() as i128 + state.offset,
-                None,
-                Task::default(),
-                detail,
-            );
-            state.write(&ev)?;
-            state.sink.flush()?;
-            Ok(())
+            state.write_daemon_event(detail)
         };
         let (policy, warnings) = match policy::load(&self.source) {
             Ok(p) => p,

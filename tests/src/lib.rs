@@ -620,6 +620,28 @@ fn collect_bytes(
     rx
 }
 
+/// Accepts the one connection the agent made (already queued) and reads it to the end.
+pub fn accept_and_read(listener: &std::net::TcpListener) -> String {
+    listener.set_nonblocking(true).expect("set_nonblocking");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut stream = loop {
+        match listener.accept() {
+            Ok((stream, _)) => break stream,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("no connection on {:?}: {e}", listener.local_addr()),
+        }
+    };
+    stream.set_nonblocking(false).expect("set_nonblocking");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("set_read_timeout");
+    let mut data = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut data).expect("read what the agent sent");
+    data
+}
+
 /// Replaces the policy file `path` with `text` at once (write aside, then rename), so
 /// that the daemon's file watcher never reads half a policy.
 pub fn write_policy(path: &Path, text: &str) {

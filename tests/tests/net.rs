@@ -2,14 +2,13 @@
 //! IPv6, with where they went and whether they got there.
 
 use std::collections::BTreeSet;
-use std::io::{self, Read};
+use std::io;
 use std::net::{TcpListener, UdpSocket};
-use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use guard_tests::{
-    Daemon, Event, FakeAgent, assert_same_identity, check_schema, dump, fake_agent_exe,
-    session_ended, session_of,
+    Daemon, Event, FakeAgent, accept_and_read, assert_same_identity, check_schema, dump,
+    fake_agent_exe, session_ended, session_of,
 };
 
 #[test]
@@ -153,30 +152,6 @@ fn connects_and_sends_are_reported() {
 
     let events = daemon.stop_ok();
     check_schema(&events, since);
-}
-
-/// Accepts the one connection the agent made (already queued) and reads it to the end.
-fn accept_and_read(listener: &TcpListener) -> String {
-    listener.set_nonblocking(true).expect("set_nonblocking");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut stream = loop {
-        match listener.accept() {
-            Ok((stream, _)) => break stream,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("no connection on {:?}: {e}", listener.local_addr()),
-        }
-    };
-    stream.set_nonblocking(false).expect("set_nonblocking");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("set_read_timeout");
-    let mut data = String::new();
-    stream
-        .read_to_string(&mut data)
-        .expect("read what the agent sent");
-    data
 }
 
 /// The payloads of the next `count` datagrams on `socket`.

@@ -6,7 +6,7 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -15,8 +15,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use guard_tests::{
-    Daemon, Event, EventsTo, FakeAgent, Finished, TempDir, check_schema, dump, fake_agent_exe,
-    find, guard_bin, session_ended, session_of, write_policy,
+    Daemon, Event, EventsTo, FakeAgent, Finished, TempDir, accept_and_read, check_schema, dump,
+    fake_agent_exe, find, guard_bin, session_ended, session_of, write_policy,
 };
 
 const EPERM: i64 = libc::EPERM as i64;
@@ -670,29 +670,6 @@ action = "deny"
     assert_eq!(ok.str("result"), Some("ok"), "{ok}");
     assert_no_violation(&session, ok);
     s.finish();
-}
-
-/// Accepts the one connection the agent made (already queued) and reads it to the end.
-fn accept_and_read(listener: &TcpListener) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut stream = loop {
-        match listener.accept() {
-            Ok((stream, _)) => break stream,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
-                thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => panic!("no connection on {:?}: {e}", listener.local_addr()),
-        }
-    };
-    stream.set_nonblocking(false).expect("set_nonblocking");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("set_read_timeout");
-    let mut data = String::new();
-    stream
-        .read_to_string(&mut data)
-        .expect("read what the agent sent");
-    data
 }
 
 // ---------------------------------------------------------------------------------------

@@ -511,28 +511,24 @@ fn draw_hints(frame: &mut Frame, app: &App, area: Rect) {
         let style = if m.error { bold() } else { Style::default() };
         Line::from(Span::styled(format!(" {}", m.text), style))
     } else {
-        let key = |k: &'static str| Span::styled(k, bold());
-        Line::from(vec![
-            Span::raw(" "),
-            key("q"),
-            Span::raw(" quit  "),
-            key("?"),
-            Span::raw(" help  "),
-            key("Tab"),
-            Span::raw(" pane  "),
-            key("↑↓"),
-            Span::raw(" move  "),
-            key("/"),
-            Span::raw(" filter  "),
-            key("f"),
-            Span::raw(" kind  "),
-            key("space"),
-            Span::raw(" pause  "),
-            key("K"),
-            Span::raw(" kill session  "),
-            key("x"),
-            Span::raw(" kill process"),
-        ])
+        const KEYS: [(&str, &str); 9] = [
+            ("q", "quit"),
+            ("?", "help"),
+            ("Tab", "pane"),
+            ("↑↓", "move"),
+            ("/", "filter"),
+            ("f", "kind"),
+            ("space", "pause"),
+            ("K", "kill session"),
+            ("x", "kill process"),
+        ];
+        let mut spans = vec![Span::raw(" ")];
+        for (i, (key, what)) in KEYS.iter().enumerate() {
+            let gap = if i + 1 < KEYS.len() { "  " } else { "" };
+            spans.push(Span::styled(*key, bold()));
+            spans.push(Span::raw(format!(" {what}{gap}")));
+        }
+        Line::from(spans)
     };
     frame.render_widget(Paragraph::new(line), area);
 }
