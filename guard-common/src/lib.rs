@@ -4,10 +4,15 @@
 //! says which fixed body follows, and the body says how many payload bytes
 //! (paths, argv) follow it. All types are `#[repr(C)]` and contain no padding
 //! the kernel could leave uninitialised.
+//!
+//! Behind the `protocol` feature (user space only): the control protocol between
+//! the daemon and its clients, [`protocol`].
 #![no_std]
 
 pub mod event;
 pub mod maps;
+#[cfg(feature = "protocol")]
+pub mod protocol;
 pub mod rules;
 
 pub use event::*;

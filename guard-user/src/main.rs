@@ -1,151 +1,31 @@
 //! `guard`: watch AI coding agents from the Linux kernel.
 //!
-//! The kernel side (guard-ebpf) follows each agent's process tree and reports its
-//! exec, open and connect; this binary decodes, labels and reports them.
-//! Data flows one way: `ebpf` → `event` → `session` → `audit`; `control` is the
-//! daemon's socket, `daemon` the loop that owns them all.
+//! The kernel side (guard-ebpf) follows each agent's process tree, reports its
+//! exec, open and connect, and kills or denies what it can decide itself. This
+//! binary decides and acts on the rest, and reports. Data flows one way:
+//! `ebpf` (ring buffer) → `event` (decode, enrich) → `session` (trees) → `policy`
+//! (the judge's verdict) → `action` (kills) → `audit`, `control` (subscribers,
+//! `guard top`), `metrics`. `daemon` wires them in one loop; `cli` holds the
+//! command line and the client commands. This file parses and dispatches.
 
 mod action;
 mod audit;
-mod clients;
-mod clock;
+mod cli;
 mod control;
 mod daemon;
 mod ebpf;
 mod event;
 mod metrics;
 mod policy;
-mod run;
+mod resolve;
 mod session;
 mod top;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser as _};
 
-#[derive(Parser)]
-#[command(
-    name = "guard",
-    version,
-    about = "Watch AI coding agents from the Linux kernel"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Load the kernel programs and report every agent session as JSON lines (root).
-    Daemon {
-        /// Program name whose exec starts a session (repeatable; replaces the
-        /// policy's `[agents] names`). Compared with the first 15 bytes, as the
-        /// kernel's `comm`.
-        #[arg(long = "agent", value_name = "NAME")]
-        agents: Vec<String>,
-        /// The policy: a TOML file, or a built-in (`workstation`, the default, or
-        /// `ci`). Reloaded on SIGHUP and when the file changes.
-        #[arg(long, value_name = "FILE|workstation|ci")]
-        policy: Option<PathBuf>,
-        /// Serve Prometheus metrics (`/metrics`) and health (`/healthz`) on this
-        /// address, e.g. `127.0.0.1:9464`.
-        #[arg(long, value_name = "ADDR")]
-        metrics: Option<std::net::SocketAddr>,
-        /// Where the container runtimes keep their state (containerd's bundles,
-        /// CRI-O's and Docker's container configs), for `[agents] containers` terms by
-        /// name, image, pod and namespace: `/`, or where the host's `/run` and
-        /// `/var/lib/docker` are mounted below a directory.
-        #[arg(long, value_name = "DIR", default_value = "/")]
-        runtime_root: PathBuf,
-        /// Turn on the kernel's BPF run-time statistics while guard runs, for the
-        /// `guard_program_*` metrics. They cost every BPF program on the host two
-        /// clock reads per run (about 0.2 µs here); off by default.
-        #[arg(long)]
-        bpf_stats: bool,
-        /// Benchmarks only: attach empty programs to guard's hooks and wait for
-        /// SIGTERM/SIGINT (the cost of the hooks alone).
-        #[arg(long, hide = true)]
-        floor: bool,
-        /// Where to write events: a file, or `-` for standard output.
-        #[arg(long, value_name = "PATH|-", default_value = "-")]
-        events: PathBuf,
-        /// The control socket (`guard run` registers through it).
-        #[arg(long, env = "GUARD_SOCKET", default_value = control::DEFAULT_SOCKET)]
-        socket: PathBuf,
-    },
-    /// Check a policy file or print a built-in one.
-    Policy {
-        #[command(subcommand)]
-        command: PolicyCmd,
-    },
-    /// List agent sessions known to the running daemon.
-    Sessions {
-        #[arg(long, env = "GUARD_SOCKET", default_value = control::DEFAULT_SOCKET)]
-        socket: PathBuf,
-        /// Print the daemon's JSON answer.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Stream events from the running daemon.
-    Events {
-        #[arg(long, env = "GUARD_SOCKET", default_value = control::DEFAULT_SOCKET)]
-        socket: PathBuf,
-        /// Keep streaming (the only mode: events are a live stream).
-        #[arg(long, short)]
-        follow: bool,
-        /// Only this session's events.
-        #[arg(long)]
-        session: Option<String>,
-        /// Only events of this kind (repeatable).
-        #[arg(long = "kind", value_name = "KIND")]
-        kinds: Vec<String>,
-        /// JSON lines instead of the human-readable form.
-        #[arg(long)]
-        json: bool,
-    },
-    /// The daemon's health: event rate, lost events, CPU and memory, programs.
-    Status {
-        #[arg(long, env = "GUARD_SOCKET", default_value = control::DEFAULT_SOCKET)]
-        socket: PathBuf,
-    },
-    /// Kill a session (every process in it) or a process subtree.
-    Kill {
-        #[arg(long, env = "GUARD_SOCKET", default_value = control::DEFAULT_SOCKET)]
-        socket: PathBuf,
-        #[arg(long, conflicts_with = "pid", required_unless_present = "pid")]
-        session: Option<String>,
-        #[arg(long)]
-        pid: Option<u32>,
-    },
-    /// Live terminal view of agent sessions.
-    Top {
-        #[arg(long, env = "GUARD_SOCKET", default_value = control::DEFAULT_SOCKET)]
-        socket: PathBuf,
-    },
-    /// Run a command as a new agent session, tracked from its first instruction.
-    Run {
-        /// The daemon's control socket.
-        #[arg(long, env = "GUARD_SOCKET", default_value = control::DEFAULT_SOCKET)]
-        socket: PathBuf,
-        /// The command and its arguments.
-        #[arg(last = true, required = true, value_name = "CMD")]
-        command: Vec<String>,
-    },
-}
-
-#[derive(Subcommand)]
-enum PolicyCmd {
-    /// Report every problem with file:line:col and a stable code; exit 1 on errors.
-    Check {
-        /// A policy file (or a built-in's name).
-        file: PathBuf,
-    },
-    /// Print a built-in policy, as a starting point for your own.
-    Show {
-        #[arg(value_parser = clap::builder::PossibleValuesParser::new(policy::builtin::NAMES))]
-        name: String,
-    },
-}
+use crate::cli::{Cli, Cmd, PolicyCmd, clients, run};
 
 fn policy_command(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -231,7 +111,14 @@ fn main() -> ExitCode {
             kinds,
             json,
         } => clients::events(&socket, session, kinds, json),
-        Cmd::Status { socket } => clients::status(&socket),
+        Cmd::Status { socket, json } => clients::status(&socket, json),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "guard", &mut std::io::stdout());
+            Ok(())
+        }
+        Cmd::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(anyhow::Error::from),
         Cmd::Kill {
             socket,
             session,

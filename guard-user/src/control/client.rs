@@ -1,5 +1,5 @@
-//! The client side of the control socket, used by `guard run` (blocking: it runs
-//! before exec, with nothing else to do).
+//! The client side of the control socket (blocking: `guard run` calls it before
+//! exec with nothing else to do, and `guard top` from its own threads).
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -7,7 +7,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::{Request, Response};
+use guard_common::protocol::{Reply, Request};
+use serde::de::DeserializeOwned;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -44,8 +45,8 @@ pub fn subscribe(path: &Path, request: &Request) -> Result<BufReader<UnixStream>
     Ok(BufReader::new(stream))
 }
 
-/// Sends one request and reads one response.
-pub fn call(path: &Path, request: &Request) -> Result<Response, Error> {
+/// Sends one request and reads its answer.
+pub fn call<T: DeserializeOwned>(path: &Path, request: &Request) -> Result<T, Error> {
     let stream = UnixStream::connect(path).map_err(|source| Error::Connect {
         path: path.to_owned(),
         source,
@@ -59,10 +60,16 @@ pub fn call(path: &Path, request: &Request) -> Result<Response, Error> {
     (&stream).write_all(&line).map_err(io)?;
     let mut answer = String::new();
     BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
-    let response: Response =
+    let reply: Reply<T> =
         serde_json::from_str(&answer).map_err(|e| Error::Answer(format!("{e}: {answer:?}")))?;
-    if !response.ok {
-        return Err(Error::Refused(response.error.unwrap_or_default()));
+    match reply {
+        Reply {
+            ok: true,
+            data: Some(data),
+            ..
+        } => Ok(data),
+        Reply { error, .. } => Err(Error::Refused(
+            error.unwrap_or_else(|| "no answer".to_owned()),
+        )),
     }
-    Ok(response)
 }

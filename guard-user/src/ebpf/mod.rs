@@ -426,6 +426,29 @@ impl Kernel {
             .collect()
     }
 
+    /// What the kernel reports attached now, observed rather than remembered: the
+    /// names of this object's programs that a live link runs, and how many such
+    /// links there are (one per attachment in `attached`). A link detached behind
+    /// guard's back (`bpftool link detach`) drops out of both.
+    pub fn attached_in_kernel(&self) -> (Vec<String>, usize) {
+        let ours: std::collections::HashMap<u32, &str> = self
+            .bpf
+            .programs()
+            .filter_map(|(name, p)| Some((p.info().ok()?.id(), name)))
+            .collect();
+        let mut names = Vec::new();
+        let mut links = 0;
+        for link in aya::programs::loaded_links().filter_map(Result::ok) {
+            if let Some(name) = ours.get(&link.program_id()) {
+                links += 1;
+                names.push((*name).to_owned());
+            }
+        }
+        names.sort();
+        names.dedup();
+        (names, links)
+    }
+
     pub fn is_tracked(&self, pid: u32) -> bool {
         self.tracked.get(&pid, 0).is_ok()
     }

@@ -170,18 +170,12 @@ impl Serialize for Event {
                 enforcement,
             } => {
                 m.serialize_entry("policy", name)?;
-                m.serialize_entry("mode", mode)?;
+                m.serialize_entry("mode", mode.as_str())?;
                 m.serialize_entry("rules", rules)?;
                 m.serialize_entry("kernel_entries", kernel_entries)?;
                 m.serialize_entry("user_space_rules", user_space_rules)?;
                 m.serialize_entry("warnings", warnings)?;
-                m.serialize_entry(
-                    "enforcement",
-                    &enforcement
-                        .iter()
-                        .cloned()
-                        .collect::<std::collections::BTreeMap<_, _>>(),
-                )?;
+                m.serialize_entry("enforcement", enforcement)?;
             }
             Detail::PolicyRejected { name, errors } => {
                 m.serialize_entry("policy", name)?;
@@ -192,7 +186,7 @@ impl Serialize for Event {
                     "by_kind",
                     &by_kind
                         .iter()
-                        .copied()
+                        .map(|(k, n)| (k.as_str(), n))
                         .collect::<std::collections::BTreeMap<_, _>>(),
                 )?;
                 m.serialize_entry("total", total)?;
@@ -203,11 +197,14 @@ impl Serialize for Event {
         }
         if let Some(v) = &self.violation {
             m.serialize_entry("rule", &v.rule)?;
-            m.serialize_entry("action", v.action)?;
-            m.serialize_entry("outcome", &v.outcome)?;
+            m.serialize_entry("action", v.action.as_str())?;
+            m.serialize_entry("outcome", v.outcome.as_str())?;
+            if let Some(error) = &v.error {
+                m.serialize_entry("outcome_error", error)?;
+            }
             m.serialize_entry("alert", &v.alert)?;
             if let Some(would) = v.would {
-                m.serialize_entry("would", would)?;
+                m.serialize_entry("would", would.as_str())?;
             }
             m.serialize_entry("rules", &v.rules)?;
             if let Some(us) = v.kill_latency_us {
@@ -238,7 +235,7 @@ mod tests {
                 ..Task::default()
             },
             detail,
-            kernel_rule: 0,
+            enforced: 0,
             host: None,
             violation: None,
         }

@@ -2,6 +2,7 @@
 //! events user space derives (session start/end, lost counts). Every consumer
 //! (audit log, `guard top`, policy) reads these.
 
+pub mod clock;
 pub mod decode;
 pub mod enrich;
 mod json;
@@ -11,7 +12,10 @@ pub use self::json::rfc3339;
 
 use std::{net::IpAddr, sync::Arc};
 
-use guard_common::{AF_INET6, OpenCall, flags};
+use guard_common::{
+    AF_INET6, OpenCall, flags,
+    protocol::{Action, Enforcement, Mode, Outcome},
+};
 
 pub use self::decode::Record;
 use self::decode::{Body, comm, split_argv};
@@ -29,29 +33,7 @@ impl std::fmt::Display for SessionId {
     }
 }
 
-/// How a session came to be tracked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum How {
-    /// An agent program was executed (kernel match on its name).
-    Exec,
-    /// A process in a chosen container or cgroup executed a program.
-    Container,
-    /// `guard run` registered it before exec.
-    Run,
-    /// Already running when the daemon started; found in /proc.
-    Scan,
-}
-
-impl How {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            How::Exec => "exec",
-            How::Container => "container",
-            How::Run => "run",
-            How::Scan => "scan",
-        }
-    }
-}
+pub use guard_common::protocol::How;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Proto {
@@ -131,18 +113,18 @@ pub enum Detail {
         killed: Vec<u32>,
     },
     Lost {
-        by_kind: Vec<(&'static str, u64)>,
+        by_kind: Vec<(String, u64)>,
         total: u64,
     },
     PolicyLoaded {
         name: String,
-        mode: &'static str,
+        mode: Mode,
         rules: usize,
         kernel_entries: usize,
         user_space_rules: Vec<String>,
         warnings: String,
         /// How each kind of enforcement runs on this host.
-        enforcement: Vec<(&'static str, String)>,
+        enforcement: Vec<Enforcement>,
     },
     PolicyRejected {
         name: String,
@@ -191,13 +173,13 @@ pub struct Task {
 pub struct Violation {
     /// The rule reported as the outcome (the one enforced, else the strongest).
     pub rule: String,
-    pub action: &'static str,
-    /// `killed`, `denied`, `logged`, `alerted`, `gone` (exited before the kill),
-    /// `not_denied` (a destination the kernel had no rule for yet) or `failed: …`.
-    pub outcome: String,
+    pub action: Action,
+    pub outcome: Outcome,
+    /// Why a kill failed (`outcome` is `failed`).
+    pub error: Option<String>,
     pub alert: bool,
     /// Observe mode: the action enforce mode would have taken.
-    pub would: Option<&'static str>,
+    pub would: Option<Action>,
     /// Every rule the event broke.
     pub rules: Vec<String>,
     /// User-space kills: from the kernel seeing the event to the kill.
@@ -212,8 +194,9 @@ pub struct Event {
     pub session: Option<SessionId>,
     pub task: Task,
     pub detail: Detail,
-    /// What the kernel enforced (`guard_common::rules::enforced`).
-    pub kernel_rule: u16,
+    /// What the kernel enforced itself: rule and verdict bits
+    /// (`guard_common::rules::enforced`).
+    pub enforced: u16,
     /// The policy name a connect or send destination resolved from.
     pub host: Option<String>,
     pub violation: Option<Violation>,
@@ -227,7 +210,7 @@ impl Event {
             session,
             task,
             detail,
-            kernel_rule: 0,
+            enforced: 0,
             host: None,
             violation: None,
         }
@@ -360,7 +343,7 @@ impl Event {
             session: Some(SessionId(h.session)),
             task,
             detail,
-            kernel_rule: h.rule,
+            enforced: h.rule,
             host: None,
             violation: None,
         }
@@ -374,43 +357,10 @@ impl Event {
 
 /// The name of an errno value (`ENOENT`), or `E<n>` when unknown.
 pub fn errno_name(errno: i32) -> String {
-    let name = match errno {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EINTR => "EINTR",
-        libc::EIO => "EIO",
-        libc::EBADF => "EBADF",
-        libc::EAGAIN => "EAGAIN",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EEXIST => "EEXIST",
-        libc::ENOTDIR => "ENOTDIR",
-        libc::EISDIR => "EISDIR",
-        libc::EINVAL => "EINVAL",
-        libc::EMFILE => "EMFILE",
-        libc::ENOSPC => "ENOSPC",
-        libc::EROFS => "EROFS",
-        libc::ENAMETOOLONG => "ENAMETOOLONG",
-        libc::ELOOP => "ELOOP",
-        libc::ENETUNREACH => "ENETUNREACH",
-        libc::ECONNREFUSED => "ECONNREFUSED",
-        libc::EHOSTUNREACH => "EHOSTUNREACH",
-        libc::EINPROGRESS => "EINPROGRESS",
-        libc::EALREADY => "EALREADY",
-        libc::EISCONN => "EISCONN",
-        libc::ETIMEDOUT => "ETIMEDOUT",
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
-        libc::ENXIO => "ENXIO",
-        libc::ETXTBSY => "ETXTBSY",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::EDESTADDRREQ => "EDESTADDRREQ",
-        libc::EMSGSIZE => "EMSGSIZE",
-        libc::ECONNRESET => "ECONNRESET",
-        libc::EPIPE => "EPIPE",
-        _ => return format!("E{errno}"),
-    };
-    name.to_owned()
+    match nix::errno::Errno::from_raw(errno) {
+        nix::errno::Errno::UnknownErrno => format!("E{errno}"),
+        known => format!("{known:?}"),
+    }
 }
 
 #[cfg(test)]
@@ -440,6 +390,13 @@ mod tests {
         assert_eq!(Proto::from_socket(1, 6), Proto::Tcp);
         assert_eq!(Proto::from_socket(2, 0), Proto::Udp);
         assert_eq!(Proto::from_socket(2, 17), Proto::Udp);
+    }
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(errno_name(libc::EPERM), "EPERM");
+        assert_eq!(errno_name(libc::EINPROGRESS), "EINPROGRESS");
+        assert_eq!(errno_name(4095), "E4095");
     }
 
     #[test]

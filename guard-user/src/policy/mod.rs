@@ -1,15 +1,17 @@
 //! Policy: parse and validate (`parse`, `diag`), the built-ins (`builtin`), how path
 //! patterns read (`glob`), matching in user space (`matcher`), what the kernel
-//! enforces itself (`kernel`), and the judge that labels events (`engine`).
+//! enforces itself (`kernel`), the judge's verdicts (`judge`) and file watching
+//! for reloads (`watch`).
 
 pub mod builtin;
 pub mod diag;
-pub mod engine;
 pub mod glob;
+pub mod judge;
 pub mod kernel;
 pub mod matcher;
 pub mod model;
 pub mod parse;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 

@@ -1,56 +1,8 @@
 //! A validated policy: what `parse` produces and everything else consumes.
 
-use std::fmt;
-
 use ipnet::IpNet;
 
-/// `enforce` applies every action; `observe` downgrades every action to `log`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
-    Enforce,
-    Observe,
-}
-
-/// What happens when a rule matches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Action {
-    /// Write the event with the rule id; nothing is stopped.
-    Log,
-    /// Like `log`, flagged for attention (`"alert": true`).
-    Alert,
-    /// Kill the process (in the kernel where it can decide, else from user space).
-    Kill,
-    /// Refuse the operation: network connects and sends fail with EPERM. For files
-    /// and execs there is no deny hook on kernels without BPF-LSM: it acts as `kill`.
-    Deny,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Log => "log",
-            Action::Alert => "alert",
-            Action::Kill => "kill",
-            Action::Deny => "deny",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "log" => Action::Log,
-            "alert" => Action::Alert,
-            "kill" => Action::Kill,
-            "deny" => Action::Deny,
-            _ => return None,
-        })
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use guard_common::protocol::{Action, Mode};
 
 /// Which processes of a session a rule applies to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

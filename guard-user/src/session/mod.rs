@@ -3,6 +3,7 @@
 //! to label events, derive session start/end, and feed `guard top`.
 
 pub mod cgroups;
+pub mod scan;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -14,16 +15,7 @@ use crate::event::{Detail, Event, How, SessionId, Task};
 /// Ended sessions kept for display before the oldest are forgotten.
 const KEEP_ENDED: usize = 256;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Counts {
-    pub exec: u64,
-    pub open: u64,
-    pub connect: u64,
-    pub send: u64,
-    pub fork: u64,
-    /// Policy violations (any action).
-    pub violations: u64,
-}
+pub use guard_common::protocol::Counts;
 
 #[derive(Clone, Debug)]
 pub struct Session {
@@ -114,7 +106,7 @@ impl Registry {
                 how,
                 cwd,
             },
-            kernel_rule: 0,
+            enforced: 0,
             host: None,
             violation: None,
         }
@@ -214,7 +206,7 @@ impl Registry {
                             stragglers,
                             killed: Vec::new(),
                         },
-                        kernel_rule: 0,
+                        enforced: 0,
                         host: None,
                         violation: None,
                     };
@@ -268,7 +260,7 @@ mod tests {
                 ..Task::default()
             },
             detail,
-            kernel_rule: 0,
+            enforced: 0,
             host: None,
             violation: None,
         }
@@ -368,48 +360,56 @@ mod tests {
     }
 }
 
-/// The JSON view of sessions for `guard sessions` and `guard top`.
+/// The view of sessions for `guard sessions` and `guard top`.
 pub mod view {
-    use serde_json::{Value, json};
+    use guard_common::protocol::{ProcessInfo, SessionInfo, SessionState};
 
     use super::Registry;
     use crate::event::rfc3339;
 
-    pub fn sessions(r: &Registry) -> Value {
-        let list: Vec<Value> = r
-            .sessions()
+    pub fn sessions(r: &Registry) -> Vec<SessionInfo> {
+        r.sessions()
             .map(|s| {
-                let mut procs: Vec<Value> = r
+                let mut processes: Vec<ProcessInfo> = r
                     .procs()
                     .filter(|(_, p)| p.session == s.id)
-                    .map(|(pid, p)| json!({"pid": pid, "ppid": p.ppid, "comm": p.comm, "exe": p.exe, "argv": p.argv}))
+                    .map(|(pid, p)| ProcessInfo {
+                        pid: *pid,
+                        ppid: p.ppid,
+                        comm: p.comm.clone(),
+                        exe: p.exe.clone(),
+                        argv: p.argv.clone(),
+                    })
                     .collect();
-                procs.sort_by_key(|p| p["pid"].as_u64());
-                json!({
-                    "id": s.id.to_string(),
-                    "agent": s.agent,
-                    "root_pid": s.root_pid,
-                    "how": s.how.as_str(),
-                    "uid": s.uid,
-                    "user": s.user.as_deref(),
-                    "cwd": s.cwd,
-                    "container": s.container.as_deref(),
-                    "pod": s.pod.as_deref(),
-                    "container_name": s.meta.as_ref().and_then(|m| m.name.as_deref()),
-                    "pod_name": s.meta.as_ref().and_then(|m| m.pod.as_deref()),
-                    "namespace": s.meta.as_ref().and_then(|m| m.namespace.as_deref()),
-                    "started": rfc3339(s.started_ns),
-                    "ended": s.ended_ns.map(rfc3339),
-                    "state": if s.ended_ns.is_some() { "ended" } else { "running" },
-                    "counts": {
-                        "exec": s.counts.exec, "open": s.counts.open, "connect": s.counts.connect,
-                        "send": s.counts.send, "fork": s.counts.fork, "violations": s.counts.violations,
+                processes.sort_by_key(|p| p.pid);
+                let meta = |f: fn(&crate::event::runtime::ContainerMeta) -> &Option<String>| {
+                    s.meta.as_deref().and_then(|m| f(m).clone())
+                };
+                SessionInfo {
+                    id: s.id.to_string(),
+                    agent: s.agent.clone(),
+                    root_pid: s.root_pid,
+                    how: s.how,
+                    uid: s.uid,
+                    user: s.user.as_deref().map(str::to_owned),
+                    cwd: s.cwd.clone(),
+                    container: s.container.as_deref().map(str::to_owned),
+                    pod: s.pod.as_deref().map(str::to_owned),
+                    container_name: meta(|m| &m.name),
+                    pod_name: meta(|m| &m.pod),
+                    namespace: meta(|m| &m.namespace),
+                    started: rfc3339(s.started_ns),
+                    ended: s.ended_ns.map(rfc3339),
+                    state: if s.ended_ns.is_some() {
+                        SessionState::Ended
+                    } else {
+                        SessionState::Running
                     },
-                    "processes": procs,
-                })
+                    counts: s.counts.clone(),
+                    processes,
+                }
             })
-            .collect();
-        Value::Array(list)
+            .collect()
     }
 }
 

@@ -35,8 +35,8 @@ use crossterm::{
         enable_raw_mode,
     },
 };
+use guard_common::protocol::{self, EventDetail, EventLine, KillReport, SessionInfo};
 use ratatui::{Terminal, backend::CrosstermBackend};
-use serde_json::Value;
 
 use self::state::{Action, App, Event, KillTarget, Session, Status, Update};
 use crate::control::{Request, client};
@@ -54,8 +54,8 @@ static PANICKED: AtomicBool = AtomicBool::new(false);
 pub fn run(socket: &Path) -> anyhow::Result<()> {
     // Reach the daemon before taking over the terminal, so that failing is a
     // plain message on a normal screen.
-    let first = match client::call(socket, &Request::Sessions) {
-        Ok(answer) => answer.data.unwrap_or(Value::Null),
+    let first: Vec<SessionInfo> = match client::call(socket, &Request::Sessions) {
+        Ok(list) => list,
         Err(e) => {
             eprintln!("guard top: {}", unreachable(socket, &e));
             std::process::exit(1);
@@ -68,7 +68,7 @@ pub fn run(socket: &Path) -> anyhow::Result<()> {
     }
 
     let mut app = App::new(Utc::now());
-    let mut first = Session::list_from_json(&first);
+    let mut first = Session::list_from(first);
     let mut repos = RepoCache::default();
     first.iter_mut().for_each(|s| repos.fill(s));
     app.apply(Update::Sessions(first));
@@ -278,35 +278,26 @@ fn kill(socket: &Path, target: KillTarget, tx: &mpsc::Sender<Update>) {
     }
 }
 
-fn kill_answer(
-    answer: Result<crate::control::Response, client::Error>,
-    what: &str,
-) -> Result<String, String> {
-    let data = match answer {
-        Ok(response) => response.data.unwrap_or(Value::Null),
+fn kill_answer(answer: Result<KillReport, client::Error>, what: &str) -> Result<String, String> {
+    let report = match answer {
+        Ok(report) => report,
         Err(client::Error::Refused(why)) => return Err(format!("cannot kill {what}: {why}")),
         Err(e) => return Err(format!("cannot kill {what}: {}", short_reason(&e))),
     };
-    let pids: Vec<String> = data["killed"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(Value::to_string)
-        .collect();
-    let errors: Vec<String> = data["errors"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.as_str().map(str::to_owned))
-        .collect();
+    let pids: Vec<String> = report.killed.iter().map(u32::to_string).collect();
     let killed = match pids.len() {
         0 => format!("{what}: nothing left to kill"),
         1 => format!("killed {what}: pid {}", pids.join(" ")),
         n => format!("killed {what}: {n} processes ({})", pids.join(" ")),
     };
-    if errors.is_empty() {
+    if report.errors.is_empty() {
         Ok(killed)
     } else {
+        let errors: Vec<String> = report
+            .errors
+            .iter()
+            .map(|e| format!("{}: {}", e.pid, e.error))
+            .collect();
         Err(format!("{killed}; failed: {}", errors.join(", ")))
     }
 }
@@ -419,11 +410,10 @@ fn follow(socket: &Path, tx: &mpsc::Sender<Update>, inbox: &Mutex<Inbox>) {
                         Ok(_) => {}
                         Err(e) => break format!("event stream: {e}"),
                     }
-                    if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                        if v.get("kind").and_then(Value::as_str) == Some("missed") {
-                            missed += v.get("count").and_then(Value::as_u64).unwrap_or(0);
-                        } else {
-                            batch.push(Event::from_json(&v));
+                    if let Ok(ev) = serde_json::from_str::<EventLine>(&line) {
+                        match ev.detail {
+                            EventDetail::Missed { count } => missed += count,
+                            _ => batch.push(Event::from_line(&ev)),
                         }
                     }
                     // Hand over what was read once the socket has no more for now.
@@ -448,8 +438,8 @@ fn poll(socket: &Path, tx: &mpsc::Sender<Update>, mut repos: RepoCache) {
     loop {
         let started = Instant::now();
         let update = match client::call(socket, &Request::Sessions) {
-            Ok(answer) => {
-                let mut list = Session::list_from_json(&answer.data.unwrap_or(Value::Null));
+            Ok(list) => {
+                let mut list = Session::list_from(list);
                 list.iter_mut().for_each(|s| repos.fill(s));
                 Update::Sessions(list)
             }
@@ -458,8 +448,8 @@ fn poll(socket: &Path, tx: &mpsc::Sender<Update>, mut repos: RepoCache) {
         if tx.send(update).is_err() {
             return;
         }
-        if let Ok(answer) = client::call(socket, &Request::Status) {
-            let mut status = Status::from_json(&answer.data.unwrap_or(Value::Null));
+        if let Ok(answer) = client::call::<protocol::Status>(socket, &Request::Status) {
+            let mut status = Status::from_status(answer);
             let now = Instant::now();
             if let Some((before, at)) = cpu {
                 let wall = now.duration_since(at).as_secs_f64();

@@ -10,7 +10,7 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
-use serde_json::Value;
+use guard_common::protocol::{self, EventLine, SessionInfo, SessionState};
 
 /// Events kept per session (and in the feed of every session), newest last.
 pub const EVENT_CAP: usize = 10_000;
@@ -31,39 +31,14 @@ const FORGET_AFTER_POLLS: u64 = 10;
 
 /// How a session's container is shown: `namespace/pod/name` for a Kubernetes
 /// container, the name for another named one, else the id.
-fn container_label(v: &Value) -> Option<String> {
-    let Some(name) = str_of(v, "container_name") else {
-        return str_of(v, "container");
+fn container_label(s: &SessionInfo) -> Option<String> {
+    let Some(name) = s.container_name.clone() else {
+        return s.container.clone();
     };
-    Some(match (str_of(v, "namespace"), str_of(v, "pod_name")) {
+    Some(match (&s.namespace, &s.pod_name) {
         (Some(ns), Some(pod)) => format!("{ns}/{pod}/{name}"),
         _ => name,
     })
-}
-
-fn str_of(v: &Value, key: &str) -> Option<String> {
-    v.get(key).and_then(Value::as_str).map(str::to_owned)
-}
-
-fn u64_of(v: &Value, key: &str) -> u64 {
-    v.get(key).and_then(Value::as_u64).unwrap_or(0)
-}
-
-fn u32_of(v: &Value, key: &str) -> u32 {
-    u32::try_from(u64_of(v, key)).unwrap_or(0)
-}
-
-/// A JSON value for people: strings without quotes, null as None.
-fn text_of(v: Option<&Value>) -> Option<String> {
-    match v? {
-        Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        Value::Object(m) => ["name", "path", "mode"]
-            .iter()
-            .find_map(|k| m.get(*k).and_then(Value::as_str).map(str::to_owned))
-            .or_else(|| Some(Value::Object(m.clone()).to_string())),
-        other => Some(other.to_string()),
-    }
 }
 
 /// A session's event counts, as the daemon keeps them.
@@ -110,76 +85,46 @@ pub struct Session {
     pub processes: Vec<Process>,
 }
 
-fn time_of(v: &Value, key: &str) -> Option<DateTime<Utc>> {
-    let s = v.get(key)?.as_str()?;
-    DateTime::parse_from_rfc3339(s)
+fn time_of(text: Option<&str>) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text?)
         .ok()
         .map(|t| t.with_timezone(&Utc))
 }
 
 impl Session {
-    /// One element of the `sessions` answer; lenient about missing fields.
-    pub fn from_json(v: &Value) -> Option<Session> {
-        let id = str_of(v, "id")?;
-        let c = v.get("counts").unwrap_or(&Value::Null);
-        let processes = v
-            .get("processes")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .map(|p| Process {
-                pid: u32_of(p, "pid"),
-                ppid: u32_of(p, "ppid"),
-                comm: str_of(p, "comm").unwrap_or_default(),
-                exe: str_of(p, "exe"),
-                argv: p
-                    .get("argv")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|a| a.as_str().map(str::to_owned))
-                    .collect(),
-            })
-            .collect();
-        let ended = time_of(v, "ended");
-        Some(Session {
-            id,
-            agent: str_of(v, "agent").unwrap_or_default(),
-            root_pid: u32_of(v, "root_pid"),
-            how: str_of(v, "how").unwrap_or_default(),
-            uid: v
-                .get("uid")
-                .and_then(Value::as_u64)
-                .and_then(|u| u32::try_from(u).ok()),
-            user: str_of(v, "user"),
-            cwd: str_of(v, "cwd"),
+    /// One element of the `sessions` answer.
+    pub fn from_info(info: SessionInfo) -> Session {
+        Session {
+            container: container_label(&info),
+            started: time_of(Some(&info.started)),
+            ended: time_of(info.ended.as_deref()),
+            running: info.state == SessionState::Running,
+            processes: info
+                .processes
+                .into_iter()
+                .map(|p| Process {
+                    pid: p.pid,
+                    ppid: p.ppid,
+                    comm: p.comm,
+                    exe: p.exe,
+                    argv: p.argv,
+                })
+                .collect(),
+            id: info.id,
+            agent: info.agent,
+            root_pid: info.root_pid,
+            how: info.how.as_str().to_owned(),
+            uid: Some(info.uid),
+            user: info.user,
+            cwd: info.cwd,
             repo: None,
-            container: container_label(v),
-            started: time_of(v, "started"),
-            running: match v.get("state").and_then(Value::as_str) {
-                Some(state) => state == "running",
-                None => ended.is_none(),
-            },
-            ended,
-            counts: Counts {
-                exec: u64_of(c, "exec"),
-                open: u64_of(c, "open"),
-                connect: u64_of(c, "connect"),
-                send: u64_of(c, "send"),
-                fork: u64_of(c, "fork"),
-                violations: u64_of(c, "violations"),
-            },
-            processes,
-        })
+            counts: info.counts,
+        }
     }
 
     /// The whole `sessions` answer.
-    pub fn list_from_json(v: &Value) -> Vec<Session> {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Session::from_json)
-            .collect()
+    pub fn list_from(list: Vec<SessionInfo>) -> Vec<Session> {
+        list.into_iter().map(Session::from_info).collect()
     }
 
     /// The last 8 hex digits of the id, as `guard events` shows it.
@@ -223,32 +168,21 @@ pub struct Status {
 }
 
 impl Status {
-    pub fn from_json(v: &Value) -> Status {
-        let mut lost: Vec<(String, u64)> = v
-            .get("lost")
-            .and_then(Value::as_object)
-            .into_iter()
-            .flatten()
-            .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or(0)))
-            .collect();
+    /// The daemon's `status` answer.
+    pub fn from_status(v: protocol::Status) -> Status {
+        let mut lost: Vec<(String, u64)> = v.lost.into_iter().flatten().collect();
         lost.sort();
         Status {
-            events_total: u64_of(v, "events_total"),
-            events_per_second: v
-                .get("events_per_second")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0),
+            events_total: v.events_total,
+            events_per_second: v.events_per_second,
             lost,
-            cpu_seconds: v.get("cpu_seconds").and_then(Value::as_f64).unwrap_or(0.0),
+            cpu_seconds: v.cpu_seconds,
             cpu_percent: None,
-            rss_bytes: u64_of(v, "rss_bytes"),
-            programs: v
-                .get("programs")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len),
-            subscribers: u64_of(v, "subscribers"),
-            policy: text_of(v.get("policy")),
-            mode: text_of(v.get("mode")),
+            rss_bytes: v.rss_bytes,
+            programs: v.programs.len(),
+            subscribers: v.subscribers as u64,
+            policy: Some(v.policy),
+            mode: Some(v.mode.as_str().to_owned()),
         }
     }
 }
@@ -276,131 +210,20 @@ pub struct Event {
 }
 
 impl Event {
-    /// One line of the subscription (already parsed).
-    pub fn from_json(ev: &Value) -> Event {
-        let s = |k: &str| ev.get(k).and_then(Value::as_str).unwrap_or("");
-        let strings = |k: &str| -> Vec<&str> {
-            ev.get(k)
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect()
-        };
-        let num = |k: &str| ev.get(k).map_or_else(|| "?".to_owned(), Value::to_string);
-        let kind = s("kind").to_owned();
-        let what = match kind.as_str() {
-            "exec" => {
-                let argv = strings("argv");
-                if argv.is_empty() {
-                    s("exe").to_owned()
-                } else {
-                    argv.join(" ")
-                }
-            }
-            "open" => format!(
-                "{} ({}) {}",
-                s("path"),
-                strings("access").join(","),
-                s("result")
-            ),
-            "connect" | "send" => {
-                let host = match s("host") {
-                    "" => String::new(),
-                    host => format!(" ({host})"),
-                };
-                format!(
-                    "{} {}:{}{host} {}",
-                    s("proto"),
-                    s("addr"),
-                    num("port"),
-                    s("result")
-                )
-            }
-            "fork" => format!("child {}", num("child_pid")),
-            "exit" => match ev.get("signal") {
-                Some(sig) => format!("killed by signal {sig}"),
-                None => format!("code {}", num("exit_code")),
-            },
-            "session_start" => format!("{} started ({}) in {}", s("agent"), s("how"), s("cwd")),
-            "session_end" => {
-                let pids = |k: &str| -> String {
-                    let list: Vec<String> = ev
-                        .get(k)
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .map(Value::to_string)
-                        .collect();
-                    list.join(" ")
-                };
-                let mut what = "ended".to_owned();
-                for (key, label) in [("stragglers", "stragglers"), ("killed", "killed")] {
-                    let list = pids(key);
-                    if !list.is_empty() {
-                        what.push_str(&format!("; {label} {list}"));
-                    }
-                }
-                what
-            }
-            "policy_loaded" => format!(
-                "policy {} loaded ({}, {} rules, {} warnings)",
-                s("policy"),
-                s("mode"),
-                num("rules"),
-                ev.get("warnings")
-                    .and_then(Value::as_array)
-                    .map_or(0, Vec::len)
-            ),
-            "policy_rejected" => format!(
-                "policy {} rejected: {}",
-                s("policy"),
-                strings("errors").join("; ")
-            ),
-            "lost" => format!(
-                "lost {} events: {}",
-                num("total"),
-                ev.get("by_kind").map(Value::to_string).unwrap_or_default()
-            ),
-            _ => {
-                let mut v = ev.clone();
-                if let Some(m) = v.as_object_mut() {
-                    for k in [
-                        "schema",
-                        "ts",
-                        "kind",
-                        "session",
-                        "pid",
-                        "ppid",
-                        "tid",
-                        "comm",
-                        "uid",
-                        "user",
-                        "cgroup_id",
-                        "container",
-                    ] {
-                        m.remove(k);
-                    }
-                }
-                v.to_string()
-            }
-        };
-        let violation = match ev.get("rule") {
-            None | Some(Value::Null) => None,
-            Some(rule) => Some(Violation {
-                rule: text_of(Some(rule)).unwrap_or_default(),
-                action: text_of(ev.get("action")),
-                outcome: text_of(ev.get("outcome")),
-            }),
-        };
+    /// One line of the subscription.
+    pub fn from_line(ev: &EventLine) -> Event {
         Event {
-            time: s("ts").get(11..23).unwrap_or("").to_owned(),
-            session: ev.get("session").and_then(Value::as_str).map(str::to_owned),
-            pid: u32_of(ev, "pid"),
-            comm: s("comm").to_owned(),
-            kind,
-            what,
-            violation,
+            kind: ev.detail.kind().to_owned(),
+            time: ev.ts.get(11..23).unwrap_or("").to_owned(),
+            session: ev.session.clone(),
+            pid: ev.pid.unwrap_or(0),
+            comm: ev.comm.clone().unwrap_or_default(),
+            what: crate::cli::clients::what(ev),
+            violation: ev.violation.as_ref().map(|v| Violation {
+                rule: v.rule.clone(),
+                action: Some(v.action.as_str().to_owned()),
+                outcome: Some(v.outcome.as_str().to_owned()),
+            }),
         }
     }
 

@@ -35,7 +35,7 @@ fn sessions_json() -> Value {
                 {"pid": 4250, "ppid": 4242, "comm": "bash", "exe": "/usr/bin/bash", "argv": ["bash", "-c", "cargo test"]},
                 {"pid": 4260, "ppid": 4250, "comm": "cargo", "exe": "/usr/bin/cargo", "argv": ["cargo", "test"]},
                 {"pid": 4270, "ppid": 4260, "comm": "rustc", "exe": "/usr/bin/rustc", "argv": ["rustc", "--crate-name", "guard"]},
-                {"pid": 4261, "ppid": 4250, "comm": "cat", "exe": null, "argv": null},
+                {"pid": 4261, "ppid": 4250, "comm": "cat", "exe": null, "argv": []},
                 {"pid": 4300, "ppid": 4242, "comm": "node", "exe": "/usr/bin/node", "argv": ["node", "mcp-server.js"]}
             ]
         },
@@ -50,15 +50,20 @@ fn sessions_json() -> Value {
 }
 
 fn status() -> Status {
-    Status::from_json(&json!({
+    Status::from_status(serde_json::from_value(json!({
         "events_total": 123456, "events_per_second": 1520.0,
         "lost": {"exec": 0, "open": 17, "connect": 0, "untracked_children": 0, "undecodable": 0},
-        "cpu_seconds": 12.5, "rss_bytes": 23_456_789, "programs": ["a", "b"], "subscribers": 1
-    }))
+        "cpu_seconds": 12.5, "rss_bytes": 23_456_789, "programs": ["a", "b"], "subscribers": 1,
+        "policy": "workstation", "mode": "enforce"
+    })).unwrap())
 }
 
 fn event(v: Value) -> Event {
-    Event::from_json(&v)
+    Event::from_line(&serde_json::from_value(v).unwrap())
+}
+
+fn sessions() -> Vec<Session> {
+    Session::list_from(serde_json::from_value(sessions_json()).unwrap())
 }
 
 fn events() -> Vec<Event> {
@@ -107,7 +112,7 @@ fn events() -> Vec<Event> {
 
 fn app() -> App {
     let mut app = App::new(now());
-    let mut list = Session::list_from_json(&sessions_json());
+    let mut list = sessions();
     list[0].repo = Some("guard/guard-user".to_owned());
     app.apply(Update::Sessions(list));
     app.apply(Update::Status(status()));
@@ -287,7 +292,7 @@ fn moving_selects_sessions_and_the_tree_follows() {
     assert_eq!(app.tree_pid, Some(4300));
 
     // The selection survives a refresh that reorders sessions.
-    let mut list = Session::list_from_json(&sessions_json());
+    let mut list = sessions();
     list.reverse();
     app.apply(Update::Sessions(list));
     assert_eq!(app.selected.as_deref(), Some(CODEX));
@@ -433,22 +438,13 @@ fn killing_a_process_subtree_needs_confirmation() {
 #[test]
 fn kill_answers_become_messages() {
     app().apply(Update::Killed(Ok("killed".into())));
-    let answer = |data: Value| {
-        kill_answer(
-            Ok(crate::control::Response {
-                ok: true,
-                data: Some(data),
-                ..Default::default()
-            }),
-            "session x",
-        )
-    };
+    let answer = |data: Value| kill_answer(Ok(serde_json::from_value(data).unwrap()), "session x");
     assert_eq!(
         answer(json!({"killed": [3, 2], "errors": []})),
         Ok("killed session x: 2 processes (3 2)".into())
     );
     assert_eq!(
-        answer(json!({"killed": [], "errors": ["2: EPERM"]})),
+        answer(json!({"killed": [], "errors": [{"pid": 2, "error": "EPERM"}]})),
         Err("session x: nothing left to kill; failed: 2: EPERM".into())
     );
     let refused = kill_answer(
@@ -478,12 +474,12 @@ fn status_line_shows_policy_when_the_daemon_has_one() {
     let screen = text(draw(&app, 120, 30).backend().buffer());
     assert!(
         screen.contains(
-            "1520 ev/s │ lost open:17 │ daemon cpu 12.5s mem 22.4 MiB │ policy none mode none"
+            "1520 ev/s │ lost open:17 │ daemon cpu 12.5s mem 22.4 MiB │ policy workstation mode enforce"
         ),
         "{screen}"
     );
-    let mut st = Status::from_json(
-        &json!({"events_per_second": 3.0, "policy": "/etc/guard/policy.toml", "mode": "enforce", "cpu_seconds": 1.0}),
+    let mut st = Status::from_status(
+        serde_json::from_value(json!({"events_per_second": 3.0, "policy": "/etc/guard/policy.toml", "mode": "enforce", "cpu_seconds": 1.0})).unwrap(),
     );
     st.cpu_percent = Some(2.5);
     app.apply(Update::Status(st));
@@ -519,7 +515,7 @@ fn events_read_for_people() {
     let end = event(json!({"kind": "session_end", "stragglers": [7], "killed": [7, 8]}));
     assert_eq!(end.what, "ended; stragglers 7; killed 7 8");
     let loaded = event(
-        json!({"kind": "policy_loaded", "policy": "ci", "mode": "enforce", "rules": 4, "warnings": ["W102"]}),
+        json!({"kind": "policy_loaded", "policy": "ci", "mode": "enforce", "rules": 4, "warnings": "ci:3:1: warning[W102]: a rule that never matches\n"}),
     );
     assert_eq!(
         loaded.what,
@@ -531,7 +527,8 @@ fn events_read_for_people() {
     assert_eq!(net.what, "tcp 1.2.3.4:443 (github.com) ok");
     let odd =
         event(json!({"kind": "policy_reload", "ts": "x", "pid": 1, "file": "/etc/guard.toml"}));
-    assert_eq!(odd.what, r#"{"file":"/etc/guard.toml"}"#);
+    assert_eq!(odd.kind, "other");
+    assert_eq!(odd.what, "(an event kind this guard does not know)");
 }
 
 #[test]
@@ -639,7 +636,7 @@ fn containers_show_by_name_where_the_runtime_named_them() {
         v.as_object_mut()
             .unwrap()
             .extend(extra.as_object().unwrap().clone());
-        Session::from_json(&v).expect("a session").container
+        Session::from_info(serde_json::from_value(v).expect("a session")).container
     };
     assert_eq!(label(json!({})).as_deref(), Some(id));
     assert_eq!(

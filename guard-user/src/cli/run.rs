@@ -6,20 +6,22 @@ use std::{os::unix::process::CommandExt, path::Path, process::Command};
 
 use anyhow::Context as _;
 
+use guard_common::protocol::Registered;
+
 use crate::control::{Request, client};
 
 pub fn run(socket: &Path, argv: &[String]) -> anyhow::Result<()> {
     let (program, args) = argv
         .split_first()
         .context("guard run needs a command after `--`")?;
-    let response = client::call(
+    let registered: Registered = client::call(
         socket,
         &Request::Run {
             argv: argv.to_vec(),
         },
     )
     .context("not starting the command unguarded")?;
-    tracing::debug!(session = ?response.session, "tracked; executing {program}");
+    tracing::debug!(session = %registered.session, "tracked; executing {program}");
     let err = Command::new(program).args(args).exec();
     Err(err).with_context(|| format!("cannot execute {program}"))
 }

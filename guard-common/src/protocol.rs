@@ -1,0 +1,684 @@
+//! The control protocol between `guard daemon` and its clients (`guard sessions`,
+//! `events`, `status`, `kill`, `run`, `top`, and the benchmarks): JSON lines over a
+//! Unix stream socket. One request per line; one [`Reply`] per request, except
+//! `subscribe`, answered by a stream of [`EventLine`]s (the audit log's schema,
+//! docs/events.md) until the client leaves.
+//!
+//! Every message is a type here, used by both ends, so the two cannot drift.
+
+extern crate alloc;
+extern crate std;
+
+use alloc::{collections::BTreeMap, string::String, vec::Vec};
+
+use serde::{Deserialize, Serialize};
+
+/// Default socket path.
+pub const DEFAULT_SOCKET: &str = "/run/guard/guard.sock";
+
+/// Events a slow subscriber may have queued before it starts missing some.
+pub const SUBSCRIBER_QUEUE: usize = 8192;
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Track the calling process (from the socket's credentials, never a pid the
+    /// client names) as the root of a new session; it will exec `argv`.
+    /// Answered with [`Registered`].
+    Run { argv: Vec<String> },
+    /// Every session the daemon knows, with its live process tree: `Vec<SessionInfo>`.
+    Sessions,
+    /// The daemon's health: [`Status`].
+    Status,
+    /// Stream events, optionally one session's or some kinds only. A slow reader
+    /// gets [`EventDetail::Missed`] notices instead of stalling the daemon.
+    Subscribe {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        kinds: Vec<String>,
+    },
+    /// Kill a whole session, or the subtree rooted at `pid` (root clients only):
+    /// [`KillReport`].
+    Kill {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+    },
+}
+
+/// The answer to one request: `{"ok":true,"data":…}` or `{"ok":false,"error":"…"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply<T> {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default = "none", skip_serializing_if = "Option::is_none")]
+    pub data: Option<T>,
+}
+
+fn none<T>() -> Option<T> {
+    None
+}
+
+impl<T> Reply<T> {
+    /// A successful answer.
+    pub fn data(data: T) -> Self {
+        Self {
+            ok: true,
+            error: None,
+            data: Some(data),
+        }
+    }
+
+    /// A refusal, with the reason for people.
+    pub fn error(msg: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            error: Some(msg.into()),
+            data: None,
+        }
+    }
+}
+
+/// `run`: the session the calling process now roots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    /// The session id (16 hex digits).
+    pub session: String,
+}
+
+/// How a session came to be tracked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum How {
+    /// An agent program was executed (kernel match on its name).
+    #[default]
+    Exec,
+    /// A process in a chosen container or cgroup executed a program.
+    Container,
+    /// `guard run` registered it before exec.
+    Run,
+    /// Already running when the daemon started (or moved into a chosen cgroup
+    /// without an exec); found in /proc.
+    Scan,
+}
+
+impl How {
+    /// The name used in events and views.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            How::Exec => "exec",
+            How::Container => "container",
+            How::Run => "run",
+            How::Scan => "scan",
+        }
+    }
+}
+
+/// Whether a session's root still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionState {
+    #[default]
+    Running,
+    Ended,
+}
+
+/// A session's event counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub exec: u64,
+    pub open: u64,
+    pub connect: u64,
+    pub send: u64,
+    pub fork: u64,
+    /// Policy violations (any action).
+    pub violations: u64,
+}
+
+/// A live process of a session.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    /// The program it runs, once an exec was seen (a fork inherits its parent's).
+    pub exe: Option<String>,
+    #[serde(default)]
+    pub argv: Vec<String>,
+}
+
+/// One session in the `sessions` answer. Readers are lenient: a field an older
+/// daemon did not send takes its default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionInfo {
+    /// 16 hex digits.
+    pub id: String,
+    pub agent: String,
+    pub root_pid: u32,
+    pub how: How,
+    pub uid: u32,
+    pub user: Option<String>,
+    pub cwd: Option<String>,
+    /// Container id, from the cgroup path.
+    pub container: Option<String>,
+    /// Kubernetes pod uid, from the cgroup path.
+    pub pod: Option<String>,
+    /// The container's names, from its runtime's state.
+    pub container_name: Option<String>,
+    pub pod_name: Option<String>,
+    pub namespace: Option<String>,
+    /// RFC 3339, UTC.
+    pub started: String,
+    pub ended: Option<String>,
+    pub state: SessionState,
+    pub counts: Counts,
+    /// Sorted by pid.
+    pub processes: Vec<ProcessInfo>,
+}
+
+/// `enforce` applies every action; `observe` downgrades every action to `log`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Observe,
+}
+
+impl Mode {
+    /// The name used in policies, events and views.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Observe => "observe",
+        }
+    }
+}
+
+/// Percentiles of user-space kill latency, in µs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Latency {
+    pub p50: u64,
+    pub p99: u64,
+}
+
+/// How one kind of enforcement runs on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enforcement {
+    /// What is enforced, e.g. `exec_kill`, `file_write_deny`, `network_deny`.
+    pub action: String,
+    /// Where it is decided: `bpf_lsm`, `tracepoint`, `cgroup_sock_addr`, `user_space`.
+    pub tier: String,
+    /// What it guarantees there, for people.
+    pub guarantee: String,
+    /// Why a stronger tier is not in use, when one exists elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_reason: Option<String>,
+}
+
+/// The `status` answer (read leniently, as [`SessionInfo`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Status {
+    pub events_total: u64,
+    pub events_per_second: f64,
+    /// Records lost, by kind, counted in the kernel (plus `undecodable`, counted by
+    /// the daemon). Absent when the kernel's counters could not be read.
+    pub lost: Option<BTreeMap<String, u64>>,
+    pub cpu_seconds: f64,
+    pub rss_bytes: u64,
+    /// guard's programs that the kernel runs from a live link now.
+    pub programs: Vec<String>,
+    /// Live links of guard's programs, as the kernel lists them…
+    pub attachments: usize,
+    /// …and how many the daemon made at start-up.
+    pub attachments_expected: usize,
+    pub subscribers: usize,
+    pub policy: String,
+    pub mode: Mode,
+    /// Rules whose kill or deny is applied in part from user space, after the fact.
+    pub user_space_rules: Vec<String>,
+    pub kill_latency_us: Option<Latency>,
+    /// How each kind of enforcement runs on this host.
+    #[serde(default)]
+    pub enforcement: Vec<Enforcement>,
+}
+
+impl Status {
+    /// Every record lost so far.
+    pub fn lost_total(&self) -> u64 {
+        self.lost.iter().flat_map(|m| m.values()).sum()
+    }
+}
+
+/// A pid `kill` could not signal, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillError {
+    pub pid: u32,
+    pub error: String,
+}
+
+/// The `kill` answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KillReport {
+    /// Processes that received SIGKILL, deepest first.
+    pub killed: Vec<u32>,
+    /// Targets that had already exited.
+    #[serde(default)]
+    pub gone: Vec<u32>,
+    pub errors: Vec<KillError>,
+}
+
+/// What a policy rule says to do when it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Write the event with the rule id; nothing is stopped.
+    Log,
+    /// Like `log`, flagged for attention (`"alert": true`).
+    Alert,
+    /// Kill the process (in the kernel where it can decide, else from user space).
+    Kill,
+    /// Refuse the operation with EPERM: network connects and sends always; files
+    /// and execs where BPF-LSM runs (elsewhere it acts as `kill`).
+    Deny,
+}
+
+impl Action {
+    /// The name used in policies and events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Log => "log",
+            Action::Alert => "alert",
+            Action::Kill => "kill",
+            Action::Deny => "deny",
+        }
+    }
+
+    /// The action a policy names, if it is one.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "log" => Action::Log,
+            "alert" => Action::Alert,
+            "kill" => Action::Kill,
+            "deny" => Action::Deny,
+            _ => return None,
+        })
+    }
+}
+
+impl core::fmt::Display for Action {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What actually happened about a violation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The process was killed (in the kernel, or from user space through a pidfd).
+    Killed,
+    /// The operation failed with EPERM (BPF-LSM or a cgroup hook).
+    Denied,
+    /// Written to the audit log only (a `log` rule, observe mode, or nothing left
+    /// to stop).
+    Logged,
+    /// Written and flagged as an alert.
+    Alerted,
+    /// The process had exited before user space could kill it.
+    Gone,
+    /// A destination the kernel had no rule for yet (a name not yet resolved).
+    NotDenied,
+    /// The kill failed; the event says why (`outcome_error`).
+    Failed,
+}
+
+impl Outcome {
+    /// The name used in events and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Killed => "killed",
+            Outcome::Denied => "denied",
+            Outcome::Logged => "logged",
+            Outcome::Alerted => "alerted",
+            Outcome::Gone => "gone",
+            Outcome::NotDenied => "not_denied",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+/// One line of the event stream (and of the audit log), as clients read it. The
+/// daemon writes these fields (see guard-user's `event/json.rs`); a test there
+/// reads every kind back through this type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventLine {
+    /// RFC 3339, UTC, nanoseconds (absent on `missed` notices).
+    #[serde(default)]
+    pub ts: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ppid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The policy name a connect or send destination resolved from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(flatten)]
+    pub detail: EventDetail,
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub violation: Option<ViolationLine>,
+}
+
+/// The fields a violation adds to an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViolationLine {
+    pub rule: String,
+    pub action: Action,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome_error: Option<String>,
+    #[serde(default)]
+    pub alert: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub would: Option<Action>,
+    #[serde(default)]
+    pub rules: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_latency_us: Option<u64>,
+}
+
+/// What happened, by kind. Kinds this client does not know read as `Other`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventDetail {
+    Exec {
+        #[serde(default)]
+        exe: String,
+        #[serde(default)]
+        argv: Vec<String>,
+        #[serde(default)]
+        root: bool,
+    },
+    Open {
+        #[serde(default)]
+        path: String,
+        #[serde(default)]
+        access: Vec<String>,
+        #[serde(default)]
+        result: String,
+    },
+    Connect {
+        #[serde(default)]
+        addr: String,
+        #[serde(default)]
+        port: u16,
+        #[serde(default)]
+        proto: String,
+        #[serde(default)]
+        result: String,
+    },
+    Send {
+        #[serde(default)]
+        addr: String,
+        #[serde(default)]
+        port: u16,
+        #[serde(default)]
+        proto: String,
+        #[serde(default)]
+        result: String,
+    },
+    Fork {
+        #[serde(default)]
+        child_pid: u32,
+    },
+    Exit {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<u32>,
+        #[serde(default)]
+        root: bool,
+    },
+    SessionStart {
+        #[serde(default)]
+        agent: String,
+        #[serde(default)]
+        root_pid: u32,
+        #[serde(default)]
+        how: How,
+        #[serde(default)]
+        cwd: Option<String>,
+    },
+    SessionEnd {
+        #[serde(default)]
+        root_pid: u32,
+        #[serde(default)]
+        stragglers: Vec<u32>,
+        #[serde(default)]
+        killed: Vec<u32>,
+    },
+    Lost {
+        #[serde(default)]
+        by_kind: BTreeMap<String, u64>,
+        #[serde(default)]
+        total: u64,
+    },
+    PolicyLoaded {
+        #[serde(default)]
+        policy: String,
+        #[serde(default)]
+        mode: Mode,
+        #[serde(default)]
+        rules: usize,
+        /// Rendered diagnostics, one per line.
+        #[serde(default)]
+        warnings: String,
+    },
+    PolicyRejected {
+        #[serde(default)]
+        policy: String,
+        /// Rendered diagnostics, one per line.
+        #[serde(default)]
+        errors: String,
+    },
+    /// This subscriber read too slowly and missed `count` events.
+    Missed { count: u64 },
+    /// A kind this client does not know (a newer daemon).
+    #[serde(other)]
+    Other,
+}
+
+impl EventDetail {
+    /// The `kind` field.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventDetail::Exec { .. } => "exec",
+            EventDetail::Open { .. } => "open",
+            EventDetail::Connect { .. } => "connect",
+            EventDetail::Send { .. } => "send",
+            EventDetail::Fork { .. } => "fork",
+            EventDetail::Exit { .. } => "exit",
+            EventDetail::SessionStart { .. } => "session_start",
+            EventDetail::SessionEnd { .. } => "session_end",
+            EventDetail::Lost { .. } => "lost",
+            EventDetail::PolicyLoaded { .. } => "policy_loaded",
+            EventDetail::PolicyRejected { .. } => "policy_rejected",
+            EventDetail::Missed { .. } => "missed",
+            EventDetail::Other => "other",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::{string::ToString, vec};
+
+    use super::*;
+
+    /// Serialises and reads back; the two must be equal.
+    fn round_trip<T>(value: &T)
+    where
+        T: Serialize + for<'de> Deserialize<'de> + PartialEq + core::fmt::Debug,
+    {
+        let text = serde_json::to_string(value).expect("serialise");
+        let back: T = serde_json::from_str(&text).expect("deserialise");
+        assert_eq!(&back, value, "{text}");
+    }
+
+    #[test]
+    fn every_request_round_trips() {
+        for r in [
+            Request::Run {
+                argv: vec!["codex".into(), "exec".into()],
+            },
+            Request::Sessions,
+            Request::Status,
+            Request::Subscribe {
+                session: Some("00ab".into()),
+                kinds: vec!["exec".into()],
+            },
+            Request::Subscribe {
+                session: None,
+                kinds: vec![],
+            },
+            Request::Kill {
+                session: None,
+                pid: Some(42),
+            },
+        ] {
+            round_trip(&r);
+        }
+        let r: Request = serde_json::from_str(r#"{"op":"kill","pid":42}"#).expect("parse");
+        assert_eq!(
+            r,
+            Request::Kill {
+                session: None,
+                pid: Some(42)
+            }
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"op":"reboot"}"#).is_err());
+    }
+
+    fn session() -> SessionInfo {
+        SessionInfo {
+            id: "000000f27677c8c0".into(),
+            agent: "codex".into(),
+            root_pid: 10,
+            how: How::Run,
+            uid: 1000,
+            user: Some("alice".into()),
+            cwd: Some("/home/alice/repo".into()),
+            container: None,
+            pod: None,
+            container_name: None,
+            pod_name: None,
+            namespace: None,
+            started: "2026-11-22T08:00:00.000000000Z".into(),
+            ended: None,
+            state: SessionState::Running,
+            counts: Counts {
+                exec: 2,
+                open: 3,
+                ..Counts::default()
+            },
+            processes: vec![ProcessInfo {
+                pid: 10,
+                ppid: 1,
+                comm: "codex".into(),
+                exe: Some("/usr/bin/codex".into()),
+                argv: vec!["codex".into()],
+            }],
+        }
+    }
+
+    #[test]
+    fn every_reply_round_trips() {
+        round_trip(&Reply::data(Registered {
+            session: "00000000000000ab".into(),
+        }));
+        round_trip(&Reply::data(vec![session()]));
+        round_trip(&Reply::<Vec<SessionInfo>>::error("no such session"));
+        round_trip(&Reply::data(Status {
+            events_total: 5,
+            events_per_second: 1.5,
+            lost: Some(BTreeMap::from([("open".to_string(), 2)])),
+            cpu_seconds: 0.25,
+            rss_bytes: 1 << 20,
+            programs: vec!["sched_process_exec".into()],
+            attachments: 1,
+            attachments_expected: 1,
+            subscribers: 0,
+            policy: "workstation".into(),
+            mode: Mode::Enforce,
+            user_space_rules: vec!["pipe-to-shell".into()],
+            kill_latency_us: Some(Latency {
+                p50: 180,
+                p99: 1000,
+            }),
+            enforcement: vec![Enforcement {
+                action: "file_write_deny".into(),
+                tier: "tracepoint".into(),
+                guarantee: "kill after the open".into(),
+                fallback_reason: Some("BPF-LSM not active".into()),
+            }],
+        }));
+        round_trip(&Reply::data(KillReport {
+            killed: vec![3, 2],
+            gone: vec![4],
+            errors: vec![KillError {
+                pid: 5,
+                error: "EPERM".into(),
+            }],
+        }));
+    }
+
+    #[test]
+    fn event_lines_round_trip_and_tolerate_new_kinds() {
+        let line = EventLine {
+            ts: "2026-11-22T08:00:00.000000000Z".into(),
+            session: Some("000000f27677c8c0".into()),
+            pid: Some(42),
+            ppid: Some(10),
+            comm: Some("cat".into()),
+            user: None,
+            container: None,
+            host: None,
+            detail: EventDetail::Open {
+                path: "/root/.ssh/id_rsa".into(),
+                access: vec!["read".into()],
+                result: "ok".into(),
+            },
+            violation: Some(ViolationLine {
+                rule: "ssh-keys".into(),
+                action: Action::Kill,
+                outcome: Outcome::Killed,
+                outcome_error: None,
+                alert: true,
+                would: None,
+                rules: vec!["ssh-keys".into()],
+                kill_latency_us: None,
+            }),
+        };
+        round_trip(&line);
+        let future: EventLine =
+            serde_json::from_str(r#"{"ts":"t","kind":"flow","bytes_out":9}"#).expect("parse");
+        assert_eq!(future.detail, EventDetail::Other);
+        let missed: EventLine =
+            serde_json::from_str(r#"{"kind":"missed","count":3}"#).expect("parse");
+        assert_eq!(missed.detail, EventDetail::Missed { count: 3 });
+    }
+}

@@ -1,0 +1,195 @@
+//! The one place guard acts on processes. The judge (`policy::judge`) decides;
+//! this module carries verdicts out (user-space kills through pidfds), kills a
+//! session's stragglers when the policy says so, and kills on request (`guard kill`,
+//! `guard top`), reporting what actually happened.
+
+mod pidfd;
+
+pub use self::pidfd::{Killed, kill};
+
+use guard_common::protocol::{KillError, KillReport, Latency, Outcome};
+
+use crate::{
+    event::{Detail, Event, Violation},
+    policy::judge::{Step, Verdict},
+};
+
+/// User-space kill latencies kept for `status` (the newest half survives a trim).
+const LATENCIES_KEPT: usize = 10_000;
+
+#[derive(Default)]
+pub struct Actor {
+    /// User-space kill latencies (µs), oldest first.
+    latencies: Vec<u64>,
+}
+
+impl Actor {
+    /// Carries `verdict` out on `ev`'s process and says what happened. `now_ns` is
+    /// the wall clock, for the kill latency.
+    pub fn carry_out(
+        &mut self,
+        ev: &Event,
+        verdict: Verdict,
+        now_ns: impl Fn() -> i128,
+    ) -> Violation {
+        let mut v = Violation {
+            rule: verdict.rule,
+            action: verdict.action,
+            outcome: Outcome::Logged,
+            error: None,
+            alert: verdict.alert,
+            would: verdict.would,
+            rules: verdict.rules,
+            kill_latency_us: None,
+        };
+        match verdict.step {
+            Step::Done(outcome) => v.outcome = outcome,
+            Step::KillProcess => match kill(ev.task.pid) {
+                Ok(Killed::Yes) => {
+                    let latency = ((now_ns() - ev.ts_ns).max(0) / 1000) as u64;
+                    v.kill_latency_us = Some(latency);
+                    self.record_latency(latency);
+                    v.outcome = Outcome::Killed;
+                }
+                Ok(Killed::AlreadyGone) => v.outcome = Outcome::Gone,
+                Err(e) => {
+                    v.outcome = Outcome::Failed;
+                    v.error = Some(e.to_string());
+                }
+            },
+        }
+        v
+    }
+
+    /// Kills the stragglers a `session_end` names (CI: nothing of a session
+    /// outlives its agent) and records which ones died in `killed`.
+    pub fn kill_stragglers(&mut self, end: &mut Event) {
+        if let Detail::SessionEnd {
+            stragglers, killed, ..
+        } = &mut end.detail
+        {
+            killed.extend(
+                stragglers
+                    .iter()
+                    .copied()
+                    .filter(|pid| matches!(kill(*pid), Ok(Killed::Yes))),
+            );
+        }
+    }
+
+    /// Kills `targets` (deepest first), as asked through the control socket.
+    pub fn kill_all(&mut self, targets: &[u32]) -> KillReport {
+        let mut report = KillReport::default();
+        for &pid in targets {
+            match kill(pid) {
+                Ok(Killed::Yes) => report.killed.push(pid),
+                Ok(Killed::AlreadyGone) => report.gone.push(pid),
+                Err(e) => report.errors.push(KillError {
+                    pid,
+                    error: e.to_string(),
+                }),
+            }
+        }
+        report
+    }
+
+    fn record_latency(&mut self, us: u64) {
+        self.latencies.push(us);
+        if self.latencies.len() > LATENCIES_KEPT {
+            self.latencies.drain(..LATENCIES_KEPT / 2);
+        }
+    }
+
+    /// p50 and p99 of user-space kill latencies.
+    pub fn kill_latency(&self) -> Option<Latency> {
+        if self.latencies.is_empty() {
+            return None;
+        }
+        let mut v = self.latencies.clone();
+        v.sort_unstable();
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        Some(Latency {
+            p50: at(0.5),
+            p99: at(0.99),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt as _;
+
+    use guard_common::protocol::Action;
+
+    use super::*;
+    use crate::event::{SessionId, Task};
+
+    fn sleeper() -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep")
+    }
+
+    fn open_by(pid: u32) -> Event {
+        Event::derived(
+            0,
+            Some(SessionId(1)),
+            Task {
+                pid,
+                ..Task::default()
+            },
+            Detail::Fork { child_pid: 0 },
+        )
+    }
+
+    fn verdict(step: Step) -> Verdict {
+        Verdict {
+            rule: "r".into(),
+            action: Action::Kill,
+            alert: true,
+            would: None,
+            rules: vec!["r".into()],
+            step,
+        }
+    }
+
+    #[test]
+    fn a_kill_verdict_kills_and_measures() {
+        let mut child = sleeper();
+        let mut actor = Actor::default();
+        let v = actor.carry_out(&open_by(child.id()), verdict(Step::KillProcess), || 5_000);
+        assert_eq!(v.outcome, Outcome::Killed);
+        assert_eq!(v.kill_latency_us, Some(5));
+        assert_eq!(child.wait().expect("wait").signal(), Some(libc::SIGKILL));
+        assert_eq!(actor.kill_latency(), Some(Latency { p50: 5, p99: 5 }));
+    }
+
+    #[test]
+    fn a_done_verdict_touches_nothing() {
+        let mut child = sleeper();
+        let mut actor = Actor::default();
+        let v = actor.carry_out(
+            &open_by(child.id()),
+            verdict(Step::Done(Outcome::Denied)),
+            || 0,
+        );
+        assert_eq!(v.outcome, Outcome::Denied);
+        assert!(child.try_wait().expect("try_wait").is_none(), "still runs");
+        kill(child.id()).expect("clean up");
+        child.wait().expect("wait");
+    }
+
+    #[test]
+    fn kill_requests_report_killed_and_gone() {
+        let mut child = sleeper();
+        let mut gone = std::process::Command::new("true").spawn().expect("true");
+        let gone_pid = gone.id();
+        gone.wait().expect("reap");
+        let report = Actor::default().kill_all(&[child.id(), gone_pid]);
+        assert_eq!(report.killed, vec![child.id()]);
+        assert_eq!(report.gone, vec![gone_pid]);
+        assert!(report.errors.is_empty());
+        child.wait().expect("wait");
+    }
+}

@@ -1,0 +1,84 @@
+//! Kills through pidfds: a pidfd names one process for its whole life, so a pid
+//! reused after the target died is never signalled by mistake.
+
+use std::io;
+
+use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
+
+/// Whether a kill landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Killed {
+    Yes,
+    /// The process had exited (or is a zombie) before the signal.
+    AlreadyGone,
+}
+
+/// Sends SIGKILL to `pid` through a pidfd.
+pub fn kill(pid: u32) -> io::Result<Killed> {
+    let Some(pid_t) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    let fd = match pidfd_open(pid_t, PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::SRCH) => return Ok(Killed::AlreadyGone),
+        Err(e) => return Err(e.into()),
+    };
+    // An exited process that is not yet reaped still takes signals: it is gone.
+    // (What remains is the microseconds between this check and the signal.)
+    if exited(pid) {
+        return Ok(Killed::AlreadyGone);
+    }
+    match pidfd_send_signal(&fd, Signal::KILL) {
+        Ok(()) => Ok(Killed::Yes),
+        Err(rustix::io::Errno::SRCH) => Ok(Killed::AlreadyGone),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether `pid` has exited (zombie or dead) or is gone.
+fn exited(pid: u32) -> bool {
+    match procfs::process::Process::new(pid as i32).and_then(|p| p.stat()) {
+        Ok(stat) => matches!(stat.state, 'Z' | 'X' | 'x'),
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt as _;
+
+    use super::*;
+
+    #[test]
+    fn kill_ends_a_child_and_reports_gone_ones() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
+        assert_eq!(kill(pid).expect("kill"), Killed::Yes);
+        let status = child.wait().expect("wait");
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        // Reaped: the pid no longer names a process.
+        assert_eq!(kill(pid).expect("second kill"), Killed::AlreadyGone);
+    }
+
+    #[test]
+    fn an_exited_unreaped_child_is_gone_not_killed() {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !exited(pid) {
+            assert!(std::time::Instant::now() < deadline, "true never exited");
+            std::thread::yield_now();
+        }
+        assert_eq!(
+            kill(pid).expect("kill"),
+            Killed::AlreadyGone,
+            "a zombie must not count as killed"
+        );
+        assert!(child.wait().expect("wait").success());
+    }
+}

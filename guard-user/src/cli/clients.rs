@@ -1,0 +1,330 @@
+//! The small client commands over the control socket: `guard sessions`, `guard
+//! events`, `guard status`, `guard kill`; and how an event reads for people
+//! (`guard events` and `guard top` share it).
+
+use std::{
+    io::{BufRead, Write},
+    path::Path,
+};
+
+use anyhow::Context as _;
+use guard_common::protocol::{
+    EventDetail, EventLine, KillReport, Request, SessionInfo, SessionState, Status,
+};
+
+use crate::control::client;
+
+pub fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {
+    let list: Vec<SessionInfo> = client::call(socket, &Request::Sessions)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    println!(
+        "{:<16}  {:<14} {:>7}  {:<10} {:<8} {:>6} {:>6} {:>6} {:>5}  CWD",
+        "SESSION", "AGENT", "ROOT", "USER", "STATE", "EXEC", "OPEN", "NET", "VIOL"
+    );
+    for s in &list {
+        let c = &s.counts;
+        println!(
+            "{:<16}  {:<14} {:>7}  {:<10} {:<8} {:>6} {:>6} {:>6} {:>5}  {}",
+            s.id,
+            s.agent,
+            s.root_pid,
+            s.user.as_deref().unwrap_or("-"),
+            match s.state {
+                SessionState::Running => "running",
+                SessionState::Ended => "ended",
+            },
+            c.exec,
+            c.open,
+            c.connect + c.send,
+            c.violations,
+            s.cwd.as_deref().unwrap_or("-"),
+        );
+    }
+    Ok(())
+}
+
+pub fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
+    let status: Status = client::call(socket, &Request::Status)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status_text(&status));
+    }
+    Ok(())
+}
+
+/// `guard status` for people.
+fn status_text(s: &Status) -> String {
+    let mut out = String::new();
+    let lost = s.lost.as_ref().map_or_else(
+        || "unknown (the kernel's counters could not be read)".to_owned(),
+        |m| {
+            let total: u64 = m.values().sum();
+            let parts: Vec<String> = m
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            if parts.is_empty() {
+                "0".to_owned()
+            } else {
+                format!("{total} ({})", parts.join(", "))
+            }
+        },
+    );
+    let line = |out: &mut String, key: &str, value: String| {
+        out.push_str(&format!("{key:<14} {value}\n"));
+    };
+    line(
+        &mut out,
+        "policy",
+        format!("{} ({})", s.policy, s.mode.as_str()),
+    );
+    line(
+        &mut out,
+        "events",
+        format!("{} ({:.0}/s)", s.events_total, s.events_per_second),
+    );
+    line(&mut out, "lost", lost);
+    line(
+        &mut out,
+        "daemon",
+        format!(
+            "cpu {:.2} s, memory {:.1} MiB, {} subscriber(s)",
+            s.cpu_seconds,
+            s.rss_bytes as f64 / (1 << 20) as f64,
+            s.subscribers
+        ),
+    );
+    line(
+        &mut out,
+        "attached",
+        format!(
+            "{} of {} attachments, {} programs",
+            s.attachments,
+            s.attachments_expected,
+            s.programs.len()
+        ),
+    );
+    if let Some(l) = s.kill_latency_us {
+        line(
+            &mut out,
+            "kill latency",
+            format!("p50 {} µs, p99 {} µs (user space)", l.p50, l.p99),
+        );
+    }
+    if !s.user_space_rules.is_empty() {
+        line(
+            &mut out,
+            "user space",
+            format!(
+                "{} (decided after the event)",
+                s.user_space_rules.join(", ")
+            ),
+        );
+    }
+    out.push_str("enforcement:\n");
+    for e in &s.enforcement {
+        out.push_str(&format!(
+            "  {:<20} {:<16} {}\n",
+            e.action, e.tier, e.guarantee
+        ));
+        if let Some(why) = &e.fallback_reason {
+            out.push_str(&format!("  {:<20} {:<16} ({why})\n", "", ""));
+        }
+    }
+    out
+}
+
+pub fn kill(socket: &Path, session: Option<String>, pid: Option<u32>) -> anyhow::Result<()> {
+    let report: KillReport = client::call(socket, &Request::Kill { session, pid })?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+pub fn events(
+    socket: &Path,
+    session: Option<String>,
+    kinds: Vec<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let mut lines = client::subscribe(socket, &Request::Subscribe { session, kinds })?;
+    let stdout = std::io::stdout();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines
+            .read_line(&mut line)
+            .context("reading events from the daemon")?
+            == 0
+        {
+            anyhow::bail!("the daemon closed the stream");
+        }
+        let mut out = stdout.lock();
+        let written = if json {
+            out.write_all(line.as_bytes())
+        } else {
+            match serde_json::from_str::<EventLine>(&line) {
+                Ok(ev) => writeln!(out, "{}", human(&ev)),
+                Err(_) => out.write_all(line.as_bytes()),
+            }
+        };
+        if written.and_then(|()| out.flush()).is_err() {
+            return Ok(()); // reader went away (e.g. piped into head)
+        }
+    }
+}
+
+/// What an event says happened, for people (without who and when).
+pub fn what(ev: &EventLine) -> String {
+    match &ev.detail {
+        EventDetail::Exec { exe, argv, .. } => {
+            if argv.is_empty() {
+                exe.clone()
+            } else {
+                argv.join(" ")
+            }
+        }
+        EventDetail::Open {
+            path,
+            access,
+            result,
+        } => format!("{path} ({}) {result}", access.join(",")),
+        EventDetail::Connect {
+            addr,
+            port,
+            proto,
+            result,
+        }
+        | EventDetail::Send {
+            addr,
+            port,
+            proto,
+            result,
+        } => {
+            let host = ev
+                .host
+                .as_deref()
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
+            format!("{proto} {addr}:{port}{host} {result}")
+        }
+        EventDetail::Fork { child_pid } => format!("child {child_pid}"),
+        EventDetail::Exit {
+            exit_code, signal, ..
+        } => match signal {
+            Some(sig) => format!("killed by signal {sig}"),
+            None => format!("code {}", exit_code.unwrap_or(0)),
+        },
+        EventDetail::SessionStart {
+            agent, how, cwd, ..
+        } => format!(
+            "{agent} started ({}) in {}",
+            how.as_str(),
+            cwd.as_deref().unwrap_or("?")
+        ),
+        EventDetail::SessionEnd {
+            stragglers, killed, ..
+        } => {
+            let mut what = "ended".to_owned();
+            for (label, list) in [("stragglers", stragglers), ("killed", killed)] {
+                if !list.is_empty() {
+                    let pids: Vec<String> = list.iter().map(u32::to_string).collect();
+                    what.push_str(&format!("; {label} {}", pids.join(" ")));
+                }
+            }
+            what
+        }
+        EventDetail::PolicyLoaded {
+            policy,
+            mode,
+            rules,
+            warnings,
+        } => format!(
+            "policy {policy} loaded ({}, {rules} rules, {} warnings)",
+            mode.as_str(),
+            warnings.lines().filter(|l| l.contains("warning")).count()
+        ),
+        EventDetail::PolicyRejected { policy, errors } => {
+            format!(
+                "policy {policy} rejected: {}",
+                errors.lines().next().unwrap_or("")
+            )
+        }
+        EventDetail::Lost { by_kind, total } => {
+            let parts: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            format!("LOST {total}: {}", parts.join(", "))
+        }
+        EventDetail::Missed { count } => {
+            format!("this client missed {count} events (it read too slowly)")
+        }
+        EventDetail::Other => "(an event kind this guard does not know)".to_owned(),
+    }
+}
+
+/// One line per event for people: time, session, pid, comm, kind, what, and the
+/// rule broken.
+pub fn human(ev: &EventLine) -> String {
+    let time = ev.ts.get(11..23).unwrap_or("");
+    let session = ev.session.as_deref().unwrap_or("");
+    // The program as the kernel resolved it: argv[0] is whatever the caller said.
+    let what = match &ev.detail {
+        EventDetail::Exec { exe, argv, .. } if !argv.is_empty() => {
+            format!("{exe} [{}]", argv.join(" "))
+        }
+        _ => what(ev),
+    };
+    let mut line = format!(
+        "{time} {:<8} {:>7} {:<15} {:<13} {what}",
+        session.get(8..).unwrap_or(session),
+        ev.pid.unwrap_or(0),
+        ev.comm.as_deref().unwrap_or(""),
+        ev.detail.kind(),
+    );
+    if let Some(v) = &ev.violation {
+        line.push_str(&format!(
+            "  ! {} → {} ({})",
+            v.rule,
+            v.action.as_str(),
+            v.outcome.as_str()
+        ));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_lines_name_what_happened() {
+        let ev: EventLine = serde_json::from_str(
+            r#"{"ts":"2026-11-21T05:42:36.688345123Z","kind":"open","session":"000000f27677c8c0","pid":42,"comm":"cat","path":"/root/.ssh/id_rsa","access":["read"],"result":"ok","rule":"ssh-keys","action":"kill","outcome":"killed"}"#,
+        )
+        .expect("json");
+        assert_eq!(
+            human(&ev),
+            "05:42:36.688 7677c8c0      42 cat             open          /root/.ssh/id_rsa (read) ok  ! ssh-keys → kill (killed)"
+        );
+    }
+
+    #[test]
+    fn status_for_people_names_the_fallback() {
+        let s: Status = serde_json::from_value(serde_json::json!({
+            "events_total": 3, "events_per_second": 0.0, "lost": {"open": 0},
+            "cpu_seconds": 0.5, "rss_bytes": 1048576, "programs": ["a"], "attachments": 1,
+            "attachments_expected": 1, "subscribers": 0, "policy": "ci", "mode": "observe",
+            "user_space_rules": [], "kill_latency_us": null,
+            "enforcement": [{"action": "file_exec_deny", "tier": "tracepoint",
+                             "guarantee": "acts as kill", "fallback_reason": "BPF-LSM unavailable"}]
+        }))
+        .expect("status");
+        let text = status_text(&s);
+        assert!(text.contains("policy         ci (observe)"), "{text}");
+        assert!(text.contains("lost           0\n"), "{text}");
+        assert!(text.contains("(BPF-LSM unavailable)"), "{text}");
+    }
+}

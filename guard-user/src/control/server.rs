@@ -1,0 +1,223 @@
+//! The control socket's server: a Unix stream socket speaking JSON lines
+//! (`guard_common::protocol`). It checks the peer's credentials from the kernel
+//! (SO_PEERCRED): `run` registers the connecting process itself, never a pid the
+//! client names, and `kill` is for root only.
+
+use std::path::{Path, PathBuf};
+
+use guard_common::protocol::{
+    KillReport, Registered, Reply, Request, SUBSCRIBER_QUEUE, SessionInfo, Status,
+};
+use serde::Serialize;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+};
+
+use super::fanout::Filter;
+
+/// An answer the daemon's loop sends back: the data, or why not.
+pub type Answer<T> = oneshot::Sender<Result<T, String>>;
+
+/// A request handed to the daemon's main loop, which owns the kernel maps.
+pub enum Command {
+    Register {
+        pid: u32,
+        uid: u32,
+        argv: Vec<String>,
+        reply: Answer<Registered>,
+    },
+    Sessions {
+        reply: Answer<Vec<SessionInfo>>,
+    },
+    Status {
+        reply: Answer<Status>,
+    },
+    Kill {
+        session: Option<String>,
+        pid: Option<u32>,
+        uid: u32,
+        reply: Answer<KillReport>,
+    },
+    Subscribe {
+        filter: Filter,
+        events: mpsc::Sender<std::sync::Arc<str>>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot create the control socket directory {path}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another guard daemon is listening on {0}")]
+    InUse(PathBuf),
+    #[error("cannot listen on {path}")]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A bound control socket; the file is removed on drop.
+pub struct Server {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Server {
+    pub fn bind(path: &Path) -> Result<Self, Error> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Dir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(Error::InUse(path.to_owned()));
+            }
+            let _ = std::fs::remove_file(path); // stale, from a daemon that died
+        }
+        let listener = UnixListener::bind(path).map_err(|source| Error::Bind {
+            path: path.to_owned(),
+            source,
+        })?;
+        set_access(path);
+        Ok(Self {
+            listener,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Accepts clients until the daemon stops, forwarding their commands.
+    pub async fn serve(self, commands: mpsc::Sender<Command>) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(handle(stream, commands.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!("control socket accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Root-owned, and group-accessible to a `guard` group when the host has one.
+fn set_access(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let group = uzers::get_group_by_name("guard");
+    let mode = if group.is_some() { 0o660 } else { 0o600 };
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode));
+    if let Some(g) = group {
+        let _ = std::os::unix::fs::chown(path, Some(0), Some(g.gid()));
+    }
+}
+
+/// Sends a command built around a reply channel and serialises the answer as a
+/// [`Reply`] line; None when the daemon's loop is gone.
+async fn ask<T: Serialize>(
+    commands: &mpsc::Sender<Command>,
+    command: impl FnOnce(Answer<T>) -> Command,
+) -> Option<Vec<u8>> {
+    let (reply, answer) = oneshot::channel();
+    commands.send(command(reply)).await.ok()?;
+    let reply = match answer.await {
+        Ok(Ok(data)) => Reply::data(data),
+        Ok(Err(why)) => Reply::error(why),
+        Err(_) => Reply::error("the daemon is stopping"),
+    };
+    Some(line(&reply))
+}
+
+fn line<T: Serialize>(reply: &Reply<T>) -> Vec<u8> {
+    // Serialising these plain types cannot fail; an empty line would tell the
+    // client as much.
+    let mut out = serde_json::to_vec(reply).unwrap_or_default();
+    out.push(b'\n');
+    out
+}
+
+async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>) {
+    let cred = match stream.peer_cred() {
+        Ok(c) => c,
+        Err(e) => return tracing::warn!("control client without credentials: {e}"),
+    };
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    while let Ok(Some(text)) = lines.next_line().await {
+        let uid = cred.uid();
+        let out = match serde_json::from_str::<Request>(&text) {
+            Ok(Request::Subscribe { session, kinds }) => {
+                let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+                let filter = Filter { session, kinds };
+                if commands
+                    .send(Command::Subscribe { filter, events: tx })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                return stream_events(rx, write).await;
+            }
+            Ok(Request::Sessions) => ask(&commands, |reply| Command::Sessions { reply }).await,
+            Ok(Request::Status) => ask(&commands, |reply| Command::Status { reply }).await,
+            Ok(Request::Kill { session, pid }) => {
+                ask(&commands, |reply| Command::Kill {
+                    session,
+                    pid,
+                    uid,
+                    reply,
+                })
+                .await
+            }
+            Ok(Request::Run { argv }) => match cred.pid() {
+                Some(pid) if pid > 0 => {
+                    ask(&commands, |reply| Command::Register {
+                        pid: pid as u32,
+                        uid,
+                        argv,
+                        reply,
+                    })
+                    .await
+                }
+                _ => Some(line(&Reply::<()>::error(
+                    "the kernel gave no pid for this client",
+                ))),
+            },
+            Err(e) => Some(line(&Reply::<()>::error(format!("bad request: {e}")))),
+        };
+        let Some(out) = out else { return };
+        if write.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn stream_events(
+    mut events: mpsc::Receiver<std::sync::Arc<str>>,
+    mut write: tokio::net::unix::OwnedWriteHalf,
+) {
+    while let Some(line) = events.recv().await {
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+        if write.write_all(&buf).await.is_err() {
+            return; // the client left; the daemon drops its queue on the next send
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! What the loop does besides draining events: control commands, policy reloads,
+//! lost-record reports, metrics, resolved names.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use guard_common::{
+    Tracked, flags,
+    protocol::{Enforcement, KillReport, Registered, SessionInfo, Status},
+};
+
+use super::{Daemon, adopt};
+use crate::{
+    control::{Command, status::self_usage},
+    event::clock,
+    event::{Detail, Event, How, SessionId, Task},
+    policy::{self, diag, judge::Judge},
+    session::{self, scan::task_from_proc},
+};
+
+impl Daemon {
+    pub(super) fn command(&mut self, cmd: Command) -> anyhow::Result<()> {
+        match cmd {
+            Command::Register {
+                pid,
+                uid,
+                argv,
+                reply,
+            } => {
+                let answer = self
+                    .register(pid, uid, &argv)
+                    .map(|id| Registered {
+                        session: id.to_string(),
+                    })
+                    .map_err(|e| format!("{e:#}"));
+                let _ = reply.send(answer);
+                self.out.sink.flush()?;
+            }
+            Command::Subscribe { filter, events } => self.out.subscribers.add(filter, events),
+            Command::Sessions { reply } => {
+                let _ = reply.send(Ok(self.sessions()));
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(Ok(self.status()));
+            }
+            Command::Kill {
+                session,
+                pid,
+                uid,
+                reply,
+            } => {
+                let _ = reply.send(self.kill(session.as_deref(), pid, uid));
+            }
+        }
+        Ok(())
+    }
+
+    fn sessions(&self) -> Vec<SessionInfo> {
+        session::view::sessions(&self.pipe.registry)
+    }
+
+    fn kill(
+        &mut self,
+        session: Option<&str>,
+        pid: Option<u32>,
+        uid: u32,
+    ) -> Result<KillReport, String> {
+        if uid != 0 {
+            return Err("only root may kill through guard".into());
+        }
+        let session = match session.map(|s| u64::from_str_radix(s, 16)) {
+            Some(Ok(id)) => Some(SessionId(id)),
+            Some(Err(_)) => return Err("bad session id".into()),
+            None => None,
+        };
+        let targets = self.pipe.registry.members(session, pid);
+        if targets.is_empty() {
+            return Err("no such session or process".into());
+        }
+        let report = self.pipe.actor.kill_all(&targets);
+        tracing::info!(killed = ?report.killed, "killed on request");
+        Ok(report)
+    }
+
+    /// Lost records by kind, from the kernel's counters and the decoder's.
+    fn lost(&self) -> Option<BTreeMap<String, u64>> {
+        let (by_kind, track_full) = self.kernel.lost().ok()?;
+        let mut m: BTreeMap<String, u64> = by_kind
+            .into_iter()
+            .map(|(k, n)| (k.to_owned(), n))
+            .collect();
+        m.insert("untracked_children".into(), track_full);
+        m.insert("undecodable".into(), self.pipe.undecodable);
+        Some(m)
+    }
+
+    fn status(&self) -> Status {
+        let (cpu_seconds, rss_bytes) = self_usage();
+        let (programs, attachments) = self.kernel.attached_in_kernel();
+        let policy = self.pipe.judge.policy();
+        Status {
+            events_total: self.out.total,
+            events_per_second: self.out.rate,
+            lost: self.lost(),
+            cpu_seconds,
+            rss_bytes,
+            programs,
+            attachments,
+            attachments_expected: self.kernel.attached.len(),
+            subscribers: self.out.subscribers.len(),
+            policy: policy.name.clone(),
+            mode: policy.mode,
+            user_space_rules: self.pipe.judge.user_space_rules(),
+            kill_latency_us: self.pipe.actor.kill_latency(),
+            enforcement: self.enforcement(),
+        }
+    }
+
+    /// Whether every program the daemon attached is still attached, as the kernel
+    /// sees it (for `/healthz` and the attached-programs gauge).
+    pub(super) fn check_attached(&self) {
+        let (_, links) = self.kernel.attached_in_kernel();
+        self.out
+            .metrics
+            .set_attached(self.kernel.attached.len(), links);
+    }
+
+    /// `guard run`: the client process becomes a session root before it execs.
+    fn register(&mut self, pid: u32, uid: u32, argv: &[String]) -> anyhow::Result<SessionId> {
+        let id = SessionId(clock::boot_ns());
+        self.kernel.track(
+            pid,
+            Tracked {
+                session: id.0,
+                start_ns: 0,
+                root_pid: pid,
+                flags: flags::ROOT_PROCESS as u32,
+            },
+        )?;
+        let agent = argv
+            .first()
+            .map(|a| a.rsplit('/').next().unwrap_or(a).to_owned())
+            .unwrap_or_else(|| "guard-run".to_owned());
+        let mut task = task_from_proc(pid).unwrap_or_default();
+        task.pid = pid;
+        task.tid = pid;
+        task.uid = uid;
+        task.comm = agent;
+        self.pipe.enricher.enrich_task(&mut task);
+        let start = self
+            .pipe
+            .registry
+            .start(id, How::Run, self.pipe.now(), &task);
+        self.out.write(&start)?;
+        Ok(id)
+    }
+
+    pub(super) fn policy_loaded(&mut self, warnings: &[diag::Diagnostic]) -> anyhow::Result<()> {
+        let judge = &self.pipe.judge;
+        let rules = judge.kernel_rules();
+        let policy = judge.policy();
+        let detail = Detail::PolicyLoaded {
+            name: policy.name.clone(),
+            mode: policy.mode,
+            rules: policy.rules.len(),
+            kernel_entries: rules.paths.len() + rules.nets.len(),
+            user_space_rules: judge.user_space_rules(),
+            warnings: diag::render(&policy.name, warnings),
+            enforcement: self.enforcement(),
+        };
+        self.out.write_daemon_event(self.pipe.offset, detail)?;
+        Ok(())
+    }
+
+    /// How each kind of enforcement runs on this host.
+    fn enforcement(&self) -> Vec<Enforcement> {
+        let row =
+            |action: &str, tier: &str, guarantee: &str, fallback: Option<String>| Enforcement {
+                action: action.into(),
+                tier: tier.into(),
+                guarantee: guarantee.into(),
+                fallback_reason: fallback,
+            };
+        let deny = match &self.kernel.lsm {
+            Ok(()) => row(
+                "file_exec_deny",
+                "bpf_lsm",
+                "the open or exec fails with EPERM; nothing happens",
+                None,
+            ),
+            Err(why) => row(
+                "file_exec_deny",
+                "tracepoint",
+                "acts as kill",
+                Some(format!("BPF-LSM unavailable: {why}")),
+            ),
+        };
+        vec![
+            row(
+                "exec_kill",
+                "tracepoint",
+                "at sched_process_exec: the program never runs",
+                None,
+            ),
+            row(
+                "file_read_kill",
+                "tracepoint",
+                "before the open returns: the data is never seen",
+                None,
+            ),
+            row(
+                "file_write_kill",
+                "tracepoint",
+                "after the open: a truncate or create has happened",
+                None,
+            ),
+            deny,
+            row(
+                "network_deny",
+                "cgroup_sock_addr",
+                "the connect or send fails with EPERM; no packet leaves",
+                None,
+            ),
+            row(
+                "argv_and_glob_kill",
+                "user_space",
+                "through a pidfd, after the event",
+                None,
+            ),
+        ]
+    }
+
+    pub(super) fn resolved(&mut self, name: String, addrs: Vec<IpAddr>) -> anyhow::Result<()> {
+        tracing::info!(%name, ?addrs, "resolved");
+        if self.pipe.judge.set_host(name, addrs) {
+            self.kernel.install(self.pipe.judge.kernel_rules())?;
+        }
+        Ok(())
+    }
+
+    /// Loads the policy again; a policy with errors is refused and the running one
+    /// stays in force (in the kernel too: its rules are only replaced whole).
+    pub(super) fn reload(&mut self, why: &str) -> anyhow::Result<()> {
+        self.watch.loaded();
+        let source = self.watch.source().clone();
+        let name = source.name();
+        let rejected = |d: &mut Self, errors: String| -> anyhow::Result<()> {
+            d.out.metrics.policy_reload(false);
+            tracing::warn!("policy {name} rejected ({why}); the running policy stays:\n{errors}");
+            let detail = Detail::PolicyRejected {
+                name: name.clone(),
+                errors,
+            };
+            d.out.write_daemon_event(d.pipe.offset, detail)?;
+            Ok(())
+        };
+        let (policy, warnings) = match policy::load(&source) {
+            Ok(p) => p,
+            Err(e) => return rejected(self, e.to_string()),
+        };
+        let agents = if self.agents_override.is_empty() {
+            policy.agents.clone()
+        } else {
+            self.agents_override.clone()
+        };
+        let old = self.pipe.judge.policy();
+        let new_cgroups = if policy.containers != old.containers || policy.cgroups != old.cgroups {
+            match adopt::watch_cgroups(&policy, &self.runtime_root) {
+                Ok(w) => Some(w),
+                Err(e) => return rejected(self, format!("{e:#}")),
+            }
+        } else {
+            None
+        };
+        let hosts = self.pipe.judge.hosts().clone();
+        let judge = match Judge::new(policy, self.homes.clone(), hosts, self.kernel.lsm.is_ok()) {
+            Ok(j) => j,
+            Err(e) => return rejected(self, format!("{e:#}")),
+        };
+        if let Err(e) = self.kernel.install(judge.kernel_rules()) {
+            return rejected(self, format!("cannot install it in the kernel: {e:#}"));
+        }
+        self.kernel.set_agents(&agents)?;
+        if new_cgroups.is_some() {
+            self.new_cgroups = new_cgroups;
+        }
+        let names_changed = judge.host_names() != self.pipe.judge.host_names();
+        self.pipe.judge = judge;
+        if names_changed {
+            self.resolver.restart(self.pipe.judge.host_names());
+        }
+        tracing::info!("policy {name} loaded ({why})");
+        self.out.metrics.policy_reload(true);
+        self.policy_loaded(&warnings)
+    }
+
+    pub(super) fn update_metrics(&mut self) {
+        let running = self
+            .pipe
+            .registry
+            .sessions()
+            .filter(|s| s.ended_ns.is_none())
+            .count();
+        let metrics = &self.out.metrics;
+        metrics.set_active_sessions(running as u64);
+        for (kind, n) in self.lost().into_iter().flatten() {
+            metrics.set_lost(&kind, n);
+        }
+        // Programs that never ran, as all do while the kernel's statistics are off,
+        // stay absent rather than claim zero cost.
+        for (program, run_time_ns, run_count) in self.kernel.program_stats() {
+            if run_count > 0 {
+                metrics.set_program_stats(&program, run_time_ns, run_count);
+            }
+        }
+        self.check_attached();
+    }
+
+    /// Reports records lost since the last report as a `lost` event.
+    pub(super) fn report_lost(&mut self) -> anyhow::Result<()> {
+        let Some(lost) = self.lost() else {
+            return Ok(());
+        };
+        let total: u64 = lost.values().sum();
+        if total == self.lost_seen {
+            return Ok(());
+        }
+        let by_kind: Vec<(String, u64)> = lost.into_iter().filter(|(_, n)| *n > 0).collect();
+        tracing::warn!(?by_kind, "events lost");
+        let ev = Event::derived(
+            self.pipe.now(),
+            None,
+            Task::default(),
+            Detail::Lost { by_kind, total },
+        );
+        self.out.write(&ev)?;
+        self.out.sink.flush()?;
+        self.lost_seen = total;
+        Ok(())
+    }
+}

@@ -1,0 +1,219 @@
+//! `guard daemon`: load the programs, then one loop owns everything — it drains
+//! the ring buffer through the pipeline, serves control commands, reloads the
+//! policy and reports lost records — so no state is shared between tasks. This
+//! file is the wiring; the work is in `pipeline` (events), `handle` (commands,
+//! reloads, reports) and `adopt` (processes already running).
+
+mod adopt;
+mod handle;
+mod pipeline;
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+};
+
+use self::pipeline::{Outputs, Pipeline};
+use crate::{
+    action::Actor,
+    audit::Sink,
+    control::Server,
+    ebpf::Kernel,
+    event::clock,
+    event::enrich::Enricher,
+    metrics::Metrics,
+    policy::{self, Source, diag, glob, judge::Judge, matcher::Hosts, watch::Watch},
+    resolve::{self, Resolver},
+    session::{Registry, cgroups::Watcher},
+};
+
+pub struct Options {
+    /// Agent names from the command line; empty: the policy's `[agents] names`.
+    pub agents: Vec<String>,
+    pub events: PathBuf,
+    pub socket: PathBuf,
+    pub policy: Source,
+    /// Serve Prometheus metrics and /healthz here.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Where the container runtimes' state is (`/`, or the host's mounted elsewhere).
+    pub runtime_root: PathBuf,
+    /// Turn the kernel's BPF run-time statistics on while the daemon runs.
+    pub bpf_stats: bool,
+}
+
+/// Everything the loop owns.
+struct Daemon {
+    kernel: Kernel,
+    pipe: Pipeline,
+    out: Outputs,
+    watch: Watch,
+    /// Agent names given on the command line override the policy's.
+    agents_override: Vec<String>,
+    homes: Vec<String>,
+    resolver: Resolver,
+    /// Lost records already reported.
+    lost_seen: u64,
+    /// A reload changed the cgroups that start sessions: the loop swaps this watcher
+    /// in (`Some(None)`: none any more).
+    new_cgroups: Option<Option<AsyncFd<Watcher>>>,
+    runtime_root: PathBuf,
+}
+
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let (policy, warnings) = policy::load(&opts.policy)?;
+    if !warnings.is_empty() {
+        tracing::warn!(
+            "policy {}:\n{}",
+            opts.policy.name(),
+            diag::render(&opts.policy.name(), &warnings)
+        );
+    }
+    let agents = if opts.agents.is_empty() {
+        policy.agents.clone()
+    } else {
+        opts.agents.clone()
+    };
+    let sink = Sink::open(&opts.events)?;
+    let homes = glob::homes();
+    let hosts = Hosts {
+        by_name: Default::default(),
+        resolvers: resolve::resolvers(),
+    };
+    let (mut kernel, events) =
+        Kernel::load(&agents, opts.bpf_stats).context("cannot start the kernel side")?;
+    let judge = Judge::new(policy, homes.clone(), hosts, kernel.lsm.is_ok())
+        .context("cannot compile the policy")?;
+    kernel
+        .install(judge.kernel_rules())
+        .context("cannot install the policy in the kernel")?;
+    let server = Server::bind(&opts.socket)?;
+    let metrics = Arc::new(Metrics::new());
+    // Bound now, so a busy address fails the start instead of a scrape later.
+    let metrics_server = match opts.metrics {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot serve metrics on {addr}"))?;
+            Some(tokio::spawn(crate::metrics::serve_listener(
+                listener,
+                metrics.clone(),
+            )))
+        }
+        None => None,
+    };
+    let (tx, mut commands) = mpsc::channel(64);
+    let (resolved_tx, mut resolved) = mpsc::channel(64);
+    // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as
+    // long as the AsyncFd lives.
+    let mut ring =
+        unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
+    let mut d = Daemon {
+        kernel,
+        pipe: Pipeline {
+            registry: Registry::default(),
+            enricher: Enricher::new(&opts.runtime_root),
+            judge,
+            actor: Actor::default(),
+            offset: clock::boot_to_wall_offset(),
+            undecodable: 0,
+        },
+        out: Outputs::new(sink, metrics),
+        watch: Watch::new(opts.policy.clone()),
+        agents_override: opts.agents.clone(),
+        homes,
+        resolver: Resolver::new(resolved_tx),
+        lost_seen: 0,
+        new_cgroups: None,
+        runtime_root: opts.runtime_root.clone(),
+    };
+    d.policy_loaded(&warnings)?;
+    d.check_attached();
+    d.resolver.restart(d.pipe.judge.host_names());
+    d.scan(&agents)?;
+    let mut cgroups = adopt::watch_cgroups(d.pipe.judge.policy(), &d.runtime_root)?;
+    d.install_cgroups(cgroups.as_ref().map(AsyncFd::get_ref))?;
+    d.out.sink.flush()?;
+    let serve = tokio::spawn(server.serve(tx));
+    tracing::info!(
+        agents = ?agents,
+        policy = %opts.policy.name(),
+        programs = d.kernel.attached.len(),
+        socket = %opts.socket.display(),
+        "guard daemon ready"
+    );
+
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let mut beat = tokio::time::interval(Duration::from_secs(1));
+    // Most records are queued without waking the daemon (see guard-ebpf's
+    // emit.rs): drain them on this beat, and write them out in one go.
+    let mut drain = tokio::time::interval(Duration::from_millis(10));
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("ring buffer poll failed")?;
+                d.pipe.drain(guard.get_inner_mut(), &mut d.out)?;
+                guard.clear_ready();
+            }
+            _ = drain.tick() => d.pipe.drain(ring.get_mut(), &mut d.out)?,
+            ready = adopt::cgroups_ready(&cgroups) => {
+                ready?;
+                d.cgroups_changed(&mut cgroups)?;
+            }
+            Some(cmd) = commands.recv() => d.command(cmd)?,
+            Some((name, addrs)) = resolved.recv() => d.resolved(name, addrs)?,
+            _ = hup.recv() => d.reload("SIGHUP")?,
+            _ = beat.tick() => {
+                d.out.beat();
+                d.report_lost()?;
+                d.update_metrics();
+                if let Some(w) = &cgroups {
+                    d.adopt_in_cgroups(w.get_ref())?;
+                }
+                if d.watch.due() {
+                    d.reload("file change")?;
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+        if let Some(watcher) = d.new_cgroups.take() {
+            cgroups = watcher;
+            d.install_cgroups(cgroups.as_ref().map(AsyncFd::get_ref))?;
+        }
+    }
+    serve.abort();
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
+    d.resolver.stop();
+    d.pipe.drain(ring.get_mut(), &mut d.out)?;
+    d.report_lost()?;
+    d.out.sink.flush()?;
+    tracing::info!("guard daemon stopped; programs detached");
+    Ok(())
+}
+
+/// `guard daemon --floor`: empty programs on guard's hooks until SIGTERM/SIGINT.
+pub async fn floor() -> anyhow::Result<()> {
+    let (programs, n) = crate::ebpf::load_floor().context("cannot attach the floor programs")?;
+    tracing::info!(
+        attachments = n,
+        "guard daemon ready (floor: empty programs)"
+    );
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    drop(programs);
+    Ok(())
+}

@@ -1,0 +1,153 @@
+//! One record's way through user space, in one direction: decode → event →
+//! enrichment → session (start, membership, end) → the judge's verdict → action →
+//! outputs (audit log, subscribers, metrics).
+
+use std::sync::Arc;
+
+use aya::maps::{MapData, RingBuf};
+use guard_common::protocol::Outcome;
+
+use crate::{
+    action::Actor,
+    audit::{self, Sink},
+    control::fanout::Subscribers,
+    event::clock,
+    event::{Detail, Event, Task, decode, enrich::Enricher},
+    metrics::Metrics,
+    policy::judge::Judge,
+    session::Registry,
+};
+
+/// Where events go: the audit log, the control socket's subscribers, the metrics.
+pub struct Outputs {
+    pub sink: Sink,
+    pub subscribers: Subscribers,
+    pub metrics: Arc<Metrics>,
+    /// Events written since start, and at the last beat (for the rate).
+    pub total: u64,
+    at_beat: u64,
+    pub rate: f64,
+}
+
+impl Outputs {
+    pub fn new(sink: Sink, metrics: Arc<Metrics>) -> Self {
+        Self {
+            sink,
+            subscribers: Subscribers::default(),
+            metrics,
+            total: 0,
+            at_beat: 0,
+            rate: 0.0,
+        }
+    }
+
+    /// Writes one event to the audit log and offers it to every subscriber.
+    pub fn write(&mut self, ev: &Event) -> Result<(), audit::Error> {
+        self.total += 1;
+        self.metrics.event(ev.detail.kind());
+        if let Some(v) = &ev.violation {
+            self.metrics
+                .violation(&v.rule, v.action.as_str(), v.outcome.as_str());
+        }
+        if self.subscribers.is_empty() {
+            // The common case: serialise straight into the sink's buffer.
+            return self.sink.write_event(ev);
+        }
+        let line: Arc<str> = Arc::from(ev.to_json());
+        self.sink.write_line(&line)?;
+        let session = ev.session.map(|s| s.to_string());
+        self.subscribers
+            .offer(&line, session.as_deref(), ev.detail.kind());
+        Ok(())
+    }
+
+    /// Writes an event about the daemon itself (no session, no process) at once.
+    pub fn write_daemon_event(&mut self, offset: i128, detail: Detail) -> Result<(), audit::Error> {
+        let ev = Event::derived(
+            clock::boot_ns() as i128 + offset,
+            None,
+            Task::default(),
+            detail,
+        );
+        self.write(&ev)?;
+        self.sink.flush()
+    }
+
+    /// The one-second beat: the event rate.
+    pub fn beat(&mut self) {
+        self.rate = (self.total - self.at_beat) as f64;
+        self.at_beat = self.total;
+    }
+}
+
+/// What the path from record to verdict needs.
+pub struct Pipeline {
+    pub registry: Registry,
+    pub enricher: Enricher,
+    pub judge: Judge,
+    pub actor: Actor,
+    /// Add to a boot-clock time for wall-clock time.
+    pub offset: i128,
+    /// Records the decoder did not understand.
+    pub undecodable: u64,
+}
+
+impl Pipeline {
+    /// Wall-clock ns now.
+    pub fn now(&self) -> i128 {
+        clock::boot_ns() as i128 + self.offset
+    }
+
+    /// Drains the ring buffer through the pipeline.
+    pub fn drain(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        out: &mut Outputs,
+    ) -> Result<(), audit::Error> {
+        while let Some(item) = ring.next() {
+            match decode::decode(&item) {
+                Ok(record) => {
+                    let mut ev = Event::from_record(record, self.offset);
+                    self.enricher.enrich(&mut ev);
+                    self.process(ev, out)?;
+                }
+                Err(e) => {
+                    self.undecodable += 1;
+                    tracing::warn!(
+                        "undecodable kernel record ({} so far): {e}",
+                        self.undecodable
+                    );
+                }
+            }
+        }
+        out.sink.flush()
+    }
+
+    /// One event: session bookkeeping around the judge's verdict and its action.
+    pub fn process(&mut self, mut ev: Event, out: &mut Outputs) -> Result<(), audit::Error> {
+        if let Some(start) = self.registry.before(&ev) {
+            out.write(&start)?;
+        }
+        self.judge.name_destination(&mut ev);
+        let is_root = self.registry.is_root(&ev);
+        if let Some(verdict) = self.judge.judge(&ev, is_root) {
+            let offset = self.offset;
+            let v = self
+                .actor
+                .carry_out(&ev, verdict, || clock::boot_ns() as i128 + offset);
+            tracing::info!(pid = ev.task.pid, rule = %v.rule, outcome = v.outcome.as_str(), "policy violation");
+            if v.outcome == Outcome::Failed {
+                tracing::warn!(pid = ev.task.pid, error = ?v.error, "a kill failed");
+            }
+            ev.violation = Some(v);
+        }
+        out.write(&ev)?;
+        if let Some(mut end) = self.registry.after(&ev) {
+            if self.judge.policy().kill_stragglers {
+                self.actor.kill_stragglers(&mut end);
+            }
+            out.write(&end)?;
+        }
+        Ok(())
+    }
+}

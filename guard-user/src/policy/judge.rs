@@ -1,0 +1,431 @@
+//! The judge: which rules an event broke, and what is left to do about it (a
+//! [`Verdict`]). It decides and never acts: the `action` module carries verdicts
+//! out, so the judge is tested on recorded events without touching a process.
+
+use guard_common::{protocol::Outcome, rules::enforced};
+
+use super::{
+    kernel::{self, KernelRules},
+    matcher::{CompileError, Compiled, Hosts},
+    model::{Action, Mode, Policy},
+};
+use crate::event::{Detail, Event};
+
+/// What the judge found: the rule reported, and what remains to be done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// The rule reported as the outcome (the one the kernel enforced, else the
+    /// first that matched).
+    pub rule: String,
+    pub action: Action,
+    /// Flag the event for attention (every action but `log`).
+    pub alert: bool,
+    /// Observe mode: the action enforce mode would have taken.
+    pub would: Option<Action>,
+    /// Every rule the event broke.
+    pub rules: Vec<String>,
+    pub step: Step,
+}
+
+/// What is left to do about a violation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing: the kernel acted, or the rule only reports. The outcome to write.
+    Done(Outcome),
+    /// Kill the event's process from user space: the kernel could not decide.
+    KillProcess,
+}
+
+pub struct Judge {
+    compiled: Compiled,
+    /// The BPF-LSM deny hooks are attached: `deny` refuses files and execs.
+    lsm: bool,
+    homes: Vec<String>,
+    hosts: Hosts,
+    /// What the kernel enforces, compiled from the policy and the resolved hosts.
+    kernel: KernelRules,
+}
+
+impl Judge {
+    pub fn new(
+        policy: Policy,
+        homes: Vec<String>,
+        hosts: Hosts,
+        lsm: bool,
+    ) -> Result<Self, CompileError> {
+        let compiled = Compiled::new(policy, &homes)?;
+        let kernel = kernel::compile(&compiled.policy, &homes, &hosts, lsm);
+        Ok(Self {
+            compiled,
+            lsm,
+            homes,
+            hosts,
+            kernel,
+        })
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.compiled.policy
+    }
+
+    /// The entries the kernel enforces (for `Kernel::install`).
+    pub fn kernel_rules(&self) -> &KernelRules {
+        &self.kernel
+    }
+
+    pub fn hosts(&self) -> &Hosts {
+        &self.hosts
+    }
+
+    /// Records what `name` resolved to; true when that changed the kernel's rules
+    /// (then they need installing again).
+    pub fn set_host(&mut self, name: String, mut addrs: Vec<std::net::IpAddr>) -> bool {
+        addrs.sort();
+        if self.hosts.by_name.get(&name) == Some(&addrs) {
+            return false;
+        }
+        self.hosts.by_name.insert(name, addrs);
+        self.kernel = kernel::compile(&self.compiled.policy, &self.homes, &self.hosts, self.lsm);
+        true
+    }
+
+    /// Names in network rules, to resolve.
+    pub fn host_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .compiled
+            .policy
+            .rules
+            .iter()
+            .filter_map(|r| match &r.kind {
+                super::model::Kind::Network { allow, deny } => Some(allow.iter().chain(deny)),
+                _ => None,
+            })
+            .flatten()
+            .filter_map(|d| match &d.host {
+                super::model::Host::Name(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Names the destination of a connect or send by the policy's own resolution
+    /// of the host names in its network rules.
+    pub fn name_destination(&self, ev: &mut Event) {
+        if let Detail::Connect { addr, .. } | Detail::Send { addr, .. } = &ev.detail {
+            ev.host = self
+                .hosts
+                .name_of(super::matcher::canonical(*addr))
+                .map(str::to_owned);
+        }
+    }
+
+    /// What `ev` broke and what is left to do about it. `is_root`: the event's
+    /// process is its session's root. The kernel's own decision comes with the event
+    /// (`Event::enforced`). Decides only: carrying a verdict out is `action`'s.
+    pub fn judge(&self, ev: &Event, is_root: bool) -> Option<Verdict> {
+        let hits = self
+            .compiled
+            .hits(&ev.detail, &ev.task.comm, is_root, &self.hosts);
+        let enforced = ev.enforced;
+        let by_kernel = (enforced & enforced::RULE_MASK)
+            .checked_sub(1)
+            .map(usize::from);
+        let killed = enforced & enforced::KILLED != 0;
+        let denied = enforced & enforced::DENIED != 0;
+        if hits.is_empty() && by_kernel.is_none() {
+            return None;
+        }
+        let rules = &self.compiled.policy.rules;
+        let primary = match by_kernel.filter(|i| *i < rules.len()) {
+            Some(i) if killed || denied => i,
+            _ => hits.first()?.rule,
+        };
+        let rule = &rules[primary];
+        let observe = self.compiled.mode() == Mode::Observe;
+        let step = if observe {
+            Step::Done(Outcome::Logged)
+        } else if killed {
+            Step::Done(Outcome::Killed)
+        } else if denied {
+            Step::Done(Outcome::Denied)
+        } else {
+            match rule.action {
+                Action::Log => Step::Done(Outcome::Logged),
+                Action::Alert => Step::Done(Outcome::Alerted),
+                Action::Kill | Action::Deny => self.stop(&ev.detail, rule.action),
+            }
+        };
+        Some(Verdict {
+            rule: rule.id.clone(),
+            action: rule.action,
+            alert: rule.action != Action::Log,
+            would: observe.then_some(rule.action),
+            rules: hits.iter().map(|h| rules[h.rule].id.clone()).collect(),
+            step,
+        })
+    }
+
+    /// How to stop what a kill or deny rule matched, when the kernel did not.
+    fn stop(&self, detail: &Detail, action: Action) -> Step {
+        match detail {
+            // Refused by the BPF-LSM file_open hook.
+            Detail::Open { ret, .. }
+                if *ret == -i64::from(libc::EPERM) && self.lsm && action == Action::Deny =>
+            {
+                Step::Done(Outcome::Denied)
+            }
+            // Nothing was opened: there is nothing to stop.
+            Detail::Open { ret, .. } if *ret < 0 => Step::Done(Outcome::Logged),
+            // The kernel refuses what it knows; a destination it did not know (a
+            // name not yet resolved) went through.
+            Detail::Connect { .. } | Detail::Send { .. } => Step::Done(Outcome::NotDenied),
+            Detail::Exec { .. } | Detail::Open { .. } => Step::KillProcess,
+            _ => Step::Done(Outcome::Logged),
+        }
+    }
+
+    /// Ids of rules whose kill or deny the kernel applies only in part (the rest
+    /// happens from user space, after the fact).
+    pub fn user_space_rules(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .kernel
+            .partial
+            .iter()
+            .map(|i| self.compiled.policy.rules[*i].id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The judge on events as the kernel reports them (the decoder's output), under
+    //! the built-in workstation policy for a user whose home is /home/alice. No
+    //! process is touched: the judge only decides.
+
+    use std::net::IpAddr;
+
+    use guard_common::{OpenCall, protocol::Outcome, rules::enforced};
+
+    use super::*;
+    use crate::{
+        event::{Proto, SessionId, Task},
+        policy::{builtin, parse},
+    };
+
+    const HOME: &str = "/home/alice";
+
+    fn judge_for(text: &str, lsm: bool) -> Judge {
+        let (policy, _) = parse::parse("test", text).expect("a valid policy");
+        let hosts = Hosts {
+            by_name: Default::default(),
+            resolvers: vec!["10.0.0.53".parse().expect("addr")],
+        };
+        Judge::new(policy, vec![HOME.to_owned()], hosts, lsm).expect("compiles")
+    }
+
+    fn workstation() -> Judge {
+        judge_for(builtin::get("workstation").expect("built-in"), false)
+    }
+
+    fn event(comm: &str, detail: Detail, enforced: u16) -> Event {
+        Event {
+            ts_ns: 1_000,
+            session: Some(SessionId(7)),
+            task: Task {
+                pid: 4242,
+                tid: 4242,
+                ppid: 4200,
+                comm: comm.into(),
+                ..Task::default()
+            },
+            detail,
+            enforced,
+            host: None,
+            violation: None,
+        }
+    }
+
+    fn open(path: &str, flags: u64, ret: i64) -> Detail {
+        Detail::Open {
+            path: path.into(),
+            resolved: true,
+            truncated: false,
+            flags,
+            call: OpenCall::Openat,
+            ret,
+        }
+    }
+
+    fn exec(exe: &str, argv: &[&str]) -> Detail {
+        Detail::Exec {
+            exe: exe.into(),
+            exe_truncated: false,
+            argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+            argv_truncated: false,
+            root: false,
+            by_cgroup: false,
+        }
+    }
+
+    fn connect(addr: &str, port: u16, ret: i64) -> Detail {
+        Detail::Connect {
+            addr: addr.parse::<IpAddr>().expect("addr"),
+            port,
+            proto: Proto::Tcp,
+            ret,
+        }
+    }
+
+    /// The `enforced` bits the kernel sets when it acted on rule `id`.
+    fn by_kernel(j: &Judge, id: &str, bit: u16) -> u16 {
+        let index = j
+            .policy()
+            .rules
+            .iter()
+            .position(|r| r.id == id)
+            .expect("rule");
+        (index as u16 + 1) | bit
+    }
+
+    #[test]
+    fn a_kernel_kill_is_reported_not_repeated() {
+        let j = workstation();
+        let bits = by_kernel(&j, "credentials-read", enforced::KILLED);
+        let ev = event("cat", open("/home/alice/.ssh/id_rsa", 0, 3), bits);
+        let v = j.judge(&ev, false).expect("a violation");
+        assert_eq!(v.rule, "credentials-read");
+        assert_eq!(v.action, Action::Kill);
+        assert_eq!(v.step, Step::Done(Outcome::Killed));
+        assert!(v.alert);
+        assert!(
+            v.rules.contains(&"private-keys-read".to_owned()),
+            "every rule broken is named: {:?}",
+            v.rules
+        );
+    }
+
+    #[test]
+    fn what_the_kernel_could_not_decide_is_killed_from_user_space() {
+        let j = workstation();
+        // A force push: argv rules are decided in user space.
+        let ev = event(
+            "git",
+            exec(
+                "/usr/bin/git",
+                &["git", "push", "--force", "origin", "main"],
+            ),
+            0,
+        );
+        let v = j.judge(&ev, false).expect("a violation");
+        assert_eq!(v.rule, "git-force-push");
+        assert_eq!(v.step, Step::KillProcess);
+        // A plain push is no violation.
+        let ev = event("git", exec("/usr/bin/git", &["git", "push"]), 0);
+        assert_eq!(j.judge(&ev, false), None);
+    }
+
+    #[test]
+    fn a_failed_open_has_nothing_to_stop() {
+        let j = workstation();
+        let ev = event("cat", open("/home/alice/.aws/credentials", 0, -2), 0);
+        let v = j.judge(&ev, false).expect("still a violation");
+        assert_eq!(v.step, Step::Done(Outcome::Logged));
+    }
+
+    #[test]
+    fn scope_keeps_the_agent_on_its_own_token() {
+        let j = workstation();
+        let read = event("codex", open("/home/alice/.codex/auth.json", 0, 3), 0);
+        assert_eq!(j.judge(&read, true), None, "the session's root may read it");
+        let v = j.judge(&read, false).expect("a descendant may not");
+        assert_eq!(v.rule, "codex-auth-read");
+    }
+
+    #[test]
+    fn observe_mode_logs_what_enforce_would_do() {
+        let text = builtin::get("workstation")
+            .expect("built-in")
+            .replace("mode = \"enforce\"", "mode = \"observe\"");
+        let j = judge_for(&text, false);
+        assert_eq!(j.policy().mode, Mode::Observe);
+        let ev = event("sudo", exec("/usr/bin/sudo", &["sudo", "id"]), 0);
+        let v = j.judge(&ev, false).expect("a violation");
+        assert_eq!(v.step, Step::Done(Outcome::Logged));
+        assert_eq!(v.would, Some(Action::Kill));
+    }
+
+    #[test]
+    fn network_denials_come_from_the_kernel() {
+        let j = workstation();
+        let bits = by_kernel(&j, "cloud-metadata", enforced::DENIED);
+        let ev = event("curl", connect("169.254.169.254", 80, -1), bits);
+        let v = j.judge(&ev, false).expect("a violation");
+        assert_eq!(
+            (v.rule.as_str(), v.step),
+            ("cloud-metadata", Step::Done(Outcome::Denied))
+        );
+        // Off the allowlist but not refused by the kernel (e.g. a name it had not
+        // resolved yet): reported as not denied, never as denied.
+        let ev = event("curl", connect("203.0.113.9", 443, 0), 0);
+        let v = j.judge(&ev, false).expect("a violation");
+        assert_eq!(
+            (v.rule.as_str(), v.step),
+            ("egress-allowlist", Step::Done(Outcome::NotDenied))
+        );
+        let ev = event("curl", connect("127.0.0.1", 8080, 0), 0);
+        assert_eq!(j.judge(&ev, false), None, "loopback is allowed");
+    }
+
+    #[test]
+    fn a_denied_open_is_denied_only_where_bpf_lsm_runs() {
+        let text = r#"
+mode = "enforce"
+[[rule]]
+id = "hooks"
+kind = "file"
+access = ["write"]
+paths = ["/srv/repo/.git/hooks/**"]
+action = "deny"
+"#;
+        let eperm = -i64::from(libc::EPERM);
+        let ev = event("sh", open("/srv/repo/.git/hooks/pre-commit", 0o1, eperm), 0);
+        let lsm = judge_for(text, true).judge(&ev, false).expect("violation");
+        assert_eq!(lsm.step, Step::Done(Outcome::Denied));
+        let written = event("sh", open("/srv/repo/.git/hooks/pre-commit", 0o1, 3), 0);
+        let fallback = judge_for(text, false)
+            .judge(&written, false)
+            .expect("violation");
+        assert_eq!(fallback.step, Step::KillProcess, "deny acts as kill");
+    }
+
+    #[test]
+    fn ordinary_work_is_no_violation() {
+        let j = workstation();
+        for ev in [
+            event("cargo", open("/home/alice/src/guard/Cargo.toml", 0, 3), 0),
+            event("cargo", exec("/usr/bin/cargo", &["cargo", "test"]), 0),
+            event("cat", open("/home/alice/src/app/.env.example", 0, 3), 0),
+            event("rm", exec("/usr/bin/rm", &["rm", "-rf", "target"]), 0),
+        ] {
+            assert_eq!(j.judge(&ev, false), None, "{:?}", ev.detail);
+        }
+    }
+
+    #[test]
+    fn destinations_are_named_by_the_policy_s_resolution() {
+        let mut j = workstation();
+        j.set_host(
+            "api.openai.com".into(),
+            vec!["162.159.140.245".parse().expect("addr")],
+        );
+        let mut ev = event("codex", connect("162.159.140.245", 443, 0), 0);
+        j.name_destination(&mut ev);
+        assert_eq!(ev.host.as_deref(), Some("api.openai.com"));
+        assert_eq!(j.judge(&ev, true), None);
+    }
+}
