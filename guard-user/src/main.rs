@@ -11,6 +11,7 @@
 mod action;
 mod audit;
 mod cli;
+mod container;
 mod control;
 mod daemon;
 mod ebpf;

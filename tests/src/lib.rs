@@ -906,7 +906,7 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
     let str_or_null = |key: &str| v.get(key).is_some_and(|x| x.is_string() || x.is_null());
     let str_array = |key: &str| e.strings(key).is_some();
 
-    need(v.get("schema") == Some(&Value::from(1)), "schema is not 1");
+    need(v.get("schema") == Some(&Value::from(2)), "schema is not 2");
     match e.str("ts").map(parse_rfc3339) {
         None => need(false, "ts is not a string"),
         Some(None) => need(false, "ts is not RFC 3339"),

@@ -54,7 +54,6 @@ impl Sink {
         })
     }
 
-    /// Writes an already serialised event.
     /// Serialises an event into the buffer, one line.
     pub fn write_event(&mut self, ev: &Event) -> Result<(), Error> {
         serde_json::to_writer(&mut self.out, ev)
@@ -66,6 +65,7 @@ impl Sink {
             })
     }
 
+    /// Writes an already serialised event, one line.
     pub fn write_line(&mut self, line: &str) -> Result<(), Error> {
         self.out
             .write_all(line.as_bytes())

@@ -39,7 +39,35 @@ pub enum DecodeError {
     Payload { declared: usize, available: usize },
 }
 
-fn read<T: Copy>(bytes: &[u8], at: usize) -> Result<T, DecodeError> {
+/// The fixed parts of a record: `#[repr(C)]` structs of integers only, so any bit
+/// pattern is a valid value. Sealed here, next to the one unsafe read, with the
+/// layout the kernel side writes pinned down: a change to guard-common's records
+/// that forgets the decoder fails to compile.
+trait Wire: Copy {
+    /// The size the kernel writes.
+    const SIZE: usize;
+}
+
+macro_rules! wire {
+    ($($ty:ty = $size:expr),* $(,)?) => {$(
+        impl Wire for $ty {
+            const SIZE: usize = $size;
+        }
+        const _: () = assert!(size_of::<$ty>() == <$ty as Wire>::SIZE);
+        const _: () = assert!(std::mem::align_of::<$ty>() <= 8);
+    )*};
+}
+
+wire!(
+    Header = 72,
+    ExecBody = 16,
+    OpenBody = 24,
+    NetBody = 32,
+    ForkBody = 16,
+    ExitBody = 16,
+);
+
+fn read<T: Wire>(bytes: &[u8], at: usize) -> Result<T, DecodeError> {
     let need = at + size_of::<T>();
     if bytes.len() < need {
         return Err(DecodeError::Short {
@@ -47,8 +75,8 @@ fn read<T: Copy>(bytes: &[u8], at: usize) -> Result<T, DecodeError> {
             need,
         });
     }
-    // SAFETY: bounds checked above; T is a plain #[repr(C)] integer struct, valid
-    // for any bit pattern, and read_unaligned tolerates the buffer's alignment.
+    // SAFETY: bounds checked above; T is a `Wire` type (integers only, valid for
+    // any bit pattern), and read_unaligned tolerates the buffer's alignment.
     Ok(unsafe { bytes.as_ptr().add(at).cast::<T>().read_unaligned() })
 }
 

@@ -253,7 +253,7 @@ mod tests {
         });
         assert_eq!(
             e.to_json(),
-            r#"{"schema":1,"ts":"2025-11-21T04:40:00.123456789Z","kind":"open","session":"000000000000001f","pid":42,"ppid":1,"tid":42,"comm":"sh","uid":0,"user":"root","cgroup_id":0,"container":null,"path":"/work/.env","path_resolved":false,"path_truncated":false,"access":["read"],"flags":0,"call":"openat","result":"ENOENT","errno":2}"#
+            r#"{"schema":2,"ts":"2025-11-21T04:40:00.123456789Z","kind":"open","session":"000000000000001f","pid":42,"ppid":1,"tid":42,"comm":"sh","uid":0,"user":"root","cgroup_id":0,"container":null,"path":"/work/.env","path_resolved":false,"path_truncated":false,"access":["read"],"flags":0,"call":"openat","result":"ENOENT","errno":2}"#
         );
     }
 
@@ -280,5 +280,133 @@ mod tests {
         })
         .to_json();
         assert!(j.ends_with(r#""signal":9,"root":false}"#), "{j}");
+    }
+
+    /// Every kind the daemon writes reads back through the protocol's `EventLine`,
+    /// which clients use: the two cannot drift.
+    #[test]
+    fn every_kind_reads_back_as_a_protocol_line() {
+        use guard_common::protocol::{
+            Action, Enforcement, EventDetail, EventLine, How, Mode, Outcome,
+        };
+
+        use crate::event::Violation;
+
+        let v4: IpAddr = "10.1.2.3".parse().expect("addr");
+        let cases = vec![
+            Detail::Exec {
+                exe: "/usr/bin/git".into(),
+                exe_truncated: false,
+                argv: vec!["git".into(), "push".into()],
+                argv_truncated: false,
+                root: false,
+                by_cgroup: false,
+            },
+            Detail::Open {
+                path: "/etc/hosts".into(),
+                resolved: true,
+                truncated: false,
+                flags: 0,
+                call: OpenCall::Openat2,
+                ret: 3,
+            },
+            Detail::Connect {
+                addr: v4,
+                port: 443,
+                proto: Proto::Tcp,
+                ret: -1,
+            },
+            Detail::Send {
+                addr: v4,
+                port: 53,
+                proto: Proto::Udp,
+                ret: 12,
+            },
+            Detail::Fork { child_pid: 9 },
+            Detail::Exit {
+                status: 9,
+                root: true,
+            },
+            Detail::SessionStart {
+                agent: "codex".into(),
+                root_pid: 42,
+                how: How::Run,
+                cwd: Some("/src".into()),
+            },
+            Detail::SessionEnd {
+                root_pid: 42,
+                stragglers: vec![43],
+                killed: vec![43],
+            },
+            Detail::Lost {
+                by_kind: vec![("open".into(), 2)],
+                total: 2,
+            },
+            Detail::PolicyLoaded {
+                name: "ci".into(),
+                mode: Mode::Observe,
+                rules: 3,
+                kernel_entries: 9,
+                user_space_rules: vec![],
+                warnings: String::new(),
+                enforcement: vec![Enforcement {
+                    action: "network_deny".into(),
+                    tier: "cgroup_sock_addr".into(),
+                    guarantee: "EPERM".into(),
+                    fallback_reason: None,
+                }],
+            },
+            Detail::PolicyRejected {
+                name: "/etc/guard.toml".into(),
+                errors: "x:1:1: error[G001]: …".into(),
+            },
+        ];
+        for detail in cases {
+            let kind = detail.kind();
+            // Only what a process did can break a rule (and `policy_loaded` has a
+            // `rules` count of its own).
+            let judged = matches!(kind, "exec" | "open" | "connect" | "send");
+            let mut e = ev(detail);
+            e.violation = judged.then(|| Violation {
+                rule: "r".into(),
+                action: Action::Kill,
+                outcome: Outcome::Failed,
+                error: Some("EPERM".into()),
+                alert: true,
+                would: None,
+                rules: vec!["r".into()],
+                kill_latency_us: None,
+            });
+            let json = e.to_json();
+            let line: EventLine = serde_json::from_str(&json).expect(&json);
+            assert_eq!(line.detail.kind(), kind, "{json}");
+            assert_ne!(line.detail, EventDetail::Other, "{json}");
+            if judged {
+                let v = line.violation.expect("violation read back");
+                assert_eq!(
+                    (v.outcome, v.outcome_error.as_deref()),
+                    (Outcome::Failed, Some("EPERM"))
+                );
+            } else {
+                assert_eq!(line.violation, None, "{json}");
+            }
+        }
+        let exit: EventLine = serde_json::from_str(
+            &ev(Detail::Exit {
+                status: 9,
+                root: true,
+            })
+            .to_json(),
+        )
+        .expect("exit");
+        assert_eq!(
+            exit.detail,
+            EventDetail::Exit {
+                exit_code: None,
+                signal: Some(9),
+                root: true
+            }
+        );
+        assert_eq!(exit.pid, Some(42));
     }
 }

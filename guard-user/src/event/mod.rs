@@ -6,7 +6,6 @@ pub mod clock;
 pub mod decode;
 pub mod enrich;
 mod json;
-pub mod runtime;
 
 pub use self::json::rfc3339;
 
@@ -21,7 +20,7 @@ pub use self::decode::Record;
 use self::decode::{Body, comm, split_argv};
 
 /// Version of the JSON event schema (docs/events.md).
-pub const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 2;
 
 /// A session id: the boot-clock ns at which its root was first tracked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -165,7 +164,7 @@ pub struct Task {
     /// Kubernetes pod uid, from the cgroup path.
     pub pod: Option<Arc<str>>,
     /// The container's names, from its runtime's state.
-    pub meta: Option<Arc<runtime::ContainerMeta>>,
+    pub meta: Option<Arc<crate::container::runtime::ContainerMeta>>,
 }
 
 /// A policy rule the event broke, and what was done about it.

@@ -124,33 +124,7 @@ pub enum ContainerSelector {
     All(Vec<(ContainerField, String)>),
 }
 
-/// What a [`ContainerSelector`] term looks at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ContainerField {
-    /// The container id: a prefix of it (lowercase hex, 12 to 64 digits).
-    Id,
-    /// The Kubernetes pod's uid, exactly.
-    PodUid,
-    /// The container's name (a glob), from the runtime's state.
-    Name,
-    /// The image reference (a glob), from the runtime's state.
-    Image,
-    /// The Kubernetes pod's name (a glob), from the runtime's state.
-    Pod,
-    /// The Kubernetes namespace (a glob), from the runtime's state.
-    Namespace,
-}
-
-impl ContainerField {
-    pub const ALL: [(&'static str, ContainerField); 6] = [
-        ("id", ContainerField::Id),
-        ("pod_uid", ContainerField::PodUid),
-        ("name", ContainerField::Name),
-        ("image", ContainerField::Image),
-        ("pod", ContainerField::Pod),
-        ("namespace", ContainerField::Namespace),
-    ];
-}
+pub use crate::container::ContainerField;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {

@@ -1401,7 +1401,7 @@ fn container_selector(text: &str) -> Result<ContainerSelector, String> {
             ContainerField::PodUid => {
                 // The systemd cgroup driver writes pod uids with `_`; accept either.
                 let uid = value.to_ascii_lowercase().replace('_', "-");
-                if !crate::event::enrich::is_pod_uid(&uid) {
+                if !crate::container::is_pod_uid(&uid) {
                     return Err(format!(
                         "`pod_uid={value}` is not a pod uid (as `kubectl get pod -o \
                          jsonpath='{{.metadata.uid}}'` prints it)"

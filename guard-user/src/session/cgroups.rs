@@ -18,12 +18,12 @@ use globset::{Glob, GlobMatcher, GlobSet, GlobSetBuilder};
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
 use crate::{
-    event::{
-        enrich::{container_id_in_path, pod_uid_in_path},
+    container::{
+        ContainerField, container_id_in_path, pod_uid_in_path,
         runtime::{ContainerMeta, Runtimes},
     },
     policy::{
-        model::{ContainerField, ContainerSelector, Policy},
+        model::{ContainerSelector, Policy},
         parse::cgroup_glob,
     },
 };

@@ -30,7 +30,7 @@ pub struct Session {
     pub container: Option<Arc<str>>,
     pub pod: Option<Arc<str>>,
     /// The container's names, from its runtime's state.
-    pub meta: Option<Arc<crate::event::runtime::ContainerMeta>>,
+    pub meta: Option<Arc<crate::container::runtime::ContainerMeta>>,
     pub cwd: Option<String>,
     pub counts: Counts,
 }
@@ -382,7 +382,7 @@ pub mod view {
                     })
                     .collect();
                 processes.sort_by_key(|p| p.pid);
-                let meta = |f: fn(&crate::event::runtime::ContainerMeta) -> &Option<String>| {
+                let meta = |f: fn(&crate::container::runtime::ContainerMeta) -> &Option<String>| {
                     s.meta.as_deref().and_then(|m| f(m).clone())
                 };
                 SessionInfo {

@@ -42,7 +42,7 @@ fn container_label(s: &SessionInfo) -> Option<String> {
 }
 
 /// A session's event counts, as the daemon keeps them.
-pub use crate::session::Counts;
+pub use guard_common::protocol::Counts;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Process {

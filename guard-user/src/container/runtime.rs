@@ -21,7 +21,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::policy::model::ContainerField;
+use super::ContainerField;
 
 /// A container's names, as far as its runtime's state tells.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
