@@ -1073,8 +1073,17 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
             );
             need(is_int("rules"), "rules is not an integer");
             need(
-                v.get("enforcement").is_some_and(Value::is_object),
-                "enforcement is not an object",
+                v.get("enforcement")
+                    .and_then(Value::as_array)
+                    .is_some_and(|rows| {
+                        !rows.is_empty()
+                            && rows.iter().all(|r| {
+                                ["action", "tier", "guarantee"]
+                                    .iter()
+                                    .all(|k| r.get(k).is_some_and(Value::is_string))
+                            })
+                    }),
+                "enforcement is not a list of {action, tier, guarantee}",
             );
         }
         "policy_rejected" => {

@@ -151,3 +151,162 @@ impl Pipeline {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The pipeline without a kernel: events as the decoder makes them go in, the
+    //! audit log comes out.
+
+    use std::os::unix::process::ExitStatusExt as _;
+
+    use guard_common::protocol::{EventDetail, EventLine, Outcome};
+
+    use super::*;
+    use crate::{
+        event::SessionId,
+        policy::{builtin, matcher::Hosts, parse},
+    };
+
+    fn pipeline() -> Pipeline {
+        let (policy, _) = parse::parse("ci", builtin::get("ci").expect("built-in")).expect("valid");
+        let hosts = Hosts {
+            by_name: Default::default(),
+            resolvers: vec![],
+        };
+        Pipeline {
+            registry: Registry::default(),
+            enricher: Enricher::new(std::path::Path::new("/")),
+            judge: Judge::new(policy, vec!["/home/alice".into()], hosts, false).expect("compiles"),
+            actor: Actor::default(),
+            offset: 0,
+            undecodable: 0,
+        }
+    }
+
+    fn event(pid: u32, detail: Detail) -> Event {
+        Event {
+            ts_ns: 1,
+            session: Some(SessionId(5)),
+            task: Task {
+                pid,
+                tid: pid,
+                ppid: 1,
+                comm: "agent".into(),
+                ..Task::default()
+            },
+            detail,
+            enforced: 0,
+            host: None,
+            violation: None,
+        }
+    }
+
+    fn exec(exe: &str, argv: &[&str], root: bool) -> Detail {
+        Detail::Exec {
+            exe: exe.into(),
+            exe_truncated: false,
+            argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+            argv_truncated: false,
+            root,
+            by_cgroup: false,
+        }
+    }
+
+    #[test]
+    fn a_session_from_start_to_end_with_a_user_space_kill() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("events.jsonl");
+        let mut out = Outputs::new(Sink::open(&log).expect("sink"), Arc::new(Metrics::new()));
+        let mut p = pipeline();
+        // A real process stands in for the offender and for a straggler.
+        let mut offender = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn");
+        let mut straggler = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn");
+        let (bad, left) = (offender.id(), straggler.id());
+        p.process(
+            event(100, exec("/usr/bin/agent", &["agent"], true)),
+            &mut out,
+        )
+        .expect("write");
+        p.process(event(100, Detail::Fork { child_pid: left }), &mut out)
+            .expect("write");
+        p.process(event(100, Detail::Fork { child_pid: bad }), &mut out)
+            .expect("write");
+        // A force push: decided in user space, killed through a pidfd.
+        p.process(
+            event(bad, exec("/usr/bin/git", &["git", "push", "-f"], false)),
+            &mut out,
+        )
+        .expect("write");
+        assert_eq!(offender.wait().expect("wait").signal(), Some(libc::SIGKILL));
+        p.process(
+            event(
+                bad,
+                Detail::Exit {
+                    status: 9,
+                    root: false,
+                },
+            ),
+            &mut out,
+        )
+        .expect("write");
+        // The root exits: the CI policy kills what is left of the session.
+        p.process(
+            event(
+                100,
+                Detail::Exit {
+                    status: 0,
+                    root: true,
+                },
+            ),
+            &mut out,
+        )
+        .expect("write");
+        assert_eq!(
+            straggler.wait().expect("wait").signal(),
+            Some(libc::SIGKILL)
+        );
+        out.sink.flush().expect("flush");
+
+        let lines: Vec<EventLine> = std::fs::read_to_string(&log)
+            .expect("log")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect(l))
+            .collect();
+        let kinds: Vec<&str> = lines.iter().map(|l| l.detail.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "session_start",
+                "exec",
+                "fork",
+                "fork",
+                "exec",
+                "exit",
+                "exit",
+                "session_end"
+            ]
+        );
+        let push = &lines[4];
+        let v = push.violation.as_ref().expect("a violation");
+        assert_eq!(
+            (v.rule.as_str(), v.outcome),
+            ("git-force-push", Outcome::Killed)
+        );
+        assert!(v.kill_latency_us.is_some());
+        assert_eq!(
+            lines[7].detail,
+            EventDetail::SessionEnd {
+                root_pid: 100,
+                stragglers: vec![left],
+                killed: vec![left],
+            }
+        );
+        assert_eq!(out.total, 8);
+    }
+}
