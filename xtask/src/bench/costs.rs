@@ -1,0 +1,165 @@
+//! Where the time goes: the in-kernel cost of guard's programs.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+use super::ctx::Ctx;
+use super::guard::start_guard;
+use super::peers::which;
+use super::process::{check_interrupted, run_timed};
+use super::setups::{Setup, Workload};
+use crate::util::{self, log};
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// Turns on the kernel's BPF run-time statistics; restores the setting on drop.
+struct BpfStats(String);
+
+impl BpfStats {
+    fn enable() -> Result<Self> {
+        let prev =
+            fs::read_to_string(BPF_STATS).with_context(|| format!("cannot read {BPF_STATS}"))?;
+        fs::write(BPF_STATS, "1").with_context(|| format!("cannot write {BPF_STATS}"))?;
+        Ok(Self(prev.trim().to_owned()))
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if let Err(e) = fs::write(BPF_STATS, &self.0) {
+            log!("warning: cannot restore {BPF_STATS}: {e}");
+        }
+    }
+}
+
+/// A loaded BPF program, from `bpftool prog show`.
+struct BpfProg {
+    name: String,
+    run_time_ns: u64,
+    run_cnt: u64,
+    pids: Vec<u64>,
+}
+
+/// Loaded BPF programs by id.
+fn bpf_programs() -> Result<BTreeMap<u64, BpfProg>> {
+    let out = util::stdout_of(Command::new("bpftool").args(["prog", "show", "--json"]))?;
+    let v: Value =
+        serde_json::from_str(&out).context("bpftool printed something that is not JSON")?;
+    Ok(v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let pids = p["pids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x["pid"].as_u64())
+                .collect();
+            Some((
+                p["id"].as_u64()?,
+                BpfProg {
+                    name: p["name"].as_str().unwrap_or("?").to_owned(),
+                    run_time_ns: p["run_time_ns"].as_u64().unwrap_or(0),
+                    run_cnt: p["run_cnt"].as_u64().unwrap_or(0),
+                    pids,
+                },
+            ))
+        })
+        .collect())
+}
+
+/// Where the time goes: the kernel's own run-time statistics of guard's programs
+/// (`kernel.bpf_stats_enabled`, on only for this short phase, since it adds to every
+/// program run) while the micro workloads run outside and inside a session.
+pub(super) fn program_costs(ctx: &mut Ctx) -> Result<Value> {
+    if which("bpftool").is_none() {
+        bail!("bpftool not found (Debian package bpftool)");
+    }
+    let stats = BpfStats::enable()?;
+    let mut rows = Vec::new();
+    let policy = ctx.log_policy.clone();
+    for floor in [true, false] {
+        let before: Vec<u64> = bpf_programs()?.into_keys().collect();
+        let events = ctx.next_file("costs", "jsonl");
+        let mut daemon = start_guard(ctx, &policy, floor, &events)?;
+        let setups: &[Setup] = if floor {
+            &[Setup::Floor]
+        } else {
+            &[Setup::GuardOutside, Setup::GuardInside]
+        };
+        let result = program_rows(ctx, u64::from(daemon.pid()), &before, setups, &mut rows);
+        daemon.stop(libc::SIGTERM, Duration::from_secs(15));
+        let _ = fs::remove_file(&events);
+        result?;
+    }
+    drop(stats);
+    Ok(json!({ "rows": rows }))
+}
+
+/// Runs the micro workloads (a quarter of their size) under `setups` and adds the
+/// run-time statistics of the daemon's programs (those bpftool says `pid` holds,
+/// else those loaded since `before`) to `rows`.
+fn program_rows(
+    ctx: &Ctx,
+    pid: u64,
+    before: &[u64],
+    setups: &[Setup],
+    rows: &mut Vec<Value>,
+) -> Result<()> {
+    let ours = |all: &BTreeMap<u64, BpfProg>| -> Vec<u64> {
+        let by_pid: Vec<u64> = all
+            .iter()
+            .filter(|(_, p)| p.pids.contains(&pid))
+            .map(|(id, _)| *id)
+            .collect();
+        if by_pid.is_empty() {
+            all.keys()
+                .filter(|id| !before.contains(id))
+                .copied()
+                .collect()
+        } else {
+            by_pid
+        }
+    };
+    let p = &ctx.params;
+    for (w, n) in [
+        (Workload::Open, (p.open_n / 4).max(1000)),
+        (Workload::ForkExec, (p.forkexec_n / 4).max(50)),
+        (Workload::Connect, (p.connect_n / 4).max(1000)),
+    ] {
+        for &setup in setups {
+            check_interrupted()?;
+            let s0 = bpf_programs()?;
+            run_timed(
+                &mut ctx.workload_command_n(setup, w, n),
+                Duration::from_secs(600),
+            )?;
+            let s1 = bpf_programs()?;
+            for id in ours(&s1) {
+                let (Some(a), Some(b)) = (s0.get(&id), s1.get(&id)) else {
+                    continue;
+                };
+                let runs = b.run_cnt.saturating_sub(a.run_cnt);
+                if runs == 0 {
+                    continue;
+                }
+                let ns = b.run_time_ns.saturating_sub(a.run_time_ns);
+                rows.push(json!({
+                    "workload": w.name(),
+                    "iterations": n,
+                    "setup": setup.name(),
+                    "program": b.name,
+                    "runs": runs,
+                    "ns_per_run": ns as f64 / runs as f64,
+                    "ns_per_iteration": ns as f64 / n as f64,
+                }));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! What every measurement needs, and the workload command as a setup runs it.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::options::Params;
+use super::setups::{Setup, Workload};
+
+/// What every measurement needs.
+pub(super) struct Ctx {
+    pub(super) guard: PathBuf,
+    pub(super) dir: PathBuf,
+    pub(super) params: Params,
+    pub(super) workload_bin: PathBuf,
+    /// The account the workloads run as (an existing one no process uses).
+    pub(super) account: String,
+    pub(super) uid: u32,
+    pub(super) gid: u32,
+    /// CPU the micro workloads are pinned to (None on one CPU).
+    pub(super) pin_cpu: Option<usize>,
+    pub(super) agent: String,
+    pub(super) port: u16,
+    pub(super) open_target: PathBuf,
+    pub(super) repo: PathBuf,
+    pub(super) build_dir: PathBuf,
+    pub(super) home: PathBuf,
+    pub(super) log_policy: PathBuf,
+    pub(super) socket: PathBuf,
+    pub(super) bpftrace_script: PathBuf,
+    pub(super) audit_dir: PathBuf,
+    /// Why tcpconnect cannot run, if it cannot.
+    pub(super) tcpconnect_problem: Option<String>,
+    /// Files read before each real-workload run (git and its libraries).
+    pub(super) warm_files: Vec<PathBuf>,
+    /// Pids of the daemons and tracers this bench runs (to tell other guards apart).
+    pub(super) own_pids: Vec<u32>,
+    pub(super) counter: u64,
+}
+
+impl Ctx {
+    pub(super) fn ids(&self) -> String {
+        format!("{}:{}", self.uid, self.gid)
+    }
+
+    pub(super) fn next_file(&mut self, stem: &str, ext: &str) -> PathBuf {
+        self.counter += 1;
+        self.dir.join(format!("{stem}-{}.{ext}", self.counter))
+    }
+
+    /// The workload command, as a setup runs it.
+    pub(super) fn workload_command(&self, setup: Setup, w: Workload) -> Command {
+        self.workload_command_n(setup, w, w.size(&self.params))
+    }
+
+    /// The workload command with `n` iterations.
+    pub(super) fn workload_command_n(&self, setup: Setup, w: Workload, n: u64) -> Command {
+        let mut cmd = if setup.in_session() {
+            let mut c = Command::new(&self.guard);
+            c.arg("run")
+                .arg("--socket")
+                .arg(&self.socket)
+                .arg("--")
+                .arg(&self.workload_bin);
+            c
+        } else {
+            Command::new(&self.workload_bin)
+        };
+        cmd.args(w.args_n(self, n));
+        self.workload_env(&mut cmd);
+        // The micro workloads run on one CPU: their parent/child and client/server
+        // wake-ups then do not depend on waking an idle virtual CPU. The real
+        // workloads (git, gcc) run where the scheduler puts them.
+        if let (Some(cpu), true) = (self.pin_cpu, w.micro()) {
+            cmd.env("GBENCH_CPU", cpu.to_string());
+        }
+        cmd
+    }
+
+    pub(super) fn workload_env(&self, cmd: &mut Command) {
+        cmd.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", &self.home)
+            .env("LC_ALL", "C")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .current_dir(&self.dir);
+    }
+}

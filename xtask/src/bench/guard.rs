@@ -1,0 +1,111 @@
+//! Driving guard: starting the daemon and reading its status.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use serde_json::Value;
+
+use super::ctx::Ctx;
+use super::process::{Proc, file_for, run_timed, sleep};
+
+fn guard_status(ctx: &Ctx) -> Result<Value> {
+    let out = run_timed(
+        Command::new(&ctx.guard)
+            .arg("status")
+            .arg("--socket")
+            .arg(&ctx.socket),
+        Duration::from_secs(20),
+    )?;
+    serde_json::from_str(&out).context("`guard status` printed something that is not JSON")
+}
+
+pub(super) fn lost_sum(status: &Value) -> u64 {
+    status
+        .get("lost")
+        .and_then(Value::as_object)
+        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
+}
+
+pub(super) fn events_total(status: &Value) -> u64 {
+    status
+        .get("events_total")
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
+pub(super) fn cpu_seconds(status: &Value) -> f64 {
+    status
+        .get("cpu_seconds")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0)
+}
+
+/// Waits until the daemon's event count stops moving (it has drained what the
+/// workload produced); returns the last status.
+pub(super) fn guard_idle(ctx: &Ctx) -> Result<Value> {
+    let start = Instant::now();
+    let mut last = guard_status(ctx)?;
+    loop {
+        sleep(Duration::from_millis(150))?;
+        let now = guard_status(ctx)?;
+        if events_total(&now) == events_total(&last) || start.elapsed() > Duration::from_secs(60) {
+            return Ok(now);
+        }
+        last = now;
+    }
+}
+
+/// Starts `guard daemon` (`floor`: the empty programs) and waits for its ready line.
+pub(super) fn start_guard(
+    ctx: &mut Ctx,
+    policy: &Path,
+    floor: bool,
+    events: &Path,
+) -> Result<Proc> {
+    let _ = fs::remove_file(&ctx.socket);
+    let stderr = ctx.next_file("guard", "err");
+    let mut cmd = Command::new(&ctx.guard);
+    cmd.arg("daemon");
+    if floor {
+        cmd.arg("--floor");
+    } else {
+        cmd.arg("--policy")
+            .arg(policy)
+            .arg("--agent")
+            .arg(&ctx.agent)
+            .arg("--events")
+            .arg(events)
+            .arg("--socket")
+            .arg(&ctx.socket);
+    }
+    cmd.env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file_for(&stderr)?);
+    let mut proc = Proc::spawn(
+        if floor {
+            "guard daemon --floor"
+        } else {
+            "guard daemon"
+        },
+        &mut cmd,
+        Some(&stderr),
+    )?;
+    proc.wait_ready(Duration::from_secs(60), || {
+        fs::read_to_string(&stderr).is_ok_and(|s| s.contains("guard daemon ready"))
+    })?;
+    ctx.own_pids.push(proc.pid());
+    Ok(proc)
+}
+
+/// VmHWM (peak resident set) of a process, in bytes.
+pub(super) fn vm_hwm(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,352 @@
+//! `cargo xtask bench`: what guard costs the processes it watches, next to no
+//! monitoring, empty programs on the same hooks, auditd, libbpf-tools and bpftrace.
+//!
+//! Every workload runs under every setup, interleaved (round by round, and within
+//! a round workload by workload with the setups one after the other), so drift on
+//! a shared machine hits all setups alike. Each measurement starts its setup fresh
+//! (daemon or tracer attached and ready), runs the workload, then stops the setup.
+//! The workload times itself (CLOCK_MONOTONIC around its loop), so starting and
+//! stopping setups is not in the numbers.
+//!
+//! Every workload drops to a uid of its own, unused on the host, so the peers can
+//! filter it and everything it starts in the kernel (guard follows the process tree
+//! of a session instead). Then the capacity of the daemon (highest event rate with
+//! zero loss) and the user-space kill latency are measured.
+//!
+//! Everything started is stopped on the way out, failure or Ctrl-C included: the
+//! daemons and tracers (`Proc` kills on drop), the audit rules and settings
+//! (`AuditState` restores on drop) and the temporary directories (`TempDir`).
+//!
+//! The modules follow a run: [`options`] and [`setups`] say what runs; [`process`],
+//! [`ctx`], [`guard`], [`auditd`], [`peers`] and [`host`] are the means;
+//! [`prepare`] makes the workloads' files; [`running`] starts and stops a setup;
+//! [`measure`] and [`costs`] take the numbers; [`summary`], [`markdown`] and
+//! [`chart`] report them.
+
+mod auditd;
+mod chart;
+mod costs;
+mod ctx;
+mod guard;
+mod host;
+mod markdown;
+mod measure;
+mod options;
+mod peers;
+mod prepare;
+mod process;
+mod running;
+mod setups;
+mod summary;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::json;
+
+use self::auditd::{AuditState, auditd_problem, write_auditd_conf};
+use self::chart::chart;
+use self::costs::program_costs;
+use self::ctx::Ctx;
+use self::host::{machine, pick_account};
+use self::markdown::write_markdown;
+use self::measure::{capacity, kill_latency, measure};
+pub use self::options::Options;
+use self::options::Params;
+use self::peers::{BPFTRACE_SCRIPT, install_peers, tcpconnect_problem, which};
+use self::prepare::{chown_tree, listener, make_build_sources, make_repo, program_files};
+use self::process::{
+    TempDir, check_interrupted, install_signal_handlers, random_hex, run_timed, sleep,
+};
+use self::running::{finish, start};
+use self::setups::{SETUPS, Setup, WORKLOADS};
+use self::summary::{print_summary, summarize, targets};
+use crate::util::{self, log};
+
+pub fn run(guard: &Path, opts: &Options) -> Result<()> {
+    if !util::is_root() {
+        bail!("the benchmarks need root; run `sudo -E env PATH=$PATH cargo xtask bench`");
+    }
+    install_signal_handlers();
+    let params = Params::new(opts);
+    let out_dir = opts.out.clone().unwrap_or_else(|| {
+        if opts.quick {
+            util::target_dir().join("bench-quick")
+        } else {
+            util::workspace_root()
+        }
+    });
+    fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    if !opts.no_install {
+        install_peers();
+    }
+    for bin in ["gcc", "git"] {
+        if which(bin).is_none() {
+            bail!("{bin} is needed (apt-get install {bin})");
+        }
+    }
+    let guard = fs::canonicalize(guard)
+        .with_context(|| format!("no guard binary at {}", guard.display()))?;
+    let started = Instant::now();
+
+    // The temporary directory is on disk (guard's events file is a real file).
+    let hex = random_hex(4);
+    let (_tmp, dir) = TempDir::new_in(Path::new("/var/tmp"), &format!("gbench-{hex}-"))?;
+
+    let (account, uid, gid) = pick_account()?;
+    let agent = format!("gbench{hex}");
+    log!(
+        "temp dir {}, workloads run as {account} ({uid}:{gid}), agent name {agent}",
+        dir.display()
+    );
+
+    // The workload program, under a name of its own.
+    let workload_bin = dir.join(format!("gbw-{hex}"));
+    let source = util::workspace_root().join("bench/workload.c");
+    util::stdout_of(
+        Command::new("gcc")
+            .args(["-O2", "-Wall", "-o"])
+            .arg(&workload_bin)
+            .arg(&source),
+    )
+    .context("cannot compile bench/workload.c")?;
+
+    let open_target = dir.join("open-target");
+    fs::write(&open_target, "guard bench\n")?;
+    fs::set_permissions(&open_target, fs::Permissions::from_mode(0o644))?;
+    let home = dir.join("home");
+    fs::create_dir_all(&home)?;
+    chown_tree(&home, uid, gid)?;
+    // The repository lives in tmpfs where there is one: on this kind of VM the
+    // disk's latency spikes (seconds, now and then) would swamp the comparison.
+    // Outputs (guard's events, the peers' logs) stay on disk.
+    let shm = Path::new("/dev/shm");
+    let (repo, _repo_tmp) = if shm.is_dir() {
+        let (tmp, d) = TempDir::new_in(shm, &format!("gbench-{hex}-"))?;
+        (d.join("repo"), Some(tmp))
+    } else {
+        (dir.join("repo"), None)
+    };
+    log!(
+        "generating a git repository of {} files in {}",
+        params.files,
+        repo.display()
+    );
+    make_repo(&repo, params.files, params.changed, uid, gid)?;
+    let build_dir = repo.with_file_name("build");
+    make_build_sources(&build_dir, params.build_n, uid, gid)?;
+    let log_policy = dir.join("log-only.toml");
+    fs::write(
+        &log_policy,
+        format!("mode = \"enforce\"\n[agents]\nnames = [\"{agent}\"]\n"),
+    )?;
+    let bpftrace_script = dir.join("bench.bt");
+    fs::write(
+        &bpftrace_script,
+        BPFTRACE_SCRIPT.replace("UID", &uid.to_string()),
+    )?;
+    let port = listener()?;
+
+    let mut ctx = Ctx {
+        guard: guard.clone(),
+        dir: dir.clone(),
+        params: params.clone(),
+        workload_bin,
+        account,
+        uid,
+        gid,
+        pin_cpu: std::thread::available_parallelism()
+            .ok()
+            .map(|n| n.get() - 1)
+            .filter(|n| *n > 0),
+        agent,
+        port,
+        open_target,
+        repo,
+        build_dir,
+        home,
+        log_policy,
+        socket: dir.join("guard.sock"),
+        bpftrace_script,
+        audit_dir: dir.join("audit"),
+        tcpconnect_problem: None,
+        warm_files: which("git").map(|g| program_files(&g)).unwrap_or_default(),
+        own_pids: vec![std::process::id()],
+        counter: 0,
+    };
+
+    // Which setups can run here.
+    let mut problems: BTreeMap<Setup, String> = BTreeMap::new();
+    let audit_problem = auditd_problem();
+    let _audit_state = match &audit_problem {
+        Some(p) => {
+            problems.insert(Setup::Auditd, p.clone());
+            None
+        }
+        None => {
+            write_auditd_conf(&ctx)?;
+            Some(AuditState::take()?)
+        }
+    };
+    for tool in ["opensnoop", "execsnoop"] {
+        if which(tool).is_none() {
+            problems.insert(
+                Setup::LibbpfTools,
+                format!("{tool} not found (Debian package libbpf-tools)"),
+            );
+        }
+    }
+    if which("bpftrace").is_none() {
+        problems.insert(Setup::Bpftrace, "bpftrace not found".into());
+    }
+    ctx.tcpconnect_problem = match which("tcpconnect") {
+        None => Some("tcpconnect not found".into()),
+        Some(_) => tcpconnect_problem(uid, &dir),
+    };
+    if let Some(p) = &ctx.tcpconnect_problem {
+        log!("tcpconnect cannot run; libbpf-tools runs without it: {p}");
+    }
+    // Start each setup once: whatever cannot start is left out (with the reason).
+    for setup in SETUPS {
+        if problems.contains_key(&setup) {
+            continue;
+        }
+        check_interrupted()?;
+        let result = start(&mut ctx, setup).and_then(|r| finish(&mut ctx, r));
+        if let Err(e) = result {
+            check_interrupted()?;
+            log!("{} cannot run: {e:#}", setup.name());
+            problems.insert(setup, format!("{e:#}"));
+        }
+    }
+    let setups: Vec<Setup> = SETUPS
+        .into_iter()
+        .filter(|s| !problems.contains_key(s))
+        .collect();
+    log!(
+        "setups: {}",
+        setups
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    // Warm-up (page cache, git's index): each workload once, not recorded.
+    for w in WORKLOADS {
+        run_timed(
+            &mut ctx.workload_command(Setup::None, w),
+            Duration::from_secs(600),
+        )
+        .with_context(|| format!("warm-up of {} failed", w.name()))?;
+    }
+
+    let mut samples = Vec::new();
+    for round in 1..=params.rounds {
+        // Each round starts one setup further on, so no setup is always first
+        // (or always right after the same other one).
+        let mut order = setups.clone();
+        order.rotate_left((round as usize - 1) % setups.len().max(1));
+        for w in WORKLOADS {
+            for &setup in &order {
+                check_interrupted()?;
+                let sample = measure(&mut ctx, setup, w, round).with_context(|| {
+                    format!("{} under {} (round {round})", w.name(), setup.name())
+                })?;
+                samples.push(sample);
+                sleep(Duration::from_millis(100))?;
+            }
+        }
+        log!(
+            "round {round}/{} done ({:.0} s so far)",
+            params.rounds,
+            started.elapsed().as_secs_f64()
+        );
+    }
+
+    log!("capacity");
+    let capacity = capacity(&mut ctx).unwrap_or_else(|e| {
+        log!("capacity failed: {e:#}");
+        json!({ "error": format!("{e:#}") })
+    });
+    check_interrupted()?;
+    log!("kill latency");
+    let kill = kill_latency(&mut ctx).unwrap_or_else(|e| {
+        log!("kill latency failed: {e:#}");
+        json!({ "error": format!("{e:#}") })
+    });
+    check_interrupted()?;
+    log!("in-kernel cost of guard's programs");
+    let costs = program_costs(&mut ctx).unwrap_or_else(|e| {
+        log!("program costs not measured: {e:#}");
+        json!({ "error": format!("{e:#}") })
+    });
+    check_interrupted()?;
+
+    let summary = summarize(&samples, &setups);
+    let targets = targets(&summary, &capacity);
+    let results = json!({
+        "schema": 1,
+        "quick": opts.quick,
+        "machine": machine(&guard),
+        "duration_seconds": started.elapsed().as_secs_f64(),
+        "params": {
+            "rounds": params.rounds,
+            "open_iterations": params.open_n,
+            "forkexec_iterations": params.forkexec_n,
+            "connect_iterations": params.connect_n,
+            "git_iterations": params.git_n,
+            "build_files": params.build_n,
+            "repo_files": params.files,
+            "repo_changed_files": params.changed,
+            "capacity_step_seconds": params.cap_step_secs,
+            "capacity_generator_processes": params.cap_procs,
+            "kill_runs": params.kill_runs,
+            "workload_account": format!("{} ({})", ctx.account, ctx.ids()),
+            "micro_workloads_pinned_to_cpu": ctx.pin_cpu,
+        },
+        "setups": SETUPS.iter().map(|s| json!({
+            "name": s.name(),
+            "description": s.description(),
+            "available": !problems.contains_key(s),
+            "problem": problems.get(s),
+        })).collect::<Vec<_>>(),
+        "tcpconnect_problem": ctx.tcpconnect_problem,
+        "workloads": WORKLOADS.iter().map(|w| json!({
+            "name": w.name(),
+            "description": w.description(&params),
+        })).collect::<Vec<_>>(),
+        "samples": samples,
+        "summary": summary,
+        "capacity": capacity,
+        "kill_latency": kill,
+        "program_costs": costs,
+        "targets": targets,
+    });
+    let json_path = out_dir.join("bench-results.json");
+    fs::write(&json_path, serde_json::to_string_pretty(&results)? + "\n")?;
+    log!("wrote {}", json_path.display());
+    let md_path = out_dir.join("BENCHMARKS.md");
+    write_markdown(&md_path, &results)?;
+    log!("wrote {}", md_path.display());
+    if !opts.no_chart {
+        let png = out_dir.join("bench-ratios.png");
+        match chart(&json_path, &png) {
+            Ok(()) => log!("wrote {}", png.display()),
+            Err(e) => log!("no chart: {e:#}"),
+        }
+    }
+    print_summary(&results);
+    log!(
+        "summary: benchmarks finished in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! The command-line options and the sizes of a run they imply.
+
+use std::path::PathBuf;
+
+/// Options of `cargo xtask bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Options {
+    /// Smoke run: 2 rounds, fewer iterations, short capacity steps; results go to
+    /// target/bench-quick unless --out is given.
+    #[arg(long)]
+    pub quick: bool,
+    /// Rounds, each running every workload under every setup once (default 9; 2 with
+    /// --quick).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: Option<u32>,
+    /// Use the existing release binary (target/release/guard) instead of building it.
+    #[arg(long)]
+    pub no_build: bool,
+    /// Do not apt-get install missing peers (auditd, libbpf-tools, bpftrace).
+    #[arg(long)]
+    pub no_install: bool,
+    /// Skip the PNG chart (it needs a Python venv with matplotlib, made on first use).
+    #[arg(long)]
+    pub no_chart: bool,
+    /// Where BENCHMARKS.md, bench-results.json and bench-ratios.png go
+    /// (default: the workspace root; target/bench-quick with --quick).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// Sizes of a run.
+#[derive(Debug, Clone)]
+pub(super) struct Params {
+    pub(super) rounds: u32,
+    pub(super) open_n: u64,
+    pub(super) forkexec_n: u64,
+    pub(super) connect_n: u64,
+    pub(super) git_n: u64,
+    pub(super) build_n: u64,
+    pub(super) files: u64,
+    pub(super) changed: u64,
+    pub(super) cap_step_secs: u64,
+    pub(super) cap_start_rate: f64,
+    pub(super) cap_max_steps: u32,
+    pub(super) cap_procs: u32,
+    pub(super) kill_runs: u32,
+}
+
+impl Params {
+    pub(super) fn new(opts: &Options) -> Self {
+        let (rounds, p) = if opts.quick {
+            (
+                2,
+                Self {
+                    rounds: 0,
+                    open_n: 50_000,
+                    forkexec_n: 200,
+                    connect_n: 5_000,
+                    git_n: 1,
+                    build_n: 2,
+                    files: 5_000,
+                    changed: 1_000,
+                    cap_step_secs: 2,
+                    cap_start_rate: 100_000.0,
+                    cap_max_steps: 6,
+                    cap_procs: 2,
+                    kill_runs: 10,
+                },
+            )
+        } else {
+            (
+                9,
+                Self {
+                    rounds: 0,
+                    open_n: 200_000,
+                    forkexec_n: 1_000,
+                    connect_n: 20_000,
+                    git_n: 6,
+                    build_n: 5,
+                    files: 5_000,
+                    changed: 1_000,
+                    cap_step_secs: 4,
+                    cap_start_rate: 50_000.0,
+                    cap_max_steps: 12,
+                    cap_procs: 2,
+                    kill_runs: 50,
+                },
+            )
+        };
+        Self {
+            rounds: opts.rounds.unwrap_or(rounds),
+            ..p
+        }
+    }
+}

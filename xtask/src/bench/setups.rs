@@ -1,0 +1,156 @@
+//! What is compared (the setups) and what is timed under each (the workloads).
+
+use super::ctx::Ctx;
+use super::options::Params;
+use super::process::path_str;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Setup {
+    None,
+    Floor,
+    GuardOutside,
+    GuardInside,
+    GuardEnforce,
+    Auditd,
+    LibbpfTools,
+    Bpftrace,
+}
+
+pub(super) const SETUPS: [Setup; 8] = [
+    Setup::None,
+    Setup::Floor,
+    Setup::GuardOutside,
+    Setup::GuardInside,
+    Setup::GuardEnforce,
+    Setup::Auditd,
+    Setup::LibbpfTools,
+    Setup::Bpftrace,
+];
+
+impl Setup {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Floor => "floor",
+            Self::GuardOutside => "guard-outside",
+            Self::GuardInside => "guard-inside",
+            Self::GuardEnforce => "guard-enforce",
+            Self::Auditd => "auditd",
+            Self::LibbpfTools => "libbpf-tools",
+            Self::Bpftrace => "bpftrace",
+        }
+    }
+
+    pub(super) fn description(self) -> &'static str {
+        match self {
+            Self::None => "nothing attached",
+            Self::Floor => "`guard daemon --floor`: empty programs on exactly guard's hooks",
+            Self::GuardOutside => {
+                "guard daemon running (log-only policy), the workload not in a session"
+            }
+            Self::GuardInside => {
+                "workload run with `guard run` (log-only policy): every event logged to a file"
+            }
+            Self::GuardEnforce => {
+                "workload run with `guard run` under `--policy workstation` (enforce mode)"
+            }
+            Self::Auditd => {
+                "auditd (Debian config, own log file) with exit rules for open/openat/openat2/creat, \
+                 execve/execveat, connect, sendto/sendmsg/sendmmsg, clone/clone3/fork/vfork and \
+                 exit_group, filtered by the workload's uid"
+            }
+            Self::LibbpfTools => {
+                "`opensnoop -u UID` + `execsnoop -u UID` (+ `tcpconnect -u UID` where the kernel \
+                 allows it), output to files"
+            }
+            Self::Bpftrace => {
+                "bpftrace script printing fork/exec/exit, open* (path and result) and \
+                 connect/send events with `uid == UID` predicates, output to a file"
+            }
+        }
+    }
+
+    pub(super) fn in_session(self) -> bool {
+        matches!(self, Self::GuardInside | Self::GuardEnforce)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Workload {
+    Open,
+    ForkExec,
+    Connect,
+    Real,
+    Build,
+}
+
+pub(super) const WORKLOADS: [Workload; 5] = [
+    Workload::Open,
+    Workload::ForkExec,
+    Workload::Connect,
+    Workload::Real,
+    Workload::Build,
+];
+
+impl Workload {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::ForkExec => "fork-exec",
+            Self::Connect => "connect",
+            Self::Real => "real",
+            Self::Build => "build",
+        }
+    }
+
+    pub(super) fn description(self, p: &Params) -> String {
+        match self {
+            Self::Open => format!("open(O_RDONLY) + close of one file, {} times", p.open_n),
+            Self::ForkExec => format!("fork + exec /bin/true + wait, {} times", p.forkexec_n),
+            Self::Connect => format!(
+                "TCP connect to a loopback listener the bench owns + close (RST), {} times",
+                p.connect_n
+            ),
+            Self::Real => format!(
+                "git over a generated repository of {} files (in tmpfs): `git checkout -q b` \
+                 (rewrites {} files), `git checkout -q a`, `git status --porcelain`, {} times",
+                p.files, p.changed, p.git_n
+            ),
+            Self::Build => format!(
+                "a small C build (in tmpfs): `gcc -O2 -c` of {} generated files (41 functions \
+                 each, including stdio.h, stdlib.h and string.h), one after the other",
+                p.build_n
+            ),
+        }
+    }
+
+    /// The micro workloads; the others are real programs (git, gcc).
+    pub(super) fn micro(self) -> bool {
+        matches!(self, Self::Open | Self::ForkExec | Self::Connect)
+    }
+
+    /// The workload's default size.
+    pub(super) fn size(self, p: &Params) -> u64 {
+        match self {
+            Self::Open => p.open_n,
+            Self::ForkExec => p.forkexec_n,
+            Self::Connect => p.connect_n,
+            Self::Real => p.git_n,
+            Self::Build => p.build_n,
+        }
+    }
+
+    /// Arguments of the workload program for `n` iterations.
+    pub(super) fn args_n(self, ctx: &Ctx, n: u64) -> Vec<String> {
+        let n = n.to_string();
+        let mut a = vec![ctx.ids()];
+        match self {
+            Self::Open => a.extend(["open".into(), n, path_str(&ctx.open_target)]),
+            Self::ForkExec => a.extend(["forkexec".into(), n]),
+            Self::Connect => a.extend(["connect".into(), n, ctx.port.to_string()]),
+            Self::Real => a.extend(["git".into(), n, path_str(&ctx.repo)]),
+            Self::Build => a.extend(["build".into(), n, path_str(&ctx.build_dir)]),
+        }
+        a
+    }
+}
