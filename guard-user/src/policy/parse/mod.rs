@@ -1,0 +1,454 @@
+//! Reads a policy file (TOML) into a validated [`Policy`], reporting every problem
+//! it finds, each with a stable code and the position of the offending key or
+//! value. `docs/policy.md` documents the format and the codes.
+//!
+//! The checker and the top level of the file live here; one `[[rule]]` in
+//! `rule`, syntax-error recovery in `recovery`, path and program checks in
+//! `check`, network destinations in `destination`, container selectors and cgroup globs
+//! in `container`.
+
+mod check;
+mod container;
+mod destination;
+mod recovery;
+mod rule;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+pub use self::container::cgroup_glob;
+use self::container::container_selector;
+use super::diag::{Diagnostic, code, pos_at};
+use super::model::{Access, Action, Dest, Mode, Policy, Pos, Rule, Scope};
+
+/// Parses and validates a policy. `source_name` names it in [`Policy::name`] (a
+/// file path or a built-in's name).
+///
+/// `Ok` carries the policy and its warnings; `Err` carries every diagnostic, errors
+/// and warnings, sorted by position, when there is at least one error.
+pub fn parse(source_name: &str, text: &str) -> Result<(Policy, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let mut cx = Checker {
+        text,
+        diags: Vec::new(),
+        blanked: Vec::new(),
+    };
+    let readable = cx.recover();
+    let (doc, _) = DeTable::parse_recoverable(&readable);
+    let policy = cx.policy(source_name, doc.get_ref());
+    let mut diags = cx.diags;
+    diags.sort_by_key(|d| (d.pos.line, d.pos.col));
+    if diags.iter().any(Diagnostic::is_error) {
+        Err(diags)
+    } else {
+        Ok((policy, diags))
+    }
+}
+
+const TOP_KEYS: &[&str] = &["mode", "agents", "rule"];
+const AGENT_KEYS: &[&str] = &["names", "containers", "cgroups", "kill_stragglers"];
+const COMMON_KEYS: &[&str] = &["id", "description", "kind", "action", "scope"];
+const FILE_KEYS: &[&str] = &["paths", "except", "access"];
+const EXEC_KEYS: &[&str] = &["exe", "argv_contains", "argv_regex"];
+const NETWORK_KEYS: &[&str] = &["allow", "deny"];
+
+type Value<'i> = Spanned<DeValue<'i>>;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KindName {
+    File,
+    Exec,
+    Network,
+}
+
+impl KindName {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "file" => KindName::File,
+            "exec" => KindName::Exec,
+            "network" => KindName::Network,
+            _ => return None,
+        })
+    }
+
+    fn of_key(key: &str) -> Option<Self> {
+        [KindName::File, KindName::Exec, KindName::Network]
+            .into_iter()
+            .find(|k| k.keys().contains(&key))
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            KindName::File => "file",
+            KindName::Exec => "exec",
+            KindName::Network => "network",
+        }
+    }
+
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            KindName::File => FILE_KEYS,
+            KindName::Exec => EXEC_KEYS,
+            KindName::Network => NETWORK_KEYS,
+        }
+    }
+
+    /// Every key a rule of this kind may have.
+    fn valid_keys(self) -> Vec<&'static str> {
+        COMMON_KEYS.iter().chain(self.keys()).copied().collect()
+    }
+}
+
+/// A field as written: its value and where its key and value start.
+struct Field<T> {
+    value: T,
+    key_at: usize,
+    value_at: usize,
+}
+
+/// A list of strings as written, with where each starts; `empty` when the array
+/// itself was `[]` (not when its entries were all invalid).
+struct StrList<'v> {
+    items: Vec<(&'v str, usize)>,
+    empty: bool,
+}
+
+/// Destinations as written; `empty` when the array itself was `[]`.
+struct DestList {
+    dests: Vec<Dest>,
+    empty: bool,
+}
+
+/// The fields of one `[[rule]]`, each as read (invalid values already reported).
+#[derive(Default)]
+struct RawRule<'v> {
+    description: Option<String>,
+    action: Option<Field<Action>>,
+    scope: Scope,
+    paths: Option<Field<StrList<'v>>>,
+    except: Option<Field<StrList<'v>>>,
+    access: Option<Access>,
+    exe: Option<Field<StrList<'v>>>,
+    argv_contains: Vec<(&'v str, usize)>,
+    argv_regex: Option<String>,
+    allow: Option<Field<DestList>>,
+    deny: Option<Field<DestList>>,
+}
+
+struct Checker<'t> {
+    text: &'t str,
+    diags: Vec<Diagnostic>,
+    /// Byte ranges syntax recovery blanked out.
+    blanked: Vec<Range<usize>>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, code: &'static str, at: usize, message: impl Into<String>) {
+        self.diags
+            .push(Diagnostic::error(code, self.pos(at), message));
+    }
+
+    fn warning(&mut self, code: &'static str, at: usize, message: impl Into<String>) {
+        self.diags
+            .push(Diagnostic::warning(code, self.pos(at), message));
+    }
+
+    fn pos(&self, at: usize) -> Pos {
+        pos_at(self.text, at)
+    }
+
+    // ---- top level -----------------------------------------------------------
+
+    fn policy(&mut self, name: &str, root: &DeTable<'_>) -> Policy {
+        let mut policy = Policy {
+            name: name.to_owned(),
+            mode: Mode::Enforce,
+            agents: vec!["codex".to_owned()],
+            containers: Vec::new(),
+            cgroups: Vec::new(),
+            kill_stragglers: false,
+            rules: Vec::new(),
+        };
+        for (key, value) in root.iter() {
+            match key.get_ref().as_ref() {
+                "mode" => {
+                    if let Some(mode) = self.mode(value) {
+                        policy.mode = mode;
+                    }
+                }
+                "agents" => self.agents(value, &mut policy),
+                "rule" => policy.rules = self.rules(value),
+                other => self.unknown_key(other, key.span().start, "at the top level", TOP_KEYS),
+            }
+        }
+        policy
+    }
+
+    fn mode(&mut self, value: &Value<'_>) -> Option<Mode> {
+        let at = value.span().start;
+        let mode = match self.string("mode", value)? {
+            "enforce" => Mode::Enforce,
+            "observe" => Mode::Observe,
+            other => {
+                self.error(
+                    code::INVALID,
+                    at,
+                    format!("unknown mode {other:?} (expected \"enforce\" or \"observe\")"),
+                );
+                return None;
+            }
+        };
+        if mode == Mode::Observe {
+            self.warning(
+                code::OBSERVE_MODE,
+                at,
+                "observe mode: every rule's action is downgraded to `log` (events name the \
+                 action in `would`)",
+            );
+        }
+        Some(mode)
+    }
+
+    fn agents(&mut self, value: &Value<'_>, policy: &mut Policy) {
+        let Some(table) = self.table("agents", value) else {
+            return;
+        };
+        // Where `names = []` was written: an error unless containers or cgroups
+        // start sessions instead.
+        let mut empty_names = None;
+        for (key, value) in table.iter() {
+            match key.get_ref().as_ref() {
+                "names" => {
+                    let Some(list) = self.str_list("names", value) else {
+                        continue;
+                    };
+                    if list.empty {
+                        empty_names = Some(value.span().start);
+                    }
+                    let mut names = Vec::new();
+                    for (name, at) in list.items {
+                        if name.is_empty() {
+                            self.error(code::INVALID, at, "agent name is empty");
+                        } else if name.contains('/') {
+                            self.error(
+                                code::INVALID,
+                                at,
+                                format!(
+                                    "agent name {name:?} is a path: write the program's name \
+                                     (\"codex\")"
+                                ),
+                            );
+                        } else {
+                            names.push(name.to_owned());
+                        }
+                    }
+                    policy.agents = names;
+                }
+                "containers" => {
+                    let Some(list) = self.str_list("containers", value) else {
+                        continue;
+                    };
+                    policy.containers = list
+                        .items
+                        .into_iter()
+                        .filter_map(|(text, at)| match container_selector(text) {
+                            Ok(s) => Some(s),
+                            Err(why) => {
+                                self.error(code::INVALID, at, why);
+                                None
+                            }
+                        })
+                        .collect();
+                }
+                "cgroups" => {
+                    let Some(list) = self.str_list("cgroups", value) else {
+                        continue;
+                    };
+                    let mut globs = Vec::new();
+                    for (pattern, at) in list.items {
+                        if !pattern.starts_with('/') {
+                            self.error(
+                                code::BAD_GLOB,
+                                at,
+                                format!(
+                                    "cgroup glob {pattern:?} must start with `/` (paths as \
+                                     /proc/PID/cgroup shows them, from the cgroup2 root)"
+                                ),
+                            );
+                        } else if let Err(e) = cgroup_glob(pattern) {
+                            self.error(
+                                code::BAD_GLOB,
+                                at,
+                                format!("bad glob {pattern:?}: {}", e.kind()),
+                            );
+                        } else {
+                            globs.push(pattern.to_owned());
+                        }
+                    }
+                    policy.cgroups = globs;
+                }
+                "kill_stragglers" => {
+                    if let Some(kill) = self.boolean("kill_stragglers", value) {
+                        policy.kill_stragglers = kill;
+                    }
+                }
+                other => self.unknown_key(other, key.span().start, "in [agents]", AGENT_KEYS),
+            }
+        }
+        if let Some(at) = empty_names
+            && policy.containers.is_empty()
+            && policy.cgroups.is_empty()
+        {
+            self.error(
+                code::INVALID,
+                at,
+                "`names` is empty and no `containers` or `cgroups` are chosen: nothing would \
+                 start a session",
+            );
+        }
+    }
+
+    fn rules(&mut self, value: &Value<'_>) -> Vec<Rule> {
+        let DeValue::Array(items) = value.get_ref() else {
+            self.error(
+                code::INVALID,
+                value.span().start,
+                format!(
+                    "`rule` must be an array of tables (write each rule as [[rule]]), not {}",
+                    article(value.get_ref().type_str())
+                ),
+            );
+            return Vec::new();
+        };
+        // Rule id → where its first definition's id is.
+        let mut ids: HashMap<String, usize> = HashMap::new();
+        let mut rules = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            if let Some(rule) = self.rule(index, item, &mut ids) {
+                rules.push(rule);
+            }
+        }
+        rules
+    }
+
+    // ---- typed values --------------------------------------------------------
+
+    fn string<'v>(&mut self, key: &str, value: &'v Value<'_>) -> Option<&'v str> {
+        match value.get_ref() {
+            DeValue::String(s) => Some(s.as_ref()),
+            other => {
+                self.wrong_type(key, "a string", value.span().start, other);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &str, value: &Value<'_>) -> Option<bool> {
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                self.wrong_type(key, "true or false", value.span().start, other);
+                None
+            }
+        }
+    }
+
+    fn table<'v, 'i>(&mut self, key: &str, value: &'v Value<'i>) -> Option<&'v DeTable<'i>> {
+        match value.get_ref() {
+            DeValue::Table(t) => Some(t),
+            other => {
+                self.wrong_type(key, "a table", value.span().start, other);
+                None
+            }
+        }
+    }
+
+    /// An array of strings; entries of other types are reported and left out.
+    fn str_list<'v>(&mut self, key: &str, value: &'v Value<'_>) -> Option<StrList<'v>> {
+        let DeValue::Array(array) = value.get_ref() else {
+            self.wrong_type(
+                key,
+                "an array of strings",
+                value.span().start,
+                value.get_ref(),
+            );
+            return None;
+        };
+        let mut items = Vec::new();
+        for item in array.iter() {
+            match item.get_ref() {
+                DeValue::String(s) => items.push((s.as_ref(), item.span().start)),
+                other => self.error(
+                    code::INVALID,
+                    item.span().start,
+                    format!(
+                        "entries of `{key}` must be strings, not {}",
+                        article(other.type_str())
+                    ),
+                ),
+            }
+        }
+        Some(StrList {
+            items,
+            empty: array.is_empty(),
+        })
+    }
+
+    fn wrong_type(&mut self, key: &str, expected: &str, at: usize, found: &DeValue<'_>) {
+        self.error(
+            code::INVALID,
+            at,
+            format!(
+                "`{key}` must be {expected}, not {}",
+                article(found.type_str())
+            ),
+        );
+    }
+
+    fn unknown_key(&mut self, key: &str, at: usize, place: &str, valid: &[&str]) {
+        let hint =
+            closest(key, valid).map_or_else(String::new, |k| format!(" (did you mean `{k}`?)"));
+        self.error(
+            code::UNKNOWN_KEY,
+            at,
+            format!(
+                "unknown key `{key}` {place}{hint}; valid keys: {}",
+                valid.join(", ")
+            ),
+        );
+    }
+}
+
+fn all_rule_keys() -> Vec<&'static str> {
+    COMMON_KEYS
+        .iter()
+        .chain(FILE_KEYS)
+        .chain(EXEC_KEYS)
+        .chain(NETWORK_KEYS)
+        .copied()
+        .collect()
+}
+
+/// `a string`, `an integer`.
+fn article(noun: &str) -> String {
+    if noun.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        format!("an {noun}")
+    } else {
+        format!("a {noun}")
+    }
+}
+
+/// The valid key a mistyped one was most likely meant to be: the nearest by
+/// Levenshtein distance (in characters), if it is near enough to be a typo.
+fn closest<'k>(key: &str, valid: &[&'k str]) -> Option<&'k str> {
+    valid
+        .iter()
+        .map(|v| (strsim::levenshtein(key, v), *v))
+        .filter(|&(d, v)| d > 0 && d < key.chars().count() && d <= 1.max(v.len() / 3))
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, v)| v)
+}

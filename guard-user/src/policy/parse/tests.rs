@@ -1,0 +1,573 @@
+//! The checker's tests: every diagnostic code where it applies, what valid
+//! policies read as, recovery, destinations, selectors and the fixtures.
+
+use std::path::Path;
+
+use super::super::diag::{Severity, render};
+use super::super::model::{ContainerField, ContainerSelector, Host, Kind};
+use super::check::check_path_pattern;
+use super::destination::dest;
+use super::recovery::{blank, statement_at};
+use super::*;
+
+fn codes(text: &str) -> Vec<&'static str> {
+    match parse("t.toml", text) {
+        Ok((_, diags)) | Err(diags) => diags.iter().map(|d| d.code).collect(),
+    }
+}
+
+fn policy(text: &str) -> Policy {
+    match parse("t.toml", text) {
+        Ok((policy, diags)) => {
+            assert!(diags.is_empty(), "{}", render("t.toml", &diags));
+            policy
+        }
+        Err(diags) => panic!("{}", render("t.toml", &diags)),
+    }
+}
+
+const FILE: &str = "[[rule]]\nid = \"r\"\nkind = \"file\"\naction = \"kill\"\n";
+const EXEC: &str = "[[rule]]\nid = \"r\"\nkind = \"exec\"\naction = \"kill\"\n";
+const NET: &str = "[[rule]]\nid = \"r\"\nkind = \"network\"\naction = \"deny\"\n";
+
+#[test]
+fn every_code_is_reported_where_it_applies() {
+    let file = |rest: &str| format!("{FILE}{rest}");
+    let exec = |rest: &str| format!("{EXEC}{rest}");
+    let net = |rest: &str| format!("{NET}{rest}");
+    let cases: Vec<(&str, String, Vec<&str>)> = vec![
+        ("nothing at all", String::new(), vec![]),
+        ("a clean file rule", file("paths = [\"~/.ssh/**\"]"), vec![]),
+        ("syntax", "mode = enforce".to_owned(), vec!["G001"]),
+        (
+            "syntax does not hide later problems",
+            file(
+                "paths = [\"a\" \"b\"]\n[[rule]]\nid = 3\nkind = \"exec\"\nexe = [\"x\"]\naction = \"log\"",
+            ),
+            vec!["G001", "G009"],
+        ),
+        (
+            "unknown top-level key",
+            "moed = \"enforce\"".to_owned(),
+            vec!["G002"],
+        ),
+        (
+            "unknown [agents] key",
+            "[agents]\nname = [\"codex\"]".to_owned(),
+            vec!["G002"],
+        ),
+        (
+            "unknown rule key",
+            file("paths = [\"x\"]\nacces = [\"read\"]"),
+            vec!["G002"],
+        ),
+        (
+            "sub-table in a rule",
+            file("paths = [\"x\"]\n[rule.extra]\na = 1"),
+            vec!["G002"],
+        ),
+        (
+            "bad path glob",
+            file("paths = [\"~/.ssh/[\"]"),
+            vec!["G003"],
+        ),
+        (
+            "bad except glob",
+            file("paths = [\"x\"]\nexcept = [\"{a\"]"),
+            vec!["G003"],
+        ),
+        ("bad exe glob", exec("exe = [\"git[\"]"), vec!["G003"]),
+        ("bad cidr", net("allow = [\"10.0.0.0/40\"]"), vec!["G004"]),
+        (
+            "bad port",
+            net("deny = [\"example.com:70000\"]"),
+            vec!["G004"],
+        ),
+        ("bad host", net("deny = [\"exa mple.com\"]"), vec!["G004"]),
+        (
+            "unknown action",
+            format!("{}paths = [\"x\"]", FILE.replace("kill", "stop")),
+            vec!["G005"],
+        ),
+        (
+            "duplicate id",
+            format!("{}{}", file("paths = [\"x\"]\n"), file("paths = [\"y\"]")),
+            vec!["G006"],
+        ),
+        (
+            "unknown kind",
+            FILE.replace("\"file\"", "\"socket\""),
+            vec!["G007"],
+        ),
+        (
+            "missing kind",
+            "[[rule]]\nid = \"r\"\naction = \"log\"".to_owned(),
+            vec!["G007"],
+        ),
+        (
+            "missing id",
+            "[[rule]]\nkind = \"exec\"\nexe = [\"su\"]\naction = \"log\"".to_owned(),
+            vec!["G008"],
+        ),
+        (
+            "missing action",
+            "[[rule]]\nid = \"r\"\nkind = \"exec\"\nexe = [\"su\"]".to_owned(),
+            vec!["G008"],
+        ),
+        ("missing paths", FILE.to_owned(), vec!["G008"]),
+        ("missing exe", EXEC.to_owned(), vec!["G008"]),
+        ("missing allow and deny", NET.to_owned(), vec!["G008"]),
+        ("empty paths", file("paths = []"), vec!["G008"]),
+        ("bad mode", "mode = \"strict\"".to_owned(), vec!["G009"]),
+        (
+            "mode of the wrong type",
+            "mode = true".to_owned(),
+            vec!["G009"],
+        ),
+        (
+            "bad scope",
+            file("paths = [\"x\"]\nscope = \"children\""),
+            vec!["G009"],
+        ),
+        (
+            "bad access",
+            file("paths = [\"x\"]\naccess = [\"exec\"]"),
+            vec!["G009"],
+        ),
+        (
+            "empty access",
+            file("paths = [\"x\"]\naccess = []"),
+            vec!["G009"],
+        ),
+        (
+            "bad regex",
+            exec("exe = [\"git\"]\nargv_regex = \"(\""),
+            vec!["G009"],
+        ),
+        (
+            "empty id",
+            FILE.replace("\"r\"", "\"\"") + "paths = [\"x\"]",
+            vec!["G009"],
+        ),
+        (
+            "id with a space",
+            FILE.replace("\"r\"", "\"a b\"") + "paths = [\"x\"]",
+            vec!["G009"],
+        ),
+        (
+            "list entry of the wrong type",
+            file("paths = [\"x\", 1]"),
+            vec!["G009"],
+        ),
+        (
+            "rule as a plain table",
+            "[rule]\nid = \"r\"".to_owned(),
+            vec!["G009"],
+        ),
+        (
+            "agents as a string",
+            "agents = \"codex\"".to_owned(),
+            vec!["G009"],
+        ),
+        (
+            "agent name as a path",
+            "[agents]\nnames = [\"/usr/bin/codex\"]".to_owned(),
+            vec!["G009"],
+        ),
+        (
+            "no names and nothing else",
+            "[agents]\nnames = []".to_owned(),
+            vec!["G009"],
+        ),
+        (
+            "container id too short",
+            "[agents]\ncontainers = [\"4f1c7b\"]".to_owned(),
+            vec!["G009"],
+        ),
+        (
+            "container name instead of an id",
+            "[agents]\ncontainers = [\"ci-runner\"]".to_owned(),
+            vec!["G009"],
+        ),
+        (
+            "pod uid that is not one",
+            "[agents]\ncontainers = [\"pod_uid=runner-0\"]".to_owned(),
+            vec!["G009"],
+        ),
+        (
+            "unknown container key",
+            "[agents]\ncontainers = [\"label=ci\"]".to_owned(),
+            vec!["G009"],
+        ),
+        (
+            "container term without a value",
+            "[agents]\ncontainers = [\"namespace=ci,name=\"]".to_owned(),
+            vec!["G009"],
+        ),
+        (
+            "relative cgroup glob",
+            "[agents]\ncgroups = [\"kubepods.slice/**\"]".to_owned(),
+            vec!["G003"],
+        ),
+        (
+            "broken cgroup glob",
+            "[agents]\ncgroups = [\"/kubepods/[abc\"]".to_owned(),
+            vec!["G003"],
+        ),
+        (
+            "exe as a relative path",
+            exec("exe = [\"bin/git\"]"),
+            vec!["G009"],
+        ),
+        ("empty allow", net("allow = []"), vec!["G009"]),
+        (
+            "key of another kind",
+            exec("exe = [\"git\"]\npaths = [\"x\"]"),
+            vec!["G010"],
+        ),
+        (
+            "allow admits everything",
+            net("allow = [\"0.0.0.0/0\", \"::/0\"]"),
+            vec!["W101"],
+        ),
+        ("deny is empty", net("deny = []"), vec!["W101"]),
+        (
+            "every path excepted",
+            file("paths = [\"a\"]\nexcept = [\"a\"]"),
+            vec!["W101"],
+        ),
+        (
+            "except covers everything",
+            file("paths = [\"a\"]\nexcept = [\"/**\"]"),
+            vec!["W101"],
+        ),
+        (
+            "empty argument",
+            exec("exe = [\"git\"]\nargv_contains = [\"\"]"),
+            vec!["W101"],
+        ),
+        (
+            "deny on files",
+            FILE.replace("kill", "deny") + "paths = [\"x\"]",
+            vec!["W102"],
+        ),
+        (
+            "deny on execs",
+            EXEC.replace("kill", "deny") + "exe = [\"x\"]",
+            vec!["W102"],
+        ),
+        (
+            "observe mode",
+            "mode = \"observe\"".to_owned(),
+            vec!["W103"],
+        ),
+        // Not problems.
+        (
+            "allow everything but deny something",
+            net("allow = [\"0.0.0.0/0\", \"::/0\"]\ndeny = [\"10.0.0.1\"]"),
+            vec![],
+        ),
+        (
+            "allow everything on one port",
+            net("allow = [\"0.0.0.0/0:443\", \"[::/0]:443\"]"),
+            vec![],
+        ),
+        ("deny on network", net("deny = [\"10.0.0.1\"]"), vec![]),
+        (
+            "no agents table",
+            FILE.to_owned() + "paths = [\"x\"]",
+            vec![],
+        ),
+    ];
+    for (what, text, expected) in cases {
+        assert_eq!(codes(&text), expected, "{what}:\n{text}");
+    }
+}
+
+#[test]
+fn errors_refuse_the_policy_and_warnings_do_not() {
+    let Err(diags) = parse("t.toml", "mode = \"observe\"\nfoo = 1") else {
+        panic!("accepted")
+    };
+    assert_eq!(
+        diags.iter().map(|d| d.severity).collect::<Vec<_>>(),
+        [Severity::Warning, Severity::Error]
+    );
+    let Ok((policy, warnings)) = parse("t.toml", "mode = \"observe\"") else {
+        panic!("refused")
+    };
+    assert_eq!(policy.mode, Mode::Observe);
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(warnings[0].pos, Pos { line: 1, col: 8 });
+}
+
+#[test]
+fn defaults() {
+    let p = policy("");
+    assert_eq!(p.name, "t.toml");
+    assert_eq!(p.mode, Mode::Enforce);
+    assert_eq!(p.agents, ["codex"]);
+    assert!(!p.kill_stragglers);
+    assert!(p.rules.is_empty());
+
+    let p = policy(&format!("{FILE}paths = [\"x\"]"));
+    let rule = &p.rules[0];
+    assert_eq!(rule.scope, Scope::All);
+    assert_eq!(rule.pos, Pos { line: 1, col: 1 });
+    assert_eq!(
+        rule.kind,
+        Kind::File {
+            paths: vec!["x".to_owned()],
+            except: vec![],
+            access: Access {
+                read: true,
+                write: true
+            },
+        }
+    );
+}
+
+#[test]
+fn reads_every_field() {
+    let p = policy(
+        "mode = \"observe\"\n[agents]\nnames = [\"codex\", \"aider\"]\nkill_stragglers = true\n\
+         [[rule]]\nid = \"git\"\ndescription = \"d\"\nkind = \"exec\"\nexe = [\"git\"]\n\
+         argv_contains = [\"push\"]\nargv_regex = \"-f\"\naction = \"alert\"\nscope = \"root\"\n"
+            .replace("mode = \"observe\"\n", "")
+            .as_str(),
+    );
+    assert_eq!(p.agents, ["codex", "aider"]);
+    assert!(p.kill_stragglers);
+    let rule = &p.rules[0];
+    assert_eq!(
+        (rule.id.as_str(), rule.description.as_deref()),
+        ("git", Some("d"))
+    );
+    assert_eq!((rule.action, rule.scope), (Action::Alert, Scope::Root));
+    assert_eq!(rule.pos, Pos { line: 4, col: 1 });
+    assert_eq!(
+        rule.kind,
+        Kind::Exec {
+            exe: vec!["git".to_owned()],
+            argv_contains: vec!["push".to_owned()],
+            argv_regex: Some("-f".to_owned()),
+        }
+    );
+}
+
+#[test]
+fn destinations() {
+    let net = |s: &str| Host::Net(s.parse().expect("a net"));
+    let ok: &[(&str, Host, Option<u16>)] = &[
+        (
+            "api.openai.com:443",
+            Host::Name("api.openai.com".to_owned()),
+            Some(443),
+        ),
+        (
+            "Api.OpenAI.COM",
+            Host::Name("api.openai.com".to_owned()),
+            None,
+        ),
+        ("localhost", Host::Name("localhost".to_owned()), None),
+        ("10.1.2.3", net("10.1.2.3/32"), None),
+        ("10.1.2.3:1", net("10.1.2.3/32"), Some(1)),
+        ("10.0.0.0/8:65535", net("10.0.0.0/8"), Some(65535)),
+        ("::1", net("::1/128"), None),
+        ("fd00::/8", net("fd00::/8"), None),
+        ("[::1]", net("::1/128"), None),
+        ("[::1]:8080", net("::1/128"), Some(8080)),
+        ("[fd00::/8]:443", net("fd00::/8"), Some(443)),
+        ("0.0.0.0/0", net("0.0.0.0/0"), None),
+        ("@resolvers", Host::Resolvers, None),
+        ("@resolvers:53", Host::Resolvers, Some(53)),
+    ];
+    for (text, host, port) in ok {
+        assert_eq!(
+            dest(text),
+            Ok(Dest {
+                host: host.clone(),
+                port: *port,
+                text: (*text).to_owned()
+            }),
+            "{text}"
+        );
+    }
+    for bad in [
+        "",
+        " a.com",
+        "a.com:",
+        "a.com:0",
+        "a.com:65536",
+        "a.com:+1",
+        "a.com:x",
+        "10.0.0.1/8",
+        "10.0.0.0/33",
+        "1.2.3.4.5",
+        "999.1.1.1",
+        "[10.0.0.1]",
+        "[::1]x",
+        "[::1",
+        "::1::2",
+        "*.a.com",
+        "a..com",
+        "a.com.",
+        "-a.com",
+        "a_b.com",
+        "@dns",
+        "@resolvers:",
+        "fe80::1%eth0",
+        &"a".repeat(64),
+    ] {
+        assert!(dest(bad).is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
+fn globs_are_checked_as_the_matcher_compiles_them() {
+    // `*` stays within a path component: `~/*` is not a bad glob, nor `**` alone.
+    for ok in [
+        "~",
+        "~/*",
+        "**",
+        "*",
+        "/etc/cron*/**",
+        "a/**/b",
+        "[!a]*.{pem,key}",
+        "x**",
+    ] {
+        assert_eq!(check_path_pattern(ok), Ok(()), "{ok}");
+    }
+    for bad in [
+        "", "~x", "~x/y", "dir/", "a//b", "./a", "a/../b", "[", "{a", "[z-a]", "a\\",
+    ] {
+        assert!(check_path_pattern(bad).is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
+fn unknown_keys_suggest_the_closest_valid_one() {
+    assert_eq!(closest("acess", FILE_KEYS), Some("access"));
+    assert_eq!(closest("path", FILE_KEYS), Some("paths"));
+    assert_eq!(closest("rules", TOP_KEYS), Some("rule"));
+    assert_eq!(closest("x", COMMON_KEYS), None);
+    assert_eq!(closest("colour", TOP_KEYS), None);
+}
+
+#[test]
+fn syntax_recovery_blanks_whole_statements() {
+    let text = "a = [\"x\",\n  \"y\" z,\n  \"w\"]\nb = 1\n[t]\nc = ?\nd = 2\n[u]\n";
+    // The array's second line: the whole array statement, to `b`.
+    let second = text.find('z').expect("z");
+    assert_eq!(
+        &text[statement_at(text, second)],
+        "a = [\"x\",\n  \"y\" z,\n  \"w\"]"
+    );
+    let bad = text.find('?').expect("?");
+    assert_eq!(&text[statement_at(text, bad)], "c = ?");
+    let header = text.find("[t]").expect("[t]");
+    assert_eq!(&text[statement_at(text, header)], "[t]\nc = ?\nd = 2");
+    let blanked = blank(text, statement_at(text, bad));
+    assert_eq!(blanked.len(), text.len());
+    assert!(blanked.contains("\n     \nd = 2"));
+}
+
+#[test]
+fn containers_and_cgroups_choose_sessions() {
+    let text = "[agents]\nnames = []\ncontainers = [\"*\", \"4F1C7B0E9D2A\", \
+                \"pod_uid=5f0e2b6c_1d2e_4a3b_9c8d_7e6f5a4b3c2d\", \
+                \"namespace=arc-*, name=runner\"]\n\
+                cgroups = [\"/kubepods.slice/**\"]";
+    let (p, warnings) = parse("t.toml", text).expect("valid");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(p.agents.is_empty());
+    assert_eq!(
+        p.containers,
+        [
+            ContainerSelector::Any,
+            ContainerSelector::All(vec![(ContainerField::Id, "4f1c7b0e9d2a".to_owned())]),
+            ContainerSelector::All(vec![(
+                ContainerField::PodUid,
+                "5f0e2b6c-1d2e-4a3b-9c8d-7e6f5a4b3c2d".to_owned()
+            )]),
+            ContainerSelector::All(vec![
+                (ContainerField::Namespace, "arc-*".to_owned()),
+                (ContainerField::Name, "runner".to_owned()),
+            ]),
+        ]
+    );
+    assert_eq!(p.cgroups, ["/kubepods.slice/**"]);
+    let glob = cgroup_glob("/system.slice/docker-*.scope")
+        .expect("glob")
+        .compile_matcher();
+    assert!(glob.is_match("/system.slice/docker-4f1c.scope"));
+    assert!(!glob.is_match("/system.slice/x/docker-4f1c.scope"));
+}
+
+/// `tests/fixtures/policy/NAME.toml` is checked and its diagnostics rendered as
+/// `guard policy check NAME.toml` prints them must equal `NAME.expected`.
+/// `GUARD_BLESS=1` rewrites the expected files.
+#[test]
+fn fixtures() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/policy");
+    let mut fixtures: Vec<_> = std::fs::read_dir(&dir)
+        .expect("fixture directory")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    fixtures.sort();
+    let bless = std::env::var_os("GUARD_BLESS").is_some();
+    let mut failures = Vec::new();
+    for path in &fixtures {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("utf-8 name");
+        let text = std::fs::read_to_string(path).expect("fixture");
+        let rendered = match parse(name, &text) {
+            Ok((_, diags)) | Err(diags) => render(name, &diags),
+        };
+        let expected_path = path.with_extension("expected");
+        if bless {
+            std::fs::write(&expected_path, &rendered).expect("write expected");
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if rendered != expected {
+            failures.push(format!(
+                "{name}:\n--- expected\n{expected}--- got\n{rendered}"
+            ));
+        }
+    }
+    for name in [
+        "ok",
+        "unknown-key",
+        "bad-glob",
+        "bad-cidr",
+        "unknown-action",
+        "duplicate-id",
+        "never-matches",
+        "many-errors",
+    ] {
+        assert!(
+            fixtures
+                .iter()
+                .any(|p| p.file_stem().is_some_and(|s| s == name)),
+            "fixture {name}.toml is missing"
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn fixtures_that_should_load_do() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/policy");
+    for (name, loads) in [
+        ("ok", true),
+        ("never-matches", true),
+        ("observe", true),
+        ("many-errors", false),
+    ] {
+        let text = std::fs::read_to_string(dir.join(format!("{name}.toml"))).expect("fixture");
+        assert_eq!(parse(name, &text).is_ok(), loads, "{name}");
+    }
+}
