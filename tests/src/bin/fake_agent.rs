@@ -29,7 +29,6 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 use std::{io, ptr, thread};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -173,7 +172,14 @@ fn escape_with_setsid(dir: &Path) -> Result<()> {
                 libc::_exit(11);
             }
             if grandchild == 0 {
-                thread::sleep(Duration::from_millis(300));
+                // Open only once reparented (the intermediate has exited), so that the
+                // open is that of an escaped process; give up waiting after 10 s.
+                let parent = libc::getppid();
+                let mut waited_ms = 0;
+                while libc::getppid() == parent && waited_ms < 10_000 {
+                    libc::usleep(1000);
+                    waited_ms += 1;
+                }
                 let fd = libc::open(marker.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
                 report("grandchild_fd", fd);
                 let _ = libc::write(opened_w, b"x".as_ptr().cast(), 1);
