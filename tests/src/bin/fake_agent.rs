@@ -167,16 +167,20 @@ fn escape_with_setsid(dir: &Path) -> Result<()> {
             if libc::setsid() < 0 {
                 libc::_exit(10);
             }
+            let me = libc::getpid();
             let grandchild = libc::fork();
             if grandchild < 0 {
                 libc::_exit(11);
             }
             if grandchild == 0 {
                 // Open only once reparented (the intermediate has exited), so that the
-                // open is that of an escaped process; give up waiting after 10 s.
-                let parent = libc::getppid();
+                // open is that of an escaped process. Not reparented within 10 s: leave
+                // without opening, and the agent fails saying so.
                 let mut waited_ms = 0;
-                while libc::getppid() == parent && waited_ms < 10_000 {
+                while libc::getppid() == me {
+                    if waited_ms == 10_000 {
+                        libc::_exit(13);
+                    }
                     libc::usleep(1000);
                     waited_ms += 1;
                 }
@@ -204,7 +208,10 @@ fn escape_with_setsid(dir: &Path) -> Result<()> {
     let mut byte = 0u8;
     // SAFETY: reading one byte into a local from a pipe fd this process owns.
     let n = unsafe { libc::read(opened_r, (&raw mut byte).cast(), 1) };
-    ensure!(n == 1, "the setsid grandchild did not open {marker:?}");
+    ensure!(
+        n == 1,
+        "the setsid grandchild did not open {marker:?} (or was not reparented)"
+    );
     // `hold_w` stays open (close-on-exec) until this process exits.
     Ok(())
 }
