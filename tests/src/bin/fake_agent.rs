@@ -82,7 +82,7 @@ fn tree(dir: &Path) -> Result<()> {
     let rc = unsafe {
         let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
         libc::posix_spawnattr_init(&mut attr);
-        libc::posix_spawnattr_setflags(&mut attr, libc::POSIX_SPAWN_USEVFORK as libc::c_short);
+        libc::posix_spawnattr_setflags(&mut attr, libc::POSIX_SPAWN_USEVFORK);
         let rc = libc::posix_spawn(
             &mut pid,
             c"/bin/true".as_ptr(),
