@@ -13,12 +13,14 @@
 //! Run them as root, one test at a time:
 //! `cargo test -p guard-tests -- --test-threads=1`. Environment: `GUARD_BIN` (the binary
 //! under test), `GUARD_E2E_KEEP=1` (keep the temp dirs, events file included),
-//! `GUARD_E2E_FULL_LOG=1` (do not shorten the daemon's log in failure messages).
+//! `GUARD_E2E_FULL_LOG=1` (do not shorten the daemon's log in failure messages),
+//! `GUARD_E2E_ALLOW_SKIP=1` (a check whose tool is missing is skipped, with a
+//! `SKIPPED:` line on stderr, instead of failing: see [`skip`]).
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt::Write as _;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read, Write as _};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -38,6 +40,10 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a fake agent scenario (or `guard run`) may take.
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long, once a process has exited, the readers of its pipes may take to reach their
+/// end (longer only if something it started still holds them open).
+pub const PIPE_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The line the daemon logs on stderr once every program is attached.
 pub const READY_LINE: &str = "guard daemon ready";
 
@@ -47,6 +53,28 @@ macro_rules! fake_agent_exe {
     () => {
         env!("CARGO_BIN_EXE_guard-fake-agent")
     };
+}
+
+/// The environment variable that lets a test skip a check whose tool is missing.
+pub const ALLOW_SKIP: &str = "GUARD_E2E_ALLOW_SKIP";
+
+/// A check of `test` cannot run, for `reason` (a tool is missing). With
+/// `GUARD_E2E_ALLOW_SKIP=1` this prints `SKIPPED: <test>: <reason>` on stderr and returns,
+/// and the caller returns early; otherwise it fails the test with the reason, so that a
+/// run that must check everything (CI's `cargo xtask test`, which never sets it) does
+/// not pass a check it did not make.
+///
+/// Cargo's harness has no skipped state: a test that returns early is listed as `ok`.
+/// The stderr line is what says it was not. It is written to the stderr descriptor
+/// itself, not through `eprintln!`, which the harness captures and throws away for a
+/// test that passes.
+pub fn skip(test: &str, reason: &str) {
+    let allowed = env::var_os(ALLOW_SKIP).is_some_and(|v| v == "1");
+    assert!(
+        allowed,
+        "{test}: {reason}\n(set {ALLOW_SKIP}=1 to skip this check instead of failing)"
+    );
+    let _ = writeln!(io::stderr().lock(), "SKIPPED: {test}: {reason}");
 }
 
 /// Fails the test unless it runs as root: loading eBPF programs needs it.
@@ -263,6 +291,105 @@ pub fn assert_same_identity(events: &[Event], pid: i64) {
     }
 }
 
+/// Polls `done` until it holds; fails the test, saying it waited for `what`, after
+/// `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The children of process `pid` (empty if it is gone).
+pub fn children(pid: i64) -> Vec<i64> {
+    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// The `comm` of process `pid`, if it exists.
+pub fn comm(pid: i64) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim_end().to_owned())
+}
+
+/// Whether process `pid` is dead: gone, or a zombie its parent has not collected yet.
+pub fn gone(pid: i64) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
+    }
+}
+
+/// A named pipe in `dir`, to hold a process of a test (`read _ < FIFO` in a shell) until
+/// the test has seen what it waits for; [`Fifo::release`] lets it go on.
+pub struct Fifo {
+    path: PathBuf,
+}
+
+impl Fifo {
+    pub fn new(dir: &Path, name: &str) -> Fifo {
+        let path = dir.join(name);
+        let c_path = CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL in path");
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        let rc = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
+        assert_eq!(
+            rc,
+            0,
+            "mkfifo {}: {}",
+            path.display(),
+            io::Error::last_os_error()
+        );
+        Fifo { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path as a `str`, to put in a shell command.
+    pub fn path_str(&self) -> &str {
+        self.path.to_str().expect("UTF-8 temp path")
+    }
+
+    /// Writes a line to the pipe once its reader has opened it (up to [`RUN_TIMEOUT`]).
+    pub fn release(&self) {
+        use std::os::unix::fs::OpenOptionsExt;
+        let start = Instant::now();
+        let mut pipe = loop {
+            // Non-blocking: ENXIO until a reader has it open, so a reader that never comes
+            // fails the test instead of hanging it.
+            match fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&self.path)
+            {
+                Ok(pipe) => break pipe,
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                    assert!(
+                        start.elapsed() < RUN_TIMEOUT,
+                        "no reader opened {} within {RUN_TIMEOUT:?}",
+                        self.path.display()
+                    );
+                    thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("open {}: {e}", self.path.display()),
+            }
+        };
+        io::Write::write_all(&mut pipe, b"go\n")
+            .unwrap_or_else(|e| panic!("write {}: {e}", self.path.display()));
+    }
+}
+
 /// Predicate for [`Daemon::wait_for`]: the session rooted at `root_pid` has ended.
 pub fn session_ended(root_pid: i64) -> impl Fn(&[Event]) -> bool {
     move |events| {
@@ -333,14 +460,13 @@ impl Daemon {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         let log = Arc::new(Mutex::new(String::new()));
-        collect_lines(child.stderr.take().expect("piped stderr"), "", &log);
+        let stderr_closed = collect_lines(child.stderr.take().expect("piped stderr"), "", &log);
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let child_stdout = child.stdout.take().expect("piped stdout");
-        let stdout_closed = if events_path.is_some() {
-            collect_lines(child_stdout, "[stdout] ", &log);
-            None
+        let (stdout_closed, log_stdout_closed) = if events_path.is_some() {
+            (None, Some(collect_lines(child_stdout, "[stdout] ", &log)))
         } else {
-            Some(collect_bytes(child_stdout, &stdout))
+            (Some(collect_bytes(child_stdout, &stdout)), None)
         };
         let mut daemon = Daemon {
             child: Some(child),
@@ -359,7 +485,13 @@ impl Daemon {
                 return daemon;
             }
             if let Some(status) = daemon.try_wait() {
-                thread::sleep(Duration::from_millis(200)); // let the readers drain the pipes
+                // The log is whole once the readers reach the end of the pipes.
+                for closed in [Some(&stderr_closed), log_stdout_closed.as_ref()]
+                    .into_iter()
+                    .flatten()
+                {
+                    let _ = closed.recv_timeout(PIPE_CLOSE_TIMEOUT);
+                }
                 daemon.fail(format!(
                     "guard daemon exited ({status}) before logging {READY_LINE:?}\n\
                      command: {cmd:?}"
@@ -456,6 +588,40 @@ impl Daemon {
                     "timed out after {EVENT_TIMEOUT:?} waiting for {what}\n{}",
                     dump(&events)
                 ));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Watches the events for `window` and fails the test, with the events, as soon as
+    /// `bad` finds `what` in them; returns the events seen at the end of the window.
+    ///
+    /// For what must not happen, which no event can announce: the window is as long as
+    /// the daemon would take to do it (a number of its one-second beats).
+    pub fn never_within(
+        &mut self,
+        what: &str,
+        window: Duration,
+        bad: impl Fn(&[Event]) -> bool,
+    ) -> Vec<Event> {
+        let start = Instant::now();
+        loop {
+            let events = self.events();
+            if bad(&events) {
+                self.fail(format!(
+                    "{what} within {:?}\n{}",
+                    start.elapsed(),
+                    dump(&events)
+                ));
+            }
+            if let Some(status) = self.try_wait() {
+                self.fail(format!(
+                    "guard daemon exited ({status}) while watching that it does not do {what}\n{}",
+                    dump(&events)
+                ));
+            }
+            if start.elapsed() >= window {
+                return events;
             }
             thread::sleep(Duration::from_millis(100));
         }
@@ -583,9 +749,15 @@ impl Drop for Daemon {
     }
 }
 
-/// Appends every line read from `from` to `log` (with `prefix`), on a thread.
-fn collect_lines(from: impl Read + Send + 'static, prefix: &'static str, log: &Arc<Mutex<String>>) {
+/// Appends every line read from `from` to `log` (with `prefix`), on a thread; signals
+/// the receiver at the end.
+fn collect_lines(
+    from: impl Read + Send + 'static,
+    prefix: &'static str,
+    log: &Arc<Mutex<String>>,
+) -> mpsc::Receiver<()> {
     let log = Arc::clone(log);
+    let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         for line in BufReader::new(from).lines() {
             let Ok(line) = line else { break };
@@ -593,7 +765,9 @@ fn collect_lines(from: impl Read + Send + 'static, prefix: &'static str, log: &A
                 let _ = writeln!(log, "{prefix}{line}");
             }
         }
+        let _ = tx.send(());
     });
+    rx
 }
 
 /// Appends everything read from `from` to `buf`, on a thread; signals the receiver at the end.

@@ -142,6 +142,27 @@ fn start_daemon_with(policy: &Path, extra: &[&OsStr]) -> Daemon {
     daemon
 }
 
+/// Waits until the daemon has chosen the cgroup `dir`, which a test just made: a probe
+/// started in it gets a session, from its exec if the daemon knew of the cgroup by then,
+/// else from the adoption that learning of it brings. The probe is gone, its session
+/// ended, on return.
+fn wait_until_chosen(daemon: &mut Daemon, dir: &Path) {
+    let probe = spawn_in(dir, Path::new("/bin/sleep"), &["60"]);
+    let pid = probe.pid();
+    daemon.wait_for(
+        &format!("a session of the probe ({pid}) in {}", dir.display()),
+        |ev| {
+            ev.iter()
+                .any(|e| e.kind() == "session_start" && e.int("root_pid") == Some(pid))
+        },
+    );
+    drop(probe); // kills its process group
+    daemon.wait_for(
+        &format!("the end of the probe's ({pid}) session"),
+        guard_tests::session_ended(pid),
+    );
+}
+
 fn session_start(events: &[Event], root: i64) -> &Event {
     find(events, &format!("session_start of {root}"), |e| {
         e.kind() == "session_start" && e.int("root_pid") == Some(root)
@@ -270,7 +291,7 @@ fn containers_chosen_as_they_appear_and_on_reload() {
 
     // A job cgroup made now: the daemon learns of it from inotify, not from a rescan.
     let job = cgroups.make("job-1.scope");
-    thread::sleep(Duration::from_millis(300));
+    wait_until_chosen(&mut daemon, &job);
     let job_run = spawn_in(&job, agent.path(), &["exit", "0"]).finish();
     job_run.assert_success();
     let events = daemon.wait_for("the job's session", |ev| {
@@ -353,10 +374,13 @@ fn containers_chosen_by_namespace_and_name() {
     );
     let agent_cg = pod_cg.join(format!("cri-containerd-{agent_id}.scope"));
     let sidecar_cg = pod_cg.join(format!("cri-containerd-{sidecar_id}.scope"));
-    for cg in [&agent_cg, &sidecar_cg] {
+    // The sidecar's first: once the daemon has chosen the agent's cgroup, it has
+    // looked at the sidecar's too (and left it out), so the sidecar below is not
+    // unwatched only because the daemon had not seen its cgroup yet.
+    for cg in [&sidecar_cg, &agent_cg] {
         fs::create_dir(cg).unwrap_or_else(|e| panic!("mkdir {}: {e}", cg.display()));
     }
-    thread::sleep(Duration::from_millis(300));
+    wait_until_chosen(&mut daemon, &agent_cg);
     let sidecar = spawn_in(&sidecar_cg, agent.path(), &["exit", "0"]).finish();
     let inside = spawn_in(&agent_cg, agent.path(), &["exit", "0"]).finish();
     inside.assert_success();

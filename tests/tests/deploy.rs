@@ -18,8 +18,9 @@
 //!   again into deploy/ when it has changed);
 //! - the systemd unit with `systemd-analyze verify`, warnings included.
 //!
-//! None of this needs root or the daemon. A check whose tool is missing prints why it
-//! was skipped.
+//! None of this needs root or the daemon. A check whose tool is missing fails and says
+//! which tool; with `GUARD_E2E_ALLOW_SKIP=1` it is skipped instead, with a
+//! `SKIPPED: <test>: <reason>` line on stderr (see `guard_tests::skip`).
 
 use std::fs;
 use std::io;
@@ -29,6 +30,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result, bail, ensure};
+use guard_tests::skip;
 use serde_json::Value;
 
 /// The validator, pinned: its version is the newest Kubernetes release it knows.
@@ -474,10 +476,10 @@ fn kubernetes_base_files_validate() -> Result<()> {
 fn kustomize_base_and_overlay_render_and_validate() -> Result<()> {
     sync_policy_copies()?;
     let Some(tool) = kustomize() else {
-        eprintln!(
-            "SKIPPED: neither kubectl nor kustomize is on PATH: the kustomizations were not \
-             rendered, and the overlay's patch (a fragment the validator cannot take) was not \
-             validated"
+        skip(
+            "kustomize_base_and_overlay_render_and_validate",
+            "neither kubectl nor kustomize is on PATH: the kustomizations were not rendered, \
+             and the overlay's patch (a fragment the validator cannot take) was not validated",
         );
         return Ok(());
     };
@@ -660,9 +662,10 @@ fn guard_bin() -> Option<PathBuf> {
 fn policies_in_the_manifests_pass_guard_policy_check() -> Result<()> {
     sync_policy_copies()?;
     let Some(guard) = guard_bin() else {
-        eprintln!(
-            "SKIPPED: no guard binary (build it with `cargo build --release -p guard` or set \
-             GUARD_BIN): the deployed policies were not checked"
+        skip(
+            "policies_in_the_manifests_pass_guard_policy_check",
+            "no guard binary (build it with `cargo build --release -p guard` or set \
+             GUARD_BIN): the deployed policies were not checked",
         );
         return Ok(());
     };
@@ -692,7 +695,10 @@ fn policies_in_the_manifests_pass_guard_policy_check() -> Result<()> {
 #[test]
 fn systemd_unit_verifies() -> Result<()> {
     let Some(analyze) = on_path("systemd-analyze") else {
-        eprintln!("SKIPPED: systemd-analyze is not on PATH: the unit was not verified");
+        skip(
+            "systemd_unit_verifies",
+            "systemd-analyze is not on PATH: the unit was not verified",
+        );
         return Ok(());
     };
     let unit = fs::read_to_string(deploy("systemd/guard.service"))?;

@@ -2,10 +2,11 @@
 //!
 //! The test starts the daemon with its metrics endpoint on a free loopback port, and
 //! Prometheus (Debian's `prometheus` package, installed with apt-get when it is
-//! missing) scraping it every second. A fake agent runs a short session; the test then
-//! asks Prometheus's HTTP API until what it scraped agrees with the events the daemon
-//! wrote: `guard_events_total` by kind equals the events of that kind in the events
-//! file, and `guard_active_sessions` was at least 1 while the session lived.
+//! missing) scraping it every second. A fake agent runs a session, held open until a
+//! scrape has seen it active; the test then asks Prometheus's HTTP API until what it
+//! scraped agrees with the events the daemon wrote: `guard_events_total` by kind equals
+//! the events of that kind in the events file, and `guard_active_sessions` was at
+//! least 1 while the session lived.
 //!
 //! Run as root, like every end-to-end test:
 //! `cargo test -p guard-tests --test metrics -- --test-threads=1`.
@@ -16,15 +17,19 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use guard_tests::{
-    FakeAgent, READY_LINE, READY_TIMEOUT, TempDir, fake_agent_exe, guard_bin, require_root,
+    FakeAgent, Fifo, PIPE_CLOSE_TIMEOUT, READY_LINE, READY_TIMEOUT, TempDir, fake_agent_exe,
+    guard_bin, require_root,
 };
 use serde_json::Value;
+
+/// The most sessions a scrape saw active in the last five minutes.
+const ACTIVE_SESSIONS_SEEN: &str = "max_over_time(guard_active_sessions{job=\"guard\"}[5m])";
 
 /// How long Prometheus may take to start, scrape and answer with the expected values.
 const PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(60);
@@ -78,6 +83,8 @@ struct Proc {
     child: Child,
     what: String,
     log: Arc<Mutex<String>>,
+    /// Signalled by the readers of stdout and stderr at the end of their pipe.
+    closed: Vec<mpsc::Receiver<()>>,
 }
 
 impl Proc {
@@ -92,6 +99,7 @@ impl Proc {
             .spawn()
             .with_context(|| format!("spawn {what}"))?;
         let log = Arc::new(Mutex::new(String::new()));
+        let mut closed = Vec::new();
         for pipe in [
             child
                 .stdout
@@ -106,6 +114,8 @@ impl Proc {
         .flatten()
         {
             let log = Arc::clone(&log);
+            let (tx, rx) = mpsc::channel();
+            closed.push(rx);
             thread::spawn(move || {
                 let mut pipe = pipe;
                 let mut chunk = [0u8; 4096];
@@ -114,9 +124,15 @@ impl Proc {
                         log.push_str(&String::from_utf8_lossy(&chunk[..n]));
                     }
                 }
+                let _ = tx.send(());
             });
         }
-        Ok(Proc { child, what, log })
+        Ok(Proc {
+            child,
+            what,
+            log,
+            closed,
+        })
     }
 
     fn log(&self) -> String {
@@ -126,7 +142,10 @@ impl Proc {
     /// Fails if the process has exited.
     fn check_running(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
-            thread::sleep(Duration::from_millis(200)); // let the readers drain the pipes
+            // The log is whole once the readers reach the end of the pipes.
+            for closed in &self.closed {
+                let _ = closed.recv_timeout(PIPE_CLOSE_TIMEOUT);
+            }
             bail!("{} exited ({status}):\n{}", self.what, self.log());
         }
         Ok(())
@@ -347,16 +366,32 @@ fn prometheus_scrapes_the_daemon() -> Result<()> {
         thread::sleep(Duration::from_millis(250));
     }
 
-    // A session of a few seconds, so that scrapes see it active: a shell that reads a
-    // file and runs a program (exec and open events), then sleeps.
-    let run = agent
-        .spawn(&[
-            "run",
-            "/bin/sh",
-            "-c",
-            "cat /etc/hostname >/dev/null; /bin/true; sleep 4",
-        ])
-        .finish();
+    // A session that lives until a scrape has seen it active: a shell that reads a file
+    // and runs a program (exec and open events), then waits on a pipe.
+    let go = Fifo::new(dir.path(), "go");
+    let script = format!(
+        "cat /etc/hostname >/dev/null; /bin/true; read _ < {}",
+        go.path_str()
+    );
+    let running = agent.spawn(&["run", "/bin/sh", "-c", &script]);
+    let start = Instant::now();
+    loop {
+        daemon.check_running()?;
+        prometheus.check_running()?;
+        let active = query(prometheus_addr, ACTIVE_SESSIONS_SEEN)?;
+        if active.first().is_some_and(|(_, v)| *v >= 1.0) {
+            break;
+        }
+        ensure!(
+            start.elapsed() < PROMETHEUS_TIMEOUT,
+            "no scrape saw the session active within {PROMETHEUS_TIMEOUT:?}: {active:?}\n\
+             --- guard daemon ---\n{}",
+            daemon.log()
+        );
+        thread::sleep(Duration::from_millis(250));
+    }
+    go.release();
+    let run = running.finish();
     run.assert_success();
     let events_path = dir.join("events.jsonl");
 
@@ -373,10 +408,7 @@ fn prometheus_scrapes_the_daemon() -> Result<()> {
             .filter_map(|(labels, value)| labels.get("kind").map(|k| (k.clone(), value)))
             .collect();
         let up = query(prometheus_addr, "up{job=\"guard\"}")?;
-        let sessions = query(
-            prometheus_addr,
-            "max_over_time(guard_active_sessions{job=\"guard\"}[5m])",
-        )?;
+        let sessions = query(prometheus_addr, ACTIVE_SESSIONS_SEEN)?;
         let attached = query(
             prometheus_addr,
             "guard_programs_attached == guard_programs_expected",

@@ -147,6 +147,21 @@ fn exit_of(events: &[Event], pid: i64) -> &Event {
     find(events, &format!("exit of {pid}"), |e| e.is("exit", pid))
 }
 
+/// Predicate for [`Daemon::wait_for`]: the session rooted at `root` has ended and every
+/// straggler its `session_end` names has exited since.
+fn stragglers_exited(events: &[Event], root: i64) -> bool {
+    let Some(end) = events
+        .iter()
+        .find(|e| e.kind() == "session_end" && e.int("root_pid") == Some(root))
+    else {
+        return false;
+    };
+    end.ints("stragglers")
+        .unwrap_or_default()
+        .iter()
+        .all(|&pid| events.iter().any(|e| e.is("exit", pid)))
+}
+
 /// Checks the violation fields of `event`.
 fn assert_violation(events: &[Event], event: &Event, rule: &str, action: &str, outcome: &str) {
     let problems: Vec<String> = [
@@ -275,9 +290,7 @@ fn exec_kill_in_kernel_stops_the_program_before_it_runs() {
     // Nothing of touch's own: the loader never ran, so it opened nothing.
     let opens: Vec<&Event> = session.iter().filter(|e| e.is("open", pid)).collect();
     assert!(opens.is_empty(), "the killed touch opened files: {opens:?}");
-
-    thread::sleep(Duration::from_millis(300));
-    assert_absent(&marker, "touch ran late");
+    // touch is dead (its exit above says SIGKILL): nothing can write the marker later.
     s.finish();
 }
 
@@ -706,7 +719,7 @@ fn install_git(dir: &TempDir) -> (PathBuf, PathBuf) {
 /// the latency the daemon reports.
 fn force_push_killed(s: &mut Setup, git: &Path, ran: &Path) -> u64 {
     let started = Instant::now();
-    let (run, events) = s.session(&["run", path_str(git), "push", "--force"]);
+    let (run, _) = s.session(&["run", path_str(git), "push", "--force"]);
     let took = started.elapsed();
     run.assert_success();
     assert_eq!(
@@ -718,6 +731,11 @@ fn force_push_killed(s: &mut Setup, git: &Path, ran: &Path) -> u64 {
         took < Duration::from_secs(4),
         "git push --force ran for {took:?}: it was not killed during its 5 s sleep"
     );
+    // Once nothing of the session lives (its `sleep`, if git got to start it, dies with
+    // the process group the fake agent kills), nothing can record the push later.
+    let events = s.daemon.wait_for("the exit of every straggler", |ev| {
+        stragglers_exited(ev, run.pid)
+    });
     let pushed = fs::read_to_string(ran).unwrap_or_default();
     assert!(
         !pushed.contains("push"),
@@ -764,9 +782,6 @@ fn argv_rule_kills_from_user_space() {
 
     let latency = force_push_killed(&mut s, &git, &ran);
     println!("user-space kill latency: {latency} µs");
-
-    // The straggling `sleep` was killed with its group: nothing writes later either.
-    thread::sleep(Duration::from_millis(300));
     assert_eq!(fs::read_to_string(&ran).expect("ran"), "status\n");
     s.finish();
 }
@@ -948,6 +963,11 @@ action = "deny"
 // 7. reload
 // ---------------------------------------------------------------------------------------
 
+/// How long the daemon would take to act on a policy file again: it looks at the file's
+/// modification time on its one-second beat and acts on a change that held still for a
+/// beat, so within two beats; half a beat more for the event to be written.
+const WATCH_WINDOW: Duration = Duration::from_millis(2500);
+
 /// Runs `sh -c 'touch MARKER'` and tells whether touch was killed (checking the marker
 /// and the event agree).
 fn touch_killed(s: &mut Setup, marker: &Path) -> bool {
@@ -1004,10 +1024,11 @@ fn reload_refuses_a_bad_policy_and_keeps_enforcing() {
         "the running policy stopped enforcing after a bad reload"
     );
 
-    // Refused once, not at every tick of the watcher.
-    thread::sleep(Duration::from_millis(2500));
-    let events = s.daemon.events();
-    assert_eq!(count(&events, "policy_rejected"), 1, "{}", dump(&events));
+    // Refused once, not at every beat of the watcher.
+    s.daemon
+        .never_within("a second policy_rejected", WATCH_WINDOW, |ev| {
+            count(ev, "policy_rejected") > 1
+        });
 
     // A good policy without the touch rule: loaded, and touch runs.
     let relaxed = policy_toml(
@@ -1048,13 +1069,10 @@ action = "log"
         .and_then(|f| f.set_modified(stamp))
         .expect("set the mtime");
     fs::rename(&aside, &s.policy).expect("rename");
-    thread::sleep(Duration::from_millis(1500));
-    let events = s.daemon.events();
-    assert_eq!(
-        count(&events, "policy_loaded"),
-        2,
-        "the daemon reloaded without a change of mtime or a SIGHUP\n{}",
-        dump(&events)
+    s.daemon.never_within(
+        "a reload without a change of mtime or a SIGHUP",
+        WATCH_WINDOW,
+        |ev| count(ev, "policy_loaded") > 2,
     );
     let pid = s.daemon.pid().expect("the daemon runs");
     // SAFETY: signalling the daemon this test started and has not reaped.
@@ -1104,34 +1122,36 @@ fn toml_files(dir: &Path) -> Vec<String> {
     names
 }
 
-/// The real binary prints what the parser's fixtures expect, and exits 1 exactly when
-/// there is an error.
+/// The real binary prints what the parser's fixtures expect (their insta snapshots, which
+/// guard-user's parser tests check too), and exits 1 exactly when there is an error.
 #[test]
 fn policy_check_matches_the_parser_fixtures() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guard-user/tests/fixtures/policy");
+    let dir = fs::canonicalize(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let names = toml_files(&dir);
     assert!(
         names.len() >= 3,
         "expected the parser's fixtures in {}",
         dir.display()
     );
-    let mut failures = Vec::new();
     for name in &names {
-        let expected_path = dir.join(name.replace(".toml", ".expected"));
-        let Ok(expected) = fs::read_to_string(&expected_path) else {
-            failures.push(format!("{name}: no {}", expected_path.display()));
-            continue;
-        };
         let (code, stdout, stderr) = policy_check(&dir, name);
-        let want = if expected.contains(": error[") { 1 } else { 0 };
-        if code != Some(want) || stdout != expected {
-            failures.push(format!(
-                "{name}: exit {code:?} (expected {want})\n--- expected stdout\n{expected}\
-                 --- got stdout\n{stdout}--- stderr\n{stderr}"
-            ));
-        }
+        let stem = name.trim_end_matches(".toml");
+        let mut settings = insta::Settings::clone_current();
+        settings.set_snapshot_path(&dir);
+        settings.set_prepend_module_to_snapshot(false);
+        settings.set_omit_expression(true);
+        settings.set_input_file(dir.join(name));
+        // Shown only if the test fails.
+        eprintln!("guard policy check {name}: exit {code:?}; stderr:\n{stderr}");
+        settings.bind(|| insta::assert_snapshot!(stem, stdout));
+        let want = if stdout.contains(": error[") { 1 } else { 0 };
+        assert_eq!(
+            code,
+            Some(want),
+            "guard policy check {name}\nstdout:\n{stdout}stderr:\n{stderr}"
+        );
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// Our own fixtures, checked by shape only: exit code, `file:line:col`, the code.

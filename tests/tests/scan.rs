@@ -3,18 +3,33 @@
 
 use std::time::{Duration, SystemTime};
 
-use guard_tests::{Daemon, FakeAgent, check_schema, fake_agent_exe};
+use guard_tests::{
+    Daemon, FakeAgent, Fifo, TempDir, check_schema, children, comm, fake_agent_exe, wait_until,
+};
 
 #[test]
 fn agents_running_before_the_daemon_are_tracked_with_their_children() {
     let since = SystemTime::now();
     let agent = FakeAgent::install(fake_agent_exe!());
-    // The agent's child waits, then reads: by then the daemon is up.
-    let running = agent.spawn(&["run", "sh", "-c", "sleep 3; cat /etc/hostname > /dev/null"]);
+    let dir = TempDir::new("guard-e2e-scan");
+    // The agent's child waits on a pipe until the daemon is up, then reads.
+    let go = Fifo::new(dir.path(), "go");
+    let script = format!("read _ < {}; cat /etc/hostname > /dev/null", go.path_str());
+    let running = agent.spawn(&["run", "sh", "-c", &script]);
     let root = running.pid();
-    std::thread::sleep(Duration::from_millis(300));
+    // The scan must find the child already running sh.
+    wait_until(
+        "the agent's child to run sh",
+        Duration::from_secs(10),
+        || {
+            children(root)
+                .into_iter()
+                .any(|child| comm(child).as_deref() == Some("sh"))
+        },
+    );
 
     let mut daemon = Daemon::start(&[agent.name()]);
+    go.release();
     let events = daemon.wait_for("the scanned session's child to read /etc/hostname", |evs| {
         evs.iter()
             .any(|e| e.kind() == "open" && e.str("path") == Some("/etc/hostname"))

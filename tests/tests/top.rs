@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use guard_tests::{Daemon, Running, TempDir, guard_bin, require_root, unique_name};
+use guard_tests::{Daemon, Running, TempDir, children, gone, guard_bin, require_root, unique_name};
 
 /// How long the screen may take to show something.
 const SCREEN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -127,24 +127,6 @@ fn has_words(line: &str, words: &[&str]) -> bool {
         .filter(|w| !w.is_empty())
         .collect();
     words.iter().all(|w| have.contains(w))
-}
-
-fn gone(pid: i64) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // A zombie is dead; only its parent has not collected it yet.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => true,
-    }
-}
-
-fn children(pid: i64) -> Vec<i64> {
-    fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse().ok())
-        .collect()
 }
 
 #[test]

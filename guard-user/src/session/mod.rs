@@ -445,3 +445,6 @@ impl Registry {
         out
     }
 }
+
+#[cfg(test)]
+mod tree_tests;

@@ -29,7 +29,6 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 use std::{io, ptr, thread};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -83,7 +82,7 @@ fn tree(dir: &Path) -> Result<()> {
     let rc = unsafe {
         let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
         libc::posix_spawnattr_init(&mut attr);
-        libc::posix_spawnattr_setflags(&mut attr, libc::POSIX_SPAWN_USEVFORK as libc::c_short);
+        libc::posix_spawnattr_setflags(&mut attr, libc::POSIX_SPAWN_USEVFORK);
         let rc = libc::posix_spawn(
             &mut pid,
             c"/bin/true".as_ptr(),
@@ -168,12 +167,23 @@ fn escape_with_setsid(dir: &Path) -> Result<()> {
             if libc::setsid() < 0 {
                 libc::_exit(10);
             }
+            let me = libc::getpid();
             let grandchild = libc::fork();
             if grandchild < 0 {
                 libc::_exit(11);
             }
             if grandchild == 0 {
-                thread::sleep(Duration::from_millis(300));
+                // Open only once reparented (the intermediate has exited), so that the
+                // open is that of an escaped process. Not reparented within 10 s: leave
+                // without opening, and the agent fails saying so.
+                let mut waited_ms = 0;
+                while libc::getppid() == me {
+                    if waited_ms == 10_000 {
+                        libc::_exit(13);
+                    }
+                    libc::usleep(1000);
+                    waited_ms += 1;
+                }
                 let fd = libc::open(marker.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
                 report("grandchild_fd", fd);
                 let _ = libc::write(opened_w, b"x".as_ptr().cast(), 1);
@@ -198,7 +208,10 @@ fn escape_with_setsid(dir: &Path) -> Result<()> {
     let mut byte = 0u8;
     // SAFETY: reading one byte into a local from a pipe fd this process owns.
     let n = unsafe { libc::read(opened_r, (&raw mut byte).cast(), 1) };
-    ensure!(n == 1, "the setsid grandchild did not open {marker:?}");
+    ensure!(
+        n == 1,
+        "the setsid grandchild did not open {marker:?} (or was not reparented)"
+    );
     // `hold_w` stays open (close-on-exec) until this process exits.
     Ok(())
 }

@@ -1,0 +1,421 @@
+//! The session tree as the daemon keeps it from events: who is in which session, what
+//! each process runs, when a session ends and who outlived its root, and which
+//! processes a kill of a session or a subtree reaches.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr};
+
+use guard_common::OpenCall;
+use guard_common::protocol::{Action, Outcome};
+
+use super::{KEEP_ENDED, Registry};
+use crate::event::{Detail, Event, How, Proto, SessionId, Task, Violation};
+
+const S: SessionId = SessionId(0x5e55);
+/// A pid no process has: /proc/<pid>/cwd does not exist (pid_max is at most 2^22).
+const NO_SUCH_PID: u32 = 4_000_000_001;
+
+fn task(pid: u32, ppid: u32, comm: &str) -> Task {
+    Task {
+        pid,
+        tid: pid,
+        ppid,
+        comm: comm.into(),
+        ..Task::default()
+    }
+}
+
+fn event(session: SessionId, pid: u32, ts_ns: i128, detail: Detail) -> Event {
+    Event::derived(ts_ns, Some(session), task(pid, 1, "codex"), detail)
+}
+
+fn exec(exe: &str, argv: &[&str], root: bool) -> Detail {
+    Detail::Exec {
+        exe: exe.into(),
+        exe_truncated: false,
+        argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+        argv_truncated: false,
+        root,
+        by_cgroup: false,
+    }
+}
+
+fn fork(child_pid: u32) -> Detail {
+    Detail::Fork { child_pid }
+}
+
+fn exit(root: bool) -> Detail {
+    Detail::Exit { status: 0, root }
+}
+
+/// A registry with session `S` started by the exec of its root `root`.
+fn with_root(root: u32) -> Registry {
+    let mut r = Registry::default();
+    let ev = event(S, root, 1, exec("/usr/bin/codex", &["codex"], true));
+    assert!(
+        r.before(&ev).is_some(),
+        "the root's exec starts the session"
+    );
+    assert!(r.after(&ev).is_none());
+    r
+}
+
+fn pids(r: &Registry, session: SessionId) -> HashSet<u32> {
+    r.procs()
+        .filter(|(_, p)| p.session == session)
+        .map(|(pid, _)| *pid)
+        .collect()
+}
+
+fn set(pids: &[u32]) -> HashSet<u32> {
+    pids.iter().copied().collect()
+}
+
+#[test]
+fn start_records_the_root_and_reports_session_start() {
+    let mut r = Registry::default();
+    let mut root = task(NO_SUCH_PID, 77, "codex");
+    root.uid = 1000;
+    root.container = Some("4f1c".into());
+    let start = r.start(S, How::Scan, 42, &root);
+
+    assert_eq!(start.session, Some(S));
+    assert_eq!(start.ts_ns, 42);
+    assert_eq!(start.task.pid, NO_SUCH_PID);
+    assert_eq!(
+        start.detail,
+        Detail::SessionStart {
+            agent: "codex".into(),
+            root_pid: NO_SUCH_PID,
+            how: How::Scan,
+            cwd: None,
+        }
+    );
+    let sessions: Vec<_> = r.sessions().collect();
+    assert_eq!(sessions.len(), 1);
+    let s = sessions[0];
+    assert_eq!(
+        (s.id, s.root_pid, s.how, s.uid, s.started_ns, s.ended_ns),
+        (S, NO_SUCH_PID, How::Scan, 1000, 42, None)
+    );
+    assert_eq!(s.container.as_deref(), Some("4f1c"));
+    let (_, proc) = r.procs().next().expect("the root is a member");
+    assert_eq!((proc.session, proc.ppid), (S, 77));
+}
+
+#[test]
+fn session_start_carries_the_roots_working_directory() {
+    let mut r = Registry::default();
+    let me = task(std::process::id(), 1, "codex");
+    let start = r.start(S, How::Run, 1, &me);
+    let cwd = std::env::current_dir().expect("cwd");
+    let Detail::SessionStart { cwd: got, .. } = &start.detail else {
+        panic!("not a session_start: {start:?}");
+    };
+    assert_eq!(got.as_deref(), cwd.to_str());
+    assert_eq!(r.sessions().next().and_then(|s| s.cwd.clone()), got.clone());
+}
+
+#[test]
+fn an_exec_in_a_chosen_cgroup_starts_a_container_session() {
+    let mut r = Registry::default();
+    let ev = event(
+        S,
+        10,
+        1,
+        Detail::Exec {
+            exe: "/usr/bin/codex".into(),
+            exe_truncated: false,
+            argv: vec![],
+            argv_truncated: false,
+            root: true,
+            by_cgroup: true,
+        },
+    );
+    let start = r.before(&ev).expect("session_start");
+    assert!(
+        matches!(
+            start.detail,
+            Detail::SessionStart {
+                how: How::Container,
+                root_pid: 10,
+                ..
+            }
+        ),
+        "{start:?}"
+    );
+}
+
+#[test]
+fn events_without_a_known_session_change_nothing() {
+    let mut r = with_root(10);
+    let mut stray = event(S, 30, 2, fork(31));
+    stray.session = None;
+    assert!(r.before(&stray).is_none(), "no session, nothing to start");
+    assert!(r.after(&stray).is_none());
+    let other = event(SessionId(0x07e5), 40, 2, fork(41));
+    assert!(r.after(&other).is_none(), "after() never starts a session");
+    assert_eq!(pids(&r, S), set(&[10]));
+    assert_eq!(r.procs().count(), 1);
+}
+
+#[test]
+fn a_child_is_forked_into_the_session_then_runs_its_own_program() {
+    let mut r = with_root(10);
+    r.after(&event(S, 10, 2, fork(11)));
+    let mut child_exec = event(S, 11, 3, exec("/bin/sh", &["sh", "-c", "make"], false));
+    child_exec.task = task(11, 10, "sh");
+    r.after(&child_exec);
+
+    let (_, child) = r.procs().find(|(pid, _)| **pid == 11).expect("child");
+    assert_eq!(child.session, S);
+    assert_eq!(child.ppid, 10);
+    assert_eq!(child.comm, "sh");
+    assert_eq!(child.exe.as_deref(), Some("/bin/sh"));
+    assert_eq!(child.argv, ["sh", "-c", "make"]);
+    let counts = &r.sessions().next().expect("session").counts;
+    assert_eq!((counts.exec, counts.fork), (2, 1));
+}
+
+#[test]
+fn every_kind_of_event_is_counted_and_violations_too() {
+    let mut r = with_root(10);
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let open = Detail::Open {
+        path: "/etc/hostname".into(),
+        resolved: true,
+        truncated: false,
+        flags: 0,
+        call: OpenCall::Openat,
+        ret: 3,
+    };
+    let connect = Detail::Connect {
+        addr: lo,
+        port: 443,
+        proto: Proto::Tcp,
+        ret: 0,
+    };
+    let send = Detail::Send {
+        addr: lo,
+        port: 53,
+        proto: Proto::Udp,
+        ret: 0,
+    };
+    for detail in [open.clone(), open, connect.clone(), send] {
+        r.after(&event(S, 10, 2, detail));
+    }
+    let mut denied = event(S, 10, 3, connect);
+    denied.violation = Some(Violation {
+        rule: "egress".into(),
+        action: Action::Deny,
+        outcome: Outcome::Denied,
+        error: None,
+        alert: false,
+        would: None,
+        rules: vec!["egress".into()],
+        kill_latency_us: None,
+    });
+    r.after(&denied);
+
+    let counts = &r.sessions().next().expect("session").counts;
+    assert_eq!(
+        (
+            counts.exec,
+            counts.open,
+            counts.connect,
+            counts.send,
+            counts.violations
+        ),
+        (1, 2, 2, 1, 1)
+    );
+}
+
+#[test]
+fn a_child_that_exits_leaves_the_session_running() {
+    let mut r = with_root(10);
+    r.after(&event(S, 10, 2, fork(11)));
+    assert!(r.after(&event(S, 11, 3, exit(false))).is_none());
+    assert_eq!(pids(&r, S), set(&[10]));
+    assert!(r.sessions().next().expect("session").ended_ns.is_none());
+}
+
+#[test]
+fn the_roots_exit_ends_the_session_once_naming_the_stragglers_in_order() {
+    let mut r = with_root(10);
+    for child in [13, 11, 12] {
+        r.after(&event(S, 10, 2, fork(child)));
+    }
+    r.after(&event(S, 12, 3, exit(false)));
+    let end = r
+        .after(&event(S, 10, 4, exit(true)))
+        .expect("the root's exit ends the session");
+    assert_eq!(end.session, Some(S));
+    assert_eq!(end.ts_ns, 4);
+    assert_eq!(
+        end.detail,
+        Detail::SessionEnd {
+            root_pid: 10,
+            stragglers: vec![11, 13],
+            killed: vec![],
+        }
+    );
+    assert_eq!(r.sessions().next().and_then(|s| s.ended_ns), Some(4));
+
+    // The stragglers are still the session's: a kill of the session reaches them.
+    assert_eq!(set(&r.members(Some(S), None)), set(&[11, 13]));
+    assert!(
+        r.after(&event(S, 10, 5, exit(true))).is_none(),
+        "a session ends once"
+    );
+    r.after(&event(S, 11, 6, exit(false)));
+    r.after(&event(S, 13, 6, exit(false)));
+    assert!(r.members(Some(S), None).is_empty());
+}
+
+#[test]
+fn is_root_tells_the_root_from_its_children() {
+    let mut r = with_root(10);
+    r.after(&event(S, 10, 2, fork(11)));
+    assert!(r.is_root(&event(S, 10, 3, exit(true))));
+    assert!(!r.is_root(&event(S, 11, 3, exit(false))));
+    assert!(!r.is_root(&event(SessionId(1), 10, 3, exit(true))));
+}
+
+#[test]
+fn adopted_processes_are_members_and_stragglers_like_forked_ones() {
+    let mut r = Registry::default();
+    r.start(S, How::Scan, 1, &task(NO_SUCH_PID, 1, "codex"));
+    r.adopt(S, 21, NO_SUCH_PID, "sh".into());
+    r.adopt(S, 22, 21, "cat".into());
+
+    let (_, sh) = r.procs().find(|(pid, _)| **pid == 21).expect("adopted");
+    assert_eq!(
+        (sh.session, sh.ppid, sh.comm.as_str()),
+        (S, NO_SUCH_PID, "sh")
+    );
+    assert_eq!(set(&r.members(Some(S), None)), set(&[NO_SUCH_PID, 21, 22]));
+    assert_eq!(r.members(None, Some(21)), [22, 21], "cat before its parent");
+
+    // What an adopted process does afterwards is the session's.
+    r.after(&event(S, 22, 2, fork(23)));
+    assert_eq!(pids(&r, S), set(&[NO_SUCH_PID, 21, 22, 23]));
+    let end = r
+        .after(&event(S, NO_SUCH_PID, 3, exit(true)))
+        .expect("session_end");
+    assert!(
+        matches!(&end.detail, Detail::SessionEnd { stragglers, .. } if *stragglers == [21, 22, 23]),
+        "{end:?}"
+    );
+}
+
+/// Each process comes after every process below it, so a kill in this order never
+/// leaves a child to be reparented away from a parent already killed.
+fn assert_deepest_first(r: &Registry, order: &[u32]) {
+    let parent_of = |pid: u32| r.procs().find(|(p, _)| **p == pid).map(|(_, p)| p.ppid);
+    for (i, &pid) in order.iter().enumerate() {
+        let mut up = parent_of(pid);
+        while let Some(ancestor) = up {
+            if let Some(at) = order.iter().position(|&p| p == ancestor) {
+                assert!(
+                    at > i,
+                    "{ancestor} comes before its descendant {pid}: {order:?}"
+                );
+            }
+            up = parent_of(ancestor).filter(|&p| p != ancestor);
+        }
+    }
+}
+
+#[test]
+fn members_of_a_subtree_are_it_and_its_descendants_deepest_first() {
+    // 10 ─┬─ 11 ─┬─ 12 ── 14
+    //     │      └─ 13
+    //     └─ 15
+    let mut r = with_root(10);
+    for (parent, child) in [(10, 11), (11, 12), (11, 13), (12, 14), (10, 15)] {
+        r.after(&event(S, parent, 2, fork(child)));
+    }
+    // Another session's process with a parent of the same pid is not below 11's tree.
+    r.adopt(SessionId(2), 99, 98, "other".into());
+
+    let subtree = r.members(None, Some(11));
+    assert_eq!(set(&subtree), set(&[11, 12, 13, 14]));
+    assert_eq!(subtree.len(), 4, "no process twice: {subtree:?}");
+    assert_deepest_first(&r, &subtree);
+    assert_eq!(subtree.last(), Some(&11), "the subtree's root goes last");
+
+    assert_eq!(r.members(None, Some(14)), [14], "a leaf is its own subtree");
+    let whole = r.members(None, Some(10));
+    assert_eq!(set(&whole), set(&[10, 11, 12, 13, 14, 15]));
+    assert_deepest_first(&r, &whole);
+}
+
+#[test]
+fn members_of_a_session_are_its_processes_only() {
+    let mut r = with_root(10);
+    r.after(&event(S, 10, 2, fork(11)));
+    let other = SessionId(0x07e5);
+    let ev = event(other, 20, 2, exec("/usr/bin/codex", &["codex"], true));
+    r.before(&ev);
+    r.after(&ev);
+    r.after(&event(other, 20, 3, fork(21)));
+
+    assert_eq!(set(&r.members(Some(S), None)), set(&[10, 11]));
+    assert_eq!(set(&r.members(Some(other), None)), set(&[20, 21]));
+    assert!(r.members(Some(SessionId(1)), None).is_empty());
+    assert!(r.members(None, None).is_empty(), "neither: nothing");
+    // A session id wins over a pid.
+    assert_eq!(set(&r.members(Some(S), Some(20))), set(&[10, 11]));
+}
+
+#[test]
+fn the_oldest_ended_sessions_are_forgotten_first_and_running_ones_never() {
+    let mut r = Registry::default();
+    // The oldest session (session ids are start times) still runs.
+    let running = SessionId(1);
+    let ev = event(running, 1, 1, exec("/usr/bin/codex", &[], true));
+    r.before(&ev);
+    r.after(&ev);
+    let ended = KEEP_ENDED as u64 + 3;
+    for n in 0..ended {
+        let id = SessionId(100 + n);
+        let pid = 1000 + n as u32;
+        let start = event(id, pid, 2, exec("/usr/bin/codex", &[], true));
+        r.before(&start);
+        r.after(&start);
+        assert!(r.after(&event(id, pid, 3, exit(true))).is_some());
+    }
+    let kept: Vec<SessionId> = r.sessions().map(|s| s.id).collect();
+    assert_eq!(kept.len(), KEEP_ENDED + 1, "{} sessions kept", kept.len());
+    assert!(kept.contains(&running), "a running session was forgotten");
+    for n in 0..3 {
+        assert!(
+            !kept.contains(&SessionId(100 + n)),
+            "the oldest ended are forgotten"
+        );
+    }
+    assert!(
+        kept.contains(&SessionId(100 + ended - 1)),
+        "the newest is kept"
+    );
+}
+
+#[test]
+fn an_ended_session_with_live_stragglers_is_not_forgotten() {
+    let mut r = with_root(10);
+    r.after(&event(S, 10, 2, fork(11)));
+    r.after(&event(S, 10, 3, exit(true)));
+    for n in 0..KEEP_ENDED as u64 + 1 {
+        let id = SessionId(S.0 + 1 + n);
+        let pid = 1000 + n as u32;
+        let start = event(id, pid, 4, exec("/usr/bin/codex", &[], true));
+        r.before(&start);
+        r.after(&start);
+        r.after(&event(id, pid, 5, exit(true)));
+    }
+    assert!(
+        r.sessions().any(|s| s.id == S),
+        "the oldest ended session was forgotten while its straggler 11 lives"
+    );
+    assert_eq!(r.members(Some(S), None), [11]);
+}
