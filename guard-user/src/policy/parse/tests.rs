@@ -505,8 +505,8 @@ fn containers_and_cgroups_choose_sessions() {
 }
 
 /// `tests/fixtures/policy/NAME.toml` is checked and its diagnostics rendered as
-/// `guard policy check NAME.toml` prints them must equal `NAME.expected`.
-/// `GUARD_BLESS=1` rewrites the expected files.
+/// `guard policy check NAME.toml` prints them must equal the insta snapshot
+/// `NAME.snap` beside it (`cargo insta review` or `INSTA_UPDATE=always` updates them).
 #[test]
 fn fixtures() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/policy");
@@ -516,27 +516,22 @@ fn fixtures() {
         .filter(|p| p.extension().is_some_and(|e| e == "toml"))
         .collect();
     fixtures.sort();
-    let bless = std::env::var_os("GUARD_BLESS").is_some();
-    let mut failures = Vec::new();
     for path in &fixtures {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
             .expect("utf-8 name");
+        let stem = name.trim_end_matches(".toml");
         let text = std::fs::read_to_string(path).expect("fixture");
         let rendered = match parse(name, &text) {
             Ok((_, diags)) | Err(diags) => render(name, &diags),
         };
-        let expected_path = path.with_extension("expected");
-        if bless {
-            std::fs::write(&expected_path, &rendered).expect("write expected");
-        }
-        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
-        if rendered != expected {
-            failures.push(format!(
-                "{name}:\n--- expected\n{expected}--- got\n{rendered}"
-            ));
-        }
+        let mut settings = insta::Settings::clone_current();
+        settings.set_snapshot_path(&dir);
+        settings.set_prepend_module_to_snapshot(false);
+        settings.set_omit_expression(true);
+        settings.set_input_file(path);
+        settings.bind(|| insta::assert_snapshot!(stem, rendered));
     }
     for name in [
         "ok",
@@ -555,7 +550,6 @@ fn fixtures() {
             "fixture {name}.toml is missing"
         );
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
