@@ -23,8 +23,9 @@ pub fn kill(pid: u32) -> io::Result<Killed> {
         Err(rustix::io::Errno::SRCH) => return Ok(Killed::AlreadyGone),
         Err(e) => return Err(e.into()),
     };
-    // An exited process that is not yet reaped still takes signals: it is gone.
-    // (What remains is the microseconds between this check and the signal.)
+    // An exiting or exited process that is not yet reaped still takes signals, and
+    // they change nothing: it is gone. (What remains is the microseconds between
+    // this check and the signal.)
     if exited(pid) {
         return Ok(Killed::AlreadyGone);
     }
@@ -35,10 +36,14 @@ pub fn kill(pid: u32) -> io::Result<Killed> {
     }
 }
 
-/// Whether `pid` has exited (zombie or dead) or is gone.
+/// The kernel's PF_EXITING task flag: set at the start of do_exit, before the exit
+/// code is final. A SIGKILL sent after it changes nothing about how the task ends.
+const PF_EXITING: u32 = 0x4;
+
+/// Whether `pid` is exiting (in do_exit already, a zombie, dead) or gone.
 fn exited(pid: u32) -> bool {
     match procfs::process::Process::new(pid as i32).and_then(|p| p.stat()) {
-        Ok(stat) => matches!(stat.state, 'Z' | 'X' | 'x'),
+        Ok(stat) => matches!(stat.state, 'Z' | 'X' | 'x') || stat.flags & PF_EXITING != 0,
         Err(_) => true,
     }
 }

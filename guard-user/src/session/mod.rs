@@ -416,32 +416,51 @@ pub mod view {
 impl Registry {
     /// Members of a session, or of the subtree rooted at `pid`, deepest first.
     pub fn members(&self, session: Option<SessionId>, pid: Option<u32>) -> Vec<u32> {
-        let mut out: Vec<u32> = match (session, pid) {
+        let roots: Vec<u32> = match (session, pid) {
+            // A session's members whose parent is not one: the tops of its trees
+            // (the root, and stragglers re-parented out of it).
             (Some(id), _) => self
                 .procs
                 .iter()
-                .filter(|(_, p)| p.session == id)
+                .filter(|(_, p)| {
+                    p.session == id
+                        && self.procs.get(&p.ppid).is_none_or(|up| up.session != id)
+                })
                 .map(|(pid, _)| *pid)
                 .collect(),
-            (None, Some(root)) => {
-                let mut out = vec![root];
-                let mut i = 0;
-                while i < out.len() {
-                    let parent = out[i];
-                    out.extend(
-                        self.procs
-                            .iter()
-                            .filter(|(_, p)| p.ppid == parent)
-                            .map(|(pid, _)| *pid),
-                    );
-                    i += 1;
-                }
-                out
-            }
+            (None, Some(root)) => vec![root],
             (None, None) => Vec::new(),
         };
+        // Breadth first from the tops, each pid once (a parent loop left by lost
+        // exits and reused pids must not spin), then reversed: deepest first.
+        let mut seen: std::collections::HashSet<u32> = roots.iter().copied().collect();
+        let mut out = roots;
+        let mut i = 0;
+        while i < out.len() {
+            let parent = out[i];
+            let mut children: Vec<u32> = self
+                .procs
+                .iter()
+                .filter(|(pid, p)| p.ppid == parent && !seen.contains(pid))
+                .map(|(pid, _)| *pid)
+                .collect();
+            children.sort_unstable();
+            seen.extend(&children);
+            out.extend(children);
+            i += 1;
+        }
+        if let Some(id) = session {
+            // Members in a parent loop have no top: add them too.
+            let mut rest: Vec<u32> = self
+                .procs
+                .iter()
+                .filter(|(pid, p)| p.session == id && !seen.contains(pid))
+                .map(|(pid, _)| *pid)
+                .collect();
+            rest.sort_unstable();
+            out.extend(rest);
+        }
         out.reverse();
-        out.dedup();
         out
     }
 }

@@ -215,12 +215,20 @@ mod tests {
 
     #[test]
     fn adopts_a_running_tree_parents_first() {
-        // This test process and a child of it: the child is a member, this the root.
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
+        // A shell of this test's own with one child: the shell becomes the root.
+        let mut shell = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
             .spawn()
             .expect("spawn");
-        let me = std::process::id();
+        let root = shell.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let child = loop {
+            if let Some(&c) = children(root).first() {
+                break c;
+            }
+            assert!(std::time::Instant::now() < deadline, "sh never forked");
+            std::thread::yield_now();
+        };
         let mut kernel = Map::default();
         let mut registry = Registry::default();
         let mut enricher = Enricher::new(std::path::Path::new("/"));
@@ -231,13 +239,17 @@ mod tests {
             now_ns: 7,
             id: SessionId(99),
         }
-        .adopt(me)
+        .adopt(root)
         .expect("session_start");
         assert_eq!(start.session, Some(SessionId(99)));
-        assert_eq!(kernel.0[&me].flags, flags::ROOT_PROCESS as u32);
-        assert_eq!(kernel.0[&child.id()].flags, 0);
-        assert_eq!(kernel.0[&child.id()].root_pid, me);
-        assert_eq!(registry.members(Some(SessionId(99)), None).len(), 2);
+        assert_eq!(kernel.0[&root].flags, flags::ROOT_PROCESS as u32);
+        assert_eq!(kernel.0[&child].flags, 0);
+        assert_eq!(kernel.0[&child].root_pid, root);
+        assert_eq!(
+            registry.members(Some(SessionId(99)), None),
+            vec![child, root],
+            "deepest first"
+        );
         // A second adoption of a tracked root does nothing.
         let again = Adopter {
             kernel: &mut kernel,
@@ -246,10 +258,11 @@ mod tests {
             now_ns: 8,
             id: SessionId(100),
         }
-        .adopt(me);
+        .adopt(root);
         assert!(again.is_none());
-        child.kill().expect("kill");
-        child.wait().expect("wait");
+        crate::action::kill(child).expect("kill sleep");
+        crate::action::kill(root).expect("kill sh");
+        shell.wait().expect("wait");
     }
 
     #[test]

@@ -419,3 +419,22 @@ fn an_ended_session_with_live_stragglers_is_not_forgotten() {
     );
     assert_eq!(r.members(Some(S), None), [11]);
 }
+
+#[test]
+fn members_survive_a_parent_loop_and_come_deepest_first() {
+    let mut r = Registry::default();
+    let id = SessionId(3);
+    // 10 → 11 → 12, and 20 ⇄ 21 (a loop left by lost exits and reused pids).
+    r.adopt(id, 10, 1, "root".into());
+    r.adopt(id, 11, 10, "sh".into());
+    r.adopt(id, 12, 11, "cat".into());
+    r.adopt(id, 20, 21, "a".into());
+    r.adopt(id, 21, 20, "b".into());
+    let all = r.members(Some(id), None);
+    let mut sorted = all.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, vec![10, 11, 12, 20, 21]);
+    let pos = |p: u32| all.iter().position(|x| *x == p).expect("member");
+    assert!(pos(12) < pos(11) && pos(11) < pos(10), "deepest first: {all:?}");
+    assert_eq!(r.members(None, Some(20)).len(), 2, "the loop ends");
+}
