@@ -423,8 +423,7 @@ impl Registry {
                 .procs
                 .iter()
                 .filter(|(_, p)| {
-                    p.session == id
-                        && self.procs.get(&p.ppid).is_none_or(|up| up.session != id)
+                    p.session == id && self.procs.get(&p.ppid).is_none_or(|up| up.session != id)
                 })
                 .map(|(pid, _)| *pid)
                 .collect(),

@@ -435,6 +435,9 @@ fn members_survive_a_parent_loop_and_come_deepest_first() {
     sorted.sort_unstable();
     assert_eq!(sorted, vec![10, 11, 12, 20, 21]);
     let pos = |p: u32| all.iter().position(|x| *x == p).expect("member");
-    assert!(pos(12) < pos(11) && pos(11) < pos(10), "deepest first: {all:?}");
+    assert!(
+        pos(12) < pos(11) && pos(11) < pos(10),
+        "deepest first: {all:?}"
+    );
     assert_eq!(r.members(None, Some(20)).len(), 2, "the loop ends");
 }

@@ -6,46 +6,37 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use serde_json::Value;
+use guard_common::protocol::Status;
 
 use super::ctx::Ctx;
 use super::process::{Proc, file_for, run_timed, sleep};
 
-fn guard_status(ctx: &Ctx) -> Result<Value> {
+/// `guard status --json`, read through the control protocol's own type.
+fn guard_status(ctx: &Ctx) -> Result<Status> {
     let out = run_timed(
         Command::new(&ctx.guard)
-            .arg("status")
-            .arg("--socket")
+            .args(["status", "--json", "--socket"])
             .arg(&ctx.socket),
         Duration::from_secs(20),
     )?;
-    serde_json::from_str(&out).context("`guard status` printed something that is not JSON")
+    serde_json::from_str(&out).context("`guard status --json` printed no status")
 }
 
-pub(super) fn lost_sum(status: &Value) -> u64 {
-    status
-        .get("lost")
-        .and_then(Value::as_object)
-        .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
+pub(super) fn lost_sum(status: &Status) -> u64 {
+    status.lost_total()
 }
 
-pub(super) fn events_total(status: &Value) -> u64 {
-    status
-        .get("events_total")
-        .and_then(Value::as_u64)
-        .unwrap_or(0)
+pub(super) fn events_total(status: &Status) -> u64 {
+    status.events_total
 }
 
-pub(super) fn cpu_seconds(status: &Value) -> f64 {
-    status
-        .get("cpu_seconds")
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0)
+pub(super) fn cpu_seconds(status: &Status) -> f64 {
+    status.cpu_seconds
 }
 
 /// Waits until the daemon's event count stops moving (it has drained what the
 /// workload produced); returns the last status.
-pub(super) fn guard_idle(ctx: &Ctx) -> Result<Value> {
+pub(super) fn guard_idle(ctx: &Ctx) -> Result<Status> {
     let start = Instant::now();
     let mut last = guard_status(ctx)?;
     loop {

@@ -270,7 +270,7 @@ pub(super) fn kill_latency(ctx: &mut Ctx) -> Result<Value> {
     Ok(json!({
         "runs": runs,
         "killed_before_timeout": out.trim().parse::<u64>().ok(),
-        "status_kill_latency_us": status.get("kill_latency_us"),
+        "status_kill_latency_us": status.kill_latency_us,
         "events_with_latency": latencies.len(),
         "p50_us": q(0.5),
         "p99_us": q(0.99),
