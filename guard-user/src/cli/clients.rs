@@ -95,7 +95,7 @@ fn status_text(s: &Status) -> String {
         format!(
             "cpu {:.2} s, memory {:.1} MiB, {} subscriber(s)",
             s.cpu_seconds,
-            s.rss_bytes as f64 / (1 << 20) as f64,
+            s.rss_bytes as f64 / f64::from(1 << 20),
             s.subscribers
         ),
     );

@@ -133,7 +133,7 @@ impl Daemon {
                 session: id.0,
                 start_ns: 0,
                 root_pid: pid,
-                flags: flags::ROOT_PROCESS as u32,
+                flags: u32::from(flags::ROOT_PROCESS),
             },
         )?;
         let agent = argv

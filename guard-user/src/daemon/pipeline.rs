@@ -64,7 +64,7 @@ impl Outputs {
     /// Writes an event about the daemon itself (no session, no process) at once.
     pub fn write_daemon_event(&mut self, offset: i128, detail: Detail) -> Result<(), audit::Error> {
         let ev = Event::derived(
-            clock::boot_ns() as i128 + offset,
+            i128::from(clock::boot_ns()) + offset,
             None,
             Task::default(),
             detail,
@@ -95,7 +95,7 @@ pub struct Pipeline {
 impl Pipeline {
     /// Wall-clock ns now.
     pub fn now(&self) -> i128 {
-        clock::boot_ns() as i128 + self.offset
+        i128::from(clock::boot_ns()) + self.offset
     }
 
     /// Drains the ring buffer through the pipeline.
@@ -134,7 +134,7 @@ impl Pipeline {
             let offset = self.offset;
             let v = self
                 .actor
-                .carry_out(&ev, verdict, || clock::boot_ns() as i128 + offset);
+                .carry_out(&ev, verdict, || i128::from(clock::boot_ns()) + offset);
             tracing::info!(pid = ev.task.pid, rule = %v.rule, outcome = v.outcome.as_str(), "policy violation");
             if v.outcome == Outcome::Failed {
                 tracing::warn!(pid = ev.task.pid, error = ?v.error, "a kill failed");

@@ -7,7 +7,7 @@ fn now(clock: libc::clockid_t) -> i128 {
     };
     // SAFETY: clock_gettime writes the timespec we pass.
     unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
 }
 
 /// Nanoseconds since boot, as the kernel's `bpf_ktime_get_boot_ns`.

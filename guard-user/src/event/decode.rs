@@ -170,7 +170,10 @@ pub(crate) mod tests {
 
     pub fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: test-only view of a plain #[repr(C)] value.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+        unsafe {
+            std::slice::from_raw_parts(std::ptr::from_ref::<T>(v).cast::<u8>(), size_of::<T>())
+        }
+        .to_vec()
     }
 
     pub fn record<T>(kind: EventKind, body: &T, payload: &[u8]) -> Vec<u8> {

@@ -338,7 +338,7 @@ impl Event {
             },
         };
         Event {
-            ts_ns: h.ts_ns as i128 + ts_offset_ns,
+            ts_ns: i128::from(h.ts_ns) + ts_offset_ns,
             session: Some(SessionId(h.session)),
             task,
             detail,

@@ -83,7 +83,7 @@ impl KernelCollector {
 
 /// Encodes one counter family whose samples are `(label value, counter value)`.
 fn encode_const_counters<N: prometheus_client::encoding::EncodeCounterValue>(
-    encoder: &mut DescriptorEncoder,
+    encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     unit: Option<&Unit>,
@@ -103,7 +103,7 @@ fn encode_const_counters<N: prometheus_client::encoding::EncodeCounterValue>(
 }
 
 impl Collector for KernelCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
         let totals = self.lock();
         encode_const_counters(
             &mut encoder,

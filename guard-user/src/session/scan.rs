@@ -75,7 +75,7 @@ impl<M: Membership> Adopter<'_, M> {
             session: self.id.0,
             start_ns: 0,
             root_pid: root,
-            flags: flags::ROOT_PROCESS as u32,
+            flags: u32::from(flags::ROOT_PROCESS),
         };
         if !track_live(self.kernel, root, entry) {
             return None;
@@ -242,7 +242,7 @@ mod tests {
         .adopt(root)
         .expect("session_start");
         assert_eq!(start.session, Some(SessionId(99)));
-        assert_eq!(kernel.0[&root].flags, flags::ROOT_PROCESS as u32);
+        assert_eq!(kernel.0[&root].flags, u32::from(flags::ROOT_PROCESS));
         assert_eq!(kernel.0[&child].flags, 0);
         assert_eq!(kernel.0[&child].root_pid, root);
         assert_eq!(

@@ -50,7 +50,7 @@ fn selection(focused: bool) -> Style {
     }
 }
 
-pub fn draw(frame: &mut Frame, app: &App) {
+pub fn draw(frame: &mut Frame<'_>, app: &App) {
     let area = frame.area();
     if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
         let text = Paragraph::new("guard top: terminal too small").wrap(Wrap { trim: true });
@@ -74,7 +74,7 @@ fn share(n: u16, num: u32, den: u32) -> u16 {
     u16::try_from(u32::from(n) * num / den).unwrap_or(u16::MAX)
 }
 
-fn draw_full(frame: &mut Frame, app: &App, area: Rect) {
+fn draw_full(frame: &mut Frame<'_>, app: &App, area: Rect) {
     let wanted = app.sessions.len().clamp(1, 1000) as u16 + 3;
     let sessions_h = wanted.clamp(4, share(area.height, 2, 5).max(4));
     let [top, middle, status, hints] = Layout::vertical([
@@ -95,7 +95,7 @@ fn draw_full(frame: &mut Frame, app: &App, area: Rect) {
 
 /// Small terminals: the sessions, then the tree or the feed (whichever has the
 /// focus), then one line of status or prompt.
-fn draw_compact(frame: &mut Frame, app: &App, area: Rect) {
+fn draw_compact(frame: &mut Frame<'_>, app: &App, area: Rect) {
     let wanted = app.sessions.len().clamp(1, 1000) as u16 + 3;
     let sessions_h = wanted.clamp(3, share(area.height.saturating_sub(1), 3, 5).max(4));
     let [top, bottom, status] = Layout::vertical([
@@ -149,7 +149,7 @@ fn right(s: String) -> Cell<'static> {
     Cell::from(Line::from(s).alignment(Alignment::Right))
 }
 
-fn draw_sessions(frame: &mut Frame, app: &App, area: Rect, compact: bool) {
+fn draw_sessions(frame: &mut Frame<'_>, app: &App, area: Rect, compact: bool) {
     let focused = app.focus == Focus::Sessions;
     let running = app.sessions.iter().filter(|s| s.running).count();
     let title = if app.loaded {
@@ -166,7 +166,7 @@ fn draw_sessions(frame: &mut Frame, app: &App, area: Rect, compact: bool) {
         let cell = right(n.to_string());
         if n > 0 { cell.style(violation()) } else { cell }
     };
-    let (header, widths, rows): (Vec<&str>, Vec<Constraint>, Vec<Row>) = if compact {
+    let (header, widths, rows): (Vec<&str>, Vec<Constraint>, Vec<Row<'_>>) = if compact {
         let rows = app
             .sessions
             .iter()
@@ -291,7 +291,7 @@ fn draw_sessions(frame: &mut Frame, app: &App, area: Rect, compact: bool) {
     frame.render_stateful_widget(table, area, &mut state);
 }
 
-fn draw_tree(frame: &mut Frame, app: &App, area: Rect) {
+fn draw_tree(frame: &mut Frame<'_>, app: &App, area: Rect) {
     let focused = app.focus == Focus::Tree;
     let title = match app.selected_session() {
         Some(s) => format!(" Processes of {} {} ", s.agent, s.short_id()),
@@ -319,7 +319,7 @@ fn draw_tree(frame: &mut Frame, app: &App, area: Rect) {
     let selected = app
         .tree_pid
         .and_then(|pid| rows.iter().position(|r| r.pid == pid));
-    let items: Vec<ListItem> = rows
+    let items: Vec<ListItem<'_>> = rows
         .into_iter()
         .map(|r| {
             ListItem::new(Line::from(vec![
@@ -376,7 +376,7 @@ fn feed_line(ev: &Event, compact: bool) -> Line<'static> {
     }
 }
 
-fn draw_feed(frame: &mut Frame, app: &App, area: Rect, compact: bool) {
+fn draw_feed(frame: &mut Frame<'_>, app: &App, area: Rect, compact: bool) {
     let focused = app.focus == Focus::Feed;
     let mut title = match app.selected_session() {
         Some(s) => format!(" Events of {} {} ", s.agent, s.short_id()),
@@ -423,7 +423,7 @@ fn draw_feed(frame: &mut Frame, app: &App, area: Rect, compact: bool) {
         );
         return;
     }
-    let lines: Vec<Line> = events
+    let lines: Vec<Line<'_>> = events
         .into_iter()
         .map(|ev| feed_line(ev, compact))
         .collect();
@@ -491,7 +491,7 @@ fn status_spans(app: &App, compact: bool) -> Vec<Span<'static>> {
     spans
 }
 
-fn draw_status(frame: &mut Frame, app: &App, area: Rect, compact: bool) {
+fn draw_status(frame: &mut Frame<'_>, app: &App, area: Rect, compact: bool) {
     let line = Line::from(status_spans(app, compact));
     frame.render_widget(
         Paragraph::new(line).style(Style::default().add_modifier(Modifier::REVERSED)),
@@ -499,7 +499,7 @@ fn draw_status(frame: &mut Frame, app: &App, area: Rect, compact: bool) {
     );
 }
 
-fn draw_hints(frame: &mut Frame, app: &App, area: Rect) {
+fn draw_hints(frame: &mut Frame<'_>, app: &App, area: Rect) {
     let line = if matches!(app.mode, Mode::Filter) {
         Line::from(vec![
             Span::styled(" filter /", bold()),
@@ -562,8 +562,8 @@ const HELP: &[(&str, &str)] = &[
     ("q  Ctrl-C", "quit"),
 ];
 
-fn draw_help(frame: &mut Frame, area: Rect) {
-    let mut lines: Vec<Line> = HELP
+fn draw_help(frame: &mut Frame<'_>, area: Rect) {
+    let mut lines: Vec<Line<'_>> = HELP
         .iter()
         .map(|(k, what)| {
             Line::from(vec![
@@ -591,7 +591,7 @@ fn draw_help(frame: &mut Frame, area: Rect) {
     );
 }
 
-fn draw_confirm(frame: &mut Frame, area: Rect, question: &str) {
+fn draw_confirm(frame: &mut Frame<'_>, area: Rect, question: &str) {
     let len = question.chars().count() as u16;
     let width = len.saturating_add(4).clamp(36, 72).min(area.width);
     let text_width = width.saturating_sub(2).max(1);
