@@ -19,6 +19,12 @@ pub mod path_kind {
     pub const EXEC: u8 = 4;
     /// The file name of an executed file, as `comm` (15 bytes at most).
     pub const EXEC_NAME: u8 = 5;
+    /// A run of whole components anywhere in a file's path (`**/.git/hooks/**` is
+    /// stored as the prefix `/.git/hooks/`): looked up at every `/` of the path.
+    pub const COMPONENTS: u8 = 6;
+    /// Exceptions by whole path ([`FILE`]'s shapes), kept apart so that a longer
+    /// entry of another rule never hides them from the longest-prefix lookup.
+    pub const FILE_EXCEPT: u8 = 7;
 }
 
 /// Data of a `PATH_RULES` LPM-trie key: `[generation, kind, bytes…]`. An exact entry

@@ -4,7 +4,7 @@
 //! express, argv conditions) is decided in user space.
 
 use aya_ebpf::{
-    helpers::generated::{bpf_probe_read_kernel, bpf_send_signal},
+    helpers::generated::{bpf_loop, bpf_probe_read_kernel, bpf_send_signal},
     macros::map,
     maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
 };
@@ -34,12 +34,25 @@ struct KeySlot {
     _slack: [u8; 256],
 }
 
-/// Slots: 0 whole path, 1 file name, 2 reversed file name.
+/// Slots: 0 whole path, 1 file name, 2 reversed file name, 3 component runs,
+/// 4 whole-path exceptions.
 #[map]
-static KEYS: PerCpuArray<KeySlot> = PerCpuArray::with_max_entries(3, 0);
+static KEYS: PerCpuArray<KeySlot> = PerCpuArray::with_max_entries(5, 0);
 
 const KEY_BYTES: u32 = 253;
 const SIGKILL: u32 = 9;
+/// Bytes of a path the component scan looks at (the scratch path is never longer).
+const SCAN_BYTES: u32 = 4096;
+
+/// What a rule lookup found for one operation: whole path, file name, reversed file
+/// name, a component run, and a whole-path exception.
+pub type Matches = [RuleRef; 5];
+const NONE: Matches = [RuleRef {
+    rule: 0,
+    access: 0,
+    flags: 0,
+    ports: [0; 8],
+}; 5];
 
 #[inline(always)]
 pub fn config() -> Config {
@@ -107,7 +120,7 @@ fn lookup_bytes(slot: u32, generation: u8, kind: u8, src: *const u8, len: u32) -
 /// The rule to enforce among matches: a rule with `verdict` (KILL or DENY) whose
 /// scope and access apply, unless an exception of the same rule matched too.
 #[inline(always)]
-fn pick(matches: [RuleRef; 3], is_root: bool, want: u8, verdict: u8) -> Option<u16> {
+fn pick(matches: &Matches, is_root: bool, want: u8, verdict: u8) -> Option<u16> {
     for r in matches.iter() {
         let kills = r.flags & verdict != 0 && r.flags & rule_flags::EXCEPT == 0;
         if kills && scope_ok(r.flags, is_root) && (want == 0 || r.access & want != 0) {
@@ -149,42 +162,115 @@ fn wanted(open_flags: u64) -> u8 {
     want
 }
 
-/// Matches of an opened file: whole path, file name, reversed file name.
+/// State of a component scan, shared with its `bpf_loop` callback.
+#[repr(C)]
+struct Scan {
+    path: *const u8,
+    len: u32,
+    generation: u32,
+    found: RuleRef,
+}
+
+/// One byte of the path: at a `/`, the rest of the path is looked up among the
+/// component runs (stored as prefixes `/a/b/`). Runs under `bpf_loop`, so the
+/// verifier checks it once, whatever the path's length; it stops at the first match.
+#[inline(never)]
+extern "C" fn scan_step(index: u32, ctx: *mut core::ffi::c_void) -> i64 {
+    let s = ctx.cast::<Scan>();
+    // SAFETY: ctx is the caller's `Scan`, alive for the whole loop.
+    let (path, len, generation) = unsafe { ((*s).path, (*s).len, (*s).generation) };
+    let i = index & (SCAN_BYTES - 1);
+    if i >= len {
+        return 1;
+    }
+    let mut byte = 0u8;
+    // SAFETY: one byte read by the helper, which tolerates any address.
+    unsafe {
+        bpf_probe_read_kernel(
+            (&raw mut byte).cast(),
+            1,
+            path.wrapping_add(i as usize).cast(),
+        )
+    };
+    if byte != b'/' {
+        return 0;
+    }
+    let r = lookup_bytes(
+        3,
+        generation as u8,
+        path_kind::COMPONENTS,
+        path.wrapping_add(i as usize),
+        len - i,
+    );
+    if r.flags == 0 {
+        return 0;
+    }
+    // SAFETY: as above.
+    unsafe { (*s).found = r };
+    1
+}
+
+/// The first component run of `path[..len]` a rule names.
 #[inline(always)]
-fn open_matches(file: *const core::ffi::c_void, path: *const u8, len: u32) -> [RuleRef; 3] {
+fn components(path: *const u8, len: u32, generation: u8) -> RuleRef {
+    let mut scan = Scan {
+        path,
+        len: len.min(SCAN_BYTES),
+        generation: u32::from(generation),
+        found: RuleRef::default(),
+    };
+    // SAFETY: the callback only reads `scan` and the path through the helper.
+    unsafe {
+        bpf_loop(
+            SCAN_BYTES,
+            scan_step as *mut core::ffi::c_void,
+            (&raw mut scan).cast(),
+            0,
+        )
+    };
+    scan.found
+}
+
+/// Matches of a file at `path[..len]` whose name is that of `dentry`: whole path,
+/// file name, reversed file name, component runs, whole-path exceptions.
+#[inline(always)]
+fn file_matches(dentry: *const core::ffi::c_void, path: *const u8, len: u32) -> Matches {
     let cfg = config();
-    let none = [RuleRef::default(); 3];
+    let mut out = NONE;
     if cfg.path_kinds
-        & ((1 << path_kind::FILE) | (1 << path_kind::FILE_NAME) | (1 << path_kind::FILE_NAME_REV))
+        & ((1 << path_kind::FILE)
+            | (1 << path_kind::FILE_NAME)
+            | (1 << path_kind::FILE_NAME_REV)
+            | (1 << path_kind::COMPONENTS))
         == 0
     {
-        return none;
+        return out;
     }
     let generation = cfg.generation as u8;
-    let whole = if has(&cfg, path_kind::FILE) {
-        lookup_bytes(0, generation, path_kind::FILE, path, len)
-    } else {
-        RuleRef::default()
-    };
-    let (Some(name), Some(rev)) = (slot_bytes(1), slot_bytes(2)) else {
-        return [whole, RuleRef::default(), RuleRef::default()];
-    };
-    if !has(&cfg, path_kind::FILE_NAME) && !has(&cfg, path_kind::FILE_NAME_REV) {
-        return [whole, RuleRef::default(), RuleRef::default()];
+    if has(&cfg, path_kind::FILE) {
+        out[0] = lookup_bytes(0, generation, path_kind::FILE, path, len);
     }
-    let name_len = kernel::file_name(file, name);
-    let by_name = if has(&cfg, path_kind::FILE_NAME) {
-        lookup_slot(1, generation, path_kind::FILE_NAME, name_len, true)
-    } else {
-        RuleRef::default()
+    if has(&cfg, path_kind::FILE_EXCEPT) {
+        out[4] = lookup_bytes(4, generation, path_kind::FILE_EXCEPT, path, len);
+    }
+    if has(&cfg, path_kind::COMPONENTS) {
+        out[3] = components(path, len, generation);
+    }
+    if !has(&cfg, path_kind::FILE_NAME) && !has(&cfg, path_kind::FILE_NAME_REV) {
+        return out;
+    }
+    let (Some(name), Some(rev)) = (slot_bytes(1), slot_bytes(2)) else {
+        return out;
     };
-    let by_suffix = if has(&cfg, path_kind::FILE_NAME_REV) {
+    let name_len = kernel::dentry_name(dentry, name, KEY_BYTES);
+    if has(&cfg, path_kind::FILE_NAME) {
+        out[1] = lookup_slot(1, generation, path_kind::FILE_NAME, name_len, true);
+    }
+    if has(&cfg, path_kind::FILE_NAME_REV) {
         kernel::reverse(rev, name, name_len);
-        lookup_slot(2, generation, path_kind::FILE_NAME_REV, name_len, true)
-    } else {
-        RuleRef::default()
-    };
-    [whole, by_name, by_suffix]
+        out[2] = lookup_slot(2, generation, path_kind::FILE_NAME_REV, name_len, true);
+    }
+    out
 }
 
 /// BPF-LSM `file_open`: whether a `deny` rule refuses this open.
@@ -197,9 +283,27 @@ pub fn deny_open(
     is_root: bool,
 ) -> Option<u16> {
     pick(
-        open_matches(file, path, len),
+        &file_matches(kernel::file_dentry(file), path, len),
         is_root,
         wanted(open_flags),
+        rule_flags::DENY,
+    )
+}
+
+/// BPF-LSM `path_*` hooks: whether a `deny` rule on writes refuses a change to the
+/// entry `dentry` at `path[..len]` (create, mkdir, link, rename, unlink, truncate,
+/// chmod, chown).
+#[inline(always)]
+pub fn deny_change(
+    dentry: *const core::ffi::c_void,
+    path: *const u8,
+    len: u32,
+    is_root: bool,
+) -> Option<u16> {
+    pick(
+        &file_matches(dentry, path, len),
+        is_root,
+        access::WRITE,
         rule_flags::DENY,
     )
 }
@@ -214,7 +318,7 @@ pub fn deny_exec(
     is_root: bool,
 ) -> Option<u16> {
     pick(
-        exec_matches(file, path, len, comm),
+        &exec_matches(file, path, len, comm),
         is_root,
         0,
         rule_flags::DENY,
@@ -229,25 +333,26 @@ fn exec_matches(
     path: *const u8,
     len: u32,
     comm: &[u8; 16],
-) -> [RuleRef; 3] {
+) -> Matches {
     let cfg = config();
+    let mut out = NONE;
     if cfg.path_kinds & ((1 << path_kind::EXEC) | (1 << path_kind::EXEC_NAME)) == 0 {
-        return [RuleRef::default(); 3];
+        return out;
     }
     let generation = cfg.generation as u8;
-    let whole = lookup_bytes(0, generation, path_kind::EXEC, path, len);
+    out[0] = lookup_bytes(0, generation, path_kind::EXEC, path, len);
     let mut comm_len = 0u32;
     while comm_len < 16 && comm[comm_len as usize] != 0 {
         comm_len += 1;
     }
-    let by_name = lookup_bytes(1, generation, path_kind::EXEC_NAME, comm.as_ptr(), comm_len);
+    out[1] = lookup_bytes(1, generation, path_kind::EXEC_NAME, comm.as_ptr(), comm_len);
     let Some(name) = slot_bytes(2) else {
-        return [whole, by_name, RuleRef::default()];
+        return out;
     };
-    // Names in exec rules are cut to 15 bytes, like comm.
-    let name_len = kernel::file_name(file, name).min(15);
-    let by_file = lookup_slot(2, generation, path_kind::EXEC_NAME, name_len, true);
-    [whole, by_name, by_file]
+    // Names in exec rules are cut to 15 bytes, like comm; the shim makes the cut.
+    let name_len = kernel::dentry_name(kernel::file_dentry(file), name, 15);
+    out[2] = lookup_slot(2, generation, path_kind::EXEC_NAME, name_len, true);
+    out
 }
 
 /// Open of `file` (path in `path[..len]`) with open `flags`: kill when a kernel
@@ -261,7 +366,7 @@ pub fn on_open(
     is_root: bool,
 ) -> u16 {
     match pick(
-        open_matches(file, path, len),
+        &file_matches(kernel::file_dentry(file), path, len),
         is_root,
         wanted(open_flags),
         rule_flags::KILL,
@@ -281,7 +386,7 @@ pub fn on_exec(
     is_root: bool,
 ) -> u16 {
     match pick(
-        exec_matches(file, path, len, comm),
+        &exec_matches(file, path, len, comm),
         is_root,
         0,
         rule_flags::KILL,

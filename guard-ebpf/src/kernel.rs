@@ -72,13 +72,53 @@ pub fn cwd_path(t: *const Task, buf: *mut u8, end: u32, depth: u32) -> u32 {
 }
 
 unsafe extern "C" {
-    fn guard_file_name(f: *const c_void, dst: *mut u8) -> u32;
+    fn guard_dentry_name(d: *const c_void, dst: *mut u8, max: u32) -> u32;
+    fn guard_file_dentry(f: *const c_void) -> *const c_void;
     fn guard_reverse(dst: *mut u8, src: *const u8, len: u32);
+    fn guard_path_of(p: *const c_void, buf: *mut u8, end: u32, depth: u32) -> u32;
+    fn guard_dentry_path_on(
+        on: *const c_void,
+        d: *const c_void,
+        buf: *mut u8,
+        end: u32,
+        depth: u32,
+    ) -> u32;
+    fn guard_dir_entry_path(
+        dir: *const c_void,
+        d: *const c_void,
+        buf: *mut u8,
+        end: u32,
+        depth: u32,
+    ) -> u32;
 }
 
-/// Copies the file name of `file` to `dst` (room for 256 bytes); returns its length.
-pub fn file_name(file: *const c_void, dst: *mut u8) -> u32 {
-    unsafe { guard_file_name(file, dst) }
+/// Copies the name of `dentry` to `dst` (room for 256 bytes), cut to `max` bytes
+/// (253 at most); returns its length. The cut is made in the shim, where the
+/// verifier of older kernels can follow it (see shim.c).
+pub fn dentry_name(dentry: *const c_void, dst: *mut u8, max: u32) -> u32 {
+    unsafe { guard_dentry_name(dentry, dst, max) }
+}
+
+/// The dentry `file` was opened at.
+pub fn file_dentry(file: *const c_void) -> *const c_void {
+    unsafe { guard_file_dentry(file) }
+}
+
+/// Like [`file_path`] for a kernel `struct path`.
+pub fn path_of(path: *const c_void, buf: *mut u8, end: u32, depth: u32) -> u32 {
+    unsafe { guard_path_of(path, buf, end, depth) }
+}
+
+/// Like [`file_path`] for the entry `dentry` of directory `dir` (which may not exist
+/// yet: the path_* hooks run before a create).
+pub fn dir_entry_path(
+    dir: *const c_void,
+    dentry: *const c_void,
+    buf: *mut u8,
+    end: u32,
+    depth: u32,
+) -> u32 {
+    unsafe { guard_dir_entry_path(dir, dentry, buf, end, depth) }
 }
 
 /// Writes `src[..len]` reversed to `dst` (both with room for 256 bytes, len <= 253).
@@ -93,4 +133,24 @@ unsafe extern "C" {
 /// `file->f_flags`: the flags the file was opened with.
 pub fn file_flags(file: *const c_void) -> u32 {
     unsafe { guard_file_flags(file) }
+}
+
+/// Like [`file_path`] for `dentry` on the mount of the path `on`.
+pub fn dentry_path_on(
+    on: *const c_void,
+    dentry: *const c_void,
+    buf: *mut u8,
+    end: u32,
+    depth: u32,
+) -> u32 {
+    unsafe { guard_dentry_path_on(on, dentry, buf, end, depth) }
+}
+
+unsafe extern "C" {
+    fn guard_path_dentry(p: *const c_void) -> *const c_void;
+}
+
+/// The dentry of a kernel `struct path`.
+pub fn path_dentry(path: *const c_void) -> *const c_void {
+    unsafe { guard_path_dentry(path) }
 }

@@ -1,8 +1,12 @@
-//! True denial through BPF-LSM, where the kernel loads it (`lsm=...,bpf` and BPF
-//! trampolines): `file_open` refuses opens and `bprm_check_security` refuses execs
-//! that a `deny` rule matches, with EPERM, before anything happens. Where these
-//! programs cannot load, user space compiles `deny` rules as kills instead and says
-//! so (see guard-user's `ebpf::Kernel::load`).
+//! True denial through BPF-LSM, where the kernel loads it (`bpf` among the active
+//! LSMs and BPF trampolines): `file_open` refuses opens and `bprm_check_security`
+//! refuses execs that a `deny` rule matches, with EPERM, before anything happens.
+//! The `path_*` hooks (CONFIG_SECURITY_PATH) refuse every other change a `deny` on
+//! writes covers: creating a file (open with O_CREAT and mknod reach
+//! `path_mknod` before the inode exists), mkdir, links, symlinks and renames into
+//! or out of a protected path, unlink, rmdir, truncate(2), chmod and chown.
+//! Where these programs cannot load, user space compiles `deny` rules as kills
+//! instead and says so (see guard-user's `ebpf::tiers`).
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use guard_common::{EventKind, ExecBody, flags, rules::enforced};
@@ -15,6 +19,8 @@ use crate::{
 };
 
 const EPERM: i32 = 1;
+
+type Ptr = *const core::ffi::c_void;
 
 /// (is tracked, is the session root) of the current process.
 #[inline(always)]
@@ -105,4 +111,168 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
         }
         None => 0,
     }
+}
+
+/// Refuses a change to the entry whose path the walk left in the scratch (at
+/// `walk`, ending at PATH_END) when a deny rule on writes covers it. With
+/// `as_dir`, the path is also looked up with a `/` appended, so that a protected
+/// directory itself (`.git/hooks` for `.git/hooks/**`) cannot be renamed.
+#[inline(always)]
+fn refuse(walk: u32, dentry: Ptr, is_root: bool, as_dir: bool) -> bool {
+    let Some(pbuf) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    let pbuf = pbuf.cast::<u8>();
+    let start = walk & !WALK_TRUNCATED;
+    let path = pbuf.wrapping_add((start & PATH_MASK) as usize);
+    let len = PATH_END - start;
+    if enforce::deny_change(dentry, path, len, is_root).is_some() {
+        return true;
+    }
+    if !as_dir {
+        return false;
+    }
+    // SAFETY: PATH_END < the scratch's size; past the path's end is free.
+    unsafe { *pbuf.add(PATH_END as usize) = b'/' };
+    enforce::deny_change(dentry, path, len + 1, is_root).is_some()
+}
+
+/// The entry `dentry` of directory `dir`: refused?
+#[inline(always)]
+fn refuse_entry(dir: Ptr, dentry: Ptr, is_root: bool, as_dir: bool) -> bool {
+    let Some(pbuf) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    let walk = kernel::dir_entry_path(
+        dir,
+        dentry,
+        pbuf.cast(),
+        PATH_END,
+        guard_common::PATH_DEPTH as u32,
+    );
+    refuse(walk, dentry, is_root, as_dir)
+}
+
+/// The file at `path` (a kernel `struct path`): refused?
+#[inline(always)]
+fn refuse_path(path: Ptr, is_root: bool) -> bool {
+    let Some(pbuf) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
+    let walk = kernel::path_of(path, pbuf.cast(), PATH_END, guard_common::PATH_DEPTH as u32);
+    refuse(walk, kernel::path_dentry(path), is_root, false)
+}
+
+#[inline(always)]
+fn verdict(refused: bool) -> i32 {
+    if refused { -EPERM } else { 0 }
+}
+
+/// The hooks below get the previous BPF-LSM program's verdict as their last
+/// argument; a refusal stands.
+macro_rules! tracked_or_return {
+    ($ctx:expr, $nargs:expr) => {{
+        let retval: i32 = $ctx.arg($nargs);
+        if retval != 0 {
+            return retval;
+        }
+        match tracked() {
+            Some(is_root) => is_root,
+            None => return 0,
+        }
+    }};
+}
+
+/// Creating a file: open(O_CREAT) (through may_o_create), mknod, mkfifo.
+#[lsm(hook = "path_mknod")]
+pub fn path_mknod(ctx: LsmContext) -> i32 {
+    // (const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev)
+    let is_root = tracked_or_return!(ctx, 4);
+    verdict(refuse_entry(ctx.arg(0), ctx.arg(1), is_root, false))
+}
+
+#[lsm(hook = "path_mkdir")]
+pub fn path_mkdir(ctx: LsmContext) -> i32 {
+    // (const struct path *dir, struct dentry *dentry, umode_t mode)
+    let is_root = tracked_or_return!(ctx, 3);
+    verdict(refuse_entry(ctx.arg(0), ctx.arg(1), is_root, false))
+}
+
+#[lsm(hook = "path_rmdir")]
+pub fn path_rmdir(ctx: LsmContext) -> i32 {
+    // (const struct path *dir, struct dentry *dentry)
+    let is_root = tracked_or_return!(ctx, 2);
+    verdict(refuse_entry(ctx.arg(0), ctx.arg(1), is_root, true))
+}
+
+#[lsm(hook = "path_unlink")]
+pub fn path_unlink(ctx: LsmContext) -> i32 {
+    // (const struct path *dir, struct dentry *dentry)
+    let is_root = tracked_or_return!(ctx, 2);
+    verdict(refuse_entry(ctx.arg(0), ctx.arg(1), is_root, false))
+}
+
+#[lsm(hook = "path_symlink")]
+pub fn path_symlink(ctx: LsmContext) -> i32 {
+    // (const struct path *dir, struct dentry *dentry, const char *old_name)
+    let is_root = tracked_or_return!(ctx, 3);
+    verdict(refuse_entry(ctx.arg(0), ctx.arg(1), is_root, false))
+}
+
+/// A hard link: neither a new name in a protected place nor a second name for a
+/// protected file (writes through it would not be opens of the protected path).
+#[lsm(hook = "path_link")]
+pub fn path_link(ctx: LsmContext) -> i32 {
+    // (struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry)
+    let is_root = tracked_or_return!(ctx, 3);
+    let (old, new_dir, new): (Ptr, Ptr, Ptr) = (ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    if refuse_entry(new_dir, new, is_root, false) {
+        return -EPERM;
+    }
+    let Some(pbuf) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let walk = kernel::dentry_path_on(
+        new_dir,
+        old,
+        pbuf.cast(),
+        PATH_END,
+        guard_common::PATH_DEPTH as u32,
+    );
+    verdict(refuse(walk, old, is_root, false))
+}
+
+/// A rename moves a name out of one place and into another: both are checked,
+/// each also as a directory.
+#[lsm(hook = "path_rename")]
+pub fn path_rename(ctx: LsmContext) -> i32 {
+    // (const struct path *old_dir, struct dentry *old_dentry,
+    //  const struct path *new_dir, struct dentry *new_dentry, unsigned int flags)
+    let is_root = tracked_or_return!(ctx, 5);
+    if refuse_entry(ctx.arg(0), ctx.arg(1), is_root, true) {
+        return -EPERM;
+    }
+    verdict(refuse_entry(ctx.arg(2), ctx.arg(3), is_root, true))
+}
+
+/// truncate(2) and ftruncate(2); an O_TRUNC open is refused at file_open.
+#[lsm(hook = "path_truncate")]
+pub fn path_truncate(ctx: LsmContext) -> i32 {
+    // (const struct path *path)
+    let is_root = tracked_or_return!(ctx, 1);
+    verdict(refuse_path(ctx.arg(0), is_root))
+}
+
+#[lsm(hook = "path_chmod")]
+pub fn path_chmod(ctx: LsmContext) -> i32 {
+    // (const struct path *path, umode_t mode)
+    let is_root = tracked_or_return!(ctx, 2);
+    verdict(refuse_path(ctx.arg(0), is_root))
+}
+
+#[lsm(hook = "path_chown")]
+pub fn path_chown(ctx: LsmContext) -> i32 {
+    // (const struct path *path, kuid_t uid, kgid_t gid)
+    let is_root = tracked_or_return!(ctx, 3);
+    verdict(refuse_path(ctx.arg(0), is_root))
 }

@@ -1337,3 +1337,55 @@ mod tests {
         assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
     }
 }
+
+/// Set by `cargo xtask vm-test` inside kernels that must run BPF-LSM: a test that
+/// would skip for want of it fails instead.
+pub const REQUIRE_LSM_ENV: &str = "GUARD_E2E_REQUIRE_LSM";
+
+/// The line a skipped test prints; `cargo xtask vm-test` fails a kernel whose run
+/// printed it where the feature is expected.
+pub const SKIP_PREFIX: &str = "SKIPPED:";
+
+/// Whether BPF-LSM deny is in force, from the daemon's `policy_loaded` event: `Err`
+/// carries the daemon's reason. Its `enforcement` rows say which tier each operation
+/// runs on (`bpf_lsm` for refusals in the kernel, with no `fallback_reason` when the
+/// tier is complete).
+pub fn bpf_lsm_deny(loaded: &Event) -> Result<(), String> {
+    let rows = loaded
+        .get("enforcement")
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("policy_loaded has no enforcement rows: {loaded}"));
+    let row = |action: &str| {
+        rows.iter()
+            .find(|r| r.get("action").and_then(Value::as_str) == Some(action))
+            .unwrap_or_else(|| panic!("enforcement has no {action} row: {loaded}"))
+    };
+    for action in ["exec_deny", "file_read_deny", "file_write_deny"] {
+        let r = row(action);
+        let full = r.get("tier").and_then(Value::as_str) == Some("bpf_lsm")
+            && r.get("fallback_reason").is_none_or(Value::is_null);
+        if !full {
+            return Err(format!("{action}: {r}"));
+        }
+    }
+    Ok(())
+}
+
+/// For a test that needs BPF-LSM: true when it is in force; otherwise prints why the
+/// test is skipped and returns false, or fails the test where `REQUIRE_LSM_ENV` says
+/// this kernel must have it.
+pub fn lsm_or_skip(test: &str, loaded: &Event) -> bool {
+    match bpf_lsm_deny(loaded) {
+        Ok(()) => true,
+        Err(why) if env::var_os(REQUIRE_LSM_ENV).is_some() => {
+            panic!("{test}: BPF-LSM deny is required on this kernel but not in force: {why}")
+        }
+        Err(why) => {
+            skip(
+                test,
+                &format!("BPF-LSM deny is not in force on this kernel ({why})"),
+            );
+            false
+        }
+    }
+}

@@ -248,19 +248,32 @@ ACCESSOR u32 guard_task_cwd_path(struct task_struct *t, u8 *buf, u32 end, u32 de
 
 // ---- file names, for rule lookups ----
 
-// Copies the file name (last component) of f into dst, at most 253 bytes (what a
-// rule key holds after its two header bytes); returns its length.
-ACCESSOR u32 guard_file_name(struct file *f, u8 *dst)
+// Copies the name (last component) of dentry d into dst, at most `max` bytes and
+// never more than 253 (what a rule key holds after its two header bytes); returns
+// its length.
+//
+// The barrier keeps the clamp a compare the verifier can follow. Without it LLVM
+// merges this clamp with a caller's smaller one (exec names are cut to 15) into a
+// single compare with the constant in the destination register, which verifiers
+// before ~6.7 cannot use to bound the other register: Linux 6.1 then walks a dead
+// branch with impossible bounds (umin 253 > umax 14) and rejects the program with
+// "R1 invalid mem access 'scalar'" (see docs/kernels.md).
+ACCESSOR u32 guard_dentry_name(struct dentry *d, u8 *dst, u32 max)
 {
-	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
 	u32 len = BPF_CORE_READ(d, d_name.len);
 	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
-	if (len > 253)
-		len = 253;
+	if (max > 253)
+		max = 253;
+	barrier_var(max);
+	if (len > max)
+		len = max;
+	barrier_var(len);
 	if (bpf_probe_read_kernel(dst, len & 255, name))
 		return 0;
 	return len;
 }
+
+ACCESSOR struct dentry *guard_file_dentry(struct file *f) { return BPF_CORE_READ(f, f_path.dentry); }
 
 struct rev {
 	u8 *dst;
@@ -303,3 +316,48 @@ ACCESSOR u32 guard_file_flags(struct file *f)
 {
 	return BPF_CORE_READ((struct file___flags *)f, f_flags);
 }
+
+// ---- for the BPF-LSM path hooks (CONFIG_SECURITY_PATH) ----
+
+// The absolute path of a kernel `struct path`, like guard_file_path.
+ACCESSOR u32 guard_path_of(struct path *p, u8 *buf, u32 end, u32 depth)
+{
+	return guard_path_walk(p, buf, end, depth);
+}
+
+// The absolute path of the entry `d` in directory `dir`, the way the path_* hooks
+// name it (d may be negative: the file is about to be created). The name goes at
+// the end first, then the directory is walked to end just before its slash.
+ACCESSOR u32 guard_dir_entry_path(struct path *dir, struct dentry *d, u8 *buf, u32 end,
+				  u32 depth)
+{
+	u32 len = BPF_CORE_READ(d, d_name.len);
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	if (len > NAME_MAX_LEN)
+		len = NAME_MAX_LEN;
+	barrier_var(len);
+	if (end < len + 2)
+		return end | WALK_TRUNCATED;
+	u32 slash = end - len - 1;
+	bpf_probe_read_kernel(&buf[(slash + 1) & WALK_MASK], len & NAME_MAX_LEN, name);
+	buf[slash & WALK_MASK] = '/';
+	u32 walk = guard_path_walk(dir, buf, slash, depth);
+	u32 start = walk & ~WALK_TRUNCATED;
+	// The directory is the root: its walk wrote a lone "/" before our slash.
+	if (start + 1 == slash)
+		start = slash;
+	return start | (walk & WALK_TRUNCATED);
+}
+
+// The path of `d`, an entry somewhere on the mount of `on` (the source of a hard
+// link: the kernel hands path_link the old dentry without its mount, and a link
+// never crosses mounts).
+ACCESSOR u32 guard_dentry_path_on(struct path *on, struct dentry *d, u8 *buf, u32 end, u32 depth)
+{
+	struct path p;
+	p.mnt = BPF_CORE_READ(on, mnt);
+	p.dentry = d;
+	return guard_path_walk(&p, buf, end, depth);
+}
+
+ACCESSOR struct dentry *guard_path_dentry(struct path *p) { return BPF_CORE_READ(p, dentry); }

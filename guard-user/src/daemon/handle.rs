@@ -171,62 +171,10 @@ impl Daemon {
         Ok(())
     }
 
-    /// How each kind of enforcement runs on this host.
+    /// How each kind of enforcement runs on this host: the tiers probed at load
+    /// (`ebpf::tiers::Enforcement`), one row per operation.
     fn enforcement(&self) -> Vec<Enforcement> {
-        let row =
-            |action: &str, tier: &str, guarantee: &str, fallback: Option<String>| Enforcement {
-                action: action.into(),
-                tier: tier.into(),
-                guarantee: guarantee.into(),
-                fallback_reason: fallback,
-            };
-        let deny = match &self.kernel.lsm {
-            Ok(()) => row(
-                "file_exec_deny",
-                "bpf_lsm",
-                "the open or exec fails with EPERM; nothing happens",
-                None,
-            ),
-            Err(why) => row(
-                "file_exec_deny",
-                "tracepoint",
-                "acts as kill",
-                Some(format!("BPF-LSM unavailable: {why}")),
-            ),
-        };
-        vec![
-            row(
-                "exec_kill",
-                "tracepoint",
-                "at sched_process_exec: the program never runs",
-                None,
-            ),
-            row(
-                "file_read_kill",
-                "tracepoint",
-                "before the open returns: the data is never seen",
-                None,
-            ),
-            row(
-                "file_write_kill",
-                "tracepoint",
-                "after the open: a truncate or create has happened",
-                None,
-            ),
-            deny,
-            row(
-                "network_deny",
-                "cgroup_sock_addr",
-                "the connect or send fails with EPERM; no packet leaves",
-                None,
-            ),
-            row(
-                "argv_and_glob_kill",
-                "user_space",
-                "through a pidfd, after the event",
-                None,
-            ),
-        ]
+        self.kernel.enforcement.rows()
     }
 
     pub(super) fn resolved(&mut self, name: String, addrs: Vec<IpAddr>) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@
 //! Dropping [`Kernel`] detaches every program.
 
 pub mod mounts;
+pub mod tiers;
 
 use std::{fs::File, path::PathBuf};
 
@@ -232,8 +233,11 @@ pub struct Kernel {
     config: Array<MapData, Config>,
     /// Generation of the rules in force.
     generation: u8,
-    /// Whether the BPF-LSM deny hooks are attached, or why not.
+    /// Whether the BPF-LSM `file_open` and `bprm_check_security` hooks are
+    /// attached, or why not.
     pub lsm: Result<(), String>,
+    /// The tier each action runs on here (for `policy_loaded` and `guard status`).
+    pub enforcement: tiers::Enforcement,
     /// Keeps the kernel's per-program run-time statistics on while guard runs
     /// (`--bpf-stats`).
     _stats: Option<std::os::fd::OwnedFd>,
@@ -267,6 +271,8 @@ impl Kernel {
         }
         let mut attached = Vec::new();
 
+        // Following processes is what everything else stands on: without these
+        // three programs guard cannot work, and says which one the kernel refused.
         for (program, tp) in RAW_TRACEPOINTS {
             let p: &mut RawTracePoint = program_mut(&mut bpf, program)?;
             p.load()
@@ -279,41 +285,41 @@ impl Kernel {
             attached.push(format!("raw_tracepoint/{tp}"));
         }
 
+        // Every other feature is probed on its own: a program this kernel refuses
+        // costs its feature, never the others.
+        let mut open_tracepoints = Ok(());
         for (program, tracepoints) in SYSCALL_TRACEPOINTS {
-            let p: &mut TracePoint = program_mut(&mut bpf, program)?;
-            p.load()
-                .map_err(|source| Error::Program { program, source })?;
-            for tp in tracepoints {
-                match p.attach("syscalls", tp) {
-                    Ok(_) => attached.push(format!("tracepoint/syscalls/{tp}")),
-                    Err(e) if legacy(tp) => {
-                        tracing::warn!("{tp} not attached ({e}); this architecture may lack it")
-                    }
-                    Err(source) => {
-                        return Err(Error::Attach {
-                            program,
-                            target: format!("syscalls/{tp}"),
-                            source,
-                        });
-                    }
+            if let Err(why) = attach_syscall(&mut bpf, program, tracepoints, &mut attached) {
+                tracing::warn!("{why}");
+                if program != "sys_exit_net" {
+                    open_tracepoints = Err(why);
                 }
             }
         }
 
+        let mut sock_addr = Ok(());
         for program in ["connect4", "connect6", "sendmsg4", "sendmsg6"] {
-            attach_sock_addr(&mut bpf, program, &cgroup, &cgroup_path)?;
-            attached.push(format!("cgroup/{program}"));
+            match attach_sock_addr(&mut bpf, program, &cgroup, &cgroup_path) {
+                Ok(()) => attached.push(format!("cgroup/{program}")),
+                Err(e) => {
+                    let why = short_chain(&e);
+                    tracing::warn!("{why}");
+                    sock_addr = Err(why);
+                }
+            }
         }
 
-        let lsm = attach_lsm(&mut bpf);
-        match &lsm {
-            Ok(()) => attached.extend([
-                "lsm/file_open".to_owned(),
-                "lsm/bprm_check_security".to_owned(),
-            ]),
-            Err(why) => tracing::info!(
-                "BPF-LSM deny hooks unavailable ({why}): `deny` on files and execs acts as kill"
-            ),
+        let (lsm, lsm_paths) = attach_lsm(&mut bpf, &mut attached);
+        let probe = tiers::Probe {
+            open_tracepoints,
+            sock_addr,
+            lsm_open_exec: lsm.clone(),
+            lsm_paths,
+            attached: attached.clone(),
+        };
+        let enforcement = tiers::Enforcement::from_probe(&probe);
+        for line in enforcement.log_lines() {
+            tracing::info!("{line}");
         }
         let events = take(&mut bpf, "EVENTS")?;
         let tracked = take(&mut bpf, "TRACKED")?;
@@ -333,6 +339,7 @@ impl Kernel {
             config,
             generation: 0,
             lsm,
+            enforcement,
             _stats: if bpf_stats {
                 aya::sys::enable_stats(aya::sys::Stats::RunTime).ok()
             } else {
@@ -471,24 +478,125 @@ impl Kernel {
     }
 }
 
-/// Loads and attaches the BPF-LSM programs; the error says why they cannot be
-/// (commonly: the kernel was booted without `bpf` in `lsm=`, or has no BPF
-/// trampolines, and BPF_PROG_LOAD answers EPERM).
-fn attach_lsm(bpf: &mut Ebpf) -> Result<(), String> {
-    let lsm_active = std::fs::read_to_string("/sys/kernel/security/lsm")
-        .map(|l| l.split(',').any(|m| m.trim() == "bpf"));
-    let btf = aya::Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))?;
-    for hook in ["file_open", "bprm_check_security"] {
-        let p: &mut Lsm = program_mut(bpf, hook).map_err(|e| e.to_string())?;
-        p.load(hook, &btf)
-            .map_err(|e| format!("cannot load lsm/{hook}: {}", error_chain(&e)))?;
-        p.attach()
-            .map_err(|e| format!("cannot attach lsm/{hook}: {}", error_chain(&e)))?;
-    }
-    if matches!(lsm_active, Ok(false)) {
-        return Err("the kernel's active LSMs do not include bpf".to_owned());
+/// Loads a syscall tracepoint program and attaches it to its tracepoints.
+fn attach_syscall(
+    bpf: &mut Ebpf,
+    program: &'static str,
+    tracepoints: &[&str],
+    attached: &mut Vec<String>,
+) -> Result<(), String> {
+    let p: &mut TracePoint = program_mut(bpf, program).map_err(|e| e.to_string())?;
+    p.load()
+        .map_err(|e| format!("cannot load {program}: {}", short_chain(&e)))?;
+    for tp in tracepoints {
+        match p.attach("syscalls", tp) {
+            Ok(_) => attached.push(format!("tracepoint/syscalls/{tp}")),
+            Err(e) if legacy(tp) => {
+                tracing::warn!("{tp} not attached ({e}); this architecture may lack it")
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot attach {program} to syscalls/{tp}: {}",
+                    short_chain(&e)
+                ));
+            }
+        }
     }
     Ok(())
+}
+
+/// The BPF-LSM hooks on paths (CONFIG_SECURITY_PATH): creates, mkdir, links,
+/// renames, unlink, rmdir, truncate, chmod, chown.
+const LSM_PATH_HOOKS: [&str; 10] = [
+    "path_mknod",
+    "path_mkdir",
+    "path_rmdir",
+    "path_unlink",
+    "path_symlink",
+    "path_link",
+    "path_rename",
+    "path_truncate",
+    "path_chmod",
+    "path_chown",
+];
+
+/// Loads and attaches the BPF-LSM programs: first `file_open` and
+/// `bprm_check_security` (deny on opens and execs), then each `path_*` hook on its
+/// own. Each error says why (commonly: `bpf` is not among the active LSMs, or the
+/// kernel has no BPF trampolines and BPF_PROG_LOAD answers EPERM; a kernel without
+/// CONFIG_SECURITY_PATH has no `path_*` hooks).
+fn attach_lsm(
+    bpf: &mut Ebpf,
+    attached: &mut Vec<String>,
+) -> (Result<(), String>, Result<(), String>) {
+    let lsm_active = std::fs::read_to_string("/sys/kernel/security/lsm")
+        .map(|l| l.split(',').any(|m| m.trim() == "bpf"));
+    if matches!(lsm_active, Ok(false)) {
+        let why = "the kernel's active LSMs do not include bpf".to_owned();
+        return (Err(why.clone()), Err(why));
+    }
+    let btf = match aya::Btf::from_sys_fs() {
+        Ok(btf) => btf,
+        Err(e) => {
+            let why = format!("no kernel BTF: {e}");
+            return (Err(why.clone()), Err(why));
+        }
+    };
+    let mut attach = |hook: &'static str| -> Result<(), String> {
+        let p: &mut Lsm = program_mut(bpf, hook).map_err(|e| e.to_string())?;
+        p.load(hook, &btf)
+            .map_err(|e| format!("cannot load lsm/{hook}: {}", short_chain(&e)))?;
+        p.attach()
+            .map_err(|e| format!("cannot attach lsm/{hook}: {}", short_chain(&e)))?;
+        attached.push(format!("lsm/{hook}"));
+        Ok(())
+    };
+    let mut open_exec = Ok(());
+    for hook in ["file_open", "bprm_check_security"] {
+        if let Err(why) = attach(hook) {
+            open_exec = Err(why);
+            break;
+        }
+    }
+    if let Err(why) = &open_exec {
+        // The same cause stops the path hooks: do not try ten more loads.
+        return (open_exec.clone(), Err(why.clone()));
+    }
+    let mut missing = Vec::new();
+    for hook in LSM_PATH_HOOKS {
+        if let Err(why) = attach(hook) {
+            tracing::warn!("{why}");
+            missing.push(why);
+        }
+    }
+    let paths = if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing.join("; "))
+    };
+    (open_exec, paths)
+}
+
+/// The error chain, with a verifier log cut to its last lines (the complaint is at
+/// the end; the whole log is at debug level).
+fn short_chain(e: &dyn std::error::Error) -> String {
+    let full = error_chain(e);
+    let Some((head, log)) = full.split_once("Verifier output: ") else {
+        return full;
+    };
+    tracing::debug!("verifier log: {log}");
+    let lines: Vec<&str> = log
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with(':'))
+        .collect();
+    let head = head.trim_end().trim_end_matches('.');
+    if lines.is_empty() {
+        // No verifier run (EPERM before it): the chain's end repeats the errno.
+        return head.to_owned();
+    }
+    let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+    format!("{head}; verifier: {tail}")
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

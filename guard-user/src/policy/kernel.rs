@@ -56,6 +56,55 @@ fn path_entry(
     Some(((len * 8) as u32, data, value))
 }
 
+/// What the kernel can match of a file pattern: a [`KernelShape`], or a run of
+/// whole components anywhere in the path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum FileShape {
+    Shape(KernelShape),
+    /// `**/a/b/**`: every path with `/a/b/` in it (stored as that string).
+    Components(String),
+}
+
+/// The kernel's shape of an expanded file pattern, if it has one.
+fn file_shape(expanded: &str) -> Option<FileShape> {
+    if let Some(shape) = glob::kernel_shape(expanded) {
+        return Some(FileShape::Shape(shape));
+    }
+    let run = expanded.strip_prefix("**/")?.strip_suffix("/**")?;
+    let literal = !run.is_empty()
+        && !run.contains(['*', '?', '[', ']', '{', '}', '\\'])
+        && run
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    literal.then(|| FileShape::Components(format!("/{run}/")))
+}
+
+fn file_entry(shape: &FileShape, value: RuleRef) -> Option<(u32, PathData, RuleRef)> {
+    match shape {
+        FileShape::Shape(s) => shape_entry(s, value),
+        FileShape::Components(run) => {
+            path_entry(path_kind::COMPONENTS, run.as_bytes(), false, value)
+        }
+    }
+}
+
+/// An exception's entry: whole-path exceptions go to their own kind, so that a
+/// longer entry of another rule never hides them from a longest-prefix lookup.
+/// Component runs are never exceptions in the kernel (the scan stops at its first
+/// match, which could be the rule's own pattern).
+fn except_entry(shape: &FileShape, value: RuleRef) -> Option<(u32, PathData, RuleRef)> {
+    match shape {
+        FileShape::Shape(KernelShape::Prefix(p)) => {
+            path_entry(path_kind::FILE_EXCEPT, p.as_bytes(), false, value)
+        }
+        FileShape::Shape(KernelShape::Exact(p)) => {
+            path_entry(path_kind::FILE_EXCEPT, p.as_bytes(), true, value)
+        }
+        FileShape::Shape(s) => shape_entry(s, value),
+        FileShape::Components(_) => None,
+    }
+}
+
 fn shape_entry(shape: &KernelShape, value: RuleRef) -> Option<(u32, PathData, RuleRef)> {
     match shape {
         KernelShape::Prefix(p) => path_entry(path_kind::FILE, p.as_bytes(), false, value),
@@ -193,10 +242,10 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> K
                     flags: rule_flags::EXCEPT,
                     ..kill
                 };
-                let excepts: Vec<Option<KernelShape>> = except
+                let excepts: Vec<Option<FileShape>> = except
                     .iter()
                     .flat_map(|p| glob::expand(p, homes))
-                    .map(|e| glob::kernel_shape(&e))
+                    .map(|e| file_shape(&e).filter(|s| except_entry(s, exc).is_some()))
                     .collect();
                 if excepts.iter().any(Option::is_none) {
                     // An exception the kernel cannot see would be overridden: leave
@@ -206,13 +255,17 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> K
                 }
                 let mut complete = true;
                 for e in paths.iter().flat_map(|p| glob::expand(p, homes)) {
-                    match glob::kernel_shape(&e).and_then(|s| shape_entry(&s, kill)) {
+                    match file_shape(&e).and_then(|s| file_entry(&s, kill)) {
                         Some(entry) => out.paths.push(entry),
                         None => complete = false,
                     }
                 }
-                out.paths
-                    .extend(excepts.iter().flatten().filter_map(|s| shape_entry(s, exc)));
+                out.paths.extend(
+                    excepts
+                        .iter()
+                        .flatten()
+                        .filter_map(|s| except_entry(s, exc)),
+                );
                 if !complete {
                     out.partial.push(i);
                 }
@@ -369,9 +422,86 @@ mod tests {
     }
 
     #[test]
+    fn component_runs_and_whole_path_exceptions_have_kinds_of_their_own() {
+        let kind = Kind::File {
+            paths: vec![
+                ".git/hooks/**".into(),
+                "**/.github/workflows/**".into(),
+                ".codex/**".into(),
+            ],
+            except: vec!["*.sample".into(), "~/.codex/**".into()],
+            access: Access {
+                read: false,
+                write: true,
+            },
+        };
+        let k = compile(
+            &policy(vec![rule(kind, Action::Deny)], Mode::Enforce),
+            &["/root".into()],
+            &Hosts::default(),
+            true,
+        );
+        let got: Vec<(u8, String)> = k
+            .paths
+            .iter()
+            .map(|(b, d, _)| (d[1], text(d, *b)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (path_kind::COMPONENTS, "/.git/hooks/".to_owned()),
+                (path_kind::COMPONENTS, "/.github/workflows/".to_owned()),
+                (path_kind::COMPONENTS, "/.codex/".to_owned()),
+                (path_kind::FILE_NAME_REV, "elpmas.".to_owned()),
+                (path_kind::FILE_EXCEPT, "/root/.codex/".to_owned()),
+            ]
+        );
+        assert!(k.partial.is_empty(), "all of it is decided in the kernel");
+        assert!(k.paths[0].2.flags & rule_flags::DENY != 0);
+        assert!(k.paths[4].2.flags & rule_flags::EXCEPT != 0);
+        assert_ne!(k.config.path_kinds & (1 << path_kind::COMPONENTS), 0);
+
+        // Wildcards inside the run, or a run that ends in a file name, stay in user space.
+        for pattern in [".git/*/x/**", "**/.github/workflows/*.yml", "a/../b/**"] {
+            let kind = Kind::File {
+                paths: vec![pattern.into()],
+                except: vec![],
+                access: Access {
+                    read: false,
+                    write: true,
+                },
+            };
+            let k = compile(
+                &policy(vec![rule(kind, Action::Kill)], Mode::Enforce),
+                &[],
+                &Hosts::default(),
+                false,
+            );
+            assert!(k.paths.is_empty(), "{pattern}");
+            assert_eq!(k.partial, [0], "{pattern}");
+        }
+        // A component run as an exception is left to user space, whole rule.
+        let kind = Kind::File {
+            paths: vec!["*.yml".into()],
+            except: vec![".github/**".into()],
+            access: Access {
+                read: false,
+                write: true,
+            },
+        };
+        let k = compile(
+            &policy(vec![rule(kind, Action::Kill)], Mode::Enforce),
+            &[],
+            &Hosts::default(),
+            false,
+        );
+        assert_eq!(k.partial, [0]);
+    }
+
+    #[test]
     fn what_the_kernel_cannot_express_is_left_to_user_space() {
         let kind = Kind::File {
-            paths: vec![".git/hooks/**".into()],
+            paths: vec!["src/*.rs".into()],
             except: vec![],
             access: Access {
                 read: false,

@@ -18,6 +18,11 @@
 //! - `net-try SPEC...`: for each `tcp:ADDR` (connect, then send `hello`), `udp:ADDR`
 //!   (`sendto` from an unconnected socket) or `udpc:ADDR` (connect, then send), ADDR
 //!   being `IP:PORT` or `[IP6]:PORT`, reports `SPEC=0` on success or `SPEC=<errno>`.
+//! - `fs-try SPEC...`: for each file-system change `OP:PATH[:PATH2]` (`create`, `write`
+//!   (append), `trunc-open`, `read`, `mkdir`, `rmdir`, `unlink`, `rename:FROM:TO`,
+//!   `link:FROM:TO`, `symlink:TARGET:PATH`, `truncate`, `chmod`, `chown`, `exec`),
+//!   made by this process itself with one system call, reports `SPEC=0` or
+//!   `SPEC=<errno>`, then `alive=1`.
 //!
 //! Whatever the tests need to match against the daemon's events (pids, tids, fds, errnos)
 //! is printed on stdout as `key=value` lines. Any failure exits non-zero with a message.
@@ -52,10 +57,11 @@ fn main() -> Result<()> {
         ["read-then-cat", path] => read_then_cat(Path::new(path)),
         ["run", prog, rest @ ..] => run(prog, rest),
         ["net-try", specs @ ..] if !specs.is_empty() => net_try(specs),
+        ["fs-try", specs @ ..] if !specs.is_empty() => fs_try(specs),
         _ => bail!(
             "usage: guard-fake-agent tree DIR | files DIR | net PORT4 PORT6 UPORT4 UPORT6 CLOSED4 \
              | exit CODE | signals | read PATH | read-then-cat PATH | run PROG [ARG]... \
-             | net-try SPEC..."
+             | net-try SPEC... | fs-try SPEC..."
         ),
     }
 }
@@ -433,6 +439,66 @@ fn net_try(specs: &[&str]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn fs_try(specs: &[&str]) -> Result<()> {
+    use std::ffi::CString;
+    let c = |p: &str| CString::new(p).context("NUL in a path");
+    for spec in specs {
+        let parts: Vec<&str> = spec.split(':').collect();
+        // SAFETY (all calls below): plain system calls on valid C strings.
+        let rc: i64 = unsafe {
+            match parts.as_slice() {
+                ["create", p] => fd_result(libc::open(
+                    c(p)?.as_ptr(),
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o644,
+                )),
+                ["write", p] => {
+                    let fd = libc::open(c(p)?.as_ptr(), libc::O_WRONLY | libc::O_APPEND);
+                    if fd >= 0 {
+                        let n = libc::write(fd, b"x".as_ptr().cast(), 1);
+                        libc::close(fd);
+                        ret(n as libc::c_long)
+                    } else {
+                        ret(fd.into())
+                    }
+                }
+                ["trunc-open", p] => {
+                    fd_result(libc::open(c(p)?.as_ptr(), libc::O_WRONLY | libc::O_TRUNC))
+                }
+                ["read", p] => fd_result(libc::open(c(p)?.as_ptr(), libc::O_RDONLY)),
+                ["mkdir", p] => ret(libc::mkdir(c(p)?.as_ptr(), 0o755).into()),
+                ["rmdir", p] => ret(libc::rmdir(c(p)?.as_ptr()).into()),
+                ["unlink", p] => ret(libc::unlink(c(p)?.as_ptr()).into()),
+                ["rename", a, b] => ret(libc::rename(c(a)?.as_ptr(), c(b)?.as_ptr()).into()),
+                ["link", a, b] => ret(libc::link(c(a)?.as_ptr(), c(b)?.as_ptr()).into()),
+                ["symlink", a, b] => ret(libc::symlink(c(a)?.as_ptr(), c(b)?.as_ptr()).into()),
+                ["truncate", p] => ret(libc::truncate(c(p)?.as_ptr(), 0).into()),
+                ["chmod", p] => ret(libc::chmod(c(p)?.as_ptr(), 0o777).into()),
+                ["chown", p] => ret(libc::chown(c(p)?.as_ptr(), 1, 1).into()),
+                ["exec", p] => match Command::new(p).status() {
+                    Ok(_) => 0,
+                    Err(e) => -i64::from(e.raw_os_error().unwrap_or(-1)),
+                },
+                _ => bail!("bad fs-try spec {spec:?}"),
+            }
+        };
+        report(spec, if rc < 0 { -rc } else { 0 });
+    }
+    report("alive", 1);
+    Ok(())
+}
+
+/// An open's result: closes a descriptor it got (0), or minus the errno.
+fn fd_result(fd: libc::c_int) -> i64 {
+    if fd >= 0 {
+        // SAFETY: closing the descriptor just opened.
+        unsafe { libc::close(fd) };
+        0
+    } else {
+        ret(fd.into())
+    }
 }
 
 /// Prints `key=value` with a single write(2): safe in a forked child, and never duplicated

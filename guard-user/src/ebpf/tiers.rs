@@ -1,0 +1,420 @@
+//! Which enforcement tier each action runs on here, and why a stronger one is
+//! missing. Built from what [`super::Kernel::load`] managed to load and attach, so
+//! it reports the kernel as it is, not as its configuration promises.
+//!
+//! The tiers, strongest first for files and execs:
+//! - BPF-LSM deny: the operation fails with EPERM before anything happens (needs
+//!   `CONFIG_BPF_LSM`, `bpf` in the active LSM list, kernel BTF and BPF
+//!   trampolines; the `path_*` hooks also need `CONFIG_SECURITY_PATH`);
+//! - tracepoint kill: SIGKILL from inside the system call (an exec never runs; a
+//!   read never returns data; a write open has happened);
+//! - user-space kill: the daemon kills through a pidfd after reading the event.
+//!
+//! For the network, cgroup sock_addr hooks refuse connects and sends with EPERM.
+
+use serde::Serialize;
+
+/// Where a decision is carried out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// BPF-LSM programs refuse the operation with EPERM before it happens.
+    BpfLsmDeny,
+    /// A tracepoint program sends SIGKILL from inside the system call.
+    TracepointKill,
+    /// cgroup `sock_addr` programs refuse connects and sends with EPERM.
+    SockAddrDeny,
+    /// The daemon kills the process through a pidfd after it read the event.
+    UserSpaceKill,
+}
+
+/// One tier on this host: what of it is attached, and what is missing and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TierState {
+    pub tier: Tier,
+    /// Attached programs of this tier (`lsm/file_open`, …).
+    pub hooks: Vec<String>,
+    /// Why the tier, or part of it, is not there; `None` when it is complete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub missing: Option<String>,
+}
+
+/// What a policy can ask for, by action and operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// `kill` on an exec (program name or absolute path).
+    ExecKill,
+    /// `kill` on a read of a file.
+    FileReadKill,
+    /// `kill` on a write of a file.
+    FileWriteKill,
+    /// `deny` on an exec.
+    ExecDeny,
+    /// `deny` on a read of a file.
+    FileReadDeny,
+    /// `deny` on a write of a file: open for writing, create, mkdir, link, symlink,
+    /// rename, unlink, rmdir, truncate, chmod, chown.
+    FileWriteDeny,
+    /// `deny` on a connect or send.
+    NetworkDeny,
+    /// `kill` decided on argv or a glob the kernel cannot match.
+    ArgvAndGlobKill,
+}
+
+impl Tier {
+    /// The tier's name in `policy_loaded` and `guard status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::BpfLsmDeny => "bpf_lsm",
+            Tier::TracepointKill => "tracepoint",
+            Tier::SockAddrDeny => "cgroup_sock_addr",
+            Tier::UserSpaceKill => "user_space",
+        }
+    }
+}
+
+impl Operation {
+    /// The key of this operation in the `enforcement` object of `policy_loaded`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Operation::ExecKill => "exec_kill",
+            Operation::FileReadKill => "file_read_kill",
+            Operation::FileWriteKill => "file_write_kill",
+            Operation::ExecDeny => "exec_deny",
+            Operation::FileReadDeny => "file_read_deny",
+            Operation::FileWriteDeny => "file_write_deny",
+            Operation::NetworkDeny => "network_deny",
+            Operation::ArgvAndGlobKill => "argv_and_glob_kill",
+        }
+    }
+}
+
+/// How one operation is enforced here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ActionTier {
+    pub operation: Operation,
+    /// The tier that carries it out; `None` when nothing can (the hooks it needs
+    /// are missing: it is only logged).
+    pub tier: Option<Tier>,
+    /// What the user can rely on, in one sentence.
+    pub guarantee: String,
+    /// Why a stronger tier is not used, when one exists for this operation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+}
+
+/// The tiers on this host and the tier of every operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Enforcement {
+    pub tiers: Vec<TierState>,
+    pub operations: Vec<ActionTier>,
+}
+
+/// What loading found, feature by feature: `Err` holds why a feature is missing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// Syscall tracepoints on opens (events and kill at open).
+    pub open_tracepoints: Result<(), String>,
+    /// cgroup sock_addr hooks.
+    pub sock_addr: Result<(), String>,
+    /// `lsm/file_open` and `lsm/bprm_check_security`.
+    pub lsm_open_exec: Result<(), String>,
+    /// The `lsm/path_*` hooks: `Err` names the ones missing and why.
+    pub lsm_paths: Result<(), String>,
+    /// Attached programs, as `kind/name`.
+    pub attached: Vec<String>,
+}
+
+impl Probe {
+    fn hooks(&self, prefix: &str) -> Vec<String> {
+        self.attached
+            .iter()
+            .filter(|a| a.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+}
+
+fn missing(r: &Result<(), String>) -> Option<String> {
+    r.as_ref().err().cloned()
+}
+
+impl Enforcement {
+    /// The tiers and per-operation enforcement that `probe` allows.
+    pub fn from_probe(probe: &Probe) -> Enforcement {
+        let lsm_missing = match (&probe.lsm_open_exec, &probe.lsm_paths) {
+            (Ok(()), Ok(())) => None,
+            (Err(a), _) => Some(a.clone()),
+            (Ok(()), Err(b)) => Some(b.clone()),
+        };
+        let tiers = vec![
+            TierState {
+                tier: Tier::BpfLsmDeny,
+                hooks: probe.hooks("lsm/"),
+                missing: lsm_missing,
+            },
+            TierState {
+                tier: Tier::TracepointKill,
+                hooks: probe
+                    .attached
+                    .iter()
+                    .filter(|a| a.starts_with("raw_tracepoint/") || a.starts_with("tracepoint/"))
+                    .cloned()
+                    .collect(),
+                missing: missing(&probe.open_tracepoints).map(|why| format!("opens: {why}")),
+            },
+            TierState {
+                tier: Tier::SockAddrDeny,
+                hooks: probe.hooks("cgroup/"),
+                missing: missing(&probe.sock_addr),
+            },
+            TierState {
+                tier: Tier::UserSpaceKill,
+                hooks: Vec::new(),
+                missing: None,
+            },
+        ];
+        let opens = probe.open_tracepoints.is_ok();
+        let lsm = probe.lsm_open_exec.is_ok();
+        let lsm_why =
+            missing(&probe.lsm_open_exec).map(|why| format!("BPF-LSM unavailable: {why}"));
+        let read_kill = if opens {
+            (
+                Some(Tier::TracepointKill),
+                "killed before the open returns: the data is never seen".to_owned(),
+            )
+        } else {
+            (
+                None,
+                "not enforced: the open tracepoints did not load".to_owned(),
+            )
+        };
+        let write_kill = if opens {
+            (
+                Some(Tier::TracepointKill),
+                "killed after the open: a truncate or create has happened".to_owned(),
+            )
+        } else {
+            (
+                None,
+                "not enforced: the open tracepoints did not load".to_owned(),
+            )
+        };
+        let exec_deny = if lsm {
+            (
+                Some(Tier::BpfLsmDeny),
+                "the exec fails with EPERM: the program never runs".to_owned(),
+                None,
+            )
+        } else {
+            (
+                Some(Tier::TracepointKill),
+                "acts as kill: the program never runs, the caller is killed".to_owned(),
+                lsm_why.clone(),
+            )
+        };
+        let read_deny = if lsm {
+            (
+                Some(Tier::BpfLsmDeny),
+                "the open fails with EPERM: no data is read, the process lives".to_owned(),
+                None,
+            )
+        } else {
+            (
+                read_kill.0,
+                format!("acts as kill: {}", read_kill.1),
+                lsm_why.clone(),
+            )
+        };
+        let write_deny = match (&probe.lsm_open_exec, &probe.lsm_paths) {
+            (Ok(()), Ok(())) => (
+                Some(Tier::BpfLsmDeny),
+                "fails with EPERM and nothing changes: no open for writing, create, mkdir, \
+                 link, symlink, rename, unlink, rmdir, truncate, chmod or chown"
+                    .to_owned(),
+                None,
+            ),
+            (Ok(()), Err(why)) => (
+                Some(Tier::BpfLsmDeny),
+                "opens for writing fail with EPERM; other changes (create, mkdir, rename, \
+                 link, unlink, chmod, …) are not refused"
+                    .to_owned(),
+                Some(format!("BPF-LSM path hooks unavailable: {why}")),
+            ),
+            (Err(_), _) => (
+                write_kill.0,
+                format!("acts as kill: {}", write_kill.1),
+                lsm_why.clone(),
+            ),
+        };
+        let network = match &probe.sock_addr {
+            Ok(()) => (
+                Some(Tier::SockAddrDeny),
+                "the connect or send fails with EPERM: no packet leaves".to_owned(),
+                None,
+            ),
+            Err(why) => (
+                None,
+                "not enforced: the cgroup sock_addr hooks did not load".to_owned(),
+                Some(why.clone()),
+            ),
+        };
+        let op =
+            |operation, (tier, guarantee, fallback): (Option<Tier>, String, Option<String>)| {
+                ActionTier {
+                    operation,
+                    tier,
+                    guarantee,
+                    fallback,
+                }
+            };
+        let operations = vec![
+            op(
+                Operation::ExecKill,
+                (
+                    Some(Tier::TracepointKill),
+                    "killed at sched_process_exec: the program never runs".to_owned(),
+                    None,
+                ),
+            ),
+            op(Operation::FileReadKill, (read_kill.0, read_kill.1, None)),
+            op(Operation::FileWriteKill, (write_kill.0, write_kill.1, None)),
+            op(Operation::ExecDeny, exec_deny),
+            op(Operation::FileReadDeny, read_deny),
+            op(Operation::FileWriteDeny, write_deny),
+            op(Operation::NetworkDeny, network),
+            op(
+                Operation::ArgvAndGlobKill,
+                (
+                    Some(Tier::UserSpaceKill),
+                    "killed through a pidfd after the event: the operation has happened".to_owned(),
+                    None,
+                ),
+            ),
+        ];
+        Enforcement { tiers, operations }
+    }
+
+    /// One row per operation, for `policy_loaded` and `guard status`.
+    pub fn rows(&self) -> Vec<guard_common::protocol::Enforcement> {
+        self.operations
+            .iter()
+            .map(|o| guard_common::protocol::Enforcement {
+                action: o.operation.key().to_owned(),
+                tier: o.tier.map_or("none", Tier::name).to_owned(),
+                guarantee: o.guarantee.clone(),
+                fallback_reason: o.fallback.clone(),
+            })
+            .collect()
+    }
+
+    /// The start-up lines: one per tier that is missing or incomplete.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.tiers
+            .iter()
+            .filter_map(|t| {
+                let why = t.missing.as_ref()?;
+                Some(match t.tier {
+                    Tier::BpfLsmDeny => format!(
+                        "BPF-LSM deny incomplete ({why}): `deny` on files and execs falls back \
+                         as the enforcement report says"
+                    ),
+                    Tier::TracepointKill => format!("tracepoint programs missing ({why})"),
+                    Tier::SockAddrDeny => {
+                        format!("network hooks missing ({why}): network rules are only logged")
+                    }
+                    Tier::UserSpaceKill => why.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(lsm: Result<(), String>, paths: Result<(), String>) -> Probe {
+        Probe {
+            open_tracepoints: Ok(()),
+            sock_addr: Ok(()),
+            lsm_open_exec: lsm,
+            lsm_paths: paths,
+            attached: vec![
+                "raw_tracepoint/sched_process_exec".into(),
+                "cgroup/connect4".into(),
+                "lsm/file_open".into(),
+            ],
+        }
+    }
+
+    fn of(e: &Enforcement, op: Operation) -> &ActionTier {
+        e.operations
+            .iter()
+            .find(|o| o.operation == op)
+            .expect("every operation is reported")
+    }
+
+    #[test]
+    fn full_bpf_lsm_denies_every_write() {
+        let e = Enforcement::from_probe(&probe(Ok(()), Ok(())));
+        let w = of(&e, Operation::FileWriteDeny);
+        assert_eq!(w.tier, Some(Tier::BpfLsmDeny));
+        assert_eq!(w.fallback, None);
+        assert!(w.guarantee.contains("rename"), "{}", w.guarantee);
+        assert_eq!(e.tiers[0].hooks, ["lsm/file_open"]);
+        assert_eq!(e.tiers[0].missing, None);
+        assert!(e.log_lines().is_empty());
+    }
+
+    #[test]
+    fn without_bpf_lsm_deny_falls_back_to_kill_and_says_why() {
+        let why = "cannot load lsm/file_open: Operation not permitted".to_owned();
+        let e = Enforcement::from_probe(&probe(Err(why.clone()), Err(why.clone())));
+        for op in [
+            Operation::ExecDeny,
+            Operation::FileReadDeny,
+            Operation::FileWriteDeny,
+        ] {
+            let a = of(&e, op);
+            assert_eq!(a.tier, Some(Tier::TracepointKill), "{op:?}");
+            assert!(a.guarantee.starts_with("acts as kill"), "{op:?}");
+            assert!(a.fallback.as_deref().is_some_and(|f| f.contains(&why)));
+        }
+        let lines = e.log_lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains(&why));
+        let rows = e.rows();
+        let write = rows
+            .iter()
+            .find(|r| r.action == "file_write_deny")
+            .expect("a file_write_deny row");
+        assert_eq!(write.tier, "tracepoint");
+        assert!(write.guarantee.contains("acts as kill"));
+        assert!(write.fallback_reason.as_deref().is_some_and(|f| f.contains(&why)));
+    }
+
+    #[test]
+    fn without_path_hooks_only_opens_are_refused() {
+        let e = Enforcement::from_probe(&probe(Ok(()), Err("lsm/path_mkdir: no".into())));
+        let w = of(&e, Operation::FileWriteDeny);
+        assert_eq!(w.tier, Some(Tier::BpfLsmDeny));
+        assert!(w.guarantee.contains("not refused"));
+        assert!(
+            w.fallback
+                .as_deref()
+                .is_some_and(|f| f.contains("path_mkdir"))
+        );
+    }
+
+    #[test]
+    fn serialises_with_snake_case_names() {
+        let e = Enforcement::from_probe(&probe(Ok(()), Ok(())));
+        let v = serde_json::to_value(&e).expect("serialises");
+        assert_eq!(v["tiers"][0]["tier"], "bpf_lsm_deny");
+        assert_eq!(v["operations"][0]["operation"], "exec_kill");
+        assert_eq!(v["operations"][0]["tier"], "tracepoint_kill");
+        assert!(v["tiers"][0].get("missing").is_none());
+    }
+}

