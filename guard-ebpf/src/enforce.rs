@@ -117,24 +117,6 @@ fn lookup_bytes(slot: u32, generation: u8, kind: u8, src: *const u8, len: u32) -
     lookup_slot(slot, generation, kind, n, exact)
 }
 
-/// The rule to enforce among matches: a rule with `verdict` (KILL or DENY) whose
-/// scope and access apply, unless an exception of the same rule matched too.
-#[inline(always)]
-fn pick(matches: &Matches, is_root: bool, want: u8, verdict: u8) -> Option<u16> {
-    for r in matches.iter() {
-        let kills = r.flags & verdict != 0 && r.flags & rule_flags::EXCEPT == 0;
-        if kills && scope_ok(r.flags, is_root) && (want == 0 || r.access & want != 0) {
-            let excepted = matches
-                .iter()
-                .any(|e| e.flags & rule_flags::EXCEPT != 0 && e.rule == r.rule);
-            if !excepted {
-                return Some(r.rule);
-            }
-        }
-    }
-    None
-}
-
 /// Kills the current process; returns the event's `rule` field.
 #[inline(always)]
 fn kill(rule: u16) -> u16 {
@@ -162,23 +144,18 @@ fn wanted(open_flags: u64) -> u8 {
     want
 }
 
-/// State of a component scan, shared with its `bpf_loop` callback.
-#[repr(C)]
-struct Scan {
-    path: *const u8,
-    len: u32,
-    generation: u32,
-    found: RuleRef,
-}
-
-/// One byte of the path: at a `/`, the rest of the path is looked up among the
-/// component runs (stored as prefixes `/a/b/`). Runs under `bpf_loop`, so the
-/// verifier checks it once, whatever the path's length; it stops at the first match.
+/// One byte of the checked path: at a `/`, the rest of the path is looked up among
+/// the component runs (stored as prefixes `/a/b/`). Runs under `bpf_loop`, so the
+/// verifier checks it once, whatever the path's length; it stops at the first match,
+/// which it leaves in the check's component slot.
 #[inline(never)]
-extern "C" fn scan_step(index: u32, ctx: *mut core::ffi::c_void) -> i64 {
-    let s = ctx.cast::<Scan>();
-    // SAFETY: ctx is the caller's `Scan`, alive for the whole loop.
-    let (path, len, generation) = unsafe { ((*s).path, (*s).len, (*s).generation) };
+extern "C" fn scan_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(c) = CHECKS.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's check, filled in by the caller before the loop.
+    let (path, len, generation) =
+        unsafe { ((*c).path as *const u8, (*c).len, (*c).generation as u8) };
     let i = index & (SCAN_BYTES - 1);
     if i >= len {
         return 1;
@@ -197,7 +174,7 @@ extern "C" fn scan_step(index: u32, ctx: *mut core::ffi::c_void) -> i64 {
     }
     let r = lookup_bytes(
         3,
-        generation as u8,
+        generation,
         path_kind::COMPONENTS,
         path.wrapping_add(i as usize),
         len - i,
@@ -206,71 +183,192 @@ extern "C" fn scan_step(index: u32, ctx: *mut core::ffi::c_void) -> i64 {
         return 0;
     }
     // SAFETY: as above.
-    unsafe { (*s).found = r };
+    unsafe { (*c).matches[3] = r };
     1
 }
 
-/// The first component run of `path[..len]` a rule names.
-#[inline(always)]
-fn components(path: *const u8, len: u32, generation: u8) -> RuleRef {
-    let mut scan = Scan {
-        path,
-        len: len.min(SCAN_BYTES),
-        generation: u32::from(generation),
-        found: RuleRef::default(),
-    };
-    // SAFETY: the callback only reads `scan` and the path through the helper.
-    unsafe {
-        bpf_loop(
-            SCAN_BYTES,
-            scan_step as *mut core::ffi::c_void,
-            (&raw mut scan).cast(),
-            0,
-        )
-    };
-    scan.found
+/// One decision: the operation's path and name, what it asks for, the matches
+/// found and the rule picked. It lives in a per-CPU map, not on the stack: the
+/// `bpf_loop` callbacks below find it there (their frames and the programs' own
+/// must fit the 512 bytes of stack a call chain may use).
+///
+/// Why callbacks: every lookup is conditional (kinds the rule set has) and every
+/// match is judged on scope, access and exceptions. Inlined, the verifier walks each
+/// combination of those outcomes apart; Linux 6.1 then needs more than a million
+/// instructions for a hook that checks two paths (see docs/kernels.md). A callback
+/// body is checked once, whatever the iteration.
+#[repr(C)]
+struct Check {
+    /// Address of the path (kept as a number: a map value holds no pointer type).
+    path: u64,
+    len: u32,
+    kinds: u32,
+    generation: u32,
+    name_len: u32,
+    want: u32,
+    verdict: u32,
+    is_root: u32,
+    /// The rule picked, plus one; 0 for none.
+    picked: u32,
+    matches: Matches,
 }
 
-/// Matches of a file at `path[..len]` whose name is that of `dentry`: whole path,
-/// file name, reversed file name, component runs, whole-path exceptions.
+#[map]
+static CHECKS: PerCpuArray<Check> = PerCpuArray::with_max_entries(1, 0);
+
+/// This CPU's check, reset for a new decision.
 #[inline(always)]
-fn file_matches(dentry: *const core::ffi::c_void, path: *const u8, len: u32) -> Matches {
-    let cfg = config();
-    let mut out = NONE;
-    if cfg.path_kinds
-        & ((1 << path_kind::FILE)
-            | (1 << path_kind::FILE_NAME)
-            | (1 << path_kind::FILE_NAME_REV)
-            | (1 << path_kind::COMPONENTS))
-        == 0
-    {
-        return out;
+fn begin(
+    path: *const u8,
+    len: u32,
+    cfg: &Config,
+    want: u8,
+    verdict: u8,
+    is_root: bool,
+) -> Option<*mut Check> {
+    let c = CHECKS.get_ptr_mut(0)?;
+    // SAFETY: this CPU's scratch; programs on one CPU never interleave a check.
+    unsafe {
+        (*c).path = path as u64;
+        (*c).len = len.min(SCAN_BYTES);
+        (*c).kinds = cfg.path_kinds;
+        (*c).generation = cfg.generation;
+        (*c).name_len = 0;
+        (*c).want = u32::from(want);
+        (*c).verdict = u32::from(verdict);
+        (*c).is_root = u32::from(is_root);
+        (*c).picked = 0;
+        (*c).matches = NONE;
     }
-    let generation = cfg.generation as u8;
-    if has(&cfg, path_kind::FILE) {
-        out[0] = lookup_bytes(0, generation, path_kind::FILE, path, len);
-    }
-    if has(&cfg, path_kind::FILE_EXCEPT) {
-        out[4] = lookup_bytes(4, generation, path_kind::FILE_EXCEPT, path, len);
-    }
-    if has(&cfg, path_kind::COMPONENTS) {
-        out[3] = components(path, len, generation);
-    }
-    if !has(&cfg, path_kind::FILE_NAME) && !has(&cfg, path_kind::FILE_NAME_REV) {
-        return out;
-    }
-    let (Some(name), Some(rev)) = (slot_bytes(1), slot_bytes(2)) else {
-        return out;
+    Some(c)
+}
+
+/// Runs `step` under `bpf_loop` for `n` iterations, on this CPU's check.
+#[inline(always)]
+fn each(n: u32, step: extern "C" fn(u32, *mut core::ffi::c_void) -> i64) {
+    // SAFETY: the callbacks find their state in CHECKS; no context is passed.
+    unsafe { bpf_loop(n, step as *mut core::ffi::c_void, core::ptr::null_mut(), 0) };
+}
+
+/// The rule to enforce among the check's matches: one with the verdict whose
+/// scope and access apply, unless an exception of the same rule matched too.
+#[inline(always)]
+fn pick(c: *mut Check) -> Option<u16> {
+    each(5, pick_step);
+    // SAFETY: this CPU's check.
+    let picked = unsafe { (*c).picked };
+    u16::try_from(picked).ok()?.checked_sub(1)
+}
+
+/// Looks up kind `index` of a file check (0 whole path, 1 name, 2 reversed name,
+/// 3 component runs, 4 whole-path exceptions) where the rule set has that kind.
+#[inline(never)]
+extern "C" fn lookup_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(c) = CHECKS.get_ptr_mut(0) else {
+        return 1;
     };
-    let name_len = kernel::dentry_name(dentry, name, KEY_BYTES);
-    if has(&cfg, path_kind::FILE_NAME) {
-        out[1] = lookup_slot(1, generation, path_kind::FILE_NAME, name_len, true);
+    // SAFETY: this CPU's check, filled in by the caller before the loop.
+    let (path, len, kinds, generation, name_len) = unsafe {
+        (
+            (*c).path as *const u8,
+            (*c).len,
+            (*c).kinds,
+            (*c).generation as u8,
+            (*c).name_len,
+        )
+    };
+    let i = index & 7;
+    let has = |kind: u8| kinds & (1 << kind) != 0;
+    let r = match i {
+        0 if has(path_kind::FILE) => lookup_bytes(0, generation, path_kind::FILE, path, len),
+        1 if has(path_kind::FILE_NAME) => {
+            lookup_slot(1, generation, path_kind::FILE_NAME, name_len, true)
+        }
+        2 if has(path_kind::FILE_NAME_REV) => {
+            lookup_slot(2, generation, path_kind::FILE_NAME_REV, name_len, true)
+        }
+        3 if has(path_kind::COMPONENTS) => {
+            // The scan leaves its match in matches[3] itself.
+            each(SCAN_BYTES, scan_step);
+            return 0;
+        }
+        4 if has(path_kind::FILE_EXCEPT) => {
+            lookup_bytes(4, generation, path_kind::FILE_EXCEPT, path, len)
+        }
+        _ => RuleRef::default(),
+    };
+    // SAFETY: as above.
+    if let Some(m) = unsafe { (*c).matches.get_mut(i as usize) } {
+        *m = r;
     }
-    if has(&cfg, path_kind::FILE_NAME_REV) {
+    i64::from(i >= 4)
+}
+
+/// Judges match `index`: the first one to enforce ends the loop with `picked` set.
+#[inline(never)]
+extern "C" fn pick_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(c) = CHECKS.get_ptr_mut(0) else {
+        return 1;
+    };
+    let i = (index & 7) as usize;
+    // SAFETY: this CPU's check, filled in by the caller before the loop.
+    let (want, verdict, is_root) =
+        unsafe { ((*c).want as u8, (*c).verdict as u8, (*c).is_root != 0) };
+    // SAFETY: as above.
+    let Some(r) = (unsafe { (*c).matches.get(i) }).copied() else {
+        return 1;
+    };
+    let enforces = r.flags & verdict != 0
+        && r.flags & rule_flags::EXCEPT == 0
+        && scope_ok(r.flags, is_root)
+        && (want == 0 || r.access & want != 0);
+    if !enforces {
+        return 0;
+    }
+    let mut excepted = false;
+    // SAFETY: as above.
+    for e in unsafe { (*c).matches.iter() } {
+        excepted |= e.flags & rule_flags::EXCEPT != 0 && e.rule == r.rule;
+    }
+    if excepted {
+        return 0;
+    }
+    // SAFETY: as above.
+    unsafe { (*c).picked = u32::from(r.rule) + 1 };
+    1
+}
+
+/// The rule a file operation at `path[..len]`, on the entry named like `dentry`,
+/// runs into: `want` accesses, `verdict` KILL or DENY.
+#[inline(always)]
+fn file_pick(
+    dentry: *const core::ffi::c_void,
+    path: *const u8,
+    len: u32,
+    want: u8,
+    verdict: u8,
+    is_root: bool,
+) -> Option<u16> {
+    let cfg = config();
+    let file_kinds = (1 << path_kind::FILE)
+        | (1 << path_kind::FILE_NAME)
+        | (1 << path_kind::FILE_NAME_REV)
+        | (1 << path_kind::COMPONENTS);
+    if cfg.path_kinds & file_kinds == 0 {
+        return None;
+    }
+    let c = begin(path, len, &cfg, want, verdict, is_root)?;
+    if has(&cfg, path_kind::FILE_NAME) || has(&cfg, path_kind::FILE_NAME_REV) {
+        let (Some(name), Some(rev)) = (slot_bytes(1), slot_bytes(2)) else {
+            return None;
+        };
+        let name_len = kernel::dentry_name(dentry, name, KEY_BYTES);
         kernel::reverse(rev, name, name_len);
-        out[2] = lookup_slot(2, generation, path_kind::FILE_NAME_REV, name_len, true);
+        // SAFETY: this CPU's check.
+        unsafe { (*c).name_len = name_len };
     }
-    out
+    each(5, lookup_step);
+    pick(c)
 }
 
 /// BPF-LSM `file_open`: whether a `deny` rule refuses this open.
@@ -282,11 +380,13 @@ pub fn deny_open(
     open_flags: u64,
     is_root: bool,
 ) -> Option<u16> {
-    pick(
-        &file_matches(kernel::file_dentry(file), path, len),
-        is_root,
+    file_pick(
+        kernel::file_dentry(file),
+        path,
+        len,
         wanted(open_flags),
         rule_flags::DENY,
+        is_root,
     )
 }
 
@@ -300,12 +400,7 @@ pub fn deny_change(
     len: u32,
     is_root: bool,
 ) -> Option<u16> {
-    pick(
-        &file_matches(dentry, path, len),
-        is_root,
-        access::WRITE,
-        rule_flags::DENY,
-    )
+    file_pick(dentry, path, len, access::WRITE, rule_flags::DENY, is_root)
 }
 
 /// BPF-LSM `bprm_check_security`: whether a `deny` rule refuses this exec.
@@ -317,42 +412,44 @@ pub fn deny_exec(
     comm: &[u8; 16],
     is_root: bool,
 ) -> Option<u16> {
-    pick(
-        &exec_matches(file, path, len, comm),
-        is_root,
-        0,
-        rule_flags::DENY,
-    )
+    exec_pick(file, path, len, comm, rule_flags::DENY, is_root)
 }
 
+/// The rule an exec runs into. Matches: the resolved path, the name it was run as
+/// (`comm`), and the resolved file's name (a symlink of another name must not get
+/// past a name rule).
 #[inline(always)]
-/// Matches of an exec: the resolved path, the name it was run as (`comm`), and the
-/// resolved file's name (a symlink of another name must not get past a name rule).
-fn exec_matches(
+fn exec_pick(
     file: *const core::ffi::c_void,
     path: *const u8,
     len: u32,
     comm: &[u8; 16],
-) -> Matches {
+    verdict: u8,
+    is_root: bool,
+) -> Option<u16> {
     let cfg = config();
-    let mut out = NONE;
     if cfg.path_kinds & ((1 << path_kind::EXEC) | (1 << path_kind::EXEC_NAME)) == 0 {
-        return out;
+        return None;
     }
     let generation = cfg.generation as u8;
-    out[0] = lookup_bytes(0, generation, path_kind::EXEC, path, len);
+    let whole = lookup_bytes(0, generation, path_kind::EXEC, path, len);
     let mut comm_len = 0u32;
     while comm_len < 16 && comm[comm_len as usize] != 0 {
         comm_len += 1;
     }
-    out[1] = lookup_bytes(1, generation, path_kind::EXEC_NAME, comm.as_ptr(), comm_len);
-    let Some(name) = slot_bytes(2) else {
-        return out;
-    };
+    let by_name = lookup_bytes(1, generation, path_kind::EXEC_NAME, comm.as_ptr(), comm_len);
+    let name = slot_bytes(2)?;
     // Names in exec rules are cut to 15 bytes, like comm; the shim makes the cut.
     let name_len = kernel::dentry_name(kernel::file_dentry(file), name, 15);
-    out[2] = lookup_slot(2, generation, path_kind::EXEC_NAME, name_len, true);
-    out
+    let by_file = lookup_slot(2, generation, path_kind::EXEC_NAME, name_len, true);
+    let c = begin(path, len, &cfg, 0, verdict, is_root)?;
+    // SAFETY: this CPU's check.
+    unsafe {
+        (*c).matches[0] = whole;
+        (*c).matches[1] = by_name;
+        (*c).matches[2] = by_file;
+    }
+    pick(c)
 }
 
 /// Open of `file` (path in `path[..len]`) with open `flags`: kill when a kernel
@@ -365,11 +462,13 @@ pub fn on_open(
     open_flags: u64,
     is_root: bool,
 ) -> u16 {
-    match pick(
-        &file_matches(kernel::file_dentry(file), path, len),
-        is_root,
+    match file_pick(
+        kernel::file_dentry(file),
+        path,
+        len,
         wanted(open_flags),
         rule_flags::KILL,
+        is_root,
     ) {
         Some(rule) => kill(rule),
         None => 0,
@@ -385,12 +484,7 @@ pub fn on_exec(
     comm: &[u8; 16],
     is_root: bool,
 ) -> u16 {
-    match pick(
-        &exec_matches(file, path, len, comm),
-        is_root,
-        0,
-        rule_flags::KILL,
-    ) {
+    match exec_pick(file, path, len, comm, rule_flags::KILL, is_root) {
         Some(rule) => kill(rule),
         None => 0,
     }

@@ -43,6 +43,16 @@ pub const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long, once a process has exited, the readers of its pipes may take to reach their
 /// end (longer only if something it started still holds them open).
 pub const PIPE_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Multiplies a timeout by `$GUARD_E2E_TIME_SCALE` (default 1): `cargo xtask vm-test`
+/// sets it where the tests run under software emulation, many times slower.
+pub fn scaled(timeout: Duration) -> Duration {
+    let scale = env::var("GUARD_E2E_TIME_SCALE")
+        .ok()
+        .and_then(|s| s.parse::<u32>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(1);
+    timeout * scale
+}
 
 /// The line the daemon logs on stderr once every program is attached.
 pub const READY_LINE: &str = "guard daemon ready";
@@ -376,7 +386,7 @@ impl Fifo {
                 Ok(pipe) => break pipe,
                 Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
                     assert!(
-                        start.elapsed() < RUN_TIMEOUT,
+                        start.elapsed() < scaled(RUN_TIMEOUT),
                         "no reader opened {} within {RUN_TIMEOUT:?}",
                         self.path.display()
                     );
@@ -497,11 +507,12 @@ impl Daemon {
                      command: {cmd:?}"
                 ));
             }
-            if start.elapsed() > READY_TIMEOUT {
+            if start.elapsed() > scaled(READY_TIMEOUT) {
                 daemon.kill();
                 daemon.fail(format!(
-                    "guard daemon did not log {READY_LINE:?} within {READY_TIMEOUT:?}\n\
-                     command: {cmd:?}"
+                    "guard daemon did not log {READY_LINE:?} within {:?}\n\
+                     command: {cmd:?}",
+                    scaled(READY_TIMEOUT)
                 ));
             }
             thread::sleep(Duration::from_millis(50));
@@ -583,9 +594,10 @@ impl Daemon {
                     dump(&events)
                 ));
             }
-            if start.elapsed() > EVENT_TIMEOUT {
+            if start.elapsed() > scaled(EVENT_TIMEOUT) {
                 self.fail(format!(
-                    "timed out after {EVENT_TIMEOUT:?} waiting for {what}\n{}",
+                    "timed out after {:?} waiting for {what}\n{}",
+                    scaled(EVENT_TIMEOUT),
                     dump(&events)
                 ));
             }
@@ -668,11 +680,12 @@ impl Daemon {
                 }
                 None => return Err("the daemon was already stopped".to_owned()),
             }
-            if start.elapsed() > STOP_TIMEOUT {
+            if start.elapsed() > scaled(STOP_TIMEOUT) {
                 self.kill();
                 return Err(format!(
-                    "guard daemon did not exit within {STOP_TIMEOUT:?} of signal {signal}; \
-                     killed it"
+                    "guard daemon did not exit within {:?} of signal {signal}; \
+                     killed it",
+                    scaled(STOP_TIMEOUT)
                 ));
             }
             thread::sleep(Duration::from_millis(50));
@@ -916,22 +929,27 @@ impl Running {
     pub fn finish(mut self) -> Finished {
         let mut child = self.child.take().expect("not finished");
         let pid = i64::from(child.id());
-        let deadline = Instant::now() + RUN_TIMEOUT;
+        let deadline = Instant::now() + scaled(RUN_TIMEOUT);
         let status = loop {
             if let Some(status) = child.try_wait().expect("waitpid") {
                 break status;
             }
             if Instant::now() > deadline {
                 kill_group(&mut child);
-                panic!("{} did not finish within {RUN_TIMEOUT:?}", self.what);
+                panic!(
+                    "{} did not finish within {:?}",
+                    self.what,
+                    scaled(RUN_TIMEOUT)
+                );
             }
             thread::sleep(Duration::from_millis(20));
         };
         let left = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
         let stdout = self.out.recv_timeout(left).unwrap_or_else(|_| {
             panic!(
-                "stdout of {} was not closed within {RUN_TIMEOUT:?}",
-                self.what
+                "stdout of {} was not closed within {:?}",
+                self.what,
+                scaled(RUN_TIMEOUT)
             )
         });
         let stderr = self

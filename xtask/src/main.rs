@@ -4,6 +4,7 @@ mod bench;
 mod install;
 mod setup;
 mod util;
+mod vm;
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
@@ -47,12 +48,20 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Set up, build (release), run the unit tests, then the end-to-end tests (root).
+    /// Set up, build (release), run the unit tests, then the end-to-end tests (root),
+    /// then a subset of them in Debian's stock kernels (`vm-test`).
     Test {
-        /// Skip the end-to-end tests (they need root).
+        /// Skip the end-to-end tests (they need root), the kernel matrix included.
         #[arg(long)]
         no_e2e: bool,
+        /// Skip the kernel matrix (`vm-test`).
+        #[arg(long)]
+        no_vm: bool,
     },
+    /// Set up, build (release), then boot Debian's 6.1 and 6.12 kernels (from the
+    /// configured apt suites, one VM at a time, software emulation) and run a subset of
+    /// the end-to-end tests in each (root).
+    VmTest,
     /// Check formatting and run clippy with warnings denied.
     Lint,
     /// Build (release) and install the binary, the systemd unit and a starting
@@ -88,7 +97,8 @@ fn dispatch(command: Cmd) -> Result<()> {
             build(!debug).map(|_| ())
         }
         Cmd::Run { args } => run(args),
-        Cmd::Test { no_e2e } => test(no_e2e),
+        Cmd::Test { no_e2e, no_vm } => test(no_e2e, no_vm),
+        Cmd::VmTest => vm_test(),
         Cmd::Lint => lint(),
         Cmd::Install { prefix } => {
             setup::setup(false)?;
@@ -132,7 +142,18 @@ fn run(args: Vec<OsString>) -> Result<()> {
     Err(err).with_context(|| format!("failed to exec {}", bin.display()))
 }
 
-fn test(no_e2e: bool) -> Result<()> {
+fn vm_test() -> Result<()> {
+    if !util::is_root() {
+        bail!(
+            "the kernel matrix runs root tests; run `sudo -E env PATH=$PATH cargo xtask vm-test`"
+        );
+    }
+    setup::setup(true)?;
+    let bin = build(true)?;
+    vm::run(&bin)
+}
+
+fn test(no_e2e: bool, no_vm: bool) -> Result<()> {
     let e2e = !no_e2e;
     if e2e && !util::is_root() {
         bail!(
@@ -167,7 +188,14 @@ fn test(no_e2e: bool) -> Result<()> {
     )
     .context("end-to-end tests failed")?;
 
-    log!("summary: unit tests and end-to-end tests passed");
+    if no_vm {
+        log!("summary: unit tests and end-to-end tests passed; kernel matrix skipped (--no-vm)");
+        return Ok(());
+    }
+    log!("kernel matrix (vm-test)");
+    vm::run(&bin).context("kernel matrix failed")?;
+
+    log!("summary: unit tests, end-to-end tests and the kernel matrix passed");
     Ok(())
 }
 

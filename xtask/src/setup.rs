@@ -89,7 +89,7 @@ fn dpkg_installed(package: &str) -> Result<Option<bool>> {
     }
 }
 
-fn debian_packages(packages: &[&str]) -> Result<()> {
+pub fn debian_packages(packages: &[&str]) -> Result<()> {
     let mut missing = Vec::new();
     for &package in packages {
         match dpkg_installed(package)? {

@@ -589,6 +589,12 @@ fn short_chain(e: &dyn std::error::Error) -> String {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with(':'))
+        // The closing statistics say nothing of the complaint, which precedes them.
+        .filter(|l| {
+            !["verification time", "stack depth", "processed "]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
         .collect();
     let head = head.trim_end().trim_end_matches('.');
     if lines.is_empty() {

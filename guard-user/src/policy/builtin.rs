@@ -28,7 +28,13 @@ mod tests {
         let text = get(name).expect("a built-in");
         match parse(name, text) {
             Ok((policy, warnings)) => {
-                assert!(warnings.is_empty(), "{}", render(name, &warnings));
+                // W102 says that `deny` on files falls back to kill where BPF-LSM does
+                // not load: the built-ins choose deny knowing it. Nothing else.
+                let other: Vec<_> = warnings
+                    .into_iter()
+                    .filter(|w| w.code != super::super::diag::code::DENY_NEEDS_LSM)
+                    .collect();
+                assert!(other.is_empty(), "{}", render(name, &other));
                 policy
             }
             Err(diags) => panic!("{}", render(name, &diags)),
@@ -151,7 +157,15 @@ mod tests {
                 );
             }
         }
-        assert_eq!(rule(&c, "cicd-write").action, Action::Kill);
+        assert_eq!(rule(&c, "cicd-write").action, Action::Deny);
+        for id in [
+            "codex-config-write",
+            "repo-hooks-write",
+            "persistence-write",
+        ] {
+            assert_eq!(rule(&w, id).action, Action::Deny, "workstation {id}");
+            assert_eq!(rule(&c, id).action, Action::Deny, "ci {id}");
+        }
         let allowed = |p: &Policy| -> Vec<String> {
             let Kind::Network { allow, .. } = &rule(p, "egress-allowlist").kind else {
                 panic!()
@@ -166,6 +180,45 @@ mod tests {
         assert!(ca.len() < wa.len());
         assert!(!ca.iter().any(|d| d == "github.com:22"));
         assert!(ca.iter().any(|d| d == "api.openai.com:443"));
+    }
+
+    /// The write rules the built-ins deny are decided in the kernel (where BPF-LSM
+    /// runs, refused before the change): repository hooks and `.codex/`, CI/CD
+    /// definitions by component run, Codex's config by path. `persistence-write` has
+    /// one glob the kernel cannot match (`/etc/cron*/**`), left to user space; its
+    /// other paths are in the kernel.
+    #[test]
+    fn denied_write_rules_are_decided_in_the_kernel() {
+        use super::super::kernel::compile;
+        use super::super::matcher::Hosts;
+        use guard_common::rules::{path_kind, rule_flags};
+        for name in NAMES {
+            let p = builtin(name);
+            let k = compile(&p, &["/root".to_owned()], &Hosts::default(), true);
+            let partial: Vec<&str> = k.partial.iter().map(|&i| p.rules[i].id.as_str()).collect();
+            for id in ["codex-config-write", "repo-hooks-write", "cicd-write"] {
+                assert!(!partial.contains(&id), "{name}: {id} is left to user space");
+            }
+            let index = |id: &str| p.rules.iter().position(|r| r.id == id).expect("rule");
+            let hooks = index("repo-hooks-write") as u16;
+            let runs: Vec<String> = k
+                .paths
+                .iter()
+                .filter(|(_, d, v)| d[1] == path_kind::COMPONENTS && v.rule == hooks)
+                .map(|(bits, d, v)| {
+                    assert!(v.flags & rule_flags::DENY != 0, "{name}: deny with BPF-LSM");
+                    String::from_utf8_lossy(&d[2..(*bits / 8) as usize]).into_owned()
+                })
+                .collect();
+            assert_eq!(runs, ["/.codex/", "/.git/hooks/"], "{name}");
+            let bashrc = index("persistence-write") as u16;
+            assert!(
+                k.paths.iter().any(|(_, d, v)| v.rule == bashrc
+                    && d[1] == path_kind::FILE
+                    && d[2..].starts_with(b"/root/.bashrc\0")),
+                "{name}: ~/.bashrc in the kernel"
+            );
+        }
     }
 
     #[test]

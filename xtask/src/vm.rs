@@ -1,0 +1,572 @@
+//! `cargo xtask vm-test`: a chosen subset of the root end-to-end tests, run inside
+//! Debian's stock kernels (the newest 6.1 and 6.12 of the machine's configured apt
+//! suites, and 5.10 where one is reachable) booted one at a time under QEMU through
+//! virtme-ng, with the host's root file system shared read-only: the freshly built
+//! `guard` and the test binaries built here run inside as they are.
+//!
+//! Kernels come from `apt-get download linux-image-<abi>-unsigned` (vmlinuz and
+//! modules), unpacked with `dpkg-deb -x` under `target/vm/kernels/`, never installed,
+//! and kept there between runs. virtme-ng comes from PyPI, pinned, into a virtualenv
+//! under `target/vm/`.
+//!
+//! Software emulation (TCG) only: this project's machines have a PVM `/dev/kvm`, which
+//! cannot run stock kernels. Each kernel must boot and pass every test of the subset;
+//! a test that needs BPF-LSM must not skip there (`GUARD_E2E_REQUIRE_LSM`): Debian's
+//! kernels list `bpf` in their default `CONFIG_LSM`.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{BufRead as _, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+
+use crate::setup;
+use crate::util::{self, log};
+
+/// virtme-ng, pinned (the version the VM recipe was measured with).
+const VIRTME_NG: &str = "virtme-ng==1.42";
+/// What booting a kernel needs on the host: QEMU, modprobe and busybox for
+/// virtme-ng's initramfs, and udev (virtme-ng's init finds its console ports
+/// through /dev/virtio-ports; without udev the output is lost and every exit
+/// status is 255).
+pub const VM_PACKAGES: &[&str] = &["qemu-system-x86", "kmod", "busybox-static", "udev"];
+/// Kernel series of the matrix; each must be found in the configured suites.
+const SERIES: &[&str] = &["6.1", "6.12"];
+/// An older series added to the matrix when the configured suites reach it.
+const OLDER_SERIES: &str = "5.10";
+/// Kernel command line: the LSM list made explicit (Debian's default already has bpf).
+const APPEND: &str = "lsm=lockdown,capability,landlock,yama,apparmor,bpf";
+/// A VM that has not finished by then is stopped and counted as failed.
+const VM_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+/// Console lines shown when a VM fails.
+const TAIL_LINES: usize = 60;
+/// Software emulation runs the tests 6 to 48 times slower than the host: their
+/// timeouts (bounds on waits for conditions, never sleeps) are scaled by this.
+const TIME_SCALE: u32 = 10;
+/// Printed by the guest script when every test binary has run.
+const DONE_MARK: &str = "guard-vm: done";
+/// Printed by a test that skipped (see tests/src/lib.rs `SKIP_PREFIX`).
+const SKIP_MARK: &str = "SKIPPED:";
+
+/// The tests run in each kernel, by test binary and exact test name: programs load
+/// and a session starts, the tree is followed (fork, setsid double fork, vfork,
+/// threads, exec), each action keeps its guarantee (kill at exec, kill before a read
+/// returns, network deny, user-space kill), and every BPF-LSM deny.
+const SUBSET: &[(&str, &[&str])] = &[
+    ("daemon", &["each_agent_name_starts_its_own_session"]),
+    ("tree", &["agent_process_tree_is_one_session"]),
+    (
+        "policy",
+        &[
+            "exec_kill_in_kernel_stops_the_program_before_it_runs",
+            "read_kill_in_kernel_keeps_the_data_from_the_reader",
+            "network_deny_refuses_with_eperm_and_nothing_arrives",
+            "argv_rule_kills_from_user_space",
+        ],
+    ),
+    (
+        "deny",
+        &[
+            "deny_refuses_every_change_and_the_agent_lives",
+            "component_run_is_killed_in_the_kernel_at_open",
+        ],
+    ),
+];
+
+/// One kernel of the matrix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Kernel {
+    series: &'static str,
+    /// Debian's ABI name: `6.1.0-56-amd64`, `6.12.117+deb12-amd64`.
+    abi: String,
+}
+
+impl Kernel {
+    fn package(&self) -> String {
+        format!("linux-image-{}-unsigned", self.abi)
+    }
+}
+
+/// The result of one kernel's run.
+struct Outcome {
+    abi: String,
+    wall: Duration,
+    result: Result<()>,
+}
+
+/// Installs what the VMs need, then boots each kernel and runs the subset in it.
+/// `guard` is the binary under test (built by the caller).
+pub fn run(guard: &Path) -> Result<()> {
+    if std::env::consts::ARCH != "x86_64" {
+        bail!(
+            "the kernel matrix boots Debian's amd64 kernels; this host is {}",
+            std::env::consts::ARCH
+        );
+    }
+    let started = Instant::now();
+    setup::debian_packages(VM_PACKAGES)?;
+    let vm_dir = util::target_dir().join("vm");
+    fs::create_dir_all(&vm_dir).with_context(|| format!("cannot create {}", vm_dir.display()))?;
+    let venv = virtme_ng(&vm_dir)?;
+    let kernels = matrix()?;
+    let unpacked: Vec<(Kernel, PathBuf)> = kernels
+        .iter()
+        .map(|k| Ok((k.clone(), fetch(&vm_dir, k)?)))
+        .collect::<Result<_>>()?;
+    let tests = test_binaries()?;
+    let script = guest_script(&vm_dir, guard, &tests)?;
+    log!("kernel matrix: set-up took {:.0?}", started.elapsed());
+
+    let mut outcomes = Vec::new();
+    for (kernel, vmlinuz) in &unpacked {
+        let t = Instant::now();
+        log!("kernel {}: booting (TCG, 2 vCPUs, 2 GiB)", kernel.abi);
+        let result = boot(&venv, &vm_dir, kernel, vmlinuz, &script);
+        let wall = t.elapsed();
+        match &result {
+            Ok(()) => log!("kernel {}: every test passed ({:.0?})", kernel.abi, wall),
+            Err(e) => log!("kernel {}: FAILED ({:.0?}): {e:#}", kernel.abi, wall),
+        }
+        outcomes.push(Outcome {
+            abi: kernel.abi.clone(),
+            wall,
+            result,
+        });
+    }
+
+    log!("kernel matrix summary:");
+    for o in &outcomes {
+        log!(
+            "  {:<24} {:>6.1} s  {}",
+            o.abi,
+            o.wall.as_secs_f64(),
+            if o.result.is_ok() { "passed" } else { "FAILED" }
+        );
+    }
+    log!("  total {:.1} s", started.elapsed().as_secs_f64());
+    let failed: Vec<&str> = outcomes
+        .iter()
+        .filter(|o| o.result.is_err())
+        .map(|o| o.abi.as_str())
+        .collect();
+    if !failed.is_empty() {
+        bail!("kernel matrix failed on {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// A virtualenv with virtme-ng under `vm_dir`; returns its `bin` directory.
+fn virtme_ng(vm_dir: &Path) -> Result<PathBuf> {
+    let venv = vm_dir.join("venv");
+    let bin = venv.join("bin");
+    let pinned = VIRTME_NG.trim_start_matches("virtme-ng==");
+    let have = util::output(Command::new(bin.join("vng")).arg("--version"))
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if have.as_deref() == Some(&format!("virtme-ng {pinned}")) {
+        log!("virtme-ng: present ({pinned})");
+        return Ok(bin);
+    }
+    log!("virtme-ng: installing {VIRTME_NG} into {}", venv.display());
+    util::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    util::run(
+        Command::new(bin.join("pip"))
+            .args(["install", "--quiet", VIRTME_NG])
+            .stdin(Stdio::null()),
+    )?;
+    Ok(bin)
+}
+
+/// `linux-image-*-amd64-unsigned` package names apt knows that match `pattern`.
+fn apt_search(pattern: &str) -> Result<Vec<String>> {
+    let out = util::stdout_of(Command::new("apt-cache").args(["search", "--names-only", pattern]))?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The newest generic amd64 ABI of `series` among `packages`, by numeric fields.
+fn newest_abi(series: &str, packages: &[String]) -> Option<String> {
+    let mut abis: Vec<String> = packages
+        .iter()
+        .filter_map(|p| {
+            p.strip_prefix("linux-image-")?
+                .strip_suffix("-unsigned")
+                .map(str::to_owned)
+        })
+        .filter(|abi| is_generic(series, abi))
+        .collect();
+    abis.sort_by_key(|abi| numbers(abi));
+    abis.pop()
+}
+
+/// `6.1.0-56-amd64` or `6.12.117+deb12-amd64` of `series`: not the cloud, rt or
+/// debug flavours.
+fn is_generic(series: &str, abi: &str) -> bool {
+    let Some(core) = abi.strip_suffix("-amd64") else {
+        return false;
+    };
+    let Some(rest) = core.strip_prefix(series).and_then(|r| r.strip_prefix('.')) else {
+        return false;
+    };
+    let rest = rest.replace("+deb", "-");
+    !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+}
+
+fn numbers(abi: &str) -> Vec<u64> {
+    abi.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+/// The kernels to boot: the newest of each series the configured suites carry.
+fn matrix() -> Result<Vec<Kernel>> {
+    let search = || -> Result<(Vec<String>, Vec<String>)> {
+        Ok((
+            apt_search(r"^linux-image-6\.[0-9]+\..*-amd64-unsigned$")?,
+            apt_search(r"^linux-image-5\.10\..*-amd64-unsigned$")?,
+        ))
+    };
+    let (mut six, mut older) = search()?;
+    if SERIES.iter().any(|s| newest_abi(s, &six).is_none()) {
+        log!("apt lists no kernel for some series; running apt-get update");
+        util::run(
+            Command::new("apt-get")
+                .arg("update")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdin(Stdio::null()),
+        )?;
+        (six, older) = search()?;
+    }
+    let mut kernels = Vec::new();
+    if let Some(abi) = newest_abi(OLDER_SERIES, &older) {
+        kernels.push(Kernel {
+            series: OLDER_SERIES,
+            abi,
+        });
+    } else {
+        log!(
+            "no {OLDER_SERIES} kernel in the configured apt suites (Debian 11 \"bullseye\" ships \
+             it; no bullseye suite is configured here): the matrix has no {OLDER_SERIES}"
+        );
+    }
+    for series in SERIES {
+        let abi = newest_abi(series, &six).ok_or_else(|| {
+            anyhow!(
+                "no Debian {series} kernel (linux-image-{series}.*-amd64-unsigned) in the \
+                 configured apt suites"
+            )
+        })?;
+        kernels.push(Kernel { series, abi });
+    }
+    log!(
+        "kernel matrix: {}",
+        kernels
+            .iter()
+            .map(|k| k.abi.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(kernels)
+}
+
+/// Downloads and unpacks `kernel` under `vm_dir/kernels/ABI` unless it is there
+/// already; returns its vmlinuz.
+fn fetch(vm_dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
+    let root = vm_dir.join("kernels").join(&kernel.abi);
+    let vmlinuz = root.join("boot").join(format!("vmlinuz-{}", kernel.abi));
+    let modules = root.join("lib/modules").join(&kernel.abi);
+    if vmlinuz.is_file() && modules.is_dir() {
+        log!("kernel {}: cached in {}", kernel.abi, root.display());
+        return Ok(vmlinuz);
+    }
+    let debs = vm_dir.join("debs");
+    fs::create_dir_all(&debs).with_context(|| format!("cannot create {}", debs.display()))?;
+    let package = kernel.package();
+    util::run(
+        Command::new("apt-get")
+            .args(["download", &package])
+            .current_dir(&debs)
+            .stdin(Stdio::null()),
+    )?;
+    let deb = fs::read_dir(&debs)
+        .with_context(|| format!("cannot list {}", debs.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "apt-get download left no {package}_*.deb in {}",
+                debs.display()
+            )
+        })?;
+    let partial = root.with_extension("partial");
+    let _ = fs::remove_dir_all(&partial);
+    util::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))?;
+    let _ = fs::remove_dir_all(&root);
+    fs::rename(&partial, &root)
+        .with_context(|| format!("cannot move {} to {}", partial.display(), root.display()))?;
+    // The unpacked tree is what is kept; the package is 70-110 MB.
+    let _ = fs::remove_file(&deb);
+    if !vmlinuz.is_file() {
+        bail!("{package} has no {}", vmlinuz.display());
+    }
+    Ok(vmlinuz)
+}
+
+/// Builds the end-to-end test binaries (unprivileged build, run as root in the VM)
+/// and returns (test name, executable) for those of the subset.
+fn test_binaries() -> Result<Vec<(&'static str, PathBuf)>> {
+    let out = util::stdout_of(util::cargo().args([
+        "test",
+        "-p",
+        "guard-tests",
+        "--no-run",
+        "--message-format=json",
+    ]))?;
+    let mut found = Vec::new();
+    for line in out.lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let target = &msg["target"];
+        let is_test = target["kind"]
+            .as_array()
+            .is_some_and(|k| k.iter().any(|k| k == "test"));
+        let (Some(name), Some(exe)) = (target["name"].as_str(), msg["executable"].as_str()) else {
+            continue;
+        };
+        if let Some((name, _)) = SUBSET.iter().find(|(n, _)| *n == name).filter(|_| is_test) {
+            found.push((*name, PathBuf::from(exe)));
+        }
+    }
+    for (name, _) in SUBSET {
+        if !found.iter().any(|(n, _)| n == name) {
+            bail!("cargo built no test binary named {name}");
+        }
+    }
+    Ok(found)
+}
+
+/// The script the guest runs: mounts what guard needs, then each test binary with
+/// its tests, one at a time, and a last line saying it got to the end.
+fn guest_script(vm_dir: &Path, guard: &Path, tests: &[(&str, PathBuf)]) -> Result<PathBuf> {
+    let guard = fs::canonicalize(guard)
+        .with_context(|| format!("no guard binary at {}", guard.display()))?;
+    let mut s = String::from(
+        "#!/bin/sh\n\
+         # Written by `cargo xtask vm-test`; run inside each kernel's VM.\n\
+         set -u\n\
+         mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing\n\
+         mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf\n\
+         mountpoint -q /sys/kernel/security || mount -t securityfs securityfs /sys/kernel/security\n\
+         grep -q ' cgroup2 ' /proc/self/mounts || mount -t cgroup2 cgroup2 /sys/fs/cgroup\n\
+         echo \"guard-vm: kernel $(uname -r); active LSMs: $(cat /sys/kernel/security/lsm)\"\n",
+    );
+    s.push_str(&format!(
+        "export GUARD_BIN='{}' GUARD_E2E_REQUIRE_LSM=1 GUARD_E2E_TIME_SCALE={TIME_SCALE} \
+         RUST_BACKTRACE=0\n\
+         cd /tmp\n\
+         failed=0\n",
+        guard.display()
+    ));
+    for (name, exe) in tests {
+        let names = SUBSET
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.join(" "))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "start=$(date +%s)\n\
+             '{}' --exact --test-threads=1 {names}\n\
+             rc=$?\n\
+             echo \"guard-vm: {name} exit $rc in $(( $(date +%s) - start )) s\"\n\
+             [ $rc -eq 0 ] || failed=1\n",
+            exe.display()
+        ));
+    }
+    s.push_str(&format!(
+        "echo \"{DONE_MARK} failed=$failed\"\nexit $failed\n"
+    ));
+    let path = vm_dir.join("guest.sh");
+    fs::write(&path, s).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
+
+/// Boots `kernel` and runs the guest script; the console goes to stderr as it comes
+/// and to `vm_dir/ABI.log`. Fails with the console's last lines when the VM does not
+/// boot, a test fails, or a test skipped.
+fn boot(venv: &Path, vm_dir: &Path, kernel: &Kernel, vmlinuz: &Path, script: &Path) -> Result<()> {
+    let path = format!(
+        "{}:{}",
+        venv.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new("timeout");
+    cmd.args(["--kill-after=30", &format!("{}", VM_TIMEOUT.as_secs())])
+        .arg(venv.join("vng"))
+        .arg("--run")
+        .arg(vmlinuz)
+        .args([
+            "--disable-kvm",
+            "--cpus",
+            "2",
+            "--memory",
+            "2G",
+            "--append",
+            APPEND,
+        ])
+        .arg("--exec")
+        .arg(format!("sh {}", script.display()))
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        // Pipes, never a regular file: QEMU truncates a file its output goes to.
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    log!("$ {}", util::display(&cmd));
+    let mut child = cmd.spawn().context("cannot start vng (virtme-ng)")?;
+    let console = Arc::new(Mutex::new(Console::default()));
+    let readers: Vec<_> = [
+        child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|e| Box::new(e) as Box<dyn Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|from| {
+        let console = Arc::clone(&console);
+        thread::spawn(move || {
+            for line in BufReader::new(from)
+                .lines()
+                .map_while(std::result::Result::ok)
+            {
+                eprintln!("  vm| {line}");
+                if let Ok(mut c) = console.lock() {
+                    c.push(line);
+                }
+            }
+        })
+    })
+    .collect();
+    let status = child.wait().context("cannot wait for vng")?;
+    for r in readers {
+        let _ = r.join();
+    }
+    let console = console
+        .lock()
+        .map_err(|_| anyhow!("console reader panicked"))?;
+    let log_path = vm_dir.join(format!("{}.log", kernel.abi));
+    let _ = fs::write(&log_path, console.all.join("\n") + "\n");
+    let fail = |what: String| -> Result<()> {
+        bail!(
+            "{what}; console's last lines (whole console in {}):\n{}",
+            log_path.display(),
+            console
+                .tail
+                .iter()
+                .map(|l| format!("  | {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    };
+    let skipped: Vec<&String> = console
+        .all
+        .iter()
+        .filter(|l| l.contains(SKIP_MARK))
+        .collect();
+    if !skipped.is_empty() {
+        return fail(format!(
+            "tests skipped where the kernel must run them: {}",
+            skipped
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" / ")
+        ));
+    }
+    if !console.all.iter().any(|l| l.contains(DONE_MARK)) {
+        return fail(format!(
+            "the VM stopped before the tests finished (vng: {status}{})",
+            if status.code() == Some(124) {
+                format!(", timed out after {:?}", VM_TIMEOUT)
+            } else {
+                String::new()
+            }
+        ));
+    }
+    if !status.success() {
+        return fail(format!("tests failed in the VM (vng: {status})"));
+    }
+    Ok(())
+}
+
+/// What a VM printed: everything, and the last lines for error messages.
+#[derive(Default)]
+struct Console {
+    all: Vec<String>,
+    tail: VecDeque<String>,
+}
+
+impl Console {
+    fn push(&mut self, line: String) {
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line.clone());
+        self.all.push(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_the_newest_generic_abi_of_each_series() {
+        let packages: Vec<String> = [
+            "linux-image-6.1.0-47-amd64-unsigned",
+            "linux-image-6.1.0-56-amd64-unsigned",
+            "linux-image-6.1.0-9-amd64-unsigned",
+            "linux-image-6.1.0-57-cloud-amd64-unsigned",
+            "linux-image-6.1.0-58-rt-amd64-unsigned",
+            "linux-image-6.12.107+deb12-amd64-unsigned",
+            "linux-image-6.12.117+deb12-amd64-unsigned",
+            "linux-image-6.12.99+deb12-amd64-unsigned",
+            "linux-image-6.12.118+deb12-cloud-amd64-unsigned",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            newest_abi("6.1", &packages).as_deref(),
+            Some("6.1.0-56-amd64")
+        );
+        assert_eq!(
+            newest_abi("6.12", &packages).as_deref(),
+            Some("6.12.117+deb12-amd64")
+        );
+        assert_eq!(newest_abi("5.10", &packages), None);
+        assert!(
+            !is_generic("6.1", "6.12.117+deb12-amd64"),
+            "6.1 is not 6.12"
+        );
+    }
+}
