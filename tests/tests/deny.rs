@@ -286,7 +286,8 @@ fn deny_refuses_every_change_and_the_agent_lives() {
         let e = find(&events, &format!("open of {}", path.display()), |e| {
             e.is("open", pid) && e.str("path") == path.to_str()
         });
-        assert_eq!(e.int("ret"), Some(-EPERM), "{e}");
+        assert_eq!(e.str("result"), Some("EPERM"), "{e}");
+        assert_eq!(e.int("errno"), Some(EPERM), "{e}");
         assert_eq!(e.str("rule"), Some(rule), "{e}\n{}", dump(&events));
         assert_eq!(e.str("outcome"), Some("denied"), "{e}\n{}", dump(&events));
     };

@@ -682,8 +682,13 @@ fn policies_in_the_manifests_pass_guard_policy_check() -> Result<()> {
     ] {
         let out = run(Command::new(&guard).args(["policy", "check"]).arg(&policy))?;
         let report = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        // W102 only says that `deny` on files acts as kill where BPF-LSM does not
+        // load; the ci policy denies persistence and CI/CD writes knowing it.
+        let warned = report
+            .lines()
+            .any(|l| l.contains("warning[") && !l.contains("warning[W102]"));
         ensure!(
-            out.status.success() && !report.contains("warning["),
+            out.status.success() && !warned,
             "guard policy check {} ({}):\n{report}",
             policy.display(),
             out.status
