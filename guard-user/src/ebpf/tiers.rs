@@ -392,7 +392,12 @@ mod tests {
             .expect("a file_write_deny row");
         assert_eq!(write.tier, "tracepoint");
         assert!(write.guarantee.contains("acts as kill"));
-        assert!(write.fallback_reason.as_deref().is_some_and(|f| f.contains(&why)));
+        assert!(
+            write
+                .fallback_reason
+                .as_deref()
+                .is_some_and(|f| f.contains(&why))
+        );
     }
 
     #[test]
