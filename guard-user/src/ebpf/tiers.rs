@@ -75,7 +75,7 @@ impl Tier {
 }
 
 impl Operation {
-    /// The key of this operation in the `enforcement` object of `policy_loaded`.
+    /// The `action` of this operation in the `enforcement` rows of `policy_loaded`.
     pub fn key(self) -> &'static str {
         match self {
             Operation::ExecKill => "exec_kill",
