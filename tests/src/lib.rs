@@ -1334,28 +1334,6 @@ pub fn parse_rfc3339(ts: &str) -> Option<i64> {
     Some(days * 86_400 + hour * 3600 + min * 60 + sec - offset)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_rfc3339;
-
-    #[test]
-    fn rfc3339() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339("2024-02-29T12:34:56.123456789Z"),
-            Some(1_709_210_096)
-        );
-        assert_eq!(
-            parse_rfc3339("2024-02-29T13:34:56.5+01:00"),
-            Some(1_709_210_096)
-        );
-        assert_eq!(parse_rfc3339("2024-02-29 12:34:56Z"), Some(1_709_210_096));
-        assert_eq!(parse_rfc3339("2024-02-29T12:34:56"), None);
-        assert_eq!(parse_rfc3339("1709210096"), None);
-        assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
-    }
-}
-
 /// Set by `cargo xtask vm-test` inside kernels that must run BPF-LSM: a test that
 /// would skip for want of it fails instead.
 pub const REQUIRE_LSM_ENV: &str = "GUARD_E2E_REQUIRE_LSM";
@@ -1408,5 +1386,27 @@ pub fn lsm_or_skip(test: &str, loaded: &Event) -> bool {
             );
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rfc3339;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(
+            parse_rfc3339("2024-02-29T12:34:56.123456789Z"),
+            Some(1_709_210_096)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-02-29T13:34:56.5+01:00"),
+            Some(1_709_210_096)
+        );
+        assert_eq!(parse_rfc3339("2024-02-29 12:34:56Z"), Some(1_709_210_096));
+        assert_eq!(parse_rfc3339("2024-02-29T12:34:56"), None);
+        assert_eq!(parse_rfc3339("1709210096"), None);
+        assert_eq!(parse_rfc3339("2024-13-01T00:00:00Z"), None);
     }
 }
