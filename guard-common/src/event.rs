@@ -131,7 +131,9 @@ pub struct ExecBody {
     pub argv_len: u32,
 }
 
-/// Which system call opened the file.
+/// Which system call opened the file, or, for a change a BPF-LSM `path_*` hook
+/// refused (reported as an open of the path for writing that failed with EPERM),
+/// which change it was.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpenCall {
@@ -143,6 +145,65 @@ pub enum OpenCall {
     Openat2 = 2,
     /// `creat(2)`
     Creat = 3,
+    /// A refused mkdir.
+    Mkdir = 4,
+    /// A refused rmdir.
+    Rmdir = 5,
+    /// A refused unlink.
+    Unlink = 6,
+    /// A refused rename (the path is the side that is protected).
+    Rename = 7,
+    /// A refused hard link (the path is the side that is protected).
+    Link = 8,
+    /// A refused symlink.
+    Symlink = 9,
+    /// A refused truncate(2).
+    Truncate = 10,
+    /// A refused chmod.
+    Chmod = 11,
+    /// A refused chown.
+    Chown = 12,
+}
+
+impl OpenCall {
+    /// Decodes a call number; `None` for numbers this build does not know.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            0 => OpenCall::Open,
+            1 => OpenCall::Openat,
+            2 => OpenCall::Openat2,
+            3 => OpenCall::Creat,
+            4 => OpenCall::Mkdir,
+            5 => OpenCall::Rmdir,
+            6 => OpenCall::Unlink,
+            7 => OpenCall::Rename,
+            8 => OpenCall::Link,
+            9 => OpenCall::Symlink,
+            10 => OpenCall::Truncate,
+            11 => OpenCall::Chmod,
+            12 => OpenCall::Chown,
+            _ => return None,
+        })
+    }
+
+    /// The name in JSON events (`call`).
+    pub fn name(self) -> &'static str {
+        match self {
+            OpenCall::Open => "open",
+            OpenCall::Openat => "openat",
+            OpenCall::Openat2 => "openat2",
+            OpenCall::Creat => "creat",
+            OpenCall::Mkdir => "mkdir",
+            OpenCall::Rmdir => "rmdir",
+            OpenCall::Unlink => "unlink",
+            OpenCall::Rename => "rename",
+            OpenCall::Link => "link",
+            OpenCall::Symlink => "symlink",
+            OpenCall::Truncate => "truncate",
+            OpenCall::Chmod => "chmod",
+            OpenCall::Chown => "chown",
+        }
+    }
 }
 
 /// Body of [`EventKind::Open`]; payload: the path.

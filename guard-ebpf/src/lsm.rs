@@ -9,7 +9,7 @@
 //! instead and says so (see guard-user's `ebpf::tiers`).
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use guard_common::{EventKind, ExecBody, flags, rules::enforced};
+use guard_common::{EventKind, ExecBody, OpenBody, OpenCall, flags, rules::enforced};
 
 use crate::{
     emit::{Draft, current_ids},
@@ -114,11 +114,13 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
 }
 
 /// Refuses a change to the entry whose path the walk left in the scratch (at
-/// `walk`, ending at PATH_END) when a deny rule on writes covers it. With
+/// `walk`, ending at PATH_END) when a deny rule on writes covers it, and reports
+/// the refusal as a failed open for writing of that path, its `call` naming the
+/// change (`None`: the open that reaches this hook reports it itself). With
 /// `as_dir`, the path is also looked up with a `/` appended, so that a protected
 /// directory itself (`.git/hooks` for `.git/hooks/**`) cannot be renamed.
 #[inline(always)]
-fn refuse(walk: u32, dentry: Ptr, is_root: bool, as_dir: bool) -> bool {
+fn refuse(walk: u32, dentry: Ptr, is_root: bool, as_dir: bool, call: Option<OpenCall>) -> bool {
     let Some(pbuf) = PATH_SCRATCH.get_ptr_mut(0) else {
         return false;
     };
@@ -126,20 +128,64 @@ fn refuse(walk: u32, dentry: Ptr, is_root: bool, as_dir: bool) -> bool {
     let start = walk & !WALK_TRUNCATED;
     let path = pbuf.wrapping_add((start & PATH_MASK) as usize);
     let len = PATH_END - start;
-    if enforce::deny_change(dentry, path, len, is_root).is_some() {
-        return true;
+    let mut rule = enforce::deny_change(dentry, path, len, is_root);
+    if rule.is_none() && as_dir {
+        // SAFETY: PATH_END < the scratch's size; past the path's end is free.
+        unsafe { *pbuf.add(PATH_END as usize) = b'/' };
+        rule = enforce::deny_change(dentry, path, len + 1, is_root);
     }
-    if !as_dir {
+    let Some(rule) = rule else {
         return false;
+    };
+    if let Some(call) = call {
+        report_change(call, path, len, walk & WALK_TRUNCATED != 0, rule);
     }
-    // SAFETY: PATH_END < the scratch's size; past the path's end is free.
-    unsafe { *pbuf.add(PATH_END as usize) = b'/' };
-    enforce::deny_change(dentry, path, len + 1, is_root).is_some()
+    true
+}
+
+/// A change refused by a path hook, as an `Open` record: the path, opened for
+/// writing (O_WRONLY), failed with EPERM, `call` saying which change it was.
+#[inline(always)]
+fn report_change(call: OpenCall, path: *const u8, len: u32, truncated: bool, rule: u16) {
+    let (tgid, _) = current_ids();
+    // SAFETY: read-only copy of the map value.
+    let Some(t) = (unsafe { TRACKED.get(tgid) }).copied() else {
+        return;
+    };
+    let Some(mut draft) = Draft::begin(EventKind::Open, 0, t.session) else {
+        return;
+    };
+    draft.header().rule = ((rule + 1) & enforced::RULE_MASK) | enforced::DENIED;
+    if truncated {
+        draft.header().flags |= flags::PATH_TRUNCATED;
+    }
+    let n = len.min(guard_common::PATH_MAX as u32) & 0xfff;
+    // SAFETY: bounded copy from the path scratch into the event scratch.
+    unsafe {
+        let _ = aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            draft.payload_ptr::<OpenBody>(0).cast(),
+            n,
+            path.cast(),
+        );
+    }
+    draft.body(OpenBody {
+        flags: 0o1,
+        ret: -i64::from(EPERM),
+        call: call as u32,
+        mode: 0,
+    });
+    draft.submit::<OpenBody>(n);
 }
 
 /// The entry `dentry` of directory `dir`: refused?
 #[inline(always)]
-fn refuse_entry(dir: Ptr, dentry: Ptr, is_root: bool, as_dir: bool) -> bool {
+fn refuse_entry(
+    dir: Ptr,
+    dentry: Ptr,
+    is_root: bool,
+    as_dir: bool,
+    call: Option<OpenCall>,
+) -> bool {
     let Some(pbuf) = PATH_SCRATCH.get_ptr_mut(0) else {
         return false;
     };
@@ -150,17 +196,17 @@ fn refuse_entry(dir: Ptr, dentry: Ptr, is_root: bool, as_dir: bool) -> bool {
         PATH_END,
         guard_common::PATH_DEPTH as u32,
     );
-    refuse(walk, dentry, is_root, as_dir)
+    refuse(walk, dentry, is_root, as_dir, call)
 }
 
 /// The file at `path` (a kernel `struct path`): refused?
 #[inline(always)]
-fn refuse_path(path: Ptr, is_root: bool) -> bool {
+fn refuse_path(path: Ptr, is_root: bool, call: OpenCall) -> bool {
     let Some(pbuf) = PATH_SCRATCH.get_ptr_mut(0) else {
         return false;
     };
     let walk = kernel::path_of(path, pbuf.cast(), PATH_END, guard_common::PATH_DEPTH as u32);
-    refuse(walk, kernel::path_dentry(path), is_root, false)
+    refuse(walk, kernel::path_dentry(path), is_root, false, Some(call))
 }
 
 #[inline(always)]
@@ -188,35 +234,59 @@ macro_rules! tracked_or_return {
 pub fn path_mknod(ctx: LsmContext) -> i32 {
     // (const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev)
     let is_root = tracked_or_return!(ctx, 4);
-    verdict(refuse_entry(ctx.arg(0), ctx.arg(1), is_root, false))
+    verdict(refuse_entry(ctx.arg(0), ctx.arg(1), is_root, false, None))
 }
 
 #[lsm(hook = "path_mkdir")]
 pub fn path_mkdir(ctx: LsmContext) -> i32 {
     // (const struct path *dir, struct dentry *dentry, umode_t mode)
     let is_root = tracked_or_return!(ctx, 3);
-    verdict(refuse_entry(ctx.arg(0), ctx.arg(1), is_root, false))
+    verdict(refuse_entry(
+        ctx.arg(0),
+        ctx.arg(1),
+        is_root,
+        false,
+        Some(OpenCall::Mkdir),
+    ))
 }
 
 #[lsm(hook = "path_rmdir")]
 pub fn path_rmdir(ctx: LsmContext) -> i32 {
     // (const struct path *dir, struct dentry *dentry)
     let is_root = tracked_or_return!(ctx, 2);
-    verdict(refuse_entry(ctx.arg(0), ctx.arg(1), is_root, true))
+    verdict(refuse_entry(
+        ctx.arg(0),
+        ctx.arg(1),
+        is_root,
+        true,
+        Some(OpenCall::Rmdir),
+    ))
 }
 
 #[lsm(hook = "path_unlink")]
 pub fn path_unlink(ctx: LsmContext) -> i32 {
     // (const struct path *dir, struct dentry *dentry)
     let is_root = tracked_or_return!(ctx, 2);
-    verdict(refuse_entry(ctx.arg(0), ctx.arg(1), is_root, false))
+    verdict(refuse_entry(
+        ctx.arg(0),
+        ctx.arg(1),
+        is_root,
+        false,
+        Some(OpenCall::Unlink),
+    ))
 }
 
 #[lsm(hook = "path_symlink")]
 pub fn path_symlink(ctx: LsmContext) -> i32 {
     // (const struct path *dir, struct dentry *dentry, const char *old_name)
     let is_root = tracked_or_return!(ctx, 3);
-    verdict(refuse_entry(ctx.arg(0), ctx.arg(1), is_root, false))
+    verdict(refuse_entry(
+        ctx.arg(0),
+        ctx.arg(1),
+        is_root,
+        false,
+        Some(OpenCall::Symlink),
+    ))
 }
 
 /// A hard link: neither a new name in a protected place nor a second name for a
@@ -226,7 +296,7 @@ pub fn path_link(ctx: LsmContext) -> i32 {
     // (struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry)
     let is_root = tracked_or_return!(ctx, 3);
     let (old, new_dir, new): (Ptr, Ptr, Ptr) = (ctx.arg(0), ctx.arg(1), ctx.arg(2));
-    if refuse_entry(new_dir, new, is_root, false) {
+    if refuse_entry(new_dir, new, is_root, false, Some(OpenCall::Link)) {
         return -EPERM;
     }
     let Some(pbuf) = PATH_SCRATCH.get_ptr_mut(0) else {
@@ -239,7 +309,7 @@ pub fn path_link(ctx: LsmContext) -> i32 {
         PATH_END,
         guard_common::PATH_DEPTH as u32,
     );
-    verdict(refuse(walk, old, is_root, false))
+    verdict(refuse(walk, old, is_root, false, Some(OpenCall::Link)))
 }
 
 /// A rename moves a name out of one place and into another: both are checked,
@@ -249,10 +319,22 @@ pub fn path_rename(ctx: LsmContext) -> i32 {
     // (const struct path *old_dir, struct dentry *old_dentry,
     //  const struct path *new_dir, struct dentry *new_dentry, unsigned int flags)
     let is_root = tracked_or_return!(ctx, 5);
-    if refuse_entry(ctx.arg(0), ctx.arg(1), is_root, true) {
+    if refuse_entry(
+        ctx.arg(0),
+        ctx.arg(1),
+        is_root,
+        true,
+        Some(OpenCall::Rename),
+    ) {
         return -EPERM;
     }
-    verdict(refuse_entry(ctx.arg(2), ctx.arg(3), is_root, true))
+    verdict(refuse_entry(
+        ctx.arg(2),
+        ctx.arg(3),
+        is_root,
+        true,
+        Some(OpenCall::Rename),
+    ))
 }
 
 /// truncate(2) and ftruncate(2); an O_TRUNC open is refused at file_open.
@@ -260,19 +342,19 @@ pub fn path_rename(ctx: LsmContext) -> i32 {
 pub fn path_truncate(ctx: LsmContext) -> i32 {
     // (const struct path *path)
     let is_root = tracked_or_return!(ctx, 1);
-    verdict(refuse_path(ctx.arg(0), is_root))
+    verdict(refuse_path(ctx.arg(0), is_root, OpenCall::Truncate))
 }
 
 #[lsm(hook = "path_chmod")]
 pub fn path_chmod(ctx: LsmContext) -> i32 {
     // (const struct path *path, umode_t mode)
     let is_root = tracked_or_return!(ctx, 2);
-    verdict(refuse_path(ctx.arg(0), is_root))
+    verdict(refuse_path(ctx.arg(0), is_root, OpenCall::Chmod))
 }
 
 #[lsm(hook = "path_chown")]
 pub fn path_chown(ctx: LsmContext) -> i32 {
     // (const struct path *path, kuid_t uid, kgid_t gid)
     let is_root = tracked_or_return!(ctx, 3);
-    verdict(refuse_path(ctx.arg(0), is_root))
+    verdict(refuse_path(ctx.arg(0), is_root, OpenCall::Chown))
 }

@@ -2,7 +2,7 @@
 //! rule covers fails with EPERM and leaves the disk as it was (create, write, O_TRUNC,
 //! truncate(2), chmod, chown, mkdir, rmdir, unlink, rename into and out of, hard links
 //! in and out, symlinks), a denied read returns no data, a denied exec never runs, and
-//! the agent that tried lives on. Patterns by component run (`.git/hooks/**`) are
+//! the agent that tried lives on; each refusal is reported. Patterns by component run (`.git/hooks/**`) are
 //! decided in the kernel too, both by the LSM deny and by the tracepoint kill at open.
 //!
 //! The deny tests need BPF-LSM: where the kernel refuses it (this project's own
@@ -295,6 +295,28 @@ fn deny_refuses_every_change_and_the_agent_lives() {
     denied_open(&s.path("protected/new"), "protect-writes");
     denied_open(&s.path("repo/.git/hooks/post-checkout"), "protect-writes");
     denied_open(&secret, "protect-reads");
+    // Changes other than opens are reported as a failed open for writing of the
+    // protected path, `call` naming the change.
+    for (call, rel) in [
+        ("mkdir", "protected/newdir"),
+        ("rmdir", "protected/sub"),
+        ("unlink", "protected/existing"),
+        ("truncate", "protected/existing"),
+        ("chmod", "protected/existing"),
+        ("chown", "protected/existing"),
+        ("rename", "protected/moved-in"),
+        ("link", "protected/linked-in"),
+        ("symlink", "protected/symlink"),
+        ("rename", "repo/.git/hooks"),
+    ] {
+        let path = s.path(rel);
+        let e = find(&events, &format!("{call} of {rel}"), |e| {
+            e.is("open", pid) && e.str("call") == Some(call) && e.str("path") == path.to_str()
+        });
+        assert_eq!(e.str("result"), Some("EPERM"), "{e}");
+        assert_eq!(e.str("rule"), Some("protect-writes"), "{e}");
+        assert_eq!(e.str("outcome"), Some("denied"), "{e}");
+    }
     let exec = find(&events, "denied exec of bin/forbidden", |e| {
         e.kind() == "exec" && e.str("exe") == forbidden.to_str()
     });

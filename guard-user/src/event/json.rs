@@ -6,7 +6,6 @@ use chrono::{DateTime, SecondsFormat};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use super::{Detail, Event, SCHEMA, access, errno_name};
-use guard_common::OpenCall;
 
 pub fn to_string(ev: &Event) -> String {
     // Serialising maps of plain values into a String cannot fail.
@@ -103,13 +102,7 @@ impl Serialize for Event {
                 m.serialize_entry("path_truncated", truncated)?;
                 m.serialize_entry("access", &access::of(*flags))?;
                 m.serialize_entry("flags", flags)?;
-                let call = match call {
-                    OpenCall::Open => "open",
-                    OpenCall::Openat => "openat",
-                    OpenCall::Openat2 => "openat2",
-                    OpenCall::Creat => "creat",
-                };
-                m.serialize_entry("call", call)?;
+                m.serialize_entry("call", call.name())?;
                 result(&mut m, *ret, Some("fd"))?;
             }
             Detail::Connect {
@@ -220,6 +213,8 @@ mod tests {
     use std::net::IpAddr;
 
     use super::*;
+    use guard_common::OpenCall;
+
     use crate::event::{Proto, SessionId, Task};
 
     fn ev(detail: Detail) -> Event {

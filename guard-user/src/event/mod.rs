@@ -308,12 +308,7 @@ impl Event {
                     resolved,
                     truncated: flag(flags::PATH_TRUNCATED),
                     flags: body.flags,
-                    call: match body.call {
-                        0 => OpenCall::Open,
-                        2 => OpenCall::Openat2,
-                        3 => OpenCall::Creat,
-                        _ => OpenCall::Openat,
-                    },
+                    call: OpenCall::from_u32(body.call).unwrap_or(OpenCall::Openat),
                     ret: body.ret,
                 }
             }
