@@ -1177,10 +1177,20 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
                 "access is not an array of read/write/create/truncate",
             );
             need(is_int("flags"), "flags is not an integer");
+            // The changes after `creat` are refusals by BPF-LSM path hooks.
+            const CALLS: [&str; 13] = [
+                "open", "openat", "openat2", "creat", "mkdir", "rmdir", "unlink", "rename", "link",
+                "symlink", "truncate", "chmod", "chown",
+            ];
+            let call = e.str("call");
             need(
-                e.str("call")
-                    .is_some_and(|c| ["open", "openat", "openat2", "creat"].contains(&c)),
-                "call is not open/openat/openat2/creat",
+                call.is_some_and(|c| CALLS.contains(&c)),
+                "call is not an open or a refused change",
+            );
+            need(
+                call.is_none_or(|c| CALLS[..4].contains(&c))
+                    || (e.str("result") == Some("EPERM") && e.str("outcome") == Some("denied")),
+                "a change other than an open is reported only as a refusal",
             );
             need(is_str("result"), "result is not a string");
             if result_ok {
