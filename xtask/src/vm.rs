@@ -316,7 +316,10 @@ fn fetch(vm_dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
                 debs.display()
             )
         })?;
-    let partial = root.with_extension("partial");
+    let kernels = vm_dir.join("kernels");
+    fs::create_dir_all(&kernels).with_context(|| format!("cannot create {}", kernels.display()))?;
+    // Unpacked aside, then renamed: an interrupted unpack is never taken for a kernel.
+    let partial = kernels.join(format!("{}.partial", kernel.abi));
     let _ = fs::remove_dir_all(&partial);
     util::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))?;
     let _ = fs::remove_dir_all(&root);
