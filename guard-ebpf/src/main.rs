@@ -1,7 +1,10 @@
 //! guard's eBPF programs.
 //!
-//! The kernel side follows each agent's process tree and reports what its
-//! processes do; it decides nothing else. A process is tracked when its tgid is
+//! The kernel side follows each agent's process tree, reports what its processes
+//! do, and enforces what it can decide from the rule maps user space fills: kills
+//! at exec and open (`bpf_send_signal`), refusals of connects and sends (cgroup
+//! sock_addr), and where BPF-LSM runs, refusals of opens, execs and path changes.
+//! Everything else (argv rules, globs it cannot match) user space decides. A process is tracked when its tgid is
 //! in [`maps::TRACKED`]; everything else pays one hash lookup per hook and
 //! produces no event.
 #![no_std]
@@ -19,7 +22,7 @@ mod process;
 
 #[cfg(not(test))]
 #[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
     // Never reached: the verifier rejects programs that could panic.
     loop {}
 }

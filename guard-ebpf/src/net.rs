@@ -2,7 +2,10 @@
 //! every datagram sent to an explicit address (unconnected UDP), for IPv4 and IPv6;
 //! the system call's exit reports the result.
 //!
-//! The hooks always allow here: the verdict belongs to the policy layer.
+//! The hooks decide in the kernel: a destination that a `deny` rule matches for a
+//! tracked process (`enforce::on_net`) is refused (the hook returns 0 and the
+//! call fails with EPERM before any packet leaves); everything else is allowed and
+//! reported.
 
 use aya_ebpf::{
     macros::{cgroup_sock_addr, tracepoint},
@@ -98,7 +101,7 @@ fn try_exit_net(ctx: &TracePointContext) -> Result<(), ()> {
     let _ = PENDING_NET.remove(tid);
     // SAFETY: read-only copy of the map value.
     let session = unsafe { TRACKED.get(tgid) }.ok_or(())?.session;
-    let kind = EventKind::from_u16(pending.kind as u16).ok_or(())?;
+    let kind = EventKind::from_u16(pending.kind).ok_or(())?;
     // SAFETY: `ret` is at offset 16 of every sys_exit record.
     let ret = unsafe { ctx.read_at::<i64>(16) }.map_err(|_| ())?;
     let mut draft = Draft::begin(kind, 0, session).ok_or(())?;

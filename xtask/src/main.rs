@@ -219,6 +219,30 @@ fn lint() -> Result<()> {
     if let Err(e) = &clippy {
         log!("{e:#}");
     }
+    // The eBPF crate for its own target, as aya-build builds it (core from source;
+    // its own target dir, so host builds are not invalidated).
+    let ebpf = util::run(
+        util::cargo()
+            .args([
+                "clippy",
+                "-p",
+                "guard-ebpf",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--",
+                "-D",
+                "warnings",
+            ])
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env("CARGO_TARGET_DIR", "target/ebpf-lint"),
+    );
+    if let Err(e) = &ebpf {
+        log!("{e:#}");
+    }
+    let clippy = clippy.and(ebpf);
     match (fmt.is_ok(), clippy.is_ok()) {
         (true, true) => {
             log!("summary: lint passed (rustfmt, clippy)");
