@@ -34,12 +34,12 @@ fn wakeup_flags(kind: EventKind) -> u64 {
     {
         // Forced: a plain output only wakes a reader that has consumed everything
         // before it, and the records just before an exec were queued quietly.
-        return BPF_RB_FORCE_WAKEUP as u64;
+        return u64::from(BPF_RB_FORCE_WAKEUP);
     }
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
-        BPF_RB_FORCE_WAKEUP as u64
+    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES {
+        u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
-        BPF_RB_NO_WAKEUP as u64
+        u64::from(BPF_RB_NO_WAKEUP)
     }
 }
 

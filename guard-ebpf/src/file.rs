@@ -61,7 +61,7 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
     let Some(tid) = tracked_thread() else {
         return 0;
     };
-    let dfd = arg(&ctx, ARG0) as i32 as i64;
+    let dfd = i64::from(arg(&ctx, ARG0) as i32);
     note(
         tid,
         OpenCall::Openat,
@@ -107,7 +107,7 @@ pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
     let Some(tid) = tracked_thread() else {
         return 0;
     };
-    let dfd = arg(&ctx, ARG0) as i32 as i64;
+    let dfd = i64::from(arg(&ctx, ARG0) as i32);
     // struct open_how { u64 flags; u64 mode; u64 resolve; } in user memory.
     let how = arg(&ctx, ARG2);
     let mut fm = [0u64; 2];
@@ -155,7 +155,7 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
         }
         let start = walk & !WALK_TRUNCATED;
         // Decided before the open returns: a killed process never sees the file.
-        let is_root = tracked.flags & flags::ROOT_PROCESS as u32 != 0;
+        let is_root = tracked.flags & u32::from(flags::ROOT_PROCESS) != 0;
         let path = pbuf.wrapping_add((start & PATH_MASK) as usize);
         draft.header().rule =
             enforce::on_open(file, path, PATH_END - start, pending.flags, is_root);

@@ -28,7 +28,7 @@ fn tracked() -> Option<bool> {
     let (tgid, _) = current_ids();
     // SAFETY: read-only copy of the map value.
     let t = unsafe { TRACKED.get(tgid) }.copied()?;
-    Some(t.flags & flags::ROOT_PROCESS as u32 != 0)
+    Some(t.flags & u32::from(flags::ROOT_PROCESS) != 0)
 }
 
 /// Resolves `file`'s path into the path scratch; returns (pointer, length).

@@ -52,7 +52,7 @@ fn note(ctx: &SockAddrContext, kind: EventKind, v6: bool) -> i32 {
         body.family = AF_INET;
         body.addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
     }
-    let is_root = tracked.flags & flags::ROOT_PROCESS as u32 != 0;
+    let is_root = tracked.flags & u32::from(flags::ROOT_PROCESS) != 0;
     let verdict = enforce::on_net(body.family, &body.addr, body.port, is_root);
     let pending = PendingNet {
         body,

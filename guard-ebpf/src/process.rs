@@ -93,7 +93,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
                 session: unsafe { bpf_ktime_get_boot_ns() },
                 start_ns: kernel::start_ns(task),
                 root_pid: tgid,
-                flags: flags::ROOT_PROCESS as u32,
+                flags: u32::from(flags::ROOT_PROCESS),
             };
             if TRACKED.insert(tgid, t, 0).is_err() {
                 count(counter::TRACK_FULL);
@@ -103,7 +103,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
             t
         }
     };
-    if tracked.flags & flags::ROOT_PROCESS as u32 != 0 {
+    if tracked.flags & u32::from(flags::ROOT_PROCESS) != 0 {
         event_flags |= flags::ROOT_PROCESS;
     }
 
@@ -122,7 +122,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     let src = PATH_END - exe_len;
     // Decided before the new image runs its first instruction.
     let comm = draft.header().comm;
-    let is_root = tracked.flags & flags::ROOT_PROCESS as u32 != 0;
+    let is_root = tracked.flags & u32::from(flags::ROOT_PROCESS) != 0;
     let exe = pbuf.wrapping_add((src & PATH_MASK) as usize);
     draft.header().rule = enforce::on_exec(file, exe, exe_len, &comm, is_root);
     // SAFETY: both regions are bounded by masks the verifier tracks.
@@ -186,7 +186,7 @@ fn try_exit() -> Result<(), ()> {
         return Ok(());
     }
     let _ = TRACKED.remove(tgid);
-    let root = if tracked.flags & flags::ROOT_PROCESS as u32 != 0 {
+    let root = if tracked.flags & u32::from(flags::ROOT_PROCESS) != 0 {
         flags::ROOT_PROCESS
     } else {
         0
