@@ -4,7 +4,7 @@
 use std::{env, path::PathBuf, process::Command};
 
 fn main() {
-    let shim = "src/kernel/shim.c";
+    let shim = "src/core_read/shim.c";
     println!("cargo:rerun-if-changed={shim}");
     println!("cargo:rerun-if-env-changed=GUARD_CLANG");
     // bpf-linker is an undeclared build dependency: rebuild when it changes.

@@ -11,7 +11,7 @@ use aya_ebpf::helpers::{
 use guard_common::{EventKind, Header, counter};
 
 use crate::{
-    kernel,
+    core_read,
     maps::{EVENT_BUF, EVENT_SCRATCH, EVENTS, count},
 };
 
@@ -73,7 +73,7 @@ impl Draft {
             cgroup_id: unsafe { bpf_get_current_cgroup_id() },
             pid,
             tid,
-            ppid: kernel::ppid(kernel::current()),
+            ppid: core_read::ppid(core_read::current()),
             uid: uid_gid as u32,
             gid: (uid_gid >> 32) as u32,
             rule: 0,

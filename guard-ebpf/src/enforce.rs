@@ -13,7 +13,7 @@ use guard_common::{
     rules::{access, enforced, path_kind, rule_flags},
 };
 
-use crate::kernel;
+use crate::core_read;
 
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
@@ -362,8 +362,8 @@ fn file_pick(
         let (Some(name), Some(rev)) = (slot_bytes(1), slot_bytes(2)) else {
             return None;
         };
-        let name_len = kernel::dentry_name(dentry, name, KEY_BYTES);
-        kernel::reverse(rev, name, name_len);
+        let name_len = core_read::dentry_name(dentry, name, KEY_BYTES);
+        core_read::reverse(rev, name, name_len);
         // SAFETY: this CPU's check.
         unsafe { (*c).name_len = name_len };
     }
@@ -381,7 +381,7 @@ pub fn deny_open(
     is_root: bool,
 ) -> Option<u16> {
     file_pick(
-        kernel::file_dentry(file),
+        core_read::file_dentry(file),
         path,
         len,
         wanted(open_flags),
@@ -440,7 +440,7 @@ fn exec_pick(
     let by_name = lookup_bytes(1, generation, path_kind::EXEC_NAME, comm.as_ptr(), comm_len);
     let name = slot_bytes(2)?;
     // Names in exec rules are cut to 15 bytes, like comm; the shim makes the cut.
-    let name_len = kernel::dentry_name(kernel::file_dentry(file), name, 15);
+    let name_len = core_read::dentry_name(core_read::file_dentry(file), name, 15);
     let by_file = lookup_slot(2, generation, path_kind::EXEC_NAME, name_len, true);
     let c = begin(path, len, &cfg, 0, verdict, is_root)?;
     // SAFETY: this CPU's check.
@@ -463,7 +463,7 @@ pub fn on_open(
     is_root: bool,
 ) -> u16 {
     match file_pick(
-        kernel::file_dentry(file),
+        core_read::file_dentry(file),
         path,
         len,
         wanted(open_flags),

@@ -11,9 +11,9 @@ use aya_ebpf::{
 use guard_common::{EventKind, OpenBody, OpenCall, PATH_DEPTH, PATH_MAX, flags};
 
 use crate::{
+    core_read::{self, WALK_TRUNCATED},
     emit::{Draft, current_ids},
     enforce,
-    kernel::{self, WALK_TRUNCATED},
     maps::{PATH_END, PATH_MASK, PATH_SCRATCH, PENDING_OPEN, PendingOpen, TRACKED},
 };
 
@@ -142,14 +142,14 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
     let tracked = *unsafe { TRACKED.get(tgid) }.ok_or(())?;
     let session = tracked.session;
     let ret = arg(ctx, RET) as i64;
-    let task = kernel::current();
+    let task = core_read::current();
     let pbuf = PATH_SCRATCH.get_ptr_mut(0).ok_or(())?.cast::<u8>();
 
     let mut draft = Draft::begin(EventKind::Open, 0, session).ok_or(())?;
     let depth = PATH_DEPTH as u32;
     let (start, end) = if ret >= 0 {
-        let file = kernel::fd_file(task, ret as u32);
-        let walk = kernel::file_path(file, pbuf, PATH_END, depth);
+        let file = core_read::fd_file(task, ret as u32);
+        let walk = core_read::file_path(file, pbuf, PATH_END, depth);
         if walk & WALK_TRUNCATED != 0 {
             draft.header().flags |= flags::PATH_TRUNCATED;
         }
@@ -177,10 +177,10 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
             (PATH_END + 1, PATH_END + 1 + name_len)
         } else {
             let walk = if pending.dfd == AT_FDCWD {
-                kernel::cwd_path(task, pbuf, PATH_END, depth)
+                core_read::cwd_path(task, pbuf, PATH_END, depth)
             } else {
-                kernel::file_path(
-                    kernel::fd_file(task, pending.dfd as u32),
+                core_read::file_path(
+                    core_read::fd_file(task, pending.dfd as u32),
                     pbuf,
                     PATH_END,
                     depth,

@@ -12,9 +12,9 @@ use aya_ebpf::{macros::lsm, programs::LsmContext};
 use guard_common::{EventKind, ExecBody, OpenBody, OpenCall, flags, rules::enforced};
 
 use crate::{
+    core_read::{self, WALK_TRUNCATED},
     emit::{Draft, current_ids},
     enforce,
-    kernel::{self, WALK_TRUNCATED},
     maps::{PATH_END, PATH_MASK, PATH_SCRATCH, TRACKED},
 };
 
@@ -35,7 +35,7 @@ fn tracked() -> Option<bool> {
 #[inline(always)]
 fn path_of(file: *const core::ffi::c_void) -> Option<(*const u8, u32)> {
     let pbuf = PATH_SCRATCH.get_ptr_mut(0)?.cast::<u8>();
-    let walk = kernel::file_path(file, pbuf, PATH_END, guard_common::PATH_DEPTH as u32);
+    let walk = core_read::file_path(file, pbuf, PATH_END, guard_common::PATH_DEPTH as u32);
     let start = walk & !WALK_TRUNCATED;
     Some((
         pbuf.wrapping_add((start & PATH_MASK) as usize),
@@ -54,7 +54,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     let Some((path, len)) = path_of(file) else {
         return 0;
     };
-    let f_flags = u64::from(kernel::file_flags(file));
+    let f_flags = u64::from(core_read::file_flags(file));
     if enforce::deny_open(file, path, len, f_flags, is_root).is_some() {
         -EPERM
     } else {
@@ -99,7 +99,7 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
         return retval;
     }
     let Some(is_root) = tracked() else { return 0 };
-    let file = kernel::binprm_file(bprm);
+    let file = core_read::binprm_file(bprm);
     let Some((path, len)) = path_of(file) else {
         return 0;
     };
@@ -189,7 +189,7 @@ fn refuse_entry(
     let Some(pbuf) = PATH_SCRATCH.get_ptr_mut(0) else {
         return false;
     };
-    let walk = kernel::dir_entry_path(
+    let walk = core_read::dir_entry_path(
         dir,
         dentry,
         pbuf.cast(),
@@ -205,8 +205,14 @@ fn refuse_path(path: Ptr, is_root: bool, call: OpenCall) -> bool {
     let Some(pbuf) = PATH_SCRATCH.get_ptr_mut(0) else {
         return false;
     };
-    let walk = kernel::path_of(path, pbuf.cast(), PATH_END, guard_common::PATH_DEPTH as u32);
-    refuse(walk, kernel::path_dentry(path), is_root, false, Some(call))
+    let walk = core_read::path_of(path, pbuf.cast(), PATH_END, guard_common::PATH_DEPTH as u32);
+    refuse(
+        walk,
+        core_read::path_dentry(path),
+        is_root,
+        false,
+        Some(call),
+    )
 }
 
 #[inline(always)]
@@ -302,7 +308,7 @@ pub fn path_link(ctx: LsmContext) -> i32 {
     let Some(pbuf) = PATH_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
-    let walk = kernel::dentry_path_on(
+    let walk = core_read::dentry_path_on(
         new_dir,
         old,
         pbuf.cast(),

@@ -10,11 +10,11 @@
 #![no_std]
 #![no_main]
 
+mod core_read;
 mod emit;
 mod enforce;
 mod file;
 mod floor;
-mod kernel;
 mod lsm;
 mod maps;
 mod net;

@@ -12,9 +12,9 @@ use guard_common::{
 };
 
 use crate::{
+    core_read::{self, WALK_TRUNCATED},
     emit::{Draft, current_ids},
     enforce,
-    kernel::{self, WALK_TRUNCATED},
     maps::{AGENT_CGROUPS, AGENTS, PATH_END, PATH_MASK, PATH_SCRATCH, TRACKED, count},
 };
 
@@ -30,12 +30,12 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
     let (tgid, _) = current_ids();
     // SAFETY: read-only copy of the map value.
     let parent = *unsafe { TRACKED.get(tgid) }.ok_or(())?;
-    let child: *const kernel::Task = ctx.arg::<u64>(1) as *const kernel::Task;
-    let child_pid = kernel::pid(child);
-    if child_pid != kernel::tgid(child) {
+    let child: *const core_read::Task = ctx.arg::<u64>(1) as *const core_read::Task;
+    let child_pid = core_read::pid(child);
+    if child_pid != core_read::tgid(child) {
         return Ok(()); // a new thread: its process is tracked already
     }
-    let child_start_ns = kernel::start_ns(child);
+    let child_start_ns = core_read::start_ns(child);
     let entry = Tracked {
         session: parent.session,
         start_ns: child_start_ns,
@@ -66,7 +66,7 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
 
 fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     let (tgid, _) = current_ids();
-    let task = kernel::current();
+    let task = core_read::current();
     let mut event_flags = 0u16;
     // SAFETY: read-only copy of the map value.
     let tracked = match unsafe { TRACKED.get(tgid) } {
@@ -74,7 +74,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
             let mut t = *t;
             if t.start_ns == 0 {
                 // Registered by user space (`guard run`) before this first exec.
-                t.start_ns = kernel::start_ns(task);
+                t.start_ns = core_read::start_ns(task);
                 let _ = TRACKED.insert(tgid, t, 0);
             }
             t
@@ -91,7 +91,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
             let t = Tracked {
                 // SAFETY: helper without arguments.
                 session: unsafe { bpf_ktime_get_boot_ns() },
-                start_ns: kernel::start_ns(task),
+                start_ns: core_read::start_ns(task),
                 root_pid: tgid,
                 flags: u32::from(flags::ROOT_PROCESS),
             };
@@ -111,8 +111,8 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
 
     // The executable as the kernel resolved it: bprm->file, not the string passed.
     let pbuf = PATH_SCRATCH.get_ptr_mut(0).ok_or(())?.cast::<u8>();
-    let file = kernel::binprm_file(ctx.arg::<u64>(2) as *const core::ffi::c_void);
-    let walk = kernel::file_path(file, pbuf, PATH_END, PATH_DEPTH as u32);
+    let file = core_read::binprm_file(ctx.arg::<u64>(2) as *const core::ffi::c_void);
+    let walk = core_read::file_path(file, pbuf, PATH_END, PATH_DEPTH as u32);
     let start = walk & !WALK_TRUNCATED;
     let mut exe_len = PATH_END.saturating_sub(start);
     if walk & WALK_TRUNCATED != 0 || exe_len > PATH_MAX as u32 {
@@ -136,7 +136,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     }
 
     // argv as the new image sees it: mm->arg_start..arg_end in its memory.
-    let (arg_start, arg_end) = kernel::arg_span(task);
+    let (arg_start, arg_end) = core_read::arg_span(task);
     let mut argv_len = arg_end.saturating_sub(arg_start) as u32;
     if argv_len > ARGV_MAX as u32 {
         draft.header().flags |= flags::ARGV_TRUNCATED;
@@ -181,8 +181,8 @@ fn try_exit() -> Result<(), ()> {
     let tracked = *unsafe { TRACKED.get(tgid) }.ok_or(())?;
     let _ = crate::maps::PENDING_OPEN.remove(tid);
     let _ = crate::maps::PENDING_NET.remove(tid);
-    let task = kernel::current();
-    if kernel::live_threads(task) > 0 {
+    let task = core_read::current();
+    if core_read::live_threads(task) > 0 {
         return Ok(());
     }
     let _ = TRACKED.remove(tgid);
@@ -193,7 +193,7 @@ fn try_exit() -> Result<(), ()> {
     };
     let mut draft = Draft::begin(EventKind::Exit, root, tracked.session).ok_or(())?;
     draft.body(ExitBody {
-        status: kernel::exit_code(task),
+        status: core_read::exit_code(task),
         _reserved: 0,
         start_ns: tracked.start_ns,
     });

@@ -8,7 +8,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::Daemon;
 use crate::{
-    ebpf::Kernel,
+    ebpf::Probes,
     event::SessionId,
     event::clock,
     policy::model::Policy,
@@ -18,17 +18,17 @@ use crate::{
     },
 };
 
-impl Membership for Kernel {
+impl Membership for Probes {
     fn track(&mut self, pid: u32, entry: Tracked) -> bool {
-        Kernel::track(self, pid, entry).is_ok()
+        Probes::track(self, pid, entry).is_ok()
     }
 
     fn untrack(&mut self, pid: u32) {
-        Kernel::untrack(self, pid);
+        Probes::untrack(self, pid);
     }
 
     fn is_tracked(&self, pid: u32) -> bool {
-        Kernel::is_tracked(self, pid)
+        Probes::is_tracked(self, pid)
     }
 }
 
@@ -38,7 +38,7 @@ impl Daemon {
         for root in roots {
             let now_ns = self.pipe.now();
             let adopter = Adopter {
-                kernel: &mut self.kernel,
+                kernel: &mut self.probes,
                 registry: &mut self.pipe.registry,
                 enricher: &mut self.pipe.enricher,
                 now_ns,
@@ -59,14 +59,14 @@ impl Daemon {
 
     /// Processes in chosen cgroups that no session holds yet.
     pub(super) fn adopt_in_cgroups(&mut self, watcher: &Watcher) -> anyhow::Result<()> {
-        let roots = scan::untracked_roots(&watcher.procs(), &self.kernel);
+        let roots = scan::untracked_roots(&watcher.procs(), &self.probes);
         self.adopt_all(roots)
     }
 
     /// Puts the chosen cgroups in the kernel and adopts what already runs there.
     pub(super) fn install_cgroups(&mut self, watcher: Option<&Watcher>) -> anyhow::Result<()> {
         let ids = watcher.map(Watcher::chosen).unwrap_or_default();
-        self.kernel.set_agent_cgroups(&ids)?;
+        self.probes.set_agent_cgroups(&ids)?;
         if let Some(w) = watcher {
             tracing::info!(cgroups = ids.len(), "sessions start in chosen cgroups");
             self.adopt_in_cgroups(w)?;
@@ -99,10 +99,10 @@ impl Daemon {
             return self.install_cgroups(cgroups.as_ref().map(AsyncFd::get_ref));
         }
         for id in &changes.added {
-            self.kernel.add_agent_cgroup(*id)?;
+            self.probes.add_agent_cgroup(*id)?;
         }
         for id in &changes.removed {
-            self.kernel.remove_agent_cgroup(*id);
+            self.probes.remove_agent_cgroup(*id);
         }
         if !changes.added.is_empty() {
             self.adopt_in_cgroups(fd.get_ref())?;

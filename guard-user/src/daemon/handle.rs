@@ -83,7 +83,7 @@ impl Daemon {
 
     /// Lost records by kind, from the kernel's counters and the decoder's.
     fn lost(&self) -> Option<BTreeMap<String, u64>> {
-        let (by_kind, track_full) = self.kernel.lost().ok()?;
+        let (by_kind, track_full) = self.probes.lost().ok()?;
         let mut m: BTreeMap<String, u64> = by_kind
             .into_iter()
             .map(|(k, n)| (k.to_owned(), n))
@@ -95,7 +95,7 @@ impl Daemon {
 
     fn status(&self) -> Status {
         let (cpu_seconds, rss_bytes) = self_usage();
-        let (programs, attachments) = self.kernel.attached_in_kernel();
+        let (programs, attachments) = self.probes.attached_in_kernel();
         let policy = self.pipe.judge.policy();
         Status {
             events_total: self.out.total,
@@ -105,7 +105,7 @@ impl Daemon {
             rss_bytes,
             programs,
             attachments,
-            attachments_expected: self.kernel.attached.len(),
+            attachments_expected: self.probes.attached.len(),
             subscribers: self.out.subscribers.len(),
             policy: policy.name.clone(),
             mode: policy.mode,
@@ -118,16 +118,16 @@ impl Daemon {
     /// Whether every program the daemon attached is still attached, as the kernel
     /// sees it (for `/healthz` and the attached-programs gauge).
     pub(super) fn check_attached(&self) {
-        let (_, links) = self.kernel.attached_in_kernel();
+        let (_, links) = self.probes.attached_in_kernel();
         self.out
             .metrics
-            .set_attached(self.kernel.attached.len(), links);
+            .set_attached(self.probes.attached.len(), links);
     }
 
     /// `guard run`: the client process becomes a session root before it execs.
     fn register(&mut self, pid: u32, uid: u32, argv: &[String]) -> anyhow::Result<SessionId> {
         let id = SessionId(clock::boot_ns());
-        self.kernel.track(
+        self.probes.track(
             pid,
             Tracked {
                 session: id.0,
@@ -156,7 +156,7 @@ impl Daemon {
 
     pub(super) fn policy_loaded(&mut self, warnings: &[diag::Diagnostic]) -> anyhow::Result<()> {
         let judge = &self.pipe.judge;
-        let rules = judge.kernel_rules();
+        let rules = judge.tables().maps();
         let policy = judge.policy();
         let detail = Detail::PolicyLoaded {
             name: policy.name.clone(),
@@ -174,13 +174,13 @@ impl Daemon {
     /// How each kind of enforcement runs on this host: the tiers probed at load
     /// (`ebpf::tiers::Enforcement`), one row per operation.
     fn enforcement(&self) -> Vec<Enforcement> {
-        self.kernel.enforcement.rows()
+        self.probes.enforcement.rows()
     }
 
     pub(super) fn resolved(&mut self, name: String, addrs: Vec<IpAddr>) -> anyhow::Result<()> {
         tracing::info!(%name, ?addrs, "resolved");
         if self.pipe.judge.set_host(name, addrs) {
-            self.kernel.install(self.pipe.judge.kernel_rules())?;
+            self.probes.install(self.pipe.judge.tables().maps())?;
         }
         Ok(())
     }
@@ -220,14 +220,14 @@ impl Daemon {
             None
         };
         let hosts = self.pipe.judge.hosts().clone();
-        let judge = match Judge::new(policy, self.homes.clone(), hosts, self.kernel.lsm.is_ok()) {
+        let judge = match Judge::new(policy, self.homes.clone(), hosts, self.probes.lsm.is_ok()) {
             Ok(j) => j,
             Err(e) => return rejected(self, format!("{e:#}")),
         };
-        if let Err(e) = self.kernel.install(judge.kernel_rules()) {
+        if let Err(e) = self.probes.install(judge.tables().maps()) {
             return rejected(self, format!("cannot install it in the kernel: {e:#}"));
         }
-        self.kernel.set_agents(&agents)?;
+        self.probes.set_agents(&agents)?;
         if new_cgroups.is_some() {
             self.new_cgroups = new_cgroups;
         }
@@ -255,7 +255,7 @@ impl Daemon {
         }
         // Programs that never ran, as all do while the kernel's statistics are off,
         // stay absent rather than claim zero cost.
-        for (program, run_time_ns, run_count) in self.kernel.program_stats() {
+        for (program, run_time_ns, run_count) in self.probes.program_stats() {
             if run_count > 0 {
                 metrics.set_program_stats(&program, run_time_ns, run_count);
             }

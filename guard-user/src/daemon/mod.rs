@@ -22,7 +22,7 @@ use crate::{
     action::Actor,
     audit::Sink,
     control::Server,
-    ebpf::Kernel,
+    ebpf::Probes,
     event::clock,
     event::enrich::Enricher,
     metrics::Metrics,
@@ -47,7 +47,7 @@ pub struct Options {
 
 /// Everything the loop owns.
 struct Daemon {
-    kernel: Kernel,
+    probes: Probes,
     pipe: Pipeline,
     out: Outputs,
     watch: Watch,
@@ -83,12 +83,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         by_name: Default::default(),
         resolvers: resolve::resolvers(),
     };
-    let (mut kernel, events) =
-        Kernel::load(&agents, opts.bpf_stats).context("cannot start the kernel side")?;
-    let judge = Judge::new(policy, homes.clone(), hosts, kernel.lsm.is_ok())
+    let (mut probes, events) =
+        Probes::load(&agents, opts.bpf_stats).context("cannot start the kernel side")?;
+    let judge = Judge::new(policy, homes.clone(), hosts, probes.lsm.is_ok())
         .context("cannot compile the policy")?;
-    kernel
-        .install(judge.kernel_rules())
+    probes
+        .install(judge.tables().maps())
         .context("cannot install the policy in the kernel")?;
     let server = Server::bind(&opts.socket)?;
     let metrics = Arc::new(Metrics::new());
@@ -113,7 +113,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
     let mut d = Daemon {
-        kernel,
+        probes,
         pipe: Pipeline {
             registry: Registry::default(),
             enricher: Enricher::new(&opts.runtime_root),
@@ -142,7 +142,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     tracing::info!(
         agents = ?agents,
         policy = %opts.policy.name(),
-        programs = d.kernel.attached.len(),
+        programs = d.probes.attached.len(),
         socket = %opts.socket.display(),
         "guard daemon ready"
     );

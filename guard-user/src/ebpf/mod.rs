@@ -2,7 +2,7 @@
 //! `TRACKED` (session membership), `AGENTS` and `AGENT_CGROUPS` (the names and the
 //! cgroups whose exec starts a session), `EVENTS` (the ring buffer) and `COUNTERS` (lost records).
 //!
-//! Dropping [`Kernel`] detaches every program.
+//! Dropping [`Probes`] detaches every program.
 
 pub mod mounts;
 pub mod tiers;
@@ -17,8 +17,6 @@ use aya::{
 use guard_common::{
     AgentName, Config, EventKind, NetData, PathData, RuleRef, Tracked, agent_key, counter,
 };
-
-use crate::policy::kernel::KernelRules;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -220,8 +218,18 @@ fn replace_keys<K: aya::Pod + Eq + std::hash::Hash>(
 /// Lost records by kind, and children that escaped tracking (map full).
 pub type Lost = (Vec<(&'static str, u64)>, u64);
 
+/// What the rule maps hold, as the policy compiler made it: path and name rules,
+/// destination rules (prefix bits, key, value; the generation byte is set at
+/// install), and the config they come with.
+#[derive(Clone, Copy, Debug)]
+pub struct RuleTables<'a> {
+    pub paths: &'a [(u32, PathData, RuleRef)],
+    pub nets: &'a [(u32, NetData, RuleRef)],
+    pub config: Config,
+}
+
 /// Loaded and attached programs with the maps user space uses.
-pub struct Kernel {
+pub struct Probes {
     // Owns the programs and their links; dropped last.
     bpf: Ebpf,
     tracked: HashMap<MapData, u32, Tracked>,
@@ -253,7 +261,7 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     T::try_from(map).map_err(|source| Error::Map { map: name, source })
 }
 
-impl Kernel {
+impl Probes {
     /// Loads every program, sets the agent names, and attaches everything. The ring
     /// buffer is returned apart so the daemon can poll it while using the rest.
     /// With `bpf_stats`, the kernel's per-program run-time statistics are on while the
@@ -394,11 +402,11 @@ impl Kernel {
     /// Installs a rule set with no gap: the new entries go in under the unused
     /// generation, one write to `CONFIG` switches to them, then the old ones go.
     /// On error the rules in force stay in force.
-    pub fn install(&mut self, rules: &KernelRules) -> Result<(), Error> {
+    pub fn install(&mut self, rules: RuleTables<'_>) -> Result<(), Error> {
         let next = self.generation ^ 1;
         self.clear_generation(next)?;
-        put_generation(&mut self.path_rules, "PATH_RULES", &rules.paths, next)?;
-        put_generation(&mut self.net_rules, "NET_RULES", &rules.nets, next)?;
+        put_generation(&mut self.path_rules, "PATH_RULES", rules.paths, next)?;
+        put_generation(&mut self.net_rules, "NET_RULES", rules.nets, next)?;
         let config = Config {
             generation: u32::from(next),
             ..rules.config

@@ -27,30 +27,35 @@ pub fn parse_mountinfo(text: &str, fstype: &str) -> Vec<(PathBuf, String)> {
             let mut fields = pre.split_whitespace();
             let root = fields.nth(3)?;
             let point = fields.next()?;
-            (fs == fstype).then(|| (PathBuf::from(unescape(point)), root.to_owned()))
+            (fs == fstype).then(|| (unescape(point), root.to_owned()))
         })
         .collect()
 }
 
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+/// mountinfo escapes space, tab, newline and backslash as octal (`\040`); the rest
+/// is the path's bytes as they are, not necessarily UTF-8. (procfs 0.17 keeps the
+/// escapes in `mount_point`, hence this.)
+fn unescape(s: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt as _;
     let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+            && b.get(i + 1..i + 4)
+                .is_some_and(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)))
         {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v as char);
+            let v = (u32::from(b[i + 1] - b'0') << 6)
+                | (u32::from(b[i + 2] - b'0') << 3)
+                | u32::from(b[i + 3] - b'0');
+            out.push(v as u8);
             i += 4;
         } else {
-            out.push(b[i] as char);
+            out.push(b[i]);
             i += 1;
         }
     }
-    out
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// Makes sure tracefs is mounted (many minimal hosts and containers lack it).
@@ -129,6 +134,17 @@ mod tests {
 
     #[test]
     fn unescapes_mount_points() {
-        assert_eq!(unescape(r"/mnt/with\040space"), "/mnt/with space");
+        assert_eq!(
+            unescape(r"/mnt/with\040space"),
+            Path::new("/mnt/with space")
+        );
+        assert_eq!(unescape(r"/mnt/a\134b"), Path::new("/mnt/a\\b"));
+        // Non-ASCII names come through byte for byte (they were mangled before).
+        assert_eq!(
+            unescape("/mnt/caf\u{e9}\\011x"),
+            Path::new("/mnt/caf\u{e9}\tx")
+        );
+        assert_eq!(unescape(r"/mnt/end\04"), Path::new(r"/mnt/end\04"));
+        assert_eq!(unescape(r"/mnt/last\040"), Path::new("/mnt/last "));
     }
 }

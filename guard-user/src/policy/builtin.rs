@@ -189,8 +189,8 @@ mod tests {
     /// other paths are in the kernel.
     #[test]
     fn denied_write_rules_are_decided_in_the_kernel() {
-        use super::super::kernel::compile;
         use super::super::matcher::Hosts;
+        use super::super::tables::compile;
         use guard_common::rules::{path_kind, rule_flags};
         for name in NAMES {
             let p = builtin(name);

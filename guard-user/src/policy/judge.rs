@@ -5,9 +5,9 @@
 use guard_common::{protocol::Outcome, rules::enforced};
 
 use super::{
-    kernel::{self, KernelRules},
     matcher::{CompileError, Compiled, Hosts},
     model::{Action, Mode, Policy},
+    tables::{self, Tables},
 };
 use crate::event::{Detail, Event};
 
@@ -43,7 +43,7 @@ pub struct Judge {
     homes: Vec<String>,
     hosts: Hosts,
     /// What the kernel enforces, compiled from the policy and the resolved hosts.
-    kernel: KernelRules,
+    tables: Tables,
 }
 
 impl Judge {
@@ -54,13 +54,13 @@ impl Judge {
         lsm: bool,
     ) -> Result<Self, CompileError> {
         let compiled = Compiled::new(policy, &homes)?;
-        let kernel = kernel::compile(&compiled.policy, &homes, &hosts, lsm);
+        let tables = tables::compile(&compiled.policy, &homes, &hosts, lsm);
         Ok(Self {
             compiled,
             lsm,
             homes,
             hosts,
-            kernel,
+            tables,
         })
     }
 
@@ -68,9 +68,9 @@ impl Judge {
         &self.compiled.policy
     }
 
-    /// The entries the kernel enforces (for `Kernel::install`).
-    pub fn kernel_rules(&self) -> &KernelRules {
-        &self.kernel
+    /// The entries the kernel enforces (`maps()` for `Probes::install`).
+    pub fn tables(&self) -> &Tables {
+        &self.tables
     }
 
     pub fn hosts(&self) -> &Hosts {
@@ -85,7 +85,7 @@ impl Judge {
             return false;
         }
         self.hosts.by_name.insert(name, addrs);
-        self.kernel = kernel::compile(&self.compiled.policy, &self.homes, &self.hosts, self.lsm);
+        self.tables = tables::compile(&self.compiled.policy, &self.homes, &self.hosts, self.lsm);
         true
     }
 
@@ -191,7 +191,7 @@ impl Judge {
     /// happens from user space, after the fact).
     pub fn user_space_rules(&self) -> Vec<String> {
         let mut ids: Vec<String> = self
-            .kernel
+            .tables
             .partial
             .iter()
             .map(|i| self.compiled.policy.rules[*i].id.clone())

@@ -1,16 +1,16 @@
 //! Policy: parse and validate (`parse`, `diag`), the built-ins (`builtin`), how path
 //! patterns read (`glob`), matching in user space (`matcher`), what the kernel
-//! enforces itself (`kernel`), the judge's verdicts (`judge`) and file watching
+//! enforces itself (`tables`: the rule maps), the judge's verdicts (`judge`) and file watching
 //! for reloads (`watch`).
 
 pub mod builtin;
 pub mod diag;
 pub mod glob;
 pub mod judge;
-pub mod kernel;
 pub mod matcher;
 pub mod model;
 pub mod parse;
+pub mod tables;
 pub mod watch;
 
 use std::path::{Path, PathBuf};

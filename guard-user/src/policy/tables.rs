@@ -11,6 +11,8 @@ use guard_common::{
 };
 use ipnet::IpNet;
 
+use crate::ebpf::RuleTables;
+
 use super::{
     glob::{self, KernelShape},
     matcher::{Hosts, canonical},
@@ -20,9 +22,10 @@ use super::{
 /// Bytes of a string a path key holds (after its generation and kind bytes).
 const KEY_BYTES: usize = PATH_KEY_DATA - 3;
 
-/// Kernel map entries, without their generation byte (set at install).
+/// The rule maps' entries, without their generation byte (set at install), and
+/// what the maps cannot hold.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct KernelRules {
+pub struct Tables {
     /// (prefix bits, data, value)
     pub paths: Vec<(u32, PathData, RuleRef)>,
     pub nets: Vec<(u32, NetData, RuleRef)>,
@@ -30,6 +33,17 @@ pub struct KernelRules {
     /// Rules with a kill or deny the kernel enforces only in part, or not at all:
     /// user space applies them after the fact.
     pub partial: Vec<usize>,
+}
+
+impl Tables {
+    /// What the eBPF loader installs.
+    pub fn maps(&self) -> RuleTables<'_> {
+        RuleTables {
+            paths: &self.paths,
+            nets: &self.nets,
+            config: self.config,
+        }
+    }
 }
 
 fn scope_flags(scope: Scope) -> u8 {
@@ -207,8 +221,8 @@ fn merge_nets(entries: Vec<(u32, NetData, RuleRef)>) -> Vec<(u32, NetData, RuleR
 /// Compiles what the kernel can enforce. Observe mode enforces nothing. With `lsm`
 /// (the BPF-LSM hooks attached), `deny` on files and execs refuses the operation;
 /// without, it kills like `kill`.
-pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> KernelRules {
-    let mut out = KernelRules::default();
+pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> Tables {
+    let mut out = Tables::default();
     if policy.mode == Mode::Observe {
         return out;
     }
@@ -578,12 +592,12 @@ mod tests {
         let p = policy(vec![rule(kind.clone(), Action::Kill)], Mode::Observe);
         assert_eq!(
             compile(&p, &[], &Hosts::default(), false),
-            KernelRules::default()
+            Tables::default()
         );
         let p = policy(vec![rule(kind, Action::Alert)], Mode::Enforce);
         assert_eq!(
             compile(&p, &[], &Hosts::default(), false),
-            KernelRules::default()
+            Tables::default()
         );
     }
 
