@@ -128,7 +128,18 @@ pub fn run(guard: &Path) -> Result<()> {
     for (kernel, vmlinuz) in &unpacked {
         let t = Instant::now();
         log!("kernel {}: booting (TCG, 2 vCPUs, 2 GiB)", kernel.abi);
-        let result = boot(&venv, &vm_dir, kernel, vmlinuz, &script);
+        let mut result = boot(&venv, &vm_dir, kernel, vmlinuz, &script);
+        // QEMU under TCG once died here within seconds having printed nothing at all
+        // (no firmware, kernel or guest line; the next run of the same kernel passed).
+        // That is the emulator failing before anything was tested: boot once more,
+        // and say so. A VM that printed anything and failed is never retried.
+        if result.as_ref().is_err_and(|e| e.is::<Silent>()) {
+            log!(
+                "kernel {}: the VM printed nothing and stopped; booting it once more",
+                kernel.abi
+            );
+            result = boot(&venv, &vm_dir, kernel, vmlinuz, &script);
+        }
         let wall = t.elapsed();
         match &result {
             Ok(()) => log!("kernel {}: every test passed ({:.0?})", kernel.abi, wall),
@@ -415,6 +426,22 @@ fn guest_script(vm_dir: &Path, guard: &Path, tests: &[(&str, PathBuf)]) -> Resul
 /// Boots `kernel` and runs the guest script; the console goes to stderr as it comes
 /// and to `vm_dir/ABI.log`. Fails with the console's last lines when the VM does not
 /// boot, a test fails, or a test skipped.
+/// A VM that stopped without printing a single line (see the retry in `run`).
+#[derive(Debug)]
+struct Silent(std::process::ExitStatus);
+
+impl std::fmt::Display for Silent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the VM stopped without printing anything (vng: {})",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Silent {}
+
 fn boot(venv: &Path, vm_dir: &Path, kernel: &Kernel, vmlinuz: &Path, script: &Path) -> Result<()> {
     let path = format!(
         "{}:{}",
@@ -481,6 +508,9 @@ fn boot(venv: &Path, vm_dir: &Path, kernel: &Kernel, vmlinuz: &Path, script: &Pa
         .map_err(|_| anyhow!("console reader panicked"))?;
     let log_path = vm_dir.join(format!("{}.log", kernel.abi));
     let _ = fs::write(&log_path, console.all.join("\n") + "\n");
+    if console.all.is_empty() {
+        return Err(anyhow::Error::new(Silent(status)));
+    }
     let fail = |what: String| -> Result<()> {
         bail!(
             "{what}; console's last lines (whole console in {}):\n{}",
