@@ -8,25 +8,11 @@
 //! `guard top`), `metrics`. `daemon` wires them in one loop; `cli` holds the
 //! command line and the client commands. This file parses and dispatches.
 
-mod action;
-mod audit;
-mod cli;
-mod container;
-mod control;
-mod daemon;
-mod ebpf;
-mod event;
-mod metrics;
-mod policy;
-mod resolve;
-mod session;
-mod top;
-
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser as _};
-
-use crate::cli::{Cli, Cmd, PolicyCmd, clients, run};
+use guard::cli::{Cli, Cmd, PolicyCmd, clients, run};
+use guard::{daemon, policy, top};
 
 fn policy_command(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
     match cmd {

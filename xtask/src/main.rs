@@ -1,6 +1,7 @@
 //! `cargo xtask`: setup, build, run, test, lint and bench for guard.
 
 mod bench;
+mod fuzz;
 mod install;
 mod setup;
 mod util;
@@ -57,6 +58,16 @@ enum Cmd {
         /// Skip the kernel matrix (`vm-test`).
         #[arg(long)]
         no_vm: bool,
+        /// Skip the bounded fuzz run (`cargo xtask fuzz`).
+        #[arg(long)]
+        no_fuzz: bool,
+    },
+    /// Replay the fuzz regressions, then fuzz the ring-buffer decoder, the policy
+    /// parser and the control protocol readers (cargo-fuzz, installed by set-up).
+    Fuzz {
+        /// Seconds of fuzzing in all, split evenly between the targets.
+        #[arg(long, default_value_t = 90)]
+        seconds: u64,
     },
     /// Set up, build (release), then boot Debian's 6.1 and 6.12 kernels (from the
     /// configured apt suites, one VM at a time, software emulation) and run a subset of
@@ -97,7 +108,15 @@ fn dispatch(command: Cmd) -> Result<()> {
             build(!debug).map(|_| ())
         }
         Cmd::Run { args } => run(args),
-        Cmd::Test { no_e2e, no_vm } => test(no_e2e, no_vm),
+        Cmd::Test {
+            no_e2e,
+            no_vm,
+            no_fuzz,
+        } => test(no_e2e, no_vm, no_fuzz),
+        Cmd::Fuzz { seconds } => {
+            setup::setup(false)?;
+            fuzz::run(seconds)
+        }
         Cmd::VmTest => vm_test(),
         Cmd::Lint => lint(),
         Cmd::Install { prefix } => {
@@ -153,7 +172,10 @@ fn vm_test() -> Result<()> {
     vm::run(&bin)
 }
 
-fn test(no_e2e: bool, no_vm: bool) -> Result<()> {
+/// Seconds of fuzzing in `cargo xtask test`, all targets together.
+const FUZZ_SECONDS: u64 = 90;
+
+fn test(no_e2e: bool, no_vm: bool, no_fuzz: bool) -> Result<()> {
     let e2e = !no_e2e;
     if e2e && !util::is_root() {
         bail!(
@@ -174,6 +196,13 @@ fn test(no_e2e: bool, no_vm: bool) -> Result<()> {
         "guard-tests",
     ]))
     .context("unit tests failed")?;
+
+    if no_fuzz {
+        log!("fuzz run skipped (--no-fuzz)");
+    } else {
+        log!("fuzz targets (bounded run)");
+        fuzz::run(FUZZ_SECONDS).context("fuzz run failed")?;
+    }
 
     if !e2e {
         log!("summary: unit tests passed; end-to-end tests skipped (--no-e2e)");

@@ -132,6 +132,36 @@ pub fn debian_packages(packages: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// cargo-fuzz, pinned: `cargo xtask test` runs the fuzz targets with it.
+const CARGO_FUZZ_VERSION: &str = "0.13.1";
+/// libfuzzer-sys compiles libFuzzer's C++ sources.
+const FUZZ_PACKAGES: &[&str] = &["g++"];
+
+/// What the bounded fuzz run needs: a C++ compiler and cargo-fuzz at its pinned
+/// version (installed with `cargo install --locked`).
+pub fn fuzz_tools() -> Result<()> {
+    debian_packages(FUZZ_PACKAGES)?;
+    let wanted = format!("cargo-fuzz {CARGO_FUZZ_VERSION}");
+    let have = util::output(util::cargo().args(["fuzz", "--version"]))
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if have.as_deref() == Some(wanted.as_str()) {
+        log!("cargo-fuzz: present ({CARGO_FUZZ_VERSION})");
+        return Ok(());
+    }
+    log!(
+        "cargo-fuzz: {}, installing {CARGO_FUZZ_VERSION}",
+        have.as_deref().unwrap_or("missing")
+    );
+    util::run(
+        util::cargo()
+            .args(["install", "--locked", "--force", "cargo-fuzz", "--version"])
+            .arg(format!("={CARGO_FUZZ_VERSION}"))
+            .env_remove("RUSTC_BOOTSTRAP"),
+    )
+}
+
 /// Whether `bpf-linker --version` runs successfully.
 fn bpf_linker_works() -> bool {
     util::output(Command::new("bpf-linker").arg("--version")).is_ok_and(|o| o.status.success())

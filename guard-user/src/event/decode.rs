@@ -262,4 +262,133 @@ pub(crate) mod tests {
         assert_eq!(split_argv(b"git\0push\0--for"), ["git", "push", "--for"]);
         assert!(split_argv(b"").is_empty());
     }
+
+    /// Real records, one of each kind, built from the wire structs: the seeds of the
+    /// `decode` fuzz target.
+    fn seed_records() -> Vec<(&'static str, Vec<u8>)> {
+        let mut exec_argv = b"/usr/bin/git".to_vec();
+        exec_argv.extend_from_slice(b"git\0push\0--force\0origin\0");
+        let mut v6 = [0u8; 16];
+        v6[15] = 1;
+        vec![
+            (
+                "exec",
+                record(
+                    EventKind::Exec,
+                    &ExecBody {
+                        start_ns: 123_456_789,
+                        exe_len: 12,
+                        argv_len: 25,
+                    },
+                    &exec_argv,
+                ),
+            ),
+            (
+                "open",
+                record(
+                    EventKind::Open,
+                    &OpenBody {
+                        flags: 0o100_000,
+                        ret: 3,
+                        call: 1,
+                        mode: 0,
+                    },
+                    b"/root/.ssh/id_ed25519",
+                ),
+            ),
+            (
+                "open-failed",
+                record(
+                    EventKind::Open,
+                    &OpenBody {
+                        flags: 0o1101,
+                        ret: -13,
+                        call: 3,
+                        mode: 0o644,
+                    },
+                    b"/work/repo/.git/hooks/pre-commit",
+                ),
+            ),
+            (
+                "connect4",
+                record(
+                    EventKind::Connect,
+                    &NetBody {
+                        addr: [169, 254, 169, 254, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                        ret: -1,
+                        family: guard_common::AF_INET,
+                        port: 80,
+                        sock_type: 1,
+                        protocol: 6,
+                    },
+                    b"",
+                ),
+            ),
+            (
+                "send6",
+                record(
+                    EventKind::Send,
+                    &NetBody {
+                        addr: v6,
+                        ret: 0,
+                        family: guard_common::AF_INET6,
+                        port: 53,
+                        sock_type: 2,
+                        protocol: 17,
+                    },
+                    b"",
+                ),
+            ),
+            (
+                "fork",
+                record(
+                    EventKind::Fork,
+                    &ForkBody {
+                        child_pid: 4242,
+                        _reserved: 0,
+                        child_start_ns: 987_654_321,
+                    },
+                    b"",
+                ),
+            ),
+            (
+                "exit",
+                record(
+                    EventKind::Exit,
+                    &ExitBody {
+                        status: 9,
+                        _reserved: 0,
+                        start_ns: 123_456_789,
+                    },
+                    b"",
+                ),
+            ),
+        ]
+    }
+
+    /// The checked-in seeds (fuzz/seeds/decode/) are the records above, so a change
+    /// of the wire format cannot leave the fuzzer starting from stale records.
+    /// `GUARD_WRITE_SEEDS=1 cargo test -p guard --lib fuzz_seeds` rewrites them.
+    #[test]
+    fn fuzz_seeds_are_current_records() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/decode");
+        let write = std::env::var_os("GUARD_WRITE_SEEDS").is_some();
+        for (name, bytes) in seed_records() {
+            assert!(decode(&bytes).is_ok(), "seed {name} decodes");
+            let path = dir.join(format!("{name}.bin"));
+            if write {
+                std::fs::create_dir_all(&dir).expect("seed dir");
+                std::fs::write(&path, &bytes).expect("write seed");
+            }
+            let on_disk = std::fs::read(&path).unwrap_or_else(|e| {
+                panic!("{}: {e} (GUARD_WRITE_SEEDS=1 writes it)", path.display())
+            });
+            assert_eq!(
+                on_disk,
+                bytes,
+                "{} is stale: rerun with GUARD_WRITE_SEEDS=1",
+                path.display()
+            );
+        }
+    }
 }

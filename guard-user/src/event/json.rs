@@ -26,12 +26,25 @@ fn result<M: SerializeMap>(m: &mut M, ret: i64, ok_key: Option<&str>) -> Result<
         if let Some(key) = ok_key {
             m.serialize_entry(key, &ret)?;
         }
-    } else {
-        let errno = (-ret) as i32;
+    } else if let Some(errno) = errno_of(ret) {
         m.serialize_entry("result", &errno_name(errno))?;
         m.serialize_entry("errno", &errno)?;
+    } else {
+        // Not a value a system call returns: say so and keep the raw value.
+        m.serialize_entry("result", "invalid")?;
+        m.serialize_entry("ret", &ret)?;
     }
     Ok(())
+}
+
+/// The errno of a failed system call's return value; `None` outside the kernel's
+/// error range (`-MAX_ERRNO..=-1`), which only a damaged record carries.
+fn errno_of(ret: i64) -> Option<i32> {
+    const MAX_ERRNO: i64 = 4095;
+    (-MAX_ERRNO..=-1)
+        .contains(&ret)
+        .then(|| i32::try_from(-ret).ok())
+        .flatten()
 }
 
 impl Serialize for Event {
@@ -250,6 +263,30 @@ mod tests {
             e.to_json(),
             r#"{"schema":2,"ts":"2025-11-21T04:40:00.123456789Z","kind":"open","session":"000000000000001f","pid":42,"ppid":1,"tid":42,"comm":"sh","uid":0,"user":"root","cgroup_id":0,"container":null,"path":"/work/.env","path_resolved":false,"path_truncated":false,"access":["read"],"flags":0,"call":"openat","result":"ENOENT","errno":2}"#
         );
+    }
+
+    /// Found by the `decode` fuzz target (fuzz/regressions/decode/): a damaged
+    /// record's return value of `i64::MIN` overflowed the errno negation.
+    #[test]
+    fn return_value_outside_errno_range_is_reported_invalid() {
+        for ret in [i64::MIN, -4096, -(1 << 40)] {
+            let e = ev(Detail::Open {
+                path: "/x".into(),
+                resolved: true,
+                truncated: false,
+                flags: 0,
+                call: OpenCall::Openat,
+                ret,
+            });
+            let j = e.to_json();
+            assert!(
+                j.ends_with(&format!(r#""result":"invalid","ret":{ret}}}"#)),
+                "{j}"
+            );
+        }
+        assert_eq!(errno_of(-4095), Some(4095));
+        assert_eq!(errno_of(-1), Some(1));
+        assert_eq!(errno_of(0), None);
     }
 
     #[test]

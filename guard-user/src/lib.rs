@@ -1,0 +1,17 @@
+//! The `guard` binary's modules, as a library: `main.rs` dispatches to them, and the
+//! fuzz targets (`fuzz/`) drive the parsers of untrusted input (ring-buffer records,
+//! policy files) through them. Not a stable API.
+
+pub mod action;
+pub mod audit;
+pub mod cli;
+pub mod container;
+pub mod control;
+pub mod daemon;
+pub mod ebpf;
+pub mod event;
+pub mod metrics;
+pub mod policy;
+pub mod resolve;
+pub mod session;
+pub mod top;
