@@ -26,17 +26,21 @@ pub enum EventKind {
     Fork = 5,
     /// The last thread of a tracked process exited ([`ExitBody`]).
     Exit = 6,
+    /// The kernel could not deliver records of a session, or could not track one of
+    /// its children ([`LimitBody`]).
+    Limit = 8,
 }
 
 impl EventKind {
     /// Every kind, in numeric order.
-    pub const ALL: [EventKind; 6] = [
+    pub const ALL: [EventKind; 7] = [
         EventKind::Exec,
         EventKind::Open,
         EventKind::Connect,
         EventKind::Send,
         EventKind::Fork,
         EventKind::Exit,
+        EventKind::Limit,
     ];
 
     /// Decodes a kind number; `None` for numbers this build does not know.
@@ -48,6 +52,7 @@ impl EventKind {
             4 => EventKind::Send,
             5 => EventKind::Fork,
             6 => EventKind::Exit,
+            8 => EventKind::Limit,
             _ => return None,
         })
     }
@@ -61,6 +66,7 @@ impl EventKind {
             EventKind::Send => "send",
             EventKind::Fork => "fork",
             EventKind::Exit => "exit",
+            EventKind::Limit => "limit",
         }
     }
 }
@@ -81,6 +87,10 @@ pub mod flags {
     /// With [`SESSION_START`]: the session started because the process runs in a
     /// cgroup the policy chose (`[agents] containers`/`cgroups`), not by its name.
     pub const BY_CGROUP: u16 = 1 << 5;
+    /// The session is over its record limit: the kernel drops its plain records
+    /// (counted) and still sends this one (an enforcement, a session start, the root's
+    /// exit, a [`crate::EventKind::Limit`] report).
+    pub const OVER_LIMIT: u16 = 1 << 11;
 }
 
 /// Common prefix of every record.
@@ -265,6 +275,33 @@ pub struct ExitBody {
     pub _reserved: u32,
     /// The process's start time.
     pub start_ns: u64,
+}
+
+/// Why a [`EventKind::Limit`] record was sent: [`LimitBody::reason`].
+pub mod limit {
+    /// Records of the session were dropped: it went over its records-per-second
+    /// limit (`[limits] rate`/`burst`).
+    pub const RATE: u32 = 1;
+    /// A child of the session could not be tracked: the map of tracked processes is
+    /// full. [`super::LimitBody::child_pid`] names it.
+    pub const TRACK_FULL: u32 = 2;
+}
+
+/// Body of [`EventKind::Limit`]; no payload. Sent, never rate-limited, before the
+/// session's next record after a run of drops, at the root process's exit when drops
+/// were not reported yet, and at each fork whose child could not be tracked.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitBody {
+    /// Records of the session dropped since its previous report.
+    pub dropped: u64,
+    /// Records of the session dropped in all (while the kernel kept its count; see
+    /// docs/events.md).
+    pub total: u64,
+    /// A [`limit`] reason.
+    pub reason: u32,
+    /// With [`limit::TRACK_FULL`]: the child that could not be tracked.
+    pub child_pid: u32,
 }
 
 /// Size of the biggest record: an exec with a full exe path and a full argv.

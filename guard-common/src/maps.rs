@@ -16,6 +16,21 @@ pub struct Tracked {
     pub flags: u32,
 }
 
+/// A session's record budget in the `SESSION_LIMITS` map (a token bucket), and its
+/// count of dropped records.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bucket {
+    /// Records the session may still send now.
+    pub tokens: u64,
+    /// `CLOCK_BOOTTIME` ns of the last refill.
+    pub refilled_ns: u64,
+    /// Records dropped in all.
+    pub dropped: u64,
+    /// `dropped` as of the last `Limit` record.
+    pub reported: u64,
+}
+
 /// Size of `AGENTS` map keys: an agent name as it appears in `comm`.
 pub type AgentName = [u8; crate::COMM_LEN];
 
@@ -37,9 +52,16 @@ pub mod counter {
     /// Records of kind `n` (1-based [`crate::EventKind`]) that did not fit in the ring
     /// buffer live at index `n`.
     pub const LOST_BASE: u32 = 0;
+    /// Lost records by kind use `LOST_BASE + kind`, kinds up to 10 (see
+    /// `EventKind`); the counters below start past them.
     /// A fork whose child could not be added to `TRACKED` (map full): the child
     /// escaped tracking.
-    pub const TRACK_FULL: u32 = 8;
+    pub const TRACK_FULL: u32 = 11;
+    /// Plain records dropped because their session was over its rate limit.
+    pub const OVER_LIMIT: u32 = 12;
+    /// Opens and network calls of tracked threads that found the map of pending
+    /// system calls full: neither reported nor checked against the rules at exit.
+    pub const PENDING_FULL: u32 = 13;
     /// Number of counters.
     pub const LEN: u32 = 16;
 }
@@ -48,4 +70,6 @@ pub mod counter {
 mod pod {
     // SAFETY: plain `#[repr(C)]` integers with no padding.
     unsafe impl aya::Pod for super::Tracked {}
+    // SAFETY: plain `#[repr(C)]` integers with no padding.
+    unsafe impl aya::Pod for super::Bucket {}
 }

@@ -137,6 +137,10 @@ pub struct Counts {
     pub fork: u64,
     /// Policy violations (any action).
     pub violations: u64,
+    /// Records of the session the kernel dropped (over its `[limits]`), as reported
+    /// by its `limit` events.
+    #[serde(default)]
+    pub dropped: u64,
 }
 
 /// A live process of a session.

@@ -90,6 +90,14 @@ pub struct Config {
     /// exec records then wake the daemon at once instead of waiting for its drain
     /// beat. The wake-up costs the exec ~20 µs on a VM (an IPI to the daemon's CPU).
     pub exec_wakeup: u32,
+    /// Plain records a session may send per second (`[limits] rate`); 0: no limit.
+    pub limit_rate: u32,
+    /// Records a session may send in a burst above the rate (`[limits] burst`).
+    pub limit_burst: u32,
+    /// Non-zero with `[limits] on_loss = "kill"` in enforce mode: a process whose
+    /// record is dropped is killed on the spot (user space kills the rest of its
+    /// session when the drop is reported).
+    pub limit_kill: u32,
 }
 
 /// Where the kernel says it enforced: stored in [`crate::Header::rule`] of the event.

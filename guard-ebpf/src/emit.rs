@@ -8,10 +8,11 @@ use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
     bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
 };
-use guard_common::{EventKind, Header, counter};
+use guard_common::{EventKind, Header, LimitBody, counter, flags, limit::RATE};
 
 use crate::{
-    core_read,
+    core_read, enforce,
+    limit::{self, Take},
     maps::{EVENT_BUF, EVENT_SCRATCH, EVENTS, count},
 };
 
@@ -104,9 +105,48 @@ impl Draft {
         unsafe { self.buf.add(HEADER_LEN + size_of::<T>() + at) }
     }
 
-    /// Sends the record: header, a `T` body and `payload_len` payload bytes.
+    /// Whether the record carries something user space must see whatever the
+    /// session's budget: a decision the kernel took, a session start, the root's exit,
+    /// a report; an exec when user space decides exec kills (argv rules).
+    #[inline(always)]
+    fn exempt(&mut self, exec_wakeup: bool) -> bool {
+        let kind = self.kind;
+        let h = self.header();
+        h.rule != 0
+            || h.flags & flags::SESSION_START != 0
+            || (kind == EventKind::Exit && h.flags & flags::ROOT_PROCESS != 0)
+            || kind == EventKind::Limit
+            || (kind == EventKind::Exec && exec_wakeup)
+    }
+
+    /// Sends the record: header, a `T` body and `payload_len` payload bytes; unless
+    /// the session is over its budget and the record is a plain observation, which
+    /// is then dropped and counted.
     #[inline(always)]
     pub fn submit<T>(mut self, payload_len: u32) {
+        let cfg = enforce::config();
+        let session = self.header().session;
+        if cfg.limit_rate != 0 {
+            let exempt = self.exempt(cfg.exec_wakeup != 0);
+            match limit::take(session, &cfg, exempt) {
+                Take::Drop => return,
+                Take::Send {
+                    unreported,
+                    total,
+                    over,
+                } => {
+                    if over {
+                        self.header().flags |= flags::OVER_LIMIT;
+                    }
+                    if unreported > 0 {
+                        report(self.buf.cast::<Header>(), unreported, total);
+                    }
+                }
+            }
+            if self.kind == EventKind::Exit && self.header().flags & flags::ROOT_PROCESS != 0 {
+                limit::forget(session);
+            }
+        }
         self.header().payload_len = payload_len;
         let len = (HEADER_LEN + size_of::<T>() + payload_len as usize) & (EVENT_BUF - 1);
         // SAFETY: len is masked to the scratch buffer's size.
@@ -117,5 +157,54 @@ impl Draft {
         {
             count(counter::LOST_BASE + self.kind as u32);
         }
+    }
+}
+
+/// A [`EventKind::Limit`] record, written straight into the ring buffer: the
+/// scratch buffer holds the record it goes before, and the stack has no room.
+#[repr(C)]
+struct LimitRecord {
+    header: Header,
+    body: LimitBody,
+}
+
+/// Reports `dropped` records of the session of the record whose header is `about`.
+#[inline(always)]
+fn report(about: *const Header, dropped: u64, total: u64) {
+    let Some(mut entry) = EVENTS.reserve::<LimitRecord>(0) else {
+        count(counter::LOST_BASE + EventKind::Limit as u32);
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` is a reserved ring-buffer slot of LimitRecord's size; `about`
+    // points at a header in this CPU's scratch buffer.
+    unsafe {
+        core::ptr::copy_nonoverlapping(about, &raw mut (*record).header, 1);
+        (*record).header.kind = EventKind::Limit as u16;
+        (*record).header.flags = flags::OVER_LIMIT;
+        (*record).header.payload_len = 0;
+        (*record).header.rule = 0;
+        (*record).body = LimitBody {
+            dropped,
+            total,
+            reason: RATE,
+            child_pid: 0,
+        };
+    }
+    entry.submit(wakeup_flags(EventKind::Limit));
+}
+
+/// Reports a child of `session` that the full map of tracked processes could not
+/// take (never rate-limited).
+#[inline(always)]
+pub fn untracked_child(session: u64, child_pid: u32) {
+    if let Some(mut draft) = Draft::begin(EventKind::Limit, 0, session) {
+        draft.body(LimitBody {
+            dropped: 0,
+            total: 0,
+            reason: guard_common::limit::TRACK_FULL,
+            child_pid,
+        });
+        draft.submit::<LimitBody>(0);
     }
 }

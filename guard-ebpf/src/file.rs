@@ -52,7 +52,9 @@ fn note(tid: u32, call: OpenCall, dfd: i64, filename: u64, flags: u64, mode: u64
         call: call as u32,
         mode: mode as u32,
     };
-    let _ = PENDING_OPEN.insert(tid, pending, 0);
+    if PENDING_OPEN.insert(tid, pending, 0).is_err() {
+        crate::maps::count(guard_common::counter::PENDING_FULL);
+    }
     0
 }
 

@@ -15,6 +15,7 @@ mod emit;
 mod enforce;
 mod file;
 mod floor;
+mod limit;
 mod lsm;
 mod maps;
 mod net;

@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use guard_common::{AgentName, NetBody, Tracked, counter};
+use guard_common::{AgentName, Bucket, NetBody, Tracked, counter};
 
 /// Tracked processes by tgid. Children are added at fork, before they run; entries
 /// leave when the last thread exits. Not an LRU: a full map must be counted
@@ -29,8 +29,13 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
 
-/// An open seen at syscall entry, finished at exit; keyed by thread id. LRU so that a
-/// thread killed between the two leaves no entry behind for long.
+/// An open seen at syscall entry, finished at exit; keyed by thread id.
+///
+/// Not an LRU: an eviction would silently drop another thread's open in flight, and
+/// with it the check of the rules at its exit. Entries leave at the syscall's exit
+/// and when the thread exits (`sched_process_exit`), so the map holds at most one
+/// entry per tracked thread in a system call; a full map is counted
+/// (`counter::PENDING_FULL`) at the insert that fails.
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct PendingOpen {
@@ -42,12 +47,19 @@ pub struct PendingOpen {
 }
 
 #[map]
-pub static PENDING_OPEN: LruHashMap<u32, PendingOpen> = LruHashMap::with_max_entries(16384, 0);
+pub static PENDING_OPEN: HashMap<u32, PendingOpen> = HashMap::with_max_entries(16384, 0);
 
 /// A destination seen by a cgroup sock_addr hook, reported with the result at the
-/// system call's exit; keyed by thread id.
+/// system call's exit; keyed by thread id. Not an LRU, as [`PENDING_OPEN`].
 #[map]
-pub static PENDING_NET: LruHashMap<u32, PendingNet> = LruHashMap::with_max_entries(16384, 0);
+pub static PENDING_NET: HashMap<u32, PendingNet> = HashMap::with_max_entries(16384, 0);
+
+/// Record budgets of the sessions (`[limits]`), by session id. Created at a
+/// session's first limited record and removed at its root's exit. An LRU: only a
+/// bucket idle while 8192 other sessions sent records is evicted, and its drops
+/// stay counted in `counter::OVER_LIMIT` (only their session is forgotten).
+#[map]
+pub static SESSION_LIMITS: LruHashMap<u64, Bucket> = LruHashMap::with_max_entries(8192, 0);
 
 /// Per-CPU scratch: an event is assembled here, then copied to the ring buffer at its
 /// exact size. Too big for the 512-byte BPF stack.

@@ -60,7 +60,9 @@ fn note(ctx: &SockAddrContext, kind: EventKind, v6: bool) -> i32 {
         rule: verdict.unwrap_or(0),
         _reserved: 0,
     };
-    let _ = PENDING_NET.insert(tid, pending, 0);
+    if PENDING_NET.insert(tid, pending, 0).is_err() {
+        crate::maps::count(guard_common::counter::PENDING_FULL);
+    }
     // Returning 0 from a sock_addr hook makes connect/sendmsg fail with EPERM before
     // any packet is built.
     if verdict.is_some() { DENY } else { ALLOW }

@@ -44,6 +44,7 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
     };
     if TRACKED.insert(child_pid, entry, 0).is_err() {
         count(counter::TRACK_FULL);
+        crate::emit::untracked_child(parent.session, child_pid);
     }
     let mut draft = Draft::begin(EventKind::Fork, 0, parent.session).ok_or(())?;
     draft.body(ForkBody {

@@ -5,16 +5,16 @@
 use std::sync::Arc;
 
 use aya::maps::{MapData, RingBuf};
-use guard_common::protocol::Outcome;
+use guard_common::protocol::{Action, Mode, Outcome};
 
 use crate::{
     action::Actor,
     audit::{self, Sink},
     control::fanout::Subscribers,
     event::clock,
-    event::{Detail, Event, Task, decode, enrich::Enricher},
+    event::{Detail, Event, Task, Violation, decode, enrich::Enricher},
     metrics::Metrics,
-    policy::judge::Judge,
+    policy::{judge::Judge, model::OnLoss},
     session::Registry,
 };
 
@@ -141,6 +141,9 @@ impl Pipeline {
             }
             ev.violation = Some(v);
         }
+        if matches!(ev.detail, Detail::Limit { .. }) {
+            ev.violation = self.on_loss(&ev);
+        }
         out.write(&ev)?;
         if let Some(mut end) = self.registry.after(&ev) {
             if self.judge.policy().kill_stragglers {
@@ -149,6 +152,46 @@ impl Pipeline {
             out.write(&end)?;
         }
         Ok(())
+    }
+
+    /// What a `limit` event means under the policy's `[limits] on_loss`: nothing more
+    /// (`log`), an alert, or the end of the session (`kill`; in observe mode, what
+    /// would have been done). The kernel already killed each process whose record it
+    /// dropped; this kills the rest of the session that user space knows.
+    fn on_loss(&mut self, ev: &Event) -> Option<Violation> {
+        let policy = self.judge.policy();
+        let observe = policy.mode == Mode::Observe;
+        let violation = |action, outcome, error, would| Violation {
+            rule: "limits".to_owned(),
+            action,
+            outcome,
+            error,
+            alert: action != Action::Log,
+            would,
+            rules: vec!["limits".to_owned()],
+            kill_latency_us: None,
+        };
+        match policy.limits.on_loss {
+            OnLoss::Log => None,
+            OnLoss::Alert => Some(violation(Action::Alert, Outcome::Alerted, None, None)),
+            OnLoss::Kill if observe => Some(violation(
+                Action::Log,
+                Outcome::Logged,
+                None,
+                Some(Action::Kill),
+            )),
+            OnLoss::Kill => {
+                let targets = self.registry.members(ev.session, None);
+                let report = self.actor.kill_all(&targets);
+                tracing::warn!(session = ?ev.session, killed = ?report.killed, "session lost records: killed (on_loss = \"kill\")");
+                let (outcome, error) = match report.errors.first() {
+                    Some(e) => (Outcome::Failed, Some(format!("{}: {}", e.pid, e.error))),
+                    None if report.killed.is_empty() => (Outcome::Gone, None),
+                    None => (Outcome::Killed, None),
+                };
+                Some(violation(Action::Kill, outcome, error, None))
+            }
+        }
     }
 }
 

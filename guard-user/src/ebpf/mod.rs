@@ -468,7 +468,8 @@ impl Probes {
         self.tracked.get(&pid, 0).is_ok()
     }
 
-    /// Lost records by kind (summed over CPUs), and children that escaped tracking
+    /// Lost records by kind (summed over CPUs; plus those over sessions' limits and
+    /// those the pending maps had no room for), and children that escaped tracking
     /// because the map was full.
     pub fn lost(&self) -> Result<Lost, Error> {
         let read = |i: u32| -> Result<u64, Error> {
@@ -482,6 +483,10 @@ impl Probes {
         for kind in EventKind::ALL {
             by_kind.push((kind.name(), read(counter::LOST_BASE + kind as u32)?));
         }
+        // Plain records dropped by sessions' `[limits]`, and system calls of tracked
+        // threads the full pending maps could not hold.
+        by_kind.push(("over_session_limit", read(counter::OVER_LIMIT)?));
+        by_kind.push(("pending_full", read(counter::PENDING_FULL)?));
         Ok((by_kind, read(counter::TRACK_FULL)?))
     }
 }

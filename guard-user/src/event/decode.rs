@@ -2,7 +2,7 @@
 
 use std::mem::size_of;
 
-use guard_common::{EventKind, ExecBody, ExitBody, ForkBody, Header, NetBody, OpenBody};
+use guard_common::{EventKind, ExecBody, ExitBody, ForkBody, Header, LimitBody, NetBody, OpenBody};
 
 /// A record as the kernel wrote it, with its payload split out.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,6 +27,7 @@ pub enum Body {
     Send(NetBody),
     Fork(ForkBody),
     Exit(ExitBody),
+    Limit(LimitBody),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -65,6 +66,7 @@ wire!(
     NetBody = 32,
     ForkBody = 16,
     ExitBody = 16,
+    LimitBody = 24,
 );
 
 fn read<T: Wire>(bytes: &[u8], at: usize) -> Result<T, DecodeError> {
@@ -121,6 +123,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         EventKind::Send => Body::Send(read(bytes, at)?),
         EventKind::Fork => Body::Fork(read(bytes, at)?),
         EventKind::Exit => Body::Exit(read(bytes, at)?),
+        EventKind::Limit => Body::Limit(read(bytes, at)?),
     };
     Ok(Record { header, body })
 }
@@ -347,6 +350,19 @@ pub(crate) mod tests {
                         child_pid: 4242,
                         _reserved: 0,
                         child_start_ns: 987_654_321,
+                    },
+                    b"",
+                ),
+            ),
+            (
+                "limit",
+                record(
+                    EventKind::Limit,
+                    &LimitBody {
+                        dropped: 4096,
+                        total: 10_000,
+                        reason: guard_common::limit::RATE,
+                        child_pid: 0,
                     },
                     b"",
                 ),

@@ -197,6 +197,19 @@ impl Serialize for Event {
                 )?;
                 m.serialize_entry("total", total)?;
             }
+            Detail::Limit {
+                reason,
+                dropped,
+                total,
+                child_pid,
+            } => {
+                m.serialize_entry("reason", reason.as_str())?;
+                m.serialize_entry("dropped", dropped)?;
+                m.serialize_entry("dropped_total", total)?;
+                if let Some(child) = child_pid {
+                    m.serialize_entry("child_pid", child)?;
+                }
+            }
         }
         if let Some(host) = &self.host {
             m.serialize_entry("host", host)?;

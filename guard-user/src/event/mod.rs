@@ -99,6 +99,17 @@ pub enum Detail {
         status: u32,
         root: bool,
     },
+    /// The kernel dropped records of the session (over its `[limits]`), or could not
+    /// track one of its children (the map of tracked processes is full).
+    Limit {
+        reason: LimitReason,
+        /// Records dropped since the previous report.
+        dropped: u64,
+        /// Records of the session dropped in all.
+        total: u64,
+        /// With [`LimitReason::TrackFull`]: the child that escaped tracking.
+        child_pid: Option<u32>,
+    },
     SessionStart {
         agent: String,
         root_pid: u32,
@@ -143,8 +154,39 @@ impl Detail {
             Detail::SessionStart { .. } => "session_start",
             Detail::SessionEnd { .. } => "session_end",
             Detail::Lost { .. } => "lost",
+            Detail::Limit { .. } => "limit",
             Detail::PolicyLoaded { .. } => "policy_loaded",
             Detail::PolicyRejected { .. } => "policy_rejected",
+        }
+    }
+}
+
+/// Why the kernel sent a `limit` record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitReason {
+    /// Plain records of the session went over `[limits] rate`/`burst`.
+    Rate,
+    /// A child could not be tracked: the map of tracked processes is full.
+    TrackFull,
+    /// A reason number this build does not know.
+    Unknown(u32),
+}
+
+impl LimitReason {
+    pub fn from_u32(v: u32) -> Self {
+        match v {
+            guard_common::limit::RATE => LimitReason::Rate,
+            guard_common::limit::TRACK_FULL => LimitReason::TrackFull,
+            other => LimitReason::Unknown(other),
+        }
+    }
+
+    /// The name in JSON events (`reason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitReason::Rate => "rate",
+            LimitReason::TrackFull => "track_full",
+            LimitReason::Unknown(_) => "unknown",
         }
     }
 }
@@ -331,6 +373,15 @@ impl Event {
                 status: e.status,
                 root: flag(flags::ROOT_PROCESS),
             },
+            Body::Limit(l) => {
+                let reason = LimitReason::from_u32(l.reason);
+                Detail::Limit {
+                    reason,
+                    dropped: l.dropped,
+                    total: l.total,
+                    child_pid: (reason == LimitReason::TrackFull).then_some(l.child_pid),
+                }
+            }
         };
         Event {
             ts_ns: i128::from(h.ts_ns) + ts_offset_ns,

@@ -334,6 +334,7 @@ mod tests {
             containers: vec![],
             cgroups: vec![],
             kill_stragglers: false,
+            limits: crate::policy::model::Limits::default(),
             rules,
         };
         Compiled::new(p, &["/root".to_owned(), "/home/ada".to_owned()]).expect("compiles")

@@ -140,5 +140,62 @@ pub struct Policy {
     pub cgroups: Vec<String>,
     /// CI mode: kill every process of a session when its root exits.
     pub kill_stragglers: bool,
+    /// Record budgets per session and what a loss means (`[limits]`).
+    pub limits: Limits,
     pub rules: Vec<Rule>,
+}
+
+/// How many records a session may send the daemon, and what guard does when the
+/// kernel drops some or cannot track a child (`[limits]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Plain records per second per session (`rate`); 0: no limit.
+    pub rate: u32,
+    /// Records a session may send at once above the rate (`burst`).
+    pub burst: u32,
+    /// What a loss means (`on_loss`).
+    pub on_loss: OnLoss,
+}
+
+impl Limits {
+    /// Records per second a session may send at most (`rate`'s upper bound).
+    pub const MAX_RATE: u32 = 1_000_000;
+    /// The largest `burst`.
+    pub const MAX_BURST: u32 = 10_000_000;
+    /// The default burst for a rate: five seconds' worth.
+    pub fn default_burst(rate: u32) -> u32 {
+        rate.saturating_mul(5).clamp(1, Self::MAX_BURST)
+    }
+}
+
+impl Default for Limits {
+    /// A session at its busiest seen here (a Codex turn, a build) stays well below.
+    fn default() -> Self {
+        Limits {
+            rate: 10_000,
+            burst: 50_000,
+            on_loss: OnLoss::Alert,
+        }
+    }
+}
+
+/// What a session's lost records mean (`[limits] on_loss`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnLoss {
+    /// A `limit` event is written; nothing else.
+    Log,
+    /// The `limit` event is a violation with an alert.
+    Alert,
+    /// The whole session is killed: what it did can no longer be fully seen.
+    Kill,
+}
+
+impl OnLoss {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnLoss::Log => "log",
+            OnLoss::Alert => "alert",
+            OnLoss::Kill => "kill",
+        }
+    }
 }

@@ -218,11 +218,15 @@ fn merge_nets(entries: Vec<(u32, NetData, RuleRef)>) -> Vec<(u32, NetData, RuleR
         .collect()
 }
 
-/// Compiles what the kernel can enforce. Observe mode enforces nothing. With `lsm`
+/// Compiles what the kernel can enforce. Observe mode enforces nothing but the
+/// session limits (records dropped, counted; never a kill). With `lsm`
 /// (the BPF-LSM hooks attached), `deny` on files and execs refuses the operation;
 /// without, it kills like `kill`.
 pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> Tables {
     let mut out = Tables::default();
+    // Session limits hold in every mode: they protect the daemon and the kernel.
+    out.config.limit_rate = policy.limits.rate;
+    out.config.limit_burst = policy.limits.burst;
     if policy.mode == Mode::Observe {
         return out;
     }
@@ -360,6 +364,7 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
             .iter()
             .any(|&i| matches!(policy.rules[i].kind, Kind::Exec { .. })),
     );
+    out.config.limit_kill = u32::from(policy.limits.on_loss == crate::policy::model::OnLoss::Kill);
     out
 }
 
@@ -387,6 +392,7 @@ mod tests {
             containers: vec![],
             cgroups: vec![],
             kill_stragglers: false,
+            limits: crate::policy::model::Limits::default(),
             rules,
         }
     }
@@ -589,16 +595,14 @@ mod tests {
             argv_contains: vec![],
             argv_regex: None,
         };
+        // Only the session limits, which hold in every mode (they protect the daemon).
+        let mut limits_only = Tables::default();
+        limits_only.config.limit_rate = 10_000;
+        limits_only.config.limit_burst = 50_000;
         let p = policy(vec![rule(kind.clone(), Action::Kill)], Mode::Observe);
-        assert_eq!(
-            compile(&p, &[], &Hosts::default(), false),
-            Tables::default()
-        );
+        assert_eq!(compile(&p, &[], &Hosts::default(), false), limits_only);
         let p = policy(vec![rule(kind, Action::Alert)], Mode::Enforce);
-        assert_eq!(
-            compile(&p, &[], &Hosts::default(), false),
-            Tables::default()
-        );
+        assert_eq!(compile(&p, &[], &Hosts::default(), false), limits_only);
     }
 
     #[test]

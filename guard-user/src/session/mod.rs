@@ -183,6 +183,25 @@ impl Registry {
                 proc.exe = Some(exe.clone());
                 proc.argv = argv.clone();
             }
+            Detail::Limit {
+                dropped, child_pid, ..
+            } => {
+                session.counts.dropped += dropped;
+                // Not tracked by the kernel, still the session's: killed with it, and
+                // reported as a straggler if it outlives the root.
+                if let Some(child) = child_pid {
+                    self.procs.insert(
+                        *child,
+                        Proc {
+                            session: id,
+                            ppid: pid,
+                            comm: ev.task.comm.clone(),
+                            exe: None,
+                            argv: Vec::new(),
+                        },
+                    );
+                }
+            }
             Detail::Open { .. } => session.counts.open += 1,
             Detail::Connect { .. } => session.counts.connect += 1,
             Detail::Send { .. } => session.counts.send += 1,

@@ -24,7 +24,7 @@ use toml::de::{DeTable, DeValue};
 pub use self::container::cgroup_glob;
 use self::container::container_selector;
 use super::diag::{Diagnostic, code, pos_at};
-use super::model::{Access, Action, Dest, Mode, Policy, Pos, Rule, Scope};
+use super::model::{Access, Action, Dest, Limits, Mode, OnLoss, Policy, Pos, Rule, Scope};
 
 /// Parses and validates a policy. `source_name` names it in [`Policy::name`] (a
 /// file path or a built-in's name).
@@ -49,7 +49,8 @@ pub fn parse(source_name: &str, text: &str) -> Result<(Policy, Vec<Diagnostic>),
     }
 }
 
-const TOP_KEYS: &[&str] = &["mode", "agents", "rule"];
+const TOP_KEYS: &[&str] = &["mode", "agents", "limits", "rule"];
+const LIMIT_KEYS: &[&str] = &["rate", "burst", "on_loss"];
 const AGENT_KEYS: &[&str] = &["names", "containers", "cgroups", "kill_stragglers"];
 const COMMON_KEYS: &[&str] = &["id", "description", "kind", "action", "scope"];
 const FILE_KEYS: &[&str] = &["paths", "except", "access"];
@@ -171,6 +172,7 @@ impl Checker<'_> {
             containers: Vec::new(),
             cgroups: Vec::new(),
             kill_stragglers: false,
+            limits: Limits::default(),
             rules: Vec::new(),
         };
         for (key, value) in root.iter() {
@@ -181,6 +183,7 @@ impl Checker<'_> {
                     }
                 }
                 "agents" => self.agents(value, &mut policy),
+                "limits" => self.limits(value, &mut policy.limits),
                 "rule" => policy.rules = self.rules(value),
                 other => self.unknown_key(other, key.span().start, "at the top level", TOP_KEYS),
             }
@@ -312,6 +315,44 @@ impl Checker<'_> {
         }
     }
 
+    fn limits(&mut self, value: &Value<'_>, limits: &mut Limits) {
+        let Some(table) = self.table("limits", value) else {
+            return;
+        };
+        let mut burst = None;
+        for (key, value) in table.iter() {
+            match key.get_ref().as_ref() {
+                "rate" => {
+                    if let Some(rate) = self.integer("rate", value, 0, Limits::MAX_RATE) {
+                        limits.rate = rate;
+                    }
+                }
+                "burst" => burst = self.integer("burst", value, 1, Limits::MAX_BURST),
+                "on_loss" => {
+                    let at = value.span().start;
+                    limits.on_loss = match self.string("on_loss", value) {
+                        Some("log") => OnLoss::Log,
+                        Some("alert") => OnLoss::Alert,
+                        Some("kill") => OnLoss::Kill,
+                        Some(other) => {
+                            self.error(
+                                code::INVALID,
+                                at,
+                                format!(
+                                    "unknown on_loss {other:?} (expected \"log\", \"alert\" or \"kill\")"
+                                ),
+                            );
+                            continue;
+                        }
+                        None => continue,
+                    };
+                }
+                other => self.unknown_key(other, key.span().start, "in [limits]", LIMIT_KEYS),
+            }
+        }
+        limits.burst = burst.unwrap_or_else(|| Limits::default_burst(limits.rate));
+    }
+
     fn rules(&mut self, value: &Value<'_>) -> Vec<Rule> {
         let DeValue::Array(items) = value.get_ref() else {
             self.error(
@@ -352,6 +393,27 @@ impl Checker<'_> {
             DeValue::Boolean(b) => Some(*b),
             other => {
                 self.wrong_type(key, "true or false", value.span().start, other);
+                None
+            }
+        }
+    }
+
+    /// A whole number in `min..=max`.
+    fn integer(&mut self, key: &str, value: &Value<'_>, min: u32, max: u32) -> Option<u32> {
+        let at = value.span().start;
+        let DeValue::Integer(int) = value.get_ref() else {
+            self.wrong_type(key, "a whole number", at, value.get_ref());
+            return None;
+        };
+        let digits = int.as_str().replace('_', "");
+        match i64::from_str_radix(&digits, int.radix()) {
+            Ok(n) if n >= i64::from(min) && n <= i64::from(max) => u32::try_from(n).ok(),
+            _ => {
+                self.error(
+                    code::INVALID,
+                    at,
+                    format!("`{key}` must be a whole number from {min} to {max}"),
+                );
                 None
             }
         }

@@ -565,3 +565,39 @@ fn fixtures_that_should_load_do() {
         assert_eq!(parse(name, &text).is_ok(), loads, "{name}");
     }
 }
+
+#[test]
+fn limits_read_with_defaults_and_bounds() {
+    use super::super::model::OnLoss;
+    let default = policy("");
+    assert_eq!(default.limits, Limits::default());
+    let p = policy("[limits]\nrate = 2_000\non_loss = \"kill\"\n");
+    assert_eq!(
+        p.limits,
+        Limits {
+            rate: 2000,
+            burst: 10_000,
+            on_loss: OnLoss::Kill
+        },
+        "burst defaults to five seconds of the rate"
+    );
+    let p = policy("[limits]\nrate = 0\nburst = 7\non_loss = \"log\"\n");
+    assert_eq!((p.limits.rate, p.limits.burst), (0, 7));
+    assert_eq!(codes("[limits]\nrate = 2000000\n"), ["G009"]);
+    assert_eq!(codes("[limits]\nburst = 0\n"), ["G009"]);
+    assert_eq!(codes("[limits]\nrate = \"fast\"\n"), ["G009"]);
+    assert_eq!(codes("[limits]\non_loss = \"panic\"\n"), ["G009"]);
+    assert_eq!(codes("[limits]\nratee = 5\n"), ["G002"]);
+}
+
+#[test]
+fn builtin_policies_choose_what_a_loss_means() {
+    use super::super::{builtin, model::OnLoss};
+    let of = |name: &str| match parse(name, builtin::get(name).expect("built-in")) {
+        Ok((p, _)) => p.limits,
+        Err(d) => panic!("{}", render(name, &d)),
+    };
+    assert_eq!(of("workstation").on_loss, OnLoss::Alert);
+    assert_eq!(of("ci").on_loss, OnLoss::Kill, "CI does not trust a gap");
+    assert!(of("ci").rate > 0 && of("workstation").rate > 0);
+}
