@@ -1,0 +1,198 @@
+//! Storms, end to end: a session that opens files as fast as one CPU can goes over its
+//! `[limits]`; the kernel drops its plain records and counts them, per session (`limit`
+//! events) and in all (`guard status`, `lost.over_session_limit`), and the two counts
+//! agree; a kill rule still fires in the middle of the storm; and with
+//! `on_loss = "kill"` the session dies: the storming process in the kernel, the rest of
+//! the session (a detached `sleep`) from the daemon.
+
+use std::ffi::OsStr;
+use std::process::Command;
+use std::time::Duration;
+
+use guard_tests::{
+    Daemon, Event, EventsTo, FakeAgent, TempDir, fake_agent_exe, find, gone, guard_bin,
+    session_ended, session_of, wait_until, write_policy,
+};
+use serde_json::Value;
+
+const SIGKILL: i32 = libc::SIGKILL;
+
+/// Opens before the secret is read, then after: far beyond any budget the tests set.
+const OPENS: u32 = 100_000;
+
+fn daemon(agent: &FakeAgent, dir: &TempDir, limits: &str, rules: &str) -> Daemon {
+    let policy = dir.join("guard.toml");
+    write_policy(
+        &policy,
+        &format!(
+            "mode = \"enforce\"\n\n[agents]\nnames = [\"{}\"]\n\n[limits]\n{limits}\n\n{rules}",
+            agent.name()
+        ),
+    );
+    let args = [OsStr::new("--policy"), policy.as_os_str()];
+    let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
+    daemon.wait_for("policy_loaded", |ev| {
+        ev.iter().any(|e| e.kind() == "policy_loaded")
+    });
+    daemon
+}
+
+/// `guard status --json` from the test's daemon.
+fn status(daemon: &Daemon) -> Value {
+    let out = Command::new(guard_bin())
+        .args(["status", "--json", "--socket"])
+        .arg(daemon.socket())
+        .output()
+        .expect("run guard status");
+    assert!(
+        out.status.success(),
+        "guard status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("guard status --json prints JSON")
+}
+
+fn limit_events<'a>(events: &'a [Event], session: &str) -> Vec<&'a Event> {
+    events
+        .iter()
+        .filter(|e| e.kind() == "limit" && e.session() == Some(session))
+        .collect()
+}
+
+#[test]
+fn storm_drops_are_counted_and_a_kill_rule_still_fires() {
+    let agent = FakeAgent::install(fake_agent_exe!());
+    let dir = TempDir::new("guard-e2e-storm");
+    let secret = dir.join("secret.key");
+    std::fs::write(&secret, "s3cret").expect("write the secret");
+    let secret = secret.display().to_string();
+    let mut daemon = daemon(
+        &agent,
+        &dir,
+        "rate = 1000\nburst = 1000\non_loss = \"log\"",
+        &format!(
+            "[[rule]]\nid = \"no-secret\"\nkind = \"file\"\npaths = [\"{secret}\"]\naction = \"kill\"\n"
+        ),
+    );
+
+    // One shell opening /dev/null in a loop (a redirection of a builtin: an open and
+    // no fork per turn), reading the secret half-way.
+    let script = format!(
+        "i=0; while [ $i -lt {OPENS} ]; do : < /dev/null; \
+         if [ $i -eq {half} ]; then : < '{secret}'; fi; i=$((i+1)); done",
+        half = OPENS / 2
+    );
+    let run = agent.spawn(&["run", "/bin/sh", "-c", &script]).finish();
+    run.assert_success();
+    assert_eq!(
+        run.report("child_signal"),
+        i64::from(SIGKILL),
+        "the storming shell was not killed at the secret: {run:?}"
+    );
+    let events = daemon.wait_for("the end of the storm session", session_ended(run.pid));
+    let session = session_of(&events, run.pid);
+    let shell = run.report("child");
+
+    // The kill rule fired in the storm, and was reported although plain records of the
+    // same process were being dropped.
+    let kill = find(&events, "the kill at the secret", |e| {
+        e.kind() == "open" && e.pid() == Some(shell) && e.str("path") == Some(secret.as_str())
+    });
+    assert_eq!(kill.str("rule"), Some("no-secret"), "{kill}");
+    assert_eq!(kill.str("outcome"), Some("killed"), "{kill}");
+
+    // Drops are reported for the session, and add up.
+    let limits = limit_events(&events, &session);
+    assert!(!limits.is_empty(), "no limit event for session {session}");
+    let dropped: i64 = limits.iter().filter_map(|e| e.int("dropped")).sum();
+    let last_total = limits.last().and_then(|e| e.int("dropped_total"));
+    assert!(
+        limits.iter().all(|e| e.str("reason") == Some("rate")),
+        "{limits:?}"
+    );
+    assert_eq!(Some(dropped), last_total, "per-report drops add up: {limits:?}");
+    let opens = events
+        .iter()
+        .filter(|e| e.kind() == "open" && e.session() == Some(session.as_str()))
+        .count() as i64;
+    assert!(
+        dropped > i64::from(OPENS) / 4,
+        "the shell's {OPENS} opens were mostly dropped at 1000/s, yet only {dropped} \
+         were reported dropped ({opens} open events written)"
+    );
+    assert!(
+        opens + dropped >= i64::from(OPENS) / 2,
+        "records are missing without being counted: {opens} open events + {dropped} \
+         dropped < {} opens made",
+        OPENS / 2
+    );
+    // `log`: a limit event is no violation.
+    assert!(limits.iter().all(|e| e.str("action").is_none()), "{limits:?}");
+
+    // The kernel's own count agrees with the session's (one session, one CPU at a time).
+    let status = status(&daemon);
+    let kernel = status["lost"]["over_session_limit"].as_i64();
+    assert_eq!(
+        kernel,
+        Some(dropped),
+        "guard status: kernel count of drops vs the session's limit events\n{status:#}"
+    );
+    assert_eq!(status["lost"]["pending_full"].as_i64(), Some(0), "{status:#}");
+    daemon.stop_ok();
+}
+
+/// Kills a leftover `sleep` of a failed test.
+struct Reap(i64);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if !gone(self.0) {
+            // SAFETY: kill(2) on a pid this test started.
+            unsafe { libc::kill(self.0 as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}
+
+#[test]
+fn on_loss_kill_kills_the_session() {
+    let agent = FakeAgent::install(fake_agent_exe!());
+    let dir = TempDir::new("guard-e2e-storm-kill");
+    let mut daemon = daemon(
+        &agent,
+        &dir,
+        "rate = 200\nburst = 5000\non_loss = \"kill\"",
+        "",
+    );
+    // A detached sleeper (outside the agent's process group, so only guard can end it),
+    // up and running (the burst covers the wait), then an endless open loop.
+    let script = "setsid sleep 600 & echo sleeper=$!; \
+                  until read c < /proc/$!/comm && [ \"$c\" = sleep ]; do :; done; \
+                  while :; do : < /dev/null; done";
+    let run = agent.spawn(&["run", "/bin/sh", "-c", script]).finish();
+    let sleeper = Reap(run.report("sleeper"));
+    assert_eq!(
+        run.report("child_signal"),
+        i64::from(SIGKILL),
+        "the kernel did not kill the process whose records it dropped: {run:?}"
+    );
+    wait_until(
+        "the session's detached sleeper to be killed",
+        Duration::from_secs(10),
+        || gone(sleeper.0),
+    );
+    let events = daemon.wait_for("the end of the session", session_ended(run.pid));
+    let session = session_of(&events, run.pid);
+    let limits = limit_events(&events, &session);
+    let killed = limits
+        .iter()
+        .find(|e| e.str("action") == Some("kill"))
+        .unwrap_or_else(|| panic!("no limit event with action kill: {limits:?}"));
+    assert_eq!(killed.str("rule"), Some("limits"), "{killed}");
+    assert_eq!(killed.str("outcome"), Some("killed"), "{killed}");
+    let status = status(&daemon);
+    assert!(
+        status["lost"]["over_session_limit"].as_i64() > Some(0),
+        "{status:#}"
+    );
+    daemon.stop_ok();
+}
