@@ -287,9 +287,10 @@ pub mod limit {
     pub const TRACK_FULL: u32 = 2;
 }
 
-/// Body of [`EventKind::Limit`]; no payload. Sent, never rate-limited, before the
-/// session's next record after a run of drops, at the root process's exit when drops
-/// were not reported yet, and at each fork whose child could not be tracked.
+/// Body of [`EventKind::Limit`]; no payload. Sent, never rate-limited: before a
+/// record of the session after drops (at most once a second), before every record
+/// that is never dropped (a kill or denial, the root's exit) when drops were not
+/// reported yet, and at each fork whose child could not be tracked.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LimitBody {

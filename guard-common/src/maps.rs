@@ -29,6 +29,9 @@ pub struct Bucket {
     pub dropped: u64,
     /// `dropped` as of the last `Limit` record.
     pub reported: u64,
+    /// `CLOCK_BOOTTIME` ns of the last `Limit` record: drops are reported at most
+    /// once a second (and at the records that are never dropped).
+    pub reported_ns: u64,
 }
 
 /// Size of `AGENTS` map keys: an agent name as it appears in `comm`.

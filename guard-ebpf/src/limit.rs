@@ -2,7 +2,8 @@
 //! in `SESSION_LIMITS`. A plain record beyond the budget is dropped and counted, per
 //! session and in `counter::OVER_LIMIT`; records that carry a decision (a kill or a
 //! denial, a session start, the root's exit, exec records when user space decides
-//! exec kills) are always sent. The next record sent reports the drops first.
+//! exec kills) are always sent. Drops are reported (a `Limit` record before the
+//! record sent) at most once a second, and before every record that is never dropped.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -14,6 +15,8 @@ use crate::maps::{SESSION_LIMITS, count};
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 const SIGKILL: u32 = 9;
+/// Least time between two reports of a session's drops.
+const REPORT_NS: u64 = NS_PER_SEC;
 /// Refill at most this much idle time at once: keeps `elapsed * rate` far from
 /// overflow (user space caps the rate at 10^6 per second).
 const MAX_REFILL_NS: u64 = 10 * NS_PER_SEC;
@@ -46,6 +49,7 @@ pub fn take(session: u64, cfg: &Config, exempt: bool) -> Take {
                 refilled_ns: now,
                 dropped: 0,
                 reported: 0,
+                reported_ns: now,
             };
             // Another CPU may have created it meanwhile: NOEXIST keeps theirs.
             let _ = SESSION_LIMITS.insert(&session, &fresh, u64::from(BPF_NOEXIST));
@@ -88,9 +92,16 @@ pub fn take(session: u64, cfg: &Config, exempt: bool) -> Take {
             (*bucket).tokens -= 1;
         }
         let total = (*bucket).dropped;
-        let unreported = total.saturating_sub((*bucket).reported);
+        let mut unreported = total.saturating_sub((*bucket).reported);
+        // One report a second at most: in a storm, a report before every record
+        // let through would double them. A record that carries a decision reports
+        // at once, so the root's exit closes the account.
+        if unreported > 0 && !exempt && now.saturating_sub((*bucket).reported_ns) < REPORT_NS {
+            unreported = 0;
+        }
         if unreported > 0 {
             (*bucket).reported = total;
+            (*bucket).reported_ns = now;
         }
         Take::Send {
             unreported,

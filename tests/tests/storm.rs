@@ -110,7 +110,11 @@ fn storm_drops_are_counted_and_a_kill_rule_still_fires() {
         limits.iter().all(|e| e.str("reason") == Some("rate")),
         "{limits:?}"
     );
-    assert_eq!(Some(dropped), last_total, "per-report drops add up: {limits:?}");
+    assert_eq!(
+        Some(dropped),
+        last_total,
+        "per-report drops add up: {limits:?}"
+    );
     let opens = events
         .iter()
         .filter(|e| e.kind() == "open" && e.session() == Some(session.as_str()))
@@ -127,7 +131,10 @@ fn storm_drops_are_counted_and_a_kill_rule_still_fires() {
         OPENS / 2
     );
     // `log`: a limit event is no violation.
-    assert!(limits.iter().all(|e| e.str("action").is_none()), "{limits:?}");
+    assert!(
+        limits.iter().all(|e| e.str("action").is_none()),
+        "{limits:?}"
+    );
 
     // The kernel's own count agrees with the session's (one session, one CPU at a time).
     let status = status(&daemon);
@@ -137,7 +144,11 @@ fn storm_drops_are_counted_and_a_kill_rule_still_fires() {
         Some(dropped),
         "guard status: kernel count of drops vs the session's limit events\n{status:#}"
     );
-    assert_eq!(status["lost"]["pending_full"].as_i64(), Some(0), "{status:#}");
+    assert_eq!(
+        status["lost"]["pending_full"].as_i64(),
+        Some(0),
+        "{status:#}"
+    );
     daemon.stop_ok();
 }
 

@@ -244,6 +244,8 @@ fn results_markdown(r: &Value) -> String {
         let _ = writeln!(s);
     }
 
+    s.push_str(&storm_section(&r["storm"]));
+
     let _ = writeln!(s, "### Targets\n");
     let _ = writeln!(s, "| target | measured | met |");
     let _ = writeln!(s, "|---|---|---|");
@@ -262,6 +264,91 @@ fn results_markdown(r: &Value) -> String {
     }
     let _ = writeln!(s);
     s
+}
+
+/// The storm phase's section.
+pub(super) fn storm_section(st: &Value) -> String {
+    let mut out = String::new();
+    let s = &mut out;
+    let _ = writeln!(s, "### Storm\n");
+    if st.is_null() {
+        let _ = writeln!(s, "Not run.\n");
+        return out;
+    }
+    if let Some(e) = st["error"].as_str() {
+        let _ = writeln!(s, "Storm phase failed: {e}\n");
+        return out;
+    }
+    let mib = |v: &Value| {
+        v.as_f64().map_or_else(
+            || "n/a".to_owned(),
+            |b| format!("{:.1} MiB", b / f64::from(1 << 20)),
+        )
+    };
+    let _ = writeln!(
+        s,
+        "Three sessions at once, each as fast as it can go for {:.0} s: an open loop, a \
+         fork+exec flood and a connect loop to a loopback listener, under record budgets of \
+         {} records/s per session (burst {}, `on_loss = \"log\"`).\n",
+        st["seconds"].as_f64().unwrap_or(0.0),
+        st["limits"]["rate"],
+        st["limits"]["burst"],
+    );
+    let _ = writeln!(s, "| measure | value |");
+    let _ = writeln!(s, "|---|---:|");
+    for (what, value) in [
+        ("events written", st["events_written"].to_string()),
+        (
+            "events written per second",
+            st["events_per_second"].to_string(),
+        ),
+        (
+            "records dropped by the budgets (kernel's count)",
+            st["dropped_by_kernel"].to_string(),
+        ),
+        (
+            "records dropped, as the sessions' `limit` events report",
+            st["dropped_reported_by_sessions"].to_string(),
+        ),
+        ("`limit` events", st["limit_events"].to_string()),
+        (
+            "records lost in the ring buffer (kernel's count)",
+            st["ring_buffer_lost"].to_string(),
+        ),
+        (
+            "system calls the pending maps had no room for",
+            st["pending_full"].to_string(),
+        ),
+        (
+            "children not tracked (map full)",
+            st["untracked_children"].to_string(),
+        ),
+        (
+            "daemon CPU (cores)",
+            format!("{:.2}", st["daemon_cpu_cores"].as_f64().unwrap_or(0.0)),
+        ),
+        (
+            "daemon mean memory (VmRSS)",
+            mib(&st["daemon_mean_rss_bytes"]),
+        ),
+        (
+            "daemon peak memory (VmHWM)",
+            mib(&st["daemon_peak_rss_bytes"]),
+        ),
+    ] {
+        let _ = writeln!(s, "| {what} | {value} |");
+    }
+    let _ = writeln!(
+        s,
+        "\nPeak memory under 64 MiB: **{}**. A session's `limit` reports can undercount \
+         when two CPUs drop its records at the same instant; the kernel's count is exact.\n",
+        match st["rss_under_bar"].as_bool() {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "n/a",
+        }
+    );
+    out
 }
 
 const DEFAULT_HEADER: &str = "# Benchmarks\n\n\

@@ -37,6 +37,7 @@ mod prepare;
 mod process;
 mod running;
 mod setups;
+mod storm;
 mod summary;
 #[cfg(test)]
 mod tests;
@@ -145,7 +146,9 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
     let log_policy = dir.join("log-only.toml");
     fs::write(
         &log_policy,
-        format!("mode = \"enforce\"\n[agents]\nnames = [\"{agent}\"]\n"),
+        // No record budget: the comparisons and the capacity measure the whole
+        // pipeline, every record delivered. The storm phase measures the budgets.
+        format!("mode = \"enforce\"\n[agents]\nnames = [\"{agent}\"]\n[limits]\nrate = 0\n"),
     )?;
     let bpftrace_script = dir.join("bench.bt");
     fs::write(
@@ -181,6 +184,16 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         own_pids: vec![std::process::id()],
         counter: 0,
     };
+
+    if opts.storm_only {
+        log!("storm only ({} s at the maximum)", params.storm_secs);
+        let storm = storm::storm(&mut ctx)?;
+        let path = out_dir.join("storm-results.json");
+        fs::write(&path, serde_json::to_string_pretty(&storm)? + "\n")?;
+        log!("wrote {}", path.display());
+        print!("{}", markdown::storm_section(&storm));
+        return Ok(());
+    }
 
     // Which setups can run here.
     let mut problems: BTreeMap<Setup, String> = BTreeMap::new();
@@ -289,6 +302,12 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         json!({ "error": format!("{e:#}") })
     });
     check_interrupted()?;
+    log!("storm ({} s at the maximum)", params.storm_secs);
+    let storm = storm::storm(&mut ctx).unwrap_or_else(|e| {
+        log!("storm phase failed: {e:#}");
+        json!({ "error": format!("{e:#}") })
+    });
+    check_interrupted()?;
 
     let summary = summarize(&samples, &setups);
     let targets = targets(&summary, &capacity);
@@ -309,6 +328,7 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
             "capacity_step_seconds": params.cap_step_secs,
             "capacity_generator_processes": params.cap_procs,
             "kill_runs": params.kill_runs,
+            "storm_seconds": params.storm_secs,
             "workload_account": format!("{} ({})", ctx.account, ctx.ids()),
             "micro_workloads_pinned_to_cpu": ctx.pin_cpu,
         },
@@ -328,6 +348,7 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         "capacity": capacity,
         "kill_latency": kill,
         "program_costs": costs,
+        "storm": storm,
         "targets": targets,
     });
     let json_path = out_dir.join("bench-results.json");

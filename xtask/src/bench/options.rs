@@ -26,6 +26,10 @@ pub struct Options {
     /// (default: the workspace root; target/bench-quick with --quick).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Run only the storm phase (60 s, 10 s with --quick); its results go to
+    /// storm-results.json and its section is printed, BENCHMARKS.md is left alone.
+    #[arg(long)]
+    pub storm_only: bool,
 }
 
 /// Sizes of a run.
@@ -44,6 +48,8 @@ pub(super) struct Params {
     pub(super) cap_max_steps: u32,
     pub(super) cap_procs: u32,
     pub(super) kill_runs: u32,
+    /// Seconds of the storm phase.
+    pub(super) storm_secs: u64,
 }
 
 impl Params {
@@ -65,6 +71,7 @@ impl Params {
                     cap_max_steps: 6,
                     cap_procs: 2,
                     kill_runs: 10,
+                    storm_secs: 10,
                 },
             )
         } else {
@@ -84,6 +91,7 @@ impl Params {
                     cap_max_steps: 12,
                     cap_procs: 2,
                     kill_runs: 50,
+                    storm_secs: 60,
                 },
             )
         };
