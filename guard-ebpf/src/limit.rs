@@ -41,7 +41,7 @@ pub fn take(session: u64, cfg: &Config, exempt: bool) -> Take {
     let burst = u64::from(cfg.limit_burst).max(1);
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
-    let bucket = match SESSION_LIMITS.get_ptr_mut(&session) {
+    let bucket = match SESSION_LIMITS.get_ptr_mut(session) {
         Some(b) => b,
         None => {
             let fresh = Bucket {
@@ -52,8 +52,8 @@ pub fn take(session: u64, cfg: &Config, exempt: bool) -> Take {
                 reported_ns: now,
             };
             // Another CPU may have created it meanwhile: NOEXIST keeps theirs.
-            let _ = SESSION_LIMITS.insert(&session, &fresh, u64::from(BPF_NOEXIST));
-            match SESSION_LIMITS.get_ptr_mut(&session) {
+            let _ = SESSION_LIMITS.insert(session, fresh, u64::from(BPF_NOEXIST));
+            match SESSION_LIMITS.get_ptr_mut(session) {
                 Some(b) => b,
                 // Not even an LRU slot: send unlimited rather than lose the record.
                 None => {
@@ -114,5 +114,5 @@ pub fn take(session: u64, cfg: &Config, exempt: bool) -> Take {
 /// Forgets a session's budget (its root exited; drops were reported first).
 #[inline(always)]
 pub fn forget(session: u64) {
-    let _ = SESSION_LIMITS.remove(&session);
+    let _ = SESSION_LIMITS.remove(session);
 }
