@@ -181,7 +181,16 @@ impl Pipeline {
                 Some(Action::Kill),
             )),
             OnLoss::Kill => {
-                let targets = self.registry.members(ev.session, None);
+                let mut targets = self.registry.members(ev.session, None);
+                // A child the kernel could not track joins the registry only after
+                // this event: name it here.
+                if let Detail::Limit {
+                    child_pid: Some(child),
+                    ..
+                } = ev.detail
+                {
+                    targets.insert(0, child);
+                }
                 let report = self.actor.kill_all(&targets);
                 tracing::warn!(session = ?ev.session, killed = ?report.killed, "session lost records: killed (on_loss = \"kill\")");
                 let (outcome, error) = match report.errors.first() {
@@ -253,6 +262,68 @@ mod tests {
             root,
             by_cgroup: false,
         }
+    }
+
+    /// The CI policy's `on_loss = "kill"`: a `limit` event kills the session,
+    /// including a child the kernel could not track (named only by the event).
+    #[test]
+    fn a_loss_kills_the_session_and_its_untracked_child_under_ci() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("events.jsonl");
+        let mut out = Outputs::new(Sink::open(&log).expect("sink"), Arc::new(Metrics::new()));
+        let mut p = pipeline();
+        let mut tracked = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn");
+        let mut untracked = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn");
+        p.process(
+            event(100, exec("/usr/bin/agent", &["agent"], true)),
+            &mut out,
+        )
+        .expect("write");
+        p.process(
+            event(
+                100,
+                Detail::Fork {
+                    child_pid: tracked.id(),
+                },
+            ),
+            &mut out,
+        )
+        .expect("write");
+        p.process(
+            event(
+                100,
+                Detail::Limit {
+                    reason: crate::event::LimitReason::TrackFull,
+                    dropped: 0,
+                    total: 0,
+                    child_pid: Some(untracked.id()),
+                },
+            ),
+            &mut out,
+        )
+        .expect("write");
+        out.sink.flush().expect("flush");
+        assert_eq!(tracked.wait().expect("wait").signal(), Some(libc::SIGKILL));
+        assert_eq!(
+            untracked.wait().expect("wait").signal(),
+            Some(libc::SIGKILL)
+        );
+        let text = std::fs::read_to_string(&log).expect("read log");
+        let limit = text
+            .lines()
+            .find(|l| l.contains("\"kind\":\"limit\""))
+            .expect("a limit event");
+        let line: serde_json::Value = serde_json::from_str(limit).expect("json");
+        assert_eq!(line["reason"], "track_full", "{limit}");
+        assert_eq!(line["child_pid"], untracked.id(), "{limit}");
+        assert_eq!(line["action"], "kill", "{limit}");
+        assert_eq!(line["outcome"], "killed", "{limit}");
     }
 
     #[test]
