@@ -597,8 +597,9 @@ mod tests {
         };
         // Only the session limits, which hold in every mode (they protect the daemon).
         let mut limits_only = Tables::default();
-        limits_only.config.limit_rate = 10_000;
-        limits_only.config.limit_burst = 50_000;
+        let defaults = crate::policy::model::Limits::default();
+        limits_only.config.limit_rate = defaults.rate;
+        limits_only.config.limit_burst = defaults.burst;
         let p = policy(vec![rule(kind.clone(), Action::Kill)], Mode::Observe);
         assert_eq!(compile(&p, &[], &Hosts::default(), false), limits_only);
         let p = policy(vec![rule(kind, Action::Alert)], Mode::Enforce);

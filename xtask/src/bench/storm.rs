@@ -1,6 +1,6 @@
 //! The storm phase: three sessions at the machine's maximum at once (an open loop,
 //! a fork+exec flood, a connect loop to the bench's loopback listener) for
-//! `storm_secs` under the default record budgets (`[limits]` rate 10000/s, burst
+//! `storm_secs` under record budgets of 10000/s per session (burst
 //! 50000, `on_loss = "log"` so the sessions live through it). What it shows: the
 //! daemon's CPU and peak memory stay bounded (64 MiB is the bar), and every record
 //! the kernel did not deliver is counted, the sessions' own `limit` reports against
