@@ -69,6 +69,26 @@ pub mod counter {
     pub const LEN: u32 = 16;
 }
 
+/// Slots of the `DAEMON` array: what a daemon leaves in the pinned maps for the next
+/// one (the kernel never reads them). Every value is a `u64`.
+pub mod daemon_state {
+    /// `CLOCK_BOOTTIME` ns of the running daemon's latest sign of life (written at
+    /// each drain of the ring buffer, and at a clean stop).
+    pub const ALIVE_NS: u32 = 0;
+    /// The pid of the daemon that last held the pins.
+    pub const PID: u32 = 1;
+    /// 1 when that daemon stopped cleanly (SIGTERM/SIGINT), 0 while it runs or
+    /// after a crash.
+    pub const CLEAN_STOP: u32 = 2;
+    /// How many daemons have held these pins (1 for the one that created them).
+    pub const STARTS: u32 = 3;
+    /// Slot `COUNTED_BASE + i` holds `COUNTERS[i]` as the daemons last reported it:
+    /// what the kernel counted above it is news for the next report.
+    pub const COUNTED_BASE: u32 = 16;
+    /// Number of slots.
+    pub const LEN: u32 = COUNTED_BASE + super::counter::LEN;
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `#[repr(C)]` integers with no padding.

@@ -104,6 +104,9 @@ pub enum How {
     /// Already running when the daemon started (or moved into a chosen cgroup
     /// without an exec); found in /proc.
     Scan,
+    /// Tracked by the kernel while no daemon ran (enforcement pinned); taken over,
+    /// with its id, by the daemon that started next.
+    Adopted,
 }
 
 impl How {
@@ -114,6 +117,7 @@ impl How {
             How::Container => "container",
             How::Run => "run",
             How::Scan => "scan",
+            How::Adopted => "adopted",
         }
     }
 }

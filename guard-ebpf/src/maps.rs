@@ -2,9 +2,9 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use guard_common::{AgentName, Bucket, NetBody, Tracked, counter};
+use guard_common::{AgentName, Bucket, NetBody, Tracked, counter, daemon_state};
 
 /// Tracked processes by tgid. Children are added at fork, before they run; entries
 /// leave when the last thread exits. Not an LRU: a full map must be counted
@@ -28,6 +28,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);
 /// Lost records by kind, and other counters (`guard_common::counter`).
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
+
+/// User space's own state, kept in the pinned maps so a restarted daemon knows when
+/// the last one stopped and what it had reported (`guard_common::daemon_state`).
+/// No program reads it.
+#[map]
+pub static DAEMON: Array<u64> = Array::with_max_entries(daemon_state::LEN, 0);
 
 /// An open seen at syscall entry, finished at exit; keyed by thread id.
 ///

@@ -71,6 +71,7 @@ fn main() -> ExitCode {
             runtime_root,
             bpf_stats,
             floor,
+            pin_dir,
         } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -87,6 +88,7 @@ fn main() -> ExitCode {
                     metrics,
                     runtime_root,
                     bpf_stats,
+                    pin_dir,
                 }))
             }),
         Cmd::Run { socket, command } => run::run(&socket, &command),
@@ -103,6 +105,14 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "guard", &mut std::io::stdout());
             Ok(())
         }
+        Cmd::Unload { pin_dir } => ebpf::pins::unload(&pin_dir)
+            .map(|links| {
+                println!(
+                    "removed {links} pinned links and every map under {}: guard enforces nothing now",
+                    pin_dir.display()
+                );
+            })
+            .map_err(anyhow::Error::from),
         Cmd::Man => clap_mangen::Man::new(Cli::command())
             .render(&mut std::io::stdout())
             .map_err(anyhow::Error::from),

@@ -59,6 +59,17 @@ pub enum Cmd {
         /// The control socket (`guard run` registers through it).
         #[arg(long, env = "GUARD_SOCKET", default_value = control::DEFAULT_SOCKET)]
         socket: PathBuf,
+        /// Where the programs, links and maps are pinned, on a BPF file system. They
+        /// stay there when the daemon stops or dies, so the kernel keeps enforcing; the
+        /// next daemon takes them over. One daemon per directory.
+        #[arg(long, env = "GUARD_PIN_DIR", default_value = crate::ebpf::pins::DEFAULT_DIR)]
+        pin_dir: PathBuf,
+    },
+    /// Stop enforcing: remove guard's pinned programs, links and maps (the daemon
+    /// leaves them in place when it stops, on purpose). Refused while a daemon runs.
+    Unload {
+        #[arg(long, env = "GUARD_PIN_DIR", default_value = crate::ebpf::pins::DEFAULT_DIR)]
+        pin_dir: PathBuf,
     },
     /// Check a policy file or print a built-in one.
     Policy {

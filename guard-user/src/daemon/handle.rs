@@ -83,14 +83,21 @@ impl Daemon {
 
     /// Lost records by kind, from the kernel's counters and the decoder's.
     fn lost(&self) -> Option<BTreeMap<String, u64>> {
-        let (by_kind, track_full) = self.probes.lost().ok()?;
+        Some(self.lost_of(&self.probes.counters().ok()?))
+    }
+
+    fn lost_of(
+        &self,
+        counters: &[u64; guard_common::counter::LEN as usize],
+    ) -> BTreeMap<String, u64> {
+        let (by_kind, track_full) = crate::ebpf::lost_of(counters);
         let mut m: BTreeMap<String, u64> = by_kind
             .into_iter()
             .map(|(k, n)| (k.to_owned(), n))
             .collect();
         m.insert("untracked_children".into(), track_full);
         m.insert("undecodable".into(), self.pipe.undecodable);
-        Some(m)
+        m
     }
 
     fn status(&self) -> Status {
@@ -265,9 +272,10 @@ impl Daemon {
 
     /// Reports records lost since the last report as a `lost` event.
     pub(super) fn report_lost(&mut self) -> anyhow::Result<()> {
-        let Some(lost) = self.lost() else {
+        let Ok(counters) = self.probes.counters() else {
             return Ok(());
         };
+        let lost = self.lost_of(&counters);
         let total: u64 = lost.values().sum();
         if total == self.lost_seen {
             return Ok(());
@@ -283,6 +291,8 @@ impl Daemon {
         self.out.write(&ev)?;
         self.out.sink.flush()?;
         self.lost_seen = total;
+        // What was reported is no news to the daemon after this one.
+        self.probes.mark_reported(&counters);
         Ok(())
     }
 }

@@ -7,6 +7,7 @@
 mod adopt;
 mod handle;
 mod pipeline;
+mod survive;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -43,6 +44,8 @@ pub struct Options {
     pub runtime_root: PathBuf,
     /// Turn the kernel's BPF run-time statistics on while the daemon runs.
     pub bpf_stats: bool,
+    /// Where the programs, links and maps are pinned (one daemon per directory).
+    pub pin_dir: PathBuf,
 }
 
 /// Everything the loop owns.
@@ -83,8 +86,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         by_name: Default::default(),
         resolvers: resolve::resolvers(),
     };
-    let (mut probes, events) =
-        Probes::load(&agents, opts.bpf_stats).context("cannot start the kernel side")?;
+    let (mut probes, events) = Probes::load(&agents, opts.bpf_stats, &opts.pin_dir)
+        .context("cannot start the kernel side")?;
     let judge = Judge::new(policy, homes.clone(), hosts, probes.lsm.is_ok())
         .context("cannot compile the policy")?;
     probes
@@ -133,6 +136,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     };
     d.policy_loaded(&warnings)?;
     d.check_attached();
+    d.resume()?;
     d.resolver.restart(d.pipe.judge.host_names());
     d.scan(&agents)?;
     let mut cgroups = adopt::watch_cgroups(d.pipe.judge.policy(), &d.runtime_root)?;
@@ -144,6 +148,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         policy = %opts.policy.name(),
         programs = d.probes.attached.len(),
         socket = %opts.socket.display(),
+        pins = %opts.pin_dir.display(),
         "guard daemon ready"
     );
 
@@ -162,7 +167,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 d.pipe.drain(guard.get_inner_mut(), &mut d.out)?;
                 guard.clear_ready();
             }
-            _ = drain.tick() => d.pipe.drain(ring.get_mut(), &mut d.out)?,
+            _ = drain.tick() => {
+                d.pipe.drain(ring.get_mut(), &mut d.out)?;
+                // The next daemon measures its gap from this.
+                d.probes.alive();
+            }
             ready = adopt::cgroups_ready(&cgroups) => {
                 ready?;
                 d.cgroups_changed(&mut cgroups)?;
@@ -197,7 +206,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     d.pipe.drain(ring.get_mut(), &mut d.out)?;
     d.report_lost()?;
     d.out.sink.flush()?;
-    tracing::info!("guard daemon stopped; programs detached");
+    d.probes.stopped();
+    tracing::info!(
+        pins = %d.probes.pin_dir().display(),
+        "guard daemon stopped; enforcement stays pinned (`guard unload` lifts it)"
+    );
     Ok(())
 }
 

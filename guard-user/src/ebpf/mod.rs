@@ -2,21 +2,27 @@
 //! `TRACKED` (session membership), `AGENTS` and `AGENT_CGROUPS` (the names and the
 //! cgroups whose exec starts a session), `EVENTS` (the ring buffer) and `COUNTERS` (lost records).
 //!
-//! Dropping [`Probes`] detaches every program.
+//! Programs are attached through links pinned under the pin directory (see
+//! [`pins`]): dropping [`Probes`] detaches nothing, and the kernel keeps enforcing
+//! after the daemon is gone, until `guard unload`.
 
 pub mod mounts;
+pub mod pins;
 pub mod tiers;
 
 use std::{fs::File, path::PathBuf};
 
 use aya::{
-    Ebpf,
+    Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
-    programs::{CgroupAttachMode, CgroupSockAddr, Lsm, RawTracePoint, TracePoint},
+    programs::{CgroupAttachMode, CgroupSockAddr, Lsm, RawTracePoint, TracePoint, links::FdLink},
 };
 use guard_common::{
     AgentName, Config, EventKind, NetData, PathData, RuleRef, Tracked, agent_key, counter,
+    daemon_state,
 };
+
+use self::pins::{Links, PinDir, Swaps};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -58,6 +64,43 @@ pub enum Error {
         map: &'static str,
         #[source]
         source: aya::maps::MapError,
+    },
+    #[error("pin directory {path}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{0} is not on a BPF file system (mount one there, or pick a --pin-dir under /sys/fs/bpf)"
+    )]
+    NotBpffs(PathBuf),
+    #[error(
+        "another guard daemon{holder} holds the pins in {path}: stop it first, or give this one \
+         its own --pin-dir"
+    )]
+    PinsHeld { path: PathBuf, holder: String },
+    #[error("cannot pin at {path}")]
+    Pin {
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    #[error("no pinned link for {0}")]
+    NoLink(String),
+    #[error("cannot point the pinned link of {hook} at the new program")]
+    LinkUpdate {
+        hook: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the link of {hook} cannot be pinned (a kernel before 5.15 attaches tracepoints without bpf_link)"
+    )]
+    Unpinnable {
+        hook: String,
+        #[source]
+        source: aya::programs::links::LinkError,
     },
 }
 
@@ -106,8 +149,9 @@ fn legacy(tp: &str) -> bool {
 }
 
 /// What every load needs first: root, tracefs, the cgroup2 mount (opened, for the
-/// sock_addr hooks), and the object loaded.
-fn prepare() -> Result<(Ebpf, PathBuf, File), Error> {
+/// sock_addr hooks), and the object loaded — against the maps pinned in `pins`
+/// (created and pinned there if absent), or with maps of its own.
+fn prepare(pins: Option<&PinDir>) -> Result<(Ebpf, PathBuf, File), Error> {
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
@@ -119,35 +163,68 @@ fn prepare() -> Result<(Ebpf, PathBuf, File), Error> {
         path: cgroup_path.clone(),
         source,
     })?;
-    let bpf = Ebpf::load(OBJECT).map_err(Error::Load)?;
+    let mut loader = EbpfLoader::new();
+    if let Some(pins) = pins {
+        for name in pins::PINNED_MAPS {
+            loader.map_pin_path(name, pins.map(name));
+        }
+    }
+    let bpf = loader.load(OBJECT).map_err(Error::Load)?;
     Ok((bpf, cgroup_path, cgroup))
 }
 
 /// Loads a cgroup sock_addr program and attaches it to the cgroup2 root. aya
 /// attaches through a bpf_link (kernel >= 5.7); links always coexist with other
-/// programs on the cgroup and take no ALLOW_MULTI flag.
+/// programs on the cgroup and take no ALLOW_MULTI flag. With `links`, a link an
+/// earlier daemon pinned is pointed at the new program in place (`BPF_LINK_UPDATE`),
+/// else the new link is pinned.
 fn attach_sock_addr(
     bpf: &mut Ebpf,
     program: &'static str,
     cgroup: &File,
     cgroup_path: &std::path::Path,
+    links: Option<&mut Links>,
 ) -> Result<(), Error> {
     let p: &mut CgroupSockAddr = program_mut(bpf, program)?;
     p.load()
         .map_err(|source| Error::Program { program, source })?;
-    p.attach(cgroup, CgroupAttachMode::Single)
+    let hook = format!("cgroup-{program}");
+    let Some(links) = links else {
+        p.attach(cgroup, CgroupAttachMode::Single)
+            .map_err(|source| Error::Attach {
+                program,
+                target: cgroup_path.display().to_string(),
+                source,
+            })?;
+        return Ok(());
+    };
+    if links.has(&hook) {
+        let fd = p
+            .fd()
+            .map_err(|source| Error::Program { program, source })?;
+        return links.update(&hook, fd);
+    }
+    let id = p
+        .attach(cgroup, CgroupAttachMode::Single)
         .map_err(|source| Error::Attach {
             program,
             target: cgroup_path.display().to_string(),
             source,
         })?;
-    Ok(())
+    let link = p
+        .take_link(id)
+        .map_err(|source| Error::Program { program, source })?;
+    let link = FdLink::try_from(link).map_err(|source| Error::Unpinnable {
+        hook: hook.clone(),
+        source,
+    })?;
+    links.install(&hook, link)
 }
 
 /// Empty programs attached to exactly the hooks guard uses (`guard daemon
 /// --floor`), for benchmarks; dropping the value detaches them.
 pub fn load_floor() -> Result<(Ebpf, usize), Error> {
-    let (mut bpf, cgroup_path, cgroup) = prepare()?;
+    let (mut bpf, cgroup_path, cgroup) = prepare(None)?;
     let mut n = 0;
     let p: &mut RawTracePoint = program_mut(&mut bpf, "floor_raw")?;
     p.load().map_err(|source| Error::Program {
@@ -186,7 +263,7 @@ pub fn load_floor() -> Result<(Ebpf, usize), Error> {
         "floor_sendmsg4",
         "floor_sendmsg6",
     ] {
-        attach_sock_addr(&mut bpf, program, &cgroup, &cgroup_path)?;
+        attach_sock_addr(&mut bpf, program, &cgroup, &cgroup_path, None)?;
         n += 1;
     }
     Ok((bpf, n))
@@ -228,9 +305,22 @@ pub struct RuleTables<'a> {
     pub config: Config,
 }
 
+/// What the previous daemon on this pin directory left behind.
+#[derive(Clone, Copy, Debug)]
+pub struct Resumed {
+    /// Its pid.
+    pub pid: u32,
+    /// `CLOCK_BOOTTIME` ns of its last sign of life (within 10 ms of its end).
+    pub alive_ns: u64,
+    /// Whether it stopped cleanly (SIGTERM/SIGINT) rather than died.
+    pub clean_stop: bool,
+    /// `COUNTERS` as it last reported them.
+    pub reported: [u64; counter::LEN as usize],
+}
+
 /// Loaded and attached programs with the maps user space uses.
 pub struct Probes {
-    // Owns the programs and their links; dropped last.
+    // Owns the programs (each also held by its pinned link).
     bpf: Ebpf,
     tracked: HashMap<MapData, u32, Tracked>,
     counters: PerCpuArray<MapData, u64>,
@@ -239,8 +329,16 @@ pub struct Probes {
     path_rules: LpmTrie<MapData, PathData, RuleRef>,
     net_rules: LpmTrie<MapData, NetData, RuleRef>,
     config: Array<MapData, Config>,
+    /// The daemon's own state in the pinned maps (`guard_common::daemon_state`).
+    daemon: Array<MapData, u64>,
+    /// The pin directory, locked while this value lives.
+    pins: PinDir,
     /// Generation of the rules in force.
     generation: u8,
+    /// Set when an earlier daemon's pins were adopted.
+    pub resumed: Option<Resumed>,
+    /// How this start put each hook's link in place.
+    pub swaps: Swaps,
     /// Whether the BPF-LSM `file_open` and `bprm_check_security` hooks are
     /// attached, or why not.
     pub lsm: Result<(), String>,
@@ -262,21 +360,38 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
 }
 
 impl Probes {
-    /// Loads every program, sets the agent names, and attaches everything. The ring
-    /// buffer is returned apart so the daemon can poll it while using the rest.
+    /// Loads every program against the maps pinned in `pin_dir` (created there on the
+    /// first start), sets the agent names, and puts every program on its hook in
+    /// place of an earlier daemon's (see [`pins::Links`]). The ring buffer is
+    /// returned apart so the daemon can poll it while using the rest.
     /// With `bpf_stats`, the kernel's per-program run-time statistics are on while the
     /// value lives (they cost every BPF program on the host two clock reads a run).
-    pub fn load(agents: &[String], bpf_stats: bool) -> Result<(Self, RingBuf<MapData>), Error> {
-        let (mut bpf, cgroup_path, cgroup) = prepare()?;
+    pub fn load(
+        agents: &[String],
+        bpf_stats: bool,
+        pin_dir: &std::path::Path,
+    ) -> Result<(Self, RingBuf<MapData>), Error> {
+        let pins = PinDir::lock(pin_dir)?;
+        let adopting = pins.has_state();
+        let (mut bpf, cgroup_path, cgroup) = prepare(Some(&pins))?;
+        let mut links = Links::open(&pins)?;
+        let mut daemon: Array<MapData, u64> = take(&mut bpf, "DAEMON")?;
+        let resumed = if adopting {
+            Some(read_resumed(&daemon)?)
+        } else {
+            None
+        };
+        let starts = daemon_get(&daemon, daemon_state::STARTS)?;
+        daemon_set(
+            &mut daemon,
+            daemon_state::PID,
+            u64::from(std::process::id()),
+        )?;
+        daemon_set(&mut daemon, daemon_state::CLEAN_STOP, 0)?;
+        daemon_set(&mut daemon, daemon_state::STARTS, starts + 1)?;
         let mut agents_map: HashMap<MapData, AgentName, u32> = take(&mut bpf, "AGENTS")?;
-        for name in agents {
-            agents_map
-                .insert(agent_key(name.as_bytes()), 1, 0)
-                .map_err(|source| Error::Map {
-                    map: "AGENTS",
-                    source,
-                })?;
-        }
+        let wanted: Vec<AgentName> = agents.iter().map(|n| agent_key(n.as_bytes())).collect();
+        replace_keys(&mut agents_map, "AGENTS", &wanted)?;
         let mut attached = Vec::new();
 
         // Following processes is what everything else stands on: without these
@@ -285,11 +400,15 @@ impl Probes {
             let p: &mut RawTracePoint = program_mut(&mut bpf, program)?;
             p.load()
                 .map_err(|source| Error::Program { program, source })?;
-            p.attach(tp).map_err(|source| Error::Attach {
+            let id = p.attach(tp).map_err(|source| Error::Attach {
                 program,
                 target: tp.to_owned(),
                 source,
             })?;
+            let link = p
+                .take_link(id)
+                .map_err(|source| Error::Program { program, source })?;
+            links.install(&format!("raw_tracepoint-{tp}"), FdLink::from(link))?;
             attached.push(format!("raw_tracepoint/{tp}"));
         }
 
@@ -297,7 +416,9 @@ impl Probes {
         // costs its feature, never the others.
         let mut open_tracepoints = Ok(());
         for (program, tracepoints) in SYSCALL_TRACEPOINTS {
-            if let Err(why) = attach_syscall(&mut bpf, program, tracepoints, &mut attached) {
+            if let Err(why) =
+                attach_syscall(&mut bpf, program, tracepoints, &mut attached, &mut links)
+            {
                 tracing::warn!("{why}");
                 if program != "sys_exit_net" {
                     open_tracepoints = Err(why);
@@ -307,7 +428,7 @@ impl Probes {
 
         let mut sock_addr = Ok(());
         for program in ["connect4", "connect6", "sendmsg4", "sendmsg6"] {
-            match attach_sock_addr(&mut bpf, program, &cgroup, &cgroup_path) {
+            match attach_sock_addr(&mut bpf, program, &cgroup, &cgroup_path, Some(&mut links)) {
                 Ok(()) => attached.push(format!("cgroup/{program}")),
                 Err(e) => {
                     let why = short_chain(&e);
@@ -317,7 +438,16 @@ impl Probes {
             }
         }
 
-        let (lsm, lsm_paths) = attach_lsm(&mut bpf, &mut attached);
+        let (lsm, lsm_paths) = attach_lsm(&mut bpf, &mut attached, &mut links);
+        let swaps = links.finish();
+        for (name, program) in bpf.programs_mut() {
+            if program.fd().is_ok() {
+                let name = name.to_owned();
+                if let Err(e) = pins.pin_program(&name, |path| program.pin(path)) {
+                    tracing::warn!("{}", short_chain(&e));
+                }
+            }
+        }
         let probe = tiers::Probe {
             open_tracepoints,
             sock_addr,
@@ -334,9 +464,15 @@ impl Probes {
         let counters = take(&mut bpf, "COUNTERS")?;
         let path_rules = take(&mut bpf, "PATH_RULES")?;
         let net_rules = take(&mut bpf, "NET_RULES")?;
-        let config = take(&mut bpf, "CONFIG")?;
+        let config: Array<MapData, Config> = take(&mut bpf, "CONFIG")?;
+        // Rules an earlier daemon installed are in force under this generation: the
+        // next install must write the other one.
+        let generation = config
+            .get(&0, 0)
+            .map(|c| (c.generation & 1) as u8)
+            .unwrap_or(0);
         let agent_cgroups = take(&mut bpf, "AGENT_CGROUPS")?;
-        let kernel = Self {
+        let mut kernel = Self {
             bpf,
             tracked,
             counters,
@@ -345,7 +481,11 @@ impl Probes {
             path_rules,
             net_rules,
             config,
-            generation: 0,
+            daemon,
+            pins,
+            generation,
+            resumed,
+            swaps,
             lsm,
             enforcement,
             _stats: if bpf_stats {
@@ -355,7 +495,58 @@ impl Probes {
             },
             attached,
         };
+        kernel.alive();
         Ok((kernel, events))
+    }
+
+    /// The pin directory this daemon holds.
+    pub fn pin_dir(&self) -> &std::path::Path {
+        self.pins.path()
+    }
+
+    /// Records a sign of life for the next daemon's gap report (cheap: one map
+    /// write; done at each drain of the ring buffer).
+    pub fn alive(&mut self) {
+        let _ = daemon_set(
+            &mut self.daemon,
+            daemon_state::ALIVE_NS,
+            crate::event::clock::boot_ns(),
+        );
+    }
+
+    /// A clean stop: the last sign of life, and the mark the next daemon reports.
+    pub fn stopped(&mut self) {
+        self.alive();
+        let _ = daemon_set(&mut self.daemon, daemon_state::CLEAN_STOP, 1);
+    }
+
+    /// Every entry of the kernel's tracked set (pid, entry).
+    pub fn tracked_all(&self) -> Vec<(u32, Tracked)> {
+        self.tracked.iter().filter_map(Result::ok).collect()
+    }
+
+    /// `COUNTERS`, each summed over CPUs.
+    pub fn counters(&self) -> Result<[u64; counter::LEN as usize], Error> {
+        let mut out = [0u64; counter::LEN as usize];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let v = self
+                .counters
+                .get(&(i as u32), 0)
+                .map_err(|source| Error::Map {
+                    map: "COUNTERS",
+                    source,
+                })?;
+            *slot = v.iter().sum();
+        }
+        Ok(out)
+    }
+
+    /// Notes `counters` as reported (the next daemon counts only what comes after
+    /// them as lost in its gap).
+    pub fn mark_reported(&mut self, counters: &[u64; counter::LEN as usize]) {
+        for (i, v) in counters.iter().enumerate() {
+            let _ = daemon_set(&mut self.daemon, daemon_state::COUNTED_BASE + i as u32, *v);
+        }
     }
 
     /// Puts `pid` in the kernel's tracked set (a session root or a scanned member).
@@ -467,28 +658,49 @@ impl Probes {
     pub fn is_tracked(&self, pid: u32) -> bool {
         self.tracked.get(&pid, 0).is_ok()
     }
+}
 
-    /// Lost records by kind (summed over CPUs; plus those over sessions' limits and
-    /// those the pending maps had no room for), and children that escaped tracking
-    /// because the map was full.
-    pub fn lost(&self) -> Result<Lost, Error> {
-        let read = |i: u32| -> Result<u64, Error> {
-            let v = self.counters.get(&i, 0).map_err(|source| Error::Map {
-                map: "COUNTERS",
-                source,
-            })?;
-            Ok(v.iter().sum())
-        };
-        let mut by_kind = Vec::new();
-        for kind in EventKind::ALL {
-            by_kind.push((kind.name(), read(counter::LOST_BASE + kind as u32)?));
-        }
-        // Plain records dropped by sessions' `[limits]`, and system calls of tracked
-        // threads the full pending maps could not hold.
-        by_kind.push(("over_session_limit", read(counter::OVER_LIMIT)?));
-        by_kind.push(("pending_full", read(counter::PENDING_FULL)?));
-        Ok((by_kind, read(counter::TRACK_FULL)?))
+/// Lost records by kind (plus those over sessions' limits and those the pending maps
+/// had no room for), and children that escaped tracking because the map was full, out
+/// of `COUNTERS` values.
+pub fn lost_of(counters: &[u64; counter::LEN as usize]) -> Lost {
+    let at = |i: u32| counters.get(i as usize).copied().unwrap_or(0);
+    let mut by_kind: Vec<(&'static str, u64)> = EventKind::ALL
+        .iter()
+        .map(|kind| (kind.name(), at(counter::LOST_BASE + *kind as u32)))
+        .collect();
+    // Plain records dropped by sessions' `[limits]`, and system calls of tracked
+    // threads the full pending maps could not hold.
+    by_kind.push(("over_session_limit", at(counter::OVER_LIMIT)));
+    by_kind.push(("pending_full", at(counter::PENDING_FULL)));
+    (by_kind, at(counter::TRACK_FULL))
+}
+
+fn daemon_get(daemon: &Array<MapData, u64>, slot: u32) -> Result<u64, Error> {
+    daemon.get(&slot, 0).map_err(|source| Error::Map {
+        map: "DAEMON",
+        source,
+    })
+}
+
+fn daemon_set(daemon: &mut Array<MapData, u64>, slot: u32, value: u64) -> Result<(), Error> {
+    daemon.set(slot, value, 0).map_err(|source| Error::Map {
+        map: "DAEMON",
+        source,
+    })
+}
+
+fn read_resumed(daemon: &Array<MapData, u64>) -> Result<Resumed, Error> {
+    let mut reported = [0u64; counter::LEN as usize];
+    for (i, slot) in reported.iter_mut().enumerate() {
+        *slot = daemon_get(daemon, daemon_state::COUNTED_BASE + i as u32)?;
     }
+    Ok(Resumed {
+        pid: daemon_get(daemon, daemon_state::PID)? as u32,
+        alive_ns: daemon_get(daemon, daemon_state::ALIVE_NS)?,
+        clean_stop: daemon_get(daemon, daemon_state::CLEAN_STOP)? == 1,
+        reported,
+    })
 }
 
 /// Loads a syscall tracepoint program and attaches it to its tracepoints.
@@ -497,13 +709,27 @@ fn attach_syscall(
     program: &'static str,
     tracepoints: &[&str],
     attached: &mut Vec<String>,
+    links: &mut Links,
 ) -> Result<(), String> {
     let p: &mut TracePoint = program_mut(bpf, program).map_err(|e| e.to_string())?;
     p.load()
         .map_err(|e| format!("cannot load {program}: {}", short_chain(&e)))?;
     for tp in tracepoints {
         match p.attach("syscalls", tp) {
-            Ok(_) => attached.push(format!("tracepoint/syscalls/{tp}")),
+            Ok(id) => {
+                let hook = format!("tracepoint-syscalls-{tp}");
+                let link = p
+                    .take_link(id)
+                    .map_err(|e| format!("cannot take the link of {tp}: {e}"))?;
+                FdLink::try_from(link)
+                    .map_err(|source| Error::Unpinnable {
+                        hook: hook.clone(),
+                        source,
+                    })
+                    .and_then(|link| links.install(&hook, link))
+                    .map_err(|e| short_chain(&e))?;
+                attached.push(format!("tracepoint/syscalls/{tp}"));
+            }
             Err(e) if legacy(tp) => {
                 tracing::warn!("{tp} not attached ({e}); this architecture may lack it")
             }
@@ -541,6 +767,7 @@ const LSM_PATH_HOOKS: [&str; 10] = [
 fn attach_lsm(
     bpf: &mut Ebpf,
     attached: &mut Vec<String>,
+    links: &mut Links,
 ) -> (Result<(), String>, Result<(), String>) {
     let lsm_active = std::fs::read_to_string("/sys/kernel/security/lsm")
         .map(|l| l.split(',').any(|m| m.trim() == "bpf"));
@@ -559,8 +786,15 @@ fn attach_lsm(
         let p: &mut Lsm = program_mut(bpf, hook).map_err(|e| e.to_string())?;
         p.load(hook, &btf)
             .map_err(|e| format!("cannot load lsm/{hook}: {}", short_chain(&e)))?;
-        p.attach()
+        let id = p
+            .attach()
             .map_err(|e| format!("cannot attach lsm/{hook}: {}", short_chain(&e)))?;
+        let link = p
+            .take_link(id)
+            .map_err(|e| format!("cannot take the link of lsm/{hook}: {e}"))?;
+        links
+            .install(&format!("lsm-{hook}"), FdLink::from(link))
+            .map_err(|e| short_chain(&e))?;
         attached.push(format!("lsm/{hook}"));
         Ok(())
     };

@@ -87,6 +87,54 @@ pub fn ensure_tracefs() -> Result<(), Error> {
     Ok(())
 }
 
+/// The BPF file system's magic number (`statfs(2)`'s `f_type`).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Whether `path` is on a BPF file system.
+pub fn on_bpffs(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct it is given; the path outlives the call.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    rc == 0 && i64::from(st.f_type) == BPF_FS_MAGIC
+}
+
+/// Makes sure a BPF file system is mounted at `/sys/fs/bpf`, where guard pins its
+/// maps and links (many minimal hosts and containers lack it).
+pub fn ensure_bpffs() -> Result<(), Error> {
+    const BPFFS: &str = "/sys/fs/bpf";
+    if on_bpffs(Path::new(BPFFS)) {
+        return Ok(());
+    }
+    tracing::info!("no BPF file system at {BPFFS}; mounting one");
+    std::fs::create_dir_all(BPFFS).map_err(|source| Error::Io {
+        what: "create /sys/fs/bpf",
+        source,
+    })?;
+    let c = |s: &str| CString::new(s).unwrap_or_default();
+    let (src, target, fstype) = (c("bpf"), c(BPFFS), c("bpf"));
+    // SAFETY: plain mount(2) with NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(Error::Io {
+            what: "mount a BPF file system at /sys/fs/bpf",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
 /// The cgroup2 mount: `/sys/fs/cgroup` on unified hosts, `/sys/fs/cgroup/unified`
 /// on hybrid ones, or wherever mountinfo says.
 pub fn cgroup2_root() -> Result<PathBuf, Error> {

@@ -59,7 +59,10 @@ impl Serialize for Event {
         // Events about the daemon itself (policy, lost counts) have no process.
         let has_task = !matches!(
             self.detail,
-            Detail::Lost { .. } | Detail::PolicyLoaded { .. } | Detail::PolicyRejected { .. }
+            Detail::Lost { .. }
+                | Detail::PolicyLoaded { .. }
+                | Detail::PolicyRejected { .. }
+                | Detail::Resumed(_)
         );
         if has_task {
             let t = &self.task;
@@ -209,6 +212,35 @@ impl Serialize for Event {
                 if let Some(child) = child_pid {
                     m.serialize_entry("child_pid", child)?;
                 }
+            }
+            Detail::Resumed(r) => {
+                m.serialize_entry("previous_pid", &r.previous_pid)?;
+                m.serialize_entry("clean_stop", &r.clean_stop)?;
+                m.serialize_entry("gap_ms", &r.gap_ms)?;
+                m.serialize_entry(
+                    "lost_by_kind",
+                    &r.lost_by_kind
+                        .iter()
+                        .map(|(k, n)| (k.as_str(), n))
+                        .collect::<std::collections::BTreeMap<_, _>>(),
+                )?;
+                m.serialize_entry("lost_total", &r.lost_total)?;
+                m.serialize_entry("untracked_children", &r.untracked_children)?;
+                m.serialize_entry(
+                    "sessions",
+                    &r.sessions
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>(),
+                )?;
+                m.serialize_entry(
+                    "links",
+                    &serde_json::json!({
+                        "updated": r.links_updated,
+                        "replaced": r.links_replaced,
+                        "new": r.links_new,
+                    }),
+                )?;
             }
         }
         if let Some(host) = &self.host {

@@ -140,6 +140,31 @@ pub enum Detail {
         name: String,
         errors: String,
     },
+    /// A daemon took over the pinned programs and maps of one that had stopped or
+    /// died: how long no daemon ran, and what the kernel could not hand over meanwhile.
+    Resumed(Box<Resumed>),
+}
+
+/// The details of [`Detail::Resumed`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resumed {
+    pub previous_pid: u32,
+    /// Whether the previous daemon stopped cleanly (else it died: crash, SIGKILL).
+    pub clean_stop: bool,
+    /// From the previous daemon's last sign of life (within 10 ms of its end) to now.
+    pub gap_ms: u64,
+    /// Records the kernel could not put in the ring buffer since the previous
+    /// daemon's last report, by kind (counted in the kernel).
+    pub lost_by_kind: Vec<(String, u64)>,
+    pub lost_total: u64,
+    /// Children that escaped tracking meanwhile (tracked-process map full).
+    pub untracked_children: u64,
+    /// The sessions the kernel kept tracking, now this daemon's, with their ids.
+    pub sessions: Vec<SessionId>,
+    /// How each hook's program was replaced by this daemon's (see `ebpf::pins::Swaps`).
+    pub links_updated: usize,
+    pub links_replaced: usize,
+    pub links_new: usize,
 }
 
 impl Detail {
@@ -157,6 +182,7 @@ impl Detail {
             Detail::Limit { .. } => "limit",
             Detail::PolicyLoaded { .. } => "policy_loaded",
             Detail::PolicyRejected { .. } => "policy_rejected",
+            Detail::Resumed(_) => "daemon_resumed",
         }
     }
 }

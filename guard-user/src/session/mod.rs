@@ -237,7 +237,8 @@ impl Registry {
             | Detail::SessionEnd { .. }
             | Detail::Lost { .. }
             | Detail::PolicyLoaded { .. }
-            | Detail::PolicyRejected { .. } => {}
+            | Detail::PolicyRejected { .. }
+            | Detail::Resumed(_) => {}
         }
         None
     }

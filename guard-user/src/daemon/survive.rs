@@ -1,0 +1,97 @@
+//! A restart on pinned state: the sessions the kernel kept tracking while no daemon
+//! ran become this daemon's, with their ids, and the gap is reported as a
+//! `daemon_resumed` event (how long, and what the kernel counted as lost meanwhile).
+
+use std::collections::BTreeMap;
+
+use guard_common::{EventKind, counter, protocol::How};
+
+use super::Daemon;
+use crate::{
+    event::{Detail, Resumed, SessionId, Task, clock},
+    session::scan::task_from_proc,
+};
+
+impl Daemon {
+    /// Adopts what an earlier daemon on the same pins left; nothing on a first start.
+    pub(super) fn resume(&mut self) -> anyhow::Result<()> {
+        let counters = self.probes.counters()?;
+        let (by_kind, track_full) = crate::ebpf::lost_of(&counters);
+        // The `lost` reports that follow count from here.
+        self.lost_seen = by_kind.iter().map(|(_, n)| n).sum::<u64>() + track_full;
+        let Some(prev) = self.probes.resumed else {
+            self.probes.mark_reported(&counters);
+            return Ok(());
+        };
+        let gap_ns = clock::boot_ns().saturating_sub(prev.alive_ns);
+        let since = |i: u32| {
+            let i = i as usize;
+            counters[i].saturating_sub(prev.reported[i])
+        };
+        let lost_by_kind: Vec<(String, u64)> = EventKind::ALL
+            .iter()
+            .map(|k| (k.name().to_owned(), since(counter::LOST_BASE + *k as u32)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let lost_total = lost_by_kind.iter().map(|(_, n)| n).sum();
+        let sessions = self.adopt_tracked()?;
+        let swaps = self.probes.swaps;
+        let resumed = Resumed {
+            previous_pid: prev.pid,
+            clean_stop: prev.clean_stop,
+            gap_ms: gap_ns / 1_000_000,
+            lost_by_kind,
+            lost_total,
+            untracked_children: since(counter::TRACK_FULL),
+            sessions,
+            links_updated: swaps.updated,
+            links_replaced: swaps.replaced,
+            links_new: swaps.new,
+        };
+        tracing::info!(
+            previous_pid = prev.pid,
+            clean_stop = prev.clean_stop,
+            gap_ms = resumed.gap_ms,
+            lost = resumed.lost_total,
+            sessions = resumed.sessions.len(),
+            "took over the pinned programs and maps of the previous daemon"
+        );
+        self.out
+            .write_daemon_event(self.pipe.offset, Detail::Resumed(Box::new(resumed)))?;
+        self.probes.mark_reported(&counters);
+        Ok(())
+    }
+
+    /// Makes every session in the kernel's tracked set a session of this daemon,
+    /// under the id the kernel keeps for it; returns the ids.
+    fn adopt_tracked(&mut self) -> anyhow::Result<Vec<SessionId>> {
+        let mut by_session: BTreeMap<u64, (u32, Vec<u32>)> = BTreeMap::new();
+        for (pid, entry) in self.probes.tracked_all() {
+            by_session
+                .entry(entry.session)
+                .or_insert((entry.root_pid, Vec::new()))
+                .1
+                .push(pid);
+        }
+        let now = self.pipe.now();
+        let mut ids = Vec::new();
+        for (id, (root, members)) in by_session {
+            let id = SessionId(id);
+            let mut task = task_from_proc(root).unwrap_or_else(|| Task {
+                // The root is gone; its members still run.
+                pid: root,
+                ..Task::default()
+            });
+            self.pipe.enricher.enrich_task(&mut task);
+            let start = self.pipe.registry.start(id, How::Adopted, now, &task);
+            for pid in members.into_iter().filter(|p| *p != root) {
+                if let Some(t) = task_from_proc(pid) {
+                    self.pipe.registry.adopt(id, pid, t.ppid, t.comm);
+                }
+            }
+            self.out.write(&start)?;
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+}
