@@ -72,6 +72,7 @@ fn main() -> ExitCode {
             bpf_stats,
             floor,
             pin_dir,
+            lift_on_stop,
         } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -89,6 +90,7 @@ fn main() -> ExitCode {
                     runtime_root,
                     bpf_stats,
                     pin_dir,
+                    lift_on_stop,
                 }))
             }),
         Cmd::Run { socket, command } => run::run(&socket, &command),

@@ -400,6 +400,64 @@ impl Fifo {
     }
 }
 
+/// A pin directory under `/sys/fs/bpf` that a test owns: the daemons it starts pin
+/// their programs, links and maps there (and leave them when they stop, as guard
+/// does); on drop everything under it is removed, which detaches the programs and
+/// frees the maps. Share it (`Arc`) between daemons that take over from each other;
+/// it goes when the last of them is dropped, after each stopped.
+#[derive(Debug)]
+pub struct PinDir {
+    path: PathBuf,
+}
+
+impl PinDir {
+    /// A new, unique path; the daemon creates the directory (and mounts the BPF file
+    /// system when absent).
+    pub fn new() -> PinDir {
+        PinDir {
+            path: Path::new("/sys/fs/bpf").join(format!("guard-e2e-{}", unique_name("p"))),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The links pinned now (one per attached hook).
+    pub fn links(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.path.join("links"))
+            .map(|r| {
+                r.filter_map(Result::ok)
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+}
+
+impl Default for PinDir {
+    fn default() -> Self {
+        PinDir::new()
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        match fs::remove_dir_all(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => eprintln!(
+                "cannot remove the test's pins {}: {e}; remove them with \
+                 `guard unload --pin-dir {}`",
+                self.path.display(),
+                self.path.display()
+            ),
+        }
+    }
+}
+
 /// Predicate for [`Daemon::wait_for`]: the session rooted at `root_pid` has ended.
 pub fn session_ended(root_pid: i64) -> impl Fn(&[Event]) -> bool {
     move |events| {
@@ -431,6 +489,8 @@ pub struct Daemon {
     log: Arc<Mutex<String>>,
     /// Whether a failure message already carried the log (so Drop need not print it).
     log_shown: bool,
+    /// Where it pins (removed when the last daemon sharing it is dropped).
+    pins: Arc<PinDir>,
 }
 
 impl Daemon {
@@ -449,13 +509,22 @@ impl Daemon {
     /// [`Daemon::start_with`], with `extra` arguments after `daemon` (`--policy FILE`).
     /// With no `agents`, the policy's `[agents] names` start sessions.
     pub fn start_with_args(agents: &[&str], to: EventsTo, extra: &[&OsStr]) -> Daemon {
+        Daemon::start_on(&Arc::new(PinDir::new()), agents, to, extra)
+    }
+
+    /// [`Daemon::start_with_args`] on the pins `pins` (another daemon's, to take over
+    /// from it).
+    pub fn start_on(pins: &Arc<PinDir>, agents: &[&str], to: EventsTo, extra: &[&OsStr]) -> Daemon {
         require_root();
         let bin = guard_bin();
         let dir = TempDir::new("guard-e2e-daemon");
         let events_path = (to == EventsTo::File).then(|| dir.join("events.jsonl"));
         let socket_path = dir.join("guard.sock");
         let mut cmd = Command::new(&bin);
-        cmd.arg("daemon").args(extra);
+        cmd.arg("daemon")
+            .arg("--pin-dir")
+            .arg(pins.path())
+            .args(extra);
         for agent in agents {
             cmd.arg("--agent").arg(agent);
         }
@@ -487,6 +556,7 @@ impl Daemon {
             socket_path,
             log: Arc::clone(&log),
             log_shown: false,
+            pins: Arc::clone(pins),
         };
 
         let start = Instant::now();
@@ -526,6 +596,30 @@ impl Daemon {
     /// The daemon's pid (None once it was stopped), to signal it (SIGHUP).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Its pin directory.
+    pub fn pins(&self) -> &Arc<PinDir> {
+        &self.pins
+    }
+
+    /// Waits for the daemon to exit on its own (something else killed it), up to
+    /// [`STOP_TIMEOUT`]; fails the test if it still runs.
+    pub fn wait_exited(&mut self) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.try_wait() {
+                self.child = None;
+                return status;
+            }
+            if start.elapsed() > scaled(STOP_TIMEOUT) {
+                self.fail(format!(
+                    "guard daemon still runs {:?} after it should have been killed",
+                    scaled(STOP_TIMEOUT)
+                ));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// The events file (None with [`EventsTo::Stdout`]).

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use guard_tests::{
-    FakeAgent, Fifo, PIPE_CLOSE_TIMEOUT, READY_LINE, READY_TIMEOUT, TempDir, fake_agent_exe,
-    guard_bin, require_root,
+    FakeAgent, Fifo, PIPE_CLOSE_TIMEOUT, PinDir, READY_LINE, READY_TIMEOUT, TempDir,
+    fake_agent_exe, guard_bin, require_root,
 };
 use serde_json::Value;
 
@@ -180,9 +180,11 @@ impl Drop for Proc {
 
 /// `guard daemon --agent NAME --events FILE --socket SOCK --metrics 127.0.0.1:PORT`,
 /// started like the fixtures' `Daemon` (which takes no extra arguments), ready.
-fn start_daemon(agent: &str, dir: &Path, metrics: SocketAddr) -> Result<Proc> {
+fn start_daemon(agent: &str, dir: &Path, pins: &PinDir, metrics: SocketAddr) -> Result<Proc> {
     let mut cmd = Command::new(guard_bin());
     cmd.arg("daemon")
+        .arg("--pin-dir")
+        .arg(pins.path())
         .args(["--agent", agent])
         .arg("--events")
         .arg(dir.join("events.jsonl"))
@@ -329,7 +331,9 @@ fn prometheus_scrapes_the_daemon() -> Result<()> {
     let dir = TempDir::new("guard-e2e-metrics");
     let agent = FakeAgent::install(fake_agent_exe!());
     let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let mut daemon = start_daemon(agent.name(), dir.path(), metrics)?;
+    // Declared before the daemon, so removed after it stopped.
+    let pins = PinDir::new();
+    let mut daemon = start_daemon(agent.name(), dir.path(), &pins, metrics)?;
 
     // The daemon's own endpoints, before Prometheus looks at them.
     let (status, body) = http_get(metrics, "/healthz")?;

@@ -64,6 +64,10 @@ pub enum Cmd {
         /// next daemon takes them over. One daemon per directory.
         #[arg(long, env = "GUARD_PIN_DIR", default_value = crate::ebpf::pins::DEFAULT_DIR)]
         pin_dir: PathBuf,
+        /// At a clean stop (SIGTERM/SIGINT), remove the pins: enforcement ends with this
+        /// daemon (for one-off runs and benchmarks; a crash still leaves them).
+        #[arg(long)]
+        lift_on_stop: bool,
     },
     /// Stop enforcing: remove guard's pinned programs, links and maps (the daemon
     /// leaves them in place when it stops, on purpose). Refused while a daemon runs.

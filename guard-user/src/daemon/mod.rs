@@ -46,6 +46,8 @@ pub struct Options {
     pub bpf_stats: bool,
     /// Where the programs, links and maps are pinned (one daemon per directory).
     pub pin_dir: PathBuf,
+    /// Remove the pins at a clean stop (enforcement ends with this daemon).
+    pub lift_on_stop: bool,
 }
 
 /// Everything the loop owns.
@@ -207,6 +209,18 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     d.report_lost()?;
     d.out.sink.flush()?;
     d.probes.stopped();
+    if opts.lift_on_stop {
+        // The lock goes with the probes; unloading takes it anew.
+        drop(d);
+        drop(ring);
+        let links = crate::ebpf::pins::unload(&opts.pin_dir)?;
+        tracing::info!(
+            links,
+            pins = %opts.pin_dir.display(),
+            "guard daemon stopped; pins removed, programs detached (--lift-on-stop)"
+        );
+        return Ok(());
+    }
     tracing::info!(
         pins = %d.probes.pin_dir().display(),
         "guard daemon stopped; enforcement stays pinned (`guard unload` lifts it)"

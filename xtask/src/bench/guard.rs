@@ -70,7 +70,12 @@ pub(super) fn start_guard(
             .arg("--events")
             .arg(events)
             .arg("--socket")
-            .arg(&ctx.socket);
+            .arg(&ctx.socket)
+            // Pins of its own, removed when it stops: the next setup measures no
+            // program of this one.
+            .arg("--pin-dir")
+            .arg(format!("/sys/fs/bpf/guard-bench-{}", std::process::id()))
+            .arg("--lift-on-stop");
     }
     cmd.env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
