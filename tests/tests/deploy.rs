@@ -364,6 +364,8 @@ fn check_daemonset(ds: &Value, expect_args: &[&str]) -> Result<()> {
     for (path, read_only) in [
         ("/etc/guard", true),
         ("/sys/kernel/tracing", true),
+        // The host's bpffs: the pins must outlive the pod.
+        ("/sys/fs/bpf", false),
         ("/sys/fs/cgroup", true),
         ("/run/guard", false),
         ("/run/containerd/io.containerd.runtime.v2.task", true),

@@ -58,7 +58,8 @@ const SKIP_MARK: &str = "SKIPPED:";
 /// The tests run in each kernel, by test binary and exact test name: programs load
 /// and a session starts, the tree is followed (fork, setsid double fork, vfork,
 /// threads, exec), each action keeps its guarantee (kill at exec, kill before a read
-/// returns, network deny, user-space kill), and every BPF-LSM deny.
+/// returns, network deny, user-space kill), every BPF-LSM deny, and enforcement with
+/// no daemon (pinned links).
 const SUBSET: &[(&str, &[&str])] = &[
     ("daemon", &["each_agent_name_starts_its_own_session"]),
     ("tree", &["agent_process_tree_is_one_session"]),
@@ -76,6 +77,15 @@ const SUBSET: &[(&str, &[&str])] = &[
         &[
             "deny_refuses_every_change_and_the_agent_lives",
             "component_run_is_killed_in_the_kernel_at_open",
+        ],
+    ),
+    // Pinned links of every type the kernel has (LSM ones included) keep enforcing
+    // with no daemon, and a restart replaces them without a read getting through.
+    (
+        "survive",
+        &[
+            "sigkill_from_a_session_leaves_the_kernel_enforcing_and_the_next_daemon_adopts",
+            "restart_replaces_the_programs_with_no_read_getting_through",
         ],
     ),
 ];
