@@ -503,6 +503,19 @@ pub enum EventDetail {
         #[serde(default)]
         errors: String,
     },
+    /// A daemon took over pinned enforcement after a gap.
+    DaemonResumed {
+        #[serde(default)]
+        previous_pid: u32,
+        #[serde(default)]
+        clean_stop: bool,
+        #[serde(default)]
+        gap_ms: u64,
+        #[serde(default)]
+        lost_total: u64,
+        #[serde(default)]
+        sessions: Vec<String>,
+    },
     /// This subscriber read too slowly and missed `count` events.
     Missed { count: u64 },
     /// A kind this client does not know (a newer daemon).
@@ -525,6 +538,7 @@ impl EventDetail {
             EventDetail::Lost { .. } => "lost",
             EventDetail::PolicyLoaded { .. } => "policy_loaded",
             EventDetail::PolicyRejected { .. } => "policy_rejected",
+            EventDetail::DaemonResumed { .. } => "daemon_resumed",
             EventDetail::Missed { .. } => "missed",
             EventDetail::Other => "other",
         }

@@ -258,6 +258,18 @@ pub fn what(ev: &EventLine) -> String {
             let parts: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
             format!("LOST {total}: {}", parts.join(", "))
         }
+        EventDetail::DaemonResumed {
+            previous_pid,
+            clean_stop,
+            gap_ms,
+            lost_total,
+            sessions,
+        } => format!(
+            "took over from guard {previous_pid} ({}) after {gap_ms} ms: {lost_total} records \
+             lost meanwhile, {} sessions adopted",
+            if *clean_stop { "stopped" } else { "died" },
+            sessions.len()
+        ),
         EventDetail::Missed { count } => {
             format!("this client missed {count} events (it read too slowly)")
         }

@@ -96,10 +96,18 @@ pub fn on_bpffs(path: &Path) -> bool {
     let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
         return false;
     };
-    // SAFETY: statfs writes into the zeroed struct it is given; the path outlives the call.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    rc == 0 && i64::from(st.f_type) == BPF_FS_MAGIC
+    // SAFETY: statfs writes into the zeroed plain-integer struct it is given; the path
+    // outlives the call.
+    let (rc, st) = unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        (libc::statfs(c.as_ptr(), &mut st), st)
+    };
+    #[allow(
+        clippy::useless_conversion,
+        reason = "f_type is i64 on x86-64, a narrower type elsewhere"
+    )]
+    let f_type = i64::from(st.f_type);
+    rc == 0 && f_type == BPF_FS_MAGIC
 }
 
 /// Makes sure a BPF file system is mounted at `/sys/fs/bpf`, where guard pins its

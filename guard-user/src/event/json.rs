@@ -437,6 +437,18 @@ mod tests {
                 name: "/etc/guard.toml".into(),
                 errors: "x:1:1: error[G001]: …".into(),
             },
+            Detail::Resumed(Box::new(crate::event::Resumed {
+                previous_pid: 7,
+                clean_stop: false,
+                gap_ms: 1175,
+                lost_by_kind: vec![("open".into(), 3)],
+                lost_total: 3,
+                untracked_children: 0,
+                sessions: vec![crate::event::SessionId(0x1f)],
+                links_updated: 4,
+                links_replaced: 15,
+                links_new: 0,
+            })),
         ];
         for detail in cases {
             let kind = detail.kind();
@@ -485,5 +497,31 @@ mod tests {
             }
         );
         assert_eq!(exit.pid, Some(42));
+    }
+
+    #[test]
+    fn daemon_resumed_json() {
+        let mut e = ev(Detail::Resumed(Box::new(crate::event::Resumed {
+            previous_pid: 7,
+            clean_stop: true,
+            gap_ms: 12,
+            lost_by_kind: vec![("open".into(), 3), ("exec".into(), 1)],
+            lost_total: 4,
+            untracked_children: 2,
+            sessions: vec![crate::event::SessionId(0x1f)],
+            links_updated: 4,
+            links_replaced: 15,
+            links_new: 0,
+        })));
+        e.session = None;
+        let j = e.to_json();
+        assert!(
+            j.contains(r#""kind":"daemon_resumed","previous_pid":7,"clean_stop":true,"gap_ms":12,"lost_by_kind":{"exec":1,"open":3},"lost_total":4,"untracked_children":2,"sessions":["000000000000001f"],"links":{"new":0,"replaced":15,"updated":4}"#),
+            "{j}"
+        );
+        assert!(
+            !j.contains(r#""pid""#),
+            "a daemon event has no process: {j}"
+        );
     }
 }
