@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser as _};
 use guard::cli::{Cli, Cmd, PolicyCmd, clients, run};
-use guard::{daemon, policy, top};
+use guard::{daemon, ebpf, policy, top};
 
 fn policy_command(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
     match cmd {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use guard_common::{EventKind, counter, protocol::How};
+use guard_common::{counter, protocol::How};
 
 use super::Daemon;
 use crate::{
@@ -24,14 +24,15 @@ impl Daemon {
             return Ok(());
         };
         let gap_ns = clock::boot_ns().saturating_sub(prev.alive_ns);
-        let since = |i: u32| {
-            let i = i as usize;
-            counters[i].saturating_sub(prev.reported[i])
-        };
-        let lost_by_kind: Vec<(String, u64)> = EventKind::ALL
-            .iter()
-            .map(|k| (k.name().to_owned(), since(counter::LOST_BASE + *k as u32)))
+        let mut since = [0u64; counter::LEN as usize];
+        for (i, n) in since.iter_mut().enumerate() {
+            *n = counters[i].saturating_sub(prev.reported[i]);
+        }
+        let (by_kind, escaped) = crate::ebpf::lost_of(&since);
+        let lost_by_kind: Vec<(String, u64)> = by_kind
+            .into_iter()
             .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| (k.to_owned(), n))
             .collect();
         let lost_total = lost_by_kind.iter().map(|(_, n)| n).sum();
         let sessions = self.adopt_tracked()?;
@@ -42,7 +43,7 @@ impl Daemon {
             gap_ms: gap_ns / 1_000_000,
             lost_by_kind,
             lost_total,
-            untracked_children: since(counter::TRACK_FULL),
+            untracked_children: escaped,
             sessions,
             links_updated: swaps.updated,
             links_replaced: swaps.replaced,

@@ -27,11 +27,12 @@ pub const DEFAULT_DIR: &str = "/sys/fs/bpf/guard";
 
 /// Maps whose contents must outlive the daemon: sessions, agent names and cgroups,
 /// rules and mode, the ring buffer (records written while no daemon runs wait there),
-/// the counters, the opens and sends in flight, and the daemon's own state. The
+/// the counters, the opens and sends in flight, the sessions' record budgets, and the
+/// daemon's own state. The
 /// per-CPU scratch maps are not listed: each program version gets fresh ones. A map
 /// added to the eBPF object whose contents the kernel needs across a restart
 /// belongs here.
-pub const PINNED_MAPS: [&str; 11] = [
+pub const PINNED_MAPS: [&str; 12] = [
     "TRACKED",
     "AGENTS",
     "AGENT_CGROUPS",
@@ -42,6 +43,7 @@ pub const PINNED_MAPS: [&str; 11] = [
     "CONFIG",
     "PATH_RULES",
     "NET_RULES",
+    "SESSION_LIMITS",
     "DAEMON",
 ];
 
