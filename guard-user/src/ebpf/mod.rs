@@ -86,6 +86,8 @@ pub enum Error {
         #[source]
         source: aya::pin::PinError,
     },
+    #[error("{0} is not a guard pin directory (no maps/DAEMON, no links/): nothing removed")]
+    NotGuards(PathBuf),
     #[error("no pinned link for {0}")]
     NoLink(String),
     #[error("cannot point the pinned link of {hook} at the new program")]

@@ -367,17 +367,30 @@ fn link_update(
 }
 
 /// `guard unload`: takes the lock (refusing while a daemon holds it) and removes
-/// every pin under `path`, which detaches guard's programs and frees its maps.
+/// every pin under `path` — links first, which detaches guard's programs, then the
+/// programs and maps — and the directory. Refuses a directory that is not guard's
+/// (no `maps/DAEMON` or `links/`), so that a wrong path removes nothing of others'.
 /// Returns the number of links removed.
 pub fn unload(path: &Path) -> Result<usize, Error> {
     if !path.exists() {
         return Ok(0);
     }
+    if !path.join("maps").join("DAEMON").exists() && !path.join("links").is_dir() {
+        return Err(Error::NotGuards(path.to_owned()));
+    }
     let pins = PinDir::lock(path)?;
     let links = std::fs::read_dir(pins.links())
         .map(|r| r.filter_map(Result::ok).count())
         .unwrap_or(0);
-    std::fs::remove_dir_all(path).map_err(|source| Error::PinDir {
+    for sub in ["links", "progs", "maps"] {
+        let sub = path.join(sub);
+        match std::fs::remove_dir_all(&sub) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(Error::PinDir { path: sub, source }),
+        }
+    }
+    std::fs::remove_dir(path).map_err(|source| Error::PinDir {
         path: path.to_owned(),
         source,
     })?;
