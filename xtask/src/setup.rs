@@ -2,7 +2,7 @@
 //! Idempotent; only checks when everything is already present.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
@@ -116,18 +116,11 @@ pub fn debian_packages(packages: &[&str]) -> Result<()> {
         );
     }
     log!("debian packages: installing {missing}");
+    util::run(util::apt_get().arg("update"))?;
     util::run(
-        Command::new("apt-get")
-            .arg("update")
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null()),
-    )?;
-    util::run(
-        Command::new("apt-get")
+        util::apt_get()
             .args(["install", "-y", "--no-install-recommends"])
-            .args(missing.split(' '))
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null()),
+            .args(missing.split(' ')),
     )?;
     Ok(())
 }

@@ -48,6 +48,17 @@ pub fn cargo() -> Command {
     cmd
 }
 
+/// An `apt-get` command that waits (up to 10 minutes) for another apt or dpkg run on
+/// the machine to let go of the package database instead of failing at once, with
+/// no questions asked and no standard input.
+pub fn apt_get() -> Command {
+    let mut cmd = Command::new("apt-get");
+    cmd.args(["-o", "DPkg::Lock::Timeout=600"])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
 /// Whether the effective user is root.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.

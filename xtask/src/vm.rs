@@ -264,12 +264,7 @@ fn matrix() -> Result<Vec<Kernel>> {
     let (mut six, mut older) = search()?;
     if SERIES.iter().any(|s| newest_abi(s, &six).is_none()) {
         log!("apt lists no kernel for some series; running apt-get update");
-        util::run(
-            Command::new("apt-get")
-                .arg("update")
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdin(Stdio::null()),
-        )?;
+        util::run(util::apt_get().arg("update"))?;
         (six, older) = search()?;
     }
     let mut kernels = Vec::new();
@@ -318,10 +313,9 @@ fn fetch(vm_dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
     fs::create_dir_all(&debs).with_context(|| format!("cannot create {}", debs.display()))?;
     let package = kernel.package();
     util::run(
-        Command::new("apt-get")
+        util::apt_get()
             .args(["download", &package])
-            .current_dir(&debs)
-            .stdin(Stdio::null()),
+            .current_dir(&debs),
     )?;
     let deb = fs::read_dir(&debs)
         .with_context(|| format!("cannot list {}", debs.display()))?

@@ -47,21 +47,14 @@ pub(super) fn install_peers() {
         return;
     }
     log!("peers: installing {}", missing.join(" "));
-    let update = util::run(
-        Command::new("apt-get")
-            .args(["update", "-qq"])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null()),
-    );
+    let update = util::run(util::apt_get().args(["update", "-qq"]));
     if let Err(e) = update {
         log!("warning: {e:#}");
     }
     let install = util::run(
-        Command::new("apt-get")
+        util::apt_get()
             .args(["install", "-y", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null()),
+            .args(&missing),
     );
     if let Err(e) = install {
         log!("warning: {e:#}");
