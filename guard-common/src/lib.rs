@@ -13,6 +13,8 @@ pub mod event;
 pub mod maps;
 #[cfg(feature = "protocol")]
 pub mod protocol;
+#[cfg(feature = "protocol")]
+pub mod report;
 pub mod rules;
 
 pub use event::*;

@@ -47,6 +47,9 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pid: Option<u32>,
     },
+    /// The report of a running or recently ended session (an id or a unique prefix
+    /// of one): [`crate::report::Report`].
+    Report { session: String },
 }
 
 /// The answer to one request: `{"ok":true,"data":…}` or `{"ok":false,"error":"…"}`.
@@ -405,6 +408,9 @@ pub struct ViolationLine {
     pub would: Option<Action>,
     #[serde(default)]
     pub rules: Vec<String>,
+    /// One of the rules protects a secret (`secret = true` in the policy).
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+    pub secret: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kill_latency_us: Option<u64>,
 }
@@ -581,6 +587,9 @@ mod tests {
                 session: None,
                 pid: Some(42),
             },
+            Request::Report {
+                session: "00ab".into(),
+            },
         ] {
             round_trip(&r);
         }
@@ -658,6 +667,21 @@ mod tests {
                 fallback_reason: Some("BPF-LSM not active".into()),
             }],
         }));
+        round_trip(&Reply::data(crate::report::Report {
+            session: "000000f27677c8c0".into(),
+            agent: Some("codex".into()),
+            commands: crate::report::Bounded {
+                items: vec![crate::report::Command {
+                    ts: "2026-11-22T08:00:00.000000000Z".into(),
+                    pid: 10,
+                    exe: "/usr/bin/git".into(),
+                    argv: vec!["git".into(), "status".into()],
+                    verdict: None,
+                }],
+                omitted: 3,
+            },
+            ..Default::default()
+        }));
         round_trip(&Reply::data(KillReport {
             killed: vec![3, 2],
             gone: vec![4],
@@ -692,6 +716,7 @@ mod tests {
                 alert: true,
                 would: None,
                 rules: vec!["ssh-keys".into()],
+                secret: true,
                 kill_latency_us: None,
             }),
         };

@@ -12,6 +12,7 @@ pub mod ebpf;
 pub mod event;
 pub mod metrics;
 pub mod policy;
+pub mod report;
 pub mod resolve;
 pub mod session;
 pub mod top;

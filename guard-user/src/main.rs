@@ -103,6 +103,12 @@ fn main() -> ExitCode {
             json,
         } => clients::events(&socket, session, kinds, json),
         Cmd::Status { socket, json } => clients::status(&socket, json),
+        Cmd::Report {
+            session,
+            socket,
+            log,
+            json,
+        } => clients::report(&session, &socket, log.as_deref(), json),
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "guard", &mut std::io::stdout());
             Ok(())

@@ -40,6 +40,7 @@ impl Actor {
             alert: verdict.alert,
             would: verdict.would,
             rules: verdict.rules,
+            secret: verdict.secret,
             kill_latency_us: None,
         };
         match verdict.step {
@@ -150,6 +151,7 @@ mod tests {
             alert: true,
             would: None,
             rules: vec!["r".into()],
+            secret: false,
             step,
         }
     }

@@ -46,6 +46,30 @@ pub fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `guard report`: from the daemon, or folded from an audit log.
+pub fn report(session: &str, socket: &Path, log: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let report = match log {
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            crate::report::from_log(std::io::BufReader::new(file), session)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => client::call(
+            socket,
+            &Request::Report {
+                session: session.to_owned(),
+            },
+        )?,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", crate::report::markdown(&report));
+    }
+    Ok(())
+}
+
 pub fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
     let status: Status = client::call(socket, &Request::Status)?;
     if json {

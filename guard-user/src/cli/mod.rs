@@ -114,6 +114,21 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// A session's report: who and where, commands, files read and written by class,
+    /// destinations, violations and what guard did. Markdown unless --json.
+    Report {
+        /// The session id (or a unique prefix of it).
+        session: String,
+        #[arg(long, env = "GUARD_SOCKET", default_value = control::DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Build it from an audit log (the daemon's `--events` file) instead of
+        /// asking the daemon: for sessions the daemon no longer keeps.
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Kill a session (every process in it) or a process subtree.
     Kill {
         #[arg(long, env = "GUARD_SOCKET", default_value = control::DEFAULT_SOCKET)]

@@ -34,6 +34,10 @@ pub enum Command {
     Status {
         reply: Answer<Status>,
     },
+    Report {
+        session: String,
+        reply: Answer<guard_common::report::Report>,
+    },
     Kill {
         session: Option<String>,
         pid: Option<u32>,
@@ -176,6 +180,9 @@ async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>) {
             }
             Ok(Request::Sessions) => ask(&commands, |reply| Command::Sessions { reply }).await,
             Ok(Request::Status) => ask(&commands, |reply| Command::Status { reply }).await,
+            Ok(Request::Report { session }) => {
+                ask(&commands, |reply| Command::Report { session, reply }).await
+            }
             Ok(Request::Kill { session, pid }) => {
                 ask(&commands, |reply| Command::Kill {
                     session,

@@ -42,6 +42,9 @@ impl Daemon {
             Command::Status { reply } => {
                 let _ = reply.send(Ok(self.status()));
             }
+            Command::Report { session, reply } => {
+                let _ = reply.send(self.out.ledgers.get(&session));
+            }
             Command::Kill {
                 session,
                 pid,
@@ -165,6 +168,7 @@ impl Daemon {
         let judge = &self.pipe.judge;
         let rules = judge.tables().maps();
         let policy = judge.policy();
+        self.out.report_dir.clone_from(&policy.report.dir);
         let detail = Detail::PolicyLoaded {
             name: policy.name.clone(),
             mode: policy.mode,

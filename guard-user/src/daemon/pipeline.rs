@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use aya::maps::{MapData, RingBuf};
-use guard_common::protocol::{Action, Mode, Outcome};
+use guard_common::protocol::{Action, EventLine, Mode, Outcome};
 
 use crate::{
     action::Actor,
@@ -15,6 +15,7 @@ use crate::{
     event::{Detail, Event, Task, Violation, decode, enrich::Enricher},
     metrics::Metrics,
     policy::{judge::Judge, model::OnLoss},
+    report::{self, Ledgers},
     session::Registry,
 };
 
@@ -27,6 +28,10 @@ pub struct Outputs {
     pub total: u64,
     at_beat: u64,
     pub rate: f64,
+    /// Each session's report as it goes (`guard report`).
+    pub ledgers: Ledgers,
+    /// Where finished reports are written (`[report] dir`), as the policy says.
+    pub report_dir: Option<std::path::PathBuf>,
 }
 
 impl Outputs {
@@ -38,10 +43,13 @@ impl Outputs {
             total: 0,
             at_beat: 0,
             rate: 0.0,
+            ledgers: Ledgers::default(),
+            report_dir: None,
         }
     }
 
-    /// Writes one event to the audit log and offers it to every subscriber.
+    /// Writes one event to the audit log, offers it to every subscriber and adds it
+    /// to its session's report.
     pub fn write(&mut self, ev: &Event) -> Result<(), audit::Error> {
         self.total += 1;
         self.metrics.event(ev.detail.kind());
@@ -49,16 +57,51 @@ impl Outputs {
             self.metrics
                 .violation(&v.rule, v.action.as_str(), v.outcome.as_str());
         }
-        if self.subscribers.is_empty() {
+        let session = ev.session.map(|s| s.to_string());
+        if self.subscribers.is_empty() && session.is_none() {
             // The common case: serialise straight into the sink's buffer.
             return self.sink.write_event(ev);
         }
         let line: Arc<str> = Arc::from(ev.to_json());
         self.sink.write_line(&line)?;
-        let session = ev.session.map(|s| s.to_string());
-        self.subscribers
-            .offer(&line, session.as_deref(), ev.detail.kind());
+        if let Some(session) = &session {
+            self.report(session, ev, &line);
+        }
+        if !self.subscribers.is_empty() {
+            self.subscribers
+                .offer(&line, session.as_deref(), ev.detail.kind());
+        }
         Ok(())
+    }
+
+    /// Adds an event to its session's report (read back from the line the audit
+    /// log got, so a report from the log says the same); writes the report out when
+    /// the session ends.
+    fn report(&mut self, session: &str, ev: &Event, line: &str) {
+        let parsed = match serde_json::from_str::<EventLine>(line) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                tracing::warn!(session, "event left out of the session report: {e}");
+                return;
+            }
+        };
+        let done = self.ledgers.add(session, &parsed);
+        if let Detail::Limit { total, .. } = ev.detail {
+            self.ledgers.dropped(session, total);
+        }
+        let Some(done) = done else {
+            return;
+        };
+        if let Some(dir) = &self.report_dir {
+            match report::write_files(dir, &done) {
+                Ok(path) => {
+                    tracing::info!(session, path = %path.display(), "session report written")
+                }
+                Err(e) => {
+                    tracing::warn!(session, dir = %dir.display(), "cannot write the session report: {e:#}")
+                }
+            }
+        }
     }
 
     /// Writes an event about the daemon itself (no session, no process) at once.
@@ -169,6 +212,7 @@ impl Pipeline {
             alert: action != Action::Log,
             would,
             rules: vec!["limits".to_owned()],
+            secret: false,
             kill_latency_us: None,
         };
         match policy.limits.on_loss {

@@ -258,6 +258,9 @@ impl Serialize for Event {
                 m.serialize_entry("would", would.as_str())?;
             }
             m.serialize_entry("rules", &v.rules)?;
+            if v.secret {
+                m.serialize_entry("secret", &true)?;
+            }
             if let Some(us) = v.kill_latency_us {
                 m.serialize_entry("kill_latency_us", &us)?;
             }
@@ -464,6 +467,7 @@ mod tests {
                 alert: true,
                 would: None,
                 rules: vec!["r".into()],
+                secret: true,
                 kill_latency_us: None,
             });
             let json = e.to_json();
@@ -472,6 +476,7 @@ mod tests {
             assert_ne!(line.detail, EventDetail::Other, "{json}");
             if judged {
                 let v = line.violation.expect("violation read back");
+                assert!(v.secret, "{json}");
                 assert_eq!(
                     (v.outcome, v.outcome_error.as_deref()),
                     (Outcome::Failed, Some("EPERM"))

@@ -249,6 +249,8 @@ pub struct Violation {
     pub would: Option<Action>,
     /// Every rule the event broke.
     pub rules: Vec<String>,
+    /// One of them protects a secret (`secret = true`): the event is about one.
+    pub secret: bool,
     /// User-space kills: from the kernel seeing the event to the kill.
     pub kill_latency_us: Option<u64>,
 }

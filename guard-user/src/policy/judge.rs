@@ -24,6 +24,8 @@ pub struct Verdict {
     pub would: Option<Action>,
     /// Every rule the event broke.
     pub rules: Vec<String>,
+    /// One of them protects a secret (`secret = true`).
+    pub secret: bool,
     pub step: Step,
 }
 
@@ -164,6 +166,7 @@ impl Judge {
             alert: rule.action != Action::Log,
             would: observe.then_some(rule.action),
             rules: hits.iter().map(|h| rules[h.rule].id.clone()).collect(),
+            secret: rule.secret || hits.iter().any(|h| rules[h.rule].secret),
             step,
         })
     }

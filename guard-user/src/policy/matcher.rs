@@ -322,6 +322,7 @@ mod tests {
             kind,
             action,
             scope,
+            secret: false,
             pos: Pos::default(),
         }
     }
@@ -335,6 +336,7 @@ mod tests {
             cgroups: vec![],
             kill_stragglers: false,
             limits: crate::policy::model::Limits::default(),
+            report: Default::default(),
             rules,
         };
         Compiled::new(p, &["/root".to_owned(), "/home/ada".to_owned()]).expect("compiles")

@@ -110,6 +110,9 @@ pub struct Rule {
     pub kind: Kind,
     pub action: Action,
     pub scope: Scope,
+    /// File rules: what they protect is a secret (credentials, keys, dotenv files):
+    /// session reports list its reads apart (`secret = true`).
+    pub secret: bool,
     /// Where the rule's table starts.
     pub pos: Pos,
 }
@@ -142,7 +145,17 @@ pub struct Policy {
     pub kill_stragglers: bool,
     /// Record budgets per session and what a loss means (`[limits]`).
     pub limits: Limits,
+    /// Where session reports go (`[report]`).
+    pub report: ReportConfig,
     pub rules: Vec<Rule>,
+}
+
+/// `[report]`: the daemon writes each session's report when the session ends.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReportConfig {
+    /// Directory for `<session>.md` and `<session>.json` (`dir`); none: reports are
+    /// only asked for (`guard report`).
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// How many records a session may send the daemon, and what guard does when the

@@ -380,6 +380,7 @@ mod tests {
             kind,
             action,
             scope: Scope::All,
+            secret: false,
             pos: Pos::default(),
         }
     }
@@ -393,6 +394,7 @@ mod tests {
             cgroups: vec![],
             kill_stragglers: false,
             limits: crate::policy::model::Limits::default(),
+            report: Default::default(),
             rules,
         }
     }

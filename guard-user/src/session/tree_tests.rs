@@ -213,6 +213,7 @@ fn every_kind_of_event_is_counted_and_violations_too() {
         alert: false,
         would: None,
         rules: vec!["egress".into()],
+        secret: false,
         kill_latency_us: None,
     });
     r.after(&denied);

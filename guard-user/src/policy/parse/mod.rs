@@ -24,7 +24,9 @@ use toml::de::{DeTable, DeValue};
 pub use self::container::cgroup_glob;
 use self::container::container_selector;
 use super::diag::{Diagnostic, code, pos_at};
-use super::model::{Access, Action, Dest, Limits, Mode, OnLoss, Policy, Pos, Rule, Scope};
+use super::model::{
+    Access, Action, Dest, Limits, Mode, OnLoss, Policy, Pos, ReportConfig, Rule, Scope,
+};
 
 /// Parses and validates a policy. `source_name` names it in [`Policy::name`] (a
 /// file path or a built-in's name).
@@ -49,11 +51,12 @@ pub fn parse(source_name: &str, text: &str) -> Result<(Policy, Vec<Diagnostic>),
     }
 }
 
-const TOP_KEYS: &[&str] = &["mode", "agents", "limits", "rule"];
+const TOP_KEYS: &[&str] = &["mode", "agents", "limits", "report", "rule"];
+const REPORT_KEYS: &[&str] = &["dir"];
 const LIMIT_KEYS: &[&str] = &["rate", "burst", "on_loss"];
 const AGENT_KEYS: &[&str] = &["names", "containers", "cgroups", "kill_stragglers"];
 const COMMON_KEYS: &[&str] = &["id", "description", "kind", "action", "scope"];
-const FILE_KEYS: &[&str] = &["paths", "except", "access"];
+const FILE_KEYS: &[&str] = &["paths", "except", "access", "secret"];
 const EXEC_KEYS: &[&str] = &["exe", "argv_contains", "argv_regex"];
 const NETWORK_KEYS: &[&str] = &["allow", "deny"];
 
@@ -133,6 +136,7 @@ struct RawRule<'v> {
     paths: Option<Field<StrList<'v>>>,
     except: Option<Field<StrList<'v>>>,
     access: Option<Access>,
+    secret: bool,
     exe: Option<Field<StrList<'v>>>,
     argv_contains: Vec<(&'v str, usize)>,
     argv_regex: Option<String>,
@@ -173,6 +177,7 @@ impl Checker<'_> {
             cgroups: Vec::new(),
             kill_stragglers: false,
             limits: Limits::default(),
+            report: ReportConfig::default(),
             rules: Vec::new(),
         };
         for (key, value) in root.iter() {
@@ -184,6 +189,7 @@ impl Checker<'_> {
                 }
                 "agents" => self.agents(value, &mut policy),
                 "limits" => self.limits(value, &mut policy.limits),
+                "report" => self.report(value, &mut policy.report),
                 "rule" => policy.rules = self.rules(value),
                 other => self.unknown_key(other, key.span().start, "at the top level", TOP_KEYS),
             }
@@ -351,6 +357,32 @@ impl Checker<'_> {
             }
         }
         limits.burst = burst.unwrap_or_else(|| Limits::default_burst(limits.rate));
+    }
+
+    fn report(&mut self, value: &Value<'_>, report: &mut ReportConfig) {
+        let Some(table) = self.table("report", value) else {
+            return;
+        };
+        for (key, value) in table.iter() {
+            match key.get_ref().as_ref() {
+                "dir" => {
+                    let at = value.span().start;
+                    let Some(dir) = self.string("dir", value) else {
+                        continue;
+                    };
+                    if dir.starts_with('/') {
+                        report.dir = Some(dir.into());
+                    } else {
+                        self.error(
+                            code::INVALID,
+                            at,
+                            format!("[report] dir {dir:?} must be an absolute path"),
+                        );
+                    }
+                }
+                other => self.unknown_key(other, key.span().start, "in [report]", REPORT_KEYS),
+            }
+        }
     }
 
     fn rules(&mut self, value: &Value<'_>) -> Vec<Rule> {

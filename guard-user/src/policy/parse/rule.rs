@@ -140,6 +140,7 @@ impl Checker<'_> {
             kind,
             action: action.value,
             scope: raw.scope,
+            secret: raw.secret,
             pos: self.pos(start),
         })
     }
@@ -260,6 +261,11 @@ impl Checker<'_> {
                     }
                 }
                 raw.access = Some(access);
+            }
+            "secret" => {
+                if let Some(secret) = self.boolean(name, value) {
+                    raw.secret = secret;
+                }
             }
             "exe" => {
                 let Some(list) = self.str_list(name, value) else {

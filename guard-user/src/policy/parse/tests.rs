@@ -601,3 +601,56 @@ fn builtin_policies_choose_what_a_loss_means() {
     assert_eq!(of("ci").on_loss, OnLoss::Kill, "CI does not trust a gap");
     assert!(of("ci").rate > 0 && of("workstation").rate > 0);
 }
+
+#[test]
+fn secret_marks_file_rules_and_report_names_a_directory() {
+    use super::super::builtin;
+    let p = policy(&format!(
+        "[report]\ndir = \"/var/lib/guard/reports\"\n\n{FILE}access = [\"read\"]\npaths = [\"/s/**\"]\nsecret = true\n"
+    ));
+    assert!(p.rules[0].secret);
+    assert_eq!(
+        p.report.dir.as_deref(),
+        Some(Path::new("/var/lib/guard/reports"))
+    );
+    assert!(!policy("").rules.iter().any(|r| r.secret));
+    assert_eq!(policy("").report.dir, None);
+    // `secret` belongs to file rules.
+    assert_eq!(
+        codes(&format!("{EXEC}exe = [\"x\"]\nsecret = true\n")),
+        ["G010"]
+    );
+    assert_eq!(
+        codes(&format!("{FILE}paths = [\"/s\"]\nsecret = \"yes\"\n")),
+        ["G009"]
+    );
+    assert_eq!(codes("[report]\ndir = \"reports\"\n"), ["G009"]);
+    assert_eq!(codes("[report]\nfolder = \"/r\"\n"), ["G002"]);
+    // The built-ins mark their credential and dotenv rules, and the ci policy writes
+    // reports for CI to keep.
+    for name in builtin::NAMES {
+        let (p, _) = parse(name, builtin::get(name).expect("built-in")).expect("valid");
+        let secret: Vec<&str> = p
+            .rules
+            .iter()
+            .filter(|r| r.secret)
+            .map(|r| r.id.as_str())
+            .collect();
+        assert_eq!(
+            secret,
+            [
+                "credentials-read",
+                "agent-tokens-read",
+                "codex-auth-read",
+                "dotenv-read",
+                "private-keys-read"
+            ],
+            "{name}"
+        );
+    }
+    let (ci, _) = parse("ci", builtin::get("ci").expect("ci")).expect("valid");
+    assert_eq!(
+        ci.report.dir.as_deref(),
+        Some(Path::new("/var/lib/guard/reports"))
+    );
+}

@@ -1,0 +1,158 @@
+//! Session reports (`guard report`, `[report] dir`): one document per session, who
+//! ran what and where, files read and written by class, destinations, violations and
+//! what guard did. The daemon and `guard report` build it (guard's `report` module);
+//! this is its shape, the same in the `report` reply and in the JSON files.
+
+extern crate alloc;
+
+use alloc::{string::String, vec::Vec};
+
+use serde::{Deserialize, Serialize};
+
+/// Most entries a list of a report keeps (commands, files of one class,
+/// destinations, violations); past it the report counts what it left out.
+pub const MAX_ITEMS: usize = 2_000;
+
+/// A list that stops growing at [`MAX_ITEMS`] and counts the rest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bounded<T> {
+    pub items: Vec<T>,
+    /// Entries past the bound: counted, not listed.
+    pub omitted: u64,
+}
+
+impl<T> Default for Bounded<T> {
+    fn default() -> Self {
+        Self {
+            items: Vec::new(),
+            omitted: 0,
+        }
+    }
+}
+
+impl<T> Bounded<T> {
+    /// Adds `item`, or counts it when the list is full.
+    pub fn push(&mut self, item: T) {
+        if self.items.len() < MAX_ITEMS {
+            self.items.push(item);
+        } else {
+            self.omitted += 1;
+        }
+    }
+}
+
+/// A program a session ran (one `exec`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub ts: String,
+    pub pid: u32,
+    pub exe: String,
+    pub argv: Vec<String>,
+    /// What guard did, when the exec broke a rule: `rule: outcome`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+}
+
+/// One file a session opened, with every open of it folded in.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileUse {
+    pub path: String,
+    /// Opens of this path.
+    pub opens: u64,
+    /// Opens that failed (the file absent, permission, refused by guard).
+    pub failed: u64,
+    /// The first program that opened it.
+    pub by: String,
+    /// Rules the opens broke, with what guard did (`rule: outcome`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<String>,
+}
+
+/// Where files are, as a report sorts them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileClass {
+    /// Matched a rule marked `secret` (credentials, keys, dotenv files).
+    Secret,
+    /// Under the session's working directory.
+    Workspace,
+    /// The system's own files: libraries, programs, configuration, `/proc`, `/sys`, `/dev`.
+    System,
+    /// Anything else (the user's home outside the workspace, /tmp, other trees).
+    Outside,
+}
+
+/// Files by class and access.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Files {
+    pub secrets: Bounded<FileUse>,
+    pub workspace: Bounded<FileUse>,
+    pub outside: Bounded<FileUse>,
+    /// The system's files: listed in JSON, counted in Markdown.
+    pub system: Bounded<FileUse>,
+}
+
+/// One destination a session connected or sent to.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Destination {
+    pub addr: String,
+    pub port: u16,
+    pub proto: String,
+    /// The policy name the address resolved from, when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub connects: u64,
+    pub sends: u64,
+    /// Attempts that failed (refused by guard with EPERM, or by the network).
+    pub failed: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<String>,
+}
+
+/// A broken rule and what guard did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Violation {
+    pub ts: String,
+    pub pid: u32,
+    pub comm: String,
+    /// The event's kind and what it was about: `open /home/a/.ssh/id_rsa`.
+    pub what: String,
+    pub rule: String,
+    pub action: String,
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+    pub alert: bool,
+}
+
+/// The report of one session.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    pub session: String,
+    /// The agent program that started it.
+    pub agent: Option<String>,
+    pub root_pid: Option<u32>,
+    /// How the session started (`exec`, `run`, `container`, `scan`, `adopted`).
+    pub how: Option<String>,
+    pub user: Option<String>,
+    /// The root's working directory: the repository the agent worked in.
+    pub workspace: Option<String>,
+    pub container: Option<String>,
+    pub started: Option<String>,
+    pub ended: Option<String>,
+    /// From start to end (to the last event while it runs).
+    pub duration_ms: Option<u64>,
+    /// Processes the session forked.
+    pub forks: u64,
+    pub commands: Bounded<Command>,
+    /// Files opened for reading only.
+    pub read: Files,
+    /// Files opened for writing (created, truncated, appended).
+    pub written: Files,
+    pub destinations: Bounded<Destination>,
+    pub violations: Bounded<Violation>,
+    /// Records of the session the kernel dropped (over its `[limits]`): what the
+    /// report could not see.
+    pub dropped: u64,
+    /// Processes the policy killed when the root exited (`kill_stragglers`).
+    pub stragglers_killed: Vec<u32>,
+}

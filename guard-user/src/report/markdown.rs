@@ -1,0 +1,225 @@
+//! A session report for people: Markdown, one section per question a security team
+//! asks after an agent run.
+
+use std::fmt::Write as _;
+
+use super::{Bounded, FileUse, Files, Report};
+
+/// Renders `r` as Markdown.
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = write_report(&mut out, r);
+    out
+}
+
+fn or_dash(v: Option<&str>) -> &str {
+    v.filter(|s| !s.is_empty()).unwrap_or("-")
+}
+
+/// A table cell: no line breaks, no pipes, no backticks breaking the code span.
+fn cell(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
+        .replace('|', "\\|")
+        .replace('`', "'")
+}
+
+fn write_report(out: &mut String, r: &Report) -> std::fmt::Result {
+    writeln!(out, "# guard session report `{}`\n", r.session)?;
+    writeln!(out, "| | |\n|---|---|")?;
+    writeln!(out, "| agent | {} |", cell(or_dash(r.agent.as_deref())))?;
+    let root = r.root_pid.map(|p| p.to_string());
+    writeln!(out, "| root pid | {} |", or_dash(root.as_deref()))?;
+    writeln!(out, "| started by | {} |", or_dash(r.how.as_deref()))?;
+    writeln!(out, "| user | {} |", cell(or_dash(r.user.as_deref())))?;
+    writeln!(
+        out,
+        "| workspace | {} |",
+        cell(or_dash(r.workspace.as_deref()))
+    )?;
+    writeln!(
+        out,
+        "| container | {} |",
+        cell(or_dash(r.container.as_deref()))
+    )?;
+    writeln!(out, "| started | {} |", or_dash(r.started.as_deref()))?;
+    let ended = r.ended.as_deref().unwrap_or("still running");
+    writeln!(out, "| ended | {ended} |")?;
+    let duration = r
+        .duration_ms
+        .map(|ms| format!("{}.{:03} s", ms / 1000, ms % 1000));
+    writeln!(out, "| duration | {} |", or_dash(duration.as_deref()))?;
+    writeln!(
+        out,
+        "| activity | {} commands, {} forks, {} destinations, {} violations |",
+        r.commands.items.len() as u64 + r.commands.omitted,
+        r.forks,
+        r.destinations.items.len() as u64 + r.destinations.omitted,
+        r.violations.items.len() as u64 + r.violations.omitted,
+    )?;
+    if r.dropped > 0 {
+        writeln!(
+            out,
+            "\n**Incomplete:** the kernel dropped {} records of this session (over its \
+             `[limits]`); what they said is not in this report.",
+            r.dropped
+        )?;
+    }
+
+    writeln!(out, "\n## Violations and what guard did\n")?;
+    if r.violations.items.is_empty() {
+        writeln!(out, "None.")?;
+    } else {
+        writeln!(
+            out,
+            "| time | pid | program | what | rule | action | outcome |"
+        )?;
+        writeln!(out, "|---|---|---|---|---|---|---|")?;
+        for v in &r.violations.items {
+            writeln!(
+                out,
+                "| {} | {} | {} | `{}` | {} | {} | {}{} |",
+                v.ts,
+                v.pid,
+                cell(&v.comm),
+                cell(&v.what),
+                cell(&v.rule),
+                v.action,
+                v.outcome,
+                if v.alert { " (alert)" } else { "" }
+            )?;
+        }
+        omitted(out, r.violations.omitted, "violations")?;
+    }
+    if !r.stragglers_killed.is_empty() {
+        writeln!(
+            out,
+            "\nProcesses left when the agent exited, killed by the policy: {:?}.",
+            r.stragglers_killed
+        )?;
+    }
+
+    writeln!(out, "\n## Commands run\n")?;
+    if r.commands.items.is_empty() {
+        writeln!(out, "None seen.")?;
+    } else {
+        writeln!(out, "| time | pid | program | command line | guard |")?;
+        writeln!(out, "|---|---|---|---|---|")?;
+        for c in &r.commands.items {
+            writeln!(
+                out,
+                "| {} | {} | {} | `{}` | {} |",
+                c.ts,
+                c.pid,
+                cell(&c.exe),
+                cell(&c.argv.join(" ")),
+                cell(or_dash(c.verdict.as_deref())),
+            )?;
+        }
+        omitted(out, r.commands.omitted, "commands")?;
+    }
+
+    writeln!(out, "\n## Files read\n")?;
+    files(out, &r.read)?;
+    writeln!(out, "\n## Files written\n")?;
+    files(out, &r.written)?;
+
+    writeln!(out, "\n## Destinations\n")?;
+    if r.destinations.items.is_empty() {
+        writeln!(out, "None.")?;
+    } else {
+        writeln!(
+            out,
+            "| destination | name | proto | connects | sends | failed | guard |"
+        )?;
+        writeln!(out, "|---|---|---|---|---|---|---|")?;
+        for d in &r.destinations.items {
+            let at = if d.addr.contains(':') {
+                format!("[{}]:{}", d.addr, d.port)
+            } else {
+                format!("{}:{}", d.addr, d.port)
+            };
+            writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                at,
+                cell(or_dash(d.host.as_deref())),
+                d.proto,
+                d.connects,
+                d.sends,
+                d.failed,
+                cell(&verdicts(&d.verdicts)),
+            )?;
+        }
+        omitted(out, r.destinations.omitted, "destinations")?;
+    }
+    Ok(())
+}
+
+fn verdicts(v: &[String]) -> String {
+    if v.is_empty() {
+        "-".to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn files(out: &mut String, f: &Files) -> std::fmt::Result {
+    let any = [&f.secrets, &f.workspace, &f.outside, &f.system]
+        .iter()
+        .any(|l| !l.items.is_empty());
+    if !any {
+        return writeln!(out, "None seen.");
+    }
+    for (title, list) in [
+        ("Secrets", &f.secrets),
+        ("In the workspace", &f.workspace),
+        ("Outside the workspace", &f.outside),
+    ] {
+        if list.items.is_empty() {
+            continue;
+        }
+        writeln!(out, "### {title}\n")?;
+        file_table(out, list)?;
+        writeln!(out)?;
+    }
+    if !f.system.items.is_empty() {
+        let opens: u64 = f.system.items.iter().map(|u| u.opens).sum();
+        writeln!(
+            out,
+            "System files (libraries, programs, /etc, /proc, /sys, /dev): {} files, {} \
+             opens (listed in the JSON report).",
+            f.system.items.len() as u64 + f.system.omitted,
+            opens
+        )?;
+    }
+    Ok(())
+}
+
+fn file_table(out: &mut String, list: &Bounded<FileUse>) -> std::fmt::Result {
+    writeln!(out, "| path | first by | opens | failed | guard |")?;
+    writeln!(out, "|---|---|---|---|---|")?;
+    for u in &list.items {
+        writeln!(
+            out,
+            "| `{}` | {} | {} | {} | {} |",
+            cell(&u.path),
+            cell(&u.by),
+            u.opens,
+            u.failed,
+            cell(&verdicts(&u.verdicts)),
+        )?;
+    }
+    omitted(out, list.omitted, "files")
+}
+
+fn omitted(out: &mut String, n: u64, what: &str) -> std::fmt::Result {
+    if n > 0 {
+        writeln!(
+            out,
+            "\n…and {n} more {what} (past {} listed).",
+            super::MAX_ITEMS
+        )?;
+    }
+    Ok(())
+}

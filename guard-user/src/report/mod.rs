@@ -1,0 +1,470 @@
+//! Session reports: one document per session saying who ran what, where, which files
+//! it read and wrote, where it connected and what guard did about it (`guard report`).
+//!
+//! A [`Ledger`] folds a session's events, as the audit log holds them
+//! ([`EventLine`]), into bounded aggregates: the daemon keeps one per session and
+//! writes the report when the session ends (`[report] dir`), and `guard report --log`
+//! folds the same lines read back from an audit log, so both give the same document.
+
+mod markdown;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use chrono::DateTime;
+use guard_common::protocol::{EventDetail, EventLine};
+pub use guard_common::report::{
+    Bounded, Command, Destination, FileClass, FileUse, Files, MAX_ITEMS, Report, Violation,
+};
+
+pub use self::markdown::render as markdown;
+
+/// Reports of ended sessions the daemon keeps in memory for `guard report`.
+pub const KEEP_ENDED: usize = 64;
+
+/// Directories whose files are the system's, not the user's.
+const SYSTEM_PREFIXES: &[&str] = &[
+    "/usr/",
+    "/lib/",
+    "/lib64/",
+    "/lib32/",
+    "/bin/",
+    "/sbin/",
+    "/etc/",
+    "/proc/",
+    "/sys/",
+    "/dev/",
+    "/run/",
+    "/var/lib/",
+    "/var/cache/",
+    "/opt/",
+];
+
+/// Folds one session's events into its [`Report`].
+#[derive(Clone, Debug, Default)]
+pub struct Ledger {
+    report: Report,
+    /// Index of each path in its list, by (written, class).
+    files: HashMap<(bool, FileClass, String), usize>,
+    dests: BTreeMap<(String, u16, String), usize>,
+    first_ts: Option<String>,
+    last_ts: Option<String>,
+}
+
+impl Ledger {
+    /// A ledger for `session`.
+    pub fn new(session: &str) -> Self {
+        Self {
+            report: Report {
+                session: session.to_owned(),
+                ..Report::default()
+            },
+            ..Self::default()
+        }
+    }
+
+    /// Whether the session has ended.
+    pub fn ended(&self) -> bool {
+        self.report.ended.is_some()
+    }
+
+    /// Adds one event of the session.
+    pub fn add(&mut self, ev: &EventLine) {
+        if !ev.ts.is_empty() {
+            self.first_ts.get_or_insert_with(|| ev.ts.clone());
+            self.last_ts = Some(ev.ts.clone());
+        }
+        let pid = ev.pid.unwrap_or(0);
+        let comm = ev.comm.clone().unwrap_or_default();
+        let verdict = ev
+            .violation
+            .as_ref()
+            .map(|v| format!("{}: {}", v.rule, v.outcome.as_str()));
+        let r = &mut self.report;
+        if r.user.is_none() {
+            r.user.clone_from(&ev.user);
+        }
+        if r.container.is_none() {
+            r.container.clone_from(&ev.container);
+        }
+        let what = match &ev.detail {
+            EventDetail::SessionStart {
+                agent,
+                root_pid,
+                how,
+                cwd,
+            } => {
+                r.agent = Some(agent.clone());
+                r.root_pid = Some(*root_pid);
+                r.how = Some(how.as_str().to_owned());
+                r.workspace.clone_from(cwd);
+                r.started = Some(ev.ts.clone());
+                None
+            }
+            EventDetail::SessionEnd { killed, .. } => {
+                r.ended = Some(ev.ts.clone());
+                r.stragglers_killed.clone_from(killed);
+                None
+            }
+            EventDetail::Exec { exe, argv, .. } => {
+                r.commands.push(Command {
+                    ts: ev.ts.clone(),
+                    pid,
+                    exe: exe.clone(),
+                    argv: argv.clone(),
+                    verdict: verdict.clone(),
+                });
+                Some(format!("exec {exe}"))
+            }
+            EventDetail::Open {
+                path,
+                access,
+                result,
+            } => {
+                let written = access.iter().any(|a| a != "read");
+                self.file(path, written, result != "ok", &comm, ev);
+                Some(format!("open {path}"))
+            }
+            EventDetail::Connect {
+                addr,
+                port,
+                proto,
+                result,
+            }
+            | EventDetail::Send {
+                addr,
+                port,
+                proto,
+                result,
+            } => {
+                let send = matches!(ev.detail, EventDetail::Send { .. });
+                self.destination(addr, *port, proto, send, result != "ok", ev);
+                Some(format!(
+                    "{} {}",
+                    ev.detail.kind(),
+                    endpoint(addr, *port, ev.host.as_deref())
+                ))
+            }
+            EventDetail::Fork { .. } => {
+                r.forks += 1;
+                None
+            }
+            // Other kinds (and kinds this build does not know): only a violation of
+            // theirs is reported.
+            _ => Some(ev.detail.kind().to_owned()),
+        };
+        if let (Some(v), Some(what)) = (&ev.violation, what) {
+            self.report.violations.push(Violation {
+                ts: ev.ts.clone(),
+                pid,
+                comm,
+                what,
+                rule: v.rule.clone(),
+                action: v.action.as_str().to_owned(),
+                outcome: v.outcome.as_str().to_owned(),
+                alert: v.alert,
+            });
+        }
+    }
+
+    /// Records of the session the kernel dropped, from its `limit` events (their
+    /// kind is not in the protocol's list: the daemon passes the total on).
+    pub fn dropped(&mut self, total: u64) {
+        self.report.dropped = self.report.dropped.max(total);
+    }
+
+    fn class(&self, path: &str, ev: &EventLine) -> FileClass {
+        // A secret is one by the rule it broke, wherever it is.
+        if ev.violation.as_ref().is_some_and(|v| v.secret) {
+            return FileClass::Secret;
+        }
+        if let Some(ws) = self.report.workspace.as_deref()
+            && ws != "/"
+            && path
+                .strip_prefix(ws)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        {
+            return FileClass::Workspace;
+        }
+        if SYSTEM_PREFIXES.iter().any(|p| path.starts_with(p)) {
+            return FileClass::System;
+        }
+        FileClass::Outside
+    }
+
+    fn file(&mut self, path: &str, written: bool, failed: bool, comm: &str, ev: &EventLine) {
+        let class = self.class(path, ev);
+        let files = if written {
+            &mut self.report.written
+        } else {
+            &mut self.report.read
+        };
+        let list = match class {
+            FileClass::Secret => &mut files.secrets,
+            FileClass::Workspace => &mut files.workspace,
+            FileClass::System => &mut files.system,
+            FileClass::Outside => &mut files.outside,
+        };
+        let key = (written, class, path.to_owned());
+        let at = match self.files.get(&key) {
+            Some(&at) => at,
+            None => {
+                if list.items.len() >= MAX_ITEMS {
+                    list.omitted += 1;
+                    return;
+                }
+                list.items.push(FileUse {
+                    path: path.to_owned(),
+                    by: comm.to_owned(),
+                    ..FileUse::default()
+                });
+                self.files.insert(key, list.items.len() - 1);
+                list.items.len() - 1
+            }
+        };
+        let entry = &mut list.items[at];
+        entry.opens += 1;
+        entry.failed += u64::from(failed);
+        if let Some(v) = &ev.violation {
+            let verdict = format!("{}: {}", v.rule, v.outcome.as_str());
+            if !entry.verdicts.contains(&verdict) {
+                entry.verdicts.push(verdict);
+            }
+        }
+    }
+
+    fn destination(
+        &mut self,
+        addr: &str,
+        port: u16,
+        proto: &str,
+        send: bool,
+        failed: bool,
+        ev: &EventLine,
+    ) {
+        let list = &mut self.report.destinations;
+        let key = (addr.to_owned(), port, proto.to_owned());
+        let at = match self.dests.get(&key) {
+            Some(&at) => at,
+            None => {
+                if list.items.len() >= MAX_ITEMS {
+                    list.omitted += 1;
+                    return;
+                }
+                list.items.push(Destination {
+                    addr: addr.to_owned(),
+                    port,
+                    proto: proto.to_owned(),
+                    ..Destination::default()
+                });
+                self.dests.insert(key, list.items.len() - 1);
+                list.items.len() - 1
+            }
+        };
+        let d = &mut list.items[at];
+        if d.host.is_none() {
+            d.host.clone_from(&ev.host);
+        }
+        if send {
+            d.sends += 1;
+        } else {
+            d.connects += 1;
+        }
+        d.failed += u64::from(failed);
+        if let Some(v) = &ev.violation {
+            let verdict = format!("{}: {}", v.rule, v.outcome.as_str());
+            if !d.verdicts.contains(&verdict) {
+                d.verdicts.push(verdict);
+            }
+        }
+    }
+
+    /// The report as of now: for a running session, up to its latest event.
+    pub fn report(&self) -> Report {
+        let mut r = self.report.clone();
+        let from = r.started.as_deref().or(self.first_ts.as_deref());
+        let to = r.ended.as_deref().or(self.last_ts.as_deref());
+        r.duration_ms = from.zip(to).and_then(|(a, b)| {
+            let a = DateTime::parse_from_rfc3339(a).ok()?;
+            let b = DateTime::parse_from_rfc3339(b).ok()?;
+            u64::try_from((b - a).num_milliseconds()).ok()
+        });
+        r.destinations
+            .items
+            .sort_by(|a, b| (&a.host, &a.addr, a.port).cmp(&(&b.host, &b.addr, b.port)));
+        for files in [&mut r.read, &mut r.written] {
+            for list in [
+                &mut files.secrets,
+                &mut files.workspace,
+                &mut files.outside,
+                &mut files.system,
+            ] {
+                list.items.sort_by(|a, b| a.path.cmp(&b.path));
+            }
+        }
+        r
+    }
+}
+
+/// Writes `<dir>/<session>.md` and `<dir>/<session>.json` (each whole: written
+/// aside, then renamed), creating `dir` (mode 0750) when absent; returns the
+/// Markdown file's path.
+pub fn write_files(dir: &std::path::Path, r: &Report) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let json = serde_json::to_string_pretty(r)?;
+    let md = markdown(r);
+    let mut written = dir.join(&r.session);
+    for (ext, text) in [("json", json.as_str()), ("md", md.as_str())] {
+        let path = dir.join(format!("{}.{ext}", r.session));
+        let aside = dir.join(format!(".{}.{ext}.tmp", r.session));
+        std::fs::write(&aside, text)
+            .with_context(|| format!("cannot write {}", aside.display()))?;
+        std::fs::rename(&aside, &path)
+            .with_context(|| format!("cannot rename {} to {}", aside.display(), path.display()))?;
+        written = path;
+    }
+    Ok(written)
+}
+
+/// `addr:port`, with the name when the policy knows it.
+fn endpoint(addr: &str, port: u16, host: Option<&str>) -> String {
+    let at = if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    };
+    match host {
+        Some(h) => format!("{h} ({at})"),
+        None => at,
+    }
+}
+
+/// Sessions whose reports the daemon builds at once, as many as the kernel's
+/// per-session limits track; past it, a new session gets no report (counted).
+pub const MAX_LIVE: usize = 8_192;
+
+/// The daemon's ledgers: one per running session, and the last [`KEEP_ENDED`]
+/// ended ones (their stragglers' later events still go into them).
+#[derive(Debug, Default)]
+pub struct Ledgers {
+    live: HashMap<String, Ledger>,
+    ended: VecDeque<(String, Ledger)>,
+    /// Sessions left without a report because [`MAX_LIVE`] were being built.
+    pub refused: u64,
+}
+
+impl Ledgers {
+    /// Adds an event of `session`; returns the finished report when it ends it.
+    pub fn add(&mut self, session: &str, ev: &EventLine) -> Option<Report> {
+        if let Some((_, ledger)) = self.ended.iter_mut().find(|(id, _)| id == session) {
+            ledger.add(ev);
+            return None;
+        }
+        if !self.live.contains_key(session) && self.live.len() >= MAX_LIVE {
+            self.refused += 1;
+            return None;
+        }
+        let ledger = self
+            .live
+            .entry(session.to_owned())
+            .or_insert_with(|| Ledger::new(session));
+        ledger.add(ev);
+        if !ledger.ended() {
+            return None;
+        }
+        let ledger = self.live.remove(session)?;
+        let report = ledger.report();
+        if self.ended.len() == KEEP_ENDED {
+            self.ended.pop_front();
+        }
+        self.ended.push_back((session.to_owned(), ledger));
+        Some(report)
+    }
+
+    /// Records of `session` the kernel dropped in all.
+    pub fn dropped(&mut self, session: &str, total: u64) {
+        let ledger = self.live.get_mut(session).or_else(|| {
+            self.ended
+                .iter_mut()
+                .find(|(id, _)| id == session)
+                .map(|(_, l)| l)
+        });
+        if let Some(l) = ledger {
+            l.dropped(total);
+        }
+    }
+
+    /// The report of a running or recently ended session; `session` may be a unique
+    /// prefix of its id.
+    pub fn get(&self, session: &str) -> Result<Report, String> {
+        let mut found: Vec<&Ledger> = self
+            .live
+            .iter()
+            .chain(self.ended.iter().map(|(id, l)| (id, l)))
+            .filter(|(id, _)| id.starts_with(session))
+            .map(|(_, l)| l)
+            .collect();
+        match found.len() {
+            0 => Err(format!(
+                "no session {session:?} (the daemon keeps reports of running sessions and of \
+                 the last {KEEP_ENDED} ended ones; older ones: guard report --log FILE)"
+            )),
+            1 => Ok(found.remove(0).report()),
+            n => Err(format!(
+                "{n} sessions start with {session:?}: give more of the id"
+            )),
+        }
+    }
+}
+
+/// Folds every line of an audit log that belongs to `session` (a unique prefix of its
+/// id) into its report.
+pub fn from_log(text: impl std::io::BufRead, session: &str) -> Result<Report, String> {
+    let mut ledgers: BTreeMap<String, Ledger> = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.map_err(|e| format!("reading the log: {e}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let ev: EventLine = serde_json::from_str(&line)
+            .map_err(|e| format!("line {}: not an event: {e}", n + 1))?;
+        let Some(id) = ev.session.as_deref().filter(|id| id.starts_with(session)) else {
+            continue;
+        };
+        let ledger = ledgers
+            .entry(id.to_owned())
+            .or_insert_with(|| Ledger::new(id));
+        ledger.add(&ev);
+        if let Some(total) = dropped_total(&line) {
+            ledger.dropped(total);
+        }
+    }
+    let n = ledgers.len();
+    let mut found = ledgers.into_values();
+    match (found.next(), n) {
+        (Some(l), 1) => Ok(l.report()),
+        (None, _) => Err(format!("no event of a session {session:?} in the log")),
+        (Some(_), n) => Err(format!(
+            "{n} sessions in the log start with {session:?}: give more of the id"
+        )),
+    }
+}
+
+/// The `total` of a `limit` event line (records of its session dropped in all).
+pub fn dropped_total(line: &str) -> Option<u64> {
+    if !line.contains("\"kind\":\"limit\"") {
+        return None;
+    }
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()?
+        .get("total")?
+        .as_u64()
+}
+
+#[cfg(test)]
+mod tests;
