@@ -45,7 +45,7 @@ pub struct Ledger {
     report: Report,
     /// Index of each path in its list, by (written, class).
     files: HashMap<(bool, FileClass, String), usize>,
-    dests: BTreeMap<(String, u16, String), usize>,
+    dests: HashMap<(String, u16, String), usize>,
     first_ts: Option<String>,
     last_ts: Option<String>,
 }
@@ -75,10 +75,7 @@ impl Ledger {
         }
         let pid = ev.pid.unwrap_or(0);
         let comm = ev.comm.clone().unwrap_or_default();
-        let verdict = ev
-            .violation
-            .as_ref()
-            .map(|v| format!("{}: {}", v.rule, v.outcome.as_str()));
+        let verdict = verdict(ev);
         let r = &mut self.report;
         if r.user.is_none() {
             r.user.clone_from(&ev.user);
@@ -205,31 +202,16 @@ impl Ledger {
             FileClass::Outside => &mut files.outside,
         };
         let key = (written, class, path.to_owned());
-        let at = match self.files.get(&key) {
-            Some(&at) => at,
-            None => {
-                if list.items.len() >= MAX_ITEMS {
-                    list.omitted += 1;
-                    return;
-                }
-                list.items.push(FileUse {
-                    path: path.to_owned(),
-                    by: comm.to_owned(),
-                    ..FileUse::default()
-                });
-                self.files.insert(key, list.items.len() - 1);
-                list.items.len() - 1
-            }
+        let Some(entry) = slot(&mut self.files, list, key, || FileUse {
+            path: path.to_owned(),
+            by: comm.to_owned(),
+            ..FileUse::default()
+        }) else {
+            return;
         };
-        let entry = &mut list.items[at];
         entry.opens += 1;
         entry.failed += u64::from(failed);
-        if let Some(v) = &ev.violation {
-            let verdict = format!("{}: {}", v.rule, v.outcome.as_str());
-            if !entry.verdicts.contains(&verdict) {
-                entry.verdicts.push(verdict);
-            }
-        }
+        note_verdict(&mut entry.verdicts, ev);
     }
 
     fn destination(
@@ -241,26 +223,17 @@ impl Ledger {
         failed: bool,
         ev: &EventLine,
     ) {
-        let list = &mut self.report.destinations;
         let key = (addr.to_owned(), port, proto.to_owned());
-        let at = match self.dests.get(&key) {
-            Some(&at) => at,
-            None => {
-                if list.items.len() >= MAX_ITEMS {
-                    list.omitted += 1;
-                    return;
-                }
-                list.items.push(Destination {
-                    addr: addr.to_owned(),
-                    port,
-                    proto: proto.to_owned(),
-                    ..Destination::default()
-                });
-                self.dests.insert(key, list.items.len() - 1);
-                list.items.len() - 1
+        let Some(d) = slot(&mut self.dests, &mut self.report.destinations, key, || {
+            Destination {
+                addr: addr.to_owned(),
+                port,
+                proto: proto.to_owned(),
+                ..Destination::default()
             }
+        }) else {
+            return;
         };
-        let d = &mut list.items[at];
         if d.host.is_none() {
             d.host.clone_from(&ev.host);
         }
@@ -270,12 +243,7 @@ impl Ledger {
             d.connects += 1;
         }
         d.failed += u64::from(failed);
-        if let Some(v) = &ev.violation {
-            let verdict = format!("{}: {}", v.rule, v.outcome.as_str());
-            if !d.verdicts.contains(&verdict) {
-                d.verdicts.push(verdict);
-            }
-        }
+        note_verdict(&mut d.verdicts, ev);
     }
 
     /// The report as of now: for a running session, up to its latest event.
@@ -329,6 +297,45 @@ pub fn write_files(dir: &std::path::Path, r: &Report) -> anyhow::Result<std::pat
         written = path;
     }
     Ok(written)
+}
+
+/// The entry of `key` in `list`, added with `make` when new; `None` (and counted)
+/// when the list is full.
+fn slot<'l, K: std::hash::Hash + Eq, T>(
+    index: &mut HashMap<K, usize>,
+    list: &'l mut Bounded<T>,
+    key: K,
+    make: impl FnOnce() -> T,
+) -> Option<&'l mut T> {
+    let at = match index.get(&key) {
+        Some(&at) => at,
+        None if list.items.len() >= MAX_ITEMS => {
+            list.omitted += 1;
+            return None;
+        }
+        None => {
+            list.items.push(make());
+            index.insert(key, list.items.len() - 1);
+            list.items.len() - 1
+        }
+    };
+    list.items.get_mut(at)
+}
+
+/// `rule: outcome` of an event's violation.
+fn verdict(ev: &EventLine) -> Option<String> {
+    ev.violation
+        .as_ref()
+        .map(|v| format!("{}: {}", v.rule, v.outcome.as_str()))
+}
+
+/// Adds the event's verdict to `verdicts`, once.
+fn note_verdict(verdicts: &mut Vec<String>, ev: &EventLine) {
+    if let Some(v) = verdict(ev)
+        && !verdicts.contains(&v)
+    {
+        verdicts.push(v);
+    }
 }
 
 /// `addr:port`, with the name when the policy knows it.
