@@ -62,12 +62,16 @@ pub fn report(session: &str, socket: &Path, log: Option<&Path>, json: bool) -> a
             },
         )?,
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let text = if json {
+        serde_json::to_string_pretty(&report)? + "\n"
     } else {
-        print!("{}", crate::report::markdown(&report));
+        crate::report::markdown(&report)
+    };
+    // A reader that stops early (`| head`) is not an error.
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 pub fn status(socket: &Path, json: bool) -> anyhow::Result<()> {

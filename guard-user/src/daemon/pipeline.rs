@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use aya::maps::{MapData, RingBuf};
-use guard_common::protocol::{Action, EventLine, Mode, Outcome};
+use guard_common::protocol::{Action, Mode, Outcome};
 
 use crate::{
     action::Actor,
@@ -58,34 +58,25 @@ impl Outputs {
                 .violation(&v.rule, v.action.as_str(), v.outcome.as_str());
         }
         let session = ev.session.map(|s| s.to_string());
-        if self.subscribers.is_empty() && session.is_none() {
+        if let Some(session) = &session {
+            self.report(session, ev);
+        }
+        if self.subscribers.is_empty() {
             // The common case: serialise straight into the sink's buffer.
             return self.sink.write_event(ev);
         }
         let line: Arc<str> = Arc::from(ev.to_json());
         self.sink.write_line(&line)?;
-        if let Some(session) = &session {
-            self.report(session, ev, &line);
-        }
-        if !self.subscribers.is_empty() {
-            self.subscribers
-                .offer(&line, session.as_deref(), ev.detail.kind());
-        }
+        self.subscribers
+            .offer(&line, session.as_deref(), ev.detail.kind());
         Ok(())
     }
 
-    /// Adds an event to its session's report (read back from the line the audit
-    /// log got, so a report from the log says the same); writes the report out when
-    /// the session ends.
-    fn report(&mut self, session: &str, ev: &Event, line: &str) {
-        let parsed = match serde_json::from_str::<EventLine>(line) {
-            Ok(parsed) => parsed,
-            Err(e) => {
-                tracing::warn!(session, "event left out of the session report: {e}");
-                return;
-            }
-        };
-        let done = self.ledgers.add(session, &parsed);
+    /// Adds an event to its session's report (as the audit log's line reads back,
+    /// so a report from the log says the same); writes the report out when the
+    /// session ends.
+    fn report(&mut self, session: &str, ev: &Event) {
+        let done = self.ledgers.add(session, &ev.to_line());
         if let Detail::Limit { total, .. } = ev.detail {
             self.ledgers.dropped(session, total);
         }

@@ -20,18 +20,38 @@ pub fn rfc3339(ts_ns: i128) -> String {
         .unwrap_or_default()
 }
 
-fn result<M: SerializeMap>(m: &mut M, ret: i64, ok_key: Option<&str>) -> Result<(), M::Error> {
+/// The `result` of a system call's return value: `ok`, the errno's name, or
+/// `invalid` for a value no system call returns.
+pub fn result_name(ret: i64) -> String {
     if ret >= 0 {
-        m.serialize_entry("result", "ok")?;
+        "ok".to_owned()
+    } else if let Some(errno) = errno_of(ret) {
+        errno_name(errno)
+    } else {
+        "invalid".to_owned()
+    }
+}
+
+/// An exit status as (`exit_code`, `signal`): one of them.
+pub fn exit_parts(status: u32) -> (Option<u32>, Option<u32>) {
+    let (code, signal) = (status >> 8 & 0xff, status & 0x7f);
+    if signal == 0 {
+        (Some(code), None)
+    } else {
+        (None, Some(signal))
+    }
+}
+
+fn result<M: SerializeMap>(m: &mut M, ret: i64, ok_key: Option<&str>) -> Result<(), M::Error> {
+    m.serialize_entry("result", &result_name(ret))?;
+    if ret >= 0 {
         if let Some(key) = ok_key {
             m.serialize_entry(key, &ret)?;
         }
     } else if let Some(errno) = errno_of(ret) {
-        m.serialize_entry("result", &errno_name(errno))?;
         m.serialize_entry("errno", &errno)?;
     } else {
-        // Not a value a system call returns: say so and keep the raw value.
-        m.serialize_entry("result", "invalid")?;
+        // Not a value a system call returns: keep the raw value.
         m.serialize_entry("ret", &ret)?;
     }
     Ok(())
@@ -141,11 +161,9 @@ impl Serialize for Event {
             }
             Detail::Fork { child_pid } => m.serialize_entry("child_pid", child_pid)?,
             Detail::Exit { status, root } => {
-                let (code, signal) = (status >> 8 & 0xff, status & 0x7f);
-                if signal == 0 {
-                    m.serialize_entry("exit_code", &code)?;
-                } else {
-                    m.serialize_entry("signal", &signal)?;
+                match exit_parts(*status) {
+                    (Some(code), _) => m.serialize_entry("exit_code", &code)?,
+                    (_, signal) => m.serialize_entry("signal", &signal)?,
                 }
                 m.serialize_entry("root", root)?;
             }
@@ -472,6 +490,17 @@ mod tests {
             });
             let json = e.to_json();
             let line: EventLine = serde_json::from_str(&json).expect(&json);
+            // Built without JSON, the line says the same (for the kinds it builds).
+            let direct = e.to_line();
+            if direct.detail == EventDetail::Other {
+                assert_eq!(
+                    (direct.ts.as_str(), &direct.violation),
+                    (line.ts.as_str(), &line.violation),
+                    "{json}"
+                );
+            } else {
+                assert_eq!(direct, line, "{json}");
+            }
             assert_eq!(line.detail.kind(), kind, "{json}");
             assert_ne!(line.detail, EventDetail::Other, "{json}");
             if judged {

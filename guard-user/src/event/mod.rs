@@ -6,6 +6,7 @@ pub mod clock;
 pub mod decode;
 pub mod enrich;
 mod json;
+mod line;
 
 pub use self::json::rfc3339;
 

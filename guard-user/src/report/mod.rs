@@ -462,14 +462,15 @@ pub fn from_log(text: impl std::io::BufRead, session: &str) -> Result<Report, St
     }
 }
 
-/// The `total` of a `limit` event line (records of its session dropped in all).
+/// The `dropped_total` of a `limit` event line (records of its session dropped in
+/// all).
 pub fn dropped_total(line: &str) -> Option<u64> {
     if !line.contains("\"kind\":\"limit\"") {
         return None;
     }
     serde_json::from_str::<serde_json::Value>(line)
         .ok()?
-        .get("total")?
+        .get("dropped_total")?
         .as_u64()
 }
 

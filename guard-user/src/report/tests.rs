@@ -18,7 +18,7 @@ const LOG: &str = r#"{"ts":"2026-11-22T08:00:00.000000000Z","kind":"session_star
 {"ts":"2026-11-22T08:00:00.600000000Z","kind":"connect","session":"00000000000000aa","pid":10,"comm":"agent","addr":"127.0.0.1","port":8443,"proto":"tcp","result":"ok","host":"model.local"}
 {"ts":"2026-11-22T08:00:00.610000000Z","kind":"connect","session":"00000000000000aa","pid":10,"comm":"agent","addr":"127.0.0.1","port":8443,"proto":"tcp","result":"ok","host":"model.local"}
 {"ts":"2026-11-22T08:00:00.700000000Z","kind":"connect","session":"00000000000000aa","pid":14,"comm":"curl","addr":"169.254.169.254","port":80,"proto":"tcp","result":"EPERM","rule":"cloud-metadata","action":"deny","outcome":"denied","alert":true,"rules":["cloud-metadata"]}
-{"ts":"2026-11-22T08:00:00.750000000Z","kind":"limit","session":"00000000000000aa","pid":10,"comm":"agent","reason":"over_rate","dropped":5,"total":5}
+{"ts":"2026-11-22T08:00:00.750000000Z","kind":"limit","session":"00000000000000aa","pid":10,"comm":"agent","reason":"rate","dropped":5,"dropped_total":5}
 {"ts":"2026-11-22T08:00:02.500000000Z","kind":"session_end","session":"00000000000000aa","pid":10,"comm":"agent","root_pid":10,"stragglers":[15],"killed":[15]}
 {"ts":"2026-11-22T08:00:03.000000000Z","kind":"exec","session":"00000000000000bb","pid":20,"comm":"other","exe":"/usr/bin/other","argv":["other"],"root":true}
 "#;

@@ -1,0 +1,108 @@
+//! An event as clients read it ([`EventLine`]), built straight from the typed event
+//! for the kinds the daemon's own readers use (session reports), without writing
+//! and reading back JSON. A test holds it to what the JSON reads back as.
+
+use guard_common::protocol::{EventDetail, EventLine, ViolationLine};
+
+use super::{Detail, Event, access, json};
+
+impl Event {
+    /// The event as [`EventLine`]: every common field, the detail of `exec`, `open`,
+    /// `connect`, `send`, `fork`, `exit`, `session_start` and `session_end` (other
+    /// kinds read as [`EventDetail::Other`]), and the violation.
+    pub fn to_line(&self) -> EventLine {
+        let t = &self.task;
+        let detail = match &self.detail {
+            Detail::Exec {
+                exe, argv, root, ..
+            } => EventDetail::Exec {
+                exe: exe.clone(),
+                argv: argv.clone(),
+                root: *root,
+            },
+            Detail::Open {
+                path, flags, ret, ..
+            } => EventDetail::Open {
+                path: path.clone(),
+                access: access::of(*flags).into_iter().map(str::to_owned).collect(),
+                result: json::result_name(*ret),
+            },
+            Detail::Connect {
+                addr,
+                port,
+                proto,
+                ret,
+            } => EventDetail::Connect {
+                addr: addr.to_string(),
+                port: *port,
+                proto: proto.as_str().to_owned(),
+                result: json::result_name(*ret),
+            },
+            Detail::Send {
+                addr,
+                port,
+                proto,
+                ret,
+            } => EventDetail::Send {
+                addr: addr.to_string(),
+                port: *port,
+                proto: proto.as_str().to_owned(),
+                result: json::result_name(*ret),
+            },
+            Detail::Fork { child_pid } => EventDetail::Fork {
+                child_pid: *child_pid,
+            },
+            Detail::Exit { status, root } => {
+                let (code, signal) = json::exit_parts(*status);
+                EventDetail::Exit {
+                    exit_code: code,
+                    signal,
+                    root: *root,
+                }
+            }
+            Detail::SessionStart {
+                agent,
+                root_pid,
+                how,
+                cwd,
+            } => EventDetail::SessionStart {
+                agent: agent.clone(),
+                root_pid: *root_pid,
+                how: *how,
+                cwd: cwd.clone(),
+            },
+            Detail::SessionEnd {
+                root_pid,
+                stragglers,
+                killed,
+            } => EventDetail::SessionEnd {
+                root_pid: *root_pid,
+                stragglers: stragglers.clone(),
+                killed: killed.clone(),
+            },
+            _ => EventDetail::Other,
+        };
+        EventLine {
+            ts: json::rfc3339(self.ts_ns),
+            session: self.session.map(|s| s.to_string()),
+            pid: Some(t.pid),
+            ppid: Some(t.ppid),
+            comm: Some(t.comm.clone()),
+            user: t.user.as_deref().map(str::to_owned),
+            container: t.container.as_deref().map(str::to_owned),
+            host: self.host.clone(),
+            detail,
+            violation: self.violation.as_ref().map(|v| ViolationLine {
+                rule: v.rule.clone(),
+                action: v.action,
+                outcome: v.outcome,
+                outcome_error: v.error.clone(),
+                alert: v.alert,
+                would: v.would,
+                rules: v.rules.clone(),
+                secret: v.secret,
+                kill_latency_us: v.kill_latency_us,
+            }),
+        }
+    }
+}
