@@ -233,6 +233,7 @@ fn ui_loop(
                 event::Event::Key(key) => match app.on_key(key) {
                     Some(Action::Quit) => return Ok(()),
                     Some(Action::Kill(target)) => kill(socket, target, tx),
+                    Some(Action::Report(session)) => report(socket, session, tx),
                     None => {}
                 },
                 event::Event::Resize(..) => terminal.autoresize()?,
@@ -243,6 +244,30 @@ fn ui_loop(
                 break;
             }
         }
+    }
+}
+
+/// Asks the daemon for a session's report, on a thread; it comes back as an update.
+fn report(socket: &Path, session: String, tx: &mpsc::Sender<Update>) {
+    let (socket, answers) = (socket.to_owned(), tx.clone());
+    let spawned = thread::Builder::new()
+        .name("top-report".into())
+        .spawn(move || {
+            let request = Request::Report {
+                session: session.clone(),
+            };
+            let answer = client::call::<guard_common::report::Report>(&socket, &request)
+                .map(|r| crate::report::markdown(&r))
+                .map_err(|e| match e {
+                    client::Error::Refused(why) => why,
+                    e => short_reason(&e),
+                });
+            let _ = answers.send(Update::Report(session, answer));
+        });
+    if let Err(e) = spawned {
+        let _ = tx.send(Update::Killed(Err(format!(
+            "cannot ask for the report: {e}"
+        ))));
     }
 }
 

@@ -21,6 +21,8 @@ pub const VIOLATION_CAP: usize = 1_000;
 
 /// How long a message (e.g. the outcome of a kill) stays on the hint line.
 const MESSAGE_SECS: i64 = 6;
+/// Lines PgUp/PgDn scroll a report by.
+const REPORT_PAGE: usize = 20;
 
 /// Session buffers kept for sessions the daemon no longer lists, in sessions polls.
 const FORGET_AFTER_POLLS: u64 = 10;
@@ -265,6 +267,8 @@ pub enum Update {
     Disconnected(String),
     /// The answer to a kill.
     Killed(Result<String, String>),
+    /// A session's report, in Markdown, or why there is none.
+    Report(String, Result<String, String>),
 }
 
 // ---------------------------------------------------------------------------
@@ -365,6 +369,8 @@ pub enum KillTarget {
 pub enum Action {
     Quit,
     Kill(KillTarget),
+    /// Ask the daemon for this session's report.
+    Report(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -377,6 +383,13 @@ pub enum Mode {
     Confirm {
         target: KillTarget,
         question: String,
+    },
+    /// A session's report (`guard report`), as its Markdown lines, scrolled by `top`
+    /// lines.
+    Report {
+        session: String,
+        lines: Vec<String>,
+        top: usize,
     },
 }
 
@@ -516,6 +529,16 @@ impl App {
             Update::Disconnected(why) => self.disconnected = Some(why),
             Update::Killed(Ok(text)) => self.say(text, false),
             Update::Killed(Err(text)) => self.say(text, true),
+            Update::Report(session, Ok(text)) => {
+                self.mode = Mode::Report {
+                    session,
+                    lines: text.lines().map(str::to_owned).collect(),
+                    top: 0,
+                }
+            }
+            Update::Report(session, Err(why)) => {
+                self.say(format!("no report of {}: {why}", short_id(&session)), true)
+            }
         }
     }
 
@@ -757,8 +780,33 @@ impl App {
                 self.feed_scroll = 0;
                 None
             }
+            Mode::Report { .. } => {
+                self.report_key(key.code);
+                None
+            }
             Mode::Normal => self.normal_key(key),
         }
+    }
+
+    /// Keys while a report is shown: scroll it, or close it.
+    fn report_key(&mut self, code: KeyCode) {
+        let Mode::Report { lines, top, .. } = &mut self.mode else {
+            return;
+        };
+        let last = lines.len().saturating_sub(1);
+        *top = match code {
+            KeyCode::Up | KeyCode::Char('k') => top.saturating_sub(1),
+            KeyCode::Down | KeyCode::Char('j') => (*top + 1).min(last),
+            KeyCode::PageUp => top.saturating_sub(REPORT_PAGE),
+            KeyCode::PageDown | KeyCode::Char(' ') => (*top + REPORT_PAGE).min(last),
+            KeyCode::Home | KeyCode::Char('g') => 0,
+            KeyCode::End | KeyCode::Char('G') => last,
+            KeyCode::Esc | KeyCode::Char('q' | 'r') => {
+                self.mode = Mode::Normal;
+                return;
+            }
+            _ => *top,
+        };
     }
 
     fn normal_key(&mut self, key: KeyEvent) -> Option<Action> {
@@ -792,6 +840,10 @@ impl App {
             }
             KeyCode::Char(' ' | 'p') => self.toggle_pause(),
             KeyCode::Char('K') => self.ask_kill_session(),
+            KeyCode::Char('r') => match self.selected_session() {
+                Some(s) => return Some(Action::Report(s.id.clone())),
+                None => self.say("no session selected".to_owned(), true),
+            },
             KeyCode::Char('x') => {
                 if self.focus == Focus::Tree {
                     self.ask_kill_process();

@@ -207,6 +207,42 @@ fn confirm_kill_prompt() {
 }
 
 #[test]
+fn r_opens_the_selected_sessions_report_and_esc_closes_it() {
+    let mut app = app();
+    let Some(Action::Report(id)) = app.on_key(key('r')) else {
+        panic!("r asks for a report")
+    };
+    assert_eq!(id, CODEX, "the selected session's");
+    let text: String = (1..=60).map(|i| format!("line {i}\n")).collect();
+    app.apply(Update::Report(
+        id.clone(),
+        Ok(format!("# guard session report `{id}`\n{text}")),
+    ));
+    assert!(matches!(app.mode, Mode::Report { top: 0, .. }));
+    insta::assert_snapshot!("report_120x30", draw(&app, 120, 30).backend());
+    app.on_key(code(KeyCode::PageDown));
+    app.on_key(code(KeyCode::Down));
+    let Mode::Report { top, .. } = &app.mode else {
+        panic!("still the report")
+    };
+    assert_eq!(*top, 21, "a page of 20 lines and one more");
+    app.on_key(code(KeyCode::End));
+    assert!(matches!(&app.mode, Mode::Report { top: 60, .. }));
+    assert_eq!(app.on_key(code(KeyCode::Esc)), None);
+    assert_eq!(app.mode, Mode::Normal);
+    // No report: said, and the view stays as it was.
+    app.apply(Update::Report(id, Err("no session".into())));
+    assert_eq!(app.mode, Mode::Normal);
+    assert!(
+        app.message
+            .as_ref()
+            .is_some_and(|m| m.error && m.text.contains("no session")),
+        "{:?}",
+        app.message
+    );
+}
+
+#[test]
 fn tiny_terminal() {
     let app = app();
     insta::assert_snapshot!("tiny_40x10", draw(&app, 40, 10).backend());

@@ -14,7 +14,7 @@ use ratatui::{
     },
 };
 
-use super::state::{App, Event, Focus, Mode, Session};
+use super::state::{App, Event, Focus, Mode, Session, short_id};
 
 /// Below this the view is reduced to sessions plus one pane.
 const FULL_WIDTH: u16 = 80;
@@ -65,6 +65,11 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     match &app.mode {
         Mode::Help => draw_help(frame, area),
         Mode::Confirm { question, .. } => draw_confirm(frame, area, question),
+        Mode::Report {
+            session,
+            lines,
+            top,
+        } => draw_report(frame, area, session, lines, *top),
         Mode::Normal | Mode::Filter => {}
     }
 }
@@ -555,6 +560,10 @@ const HELP: &[(&str, &str)] = &[
     ("space  p", "pause / resume the event feed"),
     ("K", "kill the selected session (asks first)"),
     (
+        "r",
+        "the selected session's report (↑ ↓ PgUp PgDn scroll, Esc closes)",
+    ),
+    (
         "x",
         "kill the selected process and its children (tree pane)",
     ),
@@ -589,6 +598,39 @@ fn draw_help(frame: &mut Frame<'_>, area: Rect) {
             .wrap(Wrap { trim: false }),
         rect,
     );
+}
+
+/// A session's report over the whole view, from line `top`.
+fn draw_report(frame: &mut Frame<'_>, area: Rect, session: &str, lines: &[String], top: usize) {
+    let rect = popup(
+        area,
+        area.width.saturating_sub(4),
+        area.height.saturating_sub(2),
+    );
+    frame.render_widget(Clear, rect);
+    let title = format!(
+        " report {} · line {}/{} · Esc closes ",
+        short_id(session),
+        (top + 1).min(lines.len()),
+        lines.len()
+    );
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .border_type(BorderType::Double)
+        .title(Span::styled(title, bold()));
+    let shown: Vec<Line<'_>> = lines
+        .iter()
+        .skip(top)
+        .take(rect.height as usize)
+        .map(|l| {
+            if l.starts_with('#') {
+                Line::from(Span::styled(l.as_str(), bold()))
+            } else {
+                Line::raw(l.as_str())
+            }
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(shown).block(block), rect);
 }
 
 fn draw_confirm(frame: &mut Frame<'_>, area: Rect, question: &str) {
