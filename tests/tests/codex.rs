@@ -853,8 +853,15 @@ fn codex_under(policy: &str, launch: Launch) {
         let before = model.requests().len();
         let cr = run_codex(&mut daemon, &install, launch, &user, &ws, sandbox);
         check_run(&label, sandbox, &cr, &model, &secrets);
+        // What the hook holds now: on a kernel without BPF-LSM the kill comes from user
+        // space, after the open (docs/policy.md), so a shell may have written it first.
+        let hook = match fs::read_to_string(ws.join(".git/hooks/pre-commit")) {
+            Ok(text) if text.contains("evil.example") => "written",
+            Ok(_) => "created empty",
+            Err(_) => "absent",
+        };
         note(&format!(
-            "{label}: exit {}, {:.2}s, {} events, {} model requests",
+            "{label}: {}, {:.2}s, {} events, {} model requests, pre-commit hook {hook}",
             cr.run.status,
             cr.wall.as_secs_f64(),
             cr.events.len(),
@@ -875,46 +882,99 @@ fn codex_native_under_ci_policy() {
     codex_under("ci", Launch::Native);
 }
 
+/// ROLES: on main the npm launch is killed at start-up (the native Codex is a child of
+/// `node`, a "descendant", and rule codex-auth-read stops it reading its own
+/// `~/.codex/auth.json`). The roles branch makes the native binary the agent wherever it
+/// starts; drop the `ignore` once it is merged.
 #[test]
+#[ignore = "needs agent roles (issue 12 item 1): the npm-launched Codex is killed by codex-auth-read on main"]
 fn codex_npm_under_workstation_policy() {
     codex_under("workstation", Launch::Npm);
 }
 
+/// ROLES: on main the npm launch is killed at start-up (the native Codex is a child of
+/// `node`, a "descendant", and rule codex-auth-read stops it reading its own
+/// `~/.codex/auth.json`). The roles branch makes the native binary the agent wherever it
+/// starts; drop the `ignore` once it is merged.
 #[test]
+#[ignore = "needs agent roles (issue 12 item 1): the npm-launched Codex is killed by codex-auth-read on main"]
 fn codex_npm_under_ci_policy() {
     codex_under("ci", Launch::Npm);
 }
 
-/// The same script with no guard at all, for the cost of guard on a Codex run (printed).
+/// The same short script (`ls -a`, `git status`, `cat ~/.ssh/id_rsa`) without guard and
+/// under the workstation policy, in turns: unguarded, the key reaches the model; guarded,
+/// it does not. Prints the wall time of each run and the events of each session (the
+/// cost of guard on a Codex run, for docs/codex.md).
 #[test]
-fn codex_without_guard_completes() {
+fn codex_with_and_without_guard() {
+    const ROUNDS: usize = 3;
     let install = install();
     let secrets = Secrets::new();
     // Not the metadata request: unguarded, nothing would stop it leaving the host.
     let model = ModelServer::start(STEPS[..3].iter().map(|s| s.cmd.to_owned()).collect());
     let user = TestUser::create();
     let ws = furnish_home(&user, &secrets, &model);
-    let start = Instant::now();
-    let run = Running::spawn_group(codex_command(
-        None,
-        &install,
-        Launch::Native,
-        &user,
-        &ws,
-        "danger-full-access",
-    ))
-    .finish();
-    let wall = start.elapsed();
-    run.assert_success();
-    assert!(run.stdout.contains(FINAL_MESSAGE), "{}", run.stdout);
-    // Unguarded, the secrets do reach the model: what the guarded runs prevent.
-    let leaked = tool_output(&model.turns(), &call_id(2)).unwrap_or_default();
-    assert!(
-        leaked.contains(&secrets.ssh),
-        "unguarded, `cat ~/.ssh/id_rsa` should have shown the key to the model: {leaked}"
-    );
+    let mut daemon = daemon_with("workstation");
+    let (mut bare, mut guarded) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let before = model.requests().len();
+        let start = Instant::now();
+        let run = Running::spawn_group(codex_command(
+            None,
+            &install,
+            Launch::Native,
+            &user,
+            &ws,
+            "danger-full-access",
+        ))
+        .finish();
+        bare.push(start.elapsed());
+        run.assert_success();
+        assert!(run.stdout.contains(FINAL_MESSAGE), "{}", run.stdout);
+        let leaked = tool_output(&model.turns()[before..], &call_id(2)).unwrap_or_default();
+        assert!(
+            leaked.contains(&secrets.ssh),
+            "unguarded, `cat ~/.ssh/id_rsa` should have shown the key to the model: {leaked:?}"
+        );
+
+        let before = model.requests().len();
+        let cr = run_codex(
+            &mut daemon,
+            &install,
+            Launch::Native,
+            &user,
+            &ws,
+            "danger-full-access",
+        );
+        assert_eq!(
+            cr.run.code(),
+            Some(0),
+            "guarded Codex: {}\n{}",
+            cr.run.status,
+            cr.run.stderr
+        );
+        let requests = &model.requests()[before..];
+        assert!(
+            requests.iter().all(|r| !r.raw.contains(&secrets.ssh)),
+            "guarded, the key reached the model"
+        );
+        guarded.push((cr.wall, cr.events.len()));
+    }
+    let secs = |d: &Duration| format!("{:.2}", d.as_secs_f64());
     note(&format!(
-        "without guard, native, danger-full-access: {:.2}s",
-        wall.as_secs_f64()
+        "3-command script, native, danger-full-access: without guard {} s; with guard {} s ({} events)",
+        bare.iter().map(secs).collect::<Vec<_>>().join(" "),
+        guarded
+            .iter()
+            .map(|(d, _)| secs(d))
+            .collect::<Vec<_>>()
+            .join(" "),
+        guarded
+            .iter()
+            .map(|(_, n)| n.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
     ));
+    daemon.stop_ok();
 }
