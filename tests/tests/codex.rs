@@ -40,10 +40,11 @@ use serde_json::{Value, json};
 
 /// Where `cargo xtask setup --test-deps` installed Codex.
 fn codex_dir() -> PathBuf {
-    env::var_os("GUARD_CODEX_DIR").map_or_else(
+    let dir = env::var_os("GUARD_CODEX_DIR").map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/codex"),
         PathBuf::from,
-    )
+    );
+    fs::canonicalize(&dir).unwrap_or(dir)
 }
 
 /// How Codex is started.
