@@ -20,7 +20,7 @@ use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -199,6 +199,13 @@ impl Drop for TestUser {
             .stderr(Stdio::null())
             .status();
         let _ = fs::remove_dir_all(&self.home);
+        // What Codex's sandbox leaves in /tmp for the uid (only if it is this user's).
+        for dir in ["codex-daemon", "codex-bwrap-synthetic-mount-targets"] {
+            let path = PathBuf::from(format!("/tmp/{dir}-{}", self.uid));
+            if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == self.uid) {
+                let _ = fs::remove_dir_all(&path);
+            }
+        }
     }
 }
 
