@@ -596,6 +596,13 @@ const STEPS: &[Step] = &[
 // One Codex run
 // ---------------------------------------------------------------------------------------
 
+/// ROLES: set to `true` once the agent-roles work (issue 12 items 1 and 2) is merged: then
+/// every stopped tool must carry `role: "tool"` and `agent_thread` (Codex's
+/// CODEX_THREAD_ID), no process but a tool may break a rule (Codex's own start-up git
+/// reading `~/.netrc` is killed today), and Codex's own events carry `comm: "codex"` (not
+/// a thread name) and `role: "agent"`. Drop the `ignore` of the npm tests at the same time.
+const ROLES: bool = false;
+
 /// What one Codex run left behind.
 struct CodexRun {
     run: Finished,
@@ -724,6 +731,20 @@ fn check_run(label: &str, sandbox: &str, cr: &CodexRun, model: &ModelServer, sec
         )
     };
 
+    // The thread Codex reports (`session id: <uuid>` on stderr), which it puts in its
+    // tools' environment as CODEX_THREAD_ID.
+    let thread = run
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("session id: "))
+        .map(|t| t.trim().to_owned())
+        .unwrap_or_else(|| panic!("Codex printed no `session id:` line\n{}", context()));
+    assert!(
+        !thread.is_empty(),
+        "[{label}] empty session id\n{}",
+        context()
+    );
+
     // Codex itself: never killed, exited 0 after the model's final message.
     let codex_violations: Vec<&Event> = events
         .iter()
@@ -793,14 +814,14 @@ fn check_run(label: &str, sandbox: &str, cr: &CodexRun, model: &ModelServer, sec
         });
         match hit {
             Some(hit) => {
-                // ROLES: enable once the roles branch is merged (events carry `role`
-                // and `agent_thread`; see docs/codex.md):
-                // assert_eq!(hit.str("role"), Some("tool"), "[{label}] {hit}");
-                // assert!(
-                //     hit.str("agent_thread").is_some_and(|t| !t.is_empty()),
-                //     "[{label}] {hit}"
-                // );
-                let _ = hit;
+                if ROLES {
+                    assert_eq!(hit.str("role"), Some("tool"), "[{label}] {hit}");
+                    assert_eq!(
+                        hit.str("agent_thread"),
+                        Some(thread.as_str()),
+                        "[{label}] the stopped tool does not name Codex's thread: {hit}"
+                    );
+                }
             }
             None => assert!(
                 sandbox == "workspace-write"
@@ -811,11 +832,24 @@ fn check_run(label: &str, sandbox: &str, cr: &CodexRun, model: &ModelServer, sec
             ),
         }
     }
-    // ROLES: enable once the roles branch is merged: the agent's own routine work (its
-    // start-up git, lsb_release, the npm wrapper) breaks no rule; only tools do.
-    // for e in events.iter().filter(|e| e.get("rule").is_some()) {
-    //     assert_eq!(e.str("role"), Some("tool"), "[{label}] a non-tool broke a rule: {e}");
-    // }
+    if ROLES {
+        // The agent's own routine work (its start-up git, lsb_release, the npm wrapper)
+        // breaks no rule: only tools do.
+        for e in events.iter().filter(|e| e.get("rule").is_some()) {
+            assert_eq!(
+                e.str("role"),
+                Some("tool"),
+                "[{label}] a non-tool broke a rule: {e}\n{}",
+                context()
+            );
+        }
+        // Codex's own events are named after the program, not its threads, and carry
+        // its role.
+        for e in events.iter().filter(|e| e.pid() == Some(*codex_pid)) {
+            assert_eq!(e.str("comm"), Some("codex"), "[{label}] {e}");
+            assert_eq!(e.str("role"), Some("agent"), "[{label}] {e}");
+        }
+    }
 
     // No secret reached the model server, in any request.
     for request in model.requests() {
