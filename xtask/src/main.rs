@@ -33,7 +33,8 @@ enum Cmd {
     /// Install build prerequisites: rust-src, clang-19, libbpf-dev, bpf-linker.
     Setup {
         /// Also install what the end-to-end tests use (iproute2, tmux, procps,
-        /// prometheus, python3-venv).
+        /// prometheus, python3-venv, bubblewrap, git, lsb-release, curl, passwd, and
+        /// the pinned Codex CLI from npm into target/codex).
         #[arg(long)]
         test_deps: bool,
     },
@@ -213,7 +214,8 @@ fn test(no_e2e: bool, no_vm: bool, no_fuzz: bool) -> Result<()> {
     util::run(
         util::cargo()
             .args(["test", "-p", "guard-tests", "--", "--test-threads=1"])
-            .env("GUARD_BIN", &bin),
+            .env("GUARD_BIN", &bin)
+            .env("GUARD_CODEX_DIR", util::target_dir().join("codex")),
     )
     .context("end-to-end tests failed")?;
 

@@ -11,8 +11,25 @@ use crate::util::{self, log};
 /// Debian packages the eBPF build needs (clang-19 compiles the C CO-RE shim).
 const BUILD_PACKAGES: &[&str] = &["clang-19", "libbpf-dev"];
 /// What the end-to-end tests use: tmux drives `guard top`, prometheus scrapes the
-/// daemon, python3-venv hosts the offline Kubernetes schema validator.
-const TEST_PACKAGES: &[&str] = &["iproute2", "tmux", "procps", "prometheus", "python3-venv"];
+/// daemon, python3-venv hosts the offline Kubernetes schema validator; the real-Codex
+/// test (tests/tests/codex.rs) needs bubblewrap (Codex's Linux sandbox), git and
+/// lsb-release (Codex runs both at start-up), curl (a tool command) and passwd
+/// (`useradd`, for its unprivileged user).
+const TEST_PACKAGES: &[&str] = &[
+    "iproute2",
+    "tmux",
+    "procps",
+    "prometheus",
+    "python3-venv",
+    "bubblewrap",
+    "git",
+    "lsb-release",
+    "curl",
+    "passwd",
+];
+/// Node.js and npm, from Debian where `npm` is not on PATH: the Codex CLI is an npm
+/// package.
+const NODE_PACKAGES: &[&str] = &["nodejs", "npm"];
 
 pub fn setup(test_deps: bool) -> Result<()> {
     rust_src()?;
@@ -21,6 +38,9 @@ pub fn setup(test_deps: bool) -> Result<()> {
         packages.extend_from_slice(TEST_PACKAGES);
     }
     debian_packages(&packages)?;
+    if test_deps {
+        codex()?;
+    }
     bpf_linker()?;
     log!("setup complete");
     Ok(())
@@ -123,6 +143,114 @@ pub fn debian_packages(packages: &[&str]) -> Result<()> {
             .args(missing.split(' ')),
     )?;
     Ok(())
+}
+
+/// Where `tests/codex/package-lock.json` pins the Codex CLI, and where the real-Codex
+/// test finds it once installed (relative to the workspace root and the target dir).
+const CODEX_PINS: &str = "tests/codex";
+const CODEX_DIR: &str = "codex";
+
+/// The pinned Codex CLI, installed with `npm ci` from the committed package.json and
+/// package-lock.json into `target/codex` (the npm wrapper in `node_modules/.bin/codex`,
+/// the native binary in the platform package). Skipped when the installed lock file is
+/// the committed one and the native binary answers `--version` with the pinned version.
+fn codex() -> Result<()> {
+    if !command_works("npm", "--version") {
+        log!("npm: missing, installing Node.js and npm from Debian");
+        debian_packages(NODE_PACKAGES)?;
+    }
+    let pins = util::workspace_root().join(CODEX_PINS);
+    let dir = util::target_dir().join(CODEX_DIR);
+    let lock = std::fs::read(pins.join("package-lock.json"))
+        .with_context(|| format!("cannot read {}/package-lock.json", pins.display()))?;
+    let version = codex_version(&lock)?;
+    let native = codex_native(&dir);
+    let installed_lock = std::fs::read(dir.join("package-lock.json")).ok();
+    if installed_lock.as_deref() == Some(lock.as_slice())
+        && native_version(&native).as_deref() == Some(version.as_str())
+    {
+        log!("codex: present ({version}, {})", dir.display());
+        return Ok(());
+    }
+    log!(
+        "codex: installing @openai/codex {version} into {}",
+        dir.display()
+    );
+    let modules = dir.join("node_modules");
+    if modules.exists() {
+        std::fs::remove_dir_all(&modules)
+            .with_context(|| format!("cannot remove {}", modules.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for file in ["package.json", "package-lock.json"] {
+        std::fs::copy(pins.join(file), dir.join(file))
+            .with_context(|| format!("cannot copy {file} into {}", dir.display()))?;
+    }
+    util::run(
+        Command::new("npm")
+            .args([
+                "ci",
+                "--no-audit",
+                "--no-fund",
+                "--ignore-scripts",
+                "--prefix",
+            ])
+            .arg(&dir)
+            .stdin(Stdio::null()),
+    )?;
+    match native_version(&native) {
+        Some(v) if v == version => {
+            log!("codex: installed {version} ({})", native.display());
+            Ok(())
+        }
+        other => bail!(
+            "npm ci installed @openai/codex, but {} {}",
+            native.display(),
+            other.map_or_else(
+                || "does not run".to_owned(),
+                |v| format!("reports version {v}, not {version}")
+            )
+        ),
+    }
+}
+
+/// The version of `@openai/codex` a package-lock.json pins.
+fn codex_version(lock: &[u8]) -> Result<String> {
+    let lock: serde_json::Value =
+        serde_json::from_slice(lock).context("package-lock.json is not JSON")?;
+    lock.pointer("/packages/node_modules~1@openai~1codex/version")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("package-lock.json pins no version of @openai/codex"))
+}
+
+/// The native Codex binary npm installs for this machine (the x86_64 or arm64 Linux
+/// package, as the wrapper `bin/codex.js` picks it).
+fn codex_native(dir: &Path) -> std::path::PathBuf {
+    let (package, triple) = if cfg!(target_arch = "aarch64") {
+        ("codex-linux-arm64", "aarch64-unknown-linux-musl")
+    } else {
+        ("codex-linux-x64", "x86_64-unknown-linux-musl")
+    };
+    dir.join("node_modules/@openai")
+        .join(package)
+        .join("vendor")
+        .join(triple)
+        .join("bin/codex")
+}
+
+/// `codex --version` (`codex-cli 0.169.0` gives `0.169.0`), None if it does not run.
+fn native_version(native: &Path) -> Option<String> {
+    let out = util::output(Command::new(native).arg("--version")).ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    out.status
+        .success()
+        .then(|| text.trim().rsplit(' ').next().map(str::to_owned))
+        .flatten()
+}
+
+fn command_works(program: &str, arg: &str) -> bool {
+    util::output(Command::new(program).arg(arg)).is_ok_and(|o| o.status.success())
 }
 
 /// cargo-fuzz, pinned: `cargo xtask test` runs the fuzz targets with it.
@@ -248,6 +376,22 @@ fn llvm_dylib(libdir: &Path, llvm_major: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_pinned_codex_version() -> Result<()> {
+        let lock = std::fs::read(
+            util::workspace_root()
+                .join(CODEX_PINS)
+                .join("package-lock.json"),
+        )?;
+        let version = codex_version(&lock)?;
+        assert!(
+            version.split('.').count() == 3 && version.split('.').all(|p| p.parse::<u32>().is_ok()),
+            "{version:?}"
+        );
+        assert!(codex_version(br#"{"packages":{}}"#).is_err());
+        Ok(())
+    }
 
     #[test]
     fn parses_llvm_major() -> Result<()> {
