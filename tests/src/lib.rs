@@ -1493,6 +1493,76 @@ pub fn lsm_or_skip(test: &str, loaded: &Event) -> bool {
     }
 }
 
+/// A network namespace of the test's own (`ip netns add`), with only its loopback up,
+/// deleted at drop: programs that would talk to the world (a real agent's start-up
+/// traffic) run in it and reach nothing but the test's own listeners there.
+pub struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    pub fn new() -> NetNs {
+        let name = unique_name("gn");
+        for args in [
+            vec!["netns", "add", &name],
+            vec!["-n", &name, "link", "set", "lo", "up"],
+        ] {
+            let status = Command::new("ip")
+                .args(&args)
+                .status()
+                .unwrap_or_else(|e| panic!("ip {args:?}: {e} (iproute2 is a test dependency)"));
+            assert!(status.success(), "ip {args:?}: {status}");
+        }
+        NetNs { name }
+    }
+
+    /// `ip netns exec NAME program`: `program` runs in the namespace. `ip` by its
+    /// path, so that a command with a cleared environment finds it.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("ip");
+        let mut cmd = Command::new(ip);
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+
+    /// Runs `f` on a thread that joined the namespace (sockets it makes live there;
+    /// the calling thread stays where it is).
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        thread::scope(|s| {
+            s.spawn(|| {
+                let ns = fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                // SAFETY: setns on a descriptor this thread owns; it changes only
+                // this thread's network namespace.
+                let rc = unsafe {
+                    libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET)
+                };
+                assert_eq!(rc, 0, "setns {path}: {}", io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .expect("the thread in the namespace panicked")
+        })
+    }
+}
+
+impl Default for NetNs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_rfc3339;

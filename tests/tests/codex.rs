@@ -29,8 +29,8 @@ use std::time::{Duration, Instant, SystemTime};
 use std::{env, fs, io, thread};
 
 use guard_tests::{
-    Daemon, Event, EventsTo, Finished, Running, check_schema, dump, guard_bin, session_ended,
-    session_of, unique_name,
+    Daemon, Event, EventsTo, Finished, NetNs, Running, check_schema, dump, guard_bin,
+    session_ended, session_of, unique_name,
 };
 use serde_json::{Value, json};
 
@@ -311,11 +311,15 @@ struct Request {
     body: Option<Value>,
 }
 
-/// A Responses-API server on 127.0.0.1: to each `POST /v1/responses` it answers, over SSE,
+/// A Responses-API server on 127.0.0.1 of a network namespace of the test's own, where
+/// Codex runs too (its start-up DNS queries and `git ls-remote` to github.com reach
+/// nothing there): to each `POST /v1/responses` it answers, over SSE,
 /// with an `exec_command` call of the next scripted command (the step is the number of
 /// tool outputs the request carries), and once every command has its output, with a
 /// final message. It keeps every request.
 struct ModelServer {
+    /// Where the server listens and Codex runs.
+    ns: NetNs,
     port: u16,
     requests: Arc<Mutex<Vec<Request>>>,
     stop: Arc<AtomicBool>,
@@ -331,7 +335,10 @@ const KEY_VAR: &str = "GUARD_E2E_MODEL_KEY";
 
 impl ModelServer {
     fn start(commands: Vec<String>) -> ModelServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the model server");
+        let ns = NetNs::new();
+        let listener = ns
+            .enter(|| TcpListener::bind("127.0.0.1:0"))
+            .expect("bind the model server");
         let port = listener.local_addr().expect("local addr").port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -352,6 +359,7 @@ impl ModelServer {
             })
         };
         ModelServer {
+            ns,
             port,
             requests,
             stop,
@@ -393,7 +401,8 @@ impl Drop for ModelServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
+        let port = self.port;
+        let _ = self.ns.enter(|| TcpStream::connect(("127.0.0.1", port)));
         if let Some(accept) = self.accept.take() {
             let _ = accept.join();
         }
@@ -616,6 +625,7 @@ struct CodexRun {
 /// The command that starts Codex as `user`: `guard run` (when `socket` is given: the
 /// session root is this very process) → `setpriv` (drops to the user, in place) → Codex.
 fn codex_command(
+    ns: &NetNs,
     socket: Option<&Path>,
     install: &Install,
     launch: Launch,
@@ -625,7 +635,7 @@ fn codex_command(
 ) -> Command {
     let mut cmd = match socket {
         Some(socket) => {
-            let mut cmd = Command::new(guard_bin());
+            let mut cmd = ns.command(guard_bin());
             cmd.arg("run")
                 .arg("--socket")
                 .arg(socket)
@@ -633,7 +643,7 @@ fn codex_command(
                 .arg("setpriv");
             cmd
         }
-        None => Command::new("setpriv"),
+        None => ns.command("setpriv"),
     };
     cmd.arg(format!("--reuid={}", user.uid))
         .arg(format!("--regid={}", user.gid))
@@ -663,6 +673,7 @@ fn codex_command(
 /// Runs Codex under `daemon` and waits for its session to end.
 fn run_codex(
     daemon: &mut Daemon,
+    model: &ModelServer,
     install: &Install,
     launch: Launch,
     user: &TestUser,
@@ -671,6 +682,7 @@ fn run_codex(
 ) -> CodexRun {
     let start = Instant::now();
     let run = Running::spawn_group(codex_command(
+        &model.ns,
         Some(daemon.socket()),
         install,
         launch,
@@ -893,7 +905,7 @@ fn codex_under(policy: &str, launch: Launch) {
         // Each run starts from a clean workspace and hook directory.
         let _ = fs::remove_file(ws.join(".git/hooks/pre-commit"));
         let before = model.requests().len();
-        let cr = run_codex(&mut daemon, &install, launch, &user, &ws, sandbox);
+        let cr = run_codex(&mut daemon, &model, &install, launch, &user, &ws, sandbox);
         check_run(&label, sandbox, &cr, &model, &secrets);
         // What the hook holds now: on a kernel without BPF-LSM the kill comes from user
         // space, after the open (docs/policy.md), so a shell may have written it first.
@@ -963,6 +975,7 @@ fn codex_with_and_without_guard() {
         let before = model.requests().len();
         let start = Instant::now();
         let run = Running::spawn_group(codex_command(
+            &model.ns,
             None,
             &install,
             Launch::Native,
@@ -983,6 +996,7 @@ fn codex_with_and_without_guard() {
         let before = model.requests().len();
         let cr = run_codex(
             &mut daemon,
+            &model,
             &install,
             Launch::Native,
             &user,

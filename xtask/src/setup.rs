@@ -2,7 +2,7 @@
 //! Idempotent; only checks when everything is already present.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
