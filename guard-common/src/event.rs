@@ -29,11 +29,14 @@ pub enum EventKind {
     /// The kernel could not deliver records of a session, or could not track one of
     /// its children ([`LimitBody`]).
     Limit = 8,
+    /// A tracked process tried to signal, trace, read or blind guard itself, and
+    /// was refused or killed ([`TamperBody`], then the path for opens).
+    Tamper = 9,
 }
 
 impl EventKind {
     /// Every kind, in numeric order.
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::Exec,
         EventKind::Open,
         EventKind::Connect,
@@ -41,6 +44,7 @@ impl EventKind {
         EventKind::Fork,
         EventKind::Exit,
         EventKind::Limit,
+        EventKind::Tamper,
     ];
 
     /// Decodes a kind number; `None` for numbers this build does not know.
@@ -53,6 +57,7 @@ impl EventKind {
             5 => EventKind::Fork,
             6 => EventKind::Exit,
             8 => EventKind::Limit,
+            9 => EventKind::Tamper,
             _ => return None,
         })
     }
@@ -67,6 +72,7 @@ impl EventKind {
             EventKind::Fork => "fork",
             EventKind::Exit => "exit",
             EventKind::Limit => "limit",
+            EventKind::Tamper => "tamper",
         }
     }
 }
@@ -303,6 +309,64 @@ pub struct LimitBody {
     pub reason: u32,
     /// With [`limit::TRACK_FULL`]: the child that could not be tracked.
     pub child_pid: u32,
+}
+
+/// What a [`EventKind::Tamper`] record says was attempted: [`TamperBody::op`].
+pub mod tamper {
+    /// A signal to guard (kill, tkill, tgkill, rt_(tg)sigqueueinfo,
+    /// pidfd_send_signal); `arg` is the signal number.
+    pub const SIGNAL: u32 = 1;
+    /// ptrace(PTRACE_ATTACH/PTRACE_SEIZE) of guard; `arg` is the request.
+    pub const PTRACE: u32 = 2;
+    /// process_vm_readv/process_vm_writev on guard.
+    pub const PROCESS_VM: u32 = 3;
+    /// pidfd_getfd on guard (taking one of its descriptors).
+    pub const PIDFD_GETFD: u32 = 4;
+    /// BPF-LSM `ptrace_access_check` refused access to guard (ptrace attach,
+    /// process_vm_*, /proc/<guard>/fd links, pidfd_getfd…); `arg` is the
+    /// `PTRACE_MODE_*` bits.
+    pub const PTRACE_ACCESS: u32 = 5;
+    /// An open of a file of guard's under /proc (`/proc/<guard>/environ`, `mem`,
+    /// `maps`, …, also through a thread's `task/<tid>/`); the path follows; `arg`
+    /// is the open flags.
+    pub const PROC_OPEN: u32 = 6;
+    /// An open of guard's pin directory or a pin in it; the path follows; `arg` is
+    /// the open flags.
+    pub const PIN_OPEN: u32 = 7;
+    /// A change in guard's pin directory (unlink, rmdir, rename) or an unmount of
+    /// the BPF file system holding it.
+    pub const PIN_CHANGE: u32 = 8;
+    /// bpf(2), any command; `arg` is the command.
+    pub const BPF: u32 = 9;
+    /// perf_event_open(2).
+    pub const PERF_EVENT_OPEN: u32 = 10;
+    /// fcntl(F_SETOWN/F_SETOWN_EX) naming guard: the file's I/O signals (SIGIO, or
+    /// any signal `F_SETSIG` picks) would go to guard; `arg` is the command. Where
+    /// BPF-LSM runs, such signals are refused when sent (`file_send_sigiotask`).
+    pub const SET_OWNER: u32 = 11;
+}
+
+/// Body of [`EventKind::Tamper`]; payload: the path for [`tamper::PROC_OPEN`],
+/// [`tamper::PIN_OPEN`] and [`tamper::PIN_CHANGE`], else none. What was done is in
+/// [`Header::rule`]: [`crate::rules::enforced::DENIED`] (BPF-LSM refused it with
+/// EPERM) or [`crate::rules::enforced::KILLED`] (SIGKILL sent from the system
+/// call), with no rule index.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TamperBody {
+    /// A [`tamper`] operation.
+    pub op: u32,
+    /// The system call number (`__syscall_nr` of the tracepoint), or -1 where a
+    /// BPF-LSM hook refused it (the hook does not see the call).
+    pub syscall: i32,
+    /// The pid or thread id of guard's daemon the attempt aimed at; 0 when it
+    /// aimed at no process (bpf, perf_event_open, pins), or -1 cast (`kill(-1)`).
+    pub target: u32,
+    /// Reserved, zero.
+    pub _reserved: u32,
+    /// Op-specific: signal number, ptrace request, `PTRACE_MODE_*` bits, bpf
+    /// command, open flags.
+    pub arg: u64,
 }
 
 /// Size of the biggest record: an exec with a full exe path and a full argv.

@@ -65,6 +65,9 @@ pub mod counter {
     /// Opens and network calls of tracked threads that found the map of pending
     /// system calls full: neither reported nor checked against the rules at exit.
     pub const PENDING_FULL: u32 = 13;
+    /// Tamper attempts: a tracked process signalled, traced, read or tried to blind
+    /// guard (each also a [`crate::EventKind::Tamper`] record).
+    pub const TAMPER: u32 = 14;
     /// Number of counters.
     pub const LEN: u32 = 16;
 }
@@ -87,6 +90,18 @@ pub mod daemon_state {
     pub const COUNTED_BASE: u32 = 16;
     /// Number of slots.
     pub const LEN: u32 = COUNTED_BASE + super::counter::LEN;
+}
+
+/// Slots of the `GUARD_PIN` array: the identity of guard's pin directory, which
+/// tracked processes may not open or change (0 in `INO`: none set).
+pub mod guard_pin {
+    /// The directory's device as the kernel encodes it (`MKDEV(major, minor)`,
+    /// major << 20 | minor), not as `stat(2)` reports it.
+    pub const DEV: u32 = 0;
+    /// The directory's inode number.
+    pub const INO: u32 = 1;
+    /// Number of slots.
+    pub const LEN: u32 = 2;
 }
 
 #[cfg(feature = "user")]

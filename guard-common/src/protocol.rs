@@ -509,6 +509,30 @@ pub enum EventDetail {
         #[serde(default)]
         errors: String,
     },
+    /// A process of the session tried to signal, trace, read or blind guard itself
+    /// (docs/events.md, `tamper`).
+    Tamper {
+        /// What was attempted: `signal`, `ptrace`, `process_vm`, `pidfd_getfd`,
+        /// `ptrace_access`, `proc_open`, `pin_open`, `pin_change`, `bpf`,
+        /// `perf_event_open`.
+        #[serde(default)]
+        op: String,
+        /// The system call, where a tracepoint saw it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        syscall: Option<String>,
+        /// guard's pid (or thread id) it aimed at.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target_pid: Option<i32>,
+        /// The signal, for `signal`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signal: Option<u64>,
+        /// The file, for `proc_open` and `pin_open`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        /// What the kernel did: `denied`, `killed` or `kill_failed`.
+        #[serde(default)]
+        done: String,
+    },
     /// A daemon took over pinned enforcement after a gap.
     DaemonResumed {
         #[serde(default)]
@@ -544,6 +568,7 @@ impl EventDetail {
             EventDetail::Lost { .. } => "lost",
             EventDetail::PolicyLoaded { .. } => "policy_loaded",
             EventDetail::PolicyRejected { .. } => "policy_rejected",
+            EventDetail::Tamper { .. } => "tamper",
             EventDetail::DaemonResumed { .. } => "daemon_resumed",
             EventDetail::Missed { .. } => "missed",
             EventDetail::Other => "other",
@@ -721,6 +746,29 @@ mod tests {
             }),
         };
         round_trip(&line);
+        let tamper = EventLine {
+            detail: EventDetail::Tamper {
+                op: "signal".into(),
+                syscall: Some("kill".into()),
+                target_pid: Some(4242),
+                signal: Some(9),
+                path: None,
+                done: "killed".into(),
+            },
+            violation: Some(ViolationLine {
+                rule: "self_protection".into(),
+                action: Action::Kill,
+                outcome: Outcome::Killed,
+                outcome_error: None,
+                alert: true,
+                would: None,
+                rules: vec!["self_protection".into()],
+                secret: false,
+                kill_latency_us: None,
+            }),
+            ..line
+        };
+        round_trip(&tamper);
         let future: EventLine =
             serde_json::from_str(r#"{"ts":"t","kind":"flow","bytes_out":9}"#).expect("parse");
         assert_eq!(future.detail, EventDetail::Other);

@@ -154,3 +154,40 @@ unsafe extern "C" {
 pub fn path_dentry(path: *const c_void) -> *const c_void {
     unsafe { guard_path_dentry(path) }
 }
+
+unsafe extern "C" {
+    fn guard_file_proc_pid(f: *const c_void) -> u32;
+    fn guard_file_target_pid(f: *const c_void) -> u32;
+    fn guard_dentry_short_name(d: *const c_void) -> u64;
+    fn guard_dentry_under(d: *const c_void, dev: u32, ino: u64) -> u32;
+    fn guard_mount_dev(m: *const c_void) -> u32;
+}
+
+/// Set in [`file_proc_pid`]'s result when the file is a directory.
+pub const PROC_DIR: u32 = 0x8000_0000;
+
+/// For a file under /proc/<pid>/: that pid (initial namespace; a thread's id for
+/// task/<tid>/ entries), with [`PROC_DIR`] set for directories; 0 otherwise.
+pub fn file_proc_pid(file: *const c_void) -> u32 {
+    unsafe { guard_file_proc_pid(file) }
+}
+
+/// The pid a pidfd or a /proc/<pid> directory descriptor refers to; 0 otherwise.
+pub fn file_target_pid(file: *const c_void) -> u32 {
+    unsafe { guard_file_target_pid(file) }
+}
+
+/// A dentry's name in the low bytes of a u64 when 7 bytes or shorter; else 0.
+pub fn dentry_short_name(dentry: *const c_void) -> u64 {
+    unsafe { guard_dentry_short_name(dentry) }
+}
+
+/// Whether `dentry` is the directory (dev, ino) or within 4 levels below it.
+pub fn dentry_under(dentry: *const c_void, dev: u32, ino: u64) -> bool {
+    unsafe { guard_dentry_under(dentry, dev, ino) != 0 }
+}
+
+/// The kernel device number of the file system a `struct vfsmount` shows.
+pub fn mount_dev(mnt: *const c_void) -> u32 {
+    unsafe { guard_mount_dev(mnt) }
+}

@@ -156,9 +156,16 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
             draft.header().flags |= flags::PATH_TRUNCATED;
         }
         let start = walk & !WALK_TRUNCATED;
+        let path = pbuf.wrapping_add((start & PATH_MASK) as usize);
+        // guard's own files (/proc/<guard>/…, its pins): the opener dies before the
+        // open returns, and the record says tamper, not open.
+        // SAFETY: `__syscall_nr` of the sys_exit record.
+        let syscall = unsafe { ctx.read_at::<i32>(8) }.unwrap_or(-1);
+        if crate::tamper::opened(session, syscall, file, pending.flags, path, PATH_END - start) {
+            return Ok(());
+        }
         // Decided before the open returns: a killed process never sees the file.
         let is_root = tracked.flags & u32::from(flags::ROOT_PROCESS) != 0;
-        let path = pbuf.wrapping_add((start & PATH_MASK) as usize);
         draft.header().rule =
             enforce::on_open(file, path, PATH_END - start, pending.flags, is_root);
         (start, PATH_END)

@@ -14,7 +14,7 @@ use guard_common::{EventKind, ExecBody, OpenBody, OpenCall, flags, rules::enforc
 use crate::{
     core_read::{self, WALK_TRUNCATED},
     emit::{Draft, current_ids},
-    enforce,
+    enforce, tamper,
     maps::{PATH_END, PATH_MASK, PATH_SCRATCH, TRACKED},
 };
 
@@ -50,11 +50,19 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     if retval != 0 {
         return retval;
     }
-    let Some(is_root) = tracked() else { return 0 };
+    let (tgid, _) = current_ids();
+    // SAFETY: read-only copy of the map value.
+    let Some(t) = (unsafe { TRACKED.get(tgid) }).copied() else {
+        return 0;
+    };
+    let is_root = t.flags & u32::from(flags::ROOT_PROCESS) != 0;
     let Some((path, len)) = path_of(file) else {
         return 0;
     };
     let f_flags = u64::from(core_read::file_flags(file));
+    if tamper::lsm_file_open(t.session, file, f_flags, path, len) {
+        return -EPERM;
+    }
     if enforce::deny_open(file, path, len, f_flags, is_root).is_some() {
         -EPERM
     } else {
@@ -235,6 +243,17 @@ macro_rules! tracked_or_return {
     }};
 }
 
+/// A change in guard's pin directory (`tamper`): refused whatever the rules say.
+#[inline(always)]
+fn pin_change(dentry: Ptr) -> bool {
+    let (tgid, _) = current_ids();
+    // SAFETY: read-only copy of the map value.
+    match unsafe { TRACKED.get(tgid) } {
+        Some(t) => tamper::lsm_pin_change(t.session, dentry),
+        None => false,
+    }
+}
+
 /// Creating a file: open(O_CREAT) (through may_o_create), mknod, mkfifo.
 #[lsm(hook = "path_mknod")]
 pub fn path_mknod(ctx: LsmContext) -> i32 {
@@ -260,6 +279,9 @@ pub fn path_mkdir(ctx: LsmContext) -> i32 {
 pub fn path_rmdir(ctx: LsmContext) -> i32 {
     // (const struct path *dir, struct dentry *dentry)
     let is_root = tracked_or_return!(ctx, 2);
+    if pin_change(ctx.arg(1)) {
+        return -EPERM;
+    }
     verdict(refuse_entry(
         ctx.arg(0),
         ctx.arg(1),
@@ -273,6 +295,9 @@ pub fn path_rmdir(ctx: LsmContext) -> i32 {
 pub fn path_unlink(ctx: LsmContext) -> i32 {
     // (const struct path *dir, struct dentry *dentry)
     let is_root = tracked_or_return!(ctx, 2);
+    if pin_change(ctx.arg(1)) {
+        return -EPERM;
+    }
     verdict(refuse_entry(
         ctx.arg(0),
         ctx.arg(1),
@@ -325,6 +350,9 @@ pub fn path_rename(ctx: LsmContext) -> i32 {
     // (const struct path *old_dir, struct dentry *old_dentry,
     //  const struct path *new_dir, struct dentry *new_dentry, unsigned int flags)
     let is_root = tracked_or_return!(ctx, 5);
+    if pin_change(ctx.arg(1)) || pin_change(ctx.arg(3)) {
+        return -EPERM;
+    }
     if refuse_entry(
         ctx.arg(0),
         ctx.arg(1),

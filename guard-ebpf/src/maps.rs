@@ -108,3 +108,17 @@ pub struct PendingNet {
     pub rule: u16,
     pub _reserved: u32,
 }
+
+/// guard's daemon: each of its thread ids (its tgid included) → its tgid. The daemon
+/// puts itself and its threads in at start; the kernel adds the threads it creates
+/// later (`sched_process_fork`) and removes each thread at its exit, so no entry
+/// outlives the thread it names (a dead daemon's ids cannot point at a process that
+/// reuses them). Tracked processes may not signal, trace or read these
+/// (`tamper`). Sized for the daemon's runtime threads and blocking pool.
+#[map]
+pub static GUARD_PIDS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Identity of guard's pin directory (`guard_common::guard_pin`): tracked processes
+/// may not open it or change anything in it.
+#[map]
+pub static GUARD_PIN: Array<u64> = Array::with_max_entries(guard_common::guard_pin::LEN, 0);

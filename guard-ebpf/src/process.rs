@@ -28,9 +28,13 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
 
 fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
     let (tgid, _) = current_ids();
-    // SAFETY: read-only copy of the map value.
-    let parent = *unsafe { TRACKED.get(tgid) }.ok_or(())?;
     let child: *const core_read::Task = ctx.arg::<u64>(1) as *const core_read::Task;
+    // SAFETY: read-only copy of the map value.
+    let Some(parent) = unsafe { TRACKED.get(tgid) }.copied() else {
+        // Untracked: only guard's own new threads matter (self-protection).
+        crate::tamper::thread_born(tgid, core_read::pid(child), core_read::tgid(child));
+        return Err(());
+    };
     let child_pid = core_read::pid(child);
     if child_pid != core_read::tgid(child) {
         return Ok(()); // a new thread: its process is tracked already
@@ -179,7 +183,10 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
 fn try_exit() -> Result<(), ()> {
     let (tgid, tid) = current_ids();
     // SAFETY: read-only copy of the map value.
-    let tracked = *unsafe { TRACKED.get(tgid) }.ok_or(())?;
+    let Some(tracked) = unsafe { TRACKED.get(tgid) }.copied() else {
+        crate::tamper::thread_gone(tid);
+        return Err(());
+    };
     let _ = crate::maps::PENDING_OPEN.remove(tid);
     let _ = crate::maps::PENDING_NET.remove(tid);
     let task = core_read::current();

@@ -84,8 +84,17 @@ const SUBSET: &[(&str, &[&str])] = &[
     (
         "survive",
         &[
-            "sigkill_from_a_session_leaves_the_kernel_enforcing_and_the_next_daemon_adopts",
+            "sigkill_of_the_daemon_leaves_the_kernel_enforcing_and_the_next_daemon_adopts",
             "restart_replaces_the_programs_with_no_read_getting_through",
+        ],
+    ),
+    // Self-protection: BPF-LSM refuses a session's signals, ptrace, /proc reads, pin
+    // opens, bpf() and perf_event_open() against guard.
+    (
+        "tamper",
+        &[
+            "attempts_on_guard_from_a_session_are_stopped_and_reported",
+            "kill_9_of_guard_from_a_session",
         ],
     ),
 ];

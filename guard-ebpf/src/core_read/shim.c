@@ -361,3 +361,139 @@ ACCESSOR u32 guard_dentry_path_on(struct path *on, struct dentry *d, u8 *buf, u3
 }
 
 ACCESSOR struct dentry *guard_path_dentry(struct path *p) { return BPF_CORE_READ(p, dentry); }
+
+// ---- self-protection: which process a /proc file or pidfd is about, and whether
+// a dentry lies in guard's pin directory ----
+
+#define PROC_SUPER_MAGIC 0x9fa0
+#define PIDFS_MAGIC 0x50494446
+#define ANON_INODE_FS_MAGIC 0x09041934
+#define S_IFMT 00170000
+#define S_IFDIR 0040000
+
+struct super_block {
+	unsigned long s_magic;
+	unsigned int s_dev;
+} __co_re;
+
+struct inode {
+	unsigned short i_mode;
+	struct super_block *i_sb;
+	unsigned long i_ino;
+} __co_re;
+
+struct dentry___inode {
+	struct inode *d_inode;
+	struct dentry *d_parent;
+} __co_re;
+
+struct upid {
+	int nr;
+} __co_re;
+
+struct pid {
+	struct upid numbers[1];
+} __co_re;
+
+// fs/proc/internal.h: every /proc inode is the vfs_inode of one of these; `pid` is
+// set for the entries under /proc/<pid>/ (and /proc/<pid>/task/<tid>/).
+struct proc_inode {
+	struct pid *pid;
+	struct inode vfs_inode;
+} __co_re;
+
+struct file___private {
+	void *private_data;
+} __co_re;
+
+struct vfsmount___sb {
+	struct super_block *mnt_sb;
+} __co_re;
+
+static __attribute__((always_inline)) struct inode *dentry_inode(struct dentry *d)
+{
+	return BPF_CORE_READ((struct dentry___inode *)d, d_inode);
+}
+
+// The pid (in the initial namespace: numbers[0]) of the task a /proc inode belongs
+// to, or 0 when the inode is not procfs or belongs to no task (/proc/meminfo).
+static __attribute__((always_inline)) u32 proc_inode_pid(struct inode *inode)
+{
+	if (!inode || BPF_CORE_READ(inode, i_sb, s_magic) != PROC_SUPER_MAGIC)
+		return 0;
+	struct proc_inode *pi =
+		(void *)inode - bpf_core_field_offset(struct proc_inode, vfs_inode);
+	struct pid *pid = BPF_CORE_READ(pi, pid);
+	if (!pid)
+		return 0;
+	return BPF_CORE_READ(pid, numbers[0].nr);
+}
+
+// For an opened file: the /proc owner's pid (0 when none), whether it is a
+// directory (bit 31 of the result).
+ACCESSOR u32 guard_file_proc_pid(struct file *f)
+{
+	struct inode *inode = dentry_inode(BPF_CORE_READ(f, f_path.dentry));
+	u32 pid = proc_inode_pid(inode);
+	if (!pid)
+		return 0;
+	u32 dir = (BPF_CORE_READ(inode, i_mode) & S_IFMT) == S_IFDIR ? 0x80000000u : 0;
+	return pid | dir;
+}
+
+// The pid a pidfd (pidfs or anonymous inode) or a /proc/<pid> directory descriptor
+// refers to; 0 for other files.
+ACCESSOR u32 guard_file_target_pid(struct file *f)
+{
+	struct inode *inode = dentry_inode(BPF_CORE_READ(f, f_path.dentry));
+	if (!inode)
+		return 0;
+	unsigned long magic = BPF_CORE_READ(inode, i_sb, s_magic);
+	if (magic == PROC_SUPER_MAGIC)
+		return proc_inode_pid(inode);
+	if (magic != PIDFS_MAGIC && magic != ANON_INODE_FS_MAGIC)
+		return 0;
+	struct pid *pid = BPF_CORE_READ((struct file___private *)f, private_data);
+	if (!pid)
+		return 0;
+	return BPF_CORE_READ(pid, numbers[0].nr);
+}
+
+// Up to 8 bytes of a dentry's name, zero-padded, when it is 7 bytes or shorter
+// (the /proc names tracked processes may read are); else 0.
+ACCESSOR u64 guard_dentry_short_name(struct dentry *d)
+{
+	u64 out = 0;
+	if (BPF_CORE_READ(d, d_name.len) > 7)
+		return 0;
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	bpf_probe_read_kernel_str(&out, sizeof(out), name);
+	return out;
+}
+
+// Whether d is the directory (dev, ino) or lies at most 4 levels below it.
+ACCESSOR u32 guard_dentry_under(struct dentry *d, u32 dev, u64 ino)
+{
+	if (!ino)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < 5; i++) {
+		if (!d)
+			return 0;
+		struct inode *inode = dentry_inode(d);
+		if (inode && BPF_CORE_READ(inode, i_ino) == ino &&
+		    BPF_CORE_READ(inode, i_sb, s_dev) == dev)
+			return 1;
+		struct dentry *parent = BPF_CORE_READ(d, d_parent);
+		if (parent == d)
+			return 0;
+		d = parent;
+	}
+	return 0;
+}
+
+// The device of the file system a mount shows.
+ACCESSOR u32 guard_mount_dev(struct vfsmount *m)
+{
+	return BPF_CORE_READ((struct vfsmount___sb *)m, mnt_sb, s_dev);
+}

@@ -282,6 +282,25 @@ pub fn what(ev: &EventLine) -> String {
                 errors.lines().next().unwrap_or("")
             )
         }
+        EventDetail::Tamper {
+            op,
+            syscall,
+            target_pid,
+            path,
+            done,
+            ..
+        } => {
+            let call = syscall
+                .as_deref()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default();
+            let on = match (path, target_pid) {
+                (Some(path), _) => format!(" {path}"),
+                (None, Some(pid)) => format!(" of guard pid {pid}"),
+                (None, None) => String::new(),
+            };
+            format!("TAMPER {op}{call}{on}: {done}")
+        }
         EventDetail::Lost { by_kind, total } => {
             let parts: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
             format!("LOST {total}: {}", parts.join(", "))

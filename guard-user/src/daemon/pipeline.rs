@@ -178,6 +178,10 @@ impl Pipeline {
         if matches!(ev.detail, Detail::Limit { .. }) {
             ev.violation = self.on_loss(&ev);
         }
+        if let Detail::Tamper(t) = &ev.detail {
+            tracing::warn!(pid = ev.task.pid, comm = %ev.task.comm, op = t.op.as_str(), target = ?t.target, done = crate::event::tamper_done(ev.enforced), "tamper attempt against guard");
+            ev.violation = Some(tamper_violation(ev.enforced));
+        }
         out.write(&ev)?;
         if let Some(mut end) = self.registry.after(&ev) {
             if self.judge.policy().kill_stragglers {
@@ -238,6 +242,37 @@ impl Pipeline {
         }
     }
 }
+
+/// A tamper attempt as a violation of guard's own rule, `self_protection` (not a
+/// policy rule: always on): what the kernel did, from the record's bits.
+fn tamper_violation(enforced: u16) -> Violation {
+    use guard_common::rules::enforced as e;
+    let (action, outcome, error) = if enforced & e::DENIED != 0 {
+        (Action::Deny, Outcome::Denied, None)
+    } else if enforced & e::KILLED != 0 {
+        (Action::Kill, Outcome::Killed, None)
+    } else {
+        (
+            Action::Kill,
+            Outcome::Failed,
+            Some("the kernel could not send SIGKILL".to_owned()),
+        )
+    };
+    Violation {
+        rule: SELF_PROTECTION.to_owned(),
+        action,
+        outcome,
+        error,
+        alert: true,
+        would: None,
+        rules: vec![SELF_PROTECTION.to_owned()],
+        secret: false,
+        kill_latency_us: None,
+    }
+}
+
+/// The rule name tamper events are reported under.
+pub const SELF_PROTECTION: &str = "self_protection";
 
 #[cfg(test)]
 mod tests {
@@ -359,6 +394,57 @@ mod tests {
         assert_eq!(line["child_pid"], untracked.id(), "{limit}");
         assert_eq!(line["action"], "kill", "{limit}");
         assert_eq!(line["outcome"], "killed", "{limit}");
+    }
+
+    /// A tamper record is written as a violation of `self_protection` saying what
+    /// the kernel did, and lands in the session's report.
+    #[test]
+    fn a_tamper_attempt_is_a_self_protection_violation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("events.jsonl");
+        let mut out = Outputs::new(Sink::open(&log).expect("sink"), Arc::new(Metrics::new()));
+        let mut p = pipeline();
+        p.process(
+            event(100, exec("/usr/bin/agent", &["agent"], true)),
+            &mut out,
+        )
+        .expect("write");
+        let mut ev = event(
+            100,
+            Detail::Tamper(Box::new(crate::event::Tamper {
+                op: crate::event::TamperOp::Signal,
+                syscall: Some("kill".into()),
+                target: Some(4242),
+                arg: 9,
+                path: None,
+            })),
+        );
+        ev.enforced = guard_common::rules::enforced::KILLED;
+        p.process(ev, &mut out).expect("write");
+        out.sink.flush().expect("flush");
+        let text = std::fs::read_to_string(&log).expect("read log");
+        let line = text
+            .lines()
+            .find(|l| l.contains("\"kind\":\"tamper\""))
+            .expect("a tamper event");
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        assert_eq!(v["op"], "signal", "{line}");
+        assert_eq!(v["target_pid"], 4242, "{line}");
+        assert_eq!(v["rule"], "self_protection", "{line}");
+        assert_eq!(v["action"], "kill", "{line}");
+        assert_eq!(v["outcome"], "killed", "{line}");
+        assert_eq!(v["alert"], true, "{line}");
+        let report = out
+            .ledgers
+            .get(&SessionId(5).to_string())
+            .expect("the session's report");
+        let violation = report
+            .violations
+            .iter()
+            .find(|v| v.rule == "self_protection")
+            .expect("reported as a violation");
+        assert_eq!(violation.what, "tamper signal (kill) → pid 4242");
+        assert_eq!(violation.outcome, "killed");
     }
 
     #[test]

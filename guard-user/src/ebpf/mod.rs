@@ -142,6 +142,61 @@ const SYSCALL_TRACEPOINTS: [(&str, &[&str]); 6] = [
     ),
 ];
 
+/// Self-protection on the tracepoint tier (kill at the system call), by the
+/// BPF-LSM hook that refuses the same attempts where it runs: a group's tracepoints
+/// are attached only when its hook is not (else the LSM's refusal would be followed
+/// by a kill for the same call). (hook, [(program, tracepoints)]).
+type TamperGroup = (&'static str, &'static [(&'static str, &'static [&'static str])]);
+const TAMPER_TRACEPOINTS: [TamperGroup; 5] = [
+    (
+        "task_kill",
+        &[
+            (
+                "tamper_signal",
+                &[
+                    "sys_enter_kill",
+                    "sys_enter_tkill",
+                    "sys_enter_rt_sigqueueinfo",
+                ],
+            ),
+            (
+                "tamper_tgsignal",
+                &["sys_enter_tgkill", "sys_enter_rt_tgsigqueueinfo"],
+            ),
+            ("tamper_pidfd_signal", &["sys_enter_pidfd_send_signal"]),
+        ],
+    ),
+    (
+        "ptrace_access_check",
+        &[
+            ("tamper_ptrace", &["sys_enter_ptrace"]),
+            (
+                "tamper_process_vm",
+                &["sys_enter_process_vm_readv", "sys_enter_process_vm_writev"],
+            ),
+            ("tamper_pidfd_getfd", &["sys_enter_pidfd_getfd"]),
+        ],
+    ),
+    ("bpf", &[("tamper_bpf", &["sys_enter_bpf"])]),
+    ("perf_event_open", &[("tamper_perf", &["sys_enter_perf_event_open"])]),
+    // F_SETOWN has no BPF-LSM hook that can refuse it (file_set_fowner returns
+    // nothing): killed at the call on every tier; on BPF-LSM the signals themselves
+    // are refused too (file_send_sigiotask).
+    ("fcntl", &[("tamper_fcntl", &["sys_enter_fcntl"])]),
+];
+
+/// The BPF-LSM hooks of self-protection (see guard-ebpf's `tamper`); opens of
+/// guard's files and changes to its pins are refused by `file_open` and the
+/// `path_*` hooks.
+const LSM_TAMPER_HOOKS: [&str; 6] = [
+    "task_kill",
+    "ptrace_access_check",
+    "bpf",
+    "perf_event_open",
+    "sb_umount",
+    "file_send_sigiotask",
+];
+
 /// open(2) and creat(2) do not exist on every architecture.
 fn legacy(tp: &str) -> bool {
     matches!(
@@ -294,6 +349,58 @@ fn replace_keys<K: aya::Pod + Eq + std::hash::Hash>(
     Ok(())
 }
 
+/// Makes `GUARD_PIDS` this daemon: its tgid and every thread it has now (the kernel
+/// adds threads created later and removes each at its exit). An earlier daemon's
+/// entries go first (its threads are gone; their exits removed them already unless
+/// the programs were being replaced at that moment).
+fn register_self(map: &mut HashMap<MapData, u32, u32>) -> Result<(), Error> {
+    let map_err = |source| Error::Map {
+        map: "GUARD_PIDS",
+        source,
+    };
+    let stale: Vec<u32> = map.keys().filter_map(Result::ok).collect();
+    for pid in stale {
+        map.remove(&pid).map_err(map_err)?;
+    }
+    let tgid = std::process::id();
+    // The tgid first: from here on the kernel adds new threads itself, so the
+    // listing below misses none.
+    map.insert(tgid, tgid, 0).map_err(map_err)?;
+    let tasks = std::fs::read_dir("/proc/self/task").map_err(|source| Error::Io {
+        what: "list /proc/self/task",
+        source,
+    })?;
+    for tid in tasks
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    {
+        map.insert(tid, tgid, 0).map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Puts the pin directory's identity in `GUARD_PIN` (device as the kernel encodes
+/// it, inode), for the hooks that keep tracked processes out of it.
+fn protect_pins(map: &mut Array<MapData, u64>, dir: &std::path::Path) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(dir).map_err(|source| Error::PinDir {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let dev = meta.dev();
+    // The kernel's dev_t is MKDEV(major, minor) = major << 20 | minor, not the
+    // encoding stat(2) returns.
+    let kdev = (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev));
+    let map_err = |source| Error::Map {
+        map: "GUARD_PIN",
+        source,
+    };
+    map.set(guard_common::guard_pin::DEV, kdev, 0)
+        .map_err(map_err)?;
+    map.set(guard_common::guard_pin::INO, meta.ino(), 0)
+        .map_err(map_err)
+}
+
 /// Lost records by kind, and children that escaped tracking (map full).
 pub type Lost = (Vec<(&'static str, u64)>, u64);
 
@@ -440,7 +547,34 @@ impl Probes {
             }
         }
 
-        let (lsm, lsm_paths) = attach_lsm(&mut bpf, &mut attached, &mut links);
+        let (lsm, lsm_paths, lsm_tamper) = attach_lsm(&mut bpf, &mut attached, &mut links);
+        let mut self_protection = Vec::new();
+        for (hook, programs) in TAMPER_TRACEPOINTS {
+            // fcntl(F_SETOWN) is killed at the call on every tier; BPF-LSM refuses the
+            // signals it would bring (file_send_sigiotask).
+            let (by_lsm, attach) = if hook == "fcntl" {
+                (lsm_tamper.contains(&"file_send_sigiotask"), true)
+            } else {
+                let lsm = lsm_tamper.contains(&hook);
+                (lsm, !lsm)
+            };
+            let mut how = if by_lsm {
+                Ok(tiers::Tier::BpfLsmDeny)
+            } else {
+                Ok(tiers::Tier::TracepointKill)
+            };
+            if attach {
+                for (program, tracepoints) in programs {
+                    if let Err(why) =
+                        attach_syscall(&mut bpf, program, tracepoints, &mut attached, &mut links)
+                    {
+                        tracing::warn!("self-protection: {why}");
+                        how = Err(why);
+                    }
+                }
+            }
+            self_protection.push((hook, how));
+        }
         let swaps = links.finish();
         for (name, program) in bpf.programs_mut() {
             if program.fd().is_ok() {
@@ -455,6 +589,8 @@ impl Probes {
             sock_addr,
             lsm_open_exec: lsm.clone(),
             lsm_paths,
+            self_protection,
+            lsm_umount: lsm_tamper.contains(&"sb_umount"),
             attached: attached.clone(),
         };
         let enforcement = tiers::Enforcement::from_probe(&probe);
@@ -474,6 +610,10 @@ impl Probes {
             .map(|c| (c.generation & 1) as u8)
             .unwrap_or(0);
         let agent_cgroups = take(&mut bpf, "AGENT_CGROUPS")?;
+        let mut guard_pids: HashMap<MapData, u32, u32> = take(&mut bpf, "GUARD_PIDS")?;
+        register_self(&mut guard_pids)?;
+        let mut guard_pin: Array<MapData, u64> = take(&mut bpf, "GUARD_PIN")?;
+        protect_pins(&mut guard_pin, pins.path())?;
         let mut kernel = Self {
             bpf,
             tracked,
@@ -770,18 +910,18 @@ fn attach_lsm(
     bpf: &mut Ebpf,
     attached: &mut Vec<String>,
     links: &mut Links,
-) -> (Result<(), String>, Result<(), String>) {
+) -> (Result<(), String>, Result<(), String>, Vec<&'static str>) {
     let lsm_active = std::fs::read_to_string("/sys/kernel/security/lsm")
         .map(|l| l.split(',').any(|m| m.trim() == "bpf"));
     if matches!(lsm_active, Ok(false)) {
         let why = "the kernel's active LSMs do not include bpf".to_owned();
-        return (Err(why.clone()), Err(why));
+        return (Err(why.clone()), Err(why), Vec::new());
     }
     let btf = match aya::Btf::from_sys_fs() {
         Ok(btf) => btf,
         Err(e) => {
             let why = format!("no kernel BTF: {e}");
-            return (Err(why.clone()), Err(why));
+            return (Err(why.clone()), Err(why), Vec::new());
         }
     };
     let mut attach = |hook: &'static str| -> Result<(), String> {
@@ -809,7 +949,16 @@ fn attach_lsm(
     }
     if let Err(why) = &open_exec {
         // The same cause stops the path hooks: do not try ten more loads.
-        return (open_exec.clone(), Err(why.clone()));
+        return (open_exec.clone(), Err(why.clone()), Vec::new());
+    }
+    // Self-protection: each hook on its own; a missing one falls back to the
+    // tracepoint kills of its group.
+    let mut tamper = Vec::new();
+    for hook in LSM_TAMPER_HOOKS {
+        match attach(hook) {
+            Ok(()) => tamper.push(hook),
+            Err(why) => tracing::warn!("self-protection: {why}"),
+        }
     }
     let mut missing = Vec::new();
     for hook in LSM_PATH_HOOKS {
@@ -823,7 +972,7 @@ fn attach_lsm(
     } else {
         Err(missing.join("; "))
     };
-    (open_exec, paths)
+    (open_exec, paths, tamper)
 }
 
 /// The error chain, with a verifier log cut to its last lines (the complaint is at

@@ -27,12 +27,13 @@ pub const DEFAULT_DIR: &str = "/sys/fs/bpf/guard";
 
 /// Maps whose contents must outlive the daemon: sessions, agent names and cgroups,
 /// rules and mode, the ring buffer (records written while no daemon runs wait there),
-/// the counters, the opens and sends in flight, the sessions' record budgets, and the
-/// daemon's own state. The
+/// the counters, the opens and sends in flight, the sessions' record budgets, the
+/// daemon's own state, and what self-protection guards (the daemon's threads, the
+/// pin directory). The
 /// per-CPU scratch maps are not listed: each program version gets fresh ones. A map
 /// added to the eBPF object whose contents the kernel needs across a restart
 /// belongs here.
-pub const PINNED_MAPS: [&str; 12] = [
+pub const PINNED_MAPS: [&str; 14] = [
     "TRACKED",
     "AGENTS",
     "AGENT_CGROUPS",
@@ -45,6 +46,8 @@ pub const PINNED_MAPS: [&str; 12] = [
     "NET_RULES",
     "SESSION_LIMITS",
     "DAEMON",
+    "GUARD_PIDS",
+    "GUARD_PIN",
 ];
 
 /// A pin directory held by this process.

@@ -60,6 +60,9 @@ pub enum Operation {
     NetworkDeny,
     /// `kill` decided on argv or a glob the kernel cannot match.
     ArgvAndGlobKill,
+    /// Self-protection (always on, no rule): a session's attempts to signal,
+    /// trace, read or blind guard.
+    SelfProtection,
 }
 
 impl Tier {
@@ -86,6 +89,7 @@ impl Operation {
             Operation::FileWriteDeny => "file_write_deny",
             Operation::NetworkDeny => "network_deny",
             Operation::ArgvAndGlobKill => "argv_and_glob_kill",
+            Operation::SelfProtection => "self_protection",
         }
     }
 }
@@ -122,6 +126,12 @@ pub struct Probe {
     pub lsm_open_exec: Result<(), String>,
     /// The `lsm/path_*` hooks: `Err` names the ones missing and why.
     pub lsm_paths: Result<(), String>,
+    /// Self-protection by group (named by its BPF-LSM hook: `task_kill`,
+    /// `ptrace_access_check`, `bpf`, `perf_event_open`): the tier that carries it,
+    /// or why neither could be attached.
+    pub self_protection: Vec<(&'static str, Result<Tier, String>)>,
+    /// Whether `lsm/sb_umount` refuses unmounting the pins' file system.
+    pub lsm_umount: bool,
     /// Attached programs, as `kind/name`.
     pub attached: Vec<String>,
 }
@@ -260,6 +270,7 @@ impl Enforcement {
                 Some(why.clone()),
             ),
         };
+        let self_protection = self_protection(probe, lsm_why.clone());
         let op =
             |operation, (tier, guarantee, fallback): (Option<Tier>, String, Option<String>)| {
                 ActionTier {
@@ -292,6 +303,7 @@ impl Enforcement {
                     None,
                 ),
             ),
+            op(Operation::SelfProtection, self_protection),
         ];
         Enforcement { tiers, operations }
     }
@@ -331,6 +343,56 @@ impl Enforcement {
     }
 }
 
+/// The `self_protection` row: BPF-LSM refusals where every group's hook runs,
+/// else kills at the system call, saying which groups are which.
+fn self_protection(probe: &Probe, lsm_why: Option<String>) -> (Option<Tier>, String, Option<String>) {
+    let groups = &probe.self_protection;
+    let missing: Vec<String> = groups
+        .iter()
+        .filter_map(|(g, r)| r.as_ref().err().map(|why| format!("{g}: {why}")))
+        .collect();
+    let by = |tier: Tier| -> Vec<&str> {
+        groups
+            .iter()
+            .filter(|(_, r)| r.as_ref().ok() == Some(&tier))
+            .map(|(g, _)| *g)
+            .collect()
+    };
+    let (lsm, killed) = (by(Tier::BpfLsmDeny), by(Tier::TracepointKill));
+    let opens_lsm = probe.lsm_open_exec.is_ok();
+    if !groups.is_empty() && killed.is_empty() && missing.is_empty() && opens_lsm {
+        let umount = if probe.lsm_umount {
+            ""
+        } else {
+            " (unmounting the BPF file system is not refused: lsm/sb_umount missing)"
+        };
+        return (
+            Some(Tier::BpfLsmDeny),
+            format!(
+                "a session's signals to guard, ptrace and process_vm access, opens of its                  /proc files and pins, pin removals, bpf() and perf_event_open() fail with                  EPERM: guard is untouched{umount}"
+            ),
+            None,
+        );
+    }
+    let mut guarantee = "the offender is killed at the system call: a signal it sent guard                          or a bpf() call it made has taken effect; an open of guard's /proc                          files or pins never returns data"
+        .to_owned();
+    if !lsm.is_empty() {
+        guarantee.push_str(&format!("; refused with EPERM by BPF-LSM: {}", lsm.join(", ")));
+    }
+    if !missing.is_empty() {
+        guarantee.push_str(&format!("; not enforced: {}", missing.join("; ")));
+    }
+    let fallback = lsm_why.or_else(|| {
+        let not_lsm: Vec<&str> = groups
+            .iter()
+            .filter(|(_, r)| r.as_ref().ok() != Some(&Tier::BpfLsmDeny))
+            .map(|(g, _)| *g)
+            .collect();
+        (!not_lsm.is_empty()).then(|| format!("BPF-LSM hooks missing: {}", not_lsm.join(", ")))
+    });
+    (Some(Tier::TracepointKill), guarantee, fallback)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,6 +403,11 @@ mod tests {
             sock_addr: Ok(()),
             lsm_open_exec: lsm,
             lsm_paths: paths,
+            self_protection: vec![
+                ("task_kill", Ok(Tier::BpfLsmDeny)),
+                ("bpf", Ok(Tier::BpfLsmDeny)),
+            ],
+            lsm_umount: true,
             attached: vec![
                 "raw_tracepoint/sched_process_exec".into(),
                 "cgroup/connect4".into(),
@@ -411,6 +478,26 @@ mod tests {
                 .as_deref()
                 .is_some_and(|f| f.contains("path_mkdir"))
         );
+    }
+
+    #[test]
+    fn self_protection_says_which_tier_carries_it() {
+        let e = Enforcement::from_probe(&probe(Ok(()), Ok(())));
+        let s = of(&e, Operation::SelfProtection);
+        assert_eq!(s.tier, Some(Tier::BpfLsmDeny));
+        assert!(s.guarantee.contains("EPERM"), "{}", s.guarantee);
+        let why = "cannot load lsm/file_open: Operation not permitted".to_owned();
+        let mut p = probe(Err(why.clone()), Err(why.clone()));
+        p.self_protection = vec![
+            ("task_kill", Ok(Tier::TracepointKill)),
+            ("bpf", Err("cannot attach tamper_bpf".into())),
+        ];
+        let e = Enforcement::from_probe(&p);
+        let s = of(&e, Operation::SelfProtection);
+        assert_eq!(s.tier, Some(Tier::TracepointKill));
+        assert!(s.guarantee.contains("has taken effect"), "{}", s.guarantee);
+        assert!(s.guarantee.contains("not enforced: bpf"), "{}", s.guarantee);
+        assert!(s.fallback.as_deref().is_some_and(|f| f.contains(&why)));
     }
 
     #[test]

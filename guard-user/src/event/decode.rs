@@ -2,7 +2,9 @@
 
 use std::mem::size_of;
 
-use guard_common::{EventKind, ExecBody, ExitBody, ForkBody, Header, LimitBody, NetBody, OpenBody};
+use guard_common::{
+    EventKind, ExecBody, ExitBody, ForkBody, Header, LimitBody, NetBody, OpenBody, TamperBody,
+};
 
 /// A record as the kernel wrote it, with its payload split out.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,6 +30,11 @@ pub enum Body {
     Fork(ForkBody),
     Exit(ExitBody),
     Limit(LimitBody),
+    Tamper {
+        body: TamperBody,
+        /// The file opened, for opens of guard's files; else empty.
+        path: Vec<u8>,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -67,6 +74,7 @@ wire!(
     ForkBody = 16,
     ExitBody = 16,
     LimitBody = 24,
+    TamperBody = 24,
 );
 
 fn read<T: Wire>(bytes: &[u8], at: usize) -> Result<T, DecodeError> {
@@ -124,6 +132,13 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         EventKind::Fork => Body::Fork(read(bytes, at)?),
         EventKind::Exit => Body::Exit(read(bytes, at)?),
         EventKind::Limit => Body::Limit(read(bytes, at)?),
+        EventKind::Tamper => {
+            let body: TamperBody = read(bytes, at)?;
+            Body::Tamper {
+                body,
+                path: payload::<TamperBody>(bytes, &header)?.to_vec(),
+            }
+        }
     };
     Ok(Record { header, body })
 }
@@ -261,6 +276,33 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn tamper_carries_op_target_and_path() {
+        let body = TamperBody {
+            op: guard_common::tamper::SIGNAL,
+            syscall: 62,
+            target: 777,
+            _reserved: 0,
+            arg: 9,
+        };
+        let rec = record(EventKind::Tamper, &body, b"");
+        let Body::Tamper { body: b, path } = decode(&rec).expect("decodes").body else {
+            panic!("not tamper")
+        };
+        assert_eq!((b.op, b.syscall, b.target, b.arg), (1, 62, 777, 9));
+        assert!(path.is_empty());
+        let rec = record(EventKind::Tamper, &body, b"/proc/777/mem");
+        let Body::Tamper { path, .. } = decode(&rec).expect("decodes").body else {
+            panic!("not tamper")
+        };
+        assert_eq!(path, b"/proc/777/mem");
+        // Cut short: an error, never a panic.
+        assert!(matches!(
+            decode(&rec[..80]),
+            Err(DecodeError::Short { .. })
+        ));
+    }
+
+    #[test]
     fn argv_cut_mid_argument_keeps_the_prefix() {
         assert_eq!(split_argv(b"git\0push\0--for"), ["git", "push", "--for"]);
         assert!(split_argv(b"").is_empty());
@@ -365,6 +407,20 @@ pub(crate) mod tests {
                         child_pid: 0,
                     },
                     b"",
+                ),
+            ),
+            (
+                "tamper-open",
+                record(
+                    EventKind::Tamper,
+                    &TamperBody {
+                        op: guard_common::tamper::PROC_OPEN,
+                        syscall: 257,
+                        target: 4242,
+                        _reserved: 0,
+                        arg: 0,
+                    },
+                    b"/proc/4242/environ",
                 ),
             ),
             (

@@ -231,6 +231,23 @@ impl Serialize for Event {
                     m.serialize_entry("child_pid", child)?;
                 }
             }
+            Detail::Tamper(t) => {
+                m.serialize_entry("op", t.op.as_str())?;
+                if let Some(syscall) = &t.syscall {
+                    m.serialize_entry("syscall", syscall)?;
+                }
+                if let Some(target) = t.target {
+                    m.serialize_entry("target_pid", &target)?;
+                }
+                if let Some(key) = t.op.arg_key() {
+                    m.serialize_entry(key, &t.arg)?;
+                }
+                if let Some(path) = &t.path {
+                    m.serialize_entry("path", path)?;
+                    m.serialize_entry("access", &access::of(t.arg))?;
+                }
+                m.serialize_entry("done", super::tamper_done(self.enforced))?;
+            }
             Detail::Resumed(r) => {
                 m.serialize_entry("previous_pid", &r.previous_pid)?;
                 m.serialize_entry("clean_stop", &r.clean_stop)?;
@@ -380,6 +397,57 @@ mod tests {
         assert!(j.ends_with(r#""signal":9,"root":false}"#), "{j}");
     }
 
+    #[test]
+    fn tamper_json_names_the_attempt_and_what_was_done() {
+        use crate::event::{Tamper, TamperOp};
+        use guard_common::rules::enforced;
+
+        let mut e = ev(Detail::Tamper(Box::new(Tamper {
+            op: TamperOp::Signal,
+            syscall: Some("kill".into()),
+            target: Some(4242),
+            arg: 9,
+            path: None,
+        })));
+        e.enforced = enforced::KILLED;
+        let j = e.to_json();
+        assert!(j.contains(r#""kind":"tamper""#), "{j}");
+        assert!(
+            j.ends_with(
+                r#""op":"signal","syscall":"kill","target_pid":4242,"signal":9,"done":"killed"}"#
+            ),
+            "{j}"
+        );
+        let mut e = ev(Detail::Tamper(Box::new(Tamper {
+            op: TamperOp::ProcOpen,
+            syscall: None,
+            target: Some(4242),
+            arg: 0,
+            path: Some("/proc/4242/environ".into()),
+        })));
+        e.enforced = enforced::DENIED;
+        let j = e.to_json();
+        assert!(
+            j.ends_with(
+                r#""op":"proc_open","target_pid":4242,"flags":0,"path":"/proc/4242/environ","access":["read"],"done":"denied"}"#
+            ),
+            "{j}"
+        );
+        let mut e = ev(Detail::Tamper(Box::new(Tamper {
+            op: TamperOp::Bpf,
+            syscall: Some("bpf".into()),
+            target: None,
+            arg: 11,
+            path: None,
+        })));
+        e.enforced = 0;
+        let j = e.to_json();
+        assert!(
+            j.ends_with(r#""op":"bpf","syscall":"bpf","bpf_cmd":11,"done":"kill_failed"}"#),
+            "{j}"
+        );
+    }
+
     /// Every kind the daemon writes reads back through the protocol's `EventLine`,
     /// which clients use: the two cannot drift.
     #[test]
@@ -458,6 +526,13 @@ mod tests {
                 name: "/etc/guard.toml".into(),
                 errors: "x:1:1: error[G001]: …".into(),
             },
+            Detail::Tamper(Box::new(crate::event::Tamper {
+                op: crate::event::TamperOp::ProcOpen,
+                syscall: Some("openat".into()),
+                target: Some(4242),
+                arg: 0,
+                path: Some("/proc/4242/environ".into()),
+            })),
             Detail::Resumed(Box::new(crate::event::Resumed {
                 previous_pid: 7,
                 clean_stop: false,
@@ -475,7 +550,7 @@ mod tests {
             let kind = detail.kind();
             // Only what a process did can break a rule (and `policy_loaded` has a
             // `rules` count of its own).
-            let judged = matches!(kind, "exec" | "open" | "connect" | "send");
+            let judged = matches!(kind, "exec" | "open" | "connect" | "send" | "tamper");
             let mut e = ev(detail);
             e.violation = judged.then(|| Violation {
                 rule: "r".into(),

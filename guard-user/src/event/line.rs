@@ -8,7 +8,7 @@ use super::{Detail, Event, access, json};
 
 impl Event {
     /// The event as [`EventLine`]: every common field, the detail of `exec`, `open`,
-    /// `connect`, `send`, `fork`, `exit`, `session_start` and `session_end` (other
+    /// `connect`, `send`, `fork`, `exit`, `tamper`, `session_start` and `session_end` (other
     /// kinds read as [`EventDetail::Other`]), and the violation.
     pub fn to_line(&self) -> EventLine {
         let t = &self.task;
@@ -79,6 +79,14 @@ impl Event {
                 root_pid: *root_pid,
                 stragglers: stragglers.clone(),
                 killed: killed.clone(),
+            },
+            Detail::Tamper(t) => EventDetail::Tamper {
+                op: t.op.as_str().to_owned(),
+                syscall: t.syscall.clone(),
+                target_pid: t.target,
+                signal: (t.op == super::TamperOp::Signal).then_some(t.arg),
+                path: t.path.clone(),
+                done: super::tamper_done(self.enforced).to_owned(),
             },
             _ => EventDetail::Other,
         };

@@ -111,6 +111,9 @@ pub enum Detail {
         /// With [`LimitReason::TrackFull`]: the child that escaped tracking.
         child_pid: Option<u32>,
     },
+    /// A process of the session tried to signal, trace, read or blind guard itself
+    /// (see [`Tamper`]).
+    Tamper(Box<Tamper>),
     SessionStart {
         agent: String,
         root_pid: u32,
@@ -144,6 +147,136 @@ pub enum Detail {
     /// A daemon took over the pinned programs and maps of one that had stopped or
     /// died: how long no daemon ran, and what the kernel could not hand over meanwhile.
     Resumed(Box<Resumed>),
+}
+
+/// The details of [`Detail::Tamper`]: what was attempted against guard, and what
+/// the kernel did (`Event::enforced`: denied or killed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tamper {
+    pub op: TamperOp,
+    /// The system call's name, where a tracepoint saw it (a BPF-LSM hook does not).
+    pub syscall: Option<String>,
+    /// guard's pid or thread id the attempt aimed at (-1: `kill(-1)`, every process).
+    pub target: Option<i32>,
+    /// Op-specific: signal number, ptrace request, `PTRACE_MODE_*` bits, bpf
+    /// command, open flags.
+    pub arg: u64,
+    /// The file, for opens of guard's /proc files and pins.
+    pub path: Option<String>,
+}
+
+/// What a tamper attempt was (`guard_common::tamper`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TamperOp {
+    Signal,
+    Ptrace,
+    ProcessVm,
+    PidfdGetfd,
+    PtraceAccess,
+    ProcOpen,
+    PinOpen,
+    PinChange,
+    Bpf,
+    PerfEventOpen,
+    SetOwner,
+    Unknown(u32),
+}
+
+impl TamperOp {
+    pub fn from_u32(v: u32) -> Self {
+        use guard_common::tamper as t;
+        match v {
+            t::SIGNAL => TamperOp::Signal,
+            t::PTRACE => TamperOp::Ptrace,
+            t::PROCESS_VM => TamperOp::ProcessVm,
+            t::PIDFD_GETFD => TamperOp::PidfdGetfd,
+            t::PTRACE_ACCESS => TamperOp::PtraceAccess,
+            t::PROC_OPEN => TamperOp::ProcOpen,
+            t::PIN_OPEN => TamperOp::PinOpen,
+            t::PIN_CHANGE => TamperOp::PinChange,
+            t::BPF => TamperOp::Bpf,
+            t::PERF_EVENT_OPEN => TamperOp::PerfEventOpen,
+            t::SET_OWNER => TamperOp::SetOwner,
+            other => TamperOp::Unknown(other),
+        }
+    }
+
+    /// The name in JSON events (`op`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TamperOp::Signal => "signal",
+            TamperOp::Ptrace => "ptrace",
+            TamperOp::ProcessVm => "process_vm",
+            TamperOp::PidfdGetfd => "pidfd_getfd",
+            TamperOp::PtraceAccess => "ptrace_access",
+            TamperOp::ProcOpen => "proc_open",
+            TamperOp::PinOpen => "pin_open",
+            TamperOp::PinChange => "pin_change",
+            TamperOp::Bpf => "bpf",
+            TamperOp::PerfEventOpen => "perf_event_open",
+            TamperOp::SetOwner => "set_owner",
+            TamperOp::Unknown(_) => "unknown",
+        }
+    }
+
+    /// What `arg` means for this op, as its JSON key; `None`: nothing.
+    pub fn arg_key(self) -> Option<&'static str> {
+        match self {
+            TamperOp::Signal => Some("signal"),
+            TamperOp::Ptrace => Some("request"),
+            TamperOp::PtraceAccess => Some("ptrace_mode"),
+            TamperOp::PidfdGetfd => Some("target_fd"),
+            TamperOp::ProcOpen | TamperOp::PinOpen => Some("flags"),
+            TamperOp::Bpf => Some("bpf_cmd"),
+            TamperOp::SetOwner => Some("fcntl_cmd"),
+            _ => None,
+        }
+    }
+}
+
+/// What the kernel did about a tamper attempt, from the record's `rule` bits:
+/// `denied` (BPF-LSM refused it), `killed` (SIGKILL sent from the system call), or
+/// `kill_failed` (the kernel could not queue the signal).
+pub fn tamper_done(enforced: u16) -> &'static str {
+    use guard_common::rules::enforced as e;
+    if enforced & e::DENIED != 0 {
+        "denied"
+    } else if enforced & e::KILLED != 0 {
+        "killed"
+    } else {
+        "kill_failed"
+    }
+}
+
+/// The name of a system call number on this architecture, for the calls a tamper
+/// record can name; `nr <n>` for others.
+pub fn syscall_name(nr: i32) -> String {
+    let nr = libc::c_long::from(nr);
+    let known: &[(libc::c_long, &str)] = &[
+        (libc::SYS_kill, "kill"),
+        (libc::SYS_tkill, "tkill"),
+        (libc::SYS_tgkill, "tgkill"),
+        (libc::SYS_rt_sigqueueinfo, "rt_sigqueueinfo"),
+        (libc::SYS_rt_tgsigqueueinfo, "rt_tgsigqueueinfo"),
+        (libc::SYS_pidfd_send_signal, "pidfd_send_signal"),
+        (libc::SYS_pidfd_getfd, "pidfd_getfd"),
+        (libc::SYS_ptrace, "ptrace"),
+        (libc::SYS_process_vm_readv, "process_vm_readv"),
+        (libc::SYS_process_vm_writev, "process_vm_writev"),
+        (libc::SYS_bpf, "bpf"),
+        (libc::SYS_perf_event_open, "perf_event_open"),
+        (libc::SYS_fcntl, "fcntl"),
+        (libc::SYS_openat, "openat"),
+        (libc::SYS_openat2, "openat2"),
+        #[cfg(target_arch = "x86_64")]
+        (libc::SYS_open, "open"),
+        #[cfg(target_arch = "x86_64")]
+        (libc::SYS_creat, "creat"),
+    ];
+    known
+        .iter()
+        .find(|(n, _)| *n == nr)
+        .map_or_else(|| format!("nr {nr}"), |(_, name)| (*name).to_owned())
 }
 
 /// The details of [`Detail::Resumed`].
@@ -181,6 +314,7 @@ impl Detail {
             Detail::SessionEnd { .. } => "session_end",
             Detail::Lost { .. } => "lost",
             Detail::Limit { .. } => "limit",
+            Detail::Tamper(_) => "tamper",
             Detail::PolicyLoaded { .. } => "policy_loaded",
             Detail::PolicyRejected { .. } => "policy_rejected",
             Detail::Resumed(_) => "daemon_resumed",
@@ -411,6 +545,13 @@ impl Event {
                     child_pid: (reason == LimitReason::TrackFull).then_some(l.child_pid),
                 }
             }
+            Body::Tamper { body, path } => Detail::Tamper(Box::new(Tamper {
+                op: TamperOp::from_u32(body.op),
+                syscall: (body.syscall >= 0).then(|| syscall_name(body.syscall)),
+                target: (body.target != 0).then_some(body.target as i32),
+                arg: body.arg,
+                path: (!path.is_empty()).then(|| String::from_utf8_lossy(&path).into_owned()),
+            })),
         };
         Event {
             ts_ns: i128::from(h.ts_ns) + ts_offset_ns,

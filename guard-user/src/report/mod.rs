@@ -145,6 +145,24 @@ impl Ledger {
                 r.forks += 1;
                 None
             }
+            EventDetail::Tamper {
+                op,
+                syscall,
+                target_pid,
+                path,
+                ..
+            } => {
+                let mut what = format!("tamper {op}");
+                if let Some(syscall) = syscall {
+                    what.push_str(&format!(" ({syscall})"));
+                }
+                if let Some(path) = path {
+                    what.push_str(&format!(" {path}"));
+                } else if let Some(pid) = target_pid {
+                    what.push_str(&format!(" → pid {pid}"));
+                }
+                Some(what)
+            }
             // Other kinds (and kinds this build does not know): only a violation of
             // theirs is reported.
             _ => Some(ev.detail.kind().to_owned()),

@@ -238,7 +238,8 @@ impl Registry {
             | Detail::Lost { .. }
             | Detail::PolicyLoaded { .. }
             | Detail::PolicyRejected { .. }
-            | Detail::Resumed(_) => {}
+            | Detail::Resumed(_)
+            | Detail::Tamper(_) => {}
         }
         None
     }

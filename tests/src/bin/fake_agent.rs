@@ -23,6 +23,12 @@
 //!   `link:FROM:TO`, `symlink:TARGET:PATH`, `truncate`, `chmod`, `chown`, `exec`),
 //!   made by this process itself with one system call, reports `SPEC=0` or
 //!   `SPEC=<errno>`, then `alive=1`.
+//! - `tamper OP [ARG]...`: one attempt against guard's daemon, made by this process
+//!   itself with one system call: `signal PID SIG` (kill(2)), `seize PID`
+//!   (ptrace(PTRACE_SEIZE)), `vmread PID` (process_vm_readv), `read PATH` (open, then
+//!   read: the result is the bytes read), `opendir PATH`, `bpf`
+//!   (bpf(BPF_PROG_GET_NEXT_ID)), `perf` (perf_event_open of a software clock);
+//!   reports `attempt=<result or -errno>`, then `alive=1`.
 //!
 //! Whatever the tests need to match against the daemon's events (pids, tids, fds, errnos)
 //! is printed on stdout as `key=value` lines. Any failure exits non-zero with a message.
@@ -58,6 +64,7 @@ fn main() -> Result<()> {
         ["run", prog, rest @ ..] => run(prog, rest),
         ["net-try", specs @ ..] if !specs.is_empty() => net_try(specs),
         ["fs-try", specs @ ..] if !specs.is_empty() => fs_try(specs),
+        ["tamper", op, rest @ ..] => tamper(op, rest),
         _ => bail!(
             "usage: guard-fake-agent tree DIR | files DIR | net PORT4 PORT6 UPORT4 UPORT6 CLOSED4 \
              | exit CODE | signals | read PATH | read-then-cat PATH | run PROG [ARG]... \
@@ -486,6 +493,82 @@ fn fs_try(specs: &[&str]) -> Result<()> {
         };
         report(spec, if rc < 0 { -rc } else { 0 });
     }
+    report("alive", 1);
+    Ok(())
+}
+
+fn tamper(op: &str, args: &[&str]) -> Result<()> {
+    let pid = |s: &str| s.parse::<libc::pid_t>().context("bad pid");
+    // SAFETY (all calls below): plain system calls on buffers that outlive them.
+    let rc: i64 = unsafe {
+        match (op, args) {
+            ("signal", [p, sig]) => ret(libc::kill(pid(p)?, sig.parse().context("bad signal")?).into()),
+            ("seize", [p]) => ret(libc::ptrace(
+                libc::PTRACE_SEIZE,
+                pid(p)?,
+                ptr::null_mut::<libc::c_void>(),
+                ptr::null_mut::<libc::c_void>(),
+            )),
+            ("vmread", [p]) => {
+                let mut buf = [0u8; 64];
+                let local = libc::iovec {
+                    iov_base: buf.as_mut_ptr().cast(),
+                    iov_len: buf.len(),
+                };
+                // Any address: the refusal comes before the kernel looks at it.
+                let remote = libc::iovec {
+                    iov_base: 0x10000 as *mut libc::c_void,
+                    iov_len: buf.len(),
+                };
+                ret(libc::process_vm_readv(pid(p)?, &local, 1, &remote, 1, 0) as libc::c_long)
+            }
+            ("read", [path]) => {
+                let path = CString::new(*path).context("NUL in a path")?;
+                let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    ret(fd.into())
+                } else {
+                    let mut buf = vec![0u8; 1 << 16];
+                    let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+                    libc::close(fd);
+                    ret(n as libc::c_long)
+                }
+            }
+            ("opendir", [path]) => {
+                let path = CString::new(*path).context("NUL in a path")?;
+                fd_result(libc::open(
+                    path.as_ptr(),
+                    libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                ))
+            }
+            ("bpf", []) => {
+                // union bpf_attr for BPF_PROG_GET_NEXT_ID (11): start_id, next_id.
+                let mut attr = [0u32; 4];
+                ret(libc::syscall(
+                    libc::SYS_bpf,
+                    11,
+                    attr.as_mut_ptr(),
+                    std::mem::size_of_val(&attr),
+                ))
+            }
+            ("perf", []) => {
+                // struct perf_event_attr: type PERF_TYPE_SOFTWARE (1), size, config
+                // PERF_COUNT_SW_CPU_CLOCK (0); the rest zero.
+                let mut attr = [0u8; 128];
+                attr[..4].copy_from_slice(&1u32.to_ne_bytes());
+                attr[4..8].copy_from_slice(&128u32.to_ne_bytes());
+                let fd = libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), 0, -1, -1, 0);
+                if fd >= 0 {
+                    libc::close(fd as libc::c_int);
+                    0
+                } else {
+                    ret(fd)
+                }
+            }
+            _ => bail!("bad tamper attempt {op} {args:?}"),
+        }
+    };
+    report("attempt", rc);
     report("alive", 1);
     Ok(())
 }
