@@ -22,13 +22,13 @@ const EPERM: i32 = 1;
 
 type Ptr = *const core::ffi::c_void;
 
-/// (is tracked, is the session root) of the current process.
+/// The current process's Tracked flags (root bit, role), if it is tracked.
 #[inline(always)]
-fn tracked() -> Option<bool> {
+fn tracked() -> Option<u32> {
     let (tgid, _) = current_ids();
     // SAFETY: read-only copy of the map value.
     let t = unsafe { TRACKED.get(tgid) }.copied()?;
-    Some(t.flags & u32::from(flags::ROOT_PROCESS) != 0)
+    Some(t.flags)
 }
 
 /// Resolves `file`'s path into the path scratch; returns (pointer, length).
@@ -70,7 +70,7 @@ fn report_denied_exec(path: *const u8, len: u32, rule: u16) {
     let Some(t) = (unsafe { TRACKED.get(tgid) }).copied() else {
         return;
     };
-    let Some(mut draft) = Draft::begin(EventKind::Exec, 0, t.session) else {
+    let Some(mut draft) = Draft::begin(EventKind::Exec, 0, t.session, t.flags) else {
         return;
     };
     draft.header().rule = ((rule + 1) & enforced::RULE_MASK) | enforced::DENIED;
@@ -120,7 +120,7 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
 /// `as_dir`, the path is also looked up with a `/` appended, so that a protected
 /// directory itself (`.git/hooks` for `.git/hooks/**`) cannot be renamed.
 #[inline(always)]
-fn refuse(walk: u32, dentry: Ptr, is_root: bool, as_dir: bool, call: Option<OpenCall>) -> bool {
+fn refuse(walk: u32, dentry: Ptr, is_root: u32, as_dir: bool, call: Option<OpenCall>) -> bool {
     let Some(pbuf) = PATH_SCRATCH.get_ptr_mut(0) else {
         return false;
     };
@@ -152,7 +152,7 @@ fn report_change(call: OpenCall, path: *const u8, len: u32, truncated: bool, rul
     let Some(t) = (unsafe { TRACKED.get(tgid) }).copied() else {
         return;
     };
-    let Some(mut draft) = Draft::begin(EventKind::Open, 0, t.session) else {
+    let Some(mut draft) = Draft::begin(EventKind::Open, 0, t.session, t.flags) else {
         return;
     };
     draft.header().rule = ((rule + 1) & enforced::RULE_MASK) | enforced::DENIED;
@@ -182,7 +182,7 @@ fn report_change(call: OpenCall, path: *const u8, len: u32, truncated: bool, rul
 fn refuse_entry(
     dir: Ptr,
     dentry: Ptr,
-    is_root: bool,
+    is_root: u32,
     as_dir: bool,
     call: Option<OpenCall>,
 ) -> bool {
@@ -201,7 +201,7 @@ fn refuse_entry(
 
 /// The file at `path` (a kernel `struct path`): refused?
 #[inline(always)]
-fn refuse_path(path: Ptr, is_root: bool, call: OpenCall) -> bool {
+fn refuse_path(path: Ptr, is_root: u32, call: OpenCall) -> bool {
     let Some(pbuf) = PATH_SCRATCH.get_ptr_mut(0) else {
         return false;
     };

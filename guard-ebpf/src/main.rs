@@ -20,6 +20,7 @@ mod lsm;
 mod maps;
 mod net;
 mod process;
+mod role;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -90,6 +90,13 @@ impl Serialize for Event {
             m.serialize_entry("ppid", &t.ppid)?;
             m.serialize_entry("tid", &t.tid)?;
             m.serialize_entry("comm", &t.comm)?;
+            if let Some(thread) = &t.thread {
+                m.serialize_entry("thread", thread)?;
+            }
+            m.serialize_entry("role", guard_common::role::name(t.role))?;
+            if let Some(agent_thread) = &t.agent_thread {
+                m.serialize_entry("agent_thread", agent_thread.as_ref())?;
+            }
             m.serialize_entry("uid", &t.uid)?;
             m.serialize_entry("user", &t.user.as_deref())?;
             m.serialize_entry("cgroup_id", &t.cgroup_id)?;
