@@ -59,10 +59,11 @@ pub fn config() -> Config {
     CONFIG.get(0).copied().unwrap_or_default()
 }
 
+/// Whether an entry's scope (root/descendants, roles) takes in the process whose
+/// Tracked flags are `who`.
 #[inline(always)]
-fn scope_ok(flags: u8, is_root: u32) -> bool {
-    !(flags & rule_flags::ROOT_ONLY != 0 && !is_root
-        || flags & rule_flags::DESCENDANTS_ONLY != 0 && is_root)
+fn scope_ok(flags: u8, access: u8, who: u32) -> bool {
+    guard_common::rules::scope_applies(flags, access, who)
 }
 
 /// Whether the rule set in force has entries of `kind`.

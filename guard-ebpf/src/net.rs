@@ -11,7 +11,7 @@ use aya_ebpf::{
     macros::{cgroup_sock_addr, tracepoint},
     programs::{SockAddrContext, TracePointContext},
 };
-use guard_common::{AF_INET, AF_INET6, EventKind, NetBody, flags};
+use guard_common::{AF_INET, AF_INET6, EventKind, NetBody};
 
 use crate::{
     emit::{Draft, current_ids},

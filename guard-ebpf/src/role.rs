@@ -60,7 +60,8 @@ pub fn at_exec(flags: u32, bprm: *const c_void, file: *const c_void, comm: &[u8;
         program = unsafe { AGENT_PROGRAMS.get(comm) }.copied().unwrap_or(0);
     }
     // SAFETY: as above.
-    let is_bwrap = unsafe { (*name)[..6] == *b"bwrap\0" };
+    let head: [u8; 16] = unsafe { *name };
+    let is_bwrap = head[..6] == *b"bwrap\0";
     let is_agent = program & role::PROGRAM_AGENT != 0;
     let mut out = flags;
     let new = match role::of(flags) {

@@ -910,7 +910,14 @@ fn check_run(label: &str, sandbox: &str, cr: &CodexRun, model: &ModelServer, sec
                 // codex-linux-sandbox (also inside bubblewrap).
                 assert_eq!(role, "sandbox", "[{label}] {e}");
             } else if exe.ends_with("/bwrap") {
-                assert_eq!(role, "sandbox", "[{label}] {e}");
+                // Under codex-linux-sandbox: sandbox. Codex's own probe of bubblewrap
+                // (`bwrap … /bin/true`, run by the agent itself) is its helper.
+                let want = if e.int("ppid") == Some(*codex_pid) {
+                    "helper"
+                } else {
+                    "sandbox"
+                };
+                assert_eq!(role, want, "[{label}] {e}");
             } else if exe == "/usr/bin/env" || exe.ends_with("/node") {
                 assert_eq!(role, "wrapper", "[{label}] {e}");
             } else if exe.ends_with("/git")
