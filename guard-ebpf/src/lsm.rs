@@ -179,13 +179,7 @@ fn report_change(call: OpenCall, path: *const u8, len: u32, truncated: bool, rul
 
 /// The entry `dentry` of directory `dir`: refused?
 #[inline(always)]
-fn refuse_entry(
-    dir: Ptr,
-    dentry: Ptr,
-    is_root: u32,
-    as_dir: bool,
-    call: Option<OpenCall>,
-) -> bool {
+fn refuse_entry(dir: Ptr, dentry: Ptr, is_root: u32, as_dir: bool, call: Option<OpenCall>) -> bool {
     let Some(pbuf) = PATH_SCRATCH.get_ptr_mut(0) else {
         return false;
     };

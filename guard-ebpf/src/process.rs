@@ -7,8 +7,8 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use guard_common::{
-    ARGV_MAX, EventKind, ExecBody, ExitBody, ForkBody, PATH_DEPTH, PATH_MAX, THREAD_ID_LEN, Tracked,
-    counter, flags, role,
+    ARGV_MAX, EventKind, ExecBody, ExitBody, ForkBody, PATH_DEPTH, PATH_MAX, THREAD_ID_LEN,
+    Tracked, counter, flags, role,
 };
 
 use crate::{

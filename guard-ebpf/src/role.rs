@@ -160,7 +160,12 @@ pub fn thread_id(task: *const core_read::Task, dst: *mut u8) -> bool {
         (*s).pos = 0;
         (*s).at_start = 1;
         (*s).found = 0;
-        bpf_loop(ENV_SCAN_MAX, env_step as *mut c_void, core::ptr::null_mut(), 0);
+        bpf_loop(
+            ENV_SCAN_MAX,
+            env_step as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        );
         let found = (*s).found;
         if found == 0 {
             return false;

@@ -1232,13 +1232,18 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
             "comm is not a string of <= 15 bytes",
         );
         need(
-            v.get("thread")
-                .is_none_or(|t| t.as_str().is_some_and(|t| t.len() <= 15 && Some(t) != e.str("comm"))),
+            v.get("thread").is_none_or(|t| {
+                t.as_str()
+                    .is_some_and(|t| t.len() <= 15 && Some(t) != e.str("comm"))
+            }),
             "thread is not a string of <= 15 bytes other than comm",
         );
         need(
             e.str("role").is_some_and(|r| {
-                ["wrapper", "agent", "sandbox", "tool", "mcp", "helper", "unknown"].contains(&r)
+                [
+                    "wrapper", "agent", "sandbox", "tool", "mcp", "helper", "unknown",
+                ]
+                .contains(&r)
             }),
             "role is not one of the roles",
         );

@@ -901,7 +901,9 @@ fn check_run(label: &str, sandbox: &str, cr: &CodexRun, model: &ModelServer, sec
         for e in events.iter().filter(|e| e.kind() == "exec") {
             let exe = e.str("exe").unwrap_or("");
             let role = e.str("role").unwrap_or("");
-            let first_arg = e.strings("argv").and_then(|a| a.get(1).map(|s| (*s).to_owned()));
+            let first_arg = e
+                .strings("argv")
+                .and_then(|a| a.get(1).map(|s| (*s).to_owned()));
             if e.pid() == Some(*codex_pid) {
                 continue;
             }

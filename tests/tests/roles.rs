@@ -78,9 +78,10 @@ impl Chain {
         let mut cmd = Command::new(&self.wrapper);
         cmd.arg(script);
         let run = Running::spawn_group(cmd).finish();
-        let all = self
-            .daemon
-            .wait_for("the end of the fake agent's session", session_ended(run.pid));
+        let all = self.daemon.wait_for(
+            "the end of the fake agent's session",
+            session_ended(run.pid),
+        );
         let session = session_of(&all, run.pid);
         let events = all
             .iter()
@@ -106,9 +107,7 @@ fn roles_are_decided_at_exec_and_scope_kernel_kills() {
     let agent = chain.agent.clone();
     // The agent reads the token itself (a builtin: no child), runs a helper (`cat` of
     // the token, directly), then a tool through its own binary, as Codex's sandbox step.
-    let tool = format!(
-        "cat {token}; echo tool-after-cat; env -i /bin/cat {token}; echo tool-done"
-    );
+    let tool = format!("cat {token}; echo tool-after-cat; env -i /bin/cat {token}; echo tool-done");
     let sandbox_step = format!("CODEX_THREAD_ID={thread} exec /bin/bash -lc '{tool}'");
     let agent_script = format!(
         "read -r own < {token}; echo agent-read-$((${{#own}} > 0)); \
@@ -158,7 +157,10 @@ fn roles_are_decided_at_exec_and_scope_kernel_kills() {
     };
     // The wrapper: the script (an interpreter runs it, named after the script).
     let w = exec(&|e| e.pid() == Some(run.pid), "the wrapper");
-    assert_eq!(w.str("comm"), Some(&wrapper_name[..wrapper_name.len().min(15)]));
+    assert_eq!(
+        w.str("comm"),
+        Some(&wrapper_name[..wrapper_name.len().min(15)])
+    );
     assert_eq!(w.str("role"), Some("wrapper"), "{w}");
     // The agent: a child of the wrapper, running the agent program.
     let a = exec(
@@ -200,10 +202,17 @@ fn roles_are_decided_at_exec_and_scope_kernel_kills() {
     let by = |pid: i64| opens.iter().find(|e| e.pid() == Some(pid));
     let own = by(agent_pid).unwrap_or_else(|| panic!("the agent's read\n{}", ctx()));
     assert_eq!(own.str("role"), Some("agent"), "{own}");
-    assert!(own.get("rule").is_none(), "the agent's own read broke a rule: {own}");
-    let helper = by(h.pid().expect("pid")).unwrap_or_else(|| panic!("the helper's read\n{}", ctx()));
+    assert!(
+        own.get("rule").is_none(),
+        "the agent's own read broke a rule: {own}"
+    );
+    let helper =
+        by(h.pid().expect("pid")).unwrap_or_else(|| panic!("the helper's read\n{}", ctx()));
     assert_eq!(helper.str("role"), Some("helper"), "{helper}");
-    assert!(helper.get("rule").is_none(), "the helper's read broke a rule: {helper}");
+    assert!(
+        helper.get("rule").is_none(),
+        "the helper's read broke a rule: {helper}"
+    );
     let killed: Vec<&&Event> = opens
         .iter()
         .filter(|e| e.str("role") == Some("tool"))
@@ -212,19 +221,27 @@ fn roles_are_decided_at_exec_and_scope_kernel_kills() {
     for k in &killed {
         assert_eq!(k.str("rule"), Some("token-read-by-tools"), "{k}");
         assert_eq!(k.str("outcome"), Some("killed"), "{k}");
-        assert!(k.get("kill_latency_us").is_none(), "the kernel killed it: {k}");
+        assert!(
+            k.get("kill_latency_us").is_none(),
+            "the kernel killed it: {k}"
+        );
         assert_eq!(k.str("agent_thread"), Some(thread.as_str()), "{k}");
     }
     // The `env -i` child: its exec carried no thread id of its own; it has its parent's.
     let cleared = exec(
         &|e| {
             e.str("exe").is_some_and(|x| x.ends_with("/cat"))
-                && e.strings("argv").is_some_and(|a| a.first() == Some(&"/bin/cat"))
+                && e.strings("argv")
+                    .is_some_and(|a| a.first() == Some(&"/bin/cat"))
                 && e.str("role") == Some("tool")
         },
         "the tool's env -i cat",
     );
-    assert_eq!(cleared.str("agent_thread"), Some(thread.as_str()), "{cleared}");
+    assert_eq!(
+        cleared.str("agent_thread"),
+        Some(thread.as_str()),
+        "{cleared}"
+    );
 
     // `guard sessions --json` names the agent's pid and the thread.
     let out = Command::new(guard_bin())
@@ -259,7 +276,10 @@ fn role_scoped_deny_refuses_the_tool_and_not_the_agent() {
         "[[rule]]\nid = \"notes-write-by-tools\"\nkind = \"file\"\naccess = [\"write\"]\n\
          paths = [\"{dir}/notes\"]\nscope = \"tool\"\naction = \"deny\"\n",
     );
-    if !lsm_or_skip("role_scoped_deny_refuses_the_tool_and_not_the_agent", &chain.loaded) {
+    if !lsm_or_skip(
+        "role_scoped_deny_refuses_the_tool_and_not_the_agent",
+        &chain.loaded,
+    ) {
         chain.daemon.stop_ok();
         return;
     }
@@ -271,8 +291,20 @@ fn role_scoped_deny_refuses_the_tool_and_not_the_agent() {
          echo agent >> {notes_s} && echo agent-wrote"
     );
     let (run, _, events) = chain.run(&script);
-    let ctx = || format!("stdout:\n{}\nstderr:\n{}\n{}", run.stdout, run.stderr, dump(&events));
-    for line in ["tool-refused", "tool-lives", "agent-wrote", "wrapper-done 0"] {
+    let ctx = || {
+        format!(
+            "stdout:\n{}\nstderr:\n{}\n{}",
+            run.stdout,
+            run.stderr,
+            dump(&events)
+        )
+    };
+    for line in [
+        "tool-refused",
+        "tool-lives",
+        "agent-wrote",
+        "wrapper-done 0",
+    ] {
         assert!(run.stdout.contains(line), "no {line:?}\n{}", ctx());
     }
     assert_eq!(
@@ -283,14 +315,29 @@ fn role_scoped_deny_refuses_the_tool_and_not_the_agent() {
     );
     let refused = events
         .iter()
-        .find(|e| e.kind() == "open" && e.str("path") == Some(notes_s.as_str()) && e.str("role") == Some("tool"))
+        .find(|e| {
+            e.kind() == "open"
+                && e.str("path") == Some(notes_s.as_str())
+                && e.str("role") == Some("tool")
+        })
         .unwrap_or_else(|| panic!("no open of the notes by the tool\n{}", ctx()));
-    assert_eq!(refused.str("rule"), Some("notes-write-by-tools"), "{refused}");
+    assert_eq!(
+        refused.str("rule"),
+        Some("notes-write-by-tools"),
+        "{refused}"
+    );
     assert_eq!(refused.str("outcome"), Some("denied"), "{refused}");
     let own = events
         .iter()
-        .find(|e| e.kind() == "open" && e.str("path") == Some(notes_s.as_str()) && e.str("role") == Some("agent"))
+        .find(|e| {
+            e.kind() == "open"
+                && e.str("path") == Some(notes_s.as_str())
+                && e.str("role") == Some("agent")
+        })
         .unwrap_or_else(|| panic!("no open of the notes by the agent\n{}", ctx()));
-    assert!(own.get("rule").is_none(), "the agent's write broke a rule: {own}");
+    assert!(
+        own.get("rule").is_none(),
+        "the agent's write broke a rule: {own}"
+    );
     chain.daemon.stop_ok();
 }

@@ -41,7 +41,8 @@ pub fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {
             s.id,
             s.agent,
             s.root_pid,
-            s.agent_pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            s.agent_pid
+                .map_or_else(|| "-".to_owned(), |p| p.to_string()),
             s.user.as_deref().unwrap_or("-"),
             match s.state {
                 SessionState::Running => "running",

@@ -201,7 +201,7 @@ pub(crate) mod tests {
         let body = ExecBody {
             start_ns: 5,
             exe_len: 7,
-            argv_len: 5,
+            argv_len: 6,
         };
         let mut thread = [0u8; guard_common::THREAD_ID_LEN];
         thread[..8].copy_from_slice(b"019a-uid");
@@ -215,7 +215,10 @@ pub(crate) mod tests {
         bytes.extend_from_slice(&payload);
         let rec = decode(&bytes).expect("decodes");
         assert_eq!(rec.header.role, u16::from(guard_common::role::TOOL));
-        let Body::Exec { exe, argv, thread, .. } = rec.body else {
+        let Body::Exec {
+            exe, argv, thread, ..
+        } = rec.body
+        else {
             panic!("not an exec");
         };
         assert_eq!(exe, b"/bin/sh");

@@ -334,7 +334,7 @@ mod tests {
         });
         assert_eq!(
             e.to_json(),
-            r#"{"schema":2,"ts":"2025-11-21T04:40:00.123456789Z","kind":"open","session":"000000000000001f","pid":42,"ppid":1,"tid":42,"comm":"sh","uid":0,"user":"root","cgroup_id":0,"container":null,"path":"/work/.env","path_resolved":false,"path_truncated":false,"access":["read"],"flags":0,"call":"openat","result":"ENOENT","errno":2}"#
+            r#"{"schema":2,"ts":"2025-11-21T04:40:00.123456789Z","kind":"open","session":"000000000000001f","pid":42,"ppid":1,"tid":42,"comm":"sh","role":"unknown","uid":0,"user":"root","cgroup_id":0,"container":null,"path":"/work/.env","path_resolved":false,"path_truncated":false,"access":["read"],"flags":0,"call":"openat","result":"ENOENT","errno":2}"#
         );
     }
 

@@ -123,9 +123,15 @@ mod tests {
         assert_eq!(rule(&p, "codex-auth-read").scope, not_the_agent);
         assert_eq!(rule(&p, "codex-config-write").scope, not_the_agent);
         assert_eq!(rule(&p, "netrc-read").action, Action::Kill);
-        assert_eq!(rule(&p, "netrc-read").scope.role_names(), ["wrapper", "agent", "sandbox", "tool", "mcp"]);
+        assert_eq!(
+            rule(&p, "netrc-read").scope.role_names(),
+            ["wrapper", "agent", "sandbox", "tool", "mcp"]
+        );
         assert_eq!(rule(&p, "netrc-read-by-helper").action, Action::Log);
-        assert_eq!(rule(&p, "netrc-read-by-helper").scope.role_names(), ["helper"]);
+        assert_eq!(
+            rule(&p, "netrc-read-by-helper").scope.role_names(),
+            ["helper"]
+        );
         assert_eq!(rule(&p, "egress-allowlist").action, Action::Deny);
         let Kind::Network { allow, .. } = &rule(&p, "egress-allowlist").kind else {
             panic!()

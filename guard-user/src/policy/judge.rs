@@ -128,9 +128,12 @@ impl Judge {
     /// process is its session's root. The kernel's own decision comes with the event
     /// (`Event::enforced`). Decides only: carrying a verdict out is `action`'s.
     pub fn judge(&self, ev: &Event, is_root: bool) -> Option<Verdict> {
-        let hits = self
-            .compiled
-            .hits(&ev.detail, &ev.task.comm, (is_root, ev.task.role), &self.hosts);
+        let hits = self.compiled.hits(
+            &ev.detail,
+            &ev.task.comm,
+            (is_root, ev.task.role),
+            &self.hosts,
+        );
         let enforced = ev.enforced;
         let by_kernel = (enforced & enforced::RULE_MASK)
             .checked_sub(1)
@@ -344,7 +347,11 @@ mod tests {
     fn roles_keep_the_agent_on_its_own_token() {
         let j = workstation();
         let mut read = event("codex", open("/home/alice/.codex/auth.json", 0, 3), 0);
-        for (role, root) in [(role::AGENT, true), (role::AGENT, false), (role::SANDBOX, false)] {
+        for (role, root) in [
+            (role::AGENT, true),
+            (role::AGENT, false),
+            (role::SANDBOX, false),
+        ] {
             read.task.role = role;
             assert_eq!(
                 j.judge(&read, root),
@@ -354,7 +361,9 @@ mod tests {
         }
         for role in [role::TOOL, role::HELPER, role::WRAPPER, role::UNKNOWN] {
             read.task.role = role;
-            let v = j.judge(&read, false).expect("its tools, helpers and wrappers may not");
+            let v = j
+                .judge(&read, false)
+                .expect("its tools, helpers and wrappers may not");
             assert_eq!(v.rule, "codex-auth-read", "{}", role::name(role));
             assert_eq!(v.step, Step::KillProcess, "{}", role::name(role));
         }
@@ -377,7 +386,10 @@ mod tests {
         // Other credentials stay off limits to helpers too.
         let mut key = event("git", open("/home/alice/.ssh/id_rsa", 0, 3), 0);
         key.task.role = role::HELPER;
-        assert_eq!(j.judge(&key, false).expect("killed").rule, "credentials-read");
+        assert_eq!(
+            j.judge(&key, false).expect("killed").rule,
+            "credentials-read"
+        );
     }
 
     #[test]

@@ -588,7 +588,11 @@ mod tests {
             p.hits(&net("162.159.140.245", 443), "x", (false, 0), &h)
                 .is_empty()
         );
-        assert_eq!(p.hits(&net("162.159.140.245", 80), "x", (false, 0), &h).len(), 1);
+        assert_eq!(
+            p.hits(&net("162.159.140.245", 80), "x", (false, 0), &h)
+                .len(),
+            1
+        );
         assert_eq!(
             h.name_of("162.159.140.245".parse().expect("ip")),
             Some("api.openai.com")

@@ -484,7 +484,11 @@ mod tests {
         );
         let entry = k.paths[0].2;
         assert_eq!(entry.flags, rule_flags::KILL | rule_flags::ROLES);
-        assert_eq!(entry.access & 3, access::READ, "the accesses stay in the low bits");
+        assert_eq!(
+            entry.access & 3,
+            access::READ,
+            "the accesses stay in the low bits"
+        );
         // What the kernel decides with it: tools and MCP servers match, the agent and
         // its helpers do not, a process of unknown role does (fail closed).
         let who = |r: u8| u32::from(r) << role::SHIFT;

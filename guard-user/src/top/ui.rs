@@ -300,10 +300,17 @@ fn draw_tree(frame: &mut Frame<'_>, app: &App, area: Rect) {
     let focused = app.focus == Focus::Tree;
     let title = match app.selected_session() {
         Some(s) => match &s.agent_thread {
+            // The thread id's last 8 characters (the random part of a UUIDv7); the
+            // whole id is in `guard sessions`.
             Some(thread) => format!(
-                " Processes of {} {} (thread {thread}) ",
+                " Processes of {} {} (thread …{}) ",
                 s.agent,
-                s.short_id()
+                s.short_id(),
+                thread
+                    .char_indices()
+                    .rev()
+                    .nth(7)
+                    .map_or(thread.as_str(), |(i, _)| &thread[i..])
             ),
             None => format!(" Processes of {} {} ", s.agent, s.short_id()),
         },

@@ -218,14 +218,25 @@ impl Checker<'_> {
                         self.error(
                             code::INVALID,
                             at,
-                            format!("unknown role {name:?} in `scope` (expected {ROLE_NAMES}){hint}"),
+                            format!(
+                                "unknown role {name:?} in `scope` (expected {ROLE_NAMES}){hint}"
+                            ),
                         );
                     }
                 }
             }
             return ok.then_some(Scope::Roles(set));
         }
-        let s = self.string("scope", value)?;
+        let DeValue::String(s) = value.get_ref() else {
+            self.wrong_type(
+                "scope",
+                "a string or an array of roles",
+                value.span().start,
+                value.get_ref(),
+            );
+            return None;
+        };
+        let s: &str = s.as_ref();
         let scope = Scope::parse(s);
         if scope.is_none() {
             self.error(

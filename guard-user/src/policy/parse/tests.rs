@@ -565,7 +565,10 @@ fn scopes_take_roles() {
     let mcp = role_bit("mcp").expect("mcp");
     assert_eq!(p.rules[0].scope, Scope::Roles(tool | mcp));
     assert_eq!(p.rules[0].scope.role_names(), ["tool", "mcp"]);
-    assert_eq!(p.rules[1].scope, Scope::Roles(role_bit("helper").expect("helper")));
+    assert_eq!(
+        p.rules[1].scope,
+        Scope::Roles(role_bit("helper").expect("helper"))
+    );
     assert_eq!(p.rules[2].scope, Scope::Descendants);
     // Applies by role; a process of unknown role (0) is held to every role scope.
     let s = p.rules[0].scope;
