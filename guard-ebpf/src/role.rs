@@ -51,16 +51,16 @@ pub fn at_exec(flags: u32, bprm: *const c_void, file: *const c_void, comm: &[u8;
         *name = [0; 16];
         core_read::dentry_name(core_read::file_dentry(file), (*name).as_mut_ptr(), 15);
     }
-    // SAFETY: the key is this CPU's scratch, read by the helper.
-    let mut program = unsafe { AGENT_PROGRAMS.get(&*name) }.copied().unwrap_or(0);
+    // SAFETY: this CPU's scratch, just written.
+    let head: [u8; 16] = unsafe { *name };
+    // SAFETY: read-only lookup.
+    let mut program = unsafe { AGENT_PROGRAMS.get(head) }.copied().unwrap_or(0);
     // The name it was run as counts too (a symlink named like the agent), unless an
     // interpreter runs it: a `#!/usr/bin/env node` script named `codex` is a wrapper.
     if program == 0 && !core_read::binprm_interpreted(bprm) {
         // SAFETY: read-only lookup.
         program = unsafe { AGENT_PROGRAMS.get(comm) }.copied().unwrap_or(0);
     }
-    // SAFETY: as above.
-    let head: [u8; 16] = unsafe { *name };
     let is_bwrap = head[..6] == *b"bwrap\0";
     let is_agent = program & role::PROGRAM_AGENT != 0;
     let mut out = flags;
