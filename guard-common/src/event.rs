@@ -93,6 +93,9 @@ pub mod flags {
     /// With [`SESSION_START`]: the session started because the process runs in a
     /// cgroup the policy chose (`[agents] containers`/`cgroups`), not by its name.
     pub const BY_CGROUP: u16 = 1 << 5;
+    /// Exec records: the payload ends with [`THREAD_ID_LEN`] bytes (NUL padded) of the
+    /// value of `CODEX_THREAD_ID` in the new image's environment (see [`crate::role`]).
+    pub const THREAD_ID: u16 = 1 << 6;
     /// The session is over its record limit: the kernel drops its plain records
     /// (counted) and still sends this one (an enforcement, a session start, the root's
     /// exit, a [`crate::EventKind::Limit`] report).
@@ -127,9 +130,9 @@ pub struct Header {
     pub gid: u32,
     /// What the kernel enforced: [`crate::rules::enforced`] bits and rule index.
     pub rule: u16,
-    /// Reserved, zero.
-    pub _reserved: u16,
-    /// Command name, NUL padded.
+    /// The process's agent role: a [`crate::role`] number (0: unknown).
+    pub role: u16,
+    /// Command name of the thread, NUL padded.
     pub comm: [u8; COMM_LEN],
 }
 
@@ -369,6 +372,13 @@ pub struct TamperBody {
     pub arg: u64,
 }
 
-/// Size of the biggest record: an exec with a full exe path and a full argv.
-pub const MAX_RECORD: usize =
-    core::mem::size_of::<Header>() + core::mem::size_of::<ExecBody>() + PATH_MAX + ARGV_MAX;
+/// Bytes of the agent thread id an exec record carries with [`flags::THREAD_ID`].
+pub const THREAD_ID_LEN: usize = 48;
+
+/// Size of the biggest record: an exec with a full exe path, a full argv and a
+/// thread id.
+pub const MAX_RECORD: usize = core::mem::size_of::<Header>()
+    + core::mem::size_of::<ExecBody>()
+    + PATH_MAX
+    + ARGV_MAX
+    + THREAD_ID_LEN;

@@ -12,8 +12,74 @@ pub struct Tracked {
     pub start_ns: u64,
     /// The session's root process id.
     pub root_pid: u32,
-    /// [`crate::flags::ROOT_PROCESS`] for the root, else 0.
+    /// [`crate::flags::ROOT_PROCESS`] for the root; the process's agent role in
+    /// bits 8..11 ([`crate::role`]); [`crate::role::STRUCTURED`].
     pub flags: u32,
+}
+
+/// Agent roles: which part of an agent session a process is. Decided by the kernel
+/// at exec, inherited at fork, kept in [`Tracked::flags`] (bits 8..11) and sent in
+/// [`crate::Header::role`]. docs/policy.md says how each is recognised.
+pub mod role {
+    /// Not known: a process tracked before roles were decided (an older daemon's).
+    pub const UNKNOWN: u8 = 0;
+    /// A process of the session above the agent: `env`, `node`, a shell script,
+    /// `guard run` before its exec, or anything of a session whose agent program
+    /// was not recognised.
+    pub const WRAPPER: u8 = 1;
+    /// The process running an agent program (an `AGENT_PROGRAMS` name).
+    pub const AGENT: u8 = 2;
+    /// The agent's program exec'd again below the agent (Codex's
+    /// `codex-linux-sandbox` and `/proc/self/exe` steps), and `bwrap` under them.
+    pub const SANDBOX: u8 = 3;
+    /// What the model runs: the first other program below the sandbox (or below the
+    /// agent, for agents that are not [`STRUCTURED`]), and everything below it.
+    pub const TOOL: u8 = 4;
+    /// An MCP server of the agent (no process is given this role yet: see
+    /// docs/policy.md).
+    pub const MCP: u8 = 5;
+    /// The agent's own work: a program a [`STRUCTURED`] agent runs itself (Codex's
+    /// start-up `git`, `lsb_release`, its shell snapshot), and everything below it.
+    pub const HELPER: u8 = 6;
+    /// The highest role number.
+    pub const MAX: u8 = 6;
+    /// Where the role sits in [`super::Tracked::flags`].
+    pub const SHIFT: u32 = 8;
+    /// Mask of the role in [`super::Tracked::flags`].
+    pub const MASK: u32 = 0xf << SHIFT;
+    /// [`super::Tracked::flags`]: the session's agent runs its tools through its own
+    /// program (a sandbox step) and other programs directly as its helpers (Codex).
+    pub const STRUCTURED: u32 = 1 << 12;
+    /// [`super::Tracked::flags`]: the process's environment held `CODEX_THREAD_ID`
+    /// at its last exec.
+    pub const HAS_THREAD: u32 = 1 << 13;
+    /// `AGENT_PROGRAMS` values: the program is an agent.
+    pub const PROGRAM_AGENT: u32 = 1;
+    /// `AGENT_PROGRAMS` values: the agent is [`STRUCTURED`].
+    pub const PROGRAM_STRUCTURED: u32 = 2;
+
+    /// The role of `flags` (a [`super::Tracked::flags`] value).
+    pub const fn of(flags: u32) -> u8 {
+        ((flags & MASK) >> SHIFT) as u8
+    }
+
+    /// The name used in policies and JSON events.
+    pub const fn name(role: u8) -> &'static str {
+        match role {
+            WRAPPER => "wrapper",
+            AGENT => "agent",
+            SANDBOX => "sandbox",
+            TOOL => "tool",
+            MCP => "mcp",
+            HELPER => "helper",
+            _ => "unknown",
+        }
+    }
+
+    /// The role named `name` (not `unknown`).
+    pub fn parse(name: &str) -> Option<u8> {
+        (WRAPPER..=MAX).find(|r| name == self::name(*r))
+    }
 }
 
 /// A session's record budget in the `SESSION_LIMITS` map (a token bucket), and its

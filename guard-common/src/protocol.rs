@@ -160,6 +160,13 @@ pub struct ProcessInfo {
     pub exe: Option<String>,
     #[serde(default)]
     pub argv: Vec<String>,
+    /// Its agent role (`wrapper`, `agent`, `sandbox`, `tool`, `mcp`, `helper`,
+    /// `unknown`).
+    #[serde(default)]
+    pub role: String,
+    /// The agent thread id (`CODEX_THREAD_ID`) it works for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_thread: Option<String>,
 }
 
 /// One session in the `sessions` answer. Readers are lenient: a field an older
@@ -188,6 +195,10 @@ pub struct SessionInfo {
     pub ended: Option<String>,
     pub state: SessionState,
     pub counts: Counts,
+    /// The process running the agent's program (role `agent`), once seen.
+    pub agent_pid: Option<u32>,
+    /// The agent thread ids (`CODEX_THREAD_ID`) its tools carried, first seen first.
+    pub agent_threads: Vec<String>,
     /// Sorted by pid.
     pub processes: Vec<ProcessInfo>,
 }
@@ -381,6 +392,16 @@ pub struct EventLine {
     pub ppid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comm: Option<String>,
+    /// The thread's own name, when it is not the program's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
+    /// The process's agent role (`wrapper`, `agent`, `sandbox`, `tool`, `mcp`,
+    /// `helper`, `unknown`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The agent thread id (`CODEX_THREAD_ID`) the process works for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_thread: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -657,7 +678,11 @@ mod tests {
                 comm: "codex".into(),
                 exe: Some("/usr/bin/codex".into()),
                 argv: vec!["codex".into()],
+                role: "agent".into(),
+                agent_thread: None,
             }],
+            agent_pid: Some(10),
+            agent_threads: vec!["019aa2b0-0000-7000-8000-000000000001".into()],
         }
     }
 
@@ -725,6 +750,9 @@ mod tests {
             pid: Some(42),
             ppid: Some(10),
             comm: Some("cat".into()),
+            thread: None,
+            role: Some("tool".into()),
+            agent_thread: Some("019aa2b0-0000-7000-8000-000000000001".into()),
             user: None,
             container: None,
             host: None,

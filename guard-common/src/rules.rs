@@ -52,6 +52,34 @@ pub mod rule_flags {
     pub const DENY: u8 = 16;
     /// Network: allow-listed (ports in `ports`, or any when all are zero).
     pub const ALLOW: u8 = 32;
+    /// Only processes whose role is in the entry's role set match:
+    /// [`super::RuleRef::access`] bits 2..7 hold it (bit `role + 1`, see
+    /// [`super::role_bits`]); a process of unknown role (0) always matches.
+    pub const ROLES: u8 = 64;
+}
+
+/// The [`RuleRef::access`] bits of a role set (`roles`: bit `r - 1` for role `r`).
+pub const fn role_bits(roles: u8) -> u8 {
+    (roles & 0x3f) << 2
+}
+
+/// Whether an entry with `flags` and `access` applies to a process with Tracked
+/// `who` flags (root bit and role): its root/descendants and role scopes.
+#[inline(always)]
+pub fn scope_applies(flags: u8, access: u8, who: u32) -> bool {
+    let is_root = who & u32::from(crate::flags::ROOT_PROCESS) != 0;
+    if flags & rule_flags::ROOT_ONLY != 0 && !is_root
+        || flags & rule_flags::DESCENDANTS_ONLY != 0 && is_root
+    {
+        return false;
+    }
+    if flags & rule_flags::ROLES != 0 {
+        let role = crate::role::of(who);
+        if role != 0 && role <= crate::role::MAX && (access >> 2) & (1 << (role - 1)) == 0 {
+            return false;
+        }
+    }
+    true
 }
 
 /// The value of a rule entry: which rule, and what the kernel does on a match.
@@ -81,7 +109,8 @@ pub struct Config {
     /// Index (plus one) of the network rule that denies destinations outside its
     /// allow list; 0 when no such rule is enforced.
     pub net_default_deny: u32,
-    /// [`rule_flags`] scope bits of that rule (`ROOT_ONLY`, `DESCENDANTS_ONLY`).
+    /// [`rule_flags`] scope bits of that rule (`ROOT_ONLY`, `DESCENDANTS_ONLY`,
+    /// `ROLES`), and in bits 8..15 its role set as [`RuleRef::access`] holds one.
     pub net_default_flags: u32,
     /// Bit `1 << kind` is set when entries of that [`path_kind`] exist: lookups of
     /// kinds no rule uses are skipped.

@@ -19,7 +19,10 @@ unsafe extern "C" {
     fn guard_task_live_threads(t: *const Task) -> i32;
     fn guard_task_arg_start(t: *const Task) -> u64;
     fn guard_task_arg_end(t: *const Task) -> u64;
+    fn guard_task_env_start(t: *const Task) -> u64;
+    fn guard_task_env_end(t: *const Task) -> u64;
     fn guard_binprm_file(b: *const c_void) -> *const c_void;
+    fn guard_binprm_interpreted(b: *const c_void) -> u32;
     fn guard_task_fd_file(t: *const Task, fd: u32) -> *const c_void;
     fn guard_file_path(f: *const c_void, buf: *mut u8, end: u32, depth: u32) -> u32;
     fn guard_task_cwd_path(t: *const Task, buf: *mut u8, end: u32, depth: u32) -> u32;
@@ -52,6 +55,13 @@ pub fn live_threads(t: *const Task) -> i32 {
 }
 pub fn arg_span(t: *const Task) -> (u64, u64) {
     unsafe { (guard_task_arg_start(t), guard_task_arg_end(t)) }
+}
+pub fn env_span(t: *const Task) -> (u64, u64) {
+    unsafe { (guard_task_env_start(t), guard_task_env_end(t)) }
+}
+/// Whether an interpreter runs the exec'd file (`#!` script, binfmt_misc).
+pub fn binprm_interpreted(bprm: *const c_void) -> bool {
+    unsafe { guard_binprm_interpreted(bprm) != 0 }
 }
 pub fn binprm_file(bprm: *const c_void) -> *const c_void {
     unsafe { guard_binprm_file(bprm) }

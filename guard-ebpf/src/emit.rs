@@ -60,7 +60,7 @@ pub struct Draft {
 impl Draft {
     /// Starts a record about the current task with the common header filled in.
     #[inline(always)]
-    pub fn begin(kind: EventKind, flags: u16, session: u64) -> Option<Self> {
+    pub fn begin(kind: EventKind, flags: u16, session: u64, who: u32) -> Option<Self> {
         let buf = EVENT_SCRATCH.get_ptr_mut(0)?.cast::<u8>();
         let (pid, tid) = current_ids();
         let uid_gid = bpf_get_current_uid_gid();
@@ -78,7 +78,7 @@ impl Draft {
             uid: uid_gid as u32,
             gid: (uid_gid >> 32) as u32,
             rule: 0,
-            _reserved: 0,
+            role: u16::from(guard_common::role::of(who)),
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
         };
         // SAFETY: the scratch value is EVENT_BUF bytes, 8-aligned, owned by this CPU.
@@ -197,8 +197,8 @@ fn report(about: *const Header, dropped: u64, total: u64) {
 /// Reports a child of `session` that the full map of tracked processes could not
 /// take (never rate-limited).
 #[inline(always)]
-pub fn untracked_child(session: u64, child_pid: u32) {
-    if let Some(mut draft) = Draft::begin(EventKind::Limit, 0, session) {
+pub fn untracked_child(session: u64, who: u32, child_pid: u32) {
+    if let Some(mut draft) = Draft::begin(EventKind::Limit, 0, session, who) {
         draft.body(LimitBody {
             dropped: 0,
             total: 0,

@@ -59,10 +59,11 @@ pub fn config() -> Config {
     CONFIG.get(0).copied().unwrap_or_default()
 }
 
+/// Whether an entry's scope (root/descendants, roles) takes in the process whose
+/// Tracked flags are `who`.
 #[inline(always)]
-fn scope_ok(flags: u8, is_root: bool) -> bool {
-    !(flags & rule_flags::ROOT_ONLY != 0 && !is_root
-        || flags & rule_flags::DESCENDANTS_ONLY != 0 && is_root)
+fn scope_ok(flags: u8, access: u8, who: u32) -> bool {
+    guard_common::rules::scope_applies(flags, access, who)
 }
 
 /// Whether the rule set in force has entries of `kind`.
@@ -207,6 +208,7 @@ struct Check {
     name_len: u32,
     want: u32,
     verdict: u32,
+    /// The process's Tracked flags (root bit, role).
     is_root: u32,
     /// The rule picked, plus one; 0 for none.
     picked: u32,
@@ -224,7 +226,7 @@ fn begin(
     cfg: &Config,
     want: u8,
     verdict: u8,
-    is_root: bool,
+    is_root: u32,
 ) -> Option<*mut Check> {
     let c = CHECKS.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch; programs on one CPU never interleave a check.
@@ -236,7 +238,7 @@ fn begin(
         (*c).name_len = 0;
         (*c).want = u32::from(want);
         (*c).verdict = u32::from(verdict);
-        (*c).is_root = u32::from(is_root);
+        (*c).is_root = is_root;
         (*c).picked = 0;
         (*c).matches = NONE;
     }
@@ -312,15 +314,14 @@ extern "C" fn pick_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
     };
     let i = (index & 7) as usize;
     // SAFETY: this CPU's check, filled in by the caller before the loop.
-    let (want, verdict, is_root) =
-        unsafe { ((*c).want as u8, (*c).verdict as u8, (*c).is_root != 0) };
+    let (want, verdict, who) = unsafe { ((*c).want as u8, (*c).verdict as u8, (*c).is_root) };
     // SAFETY: as above.
     let Some(r) = (unsafe { (*c).matches.get(i) }).copied() else {
         return 1;
     };
     let enforces = r.flags & verdict != 0
         && r.flags & rule_flags::EXCEPT == 0
-        && scope_ok(r.flags, is_root)
+        && scope_ok(r.flags, r.access, who)
         && (want == 0 || r.access & want != 0);
     if !enforces {
         return 0;
@@ -347,7 +348,7 @@ fn file_pick(
     len: u32,
     want: u8,
     verdict: u8,
-    is_root: bool,
+    is_root: u32,
 ) -> Option<u16> {
     let cfg = config();
     let file_kinds = (1 << path_kind::FILE)
@@ -378,7 +379,7 @@ pub fn deny_open(
     path: *const u8,
     len: u32,
     open_flags: u64,
-    is_root: bool,
+    is_root: u32,
 ) -> Option<u16> {
     file_pick(
         core_read::file_dentry(file),
@@ -398,7 +399,7 @@ pub fn deny_change(
     dentry: *const core::ffi::c_void,
     path: *const u8,
     len: u32,
-    is_root: bool,
+    is_root: u32,
 ) -> Option<u16> {
     file_pick(dentry, path, len, access::WRITE, rule_flags::DENY, is_root)
 }
@@ -410,7 +411,7 @@ pub fn deny_exec(
     path: *const u8,
     len: u32,
     comm: &[u8; 16],
-    is_root: bool,
+    is_root: u32,
 ) -> Option<u16> {
     exec_pick(file, path, len, comm, rule_flags::DENY, is_root)
 }
@@ -425,7 +426,7 @@ fn exec_pick(
     len: u32,
     comm: &[u8; 16],
     verdict: u8,
-    is_root: bool,
+    is_root: u32,
 ) -> Option<u16> {
     let cfg = config();
     if cfg.path_kinds & ((1 << path_kind::EXEC) | (1 << path_kind::EXEC_NAME)) == 0 {
@@ -460,7 +461,7 @@ pub fn on_open(
     path: *const u8,
     len: u32,
     open_flags: u64,
-    is_root: bool,
+    is_root: u32,
 ) -> u16 {
     match file_pick(
         core_read::file_dentry(file),
@@ -482,7 +483,7 @@ pub fn on_exec(
     path: *const u8,
     len: u32,
     comm: &[u8; 16],
-    is_root: bool,
+    is_root: u32,
 ) -> u16 {
     match exec_pick(file, path, len, comm, rule_flags::KILL, is_root) {
         Some(rule) => kill(rule),
@@ -492,7 +493,7 @@ pub fn on_exec(
 
 /// Destination check for a connect or send. `Some(rule field)` means refuse.
 #[inline(always)]
-pub fn on_net(family: u16, addr: &[u8; 16], port: u16, is_root: bool) -> Option<u16> {
+pub fn on_net(family: u16, addr: &[u8; 16], port: u16, is_root: u32) -> Option<u16> {
     let cfg = config();
     let mut data: NetData = [0; 18];
     data[0] = cfg.generation as u8;
@@ -510,7 +511,7 @@ pub fn on_net(family: u16, addr: &[u8; 16], port: u16, is_root: bool) -> Option<
     };
     if let Some(r) = NET_RULES.get(Key::new(bits, data)) {
         let any_port = r.ports == [0; 8];
-        if (any_port || r.ports.contains(&port)) && scope_ok(r.flags, is_root) {
+        if (any_port || r.ports.contains(&port)) && scope_ok(r.flags, r.access, is_root) {
             if r.flags & rule_flags::DENY != 0 {
                 return Some(((r.rule + 1) & enforced::RULE_MASK) | enforced::DENIED);
             }
@@ -519,7 +520,13 @@ pub fn on_net(family: u16, addr: &[u8; 16], port: u16, is_root: bool) -> Option<
             }
         }
     }
-    if cfg.net_default_deny != 0 && scope_ok(cfg.net_default_flags as u8, is_root) {
+    if cfg.net_default_deny != 0
+        && scope_ok(
+            cfg.net_default_flags as u8,
+            (cfg.net_default_flags >> 8) as u8,
+            is_root,
+        )
+    {
         return Some((cfg.net_default_deny as u16 & enforced::RULE_MASK) | enforced::DENIED);
     }
     None

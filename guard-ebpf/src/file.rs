@@ -147,7 +147,7 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
     let task = core_read::current();
     let pbuf = PATH_SCRATCH.get_ptr_mut(0).ok_or(())?.cast::<u8>();
 
-    let mut draft = Draft::begin(EventKind::Open, 0, session).ok_or(())?;
+    let mut draft = Draft::begin(EventKind::Open, 0, session, tracked.flags).ok_or(())?;
     let depth = PATH_DEPTH as u32;
     let (start, end) = if ret >= 0 {
         let file = core_read::fd_file(task, ret as u32);
@@ -165,7 +165,7 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
             return Ok(());
         }
         // Decided before the open returns: a killed process never sees the file.
-        let is_root = tracked.flags & u32::from(flags::ROOT_PROCESS) != 0;
+        let is_root = tracked.flags;
         draft.header().rule =
             enforce::on_open(file, path, PATH_END - start, pending.flags, is_root);
         (start, PATH_END)

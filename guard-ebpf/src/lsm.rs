@@ -22,13 +22,13 @@ const EPERM: i32 = 1;
 
 type Ptr = *const core::ffi::c_void;
 
-/// (is tracked, is the session root) of the current process.
+/// The current process's Tracked flags (root bit, role), if it is tracked.
 #[inline(always)]
-fn tracked() -> Option<bool> {
+fn tracked() -> Option<u32> {
     let (tgid, _) = current_ids();
     // SAFETY: read-only copy of the map value.
     let t = unsafe { TRACKED.get(tgid) }.copied()?;
-    Some(t.flags & u32::from(flags::ROOT_PROCESS) != 0)
+    Some(t.flags)
 }
 
 /// Resolves `file`'s path into the path scratch; returns (pointer, length).
@@ -55,7 +55,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     let Some(t) = (unsafe { TRACKED.get(tgid) }).copied() else {
         return 0;
     };
-    let is_root = t.flags & u32::from(flags::ROOT_PROCESS) != 0;
+    let is_root = t.flags;
     let Some((path, len)) = path_of(file) else {
         return 0;
     };
@@ -78,7 +78,7 @@ fn report_denied_exec(path: *const u8, len: u32, rule: u16) {
     let Some(t) = (unsafe { TRACKED.get(tgid) }).copied() else {
         return;
     };
-    let Some(mut draft) = Draft::begin(EventKind::Exec, 0, t.session) else {
+    let Some(mut draft) = Draft::begin(EventKind::Exec, 0, t.session, t.flags) else {
         return;
     };
     draft.header().rule = ((rule + 1) & enforced::RULE_MASK) | enforced::DENIED;
@@ -128,7 +128,7 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
 /// `as_dir`, the path is also looked up with a `/` appended, so that a protected
 /// directory itself (`.git/hooks` for `.git/hooks/**`) cannot be renamed.
 #[inline(always)]
-fn refuse(walk: u32, dentry: Ptr, is_root: bool, as_dir: bool, call: Option<OpenCall>) -> bool {
+fn refuse(walk: u32, dentry: Ptr, is_root: u32, as_dir: bool, call: Option<OpenCall>) -> bool {
     let Some(pbuf) = PATH_SCRATCH.get_ptr_mut(0) else {
         return false;
     };
@@ -160,7 +160,7 @@ fn report_change(call: OpenCall, path: *const u8, len: u32, truncated: bool, rul
     let Some(t) = (unsafe { TRACKED.get(tgid) }).copied() else {
         return;
     };
-    let Some(mut draft) = Draft::begin(EventKind::Open, 0, t.session) else {
+    let Some(mut draft) = Draft::begin(EventKind::Open, 0, t.session, t.flags) else {
         return;
     };
     draft.header().rule = ((rule + 1) & enforced::RULE_MASK) | enforced::DENIED;
@@ -187,13 +187,7 @@ fn report_change(call: OpenCall, path: *const u8, len: u32, truncated: bool, rul
 
 /// The entry `dentry` of directory `dir`: refused?
 #[inline(always)]
-fn refuse_entry(
-    dir: Ptr,
-    dentry: Ptr,
-    is_root: bool,
-    as_dir: bool,
-    call: Option<OpenCall>,
-) -> bool {
+fn refuse_entry(dir: Ptr, dentry: Ptr, is_root: u32, as_dir: bool, call: Option<OpenCall>) -> bool {
     let Some(pbuf) = PATH_SCRATCH.get_ptr_mut(0) else {
         return false;
     };
@@ -209,7 +203,7 @@ fn refuse_entry(
 
 /// The file at `path` (a kernel `struct path`): refused?
 #[inline(always)]
-fn refuse_path(path: Ptr, is_root: bool, call: OpenCall) -> bool {
+fn refuse_path(path: Ptr, is_root: u32, call: OpenCall) -> bool {
     let Some(pbuf) = PATH_SCRATCH.get_ptr_mut(0) else {
         return false;
     };

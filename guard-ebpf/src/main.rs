@@ -20,6 +20,7 @@ mod lsm;
 mod maps;
 mod net;
 mod process;
+mod role;
 mod tamper;
 
 #[cfg(not(test))]

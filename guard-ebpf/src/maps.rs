@@ -16,6 +16,12 @@ pub static TRACKED: HashMap<u32, Tracked> = HashMap::with_max_entries(65536, 0);
 #[map]
 pub static AGENTS: HashMap<AgentName, u32> = HashMap::with_max_entries(256, 0);
 
+/// Agent programs by the name of their file (cut to 15 bytes like `comm`): an exec
+/// of one inside a session decides the agent role (`guard_common::role`). Values:
+/// `role::PROGRAM_*` bits. Never starts a session.
+#[map]
+pub static AGENT_PROGRAMS: HashMap<AgentName, u32> = HashMap::with_max_entries(256, 0);
+
 /// cgroup v2 ids whose processes start a session at their first exec: the cgroups
 /// of the containers the policy chose, and every cgroup below them.
 #[map]

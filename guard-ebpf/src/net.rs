@@ -11,7 +11,7 @@ use aya_ebpf::{
     macros::{cgroup_sock_addr, tracepoint},
     programs::{SockAddrContext, TracePointContext},
 };
-use guard_common::{AF_INET, AF_INET6, EventKind, NetBody, flags};
+use guard_common::{AF_INET, AF_INET6, EventKind, NetBody};
 
 use crate::{
     emit::{Draft, current_ids},
@@ -52,7 +52,7 @@ fn note(ctx: &SockAddrContext, kind: EventKind, v6: bool) -> i32 {
         body.family = AF_INET;
         body.addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
     }
-    let is_root = tracked.flags & u32::from(flags::ROOT_PROCESS) != 0;
+    let is_root = tracked.flags;
     let verdict = enforce::on_net(body.family, &body.addr, body.port, is_root);
     let pending = PendingNet {
         body,
@@ -102,11 +102,12 @@ fn try_exit_net(ctx: &TracePointContext) -> Result<(), ()> {
     let pending = *unsafe { PENDING_NET.get(tid) }.ok_or(())?;
     let _ = PENDING_NET.remove(tid);
     // SAFETY: read-only copy of the map value.
-    let session = unsafe { TRACKED.get(tgid) }.ok_or(())?.session;
+    let tracked = *unsafe { TRACKED.get(tgid) }.ok_or(())?;
+    let session = tracked.session;
     let kind = EventKind::from_u16(pending.kind).ok_or(())?;
     // SAFETY: `ret` is at offset 16 of every sys_exit record.
     let ret = unsafe { ctx.read_at::<i64>(16) }.map_err(|_| ())?;
-    let mut draft = Draft::begin(kind, 0, session).ok_or(())?;
+    let mut draft = Draft::begin(kind, 0, session, tracked.flags).ok_or(())?;
     draft.header().rule = pending.rule;
     draft.body(NetBody {
         ret,

@@ -7,8 +7,8 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use guard_common::{
-    ARGV_MAX, EventKind, ExecBody, ExitBody, ForkBody, PATH_DEPTH, PATH_MAX, Tracked, counter,
-    flags,
+    ARGV_MAX, EventKind, ExecBody, ExitBody, ForkBody, PATH_DEPTH, PATH_MAX, THREAD_ID_LEN,
+    Tracked, counter, flags, role,
 };
 
 use crate::{
@@ -44,13 +44,15 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
         session: parent.session,
         start_ns: child_start_ns,
         root_pid: parent.root_pid,
-        flags: 0,
+        // The child has its parent's role (children of a tool are tools) until an
+        // exec of its own decides again.
+        flags: parent.flags & (role::MASK | role::STRUCTURED | role::HAS_THREAD),
     };
     if TRACKED.insert(child_pid, entry, 0).is_err() {
         count(counter::TRACK_FULL);
-        crate::emit::untracked_child(parent.session, child_pid);
+        crate::emit::untracked_child(parent.session, parent.flags, child_pid);
     }
-    let mut draft = Draft::begin(EventKind::Fork, 0, parent.session).ok_or(())?;
+    let mut draft = Draft::begin(EventKind::Fork, 0, parent.session, parent.flags).ok_or(())?;
     draft.body(ForkBody {
         child_pid,
         _reserved: 0,
@@ -72,20 +74,19 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
 fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     let (tgid, _) = current_ids();
     let task = core_read::current();
+    let comm = bpf_get_current_comm().map_err(|_| ())?;
     let mut event_flags = 0u16;
     // SAFETY: read-only copy of the map value.
-    let tracked = match unsafe { TRACKED.get(tgid) } {
+    let mut tracked = match unsafe { TRACKED.get(tgid) } {
         Some(t) => {
             let mut t = *t;
             if t.start_ns == 0 {
                 // Registered by user space (`guard run`) before this first exec.
                 t.start_ns = core_read::start_ns(task);
-                let _ = TRACKED.insert(tgid, t, 0);
             }
             t
         }
         None => {
-            let comm = bpf_get_current_comm().map_err(|_| ())?;
             // SAFETY: presence checks only; the helper takes no arguments.
             if unsafe { AGENTS.get(comm) }.is_none() {
                 if unsafe { AGENT_CGROUPS.get(bpf_get_current_cgroup_id()) }.is_none() {
@@ -111,12 +112,19 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     if tracked.flags & u32::from(flags::ROOT_PROCESS) != 0 {
         event_flags |= flags::ROOT_PROCESS;
     }
+    let bprm = ctx.arg::<u64>(2) as *const core::ffi::c_void;
+    let file = core_read::binprm_file(bprm);
+    // The role this exec gives the process, in force before its first instruction
+    // (the kill rules below and every later hook see it).
+    tracked.flags = crate::role::at_exec(tracked.flags, bprm, file, &comm);
+    let has_thread = tracked.flags & role::MASK == u32::from(role::TOOL) << role::SHIFT;
+    tracked.flags &= !role::HAS_THREAD;
 
-    let mut draft = Draft::begin(EventKind::Exec, event_flags, tracked.session).ok_or(())?;
+    let mut draft =
+        Draft::begin(EventKind::Exec, event_flags, tracked.session, tracked.flags).ok_or(())?;
 
     // The executable as the kernel resolved it: bprm->file, not the string passed.
     let pbuf = PATH_SCRATCH.get_ptr_mut(0).ok_or(())?.cast::<u8>();
-    let file = core_read::binprm_file(ctx.arg::<u64>(2) as *const core::ffi::c_void);
     let walk = core_read::file_path(file, pbuf, PATH_END, PATH_DEPTH as u32);
     let start = walk & !WALK_TRUNCATED;
     let mut exe_len = PATH_END.saturating_sub(start);
@@ -126,10 +134,8 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     exe_len = exe_len.min(PATH_MAX as u32) & 0xfff;
     let src = PATH_END - exe_len;
     // Decided before the new image runs its first instruction.
-    let comm = draft.header().comm;
-    let is_root = tracked.flags & u32::from(flags::ROOT_PROCESS) != 0;
     let exe = pbuf.wrapping_add((src & PATH_MASK) as usize);
-    draft.header().rule = enforce::on_exec(file, exe, exe_len, &comm, is_root);
+    draft.header().rule = enforce::on_exec(file, exe, exe_len, &comm, tracked.flags);
     // SAFETY: both regions are bounded by masks the verifier tracks.
     unsafe {
         let dst = draft.payload_ptr::<ExecBody>(0);
@@ -162,12 +168,23 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     if !ok {
         argv_len = 0;
     }
+    // A tool's agent thread: CODEX_THREAD_ID from its environment, after argv.
+    let mut thread_len = 0u32;
+    if has_thread {
+        let dst = draft.payload_ptr::<ExecBody>(((exe_len & 0xfff) + (argv_len & 0xfff)) as usize);
+        if crate::role::thread_id(task, dst) {
+            draft.header().flags |= flags::THREAD_ID;
+            tracked.flags |= role::HAS_THREAD;
+            thread_len = THREAD_ID_LEN as u32;
+        }
+    }
+    let _ = TRACKED.insert(tgid, tracked, 0);
     draft.body(ExecBody {
         start_ns: tracked.start_ns,
         exe_len,
         argv_len,
     });
-    draft.submit::<ExecBody>(exe_len + argv_len);
+    draft.submit::<ExecBody>(exe_len + argv_len + thread_len);
     Ok(())
 }
 
@@ -199,7 +216,7 @@ fn try_exit() -> Result<(), ()> {
     } else {
         0
     };
-    let mut draft = Draft::begin(EventKind::Exit, root, tracked.session).ok_or(())?;
+    let mut draft = Draft::begin(EventKind::Exit, root, tracked.session, tracked.flags).ok_or(())?;
     draft.body(ExitBody {
         status: core_read::exit_code(task),
         _reserved: 0,

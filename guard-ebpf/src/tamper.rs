@@ -71,7 +71,10 @@ fn guard(pid: u32) -> Option<u32> {
 #[inline(always)]
 fn report(session: u64, body: TamperBody, done: u16, path: Option<(*const u8, u32)>) {
     count(counter::TAMPER);
-    let Some(mut draft) = Draft::begin(EventKind::Tamper, 0, session) else {
+    // The role bits of the record come from the offender's entry (a rare path: one
+    // more lookup costs nothing that matters).
+    let who = tracked().map_or(0, |t| t.flags);
+    let Some(mut draft) = Draft::begin(EventKind::Tamper, 0, session, who) else {
         return;
     };
     draft.header().rule = done;

@@ -1231,6 +1231,27 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
             e.str("comm").is_some_and(|c| c.len() <= 15),
             "comm is not a string of <= 15 bytes",
         );
+        need(
+            v.get("thread").is_none_or(|t| {
+                t.as_str()
+                    .is_some_and(|t| t.len() <= 15 && Some(t) != e.str("comm"))
+            }),
+            "thread is not a string of <= 15 bytes other than comm",
+        );
+        need(
+            e.str("role").is_some_and(|r| {
+                [
+                    "wrapper", "agent", "sandbox", "tool", "mcp", "helper", "unknown",
+                ]
+                .contains(&r)
+            }),
+            "role is not one of the roles",
+        );
+        need(
+            v.get("agent_thread")
+                .is_none_or(|t| t.as_str().is_some_and(|t| !t.is_empty() && t.len() < 48)),
+            "agent_thread is not a non-empty string of < 48 bytes",
+        );
         need(is_int("uid"), "uid is not an integer");
         need(str_or_null("user"), "user is not a string or null");
         need(is_int("cgroup_id"), "cgroup_id is not an integer");

@@ -605,12 +605,13 @@ const STEPS: &[Step] = &[
 // One Codex run
 // ---------------------------------------------------------------------------------------
 
-/// ROLES: set to `true` once the agent-roles work (issue 12 items 1 and 2) is merged: then
-/// every stopped tool must carry `role: "tool"` and `agent_thread` (Codex's
-/// CODEX_THREAD_ID), no process but a tool may break a rule (Codex's own start-up git
-/// reading `~/.netrc` is killed today), and Codex's own events carry `comm: "codex"` (not
-/// a thread name) and `role: "agent"`. Drop the `ignore` of the npm tests at the same time.
-const ROLES: bool = false;
+/// Agent roles (issue 12 items 1 and 2): every stopped tool carries `role: "tool"` and
+/// `agent_thread` (Codex's CODEX_THREAD_ID); no process but a tool is stopped by a rule
+/// (Codex's own start-up git reading `~/.netrc` is logged by rule
+/// `netrc-read-by-helper`, role `helper`); Codex's own events carry `comm: "codex"` (not
+/// a thread name) and `role: "agent"`; its sandbox steps and bubblewrap are `sandbox`,
+/// the npm wrapper's `env` and `node` are `wrapper`.
+const ROLES: bool = true;
 
 /// What one Codex run left behind.
 struct CodexRun {
@@ -846,20 +847,94 @@ fn check_run(label: &str, sandbox: &str, cr: &CodexRun, model: &ModelServer, sec
     }
     if ROLES {
         // The agent's own routine work (its start-up git, lsb_release, the npm wrapper)
-        // breaks no rule: only tools do.
+        // is never stopped: only tools are. Its start-up git reading ~/.netrc (the home
+        // has one) is logged, as a helper.
         for e in events.iter().filter(|e| e.get("rule").is_some()) {
-            assert_eq!(
-                e.str("role"),
-                Some("tool"),
-                "[{label}] a non-tool broke a rule: {e}\n{}",
+            if e.str("role") == Some("tool") {
+                continue;
+            }
+            assert!(
+                e.str("outcome") == Some("logged") && e.str("role") == Some("helper"),
+                "[{label}] a process other than a tool was stopped by a rule: {e}\n{}",
                 context()
             );
         }
-        // Codex's own events are named after the program, not its threads, and carry
-        // its role.
-        for e in events.iter().filter(|e| e.pid() == Some(*codex_pid)) {
+        let netrc = user_home_file(events, ".netrc");
+        let helper_netrc = events.iter().find(|e| {
+            e.kind() == "open"
+                && e.str("path") == Some(netrc.as_str())
+                && e.str("role") == Some("helper")
+        });
+        match helper_netrc {
+            Some(e) => assert_eq!(
+                (e.str("rule"), e.str("outcome")),
+                (Some("netrc-read-by-helper"), Some("logged")),
+                "[{label}] Codex's own git reading ~/.netrc: {e}"
+            ),
+            None => panic!(
+                "[{label}] no helper opened {netrc} (Codex's start-up git does)\n{}",
+                context()
+            ),
+        }
+        // Codex's own events, from its exec of the native binary on, are named after
+        // the program, not its threads, and carry its role. (Before it, the same pid
+        // ran `guard run` and `setpriv`, wrappers, in the native launch.)
+        let native_exec = events
+            .iter()
+            .position(|e| e.is("exec", *codex_pid) && e.str("role") == Some("agent"))
+            .unwrap_or_else(|| panic!("[{label}] Codex's exec has no role agent\n{}", context()));
+        for e in events[native_exec..]
+            .iter()
+            .filter(|e| e.pid() == Some(*codex_pid) && e.kind() != "session_end")
+        {
             assert_eq!(e.str("comm"), Some("codex"), "[{label}] {e}");
             assert_eq!(e.str("role"), Some("agent"), "[{label}] {e}");
+        }
+        assert!(
+            events[native_exec..]
+                .iter()
+                .any(|e| e.pid() == Some(*codex_pid) && e.str("thread") == Some("tokio-rt-worker")),
+            "[{label}] no event of Codex names its worker thread apart\n{}",
+            context()
+        );
+        // What else runs: every exec's role, by what it is.
+        for e in events.iter().filter(|e| e.kind() == "exec") {
+            let exe = e.str("exe").unwrap_or("");
+            let role = e.str("role").unwrap_or("");
+            let first_arg = e
+                .strings("argv")
+                .and_then(|a| a.get(1).map(|s| (*s).to_owned()));
+            if e.pid() == Some(*codex_pid) {
+                continue;
+            }
+            if exe == native_path(events, *codex_pid) {
+                // Codex's re-execs: /proc/self/exe --codex-run-as-process-setup, and
+                // codex-linux-sandbox (also inside bubblewrap).
+                assert_eq!(role, "sandbox", "[{label}] {e}");
+            } else if exe.ends_with("/bwrap") {
+                // Under codex-linux-sandbox: sandbox. Codex's own probe of bubblewrap
+                // (`bwrap … /bin/true`, run by the agent itself) is its helper.
+                let want = if e.int("ppid") == Some(*codex_pid) {
+                    "helper"
+                } else {
+                    "sandbox"
+                };
+                assert_eq!(role, want, "[{label}] {e}");
+            } else if exe == "/usr/bin/env" || exe.ends_with("/node") {
+                assert_eq!(role, "wrapper", "[{label}] {e}");
+            } else if exe.ends_with("/git")
+                && first_arg.as_deref() == Some("-c")
+                && e.strings("argv").is_some_and(|a| a.contains(&"ls-remote"))
+            {
+                assert_eq!(role, "helper", "[{label}] Codex's start-up git: {e}");
+            } else if exe.ends_with("/cat") {
+                assert_eq!(role, "tool", "[{label}] {e}");
+                assert_eq!(
+                    e.str("agent_thread"),
+                    Some(thread.as_str()),
+                    "[{label}] a tool's exec does not name Codex's thread: {e}"
+                );
+            }
         }
     }
 
@@ -875,6 +950,30 @@ fn check_run(label: &str, sandbox: &str, cr: &CodexRun, model: &ModelServer, sec
             );
         }
     }
+}
+
+/// `~/<rel>` of the user the session ran as (from the agent's home, as its events show
+/// it: the session's first open under /home).
+fn user_home_file(events: &[Event], rel: &str) -> String {
+    let home = events
+        .iter()
+        .filter_map(|e| e.str("path"))
+        .find_map(|p| {
+            let rest = p.strip_prefix("/home/")?;
+            let user = rest.split('/').next()?;
+            Some(format!("/home/{user}"))
+        })
+        .unwrap_or_default();
+    format!("{home}/{rel}")
+}
+
+/// The exe of Codex's own exec.
+fn native_path(events: &[Event], codex_pid: i64) -> &str {
+    events
+        .iter()
+        .find(|e| e.is("exec", codex_pid) && e.str("role") == Some("agent"))
+        .and_then(|e| e.str("exe"))
+        .unwrap_or("")
 }
 
 /// Prints a measurement line where the test harness does not swallow it.
@@ -936,22 +1035,16 @@ fn codex_native_under_ci_policy() {
     codex_under("ci", Launch::Native);
 }
 
-/// ROLES: on main the npm launch is killed at start-up (the native Codex is a child of
-/// `node`, a "descendant", and rule codex-auth-read stops it reading its own
-/// `~/.codex/auth.json`). The roles branch makes the native binary the agent wherever it
-/// starts; drop the `ignore` once it is merged.
+/// The npm launch: `env` → `node` (wrappers) → the native Codex as a child of `node`
+/// (the agent, although not the session's root), which reads its own `auth.json`.
 #[test]
-#[ignore = "needs agent roles (issue 12 item 1): the npm-launched Codex is killed by codex-auth-read on main"]
 fn codex_npm_under_workstation_policy() {
     codex_under("workstation", Launch::Npm);
 }
 
-/// ROLES: on main the npm launch is killed at start-up (the native Codex is a child of
-/// `node`, a "descendant", and rule codex-auth-read stops it reading its own
-/// `~/.codex/auth.json`). The roles branch makes the native binary the agent wherever it
-/// starts; drop the `ignore` once it is merged.
+/// The npm launch: `env` → `node` (wrappers) → the native Codex as a child of `node`
+/// (the agent, although not the session's root), which reads its own `auth.json`.
 #[test]
-#[ignore = "needs agent roles (issue 12 item 1): the npm-launched Codex is killed by codex-auth-read on main"]
 fn codex_npm_under_ci_policy() {
     codex_under("ci", Launch::Npm);
 }

@@ -79,6 +79,15 @@ const SUBSET: &[(&str, &[&str])] = &[
             "component_run_is_killed_in_the_kernel_at_open",
         ],
     ),
+    // Roles decided at exec on 6.1's verifier too (the environment scan under
+    // bpf_loop), and a role-scoped BPF-LSM deny.
+    (
+        "roles",
+        &[
+            "roles_are_decided_at_exec_and_scope_kernel_kills",
+            "role_scoped_deny_refuses_the_tool_and_not_the_agent",
+        ],
+    ),
     // Pinned links of every type the kernel has (LSM ones included) keep enforcing
     // with no daemon, and a restart replaces them without a read getting through.
     (

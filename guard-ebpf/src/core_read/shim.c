@@ -72,6 +72,8 @@ struct fs_struct {
 struct mm_struct {
 	unsigned long arg_start;
 	unsigned long arg_end;
+	unsigned long env_start;
+	unsigned long env_end;
 } __co_re;
 
 struct atomic_t_view {
@@ -96,6 +98,8 @@ struct task_struct {
 
 struct linux_binprm {
 	struct file *file;
+	const char *filename;
+	const char *interp;
 } __co_re;
 
 // ---- task ----
@@ -116,7 +120,17 @@ ACCESSOR s32 guard_task_live_threads(struct task_struct *t)
 ACCESSOR u64 guard_task_arg_start(struct task_struct *t) { return BPF_CORE_READ(t, mm, arg_start); }
 ACCESSOR u64 guard_task_arg_end(struct task_struct *t) { return BPF_CORE_READ(t, mm, arg_end); }
 
+ACCESSOR u64 guard_task_env_start(struct task_struct *t) { return BPF_CORE_READ(t, mm, env_start); }
+ACCESSOR u64 guard_task_env_end(struct task_struct *t) { return BPF_CORE_READ(t, mm, env_end); }
+
 ACCESSOR struct file *guard_binprm_file(struct linux_binprm *b) { return BPF_CORE_READ(b, file); }
+
+// An interpreter runs the file (a `#!` script, binfmt_misc): binfmt_script and
+// binfmt_misc replace bprm->interp, which starts as bprm->filename.
+ACCESSOR u32 guard_binprm_interpreted(struct linux_binprm *b)
+{
+	return BPF_CORE_READ(b, filename) != BPF_CORE_READ(b, interp);
+}
 
 // The open file behind descriptor fd of task t, or NULL.
 ACCESSOR struct file *guard_task_fd_file(struct task_struct *t, u32 fd)

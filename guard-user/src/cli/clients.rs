@@ -21,16 +21,28 @@ pub fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<16}  {:<14} {:>7}  {:<10} {:<8} {:>6} {:>6} {:>6} {:>5}  CWD",
-        "SESSION", "AGENT", "ROOT", "USER", "STATE", "EXEC", "OPEN", "NET", "VIOL"
+        "{:<16}  {:<14} {:>7} {:>7}  {:<10} {:<8} {:>6} {:>6} {:>6} {:>5}  {:<36}  CWD",
+        "SESSION",
+        "AGENT",
+        "ROOT",
+        "AGENTPID",
+        "USER",
+        "STATE",
+        "EXEC",
+        "OPEN",
+        "NET",
+        "VIOL",
+        "THREAD"
     );
     for s in &list {
         let c = &s.counts;
         println!(
-            "{:<16}  {:<14} {:>7}  {:<10} {:<8} {:>6} {:>6} {:>6} {:>5}  {}",
+            "{:<16}  {:<14} {:>7} {:>7}  {:<10} {:<8} {:>6} {:>6} {:>6} {:>5}  {:<36}  {}",
             s.id,
             s.agent,
             s.root_pid,
+            s.agent_pid
+                .map_or_else(|| "-".to_owned(), |p| p.to_string()),
             s.user.as_deref().unwrap_or("-"),
             match s.state {
                 SessionState::Running => "running",
@@ -40,6 +52,12 @@ pub fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {
             c.open,
             c.connect + c.send,
             c.violations,
+            // More than one thread (several conversations): the first, and a count.
+            match s.agent_threads.as_slice() {
+                [] => "-".to_owned(),
+                [one] => one.clone(),
+                [first, rest @ ..] => format!("{first} +{}", rest.len()),
+            },
             s.cwd.as_deref().unwrap_or("-"),
         );
     }
@@ -337,10 +355,11 @@ pub fn human(ev: &EventLine) -> String {
         _ => what(ev),
     };
     let mut line = format!(
-        "{time} {:<8} {:>7} {:<15} {:<13} {what}",
+        "{time} {:<8} {:>7} {:<15} {:<7} {:<13} {what}",
         session.get(8..).unwrap_or(session),
         ev.pid.unwrap_or(0),
         ev.comm.as_deref().unwrap_or(""),
+        ev.role.as_deref().unwrap_or("-"),
         ev.detail.kind(),
     );
     if let Some(v) = &ev.violation {
@@ -361,12 +380,12 @@ mod tests {
     #[test]
     fn human_lines_name_what_happened() {
         let ev: EventLine = serde_json::from_str(
-            r#"{"ts":"2026-11-21T05:42:36.688345123Z","kind":"open","session":"000000f27677c8c0","pid":42,"comm":"cat","path":"/root/.ssh/id_rsa","access":["read"],"result":"ok","rule":"ssh-keys","action":"kill","outcome":"killed"}"#,
+            r#"{"ts":"2026-11-21T05:42:36.688345123Z","kind":"open","session":"000000f27677c8c0","pid":42,"comm":"cat","role":"tool","path":"/root/.ssh/id_rsa","access":["read"],"result":"ok","rule":"ssh-keys","action":"kill","outcome":"killed"}"#,
         )
         .expect("json");
         assert_eq!(
             human(&ev),
-            "05:42:36.688 7677c8c0      42 cat             open          /root/.ssh/id_rsa (read) ok  ! ssh-keys → kill (killed)"
+            "05:42:36.688 7677c8c0      42 cat             tool    open          /root/.ssh/id_rsa (read) ok  ! ssh-keys → kill (killed)"
         );
     }
 

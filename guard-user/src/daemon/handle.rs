@@ -143,7 +143,9 @@ impl Daemon {
                 session: id.0,
                 start_ns: 0,
                 root_pid: pid,
-                flags: u32::from(flags::ROOT_PROCESS),
+                // Until it execs, `guard run` itself: above the agent.
+                flags: u32::from(flags::ROOT_PROCESS)
+                    | u32::from(guard_common::role::WRAPPER) << guard_common::role::SHIFT,
             },
         )?;
         let agent = argv
@@ -155,6 +157,7 @@ impl Daemon {
         task.tid = pid;
         task.uid = uid;
         task.comm = agent;
+        task.role = guard_common::role::WRAPPER;
         self.pipe.enricher.enrich_task(&mut task);
         let start = self
             .pipe

@@ -162,6 +162,7 @@ impl Pipeline {
         if let Some(start) = self.registry.before(&ev) {
             out.write(&start)?;
         }
+        self.registry.annotate(&mut ev);
         self.judge.name_destination(&mut ev);
         let is_root = self.registry.is_root(&ev);
         if let Some(verdict) = self.judge.judge(&ev, is_root) {

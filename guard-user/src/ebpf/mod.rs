@@ -379,6 +379,51 @@ fn register_self(map: &mut HashMap<MapData, u32, u32>) -> Result<(), Error> {
     Ok(())
 }
 
+/// Agent programs the kernel recognises for roles whatever `[agents] names` says
+/// (by the name of the exec'd file), with their `role::PROGRAM_*` bits. Codex runs
+/// its tools through its own binary (a sandbox step) and its own helpers directly:
+/// it is `STRUCTURED`. These names never start a session.
+pub const KNOWN_AGENT_PROGRAMS: &[(&str, u32)] = &[(
+    "codex",
+    guard_common::role::PROGRAM_AGENT | guard_common::role::PROGRAM_STRUCTURED,
+)];
+
+/// The `AGENT_PROGRAMS` entries for agent names `names`: each name (an agent whose
+/// children are its tools) and the known programs.
+pub fn agent_programs(names: &[String]) -> std::collections::HashMap<AgentName, u32> {
+    let mut out = std::collections::HashMap::new();
+    for name in names {
+        *out.entry(agent_key(name.as_bytes())).or_insert(0) |= guard_common::role::PROGRAM_AGENT;
+    }
+    for (name, bits) in KNOWN_AGENT_PROGRAMS {
+        *out.entry(agent_key(name.as_bytes())).or_insert(0) |= bits;
+    }
+    out
+}
+
+/// Makes `AGENT_PROGRAMS` hold exactly `wanted`.
+fn replace_programs(
+    map: &mut HashMap<MapData, AgentName, u32>,
+    wanted: &std::collections::HashMap<AgentName, u32>,
+) -> Result<(), Error> {
+    let map_err = |source| Error::Map {
+        map: "AGENT_PROGRAMS",
+        source,
+    };
+    for (key, bits) in wanted {
+        map.insert(*key, *bits, 0).map_err(map_err)?;
+    }
+    let stale: Vec<AgentName> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !wanted.contains_key(k))
+        .collect();
+    for k in stale {
+        map.remove(&k).map_err(map_err)?;
+    }
+    Ok(())
+}
+
 /// Puts the pin directory's identity in `GUARD_PIN` (device as the kernel encodes
 /// it, inode), for the hooks that keep tracked processes out of it.
 fn protect_pins(map: &mut Array<MapData, u64>, dir: &std::path::Path) -> Result<(), Error> {
@@ -434,6 +479,7 @@ pub struct Probes {
     tracked: HashMap<MapData, u32, Tracked>,
     counters: PerCpuArray<MapData, u64>,
     agents: HashMap<MapData, AgentName, u32>,
+    agent_programs: HashMap<MapData, AgentName, u32>,
     agent_cgroups: HashMap<MapData, u64, u32>,
     path_rules: LpmTrie<MapData, PathData, RuleRef>,
     net_rules: LpmTrie<MapData, NetData, RuleRef>,
@@ -501,6 +547,8 @@ impl Probes {
         let mut agents_map: HashMap<MapData, AgentName, u32> = take(&mut bpf, "AGENTS")?;
         let wanted: Vec<AgentName> = agents.iter().map(|n| agent_key(n.as_bytes())).collect();
         replace_keys(&mut agents_map, "AGENTS", &wanted)?;
+        let mut programs_map: HashMap<MapData, AgentName, u32> = take(&mut bpf, "AGENT_PROGRAMS")?;
+        replace_programs(&mut programs_map, &agent_programs(agents))?;
         let mut attached = Vec::new();
 
         // Following processes is what everything else stands on: without these
@@ -619,6 +667,7 @@ impl Probes {
             tracked,
             counters,
             agents: agents_map,
+            agent_programs: programs_map,
             agent_cgroups,
             path_rules,
             net_rules,
@@ -709,7 +758,8 @@ impl Probes {
     /// Replaces the names whose exec starts a session.
     pub fn set_agents(&mut self, names: &[String]) -> Result<(), Error> {
         let wanted: Vec<AgentName> = names.iter().map(|n| agent_key(n.as_bytes())).collect();
-        replace_keys(&mut self.agents, "AGENTS", &wanted)
+        replace_keys(&mut self.agents, "AGENTS", &wanted)?;
+        replace_programs(&mut self.agent_programs, &agent_programs(names))
     }
 
     /// Replaces the cgroups (by v2 id) whose processes start a session at exec.

@@ -20,6 +20,9 @@ pub enum Body {
         body: ExecBody,
         exe: Vec<u8>,
         argv: Vec<u8>,
+        /// The agent thread id (`CODEX_THREAD_ID`) the kernel read from the new
+        /// image's environment; empty when it had none.
+        thread: Vec<u8>,
     },
     Open {
         body: OpenBody,
@@ -114,10 +117,17 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             let p = payload::<ExecBody>(bytes, &header)?;
             let exe_len = (body.exe_len as usize).min(p.len());
             let argv_end = (exe_len + body.argv_len as usize).min(p.len());
+            let thread = if header.flags & guard_common::flags::THREAD_ID != 0 {
+                let t = &p[argv_end..(argv_end + guard_common::THREAD_ID_LEN).min(p.len())];
+                t[..t.iter().position(|b| *b == 0).unwrap_or(t.len())].to_vec()
+            } else {
+                Vec::new()
+            };
             Body::Exec {
                 body,
                 exe: p[..exe_len].to_vec(),
                 argv: p[exe_len..argv_end].to_vec(),
+                thread,
             }
         }
         EventKind::Open => {
@@ -181,7 +191,7 @@ pub(crate) mod tests {
             uid: 0,
             gid: 0,
             rule: 0,
-            _reserved: 0,
+            role: 0,
             comm,
         }
     }
@@ -199,6 +209,46 @@ pub(crate) mod tests {
         out.extend(bytes_of(body));
         out.extend_from_slice(payload);
         out
+    }
+
+    #[test]
+    fn exec_carries_the_role_and_thread_id_after_argv() {
+        let body = ExecBody {
+            start_ns: 5,
+            exe_len: 7,
+            argv_len: 6,
+        };
+        let mut thread = [0u8; guard_common::THREAD_ID_LEN];
+        thread[..8].copy_from_slice(b"019a-uid");
+        let mut payload = b"/bin/shsh\0-c\0".to_vec();
+        payload.extend_from_slice(&thread);
+        let mut h = header(EventKind::Exec, payload.len() as u32);
+        h.flags = guard_common::flags::THREAD_ID;
+        h.role = u16::from(guard_common::role::TOOL);
+        let mut bytes = bytes_of(&h);
+        bytes.extend(bytes_of(&body));
+        bytes.extend_from_slice(&payload);
+        let rec = decode(&bytes).expect("decodes");
+        assert_eq!(rec.header.role, u16::from(guard_common::role::TOOL));
+        let Body::Exec {
+            exe, argv, thread, ..
+        } = rec.body
+        else {
+            panic!("not an exec");
+        };
+        assert_eq!(exe, b"/bin/sh");
+        assert_eq!(split_argv(&argv), ["sh", "-c"]);
+        assert_eq!(thread, b"019a-uid");
+        // Without the flag, bytes after argv are not a thread id.
+        let mut h = header(EventKind::Exec, payload.len() as u32);
+        h.flags = 0;
+        let mut bytes = bytes_of(&h);
+        bytes.extend(bytes_of(&body));
+        bytes.extend_from_slice(&payload);
+        let Body::Exec { thread, .. } = decode(&bytes).expect("decodes").body else {
+            panic!("not an exec");
+        };
+        assert!(thread.is_empty());
     }
 
     #[test]

@@ -90,6 +90,13 @@ impl Serialize for Event {
             m.serialize_entry("ppid", &t.ppid)?;
             m.serialize_entry("tid", &t.tid)?;
             m.serialize_entry("comm", &t.comm)?;
+            if let Some(thread) = &t.thread {
+                m.serialize_entry("thread", thread)?;
+            }
+            m.serialize_entry("role", guard_common::role::name(t.role))?;
+            if let Some(agent_thread) = &t.agent_thread {
+                m.serialize_entry("agent_thread", agent_thread.as_ref())?;
+            }
             m.serialize_entry("uid", &t.uid)?;
             m.serialize_entry("user", &t.user.as_deref())?;
             m.serialize_entry("cgroup_id", &t.cgroup_id)?;
@@ -344,7 +351,7 @@ mod tests {
         });
         assert_eq!(
             e.to_json(),
-            r#"{"schema":2,"ts":"2025-11-21T04:40:00.123456789Z","kind":"open","session":"000000000000001f","pid":42,"ppid":1,"tid":42,"comm":"sh","uid":0,"user":"root","cgroup_id":0,"container":null,"path":"/work/.env","path_resolved":false,"path_truncated":false,"access":["read"],"flags":0,"call":"openat","result":"ENOENT","errno":2}"#
+            r#"{"schema":2,"ts":"2025-11-21T04:40:00.123456789Z","kind":"open","session":"000000000000001f","pid":42,"ppid":1,"tid":42,"comm":"sh","role":"unknown","uid":0,"user":"root","cgroup_id":0,"container":null,"path":"/work/.env","path_resolved":false,"path_truncated":false,"access":["read"],"flags":0,"call":"openat","result":"ENOENT","errno":2}"#
         );
     }
 

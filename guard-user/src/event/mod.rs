@@ -360,7 +360,17 @@ pub struct Task {
     pub ppid: u32,
     pub uid: u32,
     pub gid: u32,
+    /// The program's name: the thread group leader's `comm` (as of its exec, when
+    /// user space saw one).
     pub comm: String,
+    /// The name of the thread that did it, when it is not the program's
+    /// (`tokio-rt-worker`).
+    pub thread: Option<String>,
+    /// The process's agent role (`guard_common::role`), as the kernel decided it.
+    pub role: u8,
+    /// The agent thread (conversation) id the process works for: `CODEX_THREAD_ID`
+    /// of its environment at exec, else its parent's.
+    pub agent_thread: Option<Arc<str>>,
     pub cgroup_id: u64,
     pub user: Option<Arc<str>>,
     pub container: Option<Arc<str>>,
@@ -485,6 +495,14 @@ impl Event {
             uid: h.uid,
             gid: h.gid,
             comm: comm(&h.comm),
+            thread: None,
+            role: u8::try_from(h.role).unwrap_or(0),
+            agent_thread: match &rec.body {
+                Body::Exec { thread, .. } if !thread.is_empty() => {
+                    Some(Arc::from(String::from_utf8_lossy(thread).as_ref()))
+                }
+                _ => None,
+            },
             cgroup_id: h.cgroup_id,
             user: None,
             container: None,

@@ -89,6 +89,8 @@ mod tests {
         assert!(!p.kill_stragglers);
         for id in [
             "credentials-read",
+            "netrc-read",
+            "netrc-read-by-helper",
             "agent-tokens-read",
             "codex-auth-read",
             "dotenv-read",
@@ -111,8 +113,25 @@ mod tests {
             rule(&p, id);
         }
         assert_eq!(rule(&p, "cicd-write").action, Action::Alert);
-        assert_eq!(rule(&p, "codex-auth-read").scope, Scope::Descendants);
-        assert_eq!(rule(&p, "codex-config-write").scope, Scope::Descendants);
+        // Roles, not the session root: under npm the agent is not the root.
+        let not_the_agent = Scope::Roles(
+            ["wrapper", "tool", "mcp", "helper"]
+                .iter()
+                .map(|r| super::super::model::role_bit(r).expect("a role"))
+                .fold(0, |a, b| a | b),
+        );
+        assert_eq!(rule(&p, "codex-auth-read").scope, not_the_agent);
+        assert_eq!(rule(&p, "codex-config-write").scope, not_the_agent);
+        assert_eq!(rule(&p, "netrc-read").action, Action::Kill);
+        assert_eq!(
+            rule(&p, "netrc-read").scope.role_names(),
+            ["wrapper", "agent", "sandbox", "tool", "mcp"]
+        );
+        assert_eq!(rule(&p, "netrc-read-by-helper").action, Action::Log);
+        assert_eq!(
+            rule(&p, "netrc-read-by-helper").scope.role_names(),
+            ["helper"]
+        );
         assert_eq!(rule(&p, "egress-allowlist").action, Action::Deny);
         let Kind::Network { allow, .. } = &rule(&p, "egress-allowlist").kind else {
             panic!()

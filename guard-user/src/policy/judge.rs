@@ -128,9 +128,12 @@ impl Judge {
     /// process is its session's root. The kernel's own decision comes with the event
     /// (`Event::enforced`). Decides only: carrying a verdict out is `action`'s.
     pub fn judge(&self, ev: &Event, is_root: bool) -> Option<Verdict> {
-        let hits = self
-            .compiled
-            .hits(&ev.detail, &ev.task.comm, is_root, &self.hosts);
+        let hits = self.compiled.hits(
+            &ev.detail,
+            &ev.task.comm,
+            (is_root, ev.task.role),
+            &self.hosts,
+        );
         let enforced = ev.enforced;
         let by_kernel = (enforced & enforced::RULE_MASK)
             .checked_sub(1)
@@ -212,7 +215,7 @@ mod tests {
 
     use std::net::IpAddr;
 
-    use guard_common::{OpenCall, protocol::Outcome, rules::enforced};
+    use guard_common::{OpenCall, protocol::Outcome, role, rules::enforced};
 
     use super::*;
     use crate::{
@@ -341,12 +344,52 @@ mod tests {
     }
 
     #[test]
-    fn scope_keeps_the_agent_on_its_own_token() {
+    fn roles_keep_the_agent_on_its_own_token() {
         let j = workstation();
-        let read = event("codex", open("/home/alice/.codex/auth.json", 0, 3), 0);
-        assert_eq!(j.judge(&read, true), None, "the session's root may read it");
-        let v = j.judge(&read, false).expect("a descendant may not");
-        assert_eq!(v.rule, "codex-auth-read");
+        let mut read = event("codex", open("/home/alice/.codex/auth.json", 0, 3), 0);
+        for (role, root) in [
+            (role::AGENT, true),
+            (role::AGENT, false),
+            (role::SANDBOX, false),
+        ] {
+            read.task.role = role;
+            assert_eq!(
+                j.judge(&read, root),
+                None,
+                "the agent (root or not: npm starts it as a child) and its sandbox may read it"
+            );
+        }
+        for role in [role::TOOL, role::HELPER, role::WRAPPER, role::UNKNOWN] {
+            read.task.role = role;
+            let v = j
+                .judge(&read, false)
+                .expect("its tools, helpers and wrappers may not");
+            assert_eq!(v.rule, "codex-auth-read", "{}", role::name(role));
+            assert_eq!(v.step, Step::KillProcess, "{}", role::name(role));
+        }
+    }
+
+    #[test]
+    fn the_agents_own_helper_reading_netrc_is_logged_a_tool_is_killed() {
+        let j = workstation();
+        let mut read = event("git-remote-http", open("/home/alice/.netrc", 0, 3), 0);
+        read.task.role = role::HELPER;
+        let v = j.judge(&read, false).expect("logged");
+        assert_eq!(v.rule, "netrc-read-by-helper");
+        assert_eq!(v.step, Step::Done(Outcome::Logged));
+        for r in [role::TOOL, role::AGENT, role::WRAPPER] {
+            read.task.role = r;
+            let v = j.judge(&read, false).expect("killed");
+            assert_eq!(v.rule, "netrc-read", "{}", role::name(r));
+            assert_eq!(v.step, Step::KillProcess, "{}", role::name(r));
+        }
+        // Other credentials stay off limits to helpers too.
+        let mut key = event("git", open("/home/alice/.ssh/id_rsa", 0, 3), 0);
+        key.task.role = role::HELPER;
+        assert_eq!(
+            j.judge(&key, false).expect("killed").rule,
+            "credentials-read"
+        );
     }
 
     #[test]

@@ -221,7 +221,13 @@ impl Compiled {
     }
 
     /// Every rule `detail` breaks, for a process that is (or is not) its session's root.
-    pub fn hits(&self, detail: &Detail, comm: &str, is_root: bool, hosts: &Hosts) -> Vec<Hit> {
+    pub fn hits(
+        &self,
+        detail: &Detail,
+        comm: &str,
+        (is_root, role): (bool, u8),
+        hosts: &Hosts,
+    ) -> Vec<Hit> {
         let mut out = Vec::new();
         // File rules whose patterns match the path (one pass over all of them).
         let file_candidates: Vec<usize> = match detail {
@@ -238,7 +244,7 @@ impl Compiled {
             _ => Vec::new(),
         };
         for (i, (rule, m)) in self.policy.rules.iter().zip(&self.matchers).enumerate() {
-            if !rule.scope.applies(is_root) {
+            if !rule.scope.applies(is_root, role) {
                 continue;
             }
             if matches!(m, Matcher::File { .. }) && !file_candidates.contains(&i) {
@@ -391,7 +397,7 @@ mod tests {
         ]);
         let h = Hosts::default();
         let ids = |d: &Detail| {
-            p.hits(d, "cat", false, &h)
+            p.hits(d, "cat", (false, 0), &h)
                 .iter()
                 .map(|x| p.policy.rules[x.rule].id.clone())
                 .collect::<Vec<_>>()
@@ -458,7 +464,7 @@ mod tests {
         ]);
         let h = Hosts::default();
         let ids = |d: &Detail, comm: &str| {
-            p.hits(d, comm, false, &h)
+            p.hits(d, comm, (false, 0), &h)
                 .iter()
                 .map(|x| p.policy.rules[x.rule].id.clone())
                 .collect::<Vec<_>>()
@@ -528,7 +534,7 @@ mod tests {
             ret: 0,
         };
         let ids = |d: &Detail, root: bool| {
-            p.hits(d, "curl", root, &h)
+            p.hits(d, "curl", (root, 0), &h)
                 .iter()
                 .map(|x| p.policy.rules[x.rule].id.clone())
                 .collect::<Vec<_>>()
@@ -579,10 +585,14 @@ mod tests {
             ret: 0,
         };
         assert!(
-            p.hits(&net("162.159.140.245", 443), "x", false, &h)
+            p.hits(&net("162.159.140.245", 443), "x", (false, 0), &h)
                 .is_empty()
         );
-        assert_eq!(p.hits(&net("162.159.140.245", 80), "x", false, &h).len(), 1);
+        assert_eq!(
+            p.hits(&net("162.159.140.245", 80), "x", (false, 0), &h)
+                .len(),
+            1
+        );
         assert_eq!(
             h.name_of("162.159.140.245".parse().expect("ip")),
             Some("api.openai.com")

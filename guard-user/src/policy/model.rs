@@ -14,6 +14,10 @@ pub enum Scope {
     Root,
     /// Every process but the root (its shells, helpers, MCP servers).
     Descendants,
+    /// The processes whose agent role (`guard_common::role`) is in the set: bit
+    /// `r - 1` for role `r`. A process of unknown role (tracked before roles were
+    /// decided) is in every set.
+    Roles(u8),
 }
 
 impl Scope {
@@ -22,18 +26,49 @@ impl Scope {
             "all" => Scope::All,
             "root" => Scope::Root,
             "descendants" => Scope::Descendants,
-            _ => return None,
+            role => Scope::Roles(role_bit(role)?),
         })
     }
 
-    pub fn applies(self, is_root: bool) -> bool {
+    /// Whether the rule applies to a process that is (or is not) its session's
+    /// root, of agent role `role`.
+    pub fn applies(self, is_root: bool, role: u8) -> bool {
         match self {
             Scope::All => true,
             Scope::Root => is_root,
             Scope::Descendants => !is_root,
+            Scope::Roles(set) => role == 0 || role_bit_of(role) & set != 0,
         }
     }
+
+    /// The role names of a `Roles` scope, in role order.
+    pub fn role_names(self) -> Vec<&'static str> {
+        let Scope::Roles(set) = self else {
+            return Vec::new();
+        };
+        (1..=guard_common::role::MAX)
+            .filter(|r| set & role_bit_of(*r) != 0)
+            .map(guard_common::role::name)
+            .collect()
+    }
 }
+
+/// The bit of role `role` (1..=6) in a [`Scope::Roles`] set.
+pub fn role_bit_of(role: u8) -> u8 {
+    if (1..=guard_common::role::MAX).contains(&role) {
+        1 << (role - 1)
+    } else {
+        0
+    }
+}
+
+/// The bit of the role named `name` in a [`Scope::Roles`] set.
+pub fn role_bit(name: &str) -> Option<u8> {
+    guard_common::role::parse(name).map(role_bit_of)
+}
+
+/// The role names a `scope` accepts, for messages.
+pub const ROLE_NAMES: &str = "\"wrapper\", \"agent\", \"sandbox\", \"tool\", \"mcp\", \"helper\"";
 
 /// File accesses a file rule covers. `write` covers create and truncate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -46,11 +46,14 @@ impl Tables {
     }
 }
 
-fn scope_flags(scope: Scope) -> u8 {
+/// A scope as the kernel reads it: [`rule_flags`] bits, and the role set as
+/// [`RuleRef::access`] carries it beside the file accesses.
+fn scope_flags(scope: Scope) -> (u8, u8) {
     match scope {
-        Scope::All => 0,
-        Scope::Root => rule_flags::ROOT_ONLY,
-        Scope::Descendants => rule_flags::DESCENDANTS_ONLY,
+        Scope::All => (0, 0),
+        Scope::Root => (rule_flags::ROOT_ONLY, 0),
+        Scope::Descendants => (rule_flags::DESCENDANTS_ONLY, 0),
+        Scope::Roles(set) => (rule_flags::ROLES, guard_common::rules::role_bits(set)),
     }
 }
 
@@ -236,7 +239,7 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
             continue;
         }
         let index = i as u16;
-        let scope = scope_flags(rule.scope);
+        let (scope, roles) = scope_flags(rule.scope);
         let verdict = if rule.action == Action::Deny && lsm {
             rule_flags::DENY
         } else {
@@ -252,7 +255,7 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
                     (u8::from(acc.read) * access::READ) | (u8::from(acc.write) * access::WRITE);
                 let kill = RuleRef {
                     rule: index,
-                    access: bits,
+                    access: bits | roles,
                     flags: verdict | scope,
                     ports: [0; 8],
                 };
@@ -299,7 +302,7 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
                 }
                 let kill = RuleRef {
                     rule: index,
-                    access: 0,
+                    access: roles,
                     flags: verdict | scope,
                     ports: [0; 8],
                 };
@@ -325,7 +328,7 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
             Kind::Network { allow, deny } => {
                 let base = RuleRef {
                     rule: index,
-                    access: 0,
+                    access: roles,
                     flags: scope,
                     ports: [0; 8],
                 };
@@ -346,7 +349,7 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
                     }
                     if out.config.net_default_deny == 0 {
                         out.config.net_default_deny = u32::from(index) + 1;
-                        out.config.net_default_flags = u32::from(scope);
+                        out.config.net_default_flags = u32::from(scope) | u32::from(roles) << 8;
                     } else {
                         out.partial.push(i); // one default-deny rule in the kernel
                     }
@@ -441,6 +444,74 @@ mod tests {
         );
         assert!(k.paths[4].2.flags & rule_flags::EXCEPT != 0);
         assert!(k.partial.is_empty());
+    }
+
+    #[test]
+    fn role_scopes_reach_the_kernel_beside_the_accesses() {
+        use guard_common::role;
+        use guard_common::rules::scope_applies;
+        let kind = Kind::File {
+            paths: vec!["/srv/token".into()],
+            except: vec![],
+            access: Access {
+                read: true,
+                write: false,
+            },
+        };
+        let set = crate::policy::model::role_bit("tool").expect("tool")
+            | crate::policy::model::role_bit("mcp").expect("mcp");
+        let mut r = rule(kind, Action::Kill);
+        r.scope = Scope::Roles(set);
+        let net = Rule {
+            scope: Scope::Roles(set),
+            ..rule(
+                Kind::Network {
+                    allow: vec![],
+                    deny: vec![Dest {
+                        host: Host::Net("10.1.2.3/32".parse().expect("net")),
+                        port: None,
+                        text: "10.1.2.3".into(),
+                    }],
+                },
+                Action::Deny,
+            )
+        };
+        let k = compile(
+            &policy(vec![r, net], Mode::Enforce),
+            &["/root".into()],
+            &Hosts::default(),
+            false,
+        );
+        let entry = k.paths[0].2;
+        assert_eq!(entry.flags, rule_flags::KILL | rule_flags::ROLES);
+        assert_eq!(
+            entry.access & 3,
+            access::READ,
+            "the accesses stay in the low bits"
+        );
+        // What the kernel decides with it: tools and MCP servers match, the agent and
+        // its helpers do not, a process of unknown role does (fail closed).
+        let who = |r: u8| u32::from(r) << role::SHIFT;
+        for (r, applies) in [
+            (role::TOOL, true),
+            (role::MCP, true),
+            (role::UNKNOWN, true),
+            (role::AGENT, false),
+            (role::HELPER, false),
+            (role::SANDBOX, false),
+            (role::WRAPPER, false),
+        ] {
+            assert_eq!(
+                scope_applies(entry.flags, entry.access, who(r)),
+                applies,
+                "{}",
+                role::name(r)
+            );
+        }
+        let n = k.nets[0].2;
+        assert_eq!(n.flags, rule_flags::DENY | rule_flags::ROLES);
+        assert!(scope_applies(n.flags, n.access, who(role::TOOL)));
+        assert!(!scope_applies(n.flags, n.access, who(role::AGENT)));
     }
 
     #[test]

@@ -33,15 +33,26 @@ pub struct Session {
     pub meta: Option<Arc<crate::container::runtime::ContainerMeta>>,
     pub cwd: Option<String>,
     pub counts: Counts,
+    /// The process running the agent's program (role `agent`), once seen.
+    pub agent_pid: Option<u32>,
+    /// Agent thread ids seen in the session, first seen first (at most
+    /// [`KEEP_THREADS`]).
+    pub agent_threads: Vec<Arc<str>>,
 }
+
+/// Agent thread ids kept per session (one per conversation; a session has few).
+const KEEP_THREADS: usize = 16;
 
 #[derive(Clone, Debug)]
 pub struct Proc {
     pub session: SessionId,
     pub ppid: u32,
+    /// The program's name (its `comm` at exec, or its parent's program's).
     pub comm: String,
     pub exe: Option<String>,
     pub argv: Vec<String>,
+    pub role: u8,
+    pub agent_thread: Option<Arc<str>>,
 }
 
 #[derive(Default)]
@@ -84,6 +95,8 @@ impl Registry {
                 meta: task.meta.clone(),
                 cwd: cwd.clone(),
                 counts: Counts::default(),
+                agent_pid: None,
+                agent_threads: Vec::new(),
             },
         );
         self.procs.insert(
@@ -94,6 +107,8 @@ impl Registry {
                 comm: task.comm.clone(),
                 exe: None,
                 argv: Vec::new(),
+                role: task.role,
+                agent_thread: task.agent_thread.clone(),
             },
         );
         Event {
@@ -129,8 +144,33 @@ impl Registry {
                 comm,
                 exe: None,
                 argv: Vec::new(),
+                role: 0,
+                agent_thread: None,
             },
         );
+    }
+
+    /// Names the program and the agent thread of `ev` from what the registry knows of
+    /// its process: `comm` becomes the program's name (the name at its exec, which the
+    /// kernel took from the exec'd file) and the thread's own name moves to `thread`;
+    /// a process whose exec carried no agent thread id has its parent's.
+    pub fn annotate(&self, ev: &mut Event) {
+        let Some(proc) = self.procs.get(&ev.task.pid) else {
+            return;
+        };
+        if proc.session != ev.session.unwrap_or(proc.session) {
+            return;
+        }
+        if ev.task.agent_thread.is_none() {
+            ev.task.agent_thread.clone_from(&proc.agent_thread);
+        }
+        if matches!(ev.detail, Detail::Exec { .. }) {
+            // The exec'd thread is the process's only one: its comm is the program's.
+            return;
+        }
+        if !proc.comm.is_empty() && proc.comm != ev.task.comm {
+            ev.task.thread = Some(std::mem::replace(&mut ev.task.comm, proc.comm.clone()));
+        }
     }
 
     /// The event to report before `ev`: a `session_start` when `ev` is the first
@@ -167,6 +207,8 @@ impl Registry {
                     comm: ev.task.comm.clone(),
                     exe: parent.and_then(|p| p.exe.clone()),
                     argv: parent.map(|p| p.argv.clone()).unwrap_or_default(),
+                    role: ev.task.role,
+                    agent_thread: ev.task.agent_thread.clone(),
                 };
                 self.procs.insert(*child_pid, proc);
             }
@@ -178,10 +220,23 @@ impl Registry {
                     comm: String::new(),
                     exe: None,
                     argv: Vec::new(),
+                    role: 0,
+                    agent_thread: None,
                 });
                 proc.comm = ev.task.comm.clone();
                 proc.exe = Some(exe.clone());
                 proc.argv = argv.clone();
+                proc.role = ev.task.role;
+                proc.agent_thread = ev.task.agent_thread.clone();
+                if ev.task.role == guard_common::role::AGENT && session.agent_pid.is_none() {
+                    session.agent_pid = Some(pid);
+                }
+                if let Some(thread) = &ev.task.agent_thread
+                    && session.agent_threads.len() < KEEP_THREADS
+                    && !session.agent_threads.contains(thread)
+                {
+                    session.agent_threads.push(Arc::clone(thread));
+                }
             }
             Detail::Limit {
                 dropped, child_pid, ..
@@ -198,6 +253,8 @@ impl Registry {
                             comm: ev.task.comm.clone(),
                             exe: None,
                             argv: Vec::new(),
+                            role: ev.task.role,
+                            agent_thread: ev.task.agent_thread.clone(),
                         },
                     );
                 }
@@ -400,6 +457,8 @@ pub mod view {
                         comm: p.comm.clone(),
                         exe: p.exe.clone(),
                         argv: p.argv.clone(),
+                        role: guard_common::role::name(p.role).to_owned(),
+                        agent_thread: p.agent_thread.as_deref().map(str::to_owned),
                     })
                     .collect();
                 processes.sort_by_key(|p| p.pid);
@@ -427,6 +486,8 @@ pub mod view {
                         SessionState::Running
                     },
                     counts: s.counts.clone(),
+                    agent_pid: s.agent_pid,
+                    agent_threads: s.agent_threads.iter().map(|t| t.to_string()).collect(),
                     processes,
                 }
             })

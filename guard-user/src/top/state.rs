@@ -53,6 +53,8 @@ pub struct Process {
     pub comm: String,
     pub exe: Option<String>,
     pub argv: Vec<String>,
+    /// Its agent role (`tool`, `agent`…); empty when the daemon sent none.
+    pub role: String,
 }
 
 impl Process {
@@ -85,6 +87,8 @@ pub struct Session {
     pub running: bool,
     pub counts: Counts,
     pub processes: Vec<Process>,
+    /// The agent's (first) thread id, `CODEX_THREAD_ID` of its tools.
+    pub agent_thread: Option<String>,
 }
 
 fn time_of(text: Option<&str>) -> Option<DateTime<Utc>> {
@@ -110,8 +114,10 @@ impl Session {
                     comm: p.comm,
                     exe: p.exe,
                     argv: p.argv,
+                    role: p.role,
                 })
                 .collect(),
+            agent_thread: info.agent_threads.into_iter().next(),
             id: info.id,
             agent: info.agent,
             root_pid: info.root_pid,
@@ -407,6 +413,8 @@ pub struct TreeRow {
     /// Tree-drawing prefix (`├─ ` and so on) for the indentation.
     pub prefix: String,
     pub command: String,
+    /// The process's agent role, when known (`unknown` and absent are left out).
+    pub role: Option<String>,
 }
 
 /// Events of one session (or of all), newest last, bounded.
@@ -1000,6 +1008,7 @@ pub fn tree_rows(s: &Session) -> Vec<TreeRow> {
             pid: p.pid,
             prefix,
             command: p.command(),
+            role: (!p.role.is_empty() && p.role != "unknown").then(|| p.role.clone()),
         });
         if let Some(kids) = children.get(&p.pid) {
             let mut child_rails = rails.clone();

@@ -30,13 +30,14 @@ fn sessions_json() -> Value {
             "cwd": "/home/alice/src/guard/guard-user", "container": null,
             "started": "2026-03-04T10:15:00.123456789Z", "ended": null, "state": "running",
             "counts": {"exec": 12, "open": 345, "connect": 3, "send": 9, "fork": 11, "violations": 2},
+            "agent_pid": 4242, "agent_threads": ["019aa2b0-5c1e-7d33-8f0e-6b1f2a3c4d5e"],
             "processes": [
-                {"pid": 4242, "ppid": 4100, "comm": "codex", "exe": "/usr/bin/codex", "argv": ["codex", "--full-auto"]},
-                {"pid": 4250, "ppid": 4242, "comm": "bash", "exe": "/usr/bin/bash", "argv": ["bash", "-c", "cargo test"]},
-                {"pid": 4260, "ppid": 4250, "comm": "cargo", "exe": "/usr/bin/cargo", "argv": ["cargo", "test"]},
-                {"pid": 4270, "ppid": 4260, "comm": "rustc", "exe": "/usr/bin/rustc", "argv": ["rustc", "--crate-name", "guard"]},
-                {"pid": 4261, "ppid": 4250, "comm": "cat", "exe": null, "argv": []},
-                {"pid": 4300, "ppid": 4242, "comm": "node", "exe": "/usr/bin/node", "argv": ["node", "mcp-server.js"]}
+                {"pid": 4242, "ppid": 4100, "comm": "codex", "exe": "/usr/bin/codex", "argv": ["codex", "--full-auto"], "role": "agent"},
+                {"pid": 4250, "ppid": 4242, "comm": "bash", "exe": "/usr/bin/bash", "argv": ["bash", "-c", "cargo test"], "role": "tool", "agent_thread": "019aa2b0-5c1e-7d33-8f0e-6b1f2a3c4d5e"},
+                {"pid": 4260, "ppid": 4250, "comm": "cargo", "exe": "/usr/bin/cargo", "argv": ["cargo", "test"], "role": "tool"},
+                {"pid": 4270, "ppid": 4260, "comm": "rustc", "exe": "/usr/bin/rustc", "argv": ["rustc", "--crate-name", "guard"], "role": "tool"},
+                {"pid": 4261, "ppid": 4250, "comm": "cat", "exe": null, "argv": [], "role": "tool"},
+                {"pid": 4300, "ppid": 4242, "comm": "node", "exe": "/usr/bin/node", "argv": ["node", "mcp-server.js"], "role": "helper"}
             ]
         },
         {

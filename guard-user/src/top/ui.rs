@@ -299,7 +299,21 @@ fn draw_sessions(frame: &mut Frame<'_>, app: &App, area: Rect, compact: bool) {
 fn draw_tree(frame: &mut Frame<'_>, app: &App, area: Rect) {
     let focused = app.focus == Focus::Tree;
     let title = match app.selected_session() {
-        Some(s) => format!(" Processes of {} {} ", s.agent, s.short_id()),
+        Some(s) => match &s.agent_thread {
+            // The thread id's last 8 characters (the random part of a UUIDv7); the
+            // whole id is in `guard sessions`.
+            Some(thread) => format!(
+                " Processes of {} {} (thread …{}) ",
+                s.agent,
+                s.short_id(),
+                thread
+                    .char_indices()
+                    .rev()
+                    .nth(7)
+                    .map_or(thread.as_str(), |(i, _)| &thread[i..])
+            ),
+            None => format!(" Processes of {} {} ", s.agent, s.short_id()),
+        },
         None => " Processes ".to_owned(),
     };
     let block = pane(title, focused);
@@ -327,11 +341,18 @@ fn draw_tree(frame: &mut Frame<'_>, app: &App, area: Rect) {
     let items: Vec<ListItem<'_>> = rows
         .into_iter()
         .map(|r| {
-            ListItem::new(Line::from(vec![
+            let mut spans = vec![
                 Span::styled(format!("{:>7} ", r.pid), bold()),
                 Span::raw(r.prefix),
-                Span::raw(r.command),
-            ]))
+            ];
+            if let Some(role) = r.role {
+                spans.push(Span::styled(
+                    format!("{role}: "),
+                    Style::default().add_modifier(Modifier::DIM),
+                ));
+            }
+            spans.push(Span::raw(r.command));
+            ListItem::new(Line::from(spans))
         })
         .collect();
     let list = List::new(items)

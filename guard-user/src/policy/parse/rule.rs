@@ -8,7 +8,7 @@ use super::check::{check_exe, check_path_pattern, regex_error};
 use super::destination::{admits_everything, dest};
 use super::{Checker, DestList, Field, KindName, RawRule, StrList, Value, all_rule_keys, article};
 use crate::policy::diag::code;
-use crate::policy::model::{Access, Action, Kind, Rule, Scope};
+use crate::policy::model::{Access, Action, Kind, ROLE_NAMES, Rule, Scope, role_bit};
 
 impl Checker<'_> {
     pub(super) fn rule(
@@ -191,14 +191,60 @@ impl Checker<'_> {
         })
     }
 
+    /// `scope`: "all", "root", "descendants", a role, or an array of roles.
     fn scope(&mut self, value: &Value<'_>) -> Option<Scope> {
-        let s = self.string("scope", value)?;
+        if let DeValue::Array(_) = value.get_ref() {
+            let list = self.str_list("scope", value)?;
+            if list.empty {
+                self.error(
+                    code::INVALID,
+                    value.span().start,
+                    format!("`scope` lists no role (expected some of {ROLE_NAMES})"),
+                );
+                return None;
+            }
+            let mut set = 0u8;
+            let mut ok = true;
+            for (name, at) in list.items {
+                match role_bit(name) {
+                    Some(bit) => set |= bit,
+                    None => {
+                        ok = false;
+                        let hint = if matches!(name, "all" | "root" | "descendants") {
+                            format!(" (\"{name}\" is a scope of its own: write scope = \"{name}\")")
+                        } else {
+                            String::new()
+                        };
+                        self.error(
+                            code::INVALID,
+                            at,
+                            format!(
+                                "unknown role {name:?} in `scope` (expected {ROLE_NAMES}){hint}"
+                            ),
+                        );
+                    }
+                }
+            }
+            return ok.then_some(Scope::Roles(set));
+        }
+        let DeValue::String(s) = value.get_ref() else {
+            self.wrong_type(
+                "scope",
+                "a string or an array of roles",
+                value.span().start,
+                value.get_ref(),
+            );
+            return None;
+        };
+        let s: &str = s.as_ref();
         let scope = Scope::parse(s);
         if scope.is_none() {
             self.error(
                 code::INVALID,
                 value.span().start,
-                format!("unknown scope {s:?} (expected \"all\", \"root\" or \"descendants\")"),
+                format!(
+                    "unknown scope {s:?} (expected \"all\", \"root\", \"descendants\", a role ({ROLE_NAMES}) or an array of roles)"
+                ),
             );
         }
         scope

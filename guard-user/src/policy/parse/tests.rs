@@ -542,6 +542,7 @@ fn fixtures() {
         "duplicate-id",
         "never-matches",
         "many-errors",
+        "scope-roles",
     ] {
         assert!(
             fixtures
@@ -553,6 +554,32 @@ fn fixtures() {
 }
 
 #[test]
+fn scopes_take_roles() {
+    use crate::policy::model::{Scope, role_bit};
+    let p = policy(
+        "[[rule]]\nid = \"a\"\nkind = \"file\"\npaths = [\"/x\"]\nscope = [\"tool\", \"mcp\"]\naction = \"kill\"\n\
+         [[rule]]\nid = \"b\"\nkind = \"file\"\npaths = [\"/y\"]\nscope = \"helper\"\naction = \"log\"\n\
+         [[rule]]\nid = \"c\"\nkind = \"file\"\npaths = [\"/z\"]\nscope = \"descendants\"\naction = \"log\"\n",
+    );
+    let tool = role_bit("tool").expect("tool");
+    let mcp = role_bit("mcp").expect("mcp");
+    assert_eq!(p.rules[0].scope, Scope::Roles(tool | mcp));
+    assert_eq!(p.rules[0].scope.role_names(), ["tool", "mcp"]);
+    assert_eq!(
+        p.rules[1].scope,
+        Scope::Roles(role_bit("helper").expect("helper"))
+    );
+    assert_eq!(p.rules[2].scope, Scope::Descendants);
+    // Applies by role; a process of unknown role (0) is held to every role scope.
+    let s = p.rules[0].scope;
+    assert!(s.applies(false, guard_common::role::TOOL));
+    assert!(s.applies(true, guard_common::role::MCP));
+    assert!(!s.applies(false, guard_common::role::AGENT));
+    assert!(!s.applies(false, guard_common::role::HELPER));
+    assert!(s.applies(false, guard_common::role::UNKNOWN));
+}
+
+#[test]
 fn fixtures_that_should_load_do() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/policy");
     for (name, loads) in [
@@ -560,6 +587,7 @@ fn fixtures_that_should_load_do() {
         ("never-matches", true),
         ("observe", true),
         ("many-errors", false),
+        ("scope-roles", false),
     ] {
         let text = std::fs::read_to_string(dir.join(format!("{name}.toml"))).expect("fixture");
         assert_eq!(parse(name, &text).is_ok(), loads, "{name}");
@@ -640,6 +668,7 @@ fn secret_marks_file_rules_and_report_names_a_directory() {
             secret,
             [
                 "credentials-read",
+                "netrc-read",
                 "agent-tokens-read",
                 "codex-auth-read",
                 "dotenv-read",
