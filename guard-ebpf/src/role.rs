@@ -51,17 +51,21 @@ pub fn at_exec(flags: u32, bprm: *const c_void, file: *const c_void, comm: &[u8;
         *name = [0; 16];
         core_read::dentry_name(core_read::file_dentry(file), (*name).as_mut_ptr(), 15);
     }
+    // The key stays in the scratch (the stack is short: see process.rs).
     // SAFETY: this CPU's scratch, just written.
-    let head: [u8; 16] = unsafe { *name };
+    let key: &[u8; 16] = unsafe { &*name };
     // SAFETY: read-only lookup.
-    let mut program = unsafe { AGENT_PROGRAMS.get(head) }.copied().unwrap_or(0);
+    let mut program = unsafe { AGENT_PROGRAMS.get(key) }.copied().unwrap_or(0);
     // The name it was run as counts too (a symlink named like the agent), unless an
     // interpreter runs it: a `#!/usr/bin/env node` script named `codex` is a wrapper.
     if program == 0 && !core_read::binprm_interpreted(bprm) {
         // SAFETY: read-only lookup.
         program = unsafe { AGENT_PROGRAMS.get(comm) }.copied().unwrap_or(0);
     }
-    let is_bwrap = head[..6] == *b"bwrap\0";
+    // The first 8 bytes at once: "bwrap" and NULs (the name was zeroed first).
+    // SAFETY: this CPU's scratch; 16 bytes, read unaligned.
+    let is_bwrap =
+        unsafe { name.cast::<u64>().read_unaligned() } == u64::from_le_bytes(*b"bwrap\0\0\0");
     let is_agent = program & role::PROGRAM_AGENT != 0;
     let mut out = flags;
     let new = match role::of(flags) {
