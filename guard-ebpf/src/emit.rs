@@ -86,6 +86,13 @@ impl Draft {
         Some(Self { buf, kind })
     }
 
+    /// The record's `comm`, in the scratch buffer (not on the stack).
+    #[inline(always)]
+    pub fn comm_ptr(&self) -> *const [u8; 16] {
+        // SAFETY: the header was written in `begin`; only its address is taken.
+        unsafe { &raw const (*self.buf.cast::<Header>()).comm }
+    }
+
     pub fn header(&mut self) -> &mut Header {
         // SAFETY: written in `begin`.
         unsafe { &mut *self.buf.cast::<Header>() }

@@ -74,7 +74,6 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
 fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     let (tgid, _) = current_ids();
     let task = core_read::current();
-    let comm = bpf_get_current_comm().map_err(|_| ())?;
     let mut event_flags = 0u16;
     // SAFETY: read-only copy of the map value.
     let mut tracked = match unsafe { TRACKED.get(tgid) } {
@@ -87,6 +86,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
             t
         }
         None => {
+            let comm = bpf_get_current_comm().map_err(|_| ())?;
             // SAFETY: presence checks only; the helper takes no arguments.
             if unsafe { AGENTS.get(comm) }.is_none() {
                 if unsafe { AGENT_CGROUPS.get(bpf_get_current_cgroup_id()) }.is_none() {
@@ -112,16 +112,19 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     if tracked.flags & u32::from(flags::ROOT_PROCESS) != 0 {
         event_flags |= flags::ROOT_PROCESS;
     }
+    let mut draft =
+        Draft::begin(EventKind::Exec, event_flags, tracked.session, tracked.flags).ok_or(())?;
     let bprm = ctx.arg::<u64>(2) as *const core::ffi::c_void;
     let file = core_read::binprm_file(bprm);
     // The role this exec gives the process, in force before its first instruction
-    // (the kill rules below and every later hook see it).
-    tracked.flags = crate::role::at_exec(tracked.flags, bprm, file, &comm);
+    // (the kill rules below and every later hook see it). The new comm is read in the
+    // record's header, not copied to the stack: with the env scan's callback frames,
+    // Linux 6.1 allows this program 512 bytes of stack in all.
+    // SAFETY: the header lives in this CPU's scratch for the whole program.
+    tracked.flags = crate::role::at_exec(tracked.flags, bprm, file, unsafe { &*draft.comm_ptr() });
+    draft.header().role = u16::from(role::of(tracked.flags));
     let has_thread = tracked.flags & role::MASK == u32::from(role::TOOL) << role::SHIFT;
     tracked.flags &= !role::HAS_THREAD;
-
-    let mut draft =
-        Draft::begin(EventKind::Exec, event_flags, tracked.session, tracked.flags).ok_or(())?;
 
     // The executable as the kernel resolved it: bprm->file, not the string passed.
     let pbuf = PATH_SCRATCH.get_ptr_mut(0).ok_or(())?.cast::<u8>();
@@ -135,7 +138,15 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     let src = PATH_END - exe_len;
     // Decided before the new image runs its first instruction.
     let exe = pbuf.wrapping_add((src & PATH_MASK) as usize);
-    draft.header().rule = enforce::on_exec(file, exe, exe_len, &comm, tracked.flags);
+    // SAFETY: as above.
+    let rule = enforce::on_exec(
+        file,
+        exe,
+        exe_len,
+        unsafe { &*draft.comm_ptr() },
+        tracked.flags,
+    );
+    draft.header().rule = rule;
     // SAFETY: both regions are bounded by masks the verifier tracks.
     unsafe {
         let dst = draft.payload_ptr::<ExecBody>(0);
