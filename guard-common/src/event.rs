@@ -29,11 +29,15 @@ pub enum EventKind {
     /// The kernel could not deliver records of a session, or could not track one of
     /// its children ([`LimitBody`]).
     Limit = 8,
+    /// Bytes a tracked socket sent and received, reported periodically and when the
+    /// socket is released ([`FlowBody`]). The header is the process that tagged the
+    /// socket (its connect or send), whichever process uses the socket later.
+    Flow = 11,
 }
 
 impl EventKind {
     /// Every kind, in numeric order.
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::Exec,
         EventKind::Open,
         EventKind::Connect,
@@ -41,6 +45,7 @@ impl EventKind {
         EventKind::Fork,
         EventKind::Exit,
         EventKind::Limit,
+        EventKind::Flow,
     ];
 
     /// Decodes a kind number; `None` for numbers this build does not know.
@@ -53,6 +58,7 @@ impl EventKind {
             5 => EventKind::Fork,
             6 => EventKind::Exit,
             8 => EventKind::Limit,
+            11 => EventKind::Flow,
             _ => return None,
         })
     }
@@ -67,6 +73,7 @@ impl EventKind {
             EventKind::Fork => "fork",
             EventKind::Exit => "exit",
             EventKind::Limit => "limit",
+            EventKind::Flow => "flow",
         }
     }
 }
@@ -303,6 +310,54 @@ pub struct LimitBody {
     pub reason: u32,
     /// With [`limit::TRACK_FULL`]: the child that could not be tracked.
     pub child_pid: u32,
+}
+
+/// Why a [`EventKind::Flow`] record was sent: [`FlowBody::reason`].
+pub mod flow {
+    /// The flow is still open: at least the report interval passed since its
+    /// previous record, and it moved bytes since.
+    pub const PERIODIC: u32 = 1;
+    /// The socket was released (its last descriptor closed): the flow's final record.
+    pub const CLOSE: u32 = 2;
+    /// A tracked process connected or sent on the socket to another destination:
+    /// the final record of the flow to the previous one (the socket's counts start
+    /// again for the new destination).
+    pub const REDIRECT: u32 = 3;
+    /// Least time between two periodic records of one flow.
+    pub const REPORT_NS: u64 = 10_000_000_000;
+}
+
+/// Body of [`EventKind::Flow`]; no payload. Bytes are IP-level: IP and transport
+/// headers included (see docs/events.md).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowBody {
+    /// Destination address: 4 bytes for IPv4, 16 for IPv6, network order.
+    pub addr: [u8; 16],
+    /// Bytes sent since the flow started.
+    pub bytes_out: u64,
+    /// Bytes received since the flow started.
+    pub bytes_in: u64,
+    /// Packets sent since the flow started (a TSO/GSO batch counts once).
+    pub packets_out: u64,
+    /// Packets received since the flow started.
+    pub packets_in: u64,
+    /// `CLOCK_BOOTTIME` ns when the flow started (its socket was tagged).
+    pub start_ns: u64,
+    /// The socket's cookie (`SO_COOKIE`): with `start_ns`, identifies the flow.
+    pub cookie: u64,
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u16,
+    /// Destination port, host order.
+    pub port: u16,
+    /// `SOCK_STREAM` (1) or `SOCK_DGRAM` (2).
+    pub sock_type: u16,
+    /// `IPPROTO_*` of the socket.
+    pub protocol: u16,
+    /// A [`flow`] reason.
+    pub reason: u32,
+    /// Reserved, zero.
+    pub _reserved: u32,
 }
 
 /// Size of the biggest record: an exec with a full exe path and a full argv.

@@ -26,6 +26,9 @@ pub enum Tier {
     SockAddrDeny,
     /// The daemon kills the process through a pidfd after it read the event.
     UserSpaceKill,
+    /// cgroup_skb and `sock_release` programs count the bytes of tracked sockets
+    /// (not an enforcement: what the `egress_accounting` row reports on).
+    CgroupSkbCount,
 }
 
 /// One tier on this host: what of it is attached, and what is missing and why.
@@ -60,6 +63,8 @@ pub enum Operation {
     NetworkDeny,
     /// `kill` decided on argv or a glob the kernel cannot match.
     ArgvAndGlobKill,
+    /// Not an action: bytes per socket of tracked processes (flow events).
+    EgressAccounting,
 }
 
 impl Tier {
@@ -70,6 +75,7 @@ impl Tier {
             Tier::TracepointKill => "tracepoint",
             Tier::SockAddrDeny => "cgroup_sock_addr",
             Tier::UserSpaceKill => "user_space",
+            Tier::CgroupSkbCount => "cgroup_skb",
         }
     }
 }
@@ -86,6 +92,7 @@ impl Operation {
             Operation::FileWriteDeny => "file_write_deny",
             Operation::NetworkDeny => "network_deny",
             Operation::ArgvAndGlobKill => "argv_and_glob_kill",
+            Operation::EgressAccounting => "egress_accounting",
         }
     }
 }
@@ -122,6 +129,8 @@ pub struct Probe {
     pub lsm_open_exec: Result<(), String>,
     /// The `lsm/path_*` hooks: `Err` names the ones missing and why.
     pub lsm_paths: Result<(), String>,
+    /// The byte-accounting programs (cgroup_skb egress/ingress, sock_release).
+    pub flows: Result<(), String>,
     /// Attached programs, as `kind/name`.
     pub attached: Vec<String>,
 }
@@ -173,6 +182,16 @@ impl Enforcement {
                 tier: Tier::UserSpaceKill,
                 hooks: Vec::new(),
                 missing: None,
+            },
+            TierState {
+                tier: Tier::CgroupSkbCount,
+                hooks: probe
+                    .attached
+                    .iter()
+                    .filter(|a| a.starts_with("cgroup_skb/") || a.starts_with("cgroup_sock/"))
+                    .cloned()
+                    .collect(),
+                missing: missing(&probe.flows),
             },
         ];
         let opens = probe.open_tracepoints.is_ok();
@@ -292,6 +311,25 @@ impl Enforcement {
                     None,
                 ),
             ),
+            op(
+                Operation::EgressAccounting,
+                match &probe.flows {
+                    Ok(()) => (
+                        Some(Tier::CgroupSkbCount),
+                        "bytes each way of every socket a session process connected or sent on, \
+                         counted in the kernel at IP level (headers included), as flow events"
+                            .to_owned(),
+                        None,
+                    ),
+                    Err(why) => (
+                        None,
+                        "not counted: the byte-accounting programs did not load (connects and \
+                         sends are still reported and enforced)"
+                            .to_owned(),
+                        Some(why.clone()),
+                    ),
+                },
+            ),
         ];
         Enforcement { tiers, operations }
     }
@@ -325,6 +363,9 @@ impl Enforcement {
                         format!("network hooks missing ({why}): network rules are only logged")
                     }
                     Tier::UserSpaceKill => why.clone(),
+                    Tier::CgroupSkbCount => {
+                        format!("byte accounting missing ({why}): no flow events")
+                    }
                 })
             })
             .collect()
@@ -341,6 +382,7 @@ mod tests {
             sock_addr: Ok(()),
             lsm_open_exec: lsm,
             lsm_paths: paths,
+            flows: Ok(()),
             attached: vec![
                 "raw_tracepoint/sched_process_exec".into(),
                 "cgroup/connect4".into(),

@@ -2,7 +2,9 @@
 
 use std::mem::size_of;
 
-use guard_common::{EventKind, ExecBody, ExitBody, ForkBody, Header, LimitBody, NetBody, OpenBody};
+use guard_common::{
+    EventKind, ExecBody, ExitBody, FlowBody, ForkBody, Header, LimitBody, NetBody, OpenBody,
+};
 
 /// A record as the kernel wrote it, with its payload split out.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,6 +30,7 @@ pub enum Body {
     Fork(ForkBody),
     Exit(ExitBody),
     Limit(LimitBody),
+    Flow(FlowBody),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -67,6 +70,7 @@ wire!(
     ForkBody = 16,
     ExitBody = 16,
     LimitBody = 24,
+    FlowBody = 80,
 );
 
 fn read<T: Wire>(bytes: &[u8], at: usize) -> Result<T, DecodeError> {
@@ -124,6 +128,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         EventKind::Fork => Body::Fork(read(bytes, at)?),
         EventKind::Exit => Body::Exit(read(bytes, at)?),
         EventKind::Limit => Body::Limit(read(bytes, at)?),
+        EventKind::Flow => Body::Flow(read(bytes, at)?),
     };
     Ok(Record { header, body })
 }
@@ -217,6 +222,25 @@ pub(crate) mod tests {
         };
         assert_eq!(path, b"/tmp/x");
         assert_eq!(b.ret, 3);
+    }
+
+    #[test]
+    fn flow_records_decode_with_their_totals() {
+        let body = FlowBody {
+            addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            bytes_out: 1 << 20,
+            bytes_in: 4096,
+            family: guard_common::AF_INET,
+            port: 443,
+            sock_type: 1,
+            reason: guard_common::flow::CLOSE,
+            ..FlowBody::default()
+        };
+        let rec = record(EventKind::Flow, &body, b"");
+        let Record { header, body: got } = decode(&rec).expect("decodes");
+        assert_eq!(header.kind, EventKind::Flow as u16);
+        assert_eq!(got, Body::Flow(body));
+        assert!(decode(&rec[..rec.len() - 1]).is_err(), "a cut flow record");
     }
 
     #[test]
