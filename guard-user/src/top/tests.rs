@@ -29,7 +29,8 @@ fn sessions_json() -> Value {
             "id": CODEX, "agent": "codex", "root_pid": 4242, "how": "exec", "uid": 1000, "user": "alice",
             "cwd": "/home/alice/src/guard/guard-user", "container": null,
             "started": "2026-03-04T10:15:00.123456789Z", "ended": null, "state": "running",
-            "counts": {"exec": 12, "open": 345, "connect": 3, "send": 9, "fork": 11, "violations": 2},
+            "counts": {"exec": 12, "open": 345, "connect": 3, "send": 9, "fork": 11, "violations": 2,
+                       "bytes_out": 1572864, "bytes_in": 40960},
             "processes": [
                 {"pid": 4242, "ppid": 4100, "comm": "codex", "exe": "/usr/bin/codex", "argv": ["codex", "--full-auto"]},
                 {"pid": 4250, "ppid": 4242, "comm": "bash", "exe": "/usr/bin/bash", "argv": ["bash", "-c", "cargo test"]},
