@@ -15,7 +15,7 @@ use std::thread;
 use std::time::Duration;
 
 use guard_tests::{
-    Daemon, Event, FakeAgent, check_schema, dump, fake_agent_exe, guard_bin, session_of,
+    Daemon, Event, EventsTo, FakeAgent, check_schema, dump, fake_agent_exe, guard_bin, session_of,
 };
 use serde_json::Value;
 
@@ -85,11 +85,31 @@ fn assert_payload(what: &str, n: Option<i64>, all: &[Event]) {
     );
 }
 
+/// `GET /metrics` over HTTP/1.0: the body.
+fn scrape(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect to the metrics endpoint");
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read the metrics");
+    out.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_else(|| panic!("no HTTP answer: {out}"))
+}
+
 #[test]
 fn bytes_each_way_are_counted_per_socket_and_reported() {
     let since = std::time::SystemTime::now();
     let agent = FakeAgent::install(fake_agent_exe!());
-    let mut daemon = Daemon::start(&[agent.name()]);
+    let metrics = {
+        let free = TcpListener::bind("127.0.0.1:0").expect("a free port");
+        free.local_addr().expect("local_addr")
+    };
+    let metrics_arg = metrics.to_string();
+    let mut daemon = Daemon::start_with_args(
+        &[agent.name()],
+        EventsTo::File,
+        &[OsStr::new("--metrics"), OsStr::new(&metrics_arg)],
+    );
     // The kernel took the accounting programs (`guard status` says which tier counts,
     // or why none does).
     let status = Command::new(guard_bin())
@@ -284,6 +304,29 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
     assert!(
         (5 * PAYLOAD..=5 * PAYLOAD + PAYLOAD / 2).contains(&total_out),
         "session total out {total_out}: {report:#}"
+    );
+
+    // Prometheus: the bytes by direction and destination class (loopback: `local`),
+    // never by address.
+    let body = scrape(metrics);
+    let sample = |direction: &str| -> f64 {
+        let key =
+            format!("guard_egress_bytes_total{{direction=\"{direction}\",dest_class=\"local\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in\n{body}"))
+    };
+    for direction in ["out", "in"] {
+        let n = sample(direction);
+        assert!(
+            (5.0 * PAYLOAD as f64..=5.5 * PAYLOAD as f64).contains(&n),
+            "metrics: {direction} {n}\n{body}"
+        );
+    }
+    assert!(
+        !body.contains("127.0.0.1") && !body.contains("::1"),
+        "an address in the metrics:\n{body}"
     );
 
     // `guard sessions --json` carries the session's totals.
