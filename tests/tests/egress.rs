@@ -24,6 +24,18 @@ const PAYLOAD: i64 = 1 << 20;
 /// The UDP datagram size the agent uses.
 const DATAGRAM: usize = 16 << 10;
 
+/// Answers one datagram with one byte.
+fn ack_once(sock: UdpSocket) -> thread::JoinHandle<usize> {
+    thread::spawn(move || {
+        sock.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let mut buf = vec![0u8; 65536];
+        let (n, from) = sock.recv_from(&mut buf).expect("a datagram from the agent");
+        sock.send_to(b"k", from).expect("ack");
+        n
+    })
+}
+
 /// Accepts one connection: reads until EOF, checks the payload, sends as much back.
 fn tcp_server(listener: TcpListener) -> thread::JoinHandle<usize> {
     thread::spawn(move || {
@@ -138,7 +150,10 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
     let udp4 = UdpSocket::bind("127.0.0.1:0").expect("bind UDP 127.0.0.1");
     let udp6 = UdpSocket::bind("[::1]:0").expect("bind UDP [::1]");
     let outside = TcpListener::bind("127.0.0.1:0").expect("bind TCP 127.0.0.1");
+    let red_a = UdpSocket::bind("127.0.0.1:0").expect("bind UDP 127.0.0.1");
+    let red_b = UdpSocket::bind("127.0.0.1:0").expect("bind UDP 127.0.0.1");
     let addr = |a: std::io::Result<SocketAddr>| a.expect("local_addr");
+    let (a_red_a, a_red_b) = (addr(red_a.local_addr()), addr(red_b.local_addr()));
     let (a_tcp4, a_tcp6, a_inh) = (
         addr(tcp4.local_addr()),
         addr(tcp6.local_addr()),
@@ -156,6 +171,7 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
         udp_server(udp4),
         udp_server(udp6),
     ];
+    let acks = [ack_once(red_a), ack_once(red_b)];
     let out_server = tcp_server(outside);
 
     let specs = [
@@ -164,6 +180,7 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
         format!("udp:{a_udp4}"),
         format!("udp:{a_udp6}"),
         format!("inherit:{a_inh}"),
+        format!("redirect:{a_red_a}+{a_red_b}"),
     ];
     let mut args = vec!["egress"];
     args.extend(specs.iter().map(String::as_str));
@@ -175,6 +192,10 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
             PAYLOAD,
             "a server's upload"
         );
+    }
+
+    for ack in acks {
+        assert_eq!(ack.join().expect("ack thread"), 1000, "a redirect datagram");
     }
 
     // The same transfer from this test process, outside any session.
@@ -199,6 +220,7 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
             return false;
         };
         ports.iter().all(|p| closed(evs, session, *p).is_some())
+            && closed(evs, session, a_red_b.port()).is_some()
     });
     let session = session_of(&events, root);
     check_schema(&events, since);
@@ -239,6 +261,31 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
         "the child that used the inherited socket is in the session\n{}",
         dump(&events)
     );
+
+    // One unconnected UDP socket sending to a second server: the flow to the first
+    // ends (`redirect`) when the socket turns to the second, which counts from zero.
+    let to_a = flows_to(&events, &session, a_red_a.port());
+    assert_eq!(
+        to_a.len(),
+        1,
+        "one record of the first flow\n{}",
+        dump(&events)
+    );
+    assert_eq!(to_a[0].str("reason"), Some("redirect"), "{}", to_a[0]);
+    let to_b = closed(&events, &session, a_red_b.port()).expect("closed");
+    for (flow, what) in [(to_a[0], "first"), (to_b, "second")] {
+        let out = flow.int("bytes_out").expect("bytes_out");
+        assert!(
+            (1028..1100).contains(&out),
+            "the {what} flow: 1000 bytes and a UDP/IP header, not {out}: {flow}"
+        );
+        assert_eq!(
+            flow.int("packets_in"),
+            Some(1),
+            "the {what} flow's ack: {flow}"
+        );
+    }
+    assert_ne!(to_a[0].str("flow_id"), to_b.str("flow_id"));
 
     // Nothing from outside the session: no flow to that port, and no flow of any
     // other session or of this process.

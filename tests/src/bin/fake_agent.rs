@@ -23,8 +23,10 @@
 //!   `udp:ADDR` (unconnected socket, `sendto` in lockstep: 16 KiB datagrams each
 //!   answered by one byte, then one-byte requests each answered by 16 KiB), or
 //!   `inherit:ADDR` (as `tcp`, but a forked child moves the bytes on the socket this
-//!   process connected, after this process closed its copy). Reports `SPEC=ok` and the
-//!   local port as `SPEC_local=PORT`; `inherit` also `SPEC_child=PID`.
+//!   process connected, after this process closed its copy), or `redirect:ADDR+ADDR2`
+//!   (one unconnected UDP socket: a 1000-byte datagram to ADDR, then one to ADDR2, each
+//!   answered by one byte). Reports `SPEC=ok` and the local port as `SPEC_local=PORT`;
+//!   `inherit` also `SPEC_child=PID`.
 //! - `fs-try SPEC...`: for each file-system change `OP:PATH[:PATH2]` (`create`, `write`
 //!   (append), `trunc-open`, `read`, `mkdir`, `rmdir`, `unlink`, `rename:FROM:TO`,
 //!   `link:FROM:TO`, `symlink:TARGET:PATH`, `truncate`, `chmod`, `chown`, `exec`),
@@ -350,6 +352,18 @@ fn egress(specs: &[&str]) -> Result<()> {
         let (kind, addr) = spec
             .split_once(':')
             .with_context(|| format!("bad egress spec {spec}"))?;
+        if let ("redirect", Some((first, second))) = (kind, addr.split_once('+')) {
+            let u = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).context("bind UDP")?;
+            u.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+            report(&format!("{spec}_local"), u.local_addr()?.port());
+            for to in [first, second] {
+                let to: SocketAddr = to.parse().with_context(|| format!("bad address {to}"))?;
+                u.send_to(&data[..1000], to).context("sendto")?;
+                u.recv(&mut back).context("the server's ack")?;
+            }
+            report(spec, "ok");
+            continue;
+        }
         let addr: SocketAddr = addr
             .parse()
             .with_context(|| format!("bad address in {spec}"))?;
@@ -399,6 +413,7 @@ fn egress(specs: &[&str]) -> Result<()> {
                 }
                 ensure!(got == EGRESS_BYTES, "{spec}: received {got} bytes");
             }
+            "redirect" => bail!("{spec}: redirect takes two addresses, ADDR+ADDR2"),
             _ => bail!("bad egress kind in {spec}"),
         }
         report(spec, "ok");
