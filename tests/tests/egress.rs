@@ -150,10 +150,12 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
     let udp4 = UdpSocket::bind("127.0.0.1:0").expect("bind UDP 127.0.0.1");
     let udp6 = UdpSocket::bind("[::1]:0").expect("bind UDP [::1]");
     let outside = TcpListener::bind("127.0.0.1:0").expect("bind TCP 127.0.0.1");
+    let slow = TcpListener::bind("127.0.0.1:0").expect("bind TCP 127.0.0.1");
     let red_a = UdpSocket::bind("127.0.0.1:0").expect("bind UDP 127.0.0.1");
     let red_b = UdpSocket::bind("127.0.0.1:0").expect("bind UDP 127.0.0.1");
     let addr = |a: std::io::Result<SocketAddr>| a.expect("local_addr");
     let (a_red_a, a_red_b) = (addr(red_a.local_addr()), addr(red_b.local_addr()));
+    let a_slow = addr(slow.local_addr());
     let (a_tcp4, a_tcp6, a_inh) = (
         addr(tcp4.local_addr()),
         addr(tcp6.local_addr()),
@@ -172,6 +174,7 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
         udp_server(udp6),
     ];
     let acks = [ack_once(red_a), ack_once(red_b)];
+    let slow_server = tcp_server(slow);
     let out_server = tcp_server(outside);
 
     let specs = [
@@ -181,6 +184,7 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
         format!("udp:{a_udp6}"),
         format!("inherit:{a_inh}"),
         format!("redirect:{a_red_a}+{a_red_b}"),
+        format!("slow:{a_slow}"),
     ];
     let mut args = vec!["egress"];
     args.extend(specs.iter().map(String::as_str));
@@ -194,6 +198,7 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
         );
     }
 
+    assert_eq!(slow_server.join().expect("server thread"), 2000);
     for ack in acks {
         assert_eq!(ack.join().expect("ack thread"), 1000, "a redirect datagram");
     }
@@ -221,6 +226,7 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
         };
         ports.iter().all(|p| closed(evs, session, *p).is_some())
             && closed(evs, session, a_red_b.port()).is_some()
+            && closed(evs, session, a_slow.port()).is_some()
     });
     let session = session_of(&events, root);
     check_schema(&events, since);
@@ -286,6 +292,25 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
         );
     }
     assert_ne!(to_a[0].str("flow_id"), to_b.str("flow_id"));
+
+    // A flow that outlives the report interval gets a periodic record while it lasts,
+    // with its totals so far, then its final one.
+    let slow_flows = flows_to(&events, &session, a_slow.port());
+    let periodic: Vec<&&Event> = slow_flows
+        .iter()
+        .filter(|e| e.str("reason") == Some("periodic"))
+        .collect();
+    let last = closed(&events, &session, a_slow.port()).expect("closed");
+    assert_eq!(periodic.len(), 1, "one periodic record\n{}", dump(&events));
+    let (p_out, l_out) = (
+        periodic[0].int("bytes_out").expect("bytes_out"),
+        last.int("bytes_out").expect("bytes_out"),
+    );
+    assert!(
+        (1000..l_out).contains(&p_out) && (2000..2600).contains(&l_out),
+        "periodic {p_out} then final {l_out} bytes out"
+    );
+    assert_eq!(periodic[0].str("flow_id"), last.str("flow_id"));
 
     // Nothing from outside the session: no flow to that port, and no flow of any
     // other session or of this process.

@@ -25,7 +25,9 @@
 //!   `inherit:ADDR` (as `tcp`, but a forked child moves the bytes on the socket this
 //!   process connected, after this process closed its copy), or `redirect:ADDR+ADDR2`
 //!   (one unconnected UDP socket: a 1000-byte datagram to ADDR, then one to ADDR2, each
-//!   answered by one byte). Reports `SPEC=ok` and the local port as `SPEC_local=PORT`;
+//!   answered by one byte), or `slow:ADDR` (TCP: 1000 bytes, 11 s of nothing, 1000
+//!   bytes, shut down writing, read until EOF: a flow that lasts past the periodic
+//!   report interval). Reports `SPEC=ok` and the local port as `SPEC_local=PORT`;
 //!   `inherit` also `SPEC_child=PID`.
 //! - `fs-try SPEC...`: for each file-system change `OP:PATH[:PATH2]` (`create`, `write`
 //!   (append), `trunc-open`, `read`, `mkdir`, `rmdir`, `unlink`, `rename:FROM:TO`,
@@ -412,6 +414,18 @@ fn egress(specs: &[&str]) -> Result<()> {
                     got += u.recv(&mut back).context("a datagram from the server")?;
                 }
                 ensure!(got == EGRESS_BYTES, "{spec}: received {got} bytes");
+            }
+            "slow" => {
+                use std::io::Read;
+                let mut s = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+                report(&format!("{spec}_local"), s.local_addr()?.port());
+                s.write_all(&data[..1000]).context("send")?;
+                // Past the kernel's 10 s between two records of a flow.
+                thread::sleep(std::time::Duration::from_secs(11));
+                s.write_all(&data[..1000]).context("send")?;
+                s.shutdown(std::net::Shutdown::Write).context("shutdown")?;
+                let mut rest = Vec::new();
+                s.read_to_end(&mut rest).context("receive")?;
             }
             "redirect" => bail!("{spec}: redirect takes two addresses, ADDR+ADDR2"),
             _ => bail!("bad egress kind in {spec}"),
