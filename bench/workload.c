@@ -8,6 +8,7 @@
  *                                     git checkout -q b; git checkout -q a;
  *                                     git status --porcelain
  *   workload UID:GID build N DIR      in DIR, gcc -O2 -c mI.c -o mI.o for I in 0..N-1
+ *   workload UID:GID bulk N PORT      TCP upload of N MiB to 127.0.0.1:PORT (1 MiB writes)
  *   workload UID:GID gen RATE SECS K PATH
  *                                     capacity generator: K processes open+close PATH
  *                                     at RATE opens per second (in total) for SECS
@@ -125,6 +126,29 @@ static void connect_loop(long n, int port) {
         if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) die("connect");
         close(fd);
     }
+}
+
+/* Uploads n MiB over one TCP connection to the loopback sink, then closes. */
+static void bulk_loop(long n, int port) {
+    static char buf[1 << 20];
+    memset(buf, 0x5a, sizeof buf);
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((unsigned short)port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) die("socket");
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) die("connect");
+    for (long i = 0; i < n; i++) {
+        size_t off = 0;
+        while (off < sizeof buf) {
+            ssize_t w = write(fd, buf + off, sizeof buf - off);
+            if (w < 0) die("write");
+            off += (size_t)w;
+        }
+    }
+    close(fd);
 }
 
 static void run_git(const char *dir, char *const argv[]) {
@@ -255,6 +279,8 @@ int main(int argc, char **argv) {
         forkexec_loop(n);
     } else if (strcmp(mode, "connect") == 0 && argc == 5) {
         connect_loop(n, (int)arg_long(argv[4]));
+    } else if (strcmp(mode, "bulk") == 0 && argc == 5) {
+        bulk_loop(n, (int)arg_long(argv[4]));
     } else if (strcmp(mode, "git") == 0 && argc == 5) {
         git_loop(n, argv[4]);
     } else if (strcmp(mode, "build") == 0 && argc == 5) {

@@ -32,11 +32,15 @@ pub enum EventKind {
     /// A tracked process tried to signal, trace, read or blind guard itself, and
     /// was refused or killed ([`TamperBody`], then the path for opens).
     Tamper = 9,
+    /// Bytes a tracked socket sent and received, reported periodically and when the
+    /// socket is released ([`FlowBody`]). The header is the process that tagged the
+    /// socket (its connect or send), whichever process uses the socket later.
+    Flow = 11,
 }
 
 impl EventKind {
     /// Every kind, in numeric order.
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Exec,
         EventKind::Open,
         EventKind::Connect,
@@ -45,6 +49,7 @@ impl EventKind {
         EventKind::Exit,
         EventKind::Limit,
         EventKind::Tamper,
+        EventKind::Flow,
     ];
 
     /// Decodes a kind number; `None` for numbers this build does not know.
@@ -58,6 +63,7 @@ impl EventKind {
             6 => EventKind::Exit,
             8 => EventKind::Limit,
             9 => EventKind::Tamper,
+            11 => EventKind::Flow,
             _ => return None,
         })
     }
@@ -73,6 +79,7 @@ impl EventKind {
             EventKind::Exit => "exit",
             EventKind::Limit => "limit",
             EventKind::Tamper => "tamper",
+            EventKind::Flow => "flow",
         }
     }
 }
@@ -382,3 +389,51 @@ pub const MAX_RECORD: usize = core::mem::size_of::<Header>()
     + PATH_MAX
     + ARGV_MAX
     + THREAD_ID_LEN;
+
+/// Why a [`EventKind::Flow`] record was sent: [`FlowBody::reason`].
+pub mod flow {
+    /// The flow is still open: at least the report interval passed since its
+    /// previous record, and it moved bytes since.
+    pub const PERIODIC: u32 = 1;
+    /// The socket was released (its last descriptor closed): the flow's final record.
+    pub const CLOSE: u32 = 2;
+    /// A tracked process connected or sent on the socket to another destination:
+    /// the final record of the flow to the previous one (the socket's counts start
+    /// again for the new destination).
+    pub const REDIRECT: u32 = 3;
+    /// Least time between two periodic records of one flow.
+    pub const REPORT_NS: u64 = 10_000_000_000;
+}
+
+/// Body of [`EventKind::Flow`]; no payload. Bytes are IP-level: IP and transport
+/// headers included (see docs/events.md).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowBody {
+    /// Destination address: 4 bytes for IPv4, 16 for IPv6, network order.
+    pub addr: [u8; 16],
+    /// Bytes sent since the flow started.
+    pub bytes_out: u64,
+    /// Bytes received since the flow started.
+    pub bytes_in: u64,
+    /// Packets sent since the flow started (a TSO/GSO batch counts once).
+    pub packets_out: u64,
+    /// Packets received since the flow started.
+    pub packets_in: u64,
+    /// `CLOCK_BOOTTIME` ns when the flow started (its socket was tagged).
+    pub start_ns: u64,
+    /// The socket's cookie (`SO_COOKIE`): with `start_ns`, identifies the flow.
+    pub cookie: u64,
+    /// [`AF_INET`] or [`AF_INET6`].
+    pub family: u16,
+    /// Destination port, host order.
+    pub port: u16,
+    /// `SOCK_STREAM` (1) or `SOCK_DGRAM` (2).
+    pub sock_type: u16,
+    /// `IPPROTO_*` of the socket.
+    pub protocol: u16,
+    /// A [`flow`] reason.
+    pub reason: u32,
+    /// Reserved, zero.
+    pub _reserved: u32,
+}

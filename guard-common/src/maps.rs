@@ -100,6 +100,25 @@ pub struct Bucket {
     pub reported_ns: u64,
 }
 
+/// The socket-local storage (`FLOW_SOCKS`) of a socket a tracked process connected
+/// or sent on: who tagged it, where it goes, and its byte counts. Freed by the
+/// kernel with the socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowSock {
+    /// The header of the flow's records: the process that tagged the socket
+    /// (session, pid, comm, ids); `kind` and `ts_ns` are set at each record.
+    pub header: crate::Header,
+    /// What the records report (totals, destination, flow identity).
+    pub body: crate::FlowBody,
+    /// `CLOCK_BOOTTIME` ns of the flow's latest record (or its start).
+    pub reported_ns: u64,
+    /// `bytes_out + bytes_in` as of the latest record.
+    pub reported_bytes: u64,
+    /// Spare, zero (room to grow without changing the pinned map's value size).
+    pub _spare: [u64; 4],
+}
+
 /// Size of `AGENTS` map keys: an agent name as it appears in `comm`.
 pub type AgentName = [u8; crate::COMM_LEN];
 
@@ -134,8 +153,20 @@ pub mod counter {
     /// Tamper attempts: a tracked process signalled, traced, read or tried to blind
     /// guard (each also a [`crate::EventKind::Tamper`] record).
     pub const TAMPER: u32 = 14;
+    /// [`crate::EventKind::Flow`] records that did not fit in the ring buffer (the
+    /// kind's number is past the `LOST_BASE` range).
+    pub const LOST_FLOW: u32 = 16;
     /// Number of counters.
-    pub const LEN: u32 = 16;
+    pub const LEN: u32 = 24;
+
+    /// The index counting lost records of kind `kind`.
+    pub const fn lost(kind: u16) -> u32 {
+        if kind == crate::EventKind::Flow as u16 {
+            LOST_FLOW
+        } else {
+            LOST_BASE + kind as u32
+        }
+    }
 }
 
 /// Slots of the `DAEMON` array: what a daemon leaves in the pinned maps for the next

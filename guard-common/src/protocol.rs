@@ -148,6 +148,12 @@ pub struct Counts {
     /// by its `limit` events.
     #[serde(default)]
     pub dropped: u64,
+    /// Bytes the session's sockets sent and received (IP level, headers included),
+    /// from its `flow` records.
+    #[serde(default)]
+    pub bytes_out: u64,
+    #[serde(default)]
+    pub bytes_in: u64,
 }
 
 /// A live process of a session.
@@ -567,6 +573,29 @@ pub enum EventDetail {
         #[serde(default)]
         sessions: Vec<String>,
     },
+    /// Bytes of one socket of a session, each way (IP level), since the flow started.
+    Flow {
+        #[serde(default)]
+        addr: String,
+        #[serde(default)]
+        port: u16,
+        #[serde(default)]
+        proto: String,
+        #[serde(default)]
+        bytes_out: u64,
+        #[serde(default)]
+        bytes_in: u64,
+        /// The flow's identity across its records (socket cookie and start).
+        #[serde(default)]
+        flow_id: String,
+        /// `periodic`, `close` or `redirect`.
+        #[serde(default)]
+        reason: String,
+        /// Destination class (`local`, `model`, `registry`, `code_host`,
+        /// `allowlisted`, `other`).
+        #[serde(default)]
+        dest_class: String,
+    },
     /// This subscriber read too slowly and missed `count` events.
     Missed { count: u64 },
     /// A kind this client does not know (a newer daemon).
@@ -591,6 +620,7 @@ impl EventDetail {
             EventDetail::PolicyRejected { .. } => "policy_rejected",
             EventDetail::Tamper { .. } => "tamper",
             EventDetail::DaemonResumed { .. } => "daemon_resumed",
+            EventDetail::Flow { .. } => "flow",
             EventDetail::Missed { .. } => "missed",
             EventDetail::Other => "other",
         }
@@ -797,8 +827,22 @@ mod tests {
             ..line
         };
         round_trip(&tamper);
-        let future: EventLine =
+        let flow: EventLine =
             serde_json::from_str(r#"{"ts":"t","kind":"flow","bytes_out":9}"#).expect("parse");
+        assert!(
+            matches!(
+                flow.detail,
+                EventDetail::Flow {
+                    bytes_out: 9,
+                    bytes_in: 0,
+                    ..
+                }
+            ),
+            "{:?}",
+            flow.detail
+        );
+        let future: EventLine =
+            serde_json::from_str(r#"{"ts":"t","kind":"taint","path":"x"}"#).expect("parse");
         assert_eq!(future.detail, EventDetail::Other);
         let missed: EventLine =
             serde_json::from_str(r#"{"kind":"missed","count":3}"#).expect("parse");

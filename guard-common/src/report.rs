@@ -107,6 +107,15 @@ pub struct Destination {
     pub failed: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verdicts: Vec<String>,
+    /// Bytes sent to and received from it (IP level, headers included), over the
+    /// session's flows (sockets) to it, as of their latest `flow` records.
+    #[serde(default)]
+    pub bytes_out: u64,
+    #[serde(default)]
+    pub bytes_in: u64,
+    /// Flows (sockets) to it that reported bytes.
+    #[serde(default)]
+    pub flows: u64,
 }
 
 /// A broken rule and what guard did.
@@ -149,6 +158,12 @@ pub struct Report {
     /// Files opened for writing (created, truncated, appended).
     pub written: Files,
     pub destinations: Bounded<Destination>,
+    /// Bytes the session's sockets sent and received in all (IP level), from its
+    /// `flow` records; includes flows to destinations the list had no room for.
+    #[serde(default)]
+    pub bytes_out: u64,
+    #[serde(default)]
+    pub bytes_in: u64,
     pub violations: Bounded<Violation>,
     /// Records of the session the kernel dropped (over its `[limits]`): what the
     /// report could not see.

@@ -162,7 +162,7 @@ impl Draft {
             .output::<[u8]>(record, wakeup_flags(self.kind))
             .is_err()
         {
-            count(counter::LOST_BASE + self.kind as u32);
+            count(counter::lost(self.kind as u16));
         }
     }
 }

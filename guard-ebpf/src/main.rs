@@ -9,12 +9,17 @@
 //! produces no event.
 #![no_std]
 #![no_main]
+// `atomic_xadd` for the byte counters (flow.rs); the eBPF build is on the stable
+// toolchain with RUSTC_BOOTSTRAP=1 already (for `-Z build-std`).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod core_read;
 mod emit;
 mod enforce;
 mod file;
 mod floor;
+mod flow;
 mod limit;
 mod lsm;
 mod maps;

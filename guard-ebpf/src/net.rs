@@ -15,7 +15,7 @@ use guard_common::{AF_INET, AF_INET6, EventKind, NetBody};
 
 use crate::{
     emit::{Draft, current_ids},
-    enforce,
+    enforce, flow,
     maps::{PENDING_NET, PendingNet, TRACKED},
 };
 
@@ -54,6 +54,10 @@ fn note(ctx: &SockAddrContext, kind: EventKind, v6: bool) -> i32 {
     }
     let is_root = tracked.flags;
     let verdict = enforce::on_net(body.family, &body.addr, body.port, is_root);
+    if verdict.is_none() {
+        // Allowed: the socket's bytes are counted from here on (flow.rs).
+        flow::tag(ctx, &body, tracked.session, tracked.flags);
+    }
     let pending = PendingNet {
         body,
         kind: kind as u16,

@@ -1144,6 +1144,7 @@ const KINDS: &[&str] = &[
     "open",
     "connect",
     "send",
+    "flow",
     "fork",
     "exit",
     "session_start",
@@ -1341,6 +1342,37 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
                     "errno is missing on failure",
                 );
             }
+        }
+        "flow" => {
+            need(is_str("addr"), "addr is not a string");
+            need(
+                e.int("port").is_some_and(|p| (0..=65535).contains(&p)),
+                "port is not a port",
+            );
+            need(
+                matches!(e.str("proto"), Some("tcp" | "udp")),
+                "proto is not tcp/udp",
+            );
+            need(
+                matches!(e.str("family"), Some("ipv4" | "ipv6")),
+                "family is not ipv4/ipv6",
+            );
+            for key in ["bytes_out", "bytes_in", "packets_out", "packets_in"] {
+                need(e.int(key).is_some_and(|n| n >= 0), "a count is not a count");
+            }
+            need(
+                matches!(e.str("reason"), Some("periodic" | "close" | "redirect")),
+                "reason is not periodic/close/redirect",
+            );
+            need(is_str("flow_id"), "flow_id is not a string");
+            need(is_str("started"), "started is not a string");
+            need(
+                matches!(
+                    e.str("dest_class"),
+                    Some("local" | "model" | "registry" | "code_host" | "allowlisted" | "other")
+                ),
+                "dest_class is not a class",
+            );
         }
         "fork" => need(
             e.int("child_pid").is_some_and(|p| p > 0),

@@ -58,8 +58,9 @@ const SKIP_MARK: &str = "SKIPPED:";
 /// The tests run in each kernel, by test binary and exact test name: programs load
 /// and a session starts, the tree is followed (fork, setsid double fork, vfork,
 /// threads, exec), each action keeps its guarantee (kill at exec, kill before a read
-/// returns, network deny, user-space kill), every BPF-LSM deny, and enforcement with
-/// no daemon (pinned links).
+/// returns, network deny, user-space kill), every BPF-LSM deny, enforcement with
+/// no daemon (pinned links), and egress accounting (cgroup_skb, socket storage,
+/// sock_release: the 6.1 verifier).
 const SUBSET: &[(&str, &[&str])] = &[
     ("daemon", &["each_agent_name_starts_its_own_session"]),
     ("tree", &["agent_process_tree_is_one_session"]),
@@ -105,6 +106,10 @@ const SUBSET: &[(&str, &[&str])] = &[
             "attempts_on_guard_from_a_session_are_stopped_and_reported",
             "kill_9_of_guard_from_a_session",
         ],
+    ),
+    (
+        "egress",
+        &["bytes_each_way_are_counted_per_socket_and_reported"],
     ),
 ];
 

@@ -21,7 +21,7 @@ pub fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<16}  {:<14} {:>7} {:>7}  {:<10} {:<8} {:>6} {:>6} {:>6} {:>5}  {:<36}  CWD",
+        "{:<16}  {:<14} {:>7} {:>7}  {:<10} {:<8} {:>6} {:>6} {:>6} {:>8} {:>8} {:>5}  {:<36}  CWD",
         "SESSION",
         "AGENT",
         "ROOT",
@@ -31,13 +31,15 @@ pub fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {
         "EXEC",
         "OPEN",
         "NET",
+        "OUT",
+        "IN",
         "VIOL",
         "THREAD"
     );
     for s in &list {
         let c = &s.counts;
         println!(
-            "{:<16}  {:<14} {:>7} {:>7}  {:<10} {:<8} {:>6} {:>6} {:>6} {:>5}  {:<36}  {}",
+            "{:<16}  {:<14} {:>7} {:>7}  {:<10} {:<8} {:>6} {:>6} {:>6} {:>8} {:>8} {:>5}  {:<36}  {}",
             s.id,
             s.agent,
             s.root_pid,
@@ -51,6 +53,8 @@ pub fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {
             c.exec,
             c.open,
             c.connect + c.send,
+            human_bytes(c.bytes_out),
+            human_bytes(c.bytes_in),
             c.violations,
             // More than one thread (several conversations): the first, and a count.
             match s.agent_threads.as_slice() {
@@ -62,6 +66,26 @@ pub fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Bytes in binary units, 4 significant characters at most: `512B`, `1.0Ki`,
+/// `37Mi`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["Ki", "Mi", "Gi", "Ti", "Pi"];
+    if n < 1024 {
+        return format!("{n}B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if v < 10.0 {
+        format!("{v:.1}{}", UNITS[unit])
+    } else {
+        format!("{v:.0}{}", UNITS[unit])
+    }
 }
 
 /// `guard report`: from the daemon, or folded from an audit log.
@@ -258,6 +282,26 @@ pub fn what(ev: &EventLine) -> String {
                 .unwrap_or_default();
             format!("{proto} {addr}:{port}{host} {result}")
         }
+        EventDetail::Flow {
+            addr,
+            port,
+            proto,
+            bytes_out,
+            bytes_in,
+            reason,
+            ..
+        } => {
+            let host = ev
+                .host
+                .as_deref()
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
+            format!(
+                "{proto} {addr}:{port}{host} out {} in {} ({reason})",
+                human_bytes(*bytes_out),
+                human_bytes(*bytes_in)
+            )
+        }
         EventDetail::Fork { child_pid } => format!("child {child_pid}"),
         EventDetail::Exit {
             exit_code, signal, ..
@@ -387,6 +431,15 @@ mod tests {
             human(&ev),
             "05:42:36.688 7677c8c0      42 cat             tool    open          /root/.ssh/id_rsa (read) ok  ! ssh-keys → kill (killed)"
         );
+    }
+
+    #[test]
+    fn human_bytes_are_short() {
+        assert_eq!(human_bytes(0), "0B");
+        assert_eq!(human_bytes(1023), "1023B");
+        assert_eq!(human_bytes(1024), "1.0Ki");
+        assert_eq!(human_bytes(1_100_000), "1.0Mi");
+        assert_eq!(human_bytes(37 << 20), "37Mi");
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Outputs {
     pub ledgers: Ledgers,
     /// Where finished reports are written (`[report] dir`), as the policy says.
     pub report_dir: Option<std::path::PathBuf>,
+    /// Open flows' totals, for the bytes each flow record adds to the metrics.
+    flows: crate::event::flows::FlowDeltas,
 }
 
 impl Outputs {
@@ -45,6 +47,7 @@ impl Outputs {
             rate: 0.0,
             ledgers: Ledgers::default(),
             report_dir: None,
+            flows: Default::default(),
         }
     }
 
@@ -53,6 +56,11 @@ impl Outputs {
     pub fn write(&mut self, ev: &Event) -> Result<(), audit::Error> {
         self.total += 1;
         self.metrics.event(ev.detail.kind());
+        if let Detail::Flow(f) = &ev.detail {
+            let (out, inb) = self.flows.add(f);
+            let class = crate::event::dest_class(f.addr, ev.host.as_deref());
+            self.metrics.flow(class, out, inb, f.is_final());
+        }
         if let Some(v) = &ev.violation {
             self.metrics
                 .violation(&v.rule, v.action.as_str(), v.outcome.as_str());

@@ -15,7 +15,10 @@ use std::{fs::File, path::PathBuf};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
-    programs::{CgroupAttachMode, CgroupSockAddr, Lsm, RawTracePoint, TracePoint, links::FdLink},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, Lsm,
+        RawTracePoint, TracePoint, links::FdLink,
+    },
 };
 use guard_common::{
     AgentName, Config, EventKind, NetData, PathData, RuleRef, Tracked, agent_key, counter,
@@ -445,6 +448,11 @@ fn protect_pins(map: &mut Array<MapData, u64>, dir: &std::path::Path) -> Result<
     map.set(guard_common::guard_pin::INO, meta.ino(), 0)
         .map_err(map_err)
 }
+/// `counter::LEN` before egress accounting raised it to 24: pinned `COUNTERS` and
+/// `DAEMON` maps an older daemon created keep their smaller size (a pinned map is
+/// adopted as it is), so the slots past it may be missing and read as zero; the
+/// kernel's counts there are then lost (`count` finds no slot).
+const LEN_BEFORE_FLOWS: usize = 16;
 
 /// Lost records by kind, and children that escaped tracking (map full).
 pub type Lost = (Vec<(&'static str, u64)>, u64);
@@ -595,6 +603,11 @@ impl Probes {
             }
         }
 
+        let flows = attach_flows(&mut bpf, &cgroup, &mut attached, &mut links);
+        if let Err(why) = &flows {
+            tracing::warn!("byte accounting off: {why}");
+        }
+
         let (lsm, lsm_paths, lsm_tamper) = attach_lsm(&mut bpf, &mut attached, &mut links);
         let mut self_protection = Vec::new();
         for (hook, programs) in TAMPER_TRACEPOINTS {
@@ -639,6 +652,7 @@ impl Probes {
             lsm_paths,
             self_protection,
             lsm_umount: lsm_tamper.contains(&"sb_umount"),
+            flows,
             attached: attached.clone(),
         };
         let enforcement = tiers::Enforcement::from_probe(&probe);
@@ -720,13 +734,17 @@ impl Probes {
     pub fn counters(&self) -> Result<[u64; counter::LEN as usize], Error> {
         let mut out = [0u64; counter::LEN as usize];
         for (i, slot) in out.iter_mut().enumerate() {
-            let v = self
-                .counters
-                .get(&(i as u32), 0)
-                .map_err(|source| Error::Map {
-                    map: "COUNTERS",
-                    source,
-                })?;
+            let v = match self.counters.get(&(i as u32), 0) {
+                Ok(v) => v,
+                // Pins of a daemon from before the counters grew have fewer slots.
+                Err(_) if i >= LEN_BEFORE_FLOWS => continue,
+                Err(source) => {
+                    return Err(Error::Map {
+                        map: "COUNTERS",
+                        source,
+                    });
+                }
+            };
             *slot = v.iter().sum();
         }
         Ok(out)
@@ -859,7 +877,7 @@ pub fn lost_of(counters: &[u64; counter::LEN as usize]) -> Lost {
     let at = |i: u32| counters.get(i as usize).copied().unwrap_or(0);
     let mut by_kind: Vec<(&'static str, u64)> = EventKind::ALL
         .iter()
-        .map(|kind| (kind.name(), at(counter::LOST_BASE + *kind as u32)))
+        .map(|kind| (kind.name(), at(counter::lost(*kind as u16))))
         .collect();
     // Plain records dropped by sessions' `[limits]`, and system calls of tracked
     // threads the full pending maps could not hold.
@@ -885,7 +903,12 @@ fn daemon_set(daemon: &mut Array<MapData, u64>, slot: u32, value: u64) -> Result
 fn read_resumed(daemon: &Array<MapData, u64>) -> Result<Resumed, Error> {
     let mut reported = [0u64; counter::LEN as usize];
     for (i, slot) in reported.iter_mut().enumerate() {
-        *slot = daemon_get(daemon, daemon_state::COUNTED_BASE + i as u32)?;
+        *slot = match daemon_get(daemon, daemon_state::COUNTED_BASE + i as u32) {
+            Ok(v) => v,
+            // Pins of a daemon from before the counters grew: those slots never existed.
+            Err(_) if i >= LEN_BEFORE_FLOWS => 0,
+            Err(e) => return Err(e),
+        };
     }
     Ok(Resumed {
         pid: daemon_get(daemon, daemon_state::PID)? as u32,
@@ -934,6 +957,72 @@ fn attach_syscall(
         }
     }
     Ok(())
+}
+
+/// Byte accounting (guard-ebpf/src/flow.rs): the cgroup_skb egress and ingress
+/// counters and the `sock_release` reporter, on the cgroup2 root. All three or
+/// none: counts without their final records (or the reverse) would mislead, so a
+/// program the kernel refuses detaches the ones attached before it.
+fn attach_flows(
+    bpf: &mut Ebpf,
+    cgroup: &File,
+    attached: &mut Vec<String>,
+    links: &mut Links,
+) -> Result<(), String> {
+    let mut installed: Vec<(String, String)> = Vec::new();
+    let result = (|| -> Result<(), String> {
+        for (program, kind) in [
+            ("flow_egress", CgroupSkbAttachType::Egress),
+            ("flow_ingress", CgroupSkbAttachType::Ingress),
+        ] {
+            let p: &mut CgroupSkb = program_mut(bpf, program).map_err(|e| e.to_string())?;
+            p.load()
+                .map_err(|e| format!("cannot load {program}: {}", short_chain(&e)))?;
+            let hook = format!("cgroup-{program}");
+            if links.has(&hook) {
+                let fd = p.fd().map_err(|e| short_chain(&e))?;
+                links.update(&hook, fd).map_err(|e| short_chain(&e))?;
+            } else {
+                let id = p
+                    .attach(cgroup, kind, CgroupAttachMode::Single)
+                    .map_err(|e| format!("cannot attach {program}: {}", short_chain(&e)))?;
+                let link = p.take_link(id).map_err(|e| short_chain(&e))?;
+                let link = FdLink::try_from(link).map_err(|e| e.to_string())?;
+                links.install(&hook, link).map_err(|e| short_chain(&e))?;
+            }
+            installed.push((hook, format!("cgroup_skb/{program}")));
+        }
+        let program = "flow_release";
+        let p: &mut CgroupSock = program_mut(bpf, program).map_err(|e| e.to_string())?;
+        p.load()
+            .map_err(|e| format!("cannot load {program}: {}", short_chain(&e)))?;
+        let hook = format!("cgroup-{program}");
+        if links.has(&hook) {
+            let fd = p.fd().map_err(|e| short_chain(&e))?;
+            links.update(&hook, fd).map_err(|e| short_chain(&e))?;
+        } else {
+            let id = p
+                .attach(cgroup, CgroupAttachMode::Single)
+                .map_err(|e| format!("cannot attach {program}: {}", short_chain(&e)))?;
+            let link = p.take_link(id).map_err(|e| short_chain(&e))?;
+            let link = FdLink::try_from(link).map_err(|e| e.to_string())?;
+            links.install(&hook, link).map_err(|e| short_chain(&e))?;
+        }
+        installed.push((hook, format!("cgroup_sock/{program}")));
+        Ok(())
+    })();
+    match result {
+        Ok(()) => {
+            attached.extend(installed.into_iter().map(|(_, name)| name));
+            Ok(())
+        }
+        Err(why) => {
+            for (hook, _) in installed {
+                links.remove(&hook);
+            }
+            Err(why)
+        }
+    }
 }
 
 /// The BPF-LSM hooks on paths (CONFIG_SECURITY_PATH): creates, mkdir, links,

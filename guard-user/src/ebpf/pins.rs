@@ -28,12 +28,12 @@ pub const DEFAULT_DIR: &str = "/sys/fs/bpf/guard";
 /// Maps whose contents must outlive the daemon: sessions, agent names and cgroups,
 /// rules and mode, the ring buffer (records written while no daemon runs wait there),
 /// the counters, the opens and sends in flight, the sessions' record budgets, the
-/// daemon's own state, and what self-protection guards (the daemon's threads, the
-/// pin directory). The
+/// daemon's own state, what self-protection guards (the daemon's threads, the pin
+/// directory), and the tagged sockets' byte counts (a restart loses no flow). The
 /// per-CPU scratch maps are not listed: each program version gets fresh ones. A map
 /// added to the eBPF object whose contents the kernel needs across a restart
 /// belongs here.
-pub const PINNED_MAPS: [&str; 14] = [
+pub const PINNED_MAPS: [&str; 15] = [
     "TRACKED",
     "AGENTS",
     "AGENT_CGROUPS",
@@ -48,6 +48,7 @@ pub const PINNED_MAPS: [&str; 14] = [
     "DAEMON",
     "GUARD_PIDS",
     "GUARD_PIN",
+    "FLOW_SOCKS",
 ];
 
 /// A pin directory held by this process.
@@ -280,6 +281,15 @@ impl Links {
         remove_pin(&aside)?;
         self.swaps.replaced += 1;
         Ok(())
+    }
+
+    /// Removes the pinned link of `hook` (which detaches its program): part of a
+    /// feature attached before a program it needs was refused.
+    pub fn remove(&mut self, hook: &str) {
+        self.old.remove(hook);
+        if let Err(e) = remove_pin(&self.dir.join(hook)) {
+            tracing::warn!("cannot remove the pinned link of {hook}: {e}");
+        }
     }
 
     /// Removes the old links this version did not replace (hooks it no longer uses).

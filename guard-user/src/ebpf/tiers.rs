@@ -26,6 +26,9 @@ pub enum Tier {
     SockAddrDeny,
     /// The daemon kills the process through a pidfd after it read the event.
     UserSpaceKill,
+    /// cgroup_skb and `sock_release` programs count the bytes of tracked sockets
+    /// (not an enforcement: what the `egress_accounting` row reports on).
+    CgroupSkbCount,
 }
 
 /// One tier on this host: what of it is attached, and what is missing and why.
@@ -63,6 +66,8 @@ pub enum Operation {
     /// Self-protection (always on, no rule): a session's attempts to signal,
     /// trace, read or blind guard.
     SelfProtection,
+    /// Not an action: bytes per socket of tracked processes (flow events).
+    EgressAccounting,
 }
 
 impl Tier {
@@ -73,6 +78,7 @@ impl Tier {
             Tier::TracepointKill => "tracepoint",
             Tier::SockAddrDeny => "cgroup_sock_addr",
             Tier::UserSpaceKill => "user_space",
+            Tier::CgroupSkbCount => "cgroup_skb",
         }
     }
 }
@@ -90,6 +96,7 @@ impl Operation {
             Operation::NetworkDeny => "network_deny",
             Operation::ArgvAndGlobKill => "argv_and_glob_kill",
             Operation::SelfProtection => "self_protection",
+            Operation::EgressAccounting => "egress_accounting",
         }
     }
 }
@@ -132,6 +139,8 @@ pub struct Probe {
     pub self_protection: Vec<(&'static str, Result<Tier, String>)>,
     /// Whether `lsm/sb_umount` refuses unmounting the pins' file system.
     pub lsm_umount: bool,
+    /// The byte-accounting programs (cgroup_skb egress/ingress, sock_release).
+    pub flows: Result<(), String>,
     /// Attached programs, as `kind/name`.
     pub attached: Vec<String>,
 }
@@ -183,6 +192,16 @@ impl Enforcement {
                 tier: Tier::UserSpaceKill,
                 hooks: Vec::new(),
                 missing: None,
+            },
+            TierState {
+                tier: Tier::CgroupSkbCount,
+                hooks: probe
+                    .attached
+                    .iter()
+                    .filter(|a| a.starts_with("cgroup_skb/") || a.starts_with("cgroup_sock/"))
+                    .cloned()
+                    .collect(),
+                missing: missing(&probe.flows),
             },
         ];
         let opens = probe.open_tracepoints.is_ok();
@@ -304,6 +323,25 @@ impl Enforcement {
                 ),
             ),
             op(Operation::SelfProtection, self_protection),
+            op(
+                Operation::EgressAccounting,
+                match &probe.flows {
+                    Ok(()) => (
+                        Some(Tier::CgroupSkbCount),
+                        "bytes each way of every socket a session process connected or sent on, \
+                         counted in the kernel at IP level (headers included), as flow events"
+                            .to_owned(),
+                        None,
+                    ),
+                    Err(why) => (
+                        None,
+                        "not counted: the byte-accounting programs did not load (connects and \
+                         sends are still reported and enforced)"
+                            .to_owned(),
+                        Some(why.clone()),
+                    ),
+                },
+            ),
         ];
         Enforcement { tiers, operations }
     }
@@ -337,6 +375,9 @@ impl Enforcement {
                         format!("network hooks missing ({why}): network rules are only logged")
                     }
                     Tier::UserSpaceKill => why.clone(),
+                    Tier::CgroupSkbCount => {
+                        format!("byte accounting missing ({why}): no flow events")
+                    }
                 })
             })
             .collect()
@@ -408,6 +449,7 @@ mod tests {
                 ("bpf", Ok(Tier::BpfLsmDeny)),
             ],
             lsm_umount: true,
+            flows: Ok(()),
             attached: vec![
                 "raw_tracepoint/sched_process_exec".into(),
                 "cgroup/connect4".into(),

@@ -3,7 +3,8 @@
 use std::mem::size_of;
 
 use guard_common::{
-    EventKind, ExecBody, ExitBody, ForkBody, Header, LimitBody, NetBody, OpenBody, TamperBody,
+    EventKind, ExecBody, ExitBody, FlowBody, ForkBody, Header, LimitBody, NetBody, OpenBody,
+    TamperBody,
 };
 
 /// A record as the kernel wrote it, with its payload split out.
@@ -38,6 +39,7 @@ pub enum Body {
         /// The file opened, for opens of guard's files; else empty.
         path: Vec<u8>,
     },
+    Flow(FlowBody),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -78,6 +80,7 @@ wire!(
     ExitBody = 16,
     LimitBody = 24,
     TamperBody = 24,
+    FlowBody = 80,
 );
 
 fn read<T: Wire>(bytes: &[u8], at: usize) -> Result<T, DecodeError> {
@@ -149,6 +152,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 path: payload::<TamperBody>(bytes, &header)?.to_vec(),
             }
         }
+        EventKind::Flow => Body::Flow(read(bytes, at)?),
     };
     Ok(Record { header, body })
 }
@@ -282,6 +286,25 @@ pub(crate) mod tests {
         };
         assert_eq!(path, b"/tmp/x");
         assert_eq!(b.ret, 3);
+    }
+
+    #[test]
+    fn flow_records_decode_with_their_totals() {
+        let body = FlowBody {
+            addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            bytes_out: 1 << 20,
+            bytes_in: 4096,
+            family: guard_common::AF_INET,
+            port: 443,
+            sock_type: 1,
+            reason: guard_common::flow::CLOSE,
+            ..FlowBody::default()
+        };
+        let rec = record(EventKind::Flow, &body, b"");
+        let Record { header, body: got } = decode(&rec).expect("decodes");
+        assert_eq!(header.kind, EventKind::Flow as u16);
+        assert_eq!(got, Body::Flow(body));
+        assert!(decode(&rec[..rec.len() - 1]).is_err(), "a cut flow record");
     }
 
     #[test]

@@ -166,6 +166,23 @@ impl Serialize for Event {
                 m.serialize_entry("family", if addr.is_ipv4() { "ipv4" } else { "ipv6" })?;
                 result(&mut m, *ret, None)?;
             }
+            Detail::Flow(f) => {
+                m.serialize_entry("addr", &f.addr.to_string())?;
+                m.serialize_entry("port", &f.port)?;
+                m.serialize_entry("proto", f.proto.as_str())?;
+                m.serialize_entry("family", if f.addr.is_ipv4() { "ipv4" } else { "ipv6" })?;
+                m.serialize_entry("bytes_out", &f.bytes_out)?;
+                m.serialize_entry("bytes_in", &f.bytes_in)?;
+                m.serialize_entry("packets_out", &f.packets_out)?;
+                m.serialize_entry("packets_in", &f.packets_in)?;
+                m.serialize_entry("reason", f.reason.as_str())?;
+                m.serialize_entry("flow_id", &f.id())?;
+                m.serialize_entry("started", &rfc3339(f.start_ns))?;
+                m.serialize_entry(
+                    "dest_class",
+                    super::dest_class(f.addr, self.host.as_deref()),
+                )?;
+            }
             Detail::Fork { child_pid } => m.serialize_entry("child_pid", child_pid)?,
             Detail::Exit { status, root } => {
                 match exit_parts(*status) {
@@ -455,6 +472,35 @@ mod tests {
         );
     }
 
+    fn flow_detail() -> crate::event::Flow {
+        crate::event::Flow {
+            addr: "::1".parse().expect("addr"),
+            port: 8443,
+            proto: Proto::Tcp,
+            bytes_out: 1_050_960,
+            bytes_in: 1_051_464,
+            packets_out: 32,
+            packets_in: 40,
+            reason: crate::event::FlowReason::Close,
+            cookie: 0x3,
+            start_boot_ns: 0x1d6e212ac39,
+            start_ns: 1_763_700_000_000_000_000,
+        }
+    }
+
+    #[test]
+    fn flow_json() {
+        let mut e = ev(Detail::Flow(flow_detail()));
+        e.host = Some("api.openai.com".into());
+        let j = e.to_json();
+        assert!(
+            j.ends_with(
+                r#""addr":"::1","port":8443,"proto":"tcp","family":"ipv6","bytes_out":1050960,"bytes_in":1051464,"packets_out":32,"packets_in":40,"reason":"close","flow_id":"3-1d6e212ac39","started":"2025-11-21T04:40:00.000000000Z","dest_class":"local","host":"api.openai.com"}"#
+            ),
+            "{j}"
+        );
+    }
+
     /// Every kind the daemon writes reads back through the protocol's `EventLine`,
     /// which clients use: the two cannot drift.
     #[test]
@@ -496,6 +542,7 @@ mod tests {
                 ret: 12,
             },
             Detail::Fork { child_pid: 9 },
+            Detail::Flow(flow_detail()),
             Detail::Exit {
                 status: 9,
                 root: true,

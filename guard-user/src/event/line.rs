@@ -8,7 +8,7 @@ use super::{Detail, Event, access, json};
 
 impl Event {
     /// The event as [`EventLine`]: every common field, the detail of `exec`, `open`,
-    /// `connect`, `send`, `fork`, `exit`, `tamper`, `session_start` and `session_end` (other
+    /// `connect`, `send`, `flow`, `fork`, `exit`, `tamper`, `session_start` and `session_end` (other
     /// kinds read as [`EventDetail::Other`]), and the violation.
     pub fn to_line(&self) -> EventLine {
         let t = &self.task;
@@ -48,6 +48,16 @@ impl Event {
                 port: *port,
                 proto: proto.as_str().to_owned(),
                 result: json::result_name(*ret),
+            },
+            Detail::Flow(f) => EventDetail::Flow {
+                addr: f.addr.to_string(),
+                port: f.port,
+                proto: f.proto.as_str().to_owned(),
+                bytes_out: f.bytes_out,
+                bytes_in: f.bytes_in,
+                flow_id: f.id(),
+                reason: f.reason.as_str().to_owned(),
+                dest_class: super::dest_class(f.addr, self.host.as_deref()).to_owned(),
             },
             Detail::Fork { child_pid } => EventDetail::Fork {
                 child_pid: *child_pid,

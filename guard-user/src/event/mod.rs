@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod decode;
 pub mod enrich;
+pub mod flows;
 mod json;
 mod line;
 
@@ -114,6 +115,9 @@ pub enum Detail {
     /// A process of the session tried to signal, trace, read or blind guard itself
     /// (see [`Tamper`]).
     Tamper(Box<Tamper>),
+    /// Bytes of one socket of the session, each way (IP level, headers included),
+    /// since the flow started: periodically while it lasts and at its end.
+    Flow(Flow),
     SessionStart {
         agent: String,
         root_pid: u32,
@@ -234,6 +238,151 @@ impl TamperOp {
     }
 }
 
+/// The details of [`Detail::Flow`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Flow {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub proto: Proto,
+    /// Bytes sent and received since the flow started.
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub packets_in: u64,
+    /// Why this record: periodic, close, redirect.
+    pub reason: FlowReason,
+    /// The socket's cookie and the flow's start (boot-clock ns): the flow's identity.
+    pub cookie: u64,
+    pub start_boot_ns: u64,
+    /// Wall-clock ns of the flow's start.
+    pub start_ns: i128,
+}
+
+impl Flow {
+    /// The flow's identity across its records: its socket's cookie and its start,
+    /// in hex (`flow_id` in JSON).
+    pub fn id(&self) -> String {
+        format!("{:x}-{:x}", self.cookie, self.start_boot_ns)
+    }
+
+    /// Whether this is the flow's last record.
+    pub fn is_final(&self) -> bool {
+        matches!(self.reason, FlowReason::Close | FlowReason::Redirect)
+    }
+}
+
+/// Names whose destinations are the model's API (`dest_class` `model`).
+const MODEL_HOSTS: &[&str] = &[
+    "openai.com",
+    "chatgpt.com",
+    "anthropic.com",
+    "claude.ai",
+    "generativelanguage.googleapis.com",
+    "aiplatform.googleapis.com",
+    "openai.azure.com",
+    "mistral.ai",
+    "openrouter.ai",
+];
+/// Package registries (`registry`).
+const REGISTRY_HOSTS: &[&str] = &[
+    "registry.npmjs.org",
+    "registry.yarnpkg.com",
+    "pypi.org",
+    "files.pythonhosted.org",
+    "crates.io",
+    "index.crates.io",
+    "static.crates.io",
+    "proxy.golang.org",
+    "sum.golang.org",
+    "repo.maven.apache.org",
+    "repo1.maven.org",
+    "rubygems.org",
+    "deb.debian.org",
+    "security.debian.org",
+    "archive.ubuntu.com",
+];
+/// Code hosts (`code_host`).
+const CODE_HOSTS: &[&str] = &[
+    "github.com",
+    "githubusercontent.com",
+    "gitlab.com",
+    "bitbucket.org",
+    "codeberg.org",
+];
+
+/// `name` is `base` or a name under it.
+fn under(name: &str, base: &str) -> bool {
+    name.strip_suffix(base)
+        .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
+}
+
+/// The class of a destination, a bounded label for metrics and views: `local`
+/// (loopback, unspecified), `model`, `registry`, `code_host` (by the name the
+/// policy resolved it from), `allowlisted` (another name of the policy's network
+/// rules), `other`.
+pub fn dest_class(addr: IpAddr, host: Option<&str>) -> &'static str {
+    let addr = match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    if addr.is_loopback() || addr.is_unspecified() {
+        return "local";
+    }
+    let Some(host) = host.map(|h| h.trim_end_matches('.').to_ascii_lowercase()) else {
+        return "other";
+    };
+    let is = |list: &[&str]| list.iter().any(|b| under(&host, b));
+    if is(MODEL_HOSTS) {
+        "model"
+    } else if is(REGISTRY_HOSTS) {
+        "registry"
+    } else if is(CODE_HOSTS) {
+        "code_host"
+    } else {
+        "allowlisted"
+    }
+}
+
+/// Every [`dest_class`] value (metrics pre-declare them).
+pub const DEST_CLASSES: [&str; 6] = [
+    "local",
+    "model",
+    "registry",
+    "code_host",
+    "allowlisted",
+    "other",
+];
+
+/// Why the kernel sent a `flow` record (`guard_common::flow`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowReason {
+    Periodic,
+    Close,
+    Redirect,
+    Unknown(u32),
+}
+
+impl FlowReason {
+    pub fn from_u32(v: u32) -> Self {
+        match v {
+            guard_common::flow::PERIODIC => FlowReason::Periodic,
+            guard_common::flow::CLOSE => FlowReason::Close,
+            guard_common::flow::REDIRECT => FlowReason::Redirect,
+            other => FlowReason::Unknown(other),
+        }
+    }
+
+    /// The name in JSON events (`reason`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowReason::Periodic => "periodic",
+            FlowReason::Close => "close",
+            FlowReason::Redirect => "redirect",
+            FlowReason::Unknown(_) => "unknown",
+        }
+    }
+}
+
 /// What the kernel did about a tamper attempt, from the record's `rule` bits:
 /// `denied` (BPF-LSM refused it), `killed` (SIGKILL sent from the system call), or
 /// `kill_failed` (the kernel could not queue the signal).
@@ -315,6 +464,7 @@ impl Detail {
             Detail::Lost { .. } => "lost",
             Detail::Limit { .. } => "limit",
             Detail::Tamper(_) => "tamper",
+            Detail::Flow(_) => "flow",
             Detail::PolicyLoaded { .. } => "policy_loaded",
             Detail::PolicyRejected { .. } => "policy_rejected",
             Detail::Resumed(_) => "daemon_resumed",
@@ -570,6 +720,19 @@ impl Event {
                 arg: body.arg,
                 path: (!path.is_empty()).then(|| String::from_utf8_lossy(&path).into_owned()),
             })),
+            Body::Flow(f) => Detail::Flow(Flow {
+                addr: net_addr(f.family, &f.addr),
+                port: f.port,
+                proto: Proto::from_socket(f.sock_type, f.protocol),
+                bytes_out: f.bytes_out,
+                bytes_in: f.bytes_in,
+                packets_out: f.packets_out,
+                packets_in: f.packets_in,
+                reason: FlowReason::from_u32(f.reason),
+                cookie: f.cookie,
+                start_boot_ns: f.start_ns,
+                start_ns: i128::from(f.start_ns) + ts_offset_ns,
+            }),
         };
         Event {
             ts_ns: i128::from(h.ts_ns) + ts_offset_ns,
@@ -623,6 +786,24 @@ mod tests {
         assert_eq!(Proto::from_socket(1, 6), Proto::Tcp);
         assert_eq!(Proto::from_socket(2, 0), Proto::Udp);
         assert_eq!(Proto::from_socket(2, 17), Proto::Udp);
+    }
+
+    #[test]
+    fn destination_classes() {
+        let a: IpAddr = "203.0.113.5".parse().expect("ip");
+        assert_eq!(dest_class("127.0.0.1".parse().expect("ip"), None), "local");
+        assert_eq!(dest_class("::1".parse().expect("ip"), None), "local");
+        assert_eq!(
+            dest_class("::ffff:127.0.0.1".parse().expect("ip"), None),
+            "local"
+        );
+        assert_eq!(dest_class(a, Some("api.openai.com")), "model");
+        assert_eq!(dest_class(a, Some("registry.npmjs.org")), "registry");
+        assert_eq!(dest_class(a, Some("github.com")), "code_host");
+        assert_eq!(dest_class(a, Some("notgithub.com")), "allowlisted");
+        assert_eq!(dest_class(a, Some("example.org")), "allowlisted");
+        assert_eq!(dest_class(a, None), "other");
+        assert!(DEST_CLASSES.contains(&dest_class(a, None)));
     }
 
     #[test]

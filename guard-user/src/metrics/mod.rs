@@ -16,6 +16,8 @@
 //! | `guard_events_total` | counter | `kind` |
 //! | `guard_violations_total` | counter | `rule`, `action`, `outcome` |
 //! | `guard_lost_events_total` | counter | `kind` |
+//! | `guard_egress_bytes_total` | counter | `direction` (`out`, `in`), `dest_class` |
+//! | `guard_flows_total` | counter | `dest_class` (flows ended) |
 //! | `guard_active_sessions` | gauge | |
 //! | `guard_policy_reloads_total` | counter | `result` (`ok`, `rejected`) |
 //! | `guard_program_run_time_seconds_total` | counter | `program` |
@@ -55,6 +57,19 @@ struct ViolationLabels {
     rule: String,
     action: String,
     outcome: String,
+}
+
+/// Bounded: two directions times the six destination classes
+/// (`event::DEST_CLASSES`), never an address.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EgressLabels {
+    direction: &'static str,
+    dest_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    dest_class: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -153,6 +168,8 @@ pub struct Metrics {
     /// `events` by kind, so that counting an event allocates nothing once the kind is known.
     event_counters: RwLock<HashMap<String, Counter>>,
     violations: Family<ViolationLabels, Counter>,
+    egress_bytes: Family<EgressLabels, Counter>,
+    flows: Family<ClassLabels, Counter>,
     active_sessions: Gauge,
     policy_reloads: Family<ReloadLabels, Counter>,
     programs_expected: Gauge,
@@ -178,6 +195,27 @@ impl Metrics {
             "Policy violations, by rule, action and outcome (killed, denied, logged, alerted, failed)",
             violations.clone(),
         );
+        let egress_bytes = Family::<EgressLabels, Counter>::default();
+        registry.register(
+            "guard_egress_bytes",
+            "Bytes session sockets sent (out) and received (in), IP level, by destination class",
+            egress_bytes.clone(),
+        );
+        let flows = Family::<ClassLabels, Counter>::default();
+        registry.register(
+            "guard_flows",
+            "Session flows (sockets) that ended, by destination class",
+            flows.clone(),
+        );
+        for dest_class in crate::event::DEST_CLASSES {
+            for direction in ["out", "in"] {
+                let _ = egress_bytes.get_or_create(&EgressLabels {
+                    direction,
+                    dest_class,
+                });
+            }
+            let _ = flows.get_or_create(&ClassLabels { dest_class });
+        }
         let active_sessions = Gauge::default();
         registry.register(
             "guard_active_sessions",
@@ -218,6 +256,8 @@ impl Metrics {
             events,
             event_counters: RwLock::new(HashMap::new()),
             violations,
+            egress_bytes,
+            flows,
             active_sessions,
             policy_reloads,
             programs_expected,
@@ -263,6 +303,25 @@ impl Metrics {
                 outcome: outcome.to_owned(),
             })
             .inc();
+    }
+
+    /// Bytes a flow record added, and whether it ended the flow:
+    /// `guard_egress_bytes_total{direction,dest_class}`, `guard_flows_total{dest_class}`.
+    /// `dest_class` is one of `event::DEST_CLASSES`.
+    pub fn flow(&self, dest_class: &'static str, out: u64, inb: u64, ended: bool) {
+        for (direction, n) in [("out", out), ("in", inb)] {
+            if n > 0 {
+                self.egress_bytes
+                    .get_or_create(&EgressLabels {
+                        direction,
+                        dest_class,
+                    })
+                    .inc_by(n);
+            }
+        }
+        if ended {
+            self.flows.get_or_create(&ClassLabels { dest_class }).inc();
+        }
     }
 
     /// The kernel's running total of lost records of `kind`: `guard_lost_events_total{kind}`.

@@ -116,10 +116,15 @@ impl Judge {
     /// Names the destination of a connect or send by the policy's own resolution
     /// of the host names in its network rules.
     pub fn name_destination(&self, ev: &mut Event) {
-        if let Detail::Connect { addr, .. } | Detail::Send { addr, .. } = &ev.detail {
+        let addr = match &ev.detail {
+            Detail::Connect { addr, .. } | Detail::Send { addr, .. } => Some(*addr),
+            Detail::Flow(f) => Some(f.addr),
+            _ => None,
+        };
+        if let Some(addr) = addr {
             ev.host = self
                 .hosts
-                .name_of(super::matcher::canonical(*addr))
+                .name_of(super::matcher::canonical(addr))
                 .map(str::to_owned);
         }
     }

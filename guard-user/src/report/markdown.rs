@@ -130,9 +130,9 @@ fn write_report(out: &mut String, r: &Report) -> std::fmt::Result {
     } else {
         writeln!(
             out,
-            "| destination | name | proto | connects | sends | failed | guard |"
+            "| destination | name | proto | connects | sends | failed | bytes out | bytes in | guard |"
         )?;
-        writeln!(out, "|---|---|---|---|---|---|---|")?;
+        writeln!(out, "|---|---|---|---|---|---|---|---|---|")?;
         for d in &r.destinations.items {
             let at = if d.addr.contains(':') {
                 format!("[{}]:{}", d.addr, d.port)
@@ -141,17 +141,25 @@ fn write_report(out: &mut String, r: &Report) -> std::fmt::Result {
             };
             writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 at,
                 cell(or_dash(d.host.as_deref())),
                 d.proto,
                 d.connects,
                 d.sends,
                 d.failed,
+                d.bytes_out,
+                d.bytes_in,
                 cell(&verdicts(&d.verdicts)),
             )?;
         }
         omitted(out, r.destinations.omitted, "destinations")?;
+        writeln!(
+            out,
+            "\nBytes in all: {} out, {} in (IP level, headers included; from the session's \
+             flow records).",
+            r.bytes_out, r.bytes_in
+        )?;
     }
     Ok(())
 }

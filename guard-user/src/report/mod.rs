@@ -46,6 +46,9 @@ pub struct Ledger {
     /// Index of each path in its list, by (written, class).
     files: HashMap<(bool, FileClass, String), usize>,
     dests: HashMap<(String, u16, String), usize>,
+    /// Open flows' latest totals (out, in) by flow id: a flow's next record
+    /// replaces its previous counts; a final one leaves the map.
+    flows: HashMap<String, (u64, u64)>,
     first_ts: Option<String>,
     last_ts: Option<String>,
 }
@@ -140,6 +143,27 @@ impl Ledger {
                     ev.detail.kind(),
                     endpoint(addr, *port, ev.host.as_deref())
                 ))
+            }
+            EventDetail::Flow {
+                addr,
+                port,
+                proto,
+                bytes_out,
+                bytes_in,
+                flow_id,
+                reason,
+                ..
+            } => {
+                self.flow(
+                    addr,
+                    *port,
+                    proto,
+                    (*bytes_out, *bytes_in),
+                    flow_id,
+                    reason,
+                    ev,
+                );
+                None
             }
             EventDetail::Fork { .. } => {
                 r.forks += 1;
@@ -264,6 +288,50 @@ impl Ledger {
         note_verdict(&mut d.verdicts, ev);
     }
 
+    /// Adds a flow's totals as of this record: what it moved since its previous
+    /// record goes to its destination and to the session's totals.
+    #[allow(clippy::too_many_arguments)]
+    fn flow(
+        &mut self,
+        addr: &str,
+        port: u16,
+        proto: &str,
+        (out, inb): (u64, u64),
+        flow_id: &str,
+        reason: &str,
+        ev: &EventLine,
+    ) {
+        let (was_out, was_in) = self.flows.get(flow_id).copied().unwrap_or((0, 0));
+        // Totals only grow; a record read twice (or out of order) adds nothing.
+        let (out, inb) = (out.max(was_out), inb.max(was_in));
+        let (d_out, d_in) = (out - was_out, inb - was_in);
+        let new = !self.flows.contains_key(flow_id);
+        if reason == "periodic" {
+            self.flows.insert(flow_id.to_owned(), (out, inb));
+        } else {
+            self.flows.remove(flow_id);
+        }
+        self.report.bytes_out += d_out;
+        self.report.bytes_in += d_in;
+        let key = (addr.to_owned(), port, proto.to_owned());
+        let Some(d) = slot(&mut self.dests, &mut self.report.destinations, key, || {
+            Destination {
+                addr: addr.to_owned(),
+                port,
+                proto: proto.to_owned(),
+                ..Destination::default()
+            }
+        }) else {
+            return;
+        };
+        if d.host.is_none() {
+            d.host.clone_from(&ev.host);
+        }
+        d.bytes_out += d_out;
+        d.bytes_in += d_in;
+        d.flows += u64::from(new);
+    }
+
     /// The report as of now: for a running session, up to its latest event.
     pub fn report(&self) -> Report {
         let mut r = self.report.clone();
@@ -384,11 +452,14 @@ pub struct Ledgers {
 }
 
 impl Ledgers {
-    /// Adds an event of `session`; returns the finished report when it ends it.
+    /// Adds an event of `session`; returns the finished report when it ends it, and
+    /// again when a `flow` record comes after the end (a socket is released after
+    /// its process's exit, the root's included): the report written at the end is
+    /// then written again with the bytes.
     pub fn add(&mut self, session: &str, ev: &EventLine) -> Option<Report> {
         if let Some((_, ledger)) = self.ended.iter_mut().find(|(id, _)| id == session) {
             ledger.add(ev);
-            return None;
+            return matches!(ev.detail, EventDetail::Flow { .. }).then(|| ledger.report());
         }
         if !self.live.contains_key(session) && self.live.len() >= MAX_LIVE {
             self.refused += 1;

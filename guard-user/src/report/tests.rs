@@ -4,7 +4,9 @@ use super::*;
 
 /// The audit log of one session: its start, a git status in the workspace, a read of
 /// an SSH key killed in the kernel, a write in the workspace, two connects (one
-/// refused), and its end; then a line of another session.
+/// refused), two flows to the model (one reported twice while it lasts, and closed
+/// after the session's end, as the root's own sockets are), and its end; then a line
+/// of another session.
 const LOG: &str = r#"{"ts":"2026-11-22T08:00:00.000000000Z","kind":"session_start","session":"00000000000000aa","pid":10,"ppid":1,"comm":"agent","user":"alice","agent":"agent","root_pid":10,"how":"run","cwd":"/home/alice/repo"}
 {"ts":"2026-11-22T08:00:00.100000000Z","kind":"exec","session":"00000000000000aa","pid":10,"ppid":1,"comm":"agent","user":"alice","exe":"/usr/bin/agent","argv":["agent","--task","x"],"root":true}
 {"ts":"2026-11-22T08:00:00.200000000Z","kind":"fork","session":"00000000000000aa","pid":10,"comm":"agent","child_pid":11}
@@ -17,9 +19,13 @@ const LOG: &str = r#"{"ts":"2026-11-22T08:00:00.000000000Z","kind":"session_star
 {"ts":"2026-11-22T08:00:00.500000000Z","kind":"open","session":"00000000000000aa","pid":13,"comm":"sh","path":"/home/alice/repo/notes.txt","access":["write","create","truncate"],"result":"ok"}
 {"ts":"2026-11-22T08:00:00.600000000Z","kind":"connect","session":"00000000000000aa","pid":10,"comm":"agent","addr":"127.0.0.1","port":8443,"proto":"tcp","result":"ok","host":"model.local"}
 {"ts":"2026-11-22T08:00:00.610000000Z","kind":"connect","session":"00000000000000aa","pid":10,"comm":"agent","addr":"127.0.0.1","port":8443,"proto":"tcp","result":"ok","host":"model.local"}
+{"ts":"2026-11-22T08:00:00.650000000Z","kind":"flow","session":"00000000000000aa","pid":10,"comm":"agent","addr":"127.0.0.1","port":8443,"proto":"tcp","bytes_out":600000,"bytes_in":2000,"flow_id":"1-2","reason":"periodic","dest_class":"local","host":"model.local"}
+{"ts":"2026-11-22T08:00:00.660000000Z","kind":"flow","session":"00000000000000aa","pid":10,"comm":"agent","addr":"127.0.0.1","port":8443,"proto":"tcp","bytes_out":600000,"bytes_in":2000,"flow_id":"1-2","reason":"periodic","dest_class":"local","host":"model.local"}
+{"ts":"2026-11-22T08:00:00.670000000Z","kind":"flow","session":"00000000000000aa","pid":10,"comm":"agent","addr":"127.0.0.1","port":8443,"proto":"tcp","bytes_out":100,"bytes_in":50,"flow_id":"3-4","reason":"close","dest_class":"local","host":"model.local"}
 {"ts":"2026-11-22T08:00:00.700000000Z","kind":"connect","session":"00000000000000aa","pid":14,"comm":"curl","addr":"169.254.169.254","port":80,"proto":"tcp","result":"EPERM","rule":"cloud-metadata","action":"deny","outcome":"denied","alert":true,"rules":["cloud-metadata"]}
 {"ts":"2026-11-22T08:00:00.750000000Z","kind":"limit","session":"00000000000000aa","pid":10,"comm":"agent","reason":"rate","dropped":5,"dropped_total":5}
 {"ts":"2026-11-22T08:00:02.500000000Z","kind":"session_end","session":"00000000000000aa","pid":10,"comm":"agent","root_pid":10,"stragglers":[15],"killed":[15]}
+{"ts":"2026-11-22T08:00:02.600000000Z","kind":"flow","session":"00000000000000aa","pid":10,"comm":"agent","addr":"127.0.0.1","port":8443,"proto":"tcp","bytes_out":1048700,"bytes_in":40000,"flow_id":"1-2","reason":"close","dest_class":"local","host":"model.local"}
 {"ts":"2026-11-22T08:00:03.000000000Z","kind":"exec","session":"00000000000000bb","pid":20,"comm":"other","exe":"/usr/bin/other","argv":["other"],"root":true}
 "#;
 
@@ -77,6 +83,15 @@ fn the_report_lists_what_the_session_did_and_nothing_else() {
         ]
     );
     assert_eq!(r.destinations.items[1].host.as_deref(), Some("model.local"));
+    // Bytes: each flow's last totals (a repeated record adds nothing), the one
+    // closed after the end included.
+    let model = &r.destinations.items[1];
+    assert_eq!(
+        (model.bytes_out, model.bytes_in, model.flows),
+        (1_048_800, 40_050, 2)
+    );
+    assert_eq!(r.destinations.items[0].bytes_out, 0);
+    assert_eq!((r.bytes_out, r.bytes_in), (1_048_800, 40_050));
 
     let violations: Vec<(&str, &str, &str)> = r
         .violations

@@ -59,6 +59,8 @@ pub struct Proc {
 pub struct Registry {
     sessions: BTreeMap<SessionId, Session>,
     procs: HashMap<u32, Proc>,
+    /// Open flows' totals, for the bytes each flow record adds to its session.
+    flows: crate::event::flows::FlowDeltas,
 }
 
 fn cwd_of(pid: u32) -> Option<String> {
@@ -177,7 +179,9 @@ impl Registry {
     /// sight of a session the kernel started (an agent's exec).
     pub fn before(&mut self, ev: &Event) -> Option<Event> {
         let id = ev.session?;
-        if self.sessions.contains_key(&id) {
+        // A flow is reported by its socket, which may outlive the session (or be
+        // closed after its record was forgotten): it never starts one.
+        if self.sessions.contains_key(&id) || matches!(ev.detail, Detail::Flow(_)) {
             return None;
         }
         let how = match ev.detail {
@@ -260,6 +264,11 @@ impl Registry {
                 }
             }
             Detail::Open { .. } => session.counts.open += 1,
+            Detail::Flow(f) => {
+                let (out, inb) = self.flows.add(f);
+                session.counts.bytes_out += out;
+                session.counts.bytes_in += inb;
+            }
             Detail::Connect { .. } => session.counts.connect += 1,
             Detail::Send { .. } => session.counts.send += 1,
             Detail::Exit { root, .. } => {

@@ -29,7 +29,8 @@ fn sessions_json() -> Value {
             "id": CODEX, "agent": "codex", "root_pid": 4242, "how": "exec", "uid": 1000, "user": "alice",
             "cwd": "/home/alice/src/guard/guard-user", "container": null,
             "started": "2026-03-04T10:15:00.123456789Z", "ended": null, "state": "running",
-            "counts": {"exec": 12, "open": 345, "connect": 3, "send": 9, "fork": 11, "violations": 2},
+            "counts": {"exec": 12, "open": 345, "connect": 3, "send": 9, "fork": 11, "violations": 2,
+                       "bytes_out": 1572864, "bytes_in": 40960},
             "agent_pid": 4242, "agent_threads": ["019aa2b0-5c1e-7d33-8f0e-6b1f2a3c4d5e"],
             "processes": [
                 {"pid": 4242, "ppid": 4100, "comm": "codex", "exe": "/usr/bin/codex", "argv": ["codex", "--full-auto"], "role": "agent"},

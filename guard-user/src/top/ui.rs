@@ -215,6 +215,7 @@ fn draw_sessions(frame: &mut Frame<'_>, app: &App, area: Rect, compact: bool) {
                     right(s.counts.exec.to_string()),
                     right(s.counts.open.to_string()),
                     right(s.counts.connect.to_string()),
+                    right(crate::cli::clients::human_bytes(s.counts.bytes_out)),
                     viol_cell(s),
                 ]);
                 if s.running {
@@ -236,6 +237,7 @@ fn draw_sessions(frame: &mut Frame<'_>, app: &App, area: Rect, compact: bool) {
                 "EXEC",
                 "OPEN",
                 "CONN",
+                "OUT",
                 "VIOL",
             ],
             vec![
@@ -249,12 +251,18 @@ fn draw_sessions(frame: &mut Frame<'_>, app: &App, area: Rect, compact: bool) {
                 Constraint::Length(6),
                 Constraint::Length(7),
                 Constraint::Length(6),
+                Constraint::Length(6),
                 Constraint::Length(5),
             ],
             rows,
         )
     };
-    let numeric = |h: &str| matches!(h, "ROOT" | "AGE" | "EXEC" | "OPEN" | "CONN" | "VIOL");
+    let numeric = |h: &str| {
+        matches!(
+            h,
+            "ROOT" | "AGE" | "EXEC" | "OPEN" | "CONN" | "OUT" | "VIOL"
+        )
+    };
     let header = Row::new(
         header
             .into_iter()

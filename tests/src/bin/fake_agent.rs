@@ -18,6 +18,17 @@
 //! - `net-try SPEC...`: for each `tcp:ADDR` (connect, then send `hello`), `udp:ADDR`
 //!   (`sendto` from an unconnected socket) or `udpc:ADDR` (connect, then send), ADDR
 //!   being `IP:PORT` or `[IP6]:PORT`, reports `SPEC=0` on success or `SPEC=<errno>`.
+//! - `egress SPEC...`: moves [`EGRESS_BYTES`] each way to loopback test servers, per SPEC:
+//!   `tcp:ADDR` (connect, send them, shut down writing, read as many back until EOF),
+//!   `udp:ADDR` (unconnected socket, `sendto` in lockstep: 16 KiB datagrams each
+//!   answered by one byte, then one-byte requests each answered by 16 KiB), or
+//!   `inherit:ADDR` (as `tcp`, but a forked child moves the bytes on the socket this
+//!   process connected, after this process closed its copy), or `redirect:ADDR+ADDR2`
+//!   (one unconnected UDP socket: a 1000-byte datagram to ADDR, then one to ADDR2, each
+//!   answered by one byte), or `slow:ADDR` (TCP: 1000 bytes, 11 s of nothing, 1000
+//!   bytes, shut down writing, read until EOF: a flow that lasts past the periodic
+//!   report interval). Reports `SPEC=ok` and the local port as `SPEC_local=PORT`;
+//!   `inherit` also `SPEC_child=PID`.
 //! - `fs-try SPEC...`: for each file-system change `OP:PATH[:PATH2]` (`create`, `write`
 //!   (append), `trunc-open`, `read`, `mkdir`, `rmdir`, `unlink`, `rename:FROM:TO`,
 //!   `link:FROM:TO`, `symlink:TARGET:PATH`, `truncate`, `chmod`, `chown`, `exec`),
@@ -65,10 +76,11 @@ fn main() -> Result<()> {
         ["net-try", specs @ ..] if !specs.is_empty() => net_try(specs),
         ["fs-try", specs @ ..] if !specs.is_empty() => fs_try(specs),
         ["tamper", op, rest @ ..] => tamper(op, rest),
+        ["egress", specs @ ..] if !specs.is_empty() => egress(specs),
         _ => bail!(
             "usage: guard-fake-agent tree DIR | files DIR | net PORT4 PORT6 UPORT4 UPORT6 CLOSED4 \
              | exit CODE | signals | read PATH | read-then-cat PATH | run PROG [ARG]... \
-             | net-try SPEC... | fs-try SPEC..."
+             | net-try SPEC... | fs-try SPEC... | egress SPEC..."
         ),
     }
 }
@@ -334,6 +346,121 @@ fn net(port4: u16, port6: u16, uport4: u16, uport6: u16, closed4: u16) -> Result
     let udp = UdpSocket::bind(v6(0)).context("bind UDP over IPv6")?;
     udp.send_to(b"udp6-sendto", v6(uport6))
         .context("sendto over IPv6")?;
+    Ok(())
+}
+
+/// Bytes each `egress` flow moves each way: 1 MiB.
+const EGRESS_BYTES: usize = 1 << 20;
+/// The size of the UDP datagrams that carry them.
+const EGRESS_DATAGRAM: usize = 16 << 10;
+
+fn egress(specs: &[&str]) -> Result<()> {
+    let data = vec![0x5a_u8; EGRESS_BYTES];
+    let mut back = vec![0_u8; EGRESS_BYTES + 1];
+    for spec in specs {
+        let (kind, addr) = spec
+            .split_once(':')
+            .with_context(|| format!("bad egress spec {spec}"))?;
+        if let ("redirect", Some((first, second))) = (kind, addr.split_once('+')) {
+            let u = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).context("bind UDP")?;
+            u.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+            report(&format!("{spec}_local"), u.local_addr()?.port());
+            for to in [first, second] {
+                let to: SocketAddr = to.parse().with_context(|| format!("bad address {to}"))?;
+                u.send_to(&data[..1000], to).context("sendto")?;
+                u.recv(&mut back).context("the server's ack")?;
+            }
+            report(spec, "ok");
+            continue;
+        }
+        let addr: SocketAddr = addr
+            .parse()
+            .with_context(|| format!("bad address in {spec}"))?;
+        match kind {
+            "tcp" => {
+                let mut s = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+                report(&format!("{spec}_local"), s.local_addr()?.port());
+                tcp_both_ways(&mut s, &data, &mut back).with_context(|| spec.to_string())?;
+            }
+            "inherit" => {
+                let mut s = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+                report(&format!("{spec}_local"), s.local_addr()?.port());
+                let child = fork()?;
+                if child == 0 {
+                    let code = i32::from(tcp_both_ways(&mut s, &data, &mut back).is_err());
+                    // SAFETY: leaving the forked child at once.
+                    unsafe { libc::_exit(code) };
+                }
+                // The child's copy is now the socket's only descriptor.
+                drop(s);
+                report(&format!("{spec}_child"), child);
+                let mut status = 0;
+                // SAFETY: waiting for our own child.
+                check(unsafe { libc::waitpid(child, &mut status, 0) }, "waitpid")?;
+                ensure!(
+                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                    "{spec}: the child failed ({status})"
+                );
+            }
+            "udp" => {
+                let local: SocketAddr = match addr {
+                    SocketAddr::V4(_) => (Ipv4Addr::LOCALHOST, 0).into(),
+                    SocketAddr::V6(_) => (Ipv6Addr::LOCALHOST, 0).into(),
+                };
+                let u = UdpSocket::bind(local).context("bind UDP")?;
+                u.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+                report(&format!("{spec}_local"), u.local_addr()?.port());
+                for chunk in data.chunks(EGRESS_DATAGRAM) {
+                    u.send_to(chunk, addr).context("sendto")?;
+                    let n = u.recv(&mut back).context("the server's ack")?;
+                    ensure!(n == 1, "ack of {n} bytes");
+                }
+                let mut got = 0;
+                while got < EGRESS_BYTES {
+                    u.send_to(b"d", addr).context("sendto a request")?;
+                    got += u.recv(&mut back).context("a datagram from the server")?;
+                }
+                ensure!(got == EGRESS_BYTES, "{spec}: received {got} bytes");
+            }
+            "slow" => {
+                use std::io::Read;
+                let mut s = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+                report(&format!("{spec}_local"), s.local_addr()?.port());
+                s.write_all(&data[..1000]).context("send")?;
+                // Past the kernel's 10 s between two records of a flow.
+                thread::sleep(std::time::Duration::from_secs(11));
+                s.write_all(&data[..1000]).context("send")?;
+                s.shutdown(std::net::Shutdown::Write).context("shutdown")?;
+                let mut rest = Vec::new();
+                s.read_to_end(&mut rest).context("receive")?;
+            }
+            "redirect" => bail!("{spec}: redirect takes two addresses, ADDR+ADDR2"),
+            _ => bail!("bad egress kind in {spec}"),
+        }
+        report(spec, "ok");
+    }
+    Ok(())
+}
+
+/// Sends `data`, shuts down writing, reads until EOF: exactly as many bytes back.
+fn tcp_both_ways(s: &mut TcpStream, data: &[u8], back: &mut [u8]) -> Result<()> {
+    use std::io::Read;
+    s.write_all(data).context("send")?;
+    s.shutdown(std::net::Shutdown::Write).context("shutdown")?;
+    let mut got = 0;
+    loop {
+        let n = s.read(&mut back[got..]).context("receive")?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+        ensure!(got <= data.len(), "received more than sent");
+    }
+    ensure!(
+        got == data.len(),
+        "received {got} bytes, not {}",
+        data.len()
+    );
     Ok(())
 }
 

@@ -20,6 +20,8 @@ pub(super) struct Ctx {
     pub(super) pin_cpu: Option<usize>,
     pub(super) agent: String,
     pub(super) port: u16,
+    /// A loopback listener that reads and discards (the bulk workload's sink).
+    pub(super) sink_port: u16,
     pub(super) open_target: PathBuf,
     pub(super) repo: PathBuf,
     pub(super) build_dir: PathBuf,

@@ -62,12 +62,12 @@ use self::measure::{capacity, kill_latency, measure};
 pub use self::options::Options;
 use self::options::Params;
 use self::peers::{BPFTRACE_SCRIPT, install_peers, tcpconnect_problem, which};
-use self::prepare::{chown_tree, listener, make_build_sources, make_repo, program_files};
+use self::prepare::{chown_tree, listener, make_build_sources, make_repo, program_files, sink};
 use self::process::{
     TempDir, check_interrupted, install_signal_handlers, random_hex, run_timed, sleep,
 };
 use self::running::{finish, start};
-use self::setups::{SETUPS, Setup, WORKLOADS};
+use self::setups::{SETUPS, Setup, WORKLOADS, Workload};
 use self::summary::{print_summary, summarize, targets};
 use crate::util::{self, log};
 
@@ -85,7 +85,7 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         }
     });
     fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
-    if !opts.no_install {
+    if !opts.no_install && opts.only.is_empty() {
         install_peers();
     }
     for bin in ["gcc", "git"] {
@@ -156,6 +156,7 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         BPFTRACE_SCRIPT.replace("UID", &uid.to_string()),
     )?;
     let port = listener()?;
+    let sink_port = sink()?;
 
     let mut ctx = Ctx {
         guard: guard.clone(),
@@ -171,6 +172,7 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
             .filter(|n| *n > 0),
         agent,
         port,
+        sink_port,
         open_target,
         repo,
         build_dir,
@@ -195,9 +197,29 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         return Ok(());
     }
 
+    let only: Vec<Workload> = opts
+        .only
+        .iter()
+        .map(|n| Workload::by_name(n).with_context(|| format!("no workload {n:?}")))
+        .collect::<Result<_>>()?;
+    let workloads: Vec<Workload> = if only.is_empty() {
+        WORKLOADS.to_vec()
+    } else {
+        only
+    };
+
     // Which setups can run here.
     let mut problems: BTreeMap<Setup, String> = BTreeMap::new();
-    let audit_problem = auditd_problem();
+    if !opts.only.is_empty() {
+        for s in [Setup::Auditd, Setup::LibbpfTools, Setup::Bpftrace] {
+            problems.insert(s, "not run with --workload".into());
+        }
+    }
+    let audit_problem = if problems.contains_key(&Setup::Auditd) {
+        Some("not run with --workload".to_owned())
+    } else {
+        auditd_problem()
+    };
     let _audit_state = match &audit_problem {
         Some(p) => {
             problems.insert(Setup::Auditd, p.clone());
@@ -209,17 +231,18 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         }
     };
     for tool in ["opensnoop", "execsnoop"] {
-        if which(tool).is_none() {
+        if which(tool).is_none() && !problems.contains_key(&Setup::LibbpfTools) {
             problems.insert(
                 Setup::LibbpfTools,
                 format!("{tool} not found (Debian package libbpf-tools)"),
             );
         }
     }
-    if which("bpftrace").is_none() {
+    if which("bpftrace").is_none() && !problems.contains_key(&Setup::Bpftrace) {
         problems.insert(Setup::Bpftrace, "bpftrace not found".into());
     }
     ctx.tcpconnect_problem = match which("tcpconnect") {
+        _ if !opts.only.is_empty() => Some("not run with --workload".into()),
         None => Some("tcpconnect not found".into()),
         Some(_) => tcpconnect_problem(uid, &dir),
     };
@@ -253,7 +276,7 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
     );
 
     // Warm-up (page cache, git's index): each workload once, not recorded.
-    for w in WORKLOADS {
+    for &w in &workloads {
         run_timed(
             &mut ctx.workload_command(Setup::None, w),
             Duration::from_secs(600),
@@ -267,7 +290,7 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         // (or always right after the same other one).
         let mut order = setups.clone();
         order.rotate_left((round as usize - 1) % setups.len().max(1));
-        for w in WORKLOADS {
+        for &w in &workloads {
             for &setup in &order {
                 check_interrupted()?;
                 let sample = measure(&mut ctx, setup, w, round).with_context(|| {
@@ -282,6 +305,27 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
             params.rounds,
             started.elapsed().as_secs_f64()
         );
+    }
+
+    if !opts.only.is_empty() {
+        let results = json!({
+            "schema": 1,
+            "quick": opts.quick,
+            "machine": machine(&guard),
+            "duration_seconds": started.elapsed().as_secs_f64(),
+            "rounds": params.rounds,
+            "workloads": workloads.iter().map(|w| json!({
+                "name": w.name(),
+                "description": w.description(&params),
+            })).collect::<Vec<_>>(),
+            "samples": samples,
+            "summary": summarize(&samples, &setups),
+        });
+        let path = out_dir.join("bench-only-results.json");
+        fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
+        log!("wrote {}", path.display());
+        print_summary(&results);
+        return Ok(());
     }
 
     log!("capacity");

@@ -30,6 +30,12 @@ pub struct Options {
     /// storm-results.json and its section is printed, BENCHMARKS.md is left alone.
     #[arg(long)]
     pub storm_only: bool,
+    /// Run only these workloads (repeatable: open, fork-exec, connect, real, build,
+    /// bulk) under nothing, the floor and guard (outside, inside a session, enforce):
+    /// the timed rounds only, no capacity, kill latency, costs or storm. The summary
+    /// is printed and written to bench-only-results.json; BENCHMARKS.md is left alone.
+    #[arg(long = "workload", value_name = "NAME")]
+    pub only: Vec<String>,
 }
 
 /// Sizes of a run.
@@ -41,6 +47,8 @@ pub(super) struct Params {
     pub(super) connect_n: u64,
     pub(super) git_n: u64,
     pub(super) build_n: u64,
+    /// MiB the bulk workload uploads.
+    pub(super) bulk_mib: u64,
     pub(super) files: u64,
     pub(super) changed: u64,
     pub(super) cap_step_secs: u64,
@@ -64,6 +72,7 @@ impl Params {
                     connect_n: 5_000,
                     git_n: 1,
                     build_n: 2,
+                    bulk_mib: 1024,
                     files: 5_000,
                     changed: 1_000,
                     cap_step_secs: 2,
@@ -84,6 +93,7 @@ impl Params {
                     connect_n: 20_000,
                     git_n: 6,
                     build_n: 5,
+                    bulk_mib: 4096,
                     files: 5_000,
                     changed: 1_000,
                     cap_step_secs: 4,

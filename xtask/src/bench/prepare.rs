@@ -145,6 +145,21 @@ pub(super) fn make_repo(repo: &Path, files: u64, changed: u64, uid: u32, gid: u3
 }
 
 /// Listener on 127.0.0.1 whose thread accepts and drops connections forever.
+/// A loopback listener that reads every connection to its end and discards it.
+pub(super) fn sink() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("cannot listen on 127.0.0.1")?;
+    let port = l.local_addr()?.port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let _ = std::io::copy(&mut s, &mut std::io::sink());
+            });
+        }
+    });
+    Ok(port)
+}
+
 pub(super) fn listener() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("cannot listen on 127.0.0.1")?;
     // A long accept queue: a busy machine must not drop SYNs (a 1 s retry).

@@ -82,14 +82,16 @@ pub(super) enum Workload {
     Connect,
     Real,
     Build,
+    Bulk,
 }
 
-pub(super) const WORKLOADS: [Workload; 5] = [
+pub(super) const WORKLOADS: [Workload; 6] = [
     Workload::Open,
     Workload::ForkExec,
     Workload::Connect,
     Workload::Real,
     Workload::Build,
+    Workload::Bulk,
 ];
 
 impl Workload {
@@ -100,7 +102,13 @@ impl Workload {
             Self::Connect => "connect",
             Self::Real => "real",
             Self::Build => "build",
+            Self::Bulk => "bulk",
         }
+    }
+
+    /// The workload named `name` (`--workload`).
+    pub(super) fn by_name(name: &str) -> Option<Self> {
+        WORKLOADS.into_iter().find(|w| w.name() == name)
     }
 
     pub(super) fn description(self, p: &Params) -> String {
@@ -121,12 +129,21 @@ impl Workload {
                  each, including stdio.h, stdlib.h and string.h), one after the other",
                 p.build_n
             ),
+            Self::Bulk => format!(
+                "TCP upload of {} MiB to a loopback sink the bench owns, one connection, \
+                 1 MiB writes (egress accounting: every packet passes the cgroup_skb \
+                 programs; in a session the socket is tagged and counted)",
+                p.bulk_mib
+            ),
         }
     }
 
     /// The micro workloads; the others are real programs (git, gcc).
     pub(super) fn micro(self) -> bool {
-        matches!(self, Self::Open | Self::ForkExec | Self::Connect)
+        matches!(
+            self,
+            Self::Open | Self::ForkExec | Self::Connect | Self::Bulk
+        )
     }
 
     /// The workload's default size.
@@ -137,6 +154,7 @@ impl Workload {
             Self::Connect => p.connect_n,
             Self::Real => p.git_n,
             Self::Build => p.build_n,
+            Self::Bulk => p.bulk_mib,
         }
     }
 
@@ -150,6 +168,7 @@ impl Workload {
             Self::Connect => a.extend(["connect".into(), n, ctx.port.to_string()]),
             Self::Real => a.extend(["git".into(), n, path_str(&ctx.repo)]),
             Self::Build => a.extend(["build".into(), n, path_str(&ctx.build_dir)]),
+            Self::Bulk => a.extend(["bulk".into(), n, ctx.sink_port.to_string()]),
         }
         a
     }

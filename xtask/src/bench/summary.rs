@@ -188,6 +188,10 @@ pub(super) fn print_summary(r: &Value) {
                 ))
             })
             .collect();
+        if line.is_empty() {
+            // Not run (`--workload` picked others).
+            continue;
+        }
         log!("{:<9} {}", w.name(), line.join("  "));
     }
     for t in r["targets"].as_array().into_iter().flatten() {

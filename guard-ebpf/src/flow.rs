@@ -1,0 +1,223 @@
+//! Egress accounting: bytes per socket of the sockets tracked processes use.
+//!
+//! - Tagging: when a tracked process connects a socket, or sends a datagram to an
+//!   explicit address, and the sock_addr hook (`net.rs`) lets it through, the socket
+//!   gets socket-local storage in [`FLOW_SOCKS`]: the session and process that
+//!   tagged it (a record header), the destination, zero counts. The storage belongs
+//!   to the socket, not to the process: a socket passed to or inherited by another
+//!   process keeps its attribution, and the kernel frees the storage with the socket.
+//! - Counting: two cgroup_skb programs on the cgroup2 root see every IP packet of
+//!   every socket of the host, egress and ingress. A packet of a socket without
+//!   storage (every socket outside sessions) costs the skb's socket pointer, one
+//!   `bpf_sk_fullsock` and one `bpf_sk_storage_get` that finds the socket's storage
+//!   list empty: a pointer test, no hash. A tagged socket's packet adds `skb->len`
+//!   (the IP packet: IP and transport headers included; a TSO/GSO batch is one skb)
+//!   to its counts with atomic adds.
+//! - Reporting: a [`guard_common::EventKind::Flow`] record with the flow's totals
+//!   when the socket is released (cgroup `sock_release`: its last descriptor
+//!   closed), when a tracked process points it at another destination, and, for a
+//!   long-lived flow, at its first packet at least `flow::REPORT_NS` after its
+//!   previous record.
+
+use core::{
+    ffi::c_void,
+    intrinsics::{AtomicOrdering, atomic_xadd},
+    ptr,
+};
+
+use aya_ebpf::{
+    bindings::{BPF_RB_NO_WAKEUP, bpf_sock},
+    btf_maps::SkStorage,
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+        generated::{bpf_get_socket_cookie, bpf_sk_fullsock, bpf_sk_storage_get},
+    },
+    macros::{btf_map, cgroup_skb, cgroup_sock},
+    programs::{SkBuffContext, SockAddrContext, SockContext},
+};
+use guard_common::{EventKind, FlowBody, FlowSock, Header, NetBody, counter, flow};
+
+use crate::maps::{EVENTS, count};
+
+/// Socket-local storage of the sockets tracked processes connected or sent on.
+#[btf_map]
+pub static FLOW_SOCKS: SkStorage<FlowSock> = SkStorage::new();
+
+/// cgroup_skb verdict: let the packet through (accounting never drops).
+const PASS: i32 = 1;
+
+#[repr(C)]
+struct FlowRecord {
+    header: Header,
+    body: FlowBody,
+}
+
+#[inline(always)]
+fn map_ptr() -> *mut c_void {
+    // The helpers take the map definition's address (what aya's own accessors pass).
+    ptr::addr_of!(FLOW_SOCKS).cast_mut().cast()
+}
+
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+/// Tags the socket of a connect or send a sock_addr hook let through for a tracked
+/// process of `session`. A socket already tagged for the same destination keeps
+/// its flow; for another destination, the old flow's final record goes first.
+#[inline(always)]
+pub fn tag(ctx: &SockAddrContext, dest: &NetBody, session: u64, who: u32) {
+    // SAFETY: the storage pointer is checked for null; the map is socket storage of
+    // `FlowSock` values, zeroed at creation.
+    let st = unsafe { FLOW_SOCKS.get_or_insert_ptr_mut(ctx, None) };
+    if st.is_null() {
+        count(counter::lost(EventKind::Flow as u16));
+        return;
+    }
+    // SAFETY: non-null storage of this socket, valid for this program run.
+    let st = unsafe { &mut *st };
+    let now = now_ns();
+    if st.body.start_ns != 0 {
+        if st.body.family == dest.family && st.body.port == dest.port && st.body.addr == dest.addr {
+            return;
+        }
+        report(st, flow::REDIRECT, now);
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    st.header = Header {
+        kind: EventKind::Flow as u16,
+        flags: 0,
+        payload_len: 0,
+        ts_ns: now,
+        session,
+        // SAFETY: helper without arguments.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        // bpf_get_current_task is a base helper for a loader with CAP_PERFMON (root).
+        ppid: crate::core_read::ppid(crate::core_read::current()),
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        rule: 0,
+        role: u16::from(guard_common::role::of(who)),
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    st.body = FlowBody {
+        addr: dest.addr,
+        start_ns: now,
+        // SAFETY: sock_addr programs may read their socket's cookie.
+        cookie: unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) },
+        family: dest.family,
+        port: dest.port,
+        sock_type: dest.sock_type,
+        protocol: dest.protocol,
+        ..FlowBody::default()
+    };
+    st.reported_ns = now;
+    st.reported_bytes = 0;
+}
+
+/// Sends the flow's record with its totals as of now.
+#[inline(always)]
+fn report(st: &mut FlowSock, reason: u32, now: u64) {
+    let Some(mut entry) = EVENTS.reserve::<FlowRecord>(0) else {
+        count(counter::lost(EventKind::Flow as u16));
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` is a reserved ring-buffer slot of FlowRecord's size; `st` is
+    // this socket's storage.
+    unsafe {
+        ptr::copy_nonoverlapping(&raw const st.header, &raw mut (*record).header, 1);
+        (*record).header.kind = EventKind::Flow as u16;
+        (*record).header.ts_ns = now;
+        (*record).header.payload_len = 0;
+        ptr::copy_nonoverlapping(&raw const st.body, &raw mut (*record).body, 1);
+        (*record).body.reason = reason;
+    }
+    // The daemon reads flows at its drain beat; nothing here needs a prompt wake-up.
+    entry.submit(u64::from(BPF_RB_NO_WAKEUP));
+    st.reported_bytes = st.body.bytes_out.wrapping_add(st.body.bytes_in);
+}
+
+/// An atomic add (BPF `lock xadd`): two CPUs may count packets of one socket at
+/// once (UDP sends from several threads, ingress on several queues). `core` offers no
+/// `AtomicU64::fetch_add` on the BPF target (it has no compare-and-swap), so the
+/// intrinsic: an add whose result is unused is the oldest BPF atomic, on every kernel.
+#[inline(always)]
+fn add(counter: &mut u64, n: u64) {
+    // SAFETY: a u64 in socket storage, 8-aligned, valid for this program run.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, n) };
+}
+
+/// Counts one packet of the skb's socket if the socket is tagged.
+#[inline(always)]
+fn account(ctx: &SkBuffContext, egress: bool) {
+    let skb = ctx.skb.skb;
+    // SAFETY: `sk` is a readable field of the cgroup_skb context (may be null).
+    let sk: *mut bpf_sock = unsafe { (*skb).__bindgen_anon_2.sk };
+    if sk.is_null() {
+        return;
+    }
+    // SAFETY: helper on the context's socket pointer, checked for null above.
+    let full = unsafe { bpf_sk_fullsock(sk) };
+    if full.is_null() {
+        return;
+    }
+    // SAFETY: a full socket; no creation (flags 0): a miss for untagged sockets.
+    let st = unsafe { bpf_sk_storage_get(map_ptr(), full.cast(), ptr::null_mut(), 0) }
+        .cast::<FlowSock>();
+    if st.is_null() {
+        return;
+    }
+    // SAFETY: non-null storage of this socket, valid for this program run.
+    let st = unsafe { &mut *st };
+    // SAFETY: context field read.
+    let len = u64::from(unsafe { (*skb).len });
+    if egress {
+        add(&mut st.body.bytes_out, len);
+        add(&mut st.body.packets_out, 1);
+    } else {
+        add(&mut st.body.bytes_in, len);
+        add(&mut st.body.packets_in, 1);
+    }
+    let now = now_ns();
+    // A released socket has `reported_ns` at u64::MAX: no more periodic records.
+    if now.saturating_sub(st.reported_ns) >= flow::REPORT_NS {
+        st.reported_ns = now;
+        report(st, flow::PERIODIC, now);
+    }
+}
+
+#[cgroup_skb(egress)]
+pub fn flow_egress(ctx: SkBuffContext) -> i32 {
+    account(&ctx, true);
+    PASS
+}
+
+#[cgroup_skb(ingress)]
+pub fn flow_ingress(ctx: SkBuffContext) -> i32 {
+    account(&ctx, false);
+    PASS
+}
+
+/// The socket's last descriptor closed: the flow's final record.
+#[cgroup_sock(sock_release)]
+pub fn flow_release(ctx: SockContext) -> i32 {
+    // SAFETY: cgroup sock programs pass their context as the socket; no creation.
+    let st = unsafe { bpf_sk_storage_get(map_ptr(), ctx.sock.cast(), ptr::null_mut(), 0) }
+        .cast::<FlowSock>();
+    if !st.is_null() {
+        // SAFETY: non-null storage of this socket, valid for this program run.
+        let st = unsafe { &mut *st };
+        if st.body.start_ns != 0 && st.reported_ns != u64::MAX {
+            report(st, flow::CLOSE, now_ns());
+            st.reported_ns = u64::MAX;
+        }
+    }
+    PASS
+}
