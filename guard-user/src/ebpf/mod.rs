@@ -146,7 +146,10 @@ const SYSCALL_TRACEPOINTS: [(&str, &[&str]); 6] = [
 /// BPF-LSM hook that refuses the same attempts where it runs: a group's tracepoints
 /// are attached only when its hook is not (else the LSM's refusal would be followed
 /// by a kill for the same call). (hook, [(program, tracepoints)]).
-type TamperGroup = (&'static str, &'static [(&'static str, &'static [&'static str])]);
+type TamperGroup = (
+    &'static str,
+    &'static [(&'static str, &'static [&'static str])],
+);
 const TAMPER_TRACEPOINTS: [TamperGroup; 5] = [
     (
         "task_kill",
@@ -178,7 +181,10 @@ const TAMPER_TRACEPOINTS: [TamperGroup; 5] = [
         ],
     ),
     ("bpf", &[("tamper_bpf", &["sys_enter_bpf"])]),
-    ("perf_event_open", &[("tamper_perf", &["sys_enter_perf_event_open"])]),
+    (
+        "perf_event_open",
+        &[("tamper_perf", &["sys_enter_perf_event_open"])],
+    ),
     // F_SETOWN has no BPF-LSM hook that can refuse it (file_set_fowner returns
     // nothing): killed at the call on every tier; on BPF-LSM the signals themselves
     // are refused too (file_send_sigiotask).
@@ -924,8 +930,8 @@ fn attach_lsm(
             return (Err(why.clone()), Err(why), Vec::new());
         }
     };
-    let mut attach = |hook: &'static str| -> Result<(), String> {
-        let p: &mut Lsm = program_mut(bpf, hook).map_err(|e| e.to_string())?;
+    let mut attach_as = |program: &'static str, hook: &'static str| -> Result<(), String> {
+        let p: &mut Lsm = program_mut(bpf, program).map_err(|e| e.to_string())?;
         p.load(hook, &btf)
             .map_err(|e| format!("cannot load lsm/{hook}: {}", short_chain(&e)))?;
         let id = p
@@ -939,6 +945,13 @@ fn attach_lsm(
             .map_err(|e| short_chain(&e))?;
         attached.push(format!("lsm/{hook}"));
         Ok(())
+    };
+    let mut attach = |hook: &'static str| -> Result<(), String> {
+        match attach_as(hook, hook) {
+            // The hook's arguments changed in 6.11: its other version.
+            Err(_) if hook == "perf_event_open" => attach_as("perf_event_open_1", hook),
+            r => r,
+        }
     };
     let mut open_exec = Ok(());
     for hook in ["file_open", "bprm_check_security"] {
