@@ -377,7 +377,7 @@ fn self_protection(
             None,
         );
     }
- let mut guarantee = "the offender is killed at the system call: a signal it sent guard or a bpf() call it made has taken effect; an open of guard's /proc files or pins never returns data"
+    let mut guarantee = "the offender is killed at the system call: a signal it sent guard or a bpf() call it made has taken effect; an open of guard's /proc files or pins never returns data"
         .to_owned();
     if !lsm.is_empty() {
         guarantee.push_str(&format!(
