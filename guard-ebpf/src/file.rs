@@ -161,7 +161,14 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
         // open returns, and the record says tamper, not open.
         // SAFETY: `__syscall_nr` of the sys_exit record.
         let syscall = unsafe { ctx.read_at::<i32>(8) }.unwrap_or(-1);
-        if crate::tamper::opened(session, syscall, file, pending.flags, path, PATH_END - start) {
+        if crate::tamper::opened(
+            session,
+            syscall,
+            file,
+            pending.flags,
+            path,
+            PATH_END - start,
+        ) {
             return Ok(());
         }
         // Decided before the open returns: a killed process never sees the file.

@@ -14,8 +14,9 @@ use guard_common::{EventKind, ExecBody, OpenBody, OpenCall, flags, rules::enforc
 use crate::{
     core_read::{self, WALK_TRUNCATED},
     emit::{Draft, current_ids},
-    enforce, tamper,
+    enforce,
     maps::{PATH_END, PATH_MASK, PATH_SCRATCH, TRACKED},
+    tamper,
 };
 
 const EPERM: i32 = 1;

@@ -83,11 +83,8 @@ fn report(session: u64, body: TamperBody, done: u16, path: Option<(*const u8, u3
         n = len.min(guard_common::PATH_MAX as u32) & 0xfff;
         // SAFETY: bounded copy from the path scratch into the event scratch.
         unsafe {
-            let _ = bpf_probe_read_kernel(
-                draft.payload_ptr::<TamperBody>(0).cast(),
-                n,
-                path.cast(),
-            );
+            let _ =
+                bpf_probe_read_kernel(draft.payload_ptr::<TamperBody>(0).cast(), n, path.cast());
         }
     }
     draft.body(body);
@@ -319,10 +316,23 @@ pub fn bpf(ctx: LsmContext) -> i32 {
     -EPERM
 }
 
+/// perf_event_open(2), up to 6.10: `(struct perf_event_attr *attr, int type)`.
 #[lsm(hook = "perf_event_open")]
 pub fn perf_event_open(ctx: LsmContext) -> i32 {
-    // (struct perf_event_attr *attr, int type)
     let t = tracked_or_return!(ctx, 2);
+    perf_refused(&t)
+}
+
+/// perf_event_open(2) from 6.11, whose hook lost its `attr` argument: `(int type)`.
+/// User space loads whichever the kernel's BTF accepts.
+#[lsm(hook = "perf_event_open")]
+pub fn perf_event_open_1(ctx: LsmContext) -> i32 {
+    let t = tracked_or_return!(ctx, 1);
+    perf_refused(&t)
+}
+
+#[inline(always)]
+fn perf_refused(t: &Tracked) -> i32 {
     report(
         t.session,
         body(op::PERF_EVENT_OPEN, -1, 0, 0),

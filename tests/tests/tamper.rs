@@ -115,13 +115,23 @@ impl Setup {
             }
         }
         let pid = f.pid;
-        let events = self.daemon.wait_for(&format!("the tamper event of {what}"), |ev| {
-            ev.iter().any(|e| e.kind() == "tamper" && e.pid() == Some(pid))
-        });
-        let ev = find(&events, what, |e| e.kind() == "tamper" && e.pid() == Some(pid)).clone();
+        let events = self
+            .daemon
+            .wait_for(&format!("the tamper event of {what}"), |ev| {
+                ev.iter()
+                    .any(|e| e.kind() == "tamper" && e.pid() == Some(pid))
+            });
+        let ev = find(&events, what, |e| {
+            e.kind() == "tamper" && e.pid() == Some(pid)
+        })
+        .clone();
         assert_eq!(ev.str("op"), Some(op), "{what}: {ev}");
         if let Some(target) = target {
-            assert_eq!(ev.int("target_pid"), Some(i64::from(target)), "{what}: {ev}");
+            assert_eq!(
+                ev.int("target_pid"),
+                Some(i64::from(target)),
+                "{what}: {ev}"
+            );
         }
         let done = match self.tier {
             Tier::Lsm => ("denied", "deny", "denied"),
@@ -144,10 +154,12 @@ impl Setup {
         let rc = f.report("attempt");
         // The session's end comes after anything the attempt made the kernel report.
         let pid = f.pid;
-        let events = self.daemon.wait_for(&format!("the session of {what} to end"), |ev| {
-            ev.iter()
-                .any(|e| e.kind() == "session_end" && e.int("root_pid") == Some(pid))
-        });
+        let events = self
+            .daemon
+            .wait_for(&format!("the session of {what} to end"), |ev| {
+                ev.iter()
+                    .any(|e| e.kind() == "session_end" && e.int("root_pid") == Some(pid))
+            });
         assert!(
             !events
                 .iter()
@@ -225,7 +237,12 @@ fn attempts_on_guard_from_a_session_are_stopped_and_reported() {
 
     let environ = format!("/proc/{guard}/environ");
     let f = s.attempt(&["read", &environ]);
-    let ev = s.stopped("a read of /proc/<guard>/environ", &f, "proc_open", Some(guard));
+    let ev = s.stopped(
+        "a read of /proc/<guard>/environ",
+        &f,
+        "proc_open",
+        Some(guard),
+    );
     assert_eq!(ev.str("path"), Some(environ.as_str()), "{ev}");
     assert!(
         !f.stdout.contains("GUARD") && !f.stdout.contains("PATH="),
@@ -256,10 +273,7 @@ fn attempts_on_guard_from_a_session_are_stopped_and_reported() {
     // What `ps` reads, and a mere existence check, are allowed.
     let status = format!("/proc/{guard}/status");
     let f = s.attempt(&["read", &status]);
-    assert!(
-        s.allowed("a read of /proc/<guard>/status", &f) > 0,
-        "{f:?}"
-    );
+    assert!(s.allowed("a read of /proc/<guard>/status", &f) > 0, "{f:?}");
     let f = s.attempt(&["signal", &g, "0"]);
     assert_eq!(s.allowed("kill -0 of guard", &f), 0, "{f:?}");
 
@@ -289,7 +303,8 @@ fn attempts_on_guard_from_a_session_are_stopped_and_reported() {
         assert!(prog.exists(), "{} was removed", prog.display());
         let pid = f.pid;
         let events = s.daemon.wait_for("the pin change's tamper event", |ev| {
-            ev.iter().any(|e| e.kind() == "tamper" && e.pid() == Some(pid))
+            ev.iter()
+                .any(|e| e.kind() == "tamper" && e.pid() == Some(pid))
         });
         let ev = find(&events, "pin_change", |e| {
             e.kind() == "tamper" && e.pid() == Some(pid)
@@ -352,8 +367,7 @@ fn kill_9_of_guard_from_a_session() {
             // ring buffer).
             let mut next = start(&s.pins, &s.policy);
             let killer = f.pid;
-            let is_attempt =
-                |e: &Event| e.kind() == "tamper" && e.pid() == Some(killer);
+            let is_attempt = |e: &Event| e.kind() == "tamper" && e.pid() == Some(killer);
             let reported = if before.iter().any(is_attempt) {
                 before
             } else {
@@ -368,7 +382,13 @@ fn kill_9_of_guard_from_a_session() {
                     ev.int("signal"),
                     ev.str("done")
                 ),
-                (Some("signal"), Some("kill"), Some(i64::from(guard)), Some(9), Some("killed")),
+                (
+                    Some("signal"),
+                    Some("kill"),
+                    Some(i64::from(guard)),
+                    Some(9),
+                    Some("killed")
+                ),
                 "{ev}"
             );
             let events = next.wait_for("daemon_resumed", |ev| {

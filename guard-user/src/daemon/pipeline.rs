@@ -449,6 +449,7 @@ mod tests {
             .expect("the session's report");
         let violation = report
             .violations
+            .items
             .iter()
             .find(|v| v.rule == "self_protection")
             .expect("reported as a violation");

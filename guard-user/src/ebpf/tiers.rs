@@ -386,7 +386,10 @@ impl Enforcement {
 
 /// The `self_protection` row: BPF-LSM refusals where every group's hook runs,
 /// else kills at the system call, saying which groups are which.
-fn self_protection(probe: &Probe, lsm_why: Option<String>) -> (Option<Tier>, String, Option<String>) {
+fn self_protection(
+    probe: &Probe,
+    lsm_why: Option<String>,
+) -> (Option<Tier>, String, Option<String>) {
     let groups = &probe.self_protection;
     let missing: Vec<String> = groups
         .iter()
@@ -410,15 +413,18 @@ fn self_protection(probe: &Probe, lsm_why: Option<String>) -> (Option<Tier>, Str
         return (
             Some(Tier::BpfLsmDeny),
             format!(
-                "a session's signals to guard, ptrace and process_vm access, opens of its                  /proc files and pins, pin removals, bpf() and perf_event_open() fail with                  EPERM: guard is untouched{umount}"
+                "a session's signals to guard, ptrace and process_vm access, opens of its /proc files and pins, pin removals, bpf() and perf_event_open() fail with EPERM: guard is untouched{umount}"
             ),
             None,
         );
     }
-    let mut guarantee = "the offender is killed at the system call: a signal it sent guard                          or a bpf() call it made has taken effect; an open of guard's /proc                          files or pins never returns data"
+    let mut guarantee = "the offender is killed at the system call: a signal it sent guard or a bpf() call it made has taken effect; an open of guard's /proc files or pins never returns data"
         .to_owned();
     if !lsm.is_empty() {
-        guarantee.push_str(&format!("; refused with EPERM by BPF-LSM: {}", lsm.join(", ")));
+        guarantee.push_str(&format!(
+            "; refused with EPERM by BPF-LSM: {}",
+            lsm.join(", ")
+        ));
     }
     if !missing.is_empty() {
         guarantee.push_str(&format!("; not enforced: {}", missing.join("; ")));

@@ -369,10 +369,7 @@ pub(crate) mod tests {
         };
         assert_eq!(path, b"/proc/777/mem");
         // Cut short: an error, never a panic.
-        assert!(matches!(
-            decode(&rec[..80]),
-            Err(DecodeError::Short { .. })
-        ));
+        assert!(matches!(decode(&rec[..80]), Err(DecodeError::Short { .. })));
     }
 
     #[test]

@@ -629,7 +629,9 @@ fn tamper(op: &str, args: &[&str]) -> Result<()> {
     // SAFETY (all calls below): plain system calls on buffers that outlive them.
     let rc: i64 = unsafe {
         match (op, args) {
-            ("signal", [p, sig]) => ret(libc::kill(pid(p)?, sig.parse().context("bad signal")?).into()),
+            ("signal", [p, sig]) => {
+                ret(libc::kill(pid(p)?, sig.parse().context("bad signal")?).into())
+            }
             ("seize", [p]) => ret(libc::ptrace(
                 libc::PTRACE_SEIZE,
                 pid(p)?,
