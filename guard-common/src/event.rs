@@ -29,11 +29,17 @@ pub enum EventKind {
     /// The kernel could not deliver records of a session, or could not track one of
     /// its children ([`LimitBody`]).
     Limit = 8,
+    /// A tracked process took a route around the hooks of opens, execs or the
+    /// network that guard refuses or reports on its own ([`RouteBody`], then the path
+    /// of the file involved, if any): io_uring, open_by_handle_at, a raw or packet
+    /// socket, an executable mapping a rule forbids (a program run by the dynamic
+    /// loader).
+    Route = 10,
 }
 
 impl EventKind {
     /// Every kind, in numeric order.
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::Exec,
         EventKind::Open,
         EventKind::Connect,
@@ -41,6 +47,7 @@ impl EventKind {
         EventKind::Fork,
         EventKind::Exit,
         EventKind::Limit,
+        EventKind::Route,
     ];
 
     /// Decodes a kind number; `None` for numbers this build does not know.
@@ -53,6 +60,7 @@ impl EventKind {
             5 => EventKind::Fork,
             6 => EventKind::Exit,
             8 => EventKind::Limit,
+            10 => EventKind::Route,
             _ => return None,
         })
     }
@@ -67,6 +75,7 @@ impl EventKind {
             EventKind::Fork => "fork",
             EventKind::Exit => "exit",
             EventKind::Limit => "limit",
+            EventKind::Route => "route",
         }
     }
 }
@@ -303,6 +312,45 @@ pub struct LimitBody {
     pub reason: u32,
     /// With [`limit::TRACK_FULL`]: the child that could not be tracked.
     pub child_pid: u32,
+}
+
+/// The routes of [`RouteBody::route`] (stable numbers). Also the byte a
+/// `path_kind::ROUTE` rule key holds.
+pub mod route {
+    /// `io_uring_setup(2)`: a ring whose operations (opens, reads, connects, sends)
+    /// bypass the system-call hooks.
+    pub const IO_URING: u32 = 1;
+    /// `open_by_handle_at(2)`: an open by file handle, not by path.
+    pub const OPEN_BY_HANDLE: u32 = 2;
+    /// The exec of a file that has no name in the file system: a memfd or a
+    /// deleted file (reported in the exec event's `rule` when refused; not a
+    /// route record).
+    pub const FILELESS_EXEC: u32 = 3;
+    /// `socket(2)` of a raw IPv4/IPv6 socket (`SOCK_RAW`).
+    pub const RAW_SOCKET: u32 = 4;
+    /// `socket(2)` of a packet socket (`AF_PACKET`, or the obsolete `SOCK_PACKET`).
+    pub const PACKET_SOCKET: u32 = 5;
+    /// `mmap(2)` with `PROT_EXEC` of a file an exec rule forbids: a program run
+    /// by the dynamic loader (`ld.so ./prog`) or loaded by hand.
+    pub const EXEC_MAPPING: u32 = 6;
+    /// Highest route number.
+    pub const MAX: u32 = 6;
+}
+
+/// Body of [`EventKind::Route`]; payload: the path of the file involved (the
+/// mapped file of [`route::EXEC_MAPPING`]), else none.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteBody {
+    /// What the system call returned, when the record was made after it (`-errno`
+    /// for a refusal); 0 when the process was killed before it returned.
+    pub ret: i64,
+    /// A [`route`] number.
+    pub route: u32,
+    /// Sockets: the address family; else 0.
+    pub family: u16,
+    /// Sockets: the socket type (`SOCK_RAW` 3, `SOCK_PACKET` 10, …); else 0.
+    pub sock_type: u16,
 }
 
 /// Size of the biggest record: an exec with a full exe path and a full argv.

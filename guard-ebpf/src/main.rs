@@ -20,6 +20,7 @@ mod lsm;
 mod maps;
 mod net;
 mod process;
+mod route;
 
 #[cfg(not(test))]
 #[panic_handler]

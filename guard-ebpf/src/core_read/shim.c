@@ -32,9 +32,14 @@ struct qstr {
 	const unsigned char *name;
 } __co_re;
 
+struct inode {
+	unsigned int i_nlink;
+} __co_re;
+
 struct dentry {
 	struct dentry *d_parent;
 	struct qstr d_name;
+	struct inode *d_inode;
 } __co_re;
 
 struct vfsmount {
@@ -361,3 +366,20 @@ ACCESSOR u32 guard_dentry_path_on(struct path *on, struct dentry *d, u8 *buf, u3
 }
 
 ACCESSOR struct dentry *guard_path_dentry(struct path *p) { return BPF_CORE_READ(p, dentry); }
+
+// ---- for the routes ----
+
+// Whether file f has a name in the file system: 1 for a pseudo file (its dentry
+// is its own parent without being a mount's root: a memfd, named by its dentry
+// name "memfd:NAME"), 2 for a file with no links left (deleted, or O_TMPFILE never
+// linked), 0 otherwise.
+ACCESSOR u32 guard_file_fileless(struct file *f)
+{
+	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
+	struct dentry *root = BPF_CORE_READ(f, f_path.mnt, mnt_root);
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	if (parent == d)
+		return d != root ? 1 : 0;
+	struct inode *inode = BPF_CORE_READ(d, d_inode);
+	return inode && BPF_CORE_READ(inode, i_nlink) == 0 ? 2 : 0;
+}

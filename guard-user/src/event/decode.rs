@@ -2,7 +2,9 @@
 
 use std::mem::size_of;
 
-use guard_common::{EventKind, ExecBody, ExitBody, ForkBody, Header, LimitBody, NetBody, OpenBody};
+use guard_common::{
+    EventKind, ExecBody, ExitBody, ForkBody, Header, LimitBody, NetBody, OpenBody, RouteBody,
+};
 
 /// A record as the kernel wrote it, with its payload split out.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,6 +30,10 @@ pub enum Body {
     Fork(ForkBody),
     Exit(ExitBody),
     Limit(LimitBody),
+    Route {
+        body: RouteBody,
+        path: Vec<u8>,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -67,6 +73,7 @@ wire!(
     ForkBody = 16,
     ExitBody = 16,
     LimitBody = 24,
+    RouteBody = 16,
 );
 
 fn read<T: Wire>(bytes: &[u8], at: usize) -> Result<T, DecodeError> {
@@ -124,6 +131,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         EventKind::Fork => Body::Fork(read(bytes, at)?),
         EventKind::Exit => Body::Exit(read(bytes, at)?),
         EventKind::Limit => Body::Limit(read(bytes, at)?),
+        EventKind::Route => Body::Route {
+            body: read(bytes, at)?,
+            path: payload::<RouteBody>(bytes, &header)?.to_vec(),
+        },
     };
     Ok(Record { header, body })
 }

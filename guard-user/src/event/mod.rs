@@ -7,6 +7,7 @@ pub mod decode;
 pub mod enrich;
 mod json;
 mod line;
+pub mod via;
 
 pub use self::json::rfc3339;
 
@@ -111,6 +112,19 @@ pub enum Detail {
         /// With [`LimitReason::TrackFull`]: the child that escaped tracking.
         child_pid: Option<u32>,
     },
+    /// A route around the open, exec or network hooks, refused or killed by the
+    /// kernel (`[sessions]`, or an exec rule on an executable mapping).
+    Route {
+        route: Route,
+        /// The file involved (an executable mapping), as the kernel resolved it.
+        path: Option<String>,
+        truncated: bool,
+        /// Sockets: address family and socket type.
+        family: u16,
+        sock_type: u16,
+        /// `-errno` when refused (EPERM), 0 when killed before the call returned.
+        ret: i64,
+    },
     SessionStart {
         agent: String,
         root_pid: u32,
@@ -181,12 +195,15 @@ impl Detail {
             Detail::SessionEnd { .. } => "session_end",
             Detail::Lost { .. } => "lost",
             Detail::Limit { .. } => "limit",
+            Detail::Route { .. } => "route",
             Detail::PolicyLoaded { .. } => "policy_loaded",
             Detail::PolicyRejected { .. } => "policy_rejected",
             Detail::Resumed(_) => "daemon_resumed",
         }
     }
 }
+
+pub use guard_common::protocol::Route;
 
 /// Why the kernel sent a `limit` record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -411,6 +428,14 @@ impl Event {
                     child_pid: (reason == LimitReason::TrackFull).then_some(l.child_pid),
                 }
             }
+            Body::Route { body, path } => Detail::Route {
+                route: Route::from_u32(body.route),
+                path: (!path.is_empty()).then(|| String::from_utf8_lossy(&path).into_owned()),
+                truncated: flag(flags::PATH_TRUNCATED),
+                family: body.family,
+                sock_type: body.sock_type,
+                ret: body.ret,
+            },
         };
         Event {
             ts_ns: i128::from(h.ts_ns) + ts_offset_ns,

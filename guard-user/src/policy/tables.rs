@@ -218,6 +218,20 @@ fn merge_nets(entries: Vec<(u32, NetData, RuleRef)>) -> Vec<(u32, NetData, RuleR
         .collect()
 }
 
+/// The `guard_common::route` number of a route, as a rule key's byte.
+fn route_byte(r: super::model::Route) -> Option<u8> {
+    use super::model::Route;
+    let n = match r {
+        Route::IoUring => guard_common::route::IO_URING,
+        Route::OpenByHandleAt => guard_common::route::OPEN_BY_HANDLE,
+        Route::FilelessExec => guard_common::route::FILELESS_EXEC,
+        Route::RawSocket => guard_common::route::RAW_SOCKET,
+        Route::PacketSocket => guard_common::route::PACKET_SOCKET,
+        Route::ExecMapping | Route::Unknown => return None,
+    };
+    u8::try_from(n).ok()
+}
+
 /// Compiles what the kernel can enforce. Observe mode enforces nothing but the
 /// session limits (records dropped, counted; never a kill). With `lsm`
 /// (the BPF-LSM hooks attached), `deny` on files and execs refuses the operation;
@@ -322,6 +336,21 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
                     out.partial.push(i);
                 }
             }
+            Kind::Route(routes) => {
+                let value = RuleRef {
+                    rule: index,
+                    access: 0,
+                    flags: verdict | scope,
+                    ports: [0; 8],
+                };
+                for r in routes {
+                    let Some(byte) = route_byte(*r) else {
+                        continue;
+                    };
+                    out.paths
+                        .extend(path_entry(path_kind::ROUTE, &[byte], true, value));
+                }
+            }
             Kind::Network { allow, deny } => {
                 let base = RuleRef {
                     rule: index,
@@ -395,6 +424,7 @@ mod tests {
             kill_stragglers: false,
             limits: crate::policy::model::Limits::default(),
             report: Default::default(),
+            sessions: Default::default(),
             rules,
         }
     }
