@@ -494,15 +494,25 @@ pub fn on_exec(
 /// policy has one with a `verdict` bit whose scope covers the process.
 #[inline(always)]
 pub fn route_pick(route: u8, verdict: u8, is_root: bool) -> Option<u16> {
+    let r = route_rule(route);
+    (r.flags & verdict != 0 && scope_ok(r.flags, is_root)).then_some(r.rule)
+}
+
+/// The `[sessions]` entry of `route`: every rule on a route has one (`access` 1),
+/// with a KILL or DENY flag when the kernel enforces it; all zero when the policy
+/// allows the route.
+#[inline(always)]
+pub fn route_rule(route: u8) -> RuleRef {
     let cfg = config();
     if !has(&cfg, path_kind::ROUTE) {
-        return None;
+        return RuleRef::default();
     }
-    let dst = slot_bytes(0)?;
+    let Some(dst) = slot_bytes(0) else {
+        return RuleRef::default();
+    };
     // SAFETY: this CPU's scratch slot, one byte past its header.
     unsafe { *dst = route };
-    let r = lookup_slot(0, cfg.generation as u8, path_kind::ROUTE, 1, true);
-    (r.flags & verdict != 0 && scope_ok(r.flags, is_root)).then_some(r.rule)
+    lookup_slot(0, cfg.generation as u8, path_kind::ROUTE, 1, true)
 }
 
 /// Kills the current process for rule `rule`; returns the event's `rule` field.

@@ -293,9 +293,8 @@ fn fileless_exec(file: *const core::ffi::c_void, lsm: bool) -> Result<i32, ()> {
     if how == 0 {
         return Ok(0);
     }
-    let cfg = enforce::config();
-    if cfg.path_kinds & (1 << guard_common::rules::path_kind::ROUTE) == 0 {
-        return Ok(0); // no `[sessions]` rule: fileless execs are allowed
+    if enforce::route_rule(route::FILELESS_EXEC as u8).access == 0 {
+        return Ok(0); // `fileless_exec = "allow"`
     }
     let verdict = if lsm {
         rule_flags::DENY

@@ -232,6 +232,25 @@ fn route_byte(r: super::model::Route) -> Option<u8> {
     u8::try_from(n).ok()
 }
 
+/// The `ROUTE` entries of a `[sessions]` rule (`access` 1 marks an entry present).
+fn route_entries(
+    routes: &[super::model::Route],
+    rule: u16,
+    flags: u8,
+) -> Vec<(u32, PathData, RuleRef)> {
+    let value = RuleRef {
+        rule,
+        access: 1,
+        flags,
+        ports: [0; 8],
+    };
+    routes
+        .iter()
+        .filter_map(|r| route_byte(*r))
+        .filter_map(|byte| path_entry(path_kind::ROUTE, &[byte], true, value))
+        .collect()
+}
+
 /// Compiles what the kernel can enforce. Observe mode enforces nothing but the
 /// session limits (records dropped, counted; never a kill). With `lsm`
 /// (the BPF-LSM hooks attached), `deny` on files and execs refuses the operation;
@@ -246,6 +265,13 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
     }
     let mut nets = Vec::new();
     for (i, rule) in policy.rules.iter().enumerate() {
+        if let (Kind::Route(routes), Action::Log | Action::Alert) = (&rule.kind, rule.action) {
+            // Present, enforced by nothing: the kernel reports the route (a fileless
+            // exec) for user space to judge.
+            out.paths
+                .extend(route_entries(routes, i as u16, scope_flags(rule.scope)));
+            continue;
+        }
         if !matches!(rule.action, Action::Kill | Action::Deny) {
             continue;
         }
@@ -337,19 +363,8 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
                 }
             }
             Kind::Route(routes) => {
-                let value = RuleRef {
-                    rule: index,
-                    access: 0,
-                    flags: verdict | scope,
-                    ports: [0; 8],
-                };
-                for r in routes {
-                    let Some(byte) = route_byte(*r) else {
-                        continue;
-                    };
-                    out.paths
-                        .extend(path_entry(path_kind::ROUTE, &[byte], true, value));
-                }
+                out.paths
+                    .extend(route_entries(routes, index, verdict | scope));
             }
             Kind::Network { allow, deny } => {
                 let base = RuleRef {
