@@ -287,8 +287,9 @@ pub fn socket_create(ctx: LsmContext) -> i32 {
 /// an instruction), `deny` refuses (BPF-LSM). Reported also when the rule only
 /// logs or alerts (user space judges it), never when it allows (no rule).
 #[inline(always)]
-fn fileless_exec(file: *const core::ffi::c_void, lsm: bool) -> Result<i32, ()> {
+fn fileless_exec(bprm: *const core::ffi::c_void, lsm: bool) -> Result<i32, ()> {
     let (session, is_root) = tracked().ok_or(())?;
+    let file = core_read::binprm_file(bprm);
     let how = core_read::file_fileless(file);
     if how == 0 {
         return Ok(0);
@@ -366,8 +367,7 @@ fn fileless_exec(file: *const core::ffi::c_void, lsm: bool) -> Result<i32, ()> {
 /// its first instruction (`kill`), and reported.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn route_exec(ctx: RawTracePointContext) -> i32 {
-    let file = core_read::binprm_file(ctx.arg::<u64>(2) as *const core::ffi::c_void);
-    let _ = fileless_exec(file, false);
+    let _ = fileless_exec(ctx.arg::<u64>(2) as *const core::ffi::c_void, false);
     0
 }
 
@@ -378,7 +378,7 @@ pub fn route_bprm_check(ctx: LsmContext) -> i32 {
     if retval != 0 {
         return retval;
     }
-    match fileless_exec(core_read::binprm_file(bprm), true) {
+    match fileless_exec(bprm, true) {
         Ok(v) => v,
         Err(()) => 0,
     }

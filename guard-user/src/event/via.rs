@@ -45,8 +45,8 @@ fn is_loader(name: &str) -> bool {
 /// Shells and script interpreters by file name (`python3.12` as `python`).
 fn is_interpreter(name: &str) -> bool {
     const NAMES: &[&str] = &[
-        "sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "busybox", "fish", "perl", "ruby",
-        "node", "nodejs", "php", "tclsh", "lua", "Rscript", "deno", "bun",
+        "sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish", "perl", "ruby", "node",
+        "nodejs", "php", "tclsh", "lua", "Rscript", "deno", "bun",
     ];
     let base = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
     NAMES.contains(&name) || NAMES.contains(&base) || base == "python" || base == "pypy"
