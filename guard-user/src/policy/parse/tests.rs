@@ -308,7 +308,8 @@ fn defaults() {
     assert_eq!(p.mode, Mode::Enforce);
     assert_eq!(p.agents, ["codex"]);
     assert!(!p.kill_stragglers);
-    assert!(p.rules.is_empty());
+    // No rules of its own: only the `[sessions]` defaults.
+    assert!(p.rules.iter().all(|r| matches!(r.kind, Kind::Route(_))));
 
     let p = policy(&format!("{FILE}paths = [\"x\"]"));
     let rule = &p.rules[0];
