@@ -32,6 +32,12 @@ pub enum EventKind {
     /// A tracked process tried to signal, trace, read or blind guard itself, and
     /// was refused or killed ([`TamperBody`], then the path for opens).
     Tamper = 9,
+    /// A tracked process took a route around the hooks of opens, execs or the
+    /// network that guard refuses or reports on its own ([`RouteBody`], then the path
+    /// of the file involved, if any): io_uring, open_by_handle_at, a raw or packet
+    /// socket, an executable mapping a rule forbids (a program run by the dynamic
+    /// loader).
+    Route = 10,
     /// Bytes a tracked socket sent and received, reported periodically and when the
     /// socket is released ([`FlowBody`]). The header is the process that tagged the
     /// socket (its connect or send), whichever process uses the socket later.
@@ -40,7 +46,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in numeric order.
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::Exec,
         EventKind::Open,
         EventKind::Connect,
@@ -49,6 +55,7 @@ impl EventKind {
         EventKind::Exit,
         EventKind::Limit,
         EventKind::Tamper,
+        EventKind::Route,
         EventKind::Flow,
     ];
 
@@ -63,6 +70,7 @@ impl EventKind {
             6 => EventKind::Exit,
             8 => EventKind::Limit,
             9 => EventKind::Tamper,
+            10 => EventKind::Route,
             11 => EventKind::Flow,
             _ => return None,
         })
@@ -79,6 +87,7 @@ impl EventKind {
             EventKind::Exit => "exit",
             EventKind::Limit => "limit",
             EventKind::Tamper => "tamper",
+            EventKind::Route => "route",
             EventKind::Flow => "flow",
         }
     }
@@ -436,4 +445,42 @@ pub struct FlowBody {
     pub reason: u32,
     /// Reserved, zero.
     pub _reserved: u32,
+}
+/// The routes of [`RouteBody::route`] (stable numbers). Also the byte a
+/// `path_kind::ROUTE` rule key holds.
+pub mod route {
+    /// `io_uring_setup(2)`: a ring whose operations (opens, reads, connects, sends)
+    /// bypass the system-call hooks.
+    pub const IO_URING: u32 = 1;
+    /// `open_by_handle_at(2)`: an open by file handle, not by path.
+    pub const OPEN_BY_HANDLE: u32 = 2;
+    /// The exec of a file that has no name in the file system: a memfd or a
+    /// deleted file (reported in the exec event's `rule` when refused; not a
+    /// route record).
+    pub const FILELESS_EXEC: u32 = 3;
+    /// `socket(2)` of a raw IPv4/IPv6 socket (`SOCK_RAW`).
+    pub const RAW_SOCKET: u32 = 4;
+    /// `socket(2)` of a packet socket (`AF_PACKET`, or the obsolete `SOCK_PACKET`).
+    pub const PACKET_SOCKET: u32 = 5;
+    /// `mmap(2)` with `PROT_EXEC` of a file an exec rule forbids: a program run
+    /// by the dynamic loader (`ld.so ./prog`) or loaded by hand.
+    pub const EXEC_MAPPING: u32 = 6;
+    /// Highest route number.
+    pub const MAX: u32 = 6;
+}
+
+/// Body of [`EventKind::Route`]; payload: the path of the file involved (the
+/// mapped file of [`route::EXEC_MAPPING`]), else none.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteBody {
+    /// What the system call returned, when the record was made after it (`-errno`
+    /// for a refusal); 0 when the process was killed before it returned.
+    pub ret: i64,
+    /// A [`route`] number.
+    pub route: u32,
+    /// Sockets: the address family; else 0.
+    pub family: u16,
+    /// Sockets: the socket type (`SOCK_RAW` 3, `SOCK_PACKET` 10, …); else 0.
+    pub sock_type: u16,
 }

@@ -382,6 +382,57 @@ impl Outcome {
     }
 }
 
+/// A route around the open, exec and network hooks (`route` events, and the
+/// `[sessions]` keys of a policy that refuse them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Route {
+    /// `io_uring_setup(2)`.
+    IoUring,
+    /// `open_by_handle_at(2)`.
+    OpenByHandleAt,
+    /// The exec of a memfd or a deleted file.
+    FilelessExec,
+    /// A raw IPv4/IPv6 socket.
+    RawSocket,
+    /// A packet socket (`AF_PACKET`).
+    PacketSocket,
+    /// A file mapped executable that an exec rule forbids (the dynamic loader's
+    /// route).
+    ExecMapping,
+    /// A route number this build does not know.
+    #[serde(other)]
+    Unknown,
+}
+
+impl Route {
+    /// From a `crate::route` number.
+    pub fn from_u32(v: u32) -> Self {
+        match v {
+            crate::route::IO_URING => Route::IoUring,
+            crate::route::OPEN_BY_HANDLE => Route::OpenByHandleAt,
+            crate::route::FILELESS_EXEC => Route::FilelessExec,
+            crate::route::RAW_SOCKET => Route::RawSocket,
+            crate::route::PACKET_SOCKET => Route::PacketSocket,
+            crate::route::EXEC_MAPPING => Route::ExecMapping,
+            _ => Route::Unknown,
+        }
+    }
+
+    /// The name in events (`route`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::IoUring => "io_uring",
+            Route::OpenByHandleAt => "open_by_handle_at",
+            Route::FilelessExec => "fileless_exec",
+            Route::RawSocket => "raw_socket",
+            Route::PacketSocket => "packet_socket",
+            Route::ExecMapping => "exec_mapping",
+            Route::Unknown => "unknown",
+        }
+    }
+}
+
 /// One line of the event stream (and of the audit log), as clients read it. The
 /// daemon writes these fields (see guard-user's `event/json.rs`); a test there
 /// reads every kind back through this type.
@@ -485,6 +536,14 @@ pub enum EventDetail {
     Fork {
         #[serde(default)]
         child_pid: u32,
+    },
+    /// A route around the hooks, refused or killed by the kernel.
+    Route {
+        route: Route,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        #[serde(default)]
+        result: String,
     },
     Exit {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -612,6 +671,7 @@ impl EventDetail {
             EventDetail::Connect { .. } => "connect",
             EventDetail::Send { .. } => "send",
             EventDetail::Fork { .. } => "fork",
+            EventDetail::Route { .. } => "route",
             EventDetail::Exit { .. } => "exit",
             EventDetail::SessionStart { .. } => "session_start",
             EventDetail::SessionEnd { .. } => "session_end",
@@ -804,6 +864,41 @@ mod tests {
             }),
         };
         round_trip(&line);
+        let route = EventLine {
+            detail: EventDetail::Route {
+                route: Route::IoUring,
+                path: None,
+                result: "killed".into(),
+            },
+            violation: Some(ViolationLine {
+                rule: "sessions.io_uring".into(),
+                rules: vec!["sessions.io_uring".into()],
+                secret: false,
+                ..line.violation.clone().expect("set above")
+            }),
+            ..line.clone()
+        };
+        round_trip(&route);
+        let mapping = EventLine {
+            detail: EventDetail::Route {
+                route: Route::ExecMapping,
+                path: Some("/tmp/denied-prog".into()),
+                result: "killed".into(),
+            },
+            ..line.clone()
+        };
+        round_trip(&mapping);
+        let newer: EventLine =
+            serde_json::from_str(r#"{"ts":"t","kind":"route","route":"warp_drive"}"#)
+                .expect("parse");
+        assert_eq!(
+            newer.detail,
+            EventDetail::Route {
+                route: Route::Unknown,
+                path: None,
+                result: String::new()
+            }
+        );
         let tamper = EventLine {
             detail: EventDetail::Tamper {
                 op: "signal".into(),

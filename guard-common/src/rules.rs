@@ -25,6 +25,9 @@ pub mod path_kind {
     /// Exceptions by whole path ([`FILE`]'s shapes), kept apart so that a longer
     /// entry of another rule never hides them from the longest-prefix lookup.
     pub const FILE_EXCEPT: u8 = 7;
+    /// A route the policy refuses for sessions (`[sessions]`): one byte, a
+    /// `crate::route` number, exact.
+    pub const ROUTE: u8 = 8;
 }
 
 /// Data of a `PATH_RULES` LPM-trie key: `[generation, kind, bytes…]`. An exact entry

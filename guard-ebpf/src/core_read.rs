@@ -84,6 +84,7 @@ pub fn cwd_path(t: *const Task, buf: *mut u8, end: u32, depth: u32) -> u32 {
 unsafe extern "C" {
     fn guard_dentry_name(d: *const c_void, dst: *mut u8, max: u32) -> u32;
     fn guard_file_dentry(f: *const c_void) -> *const c_void;
+    fn guard_file_fileless(f: *const c_void) -> u32;
     fn guard_reverse(dst: *mut u8, src: *const u8, len: u32);
     fn guard_path_of(p: *const c_void, buf: *mut u8, end: u32, depth: u32) -> u32;
     fn guard_dentry_path_on(
@@ -110,6 +111,13 @@ pub fn dentry_name(dentry: *const c_void, dst: *mut u8, max: u32) -> u32 {
 }
 
 /// The dentry `file` was opened at.
+/// Whether `file` has no name in the file system: 1 a pseudo file (a memfd), 2 a
+/// file with no links left (deleted), 0 a named file.
+pub fn file_fileless(file: *const c_void) -> u32 {
+    // SAFETY: reads through the helpers, which tolerate any pointer.
+    unsafe { guard_file_fileless(file) }
+}
+
 pub fn file_dentry(file: *const c_void) -> *const c_void {
     unsafe { guard_file_dentry(file) }
 }

@@ -491,6 +491,75 @@ pub fn on_exec(
     }
 }
 
+/// The `[sessions]` rule on `route` (a `guard_common::route` number) when the
+/// policy has one with a `verdict` bit whose scope covers the process.
+#[inline(always)]
+pub fn route_pick(route: u8, verdict: u8, who: u32) -> Option<u16> {
+    let r = route_rule(route);
+    (r.flags & verdict != 0 && scope_ok(r.flags, r.access, who)).then_some(r.rule)
+}
+
+/// The `[sessions]` entry of `route`: every rule on a route has one (`access` 1),
+/// with a KILL or DENY flag when the kernel enforces it; all zero when the policy
+/// allows the route.
+#[inline(always)]
+pub fn route_rule(route: u8) -> RuleRef {
+    let cfg = config();
+    if !has(&cfg, path_kind::ROUTE) {
+        return RuleRef::default();
+    }
+    let Some(dst) = slot_bytes(0) else {
+        return RuleRef::default();
+    };
+    // SAFETY: this CPU's scratch slot, one byte past its header.
+    unsafe { *dst = route };
+    lookup_slot(0, cfg.generation as u8, path_kind::ROUTE, 1, true)
+}
+
+/// Kills the current process for rule `rule`; returns the event's `rule` field.
+#[inline(always)]
+pub fn kill_for(rule: u16) -> u16 {
+    kill(rule)
+}
+
+/// A file mapped executable (`mmap` with `PROT_EXEC`): the exec rules that kill
+/// or deny the program by path or by file name (not by `comm`: the mapping
+/// process keeps its own name). Returns the event's `rule` field; the process is
+/// killed before the mapping returns, so no instruction of the file runs.
+#[inline(always)]
+pub fn on_map(file: *const core::ffi::c_void, path: *const u8, len: u32, who: u32) -> u16 {
+    let cfg = config();
+    if cfg.path_kinds & ((1 << path_kind::EXEC) | (1 << path_kind::EXEC_NAME)) == 0 {
+        return 0;
+    }
+    let generation = cfg.generation as u8;
+    let whole = lookup_bytes(0, generation, path_kind::EXEC, path, len);
+    let Some(name) = slot_bytes(2) else {
+        return 0;
+    };
+    let name_len = core_read::dentry_name(core_read::file_dentry(file), name, 15);
+    let by_file = lookup_slot(2, generation, path_kind::EXEC_NAME, name_len, true);
+    let Some(c) = begin(
+        path,
+        len,
+        &cfg,
+        0,
+        rule_flags::KILL | rule_flags::DENY,
+        who,
+    ) else {
+        return 0;
+    };
+    // SAFETY: this CPU's check.
+    unsafe {
+        (*c).matches[0] = whole;
+        (*c).matches[2] = by_file;
+    }
+    match pick(c) {
+        Some(rule) => kill(rule),
+        None => 0,
+    }
+}
+
 /// Destination check for a connect or send. `Some(rule field)` means refuse.
 #[inline(always)]
 pub fn on_net(family: u16, addr: &[u8; 16], port: u16, is_root: u32) -> Option<u16> {

@@ -27,6 +27,7 @@ mod net;
 mod process;
 mod role;
 mod tamper;
+mod route;
 
 #[cfg(not(test))]
 #[panic_handler]

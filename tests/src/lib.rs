@@ -1141,6 +1141,7 @@ impl Finished {
 
 const KINDS: &[&str] = &[
     "exec",
+    "route",
     "open",
     "connect",
     "send",
@@ -1274,6 +1275,12 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
                 e.str("exe").is_some_and(|p| p.starts_with('/')),
                 "exe is not an absolute path",
             );
+            need(
+                v.get("via").is_none_or(|_| {
+                    matches!(e.str("via"), Some("loader" | "interpreter")) && is_str("target")
+                }),
+                "via is not loader/interpreter with a target",
+            );
             need(str_array("argv"), "argv is not an array of strings");
             need(is_bool("argv_truncated"), "argv_truncated is not a bool");
             need(is_bool("root"), "root is not a bool");
@@ -1378,6 +1385,36 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
             e.int("child_pid").is_some_and(|p| p > 0),
             "child_pid is not a pid",
         ),
+        "route" => {
+            need(
+                matches!(
+                    e.str("route"),
+                    Some(
+                        "io_uring"
+                            | "open_by_handle_at"
+                            | "raw_socket"
+                            | "packet_socket"
+                            | "exec_mapping"
+                            | "fileless_exec"
+                    )
+                ),
+                "route is not a known route",
+            );
+            // A memfd is named `memfd:NAME`, without a leading slash.
+            need(
+                v.get("path").is_none_or(|_| {
+                    e.str("path")
+                        .is_some_and(|p| p.starts_with('/') || p.starts_with("memfd:"))
+                }),
+                "path is there but not absolute (nor a memfd's name)",
+            );
+            need(
+                matches!(e.str("result"), Some("killed" | "EPERM"))
+                    || (e.str("route") == Some("fileless_exec") && result_ok),
+                "result is not killed or EPERM (or ok for a fileless exec only reported)",
+            );
+            need(e.str("rule").is_some(), "a route event names no rule");
+        }
         "exit" => {
             need(
                 is_int("exit_code") || is_int("signal"),

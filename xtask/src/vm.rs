@@ -90,6 +90,17 @@ const SUBSET: &[(&str, &[&str])] = &[
             "role_scoped_deny_refuses_the_tool_and_not_the_agent",
         ],
     ),
+    // Routes around the hooks: io_uring and raw/packet sockets are refused with EPERM
+    // by BPF-LSM (the process lives); the loader route and fileless execs are killed.
+    (
+        "routes",
+        &[
+            "io_uring_is_refused_by_default_and_allowed_by_policy",
+            "raw_sockets_are_refused_and_every_send_meets_the_rules",
+            "a_denied_program_runs_neither_through_the_loader_nor_by_descriptor",
+            "fileless_programs_are_named_and_killed_when_the_policy_says_so",
+        ],
+    ),
     // Pinned links of every type the kernel has (LSM ones included) keep enforcing
     // with no daemon, and a restart replaces them without a read getting through.
     (

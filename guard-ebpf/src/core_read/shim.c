@@ -32,9 +32,19 @@ struct qstr {
 	const unsigned char *name;
 } __co_re;
 
+struct super_block;
+
+struct inode {
+	unsigned short i_mode;
+	struct super_block *i_sb;
+	unsigned long i_ino;
+	unsigned int i_nlink;
+} __co_re;
+
 struct dentry {
 	struct dentry *d_parent;
 	struct qstr d_name;
+	struct inode *d_inode;
 } __co_re;
 
 struct vfsmount {
@@ -390,12 +400,6 @@ struct super_block {
 	unsigned int s_dev;
 } __co_re;
 
-struct inode {
-	unsigned short i_mode;
-	struct super_block *i_sb;
-	unsigned long i_ino;
-} __co_re;
-
 struct dentry___inode {
 	struct inode *d_inode;
 	struct dentry *d_parent;
@@ -510,4 +514,21 @@ ACCESSOR u32 guard_dentry_under(struct dentry *d, u32 dev, u64 ino)
 ACCESSOR u32 guard_mount_dev(struct vfsmount *m)
 {
 	return BPF_CORE_READ((struct vfsmount___sb *)m, mnt_sb, s_dev);
+}
+
+// ---- for the routes ----
+
+// Whether file f has a name in the file system: 1 for a pseudo file (its dentry
+// is its own parent without being a mount's root: a memfd, named by its dentry
+// name "memfd:NAME"), 2 for a file with no links left (deleted, or O_TMPFILE never
+// linked), 0 otherwise.
+ACCESSOR u32 guard_file_fileless(struct file *f)
+{
+	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
+	struct dentry *root = BPF_CORE_READ(f, f_path.mnt, mnt_root);
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	if (parent == d)
+		return d != root ? 1 : 0;
+	struct inode *inode = BPF_CORE_READ(d, d_inode);
+	return inode && BPF_CORE_READ(inode, i_nlink) == 0 ? 2 : 0;
 }

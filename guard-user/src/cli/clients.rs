@@ -303,6 +303,14 @@ pub fn what(ev: &EventLine) -> String {
             )
         }
         EventDetail::Fork { child_pid } => format!("child {child_pid}"),
+        EventDetail::Route {
+            route,
+            path,
+            result,
+        } => match path {
+            Some(path) => format!("{} {path} {result}", route.as_str()),
+            None => format!("{} {result}", route.as_str()),
+        },
         EventDetail::Exit {
             exit_code, signal, ..
         } => match signal {

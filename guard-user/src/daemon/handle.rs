@@ -175,7 +175,12 @@ impl Daemon {
         let detail = Detail::PolicyLoaded {
             name: policy.name.clone(),
             mode: policy.mode,
-            rules: policy.rules.len(),
+            // The policy's own `[[rule]]`s; the `[sessions]` rules come on top.
+            rules: policy
+                .rules
+                .iter()
+                .filter(|r| !matches!(r.kind, crate::policy::model::Kind::Route(_)))
+                .count(),
             kernel_entries: rules.paths.len() + rules.nets.len(),
             user_space_rules: judge.user_space_rules(),
             warnings: diag::render(&policy.name, warnings),

@@ -206,6 +206,41 @@ const LSM_TAMPER_HOOKS: [&str; 6] = [
     "file_send_sigiotask",
 ];
 
+/// Routes around the hooks above (guard-ebpf `route.rs`): each probed on its own;
+/// a kernel refusing one costs that route's refusal, which the log says.
+const ROUTE_TRACEPOINTS: [(&str, &[&str]); 4] = [
+    ("sys_enter_io_uring_setup", &["sys_enter_io_uring_setup"]),
+    (
+        "sys_enter_open_by_handle_at",
+        &["sys_enter_open_by_handle_at"],
+    ),
+    ("sys_enter_socket", &["sys_enter_socket"]),
+    ("sys_enter_mmap", &["sys_enter_mmap"]),
+];
+
+/// BPF-LSM programs that refuse routes: (program, hook, the `guard_common::route`
+/// numbers it covers: bits of `ROUTE_HOOKS`).
+const LSM_ROUTE_HOOKS: [(&str, &str, &[u32]); 3] = [
+    (
+        "inode_init_security_anon",
+        "inode_init_security_anon",
+        &[guard_common::route::IO_URING],
+    ),
+    (
+        "socket_create",
+        "socket_create",
+        &[
+            guard_common::route::RAW_SOCKET,
+            guard_common::route::PACKET_SOCKET,
+        ],
+    ),
+    (
+        "route_bprm_check",
+        "bprm_check_security",
+        &[guard_common::route::FILELESS_EXEC],
+    ),
+];
+
 /// open(2) and creat(2) do not exist on every architecture.
 fn legacy(tp: &str) -> bool {
     matches!(
@@ -597,6 +632,37 @@ impl Probes {
             }
         }
 
+        // Fileless execs: a second program on sched_process_exec, on its own.
+        let route_exec = (|| -> Result<(), Error> {
+            let program = "route_exec";
+            let p: &mut RawTracePoint = program_mut(&mut bpf, program)?;
+            p.load()
+                .map_err(|source| Error::Program { program, source })?;
+            let id = p
+                .attach("sched_process_exec")
+                .map_err(|source| Error::Attach {
+                    program,
+                    target: "sched_process_exec".to_owned(),
+                    source,
+                })?;
+            let link = p
+                .take_link(id)
+                .map_err(|source| Error::Program { program, source })?;
+            links.install("raw_tracepoint-route_exec", FdLink::from(link))?;
+            attached.push("raw_tracepoint/route_exec".to_owned());
+            Ok(())
+        })();
+        if let Err(e) = route_exec {
+            tracing::warn!("fileless execs not refused: {}", short_chain(&e));
+        }
+        for (program, tracepoints) in ROUTE_TRACEPOINTS {
+            if let Err(why) =
+                attach_syscall(&mut bpf, program, tracepoints, &mut attached, &mut links)
+            {
+                tracing::warn!("route not refused: {why}");
+            }
+        }
+
         let mut sock_addr = Ok(());
         for program in ["connect4", "connect6", "sendmsg4", "sendmsg6"] {
             match attach_sock_addr(&mut bpf, program, &cgroup, &cgroup_path, Some(&mut links)) {
@@ -614,7 +680,15 @@ impl Probes {
             tracing::warn!("byte accounting off: {why}");
         }
 
-        let (lsm, lsm_paths, lsm_tamper) = attach_lsm(&mut bpf, &mut attached, &mut links);
+        let (lsm, lsm_paths, lsm_tamper, route_hooks) =
+            attach_lsm(&mut bpf, &mut attached, &mut links);
+        let mut hooks_map: Array<MapData, u32> = take(&mut bpf, "ROUTE_HOOKS")?;
+        hooks_map
+            .set(0, route_hooks, 0)
+            .map_err(|source| Error::Map {
+                map: "ROUTE_HOOKS",
+                source,
+            })?;
         let mut self_protection = Vec::new();
         for (hook, programs) in TAMPER_TRACEPOINTS {
             // fcntl(F_SETOWN) is killed at the call on every tier; BPF-LSM refuses the
@@ -1059,18 +1133,18 @@ fn attach_lsm(
     bpf: &mut Ebpf,
     attached: &mut Vec<String>,
     links: &mut Links,
-) -> (Result<(), String>, Result<(), String>, Vec<&'static str>) {
+) -> (Result<(), String>, Result<(), String>, Vec<&'static str>, u32) {
     let lsm_active = std::fs::read_to_string("/sys/kernel/security/lsm")
         .map(|l| l.split(',').any(|m| m.trim() == "bpf"));
     if matches!(lsm_active, Ok(false)) {
         let why = "the kernel's active LSMs do not include bpf".to_owned();
-        return (Err(why.clone()), Err(why), Vec::new());
+        return (Err(why.clone()), Err(why), Vec::new(), 0);
     }
     let btf = match aya::Btf::from_sys_fs() {
         Ok(btf) => btf,
         Err(e) => {
             let why = format!("no kernel BTF: {e}");
-            return (Err(why.clone()), Err(why), Vec::new());
+            return (Err(why.clone()), Err(why), Vec::new(), 0);
         }
     };
     let mut attach_as = |program: &'static str, hook: &'static str| -> Result<(), String> {
@@ -1083,10 +1157,15 @@ fn attach_lsm(
         let link = p
             .take_link(id)
             .map_err(|e| format!("cannot take the link of lsm/{hook}: {e}"))?;
+        let name = if program == hook {
+            hook.to_owned()
+        } else {
+            format!("{hook}-{program}")
+        };
         links
-            .install(&format!("lsm-{hook}"), FdLink::from(link))
+            .install(&format!("lsm-{name}"), FdLink::from(link))
             .map_err(|e| short_chain(&e))?;
-        attached.push(format!("lsm/{hook}"));
+        attached.push(format!("lsm/{name}"));
         Ok(())
     };
     let mut attach = |hook: &'static str| -> Result<(), String> {
@@ -1105,7 +1184,7 @@ fn attach_lsm(
     }
     if let Err(why) = &open_exec {
         // The same cause stops the path hooks: do not try ten more loads.
-        return (open_exec.clone(), Err(why.clone()), Vec::new());
+        return (open_exec.clone(), Err(why.clone()), Vec::new(), 0);
     }
     // Self-protection: each hook on its own; a missing one falls back to the
     // tracepoint kills of its group.
@@ -1116,9 +1195,17 @@ fn attach_lsm(
             Err(why) => tracing::warn!("self-protection: {why}"),
         }
     }
+    // A route whose hook is missing stays refused by its tracepoint's kill.
+    let mut route_hooks = 0u32;
+    for (program, hook, routes) in LSM_ROUTE_HOOKS {
+        match attach_as(program, hook) {
+            Ok(()) => route_hooks |= routes.iter().fold(0, |b, r| b | (1 << r)),
+            Err(why) => tracing::warn!("{why}"),
+        }
+    }
     let mut missing = Vec::new();
     for hook in LSM_PATH_HOOKS {
-        if let Err(why) = attach(hook) {
+        if let Err(why) = attach_as(hook, hook) {
             tracing::warn!("{why}");
             missing.push(why);
         }
@@ -1128,7 +1215,7 @@ fn attach_lsm(
     } else {
         Err(missing.join("; "))
     };
-    (open_exec, paths, tamper)
+    (open_exec, paths, tamper, route_hooks)
 }
 
 /// The error chain, with a verifier log cut to its last lines (the complaint is at

@@ -4,7 +4,7 @@ use std::mem::size_of;
 
 use guard_common::{
     EventKind, ExecBody, ExitBody, FlowBody, ForkBody, Header, LimitBody, NetBody, OpenBody,
-    TamperBody,
+    RouteBody, TamperBody,
 };
 
 /// A record as the kernel wrote it, with its payload split out.
@@ -40,6 +40,10 @@ pub enum Body {
         path: Vec<u8>,
     },
     Flow(FlowBody),
+    Route {
+        body: RouteBody,
+        path: Vec<u8>,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -81,6 +85,7 @@ wire!(
     LimitBody = 24,
     TamperBody = 24,
     FlowBody = 80,
+    RouteBody = 16,
 );
 
 fn read<T: Wire>(bytes: &[u8], at: usize) -> Result<T, DecodeError> {
@@ -153,6 +158,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             }
         }
         EventKind::Flow => Body::Flow(read(bytes, at)?),
+        EventKind::Route => Body::Route {
+            body: read(bytes, at)?,
+            path: payload::<RouteBody>(bytes, &header)?.to_vec(),
+        },
     };
     Ok(Record { header, body })
 }

@@ -32,6 +32,18 @@ pub fn result_name(ret: i64) -> String {
     }
 }
 
+/// The `result` of a route record: the errno's name when the call was refused,
+/// `killed` when the process was killed before the call returned.
+pub fn route_result(ret: i64, enforced: u16) -> String {
+    if ret < 0 {
+        result_name(ret)
+    } else if enforced & guard_common::rules::enforced::KILLED != 0 {
+        "killed".to_owned()
+    } else {
+        "ok".to_owned()
+    }
+}
+
 /// An exit status as (`exit_code`, `signal`): one of them.
 pub fn exit_parts(status: u32) -> (Option<u32>, Option<u32>) {
     let (code, signal) = (status >> 8 & 0xff, status & 0x7f);
@@ -131,6 +143,10 @@ impl Serialize for Event {
                 m.serialize_entry("argv", argv)?;
                 m.serialize_entry("argv_truncated", argv_truncated)?;
                 m.serialize_entry("root", root)?;
+                if let Some(t) = super::via::target(exe, argv) {
+                    m.serialize_entry("via", t.via.as_str())?;
+                    m.serialize_entry("target", &t.target)?;
+                }
             }
             Detail::Open {
                 path,
@@ -184,6 +200,28 @@ impl Serialize for Event {
                 )?;
             }
             Detail::Fork { child_pid } => m.serialize_entry("child_pid", child_pid)?,
+            Detail::Route {
+                route,
+                path,
+                truncated,
+                family,
+                sock_type,
+                ret,
+            } => {
+                m.serialize_entry("route", route.as_str())?;
+                if let Some(path) = path {
+                    m.serialize_entry("path", path)?;
+                    m.serialize_entry("truncated", truncated)?;
+                }
+                if *family != 0 {
+                    m.serialize_entry("family", family)?;
+                    m.serialize_entry("sock_type", sock_type)?;
+                }
+                m.serialize_entry("result", &route_result(*ret, self.enforced))?;
+                if let Some(errno) = errno_of(*ret) {
+                    m.serialize_entry("errno", &errno)?;
+                }
+            }
             Detail::Exit { status, root } => {
                 match exit_parts(*status) {
                     (Some(code), _) => m.serialize_entry("exit_code", &code)?,
@@ -397,6 +435,49 @@ mod tests {
     }
 
     #[test]
+    fn route_and_runner_json() {
+        let mut e = ev(Detail::Route {
+            route: guard_common::protocol::Route::IoUring,
+            path: None,
+            truncated: false,
+            family: 0,
+            sock_type: 0,
+            ret: 0,
+        });
+        e.enforced = guard_common::rules::enforced::KILLED | 3;
+        let j = e.to_json();
+        assert!(
+            j.ends_with(r#""route":"io_uring","result":"killed"}"#),
+            "{j}"
+        );
+        let j = ev(Detail::Exec {
+            exe: "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2".into(),
+            exe_truncated: false,
+            argv: vec!["/lib64/ld-linux-x86-64.so.2".into(), "./prog".into()],
+            argv_truncated: false,
+            root: false,
+            by_cgroup: false,
+        })
+        .to_json();
+        assert!(j.ends_with(r#""via":"loader","target":"./prog"}"#), "{j}");
+        let j = ev(Detail::Route {
+            route: guard_common::protocol::Route::FilelessExec,
+            path: Some("memfd:payload".into()),
+            truncated: false,
+            family: 0,
+            sock_type: 0,
+            ret: 0,
+        })
+        .to_json();
+        assert!(
+            j.ends_with(
+                r#""route":"fileless_exec","path":"memfd:payload","truncated":false,"result":"ok"}"#
+            ),
+            "{j}"
+        );
+    }
+
+    #[test]
     fn connect_and_exit_json() {
         let addr: IpAddr = "::1".parse().expect("addr");
         let j = ev(Detail::Connect {
@@ -543,6 +624,22 @@ mod tests {
             },
             Detail::Fork { child_pid: 9 },
             Detail::Flow(flow_detail()),
+            Detail::Route {
+                route: guard_common::protocol::Route::ExecMapping,
+                path: Some("/tmp/prog".into()),
+                truncated: false,
+                family: 0,
+                sock_type: 0,
+                ret: 0,
+            },
+            Detail::Route {
+                route: guard_common::protocol::Route::PacketSocket,
+                path: None,
+                truncated: false,
+                family: 17,
+                sock_type: 3,
+                ret: -1,
+            },
             Detail::Exit {
                 status: 9,
                 root: true,
@@ -604,7 +701,7 @@ mod tests {
             let kind = detail.kind();
             // Only what a process did can break a rule (and `policy_loaded` has a
             // `rules` count of its own).
-            let judged = matches!(kind, "exec" | "open" | "connect" | "send" | "tamper");
+            let judged = matches!(kind, "exec" | "open" | "connect" | "send" | "tamper" | "route");
             let mut e = ev(detail);
             e.violation = judged.then(|| Violation {
                 rule: "r".into(),

@@ -62,6 +62,13 @@ impl Event {
             Detail::Fork { child_pid } => EventDetail::Fork {
                 child_pid: *child_pid,
             },
+            Detail::Route {
+                route, path, ret, ..
+            } => EventDetail::Route {
+                route: *route,
+                path: path.clone(),
+                result: json::route_result(*ret, self.enforced),
+            },
             Detail::Exit { status, root } => {
                 let (code, signal) = json::exit_parts(*status);
                 EventDetail::Exit {

@@ -8,6 +8,7 @@ pub mod enrich;
 pub mod flows;
 mod json;
 mod line;
+pub mod via;
 
 pub use self::json::rfc3339;
 
@@ -118,6 +119,19 @@ pub enum Detail {
     /// Bytes of one socket of the session, each way (IP level, headers included),
     /// since the flow started: periodically while it lasts and at its end.
     Flow(Flow),
+    /// A route around the open, exec or network hooks, refused or killed by the
+    /// kernel (`[sessions]`, or an exec rule on an executable mapping).
+    Route {
+        route: Route,
+        /// The file involved (an executable mapping), as the kernel resolved it.
+        path: Option<String>,
+        truncated: bool,
+        /// Sockets: address family and socket type.
+        family: u16,
+        sock_type: u16,
+        /// `-errno` when refused (EPERM), 0 when killed before the call returned.
+        ret: i64,
+    },
     SessionStart {
         agent: String,
         root_pid: u32,
@@ -465,12 +479,15 @@ impl Detail {
             Detail::Limit { .. } => "limit",
             Detail::Tamper(_) => "tamper",
             Detail::Flow(_) => "flow",
+            Detail::Route { .. } => "route",
             Detail::PolicyLoaded { .. } => "policy_loaded",
             Detail::PolicyRejected { .. } => "policy_rejected",
             Detail::Resumed(_) => "daemon_resumed",
         }
     }
 }
+
+pub use guard_common::protocol::Route;
 
 /// Why the kernel sent a `limit` record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -733,6 +750,14 @@ impl Event {
                 start_boot_ns: f.start_ns,
                 start_ns: i128::from(f.start_ns) + ts_offset_ns,
             }),
+            Body::Route { body, path } => Detail::Route {
+                route: Route::from_u32(body.route),
+                path: (!path.is_empty()).then(|| String::from_utf8_lossy(&path).into_owned()),
+                truncated: flag(flags::PATH_TRUNCATED),
+                family: body.family,
+                sock_type: body.sock_type,
+                ret: body.ret,
+            },
         };
         Event {
             ts_ns: i128::from(h.ts_ns) + ts_offset_ns,

@@ -193,7 +193,7 @@ impl Judge {
             // The kernel refuses what it knows; a destination it did not know (a
             // name not yet resolved) went through.
             Detail::Connect { .. } | Detail::Send { .. } => Step::Done(Outcome::NotDenied),
-            Detail::Exec { .. } | Detail::Open { .. } => Step::KillProcess,
+            Detail::Exec { .. } | Detail::Open { .. } | Detail::Route { .. } => Step::KillProcess,
             _ => Step::Done(Outcome::Logged),
         }
     }

@@ -74,6 +74,7 @@ enum Matcher {
         allow: Vec<Dest>,
         deny: Vec<Dest>,
     },
+    Route(Vec<super::model::Route>),
 }
 
 /// A rule an event broke.
@@ -195,6 +196,7 @@ impl Compiled {
                     allow: allow.clone(),
                     deny: deny.clone(),
                 },
+                Kind::Route(routes) => Matcher::Route(routes.clone()),
             });
         }
         let mut all = GlobSetBuilder::new();
@@ -278,12 +280,21 @@ impl Compiled {
                     Detail::Exec { exe, argv, .. },
                 ) => {
                     // By the name it was run as (comm: symlinks such as codex's arg0
-                    // aliases keep their own name) or by the resolved file's name.
+                    // aliases keep their own name) or by the resolved file's name;
+                    // and the program a loader or interpreter was given, by its
+                    // name and (when absolute) its path.
                     let file_name = exe.rsplit('/').next().unwrap_or(exe);
                     let by_name = names.iter().any(|n| n == comm)
                         || name_globs.is_match(comm)
                         || name_globs.is_match(file_name);
-                    (by_name || paths.is_match(exe))
+                    let by_target = crate::event::via::target(exe, argv).is_some_and(|t| {
+                        let name = t.target.rsplit('/').next().unwrap_or(&t.target);
+                        let short: String = name.chars().take(15).collect();
+                        names.contains(&short)
+                            || name_globs.is_match(name)
+                            || (t.target.starts_with('/') && paths.is_match(&t.target))
+                    });
+                    (by_name || by_target || paths.is_match(exe))
                         && argv_contains.iter().all(|a| argv.iter().any(|x| x == a))
                         && argv_regex
                             .as_ref()
@@ -296,6 +307,7 @@ impl Compiled {
                     listed(deny, *addr, *port, hosts)
                         || (!allow.is_empty() && !listed(allow, *addr, *port, hosts))
                 }
+                (Matcher::Route(routes), Detail::Route { route, .. }) => routes.contains(route),
                 _ => false,
             };
             if hit {
@@ -343,6 +355,7 @@ mod tests {
             kill_stragglers: false,
             limits: crate::policy::model::Limits::default(),
             report: Default::default(),
+            sessions: Default::default(),
             rules,
         };
         Compiled::new(p, &["/root".to_owned(), "/home/ada".to_owned()]).expect("compiles")

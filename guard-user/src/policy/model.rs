@@ -119,6 +119,85 @@ pub enum Kind {
     /// Connects and sends: a destination in `deny` matches; when `allow` is given,
     /// a destination in none of its entries matches.
     Network { allow: Vec<Dest>, deny: Vec<Dest> },
+    /// A route around the open, exec and network hooks (`[sessions]`; the rule's
+    /// id is `sessions.<key>`): its `route` events, and for `fileless_exec` the
+    /// execs of a memfd or a deleted file.
+    Route(Vec<Route>),
+}
+
+pub use guard_common::protocol::Route;
+
+/// `[sessions]`: what session processes may do by routes around the open, exec
+/// and network hooks. `None` allows the route; an action makes it a rule
+/// (`sessions.<key>`), appended after the policy's own rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sessions {
+    /// `io_uring`: io_uring_setup (its operations bypass every system-call hook).
+    pub io_uring: Option<Action>,
+    /// `open_by_handle_at`: opens by file handle.
+    pub open_by_handle_at: Option<Action>,
+    /// `fileless_exec`: execs of a memfd or a deleted file.
+    pub fileless_exec: Option<Action>,
+    /// `raw_sockets`: raw IPv4/IPv6 and packet sockets.
+    pub raw_sockets: Option<Action>,
+}
+
+impl Default for Sessions {
+    /// Refuse io_uring, opens by handle and raw sockets; alert on fileless execs.
+    fn default() -> Self {
+        Sessions {
+            io_uring: Some(Action::Deny),
+            open_by_handle_at: Some(Action::Deny),
+            fileless_exec: Some(Action::Alert),
+            raw_sockets: Some(Action::Deny),
+        }
+    }
+}
+
+impl Sessions {
+    /// The keys of `[sessions]`, in order.
+    pub const KEYS: [&'static str; 4] = [
+        "io_uring",
+        "open_by_handle_at",
+        "fileless_exec",
+        "raw_sockets",
+    ];
+
+    /// The setting of `key` (one of [`Self::KEYS`]).
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Option<Action>> {
+        Some(match key {
+            "io_uring" => &mut self.io_uring,
+            "open_by_handle_at" => &mut self.open_by_handle_at,
+            "fileless_exec" => &mut self.fileless_exec,
+            "raw_sockets" => &mut self.raw_sockets,
+            _ => return None,
+        })
+    }
+
+    /// The rules these settings make: (key, action, routes).
+    pub fn rules(&self) -> Vec<(&'static str, Action, Vec<Route>)> {
+        [
+            ("io_uring", self.io_uring, vec![Route::IoUring]),
+            (
+                "open_by_handle_at",
+                self.open_by_handle_at,
+                vec![Route::OpenByHandleAt],
+            ),
+            (
+                "fileless_exec",
+                self.fileless_exec,
+                vec![Route::FilelessExec],
+            ),
+            (
+                "raw_sockets",
+                self.raw_sockets,
+                vec![Route::RawSocket, Route::PacketSocket],
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, action, routes)| action.map(|a| (key, a, routes)))
+        .collect()
+    }
 }
 
 impl Kind {
@@ -127,6 +206,7 @@ impl Kind {
             Kind::File { .. } => "file",
             Kind::Exec { .. } => "exec",
             Kind::Network { .. } => "network",
+            Kind::Route(_) => "route",
         }
     }
 }
@@ -182,6 +262,8 @@ pub struct Policy {
     pub limits: Limits,
     /// Where session reports go (`[report]`).
     pub report: ReportConfig,
+    /// Routes around the hooks (`[sessions]`); its rules are in `rules` too.
+    pub sessions: Sessions,
     pub rules: Vec<Rule>,
 }
 

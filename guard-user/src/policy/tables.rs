@@ -221,6 +221,40 @@ fn merge_nets(entries: Vec<(u32, NetData, RuleRef)>) -> Vec<(u32, NetData, RuleR
         .collect()
 }
 
+/// The `guard_common::route` number of a route, as a rule key's byte.
+fn route_byte(r: super::model::Route) -> Option<u8> {
+    use super::model::Route;
+    let n = match r {
+        Route::IoUring => guard_common::route::IO_URING,
+        Route::OpenByHandleAt => guard_common::route::OPEN_BY_HANDLE,
+        Route::FilelessExec => guard_common::route::FILELESS_EXEC,
+        Route::RawSocket => guard_common::route::RAW_SOCKET,
+        Route::PacketSocket => guard_common::route::PACKET_SOCKET,
+        Route::ExecMapping | Route::Unknown => return None,
+    };
+    u8::try_from(n).ok()
+}
+
+/// The `ROUTE` entries of a `[sessions]` rule (`access` bit 0 marks an entry
+/// present; its role set, if any, sits above it as in every entry).
+fn route_entries(
+    routes: &[super::model::Route],
+    rule: u16,
+    (flags, roles): (u8, u8),
+) -> Vec<(u32, PathData, RuleRef)> {
+    let value = RuleRef {
+        rule,
+        access: 1 | roles,
+        flags,
+        ports: [0; 8],
+    };
+    routes
+        .iter()
+        .filter_map(|r| route_byte(*r))
+        .filter_map(|byte| path_entry(path_kind::ROUTE, &[byte], true, value))
+        .collect()
+}
+
 /// Compiles what the kernel can enforce. Observe mode enforces nothing but the
 /// session limits (records dropped, counted; never a kill). With `lsm`
 /// (the BPF-LSM hooks attached), `deny` on files and execs refuses the operation;
@@ -235,6 +269,13 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
     }
     let mut nets = Vec::new();
     for (i, rule) in policy.rules.iter().enumerate() {
+        if let (Kind::Route(routes), Action::Log | Action::Alert) = (&rule.kind, rule.action) {
+            // Present, enforced by nothing: the kernel reports the route (a fileless
+            // exec) for user space to judge.
+            out.paths
+                .extend(route_entries(routes, i as u16, scope_flags(rule.scope)));
+            continue;
+        }
         if !matches!(rule.action, Action::Kill | Action::Deny) {
             continue;
         }
@@ -325,6 +366,10 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
                     out.partial.push(i);
                 }
             }
+            Kind::Route(routes) => {
+                out.paths
+                    .extend(route_entries(routes, index, (verdict | scope, roles)));
+            }
             Kind::Network { allow, deny } => {
                 let base = RuleRef {
                     rule: index,
@@ -398,6 +443,7 @@ mod tests {
             kill_stragglers: false,
             limits: crate::policy::model::Limits::default(),
             report: Default::default(),
+            sessions: Default::default(),
             rules,
         }
     }

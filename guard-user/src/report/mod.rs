@@ -187,6 +187,10 @@ impl Ledger {
                 }
                 Some(what)
             }
+            EventDetail::Route { route, path, .. } => Some(match path {
+                Some(path) => format!("route {} {path}", route.as_str()),
+                None => format!("route {}", route.as_str()),
+            }),
             // Other kinds (and kinds this build does not know): only a violation of
             // theirs is reported.
             _ => Some(ev.detail.kind().to_owned()),

@@ -271,6 +271,8 @@ impl Registry {
             }
             Detail::Connect { .. } => session.counts.connect += 1,
             Detail::Send { .. } => session.counts.send += 1,
+            // Counted as a violation above (every route record is one).
+            Detail::Route { .. } => {}
             Detail::Exit { root, .. } => {
                 self.procs.remove(&pid);
                 if *root && session.ended_ns.is_none() {

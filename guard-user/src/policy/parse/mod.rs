@@ -25,7 +25,8 @@ pub use self::container::cgroup_glob;
 use self::container::container_selector;
 use super::diag::{Diagnostic, code, pos_at};
 use super::model::{
-    Access, Action, Dest, Limits, Mode, OnLoss, Policy, Pos, ReportConfig, Rule, Scope,
+    Access, Action, Dest, Kind, Limits, Mode, OnLoss, Policy, Pos, ReportConfig, Rule, Scope,
+    Sessions,
 };
 
 /// Parses and validates a policy. `source_name` names it in [`Policy::name`] (a
@@ -51,7 +52,7 @@ pub fn parse(source_name: &str, text: &str) -> Result<(Policy, Vec<Diagnostic>),
     }
 }
 
-const TOP_KEYS: &[&str] = &["mode", "agents", "limits", "report", "rule"];
+const TOP_KEYS: &[&str] = &["mode", "agents", "limits", "report", "sessions", "rule"];
 const REPORT_KEYS: &[&str] = &["dir"];
 const LIMIT_KEYS: &[&str] = &["rate", "burst", "on_loss"];
 const AGENT_KEYS: &[&str] = &["names", "containers", "cgroups", "kill_stragglers"];
@@ -178,8 +179,10 @@ impl Checker<'_> {
             kill_stragglers: false,
             limits: Limits::default(),
             report: ReportConfig::default(),
+            sessions: Sessions::default(),
             rules: Vec::new(),
         };
+        let mut sessions_at = 0;
         for (key, value) in root.iter() {
             match key.get_ref().as_ref() {
                 "mode" => {
@@ -190,11 +193,73 @@ impl Checker<'_> {
                 "agents" => self.agents(value, &mut policy),
                 "limits" => self.limits(value, &mut policy.limits),
                 "report" => self.report(value, &mut policy.report),
+                "sessions" => {
+                    sessions_at = key.span().start;
+                    self.sessions(value, &mut policy.sessions);
+                }
                 "rule" => policy.rules = self.rules(value),
                 other => self.unknown_key(other, key.span().start, "at the top level", TOP_KEYS),
             }
         }
+        let pos = self.pos(sessions_at);
+        for (key, action, routes) in policy.sessions.rules() {
+            let id = format!("sessions.{key}");
+            if let Some(clash) = policy.rules.iter().find(|r| r.id == id) {
+                let at = clash.pos;
+                self.diags.push(Diagnostic::error(
+                    code::DUPLICATE_ID,
+                    at,
+                    format!("rule id {id:?} is taken by the `[sessions] {key}` setting"),
+                ));
+            }
+            policy.rules.push(Rule {
+                id,
+                description: Some(format!("[sessions] {key}")),
+                kind: Kind::Route(routes),
+                action,
+                scope: Scope::All,
+                secret: false,
+                pos,
+            });
+        }
         policy
+    }
+
+    /// `[sessions]`: `key = "allow" | "log" | "alert" | "deny" | "kill"` for each
+    /// route around the hooks.
+    fn sessions(&mut self, value: &Value<'_>, sessions: &mut Sessions) {
+        let Some(table) = self.table("sessions", value) else {
+            return;
+        };
+        for (key, value) in table.iter() {
+            let name = key.get_ref().as_ref();
+            let at = value.span().start;
+            let Some(slot) = sessions.get_mut(name) else {
+                self.unknown_key(name, key.span().start, "in [sessions]", &Sessions::KEYS);
+                continue;
+            };
+            let Some(text) = self.string(name, value) else {
+                continue;
+            };
+            *slot = match text {
+                "allow" => None,
+                "log" => Some(Action::Log),
+                "alert" => Some(Action::Alert),
+                "deny" => Some(Action::Deny),
+                "kill" => Some(Action::Kill),
+                other => {
+                    self.error(
+                        code::INVALID,
+                        at,
+                        format!(
+                            "unknown [sessions] {name} {other:?} (expected \"allow\", \"log\", \
+                             \"alert\", \"deny\" or \"kill\")"
+                        ),
+                    );
+                    continue;
+                }
+            };
+        }
     }
 
     fn mode(&mut self, value: &Value<'_>) -> Option<Mode> {

@@ -308,7 +308,8 @@ fn defaults() {
     assert_eq!(p.mode, Mode::Enforce);
     assert_eq!(p.agents, ["codex"]);
     assert!(!p.kill_stragglers);
-    assert!(p.rules.is_empty());
+    // No rules of its own: only the `[sessions]` defaults.
+    assert!(p.rules.iter().all(|r| matches!(r.kind, Kind::Route(_))));
 
     let p = policy(&format!("{FILE}paths = [\"x\"]"));
     let rule = &p.rules[0];
@@ -682,4 +683,65 @@ fn secret_marks_file_rules_and_report_names_a_directory() {
         ci.report.dir.as_deref(),
         Some(Path::new("/var/lib/guard/reports"))
     );
+}
+
+#[test]
+fn sessions_refuse_routes_by_default_and_each_key_is_a_rule() {
+    use super::super::model::{Action, Route, Sessions};
+    let default = policy("");
+    assert_eq!(default.sessions, Sessions::default());
+    let ids: Vec<(&str, Action)> = default
+        .rules
+        .iter()
+        .map(|r| (r.id.as_str(), r.action))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("sessions.io_uring", Action::Deny),
+            ("sessions.open_by_handle_at", Action::Deny),
+            ("sessions.fileless_exec", Action::Alert),
+            ("sessions.raw_sockets", Action::Deny),
+        ]
+    );
+    let p = policy(
+        "[sessions]\nio_uring = \"allow\"\nraw_sockets = \"kill\"\nfileless_exec = \"allow\"\nopen_by_handle_at = \"log\"\n",
+    );
+    assert_eq!(p.sessions.io_uring, None);
+    assert_eq!(p.sessions.raw_sockets, Some(Action::Kill));
+    let kinds: Vec<(&str, &Kind)> = p.rules.iter().map(|r| (r.id.as_str(), &r.kind)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (
+                "sessions.open_by_handle_at",
+                &Kind::Route(vec![Route::OpenByHandleAt])
+            ),
+            (
+                "sessions.raw_sockets",
+                &Kind::Route(vec![Route::RawSocket, Route::PacketSocket])
+            ),
+        ]
+    );
+    // The policy's own rules come first: the kernel's rule indexes stay theirs.
+    let p = policy(&format!("{EXEC}exe = [\"x\"]\n"));
+    assert_eq!(p.rules[0].id, "r");
+    assert_eq!(codes("[sessions]\nio_uring = \"maybe\"\n"), ["G009"]);
+    assert_eq!(codes("[sessions]\nio_urin = \"deny\"\n"), ["G002"]);
+    assert_eq!(codes("[sessions]\nio_uring = 1\n"), ["G009"]);
+    assert_eq!(codes("sessions = 1\n"), ["G009"]);
+    assert_eq!(
+        codes(
+            "[[rule]]\nid = \"sessions.io_uring\"\nkind = \"exec\"\nexe = [\"x\"]\naction = \"log\"\n"
+        ),
+        ["G006"]
+    );
+    use super::super::builtin;
+    let of = |name: &str| match parse(name, builtin::get(name).expect("built-in")) {
+        Ok((p, _)) => p.sessions,
+        Err(d) => panic!("{}", render(name, &d)),
+    };
+    assert_eq!(of("workstation").fileless_exec, Some(Action::Alert));
+    assert_eq!(of("ci").fileless_exec, Some(Action::Kill));
+    assert_eq!(of("ci").io_uring, Some(Action::Deny));
 }

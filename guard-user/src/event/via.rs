@@ -1,0 +1,163 @@
+//! How an exec reached the program it runs, when the exec'd file is not that
+//! program: the dynamic loader run by hand (`ld-linux-x86-64.so.2 ./prog`: the
+//! target is its first operand) or a script interpreter (`sh ./script`,
+//! `python3 script.py`). Read from the exec's own argv; rules on programs match
+//! the target too (see `policy::matcher`), and events name it (`via`, `target`).
+
+/// Which runner the exec'd file is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// The dynamic loader (`ld-linux*.so*`, `ld-musl-*.so*`, `ld.so`).
+    Loader,
+    /// A shell or script interpreter.
+    Interpreter,
+}
+
+impl Via {
+    /// The name in events (`via`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Loader => "loader",
+            Via::Interpreter => "interpreter",
+        }
+    }
+}
+
+/// The program an exec runs through its runner: the runner, and the operand as
+/// written (relative to the process's working directory when not absolute).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub via: Via,
+    pub target: String,
+}
+
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// The dynamic loader by its file name.
+fn is_loader(name: &str) -> bool {
+    name == "ld.so"
+        || (name.starts_with("ld-") && name.contains(".so"))
+        || (name.starts_with("ld64.so"))
+}
+
+/// Shells and script interpreters by file name (`python3.12` as `python`).
+fn is_interpreter(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish", "perl", "ruby", "node",
+        "nodejs", "php", "tclsh", "lua", "Rscript", "deno", "bun",
+    ];
+    let base = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    NAMES.contains(&name) || NAMES.contains(&base) || base == "python" || base == "pypy"
+}
+
+/// Loader options that take a value (glibc's ld.so).
+const LOADER_VALUE_OPTIONS: &[&str] = &[
+    "--library-path",
+    "--inhibit-rpath",
+    "--audit",
+    "--preload",
+    "--argv0",
+    "--glibc-hwcaps-prepend",
+    "--glibc-hwcaps-mask",
+];
+
+/// Interpreter options that take a value; and those after which no script
+/// follows (the program is inline: `-c`, `-e`, `-m`).
+const INTERP_VALUE_OPTIONS: &[&str] = &["-W", "-X", "-o", "-O", "-I", "-r", "--require"];
+const INTERP_INLINE: &[&str] = &["-c", "-e", "-m", "-E", "--eval", "-p", "--print"];
+
+/// The target of an exec of `exe` with `argv`, when `exe` is a runner.
+pub fn target(exe: &str, argv: &[String]) -> Option<Target> {
+    let name = file_name(exe);
+    let (via, value_options, inline): (Via, &[&str], &[&str]) = if is_loader(name) {
+        (Via::Loader, LOADER_VALUE_OPTIONS, &[])
+    } else if is_interpreter(name) {
+        (Via::Interpreter, INTERP_VALUE_OPTIONS, INTERP_INLINE)
+    } else {
+        return None;
+    };
+    let mut args = argv.iter().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--" {
+            return args.next().map(|t| Target {
+                via,
+                target: t.clone(),
+            });
+        }
+        if inline.contains(&a.as_str()) {
+            return None;
+        }
+        if value_options.contains(&a.as_str()) {
+            args.next();
+            continue;
+        }
+        if a.starts_with('-') && a.len() > 1 {
+            continue;
+        }
+        return Some(Target {
+            via,
+            target: a.clone(),
+        });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_loader_names_its_target_past_its_options() {
+        let t = target(
+            "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+            &argv(&[
+                "/lib64/ld-linux-x86-64.so.2",
+                "--library-path",
+                "/opt/lib",
+                "--inhibit-cache",
+                "./prog",
+                "-x",
+            ]),
+        );
+        assert_eq!(
+            t,
+            Some(Target {
+                via: Via::Loader,
+                target: "./prog".into()
+            })
+        );
+        assert_eq!(
+            target("/lib/ld-musl-x86_64.so.1", &argv(&["ld", "/bin/nc"])).map(|t| t.target),
+            Some("/bin/nc".into())
+        );
+    }
+
+    #[test]
+    fn interpreters_name_their_script_not_inline_code() {
+        let t = target(
+            "/usr/bin/python3.11",
+            &argv(&["python3", "-X", "dev", "run.py", "a"]),
+        );
+        assert_eq!(
+            t.map(|t| (t.via, t.target)),
+            Some((Via::Interpreter, "run.py".into()))
+        );
+        assert_eq!(target("/usr/bin/bash", &argv(&["bash", "-c", "ls"])), None);
+        assert_eq!(
+            target("/usr/bin/python3", &argv(&["python3", "-m", "http.server"])),
+            None
+        );
+        assert_eq!(
+            target("/bin/sh", &argv(&["sh", "./x.sh"])).map(|t| t.target),
+            Some("./x.sh".into())
+        );
+        assert_eq!(target("/bin/sh", &argv(&["sh"])), None);
+        assert_eq!(target("/usr/bin/cat", &argv(&["cat", "x"])), None);
+    }
+}
