@@ -433,22 +433,23 @@ fn exec_pick(
         return None;
     }
     let generation = cfg.generation as u8;
-    let whole = lookup_bytes(0, generation, path_kind::EXEC, path, len);
     let mut comm_len = 0u32;
     while comm_len < 16 && comm[comm_len as usize] != 0 {
         comm_len += 1;
     }
-    let by_name = lookup_bytes(1, generation, path_kind::EXEC_NAME, comm.as_ptr(), comm_len);
     let name = slot_bytes(2)?;
     // Names in exec rules are cut to 15 bytes, like comm; the shim makes the cut.
     let name_len = core_read::dentry_name(core_read::file_dentry(file), name, 15);
-    let by_file = lookup_slot(2, generation, path_kind::EXEC_NAME, name_len, true);
     let c = begin(path, len, &cfg, 0, verdict, is_root)?;
+    // Each match goes straight into the check: held in registers until the check
+    // exists, three of them spill 60 bytes of stack, and sched_process_exec has none
+    // to spare on Linux 6.1 (512 bytes for the program and the memset it calls).
     // SAFETY: this CPU's check.
     unsafe {
-        (*c).matches[0] = whole;
-        (*c).matches[1] = by_name;
-        (*c).matches[2] = by_file;
+        (*c).matches[0] = lookup_bytes(0, generation, path_kind::EXEC, path, len);
+        (*c).matches[1] =
+            lookup_bytes(1, generation, path_kind::EXEC_NAME, comm.as_ptr(), comm_len);
+        (*c).matches[2] = lookup_slot(2, generation, path_kind::EXEC_NAME, name_len, true);
     }
     pick(c)
 }
