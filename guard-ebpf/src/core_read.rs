@@ -12,6 +12,7 @@ pub type Task = c_void;
 
 unsafe extern "C" {
     fn guard_task_pid(t: *const Task) -> u32;
+    fn guard_task_leader_comm(t: *const Task, dst: *mut u8);
     fn guard_task_tgid(t: *const Task) -> u32;
     fn guard_task_start_ns(t: *const Task) -> u64;
     fn guard_task_ppid(t: *const Task) -> u32;
@@ -35,6 +36,10 @@ pub fn current() -> *const Task {
 
 // SAFETY (all below): the accessors read through bpf_probe_read_kernel, which
 // tolerates any pointer value; a bad pointer yields zeroes, never a fault.
+/// The thread group leader's comm (the program's name) into `dst` (16 bytes).
+pub fn leader_comm(t: *const Task, dst: &mut [u8; 16]) {
+    unsafe { guard_task_leader_comm(t, dst.as_mut_ptr()) }
+}
 pub fn pid(t: *const Task) -> u32 {
     unsafe { guard_task_pid(t) }
 }

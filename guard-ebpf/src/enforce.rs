@@ -540,14 +540,7 @@ pub fn on_map(file: *const core::ffi::c_void, path: *const u8, len: u32, who: u3
     };
     let name_len = core_read::dentry_name(core_read::file_dentry(file), name, 15);
     let by_file = lookup_slot(2, generation, path_kind::EXEC_NAME, name_len, true);
-    let Some(c) = begin(
-        path,
-        len,
-        &cfg,
-        0,
-        rule_flags::KILL | rule_flags::DENY,
-        who,
-    ) else {
+    let Some(c) = begin(path, len, &cfg, 0, rule_flags::KILL | rule_flags::DENY, who) else {
         return 0;
     };
     // SAFETY: this CPU's check.

@@ -29,8 +29,8 @@ use aya_ebpf::{
     bindings::{BPF_RB_NO_WAKEUP, bpf_sock},
     btf_maps::SkStorage,
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_ktime_get_boot_ns,
         generated::{bpf_get_socket_cookie, bpf_sk_fullsock, bpf_sk_storage_get},
     },
     macros::{btf_map, cgroup_skb, cgroup_sock},
@@ -104,8 +104,12 @@ pub fn tag(ctx: &SockAddrContext, dest: &NetBody, session: u64, who: u32) {
         gid: (uid_gid >> 32) as u32,
         rule: 0,
         role: u16::from(guard_common::role::of(who)),
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        comm: [0; 16],
     };
+    // The program's name, not the thread's (`tokio-rt-worker`): the flow's last
+    // record often comes after the process's exit, when user space can no longer
+    // name the program from its exec.
+    crate::core_read::leader_comm(crate::core_read::current(), &mut st.header.comm);
     st.body = FlowBody {
         addr: dest.addr,
         start_ns: now,

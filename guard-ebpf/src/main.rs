@@ -26,8 +26,8 @@ mod maps;
 mod net;
 mod process;
 mod role;
-mod tamper;
 mod route;
+mod tamper;
 
 #[cfg(not(test))]
 #[panic_handler]

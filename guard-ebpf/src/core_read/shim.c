@@ -104,6 +104,8 @@ struct task_struct {
 	struct fs_struct *fs;
 	struct mm_struct *mm;
 	struct signal_struct *signal;
+	struct task_struct *group_leader;
+	char comm[16];
 } __co_re;
 
 struct linux_binprm {
@@ -115,6 +117,15 @@ struct linux_binprm {
 // ---- task ----
 
 ACCESSOR u32 guard_task_pid(struct task_struct *t) { return BPF_CORE_READ(t, pid); }
+
+// The program's name: the thread group leader's comm (16 bytes, NUL padded), where
+// bpf_get_current_comm gives the calling thread's own name.
+ACCESSOR void guard_task_leader_comm(struct task_struct *t, char *dst)
+{
+	struct task_struct *leader = BPF_CORE_READ(t, group_leader);
+	if (bpf_core_read(dst, 16, &leader->comm))
+		__builtin_memset(dst, 0, 16);
+}
 ACCESSOR u32 guard_task_tgid(struct task_struct *t) { return BPF_CORE_READ(t, tgid); }
 ACCESSOR u64 guard_task_start_ns(struct task_struct *t) { return BPF_CORE_READ(t, start_time); }
 ACCESSOR u32 guard_task_ppid(struct task_struct *t) { return BPF_CORE_READ(t, real_parent, tgid); }

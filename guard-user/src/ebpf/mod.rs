@@ -1133,7 +1133,12 @@ fn attach_lsm(
     bpf: &mut Ebpf,
     attached: &mut Vec<String>,
     links: &mut Links,
-) -> (Result<(), String>, Result<(), String>, Vec<&'static str>, u32) {
+) -> (
+    Result<(), String>,
+    Result<(), String>,
+    Vec<&'static str>,
+    u32,
+) {
     let lsm_active = std::fs::read_to_string("/sys/kernel/security/lsm")
         .map(|l| l.split(',').any(|m| m.trim() == "bpf"));
     if matches!(lsm_active, Ok(false)) {

@@ -701,7 +701,10 @@ mod tests {
             let kind = detail.kind();
             // Only what a process did can break a rule (and `policy_loaded` has a
             // `rules` count of its own).
-            let judged = matches!(kind, "exec" | "open" | "connect" | "send" | "tamper" | "route");
+            let judged = matches!(
+                kind,
+                "exec" | "open" | "connect" | "send" | "tamper" | "route"
+            );
             let mut e = ev(detail);
             e.violation = judged.then(|| Violation {
                 rule: "r".into(),
