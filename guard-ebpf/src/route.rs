@@ -386,8 +386,6 @@ pub fn route_bprm_check(ctx: LsmContext) -> i32 {
     if retval != 0 {
         return retval;
     }
-    match fileless_exec(bprm, true) {
-        Ok(v) => v,
-        Err(()) => 0,
-    }
+    // Err: not a session process, or nothing to refuse.
+    fileless_exec(bprm, true).unwrap_or_default()
 }
