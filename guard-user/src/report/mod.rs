@@ -269,20 +269,9 @@ impl Ledger {
         failed: bool,
         ev: &EventLine,
     ) {
-        let key = (addr.to_owned(), port, proto.to_owned());
-        let Some(d) = slot(&mut self.dests, &mut self.report.destinations, key, || {
-            Destination {
-                addr: addr.to_owned(),
-                port,
-                proto: proto.to_owned(),
-                ..Destination::default()
-            }
-        }) else {
+        let Some(d) = self.dest_entry(addr, port, proto, ev) else {
             return;
         };
-        if d.host.is_none() {
-            d.host.clone_from(&ev.host);
-        }
         if send {
             d.sends += 1;
         } else {
@@ -290,6 +279,30 @@ impl Ledger {
         }
         d.failed += u64::from(failed);
         note_verdict(&mut d.verdicts, ev);
+    }
+
+    /// The destination's entry (found or added, within the bound), its host name
+    /// filled in from the first event that has one.
+    fn dest_entry(
+        &mut self,
+        addr: &str,
+        port: u16,
+        proto: &str,
+        ev: &EventLine,
+    ) -> Option<&mut Destination> {
+        let key = (addr.to_owned(), port, proto.to_owned());
+        let d = slot(&mut self.dests, &mut self.report.destinations, key, || {
+            Destination {
+                addr: addr.to_owned(),
+                port,
+                proto: proto.to_owned(),
+                ..Destination::default()
+            }
+        })?;
+        if d.host.is_none() {
+            d.host.clone_from(&ev.host);
+        }
+        Some(d)
     }
 
     /// Adds a flow's totals as of this record: what it moved since its previous
@@ -317,20 +330,9 @@ impl Ledger {
         }
         self.report.bytes_out += d_out;
         self.report.bytes_in += d_in;
-        let key = (addr.to_owned(), port, proto.to_owned());
-        let Some(d) = slot(&mut self.dests, &mut self.report.destinations, key, || {
-            Destination {
-                addr: addr.to_owned(),
-                port,
-                proto: proto.to_owned(),
-                ..Destination::default()
-            }
-        }) else {
+        let Some(d) = self.dest_entry(addr, port, proto, ev) else {
             return;
         };
-        if d.host.is_none() {
-            d.host.clone_from(&ev.host);
-        }
         d.bytes_out += d_out;
         d.bytes_in += d_in;
         d.flows += u64::from(new);
