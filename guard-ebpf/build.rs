@@ -36,4 +36,10 @@ fn main() {
     assert!(status.success(), "{clang} failed to compile {shim}");
     // `rustc-link-lib=link-arg=` leaves the accessors undefined; a plain link-arg works.
     println!("cargo:rustc-link-arg={}", obj.display());
+    // By default bpf-linker has LLVM expand memcpy "in order" (for the JITs' pattern
+    // matching), which also turns every memset, such as a few zeroed fields merged
+    // into one, into a call to compiler_builtins' byte loop: the verifier walks that
+    // loop a byte at a time at every call, on every path to it (over 50,000 of the
+    // open exit's verified instructions). Plain expansion writes the stores inline.
+    println!("cargo:rustc-link-arg=--disable-expand-memcpy-in-order");
 }

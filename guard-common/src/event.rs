@@ -42,11 +42,16 @@ pub enum EventKind {
     /// socket is released ([`FlowBody`]). The header is the process that tagged the
     /// socket (its connect or send), whichever process uses the socket later.
     Flow = 11,
+    /// A DNS message on a tracked socket to or from port 53 (UDP or TCP): a query
+    /// a session process sent, or the answer it received ([`DnsBody`], then up to
+    /// [`DNS_PAYLOAD_MAX`] bytes of the message). The header is the process that
+    /// tagged the socket, like [`EventKind::Flow`].
+    Dns = 12,
 }
 
 impl EventKind {
     /// Every kind, in numeric order.
-    pub const ALL: [EventKind; 10] = [
+    pub const ALL: [EventKind; 11] = [
         EventKind::Exec,
         EventKind::Open,
         EventKind::Connect,
@@ -57,6 +62,7 @@ impl EventKind {
         EventKind::Tamper,
         EventKind::Route,
         EventKind::Flow,
+        EventKind::Dns,
     ];
 
     /// Decodes a kind number; `None` for numbers this build does not know.
@@ -72,6 +78,7 @@ impl EventKind {
             9 => EventKind::Tamper,
             10 => EventKind::Route,
             11 => EventKind::Flow,
+            12 => EventKind::Dns,
             _ => return None,
         })
     }
@@ -89,6 +96,7 @@ impl EventKind {
             EventKind::Tamper => "tamper",
             EventKind::Route => "route",
             EventKind::Flow => "flow",
+            EventKind::Dns => "dns",
         }
     }
 }
@@ -112,10 +120,40 @@ pub mod flags {
     /// Exec records: the payload ends with [`THREAD_ID_LEN`] bytes (NUL padded) of the
     /// value of `CODEX_THREAD_ID` in the new image's environment (see [`crate::role`]).
     pub const THREAD_ID: u16 = 1 << 6;
+    /// The process is tainted: it (or an ancestor, before forking it) opened for
+    /// reading a file that a `secret = true` rule matched and let it open
+    /// ([`crate::TAINTED`]). Set on every record of the process from that open on.
+    pub const TAINTED: u16 = 1 << 9;
     /// The session is over its record limit: the kernel drops its plain records
     /// (counted) and still sends this one (an enforcement, a session start, the root's
     /// exit, a [`crate::EventKind::Limit`] report).
     pub const OVER_LIMIT: u16 = 1 << 11;
+    /// Open records: a rule matched the opened file by identity (device, inode), not
+    /// by the path it was opened at: the payload ends with an
+    /// [`crate::IdentityTail`] naming the protected file or directory.
+    pub const BY_IDENTITY: u16 = 1 << 7;
+    /// Open records: identity rules exist, and the opened file's ancestors could not
+    /// be walked to its file system's root within [`crate::IDENTITY_DEPTH`] levels:
+    /// whether it lies in a protected directory by identity is unknown.
+    pub const IDENTITY_UNKNOWN: u16 = 1 << 8;
+}
+
+/// Levels of directories above an opened file the kernel checks against the
+/// identity rules (the file itself is level 0).
+pub const IDENTITY_DEPTH: usize = 64;
+
+/// The end of an open record's payload with [`flags::BY_IDENTITY`]: what matched.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdentityTail {
+    /// The kernel's device number (`MKDEV(major, minor)`) of the protected entry.
+    pub dev: u32,
+    /// How many levels above the opened file the protected entry is (0: the file).
+    pub up: u16,
+    /// The rule index the entry names.
+    pub rule: u16,
+    /// Its inode number.
+    pub ino: u64,
 }
 
 /// Common prefix of every record.
@@ -446,6 +484,43 @@ pub struct FlowBody {
     /// Reserved, zero.
     pub _reserved: u32,
 }
+
+/// Most bytes of a DNS message a [`EventKind::Dns`] record carries (the classic
+/// UDP message size; longer messages are cut, see [`DnsBody::len`]).
+pub const DNS_PAYLOAD_MAX: usize = 512;
+
+/// Which way a [`EventKind::Dns`] message went: [`DnsBody::direction`].
+pub mod dns {
+    /// Sent by the session's socket (a query).
+    pub const OUT: u16 = 0;
+    /// Received by the session's socket (an answer).
+    pub const IN: u16 = 1;
+}
+
+/// Body of [`EventKind::Dns`]; payload: the first `payload_len` bytes (at most
+/// [`DNS_PAYLOAD_MAX`]) of the packet's transport payload: the DNS message (for
+/// TCP, the segment's bytes, which start with the message's 2-byte length).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsBody {
+    /// The DNS server: the socket's destination, 4 bytes for IPv4, 16 for IPv6.
+    pub addr: [u8; 16],
+    /// The socket's cookie (its flow's, see [`FlowBody::cookie`]).
+    pub cookie: u64,
+    /// Bytes of transport payload in the packet (more than the payload when cut).
+    pub len: u32,
+    /// [`AF_INET`] or [`AF_INET6`] (of the socket's destination).
+    pub family: u16,
+    /// The server's port, host order (53).
+    pub port: u16,
+    /// `SOCK_STREAM` (1) or `SOCK_DGRAM` (2).
+    pub sock_type: u16,
+    /// A [`dns`] direction.
+    pub direction: u16,
+    /// Reserved, zero.
+    pub _reserved: u32,
+}
+
 /// The routes of [`RouteBody::route`] (stable numbers). Also the byte a
 /// `path_kind::ROUTE` rule key holds.
 pub mod route {

@@ -13,9 +13,16 @@ pub struct Tracked {
     /// The session's root process id.
     pub root_pid: u32,
     /// [`crate::flags::ROOT_PROCESS`] for the root; the process's agent role in
-    /// bits 8..11 ([`crate::role`]); [`crate::role::STRUCTURED`].
+    /// bits 8..11 ([`crate::role`]); [`crate::role::STRUCTURED`]; [`TAINTED`].
     pub flags: u32,
 }
+
+/// [`Tracked::flags`]: the process opened for reading a file a `secret = true` rule
+/// matched without stopping the open (a `log` or `alert` rule), or descends from one
+/// that had before forking it. Set by the kernel at the open (before the open
+/// returns), inherited at fork, kept across exec; never cleared. Records of the
+/// process carry [`crate::flags::TAINTED`].
+pub const TAINTED: u32 = 1 << 14;
 
 /// Agent roles: which part of an agent session a process is. Decided by the kernel
 /// at exec, inherited at fork, kept in [`Tracked::flags`] (bits 8..11) and sent in
@@ -156,6 +163,18 @@ pub mod counter {
     /// [`crate::EventKind::Flow`] records that did not fit in the ring buffer (the
     /// kind's number is past the `LOST_BASE` range).
     pub const LOST_FLOW: u32 = 16;
+    /// [`crate::EventKind::Dns`] records that did not fit in the ring buffer.
+    pub const LOST_DNS: u32 = 20;
+    /// DNS packets of tracked sockets whose payload could not be read from the
+    /// packet (a header the kernel side does not parse, e.g. IPv6 extension
+    /// headers, or a failed load): not reported.
+    pub const DNS_UNREAD: u32 = 21;
+    /// Opens by session processes whose file's ancestors could not be walked to the
+    /// root within `IDENTITY_DEPTH` levels while identity rules exist (each open
+    /// record also carries `flags::IDENTITY_UNKNOWN`).
+    pub const IDENTITY_UNKNOWN: u32 = 17;
+    /// Opens that a rule matched by identity (device, inode) and not by path.
+    pub const IDENTITY_HITS: u32 = 18;
     /// Number of counters.
     pub const LEN: u32 = 24;
 
@@ -163,6 +182,8 @@ pub mod counter {
     pub const fn lost(kind: u16) -> u32 {
         if kind == crate::EventKind::Flow as u16 {
             LOST_FLOW
+        } else if kind == crate::EventKind::Dns as u16 {
+            LOST_DNS
         } else {
             LOST_BASE + kind as u32
         }

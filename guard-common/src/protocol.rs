@@ -275,6 +275,22 @@ pub struct Status {
     /// How each kind of enforcement runs on this host.
     #[serde(default)]
     pub enforcement: Vec<Enforcement>,
+    /// Session opens the kernel judged by identity. Absent when the kernel's
+    /// counters could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityOpens>,
+}
+
+/// Session opens judged by identity (device, inode), counted in the kernel since
+/// the pins were created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IdentityOpens {
+    /// Opens a rule matched by identity and not by path.
+    pub matched: u64,
+    /// Opens whose file was too deep to place inside or outside a protected
+    /// directory (the rules on concrete directories applied: fail closed).
+    pub unknown: u64,
 }
 
 impl Status {
@@ -463,9 +479,17 @@ pub struct EventLine {
     pub user: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
-    /// The policy name a connect or send destination resolved from.
+    /// The name of a connect's, send's or flow's destination: the one the session's
+    /// DNS answers gave its address, else the policy name it resolved from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// Where `host` came from: `dns` or `policy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_source: Option<String>,
+    /// Connects, sends and flows of a tainted process: the secrets it (and its
+    /// ancestors) read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tainted_by: Vec<String>,
     #[serde(flatten)]
     pub detail: EventDetail,
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
@@ -491,6 +515,20 @@ pub struct ViolationLine {
     pub secret: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kill_latency_us: Option<u64>,
+    /// Anomaly rules: what crossed which threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<String>,
+}
+
+/// One record of a DNS answer (`answers` of a `dns` event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsAnswer {
+    pub name: String,
+    /// `A`, `AAAA`, `CNAME`, …
+    #[serde(rename = "type")]
+    pub rtype: String,
+    pub data: String,
+    pub ttl: u32,
 }
 
 /// What happened, by kind. Kinds this client does not know read as `Other`.
@@ -655,6 +693,30 @@ pub enum EventDetail {
         #[serde(default)]
         dest_class: String,
     },
+    /// A DNS message of a session socket: a query it sent (logged when it broke
+    /// an anomaly rule) or an answer it received.
+    Dns {
+        /// `query` or `answer`.
+        #[serde(default)]
+        direction: String,
+        /// The DNS server and its port.
+        #[serde(default)]
+        server: String,
+        #[serde(default)]
+        port: u16,
+        #[serde(default)]
+        proto: String,
+        /// The question's name and type.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        qtype: Option<String>,
+        /// Answers: the response code (`NoError`, `NXDomain`, …).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rcode: Option<String>,
+        #[serde(default)]
+        answers: Vec<DnsAnswer>,
+    },
     /// This subscriber read too slowly and missed `count` events.
     Missed { count: u64 },
     /// A kind this client does not know (a newer daemon).
@@ -681,6 +743,7 @@ impl EventDetail {
             EventDetail::Tamper { .. } => "tamper",
             EventDetail::DaemonResumed { .. } => "daemon_resumed",
             EventDetail::Flow { .. } => "flow",
+            EventDetail::Dns { .. } => "dns",
             EventDetail::Missed { .. } => "missed",
             EventDetail::Other => "other",
         }
@@ -806,6 +869,10 @@ mod tests {
                 guarantee: "kill after the open".into(),
                 fallback_reason: Some("BPF-LSM not active".into()),
             }],
+            identity: Some(IdentityOpens {
+                matched: 3,
+                unknown: 1,
+            }),
         }));
         round_trip(&Reply::data(crate::report::Report {
             session: "000000f27677c8c0".into(),
@@ -846,6 +913,8 @@ mod tests {
             user: None,
             container: None,
             host: None,
+            host_source: None,
+            tainted_by: Vec::new(),
             detail: EventDetail::Open {
                 path: "/root/.ssh/id_rsa".into(),
                 access: vec!["read".into()],
@@ -861,6 +930,7 @@ mod tests {
                 rules: vec!["ssh-keys".into()],
                 secret: true,
                 kill_latency_us: None,
+                anomaly: None,
             }),
         };
         round_trip(&line);
@@ -918,6 +988,7 @@ mod tests {
                 rules: vec!["self_protection".into()],
                 secret: false,
                 kill_latency_us: None,
+                anomaly: None,
             }),
             ..line
         };

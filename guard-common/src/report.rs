@@ -133,6 +133,47 @@ pub struct Violation {
     pub alert: bool,
 }
 
+/// A secret the session read: an open for reading, matched by a `secret = true`
+/// rule, that nothing stopped (a `log` or `alert` rule, observe mode, a failed kill).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRead {
+    /// The first read of the path.
+    pub ts: String,
+    pub pid: u32,
+    pub comm: String,
+    pub path: String,
+}
+
+/// What the session sent to one destination after its first secret read.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentAfter {
+    pub addr: String,
+    pub port: u16,
+    pub proto: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Bytes sent (IP level) by flow records dated after the first secret read:
+    /// each record's bytes since the flow's previous record.
+    pub bytes_out: u64,
+    /// Connects and sends to it after the first secret read.
+    pub attempts: u64,
+    /// Of those, the ones that failed (refused by guard, or by the network).
+    pub failed: u64,
+    /// Some of them came from a tainted process (one that read a secret itself, or
+    /// descends from one); the rest were the session's other processes, which taint
+    /// does not follow (a secret passed through a pipe or a file).
+    pub tainted: bool,
+}
+
+/// The session-level fact: which secrets it read, then what it sent where.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretEgress {
+    /// Secrets read, first read first.
+    pub secrets: Bounded<SecretRead>,
+    /// Destinations contacted after the first secret read.
+    pub sent_after: Bounded<SentAfter>,
+}
+
 /// The report of one session.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
@@ -165,6 +206,10 @@ pub struct Report {
     #[serde(default)]
     pub bytes_in: u64,
     pub violations: Bounded<Violation>,
+    /// Secrets read, then egress ("this session read secret X, then sent N bytes to
+    /// Y"): what taint cannot follow, at the session's level.
+    #[serde(default)]
+    pub secret_egress: SecretEgress,
     /// Records of the session the kernel dropped (over its `[limits]`): what the
     /// report could not see.
     pub dropped: u64,

@@ -28,6 +28,21 @@ pub mod path_kind {
     /// A route the policy refuses for sessions (`[sessions]`): one byte, a
     /// `crate::route` number, exact.
     pub const ROUTE: u8 = 8;
+    /// Taint entries (`secret = true` rules whose action lets the open happen) use
+    /// the file kinds plus this offset: [`FILE`] + 8 and so on. They live beside the
+    /// kill and deny entries in the same map under kinds of their own, so a taint
+    /// entry never hides a kill entry from a longest-prefix lookup, nor the reverse.
+    pub const TAINT_OFFSET: u8 = 8;
+    /// [`FILE`] entries of taint rules.
+    pub const TAINT_FILE: u8 = FILE + TAINT_OFFSET;
+    /// [`FILE_NAME`] entries of taint rules.
+    pub const TAINT_FILE_NAME: u8 = FILE_NAME + TAINT_OFFSET;
+    /// [`FILE_NAME_REV`] entries of taint rules.
+    pub const TAINT_FILE_NAME_REV: u8 = FILE_NAME_REV + TAINT_OFFSET;
+    /// [`COMPONENTS`] entries of taint rules.
+    pub const TAINT_COMPONENTS: u8 = COMPONENTS + TAINT_OFFSET;
+    /// [`FILE_EXCEPT`] entries of taint rules.
+    pub const TAINT_FILE_EXCEPT: u8 = FILE_EXCEPT + TAINT_OFFSET;
 }
 
 /// Data of a `PATH_RULES` LPM-trie key: `[generation, kind, bytes…]`. An exact entry
@@ -59,6 +74,11 @@ pub mod rule_flags {
     /// [`super::RuleRef::access`] bits 2..7 hold it (bit `role + 1`, see
     /// [`super::role_bits`]); a process of unknown role (0) always matches.
     pub const ROLES: u8 = 64;
+    /// A file entry of a `secret = true` rule whose action lets the open happen
+    /// (`log`, `alert`): a read through it taints the process
+    /// ([`crate::TAINTED`]). Never kills or refuses. Taint entries use the
+    /// `path_kind::TAINT_*` kinds.
+    pub const TAINT: u8 = 128;
 }
 
 /// The [`RuleRef::access`] bits of a role set (`roles`: bit `r - 1` for role `r`).
@@ -99,8 +119,54 @@ pub struct RuleRef {
     pub ports: [u16; 8],
 }
 
-/// Data of a `NET_RULES` LPM-trie key: `[generation, family, 16 address bytes]`
-/// (IPv4 uses the first 4; IPv4-mapped IPv6 is looked up as IPv4).
+/// Most identity entries (`INODE_RULES`) one policy installs; the map holds two
+/// generations of them. Entries past it are reported, not installed.
+pub const IDENTITY_MAX: usize = 4096;
+
+/// What an [`InodeKey`] is matched against.
+pub mod inode_kind {
+    /// The opened file itself (a rule on a concrete file).
+    pub const FILE: u8 = 1;
+    /// A directory above the opened file (a rule on a concrete directory's tree).
+    pub const TREE: u8 = 2;
+    /// Fail-closed entries (device 0, inode 0, 1, …; at most
+    /// [`IDENTITY_UNKNOWN_MAX`](super::IDENTITY_UNKNOWN_MAX)): the rules on concrete
+    /// directories, judged when an opened file's directories could not be walked to
+    /// its file system's root, so whether it lies in one of them is unknown.
+    pub const UNKNOWN: u8 = 3;
+}
+
+/// Most fail-closed entries ([`inode_kind::UNKNOWN`]) per generation: one per rule
+/// on concrete directories that the kernel enforces; past it, the rest are reported.
+pub const IDENTITY_UNKNOWN_MAX: usize = 64;
+
+/// Key of the `INODE_RULES` hash map: a concrete file or directory a file rule
+/// names, by identity. Its value is the rule's [`RuleRef`] as its path entry holds
+/// it (an exception's entry has [`rule_flags::EXCEPT`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InodeKey {
+    /// The generation of the rule set ([`Config::generation`]).
+    pub generation: u8,
+    /// An [`inode_kind`].
+    pub kind: u8,
+    /// Reserved, zero.
+    pub _reserved: u16,
+    /// The kernel's device number, `MKDEV(major, minor)` (`major << 20 | minor`).
+    pub dev: u32,
+    /// The inode number.
+    pub ino: u64,
+}
+
+/// Data of a `NET_RULES` (and `TAINT_NET`) LPM-trie key: `[generation, family, 16
+/// address bytes]` (IPv4 uses the first 4; IPv4-mapped IPv6 is looked up as IPv4).
+///
+/// `TAINT_NET` holds the `[taint]` allowlist when the policy denies tainted egress:
+/// `ALLOW` entries for the allowed destinations, and one entry of prefix length 8
+/// (the generation byte alone: every destination) with `DENY` and the `[taint]`
+/// rule's index. A tainted process's connect or send is refused unless its longest
+/// match is an `ALLOW` entry covering the port; no entry of the generation in force
+/// means tainted egress is not refused.
 pub type NetData = [u8; 18];
 
 /// Global switches, in the one-entry `CONFIG` array.
@@ -147,4 +213,5 @@ mod pod {
     // SAFETY: plain #[repr(C)] integer structs without padding.
     unsafe impl aya::Pod for super::RuleRef {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::InodeKey {}
 }

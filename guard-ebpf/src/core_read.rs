@@ -214,3 +214,21 @@ pub fn dentry_under(dentry: *const c_void, dev: u32, ino: u64) -> bool {
 pub fn mount_dev(mnt: *const c_void) -> u32 {
     unsafe { guard_mount_dev(mnt) }
 }
+
+unsafe extern "C" {
+    fn guard_dentry_ident(d: *const c_void, ino: *mut u64) -> u32;
+    fn guard_dentry_up(d: *const c_void) -> *const c_void;
+}
+
+/// The (kernel device number, inode number) of `dentry`'s inode; (0, 0) when it
+/// has none.
+pub fn dentry_ident(dentry: *const c_void) -> (u32, u64) {
+    let mut ino = 0u64;
+    let dev = unsafe { guard_dentry_ident(dentry, &raw mut ino) };
+    (dev, ino)
+}
+
+/// `dentry`'s parent, or null at the root of its file system.
+pub fn dentry_up(dentry: *const c_void) -> *const c_void {
+    unsafe { guard_dentry_up(dentry) }
+}

@@ -64,9 +64,14 @@ impl Draft {
         let buf = EVENT_SCRATCH.get_ptr_mut(0)?.cast::<u8>();
         let (pid, tid) = current_ids();
         let uid_gid = bpf_get_current_uid_gid();
+        let tainted = if who & guard_common::TAINTED != 0 {
+            flags::TAINTED
+        } else {
+            0
+        };
         let header = Header {
             kind: kind as u16,
-            flags,
+            flags: flags | tainted,
             payload_len: 0,
             // SAFETY: helpers without arguments.
             ts_ns: unsafe { bpf_ktime_get_boot_ns() },

@@ -4,13 +4,19 @@
 //! express, argv conditions) is decided in user space.
 
 use aya_ebpf::{
-    helpers::generated::{bpf_loop, bpf_probe_read_kernel, bpf_send_signal},
+    helpers::generated::{
+        bpf_loop, bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_send_signal,
+    },
     macros::map,
-    maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
 };
 use guard_common::{
-    AF_INET, AF_INET6, Config, NetData, PathData, RuleRef,
-    rules::{access, enforced, path_kind, rule_flags},
+    AF_INET, AF_INET6, Config, IDENTITY_DEPTH, IdentityTail, NetData, PathData, RuleRef, counter,
+    flags,
+    rules::{
+        IDENTITY_MAX, IDENTITY_UNKNOWN_MAX, InodeKey, access, enforced, inode_kind, path_kind,
+        rule_flags,
+    },
 };
 
 use crate::core_read;
@@ -25,6 +31,28 @@ pub static PATH_RULES: LpmTrie<PathData, RuleRef> = LpmTrie::with_max_entries(16
 /// Network rules by destination prefix.
 #[map]
 pub static NET_RULES: LpmTrie<NetData, RuleRef> = LpmTrie::with_max_entries(8192, 0);
+
+/// The `[taint]` allowlist of tainted processes' egress, when the policy denies it
+/// (see `guard_common::rules::NetData`).
+#[map]
+pub static TAINT_NET: LpmTrie<NetData, RuleRef> = LpmTrie::with_max_entries(4096, 0);
+
+/// File rules on concrete files and directories by identity (see
+/// `guard_common::rules::InodeKey`): two generations of at most `IDENTITY_MAX`.
+#[map]
+pub static INODE_RULES: HashMap<InodeKey, RuleRef> =
+    HashMap::with_max_entries(2 * (IDENTITY_MAX + IDENTITY_UNKNOWN_MAX) as u32, 0);
+
+/// Entries of `INODE_RULES` by generation: 0 for the generation in force means no
+/// identity walk at all.
+#[map]
+pub static INODE_COUNT: Array<u32> = Array::with_max_entries(2, 0);
+
+/// An open the BPF-LSM `file_open` hook refused by identity, by thread id, for the
+/// open's exit to report (the refused open has no file to walk there). An LRU: an
+/// entry left by an open that no syscall exit sees (io_uring) must not fill it.
+#[map]
+pub static IDENT_DENIED: LruHashMap<u32, IdentityTail> = LruHashMap::with_max_entries(4096, 0);
 
 /// A lookup key built in place (260 bytes: too big for the stack), with slack so
 /// that byte offsets masked with 255 past its data stay inside the map value.
@@ -155,8 +183,14 @@ extern "C" fn scan_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
         return 1;
     };
     // SAFETY: this CPU's check, filled in by the caller before the loop.
-    let (path, len, generation) =
-        unsafe { ((*c).path as *const u8, (*c).len, (*c).generation as u8) };
+    let (path, len, generation, base) = unsafe {
+        (
+            (*c).path as *const u8,
+            (*c).len,
+            (*c).generation as u8,
+            (*c).base as u8,
+        )
+    };
     let i = index & (SCAN_BYTES - 1);
     if i >= len {
         return 1;
@@ -176,7 +210,7 @@ extern "C" fn scan_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
     let r = lookup_bytes(
         3,
         generation,
-        path_kind::COMPONENTS,
+        path_kind::COMPONENTS.wrapping_add(base),
         path.wrapping_add(i as usize),
         len - i,
     );
@@ -212,7 +246,19 @@ struct Check {
     is_root: u32,
     /// The rule picked, plus one; 0 for none.
     picked: u32,
+    /// Added to the file kinds looked up: 0 for kill and deny entries,
+    /// `path_kind::TAINT_OFFSET` for taint entries.
+    base: u32,
     matches: Matches,
+    /// The entry whose name [`name_step`] looks up.
+    dentry: u64,
+    /// Identity walk: the dentry to look at next (0 once the root was passed).
+    ident_d: u64,
+    /// `flags::BY_IDENTITY` when `tail` holds a match.
+    ident_flags: u32,
+    /// An exception's rule plus one, found by identity on the file itself.
+    ident_except: u32,
+    tail: IdentityTail,
 }
 
 #[map]
@@ -240,7 +286,12 @@ fn begin(
         (*c).verdict = u32::from(verdict);
         (*c).is_root = is_root;
         (*c).picked = 0;
+        (*c).base = 0;
         (*c).matches = NONE;
+        (*c).dentry = 0;
+        (*c).ident_d = 0;
+        (*c).ident_flags = 0;
+        (*c).ident_except = 0;
     }
     Some(c)
 }
@@ -270,40 +321,66 @@ extern "C" fn lookup_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
         return 1;
     };
     // SAFETY: this CPU's check, filled in by the caller before the loop.
-    let (path, len, kinds, generation, name_len) = unsafe {
+    let (path, len, kinds, generation, name_len, base) = unsafe {
         (
             (*c).path as *const u8,
             (*c).len,
             (*c).kinds,
             (*c).generation as u8,
             (*c).name_len,
+            (*c).base as u8 & 15,
         )
     };
     let i = index & 7;
-    let has = |kind: u8| kinds & (1 << kind) != 0;
-    let r = match i {
-        0 if has(path_kind::FILE) => lookup_bytes(0, generation, path_kind::FILE, path, len),
-        1 if has(path_kind::FILE_NAME) => {
-            lookup_slot(1, generation, path_kind::FILE_NAME, name_len, true)
-        }
-        2 if has(path_kind::FILE_NAME_REV) => {
-            lookup_slot(2, generation, path_kind::FILE_NAME_REV, name_len, true)
-        }
-        3 if has(path_kind::COMPONENTS) => {
+    let has = |kind: u8| kinds & (1 << (kind & 31)) != 0;
+    if i == 3 {
+        if has(path_kind::COMPONENTS.wrapping_add(base)) {
             // The scan leaves its match in matches[3] itself.
             each(SCAN_BYTES, scan_step);
-            return 0;
         }
-        4 if has(path_kind::FILE_EXCEPT) => {
-            lookup_bytes(4, generation, path_kind::FILE_EXCEPT, path, len)
-        }
-        _ => RuleRef::default(),
+        return 0;
+    }
+    // One lookup for every step, not one inlined per kind: the verifier then walks
+    // the lookup once per entry into this callback instead of once per kind.
+    let kind = match i {
+        0 => path_kind::FILE,
+        1 => path_kind::FILE_NAME,
+        2 => path_kind::FILE_NAME_REV,
+        _ => path_kind::FILE_EXCEPT,
+    }
+    .wrapping_add(base);
+    let r = if !has(kind) {
+        RuleRef::default()
+    } else if i == 1 || i == 2 {
+        // The name and its reverse are in their slots already (`name_step`).
+        lookup_slot(i, generation, kind, name_len, true)
+    } else {
+        lookup_bytes(i, generation, kind, path, len)
     };
     // SAFETY: as above.
     if let Some(m) = unsafe { (*c).matches.get_mut(i as usize) } {
         *m = r;
     }
     i64::from(i >= 4)
+}
+
+/// The file name of the check's entry and its reverse, into key slots 1 and 2; its
+/// length into `name_len`. A callback, so that the name's length reaches the caller
+/// as a number read from memory: inlined, each way the length was clamped is another
+/// state for the verifier to carry through every lookup after it.
+#[inline(never)]
+extern "C" fn name_step(_index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
+    let (Some(c), Some(name), Some(rev)) = (CHECKS.get_ptr_mut(0), slot_bytes(1), slot_bytes(2))
+    else {
+        return 1;
+    };
+    // SAFETY: this CPU's check, filled in by the caller before the loop.
+    let dentry = unsafe { (*c).dentry } as *const core::ffi::c_void;
+    let name_len = core_read::dentry_name(dentry, name, KEY_BYTES);
+    core_read::reverse(rev, name, name_len);
+    // SAFETY: as above.
+    unsafe { (*c).name_len = name_len };
+    1
 }
 
 /// Judges match `index`: the first one to enforce ends the loop with `picked` set.
@@ -314,24 +391,10 @@ extern "C" fn pick_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
     };
     let i = (index & 7) as usize;
     // SAFETY: this CPU's check, filled in by the caller before the loop.
-    let (want, verdict, who) = unsafe { ((*c).want as u8, (*c).verdict as u8, (*c).is_root) };
-    // SAFETY: as above.
     let Some(r) = (unsafe { (*c).matches.get(i) }).copied() else {
         return 1;
     };
-    let enforces = r.flags & verdict != 0
-        && r.flags & rule_flags::EXCEPT == 0
-        && scope_ok(r.flags, r.access, who)
-        && (want == 0 || r.access & want != 0);
-    if !enforces {
-        return 0;
-    }
-    let mut excepted = false;
-    // SAFETY: as above.
-    for e in unsafe { (*c).matches.iter() } {
-        excepted |= e.flags & rule_flags::EXCEPT != 0 && e.rule == r.rule;
-    }
-    if excepted {
+    if !enforces(c, r) {
         return 0;
     }
     // SAFETY: as above.
@@ -339,8 +402,178 @@ extern "C" fn pick_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
     1
 }
 
+/// Whether entry `r` enforces the check's verdict on this process and access, and
+/// no exception of its rule matched the path.
+#[inline(always)]
+fn enforces(c: *mut Check, r: RuleRef) -> bool {
+    // SAFETY: this CPU's check, filled in by the caller.
+    let (want, verdict, who) = unsafe { ((*c).want as u8, (*c).verdict as u8, (*c).is_root) };
+    let applies = r.flags & verdict != 0
+        && r.flags & rule_flags::EXCEPT == 0
+        && scope_ok(r.flags, r.access, who)
+        && (want == 0 || r.access & want != 0);
+    if !applies {
+        return false;
+    }
+    let mut excepted = false;
+    // SAFETY: as above.
+    for e in unsafe { (*c).matches.iter() } {
+        excepted |= e.flags & rule_flags::EXCEPT != 0 && e.rule == r.rule;
+    }
+    !excepted
+}
+
+/// Entries of `INODE_RULES` in force.
+#[inline(always)]
+fn identity_count(cfg: &Config) -> u32 {
+    INODE_COUNT.get(cfg.generation & 1).copied().unwrap_or(0)
+}
+
+/// One level of the identity walk: level 0 is the opened file (looked up among
+/// the rules on concrete files), every level above a directory (looked up among
+/// the rules on concrete directories). Stops at the first entry that enforces, or
+/// at the root of the file system; the first entry met is reported in any case.
+#[inline(never)]
+extern "C" fn ident_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(c) = CHECKS.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's check, filled in by the caller before the loop.
+    let (d, generation) = unsafe { ((*c).ident_d as *const core::ffi::c_void, (*c).generation) };
+    if d.is_null() {
+        return 1;
+    }
+    let (dev, ino) = core_read::dentry_ident(d);
+    let key = InodeKey {
+        generation: generation as u8,
+        kind: if index == 0 {
+            inode_kind::FILE
+        } else {
+            inode_kind::TREE
+        },
+        _reserved: 0,
+        dev,
+        ino,
+    };
+    // SAFETY: read-only copy of the map value.
+    let hit = if ino != 0 {
+        unsafe { INODE_RULES.get(key) }.copied()
+    } else {
+        None
+    };
+    if let Some(r) = hit {
+        if r.flags & rule_flags::EXCEPT != 0 {
+            // SAFETY: as above.
+            unsafe { (*c).ident_except = u32::from(r.rule) + 1 };
+        } else {
+            // SAFETY: as above.
+            let (first, except) = unsafe {
+                (
+                    (*c).ident_flags & u32::from(flags::BY_IDENTITY) == 0,
+                    (*c).ident_except,
+                )
+            };
+            let enforce = enforces(c, r) && except != u32::from(r.rule) + 1;
+            if first || enforce {
+                // SAFETY: as above.
+                unsafe {
+                    (*c).tail = IdentityTail {
+                        dev,
+                        up: index as u16,
+                        rule: r.rule,
+                        ino,
+                    };
+                    (*c).ident_flags |= u32::from(flags::BY_IDENTITY);
+                }
+            }
+            if enforce {
+                // SAFETY: as above.
+                unsafe { (*c).picked = u32::from(r.rule) + 1 };
+                return 1;
+            }
+        }
+    }
+    // SAFETY: as above.
+    unsafe { (*c).ident_d = core_read::dentry_up(d) as u64 };
+    0
+}
+
+/// The identity walk from `dentry` up; leaves its result in the check.
+#[inline(always)]
+fn identity(c: *mut Check, dentry: *const core::ffi::c_void) {
+    // SAFETY: this CPU's check.
+    unsafe { (*c).ident_d = dentry as u64 };
+    each(IDENTITY_DEPTH as u32 + 1, ident_step);
+    // SAFETY: as above.
+    let (left, picked, found) = unsafe {
+        (
+            (*c).ident_d,
+            (*c).picked,
+            (*c).ident_flags & u32::from(flags::BY_IDENTITY),
+        )
+    };
+    if found != 0 {
+        crate::maps::count(counter::IDENTITY_HITS);
+    }
+    if left != 0 && picked == 0 {
+        // The walk ran out of levels before the root: not known to be outside every
+        // protected directory. Fail closed: the first rule on a concrete directory
+        // that would enforce on this check decides.
+        // SAFETY: as above.
+        unsafe { (*c).ident_flags |= u32::from(flags::IDENTITY_UNKNOWN) };
+        crate::maps::count(counter::IDENTITY_UNKNOWN);
+        each(IDENTITY_UNKNOWN_MAX as u32, unknown_step);
+    }
+}
+
+/// Fail-closed entry `index` (`inode_kind::UNKNOWN`): the first that enforces on
+/// the check ends the loop with `picked` set; the first missing one ends it too.
+#[inline(never)]
+extern "C" fn unknown_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(c) = CHECKS.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's check, filled in by the caller before the loop.
+    let generation = unsafe { (*c).generation };
+    let key = InodeKey {
+        generation: generation as u8,
+        kind: inode_kind::UNKNOWN,
+        _reserved: 0,
+        dev: 0,
+        ino: u64::from(index),
+    };
+    // SAFETY: read-only copy of the map value.
+    let Some(r) = (unsafe { INODE_RULES.get(key) }).copied() else {
+        return 1;
+    };
+    if !enforces(c, r) {
+        return 0;
+    }
+    // SAFETY: as above. The refusal is for want of a place, not a match: the
+    // record says `IDENTITY_UNKNOWN` alone.
+    unsafe {
+        (*c).picked = u32::from(r.rule) + 1;
+        (*c).ident_flags &= !u32::from(flags::BY_IDENTITY);
+    }
+    1
+}
+
+/// What the last identity walk on this CPU found: its `Header::flags` bits and,
+/// with `flags::BY_IDENTITY`, the match.
+#[inline(always)]
+pub fn identity_tail() -> IdentityTail {
+    match CHECKS.get_ptr_mut(0) {
+        // SAFETY: this CPU's check.
+        Some(c) => unsafe { (*c).tail },
+        None => IdentityTail::default(),
+    }
+}
+
 /// The rule a file operation at `path[..len]`, on the entry named like `dentry`,
 /// runs into: `want` accesses, `verdict` KILL or DENY.
+/// With `by_identity`, when no path entry enforces, the entry and its directories
+/// are looked up by identity (`INODE_RULES`); the second value is then the
+/// `Header::flags` bits the walk found (`identity_tail` has the match).
 #[inline(always)]
 fn file_pick(
     dentry: *const core::ffi::c_void,
@@ -349,27 +582,61 @@ fn file_pick(
     want: u8,
     verdict: u8,
     is_root: u32,
-) -> Option<u16> {
+    by_identity: bool,
+) -> (Option<u16>, u16) {
+    file_pick_in(dentry, path, len, want, verdict, is_root, 0, by_identity)
+}
+
+/// [`file_pick`] among the entries of kinds `base` above the file kinds (0: kill
+/// and deny entries; `path_kind::TAINT_OFFSET`: taint entries).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn file_pick_in(
+    dentry: *const core::ffi::c_void,
+    path: *const u8,
+    len: u32,
+    want: u8,
+    verdict: u8,
+    is_root: u32,
+    base: u8,
+    by_identity: bool,
+) -> (Option<u16>, u16) {
     let cfg = config();
-    let file_kinds = (1 << path_kind::FILE)
+    let file_kinds = ((1u32 << path_kind::FILE)
         | (1 << path_kind::FILE_NAME)
         | (1 << path_kind::FILE_NAME_REV)
-        | (1 << path_kind::COMPONENTS);
-    if cfg.path_kinds & file_kinds == 0 {
-        return None;
+        | (1 << path_kind::COMPONENTS))
+        << base;
+    let by_path = cfg.path_kinds & file_kinds != 0;
+    let by_identity = by_identity && identity_count(&cfg) != 0;
+    if !by_path && !by_identity {
+        return (None, 0);
     }
-    let c = begin(path, len, &cfg, want, verdict, is_root)?;
-    if has(&cfg, path_kind::FILE_NAME) || has(&cfg, path_kind::FILE_NAME_REV) {
-        let (Some(name), Some(rev)) = (slot_bytes(1), slot_bytes(2)) else {
-            return None;
-        };
-        let name_len = core_read::dentry_name(dentry, name, KEY_BYTES);
-        core_read::reverse(rev, name, name_len);
-        // SAFETY: this CPU's check.
-        unsafe { (*c).name_len = name_len };
+    let Some(c) = begin(path, len, &cfg, want, verdict, is_root) else {
+        return (None, 0);
+    };
+    // SAFETY: this CPU's check.
+    unsafe { (*c).base = u32::from(base) };
+    if by_path {
+        let names = ((1u32 << path_kind::FILE_NAME) | (1 << path_kind::FILE_NAME_REV)) << base;
+        if cfg.path_kinds & names != 0 {
+            // SAFETY: this CPU's check.
+            unsafe { (*c).dentry = dentry as u64 };
+            each(1, name_step);
+        }
+        each(5, lookup_step);
+        if let Some(rule) = pick(c) {
+            return (Some(rule), 0);
+        }
     }
-    each(5, lookup_step);
-    pick(c)
+    if !by_identity {
+        return (None, 0);
+    }
+    identity(c, dentry);
+    // SAFETY: this CPU's check.
+    let (picked, found) = unsafe { ((*c).picked, (*c).ident_flags as u16) };
+    let rule = u16::try_from(picked).ok().and_then(|p| p.checked_sub(1));
+    (rule, found)
 }
 
 /// BPF-LSM `file_open`: whether a `deny` rule refuses this open.
@@ -381,14 +648,34 @@ pub fn deny_open(
     open_flags: u64,
     is_root: u32,
 ) -> Option<u16> {
-    file_pick(
+    let (rule, found) = file_pick(
         core_read::file_dentry(file),
         path,
         len,
         wanted(open_flags),
         rule_flags::DENY,
         is_root,
-    )
+        true,
+    );
+    if let Some(rule) = rule {
+        // The open's exit reports the refusal and what it matched: the entry, or
+        // (inode 0) that the file could not be placed and the rule failed closed.
+        let tail = if found & flags::BY_IDENTITY != 0 {
+            Some(identity_tail())
+        } else if found & flags::IDENTITY_UNKNOWN != 0 {
+            Some(IdentityTail {
+                rule,
+                ..IdentityTail::default()
+            })
+        } else {
+            None
+        };
+        if let Some(tail) = tail {
+            let (_, tid) = crate::emit::current_ids();
+            let _ = IDENT_DENIED.insert(tid, tail, 0);
+        }
+    }
+    rule
 }
 
 /// BPF-LSM `path_*` hooks: whether a `deny` rule on writes refuses a change to the
@@ -401,7 +688,16 @@ pub fn deny_change(
     len: u32,
     is_root: u32,
 ) -> Option<u16> {
-    file_pick(dentry, path, len, access::WRITE, rule_flags::DENY, is_root)
+    file_pick(
+        dentry,
+        path,
+        len,
+        access::WRITE,
+        rule_flags::DENY,
+        is_root,
+        false,
+    )
+    .0
 }
 
 /// BPF-LSM `bprm_check_security`: whether a `deny` rule refuses this exec.
@@ -433,10 +729,14 @@ fn exec_pick(
         return None;
     }
     let generation = cfg.generation as u8;
-    let mut comm_len = 0u32;
-    while comm_len < 16 && comm[comm_len as usize] != 0 {
-        comm_len += 1;
-    }
+    // The name it was run as goes into key slot 1 by the string helper, whose count
+    // (NUL included) is one unknown number to the verifier: a byte loop here would
+    // fork the rest of the program into a path per possible length (the exec program
+    // took 155,000 verified instructions that way, 0.6 s at every daemon start).
+    let run_as = slot_bytes(1)?;
+    // SAFETY: at most 16 bytes into this CPU's key slot, from the comm the caller holds.
+    let copied = unsafe { bpf_probe_read_kernel_str(run_as.cast(), 16, comm.as_ptr().cast()) };
+    let comm_len = (copied.max(1) - 1) as u32 & 15;
     let name = slot_bytes(2)?;
     // Names in exec rules are cut to 15 bytes, like comm; the shim makes the cut.
     let name_len = core_read::dentry_name(core_read::file_dentry(file), name, 15);
@@ -447,34 +747,86 @@ fn exec_pick(
     // SAFETY: this CPU's check.
     unsafe {
         (*c).matches[0] = lookup_bytes(0, generation, path_kind::EXEC, path, len);
-        (*c).matches[1] =
-            lookup_bytes(1, generation, path_kind::EXEC_NAME, comm.as_ptr(), comm_len);
+        (*c).matches[1] = lookup_slot(1, generation, path_kind::EXEC_NAME, comm_len, true);
         (*c).matches[2] = lookup_slot(2, generation, path_kind::EXEC_NAME, name_len, true);
     }
     pick(c)
 }
 
-/// Open of `file` (path in `path[..len]`) with open `flags`: kill when a kernel
-/// rule says so. Returns the event's `rule` field (0: nothing enforced).
+/// What an open ran into: see [`on_open`].
+#[derive(Clone, Copy, Default)]
+pub struct OpenVerdict {
+    /// The event's `rule` field (0: nothing enforced).
+    pub rule: u16,
+    /// The identity walk's `Header::flags` bits; with `flags::BY_IDENTITY`,
+    /// [`identity_tail`] names the match.
+    pub found: u16,
+    /// The open taints the process (see [`taints`]).
+    pub taints: bool,
+}
+
+/// Open of `file` (path in `path[..len]`) with open `flags` by a process whose
+/// Tracked flags are `who`: kill when a kernel rule says so, by path or by identity;
+/// else, unless the process is `tainted` already, whether the open taints it.
 #[inline(always)]
 pub fn on_open(
     file: *const core::ffi::c_void,
     path: *const u8,
     len: u32,
     open_flags: u64,
-    is_root: u32,
-) -> u16 {
-    match file_pick(
+    who: u32,
+    tainted: bool,
+) -> OpenVerdict {
+    let (rule, found) = file_pick(
         core_read::file_dentry(file),
         path,
         len,
         wanted(open_flags),
         rule_flags::KILL,
-        is_root,
-    ) {
+        who,
+        true,
+    );
+    let rule = match rule {
         Some(rule) => kill(rule),
         None => 0,
+    };
+    let taints =
+        rule & enforced::KILLED == 0 && !tainted && taints(file, path, len, open_flags, who);
+    OpenVerdict {
+        rule,
+        found,
+        taints,
     }
+}
+
+/// Whether an open of `file` (at `path[..len]`) with open `flags`, which no kernel
+/// rule stopped, taints the process: it reads a file a `secret = true` rule with a
+/// `log` or `alert` action covers (a taint entry whose scope takes in `who`, not
+/// excepted by its rule).
+#[inline(always)]
+fn taints(
+    file: *const core::ffi::c_void,
+    path: *const u8,
+    len: u32,
+    open_flags: u64,
+    who: u32,
+) -> bool {
+    let want = wanted(open_flags) & access::READ;
+    if want == 0 {
+        return false;
+    }
+    file_pick_in(
+        core_read::file_dentry(file),
+        path,
+        len,
+        want,
+        rule_flags::TAINT,
+        who,
+        path_kind::TAINT_OFFSET,
+        false,
+    )
+    .0
+    .is_some()
 }
 
 /// Exec of the file at `path` (resolved) by a process now named `comm`.
@@ -554,12 +906,11 @@ pub fn on_map(file: *const core::ffi::c_void, path: *const u8, len: u32, who: u3
     }
 }
 
-/// Destination check for a connect or send. `Some(rule field)` means refuse.
+/// The lookup key of a destination in the rule set of `generation`.
 #[inline(always)]
-pub fn on_net(family: u16, addr: &[u8; 16], port: u16, is_root: u32) -> Option<u16> {
-    let cfg = config();
+fn net_key(generation: u8, family: u16, addr: &[u8; 16]) -> Key<NetData> {
     let mut data: NetData = [0; 18];
-    data[0] = cfg.generation as u8;
+    data[0] = generation;
     let mapped =
         family == AF_INET6 && addr[..10] == [0; 10] && addr[10] == 0xff && addr[11] == 0xff;
     let bits = if family == AF_INET || mapped {
@@ -572,7 +923,27 @@ pub fn on_net(family: u16, addr: &[u8; 16], port: u16, is_root: u32) -> Option<u
         data[2..18].copy_from_slice(addr);
         (2 + 16) * 8
     };
-    if let Some(r) = NET_RULES.get(Key::new(bits, data)) {
+    Key::new(bits, data)
+}
+
+/// Destination check for a connect or send of a tainted process, after the
+/// policy's own network rules let it through: `Some(rule field)` means refuse (off
+/// the `[taint]` allowlist, when the policy denies tainted egress).
+#[inline(always)]
+pub fn on_tainted_net(family: u16, addr: &[u8; 16], port: u16) -> Option<u16> {
+    let cfg = config();
+    let r = TAINT_NET.get(net_key(cfg.generation as u8, family, addr))?;
+    if r.flags & rule_flags::ALLOW != 0 && (r.ports == [0; 8] || r.ports.contains(&port)) {
+        return None;
+    }
+    Some(((r.rule + 1) & enforced::RULE_MASK) | enforced::DENIED)
+}
+
+/// Destination check for a connect or send. `Some(rule field)` means refuse.
+#[inline(always)]
+pub fn on_net(family: u16, addr: &[u8; 16], port: u16, is_root: u32) -> Option<u16> {
+    let cfg = config();
+    if let Some(r) = NET_RULES.get(net_key(cfg.generation as u8, family, addr)) {
         let any_port = r.ports == [0; 8];
         if (any_port || r.ports.contains(&port)) && scope_ok(r.flags, r.access, is_root) {
             if r.flags & rule_flags::DENY != 0 {

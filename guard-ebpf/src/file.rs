@@ -8,7 +8,10 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use guard_common::{EventKind, OpenBody, OpenCall, PATH_DEPTH, PATH_MAX, flags};
+use guard_common::{
+    EventKind, IdentityTail, OpenBody, OpenCall, PATH_DEPTH, PATH_MAX, TAINTED, flags,
+    rules::enforced,
+};
 
 use crate::{
     core_read::{self, WALK_TRUNCATED},
@@ -148,6 +151,7 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
     let pbuf = PATH_SCRATCH.get_ptr_mut(0).ok_or(())?.cast::<u8>();
 
     let mut draft = Draft::begin(EventKind::Open, 0, session, tracked.flags).ok_or(())?;
+    let mut tail = IdentityTail::default();
     let depth = PATH_DEPTH as u32;
     let (start, end) = if ret >= 0 {
         let file = core_read::fd_file(task, ret as u32);
@@ -172,14 +176,46 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
             return Ok(());
         }
         // Decided before the open returns: a killed process never sees the file.
-        let is_root = tracked.flags;
-        draft.header().rule =
-            enforce::on_open(file, path, PATH_END - start, pending.flags, is_root);
+        // Taint (a secret read that nothing stopped) is marked before the open
+        // returns too, so before the process can send a byte of it; checked once per
+        // process (a tainted process stays tainted).
+        let verdict = enforce::on_open(
+            file,
+            path,
+            PATH_END - start,
+            pending.flags,
+            tracked.flags,
+            tracked.flags & TAINTED != 0,
+        );
+        draft.header().rule = verdict.rule;
+        draft.header().flags |= verdict.found;
+        if verdict.found & flags::BY_IDENTITY != 0 {
+            tail = enforce::identity_tail();
+        }
+        if verdict.taints {
+            if let Some(t) = TRACKED.get_ptr_mut(tgid) {
+                // SAFETY: this process's entry; only its own threads write it.
+                unsafe { (*t).flags |= TAINTED };
+            }
+            draft.header().flags |= flags::TAINTED;
+        }
         (start, PATH_END)
     } else {
         // Nothing was opened: report the string passed, joined to the directory it was
         // relative to (resolved here, as the kernel would have started from it).
         draft.header().flags |= flags::PATH_UNRESOLVED;
+        // Refused by BPF-LSM `file_open` by identity: name the rule and the match.
+        // SAFETY: read-only copy of the map value.
+        if let Some(t) = unsafe { enforce::IDENT_DENIED.get(tid) }.copied() {
+            let _ = enforce::IDENT_DENIED.remove(tid);
+            draft.header().flags |= if t.ino == 0 {
+                flags::IDENTITY_UNKNOWN
+            } else {
+                flags::BY_IDENTITY
+            };
+            draft.header().rule = ((t.rule + 1) & enforced::RULE_MASK) | enforced::DENIED;
+            tail = t;
+        }
         // SAFETY: PATH_END + 1 + PATH_MAX + 1 <= PATH_BUF; dest is this CPU's scratch.
         let name = unsafe {
             let dst =
@@ -233,6 +269,19 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
         call: pending.call,
         mode: pending.mode,
     });
+    if draft.header().flags & flags::BY_IDENTITY != 0 {
+        // SAFETY: len <= PATH_MAX; the tail fits in the event scratch after it.
+        unsafe {
+            core::ptr::write_unaligned(
+                draft
+                    .payload_ptr::<OpenBody>(len as usize)
+                    .cast::<IdentityTail>(),
+                tail,
+            );
+        }
+        draft.submit::<OpenBody>(len + size_of::<IdentityTail>() as u32);
+        return Ok(());
+    }
     draft.submit::<OpenBody>(len);
     Ok(())
 }

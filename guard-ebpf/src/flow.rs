@@ -18,6 +18,12 @@
 //!   closed), when a tracked process points it at another destination, and, for a
 //!   long-lived flow, at its first packet at least `flow::REPORT_NS` after its
 //!   previous record.
+//! - DNS: a packet of a tagged socket whose destination port is 53 (UDP or TCP)
+//!   also goes to user space as a [`guard_common::EventKind::Dns`] record with up to
+//!   [`guard_common::DNS_PAYLOAD_MAX`] bytes of its transport payload (queries
+//!   out, answers in): user space names the session's destinations from the
+//!   answers and watches the queries (volume, tunnelling). Untagged sockets never
+//!   get here; tagged sockets to other ports pay one compare.
 
 use core::{
     ffi::c_void,
@@ -31,12 +37,16 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         bpf_ktime_get_boot_ns,
-        generated::{bpf_get_socket_cookie, bpf_sk_fullsock, bpf_sk_storage_get},
+        generated::{
+            bpf_get_socket_cookie, bpf_sk_fullsock, bpf_sk_storage_get, bpf_skb_load_bytes,
+        },
     },
     macros::{btf_map, cgroup_skb, cgroup_sock},
     programs::{SkBuffContext, SockAddrContext, SockContext},
 };
-use guard_common::{EventKind, FlowBody, FlowSock, Header, NetBody, counter, flow};
+use guard_common::{
+    DNS_PAYLOAD_MAX, DnsBody, EventKind, FlowBody, FlowSock, Header, NetBody, counter, dns, flow,
+};
 
 use crate::maps::{EVENTS, count};
 
@@ -90,7 +100,12 @@ pub fn tag(ctx: &SockAddrContext, dest: &NetBody, session: u64, who: u32) {
     let uid_gid = bpf_get_current_uid_gid();
     st.header = Header {
         kind: EventKind::Flow as u16,
-        flags: 0,
+        // A flow of a tainted process is reported as tainted.
+        flags: if who & guard_common::TAINTED != 0 {
+            guard_common::flags::TAINTED
+        } else {
+            0
+        },
         payload_len: 0,
         ts_ns: now,
         session,
@@ -148,6 +163,105 @@ fn report(st: &mut FlowSock, reason: u32, now: u64) {
     st.reported_bytes = st.body.bytes_out.wrapping_add(st.body.bytes_in);
 }
 
+#[repr(C)]
+struct DnsRecord {
+    header: Header,
+    body: DnsBody,
+    payload: [u8; DNS_PAYLOAD_MAX],
+}
+
+/// The DNS server's port: packets of tagged sockets pointed at it are copied.
+const DNS_PORT: u16 = 53;
+
+/// Copies a DNS packet's transport payload (the message, cut to
+/// [`DNS_PAYLOAD_MAX`]) to user space with the flow's header.
+#[inline(always)]
+fn dns_record(ctx: &SkBuffContext, st: &FlowSock, egress: bool, len: u32) {
+    // cgroup_skb programs see the packet from its network header on.
+    let Ok(first) = ctx.load::<u8>(0) else {
+        count(counter::DNS_UNREAD);
+        return;
+    };
+    let mut off: u32 = match first >> 4 {
+        4 => u32::from(first & 0x0f) * 4,
+        // Extension headers are not followed: such packets are counted, not read.
+        6 => 40,
+        _ => {
+            count(counter::DNS_UNREAD);
+            return;
+        }
+    };
+    if st.body.sock_type == 1 {
+        // TCP: the data offset (header length in words) is the high nibble of byte 12.
+        let Ok(doff) = ctx.load::<u8>(off as usize + 12) else {
+            count(counter::DNS_UNREAD);
+            return;
+        };
+        off += u32::from(doff >> 4) * 4;
+    } else {
+        off += 8;
+    }
+    if len <= off {
+        // A bare TCP segment (handshake, ACK): no DNS bytes.
+        return;
+    }
+    // Opaque to LLVM, so that the zero test below stays: the verifier cannot relate
+    // `len` and `off`, and refuses a load whose size may be zero.
+    let whole = core::hint::black_box(len - off);
+    if whole == 0 {
+        return;
+    }
+    let mut n = whole;
+    if n > DNS_PAYLOAD_MAX as u32 {
+        n = DNS_PAYLOAD_MAX as u32;
+    }
+    // 1..=DNS_PAYLOAD_MAX in a form every verifier reads off the instructions (Linux
+    // 6.1 refuses a load whose size may be zero, and does not carry the tests above
+    // over to the copy of `n` it checks): opaque to LLVM, so the mask stays.
+    let n = (core::hint::black_box(n).wrapping_sub(1) & (DNS_PAYLOAD_MAX as u32 - 1)) + 1;
+    let Some(mut entry) = EVENTS.reserve::<DnsRecord>(0) else {
+        count(counter::lost(EventKind::Dns as u16));
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` is a reserved ring-buffer slot of DnsRecord's size; `n` is
+    // 1..=DNS_PAYLOAD_MAX, the payload array's size; the load reads the context's
+    // packet.
+    let loaded = unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb as *const c_void,
+            off,
+            (&raw mut (*record).payload).cast(),
+            n,
+        )
+    };
+    if loaded != 0 {
+        entry.discard(0);
+        count(counter::DNS_UNREAD);
+        return;
+    }
+    // SAFETY: as above.
+    unsafe {
+        ptr::copy_nonoverlapping(&raw const st.header, &raw mut (*record).header, 1);
+        (*record).header.kind = EventKind::Dns as u16;
+        (*record).header.ts_ns = now_ns();
+        (*record).header.payload_len = n;
+        (*record).body = DnsBody {
+            addr: st.body.addr,
+            cookie: st.body.cookie,
+            len: whole,
+            family: st.body.family,
+            port: st.body.port,
+            sock_type: st.body.sock_type,
+            direction: if egress { dns::OUT } else { dns::IN },
+            _reserved: 0,
+        };
+    }
+    // Read at the drain beat, before the connect that follows the answer (the
+    // ring buffer keeps their order).
+    entry.submit(u64::from(BPF_RB_NO_WAKEUP));
+}
+
 /// An atomic add (BPF `lock xadd`): two CPUs may count packets of one socket at
 /// once (UDP sends from several threads, ingress on several queues). `core` offers no
 /// `AtomicU64::fetch_add` on the BPF target (it has no compare-and-swap), so the
@@ -188,6 +302,10 @@ fn account(ctx: &SkBuffContext, egress: bool) {
     } else {
         add(&mut st.body.bytes_in, len);
         add(&mut st.body.packets_in, 1);
+    }
+    if st.body.port == DNS_PORT {
+        // SAFETY: context field read.
+        dns_record(ctx, st, egress, unsafe { (*skb).len });
     }
     let now = now_ns();
     // A released socket has `reported_ns` at u64::MAX: no more periodic records.

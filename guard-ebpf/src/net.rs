@@ -11,7 +11,7 @@ use aya_ebpf::{
     macros::{cgroup_sock_addr, tracepoint},
     programs::{SockAddrContext, TracePointContext},
 };
-use guard_common::{AF_INET, AF_INET6, EventKind, NetBody};
+use guard_common::{AF_INET, AF_INET6, EventKind, NetBody, TAINTED};
 
 use crate::{
     emit::{Draft, current_ids},
@@ -53,7 +53,11 @@ fn note(ctx: &SockAddrContext, kind: EventKind, v6: bool) -> i32 {
         body.addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
     }
     let is_root = tracked.flags;
-    let verdict = enforce::on_net(body.family, &body.addr, body.port, is_root);
+    let mut verdict = enforce::on_net(body.family, &body.addr, body.port, is_root);
+    if verdict.is_none() && tracked.flags & TAINTED != 0 {
+        // A process that read a secret: the `[taint]` allowlist too.
+        verdict = enforce::on_tainted_net(body.family, &body.addr, body.port);
+    }
     if verdict.is_none() {
         // Allowed: the socket's bytes are counted from here on (flow.rs).
         flow::tag(ctx, &body, tracked.session, tracked.flags);

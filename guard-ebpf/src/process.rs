@@ -7,8 +7,8 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use guard_common::{
-    ARGV_MAX, EventKind, ExecBody, ExitBody, ForkBody, PATH_DEPTH, PATH_MAX, THREAD_ID_LEN,
-    Tracked, counter, flags, role,
+    ARGV_MAX, EventKind, ExecBody, ExitBody, ForkBody, PATH_DEPTH, PATH_MAX, TAINTED,
+    THREAD_ID_LEN, Tracked, counter, flags, role,
 };
 
 use crate::{
@@ -45,8 +45,8 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
         start_ns: child_start_ns,
         root_pid: parent.root_pid,
         // The child has its parent's role (children of a tool are tools) until an
-        // exec of its own decides again.
-        flags: parent.flags & (role::MASK | role::STRUCTURED | role::HAS_THREAD),
+        // exec of its own decides again; and its taint, for good.
+        flags: parent.flags & (role::MASK | role::STRUCTURED | role::HAS_THREAD | TAINTED),
     };
     if TRACKED.insert(child_pid, entry, 0).is_err() {
         count(counter::TRACK_FULL);
@@ -155,6 +155,16 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
             exe_len,
             pbuf.add((src & PATH_MASK) as usize).cast(),
         );
+    }
+    // A memfd has no path (the walk gives `/`): name it as the kernel does,
+    // `memfd:NAME`, its dentry's name (the rules above judged `/`, and the
+    // `fileless_exec` route judges it by kind).
+    if exe_len == 1 && core_read::file_fileless(file) == 1 {
+        exe_len = core_read::dentry_name(
+            core_read::file_dentry(file),
+            draft.payload_ptr::<ExecBody>(0),
+            253,
+        ) & 0xff;
     }
 
     // argv as the new image sees it: mm->arg_start..arg_end in its memory.

@@ -3,6 +3,7 @@
 //! policy files) through them. Not a stable API.
 
 pub mod action;
+pub mod anomaly;
 pub mod audit;
 pub mod cli;
 pub mod container;
@@ -10,6 +11,7 @@ pub mod control;
 pub mod daemon;
 pub mod ebpf;
 pub mod event;
+pub mod identity;
 pub mod metrics;
 pub mod policy;
 pub mod report;

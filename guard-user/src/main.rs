@@ -73,6 +73,7 @@ fn main() -> ExitCode {
             floor,
             pin_dir,
             lift_on_stop,
+            ring_buffer_kib,
         } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -91,6 +92,7 @@ fn main() -> ExitCode {
                     bpf_stats,
                     pin_dir,
                     lift_on_stop,
+                    ring_bytes: ring_buffer_kib * 1024,
                 }))
             }),
         Cmd::Run { socket, command } => run::run(&socket, &command),

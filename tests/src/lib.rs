@@ -593,6 +593,21 @@ impl Daemon {
         &self.socket_path
     }
 
+    /// `guard status --json` from this daemon.
+    pub fn status(&self) -> serde_json::Value {
+        let out = Command::new(guard_bin())
+            .args(["status", "--json", "--socket"])
+            .arg(self.socket())
+            .output()
+            .expect("run guard status");
+        assert!(
+            out.status.success(),
+            "guard status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("guard status --json prints JSON")
+    }
+
     /// The daemon's pid (None once it was stopped), to signal it (SIGHUP).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -1272,8 +1287,9 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
     match kind {
         "exec" => {
             need(
-                e.str("exe").is_some_and(|p| p.starts_with('/')),
-                "exe is not an absolute path",
+                e.str("exe")
+                    .is_some_and(|p| p.starts_with('/') || p.starts_with("memfd:")),
+                "exe is neither an absolute path nor memfd:NAME",
             );
             need(
                 v.get("via").is_none_or(|_| {

@@ -88,10 +88,14 @@ fn closed<'a>(events: &'a [Event], session: &str, port: u16) -> Option<&'a Event
 
 fn assert_payload(what: &str, n: Option<i64>, all: &[Event]) {
     let n = n.unwrap_or_else(|| panic!("{what}: no byte count\n{}", dump(all)));
-    // IP-level bytes: the payload, plus headers and the other direction's ACKs. On
-    // loopback (64 KiB MTU, TSO) that is well under 10%.
+    // IP-level bytes: the payload, plus headers, the other direction's ACKs and
+    // retransmitted segments. On loopback (64 KiB MTU, TSO) headers are well under
+    // 10%, but the cgroup_skb programs see a segment before the socket's receive
+    // queue: one the receiver drops (its buffer pruned while the reader lags, on a
+    // busy machine) and gets again is counted twice. 1 run in 4 here counted 18-25%
+    // more inbound that way, so the bound allows a third.
     assert!(
-        (PAYLOAD..=PAYLOAD + PAYLOAD / 10).contains(&n),
+        (PAYLOAD..=PAYLOAD + PAYLOAD / 3).contains(&n),
         "{what}: {n} bytes, not 1 MiB within the protocol overhead\n{}",
         dump(all)
     );
@@ -124,16 +128,7 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
     );
     // The kernel took the accounting programs (`guard status` says which tier counts,
     // or why none does).
-    let status = Command::new(guard_bin())
-        .args([
-            OsStr::new("status"),
-            OsStr::new("--socket"),
-            daemon.socket().as_os_str(),
-            OsStr::new("--json"),
-        ])
-        .output()
-        .expect("run guard status");
-    let status: Value = serde_json::from_slice(&status.stdout).expect("JSON status");
+    let status = daemon.status();
     let row = status["enforcement"]
         .as_array()
         .expect("enforcement rows")

@@ -383,6 +383,26 @@ fn fileless_programs_are_alerted_on_in_workstation() {
         assert_eq!(e.str("rule"), Some("sessions.fileless_exec"), "{e}");
         assert_eq!(e.bool("alert"), Some(true), "{e}");
         assert_eq!(e.str("outcome"), Some("alerted"), "{e}");
+        // The exec event names the program truthfully too: `memfd:NAME` from the
+        // kernel; a deleted file by its old path, with ` (deleted)` when user space
+        // still found the process (never `/`).
+        let child = run.report("child");
+        let exec = of_run(&events, &run)
+            .into_iter()
+            .find(|e| {
+                e.kind() == "exec"
+                    && e.pid() == Some(child)
+                    && e.strings("argv")
+                        .is_some_and(|a| a.first() == Some(&"touch"))
+            })
+            .unwrap_or_else(|| panic!("no exec of {exe}:\n{}", dump(&events)));
+        let named = exec.str("exe").unwrap_or_default();
+        if exe.starts_with("memfd:") {
+            assert_eq!(named, exe, "{exec}");
+        } else {
+            let old = exe.trim_end_matches(" (deleted)");
+            assert!(named == old || named == exe, "{exec}");
+        }
     }
     s.finish();
 }

@@ -6,14 +6,12 @@
 //! the session (a detached `sleep`) from the daemon.
 
 use std::ffi::OsStr;
-use std::process::Command;
 use std::time::Duration;
 
 use guard_tests::{
-    Daemon, Event, EventsTo, FakeAgent, TempDir, fake_agent_exe, find, gone, guard_bin,
-    session_ended, session_of, wait_until, write_policy,
+    Daemon, Event, EventsTo, FakeAgent, TempDir, fake_agent_exe, find, gone, session_ended,
+    session_of, wait_until, write_policy,
 };
-use serde_json::Value;
 
 const SIGKILL: i32 = libc::SIGKILL;
 
@@ -35,21 +33,6 @@ fn daemon(agent: &FakeAgent, dir: &TempDir, limits: &str, rules: &str) -> Daemon
         ev.iter().any(|e| e.kind() == "policy_loaded")
     });
     daemon
-}
-
-/// `guard status --json` from the test's daemon.
-fn status(daemon: &Daemon) -> Value {
-    let out = Command::new(guard_bin())
-        .args(["status", "--json", "--socket"])
-        .arg(daemon.socket())
-        .output()
-        .expect("run guard status");
-    assert!(
-        out.status.success(),
-        "guard status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("guard status --json prints JSON")
 }
 
 fn limit_events<'a>(events: &'a [Event], session: &str) -> Vec<&'a Event> {
@@ -137,7 +120,7 @@ fn storm_drops_are_counted_and_a_kill_rule_still_fires() {
     );
 
     // The kernel's own count agrees with the session's (one session, one CPU at a time).
-    let status = status(&daemon);
+    let status = daemon.status();
     let kernel = status["lost"]["over_session_limit"].as_i64();
     assert_eq!(
         kernel,
@@ -200,7 +183,7 @@ fn on_loss_kill_kills_the_session() {
         .unwrap_or_else(|| panic!("no limit event with action kill: {limits:?}"));
     assert_eq!(killed.str("rule"), Some("limits"), "{killed}");
     assert_eq!(killed.str("outcome"), Some("killed"), "{killed}");
-    let status = status(&daemon);
+    let status = daemon.status();
     assert!(
         status["lost"]["over_session_limit"].as_i64() > Some(0),
         "{status:#}"

@@ -543,3 +543,26 @@ ACCESSOR u32 guard_file_fileless(struct file *f)
 	struct inode *inode = BPF_CORE_READ(d, d_inode);
 	return inode && BPF_CORE_READ(inode, i_nlink) == 0 ? 2 : 0;
 }
+
+// ---- identity: the (device, inode) of a dentry and its parent, for the walk
+// against the identity rules ----
+
+// The inode number of d's inode in *ino and its file system's device (the kernel's
+// MKDEV encoding) as the result; 0 and *ino = 0 for a negative dentry.
+ACCESSOR u32 guard_dentry_ident(struct dentry *d, u64 *ino)
+{
+	struct inode *inode = dentry_inode(d);
+	if (!inode) {
+		*ino = 0;
+		return 0;
+	}
+	*ino = BPF_CORE_READ(inode, i_ino);
+	return BPF_CORE_READ(inode, i_sb, s_dev);
+}
+
+// d's parent, or NULL when d is the root of its file system (its own parent).
+ACCESSOR struct dentry *guard_dentry_up(struct dentry *d)
+{
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	return parent == d ? 0 : parent;
+}

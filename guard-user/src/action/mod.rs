@@ -42,6 +42,7 @@ impl Actor {
             rules: verdict.rules,
             secret: verdict.secret,
             kill_latency_us: None,
+            anomaly: None,
         };
         match verdict.step {
             Step::Done(outcome) => v.outcome = outcome,

@@ -159,6 +159,16 @@ fn status_text(s: &Status) -> String {
         format!("{} ({:.0}/s)", s.events_total, s.events_per_second),
     );
     line(&mut out, "lost", lost);
+    if let Some(id) = &s.identity {
+        line(
+            &mut out,
+            "identity",
+            format!(
+                "{} opens matched by identity, {} too deep to place (failed closed)",
+                id.matched, id.unknown
+            ),
+        );
+    }
     line(
         &mut out,
         "daemon",
@@ -301,6 +311,35 @@ pub fn what(ev: &EventLine) -> String {
                 human_bytes(*bytes_out),
                 human_bytes(*bytes_in)
             )
+        }
+        EventDetail::Dns {
+            direction,
+            server,
+            name,
+            qtype,
+            rcode,
+            answers,
+            ..
+        } => {
+            let q = format!(
+                "{} {}",
+                qtype.as_deref().unwrap_or("?"),
+                name.as_deref().unwrap_or("?")
+            );
+            if direction == "answer" {
+                let data: Vec<&str> = answers.iter().map(|a| a.data.as_str()).collect();
+                format!(
+                    "dns {q} → {} ({}) from {server}",
+                    if data.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        data.join(" ")
+                    },
+                    rcode.as_deref().unwrap_or("?")
+                )
+            } else {
+                format!("dns query {q} to {server}")
+            }
         }
         EventDetail::Fork { child_pid } => format!("child {child_pid}"),
         EventDetail::Route {

@@ -68,6 +68,14 @@ pub enum Cmd {
         /// daemon (for one-off runs and benchmarks; a crash still leaves them).
         #[arg(long)]
         lift_on_stop: bool,
+        /// Size of the ring buffer that carries records to the daemon, in KiB: a power
+        /// of two from 64 to 1048576. It holds what a burst (or a daemon restart) leaves
+        /// unread; what does not fit is counted as lost. Applies when the pins are
+        /// created (first start, or after `guard unload`); a daemon adopting pins keeps
+        /// the ring it finds there.
+        #[arg(long, value_name = "KIB", default_value_t = crate::ebpf::RING_KIB_DEFAULT,
+              value_parser = crate::ebpf::parse_ring_kib)]
+        ring_buffer_kib: u32,
     },
     /// Stop enforcing: remove guard's pinned programs, links and maps (the daemon
     /// leaves them in place when it stops, on purpose). Refused while a daemon runs.

@@ -89,6 +89,15 @@ impl Daemon {
         Some(self.lost_of(&self.probes.counters().ok()?))
     }
 
+    fn identity_opens(&self) -> Option<guard_common::protocol::IdentityOpens> {
+        let counters = self.probes.counters().ok()?;
+        let at = |i: u32| counters.get(i as usize).copied().unwrap_or(0);
+        Some(guard_common::protocol::IdentityOpens {
+            matched: at(guard_common::counter::IDENTITY_HITS),
+            unknown: at(guard_common::counter::IDENTITY_UNKNOWN),
+        })
+    }
+
     fn lost_of(
         &self,
         counters: &[u64; guard_common::counter::LEN as usize],
@@ -122,6 +131,7 @@ impl Daemon {
             user_space_rules: self.pipe.judge.user_space_rules(),
             kill_latency_us: self.pipe.actor.kill_latency(),
             enforcement: self.enforcement(),
+            identity: self.identity_opens(),
         }
     }
 
@@ -175,19 +185,46 @@ impl Daemon {
         let detail = Detail::PolicyLoaded {
             name: policy.name.clone(),
             mode: policy.mode,
-            // The policy's own `[[rule]]`s; the `[sessions]` rules come on top.
+            // The policy's own `[[rule]]`s; the `[sessions]` and `[taint]` rules come
+            // on top.
             rules: policy
                 .rules
                 .iter()
-                .filter(|r| !matches!(r.kind, crate::policy::model::Kind::Route(_)))
+                .filter(|r| {
+                    !matches!(
+                        r.kind,
+                        crate::policy::model::Kind::Route(_)
+                            | crate::policy::model::Kind::TaintEgress { .. }
+                    )
+                })
                 .count(),
-            kernel_entries: rules.paths.len() + rules.nets.len(),
+            kernel_entries: rules.paths.len() + rules.nets.len() + rules.taint_nets.len(),
+            identity: self.pipe.identity.summary(),
             user_space_rules: judge.user_space_rules(),
             warnings: diag::render(&policy.name, warnings),
             enforcement: self.enforcement(),
         };
         self.out.write_daemon_event(self.pipe.offset, detail)?;
         Ok(())
+    }
+
+    /// The protected files changed on disk (inotify): resolve them again and bring
+    /// the kernel's identity entries up to date. A failure keeps the entries in
+    /// force and is logged; the next change tries again.
+    pub(super) fn refresh_identity(&mut self) {
+        self.pipe.identity.resolve();
+        match self.probes.refresh_identity(&self.pipe.identity) {
+            Ok(()) => self.pipe.identity.log_entries(),
+            Err(e) => tracing::warn!("identity: cannot update the kernel's entries: {e}"),
+        }
+        let over = self.pipe.identity.summary().over;
+        if !over.is_empty() {
+            tracing::warn!(
+                count = over.len(),
+                first = %over[0],
+                "identity: more protected entries than the kernel holds; these match by path only"
+            );
+        }
     }
 
     /// How each kind of enforcement runs on this host: the tiers probed at load
@@ -199,7 +236,8 @@ impl Daemon {
     pub(super) fn resolved(&mut self, name: String, addrs: Vec<IpAddr>) -> anyhow::Result<()> {
         tracing::info!(%name, ?addrs, "resolved");
         if self.pipe.judge.set_host(name, addrs) {
-            self.probes.install(self.pipe.judge.tables().maps())?;
+            self.probes
+                .install(self.pipe.judge.tables().maps(), &self.pipe.identity)?;
         }
         Ok(())
     }
@@ -243,15 +281,27 @@ impl Daemon {
             Ok(j) => j,
             Err(e) => return rejected(self, format!("{e:#}")),
         };
-        if let Err(e) = self.probes.install(judge.tables().maps()) {
+        let old_targets = self.pipe.judge.tables().identity.clone();
+        self.pipe
+            .identity
+            .set_targets(judge.tables().identity.clone());
+        if let Err(e) = self
+            .probes
+            .install(judge.tables().maps(), &self.pipe.identity)
+        {
+            self.pipe.identity.set_targets(old_targets);
             return rejected(self, format!("cannot install it in the kernel: {e:#}"));
         }
+        self.pipe.identity.log_entries();
         self.probes.set_agents(&agents)?;
         if new_cgroups.is_some() {
             self.new_cgroups = new_cgroups;
         }
         let names_changed = judge.host_names() != self.pipe.judge.host_names();
         self.pipe.judge = judge;
+        self.pipe
+            .anomalies
+            .set_rules(self.pipe.judge.policy().anomalies.clone());
         if names_changed {
             self.resolver.restart(self.pipe.judge.host_names());
         }
@@ -271,6 +321,9 @@ impl Daemon {
         metrics.set_active_sessions(running as u64);
         for (kind, n) in self.lost().into_iter().flatten() {
             metrics.set_lost(&kind, n);
+        }
+        if let Some(opens) = self.identity_opens() {
+            metrics.set_identity_opens(opens.matched, opens.unknown);
         }
         // Programs that never ran, as all do while the kernel's statistics are off,
         // stay absent rather than claim zero cost.

@@ -48,6 +48,8 @@ pub struct Options {
     pub pin_dir: PathBuf,
     /// Remove the pins at a clean stop (enforcement ends with this daemon).
     pub lift_on_stop: bool,
+    /// Bytes of the records' ring buffer, when the pins are created.
+    pub ring_bytes: u32,
 }
 
 /// Everything the loop owns.
@@ -88,13 +90,24 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         by_name: Default::default(),
         resolvers: resolve::resolvers(),
     };
-    let (mut probes, events) = Probes::load(&agents, opts.bpf_stats, &opts.pin_dir)
-        .context("cannot start the kernel side")?;
+    let (mut probes, events) =
+        Probes::load(&agents, opts.bpf_stats, &opts.pin_dir, opts.ring_bytes)
+            .context("cannot start the kernel side")?;
     let judge = Judge::new(policy, homes.clone(), hosts, probes.lsm.is_ok())
         .context("cannot compile the policy")?;
+    let mut identity =
+        crate::identity::Identity::new().context("cannot watch the protected files")?;
+    identity.set_targets(judge.tables().identity.clone());
+    identity.log_entries();
     probes
-        .install(judge.tables().maps())
+        .install(judge.tables().maps(), &identity)
         .context("cannot install the policy in the kernel")?;
+    // SAFETY: the inotify descriptor stays open and unchanged while `identity`
+    // lives, which outlives this AsyncFd (both end with the daemon).
+    let identity_fd = unsafe {
+        AsyncFd::register_with_interest(IdentityFd(identity.fd()), tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| anyhow::anyhow!("cannot poll the identity watches: {e}"))?;
     let server = Server::bind(&opts.socket)?;
     let metrics = Arc::new(Metrics::new());
     // Bound now, so a busy address fails the start instead of a scrape later.
@@ -122,10 +135,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         pipe: Pipeline {
             registry: Registry::default(),
             enricher: Enricher::new(&opts.runtime_root),
+            anomalies: crate::anomaly::Detector::new(judge.policy().anomalies.clone()),
+            names: Default::default(),
+            ended: Default::default(),
             judge,
             actor: Actor::default(),
             offset: clock::boot_to_wall_offset(),
             undecodable: 0,
+            identity,
         },
         out: Outputs::new(sink, metrics),
         watch: Watch::new(opts.policy.clone()),
@@ -169,7 +186,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 d.pipe.drain(guard.get_inner_mut(), &mut d.out)?;
                 guard.clear_ready();
             }
+            ready = identity_fd.readable() => {
+                let mut guard = ready.context("identity watch poll failed")?;
+                d.pipe.identity.read_events();
+                guard.clear_ready();
+            }
             _ = drain.tick() => {
+                if d.pipe.identity.due(std::time::Instant::now()) {
+                    d.refresh_identity();
+                }
                 d.pipe.drain(ring.get_mut(), &mut d.out)?;
                 // The next daemon measures its gap from this.
                 d.probes.alive();
@@ -226,6 +251,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         "guard daemon stopped; enforcement stays pinned (`guard unload` lifts it)"
     );
     Ok(())
+}
+
+/// The identity set's inotify descriptor, for the poll loop (owned by the set).
+struct IdentityFd(std::os::fd::RawFd);
+
+impl std::os::fd::AsRawFd for IdentityFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0
+    }
 }
 
 /// `guard daemon --floor`: empty programs on guard's hooks until SIGTERM/SIGINT.

@@ -58,7 +58,7 @@ impl Outputs {
         self.metrics.event(ev.detail.kind());
         if let Detail::Flow(f) = &ev.detail {
             let (out, inb) = self.flows.add(f);
-            let class = crate::event::dest_class(f.addr, ev.host.as_deref());
+            let class = ev.dest_class(f.addr);
             self.metrics.flow(class, out, inb, f.is_final());
         }
         if let Some(v) = &ev.violation {
@@ -132,7 +132,19 @@ pub struct Pipeline {
     pub offset: i128,
     /// Records the decoder did not understand.
     pub undecodable: u64,
+    /// Anomaly rules and each session's counts against them.
+    pub anomalies: crate::anomaly::Detector,
+    /// The names each session's DNS answers gave addresses.
+    pub names: crate::event::names::Names,
+    /// Sessions that ended, with when (wall ns): their names and counts are
+    /// forgotten a while later (their last flow records come after the end).
+    pub ended: std::collections::VecDeque<(crate::event::SessionId, i128)>,
+    /// The protected files and directories by identity (names the kernel's matches).
+    pub identity: crate::identity::Identity,
 }
+
+/// How long a session's names and anomaly counts outlive its end.
+const KEEP_ENDED_NS: i128 = 300 * 1_000_000_000;
 
 impl Pipeline {
     /// Wall-clock ns now.
@@ -171,7 +183,25 @@ impl Pipeline {
             out.write(&start)?;
         }
         self.registry.annotate(&mut ev);
-        self.judge.name_destination(&mut ev);
+        let mut log_dns = true;
+        if let (Detail::Dns(d), Some(session)) = (&ev.detail, ev.session) {
+            log_dns = match d.direction {
+                crate::event::dns::Direction::Answer => self.names.learn(session, d, ev.ts_ns),
+                // Queries are counted against the anomaly rules; logged only when
+                // they break one (their answers repeat the question).
+                crate::event::dns::Direction::Query => false,
+            };
+            out.metrics.dns(d.direction.as_str());
+        }
+        self.name_destination(&mut ev);
+        if let Some(id) = &mut ev.identity
+            && let Some(hit) = id.matched
+        {
+            id.protected = self
+                .identity
+                .name_of(hit.dev, hit.ino)
+                .map(|p| p.display().to_string());
+        }
         let is_root = self.registry.is_root(&ev);
         if let Some(verdict) = self.judge.judge(&ev, is_root) {
             let offset = self.offset;
@@ -187,6 +217,14 @@ impl Pipeline {
         if matches!(ev.detail, Detail::Limit { .. }) {
             ev.violation = self.on_loss(&ev);
         }
+        if ev.violation.is_none()
+            && let Some(hit) = self.anomalies.check(&ev)
+        {
+            ev.violation = Some(self.anomaly(&ev, hit));
+        }
+        if matches!(ev.detail, Detail::Dns(_)) && !log_dns && ev.violation.is_none() {
+            return Ok(());
+        }
         if let Detail::Tamper(t) = &ev.detail {
             tracing::warn!(pid = ev.task.pid, comm = %ev.task.comm, op = t.op.as_str(), target = ?t.target, done = crate::event::tamper_done(ev.enforced), "tamper attempt against guard");
             ev.violation = Some(tamper_violation(ev.enforced));
@@ -196,9 +234,86 @@ impl Pipeline {
             if self.judge.policy().kill_stragglers {
                 self.actor.kill_stragglers(&mut end);
             }
+            if let Some(id) = end.session {
+                self.ended.push_back((id, end.ts_ns));
+            }
             out.write(&end)?;
         }
+        while let Some((id, at)) = self.ended.front().copied() {
+            if ev.ts_ns - at < KEEP_ENDED_NS {
+                break;
+            }
+            self.ended.pop_front();
+            self.names.forget(id);
+            self.anomalies.forget(id);
+        }
         Ok(())
+    }
+
+    /// Names a connect's, send's or flow's destination: by the session's own DNS
+    /// answers (at the connect, or the flow's start), else by the policy's
+    /// resolution of its names.
+    fn name_destination(&self, ev: &mut Event) {
+        let (addr, at) = match &ev.detail {
+            Detail::Connect { addr, .. } | Detail::Send { addr, .. } => (*addr, ev.ts_ns),
+            Detail::Flow(f) => (f.addr, f.start_ns),
+            _ => return,
+        };
+        self.judge.name_destination(ev);
+        let by_policy = ev.host.is_some();
+        if by_policy {
+            ev.host_from = Some(crate::event::HostFrom::Policy);
+        }
+        if let Some(session) = ev.session
+            && let Some(name) = self.names.name_of(session, addr, at)
+        {
+            ev.host = Some(name.to_owned());
+            ev.host_from = Some(crate::event::HostFrom::Dns {
+                allowlisted: by_policy,
+            });
+        }
+    }
+
+    /// An anomaly as a violation, carried out: `kill` ends the session or the
+    /// process (in observe mode, what would have been done).
+    fn anomaly(&mut self, ev: &Event, hit: crate::anomaly::Hit) -> Violation {
+        let observe = self.judge.policy().mode == Mode::Observe;
+        tracing::warn!(session = ?ev.session, pid = ev.task.pid, rule = %hit.rule, what = %hit.what, "egress anomaly");
+        let mut v = Violation {
+            rule: hit.rule.clone(),
+            action: hit.action,
+            outcome: Outcome::Logged,
+            error: None,
+            alert: hit.action != Action::Log,
+            would: None,
+            rules: vec![hit.rule],
+            secret: false,
+            kill_latency_us: None,
+            anomaly: Some(hit.what),
+        };
+        match hit.action {
+            Action::Log => {}
+            Action::Alert => v.outcome = Outcome::Alerted,
+            Action::Kill | Action::Deny if observe => {
+                v.action = Action::Log;
+                v.would = Some(Action::Kill);
+            }
+            Action::Kill | Action::Deny => {
+                let targets = match hit.target {
+                    crate::policy::model::Target::Session => {
+                        self.registry.members(ev.session, None)
+                    }
+                    crate::policy::model::Target::Process => vec![ev.task.pid],
+                };
+                let report = self.actor.kill_all(&targets);
+                (v.outcome, v.error) = match report.errors.first() {
+                    Some(e) => (Outcome::Failed, Some(format!("{}: {}", e.pid, e.error))),
+                    None if report.killed.is_empty() => (Outcome::Gone, None),
+                    None => (Outcome::Killed, None),
+                };
+            }
+        }
+        v
     }
 
     /// What a `limit` event means under the policy's `[limits] on_loss`: nothing more
@@ -218,6 +333,7 @@ impl Pipeline {
             rules: vec!["limits".to_owned()],
             secret: false,
             kill_latency_us: None,
+            anomaly: None,
         };
         match policy.limits.on_loss {
             OnLoss::Log => None,
@@ -277,6 +393,7 @@ fn tamper_violation(enforced: u16) -> Violation {
         rules: vec![SELF_PROTECTION.to_owned()],
         secret: false,
         kill_latency_us: None,
+        anomaly: None,
     }
 }
 
@@ -305,8 +422,12 @@ mod tests {
             resolvers: vec![],
         };
         Pipeline {
+            identity: crate::identity::Identity::new().expect("inotify"),
             registry: Registry::default(),
             enricher: Enricher::new(std::path::Path::new("/")),
+            anomalies: crate::anomaly::Detector::new(policy.anomalies.clone()),
+            names: Default::default(),
+            ended: Default::default(),
             judge: Judge::new(policy, vec!["/home/alice".into()], hosts, false).expect("compiles"),
             actor: Actor::default(),
             offset: 0,
@@ -328,6 +449,10 @@ mod tests {
             detail,
             enforced: 0,
             host: None,
+            host_from: None,
+            tainted: false,
+            tainted_by: Vec::new(),
+            identity: None,
             violation: None,
         }
     }

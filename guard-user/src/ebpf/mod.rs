@@ -22,7 +22,7 @@ use aya::{
 };
 use guard_common::{
     AgentName, Config, EventKind, NetData, PathData, RuleRef, Tracked, agent_key, counter,
-    daemon_state,
+    daemon_state, rules::InodeKey,
 };
 
 use self::pins::{Links, PinDir, Swaps};
@@ -91,6 +91,14 @@ pub enum Error {
     },
     #[error("{0} is not a guard pin directory (no maps/DAEMON, no links/): nothing removed")]
     NotGuards(PathBuf),
+    #[error(
+        "the pins are removed, but the kernel still holds programs {ids:?} after {waited:?} \
+         (another process may hold their descriptors)"
+    )]
+    StillLoaded {
+        ids: Vec<u32>,
+        waited: std::time::Duration,
+    },
     #[error("no pinned link for {0}")]
     NoLink(String),
     #[error("cannot point the pinned link of {hook} at the new program")]
@@ -241,6 +249,23 @@ const LSM_ROUTE_HOOKS: [(&str, &str, &[u32]); 3] = [
     ),
 ];
 
+/// The records' ring buffer by default: 8 MiB, some 60,000 open records.
+pub const RING_KIB_DEFAULT: u32 = 8192;
+
+/// `--ring-buffer-kib`: a power of two from 64 KiB (the kernel wants a power-of-two
+/// number of pages) to 1 GiB.
+pub fn parse_ring_kib(s: &str) -> Result<u32, String> {
+    let kib: u32 = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number of KiB: {e}"))?;
+    if !(64..=1 << 20).contains(&kib) || !kib.is_power_of_two() {
+        return Err(format!(
+            "{kib} KiB: the ring buffer is a power of two from 64 to 1048576 KiB"
+        ));
+    }
+    Ok(kib)
+}
+
 /// open(2) and creat(2) do not exist on every architecture.
 fn legacy(tp: &str) -> bool {
     matches!(
@@ -252,7 +277,7 @@ fn legacy(tp: &str) -> bool {
 /// What every load needs first: root, tracefs, the cgroup2 mount (opened, for the
 /// sock_addr hooks), and the object loaded — against the maps pinned in `pins`
 /// (created and pinned there if absent), or with maps of its own.
-fn prepare(pins: Option<&PinDir>) -> Result<(Ebpf, PathBuf, File), Error> {
+fn prepare(pins: Option<&PinDir>, ring_bytes: u32) -> Result<(Ebpf, PathBuf, File), Error> {
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
@@ -265,6 +290,7 @@ fn prepare(pins: Option<&PinDir>) -> Result<(Ebpf, PathBuf, File), Error> {
         source,
     })?;
     let mut loader = EbpfLoader::new();
+    loader.map_max_entries("EVENTS", ring_bytes);
     if let Some(pins) = pins {
         for name in pins::PINNED_MAPS {
             loader.map_pin_path(name, pins.map(name));
@@ -325,7 +351,7 @@ fn attach_sock_addr(
 /// Empty programs attached to exactly the hooks guard uses (`guard daemon
 /// --floor`), for benchmarks; dropping the value detaches them.
 pub fn load_floor() -> Result<(Ebpf, usize), Error> {
-    let (mut bpf, cgroup_path, cgroup) = prepare(None)?;
+    let (mut bpf, cgroup_path, cgroup) = prepare(None, RING_KIB_DEFAULT * 1024)?;
     let mut n = 0;
     let p: &mut RawTracePoint = program_mut(&mut bpf, "floor_raw")?;
     p.load().map_err(|source| Error::Program {
@@ -505,6 +531,8 @@ pub type Lost = (Vec<(&'static str, u64)>, u64);
 pub struct RuleTables<'a> {
     pub paths: &'a [(u32, PathData, RuleRef)],
     pub nets: &'a [(u32, NetData, RuleRef)],
+    /// The `[taint]` allowlist when the policy denies tainted egress (`TAINT_NET`).
+    pub taint_nets: &'a [(u32, NetData, RuleRef)],
     pub config: Config,
 }
 
@@ -532,7 +560,12 @@ pub struct Probes {
     agent_cgroups: HashMap<MapData, u64, u32>,
     path_rules: LpmTrie<MapData, PathData, RuleRef>,
     net_rules: LpmTrie<MapData, NetData, RuleRef>,
+    taint_net: LpmTrie<MapData, NetData, RuleRef>,
     config: Array<MapData, Config>,
+    /// Rules on concrete files and directories by identity, and their count by
+    /// generation (`crate::identity`).
+    inode_rules: HashMap<MapData, InodeKey, RuleRef>,
+    inode_count: Array<MapData, u32>,
     /// The daemon's own state in the pinned maps (`guard_common::daemon_state`).
     daemon: Array<MapData, u64>,
     /// The pin directory, locked while this value lives.
@@ -574,10 +607,11 @@ impl Probes {
         agents: &[String],
         bpf_stats: bool,
         pin_dir: &std::path::Path,
+        ring_bytes: u32,
     ) -> Result<(Self, RingBuf<MapData>), Error> {
         let pins = PinDir::lock(pin_dir)?;
         let adopting = pins.has_state();
-        let (mut bpf, cgroup_path, cgroup) = prepare(Some(&pins))?;
+        let (mut bpf, cgroup_path, cgroup) = prepare(Some(&pins), ring_bytes)?;
         let mut links = Links::open(&pins)?;
         let mut daemon: Array<MapData, u64> = take(&mut bpf, "DAEMON")?;
         let resumed = if adopting {
@@ -743,12 +777,25 @@ impl Probes {
         for line in enforcement.log_lines() {
             tracing::info!("{line}");
         }
-        let events = take(&mut bpf, "EVENTS")?;
+        let events: RingBuf<MapData> = take(&mut bpf, "EVENTS")?;
+        if let Ok(info) = aya::maps::MapInfo::from_pin(pins.map("EVENTS"))
+            && info.max_entries() != ring_bytes
+        {
+            tracing::warn!(
+                "the pinned ring buffer holds {} KiB, not the {} KiB asked for: it was \
+                 created by an earlier daemon (`guard unload` lets the next start make a new one)",
+                info.max_entries() / 1024,
+                ring_bytes / 1024
+            );
+        }
         let tracked = take(&mut bpf, "TRACKED")?;
         let counters = take(&mut bpf, "COUNTERS")?;
         let path_rules = take(&mut bpf, "PATH_RULES")?;
         let net_rules = take(&mut bpf, "NET_RULES")?;
+        let taint_net = take(&mut bpf, "TAINT_NET")?;
         let config: Array<MapData, Config> = take(&mut bpf, "CONFIG")?;
+        let inode_rules = take(&mut bpf, "INODE_RULES")?;
+        let inode_count = take(&mut bpf, "INODE_COUNT")?;
         // Rules an earlier daemon installed are in force under this generation: the
         // next install must write the other one.
         let generation = config
@@ -769,7 +816,10 @@ impl Probes {
             agent_cgroups,
             path_rules,
             net_rules,
+            taint_net,
             config,
+            inode_rules,
+            inode_count,
             daemon,
             pins,
             generation,
@@ -887,11 +937,20 @@ impl Probes {
     /// Installs a rule set with no gap: the new entries go in under the unused
     /// generation, one write to `CONFIG` switches to them, then the old ones go.
     /// On error the rules in force stay in force.
-    pub fn install(&mut self, rules: RuleTables<'_>) -> Result<(), Error> {
+    /// The identity entries (`identity`) go in under the same generation.
+    pub fn install(
+        &mut self,
+        rules: RuleTables<'_>,
+        identity: &crate::identity::Identity,
+    ) -> Result<(), Error> {
         let next = self.generation ^ 1;
         self.clear_generation(next)?;
         put_generation(&mut self.path_rules, "PATH_RULES", rules.paths, next)?;
         put_generation(&mut self.net_rules, "NET_RULES", rules.nets, next)?;
+        put_generation(&mut self.taint_net, "TAINT_NET", rules.taint_nets, next)?;
+        let inodes = identity.entries(next);
+        self.put_inodes(&inodes)?;
+        self.set_inode_count(next, inodes.len())?;
         let config = Config {
             generation: u32::from(next),
             ..rules.config
@@ -907,7 +966,59 @@ impl Probes {
 
     fn clear_generation(&mut self, generation: u8) -> Result<(), Error> {
         clear_generation(&mut self.path_rules, "PATH_RULES", generation)?;
-        clear_generation(&mut self.net_rules, "NET_RULES", generation)
+        clear_generation(&mut self.net_rules, "NET_RULES", generation)?;
+        clear_generation(&mut self.taint_net, "TAINT_NET", generation)?;
+        self.set_inode_count(generation, 0)?;
+        self.retain_inodes(generation, &[])
+    }
+
+    fn put_inodes(&mut self, inodes: &[(InodeKey, RuleRef)]) -> Result<(), Error> {
+        for (key, value) in inodes {
+            self.inode_rules
+                .insert(key, value, 0)
+                .map_err(|source| Error::Map {
+                    map: "INODE_RULES",
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    fn set_inode_count(&mut self, generation: u8, n: usize) -> Result<(), Error> {
+        self.inode_count
+            .set(u32::from(generation), n as u32, 0)
+            .map_err(|source| Error::Map {
+                map: "INODE_COUNT",
+                source,
+            })
+    }
+
+    /// Removes the identity entries of `generation` that are not in `keep`.
+    fn retain_inodes(&mut self, generation: u8, keep: &[(InodeKey, RuleRef)]) -> Result<(), Error> {
+        let keep: std::collections::HashSet<InodeKey> = keep.iter().map(|(k, _)| *k).collect();
+        let stale: Vec<InodeKey> = self
+            .inode_rules
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.generation == generation && !keep.contains(k))
+            .collect();
+        for k in stale {
+            self.inode_rules.remove(&k).map_err(|source| Error::Map {
+                map: "INODE_RULES",
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Brings the identity entries in force up to date with `identity` (after it
+    /// resolved its files again): new entries first, then the stale ones go.
+    pub fn refresh_identity(&mut self, identity: &crate::identity::Identity) -> Result<(), Error> {
+        let generation = self.generation;
+        let inodes = identity.entries(generation);
+        self.put_inodes(&inodes)?;
+        self.retain_inodes(generation, &inodes)?;
+        self.set_inode_count(generation, inodes.len())
     }
 
     /// Run time (ns) and run count of each loaded program, where the kernel's BPF
@@ -967,6 +1078,7 @@ pub fn lost_of(counters: &[u64; counter::LEN as usize]) -> Lost {
     // threads the full pending maps could not hold.
     by_kind.push(("over_session_limit", at(counter::OVER_LIMIT)));
     by_kind.push(("pending_full", at(counter::PENDING_FULL)));
+    by_kind.push(("dns_unread", at(counter::DNS_UNREAD)));
     (by_kind, at(counter::TRACK_FULL))
 }
 
@@ -1308,4 +1420,20 @@ where
         program: name,
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ring_kib;
+
+    #[test]
+    fn ring_sizes_are_powers_of_two_within_bounds() {
+        assert_eq!(parse_ring_kib("64"), Ok(64));
+        assert_eq!(parse_ring_kib("8192"), Ok(8192));
+        assert_eq!(parse_ring_kib("1048576"), Ok(1 << 20));
+        for bad in ["32", "100", "2097152", "0", "-1", "8M", ""] {
+            let err = parse_ring_kib(bad).expect_err(bad);
+            assert!(!err.is_empty(), "{bad}");
+        }
+    }
 }

@@ -26,14 +26,14 @@ use super::{Error, mounts};
 pub const DEFAULT_DIR: &str = "/sys/fs/bpf/guard";
 
 /// Maps whose contents must outlive the daemon: sessions, agent names and cgroups,
-/// rules and mode, the ring buffer (records written while no daemon runs wait there),
+/// rules and mode (the `[taint]` allowlist among them), the ring buffer (records written while no daemon runs wait there),
 /// the counters, the opens and sends in flight, the sessions' record budgets, the
 /// daemon's own state, what self-protection guards (the daemon's threads, the pin
 /// directory), and the tagged sockets' byte counts (a restart loses no flow). The
 /// per-CPU scratch maps are not listed: each program version gets fresh ones. A map
 /// added to the eBPF object whose contents the kernel needs across a restart
 /// belongs here.
-pub const PINNED_MAPS: [&str; 15] = [
+pub const PINNED_MAPS: [&str; 18] = [
     "TRACKED",
     "AGENTS",
     "AGENT_CGROUPS",
@@ -44,11 +44,14 @@ pub const PINNED_MAPS: [&str; 15] = [
     "CONFIG",
     "PATH_RULES",
     "NET_RULES",
+    "TAINT_NET",
     "SESSION_LIMITS",
     "DAEMON",
     "GUARD_PIDS",
     "GUARD_PIN",
     "FLOW_SOCKS",
+    "INODE_RULES",
+    "INODE_COUNT",
 ];
 
 /// A pin directory held by this process.
@@ -383,7 +386,13 @@ fn link_update(
 /// every pin under `path` — links first, which detaches guard's programs, then the
 /// programs and maps — and the directory. Refuses a directory that is not guard's
 /// (no `maps/DAEMON` or `links/`), so that a wrong path removes nothing of others'.
-/// Returns the number of links removed.
+///
+/// Removing a pin does not detach at once: the kernel releases a link whose last
+/// reference was a pin from a work queue, after `unlink` has returned (and a
+/// tracepoint link's perf event later still). So before it returns, `unload` waits
+/// until every program the links and pins held is gone from the kernel — a program
+/// is freed only once no hook holds it — and "guard enforces nothing now" is true
+/// when it is said. Returns the number of links removed.
 pub fn unload(path: &Path) -> Result<usize, Error> {
     if !path.exists() {
         return Ok(0);
@@ -392,9 +401,23 @@ pub fn unload(path: &Path) -> Result<usize, Error> {
         return Err(Error::NotGuards(path.to_owned()));
     }
     let pins = PinDir::lock(path)?;
-    let links = std::fs::read_dir(pins.links())
-        .map(|r| r.filter_map(Result::ok).count())
-        .unwrap_or(0);
+    let mut programs = std::collections::BTreeSet::new();
+    let mut links = 0;
+    for (sub, id) in [
+        ("links", link_program_id as fn(&Path) -> Option<u32>),
+        ("progs", |p: &Path| {
+            aya::programs::ProgramInfo::from_pin(p).ok().map(|i| i.id())
+        }),
+    ] {
+        for entry in std::fs::read_dir(path.join(sub))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            links += usize::from(sub == "links");
+            programs.extend(id(&entry.path()));
+        }
+    }
     for sub in ["links", "progs", "maps"] {
         let sub = path.join(sub);
         match std::fs::remove_dir_all(&sub) {
@@ -407,5 +430,71 @@ pub fn unload(path: &Path) -> Result<usize, Error> {
         path: path.to_owned(),
         source,
     })?;
+    drop(pins);
+    wait_released(&programs)?;
     Ok(links)
+}
+
+/// How long `unload` waits for the kernel to release guard's programs.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until none of the program ids in `ids` is loaded any more.
+fn wait_released(ids: &std::collections::BTreeSet<u32>) -> Result<(), Error> {
+    let deadline = std::time::Instant::now() + RELEASE_WAIT;
+    loop {
+        let left: Vec<u32> = aya::programs::loaded_programs()
+            .filter_map(Result::ok)
+            .map(|p| p.id())
+            .filter(|id| ids.contains(id))
+            .collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::StillLoaded {
+                ids: left,
+                waited: RELEASE_WAIT,
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// The id of the program the link pinned at `path` holds (`BPF_OBJ_GET_INFO_BY_FD`;
+/// aya 0.14 reads link info only for the links it lists itself).
+fn link_program_id(path: &Path) -> Option<u32> {
+    /// The head of `struct bpf_link_info`; the kernel fills what `info_len` asks for.
+    #[repr(C)]
+    #[derive(Default)]
+    struct LinkInfoHead {
+        type_: u32,
+        id: u32,
+        prog_id: u32,
+    }
+    /// The `info` member of `union bpf_attr`.
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    let fd = obj_get(path).ok()?;
+    let mut head = LinkInfoHead::default();
+    let attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of::<LinkInfoHead>() as u32,
+        info: (&raw mut head) as u64,
+    };
+    // SAFETY: bpf(2) writes at most `info_len` bytes into `head`; both live across the
+    // call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &raw const attr,
+            size_of::<InfoAttr>(),
+        )
+    };
+    (rc == 0 && head.prog_id != 0).then_some(head.prog_id)
 }

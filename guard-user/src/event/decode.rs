@@ -3,8 +3,8 @@
 use std::mem::size_of;
 
 use guard_common::{
-    EventKind, ExecBody, ExitBody, FlowBody, ForkBody, Header, LimitBody, NetBody, OpenBody,
-    RouteBody, TamperBody,
+    DnsBody, EventKind, ExecBody, ExitBody, FlowBody, ForkBody, Header, IdentityTail, LimitBody,
+    NetBody, OpenBody, RouteBody, TamperBody,
 };
 
 /// A record as the kernel wrote it, with its payload split out.
@@ -28,6 +28,8 @@ pub enum Body {
     Open {
         body: OpenBody,
         path: Vec<u8>,
+        /// With `flags::BY_IDENTITY`: the protected entry the file matched.
+        identity: Option<IdentityTail>,
     },
     Connect(NetBody),
     Send(NetBody),
@@ -40,6 +42,11 @@ pub enum Body {
         path: Vec<u8>,
     },
     Flow(FlowBody),
+    Dns {
+        body: DnsBody,
+        /// The first bytes of the DNS message (see `guard_common::DnsBody`).
+        payload: Vec<u8>,
+    },
     Route {
         body: RouteBody,
         path: Vec<u8>,
@@ -85,7 +92,9 @@ wire!(
     LimitBody = 24,
     TamperBody = 24,
     FlowBody = 80,
+    DnsBody = 40,
     RouteBody = 16,
+    IdentityTail = 16,
 );
 
 fn read<T: Wire>(bytes: &[u8], at: usize) -> Result<T, DecodeError> {
@@ -140,9 +149,21 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         }
         EventKind::Open => {
             let body: OpenBody = read(bytes, at)?;
-            Body::Open {
-                body,
-                path: payload::<OpenBody>(bytes, &header)?.to_vec(),
+            let p = payload::<OpenBody>(bytes, &header)?;
+            let tail = size_of::<IdentityTail>();
+            if header.flags & guard_common::flags::BY_IDENTITY != 0 && p.len() >= tail {
+                let (path, t) = p.split_at(p.len() - tail);
+                Body::Open {
+                    body,
+                    path: path.to_vec(),
+                    identity: Some(read(t, 0)?),
+                }
+            } else {
+                Body::Open {
+                    body,
+                    path: p.to_vec(),
+                    identity: None,
+                }
             }
         }
         EventKind::Connect => Body::Connect(read(bytes, at)?),
@@ -158,6 +179,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             }
         }
         EventKind::Flow => Body::Flow(read(bytes, at)?),
+        EventKind::Dns => Body::Dns {
+            body: read(bytes, at)?,
+            payload: payload::<DnsBody>(bytes, &header)?.to_vec(),
+        },
         EventKind::Route => Body::Route {
             body: read(bytes, at)?,
             path: payload::<RouteBody>(bytes, &header)?.to_vec(),
@@ -290,7 +315,7 @@ pub(crate) mod tests {
             mode: 0o644,
         };
         let rec = record(EventKind::Open, &body, b"/tmp/x");
-        let Body::Open { body: b, path } = decode(&rec).expect("decodes").body else {
+        let Body::Open { body: b, path, .. } = decode(&rec).expect("decodes").body else {
             panic!()
         };
         assert_eq!(path, b"/tmp/x");

@@ -104,6 +104,11 @@ impl Enricher {
 
     pub fn enrich(&mut self, ev: &mut Event) {
         self.enrich_task(&mut ev.task);
+        if let super::Detail::Exec { exe, .. } = &mut ev.detail
+            && let Some(name) = fileless_name(exe, ev.task.pid)
+        {
+            *exe = name;
+        }
     }
 
     pub fn enrich_task(&mut self, task: &mut Task) {
@@ -128,9 +133,48 @@ impl Enricher {
     }
 }
 
+/// The truthful name of a program without a name in the file system, as the
+/// kernel gives it in `/proc/<pid>/exe`: `memfd:NAME` for a memfd (the kernel's
+/// path walk finds no name for it: its `exe` comes as `/`), `<old path> (deleted)`
+/// for a deleted file. Read while the process lives (a process killed at its exec
+/// is named by its `fileless_exec` route event); `None` for a named file.
+pub fn fileless_name(exe: &str, pid: u32) -> Option<String> {
+    if exe != "/" && Path::new(exe).exists() {
+        return None;
+    }
+    let link = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    from_proc_exe(exe, &link.to_string_lossy())
+}
+
+fn from_proc_exe(exe: &str, link: &str) -> Option<String> {
+    let old = link.strip_suffix(" (deleted)")?;
+    if let Some(memfd) = old.strip_prefix("/memfd:").filter(|_| exe == "/") {
+        return Some(format!("memfd:{memfd}"));
+    }
+    (old == exe).then(|| link.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fileless_programs_are_named_as_the_kernel_names_them() {
+        assert_eq!(
+            from_proc_exe("/", "/memfd:payload (deleted)").as_deref(),
+            Some("memfd:payload")
+        );
+        assert_eq!(
+            from_proc_exe("/tmp/x/prog", "/tmp/x/prog (deleted)").as_deref(),
+            Some("/tmp/x/prog (deleted)")
+        );
+        // A pid reused by another program names that one: not taken.
+        assert_eq!(
+            from_proc_exe("/tmp/x/prog", "/usr/bin/other (deleted)"),
+            None
+        );
+        assert_eq!(from_proc_exe("/usr/bin/true", "/usr/bin/true"), None);
+    }
 
     #[test]
     fn a_cgroup_is_found_by_its_inode() {

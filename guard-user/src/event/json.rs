@@ -163,6 +163,20 @@ impl Serialize for Event {
                 m.serialize_entry("flags", flags)?;
                 m.serialize_entry("call", call.name())?;
                 result(&mut m, *ret, Some("fd"))?;
+                if let Some(id) = &self.identity {
+                    if let Some(hit) = &id.matched {
+                        m.serialize_entry("by", "identity")?;
+                        m.serialize_entry(
+                            "protected",
+                            &id.protected.clone().unwrap_or_else(|| {
+                                format!("inode {}:{}:{}", hit.dev >> 20, hit.dev & 0xfffff, hit.ino)
+                            }),
+                        )?;
+                    }
+                    if id.unknown {
+                        m.serialize_entry("identity_unknown", &true)?;
+                    }
+                }
             }
             Detail::Connect {
                 addr,
@@ -194,10 +208,42 @@ impl Serialize for Event {
                 m.serialize_entry("reason", f.reason.as_str())?;
                 m.serialize_entry("flow_id", &f.id())?;
                 m.serialize_entry("started", &rfc3339(f.start_ns))?;
-                m.serialize_entry(
-                    "dest_class",
-                    super::dest_class(f.addr, self.host.as_deref()),
-                )?;
+                m.serialize_entry("dest_class", self.dest_class(f.addr))?;
+            }
+            Detail::Dns(d) => {
+                m.serialize_entry("direction", d.direction.as_str())?;
+                m.serialize_entry("server", &d.server.to_string())?;
+                m.serialize_entry("port", &d.port)?;
+                m.serialize_entry("proto", d.proto.as_str())?;
+                if let Some(name) = &d.name {
+                    m.serialize_entry("name", name)?;
+                }
+                if let Some(qtype) = &d.qtype {
+                    m.serialize_entry("qtype", qtype)?;
+                }
+                if let Some(rcode) = &d.rcode {
+                    m.serialize_entry("rcode", rcode)?;
+                }
+                if d.direction == super::dns::Direction::Answer {
+                    let answers: Vec<serde_json::Value> = d
+                        .answers
+                        .iter()
+                        .map(|a| {
+                            serde_json::json!({
+                                "name": a.name, "type": a.rtype, "data": a.data, "ttl": a.ttl,
+                            })
+                        })
+                        .collect();
+                    m.serialize_entry("answers", &answers)?;
+                }
+                m.serialize_entry("len", &d.len)?;
+                if d.cut {
+                    m.serialize_entry("cut", &true)?;
+                }
+                if let Some(e) = &d.error {
+                    m.serialize_entry("error", e)?;
+                }
+                m.serialize_entry("dest_class", self.dest_class(d.server))?;
             }
             Detail::Fork { child_pid } => m.serialize_entry("child_pid", child_pid)?,
             Detail::Route {
@@ -254,6 +300,7 @@ impl Serialize for Event {
                 mode,
                 rules,
                 kernel_entries,
+                identity,
                 user_space_rules,
                 warnings,
                 enforcement,
@@ -262,6 +309,12 @@ impl Serialize for Event {
                 m.serialize_entry("mode", mode.as_str())?;
                 m.serialize_entry("rules", rules)?;
                 m.serialize_entry("kernel_entries", kernel_entries)?;
+                m.serialize_entry("identity_entries", &identity.entries)?;
+                m.serialize_entry("identity_missing", &identity.missing)?;
+                m.serialize_entry("identity_fail_closed", &identity.fail_closed)?;
+                if !identity.over.is_empty() {
+                    m.serialize_entry("identity_over", &identity.over)?;
+                }
                 m.serialize_entry("user_space_rules", user_space_rules)?;
                 m.serialize_entry("warnings", warnings)?;
                 m.serialize_entry("enforcement", enforcement)?;
@@ -342,6 +395,16 @@ impl Serialize for Event {
         }
         if let Some(host) = &self.host {
             m.serialize_entry("host", host)?;
+            if let Some(from) = self.host_from {
+                m.serialize_entry("host_source", from.as_str())?;
+            }
+        }
+        if self.is_tainted() {
+            m.serialize_entry("tainted", &true)?;
+        }
+        if !self.tainted_by.is_empty() {
+            let by: Vec<&str> = self.tainted_by.iter().map(|p| &**p).collect();
+            m.serialize_entry("tainted_by", &by)?;
         }
         if let Some(v) = &self.violation {
             m.serialize_entry("rule", &v.rule)?;
@@ -360,6 +423,9 @@ impl Serialize for Event {
             }
             if let Some(us) = v.kill_latency_us {
                 m.serialize_entry("kill_latency_us", &us)?;
+            }
+            if let Some(a) = &v.anomaly {
+                m.serialize_entry("anomaly", a)?;
             }
         }
         m.end()
@@ -390,6 +456,10 @@ mod tests {
             detail,
             enforced: 0,
             host: None,
+            host_from: None,
+            tainted: false,
+            tainted_by: Vec::new(),
+            identity: None,
             violation: None,
         }
     }
@@ -664,6 +734,7 @@ mod tests {
                 mode: Mode::Observe,
                 rules: 3,
                 kernel_entries: 9,
+                identity: Default::default(),
                 user_space_rules: vec![],
                 warnings: String::new(),
                 enforcement: vec![Enforcement {
@@ -716,6 +787,7 @@ mod tests {
                 rules: vec!["r".into()],
                 secret: true,
                 kill_latency_us: None,
+                anomaly: None,
             });
             let json = e.to_json();
             let line: EventLine = serde_json::from_str(&json).expect(&json);

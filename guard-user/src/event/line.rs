@@ -57,7 +57,26 @@ impl Event {
                 bytes_in: f.bytes_in,
                 flow_id: f.id(),
                 reason: f.reason.as_str().to_owned(),
-                dest_class: super::dest_class(f.addr, self.host.as_deref()).to_owned(),
+                dest_class: self.dest_class(f.addr).to_owned(),
+            },
+            Detail::Dns(d) => EventDetail::Dns {
+                direction: d.direction.as_str().to_owned(),
+                server: d.server.to_string(),
+                port: d.port,
+                proto: d.proto.as_str().to_owned(),
+                name: d.name.clone(),
+                qtype: d.qtype.clone(),
+                rcode: d.rcode.clone(),
+                answers: d
+                    .answers
+                    .iter()
+                    .map(|a| guard_common::protocol::DnsAnswer {
+                        name: a.name.clone(),
+                        rtype: a.rtype.clone(),
+                        data: a.data.clone(),
+                        ttl: a.ttl,
+                    })
+                    .collect(),
             },
             Detail::Fork { child_pid } => EventDetail::Fork {
                 child_pid: *child_pid,
@@ -119,6 +138,8 @@ impl Event {
             user: t.user.as_deref().map(str::to_owned),
             container: t.container.as_deref().map(str::to_owned),
             host: self.host.clone(),
+            host_source: self.host_from.map(|h| h.as_str().to_owned()),
+            tainted_by: self.tainted_by.iter().map(|p| p.to_string()).collect(),
             detail,
             violation: self.violation.as_ref().map(|v| ViolationLine {
                 rule: v.rule.clone(),
@@ -130,6 +151,7 @@ impl Event {
                 rules: v.rules.clone(),
                 secret: v.secret,
                 kill_latency_us: v.kill_latency_us,
+                anomaly: v.anomaly.clone(),
             }),
         }
     }

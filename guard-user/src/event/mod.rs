@@ -4,10 +4,12 @@
 
 pub mod clock;
 pub mod decode;
+pub mod dns;
 pub mod enrich;
 pub mod flows;
 mod json;
 mod line;
+pub mod names;
 pub mod via;
 
 pub use self::json::rfc3339;
@@ -119,6 +121,8 @@ pub enum Detail {
     /// Bytes of one socket of the session, each way (IP level, headers included),
     /// since the flow started: periodically while it lasts and at its end.
     Flow(Flow),
+    /// A DNS message of a session socket: a query it sent or an answer it got.
+    Dns(Box<dns::Dns>),
     /// A route around the open, exec or network hooks, refused or killed by the
     /// kernel (`[sessions]`, or an exec rule on an executable mapping).
     Route {
@@ -153,6 +157,8 @@ pub enum Detail {
         mode: Mode,
         rules: usize,
         kernel_entries: usize,
+        /// The identity set: entries installed, paths past the bound.
+        identity: crate::identity::Summary,
         user_space_rules: Vec<String>,
         warnings: String,
         /// How each kind of enforcement runs on this host.
@@ -357,6 +363,48 @@ pub fn dest_class(addr: IpAddr, host: Option<&str>) -> &'static str {
     }
 }
 
+/// The class of a destination named by a session's own DNS answers: by the
+/// name lists, else `allowlisted` when the policy's names resolved to the address
+/// too, else `other` (a name is not an allowance).
+pub fn dns_dest_class(addr: IpAddr, host: &str, allowlisted: bool) -> &'static str {
+    match dest_class(addr, Some(host)) {
+        "allowlisted" if !allowlisted => "other",
+        class => class,
+    }
+}
+
+/// Where an event's `host` came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostFrom {
+    /// The session's own DNS answers; `allowlisted`: the policy's network rules
+    /// name the address too.
+    Dns { allowlisted: bool },
+    /// The policy's resolution of the names in its network rules.
+    Policy,
+}
+
+impl HostFrom {
+    /// The name in JSON events (`host_source`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostFrom::Dns { .. } => "dns",
+            HostFrom::Policy => "policy",
+        }
+    }
+}
+
+impl Event {
+    /// The class of the event's destination (connects, sends, flows, DNS servers).
+    pub fn dest_class(&self, addr: IpAddr) -> &'static str {
+        match (&self.host, self.host_from) {
+            (Some(host), Some(HostFrom::Dns { allowlisted })) => {
+                dns_dest_class(addr, host, allowlisted)
+            }
+            (host, _) => dest_class(addr, host.as_deref()),
+        }
+    }
+}
+
 /// Every [`dest_class`] value (metrics pre-declare them).
 pub const DEST_CLASSES: [&str; 6] = [
     "local",
@@ -479,6 +527,7 @@ impl Detail {
             Detail::Limit { .. } => "limit",
             Detail::Tamper(_) => "tamper",
             Detail::Flow(_) => "flow",
+            Detail::Dns(_) => "dns",
             Detail::Route { .. } => "route",
             Detail::PolicyLoaded { .. } => "policy_loaded",
             Detail::PolicyRejected { .. } => "policy_rejected",
@@ -565,6 +614,8 @@ pub struct Violation {
     pub secret: bool,
     /// User-space kills: from the kernel seeing the event to the kill.
     pub kill_latency_us: Option<u64>,
+    /// Anomaly rules: what crossed which threshold (`anomaly` in JSON).
+    pub anomaly: Option<String>,
 }
 
 /// One event, ready for every consumer.
@@ -578,12 +629,49 @@ pub struct Event {
     /// What the kernel enforced itself: rule and verdict bits
     /// (`guard_common::rules::enforced`).
     pub enforced: u16,
-    /// The policy name a connect or send destination resolved from.
+    /// The name of a connect's, send's or flow's destination: the name the
+    /// session's DNS answers gave the address, else the policy name it resolved from.
     pub host: Option<String>,
+    /// Where `host` came from.
+    pub host_from: Option<HostFrom>,
+    /// The kernel marked the process tainted: it, or an ancestor before forking it,
+    /// read a file a `secret = true` rule let it open (`guard_common::TAINTED`).
+    pub tainted: bool,
+    /// Connects, sends and flows of a tainted process: the secrets it and its
+    /// ancestors read (user space's memory of their opens), first read first.
+    pub tainted_by: Vec<Arc<str>>,
+    /// Opens: what the kernel found matching the file by identity (device, inode).
+    pub identity: Option<Identity>,
     pub violation: Option<Violation>,
 }
 
+/// An open's file matched by identity, or not known to be outside every
+/// protected directory (`flags::IDENTITY_UNKNOWN`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Identity {
+    /// The protected entry the file is, or lies under.
+    pub matched: Option<IdentityMatch>,
+    /// That entry's path as the policy names it (`crate::identity`), when known.
+    pub protected: Option<String>,
+    /// The walk to the file system's root was cut short.
+    pub unknown: bool,
+}
+
+/// The (device, inode) of a protected entry and how far above the opened file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdentityMatch {
+    pub dev: u32,
+    pub ino: u64,
+    pub up: u16,
+}
+
 impl Event {
+    /// Whether the event's process read a secret: the kernel's mark, or user space's
+    /// memory (a secret rule the kernel cannot express).
+    pub fn is_tainted(&self) -> bool {
+        self.tainted || !self.tainted_by.is_empty()
+    }
+
     /// An event user space derives (no kernel record behind it).
     pub fn derived(ts_ns: i128, session: Option<SessionId>, task: Task, detail: Detail) -> Self {
         Event {
@@ -593,6 +681,10 @@ impl Event {
             detail,
             enforced: 0,
             host: None,
+            host_from: None,
+            tainted: false,
+            tainted_by: Vec::new(),
+            identity: None,
             violation: None,
         }
     }
@@ -677,6 +769,20 @@ impl Event {
             meta: None,
         };
         let flag = |f: u16| h.flags & f != 0;
+        let identity = match &rec.body {
+            Body::Open { identity, .. } if identity.is_some() || flag(flags::IDENTITY_UNKNOWN) => {
+                Some(Identity {
+                    matched: identity.map(|t| IdentityMatch {
+                        dev: t.dev,
+                        ino: t.ino,
+                        up: t.up,
+                    }),
+                    protected: None,
+                    unknown: flag(flags::IDENTITY_UNKNOWN),
+                })
+            }
+            _ => None,
+        };
         let detail = match rec.body {
             Body::Exec { exe, argv, .. } => Detail::Exec {
                 exe: String::from_utf8_lossy(&exe).into_owned(),
@@ -686,7 +792,7 @@ impl Event {
                 root: flag(flags::ROOT_PROCESS),
                 by_cgroup: flag(flags::SESSION_START) && flag(flags::BY_CGROUP),
             },
-            Body::Open { body, path } => {
+            Body::Open { body, path, .. } => {
                 let resolved = !flag(flags::PATH_UNRESOLVED);
                 let path = String::from_utf8_lossy(&path).into_owned();
                 Detail::Open {
@@ -750,6 +856,29 @@ impl Event {
                 start_boot_ns: f.start_ns,
                 start_ns: i128::from(f.start_ns) + ts_offset_ns,
             }),
+            Body::Dns { body, payload } => {
+                let proto = Proto::from_socket(body.sock_type, 0);
+                let parsed = dns::parse(&payload, proto == Proto::Tcp);
+                Detail::Dns(Box::new(dns::Dns {
+                    server: net_addr(body.family, &body.addr),
+                    port: body.port,
+                    proto,
+                    direction: if body.direction == guard_common::dns::IN {
+                        dns::Direction::Answer
+                    } else {
+                        dns::Direction::Query
+                    },
+                    id: parsed.id,
+                    name: parsed.name,
+                    qtype: parsed.qtype,
+                    rcode: parsed.rcode,
+                    answers: parsed.answers,
+                    len: body.len,
+                    cut: (body.len as usize) > payload.len(),
+                    error: parsed.error,
+                    cookie: body.cookie,
+                }))
+            }
             Body::Route { body, path } => Detail::Route {
                 route: Route::from_u32(body.route),
                 path: (!path.is_empty()).then(|| String::from_utf8_lossy(&path).into_owned()),
@@ -766,6 +895,10 @@ impl Event {
             detail,
             enforced: h.rule,
             host: None,
+            host_from: None,
+            tainted: flag(flags::TAINTED),
+            tainted_by: Vec::new(),
+            identity,
             violation: None,
         }
     }

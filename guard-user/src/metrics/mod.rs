@@ -18,6 +18,7 @@
 //! | `guard_lost_events_total` | counter | `kind` |
 //! | `guard_egress_bytes_total` | counter | `direction` (`out`, `in`), `dest_class` |
 //! | `guard_flows_total` | counter | `dest_class` (flows ended) |
+//! | `guard_dns_messages_total` | counter | `direction` (`query`, `answer`) |
 //! | `guard_active_sessions` | gauge | |
 //! | `guard_policy_reloads_total` | counter | `result` (`ok`, `rejected`) |
 //! | `guard_program_run_time_seconds_total` | counter | `program` |
@@ -68,6 +69,11 @@ struct EgressLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DnsLabels {
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClassLabels {
     dest_class: &'static str,
 }
@@ -85,6 +91,8 @@ struct KernelTotals {
     lost: BTreeMap<String, u64>,
     /// Run time (ns) and run count by program (with `kernel.bpf_stats_enabled`).
     programs: BTreeMap<String, (u64, u64)>,
+    /// Session opens judged by identity: matched, and too deep to place.
+    identity: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -130,6 +138,20 @@ impl Collector for KernelCollector {
         )?;
         encode_const_counters(
             &mut encoder,
+            "guard_identity_opens",
+            "Session opens judged by identity: matched (a rule matched the file by device \
+             and inode, not by path) and unknown (too deep to place: failed closed)",
+            None,
+            "result",
+            totals.identity.iter().flat_map(|(matched, unknown)| {
+                [
+                    ("matched".to_owned(), *matched),
+                    ("unknown".to_owned(), *unknown),
+                ]
+            }),
+        )?;
+        encode_const_counters(
+            &mut encoder,
             "guard_program_run_time",
             "Time the kernel spent running each guard program (needs kernel.bpf_stats_enabled)",
             Some(&Unit::Seconds),
@@ -170,6 +192,7 @@ pub struct Metrics {
     violations: Family<ViolationLabels, Counter>,
     egress_bytes: Family<EgressLabels, Counter>,
     flows: Family<ClassLabels, Counter>,
+    dns: Family<DnsLabels, Counter>,
     active_sessions: Gauge,
     policy_reloads: Family<ReloadLabels, Counter>,
     programs_expected: Gauge,
@@ -216,6 +239,15 @@ impl Metrics {
             }
             let _ = flows.get_or_create(&ClassLabels { dest_class });
         }
+        let dns = Family::<DnsLabels, Counter>::default();
+        registry.register(
+            "guard_dns_messages",
+            "DNS messages of session sockets: queries sent, answers received",
+            dns.clone(),
+        );
+        for direction in ["query", "answer"] {
+            let _ = dns.get_or_create(&DnsLabels { direction });
+        }
         let active_sessions = Gauge::default();
         registry.register(
             "guard_active_sessions",
@@ -258,6 +290,7 @@ impl Metrics {
             violations,
             egress_bytes,
             flows,
+            dns,
             active_sessions,
             policy_reloads,
             programs_expected,
@@ -324,6 +357,11 @@ impl Metrics {
         }
     }
 
+    /// One DNS message of a session socket: `guard_dns_messages_total{direction}`.
+    pub fn dns(&self, direction: &'static str) {
+        self.dns.get_or_create(&DnsLabels { direction }).inc();
+    }
+
     /// The kernel's running total of lost records of `kind`: `guard_lost_events_total{kind}`.
     pub fn set_lost(&self, kind: &str, total: u64) {
         let mut totals = self.kernel.lock();
@@ -333,6 +371,12 @@ impl Metrics {
                 totals.lost.insert(kind.to_owned(), total);
             }
         }
+    }
+
+    /// The kernel's running totals of session opens judged by identity:
+    /// `guard_identity_opens_total{result="matched"|"unknown"}`.
+    pub fn set_identity_opens(&self, matched: u64, unknown: u64) {
+        self.kernel.lock().identity = Some((matched, unknown));
     }
 
     /// `guard_active_sessions`.
@@ -457,6 +501,7 @@ mod tests {
         m.policy_reload(false);
         m.set_program_stats("sys_enter_openat", 1_500_000_000, 42);
         m.set_attached(13, 13);
+        m.set_identity_opens(4, 1);
         let text = m.render();
         for line in [
             "# TYPE guard_events counter",
@@ -472,6 +517,8 @@ mod tests {
             "guard_program_runs_total{program=\"sys_enter_openat\"} 42",
             "guard_programs_expected 13",
             "guard_programs_attached 13",
+            "guard_identity_opens_total{result=\"matched\"} 4",
+            "guard_identity_opens_total{result=\"unknown\"} 1",
             "# EOF",
         ] {
             assert!(has_line(&text, line), "no line {line:?} in\n{text}");
@@ -490,6 +537,7 @@ mod tests {
         // Nothing to say before the first readings: no empty families.
         assert!(!text.contains("guard_lost_events"), "{text}");
         assert!(!text.contains("guard_program_runs"), "{text}");
+        assert!(!text.contains("guard_identity_opens"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 

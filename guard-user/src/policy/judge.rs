@@ -98,11 +98,11 @@ impl Judge {
             .policy
             .rules
             .iter()
-            .filter_map(|r| match &r.kind {
-                super::model::Kind::Network { allow, deny } => Some(allow.iter().chain(deny)),
-                _ => None,
+            .flat_map(|r| match &r.kind {
+                super::model::Kind::Network { allow, deny } => allow.iter().chain(deny).collect(),
+                super::model::Kind::TaintEgress { allow } => allow.iter().collect(),
+                _ => Vec::new(),
             })
-            .flatten()
             .filter_map(|d| match &d.host {
                 super::model::Host::Name(n) => Some(n.clone()),
                 _ => None,
@@ -133,12 +133,30 @@ impl Judge {
     /// process is its session's root. The kernel's own decision comes with the event
     /// (`Event::enforced`). Decides only: carrying a verdict out is `action`'s.
     pub fn judge(&self, ev: &Event, is_root: bool) -> Option<Verdict> {
-        let hits = self.compiled.hits(
+        let mut hits = self.compiled.hits(
             &ev.detail,
             &ev.task.comm,
-            (is_root, ev.task.role),
+            (is_root, ev.task.role, ev.is_tainted()),
             &self.hosts,
         );
+        // Matched by identity: the file is judged as the protected path it stands
+        // for too (its own path may be a hard link's, a bind mount's).
+        if let (Some(id), Detail::Open { path, .. }) = (&ev.identity, &ev.detail)
+            && let (Some(hit), Some(protected)) = (id.matched, &id.protected)
+        {
+            {
+                let mut detail = ev.detail.clone();
+                if let Detail::Open { path: p, .. } = &mut detail {
+                    *p = crate::identity::canonical(std::path::Path::new(protected), path, hit.up);
+                }
+                let who = (is_root, ev.task.role, ev.is_tainted());
+                for h in self.compiled.hits(&detail, &ev.task.comm, who, &self.hosts) {
+                    if !hits.iter().any(|x| x.rule == h.rule) {
+                        hits.push(h);
+                    }
+                }
+            }
+        }
         let enforced = ev.enforced;
         let by_kernel = (enforced & enforced::RULE_MASK)
             .checked_sub(1)
@@ -218,7 +236,7 @@ mod tests {
     //! the built-in workstation policy for a user whose home is /home/alice. No
     //! process is touched: the judge only decides.
 
-    use std::net::IpAddr;
+    use std::{net::IpAddr, sync::Arc};
 
     use guard_common::{OpenCall, protocol::Outcome, role, rules::enforced};
 
@@ -257,6 +275,10 @@ mod tests {
             detail,
             enforced,
             host: None,
+            host_from: None,
+            tainted: false,
+            tainted_by: Vec::new(),
+            identity: None,
             violation: None,
         }
     }
@@ -317,6 +339,44 @@ mod tests {
             v.rules.contains(&"private-keys-read".to_owned()),
             "every rule broken is named: {:?}",
             v.rules
+        );
+    }
+
+    #[test]
+    fn tainted_egress_off_the_allowlist_breaks_the_taint_rule() {
+        let policy = "[taint]\negress = \"deny\"\nallow = [\"127.0.0.1:8443\"]\n";
+        let j = judge_for(policy, false);
+        let off = connect("127.0.0.1", 9000, -i64::from(libc::EPERM));
+        // Untainted: no rule of the policy covers it.
+        assert_eq!(j.judge(&event("curl", off.clone(), 0), false), None);
+        // Tainted by the kernel's mark and refused by the kernel: reported, not redone.
+        let mut ev = event(
+            "curl",
+            off.clone(),
+            by_kernel(&j, "taint.egress", enforced::DENIED),
+        );
+        ev.tainted = true;
+        let v = j.judge(&ev, false).expect("a violation");
+        assert_eq!(v.rule, "taint.egress");
+        assert_eq!(v.step, Step::Done(Outcome::Denied));
+        // Tainted in user space only (a secret glob the kernel cannot match): the
+        // kernel let it through, and the event says so.
+        let mut ev = event("curl", connect("127.0.0.1", 9000, 0), 0);
+        ev.tainted_by = vec![Arc::from("/srv/app/prod.secret")];
+        let v = j.judge(&ev, false).expect("a violation");
+        assert_eq!(v.step, Step::Done(Outcome::NotDenied));
+        // On the allowlist: nothing.
+        let mut ev = event("curl", connect("127.0.0.1", 8443, 0), 0);
+        ev.tainted = true;
+        assert_eq!(j.judge(&ev, false), None);
+        // `alert`: every tainted connect off the list is an alert.
+        let j = judge_for("[taint]\negress = \"alert\"\n", false);
+        let mut ev = event("curl", connect("10.1.2.3", 443, 0), 0);
+        ev.tainted = true;
+        let v = j.judge(&ev, false).expect("a violation");
+        assert_eq!(
+            (v.action, v.step),
+            (Action::Alert, Step::Done(Outcome::Alerted))
         );
     }
 

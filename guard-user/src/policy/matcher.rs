@@ -75,6 +75,9 @@ enum Matcher {
         deny: Vec<Dest>,
     },
     Route(Vec<super::model::Route>),
+    TaintEgress {
+        allow: Vec<Dest>,
+    },
 }
 
 /// A rule an event broke.
@@ -197,6 +200,9 @@ impl Compiled {
                     deny: deny.clone(),
                 },
                 Kind::Route(routes) => Matcher::Route(routes.clone()),
+                Kind::TaintEgress { allow } => Matcher::TaintEgress {
+                    allow: allow.clone(),
+                },
             });
         }
         let mut all = GlobSetBuilder::new();
@@ -222,12 +228,13 @@ impl Compiled {
         })
     }
 
-    /// Every rule `detail` breaks, for a process that is (or is not) its session's root.
+    /// Every rule `detail` breaks, for a process that is (or is not) its session's
+    /// root, of agent role `role`, tainted or not (it read a secret).
     pub fn hits(
         &self,
         detail: &Detail,
         comm: &str,
-        (is_root, role): (bool, u8),
+        (is_root, role, tainted): (bool, u8, bool),
         hosts: &Hosts,
     ) -> Vec<Hit> {
         let mut out = Vec::new();
@@ -308,6 +315,10 @@ impl Compiled {
                         || (!allow.is_empty() && !listed(allow, *addr, *port, hosts))
                 }
                 (Matcher::Route(routes), Detail::Route { route, .. }) => routes.contains(route),
+                (
+                    Matcher::TaintEgress { allow },
+                    Detail::Connect { addr, port, .. } | Detail::Send { addr, port, .. },
+                ) => tainted && !listed(allow, *addr, *port, hosts),
                 _ => false,
             };
             if hit {
@@ -348,6 +359,7 @@ mod tests {
     fn policy(rules: Vec<Rule>) -> Compiled {
         let p = Policy {
             name: "t".into(),
+            anomalies: vec![],
             mode: Mode::Enforce,
             agents: vec![],
             containers: vec![],
@@ -356,6 +368,7 @@ mod tests {
             limits: crate::policy::model::Limits::default(),
             report: Default::default(),
             sessions: Default::default(),
+            taint: Default::default(),
             rules,
         };
         Compiled::new(p, &["/root".to_owned(), "/home/ada".to_owned()]).expect("compiles")
@@ -410,7 +423,7 @@ mod tests {
         ]);
         let h = Hosts::default();
         let ids = |d: &Detail| {
-            p.hits(d, "cat", (false, 0), &h)
+            p.hits(d, "cat", (false, 0, false), &h)
                 .iter()
                 .map(|x| p.policy.rules[x.rule].id.clone())
                 .collect::<Vec<_>>()
@@ -477,7 +490,7 @@ mod tests {
         ]);
         let h = Hosts::default();
         let ids = |d: &Detail, comm: &str| {
-            p.hits(d, comm, (false, 0), &h)
+            p.hits(d, comm, (false, 0, false), &h)
                 .iter()
                 .map(|x| p.policy.rules[x.rule].id.clone())
                 .collect::<Vec<_>>()
@@ -547,7 +560,7 @@ mod tests {
             ret: 0,
         };
         let ids = |d: &Detail, root: bool| {
-            p.hits(d, "curl", (root, 0), &h)
+            p.hits(d, "curl", (root, 0, false), &h)
                 .iter()
                 .map(|x| p.policy.rules[x.rule].id.clone())
                 .collect::<Vec<_>>()
@@ -598,11 +611,11 @@ mod tests {
             ret: 0,
         };
         assert!(
-            p.hits(&net("162.159.140.245", 443), "x", (false, 0), &h)
+            p.hits(&net("162.159.140.245", 443), "x", (false, 0, false), &h)
                 .is_empty()
         );
         assert_eq!(
-            p.hits(&net("162.159.140.245", 80), "x", (false, 0), &h)
+            p.hits(&net("162.159.140.245", 80), "x", (false, 0, false), &h)
                 .len(),
             1
         );

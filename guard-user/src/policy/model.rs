@@ -123,9 +123,38 @@ pub enum Kind {
     /// id is `sessions.<key>`): its `route` events, and for `fileless_exec` the
     /// execs of a memfd or a deleted file.
     Route(Vec<Route>),
+    /// Connects and sends of tainted processes (`[taint]`; the rule's id is
+    /// `taint.egress`): a destination in none of `allow`'s entries matches.
+    TaintEgress { allow: Vec<Dest> },
 }
 
 pub use guard_common::protocol::Route;
+
+/// `[taint]`: what a process that read a secret (a `secret = true` rule let the
+/// read happen) may still connect and send to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Taint {
+    /// What tainted egress off `allow` gets (`egress`); `None` (`"allow"`): nothing.
+    pub egress: Option<Action>,
+    /// Destinations tainted processes may reach (`allow`), as network rules write
+    /// them.
+    pub allow: Vec<Dest>,
+}
+
+impl Default for Taint {
+    /// Every tainted connect or send is an alert.
+    fn default() -> Self {
+        Taint {
+            egress: Some(Action::Alert),
+            allow: Vec::new(),
+        }
+    }
+}
+
+impl Taint {
+    /// The id of the rule `[taint]` makes.
+    pub const RULE: &'static str = "taint.egress";
+}
 
 /// `[sessions]`: what session processes may do by routes around the open, exec
 /// and network hooks. `None` allows the route; an action makes it a rule
@@ -207,6 +236,7 @@ impl Kind {
             Kind::Exec { .. } => "exec",
             Kind::Network { .. } => "network",
             Kind::Route(_) => "route",
+            Kind::TaintEgress { .. } => "taint",
         }
     }
 }
@@ -226,7 +256,8 @@ pub struct Rule {
     pub action: Action,
     pub scope: Scope,
     /// File rules: what they protect is a secret (credentials, keys, dotenv files):
-    /// session reports list its reads apart (`secret = true`).
+    /// session reports list its reads apart, and a read the rule lets happen (`log`,
+    /// `alert`) taints the process (`secret = true`).
     pub secret: bool,
     /// Where the rule's table starts.
     pub pos: Pos,
@@ -264,7 +295,81 @@ pub struct Policy {
     pub report: ReportConfig,
     /// Routes around the hooks (`[sessions]`); its rules are in `rules` too.
     pub sessions: Sessions,
+    /// Egress of tainted processes (`[taint]`); its rule is in `rules` too.
+    pub taint: Taint,
     pub rules: Vec<Rule>,
+    /// Egress and DNS anomaly thresholds (`[[anomaly]]`), judged in user space.
+    pub anomalies: Vec<Anomaly>,
+}
+
+/// One `[[anomaly]]`: a threshold on what a session sends or resolves.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Anomaly {
+    /// The rule id in events (`anomaly.bytes`, … unless `id` names it).
+    pub id: String,
+    pub check: Check,
+    /// Destination classes it watches (`bytes`, `new-destination`); empty: all but
+    /// `local`.
+    pub classes: Vec<String>,
+    /// `log`, `alert` or `kill`.
+    pub action: Action,
+    /// What `kill` kills.
+    pub target: Target,
+    pub pos: Pos,
+}
+
+/// What an [`Anomaly`] measures.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Check {
+    /// More than `bytes` sent (or received, or both: `direction`) to the classes
+    /// within `window_ns`, per session.
+    Bytes {
+        bytes: u64,
+        window_ns: u64,
+        direction: Direction,
+    },
+    /// A destination (name, else address) the session had not connected or sent to.
+    NewDestination,
+    /// More than `queries` DNS queries within `window_ns`, per session.
+    DnsVolume { queries: u64, window_ns: u64 },
+    /// A queried name with a label of at least `label_length` characters whose
+    /// Shannon entropy is at least `entropy` bits per character, or a name of at
+    /// least `name_length` characters.
+    DnsEntropy {
+        label_length: usize,
+        entropy: f64,
+        name_length: usize,
+    },
+}
+
+impl Check {
+    /// The rule's name (`rule = "…"`) and default id suffix.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Check::Bytes { .. } => "bytes",
+            Check::NewDestination => "new-destination",
+            Check::DnsVolume { .. } => "dns-volume",
+            Check::DnsEntropy { .. } => "dns-entropy",
+        }
+    }
+}
+
+/// Which bytes an `anomaly.bytes` rule counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Out,
+    In,
+    Both,
+}
+
+/// What an anomaly's `kill` kills.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Every process of the session.
+    Session,
+    /// The process the event is about (for flows and DNS, the one that tagged the
+    /// socket: its connect or first send).
+    Process,
 }
 
 /// `[report]`: the daemon writes each session's report when the session ends.

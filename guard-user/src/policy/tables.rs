@@ -29,10 +29,15 @@ pub struct Tables {
     /// (prefix bits, data, value)
     pub paths: Vec<(u32, PathData, RuleRef)>,
     pub nets: Vec<(u32, NetData, RuleRef)>,
+    /// `TAINT_NET`: the `[taint]` allowlist, when the policy denies tainted egress.
+    pub taint_nets: Vec<(u32, NetData, RuleRef)>,
     pub config: Config,
     /// Rules with a kill or deny the kernel enforces only in part, or not at all:
     /// user space applies them after the fact.
     pub partial: Vec<usize>,
+    /// The concrete files and directories file rules name, for matching by
+    /// identity (`crate::identity`).
+    pub identity: Vec<crate::identity::Target>,
 }
 
 impl Tables {
@@ -41,6 +46,7 @@ impl Tables {
         RuleTables {
             paths: &self.paths,
             nets: &self.nets,
+            taint_nets: &self.taint_nets,
             config: self.config,
         }
     }
@@ -255,6 +261,68 @@ fn route_entries(
         .collect()
 }
 
+/// `Config::path_kinds` of a rule set's entries.
+fn path_kinds(paths: &[(u32, PathData, RuleRef)]) -> u32 {
+    paths
+        .iter()
+        .fold(0, |k, (_, data, _)| k | (1 << (data[1] & 31)))
+}
+
+/// The taint entries of the `secret = true` file rules whose action lets the open
+/// happen (`log`, `alert`; every action in observe mode): their path shapes under
+/// the `path_kind::TAINT_*` kinds, flagged [`rule_flags::TAINT`], with their
+/// exceptions. A rule with an exception the kernel cannot express taints in user
+/// space only (`tainted_by`), as do its patterns the kernel cannot express.
+fn taint_entries(policy: &Policy, homes: &[String]) -> Vec<(u32, PathData, RuleRef)> {
+    let mut out = Vec::new();
+    let observe = policy.mode == Mode::Observe;
+    for (i, rule) in policy.rules.iter().enumerate() {
+        let Kind::File {
+            paths,
+            except,
+            access: acc,
+        } = &rule.kind
+        else {
+            continue;
+        };
+        if !rule.secret
+            || !acc.read
+            || !(observe || matches!(rule.action, Action::Log | Action::Alert))
+        {
+            continue;
+        }
+        let (scope, roles) = scope_flags(rule.scope);
+        let taint = RuleRef {
+            rule: i as u16,
+            access: access::READ | roles,
+            flags: rule_flags::TAINT | scope,
+            ports: [0; 8],
+        };
+        let exc = RuleRef {
+            flags: rule_flags::EXCEPT,
+            ..taint
+        };
+        let excepts: Option<Vec<(u32, PathData, RuleRef)>> = except
+            .iter()
+            .flat_map(|p| glob::expand(p, homes))
+            .map(|e| file_shape(&e).and_then(|s| except_entry(&s, exc)))
+            .collect();
+        let Some(excepts) = excepts else {
+            continue;
+        };
+        let entries = paths
+            .iter()
+            .flat_map(|p| glob::expand(p, homes))
+            .filter_map(|e| file_shape(&e).and_then(|s| file_entry(&s, taint)))
+            .chain(excepts);
+        for (bits, mut data, value) in entries {
+            data[1] += path_kind::TAINT_OFFSET;
+            out.push((bits, data, value));
+        }
+    }
+    out
+}
+
 /// Compiles what the kernel can enforce. Observe mode enforces nothing but the
 /// session limits (records dropped, counted; never a kill). With `lsm`
 /// (the BPF-LSM hooks attached), `deny` on files and execs refuses the operation;
@@ -264,7 +332,12 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
     // Session limits hold in every mode: they protect the daemon and the kernel.
     out.config.limit_rate = policy.limits.rate;
     out.config.limit_burst = policy.limits.burst;
+    // Taint entries never stop anything: observe mode has them too (where every
+    // action is `log`, every secret rule taints).
+    out.paths.extend(taint_entries(policy, homes));
+    out.identity = identity_targets(policy, homes, lsm);
     if policy.mode == Mode::Observe {
+        out.config.path_kinds = path_kinds(&out.paths);
         return out;
     }
     let mut nets = Vec::new();
@@ -370,6 +443,29 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
                 out.paths
                     .extend(route_entries(routes, index, (verdict | scope, roles)));
             }
+            Kind::TaintEgress { allow } => {
+                // Only `deny` reaches here (kill is not a `[taint] egress` value).
+                let permit = RuleRef {
+                    rule: index,
+                    access: 0,
+                    flags: rule_flags::ALLOW,
+                    ports: [0; 8],
+                };
+                let mut entries: Vec<(u32, NetData, RuleRef)> = allow
+                    .iter()
+                    .flat_map(|d| net_entries(d, hosts, permit))
+                    .collect();
+                // Every other destination: the generation byte alone.
+                entries.push((
+                    8,
+                    [0; 18],
+                    RuleRef {
+                        flags: rule_flags::DENY,
+                        ..permit
+                    },
+                ));
+                out.taint_nets = merge_nets(entries);
+            }
             Kind::Network { allow, deny } => {
                 let base = RuleRef {
                     rule: index,
@@ -403,16 +499,68 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
         }
     }
     out.nets = merge_nets(nets);
-    out.config.path_kinds = out
-        .paths
-        .iter()
-        .fold(0, |k, (_, data, _)| k | (1 << data[1]));
+    out.config.path_kinds = path_kinds(&out.paths);
     out.config.exec_wakeup = u32::from(
         out.partial
             .iter()
             .any(|&i| matches!(policy.rules[i].kind, Kind::Exec { .. })),
     );
     out.config.limit_kill = u32::from(policy.limits.on_loss == crate::policy::model::OnLoss::Kill);
+    out
+}
+
+/// The concrete files (`/etc/shadow`) and directories (`~/.ssh/**`, one per home)
+/// every file rule and exception names, with the value their identity entry
+/// carries: the rule's verdict where the kernel enforces it, none (reported only)
+/// for `log`/`alert` rules and in observe mode.
+fn identity_targets(policy: &Policy, homes: &[String], lsm: bool) -> Vec<crate::identity::Target> {
+    use guard_common::rules::inode_kind;
+    let mut out = Vec::new();
+    let concrete = |expanded: &str| -> Option<(std::path::PathBuf, u8)> {
+        match glob::kernel_shape(expanded)? {
+            KernelShape::Prefix(p) => {
+                let dir = p.trim_end_matches('/');
+                (!dir.is_empty()).then(|| (dir.into(), inode_kind::TREE))
+            }
+            KernelShape::Exact(p) => Some((p.into(), inode_kind::FILE)),
+            _ => None,
+        }
+    };
+    for (i, rule) in policy.rules.iter().enumerate() {
+        let Kind::File {
+            paths,
+            except,
+            access: acc,
+        } = &rule.kind
+        else {
+            continue;
+        };
+        let (scope, roles) = scope_flags(rule.scope);
+        let verdict = match rule.action {
+            _ if policy.mode == Mode::Observe => 0,
+            Action::Deny if lsm => rule_flags::DENY,
+            Action::Kill | Action::Deny => rule_flags::KILL,
+            Action::Log | Action::Alert => 0,
+        };
+        let bits = (u8::from(acc.read) * access::READ) | (u8::from(acc.write) * access::WRITE);
+        let value = RuleRef {
+            rule: i as u16,
+            access: bits | roles,
+            flags: verdict | scope,
+            ports: [0; 8],
+        };
+        let except_value = RuleRef {
+            flags: rule_flags::EXCEPT,
+            ..value
+        };
+        for (patterns, value) in [(paths, value), (except, except_value)] {
+            for e in patterns.iter().flat_map(|p| glob::expand(p, homes)) {
+                if let Some((path, kind)) = concrete(&e) {
+                    out.push(crate::identity::Target { path, kind, value });
+                }
+            }
+        }
+    }
     out
 }
 
@@ -436,6 +584,7 @@ mod tests {
     fn policy(rules: Vec<Rule>, mode: Mode) -> Policy {
         Policy {
             name: "t".into(),
+            anomalies: vec![],
             mode,
             agents: vec![],
             containers: vec![],
@@ -444,6 +593,7 @@ mod tests {
             limits: crate::policy::model::Limits::default(),
             report: Default::default(),
             sessions: Default::default(),
+            taint: Default::default(),
             rules,
         }
     }
@@ -723,6 +873,153 @@ mod tests {
         assert_eq!(compile(&p, &[], &Hosts::default(), false), limits_only);
         let p = policy(vec![rule(kind, Action::Alert)], Mode::Enforce);
         assert_eq!(compile(&p, &[], &Hosts::default(), false), limits_only);
+    }
+
+    #[test]
+    fn secret_log_rules_taint_under_kinds_of_their_own_and_never_kill() {
+        let read = Access {
+            read: true,
+            write: false,
+        };
+        let mut secret = rule(
+            Kind::File {
+                paths: vec!["/srv/secrets/**".into(), ".env".into()],
+                except: vec!["*.example".into()],
+                access: read,
+            },
+            Action::Alert,
+        );
+        secret.secret = true;
+        // A kill rule on the same prefix keeps its own entry: no shadowing either way.
+        let kill = rule(
+            Kind::File {
+                paths: vec!["/srv/secrets/**".into()],
+                except: vec![],
+                access: read,
+            },
+            Action::Kill,
+        );
+        let mut not_secret = secret.clone();
+        not_secret.secret = false;
+        let k = compile(
+            &policy(vec![secret.clone(), kill, not_secret], Mode::Enforce),
+            &[],
+            &Hosts::default(),
+            false,
+        );
+        let got: Vec<(u8, String, u8, u16)> = k
+            .paths
+            .iter()
+            .map(|(b, d, v)| (d[1], text(d, *b), v.flags, v.rule))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    path_kind::TAINT_FILE,
+                    "/srv/secrets/".to_owned(),
+                    rule_flags::TAINT,
+                    0
+                ),
+                (
+                    path_kind::TAINT_FILE_NAME,
+                    ".env\0".to_owned(),
+                    rule_flags::TAINT,
+                    0
+                ),
+                (
+                    path_kind::TAINT_FILE_NAME_REV,
+                    "elpmaxe.".to_owned(),
+                    rule_flags::EXCEPT,
+                    0
+                ),
+                (
+                    path_kind::FILE,
+                    "/srv/secrets/".to_owned(),
+                    rule_flags::KILL,
+                    1
+                ),
+            ]
+        );
+        assert!(
+            k.paths
+                .iter()
+                .filter(|(_, d, _)| d[1] > path_kind::ROUTE)
+                .all(|(_, _, v)| v.flags & (rule_flags::KILL | rule_flags::DENY) == 0),
+            "taint entries never kill or refuse"
+        );
+        assert_ne!(k.config.path_kinds & (1 << path_kind::TAINT_FILE), 0);
+        // A secret kill rule does not taint (the process dies); in observe mode every
+        // secret rule taints, and nothing kills.
+        let mut secret_kill = secret.clone();
+        secret_kill.action = Action::Kill;
+        let k = compile(
+            &policy(vec![secret_kill.clone()], Mode::Enforce),
+            &[],
+            &Hosts::default(),
+            false,
+        );
+        assert!(
+            k.paths
+                .iter()
+                .all(|(_, d, _)| d[1] < path_kind::TAINT_OFFSET)
+        );
+        let k = compile(
+            &policy(vec![secret_kill], Mode::Observe),
+            &[],
+            &Hosts::default(),
+            false,
+        );
+        assert!(!k.paths.is_empty());
+        assert!(
+            k.paths
+                .iter()
+                .all(|(_, d, v)| d[1] > path_kind::TAINT_OFFSET && v.flags & rule_flags::KILL == 0)
+        );
+    }
+
+    #[test]
+    fn taint_deny_compiles_an_allowlist_with_a_catch_all_refusal() {
+        let taint = Rule {
+            id: "taint.egress".into(),
+            ..rule(
+                Kind::TaintEgress {
+                    allow: vec![Dest {
+                        host: Host::Net("127.0.0.1/32".parse().expect("net")),
+                        port: Some(8443),
+                        text: "127.0.0.1:8443".into(),
+                    }],
+                },
+                Action::Deny,
+            )
+        };
+        let k = compile(
+            &policy(vec![taint.clone()], Mode::Enforce),
+            &[],
+            &Hosts::default(),
+            false,
+        );
+        assert_eq!(k.taint_nets.len(), 2);
+        let (bits, data, all) = k.taint_nets[0];
+        assert_eq!((bits, data), (8, [0; 18]), "every destination");
+        assert_eq!(all.flags, rule_flags::DENY);
+        let lo = k.taint_nets[1].2;
+        assert_eq!(lo.flags, rule_flags::ALLOW);
+        assert_eq!(lo.ports[0], 8443);
+        assert!(
+            k.nets.is_empty(),
+            "the policy's own network rules are apart"
+        );
+        // Alert and log are decided in user space: no kernel entry.
+        let mut alert = taint;
+        alert.action = Action::Alert;
+        let k = compile(
+            &policy(vec![alert], Mode::Enforce),
+            &[],
+            &Hosts::default(),
+            false,
+        );
+        assert!(k.taint_nets.is_empty());
     }
 
     #[test]

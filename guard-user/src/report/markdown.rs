@@ -99,6 +99,8 @@ fn write_report(out: &mut String, r: &Report) -> std::fmt::Result {
         )?;
     }
 
+    secret_egress(out, r)?;
+
     writeln!(out, "\n## Commands run\n")?;
     if r.commands.items.is_empty() {
         writeln!(out, "None seen.")?;
@@ -162,6 +164,60 @@ fn write_report(out: &mut String, r: &Report) -> std::fmt::Result {
         )?;
     }
     Ok(())
+}
+
+/// "This session read secret X, then sent N bytes to Y": the session-level fact
+/// that holds where taint does not follow (a secret handed to another process
+/// through a pipe or a file).
+fn secret_egress(out: &mut String, r: &Report) -> std::fmt::Result {
+    let s = &r.secret_egress;
+    writeln!(out, "\n## Secrets read, then egress\n")?;
+    if s.secrets.items.is_empty() {
+        return writeln!(
+            out,
+            "No secret was read (no open a `secret` rule let happen)."
+        );
+    }
+    for read in &s.secrets.items {
+        writeln!(
+            out,
+            "- This session read secret `{}` ({}, {} pid {}).",
+            cell(&read.path),
+            read.ts,
+            cell(&read.comm),
+            read.pid
+        )?;
+    }
+    omitted(out, s.secrets.omitted, "secrets")?;
+    if s.sent_after.items.is_empty() {
+        return writeln!(out, "\nThen it contacted no destination.");
+    }
+    writeln!(out, "\nThen, after its first secret read:\n")?;
+    for d in &s.sent_after.items {
+        let at = if d.addr.contains(':') {
+            format!("[{}]:{}", d.addr, d.port)
+        } else {
+            format!("{}:{}", d.addr, d.port)
+        };
+        let to = match &d.host {
+            Some(h) => format!("{} ({at})", cell(h)),
+            None => at,
+        };
+        writeln!(
+            out,
+            "- it sent {} bytes to {to}/{} ({} attempts, {} failed{})",
+            d.bytes_out,
+            d.proto,
+            d.attempts,
+            d.failed,
+            if d.tainted {
+                ", some by a tainted process"
+            } else {
+                ""
+            }
+        )?;
+    }
+    omitted(out, s.sent_after.omitted, "destinations")
 }
 
 fn verdicts(v: &[String]) -> String {

@@ -11,9 +11,10 @@ mod markdown;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use chrono::DateTime;
-use guard_common::protocol::{EventDetail, EventLine};
+use guard_common::protocol::{EventDetail, EventLine, Outcome};
 pub use guard_common::report::{
-    Bounded, Command, Destination, FileClass, FileUse, Files, MAX_ITEMS, Report, Violation,
+    Bounded, Command, Destination, FileClass, FileUse, Files, MAX_ITEMS, Report, SecretEgress,
+    SecretRead, SentAfter, Violation,
 };
 
 pub use self::markdown::render as markdown;
@@ -51,6 +52,11 @@ pub struct Ledger {
     flows: HashMap<String, (u64, u64)>,
     first_ts: Option<String>,
     last_ts: Option<String>,
+    /// When the session first read a secret (RFC 3339 strings of one format order
+    /// as their times).
+    first_secret: Option<String>,
+    secrets: HashMap<String, usize>,
+    sent_after: HashMap<(String, u16, String), usize>,
 }
 
 impl Ledger {
@@ -122,6 +128,9 @@ impl Ledger {
             } => {
                 let written = access.iter().any(|a| a != "read");
                 self.file(path, written, result != "ok", &comm, ev);
+                if result == "ok" && access.iter().any(|a| a == "read") {
+                    self.secret_read(path, pid, &comm, ev);
+                }
                 Some(format!("open {path}"))
             }
             EventDetail::Connect {
@@ -138,6 +147,10 @@ impl Ledger {
             } => {
                 let send = matches!(ev.detail, EventDetail::Send { .. });
                 self.destination(addr, *port, proto, send, result != "ok", ev);
+                if let Some(s) = self.sent_entry(addr, *port, proto, ev) {
+                    s.attempts += 1;
+                    s.failed += u64::from(result != "ok");
+                }
                 Some(format!(
                     "{} {}",
                     ev.detail.kind(),
@@ -163,8 +176,17 @@ impl Ledger {
                     reason,
                     ev,
                 );
-                None
+                Some(format!(
+                    "flow {}",
+                    endpoint(addr, *port, ev.host.as_deref())
+                ))
             }
+            EventDetail::Dns {
+                direction, name, ..
+            } => Some(format!(
+                "dns {direction} {}",
+                name.as_deref().unwrap_or("?")
+            )),
             EventDetail::Fork { .. } => {
                 r.forks += 1;
                 None
@@ -195,7 +217,10 @@ impl Ledger {
             // theirs is reported.
             _ => Some(ev.detail.kind().to_owned()),
         };
-        if let (Some(v), Some(what)) = (&ev.violation, what) {
+        if let (Some(v), Some(mut what)) = (&ev.violation, what) {
+            if let Some(anomaly) = &v.anomaly {
+                what = format!("{what}: {anomaly}");
+            }
             self.report.violations.push(Violation {
                 ts: ev.ts.clone(),
                 pid,
@@ -336,6 +361,68 @@ impl Ledger {
         d.bytes_out += d_out;
         d.bytes_in += d_in;
         d.flows += u64::from(new);
+        if let Some(s) = self.sent_entry(addr, port, proto, ev) {
+            s.bytes_out += d_out;
+        }
+    }
+
+    /// Notes a secret read that nothing stopped.
+    fn secret_read(&mut self, path: &str, pid: u32, comm: &str, ev: &EventLine) {
+        let Some(v) = ev.violation.as_ref().filter(|v| v.secret) else {
+            return;
+        };
+        if !matches!(
+            v.outcome,
+            Outcome::Logged | Outcome::Alerted | Outcome::Failed
+        ) {
+            return;
+        }
+        if self.first_secret.is_none() {
+            self.first_secret = Some(ev.ts.clone());
+        }
+        let _ = slot(
+            &mut self.secrets,
+            &mut self.report.secret_egress.secrets,
+            path.to_owned(),
+            || SecretRead {
+                ts: ev.ts.clone(),
+                pid,
+                comm: comm.to_owned(),
+                path: path.to_owned(),
+            },
+        );
+    }
+
+    /// The destination's entry among those contacted after the first secret read,
+    /// when `ev` comes after it.
+    fn sent_entry(
+        &mut self,
+        addr: &str,
+        port: u16,
+        proto: &str,
+        ev: &EventLine,
+    ) -> Option<&mut SentAfter> {
+        let first = self.first_secret.as_deref()?;
+        if ev.ts.as_str() < first {
+            return None;
+        }
+        let key = (addr.to_owned(), port, proto.to_owned());
+        let s = slot(
+            &mut self.sent_after,
+            &mut self.report.secret_egress.sent_after,
+            key,
+            || SentAfter {
+                addr: addr.to_owned(),
+                port,
+                proto: proto.to_owned(),
+                ..SentAfter::default()
+            },
+        )?;
+        if s.host.is_none() {
+            s.host.clone_from(&ev.host);
+        }
+        s.tainted |= !ev.tainted_by.is_empty();
+        Some(s)
     }
 
     /// The report as of now: for a running session, up to its latest event.
@@ -349,6 +436,10 @@ impl Ledger {
             u64::try_from((b - a).num_milliseconds()).ok()
         });
         r.destinations
+            .items
+            .sort_by(|a, b| (&a.host, &a.addr, a.port).cmp(&(&b.host, &b.addr, b.port)));
+        r.secret_egress
+            .sent_after
             .items
             .sort_by(|a, b| (&a.host, &a.addr, a.port).cmp(&(&b.host, &b.addr, b.port)));
         for files in [&mut r.read, &mut r.written] {

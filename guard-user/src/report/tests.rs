@@ -4,7 +4,8 @@ use super::*;
 
 /// The audit log of one session: its start, a git status in the workspace, a read of
 /// an SSH key killed in the kernel, a write in the workspace, two connects (one
-/// refused), two flows to the model (one reported twice while it lasts, and closed
+/// refused), a `.env` read that a secret alert rule let happen (after the connects,
+/// before the flows' bytes), two flows to the model (one reported twice while it lasts, and closed
 /// after the session's end, as the root's own sockets are), and its end; then a line
 /// of another session.
 const LOG: &str = r#"{"ts":"2026-11-22T08:00:00.000000000Z","kind":"session_start","session":"00000000000000aa","pid":10,"ppid":1,"comm":"agent","user":"alice","agent":"agent","root_pid":10,"how":"run","cwd":"/home/alice/repo"}
@@ -19,13 +20,14 @@ const LOG: &str = r#"{"ts":"2026-11-22T08:00:00.000000000Z","kind":"session_star
 {"ts":"2026-11-22T08:00:00.500000000Z","kind":"open","session":"00000000000000aa","pid":13,"comm":"sh","path":"/home/alice/repo/notes.txt","access":["write","create","truncate"],"result":"ok"}
 {"ts":"2026-11-22T08:00:00.600000000Z","kind":"connect","session":"00000000000000aa","pid":10,"comm":"agent","addr":"127.0.0.1","port":8443,"proto":"tcp","result":"ok","host":"model.local"}
 {"ts":"2026-11-22T08:00:00.610000000Z","kind":"connect","session":"00000000000000aa","pid":10,"comm":"agent","addr":"127.0.0.1","port":8443,"proto":"tcp","result":"ok","host":"model.local"}
+{"ts":"2026-11-22T08:00:00.640000000Z","kind":"open","session":"00000000000000aa","pid":10,"comm":"agent","path":"/home/alice/repo/.env","access":["read"],"result":"ok","rule":"dotenv-read","action":"alert","outcome":"alerted","alert":true,"rules":["dotenv-read"],"secret":true}
 {"ts":"2026-11-22T08:00:00.650000000Z","kind":"flow","session":"00000000000000aa","pid":10,"comm":"agent","addr":"127.0.0.1","port":8443,"proto":"tcp","bytes_out":600000,"bytes_in":2000,"flow_id":"1-2","reason":"periodic","dest_class":"local","host":"model.local"}
 {"ts":"2026-11-22T08:00:00.660000000Z","kind":"flow","session":"00000000000000aa","pid":10,"comm":"agent","addr":"127.0.0.1","port":8443,"proto":"tcp","bytes_out":600000,"bytes_in":2000,"flow_id":"1-2","reason":"periodic","dest_class":"local","host":"model.local"}
 {"ts":"2026-11-22T08:00:00.670000000Z","kind":"flow","session":"00000000000000aa","pid":10,"comm":"agent","addr":"127.0.0.1","port":8443,"proto":"tcp","bytes_out":100,"bytes_in":50,"flow_id":"3-4","reason":"close","dest_class":"local","host":"model.local"}
 {"ts":"2026-11-22T08:00:00.700000000Z","kind":"connect","session":"00000000000000aa","pid":14,"comm":"curl","addr":"169.254.169.254","port":80,"proto":"tcp","result":"EPERM","rule":"cloud-metadata","action":"deny","outcome":"denied","alert":true,"rules":["cloud-metadata"]}
 {"ts":"2026-11-22T08:00:00.750000000Z","kind":"limit","session":"00000000000000aa","pid":10,"comm":"agent","reason":"rate","dropped":5,"dropped_total":5}
 {"ts":"2026-11-22T08:00:02.500000000Z","kind":"session_end","session":"00000000000000aa","pid":10,"comm":"agent","root_pid":10,"stragglers":[15],"killed":[15]}
-{"ts":"2026-11-22T08:00:02.600000000Z","kind":"flow","session":"00000000000000aa","pid":10,"comm":"agent","addr":"127.0.0.1","port":8443,"proto":"tcp","bytes_out":1048700,"bytes_in":40000,"flow_id":"1-2","reason":"close","dest_class":"local","host":"model.local"}
+{"ts":"2026-11-22T08:00:02.600000000Z","kind":"flow","session":"00000000000000aa","pid":10,"comm":"agent","addr":"127.0.0.1","port":8443,"proto":"tcp","bytes_out":1048700,"bytes_in":40000,"flow_id":"1-2","reason":"close","dest_class":"local","host":"model.local","tainted":true,"tainted_by":["/home/alice/repo/.env"]}
 {"ts":"2026-11-22T08:00:03.000000000Z","kind":"exec","session":"00000000000000bb","pid":20,"comm":"other","exe":"/usr/bin/other","argv":["other"],"root":true}
 "#;
 
@@ -49,7 +51,10 @@ fn the_report_lists_what_the_session_did_and_nothing_else() {
     };
     assert_eq!(
         paths(&r.read.secrets),
-        [("/home/alice/.ssh/id_rsa".to_owned(), 1)]
+        [
+            ("/home/alice/.ssh/id_rsa".to_owned(), 1),
+            ("/home/alice/repo/.env".to_owned(), 1)
+        ]
     );
     assert_eq!(
         r.read.secrets.items[0].verdicts,
@@ -103,11 +108,55 @@ fn the_report_lists_what_the_session_did_and_nothing_else() {
         violations,
         [
             ("credentials-read", "killed", "open /home/alice/.ssh/id_rsa"),
+            ("dotenv-read", "alerted", "open /home/alice/repo/.env"),
             ("cloud-metadata", "denied", "connect 169.254.169.254:80"),
         ]
     );
     assert_eq!(r.dropped, 5);
     assert_eq!(r.stragglers_killed, [15]);
+}
+
+#[test]
+fn secrets_read_then_bytes_sent_after_the_first_read() {
+    let r = report();
+    let s = &r.secret_egress;
+    // The SSH key's read was killed before the process saw it: not a secret read.
+    let read: Vec<&str> = s.secrets.items.iter().map(|x| x.path.as_str()).collect();
+    assert_eq!(read, ["/home/alice/repo/.env"]);
+    let sent: Vec<(&str, u16, u64, u64, u64, bool)> = s
+        .sent_after
+        .items
+        .iter()
+        .map(|d| {
+            (
+                d.addr.as_str(),
+                d.port,
+                d.bytes_out,
+                d.attempts,
+                d.failed,
+                d.tainted,
+            )
+        })
+        .collect();
+    // Sorted as destinations are (unnamed first). The model: every flow record after the read (600,000 + 100 + the close's
+    // 448,700), not the connects before it; the metadata address: one refused
+    // attempt, no bytes.
+    assert_eq!(
+        sent,
+        [
+            ("169.254.169.254", 80, 0, 1, 1, false),
+            ("127.0.0.1", 8443, 1_048_800, 0, 0, true),
+        ]
+    );
+    let md = markdown(&r);
+    assert!(
+        md.contains("This session read secret `/home/alice/repo/.env`"),
+        "{md}"
+    );
+    assert!(
+        md.contains("it sent 1048800 bytes to model.local (127.0.0.1:8443)/tcp"),
+        "{md}"
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::{
 };
 
 use crate::event::{Detail, Event, How, SessionId, Task};
+use guard_common::protocol::Outcome;
 
 /// Ended sessions kept for display before the oldest are forgotten.
 const KEEP_ENDED: usize = 256;
@@ -55,10 +56,25 @@ pub struct Proc {
     pub agent_thread: Option<Arc<str>>,
 }
 
+/// Secrets a process read, with those its ancestors had read when they forked it.
+#[derive(Clone, Debug)]
+struct SecretsRead {
+    session: SessionId,
+    paths: Vec<Arc<str>>,
+}
+
+/// Secret paths remembered per process (the first ones read).
+const KEEP_SECRETS: usize = 16;
+
 #[derive(Default)]
 pub struct Registry {
     sessions: BTreeMap<SessionId, Session>,
     procs: HashMap<u32, Proc>,
+    /// Taint: the secrets each session process (and its ancestors, before forking
+    /// it) read through a rule that let the read happen, by pid. Kept after the
+    /// process exits (its sockets' last flow records come later); forgotten with its
+    /// session, replaced when the pid starts another process of a session.
+    secrets: HashMap<u32, SecretsRead>,
     /// Open flows' totals, for the bytes each flow record adds to its session.
     flows: crate::event::flows::FlowDeltas,
 }
@@ -113,20 +129,18 @@ impl Registry {
                 agent_thread: task.agent_thread.clone(),
             },
         );
-        Event {
+        self.secrets.remove(&task.pid);
+        Event::derived(
             ts_ns,
-            session: Some(id),
-            task: task.clone(),
-            detail: Detail::SessionStart {
+            Some(id),
+            task.clone(),
+            Detail::SessionStart {
                 agent: task.comm.clone(),
                 root_pid: task.pid,
                 how,
                 cwd,
             },
-            enforced: 0,
-            host: None,
-            violation: None,
-        }
+        )
     }
 
     /// Whether the event's process is its session's root.
@@ -157,6 +171,14 @@ impl Registry {
     /// kernel took from the exec'd file) and the thread's own name moves to `thread`;
     /// a process whose exec carried no agent thread id has its parent's.
     pub fn annotate(&self, ev: &mut Event) {
+        if matches!(
+            ev.detail,
+            Detail::Connect { .. } | Detail::Send { .. } | Detail::Flow(_)
+        ) && let Some(read) = self.secrets.get(&ev.task.pid)
+            && Some(read.session) == ev.session
+        {
+            ev.tainted_by.clone_from(&read.paths);
+        }
         let Some(proc) = self.procs.get(&ev.task.pid) else {
             return;
         };
@@ -181,7 +203,8 @@ impl Registry {
         let id = ev.session?;
         // A flow is reported by its socket, which may outlive the session (or be
         // closed after its record was forgotten): it never starts one.
-        if self.sessions.contains_key(&id) || matches!(ev.detail, Detail::Flow(_)) {
+        if self.sessions.contains_key(&id) || matches!(ev.detail, Detail::Flow(_) | Detail::Dns(_))
+        {
             return None;
         }
         let how = match ev.detail {
@@ -215,6 +238,11 @@ impl Registry {
                     agent_thread: ev.task.agent_thread.clone(),
                 };
                 self.procs.insert(*child_pid, proc);
+                // Taint is inherited at fork.
+                match self.secrets.get(&pid).filter(|r| r.session == id).cloned() {
+                    Some(read) => self.secrets.insert(*child_pid, read),
+                    None => self.secrets.remove(child_pid),
+                };
             }
             Detail::Exec { exe, argv, .. } => {
                 session.counts.exec += 1;
@@ -263,7 +291,36 @@ impl Registry {
                     );
                 }
             }
-            Detail::Open { .. } => session.counts.open += 1,
+            Detail::Open {
+                path, flags, ret, ..
+            } => {
+                session.counts.open += 1;
+                // A secret read that nothing stopped taints the process.
+                if *ret >= 0
+                    && crate::event::access::of(*flags).contains(&"read")
+                    && let Some(v) = &ev.violation
+                    && v.secret
+                    && matches!(
+                        v.outcome,
+                        Outcome::Logged | Outcome::Alerted | Outcome::Failed
+                    )
+                {
+                    let read = self.secrets.entry(pid).or_insert_with(|| SecretsRead {
+                        session: id,
+                        paths: Vec::new(),
+                    });
+                    if read.session != id {
+                        *read = SecretsRead {
+                            session: id,
+                            paths: Vec::new(),
+                        };
+                    }
+                    if read.paths.len() < KEEP_SECRETS && !read.paths.iter().any(|p| **p == **path)
+                    {
+                        read.paths.push(Arc::from(path.as_str()));
+                    }
+                }
+            }
             Detail::Flow(f) => {
                 let (out, inb) = self.flows.add(f);
                 session.counts.bytes_out += out;
@@ -271,6 +328,7 @@ impl Registry {
             }
             Detail::Connect { .. } => session.counts.connect += 1,
             Detail::Send { .. } => session.counts.send += 1,
+            Detail::Dns(_) => {}
             // Counted as a violation above (every route record is one).
             Detail::Route { .. } => {}
             Detail::Exit { root, .. } => {
@@ -284,19 +342,16 @@ impl Registry {
                         .map(|(pid, _)| *pid)
                         .collect();
                     stragglers.sort_unstable();
-                    let end = Event {
-                        ts_ns: ev.ts_ns,
-                        session: Some(id),
-                        task: ev.task.clone(),
-                        detail: Detail::SessionEnd {
+                    let end = Event::derived(
+                        ev.ts_ns,
+                        Some(id),
+                        ev.task.clone(),
+                        Detail::SessionEnd {
                             root_pid: pid,
                             stragglers,
                             killed: Vec::new(),
                         },
-                        enforced: 0,
-                        host: None,
-                        violation: None,
-                    };
+                    );
                     self.forget_old();
                     return Some(end);
                 }
@@ -323,6 +378,9 @@ impl Registry {
             for id in &ended[..ended.len() - KEEP_ENDED] {
                 self.sessions.remove(id);
             }
+            let sessions = &self.sessions;
+            self.secrets
+                .retain(|_, r| sessions.contains_key(&r.session));
         }
     }
 }
@@ -351,6 +409,10 @@ mod tests {
             detail,
             enforced: 0,
             host: None,
+            host_from: None,
+            tainted: false,
+            tainted_by: Vec::new(),
+            identity: None,
             violation: None,
         }
     }
@@ -364,6 +426,82 @@ mod tests {
             root,
             by_cgroup: false,
         }
+    }
+
+    #[test]
+    fn secrets_read_follow_the_reader_and_its_later_children_only() {
+        let mut r = Registry::default();
+        let root = ev(10, 7, exec(true));
+        r.before(&root);
+        r.after(&root);
+        // A sibling forked before the read.
+        r.after(&ev(10, 7, Detail::Fork { child_pid: 11 }));
+        let mut read = ev(
+            10,
+            7,
+            Detail::Open {
+                path: "/w/.env".into(),
+                resolved: true,
+                truncated: false,
+                flags: 0,
+                call: guard_common::OpenCall::Openat,
+                ret: 3,
+            },
+        );
+        read.violation = Some(crate::event::Violation {
+            rule: "dotenv".into(),
+            action: guard_common::protocol::Action::Log,
+            outcome: Outcome::Logged,
+            error: None,
+            alert: false,
+            would: None,
+            rules: vec!["dotenv".into()],
+            secret: true,
+            kill_latency_us: None,
+            anomaly: None,
+        });
+        r.after(&read);
+        // A child forked after it.
+        r.after(&ev(10, 7, Detail::Fork { child_pid: 12 }));
+        let connect = |pid| {
+            let mut e = ev(
+                pid,
+                7,
+                Detail::Connect {
+                    addr: "127.0.0.1".parse().expect("addr"),
+                    port: 1,
+                    proto: crate::event::Proto::Tcp,
+                    ret: 0,
+                },
+            );
+            r.annotate(&mut e);
+            e.tainted_by
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(connect(10), ["/w/.env"]);
+        assert_eq!(connect(12), ["/w/.env"]);
+        assert!(connect(11).is_empty(), "the sibling forked before the read");
+        // A killed read taints nothing.
+        let mut killed = read.clone();
+        killed.task.pid = 11;
+        if let Some(v) = killed.violation.as_mut() {
+            v.outcome = Outcome::Killed;
+        }
+        r.after(&killed);
+        let mut e = ev(
+            11,
+            7,
+            Detail::Connect {
+                addr: "127.0.0.1".parse().expect("addr"),
+                port: 1,
+                proto: crate::event::Proto::Tcp,
+                ret: 0,
+            },
+        );
+        r.annotate(&mut e);
+        assert!(e.tainted_by.is_empty(), "{:?}", e.tainted_by);
     }
 
     #[test]

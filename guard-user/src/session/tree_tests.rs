@@ -215,6 +215,7 @@ fn every_kind_of_event_is_counted_and_violations_too() {
         rules: vec!["egress".into()],
         secret: false,
         kill_latency_us: None,
+        anomaly: None,
     });
     r.after(&denied);
 

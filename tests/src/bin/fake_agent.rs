@@ -74,13 +74,19 @@ fn main() -> Result<()> {
         ["read-then-cat", path] => read_then_cat(Path::new(path)),
         ["run", prog, rest @ ..] => run(prog, rest),
         ["net-try", specs @ ..] if !specs.is_empty() => net_try(specs),
+        ["stdin-then-net-try", specs @ ..] if !specs.is_empty() => {
+            std::io::copy(&mut std::io::stdin(), &mut std::io::sink()).context("stdin")?;
+            net_try(specs)
+        }
+        ["taint", secret, denied, allowed] => taint(Path::new(secret), denied, allowed),
         ["fs-try", specs @ ..] if !specs.is_empty() => fs_try(specs),
         ["tamper", op, rest @ ..] => tamper(op, rest),
         ["egress", specs @ ..] if !specs.is_empty() => egress(specs),
         _ => bail!(
             "usage: guard-fake-agent tree DIR | files DIR | net PORT4 PORT6 UPORT4 UPORT6 CLOSED4 \
              | exit CODE | signals | read PATH | read-then-cat PATH | run PROG [ARG]... \
-             | net-try SPEC... | fs-try SPEC... | egress SPEC..."
+             | net-try SPEC... | stdin-then-net-try SPEC... | fs-try SPEC... | egress SPEC... \
+             | taint SECRET DENIED_ADDR ALLOWED_ADDR"
         ),
     }
 }
@@ -538,6 +544,52 @@ fn report_status(key: &str, status: std::process::ExitStatus) {
         (None, Some(code)) => report(&format!("{key}_code"), code),
         (None, None) => report(&format!("{key}_status"), status),
     }
+}
+
+/// Taint: a sibling forked before the secret read, a read of `secret`, then a child
+/// forked after it tries TCP to `denied` and `allowed` (`ADDR:PORT`); the sibling
+/// then tries `denied`. Reports `sibling_pid`, `child_pid`, `denied_child` and
+/// `allowed_child` (0 or the errno), `denied_sibling`.
+fn taint(secret: &Path, denied: &str, allowed: &str) -> Result<()> {
+    let me = std::env::current_exe().context("current_exe")?;
+    let spec = |addr: &str| format!("tcp:{addr}");
+    let mut sibling = Command::new(&me)
+        .args(["stdin-then-net-try", &spec(denied)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("spawn the sibling")?;
+    report("sibling_pid", sibling.id());
+    read(secret)?;
+    let child = Command::new(&me)
+        .args(["net-try", &spec(denied), &spec(allowed)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("spawn the child")?;
+    report("child_pid", child.id());
+    let out = child.wait_with_output().context("wait for the child")?;
+    let results = String::from_utf8_lossy(&out.stdout).into_owned();
+    let result = |addr: &str| -> Result<String> {
+        let key = format!("{}=", spec(addr));
+        results
+            .lines()
+            .find_map(|l| l.strip_prefix(&key).map(str::to_owned))
+            .with_context(|| format!("no result for {addr} in {results:?}"))
+    };
+    report("denied_child", result(denied)?);
+    report("allowed_child", result(allowed)?);
+    drop(sibling.stdin.take());
+    let mut out = String::new();
+    std::io::Read::read_to_string(sibling.stdout.as_mut().context("sibling stdout")?, &mut out)
+        .context("read the sibling")?;
+    sibling.wait().context("wait for the sibling")?;
+    let key = format!("{}=", spec(denied));
+    let value = out
+        .lines()
+        .find_map(|l| l.strip_prefix(&key).map(str::to_owned))
+        .with_context(|| format!("no result from the sibling in {out:?}"))?;
+    report("denied_sibling", value);
+    Ok(())
 }
 
 /// TCP connects and UDP datagrams to the given destinations, each reported as 0 or its

@@ -7,6 +7,7 @@
 //! `check`, network destinations in `destination`, container selectors and cgroup globs
 //! in `container`.
 
+mod anomaly;
 mod check;
 mod container;
 mod destination;
@@ -26,7 +27,7 @@ use self::container::container_selector;
 use super::diag::{Diagnostic, code, pos_at};
 use super::model::{
     Access, Action, Dest, Kind, Limits, Mode, OnLoss, Policy, Pos, ReportConfig, Rule, Scope,
-    Sessions,
+    Sessions, Taint,
 };
 
 /// Parses and validates a policy. `source_name` names it in [`Policy::name`] (a
@@ -52,7 +53,10 @@ pub fn parse(source_name: &str, text: &str) -> Result<(Policy, Vec<Diagnostic>),
     }
 }
 
-const TOP_KEYS: &[&str] = &["mode", "agents", "limits", "report", "sessions", "rule"];
+const TOP_KEYS: &[&str] = &[
+    "mode", "agents", "limits", "report", "sessions", "taint", "rule", "anomaly",
+];
+const TAINT_KEYS: &[&str] = &["egress", "allow"];
 const REPORT_KEYS: &[&str] = &["dir"];
 const LIMIT_KEYS: &[&str] = &["rate", "burst", "on_loss"];
 const AGENT_KEYS: &[&str] = &["names", "containers", "cgroups", "kill_stragglers"];
@@ -180,9 +184,12 @@ impl Checker<'_> {
             limits: Limits::default(),
             report: ReportConfig::default(),
             sessions: Sessions::default(),
+            taint: Taint::default(),
             rules: Vec::new(),
+            anomalies: Vec::new(),
         };
         let mut sessions_at = 0;
+        let mut taint_at = 0;
         for (key, value) in root.iter() {
             match key.get_ref().as_ref() {
                 "mode" => {
@@ -197,7 +204,12 @@ impl Checker<'_> {
                     sessions_at = key.span().start;
                     self.sessions(value, &mut policy.sessions);
                 }
+                "taint" => {
+                    taint_at = key.span().start;
+                    self.taint(value, &mut policy.taint);
+                }
                 "rule" => policy.rules = self.rules(value),
+                "anomaly" => policy.anomalies = self.anomalies(value),
                 other => self.unknown_key(other, key.span().start, "at the top level", TOP_KEYS),
             }
         }
@@ -222,7 +234,82 @@ impl Checker<'_> {
                 pos,
             });
         }
+        if let Some(action) = policy.taint.egress {
+            let id = Taint::RULE;
+            if let Some(clash) = policy.rules.iter().find(|r| r.id == id) {
+                let at = clash.pos;
+                self.diags.push(Diagnostic::error(
+                    code::DUPLICATE_ID,
+                    at,
+                    format!("rule id {id:?} is taken by the `[taint] egress` setting"),
+                ));
+            }
+            policy.rules.push(Rule {
+                id: id.to_owned(),
+                description: Some("[taint] egress".to_owned()),
+                kind: Kind::TaintEgress {
+                    allow: policy.taint.allow.clone(),
+                },
+                action,
+                scope: Scope::All,
+                secret: false,
+                pos: self.pos(taint_at),
+            });
+        }
         policy
+    }
+
+    /// `[taint]`: `egress = "allow" | "log" | "alert" | "deny"` and `allow`, a list
+    /// of destinations as network rules write them.
+    fn taint(&mut self, value: &Value<'_>, taint: &mut Taint) {
+        let Some(table) = self.table("taint", value) else {
+            return;
+        };
+        for (key, value) in table.iter() {
+            let name = key.get_ref().as_ref();
+            let at = value.span().start;
+            match name {
+                "egress" => {
+                    let Some(text) = self.string(name, value) else {
+                        continue;
+                    };
+                    taint.egress = match text {
+                        "allow" => None,
+                        "log" => Some(Action::Log),
+                        "alert" => Some(Action::Alert),
+                        "deny" => Some(Action::Deny),
+                        other => {
+                            self.error(
+                                code::INVALID,
+                                at,
+                                format!(
+                                    "unknown [taint] egress {other:?} (expected \"allow\", \
+                                     \"log\", \"alert\" or \"deny\")"
+                                ),
+                            );
+                            continue;
+                        }
+                    };
+                }
+                "allow" => {
+                    let Some(list) = self.str_list(name, value) else {
+                        continue;
+                    };
+                    taint.allow.clear();
+                    for (text, at) in list.items {
+                        match destination::dest(text) {
+                            Ok(d) => taint.allow.push(d),
+                            Err(why) => self.error(
+                                code::BAD_DEST,
+                                at,
+                                format!("bad network destination {text:?}: {why}"),
+                            ),
+                        }
+                    }
+                }
+                other => self.unknown_key(other, key.span().start, "in [taint]", TAINT_KEYS),
+            }
+        }
     }
 
     /// `[sessions]`: `key = "allow" | "log" | "alert" | "deny" | "kill"` for each

@@ -308,8 +308,12 @@ fn defaults() {
     assert_eq!(p.mode, Mode::Enforce);
     assert_eq!(p.agents, ["codex"]);
     assert!(!p.kill_stragglers);
-    // No rules of its own: only the `[sessions]` defaults.
-    assert!(p.rules.iter().all(|r| matches!(r.kind, Kind::Route(_))));
+    // No rules of its own: only the `[sessions]` and `[taint]` defaults.
+    assert!(
+        p.rules
+            .iter()
+            .all(|r| matches!(r.kind, Kind::Route(_) | Kind::TaintEgress { .. }))
+    );
 
     let p = policy(&format!("{FILE}paths = [\"x\"]"));
     let rule = &p.rules[0];
@@ -686,6 +690,45 @@ fn secret_marks_file_rules_and_report_names_a_directory() {
 }
 
 #[test]
+fn taint_egress_is_a_rule_with_its_own_allowlist() {
+    use super::super::model::{Action, Host, Taint};
+    let p = policy(
+        "[taint]\negress = \"deny\"\nallow = [\"api.openai.com:443\", \"127.0.0.1:8080\"]\n",
+    );
+    assert_eq!(p.taint.egress, Some(Action::Deny));
+    let rule = p.rules.last().expect("the taint rule");
+    assert_eq!(rule.id, Taint::RULE);
+    assert_eq!(rule.action, Action::Deny);
+    let Kind::TaintEgress { allow } = &rule.kind else {
+        panic!("{:?}", rule.kind)
+    };
+    assert_eq!(allow[0].host, Host::Name("api.openai.com".into()));
+    assert_eq!(allow[1].port, Some(8080));
+    // "allow" makes no rule; by default every tainted connect or send alerts.
+    assert!(
+        !policy("[taint]\negress = \"allow\"\n")
+            .rules
+            .iter()
+            .any(|r| r.id == Taint::RULE)
+    );
+    assert_eq!(policy("").taint, Taint::default());
+    assert_eq!(codes("[taint]\negress = \"kill\"\n"), ["G009"]);
+    assert_eq!(codes("[taint]\nallow = [\"10.0.0.1/8\"]\n"), ["G004"]);
+    assert_eq!(codes("[taint]\nalow = []\n"), ["G002"]);
+    // The built-in policies: `ci` denies tainted egress off its allowlist,
+    // `workstation` alerts.
+    use super::super::builtin;
+    for (name, action) in [("ci", Action::Deny), ("workstation", Action::Alert)] {
+        let (p, _) = parse(name, builtin::get(name).expect("built-in")).expect("valid");
+        assert_eq!(p.taint.egress, Some(action), "{name}");
+        assert!(
+            p.taint.allow.iter().any(|d| d.text == "api.openai.com:443"),
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn sessions_refuse_routes_by_default_and_each_key_is_a_rule() {
     use super::super::model::{Action, Route, Sessions};
     let default = policy("");
@@ -702,10 +745,11 @@ fn sessions_refuse_routes_by_default_and_each_key_is_a_rule() {
             ("sessions.open_by_handle_at", Action::Deny),
             ("sessions.fileless_exec", Action::Alert),
             ("sessions.raw_sockets", Action::Deny),
+            ("taint.egress", Action::Alert),
         ]
     );
     let p = policy(
-        "[sessions]\nio_uring = \"allow\"\nraw_sockets = \"kill\"\nfileless_exec = \"allow\"\nopen_by_handle_at = \"log\"\n",
+        "[taint]\negress = \"allow\"\n[sessions]\nio_uring = \"allow\"\nraw_sockets = \"kill\"\nfileless_exec = \"allow\"\nopen_by_handle_at = \"log\"\n",
     );
     assert_eq!(p.sessions.io_uring, None);
     assert_eq!(p.sessions.raw_sockets, Some(Action::Kill));

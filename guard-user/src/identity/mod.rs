@@ -1,0 +1,529 @@
+//! Protected files by identity: the concrete files and directories file rules name
+//! (`/etc/shadow`, `~/.ssh/**` → each home's `.ssh`), resolved to (device, inode)
+//! for the kernel's `INODE_RULES` map, so that another name for the same file (a
+//! hard link, a bind mount, a renamed directory) meets the same rule.
+//!
+//! The set is kept current with inotify: every target's parent directory (or its
+//! nearest existing ancestor) and every resolved entry itself are watched; a
+//! change there marks the set dirty, and it is resolved again once changes hold
+//! still for [`DEBOUNCE`]. An entry stays while its inode lives, even when its path
+//! now names another file or nothing (a protected directory moved away stays
+//! protected at its new place); it leaves when the inode is deleted (its watch
+//! reports `IN_DELETE_SELF`/`IN_IGNORED`) or the policy no longer names its path.
+//! At most [`IDENTITY_MAX`] entries are installed; the rest are reported.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    os::{fd::AsRawFd, unix::fs::MetadataExt as _},
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use guard_common::{
+    RuleRef,
+    rules::{IDENTITY_MAX, IDENTITY_UNKNOWN_MAX, InodeKey, inode_kind, rule_flags},
+};
+use inotify::{Inotify, WatchDescriptor, WatchMask};
+
+/// Changes must hold still this long before the set is resolved again (an editor
+/// writes a new file and renames it over the old one in two steps).
+pub const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// A concrete file or directory a file rule names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The path, as the policy expands it (no trailing slash).
+    pub path: PathBuf,
+    /// `inode_kind::FILE` (the file itself) or `TREE` (everything under the directory).
+    pub kind: u8,
+    /// The entry's value: the rule's path entry (verdict, scope, accesses), without
+    /// a verdict for rules the kernel does not enforce (then only reported).
+    pub value: RuleRef,
+}
+
+/// One resolved entry.
+#[derive(Clone, Debug)]
+struct Known {
+    path: PathBuf,
+    value: RuleRef,
+    /// The inotify watch on the entry itself (it reports the inode's deletion).
+    wd: Option<WatchDescriptor>,
+    /// Whether the path still names this inode (else it moved away).
+    current: bool,
+}
+
+/// Key without its generation: (kind, kernel device, inode).
+type Id = (u8, u32, u64);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot start inotify")]
+    Init(#[source] std::io::Error),
+}
+
+/// The identity set and its watches.
+pub struct Identity {
+    targets: Vec<Target>,
+    known: BTreeMap<Id, Known>,
+    inotify: Inotify,
+    /// Parent directories watched for entries appearing, moving or being replaced.
+    parents: HashMap<WatchDescriptor, PathBuf>,
+    dirty: Option<Instant>,
+    /// Entries past [`IDENTITY_MAX`], not installed.
+    over: Vec<PathBuf>,
+    /// Targets that do not exist now (nothing to protect by identity).
+    missing: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("targets", &self.targets.len())
+            .field("known", &self.known.len())
+            .finish()
+    }
+}
+
+/// The kernel's `dev_t` (`MKDEV(major, minor)` = `major << 20 | minor`) of a
+/// `stat(2)` device number.
+pub fn kernel_dev(dev: u64) -> u32 {
+    (libc::major(dev) << 20) | libc::minor(dev)
+}
+
+/// The (device, inode) the kernel's dentry walk sees for `path`, and whether it is
+/// a directory. On most file systems that is what `stat(2)` says; on overlayfs it
+/// is not (`stat` reports a file's lower or upper file system, the dentry holds an
+/// overlay inode on the overlay's device), so the file is opened with `O_PATH` and
+/// the kernel's own numbers are read back: the inode from
+/// `/proc/self/fdinfo/<fd>` (`ino:`), the device from the mount's line in
+/// `/proc/self/mountinfo` (`mnt_id:` → `major:minor`, the super block's device).
+/// Falls back to `stat` where those fields are missing.
+pub fn kernel_ident(path: &Path) -> std::io::Result<(u32, u64, bool)> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)?;
+    let meta = file.metadata()?;
+    let fallback = (kernel_dev(meta.dev()), meta.ino(), meta.is_dir());
+    let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", file.as_raw_fd()))
+    else {
+        return Ok(fallback);
+    };
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let (Some(mnt_id), Some(ino)) = (field("mnt_id:"), field("ino:")) else {
+        return Ok(fallback);
+    };
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let dev = mounts.lines().find_map(|l| {
+        let mut f = l.split(' ');
+        let id = f.next()?.parse::<u64>().ok()?;
+        let (major, minor) = f.nth(1)?.split_once(':')?;
+        (id == mnt_id).then(|| {
+            let (major, minor) = (major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?);
+            Some((major << 20) | minor)
+        })?
+    });
+    Ok(match dev {
+        Some(dev) => (dev, ino, meta.is_dir()),
+        None => fallback,
+    })
+}
+
+const MASK: WatchMask = WatchMask::CREATE
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::MOVED_FROM)
+    .union(WatchMask::DELETE)
+    .union(WatchMask::DELETE_SELF)
+    .union(WatchMask::MOVE_SELF)
+    .union(WatchMask::ATTRIB);
+
+impl Identity {
+    pub fn new() -> Result<Self, Error> {
+        Ok(Self {
+            targets: Vec::new(),
+            known: BTreeMap::new(),
+            inotify: Inotify::init().map_err(Error::Init)?,
+            parents: HashMap::new(),
+            dirty: None,
+            over: Vec::new(),
+            missing: Vec::new(),
+        })
+    }
+
+    /// The inotify descriptor, for the daemon's poll loop.
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        self.inotify.as_raw_fd()
+    }
+
+    /// A new policy's targets: resolves them at once.
+    pub fn set_targets(&mut self, targets: Vec<Target>) {
+        self.targets = targets;
+        self.resolve();
+    }
+
+    /// Reads pending inotify events; returns whether any arrived.
+    pub fn read_events(&mut self) -> bool {
+        let mut buffer = [0u8; 4096];
+        let mut any = false;
+        loop {
+            let events = match self.inotify.read_events(&mut buffer) {
+                Ok(events) => events,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!("identity: inotify read failed: {e}");
+                    break;
+                }
+            };
+            let mut gone = Vec::new();
+            let mut n = 0;
+            for ev in events {
+                n += 1;
+                if ev.mask.contains(inotify::EventMask::IGNORED)
+                    || ev.mask.contains(inotify::EventMask::DELETE_SELF)
+                {
+                    gone.push(ev.wd.clone());
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            any = true;
+            for wd in gone {
+                // The inode is gone (its last link removed) or its file system was
+                // unmounted: no name leads to it any more.
+                self.known.retain(|_, k| k.wd.as_ref() != Some(&wd));
+                self.parents.remove(&wd);
+            }
+        }
+        if any {
+            self.dirty = Some(Instant::now());
+        }
+        any
+    }
+
+    /// Whether changes held still long enough to resolve the set again.
+    pub fn due(&self, now: Instant) -> bool {
+        self.dirty
+            .is_some_and(|t| now.duration_since(t) >= DEBOUNCE)
+    }
+
+    /// Resolves every target again (after changes): new inodes come in, entries
+    /// whose inode lives on stay.
+    pub fn resolve(&mut self) {
+        self.dirty = None;
+        let wanted: HashSet<(PathBuf, u8)> = self
+            .targets
+            .iter()
+            .map(|t| (t.path.clone(), t.kind))
+            .collect();
+        // The policy no longer names it: out (and its watch with it).
+        let stale: Vec<Id> = self
+            .known
+            .iter()
+            .filter(|((kind, _, _), k)| !wanted.contains(&(k.path.clone(), *kind)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some(Known { wd: Some(wd), .. }) = self.known.remove(&id) {
+                let still = self.known.values().any(|k| k.wd.as_ref() == Some(&wd));
+                if !still {
+                    let _ = self.inotify.watches().remove(wd);
+                }
+            }
+        }
+        for k in self.known.values_mut() {
+            k.current = false;
+        }
+        self.missing.clear();
+        let targets = self.targets.clone();
+        for t in &targets {
+            self.watch_parent(&t.path);
+            let Ok((dev, ino, is_dir)) = kernel_ident(&t.path) else {
+                self.missing.push(t.path.clone());
+                continue;
+            };
+            if t.kind == inode_kind::TREE && !is_dir {
+                self.missing.push(t.path.clone());
+                continue;
+            }
+            let id = (t.kind, dev, ino);
+            let wd = self.inotify.watches().add(&t.path, MASK).ok();
+            match self.known.get_mut(&id) {
+                Some(k) => {
+                    // Two rules on one inode: the first that the kernel enforces
+                    // holds the entry, else the first.
+                    if k.path == t.path || (!enforcing(&k.value) && enforcing(&t.value)) {
+                        k.value = t.value;
+                        k.path = t.path.clone();
+                    }
+                    k.current = true;
+                    k.wd = wd.or(k.wd.take());
+                }
+                None => {
+                    self.known.insert(
+                        id,
+                        Known {
+                            path: t.path.clone(),
+                            value: t.value,
+                            wd,
+                            current: true,
+                        },
+                    );
+                }
+            }
+        }
+        self.over.clear();
+        if self.known.len() > IDENTITY_MAX {
+            // Current paths first, then entries that moved away.
+            let mut order: Vec<(bool, Id)> =
+                self.known.iter().map(|(id, k)| (!k.current, *id)).collect();
+            order.sort();
+            for (_, id) in order.into_iter().skip(IDENTITY_MAX) {
+                if let Some(k) = self.known.get(&id) {
+                    self.over.push(k.path.clone());
+                }
+            }
+        }
+    }
+
+    /// Watches the nearest existing ancestor of `path` (its parent, unless that is
+    /// missing too): a name appearing or being replaced there is seen.
+    fn watch_parent(&mut self, path: &Path) {
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d.is_dir() {
+                if let Ok(wd) = self.inotify.watches().add(d, MASK) {
+                    self.parents.insert(wd, d.to_owned());
+                }
+                return;
+            }
+            dir = d.parent();
+        }
+    }
+
+    /// The kernel's entries for `generation`: at most [`IDENTITY_MAX`] files and
+    /// directories, then the fail-closed entries ([`Self::fail_closed`]).
+    pub fn entries(&self, generation: u8) -> Vec<(InodeKey, RuleRef)> {
+        let mut out = self.inode_entries(generation);
+        out.extend(
+            self.fail_closed()
+                .0
+                .into_iter()
+                .zip(0u64..)
+                .map(|(value, ino)| {
+                    (
+                        InodeKey {
+                            generation,
+                            kind: inode_kind::UNKNOWN,
+                            _reserved: 0,
+                            dev: 0,
+                            ino,
+                        },
+                        value,
+                    )
+                }),
+        );
+        out
+    }
+
+    /// What the kernel judges an open by when the opened file's directories could
+    /// not be walked to the root (too deep): every rule on a concrete directory that
+    /// the kernel enforces, once each, at most [`IDENTITY_UNKNOWN_MAX`]; and the
+    /// directories of the rules past that bound (reported, not failed closed).
+    fn fail_closed(&self) -> (Vec<RuleRef>, Vec<PathBuf>) {
+        let mut values: Vec<RuleRef> = Vec::new();
+        let mut over = Vec::new();
+        for t in &self.targets {
+            if t.kind != inode_kind::TREE || !enforcing(&t.value) || values.contains(&t.value) {
+                continue;
+            }
+            if values.len() < IDENTITY_UNKNOWN_MAX {
+                values.push(t.value);
+            } else {
+                over.push(t.path.clone());
+            }
+        }
+        (values, over)
+    }
+
+    /// The file and directory entries for `generation` (at most [`IDENTITY_MAX`]).
+    fn inode_entries(&self, generation: u8) -> Vec<(InodeKey, RuleRef)> {
+        let skip: HashSet<&PathBuf> = self.over.iter().collect();
+        let mut out: Vec<(InodeKey, RuleRef)> = Vec::new();
+        for (&(kind, dev, ino), k) in &self.known {
+            if out.len() >= IDENTITY_MAX || (!k.current && skip.contains(&k.path)) {
+                continue;
+            }
+            out.push((
+                InodeKey {
+                    generation,
+                    kind,
+                    _reserved: 0,
+                    dev,
+                    ino,
+                },
+                k.value,
+            ));
+        }
+        out
+    }
+
+    /// The protected path (dev, ino) stands for, as the policy names it.
+    pub fn name_of(&self, dev: u32, ino: u64) -> Option<&Path> {
+        [inode_kind::FILE, inode_kind::TREE]
+            .iter()
+            .find_map(|kind| self.known.get(&(*kind, dev, ino)))
+            .map(|k| k.path.as_path())
+    }
+
+    /// A summary for the logs and `policy_loaded`: entries installed, paths past
+    /// the bound, targets that do not exist.
+    pub fn summary(&self) -> Summary {
+        let (fail_closed, unknown_over) = self.fail_closed();
+        Summary {
+            entries: self.known.len().min(IDENTITY_MAX),
+            over: self
+                .over
+                .iter()
+                .chain(&unknown_over)
+                .map(|p| p.display().to_string())
+                .collect(),
+            missing: self.missing.len(),
+            fail_closed: fail_closed.len(),
+        }
+    }
+
+    /// One line per entry, for the daemon's log (tests wait on these).
+    pub fn log_entries(&self) {
+        for ((kind, dev, ino), k) in &self.known {
+            tracing::info!(
+                path = %k.path.display(),
+                kind = if *kind == inode_kind::TREE { "tree" } else { "file" },
+                dev = format!("{}:{}", dev >> 20, dev & 0xfffff),
+                ino,
+                current = k.current,
+                rule = k.value.rule,
+                "identity entry"
+            );
+        }
+    }
+}
+
+/// Whether an entry's value is one the kernel enforces (kill or deny, not an
+/// exception).
+fn enforcing(v: &RuleRef) -> bool {
+    v.flags & (rule_flags::KILL | rule_flags::DENY) != 0 && v.flags & rule_flags::EXCEPT == 0
+}
+
+/// What the identity set holds, for reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub entries: usize,
+    /// Paths past a bound: entries not installed (they match by path only), and
+    /// directories of rules past [`IDENTITY_UNKNOWN_MAX`] (an open too deep to
+    /// place is not failed closed for them).
+    pub over: Vec<String>,
+    pub missing: usize,
+    /// Rules a too-deep open is judged by ([`inode_kind::UNKNOWN`] entries).
+    pub fail_closed: usize,
+}
+
+/// The path an open by identity stands for: the protected entry's path, then the
+/// last `up` components of the path it was opened at.
+pub fn canonical(protected: &Path, opened: &str, up: u16) -> String {
+    let mut parts: Vec<&str> = opened
+        .rsplit('/')
+        .filter(|c| !c.is_empty())
+        .take(usize::from(up))
+        .collect();
+    parts.reverse();
+    let mut out = protected.display().to_string();
+    for p in parts {
+        out.push('/');
+        out.push_str(p);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_paths_join_the_levels_below_the_protected_entry() {
+        assert_eq!(
+            canonical(Path::new("/root/.ssh"), "/mnt/x/keys/id_rsa", 2),
+            "/root/.ssh/keys/id_rsa"
+        );
+        assert_eq!(
+            canonical(Path::new("/etc/shadow"), "/tmp/link", 0),
+            "/etc/shadow"
+        );
+    }
+
+    #[test]
+    fn the_kernel_identity_of_a_plain_file_is_what_stat_says() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = std::fs::metadata(dir.path()).expect("stat");
+        let (dev, ino, is_dir) = kernel_ident(dir.path()).expect("ident");
+        // tmpfs or a disk: no overlay in the way of a test's temp dir here.
+        assert_eq!(
+            (dev, ino, is_dir),
+            (kernel_dev(meta.dev()), meta.ino(), true)
+        );
+    }
+
+    #[test]
+    fn kernel_device_numbers_use_mkdev() {
+        assert_eq!(kernel_dev(libc::makedev(8, 1)), (8 << 20) | 1);
+        assert_eq!(kernel_dev(libc::makedev(0, 44)), 44);
+    }
+
+    #[test]
+    fn a_protected_file_keeps_its_entry_when_moved_and_a_replacement_joins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "x").expect("write");
+        let mut id = Identity::new().expect("inotify");
+        let value = RuleRef {
+            rule: 3,
+            access: 1,
+            flags: rule_flags::KILL,
+            ports: [0; 8],
+        };
+        id.set_targets(vec![Target {
+            path: secret.clone(),
+            kind: inode_kind::FILE,
+            value,
+        }]);
+        let first = std::fs::metadata(&secret).expect("stat").ino();
+        assert_eq!(id.entries(0).len(), 1);
+        // Moved away: the inode lives on, the entry stays; a new file at the path
+        // is protected too once the change is read and resolved.
+        std::fs::rename(&secret, dir.path().join("moved")).expect("mv");
+        std::fs::write(&secret, "y").expect("write");
+        assert!(id.read_events(), "inotify saw the change");
+        id.resolve();
+        let inos: Vec<u64> = id.entries(1).iter().map(|(k, _)| k.ino).collect();
+        let second = std::fs::metadata(&secret).expect("stat").ino();
+        assert!(inos.contains(&first) && inos.contains(&second), "{inos:?}");
+        // Deleted: its entry leaves.
+        std::fs::remove_file(dir.path().join("moved")).expect("rm");
+        assert!(id.read_events());
+        id.resolve();
+        let inos: Vec<u64> = id.entries(1).iter().map(|(k, _)| k.ino).collect();
+        assert_eq!(inos, vec![second]);
+        assert_eq!(
+            id.name_of(
+                kernel_dev(std::fs::metadata(&secret).expect("stat").dev()),
+                second
+            ),
+            Some(secret.as_path())
+        );
+    }
+}

@@ -1,0 +1,362 @@
+//! Names for destinations and egress anomalies, end to end. The test makes a network
+//! namespace of its own with a DNS server (a responder written here with
+//! hickory-proto) and a TCP listener on a non-loopback address, and points the
+//! namespace's resolv.conf at the server. The session (`ip netns exec` inside it)
+//! resolves `upload.guard-test.example` with `getent`, connects to it and uploads:
+//! the `dns` answer, the connect, the flow and the session report name the host.
+//! Each anomaly rule of the test's policy fires: a first-time destination, bytes
+//! over a window, a burst of queries, and a long high-entropy name, whose rule
+//! kills the session.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::Read;
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use guard_tests::{
+    Daemon, Event, EventsTo, FakeAgent, TempDir, dump, fake_agent_exe, guard_bin, session_of,
+    unique_name, write_policy,
+};
+use hickory_proto::{
+    op::{Message, MessageType, OpCode, ResponseCode},
+    rr::{RData, Record, RecordType, rdata},
+};
+use serde_json::Value;
+
+const HOST: &str = "upload.guard-test.example";
+/// The namespace's own address (on its `lo`, outside 127/8): not loopback, so the
+/// destination is classed by its name.
+const ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 7, 1);
+const UPLOAD: usize = 200_000;
+
+/// A network namespace and its resolv.conf, removed on drop.
+struct Netns {
+    name: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let name = unique_name("gdns");
+        ip(&["netns", "add", &name]);
+        let ns = Netns { name };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        // On the namespace's loopback device (no dummy or veth module needed):
+        // the address itself is not a loopback one.
+        ip(&[
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            &format!("{ADDR}/32"),
+            "dev",
+            "lo",
+        ]);
+        let etc = ns.etc();
+        fs::create_dir_all(&etc).expect("mkdir /etc/netns/NS");
+        fs::write(
+            etc.join("resolv.conf"),
+            format!("nameserver {ADDR}\noptions attempts:1 timeout:2\n"),
+        )
+        .expect("write resolv.conf");
+        ns
+    }
+
+    fn etc(&self) -> std::path::PathBuf {
+        std::path::Path::new("/etc/netns").join(&self.name)
+    }
+
+    /// Runs `f` on a thread that joined the namespace (sockets made there stay in it).
+    fn inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        thread::spawn(move || {
+            let ns = fs::File::open(&path).expect("open the namespace");
+            // SAFETY: setns on this thread only, with a namespace fd.
+            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("namespace thread")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(self.etc());
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+/// The test's DNS server: `HOST` A → [`ADDR`], every other name NXDOMAIN, AAAA empty.
+fn dns_server(sock: UdpSocket, stop: Arc<AtomicBool>) -> thread::JoinHandle<usize> {
+    thread::spawn(move || {
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let mut buf = [0u8; 1500];
+        let mut answered = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let mut m = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+            m.metadata.recursion_desired = q.metadata.recursion_desired;
+            m.metadata.recursion_available = true;
+            let Some(query) = q.queries.first().cloned() else {
+                continue;
+            };
+            let name = query.name.to_ascii();
+            m.add_query(query.clone());
+            if name.trim_end_matches('.').eq_ignore_ascii_case(HOST) {
+                if query.query_type == RecordType::A {
+                    m.add_answer(Record::from_rdata(
+                        query.name.clone(),
+                        300,
+                        RData::A(rdata::A(ADDR)),
+                    ));
+                }
+            } else {
+                m.metadata.response_code = ResponseCode::NXDomain;
+            }
+            if let Ok(bytes) = m.to_vec() {
+                let _ = sock.send_to(&bytes, from);
+                answered += 1;
+            }
+        }
+        answered
+    })
+}
+
+fn guard(args: &[&OsStr]) -> String {
+    let out = Command::new(guard_bin())
+        .args(args)
+        .output()
+        .expect("run guard");
+    assert!(
+        out.status.success(),
+        "guard {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+fn violation<'a>(events: &'a [Event], session: &str, rule: &str) -> &'a Event {
+    events
+        .iter()
+        .find(|e| e.session() == Some(session) && e.str("rule") == Some(rule))
+        .unwrap_or_else(|| panic!("no {rule} violation\n{}", dump(events)))
+}
+
+#[test]
+fn resolved_names_name_flows_and_anomalies_fire() {
+    let dir = TempDir::new("guard-e2e-dns");
+    let agent = FakeAgent::install(fake_agent_exe!());
+    let ns = Netns::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (dns, listener) = ns.inside(|| {
+        (
+            UdpSocket::bind((ADDR, 53)).expect("bind the DNS server"),
+            TcpListener::bind((ADDR, 0)).expect("bind the upload listener"),
+        )
+    });
+    let port = listener.local_addr().expect("addr").port();
+    let server = dns_server(dns, Arc::clone(&stop));
+    let sink = thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept the upload");
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got.len()
+    });
+
+    let policy = dir.join("guard.toml");
+    write_policy(
+        &policy,
+        &format!(
+            r#"mode = "enforce"
+
+[agents]
+names = ["{agent}"]
+
+[[anomaly]]
+rule = "new-destination"
+class = "other"
+action = "alert"
+
+[[anomaly]]
+rule = "bytes"
+class = "other"
+bytes = "64KiB"
+window = "30s"
+action = "alert"
+
+[[anomaly]]
+rule = "dns-volume"
+queries = 30
+window = "30s"
+action = "log"
+
+[[anomaly]]
+rule = "dns-entropy"
+action = "kill"
+target = "session"
+"#,
+            agent = agent.name(),
+        ),
+    );
+    let args = [OsStr::new("--policy"), policy.as_os_str()];
+    let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
+
+    // Each step in the namespace: resolve, upload (bash's /dev/tcp resolves the
+    // name too), a burst of lookups (each an A and an AAAA query), then a
+    // tunnelling-like name, after which the session should not get to sleep out
+    // (`exec`: the shell's pid, known to the daemon, is the sleep; a process forked
+    // after the query but before the daemon read it could outlive the kill).
+    let tunnel = "k7q2xw9m4tzr8vn3pbh6yj5cfd1lgs0aeuoi7qk2m9x4w8z3r6t5v1n0.guard-test.example";
+    let script = format!(
+        "getent hosts {HOST} || exit 3; \
+         head -c {UPLOAD} /dev/zero > /dev/tcp/{HOST}/{port} || exit 4; \
+         for i in $(seq 40); do getent hosts n$i.guard-test.example; done; \
+         getent hosts {tunnel}; exec sleep 20"
+    );
+    let run = agent.spawn(&[
+        "run", "ip", "netns", "exec", &ns.name, "bash", "-c", &script,
+    ]);
+    let root = run.pid();
+    let finished = run.finish();
+    stop.store(true, Ordering::Relaxed);
+    let uploaded = sink.join().expect("sink thread");
+    assert_eq!(uploaded, UPLOAD, "the upload reached the listener");
+    assert!(server.join().expect("server thread") > 0);
+    assert_eq!(
+        finished.signal(),
+        Some(libc::SIGKILL),
+        "the dns-entropy rule (kill, session) did not kill the agent\n{}\n{}",
+        finished.stdout,
+        finished.stderr
+    );
+
+    let events = daemon.wait_for("the session's upload flow and the entropy kill", |evs| {
+        evs.iter().any(|e| {
+            e.kind() == "flow" && e.str("reason") == Some("close") && e.str("host") == Some(HOST)
+        }) && evs
+            .iter()
+            .any(|e| e.str("rule") == Some("anomaly.dns-entropy"))
+    });
+    let session = session_of(&events, root);
+    let mine: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.session() == Some(session.as_str()))
+        .collect();
+
+    // The answer is logged with its question and answers; it names later events.
+    let answer = mine
+        .iter()
+        .find(|e| e.kind() == "dns" && e.str("name") == Some(HOST) && e.str("qtype") == Some("A"))
+        .unwrap_or_else(|| panic!("no dns answer for {HOST}\n{}", dump(&events)));
+    assert_eq!(answer.str("direction"), Some("answer"));
+    assert_eq!(answer.str("server"), Some(ADDR.to_string().as_str()));
+    let answers = answer
+        .get("answers")
+        .and_then(Value::as_array)
+        .expect("answers");
+    assert!(
+        answers.iter().any(|a| a["data"] == ADDR.to_string()),
+        "{answers:?}"
+    );
+    let connect = mine
+        .iter()
+        .find(|e| e.kind() == "connect" && e.int("port") == Some(i64::from(port)))
+        .unwrap_or_else(|| panic!("no connect to the upload port\n{}", dump(&events)));
+    assert_eq!(connect.str("host"), Some(HOST), "{}", dump(&events));
+    assert_eq!(connect.str("host_source"), Some("dns"));
+    let flow = mine
+        .iter()
+        .find(|e| {
+            e.kind() == "flow"
+                && e.int("port") == Some(i64::from(port))
+                && e.str("reason") == Some("close")
+        })
+        .expect("the upload's final flow record");
+    assert_eq!(flow.str("host"), Some(HOST));
+    assert_eq!(flow.str("dest_class"), Some("other"));
+    // Over the bytes rule's threshold (the final record comes at the socket's
+    // release, which may be before the kernel sent all of its queue).
+    assert!(
+        flow.int("bytes_out").expect("bytes_out") > 64 << 10,
+        "{}",
+        dump(&events)
+    );
+
+    // Each anomaly: its rule, action and outcome.
+    let first = violation(&events, &session, "anomaly.new-destination");
+    assert_eq!(first.kind(), "connect");
+    assert_eq!(
+        (first.str("action"), first.str("outcome")),
+        (Some("alert"), Some("alerted"))
+    );
+    assert!(first.str("anomaly").expect("anomaly").contains(HOST));
+    let bytes = violation(&events, &session, "anomaly.bytes");
+    assert_eq!(bytes.kind(), "flow");
+    assert_eq!(bytes.str("host"), Some(HOST));
+    let volume = violation(&events, &session, "anomaly.dns-volume");
+    assert_eq!(
+        (volume.kind(), volume.str("direction")),
+        ("dns", Some("query"))
+    );
+    assert_eq!(volume.str("outcome"), Some("logged"));
+    let entropy = violation(&events, &session, "anomaly.dns-entropy");
+    assert_eq!(entropy.str("name"), Some(tunnel));
+    assert_eq!(
+        (entropy.str("action"), entropy.str("outcome")),
+        (Some("kill"), Some("killed"))
+    );
+    // Plain queries are not logged one by one.
+    let queries = mine
+        .iter()
+        .filter(|e| e.kind() == "dns" && e.str("direction") == Some("query"))
+        .count();
+    assert!(queries <= 3, "{queries} queries logged\n{}", dump(&events));
+
+    // The report names the destination and lists the violations.
+    let socket = daemon.socket().to_owned();
+    let report: Value = serde_json::from_str(&guard(&[
+        OsStr::new("report"),
+        OsStr::new(&session),
+        OsStr::new("--json"),
+        OsStr::new("--socket"),
+        socket.as_os_str(),
+    ]))
+    .expect("json report");
+    let text = report.to_string();
+    assert!(
+        text.contains(HOST),
+        "the report does not name {HOST}: {report:#}"
+    );
+    for rule in [
+        "anomaly.new-destination",
+        "anomaly.bytes",
+        "anomaly.dns-entropy",
+    ] {
+        assert!(text.contains(rule), "the report misses {rule}: {report:#}");
+    }
+    daemon.stop_ok();
+}

@@ -1,0 +1,329 @@
+//! Protected files by identity (issue 14 item 1, docs/routes.md): a rule on a
+//! concrete file or directory also matches the same file under another name. Each
+//! test reads a secret through one route and asserts that the secret never reached
+//! the process (killed before the open returned on the tracepoint tier; refused with
+//! EPERM where BPF-LSM runs, `cargo xtask vm-test`) and that the open event names
+//! the route: the path as the process opened it, `by: "identity"` and the protected
+//! path the file stands for.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::MetadataExt as _;
+use std::time::{Duration, SystemTime};
+
+use guard_tests::{
+    Daemon, Event, EventsTo, FakeAgent, Finished, TempDir, bpf_lsm_deny, check_schema, dump,
+    fake_agent_exe, find, scaled, session_ended, wait_until, write_policy,
+};
+
+const SIGKILL: i64 = libc::SIGKILL as i64;
+const EPERM: i64 = libc::EPERM as i64;
+const SECRET: &str = "identity-secret-51d2";
+
+/// A directory rule and a file rule, both `deny` on reads (kills where BPF-LSM
+/// does not run).
+const RULES: &str = r#"
+[[rule]]
+id = "secret-dir"
+kind = "file"
+access = ["read"]
+paths = ["{dir}/secret/**"]
+action = "deny"
+
+[[rule]]
+id = "secret-file"
+kind = "file"
+access = ["read"]
+paths = ["{dir}/shadow"]
+action = "deny"
+"#;
+
+/// Opens and reads the file `argv[1]`; reports `opened` (the fd or errno) and the data.
+const READER: &str = r#"
+import os, sys
+try:
+    fd = os.open(sys.argv[1], os.O_RDONLY)
+except OSError as e:
+    print(f"opened={e.errno}", flush=True)
+    sys.exit(0)
+print(f"opened={fd}", flush=True)
+print("data=" + os.read(fd, 100).decode(), flush=True)
+"#;
+
+struct Setup {
+    agent: FakeAgent,
+    dir: TempDir,
+    daemon: Daemon,
+    lsm: bool,
+    since: SystemTime,
+}
+
+impl Setup {
+    /// The secrets (`{dir}/secret/key`, `{dir}/shadow`) and `prepare`'s files exist
+    /// before the daemon starts and resolves them.
+    fn new(prepare: impl FnOnce(&TempDir)) -> Setup {
+        let since = SystemTime::now();
+        let agent = FakeAgent::install(fake_agent_exe!());
+        let dir = TempDir::new("guard-e2e-identity");
+        fs::create_dir_all(dir.join("secret")).expect("mkdir");
+        fs::create_dir_all(dir.join("pub")).expect("mkdir");
+        fs::write(dir.join("secret/key"), SECRET).expect("write");
+        fs::write(dir.join("shadow"), SECRET).expect("write");
+        prepare(&dir);
+        let policy = dir.join("guard.toml");
+        let body = RULES.replace("{dir}", &dir.path().display().to_string());
+        write_policy(
+            &policy,
+            &format!(
+                "mode = \"enforce\"\n\n[agents]\nnames = [\"{}\"]\n\n{body}",
+                agent.name()
+            ),
+        );
+        let args = [OsStr::new("--policy"), policy.as_os_str()];
+        let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
+        let events = daemon.wait_for("policy_loaded", |ev| {
+            ev.iter().any(|e| e.kind() == "policy_loaded")
+        });
+        let loaded = find(&events, "policy_loaded", |e| e.kind() == "policy_loaded");
+        assert_eq!(loaded.int("identity_entries"), Some(2), "{loaded}");
+        let lsm = bpf_lsm_deny(loaded).is_ok();
+        Setup {
+            agent,
+            dir,
+            daemon,
+            lsm,
+            since,
+        }
+    }
+
+    fn path(&self, rel: &str) -> String {
+        self.dir.join(rel).display().to_string()
+    }
+
+    /// Runs `sh -c script` (`{dir}` and `{reader}` expanded) as the agent's child.
+    fn sh(&mut self, script: &str) -> (Finished, Vec<Event>) {
+        let file = self.dir.join("reader.py");
+        fs::write(&file, READER).expect("write reader");
+        let reader = format!("python3 {}", file.display());
+        let script = script
+            .replace("{dir}", &self.dir.path().display().to_string())
+            .replace("{reader}", &reader);
+        let run = self.agent.run(&["run", "sh", "-c", &script]);
+        let events = self
+            .daemon
+            .wait_for("the end of the session", session_ended(run.pid));
+        (run, events)
+    }
+
+    /// The secret never reached the reader: killed before its open returned, or
+    /// (BPF-LSM) the open failed with EPERM.
+    fn assert_held(&self, run: &Finished) {
+        if self.lsm {
+            assert_eq!(run.report("opened"), EPERM, "{run:?}");
+        } else {
+            assert_eq!(run.report("child_signal"), SIGKILL, "{run:?}");
+            assert!(!run.reports.contains_key("opened"), "{run:?}");
+        }
+        assert!(!run.stdout.contains(SECRET), "the secret was read: {run:?}");
+    }
+
+    /// The open of `opened` in the run's session, enforced by `rule`, by identity
+    /// of `protected`.
+    fn assert_event(
+        &self,
+        events: &[Event],
+        run: &Finished,
+        opened: &str,
+        rule: &str,
+        protected: &str,
+    ) {
+        let session = events
+            .iter()
+            .find(|e| e.kind() == "session_start" && e.int("root_pid") == Some(run.pid))
+            .and_then(Event::session)
+            .unwrap_or_else(|| panic!("no session of {}:\n{}", run.pid, dump(events)));
+        let e = events
+            .iter()
+            .find(|e| {
+                e.session() == Some(session)
+                    && e.kind() == "open"
+                    && e.str("path") == Some(opened)
+                    && e.str("rule") == Some(rule)
+            })
+            .unwrap_or_else(|| panic!("no open of {opened} by {rule}:\n{}", dump(events)));
+        assert_eq!(e.str("by"), Some("identity"), "{e}");
+        assert_eq!(e.str("protected"), Some(protected), "{e}");
+        let outcome = if self.lsm { "denied" } else { "killed" };
+        assert_eq!(e.str("outcome"), Some(outcome), "{e}");
+    }
+
+    fn finish(mut self) {
+        let events = self.daemon.stop_ok();
+        let process: Vec<Event> = events
+            .into_iter()
+            .filter(|e| !e.kind().starts_with("policy_"))
+            .collect();
+        check_schema(&process, self.since);
+    }
+}
+
+/// A hard link is the same inode under another name: the file rule holds for it.
+#[test]
+fn a_hard_link_to_a_protected_file_is_the_protected_file() {
+    let mut s = Setup::new(|dir| {
+        fs::hard_link(dir.join("shadow"), dir.join("pub/link")).expect("link");
+    });
+    let (run, events) = s.sh("exec {reader} {dir}/pub/link");
+    s.assert_held(&run);
+    s.assert_event(
+        &events,
+        &run,
+        &s.path("pub/link"),
+        "secret-file",
+        &s.path("shadow"),
+    );
+    s.finish();
+}
+
+/// A bind mount of a protected directory, made by the session in a mount namespace
+/// of its own (nothing reaches the host's): the files under it are the protected
+/// directory's files.
+#[test]
+fn a_bind_mount_of_a_protected_directory_is_the_protected_directory() {
+    let mut s = Setup::new(|dir| fs::create_dir_all(dir.join("view")).expect("mkdir"));
+    let (run, events) = s.sh(
+        "exec unshare -m sh -c 'mount --bind {dir}/secret {dir}/view && exec {reader} {dir}/view/key'",
+    );
+    s.assert_held(&run);
+    s.assert_event(
+        &events,
+        &run,
+        &s.path("view/key"),
+        "secret-dir",
+        &s.path("secret"),
+    );
+    // The mount lived in the session's namespace only.
+    assert!(!s.dir.join("view/key").exists(), "the bind mount leaked");
+    s.finish();
+}
+
+/// A protected directory moved away (`mv`, same inode) stays protected at its new
+/// place: re-resolution keeps entries whose inode lives on.
+#[test]
+fn a_moved_protected_directory_stays_protected() {
+    let mut s = Setup::new(|_| {});
+    let (run, events) = s.sh("mv {dir}/secret {dir}/moved && exec {reader} {dir}/moved/key");
+    s.assert_held(&run);
+    s.assert_event(
+        &events,
+        &run,
+        &s.path("moved/key"),
+        "secret-dir",
+        &s.path("secret"),
+    );
+    s.finish();
+}
+
+/// A protected file replaced by rename-over (how editors save: the new file is a
+/// new inode) is protected again once inotify reports the change: a hard link to
+/// the new file is the protected file.
+#[test]
+fn a_protected_file_replaced_by_rename_is_resolved_again() {
+    let mut s = Setup::new(|_| {});
+    fs::write(s.dir.join("shadow.new"), SECRET).expect("write");
+    fs::rename(s.dir.join("shadow.new"), s.dir.join("shadow")).expect("rename over");
+    let ino = fs::metadata(s.dir.join("shadow")).expect("stat").ino();
+    let shadow = s.path("shadow");
+    // The log may colour `ino=`: look for the number (with the path, on one line).
+    let wanted = format!("{ino}");
+    let daemon = &s.daemon;
+    wait_until(
+        "the daemon to resolve the new file",
+        scaled(Duration::from_secs(10)),
+        || {
+            daemon
+                .log()
+                .lines()
+                .any(|l| l.contains("identity entry") && l.contains(&shadow) && l.contains(&wanted))
+        },
+    );
+    fs::hard_link(s.dir.join("shadow"), s.dir.join("pub/link2")).expect("link");
+    let (run, events) = s.sh("exec {reader} {dir}/pub/link2");
+    s.assert_held(&run);
+    s.assert_event(&events, &run, &s.path("pub/link2"), "secret-file", &shadow);
+    s.finish();
+}
+
+/// `/proc/self/root/…` and `/proc/self/cwd/…` resolve to the real path in the
+/// kernel: the rule holds by path (no identity needed), and the event names the
+/// real path.
+#[test]
+fn proc_root_and_cwd_aliases_are_the_real_path() {
+    let mut s = Setup::new(|_| {});
+    for (alias, script) in [
+        ("root", "exec {reader} /proc/self/root{dir}/secret/key"),
+        ("cwd", "cd {dir}/secret && exec {reader} /proc/self/cwd/key"),
+    ] {
+        let (run, events) = s.sh(script);
+        s.assert_held(&run);
+        let real = s.path("secret/key");
+        let e = events
+            .iter()
+            .find(|e| {
+                e.kind() == "open"
+                    && e.pid() == Some(run.report("child"))
+                    && e.str("path") == Some(&real)
+            })
+            .unwrap_or_else(|| panic!("{alias}: no open of {real}:\n{}", dump(&events)));
+        assert_eq!(e.str("rule"), Some("secret-dir"), "{alias}: {e}");
+        assert_eq!(e.str("by"), None, "{alias}: matched by path: {e}");
+    }
+    s.finish();
+}
+
+/// A file whose directories are deeper than the kernel walks (64 levels) cannot be
+/// placed inside or outside the protected directory: the open fails closed on the
+/// directory rule (killed before it returns, or EPERM), and the event says why
+/// (`identity_unknown`, the rule). The same file's content is readable at a depth
+/// the walk reaches.
+#[test]
+fn a_file_too_deep_to_place_fails_closed() {
+    const LEVELS: usize = 70;
+    let deep = std::iter::repeat_n("d", LEVELS)
+        .collect::<Vec<_>>()
+        .join("/");
+    let deep_dir = format!("pub/{deep}");
+    let mut s = Setup::new(|dir| {
+        fs::create_dir_all(dir.join(&deep_dir)).expect("mkdir -p");
+        fs::write(dir.join(&deep_dir).join("file"), SECRET).expect("write");
+        fs::write(dir.join("pub/file"), SECRET).expect("write");
+    });
+    let (run, _) = s.sh("exec {reader} {dir}/pub/file");
+    assert!(
+        run.stdout.contains(SECRET),
+        "a shallow file outside the protected directory was not readable: {run:?}"
+    );
+    let (run, events) = s.sh(&format!("exec {{reader}} {{dir}}/{deep_dir}/file"));
+    s.assert_held(&run);
+    let opened = s.path(&format!("{deep_dir}/file"));
+    let e = events
+        .iter()
+        .find(|e| {
+            e.kind() == "open"
+                && e.pid() == Some(run.report("child"))
+                && e.str("rule") == Some("secret-dir")
+        })
+        .unwrap_or_else(|| panic!("no open refused by secret-dir:\n{}", dump(&events)));
+    assert_eq!(e.str("path"), Some(opened.as_str()), "{e}");
+    assert_eq!(e.bool("identity_unknown"), Some(true), "{e}");
+    assert_eq!(e.str("by"), None, "not a match: {e}");
+    let outcome = if s.lsm { "denied" } else { "killed" };
+    assert_eq!(e.str("outcome"), Some(outcome), "{e}");
+    // Counted in the kernel, and shown by `guard status`.
+    let unknown = s.daemon.status()["identity"]["unknown"].as_u64();
+    assert!(
+        unknown.is_some_and(|n| n >= 1),
+        "identity.unknown {unknown:?}"
+    );
+    s.finish();
+}

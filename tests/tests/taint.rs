@@ -1,0 +1,272 @@
+//! Taint, end to end: an agent reads a file a `secret = true` log rule covers; the
+//! kernel taints it at the open, and its child (forked after the read) is refused
+//! (EPERM, nothing arrives) at a loopback listener off the `[taint]` allowlist, while
+//! the same child reaches the allowlisted listener and the agent's untainted sibling
+//! (forked before the read) reaches the refused one. The events name the secret
+//! (`tainted_by`) and the session report states "read X, then sent N bytes to Y".
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use guard_tests::{
+    Daemon, Event, EventsTo, FakeAgent, TempDir, check_schema, dump, fake_agent_exe, find,
+    guard_bin, session_ended, session_of, write_policy,
+};
+use serde_json::Value;
+
+/// Accepts what is already queued on `listener` (connections complete in the
+/// kernel's backlog without an accept): the payload of each.
+fn queued(listener: &TcpListener) -> Vec<String> {
+    listener.set_nonblocking(true).expect("nonblocking");
+    let mut got = Vec::new();
+    while let Ok((mut s, _)) = listener.accept() {
+        s.set_nonblocking(false).expect("blocking");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read");
+        got.push(text);
+    }
+    got
+}
+
+#[test]
+fn a_secret_read_taints_the_reader_and_its_children_but_not_its_siblings() {
+    let since = SystemTime::now();
+    let agent = FakeAgent::install(fake_agent_exe!());
+    let dir = TempDir::new("guard-e2e-taint");
+    let secret = dir.join("service.env");
+    std::fs::write(&secret, "TOKEN=hunter2\n").expect("write the secret");
+    let secret = secret.canonicalize().expect("canonical");
+    let secret_path = secret.display().to_string();
+
+    let refused = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let allowed = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let refused_addr = refused.local_addr().expect("addr").to_string();
+    let allowed_addr = allowed.local_addr().expect("addr").to_string();
+
+    let policy = dir.join("guard.toml");
+    write_policy(
+        &policy,
+        &format!(
+            "mode = \"enforce\"\n\n[agents]\nnames = [\"{name}\"]\n\n\
+             [taint]\negress = \"deny\"\nallow = [\"{allowed_addr}\"]\n\n\
+             [[rule]]\nid = \"test-secret\"\nkind = \"file\"\npaths = [\"{secret_path}\"]\n\
+             access = [\"read\"]\nsecret = true\naction = \"log\"\n",
+            name = agent.name()
+        ),
+    );
+    let args = [OsStr::new("--policy"), policy.as_os_str()];
+    let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
+    daemon.wait_for("policy_loaded", |ev| {
+        ev.iter().any(|e| e.kind() == "policy_loaded")
+    });
+
+    let run = agent.run(&["taint", &secret_path, &refused_addr, &allowed_addr]);
+    let root = run.pid;
+    let child = run.report("child_pid");
+    let sibling = run.report("sibling_pid");
+    let events = daemon.wait_for("the end of the agent's session", session_ended(root));
+
+    // What the processes saw: the tainted child refused off the list and let through
+    // on it; the sibling, forked before the read, not tainted.
+    assert_eq!(
+        run.report("denied_child"),
+        i64::from(libc::EPERM),
+        "the tainted child's connect off the allowlist\n{}",
+        dump(&events)
+    );
+    assert_eq!(
+        run.report("allowed_child"),
+        0,
+        "the allowlisted destination"
+    );
+    assert_eq!(run.report("denied_sibling"), 0, "the untainted sibling");
+    // What the listeners saw: the refused one only the sibling's bytes, never the
+    // tainted child's; the allowed one the child's.
+    assert_eq!(queued(&refused), ["hello"], "one connection: the sibling's");
+    assert_eq!(queued(&allowed), ["hello"]);
+
+    check_schema(&events, since);
+    let session = session_of(&events, root);
+    let port = |addr: &str| -> i64 {
+        addr.rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port")
+    };
+    let (refused_port, allowed_port) = (port(&refused_addr), port(&allowed_addr));
+
+    // The read that tainted: logged under the secret rule, marked tainted from there.
+    let read = find(&events, "the secret's read", |e| {
+        e.is("open", root) && e.str("path") == Some(secret_path.as_str())
+    });
+    assert_eq!(read.str("rule"), Some("test-secret"), "{read}");
+    assert_eq!(read.bool("secret"), Some(true), "{read}");
+    assert_eq!(read.bool("tainted"), Some(true), "{read}");
+
+    // The refusal: a connect event with the deny, the taint rule and the secret.
+    let denied = find(&events, "the tainted child's refused connect", |e| {
+        e.is("connect", child) && e.int("port") == Some(refused_port)
+    });
+    assert_eq!(denied.str("result"), Some("EPERM"), "{denied}");
+    assert_eq!(denied.str("rule"), Some("taint.egress"), "{denied}");
+    assert_eq!(denied.str("action"), Some("deny"), "{denied}");
+    assert_eq!(denied.str("outcome"), Some("denied"), "{denied}");
+    assert_eq!(
+        denied.strings("tainted_by"),
+        Some(vec![secret_path.as_str()]),
+        "{denied}"
+    );
+    assert_eq!(denied.session(), Some(session.as_str()));
+
+    // The allowed connect and its flow: through, tainted, with the secret's path.
+    let ok = find(&events, "the tainted child's allowed connect", |e| {
+        e.is("connect", child) && e.int("port") == Some(allowed_port)
+    });
+    assert_eq!(ok.str("result"), Some("ok"), "{ok}");
+    assert_eq!(ok.get("rule"), None, "no violation on the allowlist: {ok}");
+    assert_eq!(ok.strings("tainted_by"), Some(vec![secret_path.as_str()]));
+    let flows: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.kind() == "flow" && e.int("port") == Some(allowed_port))
+        .collect();
+    assert!(
+        !flows.is_empty(),
+        "no flow to the allowlisted listener\n{}",
+        dump(&events)
+    );
+    for f in &flows {
+        assert_eq!(f.bool("tainted"), Some(true), "{f}");
+        assert_eq!(
+            f.strings("tainted_by"),
+            Some(vec![secret_path.as_str()]),
+            "{f}"
+        );
+    }
+
+    // The sibling: through, not tainted, no violation.
+    let sib = find(&events, "the sibling's connect", |e| {
+        e.is("connect", sibling) && e.int("port") == Some(refused_port)
+    });
+    assert_eq!(sib.str("result"), Some("ok"), "{sib}");
+    assert_eq!(sib.get("tainted"), None, "{sib}");
+    assert_eq!(sib.get("tainted_by"), None, "{sib}");
+    assert_eq!(sib.get("rule"), None, "{sib}");
+
+    // The session-level fact: the secret read, then bytes sent to each destination.
+    let out = Command::new(guard_bin())
+        .args([
+            OsStr::new("report"),
+            OsStr::new(&session),
+            OsStr::new("--json"),
+            OsStr::new("--socket"),
+            daemon.socket().as_os_str(),
+        ])
+        .output()
+        .expect("run guard report");
+    assert!(out.status.success(), "guard report: {out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let fact = &report["secret_egress"];
+    assert_eq!(
+        fact["secrets"]["items"][0]["path"],
+        secret_path.as_str(),
+        "{fact}"
+    );
+    let sent = fact["sent_after"]["items"].as_array().expect("sent_after");
+    let to = |p: i64| {
+        sent.iter()
+            .find(|d| d["port"].as_i64() == Some(p))
+            .unwrap_or_else(|| panic!("no entry for port {p}: {fact}"))
+    };
+    let allowed_entry = to(allowed_port);
+    assert!(
+        allowed_entry["bytes_out"].as_u64().is_some_and(|n| n > 5),
+        "the child's hello and its headers: {fact}"
+    );
+    assert_eq!(allowed_entry["tainted"], true, "{fact}");
+    let refused_entry = to(refused_port);
+    assert_eq!(refused_entry["attempts"], 2, "child and sibling: {fact}");
+    assert_eq!(refused_entry["failed"], 1, "the child's: {fact}");
+    let md = Command::new(guard_bin())
+        .args([
+            OsStr::new("report"),
+            OsStr::new(&session),
+            OsStr::new("--socket"),
+            daemon.socket().as_os_str(),
+        ])
+        .output()
+        .expect("run guard report");
+    let md = String::from_utf8_lossy(&md.stdout);
+    assert!(
+        md.contains(&format!("This session read secret `{secret_path}`")),
+        "{md}"
+    );
+    assert!(md.contains(&format!("bytes to {allowed_addr}/tcp")), "{md}");
+
+    daemon.stop_ok();
+}
+
+/// What taint costs a session's opens: 100,000 opens of a file no rule covers by a
+/// session process, under a policy without a secret log rule, with one (each open of
+/// an untainted process also looks up the taint entries), and by a process already
+/// tainted (the lookup is skipped). Prints ns per open for each.
+#[test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+fn taint_cost_per_open() {
+    const CODE: &str = "import sys,time\n\
+        s=sys.argv[1]\n\
+        if s: open(s).read()\n\
+        t=time.perf_counter_ns()\n\
+        for i in range(100000): open('/etc/hostname').close()\n\
+        print('per_open_ns=%d' % ((time.perf_counter_ns()-t)//100000))\n";
+    let agent = FakeAgent::install(fake_agent_exe!());
+    let dir = TempDir::new("guard-e2e-taint-cost");
+    let secret = dir.join("cost.env");
+    std::fs::write(&secret, "TOKEN=x\n").expect("write the secret");
+    let secret_path = secret
+        .canonicalize()
+        .expect("canonical")
+        .display()
+        .to_string();
+    for (what, rule, read) in [
+        ("no secret log rule", "", ""),
+        ("a secret log rule, untainted", "log", ""),
+        ("a secret log rule, tainted", "log", secret_path.as_str()),
+    ] {
+        let policy = dir.join("guard.toml");
+        let rules = if rule.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "[[rule]]\nid = \"s\"\nkind = \"file\"\npaths = [\"{secret_path}\", \"~/.ssh/**\", \".env\", \"*.pem\"]\n\
+                 access = [\"read\"]\nsecret = true\naction = \"{rule}\"\n"
+            )
+        };
+        write_policy(
+            &policy,
+            &format!(
+                "[agents]\nnames = [\"{}\"]\n[limits]\nrate = 0\n\n{rules}",
+                agent.name()
+            ),
+        );
+        let args = [OsStr::new("--policy"), policy.as_os_str()];
+        let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
+        daemon.wait_for("policy_loaded", |ev| {
+            ev.iter().any(|e| e.kind() == "policy_loaded")
+        });
+        let mut samples: Vec<i64> = (0..5)
+            .map(|_| {
+                agent
+                    .run(&["run", "/usr/bin/python3", "-c", CODE, read])
+                    .report("per_open_ns")
+            })
+            .collect();
+        samples.sort_unstable();
+        println!("{what}: {samples:?} ns per open (median {})", samples[2]);
+        daemon.stop_ok();
+    }
+}
