@@ -130,7 +130,9 @@ pub mod flags {
     pub const OVER_LIMIT: u16 = 1 << 11;
     /// Open records: a rule matched the opened file by identity (device, inode), not
     /// by the path it was opened at: the payload ends with an
-    /// [`crate::IdentityTail`] naming the protected file or directory.
+    /// [`crate::IdentityTail`] naming the protected file or directory. Exec records:
+    /// the rule matched the executed file by identity, not by its path or names
+    /// (no tail).
     pub const BY_IDENTITY: u16 = 1 << 7;
     /// Open records: identity rules exist, and the opened file's ancestors could not
     /// be walked to its file system's root within [`crate::IDENTITY_DEPTH`] levels:

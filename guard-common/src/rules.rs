@@ -134,6 +134,9 @@ pub mod inode_kind {
     /// directories, judged when an opened file's directories could not be walked to
     /// its file system's root, so whether it lies in one of them is unknown.
     pub const UNKNOWN: u8 = 3;
+    /// The executed file itself (a program an exec rule names, by path or by a
+    /// name found in the standard program directories).
+    pub const EXEC: u8 = 4;
 }
 
 /// Most fail-closed entries ([`inode_kind::UNKNOWN`]) per generation: one per rule

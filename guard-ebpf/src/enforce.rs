@@ -246,6 +246,8 @@ struct Check {
     is_root: u32,
     /// The rule picked, plus one; 0 for none.
     picked: u32,
+    /// The match `pick` took it from (an index into `matches`).
+    picked_at: u32,
     /// Added to the file kinds looked up: 0 for kill and deny entries,
     /// `path_kind::TAINT_OFFSET` for taint entries.
     base: u32,
@@ -286,6 +288,7 @@ fn begin(
         (*c).verdict = u32::from(verdict);
         (*c).is_root = is_root;
         (*c).picked = 0;
+        (*c).picked_at = 0;
         (*c).base = 0;
         (*c).matches = NONE;
         (*c).dentry = 0;
@@ -398,7 +401,10 @@ extern "C" fn pick_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
         return 0;
     }
     // SAFETY: as above.
-    unsafe { (*c).picked = u32::from(r.rule) + 1 };
+    unsafe {
+        (*c).picked = u32::from(r.rule) + 1;
+        (*c).picked_at = i as u32;
+    }
     1
 }
 
@@ -750,7 +756,64 @@ fn exec_pick(
         (*c).matches[1] = lookup_slot(1, generation, path_kind::EXEC_NAME, comm_len, true);
         (*c).matches[2] = lookup_slot(2, generation, path_kind::EXEC_NAME, name_len, true);
     }
+    exec_identity(c, &cfg, file);
     pick(c)
+}
+
+/// Match slot of the exec'd file's own identity (a slot no exec lookup uses).
+const EXEC_IDENT: usize = 3;
+
+/// Looks the exec'd `file` up by identity (`inode_kind::EXEC`) into the check's
+/// match [`EXEC_IDENT`], while identity entries exist: a hard link or bind mount of
+/// a program an exec rule names, run under another name, is that program.
+#[inline(always)]
+fn exec_identity(c: *mut Check, cfg: &Config, file: *const core::ffi::c_void) {
+    if identity_count(cfg) == 0 {
+        return;
+    }
+    // SAFETY: this CPU's check.
+    unsafe { (*c).dentry = core_read::file_dentry(file) as u64 };
+    each(1, exec_ident_step);
+}
+
+/// The body of [`exec_identity`], in a callback so that its key and calls cost
+/// the exec programs no stack (Linux 6.1 leaves `sched_process_exec` none to spare).
+#[inline(never)]
+extern "C" fn exec_ident_step(_index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(c) = CHECKS.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's check, filled in by the caller before the loop.
+    let (d, generation) = unsafe { ((*c).dentry as *const core::ffi::c_void, (*c).generation) };
+    let (dev, ino) = core_read::dentry_ident(d);
+    if ino == 0 {
+        return 1;
+    }
+    let key = InodeKey {
+        generation: generation as u8,
+        kind: inode_kind::EXEC,
+        _reserved: 0,
+        dev,
+        ino,
+    };
+    // SAFETY: read-only copy of the map value; this CPU's check.
+    unsafe {
+        if let Some(r) = INODE_RULES.get(key).copied() {
+            (*c).matches[EXEC_IDENT] = r;
+        }
+    }
+    1
+}
+
+/// Whether the last exec check on this CPU (`on_exec`, `deny_exec`, `on_map`)
+/// picked its rule by the file's identity, not by a path or a name.
+#[inline(always)]
+pub fn exec_by_identity() -> bool {
+    match CHECKS.get_ptr_mut(0) {
+        // SAFETY: this CPU's check.
+        Some(c) => unsafe { (*c).picked != 0 && (*c).picked_at == EXEC_IDENT as u32 },
+        None => false,
+    }
 }
 
 /// What an open ran into: see [`on_open`].
@@ -900,6 +963,7 @@ pub fn on_map(file: *const core::ffi::c_void, path: *const u8, len: u32, who: u3
         (*c).matches[0] = whole;
         (*c).matches[2] = by_file;
     }
+    exec_identity(c, &cfg, file);
     match pick(c) {
         Some(rule) => kill(rule),
         None => 0,

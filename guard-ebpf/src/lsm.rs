@@ -79,7 +79,12 @@ fn report_denied_exec(path: *const u8, len: u32, rule: u16) {
     let Some(t) = (unsafe { TRACKED.get(tgid) }).copied() else {
         return;
     };
-    let Some(mut draft) = Draft::begin(EventKind::Exec, 0, t.session, t.flags) else {
+    let by = if enforce::exec_by_identity() {
+        flags::BY_IDENTITY
+    } else {
+        0
+    };
+    let Some(mut draft) = Draft::begin(EventKind::Exec, by, t.session, t.flags) else {
         return;
     };
     draft.header().rule = ((rule + 1) & enforced::RULE_MASK) | enforced::DENIED;

@@ -147,6 +147,9 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
         tracked.flags,
     );
     draft.header().rule = rule;
+    if rule != 0 && enforce::exec_by_identity() {
+        draft.header().flags |= flags::BY_IDENTITY;
+    }
     // SAFETY: both regions are bounded by masks the verifier tracks.
     unsafe {
         let dst = draft.payload_ptr::<ExecBody>(0);

@@ -36,6 +36,12 @@ kind = "file"
 access = ["read"]
 paths = ["{dir}/shadow"]
 action = "deny"
+
+[[rule]]
+id = "denied-program"
+kind = "exec"
+exe = ["{dir}/bin/denied"]
+action = "deny"
 "#;
 
 /// Opens and reads the file `argv[1]`; reports `opened` (the fd or errno) and the data.
@@ -69,6 +75,9 @@ impl Setup {
         fs::create_dir_all(dir.join("pub")).expect("mkdir");
         fs::write(dir.join("secret/key"), SECRET).expect("write");
         fs::write(dir.join("shadow"), SECRET).expect("write");
+        // A program of its own (one name): a copy of touch.
+        fs::create_dir_all(dir.join("bin")).expect("mkdir");
+        fs::copy("/usr/bin/touch", dir.join("bin/denied")).expect("copy touch");
         prepare(&dir);
         let policy = dir.join("guard.toml");
         let body = RULES.replace("{dir}", &dir.path().display().to_string());
@@ -85,7 +94,7 @@ impl Setup {
             ev.iter().any(|e| e.kind() == "policy_loaded")
         });
         let loaded = find(&events, "policy_loaded", |e| e.kind() == "policy_loaded");
-        assert_eq!(loaded.int("identity_entries"), Some(2), "{loaded}");
+        assert_eq!(loaded.int("identity_entries"), Some(3), "{loaded}");
         let lsm = bpf_lsm_deny(loaded).is_ok();
         Setup {
             agent,
@@ -182,6 +191,42 @@ fn a_hard_link_to_a_protected_file_is_the_protected_file() {
         "secret-file",
         &s.path("shadow"),
     );
+    s.finish();
+}
+
+/// A hard link to a program an exec rule names, run under another name, is that
+/// program: it never runs (killed before its first instruction, or EPERM), and the
+/// exec event names the link, the rule and `by: "identity"`.
+#[test]
+fn a_hard_link_to_a_denied_program_is_the_program() {
+    let mut s = Setup::new(|_| {});
+    let (run, events) = s.sh(
+        "ln {dir}/bin/denied {dir}/pub/innocent && {dir}/pub/innocent {dir}/ran; echo status=$?",
+    );
+    assert!(
+        !s.dir.join("ran").exists(),
+        "the denied program ran under another name: {run:?}"
+    );
+    let status = run.report("status");
+    let expected = if s.lsm { 126 } else { 128 + SIGKILL };
+    assert_eq!(status, expected, "{run:?}");
+    let innocent = s.path("pub/innocent");
+    let e = events
+        .iter()
+        .find(|e| {
+            e.kind() == "exec"
+                && e.str("exe") == Some(innocent.as_str())
+                && e.str("rule") == Some("denied-program")
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no exec of {innocent} by denied-program:\n{}",
+                dump(&events)
+            )
+        });
+    assert_eq!(e.str("by"), Some("identity"), "{e}");
+    let outcome = if s.lsm { "denied" } else { "killed" };
+    assert_eq!(e.str("outcome"), Some(outcome), "{e}");
     s.finish();
 }
 

@@ -101,14 +101,16 @@ const SUBSET: &[(&str, &[&str])] = &[
             "fileless_programs_are_named_and_killed_when_the_policy_says_so",
         ],
     ),
-    // A BPF-LSM deny by identity: a hard link to a protected file is refused with
-    // EPERM at `file_open` (the path names no rule), the process lives; and a file
-    // too deep to place fails closed with EPERM.
+    // BPF-LSM deny by identity: a hard link to a protected file is refused with
+    // EPERM at `file_open` (the path names no rule), the process lives; a file too
+    // deep to place fails closed with EPERM; a hard link to a denied program is
+    // refused at `bprm_check_security`.
     (
         "identity",
         &[
             "a_hard_link_to_a_protected_file_is_the_protected_file",
             "a_file_too_deep_to_place_fails_closed",
+            "a_hard_link_to_a_denied_program_is_the_program",
         ],
     ),
     // Pinned links of every type the kernel has (LSM ones included) keep enforcing

@@ -110,6 +110,7 @@ mod tests {
             argv_truncated: false,
             root: true,
             by_cgroup: false,
+            by_identity: false,
         };
         Event::derived(
             1_700_000_000_123_456_789,

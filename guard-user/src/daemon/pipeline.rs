@@ -465,6 +465,7 @@ mod tests {
             argv_truncated: false,
             root,
             by_cgroup: false,
+            by_identity: false,
         }
     }
 

@@ -137,12 +137,16 @@ impl Serialize for Event {
                 argv_truncated,
                 root,
                 by_cgroup: _,
+                by_identity,
             } => {
                 m.serialize_entry("exe", exe)?;
                 m.serialize_entry("exe_truncated", exe_truncated)?;
                 m.serialize_entry("argv", argv)?;
                 m.serialize_entry("argv_truncated", argv_truncated)?;
                 m.serialize_entry("root", root)?;
+                if *by_identity {
+                    m.serialize_entry("by", "identity")?;
+                }
                 if let Some(t) = super::via::target(exe, argv) {
                     m.serialize_entry("via", t.via.as_str())?;
                     m.serialize_entry("target", &t.target)?;
@@ -527,6 +531,7 @@ mod tests {
             argv_truncated: false,
             root: false,
             by_cgroup: false,
+            by_identity: false,
         })
         .to_json();
         assert!(j.ends_with(r#""via":"loader","target":"./prog"}"#), "{j}");
@@ -671,6 +676,7 @@ mod tests {
                 argv_truncated: false,
                 root: false,
                 by_cgroup: false,
+                by_identity: false,
             },
             Detail::Open {
                 path: "/etc/hosts".into(),

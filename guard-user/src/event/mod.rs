@@ -76,6 +76,9 @@ pub enum Detail {
         /// This exec started the session because the process runs in a chosen
         /// cgroup (`[agents] containers`/`cgroups`); not written out.
         by_cgroup: bool,
+        /// The kernel's rule matched the executed file by identity (device, inode):
+        /// a hard link or bind mount of a program a rule names.
+        by_identity: bool,
     },
     Open {
         path: String,
@@ -791,6 +794,7 @@ impl Event {
                 argv_truncated: flag(flags::ARGV_TRUNCATED),
                 root: flag(flags::ROOT_PROCESS),
                 by_cgroup: flag(flags::SESSION_START) && flag(flags::BY_CGROUP),
+                by_identity: flag(flags::BY_IDENTITY),
             },
             Body::Open { body, path, .. } => {
                 let resolved = !flag(flags::PATH_UNRESOLVED);

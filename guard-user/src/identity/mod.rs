@@ -39,6 +39,9 @@ pub struct Target {
     /// The entry's value: the rule's path entry (verdict, scope, accesses), without
     /// a verdict for rules the kernel does not enforce (then only reported).
     pub value: RuleRef,
+    /// A candidate that may well not exist (a program name looked for in each
+    /// standard directory): not reported missing.
+    pub optional: bool,
 }
 
 /// One resolved entry.
@@ -243,12 +246,29 @@ impl Identity {
         let targets = self.targets.clone();
         for t in &targets {
             self.watch_parent(&t.path);
+            if t.kind == inode_kind::EXEC && !sole_name(&t.path) {
+                // Not a program of its own: an entry made while it was stays.
+                if !t.optional && !t.path.exists() {
+                    self.missing.push(t.path.clone());
+                }
+                continue;
+            }
             let Ok((dev, ino, is_dir)) = kernel_ident(&t.path) else {
-                self.missing.push(t.path.clone());
+                if !t.optional {
+                    self.missing.push(t.path.clone());
+                }
                 continue;
             };
-            if t.kind == inode_kind::TREE && !is_dir {
-                self.missing.push(t.path.clone());
+            let fits = match t.kind {
+                inode_kind::TREE => is_dir,
+                inode_kind::EXEC => !is_dir,
+                _ => true,
+            };
+            if !fits {
+                // A directory rule on a file, a program that is a directory.
+                if !t.optional {
+                    self.missing.push(t.path.clone());
+                }
                 continue;
             }
             let id = (t.kind, dev, ino);
@@ -375,7 +395,7 @@ impl Identity {
 
     /// The protected path (dev, ino) stands for, as the policy names it.
     pub fn name_of(&self, dev: u32, ino: u64) -> Option<&Path> {
-        [inode_kind::FILE, inode_kind::TREE]
+        [inode_kind::FILE, inode_kind::TREE, inode_kind::EXEC]
             .iter()
             .find_map(|kind| self.known.get(&(*kind, dev, ino)))
             .map(|k| k.path.as_path())
@@ -403,7 +423,11 @@ impl Identity {
         for ((kind, dev, ino), k) in &self.known {
             tracing::info!(
                 path = %k.path.display(),
-                kind = if *kind == inode_kind::TREE { "tree" } else { "file" },
+                kind = match *kind {
+                    inode_kind::TREE => "tree",
+                    inode_kind::EXEC => "program",
+                    _ => "file",
+                },
                 dev = format!("{}:{}", dev >> 20, dev & 0xfffff),
                 ino,
                 current = k.current,
@@ -412,6 +436,15 @@ impl Identity {
             );
         }
     }
+}
+
+/// Whether `path` is a regular file with one name: a program that is its own.
+/// A symlink names another file (whose own name the exec rules match), and a file
+/// with several names already (busybox's applets, hard-linked multi-call binaries)
+/// shares its identity with programs the rule does not name: matching it by
+/// identity would stop those too.
+fn sole_name(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file() && m.nlink() == 1)
 }
 
 /// Whether an entry's value is one the kernel enforces (kill or deny, not an
@@ -485,6 +518,47 @@ mod tests {
     }
 
     #[test]
+    fn a_program_is_matched_by_identity_only_while_it_has_one_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let at = |name: &str| dir.path().join(name);
+        std::fs::write(at("prog"), "x").expect("write");
+        std::fs::write(at("multi"), "x").expect("write");
+        std::fs::hard_link(at("multi"), at("applet")).expect("link");
+        std::os::unix::fs::symlink(at("multi"), at("sym")).expect("symlink");
+        let value = RuleRef {
+            rule: 1,
+            access: 0,
+            flags: rule_flags::KILL,
+            ports: [0; 8],
+        };
+        let program = |name: &str, optional| Target {
+            path: at(name),
+            kind: inode_kind::EXEC,
+            value,
+            optional,
+        };
+        let mut id = Identity::new().expect("inotify");
+        id.set_targets(vec![
+            program("prog", false),
+            program("applet", true),
+            program("sym", true),
+            program("absent", true),
+        ]);
+        let prog = std::fs::metadata(at("prog")).expect("stat").ino();
+        let inos =
+            |id: &Identity| -> Vec<u64> { id.entries(0).iter().map(|(k, _)| k.ino).collect() };
+        // A multi-call binary's name and a symlink are not programs of their own;
+        // an optional candidate that does not exist is not missing.
+        assert_eq!(inos(&id), vec![prog]);
+        assert_eq!(id.summary().missing, 0);
+        // A second name made later (the route this guards against) keeps the entry.
+        std::fs::hard_link(at("prog"), at("innocent")).expect("link");
+        assert!(id.read_events(), "inotify saw the new link count");
+        id.resolve();
+        assert_eq!(inos(&id), vec![prog]);
+    }
+
+    #[test]
     fn a_protected_file_keeps_its_entry_when_moved_and_a_replacement_joins() {
         let dir = tempfile::tempdir().expect("tempdir");
         let secret = dir.path().join("secret");
@@ -500,6 +574,7 @@ mod tests {
             path: secret.clone(),
             kind: inode_kind::FILE,
             value,
+            optional: false,
         }]);
         let first = std::fs::metadata(&secret).expect("stat").ino();
         assert_eq!(id.entries(0).len(), 1);

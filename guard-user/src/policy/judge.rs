@@ -302,6 +302,7 @@ mod tests {
             argv_truncated: false,
             root: false,
             by_cgroup: false,
+            by_identity: false,
         }
     }
 

@@ -509,10 +509,23 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
     out
 }
 
+/// Where a program named without a directory in an exec rule (`sudo`) is looked
+/// for by identity: the standard `PATH` of Debian's root and login shells.
+const PROGRAM_DIRS: [&str; 6] = [
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
 /// The concrete files (`/etc/shadow`) and directories (`~/.ssh/**`, one per home)
 /// every file rule and exception names, with the value their identity entry
 /// carries: the rule's verdict where the kernel enforces it, none (reported only)
-/// for `log`/`alert` rules and in observe mode.
+/// for `log`/`alert` rules and in observe mode. And the programs every exec rule
+/// the kernel enforces names: its absolute paths, and its bare names in each of
+/// [`PROGRAM_DIRS`] (optional: most are in one or none).
 fn identity_targets(policy: &Policy, homes: &[String], lsm: bool) -> Vec<crate::identity::Target> {
     use guard_common::rules::inode_kind;
     let mut out = Vec::new();
@@ -527,6 +540,49 @@ fn identity_targets(policy: &Policy, homes: &[String], lsm: bool) -> Vec<crate::
         }
     };
     for (i, rule) in policy.rules.iter().enumerate() {
+        let (scope, roles) = scope_flags(rule.scope);
+        let verdict = match rule.action {
+            _ if policy.mode == Mode::Observe => 0,
+            Action::Deny if lsm => rule_flags::DENY,
+            Action::Kill | Action::Deny => rule_flags::KILL,
+            Action::Log | Action::Alert => 0,
+        };
+        if let Kind::Exec {
+            exe,
+            argv_contains,
+            argv_regex,
+        } = &rule.kind
+        {
+            // The programs a kernel-enforced exec rule names, by identity: a hard
+            // link or bind mount of one, run under another name, is that program.
+            if verdict == 0 || !argv_contains.is_empty() || argv_regex.is_some() {
+                continue;
+            }
+            let value = RuleRef {
+                rule: i as u16,
+                access: roles,
+                flags: verdict | scope,
+                ports: [0; 8],
+            };
+            for e in exe.iter().filter(|e| !e.contains(['*', '?', '[', '{'])) {
+                if e.starts_with('/') {
+                    out.push(crate::identity::Target {
+                        path: e.into(),
+                        kind: inode_kind::EXEC,
+                        value,
+                        optional: false,
+                    });
+                } else if !e.contains('/') {
+                    out.extend(PROGRAM_DIRS.iter().map(|dir| crate::identity::Target {
+                        path: std::path::Path::new(dir).join(e),
+                        kind: inode_kind::EXEC,
+                        value,
+                        optional: true,
+                    }));
+                }
+            }
+            continue;
+        }
         let Kind::File {
             paths,
             except,
@@ -534,13 +590,6 @@ fn identity_targets(policy: &Policy, homes: &[String], lsm: bool) -> Vec<crate::
         } = &rule.kind
         else {
             continue;
-        };
-        let (scope, roles) = scope_flags(rule.scope);
-        let verdict = match rule.action {
-            _ if policy.mode == Mode::Observe => 0,
-            Action::Deny if lsm => rule_flags::DENY,
-            Action::Kill | Action::Deny => rule_flags::KILL,
-            Action::Log | Action::Alert => 0,
         };
         let bits = (u8::from(acc.read) * access::READ) | (u8::from(acc.write) * access::WRITE);
         let value = RuleRef {
@@ -556,7 +605,12 @@ fn identity_targets(policy: &Policy, homes: &[String], lsm: bool) -> Vec<crate::
         for (patterns, value) in [(paths, value), (except, except_value)] {
             for e in patterns.iter().flat_map(|p| glob::expand(p, homes)) {
                 if let Some((path, kind)) = concrete(&e) {
-                    out.push(crate::identity::Target { path, kind, value });
+                    out.push(crate::identity::Target {
+                        path,
+                        kind,
+                        value,
+                        optional: false,
+                    });
                 }
             }
         }

@@ -425,6 +425,7 @@ mod tests {
             argv_truncated: false,
             root,
             by_cgroup: false,
+            by_identity: false,
         }
     }
 

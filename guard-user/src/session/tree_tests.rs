@@ -37,6 +37,7 @@ fn exec(exe: &str, argv: &[&str], root: bool) -> Detail {
         argv_truncated: false,
         root,
         by_cgroup: false,
+        by_identity: false,
     }
 }
 
@@ -130,6 +131,7 @@ fn an_exec_in_a_chosen_cgroup_starts_a_container_session() {
             argv_truncated: false,
             root: true,
             by_cgroup: true,
+            by_identity: false,
         },
     );
     let start = r.before(&ev).expect("session_start");
