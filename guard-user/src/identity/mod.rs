@@ -93,15 +93,39 @@ pub fn kernel_dev(dev: u64) -> u32 {
     (libc::major(dev) << 20) | libc::minor(dev)
 }
 
+/// The device of each mount (`mnt_id` → the super block's `MKDEV`), from
+/// `/proc/self/mountinfo`: read once for a whole resolution, not once per file (a
+/// host with many mounts makes that file long, and the daemon resolves every
+/// protected path at start).
+#[derive(Debug, Default)]
+pub struct Mounts(HashMap<u64, u32>);
+
+impl Mounts {
+    pub fn read() -> Self {
+        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        Self(
+            text.lines()
+                .filter_map(|l| {
+                    let mut f = l.split(' ');
+                    let id = f.next()?.parse::<u64>().ok()?;
+                    let (major, minor) = f.nth(1)?.split_once(':')?;
+                    let (major, minor) = (major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?);
+                    Some((id, (major << 20) | minor))
+                })
+                .collect(),
+        )
+    }
+}
+
 /// The (device, inode) the kernel's dentry walk sees for `path`, and whether it is
 /// a directory. On most file systems that is what `stat(2)` says; on overlayfs it
 /// is not (`stat` reports a file's lower or upper file system, the dentry holds an
 /// overlay inode on the overlay's device), so the file is opened with `O_PATH` and
 /// the kernel's own numbers are read back: the inode from
 /// `/proc/self/fdinfo/<fd>` (`ino:`), the device from the mount's line in
-/// `/proc/self/mountinfo` (`mnt_id:` → `major:minor`, the super block's device).
+/// `mounts` (`mnt_id:` → `major:minor`, the super block's device).
 /// Falls back to `stat` where those fields are missing.
-pub fn kernel_ident(path: &Path) -> std::io::Result<(u32, u64, bool)> {
+pub fn kernel_ident(path: &Path, mounts: &Mounts) -> std::io::Result<(u32, u64, bool)> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -121,18 +145,8 @@ pub fn kernel_ident(path: &Path) -> std::io::Result<(u32, u64, bool)> {
     let (Some(mnt_id), Some(ino)) = (field("mnt_id:"), field("ino:")) else {
         return Ok(fallback);
     };
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let dev = mounts.lines().find_map(|l| {
-        let mut f = l.split(' ');
-        let id = f.next()?.parse::<u64>().ok()?;
-        let (major, minor) = f.nth(1)?.split_once(':')?;
-        (id == mnt_id).then(|| {
-            let (major, minor) = (major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?);
-            Some((major << 20) | minor)
-        })?
-    });
-    Ok(match dev {
-        Some(dev) => (dev, ino, meta.is_dir()),
+    Ok(match mounts.0.get(&mnt_id) {
+        Some(&dev) => (dev, ino, meta.is_dir()),
         None => fallback,
     })
 }
@@ -244,6 +258,7 @@ impl Identity {
         }
         self.missing.clear();
         let targets = self.targets.clone();
+        let mounts = Mounts::read();
         for t in &targets {
             self.watch_parent(&t.path);
             if t.kind == inode_kind::EXEC && !sole_name(&t.path) {
@@ -253,7 +268,7 @@ impl Identity {
                 }
                 continue;
             }
-            let Ok((dev, ino, is_dir)) = kernel_ident(&t.path) else {
+            let Ok((dev, ino, is_dir)) = kernel_ident(&t.path, &mounts) else {
                 if !t.optional {
                     self.missing.push(t.path.clone());
                 }
@@ -503,7 +518,7 @@ mod tests {
     fn the_kernel_identity_of_a_plain_file_is_what_stat_says() {
         let dir = tempfile::tempdir().expect("tempdir");
         let meta = std::fs::metadata(dir.path()).expect("stat");
-        let (dev, ino, is_dir) = kernel_ident(dir.path()).expect("ident");
+        let (dev, ino, is_dir) = kernel_ident(dir.path(), &Mounts::read()).expect("ident");
         // tmpfs or a disk: no overlay in the way of a test's temp dir here.
         assert_eq!(
             (dev, ino, is_dir),
