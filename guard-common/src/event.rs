@@ -47,11 +47,17 @@ pub enum EventKind {
     /// [`DNS_PAYLOAD_MAX`] bytes of the message). The header is the process that
     /// tagged the socket, like [`EventKind::Flow`].
     Dns = 12,
+    /// A tracked process connected to, or sent a datagram to an explicit address of,
+    /// a Unix domain socket ([`UnixBody`], then the socket's name: the path of the
+    /// socket file it reached, resolved in the kernel; or, with
+    /// [`flags::PATH_UNRESOLVED`], the name as the process gave it, `@name` for an
+    /// abstract one).
+    Unix = 13,
 }
 
 impl EventKind {
     /// Every kind, in numeric order.
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 12] = [
         EventKind::Exec,
         EventKind::Open,
         EventKind::Connect,
@@ -63,6 +69,7 @@ impl EventKind {
         EventKind::Route,
         EventKind::Flow,
         EventKind::Dns,
+        EventKind::Unix,
     ];
 
     /// Decodes a kind number; `None` for numbers this build does not know.
@@ -79,6 +86,7 @@ impl EventKind {
             10 => EventKind::Route,
             11 => EventKind::Flow,
             12 => EventKind::Dns,
+            13 => EventKind::Unix,
             _ => return None,
         })
     }
@@ -97,6 +105,7 @@ impl EventKind {
             EventKind::Route => "route",
             EventKind::Flow => "flow",
             EventKind::Dns => "dns",
+            EventKind::Unix => "unix",
         }
     }
 }
@@ -316,6 +325,60 @@ pub struct NetBody {
     pub sock_type: u16,
     /// `IPPROTO_*` of the socket.
     pub protocol: u16,
+}
+
+/// `AF_UNIX`.
+pub const AF_UNIX: u16 = 1;
+
+/// Bytes of a Unix socket name a record carries at most (`sun_path`).
+pub const UNIX_PATH_MAX: usize = 108;
+
+/// The system call of an [`EventKind::Unix`] record.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnixCall {
+    /// `connect(2)`.
+    Connect = 1,
+    /// `sendto(2)` with a destination address.
+    SendTo = 2,
+    /// Another send (`sendmsg`, `sendmmsg`, `write` on a connected socket), refused
+    /// by BPF-LSM `unix_may_send`.
+    Send = 3,
+}
+
+impl UnixCall {
+    /// Decodes a call number; `None` for numbers this build does not know.
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(UnixCall::Connect),
+            2 => Some(UnixCall::SendTo),
+            3 => Some(UnixCall::Send),
+            _ => None,
+        }
+    }
+
+    /// The system call's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            UnixCall::Connect => "connect",
+            UnixCall::SendTo => "sendto",
+            UnixCall::Send => "send",
+        }
+    }
+}
+
+/// Body of [`EventKind::Unix`], then the socket's name.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnixBody {
+    /// The system call's return value (`-errno` on failure).
+    pub ret: i64,
+    /// A [`UnixCall`] number.
+    pub call: u32,
+    /// `SOCK_STREAM` (1), `SOCK_DGRAM` (2) or `SOCK_SEQPACKET` (5); 0 when unknown.
+    pub sock_type: u16,
+    /// Reserved, zero.
+    pub _reserved: u16,
 }
 
 /// Body of [`EventKind::Fork`]; no payload.
@@ -544,6 +607,10 @@ pub mod route {
     pub const EXEC_MAPPING: u32 = 6;
     /// Highest route number.
     pub const MAX: u32 = 6;
+    /// Not a route: the bit (`1 << UNIX_SOCKET_HOOKS`) of the kernel's route-hook
+    /// set that says the BPF-LSM Unix socket hooks (`unix_stream_connect`,
+    /// `unix_may_send`) run, so that `deny` rules on socket files are theirs.
+    pub const UNIX_SOCKET_HOOKS: u32 = 31;
 }
 
 /// Body of [`EventKind::Route`]; payload: the path of the file involved (the

@@ -175,6 +175,8 @@ pub mod counter {
     pub const IDENTITY_UNKNOWN: u32 = 17;
     /// Opens that a rule matched by identity (device, inode) and not by path.
     pub const IDENTITY_HITS: u32 = 18;
+    /// [`crate::EventKind::Unix`] records that did not fit in the ring buffer.
+    pub const LOST_UNIX: u32 = 22;
     /// Number of counters.
     pub const LEN: u32 = 24;
 
@@ -184,6 +186,8 @@ pub mod counter {
             LOST_FLOW
         } else if kind == crate::EventKind::Dns as u16 {
             LOST_DNS
+        } else if kind == crate::EventKind::Unix as u16 {
+            LOST_UNIX
         } else {
             LOST_BASE + kind as u32
         }

@@ -575,6 +575,15 @@ pub enum EventDetail {
         #[serde(default)]
         child_pid: u32,
     },
+    /// A connect or send to a Unix domain socket.
+    Unix {
+        #[serde(default)]
+        path: String,
+        #[serde(default)]
+        call: String,
+        #[serde(default)]
+        result: String,
+    },
     /// A route around the hooks, refused or killed by the kernel.
     Route {
         route: Route,
@@ -733,6 +742,7 @@ impl EventDetail {
             EventDetail::Connect { .. } => "connect",
             EventDetail::Send { .. } => "send",
             EventDetail::Fork { .. } => "fork",
+            EventDetail::Unix { .. } => "unix",
             EventDetail::Route { .. } => "route",
             EventDetail::Exit { .. } => "exit",
             EventDetail::SessionStart { .. } => "session_start",

@@ -53,6 +53,22 @@ pub struct Command {
     pub verdict: Option<String>,
 }
 
+/// A Unix domain socket a session connected or sent to, every use folded in.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnixSocket {
+    /// The socket file it reached (`@name` for an abstract socket).
+    pub path: String,
+    pub connects: u64,
+    pub sends: u64,
+    /// Calls that failed (no listener, refused by guard).
+    pub failed: u64,
+    /// The first program that used it.
+    pub by: String,
+    /// Rules the calls broke, with what guard did (`rule: outcome`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<String>,
+}
+
 /// One file a session opened, with every open of it folded in.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileUse {
@@ -199,6 +215,10 @@ pub struct Report {
     /// Files opened for writing (created, truncated, appended).
     pub written: Files,
     pub destinations: Bounded<Destination>,
+    /// Unix domain sockets: local services the session reached (a proxy, the
+    /// Docker socket, an agent's socket).
+    #[serde(default)]
+    pub unix_sockets: Bounded<UnixSocket>,
     /// Bytes the session's sockets sent and received in all (IP level), from its
     /// `flow` records; includes flows to destinations the list had no room for.
     #[serde(default)]

@@ -232,3 +232,37 @@ pub fn dentry_ident(dentry: *const c_void) -> (u32, u64) {
 pub fn dentry_up(dentry: *const c_void) -> *const c_void {
     unsafe { guard_dentry_up(dentry) }
 }
+
+unsafe extern "C" {
+    fn guard_file_unix_sock(f: *const c_void) -> *const c_void;
+    fn guard_sock_type(sk: *const c_void) -> u32;
+    fn guard_unix_peer(sk: *const c_void) -> *const c_void;
+    fn guard_unix_path(sk: *const c_void) -> *const c_void;
+    fn guard_socket_sock(s: *const c_void) -> *const c_void;
+}
+
+/// The `struct sock` behind `file` when it is an `AF_UNIX` socket, else null.
+pub fn file_unix_sock(file: *const c_void) -> *const c_void {
+    unsafe { guard_file_unix_sock(file) }
+}
+
+/// `sk->sk_type`: `SOCK_STREAM` 1, `SOCK_DGRAM` 2, `SOCK_SEQPACKET` 5.
+pub fn sock_type(sk: *const c_void) -> u32 {
+    unsafe { guard_sock_type(sk) }
+}
+
+/// The socket a connected `AF_UNIX` socket `sk` is connected to, or null.
+pub fn unix_peer(sk: *const c_void) -> *const c_void {
+    unsafe { guard_unix_peer(sk) }
+}
+
+/// The `struct path` of the socket file an `AF_UNIX` socket is bound to (a kernel
+/// pointer, for [`path_of`]), or null (abstract or unnamed).
+pub fn unix_path(sk: *const c_void) -> *const c_void {
+    unsafe { guard_unix_path(sk) }
+}
+
+/// `sock->sk` of a `struct socket`.
+pub fn socket_sock(sock: *const c_void) -> *const c_void {
+    unsafe { guard_socket_sock(sock) }
+}

@@ -898,6 +898,50 @@ fn taints(
     .is_some()
 }
 
+/// A connect or send to the Unix socket file at `path[..len]` (its entry `dentry`)
+/// by a process whose Tracked flags are `who`: kill when a kernel file rule on
+/// writes covers the file, by path or by identity (connecting to a socket file is
+/// writing to it: the kernel asks for write permission on it). Returns the event's
+/// `rule` field and the identity walk's `Header::flags` bits, as [`on_open`].
+#[inline(always)]
+pub fn on_unix(
+    dentry: *const core::ffi::c_void,
+    path: *const u8,
+    len: u32,
+    who: u32,
+) -> (u16, u16) {
+    // Where the BPF-LSM Unix hooks do not run, a `deny` rule acts as kill here (its
+    // entries carry DENY when the other BPF-LSM hooks loaded).
+    let verdict = if crate::route::lsm_hook_runs(guard_common::route::UNIX_SOCKET_HOOKS) {
+        rule_flags::KILL
+    } else {
+        rule_flags::KILL | rule_flags::DENY
+    };
+    let (rule, found) = file_pick(dentry, path, len, access::WRITE, verdict, who, true);
+    (rule.map_or(0, kill), found)
+}
+
+/// BPF-LSM `unix_stream_connect`/`unix_may_send`: whether a `deny` file rule on
+/// writes refuses reaching the Unix socket file at `path[..len]`.
+#[inline(always)]
+pub fn deny_unix(
+    dentry: *const core::ffi::c_void,
+    path: *const u8,
+    len: u32,
+    who: u32,
+) -> Option<u16> {
+    file_pick(
+        dentry,
+        path,
+        len,
+        access::WRITE,
+        rule_flags::DENY,
+        who,
+        true,
+    )
+    .0
+}
+
 /// Exec of the file at `path` (resolved) by a process now named `comm`.
 #[inline(always)]
 pub fn on_exec(

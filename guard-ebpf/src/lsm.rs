@@ -9,19 +9,41 @@
 //! instead and says so (see guard-user's `ebpf::tiers`).
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
-use guard_common::{EventKind, ExecBody, OpenBody, OpenCall, flags, rules::enforced};
+use guard_common::{
+    EventKind, ExecBody, OpenBody, OpenCall, UnixBody, UnixCall, flags, rules::enforced,
+};
 
 use crate::{
     core_read::{self, WALK_TRUNCATED},
     emit::{Draft, current_ids},
     enforce,
-    maps::{PATH_END, PATH_MASK, PATH_SCRATCH, TRACKED},
+    maps::{PATH_END, PATH_MASK, PATH_SCRATCH, PENDING_UNIX, TRACKED},
     tamper,
 };
 
 const EPERM: i32 = 1;
 
 type Ptr = *const core::ffi::c_void;
+
+/// An earlier BPF-LSM program's refusal on this hook (`retval`, non-zero), passed on
+/// bounded to what an LSM program may return: 0 or `-errno` in [-4095, 0], which the
+/// verifier checks at every exit since Linux 6.10 (a value it cannot bound is
+/// refused: "R0 has unknown scalar value"). Anything outside passes on as EPERM. The
+/// two compares are kept apart by barriers on the same value: LLVM would fold them
+/// into one unsigned compare of a copy, whose bounds the verifier does not carry
+/// back to the value returned.
+#[inline(always)]
+pub fn earlier(retval: i32) -> i32 {
+    let r = core::hint::black_box(retval);
+    if r > 0 {
+        return -EPERM;
+    }
+    let r = core::hint::black_box(r);
+    if r < -4095 {
+        return -EPERM;
+    }
+    r
+}
 
 /// The current process's Tracked flags (root bit, role), if it is tracked.
 #[inline(always)]
@@ -49,7 +71,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     // file_open(struct file *file), then the previous hooks' verdict.
     let (file, retval): (*const core::ffi::c_void, i32) = (ctx.arg(0), ctx.arg(1));
     if retval != 0 {
-        return retval;
+        return earlier(retval);
     }
     let (tgid, _) = current_ids();
     // SAFETY: read-only copy of the map value.
@@ -110,7 +132,7 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     // bprm_check_security(struct linux_binprm *bprm), then the verdict.
     let (bprm, retval): (*const core::ffi::c_void, i32) = (ctx.arg(0), ctx.arg(1));
     if retval != 0 {
-        return retval;
+        return earlier(retval);
     }
     let Some(is_root) = tracked() else { return 0 };
     let file = core_read::binprm_file(bprm);
@@ -234,7 +256,7 @@ macro_rules! tracked_or_return {
     ($ctx:expr, $nargs:expr) => {{
         let retval: i32 = $ctx.arg($nargs);
         if retval != 0 {
-            return retval;
+            return earlier(retval);
         }
         match tracked() {
             Some(is_root) => is_root,
@@ -391,4 +413,81 @@ pub fn path_chown(ctx: LsmContext) -> i32 {
     // (const struct path *path, kuid_t uid, kgid_t gid)
     let is_root = tracked_or_return!(ctx, 3);
     verdict(refuse_path(ctx.arg(0), is_root, OpenCall::Chown))
+}
+
+/// Refuses reaching the Unix socket `other` (a `struct sock`) when a `deny` file rule
+/// on writes covers the file it is bound to. The call's exit (net.rs) reports a
+/// `connect` or `sendto` its entry noted; any other send (`sendmsg`, `write` on a
+/// connected socket) is reported here. A socket with no file (abstract, unnamed)
+/// is not judged here.
+#[inline(always)]
+fn refuse_unix(other: Ptr) -> i32 {
+    let (tgid, tid) = current_ids();
+    // SAFETY: read-only copy of the map value.
+    let Some(t) = (unsafe { TRACKED.get(tgid) }).copied() else {
+        return 0;
+    };
+    let path = core_read::unix_path(other);
+    if path.is_null() {
+        return 0;
+    }
+    let Some(pbuf) = PATH_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let pbuf = pbuf.cast::<u8>();
+    let walk = core_read::path_of(path, pbuf, PATH_END, guard_common::PATH_DEPTH as u32);
+    let start = walk & !WALK_TRUNCATED;
+    let name = pbuf.wrapping_add((start & PATH_MASK) as usize);
+    let len = PATH_END - start;
+    let Some(rule) = enforce::deny_unix(core_read::path_dentry(path), name, len, t.flags) else {
+        return 0;
+    };
+    let denied = ((rule + 1) & enforced::RULE_MASK) | enforced::DENIED;
+    match PENDING_UNIX.get_ptr_mut(tid) {
+        // SAFETY: this thread's entry, noted at the call's entry.
+        Some(p) => unsafe { (*p).rule = u32::from(denied) },
+        None => {
+            if let Some(mut draft) = Draft::begin(EventKind::Unix, 0, t.session, t.flags) {
+                draft.header().rule = denied;
+                let n = len.min(guard_common::PATH_MAX as u32) & 0xfff;
+                // SAFETY: bounded copy from the path scratch into the event scratch.
+                unsafe {
+                    let _ = aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+                        draft.payload_ptr::<UnixBody>(0).cast(),
+                        n,
+                        name.cast(),
+                    );
+                }
+                draft.body(UnixBody {
+                    ret: -i64::from(EPERM),
+                    call: UnixCall::Send as u32,
+                    sock_type: core_read::sock_type(other) as u16,
+                    _reserved: 0,
+                });
+                draft.submit::<UnixBody>(n);
+            }
+        }
+    }
+    -EPERM
+}
+
+#[lsm(hook = "unix_stream_connect")]
+pub fn unix_stream_connect(ctx: LsmContext) -> i32 {
+    // unix_stream_connect(struct sock *sock, struct sock *other, struct sock *newsk),
+    // then the previous hooks' verdict.
+    let (other, retval): (Ptr, i32) = (ctx.arg(1), ctx.arg(3));
+    if retval != 0 {
+        return earlier(retval);
+    }
+    refuse_unix(other)
+}
+
+#[lsm(hook = "unix_may_send")]
+pub fn unix_may_send(ctx: LsmContext) -> i32 {
+    // unix_may_send(struct socket *sock, struct socket *other), then the verdict.
+    let (other, retval): (Ptr, i32) = (ctx.arg(1), ctx.arg(2));
+    if retval != 0 {
+        return earlier(retval);
+    }
+    refuse_unix(core_read::socket_sock(other))
 }

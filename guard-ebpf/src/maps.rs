@@ -66,6 +66,34 @@ pub static PENDING_OPEN: HashMap<u32, PendingOpen> = HashMap::with_max_entries(1
 #[map]
 pub static PENDING_NET: HashMap<u32, PendingNet> = HashMap::with_max_entries(16384, 0);
 
+/// A Unix socket name a tracked thread passed to `connect` or `sendto`, noted at the
+/// call's entry for its exit; keyed by thread id. An LRU: an entry whose exit
+/// nobody saw (a thread killed in the call) must not fill it. Not pinned: a call in
+/// flight across a daemon restart goes unreported (its rule still applied).
+#[map]
+pub static PENDING_UNIX: LruHashMap<u32, PendingUnix> = LruHashMap::with_max_entries(4096, 0);
+
+/// Bytes of a noted Unix socket name: `sun_path` (108) rounded up to a power of two,
+/// so that a length masked with `UNIX_NAME - 1` stays inside.
+pub const UNIX_NAME: usize = 128;
+
+/// See [`PENDING_UNIX`].
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub struct PendingUnix {
+    /// The socket's descriptor.
+    pub fd: u32,
+    /// A `guard_common::UnixCall` number.
+    pub call: u32,
+    /// Bytes of `name` given (`addrlen` minus the family), at most 108.
+    pub len: u32,
+    /// What the BPF-LSM hook refused it by (`guard_common::rules::enforced`), set by
+    /// the hook; 0 for nothing.
+    pub rule: u32,
+    /// `sun_path` as given: a NUL-terminated path, or a 0 byte and an abstract name.
+    pub name: [u8; UNIX_NAME],
+}
+
 /// Record budgets of the sessions (`[limits]`), by session id. Created at a
 /// session's first limited record and removed at its root's exit. An LRU: only a
 /// bucket idle while 8192 other sessions sent records is evicted, and its drops

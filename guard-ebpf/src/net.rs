@@ -6,17 +6,31 @@
 //! tracked process (`enforce::on_net`) is refused (the hook returns 0 and the
 //! call fails with EPERM before any packet leaves); everything else is allowed and
 //! reported.
+//!
+//! Unix domain sockets pass no cgroup hook: the entry of `connect` and `sendto`
+//! notes the name a tracked thread passed, and the exit reports it, resolved to the
+//! socket file the socket got connected to (its peer's bound path), judged by the
+//! file rules on writes (a kill rule kills before the call returns). The BPF-LSM
+//! hooks `unix_stream_connect` and `unix_may_send` (lsm.rs) refuse with EPERM.
 
 use aya_ebpf::{
+    helpers::generated::{bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user},
     macros::{cgroup_sock_addr, tracepoint},
     programs::{SockAddrContext, TracePointContext},
 };
-use guard_common::{AF_INET, AF_INET6, EventKind, NetBody, TAINTED};
+use guard_common::{
+    AF_INET, AF_INET6, AF_UNIX, EventKind, NetBody, PATH_DEPTH, PATH_MAX, TAINTED, UNIX_PATH_MAX,
+    UnixBody, UnixCall, flags,
+};
 
 use crate::{
+    core_read::{self, WALK_TRUNCATED},
     emit::{Draft, current_ids},
     enforce, flow,
-    maps::{PENDING_NET, PendingNet, TRACKED},
+    maps::{
+        PATH_END, PATH_MASK, PATH_SCRATCH, PENDING_NET, PENDING_UNIX, PendingNet, PendingUnix,
+        TRACKED, UNIX_NAME,
+    },
 };
 
 const ALLOW: i32 = 1;
@@ -107,7 +121,9 @@ pub fn sys_exit_net(ctx: TracePointContext) -> u32 {
 fn try_exit_net(ctx: &TracePointContext) -> Result<(), ()> {
     let (tgid, tid) = current_ids();
     // SAFETY: read-only copy of the map value.
-    let pending = *unsafe { PENDING_NET.get(tid) }.ok_or(())?;
+    let Some(pending) = unsafe { PENDING_NET.get(tid) }.copied() else {
+        return exit_unix(ctx, tgid, tid);
+    };
     let _ = PENDING_NET.remove(tid);
     // SAFETY: read-only copy of the map value.
     let tracked = *unsafe { TRACKED.get(tgid) }.ok_or(())?;
@@ -123,4 +139,210 @@ fn try_exit_net(ctx: &TracePointContext) -> Result<(), ()> {
     });
     draft.submit::<NetBody>(0);
     Ok(())
+}
+
+// Field offsets in the syscalls:sys_enter_* records: each argument is an 8-byte
+// slot after the 16-byte common header and syscall number.
+const ARG0: usize = 16;
+const ARG1: usize = 24;
+const ARG2: usize = 32;
+const ARG4: usize = 48;
+const ARG5: usize = 56;
+
+fn arg(ctx: &TracePointContext, off: usize) -> u64 {
+    // SAFETY: offsets within the tracepoint record.
+    unsafe { ctx.read_at::<u64>(off) }.unwrap_or(0)
+}
+
+/// `connect(fd, addr, addrlen)` of any process: a tracked thread's `AF_UNIX`
+/// address is noted for the exit. Every other process pays one lookup.
+#[tracepoint(category = "syscalls", name = "sys_enter_connect")]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    note_unix(
+        UnixCall::Connect,
+        arg(&ctx, ARG0),
+        arg(&ctx, ARG1),
+        arg(&ctx, ARG2),
+    );
+    0
+}
+
+/// `sendto(fd, buf, len, flags, addr, addrlen)`: as `connect`, when it names an
+/// address.
+#[tracepoint(category = "syscalls", name = "sys_enter_sendto")]
+pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
+    let addr = arg(&ctx, ARG4);
+    if addr != 0 {
+        note_unix(UnixCall::SendTo, arg(&ctx, ARG0), addr, arg(&ctx, ARG5));
+    }
+    0
+}
+
+#[inline(always)]
+fn note_unix(call: UnixCall, fd: u64, addr: u64, addrlen: u64) {
+    let (tgid, tid) = current_ids();
+    // SAFETY: presence check only.
+    if unsafe { TRACKED.get(tgid) }.is_none() {
+        return;
+    }
+    let mut family = 0u16;
+    // SAFETY: two bytes of user memory into a stack variable; the helper tolerates
+    // any address.
+    let read = unsafe {
+        bpf_probe_read_user(
+            (&raw mut family).cast(),
+            2,
+            addr as *const core::ffi::c_void,
+        )
+    };
+    if read != 0 || family != AF_UNIX {
+        return;
+    }
+    let len = (addrlen as u32).saturating_sub(2).min(UNIX_PATH_MAX as u32);
+    let mut pending = PendingUnix {
+        fd: fd as u32,
+        call: call as u32,
+        len,
+        rule: 0,
+        name: [0; UNIX_NAME],
+    };
+    if len > 0 {
+        // SAFETY: at most UNIX_NAME bytes of user memory into the value's array.
+        unsafe {
+            bpf_probe_read_user(
+                pending.name.as_mut_ptr().cast(),
+                ((len - 1) & (UNIX_NAME as u32 - 1)) + 1,
+                (addr + 2) as *const core::ffi::c_void,
+            )
+        };
+    }
+    let _ = PENDING_UNIX.insert(tid, pending, 0);
+}
+
+/// The exit of a `connect` or `sendto` a tracked thread gave an `AF_UNIX` address:
+/// a [`EventKind::Unix`] record. A connected socket names the file its peer is
+/// bound to, as the kernel resolved it, and is judged by the file rules on writes
+/// before the call returns; otherwise the name as given (a relative path joined to
+/// the working directory, `@name` for an abstract one).
+#[inline(always)]
+fn exit_unix(ctx: &TracePointContext, tgid: u32, tid: u32) -> Result<(), ()> {
+    // The entry is read in place, not copied: its 144 bytes on this program's stack
+    // and the rule checks' callback frames below it pass the 512 bytes Linux 6.1
+    // allows a call chain. It leaves the map at the end.
+    let pending = PENDING_UNIX.get_ptr(tid).ok_or(())?;
+    let result = report_unix(ctx, tgid, pending);
+    let _ = PENDING_UNIX.remove(tid);
+    result
+}
+
+/// The record of [`exit_unix`], from the noted entry `pending`.
+#[inline(always)]
+fn report_unix(ctx: &TracePointContext, tgid: u32, pending: *const PendingUnix) -> Result<(), ()> {
+    // SAFETY: the entry stays in the map until exit_unix removes it after this.
+    let (fd, call, rule) = unsafe { ((*pending).fd, (*pending).call, (*pending).rule) };
+    // SAFETY: read-only copy of the map value.
+    let tracked = unsafe { TRACKED.get(tgid) }.copied().ok_or(())?;
+    // SAFETY: `ret` is at offset 16 of every sys_exit record.
+    let ret = unsafe { ctx.read_at::<i64>(16) }.map_err(|_| ())?;
+    let pbuf = PATH_SCRATCH.get_ptr_mut(0).ok_or(())?.cast::<u8>();
+    let mut draft = Draft::begin(EventKind::Unix, 0, tracked.session, tracked.flags).ok_or(())?;
+    draft.header().rule = rule as u16;
+    let task = core_read::current();
+    let sock = core_read::file_unix_sock(core_read::fd_file(task, fd));
+    let peer = if ret >= 0 && call == UnixCall::Connect as u32 {
+        core_read::unix_path(core_read::unix_peer(sock))
+    } else {
+        core::ptr::null()
+    };
+    let (start, end) = if !peer.is_null() {
+        let walk = core_read::path_of(peer, pbuf, PATH_END, PATH_DEPTH as u32);
+        if walk & WALK_TRUNCATED != 0 {
+            draft.header().flags |= flags::PATH_TRUNCATED;
+        }
+        let start = walk & !WALK_TRUNCATED;
+        // Decided before the connect returns: a killed process sends nothing on it.
+        let (rule, found) = enforce::on_unix(
+            core_read::path_dentry(peer),
+            pbuf.wrapping_add((start & PATH_MASK) as usize),
+            PATH_END - start,
+            tracked.flags,
+        );
+        if rule != 0 {
+            draft.header().rule = rule;
+        }
+        draft.header().flags |= found & flags::IDENTITY_UNKNOWN;
+        (start, PATH_END)
+    } else {
+        draft.header().flags |= flags::PATH_UNRESOLVED;
+        unresolved_name(pending, pbuf, task)?
+    };
+    let mut len = end.saturating_sub(start);
+    let mut from = start;
+    if len > PATH_MAX as u32 {
+        draft.header().flags |= flags::PATH_TRUNCATED;
+        from = end - PATH_MAX as u32;
+        len = PATH_MAX as u32;
+    }
+    len &= 0xfff;
+    // SAFETY: the copy is bounded by masks on both sides.
+    unsafe {
+        let _ = bpf_probe_read_kernel(
+            draft.payload_ptr::<UnixBody>(0).cast(),
+            len,
+            pbuf.add((from & PATH_MASK) as usize).cast(),
+        );
+    }
+    draft.body(UnixBody {
+        ret,
+        call,
+        sock_type: core_read::sock_type(sock) as u16,
+        _reserved: 0,
+    });
+    draft.submit::<UnixBody>(len);
+    Ok(())
+}
+
+/// The name a process gave, in the path scratch: `@name` for an abstract one (a
+/// leading 0 byte), a relative path joined to the working directory; returns the
+/// (start, end) offsets.
+#[inline(always)]
+fn unresolved_name(
+    pending: *const PendingUnix,
+    pbuf: *mut u8,
+    task: *const core_read::Task,
+) -> Result<(u32, u32), ()> {
+    let name = pbuf.wrapping_add(PATH_END as usize + 1);
+    // SAFETY: the map entry, alive for the whole program (see exit_unix).
+    let (len, first, given) = unsafe {
+        (
+            (*pending).len.min(UNIX_PATH_MAX as u32),
+            (*pending).name[0],
+            (*pending).name.as_ptr(),
+        )
+    };
+    if first == 0 {
+        // Abstract: the bytes after the 0, exactly `len - 1` of them.
+        // SAFETY: PATH_END is below the scratch's size; bounded copy after it.
+        unsafe {
+            *pbuf.add(PATH_END as usize) = b'@';
+            if len > 1 {
+                let _ = bpf_probe_read_kernel(
+                    name.cast(),
+                    ((len - 2) & (UNIX_NAME as u32 - 1)) + 1,
+                    given.add(1).cast(),
+                );
+            }
+        }
+        return Ok((PATH_END, PATH_END + len.max(1)));
+    }
+    // SAFETY: a NUL-terminated copy of at most UNIX_NAME bytes after PATH_END.
+    let copied = unsafe { bpf_probe_read_kernel_str(name.cast(), UNIX_NAME as u32, given.cast()) };
+    let n = (copied.max(1) - 1) as u32 & (UNIX_NAME as u32 - 1);
+    if first == b'/' {
+        return Ok((PATH_END + 1, PATH_END + 1 + n));
+    }
+    let walk = core_read::cwd_path(task, pbuf, PATH_END, PATH_DEPTH as u32);
+    // SAFETY: PATH_END is below the scratch's size.
+    unsafe { *pbuf.add(PATH_END as usize) = b'/' };
+    Ok((walk & !WALK_TRUNCATED, PATH_END + 1 + n))
 }

@@ -73,7 +73,7 @@ fn who() -> u32 {
 }
 
 #[inline(always)]
-fn lsm_hook_runs(route: u32) -> bool {
+pub fn lsm_hook_runs(route: u32) -> bool {
     ROUTE_HOOKS.get(0).is_some_and(|b| b & (1 << route) != 0)
 }
 
@@ -228,7 +228,7 @@ fn refuse(session: u64, rule: u16, route_id: u32, family: u16, sock_type: u16) -
 pub fn inode_init_security_anon(ctx: LsmContext) -> i32 {
     let (name, retval): (*const u8, i32) = (ctx.arg(1), ctx.arg(3));
     if retval != 0 {
-        return retval;
+        return crate::lsm::earlier(retval);
     }
     let Some((session, is_root)) = tracked() else {
         return 0;
@@ -265,7 +265,7 @@ pub fn socket_create(ctx: LsmContext) -> i32 {
     let (family, sock_type, kern, retval): (i32, i32, i32, i32) =
         (ctx.arg(0), ctx.arg(1), ctx.arg(3), ctx.arg(4));
     if retval != 0 {
-        return retval;
+        return crate::lsm::earlier(retval);
     }
     if kern != 0 {
         return 0;
@@ -384,7 +384,7 @@ pub fn route_exec(ctx: RawTracePointContext) -> i32 {
 pub fn route_bprm_check(ctx: LsmContext) -> i32 {
     let (bprm, retval): (*const core::ffi::c_void, i32) = (ctx.arg(0), ctx.arg(1));
     if retval != 0 {
-        return retval;
+        return crate::lsm::earlier(retval);
     }
     // Err: not a session process, or nothing to refuse.
     fileless_exec(bprm, true).unwrap_or_default()

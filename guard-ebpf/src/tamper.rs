@@ -240,7 +240,7 @@ macro_rules! tracked_or_return {
     ($ctx:expr, $nargs:expr) => {{
         let retval: i32 = $ctx.arg($nargs);
         if retval != 0 {
-            return retval;
+            return crate::lsm::earlier(retval);
         }
         match tracked() {
             Some(t) => t,
@@ -303,7 +303,7 @@ pub fn bpf(ctx: LsmContext) -> i32 {
     // 1, never a refusal, so only a negative value is taken as one.
     let retval: i32 = ctx.arg(3);
     if retval < 0 {
-        return retval;
+        return crate::lsm::earlier(retval);
     }
     let Some(t) = tracked() else { return 0 };
     let cmd: u32 = ctx.arg(0);
@@ -351,7 +351,7 @@ pub fn file_send_sigiotask(ctx: LsmContext) -> i32 {
     // (struct task_struct *tsk, struct fown_struct *fown, int sig)
     let retval: i32 = ctx.arg(3);
     if retval != 0 {
-        return retval;
+        return crate::lsm::earlier(retval);
     }
     let target: *const core_read::Task = ctx.arg(0);
     let tgid = core_read::tgid(target);

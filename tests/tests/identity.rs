@@ -6,15 +6,11 @@
 //! the route: the path as the process opened it, `by: "identity"` and the protected
 //! path the file stands for.
 
-use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::MetadataExt as _;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use guard_tests::{
-    Daemon, Event, EventsTo, FakeAgent, Finished, TempDir, bpf_lsm_deny, check_schema, dump,
-    fake_agent_exe, find, scaled, session_ended, wait_until, write_policy,
-};
+use guard_tests::{Enforcing, Event, Finished, TempDir, dump, fake_agent_exe, scaled, wait_until};
 
 const SIGKILL: i64 = libc::SIGKILL as i64;
 const EPERM: i64 = libc::EPERM as i64;
@@ -56,21 +52,10 @@ print(f"opened={fd}", flush=True)
 print("data=" + os.read(fd, 100).decode(), flush=True)
 "#;
 
-struct Setup {
-    agent: FakeAgent,
-    dir: TempDir,
-    daemon: Daemon,
-    lsm: bool,
-    since: SystemTime,
-}
-
-impl Setup {
-    /// The secrets (`{dir}/secret/key`, `{dir}/shadow`) and `prepare`'s files exist
-    /// before the daemon starts and resolves them.
-    fn new(prepare: impl FnOnce(&TempDir)) -> Setup {
-        let since = SystemTime::now();
-        let agent = FakeAgent::install(fake_agent_exe!());
-        let dir = TempDir::new("guard-e2e-identity");
+/// The secrets (`{dir}/secret/key`, `{dir}/shadow`), the program and `prepare`'s
+/// files exist before the daemon starts and resolves them.
+fn start(prepare: impl FnOnce(&TempDir)) -> Enforcing {
+    let s = Enforcing::start(fake_agent_exe!(), "guard-e2e-identity", RULES, |dir| {
         fs::create_dir_all(dir.join("secret")).expect("mkdir");
         fs::create_dir_all(dir.join("pub")).expect("mkdir");
         fs::write(dir.join("secret/key"), SECRET).expect("write");
@@ -78,113 +63,72 @@ impl Setup {
         // A program of its own (one name): a copy of touch.
         fs::create_dir_all(dir.join("bin")).expect("mkdir");
         fs::copy("/usr/bin/touch", dir.join("bin/denied")).expect("copy touch");
-        prepare(&dir);
-        let policy = dir.join("guard.toml");
-        let body = RULES.replace("{dir}", &dir.path().display().to_string());
-        write_policy(
-            &policy,
-            &format!(
-                "mode = \"enforce\"\n\n[agents]\nnames = [\"{}\"]\n\n{body}",
-                agent.name()
-            ),
-        );
-        let args = [OsStr::new("--policy"), policy.as_os_str()];
-        let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
-        let events = daemon.wait_for("policy_loaded", |ev| {
-            ev.iter().any(|e| e.kind() == "policy_loaded")
-        });
-        let loaded = find(&events, "policy_loaded", |e| e.kind() == "policy_loaded");
-        assert_eq!(loaded.int("identity_entries"), Some(3), "{loaded}");
-        let lsm = bpf_lsm_deny(loaded).is_ok();
-        Setup {
-            agent,
-            dir,
-            daemon,
-            lsm,
-            since,
-        }
-    }
+        prepare(dir);
+    });
+    let loaded = &s.loaded;
+    assert_eq!(loaded.int("identity_entries"), Some(3), "{loaded}");
+    s
+}
 
-    fn path(&self, rel: &str) -> String {
-        self.dir.join(rel).display().to_string()
-    }
+/// Runs `sh -c script` as the agent's child, `{reader}` being the reader.
+fn sh(s: &mut Enforcing, script: &str) -> (Finished, Vec<Event>) {
+    let file = s.dir.join("reader.py");
+    fs::write(&file, READER).expect("write reader");
+    s.sh(&script.replace("{reader}", &format!("python3 {}", file.display())))
+}
 
-    /// Runs `sh -c script` (`{dir}` and `{reader}` expanded) as the agent's child.
-    fn sh(&mut self, script: &str) -> (Finished, Vec<Event>) {
-        let file = self.dir.join("reader.py");
-        fs::write(&file, READER).expect("write reader");
-        let reader = format!("python3 {}", file.display());
-        let script = script
-            .replace("{dir}", &self.dir.path().display().to_string())
-            .replace("{reader}", &reader);
-        let run = self.agent.run(&["run", "sh", "-c", &script]);
-        let events = self
-            .daemon
-            .wait_for("the end of the session", session_ended(run.pid));
-        (run, events)
+/// The secret never reached the reader: killed before its open returned, or
+/// (BPF-LSM) the open failed with EPERM.
+fn assert_held(s: &Enforcing, run: &Finished) {
+    if s.lsm {
+        assert_eq!(run.report("opened"), EPERM, "{run:?}");
+    } else {
+        assert_eq!(run.report("child_signal"), SIGKILL, "{run:?}");
+        assert!(!run.reports.contains_key("opened"), "{run:?}");
     }
+    assert!(!run.stdout.contains(SECRET), "the secret was read: {run:?}");
+}
 
-    /// The secret never reached the reader: killed before its open returned, or
-    /// (BPF-LSM) the open failed with EPERM.
-    fn assert_held(&self, run: &Finished) {
-        if self.lsm {
-            assert_eq!(run.report("opened"), EPERM, "{run:?}");
-        } else {
-            assert_eq!(run.report("child_signal"), SIGKILL, "{run:?}");
-            assert!(!run.reports.contains_key("opened"), "{run:?}");
-        }
-        assert!(!run.stdout.contains(SECRET), "the secret was read: {run:?}");
-    }
-
-    /// The open of `opened` in the run's session, enforced by `rule`, by identity
-    /// of `protected`.
-    fn assert_event(
-        &self,
-        events: &[Event],
-        run: &Finished,
-        opened: &str,
-        rule: &str,
-        protected: &str,
-    ) {
-        let session = events
-            .iter()
-            .find(|e| e.kind() == "session_start" && e.int("root_pid") == Some(run.pid))
-            .and_then(Event::session)
-            .unwrap_or_else(|| panic!("no session of {}:\n{}", run.pid, dump(events)));
-        let e = events
-            .iter()
-            .find(|e| {
-                e.session() == Some(session)
-                    && e.kind() == "open"
-                    && e.str("path") == Some(opened)
-                    && e.str("rule") == Some(rule)
-            })
-            .unwrap_or_else(|| panic!("no open of {opened} by {rule}:\n{}", dump(events)));
-        assert_eq!(e.str("by"), Some("identity"), "{e}");
-        assert_eq!(e.str("protected"), Some(protected), "{e}");
-        let outcome = if self.lsm { "denied" } else { "killed" };
-        assert_eq!(e.str("outcome"), Some(outcome), "{e}");
-    }
-
-    fn finish(mut self) {
-        let events = self.daemon.stop_ok();
-        let process: Vec<Event> = events
-            .into_iter()
-            .filter(|e| !e.kind().starts_with("policy_"))
-            .collect();
-        check_schema(&process, self.since);
-    }
+/// The open of `opened` in the run's session, enforced by `rule`, by identity of
+/// `protected`.
+fn assert_event(
+    s: &Enforcing,
+    events: &[Event],
+    run: &Finished,
+    opened: &str,
+    rule: &str,
+    protected: &str,
+) {
+    let session = events
+        .iter()
+        .find(|e| e.kind() == "session_start" && e.int("root_pid") == Some(run.pid))
+        .and_then(Event::session)
+        .unwrap_or_else(|| panic!("no session of {}:\n{}", run.pid, dump(events)));
+    let e = events
+        .iter()
+        .find(|e| {
+            e.session() == Some(session)
+                && e.kind() == "open"
+                && e.str("path") == Some(opened)
+                && e.str("rule") == Some(rule)
+        })
+        .unwrap_or_else(|| panic!("no open of {opened} by {rule}:\n{}", dump(events)));
+    assert_eq!(e.str("by"), Some("identity"), "{e}");
+    assert_eq!(e.str("protected"), Some(protected), "{e}");
+    let outcome = if s.lsm { "denied" } else { "killed" };
+    assert_eq!(e.str("outcome"), Some(outcome), "{e}");
 }
 
 /// A hard link is the same inode under another name: the file rule holds for it.
 #[test]
 fn a_hard_link_to_a_protected_file_is_the_protected_file() {
-    let mut s = Setup::new(|dir| {
+    let mut s = start(|dir| {
         fs::hard_link(dir.join("shadow"), dir.join("pub/link")).expect("link");
     });
-    let (run, events) = s.sh("exec {reader} {dir}/pub/link");
-    s.assert_held(&run);
-    s.assert_event(
+    let (run, events) = sh(&mut s, "exec {reader} {dir}/pub/link");
+    assert_held(&s, &run);
+    assert_event(
+        &s,
         &events,
         &run,
         &s.path("pub/link"),
@@ -199,8 +143,9 @@ fn a_hard_link_to_a_protected_file_is_the_protected_file() {
 /// exec event names the link, the rule and `by: "identity"`.
 #[test]
 fn a_hard_link_to_a_denied_program_is_the_program() {
-    let mut s = Setup::new(|_| {});
-    let (run, events) = s.sh(
+    let mut s = start(|_| {});
+    let (run, events) = sh(
+        &mut s,
         "ln {dir}/bin/denied {dir}/pub/innocent && {dir}/pub/innocent {dir}/ran; echo status=$?",
     );
     assert!(
@@ -235,12 +180,14 @@ fn a_hard_link_to_a_denied_program_is_the_program() {
 /// directory's files.
 #[test]
 fn a_bind_mount_of_a_protected_directory_is_the_protected_directory() {
-    let mut s = Setup::new(|dir| fs::create_dir_all(dir.join("view")).expect("mkdir"));
-    let (run, events) = s.sh(
+    let mut s = start(|dir| fs::create_dir_all(dir.join("view")).expect("mkdir"));
+    let (run, events) = sh(
+        &mut s,
         "exec unshare -m sh -c 'mount --bind {dir}/secret {dir}/view && exec {reader} {dir}/view/key'",
     );
-    s.assert_held(&run);
-    s.assert_event(
+    assert_held(&s, &run);
+    assert_event(
+        &s,
         &events,
         &run,
         &s.path("view/key"),
@@ -256,10 +203,14 @@ fn a_bind_mount_of_a_protected_directory_is_the_protected_directory() {
 /// place: re-resolution keeps entries whose inode lives on.
 #[test]
 fn a_moved_protected_directory_stays_protected() {
-    let mut s = Setup::new(|_| {});
-    let (run, events) = s.sh("mv {dir}/secret {dir}/moved && exec {reader} {dir}/moved/key");
-    s.assert_held(&run);
-    s.assert_event(
+    let mut s = start(|_| {});
+    let (run, events) = sh(
+        &mut s,
+        "mv {dir}/secret {dir}/moved && exec {reader} {dir}/moved/key",
+    );
+    assert_held(&s, &run);
+    assert_event(
+        &s,
         &events,
         &run,
         &s.path("moved/key"),
@@ -274,7 +225,7 @@ fn a_moved_protected_directory_stays_protected() {
 /// the new file is the protected file.
 #[test]
 fn a_protected_file_replaced_by_rename_is_resolved_again() {
-    let mut s = Setup::new(|_| {});
+    let mut s = start(|_| {});
     fs::write(s.dir.join("shadow.new"), SECRET).expect("write");
     fs::rename(s.dir.join("shadow.new"), s.dir.join("shadow")).expect("rename over");
     let ino = fs::metadata(s.dir.join("shadow")).expect("stat").ino();
@@ -293,9 +244,16 @@ fn a_protected_file_replaced_by_rename_is_resolved_again() {
         },
     );
     fs::hard_link(s.dir.join("shadow"), s.dir.join("pub/link2")).expect("link");
-    let (run, events) = s.sh("exec {reader} {dir}/pub/link2");
-    s.assert_held(&run);
-    s.assert_event(&events, &run, &s.path("pub/link2"), "secret-file", &shadow);
+    let (run, events) = sh(&mut s, "exec {reader} {dir}/pub/link2");
+    assert_held(&s, &run);
+    assert_event(
+        &s,
+        &events,
+        &run,
+        &s.path("pub/link2"),
+        "secret-file",
+        &shadow,
+    );
     s.finish();
 }
 
@@ -304,13 +262,13 @@ fn a_protected_file_replaced_by_rename_is_resolved_again() {
 /// real path.
 #[test]
 fn proc_root_and_cwd_aliases_are_the_real_path() {
-    let mut s = Setup::new(|_| {});
+    let mut s = start(|_| {});
     for (alias, script) in [
         ("root", "exec {reader} /proc/self/root{dir}/secret/key"),
         ("cwd", "cd {dir}/secret && exec {reader} /proc/self/cwd/key"),
     ] {
-        let (run, events) = s.sh(script);
-        s.assert_held(&run);
+        let (run, events) = sh(&mut s, script);
+        assert_held(&s, &run);
         let real = s.path("secret/key");
         let e = events
             .iter()
@@ -338,18 +296,18 @@ fn a_file_too_deep_to_place_fails_closed() {
         .collect::<Vec<_>>()
         .join("/");
     let deep_dir = format!("pub/{deep}");
-    let mut s = Setup::new(|dir| {
+    let mut s = start(|dir| {
         fs::create_dir_all(dir.join(&deep_dir)).expect("mkdir -p");
         fs::write(dir.join(&deep_dir).join("file"), SECRET).expect("write");
         fs::write(dir.join("pub/file"), SECRET).expect("write");
     });
-    let (run, _) = s.sh("exec {reader} {dir}/pub/file");
+    let (run, _) = sh(&mut s, "exec {reader} {dir}/pub/file");
     assert!(
         run.stdout.contains(SECRET),
         "a shallow file outside the protected directory was not readable: {run:?}"
     );
-    let (run, events) = s.sh(&format!("exec {{reader}} {{dir}}/{deep_dir}/file"));
-    s.assert_held(&run);
+    let (run, events) = sh(&mut s, &format!("exec {{reader}} {{dir}}/{deep_dir}/file"));
+    assert_held(&s, &run);
     let opened = s.path(&format!("{deep_dir}/file"));
     let e = events
         .iter()

@@ -11,110 +11,26 @@
 //! call returns; where BPF-LSM runs (`cargo xtask vm-test`) io_uring and sockets are
 //! refused with EPERM and the process lives.
 
-use std::ffi::OsStr;
 use std::fs;
 use std::io::ErrorKind;
 use std::net::{TcpListener, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::SystemTime;
 
-use guard_tests::{
-    Daemon, Event, EventsTo, FakeAgent, Finished, TempDir, bpf_lsm_deny, check_schema, dump,
-    fake_agent_exe, find, session_ended, write_policy,
-};
+use guard_tests::{Enforcing, Event, Finished, dump, fake_agent_exe};
 
 const SIGKILL: i64 = libc::SIGKILL as i64;
 const EPERM: i64 = libc::EPERM as i64;
 const SECRET: &str = "route-secret-7c1f";
 
-struct Setup {
-    agent: FakeAgent,
-    dir: TempDir,
-    daemon: Daemon,
-    /// BPF-LSM deny is in force (else the tracepoint tier kills).
-    lsm: bool,
-    since: SystemTime,
-}
-
-impl Setup {
-    /// A daemon enforcing `body` (`{dir}` is the test directory) for a fresh agent.
-    fn new(body: &str) -> Setup {
-        let since = SystemTime::now();
-        let agent = FakeAgent::install(fake_agent_exe!());
-        let dir = TempDir::new("guard-e2e-routes");
-        let policy = dir.join("guard.toml");
-        let body = body.replace("{dir}", &dir.path().display().to_string());
-        write_policy(
-            &policy,
-            &format!(
-                "mode = \"enforce\"\n\n[agents]\nnames = [\"{}\"]\n\n{body}",
-                agent.name()
-            ),
-        );
-        let args = [OsStr::new("--policy"), policy.as_os_str()];
-        let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
-        let events = daemon.wait_for("policy_loaded", |ev| {
-            ev.iter().any(|e| e.kind() == "policy_loaded")
-        });
-        let loaded = find(&events, "policy_loaded", |e| e.kind() == "policy_loaded");
-        let lsm = bpf_lsm_deny(loaded).is_ok();
-        Setup {
-            agent,
-            dir,
-            daemon,
-            lsm,
-            since,
-        }
-    }
-
-    fn path(&self, rel: &str) -> String {
-        self.dir.join(rel).display().to_string()
-    }
-
-    /// Runs `prog args…` as a child of the agent and waits for the session's end.
-    fn run(&mut self, prog: &str, args: &[&str]) -> (Finished, Vec<Event>) {
-        let mut argv = vec!["run", prog];
-        argv.extend_from_slice(args);
-        let run = self.agent.run(&argv);
-        let events = self
-            .daemon
-            .wait_for("the end of the session", session_ended(run.pid));
-        (run, events)
-    }
-
-    /// Runs a Python program (`{dir}` expanded) as a child of the agent.
-    fn python(&mut self, script: &str) -> (Finished, Vec<Event>) {
-        let script = script.replace("{dir}", &self.dir.path().display().to_string());
-        self.run("python3", &["-c", &script])
-    }
-
-    fn finish(mut self) {
-        let events = self.daemon.stop_ok();
-        let process: Vec<Event> = events
-            .into_iter()
-            .filter(|e| !e.kind().starts_with("policy_"))
-            .collect();
-        check_schema(&process, self.since);
-    }
-}
-
-/// The events of the session of the agent run `run`.
-fn of_run<'e>(events: &'e [Event], run: &Finished) -> Vec<&'e Event> {
-    let session = events
-        .iter()
-        .find(|e| e.kind() == "session_start" && e.int("root_pid") == Some(run.pid))
-        .and_then(Event::session)
-        .unwrap_or_else(|| panic!("no session of {}:\n{}", run.pid, dump(events)));
-    events
-        .iter()
-        .filter(|e| e.session() == Some(session))
-        .collect()
+/// A daemon enforcing `body` (`{dir}` is the test directory) for a fresh agent.
+fn start(body: &str) -> Enforcing {
+    Enforcing::start(fake_agent_exe!(), "guard-e2e-routes", body, |_| {})
 }
 
 /// The route event of `route` in the run's session, naming `rule`.
 fn route_event<'e>(events: &'e [Event], run: &Finished, route: &str, rule: &str) -> &'e Event {
-    of_run(events, run)
+    Enforcing::of_run(events, run)
         .into_iter()
         .find(|e| e.kind() == "route" && e.str("route") == Some(route))
         .filter(|e| e.str("rule") == Some(rule))
@@ -165,7 +81,7 @@ print(f"ring={fd if fd >= 0 else ctypes.get_errno()}", flush=True)
 /// "allow"` lets it through.
 #[test]
 fn io_uring_is_refused_by_default_and_allowed_by_policy() {
-    let mut s = Setup::new("");
+    let mut s = start("");
     let (run, events) = s.python(IO_URING_SETUP);
     assert_refused(&run, "ring", s.lsm);
     assert!(!run.stdout.contains(SECRET));
@@ -180,12 +96,14 @@ fn io_uring_is_refused_by_default_and_allowed_by_policy() {
     assert_eq!(e.str("comm"), Some("python3"), "{e}");
     s.finish();
 
-    let mut s = Setup::new("[sessions]\nio_uring = \"allow\"\n");
+    let mut s = start("[sessions]\nio_uring = \"allow\"\n");
     let (run, events) = s.python(IO_URING_SETUP);
     assert!(run.report("ring") >= 0, "{run:?}");
     assert_eq!(run.report("child_code"), 0, "{run:?}");
     assert!(
-        !of_run(&events, &run).iter().any(|e| e.kind() == "route"),
+        !Enforcing::of_run(&events, &run)
+            .iter()
+            .any(|e| e.kind() == "route"),
         "an allowed route was reported:\n{}",
         dump(&events)
     );
@@ -206,7 +124,7 @@ action = "kill"
 /// secret (name_to_handle_at, which opens nothing, is allowed).
 #[test]
 fn open_by_handle_at_is_killed_before_the_secret_is_read() {
-    let mut s = Setup::new(SECRET_RULE);
+    let mut s = start(SECRET_RULE);
     fs::create_dir_all(s.path("secret")).expect("mkdir");
     fs::write(s.path("secret/key"), SECRET).expect("write secret");
     let (run, events) = s.python(
@@ -246,7 +164,7 @@ if fd >= 0:
 /// AT_EMPTY_PATH). Exec events name the loader's target and an interpreter's script.
 #[test]
 fn a_denied_program_runs_neither_through_the_loader_nor_by_descriptor() {
-    let mut s = Setup::new(
+    let mut s = start(
         r#"
 [[rule]]
 id = "no-denied-touch"
@@ -269,7 +187,7 @@ action = "kill"
             !Path::new(&marker).exists(),
             "{target} ran through the loader"
         );
-        let exec = of_run(&events, &run)
+        let exec = Enforcing::of_run(&events, &run)
             .into_iter()
             .find(|e| e.kind() == "exec" && e.str("via") == Some("loader"))
             .unwrap_or_else(|| panic!("no loader exec:\n{}", dump(&events)));
@@ -278,7 +196,7 @@ action = "kill"
         // and user space's of the loader's exec, matched by its target (a backup,
         // through a pidfd). On a slow machine the backup can land first, before the
         // loader maps anything: then there is no mapping to report.
-        let mapping = of_run(&events, &run)
+        let mapping = Enforcing::of_run(&events, &run)
             .into_iter()
             .find(|e| e.kind() == "route" && e.str("route") == Some("exec_mapping"));
         match mapping {
@@ -304,7 +222,7 @@ action = "kill"
         !Path::new(&marker).exists(),
         "the program ran by descriptor"
     );
-    let exec = of_run(&events, &run)
+    let exec = Enforcing::of_run(&events, &run)
         .into_iter()
         .find(|e| e.kind() == "exec" && e.str("rule") == Some("no-denied-touch"))
         .unwrap_or_else(|| panic!("no killed exec:\n{}", dump(&events)));
@@ -316,7 +234,7 @@ action = "kill"
     fs::write(&script, "echo hello=1\n").expect("write script");
     let (run, events) = s.run("sh", &[&script]);
     assert_eq!(run.report("hello"), 1, "{run:?}");
-    let exec = of_run(&events, &run)
+    let exec = Enforcing::of_run(&events, &run)
         .into_iter()
         .find(|e| e.kind() == "exec" && e.str("via") == Some("interpreter"))
         .unwrap_or_else(|| panic!("no interpreter exec:\n{}", dump(&events)));
@@ -325,7 +243,7 @@ action = "kill"
 }
 
 /// Runs a memfd copy of `touch` and a deleted copy, each creating a marker.
-fn fileless_runs(s: &mut Setup) -> [(Finished, Vec<Event>, String, String); 2] {
+fn fileless_runs(s: &mut Enforcing) -> [(Finished, Vec<Event>, String, String); 2] {
     let gone = s.path("bin/gone-touch");
     copy_exe("/usr/bin/touch", &gone);
     let m1 = s.path("ran-memfd");
@@ -343,7 +261,7 @@ fn fileless_runs(s: &mut Setup) -> [(Finished, Vec<Event>, String, String); 2] {
 }
 
 fn fileless_exec<'e>(events: &'e [Event], run: &Finished, exe: &str) -> &'e Event {
-    of_run(events, run)
+    Enforcing::of_run(events, run)
         .into_iter()
         .find(|e| {
             e.kind() == "route"
@@ -358,7 +276,7 @@ fn fileless_exec<'e>(events: &'e [Event], run: &Finished, exe: &str) -> &'e Even
 /// default) stops it before it runs.
 #[test]
 fn fileless_programs_are_named_and_killed_when_the_policy_says_so() {
-    let mut s = Setup::new("[sessions]\nfileless_exec = \"kill\"\n");
+    let mut s = start("[sessions]\nfileless_exec = \"kill\"\n");
     for (run, events, marker, exe) in fileless_runs(&mut s) {
         let e = fileless_exec(&events, &run, &exe);
         assert_eq!(e.str("rule"), Some("sessions.fileless_exec"), "{e}");
@@ -375,7 +293,7 @@ fn fileless_programs_are_named_and_killed_when_the_policy_says_so() {
 /// alert naming the rule.
 #[test]
 fn fileless_programs_are_alerted_on_in_workstation() {
-    let mut s = Setup::new("[sessions]\nfileless_exec = \"alert\"\n");
+    let mut s = start("[sessions]\nfileless_exec = \"alert\"\n");
     for (run, events, marker, exe) in fileless_runs(&mut s) {
         assert_eq!(run.report("child_code"), 0, "{run:?}");
         assert!(Path::new(&marker).exists(), "{exe} did not run");
@@ -387,7 +305,7 @@ fn fileless_programs_are_alerted_on_in_workstation() {
         // kernel; a deleted file by its old path, with ` (deleted)` when user space
         // still found the process (never `/`).
         let child = run.report("child");
-        let exec = of_run(&events, &run)
+        let exec = Enforcing::of_run(&events, &run)
             .into_iter()
             .find(|e| {
                 e.kind() == "exec"
@@ -421,7 +339,7 @@ fn raw_sockets_are_refused_and_every_send_meets_the_rules() {
         udp.local_addr().expect("addr").port(),
         tcp.local_addr().expect("addr").port(),
     );
-    let mut s = Setup::new(&format!(
+    let mut s = start(&format!(
         "[[rule]]\nid = \"canaries\"\nkind = \"network\"\ndeny = [\"127.0.0.1:{uport}\", \"127.0.0.1:{tport}\"]\naction = \"deny\"\n"
     ));
 
@@ -492,7 +410,7 @@ except OSError as e:
         Some(ErrorKind::WouldBlock),
         "the refused Fast Open connected"
     );
-    let evs = of_run(&events, &run);
+    let evs = Enforcing::of_run(&events, &run);
     for (kind, port) in [("send", uport), ("connect", tport)] {
         let e = evs
             .iter()

@@ -8,14 +8,12 @@
 use std::ffi::OsStr;
 use std::io::Read;
 use std::net::TcpListener;
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use guard_tests::{
     Daemon, Event, EventsTo, FakeAgent, TempDir, check_schema, dump, fake_agent_exe, find,
-    guard_bin, session_ended, session_of, write_policy,
+    session_ended, session_of, write_policy,
 };
-use serde_json::Value;
 
 /// Accepts what is already queued on `listener` (connections complete in the
 /// kernel's backlog without an accept): the payload of each.
@@ -158,18 +156,7 @@ fn a_secret_read_taints_the_reader_and_its_children_but_not_its_siblings() {
     assert_eq!(sib.get("rule"), None, "{sib}");
 
     // The session-level fact: the secret read, then bytes sent to each destination.
-    let out = Command::new(guard_bin())
-        .args([
-            OsStr::new("report"),
-            OsStr::new(&session),
-            OsStr::new("--json"),
-            OsStr::new("--socket"),
-            daemon.socket().as_os_str(),
-        ])
-        .output()
-        .expect("run guard report");
-    assert!(out.status.success(), "guard report: {out:?}");
-    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let report = daemon.report(&session);
     let fact = &report["secret_egress"];
     assert_eq!(
         fact["secrets"]["items"][0]["path"],
@@ -191,16 +178,7 @@ fn a_secret_read_taints_the_reader_and_its_children_but_not_its_siblings() {
     let refused_entry = to(refused_port);
     assert_eq!(refused_entry["attempts"], 2, "child and sibling: {fact}");
     assert_eq!(refused_entry["failed"], 1, "the child's: {fact}");
-    let md = Command::new(guard_bin())
-        .args([
-            OsStr::new("report"),
-            OsStr::new(&session),
-            OsStr::new("--socket"),
-            daemon.socket().as_os_str(),
-        ])
-        .output()
-        .expect("run guard report");
-    let md = String::from_utf8_lossy(&md.stdout);
+    let md = daemon.report_text(&session, false);
     assert!(
         md.contains(&format!("This session read secret `{secret_path}`")),
         "{md}"
@@ -208,65 +186,4 @@ fn a_secret_read_taints_the_reader_and_its_children_but_not_its_siblings() {
     assert!(md.contains(&format!("bytes to {allowed_addr}/tcp")), "{md}");
 
     daemon.stop_ok();
-}
-
-/// What taint costs a session's opens: 100,000 opens of a file no rule covers by a
-/// session process, under a policy without a secret log rule, with one (each open of
-/// an untainted process also looks up the taint entries), and by a process already
-/// tainted (the lookup is skipped). Prints ns per open for each.
-#[test]
-#[ignore = "a measurement: run with --ignored --nocapture"]
-fn taint_cost_per_open() {
-    const CODE: &str = "import sys,time\n\
-        s=sys.argv[1]\n\
-        if s: open(s).read()\n\
-        t=time.perf_counter_ns()\n\
-        for i in range(100000): open('/etc/hostname').close()\n\
-        print('per_open_ns=%d' % ((time.perf_counter_ns()-t)//100000))\n";
-    let agent = FakeAgent::install(fake_agent_exe!());
-    let dir = TempDir::new("guard-e2e-taint-cost");
-    let secret = dir.join("cost.env");
-    std::fs::write(&secret, "TOKEN=x\n").expect("write the secret");
-    let secret_path = secret
-        .canonicalize()
-        .expect("canonical")
-        .display()
-        .to_string();
-    for (what, rule, read) in [
-        ("no secret log rule", "", ""),
-        ("a secret log rule, untainted", "log", ""),
-        ("a secret log rule, tainted", "log", secret_path.as_str()),
-    ] {
-        let policy = dir.join("guard.toml");
-        let rules = if rule.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "[[rule]]\nid = \"s\"\nkind = \"file\"\npaths = [\"{secret_path}\", \"~/.ssh/**\", \".env\", \"*.pem\"]\n\
-                 access = [\"read\"]\nsecret = true\naction = \"{rule}\"\n"
-            )
-        };
-        write_policy(
-            &policy,
-            &format!(
-                "[agents]\nnames = [\"{}\"]\n[limits]\nrate = 0\n\n{rules}",
-                agent.name()
-            ),
-        );
-        let args = [OsStr::new("--policy"), policy.as_os_str()];
-        let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
-        daemon.wait_for("policy_loaded", |ev| {
-            ev.iter().any(|e| e.kind() == "policy_loaded")
-        });
-        let mut samples: Vec<i64> = (0..5)
-            .map(|_| {
-                agent
-                    .run(&["run", "/usr/bin/python3", "-c", CODE, read])
-                    .report("per_open_ns")
-            })
-            .collect();
-        samples.sort_unstable();
-        println!("{what}: {samples:?} ns per open (median {})", samples[2]);
-        daemon.stop_ok();
-    }
 }

@@ -135,6 +135,15 @@ const SUBSET: &[(&str, &[&str])] = &[
         "egress",
         &["bytes_each_way_are_counted_per_socket_and_reported"],
     ),
+    // Unix domain sockets: BPF-LSM refuses a connect and a datagram to a protected
+    // socket file with EPERM.
+    (
+        "unix",
+        &[
+            "a_connect_to_a_protected_socket_sends_nothing",
+            "a_datagram_to_a_protected_socket_is_refused_or_reported",
+        ],
+    ),
 ];
 
 /// One kernel of the matrix.

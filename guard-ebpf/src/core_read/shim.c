@@ -566,3 +566,62 @@ ACCESSOR struct dentry *guard_dentry_up(struct dentry *d)
 	struct dentry *parent = BPF_CORE_READ(d, d_parent);
 	return parent == d ? 0 : parent;
 }
+
+// ---- Unix domain sockets ----
+
+struct sock_common {
+	unsigned short skc_family;
+} __co_re;
+
+struct sock {
+	struct sock_common __sk_common;
+	unsigned short sk_type;
+} __co_re;
+
+struct socket {
+	struct sock *sk;
+} __co_re;
+
+struct unix_sock {
+	struct path path;
+	struct sock *peer;
+} __co_re;
+
+#define S_IFSOCK_MODE 0140000
+#define AF_UNIX_FAMILY 1
+
+// The socket behind file f when it is an AF_UNIX socket, else NULL.
+ACCESSOR struct sock *guard_file_unix_sock(struct file *f)
+{
+	unsigned short mode = BPF_CORE_READ(f, f_path.dentry, d_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK_MODE)
+		return 0;
+	struct socket *s = BPF_CORE_READ((struct file___private *)f, private_data);
+	struct sock *sk = BPF_CORE_READ(s, sk);
+	if (!sk || BPF_CORE_READ(sk, __sk_common.skc_family) != AF_UNIX_FAMILY)
+		return 0;
+	return sk;
+}
+
+ACCESSOR u32 guard_sock_type(struct sock *sk) { return BPF_CORE_READ(sk, sk_type); }
+
+// The socket a connected AF_UNIX socket is connected to (for a stream socket, the
+// server side of the connection, which carries the listener's path), or NULL.
+ACCESSOR struct sock *guard_unix_peer(struct sock *sk)
+{
+	return BPF_CORE_READ((struct unix_sock *)sk, peer);
+}
+
+// The socket file an AF_UNIX socket is bound to: a pointer to its `struct path`
+// inside the kernel's unix_sock, or NULL when it has none (an abstract name, an
+// unnamed socket).
+ACCESSOR struct path *guard_unix_path(struct sock *sk)
+{
+	if (!sk || !BPF_CORE_READ((struct unix_sock *)sk, path.dentry))
+		return 0;
+	return __builtin_preserve_access_index(&((struct unix_sock *)sk)->path);
+}
+
+// The `struct sock` of a `struct socket` (the BPF-LSM unix_may_send hook's
+// arguments).
+ACCESSOR struct sock *guard_socket_sock(struct socket *s) { return BPF_CORE_READ(s, sk); }

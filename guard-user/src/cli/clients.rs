@@ -342,6 +342,7 @@ pub fn what(ev: &EventLine) -> String {
             }
         }
         EventDetail::Fork { child_pid } => format!("child {child_pid}"),
+        EventDetail::Unix { path, call, result } => format!("{call} unix {path} {result}"),
         EventDetail::Route {
             route,
             path,

@@ -153,6 +153,16 @@ const SYSCALL_TRACEPOINTS: [(&str, &[&str]); 6] = [
     ),
 ];
 
+/// Unix domain sockets: the entries that note the names sessions pass to `connect`
+/// and `sendto` (net.rs).
+const UNIX_TRACEPOINTS: [(&str, &[&str]); 2] = [
+    ("sys_enter_connect", &["sys_enter_connect"]),
+    ("sys_enter_sendto", &["sys_enter_sendto"]),
+];
+
+/// The BPF-LSM hooks that refuse reaching a Unix socket file a `deny` rule covers.
+const LSM_UNIX_HOOKS: [&str; 2] = ["unix_stream_connect", "unix_may_send"];
+
 /// Self-protection on the tracepoint tier (kill at the system call), by the
 /// BPF-LSM hook that refuses the same attempts where it runs: a group's tracepoints
 /// are attached only when its hook is not (else the LSM's refusal would be followed
@@ -709,13 +719,30 @@ impl Probes {
             }
         }
 
+        // Unix domain sockets: the entries of connect and sendto note the names a
+        // session passes (the exit is sys_exit_net's); on their own, a feature.
+        let mut unix = Ok(());
+        for (program, tracepoints) in UNIX_TRACEPOINTS {
+            if let Err(why) =
+                attach_syscall(&mut bpf, program, tracepoints, &mut attached, &mut links)
+            {
+                tracing::warn!("Unix socket connects not reported: {why}");
+                unix = Err(why);
+            }
+        }
+
         let flows = attach_flows(&mut bpf, &cgroup, &mut attached, &mut links);
         if let Err(why) = &flows {
             tracing::warn!("byte accounting off: {why}");
         }
 
-        let (lsm, lsm_paths, lsm_tamper, route_hooks) =
-            attach_lsm(&mut bpf, &mut attached, &mut links);
+        let LsmAttached {
+            open_exec: lsm,
+            paths: lsm_paths,
+            tamper: lsm_tamper,
+            route_hooks,
+            unix: lsm_unix,
+        } = attach_lsm(&mut bpf, &mut attached, &mut links);
         let mut hooks_map: Array<MapData, u32> = take(&mut bpf, "ROUTE_HOOKS")?;
         hooks_map
             .set(0, route_hooks, 0)
@@ -771,6 +798,8 @@ impl Probes {
             self_protection,
             lsm_umount: lsm_tamper.contains(&"sb_umount"),
             flows,
+            unix,
+            lsm_unix,
             attached: attached.clone(),
         };
         let enforcement = tiers::Enforcement::from_probe(&probe);
@@ -1241,28 +1270,15 @@ const LSM_PATH_HOOKS: [&str; 10] = [
 /// own. Each error says why (commonly: `bpf` is not among the active LSMs, or the
 /// kernel has no BPF trampolines and BPF_PROG_LOAD answers EPERM; a kernel without
 /// CONFIG_SECURITY_PATH has no `path_*` hooks).
-fn attach_lsm(
-    bpf: &mut Ebpf,
-    attached: &mut Vec<String>,
-    links: &mut Links,
-) -> (
-    Result<(), String>,
-    Result<(), String>,
-    Vec<&'static str>,
-    u32,
-) {
+fn attach_lsm(bpf: &mut Ebpf, attached: &mut Vec<String>, links: &mut Links) -> LsmAttached {
     let lsm_active = std::fs::read_to_string("/sys/kernel/security/lsm")
         .map(|l| l.split(',').any(|m| m.trim() == "bpf"));
     if matches!(lsm_active, Ok(false)) {
-        let why = "the kernel's active LSMs do not include bpf".to_owned();
-        return (Err(why.clone()), Err(why), Vec::new(), 0);
+        return LsmAttached::none("the kernel's active LSMs do not include bpf".to_owned());
     }
     let btf = match aya::Btf::from_sys_fs() {
         Ok(btf) => btf,
-        Err(e) => {
-            let why = format!("no kernel BTF: {e}");
-            return (Err(why.clone()), Err(why), Vec::new(), 0);
-        }
+        Err(e) => return LsmAttached::none(format!("no kernel BTF: {e}")),
     };
     let mut attach_as = |program: &'static str, hook: &'static str| -> Result<(), String> {
         let p: &mut Lsm = program_mut(bpf, program).map_err(|e| e.to_string())?;
@@ -1292,16 +1308,11 @@ fn attach_lsm(
             r => r,
         }
     };
-    let mut open_exec = Ok(());
     for hook in ["file_open", "bprm_check_security"] {
         if let Err(why) = attach(hook) {
-            open_exec = Err(why);
-            break;
+            // The same cause stops the other hooks: do not try twenty more loads.
+            return LsmAttached::none(why);
         }
-    }
-    if let Err(why) = &open_exec {
-        // The same cause stops the path hooks: do not try ten more loads.
-        return (open_exec.clone(), Err(why.clone()), Vec::new(), 0);
     }
     // Self-protection: each hook on its own; a missing one falls back to the
     // tracepoint kills of its group.
@@ -1332,7 +1343,50 @@ fn attach_lsm(
     } else {
         Err(missing.join("; "))
     };
-    (open_exec, paths, tamper, route_hooks)
+    let mut unix = Ok(());
+    for hook in LSM_UNIX_HOOKS {
+        if let Err(why) = attach_as(hook, hook) {
+            tracing::warn!("{why}");
+            unix = Err(why);
+        }
+    }
+    if unix.is_ok() {
+        route_hooks |= 1 << guard_common::route::UNIX_SOCKET_HOOKS;
+    }
+    LsmAttached {
+        open_exec: Ok(()),
+        paths,
+        tamper,
+        route_hooks,
+        unix,
+    }
+}
+
+/// What [`attach_lsm`] attached; each `Err` says why a group is missing.
+struct LsmAttached {
+    /// `file_open` and `bprm_check_security`.
+    open_exec: Result<(), String>,
+    /// The `path_*` hooks.
+    paths: Result<(), String>,
+    /// The self-protection hooks that run.
+    tamper: Vec<&'static str>,
+    /// Bits of `ROUTE_HOOKS`: the routes, and the Unix socket hooks, refused here.
+    route_hooks: u32,
+    /// `unix_stream_connect` and `unix_may_send`.
+    unix: Result<(), String>,
+}
+
+impl LsmAttached {
+    /// Nothing attached, for `why`.
+    fn none(why: String) -> LsmAttached {
+        LsmAttached {
+            open_exec: Err(why.clone()),
+            paths: Err(why.clone()),
+            tamper: Vec::new(),
+            route_hooks: 0,
+            unix: Err(why),
+        }
+    }
 }
 
 /// The error chain, with a verifier log cut to its last lines (the complaint is at

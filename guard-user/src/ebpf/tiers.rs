@@ -68,6 +68,9 @@ pub enum Operation {
     SelfProtection,
     /// Not an action: bytes per socket of tracked processes (flow events).
     EgressAccounting,
+    /// `deny` (or `kill`) on a file rule covering a Unix socket file: a connect or
+    /// send to it.
+    UnixSocketDeny,
 }
 
 impl Tier {
@@ -97,6 +100,7 @@ impl Operation {
             Operation::ArgvAndGlobKill => "argv_and_glob_kill",
             Operation::SelfProtection => "self_protection",
             Operation::EgressAccounting => "egress_accounting",
+            Operation::UnixSocketDeny => "unix_socket_deny",
         }
     }
 }
@@ -141,6 +145,10 @@ pub struct Probe {
     pub lsm_umount: bool,
     /// The byte-accounting programs (cgroup_skb egress/ingress, sock_release).
     pub flows: Result<(), String>,
+    /// The entries of `connect` and `sendto` that note Unix socket names.
+    pub unix: Result<(), String>,
+    /// `lsm/unix_stream_connect` and `lsm/unix_may_send`.
+    pub lsm_unix: Result<(), String>,
     /// Attached programs, as `kind/name`.
     pub attached: Vec<String>,
 }
@@ -342,6 +350,7 @@ impl Enforcement {
                     ),
                 },
             ),
+            op(Operation::UnixSocketDeny, unix_socket(probe)),
         ];
         Enforcement { tiers, operations }
     }
@@ -381,6 +390,30 @@ impl Enforcement {
                 })
             })
             .collect()
+    }
+}
+
+/// The `unix_socket_deny` row: a connect or send to a Unix socket file a `deny` (or
+/// `kill`) file rule on writes covers.
+fn unix_socket(probe: &Probe) -> (Option<Tier>, String, Option<String>) {
+    match (&probe.lsm_unix, &probe.unix) {
+        (Ok(()), _) => (
+            Some(Tier::BpfLsmDeny),
+            "the connect or send fails with EPERM: nothing reaches the socket, the process lives"
+                .to_owned(),
+            None,
+        ),
+        (Err(lsm), Ok(())) => (
+            Some(Tier::TracepointKill),
+            "a connect is killed before it returns: the connection was made, nothing is sent              on it; a datagram sent to an address is reported, not stopped"
+                .to_owned(),
+            Some(format!("BPF-LSM unavailable: {lsm}")),
+        ),
+        (Err(_), Err(why)) => (
+            None,
+            "not enforced: the connect and sendto entries did not load".to_owned(),
+            Some(why.clone()),
+        ),
     }
 }
 
@@ -448,6 +481,8 @@ mod tests {
         Probe {
             open_tracepoints: Ok(()),
             sock_addr: Ok(()),
+            lsm_unix: lsm.clone(),
+            unix: Ok(()),
             lsm_open_exec: lsm,
             lsm_paths: paths,
             self_protection: vec![
@@ -546,6 +581,29 @@ mod tests {
         assert!(s.guarantee.contains("has taken effect"), "{}", s.guarantee);
         assert!(s.guarantee.contains("not enforced: bpf"), "{}", s.guarantee);
         assert!(s.fallback.as_deref().is_some_and(|f| f.contains(&why)));
+    }
+
+    #[test]
+    fn unix_sockets_are_refused_by_bpf_lsm_or_killed_at_connect() {
+        let e = Enforcement::from_probe(&probe(Ok(()), Ok(())));
+        let u = of(&e, Operation::UnixSocketDeny);
+        assert_eq!(u.tier, Some(Tier::BpfLsmDeny));
+        assert!(u.guarantee.contains("EPERM"), "{}", u.guarantee);
+        let why = "cannot load lsm/file_open: Operation not permitted".to_owned();
+        let e = Enforcement::from_probe(&probe(Err(why.clone()), Err(why.clone())));
+        let u = of(&e, Operation::UnixSocketDeny);
+        assert_eq!(u.tier, Some(Tier::TracepointKill));
+        assert!(
+            u.guarantee.contains("reported, not stopped"),
+            "{}",
+            u.guarantee
+        );
+        assert!(u.fallback.as_deref().is_some_and(|f| f.contains(&why)));
+        let mut p = probe(Err(why.clone()), Err(why));
+        p.unix = Err("cannot attach sys_enter_connect".into());
+        let u = of(&Enforcement::from_probe(&p), Operation::UnixSocketDeny).clone();
+        assert_eq!(u.tier, None);
+        assert!(u.fallback.is_some_and(|f| f.contains("sys_enter_connect")));
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::mem::size_of;
 
 use guard_common::{
     DnsBody, EventKind, ExecBody, ExitBody, FlowBody, ForkBody, Header, IdentityTail, LimitBody,
-    NetBody, OpenBody, RouteBody, TamperBody,
+    NetBody, OpenBody, RouteBody, TamperBody, UnixBody,
 };
 
 /// A record as the kernel wrote it, with its payload split out.
@@ -51,6 +51,11 @@ pub enum Body {
         body: RouteBody,
         path: Vec<u8>,
     },
+    Unix {
+        body: UnixBody,
+        /// The socket's name (see `guard_common::EventKind::Unix`).
+        path: Vec<u8>,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -94,6 +99,7 @@ wire!(
     FlowBody = 80,
     DnsBody = 40,
     RouteBody = 16,
+    UnixBody = 16,
     IdentityTail = 16,
 );
 
@@ -186,6 +192,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         EventKind::Route => Body::Route {
             body: read(bytes, at)?,
             path: payload::<RouteBody>(bytes, &header)?.to_vec(),
+        },
+        EventKind::Unix => Body::Unix {
+            body: read(bytes, at)?,
+            path: payload::<UnixBody>(bytes, &header)?.to_vec(),
         },
     };
     Ok(Record { header, body })
@@ -537,6 +547,19 @@ pub(crate) mod tests {
                         start_ns: 123_456_789,
                     },
                     b"",
+                ),
+            ),
+            (
+                "unix",
+                record(
+                    EventKind::Unix,
+                    &UnixBody {
+                        ret: -1,
+                        call: guard_common::UnixCall::Connect as u32,
+                        sock_type: 1,
+                        _reserved: 0,
+                    },
+                    b"/var/run/docker.sock",
                 ),
             ),
         ]

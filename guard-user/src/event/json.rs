@@ -44,6 +44,16 @@ pub fn route_result(ret: i64, enforced: u16) -> String {
     }
 }
 
+/// A socket type's name: `stream`, `dgram`, `seqpacket`, or `unknown`.
+pub fn sock_type_name(sock_type: u16) -> &'static str {
+    match sock_type {
+        1 => "stream",
+        2 => "dgram",
+        5 => "seqpacket",
+        _ => "unknown",
+    }
+}
+
 /// An exit status as (`exit_code`, `signal`): one of them.
 pub fn exit_parts(status: u32) -> (Option<u32>, Option<u32>) {
     let (code, signal) = (status >> 8 & 0xff, status & 0x7f);
@@ -271,6 +281,21 @@ impl Serialize for Event {
                 if let Some(errno) = errno_of(*ret) {
                     m.serialize_entry("errno", &errno)?;
                 }
+            }
+            Detail::Unix {
+                path,
+                resolved,
+                truncated,
+                call,
+                sock_type,
+                ret,
+            } => {
+                m.serialize_entry("path", path)?;
+                m.serialize_entry("path_resolved", resolved)?;
+                m.serialize_entry("path_truncated", truncated)?;
+                m.serialize_entry("call", call.name())?;
+                m.serialize_entry("socket", sock_type_name(*sock_type))?;
+                result(&mut m, *ret, None)?;
             }
             Detail::Exit { status, root } => {
                 match exit_parts(*status) {

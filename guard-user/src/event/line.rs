@@ -81,6 +81,13 @@ impl Event {
             Detail::Fork { child_pid } => EventDetail::Fork {
                 child_pid: *child_pid,
             },
+            Detail::Unix {
+                path, call, ret, ..
+            } => EventDetail::Unix {
+                path: path.clone(),
+                call: call.name().to_owned(),
+                result: json::result_name(*ret),
+            },
             Detail::Route {
                 route, path, ret, ..
             } => EventDetail::Route {

@@ -139,6 +139,19 @@ pub enum Detail {
         /// `-errno` when refused (EPERM), 0 when killed before the call returned.
         ret: i64,
     },
+    /// A connect or send to a Unix domain socket.
+    Unix {
+        /// The socket file it reached, as the kernel resolved it (`resolved`), or
+        /// the name as the process gave it (a relative path joined to its working
+        /// directory; `@name` for an abstract one).
+        path: String,
+        resolved: bool,
+        truncated: bool,
+        call: guard_common::UnixCall,
+        /// `SOCK_STREAM` 1, `SOCK_DGRAM` 2, `SOCK_SEQPACKET` 5; 0 unknown.
+        sock_type: u16,
+        ret: i64,
+    },
     SessionStart {
         agent: String,
         root_pid: u32,
@@ -532,6 +545,7 @@ impl Detail {
             Detail::Flow(_) => "flow",
             Detail::Dns(_) => "dns",
             Detail::Route { .. } => "route",
+            Detail::Unix { .. } => "unix",
             Detail::PolicyLoaded { .. } => "policy_loaded",
             Detail::PolicyRejected { .. } => "policy_rejected",
             Detail::Resumed(_) => "daemon_resumed",
@@ -888,6 +902,15 @@ impl Event {
                 path: (!path.is_empty()).then(|| String::from_utf8_lossy(&path).into_owned()),
                 truncated: flag(flags::PATH_TRUNCATED),
                 family: body.family,
+                sock_type: body.sock_type,
+                ret: body.ret,
+            },
+            Body::Unix { body, path } => Detail::Unix {
+                path: String::from_utf8_lossy(&path).into_owned(),
+                resolved: !flag(flags::PATH_UNRESOLVED),
+                truncated: flag(flags::PATH_TRUNCATED),
+                call: guard_common::UnixCall::from_u32(body.call)
+                    .unwrap_or(guard_common::UnixCall::Send),
                 sock_type: body.sock_type,
                 ret: body.ret,
             },

@@ -208,6 +208,15 @@ impl Judge {
             }
             // Nothing was opened: there is nothing to stop.
             Detail::Open { ret, .. } if *ret < 0 => Step::Done(Outcome::Logged),
+            // Refused by the BPF-LSM Unix socket hooks.
+            Detail::Unix { ret, .. }
+                if *ret == -i64::from(libc::EPERM) && self.lsm && action == Action::Deny =>
+            {
+                Step::Done(Outcome::Denied)
+            }
+            // Nothing reached the socket.
+            Detail::Unix { ret, .. } if *ret < 0 => Step::Done(Outcome::Logged),
+            Detail::Unix { .. } => Step::KillProcess,
             // The kernel refuses what it knows; a destination it did not know (a
             // name not yet resolved) went through.
             Detail::Connect { .. } | Detail::Send { .. } => Step::Done(Outcome::NotDenied),

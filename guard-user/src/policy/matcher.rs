@@ -240,7 +240,7 @@ impl Compiled {
         let mut out = Vec::new();
         // File rules whose patterns match the path (one pass over all of them).
         let file_candidates: Vec<usize> = match detail {
-            Detail::Open { path, .. } => {
+            Detail::Open { path, .. } | Detail::Unix { path, .. } => {
                 let mut c: Vec<usize> = self
                     .file_paths
                     .matches(path)
@@ -275,6 +275,11 @@ impl Compiled {
                         .any(|a| matches!(*a, "write" | "create" | "truncate"));
                     // The paths matched already (file_candidates).
                     ((*read && wants_read) || (*write && wants_write)) && !except.is_match(path)
+                }
+                // Connecting or sending to a socket file is writing to it (the kernel
+                // asks for write permission on it).
+                (Matcher::File { except, write, .. }, Detail::Unix { path, .. }) => {
+                    *write && !except.is_match(path)
                 }
                 (
                     Matcher::Exec {

@@ -163,6 +163,27 @@ fn write_report(out: &mut String, r: &Report) -> std::fmt::Result {
             r.bytes_out, r.bytes_in
         )?;
     }
+    if !r.unix_sockets.items.is_empty() {
+        writeln!(out, "\n## Unix sockets\n")?;
+        writeln!(
+            out,
+            "| socket | connects | sends | failed | first by | guard |"
+        )?;
+        writeln!(out, "|---|---|---|---|---|---|")?;
+        for u in &r.unix_sockets.items {
+            writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                cell(&u.path),
+                u.connects,
+                u.sends,
+                u.failed,
+                cell(&u.by),
+                cell(&verdicts(&u.verdicts)),
+            )?;
+        }
+        omitted(out, r.unix_sockets.omitted, "sockets")?;
+    }
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use chrono::DateTime;
 use guard_common::protocol::{EventDetail, EventLine, Outcome};
 pub use guard_common::report::{
     Bounded, Command, Destination, FileClass, FileUse, Files, MAX_ITEMS, Report, SecretEgress,
-    SecretRead, SentAfter, Violation,
+    SecretRead, SentAfter, UnixSocket, Violation,
 };
 
 pub use self::markdown::render as markdown;
@@ -47,6 +47,7 @@ pub struct Ledger {
     /// Index of each path in its list, by (written, class).
     files: HashMap<(bool, FileClass, String), usize>,
     dests: HashMap<(String, u16, String), usize>,
+    unix: HashMap<String, usize>,
     /// Open flows' latest totals (out, in) by flow id: a flow's next record
     /// replaces its previous counts; a final one leaves the map.
     flows: HashMap<String, (u64, u64)>,
@@ -156,6 +157,25 @@ impl Ledger {
                     ev.detail.kind(),
                     endpoint(addr, *port, ev.host.as_deref())
                 ))
+            }
+            EventDetail::Unix { path, call, result } => {
+                let entry = slot(&mut self.unix, &mut r.unix_sockets, path.clone(), || {
+                    UnixSocket {
+                        path: path.clone(),
+                        by: comm.clone(),
+                        ..UnixSocket::default()
+                    }
+                });
+                if let Some(u) = entry {
+                    if call == "connect" {
+                        u.connects += 1;
+                    } else {
+                        u.sends += 1;
+                    }
+                    u.failed += u64::from(result != "ok");
+                    note_verdict(&mut u.verdicts, ev);
+                }
+                Some(format!("unix {call} {path}"))
             }
             EventDetail::Flow {
                 addr,

@@ -173,7 +173,7 @@ impl Registry {
     pub fn annotate(&self, ev: &mut Event) {
         if matches!(
             ev.detail,
-            Detail::Connect { .. } | Detail::Send { .. } | Detail::Flow(_)
+            Detail::Connect { .. } | Detail::Send { .. } | Detail::Flow(_) | Detail::Unix { .. }
         ) && let Some(read) = self.secrets.get(&ev.task.pid)
             && Some(read.session) == ev.session
         {
@@ -326,8 +326,12 @@ impl Registry {
                 session.counts.bytes_out += out;
                 session.counts.bytes_in += inb;
             }
-            Detail::Connect { .. } => session.counts.connect += 1,
-            Detail::Send { .. } => session.counts.send += 1,
+            Detail::Connect { .. }
+            | Detail::Unix {
+                call: guard_common::UnixCall::Connect,
+                ..
+            } => session.counts.connect += 1,
+            Detail::Send { .. } | Detail::Unix { .. } => session.counts.send += 1,
             Detail::Dns(_) => {}
             // Counted as a violation above (every route record is one).
             Detail::Route { .. } => {}

@@ -92,7 +92,20 @@ pub(super) fn program_costs(ctx: &mut Ctx) -> Result<Value> {
         } else {
             &[Setup::GuardOutside, Setup::GuardInside]
         };
-        let result = program_rows(ctx, u64::from(daemon.pid()), &before, setups, &mut rows);
+        let p = &ctx.params;
+        let workloads = [
+            (Workload::Open, (p.open_n / 4).max(1000)),
+            (Workload::ForkExec, (p.forkexec_n / 4).max(50)),
+            (Workload::Connect, (p.connect_n / 4).max(1000)),
+        ];
+        let result = program_rows(
+            ctx,
+            u64::from(daemon.pid()),
+            &before,
+            &workloads,
+            setups,
+            &mut rows,
+        );
         daemon.stop(libc::SIGTERM, Duration::from_secs(15));
         let _ = fs::remove_file(&events);
         result?;
@@ -101,13 +114,90 @@ pub(super) fn program_costs(ctx: &mut Ctx) -> Result<Value> {
     Ok(json!({ "rows": rows }))
 }
 
-/// Runs the micro workloads (a quarter of their size) under `setups` and adds the
+/// Policies whose features cost an open inside a session, each the log-only policy
+/// plus some rules: (name, rules; `{dir}` is the bench directory).
+const FEATURE_POLICIES: [(&str, &str); 3] = [
+    (
+        "path rules only",
+        "[[rule]]\nid = \"by-path\"\nkind = \"file\"\naccess = [\"read\"]\n\
+         paths = [\"{dir}/protected/*.key\"]\naction = \"kill\"\n",
+    ),
+    (
+        "+ identity (a rule on a concrete directory)",
+        "[[rule]]\nid = \"by-path\"\nkind = \"file\"\naccess = [\"read\"]\n\
+         paths = [\"{dir}/protected/*.key\"]\naction = \"kill\"\n\n\
+         [[rule]]\nid = \"by-identity\"\nkind = \"file\"\naccess = [\"read\"]\n\
+         paths = [\"{dir}/protected/**\"]\naction = \"kill\"\n",
+    ),
+    (
+        "+ identity + taint (a secret log rule)",
+        "[[rule]]\nid = \"by-path\"\nkind = \"file\"\naccess = [\"read\"]\n\
+         paths = [\"{dir}/protected/*.key\"]\naction = \"kill\"\n\n\
+         [[rule]]\nid = \"by-identity\"\nkind = \"file\"\naccess = [\"read\"]\n\
+         paths = [\"{dir}/protected/**\"]\naction = \"kill\"\n\n\
+         [[rule]]\nid = \"secret\"\nkind = \"file\"\naccess = [\"read\"]\n\
+         paths = [\"{dir}/cred.env\", \"*.pem\"]\nsecret = true\naction = \"log\"\n",
+    ),
+];
+
+/// What policy features cost an open inside a session: the kernel's run time of
+/// `sys_exit_open` (and its entry) per run, for the open workload in a session,
+/// under policies that add path rules, identity entries (every open walks its
+/// file's directories to the root) and a secret `log` rule (the taint check). The
+/// open target matches none of the rules, the worst case: every check runs to its
+/// end.
+pub(super) fn feature_costs(ctx: &mut Ctx) -> Result<Value> {
+    if which("bpftool").is_none() {
+        bail!("bpftool not found (Debian package bpftool)");
+    }
+    let base = fs::read_to_string(&ctx.log_policy).context("cannot read the log-only policy")?;
+    fs::create_dir_all(ctx.dir.join("protected")).context("cannot make protected/")?;
+    fs::write(ctx.dir.join("cred.env"), "TOKEN=bench\n").context("cannot write cred.env")?;
+    let stats = BpfStats::enable()?;
+    let n = (ctx.params.open_n / 4).max(1000);
+    let mut rows = Vec::new();
+    for (name, rules) in FEATURE_POLICIES {
+        check_interrupted()?;
+        let policy = ctx.next_file("features", "toml");
+        let dir = ctx.dir.display().to_string();
+        fs::write(&policy, format!("{base}\n{}", rules.replace("{dir}", &dir)))?;
+        let before: Vec<u64> = bpf_programs()?.into_keys().collect();
+        let events = ctx.next_file("features", "jsonl");
+        let mut daemon = start_guard(ctx, &policy, false, &events)?;
+        let mut found = Vec::new();
+        let result = program_rows(
+            ctx,
+            u64::from(daemon.pid()),
+            &before,
+            &[(Workload::Open, n)],
+            &[Setup::GuardInside],
+            &mut found,
+        );
+        daemon.stop(libc::SIGTERM, Duration::from_secs(15));
+        let _ = fs::remove_file(&events);
+        result?;
+        for mut row in found {
+            if matches!(
+                row["program"].as_str(),
+                Some("sys_exit_open" | "sys_enter_opena")
+            ) {
+                row["policy"] = json!(name);
+                rows.push(row);
+            }
+        }
+    }
+    drop(stats);
+    Ok(json!({ "rows": rows }))
+}
+
+/// Runs `workloads` (with their iteration counts) under `setups` and adds the
 /// run-time statistics of the daemon's programs (those bpftool says `pid` holds,
 /// else those loaded since `before`) to `rows`.
 fn program_rows(
     ctx: &Ctx,
     pid: u64,
     before: &[u64],
+    workloads: &[(Workload, u64)],
     setups: &[Setup],
     rows: &mut Vec<Value>,
 ) -> Result<()> {
@@ -126,12 +216,7 @@ fn program_rows(
             by_pid
         }
     };
-    let p = &ctx.params;
-    for (w, n) in [
-        (Workload::Open, (p.open_n / 4).max(1000)),
-        (Workload::ForkExec, (p.forkexec_n / 4).max(50)),
-        (Workload::Connect, (p.connect_n / 4).max(1000)),
-    ] {
+    for &(w, n) in workloads {
         for &setup in setups {
             check_interrupted()?;
             let s0 = bpf_programs()?;

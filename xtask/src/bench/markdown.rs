@@ -244,6 +244,34 @@ fn results_markdown(r: &Value) -> String {
         let _ = writeln!(s);
     }
 
+    let fc = &r["feature_costs"];
+    let _ = writeln!(s, "### What policy features cost an open\n");
+    if let Some(e) = fc["error"].as_str() {
+        let _ = writeln!(s, "Not measured: {e}\n");
+    } else {
+        let _ = writeln!(
+            s,
+            "The open workload inside a session (a quarter of its size), under policies that \
+             add features one by one; the kernel's own run time of the open programs per run \
+             (`kernel.bpf_stats_enabled`). The file opened matches no rule: every check runs \
+             to its end (identity: a walk of its directories to the root; taint: the secret \
+             rules' lookups). Processes outside every session pay none of it.\n"
+        );
+        let _ = writeln!(s, "| policy | program | runs | ns/run |");
+        let _ = writeln!(s, "|---|---|---:|---:|");
+        for x in fc["rows"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                s,
+                "| {} | `{}` | {} | {:.0} |",
+                x["policy"].as_str().unwrap_or("?"),
+                x["program"].as_str().unwrap_or("?"),
+                x["runs"],
+                x["ns_per_run"].as_f64().unwrap_or(0.0),
+            );
+        }
+        let _ = writeln!(s);
+    }
+
     s.push_str(&storm_section(&r["storm"]));
 
     let _ = writeln!(s, "### Targets\n");

@@ -54,7 +54,7 @@ use serde_json::json;
 
 use self::auditd::{AuditState, auditd_problem, write_auditd_conf};
 use self::chart::chart;
-use self::costs::program_costs;
+use self::costs::{feature_costs, program_costs};
 use self::ctx::Ctx;
 use self::host::{machine, pick_account};
 use self::markdown::write_markdown;
@@ -346,6 +346,12 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         json!({ "error": format!("{e:#}") })
     });
     check_interrupted()?;
+    log!("what policy features cost an open");
+    let features = feature_costs(&mut ctx).unwrap_or_else(|e| {
+        log!("feature costs not measured: {e:#}");
+        json!({ "error": format!("{e:#}") })
+    });
+    check_interrupted()?;
     log!("storm ({} s at the maximum)", params.storm_secs);
     let storm = storm::storm(&mut ctx).unwrap_or_else(|e| {
         log!("storm phase failed: {e:#}");
@@ -392,6 +398,7 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         "capacity": capacity,
         "kill_latency": kill,
         "program_costs": costs,
+        "feature_costs": features,
         "storm": storm,
         "targets": targets,
     });

@@ -1,0 +1,185 @@
+//! Unix domain sockets, a way out the network hooks do not see (issue 14 item 4,
+//! docs/routes.md): a local proxy, the Docker socket, an agent's socket. A session's
+//! connect or datagram to a socket file that a file rule on writes covers is refused
+//! (BPF-LSM: EPERM, nothing reaches the listener) or killed before its connect
+//! returns (tracepoint tier: the connection was made, nothing is sent on it; a
+//! datagram is reported, not stopped). Every connect and addressed send of a
+//! session is a `unix` event naming the socket file the kernel reached, and the
+//! session report lists the sockets.
+
+use std::fs;
+use std::io::{ErrorKind, Read as _};
+use std::os::linux::net::SocketAddrExt as _;
+use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener};
+use std::time::Duration;
+
+use guard_tests::{Enforcing, Event, Finished, dump, fake_agent_exe, scaled, unique_name};
+
+const SIGKILL: i64 = libc::SIGKILL as i64;
+const EPERM: i64 = libc::EPERM as i64;
+const PAYLOAD: &str = "unix-payload-3e9a";
+
+const RULES: &str = r#"
+[[rule]]
+id = "no-proxy"
+kind = "file"
+access = ["write"]
+paths = ["{dir}/proxy.sock", "{dir}/proxy.dgram"]
+action = "deny"
+"#;
+
+/// Sends the payload over a Unix socket: `client.py ADDRESS stream|dgram` (`@name`
+/// for an abstract address); reports `errno=` (0 when it went out).
+const CLIENT: &str = r#"
+import socket, sys
+kind = socket.SOCK_DGRAM if sys.argv[2] == "dgram" else socket.SOCK_STREAM
+s = socket.socket(socket.AF_UNIX, kind)
+addr = sys.argv[1]
+if addr.startswith("@"):
+    addr = "\0" + addr[1:]
+try:
+    if kind == socket.SOCK_DGRAM:
+        s.sendto(sys.argv[3].encode(), addr)
+    else:
+        s.connect(addr)
+        s.sendall(sys.argv[3].encode())
+except OSError as e:
+    print(f"errno={e.errno}", flush=True)
+    sys.exit(0)
+print("errno=0", flush=True)
+"#;
+
+fn start() -> Enforcing {
+    Enforcing::start(fake_agent_exe!(), "guard-e2e-unix", RULES, |dir| {
+        fs::write(dir.join("client.py"), CLIENT).expect("write the client");
+    })
+}
+
+/// Runs the client as the agent's child: `sh -c "cd {dir} && python3 client.py …"`.
+fn client(s: &mut Enforcing, addr: &str, kind: &str) -> (Finished, Vec<Event>) {
+    s.sh(&format!(
+        "cd {{dir}} && exec python3 client.py '{addr}' {kind} {PAYLOAD}"
+    ))
+}
+
+/// What reached a listener: the connections waiting in its backlog and the bytes
+/// each sent before it closed (the session has ended: every peer is gone).
+fn received(listener: &UnixListener) -> (usize, String) {
+    listener.set_nonblocking(true).expect("nonblocking");
+    let (mut n, mut bytes) = (0, String::new());
+    loop {
+        match listener.accept() {
+            Ok((mut conn, _)) => {
+                n += 1;
+                conn.set_nonblocking(false).expect("blocking");
+                conn.set_read_timeout(Some(scaled(Duration::from_secs(5))))
+                    .expect("timeout");
+                conn.read_to_string(&mut bytes).expect("read what was sent");
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return (n, bytes),
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+}
+
+/// The one `unix` event of the run's session.
+fn unix_event<'e>(events: &'e [Event], run: &Finished) -> &'e Event {
+    let evs: Vec<&Event> = Enforcing::of_run(events, run)
+        .into_iter()
+        .filter(|e| e.kind() == "unix")
+        .collect();
+    match evs.as_slice() {
+        [e] => e,
+        _ => panic!("not one unix event for {}:\n{}", run.pid, dump(events)),
+    }
+}
+
+/// A connect to a protected socket: nothing the client meant to send reached the
+/// listener; the event names the socket file, the rule and what guard did.
+#[test]
+fn a_connect_to_a_protected_socket_sends_nothing() {
+    let mut s = start();
+    let listener = UnixListener::bind(s.dir.join("proxy.sock")).expect("listen");
+    let proxy = s.path("proxy.sock");
+    let (run, events) = client(&mut s, &proxy, "stream");
+    let (connections, bytes) = received(&listener);
+    assert!(!bytes.contains(PAYLOAD), "the payload reached the proxy");
+    if s.lsm {
+        assert_eq!(run.report("errno"), EPERM, "{run:?}");
+        assert_eq!(connections, 0, "BPF-LSM refused the connect: no connection");
+    } else {
+        assert_eq!(run.report("child_signal"), SIGKILL, "{run:?}");
+        assert!(!run.reports.contains_key("errno"), "{run:?}");
+    }
+    let e = unix_event(&events, &run);
+    assert_eq!(e.str("path"), Some(proxy.as_str()), "{e}");
+    assert_eq!(e.str("call"), Some("connect"), "{e}");
+    assert_eq!(e.str("socket"), Some("stream"), "{e}");
+    assert_eq!(e.str("rule"), Some("no-proxy"), "{e}");
+    let outcome = if s.lsm { "denied" } else { "killed" };
+    assert_eq!(e.str("outcome"), Some(outcome), "{e}");
+    s.finish();
+}
+
+/// A datagram to a protected socket: refused where BPF-LSM runs; elsewhere it
+/// goes out (the guarantee says so) and is reported with the rule.
+#[test]
+fn a_datagram_to_a_protected_socket_is_refused_or_reported() {
+    let mut s = start();
+    let sink = UnixDatagram::bind(s.dir.join("proxy.dgram")).expect("bind");
+    sink.set_nonblocking(true).expect("nonblocking");
+    let proxy = s.path("proxy.dgram");
+    let (run, events) = client(&mut s, &proxy, "dgram");
+    let mut buf = [0u8; 256];
+    let got = sink.recv(&mut buf);
+    let e = unix_event(&events, &run);
+    assert_eq!(e.str("path"), Some(proxy.as_str()), "{e}");
+    assert_eq!(e.str("call"), Some("sendto"), "{e}");
+    assert_eq!(e.str("rule"), Some("no-proxy"), "{e}");
+    if s.lsm {
+        assert_eq!(run.report("errno"), EPERM, "{run:?}");
+        assert!(
+            got.as_ref()
+                .is_err_and(|e| e.kind() == ErrorKind::WouldBlock),
+            "a datagram arrived: {got:?}"
+        );
+        assert_eq!(e.str("outcome"), Some("denied"), "{e}");
+        assert_eq!(e.str("result"), Some("EPERM"), "{e}");
+    } else {
+        assert_eq!(e.str("result"), Some("ok"), "{e}");
+    }
+    s.finish();
+}
+
+/// Sockets no rule covers: a relative name is reported as the socket file the
+/// kernel reached, an abstract name as `@name`; both reached their listener, and
+/// the session report lists them.
+#[test]
+fn connects_name_the_socket_file_the_kernel_reached() {
+    let mut s = start();
+    let file = UnixListener::bind(s.dir.join("ok.sock")).expect("listen");
+    let abstract_name = unique_name("gunix");
+    let addr = SocketAddr::from_abstract_name(abstract_name.as_bytes()).expect("abstract name");
+    let abstract_listener = UnixListener::bind_addr(&addr).expect("listen (abstract)");
+    let at = format!("@{abstract_name}");
+    for (addr, listener, path, resolved) in [
+        ("ok.sock", &file, s.path("ok.sock"), true),
+        (at.as_str(), &abstract_listener, at.clone(), false),
+    ] {
+        let (run, events) = client(&mut s, addr, "stream");
+        assert_eq!(run.report("errno"), 0, "{run:?}");
+        let (connections, bytes) = received(listener);
+        assert_eq!((connections, bytes.as_str()), (1, PAYLOAD), "{addr}");
+        let e = unix_event(&events, &run);
+        assert_eq!(e.str("path"), Some(path.as_str()), "{e}");
+        assert_eq!(e.bool("path_resolved"), Some(resolved), "{e}");
+        assert_eq!(e.str("result"), Some("ok"), "{e}");
+        assert_eq!(e.str("rule"), None, "{e}");
+        let session = e.session().expect("a session").to_owned();
+        let report = s.daemon.report(&session);
+        let sockets = &report["unix_sockets"]["items"];
+        assert_eq!(sockets[0]["path"], path.as_str(), "{report:#}");
+        assert_eq!(sockets[0]["connects"], 1, "{report:#}");
+    }
+    s.finish();
+}
