@@ -215,6 +215,32 @@ pub struct Event {
     /// What happened, for people.
     pub what: String,
     pub violation: Option<Violation>,
+    /// A connect, send or flow: its destination, for the destinations view.
+    pub net: Option<NetUse>,
+}
+
+/// What a connect, send or flow record says of its destination.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetUse {
+    /// `addr:port/proto` (`[addr]:port/proto` for IPv6).
+    pub dest: String,
+    /// The name guard knows for the address.
+    pub host: Option<String>,
+    pub kind: NetKind,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NetKind {
+    #[default]
+    Connect,
+    Send,
+    /// A flow record: the socket's totals so far (`closed` at its last record).
+    Flow {
+        id: String,
+        out: u64,
+        inb: u64,
+        closed: bool,
+    },
 }
 
 impl Event {
@@ -232,6 +258,7 @@ impl Event {
                 action: Some(v.action.as_str().to_owned()),
                 outcome: Some(v.outcome.as_str().to_owned()),
             }),
+            net: NetUse::of(ev),
         }
     }
 
@@ -250,6 +277,132 @@ impl Event {
                     || v.action.as_deref().is_some_and(hit)
                     || v.outcome.as_deref().is_some_and(hit)
             })
+    }
+}
+
+impl NetUse {
+    fn of(ev: &EventLine) -> Option<NetUse> {
+        use protocol::EventDetail;
+        let dest = |addr: &str, port: u16, proto: &str| {
+            if addr.contains(':') {
+                format!("[{addr}]:{port}/{proto}")
+            } else {
+                format!("{addr}:{port}/{proto}")
+            }
+        };
+        let (dest, kind) = match &ev.detail {
+            EventDetail::Connect {
+                addr, port, proto, ..
+            } => (dest(addr, *port, proto), NetKind::Connect),
+            EventDetail::Send {
+                addr, port, proto, ..
+            } => (dest(addr, *port, proto), NetKind::Send),
+            EventDetail::Flow {
+                addr,
+                port,
+                proto,
+                bytes_out,
+                bytes_in,
+                flow_id,
+                reason,
+                ..
+            } => (
+                dest(addr, *port, proto),
+                NetKind::Flow {
+                    id: flow_id.clone(),
+                    out: *bytes_out,
+                    inb: *bytes_in,
+                    closed: reason != "periodic",
+                },
+            ),
+            _ => return None,
+        };
+        Some(NetUse {
+            dest,
+            host: ev.host.clone(),
+            kind,
+        })
+    }
+}
+
+/// One destination of the destinations view (`d`): a session's (or every
+/// session's) connects, sends and bytes to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Destination {
+    pub dest: String,
+    pub host: Option<String>,
+    pub connects: u64,
+    pub sends: u64,
+    pub out: u64,
+    pub inb: u64,
+}
+
+/// Most destinations one buffer keeps; past it they are counted.
+pub const DEST_CAP: usize = 1_000;
+
+/// Destinations folded from connect, send and flow records: a flow's records
+/// carry its totals so far, so each replaces the flow's previous counts.
+#[derive(Debug, Default)]
+struct Destinations {
+    by_dest: HashMap<String, Destination>,
+    /// Open flows' last counts (out, in) and their destination.
+    flows: HashMap<String, (String, u64, u64)>,
+    omitted: u64,
+}
+
+impl Destinations {
+    fn add(&mut self, net: &NetUse) {
+        if !self.by_dest.contains_key(&net.dest) {
+            if self.by_dest.len() >= DEST_CAP {
+                self.omitted += 1;
+                return;
+            }
+            self.by_dest.insert(
+                net.dest.clone(),
+                Destination {
+                    dest: net.dest.clone(),
+                    ..Destination::default()
+                },
+            );
+        }
+        let Some(d) = self.by_dest.get_mut(&net.dest) else {
+            return;
+        };
+        if d.host.is_none() {
+            d.host.clone_from(&net.host);
+        }
+        match &net.kind {
+            NetKind::Connect => d.connects += 1,
+            NetKind::Send => d.sends += 1,
+            NetKind::Flow {
+                id,
+                out,
+                inb,
+                closed,
+            } => {
+                let (was_out, was_in) = self.flows.get(id).map_or((0, 0), |(_, o, i)| (*o, *i));
+                d.out += out.saturating_sub(was_out);
+                d.inb += inb.saturating_sub(was_in);
+                if *closed {
+                    self.flows.remove(id);
+                } else {
+                    self.flows
+                        .insert(id.clone(), (net.dest.clone(), *out, *inb));
+                }
+            }
+        }
+    }
+
+    /// Most bytes out first.
+    fn sorted(&self) -> Vec<Destination> {
+        let mut list: Vec<Destination> = self.by_dest.values().cloned().collect();
+        list.sort_by(|a, b| {
+            b.out
+                .cmp(&a.out)
+                .then(b.inb.cmp(&a.inb))
+                .then(a.dest.cmp(&b.dest))
+        });
+        list
     }
 }
 
@@ -422,12 +575,17 @@ pub struct TreeRow {
 struct Buffer {
     events: VecDeque<Arc<Event>>,
     violations: VecDeque<Arc<Event>>,
+    /// Every destination seen, not only those of the events still kept.
+    dests: Destinations,
     /// Sessions poll generation of the last event (to forget old buffers).
     seen: u64,
 }
 
 impl Buffer {
     fn push(&mut self, ev: Arc<Event>, generation: u64) {
+        if let Some(net) = &ev.net {
+            self.dests.add(net);
+        }
         if ev.violation.is_some() {
             if self.violations.len() >= VIOLATION_CAP {
                 self.violations.pop_front();
@@ -478,6 +636,8 @@ pub struct App {
     pub message: Option<Message>,
     /// Whether sessions were received at least once.
     pub loaded: bool,
+    /// The destinations view (`d`) in place of the event feed.
+    pub dests_view: bool,
     all: Buffer,
     by_session: HashMap<String, Buffer>,
     generation: u64,
@@ -508,6 +668,7 @@ impl App {
             disconnected: None,
             message: None,
             loaded: false,
+            dests_view: false,
             all: Buffer::default(),
             by_session: HashMap::new(),
             generation: 0,
@@ -640,6 +801,15 @@ impl App {
             (None, Some(b)) if violations => b.violations.as_slices(),
             (None, Some(b)) => b.events.as_slices(),
             (None, None) => (&[], &[]),
+        }
+    }
+
+    /// The destinations of the selected session (of every session when none is
+    /// selected), most bytes out first, and how many the view had no room for.
+    pub fn destinations(&self) -> (Vec<Destination>, u64) {
+        match self.buffer() {
+            Some(b) => (b.dests.sorted(), b.dests.omitted),
+            None => (Vec::new(), 0),
         }
     }
 
@@ -847,6 +1017,7 @@ impl App {
                 self.feed_scroll = 0;
             }
             KeyCode::Char(' ' | 'p') => self.toggle_pause(),
+            KeyCode::Char('d') => self.dests_view = !self.dests_view,
             KeyCode::Char('K') => self.ask_kill_session(),
             KeyCode::Char('r') => match self.selected_session() {
                 Some(s) => return Some(Action::Report(s.id.clone())),

@@ -244,6 +244,76 @@ fn r_opens_the_selected_sessions_report_and_esc_closes_it() {
     );
 }
 
+/// `d` shows where the selected session's sockets went: each flow's last record
+/// counts (a periodic record's totals are replaced by the next), flows of one
+/// destination add up, connects and sends are counted, most bytes out first.
+#[test]
+fn d_shows_the_selected_sessions_destinations_with_their_bytes() {
+    let mut app = app();
+    let net = |kind: &str, extra: Value| {
+        let mut v = json!({"schema": 2, "ts": "2026-03-04T10:20:25.000000000Z", "kind": kind,
+                           "session": CODEX, "pid": 4300, "ppid": 4242, "tid": 4300, "comm": "node"});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        event(v)
+    };
+    let flow = |addr: &str, port: u16, proto: &str, id: &str, out: u64, inb: u64, reason: &str| {
+        let mut extra = json!({"addr": addr, "port": port, "proto": proto, "bytes_out": out,
+                               "bytes_in": inb, "flow_id": id, "reason": reason, "dest_class": "other"});
+        if port == 443 {
+            extra["host"] = json!("api.openai.com");
+        }
+        net("flow", extra)
+    };
+    app.apply(Update::Events(vec![
+        net(
+            "connect",
+            json!({"addr": "162.159.140.245", "port": 443, "proto": "tcp", "result": "ok",
+                   "host": "api.openai.com"}),
+        ),
+        flow("162.159.140.245", 443, "tcp", "1-a", 1_000, 500, "periodic"),
+        flow(
+            "162.159.140.245",
+            443,
+            "tcp",
+            "1-a",
+            3_000_000,
+            800,
+            "close",
+        ),
+        flow("162.159.140.245", 443, "tcp", "2-b", 500, 100, "close"),
+        net(
+            "send",
+            json!({"addr": "10.0.0.53", "port": 53, "proto": "udp", "result": "ok"}),
+        ),
+        flow("10.0.0.53", 53, "udp", "3-c", 60, 120, "close"),
+    ]));
+    assert!(!app.dests_view);
+    app.on_key(key('d'));
+    assert!(app.dests_view, "d opens the destinations view");
+    let (dests, omitted) = app.destinations();
+    assert_eq!(omitted, 0);
+    // The connect to 140.82.112.3 in the base events had no flow: no bytes, last.
+    let rows: Vec<(&str, u64, u64, u64, u64)> = dests
+        .iter()
+        .map(|d| (d.dest.as_str(), d.connects, d.sends, d.out, d.inb))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("162.159.140.245:443/tcp", 1, 0, 3_000_500, 900),
+            ("10.0.0.53:53/udp", 0, 1, 60, 120),
+            ("140.82.112.3:443/tcp", 1, 0, 0, 0),
+        ]
+    );
+    assert_eq!(dests[0].host.as_deref(), Some("api.openai.com"));
+    assert_eq!(dests[1].host, None);
+    insta::assert_snapshot!("destinations_120x30", draw(&app, 120, 30).backend());
+    app.on_key(key('d'));
+    assert!(!app.dests_view, "d again goes back to the events");
+}
+
 #[test]
 fn tiny_terminal() {
     let app = app();

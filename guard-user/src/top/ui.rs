@@ -93,7 +93,11 @@ fn draw_full(frame: &mut Frame<'_>, app: &App, area: Rect) {
     let [tree, feed] =
         Layout::horizontal([Constraint::Percentage(36), Constraint::Percentage(64)]).areas(middle);
     draw_tree(frame, app, tree);
-    draw_feed(frame, app, feed, false);
+    if app.dests_view {
+        draw_dests(frame, app, feed);
+    } else {
+        draw_feed(frame, app, feed, false);
+    }
     draw_status(frame, app, status, false);
     draw_hints(frame, app, hints);
 }
@@ -112,6 +116,8 @@ fn draw_compact(frame: &mut Frame<'_>, app: &App, area: Rect) {
     draw_sessions(frame, app, top, true);
     if app.focus == Focus::Tree {
         draw_tree(frame, app, bottom);
+    } else if app.dests_view {
+        draw_dests(frame, app, bottom);
     } else {
         draw_feed(frame, app, bottom, true);
     }
@@ -464,6 +470,70 @@ fn draw_feed(frame: &mut Frame<'_>, app: &App, area: Rect, compact: bool) {
     frame.render_widget(Paragraph::new(Text::from(lines)), inner);
 }
 
+/// The destinations view (`d`): where the session's sockets went, most bytes out
+/// first, with their connects and sends (from its connect, send and flow events).
+fn draw_dests(frame: &mut Frame<'_>, app: &App, area: Rect) {
+    let focused = app.focus == Focus::Feed;
+    let title = match app.selected_session() {
+        Some(s) => format!(" Destinations of {} {} ", s.agent, s.short_id()),
+        None => " Destinations ".to_owned(),
+    };
+    let (dests, omitted) = app.destinations();
+    let mut block = pane(title, focused);
+    if omitted > 0 {
+        block = block.title(Line::from(format!(" {omitted} more not shown ")).right_aligned());
+    }
+    if dests.is_empty() {
+        let inner = block.inner(area);
+        frame.render_widget(block, area);
+        frame.render_widget(
+            Paragraph::new(Span::styled(
+                "no connects, sends or flows yet",
+                Style::default().add_modifier(Modifier::DIM),
+            )),
+            inner,
+        );
+        return;
+    }
+    let header = Row::new(
+        ["DESTINATION", "NAME", "CONN", "SEND", "OUT", "IN"]
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| {
+                if i >= 2 {
+                    right(h.to_owned())
+                } else {
+                    Cell::from(h)
+                }
+            }),
+    )
+    .style(bold());
+    let rows = dests.iter().map(|d| {
+        Row::new(vec![
+            Cell::from(d.dest.clone()),
+            Cell::from(d.host.clone().unwrap_or_else(|| "-".to_owned())),
+            right(d.connects.to_string()),
+            right(d.sends.to_string()),
+            right(bytes(d.out)),
+            right(bytes(d.inb)),
+        ])
+    });
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Fill(3),
+            Constraint::Fill(2),
+            Constraint::Length(5),
+            Constraint::Length(5),
+            Constraint::Length(10),
+            Constraint::Length(10),
+        ],
+    )
+    .header(header)
+    .block(block);
+    frame.render_widget(table, area);
+}
+
 fn status_spans(app: &App, compact: bool) -> Vec<Span<'static>> {
     let sep = || Span::raw(" │ ");
     let mut spans = vec![Span::raw(" ")];
@@ -587,6 +657,10 @@ const HELP: &[(&str, &str)] = &[
     ("f  F", "cycle the kind filter"),
     ("Esc", "clear both filters"),
     ("space  p", "pause / resume the event feed"),
+    (
+        "d",
+        "where the sockets went, bytes out and in (d again: events)",
+    ),
     ("K", "kill the selected session (asks first)"),
     (
         "r",
