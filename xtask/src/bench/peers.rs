@@ -29,14 +29,18 @@ pub(super) fn dpkg_version(package: &str) -> Option<String> {
     (out.status.success() && !v.is_empty()).then_some(v)
 }
 
+/// What the bench installs: the peers it compares guard with, and bpftool, whose
+/// `prog show` gives the kernel's per-program statistics (the cost phases).
+const PEER_PACKAGES: [&str; 4] = ["auditd", "libbpf-tools", "bpftrace", "bpftool"];
+
 /// apt-get installs the peers that are missing; failures are reported, not fatal.
 pub(super) fn install_peers() {
-    let missing: Vec<&str> = ["auditd", "libbpf-tools", "bpftrace"]
+    let missing: Vec<&str> = PEER_PACKAGES
         .into_iter()
         .filter(|p| !dpkg_installed(p))
         .collect();
     if missing.is_empty() {
-        log!("peers: auditd, libbpf-tools, bpftrace present");
+        log!("peers: {} present", PEER_PACKAGES.join(", "));
         return;
     }
     if which("apt-get").is_none() {
