@@ -141,7 +141,7 @@ const FEATURE_POLICIES: [(&str, &str); 3] = [
 ];
 
 /// What policy features cost an open inside a session: the kernel's run time of
-/// `sys_exit_open` (and its entry) per run, for the open workload in a session,
+/// `sys_exit_open` per run, for the open workload in a session,
 /// under policies that add path rules, identity entries (every open walks its
 /// file's directories to the root) and a secret `log` rule (the taint check). The
 /// open target matches none of the rules, the worst case: every check runs to its
@@ -177,10 +177,8 @@ pub(super) fn feature_costs(ctx: &mut Ctx) -> Result<Value> {
         let _ = fs::remove_file(&events);
         result?;
         for mut row in found {
-            if matches!(
-                row["program"].as_str(),
-                Some("sys_exit_open" | "sys_enter_opena")
-            ) {
+            // The checks run at the open's exit; its entry only notes the call.
+            if row["program"] == "sys_exit_open" {
                 row["policy"] = json!(name);
                 rows.push(row);
             }

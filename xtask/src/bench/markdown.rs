@@ -252,8 +252,8 @@ fn results_markdown(r: &Value) -> String {
         let _ = writeln!(
             s,
             "The open workload inside a session (a quarter of its size), under policies that \
-             add features one by one; the kernel's own run time of the open programs per run \
-             (`kernel.bpf_stats_enabled`). The file opened matches no rule: every check runs \
+             add features one by one; the kernel's own run time of the open's exit program, \
+             where the checks run, per open (`kernel.bpf_stats_enabled`). The file opened matches no rule: every check runs \
              to its end (identity: a walk of its directories to the root; taint: the secret \
              rules' lookups). Processes outside every session pay none of it.\n"
         );
