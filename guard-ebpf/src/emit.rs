@@ -4,16 +4,17 @@
 use core::{mem::size_of, slice};
 
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
     bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
 };
-use guard_common::{EventKind, Header, LimitBody, counter, flags, limit::RATE};
+use guard_common::{EventKind, Header, LimitBody, PATH_MAX, counter, flags, limit::RATE};
 
 use crate::{
     core_read, enforce,
     limit::{self, Take},
-    maps::{EVENT_BUF, EVENT_SCRATCH, EVENTS, count},
+    maps::{EVENT_BUF, EVENT_SCRATCH, EVENTS, PATH_MASK, count},
 };
 
 pub const HEADER_LEN: usize = size_of::<Header>();
@@ -115,6 +116,31 @@ impl Draft {
     pub fn payload_ptr<T>(&mut self, at: usize) -> *mut u8 {
         // SAFETY: callers keep `at` below EVENT_BUF - HEADER_LEN - size_of::<T>().
         unsafe { self.buf.add(HEADER_LEN + size_of::<T>() + at) }
+    }
+
+    /// Copies the path at `pbuf[start..end]` (the path scratch) into the payload
+    /// after a `T` body: its last `PATH_MAX` bytes when it is longer (the file name
+    /// and its nearest directories matter most), flagged `PATH_TRUNCATED`. Returns
+    /// the bytes copied.
+    #[inline(always)]
+    pub fn path_payload<T>(&mut self, pbuf: *const u8, start: u32, end: u32) -> u32 {
+        let mut len = end.saturating_sub(start);
+        let mut from = start;
+        if len > PATH_MAX as u32 {
+            self.header().flags |= flags::PATH_TRUNCATED;
+            from = end - PATH_MAX as u32;
+            len = PATH_MAX as u32;
+        }
+        len &= 0xfff;
+        // SAFETY: the copy is bounded by masks on both sides.
+        unsafe {
+            let _ = bpf_probe_read_kernel(
+                self.payload_ptr::<T>(0).cast(),
+                len,
+                pbuf.wrapping_add((from & PATH_MASK) as usize).cast(),
+            );
+        }
+        len
     }
 
     /// Whether the record carries something user space must see whatever the

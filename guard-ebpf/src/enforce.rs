@@ -690,15 +690,18 @@ pub fn deny_open(
     rule
 }
 
-/// BPF-LSM `path_*` hooks: whether a `deny` rule on writes refuses a change to the
-/// entry `dentry` at `path[..len]` (create, mkdir, link, rename, unlink, truncate,
-/// chmod, chown).
+/// BPF-LSM: whether a `deny` rule on writes refuses a change to the entry `dentry`
+/// at `path[..len]` (the `path_*` hooks: create, mkdir, link, rename, unlink,
+/// truncate, chmod, chown), or reaching the Unix socket bound to it
+/// (`unix_stream_connect`, `unix_may_send`), by path and, `by_identity`, by the
+/// entry's identity.
 #[inline(always)]
-pub fn deny_change(
+pub fn deny_write(
     dentry: *const core::ffi::c_void,
     path: *const u8,
     len: u32,
-    is_root: u32,
+    who: u32,
+    by_identity: bool,
 ) -> Option<u16> {
     file_pick(
         dentry,
@@ -706,8 +709,8 @@ pub fn deny_change(
         len,
         access::WRITE,
         rule_flags::DENY,
-        is_root,
-        false,
+        who,
+        by_identity,
     )
     .0
 }
@@ -919,27 +922,6 @@ pub fn on_unix(
     };
     let (rule, found) = file_pick(dentry, path, len, access::WRITE, verdict, who, true);
     (rule.map_or(0, kill), found)
-}
-
-/// BPF-LSM `unix_stream_connect`/`unix_may_send`: whether a `deny` file rule on
-/// writes refuses reaching the Unix socket file at `path[..len]`.
-#[inline(always)]
-pub fn deny_unix(
-    dentry: *const core::ffi::c_void,
-    path: *const u8,
-    len: u32,
-    who: u32,
-) -> Option<u16> {
-    file_pick(
-        dentry,
-        path,
-        len,
-        access::WRITE,
-        rule_flags::DENY,
-        who,
-        true,
-    )
-    .0
 }
 
 /// Exec of the file at `path` (resolved) by a process now named `comm`.

@@ -246,23 +246,7 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
             (walk & !WALK_TRUNCATED, PATH_END + 1 + name_len)
         }
     };
-    let mut len = end.saturating_sub(start);
-    let mut from = start;
-    if len > PATH_MAX as u32 {
-        // Keep the tail: the file name and its nearest directories matter most.
-        draft.header().flags |= flags::PATH_TRUNCATED;
-        from = end - PATH_MAX as u32;
-        len = PATH_MAX as u32;
-    }
-    len &= 0xfff;
-    // SAFETY: the copy is bounded by masks on both sides.
-    unsafe {
-        let _ = gen_helpers::bpf_probe_read_kernel(
-            draft.payload_ptr::<OpenBody>(0).cast(),
-            len,
-            pbuf.add((from & PATH_MASK) as usize).cast(),
-        );
-    }
+    let len = draft.path_payload::<OpenBody>(pbuf, start, end);
     draft.body(OpenBody {
         flags: pending.flags,
         ret,

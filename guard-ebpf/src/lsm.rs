@@ -164,11 +164,11 @@ fn refuse(walk: u32, dentry: Ptr, is_root: u32, as_dir: bool, call: Option<OpenC
     let start = walk & !WALK_TRUNCATED;
     let path = pbuf.wrapping_add((start & PATH_MASK) as usize);
     let len = PATH_END - start;
-    let mut rule = enforce::deny_change(dentry, path, len, is_root);
+    let mut rule = enforce::deny_write(dentry, path, len, is_root, false);
     if rule.is_none() && as_dir {
         // SAFETY: PATH_END < the scratch's size; past the path's end is free.
         unsafe { *pbuf.add(PATH_END as usize) = b'/' };
-        rule = enforce::deny_change(dentry, path, len + 1, is_root);
+        rule = enforce::deny_write(dentry, path, len + 1, is_root, false);
     }
     let Some(rule) = rule else {
         return false;
@@ -439,7 +439,8 @@ fn refuse_unix(other: Ptr) -> i32 {
     let start = walk & !WALK_TRUNCATED;
     let name = pbuf.wrapping_add((start & PATH_MASK) as usize);
     let len = PATH_END - start;
-    let Some(rule) = enforce::deny_unix(core_read::path_dentry(path), name, len, t.flags) else {
+    let Some(rule) = enforce::deny_write(core_read::path_dentry(path), name, len, t.flags, true)
+    else {
         return 0;
     };
     let denied = ((rule + 1) & enforced::RULE_MASK) | enforced::DENIED;

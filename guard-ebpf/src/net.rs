@@ -19,8 +19,8 @@ use aya_ebpf::{
     programs::{SockAddrContext, TracePointContext},
 };
 use guard_common::{
-    AF_INET, AF_INET6, AF_UNIX, EventKind, NetBody, PATH_DEPTH, PATH_MAX, TAINTED, UNIX_PATH_MAX,
-    UnixBody, UnixCall, flags,
+    AF_INET, AF_INET6, AF_UNIX, EventKind, NetBody, PATH_DEPTH, TAINTED, UNIX_PATH_MAX, UnixBody,
+    UnixCall, flags,
 };
 
 use crate::{
@@ -276,22 +276,7 @@ fn report_unix(ctx: &TracePointContext, tgid: u32, pending: *const PendingUnix) 
         draft.header().flags |= flags::PATH_UNRESOLVED;
         unresolved_name(pending, pbuf, task)?
     };
-    let mut len = end.saturating_sub(start);
-    let mut from = start;
-    if len > PATH_MAX as u32 {
-        draft.header().flags |= flags::PATH_TRUNCATED;
-        from = end - PATH_MAX as u32;
-        len = PATH_MAX as u32;
-    }
-    len &= 0xfff;
-    // SAFETY: the copy is bounded by masks on both sides.
-    unsafe {
-        let _ = bpf_probe_read_kernel(
-            draft.payload_ptr::<UnixBody>(0).cast(),
-            len,
-            pbuf.add((from & PATH_MASK) as usize).cast(),
-        );
-    }
+    let len = draft.path_payload::<UnixBody>(pbuf, start, end);
     draft.body(UnixBody {
         ret,
         call,

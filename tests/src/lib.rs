@@ -970,6 +970,22 @@ pub fn write_policy(path: &Path, text: &str) {
     fs::rename(&aside, path).unwrap_or_else(|e| panic!("rename to {}: {e}", path.display()));
 }
 
+/// Runs `guard ARGS…` (a client command) and returns what it printed; fails the
+/// test with its stderr when it fails.
+pub fn guard(args: &[&OsStr]) -> String {
+    let out = Command::new(guard_bin())
+        .args(args)
+        .output()
+        .expect("run guard");
+    assert!(
+        out.status.success(),
+        "guard {args:?} failed ({})\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
 /// A daemon enforcing a policy for one fresh agent, with a directory of the test's
 /// own: the fixture of the tests that each try one way around a rule.
 pub struct Enforcing {

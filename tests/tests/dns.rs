@@ -20,7 +20,7 @@ use std::thread;
 use std::time::Duration;
 
 use guard_tests::{
-    Daemon, Event, EventsTo, FakeAgent, TempDir, dump, fake_agent_exe, guard_bin, session_of,
+    Daemon, Event, EventsTo, FakeAgent, TempDir, dump, fake_agent_exe, guard, session_of,
     unique_name, write_policy,
 };
 use hickory_proto::{
@@ -144,19 +144,6 @@ fn dns_server(sock: UdpSocket, stop: Arc<AtomicBool>) -> thread::JoinHandle<usiz
         }
         answered
     })
-}
-
-fn guard(args: &[&OsStr]) -> String {
-    let out = Command::new(guard_bin())
-        .args(args)
-        .output()
-        .expect("run guard");
-    assert!(
-        out.status.success(),
-        "guard {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
 }
 
 fn violation<'a>(events: &'a [Event], session: &str, rule: &str) -> &'a Event {

@@ -13,24 +13,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use guard_tests::{
-    Daemon, EventsTo, Running, TempDir, find, guard_bin, scaled, session_ended, session_of,
+    Daemon, EventsTo, Running, TempDir, find, guard, guard_bin, scaled, session_ended, session_of,
     unique_name, wait_until, write_policy,
 };
 use serde_json::Value;
-
-fn guard(args: &[&OsStr]) -> String {
-    let out = Command::new(guard_bin())
-        .args(args)
-        .output()
-        .expect("run guard");
-    assert!(
-        out.status.success(),
-        "guard {args:?} failed ({})\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
 
 /// Paths of one list of a JSON report (`read.workspace`…).
 fn paths(report: &Value, access: &str, class: &str) -> Vec<String> {
