@@ -13,7 +13,7 @@ use std::os::linux::net::SocketAddrExt as _;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener};
 use std::time::Duration;
 
-use guard_tests::{Enforcing, Event, Finished, dump, fake_agent_exe, scaled, unique_name};
+use guard_tests::{Enforcing, Event, Finished, fake_agent_exe, scaled, unique_name};
 
 const SIGKILL: i64 = libc::SIGKILL as i64;
 const EPERM: i64 = libc::EPERM as i64;
@@ -82,15 +82,39 @@ fn received(listener: &UnixListener) -> (usize, String) {
     }
 }
 
-/// The one `unix` event of the run's session.
-fn unix_event<'e>(events: &'e [Event], run: &Finished) -> &'e Event {
-    let evs: Vec<&Event> = Enforcing::of_run(events, run)
-        .into_iter()
-        .filter(|e| e.kind() == "unix")
+/// The one `unix` event of the run's session naming `path` (other Unix sockets a
+/// session's programs use, such as a name service's, are not the test's).
+fn unix_event<'e>(events: &'e [Event], run: &Finished, path: &str) -> &'e Event {
+    let session = Enforcing::of_run(events, run);
+    let evs: Vec<&Event> = session
+        .iter()
+        .copied()
+        .filter(|e| e.kind() == "unix" && e.str("path") == Some(path))
         .collect();
     match evs.as_slice() {
         [e] => e,
-        _ => panic!("not one unix event for {}:\n{}", run.pid, dump(events)),
+        _ => {
+            // Everything but the opens: what ran, what it connected to, how it ended.
+            let shown: Vec<String> = session
+                .iter()
+                .filter(|e| e.kind() != "open")
+                .map(|e| format!("  {e}"))
+                .collect();
+            let elsewhere: Vec<String> = events
+                .iter()
+                .filter(|e| e.kind() == "unix" || e.kind() == "limit" || e.kind() == "lost")
+                .map(|e| format!("  {e}"))
+                .collect();
+            panic!(
+                "{} unix events naming {path} in the session of {} ({} events), \
+                 its events but opens:\n{}\nunix, limit and lost events of every session:\n{}",
+                evs.len(),
+                run.pid,
+                session.len(),
+                shown.join("\n"),
+                elsewhere.join("\n"),
+            )
+        }
     }
 }
 
@@ -111,8 +135,7 @@ fn a_connect_to_a_protected_socket_sends_nothing() {
         assert_eq!(run.report("child_signal"), SIGKILL, "{run:?}");
         assert!(!run.reports.contains_key("errno"), "{run:?}");
     }
-    let e = unix_event(&events, &run);
-    assert_eq!(e.str("path"), Some(proxy.as_str()), "{e}");
+    let e = unix_event(&events, &run, &proxy);
     assert_eq!(e.str("call"), Some("connect"), "{e}");
     assert_eq!(e.str("socket"), Some("stream"), "{e}");
     assert_eq!(e.str("rule"), Some("no-proxy"), "{e}");
@@ -132,8 +155,7 @@ fn a_datagram_to_a_protected_socket_is_refused_or_reported() {
     let (run, events) = client(&mut s, &proxy, "dgram");
     let mut buf = [0u8; 256];
     let got = sink.recv(&mut buf);
-    let e = unix_event(&events, &run);
-    assert_eq!(e.str("path"), Some(proxy.as_str()), "{e}");
+    let e = unix_event(&events, &run, &proxy);
     assert_eq!(e.str("call"), Some("sendto"), "{e}");
     assert_eq!(e.str("rule"), Some("no-proxy"), "{e}");
     if s.lsm {
@@ -170,8 +192,7 @@ fn connects_name_the_socket_file_the_kernel_reached() {
         assert_eq!(run.report("errno"), 0, "{run:?}");
         let (connections, bytes) = received(listener);
         assert_eq!((connections, bytes.as_str()), (1, PAYLOAD), "{addr}");
-        let e = unix_event(&events, &run);
-        assert_eq!(e.str("path"), Some(path.as_str()), "{e}");
+        let e = unix_event(&events, &run, &path);
         assert_eq!(e.bool("path_resolved"), Some(resolved), "{e}");
         assert_eq!(e.str("result"), Some("ok"), "{e}");
         assert_eq!(e.str("rule"), None, "{e}");
