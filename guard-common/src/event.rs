@@ -341,9 +341,13 @@ pub enum UnixCall {
     Connect = 1,
     /// `sendto(2)` with a destination address.
     SendTo = 2,
-    /// Another send (`sendmsg`, `sendmmsg`, `write` on a connected socket), refused
-    /// by BPF-LSM `unix_may_send`.
+    /// Another send (`write` on a connected socket, a send without an address),
+    /// refused by BPF-LSM `unix_may_send`.
     Send = 3,
+    /// `sendmsg(2)` with a destination address.
+    SendMsg = 4,
+    /// `sendmmsg(2)`: the address of its first message.
+    SendMmsg = 5,
 }
 
 impl UnixCall {
@@ -353,6 +357,8 @@ impl UnixCall {
             1 => Some(UnixCall::Connect),
             2 => Some(UnixCall::SendTo),
             3 => Some(UnixCall::Send),
+            4 => Some(UnixCall::SendMsg),
+            5 => Some(UnixCall::SendMmsg),
             _ => None,
         }
     }
@@ -363,6 +369,8 @@ impl UnixCall {
             UnixCall::Connect => "connect",
             UnixCall::SendTo => "sendto",
             UnixCall::Send => "send",
+            UnixCall::SendMsg => "sendmsg",
+            UnixCall::SendMmsg => "sendmmsg",
         }
     }
 }
@@ -627,4 +635,30 @@ pub struct RouteBody {
     pub family: u16,
     /// Sockets: the socket type (`SOCK_RAW` 3, `SOCK_PACKET` 10, …); else 0.
     pub sock_type: u16,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UnixCall;
+
+    #[test]
+    fn unix_calls_decode_to_themselves_with_distinct_names() {
+        let calls = [
+            UnixCall::Connect,
+            UnixCall::SendTo,
+            UnixCall::Send,
+            UnixCall::SendMsg,
+            UnixCall::SendMmsg,
+        ];
+        for call in calls {
+            assert_eq!(UnixCall::from_u32(call as u32), Some(call));
+        }
+        for (i, a) in calls.iter().enumerate() {
+            for b in &calls[i + 1..] {
+                assert_ne!(a.name(), b.name());
+            }
+        }
+        assert_eq!(UnixCall::from_u32(0), None);
+        assert_eq!(UnixCall::from_u32(6), None);
+    }
 }

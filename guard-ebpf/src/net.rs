@@ -178,6 +178,44 @@ pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// `sendmsg(fd, msg, flags)`: as `sendto`, when the message names an address.
+#[tracepoint(category = "syscalls", name = "sys_enter_sendmsg")]
+pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    note_unix_msg(UnixCall::SendMsg, arg(&ctx, ARG0), arg(&ctx, ARG1));
+    0
+}
+
+/// `sendmmsg(fd, msgvec, vlen, flags)`: the address of the first message (one name
+/// is noted per call).
+#[tracepoint(category = "syscalls", name = "sys_enter_sendmmsg")]
+pub fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
+    note_unix_msg(UnixCall::SendMmsg, arg(&ctx, ARG0), arg(&ctx, ARG1));
+    0
+}
+
+/// The address a `struct user_msghdr` at `msg` names (`msg_name`, `msg_namelen`: its
+/// first two fields, also the first of a `struct mmsghdr`), noted as [`note_unix`].
+#[inline(always)]
+fn note_unix_msg(call: UnixCall, fd: u64, msg: u64) {
+    // SAFETY: presence check only; other processes stop here.
+    if unsafe { TRACKED.get(current_ids().0) }.is_none() {
+        return;
+    }
+    let mut head = [0u64; 2];
+    // SAFETY: 16 bytes of user memory into a stack array; the helper tolerates any
+    // address.
+    let read = unsafe {
+        bpf_probe_read_user(
+            head.as_mut_ptr().cast(),
+            16,
+            msg as *const core::ffi::c_void,
+        )
+    };
+    if read == 0 && head[0] != 0 {
+        note_unix(call, fd, head[0], head[1] & 0xffff_ffff);
+    }
+}
+
 #[inline(always)]
 fn note_unix(call: UnixCall, fd: u64, addr: u64, addrlen: u64) {
     let (tgid, tid) = current_ids();

@@ -1593,8 +1593,11 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
                 "path_resolved is not a boolean",
             );
             need(
-                matches!(e.str("call"), Some("connect" | "sendto" | "send")),
-                "call is not connect, sendto or send",
+                matches!(
+                    e.str("call"),
+                    Some("connect" | "sendto" | "sendmsg" | "sendmmsg" | "send")
+                ),
+                "call is not connect, sendto, sendmsg, sendmmsg or send",
             );
             need(
                 matches!(

@@ -28,21 +28,52 @@ paths = ["{dir}/proxy.sock", "{dir}/proxy.dgram"]
 action = "deny"
 "#;
 
-/// Sends the payload over a Unix socket: `client.py ADDRESS stream|dgram` (`@name`
-/// for an abstract address); reports `errno=` (0 when it went out).
+/// Sends the payload over a Unix socket: `client.py ADDRESS CALL PAYLOAD`, CALL one of
+/// `stream` (connect, then send), `sendto`, `sendmsg`, `sendmmsg` (a datagram to the
+/// address; `@name` for an abstract one); reports `errno=` (0 when it went out).
 const CLIENT: &str = r#"
-import socket, sys
-kind = socket.SOCK_DGRAM if sys.argv[2] == "dgram" else socket.SOCK_STREAM
+import ctypes, socket, struct, sys
+call, payload = sys.argv[2], sys.argv[3].encode()
+kind = socket.SOCK_STREAM if call == "stream" else socket.SOCK_DGRAM
 s = socket.socket(socket.AF_UNIX, kind)
 addr = sys.argv[1]
 if addr.startswith("@"):
     addr = "\0" + addr[1:]
+
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+class msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+                ("iov", ctypes.POINTER(iovec)), ("iovlen", ctypes.c_size_t),
+                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+
+class mmsghdr(ctypes.Structure):
+    _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint)]
+
+def sendmmsg():
+    # Python has no sendmmsg: one message through libc.
+    libc = ctypes.CDLL(None, use_errno=True)
+    sun = struct.pack("H", socket.AF_UNIX) + addr.encode() + b"\0"
+    name = ctypes.create_string_buffer(sun, len(sun))
+    data = ctypes.create_string_buffer(payload, len(payload))
+    iov = iovec(ctypes.cast(data, ctypes.c_void_p), len(payload))
+    hdr = msghdr(ctypes.cast(name, ctypes.c_void_p), len(sun), ctypes.pointer(iov), 1, None, 0, 0)
+    msgs = (mmsghdr * 1)(mmsghdr(hdr, 0))
+    if libc.sendmmsg(s.fileno(), msgs, 1, 0) < 0:
+        raise OSError(ctypes.get_errno(), "sendmmsg")
+
 try:
-    if kind == socket.SOCK_DGRAM:
-        s.sendto(sys.argv[3].encode(), addr)
+    if call == "sendto":
+        s.sendto(payload, addr)
+    elif call == "sendmsg":
+        s.sendmsg([payload], [], 0, addr)
+    elif call == "sendmmsg":
+        sendmmsg()
     else:
         s.connect(addr)
-        s.sendall(sys.argv[3].encode())
+        s.sendall(payload)
 except OSError as e:
     print(f"errno={e.errno}", flush=True)
     sys.exit(0)
@@ -56,9 +87,9 @@ fn start() -> Enforcing {
 }
 
 /// Runs the client as the agent's child: `sh -c "cd {dir} && python3 client.py …"`.
-fn client(s: &mut Enforcing, addr: &str, kind: &str) -> (Finished, Vec<Event>) {
+fn client(s: &mut Enforcing, addr: &str, call: &str) -> (Finished, Vec<Event>) {
     s.sh(&format!(
-        "cd {{dir}} && exec python3 client.py '{addr}' {kind} {PAYLOAD}"
+        "cd {{dir}} && exec python3 client.py '{addr}' {call} {PAYLOAD}"
     ))
 }
 
@@ -144,31 +175,37 @@ fn a_connect_to_a_protected_socket_sends_nothing() {
     s.finish();
 }
 
-/// A datagram to a protected socket: refused where BPF-LSM runs; elsewhere it
-/// goes out (the guarantee says so) and is reported with the rule.
+/// A datagram to a protected socket, by each call that names an address: refused
+/// where BPF-LSM runs; elsewhere it goes out (the guarantee says so) and is
+/// reported with the call and the rule.
 #[test]
 fn a_datagram_to_a_protected_socket_is_refused_or_reported() {
     let mut s = start();
     let sink = UnixDatagram::bind(s.dir.join("proxy.dgram")).expect("bind");
     sink.set_nonblocking(true).expect("nonblocking");
     let proxy = s.path("proxy.dgram");
-    let (run, events) = client(&mut s, &proxy, "dgram");
-    let mut buf = [0u8; 256];
-    let got = sink.recv(&mut buf);
-    let e = unix_event(&events, &run, &proxy);
-    assert_eq!(e.str("call"), Some("sendto"), "{e}");
-    assert_eq!(e.str("rule"), Some("no-proxy"), "{e}");
-    if s.lsm {
-        assert_eq!(run.report("errno"), EPERM, "{run:?}");
-        assert!(
-            got.as_ref()
-                .is_err_and(|e| e.kind() == ErrorKind::WouldBlock),
-            "a datagram arrived: {got:?}"
-        );
-        assert_eq!(e.str("outcome"), Some("denied"), "{e}");
-        assert_eq!(e.str("result"), Some("EPERM"), "{e}");
-    } else {
-        assert_eq!(e.str("result"), Some("ok"), "{e}");
+    for call in ["sendto", "sendmsg", "sendmmsg"] {
+        let (run, events) = client(&mut s, &proxy, call);
+        let mut buf = [0u8; 256];
+        let got = sink.recv(&mut buf);
+        let e = unix_event(&events, &run, &proxy);
+        assert_eq!(e.str("call"), Some(call), "{e}");
+        assert_eq!(e.str("socket"), Some("dgram"), "{e}");
+        assert_eq!(e.str("rule"), Some("no-proxy"), "{e}");
+        if s.lsm {
+            assert_eq!(run.report("errno"), EPERM, "{call}: {run:?}");
+            assert!(
+                got.as_ref()
+                    .is_err_and(|e| e.kind() == ErrorKind::WouldBlock),
+                "{call}: a datagram arrived: {got:?}"
+            );
+            assert_eq!(e.str("outcome"), Some("denied"), "{e}");
+            assert_eq!(e.str("result"), Some("EPERM"), "{e}");
+        } else {
+            assert_eq!(e.str("result"), Some("ok"), "{e}");
+            let n = got.unwrap_or_else(|e| panic!("{call}: no datagram: {e}"));
+            assert_eq!(&buf[..n], PAYLOAD.as_bytes(), "{call}");
+        }
     }
     s.finish();
 }

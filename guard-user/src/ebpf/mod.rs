@@ -153,11 +153,13 @@ const SYSCALL_TRACEPOINTS: [(&str, &[&str]); 6] = [
     ),
 ];
 
-/// Unix domain sockets: the entries that note the names sessions pass to `connect`
-/// and `sendto` (net.rs).
-const UNIX_TRACEPOINTS: [(&str, &[&str]); 2] = [
+/// Unix domain sockets: the entries that note the names sessions pass to `connect`,
+/// `sendto`, `sendmsg` and `sendmmsg` (net.rs).
+const UNIX_TRACEPOINTS: [(&str, &[&str]); 4] = [
     ("sys_enter_connect", &["sys_enter_connect"]),
     ("sys_enter_sendto", &["sys_enter_sendto"]),
+    ("sys_enter_sendmsg", &["sys_enter_sendmsg"]),
+    ("sys_enter_sendmmsg", &["sys_enter_sendmmsg"]),
 ];
 
 /// The BPF-LSM hooks that refuse reaching a Unix socket file a `deny` rule covers.
