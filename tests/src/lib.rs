@@ -1096,6 +1096,28 @@ impl Enforcing {
     }
 }
 
+/// The Python interpreter `python3` on PATH runs, by its own path: a version
+/// manager's shim (pyenv) picks a version by the working directory and runs a few
+/// dozen processes first, neither of which a test's session should depend on.
+pub fn python3() -> &'static str {
+    static PYTHON3: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PYTHON3.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .current_dir("/")
+            .output()
+            .expect("run python3");
+        assert!(out.status.success(), "python3: {out:?}");
+        let exe = String::from_utf8(out.stdout).expect("a UTF-8 path");
+        let exe = exe.trim();
+        assert!(
+            exe.starts_with('/'),
+            "python3 names no interpreter: {exe:?}"
+        );
+        exe.to_owned()
+    })
+}
+
 /// A copy of the `guard-fake-agent` binary under a unique name of at most 15 bytes.
 pub struct FakeAgent {
     _dir: TempDir,

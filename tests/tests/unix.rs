@@ -13,7 +13,7 @@ use std::os::linux::net::SocketAddrExt as _;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener};
 use std::time::Duration;
 
-use guard_tests::{Enforcing, Event, Finished, fake_agent_exe, scaled, unique_name};
+use guard_tests::{Enforcing, Event, Finished, fake_agent_exe, python3, scaled, unique_name};
 
 const SIGKILL: i64 = libc::SIGKILL as i64;
 const EPERM: i64 = libc::EPERM as i64;
@@ -86,10 +86,11 @@ fn start() -> Enforcing {
     })
 }
 
-/// Runs the client as the agent's child: `sh -c "cd {dir} && python3 client.py …"`.
+/// Runs the client as the agent's child: `sh -c "cd {dir} && exec PYTHON client.py …"`.
 fn client(s: &mut Enforcing, addr: &str, call: &str) -> (Finished, Vec<Event>) {
+    let python = python3();
     s.sh(&format!(
-        "cd {{dir}} && exec python3 client.py '{addr}' {call} {PAYLOAD}"
+        "cd {{dir}} && exec {python} client.py '{addr}' {call} {PAYLOAD}"
     ))
 }
 
