@@ -1096,6 +1096,22 @@ impl Enforcing {
     }
 }
 
+/// Python has no `sendmmsg`: the C types a script passes to libc's (`libc`,
+/// `iovec`, `msghdr`, `mmsghdr`), to put before it.
+pub const PY_SENDMMSG_TYPES: &str = r#"
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+class msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+                ("iov", ctypes.POINTER(iovec)), ("iovlen", ctypes.c_size_t),
+                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+class mmsghdr(ctypes.Structure):
+    _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint)]
+"#;
+
 /// The Python interpreter `python3` on PATH runs, by its own path: a version
 /// manager's shim (pyenv) picks a version by the working directory and runs a few
 /// dozen processes first, neither of which a test's session should depend on.

@@ -17,7 +17,7 @@ use std::net::{TcpListener, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use guard_tests::{Enforcing, Event, Finished, dump, fake_agent_exe};
+use guard_tests::{Enforcing, Event, Finished, PY_SENDMMSG_TYPES, dump, fake_agent_exe};
 
 const SIGKILL: i64 = libc::SIGKILL as i64;
 const EPERM: i64 = libc::EPERM as i64;
@@ -368,18 +368,8 @@ fn raw_sockets_are_refused_and_every_send_meets_the_rules() {
     }
 
     let (run, events) = s.python(&format!(
-        r#"
-import ctypes, socket, struct
-libc = ctypes.CDLL(None, use_errno=True)
-class iovec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-class msghdr(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
-                ("iov", ctypes.POINTER(iovec)), ("iovlen", ctypes.c_size_t),
-                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
-                ("flags", ctypes.c_int)]
-class mmsghdr(ctypes.Structure):
-    _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint)]
+        r#"{PY_SENDMMSG_TYPES}
+import socket, struct
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 addr = ctypes.create_string_buffer(struct.pack("<H", socket.AF_INET) + struct.pack("!H", {uport}) + socket.inet_aton("127.0.0.1") + bytes(8), 16)
 data = ctypes.create_string_buffer(b"leak", 4)

@@ -13,7 +13,9 @@ use std::os::linux::net::SocketAddrExt as _;
 use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener};
 use std::time::Duration;
 
-use guard_tests::{Enforcing, Event, Finished, fake_agent_exe, python3, scaled, unique_name};
+use guard_tests::{
+    Enforcing, Event, Finished, PY_SENDMMSG_TYPES, fake_agent_exe, python3, scaled, unique_name,
+};
 
 const SIGKILL: i64 = libc::SIGKILL as i64;
 const EPERM: i64 = libc::EPERM as i64;
@@ -31,8 +33,9 @@ action = "deny"
 /// Sends the payload over a Unix socket: `client.py ADDRESS CALL PAYLOAD`, CALL one of
 /// `stream` (connect, then send), `sendto`, `sendmsg`, `sendmmsg` (a datagram to the
 /// address; `@name` for an abstract one); reports `errno=` (0 when it went out).
+/// (After [`PY_SENDMMSG_TYPES`].)
 const CLIENT: &str = r#"
-import ctypes, socket, struct, sys
+import socket, struct, sys
 call, payload = sys.argv[2], sys.argv[3].encode()
 kind = socket.SOCK_STREAM if call == "stream" else socket.SOCK_DGRAM
 s = socket.socket(socket.AF_UNIX, kind)
@@ -40,21 +43,7 @@ addr = sys.argv[1]
 if addr.startswith("@"):
     addr = "\0" + addr[1:]
 
-class iovec(ctypes.Structure):
-    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
-
-class msghdr(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
-                ("iov", ctypes.POINTER(iovec)), ("iovlen", ctypes.c_size_t),
-                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
-                ("flags", ctypes.c_int)]
-
-class mmsghdr(ctypes.Structure):
-    _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint)]
-
 def sendmmsg():
-    # Python has no sendmmsg: one message through libc.
-    libc = ctypes.CDLL(None, use_errno=True)
     sun = struct.pack("H", socket.AF_UNIX) + addr.encode() + b"\0"
     name = ctypes.create_string_buffer(sun, len(sun))
     data = ctypes.create_string_buffer(payload, len(payload))
@@ -82,7 +71,11 @@ print("errno=0", flush=True)
 
 fn start() -> Enforcing {
     Enforcing::start(fake_agent_exe!(), "guard-e2e-unix", RULES, |dir| {
-        fs::write(dir.join("client.py"), CLIENT).expect("write the client");
+        fs::write(
+            dir.join("client.py"),
+            format!("{PY_SENDMMSG_TYPES}{CLIENT}"),
+        )
+        .expect("write the client");
     })
 }
 
