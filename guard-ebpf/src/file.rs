@@ -253,6 +253,7 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
         call: pending.call,
         mode: pending.mode,
     });
+    let mut payload = len;
     if draft.header().flags & flags::BY_IDENTITY != 0 {
         // SAFETY: len <= PATH_MAX; the tail fits in the event scratch after it.
         unsafe {
@@ -263,9 +264,8 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
                 tail,
             );
         }
-        draft.submit::<OpenBody>(len + size_of::<IdentityTail>() as u32);
-        return Ok(());
+        payload += size_of::<IdentityTail>() as u32;
     }
-    draft.submit::<OpenBody>(len);
+    draft.submit::<OpenBody>(payload);
     Ok(())
 }

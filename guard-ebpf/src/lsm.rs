@@ -417,8 +417,8 @@ pub fn path_chown(ctx: LsmContext) -> i32 {
 
 /// Refuses reaching the Unix socket `other` (a `struct sock`) when a `deny` file rule
 /// on writes covers the file it is bound to. The call's exit (net.rs) reports a
-/// `connect` or `sendto` its entry noted; any other send (`sendmsg`, `write` on a
-/// connected socket) is reported here. A socket with no file (abstract, unnamed)
+/// `connect` or a send with an address its entry noted; any other send (`write` or
+/// `send` on a connected socket) is reported here. A socket with no file (abstract, unnamed)
 /// is not judged here.
 #[inline(always)]
 fn refuse_unix(other: Ptr) -> i32 {
@@ -450,15 +450,10 @@ fn refuse_unix(other: Ptr) -> i32 {
         None => {
             if let Some(mut draft) = Draft::begin(EventKind::Unix, 0, t.session, t.flags) {
                 draft.header().rule = denied;
-                let n = len.min(guard_common::PATH_MAX as u32) & 0xfff;
-                // SAFETY: bounded copy from the path scratch into the event scratch.
-                unsafe {
-                    let _ = aya_ebpf::helpers::generated::bpf_probe_read_kernel(
-                        draft.payload_ptr::<UnixBody>(0).cast(),
-                        n,
-                        name.cast(),
-                    );
+                if walk & WALK_TRUNCATED != 0 {
+                    draft.header().flags |= flags::PATH_TRUNCATED;
                 }
+                let n = draft.path_payload::<UnixBody>(pbuf, start, PATH_END);
                 draft.body(UnixBody {
                     ret: -i64::from(EPERM),
                     call: UnixCall::Send as u32,

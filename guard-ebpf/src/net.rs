@@ -197,8 +197,9 @@ pub fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
 /// first two fields, also the first of a `struct mmsghdr`), noted as [`note_unix`].
 #[inline(always)]
 fn note_unix_msg(call: UnixCall, fd: u64, msg: u64) {
+    let (tgid, tid) = current_ids();
     // SAFETY: presence check only; other processes stop here.
-    if unsafe { TRACKED.get(current_ids().0) }.is_none() {
+    if unsafe { TRACKED.get(tgid) }.is_none() {
         return;
     }
     let mut head = [0u64; 2];
@@ -212,17 +213,24 @@ fn note_unix_msg(call: UnixCall, fd: u64, msg: u64) {
         )
     };
     if read == 0 && head[0] != 0 {
-        note_unix(call, fd, head[0], head[1] & 0xffff_ffff);
+        note_tracked_unix(tid, call, fd, head[0], head[1] & 0xffff_ffff);
     }
 }
 
+/// Notes `addr` for the call's exit when the caller is tracked and it is an
+/// `AF_UNIX` address.
 #[inline(always)]
 fn note_unix(call: UnixCall, fd: u64, addr: u64, addrlen: u64) {
     let (tgid, tid) = current_ids();
     // SAFETY: presence check only.
-    if unsafe { TRACKED.get(tgid) }.is_none() {
-        return;
+    if unsafe { TRACKED.get(tgid) }.is_some() {
+        note_tracked_unix(tid, call, fd, addr, addrlen);
     }
+}
+
+/// [`note_unix`] for thread `tid` of a tracked process.
+#[inline(always)]
+fn note_tracked_unix(tid: u32, call: UnixCall, fd: u64, addr: u64, addrlen: u64) {
     let mut family = 0u16;
     // SAFETY: two bytes of user memory into a stack variable; the helper tolerates
     // any address.
