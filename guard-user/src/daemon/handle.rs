@@ -84,18 +84,15 @@ impl Daemon {
         Ok(report)
     }
 
-    /// Lost records by kind, from the kernel's counters and the decoder's.
-    fn lost(&self) -> Option<BTreeMap<String, u64>> {
-        Some(self.lost_of(&self.probes.counters().ok()?))
-    }
-
-    fn identity_opens(&self) -> Option<guard_common::protocol::IdentityOpens> {
+    /// From one read of the kernel's counters: lost records by kind (with the
+    /// decoder's), and the opens judged by identity.
+    fn counts(&self) -> Option<(BTreeMap<String, u64>, guard_common::protocol::IdentityOpens)> {
         let counters = self.probes.counters().ok()?;
-        let at = |i: u32| counters.get(i as usize).copied().unwrap_or(0);
-        Some(guard_common::protocol::IdentityOpens {
-            matched: at(guard_common::counter::IDENTITY_HITS),
-            unknown: at(guard_common::counter::IDENTITY_UNKNOWN),
-        })
+        let opens = guard_common::protocol::IdentityOpens {
+            matched: counters[guard_common::counter::IDENTITY_HITS as usize],
+            unknown: counters[guard_common::counter::IDENTITY_UNKNOWN as usize],
+        };
+        Some((self.lost_of(&counters), opens))
     }
 
     fn lost_of(
@@ -116,10 +113,11 @@ impl Daemon {
         let (cpu_seconds, rss_bytes) = self_usage();
         let (programs, attachments) = self.probes.attached_in_kernel();
         let policy = self.pipe.judge.policy();
+        let (lost, identity) = self.counts().unzip();
         Status {
             events_total: self.out.total,
             events_per_second: self.out.rate,
-            lost: self.lost(),
+            lost,
             cpu_seconds,
             rss_bytes,
             programs,
@@ -131,7 +129,7 @@ impl Daemon {
             user_space_rules: self.pipe.judge.user_space_rules(),
             kill_latency_us: self.pipe.actor.kill_latency(),
             enforcement: self.enforcement(),
-            identity: self.identity_opens(),
+            identity,
         }
     }
 
@@ -319,10 +317,10 @@ impl Daemon {
             .count();
         let metrics = &self.out.metrics;
         metrics.set_active_sessions(running as u64);
-        for (kind, n) in self.lost().into_iter().flatten() {
-            metrics.set_lost(&kind, n);
-        }
-        if let Some(opens) = self.identity_opens() {
+        if let Some((lost, opens)) = self.counts() {
+            for (kind, n) in lost {
+                metrics.set_lost(&kind, n);
+            }
             metrics.set_identity_opens(opens.matched, opens.unknown);
         }
         // Programs that never ran, as all do while the kernel's statistics are off,

@@ -405,13 +405,15 @@ fn unix_socket(probe: &Probe) -> (Option<Tier>, String, Option<String>) {
         ),
         (Err(lsm), Ok(())) => (
             Some(Tier::TracepointKill),
-            "a connect is killed before it returns: the connection was made, nothing is sent              on it; a datagram sent to an address is reported, not stopped"
+            "a connect is killed before it returns: the connection was made, nothing is sent \
+             on it; a datagram sent to an address is reported, not stopped (its sender is \
+             killed after it left)"
                 .to_owned(),
             Some(format!("BPF-LSM unavailable: {lsm}")),
         ),
         (Err(_), Err(why)) => (
             None,
-            "not enforced: the connect and sendto entries did not load".to_owned(),
+            "not enforced: the connect and send entries did not load".to_owned(),
             Some(why.clone()),
         ),
     }

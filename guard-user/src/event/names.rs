@@ -120,15 +120,6 @@ impl Names {
     pub fn forget(&mut self, session: SessionId) {
         self.sessions.remove(&session);
     }
-
-    /// Sessions with names.
-    pub fn len(&self) -> usize {
-        self.sessions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -215,15 +215,8 @@ fn secret_egress(out: &mut String, r: &Report) -> std::fmt::Result {
     }
     writeln!(out, "\nThen, after its first secret read:\n")?;
     for d in &s.sent_after.items {
-        let at = if d.addr.contains(':') {
-            format!("[{}]:{}", d.addr, d.port)
-        } else {
-            format!("{}:{}", d.addr, d.port)
-        };
-        let to = match &d.host {
-            Some(h) => format!("{} ({at})", cell(h)),
-            None => at,
-        };
+        let host = d.host.as_deref().map(cell);
+        let to = super::endpoint(&d.addr, d.port, host.as_deref());
         writeln!(
             out,
             "- it sent {} bytes to {to}/{} ({} attempts, {} failed{})",
