@@ -600,36 +600,25 @@ impl Daemon {
 
     /// `guard report SESSION` from this daemon: Markdown, or JSON with `json`.
     pub fn report_text(&self, session: &str, json: bool) -> String {
-        let mut cmd = Command::new(guard_bin());
-        cmd.arg("report")
-            .arg(session)
-            .arg("--socket")
-            .arg(self.socket());
+        let mut args = vec!["report", session];
         if json {
-            cmd.arg("--json");
+            args.push("--json");
         }
-        let out = cmd.output().expect("run guard report");
-        assert!(
-            out.status.success(),
-            "guard report failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("the report is UTF-8")
+        self.client(&args)
     }
 
     /// `guard status --json` from this daemon.
     pub fn status(&self) -> serde_json::Value {
-        let out = Command::new(guard_bin())
-            .args(["status", "--json", "--socket"])
-            .arg(self.socket())
-            .output()
-            .expect("run guard status");
-        assert!(
-            out.status.success(),
-            "guard status failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("guard status --json prints JSON")
+        serde_json::from_str(&self.client(&["status", "--json"]))
+            .expect("guard status --json prints JSON")
+    }
+
+    /// [`guard`]`(args… --socket <this daemon's>)`: a client command's output.
+    pub fn client(&self, args: &[&str]) -> String {
+        let mut argv: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        argv.push(OsStr::new("--socket"));
+        argv.push(self.socket().as_os_str());
+        guard(&argv)
     }
 
     /// The daemon's pid (None once it was stopped), to signal it (SIGHUP).
@@ -1002,6 +991,12 @@ pub struct Enforcing {
 }
 
 impl Enforcing {
+    /// The outcome of a `deny` rule's event here: `denied` where BPF-LSM refuses,
+    /// else `killed`.
+    pub fn deny_outcome(&self) -> &'static str {
+        if self.lsm { "denied" } else { "killed" }
+    }
+
     /// Writes `mode = "enforce"`, the agent's name and `rules` (with `{dir}` the
     /// test's directory, made under `/tmp` with `prefix`) as the policy, after
     /// `prepare` has set up the directory; starts the daemon and waits for the
@@ -1309,6 +1304,25 @@ pub struct Finished {
 }
 
 impl Finished {
+    /// The child's call was refused: with `denied` (BPF-LSM) it lived and reported
+    /// EPERM under `key`; else it was killed (SIGKILL) before the call returned to
+    /// it (nothing under `key`).
+    pub fn assert_refused(&self, key: &str, denied: bool) {
+        if denied {
+            assert_eq!(self.report(key), i64::from(libc::EPERM), "{self:?}");
+        } else {
+            assert_eq!(
+                self.report("child_signal"),
+                i64::from(libc::SIGKILL),
+                "{self:?}"
+            );
+            assert!(
+                !self.reports.contains_key(key),
+                "the call returned to the process: {self:?}"
+            );
+        }
+    }
+
     pub fn assert_success(&self) {
         assert!(
             self.status.success(),

@@ -10,7 +10,6 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::Command;
@@ -20,7 +19,7 @@ use std::thread;
 use std::time::Duration;
 
 use guard_tests::{
-    Daemon, Event, EventsTo, FakeAgent, TempDir, dump, fake_agent_exe, guard, session_of,
+    Daemon, Event, EventsTo, FakeAgent, TempDir, accept_and_read, dump, fake_agent_exe, session_of,
     unique_name, write_policy,
 };
 use hickory_proto::{
@@ -167,12 +166,6 @@ fn resolved_names_name_flows_and_anomalies_fire() {
     });
     let port = listener.local_addr().expect("addr").port();
     let server = dns_server(dns, Arc::clone(&stop));
-    let sink = thread::spawn(move || {
-        let (mut s, _) = listener.accept().expect("accept the upload");
-        let mut got = Vec::new();
-        let _ = s.read_to_end(&mut got);
-        got.len()
-    });
 
     let policy = dir.join("guard.toml");
     write_policy(
@@ -230,7 +223,9 @@ target = "session"
     let root = run.pid();
     let finished = run.finish();
     stop.store(true, Ordering::Relaxed);
-    let uploaded = sink.join().expect("sink thread");
+    // The upload's connection waits in the backlog (a deadline, not a hang, if the
+    // session never made it).
+    let uploaded = accept_and_read(&listener).len();
     assert_eq!(uploaded, UPLOAD, "the upload reached the listener");
     assert!(server.join().expect("server thread") > 0);
     assert_eq!(
@@ -324,15 +319,7 @@ target = "session"
     assert!(queries <= 3, "{queries} queries logged\n{}", dump(&events));
 
     // The report names the destination and lists the violations.
-    let socket = daemon.socket().to_owned();
-    let report: Value = serde_json::from_str(&guard(&[
-        OsStr::new("report"),
-        OsStr::new(&session),
-        OsStr::new("--json"),
-        OsStr::new("--socket"),
-        socket.as_os_str(),
-    ]))
-    .expect("json report");
+    let report = daemon.report(&session);
     let text = report.to_string();
     assert!(
         text.contains(HOST),

@@ -10,12 +10,11 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::Command;
 use std::thread;
 use std::time::Duration;
 
 use guard_tests::{
-    Daemon, Event, EventsTo, FakeAgent, check_schema, dump, fake_agent_exe, guard_bin, session_of,
+    Daemon, Event, EventsTo, FakeAgent, check_schema, dump, fake_agent_exe, session_of,
 };
 use serde_json::Value;
 
@@ -382,16 +381,8 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
     );
 
     // `guard sessions --json` carries the session's totals.
-    let out = Command::new(guard_bin())
-        .args([
-            OsStr::new("sessions"),
-            OsStr::new("--socket"),
-            daemon.socket().as_os_str(),
-            OsStr::new("--json"),
-        ])
-        .output()
-        .expect("run guard sessions");
-    let list: Value = serde_json::from_slice(&out.stdout).expect("JSON sessions");
+    let list: Value =
+        serde_json::from_str(&daemon.client(&["sessions", "--json"])).expect("JSON sessions");
     let ours = list
         .as_array()
         .expect("a list")

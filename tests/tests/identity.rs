@@ -10,10 +10,11 @@ use std::fs;
 use std::os::unix::fs::MetadataExt as _;
 use std::time::Duration;
 
-use guard_tests::{Enforcing, Event, Finished, TempDir, dump, fake_agent_exe, scaled, wait_until};
+use guard_tests::{
+    Enforcing, Event, Finished, TempDir, dump, fake_agent_exe, python3, scaled, wait_until,
+};
 
 const SIGKILL: i64 = libc::SIGKILL as i64;
-const EPERM: i64 = libc::EPERM as i64;
 const SECRET: &str = "identity-secret-51d2";
 
 /// A directory rule and a file rule, both `deny` on reads (kills where BPF-LSM
@@ -60,6 +61,7 @@ fn start(prepare: impl FnOnce(&TempDir)) -> Enforcing {
         fs::create_dir_all(dir.join("pub")).expect("mkdir");
         fs::write(dir.join("secret/key"), SECRET).expect("write");
         fs::write(dir.join("shadow"), SECRET).expect("write");
+        fs::write(dir.join("reader.py"), READER).expect("write reader");
         // A program of its own (one name): a copy of touch.
         fs::create_dir_all(dir.join("bin")).expect("mkdir");
         fs::copy("/usr/bin/touch", dir.join("bin/denied")).expect("copy touch");
@@ -72,20 +74,14 @@ fn start(prepare: impl FnOnce(&TempDir)) -> Enforcing {
 
 /// Runs `sh -c script` as the agent's child, `{reader}` being the reader.
 fn sh(s: &mut Enforcing, script: &str) -> (Finished, Vec<Event>) {
-    let file = s.dir.join("reader.py");
-    fs::write(&file, READER).expect("write reader");
-    s.sh(&script.replace("{reader}", &format!("python3 {}", file.display())))
+    let reader = format!("{} {}", python3(), s.path("reader.py"));
+    s.sh(&script.replace("{reader}", &reader))
 }
 
 /// The secret never reached the reader: killed before its open returned, or
 /// (BPF-LSM) the open failed with EPERM.
 fn assert_held(s: &Enforcing, run: &Finished) {
-    if s.lsm {
-        assert_eq!(run.report("opened"), EPERM, "{run:?}");
-    } else {
-        assert_eq!(run.report("child_signal"), SIGKILL, "{run:?}");
-        assert!(!run.reports.contains_key("opened"), "{run:?}");
-    }
+    run.assert_refused("opened", s.lsm);
     assert!(!run.stdout.contains(SECRET), "the secret was read: {run:?}");
 }
 
@@ -115,7 +111,7 @@ fn assert_event(
         .unwrap_or_else(|| panic!("no open of {opened} by {rule}:\n{}", dump(events)));
     assert_eq!(e.str("by"), Some("identity"), "{e}");
     assert_eq!(e.str("protected"), Some(protected), "{e}");
-    let outcome = if s.lsm { "denied" } else { "killed" };
+    let outcome = s.deny_outcome();
     assert_eq!(e.str("outcome"), Some(outcome), "{e}");
 }
 
@@ -170,7 +166,7 @@ fn a_hard_link_to_a_denied_program_is_the_program() {
             )
         });
     assert_eq!(e.str("by"), Some("identity"), "{e}");
-    let outcome = if s.lsm { "denied" } else { "killed" };
+    let outcome = s.deny_outcome();
     assert_eq!(e.str("outcome"), Some(outcome), "{e}");
     s.finish();
 }
@@ -320,7 +316,7 @@ fn a_file_too_deep_to_place_fails_closed() {
     assert_eq!(e.str("path"), Some(opened.as_str()), "{e}");
     assert_eq!(e.bool("identity_unknown"), Some(true), "{e}");
     assert_eq!(e.str("by"), None, "not a match: {e}");
-    let outcome = if s.lsm { "denied" } else { "killed" };
+    let outcome = s.deny_outcome();
     assert_eq!(e.str("outcome"), Some(outcome), "{e}");
     // Counted in the kernel, and shown by `guard status`.
     let unknown = s.daemon.status()["identity"]["unknown"].as_u64();

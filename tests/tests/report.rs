@@ -191,15 +191,7 @@ action = "deny"
     }
 
     // The daemon answers with the same report, and so does the audit log.
-    let socket = daemon.socket().to_owned();
-    let asked = guard(&[
-        OsStr::new("report"),
-        OsStr::new(&session[..12]),
-        OsStr::new("--json"),
-        OsStr::new("--socket"),
-        socket.as_os_str(),
-    ]);
-    assert_eq!(serde_json::from_str::<Value>(&asked).expect("json"), report);
+    assert_eq!(daemon.report(&session[..12]), report);
     daemon.stop_ok();
     let log = daemon.events_path().expect("events file").to_owned();
     let from_log = guard(&[
