@@ -134,6 +134,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         probes,
         pipe: Pipeline {
             registry: Registry::default(),
+            flows: Default::default(),
             enricher: Enricher::new(&opts.runtime_root),
             anomalies: crate::anomaly::Detector::new(judge.policy().anomalies.clone()),
             names: Default::default(),

@@ -32,8 +32,6 @@ pub struct Outputs {
     pub ledgers: Ledgers,
     /// Where finished reports are written (`[report] dir`), as the policy says.
     pub report_dir: Option<std::path::PathBuf>,
-    /// Open flows' totals, for the bytes each flow record adds to the metrics.
-    flows: crate::event::flows::FlowDeltas,
 }
 
 impl Outputs {
@@ -47,7 +45,6 @@ impl Outputs {
             rate: 0.0,
             ledgers: Ledgers::default(),
             report_dir: None,
-            flows: Default::default(),
         }
     }
 
@@ -57,9 +54,8 @@ impl Outputs {
         self.total += 1;
         self.metrics.event(ev.detail.kind());
         if let Detail::Flow(f) = &ev.detail {
-            let (out, inb) = self.flows.add(f);
             let class = ev.dest_class(f.addr);
-            self.metrics.flow(class, out, inb, f.is_final());
+            self.metrics.flow(class, f.new_out, f.new_in, f.is_final());
         }
         if let Some(v) = &ev.violation {
             self.metrics
@@ -125,6 +121,8 @@ impl Outputs {
 /// What the path from record to verdict needs.
 pub struct Pipeline {
     pub registry: Registry,
+    /// Open flows' totals: what each flow record adds, written into it once.
+    pub flows: crate::event::flows::FlowDeltas,
     pub enricher: Enricher,
     pub judge: Judge,
     pub actor: Actor,
@@ -179,6 +177,9 @@ impl Pipeline {
 
     /// One event: session bookkeeping around the judge's verdict and its action.
     pub fn process(&mut self, mut ev: Event, out: &mut Outputs) -> Result<(), audit::Error> {
+        if let Detail::Flow(f) = &mut ev.detail {
+            (f.new_out, f.new_in) = self.flows.add(f);
+        }
         if let Some(start) = self.registry.before(&ev) {
             out.write(&start)?;
         }
@@ -424,6 +425,7 @@ mod tests {
         Pipeline {
             identity: crate::identity::Identity::new().expect("inotify"),
             registry: Registry::default(),
+            flows: Default::default(),
             enricher: Enricher::new(std::path::Path::new("/")),
             anomalies: crate::anomaly::Detector::new(policy.anomalies.clone()),
             names: Default::default(),

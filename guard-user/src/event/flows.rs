@@ -1,6 +1,7 @@
 //! Flow records carry each flow's totals since it started; the views that sum
-//! bytes (sessions, metrics) need what each record adds. [`FlowDeltas`] keeps the
-//! latest totals of every open flow.
+//! bytes (sessions, metrics, anomaly windows) need what each record adds.
+//! [`FlowDeltas`] keeps the latest totals of every open flow; the daemon's pipeline
+//! writes what each record adds into it (`Flow::new_out`, `Flow::new_in`).
 
 use std::collections::HashMap;
 
@@ -65,6 +66,8 @@ mod tests {
             cookie: 9,
             start_boot_ns: 5,
             start_ns: 0,
+            new_out: 0,
+            new_in: 0,
         }
     }
 

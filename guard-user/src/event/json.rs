@@ -666,6 +666,8 @@ mod tests {
             cookie: 0x3,
             start_boot_ns: 0x1d6e212ac39,
             start_ns: 1_763_700_000_000_000_000,
+            new_out: 1_050_960,
+            new_in: 1_051_464,
         }
     }
 

@@ -292,6 +292,11 @@ pub struct Flow {
     pub start_boot_ns: u64,
     /// Wall-clock ns of the flow's start.
     pub start_ns: i128,
+    /// The bytes (out, in) this record adds to the flow's earlier records: set
+    /// once by the daemon's pipeline ([`flows::FlowDeltas`]) for every view that
+    /// sums bytes; (0, 0) as decoded.
+    pub new_out: u64,
+    pub new_in: u64,
 }
 
 impl Flow {
@@ -873,6 +878,8 @@ impl Event {
                 cookie: f.cookie,
                 start_boot_ns: f.start_ns,
                 start_ns: i128::from(f.start_ns) + ts_offset_ns,
+                new_out: 0,
+                new_in: 0,
             }),
             Body::Dns { body, payload } => {
                 let proto = Proto::from_socket(body.sock_type, 0);

@@ -75,8 +75,6 @@ pub struct Registry {
     /// process exits (its sockets' last flow records come later); forgotten with its
     /// session, replaced when the pid starts another process of a session.
     secrets: HashMap<u32, SecretsRead>,
-    /// Open flows' totals, for the bytes each flow record adds to its session.
-    flows: crate::event::flows::FlowDeltas,
 }
 
 fn cwd_of(pid: u32) -> Option<String> {
@@ -322,9 +320,8 @@ impl Registry {
                 }
             }
             Detail::Flow(f) => {
-                let (out, inb) = self.flows.add(f);
-                session.counts.bytes_out += out;
-                session.counts.bytes_in += inb;
+                session.counts.bytes_out += f.new_out;
+                session.counts.bytes_in += f.new_in;
             }
             Detail::Connect { .. }
             | Detail::Unix {
