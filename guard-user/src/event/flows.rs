@@ -3,7 +3,9 @@
 //! [`FlowDeltas`] keeps the latest totals of every open flow; the daemon's pipeline
 //! writes what each record adds into it (`Flow::new_out`, `Flow::new_in`).
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 
 use super::Flow;
 
@@ -13,20 +15,41 @@ use super::Flow;
 /// many long-lived tagged sockets whose final records were lost gets here.
 pub const MAX_OPEN: usize = 65_536;
 
-/// The latest (out, in) totals of each open flow, by its identity.
-#[derive(Debug, Default)]
-pub struct FlowDeltas {
-    open: HashMap<(u64, u64), (u64, u64)>,
+/// The latest (out, in) totals of each open flow, by its identity: (socket
+/// cookie, start) in the daemon, the `flow_id` of JSON records in the views that
+/// read them (`guard report` from a log, `guard top`).
+#[derive(Clone, Debug)]
+pub struct FlowDeltas<K = (u64, u64)> {
+    open: HashMap<K, (u64, u64)>,
+}
+
+impl<K> Default for FlowDeltas<K> {
+    fn default() -> Self {
+        Self {
+            open: HashMap::new(),
+        }
+    }
 }
 
 impl FlowDeltas {
     /// The bytes (out, in) `flow`'s record adds to what its earlier records said.
-    /// Totals only grow: a record read twice adds nothing.
     pub fn add(&mut self, flow: &Flow) -> (u64, u64) {
-        let key = (flow.cookie, flow.start_boot_ns);
+        self.add_totals(
+            (flow.cookie, flow.start_boot_ns),
+            (flow.bytes_out, flow.bytes_in),
+            flow.is_final(),
+        )
+    }
+}
+
+impl<K: Hash + Eq> FlowDeltas<K> {
+    /// The bytes (out, in) a record of flow `key` with these totals adds to what
+    /// its earlier records said; `last` for its final record. Totals only grow: a
+    /// record read twice (or out of order) adds nothing.
+    pub fn add_totals(&mut self, key: K, (out, inb): (u64, u64), last: bool) -> (u64, u64) {
         let (was_out, was_in) = self.open.get(&key).copied().unwrap_or((0, 0));
-        let (out, inb) = (flow.bytes_out.max(was_out), flow.bytes_in.max(was_in));
-        if flow.is_final() {
+        let (out, inb) = (out.max(was_out), inb.max(was_in));
+        if last {
             self.open.remove(&key);
         } else {
             if self.open.len() >= MAX_OPEN && !self.open.contains_key(&key) {
@@ -36,6 +59,14 @@ impl FlowDeltas {
             self.open.insert(key, (out, inb));
         }
         (out - was_out, inb - was_in)
+    }
+
+    /// Whether flow `key` had a record that was not its last.
+    pub fn is_open<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+    {
+        self.open.contains_key(key)
     }
 
     /// Open flows known.

@@ -50,7 +50,7 @@ pub struct Ledger {
     unix: HashMap<String, usize>,
     /// Open flows' latest totals (out, in) by flow id: a flow's next record
     /// replaces its previous counts; a final one leaves the map.
-    flows: HashMap<String, (u64, u64)>,
+    flows: crate::event::flows::FlowDeltas<String>,
     first_ts: Option<String>,
     last_ts: Option<String>,
     /// When the session first read a secret (RFC 3339 strings of one format order
@@ -363,16 +363,10 @@ impl Ledger {
         reason: &str,
         ev: &EventLine,
     ) {
-        let (was_out, was_in) = self.flows.get(flow_id).copied().unwrap_or((0, 0));
-        // Totals only grow; a record read twice (or out of order) adds nothing.
-        let (out, inb) = (out.max(was_out), inb.max(was_in));
-        let (d_out, d_in) = (out - was_out, inb - was_in);
-        let new = !self.flows.contains_key(flow_id);
-        if reason == "periodic" {
-            self.flows.insert(flow_id.to_owned(), (out, inb));
-        } else {
-            self.flows.remove(flow_id);
-        }
+        let new = !self.flows.is_open(flow_id);
+        let (d_out, d_in) =
+            self.flows
+                .add_totals(flow_id.to_owned(), (out, inb), reason != "periodic");
         self.report.bytes_out += d_out;
         self.report.bytes_in += d_in;
         let Some(d) = self.dest_entry(addr, port, proto, ev) else {

@@ -345,8 +345,8 @@ pub const DEST_CAP: usize = 1_000;
 #[derive(Debug, Default)]
 struct Destinations {
     by_dest: HashMap<String, Destination>,
-    /// Open flows' last counts (out, in) and their destination.
-    flows: HashMap<String, (String, u64, u64)>,
+    /// Open flows' last counts.
+    flows: crate::event::flows::FlowDeltas<String>,
     omitted: u64,
 }
 
@@ -380,15 +380,9 @@ impl Destinations {
                 inb,
                 closed,
             } => {
-                let (was_out, was_in) = self.flows.get(id).map_or((0, 0), |(_, o, i)| (*o, *i));
-                d.out += out.saturating_sub(was_out);
-                d.inb += inb.saturating_sub(was_in);
-                if *closed {
-                    self.flows.remove(id);
-                } else {
-                    self.flows
-                        .insert(id.clone(), (net.dest.clone(), *out, *inb));
-                }
+                let (d_out, d_in) = self.flows.add_totals(id.clone(), (*out, *inb), *closed);
+                d.out += d_out;
+                d.inb += d_in;
             }
         }
     }
