@@ -396,6 +396,12 @@ impl Outcome {
             Outcome::Failed => "failed",
         }
     }
+
+    /// Whether the operation went ahead: only logged or alerted, or the kill
+    /// failed (a secret read with such an outcome taints its reader).
+    pub fn let_through(self) -> bool {
+        matches!(self, Outcome::Logged | Outcome::Alerted | Outcome::Failed)
+    }
 }
 
 /// A route around the open, exec and network hooks (`route` events, and the

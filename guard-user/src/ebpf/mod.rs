@@ -514,10 +514,7 @@ fn protect_pins(map: &mut Array<MapData, u64>, dir: &std::path::Path) -> Result<
         path: dir.to_owned(),
         source,
     })?;
-    let dev = meta.dev();
-    // The kernel's dev_t is MKDEV(major, minor) = major << 20 | minor, not the
-    // encoding stat(2) returns.
-    let kdev = (u64::from(libc::major(dev)) << 20) | u64::from(libc::minor(dev));
+    let kdev = u64::from(crate::identity::kernel_dev(meta.dev()));
     let map_err = |source| Error::Map {
         map: "GUARD_PIN",
         source,

@@ -183,7 +183,7 @@ impl Serialize for Event {
                         m.serialize_entry(
                             "protected",
                             &id.protected.clone().unwrap_or_else(|| {
-                                format!("inode {}:{}:{}", hit.dev >> 20, hit.dev & 0xfffff, hit.ino)
+                                format!("inode {}:{}", crate::identity::dev_text(hit.dev), hit.ino)
                             }),
                         )?;
                     }

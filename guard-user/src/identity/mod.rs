@@ -90,7 +90,17 @@ impl std::fmt::Debug for Identity {
 /// The kernel's `dev_t` (`MKDEV(major, minor)` = `major << 20 | minor`) of a
 /// `stat(2)` device number.
 pub fn kernel_dev(dev: u64) -> u32 {
-    (libc::major(dev) << 20) | libc::minor(dev)
+    mkdev(libc::major(dev), libc::minor(dev))
+}
+
+/// `MKDEV(major, minor)`, the kernel's own encoding of a device (not stat(2)'s).
+fn mkdev(major: u32, minor: u32) -> u32 {
+    (major << 20) | minor
+}
+
+/// A kernel `dev_t` as `major:minor`.
+pub fn dev_text(dev: u32) -> String {
+    format!("{}:{}", dev >> 20, dev & 0xfffff)
 }
 
 /// The device of each mount (`mnt_id` → the super block's `MKDEV`), from
@@ -110,7 +120,7 @@ impl Mounts {
                     let id = f.next()?.parse::<u64>().ok()?;
                     let (major, minor) = f.nth(1)?.split_once(':')?;
                     let (major, minor) = (major.parse::<u32>().ok()?, minor.parse::<u32>().ok()?);
-                    Some((id, (major << 20) | minor))
+                    Some((id, mkdev(major, minor)))
                 })
                 .collect(),
         )
@@ -443,7 +453,7 @@ impl Identity {
                     inode_kind::EXEC => "program",
                     _ => "file",
                 },
-                dev = format!("{}:{}", dev >> 20, dev & 0xfffff),
+                dev = dev_text(*dev),
                 ino,
                 current = k.current,
                 rule = k.value.rule,

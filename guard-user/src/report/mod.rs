@@ -11,7 +11,7 @@ mod markdown;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use chrono::DateTime;
-use guard_common::protocol::{EventDetail, EventLine, Outcome};
+use guard_common::protocol::{EventDetail, EventLine};
 pub use guard_common::report::{
     Bounded, Command, Destination, FileClass, FileUse, Files, MAX_ITEMS, Report, SecretEgress,
     SecretRead, SentAfter, UnixSocket, Violation,
@@ -382,13 +382,11 @@ impl Ledger {
 
     /// Notes a secret read that nothing stopped.
     fn secret_read(&mut self, path: &str, pid: u32, comm: &str, ev: &EventLine) {
-        let Some(v) = ev.violation.as_ref().filter(|v| v.secret) else {
-            return;
-        };
-        if !matches!(
-            v.outcome,
-            Outcome::Logged | Outcome::Alerted | Outcome::Failed
-        ) {
+        if !ev
+            .violation
+            .as_ref()
+            .is_some_and(|v| v.secret && v.outcome.let_through())
+        {
             return;
         }
         if self.first_secret.is_none() {

@@ -11,7 +11,6 @@ use std::{
 };
 
 use crate::event::{Detail, Event, How, SessionId, Task};
-use guard_common::protocol::Outcome;
 
 /// Ended sessions kept for display before the oldest are forgotten.
 const KEEP_ENDED: usize = 256;
@@ -295,13 +294,10 @@ impl Registry {
                 session.counts.open += 1;
                 // A secret read that nothing stopped taints the process.
                 if *ret >= 0
-                    && crate::event::access::of(*flags).contains(&"read")
                     && let Some(v) = &ev.violation
                     && v.secret
-                    && matches!(
-                        v.outcome,
-                        Outcome::Logged | Outcome::Alerted | Outcome::Failed
-                    )
+                    && v.outcome.let_through()
+                    && crate::event::access::of(*flags).contains(&"read")
                 {
                     let read = self.secrets.entry(pid).or_insert_with(|| SecretsRead {
                         session: id,
@@ -389,6 +385,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use guard_common::protocol::Outcome;
 
     impl Registry {
         fn session(&self, id: SessionId) -> Option<&Session> {
