@@ -1863,6 +1863,11 @@ impl NetNs {
         cmd
     }
 
+    /// Its name (`ip netns`, `/run/netns/NAME`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Runs `f` on a thread that joined the namespace (sockets it makes live there;
     /// the calling thread stays where it is).
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {

@@ -11,7 +11,6 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::net::{Ipv4Addr, TcpListener, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,8 +18,8 @@ use std::thread;
 use std::time::Duration;
 
 use guard_tests::{
-    Daemon, Event, EventsTo, FakeAgent, TempDir, accept_and_read, dump, fake_agent_exe, session_of,
-    unique_name, write_policy,
+    Daemon, Event, EventsTo, FakeAgent, NetNs, TempDir, accept_and_read, dump, fake_agent_exe,
+    session_of, write_policy,
 };
 use hickory_proto::{
     op::{Message, MessageType, OpCode, ResponseCode},
@@ -34,37 +33,27 @@ const HOST: &str = "upload.guard-test.example";
 const ADDR: Ipv4Addr = Ipv4Addr::new(10, 213, 7, 1);
 const UPLOAD: usize = 200_000;
 
-/// A network namespace and its resolv.conf, removed on drop.
-struct Netns {
-    name: String,
+/// A network namespace with [`ADDR`] on its loopback and a resolv.conf naming it
+/// (`ip netns exec` bind-mounts `/etc/netns/NAME/resolv.conf`), removed on drop.
+struct DnsNs {
+    ns: NetNs,
 }
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Netns {
-    fn new() -> Netns {
-        let name = unique_name("gdns");
-        ip(&["netns", "add", &name]);
-        let ns = Netns { name };
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+impl DnsNs {
+    fn new() -> DnsNs {
+        let ns = DnsNs { ns: NetNs::new() };
         // On the namespace's loopback device (no dummy or veth module needed):
         // the address itself is not a loopback one.
-        ip(&[
-            "-n",
-            &ns.name,
-            "addr",
-            "add",
-            &format!("{ADDR}/32"),
-            "dev",
-            "lo",
-        ]);
+        let addr = format!("{ADDR}/32");
+        let out = Command::new("ip")
+            .args(["-n", ns.ns.name(), "addr", "add", &addr, "dev", "lo"])
+            .output()
+            .expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip addr add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let etc = ns.etc();
         fs::create_dir_all(&etc).expect("mkdir /etc/netns/NS");
         fs::write(
@@ -76,30 +65,14 @@ impl Netns {
     }
 
     fn etc(&self) -> std::path::PathBuf {
-        std::path::Path::new("/etc/netns").join(&self.name)
-    }
-
-    /// Runs `f` on a thread that joined the namespace (sockets made there stay in it).
-    fn inside<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        thread::spawn(move || {
-            let ns = fs::File::open(&path).expect("open the namespace");
-            // SAFETY: setns on this thread only, with a namespace fd.
-            let r = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("namespace thread")
+        std::path::Path::new("/etc/netns").join(self.ns.name())
     }
 }
 
-impl Drop for Netns {
+impl Drop for DnsNs {
     fn drop(&mut self) {
+        // Before the namespace itself (the field drops after this).
         let _ = fs::remove_dir_all(self.etc());
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .status();
     }
 }
 
@@ -156,9 +129,9 @@ fn violation<'a>(events: &'a [Event], session: &str, rule: &str) -> &'a Event {
 fn resolved_names_name_flows_and_anomalies_fire() {
     let dir = TempDir::new("guard-e2e-dns");
     let agent = FakeAgent::install(fake_agent_exe!());
-    let ns = Netns::new();
+    let ns = DnsNs::new();
     let stop = Arc::new(AtomicBool::new(false));
-    let (dns, listener) = ns.inside(|| {
+    let (dns, listener) = ns.ns.enter(|| {
         (
             UdpSocket::bind((ADDR, 53)).expect("bind the DNS server"),
             TcpListener::bind((ADDR, 0)).expect("bind the upload listener"),
@@ -218,7 +191,14 @@ target = "session"
          getent hosts {tunnel}; exec sleep 20"
     );
     let run = agent.spawn(&[
-        "run", "ip", "netns", "exec", &ns.name, "bash", "-c", &script,
+        "run",
+        "ip",
+        "netns",
+        "exec",
+        ns.ns.name(),
+        "bash",
+        "-c",
+        &script,
     ]);
     let root = run.pid();
     let finished = run.finish();
