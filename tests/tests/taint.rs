@@ -5,14 +5,12 @@
 //! (forked before the read) reaches the refused one. The events name the secret
 //! (`tainted_by`) and the session report states "read X, then sent N bytes to Y".
 
-use std::ffi::OsStr;
 use std::io::Read;
 use std::net::TcpListener;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use guard_tests::{
-    Daemon, Event, EventsTo, FakeAgent, TempDir, check_schema, dump, fake_agent_exe, find,
-    session_ended, session_of, write_policy,
+    Enforcing, Event, check_schema, dump, fake_agent_exe, find, scaled, session_ended, session_of,
 };
 
 /// Accepts what is already queued on `listener` (connections complete in the
@@ -22,7 +20,7 @@ fn queued(listener: &TcpListener) -> Vec<String> {
     let mut got = Vec::new();
     while let Ok((mut s, _)) = listener.accept() {
         s.set_nonblocking(false).expect("blocking");
-        s.set_read_timeout(Some(Duration::from_secs(5)))
+        s.set_read_timeout(Some(scaled(Duration::from_secs(5))))
             .expect("timeout");
         let mut text = String::new();
         s.read_to_string(&mut text).expect("read");
@@ -33,41 +31,29 @@ fn queued(listener: &TcpListener) -> Vec<String> {
 
 #[test]
 fn a_secret_read_taints_the_reader_and_its_children_but_not_its_siblings() {
-    let since = SystemTime::now();
-    let agent = FakeAgent::install(fake_agent_exe!());
-    let dir = TempDir::new("guard-e2e-taint");
-    let secret = dir.join("service.env");
-    std::fs::write(&secret, "TOKEN=hunter2\n").expect("write the secret");
-    let secret = secret.canonicalize().expect("canonical");
-    let secret_path = secret.display().to_string();
-
     let refused = TcpListener::bind("127.0.0.1:0").expect("bind");
     let allowed = TcpListener::bind("127.0.0.1:0").expect("bind");
     let refused_addr = refused.local_addr().expect("addr").to_string();
     let allowed_addr = allowed.local_addr().expect("addr").to_string();
-
-    let policy = dir.join("guard.toml");
-    write_policy(
-        &policy,
-        &format!(
-            "mode = \"enforce\"\n\n[agents]\nnames = [\"{name}\"]\n\n\
-             [taint]\negress = \"deny\"\nallow = [\"{allowed_addr}\"]\n\n\
-             [[rule]]\nid = \"test-secret\"\nkind = \"file\"\npaths = [\"{secret_path}\"]\n\
-             access = [\"read\"]\nsecret = true\naction = \"log\"\n",
-            name = agent.name()
-        ),
+    let rules = format!(
+        "[taint]\negress = \"deny\"\nallow = [\"{allowed_addr}\"]\n\n\
+         [[rule]]\nid = \"test-secret\"\nkind = \"file\"\npaths = [\"{{dir}}/service.env\"]\n\
+         access = [\"read\"]\nsecret = true\naction = \"log\"\n"
     );
-    let args = [OsStr::new("--policy"), policy.as_os_str()];
-    let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
-    daemon.wait_for("policy_loaded", |ev| {
-        ev.iter().any(|e| e.kind() == "policy_loaded")
+    let mut s = Enforcing::start(fake_agent_exe!(), "guard-e2e-taint", &rules, |dir| {
+        std::fs::write(dir.join("service.env"), "TOKEN=hunter2\n").expect("write the secret");
     });
+    let secret_path = s.path("service.env");
 
-    let run = agent.run(&["taint", &secret_path, &refused_addr, &allowed_addr]);
+    let run = s
+        .agent
+        .run(&["taint", &secret_path, &refused_addr, &allowed_addr]);
     let root = run.pid;
     let child = run.report("child_pid");
     let sibling = run.report("sibling_pid");
-    let events = daemon.wait_for("the end of the agent's session", session_ended(root));
+    let events = s
+        .daemon
+        .wait_for("the end of the agent's session", session_ended(root));
 
     // What the processes saw: the tainted child refused off the list and let through
     // on it; the sibling, forked before the read, not tainted.
@@ -88,15 +74,10 @@ fn a_secret_read_taints_the_reader_and_its_children_but_not_its_siblings() {
     assert_eq!(queued(&refused), ["hello"], "one connection: the sibling's");
     assert_eq!(queued(&allowed), ["hello"]);
 
-    check_schema(&events, since);
+    check_schema(&events, s.since);
     let session = session_of(&events, root);
-    let port = |addr: &str| -> i64 {
-        addr.rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("port")
-    };
-    let (refused_port, allowed_port) = (port(&refused_addr), port(&allowed_addr));
+    let port = |l: &TcpListener| i64::from(l.local_addr().expect("addr").port());
+    let (refused_port, allowed_port) = (port(&refused), port(&allowed));
 
     // The read that tainted: logged under the secret rule, marked tainted from there.
     let read = find(&events, "the secret's read", |e| {
@@ -156,7 +137,7 @@ fn a_secret_read_taints_the_reader_and_its_children_but_not_its_siblings() {
     assert_eq!(sib.get("rule"), None, "{sib}");
 
     // The session-level fact: the secret read, then bytes sent to each destination.
-    let report = daemon.report(&session);
+    let report = s.daemon.report(&session);
     let fact = &report["secret_egress"];
     assert_eq!(
         fact["secrets"]["items"][0]["path"],
@@ -178,12 +159,12 @@ fn a_secret_read_taints_the_reader_and_its_children_but_not_its_siblings() {
     let refused_entry = to(refused_port);
     assert_eq!(refused_entry["attempts"], 2, "child and sibling: {fact}");
     assert_eq!(refused_entry["failed"], 1, "the child's: {fact}");
-    let md = daemon.report_text(&session, false);
+    let md = s.daemon.report_text(&session, false);
     assert!(
         md.contains(&format!("This session read secret `{secret_path}`")),
         "{md}"
     );
     assert!(md.contains(&format!("bytes to {allowed_addr}/tcp")), "{md}");
 
-    daemon.stop_ok();
+    s.finish();
 }
