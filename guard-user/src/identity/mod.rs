@@ -72,6 +72,8 @@ pub struct Identity {
     /// Parent directories watched for entries appearing, moving or being replaced.
     parents: HashMap<WatchDescriptor, PathBuf>,
     dirty: Option<Instant>,
+    /// The entries the kernel gets (at most [`IDENTITY_MAX`], current paths first).
+    installed: Vec<Id>,
     /// Entries past [`IDENTITY_MAX`], not installed.
     over: Vec<PathBuf>,
     /// Targets that do not exist now (nothing to protect by identity).
@@ -177,6 +179,7 @@ impl Identity {
             inotify: Inotify::init().map_err(Error::Init)?,
             parents: HashMap::new(),
             dirty: None,
+            installed: Vec::new(),
             over: Vec::new(),
             missing: Vec::new(),
         })
@@ -322,18 +325,17 @@ impl Identity {
                 }
             }
         }
-        self.over.clear();
-        if self.known.len() > IDENTITY_MAX {
-            // Current paths first, then entries that moved away.
-            let mut order: Vec<(bool, Id)> =
-                self.known.iter().map(|(id, k)| (!k.current, *id)).collect();
-            order.sort();
-            for (_, id) in order.into_iter().skip(IDENTITY_MAX) {
-                if let Some(k) = self.known.get(&id) {
-                    self.over.push(k.path.clone());
-                }
-            }
-        }
+        // What the kernel gets, decided once: current paths first, then entries
+        // that moved away, at most IDENTITY_MAX; the rest are reported.
+        let mut order: Vec<(bool, Id)> =
+            self.known.iter().map(|(id, k)| (!k.current, *id)).collect();
+        order.sort();
+        self.over = order
+            .split_off(order.len().min(IDENTITY_MAX))
+            .into_iter()
+            .filter_map(|(_, id)| self.known.get(&id).map(|k| k.path.clone()))
+            .collect();
+        self.installed = order.into_iter().map(|(_, id)| id).collect();
     }
 
     /// Watches the nearest existing ancestor of `path` (its parent, unless that is
@@ -398,24 +400,22 @@ impl Identity {
 
     /// The file and directory entries for `generation` (at most [`IDENTITY_MAX`]).
     fn inode_entries(&self, generation: u8) -> Vec<(InodeKey, RuleRef)> {
-        let skip: HashSet<&PathBuf> = self.over.iter().collect();
-        let mut out: Vec<(InodeKey, RuleRef)> = Vec::new();
-        for (&(kind, dev, ino), k) in &self.known {
-            if out.len() >= IDENTITY_MAX || (!k.current && skip.contains(&k.path)) {
-                continue;
-            }
-            out.push((
-                InodeKey {
-                    generation,
-                    kind,
-                    _reserved: 0,
-                    dev,
-                    ino,
-                },
-                k.value,
-            ));
-        }
-        out
+        self.installed
+            .iter()
+            .filter_map(|id| Some((*id, self.known.get(id)?.value)))
+            .map(|((kind, dev, ino), value)| {
+                (
+                    InodeKey {
+                        generation,
+                        kind,
+                        _reserved: 0,
+                        dev,
+                        ino,
+                    },
+                    value,
+                )
+            })
+            .collect()
     }
 
     /// The protected path (dev, ino) stands for, as the policy names it.
@@ -431,7 +431,7 @@ impl Identity {
     pub fn summary(&self) -> Summary {
         let (fail_closed, unknown_over) = self.fail_closed();
         Summary {
-            entries: self.known.len().min(IDENTITY_MAX),
+            entries: self.installed.len(),
             over: self
                 .over
                 .iter()
@@ -581,6 +581,46 @@ mod tests {
         assert!(id.read_events(), "inotify saw the new link count");
         id.resolve();
         assert_eq!(inos(&id), vec![prog]);
+    }
+
+    #[test]
+    fn entries_past_the_bound_are_reported_not_installed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let value = RuleRef {
+            rule: 1,
+            access: 1,
+            flags: rule_flags::KILL,
+            ports: [0; 8],
+        };
+        let targets: Vec<Target> = (0..IDENTITY_MAX + 2)
+            .map(|i| {
+                let path = dir.path().join(format!("f{i}"));
+                std::fs::write(&path, "x").expect("write");
+                Target {
+                    path,
+                    kind: inode_kind::FILE,
+                    value,
+                    optional: false,
+                }
+            })
+            .collect();
+        let mut id = Identity::new().expect("inotify");
+        id.set_targets(targets);
+        let files = id
+            .entries(0)
+            .iter()
+            .filter(|(k, _)| k.kind == inode_kind::FILE)
+            .count();
+        let summary = id.summary();
+        assert_eq!(files, IDENTITY_MAX);
+        assert_eq!(summary.entries, IDENTITY_MAX);
+        assert_eq!(summary.over.len(), 2, "{:?}", summary.over);
+        // What is reported over the bound is exactly what is not installed.
+        let installed: HashSet<u64> = id.entries(0).iter().map(|(k, _)| k.ino).collect();
+        for path in &summary.over {
+            let ino = std::fs::metadata(path).expect("stat").ino();
+            assert!(!installed.contains(&ino), "{path} is installed");
+        }
     }
 
     #[test]
