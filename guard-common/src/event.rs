@@ -147,6 +147,9 @@ pub mod flags {
     /// be walked to its file system's root within [`crate::IDENTITY_DEPTH`] levels:
     /// whether it lies in a protected directory by identity is unknown.
     pub const IDENTITY_UNKNOWN: u16 = 1 << 8;
+    /// Exec records: the program has no name in the file system: a memfd (the
+    /// payload names it `memfd:NAME`) or a file with no links left (deleted).
+    pub const FILELESS: u16 = 1 << 10;
 }
 
 /// Levels of directories above an opened file the kernel checks against the

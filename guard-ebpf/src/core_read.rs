@@ -115,7 +115,6 @@ pub fn dentry_name(dentry: *const c_void, dst: *mut u8, max: u32) -> u32 {
     unsafe { guard_dentry_name(dentry, dst, max) }
 }
 
-/// The dentry `file` was opened at.
 /// Whether `file` has no name in the file system: 1 a pseudo file (a memfd), 2 a
 /// file with no links left (deleted), 0 a named file.
 pub fn file_fileless(file: *const c_void) -> u32 {
@@ -123,6 +122,7 @@ pub fn file_fileless(file: *const c_void) -> u32 {
     unsafe { guard_file_fileless(file) }
 }
 
+/// The dentry `file` was opened at.
 pub fn file_dentry(file: *const c_void) -> *const c_void {
     unsafe { guard_file_dentry(file) }
 }

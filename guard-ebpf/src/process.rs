@@ -161,8 +161,13 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     }
     // A memfd has no path (the walk gives `/`): name it as the kernel does,
     // `memfd:NAME`, its dentry's name (the rules above judged `/`, and the
-    // `fileless_exec` route judges it by kind).
-    if exe_len == 1 && core_read::file_fileless(file) == 1 {
+    // `fileless_exec` route judges it by kind). A deleted file keeps its old path;
+    // the flag tells user space to name it `(deleted)`.
+    let fileless = core_read::file_fileless(file);
+    if fileless != 0 {
+        draft.header().flags |= flags::FILELESS;
+    }
+    if exe_len == 1 && fileless == 1 {
         exe_len = core_read::dentry_name(
             core_read::file_dentry(file),
             draft.payload_ptr::<ExecBody>(0),

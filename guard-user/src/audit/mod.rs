@@ -111,6 +111,7 @@ mod tests {
             root: true,
             by_cgroup: false,
             by_identity: false,
+            fileless: false,
         };
         Event::derived(
             1_700_000_000_123_456_789,

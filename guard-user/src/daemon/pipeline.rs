@@ -468,6 +468,7 @@ mod tests {
             root,
             by_cgroup: false,
             by_identity: false,
+            fileless: false,
         }
     }
 

@@ -104,7 +104,11 @@ impl Enricher {
 
     pub fn enrich(&mut self, ev: &mut Event) {
         self.enrich_task(&mut ev.task);
-        if let super::Detail::Exec { exe, .. } = &mut ev.detail
+        if let super::Detail::Exec {
+            exe,
+            fileless: true,
+            ..
+        } = &mut ev.detail
             && let Some(name) = fileless_name(exe, ev.task.pid)
         {
             *exe = name;
@@ -137,11 +141,9 @@ impl Enricher {
 /// kernel gives it in `/proc/<pid>/exe`: `memfd:NAME` for a memfd (the kernel's
 /// path walk finds no name for it: its `exe` comes as `/`), `<old path> (deleted)`
 /// for a deleted file. Read while the process lives (a process killed at its exec
-/// is named by its `fileless_exec` route event); `None` for a named file.
+/// is named by its `fileless_exec` route event); `None` for a named file. For
+/// exec records the kernel flagged fileless (`flags::FILELESS`).
 pub fn fileless_name(exe: &str, pid: u32) -> Option<String> {
-    if exe != "/" && Path::new(exe).exists() {
-        return None;
-    }
     let link = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
     from_proc_exe(exe, &link.to_string_lossy())
 }

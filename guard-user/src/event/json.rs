@@ -148,6 +148,7 @@ impl Serialize for Event {
                 root,
                 by_cgroup: _,
                 by_identity,
+                fileless: _,
             } => {
                 m.serialize_entry("exe", exe)?;
                 m.serialize_entry("exe_truncated", exe_truncated)?;
@@ -557,6 +558,7 @@ mod tests {
             root: false,
             by_cgroup: false,
             by_identity: false,
+            fileless: false,
         })
         .to_json();
         assert!(j.ends_with(r#""via":"loader","target":"./prog"}"#), "{j}");
@@ -704,6 +706,7 @@ mod tests {
                 root: false,
                 by_cgroup: false,
                 by_identity: false,
+                fileless: false,
             },
             Detail::Open {
                 path: "/etc/hosts".into(),

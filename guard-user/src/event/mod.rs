@@ -79,6 +79,9 @@ pub enum Detail {
         /// The kernel's rule matched the executed file by identity (device, inode):
         /// a hard link or bind mount of a program a rule names.
         by_identity: bool,
+        /// The program has no name in the file system (a memfd, a deleted file):
+        /// the enricher names it as `/proc/<pid>/exe` does.
+        fileless: bool,
     },
     Open {
         path: String,
@@ -814,6 +817,7 @@ impl Event {
                 root: flag(flags::ROOT_PROCESS),
                 by_cgroup: flag(flags::SESSION_START) && flag(flags::BY_CGROUP),
                 by_identity: flag(flags::BY_IDENTITY),
+                fileless: flag(flags::FILELESS),
             },
             Body::Open { body, path, .. } => {
                 let resolved = !flag(flags::PATH_UNRESOLVED);

@@ -312,6 +312,7 @@ mod tests {
             root: false,
             by_cgroup: false,
             by_identity: false,
+            fileless: false,
         }
     }
 

@@ -38,6 +38,7 @@ fn exec(exe: &str, argv: &[&str], root: bool) -> Detail {
         root,
         by_cgroup: false,
         by_identity: false,
+        fileless: false,
     }
 }
 
@@ -132,6 +133,7 @@ fn an_exec_in_a_chosen_cgroup_starts_a_container_session() {
             root: true,
             by_cgroup: true,
             by_identity: false,
+            fileless: false,
         },
     );
     let start = r.before(&ev).expect("session_start");
