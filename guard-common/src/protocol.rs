@@ -318,6 +318,21 @@ pub struct KillReport {
     pub errors: Vec<KillError>,
 }
 
+impl KillReport {
+    /// What the kills come to for a violation: the first error (`failed`), else
+    /// `gone` when nothing was left to kill, else `killed`.
+    pub fn outcome(&self) -> (Outcome, Option<String>) {
+        match self.errors.first() {
+            Some(e) => (
+                Outcome::Failed,
+                Some(alloc::format!("{}: {}", e.pid, e.error)),
+            ),
+            None if self.killed.is_empty() => (Outcome::Gone, None),
+            None => (Outcome::Killed, None),
+        }
+    }
+}
+
 /// What a policy rule says to do when it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -771,6 +786,19 @@ mod tests {
     use alloc::{string::ToString, vec};
 
     use super::*;
+
+    #[test]
+    fn a_kill_report_comes_to_one_outcome() {
+        let mut r = KillReport::default();
+        assert_eq!(r.outcome(), (Outcome::Gone, None));
+        r.killed.push(7);
+        assert_eq!(r.outcome(), (Outcome::Killed, None));
+        r.errors.push(KillError {
+            pid: 8,
+            error: "EPERM".to_string(),
+        });
+        assert_eq!(r.outcome(), (Outcome::Failed, Some("8: EPERM".to_string())));
+    }
 
     /// Serialises and reads back; the two must be equal.
     fn round_trip<T>(value: &T)

@@ -306,12 +306,7 @@ impl Pipeline {
                     }
                     crate::policy::model::Target::Process => vec![ev.task.pid],
                 };
-                let report = self.actor.kill_all(&targets);
-                (v.outcome, v.error) = match report.errors.first() {
-                    Some(e) => (Outcome::Failed, Some(format!("{}: {}", e.pid, e.error))),
-                    None if report.killed.is_empty() => (Outcome::Gone, None),
-                    None => (Outcome::Killed, None),
-                };
+                (v.outcome, v.error) = self.actor.kill_all(&targets).outcome();
             }
         }
         v
@@ -358,11 +353,7 @@ impl Pipeline {
                 }
                 let report = self.actor.kill_all(&targets);
                 tracing::warn!(session = ?ev.session, killed = ?report.killed, "session lost records: killed (on_loss = \"kill\")");
-                let (outcome, error) = match report.errors.first() {
-                    Some(e) => (Outcome::Failed, Some(format!("{}: {}", e.pid, e.error))),
-                    None if report.killed.is_empty() => (Outcome::Gone, None),
-                    None => (Outcome::Killed, None),
-                };
+                let (outcome, error) = report.outcome();
                 Some(violation(Action::Kill, outcome, error, None))
             }
         }
