@@ -30,6 +30,18 @@ pub struct Hit {
     pub what: String,
 }
 
+impl Hit {
+    /// `rule` broken, with `what` crossed.
+    fn of(rule: &Anomaly, what: String) -> Hit {
+        Hit {
+            rule: rule.id.clone(),
+            action: rule.action,
+            target: rule.target,
+            what,
+        }
+    }
+}
+
 /// Counts per one-second bucket over a sliding window.
 #[derive(Debug, Default)]
 struct Window {
@@ -200,17 +212,15 @@ impl Detector {
                             Direction::In => "received",
                             Direction::Both => "moved",
                         };
-                        hit = Some(Hit {
-                            rule: rule.id.clone(),
-                            action: rule.action,
-                            target: rule.target,
-                            what: format!(
+                        hit = Some(Hit::of(
+                            rule,
+                            format!(
                                 "{} {dir} to class {class} within {} (limit {})",
                                 human(total),
                                 secs(*window_ns),
                                 human(*bytes)
                             ),
-                        });
+                        ));
                     }
                 }
             }
@@ -238,13 +248,13 @@ impl Detector {
                     .rules
                     .iter()
                     .find(|r| matches!(r.check, Check::NewDestination) && Self::watches(r, class))
-                    .map(|rule| Hit {
-                        rule: rule.id.clone(),
-                        action: rule.action,
-                        target: rule.target,
-                        what: format!(
-                            "first connection of the session to {dest}:{port} (class {class})"
-                        ),
+                    .map(|rule| {
+                        Hit::of(
+                            rule,
+                            format!(
+                                "first connection of the session to {dest}:{port} (class {class})"
+                            ),
+                        )
                     });
             }
             Detail::Dns(d) if d.direction == DnsDirection::Query => {
@@ -257,15 +267,13 @@ impl Detector {
                             let total = w.add(ev.ts_ns, 1, *window_ns);
                             if total > *queries && ev.ts_ns >= w.quiet_until && hit.is_none() {
                                 w.quiet_until = ev.ts_ns + i128::from(*window_ns);
-                                hit = Some(Hit {
-                                    rule: rule.id.clone(),
-                                    action: rule.action,
-                                    target: rule.target,
-                                    what: format!(
+                                hit = Some(Hit::of(
+                                    rule,
+                                    format!(
                                         "{total} DNS queries within {} (limit {queries})",
                                         secs(*window_ns)
                                     ),
-                                });
+                                ));
                             }
                         }
                         Check::DnsEntropy {
@@ -283,12 +291,7 @@ impl Detector {
                                 continue;
                             }
                             w.quiet_until = ev.ts_ns + ENTROPY_REFIRE_NS;
-                            hit = Some(Hit {
-                                rule: rule.id.clone(),
-                                action: rule.action,
-                                target: rule.target,
-                                what: format!("DNS query for {name}: {why}"),
-                            });
+                            hit = Some(Hit::of(rule, format!("DNS query for {name}: {why}")));
                         }
                         _ => {}
                     }
