@@ -365,10 +365,7 @@ fn under(name: &str, base: &str) -> bool {
 /// policy resolved it from), `allowlisted` (another name of the policy's network
 /// rules), `other`.
 pub fn dest_class(addr: IpAddr, host: Option<&str>) -> &'static str {
-    let addr = match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
+    let addr = addr.to_canonical();
     if addr.is_loopback() || addr.is_unspecified() {
         return "local";
     }

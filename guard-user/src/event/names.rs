@@ -106,11 +106,11 @@ impl Names {
     /// The name the session's answers gave `addr`, valid at `at_ns` (a connect's
     /// time, a flow's start).
     pub fn name_of(&self, session: SessionId, addr: IpAddr, at_ns: i128) -> Option<&str> {
-        let addr = match addr {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
-        let e = self.sessions.get(&session)?.by_addr.get(&addr)?;
+        let e = self
+            .sessions
+            .get(&session)?
+            .by_addr
+            .get(&addr.to_canonical())?;
         // A flow may start a little before the answer's record is read (clock
         // readings of two CPUs): a second of slack.
         (e.from - 1_000_000_000 <= at_ns && at_ns <= e.until).then_some(e.name.as_str())

@@ -122,10 +122,7 @@ impl Judge {
             _ => None,
         };
         if let Some(addr) = addr {
-            ev.host = self
-                .hosts
-                .name_of(super::matcher::canonical(addr))
-                .map(str::to_owned);
+            ev.host = self.hosts.name_of(addr.to_canonical()).map(str::to_owned);
         }
     }
 

@@ -118,16 +118,9 @@ impl Hosts {
     }
 }
 
-/// IPv4-mapped IPv6 compares as IPv4, as the kernel does.
-pub fn canonical(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(addr),
-        v4 => v4,
-    }
-}
-
 fn listed(list: &[Dest], addr: IpAddr, port: u16, hosts: &Hosts) -> bool {
-    let addr = canonical(addr);
+    // IPv4-mapped IPv6 compares as IPv4, as the kernel does.
+    let addr = addr.to_canonical();
     list.iter().any(|d| {
         d.port.is_none_or(|p| p == port) && hosts.addrs(&d.host).any(|net| net.contains(&addr))
     })

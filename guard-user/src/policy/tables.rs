@@ -15,7 +15,7 @@ use crate::ebpf::RuleTables;
 
 use super::{
     glob::{self, KernelShape},
-    matcher::{Hosts, canonical},
+    matcher::Hosts,
     model::{Action, Dest, Host, Kind, Mode, Policy, Scope},
 };
 
@@ -162,13 +162,15 @@ fn net_entries(dest: &Dest, hosts: &Hosts, value: RuleRef) -> Vec<(u32, NetData,
             let mut data: NetData = [0; 18];
             // IPv4-mapped IPv6 networks are stored as IPv4, as the kernel looks them up.
             let net = match net {
-                IpNet::V6(v6) if v6.prefix_len() >= 96 => match canonical(v6.addr().into()) {
-                    std::net::IpAddr::V4(v4) => IpNet::V4(
-                        ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
-                            .unwrap_or_else(|_| ipnet::Ipv4Net::from(v4)),
-                    ),
-                    _ => net,
-                },
+                IpNet::V6(v6) if v6.prefix_len() >= 96 => {
+                    match std::net::IpAddr::from(v6.addr()).to_canonical() {
+                        std::net::IpAddr::V4(v4) => IpNet::V4(
+                            ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                                .unwrap_or_else(|_| ipnet::Ipv4Net::from(v4)),
+                        ),
+                        _ => net,
+                    }
+                }
                 other => other,
             };
             let bits = match net {
