@@ -31,25 +31,15 @@ impl Direction {
     }
 }
 
-/// One resource record of an answer section.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Answer {
-    /// The record's owner name, without the trailing dot.
-    pub name: String,
-    /// Its type (`A`, `AAAA`, `CNAME`, …).
-    pub rtype: String,
-    /// Its data as text (an address, a name, …).
-    pub data: String,
-    pub ttl: u32,
-}
+/// One resource record of an answer section: its owner name (without the trailing
+/// dot), type (`A`, `AAAA`, `CNAME`, …), data as text and TTL; as events carry it.
+pub use guard_common::protocol::DnsAnswer as Answer;
 
-impl Answer {
-    /// The address of an `A`/`AAAA` record.
-    pub fn addr(&self) -> Option<IpAddr> {
-        matches!(self.rtype.as_str(), "A" | "AAAA")
-            .then(|| self.data.parse().ok())
-            .flatten()
-    }
+/// The address of an `A`/`AAAA` record.
+pub fn answer_addr(a: &Answer) -> Option<IpAddr> {
+    matches!(a.rtype.as_str(), "A" | "AAAA")
+        .then(|| a.data.parse().ok())
+        .flatten()
 }
 
 /// The details of a `dns` event.
@@ -242,7 +232,10 @@ mod tests {
         assert_eq!(p.answers.len(), 2);
         assert_eq!(p.answers[0].rtype, "CNAME");
         assert_eq!(p.answers[0].data, "edge.cdn.example");
-        assert_eq!(p.answers[1].addr(), Some("10.9.8.7".parse().expect("ip")));
+        assert_eq!(
+            answer_addr(&p.answers[1]),
+            Some("10.9.8.7".parse().expect("ip"))
+        );
         assert_eq!(p.answers[1].ttl, 60);
     }
 
@@ -285,7 +278,10 @@ mod tests {
         seg.extend_from_slice(&msg);
         let p = parse(&seg, true);
         assert_eq!(p.error, None);
-        assert_eq!(p.answers[1].addr(), Some("1.2.3.4".parse().expect("ip")));
+        assert_eq!(
+            answer_addr(&p.answers[1]),
+            Some("1.2.3.4".parse().expect("ip"))
+        );
         // Half a message: what fits, flagged.
         let p = parse(&seg[..seg.len() - 3], true);
         assert!(p.error.expect("an error").contains("TCP segment"));

@@ -240,16 +240,7 @@ impl Serialize for Event {
                     m.serialize_entry("rcode", rcode)?;
                 }
                 if d.direction == super::dns::Direction::Answer {
-                    let answers: Vec<serde_json::Value> = d
-                        .answers
-                        .iter()
-                        .map(|a| {
-                            serde_json::json!({
-                                "name": a.name, "type": a.rtype, "data": a.data, "ttl": a.ttl,
-                            })
-                        })
-                        .collect();
-                    m.serialize_entry("answers", &answers)?;
+                    m.serialize_entry("answers", &d.answers)?;
                 }
                 m.serialize_entry("len", &d.len)?;
                 if d.cut {

@@ -67,16 +67,7 @@ impl Event {
                 name: d.name.clone(),
                 qtype: d.qtype.clone(),
                 rcode: d.rcode.clone(),
-                answers: d
-                    .answers
-                    .iter()
-                    .map(|a| guard_common::protocol::DnsAnswer {
-                        name: a.name.clone(),
-                        rtype: a.rtype.clone(),
-                        data: a.data.clone(),
-                        ttl: a.ttl,
-                    })
-                    .collect(),
+                answers: d.answers.clone(),
             },
             Detail::Fork { child_pid } => EventDetail::Fork {
                 child_pid: *child_pid,

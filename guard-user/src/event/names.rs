@@ -62,7 +62,9 @@ impl Names {
         let min_ttl = dns.answers.iter().map(|a| a.ttl).min().unwrap_or(0);
         if let Some(name) = &dns.name {
             for a in &dns.answers {
-                let Some(addr) = a.addr() else { continue };
+                let Some(addr) = super::dns::answer_addr(a) else {
+                    continue;
+                };
                 let valid = (i128::from(a.ttl) * 1_000_000_000).clamp(MIN_VALID_NS, MAX_VALID_NS);
                 if s.by_addr.len() >= MAX_PER_SESSION
                     && !s.by_addr.contains_key(&addr)
