@@ -11,7 +11,8 @@ use std::os::unix::fs::MetadataExt as _;
 use std::time::Duration;
 
 use guard_tests::{
-    Enforcing, Event, Finished, TempDir, dump, fake_agent_exe, python3, scaled, wait_until,
+    Enforcing, Event, Finished, TempDir, fake_agent_exe, find, python3, scaled, session_of,
+    wait_until,
 };
 
 const SIGKILL: i64 = libc::SIGKILL as i64;
@@ -95,20 +96,13 @@ fn assert_event(
     rule: &str,
     protected: &str,
 ) {
-    let session = events
-        .iter()
-        .find(|e| e.kind() == "session_start" && e.int("root_pid") == Some(run.pid))
-        .and_then(Event::session)
-        .unwrap_or_else(|| panic!("no session of {}:\n{}", run.pid, dump(events)));
-    let e = events
-        .iter()
-        .find(|e| {
-            e.session() == Some(session)
-                && e.kind() == "open"
-                && e.str("path") == Some(opened)
-                && e.str("rule") == Some(rule)
-        })
-        .unwrap_or_else(|| panic!("no open of {opened} by {rule}:\n{}", dump(events)));
+    let session = session_of(events, run.pid);
+    let e = find(events, &format!("the open of {opened} by {rule}"), |e| {
+        e.session() == Some(session.as_str())
+            && e.kind() == "open"
+            && e.str("path") == Some(opened)
+            && e.str("rule") == Some(rule)
+    });
     assert_eq!(e.str("by"), Some("identity"), "{e}");
     assert_eq!(e.str("protected"), Some(protected), "{e}");
     let outcome = s.deny_outcome();
@@ -152,19 +146,15 @@ fn a_hard_link_to_a_denied_program_is_the_program() {
     let expected = if s.lsm { 126 } else { 128 + SIGKILL };
     assert_eq!(status, expected, "{run:?}");
     let innocent = s.path("pub/innocent");
-    let e = events
-        .iter()
-        .find(|e| {
+    let e = find(
+        &events,
+        &format!("the exec of {innocent} by denied-program"),
+        |e| {
             e.kind() == "exec"
                 && e.str("exe") == Some(innocent.as_str())
                 && e.str("rule") == Some("denied-program")
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "no exec of {innocent} by denied-program:\n{}",
-                dump(&events)
-            )
-        });
+        },
+    );
     assert_eq!(e.str("by"), Some("identity"), "{e}");
     let outcome = s.deny_outcome();
     assert_eq!(e.str("outcome"), Some(outcome), "{e}");
@@ -266,14 +256,10 @@ fn proc_root_and_cwd_aliases_are_the_real_path() {
         let (run, events) = sh(&mut s, script);
         assert_held(&s, &run);
         let real = s.path("secret/key");
-        let e = events
-            .iter()
-            .find(|e| {
-                e.kind() == "open"
-                    && e.pid() == Some(run.report("child"))
-                    && e.str("path") == Some(&real)
-            })
-            .unwrap_or_else(|| panic!("{alias}: no open of {real}:\n{}", dump(&events)));
+        let child = run.report("child");
+        let e = find(&events, &format!("{alias}: the open of {real}"), |e| {
+            e.kind() == "open" && e.pid() == Some(child) && e.str("path") == Some(&real)
+        });
         assert_eq!(e.str("rule"), Some("secret-dir"), "{alias}: {e}");
         assert_eq!(e.str("by"), None, "{alias}: matched by path: {e}");
     }
@@ -305,14 +291,10 @@ fn a_file_too_deep_to_place_fails_closed() {
     let (run, events) = sh(&mut s, &format!("exec {{reader}} {{dir}}/{deep_dir}/file"));
     assert_held(&s, &run);
     let opened = s.path(&format!("{deep_dir}/file"));
-    let e = events
-        .iter()
-        .find(|e| {
-            e.kind() == "open"
-                && e.pid() == Some(run.report("child"))
-                && e.str("rule") == Some("secret-dir")
-        })
-        .unwrap_or_else(|| panic!("no open refused by secret-dir:\n{}", dump(&events)));
+    let child = run.report("child");
+    let e = find(&events, "an open refused by secret-dir", |e| {
+        e.kind() == "open" && e.pid() == Some(child) && e.str("rule") == Some("secret-dir")
+    });
     assert_eq!(e.str("path"), Some(opened.as_str()), "{e}");
     assert_eq!(e.bool("identity_unknown"), Some(true), "{e}");
     assert_eq!(e.str("by"), None, "not a match: {e}");
