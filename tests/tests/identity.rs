@@ -86,27 +86,22 @@ fn assert_held(s: &Enforcing, run: &Finished) {
     assert!(!run.stdout.contains(SECRET), "the secret was read: {run:?}");
 }
 
-/// The open of `opened` in the run's session, enforced by `rule`, by identity of
-/// `protected`.
-fn assert_event(
-    s: &Enforcing,
-    events: &[Event],
-    run: &Finished,
-    opened: &str,
-    rule: &str,
-    protected: &str,
-) {
-    let session = session_of(events, run.pid);
-    let e = find(events, &format!("the open of {opened} by {rule}"), |e| {
+/// Runs `script` (see [`sh`]): the reader's open of `opened` (under the test's
+/// directory) is held by `rule`, which matched it by identity of `protected`.
+fn assert_read_held(s: &mut Enforcing, script: &str, opened: &str, rule: &str, protected: &str) {
+    let (run, events) = sh(s, script);
+    assert_held(s, &run);
+    let opened = s.path(opened);
+    let session = session_of(&events, run.pid);
+    let e = find(&events, &format!("the open of {opened} by {rule}"), |e| {
         e.session() == Some(session.as_str())
             && e.kind() == "open"
-            && e.str("path") == Some(opened)
+            && e.str("path") == Some(opened.as_str())
             && e.str("rule") == Some(rule)
     });
     assert_eq!(e.str("by"), Some("identity"), "{e}");
-    assert_eq!(e.str("protected"), Some(protected), "{e}");
-    let outcome = s.deny_outcome();
-    assert_eq!(e.str("outcome"), Some(outcome), "{e}");
+    assert_eq!(e.str("protected"), Some(s.path(protected).as_str()), "{e}");
+    assert_eq!(e.str("outcome"), Some(s.deny_outcome()), "{e}");
 }
 
 /// A hard link is the same inode under another name: the file rule holds for it.
@@ -115,15 +110,12 @@ fn a_hard_link_to_a_protected_file_is_the_protected_file() {
     let mut s = start(|dir| {
         fs::hard_link(dir.join("shadow"), dir.join("pub/link")).expect("link");
     });
-    let (run, events) = sh(&mut s, "exec {reader} {dir}/pub/link");
-    assert_held(&s, &run);
-    assert_event(
-        &s,
-        &events,
-        &run,
-        &s.path("pub/link"),
+    assert_read_held(
+        &mut s,
+        "exec {reader} {dir}/pub/link",
+        "pub/link",
         "secret-file",
-        &s.path("shadow"),
+        "shadow",
     );
     s.finish();
 }
@@ -167,18 +159,12 @@ fn a_hard_link_to_a_denied_program_is_the_program() {
 #[test]
 fn a_bind_mount_of_a_protected_directory_is_the_protected_directory() {
     let mut s = start(|dir| fs::create_dir_all(dir.join("view")).expect("mkdir"));
-    let (run, events) = sh(
+    assert_read_held(
         &mut s,
         "exec unshare -m sh -c 'mount --bind {dir}/secret {dir}/view && exec {reader} {dir}/view/key'",
-    );
-    assert_held(&s, &run);
-    assert_event(
-        &s,
-        &events,
-        &run,
-        &s.path("view/key"),
+        "view/key",
         "secret-dir",
-        &s.path("secret"),
+        "secret",
     );
     // The mount lived in the session's namespace only.
     assert!(!s.dir.join("view/key").exists(), "the bind mount leaked");
@@ -190,18 +176,12 @@ fn a_bind_mount_of_a_protected_directory_is_the_protected_directory() {
 #[test]
 fn a_moved_protected_directory_stays_protected() {
     let mut s = start(|_| {});
-    let (run, events) = sh(
+    assert_read_held(
         &mut s,
         "mv {dir}/secret {dir}/moved && exec {reader} {dir}/moved/key",
-    );
-    assert_held(&s, &run);
-    assert_event(
-        &s,
-        &events,
-        &run,
-        &s.path("moved/key"),
+        "moved/key",
         "secret-dir",
-        &s.path("secret"),
+        "secret",
     );
     s.finish();
 }
@@ -230,15 +210,12 @@ fn a_protected_file_replaced_by_rename_is_resolved_again() {
         },
     );
     fs::hard_link(s.dir.join("shadow"), s.dir.join("pub/link2")).expect("link");
-    let (run, events) = sh(&mut s, "exec {reader} {dir}/pub/link2");
-    assert_held(&s, &run);
-    assert_event(
-        &s,
-        &events,
-        &run,
-        &s.path("pub/link2"),
+    assert_read_held(
+        &mut s,
+        "exec {reader} {dir}/pub/link2",
+        "pub/link2",
         "secret-file",
-        &shadow,
+        "shadow",
     );
     s.finish();
 }
