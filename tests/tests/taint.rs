@@ -9,9 +9,7 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use guard_tests::{
-    Enforcing, Event, check_schema, dump, fake_agent_exe, find, scaled, session_ended, session_of,
-};
+use guard_tests::{Enforcing, Event, check_schema, dump, fake_agent_exe, find, scaled, session_of};
 
 /// Accepts what is already queued on `listener` (connections complete in the
 /// kernel's backlog without an accept): the payload of each.
@@ -45,15 +43,10 @@ fn a_secret_read_taints_the_reader_and_its_children_but_not_its_siblings() {
     });
     let secret_path = s.path("service.env");
 
-    let run = s
-        .agent
-        .run(&["taint", &secret_path, &refused_addr, &allowed_addr]);
+    let (run, events) = s.session(&["taint", &secret_path, &refused_addr, &allowed_addr]);
     let root = run.pid;
     let child = run.report("child_pid");
     let sibling = run.report("sibling_pid");
-    let events = s
-        .daemon
-        .wait_for("the end of the agent's session", session_ended(root));
 
     // What the processes saw: the tainted child refused off the list and let through
     // on it; the sibling, forked before the read, not tainted.
