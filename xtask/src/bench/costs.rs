@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -84,9 +85,6 @@ pub(super) fn program_costs(ctx: &mut Ctx) -> Result<Value> {
     let mut rows = Vec::new();
     let policy = ctx.log_policy.clone();
     for floor in [true, false] {
-        let before: Vec<u64> = bpf_programs()?.into_keys().collect();
-        let events = ctx.next_file("costs", "jsonl");
-        let mut daemon = start_guard(ctx, &policy, floor, &events)?;
         let setups: &[Setup] = if floor {
             &[Setup::Floor]
         } else {
@@ -98,25 +96,44 @@ pub(super) fn program_costs(ctx: &mut Ctx) -> Result<Value> {
             (Workload::ForkExec, (p.forkexec_n / 4).max(50)),
             (Workload::Connect, (p.connect_n / 4).max(1000)),
         ];
-        let result = program_rows(
-            ctx,
-            u64::from(daemon.pid()),
-            &before,
-            &workloads,
-            setups,
-            &mut rows,
-        );
-        daemon.stop(libc::SIGTERM, Duration::from_secs(15));
-        let _ = fs::remove_file(&events);
-        result?;
+        rows.extend(measure(ctx, "costs", &policy, floor, &workloads, setups)?);
     }
     drop(stats);
     Ok(json!({ "rows": rows }))
 }
 
-/// Policies whose features cost an open inside a session, each the log-only policy
-/// plus some rules: (name, rules; `{dir}` is the bench directory).
-const FEATURE_POLICIES: [(&str, &str); 3] = [
+/// Starts guard (or the floor's empty programs) on `policy`, runs `workloads`
+/// under `setups`, stops it; the run-time statistics of its programs (see
+/// [`program_rows`]).
+fn measure(
+    ctx: &mut Ctx,
+    phase: &str,
+    policy: &Path,
+    floor: bool,
+    workloads: &[(Workload, u64)],
+    setups: &[Setup],
+) -> Result<Vec<Value>> {
+    let before: Vec<u64> = bpf_programs()?.into_keys().collect();
+    let events = ctx.next_file(phase, "jsonl");
+    let mut daemon = start_guard(ctx, policy, floor, &events)?;
+    let mut rows = Vec::new();
+    let result = program_rows(
+        ctx,
+        u64::from(daemon.pid()),
+        &before,
+        workloads,
+        setups,
+        &mut rows,
+    );
+    daemon.stop(libc::SIGTERM, Duration::from_secs(15));
+    let _ = fs::remove_file(&events);
+    result.map(|()| rows)
+}
+
+/// Policy features that cost an open inside a session, each added to the ones
+/// before it on top of the log-only policy: (name, rules; `{dir}` is the bench
+/// directory).
+const FEATURES: [(&str, &str); 3] = [
     (
         "path rules only",
         "[[rule]]\nid = \"by-path\"\nkind = \"file\"\naccess = [\"read\"]\n\
@@ -124,18 +141,12 @@ const FEATURE_POLICIES: [(&str, &str); 3] = [
     ),
     (
         "+ identity (a rule on a concrete directory)",
-        "[[rule]]\nid = \"by-path\"\nkind = \"file\"\naccess = [\"read\"]\n\
-         paths = [\"{dir}/protected/*.key\"]\naction = \"kill\"\n\n\
-         [[rule]]\nid = \"by-identity\"\nkind = \"file\"\naccess = [\"read\"]\n\
+        "[[rule]]\nid = \"by-identity\"\nkind = \"file\"\naccess = [\"read\"]\n\
          paths = [\"{dir}/protected/**\"]\naction = \"kill\"\n",
     ),
     (
         "+ identity + taint (a secret log rule)",
-        "[[rule]]\nid = \"by-path\"\nkind = \"file\"\naccess = [\"read\"]\n\
-         paths = [\"{dir}/protected/*.key\"]\naction = \"kill\"\n\n\
-         [[rule]]\nid = \"by-identity\"\nkind = \"file\"\naccess = [\"read\"]\n\
-         paths = [\"{dir}/protected/**\"]\naction = \"kill\"\n\n\
-         [[rule]]\nid = \"secret\"\nkind = \"file\"\naccess = [\"read\"]\n\
+        "[[rule]]\nid = \"secret\"\nkind = \"file\"\naccess = [\"read\"]\n\
          paths = [\"{dir}/cred.env\", \"*.pem\"]\nsecret = true\naction = \"log\"\n",
     ),
 ];
@@ -156,26 +167,21 @@ pub(super) fn feature_costs(ctx: &mut Ctx) -> Result<Value> {
     let stats = BpfStats::enable()?;
     let n = (ctx.params.open_n / 4).max(1000);
     let mut rows = Vec::new();
-    for (name, rules) in FEATURE_POLICIES {
+    let dir = ctx.dir.display().to_string();
+    let mut text = base;
+    for (name, rules) in FEATURES {
         check_interrupted()?;
+        text = format!("{text}\n{}", rules.replace("{dir}", &dir));
         let policy = ctx.next_file("features", "toml");
-        let dir = ctx.dir.display().to_string();
-        fs::write(&policy, format!("{base}\n{}", rules.replace("{dir}", &dir)))?;
-        let before: Vec<u64> = bpf_programs()?.into_keys().collect();
-        let events = ctx.next_file("features", "jsonl");
-        let mut daemon = start_guard(ctx, &policy, false, &events)?;
-        let mut found = Vec::new();
-        let result = program_rows(
+        fs::write(&policy, &text)?;
+        let found = measure(
             ctx,
-            u64::from(daemon.pid()),
-            &before,
+            "features",
+            &policy,
+            false,
             &[(Workload::Open, n)],
             &[Setup::GuardInside],
-            &mut found,
-        );
-        daemon.stop(libc::SIGTERM, Duration::from_secs(15));
-        let _ = fs::remove_file(&events);
-        result?;
+        )?;
         for mut row in found {
             // The checks run at the open's exit; its entry only notes the call.
             if row["program"] == "sys_exit_open" {
