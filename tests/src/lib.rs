@@ -31,6 +31,8 @@ use std::{env, fs, thread};
 
 use serde_json::Value;
 
+pub mod watch;
+
 /// How long the daemon may take to load and attach its programs.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long events may take to reach the events file.
@@ -84,11 +86,35 @@ pub fn skip(test: &str, reason: &str) {
         allowed,
         "{test}: {reason}\n(set {ALLOW_SKIP}=1 to skip this check instead of failing)"
     );
-    let _ = writeln!(io::stderr().lock(), "SKIPPED: {test}: {reason}");
+    record_skip(test, reason);
+}
+
+/// The environment variable naming the file where skipped tests are recorded (one
+/// JSON object a line: `test`, `reason`): `cargo xtask test` sets it and lists them
+/// in its summary, so that a skip is never counted as a pass.
+pub const SKIP_LOG_ENV: &str = "GUARD_E2E_SKIP_LOG";
+
+/// Says that `test` was skipped and why: on stderr (`SKIPPED: test: reason`, to the
+/// descriptor itself, which the harness does not capture) and in
+/// `$GUARD_E2E_SKIP_LOG`.
+pub fn record_skip(test: &str, reason: &str) {
+    let _ = writeln!(io::stderr().lock(), "{SKIP_PREFIX} {test}: {reason}");
+    if let Some(path) = env::var_os(SKIP_LOG_ENV) {
+        let line = serde_json::json!({ "test": test, "reason": reason }).to_string() + "\n";
+        let written = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            panic!("cannot record the skip of {test} in {}: {e}", Path::new(&path).display());
+        }
+    }
 }
 
 /// Fails the test unless it runs as root: loading eBPF programs needs it.
 pub fn require_root() {
+    watch::arm(Duration::ZERO);
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     assert_eq!(
@@ -304,11 +330,13 @@ pub fn assert_same_identity(events: &[Event], pid: i64) {
 /// Polls `done` until it holds; fails the test, saying it waited for `what`, after
 /// `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let _w = watch::waiting(what);
     let start = Instant::now();
     while !done() {
         assert!(
             start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
+            "timed out after {timeout:?} waiting for {what}\n{}",
+            watch::state()
         );
         thread::sleep(Duration::from_millis(20));
     }
@@ -405,17 +433,25 @@ impl Fifo {
 /// does); on drop everything under it is removed, which detaches the programs and
 /// frees the maps. Share it (`Arc`) between daemons that take over from each other;
 /// it goes when the last of them is dropped, after each stopped.
-#[derive(Debug)]
 pub struct PinDir {
     path: PathBuf,
+    _owned: watch::Entry,
+}
+
+impl std::fmt::Debug for PinDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinDir").field("path", &self.path).finish()
+    }
 }
 
 impl PinDir {
     /// A new, unique path; the daemon creates the directory (and mounts the BPF file
     /// system when absent).
     pub fn new() -> PinDir {
+        let path = Path::new("/sys/fs/bpf").join(format!("guard-e2e-{}", unique_name("p")));
         PinDir {
-            path: Path::new("/sys/fs/bpf").join(format!("guard-e2e-{}", unique_name("p"))),
+            _owned: watch::own_pins(&path),
+            path,
         }
     }
 
@@ -491,6 +527,8 @@ pub struct Daemon {
     log_shown: bool,
     /// Where it pins (removed when the last daemon sharing it is dropped).
     pins: Arc<PinDir>,
+    /// Its entry in the test's registry (state dumps, the deadline's clean-up).
+    _owned: watch::Entry,
 }
 
 impl Daemon {
@@ -539,6 +577,7 @@ impl Daemon {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         let log = Arc::new(Mutex::new(String::new()));
+        let owned = watch::own_daemon(child.id(), events_path.clone(), &log);
         let stderr_closed = collect_lines(child.stderr.take().expect("piped stderr"), "", &log);
         let stdout = Arc::new(Mutex::new(Vec::new()));
         let child_stdout = child.stdout.take().expect("piped stdout");
@@ -557,8 +596,10 @@ impl Daemon {
             log: Arc::clone(&log),
             log_shown: false,
             pins: Arc::clone(pins),
+            _owned: owned,
         };
 
+        let _w = watch::waiting(format!("the daemon to log {READY_LINE:?}"));
         let start = Instant::now();
         loop {
             if daemon.log().contains(READY_LINE) {
@@ -634,6 +675,7 @@ impl Daemon {
     /// Waits for the daemon to exit on its own (something else killed it), up to
     /// [`STOP_TIMEOUT`]; fails the test if it still runs.
     pub fn wait_exited(&mut self) -> ExitStatus {
+        let _w = watch::waiting("the daemon to exit");
         let start = Instant::now();
         loop {
             if let Some(status) = self.try_wait() {
@@ -704,6 +746,7 @@ impl Daemon {
     /// Polls the events until `done` holds (up to [`EVENT_TIMEOUT`]) and returns them.
     /// Fails the test, with the events and the daemon's log, on timeout or if the daemon exits.
     pub fn wait_for(&mut self, what: &str, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+        let _w = watch::waiting(what);
         let start = Instant::now();
         loop {
             let events = self.events();
@@ -738,6 +781,7 @@ impl Daemon {
         window: Duration,
         bad: impl Fn(&[Event]) -> bool,
     ) -> Vec<Event> {
+        let _w = watch::waiting(format!("{window:?} to pass without {what}"));
         let start = Instant::now();
         loop {
             let events = self.events();
@@ -784,6 +828,7 @@ impl Daemon {
         let pid = child.id() as libc::pid_t;
         // SAFETY: signalling our own child, which has not been reaped yet.
         unsafe { libc::kill(pid, signal) };
+        let _w = watch::waiting(format!("the daemon to exit after signal {signal}"));
         let start = Instant::now();
         loop {
             match self.child.as_mut().map(Child::try_wait) {
@@ -828,7 +873,7 @@ impl Daemon {
     /// Fails the test with `msg` and the end of the daemon's log.
     pub fn fail(&mut self, msg: String) -> ! {
         self.log_shown = true;
-        panic!("{msg}\n{}", self.log_tail());
+        panic!("{msg}\n{}\n{}", self.log_tail(), watch::state());
     }
 
     /// The log, framed, for failure messages: its first and last lines if it is long
@@ -866,7 +911,15 @@ impl Daemon {
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
-            let _ = child.wait();
+            if watch::reap(&mut child, scaled(STOP_TIMEOUT)).is_none() {
+                let _ = writeln!(
+                    io::stderr().lock(),
+                    "guard daemon {} was not reaped {:?} after SIGKILL\n{}",
+                    child.id(),
+                    scaled(STOP_TIMEOUT),
+                    watch::state()
+                );
+            }
         }
     }
 }
@@ -962,10 +1015,7 @@ pub fn write_policy(path: &Path, text: &str) {
 /// Runs `guard ARGS…` (a client command) and returns what it printed; fails the
 /// test with its stderr when it fails.
 pub fn guard(args: &[&OsStr]) -> String {
-    let out = Command::new(guard_bin())
-        .args(args)
-        .output()
-        .expect("run guard");
+    let out = watch::output(Command::new(guard_bin()).args(args), scaled(RUN_TIMEOUT));
     assert!(
         out.status.success(),
         "guard {args:?} failed ({})\nstderr:\n{}",
@@ -1120,11 +1170,12 @@ class mmsghdr(ctypes.Structure):
 pub fn python3() -> &'static str {
     static PYTHON3: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PYTHON3.get_or_init(|| {
-        let out = Command::new("python3")
-            .args(["-c", "import sys; print(sys.executable)"])
-            .current_dir("/")
-            .output()
-            .expect("run python3");
+        let out = watch::output(
+            Command::new("python3")
+                .args(["-c", "import sys; print(sys.executable)"])
+                .current_dir("/"),
+            scaled(RUN_TIMEOUT),
+        );
         assert!(out.status.success(), "python3: {out:?}");
         let exe = String::from_utf8(out.stdout).expect("a UTF-8 path");
         let exe = exe.trim();
@@ -1189,6 +1240,8 @@ pub struct Running {
     what: String,
     out: mpsc::Receiver<String>,
     err: mpsc::Receiver<String>,
+    /// Its process group in the test's registry, when it leads one.
+    _group: Option<watch::Entry>,
 }
 
 impl Running {
@@ -1202,7 +1255,9 @@ impl Running {
             // tree try dozens of paths, each an open event; the programs need no more than libc.
             .env_remove("LD_LIBRARY_PATH")
             .process_group(0);
-        Running::spawn(cmd)
+        let mut running = Running::spawn(cmd);
+        running._group = Some(watch::own_group(running.pid() as i32));
+        running
     }
 
     /// Spawns `cmd`, which must have piped stdout and stderr.
@@ -1216,6 +1271,7 @@ impl Running {
             what,
             out,
             err,
+            _group: None,
         }
     }
 
@@ -1229,14 +1285,16 @@ impl Running {
         let mut child = self.child.take().expect("not finished");
         let pid = i64::from(child.id());
         let deadline = Instant::now() + scaled(RUN_TIMEOUT);
+        let _w = watch::waiting(format!("{} to finish", self.what));
         let status = loop {
             if let Some(status) = child.try_wait().expect("waitpid") {
                 break status;
             }
             if Instant::now() > deadline {
+                let state = watch::state();
                 kill_group(&mut child);
                 panic!(
-                    "{} did not finish within {:?}",
+                    "{} did not finish within {:?}\n{state}",
                     self.what,
                     scaled(RUN_TIMEOUT)
                 );
@@ -1246,9 +1304,10 @@ impl Running {
         let left = deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1);
         let stdout = self.out.recv_timeout(left).unwrap_or_else(|_| {
             panic!(
-                "stdout of {} was not closed within {:?}",
+                "stdout of {} was not closed within {:?} (a process it started still holds it)\n{}",
                 self.what,
-                scaled(RUN_TIMEOUT)
+                scaled(RUN_TIMEOUT),
+                watch::state()
             )
         });
         let stderr = self
@@ -1285,7 +1344,15 @@ fn kill_group(child: &mut Child) {
         // been reaped, so the group id is still ours to signal.
         unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
     }
-    let _ = child.wait();
+    if watch::reap(child, scaled(STOP_TIMEOUT)).is_none() {
+        let _ = writeln!(
+            io::stderr().lock(),
+            "process {} was not reaped {:?} after SIGKILL\n{}",
+            child.id(),
+            scaled(STOP_TIMEOUT),
+            watch::state()
+        );
+    }
 }
 
 fn read_all(mut from: impl Read + Send + 'static) -> mpsc::Receiver<String> {
@@ -1826,9 +1893,9 @@ pub fn lsm_or_skip(test: &str, loaded: &Event) -> bool {
             // A kernel without BPF-LSM is not a missing tool: this skip needs no
             // GUARD_E2E_ALLOW_SKIP (see `skip`); vm-test fails it where the kernel
             // must have BPF-LSM.
-            let _ = writeln!(
-                io::stderr().lock(),
-                "{SKIP_PREFIX} {test}: BPF-LSM deny is not in force on this kernel ({why})"
+            record_skip(
+                test,
+                &format!("BPF-LSM deny is not in force on this kernel ({why})"),
             );
             false
         }
@@ -1840,6 +1907,7 @@ pub fn lsm_or_skip(test: &str, loaded: &Event) -> bool {
 /// traffic) run in it and reach nothing but the test's own listeners there.
 pub struct NetNs {
     name: String,
+    _owned: watch::Entry,
 }
 
 impl NetNs {
@@ -1849,13 +1917,18 @@ impl NetNs {
             vec!["netns", "add", &name],
             vec!["-n", &name, "link", "set", "lo", "up"],
         ] {
-            let status = Command::new("ip")
-                .args(&args)
-                .status()
-                .unwrap_or_else(|e| panic!("ip {args:?}: {e} (iproute2 is a test dependency)"));
-            assert!(status.success(), "ip {args:?}: {status}");
+            let out = watch::output(Command::new("ip").args(&args), scaled(RUN_TIMEOUT));
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {} {} (iproute2 is a test dependency)",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        NetNs { name }
+        NetNs {
+            _owned: watch::own_netns(&name),
+            name,
+        }
     }
 
     /// `ip netns exec NAME program`: `program` runs in the namespace. `ip` by its

@@ -135,7 +135,10 @@ fn sigkill_of_the_daemon_leaves_the_kernel_enforcing_and_the_next_daemon_adopts(
 
     // The daemon dies by SIGKILL while the session runs. (From inside the session
     // the kill is refused or costs the killer its life: tests/tests/tamper.rs.)
+    // It answers a client first: it stamps a sign of life after each turn of its
+    // loop, so its last one comes after this moment.
     let released = Instant::now();
+    first.status();
     f0.release();
     // SAFETY: signalling the test's own daemon, which has not been reaped.
     unsafe { libc::kill(guard_pid as libc::pid_t, libc::SIGKILL) };

@@ -4,6 +4,7 @@ mod bench;
 mod fuzz;
 mod install;
 mod setup;
+mod tally;
 mod util;
 mod vm;
 
@@ -73,7 +74,7 @@ enum Cmd {
     /// Set up, build (release), then boot Debian's 6.1 and 6.12 kernels (from the
     /// configured apt suites, one VM at a time, software emulation) and run a subset of
     /// the end-to-end tests in each (root).
-    VmTest,
+    VmTest(vm::Options),
     /// Check formatting and run clippy with warnings denied.
     Lint,
     /// Build (release) and install the binary, the systemd unit and a starting
@@ -92,6 +93,7 @@ enum Cmd {
 fn main() -> ExitCode {
     // Errors are printed here (not by anyhow's `Termination`), so a set
     // RUST_BACKTRACE does not bury the message under a backtrace.
+    util::start_clock();
     match dispatch(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -118,7 +120,7 @@ fn dispatch(command: Cmd) -> Result<()> {
             setup::setup(false)?;
             fuzz::run(seconds)
         }
-        Cmd::VmTest => vm_test(),
+        Cmd::VmTest(opts) => vm_test(&opts),
         Cmd::Lint => lint(),
         Cmd::Install { prefix } => {
             setup::setup(false)?;
@@ -162,7 +164,7 @@ fn run(args: Vec<OsString>) -> Result<()> {
     Err(err).with_context(|| format!("failed to exec {}", bin.display()))
 }
 
-fn vm_test() -> Result<()> {
+fn vm_test(opts: &vm::Options) -> Result<()> {
     if !util::is_root() {
         bail!(
             "the kernel matrix runs root tests; run `sudo -E env PATH=$PATH cargo xtask vm-test`"
@@ -170,11 +172,120 @@ fn vm_test() -> Result<()> {
     }
     setup::setup(true)?;
     let bin = build(true)?;
-    vm::run(&bin)
+    let mut tally = tally::Tally::default();
+    for suite in vm_suites(&bin, opts) {
+        tally.add(suite);
+    }
+    finish(&tally)
+}
+
+/// The kernel matrix as suites, one a kernel (a matrix that could not be set up is
+/// one failed suite).
+fn vm_suites(bin: &std::path::Path, opts: &vm::Options) -> Vec<tally::Suite> {
+    match vm::run(bin, opts) {
+        Ok(outcomes) => outcomes
+            .into_iter()
+            .map(|o| {
+                let mut suite = tally::Suite::new(format!("vm {}", o.abi));
+                suite.wall = o.wall;
+                suite.error = o.error;
+                suite.tests = o
+                    .tests
+                    .into_iter()
+                    .map(|t| {
+                        let verdict = match t.verdict {
+                            vm::Verdict::Passed => tally::Verdict::Passed,
+                            vm::Verdict::Failed(why) => tally::Verdict::Failed(why),
+                            vm::Verdict::Missing => tally::Verdict::Failed(
+                                "the harness ran no test of that name (renamed?)".to_owned(),
+                            ),
+                            // Where the kernel has what the test needs, a skip is
+                            // a failure.
+                            vm::Verdict::Skipped(why) => {
+                                tally::Verdict::Failed(format!("skipped in the VM: {why}"))
+                            }
+                        };
+                        (format!("{}::{}", t.bin, t.name), verdict)
+                    })
+                    .collect();
+                suite
+            })
+            .collect(),
+        Err(e) => {
+            let mut suite = tally::Suite::new("vm");
+            suite.error = Some(format!("the kernel matrix could not run: {e:#}"));
+            vec![suite]
+        }
+    }
+}
+
+/// Prints the summary line (and every failure and skip) and fails if anything
+/// failed.
+fn finish(tally: &tally::Tally) -> Result<()> {
+    for line in tally.summary().lines() {
+        log!("{line}");
+    }
+    if tally.failed() > 0 {
+        bail!("{} test(s) failed", tally.failed());
+    }
+    Ok(())
 }
 
 /// Seconds of fuzzing in `cargo xtask test`, all targets together.
 const FUZZ_SECONDS: u64 = 90;
+
+/// Runs `cargo nextest run ARGS --profile PROFILE` and reads its JUnit report into
+/// a suite (the skips the tests recorded in `skip_log` marked as such).
+fn nextest_suite(
+    name: &str,
+    profile: &str,
+    args: &[&str],
+    envs: &[(&str, &std::ffi::OsStr)],
+    skip_log: &std::path::Path,
+) -> tally::Suite {
+    let started = std::time::Instant::now();
+    let mut suite = tally::Suite::new(name);
+    let junit = util::target_dir()
+        .join("nextest")
+        .join(profile)
+        .join("junit.xml");
+    let _ = std::fs::remove_file(&junit);
+    let _ = std::fs::remove_file(skip_log);
+    let mut cmd = util::cargo();
+    // Release, as the guard binary under test is built: its dependencies are
+    // built once for both.
+    cmd.args(["nextest", "run", "--release", "--profile", profile])
+        .args(args)
+        .env(tests_skip_log(), skip_log);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let ran = util::run(&mut cmd);
+    match tally::junit(&junit) {
+        Ok(tests) => suite.tests = tests,
+        Err(e) => {
+            suite.error = Some(match &ran {
+                Err(run) => format!("{run:#} (and no report: {e:#})"),
+                Ok(()) => format!("no report: {e:#}"),
+            })
+        }
+    }
+    if let (Err(run), None) = (&ran, &suite.error)
+        && suite.failed() == 0
+    {
+        // nextest failed but its report names no failure (a build error, a
+        // harness crash): that is a failure of the suite.
+        suite.error = Some(format!("{run:#}"));
+    }
+    suite.apply_skips(&tally::skips(skip_log));
+    suite.wall = started.elapsed();
+    suite
+}
+
+/// The variable the end-to-end tests record their skips in (tests/src/lib.rs).
+fn tests_skip_log() -> &'static str {
+    "GUARD_E2E_SKIP_LOG"
+}
 
 fn test(no_e2e: bool, no_vm: bool, no_fuzz: bool) -> Result<()> {
     let e2e = !no_e2e;
@@ -186,48 +297,72 @@ fn test(no_e2e: bool, no_vm: bool, no_fuzz: bool) -> Result<()> {
     }
     setup::setup(e2e)?;
     let bin = build(true)?;
+    let mut tally = tally::Tally::default();
+    let skip_log = util::target_dir().join("nextest").join("skips.jsonl");
 
     log!("unit tests");
-    util::run(util::cargo().args([
-        "test",
-        "--workspace",
-        "--exclude",
-        "guard-ebpf",
-        "--exclude",
-        "guard-tests",
-    ]))
-    .context("unit tests failed")?;
+    tally.add(nextest_suite(
+        "unit",
+        "unit",
+        &[
+            "--workspace",
+            "--exclude",
+            "guard-ebpf",
+            "--exclude",
+            "guard-tests",
+        ],
+        &[],
+        &skip_log,
+    ));
 
     if no_fuzz {
-        log!("fuzz run skipped (--no-fuzz)");
+        tally.not_run("fuzz", "--no-fuzz");
     } else {
         log!("fuzz targets (bounded run)");
-        fuzz::run(FUZZ_SECONDS).context("fuzz run failed")?;
+        let started = std::time::Instant::now();
+        let mut suite = tally::Suite::new("fuzz");
+        let verdict = match fuzz::run(FUZZ_SECONDS) {
+            Ok(()) => tally::Verdict::Passed,
+            Err(e) => tally::Verdict::Failed(format!("{e:#}")),
+        };
+        suite
+            .tests
+            .push((format!("{} targets, {FUZZ_SECONDS} s", fuzz::TARGETS.len()), verdict));
+        suite.wall = started.elapsed();
+        tally.add(suite);
     }
 
     if !e2e {
-        log!("summary: unit tests passed; end-to-end tests skipped (--no-e2e)");
-        return Ok(());
+        tally.not_run("e2e", "--no-e2e");
+        tally.not_run("vm", "--no-e2e");
+        return finish(&tally);
     }
 
     log!("end-to-end tests (GUARD_BIN={})", bin.display());
-    util::run(
-        util::cargo()
-            .args(["test", "-p", "guard-tests", "--", "--test-threads=1"])
-            .env("GUARD_BIN", &bin)
-            .env("GUARD_CODEX_DIR", util::target_dir().join("codex")),
-    )
-    .context("end-to-end tests failed")?;
+    let codex = util::target_dir().join("codex");
+    tally.add(nextest_suite(
+        "e2e",
+        "e2e",
+        &["-p", "guard-tests"],
+        &[
+            ("GUARD_BIN", bin.as_os_str()),
+            ("GUARD_CODEX_DIR", codex.as_os_str()),
+        ],
+        &skip_log,
+    ));
 
     if no_vm {
-        log!("summary: unit tests and end-to-end tests passed; kernel matrix skipped (--no-vm)");
-        return Ok(());
+        tally.not_run(
+            "vm",
+            "--no-vm: nothing was proved on Debian's 6.1 and 6.12 kernels (BPF-LSM deny among it)",
+        );
+    } else {
+        log!("kernel matrix (vm-test)");
+        for suite in vm_suites(&bin, &vm::Options::default()) {
+            tally.add(suite);
+        }
     }
-    log!("kernel matrix (vm-test)");
-    vm::run(&bin).context("kernel matrix failed")?;
-
-    log!("summary: unit tests, end-to-end tests and the kernel matrix passed");
-    Ok(())
+    finish(&tally)
 }
 
 fn lint() -> Result<()> {

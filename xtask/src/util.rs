@@ -6,13 +6,30 @@ use std::process::{Command, Output};
 
 use anyhow::{Context as _, Result, bail};
 
-/// Prints a progress line to stderr, prefixed with `xtask: `.
+/// Prints a progress line to stderr, prefixed with `xtask [mm:ss]: ` (the time since
+/// xtask started, so a slow step shows in any log).
 macro_rules! log {
     ($($arg:tt)*) => {
-        eprintln!("xtask: {}", format_args!($($arg)*))
+        eprintln!("xtask [{}]: {}", $crate::util::elapsed(), format_args!($($arg)*))
     };
 }
 pub(crate) use log;
+
+static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// Starts the clock of the progress lines (first call; `main` makes it).
+pub fn start_clock() {
+    STARTED.get_or_init(std::time::Instant::now);
+}
+
+/// `mm:ss` since [`start_clock`].
+pub fn elapsed() -> String {
+    let secs = STARTED
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_secs();
+    format!("{:02}:{:02}", secs / 60, secs % 60)
+}
 
 /// The workspace root: the parent of this crate's directory.
 pub fn workspace_root() -> PathBuf {

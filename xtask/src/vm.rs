@@ -46,13 +46,24 @@ const APPEND: &str = "lsm=lockdown,capability,landlock,yama,apparmor,bpf";
 /// 6.1 VM took 764 s on an idle machine and 6.12 486 s (every daemon start pays the
 /// verifier, slower on 6.1): 24 minutes leaves room for a busy CI machine.
 const VM_TIMEOUT: Duration = Duration::from_secs(24 * 60);
+/// One test's deadline inside a VM (`GUARD_E2E_TEST_DEADLINE`): the test then
+/// prints what it waited for and its state, and ends what it started. The slowest
+/// test of the subset took 60 s on 6.1 under TCG.
+const TEST_DEADLINE_SECS: u64 = 240;
+/// The guest's own bound on one test process, past its deadline: `timeout` kills
+/// it and the guest prints the kernel's view (blocked tasks, their stacks, memory).
+const TEST_KILL_SECS: u64 = TEST_DEADLINE_SECS + 60;
 /// Console lines shown when a VM fails.
 const TAIL_LINES: usize = 60;
 /// Software emulation runs the tests 6 to 48 times slower than the host: their
 /// timeouts (bounds on waits for conditions, never sleeps) are scaled by this.
 const TIME_SCALE: u32 = 10;
-/// Printed by the guest script when every test binary has run.
+/// Printed by the guest script when every test has run.
 const DONE_MARK: &str = "guard-vm: done";
+/// Printed by the guest script before and after each test: `begin BIN NAME`,
+/// `end BIN NAME rc=N secs=S`.
+const BEGIN_MARK: &str = "guard-vm: begin ";
+const END_MARK: &str = "guard-vm: end ";
 /// Printed by a test that skipped (see tests/src/lib.rs `SKIP_PREFIX`).
 const SKIP_MARK: &str = "SKIPPED:";
 
@@ -160,16 +171,68 @@ impl Kernel {
     }
 }
 
-/// The result of one kernel's run.
-struct Outcome {
-    abi: String,
-    wall: Duration,
-    result: Result<()>,
+/// The result of one kernel's run: each test's, and whether the VM itself
+/// failed (did not boot, stopped before the end).
+pub struct Outcome {
+    pub abi: String,
+    pub wall: Duration,
+    pub tests: Vec<TestRun>,
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.tests.iter().all(|t| t.verdict == Verdict::Passed)
+    }
+}
+
+/// What to run: every kernel and the whole subset, or (to chase a problem) some
+/// kernels, some tests, several times over.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Options {
+    /// Only the kernels of this series (`6.1`, `6.12`); repeatable.
+    #[arg(long = "series")]
+    pub series: Vec<String>,
+    /// Only this test of the subset, as BINARY::NAME (`routes::io_uring_is_…`) or
+    /// BINARY (every test of it); repeatable.
+    #[arg(long = "test")]
+    pub tests: Vec<String>,
+    /// Run the chosen tests this many times in each VM.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
+}
+
+/// The subset's tests that `opts` chose: (binary, name), in the subset's order.
+fn chosen(opts: &Options) -> Result<Vec<(&'static str, &'static str)>> {
+    let all: Vec<(&str, &str)> = SUBSET
+        .iter()
+        .flat_map(|(bin, names)| names.iter().map(move |n| (*bin, *n)))
+        .collect();
+    if opts.tests.is_empty() {
+        return Ok(all);
+    }
+    let mut out = Vec::new();
+    for want in &opts.tests {
+        let matched: Vec<_> = all
+            .iter()
+            .filter(|(bin, name)| match want.split_once("::") {
+                Some((b, n)) => b == *bin && n == *name,
+                None => want == bin,
+            })
+            .copied()
+            .collect();
+        if matched.is_empty() {
+            bail!("{want} names no test of the VM subset (xtask/src/vm.rs SUBSET)");
+        }
+        out.extend(matched);
+    }
+    Ok(out)
 }
 
 /// Installs what the VMs need, then boots each kernel and runs the subset in it.
-/// `guard` is the binary under test (built by the caller).
-pub fn run(guard: &Path) -> Result<()> {
+/// `guard` is the binary under test (built by the caller). Returns each kernel's
+/// outcome; fails only when the matrix could not be set up.
+pub fn run(guard: &Path, opts: &Options) -> Result<Vec<Outcome>> {
     if std::env::consts::ARCH != "x86_64" {
         bail!(
             "the kernel matrix boots Debian's amd64 kernels; this host is {}",
@@ -181,62 +244,112 @@ pub fn run(guard: &Path) -> Result<()> {
     let vm_dir = util::target_dir().join("vm");
     fs::create_dir_all(&vm_dir).with_context(|| format!("cannot create {}", vm_dir.display()))?;
     let venv = virtme_ng(&vm_dir)?;
-    let kernels = matrix()?;
+    let kernels: Vec<Kernel> = matrix()?
+        .into_iter()
+        .filter(|k| opts.series.is_empty() || opts.series.iter().any(|s| s == k.series))
+        .collect();
+    if kernels.is_empty() {
+        bail!("no kernel of the matrix is in the series {:?}", opts.series);
+    }
     let unpacked: Vec<(Kernel, PathBuf)> = kernels
         .iter()
         .map(|k| Ok((k.clone(), fetch(&vm_dir, k)?)))
         .collect::<Result<_>>()?;
-    let tests = test_binaries()?;
-    let script = guest_script(&vm_dir, guard, &tests)?;
-    log!("kernel matrix: set-up took {:.0?}", started.elapsed());
+    let binaries = test_binaries()?;
+    let chosen = chosen(opts)?;
+    let mut plan: Vec<(&str, PathBuf, Vec<String>)> = Vec::new();
+    for _ in 0..opts.repeat.max(1) {
+        for (bin, exe) in &binaries {
+            let names: Vec<String> = chosen
+                .iter()
+                .filter(|(b, _)| b == bin)
+                .map(|(_, n)| (*n).to_owned())
+                .collect();
+            if !names.is_empty() {
+                plan.push((bin, exe.clone(), names));
+            }
+        }
+    }
+    let expected: Vec<(String, String)> = plan
+        .iter()
+        .flat_map(|(bin, _, names)| names.iter().map(|n| ((*bin).to_owned(), n.clone())))
+        .collect();
+    let script = guest_script(&vm_dir, guard, &plan)?;
+    log!(
+        "kernel matrix: {} tests a kernel; set-up took {:.0?}",
+        expected.len(),
+        started.elapsed()
+    );
 
     let mut outcomes = Vec::new();
     for (kernel, vmlinuz) in &unpacked {
         let t = Instant::now();
-        log!("kernel {}: booting (TCG, 2 vCPUs, 2 GiB)", kernel.abi);
-        let mut result = boot(&venv, &vm_dir, kernel, vmlinuz, &script);
+        log!("kernel {}: booting (TCG, 2 vCPUs, {VM_MEMORY})", kernel.abi);
+        let mut booted = boot(&venv, &vm_dir, kernel, vmlinuz, &script);
         // QEMU under TCG once died here within seconds having printed nothing at all
         // (no firmware, kernel or guest line; the next run of the same kernel passed).
         // That is the emulator failing before anything was tested: boot once more,
         // and say so. A VM that printed anything and failed is never retried.
-        if result.as_ref().is_err_and(|e| e.is::<Silent>()) {
+        if booted.as_ref().is_err_and(|e| e.is::<Silent>()) {
             log!(
                 "kernel {}: the VM printed nothing and stopped; booting it once more",
                 kernel.abi
             );
-            result = boot(&venv, &vm_dir, kernel, vmlinuz, &script);
+            booted = boot(&venv, &vm_dir, kernel, vmlinuz, &script);
         }
         let wall = t.elapsed();
-        match &result {
-            Ok(()) => log!("kernel {}: every test passed ({:.0?})", kernel.abi, wall),
-            Err(e) => log!("kernel {}: FAILED ({:.0?}): {e:#}", kernel.abi, wall),
+        let outcome = match booted {
+            Ok(console) => {
+                let tests = results(&console.lines, &expected);
+                let error = console.error;
+                Outcome {
+                    abi: kernel.abi.clone(),
+                    wall,
+                    tests,
+                    error,
+                }
+            }
+            Err(e) => Outcome {
+                abi: kernel.abi.clone(),
+                wall,
+                tests: Vec::new(),
+                error: Some(format!("{e:#}")),
+            },
+        };
+        for t in outcome.tests.iter().filter(|t| t.verdict != Verdict::Passed) {
+            log!("kernel {}: {}::{}: {:?}", kernel.abi, t.bin, t.name, t.verdict);
         }
-        outcomes.push(Outcome {
-            abi: kernel.abi.clone(),
-            wall,
-            result,
-        });
+        match &outcome.error {
+            None if outcome.passed() => log!(
+                "kernel {}: all {} tests passed ({:.0?})",
+                kernel.abi,
+                outcome.tests.len(),
+                wall
+            ),
+            None => log!("kernel {}: FAILED ({:.0?})", kernel.abi, wall),
+            Some(e) => log!("kernel {}: FAILED ({:.0?}): {e}", kernel.abi, wall),
+        }
+        outcomes.push(outcome);
     }
 
     log!("kernel matrix summary:");
     for o in &outcomes {
+        let passed = o
+            .tests
+            .iter()
+            .filter(|t| t.verdict == Verdict::Passed)
+            .count();
         log!(
-            "  {:<24} {:>6.1} s  {}",
+            "  {:<24} {:>6.1} s  {}/{} passed  {}",
             o.abi,
             o.wall.as_secs_f64(),
-            if o.result.is_ok() { "passed" } else { "FAILED" }
+            passed,
+            expected.len(),
+            if o.passed() { "passed" } else { "FAILED" }
         );
     }
     log!("  total {:.1} s", started.elapsed().as_secs_f64());
-    let failed: Vec<&str> = outcomes
-        .iter()
-        .filter(|o| o.result.is_err())
-        .map(|o| o.abi.as_str())
-        .collect();
-    if !failed.is_empty() {
-        bail!("kernel matrix failed on {}", failed.join(", "));
-    }
-    Ok(())
+    Ok(outcomes)
 }
 
 /// A virtualenv with virtme-ng under `vm_dir`; returns its `bin` directory.
@@ -405,12 +518,13 @@ fn fetch(vm_dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
 }
 
 /// Builds the end-to-end test binaries (unprivileged build, run as root in the VM)
-/// and returns (test name, executable) for those of the subset.
+/// and returns (binary name, executable) for those of the subset.
 fn test_binaries() -> Result<Vec<(&'static str, PathBuf)>> {
     let out = util::stdout_of(util::cargo().args([
         "test",
         "-p",
         "guard-tests",
+        "--release",
         "--no-run",
         "--message-format=json",
     ]))?;
@@ -438,9 +552,16 @@ fn test_binaries() -> Result<Vec<(&'static str, PathBuf)>> {
     Ok(found)
 }
 
-/// The script the guest runs: mounts what guard needs, then each test binary with
-/// its tests, one at a time, and a last line saying it got to the end.
-fn guest_script(vm_dir: &Path, guard: &Path, tests: &[(&str, PathBuf)]) -> Result<PathBuf> {
+/// The script the guest runs: mounts what guard needs, then each test of the
+/// subset in a process of its own (so that no test depends on another's leftovers,
+/// and a hang costs one test), bounded by `timeout`, between markers the host
+/// reads; a test that overran is followed by the kernel's view of what was stuck.
+/// `tests` is (binary name, executable, test names).
+fn guest_script(
+    vm_dir: &Path,
+    guard: &Path,
+    tests: &[(&str, PathBuf, Vec<String>)],
+) -> Result<PathBuf> {
     let guard = fs::canonicalize(guard)
         .with_context(|| format!("no guard binary at {}", guard.display()))?;
     let mut s = String::from(
@@ -451,29 +572,41 @@ fn guest_script(vm_dir: &Path, guard: &Path, tests: &[(&str, PathBuf)]) -> Resul
          mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf\n\
          mountpoint -q /sys/kernel/security || mount -t securityfs securityfs /sys/kernel/security\n\
          grep -q ' cgroup2 ' /proc/self/mounts || mount -t cgroup2 cgroup2 /sys/fs/cgroup\n\
-         echo \"guard-vm: kernel $(uname -r); active LSMs: $(cat /sys/kernel/security/lsm)\"\n",
+         echo \"guard-vm: kernel $(uname -r); active LSMs: $(cat /sys/kernel/security/lsm); $(grep MemTotal /proc/meminfo)\"\n\
+         # What was stuck when a test overran: every task not running or sleeping\n\
+         # interruptibly, with its kernel stack, and the kernel's last messages.\n\
+         stuck() {\n\
+           echo \"guard-vm: stuck: $1\"\n\
+           ps -eo pid,ppid,stat,wchan:32,etimes,args | grep -v ' ps -eo' \n\
+           for d in /proc/[0-9]*; do\n\
+             st=$(awk '{print $3}' \"$d/stat\" 2>/dev/null)\n\
+             case \"$st\" in D) echo \"--- ${d#/proc/} $(cat $d/comm) ($st):\"; cat \"$d/stack\";; esac\n\
+           done\n\
+           grep -E 'MemFree|MemAvailable|Slab' /proc/meminfo\n\
+           ls -R /sys/fs/bpf | head -50\n\
+           dmesg | tail -40\n\
+         }\n",
     );
     s.push_str(&format!(
         "export GUARD_BIN='{}' GUARD_E2E_REQUIRE_LSM=1 GUARD_E2E_TIME_SCALE={TIME_SCALE} \
-         RUST_BACKTRACE=0\n\
+         GUARD_E2E_TEST_DEADLINE={TEST_DEADLINE_SECS} RUST_BACKTRACE=0\n\
          cd /tmp\n\
          failed=0\n",
         guard.display()
     ));
-    for (name, exe) in tests {
-        let names = SUBSET
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, t)| t.join(" "))
-            .unwrap_or_default();
-        s.push_str(&format!(
-            "start=$(date +%s)\n\
-             '{}' --exact --test-threads=1 {names}\n\
-             rc=$?\n\
-             echo \"guard-vm: {name} exit $rc in $(( $(date +%s) - start )) s\"\n\
-             [ $rc -eq 0 ] || failed=1\n",
-            exe.display()
-        ));
+    for (bin, exe, names) in tests {
+        for name in names {
+            s.push_str(&format!(
+                "echo \"{BEGIN_MARK}{bin} {name}\"\n\
+                 start=$(date +%s)\n\
+                 timeout -k 10 {TEST_KILL_SECS} '{}' --exact --test-threads=1 {name}\n\
+                 rc=$?\n\
+                 [ $rc -eq 124 ] || [ $rc -eq 137 ] && stuck '{bin} {name}'\n\
+                 echo \"{END_MARK}{bin} {name} rc=$rc secs=$(( $(date +%s) - start ))\"\n\
+                 [ $rc -eq 0 ] || failed=1\n",
+                exe.display()
+            ));
+        }
     }
     s.push_str(&format!(
         "echo \"{DONE_MARK} failed=$failed\"\nexit $failed\n"
@@ -483,9 +616,88 @@ fn guest_script(vm_dir: &Path, guard: &Path, tests: &[(&str, PathBuf)]) -> Resul
     Ok(path)
 }
 
-/// Boots `kernel` and runs the guest script; the console goes to stderr as it comes
-/// and to `vm_dir/ABI.log`. Fails with the console's last lines when the VM does not
-/// boot, a test fails, or a test skipped.
+/// One test's result in a VM, from the console.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestRun {
+    pub bin: String,
+    pub name: String,
+    pub verdict: Verdict,
+    pub secs: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Passed,
+    Failed(String),
+    /// The harness ran no test by that name (renamed, or filtered out).
+    Missing,
+    Skipped(String),
+}
+
+/// Reads each expected test's result off the console: the harness's own `test NAME
+/// ... ok` between the test's markers, its `running 1 test`, the exit status, and
+/// any `SKIPPED:` line. A test whose markers never came (the VM stopped first) is
+/// failed.
+pub fn results(console: &[String], expected: &[(String, String)]) -> Vec<TestRun> {
+    expected
+        .iter()
+        .map(|(bin, name)| {
+            let begin = format!("{BEGIN_MARK}{bin} {name}");
+            let end = format!("{END_MARK}{bin} {name} ");
+            let Some(from) = console.iter().position(|l| l.trim_end() == begin) else {
+                return TestRun {
+                    bin: bin.clone(),
+                    name: name.clone(),
+                    verdict: Verdict::Failed("never started (the VM stopped first)".to_owned()),
+                    secs: 0,
+                };
+            };
+            let Some(len) = console[from..].iter().position(|l| l.starts_with(&end)) else {
+                return TestRun {
+                    bin: bin.clone(),
+                    name: name.clone(),
+                    verdict: Verdict::Failed("never finished (the VM stopped first)".to_owned()),
+                    secs: 0,
+                };
+            };
+            let lines = &console[from..from + len];
+            let tail = &console[from + len][end.len()..];
+            let field = |key: &str| {
+                tail.split_whitespace()
+                    .find_map(|f| f.strip_prefix(key))
+                    .and_then(|v| v.parse::<i64>().ok())
+            };
+            let rc = field("rc=").unwrap_or(-1);
+            let secs = field("secs=").unwrap_or(0).max(0) as u64;
+            let ok_line = format!("test {name} ... ok");
+            let ran_one = lines.iter().any(|l| l.trim_end() == "running 1 test");
+            let ok = lines.iter().any(|l| l.trim_end() == ok_line);
+            let skipped = lines
+                .iter()
+                .find_map(|l| l.split_once(SKIP_MARK).map(|(_, r)| r.trim().to_owned()));
+            let verdict = if !ran_one && rc == 0 {
+                Verdict::Missing
+            } else if rc == 124 || rc == 137 {
+                Verdict::Failed(format!("overran its {TEST_KILL_SECS} s and was killed"))
+            } else if rc != 0 {
+                Verdict::Failed(format!("exit status {rc}"))
+            } else if !ok {
+                Verdict::Failed("exit status 0 but the harness did not report it ok".to_owned())
+            } else if let Some(why) = skipped {
+                Verdict::Skipped(why)
+            } else {
+                Verdict::Passed
+            };
+            TestRun {
+                bin: bin.clone(),
+                name: name.clone(),
+                verdict,
+                secs,
+            }
+        })
+        .collect()
+}
+
 /// A VM that stopped without printing a single line (see the retry in `run`).
 #[derive(Debug)]
 struct Silent(std::process::ExitStatus);
@@ -502,7 +714,25 @@ impl std::fmt::Display for Silent {
 
 impl std::error::Error for Silent {}
 
-fn boot(venv: &Path, vm_dir: &Path, kernel: &Kernel, vmlinuz: &Path, script: &Path) -> Result<()> {
+/// What a booted VM printed, and what went wrong with the VM itself (not its tests).
+struct Booted {
+    lines: Vec<String>,
+    error: Option<String>,
+}
+
+/// The VM's memory: the most the machine's rules allow one VM.
+const VM_MEMORY: &str = "4G";
+
+/// Boots `kernel` and runs the guest script; the console goes to stderr as it comes
+/// and to `vm_dir/ABI.log`. Fails when the VM printed nothing; a VM that did not get
+/// to the end of the script has `error` set, with the console's last lines.
+fn boot(
+    venv: &Path,
+    vm_dir: &Path,
+    kernel: &Kernel,
+    vmlinuz: &Path,
+    script: &Path,
+) -> Result<Booted> {
     let path = format!(
         "{}:{}",
         venv.display(),
@@ -518,7 +748,7 @@ fn boot(venv: &Path, vm_dir: &Path, kernel: &Kernel, vmlinuz: &Path, script: &Pa
             "--cpus",
             "2",
             "--memory",
-            "2G",
+            VM_MEMORY,
             "--append",
             APPEND,
         ])
@@ -571,9 +801,15 @@ fn boot(venv: &Path, vm_dir: &Path, kernel: &Kernel, vmlinuz: &Path, script: &Pa
     if console.all.is_empty() {
         return Err(anyhow::Error::new(Silent(status)));
     }
-    let fail = |what: String| -> Result<()> {
-        bail!(
-            "{what}; console's last lines (whole console in {}):\n{}",
+    let error = (!console.all.iter().any(|l| l.contains(DONE_MARK))).then(|| {
+        format!(
+            "the VM stopped before the tests finished (vng: {status}{}); console's last \
+             lines (whole console in {}):\n{}",
+            if status.code() == Some(124) {
+                format!(", timed out after {VM_TIMEOUT:?}")
+            } else {
+                String::new()
+            },
             log_path.display(),
             console
                 .tail
@@ -582,36 +818,11 @@ fn boot(venv: &Path, vm_dir: &Path, kernel: &Kernel, vmlinuz: &Path, script: &Pa
                 .collect::<Vec<_>>()
                 .join("\n")
         )
-    };
-    let skipped: Vec<&String> = console
-        .all
-        .iter()
-        .filter(|l| l.contains(SKIP_MARK))
-        .collect();
-    if !skipped.is_empty() {
-        return fail(format!(
-            "tests skipped where the kernel must run them: {}",
-            skipped
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(" / ")
-        ));
-    }
-    if !console.all.iter().any(|l| l.contains(DONE_MARK)) {
-        return fail(format!(
-            "the VM stopped before the tests finished (vng: {status}{})",
-            if status.code() == Some(124) {
-                format!(", timed out after {:?}", VM_TIMEOUT)
-            } else {
-                String::new()
-            }
-        ));
-    }
-    if !status.success() {
-        return fail(format!("tests failed in the VM (vng: {status})"));
-    }
-    Ok(())
+    });
+    Ok(Booted {
+        lines: console.all.clone(),
+        error,
+    })
 }
 
 /// What a VM printed: everything, and the last lines for error messages.
@@ -634,6 +845,55 @@ impl Console {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_test_is_read_by_name_and_a_missing_one_fails() {
+        let console: Vec<String> = [
+            "guard-vm: begin routes io_uring",
+            "running 1 test",
+            "test io_uring ... ok",
+            "guard-vm: end routes io_uring rc=0 secs=12",
+            // Renamed: the filter matches nothing, and the harness exits 0.
+            "guard-vm: begin routes raw_sockets",
+            "running 0 tests",
+            "guard-vm: end routes raw_sockets rc=0 secs=1",
+            "guard-vm: begin routes loader",
+            "running 1 test",
+            "test loader ... FAILED",
+            "guard-vm: end routes loader rc=101 secs=30",
+            "guard-vm: begin deny deny_refuses",
+            "running 1 test",
+            "SKIPPED: deny_refuses: no BPF-LSM",
+            "test deny_refuses ... ok",
+            "guard-vm: end deny deny_refuses rc=0 secs=9",
+            "guard-vm: begin routes fileless",
+            "running 1 test",
+            "guard-vm: stuck: routes fileless",
+            "guard-vm: end routes fileless rc=124 secs=300",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let expected: Vec<(String, String)> = [
+            ("routes", "io_uring"),
+            ("routes", "raw_sockets"),
+            ("routes", "loader"),
+            ("deny", "deny_refuses"),
+            ("routes", "fileless"),
+            ("routes", "never_reached"),
+        ]
+        .map(|(b, n)| (b.to_owned(), n.to_owned()))
+        .to_vec();
+        let verdicts: Vec<Verdict> = results(&console, &expected)
+            .into_iter()
+            .map(|t| t.verdict)
+            .collect();
+        assert_eq!(verdicts[0], Verdict::Passed);
+        assert_eq!(verdicts[1], Verdict::Missing);
+        assert_eq!(verdicts[2], Verdict::Failed("exit status 101".to_owned()));
+        assert_eq!(verdicts[3], Verdict::Skipped("deny_refuses: no BPF-LSM".to_owned()));
+        assert!(matches!(&verdicts[4], Verdict::Failed(why) if why.contains("overran")));
+        assert!(matches!(&verdicts[5], Verdict::Failed(why) if why.contains("never started")));
+    }
 
     #[test]
     fn picks_the_newest_generic_abi_of_each_series() {

@@ -71,6 +71,7 @@ struct Daemon {
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let (policy, warnings) = policy::load(&opts.policy)?;
     if !warnings.is_empty() {
         tracing::warn!(
@@ -93,6 +94,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let (mut probes, events) =
         Probes::load(&agents, opts.bpf_stats, &opts.pin_dir, opts.ring_bytes)
             .context("cannot start the kernel side")?;
+    let loaded = started.elapsed();
     let judge = Judge::new(policy, homes.clone(), hosts, probes.lsm.is_ok())
         .context("cannot compile the policy")?;
     let mut identity =
@@ -169,6 +171,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         programs = d.probes.attached.len(),
         socket = %opts.socket.display(),
         pins = %opts.pin_dir.display(),
+        load_ms = loaded.as_millis(),
+        ready_ms = started.elapsed().as_millis(),
         "guard daemon ready"
     );
 
@@ -197,8 +201,6 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     d.refresh_identity();
                 }
                 d.pipe.drain(ring.get_mut(), &mut d.out)?;
-                // The next daemon measures its gap from this.
-                d.probes.alive();
             }
             ready = adopt::cgroups_ready(&cgroups) => {
                 ready?;
@@ -225,6 +227,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             cgroups = watcher;
             d.install_cgroups(cgroups.as_ref().map(AsyncFd::get_ref))?;
         }
+        // A sign of life after each turn of the loop (one map write): the next
+        // daemon measures its gap from the last one, so a daemon that answered a
+        // client or drained records was alive then.
+        d.probes.alive();
     }
     serve.abort();
     if let Some(m) = metrics_server {
