@@ -11,6 +11,8 @@
 
 pub mod event;
 pub mod maps;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 #[cfg(feature = "protocol")]
 pub mod protocol;
 #[cfg(feature = "protocol")]

@@ -132,6 +132,31 @@ pub struct Destination {
     /// Flows (sockets) to it that reported bytes.
     #[serde(default)]
     pub flows: u64,
+    /// What it is (`model`, `registry`, `code_host`, `allowlisted`, `local`,
+    /// `other`): the same classes as the events' `dest_class`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+}
+
+/// The repository a session's workspace belongs to, read from its git metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repository {
+    /// `remote.origin.url` (or the first remote's), credentials stripped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The checked-out branch (none when HEAD is detached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// The HEAD commit (none in a repository with no commit yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The repository's top directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+    /// Why something is missing, for people: `not a git repository`, `no remote`,
+    /// `unreadable: …`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A broken rule and what guard did.
@@ -196,12 +221,27 @@ pub struct Report {
     pub session: String,
     /// The agent program that started it.
     pub agent: Option<String>,
+    /// The agent's version, where guard could tell (its package, its environment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    /// The agent's own session or thread ids its tools carried (Codex's
+    /// `CODEX_THREAD_ID`), first seen first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent_threads: Vec<String>,
     pub root_pid: Option<u32>,
     /// How the session started (`exec`, `run`, `container`, `scan`, `adopted`).
     pub how: Option<String>,
     pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// The host it ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// The root's working directory: the repository the agent worked in.
     pub workspace: Option<String>,
+    /// The workspace's repository: remote, branch, commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<Repository>,
     pub container: Option<String>,
     pub started: Option<String>,
     pub ended: Option<String>,
