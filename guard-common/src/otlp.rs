@@ -92,7 +92,10 @@ pub fn record_id(spool: u64, seq: u64) -> String {
 
 /// Whether `id` has a record id's form (32 lowercase hex digits).
 pub fn is_record_id(id: &str) -> bool {
-    id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// `<host id>-<boot id>-<session id>`: a session's id across boots of its host.

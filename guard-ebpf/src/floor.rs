@@ -3,8 +3,10 @@
 //! guard does any work (the floor guard's own overhead is measured against).
 
 use aya_ebpf::{
-    macros::{cgroup_sock_addr, raw_tracepoint, tracepoint},
-    programs::{RawTracePointContext, SockAddrContext, TracePointContext},
+    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, raw_tracepoint, tracepoint},
+    programs::{
+        RawTracePointContext, SkBuffContext, SockAddrContext, SockContext, TracePointContext,
+    },
 };
 
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
@@ -34,5 +36,20 @@ pub fn floor_sendmsg4(_ctx: SockAddrContext) -> i32 {
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn floor_sendmsg6(_ctx: SockAddrContext) -> i32 {
+    1
+}
+
+#[cgroup_skb(egress)]
+pub fn floor_skb_egress(_ctx: SkBuffContext) -> i32 {
+    1
+}
+
+#[cgroup_skb(ingress)]
+pub fn floor_skb_ingress(_ctx: SkBuffContext) -> i32 {
+    1
+}
+
+#[cgroup_sock(sock_release)]
+pub fn floor_sock_release(_ctx: SockContext) -> i32 {
     1
 }

@@ -107,7 +107,10 @@ pub fn record_skip(test: &str, reason: &str) {
             .open(&path)
             .and_then(|mut f| f.write_all(line.as_bytes()));
         if let Err(e) = written {
-            panic!("cannot record the skip of {test} in {}: {e}", Path::new(&path).display());
+            panic!(
+                "cannot record the skip of {test} in {}: {e}",
+                Path::new(&path).display()
+            );
         }
     }
 }

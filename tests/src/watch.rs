@@ -120,11 +120,7 @@ pub fn own_group(pgid: i32) -> Entry {
 }
 
 /// A daemon the test started: its events file (None: on its stdout) and log.
-pub fn own_daemon(
-    pid: u32,
-    events: Option<PathBuf>,
-    log: &std::sync::Arc<Mutex<String>>,
-) -> Entry {
+pub fn own_daemon(pid: u32, events: Option<PathBuf>, log: &std::sync::Arc<Mutex<String>>) -> Entry {
     let log = std::sync::Arc::clone(log);
     entry(
         |r, id| {
@@ -312,7 +308,12 @@ pub fn state() -> String {
         &daemons.iter().map(|d| d.0).collect::<Vec<_>>(),
     ));
     for path in &pins {
-        let _ = writeln!(out, "pins {}: {}", path.display(), list_tree(path).join(" "));
+        let _ = writeln!(
+            out,
+            "pins {}: {}",
+            path.display(),
+            list_tree(path).join(" ")
+        );
     }
     out.push_str("--- end of test state ---");
     out
@@ -465,8 +466,14 @@ pub fn output(cmd: &mut process::Command, timeout: Duration) -> process::Output 
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
     let mut pipes = [
-        child.stdout.take().map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
-        child.stderr.take().map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
     ]
     .map(|pipe| {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -484,7 +491,11 @@ pub fn output(cmd: &mut process::Command, timeout: Duration) -> process::Output 
         let reaped = reap(&mut child, Duration::from_secs(5)).is_some();
         panic!(
             "{what} did not finish within {timeout:?}{}\n{}",
-            if reaped { "; killed it" } else { "; it ignores SIGKILL" },
+            if reaped {
+                "; killed it"
+            } else {
+                "; it ignores SIGKILL"
+            },
             state()
         );
     };

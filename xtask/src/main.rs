@@ -325,9 +325,10 @@ fn test(no_e2e: bool, no_vm: bool, no_fuzz: bool) -> Result<()> {
             Ok(()) => tally::Verdict::Passed,
             Err(e) => tally::Verdict::Failed(format!("{e:#}")),
         };
-        suite
-            .tests
-            .push((format!("{} targets, {FUZZ_SECONDS} s", fuzz::TARGETS.len()), verdict));
+        suite.tests.push((
+            format!("{} targets, {FUZZ_SECONDS} s", fuzz::TARGETS.len()),
+            verdict,
+        ));
         suite.wall = started.elapsed();
         tally.add(suite);
     }

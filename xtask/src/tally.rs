@@ -92,9 +92,10 @@ impl Tally {
     /// A suite that did not run, with why (`--no-vm`): one skip.
     pub fn not_run(&mut self, name: &str, why: &str) {
         let mut suite = Suite::new(name);
-        suite
-            .tests
-            .push((format!("{name} (whole suite)"), Verdict::Skipped(why.to_owned())));
+        suite.tests.push((
+            format!("{name} (whole suite)"),
+            Verdict::Skipped(why.to_owned()),
+        ));
         self.add(suite);
     }
 
@@ -187,7 +188,11 @@ fn attr(e: &quick_xml::events::BytesStart<'_>, key: &str) -> Option<String> {
     e.attributes()
         .filter_map(Result::ok)
         .find(|a| a.key.into_inner() == key)
-        .and_then(|a| a.normalized_value(quick_xml::XmlVersion::Implicit1_0).ok().map(|v| v.into_owned()))
+        .and_then(|a| {
+            a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                .ok()
+                .map(|v| v.into_owned())
+        })
 }
 
 /// `classname::name` of a `<testcase>`.
@@ -261,7 +266,10 @@ mod tests {
     fn a_recorded_skip_is_not_a_pass() {
         let mut suite = Suite::new("e2e");
         suite.tests = vec![
-            ("guard-tests::deny::deny_refuses".to_owned(), Verdict::Passed),
+            (
+                "guard-tests::deny::deny_refuses".to_owned(),
+                Verdict::Passed,
+            ),
             ("guard-tests::deny::other".to_owned(), Verdict::Passed),
         ];
         suite.apply_skips(&[("deny_refuses".to_owned(), "no BPF-LSM".to_owned())]);

@@ -316,8 +316,18 @@ pub fn run(guard: &Path, opts: &Options) -> Result<Vec<Outcome>> {
                 error: Some(format!("{e:#}")),
             },
         };
-        for t in outcome.tests.iter().filter(|t| t.verdict != Verdict::Passed) {
-            log!("kernel {}: {}::{}: {:?}", kernel.abi, t.bin, t.name, t.verdict);
+        for t in outcome
+            .tests
+            .iter()
+            .filter(|t| t.verdict != Verdict::Passed)
+        {
+            log!(
+                "kernel {}: {}::{}: {:?}",
+                kernel.abi,
+                t.bin,
+                t.name,
+                t.verdict
+            );
         }
         match &outcome.error {
             None if outcome.passed() => log!(
@@ -890,7 +900,10 @@ mod tests {
         assert_eq!(verdicts[0], Verdict::Passed);
         assert_eq!(verdicts[1], Verdict::Missing);
         assert_eq!(verdicts[2], Verdict::Failed("exit status 101".to_owned()));
-        assert_eq!(verdicts[3], Verdict::Skipped("deny_refuses: no BPF-LSM".to_owned()));
+        assert_eq!(
+            verdicts[3],
+            Verdict::Skipped("deny_refuses: no BPF-LSM".to_owned())
+        );
         assert!(matches!(&verdicts[4], Verdict::Failed(why) if why.contains("overran")));
         assert!(matches!(&verdicts[5], Verdict::Failed(why) if why.contains("never started")));
     }

@@ -271,7 +271,7 @@ impl std::os::fd::AsRawFd for IdentityFd {
 
 /// `guard daemon --floor`: empty programs on guard's hooks until SIGTERM/SIGINT.
 pub async fn floor() -> anyhow::Result<()> {
-    let (programs, n) = crate::ebpf::load_floor().context("cannot attach the floor programs")?;
+    let (programs, n) = crate::ebpf::floor::load().context("cannot attach the floor programs")?;
     tracing::info!(
         attachments = n,
         "guard daemon ready (floor: empty programs)"

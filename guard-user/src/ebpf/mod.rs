@@ -6,8 +6,11 @@
 //! [`pins`]): dropping [`Probes`] detaches nothing, and the kernel keeps enforcing
 //! after the daemon is gone, until `guard unload`.
 
+mod attach;
+pub mod floor;
 pub mod mounts;
 pub mod pins;
+pub mod table;
 pub mod tiers;
 
 use std::{fs::File, path::PathBuf};
@@ -15,10 +18,6 @@ use std::{fs::File, path::PathBuf};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
-    programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, Lsm,
-        RawTracePoint, TracePoint, links::FdLink,
-    },
 };
 use guard_common::{
     AgentName, Config, EventKind, NetData, PathData, RuleRef, Tracked, agent_key, counter,
@@ -101,6 +100,8 @@ pub enum Error {
     },
     #[error("no pinned link for {0}")]
     NoLink(String),
+    #[error("{0}")]
+    Startup(String),
     #[error("cannot point the pinned link of {hook} at the new program")]
     LinkUpdate {
         hook: String,
@@ -120,147 +121,6 @@ pub enum Error {
 /// The object built by guard-user/build.rs from guard-ebpf.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard-ebpf"));
 
-/// Raw tracepoints: (program, tracepoint).
-const RAW_TRACEPOINTS: [(&str, &str); 3] = [
-    ("sched_process_fork", "sched_process_fork"),
-    ("sched_process_exec", "sched_process_exec"),
-    ("sched_process_exit", "sched_process_exit"),
-];
-
-/// Syscall tracepoints: (program, tracepoints it is attached to).
-const SYSCALL_TRACEPOINTS: [(&str, &[&str]); 6] = [
-    ("sys_enter_openat", &["sys_enter_openat"]),
-    ("sys_enter_open", &["sys_enter_open"]),
-    ("sys_enter_creat", &["sys_enter_creat"]),
-    ("sys_enter_openat2", &["sys_enter_openat2"]),
-    (
-        "sys_exit_open",
-        &[
-            "sys_exit_openat",
-            "sys_exit_open",
-            "sys_exit_creat",
-            "sys_exit_openat2",
-        ],
-    ),
-    (
-        "sys_exit_net",
-        &[
-            "sys_exit_connect",
-            "sys_exit_sendto",
-            "sys_exit_sendmsg",
-            "sys_exit_sendmmsg",
-        ],
-    ),
-];
-
-/// Unix domain sockets: the entries that note the names sessions pass to `connect`,
-/// `sendto`, `sendmsg` and `sendmmsg` (net.rs).
-const UNIX_TRACEPOINTS: [(&str, &[&str]); 4] = [
-    ("sys_enter_connect", &["sys_enter_connect"]),
-    ("sys_enter_sendto", &["sys_enter_sendto"]),
-    ("sys_enter_sendmsg", &["sys_enter_sendmsg"]),
-    ("sys_enter_sendmmsg", &["sys_enter_sendmmsg"]),
-];
-
-/// The BPF-LSM hooks that refuse reaching a Unix socket file a `deny` rule covers.
-const LSM_UNIX_HOOKS: [&str; 2] = ["unix_stream_connect", "unix_may_send"];
-
-/// Self-protection on the tracepoint tier (kill at the system call), by the
-/// BPF-LSM hook that refuses the same attempts where it runs: a group's tracepoints
-/// are attached only when its hook is not (else the LSM's refusal would be followed
-/// by a kill for the same call). (hook, [(program, tracepoints)]).
-type TamperGroup = (
-    &'static str,
-    &'static [(&'static str, &'static [&'static str])],
-);
-const TAMPER_TRACEPOINTS: [TamperGroup; 5] = [
-    (
-        "task_kill",
-        &[
-            (
-                "tamper_signal",
-                &[
-                    "sys_enter_kill",
-                    "sys_enter_tkill",
-                    "sys_enter_rt_sigqueueinfo",
-                ],
-            ),
-            (
-                "tamper_tgsignal",
-                &["sys_enter_tgkill", "sys_enter_rt_tgsigqueueinfo"],
-            ),
-            ("tamper_pidfd_signal", &["sys_enter_pidfd_send_signal"]),
-        ],
-    ),
-    (
-        "ptrace_access_check",
-        &[
-            ("tamper_ptrace", &["sys_enter_ptrace"]),
-            (
-                "tamper_process_vm",
-                &["sys_enter_process_vm_readv", "sys_enter_process_vm_writev"],
-            ),
-            ("tamper_pidfd_getfd", &["sys_enter_pidfd_getfd"]),
-        ],
-    ),
-    ("bpf", &[("tamper_bpf", &["sys_enter_bpf"])]),
-    (
-        "perf_event_open",
-        &[("tamper_perf", &["sys_enter_perf_event_open"])],
-    ),
-    // F_SETOWN has no BPF-LSM hook that can refuse it (file_set_fowner returns
-    // nothing): on BPF-LSM the signals themselves are refused when sent
-    // (file_send_sigiotask); elsewhere the caller is killed at the call.
-    ("fcntl", &[("tamper_fcntl", &["sys_enter_fcntl"])]),
-];
-
-/// The BPF-LSM hooks of self-protection (see guard-ebpf's `tamper`); opens of
-/// guard's files and changes to its pins are refused by `file_open` and the
-/// `path_*` hooks.
-const LSM_TAMPER_HOOKS: [&str; 6] = [
-    "task_kill",
-    "ptrace_access_check",
-    "bpf",
-    "perf_event_open",
-    "sb_umount",
-    "file_send_sigiotask",
-];
-
-/// Routes around the hooks above (guard-ebpf `route.rs`): each probed on its own;
-/// a kernel refusing one costs that route's refusal, which the log says.
-const ROUTE_TRACEPOINTS: [(&str, &[&str]); 4] = [
-    ("sys_enter_io_uring_setup", &["sys_enter_io_uring_setup"]),
-    (
-        "sys_enter_open_by_handle_at",
-        &["sys_enter_open_by_handle_at"],
-    ),
-    ("sys_enter_socket", &["sys_enter_socket"]),
-    ("sys_enter_mmap", &["sys_enter_mmap"]),
-];
-
-/// BPF-LSM programs that refuse routes: (program, hook, the `guard_common::route`
-/// numbers it covers: bits of `ROUTE_HOOKS`).
-const LSM_ROUTE_HOOKS: [(&str, &str, &[u32]); 3] = [
-    (
-        "inode_init_security_anon",
-        "inode_init_security_anon",
-        &[guard_common::route::IO_URING],
-    ),
-    (
-        "socket_create",
-        "socket_create",
-        &[
-            guard_common::route::RAW_SOCKET,
-            guard_common::route::PACKET_SOCKET,
-        ],
-    ),
-    (
-        "route_bprm_check",
-        "bprm_check_security",
-        &[guard_common::route::FILELESS_EXEC],
-    ),
-];
-
 /// The records' ring buffer by default: 8 MiB, some 60,000 open records.
 pub const RING_KIB_DEFAULT: u32 = 8192;
 
@@ -278,18 +138,13 @@ pub fn parse_ring_kib(s: &str) -> Result<u32, String> {
     Ok(kib)
 }
 
-/// open(2) and creat(2) do not exist on every architecture.
-fn legacy(tp: &str) -> bool {
-    matches!(
-        tp,
-        "sys_enter_open" | "sys_enter_creat" | "sys_exit_open" | "sys_exit_creat"
-    )
-}
-
 /// What every load needs first: root, tracefs, the cgroup2 mount (opened, for the
 /// sock_addr hooks), and the object loaded — against the maps pinned in `pins`
 /// (created and pinned there if absent), or with maps of its own.
-fn prepare(pins: Option<&PinDir>, ring_bytes: u32) -> Result<(Ebpf, PathBuf, File), Error> {
+pub(crate) fn prepare(
+    pins: Option<&PinDir>,
+    ring_bytes: u32,
+) -> Result<(Ebpf, PathBuf, File), Error> {
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
@@ -310,102 +165,6 @@ fn prepare(pins: Option<&PinDir>, ring_bytes: u32) -> Result<(Ebpf, PathBuf, Fil
     }
     let bpf = loader.load(OBJECT).map_err(Error::Load)?;
     Ok((bpf, cgroup_path, cgroup))
-}
-
-/// Loads a cgroup sock_addr program and attaches it to the cgroup2 root. aya
-/// attaches through a bpf_link (kernel >= 5.7); links always coexist with other
-/// programs on the cgroup and take no ALLOW_MULTI flag. With `links`, a link an
-/// earlier daemon pinned is pointed at the new program in place (`BPF_LINK_UPDATE`),
-/// else the new link is pinned.
-fn attach_sock_addr(
-    bpf: &mut Ebpf,
-    program: &'static str,
-    cgroup: &File,
-    cgroup_path: &std::path::Path,
-    links: Option<&mut Links>,
-) -> Result<(), Error> {
-    let p: &mut CgroupSockAddr = program_mut(bpf, program)?;
-    p.load()
-        .map_err(|source| Error::Program { program, source })?;
-    let hook = format!("cgroup-{program}");
-    let Some(links) = links else {
-        p.attach(cgroup, CgroupAttachMode::Single)
-            .map_err(|source| Error::Attach {
-                program,
-                target: cgroup_path.display().to_string(),
-                source,
-            })?;
-        return Ok(());
-    };
-    if links.has(&hook) {
-        let fd = p
-            .fd()
-            .map_err(|source| Error::Program { program, source })?;
-        return links.update(&hook, fd);
-    }
-    let id = p
-        .attach(cgroup, CgroupAttachMode::Single)
-        .map_err(|source| Error::Attach {
-            program,
-            target: cgroup_path.display().to_string(),
-            source,
-        })?;
-    let link = p
-        .take_link(id)
-        .map_err(|source| Error::Program { program, source })?;
-    let link = FdLink::try_from(link).map_err(|source| Error::Unpinnable {
-        hook: hook.clone(),
-        source,
-    })?;
-    links.install(&hook, link)
-}
-
-/// Empty programs attached to exactly the hooks guard uses (`guard daemon
-/// --floor`), for benchmarks; dropping the value detaches them.
-pub fn load_floor() -> Result<(Ebpf, usize), Error> {
-    let (mut bpf, cgroup_path, cgroup) = prepare(None, RING_KIB_DEFAULT * 1024)?;
-    let mut n = 0;
-    let p: &mut RawTracePoint = program_mut(&mut bpf, "floor_raw")?;
-    p.load().map_err(|source| Error::Program {
-        program: "floor_raw",
-        source,
-    })?;
-    for (_, tp) in RAW_TRACEPOINTS {
-        p.attach(tp).map_err(|source| Error::Attach {
-            program: "floor_raw",
-            target: tp.to_owned(),
-            source,
-        })?;
-        n += 1;
-    }
-    let p: &mut TracePoint = program_mut(&mut bpf, "floor_tp")?;
-    p.load().map_err(|source| Error::Program {
-        program: "floor_tp",
-        source,
-    })?;
-    for tp in SYSCALL_TRACEPOINTS.iter().flat_map(|(_, tps)| tps.iter()) {
-        match p.attach("syscalls", tp) {
-            Ok(_) => n += 1,
-            Err(_) if legacy(tp) => {}
-            Err(source) => {
-                return Err(Error::Attach {
-                    program: "floor_tp",
-                    target: (*tp).to_owned(),
-                    source,
-                });
-            }
-        }
-    }
-    for program in [
-        "floor_connect4",
-        "floor_connect6",
-        "floor_sendmsg4",
-        "floor_sendmsg6",
-    ] {
-        attach_sock_addr(&mut bpf, program, &cgroup, &cgroup_path, None)?;
-        n += 1;
-    }
-    Ok((bpf, n))
 }
 
 /// Makes the keys of a set-like map exactly `wanted`: new keys go in first, so a key
@@ -620,7 +379,7 @@ impl Probes {
     ) -> Result<(Self, RingBuf<MapData>), Error> {
         let pins = PinDir::lock(pin_dir)?;
         let adopting = pins.has_state();
-        let (mut bpf, cgroup_path, cgroup) = prepare(Some(&pins), ring_bytes)?;
+        let (mut bpf, _, cgroup) = prepare(Some(&pins), ring_bytes)?;
         let mut links = Links::open(&pins)?;
         let mut daemon: Array<MapData, u64> = take(&mut bpf, "DAEMON")?;
         let resumed = if adopting {
@@ -641,107 +400,7 @@ impl Probes {
         replace_keys(&mut agents_map, "AGENTS", &wanted)?;
         let mut programs_map: HashMap<MapData, AgentName, u32> = take(&mut bpf, "AGENT_PROGRAMS")?;
         replace_programs(&mut programs_map, &agent_programs(agents))?;
-        let mut attached = Vec::new();
-
-        // Following processes is what everything else stands on: without these
-        // three programs guard cannot work, and says which one the kernel refused.
-        for (program, tp) in RAW_TRACEPOINTS {
-            let p: &mut RawTracePoint = program_mut(&mut bpf, program)?;
-            p.load()
-                .map_err(|source| Error::Program { program, source })?;
-            let id = p.attach(tp).map_err(|source| Error::Attach {
-                program,
-                target: tp.to_owned(),
-                source,
-            })?;
-            let link = p
-                .take_link(id)
-                .map_err(|source| Error::Program { program, source })?;
-            links.install(&format!("raw_tracepoint-{tp}"), FdLink::from(link))?;
-            attached.push(format!("raw_tracepoint/{tp}"));
-        }
-
-        // Every other feature is probed on its own: a program this kernel refuses
-        // costs its feature, never the others.
-        let mut open_tracepoints = Ok(());
-        for (program, tracepoints) in SYSCALL_TRACEPOINTS {
-            if let Err(why) =
-                attach_syscall(&mut bpf, program, tracepoints, &mut attached, &mut links)
-            {
-                tracing::warn!("{why}");
-                if program != "sys_exit_net" {
-                    open_tracepoints = Err(why);
-                }
-            }
-        }
-
-        // Fileless execs: a second program on sched_process_exec, on its own.
-        let route_exec = (|| -> Result<(), Error> {
-            let program = "route_exec";
-            let p: &mut RawTracePoint = program_mut(&mut bpf, program)?;
-            p.load()
-                .map_err(|source| Error::Program { program, source })?;
-            let id = p
-                .attach("sched_process_exec")
-                .map_err(|source| Error::Attach {
-                    program,
-                    target: "sched_process_exec".to_owned(),
-                    source,
-                })?;
-            let link = p
-                .take_link(id)
-                .map_err(|source| Error::Program { program, source })?;
-            links.install("raw_tracepoint-route_exec", FdLink::from(link))?;
-            attached.push("raw_tracepoint/route_exec".to_owned());
-            Ok(())
-        })();
-        if let Err(e) = route_exec {
-            tracing::warn!("fileless execs not refused: {}", short_chain(&e));
-        }
-        for (program, tracepoints) in ROUTE_TRACEPOINTS {
-            if let Err(why) =
-                attach_syscall(&mut bpf, program, tracepoints, &mut attached, &mut links)
-            {
-                tracing::warn!("route not refused: {why}");
-            }
-        }
-
-        let mut sock_addr = Ok(());
-        for program in ["connect4", "connect6", "sendmsg4", "sendmsg6"] {
-            match attach_sock_addr(&mut bpf, program, &cgroup, &cgroup_path, Some(&mut links)) {
-                Ok(()) => attached.push(format!("cgroup/{program}")),
-                Err(e) => {
-                    let why = short_chain(&e);
-                    tracing::warn!("{why}");
-                    sock_addr = Err(why);
-                }
-            }
-        }
-
-        // Unix domain sockets: the entries of connect and sendto note the names a
-        // session passes (the exit is sys_exit_net's); on their own, a feature.
-        let mut unix = Ok(());
-        for (program, tracepoints) in UNIX_TRACEPOINTS {
-            if let Err(why) =
-                attach_syscall(&mut bpf, program, tracepoints, &mut attached, &mut links)
-            {
-                tracing::warn!("Unix socket connects not reported: {why}");
-                unix = Err(why);
-            }
-        }
-
-        let flows = attach_flows(&mut bpf, &cgroup, &mut attached, &mut links);
-        if let Err(why) = &flows {
-            tracing::warn!("byte accounting off: {why}");
-        }
-
-        let LsmAttached {
-            open_exec: lsm,
-            paths: lsm_paths,
-            tamper: lsm_tamper,
-            route_hooks,
-            unix: lsm_unix,
-        } = attach_lsm(&mut bpf, &mut attached, &mut links);
+        let attach::Attached { probe, route_hooks } = attach::all(&mut bpf, &cgroup, &mut links)?;
         let mut hooks_map: Array<MapData, u32> = take(&mut bpf, "ROUTE_HOOKS")?;
         hooks_map
             .set(0, route_hooks, 0)
@@ -749,37 +408,6 @@ impl Probes {
                 map: "ROUTE_HOOKS",
                 source,
             })?;
-        let mut self_protection = Vec::new();
-        for (hook, programs) in TAMPER_TRACEPOINTS {
-            // fcntl(F_SETOWN) is killed at the call on every tier; BPF-LSM refuses the
-            // signals it would bring (file_send_sigiotask).
-            let (by_lsm, attach) = if hook == "fcntl" {
-                // Where BPF-LSM refuses the signals themselves, the fcntl tracepoint
-                // is not attached: it would cost every fcntl(2) on the host (measured
-                // here, a loaded VM: 3.4 -> 8.1 us a call with guard's hooks).
-                let lsm = lsm_tamper.contains(&"file_send_sigiotask");
-                (lsm, !lsm)
-            } else {
-                let lsm = lsm_tamper.contains(&hook);
-                (lsm, !lsm)
-            };
-            let mut how = if by_lsm {
-                Ok(tiers::Tier::BpfLsmDeny)
-            } else {
-                Ok(tiers::Tier::TracepointKill)
-            };
-            if attach {
-                for (program, tracepoints) in programs {
-                    if let Err(why) =
-                        attach_syscall(&mut bpf, program, tracepoints, &mut attached, &mut links)
-                    {
-                        tracing::warn!("self-protection: {why}");
-                        how = Err(why);
-                    }
-                }
-            }
-            self_protection.push((hook, how));
-        }
         let swaps = links.finish();
         for (name, program) in bpf.programs_mut() {
             if program.fd().is_ok() {
@@ -789,18 +417,8 @@ impl Probes {
                 }
             }
         }
-        let probe = tiers::Probe {
-            open_tracepoints,
-            sock_addr,
-            lsm_open_exec: lsm.clone(),
-            lsm_paths,
-            self_protection,
-            lsm_umount: lsm_tamper.contains(&"sb_umount"),
-            flows,
-            unix,
-            lsm_unix,
-            attached: attached.clone(),
-        };
+        let lsm = probe.lsm_open_exec.clone();
+        let attached = probe.attached.clone();
         let enforcement = tiers::Enforcement::from_probe(&probe);
         for line in enforcement.log_lines() {
             tracing::info!("{line}");
@@ -1142,255 +760,9 @@ fn read_resumed(daemon: &Array<MapData, u64>) -> Result<Resumed, Error> {
     })
 }
 
-/// Loads a syscall tracepoint program and attaches it to its tracepoints.
-fn attach_syscall(
-    bpf: &mut Ebpf,
-    program: &'static str,
-    tracepoints: &[&str],
-    attached: &mut Vec<String>,
-    links: &mut Links,
-) -> Result<(), String> {
-    let p: &mut TracePoint = program_mut(bpf, program).map_err(|e| e.to_string())?;
-    p.load()
-        .map_err(|e| format!("cannot load {program}: {}", short_chain(&e)))?;
-    for tp in tracepoints {
-        match p.attach("syscalls", tp) {
-            Ok(id) => {
-                let hook = format!("tracepoint-syscalls-{tp}");
-                let link = p
-                    .take_link(id)
-                    .map_err(|e| format!("cannot take the link of {tp}: {e}"))?;
-                FdLink::try_from(link)
-                    .map_err(|source| Error::Unpinnable {
-                        hook: hook.clone(),
-                        source,
-                    })
-                    .and_then(|link| links.install(&hook, link))
-                    .map_err(|e| short_chain(&e))?;
-                attached.push(format!("tracepoint/syscalls/{tp}"));
-            }
-            Err(e) if legacy(tp) => {
-                tracing::warn!("{tp} not attached ({e}); this architecture may lack it")
-            }
-            Err(e) => {
-                return Err(format!(
-                    "cannot attach {program} to syscalls/{tp}: {}",
-                    short_chain(&e)
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Byte accounting (guard-ebpf/src/flow.rs): the cgroup_skb egress and ingress
-/// counters and the `sock_release` reporter, on the cgroup2 root. All three or
-/// none: counts without their final records (or the reverse) would mislead, so a
-/// program the kernel refuses detaches the ones attached before it.
-fn attach_flows(
-    bpf: &mut Ebpf,
-    cgroup: &File,
-    attached: &mut Vec<String>,
-    links: &mut Links,
-) -> Result<(), String> {
-    let mut installed: Vec<(String, String)> = Vec::new();
-    let result = (|| -> Result<(), String> {
-        for (program, kind) in [
-            ("flow_egress", CgroupSkbAttachType::Egress),
-            ("flow_ingress", CgroupSkbAttachType::Ingress),
-        ] {
-            let p: &mut CgroupSkb = program_mut(bpf, program).map_err(|e| e.to_string())?;
-            p.load()
-                .map_err(|e| format!("cannot load {program}: {}", short_chain(&e)))?;
-            let hook = format!("cgroup-{program}");
-            if links.has(&hook) {
-                let fd = p.fd().map_err(|e| short_chain(&e))?;
-                links.update(&hook, fd).map_err(|e| short_chain(&e))?;
-            } else {
-                let id = p
-                    .attach(cgroup, kind, CgroupAttachMode::Single)
-                    .map_err(|e| format!("cannot attach {program}: {}", short_chain(&e)))?;
-                let link = p.take_link(id).map_err(|e| short_chain(&e))?;
-                let link = FdLink::try_from(link).map_err(|e| e.to_string())?;
-                links.install(&hook, link).map_err(|e| short_chain(&e))?;
-            }
-            installed.push((hook, format!("cgroup_skb/{program}")));
-        }
-        let program = "flow_release";
-        let p: &mut CgroupSock = program_mut(bpf, program).map_err(|e| e.to_string())?;
-        p.load()
-            .map_err(|e| format!("cannot load {program}: {}", short_chain(&e)))?;
-        let hook = format!("cgroup-{program}");
-        if links.has(&hook) {
-            let fd = p.fd().map_err(|e| short_chain(&e))?;
-            links.update(&hook, fd).map_err(|e| short_chain(&e))?;
-        } else {
-            let id = p
-                .attach(cgroup, CgroupAttachMode::Single)
-                .map_err(|e| format!("cannot attach {program}: {}", short_chain(&e)))?;
-            let link = p.take_link(id).map_err(|e| short_chain(&e))?;
-            let link = FdLink::try_from(link).map_err(|e| e.to_string())?;
-            links.install(&hook, link).map_err(|e| short_chain(&e))?;
-        }
-        installed.push((hook, format!("cgroup_sock/{program}")));
-        Ok(())
-    })();
-    match result {
-        Ok(()) => {
-            attached.extend(installed.into_iter().map(|(_, name)| name));
-            Ok(())
-        }
-        Err(why) => {
-            for (hook, _) in installed {
-                links.remove(&hook);
-            }
-            Err(why)
-        }
-    }
-}
-
-/// The BPF-LSM hooks on paths (CONFIG_SECURITY_PATH): creates, mkdir, links,
-/// renames, unlink, rmdir, truncate, chmod, chown.
-const LSM_PATH_HOOKS: [&str; 10] = [
-    "path_mknod",
-    "path_mkdir",
-    "path_rmdir",
-    "path_unlink",
-    "path_symlink",
-    "path_link",
-    "path_rename",
-    "path_truncate",
-    "path_chmod",
-    "path_chown",
-];
-
-/// Loads and attaches the BPF-LSM programs: first `file_open` and
-/// `bprm_check_security` (deny on opens and execs), then each `path_*` hook on its
-/// own. Each error says why (commonly: `bpf` is not among the active LSMs, or the
-/// kernel has no BPF trampolines and BPF_PROG_LOAD answers EPERM; a kernel without
-/// CONFIG_SECURITY_PATH has no `path_*` hooks).
-fn attach_lsm(bpf: &mut Ebpf, attached: &mut Vec<String>, links: &mut Links) -> LsmAttached {
-    let lsm_active = std::fs::read_to_string("/sys/kernel/security/lsm")
-        .map(|l| l.split(',').any(|m| m.trim() == "bpf"));
-    if matches!(lsm_active, Ok(false)) {
-        return LsmAttached::none("the kernel's active LSMs do not include bpf".to_owned());
-    }
-    let btf = match aya::Btf::from_sys_fs() {
-        Ok(btf) => btf,
-        Err(e) => return LsmAttached::none(format!("no kernel BTF: {e}")),
-    };
-    let mut attach_as = |program: &'static str, hook: &'static str| -> Result<(), String> {
-        let p: &mut Lsm = program_mut(bpf, program).map_err(|e| e.to_string())?;
-        p.load(hook, &btf)
-            .map_err(|e| format!("cannot load lsm/{hook}: {}", short_chain(&e)))?;
-        let id = p
-            .attach()
-            .map_err(|e| format!("cannot attach lsm/{hook}: {}", short_chain(&e)))?;
-        let link = p
-            .take_link(id)
-            .map_err(|e| format!("cannot take the link of lsm/{hook}: {e}"))?;
-        let name = if program == hook {
-            hook.to_owned()
-        } else {
-            format!("{hook}-{program}")
-        };
-        links
-            .install(&format!("lsm-{name}"), FdLink::from(link))
-            .map_err(|e| short_chain(&e))?;
-        attached.push(format!("lsm/{name}"));
-        Ok(())
-    };
-    let mut attach = |hook: &'static str| -> Result<(), String> {
-        match attach_as(hook, hook) {
-            // The hook's arguments changed in 6.11: its other version.
-            Err(_) if hook == "perf_event_open" => attach_as("perf_event_open_1", hook),
-            r => r,
-        }
-    };
-    for hook in ["file_open", "bprm_check_security"] {
-        if let Err(why) = attach(hook) {
-            // The same cause stops the other hooks: do not try twenty more loads.
-            return LsmAttached::none(why);
-        }
-    }
-    // Self-protection: each hook on its own; a missing one falls back to the
-    // tracepoint kills of its group.
-    let mut tamper = Vec::new();
-    for hook in LSM_TAMPER_HOOKS {
-        match attach(hook) {
-            Ok(()) => tamper.push(hook),
-            Err(why) => tracing::warn!("self-protection: {why}"),
-        }
-    }
-    // A route whose hook is missing stays refused by its tracepoint's kill.
-    let mut route_hooks = 0u32;
-    for (program, hook, routes) in LSM_ROUTE_HOOKS {
-        match attach_as(program, hook) {
-            Ok(()) => route_hooks |= routes.iter().fold(0, |b, r| b | (1 << r)),
-            Err(why) => tracing::warn!("{why}"),
-        }
-    }
-    let mut missing = Vec::new();
-    for hook in LSM_PATH_HOOKS {
-        if let Err(why) = attach_as(hook, hook) {
-            tracing::warn!("{why}");
-            missing.push(why);
-        }
-    }
-    let paths = if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(missing.join("; "))
-    };
-    let mut unix = Ok(());
-    for hook in LSM_UNIX_HOOKS {
-        if let Err(why) = attach_as(hook, hook) {
-            tracing::warn!("{why}");
-            unix = Err(why);
-        }
-    }
-    if unix.is_ok() {
-        route_hooks |= 1 << guard_common::route::UNIX_SOCKET_HOOKS;
-    }
-    LsmAttached {
-        open_exec: Ok(()),
-        paths,
-        tamper,
-        route_hooks,
-        unix,
-    }
-}
-
-/// What [`attach_lsm`] attached; each `Err` says why a group is missing.
-struct LsmAttached {
-    /// `file_open` and `bprm_check_security`.
-    open_exec: Result<(), String>,
-    /// The `path_*` hooks.
-    paths: Result<(), String>,
-    /// The self-protection hooks that run.
-    tamper: Vec<&'static str>,
-    /// Bits of `ROUTE_HOOKS`: the routes, and the Unix socket hooks, refused here.
-    route_hooks: u32,
-    /// `unix_stream_connect` and `unix_may_send`.
-    unix: Result<(), String>,
-}
-
-impl LsmAttached {
-    /// Nothing attached, for `why`.
-    fn none(why: String) -> LsmAttached {
-        LsmAttached {
-            open_exec: Err(why.clone()),
-            paths: Err(why.clone()),
-            tamper: Vec::new(),
-            route_hooks: 0,
-            unix: Err(why),
-        }
-    }
-}
-
 /// The error chain, with a verifier log cut to its last lines (the complaint is at
 /// the end; the whole log is at debug level).
-fn short_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn short_chain(e: &dyn std::error::Error) -> String {
     let full = error_chain(e);
     let Some((head, log)) = full.split_once("Verifier output: ") else {
         return full;

@@ -71,6 +71,16 @@ pub enum Operation {
     /// `deny` (or `kill`) on a file rule covering a Unix socket file: a connect or
     /// send to it.
     UnixSocketDeny,
+    /// `[sessions] io_uring`: a ring whose operations would bypass the hooks.
+    RouteIoUring,
+    /// `[sessions] open_by_handle_at`: an open by file handle, not by path.
+    RouteOpenByHandle,
+    /// `[sessions] raw_sockets`: raw and packet sockets, below the cgroup hooks.
+    RouteRawSockets,
+    /// `[sessions] fileless_exec`: programs run from a memfd or a deleted file.
+    RouteFilelessExec,
+    /// An exec rule's program mapped executable by the dynamic loader (or by hand).
+    RouteExecMapping,
 }
 
 impl Tier {
@@ -101,6 +111,11 @@ impl Operation {
             Operation::SelfProtection => "self_protection",
             Operation::EgressAccounting => "egress_accounting",
             Operation::UnixSocketDeny => "unix_socket_deny",
+            Operation::RouteIoUring => "route_io_uring",
+            Operation::RouteOpenByHandle => "route_open_by_handle_at",
+            Operation::RouteRawSockets => "route_raw_sockets",
+            Operation::RouteFilelessExec => "route_fileless_exec",
+            Operation::RouteExecMapping => "route_exec_mapping",
         }
     }
 }
@@ -149,6 +164,11 @@ pub struct Probe {
     pub unix: Result<(), String>,
     /// `lsm/unix_stream_connect` and `lsm/unix_may_send`.
     pub lsm_unix: Result<(), String>,
+    /// The tracepoint programs that refuse routes (`guard_common::route`
+    /// numbers): the tier that carries each, or why it is missing.
+    pub routes: Vec<(u32, Result<Tier, String>)>,
+    /// Bits of `ROUTE_HOOKS`: the routes BPF-LSM refuses with EPERM.
+    pub route_hooks: u32,
     /// Attached programs, as `kind/name`.
     pub attached: Vec<String>,
 }
@@ -352,6 +372,8 @@ impl Enforcement {
             ),
             op(Operation::UnixSocketDeny, unix_socket(probe)),
         ];
+        let mut operations = operations;
+        operations.extend(routes(probe, &lsm_why));
         Enforcement { tiers, operations }
     }
 
@@ -391,6 +413,84 @@ impl Enforcement {
             })
             .collect()
     }
+}
+
+/// The rows of the routes around the hooks (docs/routes.md): BPF-LSM refuses some
+/// with EPERM where it runs; each has a tracepoint that kills at the call's entry.
+fn routes(probe: &Probe, lsm_why: &Option<String>) -> Vec<ActionTier> {
+    use guard_common::route;
+    let lsm = |r: u32| probe.route_hooks & (1 << r) != 0;
+    let tp = |r: u32| -> Result<(), String> {
+        match probe.routes.iter().find(|(route, _)| *route == r) {
+            Some((_, Ok(_))) => Ok(()),
+            Some((_, Err(why))) => Err(why.clone()),
+            None => Err("its program is not attached".to_owned()),
+        }
+    };
+    let row = |operation: Operation,
+               lsm_route: Option<u32>,
+               tp_route: u32,
+               denied: &str,
+               killed: &str| {
+        let fallback_lsm = lsm_route
+            .and_then(|_| lsm_why.clone())
+            .map(|w| format!("BPF-LSM unavailable: {w}"));
+        let (tier, guarantee, fallback) = match (lsm_route.is_some_and(lsm), tp(tp_route)) {
+            (true, _) => (Some(Tier::BpfLsmDeny), denied.to_owned(), None),
+            (false, Ok(())) => (Some(Tier::TracepointKill), killed.to_owned(), fallback_lsm),
+            (false, Err(why)) => (
+                None,
+                "not refused: neither its BPF-LSM hook nor its tracepoint is attached".to_owned(),
+                Some(why),
+            ),
+        };
+        ActionTier {
+            operation,
+            tier,
+            guarantee,
+            fallback,
+        }
+    };
+    vec![
+        row(
+            Operation::RouteIoUring,
+            Some(route::IO_URING),
+            route::IO_URING,
+            "io_uring_setup fails with EPERM: no ring, the process lives",
+            "killed at io_uring_setup's entry: it never gets a ring to submit to",
+        ),
+        row(
+            Operation::RouteOpenByHandle,
+            None,
+            route::OPEN_BY_HANDLE,
+            "",
+            "killed at open_by_handle_at's entry: nothing is opened",
+        ),
+        row(
+            Operation::RouteRawSockets,
+            Some(route::RAW_SOCKET),
+            route::RAW_SOCKET,
+            "socket() of a raw or packet socket fails with EPERM: the process lives",
+            "killed at socket()'s entry: no raw or packet socket is made",
+        ),
+        row(
+            Operation::RouteFilelessExec,
+            Some(route::FILELESS_EXEC),
+            route::FILELESS_EXEC,
+            "the exec of a memfd or deleted file is refused with EPERM (`deny`) or killed \
+             (`kill`) before it runs; named as the kernel names it",
+            "killed at sched_process_exec when the policy says `kill`: the program never \
+             runs; named as the kernel names it (`alert`: reported)",
+        ),
+        row(
+            Operation::RouteExecMapping,
+            None,
+            route::EXEC_MAPPING,
+            "",
+            "killed at the executable mapping of a program an exec rule forbids (the loader \
+             maps it before it runs): the program never runs",
+        ),
+    ]
 }
 
 /// The `unix_socket_deny` row: a connect or send to a Unix socket file a `deny` (or
@@ -477,6 +577,27 @@ fn self_protection(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn routes_are_rows_with_their_tier() {
+        let mut p = probe(Ok(()), Ok(()));
+        let e = Enforcement::from_probe(&p);
+        let io = of(&e, Operation::RouteIoUring);
+        assert_eq!(io.tier, Some(Tier::TracepointKill), "{io:?}");
+        let raw = of(&e, Operation::RouteRawSockets);
+        assert_eq!(raw.tier, None, "{raw:?}");
+        assert!(raw.fallback.is_some(), "{raw:?}");
+        p.route_hooks = 1 << guard_common::route::IO_URING;
+        let e = Enforcement::from_probe(&p);
+        let io = of(&e, Operation::RouteIoUring);
+        assert_eq!(io.tier, Some(Tier::BpfLsmDeny), "{io:?}");
+        assert!(io.guarantee.contains("EPERM"), "{io:?}");
+        assert!(
+            e.rows().iter().any(|r| r.action == "route_exec_mapping"),
+            "{:?}",
+            e.rows()
+        );
+    }
+
     use super::*;
 
     fn probe(lsm: Result<(), String>, paths: Result<(), String>) -> Probe {
@@ -493,6 +614,8 @@ mod tests {
             ],
             lsm_umount: true,
             flows: Ok(()),
+            routes: vec![(guard_common::route::IO_URING, Ok(Tier::TracepointKill))],
+            route_hooks: 0,
             attached: vec![
                 "raw_tracepoint/sched_process_exec".into(),
                 "cgroup/connect4".into(),

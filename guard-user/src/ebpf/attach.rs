@@ -1,0 +1,465 @@
+//! Loading and attaching the programs of [`super::table`]: every program is loaded
+//! (verified) first, several at a time, then each is attached in the table's order
+//! with what its group's failure costs, and the result is the [`tiers::Probe`] the
+//! tier report is built from.
+//!
+//! The verifier's time is most of a daemon's start (on this project's machines, the
+//! open's exit program alone is half of it; in the software-emulated VMs of the
+//! kernel matrix a start took 10 to 20 s). Loads of distinct programs are
+//! independent system calls, so they run on as many threads as there are CPUs (up
+//! to four).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::Mutex;
+
+use aya::{
+    Btf, Ebpf,
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, Lsm, Program,
+        ProgramError, RawTracePoint, TracePoint, links::FdLink,
+    },
+};
+
+use super::{
+    Error,
+    pins::Links,
+    program_mut, short_chain,
+    table::{Entry, Group, Hook, TABLE, optional_tracepoint},
+    tiers::{Probe, Tier},
+};
+
+/// Most threads that load programs at once.
+const MAX_LOADERS: usize = 4;
+
+/// What [`all`] attached, for the tier report and the kernel's route-hook set.
+pub struct Attached {
+    pub probe: Probe,
+    /// Bits of `ROUTE_HOOKS`: the routes (and the Unix socket hooks) BPF-LSM refuses.
+    pub route_hooks: u32,
+}
+
+/// Why BPF-LSM cannot run here, or the kernel's BTF it needs.
+fn lsm_btf() -> Result<Btf, String> {
+    let active = std::fs::read_to_string("/sys/kernel/security/lsm")
+        .map(|l| l.split(',').any(|m| m.trim() == "bpf"));
+    if matches!(active, Ok(false)) {
+        return Err("the kernel's active LSMs do not include bpf".to_owned());
+    }
+    Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))
+}
+
+/// Loads `programs` (name, hook), several at a time; returns each one's result.
+fn load_all(
+    bpf: &mut Ebpf,
+    programs: &[(&'static str, Hook)],
+    btf: Option<&Btf>,
+) -> HashMap<&'static str, Result<(), ProgramError>> {
+    let mut jobs: Vec<(&'static str, Hook, &mut Program)> = Vec::new();
+    for (name, p) in bpf.programs_mut() {
+        if let Some((wanted, hook)) = programs.iter().find(|(n, _)| *n == name) {
+            jobs.push((wanted, *hook, p));
+        }
+    }
+    // In the order asked: the table lists the costliest programs early, so that no
+    // thread is left with one of them at the end.
+    jobs.sort_by_key(|(name, _, _)| programs.iter().position(|(n, _)| n == name));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, MAX_LOADERS)
+        .min(jobs.len().max(1));
+    let queue = Mutex::new(jobs.into_iter());
+    let results = Mutex::new(HashMap::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let next = queue
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .next();
+                    let Some((name, hook, program)) = next else {
+                        break;
+                    };
+                    let result = load_one(program, hook, btf);
+                    results
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(name, result);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn load_one(program: &mut Program, hook: Hook, btf: Option<&Btf>) -> Result<(), ProgramError> {
+    match (program, hook) {
+        (Program::RawTracePoint(p), Hook::Raw(_)) => p.load(),
+        (Program::TracePoint(p), Hook::Syscalls(_)) => p.load(),
+        (Program::CgroupSockAddr(p), Hook::SockAddr) => p.load(),
+        (Program::CgroupSkb(p), Hook::SkbEgress | Hook::SkbIngress) => p.load(),
+        (Program::CgroupSock(p), Hook::SockRelease) => p.load(),
+        (Program::Lsm(p), Hook::Lsm(hook)) => match btf {
+            Some(btf) => p.load(hook, btf),
+            None => Err(ProgramError::UnexpectedProgramType),
+        },
+        _ => Err(ProgramError::UnexpectedProgramType),
+    }
+}
+
+/// Attaches the loaded program `entry` (or its `alt`, named by `program`) to its
+/// hook, pinning each link; returns the names of what it attached (`kind/name`).
+fn attach_one(
+    bpf: &mut Ebpf,
+    entry: &Entry,
+    program: &'static str,
+    cgroup: &File,
+    links: &mut Links,
+) -> Result<Vec<String>, String> {
+    let fail = |what: &str, e: &dyn std::error::Error| format!("{what}: {}", short_chain(e));
+    match entry.hook {
+        Hook::Raw(tp) => {
+            let p: &mut RawTracePoint = program_mut(bpf, program).map_err(|e| e.to_string())?;
+            let id = p
+                .attach(tp)
+                .map_err(|e| fail(&format!("cannot attach {program} to {tp}"), &e))?;
+            let link = p
+                .take_link(id)
+                .map_err(|e| fail(&format!("cannot take the link of {program}"), &e))?;
+            let name = if program == tp { tp } else { program };
+            links
+                .install(&format!("raw_tracepoint-{name}"), FdLink::from(link))
+                .map_err(|e| short_chain(&e))?;
+            Ok(vec![format!("raw_tracepoint/{name}")])
+        }
+        Hook::Syscalls(tracepoints) => {
+            let p: &mut TracePoint = program_mut(bpf, program).map_err(|e| e.to_string())?;
+            let mut attached = Vec::new();
+            for tp in tracepoints {
+                match p.attach("syscalls", tp) {
+                    Ok(id) => {
+                        let hook = format!("tracepoint-syscalls-{tp}");
+                        let link = p
+                            .take_link(id)
+                            .map_err(|e| fail(&format!("cannot take the link of {tp}"), &e))?;
+                        FdLink::try_from(link)
+                            .map_err(|source| Error::Unpinnable {
+                                hook: hook.clone(),
+                                source,
+                            })
+                            .and_then(|link| links.install(&hook, link))
+                            .map_err(|e| short_chain(&e))?;
+                        attached.push(format!("tracepoint/syscalls/{tp}"));
+                    }
+                    Err(e) if optional_tracepoint(tp) => {
+                        tracing::warn!("{tp} not attached ({e}); this architecture may lack it")
+                    }
+                    Err(e) => {
+                        return Err(fail(
+                            &format!("cannot attach {program} to syscalls/{tp}"),
+                            &e,
+                        ));
+                    }
+                }
+            }
+            Ok(attached)
+        }
+        Hook::SockAddr | Hook::SkbEgress | Hook::SkbIngress | Hook::SockRelease => {
+            let hook = format!("cgroup-{program}");
+            let kind = match entry.hook {
+                Hook::SockAddr => "cgroup",
+                Hook::SockRelease => "cgroup_sock",
+                _ => "cgroup_skb",
+            };
+            let fd = |bpf: &mut Ebpf| -> Result<aya::programs::ProgramFd, String> {
+                let p = bpf
+                    .program(program)
+                    .ok_or_else(|| Error::Missing(program).to_string())?;
+                p.fd()
+                    .and_then(|fd| fd.try_clone().map_err(ProgramError::from))
+                    .map_err(|e| short_chain(&e))
+            };
+            if links.has(&hook) {
+                // An earlier daemon's link on the cgroup: pointed at this program in
+                // one step (cgroup links allow it), never a moment without one.
+                let fd = fd(bpf)?;
+                links.update(&hook, &fd).map_err(|e| short_chain(&e))?;
+                return Ok(vec![format!("{kind}/{program}")]);
+            }
+            let link = match entry.hook {
+                Hook::SockAddr => {
+                    let p: &mut CgroupSockAddr =
+                        program_mut(bpf, program).map_err(|e| e.to_string())?;
+                    let id = p
+                        .attach(cgroup, CgroupAttachMode::Single)
+                        .map_err(|e| fail(&format!("cannot attach {program}"), &e))?;
+                    p.take_link(id).map(FdLink::try_from)
+                }
+                Hook::SockRelease => {
+                    let p: &mut CgroupSock =
+                        program_mut(bpf, program).map_err(|e| e.to_string())?;
+                    let id = p
+                        .attach(cgroup, CgroupAttachMode::Single)
+                        .map_err(|e| fail(&format!("cannot attach {program}"), &e))?;
+                    p.take_link(id).map(FdLink::try_from)
+                }
+                _ => {
+                    let way = if entry.hook == Hook::SkbEgress {
+                        CgroupSkbAttachType::Egress
+                    } else {
+                        CgroupSkbAttachType::Ingress
+                    };
+                    let p: &mut CgroupSkb = program_mut(bpf, program).map_err(|e| e.to_string())?;
+                    let id = p
+                        .attach(cgroup, way, CgroupAttachMode::Single)
+                        .map_err(|e| fail(&format!("cannot attach {program}"), &e))?;
+                    p.take_link(id).map(FdLink::try_from)
+                }
+            };
+            let link = link
+                .map_err(|e| fail(&format!("cannot take the link of {program}"), &e))?
+                .map_err(|e| e.to_string())?;
+            links.install(&hook, link).map_err(|e| short_chain(&e))?;
+            Ok(vec![format!("{kind}/{program}")])
+        }
+        Hook::Lsm(hook) => {
+            let p: &mut Lsm = program_mut(bpf, program).map_err(|e| e.to_string())?;
+            let id = p
+                .attach()
+                .map_err(|e| fail(&format!("cannot attach lsm/{hook}"), &e))?;
+            let link = p
+                .take_link(id)
+                .map_err(|e| fail(&format!("cannot take the link of lsm/{hook}"), &e))?;
+            let name = if program == hook {
+                hook.to_owned()
+            } else {
+                format!("{hook}-{program}")
+            };
+            links
+                .install(&format!("lsm-{name}"), FdLink::from(link))
+                .map_err(|e| short_chain(&e))?;
+            Ok(vec![format!("lsm/{name}")])
+        }
+    }
+}
+
+/// The hook names a link of `entry` is pinned under (for removing a group's links
+/// when a later member fails).
+fn link_names(entry: &Entry) -> Vec<String> {
+    match entry.hook {
+        Hook::SockAddr | Hook::SkbEgress | Hook::SkbIngress | Hook::SockRelease => {
+            vec![format!("cgroup-{}", entry.program)]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Per-group results as the tier report wants them.
+#[derive(Default)]
+struct Results {
+    attached: Vec<String>,
+    opens: Option<String>,
+    sock_addr: Option<String>,
+    unix: Option<String>,
+    flows: Option<String>,
+    /// Why BPF-LSM deny on opens and execs is missing (then no BPF-LSM group runs).
+    lsm: Option<String>,
+    lsm_paths: Vec<String>,
+    lsm_unix: Option<String>,
+    lsm_self: Vec<&'static str>,
+    routes: Vec<(u32, Result<Tier, String>)>,
+    route_hooks: u32,
+}
+
+/// Loads every program of the table and attaches it, group by group: a program
+/// this kernel refuses costs its group (and says why), never the others, except
+/// the process programs, without which guard cannot run (an error).
+pub fn all(bpf: &mut Ebpf, cgroup: &File, links: &mut Links) -> Result<Attached, Error> {
+    let btf = lsm_btf();
+    let first: Vec<(&'static str, Hook)> = TABLE
+        .iter()
+        .filter(|e| !matches!(e.group, Group::SelfFallback { .. }))
+        .filter(|e| !e.hook.is_lsm() || btf.is_ok())
+        .map(|e| (e.program, e.hook))
+        .collect();
+    let mut loaded = load_all(bpf, &first, btf.as_ref().ok());
+    // A hook whose arguments changed between kernels: its other version.
+    let alts: Vec<(&'static str, Hook)> = TABLE
+        .iter()
+        .filter(|e| matches!(loaded.get(e.program), Some(Err(_))))
+        .filter_map(|e| Some((e.alt?, e.hook)))
+        .collect();
+    loaded.extend(load_all(bpf, &alts, btf.as_ref().ok()));
+
+    let mut r = Results {
+        lsm: btf.as_ref().err().cloned(),
+        ..Results::default()
+    };
+    let mut flows_installed: Vec<String> = Vec::new();
+    for entry in TABLE {
+        if let Group::SelfFallback { .. } = entry.group {
+            continue;
+        }
+        if entry.hook.is_lsm() && r.lsm.is_some() {
+            continue;
+        }
+        if entry.group == Group::Flows && r.flows.is_some() {
+            continue;
+        }
+        // The program that loaded: the entry's, else its alternative.
+        let program = match (loaded.remove(entry.program), entry.alt) {
+            (Some(Ok(())), _) => Ok(entry.program),
+            (Some(Err(e)), Some(alt)) if matches!(loaded.get(alt), Some(Ok(()))) => {
+                tracing::debug!("{}: {}; loaded {alt}", entry.program, short_chain(&e));
+                Ok(alt)
+            }
+            (Some(Err(source)), _) => Err((
+                format!("cannot load {}: {}", entry.program, short_chain(&source)),
+                Some(source),
+            )),
+            (None, _) => Err((Error::Missing(entry.program).to_string(), None)),
+        };
+        let result = program.and_then(|program| {
+            attach_one(bpf, entry, program, cgroup, links).map_err(|why| (why, None))
+        });
+        match (entry.group, result) {
+            (_, Ok(names)) => {
+                if entry.group == Group::Flows {
+                    flows_installed.extend(link_names(entry));
+                }
+                if let Group::LsmSelf = entry.group
+                    && let Hook::Lsm(hook) = entry.hook
+                {
+                    r.lsm_self.push(hook);
+                }
+                if let Group::LsmRoute(routes) = entry.group {
+                    r.route_hooks |= routes.iter().fold(0, |b, route| b | (1 << route));
+                }
+                if let Group::Route(route) = entry.group {
+                    r.routes.push((route, Ok(Tier::TracepointKill)));
+                }
+                r.attached.extend(names);
+            }
+            (Group::Process, Err((why, source))) => {
+                return Err(match source {
+                    Some(source) => Error::Program {
+                        program: entry.program,
+                        source,
+                    },
+                    None => Error::Startup(why),
+                });
+            }
+            (group, Err((why, _))) => {
+                tracing::warn!("{why}");
+                match group {
+                    Group::Opens => r.opens = Some(why),
+                    Group::NetEvents => {}
+                    Group::Unix => r.unix = Some(why),
+                    Group::Route(route) => r.routes.push((route, Err(why))),
+                    Group::SockAddr => r.sock_addr = Some(why),
+                    Group::Flows => {
+                        // All or none: counts without their final records (or the
+                        // reverse) would mislead.
+                        for hook in flows_installed.drain(..) {
+                            links.remove(&hook);
+                        }
+                        r.attached.retain(|a| {
+                            !a.starts_with("cgroup_skb/") && !a.starts_with("cgroup_sock/")
+                        });
+                        r.flows = Some(why);
+                    }
+                    // The same cause would stop the other hooks: none of them runs.
+                    Group::LsmOpenExec => {
+                        r.lsm = Some(why);
+                        for hook in r.attached.iter().filter(|a| a.starts_with("lsm/")) {
+                            links.remove(&hook.replacen("lsm/", "lsm-", 1));
+                        }
+                        r.attached.retain(|a| !a.starts_with("lsm/"));
+                    }
+                    Group::LsmSelf => tracing::warn!("self-protection: {why}"),
+                    Group::LsmRoute(_) => {}
+                    Group::LsmPaths => r.lsm_paths.push(why),
+                    Group::LsmUnix => r.lsm_unix = Some(why),
+                    Group::Process | Group::SelfFallback { .. } => {}
+                }
+            }
+        }
+    }
+    if r.lsm.is_none() && r.lsm_unix.is_none() {
+        r.route_hooks |= 1 << guard_common::route::UNIX_SOCKET_HOOKS;
+    }
+
+    // Self-protection on the tracepoint tier where its BPF-LSM hook is not running.
+    let fallbacks: Vec<&Entry> = TABLE
+        .iter()
+        .filter(|e| match e.group {
+            Group::SelfFallback { unless_lsm } => !r.lsm_self.contains(&unless_lsm),
+            _ => false,
+        })
+        .collect();
+    let wanted: Vec<(&'static str, Hook)> = fallbacks.iter().map(|e| (e.program, e.hook)).collect();
+    let mut loaded = load_all(bpf, &wanted, None);
+    let mut self_protection: Vec<(&'static str, Result<Tier, String>)> = Vec::new();
+    for group in super::table::self_protection_groups() {
+        let tier = if r.lsm_self.contains(&group) {
+            Ok(Tier::BpfLsmDeny)
+        } else {
+            Ok(Tier::TracepointKill)
+        };
+        self_protection.push((group, tier));
+    }
+    for entry in fallbacks {
+        let Group::SelfFallback { unless_lsm } = entry.group else {
+            continue;
+        };
+        let result = match loaded.remove(entry.program) {
+            Some(Ok(())) => attach_one(bpf, entry, entry.program, cgroup, links),
+            Some(Err(e)) => Err(format!(
+                "cannot load {}: {}",
+                entry.program,
+                short_chain(&e)
+            )),
+            None => Err(Error::Missing(entry.program).to_string()),
+        };
+        match result {
+            Ok(names) => r.attached.extend(names),
+            Err(why) => {
+                tracing::warn!("self-protection: {why}");
+                if let Some((_, tier)) = self_protection.iter_mut().find(|(g, _)| *g == unless_lsm)
+                {
+                    *tier = Err(why);
+                }
+            }
+        }
+    }
+
+    let probe = Probe {
+        open_tracepoints: r.opens.map_or(Ok(()), Err),
+        sock_addr: r.sock_addr.map_or(Ok(()), Err),
+        lsm_open_exec: r.lsm.clone().map_or(Ok(()), Err),
+        lsm_paths: match (&r.lsm, r.lsm_paths.is_empty()) {
+            (Some(why), _) => Err(why.clone()),
+            (None, true) => Ok(()),
+            (None, false) => Err(r.lsm_paths.join("; ")),
+        },
+        self_protection,
+        lsm_umount: r.lsm_self.contains(&"sb_umount"),
+        flows: r.flows.map_or(Ok(()), Err),
+        unix: r.unix.map_or(Ok(()), Err),
+        lsm_unix: match (&r.lsm, r.lsm_unix) {
+            (Some(why), _) => Err(why.clone()),
+            (None, Some(why)) => Err(why),
+            (None, None) => Ok(()),
+        },
+        routes: r.routes,
+        route_hooks: r.route_hooks,
+        attached: r.attached,
+    };
+    Ok(Attached {
+        route_hooks: probe.route_hooks,
+        probe,
+    })
+}
