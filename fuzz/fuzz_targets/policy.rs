@@ -15,7 +15,15 @@ fuzz_target!(|bytes: &[u8]| {
             let _ = diag::render("fuzz.toml", &warnings);
             let homes = vec!["/root".to_owned(), "/home/dev".to_owned()];
             for lsm in [false, true] {
-                let _ = Judge::new(policy.clone(), homes.clone(), Hosts::default(), lsm);
+                let _ = Judge::new(
+                    policy.clone(),
+                    homes.clone(),
+                    Hosts::default(),
+                    guard::policy::judge::Kernel {
+                        lsm,
+                        exec_mapping: true,
+                    },
+                );
             }
         }
         Err(diags) => {

@@ -396,6 +396,10 @@ pub enum Outcome {
     NotDenied,
     /// The kill failed; the event says why (`outcome_error`).
     Failed,
+    /// Stopped by the kernel at a later hook: the dynamic loader was killed when it
+    /// mapped the program a rule forbids (the session's `route` event
+    /// `exec_mapping` says so).
+    Deferred,
 }
 
 impl Outcome {
@@ -409,6 +413,7 @@ impl Outcome {
             Outcome::Gone => "gone",
             Outcome::NotDenied => "not_denied",
             Outcome::Failed => "failed",
+            Outcome::Deferred => "deferred",
         }
     }
 

@@ -24,12 +24,14 @@ pub struct Actor {
 }
 
 impl Actor {
-    /// Carries `verdict` out on `ev`'s process and says what happened. `now_ns` is
-    /// the wall clock, for the kill latency.
+    /// Carries `verdict` out on `ev`'s process (or its session: `members` lists
+    /// them, deepest first) and says what happened: the one place a verdict
+    /// becomes a violation. `now_ns` is the wall clock, for the kill latency.
     pub fn carry_out(
         &mut self,
         ev: &Event,
         verdict: Verdict,
+        members: impl FnOnce() -> Vec<u32>,
         now_ns: impl Fn() -> i128,
     ) -> Violation {
         let mut v = Violation {
@@ -42,10 +44,25 @@ impl Actor {
             rules: verdict.rules,
             secret: verdict.secret,
             kill_latency_us: None,
-            anomaly: None,
+            anomaly: verdict.anomaly,
         };
         match verdict.step {
             Step::Done(outcome) => v.outcome = outcome,
+            Step::Failed(why) => {
+                v.outcome = Outcome::Failed;
+                v.error = Some(why);
+            }
+            Step::KillSession { also } => {
+                let mut targets = members();
+                // A child the kernel could not track joins the registry only after
+                // this event: named here.
+                if let Some(child) = also {
+                    targets.insert(0, child);
+                }
+                let report = self.kill_all(&targets);
+                tracing::warn!(session = ?ev.session, rule = %v.rule, killed = ?report.killed, "session killed");
+                (v.outcome, v.error) = report.outcome();
+            }
             Step::KillProcess => match kill(ev.task.pid) {
                 Ok(Killed::Yes) => {
                     let latency = ((now_ns() - ev.ts_ns).max(0) / 1000) as u64;
@@ -154,14 +171,35 @@ mod tests {
             rules: vec!["r".into()],
             secret: false,
             step,
+            anomaly: None,
         }
+    }
+
+    #[test]
+    fn a_session_verdict_kills_every_member_and_the_untracked_child() {
+        let (mut a, mut b) = (sleeper(), sleeper());
+        let mut actor = Actor::default();
+        let v = actor.carry_out(
+            &open_by(a.id()),
+            verdict(Step::KillSession { also: Some(b.id()) }),
+            || vec![a.id()],
+            || 0,
+        );
+        assert_eq!(v.outcome, Outcome::Killed);
+        assert_eq!(a.wait().expect("wait").signal(), Some(libc::SIGKILL));
+        assert_eq!(b.wait().expect("wait").signal(), Some(libc::SIGKILL));
     }
 
     #[test]
     fn a_kill_verdict_kills_and_measures() {
         let mut child = sleeper();
         let mut actor = Actor::default();
-        let v = actor.carry_out(&open_by(child.id()), verdict(Step::KillProcess), || 5_000);
+        let v = actor.carry_out(
+            &open_by(child.id()),
+            verdict(Step::KillProcess),
+            Vec::new,
+            || 5_000,
+        );
         assert_eq!(v.outcome, Outcome::Killed);
         assert_eq!(v.kill_latency_us, Some(5));
         assert_eq!(child.wait().expect("wait").signal(), Some(libc::SIGKILL));
@@ -175,6 +213,7 @@ mod tests {
         let v = actor.carry_out(
             &open_by(child.id()),
             verdict(Step::Done(Outcome::Denied)),
+            Vec::new,
             || 0,
         );
         assert_eq!(v.outcome, Outcome::Denied);

@@ -275,7 +275,7 @@ impl Daemon {
             None
         };
         let hosts = self.pipe.judge.hosts().clone();
-        let judge = match Judge::new(policy, self.homes.clone(), hosts, self.probes.lsm.is_ok()) {
+        let judge = match Judge::new(policy, self.homes.clone(), hosts, self.probes.kernel()) {
             Ok(j) => j,
             Err(e) => return rejected(self, format!("{e:#}")),
         };

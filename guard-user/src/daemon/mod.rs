@@ -95,7 +95,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         Probes::load(&agents, opts.bpf_stats, &opts.pin_dir, opts.ring_bytes)
             .context("cannot start the kernel side")?;
     let loaded = started.elapsed();
-    let judge = Judge::new(policy, homes.clone(), hosts, probes.lsm.is_ok())
+    let judge = Judge::new(policy, homes.clone(), hosts, probes.kernel())
         .context("cannot compile the policy")?;
     let mut identity =
         crate::identity::Identity::new().context("cannot watch the protected files")?;

@@ -5,16 +5,16 @@
 use std::sync::Arc;
 
 use aya::maps::{MapData, RingBuf};
-use guard_common::protocol::{Action, Mode, Outcome};
+use guard_common::protocol::Outcome;
 
 use crate::{
     action::Actor,
     audit::{self, Sink},
     control::fanout::Subscribers,
     event::clock,
-    event::{Detail, Event, Task, Violation, decode, enrich::Enricher},
+    event::{Detail, Event, Task, decode, enrich::Enricher},
     metrics::Metrics,
-    policy::{judge::Judge, model::OnLoss},
+    policy::judge::Judge,
     report::{self, Ledgers},
     session::Registry,
 };
@@ -204,31 +204,33 @@ impl Pipeline {
                 .map(|p| p.display().to_string());
         }
         let is_root = self.registry.is_root(&ev);
-        if let Some(verdict) = self.judge.judge(&ev, is_root) {
+        // The judge decides (rules, limits, self-protection, then anomalies, which
+        // count every event the rules let by); the actor carries the verdict out.
+        let verdict = self
+            .judge
+            .judge(&ev, is_root)
+            .or_else(|| self.anomalies.check(&ev).map(|hit| self.judge.anomaly(hit)));
+        if let Some(verdict) = verdict {
             let offset = self.offset;
-            let v = self
-                .actor
-                .carry_out(&ev, verdict, || i128::from(clock::boot_ns()) + offset);
-            tracing::info!(pid = ev.task.pid, rule = %v.rule, outcome = v.outcome.as_str(), "policy violation");
+            let registry = &self.registry;
+            let v = self.actor.carry_out(
+                &ev,
+                verdict,
+                || registry.members(ev.session, None),
+                || i128::from(clock::boot_ns()) + offset,
+            );
+            if let Detail::Tamper(t) = &ev.detail {
+                tracing::warn!(pid = ev.task.pid, comm = %ev.task.comm, op = t.op.as_str(), target = ?t.target, outcome = v.outcome.as_str(), "tamper attempt against guard");
+            } else {
+                tracing::info!(pid = ev.task.pid, session = ?ev.session, rule = %v.rule, outcome = v.outcome.as_str(), anomaly = ?v.anomaly, "policy violation");
+            }
             if v.outcome == Outcome::Failed {
                 tracing::warn!(pid = ev.task.pid, error = ?v.error, "a kill failed");
             }
             ev.violation = Some(v);
         }
-        if matches!(ev.detail, Detail::Limit { .. }) {
-            ev.violation = self.on_loss(&ev);
-        }
-        if ev.violation.is_none()
-            && let Some(hit) = self.anomalies.check(&ev)
-        {
-            ev.violation = Some(self.anomaly(&ev, hit));
-        }
         if matches!(ev.detail, Detail::Dns(_)) && !log_dns && ev.violation.is_none() {
             return Ok(());
-        }
-        if let Detail::Tamper(t) = &ev.detail {
-            tracing::warn!(pid = ev.task.pid, comm = %ev.task.comm, op = t.op.as_str(), target = ?t.target, done = crate::event::tamper_done(ev.enforced), "tamper attempt against guard");
-            ev.violation = Some(tamper_violation(ev.enforced));
         }
         out.write(&ev)?;
         if let Some(mut end) = self.registry.after(&ev) {
@@ -260,7 +262,11 @@ impl Pipeline {
             Detail::Flow(f) => (f.addr, f.start_ns),
             _ => return,
         };
-        self.judge.name_destination(ev);
+        ev.host = self
+            .judge
+            .hosts()
+            .name_of(addr.to_canonical())
+            .map(str::to_owned);
         let by_policy = ev.host.is_some();
         if by_policy {
             ev.host_from = Some(crate::event::HostFrom::Policy);
@@ -274,123 +280,7 @@ impl Pipeline {
             });
         }
     }
-
-    /// An anomaly as a violation, carried out: `kill` ends the session or the
-    /// process (in observe mode, what would have been done).
-    fn anomaly(&mut self, ev: &Event, hit: crate::anomaly::Hit) -> Violation {
-        let observe = self.judge.policy().mode == Mode::Observe;
-        tracing::warn!(session = ?ev.session, pid = ev.task.pid, rule = %hit.rule, what = %hit.what, "egress anomaly");
-        let mut v = Violation {
-            rule: hit.rule.clone(),
-            action: hit.action,
-            outcome: Outcome::Logged,
-            error: None,
-            alert: hit.action != Action::Log,
-            would: None,
-            rules: vec![hit.rule],
-            secret: false,
-            kill_latency_us: None,
-            anomaly: Some(hit.what),
-        };
-        match hit.action {
-            Action::Log => {}
-            Action::Alert => v.outcome = Outcome::Alerted,
-            Action::Kill | Action::Deny if observe => {
-                v.action = Action::Log;
-                v.would = Some(Action::Kill);
-            }
-            Action::Kill | Action::Deny => {
-                let targets = match hit.target {
-                    crate::policy::model::Target::Session => {
-                        self.registry.members(ev.session, None)
-                    }
-                    crate::policy::model::Target::Process => vec![ev.task.pid],
-                };
-                (v.outcome, v.error) = self.actor.kill_all(&targets).outcome();
-            }
-        }
-        v
-    }
-
-    /// What a `limit` event means under the policy's `[limits] on_loss`: nothing more
-    /// (`log`), an alert, or the end of the session (`kill`; in observe mode, what
-    /// would have been done). The kernel already killed each process whose record it
-    /// dropped; this kills the rest of the session that user space knows.
-    fn on_loss(&mut self, ev: &Event) -> Option<Violation> {
-        let policy = self.judge.policy();
-        let observe = policy.mode == Mode::Observe;
-        let violation = |action, outcome, error, would| Violation {
-            rule: "limits".to_owned(),
-            action,
-            outcome,
-            error,
-            alert: action != Action::Log,
-            would,
-            rules: vec!["limits".to_owned()],
-            secret: false,
-            kill_latency_us: None,
-            anomaly: None,
-        };
-        match policy.limits.on_loss {
-            OnLoss::Log => None,
-            OnLoss::Alert => Some(violation(Action::Alert, Outcome::Alerted, None, None)),
-            OnLoss::Kill if observe => Some(violation(
-                Action::Log,
-                Outcome::Logged,
-                None,
-                Some(Action::Kill),
-            )),
-            OnLoss::Kill => {
-                let mut targets = self.registry.members(ev.session, None);
-                // A child the kernel could not track joins the registry only after
-                // this event: name it here.
-                if let Detail::Limit {
-                    child_pid: Some(child),
-                    ..
-                } = ev.detail
-                {
-                    targets.insert(0, child);
-                }
-                let report = self.actor.kill_all(&targets);
-                tracing::warn!(session = ?ev.session, killed = ?report.killed, "session lost records: killed (on_loss = \"kill\")");
-                let (outcome, error) = report.outcome();
-                Some(violation(Action::Kill, outcome, error, None))
-            }
-        }
-    }
 }
-
-/// A tamper attempt as a violation of guard's own rule, `self_protection` (not a
-/// policy rule: always on): what the kernel did, from the record's bits.
-fn tamper_violation(enforced: u16) -> Violation {
-    use guard_common::rules::enforced as e;
-    let (action, outcome, error) = if enforced & e::DENIED != 0 {
-        (Action::Deny, Outcome::Denied, None)
-    } else if enforced & e::KILLED != 0 {
-        (Action::Kill, Outcome::Killed, None)
-    } else {
-        (
-            Action::Kill,
-            Outcome::Failed,
-            Some("the kernel could not send SIGKILL".to_owned()),
-        )
-    };
-    Violation {
-        rule: SELF_PROTECTION.to_owned(),
-        action,
-        outcome,
-        error,
-        alert: true,
-        would: None,
-        rules: vec![SELF_PROTECTION.to_owned()],
-        secret: false,
-        kill_latency_us: None,
-        anomaly: None,
-    }
-}
-
-/// The rule name tamper events are reported under.
-pub const SELF_PROTECTION: &str = "self_protection";
 
 #[cfg(test)]
 mod tests {
@@ -421,7 +311,13 @@ mod tests {
             anomalies: crate::anomaly::Detector::new(policy.anomalies.clone()),
             names: Default::default(),
             ended: Default::default(),
-            judge: Judge::new(policy, vec!["/home/alice".into()], hosts, false).expect("compiles"),
+            judge: Judge::new(
+                policy,
+                vec!["/home/alice".into()],
+                hosts,
+                crate::policy::judge::Kernel::default(),
+            )
+            .expect("compiles"),
             actor: Actor::default(),
             offset: 0,
             undecodable: 0,

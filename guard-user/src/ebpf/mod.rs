@@ -484,6 +484,17 @@ impl Probes {
         Ok((kernel, events))
     }
 
+    /// What the kernel does here, as the judge needs to know it.
+    pub fn kernel(&self) -> crate::policy::judge::Kernel {
+        crate::policy::judge::Kernel {
+            lsm: self.lsm.is_ok(),
+            exec_mapping: self
+                .attached
+                .iter()
+                .any(|a| a == "tracepoint/syscalls/sys_enter_mmap"),
+        }
+    }
+
     /// The pin directory this daemon holds.
     pub fn pin_dir(&self) -> &std::path::Path {
         self.pins.path()

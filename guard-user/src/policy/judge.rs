@@ -1,15 +1,34 @@
 //! The judge: which rules an event broke, and what is left to do about it (a
-//! [`Verdict`]). It decides and never acts: the `action` module carries verdicts
-//! out, so the judge is tested on recorded events without touching a process.
+//! [`Verdict`]): the policy's rules, the session limits' `on_loss`, anomaly rules'
+//! hits, and guard's own `self_protection`. Observe mode is decided here, once. It
+//! decides and never acts: the `action` module carries verdicts out (the only place
+//! a verdict becomes a violation and a kill), so the judge is tested on recorded
+//! events without touching a process.
 
 use guard_common::{protocol::Outcome, rules::enforced};
 
 use super::{
     matcher::{CompileError, Compiled, Hosts},
-    model::{Action, Mode, Policy},
+    model::{Action, Mode, OnLoss, Policy, Target},
     tables::{self, Tables},
 };
-use crate::event::{Detail, Event};
+use crate::event::{Detail, Event, via};
+
+/// The rule tamper attempts are reported under: guard's own, always on (not a
+/// policy rule).
+pub const SELF_PROTECTION: &str = "self_protection";
+/// The rule lost records are reported under (`[limits] on_loss`).
+pub const LIMITS: &str = "limits";
+
+/// What the kernel can do here, as far as the judge's decisions depend on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Kernel {
+    /// The BPF-LSM deny hooks are attached: `deny` refuses files and execs.
+    pub lsm: bool,
+    /// The executable-mapping route is attached: a program an exec rule forbids
+    /// is killed by the kernel when the dynamic loader maps it.
+    pub exec_mapping: bool,
+}
 
 /// What the judge found: the rule reported, and what remains to be done.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,21 +46,27 @@ pub struct Verdict {
     /// One of them protects a secret (`secret = true`).
     pub secret: bool,
     pub step: Step,
+    /// Anomaly rules: what crossed which threshold.
+    pub anomaly: Option<String>,
 }
 
 /// What is left to do about a violation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     /// Nothing: the kernel acted, or the rule only reports. The outcome to write.
     Done(Outcome),
+    /// Nothing can be done, for this reason (the kernel could not send SIGKILL).
+    Failed(String),
     /// Kill the event's process from user space: the kernel could not decide.
     KillProcess,
+    /// Kill every process of the event's session, and `also` (a child the kernel
+    /// could not track, which joins the session only after this event).
+    KillSession { also: Option<u32> },
 }
 
 pub struct Judge {
     compiled: Compiled,
-    /// The BPF-LSM deny hooks are attached: `deny` refuses files and execs.
-    lsm: bool,
+    kernel: Kernel,
     homes: Vec<String>,
     hosts: Hosts,
     /// What the kernel enforces, compiled from the policy and the resolved hosts.
@@ -53,13 +78,13 @@ impl Judge {
         policy: Policy,
         homes: Vec<String>,
         hosts: Hosts,
-        lsm: bool,
+        kernel: Kernel,
     ) -> Result<Self, CompileError> {
         let compiled = Compiled::new(policy, &homes)?;
-        let tables = tables::compile(&compiled.policy, &homes, &hosts, lsm);
+        let tables = tables::compile(&compiled.policy, &homes, &hosts, kernel.lsm);
         Ok(Self {
             compiled,
-            lsm,
+            kernel,
             homes,
             hosts,
             tables,
@@ -87,7 +112,12 @@ impl Judge {
             return false;
         }
         self.hosts.by_name.insert(name, addrs);
-        self.tables = tables::compile(&self.compiled.policy, &self.homes, &self.hosts, self.lsm);
+        self.tables = tables::compile(
+            &self.compiled.policy,
+            &self.homes,
+            &self.hosts,
+            self.kernel.lsm,
+        );
         true
     }
 
@@ -113,23 +143,15 @@ impl Judge {
         names
     }
 
-    /// Names the destination of a connect or send by the policy's own resolution
-    /// of the host names in its network rules.
-    pub fn name_destination(&self, ev: &mut Event) {
-        let addr = match &ev.detail {
-            Detail::Connect { addr, .. } | Detail::Send { addr, .. } => Some(*addr),
-            Detail::Flow(f) => Some(f.addr),
-            _ => None,
-        };
-        if let Some(addr) = addr {
-            ev.host = self.hosts.name_of(addr.to_canonical()).map(str::to_owned);
-        }
-    }
-
     /// What `ev` broke and what is left to do about it. `is_root`: the event's
     /// process is its session's root. The kernel's own decision comes with the event
     /// (`Event::enforced`). Decides only: carrying a verdict out is `action`'s.
     pub fn judge(&self, ev: &Event, is_root: bool) -> Option<Verdict> {
+        match &ev.detail {
+            Detail::Tamper(_) => return Some(self.tamper(ev.enforced)),
+            Detail::Limit { child_pid, .. } => return self.loss(*child_pid),
+            _ => {}
+        }
         let mut hits = self.compiled.hits(
             &ev.detail,
             &ev.task.comm,
@@ -169,10 +191,7 @@ impl Judge {
             _ => hits.first()?.rule,
         };
         let rule = &rules[primary];
-        let observe = self.compiled.mode() == Mode::Observe;
-        let step = if observe {
-            Step::Done(Outcome::Logged)
-        } else if killed {
+        let step = if killed {
             Step::Done(Outcome::Killed)
         } else if denied {
             Step::Done(Outcome::Denied)
@@ -180,26 +199,117 @@ impl Judge {
             match rule.action {
                 Action::Log => Step::Done(Outcome::Logged),
                 Action::Alert => Step::Done(Outcome::Alerted),
-                Action::Kill | Action::Deny => self.stop(&ev.detail, rule.action),
+                Action::Kill | Action::Deny => self.stop(ev, rule.action, primary),
             }
         };
-        Some(Verdict {
-            rule: rule.id.clone(),
-            action: rule.action,
-            alert: rule.action != Action::Log,
-            would: observe.then_some(rule.action),
-            rules: hits.iter().map(|h| rules[h.rule].id.clone()).collect(),
-            secret: rule.secret || hits.iter().any(|h| rules[h.rule].secret),
-            step,
-        })
+        let mut verdict = self.settle(rule.id.clone(), rule.action, step);
+        verdict.rules = hits.iter().map(|h| rules[h.rule].id.clone()).collect();
+        verdict.secret = rule.secret || hits.iter().any(|h| rules[h.rule].secret);
+        Some(verdict)
     }
 
-    /// How to stop what a kill or deny rule matched, when the kernel did not.
-    fn stop(&self, detail: &Detail, action: Action) -> Step {
-        match detail {
+    /// The verdict of `rule`'s `action` with `step` left to do, in the policy's
+    /// mode: observe mode (decided here and nowhere else) writes what enforce mode
+    /// would have done and stops nothing the kernel did not stop already.
+    fn settle(&self, rule: String, action: Action, step: Step) -> Verdict {
+        let observe = self.compiled.mode() == Mode::Observe;
+        let step = match step {
+            Step::KillProcess | Step::KillSession { .. } if observe => Step::Done(Outcome::Logged),
+            // The kernel's own verdict was made before user space saw the event.
+            Step::Done(Outcome::Killed | Outcome::Denied) if observe => Step::Done(Outcome::Logged),
+            step => step,
+        };
+        Verdict {
+            rules: vec![rule.clone()],
+            rule,
+            action,
+            alert: action != Action::Log,
+            would: observe.then_some(action),
+            secret: false,
+            step,
+            anomaly: None,
+        }
+    }
+
+    /// A tamper attempt: what the kernel did about it, from the record's bits. The
+    /// kernel acts in every mode: self-protection is not a policy rule.
+    fn tamper(&self, bits: u16) -> Verdict {
+        let (action, step) = if bits & enforced::DENIED != 0 {
+            (Action::Deny, Step::Done(Outcome::Denied))
+        } else if bits & enforced::KILLED != 0 {
+            (Action::Kill, Step::Done(Outcome::Killed))
+        } else {
+            (
+                Action::Kill,
+                Step::Failed("the kernel could not send SIGKILL".to_owned()),
+            )
+        };
+        Verdict {
+            rule: SELF_PROTECTION.to_owned(),
+            action,
+            alert: true,
+            would: None,
+            rules: vec![SELF_PROTECTION.to_owned()],
+            secret: false,
+            step,
+            anomaly: None,
+        }
+    }
+
+    /// What a `limit` event (records of the session the kernel dropped) means
+    /// under `[limits] on_loss`: nothing more, an alert, or the end of the session
+    /// (the kernel already killed each process whose record it dropped; this kills
+    /// the rest of the session, and the child it could not track).
+    fn loss(&self, untracked_child: Option<u32>) -> Option<Verdict> {
+        let (action, step) = match self.compiled.policy.limits.on_loss {
+            OnLoss::Log => return None,
+            OnLoss::Alert => (Action::Alert, Step::Done(Outcome::Alerted)),
+            OnLoss::Kill => (
+                Action::Kill,
+                Step::KillSession {
+                    also: untracked_child,
+                },
+            ),
+        };
+        Some(self.settle(LIMITS.to_owned(), action, step))
+    }
+
+    /// An anomaly rule's hit as a verdict: the session or the process it names is
+    /// killed when its action says `kill` (or `deny`, which has nothing to refuse
+    /// after the fact).
+    pub fn anomaly(&self, hit: crate::anomaly::Hit) -> Verdict {
+        let step = match hit.action {
+            Action::Log => Step::Done(Outcome::Logged),
+            Action::Alert => Step::Done(Outcome::Alerted),
+            Action::Kill | Action::Deny => match hit.target {
+                Target::Session => Step::KillSession { also: None },
+                Target::Process => Step::KillProcess,
+            },
+        };
+        let mut verdict = self.settle(hit.rule, hit.action, step);
+        verdict.anomaly = Some(hit.what);
+        verdict
+    }
+
+    /// How to stop what a kill or deny rule (`rule`, the policy's index) matched,
+    /// when the kernel did not.
+    fn stop(&self, ev: &Event, action: Action, rule: usize) -> Step {
+        let lsm = self.kernel.lsm;
+        match &ev.detail {
+            // A program the rule forbids, run through the dynamic loader: the kernel
+            // kills the loader when it maps the program (a `route` event says so),
+            // where that hook runs and the kernel holds the whole rule. User space
+            // does not race it.
+            Detail::Exec { exe, argv, .. }
+                if self.kernel.exec_mapping
+                    && !self.tables.partial.contains(&rule)
+                    && via::target(exe, argv).is_some_and(|t| t.via == via::Via::Loader) =>
+            {
+                Step::Done(Outcome::Deferred)
+            }
             // Refused by the BPF-LSM file_open hook.
             Detail::Open { ret, .. }
-                if *ret == -i64::from(libc::EPERM) && self.lsm && action == Action::Deny =>
+                if *ret == -i64::from(libc::EPERM) && lsm && action == Action::Deny =>
             {
                 Step::Done(Outcome::Denied)
             }
@@ -207,7 +317,7 @@ impl Judge {
             Detail::Open { ret, .. } if *ret < 0 => Step::Done(Outcome::Logged),
             // Refused by the BPF-LSM Unix socket hooks.
             Detail::Unix { ret, .. }
-                if *ret == -i64::from(libc::EPERM) && self.lsm && action == Action::Deny =>
+                if *ret == -i64::from(libc::EPERM) && lsm && action == Action::Deny =>
             {
                 Step::Done(Outcome::Denied)
             }
@@ -260,7 +370,16 @@ mod tests {
             by_name: Default::default(),
             resolvers: vec!["10.0.0.53".parse().expect("addr")],
         };
-        Judge::new(policy, vec![HOME.to_owned()], hosts, lsm).expect("compiles")
+        Judge::new(
+            policy,
+            vec![HOME.to_owned()],
+            hosts,
+            Kernel {
+                lsm,
+                exec_mapping: true,
+            },
+        )
+        .expect("compiles")
     }
 
     fn workstation() -> Judge {
@@ -542,9 +661,100 @@ action = "deny"
             "api.openai.com".into(),
             vec!["162.159.140.245".parse().expect("addr")],
         );
-        let mut ev = event("codex", connect("162.159.140.245", 443, 0), 0);
-        j.name_destination(&mut ev);
-        assert_eq!(ev.host.as_deref(), Some("api.openai.com"));
+        let ev = event("codex", connect("162.159.140.245", 443, 0), 0);
+        assert_eq!(
+            j.hosts().name_of("162.159.140.245".parse().expect("addr")),
+            Some("api.openai.com")
+        );
         assert_eq!(j.judge(&ev, true), None);
+    }
+
+    #[test]
+    fn limits_tamper_and_anomalies_are_judged_here_and_observe_mode_once() {
+        let enforce = judge_for("mode = \"enforce\"\n[limits]\non_loss = \"kill\"\n", false);
+        let limit = event(
+            "x",
+            Detail::Limit {
+                reason: crate::event::LimitReason::TrackFull,
+                dropped: 1,
+                total: 1,
+                child_pid: Some(99),
+            },
+            0,
+        );
+        let v = enforce.judge(&limit, false).expect("a loss is a violation");
+        assert_eq!(v.rule, LIMITS);
+        assert_eq!(v.step, Step::KillSession { also: Some(99) });
+        let observe = judge_for("mode = \"observe\"\n[limits]\non_loss = \"kill\"\n", false);
+        let v = observe.judge(&limit, false).expect("a loss is a violation");
+        assert_eq!(v.step, Step::Done(Outcome::Logged));
+        assert_eq!(v.would, Some(Action::Kill));
+
+        let hit = crate::anomaly::Hit {
+            rule: "big-upload".into(),
+            action: Action::Kill,
+            target: Target::Process,
+            what: "10 MB in 60 s".into(),
+        };
+        let v = enforce.anomaly(hit.clone());
+        assert_eq!(v.step, Step::KillProcess);
+        assert_eq!(v.anomaly.as_deref(), Some("10 MB in 60 s"));
+        let v = observe.anomaly(hit);
+        assert_eq!(
+            (v.step, v.would),
+            (Step::Done(Outcome::Logged), Some(Action::Kill))
+        );
+
+        // Self-protection: what the kernel did, in every mode.
+        let tamper = |bits| {
+            event(
+                "x",
+                Detail::Tamper(Box::new(crate::event::Tamper {
+                    op: crate::event::TamperOp::Signal,
+                    syscall: None,
+                    target: Some(1),
+                    arg: 9,
+                    path: None,
+                })),
+                bits,
+            )
+        };
+        let v = observe
+            .judge(&tamper(enforced::KILLED), false)
+            .expect("tamper");
+        assert_eq!(
+            (v.rule.as_str(), v.step),
+            (SELF_PROTECTION, Step::Done(Outcome::Killed))
+        );
+        let v = enforce.judge(&tamper(0), false).expect("tamper");
+        assert!(matches!(v.step, Step::Failed(_)), "{v:?}");
+    }
+
+    #[test]
+    fn a_loader_run_of_a_forbidden_program_is_left_to_the_kernel_s_mapping_kill() {
+        let text = "mode = \"enforce\"\n[[rule]]\nid = \"no-touch\"\nkind = \"exec\"\nexe = [\"denied-touch\"]\naction = \"kill\"\n";
+        let ev = event(
+            "ld-linux-x86-64",
+            exec(
+                "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+                &["/lib64/ld-linux-x86-64.so.2", "/tmp/x/denied-touch"],
+            ),
+            0,
+        );
+        let v = judge_for(text, false).judge(&ev, false).expect("by target");
+        assert_eq!(v.step, Step::Done(Outcome::Deferred));
+        // Without the mapping hook, user space kills the loader itself.
+        let (policy, _) = parse::parse("test", text).expect("valid");
+        let without = Judge::new(
+            policy,
+            vec![HOME.to_owned()],
+            Hosts::default(),
+            Kernel::default(),
+        )
+        .expect("compiles");
+        assert_eq!(
+            without.judge(&ev, false).expect("by target").step,
+            Step::KillProcess
+        );
     }
 }
