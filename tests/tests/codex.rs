@@ -29,8 +29,8 @@ use std::time::{Duration, Instant, SystemTime};
 use std::{env, fs, io, thread};
 
 use guard_tests::{
-    Daemon, Event, EventsTo, Finished, NetNs, Running, check_schema, dump, guard_bin,
-    session_ended, session_of, unique_name,
+    Daemon, Event, EventsTo, Finished, NetNs, Running, bpf_lsm_deny, check_schema, dump, find,
+    guard_bin, session_ended, session_of, unique_name,
 };
 use serde_json::{Value, json};
 
@@ -823,7 +823,8 @@ fn check_run(label: &str, sandbox: &str, cr: &CodexRun, model: &ModelServer, sec
         let hit = events.iter().find(|e| {
             e.str("rule") == Some(rule)
                 && e.pid() != Some(*codex_pid)
-                && matches!(e.str("outcome"), Some("killed" | "denied" | "gone"))
+                // `gone` is not stopped: the process ended before guard acted.
+                && matches!(e.str("outcome"), Some("killed" | "denied"))
         });
         match hit {
             Some(hit) => {
@@ -983,6 +984,9 @@ fn note(line: &str) {
 
 /// Daemon with the built-in `policy`, which starts sessions only through `guard run`:
 /// its agent name is one nothing on the host uses (never `codex`).
+/// The repository's own pre-commit hook, which the agent's script tries to replace.
+const ORIGINAL_HOOK: &str = "#!/bin/sh\n# the repository's own pre-commit hook\nexit 0\n";
+
 fn daemon_with(policy: &str) -> Daemon {
     Daemon::start_with_args(
         &[&unique_name("gx")],
@@ -999,26 +1003,41 @@ fn codex_under(policy: &str, launch: Launch) {
     let user = TestUser::create();
     let ws = furnish_home(&user, &secrets, &model);
     let mut daemon = daemon_with(policy);
+    let loaded = daemon.wait_for("policy_loaded", |ev| {
+        ev.iter().any(|e| e.kind() == "policy_loaded")
+    });
+    let loaded = find(&loaded, "policy_loaded", |e| e.kind() == "policy_loaded").clone();
+    let lsm = bpf_lsm_deny(&loaded).is_ok();
+    let hook_path = ws.join(".git/hooks/pre-commit");
     for sandbox in ["danger-full-access", "workspace-write"] {
         let label = format!("{policy}, {launch:?} launch, --sandbox {sandbox}");
-        // Each run starts from a clean workspace and hook directory.
-        let _ = fs::remove_file(ws.join(".git/hooks/pre-commit"));
+        // Each run starts with the repository's own pre-commit hook in place.
+        fs::write(&hook_path, ORIGINAL_HOOK).expect("write the original hook");
+        user.chown_home();
         let before = model.requests().len();
         let cr = run_codex(&mut daemon, &model, &install, launch, &user, &ws, sandbox);
         check_run(&label, sandbox, &cr, &model, &secrets);
-        // What the hook holds now: on a kernel without BPF-LSM the kill comes from user
-        // space, after the open (docs/policy.md), so a shell may have written it first.
-        let hook = match fs::read_to_string(ws.join(".git/hooks/pre-commit")) {
-            Ok(text) if text.contains("evil.example") => "written",
-            Ok(_) => "created empty",
-            Err(_) => "absent",
+        // The agent's write never reached the hook. Codex's sandbox refuses it
+        // (read-only `.git`), BPF-LSM refuses the open: the hook is unchanged. With
+        // neither, `deny` acts as kill at the open, which has truncated the file
+        // before the shell could write (docs/policy.md: a kill comes after the open).
+        let hook = fs::read_to_string(&hook_path).expect("the hook is still there");
+        let expected = if sandbox == "workspace-write" || lsm {
+            ORIGINAL_HOOK
+        } else {
+            ""
         };
+        assert_eq!(
+            hook, expected,
+            "[{label}] the pre-commit hook holds what it should not (BPF-LSM: {lsm})"
+        );
         note(&format!(
-            "{label}: {}, {:.2}s, {} events, {} model requests, pre-commit hook {hook}",
+            "{label}: {}, {:.2}s, {} events, {} model requests, pre-commit hook {:?}",
             cr.run.status,
             cr.wall.as_secs_f64(),
             cr.events.len(),
-            model.requests().len() - before
+            model.requests().len() - before,
+            hook
         ));
     }
     let events = daemon.stop_ok();

@@ -18,6 +18,7 @@ use guard_tests::{
 };
 
 const EPERM: i64 = libc::EPERM as i64;
+const SIGKILL: i64 = libc::SIGKILL as i64;
 const PAYLOAD: &str = "unix-payload-3e9a";
 
 const RULES: &str = r#"
@@ -34,7 +35,7 @@ action = "deny"
 /// address; `@name` for an abstract one); reports `errno=` (0 when it went out).
 /// (After [`PY_SENDMMSG_TYPES`].)
 const CLIENT: &str = r#"
-import socket, struct, sys
+import select, socket, struct, sys
 call, payload = sys.argv[2], sys.argv[3].encode()
 kind = socket.SOCK_STREAM if call == "stream" else socket.SOCK_DGRAM
 s = socket.socket(socket.AF_UNIX, kind)
@@ -66,6 +67,12 @@ except OSError as e:
     print(f"errno={e.errno}", flush=True)
     sys.exit(0)
 print("errno=0", flush=True)
+if call != "stream":
+    # Where a datagram to a protected socket is reported rather than refused,
+    # guard kills its sender after it left: wait for that (bounded), so that the
+    # kill is what ends this process.
+    select.select([], [], [], 60)
+    print("survived=1", flush=True)
 "#;
 
 fn start() -> Enforcing {
@@ -191,9 +198,18 @@ fn a_datagram_to_a_protected_socket_is_refused_or_reported() {
             assert_eq!(e.str("outcome"), Some("denied"), "{e}");
             assert_eq!(e.str("result"), Some("EPERM"), "{e}");
         } else {
+            // The tracepoint tier: the datagram left (reported, not stopped) and
+            // its sender was killed from user space after.
             assert_eq!(e.str("result"), Some("ok"), "{e}");
             let n = got.unwrap_or_else(|e| panic!("{call}: no datagram: {e}"));
             assert_eq!(&buf[..n], PAYLOAD.as_bytes(), "{call}");
+            assert_eq!(run.report("errno"), 0, "{call}: {run:?}");
+            assert_eq!(e.str("outcome"), Some("killed"), "{e}");
+            assert_eq!(run.report("child_signal"), SIGKILL, "{call}: {run:?}");
+            assert!(
+                !run.reports.contains_key("survived"),
+                "{call}: the sender outlived its kill: {run:?}"
+            );
         }
     }
     s.finish();
