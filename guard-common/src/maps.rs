@@ -42,8 +42,9 @@ pub mod role {
     /// What the model runs: the first other program below the sandbox (or below the
     /// agent, for agents that are not [`STRUCTURED`]), and everything below it.
     pub const TOOL: u8 = 4;
-    /// An MCP server of the agent (no process is given this role yet: see
-    /// docs/policy.md).
+    /// An MCP server of the agent: a program the agent runs itself whose name is
+    /// the command of an MCP server in the agent's configuration (`AGENT_PROGRAMS`
+    /// with [`PROGRAM_MCP`]), and everything below it.
     pub const MCP: u8 = 5;
     /// The agent's own work: a program a [`STRUCTURED`] agent runs itself (Codex's
     /// start-up `git`, `lsb_release`, its shell snapshot), and everything below it.
@@ -64,6 +65,9 @@ pub mod role {
     pub const PROGRAM_AGENT: u32 = 1;
     /// `AGENT_PROGRAMS` values: the agent is [`STRUCTURED`].
     pub const PROGRAM_STRUCTURED: u32 = 2;
+    /// `AGENT_PROGRAMS` values: the program is an MCP server's command in an
+    /// agent's configuration: run by the agent itself, it is [`MCP`].
+    pub const PROGRAM_MCP: u32 = 4;
 
     /// The role of `flags` (a [`super::Tracked::flags`] value).
     pub const fn of(flags: u32) -> u8 {

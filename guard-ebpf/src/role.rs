@@ -63,13 +63,18 @@ pub fn at_exec(flags: u32, bprm: *const c_void, file: *const c_void, comm: &[u8;
     // SAFETY: this CPU's scratch, just written.
     let key: &[u8; 16] = unsafe { &*name };
     // SAFETY: read-only lookup.
-    let mut program = unsafe { AGENT_PROGRAMS.get(key) }.copied().unwrap_or(0);
+    let by_file = unsafe { AGENT_PROGRAMS.get(key) }.copied().unwrap_or(0);
+    // SAFETY: read-only lookup.
+    let by_name = unsafe { AGENT_PROGRAMS.get(comm) }.copied().unwrap_or(0);
+    let mut program = by_file;
     // The name it was run as counts too (a symlink named like the agent), unless an
     // interpreter runs it: a `#!/usr/bin/env node` script named `codex` is a wrapper.
     if program == 0 && !core_read::binprm_interpreted(bprm) {
-        // SAFETY: read-only lookup.
-        program = unsafe { AGENT_PROGRAMS.get(comm) }.copied().unwrap_or(0);
+        program = by_name;
     }
+    // An MCP server's command by either name: `/usr/bin/python3` runs the file
+    // `python3.11`; `npx` is a script its interpreter runs.
+    program |= (by_file | by_name) & role::PROGRAM_MCP;
     // The first 8 bytes at once: "bwrap" and NULs (the name was zeroed first).
     // SAFETY: this CPU's scratch; 16 bytes, read unaligned.
     let is_bwrap =
@@ -91,6 +96,8 @@ pub fn at_exec(flags: u32, bprm: *const c_void, file: *const c_void, comm: &[u8;
         role::AGENT => {
             if is_agent {
                 role::SANDBOX
+            } else if program & role::PROGRAM_MCP != 0 {
+                role::MCP
             } else if flags & role::STRUCTURED != 0 {
                 role::HELPER
             } else {

@@ -3,6 +3,7 @@
 //! policy files) through them. Not a stable API.
 
 pub mod action;
+pub mod agents;
 pub mod anomaly;
 pub mod audit;
 pub mod cli;

@@ -268,7 +268,8 @@ fn furnish_home(user: &TestUser, secrets: &Secrets, model: &ModelServer) -> Path
         &format!("{{\"OPENAI_API_KEY\": \"sk-{}\"}}\n", secrets.codex_auth),
         0o600,
     );
-    user.write(".codex/config.toml", &model.codex_config(), 0o644);
+    user.write(".codex/config.toml", &model.codex_config(&user.home), 0o644);
+    user.write(&format!(".codex/{MCP_SERVER}"), MCP_SERVER_PY, 0o644);
 
     let ws = user.home.join("src/app");
     fs::create_dir_all(ws.join("src")).expect("mkdir workspace");
@@ -368,7 +369,8 @@ impl ModelServer {
     }
 
     /// `~/.codex/config.toml` pointing Codex at this server.
-    fn codex_config(&self) -> String {
+    fn codex_config(&self, home: &Path) -> String {
+        let home = home.display();
         format!(
             "model = \"{MODEL}\"\n\
              model_provider = \"guard-e2e\"\n\
@@ -379,7 +381,11 @@ impl ModelServer {
              wire_api = \"responses\"\n\
              env_key = \"{KEY_VAR}\"\n\
              request_max_retries = 0\n\
-             stream_max_retries = 0\n",
+             stream_max_retries = 0\n\
+             \n\
+             [mcp_servers.probe]\n\
+             command = \"/usr/bin/python3\"\n\
+             args = [\"{home}/.codex/{MCP_SERVER}\"]\n",
             self.port
         )
     }
@@ -898,6 +904,17 @@ fn check_run(label: &str, sandbox: &str, cr: &CodexRun, model: &ModelServer, sec
             "[{label}] no event of Codex names its worker thread apart\n{}",
             context()
         );
+        // Codex starts the MCP server of its configuration itself: role `mcp`.
+        let mcp = events
+            .iter()
+            .find(|e| {
+                e.kind() == "exec"
+                    && e.strings("argv")
+                        .is_some_and(|a| a.iter().any(|x| x.ends_with(MCP_SERVER)))
+            })
+            .unwrap_or_else(|| panic!("[{label}] Codex started no MCP server\n{}", context()));
+        assert_eq!(mcp.str("role"), Some("mcp"), "[{label}] {mcp}");
+        assert_eq!(mcp.int("ppid"), Some(*codex_pid), "[{label}] {mcp}");
         // What else runs: every exec's role, by what it is.
         for e in events.iter().filter(|e| e.kind() == "exec") {
             let exe = e.str("exe").unwrap_or("");
@@ -984,6 +1001,24 @@ fn note(line: &str) {
 
 /// Daemon with the built-in `policy`, which starts sessions only through `guard run`:
 /// its agent name is one nothing on the host uses (never `codex`).
+/// The MCP server configured for Codex (`[mcp_servers.probe]`), under `~/.codex`.
+const MCP_SERVER: &str = "guard-e2e-mcp.py";
+/// A minimal MCP stdio server: newline-delimited JSON-RPC, no tools.
+const MCP_SERVER_PY: &str = r#"import json, sys
+for line in sys.stdin:
+    msg = json.loads(line) if line.strip() else {}
+    if "id" not in msg:
+        continue
+    if msg.get("method") == "initialize":
+        result = {"protocolVersion": msg["params"].get("protocolVersion", "2025-06-18"),
+                  "capabilities": {"tools": {}}, "serverInfo": {"name": "probe", "version": "1"}}
+    elif msg.get("method") == "tools/list":
+        result = {"tools": []}
+    else:
+        result = {}
+    print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}), flush=True)
+"#;
+
 /// The repository's own pre-commit hook, which the agent's script tries to replace.
 const ORIGINAL_HOOK: &str = "#!/bin/sh\n# the repository's own pre-commit hook\nexit 0\n";
 

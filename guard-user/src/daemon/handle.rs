@@ -291,7 +291,9 @@ impl Daemon {
             return rejected(self, format!("cannot install it in the kernel: {e:#}"));
         }
         self.pipe.identity.log_entries();
-        self.probes.set_agents(&agents)?;
+        self.programs.names = agents;
+        self.programs.mcp = self.mcp.names();
+        self.probes.set_agents(&self.programs)?;
         if new_cgroups.is_some() {
             self.new_cgroups = new_cgroups;
         }
@@ -306,6 +308,21 @@ impl Daemon {
         tracing::info!("policy {name} loaded ({why})");
         self.out.metrics.policy_reload(true);
         self.policy_loaded(&warnings)
+    }
+
+    /// Re-reads the agents' configurations when one changed: a new MCP server's
+    /// command gets its role from the kernel at its next exec.
+    pub(super) fn refresh_mcp(&mut self) -> anyhow::Result<()> {
+        if !self.mcp.changed() {
+            return Ok(());
+        }
+        let mcp = self.mcp.names();
+        if mcp != self.programs.mcp {
+            tracing::info!(programs = ?mcp, "MCP servers in the agents' configurations");
+            self.programs.mcp = mcp;
+            self.probes.set_agents(&self.programs)?;
+        }
+        Ok(())
     }
 
     pub(super) fn update_metrics(&mut self) {

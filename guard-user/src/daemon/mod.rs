@@ -60,6 +60,10 @@ struct Daemon {
     watch: Watch,
     /// Agent names given on the command line override the policy's.
     agents_override: Vec<String>,
+    /// The programs the kernel knows by name (agents, MCP servers' commands).
+    programs: crate::ebpf::AgentPrograms,
+    /// The agents' configuration files (MCP servers).
+    mcp: crate::agents::mcp::Configs,
     homes: Vec<String>,
     resolver: Resolver,
     /// Lost records already reported.
@@ -91,8 +95,17 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         by_name: Default::default(),
         resolvers: resolve::resolvers(),
     };
+    let mut mcp = crate::agents::mcp::Configs::new(crate::agents::mcp::codex_configs(&homes, &[]));
+    mcp.changed();
+    let programs = crate::ebpf::AgentPrograms {
+        names: agents.clone(),
+        mcp: mcp.names(),
+    };
+    if !programs.mcp.is_empty() {
+        tracing::info!(programs = ?programs.mcp, "MCP servers in the agents' configurations");
+    }
     let (mut probes, events) =
-        Probes::load(&agents, opts.bpf_stats, &opts.pin_dir, opts.ring_bytes)
+        Probes::load(&programs, opts.bpf_stats, &opts.pin_dir, opts.ring_bytes)
             .context("cannot start the kernel side")?;
     let loaded = started.elapsed();
     let judge = Judge::new(policy, homes.clone(), hosts, probes.kernel())
@@ -150,6 +163,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         out: Outputs::new(sink, metrics),
         watch: Watch::new(opts.policy.clone()),
         agents_override: opts.agents.clone(),
+        programs,
+        mcp,
         homes,
         resolver: Resolver::new(resolved_tx),
         lost_seen: 0,
@@ -213,6 +228,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 d.out.beat();
                 d.report_lost()?;
                 d.update_metrics();
+                d.refresh_mcp()?;
                 if let Some(w) = &cgroups {
                     d.adopt_in_cgroups(w.get_ref())?;
                 }

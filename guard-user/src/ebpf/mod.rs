@@ -229,12 +229,23 @@ pub const KNOWN_AGENT_PROGRAMS: &[(&str, u32)] = &[(
     guard_common::role::PROGRAM_AGENT | guard_common::role::PROGRAM_STRUCTURED,
 )];
 
-/// The `AGENT_PROGRAMS` entries for agent names `names`: each name (an agent whose
-/// children are its tools) and the known programs.
-pub fn agent_programs(names: &[String]) -> std::collections::HashMap<AgentName, u32> {
+/// The programs the kernel knows by name: agents (`names`, whose children are their
+/// tools) and the MCP servers' commands of the agents' configurations (`mcp`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AgentPrograms {
+    pub names: Vec<String>,
+    pub mcp: Vec<String>,
+}
+
+/// The `AGENT_PROGRAMS` entries for `programs`: each agent name, each MCP server's
+/// command, and the known programs.
+pub fn agent_programs(programs: &AgentPrograms) -> std::collections::HashMap<AgentName, u32> {
     let mut out = std::collections::HashMap::new();
-    for name in names {
+    for name in &programs.names {
         *out.entry(agent_key(name.as_bytes())).or_insert(0) |= guard_common::role::PROGRAM_AGENT;
+    }
+    for name in &programs.mcp {
+        *out.entry(agent_key(name.as_bytes())).or_insert(0) |= guard_common::role::PROGRAM_MCP;
     }
     for (name, bits) in KNOWN_AGENT_PROGRAMS {
         *out.entry(agent_key(name.as_bytes())).or_insert(0) |= bits;
@@ -372,7 +383,7 @@ impl Probes {
     /// With `bpf_stats`, the kernel's per-program run-time statistics are on while the
     /// value lives (they cost every BPF program on the host two clock reads a run).
     pub fn load(
-        agents: &[String],
+        agents: &AgentPrograms,
         bpf_stats: bool,
         pin_dir: &std::path::Path,
         ring_bytes: u32,
@@ -396,7 +407,11 @@ impl Probes {
         daemon_set(&mut daemon, daemon_state::CLEAN_STOP, 0)?;
         daemon_set(&mut daemon, daemon_state::STARTS, starts + 1)?;
         let mut agents_map: HashMap<MapData, AgentName, u32> = take(&mut bpf, "AGENTS")?;
-        let wanted: Vec<AgentName> = agents.iter().map(|n| agent_key(n.as_bytes())).collect();
+        let wanted: Vec<AgentName> = agents
+            .names
+            .iter()
+            .map(|n| agent_key(n.as_bytes()))
+            .collect();
         replace_keys(&mut agents_map, "AGENTS", &wanted)?;
         let mut programs_map: HashMap<MapData, AgentName, u32> = take(&mut bpf, "AGENT_PROGRAMS")?;
         replace_programs(&mut programs_map, &agent_programs(agents))?;
@@ -564,11 +579,16 @@ impl Probes {
         let _ = self.tracked.remove(&pid);
     }
 
-    /// Replaces the names whose exec starts a session.
-    pub fn set_agents(&mut self, names: &[String]) -> Result<(), Error> {
-        let wanted: Vec<AgentName> = names.iter().map(|n| agent_key(n.as_bytes())).collect();
+    /// Replaces the names whose exec starts a session, and the programs the kernel
+    /// gives roles by name.
+    pub fn set_agents(&mut self, programs: &AgentPrograms) -> Result<(), Error> {
+        let wanted: Vec<AgentName> = programs
+            .names
+            .iter()
+            .map(|n| agent_key(n.as_bytes()))
+            .collect();
         replace_keys(&mut self.agents, "AGENTS", &wanted)?;
-        replace_programs(&mut self.agent_programs, &agent_programs(names))
+        replace_programs(&mut self.agent_programs, &agent_programs(programs))
     }
 
     /// Replaces the cgroups (by v2 id) whose processes start a session at exec.
