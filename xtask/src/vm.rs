@@ -112,16 +112,22 @@ const SUBSET: &[(&str, &[&str])] = &[
             "fileless_programs_are_named_and_killed_when_the_policy_says_so",
         ],
     ),
-    // BPF-LSM deny by identity: a hard link to a protected file is refused with
+    // BPF-LSM deny by identity: a hard link, a bind mount, a moved directory, a
+    // file replaced by rename and /proc aliases of a protected file are refused with
     // EPERM at `file_open` (the path names no rule), the process lives; a file too
     // deep to place fails closed with EPERM; a hard link to a denied program is
-    // refused at `bprm_check_security`.
+    // refused at `bprm_check_security`. (Every test whose assertions depend on
+    // BPF-LSM runs here.)
     (
         "identity",
         &[
             "a_hard_link_to_a_protected_file_is_the_protected_file",
             "a_file_too_deep_to_place_fails_closed",
             "a_hard_link_to_a_denied_program_is_the_program",
+            "a_bind_mount_of_a_protected_directory_is_the_protected_directory",
+            "a_moved_protected_directory_stays_protected",
+            "a_protected_file_replaced_by_rename_is_resolved_again",
+            "proc_root_and_cwd_aliases_are_the_real_path",
         ],
     ),
     // Pinned links of every type the kernel has (LSM ones included) keep enforcing

@@ -6,10 +6,13 @@
 //! [`pins`]): dropping [`Probes`] detaches nothing, and the kernel keeps enforcing
 //! after the daemon is gone, until `guard unload`.
 
+mod agents;
 mod attach;
 pub mod floor;
 pub mod mounts;
 pub mod pins;
+mod rules;
+mod state;
 pub mod table;
 pub mod tiers;
 
@@ -17,14 +20,19 @@ use std::{fs::File, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
 };
 use guard_common::{
-    AgentName, Config, EventKind, NetData, PathData, RuleRef, Tracked, agent_key, counter,
-    daemon_state, rules::InodeKey,
+    AgentName, Config, NetData, PathData, RuleRef, Tracked, agent_key, daemon_state,
+    rules::InodeKey,
 };
 
+pub use self::agents::{AgentPrograms, KNOWN_AGENT_PROGRAMS, agent_programs};
+use self::agents::{protect_pins, register_self, replace_keys, replace_programs};
 use self::pins::{Links, PinDir, Swaps};
+pub use self::rules::RuleTables;
+pub use self::state::{Lost, Resumed, lost_of};
+use self::state::{daemon_get, daemon_set, read_resumed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -165,167 +173,6 @@ pub(crate) fn prepare(
     }
     let bpf = loader.load(OBJECT).map_err(Error::Load)?;
     Ok((bpf, cgroup_path, cgroup))
-}
-
-/// Makes the keys of a set-like map exactly `wanted`: new keys go in first, so a key
-/// wanted before and after is never absent.
-fn replace_keys<K: aya::Pod + Eq + std::hash::Hash>(
-    map: &mut HashMap<MapData, K, u32>,
-    name: &'static str,
-    wanted: &[K],
-) -> Result<(), Error> {
-    let map_err = |source| Error::Map { map: name, source };
-    let wanted: std::collections::HashSet<K> = wanted.iter().copied().collect();
-    for key in &wanted {
-        map.insert(*key, 1, 0).map_err(map_err)?;
-    }
-    let stale: Vec<K> = map
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| !wanted.contains(k))
-        .collect();
-    for k in stale {
-        map.remove(&k).map_err(map_err)?;
-    }
-    Ok(())
-}
-
-/// Makes `GUARD_PIDS` this daemon: its tgid and every thread it has now (the kernel
-/// adds threads created later and removes each at its exit). An earlier daemon's
-/// entries go first (its threads are gone; their exits removed them already unless
-/// the programs were being replaced at that moment).
-fn register_self(map: &mut HashMap<MapData, u32, u32>) -> Result<(), Error> {
-    let map_err = |source| Error::Map {
-        map: "GUARD_PIDS",
-        source,
-    };
-    let stale: Vec<u32> = map.keys().filter_map(Result::ok).collect();
-    for pid in stale {
-        map.remove(&pid).map_err(map_err)?;
-    }
-    let tgid = std::process::id();
-    // The tgid first: from here on the kernel adds new threads itself, so the
-    // listing below misses none.
-    map.insert(tgid, tgid, 0).map_err(map_err)?;
-    let tasks = std::fs::read_dir("/proc/self/task").map_err(|source| Error::Io {
-        what: "list /proc/self/task",
-        source,
-    })?;
-    for tid in tasks
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-    {
-        map.insert(tid, tgid, 0).map_err(map_err)?;
-    }
-    Ok(())
-}
-
-/// Agent programs the kernel recognises for roles whatever `[agents] names` says
-/// (by the name of the exec'd file), with their `role::PROGRAM_*` bits. Codex runs
-/// its tools through its own binary (a sandbox step) and its own helpers directly:
-/// it is `STRUCTURED`. These names never start a session.
-pub const KNOWN_AGENT_PROGRAMS: &[(&str, u32)] = &[(
-    "codex",
-    guard_common::role::PROGRAM_AGENT | guard_common::role::PROGRAM_STRUCTURED,
-)];
-
-/// The programs the kernel knows by name: agents (`names`, whose children are their
-/// tools) and the MCP servers' commands of the agents' configurations (`mcp`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AgentPrograms {
-    pub names: Vec<String>,
-    pub mcp: Vec<String>,
-}
-
-/// The `AGENT_PROGRAMS` entries for `programs`: each agent name, each MCP server's
-/// command, and the known programs.
-pub fn agent_programs(programs: &AgentPrograms) -> std::collections::HashMap<AgentName, u32> {
-    let mut out = std::collections::HashMap::new();
-    for name in &programs.names {
-        *out.entry(agent_key(name.as_bytes())).or_insert(0) |= guard_common::role::PROGRAM_AGENT;
-    }
-    for name in &programs.mcp {
-        *out.entry(agent_key(name.as_bytes())).or_insert(0) |= guard_common::role::PROGRAM_MCP;
-    }
-    for (name, bits) in KNOWN_AGENT_PROGRAMS {
-        *out.entry(agent_key(name.as_bytes())).or_insert(0) |= bits;
-    }
-    out
-}
-
-/// Makes `AGENT_PROGRAMS` hold exactly `wanted`.
-fn replace_programs(
-    map: &mut HashMap<MapData, AgentName, u32>,
-    wanted: &std::collections::HashMap<AgentName, u32>,
-) -> Result<(), Error> {
-    let map_err = |source| Error::Map {
-        map: "AGENT_PROGRAMS",
-        source,
-    };
-    for (key, bits) in wanted {
-        map.insert(*key, *bits, 0).map_err(map_err)?;
-    }
-    let stale: Vec<AgentName> = map
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| !wanted.contains_key(k))
-        .collect();
-    for k in stale {
-        map.remove(&k).map_err(map_err)?;
-    }
-    Ok(())
-}
-
-/// Puts the pin directory's identity in `GUARD_PIN` (device as the kernel encodes
-/// it, inode), for the hooks that keep tracked processes out of it.
-fn protect_pins(map: &mut Array<MapData, u64>, dir: &std::path::Path) -> Result<(), Error> {
-    use std::os::unix::fs::MetadataExt as _;
-    let meta = std::fs::metadata(dir).map_err(|source| Error::PinDir {
-        path: dir.to_owned(),
-        source,
-    })?;
-    let kdev = u64::from(crate::identity::kernel_dev(meta.dev()));
-    let map_err = |source| Error::Map {
-        map: "GUARD_PIN",
-        source,
-    };
-    map.set(guard_common::guard_pin::DEV, kdev, 0)
-        .map_err(map_err)?;
-    map.set(guard_common::guard_pin::INO, meta.ino(), 0)
-        .map_err(map_err)
-}
-/// `counter::LEN` before egress accounting raised it to 24: pinned `COUNTERS` and
-/// `DAEMON` maps an older daemon created keep their smaller size (a pinned map is
-/// adopted as it is), so the slots past it may be missing and read as zero; the
-/// kernel's counts there are then lost (`count` finds no slot).
-const LEN_BEFORE_FLOWS: usize = 16;
-
-/// Lost records by kind, and children that escaped tracking (map full).
-pub type Lost = (Vec<(&'static str, u64)>, u64);
-
-/// What the rule maps hold, as the policy compiler made it: path and name rules,
-/// destination rules (prefix bits, key, value; the generation byte is set at
-/// install), and the config they come with.
-#[derive(Clone, Copy, Debug)]
-pub struct RuleTables<'a> {
-    pub paths: &'a [(u32, PathData, RuleRef)],
-    pub nets: &'a [(u32, NetData, RuleRef)],
-    /// The `[taint]` allowlist when the policy denies tainted egress (`TAINT_NET`).
-    pub taint_nets: &'a [(u32, NetData, RuleRef)],
-    pub config: Config,
-}
-
-/// What the previous daemon on this pin directory left behind.
-#[derive(Clone, Copy, Debug)]
-pub struct Resumed {
-    /// Its pid.
-    pub pid: u32,
-    /// `CLOCK_BOOTTIME` ns of its last sign of life (within 10 ms of its end).
-    pub alive_ns: u64,
-    /// Whether it stopped cleanly (SIGTERM/SIGINT) rather than died.
-    pub clean_stop: bool,
-    /// `COUNTERS` as it last reported them.
-    pub reported: [u64; counter::LEN as usize],
 }
 
 /// Loaded and attached programs with the maps user space uses.
@@ -515,53 +362,9 @@ impl Probes {
         self.pins.path()
     }
 
-    /// Records a sign of life for the next daemon's gap report (cheap: one map
-    /// write; done at each drain of the ring buffer).
-    pub fn alive(&mut self) {
-        let _ = daemon_set(
-            &mut self.daemon,
-            daemon_state::ALIVE_NS,
-            crate::event::clock::boot_ns(),
-        );
-    }
-
-    /// A clean stop: the last sign of life, and the mark the next daemon reports.
-    pub fn stopped(&mut self) {
-        self.alive();
-        let _ = daemon_set(&mut self.daemon, daemon_state::CLEAN_STOP, 1);
-    }
-
     /// Every entry of the kernel's tracked set (pid, entry).
     pub fn tracked_all(&self) -> Vec<(u32, Tracked)> {
         self.tracked.iter().filter_map(Result::ok).collect()
-    }
-
-    /// `COUNTERS`, each summed over CPUs.
-    pub fn counters(&self) -> Result<[u64; counter::LEN as usize], Error> {
-        let mut out = [0u64; counter::LEN as usize];
-        for (i, slot) in out.iter_mut().enumerate() {
-            let v = match self.counters.get(&(i as u32), 0) {
-                Ok(v) => v,
-                // Pins of a daemon from before the counters grew have fewer slots.
-                Err(_) if i >= LEN_BEFORE_FLOWS => continue,
-                Err(source) => {
-                    return Err(Error::Map {
-                        map: "COUNTERS",
-                        source,
-                    });
-                }
-            };
-            *slot = v.iter().sum();
-        }
-        Ok(out)
-    }
-
-    /// Notes `counters` as reported (the next daemon counts only what comes after
-    /// them as lost in its gap).
-    pub fn mark_reported(&mut self, counters: &[u64; counter::LEN as usize]) {
-        for (i, v) in counters.iter().enumerate() {
-            let _ = daemon_set(&mut self.daemon, daemon_state::COUNTED_BASE + i as u32, *v);
-        }
     }
 
     /// Puts `pid` in the kernel's tracked set (a session root or a scanned member).
@@ -577,125 +380,6 @@ impl Probes {
     /// Takes `pid` out of the kernel's tracked set (absent already is fine).
     pub fn untrack(&mut self, pid: u32) {
         let _ = self.tracked.remove(&pid);
-    }
-
-    /// Replaces the names whose exec starts a session, and the programs the kernel
-    /// gives roles by name.
-    pub fn set_agents(&mut self, programs: &AgentPrograms) -> Result<(), Error> {
-        let wanted: Vec<AgentName> = programs
-            .names
-            .iter()
-            .map(|n| agent_key(n.as_bytes()))
-            .collect();
-        replace_keys(&mut self.agents, "AGENTS", &wanted)?;
-        replace_programs(&mut self.agent_programs, &agent_programs(programs))
-    }
-
-    /// Replaces the cgroups (by v2 id) whose processes start a session at exec.
-    pub fn set_agent_cgroups(&mut self, ids: &[u64]) -> Result<(), Error> {
-        replace_keys(&mut self.agent_cgroups, "AGENT_CGROUPS", ids)
-    }
-
-    /// Adds one cgroup to those whose processes start a session at exec.
-    pub fn add_agent_cgroup(&mut self, id: u64) -> Result<(), Error> {
-        self.agent_cgroups
-            .insert(id, 1, 0)
-            .map_err(|source| Error::Map {
-                map: "AGENT_CGROUPS",
-                source,
-            })
-    }
-
-    /// Forgets a cgroup that was removed (absent already is fine).
-    pub fn remove_agent_cgroup(&mut self, id: u64) {
-        let _ = self.agent_cgroups.remove(&id);
-    }
-
-    /// Installs a rule set with no gap: the new entries go in under the unused
-    /// generation, one write to `CONFIG` switches to them, then the old ones go.
-    /// On error the rules in force stay in force.
-    /// The identity entries (`identity`) go in under the same generation.
-    pub fn install(
-        &mut self,
-        rules: RuleTables<'_>,
-        identity: &crate::identity::Identity,
-    ) -> Result<(), Error> {
-        let next = self.generation ^ 1;
-        self.clear_generation(next)?;
-        put_generation(&mut self.path_rules, "PATH_RULES", rules.paths, next)?;
-        put_generation(&mut self.net_rules, "NET_RULES", rules.nets, next)?;
-        put_generation(&mut self.taint_net, "TAINT_NET", rules.taint_nets, next)?;
-        let inodes = identity.entries(next);
-        self.put_inodes(&inodes)?;
-        self.set_inode_count(next, inodes.len())?;
-        let config = Config {
-            generation: u32::from(next),
-            ..rules.config
-        };
-        self.config.set(0, config, 0).map_err(|source| Error::Map {
-            map: "CONFIG",
-            source,
-        })?;
-        let old = self.generation;
-        self.generation = next;
-        self.clear_generation(old)
-    }
-
-    fn clear_generation(&mut self, generation: u8) -> Result<(), Error> {
-        clear_generation(&mut self.path_rules, "PATH_RULES", generation)?;
-        clear_generation(&mut self.net_rules, "NET_RULES", generation)?;
-        clear_generation(&mut self.taint_net, "TAINT_NET", generation)?;
-        self.set_inode_count(generation, 0)?;
-        self.retain_inodes(generation, &[])
-    }
-
-    fn put_inodes(&mut self, inodes: &[(InodeKey, RuleRef)]) -> Result<(), Error> {
-        for (key, value) in inodes {
-            self.inode_rules
-                .insert(key, value, 0)
-                .map_err(|source| Error::Map {
-                    map: "INODE_RULES",
-                    source,
-                })?;
-        }
-        Ok(())
-    }
-
-    fn set_inode_count(&mut self, generation: u8, n: usize) -> Result<(), Error> {
-        self.inode_count
-            .set(u32::from(generation), n as u32, 0)
-            .map_err(|source| Error::Map {
-                map: "INODE_COUNT",
-                source,
-            })
-    }
-
-    /// Removes the identity entries of `generation` that are not in `keep`.
-    fn retain_inodes(&mut self, generation: u8, keep: &[(InodeKey, RuleRef)]) -> Result<(), Error> {
-        let keep: std::collections::HashSet<InodeKey> = keep.iter().map(|(k, _)| *k).collect();
-        let stale: Vec<InodeKey> = self
-            .inode_rules
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| k.generation == generation && !keep.contains(k))
-            .collect();
-        for k in stale {
-            self.inode_rules.remove(&k).map_err(|source| Error::Map {
-                map: "INODE_RULES",
-                source,
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Brings the identity entries in force up to date with `identity` (after it
-    /// resolved its files again): new entries first, then the stale ones go.
-    pub fn refresh_identity(&mut self, identity: &crate::identity::Identity) -> Result<(), Error> {
-        let generation = self.generation;
-        let inodes = identity.entries(generation);
-        self.put_inodes(&inodes)?;
-        self.retain_inodes(generation, &inodes)?;
-        self.set_inode_count(generation, inodes.len())
     }
 
     /// Run time (ns) and run count of each loaded program, where the kernel's BPF
@@ -742,55 +426,6 @@ impl Probes {
     }
 }
 
-/// Lost records by kind (plus those over sessions' limits and those the pending maps
-/// had no room for), and children that escaped tracking because the map was full, out
-/// of `COUNTERS` values.
-pub fn lost_of(counters: &[u64; counter::LEN as usize]) -> Lost {
-    let at = |i: u32| counters.get(i as usize).copied().unwrap_or(0);
-    let mut by_kind: Vec<(&'static str, u64)> = EventKind::ALL
-        .iter()
-        .map(|kind| (kind.name(), at(counter::lost(*kind as u16))))
-        .collect();
-    // Plain records dropped by sessions' `[limits]`, and system calls of tracked
-    // threads the full pending maps could not hold.
-    by_kind.push(("over_session_limit", at(counter::OVER_LIMIT)));
-    by_kind.push(("pending_full", at(counter::PENDING_FULL)));
-    by_kind.push(("dns_unread", at(counter::DNS_UNREAD)));
-    (by_kind, at(counter::TRACK_FULL))
-}
-
-fn daemon_get(daemon: &Array<MapData, u64>, slot: u32) -> Result<u64, Error> {
-    daemon.get(&slot, 0).map_err(|source| Error::Map {
-        map: "DAEMON",
-        source,
-    })
-}
-
-fn daemon_set(daemon: &mut Array<MapData, u64>, slot: u32, value: u64) -> Result<(), Error> {
-    daemon.set(slot, value, 0).map_err(|source| Error::Map {
-        map: "DAEMON",
-        source,
-    })
-}
-
-fn read_resumed(daemon: &Array<MapData, u64>) -> Result<Resumed, Error> {
-    let mut reported = [0u64; counter::LEN as usize];
-    for (i, slot) in reported.iter_mut().enumerate() {
-        *slot = match daemon_get(daemon, daemon_state::COUNTED_BASE + i as u32) {
-            Ok(v) => v,
-            // Pins of a daemon from before the counters grew: those slots never existed.
-            Err(_) if i >= LEN_BEFORE_FLOWS => 0,
-            Err(e) => return Err(e),
-        };
-    }
-    Ok(Resumed {
-        pid: daemon_get(daemon, daemon_state::PID)? as u32,
-        alive_ns: daemon_get(daemon, daemon_state::ALIVE_NS)?,
-        clean_stop: daemon_get(daemon, daemon_state::CLEAN_STOP)? == 1,
-        reported,
-    })
-}
-
 /// The error chain, with a verifier log cut to its last lines (the complaint is at
 /// the end; the whole log is at debug level).
 pub(crate) fn short_chain(e: &dyn std::error::Error) -> String {
@@ -828,43 +463,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = s.source();
     }
     out
-}
-
-/// A rule trie keyed by `[generation, …]` bytes (see `guard_common::rules`).
-type RuleTrie<const N: usize> = LpmTrie<MapData, [u8; N], RuleRef>;
-
-/// Inserts `entries` under `generation`.
-fn put_generation<const N: usize>(
-    trie: &mut RuleTrie<N>,
-    map: &'static str,
-    entries: &[(u32, [u8; N], RuleRef)],
-    generation: u8,
-) -> Result<(), Error> {
-    for (bits, data, value) in entries {
-        let mut data = *data;
-        data[0] = generation;
-        trie.insert(&Key::new(*bits, data), *value, 0)
-            .map_err(|source| Error::Map { map, source })?;
-    }
-    Ok(())
-}
-
-/// Removes every entry of `generation`.
-fn clear_generation<const N: usize>(
-    trie: &mut RuleTrie<N>,
-    map: &'static str,
-    generation: u8,
-) -> Result<(), Error> {
-    let stale: Vec<Key<[u8; N]>> = trie
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| k.data()[0] == generation)
-        .collect();
-    for k in stale {
-        trie.remove(&k)
-            .map_err(|source| Error::Map { map, source })?;
-    }
-    Ok(())
 }
 
 fn program_mut<'a, T>(bpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, Error>

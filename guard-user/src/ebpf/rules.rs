@@ -1,0 +1,146 @@
+//! The policy in the kernel: rule tables (`PATH_RULES`, `NET_RULES`, `TAINT_NET`),
+//! the identity entries (`INODE_RULES`, `INODE_COUNT`) and `CONFIG`, installed
+//! under two generations so that a new policy replaces the old with no gap.
+
+use aya::maps::{LpmTrie, MapData, lpm_trie::Key};
+use guard_common::{Config, NetData, PathData, RuleRef, rules::InodeKey};
+
+use super::{Error, Probes};
+
+/// What the rule maps hold, as the policy compiler made it: path and name rules,
+/// destination rules (prefix bits, key, value; the generation byte is set at
+/// install), and the config they come with.
+#[derive(Clone, Copy, Debug)]
+pub struct RuleTables<'a> {
+    pub paths: &'a [(u32, PathData, RuleRef)],
+    pub nets: &'a [(u32, NetData, RuleRef)],
+    /// The `[taint]` allowlist when the policy denies tainted egress (`TAINT_NET`).
+    pub taint_nets: &'a [(u32, NetData, RuleRef)],
+    pub config: Config,
+}
+
+/// A rule trie keyed by `[generation, …]` bytes (see `guard_common::rules`).
+type RuleTrie<const N: usize> = LpmTrie<MapData, [u8; N], RuleRef>;
+
+/// Inserts `entries` under `generation`.
+pub(super) fn put_generation<const N: usize>(
+    trie: &mut RuleTrie<N>,
+    map: &'static str,
+    entries: &[(u32, [u8; N], RuleRef)],
+    generation: u8,
+) -> Result<(), Error> {
+    for (bits, data, value) in entries {
+        let mut data = *data;
+        data[0] = generation;
+        trie.insert(&Key::new(*bits, data), *value, 0)
+            .map_err(|source| Error::Map { map, source })?;
+    }
+    Ok(())
+}
+
+/// Removes every entry of `generation`.
+pub(super) fn clear_generation<const N: usize>(
+    trie: &mut RuleTrie<N>,
+    map: &'static str,
+    generation: u8,
+) -> Result<(), Error> {
+    let stale: Vec<Key<[u8; N]>> = trie
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| k.data()[0] == generation)
+        .collect();
+    for k in stale {
+        trie.remove(&k)
+            .map_err(|source| Error::Map { map, source })?;
+    }
+    Ok(())
+}
+
+impl Probes {
+    /// Installs a rule set with no gap: the new entries go in under the unused
+    /// generation, one write to `CONFIG` switches to them, then the old ones go.
+    /// On error the rules in force stay in force.
+    /// The identity entries (`identity`) go in under the same generation.
+    pub fn install(
+        &mut self,
+        rules: RuleTables<'_>,
+        identity: &crate::identity::Identity,
+    ) -> Result<(), Error> {
+        let next = self.generation ^ 1;
+        self.clear_generation(next)?;
+        put_generation(&mut self.path_rules, "PATH_RULES", rules.paths, next)?;
+        put_generation(&mut self.net_rules, "NET_RULES", rules.nets, next)?;
+        put_generation(&mut self.taint_net, "TAINT_NET", rules.taint_nets, next)?;
+        let inodes = identity.entries(next);
+        self.put_inodes(&inodes)?;
+        self.set_inode_count(next, inodes.len())?;
+        let config = Config {
+            generation: u32::from(next),
+            ..rules.config
+        };
+        self.config.set(0, config, 0).map_err(|source| Error::Map {
+            map: "CONFIG",
+            source,
+        })?;
+        let old = self.generation;
+        self.generation = next;
+        self.clear_generation(old)
+    }
+
+    fn clear_generation(&mut self, generation: u8) -> Result<(), Error> {
+        clear_generation(&mut self.path_rules, "PATH_RULES", generation)?;
+        clear_generation(&mut self.net_rules, "NET_RULES", generation)?;
+        clear_generation(&mut self.taint_net, "TAINT_NET", generation)?;
+        self.set_inode_count(generation, 0)?;
+        self.retain_inodes(generation, &[])
+    }
+
+    fn put_inodes(&mut self, inodes: &[(InodeKey, RuleRef)]) -> Result<(), Error> {
+        for (key, value) in inodes {
+            self.inode_rules
+                .insert(key, value, 0)
+                .map_err(|source| Error::Map {
+                    map: "INODE_RULES",
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    fn set_inode_count(&mut self, generation: u8, n: usize) -> Result<(), Error> {
+        self.inode_count
+            .set(u32::from(generation), n as u32, 0)
+            .map_err(|source| Error::Map {
+                map: "INODE_COUNT",
+                source,
+            })
+    }
+
+    /// Removes the identity entries of `generation` that are not in `keep`.
+    fn retain_inodes(&mut self, generation: u8, keep: &[(InodeKey, RuleRef)]) -> Result<(), Error> {
+        let keep: std::collections::HashSet<InodeKey> = keep.iter().map(|(k, _)| *k).collect();
+        let stale: Vec<InodeKey> = self
+            .inode_rules
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| k.generation == generation && !keep.contains(k))
+            .collect();
+        for k in stale {
+            self.inode_rules.remove(&k).map_err(|source| Error::Map {
+                map: "INODE_RULES",
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Brings the identity entries in force up to date with `identity` (after it
+    /// resolved its files again): new entries first, then the stale ones go.
+    pub fn refresh_identity(&mut self, identity: &crate::identity::Identity) -> Result<(), Error> {
+        let generation = self.generation;
+        let inodes = identity.entries(generation);
+        self.put_inodes(&inodes)?;
+        self.retain_inodes(generation, &inodes)?;
+        self.set_inode_count(generation, inodes.len())
+    }
+}
