@@ -170,6 +170,10 @@ pub struct IdentityTail {
     pub ino: u64,
 }
 
+/// [`IdentityTail::up`] of a `file_open` refusal (BPF-LSM) matched by the rule's
+/// path, not by identity: only the rule is passed on to the open's exit.
+pub const DENIED_BY_PATH: u16 = u16::MAX;
+
 /// Common prefix of every record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

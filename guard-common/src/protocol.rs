@@ -279,6 +279,33 @@ pub struct Status {
     /// counters could not be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<IdentityOpens>,
+    /// The export to the organisation's pipeline, when one is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportStatus>,
+}
+
+/// The export's state (`guard status`, docs/export.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExportStatus {
+    pub endpoint: String,
+    /// `ok`, or `retrying` when the last attempt failed (`last_error` says why).
+    pub state: String,
+    /// Records waiting in the spool, and their bytes.
+    pub spool_records: u64,
+    pub spool_bytes: u64,
+    /// Records the endpoint took, and the bytes sent (compressed, as on the wire).
+    pub sent_records: u64,
+    pub sent_bytes: u64,
+    pub retries: u64,
+    /// Records that will never arrive, by reason: `queue_full`, `spool_full_events`,
+    /// `spool_full_summaries`, `spool_error`, `rejected`.
+    pub dropped: BTreeMap<String, u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// RFC 3339 time of the last batch the endpoint took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<String>,
 }
 
 /// Session opens judged by identity (device, inode), counted in the kernel since

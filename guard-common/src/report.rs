@@ -31,6 +31,14 @@ impl<T> Default for Bounded<T> {
 }
 
 impl<T> Bounded<T> {
+    /// Keeps the first `n` entries; the rest are counted in `omitted`.
+    pub fn cut(&mut self, n: usize) {
+        if self.items.len() > n {
+            self.omitted += (self.items.len() - n) as u64;
+            self.items.truncate(n);
+        }
+    }
+
     /// Adds `item`, or counts it when the list is full.
     pub fn push(&mut self, item: T) {
         if self.items.len() < MAX_ITEMS {
@@ -275,4 +283,31 @@ pub struct Report {
     pub dropped: u64,
     /// Processes the policy killed when the root exited (`kill_stragglers`).
     pub stragglers_killed: Vec<u32>,
+}
+
+impl Files {
+    fn cut(&mut self, n: usize) {
+        self.secrets.cut(n);
+        self.workspace.cut(n);
+        self.outside.cut(n);
+        // The system's files are counted, not listed, in a summary.
+        self.system.cut(0);
+    }
+}
+
+impl Report {
+    /// The report as a session summary (the export's, docs/export.md): every list
+    /// cut to its first `n` entries (the rest counted in `omitted`), the system's
+    /// files only counted; counts and byte totals unchanged.
+    pub fn summary(mut self, n: usize) -> Report {
+        self.commands.cut(n);
+        self.read.cut(n);
+        self.written.cut(n);
+        self.destinations.cut(n);
+        self.unix_sockets.cut(n);
+        self.violations.cut(n);
+        self.secret_egress.secrets.cut(n);
+        self.secret_egress.sent_after.cut(n);
+        self
+    }
 }

@@ -671,21 +671,26 @@ pub fn deny_open(
     );
     if let Some(rule) = rule {
         // The open's exit reports the refusal and what it matched: the entry, or
-        // (inode 0) that the file could not be placed and the rule failed closed.
+        // (inode 0) that the file could not be placed and the rule failed closed,
+        // or (`up` BY_PATH) the rule's path. The exit has only the name the process
+        // gave, which may be another name of the file (`/proc/self/root/…`, a
+        // symbolic link): the rule comes from here.
         let tail = if found & flags::BY_IDENTITY != 0 {
-            Some(identity_tail())
+            identity_tail()
         } else if found & flags::IDENTITY_UNKNOWN != 0 {
-            Some(IdentityTail {
+            IdentityTail {
                 rule,
                 ..IdentityTail::default()
-            })
+            }
         } else {
-            None
+            IdentityTail {
+                rule,
+                up: guard_common::DENIED_BY_PATH,
+                ..IdentityTail::default()
+            }
         };
-        if let Some(tail) = tail {
-            let (_, tid) = crate::emit::current_ids();
-            let _ = IDENT_DENIED.insert(tid, tail, 0);
-        }
+        let (_, tid) = crate::emit::current_ids();
+        let _ = IDENT_DENIED.insert(tid, tail, 0);
     }
     rule
 }

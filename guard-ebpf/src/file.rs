@@ -204,17 +204,24 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
         // Nothing was opened: report the string passed, joined to the directory it was
         // relative to (resolved here, as the kernel would have started from it).
         draft.header().flags |= flags::PATH_UNRESOLVED;
-        // Refused by BPF-LSM `file_open` by identity: name the rule and the match.
+        // Refused by BPF-LSM `file_open`: name the rule, and the match when it was
+        // by identity.
         // SAFETY: read-only copy of the map value.
-        if let Some(t) = unsafe { enforce::IDENT_DENIED.get(tid) }.copied() {
+        let refused = unsafe { enforce::IDENT_DENIED.get(tid) }.copied();
+        if refused.is_some() {
             let _ = enforce::IDENT_DENIED.remove(tid);
-            draft.header().flags |= if t.ino == 0 {
-                flags::IDENTITY_UNKNOWN
-            } else {
-                flags::BY_IDENTITY
-            };
+        }
+        // Only an EPERM (-1) is that refusal (an entry a killed open left is stale).
+        if let Some(t) = refused.filter(|_| ret == -1) {
+            if t.up != guard_common::DENIED_BY_PATH {
+                draft.header().flags |= if t.ino == 0 {
+                    flags::IDENTITY_UNKNOWN
+                } else {
+                    flags::BY_IDENTITY
+                };
+                tail = t;
+            }
             draft.header().rule = ((t.rule + 1) & enforced::RULE_MASK) | enforced::DENIED;
-            tail = t;
         }
         // SAFETY: PATH_END + 1 + PATH_MAX + 1 <= PATH_BUF; dest is this CPU's scratch.
         let name = unsafe {

@@ -12,6 +12,7 @@ pub mod control;
 pub mod daemon;
 pub mod ebpf;
 pub mod event;
+pub mod export;
 pub mod identity;
 pub mod metrics;
 pub mod policy;

@@ -74,6 +74,8 @@ fn main() -> ExitCode {
             pin_dir,
             lift_on_stop,
             ring_buffer_kib,
+            export_endpoint,
+            state_dir,
         } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -93,6 +95,8 @@ fn main() -> ExitCode {
                     pin_dir,
                     lift_on_stop,
                     ring_bytes: ring_buffer_kib * 1024,
+                    export_endpoint,
+                    state_dir,
                 }))
             }),
         Cmd::Run { socket, command } => run::run(&socket, &command),

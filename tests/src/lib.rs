@@ -31,6 +31,7 @@ use std::{env, fs, thread};
 
 use serde_json::Value;
 
+pub mod otlp;
 pub mod watch;
 
 /// How long the daemon may take to load and attach its programs.

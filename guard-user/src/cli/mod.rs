@@ -76,6 +76,15 @@ pub enum Cmd {
         #[arg(long, value_name = "KIB", default_value_t = crate::ebpf::RING_KIB_DEFAULT,
               value_parser = crate::ebpf::parse_ring_kib)]
         ring_buffer_kib: u32,
+        /// Send events and session summaries as OTLP/HTTP logs to this URL (an
+        /// OpenTelemetry collector's or guard's fleet server's `/v1/logs`), in place
+        /// of the policy's `[export] endpoint` (docs/export.md).
+        #[arg(long, env = "GUARD_EXPORT_ENDPOINT", value_name = "URL")]
+        export_endpoint: Option<String>,
+        /// Where guard keeps state that outlives it: the export's spool
+        /// (`<dir>/spool`, unless `[export] spool_dir` says otherwise).
+        #[arg(long, env = "GUARD_STATE_DIR", value_name = "DIR", default_value = "/var/lib/guard")]
+        state_dir: PathBuf,
     },
     /// Stop enforcing: remove guard's pinned programs, links and maps (the daemon
     /// leaves them in place when it stops, on purpose). Refused while a daemon runs.

@@ -130,6 +130,7 @@ impl Daemon {
             kill_latency_us: self.pipe.actor.kill_latency(),
             enforcement: self.enforcement(),
             identity,
+            export: self.out.export.as_ref().map(crate::export::Exporter::status),
         }
     }
 
@@ -298,7 +299,13 @@ impl Daemon {
             self.new_cgroups = new_cgroups;
         }
         let names_changed = judge.host_names() != self.pipe.judge.host_names();
+        let export_changed = judge.policy().export != self.pipe.judge.policy().export;
         self.pipe.judge = judge;
+        if export_changed {
+            self.start_export();
+        } else if let Some(export) = &self.out.export {
+            export.set_host(self.export_host());
+        }
         self.pipe
             .anomalies
             .set_rules(self.pipe.judge.policy().anomalies.clone());
@@ -308,6 +315,49 @@ impl Daemon {
         tracing::info!("policy {name} loaded ({why})");
         self.out.metrics.policy_reload(true);
         self.policy_loaded(&warnings)
+    }
+
+    /// The host as the export describes it, under the policy in force.
+    fn export_host(&self) -> crate::export::record::Host {
+        let policy = self.pipe.judge.policy();
+        let tiers = self
+            .enforcement()
+            .into_iter()
+            .map(|e| (e.action, e.tier))
+            .collect();
+        crate::export::host::facts(
+            &policy.name,
+            policy.mode.as_str(),
+            tiers,
+            &policy.export.resource,
+        )
+    }
+
+    /// Starts the export the policy (or `--export-endpoint`) asks for, replacing a
+    /// running one whose configuration changed. A configuration that cannot work (an
+    /// unreadable CA or key) is an error in the log and in `guard status`; the daemon
+    /// enforces all the same.
+    pub(super) fn start_export(&mut self) {
+        let config = self.pipe.judge.policy().export.clone();
+        let endpoint = self.export_endpoint.clone();
+        if endpoint.is_none() && config.endpoint.is_none() {
+            if let Some(old) = self.out.export.take() {
+                old.stop();
+            }
+            return;
+        }
+        if let Some(old) = self.out.export.take() {
+            old.stop();
+        }
+        let spool = config
+            .spool_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("spool"));
+        self.out.summary_every = config.summary_interval;
+        match crate::export::Exporter::start(&config, endpoint.as_deref(), self.export_host(), &spool) {
+            Ok(export) => self.out.export = Some(export),
+            Err(e) => tracing::error!("the export cannot start (events stay in the audit log): {e:#}"),
+        }
     }
 
     /// Re-reads the agents' configurations when one changed: a new MCP server's

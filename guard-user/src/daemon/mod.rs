@@ -50,6 +50,10 @@ pub struct Options {
     pub lift_on_stop: bool,
     /// Bytes of the records' ring buffer, when the pins are created.
     pub ring_bytes: u32,
+    /// The export's endpoint, in place of the policy's (`--export-endpoint`).
+    pub export_endpoint: Option<String>,
+    /// Where state that outlives the daemon goes (the export's spool).
+    pub state_dir: PathBuf,
 }
 
 /// Everything the loop owns.
@@ -72,6 +76,8 @@ struct Daemon {
     /// in (`Some(None)`: none any more).
     new_cgroups: Option<Option<AsyncFd<Watcher>>>,
     runtime_root: PathBuf,
+    export_endpoint: Option<String>,
+    state_dir: PathBuf,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -170,7 +176,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         lost_seen: 0,
         new_cgroups: None,
         runtime_root: opts.runtime_root.clone(),
+        export_endpoint: opts.export_endpoint.clone(),
+        state_dir: opts.state_dir.clone(),
     };
+    d.start_export();
     d.policy_loaded(&warnings)?;
     d.check_attached();
     d.resume()?;
@@ -229,6 +238,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 d.report_lost()?;
                 d.update_metrics();
                 d.refresh_mcp()?;
+                d.out.summaries_due();
                 if let Some(w) = &cgroups {
                     d.adopt_in_cgroups(w.get_ref())?;
                 }
@@ -256,6 +266,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     d.pipe.drain(ring.get_mut(), &mut d.out)?;
     d.report_lost()?;
     d.out.sink.flush()?;
+    if let Some(export) = d.out.export.take() {
+        export.stop();
+    }
     d.probes.stopped();
     if opts.lift_on_stop {
         // The lock goes with the probes; unloading takes it anew.

@@ -32,6 +32,12 @@ pub struct Outputs {
     pub ledgers: Ledgers,
     /// Where finished reports are written (`[report] dir`), as the policy says.
     pub report_dir: Option<std::path::PathBuf>,
+    /// The export to the organisation's pipeline, when one is configured.
+    pub export: Option<crate::export::Exporter>,
+    /// How often a running session's summary leaves (`[export] summary_interval`),
+    /// and when each one's last did.
+    pub summary_every: std::time::Duration,
+    summary_at: std::collections::HashMap<String, std::time::Instant>,
 }
 
 impl Outputs {
@@ -45,6 +51,9 @@ impl Outputs {
             rate: 0.0,
             ledgers: Ledgers::default(),
             report_dir: None,
+            export: None,
+            summary_every: std::time::Duration::from_secs(60),
+            summary_at: Default::default(),
         }
     }
 
@@ -65,15 +74,55 @@ impl Outputs {
         if let Some(session) = &session {
             self.report(session, ev);
         }
-        if self.subscribers.is_empty() {
+        if self.subscribers.is_empty() && self.export.is_none() {
             // The common case: serialise straight into the sink's buffer.
             return self.sink.write_event(ev);
         }
         let line: Arc<str> = Arc::from(ev.to_json());
         self.sink.write_line(&line)?;
-        self.subscribers
-            .offer(&line, session.as_deref(), ev.detail.kind());
+        if !self.subscribers.is_empty() {
+            self.subscribers
+                .offer(&line, session.as_deref(), ev.detail.kind());
+        }
+        if let Some(export) = &self.export {
+            export.offer_event(ev.detail.kind(), &line);
+        }
         Ok(())
+    }
+
+    /// Offers `session`'s summary to the export (`ended`: its last).
+    fn summarise(&mut self, session: &str, report: report::Report, ended: bool) {
+        let Some(export) = &mut self.export else {
+            return;
+        };
+        let summary = report.summary(export.summary_items());
+        match serde_json::to_value(&summary) {
+            Ok(json) => export.offer_summary(session, json, ended),
+            Err(e) => tracing::warn!(session, "cannot export the session's summary: {e}"),
+        }
+        if ended {
+            self.summary_at.remove(session);
+        } else {
+            self.summary_at
+                .insert(session.to_owned(), std::time::Instant::now());
+        }
+    }
+
+    /// The export's periodic summaries of running sessions (on the daemon's beat).
+    pub fn summaries_due(&mut self) {
+        if self.export.is_none() {
+            return;
+        }
+        let every = self.summary_every;
+        for session in self.ledgers.running() {
+            let due = self
+                .summary_at
+                .get(&session)
+                .is_none_or(|at| at.elapsed() >= every);
+            if due && let Some(report) = self.ledgers.report_of(&session) {
+                self.summarise(&session, report, false);
+            }
+        }
     }
 
     /// Adds an event to its session's report (as the audit log's line reads back,
@@ -87,6 +136,7 @@ impl Outputs {
         let Some(done) = done else {
             return;
         };
+        self.summarise(session, done.clone(), true);
         if let Some(dir) = &self.report_dir {
             match report::write_files(dir, &done) {
                 Ok(path) => {

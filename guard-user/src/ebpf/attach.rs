@@ -37,16 +37,18 @@ pub struct Attached {
     pub probe: Probe,
     /// Bits of `ROUTE_HOOKS`: the routes (and the Unix socket hooks) BPF-LSM refuses.
     pub route_hooks: u32,
+    /// How long loading (the verifier) took.
+    pub verified: std::time::Duration,
 }
 
-/// Why BPF-LSM cannot run here, or the kernel's BTF it needs.
-fn lsm_btf() -> Result<Btf, String> {
+/// Why BPF-LSM cannot run here, or the kernel's BTF it needs (`btf`, parsed once).
+fn lsm_btf(btf: Option<&Btf>) -> Result<&Btf, String> {
     let active = std::fs::read_to_string("/sys/kernel/security/lsm")
         .map(|l| l.split(',').any(|m| m.trim() == "bpf"));
     if matches!(active, Ok(false)) {
         return Err("the kernel's active LSMs do not include bpf".to_owned());
     }
-    Btf::from_sys_fs().map_err(|e| format!("no kernel BTF: {e}"))
+    btf.ok_or_else(|| "no kernel BTF (/sys/kernel/btf/vmlinux)".to_owned())
 }
 
 /// Loads `programs` (name, hook), several at a time; returns each one's result.
@@ -277,22 +279,29 @@ struct Results {
 /// Loads every program of the table and attaches it, group by group: a program
 /// this kernel refuses costs its group (and says why), never the others, except
 /// the process programs, without which guard cannot run (an error).
-pub fn all(bpf: &mut Ebpf, cgroup: &File, links: &mut Links) -> Result<Attached, Error> {
-    let btf = lsm_btf();
+pub fn all(
+    bpf: &mut Ebpf,
+    cgroup: &File,
+    links: &mut Links,
+    btf: Option<&Btf>,
+) -> Result<Attached, Error> {
+    let started = std::time::Instant::now();
+    let btf = lsm_btf(btf);
     let first: Vec<(&'static str, Hook)> = TABLE
         .iter()
         .filter(|e| !matches!(e.group, Group::SelfFallback { .. }))
         .filter(|e| !e.hook.is_lsm() || btf.is_ok())
         .map(|e| (e.program, e.hook))
         .collect();
-    let mut loaded = load_all(bpf, &first, btf.as_ref().ok());
+    let mut loaded = load_all(bpf, &first, btf.as_ref().ok().copied());
     // A hook whose arguments changed between kernels: its other version.
     let alts: Vec<(&'static str, Hook)> = TABLE
         .iter()
         .filter(|e| matches!(loaded.get(e.program), Some(Err(_))))
         .filter_map(|e| Some((e.alt?, e.hook)))
         .collect();
-    loaded.extend(load_all(bpf, &alts, btf.as_ref().ok()));
+    loaded.extend(load_all(bpf, &alts, btf.as_ref().ok().copied()));
+    let mut verified = started.elapsed();
 
     let mut r = Results {
         lsm: btf.as_ref().err().cloned(),
@@ -401,7 +410,9 @@ pub fn all(bpf: &mut Ebpf, cgroup: &File, links: &mut Links) -> Result<Attached,
         })
         .collect();
     let wanted: Vec<(&'static str, Hook)> = fallbacks.iter().map(|e| (e.program, e.hook)).collect();
+    let at = std::time::Instant::now();
     let mut loaded = load_all(bpf, &wanted, None);
+    verified += at.elapsed();
     let mut self_protection: Vec<(&'static str, Result<Tier, String>)> = Vec::new();
     for group in super::table::self_protection_groups() {
         let tier = if r.lsm_self.contains(&group) {
@@ -461,5 +472,6 @@ pub fn all(bpf: &mut Ebpf, cgroup: &File, links: &mut Links) -> Result<Attached,
     Ok(Attached {
         route_hooks: probe.route_hooks,
         probe,
+        verified,
     })
 }

@@ -152,7 +152,7 @@ pub fn parse_ring_kib(s: &str) -> Result<u32, String> {
 pub(crate) fn prepare(
     pins: Option<&PinDir>,
     ring_bytes: u32,
-) -> Result<(Ebpf, PathBuf, File), Error> {
+) -> Result<(Ebpf, PathBuf, File, Option<aya::Btf>), Error> {
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
@@ -165,6 +165,11 @@ pub(crate) fn prepare(
         source,
     })?;
     let mut loader = EbpfLoader::new();
+    // The kernel's BTF, parsed once: for the object's CO-RE relocations here, and
+    // for the BPF-LSM programs' hooks (`attach`). (Parsing it is a good part of a
+    // start in a software-emulated VM.)
+    let btf = aya::Btf::from_sys_fs().ok();
+    loader.btf(btf.as_ref());
     loader.map_max_entries("EVENTS", ring_bytes);
     if let Some(pins) = pins {
         for name in pins::PINNED_MAPS {
@@ -172,7 +177,7 @@ pub(crate) fn prepare(
         }
     }
     let bpf = loader.load(OBJECT).map_err(Error::Load)?;
-    Ok((bpf, cgroup_path, cgroup))
+    Ok((bpf, cgroup_path, cgroup, btf))
 }
 
 /// Loaded and attached programs with the maps user space uses.
@@ -237,7 +242,9 @@ impl Probes {
     ) -> Result<(Self, RingBuf<MapData>), Error> {
         let pins = PinDir::lock(pin_dir)?;
         let adopting = pins.has_state();
-        let (mut bpf, _, cgroup) = prepare(Some(&pins), ring_bytes)?;
+        let started = std::time::Instant::now();
+        let (mut bpf, _, cgroup, btf) = prepare(Some(&pins), ring_bytes)?;
+        let object = started.elapsed();
         let mut links = Links::open(&pins)?;
         let mut daemon: Array<MapData, u64> = take(&mut bpf, "DAEMON")?;
         let resumed = if adopting {
@@ -262,7 +269,17 @@ impl Probes {
         replace_keys(&mut agents_map, "AGENTS", &wanted)?;
         let mut programs_map: HashMap<MapData, AgentName, u32> = take(&mut bpf, "AGENT_PROGRAMS")?;
         replace_programs(&mut programs_map, &agent_programs(agents))?;
-        let attach::Attached { probe, route_hooks } = attach::all(&mut bpf, &cgroup, &mut links)?;
+        let attach::Attached {
+            probe,
+            route_hooks,
+            verified,
+        } = attach::all(&mut bpf, &cgroup, &mut links, btf.as_ref())?;
+        tracing::info!(
+            object_ms = object.as_millis(),
+            verify_ms = verified.as_millis(),
+            attach_ms = (started.elapsed() - object - verified).as_millis(),
+            "programs loaded"
+        );
         let mut hooks_map: Array<MapData, u32> = take(&mut bpf, "ROUTE_HOOKS")?;
         hooks_map
             .set(0, route_hooks, 0)

@@ -19,3 +19,8 @@ pub fn boot_ns() -> u64 {
 pub fn boot_to_wall_offset() -> i128 {
     now(libc::CLOCK_REALTIME) - now(libc::CLOCK_BOOTTIME)
 }
+
+/// Wall-clock ns since the Unix epoch, now.
+pub fn wall_ns() -> i128 {
+    now(libc::CLOCK_REALTIME)
+}

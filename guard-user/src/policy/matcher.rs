@@ -368,6 +368,8 @@ mod tests {
             sessions: Default::default(),
             taint: Default::default(),
             rules,
+            export: Default::default(),
+            redact: Default::default(),
         };
         Compiled::new(p, &["/root".to_owned(), "/home/ada".to_owned()]).expect("compiles")
     }

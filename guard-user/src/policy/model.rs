@@ -300,6 +300,10 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// Egress and DNS anomaly thresholds (`[[anomaly]]`), judged in user space.
     pub anomalies: Vec<Anomaly>,
+    /// Where events and session summaries go beyond this host (`[export]`).
+    pub export: Export,
+    /// What is redacted before anything is written (`[redact]`).
+    pub redact: Redact,
 }
 
 /// One `[[anomaly]]`: a threshold on what a session sends or resolves.
@@ -370,6 +374,90 @@ pub enum Target {
     /// The process the event is about (for flows and DNS, the one that tagged the
     /// socket: its connect or first send).
     Process,
+}
+
+/// How records leave for the endpoint (`[export] protocol`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExportProtocol {
+    #[default]
+    Protobuf,
+    Json,
+}
+
+/// `[export]`: the daemon sends its events and session summaries as OTLP/HTTP logs
+/// (docs/export.md). No endpoint: nothing leaves (unless `--export-endpoint`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Export {
+    /// The OTLP/HTTP logs URL (`http://host:4318/v1/logs`).
+    pub endpoint: Option<String>,
+    pub protocol: ExportProtocol,
+    /// Header name and value; `${VAR}` in a value is read from the daemon's
+    /// environment when it sends.
+    pub headers: Vec<(String, String)>,
+    /// A file holding the bearer token (`Authorization: Bearer <content>`).
+    pub token_file: Option<std::path::PathBuf>,
+    /// Trust this CA (PEM) instead of the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Mutual TLS: this client certificate (PEM chain) and key.
+    pub client_cert: Option<std::path::PathBuf>,
+    pub client_key: Option<std::path::PathBuf>,
+    /// Event kinds exported; `None`: every kind.
+    pub kinds: Option<Vec<String>>,
+    /// A running session's summary this often, and once more at its end.
+    pub summary_interval: std::time::Duration,
+    /// Entries per list of a summary.
+    pub summary_items: usize,
+    pub batch_records: usize,
+    pub batch_interval: std::time::Duration,
+    pub gzip: bool,
+    /// Where the spool lives (default `/var/lib/guard/spool`).
+    pub spool_dir: Option<std::path::PathBuf>,
+    pub spool_max: u64,
+    /// Extra resource attributes (`k8s.cluster.name = "…"`).
+    pub resource: Vec<(String, String)>,
+}
+
+impl Default for Export {
+    fn default() -> Self {
+        Export {
+            endpoint: None,
+            protocol: ExportProtocol::Protobuf,
+            headers: Vec::new(),
+            token_file: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            kinds: None,
+            summary_interval: std::time::Duration::from_secs(60),
+            summary_items: 50,
+            batch_records: 512,
+            batch_interval: std::time::Duration::from_secs(1),
+            gzip: true,
+            spool_dir: None,
+            spool_max: 256 * 1024 * 1024,
+            resource: Vec::new(),
+        }
+    }
+}
+
+/// `[redact]`: what is taken out of command lines and other free text before an
+/// event is written anywhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Redact {
+    /// On by default.
+    pub enabled: bool,
+    /// Regular expressions whose matches are redacted too (a capture group named
+    /// `secret`, else the whole match).
+    pub patterns: Vec<String>,
+}
+
+impl Default for Redact {
+    fn default() -> Self {
+        Redact {
+            enabled: true,
+            patterns: Vec::new(),
+        }
+    }
 }
 
 /// `[report]`: the daemon writes each session's report when the session ends.

@@ -651,6 +651,8 @@ mod tests {
             sessions: Default::default(),
             taint: Default::default(),
             rules,
+            export: Default::default(),
+            redact: Default::default(),
         }
     }
 

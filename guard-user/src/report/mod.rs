@@ -591,6 +591,29 @@ impl Ledgers {
         Some(report)
     }
 
+    /// The sessions running now.
+    pub fn running(&self) -> Vec<String> {
+        self.live.keys().cloned().collect()
+    }
+
+    /// The report of `session` (its whole id), running or ended and kept.
+    pub fn report_of(&self, session: &str) -> Option<Report> {
+        self.live
+            .get(session)
+            .or_else(|| {
+                self.ended
+                    .iter()
+                    .find(|(id, _)| id == session)
+                    .map(|(_, l)| l)
+            })
+            .map(Ledger::report)
+    }
+
+    /// Whether `session` is running or among the ended sessions kept.
+    pub fn knows(&self, session: &str) -> bool {
+        self.live.contains_key(session) || self.ended.iter().any(|(id, _)| id == session)
+    }
+
     /// Records of `session` the kernel dropped in all.
     pub fn dropped(&mut self, session: &str, total: u64) {
         let ledger = self.live.get_mut(session).or_else(|| {

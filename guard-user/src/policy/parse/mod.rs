@@ -9,6 +9,7 @@
 
 mod anomaly;
 mod check;
+mod export;
 mod container;
 mod destination;
 mod recovery;
@@ -54,7 +55,8 @@ pub fn parse(source_name: &str, text: &str) -> Result<(Policy, Vec<Diagnostic>),
 }
 
 const TOP_KEYS: &[&str] = &[
-    "mode", "agents", "limits", "report", "sessions", "taint", "rule", "anomaly",
+    "mode", "agents", "limits", "report", "sessions", "taint", "rule", "anomaly", "export",
+    "redact",
 ];
 const TAINT_KEYS: &[&str] = &["egress", "allow"];
 const REPORT_KEYS: &[&str] = &["dir"];
@@ -187,6 +189,8 @@ impl Checker<'_> {
             taint: Taint::default(),
             rules: Vec::new(),
             anomalies: Vec::new(),
+            export: Default::default(),
+            redact: Default::default(),
         };
         let mut sessions_at = 0;
         let mut taint_at = 0;
@@ -210,6 +214,8 @@ impl Checker<'_> {
                 }
                 "rule" => policy.rules = self.rules(value),
                 "anomaly" => policy.anomalies = self.anomalies(value),
+                "export" => self.export(value, &mut policy.export),
+                "redact" => self.redact(value, &mut policy.redact),
                 other => self.unknown_key(other, key.span().start, "at the top level", TOP_KEYS),
             }
         }

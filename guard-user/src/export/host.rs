@@ -1,0 +1,59 @@
+//! Facts about this host for the export's resource: its name and machine id, the
+//! boot, the kernel, and (in Kubernetes) the node it is.
+
+use super::record::Host;
+
+fn read_trimmed(path: &str) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_owned())
+}
+
+/// The host as the export describes it, under `policy` (its name, mode and tiers)
+/// with `extra` resource attributes from the configuration.
+pub fn facts(
+    policy: &str,
+    mode: &str,
+    tiers: Vec<(String, String)>,
+    extra: &[(String, String)],
+) -> Host {
+    // SAFETY: uname writes into the struct we pass.
+    let (name, kernel) = unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut u) == 0 {
+            let field = |f: &[libc::c_char]| {
+                std::ffi::CStr::from_ptr(f.as_ptr())
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            (field(&u.nodename), field(&u.release))
+        } else {
+            (String::new(), String::new())
+        }
+    };
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let mut extra = extra.to_vec();
+    // A DaemonSet passes the node's name through the downward API.
+    if let Ok(node) = std::env::var("K8S_NODE_NAME")
+        && !extra.iter().any(|(k, _)| k == "k8s.node.name")
+    {
+        extra.push(("k8s.node.name".to_owned(), node));
+    }
+    Host {
+        name,
+        id: read_trimmed("/etc/machine-id")
+            .or_else(|| read_trimmed("/var/lib/dbus/machine-id"))
+            .unwrap_or_default(),
+        boot_id: read_trimmed("/proc/sys/kernel/random/boot_id").unwrap_or_default(),
+        arch: arch.to_owned(),
+        kernel,
+        policy: policy.to_owned(),
+        mode: mode.to_owned(),
+        tiers,
+        extra,
+    }
+}

@@ -1,0 +1,497 @@
+//! The export: events and session summaries leave for the organisation's pipeline
+//! as OpenTelemetry logs over OTLP/HTTP (docs/export.md).
+//!
+//! Data flows one way: the daemon's pipeline offers each audit-log line (and the
+//! summaries it makes) through a bounded queue that never blocks it; a writer
+//! thread turns them into log records and commits them to the disk [`spool`]; a
+//! sender task reads the oldest records, sends them in batches, and removes them
+//! once the endpoint has them. What cannot be queued, spooled or delivered is
+//! counted ([`Stats`]), never silently lost.
+
+pub mod host;
+pub mod record;
+pub mod sender;
+pub mod spool;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use guard_common::protocol::ExportStatus;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use prost::Message as _;
+
+use self::record::{Host, SummaryMeta};
+use self::sender::{Sender, Sent};
+use self::spool::{Class, Held, Spool};
+use crate::policy::model::Export;
+
+/// Records waiting between the pipeline and the writer thread: past this, the
+/// pipeline counts what it could not hand over (`queue_full`) instead of waiting.
+const QUEUE: usize = 65_536;
+/// Records the writer commits to the spool at once, at most.
+const WRITE_BATCH: usize = 2_048;
+/// How long the writer gathers records before a commit.
+const WRITE_EVERY: Duration = Duration::from_millis(50);
+/// A request body's size before compression, about at most (a batch is cut there).
+const MAX_BODY: usize = 4 * 1024 * 1024;
+/// Back-off after a failed send: from this, doubling, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How long a stopping daemon tries to deliver what it spooled.
+const FLUSH_ON_STOP: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Sender(#[from] sender::Error),
+    #[error(transparent)]
+    Spool(#[from] spool::Error),
+}
+
+/// What the export did, for `guard status` and the metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub queued: AtomicU64,
+    pub spooled: AtomicU64,
+    pub sent_records: AtomicU64,
+    /// Bytes on the wire (request bodies as sent, compressed).
+    pub sent_bytes: AtomicU64,
+    pub batches: AtomicU64,
+    pub retries: AtomicU64,
+    /// The pipeline's queue was full.
+    pub dropped_queue: AtomicU64,
+    /// The spool was full: the oldest events went, then summaries.
+    pub dropped_spool_events: AtomicU64,
+    pub dropped_spool_summaries: AtomicU64,
+    /// The spool could not be written (a disk error).
+    pub dropped_spool_error: AtomicU64,
+    /// The receiver refused them for good (400, or a record too big alone), or
+    /// said in a partial success it could not take them.
+    pub rejected: AtomicU64,
+    pub spool_records: AtomicU64,
+    pub spool_bytes: AtomicU64,
+    /// `ok`, `retrying` (the endpoint failed the last attempt) or `off`.
+    pub state: Mutex<String>,
+    pub last_error: Mutex<Option<String>>,
+    pub last_success: Mutex<Option<String>>,
+}
+
+impl Stats {
+    fn set(&self, state: &str, error: Option<String>) {
+        if let Ok(mut s) = self.state.lock() {
+            state.clone_into(&mut s);
+        }
+        if let Some(e) = error
+            && let Ok(mut last) = self.last_error.lock()
+        {
+            *last = Some(e);
+        }
+    }
+
+    /// Dropped records by reason, for status and metrics.
+    pub fn dropped(&self) -> BTreeMap<String, u64> {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("queue_full", load(&self.dropped_queue)),
+            ("spool_full_events", load(&self.dropped_spool_events)),
+            ("spool_full_summaries", load(&self.dropped_spool_summaries)),
+            ("spool_error", load(&self.dropped_spool_error)),
+            ("rejected", load(&self.rejected)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+}
+
+enum Item {
+    Event(Arc<str>),
+    Summary(serde_json::Value, SummaryMeta),
+}
+
+/// The running export: the daemon's handle on it.
+pub struct Exporter {
+    tx: Option<mpsc::SyncSender<Item>>,
+    kinds: Option<Vec<String>>,
+    stats: Arc<Stats>,
+    host: Arc<Mutex<Host>>,
+    endpoint: String,
+    writer: Option<std::thread::JoinHandle<()>>,
+    stop: Arc<tokio::sync::Notify>,
+    /// Closed when the sender thread ends.
+    sent: Option<mpsc::Receiver<()>>,
+    /// Summaries: how many of each session were sent (their `seq`).
+    summaries: std::collections::HashMap<String, u64>,
+    summary_items: usize,
+}
+
+impl Exporter {
+    /// Opens the spool in `spool_dir` and starts the writer and sender threads (the
+    /// sender on a runtime of its own: no request ever runs on the thread that
+    /// reads the ring buffer). `endpoint` overrides the config's.
+    pub fn start(
+        config: &Export,
+        endpoint: Option<&str>,
+        host: Host,
+        spool_dir: &std::path::Path,
+    ) -> Result<Exporter, Error> {
+        let sender = Sender::new(config, endpoint)?;
+        let spool = Arc::new(Spool::open(spool_dir, config.spool_max)?);
+        let stats = Arc::new(Stats::default());
+        stats.set("ok", None);
+        let held = spool.stats()?;
+        stats.spool_records.store(held.records, Ordering::Relaxed);
+        stats.spool_bytes.store(held.bytes, Ordering::Relaxed);
+        stats
+            .dropped_spool_events
+            .store(held.dropped_events, Ordering::Relaxed);
+        stats
+            .dropped_spool_summaries
+            .store(held.dropped_summaries, Ordering::Relaxed);
+        let host = Arc::new(Mutex::new(host));
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let writer = {
+            let (spool, stats, host, wake) = (
+                Arc::clone(&spool),
+                Arc::clone(&stats),
+                Arc::clone(&host),
+                Arc::clone(&wake),
+            );
+            std::thread::Builder::new()
+                .name("guard-export".to_owned())
+                .spawn(move || write_loop(&rx, &spool, &stats, &host, &wake))
+                .map_err(|source| spool::Error::Dir {
+                    path: spool_dir.to_owned(),
+                    source,
+                })?
+        };
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let endpoint = sender.endpoint().to_owned();
+        let (done, sent) = mpsc::channel::<()>();
+        {
+            let (stats, host, stop) = (Arc::clone(&stats), Arc::clone(&host), Arc::clone(&stop));
+            let options = SendOptions {
+                batch_records: config.batch_records,
+                batch_interval: config.batch_interval,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|source| spool::Error::Dir {
+                    path: spool_dir.to_owned(),
+                    source,
+                })?;
+            std::thread::Builder::new()
+                .name("guard-export-send".to_owned())
+                .spawn(move || {
+                    runtime.block_on(send_loop(sender, spool, stats, host, options, wake, stop));
+                    drop(done);
+                })
+                .map_err(|source| spool::Error::Dir {
+                    path: spool_dir.to_owned(),
+                    source,
+                })?;
+        }
+        tracing::info!(endpoint, spool = %spool_dir.display(), "exporting events and session summaries");
+        Ok(Exporter {
+            tx: Some(tx),
+            kinds: config.kinds.clone(),
+            stats,
+            host,
+            endpoint,
+            writer: Some(writer),
+            stop,
+            sent: Some(sent),
+            summaries: Default::default(),
+            summary_items: config.summary_items,
+        })
+    }
+
+    /// Offers one audit-log line of kind `kind`. Never waits: a full queue counts
+    /// the line as dropped.
+    pub fn offer_event(&self, kind: &str, line: &Arc<str>) {
+        if self
+            .kinds
+            .as_ref()
+            .is_some_and(|k| !k.iter().any(|x| x == kind))
+        {
+            return;
+        }
+        self.offer(Item::Event(Arc::clone(line)));
+    }
+
+    /// Offers a session's summary (its report as JSON); `ended` for the last.
+    pub fn offer_summary(&mut self, session: &str, report: serde_json::Value, ended: bool) {
+        let seq = self.summaries.entry(session.to_owned()).or_insert(0);
+        *seq += 1;
+        let meta = SummaryMeta {
+            session: session.to_owned(),
+            ended,
+            seq: *seq,
+        };
+        if ended {
+            self.summaries.remove(session);
+        }
+        self.offer(Item::Summary(report, meta));
+    }
+
+    /// Entries per list of a summary.
+    pub fn summary_items(&self) -> usize {
+        self.summary_items
+    }
+
+    fn offer(&self, item: Item) {
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(item) {
+            Ok(()) => {
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.stats.dropped_queue.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The host as the next batches describe it (after a policy reload).
+    pub fn set_host(&self, host: Host) {
+        if let Ok(mut h) = self.host.lock() {
+            *h = host;
+        }
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// What `guard status` shows.
+    pub fn status(&self) -> ExportStatus {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let s = &self.stats;
+        ExportStatus {
+            endpoint: self.endpoint.clone(),
+            state: s.state.lock().map(|s| s.clone()).unwrap_or_default(),
+            spool_records: load(&s.spool_records),
+            spool_bytes: load(&s.spool_bytes),
+            sent_records: load(&s.sent_records),
+            sent_bytes: load(&s.sent_bytes),
+            retries: load(&s.retries),
+            dropped: s.dropped(),
+            last_error: s.last_error.lock().ok().and_then(|e| e.clone()),
+            last_success: s.last_success.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+
+    /// Stops: the queue is written to the spool, then the sender has a few seconds
+    /// to deliver what it can (the rest waits in the spool for the next daemon).
+    pub fn stop(mut self) {
+        drop(self.tx.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        self.stop.notify_one();
+        if let Some(sent) = self.sent.take()
+            && sent.recv_timeout(FLUSH_ON_STOP) == Err(mpsc::RecvTimeoutError::Timeout)
+        {
+            tracing::info!(
+                records = self.stats.spool_records.load(Ordering::Relaxed),
+                "export: records left in the spool for the next start"
+            );
+        }
+    }
+}
+
+fn write_loop(
+    rx: &mpsc::Receiver<Item>,
+    spool: &Spool,
+    stats: &Stats,
+    host: &Mutex<Host>,
+    wake: &tokio::sync::Notify,
+) {
+    loop {
+        let first = match rx.recv() {
+            Ok(item) => item,
+            Err(_) => return,
+        };
+        let mut items = vec![first];
+        let until = Instant::now() + WRITE_EVERY;
+        while items.len() < WRITE_BATCH {
+            let left = until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(item) => items.push(item),
+                Err(_) => break,
+            }
+        }
+        let host = host.lock().map(|h| h.clone()).unwrap_or_default();
+        let mut events = Vec::new();
+        let mut summaries = Vec::new();
+        for item in items {
+            match item {
+                Item::Event(line) => match serde_json::from_str::<serde_json::Value>(&line) {
+                    Ok(v) => events.push(record::event(&v, &host)),
+                    Err(e) => tracing::warn!("export: an audit line is not JSON ({e}): dropped"),
+                },
+                Item::Summary(report, meta) => summaries.push(record::summary(&report, &meta, &host)),
+            }
+        }
+        let id = spool.id();
+        for (class, records) in [(Class::Event, events), (Class::Summary, summaries)] {
+            if records.is_empty() {
+                continue;
+            }
+            let n = records.len() as u64;
+            match spool.push(class, records, |seq, r| record::encode_with_id(r, id, seq)) {
+                Ok((de, ds)) => {
+                    stats.spooled.fetch_add(n, Ordering::Relaxed);
+                    stats.dropped_spool_events.fetch_add(de, Ordering::Relaxed);
+                    stats.dropped_spool_summaries.fetch_add(ds, Ordering::Relaxed);
+                    if de + ds > 0 {
+                        tracing::warn!(events = de, summaries = ds, "export spool full: dropped the oldest records");
+                    }
+                }
+                Err(e) => {
+                    stats.dropped_spool_error.fetch_add(n, Ordering::Relaxed);
+                    stats.set("ok", Some(format!("spool: {e:#}")));
+                    tracing::error!("export: cannot spool {n} records: {e:#}");
+                }
+            }
+        }
+        if let Ok(s) = spool.stats() {
+            stats.spool_records.store(s.records, Ordering::Relaxed);
+            stats.spool_bytes.store(s.bytes, Ordering::Relaxed);
+        }
+        wake.notify_one();
+    }
+}
+
+struct SendOptions {
+    batch_records: usize,
+    batch_interval: Duration,
+}
+
+async fn send_loop(
+    sender: Sender,
+    spool: Arc<Spool>,
+    stats: Arc<Stats>,
+    host: Arc<Mutex<Host>>,
+    options: SendOptions,
+    wake: Arc<tokio::sync::Notify>,
+    stop: Arc<tokio::sync::Notify>,
+) {
+    let mut backoff = FIRST_BACKOFF;
+    let mut last_send = Instant::now();
+    let mut stopping = false;
+    loop {
+        let held = match spool.oldest(options.batch_records, MAX_BODY) {
+            Ok(h) => h,
+            Err(e) => {
+                stats.set("retrying", Some(format!("spool: {e:#}")));
+                Vec::new()
+            }
+        };
+        let full = held.len() >= options.batch_records;
+        let due = last_send.elapsed() >= options.batch_interval;
+        if held.is_empty() || (!full && !due && !stopping) {
+            if held.is_empty() && stopping {
+                return;
+            }
+            let wait = if held.is_empty() {
+                Duration::from_secs(3600)
+            } else {
+                options.batch_interval.saturating_sub(last_send.elapsed())
+            };
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = stop.notified() => stopping = true,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            continue;
+        }
+        last_send = Instant::now();
+        let resource = host.lock().map(|h| h.resource()).unwrap_or_default();
+        match deliver(&sender, &spool, &stats, resource, held).await {
+            Ok(()) => {
+                backoff = FIRST_BACKOFF;
+                stats.set("ok", None);
+                if let Ok(mut t) = stats.last_success.lock() {
+                    *t = Some(crate::event::rfc3339(
+                        crate::event::clock::wall_ns(),
+                    ));
+                }
+            }
+            Err((why, after)) => {
+                stats.retries.fetch_add(1, Ordering::Relaxed);
+                stats.set("retrying", Some(why.clone()));
+                let wait = after.unwrap_or(backoff).min(Duration::from_secs(300));
+                tracing::warn!(endpoint = sender.endpoint(), retry_in = ?wait, "export failed: {why}");
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                if stopping {
+                    return;
+                }
+                tokio::select! {
+                    _ = stop.notified() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+        if let Ok(s) = spool.stats() {
+            stats.spool_records.store(s.records, Ordering::Relaxed);
+            stats.spool_bytes.store(s.bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Sends `held` (splitting it where the receiver says it is too large) and removes
+/// what was delivered or refused for good; `Err` when the rest must wait.
+async fn deliver(
+    sender: &Sender,
+    spool: &Spool,
+    stats: &Stats,
+    resource: opentelemetry_proto::tonic::resource::v1::Resource,
+    held: Vec<Held>,
+) -> Result<(), (String, Option<Duration>)> {
+    let mut queue = vec![held];
+    while let Some(batch) = queue.pop() {
+        let records: Vec<LogRecord> = batch
+            .iter()
+            .filter_map(|h| LogRecord::decode(h.bytes.as_slice()).ok())
+            .collect();
+        let done: Vec<(Class, u64)> = batch.iter().map(|h| (h.class, h.seq)).collect();
+        let n = records.len() as u64;
+        let (body, content_type) = sender.body(resource.clone(), records);
+        let size = body.len() as u64;
+        match sender.send(body, content_type).await {
+            Sent::Stored { rejected, message } => {
+                stats.sent_records.fetch_add(n - rejected.min(n), Ordering::Relaxed);
+                stats.sent_bytes.fetch_add(size, Ordering::Relaxed);
+                stats.batches.fetch_add(1, Ordering::Relaxed);
+                if rejected > 0 {
+                    stats.rejected.fetch_add(rejected, Ordering::Relaxed);
+                    tracing::warn!(rejected, "the receiver refused some records: {message}");
+                }
+                spool.remove(&done).map_err(|e| (format!("spool: {e:#}"), None))?;
+            }
+            Sent::TooLarge if batch.len() > 1 => {
+                let mut first = batch;
+                let second = first.split_off(first.len() / 2);
+                queue.push(second);
+                queue.push(first);
+            }
+            Sent::TooLarge => {
+                stats.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("the receiver refused a record as too large: dropped");
+                spool.remove(&done).map_err(|e| (format!("spool: {e:#}"), None))?;
+            }
+            Sent::Refused { why } => {
+                stats.rejected.fetch_add(n, Ordering::Relaxed);
+                stats.set("retrying", Some(why.clone()));
+                tracing::error!(records = n, "the receiver refused a batch for good ({why}): dropped");
+                spool.remove(&done).map_err(|e| (format!("spool: {e:#}"), None))?;
+            }
+            Sent::Retry { why, after } => return Err((why, after)),
+        }
+    }
+    Ok(())
+}

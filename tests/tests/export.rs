@@ -1,0 +1,410 @@
+//! The export (issue 28, docs/export.md): a session's events and summary reach an
+//! OTLP/HTTP receiver, decoded with the maintained OpenTelemetry crates, with their
+//! record ids and attributes, and with the numbers `guard report` has; and nothing
+//! is lost when the receiver is down, dies mid-batch, or the daemon is SIGKILLed with
+//! a spool full of records: each record arrives once by its id.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::sync::Arc;
+use std::time::Duration;
+
+use guard_tests::otlp::{Answer, Received, Receiver, wait_for};
+use guard_tests::{
+    Daemon, Enforcing, Event, EventsTo, FakeAgent, PinDir, TempDir, fake_agent_exe, scaled,
+    session_ended, write_policy,
+};
+use serde_json::Value;
+
+const SECRET: &str = "export-secret-41c9";
+
+/// The rules of these tests: reading `{dir}/secret` is killed in the kernel.
+const RULES: &str = r#"
+[[rule]]
+id = "no-secret"
+kind = "file"
+access = ["read"]
+paths = ["{dir}/secret"]
+action = "kill"
+"#;
+
+/// `[export]` to `url`, spooling under `{dir}/spool`, quick to send and summarise.
+fn export(url: &str, extra: &str) -> String {
+    format!(
+        "[export]\nendpoint = \"{url}\"\nspool_dir = \"{{dir}}/spool\"\nsummary_interval = \
+         \"1s\"\nbatch_interval = \"100ms\"\n{extra}\n"
+    )
+}
+
+fn start(url: &str, extra: &str) -> Enforcing {
+    Enforcing::start(
+        fake_agent_exe!(),
+        "guard-e2e-export",
+        &format!("{}{RULES}", export(url, extra)),
+        |dir| fs::write(dir.join("secret"), SECRET).expect("write the secret"),
+    )
+}
+
+/// The session's events as the audit log has them (the exported kinds: all).
+fn session_lines(events: &[Event], session: &str) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e.session() == Some(session))
+        .map(|e| e.value.clone())
+        .collect()
+}
+
+fn summaries<'r>(records: &'r [Received], session: &str) -> Vec<&'r Received> {
+    records
+        .iter()
+        .filter(|r| {
+            r.event_name == "guard.session.summary" && r.attr("guard.session.id") == Some(session)
+        })
+        .collect()
+}
+
+/// Waits until every event of `session` in the audit log and its final summary
+/// have arrived; returns the records.
+fn all_of(rx: &Receiver, events: &[Event], session: &str, timeout: Duration) -> Vec<Received> {
+    let want = session_lines(events, session);
+    wait_for(
+        rx,
+        &format!("the {} events and the final summary of {session}", want.len()),
+        timeout,
+        |records| {
+            let bodies: Vec<&Value> = records
+                .iter()
+                .filter(|r| r.event_name.starts_with("guard.event."))
+                .map(|r| &r.body)
+                .collect();
+            want.iter().all(|w| bodies.contains(&w))
+                && summaries(records, session)
+                    .iter()
+                    .any(|r| r.attr("guard.session.state") == Some("ended"))
+        },
+    )
+}
+
+/// A session that reads a file, is killed reading the secret, and ends.
+fn session(s: &mut Enforcing) -> String {
+    let (run, events) = s.sh("cat /etc/hostname > /dev/null; cat {dir}/secret");
+    Enforcing::of_run(&events, &run)[0]
+        .session()
+        .expect("a session")
+        .to_owned()
+}
+
+#[test]
+fn a_session_arrives_with_ids_attributes_and_the_report_s_numbers() {
+    let rx = Receiver::start();
+    let mut s = start(&rx.url(), "");
+    let id = session(&mut s);
+    let events = s.daemon.events();
+    let records = all_of(&rx, &events, &id, scaled(Duration::from_secs(20)));
+    let report = s.daemon.report(&id);
+
+    // Each record once, with a well-formed id.
+    assert_eq!(rx.duplicates(), 0, "a record arrived twice");
+    for r in &records {
+        assert!(
+            r.id.len() == 32 && r.id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "bad record id {:?}",
+            r.id
+        );
+    }
+    // The host as the resource.
+    let resource = &records[0].resource;
+    assert_eq!(resource["service.name"], "guard");
+    assert!(
+        resource["host.name"].as_str().is_some_and(|h| !h.is_empty()),
+        "{resource:?}"
+    );
+    let host_id = resource["host.id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(host_id.len(), 32, "{resource:?}");
+    assert!(
+        resource["guard.tiers"].get("exec_kill").is_some(),
+        "{resource:?}"
+    );
+
+    // The kill, as a violation with its rule and outcome.
+    let kill = records
+        .iter()
+        .find(|r| r.attr("guard.rule") == Some("no-secret"))
+        .unwrap_or_else(|| panic!("no violation record among {}", records.len()));
+    assert_eq!(kill.event_name, "guard.event.open");
+    assert_eq!(kill.attr("guard.outcome"), Some("killed"));
+    assert_eq!(kill.attr("guard.session.id"), Some(id.as_str()));
+    assert!(
+        kill.attr("guard.session.uid")
+            .is_some_and(|u| u.starts_with(&host_id) && u.ends_with(&id)),
+        "{:?}",
+        kill.attributes
+    );
+    assert_eq!(
+        kill.attr("file.path"),
+        Some(s.path("secret").as_str()),
+        "{:?}",
+        kill.attributes
+    );
+
+    // The summary: the report's numbers.
+    let ended = summaries(&records, &id)
+        .into_iter()
+        .rfind(|r| r.attr("guard.session.state") == Some("ended"))
+        .expect("an ended summary");
+    assert_eq!(ended.attr("guard.agent.name"), Some(s.agent.name()));
+    assert_eq!(ended.attr("user.name"), Some("root"));
+    for key in ["bytes_out", "bytes_in", "forks", "dropped"] {
+        assert_eq!(ended.body[key], report[key], "{key}");
+    }
+    for list in ["commands", "violations"] {
+        assert_eq!(
+            ended.body[list]["items"], report[list]["items"],
+            "{list} differ from guard report"
+        );
+    }
+    assert_eq!(
+        ended.body["read"]["secrets"], report["read"]["secrets"],
+        "secrets read"
+    );
+    // The requests: protobuf, gzip'd.
+    assert!(
+        rx.content()
+            .iter()
+            .all(|(t, e)| t == "application/x-protobuf" && e == "gzip"),
+        "{:?}",
+        rx.content()
+    );
+    s.finish();
+}
+
+#[test]
+fn json_without_compression_and_a_token_from_a_file_and_the_environment() {
+    let rx = Receiver::start();
+    let dir = TempDir::new("guard-e2e-export-token");
+    let token = dir.join("token");
+    fs::write(&token, "s3cr3t-t0ken\n").expect("write token");
+    let extra = format!(
+        "protocol = \"http/json\"\ncompression = \"none\"\ntoken_file = \"{}\"\nheaders = {{ x-guard-cluster = \"${{GUARD_E2E_CLUSTER}}\" }}\n",
+        token.display()
+    );
+    // SAFETY: the test sets a variable only the daemon it starts reads.
+    unsafe { std::env::set_var("GUARD_E2E_CLUSTER", "ci-east") };
+    let mut s = start(&rx.url(), &extra);
+    let id = session(&mut s);
+    let events = s.daemon.events();
+    all_of(&rx, &events, &id, scaled(Duration::from_secs(20)));
+    assert!(
+        rx.content()
+            .iter()
+            .all(|(t, e)| t == "application/json" && e.is_empty()),
+        "{:?}",
+        rx.content()
+    );
+    assert!(
+        rx.auth().iter().all(|a| a == "Bearer s3cr3t-t0ken"),
+        "{:?}",
+        rx.auth()
+    );
+    s.finish();
+}
+
+/// The receiver down for 60 seconds (while a session runs and ends), then back:
+/// everything arrives, each record once.
+#[test]
+fn a_receiver_down_for_a_minute_loses_nothing() {
+    let rx = Receiver::start();
+    let url = rx.url();
+    let bind = rx.addr().to_string();
+    drop(rx);
+    let mut s = start(&url, "");
+    let id = session(&mut s);
+    let down = std::time::Instant::now();
+    // The records wait in the spool.
+    wait_until_status(&mut s.daemon, "records in the spool while the receiver is down", |x| {
+        x["spool_records"].as_u64().unwrap_or(0) > 0 && x["state"] == "retrying"
+    });
+    std::thread::sleep(Duration::from_secs(60).saturating_sub(down.elapsed()));
+    let rx = Receiver::start_on(&bind);
+    let events = s.daemon.events();
+    // Back-off is at most 60 s.
+    all_of(&rx, &events, &id, scaled(Duration::from_secs(90)));
+    assert_eq!(rx.duplicates(), 0);
+    let status = s.daemon.status();
+    assert!(status["export"]["retries"].as_u64().unwrap_or(0) > 0, "{status}");
+    s.finish();
+}
+
+/// A receiver that reads a batch and dies before answering: guard sends it again,
+/// and the receiver, deduplicating on the record id, stores each record once.
+#[test]
+fn a_receiver_killed_mid_batch_gets_every_record_once() {
+    let rx = Receiver::start();
+    rx.answer(Answer::Hangup);
+    let mut s = start(&rx.url(), "");
+    let id = session(&mut s);
+    wait_until_status(&mut s.daemon, "a failed attempt", |x| {
+        x["retries"].as_u64().unwrap_or(0) > 0
+    });
+    rx.answer(Answer::Store);
+    let events = s.daemon.events();
+    let records = all_of(&rx, &events, &id, scaled(Duration::from_secs(30)));
+    let ids: std::collections::HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids.len(), records.len(), "the receiver stored a record twice");
+    s.finish();
+}
+
+/// The daemon SIGKILLed with records in its spool (the receiver down): the next
+/// daemon on the same pins and spool delivers them, each once.
+#[test]
+fn a_sigkilled_daemon_s_spool_is_delivered_by_the_next() {
+    let rx = Receiver::start();
+    let url = rx.url();
+    let bind = rx.addr().to_string();
+    drop(rx);
+    let agent = FakeAgent::install(fake_agent_exe!());
+    let dir = TempDir::new("guard-e2e-export-kill");
+    fs::write(dir.join("secret"), SECRET).expect("write the secret");
+    let policy = dir.join("guard.toml");
+    let body = format!(
+        "mode = \"enforce\"\n[agents]\nnames = [\"{}\"]\n{}{RULES}",
+        agent.name(),
+        export(&url, "")
+    )
+    .replace("{dir}", &dir.path().display().to_string());
+    write_policy(&policy, &body);
+    let pins = Arc::new(PinDir::new());
+    let args = [OsStr::new("--policy"), policy.as_os_str()];
+    let mut first = Daemon::start_on(&pins, &[], EventsTo::File, &args);
+    let run = agent.run(&["run", "sh", "-c", "cat /etc/hostname > /dev/null; exit 0"]);
+    let events = first.wait_for("the session's end", session_ended(run.pid));
+    let e = events
+        .iter()
+        .find(|e| e.kind() == "session_end" && e.int("root_pid") == Some(run.pid))
+        .expect("session_end");
+    let id = e.session().expect("a session").to_owned();
+    wait_until_status(&mut first, "the session's records in the spool", |x| {
+        x["spool_records"].as_u64().unwrap_or(0) >= 3
+    });
+    let held = first.status()["export"]["spool_records"]
+        .as_u64()
+        .unwrap_or(0);
+    // SAFETY: signalling the test's own daemon.
+    unsafe { libc::kill(first.pid().expect("running") as libc::pid_t, libc::SIGKILL) };
+    first.wait_exited();
+
+    let rx = Receiver::start_on(&bind);
+    let mut second = Daemon::start_on(&pins, &[], EventsTo::File, &args);
+    let records = all_of(&rx, &events, &id, scaled(Duration::from_secs(30)));
+    assert!(
+        records.len() as u64 >= held,
+        "{} records arrived, {held} were spooled",
+        records.len()
+    );
+    assert_eq!(rx.duplicates(), 0);
+    second.stop_ok();
+}
+
+/// A spool too small for what a session produces while the receiver is down drops
+/// the oldest events, counts them, and keeps the summaries.
+#[test]
+fn a_full_spool_drops_the_oldest_events_and_counts_them() {
+    let rx = Receiver::start();
+    let url = rx.url();
+    let bind = rx.addr().to_string();
+    drop(rx);
+    let mut s = start(&url, "spool_max = \"1MiB\"\n");
+    // Some 8,000 opens: far more than 1 MiB of records.
+    let (run, events) = s.sh("for i in $(seq 1 8000); do : < /etc/hostname; done");
+    let id = Enforcing::of_run(&events, &run)[0]
+        .session()
+        .expect("a session")
+        .to_owned();
+    wait_until_status(&mut s.daemon, "dropped records", |x| {
+        x["dropped"]["spool_full_events"].as_u64().unwrap_or(0) > 0
+    });
+    let rx = Receiver::start_on(&bind);
+    let records = wait_for(&rx, "the final summary", scaled(Duration::from_secs(60)), |r| {
+        summaries(r, &id)
+            .iter()
+            .any(|s| s.attr("guard.session.state") == Some("ended"))
+    });
+    let status = s.daemon.status();
+    let dropped = status["export"]["dropped"]["spool_full_events"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(dropped > 0, "{status}");
+    assert_eq!(
+        status["export"]["dropped"]["spool_full_summaries"].as_u64(),
+        Some(0),
+        "{status}"
+    );
+    let opens = records
+        .iter()
+        .filter(|r| r.event_name == "guard.event.open")
+        .count() as u64;
+    assert!(
+        opens < 8000,
+        "{opens} opens arrived though {dropped} were dropped"
+    );
+    let metrics = s.daemon.client(&["status", "--json"]);
+    assert!(metrics.contains("spool_full_events"), "{metrics}");
+    s.finish();
+}
+
+/// A receiver that refuses (400), is out of order (500), answers garbage, or needs a
+/// smaller batch (413): counted, retried or split as OTLP says, and enforcement
+/// carries on meanwhile.
+#[test]
+fn bad_answers_are_counted_and_never_stop_enforcement() {
+    let rx = Receiver::start();
+    rx.answer(Answer::Status(500));
+    let mut s = start(&rx.url(), "");
+    let id = session(&mut s);
+    wait_until_status(&mut s.daemon, "a retry after a 500", |x| {
+        x["retries"].as_u64().unwrap_or(0) > 0
+            && x["last_error"].as_str().is_some_and(|e| e.contains("500"))
+    });
+    // Enforcement is the kernel's: the secret's reader was killed all the same.
+    let events = s.daemon.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.session() == Some(id.as_str()) && e.str("outcome") == Some("killed")),
+        "the read of the secret was not killed"
+    );
+    rx.answer(Answer::Garbage);
+    all_of(&rx, &events, &id, scaled(Duration::from_secs(30)));
+
+    rx.answer(Answer::Status(400));
+    let id2 = session(&mut s);
+    wait_until_status(&mut s.daemon, "a batch refused for good", |x| {
+        x["dropped"]["rejected"].as_u64().unwrap_or(0) > 0
+    });
+    let records = rx.records();
+    assert!(
+        !records
+            .iter()
+            .any(|r| r.attr("guard.session.id") == Some(id2.as_str())),
+        "a refused batch was stored"
+    );
+    s.finish();
+}
+
+fn wait_until_status(daemon: &mut Daemon, what: &str, done: impl Fn(&Value) -> bool) {
+    let _w = guard_tests::watch::waiting(what);
+    let start = std::time::Instant::now();
+    loop {
+        let status = daemon.status();
+        let export = &status["export"];
+        if done(export) {
+            return;
+        }
+        assert!(
+            start.elapsed() < scaled(Duration::from_secs(30)),
+            "timed out waiting for {what}: {export}\n{}",
+            guard_tests::watch::state()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
