@@ -123,17 +123,15 @@ impl Receiver {
         let server = Arc::new(
             tiny_http::Server::http(bind).unwrap_or_else(|e| panic!("listen on {bind}: {e}")),
         );
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .expect("an IP address");
+        let addr = server.server_addr().to_ip().expect("an IP address");
         let state = Arc::new(Mutex::new(State {
             answer: Some(Answer::Store),
             ..State::default()
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (server, state, stop) = (Arc::clone(&server), Arc::clone(&state), Arc::clone(&stop));
+            let (server, state, stop) =
+                (Arc::clone(&server), Arc::clone(&state), Arc::clone(&stop));
             thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     match server.recv_timeout(Duration::from_millis(100)) {
@@ -198,12 +196,18 @@ impl Receiver {
 
     /// (Content-Type, Content-Encoding) of each request.
     pub fn content(&self) -> Vec<(String, String)> {
-        self.state.lock().map(|s| s.content.clone()).unwrap_or_default()
+        self.state
+            .lock()
+            .map(|s| s.content.clone())
+            .unwrap_or_default()
     }
 
     /// The Authorization header of each request.
     pub fn auth(&self) -> Vec<String> {
-        self.state.lock().map(|s| s.auth.clone()).unwrap_or_default()
+        self.state
+            .lock()
+            .map(|s| s.auth.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -266,7 +270,11 @@ fn serve(mut request: tiny_http::Request, state: &Mutex<State>) {
     };
     if let Ok(mut s) = state.lock() {
         for rl in &req.resource_logs {
-            let resource = rl.resource.as_ref().map(|r| attrs(&r.attributes)).unwrap_or_default();
+            let resource = rl
+                .resource
+                .as_ref()
+                .map(|r| attrs(&r.attributes))
+                .unwrap_or_default();
             for sl in &rl.scope_logs {
                 for r in &sl.log_records {
                     let attributes = attrs(&r.attributes);
@@ -300,7 +308,12 @@ fn serve(mut request: tiny_http::Request, state: &Mutex<State>) {
     }
     let reply = ExportLogsServiceResponse::default();
     if json {
-        respond(request, 200, serde_json::to_vec(&reply).unwrap_or_default(), true);
+        respond(
+            request,
+            200,
+            serde_json::to_vec(&reply).unwrap_or_default(),
+            true,
+        );
     } else {
         respond(request, 200, reply.encode_to_vec(), false);
     }

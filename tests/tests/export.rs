@@ -69,7 +69,10 @@ fn all_of(rx: &Receiver, events: &[Event], session: &str, timeout: Duration) -> 
     let want = session_lines(events, session);
     wait_for(
         rx,
-        &format!("the {} events and the final summary of {session}", want.len()),
+        &format!(
+            "the {} events and the final summary of {session}",
+            want.len()
+        ),
         timeout,
         |records| {
             let bodies: Vec<&Value> = records
@@ -116,7 +119,9 @@ fn a_session_arrives_with_ids_attributes_and_the_report_s_numbers() {
     let resource = &records[0].resource;
     assert_eq!(resource["service.name"], "guard");
     assert!(
-        resource["host.name"].as_str().is_some_and(|h| !h.is_empty()),
+        resource["host.name"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty()),
         "{resource:?}"
     );
     let host_id = resource["host.id"].as_str().unwrap_or_default().to_owned();
@@ -221,9 +226,11 @@ fn a_receiver_down_for_a_minute_loses_nothing() {
     let id = session(&mut s);
     let down = std::time::Instant::now();
     // The records wait in the spool.
-    wait_until_status(&mut s.daemon, "records in the spool while the receiver is down", |x| {
-        x["spool_records"].as_u64().unwrap_or(0) > 0 && x["state"] == "retrying"
-    });
+    wait_until_status(
+        &mut s.daemon,
+        "records in the spool while the receiver is down",
+        |x| x["spool_records"].as_u64().unwrap_or(0) > 0 && x["state"] == "retrying",
+    );
     std::thread::sleep(Duration::from_secs(60).saturating_sub(down.elapsed()));
     let rx = Receiver::start_on(&bind);
     let events = s.daemon.events();
@@ -231,7 +238,10 @@ fn a_receiver_down_for_a_minute_loses_nothing() {
     all_of(&rx, &events, &id, scaled(Duration::from_secs(90)));
     assert_eq!(rx.duplicates(), 0);
     let status = s.daemon.status();
-    assert!(status["export"]["retries"].as_u64().unwrap_or(0) > 0, "{status}");
+    assert!(
+        status["export"]["retries"].as_u64().unwrap_or(0) > 0,
+        "{status}"
+    );
     s.finish();
 }
 
@@ -250,7 +260,11 @@ fn a_receiver_killed_mid_batch_gets_every_record_once() {
     let events = s.daemon.events();
     let records = all_of(&rx, &events, &id, scaled(Duration::from_secs(30)));
     let ids: std::collections::HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(ids.len(), records.len(), "the receiver stored a record twice");
+    assert_eq!(
+        ids.len(),
+        records.len(),
+        "the receiver stored a record twice"
+    );
     s.finish();
 }
 
@@ -324,11 +338,16 @@ fn a_full_spool_drops_the_oldest_events_and_counts_them() {
         x["dropped"]["spool_full_events"].as_u64().unwrap_or(0) > 0
     });
     let rx = Receiver::start_on(&bind);
-    let records = wait_for(&rx, "the final summary", scaled(Duration::from_secs(60)), |r| {
-        summaries(r, &id)
-            .iter()
-            .any(|s| s.attr("guard.session.state") == Some("ended"))
-    });
+    let records = wait_for(
+        &rx,
+        "the final summary",
+        scaled(Duration::from_secs(60)),
+        |r| {
+            summaries(r, &id)
+                .iter()
+                .any(|s| s.attr("guard.session.state") == Some("ended"))
+        },
+    );
     let status = s.daemon.status();
     let dropped = status["export"]["dropped"]["spool_full_events"]
         .as_u64()

@@ -67,17 +67,37 @@ const END_MARK: &str = "guard-vm: end ";
 /// Printed by a test that skipped (see tests/src/lib.rs `SKIP_PREFIX`).
 const SKIP_MARK: &str = "SKIPPED:";
 
-/// The tests run in each kernel, by test binary and exact test name: programs load
+/// Where a test of the subset runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernels {
+    /// Every kernel of the matrix: what BPF-LSM decides (its deny, self-protection,
+    /// routes refused with EPERM), and pinned links of every type it has.
+    Every,
+    /// The oldest kernel only: the tracepoint tier and the programs' portability
+    /// (the oldest verifier is the strictest), which newer kernels run the same.
+    Oldest,
+}
+
+/// The tests run in the kernels, by test binary and exact test name: programs load
 /// and a session starts, the tree is followed (fork, setsid double fork, vfork,
 /// threads, exec), each action keeps its guarantee (kill at exec, kill before a read
 /// returns, network deny, user-space kill), every BPF-LSM deny, enforcement with
 /// no daemon (pinned links), and egress accounting (cgroup_skb, socket storage,
 /// sock_release: the 6.1 verifier).
-const SUBSET: &[(&str, &[&str])] = &[
-    ("daemon", &["each_agent_name_starts_its_own_session"]),
-    ("tree", &["agent_process_tree_is_one_session"]),
+const SUBSET: &[(&str, Kernels, &[&str])] = &[
+    (
+        "daemon",
+        Kernels::Oldest,
+        &["each_agent_name_starts_its_own_session"],
+    ),
+    (
+        "tree",
+        Kernels::Oldest,
+        &["agent_process_tree_is_one_session"],
+    ),
     (
         "policy",
+        Kernels::Oldest,
         &[
             "exec_kill_in_kernel_stops_the_program_before_it_runs",
             "read_kill_in_kernel_keeps_the_data_from_the_reader",
@@ -87,27 +107,39 @@ const SUBSET: &[(&str, &[&str])] = &[
     ),
     (
         "deny",
+        Kernels::Every,
         &[
             "deny_refuses_every_change_and_the_agent_lives",
             "component_run_is_killed_in_the_kernel_at_open",
         ],
     ),
-    // Roles decided at exec on 6.1's verifier too (the environment scan under
-    // bpf_loop), and a role-scoped BPF-LSM deny.
+    // Roles decided at exec on 6.1's verifier (the environment scan under
+    // bpf_loop); a role-scoped BPF-LSM deny on every kernel.
     (
         "roles",
-        &[
-            "roles_are_decided_at_exec_and_scope_kernel_kills",
-            "role_scoped_deny_refuses_the_tool_and_not_the_agent",
-        ],
+        Kernels::Oldest,
+        &["roles_are_decided_at_exec_and_scope_kernel_kills"],
+    ),
+    (
+        "roles",
+        Kernels::Every,
+        &["role_scoped_deny_refuses_the_tool_and_not_the_agent"],
     ),
     // Routes around the hooks: io_uring and raw/packet sockets are refused with EPERM
-    // by BPF-LSM (the process lives); the loader route and fileless execs are killed.
+    // by BPF-LSM (the process lives); the loader route and fileless execs are killed
+    // at tracepoints.
     (
         "routes",
+        Kernels::Every,
         &[
             "io_uring_is_refused_by_default_and_allowed_by_policy",
             "raw_sockets_are_refused_and_every_send_meets_the_rules",
+        ],
+    ),
+    (
+        "routes",
+        Kernels::Oldest,
+        &[
             "a_denied_program_runs_neither_through_the_loader_nor_by_descriptor",
             "fileless_programs_are_named_and_killed_when_the_policy_says_so",
         ],
@@ -117,9 +149,10 @@ const SUBSET: &[(&str, &[&str])] = &[
     // EPERM at `file_open` (the path names no rule), the process lives; a file too
     // deep to place fails closed with EPERM; a hard link to a denied program is
     // refused at `bprm_check_security`. (Every test whose assertions depend on
-    // BPF-LSM runs here.)
+    // BPF-LSM runs on every kernel.)
     (
         "identity",
+        Kernels::Every,
         &[
             "a_hard_link_to_a_protected_file_is_the_protected_file",
             "a_file_too_deep_to_place_fails_closed",
@@ -134,6 +167,7 @@ const SUBSET: &[(&str, &[&str])] = &[
     // with no daemon, and a restart replaces them without a read getting through.
     (
         "survive",
+        Kernels::Every,
         &[
             "sigkill_of_the_daemon_leaves_the_kernel_enforcing_and_the_next_daemon_adopts",
             "restart_replaces_the_programs_with_no_read_getting_through",
@@ -143,6 +177,7 @@ const SUBSET: &[(&str, &[&str])] = &[
     // opens, bpf() and perf_event_open() against guard.
     (
         "tamper",
+        Kernels::Every,
         &[
             "attempts_on_guard_from_a_session_are_stopped_and_reported",
             "kill_9_of_guard_from_a_session",
@@ -150,12 +185,14 @@ const SUBSET: &[(&str, &[&str])] = &[
     ),
     (
         "egress",
+        Kernels::Oldest,
         &["bytes_each_way_are_counted_per_socket_and_reported"],
     ),
     // Unix domain sockets: BPF-LSM refuses a connect and a datagram to a protected
     // socket file with EPERM.
     (
         "unix",
+        Kernels::Every,
         &[
             "a_connect_to_a_protected_socket_sends_nothing",
             "a_datagram_to_a_protected_socket_is_refused_or_reported",
@@ -209,10 +246,10 @@ pub struct Options {
 }
 
 /// The subset's tests that `opts` chose: (binary, name), in the subset's order.
-fn chosen(opts: &Options) -> Result<Vec<(&'static str, &'static str)>> {
-    let all: Vec<(&str, &str)> = SUBSET
+fn chosen(opts: &Options) -> Result<Vec<(&'static str, &'static str, Kernels)>> {
+    let all: Vec<(&str, &str, Kernels)> = SUBSET
         .iter()
-        .flat_map(|(bin, names)| names.iter().map(move |n| (*bin, *n)))
+        .flat_map(|(bin, kernels, names)| names.iter().map(move |n| (*bin, *n, *kernels)))
         .collect();
     if opts.tests.is_empty() {
         return Ok(all);
@@ -221,7 +258,7 @@ fn chosen(opts: &Options) -> Result<Vec<(&'static str, &'static str)>> {
     for want in &opts.tests {
         let matched: Vec<_> = all
             .iter()
-            .filter(|(bin, name)| match want.split_once("::") {
+            .filter(|(bin, name, _)| match want.split_once("::") {
                 Some((b, n)) => b == *bin && n == *name,
                 None => want == bin,
             })
@@ -263,34 +300,42 @@ pub fn run(guard: &Path, opts: &Options) -> Result<Vec<Outcome>> {
         .collect::<Result<_>>()?;
     let binaries = test_binaries()?;
     let chosen = chosen(opts)?;
-    let mut plan: Vec<(&str, PathBuf, Vec<String>)> = Vec::new();
-    for _ in 0..opts.repeat.max(1) {
-        for (bin, exe) in &binaries {
-            let names: Vec<String> = chosen
-                .iter()
-                .filter(|(b, _)| b == bin)
-                .map(|(_, n)| (*n).to_owned())
-                .collect();
-            if !names.is_empty() {
-                plan.push((bin, exe.clone(), names));
+    // The plan of one kernel: `oldest` runs the tests of the oldest kernel too.
+    let plan_of = |oldest: bool| -> Vec<(&str, PathBuf, Vec<String>)> {
+        let mut plan = Vec::new();
+        for _ in 0..opts.repeat.max(1) {
+            for (bin, exe) in &binaries {
+                let names: Vec<String> = chosen
+                    .iter()
+                    .filter(|(b, _, k)| b == bin && (oldest || *k == Kernels::Every))
+                    .map(|(_, n, _)| (*n).to_owned())
+                    .collect();
+                if !names.is_empty() {
+                    plan.push((*bin, exe.clone(), names));
+                }
             }
         }
-    }
-    let expected: Vec<(String, String)> = plan
-        .iter()
-        .flat_map(|(bin, _, names)| names.iter().map(|n| ((*bin).to_owned(), n.clone())))
-        .collect();
-    let script = guest_script(&vm_dir, guard, &plan)?;
-    log!(
-        "kernel matrix: {} tests a kernel; set-up took {:.0?}",
-        expected.len(),
-        started.elapsed()
-    );
+        plan
+    };
+    let expected_of = |plan: &[(&str, PathBuf, Vec<String>)]| -> Vec<(String, String)> {
+        plan.iter()
+            .flat_map(|(bin, _, names)| names.iter().map(|n| ((*bin).to_owned(), n.clone())))
+            .collect()
+    };
+    log!("kernel matrix: set-up took {:.0?}", started.elapsed());
 
     let mut outcomes = Vec::new();
+    let oldest = unpacked.first().map(|(k, _)| k.abi.clone());
     for (kernel, vmlinuz) in &unpacked {
         let t = Instant::now();
-        log!("kernel {}: booting (TCG, 2 vCPUs, {VM_MEMORY})", kernel.abi);
+        let plan = plan_of(oldest.as_deref() == Some(kernel.abi.as_str()));
+        let expected = expected_of(&plan);
+        let script = guest_script(&vm_dir, guard, &plan)?;
+        log!(
+            "kernel {}: booting (TCG, 2 vCPUs, {VM_MEMORY}) for {} tests",
+            kernel.abi,
+            expected.len()
+        );
         let mut booted = boot(&venv, &vm_dir, kernel, vmlinuz, &script);
         // QEMU under TCG once died here within seconds having printed nothing at all
         // (no firmware, kernel or guest line; the next run of the same kernel passed).
@@ -360,7 +405,7 @@ pub fn run(guard: &Path, opts: &Options) -> Result<Vec<Outcome>> {
             o.abi,
             o.wall.as_secs_f64(),
             passed,
-            expected.len(),
+            o.tests.len(),
             if o.passed() { "passed" } else { "FAILED" }
         );
     }
@@ -556,11 +601,15 @@ fn test_binaries() -> Result<Vec<(&'static str, PathBuf)>> {
         let (Some(name), Some(exe)) = (target["name"].as_str(), msg["executable"].as_str()) else {
             continue;
         };
-        if let Some((name, _)) = SUBSET.iter().find(|(n, _)| *n == name).filter(|_| is_test) {
+        if let Some((name, _, _)) = SUBSET
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .filter(|_| is_test)
+        {
             found.push((*name, PathBuf::from(exe)));
         }
     }
-    for (name, _) in SUBSET {
+    for (name, _, _) in SUBSET {
         if !found.iter().any(|(n, _)| n == name) {
             bail!("cargo built no test binary named {name}");
         }

@@ -83,7 +83,12 @@ pub enum Cmd {
         export_endpoint: Option<String>,
         /// Where guard keeps state that outlives it: the export's spool
         /// (`<dir>/spool`, unless `[export] spool_dir` says otherwise).
-        #[arg(long, env = "GUARD_STATE_DIR", value_name = "DIR", default_value = "/var/lib/guard")]
+        #[arg(
+            long,
+            env = "GUARD_STATE_DIR",
+            value_name = "DIR",
+            default_value = "/var/lib/guard"
+        )]
         state_dir: PathBuf,
     },
     /// Stop enforcing: remove guard's pinned programs, links and maps (the daemon

@@ -130,7 +130,11 @@ impl Daemon {
             kill_latency_us: self.pipe.actor.kill_latency(),
             enforcement: self.enforcement(),
             identity,
-            export: self.out.export.as_ref().map(crate::export::Exporter::status),
+            export: self
+                .out
+                .export
+                .as_ref()
+                .map(crate::export::Exporter::status),
         }
     }
 
@@ -354,9 +358,16 @@ impl Daemon {
             .clone()
             .unwrap_or_else(|| self.state_dir.join("spool"));
         self.out.summary_every = config.summary_interval;
-        match crate::export::Exporter::start(&config, endpoint.as_deref(), self.export_host(), &spool) {
+        match crate::export::Exporter::start(
+            &config,
+            endpoint.as_deref(),
+            self.export_host(),
+            &spool,
+        ) {
             Ok(export) => self.out.export = Some(export),
-            Err(e) => tracing::error!("the export cannot start (events stay in the audit log): {e:#}"),
+            Err(e) => {
+                tracing::error!("the export cannot start (events stay in the audit log): {e:#}")
+            }
         }
     }
 

@@ -10,6 +10,7 @@ pub mod flows;
 mod json;
 mod line;
 pub mod names;
+pub mod redact;
 pub mod via;
 
 pub use self::json::rfc3339;

@@ -333,7 +333,9 @@ fn write_loop(
                     Ok(v) => events.push(record::event(&v, &host)),
                     Err(e) => tracing::warn!("export: an audit line is not JSON ({e}): dropped"),
                 },
-                Item::Summary(report, meta) => summaries.push(record::summary(&report, &meta, &host)),
+                Item::Summary(report, meta) => {
+                    summaries.push(record::summary(&report, &meta, &host))
+                }
             }
         }
         let id = spool.id();
@@ -346,9 +348,15 @@ fn write_loop(
                 Ok((de, ds)) => {
                     stats.spooled.fetch_add(n, Ordering::Relaxed);
                     stats.dropped_spool_events.fetch_add(de, Ordering::Relaxed);
-                    stats.dropped_spool_summaries.fetch_add(ds, Ordering::Relaxed);
+                    stats
+                        .dropped_spool_summaries
+                        .fetch_add(ds, Ordering::Relaxed);
                     if de + ds > 0 {
-                        tracing::warn!(events = de, summaries = ds, "export spool full: dropped the oldest records");
+                        tracing::warn!(
+                            events = de,
+                            summaries = ds,
+                            "export spool full: dropped the oldest records"
+                        );
                     }
                 }
                 Err(e) => {
@@ -416,9 +424,7 @@ async fn send_loop(
                 backoff = FIRST_BACKOFF;
                 stats.set("ok", None);
                 if let Ok(mut t) = stats.last_success.lock() {
-                    *t = Some(crate::event::rfc3339(
-                        crate::event::clock::wall_ns(),
-                    ));
+                    *t = Some(crate::event::rfc3339(crate::event::clock::wall_ns()));
                 }
             }
             Err((why, after)) => {
@@ -464,14 +470,18 @@ async fn deliver(
         let size = body.len() as u64;
         match sender.send(body, content_type).await {
             Sent::Stored { rejected, message } => {
-                stats.sent_records.fetch_add(n - rejected.min(n), Ordering::Relaxed);
+                stats
+                    .sent_records
+                    .fetch_add(n - rejected.min(n), Ordering::Relaxed);
                 stats.sent_bytes.fetch_add(size, Ordering::Relaxed);
                 stats.batches.fetch_add(1, Ordering::Relaxed);
                 if rejected > 0 {
                     stats.rejected.fetch_add(rejected, Ordering::Relaxed);
                     tracing::warn!(rejected, "the receiver refused some records: {message}");
                 }
-                spool.remove(&done).map_err(|e| (format!("spool: {e:#}"), None))?;
+                spool
+                    .remove(&done)
+                    .map_err(|e| (format!("spool: {e:#}"), None))?;
             }
             Sent::TooLarge if batch.len() > 1 => {
                 let mut first = batch;
@@ -482,13 +492,20 @@ async fn deliver(
             Sent::TooLarge => {
                 stats.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!("the receiver refused a record as too large: dropped");
-                spool.remove(&done).map_err(|e| (format!("spool: {e:#}"), None))?;
+                spool
+                    .remove(&done)
+                    .map_err(|e| (format!("spool: {e:#}"), None))?;
             }
             Sent::Refused { why } => {
                 stats.rejected.fetch_add(n, Ordering::Relaxed);
                 stats.set("retrying", Some(why.clone()));
-                tracing::error!(records = n, "the receiver refused a batch for good ({why}): dropped");
-                spool.remove(&done).map_err(|e| (format!("spool: {e:#}"), None))?;
+                tracing::error!(
+                    records = n,
+                    "the receiver refused a batch for good ({why}): dropped"
+                );
+                spool
+                    .remove(&done)
+                    .map_err(|e| (format!("spool: {e:#}"), None))?;
             }
             Sent::Retry { why, after } => return Err((why, after)),
         }

@@ -278,7 +278,10 @@ mod tests {
         assert_eq!(r.time_unix_nano, 1_795_428_000_500_000_000);
         let a = &r.attributes;
         assert_eq!(get_int(a, attr::PROCESS_PID), Some(42));
-        assert_eq!(get_str(a, attr::PROCESS_COMMAND_LINE), Some("curl -s http://x"));
+        assert_eq!(
+            get_str(a, attr::PROCESS_COMMAND_LINE),
+            Some("curl -s http://x")
+        );
         assert_eq!(get_str(a, attr::CONVERSATION_ID), Some("0199-thread"));
         assert_eq!(
             get_str(a, attr::SESSION_UID),

@@ -49,7 +49,10 @@ pub enum Sent {
     Stored { rejected: u64, message: String },
     /// Not now (connection refused, timeout, 429, 5xx, 401/403): sent again after
     /// `after` (or the back-off), the records stay.
-    Retry { why: String, after: Option<Duration> },
+    Retry {
+        why: String,
+        after: Option<Duration>,
+    },
     /// 413: too big; the caller splits the batch (a single record is refused).
     TooLarge,
     /// 400 (or another 4xx): the receiver will never take this batch; its records
@@ -111,11 +114,12 @@ impl Sender {
             .user_agent(concat!("guard/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &config.ca_file {
             let pem = read("CA file", ca)?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| Error::Pem {
-                what: "CA file",
-                path: ca.clone(),
-                source,
-            })?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| Error::Pem {
+                    what: "CA file",
+                    path: ca.clone(),
+                    source,
+                })?;
             builder = builder.tls_certs_only(certs);
         }
         if let (Some(cert), Some(key)) = (&config.client_cert, &config.client_key) {
@@ -135,7 +139,8 @@ impl Sender {
                 why,
             };
             let value = expand(value).map_err(header)?;
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| header(e.to_string()))?;
+            let name =
+                HeaderName::from_bytes(name.as_bytes()).map_err(|e| header(e.to_string()))?;
             let mut value = HeaderValue::from_str(&value).map_err(|e| header(e.to_string()))?;
             value.set_sensitive(true);
             headers.insert(name, value);
@@ -144,12 +149,11 @@ impl Sender {
             let token = String::from_utf8_lossy(&read("token file", path)?)
                 .trim()
                 .to_owned();
-            let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| {
-                Error::Header {
+            let mut value =
+                HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| Error::Header {
                     name: "authorization".to_owned(),
                     why: format!("the token in {}: {e}", path.display()),
-                }
-            })?;
+                })?;
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
@@ -168,11 +172,7 @@ impl Sender {
 
     /// The request body for `records` under `resource`, as it goes on the wire
     /// (encoded, compressed), and its content type.
-    pub fn body(
-        &self,
-        resource: Resource,
-        records: Vec<LogRecord>,
-    ) -> (Vec<u8>, &'static str) {
+    pub fn body(&self, resource: Resource, records: Vec<LogRecord>) -> (Vec<u8>, &'static str) {
         let request = ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
                 resource: Some(resource),

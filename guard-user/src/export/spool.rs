@@ -77,7 +77,9 @@ pub enum Error {
     },
 }
 
-fn fail<E: std::error::Error + Send + Sync + 'static>(what: &'static str) -> impl FnOnce(E) -> Error {
+fn fail<E: std::error::Error + Send + Sync + 'static>(
+    what: &'static str,
+) -> impl FnOnce(E) -> Error {
     move |e| Error::Db {
         what,
         source: Box::new(e),
@@ -174,7 +176,10 @@ impl Spool {
         let dropped = {
             let mut meta = tx.open_table(META).map_err(fail("open meta"))?;
             let get = |meta: &redb::Table<'_, &str, u64>, key| -> Result<u64, Error> {
-                Ok(meta.get(key).map_err(fail("read meta"))?.map_or(0, |v| v.value()))
+                Ok(meta
+                    .get(key)
+                    .map_err(fail("read meta"))?
+                    .map_or(0, |v| v.value()))
             };
             let mut seq = get(&meta, NEXT_SEQ)?;
             let mut bytes = get(&meta, BYTES)?;
@@ -184,8 +189,7 @@ impl Spool {
                 for record in records {
                     let encoded = encode(seq, record);
                     bytes += encoded.len() as u64;
-                    t.insert(seq, encoded.as_slice())
-                        .map_err(fail("insert"))?;
+                    t.insert(seq, encoded.as_slice()).map_err(fail("insert"))?;
                     added.push(seq);
                     seq += 1;
                 }
@@ -212,8 +216,10 @@ impl Spool {
             let ds = get(&meta, DROPPED_SUMMARIES)? + dropped.1;
             meta.insert(NEXT_SEQ, seq).map_err(fail("write meta"))?;
             meta.insert(BYTES, bytes).map_err(fail("write meta"))?;
-            meta.insert(DROPPED_EVENTS, de).map_err(fail("write meta"))?;
-            meta.insert(DROPPED_SUMMARIES, ds).map_err(fail("write meta"))?;
+            meta.insert(DROPPED_EVENTS, de)
+                .map_err(fail("write meta"))?;
+            meta.insert(DROPPED_SUMMARIES, ds)
+                .map_err(fail("write meta"))?;
             dropped
         };
         tx.commit().map_err(fail("commit"))?;
@@ -285,12 +291,16 @@ impl Spool {
         let tx = self.db.begin_read().map_err(fail("begin read"))?;
         let meta = tx.open_table(META).map_err(fail("open meta"))?;
         let get = |key| -> Result<u64, Error> {
-            Ok(meta.get(key).map_err(fail("read meta"))?.map_or(0, |v| v.value()))
+            Ok(meta
+                .get(key)
+                .map_err(fail("read meta"))?
+                .map_or(0, |v| v.value()))
         };
         let events = tx.open_table(EVENTS).map_err(fail("open records"))?;
         let summaries = tx.open_table(SUMMARIES).map_err(fail("open records"))?;
         Ok(SpoolStats {
-            records: events.len().map_err(fail("count"))? + summaries.len().map_err(fail("count"))?,
+            records: events.len().map_err(fail("count"))?
+                + summaries.len().map_err(fail("count"))?,
             bytes: get(BYTES)?,
             dropped_events: get(DROPPED_EVENTS)?,
             dropped_summaries: get(DROPPED_SUMMARIES)?,

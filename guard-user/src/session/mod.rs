@@ -3,6 +3,7 @@
 //! to label events, derive session start/end, and feed `guard top`.
 
 pub mod cgroups;
+pub mod repo;
 pub mod scan;
 
 use std::{

@@ -277,7 +277,9 @@ impl Checker<'_> {
                             Err(e) => self.error(
                                 code::INVALID,
                                 at,
-                                format!("[redact] pattern {pattern:?} is not a regular expression: {e}"),
+                                format!(
+                                    "[redact] pattern {pattern:?} is not a regular expression: {e}"
+                                ),
                             ),
                         }
                     }

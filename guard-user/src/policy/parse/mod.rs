@@ -9,9 +9,9 @@
 
 mod anomaly;
 mod check;
-mod export;
 mod container;
 mod destination;
+mod export;
 mod recovery;
 mod rule;
 #[cfg(test)]
