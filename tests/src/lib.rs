@@ -1973,6 +1973,72 @@ impl NetNs {
     }
 }
 
+/// A veth pair between the host and a [`NetNs`]: `host` on the host's side,
+/// `peer` in the namespace, a /30 of 10.200.0.0/16 of its own. Deleted at drop.
+pub struct Veth {
+    host_if: String,
+    ns: String,
+    pub host: std::net::Ipv4Addr,
+    pub peer: std::net::Ipv4Addr,
+    _owned: watch::Entry,
+}
+
+impl Veth {
+    /// Takes the namespace's side down (`up` false: packets vanish, as in a
+    /// partition) or up again.
+    pub fn set_peer_up(&self, up: bool) {
+        let state = if up { "up" } else { "down" };
+        ip(&["-n", &self.ns, "link", "set", "veth0", state]);
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .status();
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = watch::output(Command::new("ip").args(args), scaled(RUN_TIMEOUT));
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl NetNs {
+    /// A veth pair from the host into this namespace, both ends up and addressed.
+    pub fn veth(&self) -> Veth {
+        let mut bytes = [0u8; 2];
+        fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .expect("read /dev/urandom");
+        let (a, b) = (bytes[0], bytes[1] & 0xfc);
+        let host = std::net::Ipv4Addr::new(10, 200, a, b + 1);
+        let peer = std::net::Ipv4Addr::new(10, 200, a, b + 2);
+        let host_if = unique_name("gv");
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", "veth0", "netns", &self.name,
+        ]);
+        let owned = watch::own_link(&host_if);
+        ip(&["addr", "add", &format!("{host}/30"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        ip(&["-n", &self.name, "addr", "add", &format!("{peer}/30"), "dev", "veth0"]);
+        ip(&["-n", &self.name, "link", "set", "veth0", "up"]);
+        Veth {
+            host_if,
+            ns: self.name.clone(),
+            host,
+            peer,
+            _owned: owned,
+        }
+    }
+}
+
 impl Default for NetNs {
     fn default() -> Self {
         Self::new()

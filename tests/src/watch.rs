@@ -52,6 +52,7 @@ struct Registry {
     daemons: BTreeMap<u64, DaemonView>,
     pins: BTreeMap<u64, PathBuf>,
     netns: BTreeMap<u64, String>,
+    links: BTreeMap<u64, String>,
     /// The test's name and when its deadline expires, once armed.
     armed: Option<(String, Instant)>,
 }
@@ -159,6 +160,20 @@ pub fn own_netns(name: &str) -> Entry {
     )
 }
 
+/// A network link the test made (one end of a veth pair): deleted when the
+/// deadline expires.
+pub fn own_link(name: &str) -> Entry {
+    let name = name.to_owned();
+    entry(
+        |r, id| {
+            r.links.insert(id, name);
+        },
+        |r, id| {
+            r.links.remove(&id);
+        },
+    )
+}
+
 /// The deadline of the whole test: [`TEST_DEADLINE`] or `$GUARD_E2E_TEST_DEADLINE`.
 pub fn test_deadline() -> Duration {
     env::var(DEADLINE_ENV)
@@ -219,14 +234,20 @@ fn deadline_thread() {
 /// (SIGKILL), its pins and its network namespaces. For a test that will not get to
 /// its own clean-up.
 fn clean_up() {
-    let (groups, daemons, pins, netns) = with(|r| {
+    let (groups, daemons, pins, netns, links) = with(|r| {
         (
             r.groups.values().copied().collect::<Vec<_>>(),
             r.daemons.values().map(|d| d.pid).collect::<Vec<_>>(),
             r.pins.values().cloned().collect::<Vec<_>>(),
             r.netns.values().cloned().collect::<Vec<_>>(),
+            r.links.values().cloned().collect::<Vec<_>>(),
         )
     });
+    for link in links {
+        let _ = process::Command::new("ip")
+            .args(["link", "del", &link])
+            .status();
+    }
     for pgid in groups {
         // SAFETY: signalling a process group this test started.
         unsafe { libc::kill(-pgid, libc::SIGKILL) };

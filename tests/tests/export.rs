@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use guard_tests::otlp::{Answer, Received, Receiver, wait_for};
 use guard_tests::{
-    Daemon, Enforcing, Event, EventsTo, FakeAgent, PinDir, TempDir, fake_agent_exe, scaled,
-    session_ended, write_policy,
+    Daemon, Enforcing, Event, EventsTo, FakeAgent, NetNs, PinDir, TempDir, fake_agent_exe,
+    scaled, session_ended, write_policy,
 };
 use serde_json::Value;
 
@@ -242,6 +242,28 @@ fn a_receiver_down_for_a_minute_loses_nothing() {
         status["export"]["retries"].as_u64().unwrap_or(0) > 0,
         "{status}"
     );
+    s.finish();
+}
+
+/// A network partition (the receiver's side of a link goes quiet, packets vanish)
+/// while a session runs, then healed: everything arrives, each record once.
+#[test]
+fn a_partition_and_its_healing_lose_nothing() {
+    let ns = NetNs::new();
+    let link = ns.veth();
+    let peer = link.peer;
+    let rx = ns.enter(|| Receiver::start_on(&format!("{peer}:0")));
+    link.set_peer_up(false);
+    let mut s = start(&rx.url(), "");
+    let id = session(&mut s);
+    wait_until_status(&mut s.daemon, "a failed attempt across the partition", |x| {
+        x["retries"].as_u64().unwrap_or(0) > 0
+    });
+    assert_eq!(rx.records().len(), 0, "records crossed the partition");
+    link.set_peer_up(true);
+    let events = s.daemon.events();
+    all_of(&rx, &events, &id, scaled(Duration::from_secs(90)));
+    assert_eq!(rx.duplicates(), 0);
     s.finish();
 }
 

@@ -395,6 +395,7 @@ impl Daemon {
             .count();
         let metrics = &self.out.metrics;
         metrics.set_active_sessions(running as u64);
+        metrics.set_export(self.out.export.as_ref().map(crate::export::Exporter::status));
         if let Some((lost, opens)) = self.counts() {
             for (kind, n) in lost {
                 metrics.set_lost(&kind, n);

@@ -93,6 +93,8 @@ struct KernelTotals {
     programs: BTreeMap<String, (u64, u64)>,
     /// Session opens judged by identity: matched, and too deep to place.
     identity: Option<(u64, u64)>,
+    /// The export, when one runs.
+    export: Option<guard_common::protocol::ExportStatus>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -161,6 +163,49 @@ impl Collector for KernelCollector {
                 .iter()
                 .map(|(p, (ns, _))| (p.clone(), *ns as f64 / 1e9)),
         )?;
+        if let Some(x) = &totals.export {
+            encode_const_counters(
+                &mut encoder,
+                "guard_export_records",
+                "Records the export endpoint took (events and session summaries)",
+                None,
+                "state",
+                [(x.state.clone(), x.sent_records)],
+            )?;
+            encode_const_counters(
+                &mut encoder,
+                "guard_export",
+                "Request bytes sent to the export endpoint (compressed, as on the wire)",
+                Some(&Unit::Bytes),
+                "what",
+                [("sent".to_owned(), x.sent_bytes)],
+            )?;
+            encode_const_counters(
+                &mut encoder,
+                "guard_export_dropped",
+                "Records that will never reach the export endpoint, by reason (queue_full, \
+                 spool_full_events, spool_full_summaries, spool_error, rejected)",
+                None,
+                "reason",
+                x.dropped.iter().map(|(k, v)| (k.clone(), *v)),
+            )?;
+            encode_const_counters(
+                &mut encoder,
+                "guard_export_retries",
+                "Failed attempts to deliver a batch (sent again after a back-off)",
+                None,
+                "endpoint",
+                [(x.endpoint.clone(), x.retries)],
+            )?;
+            let mut spool = encoder.encode_descriptor(
+                "guard_export_spool_records",
+                "Records waiting in the export's disk spool",
+                None,
+                prometheus_client::metrics::gauge::ConstGauge::<i64>::TYPE,
+            )?;
+            prometheus_client::metrics::gauge::ConstGauge::new(x.spool_records as i64)
+                .encode(spool.encode_family(&[("endpoint", x.endpoint.as_str())])?)?;
+        }
         encode_const_counters(
             &mut encoder,
             "guard_program_runs",
@@ -380,6 +425,11 @@ impl Metrics {
     }
 
     /// `guard_active_sessions`.
+    /// The export's state, as `guard status` shows it.
+    pub fn set_export(&self, status: Option<guard_common::protocol::ExportStatus>) {
+        self.kernel.lock().export = status;
+    }
+
     pub fn set_active_sessions(&self, n: u64) {
         self.active_sessions
             .set(i64::try_from(n).unwrap_or(i64::MAX));
@@ -539,6 +589,30 @@ mod tests {
         assert!(!text.contains("guard_program_runs"), "{text}");
         assert!(!text.contains("guard_identity_opens"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn the_export_renders_what_it_sent_and_dropped() {
+        let m = Metrics::new();
+        m.set_export(Some(guard_common::protocol::ExportStatus {
+            endpoint: "http://fleet:4318/v1/logs".into(),
+            state: "ok".into(),
+            spool_records: 7,
+            sent_records: 100,
+            sent_bytes: 2048,
+            retries: 3,
+            dropped: [("spool_full_events".to_owned(), 5)].into_iter().collect(),
+            ..Default::default()
+        }));
+        let text = m.render();
+        for line in [
+            "guard_export_records_total{state=\"ok\"} 100",
+            "guard_export_bytes_total{what=\"sent\"} 2048",
+            "guard_export_dropped_total{reason=\"spool_full_events\"} 5",
+            "guard_export_spool_records{endpoint=\"http://fleet:4318/v1/logs\"} 7",
+        ] {
+            assert!(has_line(&text, line), "{line} in\n{text}");
+        }
     }
 
     #[test]
