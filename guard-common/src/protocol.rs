@@ -25,8 +25,17 @@ pub const SUBSCRIBER_QUEUE: usize = 8192;
 pub enum Request {
     /// Track the calling process (from the socket's credentials, never a pid the
     /// client names) as the root of a new session; it will exec `argv`.
-    /// Answered with [`Registered`].
-    Run { argv: Vec<String> },
+    /// Answered with [`Registered`]; with `landlock`, it carries what the policy
+    /// forbids reading, for the client to confine itself with Landlock.
+    Run {
+        argv: Vec<String>,
+        #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+        landlock: bool,
+    },
+    /// The calling process (a session's root, after `run`) confined itself with
+    /// Landlock as `status` says (`fully enforced, 42 rules`, …). Answered with the
+    /// session id.
+    Confined { session: String, status: String },
     /// Every session the daemon knows, with its live process tree: `Vec<SessionInfo>`.
     Sessions,
     /// The daemon's health: [`Status`].
@@ -91,6 +100,11 @@ impl<T> Reply<T> {
 pub struct Registered {
     /// The session id (16 hex digits).
     pub session: String,
+    /// With `landlock`: the files and directories the policy forbids every process
+    /// of the session to read (`kill` or `deny` rules on reads, on concrete paths of
+    /// the caller's home and of the system), as the client should hide them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_deny: Vec<String>,
 }
 
 /// How a session came to be tracked.
@@ -205,6 +219,8 @@ pub struct SessionInfo {
     pub agent_pid: Option<u32>,
     /// The agent thread ids (`CODEX_THREAD_ID`) its tools carried, first seen first.
     pub agent_threads: Vec<String>,
+    /// How its root confined itself with Landlock (`guard run --landlock`).
+    pub landlock: Option<String>,
     /// Sorted by pid.
     pub processes: Vec<ProcessInfo>,
 }

@@ -7,6 +7,7 @@ pub mod agents;
 pub mod anomaly;
 pub mod audit;
 pub mod cli;
+pub mod confine;
 pub mod container;
 pub mod control;
 pub mod daemon;

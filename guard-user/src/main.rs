@@ -99,7 +99,12 @@ fn main() -> ExitCode {
                     state_dir,
                 }))
             }),
-        Cmd::Run { socket, command } => run::run(&socket, &command),
+        Cmd::Run {
+            socket,
+            landlock,
+            writable,
+            command,
+        } => run::run(&socket, &command, landlock.then_some(writable.as_slice())),
         Cmd::Sessions { socket, json } => clients::sessions(&socket, json),
         Cmd::Events {
             socket,

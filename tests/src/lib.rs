@@ -162,13 +162,18 @@ pub struct TempDir {
 
 impl TempDir {
     pub fn new(prefix: &str) -> TempDir {
-        let template = CString::new(format!("/tmp/{prefix}-XXXXXX")).expect("no NUL in prefix");
+        TempDir::new_in("/tmp", prefix)
+    }
+
+    /// A directory under `parent` (which must exist), removed on drop.
+    pub fn new_in(parent: &str, prefix: &str) -> TempDir {
+        let template = CString::new(format!("{parent}/{prefix}-XXXXXX")).expect("no NUL in prefix");
         let mut bytes = template.into_bytes_with_nul();
         // SAFETY: mkdtemp rewrites the XXXXXX of the NUL-terminated template in place.
         let made = unsafe { libc::mkdtemp(bytes.as_mut_ptr().cast()) };
         assert!(
             !made.is_null(),
-            "mkdtemp /tmp/{prefix}-XXXXXX: {}",
+            "mkdtemp {parent}/{prefix}-XXXXXX: {}",
             io::Error::last_os_error()
         );
         bytes.pop();
@@ -2027,7 +2032,15 @@ impl NetNs {
         let owned = watch::own_link(&host_if);
         ip(&["addr", "add", &format!("{host}/30"), "dev", &host_if]);
         ip(&["link", "set", &host_if, "up"]);
-        ip(&["-n", &self.name, "addr", "add", &format!("{peer}/30"), "dev", "veth0"]);
+        ip(&[
+            "-n",
+            &self.name,
+            "addr",
+            "add",
+            &format!("{peer}/30"),
+            "dev",
+            "veth0",
+        ]);
         ip(&["-n", &self.name, "link", "set", "veth0", "up"]);
         Veth {
             host_if,

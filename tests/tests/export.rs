@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use guard_tests::otlp::{Answer, Received, Receiver, wait_for};
 use guard_tests::{
-    Daemon, Enforcing, Event, EventsTo, FakeAgent, NetNs, PinDir, TempDir, fake_agent_exe,
-    scaled, session_ended, write_policy,
+    Daemon, Enforcing, Event, EventsTo, FakeAgent, NetNs, PinDir, TempDir, fake_agent_exe, scaled,
+    session_ended, write_policy,
 };
 use serde_json::Value;
 
@@ -256,9 +256,11 @@ fn a_partition_and_its_healing_lose_nothing() {
     link.set_peer_up(false);
     let mut s = start(&rx.url(), "");
     let id = session(&mut s);
-    wait_until_status(&mut s.daemon, "a failed attempt across the partition", |x| {
-        x["retries"].as_u64().unwrap_or(0) > 0
-    });
+    wait_until_status(
+        &mut s.daemon,
+        "a failed attempt across the partition",
+        |x| x["retries"].as_u64().unwrap_or(0) > 0,
+    );
     assert_eq!(rx.records().len(), 0, "records crossed the partition");
     link.set_peer_up(true);
     let events = s.daemon.events();

@@ -188,6 +188,13 @@ const SUBSET: &[(&str, Kernels, &[&str])] = &[
         Kernels::Oldest,
         &["bytes_each_way_are_counted_per_socket_and_reported"],
     ),
+    // Landlock from `guard run --landlock`: a true deny on each kernel's Landlock
+    // ABI (2 on 6.1: no truncate right; 6 on 6.12).
+    (
+        "landlock",
+        Kernels::Every,
+        &["landlock_refuses_reads_and_writes_and_the_command_lives"],
+    ),
     // Unix domain sockets: BPF-LSM refuses a connect and a datagram to a protected
     // socket file with EPERM.
     (

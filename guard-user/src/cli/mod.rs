@@ -177,6 +177,17 @@ pub enum Cmd {
         /// The daemon's control socket.
         #[arg(long, env = "GUARD_SOCKET", default_value = control::DEFAULT_SOCKET)]
         socket: PathBuf,
+        /// Confine the command with Landlock, derived from the daemon's policy:
+        /// the files and directories `kill`/`deny` rules on reads name cannot be
+        /// read, and only the working directory, the agent's state, the temporary
+        /// directories, the caches and /dev can be written; a refused operation
+        /// fails with EACCES and the command lives (docs/policy.md, "Landlock").
+        /// An agent's own bubblewrap sandbox cannot start inside it.
+        #[arg(long)]
+        landlock: bool,
+        /// With --landlock: also writable (repeatable).
+        #[arg(long, value_name = "PATH", requires = "landlock")]
+        writable: Vec<PathBuf>,
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,

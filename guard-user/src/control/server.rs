@@ -26,7 +26,15 @@ pub enum Command {
         pid: u32,
         uid: u32,
         argv: Vec<String>,
+        landlock: bool,
         reply: Answer<Registered>,
+    },
+    /// A session's root says how it confined itself with Landlock.
+    Confined {
+        pid: u32,
+        session: String,
+        status: String,
+        reply: Answer<String>,
     },
     Sessions {
         reply: Answer<Vec<SessionInfo>>,
@@ -192,12 +200,27 @@ async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>) {
                 })
                 .await
             }
-            Ok(Request::Run { argv }) => match cred.pid() {
+            Ok(Request::Confined { session, status }) => match cred.pid() {
+                Some(pid) if pid > 0 => {
+                    ask(&commands, |reply| Command::Confined {
+                        pid: pid as u32,
+                        session,
+                        status,
+                        reply,
+                    })
+                    .await
+                }
+                _ => Some(line(&Reply::<()>::error(
+                    "the kernel gave no pid for this client",
+                ))),
+            },
+            Ok(Request::Run { argv, landlock }) => match cred.pid() {
                 Some(pid) if pid > 0 => {
                     ask(&commands, |reply| Command::Register {
                         pid: pid as u32,
                         uid,
                         argv,
+                        landlock,
                         reply,
                     })
                     .await

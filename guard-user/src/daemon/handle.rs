@@ -24,16 +24,36 @@ impl Daemon {
                 pid,
                 uid,
                 argv,
+                landlock,
                 reply,
             } => {
+                let read_deny = if landlock {
+                    self.read_deny_of(uid)
+                } else {
+                    Vec::new()
+                };
                 let answer = self
                     .register(pid, uid, &argv)
                     .map(|id| Registered {
                         session: id.to_string(),
+                        read_deny,
                     })
                     .map_err(|e| format!("{e:#}"));
                 let _ = reply.send(answer);
                 self.out.sink.flush()?;
+            }
+            Command::Confined {
+                pid,
+                session,
+                status,
+                reply,
+            } => {
+                let answer = self
+                    .pipe
+                    .registry
+                    .confined(pid, &session, &status)
+                    .map(|()| session);
+                let _ = reply.send(answer);
             }
             Command::Subscribe { filter, events } => self.out.subscribers.add(filter, events),
             Command::Sessions { reply } => {
@@ -55,6 +75,42 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// What `guard run --landlock` hides from a session of `uid`: the concrete files
+    /// and directories of `kill`/`deny` rules on reads that apply to every process
+    /// of a session (the agent included), in that user's home or outside every home.
+    fn read_deny_of(&self, uid: u32) -> Vec<String> {
+        use guard_common::rules::{access, rule_flags as f};
+        use uzers::os::unix::UserExt as _;
+        let home = uzers::get_user_by_uid(uid).map(|u| u.home_dir().to_path_buf());
+        let mut out: Vec<String> = self
+            .pipe
+            .judge
+            .tables()
+            .identity
+            .iter()
+            .filter(|t| {
+                let v = t.value;
+                v.flags & (f::KILL | f::DENY) != 0
+                    && v.access & access::READ != 0
+                    && v.flags
+                        & (f::ROOT_ONLY | f::DESCENDANTS_ONLY | f::ROLES | f::EXCEPT | f::TAINT)
+                        == 0
+            })
+            .map(|t| t.path.clone())
+            .filter(|p| {
+                home.as_ref().is_some_and(|h| p.starts_with(h))
+                    || !self
+                        .homes
+                        .iter()
+                        .any(|h| p.starts_with(h) && h.as_str() != "/")
+            })
+            .map(|p| p.display().to_string())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     fn sessions(&self) -> Vec<SessionInfo> {
@@ -395,7 +451,12 @@ impl Daemon {
             .count();
         let metrics = &self.out.metrics;
         metrics.set_active_sessions(running as u64);
-        metrics.set_export(self.out.export.as_ref().map(crate::export::Exporter::status));
+        metrics.set_export(
+            self.out
+                .export
+                .as_ref()
+                .map(crate::export::Exporter::status),
+        );
         if let Some((lost, opens)) = self.counts() {
             for (kind, n) in lost {
                 metrics.set_lost(&kind, n);

@@ -256,10 +256,12 @@ impl Pipeline {
         let is_root = self.registry.is_root(&ev);
         // The judge decides (rules, limits, self-protection, then anomalies, which
         // count every event the rules let by); the actor carries the verdict out.
-        let verdict = self
-            .judge
-            .judge(&ev, is_root)
-            .or_else(|| self.anomalies.check(&ev).map(|hit| self.judge.anomaly(hit)));
+        let verdict = if self.registry.is_landlocked(ev.session) {
+            self.judge.judge_landlocked(&ev, is_root)
+        } else {
+            self.judge.judge(&ev, is_root)
+        }
+        .or_else(|| self.anomalies.check(&ev).map(|hit| self.judge.anomaly(hit)));
         if let Some(verdict) = verdict {
             let offset = self.offset;
             let registry = &self.registry;

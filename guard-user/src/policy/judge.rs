@@ -208,6 +208,23 @@ impl Judge {
         Some(verdict)
     }
 
+    /// [`Judge::judge`] of an event of a session confined with Landlock (`guard run
+    /// --landlock`): an open refused with EACCES that a `kill` or `deny` rule
+    /// covers was refused by the confinement the policy derived: denied, the process
+    /// lives.
+    pub fn judge_landlocked(&self, ev: &Event, is_root: bool) -> Option<Verdict> {
+        let mut verdict = self.judge(ev, is_root)?;
+        if let Detail::Open { ret, .. } = &ev.detail
+            && *ret == -i64::from(libc::EACCES)
+            && matches!(verdict.action, Action::Kill | Action::Deny)
+            && verdict.step == Step::Done(Outcome::Logged)
+            && verdict.would.is_none()
+        {
+            verdict.step = Step::Done(Outcome::Denied);
+        }
+        Some(verdict)
+    }
+
     /// The verdict of `rule`'s `action` with `step` left to do, in the policy's
     /// mode: observe mode (decided here and nowhere else) writes what enforce mode
     /// would have done and stops nothing the kernel did not stop already.

@@ -39,6 +39,8 @@ pub struct Session {
     /// Agent thread ids seen in the session, first seen first (at most
     /// [`KEEP_THREADS`]).
     pub agent_threads: Vec<Arc<str>>,
+    /// How its root confined itself with Landlock (`guard run --landlock`).
+    pub landlock: Option<String>,
 }
 
 /// Agent thread ids kept per session (one per conversation; a session has few).
@@ -113,6 +115,7 @@ impl Registry {
                 counts: Counts::default(),
                 agent_pid: None,
                 agent_threads: Vec::new(),
+                landlock: None,
             },
         );
         self.procs.insert(
@@ -142,6 +145,30 @@ impl Registry {
     }
 
     /// Whether the event's process is its session's root.
+    /// Records that session `session`'s root, `pid`, confined itself with Landlock
+    /// as `status` says. Only its root may say so.
+    pub fn confined(&mut self, pid: u32, session: &str, status: &str) -> Result<(), String> {
+        let s = self
+            .sessions
+            .values_mut()
+            .find(|s| s.id.to_string() == session)
+            .ok_or_else(|| format!("no session {session}"))?;
+        if s.root_pid != pid {
+            return Err(format!(
+                "only session {session}'s root may say how it is confined"
+            ));
+        }
+        s.landlock = Some(status.to_owned());
+        Ok(())
+    }
+
+    /// Whether `session`'s root confined itself with Landlock.
+    pub fn is_landlocked(&self, session: Option<SessionId>) -> bool {
+        session
+            .and_then(|id| self.sessions.get(&id))
+            .is_some_and(|s| s.landlock.is_some())
+    }
+
     pub fn is_root(&self, ev: &Event) -> bool {
         ev.session
             .and_then(|id| self.sessions.get(&id))
@@ -638,6 +665,7 @@ pub mod view {
                     counts: s.counts.clone(),
                     agent_pid: s.agent_pid,
                     agent_threads: s.agent_threads.iter().map(|t| t.to_string()).collect(),
+                    landlock: s.landlock.clone(),
                     processes,
                 }
             })
