@@ -1,0 +1,4 @@
+//! guard's fleet server (docs/fleet.md).
+
+pub mod auth;
+pub mod config;

@@ -1,0 +1,3 @@
+//! `guard-fleet`: the fleet server (work in progress).
+
+fn main() {}
