@@ -24,3 +24,8 @@ pub mod ingest;
 pub mod server;
 pub mod store;
 pub mod web;
+
+/// Real OTLP requests as hosts build them, shared with the integration tests.
+#[cfg(test)]
+#[path = "../tests/support/records.rs"]
+mod records;

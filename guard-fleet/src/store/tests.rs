@@ -16,8 +16,7 @@ use crate::{
     ingest::validate,
 };
 
-#[path = "../../tests/support/records.rs"]
-mod records;
+use crate::records;
 
 const S1: &str = "00000000000000a1";
 const S2: &str = "00000000000000a2";

@@ -6,8 +6,7 @@ use serde_json::json;
 use super::*;
 use crate::ingest::decode::{self, Encoding};
 
-#[path = "../../../tests/support/records.rs"]
-mod records;
+use crate::records;
 
 const S1: &str = "00000000000000a1";
 
