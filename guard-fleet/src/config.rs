@@ -28,7 +28,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("cannot parse {path}")]
     Parse {
         path: PathBuf,
         #[source]
@@ -582,6 +582,18 @@ mod tests {
         Config::from_str_at(Path::new("fleet.toml"), text)
     }
 
+    /// The error and its causes, as `guard-fleet` prints them.
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut s = e.to_string();
+        let mut cause = e.source();
+        while let Some(c) = cause {
+            s.push_str(": ");
+            s.push_str(&c.to_string());
+            cause = c.source();
+        }
+        s
+    }
+
     #[test]
     fn no_file_is_a_loopback_trial_on_sqlite() {
         let c = Config::load(None).expect("defaults");
@@ -652,9 +664,9 @@ mod tests {
 
     #[test]
     fn mistakes_are_named() {
-        let unknown = parse("lisen = \"x\"").expect_err("typo");
-        assert!(unknown.to_string().contains("lisen"), "{unknown}");
-        assert!(unknown.to_string().contains("line 1"), "{unknown}");
+        let unknown = chain(&parse("lisen = \"x\"").expect_err("typo"));
+        assert!(unknown.contains("lisen"), "{unknown}");
+        assert!(unknown.contains("line 1"), "{unknown}");
         let cases = [
             ("listen = \"localhost\"", "listen"),
             ("[database]\nurl = \"mysql://x\"", "unknown scheme"),
@@ -684,8 +696,8 @@ mod tests {
             ("[retention]\nevents_days = 0", "retention.events_days"),
         ];
         for (text, needle) in cases {
-            let e = parse(text).expect_err(text);
-            assert!(e.to_string().contains(needle), "{text}: {e}");
+            let e = chain(&parse(text).expect_err(text));
+            assert!(e.contains(needle), "{text}: {e}");
         }
     }
 

@@ -23,6 +23,7 @@ on_both!(
     dashboard_pages_escape_what_hosts_send,
     filters_sort_and_pages_select_sessions,
     overview_and_hosts_show_the_fleet,
+    an_unavailable_database_asks_hosts_to_retry,
 );
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -656,5 +657,56 @@ async fn overview_and_hosts_show_the_fleet(db: Db) {
     let (_, _, hosts) = fleet.page("/hosts", Some(&cookie)).await;
     assert!(hosts.contains("silent</span>") || hosts.contains("badge stale"));
     assert!(hosts.contains("exec_deny: bpf_lsm"));
+    fleet.stop().await;
+}
+
+async fn an_unavailable_database_asks_hosts_to_retry(db: Db) {
+    let fleet = Fleet::start(db, "").await;
+    let req = records::request(
+        "build-01",
+        vec![records::exec_event(
+            "build-01",
+            1,
+            1,
+            S1,
+            records::T0_NS,
+            &["id"],
+        )],
+    );
+    let (status, _, _) = fleet.page("/readyz", None).await;
+    assert_eq!(status, StatusCode::OK);
+    // Every connection gone, as when the database is down.
+    fleet.app().store.close().await;
+    let resp = fleet
+        .http
+        .post(format!("{}/v1/logs", fleet.base))
+        .header("content-type", "application/x-protobuf")
+        .bearer_auth(HOST_TOKEN)
+        .body(req.encode_to_vec())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        resp.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "retryable, per OTLP/HTTP"
+    );
+    assert_eq!(resp.headers()["retry-after"], "5");
+    let st =
+        guard_fleet::ingest::decode::Status::decode(resp.bytes().await.expect("body").as_ref())
+            .expect("Status");
+    assert_eq!(st.code, 14, "UNAVAILABLE");
+    let (status, _, _) = fleet.page("/readyz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _, _) = fleet.page("/healthz", None).await;
+    assert_eq!(status, StatusCode::OK, "alive, not ready");
+    let resp = fleet
+        .http
+        .get(format!("{}/api/overview", fleet.base))
+        .bearer_auth(DASH_TOKEN)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     fleet.stop().await;
 }

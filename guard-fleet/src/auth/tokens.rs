@@ -67,7 +67,7 @@ pub enum TokensError {
         #[source]
         source: std::io::Error,
     },
-    #[error("tokens file {path}: {source}")]
+    #[error("cannot parse the tokens file {path}")]
     Parse {
         path: PathBuf,
         #[source]

@@ -10,11 +10,11 @@ pub mod retention;
 mod sql;
 pub mod write;
 
-use std::time::Duration;
+use std::{str::FromStr as _, time::Duration};
 
 use sqlx::{
-    AnyPool, Executor as _,
-    any::AnyPoolOptions,
+    AnyConnection, AnyPool, Connection as _, Executor as _,
+    any::{AnyConnectOptions, AnyPoolOptions},
     migrate::{Migration, MigrationType, Migrator},
 };
 
@@ -86,11 +86,17 @@ impl Store {
                     Ok(())
                 })
             });
+        // One connection first: its error says why (refused, authentication, TLS),
+        // where the pool's would only say it timed out.
+        let target = AnyConnectOptions::from_str(&db.url).map_err(StoreError::Connect)?;
         let deadline = tokio::time::Instant::now() + db.connect_timeout;
         let mut wait = Duration::from_millis(250);
-        let pool = loop {
-            match options.clone().connect(&db.url).await {
-                Ok(pool) => break pool,
+        loop {
+            match AnyConnection::connect_with(&target).await {
+                Ok(conn) => {
+                    let _ = conn.close().await;
+                    break;
+                }
                 Err(e) if tokio::time::Instant::now() + wait < deadline => {
                     tracing::warn!(error = %e, "database not reachable yet; retrying");
                     tokio::time::sleep(wait).await;
@@ -98,7 +104,11 @@ impl Store {
                 }
                 Err(e) => return Err(StoreError::Connect(e)),
             }
-        };
+        }
+        let pool = options
+            .connect_with(target)
+            .await
+            .map_err(StoreError::Connect)?;
         Ok(Self { pool, backend })
     }
 
