@@ -4,7 +4,14 @@
 use std::borrow::Borrow;
 
 use chrono::{DateTime, Utc};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+/// Everything but RFC 3986's unreserved characters is encoded.
+const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// `4.0 MiB`.
 pub fn bytes(n: impl Borrow<i64>) -> String {
@@ -94,7 +101,7 @@ pub fn or_empty(v: Option<&str>) -> &str {
 
 /// `v` percent-encoded for a URL's query or path segment.
 pub fn url(v: &str) -> String {
-    utf8_percent_encode(v, NON_ALPHANUMERIC).to_string()
+    utf8_percent_encode(v, COMPONENT).to_string()
 }
 
 /// A count with thousands separated: `12,345`.
@@ -130,6 +137,7 @@ mod tests {
         assert_eq!(time(1_795_237_200_000), "2026-11-21 05:00");
         assert_eq!(ago(1_000_000, 1_000_000 - 180_000), "3 min ago");
         assert_eq!(url("eu/node 1&x"), "eu%2Fnode%201%26x");
+        assert_eq!(url("m-b_0.a~"), "m-b_0.a~");
         assert_eq!(or_dash(None), "—");
     }
 }

@@ -270,3 +270,85 @@ pub async fn hosts(
         h: &h,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{records, store::read::Event};
+
+    #[test]
+    fn a_hostile_session_renders_escaped() {
+        let mut report = records::report("00000000000000a1", "<b>eve</b>", "https://x/<i>", true);
+        report.commands.items[0].argv =
+            vec!["sh".into(), "-c".into(), "<script>alert(1)</script>".into()];
+        report.read.workspace.items[0].path = "/w/'; DROP TABLE sessions; --\"".into();
+        report.violations.items[0].rule = "<img src=x onerror=alert(2)>".into();
+        let session = SessionRow {
+            host: "eu/<svg onload=alert(3)>".into(),
+            session_uid: "m-b-00000000000000a1".into(),
+            session_id: "00000000000000a1".into(),
+            state: "ended".into(),
+            agent: Some("codex".into()),
+            agent_version: None,
+            user_name: report.user.clone(),
+            repo_url: Some("https://x/<i>".into()),
+            repo_branch: Some("\"><script>".into()),
+            started_ms: records::T0_MS,
+            ended_ms: None,
+            duration_ms: 1,
+            commands: 3,
+            files_read: 1,
+            files_written: 1,
+            secrets_read: 1,
+            bytes_out: 1,
+            bytes_in: 1,
+            model_bytes_out: 1,
+            violations: 2,
+            updated_ms: records::T0_MS,
+        };
+        let d = SessionDetail {
+            session: session.clone(),
+            uid: None,
+            repo_commit: None,
+            workspace: Some("<w>".into()),
+            conversation_id: None,
+            summary_seq: 1,
+            report,
+            events: vec![Event {
+                ts_ms: 0,
+                kind: "exec".into(),
+                rule: None,
+                outcome: None,
+                text: "exec <script>".into(),
+            }],
+            flows: Vec::new(),
+            other_hosts: vec!["<x>".into()],
+        };
+        let html = SessionPageT {
+            nav: "sessions",
+            viewer: "<v>",
+            d: &d,
+            s: &session,
+            files: Vec::new(),
+            timeline: String::new(),
+        }
+        .render()
+        .expect("render");
+        for raw in [
+            "<script",
+            "<img",
+            "<b>eve",
+            "<svg onload",
+            "<i>",
+            "<w>",
+            "<x>",
+            "<v>",
+        ] {
+            assert!(!html.contains(raw), "{raw} unescaped");
+        }
+        assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"));
+        assert!(html.contains("&#60;img src=x onerror=alert(2)&#62;"));
+        // The link to the other host is percent-encoded, then escaped.
+        assert!(html.contains("/sessions/m-b-00000000000000a1?host=%3Cx%3E"));
+    }
+}
