@@ -128,6 +128,8 @@ struct LimitsFile {
     max_decompressed: Option<String>,
     max_summary: Option<String>,
     max_event: Option<String>,
+    max_concurrent: Option<usize>,
+    body_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -226,6 +228,11 @@ pub struct Limits {
     pub max_summary: usize,
     /// One event's body, as JSON.
     pub max_event: usize,
+    /// Requests decoded and written at once; the rest wait. With the sizes above it
+    /// bounds the memory ingest can take.
+    pub max_concurrent: usize,
+    /// How long a request's body may take to arrive (408 past it).
+    pub body_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -235,6 +242,8 @@ impl Default for Limits {
             max_decompressed: 64 << 20,
             max_summary: 4 << 20,
             max_event: 64 << 10,
+            max_concurrent: 8,
+            body_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -529,6 +538,15 @@ fn limits(file: LimitsFile) -> Result<Limits, ConfigError> {
         )?,
         max_summary: size("limits.max_summary", file.max_summary, d.max_summary)?,
         max_event: size("limits.max_event", file.max_event, d.max_event)?,
+        max_concurrent: match file.max_concurrent {
+            Some(0) => {
+                return Err(ConfigError::Zero {
+                    key: "limits.max_concurrent",
+                });
+            }
+            n => n.unwrap_or(d.max_concurrent),
+        },
+        body_timeout: duration("limits.body_timeout", file.body_timeout, d.body_timeout)?,
     })
 }
 

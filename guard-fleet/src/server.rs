@@ -47,6 +47,8 @@ pub struct App {
     pub config: Config,
     pub store: Store,
     pub tokens: TokenSource,
+    /// Ingest requests being decoded and written (`limits.max_concurrent`).
+    pub ingest_slots: tokio::sync::Semaphore,
 }
 
 /// Why the server could not start.
@@ -218,6 +220,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         source,
     })?;
     let app = Arc::new(App {
+        ingest_slots: tokio::sync::Semaphore::new(config.limits.max_concurrent),
         config,
         store,
         tokens,

@@ -50,8 +50,9 @@ impl Sender {
     /// `host.name`) are stored under.
     pub fn host_for(&self, claimed: Option<&str>) -> Result<String, Claim> {
         match self {
+            // Host names are compared as DNS compares them: ASCII case aside.
             Self::Host(identity) => match claimed {
-                Some(c) if c == identity => Ok(identity.clone()),
+                Some(c) if c.eq_ignore_ascii_case(identity) => Ok(identity.clone()),
                 other => Err(Claim::OtherHost {
                     identity: identity.clone(),
                     claimed: other.unwrap_or("(none)").to_owned(),
@@ -102,7 +103,7 @@ pub fn sender(
             "a dashboard token cannot send records",
         )),
         Scope::Host => match cert_name {
-            Some(cert) if cert != token.name => Err(Refusal::Forbidden(
+            Some(cert) if !cert.eq_ignore_ascii_case(&token.name) => Err(Refusal::Forbidden(
                 "the client certificate and the token name different hosts",
             )),
             _ => Ok(Sender::Host(token.name.clone())),
@@ -209,6 +210,11 @@ mod tests {
     fn a_host_credential_stores_only_its_own_host() {
         let host = Sender::Host("build-01".into());
         assert_eq!(host.host_for(Some("build-01")), Ok("build-01".into()));
+        assert_eq!(
+            host.host_for(Some("BUILD-01")),
+            Ok("build-01".into()),
+            "stored as the identity"
+        );
         assert!(matches!(
             host.host_for(Some("build-02")),
             Err(Claim::OtherHost { .. })

@@ -120,10 +120,22 @@ pub async fn logs(State(app): State<Arc<App>>, request: Request) -> Response {
     if declared.is_some_and(|l| l > limits.max_body as u64) {
         return decode_error(encoding, &too_large);
     }
-    let bytes = match Limited::new(body, limits.max_body).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => return decode_error(encoding, &too_large),
+    let read = tokio::time::timeout(
+        limits.body_timeout,
+        Limited::new(body, limits.max_body).collect(),
+    );
+    let bytes = match read.await {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => return decode_error(encoding, &too_large),
         Err(_) => {
+            return error(
+                encoding,
+                StatusCode::REQUEST_TIMEOUT,
+                code::UNAVAILABLE,
+                "the body did not arrive in time",
+            );
+        }
+        Ok(Err(_)) => {
             return error(
                 encoding,
                 StatusCode::BAD_REQUEST,
@@ -133,8 +145,16 @@ pub async fn logs(State(app): State<Arc<App>>, request: Request) -> Response {
         }
     };
 
-    // Inflating, decoding and checking cost CPU in proportion to the body: off the
-    // async workers.
+    // Inflating and decoding take memory and CPU in proportion to the body: a
+    // bounded number at once, off the async workers.
+    let Ok(_slot) = app.ingest_slots.acquire().await else {
+        return error(
+            encoding,
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::UNAVAILABLE,
+            "shutting down",
+        );
+    };
     let now = now_ms();
     let checked = tokio::task::spawn_blocking(move || {
         let plain = if gzipped {

@@ -55,6 +55,17 @@ pub fn safe_next(next: Option<&str>) -> &str {
     }
 }
 
+/// Whether a form post comes from a page of this server: browsers send `Origin`
+/// with every POST, so another site's form (a login as the attacker, a forced
+/// logout) is refused. A request without `Origin` is not a browser's form.
+pub fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    origin.split_once("://").map(|(_, h)| h) == host
+}
+
 /// Lets a request through with its viewer, or sends people to the login form and
 /// programs a 401.
 pub async fn require_viewer(
@@ -127,8 +138,19 @@ pub struct LoginForm {
 }
 
 /// `POST /login`: a dashboard token → the cookie, and on to `next`.
-pub async fn submit(State(app): State<Arc<App>>, Form(f): Form<LoginForm>) -> Response {
+pub async fn submit(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
     let next = safe_next(f.next.as_deref());
+    if !same_origin(&headers) {
+        return page(
+            StatusCode::FORBIDDEN,
+            next,
+            Some("That form was not this server's."),
+        );
+    }
     let token = f.token.trim();
     let cookie_safe = !token.is_empty()
         && token
@@ -165,7 +187,10 @@ pub async fn submit(State(app): State<Arc<App>>, Form(f): Form<LoginForm>) -> Re
 }
 
 /// `POST /logout`: forgets the cookie.
-pub async fn logout() -> Response {
+pub async fn logout(headers: HeaderMap) -> Response {
+    if !same_origin(&headers) {
+        return StatusCode::FORBIDDEN.into_response();
+    }
     let mut r = Redirect::to("/login").into_response();
     r.headers_mut().insert(
         header::SET_COOKIE,
@@ -185,6 +210,28 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
         assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn forms_must_come_from_this_server() {
+        let mut h = HeaderMap::new();
+        assert!(same_origin(&h), "no Origin: not a browser form");
+        h.insert(
+            header::HOST,
+            HeaderValue::from_static("fleet.example.org:4318"),
+        );
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://fleet.example.org:4318"),
+        );
+        assert!(same_origin(&h));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        assert!(!same_origin(&h));
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(!same_origin(&h));
     }
 
     #[test]
