@@ -3,8 +3,10 @@
 //! measure of ingest.
 //!
 //! ```sh
-//! cargo run -p guard-fleet --example seed -- http://127.0.0.1:4318 CLUSTER_TOKEN [HOSTS] [SESSIONS] [EVENTS_PER_SESSION]
+//! cargo run -p guard-fleet --example seed -- http://127.0.0.1:4318 CLUSTER_TOKEN [HOSTS] [SESSIONS] [EVENTS_PER_SESSION] [SENDERS]
 //! ```
+//!
+//! It prints records per second and the latency of the requests (p50, p99).
 //!
 //! The token must be a cluster token (the hosts are `<token name>/host-NN`).
 
@@ -59,16 +61,18 @@ const RULES: &[(&str, &str, &str)] = &[
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(server), Some(token)) = (args.first(), args.get(1)) else {
-        anyhow::bail!("usage: seed URL CLUSTER_TOKEN [HOSTS] [SESSIONS] [EVENTS_PER_SESSION]");
+        anyhow::bail!(
+            "usage: seed URL CLUSTER_TOKEN [HOSTS] [SESSIONS] [EVENTS_PER_SESSION] [SENDERS]"
+        );
     };
     let n = |i: usize, d: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
-    let (hosts, sessions, events) = (n(2, 12), n(3, 300), n(4, 40));
+    let (hosts, sessions, events, senders) = (n(2, 12), n(3, 300), n(4, 40), n(5, 1));
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
     let now_ms = guard_fleet::store::now_ms();
     let mut rng = Lcg(42);
-    let started = Instant::now();
     let (mut records_sent, mut bytes_sent) = (0u64, 0usize);
+    let mut bodies = Vec::new();
     for s in 0..sessions {
         let host = format!("host-{:02}", rng.below(hosts));
         let session = format!("{:016x}", 0x5e55_0000 + s);
@@ -134,21 +138,61 @@ async fn main() -> anyhow::Result<()> {
         records_sent += recs.len() as u64;
         let body = records::request(&host, recs).encode_to_vec();
         bytes_sent += body.len();
-        let status = http
-            .post(format!("{}/v1/logs", server.trim_end_matches('/')))
-            .header("content-type", "application/x-protobuf")
-            .bearer_auth(token)
-            .body(body)
-            .send()
-            .await?
-            .status();
-        anyhow::ensure!(status.is_success(), "session {s}: {status}");
+        bodies.push(body);
+    }
+    let bodies = std::sync::Arc::new(bodies);
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let url = format!("{}/v1/logs", server.trim_end_matches('/'));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..senders.max(1) {
+        let (bodies, next, http, url, token) = (
+            bodies.clone(),
+            next.clone(),
+            http.clone(),
+            url.clone(),
+            token.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some(body) = bodies.get(i) else {
+                    return Ok::<_, anyhow::Error>(latencies);
+                };
+                let t = Instant::now();
+                let status = http
+                    .post(&url)
+                    .header("content-type", "application/x-protobuf")
+                    .bearer_auth(&token)
+                    .body(body.clone())
+                    .send()
+                    .await?
+                    .status();
+                anyhow::ensure!(status.is_success(), "session {i}: {status}");
+                latencies.push(t.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
     }
     let secs = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let pct = |p: usize| {
+        latencies
+            .get(latencies.len() * p / 100)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
     println!(
-        "{sessions} sessions, {records_sent} records, {:.1} MiB in {secs:.1} s: {:.0} records/s, one request at a time",
+        "{sessions} sessions, {records_sent} records, {:.1} MiB in {secs:.1} s with {senders} senders: \
+         {:.0} records/s, {:.0} requests/s; latency p50 {:.1} ms, p99 {:.1} ms",
         bytes_sent as f64 / 1_048_576.0,
-        records_sent as f64 / secs
+        records_sent as f64 / secs,
+        sessions as f64 / secs,
+        pct(50),
+        pct(99)
     );
     Ok(())
 }

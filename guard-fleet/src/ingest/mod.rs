@@ -157,12 +157,11 @@ pub async fn logs(State(app): State<Arc<App>>, request: Request) -> Response {
     };
     let now = now_ms();
     let checked = tokio::task::spawn_blocking(move || {
-        let plain = if gzipped {
-            decode::gunzip(&bytes, limits.max_decompressed)?
+        let request = if gzipped {
+            decode::decode(encoding, &decode::gunzip(&bytes, limits.max_decompressed)?)?
         } else {
-            bytes.to_vec()
+            decode::decode(encoding, &bytes)?
         };
-        let request = decode::decode(encoding, &plain)?;
         Ok::<_, DecodeError>(validate::batch(&request, &sender, &limits, now))
     })
     .await;

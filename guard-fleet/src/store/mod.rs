@@ -62,6 +62,10 @@ fn migrator(backend: Backend) -> Migrator {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite has one writer at a time: this process's writers queue here, in
+    /// order, rather than in SQLite's busy handler (which sleeps and retries). Other
+    /// processes sharing the file still meet `busy_timeout`.
+    sqlite_writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -109,7 +113,11 @@ impl Store {
             .connect_with(target)
             .await
             .map_err(StoreError::Connect)?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            sqlite_writer: std::sync::Arc::default(),
+        })
     }
 
     /// Applies the migrations this binary has and the database lacks. Replicas
@@ -143,6 +151,15 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Held while writing: SQLite's one writer (see `sqlite_writer`); nothing on
+    /// PostgreSQL.
+    pub(crate) async fn writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.backend {
+            Backend::Sqlite => Some(self.sqlite_writer.lock().await),
+            Backend::Postgres => None,
+        }
     }
 }
 

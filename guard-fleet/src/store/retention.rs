@@ -54,6 +54,8 @@ impl Store {
         if r.sessions_days > 0 {
             let cutoff = now_ms.saturating_sub(i64::from(r.sessions_days) * DAY_MS);
             loop {
+                // Ingest waits for one chunk at most (SQLite's one writer).
+                let _writer = self.writer().await;
                 let mut del = Sql::new(
                     "DELETE FROM violations WHERE (host, session_uid) IN (SELECT host, session_uid \
                      FROM sessions WHERE updated_ms < ",
@@ -89,6 +91,7 @@ impl Store {
     async fn delete_events_before(&self, received_ms: i64) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
+            let _writer = self.writer().await;
             let mut del = Sql::new(
                 "DELETE FROM events WHERE (host, record_id) IN (SELECT host, record_id FROM events \
                  WHERE received_ms < ",

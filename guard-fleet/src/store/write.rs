@@ -37,6 +37,7 @@ pub struct Written {
 impl Store {
     /// Writes `batch` in one transaction, received at `now_ms`.
     pub async fn write(&self, batch: &Batch, now_ms: i64) -> Result<Written, StoreError> {
+        let _writer = self.writer().await;
         let mut tx = self
             .pool()
             .begin()

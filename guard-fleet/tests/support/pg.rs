@@ -12,6 +12,9 @@
 //!   creates its own database and drops it at the end.
 //!
 //! Each test gets a database of its own either way ([`database`]).
+//!
+//! Self-contained, for other crates' tests too (`#[path]`): it needs libc, tempfile,
+//! getrandom, tokio and sqlx (`any`, `postgres`, `migrate`).
 #![allow(dead_code)]
 
 use std::{
@@ -88,7 +91,9 @@ impl Cluster {
         chown(dir.path(), ids)?;
         let data = dir.path().join("data");
         let pwfile = dir.path().join("pw");
-        let password = guard_fleet::auth::tokens::generate().map_err(io::Error::other)?;
+        let mut random = [0u8; 24];
+        getrandom::fill(&mut random).map_err(io::Error::other)?;
+        let password: String = random.iter().map(|b| format!("{b:02x}")).collect();
         fs::write(&pwfile, &password)?;
         fs::set_permissions(&pwfile, fs::Permissions::from_mode(0o600))?;
         chown(&pwfile, ids)?;
