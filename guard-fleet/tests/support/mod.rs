@@ -52,15 +52,37 @@ macro_rules! on_both {
                 async fn $name() {
                     match $crate::support::pg::database().await {
                         Some(pg) => super::$name($crate::support::Db::Postgres(pg)).await,
-                        None => eprintln!(
-                            "skipped: set {}=initdb (or postgres://…) to run this on PostgreSQL",
-                            $crate::support::pg::ENV
+                        None => $crate::support::record_skip(
+                            concat!("postgres::", stringify!($name)),
+                            &format!(
+                                "no PostgreSQL: set {}=initdb (or postgres://…)",
+                                $crate::support::pg::ENV
+                            ),
                         ),
                     }
                 }
             )*
         }
     };
+}
+
+/// Says that `test` was skipped and why, as the root end-to-end tests do
+/// (tests/src/lib.rs): `SKIPPED: test: reason` on the stderr descriptor itself (the
+/// harness captures `eprintln!`), and a line `{"test", "reason"}` in
+/// `$GUARD_E2E_SKIP_LOG` when set, so that `cargo xtask test` counts a skip, not a
+/// pass.
+pub fn record_skip(test: &str, reason: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {test}: {reason}");
+    if let Some(path) = std::env::var_os("GUARD_E2E_SKIP_LOG") {
+        let line = serde_json::json!({ "test": test, "reason": reason }).to_string() + "\n";
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(line.as_bytes()))
+            .unwrap_or_else(|e| panic!("cannot record the skip of {test}: {e}"));
+    }
 }
 
 /// reqwest is built without a default crypto provider (as guard-fleet is).
