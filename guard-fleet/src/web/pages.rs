@@ -96,6 +96,8 @@ struct OverviewPage<'a> {
     nav: &'a str,
     viewer: &'a str,
     o: &'a Overview,
+    /// The first hosts of the hosts page: silent ones first.
+    hosts: &'a HostPage,
     stale_after: String,
     sessions_chart: String,
     bytes_chart: String,
@@ -110,7 +112,14 @@ pub async fn overview(
     Query(p): Query<OverviewParams>,
 ) -> Result<Response, PageError> {
     let o = app.overview(days(&p)?).await.map_err(WebError::from)?;
+    let hosts = app
+        .hosts(&HostParams {
+            per_page: Some("20".to_owned()),
+            ..HostParams::default()
+        })
+        .await?;
     html(&OverviewPage {
+        hosts: &hosts,
         nav: "overview",
         viewer: &viewer.name,
         stale_after: humantime::format_duration(app.config.dashboard.stale_after).to_string(),
