@@ -1,0 +1,436 @@
+//! A decoded request and its sender → a [`Batch`]: each resource's host decided from
+//! the sender's identity, each record checked (record id, session, sizes, body)
+//! and turned into rows, or counted as rejected with a reason.
+
+use chrono::DateTime;
+use guard_common::{
+    otlp::{self, RecordKind, attr},
+    report::Report,
+};
+use opentelemetry_proto::tonic::{
+    collector::logs::v1::ExportLogsServiceRequest, common::v1::KeyValue, logs::v1::LogRecord,
+};
+use serde_json::Value;
+
+use super::batch::{Batch, EventRow, HostRow, SummaryRow, ViolationRow};
+use crate::{
+    auth::{Claim, Sender},
+    config::Limits,
+};
+
+/// Longest string kept in an indexed column (a repository URL, a user name).
+pub const MAX_FIELD: usize = 2048;
+/// Longest session uid (`<machine id>-<boot id>-<session id>` is 86 bytes).
+pub const MAX_SESSION_UID: usize = 200;
+/// Longest one-line text of an event.
+pub const MAX_TEXT: usize = 300;
+
+/// Event kinds about the daemon, not a session: they carry no session.
+const DAEMON_KINDS: &[&str] = &[
+    "lost",
+    "policy_loaded",
+    "policy_rejected",
+    "daemon_resumed",
+    "export_dropped",
+];
+
+/// Why a record is skipped (each a reason of the answer's message).
+mod why {
+    pub const NOT_GUARD: &str = "not guard records (event_name)";
+    pub const RECORD_ID: &str = "without a valid guard.record.id";
+    pub const SESSION: &str = "without a valid guard.session.id and guard.session.uid";
+    pub const NO_HOST: &str = "of a resource without a valid host.name";
+    pub const TOO_BIG: &str = "with a body over the size limit";
+    pub const FIELD: &str = "with an attribute over 2048 bytes";
+    pub const REPORT: &str = "summaries whose body is not a session report";
+    pub const STATE: &str = "summaries with a bad guard.session.state or guard.summary.seq";
+    pub const EVENT: &str = "events whose body is not an object or whose kind is not valid";
+}
+
+/// The rows of `request` from `sender`. Refused whole (nothing stored) when a
+/// host's credential sent records of another host.
+pub fn batch(
+    request: &ExportLogsServiceRequest,
+    sender: &Sender,
+    limits: &Limits,
+    now_ms: i64,
+) -> Result<Batch, Claim> {
+    let mut out = Batch::default();
+    for rl in &request.resource_logs {
+        let empty = Vec::new();
+        let attrs = rl.resource.as_ref().map_or(&empty, |r| &r.attributes);
+        let records = rl.scope_logs.iter().flat_map(|s| &s.log_records);
+        let host = match sender.host_for(otlp::get_str(attrs, attr::HOST_NAME)) {
+            Ok(host) => host,
+            Err(e @ Claim::OtherHost { .. }) => return Err(e),
+            Err(Claim::NoHost(_)) => {
+                out.reject(why::NO_HOST, records.count() as u64);
+                continue;
+            }
+        };
+        match host_row(&host, attrs, now_ms) {
+            Some(row) => {
+                // One row per host: a request with several resources of one host
+                // keeps the last description.
+                out.hosts.retain(|h| h.host != row.host);
+                out.hosts.push(row);
+            }
+            None => {
+                out.reject(why::FIELD, records.count() as u64);
+                continue;
+            }
+        }
+        for record in records {
+            if let Err(reason) = one(&mut out, &host, record, limits) {
+                out.reject(reason, 1);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn host_row(host: &str, attrs: &[KeyValue], now_ms: i64) -> Option<HostRow> {
+    let s = |key| field(attrs, key).ok();
+    let tiers = attrs
+        .iter()
+        .find(|a| a.key == attr::TIERS)
+        .and_then(|a| a.value.as_ref())
+        .map(otlp::any_to_json)
+        .filter(Value::is_object)
+        .map(|v| v.to_string())
+        .filter(|t| t.len() <= MAX_FIELD);
+    Some(HostRow {
+        host: host.to_owned(),
+        host_name: field(attrs, attr::HOST_NAME).ok()??,
+        host_id: s(attr::HOST_ID)?,
+        arch: s(attr::HOST_ARCH)?,
+        guard_version: s(attr::SERVICE_VERSION)?,
+        os_version: s(attr::OS_VERSION)?,
+        boot_id: s(attr::BOOT_ID)?,
+        policy_name: s(attr::POLICY_NAME)?,
+        policy_mode: s(attr::POLICY_MODE)?,
+        tiers,
+        k8s_cluster: s(attr::K8S_CLUSTER_NAME)?,
+        k8s_node: s(attr::K8S_NODE_NAME)?,
+        seen_ms: now_ms,
+    })
+}
+
+/// A string attribute bounded to [`MAX_FIELD`] bytes (empty counts as absent).
+fn field(attrs: &[KeyValue], key: &str) -> Result<Option<String>, &'static str> {
+    match otlp::get_str(attrs, key) {
+        None | Some("") => Ok(None),
+        Some(s) if s.len() > MAX_FIELD => Err(why::FIELD),
+        Some(s) => Ok(Some(s.to_owned())),
+    }
+}
+
+fn is_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The record's session id and uid: 16 hex digits, and `<…>-<session id>`.
+fn session(attrs: &[KeyValue]) -> Result<Option<(String, String)>, &'static str> {
+    let id = otlp::get_str(attrs, attr::SESSION_ID);
+    let uid = otlp::get_str(attrs, attr::SESSION_UID);
+    let (id, uid) = match (id, uid) {
+        (None, None) => return Ok(None),
+        (Some(id), Some(uid)) => (id, uid),
+        _ => return Err(why::SESSION),
+    };
+    let valid = id.len() == 16
+        && is_hex(id)
+        && uid.len() <= MAX_SESSION_UID
+        && uid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && uid.strip_suffix(id).is_some_and(|rest| rest.ends_with('-'));
+    if valid {
+        Ok(Some((id.to_owned(), uid.to_owned())))
+    } else {
+        Err(why::SESSION)
+    }
+}
+
+fn ns_to_ms(ns: u64) -> i64 {
+    i64::try_from(ns / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn rfc3339_ms(s: Option<&str>) -> Option<i64> {
+    DateTime::parse_from_rfc3339(s?)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+fn one(
+    out: &mut Batch,
+    host: &str,
+    record: &LogRecord,
+    limits: &Limits,
+) -> Result<(), &'static str> {
+    let kind = otlp::record_kind(record);
+    if kind == RecordKind::Other {
+        return Err(why::NOT_GUARD);
+    }
+    let attrs = &record.attributes;
+    let record_id = otlp::get_str(attrs, attr::RECORD_ID)
+        .filter(|id| otlp::is_record_id(id))
+        .ok_or(why::RECORD_ID)?
+        .to_owned();
+    let session = session(attrs)?;
+    let body = otlp::body_json(record);
+    let time_ms = ns_to_ms(record.time_unix_nano);
+    match kind {
+        RecordKind::Summary => {
+            let (session_id, session_uid) = session.ok_or(why::SESSION)?;
+            let text = body.to_string();
+            if text.len() > limits.max_summary {
+                return Err(why::TOO_BIG);
+            }
+            let report: Report = serde_json::from_value(body).map_err(|_| why::REPORT)?;
+            let observed = match record.observed_time_unix_nano {
+                0 => record.time_unix_nano,
+                t => t,
+            };
+            let row = summary(SummaryInput {
+                host,
+                session_id,
+                session_uid,
+                record_id,
+                attrs,
+                report: &report,
+                text,
+                time_ms,
+                observed_ns: clamp(observed),
+            })?;
+            out.summaries.push(row);
+        }
+        RecordKind::Event(kind) => {
+            let valid_kind = !kind.is_empty()
+                && kind.len() <= 32
+                && kind
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit());
+            if !valid_kind || !body.is_object() {
+                return Err(why::EVENT);
+            }
+            let session_uid = match session {
+                Some((_, uid)) => uid,
+                None if DAEMON_KINDS.contains(&kind.as_str()) => String::new(),
+                None => return Err(why::SESSION),
+            };
+            let event = body.to_string();
+            if event.len() > limits.max_event {
+                return Err(why::TOO_BIG);
+            }
+            let ts_ms = if time_ms > 0 {
+                time_ms
+            } else {
+                rfc3339_ms(body.get("ts").and_then(Value::as_str)).unwrap_or(0)
+            };
+            let rule = field(attrs, attr::RULE)?.or_else(|| bounded(body.get("rule")));
+            let outcome = field(attrs, attr::OUTCOME)?.or_else(|| bounded(body.get("outcome")));
+            out.events.push(EventRow {
+                host: host.to_owned(),
+                record_id,
+                session_uid,
+                ts_ms,
+                text: text_of(&kind, &body, rule.as_deref(), outcome.as_deref()),
+                kind,
+                rule,
+                outcome,
+                event,
+            });
+        }
+        RecordKind::Other => return Err(why::NOT_GUARD),
+    }
+    Ok(())
+}
+
+fn bounded(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str)
+        .filter(|s| !s.is_empty() && s.len() <= MAX_FIELD)
+        .map(str::to_owned)
+}
+
+struct SummaryInput<'a> {
+    host: &'a str,
+    session_id: String,
+    session_uid: String,
+    record_id: String,
+    attrs: &'a [KeyValue],
+    report: &'a Report,
+    text: String,
+    time_ms: i64,
+    observed_ns: i64,
+}
+
+fn summary(i: SummaryInput<'_>) -> Result<SummaryRow, &'static str> {
+    let r = i.report;
+    let attrs = i.attrs;
+    let state = match otlp::get_str(attrs, attr::SESSION_STATE) {
+        Some("running") => "running",
+        Some("ended") => "ended",
+        None if r.ended.is_some() => "ended",
+        None => "running",
+        Some(_) => return Err(why::STATE),
+    };
+    let seq = otlp::get_int(attrs, attr::SUMMARY_SEQ).unwrap_or(0);
+    if seq < 0 {
+        return Err(why::STATE);
+    }
+    let from_report =
+        |v: Option<&String>| v.filter(|s| !s.is_empty() && s.len() <= MAX_FIELD).cloned();
+    // The attributes first (the contract), the report where they are missing.
+    let or_report = |key, v: Option<&String>| -> Result<Option<String>, &'static str> {
+        Ok(field(attrs, key)?.or_else(|| from_report(v)))
+    };
+    let repo = r.repository.as_ref();
+    let count = |items: usize, omitted: u64| clamp(items as u64 + omitted);
+    let files = |f: &guard_common::report::Files| {
+        count(f.secrets.items.len(), f.secrets.omitted)
+            + count(f.workspace.items.len(), f.workspace.omitted)
+            + count(f.outside.items.len(), f.outside.omitted)
+            + count(f.system.items.len(), f.system.omitted)
+    };
+    let model = r
+        .destinations
+        .items
+        .iter()
+        .filter(|d| d.class.as_deref() == Some("model"));
+    let model_out = model
+        .clone()
+        .map(|d| d.bytes_out)
+        .fold(0u64, u64::saturating_add);
+    let model_in = model.map(|d| d.bytes_in).fold(0u64, u64::saturating_add);
+    let started_ms = rfc3339_ms(r.started.as_deref()).unwrap_or(i.time_ms);
+    let ended_ms = rfc3339_ms(r.ended.as_deref());
+    let violation_rows = r
+        .violations
+        .items
+        .iter()
+        .enumerate()
+        .map(|(n, v)| ViolationRow {
+            ordinal: n as i64,
+            ts_ms: rfc3339_ms(Some(&v.ts)).unwrap_or(started_ms),
+            pid: i64::from(v.pid),
+            comm: cut(&v.comm, MAX_FIELD),
+            what: cut(&v.what, MAX_FIELD),
+            rule: cut(&v.rule, MAX_FIELD),
+            action: cut(&v.action, MAX_FIELD),
+            outcome: cut(&v.outcome, MAX_FIELD),
+            alert: v.alert,
+        })
+        .collect();
+    Ok(SummaryRow {
+        host: i.host.to_owned(),
+        session_uid: i.session_uid,
+        session_id: i.session_id,
+        record_id: i.record_id,
+        seq,
+        observed_ns: i.observed_ns,
+        state,
+        state_rank: i64::from(state == "ended"),
+        agent: or_report(attr::AGENT_NAME, r.agent.as_ref())?,
+        agent_version: or_report(attr::AGENT_VERSION, r.agent_version.as_ref())?,
+        user_name: or_report(attr::USER_NAME, r.user.as_ref())?,
+        uid: otlp::get_int(attrs, attr::USER_ID).or(r.uid.map(i64::from)),
+        repo_url: or_report(attr::VCS_URL, repo.and_then(|r| r.url.as_ref()))?,
+        repo_branch: or_report(attr::VCS_BRANCH, repo.and_then(|r| r.branch.as_ref()))?,
+        repo_commit: or_report(attr::VCS_REVISION, repo.and_then(|r| r.commit.as_ref()))?,
+        workspace: from_report(r.workspace.as_ref()),
+        conversation_id: or_report(attr::CONVERSATION_ID, r.agent_threads.first())?,
+        started_ms,
+        ended_ms,
+        duration_ms: r.duration_ms.map_or_else(
+            || ended_ms.map_or(0, |e| e.saturating_sub(started_ms).max(0)),
+            clamp,
+        ),
+        commands: count(r.commands.items.len(), r.commands.omitted),
+        files_read: files(&r.read),
+        files_written: files(&r.written),
+        secrets_read: count(
+            r.secret_egress.secrets.items.len(),
+            r.secret_egress.secrets.omitted,
+        ),
+        bytes_out: clamp(r.bytes_out),
+        bytes_in: clamp(r.bytes_in),
+        model_bytes_out: clamp(model_out),
+        model_bytes_in: clamp(model_in),
+        violations: count(r.violations.items.len(), r.violations.omitted),
+        summary: i.text,
+        violation_rows,
+    })
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+pub fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// One line for people about an event: what it did, and to what.
+fn text_of(kind: &str, e: &Value, rule: Option<&str>, outcome: Option<&str>) -> String {
+    let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
+    let n = |k: &str| e.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let dest = || {
+        let name = if s("host").is_empty() {
+            s("addr")
+        } else {
+            s("host")
+        };
+        format!("{name}:{}/{}", n("port"), s("proto"))
+    };
+    let failed = |line: String| match s("result") {
+        "" | "ok" => line,
+        r => format!("{line} {r}"),
+    };
+    let mut line = match kind {
+        "exec" => {
+            let argv: Vec<&str> = e
+                .get("argv")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().skip(1).filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            format!("exec {} {}", s("exe"), argv.join(" "))
+        }
+        "open" => {
+            let access: Vec<&str> = e
+                .get("access")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            failed(format!("open {} ({})", s("path"), access.join(",")))
+        }
+        "connect" | "send" => failed(format!("{kind} {}", dest())),
+        "flow" => format!(
+            "flow {} out {} in {}",
+            dest(),
+            n("bytes_out"),
+            n("bytes_in")
+        ),
+        "dns" => format!("dns {} {} {}", s("direction"), s("name"), s("qtype")),
+        "unix" => failed(format!("unix {}", s("path"))),
+        "route" => format!("route {} {}", s("route"), s("path")),
+        "tamper" => format!("tamper {} {}", s("op"), s("path")),
+        _ => format!("{kind} {}", s("comm")),
+    };
+    if let Some(rule) = rule {
+        line = format!("{line} [{rule}: {}]", outcome.unwrap_or("?"));
+    }
+    cut(line.trim_end(), MAX_TEXT)
+}
+
+#[cfg(test)]
+mod tests;

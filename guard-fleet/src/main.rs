@@ -1,0 +1,283 @@
+//! `guard-fleet`: parses the command line and dispatches; `guard fleet …` runs this.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use guard_fleet::{
+    auth::{Scope, tokens},
+    client::{self, Remote},
+    config::Config,
+    server,
+    store::Store,
+    web::params::SessionParams,
+};
+
+/// guard's fleet server: every host's agent sessions in one place.
+#[derive(Parser)]
+#[command(name = "guard-fleet", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Receive OTLP/HTTP logs from guard hosts and serve the dashboard.
+    Serve {
+        /// The configuration file (docs/fleet.md); none: a trial on this machine.
+        #[arg(long, short, env = "GUARD_FLEET_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Apply the database migrations, then exit.
+    Migrate {
+        #[arg(long, short, env = "GUARD_FLEET_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print a new random token and its entry for the tokens file.
+    Token {
+        /// The host's name (scope host), the cluster's, or the person's.
+        #[arg(long, default_value = "NAME")]
+        name: String,
+        /// host, cluster or dashboard.
+        #[arg(long, default_value = "host", value_parser = parse_scope)]
+        scope: Scope,
+    },
+    /// List sessions from a fleet server.
+    Sessions {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        #[command(flatten)]
+        filters: Box<Filters>,
+        /// The API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one session's report from a fleet server.
+    Report {
+        /// The session: its uid, or its 16-digit id.
+        session: String,
+        /// The host, when several sent a session with this id.
+        #[arg(long)]
+        host: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_scope(s: &str) -> Result<Scope, String> {
+    match s {
+        "host" => Ok(Scope::Host),
+        "cluster" => Ok(Scope::Cluster),
+        "dashboard" => Ok(Scope::Dashboard),
+        _ => Err("host, cluster or dashboard".to_owned()),
+    }
+}
+
+#[derive(Args)]
+struct RemoteArgs {
+    /// The fleet server.
+    #[arg(
+        long,
+        env = "GUARD_FLEET_SERVER",
+        default_value = "http://127.0.0.1:4318"
+    )]
+    server: String,
+    /// A dashboard token.
+    #[arg(
+        long,
+        env = "GUARD_FLEET_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    token: Option<String>,
+    /// A file holding a dashboard token.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Trust this CA (PEM) for the server's certificate.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+}
+
+impl RemoteArgs {
+    fn remote(self) -> anyhow::Result<Remote> {
+        let token = match (self.token, self.token_file) {
+            (Some(t), _) => t,
+            (None, Some(f)) => std::fs::read_to_string(&f)
+                .with_context(|| format!("cannot read {}", f.display()))?
+                .trim()
+                .to_owned(),
+            (None, None) => {
+                anyhow::bail!("no dashboard token: --token, --token-file or $GUARD_FLEET_TOKEN")
+            }
+        };
+        Ok(Remote {
+            server: self.server,
+            token,
+            ca: self.ca,
+        })
+    }
+}
+
+/// The sessions table's filters (the same as the dashboard's).
+#[derive(Args)]
+struct Filters {
+    /// Started at or after: YYYY-MM-DD, RFC 3339, or an age (7d).
+    #[arg(long)]
+    from: Option<String>,
+    /// Started up to: YYYY-MM-DD (inclusive), RFC 3339, or an age.
+    #[arg(long)]
+    to: Option<String>,
+    #[arg(long)]
+    user: Option<String>,
+    /// A part of the repository URL.
+    #[arg(long)]
+    repo: Option<String>,
+    #[arg(long)]
+    host: Option<String>,
+    #[arg(long)]
+    agent: Option<String>,
+    /// Sessions that broke this rule.
+    #[arg(long)]
+    rule: Option<String>,
+    /// Sessions with a violation of this outcome (denied, killed, alerted, logged, …).
+    #[arg(long)]
+    outcome: Option<String>,
+    /// running or ended.
+    #[arg(long)]
+    state: Option<String>,
+    /// start, duration, bytes or violations.
+    #[arg(long)]
+    sort: Option<String>,
+    /// asc or desc.
+    #[arg(long)]
+    order: Option<String>,
+    #[arg(long)]
+    page: Option<u32>,
+    #[arg(long)]
+    per_page: Option<u32>,
+}
+
+impl From<Filters> for SessionParams {
+    fn from(f: Filters) -> Self {
+        Self {
+            from: f.from,
+            to: f.to,
+            user: f.user,
+            repo: f.repo,
+            host: f.host,
+            agent: f.agent,
+            rule: f.rule,
+            outcome: f.outcome,
+            state: f.state,
+            sort: f.sort,
+            order: f.order,
+            page: f.page.map(|p| p.to_string()),
+            per_page: f.per_page.map(|p| p.to_string()),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("guard-fleet: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("guard-fleet: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => {
+            let config = Config::load(config.as_deref())?;
+            let running = server::start(config).await?;
+            shutdown_signal().await;
+            tracing::info!("stopping");
+            running.shutdown(Duration::from_secs(10)).await?;
+        }
+        Command::Migrate { config } => {
+            let config = Config::load(config.as_deref())?;
+            config.ensure_state_dir()?;
+            let store = Store::connect(&config.database).await?;
+            store.migrate().await?;
+            store.close().await;
+            println!("migrated");
+        }
+        Command::Token { name, scope } => {
+            tokens::check_name(&name, scope).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+            let token = tokens::generate()?;
+            println!(
+                "# the token (give it to the {}; it is shown once):",
+                scope.as_str()
+            );
+            println!("{token}");
+            println!("# the entry for the tokens file:");
+            print!("{}", tokens::entry(&name, scope, &token));
+        }
+        Command::Sessions {
+            remote,
+            filters,
+            json,
+        } => {
+            let page = remote.remote()?.sessions(&(*filters).into()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&page)?);
+            } else {
+                print!("{}", client::sessions_table(&page));
+            }
+        }
+        Command::Report {
+            session,
+            host,
+            remote,
+            json,
+        } => {
+            let d = remote.remote()?.session(&session, host.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                print!("{}", client::report_text(&d));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// SIGTERM (Kubernetes, systemd) or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

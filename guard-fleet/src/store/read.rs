@@ -1,0 +1,908 @@
+//! The dashboard's questions as queries, and their answers as plain types: the
+//! JSON API serialises them, the HTML pages render them, the CLI prints them.
+
+use std::collections::BTreeMap;
+
+use guard_common::report::Report;
+use serde::{Deserialize, Serialize};
+use sqlx::{Row as _, any::AnyRow};
+
+use super::{
+    Store, StoreError,
+    sql::{Arg, Sql},
+};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// The columns of [`SessionRow`], in its order.
+const SESSION_COLUMNS: &str = "s.host, s.session_uid, s.session_id, s.state, s.agent, \
+    s.agent_version, s.user_name, s.repo_url, s.repo_branch, s.started_ms, s.ended_ms, \
+    s.duration_ms, s.commands, s.files_read, s.files_written, s.secrets_read, s.bytes_out, \
+    s.bytes_in, s.model_bytes_out, s.violations, s.updated_ms";
+
+/// One session, as lists show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRow {
+    pub host: String,
+    pub session_uid: String,
+    pub session_id: String,
+    /// `running` or `ended`.
+    pub state: String,
+    pub agent: Option<String>,
+    pub agent_version: Option<String>,
+    pub user_name: Option<String>,
+    pub repo_url: Option<String>,
+    pub repo_branch: Option<String>,
+    pub started_ms: i64,
+    pub ended_ms: Option<i64>,
+    pub duration_ms: i64,
+    pub commands: i64,
+    pub files_read: i64,
+    pub files_written: i64,
+    pub secrets_read: i64,
+    pub bytes_out: i64,
+    pub bytes_in: i64,
+    /// Bytes sent to model APIs (destinations of class `model`).
+    pub model_bytes_out: i64,
+    pub violations: i64,
+    /// When the server stored its latest summary.
+    pub updated_ms: i64,
+}
+
+fn session_row(r: &AnyRow) -> Result<SessionRow, sqlx::Error> {
+    Ok(SessionRow {
+        host: r.try_get(0)?,
+        session_uid: r.try_get(1)?,
+        session_id: r.try_get(2)?,
+        state: r.try_get(3)?,
+        agent: r.try_get(4)?,
+        agent_version: r.try_get(5)?,
+        user_name: r.try_get(6)?,
+        repo_url: r.try_get(7)?,
+        repo_branch: r.try_get(8)?,
+        started_ms: r.try_get(9)?,
+        ended_ms: r.try_get(10)?,
+        duration_ms: r.try_get(11)?,
+        commands: r.try_get(12)?,
+        files_read: r.try_get(13)?,
+        files_written: r.try_get(14)?,
+        secrets_read: r.try_get(15)?,
+        bytes_out: r.try_get(16)?,
+        bytes_in: r.try_get(17)?,
+        model_bytes_out: r.try_get(18)?,
+        violations: r.try_get(19)?,
+        updated_ms: r.try_get(20)?,
+    })
+}
+
+/// A value and how many times it occurs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Count {
+    pub key: String,
+    pub count: i64,
+}
+
+/// One day of the fleet (UTC).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Day {
+    /// The day's start, unix ms.
+    pub day_ms: i64,
+    pub sessions: i64,
+    /// Distinct users who ran a session.
+    pub developers: i64,
+    pub model_bytes_out: i64,
+    pub other_bytes_out: i64,
+    pub violations: i64,
+}
+
+/// A repository agents worked in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repository {
+    pub url: String,
+    pub sessions: i64,
+    pub developers: i64,
+    pub model_bytes_out: i64,
+    pub last_ms: i64,
+}
+
+/// An agent and who uses it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agent {
+    pub agent: String,
+    pub sessions: i64,
+    pub developers: i64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub duration_ms: i64,
+}
+
+/// Sums over the window.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub sessions: i64,
+    pub developers: i64,
+    pub hosts_with_sessions: i64,
+    pub repositories: i64,
+    pub secrets_read: i64,
+    pub sessions_reading_secrets: i64,
+    pub violations: i64,
+    pub bytes_out: i64,
+    pub model_bytes_out: i64,
+}
+
+/// One host, as the fleet last heard from it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    pub host: String,
+    pub host_name: String,
+    pub host_id: Option<String>,
+    pub arch: Option<String>,
+    pub guard_version: Option<String>,
+    pub os_version: Option<String>,
+    pub policy_name: Option<String>,
+    pub policy_mode: Option<String>,
+    /// Enforcement action → tier.
+    pub tiers: BTreeMap<String, String>,
+    pub k8s_cluster: Option<String>,
+    pub k8s_node: Option<String>,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+    /// No batch for longer than `dashboard.stale_after`.
+    pub stale: bool,
+    /// Sessions started in the window.
+    pub sessions: i64,
+    /// Sessions running now.
+    pub running: i64,
+}
+
+const HOST_COLUMNS: &str = "h.host, h.host_name, h.host_id, h.arch, h.guard_version, \
+    h.os_version, h.policy_name, h.policy_mode, h.tiers, h.k8s_cluster, h.k8s_node, \
+    h.first_seen_ms, h.last_seen_ms";
+
+fn host_row(r: &AnyRow, stale_before: i64) -> Result<Host, sqlx::Error> {
+    let tiers: Option<String> = r.try_get(8)?;
+    let tiers = tiers
+        .and_then(|t| serde_json::from_str::<BTreeMap<String, serde_json::Value>>(&t).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| {
+            let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            (k, v)
+        })
+        .collect();
+    let last_seen_ms: i64 = r.try_get(12)?;
+    Ok(Host {
+        host: r.try_get(0)?,
+        host_name: r.try_get(1)?,
+        host_id: r.try_get(2)?,
+        arch: r.try_get(3)?,
+        guard_version: r.try_get(4)?,
+        os_version: r.try_get(5)?,
+        policy_name: r.try_get(6)?,
+        policy_mode: r.try_get(7)?,
+        tiers,
+        k8s_cluster: r.try_get(9)?,
+        k8s_node: r.try_get(10)?,
+        first_seen_ms: r.try_get(11)?,
+        last_seen_ms,
+        stale: last_seen_ms < stale_before,
+        sessions: 0,
+        running: 0,
+    })
+}
+
+/// The hosts, in short.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostsSummary {
+    pub total: i64,
+    pub stale_count: i64,
+    /// Hosts that stopped reporting, most recently heard first (at most 50).
+    pub stale: Vec<Host>,
+    /// Hosts by guard version.
+    pub versions: Vec<Count>,
+    /// Hosts by policy mode.
+    pub modes: Vec<Count>,
+}
+
+/// The overview page.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overview {
+    pub now_ms: i64,
+    pub since_ms: i64,
+    pub days: u32,
+    pub running_count: i64,
+    /// Running now (at most 20, newest first).
+    pub running: Vec<SessionRow>,
+    pub totals: Totals,
+    /// Every day of the window, empty days included.
+    pub per_day: Vec<Day>,
+    pub repositories: Vec<Repository>,
+    pub agents: Vec<Agent>,
+    pub violations_by_rule: Vec<Count>,
+    pub violations_by_outcome: Vec<Count>,
+    /// Recent sessions that read secrets (at most 10).
+    pub secret_sessions: Vec<SessionRow>,
+    pub hosts: HostsSummary,
+}
+
+/// Filters of the sessions table: the page's GET parameters, as typed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Query {
+    /// Started at or after (unix ms).
+    pub from_ms: Option<i64>,
+    /// Started before (unix ms).
+    pub to_ms: Option<i64>,
+    pub user: Option<String>,
+    /// A part of the repository URL (case-insensitive).
+    pub repo: Option<String>,
+    pub host: Option<String>,
+    pub agent: Option<String>,
+    /// Broke this rule.
+    pub rule: Option<String>,
+    /// Had a violation with this outcome.
+    pub outcome: Option<String>,
+    /// `running` or `ended`.
+    pub state: Option<String>,
+    pub sort: Sort,
+    pub descending: bool,
+    /// 1-based.
+    pub page: u32,
+    pub per_page: u32,
+}
+
+impl Query {
+    /// Appends ` AND …` for each filter set.
+    fn filter(&self, sql: &mut Sql) {
+        let text = |v: &String| Arg::Text(v.clone());
+        if let Some(from) = self.from_ms {
+            sql.push(" AND s.started_ms >= ").arg(Arg::Int(from));
+        }
+        if let Some(to) = self.to_ms {
+            sql.push(" AND s.started_ms < ").arg(Arg::Int(to));
+        }
+        if let Some(v) = &self.user {
+            sql.push(" AND s.user_name = ").arg(text(v));
+        }
+        if let Some(v) = &self.repo {
+            sql.push(" AND LOWER(s.repo_url) LIKE ")
+                .arg(Arg::Text(like(v)))
+                .push(" ESCAPE '\\'");
+        }
+        if let Some(v) = &self.host {
+            sql.push(" AND s.host = ").arg(text(v));
+        }
+        if let Some(v) = &self.agent {
+            sql.push(" AND s.agent = ").arg(text(v));
+        }
+        if let Some(v) = &self.state {
+            sql.push(" AND s.state = ").arg(text(v));
+        }
+        if self.rule.is_some() || self.outcome.is_some() {
+            sql.push(
+                " AND EXISTS (SELECT 1 FROM violations v WHERE v.host = s.host \
+                 AND v.session_uid = s.session_uid",
+            );
+            if let Some(v) = &self.rule {
+                sql.push(" AND v.rule = ").arg(text(v));
+            }
+            if let Some(v) = &self.outcome {
+                sql.push(" AND v.outcome = ").arg(text(v));
+            }
+            sql.push(")");
+        }
+    }
+}
+
+/// What the sessions table is sorted by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sort {
+    #[default]
+    Start,
+    Duration,
+    Bytes,
+    Violations,
+}
+
+impl Sort {
+    /// From the `sort` parameter.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "start" | "started" => Self::Start,
+            "duration" => Self::Duration,
+            "bytes" => Self::Bytes,
+            "violations" => Self::Violations,
+            _ => return None,
+        })
+    }
+
+    /// The parameter's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Duration => "duration",
+            Self::Bytes => "bytes",
+            Self::Violations => "violations",
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            Self::Start => "s.started_ms",
+            Self::Duration => "s.duration_ms",
+            Self::Bytes => "s.bytes_out",
+            Self::Violations => "s.violations",
+        }
+    }
+}
+
+/// One page of the sessions table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionPage {
+    pub total: i64,
+    pub page: u32,
+    pub per_page: u32,
+    pub sessions: Vec<SessionRow>,
+}
+
+/// One event of a session's index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub ts_ms: i64,
+    pub kind: String,
+    pub rule: Option<String>,
+    pub outcome: Option<String>,
+    pub text: String,
+}
+
+/// One flow record: bytes of one socket so far.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flow {
+    pub ts_ms: i64,
+    pub flow_id: String,
+    pub bytes_out: i64,
+}
+
+/// A session's page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionDetail {
+    pub session: SessionRow,
+    pub uid: Option<i64>,
+    pub repo_commit: Option<String>,
+    pub workspace: Option<String>,
+    pub conversation_id: Option<String>,
+    pub summary_seq: i64,
+    /// The session's report, as its latest summary carries it (lists cut to the
+    /// summary's bound; `omitted` counts the rest).
+    pub report: Report,
+    /// Its events still in the index (at most 500, oldest first).
+    pub events: Vec<Event>,
+    /// Its flow records still in the index, for the timeline's bytes.
+    pub flows: Vec<Flow>,
+    /// Other hosts with a session of the same uid (a copy, or a forgery).
+    pub other_hosts: Vec<String>,
+}
+
+/// The hosts page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPage {
+    pub now_ms: i64,
+    pub total: i64,
+    pub stale_count: i64,
+    pub page: u32,
+    pub per_page: u32,
+    pub hosts: Vec<Host>,
+}
+
+fn int(r: &AnyRow, i: usize) -> Result<i64, sqlx::Error> {
+    // SUM over no rows is NULL.
+    Ok(r.try_get::<Option<i64>, _>(i)?.unwrap_or(0))
+}
+
+/// `%part%` for LIKE, with LIKE's own characters escaped by `\`.
+fn like(part: &str) -> String {
+    let mut s = String::from("%");
+    for c in part.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            s.push('\\');
+        }
+        s.push(c);
+    }
+    s.push('%');
+    s
+}
+
+impl Store {
+    /// The overview of the last `days` days, at `now_ms`; a host with no batch since
+    /// `stale_before` has stopped reporting.
+    pub async fn overview(
+        &self,
+        days: u32,
+        now_ms: i64,
+        stale_before: i64,
+    ) -> Result<Overview, StoreError> {
+        let pool = self.pool();
+        let e = StoreError::query;
+        let first_day = (now_ms / DAY_MS - i64::from(days.max(1)) + 1) * DAY_MS;
+        let since = Arg::Int(first_day);
+
+        let mut running = Sql::new("SELECT ");
+        running
+            .push(SESSION_COLUMNS)
+            .push(" FROM sessions s WHERE s.state = 'running' AND s.updated_ms >= ")
+            .arg(Arg::Int(stale_before))
+            .push(" ORDER BY s.started_ms DESC LIMIT 20");
+        let running = running
+            .query()
+            .fetch_all(pool)
+            .await
+            .map_err(e("list running sessions"))?;
+        let running = running
+            .iter()
+            .map(session_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(e("read sessions"))?;
+        let mut running_count = Sql::new(
+            "SELECT COUNT(*) FROM sessions s WHERE s.state = 'running' AND s.updated_ms >= ",
+        );
+        running_count.arg(Arg::Int(stale_before));
+        let running_count = int(
+            &running_count
+                .query()
+                .fetch_one(pool)
+                .await
+                .map_err(e("count running sessions"))?,
+            0,
+        )
+        .map_err(e("count running sessions"))?;
+
+        let mut totals = Sql::new(
+            "SELECT COUNT(*), COUNT(DISTINCT user_name), COUNT(DISTINCT host), COUNT(DISTINCT repo_url), \
+             CAST(SUM(secrets_read) AS BIGINT), \
+             CAST(SUM(CASE WHEN secrets_read > 0 THEN 1 ELSE 0 END) AS BIGINT), \
+             CAST(SUM(violations) AS BIGINT), CAST(SUM(bytes_out) AS BIGINT), \
+             CAST(SUM(model_bytes_out) AS BIGINT) FROM sessions WHERE started_ms >= ",
+        );
+        totals.arg(since.clone());
+        let t = totals
+            .query()
+            .fetch_one(pool)
+            .await
+            .map_err(e("sum sessions"))?;
+        let totals = (|| -> Result<Totals, sqlx::Error> {
+            Ok(Totals {
+                sessions: int(&t, 0)?,
+                developers: int(&t, 1)?,
+                hosts_with_sessions: int(&t, 2)?,
+                repositories: int(&t, 3)?,
+                secrets_read: int(&t, 4)?,
+                sessions_reading_secrets: int(&t, 5)?,
+                violations: int(&t, 6)?,
+                bytes_out: int(&t, 7)?,
+                model_bytes_out: int(&t, 8)?,
+            })
+        })()
+        .map_err(e("sum sessions"))?;
+
+        let mut per_day = Sql::new(
+            "SELECT started_ms / 86400000, COUNT(*), COUNT(DISTINCT user_name), \
+             CAST(SUM(model_bytes_out) AS BIGINT), CAST(SUM(bytes_out - model_bytes_out) AS BIGINT), \
+             CAST(SUM(violations) AS BIGINT) FROM sessions WHERE started_ms >= ",
+        );
+        per_day
+            .arg(since.clone())
+            .push(" GROUP BY started_ms / 86400000 ORDER BY 1");
+        let rows = per_day
+            .query()
+            .fetch_all(pool)
+            .await
+            .map_err(e("count sessions per day"))?;
+        let mut by_day = BTreeMap::new();
+        for r in &rows {
+            let day = int(r, 0).map_err(e("count sessions per day"))?;
+            let d = (|| -> Result<Day, sqlx::Error> {
+                Ok(Day {
+                    day_ms: day * DAY_MS,
+                    sessions: int(r, 1)?,
+                    developers: int(r, 2)?,
+                    model_bytes_out: int(r, 3)?,
+                    other_bytes_out: int(r, 4)?.max(0),
+                    violations: int(r, 5)?,
+                })
+            })()
+            .map_err(e("count sessions per day"))?;
+            by_day.insert(day, d);
+        }
+        let per_day = (first_day / DAY_MS..=now_ms / DAY_MS)
+            .map(|day| {
+                by_day.remove(&day).unwrap_or(Day {
+                    day_ms: day * DAY_MS,
+                    ..Day::default()
+                })
+            })
+            .collect();
+
+        let mut repos = Sql::new(
+            "SELECT repo_url, COUNT(*), COUNT(DISTINCT user_name), CAST(SUM(model_bytes_out) AS BIGINT), \
+             MAX(started_ms) FROM sessions WHERE repo_url IS NOT NULL AND started_ms >= ",
+        );
+        repos
+            .arg(since.clone())
+            .push(" GROUP BY repo_url ORDER BY 2 DESC, 1 LIMIT 10");
+        let repositories = repos
+            .query()
+            .fetch_all(pool)
+            .await
+            .map_err(e("list repositories"))?
+            .iter()
+            .map(|r| {
+                Ok(Repository {
+                    url: r.try_get(0)?,
+                    sessions: int(r, 1)?,
+                    developers: int(r, 2)?,
+                    model_bytes_out: int(r, 3)?,
+                    last_ms: int(r, 4)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(e("list repositories"))?;
+
+        let mut agents = Sql::new(
+            "SELECT COALESCE(agent, '?'), COUNT(*), COUNT(DISTINCT user_name), MIN(started_ms), \
+             MAX(started_ms), CAST(SUM(duration_ms) AS BIGINT) FROM sessions WHERE started_ms >= ",
+        );
+        agents
+            .arg(since.clone())
+            .push(" GROUP BY COALESCE(agent, '?') ORDER BY 2 DESC, 1 LIMIT 10");
+        let agents = agents
+            .query()
+            .fetch_all(pool)
+            .await
+            .map_err(e("list agents"))?
+            .iter()
+            .map(|r| {
+                Ok(Agent {
+                    agent: r.try_get(0)?,
+                    sessions: int(r, 1)?,
+                    developers: int(r, 2)?,
+                    first_ms: int(r, 3)?,
+                    last_ms: int(r, 4)?,
+                    duration_ms: int(r, 5)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(e("list agents"))?;
+
+        let counts = |sql: Sql| async move {
+            sql.query()
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| {
+                    Ok(Count {
+                        key: r.try_get(0)?,
+                        count: int(r, 1)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+        };
+        let mut by_rule = Sql::new("SELECT rule, COUNT(*) FROM violations WHERE ts_ms >= ");
+        by_rule
+            .arg(since.clone())
+            .push(" GROUP BY rule ORDER BY 2 DESC, 1 LIMIT 12");
+        let violations_by_rule = counts(by_rule)
+            .await
+            .map_err(e("count violations by rule"))?;
+        let mut by_outcome = Sql::new("SELECT outcome, COUNT(*) FROM violations WHERE ts_ms >= ");
+        by_outcome
+            .arg(since.clone())
+            .push(" GROUP BY outcome ORDER BY 2 DESC, 1");
+        let violations_by_outcome = counts(by_outcome)
+            .await
+            .map_err(e("count violations by outcome"))?;
+
+        let mut secrets = Sql::new("SELECT ");
+        secrets
+            .push(SESSION_COLUMNS)
+            .push(" FROM sessions s WHERE s.secrets_read > 0 AND s.started_ms >= ")
+            .arg(since.clone())
+            .push(" ORDER BY s.started_ms DESC LIMIT 10");
+        let secret_sessions = secrets
+            .query()
+            .fetch_all(pool)
+            .await
+            .map_err(e("list sessions that read secrets"))?
+            .iter()
+            .map(session_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(e("read sessions"))?;
+
+        let mut host_counts = Sql::new("SELECT COUNT(*), CAST(SUM(CASE WHEN last_seen_ms < ");
+        host_counts
+            .arg(Arg::Int(stale_before))
+            .push(" THEN 1 ELSE 0 END) AS BIGINT) FROM hosts");
+        let hc = host_counts
+            .query()
+            .fetch_one(pool)
+            .await
+            .map_err(e("count hosts"))?;
+        let mut stale = Sql::new("SELECT ");
+        stale
+            .push(HOST_COLUMNS)
+            .push(" FROM hosts h WHERE h.last_seen_ms < ")
+            .arg(Arg::Int(stale_before))
+            .push(" ORDER BY h.last_seen_ms DESC LIMIT 50");
+        let stale = stale
+            .query()
+            .fetch_all(pool)
+            .await
+            .map_err(e("list stale hosts"))?
+            .iter()
+            .map(|r| host_row(r, stale_before))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(e("read hosts"))?;
+        let versions = counts(Sql::new(
+            "SELECT COALESCE(guard_version, '?'), COUNT(*) FROM hosts GROUP BY COALESCE(guard_version, '?') \
+             ORDER BY 2 DESC, 1",
+        ))
+        .await
+        .map_err(e("count hosts by version"))?;
+        let modes = counts(Sql::new(
+            "SELECT COALESCE(policy_mode, '?'), COUNT(*) FROM hosts GROUP BY COALESCE(policy_mode, '?') \
+             ORDER BY 2 DESC, 1",
+        ))
+        .await
+        .map_err(e("count hosts by mode"))?;
+        let hosts = HostsSummary {
+            total: int(&hc, 0).map_err(e("count hosts"))?,
+            stale_count: int(&hc, 1).map_err(e("count hosts"))?,
+            stale,
+            versions,
+            modes,
+        };
+
+        Ok(Overview {
+            now_ms,
+            since_ms: first_day,
+            days,
+            running_count,
+            running,
+            totals,
+            per_day,
+            repositories,
+            agents,
+            violations_by_rule,
+            violations_by_outcome,
+            secret_sessions,
+            hosts,
+        })
+    }
+
+    /// One page of the sessions `q` selects.
+    pub async fn sessions(&self, q: &Query) -> Result<SessionPage, StoreError> {
+        let e = StoreError::query;
+        let mut count = Sql::new("SELECT COUNT(*) FROM sessions s WHERE 1 = 1");
+        q.filter(&mut count);
+        let total = int(
+            &count
+                .query()
+                .fetch_one(self.pool())
+                .await
+                .map_err(e("count sessions"))?,
+            0,
+        )
+        .map_err(e("count sessions"))?;
+
+        let per_page = q.per_page.clamp(1, 500);
+        let page = q.page.max(1);
+        let mut list = Sql::new("SELECT ");
+        list.push(SESSION_COLUMNS)
+            .push(" FROM sessions s WHERE 1 = 1");
+        q.filter(&mut list);
+        list.push(" ORDER BY ")
+            .push(q.sort.column())
+            .push(if q.descending { " DESC" } else { " ASC" })
+            .push(", s.host, s.session_uid LIMIT ")
+            .arg(Arg::Int(i64::from(per_page)))
+            .push(" OFFSET ")
+            .arg(Arg::Int(i64::from(page - 1) * i64::from(per_page)));
+        let sessions = list
+            .query()
+            .fetch_all(self.pool())
+            .await
+            .map_err(e("list sessions"))?
+            .iter()
+            .map(session_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(e("read sessions"))?;
+        Ok(SessionPage {
+            total,
+            page,
+            per_page,
+            sessions,
+        })
+    }
+
+    /// The session `id` (its uid, or its 16-digit id) on `host` (any host when
+    /// `None`: the most recently updated).
+    pub async fn session(
+        &self,
+        id: &str,
+        host: Option<&str>,
+    ) -> Result<Option<SessionDetail>, StoreError> {
+        let e = StoreError::query;
+        let mut q = Sql::new("SELECT ");
+        q.push(SESSION_COLUMNS)
+            .push(", s.uid, s.repo_commit, s.workspace, s.conversation_id, s.seq, s.summary FROM sessions s WHERE (s.session_uid = ")
+            .arg(Arg::Text(id.to_owned()))
+            .push(" OR s.session_id = ")
+            .arg(Arg::Text(id.to_owned()))
+            .push(")");
+        if let Some(h) = host {
+            q.push(" AND s.host = ").arg(Arg::Text(h.to_owned()));
+        }
+        q.push(" ORDER BY s.updated_ms DESC, s.host LIMIT 20");
+        let rows = q
+            .query()
+            .fetch_all(self.pool())
+            .await
+            .map_err(e("find a session"))?;
+        let Some(r) = rows.first() else {
+            return Ok(None);
+        };
+        let session = session_row(r).map_err(e("read a session"))?;
+        let other_hosts = rows
+            .iter()
+            .skip(1)
+            .filter_map(|r| r.try_get::<String, _>(0).ok())
+            .collect();
+        let summary: String = r.try_get(26).map_err(e("read a session"))?;
+        // Stored only once it parsed: a failure here is a damaged row.
+        let report: Report = serde_json::from_str(&summary).unwrap_or_default();
+
+        let mut ev = Sql::new("SELECT ts_ms, kind, rule, outcome, text FROM events WHERE host = ");
+        ev.arg(Arg::Text(session.host.clone()))
+            .push(" AND session_uid = ")
+            .arg(Arg::Text(session.session_uid.clone()))
+            .push(" ORDER BY ts_ms, record_id LIMIT 500");
+        let events = ev
+            .query()
+            .fetch_all(self.pool())
+            .await
+            .map_err(e("list a session's events"))?
+            .iter()
+            .map(|r| {
+                Ok(Event {
+                    ts_ms: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    rule: r.try_get(2)?,
+                    outcome: r.try_get(3)?,
+                    text: r.try_get(4)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(e("read events"))?;
+
+        let mut fl = Sql::new("SELECT ts_ms, event FROM events WHERE host = ");
+        fl.arg(Arg::Text(session.host.clone()))
+            .push(" AND session_uid = ")
+            .arg(Arg::Text(session.session_uid.clone()))
+            .push(" AND kind = 'flow' ORDER BY ts_ms, record_id LIMIT 10000");
+        let flows = fl
+            .query()
+            .fetch_all(self.pool())
+            .await
+            .map_err(e("list a session's flows"))?
+            .iter()
+            .filter_map(|r| {
+                let ts_ms: i64 = r.try_get(0).ok()?;
+                let event: String = r.try_get(1).ok()?;
+                let v: serde_json::Value = serde_json::from_str(&event).ok()?;
+                Some(Flow {
+                    ts_ms,
+                    flow_id: v
+                        .get("flow_id")
+                        .and_then(|f| f.as_str())
+                        .unwrap_or("")
+                        .to_owned(),
+                    bytes_out: v
+                        .get("bytes_out")
+                        .and_then(serde_json::Value::as_i64)
+                        .unwrap_or(0),
+                })
+            })
+            .collect();
+
+        let detail = (|| -> Result<SessionDetail, sqlx::Error> {
+            Ok(SessionDetail {
+                uid: r.try_get(21)?,
+                repo_commit: r.try_get(22)?,
+                workspace: r.try_get(23)?,
+                conversation_id: r.try_get(24)?,
+                summary_seq: r.try_get(25)?,
+                session,
+                report,
+                events,
+                flows,
+                other_hosts,
+            })
+        })()
+        .map_err(e("read a session"))?;
+        Ok(Some(detail))
+    }
+
+    /// One page of hosts, stopped ones first, then by name; with their sessions
+    /// since `since_ms` and running now.
+    pub async fn hosts(
+        &self,
+        now_ms: i64,
+        since_ms: i64,
+        stale_before: i64,
+        page: u32,
+        per_page: u32,
+        stale_only: bool,
+    ) -> Result<HostPage, StoreError> {
+        let e = StoreError::query;
+        let mut counts = Sql::new("SELECT COUNT(*), CAST(SUM(CASE WHEN last_seen_ms < ");
+        counts
+            .arg(Arg::Int(stale_before))
+            .push(" THEN 1 ELSE 0 END) AS BIGINT) FROM hosts");
+        let c = counts
+            .query()
+            .fetch_one(self.pool())
+            .await
+            .map_err(e("count hosts"))?;
+        let per_page = per_page.clamp(1, 1000);
+        let page = page.max(1);
+        let mut q = Sql::new("SELECT ");
+        q.push(HOST_COLUMNS)
+            .push(", (SELECT COUNT(*) FROM sessions s WHERE s.host = h.host AND s.started_ms >= ")
+            .arg(Arg::Int(since_ms))
+            .push("), (SELECT COUNT(*) FROM sessions s WHERE s.host = h.host AND s.state = 'running' AND s.updated_ms >= ")
+            .arg(Arg::Int(stale_before))
+            .push(") FROM hosts h");
+        if stale_only {
+            q.push(" WHERE h.last_seen_ms < ")
+                .arg(Arg::Int(stale_before));
+        }
+        q.push(" ORDER BY CASE WHEN h.last_seen_ms < ")
+            .arg(Arg::Int(stale_before))
+            .push(" THEN 0 ELSE 1 END, h.host LIMIT ")
+            .arg(Arg::Int(i64::from(per_page)))
+            .push(" OFFSET ")
+            .arg(Arg::Int(i64::from(page - 1) * i64::from(per_page)));
+        let hosts = q
+            .query()
+            .fetch_all(self.pool())
+            .await
+            .map_err(e("list hosts"))?
+            .iter()
+            .map(|r| {
+                let mut h = host_row(r, stale_before)?;
+                h.sessions = int(r, 13)?;
+                h.running = int(r, 14)?;
+                Ok(h)
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(e("read hosts"))?;
+        Ok(HostPage {
+            now_ms,
+            total: int(&c, 0).map_err(e("count hosts"))?,
+            stale_count: int(&c, 1).map_err(e("count hosts"))?,
+            page,
+            per_page,
+            hosts,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like("Acme/App"), "%acme/app%");
+        assert_eq!(like("a_b%c\\"), "%a\\_b\\%c\\\\%");
+    }
+}

@@ -1,0 +1,363 @@
+//! The HTML pages: the same read models as the API, rendered by askama templates
+//! (`templates/`, escaped by default; only the server's own SVG is marked safe).
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::{
+    Extension,
+    extract::{Path, Query, State},
+    response::{Html, IntoResponse, Response},
+};
+use guard_common::report::FileUse;
+
+use super::{
+    WebError, charts, fmt,
+    params::{self, HostParams, OverviewParams, SessionIdParams, SessionParams},
+};
+use crate::{
+    auth::Viewer,
+    server::App,
+    store::{
+        now_ms,
+        read::{HostPage, Overview, SessionDetail, SessionPage, SessionRow, Sort},
+    },
+};
+
+/// Outcomes a violation can have (the filter's choices).
+const OUTCOMES: &[&str] = &[
+    "killed",
+    "denied",
+    "alerted",
+    "logged",
+    "not_denied",
+    "gone",
+    "failed",
+];
+const STATES: &[&str] = &["running", "ended"];
+const SORTS: &[&str] = &["start", "duration", "bytes", "violations"];
+
+/// An error as a page.
+pub struct PageError(WebError);
+
+impl From<WebError> for PageError {
+    fn from(e: WebError) -> Self {
+        Self(e)
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    nav: &'a str,
+    viewer: &'a str,
+    status: String,
+    message: String,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        self.0.log();
+        let status = self.0.status();
+        let page = ErrorPage {
+            nav: "",
+            viewer: "",
+            status: status.to_string(),
+            message: self.0.to_string(),
+        };
+        match page.render() {
+            Ok(html) => (status, Html(html)).into_response(),
+            Err(_) => status.into_response(),
+        }
+    }
+}
+
+fn html(t: &impl Template) -> Result<Response, PageError> {
+    Ok(Html(t.render().map_err(WebError::from)?).into_response())
+}
+
+/// A chart, or nothing when it could not be drawn (the page still shows the
+/// numbers).
+fn chart(c: Result<String, charts::ChartError>) -> String {
+    c.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "chart not drawn");
+        String::new()
+    })
+}
+
+/// The overview's window: `days` from 1 to 365, 30 unless asked.
+pub fn days(p: &OverviewParams) -> Result<u32, WebError> {
+    Ok(params::number("days", p.days.as_deref(), 30, 365)?)
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct OverviewPage<'a> {
+    nav: &'a str,
+    viewer: &'a str,
+    o: &'a Overview,
+    /// The first hosts of the hosts page: silent ones first.
+    hosts: &'a HostPage,
+    stale_after: String,
+    sessions_chart: String,
+    bytes_chart: String,
+    rules_chart: String,
+    outcomes_chart: String,
+}
+
+/// `GET /`.
+pub async fn overview(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Viewer>,
+    Query(p): Query<OverviewParams>,
+) -> Result<Response, PageError> {
+    let o = app.overview(days(&p)?).await.map_err(WebError::from)?;
+    let hosts = app
+        .hosts(&HostParams {
+            per_page: Some("20".to_owned()),
+            ..HostParams::default()
+        })
+        .await?;
+    html(&OverviewPage {
+        hosts: &hosts,
+        nav: "overview",
+        viewer: &viewer.name,
+        stale_after: humantime::format_duration(app.config.dashboard.stale_after).to_string(),
+        sessions_chart: chart(charts::sessions_per_day(&o.per_day)),
+        bytes_chart: chart(charts::bytes_per_day(&o.per_day)),
+        rules_chart: chart(charts::bars(
+            "Violations by rule",
+            &o.violations_by_rule,
+            false,
+        )),
+        outcomes_chart: chart(charts::bars(
+            "Violations by outcome",
+            &o.violations_by_outcome,
+            true,
+        )),
+        o: &o,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "sessions.html")]
+struct SessionsPage<'a> {
+    nav: &'a str,
+    viewer: &'a str,
+    p: &'a SessionParams,
+    page: &'a SessionPage,
+    pages: i64,
+    prev: Option<String>,
+    next: Option<String>,
+    by_start: String,
+    by_duration: String,
+    by_bytes: String,
+    by_violations: String,
+    outcomes: &'a [&'a str],
+    states: &'a [&'a str],
+    sorts: &'a [&'a str],
+}
+
+/// `GET /sessions`.
+pub async fn sessions(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Viewer>,
+    Query(p): Query<SessionParams>,
+) -> Result<Response, PageError> {
+    let q = p.query(now_ms()).map_err(WebError::from)?;
+    let page = app.store.sessions(&q).await.map_err(WebError::from)?;
+    let pages = ((page.total + i64::from(page.per_page) - 1) / i64::from(page.per_page)).max(1);
+    html(&SessionsPage {
+        nav: "sessions",
+        viewer: &viewer.name,
+        p: &p,
+        pages,
+        prev: (page.page > 1).then(|| p.on_page(page.page - 1)),
+        next: (i64::from(page.page) < pages).then(|| p.on_page(page.page + 1)),
+        by_start: p.sorted_by(Sort::Start),
+        by_duration: p.sorted_by(Sort::Duration),
+        by_bytes: p.sorted_by(Sort::Bytes),
+        by_violations: p.sorted_by(Sort::Violations),
+        outcomes: OUTCOMES,
+        states: STATES,
+        sorts: SORTS,
+        page: &page,
+    })
+}
+
+/// Files of one access and class, for the session page.
+struct FileGroup<'a> {
+    access: &'a str,
+    class: &'a str,
+    items: &'a [FileUse],
+    omitted: u64,
+}
+
+#[derive(Template)]
+#[template(path = "session.html")]
+struct SessionPageT<'a> {
+    nav: &'a str,
+    viewer: &'a str,
+    d: &'a SessionDetail,
+    s: &'a SessionRow,
+    files: Vec<FileGroup<'a>>,
+    timeline: String,
+}
+
+/// `GET /sessions/{id}`.
+pub async fn session(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+    Query(p): Query<SessionIdParams>,
+) -> Result<Response, PageError> {
+    let d = app
+        .store
+        .session(&id, p.host.as_deref().filter(|h| !h.is_empty()))
+        .await
+        .map_err(WebError::from)?
+        .ok_or(WebError::NoSession)?;
+    let r = &d.report;
+    let mut files = Vec::new();
+    for (access, f) in [("read", &r.read), ("written", &r.written)] {
+        for (class, b) in [
+            ("secrets", &f.secrets),
+            ("workspace", &f.workspace),
+            ("outside", &f.outside),
+            ("system", &f.system),
+        ] {
+            files.push(FileGroup {
+                access,
+                class,
+                items: &b.items,
+                omitted: b.omitted,
+            });
+        }
+    }
+    html(&SessionPageT {
+        nav: "sessions",
+        viewer: &viewer.name,
+        s: &d.session,
+        timeline: chart(charts::timeline(&d)),
+        files,
+        d: &d,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "hosts.html")]
+struct HostsPage<'a> {
+    nav: &'a str,
+    viewer: &'a str,
+    h: &'a HostPage,
+    days: u32,
+    pages: i64,
+    prev: Option<String>,
+    next: Option<String>,
+}
+
+/// `GET /hosts`.
+pub async fn hosts(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Viewer>,
+    Query(p): Query<HostParams>,
+) -> Result<Response, PageError> {
+    let h = app.hosts(&p).await?;
+    let pages = ((h.total + i64::from(h.per_page) - 1) / i64::from(h.per_page)).max(1);
+    let link = |page: u32| {
+        let mut q = p.clone();
+        q.page = Some(page.to_string());
+        serde_urlencoded::to_string(&q).unwrap_or_default()
+    };
+    html(&HostsPage {
+        nav: "hosts",
+        viewer: &viewer.name,
+        days: 30,
+        pages,
+        prev: (h.page > 1).then(|| link(h.page - 1)),
+        next: (i64::from(h.page) < pages).then(|| link(h.page + 1)),
+        h: &h,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{records, store::read::Event};
+
+    #[test]
+    fn a_hostile_session_renders_escaped() {
+        let mut report = records::report("00000000000000a1", "<b>eve</b>", "https://x/<i>", true);
+        report.commands.items[0].argv =
+            vec!["sh".into(), "-c".into(), "<script>alert(1)</script>".into()];
+        report.read.workspace.items[0].path = "/w/'; DROP TABLE sessions; --\"".into();
+        report.violations.items[0].rule = "<img src=x onerror=alert(2)>".into();
+        let session = SessionRow {
+            host: "eu/<svg onload=alert(3)>".into(),
+            session_uid: "m-b-00000000000000a1".into(),
+            session_id: "00000000000000a1".into(),
+            state: "ended".into(),
+            agent: Some("codex".into()),
+            agent_version: None,
+            user_name: report.user.clone(),
+            repo_url: Some("https://x/<i>".into()),
+            repo_branch: Some("\"><script>".into()),
+            started_ms: records::T0_MS,
+            ended_ms: None,
+            duration_ms: 1,
+            commands: 3,
+            files_read: 1,
+            files_written: 1,
+            secrets_read: 1,
+            bytes_out: 1,
+            bytes_in: 1,
+            model_bytes_out: 1,
+            violations: 2,
+            updated_ms: records::T0_MS,
+        };
+        let d = SessionDetail {
+            session: session.clone(),
+            uid: None,
+            repo_commit: None,
+            workspace: Some("<w>".into()),
+            conversation_id: None,
+            summary_seq: 1,
+            report,
+            events: vec![Event {
+                ts_ms: 0,
+                kind: "exec".into(),
+                rule: None,
+                outcome: None,
+                text: "exec <script>".into(),
+            }],
+            flows: Vec::new(),
+            other_hosts: vec!["<x>".into()],
+        };
+        let html = SessionPageT {
+            nav: "sessions",
+            viewer: "<v>",
+            d: &d,
+            s: &session,
+            files: Vec::new(),
+            timeline: String::new(),
+        }
+        .render()
+        .expect("render");
+        for raw in [
+            "<script",
+            "<img",
+            "<b>eve",
+            "<svg onload",
+            "<i>",
+            "<w>",
+            "<x>",
+            "<v>",
+        ] {
+            assert!(!html.contains(raw), "{raw} unescaped");
+        }
+        assert!(html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"));
+        assert!(html.contains("&#60;img src=x onerror=alert(2)&#62;"));
+        // The link to the other host is percent-encoded, then escaped.
+        assert!(html.contains("/sessions/m-b-00000000000000a1?host=%3Cx%3E"));
+    }
+}

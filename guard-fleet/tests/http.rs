@@ -1,0 +1,713 @@
+//! The fleet server over HTTP on 127.0.0.1, as hosts and a security team use it:
+//! each test runs on SQLite, and on PostgreSQL when `GUARD_FLEET_TEST_PG` is set.
+
+mod support;
+
+use std::io::Write as _;
+
+use guard_common::otlp::attr;
+use guard_fleet::store::read::{HostPage, Overview, SessionDetail, SessionPage};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+use prost::Message as _;
+use reqwest::StatusCode;
+use serde_json::json;
+use support::{CLUSTER_TOKEN, DASH_TOKEN, Db, Fleet, HOST_TOKEN, records};
+
+const S1: &str = "00000000000000a1";
+const S2: &str = "00000000000000a2";
+
+on_both!(
+    ingest_in_every_encoding_stores_each_record_once,
+    credentials_decide_the_host_and_nothing_else,
+    limits_and_malformed_bodies_get_their_status,
+    dashboard_pages_escape_what_hosts_send,
+    filters_sort_and_pages_select_sessions,
+    overview_and_hosts_show_the_fleet,
+    an_unavailable_database_asks_hosts_to_retry,
+);
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+async fn ingest_in_every_encoding_stores_each_record_once(db: Db) {
+    let fleet = Fleet::start(db, "").await;
+    let report = records::report(S1, "alice", "https://github.com/acme/app", false);
+    let uid = records::session_uid("build-01", S1);
+    let pb = records::request(
+        "build-01",
+        vec![
+            records::summary("build-01", 1, 1, &report, 1, records::T0_NS),
+            records::exec_event("build-01", 1, 2, S1, records::T0_NS, &["git", "status"]),
+        ],
+    );
+    assert_eq!(fleet.send_ok(&pb, HOST_TOKEN).await, 0);
+    // The same batch again (a lost answer): 200, nothing new.
+    assert_eq!(fleet.send_ok(&pb, HOST_TOKEN).await, 0);
+
+    // OTLP JSON, answered in JSON.
+    let json_req = records::request(
+        "build-01",
+        vec![records::exec_event(
+            "build-01",
+            1,
+            3,
+            S1,
+            records::T0_NS + 1_000_000_000,
+            &["cargo", "build"],
+        )],
+    );
+    let (status, body) = fleet
+        .post(
+            serde_json::to_vec(&json_req).expect("json"),
+            "application/json",
+            None,
+            Some(HOST_TOKEN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let answer: serde_json::Value = serde_json::from_slice(&body).expect("a JSON answer");
+    assert!(answer.get("partialSuccess").is_none(), "{answer}");
+
+    // gzip, both encodings.
+    let gz_req = records::request(
+        "build-01",
+        vec![records::exec_event(
+            "build-01",
+            1,
+            4,
+            S1,
+            records::T0_NS + 2_000_000_000,
+            &["make"],
+        )],
+    );
+    let (status, _) = fleet
+        .post(
+            gzip(&gz_req.encode_to_vec()),
+            "application/x-protobuf",
+            Some("gzip"),
+            Some(HOST_TOKEN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = fleet
+        .post(
+            gzip(&serde_json::to_vec(&gz_req).expect("json")),
+            "application/json; charset=utf-8",
+            Some("gzip"),
+            Some(HOST_TOKEN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // A batch with invalid records among good ones: 200 with them counted.
+    let mut bad = records::exec_event("build-01", 1, 5, S1, records::T0_NS, &["ls"]);
+    bad.attributes.retain(|a| a.key != attr::RECORD_ID);
+    let mixed = records::request(
+        "build-01",
+        vec![
+            bad,
+            records::exec_event(
+                "build-01",
+                1,
+                6,
+                S1,
+                records::T0_NS + 3_000_000_000,
+                &["ls"],
+            ),
+        ],
+    );
+    let (status, body) = fleet.send(&mixed, Some(HOST_TOKEN)).await;
+    assert_eq!(status, StatusCode::OK);
+    let ps = ExportLogsServiceResponse::decode(body.as_slice())
+        .expect("answer")
+        .partial_success
+        .expect("partial success");
+    assert_eq!(ps.rejected_log_records, 1);
+    assert!(
+        ps.error_message.contains("guard.record.id"),
+        "{}",
+        ps.error_message
+    );
+
+    let d: SessionDetail = fleet.api(&format!("/api/sessions/{uid}")).await;
+    let kinds: Vec<&str> = d.events.iter().map(|e| e.text.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "exec git status",
+            "exec cargo build",
+            "exec make",
+            "exec ls"
+        ],
+        "each record once, in time order"
+    );
+    assert_eq!(d.report, report);
+    assert_eq!(d.session.host, "build-01");
+    // The 16-digit id finds it too.
+    let by_id: SessionDetail = fleet.api(&format!("/api/sessions/{S1}")).await;
+    assert_eq!(by_id.session.session_uid, uid);
+    let (status, _, _) = fleet.page("/api/sessions/ffffffffffffffff", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let resp = fleet
+        .http
+        .get(format!("{}/api/sessions/ffffffffffffffff", fleet.base))
+        .bearer_auth(DASH_TOKEN)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    fleet.stop().await;
+}
+
+async fn credentials_decide_the_host_and_nothing_else(db: Db) {
+    let fleet = Fleet::start(db, "").await;
+    let req = |host: &str, spool: u64| {
+        records::request(
+            host,
+            vec![records::exec_event(
+                host,
+                spool,
+                1,
+                S1,
+                records::T0_NS,
+                &["id"],
+            )],
+        )
+    };
+    let status = |r: (StatusCode, Vec<u8>)| r.0;
+    assert_eq!(
+        status(fleet.send(&req("build-01", 1), None).await),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status(fleet.send(&req("build-01", 1), Some("wrong")).await),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        status(fleet.send(&req("build-01", 1), Some(DASH_TOKEN)).await),
+        StatusCode::UNAUTHORIZED,
+        "a dashboard token cannot send"
+    );
+    // A host token with records of another host: 403, nothing stored.
+    let (code, body) = fleet.send(&req("build-02", 2), Some(HOST_TOKEN)).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    let st = guard_fleet::ingest::decode::Status::decode(body.as_slice()).expect("a Status body");
+    assert!(st.message.contains("build-02"), "{}", st.message);
+    // A cluster token: each host under the cluster's name.
+    fleet.send_ok(&req("node-7", 3), CLUSTER_TOKEN).await;
+    fleet.send_ok(&req("build-01", 4), HOST_TOKEN).await;
+    let hosts: HostPage = fleet.api("/api/hosts").await;
+    let names: Vec<&str> = hosts.hosts.iter().map(|h| h.host.as_str()).collect();
+    assert_eq!(
+        names,
+        ["build-01", "eu/node-7"],
+        "build-02 was never stored"
+    );
+    assert_eq!(hosts.hosts[1].host_name, "node-7");
+
+    // The dashboard: a dashboard token only.
+    let get = |token: Option<&'static str>| {
+        let mut r = fleet.http.get(format!("{}/api/hosts", fleet.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move { r.send().await.expect("get").status() }
+    };
+    assert_eq!(get(None).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(get(Some(HOST_TOKEN)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(get(Some(CLUSTER_TOKEN)).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(get(Some(DASH_TOKEN)).await, StatusCode::OK);
+    fleet.stop().await;
+}
+
+async fn limits_and_malformed_bodies_get_their_status(db: Db) {
+    let fleet = Fleet::start(
+        db,
+        "[limits]\nmax_body = \"64KiB\"\nmax_decompressed = \"1MiB\"\n",
+    )
+    .await;
+    let pb = "application/x-protobuf";
+    let big = records::request(
+        "build-01",
+        (0..40)
+            .map(|i| {
+                records::exec_event(
+                    "build-01",
+                    1,
+                    i,
+                    S1,
+                    records::T0_NS,
+                    &["echo", &"x".repeat(4000)],
+                )
+            })
+            .collect(),
+    )
+    .encode_to_vec();
+    assert!(big.len() > 64 << 10);
+    assert_eq!(
+        fleet.post(big.clone(), pb, None, Some(HOST_TOKEN)).await.0,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    // Compressed it fits; the gzip bomb does not.
+    assert_eq!(
+        fleet
+            .post(gzip(&big), pb, Some("gzip"), Some(HOST_TOKEN))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let bomb = gzip(&vec![0u8; 8 << 20]);
+    assert!(bomb.len() < 64 << 10);
+    assert_eq!(
+        fleet.post(bomb, pb, Some("gzip"), Some(HOST_TOKEN)).await.0,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    assert_eq!(
+        fleet
+            .post(b"{}".to_vec(), "text/plain", None, Some(HOST_TOKEN))
+            .await
+            .0,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(
+        fleet
+            .post(b"x".to_vec(), pb, Some("br"), Some(HOST_TOKEN))
+            .await
+            .0,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(
+        fleet
+            .post(vec![0xff, 0xff, 0xff], pb, None, Some(HOST_TOKEN))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        fleet
+            .post(b"not gzip".to_vec(), pb, Some("gzip"), Some(HOST_TOKEN))
+            .await
+            .0,
+        StatusCode::BAD_REQUEST
+    );
+    let (status, body) = fleet
+        .post(
+            b"{\"resourceLogs\": 7}".to_vec(),
+            "application/json",
+            None,
+            Some(HOST_TOKEN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let st: serde_json::Value = serde_json::from_slice(&body).expect("a JSON Status");
+    assert_eq!(st["code"], 3);
+    // Authentication comes first: an unknown token never gets its body read.
+    assert_eq!(
+        fleet.post(vec![0xff], pb, None, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    fleet.stop().await;
+}
+
+/// Strings a host controls that look like HTML or SQL.
+const HOSTILE: &str = "<script>alert(1)</script>";
+const SQLISH: &str = "'; DROP TABLE sessions; --";
+
+async fn dashboard_pages_escape_what_hosts_send(db: Db) {
+    let fleet = Fleet::start(db, "").await;
+    let mut report = records::report(
+        S1,
+        "<b>mallory</b>",
+        &format!("https://x.example/{HOSTILE}"),
+        true,
+    );
+    report.commands.items[0].argv = vec!["sh".into(), "-c".into(), HOSTILE.into(), SQLISH.into()];
+    report.read.workspace.items[0].path = format!("/home/dev/{SQLISH}");
+    report.violations.items[0].rule = "<img src=x onerror=alert(2)>".into();
+    report.violations.items[0].what = format!("open /tmp/{HOSTILE}");
+    let uid = records::session_uid("build-01", S1);
+    let req = records::request(
+        "build-01",
+        vec![
+            records::summary("build-01", 1, 1, &report, 1, records::T0_NS),
+            records::event(
+                "build-01",
+                1,
+                2,
+                S1,
+                records::T0_NS,
+                json!({"kind": "open", "path": format!("/x/{HOSTILE}"), "access": ["read"]}),
+            ),
+        ],
+    );
+    fleet.send_ok(&req, HOST_TOKEN).await;
+
+    // No viewer: the login form, which comes back here.
+    let (status, headers, _) = fleet.page("/sessions?user=a", None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/login?next=%2Fsessions%3Fuser%3Da");
+    let login = |token: &'static str| {
+        fleet
+            .http
+            .post(format!("{}/login", fleet.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                serde_urlencoded::to_string([("token", token), ("next", "/hosts")]).expect("form"),
+            )
+            .send()
+    };
+    let bad = login(HOST_TOKEN).await.expect("login");
+    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+    let ok = login(DASH_TOKEN).await.expect("login");
+    assert_eq!(ok.status(), StatusCode::SEE_OTHER);
+    assert_eq!(ok.headers()["location"], "/hosts");
+    let set_cookie = ok.headers()["set-cookie"]
+        .to_str()
+        .expect("cookie")
+        .to_owned();
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"),
+        "{set_cookie}"
+    );
+    let cookie = set_cookie.split(';').next().expect("pair").to_owned();
+
+    let session_page = format!("/sessions/{uid}?host=build-01");
+    for path in [
+        "/",
+        "/sessions",
+        session_page.as_str(),
+        "/hosts",
+        "/sessions?rule=%3Cimg",
+    ] {
+        let (status, headers, body) = fleet.page(path, Some(&cookie)).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        let csp = headers["content-security-policy"].to_str().expect("csp");
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("style-src 'self'"),
+            "{csp}"
+        );
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert_eq!(headers["x-frame-options"], "DENY");
+        assert!(!body.contains("<script"), "{path} has a script tag");
+        assert!(!body.contains("<img"), "{path} has an img tag");
+        assert!(
+            !body.contains("<b>mallory"),
+            "{path} rendered a host's markup"
+        );
+        assert!(
+            !body.contains("style=\""),
+            "{path}: an inline style breaks the CSP"
+        );
+    }
+    let (_, _, body) = fleet.page(&session_page, Some(&cookie)).await;
+    // askama writes `<`, `>` and `'` as `&#60;`, `&#62;` and `&#39;`.
+    assert!(
+        body.contains("sh -c &#60;script&#62;alert(1)&#60;/script&#62;"),
+        "argv shown, escaped"
+    );
+    assert!(
+        body.contains("/home/dev/&#39;; DROP TABLE sessions; --"),
+        "the path shown, escaped"
+    );
+    assert!(
+        body.contains("&#60;img src=x onerror=alert(2)&#62;"),
+        "the rule shown, escaped"
+    );
+    assert!(body.contains("<svg"), "the timeline");
+    // The SQL-looking strings did nothing to the database.
+    let page: SessionPage = fleet.api("/api/sessions").await;
+    assert_eq!(page.total, 1);
+    let (_, _, css) = fleet.page("/static/fleet.css", None).await;
+    assert!(css.contains(".card"));
+    // Logging out forgets the cookie.
+    let out = fleet
+        .http
+        .post(format!("{}/logout", fleet.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("logout");
+    assert!(
+        out.headers()["set-cookie"]
+            .to_str()
+            .expect("cookie")
+            .contains("Max-Age=0")
+    );
+    fleet.stop().await;
+}
+
+async fn filters_sort_and_pages_select_sessions(db: Db) {
+    let fleet = Fleet::start(db, "").await;
+    // Five sessions: three hosts of the cluster, two users, two repositories.
+    let specs = [
+        (
+            "node-1",
+            "00000000000000b1",
+            "alice",
+            "https://github.com/acme/app",
+            1_000,
+            true,
+        ),
+        (
+            "node-1",
+            "00000000000000b2",
+            "bob",
+            "https://github.com/acme/app",
+            5_000,
+            false,
+        ),
+        (
+            "node-2",
+            "00000000000000b3",
+            "alice",
+            "https://gitlab.com/acme/api",
+            3_000,
+            true,
+        ),
+        (
+            "node-3",
+            "00000000000000b4",
+            "carol",
+            "https://gitlab.com/acme/api",
+            2_000,
+            true,
+        ),
+        (
+            "node-3",
+            "00000000000000b5",
+            "alice",
+            "https://github.com/acme/app",
+            4_000,
+            true,
+        ),
+    ];
+    for (i, (host, session, user, repo, bytes, violations)) in specs.iter().enumerate() {
+        let mut r = records::report(session, user, repo, true);
+        r.bytes_out = *bytes;
+        r.started = Some(format!("2026-11-{:02}T05:00:00Z", 16 + i));
+        r.ended = Some(format!("2026-11-{:02}T05:10:00Z", 16 + i));
+        if !violations {
+            r.violations = Default::default();
+        }
+        let req = records::request(
+            host,
+            vec![records::summary(
+                host,
+                10 + i as u64,
+                1,
+                &r,
+                1,
+                records::T0_NS,
+            )],
+        );
+        fleet.send_ok(&req, CLUSTER_TOKEN).await;
+    }
+    let users = |p: SessionPage| {
+        p.sessions
+            .iter()
+            .map(|s| s.user_name.clone().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let api = |q: &'static str| fleet.api::<SessionPage>(q);
+    assert_eq!(
+        users(api("/api/sessions").await),
+        "alice,carol,alice,bob,alice",
+        "newest first"
+    );
+    assert_eq!(
+        users(api("/api/sessions?user=alice").await),
+        "alice,alice,alice"
+    );
+    assert_eq!(
+        users(api("/api/sessions?repo=GitLab.com").await),
+        "carol,alice"
+    );
+    assert_eq!(
+        users(api("/api/sessions?host=eu%2Fnode-1").await),
+        "bob,alice"
+    );
+    assert_eq!(
+        users(api("/api/sessions?rule=secrets.cloud&user=alice").await),
+        "alice,alice,alice"
+    );
+    assert_eq!(
+        users(api("/api/sessions?outcome=denied&host=eu%2Fnode-1").await),
+        "alice"
+    );
+    assert_eq!(
+        users(api("/api/sessions?from=2026-11-18&to=2026-11-19").await),
+        "carol,alice"
+    );
+    assert_eq!(
+        users(api("/api/sessions?sort=bytes&order=asc").await),
+        "alice,carol,alice,alice,bob"
+    );
+    assert_eq!(
+        users(api("/api/sessions?sort=violations&order=asc&per_page=1").await),
+        "bob"
+    );
+    let page2 = api("/api/sessions?per_page=2&page=2").await;
+    assert_eq!(
+        (page2.total, page2.page, users(page2)),
+        (5, 2, "alice,bob".to_owned())
+    );
+    let resp = fleet
+        .http
+        .get(format!("{}/api/sessions?sort=name", fleet.base))
+        .bearer_auth(DASH_TOKEN)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let err: serde_json::Value = resp.json().await.expect("json");
+    assert!(
+        err["error"].as_str().unwrap_or("").starts_with("sort:"),
+        "{err}"
+    );
+
+    // The page: a plain GET form, its filters kept in the pager's links.
+    let cookie = format!("guard_fleet={DASH_TOKEN}");
+    let (status, _, body) = fleet
+        .page("/sessions?user=alice&per_page=2", Some(&cookie))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("<form class=\"filters\" method=\"get\""));
+    assert!(body.contains("page 1 of 2"), "{body}");
+    // askama writes `&` as `&#38;`.
+    assert!(
+        body.contains("href=\"/sessions?user=alice&#38;page=2&#38;per_page=2\""),
+        "{body}"
+    );
+    assert!(!body.contains(">bob<"));
+    fleet.stop().await;
+}
+
+async fn overview_and_hosts_show_the_fleet(db: Db) {
+    let fleet = Fleet::start(db, "[dashboard]\nstale_after = \"2s\"\n").await;
+    // A host that reports, goes silent, and one that keeps reporting.
+    let now_ns = u64::try_from(guard_fleet::store::now_ms()).expect("now") * 1_000_000;
+    let mut r = records::report(S2, "dave", "https://github.com/acme/old", true);
+    r.started = None;
+    let old = records::request(
+        "silent",
+        vec![records::summary("silent", 1, 1, &r, 1, now_ns)],
+    );
+    fleet.send_ok(&old, CLUSTER_TOKEN).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_200)).await;
+    let mut running = records::report(S1, "alice", "https://github.com/acme/app", false);
+    running.started = None;
+    let req = records::request(
+        "busy",
+        vec![records::summary("busy", 2, 1, &running, 1, now_ns)],
+    );
+    fleet.send_ok(&req, CLUSTER_TOKEN).await;
+
+    let o: Overview = fleet.api("/api/overview?days=7").await;
+    assert_eq!(o.per_day.len(), 7);
+    assert_eq!(o.totals.sessions, 2);
+    assert_eq!(o.totals.developers, 2);
+    assert_eq!(o.totals.model_bytes_out, 8_000_000);
+    assert_eq!(o.totals.secrets_read, 2);
+    assert_eq!(o.running_count, 1);
+    assert_eq!(o.running[0].user_name.as_deref(), Some("alice"));
+    let rules: Vec<(&str, i64)> = o
+        .violations_by_rule
+        .iter()
+        .map(|c| (c.key.as_str(), c.count))
+        .collect();
+    assert_eq!(rules, [("network.egress", 2), ("secrets.cloud", 2)]);
+    let outcomes: Vec<&str> = o
+        .violations_by_outcome
+        .iter()
+        .map(|c| c.key.as_str())
+        .collect();
+    assert_eq!(outcomes, ["alerted", "denied"]);
+    assert_eq!(o.repositories.len(), 2);
+    assert_eq!(o.hosts.total, 2);
+    assert_eq!(o.hosts.stale_count, 1);
+    assert_eq!(o.hosts.stale[0].host, "eu/silent");
+    assert_eq!(o.agents[0].agent, "codex");
+
+    let h: HostPage = fleet.api("/api/hosts").await;
+    assert_eq!(h.hosts[0].host, "eu/silent", "silent hosts first");
+    assert!(h.hosts[0].stale && !h.hosts[1].stale);
+    assert_eq!(
+        h.hosts[1].tiers.get("exec_deny").map(String::as_str),
+        Some("bpf_lsm")
+    );
+    assert_eq!(h.hosts[1].guard_version.as_deref(), Some("0.1.0"));
+    assert_eq!(h.hosts[1].os_version.as_deref(), Some("6.12.0-guard"));
+    assert_eq!((h.hosts[1].sessions, h.hosts[1].running), (1, 1));
+    let stale_only: HostPage = fleet.api("/api/hosts?stale=1").await;
+    assert_eq!(stale_only.hosts.len(), 1);
+
+    let cookie = format!("guard_fleet={DASH_TOKEN}");
+    let (status, _, body) = fleet.page("/", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.matches("<svg").count(), 4, "four charts");
+    assert!(
+        body.contains("class=\"stale\""),
+        "the silent host is highlighted"
+    );
+    assert!(body.contains("eu/silent"));
+    assert!(body.contains("exec_deny: bpf_lsm"), "the hosts' enforcement tiers");
+    let (_, _, hosts) = fleet.page("/hosts", Some(&cookie)).await;
+    assert!(hosts.contains("silent</span>") || hosts.contains("badge stale"));
+    assert!(hosts.contains("exec_deny: bpf_lsm"));
+    fleet.stop().await;
+}
+
+async fn an_unavailable_database_asks_hosts_to_retry(db: Db) {
+    let fleet = Fleet::start(db, "").await;
+    let req = records::request(
+        "build-01",
+        vec![records::exec_event(
+            "build-01",
+            1,
+            1,
+            S1,
+            records::T0_NS,
+            &["id"],
+        )],
+    );
+    let (status, _, _) = fleet.page("/readyz", None).await;
+    assert_eq!(status, StatusCode::OK);
+    // Every connection gone, as when the database is down.
+    fleet.app().store.close().await;
+    let resp = fleet
+        .http
+        .post(format!("{}/v1/logs", fleet.base))
+        .header("content-type", "application/x-protobuf")
+        .bearer_auth(HOST_TOKEN)
+        .body(req.encode_to_vec())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        resp.status(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "retryable, per OTLP/HTTP"
+    );
+    assert_eq!(resp.headers()["retry-after"], "5");
+    let st =
+        guard_fleet::ingest::decode::Status::decode(resp.bytes().await.expect("body").as_ref())
+            .expect("Status");
+    assert_eq!(st.code, 14, "UNAVAILABLE");
+    let (status, _, _) = fleet.page("/readyz", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, _, _) = fleet.page("/healthz", None).await;
+    assert_eq!(status, StatusCode::OK, "alive, not ready");
+    let resp = fleet
+        .http
+        .get(format!("{}/api/overview", fleet.base))
+        .bearer_auth(DASH_TOKEN)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    fleet.stop().await;
+}
