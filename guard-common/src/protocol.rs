@@ -32,6 +32,11 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "core::ops::Not::not")]
         landlock: bool,
     },
+    /// What guard stopped (killed or refused) of the processes working for agent
+    /// thread `thread` (Codex's `CODEX_THREAD_ID`, the hook's `session_id`) since
+    /// the last time this was asked: `Vec<Stop>`. Asked by an agent's hook (`guard
+    /// hook`) through the hook socket, for the caller's own sessions only.
+    Stops { thread: String },
     /// The calling process (a session's root, after `run`) confined itself with
     /// Landlock as `status` says (`fully enforced, 42 rules`, …). Answered with the
     /// session id.
@@ -93,6 +98,23 @@ impl<T> Reply<T> {
             data: None,
         }
     }
+}
+
+/// Something guard stopped, as an agent's hook tells the agent (never the content
+/// of a file: its name, the command, the rule).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stop {
+    pub ts: String,
+    pub pid: u32,
+    pub comm: String,
+    /// What was stopped: `open /home/a/.ssh/id_rsa`, `exec curl …`, `connect 1.2.3.4:443`.
+    pub what: String,
+    pub rule: String,
+    /// The rule's description, from the policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub action: Action,
+    pub outcome: Outcome,
 }
 
 /// `run`: the session the calling process now roots.

@@ -654,7 +654,10 @@ async fn overview_and_hosts_show_the_fleet(db: Db) {
         "the silent host is highlighted"
     );
     assert!(body.contains("eu/silent"));
-    assert!(body.contains("exec_deny: bpf_lsm"), "the hosts' enforcement tiers");
+    assert!(
+        body.contains("exec_deny: bpf_lsm"),
+        "the hosts' enforcement tiers"
+    );
     let (_, _, hosts) = fleet.page("/hosts", Some(&cookie)).await;
     assert!(hosts.contains("silent</span>") || hosts.contains("badge stale"));
     assert!(hosts.contains("exec_deny: bpf_lsm"));

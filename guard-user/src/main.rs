@@ -11,7 +11,7 @@
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser as _};
-use guard::cli::{Cli, Cmd, PolicyCmd, clients, run};
+use guard::cli::{Cli, Cmd, PolicyCmd, clients, hook, run};
 use guard::{daemon, ebpf, policy, top};
 
 fn policy_command(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
@@ -76,6 +76,7 @@ fn main() -> ExitCode {
             ring_buffer_kib,
             export_endpoint,
             state_dir,
+            hook_socket,
         } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -87,7 +88,6 @@ fn main() -> ExitCode {
                 rt.block_on(daemon::run(daemon::Options {
                     agents,
                     events,
-                    socket,
                     policy: policy::Source::from_arg(policy.as_deref()),
                     metrics,
                     runtime_root,
@@ -97,8 +97,12 @@ fn main() -> ExitCode {
                     ring_bytes: ring_buffer_kib * 1024,
                     export_endpoint,
                     state_dir,
+                    hook_socket: hook_socket
+                        .unwrap_or_else(|| socket.with_file_name("hook.sock")),
+                    socket,
                 }))
             }),
+        Cmd::Hook { agent, socket } => hook::run(&agent, &socket),
         Cmd::Run {
             socket,
             landlock,

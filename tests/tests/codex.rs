@@ -527,6 +527,21 @@ fn turn_sse(step: usize, commands: &[String]) -> String {
 }
 
 /// The output Codex sent back for `call_id` (None if it sent none).
+/// The developer message Codex put just before the output of call `id` (what a
+/// `PostToolUse` hook added), in the request that carried that output.
+fn developer_note(turns: &[Request], id: &str) -> Option<String> {
+    turns.iter().find_map(|r| {
+        let input = r.body.as_ref()?.get("input")?.as_array()?;
+        let at = input.iter().position(|i| {
+            i.get("type").and_then(Value::as_str) == Some("function_call_output")
+                && i.get("call_id").and_then(Value::as_str) == Some(id)
+        })?;
+        let before = input.get(at.checked_sub(1)?)?;
+        (before.get("role").and_then(Value::as_str) == Some("developer"))
+            .then(|| before.to_string())
+    })
+}
+
 fn tool_output(turns: &[Request], id: &str) -> Option<String> {
     turns.iter().rev().find_map(|r| {
         r.body
@@ -652,6 +667,10 @@ fn codex_command(
         }
         None => ns.command("setpriv"),
     };
+    // Under guard, its hook tells the model what was stopped: the user-level
+    // `hooks.json` (a deployment installs the managed /etc/codex/hooks.json, which
+    // Codex trusts with no review; a user-level one needs this flag in `exec`).
+    let trust_hooks = socket.is_some();
     cmd.arg(format!("--reuid={}", user.uid))
         .arg(format!("--regid={}", user.gid))
         .arg("--init-groups")
@@ -659,7 +678,9 @@ fn codex_command(
             Launch::Npm => &install.wrapper,
             Launch::Native => &install.native,
         })
-        .args(["exec", "--sandbox", sandbox, "--color", "never", "-C"])
+        .arg("exec")
+        .args(trust_hooks.then_some("--dangerously-bypass-hook-trust"))
+        .args(["--sandbox", sandbox, "--color", "never", "-C"])
         .arg(ws)
         .arg("Run the scripted commands.")
         .current_dir(ws)
@@ -834,6 +855,20 @@ fn check_run(label: &str, sandbox: &str, cr: &CodexRun, model: &ModelServer, sec
         });
         match hit {
             Some(hit) => {
+                // The agent is told why (guard's PostToolUse hook): the next request
+                // to the model says what was stopped and by which rule, just before
+                // the tool's output, and never a secret's content (checked below).
+                let note = developer_note(&turns, &call_id(n)).unwrap_or_else(|| {
+                    panic!(
+                        "[{label}] the model was not told why {:?} was stopped\n{}",
+                        step.cmd,
+                        context()
+                    )
+                });
+                assert!(
+                    note.contains("guard") && note.contains(&format!("rule {rule}")),
+                    "[{label}] what the model was told: {note}"
+                );
                 if ROLES {
                     assert_eq!(hit.str("role"), Some("tool"), "[{label}] {hit}");
                     assert_eq!(
@@ -1044,6 +1079,24 @@ fn codex_under(policy: &str, launch: Launch) {
     let loaded = find(&loaded, "policy_loaded", |e| e.kind() == "policy_loaded").clone();
     let lsm = bpf_lsm_deny(&loaded).is_ok();
     let hook_path = ws.join(".git/hooks/pre-commit");
+    // guard's PostToolUse hook, asking the daemon through its hook socket (the
+    // daemon's directory opened to the Codex user for that).
+    std::fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o755))
+        .expect("chmod the daemon's directory");
+    user.write(
+        ".codex/hooks.json",
+        &serde_json::json!({"hooks": {"PostToolUse": [{"matcher": "*", "hooks": [{
+            "type": "command",
+            "command": format!(
+                "{} hook codex --socket {}",
+                guard_bin().display(),
+                daemon.dir().join("hook.sock").display()
+            ),
+            "timeout": 10,
+        }]}]}})
+        .to_string(),
+        0o644,
+    );
     for sandbox in ["danger-full-access", "workspace-write"] {
         let label = format!("{policy}, {launch:?} launch, --sandbox {sandbox}");
         // Each run starts with the repository's own pre-commit hook in place.

@@ -2,6 +2,7 @@
 //! daemon (`clients`) or become a session (`run`).
 
 pub mod clients;
+pub mod hook;
 pub mod run;
 
 use std::path::PathBuf;
@@ -81,6 +82,11 @@ pub enum Cmd {
         /// of the policy's `[export] endpoint` (docs/export.md).
         #[arg(long, env = "GUARD_EXPORT_ENDPOINT", value_name = "URL")]
         export_endpoint: Option<String>,
+        /// The socket agents' hooks ask what guard stopped for them (`guard hook`):
+        /// anyone may connect, and learn only about their own sessions. Default:
+        /// `hook.sock` beside the control socket.
+        #[arg(long, env = "GUARD_HOOK_SOCKET", value_name = "PATH")]
+        hook_socket: Option<PathBuf>,
         /// Where guard keeps state that outlives it: the export's spool
         /// (`<dir>/spool`, unless `[export] spool_dir` says otherwise).
         #[arg(
@@ -172,6 +178,15 @@ pub enum Cmd {
     },
     /// Print the manual page (roff), e.g. `guard man | man -l -`.
     Man,
+    /// An agent's hook: tells the agent what guard stopped of its last tool call and
+    /// why, in the form the agent reads (docs/agents.md). Codex: a `PostToolUse`
+    /// hook (`/etc/codex/hooks.json`), given the hook's JSON on stdin.
+    Hook {
+        /// The agent: `codex`.
+        agent: String,
+        #[arg(long, env = "GUARD_HOOK_SOCKET", default_value = control::DEFAULT_HOOK_SOCKET)]
+        socket: PathBuf,
+    },
     /// Run a command as a new agent session, tracked from its first instruction.
     Run {
         /// The daemon's control socket.

@@ -29,6 +29,12 @@ pub enum Command {
         landlock: bool,
         reply: Answer<Registered>,
     },
+    /// An agent's hook asks what was stopped for its thread (the hook socket).
+    Stops {
+        thread: String,
+        uid: u32,
+        reply: Answer<Vec<guard_common::protocol::Stop>>,
+    },
     /// A session's root says how it confined itself with Landlock.
     Confined {
         pid: u32,
@@ -107,12 +113,22 @@ impl Server {
         })
     }
 
-    /// Accepts clients until the daemon stops, forwarding their commands.
-    pub async fn serve(self, commands: mpsc::Sender<Command>) {
+    /// The hook socket at `path`: anyone may connect, and ask only what was
+    /// stopped for their own sessions ([`Request::Stops`]); nothing else.
+    pub fn bind_hooks(path: &Path) -> Result<Self, Error> {
+        let server = Self::bind(path)?;
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666));
+        Ok(server)
+    }
+
+    /// Accepts clients until the daemon stops, forwarding their commands; with
+    /// `hooks_only`, only the questions an agent's hook may ask.
+    pub async fn serve(self, commands: mpsc::Sender<Command>, hooks_only: bool) {
         loop {
             match self.listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(handle(stream, commands.clone()));
+                    tokio::spawn(handle(stream, commands.clone(), hooks_only));
                 }
                 Err(e) => {
                     tracing::warn!("control socket accept failed: {e}");
@@ -164,7 +180,7 @@ fn line<T: Serialize>(reply: &Reply<T>) -> Vec<u8> {
     out
 }
 
-async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>) {
+async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>, hooks_only: bool) {
     let cred = match stream.peer_cred() {
         Ok(c) => c,
         Err(e) => return tracing::warn!("control client without credentials: {e}"),
@@ -173,7 +189,18 @@ async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>) {
     let mut lines = BufReader::new(read).lines();
     while let Ok(Some(text)) = lines.next_line().await {
         let uid = cred.uid();
-        let out = match serde_json::from_str::<Request>(&text) {
+        let request = serde_json::from_str::<Request>(&text);
+        if hooks_only && !matches!(request, Ok(Request::Stops { .. })) {
+            let out = line(&Reply::<()>::error(
+                "the hook socket answers only what was stopped (use the control socket)",
+            ));
+            let _ = write.write_all(&out).await;
+            return;
+        }
+        let out = match request {
+            Ok(Request::Stops { thread }) => {
+                ask(&commands, |reply| Command::Stops { thread, uid, reply }).await
+            }
             Ok(Request::Subscribe { session, kinds }) => {
                 let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
                 let filter = Filter { session, kinds };

@@ -42,6 +42,9 @@ impl Daemon {
                 let _ = reply.send(answer);
                 self.out.sink.flush()?;
             }
+            Command::Stops { thread, uid, reply } => {
+                let _ = reply.send(Ok(self.out.stops.take(&thread, uid)));
+            }
             Command::Confined {
                 pid,
                 session,

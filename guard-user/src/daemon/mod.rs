@@ -50,6 +50,8 @@ pub struct Options {
     pub lift_on_stop: bool,
     /// Bytes of the records' ring buffer, when the pins are created.
     pub ring_bytes: u32,
+    /// The socket agents' hooks ask what was stopped (`guard hook`).
+    pub hook_socket: PathBuf,
     /// The export's endpoint, in place of the policy's (`--export-endpoint`).
     pub export_endpoint: Option<String>,
     /// Where state that outlives the daemon goes (the export's spool).
@@ -130,6 +132,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     .map_err(|e| anyhow::anyhow!("cannot poll the identity watches: {e}"))?;
     let server = Server::bind(&opts.socket)?;
+    let hooks = Server::bind_hooks(&opts.hook_socket)?;
     let metrics = Arc::new(Metrics::new());
     // Bound now, so a busy address fails the start instead of a scrape later.
     let metrics_server = match opts.metrics {
@@ -188,7 +191,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut cgroups = adopt::watch_cgroups(d.pipe.judge.policy(), &d.runtime_root)?;
     d.install_cgroups(cgroups.as_ref().map(AsyncFd::get_ref))?;
     d.out.sink.flush()?;
-    let serve = tokio::spawn(server.serve(tx));
+    let serve_hooks = tokio::spawn(hooks.serve(tx.clone(), true));
+    let serve = tokio::spawn(server.serve(tx, false));
     tracing::info!(
         agents = ?agents,
         policy = %opts.policy.name(),
@@ -230,7 +234,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 ready?;
                 d.cgroups_changed(&mut cgroups)?;
             }
-            Some(cmd) = commands.recv() => d.command(cmd)?,
+            Some(cmd) = commands.recv() => {
+                // A hook asks right after its tool ended: what the kernel reported of
+                // it may still wait in the ring buffer.
+                if matches!(cmd, crate::control::Command::Stops { .. }) {
+                    d.pipe.drain(ring.get_mut(), &mut d.out)?;
+                }
+                d.command(cmd)?
+            }
             Some((name, addrs)) = resolved.recv() => d.resolved(name, addrs)?,
             _ = hup.recv() => d.reload("SIGHUP")?,
             _ = beat.tick() => {
@@ -259,6 +270,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         d.probes.alive();
     }
     serve.abort();
+    serve_hooks.abort();
     if let Some(m) = metrics_server {
         m.abort();
     }

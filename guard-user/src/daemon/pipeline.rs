@@ -34,6 +34,8 @@ pub struct Outputs {
     pub report_dir: Option<std::path::PathBuf>,
     /// The export to the organisation's pipeline, when one is configured.
     pub export: Option<crate::export::Exporter>,
+    /// What guard stopped, for the agents' hooks (`guard hook`).
+    pub stops: crate::control::stops::Stops,
     /// How often a running session's summary leaves (`[export] summary_interval`),
     /// and when each one's last did.
     pub summary_every: std::time::Duration,
@@ -52,6 +54,7 @@ impl Outputs {
             ledgers: Ledgers::default(),
             report_dir: None,
             export: None,
+            stops: Default::default(),
             summary_every: std::time::Duration::from_secs(60),
             summary_at: Default::default(),
         }
@@ -279,7 +282,15 @@ impl Pipeline {
             if v.outcome == Outcome::Failed {
                 tracing::warn!(pid = ev.task.pid, error = ?v.error, "a kill failed");
             }
+            let description = self
+                .judge
+                .policy()
+                .rules
+                .iter()
+                .find(|r| r.id == v.rule)
+                .and_then(|r| r.description.clone());
             ev.violation = Some(v);
+            out.stops.note(&ev, ev.task.uid, description.as_deref());
         }
         if matches!(ev.detail, Detail::Dns(_)) && !log_dns && ev.violation.is_none() {
             return Ok(());

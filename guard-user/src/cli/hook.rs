@@ -1,0 +1,77 @@
+//! `guard hook AGENT`: an agent's hook that tells the agent what guard stopped and
+//! why, so that it does not try another way around a rule it cannot see.
+//!
+//! Codex (0.169.0) runs a `PostToolUse` hook after each tool call, with the call's
+//! JSON on stdin (`session_id` is the thread, Codex's `CODEX_THREAD_ID`; its tools
+//! carry it too), and puts the hook's `additionalContext` in the next request to the
+//! model as a developer message, just before the tool's output. A managed
+//! `/etc/codex/hooks.json` runs it with no review (docs/agents.md). The hook asks the
+//! daemon through the hook socket, which answers only about the caller's own
+//! sessions, and never with a file's content (names, commands and rules only).
+
+use std::io::Read as _;
+use std::path::Path;
+
+use anyhow::{Context as _, bail};
+use guard_common::protocol::Stop;
+
+use crate::control::{Request, client};
+
+/// The message the agent's model reads about what guard stopped.
+pub fn message(stops: &[Stop]) -> String {
+    let mut out = String::from(
+        "guard, the host's security monitor, stopped what this tool call did (the agent's \
+         policy forbids it; do not try another way to do it, ask the user instead):",
+    );
+    for s in stops {
+        let done = match s.outcome {
+            guard_common::protocol::Outcome::Denied => "refused",
+            _ => "killed",
+        };
+        out.push_str(&format!(
+            "\n- {done} `{}` ({}, pid {}): rule {}",
+            s.what, s.comm, s.pid, s.rule
+        ));
+        if let Some(d) = &s.description {
+            out.push_str(&format!(": {d}"));
+        }
+    }
+    out
+}
+
+pub fn run(agent: &str, socket: &Path) -> anyhow::Result<()> {
+    if agent != "codex" {
+        bail!("guard hook knows Codex's hooks only (got {agent:?})");
+    }
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("cannot read the hook's input")?;
+    let hook: serde_json::Value =
+        serde_json::from_str(&input).context("the hook's input is not JSON")?;
+    let Some(thread) = hook.get("session_id").and_then(serde_json::Value::as_str) else {
+        // Nothing to ask about: no output, and the agent carries on.
+        return Ok(());
+    };
+    let stops: Vec<Stop> = client::call(
+        socket,
+        &Request::Stops {
+            thread: thread.to_owned(),
+        },
+    )?;
+    if stops.is_empty() {
+        return Ok(());
+    }
+    let event = hook
+        .get("hook_event_name")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("PostToolUse");
+    let out = serde_json::json!({
+        "hookSpecificOutput": {
+            "hookEventName": event,
+            "additionalContext": message(&stops),
+        }
+    });
+    println!("{out}");
+    Ok(())
+}
