@@ -885,6 +885,11 @@ mod tests {
         for r in [
             Request::Run {
                 argv: vec!["codex".into(), "exec".into()],
+                landlock: false,
+            },
+            Request::Run {
+                argv: vec!["codex".into()],
+                landlock: true,
             },
             Request::Sessions,
             Request::Status,
@@ -950,6 +955,7 @@ mod tests {
             }],
             agent_pid: Some(10),
             agent_threads: vec!["019aa2b0-0000-7000-8000-000000000001".into()],
+            landlock: Some("fully enforced, 12 rules".into()),
         }
     }
 
@@ -957,6 +963,7 @@ mod tests {
     fn every_reply_round_trips() {
         round_trip(&Reply::data(Registered {
             session: "00000000000000ab".into(),
+            read_deny: vec!["/home/alice/.ssh/id_ed25519".into()],
         }));
         round_trip(&Reply::data(vec![session()]));
         round_trip(&Reply::<Vec<SessionInfo>>::error("no such session"));
@@ -986,6 +993,18 @@ mod tests {
             identity: Some(IdentityOpens {
                 matched: 3,
                 unknown: 1,
+            }),
+            export: Some(ExportStatus {
+                endpoint: "https://fleet.example:4318/v1/logs".into(),
+                state: "retrying".into(),
+                spool_records: 12,
+                spool_bytes: 4096,
+                sent_records: 100,
+                sent_bytes: 20_000,
+                retries: 2,
+                dropped: BTreeMap::from([("queue_full".to_string(), 1)]),
+                last_error: Some("503 Service Unavailable".into()),
+                last_success: Some("2026-11-22T08:00:01Z".into()),
             }),
         }));
         round_trip(&Reply::data(crate::report::Report {

@@ -137,7 +137,22 @@ pub mod inode_kind {
     /// The executed file itself (a program an exec rule names, by path or by a
     /// name found in the standard program directories).
     pub const EXEC: u8 = 4;
+    /// One entry (device 0, inode 0) present when the files of some protected
+    /// directory did not all fit in [`IDENTITY_MEMBERS_MAX`](super::IDENTITY_MEMBERS_MAX):
+    /// an open of a regular file with several names that no entry places is then
+    /// judged by the fail-closed entries ([`UNKNOWN`]), as a file too deep to place.
+    pub const MEMBERS_OVER: u8 = 5;
 }
+
+/// Most entries per generation for the regular files inside protected directories
+/// (`inode_kind::FILE` entries carrying their directory's rule), so that a hard
+/// link elsewhere to a file inside one is that file. Past it, files with several
+/// names go in first, and [`inode_kind::MEMBERS_OVER`] fails the rest closed.
+pub const IDENTITY_MEMBERS_MAX: usize = 8192;
+
+/// Size of the `INODE_RULES` map: two generations of every kind of entry.
+pub const INODE_RULES_MAX: u32 =
+    2 * (IDENTITY_MAX + IDENTITY_MEMBERS_MAX + IDENTITY_UNKNOWN_MAX + 1) as u32;
 
 /// Most fail-closed entries ([`inode_kind::UNKNOWN`]) per generation: one per rule
 /// on concrete directories that the kernel enforces; past it, the rest are reported.

@@ -218,6 +218,7 @@ pub fn mount_dev(mnt: *const c_void) -> u32 {
 unsafe extern "C" {
     fn guard_dentry_ident(d: *const c_void, ino: *mut u64) -> u32;
     fn guard_dentry_up(d: *const c_void) -> *const c_void;
+    fn guard_dentry_links(d: *const c_void) -> u32;
 }
 
 /// The (kernel device number, inode number) of `dentry`'s inode; (0, 0) when it
@@ -226,6 +227,11 @@ pub fn dentry_ident(dentry: *const c_void) -> (u32, u64) {
     let mut ino = 0u64;
     let dev = unsafe { guard_dentry_ident(dentry, &raw mut ino) };
     (dev, ino)
+}
+
+/// The link count of `dentry`'s inode when it is a regular file, else 0.
+pub fn dentry_links(dentry: *const c_void) -> u32 {
+    unsafe { guard_dentry_links(dentry) }
 }
 
 /// `dentry`'s parent, or null at the root of its file system.

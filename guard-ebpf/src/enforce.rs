@@ -14,7 +14,7 @@ use guard_common::{
     AF_INET, AF_INET6, Config, IDENTITY_DEPTH, IdentityTail, NetData, PathData, RuleRef, counter,
     flags,
     rules::{
-        IDENTITY_MAX, IDENTITY_UNKNOWN_MAX, InodeKey, access, enforced, inode_kind, path_kind,
+        IDENTITY_UNKNOWN_MAX, INODE_RULES_MAX, InodeKey, access, enforced, inode_kind, path_kind,
         rule_flags,
     },
 };
@@ -38,10 +38,9 @@ pub static NET_RULES: LpmTrie<NetData, RuleRef> = LpmTrie::with_max_entries(8192
 pub static TAINT_NET: LpmTrie<NetData, RuleRef> = LpmTrie::with_max_entries(4096, 0);
 
 /// File rules on concrete files and directories by identity (see
-/// `guard_common::rules::InodeKey`): two generations of at most `IDENTITY_MAX`.
+/// `guard_common::rules::InodeKey`): two generations of each kind's entries.
 #[map]
-pub static INODE_RULES: HashMap<InodeKey, RuleRef> =
-    HashMap::with_max_entries(2 * (IDENTITY_MAX + IDENTITY_UNKNOWN_MAX) as u32, 0);
+pub static INODE_RULES: HashMap<InodeKey, RuleRef> = HashMap::with_max_entries(INODE_RULES_MAX, 0);
 
 /// Entries of `INODE_RULES` by generation: 0 for the generation in force means no
 /// identity walk at all.
@@ -527,15 +526,42 @@ fn identity(c: *mut Check, dentry: *const core::ffi::c_void) {
     if found != 0 {
         crate::maps::count(counter::IDENTITY_HITS);
     }
-    if left != 0 && picked == 0 {
-        // The walk ran out of levels before the root: not known to be outside every
-        // protected directory. Fail closed: the first rule on a concrete directory
-        // that would enforce on this check decides.
+    if picked != 0 {
+        return;
+    }
+    // The walk ran out of levels before the root: not known to be outside every
+    // protected directory. Or no entry placed a file with several names while
+    // some protected directory's files did not all fit in the set: it may be a
+    // hard link to one of them. Either way, fail closed: the first rule on a
+    // concrete directory that would enforce on this check decides.
+    let unplaced = left != 0 || (found == 0 && linked_unplaced(c, dentry));
+    if unplaced {
         // SAFETY: as above.
         unsafe { (*c).ident_flags |= u32::from(flags::IDENTITY_UNKNOWN) };
         crate::maps::count(counter::IDENTITY_UNKNOWN);
         each(IDENTITY_UNKNOWN_MAX as u32, unknown_step);
     }
+}
+
+/// Whether `dentry` is a regular file with several names while the generation in
+/// force has its `MEMBERS_OVER` entry (the files of a protected directory did not
+/// all fit in the identity set).
+#[inline(always)]
+fn linked_unplaced(c: *mut Check, dentry: *const core::ffi::c_void) -> bool {
+    if core_read::dentry_links(dentry) < 2 {
+        return false;
+    }
+    // SAFETY: this CPU's check.
+    let generation = unsafe { (*c).generation };
+    let key = InodeKey {
+        generation: generation as u8,
+        kind: inode_kind::MEMBERS_OVER,
+        _reserved: 0,
+        dev: 0,
+        ino: 0,
+    };
+    // SAFETY: presence only.
+    unsafe { INODE_RULES.get(key) }.is_some()
 }
 
 /// Fail-closed entry `index` (`inode_kind::UNKNOWN`): the first that enforces on

@@ -30,8 +30,8 @@ pub enum Answer {
     Status(u16),
     /// 200 with a body that is no response at all; the batch is stored.
     Garbage,
-    /// The request is read and the connection closed with no answer (a receiver
-    /// that died mid-batch); nothing is stored.
+    /// The request is read and never answered (a receiver that died mid-batch, as
+    /// far as the sender can tell): the sender's request times out; nothing is stored.
     Hangup,
 }
 

@@ -275,7 +275,8 @@ fn a_partition_and_its_healing_lose_nothing() {
 fn a_receiver_killed_mid_batch_gets_every_record_once() {
     let rx = Receiver::start();
     rx.answer(Answer::Hangup);
-    let mut s = start(&rx.url(), "");
+    // The receiver reads the batch and never answers: the request fails at its timeout.
+    let mut s = start(&rx.url(), "timeout = \"2s\"");
     let id = session(&mut s);
     wait_until_status(&mut s.daemon, "a failed attempt", |x| {
         x["retries"].as_u64().unwrap_or(0) > 0

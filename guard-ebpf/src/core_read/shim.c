@@ -405,6 +405,7 @@ ACCESSOR struct dentry *guard_path_dentry(struct path *p) { return BPF_CORE_READ
 #define ANON_INODE_FS_MAGIC 0x09041934
 #define S_IFMT 00170000
 #define S_IFDIR 0040000
+#define S_IFREG 0100000
 
 struct super_block {
 	unsigned long s_magic;
@@ -558,6 +559,15 @@ ACCESSOR u32 guard_dentry_ident(struct dentry *d, u64 *ino)
 	}
 	*ino = BPF_CORE_READ(inode, i_ino);
 	return BPF_CORE_READ(inode, i_sb, s_dev);
+}
+
+// The link count of d's inode when it is a regular file, else 0.
+ACCESSOR u32 guard_dentry_links(struct dentry *d)
+{
+	struct inode *inode = dentry_inode(d);
+	if (!inode || (BPF_CORE_READ(inode, i_mode) & S_IFMT) != S_IFREG)
+		return 0;
+	return BPF_CORE_READ(inode, i_nlink);
 }
 
 // d's parent, or NULL when d is the root of its file system (its own parent).

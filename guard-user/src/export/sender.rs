@@ -14,9 +14,6 @@ use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, Hea
 
 use crate::policy::model::{Export, ExportProtocol};
 
-/// How long one request may take before it counts as failed (and is retried).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("no [export] endpoint")]
@@ -109,7 +106,7 @@ impl Sender {
         // reqwest with rustls and no provider of its own: ring, once per process.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let mut builder = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(config.timeout)
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("guard/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &config.ca_file {

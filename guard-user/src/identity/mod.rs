@@ -11,6 +11,16 @@
 //! protected at its new place); it leaves when the inode is deleted (its watch
 //! reports `IN_DELETE_SELF`/`IN_IGNORED`) or the policy no longer names its path.
 //! At most [`IDENTITY_MAX`] entries are installed; the rest are reported.
+//!
+//! A rule on a directory also protects the regular files in it under any other
+//! name: each file found under an enforced directory rule (its exceptions left
+//! out) gets a file entry with the directory's rule, so a hard link elsewhere, made
+//! before the daemon started or during a session, is that file. Every directory of
+//! such a tree is watched, so a file appearing there joins once changes hold
+//! still, and each file is watched itself: an entry stays while its inode lives,
+//! wherever it moved. At most [`IDENTITY_MEMBERS_MAX`] such entries are installed
+//! (files with several names first); past that, the `MEMBERS_OVER` entry tells the
+//! kernel to fail closed on a regular file with several names it cannot place.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -21,7 +31,9 @@ use std::{
 
 use guard_common::{
     RuleRef,
-    rules::{IDENTITY_MAX, IDENTITY_UNKNOWN_MAX, InodeKey, inode_kind, rule_flags},
+    rules::{
+        IDENTITY_MAX, IDENTITY_MEMBERS_MAX, IDENTITY_UNKNOWN_MAX, InodeKey, inode_kind, rule_flags,
+    },
 };
 use inotify::{Inotify, WatchDescriptor, WatchMask};
 
@@ -42,6 +54,9 @@ pub struct Target {
     /// A candidate that may well not exist (a program name looked for in each
     /// standard directory): not reported missing.
     pub optional: bool,
+    /// For a directory the kernel enforces a rule on: the rule's exceptions
+    /// (expanded patterns), whose files inside it are not its members.
+    pub except: Vec<String>,
 }
 
 /// One resolved entry.
@@ -53,6 +68,11 @@ struct Known {
     wd: Option<WatchDescriptor>,
     /// Whether the path still names this inode (else it moved away).
     current: bool,
+    /// For a file found inside a protected directory: that directory (the
+    /// target); `None` for a target itself.
+    member_of: Option<PathBuf>,
+    /// Its link count when last seen (files with several names go in first).
+    links: u64,
 }
 
 /// Key without its generation: (kind, kernel device, inode).
@@ -76,8 +96,13 @@ pub struct Identity {
     installed: Vec<Id>,
     /// Entries past [`IDENTITY_MAX`], not installed.
     over: Vec<PathBuf>,
+    /// Protected directories whose files did not all get an entry (past
+    /// [`IDENTITY_MEMBERS_MAX`] or [`WALK_MAX`]), with how many were left out.
+    members_over: Vec<(PathBuf, usize)>,
     /// Targets that do not exist now (nothing to protect by identity).
     missing: Vec<PathBuf>,
+    /// What [`Self::log_entries`] last said of each entry.
+    logged: HashMap<Id, (PathBuf, bool, u16)>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -163,6 +188,23 @@ pub fn kernel_ident(path: &Path, mounts: &Mounts) -> std::io::Result<(u32, u64, 
     })
 }
 
+/// Most directory entries looked at while indexing the files of protected
+/// directories, all together: a rule on a huge tree stops the walk there (its
+/// directory counts as past the bound).
+pub const WALK_MAX: usize = 4 * IDENTITY_MEMBERS_MAX;
+
+/// What a file inside a protected directory is watched for: its inode going.
+/// Added to whatever else its watch has (a target may be a member too).
+const MEMBER_MASK: WatchMask = WatchMask::DELETE_SELF.union(WatchMask::MASK_ADD);
+
+/// What a directory inside a protected directory is watched for: names coming
+/// and going.
+const TREE_MASK: WatchMask = WatchMask::CREATE
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::MOVED_FROM)
+    .union(WatchMask::DELETE)
+    .union(WatchMask::MASK_ADD);
+
 const MASK: WatchMask = WatchMask::CREATE
     .union(WatchMask::MOVED_TO)
     .union(WatchMask::MOVED_FROM)
@@ -181,7 +223,9 @@ impl Identity {
             dirty: None,
             installed: Vec::new(),
             over: Vec::new(),
+            members_over: Vec::new(),
             missing: Vec::new(),
+            logged: HashMap::new(),
         })
     }
 
@@ -251,11 +295,21 @@ impl Identity {
             .iter()
             .map(|t| (t.path.clone(), t.kind))
             .collect();
-        // The policy no longer names it: out (and its watch with it).
+        let trees: HashMap<&Path, RuleRef> = self
+            .targets
+            .iter()
+            .filter(|t| is_tree_rule(t))
+            .map(|t| (t.path.as_path(), t.value))
+            .collect();
+        // The policy no longer names it (or its directory, or with another rule):
+        // out (and its watch with it).
         let stale: Vec<Id> = self
             .known
             .iter()
-            .filter(|((kind, _, _), k)| !wanted.contains(&(k.path.clone(), *kind)))
+            .filter(|((kind, _, _), k)| match &k.member_of {
+                Some(tree) => trees.get(tree.as_path()) != Some(&k.value),
+                None => !wanted.contains(&(k.path.clone(), *kind)),
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in stale {
@@ -320,22 +374,127 @@ impl Identity {
                             value: t.value,
                             wd,
                             current: true,
+                            member_of: None,
+                            links: 0,
                         },
                     );
                 }
             }
         }
+        let left_out = self.index_members(&targets, &mounts);
         // What the kernel gets, decided once: current paths first, then entries
-        // that moved away, at most IDENTITY_MAX; the rest are reported.
-        let mut order: Vec<(bool, Id)> =
-            self.known.iter().map(|(id, k)| (!k.current, *id)).collect();
+        // that moved away, at most IDENTITY_MAX; the rest are reported. The files
+        // inside protected directories apart, at most IDENTITY_MEMBERS_MAX: those
+        // with several names first, then the rest, then those that moved away.
+        let mut order: Vec<(bool, Id)> = Vec::new();
+        let mut members: Vec<(bool, bool, Id)> = Vec::new();
+        for (id, k) in &self.known {
+            match k.member_of {
+                None => order.push((!k.current, *id)),
+                Some(_) => members.push((!k.current, k.links < 2, *id)),
+            }
+        }
         order.sort();
+        members.sort();
         self.over = order
             .split_off(order.len().min(IDENTITY_MAX))
             .into_iter()
             .filter_map(|(_, id)| self.known.get(&id).map(|k| k.path.clone()))
             .collect();
-        self.installed = order.into_iter().map(|(_, id)| id).collect();
+        let mut members_over: BTreeMap<PathBuf, usize> = left_out;
+        for (_, _, id) in members.split_off(members.len().min(IDENTITY_MEMBERS_MAX)) {
+            if let Some(tree) = self.known.get(&id).and_then(|k| k.member_of.clone()) {
+                *members_over.entry(tree).or_default() += 1;
+            }
+        }
+        self.members_over = members_over.into_iter().collect();
+        self.installed = order
+            .into_iter()
+            .map(|(_, id)| id)
+            .chain(members.into_iter().map(|(_, _, id)| id))
+            .collect();
+    }
+
+    /// Gives every regular file under each directory the kernel enforces a rule on
+    /// (its exceptions apart) an entry with that rule, watching each directory of
+    /// the tree for files coming and each file for its inode going. Returns the
+    /// directories whose walk stopped at [`WALK_MAX`], with the entries it did not
+    /// look at (at least one).
+    fn index_members(&mut self, targets: &[Target], mounts: &Mounts) -> BTreeMap<PathBuf, usize> {
+        let mut left_out = BTreeMap::new();
+        let mut budget = WALK_MAX;
+        for t in targets.iter().filter(|t| is_tree_rule(t)) {
+            let Ok((dev, _, true)) = kernel_ident(&t.path, mounts) else {
+                continue;
+            };
+            let except = exceptions(&t.except);
+            let mut dirs = vec![t.path.clone()];
+            while let Some(dir) = dirs.pop() {
+                if let Ok(wd) = self.inotify.watches().add(&dir, TREE_MASK) {
+                    self.parents.insert(wd, dir.clone());
+                }
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    if budget == 0 {
+                        *left_out.entry(t.path.clone()).or_insert(0) += 1;
+                        break;
+                    }
+                    budget -= 1;
+                    let path = entry.path();
+                    let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                        continue;
+                    };
+                    if meta.is_dir() {
+                        dirs.push(path);
+                        continue;
+                    }
+                    if !meta.is_file() || except.is_match(&path) {
+                        continue;
+                    }
+                    // stat(2)'s numbers are the kernel's unless an overlay is in
+                    // the way (its device then differs from the directory's).
+                    let id = if kernel_dev(meta.dev()) == dev {
+                        (inode_kind::FILE, dev, meta.ino())
+                    } else {
+                        match kernel_ident(&path, mounts) {
+                            Ok((d, ino, _)) => (inode_kind::FILE, d, ino),
+                            Err(_) => continue,
+                        }
+                    };
+                    self.add_member(id, path, &t.path, t.value, meta.nlink());
+                }
+            }
+        }
+        left_out
+    }
+
+    /// One file found inside the protected directory `tree`; a target's own entry
+    /// for the same file keeps its rule.
+    fn add_member(&mut self, id: Id, path: PathBuf, tree: &Path, value: RuleRef, links: u64) {
+        if let Some(k) = self.known.get_mut(&id) {
+            k.current |= k.member_of.is_some();
+            k.links = links;
+            if k.member_of.is_some() {
+                k.path = path;
+                k.member_of = Some(tree.to_owned());
+                k.value = value;
+            }
+            return;
+        }
+        let wd = self.inotify.watches().add(&path, MEMBER_MASK).ok();
+        self.known.insert(
+            id,
+            Known {
+                path,
+                value,
+                wd,
+                current: true,
+                member_of: Some(tree.to_owned()),
+                links,
+            },
+        );
     }
 
     /// Watches the nearest existing ancestor of `path` (its parent, unless that is
@@ -357,6 +516,18 @@ impl Identity {
     /// directories, then the fail-closed entries ([`Self::fail_closed`]).
     pub fn entries(&self, generation: u8) -> Vec<(InodeKey, RuleRef)> {
         let mut out = self.inode_entries(generation);
+        if let Some(value) = self.members_over_value() {
+            out.push((
+                InodeKey {
+                    generation,
+                    kind: inode_kind::MEMBERS_OVER,
+                    _reserved: 0,
+                    dev: 0,
+                    ino: 0,
+                },
+                value,
+            ));
+        }
         out.extend(
             self.fail_closed()
                 .0
@@ -398,6 +569,16 @@ impl Identity {
         (values, over)
     }
 
+    /// The `MEMBERS_OVER` entry's value (the first directory past the bound's
+    /// rule), when some protected directory's files did not all get an entry.
+    fn members_over_value(&self) -> Option<RuleRef> {
+        let (tree, _) = self.members_over.first()?;
+        self.targets
+            .iter()
+            .find(|t| t.path == *tree && is_tree_rule(t))
+            .map(|t| t.value)
+    }
+
     /// The file and directory entries for `generation` (at most [`IDENTITY_MAX`]).
     fn inode_entries(&self, generation: u8) -> Vec<(InodeKey, RuleRef)> {
         self.installed
@@ -437,20 +618,39 @@ impl Identity {
                 .iter()
                 .chain(&unknown_over)
                 .map(|p| p.display().to_string())
+                .chain(
+                    self.members_over
+                        .iter()
+                        .map(|(tree, n)| format!("{}/** ({n} files)", tree.display())),
+                )
                 .collect(),
             missing: self.missing.len(),
             fail_closed: fail_closed.len(),
+            members: self
+                .installed
+                .iter()
+                .filter(|id| self.known.get(id).is_some_and(|k| k.member_of.is_some()))
+                .count(),
         }
     }
 
-    /// One line per entry, for the daemon's log (tests wait on these).
-    pub fn log_entries(&self) {
-        for ((kind, dev, ino), k) in &self.known {
+    /// One line per entry that is new or changed since the last call, for the
+    /// daemon's log (tests wait on these): a protected directory's files would
+    /// repeat on every change in it otherwise.
+    pub fn log_entries(&mut self) {
+        self.logged.retain(|id, _| self.known.contains_key(id));
+        for (id @ (kind, dev, ino), k) in &self.known {
+            let state = (k.path.clone(), k.current, k.value.rule);
+            if self.logged.get(id) == Some(&state) {
+                continue;
+            }
+            self.logged.insert(*id, state);
             tracing::info!(
                 path = %k.path.display(),
                 kind = match *kind {
                     inode_kind::TREE => "tree",
                     inode_kind::EXEC => "program",
+                    _ if k.member_of.is_some() => "member",
                     _ => "file",
                 },
                 dev = dev_text(*dev),
@@ -472,6 +672,23 @@ fn sole_name(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file() && m.nlink() == 1)
 }
 
+/// Whether `t` is a directory rule the kernel enforces: its files are indexed.
+fn is_tree_rule(t: &Target) -> bool {
+    t.kind == inode_kind::TREE && enforcing(&t.value)
+}
+
+/// A rule's exceptions as one matcher (patterns the policy compiled already; one
+/// that does not build is left out).
+fn exceptions(patterns: &[String]) -> globset::GlobSet {
+    let mut set = globset::GlobSetBuilder::new();
+    for p in patterns {
+        if let Ok(g) = globset::GlobBuilder::new(p).literal_separator(true).build() {
+            set.add(g);
+        }
+    }
+    set.build().unwrap_or_else(|_| globset::GlobSet::empty())
+}
+
 /// Whether an entry's value is one the kernel enforces (kill or deny, not an
 /// exception).
 fn enforcing(v: &RuleRef) -> bool {
@@ -489,6 +706,8 @@ pub struct Summary {
     pub missing: usize,
     /// Rules a too-deep open is judged by ([`inode_kind::UNKNOWN`] entries).
     pub fail_closed: usize,
+    /// Of `entries`, the files inside protected directories.
+    pub members: usize,
 }
 
 /// The path an open by identity stands for: the protected entry's path, then the
@@ -561,6 +780,7 @@ mod tests {
             kind: inode_kind::EXEC,
             value,
             optional,
+            except: Vec::new(),
         };
         let mut id = Identity::new().expect("inotify");
         id.set_targets(vec![
@@ -601,6 +821,7 @@ mod tests {
                     kind: inode_kind::FILE,
                     value,
                     optional: false,
+                    except: Vec::new(),
                 }
             })
             .collect();
@@ -640,6 +861,7 @@ mod tests {
             kind: inode_kind::FILE,
             value,
             optional: false,
+            except: Vec::new(),
         }]);
         let first = std::fs::metadata(&secret).expect("stat").ino();
         assert_eq!(id.entries(0).len(), 1);
@@ -665,5 +887,106 @@ mod tests {
             ),
             Some(secret.as_path())
         );
+    }
+
+    fn tree(path: &Path, except: &[&str]) -> Target {
+        Target {
+            path: path.to_owned(),
+            kind: inode_kind::TREE,
+            value: RuleRef {
+                rule: 7,
+                access: 1,
+                flags: rule_flags::KILL,
+                ports: [0; 8],
+            },
+            optional: false,
+            except: except.iter().map(|e| (*e).to_owned()).collect(),
+        }
+    }
+
+    fn member_inos(id: &Identity) -> HashSet<u64> {
+        id.entries(0)
+            .iter()
+            .filter(|(k, v)| k.kind == inode_kind::FILE && v.rule == 7)
+            .map(|(k, _)| k.ino)
+            .collect()
+    }
+
+    fn ino(path: &Path) -> u64 {
+        std::fs::metadata(path).expect("stat").ino()
+    }
+
+    #[test]
+    fn the_files_inside_a_protected_directory_are_entries_of_its_rule() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("secret");
+        std::fs::create_dir_all(secret.join("deep/er")).expect("mkdir");
+        for f in ["key", "deep/er/token", "key.pub"] {
+            std::fs::write(secret.join(f), "x").expect("write");
+        }
+        std::os::unix::fs::symlink("/etc/hostname", secret.join("sym")).expect("symlink");
+        let excepted = format!("{}/**/*.pub", secret.display());
+        let mut id = Identity::new().expect("inotify");
+        id.set_targets(vec![tree(&secret, &[&excepted])]);
+        // Regular files at any depth; not the exception, not a symbolic link.
+        let want: HashSet<u64> = [secret.join("key"), secret.join("deep/er/token")]
+            .iter()
+            .map(|p| ino(p))
+            .collect();
+        assert_eq!(member_inos(&id), want);
+        assert_eq!(id.summary().members, 2);
+        assert!(id.summary().over.is_empty());
+        // The directory itself is an entry too (the kernel's walk finds it above).
+        assert!(
+            id.entries(0)
+                .iter()
+                .any(|(k, _)| k.kind == inode_kind::TREE && k.ino == ino(&secret))
+        );
+
+        // A file appearing deep inside joins once the change is read; one moved
+        // out stays (its inode is the protected file wherever it went), and it
+        // leaves with its last name.
+        std::fs::write(secret.join("deep/new"), "y").expect("write");
+        std::fs::rename(secret.join("key"), dir.path().join("outside")).expect("mv");
+        assert!(id.read_events(), "inotify saw the new file");
+        id.resolve();
+        let moved = ino(&dir.path().join("outside"));
+        let now = member_inos(&id);
+        assert!(now.contains(&ino(&secret.join("deep/new"))), "{now:?}");
+        assert!(now.contains(&moved), "the moved file left: {now:?}");
+        std::fs::remove_file(dir.path().join("outside")).expect("rm");
+        assert!(id.read_events());
+        id.resolve();
+        assert!(!member_inos(&id).contains(&moved));
+        // The policy drops the rule: its files leave with it.
+        id.set_targets(Vec::new());
+        assert!(member_inos(&id).is_empty());
+    }
+
+    #[test]
+    fn past_the_bound_files_with_several_names_go_in_first_and_the_rest_fail_closed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("secret");
+        std::fs::create_dir(&secret).expect("mkdir");
+        for i in 0..IDENTITY_MEMBERS_MAX + 10 {
+            std::fs::write(secret.join(format!("f{i:05}")), "x").expect("write");
+        }
+        let linked = secret.join(format!("f{:05}", IDENTITY_MEMBERS_MAX + 9));
+        std::fs::hard_link(&linked, dir.path().join("elsewhere")).expect("link");
+        let mut id = Identity::new().expect("inotify");
+        id.set_targets(vec![tree(&secret, &[])]);
+        let members = member_inos(&id);
+        assert_eq!(members.len(), IDENTITY_MEMBERS_MAX);
+        assert!(members.contains(&ino(&linked)), "the linked file is not in");
+        let over = id.summary().over;
+        assert_eq!(over, vec![format!("{}/** (10 files)", secret.display())]);
+        // The kernel is told to fail closed on files with several names it cannot place.
+        let flag: Vec<_> = id
+            .entries(1)
+            .into_iter()
+            .filter(|(k, _)| k.kind == inode_kind::MEMBERS_OVER)
+            .collect();
+        assert_eq!(flag.len(), 1, "{flag:?}");
+        assert_eq!((flag[0].0.generation, flag[0].1.rule), (1, 7));
     }
 }

@@ -232,8 +232,11 @@ impl Judge {
         let observe = self.compiled.mode() == Mode::Observe;
         let step = match step {
             Step::KillProcess | Step::KillSession { .. } if observe => Step::Done(Outcome::Logged),
-            // The kernel's own verdict was made before user space saw the event.
-            Step::Done(Outcome::Killed | Outcome::Denied) if observe => Step::Done(Outcome::Logged),
+            // The kernel's own verdict was made before user space saw the event; in
+            // observe mode nothing was to be refused or left to the kernel.
+            Step::Done(
+                Outcome::Killed | Outcome::Denied | Outcome::NotDenied | Outcome::Deferred,
+            ) if observe => Step::Done(Outcome::Logged),
             step => step,
         };
         Verdict {
@@ -612,6 +615,18 @@ mod tests {
         let v = j.judge(&ev, false).expect("a violation");
         assert_eq!(v.step, Step::Done(Outcome::Logged));
         assert_eq!(v.would, Some(Action::Kill));
+        // A connect off the allowlist went through, as observe mode wants: logged,
+        // never "not denied".
+        let ev = event("curl", connect("203.0.113.9", 443, 0), 0);
+        let v = j.judge(&ev, false).expect("a violation");
+        assert_eq!(
+            (v.rule.as_str(), v.step, v.would),
+            (
+                "egress-allowlist",
+                Step::Done(Outcome::Logged),
+                Some(Action::Deny)
+            )
+        );
     }
 
     #[test]

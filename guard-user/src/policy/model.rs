@@ -409,6 +409,9 @@ pub struct Export {
     pub summary_items: usize,
     pub batch_records: usize,
     pub batch_interval: std::time::Duration,
+    /// How long one request may take before it counts as failed and is retried
+    /// (OTLP's default: 10 s).
+    pub timeout: std::time::Duration,
     pub gzip: bool,
     /// Where the spool lives (default `/var/lib/guard/spool`).
     pub spool_dir: Option<std::path::PathBuf>,
@@ -432,6 +435,7 @@ impl Default for Export {
             summary_items: 50,
             batch_records: 512,
             batch_interval: std::time::Duration::from_secs(1),
+            timeout: std::time::Duration::from_secs(10),
             gzip: true,
             spool_dir: None,
             spool_max: 256 * 1024 * 1024,

@@ -573,6 +573,7 @@ fn identity_targets(policy: &Policy, homes: &[String], lsm: bool) -> Vec<crate::
                         kind: inode_kind::EXEC,
                         value,
                         optional: false,
+                        except: Vec::new(),
                     });
                 } else if !e.contains('/') {
                     out.extend(PROGRAM_DIRS.iter().map(|dir| crate::identity::Target {
@@ -580,6 +581,7 @@ fn identity_targets(policy: &Policy, homes: &[String], lsm: bool) -> Vec<crate::
                         kind: inode_kind::EXEC,
                         value,
                         optional: true,
+                        except: Vec::new(),
                     }));
                 }
             }
@@ -604,14 +606,24 @@ fn identity_targets(policy: &Policy, homes: &[String], lsm: bool) -> Vec<crate::
             flags: rule_flags::EXCEPT,
             ..value
         };
+        // A directory's files are indexed as its members, but for those the rule
+        // excepts by name.
+        let excepted: Vec<String> = except.iter().flat_map(|p| glob::expand(p, homes)).collect();
         for (patterns, value) in [(paths, value), (except, except_value)] {
             for e in patterns.iter().flat_map(|p| glob::expand(p, homes)) {
                 if let Some((path, kind)) = concrete(&e) {
+                    let except =
+                        if kind == inode_kind::TREE && value.flags & rule_flags::EXCEPT == 0 {
+                            excepted.clone()
+                        } else {
+                            Vec::new()
+                        };
                     out.push(crate::identity::Target {
                         path,
                         kind,
                         value,
                         optional: false,
+                        except,
                     });
                 }
             }

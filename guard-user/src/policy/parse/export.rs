@@ -17,6 +17,7 @@ const EXPORT_KEYS: &[&str] = &[
     "summary_items",
     "batch_records",
     "batch_interval",
+    "timeout",
     "compression",
     "spool_dir",
     "spool_max",
@@ -168,21 +169,21 @@ impl Checker<'_> {
                     }
                     export.kinds = Some(kinds);
                 }
-                "summary_interval" | "batch_interval" => {
+                "summary_interval" | "batch_interval" | "timeout" => {
                     let Some(text) = self.string(name, value) else {
                         continue;
                     };
-                    let (min, max) = if name == "summary_interval" {
-                        (1, 86_400)
-                    } else {
-                        (0, 60)
+                    let (min, max) = match name {
+                        "summary_interval" => (1, 86_400),
+                        "timeout" => (1, 300),
+                        _ => (0, 60),
                     };
                     match humantime::parse_duration(text) {
                         Ok(d) if d.as_secs() >= min && d.as_secs() <= max && !d.is_zero() => {
-                            if name == "summary_interval" {
-                                export.summary_interval = d;
-                            } else {
-                                export.batch_interval = d;
+                            match name {
+                                "summary_interval" => export.summary_interval = d,
+                                "timeout" => export.timeout = d,
+                                _ => export.batch_interval = d,
                             }
                         }
                         Ok(_) => self.error(
