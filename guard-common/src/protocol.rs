@@ -631,6 +631,9 @@ pub enum EventDetail {
         exe: String,
         #[serde(default)]
         argv: Vec<String>,
+        /// Something that looked like a credential was taken out of `argv`.
+        #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+        redacted: bool,
         #[serde(default)]
         root: bool,
     },

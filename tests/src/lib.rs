@@ -1585,6 +1585,10 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
             );
             need(str_array("argv"), "argv is not an array of strings");
             need(is_bool("argv_truncated"), "argv_truncated is not a bool");
+            need(
+                e.get("redacted").is_none() || e.bool("redacted") == Some(true),
+                "redacted is present and not true",
+            );
             need(is_bool("root"), "root is not a bool");
         }
         "open" => {

@@ -269,6 +269,53 @@ fn a_partition_and_its_healing_lose_nothing() {
     s.finish();
 }
 
+/// A command line with a bearer token (`curl -H "Authorization: Bearer …"`): the
+/// token is in no exported record, not in the audit log, not in the report; the
+/// exec event says it was redacted.
+#[test]
+fn a_bearer_token_on_a_command_line_never_leaves_the_host() {
+    const TOKEN: &str = "sk-proj-e2eRedactMe0123456789abcdefXYZ";
+    let rx = Receiver::start();
+    let mut s = start(&rx.url(), "");
+    // Port 9 on loopback: nothing listens, curl fails at once.
+    let (run, events) = s.sh(&format!(
+        "curl -s -m 5 -H 'Authorization: Bearer {TOKEN}' http://127.0.0.1:9/; exit 0"
+    ));
+    let session = Enforcing::of_run(&events, &run);
+    let id = session[0].session().expect("a session").to_owned();
+    let curl = session
+        .iter()
+        .find(|e| e.kind() == "exec" && e.str("exe").is_some_and(|x| x.ends_with("/curl")))
+        .unwrap_or_else(|| panic!("no exec of curl in {id}"));
+    assert_eq!(curl.bool("redacted"), Some(true), "{curl}");
+    let argv = curl.strings("argv").unwrap_or_default();
+    assert!(
+        argv.iter().any(|a| a.contains("[REDACTED]")) && argv.contains(&"-H"),
+        "{curl}"
+    );
+    for e in &events {
+        assert!(
+            !e.value.to_string().contains(TOKEN),
+            "in the audit log: {e}"
+        );
+    }
+    let records = all_of(&rx, &events, &id, scaled(Duration::from_secs(20)));
+    assert!(
+        records
+            .iter()
+            .any(|r| r.body.to_string().contains("[REDACTED]")),
+        "no record carries the redacted command line"
+    );
+    for r in &records {
+        assert!(!format!("{r:?}").contains(TOKEN), "exported: {r:?}");
+    }
+    let report = s.daemon.report(&id).to_string();
+    assert!(!report.contains(TOKEN), "in the report: {report}");
+    let sessions = s.daemon.client(&["sessions", "--json"]);
+    assert!(!sessions.contains(TOKEN), "in guard sessions: {sessions}");
+    s.finish();
+}
+
 /// A receiver that reads a batch and dies before answering: guard sends it again,
 /// and the receiver, deduplicating on the record id, stores each record once.
 #[test]

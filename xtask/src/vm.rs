@@ -147,7 +147,9 @@ const SUBSET: &[(&str, Kernels, &[&str])] = &[
     // BPF-LSM deny by identity: a hard link, a bind mount, a moved directory, a
     // file replaced by rename and /proc aliases of a protected file are refused with
     // EPERM at `file_open` (the path names no rule), the process lives; a file too
-    // deep to place fails closed with EPERM; a hard link to a denied program is
+    // deep to place fails closed with EPERM, as does, past the bound of the files
+    // indexed, a file with several names; a hard link to a file inside a protected
+    // directory is that file; a hard link to a denied program is
     // refused at `bprm_check_security`. (Every test whose assertions depend on
     // BPF-LSM runs on every kernel.)
     (
@@ -161,6 +163,8 @@ const SUBSET: &[(&str, Kernels, &[&str])] = &[
             "a_moved_protected_directory_stays_protected",
             "a_protected_file_replaced_by_rename_is_resolved_again",
             "proc_root_and_cwd_aliases_are_the_real_path",
+            "a_hard_link_to_a_file_inside_a_protected_directory_is_that_file",
+            "past_the_bound_a_file_with_several_names_fails_closed",
         ],
     ),
     // Pinned links of every type the kernel has (LSM ones included) keep enforcing

@@ -265,6 +265,7 @@ impl Pipeline {
             self.judge.judge(&ev, is_root)
         }
         .or_else(|| self.anomalies.check(&ev).map(|hit| self.judge.anomaly(hit)));
+        self.judge.redact(&mut ev);
         if let Some(verdict) = verdict {
             let offset = self.offset;
             let registry = &self.registry;
@@ -406,6 +407,7 @@ mod tests {
             tainted_by: Vec::new(),
             identity: None,
             violation: None,
+            redacted: false,
         }
     }
 

@@ -154,6 +154,9 @@ impl Serialize for Event {
                 m.serialize_entry("exe_truncated", exe_truncated)?;
                 m.serialize_entry("argv", argv)?;
                 m.serialize_entry("argv_truncated", argv_truncated)?;
+                if self.redacted {
+                    m.serialize_entry("redacted", &true)?;
+                }
                 m.serialize_entry("root", root)?;
                 if *by_identity {
                     m.serialize_entry("by", "identity")?;
@@ -482,6 +485,7 @@ mod tests {
             tainted_by: Vec::new(),
             identity: None,
             violation: None,
+            redacted: false,
         }
     }
 

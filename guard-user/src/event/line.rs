@@ -18,6 +18,7 @@ impl Event {
             } => EventDetail::Exec {
                 exe: exe.clone(),
                 argv: argv.clone(),
+                redacted: self.redacted,
                 root: *root,
             },
             Detail::Open {

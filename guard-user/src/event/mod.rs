@@ -666,6 +666,9 @@ pub struct Event {
     /// Opens: what the kernel found matching the file by identity (device, inode).
     pub identity: Option<Identity>,
     pub violation: Option<Violation>,
+    /// Something that looked like a credential was taken out of the command line
+    /// before the event was written anywhere (`[redact]`, event/redact.rs).
+    pub redacted: bool,
 }
 
 /// An open's file matched by identity, or not known to be outside every
@@ -709,6 +712,7 @@ impl Event {
             tainted_by: Vec::new(),
             identity: None,
             violation: None,
+            redacted: false,
         }
     }
 }
@@ -936,6 +940,7 @@ impl Event {
             tainted_by: Vec::new(),
             identity,
             violation: None,
+            redacted: false,
         }
     }
 

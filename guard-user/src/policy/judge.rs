@@ -71,6 +71,8 @@ pub struct Judge {
     hosts: Hosts,
     /// What the kernel enforces, compiled from the policy and the resolved hosts.
     tables: Tables,
+    /// `[redact]`: what is taken out of command lines once the verdict is made.
+    redactor: crate::event::redact::Redactor,
 }
 
 impl Judge {
@@ -82,17 +84,31 @@ impl Judge {
     ) -> Result<Self, CompileError> {
         let compiled = Compiled::new(policy, &homes)?;
         let tables = tables::compile(&compiled.policy, &homes, &hosts, kernel.lsm);
+        let redact = &compiled.policy.redact;
+        let redactor = crate::event::redact::Redactor::new(redact.enabled, &redact.patterns);
         Ok(Self {
             compiled,
             kernel,
             homes,
             hosts,
             tables,
+            redactor,
         })
     }
 
     pub fn policy(&self) -> &Policy {
         &self.compiled.policy
+    }
+
+    /// Takes what looks like a credential out of `ev`'s command line, once the
+    /// verdict is made (a rule may be about the secret's presence) and before the
+    /// event is written anywhere; the event then says it was redacted.
+    pub fn redact(&self, ev: &mut Event) {
+        if let Detail::Exec { argv, .. } = &mut ev.detail
+            && self.redactor.argv(argv)
+        {
+            ev.redacted = true;
+        }
     }
 
     /// The entries the kernel enforces (`maps()` for `Probes::install`).
@@ -425,6 +441,7 @@ mod tests {
             tainted_by: Vec::new(),
             identity: None,
             violation: None,
+            redacted: false,
         }
     }
 

@@ -440,6 +440,7 @@ mod tests {
             tainted_by: Vec::new(),
             identity: None,
             violation: None,
+            redacted: false,
         }
     }
 
