@@ -243,6 +243,9 @@ pub struct SessionInfo {
     pub agent_threads: Vec<String>,
     /// How its root confined itself with Landlock (`guard run --landlock`).
     pub landlock: Option<String>,
+    /// The repository its working directory belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<crate::report::Repository>,
     /// Sorted by pid.
     pub processes: Vec<ProcessInfo>,
 }
@@ -703,6 +706,8 @@ pub enum EventDetail {
         how: How,
         #[serde(default)]
         cwd: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        repository: Option<crate::report::Repository>,
     },
     SessionEnd {
         #[serde(default)]
@@ -820,6 +825,19 @@ pub enum EventDetail {
         #[serde(default)]
         answers: Vec<DnsAnswer>,
     },
+    /// Records of a session the kernel dropped (over `[limits]`, or a child it
+    /// could not track).
+    Limit {
+        /// `rate` or `track_full`.
+        #[serde(default)]
+        reason: String,
+        #[serde(default)]
+        dropped: u64,
+        #[serde(default)]
+        dropped_total: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        child_pid: Option<u32>,
+    },
     /// This subscriber read too slowly and missed `count` events.
     Missed { count: u64 },
     /// A kind this client does not know (a newer daemon).
@@ -848,6 +866,7 @@ impl EventDetail {
             EventDetail::DaemonResumed { .. } => "daemon_resumed",
             EventDetail::Flow { .. } => "flow",
             EventDetail::Dns { .. } => "dns",
+            EventDetail::Limit { .. } => "limit",
             EventDetail::Missed { .. } => "missed",
             EventDetail::Other => "other",
         }
@@ -959,6 +978,13 @@ mod tests {
             agent_pid: Some(10),
             agent_threads: vec!["019aa2b0-0000-7000-8000-000000000001".into()],
             landlock: Some("fully enforced, 12 rules".into()),
+            repository: Some(crate::report::Repository {
+                url: Some("git@github.com:alice/repo.git".into()),
+                branch: Some("main".into()),
+                commit: None,
+                root: Some("/home/alice/repo".into()),
+                note: Some("no commit yet".into()),
+            }),
         }
     }
 

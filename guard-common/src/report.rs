@@ -167,6 +167,22 @@ pub struct Repository {
     pub note: Option<String>,
 }
 
+impl Repository {
+    /// One line for people: `URL (BRANCH @ COMMIT12)`, or the note.
+    pub fn summary(&self) -> String {
+        let Some(url) = &self.url else {
+            return self.note.clone().unwrap_or_else(|| "-".to_owned());
+        };
+        let at = self.commit.as_deref().map(|c| &c[..c.len().min(12)]);
+        match (self.branch.as_deref(), at) {
+            (Some(b), Some(c)) => format!("{url} ({b} @ {c})"),
+            (Some(b), None) => format!("{url} ({b})"),
+            (None, Some(c)) => format!("{url} (@ {c})"),
+            (None, None) => url.clone(),
+        }
+    }
+}
+
 /// A broken rule and what guard did.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Violation {

@@ -75,6 +75,7 @@ fn main() -> ExitCode {
             lift_on_stop,
             ring_buffer_kib,
             export_endpoint,
+            export_token_file,
             state_dir,
             hook_socket,
         } => tokio::runtime::Builder::new_current_thread()
@@ -96,6 +97,7 @@ fn main() -> ExitCode {
                     lift_on_stop,
                     ring_bytes: ring_buffer_kib * 1024,
                     export_endpoint,
+                    export_token_file,
                     state_dir,
                     hook_socket: hook_socket
                         .unwrap_or_else(|| socket.with_file_name("hook.sock")),

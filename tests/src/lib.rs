@@ -1240,6 +1240,15 @@ impl FakeAgent {
         finished.assert_success();
         finished
     }
+
+    /// [`Self::run`] with `dir` as the working directory.
+    pub fn run_in(&self, dir: &Path, args: &[&str]) -> Finished {
+        let mut cmd = Command::new(&self.path);
+        cmd.args(args).current_dir(dir);
+        let finished = Running::spawn_group(cmd).finish();
+        finished.assert_success();
+        finished
+    }
 }
 
 /// A running process whose stdout and stderr are collected; its process group is killed
@@ -1763,6 +1772,17 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
             need(
                 matches!(e.str("how"), Some("exec" | "container" | "run" | "scan")),
                 "how is not exec/container/run/scan",
+            );
+            need(
+                e.get("repository").is_none_or(|r| {
+                    r.as_object().is_some_and(|o| {
+                        o.iter().all(|(k, v)| {
+                            matches!(k.as_str(), "url" | "branch" | "commit" | "root" | "note")
+                                && v.is_string()
+                        })
+                    })
+                }),
+                "repository is not an object of url, branch, commit, root and note strings",
             );
         }
         "session_end" => {

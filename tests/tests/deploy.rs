@@ -368,6 +368,8 @@ fn check_daemonset(ds: &Value, expect_args: &[&str]) -> Result<()> {
         ("/sys/fs/bpf", false),
         ("/sys/fs/cgroup", true),
         ("/run/guard", false),
+        // The export's spool outlives the pod.
+        ("/var/lib/guard/spool", false),
         ("/run/containerd/io.containerd.runtime.v2.task", true),
     ] {
         ensure!(
@@ -615,6 +617,8 @@ fn helm_chart_renders_and_validates() -> Result<()> {
                 "agents={codex,claude}",
                 "priorityClassName=system-node-critical",
                 "metrics.bpfStats=true",
+                "export.endpoint=https://fleet.example.com/v1/logs",
+                "export.tokenSecret.name=guard-export",
             ],
         ),
     ] {
@@ -641,7 +645,28 @@ fn helm_chart_renders_and_validates() -> Result<()> {
         let ds = one(&docs, "DaemonSet")?;
         let mut args = BASE_ARGS.to_vec();
         if !sets.is_empty() {
-            args.extend(["--bpf-stats", "--agent", "codex", "--agent", "claude"]);
+            args.extend([
+                "--bpf-stats",
+                "--agent",
+                "codex",
+                "--agent",
+                "claude",
+                "--export-endpoint",
+                "https://fleet.example.com/v1/logs",
+                "--export-token-file",
+                "/etc/guard-export/token",
+            ]);
+            // The token comes from the Secret, mounted read-only, never from values.
+            let volumes = ds
+                .pointer("/spec/template/spec/volumes")
+                .and_then(Value::as_array)
+                .context("no volumes")?;
+            ensure!(
+                volumes.iter().any(|v| {
+                    v.pointer("/secret/secretName").and_then(Value::as_str) == Some("guard-export")
+                }),
+                "no volume of the export token's Secret in {volumes:?}"
+            );
         }
         check_daemonset(ds, &args)?;
         ensure!(

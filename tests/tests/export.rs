@@ -269,6 +269,89 @@ fn a_partition_and_its_healing_lose_nothing() {
     s.finish();
 }
 
+/// `git` for a test's own repository (its set-up, not guard's way of reading one).
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", dir)
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A session that works in a git repository whose remote URL carries credentials:
+/// its start event, report and exported summary name the repository (the URL
+/// without the credentials), the branch and the HEAD commit; the credentials are
+/// in no record.
+#[test]
+fn a_session_names_its_repository_without_the_remote_s_credentials() {
+    const PASSWORD: &str = "e2e-remote-password-77f1";
+    let rx = Receiver::start();
+    let mut s = start(&rx.url(), "");
+    let work = s.dir.join("work");
+    fs::create_dir_all(&work).expect("mkdir");
+    git(&work, &["init", "-q", "-b", "feature/x"]);
+    let remote = format!("https://alice:{PASSWORD}@git.example.com/org/app.git");
+    git(&work, &["remote", "add", "origin", &remote]);
+    git(
+        &work,
+        &[
+            "-c",
+            "user.name=guard e2e",
+            "-c",
+            "user.email=e2e@example.com",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "first",
+        ],
+    );
+    let head = git(&work, &["rev-parse", "HEAD"]);
+    let run = s.agent.run_in(&work, &["run", "sh", "-c", "exit 0"]);
+    let events = s
+        .daemon
+        .wait_for("the end of the session", session_ended(run.pid));
+    let start = events
+        .iter()
+        .find(|e| e.kind() == "session_start" && e.int("root_pid") == Some(run.pid))
+        .expect("session_start");
+    let id = start.session().expect("a session").to_owned();
+    let want = serde_json::json!({
+        "url": "https://git.example.com/org/app.git",
+        "branch": "feature/x",
+        "commit": head,
+        "root": work.display().to_string(),
+    });
+    assert_eq!(start.value["repository"], want, "{start}");
+    let report = s.daemon.report(&id);
+    assert_eq!(report["repository"], want, "{report}");
+    let records = all_of(&rx, &events, &id, scaled(Duration::from_secs(20)));
+    let summary = summaries(&records, &id)
+        .into_iter()
+        .find(|r| r.attr("guard.session.state") == Some("ended"))
+        .expect("the final summary");
+    assert_eq!(
+        summary.attr("vcs.repository.url.full"),
+        Some("https://git.example.com/org/app.git")
+    );
+    assert_eq!(summary.attr("vcs.ref.head.name"), Some("feature/x"));
+    assert_eq!(summary.attr("vcs.ref.head.revision"), Some(head.as_str()));
+    for r in &records {
+        assert!(!format!("{r:?}").contains(PASSWORD), "exported: {r:?}");
+    }
+    for e in &events {
+        assert!(
+            !e.value.to_string().contains(PASSWORD),
+            "in the audit log: {e}"
+        );
+    }
+    s.finish();
+}
+
 /// A command line with a bearer token (`curl -H "Authorization: Bearer …"`): the
 /// token is in no exported record, not in the audit log, not in the report; the
 /// exec event says it was redacted.

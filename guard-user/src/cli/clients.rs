@@ -21,7 +21,7 @@ pub fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<16}  {:<14} {:>7} {:>7}  {:<10} {:<8} {:>6} {:>6} {:>6} {:>8} {:>8} {:>5}  {:<36}  CWD",
+        "{:<16}  {:<14} {:>7} {:>7}  {:<10} {:<8} {:>6} {:>6} {:>6} {:>8} {:>8} {:>5}  {:<36}  {:<40}  REPOSITORY",
         "SESSION",
         "AGENT",
         "ROOT",
@@ -34,12 +34,13 @@ pub fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {
         "OUT",
         "IN",
         "VIOL",
-        "THREAD"
+        "THREAD",
+        "CWD"
     );
     for s in &list {
         let c = &s.counts;
         println!(
-            "{:<16}  {:<14} {:>7} {:>7}  {:<10} {:<8} {:>6} {:>6} {:>6} {:>8} {:>8} {:>5}  {:<36}  {}",
+            "{:<16}  {:<14} {:>7} {:>7}  {:<10} {:<8} {:>6} {:>6} {:>6} {:>8} {:>8} {:>5}  {:<36}  {:<40}  {}",
             s.id,
             s.agent,
             s.root_pid,
@@ -63,6 +64,9 @@ pub fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {
                 [first, rest @ ..] => format!("{first} +{}", rest.len()),
             },
             s.cwd.as_deref().unwrap_or("-"),
+            s.repository
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), guard_common::report::Repository::summary),
         );
     }
     Ok(())
@@ -427,6 +431,21 @@ pub fn what(ev: &EventLine) -> String {
             if *clean_stop { "stopped" } else { "died" },
             sessions.len()
         ),
+        EventDetail::Limit {
+            reason,
+            dropped,
+            dropped_total,
+            child_pid,
+        } => match child_pid {
+            Some(child) => format!(
+                "child {child} could not be tracked ({reason}); {dropped} records dropped \
+                 ({dropped_total} in all)"
+            ),
+            None => format!(
+                "{dropped} records dropped over the session's limits ({reason}; \
+                 {dropped_total} in all)"
+            ),
+        },
         EventDetail::Missed { count } => {
             format!("this client missed {count} events (it read too slowly)")
         }

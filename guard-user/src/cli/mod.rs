@@ -82,6 +82,11 @@ pub enum Cmd {
         /// of the policy's `[export] endpoint` (docs/export.md).
         #[arg(long, env = "GUARD_EXPORT_ENDPOINT", value_name = "URL")]
         export_endpoint: Option<String>,
+        /// A file holding the export's bearer token (`Authorization: Bearer
+        /// <content>`), in place of the policy's `[export] token_file`: a mounted
+        /// Kubernetes Secret, a systemd credential.
+        #[arg(long, env = "GUARD_EXPORT_TOKEN_FILE", value_name = "PATH")]
+        export_token_file: Option<PathBuf>,
         /// The socket agents' hooks ask what guard stopped for them (`guard hook`):
         /// anyone may connect, and learn only about their own sessions. Default:
         /// `hook.sock` beside the control socket.

@@ -401,7 +401,10 @@ impl Daemon {
     /// unreadable CA or key) is an error in the log and in `guard status`; the daemon
     /// enforces all the same.
     pub(super) fn start_export(&mut self) {
-        let config = self.pipe.judge.policy().export.clone();
+        let mut config = self.pipe.judge.policy().export.clone();
+        if let Some(file) = &self.export_token_file {
+            config.token_file = Some(file.clone());
+        }
         let endpoint = self.export_endpoint.clone();
         if endpoint.is_none() && config.endpoint.is_none() {
             if let Some(old) = self.out.export.take() {

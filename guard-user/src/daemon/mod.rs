@@ -54,6 +54,9 @@ pub struct Options {
     pub hook_socket: PathBuf,
     /// The export's endpoint, in place of the policy's (`--export-endpoint`).
     pub export_endpoint: Option<String>,
+    /// The export's bearer token file, in place of the policy's
+    /// (`--export-token-file`).
+    pub export_token_file: Option<PathBuf>,
     /// Where state that outlives the daemon goes (the export's spool).
     pub state_dir: PathBuf,
 }
@@ -79,6 +82,7 @@ struct Daemon {
     new_cgroups: Option<Option<AsyncFd<Watcher>>>,
     runtime_root: PathBuf,
     export_endpoint: Option<String>,
+    export_token_file: Option<PathBuf>,
     state_dir: PathBuf,
 }
 
@@ -180,6 +184,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         new_cgroups: None,
         runtime_root: opts.runtime_root.clone(),
         export_endpoint: opts.export_endpoint.clone(),
+        export_token_file: opts.export_token_file.clone(),
         state_dir: opts.state_dir.clone(),
     };
     d.start_export();

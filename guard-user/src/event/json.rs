@@ -304,11 +304,15 @@ impl Serialize for Event {
                 root_pid,
                 how,
                 cwd,
+                repository,
             } => {
                 m.serialize_entry("agent", agent)?;
                 m.serialize_entry("root_pid", root_pid)?;
                 m.serialize_entry("how", how.as_str())?;
                 m.serialize_entry("cwd", cwd)?;
+                if let Some(repository) = repository {
+                    m.serialize_entry("repository", repository)?;
+                }
             }
             Detail::SessionEnd {
                 root_pid,
@@ -725,6 +729,46 @@ mod tests {
             },
             Detail::Fork { child_pid: 9 },
             Detail::Flow(flow_detail()),
+            Detail::Limit {
+                reason: crate::event::LimitReason::TrackFull,
+                dropped: 3,
+                total: 7,
+                child_pid: Some(12),
+            },
+            Detail::Limit {
+                reason: crate::event::LimitReason::Rate,
+                dropped: 100,
+                total: 100,
+                child_pid: None,
+            },
+            Detail::Unix {
+                path: "/run/docker.sock".into(),
+                resolved: true,
+                truncated: false,
+                call: guard_common::UnixCall::Connect,
+                sock_type: 1,
+                ret: -1,
+            },
+            Detail::Dns(Box::new(crate::event::dns::Dns {
+                server: "127.0.0.53".parse().expect("addr"),
+                port: 53,
+                proto: Proto::Udp,
+                direction: crate::event::dns::Direction::Answer,
+                id: Some(7),
+                name: Some("api.openai.com".into()),
+                qtype: Some("A".into()),
+                rcode: Some("NoError".into()),
+                answers: vec![guard_common::protocol::DnsAnswer {
+                    name: "api.openai.com".into(),
+                    rtype: "A".into(),
+                    data: "162.159.140.245".into(),
+                    ttl: 60,
+                }],
+                len: 64,
+                cut: false,
+                error: None,
+                cookie: 0x3,
+            })),
             Detail::Route {
                 route: guard_common::protocol::Route::ExecMapping,
                 path: Some("/tmp/prog".into()),
@@ -750,6 +794,13 @@ mod tests {
                 root_pid: 42,
                 how: How::Run,
                 cwd: Some("/src".into()),
+                repository: Some(guard_common::report::Repository {
+                    url: Some("https://example.com/org/src.git".into()),
+                    branch: Some("main".into()),
+                    commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+                    root: Some("/src".into()),
+                    note: None,
+                }),
             },
             Detail::SessionEnd {
                 root_pid: 42,

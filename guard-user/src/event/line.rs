@@ -73,6 +73,17 @@ impl Event {
             Detail::Fork { child_pid } => EventDetail::Fork {
                 child_pid: *child_pid,
             },
+            Detail::Limit {
+                reason,
+                dropped,
+                total,
+                child_pid,
+            } => EventDetail::Limit {
+                reason: reason.as_str().to_owned(),
+                dropped: *dropped,
+                dropped_total: *total,
+                child_pid: *child_pid,
+            },
             Detail::Unix {
                 path, call, ret, ..
             } => EventDetail::Unix {
@@ -100,11 +111,13 @@ impl Event {
                 root_pid,
                 how,
                 cwd,
+                repository,
             } => EventDetail::SessionStart {
                 agent: agent.clone(),
                 root_pid: *root_pid,
                 how: *how,
                 cwd: cwd.clone(),
+                repository: repository.clone(),
             },
             Detail::SessionEnd {
                 root_pid,

@@ -161,6 +161,8 @@ pub enum Detail {
         root_pid: u32,
         how: How,
         cwd: Option<String>,
+        /// The repository `cwd` belongs to (session/repo.rs).
+        repository: Option<guard_common::report::Repository>,
     },
     SessionEnd {
         root_pid: u32,

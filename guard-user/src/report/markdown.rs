@@ -37,6 +37,15 @@ fn write_report(out: &mut String, r: &Report) -> std::fmt::Result {
         "| workspace | {} |",
         cell(or_dash(r.workspace.as_deref()))
     )?;
+    let repository = r
+        .repository
+        .as_ref()
+        .map(guard_common::report::Repository::summary);
+    writeln!(
+        out,
+        "| repository | {} |",
+        cell(or_dash(repository.as_deref()))
+    )?;
     writeln!(
         out,
         "| container | {} |",

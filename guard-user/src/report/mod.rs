@@ -99,11 +99,13 @@ impl Ledger {
                 root_pid,
                 how,
                 cwd,
+                repository,
             } => {
                 r.agent = Some(agent.clone());
                 r.root_pid = Some(*root_pid);
                 r.how = Some(how.as_str().to_owned());
                 r.workspace.clone_from(cwd);
+                r.repository.clone_from(repository);
                 r.started = Some(ev.ts.clone());
                 None
             }

@@ -41,6 +41,8 @@ pub struct Session {
     pub agent_threads: Vec<Arc<str>>,
     /// How its root confined itself with Landlock (`guard run --landlock`).
     pub landlock: Option<String>,
+    /// The repository `cwd` belongs to, read at the start.
+    pub repository: Option<guard_common::report::Repository>,
 }
 
 /// Agent thread ids kept per session (one per conversation; a session has few).
@@ -97,6 +99,7 @@ impl Registry {
     /// Records a new session whose root is `task` and returns its `session_start`.
     pub fn start(&mut self, id: SessionId, how: How, ts_ns: i128, task: &Task) -> Event {
         let cwd = cwd_of(task.pid);
+        let repository = cwd.as_deref().map(|d| repo::read(std::path::Path::new(d)));
         self.sessions.insert(
             id,
             Session {
@@ -116,6 +119,7 @@ impl Registry {
                 agent_pid: None,
                 agent_threads: Vec::new(),
                 landlock: None,
+                repository: repository.clone(),
             },
         );
         self.procs.insert(
@@ -140,6 +144,7 @@ impl Registry {
                 root_pid: task.pid,
                 how,
                 cwd,
+                repository,
             },
         )
     }
@@ -667,6 +672,7 @@ pub mod view {
                     agent_pid: s.agent_pid,
                     agent_threads: s.agent_threads.iter().map(|t| t.to_string()).collect(),
                     landlock: s.landlock.clone(),
+                    repository: s.repository.clone(),
                     processes,
                 }
             })

@@ -91,6 +91,7 @@ fn start_records_the_root_and_reports_session_start() {
             root_pid: NO_SUCH_PID,
             how: How::Scan,
             cwd: None,
+            repository: None,
         }
     );
     let sessions: Vec<_> = r.sessions().collect();
