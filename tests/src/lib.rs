@@ -1241,13 +1241,11 @@ impl FakeAgent {
         finished
     }
 
-    /// [`Self::run`] with `dir` as the working directory.
-    pub fn run_in(&self, dir: &Path, args: &[&str]) -> Finished {
+    /// [`Self::spawn`] with `dir` as the working directory.
+    pub fn spawn_in(&self, dir: &Path, args: &[&str]) -> Running {
         let mut cmd = Command::new(&self.path);
         cmd.args(args).current_dir(dir);
-        let finished = Running::spawn_group(cmd).finish();
-        finished.assert_success();
-        finished
+        Running::spawn_group(cmd)
     }
 }
 

@@ -311,7 +311,21 @@ fn a_session_names_its_repository_without_the_remote_s_credentials() {
         ],
     );
     let head = git(&work, &["rev-parse", "HEAD"]);
-    let run = s.agent.run_in(&work, &["run", "sh", "-c", "exit 0"]);
+    // The session lives until the daemon has started it (it reads the root's
+    // working directory then), and ends when the test says so.
+    let go = s.dir.join("go");
+    let script = format!("while [ ! -e {} ]; do sleep 0.05; done", go.display());
+    let running = s.agent.spawn_in(&work, &["run", "sh", "-c", &script]);
+    let pid = running.pid();
+    s.daemon
+        .wait_for("the session's start", |events: &[Event]| {
+            events
+                .iter()
+                .any(|e| e.kind() == "session_start" && e.int("root_pid") == Some(pid))
+        });
+    fs::write(&go, "").expect("write the go file");
+    let run = running.finish();
+    run.assert_success();
     let events = s
         .daemon
         .wait_for("the end of the session", session_ended(run.pid));

@@ -8,7 +8,7 @@ use super::*;
 /// before the flows' bytes), two flows to the model (one reported twice while it lasts, and closed
 /// after the session's end, as the root's own sockets are), and its end; then a line
 /// of another session.
-const LOG: &str = r#"{"ts":"2026-11-22T08:00:00.000000000Z","kind":"session_start","session":"00000000000000aa","pid":10,"ppid":1,"comm":"agent","user":"alice","agent":"agent","root_pid":10,"how":"run","cwd":"/home/alice/repo"}
+const LOG: &str = r#"{"ts":"2026-11-22T08:00:00.000000000Z","kind":"session_start","session":"00000000000000aa","pid":10,"ppid":1,"comm":"agent","user":"alice","agent":"agent","root_pid":10,"how":"run","cwd":"/home/alice/repo","repository":{"url":"https://github.com/alice/repo.git","branch":"main","commit":"4f2a9c0e1b7d3a5f6e8c9b0a1d2e3f4a5b6c7d8e","root":"/home/alice/repo"}}
 {"ts":"2026-11-22T08:00:00.100000000Z","kind":"exec","session":"00000000000000aa","pid":10,"ppid":1,"comm":"agent","user":"alice","exe":"/usr/bin/agent","argv":["agent","--task","x"],"root":true}
 {"ts":"2026-11-22T08:00:00.200000000Z","kind":"fork","session":"00000000000000aa","pid":10,"comm":"agent","child_pid":11}
 {"ts":"2026-11-22T08:00:00.300000000Z","kind":"exec","session":"00000000000000aa","pid":11,"ppid":10,"comm":"git","user":"alice","exe":"/usr/bin/git","argv":["git","status"],"root":false}
