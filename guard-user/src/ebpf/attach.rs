@@ -188,8 +188,18 @@ fn attach_one(
                 // An earlier daemon's link on the cgroup: pointed at this program in
                 // one step (cgroup links allow it), never a moment without one.
                 let fd = fd(bpf)?;
-                links.update(&hook, &fd).map_err(|e| short_chain(&e))?;
-                return Ok(vec![format!("{kind}/{program}")]);
+                match links.update(&hook, &fd) {
+                    Ok(()) => return Ok(vec![format!("{kind}/{program}")]),
+                    // The kernel refused the update (EINVAL on 6.1 and 6.18
+                    // since 2026-11-24; the cause is not found yet): a new link is
+                    // attached beside the old one (cgroup links are always multi),
+                    // then the old one goes, as for tracepoints: never a moment
+                    // without a program, both for a moment.
+                    Err(e) => tracing::info!(
+                        "{}: attaching a new link before removing the old one",
+                        short_chain(&e)
+                    ),
+                }
             }
             let link = match entry.hook {
                 Hook::SockAddr => {

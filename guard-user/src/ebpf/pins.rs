@@ -236,18 +236,21 @@ impl Links {
     /// Points the pinned link of `hook` at `program` (`BPF_LINK_UPDATE`): one atomic
     /// switch, no moment without a program. Only some link types allow it (cgroup,
     /// XDP, netns, tcx); the kernel answers EOPNOTSUPP for the others.
+    /// On failure the old link stays the hook's (still enforcing), for
+    /// [`Self::install`] to replace.
     pub fn update(&mut self, hook: &str, program: impl AsFd) -> Result<(), Error> {
-        let Some(link) = self.old.remove(hook) else {
+        if !self.old.contains_key(hook) {
             return Err(Error::NoLink(hook.to_owned()));
-        };
+        }
         let path = self.dir.join(hook);
-        let result = obj_get(&path).and_then(|fd| link_update(fd.as_fd(), program.as_fd()));
-        // The pin stays where it was (and keeps the link); these descriptors go.
-        drop(link);
-        result.map_err(|source| Error::LinkUpdate {
-            hook: hook.to_owned(),
-            source,
-        })?;
+        obj_get(&path)
+            .and_then(|fd| link_update(fd.as_fd(), program.as_fd()))
+            .map_err(|source| Error::LinkUpdate {
+                hook: hook.to_owned(),
+                source,
+            })?;
+        // The pin stays where it was (and keeps the link); this descriptor goes.
+        self.old.remove(hook);
         self.swaps.updated += 1;
         Ok(())
     }
