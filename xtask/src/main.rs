@@ -301,6 +301,10 @@ fn test(no_e2e: bool, no_vm: bool, no_fuzz: bool) -> Result<()> {
     let skip_log = util::target_dir().join("nextest").join("skips.jsonl");
 
     log!("unit tests");
+    // As root with the test packages installed, guard-fleet's tests run on a real
+    // PostgreSQL too (each starts its own cluster in a temporary directory).
+    let pg_env = [("GUARD_FLEET_TEST_PG", std::ffi::OsStr::new("initdb"))];
+    let pg: &[(&str, &std::ffi::OsStr)] = if e2e { &pg_env } else { &[] };
     tally.add(nextest_suite(
         "unit",
         "unit",
@@ -311,7 +315,7 @@ fn test(no_e2e: bool, no_vm: bool, no_fuzz: bool) -> Result<()> {
             "--exclude",
             "guard-tests",
         ],
-        &[],
+        pg,
         &skip_log,
     ));
 
