@@ -14,8 +14,11 @@ const BUILD_PACKAGES: &[&str] = &["clang-19", "libbpf-dev"];
 /// daemon, python3-venv hosts the offline Kubernetes schema validator; the real-Codex
 /// test (tests/tests/codex.rs) needs bubblewrap (Codex's Linux sandbox), git and
 /// lsb-release (Codex runs both at start-up), curl (a tool command) and passwd
-/// (`useradd`, for its unprivileged user).
+/// (`useradd`, for its unprivileged user); the fleet server's tests run on a
+/// PostgreSQL 15 cluster of their own (guard-fleet/tests/support/pg.rs: initdb in
+/// a temporary directory, on 127.0.0.1, stopped with the test).
 const TEST_PACKAGES: &[&str] = &[
+    "postgresql-15",
     "iproute2",
     "tmux",
     "procps",
