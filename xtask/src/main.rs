@@ -321,7 +321,10 @@ fn test(no_e2e: bool, no_vm: bool, no_fuzz: bool) -> Result<()> {
     ));
 
     if no_fuzz {
-        tally.not_run("fuzz", "run by `cargo xtask fuzz` or `cargo xtask test --fuzz`");
+        tally.not_run(
+            "fuzz",
+            "run by `cargo xtask fuzz` or `cargo xtask test --fuzz`",
+        );
     } else {
         log!("fuzz targets (bounded run)");
         let started = std::time::Instant::now();
