@@ -66,8 +66,9 @@ impl Actor {
             Step::KillProcess => match kill(ev.task.pid) {
                 Ok(Killed::Yes) => {
                     let latency = ((now_ns() - ev.ts_ns).max(0) / 1000) as u64;
+                    // Counted once the process's exit shows the kill ended it
+                    // (`settle`).
                     v.kill_latency_us = Some(latency);
-                    self.record_latency(latency);
                     v.outcome = Outcome::Killed;
                 }
                 Ok(Killed::AlreadyGone) => v.outcome = Outcome::Gone,
@@ -78,6 +79,30 @@ impl Actor {
             },
         }
         v
+    }
+
+    /// Whether `v` is a user-space kill of one process that the kernel took: a
+    /// SIGKILL that reaches a process already on its way out (between the check in
+    /// `kill` and the signal) changes nothing, and only the process's exit tells
+    /// which happened. Such a violation waits for `settle`.
+    pub fn awaits_exit(v: &Violation) -> bool {
+        v.outcome == Outcome::Killed && v.kill_latency_us.is_some()
+    }
+
+    /// Settles a kill that `awaits_exit` by how its process ended: `status` as
+    /// wait(2) gives it, or `None` when no exit came in time (the signal was taken
+    /// by a live process: the kill stands). A process that ended any other way had
+    /// gone before the kill could matter.
+    pub fn settle(&mut self, v: &mut Violation, status: Option<u32>) {
+        let by_sigkill = status.is_none_or(|s| s & 0x7f == libc::SIGKILL as u32);
+        if by_sigkill {
+            if let Some(latency) = v.kill_latency_us {
+                self.record_latency(latency);
+            }
+        } else {
+            v.outcome = Outcome::Gone;
+            v.kill_latency_us = None;
+        }
     }
 
     /// Kills the stragglers a `session_end` names (CI: nothing of a session
@@ -194,16 +219,40 @@ mod tests {
     fn a_kill_verdict_kills_and_measures() {
         let mut child = sleeper();
         let mut actor = Actor::default();
-        let v = actor.carry_out(
+        let mut v = actor.carry_out(
             &open_by(child.id()),
             verdict(Step::KillProcess),
             Vec::new,
             || 5_000,
         );
         assert_eq!(v.outcome, Outcome::Killed);
+        assert!(Actor::awaits_exit(&v));
         assert_eq!(v.kill_latency_us, Some(5));
-        assert_eq!(child.wait().expect("wait").signal(), Some(libc::SIGKILL));
+        let status = child.wait().expect("wait");
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert_eq!(actor.kill_latency(), None, "counted once settled");
+        actor.settle(&mut v, Some(status.into_raw() as u32));
+        assert_eq!(v.outcome, Outcome::Killed);
         assert_eq!(actor.kill_latency(), Some(Latency { p50: 5, p99: 5 }));
+    }
+
+    #[test]
+    fn a_kill_that_came_too_late_is_gone_once_settled() {
+        let mut child = sleeper();
+        let mut actor = Actor::default();
+        let mut v = actor.carry_out(
+            &open_by(child.id()),
+            verdict(Step::KillProcess),
+            Vec::new,
+            || 5_000,
+        );
+        child.wait().expect("wait");
+        // The exit said it ended by itself (exit status 0).
+        actor.settle(&mut v, Some(0));
+        assert_eq!(
+            (v.outcome, v.kill_latency_us, actor.kill_latency()),
+            (Outcome::Gone, None, None)
+        );
     }
 
     #[test]

@@ -169,6 +169,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             ended: Default::default(),
             judge,
             actor: Actor::default(),
+            held: Vec::new(),
+            versions: Default::default(),
             offset: clock::boot_to_wall_offset(),
             undecodable: 0,
             identity,
@@ -251,6 +253,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = hup.recv() => d.reload("SIGHUP")?,
             _ = beat.tick() => {
                 d.out.beat();
+                d.pipe.release_overdue(&mut d.out, false)?;
                 d.report_lost()?;
                 d.update_metrics();
                 d.refresh_mcp()?;
@@ -281,6 +284,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     d.resolver.stop();
     d.pipe.drain(ring.get_mut(), &mut d.out)?;
+    d.pipe.release_overdue(&mut d.out, true)?;
     d.report_lost()?;
     d.out.sink.flush()?;
     if let Some(export) = d.out.export.take() {

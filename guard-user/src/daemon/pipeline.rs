@@ -192,6 +192,30 @@ pub struct Pipeline {
     pub ended: std::collections::VecDeque<(crate::event::SessionId, i128)>,
     /// The protected files and directories by identity (names the kernel's matches).
     pub identity: crate::identity::Identity,
+    /// Violations waiting for their process's exit (see `Held`).
+    pub held: Vec<Held>,
+    /// Agents' versions by program (read from their packages).
+    pub versions: crate::agents::version::Versions,
+}
+
+/// A violation whose user-space kill was sent, held until its process's exit says
+/// whether the kill is what ended it (`Actor::settle`).
+pub struct Held {
+    ev: Event,
+    /// The rule's description, for the agents' hooks.
+    description: Option<String>,
+    /// Wall ns after which it is written as killed without its exit.
+    until: i128,
+}
+
+/// How long a held kill waits for its process's exit: a SIGKILL that a live process
+/// took ends it within milliseconds; the exit record comes on the next drain.
+const HOLD_NS: i128 = 2_000_000_000;
+
+/// Writes an event and tells the agents' hooks what it stopped.
+fn emit(out: &mut Outputs, ev: &Event, description: Option<&str>) -> Result<(), audit::Error> {
+    out.stops.note(ev, ev.task.uid, description);
+    out.write(ev)
 }
 
 /// How long a session's names and anomaly counts outlive its end.
@@ -237,6 +261,11 @@ impl Pipeline {
             out.write(&start)?;
         }
         self.registry.annotate(&mut ev);
+        if let Detail::Exec { exe, argv, .. } = &ev.detail
+            && ev.task.role == guard_common::role::AGENT
+        {
+            ev.agent_version = self.versions.of(exe, argv);
+        }
         let mut log_dns = true;
         if let (Detail::Dns(d), Some(session)) = (&ev.detail, ev.session) {
             log_dns = match d.direction {
@@ -257,6 +286,7 @@ impl Pipeline {
                 .map(|p| p.display().to_string());
         }
         let is_root = self.registry.is_root(&ev);
+        let mut description = None;
         // The judge decides (rules, limits, self-protection, then anomalies, which
         // count every event the rules let by); the actor carries the verdict out.
         let verdict = if self.registry.is_landlocked(ev.session) {
@@ -283,7 +313,7 @@ impl Pipeline {
             if v.outcome == Outcome::Failed {
                 tracing::warn!(pid = ev.task.pid, error = ?v.error, "a kill failed");
             }
-            let description = self
+            description = self
                 .judge
                 .policy()
                 .rules
@@ -291,23 +321,38 @@ impl Pipeline {
                 .find(|r| r.id == v.rule)
                 .and_then(|r| r.description.clone());
             ev.violation = Some(v);
-            out.stops.note(&ev, ev.task.uid, description.as_deref());
         }
         if matches!(ev.detail, Detail::Dns(_)) && !log_dns && ev.violation.is_none() {
             return Ok(());
         }
-        out.write(&ev)?;
-        if let Some(mut end) = self.registry.after(&ev) {
+        if let Detail::Exit { status, .. } = ev.detail {
+            let pid = ev.task.pid;
+            self.release(out, |h| h.ev.task.pid == pid, Some(status))?;
+        }
+        let end = self.registry.after(&ev);
+        let ts_ns = ev.ts_ns;
+        if ev.violation.as_ref().is_some_and(Actor::awaits_exit) {
+            self.held.push(Held {
+                until: self.now() + HOLD_NS,
+                ev,
+                description,
+            });
+        } else {
+            emit(out, &ev, description.as_deref())?;
+        }
+        if let Some(mut end) = end {
             if self.judge.policy().kill_stragglers {
                 self.actor.kill_stragglers(&mut end);
             }
             if let Some(id) = end.session {
+                // The session's report closes with its end: nothing of it waits.
+                self.release(out, |h| h.ev.session == Some(id), None)?;
                 self.ended.push_back((id, end.ts_ns));
             }
             out.write(&end)?;
         }
         while let Some((id, at)) = self.ended.front().copied() {
-            if ev.ts_ns - at < KEEP_ENDED_NS {
+            if ts_ns - at < KEEP_ENDED_NS {
                 break;
             }
             self.ended.pop_front();
@@ -315,6 +360,34 @@ impl Pipeline {
             self.anomalies.forget(id);
         }
         Ok(())
+    }
+
+    /// Writes the held violations that `which` picks, each settled by `status` (its
+    /// process's exit status; `None`: no exit came in time).
+    fn release(
+        &mut self,
+        out: &mut Outputs,
+        which: impl Fn(&Held) -> bool,
+        status: Option<u32>,
+    ) -> Result<(), audit::Error> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let due: Vec<Held> = self.held.extract_if(.., |h| which(h)).collect();
+        for mut h in due {
+            if let Some(v) = &mut h.ev.violation {
+                self.actor.settle(v, status);
+            }
+            emit(out, &h.ev, h.description.as_deref())?;
+        }
+        Ok(())
+    }
+
+    /// Writes the held violations whose process has not exited within `HOLD_NS`
+    /// (on the daemon's beat), or all of them (`all`, when the daemon stops).
+    pub fn release_overdue(&mut self, out: &mut Outputs, all: bool) -> Result<(), audit::Error> {
+        let now = self.now();
+        self.release(out, |h| all || h.until <= now, None)
     }
 
     /// Names a connect's, send's or flow's destination: by the session's own DNS
@@ -383,6 +456,8 @@ mod tests {
             )
             .expect("compiles"),
             actor: Actor::default(),
+            held: Vec::new(),
+            versions: Default::default(),
             offset: 0,
             undecodable: 0,
         }
@@ -408,6 +483,7 @@ mod tests {
             identity: None,
             violation: None,
             redacted: false,
+            agent_version: None,
         }
     }
 
@@ -634,5 +710,76 @@ mod tests {
             }
         );
         assert_eq!(out.total, 8);
+    }
+
+    /// A kill that reached a process already leaving changes nothing: the violation
+    /// waits for its process's exit, which says whether the kill ended it; one whose
+    /// exit never comes is written on the beat as killed.
+    #[test]
+    fn a_user_space_kill_is_settled_by_how_the_process_ended() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("events.jsonl");
+        let mut out = Outputs::new(Sink::open(&log).expect("sink"), Arc::new(Metrics::new()));
+        let mut p = pipeline();
+        let mut early = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn");
+        let mut late = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn");
+        let (early_pid, late_pid) = (early.id(), late.id());
+        let push = |pid| event(pid, exec("/usr/bin/git", &["git", "push", "-f"], false));
+        p.process(
+            event(100, exec("/usr/bin/agent", &["agent"], true)),
+            &mut out,
+        )
+        .expect("write");
+        p.process(push(early_pid), &mut out).expect("write");
+        assert_eq!(out.total, 2, "the violation waits for the exit");
+        // Its exit says it ended by itself (status 0), not by the SIGKILL.
+        let exit = Detail::Exit {
+            status: 0,
+            root: false,
+        };
+        p.process(event(early_pid, exit), &mut out).expect("write");
+        p.process(push(late_pid), &mut out).expect("write");
+        p.release_overdue(&mut out, true).expect("write");
+        out.sink.flush().expect("flush");
+        for child in [&mut early, &mut late] {
+            assert_eq!(child.wait().expect("wait").signal(), Some(libc::SIGKILL));
+        }
+
+        let lines: Vec<EventLine> = std::fs::read_to_string(&log)
+            .expect("log")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect(l))
+            .collect();
+        let settled: Vec<(Option<u32>, &str, Outcome, bool)> = lines
+            .iter()
+            .filter_map(|l| {
+                let v = l.violation.as_ref()?;
+                Some((
+                    l.pid,
+                    l.detail.kind(),
+                    v.outcome,
+                    v.kill_latency_us.is_some(),
+                ))
+            })
+            .collect();
+        assert_eq!(
+            settled,
+            [
+                (Some(early_pid), "exec", Outcome::Gone, false),
+                (Some(late_pid), "exec", Outcome::Killed, true)
+            ]
+        );
+        let kinds: Vec<&str> = lines.iter().map(|l| l.detail.kind()).collect();
+        assert_eq!(kinds, ["session_start", "exec", "exec", "exit", "exec"]);
+        assert!(
+            p.actor.kill_latency().is_some(),
+            "the kill that counted is measured"
+        );
     }
 }
