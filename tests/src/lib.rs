@@ -31,6 +31,7 @@ use std::{env, fs, thread};
 
 use serde_json::Value;
 
+pub mod fleet;
 pub mod otlp;
 pub mod watch;
 
@@ -488,8 +489,34 @@ impl Default for PinDir {
     }
 }
 
+/// Set by `cargo xtask vm-test` in its throwaway guests: a test's pins are moved
+/// aside and removed by a detached `rm`, so that the kernel's teardown of the
+/// programs (waits for RCU grace periods, long under software emulation) overlaps
+/// the next test instead of adding to it.
+const DETACHED_UNPIN: &str = "GUARD_E2E_DETACHED_UNPIN";
+
 impl Drop for PinDir {
     fn drop(&mut self) {
+        if env::var_os(DETACHED_UNPIN).is_some() {
+            let aside = self.path.with_extension("unpinning");
+            if fs::rename(&self.path, &aside).is_ok() {
+                let removing = Command::new("rm")
+                    .arg("-rf")
+                    .arg(&aside)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn();
+                match removing {
+                    Ok(_) => return,
+                    Err(e) => {
+                        eprintln!("cannot start rm for {}: {e}", aside.display());
+                        let _ = fs::remove_dir_all(&aside);
+                        return;
+                    }
+                }
+            }
+        }
         match fs::remove_dir_all(&self.path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -1597,6 +1624,11 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
                 "redacted is present and not true",
             );
             need(is_bool("root"), "root is not a bool");
+            need(
+                v.get("agent_version")
+                    .is_none_or(|_| is_str("agent_version") && e.str("role") == Some("agent")),
+                "agent_version is there but not a string on an agent's exec",
+            );
         }
         "open" => {
             need(

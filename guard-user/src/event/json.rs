@@ -158,6 +158,9 @@ impl Serialize for Event {
                     m.serialize_entry("redacted", &true)?;
                 }
                 m.serialize_entry("root", root)?;
+                if let Some(version) = &self.agent_version {
+                    m.serialize_entry("agent_version", version.as_ref())?;
+                }
                 if *by_identity {
                     m.serialize_entry("by", "identity")?;
                 }
@@ -490,6 +493,7 @@ mod tests {
             identity: None,
             violation: None,
             redacted: false,
+            agent_version: None,
         }
     }
 

@@ -20,6 +20,7 @@ impl Event {
                 argv: argv.clone(),
                 redacted: self.redacted,
                 root: *root,
+                agent_version: self.agent_version.as_deref().map(str::to_owned),
             },
             Detail::Open {
                 path, flags, ret, ..

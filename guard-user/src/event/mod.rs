@@ -671,6 +671,9 @@ pub struct Event {
     /// Something that looked like a credential was taken out of the command line
     /// before the event was written anywhere (`[redact]`, event/redact.rs).
     pub redacted: bool,
+    /// An exec of a program the kernel gave the agent role: the agent's version,
+    /// from its package (`agents::version`).
+    pub agent_version: Option<Arc<str>>,
 }
 
 /// An open's file matched by identity, or not known to be outside every
@@ -715,6 +718,7 @@ impl Event {
             identity: None,
             violation: None,
             redacted: false,
+            agent_version: None,
         }
     }
 }
@@ -943,6 +947,7 @@ impl Event {
             identity,
             violation: None,
             redacted: false,
+            agent_version: None,
         }
     }
 

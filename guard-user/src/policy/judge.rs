@@ -442,6 +442,7 @@ mod tests {
             identity: None,
             violation: None,
             redacted: false,
+            agent_version: None,
         }
     }
 

@@ -23,6 +23,14 @@ pub use self::markdown::render as markdown;
 pub const KEEP_ENDED: usize = 64;
 
 /// Directories whose files are the system's, not the user's.
+/// Whether `path` is one of the system's own files (the report's `system` class).
+pub fn is_system_path(path: &str) -> bool {
+    SYSTEM_PREFIXES.iter().any(|p| path.starts_with(p))
+}
+
+/// The agent's own thread (conversation) ids a report lists, first seen first.
+const AGENT_THREADS_KEPT: usize = 16;
+
 const SYSTEM_PREFIXES: &[&str] = &[
     "/usr/",
     "/lib/",
@@ -93,6 +101,12 @@ impl Ledger {
         if r.container.is_none() {
             r.container.clone_from(&ev.container);
         }
+        if let Some(thread) = &ev.agent_thread
+            && r.agent_threads.len() < AGENT_THREADS_KEPT
+            && !r.agent_threads.contains(thread)
+        {
+            r.agent_threads.push(thread.clone());
+        }
         let what = match &ev.detail {
             EventDetail::SessionStart {
                 agent,
@@ -114,7 +128,15 @@ impl Ledger {
                 r.stragglers_killed.clone_from(killed);
                 None
             }
-            EventDetail::Exec { exe, argv, .. } => {
+            EventDetail::Exec {
+                exe,
+                argv,
+                agent_version,
+                ..
+            } => {
+                if r.agent_version.is_none() {
+                    r.agent_version.clone_from(agent_version);
+                }
                 r.commands.push(Command {
                     ts: ev.ts.clone(),
                     pid,
@@ -275,7 +297,7 @@ impl Ledger {
         {
             return FileClass::Workspace;
         }
-        if SYSTEM_PREFIXES.iter().any(|p| path.starts_with(p)) {
+        if is_system_path(path) {
             return FileClass::System;
         }
         FileClass::Outside

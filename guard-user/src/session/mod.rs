@@ -446,6 +446,7 @@ mod tests {
             identity: None,
             violation: None,
             redacted: false,
+            agent_version: None,
         }
     }
 
