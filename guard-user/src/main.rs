@@ -147,6 +147,7 @@ fn main() -> ExitCode {
             pid,
         } => clients::kill(&socket, session, pid),
         Cmd::Top { socket } => top::run(&socket),
+        Cmd::Fleet { args } => clients::fleet(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -185,6 +185,15 @@ pub enum Cmd {
     },
     /// Print the manual page (roff), e.g. `guard man | man -l -`.
     Man,
+    /// The fleet server and its client (`serve`, `sessions`, `report`, `token`,
+    /// `migrate`): runs `guard-fleet`, installed beside `guard` or on the PATH, with
+    /// these arguments (docs/fleet.md). A second binary keeps the host daemon free of
+    /// the server's database and web code.
+    #[command(disable_help_flag = true)]
+    Fleet {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// An agent's hook: tells the agent what guard stopped of its last tool call and
     /// why, in the form the agent reads (docs/agents.md). Codex: a `PostToolUse`
     /// hook (`/etc/codex/hooks.json`), given the hook's JSON on stdin.

@@ -294,4 +294,67 @@ mod tests {
         let err = Sender::new(&config, None).err().expect("an error");
         assert!(err.to_string().contains("CA file"), "{err}");
     }
+
+    /// A receiver whose certificate (from a CA the export trusts) names another host:
+    /// each send is a retry that says why, and nothing goes out in clear.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_certificate_for_another_name_is_a_retry_that_says_so() {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut ca = CertificateParams::new(Vec::new()).expect("params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().expect("key");
+        let ca_pem = ca.self_signed(&ca_key).expect("CA").pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let leaf_key = KeyPair::generate().expect("key");
+        let leaf = CertificateParams::new(vec!["fleet.example".to_owned()])
+            .expect("params")
+            .signed_by(&leaf_key, &issuer)
+            .expect("sign");
+        let server = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivatePkcs8KeyDer::from(leaf_key.serialize_der()).into(),
+            )
+            .expect("server config");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        // Serves handshakes until the test ends; what a client sent after one would
+        // land in `plain`.
+        let plain = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let got = std::sync::Arc::clone(&plain);
+        std::thread::spawn(move || {
+            let server = std::sync::Arc::new(server);
+            for stream in listener.incoming().map_while(Result::ok) {
+                let conn = rustls::ServerConnection::new(std::sync::Arc::clone(&server))
+                    .expect("connection");
+                let mut tls = rustls::StreamOwned::new(conn, stream);
+                let mut buf = [0u8; 256];
+                if let Ok(n) = std::io::Read::read(&mut tls, &mut buf) {
+                    got.lock().expect("lock").extend_from_slice(&buf[..n]);
+                }
+            }
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca_pem).expect("write the CA");
+        let config = Export {
+            endpoint: Some(format!("https://127.0.0.1:{port}/v1/logs")),
+            ca_file: Some(ca_file),
+            ..Export::default()
+        };
+        let sender = Sender::new(&config, None).expect("a sender");
+        match sender
+            .send(b"records".to_vec(), "application/x-protobuf")
+            .await
+        {
+            Sent::Retry { why, .. } => assert!(
+                why.contains("certificate") && why.contains("127.0.0.1"),
+                "{why}"
+            ),
+            other => panic!("sent to a server of another name: {other:?}"),
+        }
+        assert!(plain.lock().expect("lock").is_empty(), "data got through");
+    }
 }

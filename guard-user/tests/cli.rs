@@ -1,0 +1,79 @@
+//! The `guard` binary as people run it, without root: the commands that need no
+//! daemon. (The daemon's own tests, as root, are in the `guard-tests` package.)
+
+use std::{
+    fs,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+const GUARD: &str = env!("CARGO_BIN_EXE_guard");
+
+fn run(bin: &Path, args: &[&str]) -> Output {
+    Command::new(bin)
+        .args(args)
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()))
+}
+
+/// A copy of guard alone in a directory of its own (no guard-fleet beside it).
+fn lone_guard(dir: &Path) -> PathBuf {
+    let copy = dir.join("guard");
+    fs::copy(GUARD, &copy).expect("copy guard");
+    copy
+}
+
+#[test]
+fn guard_fleet_runs_the_guard_fleet_beside_it_with_every_argument() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let guard = lone_guard(dir.path());
+    // A stand-in that says what it was given.
+    let fleet = dir.path().join("guard-fleet");
+    fs::write(&fleet, "#!/bin/sh\nprintf '%s|' \"$@\"\nexit 3\n").expect("write");
+    fs::set_permissions(&fleet, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = run(
+        &guard,
+        &["fleet", "report", "00000000000000b1", "--json", "--help"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "report|00000000000000b1|--json|--help|",
+        "{out:?}"
+    );
+    assert_eq!(out.status.code(), Some(3), "its exit status is guard's");
+}
+
+#[test]
+fn guard_fleet_without_guard_fleet_says_what_is_missing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let guard = lone_guard(dir.path());
+    let out = run(&guard, &["fleet", "sessions"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("guard-fleet") && err.contains("No such file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn each_built_in_policy_passes_its_own_check() {
+    for name in ["workstation", "ci"] {
+        let shown = run(Path::new(GUARD), &["policy", "show", name]);
+        assert!(shown.status.success(), "{shown:?}");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join(format!("{name}.toml"));
+        fs::write(&file, &shown.stdout).expect("write the policy");
+        let checked = run(
+            Path::new(GUARD),
+            &["policy", "check", file.to_str().expect("UTF-8")],
+        );
+        assert!(
+            checked.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
+    }
+}
