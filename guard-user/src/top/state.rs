@@ -217,6 +217,9 @@ pub struct Event {
     pub violation: Option<Violation>,
     /// A connect, send or flow: its destination, for the destinations view.
     pub net: Option<NetUse>,
+    /// A read of one of the system's own files (libraries, locales, `/proc`…) that
+    /// broke no rule: most of what any program opens, behind `s` in the feed.
+    pub system: bool,
 }
 
 /// What a connect, send or flow record says of its destination.
@@ -259,6 +262,10 @@ impl Event {
                 outcome: Some(v.outcome.as_str().to_owned()),
             }),
             net: NetUse::of(ev),
+            system: ev.violation.is_none()
+                && matches!(&ev.detail, protocol::EventDetail::Open { path, access, .. }
+                    if crate::report::is_system_path(path)
+                        && access.iter().all(|a| a == "read")),
         }
     }
 
@@ -632,6 +639,9 @@ pub struct App {
     pub loaded: bool,
     /// The destinations view (`d`) in place of the event feed.
     pub dests_view: bool,
+    /// Whether the feed shows reads of system files (`s`; off: execs, the
+    /// session's own files, the network and violations come first).
+    pub show_system: bool,
     all: Buffer,
     by_session: HashMap<String, Buffer>,
     generation: u64,
@@ -663,6 +673,7 @@ impl App {
             message: None,
             loaded: false,
             dests_view: false,
+            show_system: false,
             all: Buffer::default(),
             by_session: HashMap::new(),
             generation: 0,
@@ -774,7 +785,14 @@ impl App {
 
     fn feed_wants(&self, ev: &Event) -> bool {
         let needle = self.text_filter.to_lowercase();
-        self.kind_filter.wants(ev) && ev.matches_text(&needle)
+        self.wants(ev, &needle)
+    }
+
+    /// The feed's filters: the kind, the text, and system reads unless `s` is on.
+    fn wants(&self, ev: &Event, needle_lower: &str) -> bool {
+        (self.show_system || !ev.system)
+            && self.kind_filter.wants(ev)
+            && ev.matches_text(needle_lower)
     }
 
     /// The live buffer of the feed shown.
@@ -826,7 +844,7 @@ impl App {
     /// after skipping `feed_scroll` of them from the bottom.
     pub fn feed(&self, rows: usize) -> Vec<&Event> {
         let needle = self.text_filter.to_lowercase();
-        let wants = |ev: &&Arc<Event>| self.kind_filter.wants(ev) && ev.matches_text(&needle);
+        let wants = |ev: &&Arc<Event>| self.wants(ev, &needle);
         let (a, b) = self.shown();
         let mut out: Vec<&Event> = a
             .iter()
@@ -1012,6 +1030,10 @@ impl App {
             }
             KeyCode::Char(' ' | 'p') => self.toggle_pause(),
             KeyCode::Char('d') => self.dests_view = !self.dests_view,
+            KeyCode::Char('s') => {
+                self.show_system = !self.show_system;
+                self.feed_scroll = 0;
+            }
             KeyCode::Char('K') => self.ask_kill_session(),
             KeyCode::Char('r') => match self.selected_session() {
                 Some(s) => return Some(Action::Report(s.id.clone())),

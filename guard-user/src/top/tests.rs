@@ -757,3 +757,51 @@ fn containers_show_by_name_where_the_runtime_named_them() {
         Some("runner-build")
     );
 }
+
+/// What one `sleep` opens is mostly its loader's and locale's files: those reads come
+/// behind `s`, while a system file written, or read against a rule, stays in front.
+#[test]
+fn system_reads_wait_behind_s() {
+    let mut app = app();
+    let open = |pid: u32, path: &str, access: &str, rule: Option<&str>| {
+        let mut v = json!({"schema": 1, "ts": "2026-03-04T10:21:00.000000000Z", "kind": "open",
+            "session": CODEX, "pid": pid, "ppid": 4242, "tid": pid, "comm": "sleep", "uid": 1000,
+            "user": "alice", "path": path, "access": [access], "result": "ok"});
+        if let Some(rule) = rule {
+            v["rule"] = json!(rule);
+            v["action"] = json!("alert");
+            v["outcome"] = json!("alerted");
+        }
+        event(v)
+    };
+    app.apply(Update::Events(vec![
+        open(4270, "/usr/lib/x86_64-linux-gnu/libc.so.6", "read", None),
+        open(4270, "/usr/lib/locale/locale-archive", "read", None),
+        open(4270, "/etc/hosts", "write", None),
+        open(4270, "/etc/shadow", "read", Some("shadow")),
+    ]));
+    let paths = |app: &App| -> Vec<String> {
+        app.feed(100)
+            .iter()
+            .filter(|e| e.comm == "sleep")
+            .map(|e| e.what.split(' ').next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(paths(&app), ["/etc/hosts", "/etc/shadow"]);
+    assert_eq!(app.feed(100).len(), 8, "the other events stay");
+    app.on_key(key('s'));
+    assert!(app.show_system);
+    assert_eq!(
+        paths(&app),
+        [
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            "/usr/lib/locale/locale-archive",
+            "/etc/hosts",
+            "/etc/shadow"
+        ]
+    );
+    let screen = text(draw(&app, 120, 30).backend().buffer());
+    assert!(screen.contains("[+system reads]"), "{screen}");
+    app.on_key(key('s'));
+    assert_eq!(paths(&app).len(), 2, "s again hides them");
+}

@@ -428,6 +428,9 @@ fn draw_feed(frame: &mut Frame<'_>, app: &App, area: Rect, compact: bool) {
     if !app.text_filter.is_empty() || matches!(app.mode, Mode::Filter) {
         title.push_str(&format!("[/{}] ", app.text_filter));
     }
+    if app.show_system {
+        title.push_str("[+system reads] ");
+    }
     let mut block = pane(title, focused);
     if app.is_paused() {
         let newer = app.newer_while_paused();
@@ -657,6 +660,10 @@ const HELP: &[(&str, &str)] = &[
     ("f  F", "cycle the kind filter"),
     ("Esc", "clear both filters"),
     ("space  p", "pause / resume the event feed"),
+    (
+        "s",
+        "show / hide reads of system files (libraries, /proc, …)",
+    ),
     (
         "d",
         "where the sockets went, bytes out and in (d again: events)",
