@@ -92,6 +92,16 @@ fn install() -> Install {
     Install { wrapper, native }
 }
 
+/// The installed Codex's version, as its npm package says.
+fn codex_version() -> String {
+    let path = codex_dir().join("node_modules/@openai/codex/package.json");
+    let json: Value = serde_json::from_str(
+        &fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .expect("package.json is JSON");
+    json["version"].as_str().expect("a version").to_owned()
+}
+
 // ---------------------------------------------------------------------------------------
 // The unprivileged user and the home
 // ---------------------------------------------------------------------------------------
@@ -1065,22 +1075,9 @@ fn daemon_with(policy: &str) -> Daemon {
     )
 }
 
-fn codex_under(policy: &str, launch: Launch) {
-    let since = SystemTime::now();
-    let install = install();
-    let secrets = Secrets::new();
-    let model = ModelServer::start(STEPS.iter().map(|s| s.cmd.to_owned()).collect());
-    let user = TestUser::create();
-    let ws = furnish_home(&user, &secrets, &model);
-    let mut daemon = daemon_with(policy);
-    let loaded = daemon.wait_for("policy_loaded", |ev| {
-        ev.iter().any(|e| e.kind() == "policy_loaded")
-    });
-    let loaded = find(&loaded, "policy_loaded", |e| e.kind() == "policy_loaded").clone();
-    let lsm = bpf_lsm_deny(&loaded).is_ok();
-    let hook_path = ws.join(".git/hooks/pre-commit");
-    // guard's PostToolUse hook, asking the daemon through its hook socket (the
-    // daemon's directory opened to the Codex user for that).
+/// guard's PostToolUse hook, asking the daemon through its hook socket (the daemon's
+/// directory opened to the Codex user for that).
+fn install_hook(daemon: &Daemon, user: &TestUser) {
     std::fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o755))
         .expect("chmod the daemon's directory");
     user.write(
@@ -1097,6 +1094,23 @@ fn codex_under(policy: &str, launch: Launch) {
         .to_string(),
         0o644,
     );
+}
+
+fn codex_under(policy: &str, launch: Launch) {
+    let since = SystemTime::now();
+    let install = install();
+    let secrets = Secrets::new();
+    let model = ModelServer::start(STEPS.iter().map(|s| s.cmd.to_owned()).collect());
+    let user = TestUser::create();
+    let ws = furnish_home(&user, &secrets, &model);
+    let mut daemon = daemon_with(policy);
+    let loaded = daemon.wait_for("policy_loaded", |ev| {
+        ev.iter().any(|e| e.kind() == "policy_loaded")
+    });
+    let loaded = find(&loaded, "policy_loaded", |e| e.kind() == "policy_loaded").clone();
+    let lsm = bpf_lsm_deny(&loaded).is_ok();
+    let hook_path = ws.join(".git/hooks/pre-commit");
+    install_hook(&daemon, &user);
     for sandbox in ["danger-full-access", "workspace-write"] {
         let label = format!("{policy}, {launch:?} launch, --sandbox {sandbox}");
         // Each run starts with the repository's own pre-commit hook in place.
@@ -1232,5 +1246,133 @@ fn codex_with_and_without_guard() {
             .collect::<Vec<_>>()
             .join(" ")
     ));
+    daemon.stop_ok();
+}
+
+/// The organisation's view (issues 24 and 28): a real Codex session, exported by the
+/// daemon (OTLP/HTTP, a token from a file, the spool in the test's directory) to a fleet
+/// server of the test's own, arrives there with its repository (the remote without its
+/// credentials), user, agent version, thread id, bytes to the model's address and
+/// violations as `guard report --json` has them; `guard fleet sessions` lists it.
+#[test]
+fn a_codex_session_reaches_the_fleet_as_guard_report_has_it() {
+    let fleet = guard_tests::fleet::Fleet::start();
+    let install = install();
+    let secrets = Secrets::new();
+    let model = ModelServer::start(STEPS.iter().map(|s| s.cmd.to_owned()).collect());
+    let user = TestUser::create();
+    let ws = furnish_home(&user, &secrets, &model);
+    run_ok(
+        Command::new("git")
+            .args([
+                "-c",
+                "safe.directory=*",
+                "remote",
+                "add",
+                "origin",
+                "https://dev:ghp_fleetE2Esecret@github.com/acme/app.git",
+            ])
+            .current_dir(&ws)
+            .env("GIT_CONFIG_NOSYSTEM", "1"),
+    );
+    let state = guard_tests::TempDir::new("guard-e2e-state");
+    let token = state.join("export-token");
+    fs::write(&token, &fleet.ingest_token).expect("write the export token");
+    let url = fleet.ingest_url();
+    let mut daemon = Daemon::start_with_args(
+        &[&unique_name("gx")],
+        EventsTo::File,
+        &[
+            OsStr::new("--policy"),
+            OsStr::new("workstation"),
+            OsStr::new("--export-endpoint"),
+            OsStr::new(&url),
+            OsStr::new("--export-token-file"),
+            token.as_os_str(),
+            OsStr::new("--state-dir"),
+            state.path().as_os_str(),
+        ],
+    );
+    install_hook(&daemon, &user);
+    user.chown_home();
+    let cr = run_codex(
+        &mut daemon,
+        &model,
+        &install,
+        Launch::Native,
+        &user,
+        &ws,
+        "workspace-write",
+    );
+    check_run("fleet", "workspace-write", &cr, &model, &secrets);
+    let session = cr.events[0].session().expect("a session").to_owned();
+    let report = daemon.report(&session);
+    let detail = fleet.wait_ended(&session, guard_tests::scaled(Duration::from_secs(60)));
+    let row = &detail["session"];
+    let fleet_report = &detail["report"];
+
+    // Who, where, which agent and thread.
+    let repo = &report["repository"];
+    assert_eq!(
+        repo["url"], "https://github.com/acme/app.git",
+        "guard report: {repo}"
+    );
+    assert_eq!(row["repo_url"], repo["url"], "{row}");
+    assert_eq!(row["repo_branch"], repo["branch"], "{row}");
+    assert_eq!(detail["repo_commit"], repo["commit"], "{detail}");
+    assert!(
+        repo["commit"].as_str().is_some_and(|c| c.len() == 40),
+        "{repo}"
+    );
+    // The session's user: its root's (`guard run` as root, then setpriv to the
+    // Codex user), as guard report has it.
+    assert_eq!(row["user_name"], report["user"], "{row}");
+    assert_eq!(detail["uid"], report["uid"], "{detail}");
+    let version = codex_version();
+    assert_eq!(report["agent_version"], version.as_str(), "{report}");
+    assert_eq!(row["agent_version"], report["agent_version"], "{row}");
+    let thread = &report["agent_threads"][0];
+    assert!(thread.is_string(), "no Codex thread id: {report}");
+    assert_eq!(&detail["conversation_id"], thread, "{detail}");
+    assert!(
+        !detail.to_string().contains("ghp_fleetE2Esecret"),
+        "the remote's credentials reached the fleet"
+    );
+
+    // What went where, and what broke which rule.
+    let model_addr = |r: &Value| {
+        r["destinations"]["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|d| d["addr"] == "127.0.0.1" && d["port"] == model.port)
+            .map(|d| d["bytes_out"].clone())
+    };
+    let sent = model_addr(&report).unwrap_or_else(|| panic!("no model destination: {report}"));
+    assert!(sent.as_u64().is_some_and(|b| b > 0), "{report}");
+    assert_eq!(model_addr(fleet_report), Some(sent), "{fleet_report}");
+    assert_eq!(fleet_report["destinations"], report["destinations"]);
+    assert_eq!(row["bytes_out"], report["bytes_out"], "{row}");
+    let violations = &report["violations"]["items"];
+    assert!(
+        violations.as_array().is_some_and(|v| !v.is_empty()),
+        "{report}"
+    );
+    assert_eq!(&fleet_report["violations"]["items"], violations);
+    assert_eq!(
+        row["violations"],
+        violations.as_array().map_or(0, Vec::len) as u64
+            + report["violations"]["omitted"].as_u64().unwrap_or(0),
+        "{row}"
+    );
+
+    // The CLI's table names it.
+    let table = fleet
+        .cli(&["sessions", "--repo", "acme/app"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        table.contains(&session) || table.contains("acme/app"),
+        "{table}"
+    );
     daemon.stop_ok();
 }

@@ -83,9 +83,12 @@ pub async fn security_headers(tls: bool, request: Request, next: Next) -> Respon
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // Not `no-referrer`: under it a browser sends `Origin: null` with the page's own
+    // form posts, which the login's same-origin check must refuse (found by the
+    // Chromium test). Other sites still get no referrer.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(
         header::HeaderName::from_static("cross-origin-opener-policy"),
