@@ -176,6 +176,19 @@ pub struct InodeKey {
     pub ino: u64,
 }
 
+impl InodeKey {
+    /// The key of `(dev, ino)` as an [`inode_kind`] `kind` in rule set `generation`.
+    pub const fn new(generation: u8, kind: u8, dev: u32, ino: u64) -> Self {
+        Self {
+            generation,
+            kind,
+            _reserved: 0,
+            dev,
+            ino,
+        }
+    }
+}
+
 /// Data of a `NET_RULES` (and `TAINT_NET`) LPM-trie key: `[generation, family, 16
 /// address bytes]` (IPv4 uses the first 4; IPv4-mapped IPv6 is looked up as IPv4).
 ///

@@ -455,17 +455,12 @@ extern "C" fn ident_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
         return 1;
     }
     let (dev, ino) = core_read::dentry_ident(d);
-    let key = InodeKey {
-        generation: generation as u8,
-        kind: if index == 0 {
-            inode_kind::FILE
-        } else {
-            inode_kind::TREE
-        },
-        _reserved: 0,
-        dev,
-        ino,
+    let kind = if index == 0 {
+        inode_kind::FILE
+    } else {
+        inode_kind::TREE
     };
+    let key = InodeKey::new(generation as u8, kind, dev, ino);
     // SAFETY: read-only copy of the map value.
     let hit = if ino != 0 {
         unsafe { INODE_RULES.get(key) }.copied()
@@ -548,20 +543,12 @@ fn identity(c: *mut Check, dentry: *const core::ffi::c_void) {
 /// all fit in the identity set).
 #[inline(always)]
 fn linked_unplaced(c: *mut Check, dentry: *const core::ffi::c_void) -> bool {
-    if core_read::dentry_links(dentry) < 2 {
-        return false;
-    }
     // SAFETY: this CPU's check.
     let generation = unsafe { (*c).generation };
-    let key = InodeKey {
-        generation: generation as u8,
-        kind: inode_kind::MEMBERS_OVER,
-        _reserved: 0,
-        dev: 0,
-        ino: 0,
-    };
+    let key = InodeKey::new(generation as u8, inode_kind::MEMBERS_OVER, 0, 0);
+    // The map's answer first: it is almost always no, and then the inode is not read.
     // SAFETY: presence only.
-    unsafe { INODE_RULES.get(key) }.is_some()
+    unsafe { INODE_RULES.get(key) }.is_some() && core_read::dentry_links(dentry) >= 2
 }
 
 /// Fail-closed entry `index` (`inode_kind::UNKNOWN`): the first that enforces on
@@ -573,13 +560,7 @@ extern "C" fn unknown_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
     };
     // SAFETY: this CPU's check, filled in by the caller before the loop.
     let generation = unsafe { (*c).generation };
-    let key = InodeKey {
-        generation: generation as u8,
-        kind: inode_kind::UNKNOWN,
-        _reserved: 0,
-        dev: 0,
-        ino: u64::from(index),
-    };
+    let key = InodeKey::new(generation as u8, inode_kind::UNKNOWN, 0, u64::from(index));
     // SAFETY: read-only copy of the map value.
     let Some(r) = (unsafe { INODE_RULES.get(key) }).copied() else {
         return 1;
@@ -829,13 +810,7 @@ extern "C" fn exec_ident_step(_index: u32, _ctx: *mut core::ffi::c_void) -> i64 
     if ino == 0 {
         return 1;
     }
-    let key = InodeKey {
-        generation: generation as u8,
-        kind: inode_kind::EXEC,
-        _reserved: 0,
-        dev,
-        ino,
-    };
+    let key = InodeKey::new(generation as u8, inode_kind::EXEC, dev, ino);
     // SAFETY: read-only copy of the map value; this CPU's check.
     unsafe {
         if let Some(r) = INODE_RULES.get(key).copied() {

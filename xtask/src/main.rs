@@ -132,6 +132,30 @@ fn dispatch(command: Cmd) -> Result<()> {
     }
 }
 
+/// What `cargo xtask test` builds and runs, in every one of its cargo commands (its
+/// last argument is nextest's filter, `-E EXPR`, given after it): the same packages
+/// resolve to the same dependency features, so the dependencies are built once for
+/// the binaries, the unit tests, the end-to-end tests and the VMs' test binaries.
+const TESTED: &[&str] = &["--workspace", "--exclude", "guard-ebpf", "-E"];
+
+/// Builds every test binary and, with them, the `guard` and `guard-fleet` binaries
+/// the end-to-end tests run (cargo builds a package's binaries for its integration
+/// tests); returns guard's path.
+fn build_for_tests() -> Result<PathBuf> {
+    let mut cmd = util::cargo();
+    cmd.args(["nextest", "run", "--no-run", "--release"])
+        .args(&TESTED[..TESTED.len() - 1]);
+    util::run(&mut cmd)?;
+    let bin = util::guard_bin(true);
+    for built in [bin.clone(), bin.with_file_name("guard-fleet")] {
+        if !built.is_file() {
+            bail!("the test build made no {}", built.display());
+        }
+    }
+    log!("built {}", bin.display());
+    Ok(bin)
+}
+
 /// Builds the `guard` binary and returns its path.
 fn build(release: bool) -> Result<PathBuf> {
     let mut cmd = util::cargo();
@@ -139,7 +163,9 @@ fn build(release: bool) -> Result<PathBuf> {
     if release {
         cmd.arg("--release");
     }
-    cmd.args(["-p", "guard"]);
+    // guard-fleet too: `guard fleet` runs the one beside guard, and the e2e tests
+    // export to it.
+    cmd.args(["-p", "guard", "-p", "guard-fleet"]);
     util::run(&mut cmd)?;
     let bin = util::guard_bin(release);
     if !bin.is_file() {
@@ -190,6 +216,7 @@ fn vm_suites(bin: &std::path::Path, opts: &vm::Options) -> Vec<tally::Suite> {
                 let mut suite = tally::Suite::new(format!("vm {}", o.abi));
                 suite.wall = o.wall;
                 suite.error = o.error;
+                suite.notes = o.notes;
                 suite.tests = o
                     .tests
                     .into_iter()
@@ -200,6 +227,10 @@ fn vm_suites(bin: &std::path::Path, opts: &vm::Options) -> Vec<tally::Suite> {
                             vm::Verdict::Missing => tally::Verdict::Failed(
                                 "the harness ran no test of that name (renamed?)".to_owned(),
                             ),
+                            vm::Verdict::CutOff { started } => tally::Verdict::Failed(format!(
+                                "never {} (the VM stopped first, twice)",
+                                if started { "finished" } else { "started" }
+                            )),
                             // Where the kernel has what the test needs, a skip is
                             // a failure.
                             vm::Verdict::Skipped(why) => {
@@ -297,7 +328,7 @@ fn test(no_e2e: bool, no_vm: bool, no_fuzz: bool) -> Result<()> {
         );
     }
     setup::setup(e2e)?;
-    let bin = build(true)?;
+    let bin = build_for_tests()?;
     let mut tally = tally::Tally::default();
     let skip_log = util::target_dir().join("nextest").join("skips.jsonl");
 
@@ -309,13 +340,7 @@ fn test(no_e2e: bool, no_vm: bool, no_fuzz: bool) -> Result<()> {
     tally.add(nextest_suite(
         "unit",
         "unit",
-        &[
-            "--workspace",
-            "--exclude",
-            "guard-ebpf",
-            "--exclude",
-            "guard-tests",
-        ],
+        &[TESTED, &["not package(guard-tests)"]].concat(),
         pg,
         &skip_log,
     ));
@@ -352,7 +377,7 @@ fn test(no_e2e: bool, no_vm: bool, no_fuzz: bool) -> Result<()> {
     tally.add(nextest_suite(
         "e2e",
         "e2e",
-        &["-p", "guard-tests"],
+        &[TESTED, &["package(guard-tests)"]].concat(),
         &[
             ("GUARD_BIN", bin.as_os_str()),
             ("GUARD_CODEX_DIR", codex.as_os_str()),

@@ -16,9 +16,13 @@ const BUILD_PACKAGES: &[&str] = &["clang-19", "libbpf-dev"];
 /// lsb-release (Codex runs both at start-up), curl (a tool command) and passwd
 /// (`useradd`, for its unprivileged user); the fleet server's tests run on a
 /// PostgreSQL 15 cluster of their own (guard-fleet/tests/support/pg.rs: initdb in
-/// a temporary directory, on 127.0.0.1, stopped with the test).
+/// a temporary directory, on 127.0.0.1, stopped with the test), and its dashboard's
+/// test drives Debian's headless Chromium through chromedriver
+/// (guard-fleet/tests/browser.rs).
 const TEST_PACKAGES: &[&str] = &[
     "postgresql-15",
+    "chromium",
+    "chromium-driver",
     "iproute2",
     "tmux",
     "procps",

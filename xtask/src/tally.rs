@@ -29,6 +29,8 @@ pub struct Suite {
     /// boot): counted as one failure.
     pub error: Option<String>,
     pub wall: Duration,
+    /// What the counts do not tell (a VM booted twice), printed with the summary.
+    pub notes: Vec<String>,
 }
 
 impl Suite {
@@ -119,6 +121,9 @@ impl Tally {
                 .join(", ")
         );
         for suite in &self.suites {
+            for note in &suite.notes {
+                let _ = write!(out, "\n  NOTE {}: {note}", suite.name);
+            }
             if let Some(e) = &suite.error {
                 let _ = write!(out, "\n  FAILED {}: {e}", suite.name);
             }

@@ -518,13 +518,7 @@ impl Identity {
         let mut out = self.inode_entries(generation);
         if let Some(value) = self.members_over_value() {
             out.push((
-                InodeKey {
-                    generation,
-                    kind: inode_kind::MEMBERS_OVER,
-                    _reserved: 0,
-                    dev: 0,
-                    ino: 0,
-                },
+                InodeKey::new(generation, inode_kind::MEMBERS_OVER, 0, 0),
                 value,
             ));
         }
@@ -535,13 +529,7 @@ impl Identity {
                 .zip(0u64..)
                 .map(|(value, ino)| {
                     (
-                        InodeKey {
-                            generation,
-                            kind: inode_kind::UNKNOWN,
-                            _reserved: 0,
-                            dev: 0,
-                            ino,
-                        },
+                        InodeKey::new(generation, inode_kind::UNKNOWN, 0, ino),
                         value,
                     )
                 }),
@@ -584,18 +572,7 @@ impl Identity {
         self.installed
             .iter()
             .filter_map(|id| Some((*id, self.known.get(id)?.value)))
-            .map(|((kind, dev, ino), value)| {
-                (
-                    InodeKey {
-                        generation,
-                        kind,
-                        _reserved: 0,
-                        dev,
-                        ino,
-                    },
-                    value,
-                )
-            })
+            .map(|((kind, dev, ino), value)| (InodeKey::new(generation, kind, dev, ino), value))
             .collect()
     }
 
