@@ -198,7 +198,8 @@ fn vm_test(opts: &vm::Options) -> Result<()> {
         );
     }
     setup::setup(true)?;
-    let bin = build(true)?;
+    // The test build, as `cargo xtask test` makes it: the VMs run its test binaries.
+    let bin = build_for_tests()?;
     let mut tally = tally::Tally::default();
     for suite in vm_suites(&bin, opts) {
         tally.add(suite);
