@@ -484,6 +484,23 @@ pub fn human(ev: &EventLine) -> String {
     line
 }
 
+/// `guard fleet ARGS`: replaces this process with `guard-fleet ARGS`, the one beside
+/// this executable first, else the one on the PATH.
+pub fn fleet(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    const FLEET: &str = "guard-fleet";
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(FLEET)))
+        .filter(|p| p.is_file());
+    let program = beside.unwrap_or_else(|| FLEET.into());
+    let err = std::process::Command::new(&program).args(args).exec();
+    Err(anyhow::anyhow!(
+        "cannot run {}: {err} (guard-fleet is its own binary: cargo build --release -p guard-fleet)",
+        program.display()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -525,21 +542,4 @@ mod tests {
         assert!(text.contains("lost           0\n"), "{text}");
         assert!(text.contains("(BPF-LSM unavailable)"), "{text}");
     }
-}
-
-/// `guard fleet ARGS`: replaces this process with `guard-fleet ARGS`, the one beside
-/// this executable first, else the one on the PATH.
-pub fn fleet(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
-    use std::os::unix::process::CommandExt as _;
-    const FLEET: &str = "guard-fleet";
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.join(FLEET)))
-        .filter(|p| p.is_file());
-    let program = beside.unwrap_or_else(|| FLEET.into());
-    let err = std::process::Command::new(&program).args(args).exec();
-    Err(anyhow::anyhow!(
-        "cannot run {}: {err} (guard-fleet is its own binary: cargo build --release -p guard-fleet)",
-        program.display()
-    ))
 }
