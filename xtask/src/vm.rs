@@ -39,8 +39,11 @@ pub const VM_PACKAGES: &[&str] = &["qemu-system-x86", "kmod", "busybox-static", 
 const SERIES: &[&str] = &["6.1", "6.12"];
 /// An older series added to the matrix when the configured suites reach it.
 const OLDER_SERIES: &str = "5.10";
-/// Kernel command line: the LSM list made explicit (Debian's default already has bpf).
-const APPEND: &str = "lsm=lockdown,capability,landlock,yama,apparmor,bpf";
+/// Kernel command line: the LSM list made explicit (Debian's default already has bpf);
+/// the console (which `vng -v` shows) gets warnings and worse (a panic, an oops, a
+/// lockup, a WARN), not the notices (audit's line per BPF program loaded) that would
+/// slow an emulated serial line.
+const APPEND: &str = "lsm=lockdown,capability,landlock,yama,apparmor,bpf loglevel=5";
 /// A VM that has not finished by then is stopped and counted as failed. With the
 /// identity, taint and DNS work the subset has 26 tests; on 2026-11-23 (session 5) the
 /// 6.1 VM took 764 s on an idle machine and 6.12 486 s (every daemon start pays the
@@ -891,7 +894,11 @@ fn boot(
         .arg(venv.join("vng"))
         .arg("--run")
         .arg(vmlinuz)
+        // `-v`: the kernel's console on stderr. Without it virtme-ng sends it to
+        // /dev/null (`quiet loglevel=0`), and a guest kernel that panicked left only
+        // vng's exit status 255 (seen twice in 6.12, 2026-11-24).
         .args([
+            "-v",
             "--disable-kvm",
             "--cpus",
             "2",
