@@ -97,26 +97,31 @@ async fn browser(driver: &Driver, profile: &Path) -> Client {
 
 /// Waits until the page's text contains `needle`; the page's text.
 async fn wait_for_text(client: &Client, needle: &str) -> String {
+    wait_for(client, &format!("the text {needle:?}"), |_, text| {
+        text.contains(needle)
+    })
+    .await
+}
+
+/// Waits until `done(url, text)` holds for the page shown; the page's text. While
+/// the browser is between two pages the body may be missing or stale: tried again.
+async fn wait_for(client: &Client, what: &str, done: impl Fn(&url::Url, &str) -> bool) -> String {
     let start = Instant::now();
     loop {
-        let text = client
-            .find(Locator::Css("body"))
-            .await
-            .expect("a body")
-            .text()
-            .await
-            .expect("the body's text");
-        if text.contains(needle) {
-            return text;
+        let url = client.current_url().await.map_err(|e| e.to_string());
+        let text = match client.find(Locator::Css("body")).await {
+            Ok(body) => body.text().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let (Ok(url), Ok(text)) = (&url, &text)
+            && done(url, text)
+        {
+            return text.clone();
         }
         assert!(
             start.elapsed() < PAGE_TIMEOUT,
-            "the page at {} never showed {needle:?}:\n{text}",
-            client
-                .current_url()
-                .await
-                .map(|u| u.to_string())
-                .unwrap_or_default()
+            "the page never showed {what}: at {url:?}, {}",
+            text.unwrap_or_else(|e| format!("(no body: {e})"))
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -223,8 +228,10 @@ async fn a_security_team_reads_the_dashboard_in_chromium() {
     assert_eq!(client.current_url().await.expect("url").path(), "/login");
     type_into(&client, "#token", DASH_TOKEN).await;
     click(&client, "button.go").await;
-    let overview = wait_for_text(&client, "acme/app").await;
-    assert_eq!(client.current_url().await.expect("url").path(), "/");
+    let overview = wait_for(&client, "the overview", |url, text| {
+        url.path() == "/" && text.contains("acme/app")
+    })
+    .await;
     for expected in ["alice", "bob", "acme/infra", "laptop", "ci-runner"] {
         assert!(
             overview.contains(expected),
@@ -250,12 +257,11 @@ async fn a_security_team_reads_the_dashboard_in_chromium() {
     wait_for_text(&client, "acme/infra").await;
     type_into(&client, "form.filters input[name=user]", "alice").await;
     click(&client, "form.filters button.go").await;
-    let filtered = wait_for_text(&client, "acme/app").await;
-    let url = client.current_url().await.expect("url");
-    assert!(
-        url.query().is_some_and(|q| q.contains("user=alice")),
-        "{url}"
-    );
+    let filtered = wait_for(&client, "the sessions of alice", |url, _| {
+        url.query().is_some_and(|q| q.contains("user=alice"))
+    })
+    .await;
+    assert!(filtered.contains("acme/app"), "{filtered}");
     assert!(
         !filtered.contains("acme/infra"),
         "bob's session stayed:\n{filtered}"
@@ -264,7 +270,10 @@ async fn a_security_team_reads_the_dashboard_in_chromium() {
 
     // Alice's session: its page, who, which repository, its timeline.
     click(&client, "a[href^='/sessions/']").await;
-    let page = wait_for_text(&client, "alice").await;
+    let page = wait_for(&client, "alice's session page", |url, text| {
+        url.path().starts_with("/sessions/") && text.contains("alice")
+    })
+    .await;
     assert!(page.contains("acme/app"), "{page}");
     assert!(
         page.contains("api.openai.com"),
