@@ -26,6 +26,10 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use self::decode::{DecodeError, Encoding};
 use crate::{auth, server::App, store::now_ms};
 
+/// A body declared over `max_body` but at most this long is read and dropped before
+/// the 413 (larger ones are answered at once, and the connection closes).
+const DRAIN_MAX: u64 = 16 << 20;
+
 /// gRPC's status codes, which OTLP/HTTP's error bodies carry.
 mod code {
     pub const INVALID_ARGUMENT: i32 = 3;
@@ -117,7 +121,16 @@ pub async fn logs(State(app): State<Arc<App>>, request: Request) -> Response {
         limit: limits.max_body,
     };
     let declared = header_str(headers, header::CONTENT_LENGTH).and_then(|l| l.parse::<u64>().ok());
-    if declared.is_some_and(|l| l > limits.max_body as u64) {
+    if let Some(length) = declared.filter(|l| *l > limits.max_body as u64) {
+        // The client is still sending: what it sends (up to DRAIN_MAX) is read and
+        // dropped first, so that it gets the 413 rather than a reset connection.
+        if length <= DRAIN_MAX {
+            let _ = tokio::time::timeout(
+                limits.body_timeout,
+                Limited::new(body, DRAIN_MAX as usize).collect(),
+            )
+            .await;
+        }
         return decode_error(encoding, &too_large);
     }
     let read = tokio::time::timeout(
