@@ -220,6 +220,27 @@ pub struct ExecBody {
     pub exe_len: u32,
     /// Bytes of argv in the payload.
     pub argv_len: u32,
+    /// What confined the process at its exec.
+    pub confinement: Confinement,
+}
+
+/// What confines a process (sandbox truth), read from its task at exec: the
+/// namespaces it runs in and its seccomp and no_new_privs state. Landlock has no
+/// field a program can read portably (its domain lives in the LSM blob); it is not
+/// here.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Confinement {
+    /// Inode numbers of its network, mount and user namespaces (as
+    /// `/proc/PID/ns/*` name them); 0 when unreadable.
+    pub net_ns: u32,
+    pub mnt_ns: u32,
+    pub user_ns: u32,
+    /// `SECCOMP_MODE_*`: 0 disabled, 1 strict, 2 filter.
+    pub seccomp: u8,
+    /// 1 when `no_new_privs` is set.
+    pub no_new_privs: u8,
+    pub _reserved: u16,
 }
 
 /// Which system call opened the file, or, for a change a BPF-LSM `path_*` hook

@@ -325,6 +325,37 @@ pub struct Status {
     pub export: Option<ExportStatus>,
 }
 
+/// What confined a process at its exec, read by the kernel from its task
+/// (`confinement` of `exec` events, docs/events.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConfinementLine {
+    /// Its seccomp mode: `disabled`, `strict` or `filter`.
+    pub seccomp: String,
+    pub no_new_privs: bool,
+    /// Inode numbers of its network, mount and user namespaces (`/proc/PID/ns/*`).
+    pub net_ns: u32,
+    pub mnt_ns: u32,
+    pub user_ns: u32,
+    /// Tools: whether it runs inside a sandbox, namespaces or a seccomp filter that
+    /// its agent's process does not have. Absent for other roles, or when the
+    /// agent's process was not seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandboxed: Option<bool>,
+}
+
+impl ConfinementLine {
+    /// The name of a `SECCOMP_MODE_*` value.
+    pub fn seccomp_name(mode: u8) -> &'static str {
+        match mode {
+            0 => "disabled",
+            1 => "strict",
+            2 => "filter",
+            _ => "unknown",
+        }
+    }
+}
+
 /// The export's state (`guard status`, docs/export.md).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -642,6 +673,9 @@ pub enum EventDetail {
         /// An agent program's exec: the agent's version, from its package.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         agent_version: Option<String>,
+        /// What confined the process at this exec.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        confinement: Option<ConfinementLine>,
     },
     Open {
         #[serde(default)]
@@ -1049,6 +1083,7 @@ mod tests {
                     exe: "/usr/bin/git".into(),
                     argv: vec!["git".into(), "status".into()],
                     verdict: None,
+                    sandboxed: Some(false),
                 }],
                 omitted: 3,
             },

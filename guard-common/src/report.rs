@@ -59,6 +59,10 @@ pub struct Command {
     /// What guard did, when the exec broke a rule: `rule: outcome`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<String>,
+    /// A tool's exec: whether it ran inside a sandbox (the exec event's
+    /// `confinement.sandboxed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandboxed: Option<bool>,
 }
 
 /// A Unix domain socket a session connected or sent to, every use folded in.

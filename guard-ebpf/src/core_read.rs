@@ -18,6 +18,11 @@ unsafe extern "C" {
     fn guard_task_ppid(t: *const Task) -> u32;
     fn guard_task_exit_code(t: *const Task) -> u32;
     fn guard_task_live_threads(t: *const Task) -> i32;
+    fn guard_task_seccomp_mode(t: *const Task) -> u32;
+    fn guard_task_no_new_privs(t: *const Task) -> u32;
+    fn guard_task_net_ns(t: *const Task) -> u32;
+    fn guard_task_mnt_ns(t: *const Task) -> u32;
+    fn guard_task_user_ns(t: *const Task) -> u32;
     fn guard_task_arg_start(t: *const Task) -> u64;
     fn guard_task_arg_end(t: *const Task) -> u64;
     fn guard_task_env_start(t: *const Task) -> u64;
@@ -57,6 +62,19 @@ pub fn exit_code(t: *const Task) -> u32 {
 }
 pub fn live_threads(t: *const Task) -> i32 {
     unsafe { guard_task_live_threads(t) }
+}
+/// What confines `t`, as the exec record carries it.
+pub fn confinement(t: *const Task) -> guard_common::Confinement {
+    unsafe {
+        guard_common::Confinement {
+            net_ns: guard_task_net_ns(t),
+            mnt_ns: guard_task_mnt_ns(t),
+            user_ns: guard_task_user_ns(t),
+            seccomp: guard_task_seccomp_mode(t) as u8,
+            no_new_privs: guard_task_no_new_privs(t) as u8,
+            _reserved: 0,
+        }
+    }
 }
 pub fn arg_span(t: *const Task) -> (u64, u64) {
     unsafe { (guard_task_arg_start(t), guard_task_arg_end(t)) }

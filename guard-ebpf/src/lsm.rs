@@ -123,6 +123,7 @@ fn report_denied_exec(path: *const u8, len: u32, rule: u16) {
         start_ns: t.start_ns,
         exe_len: n,
         argv_len: 0,
+        confinement: crate::core_read::confinement(crate::core_read::current()),
     });
     draft.submit::<ExecBody>(n);
 }

@@ -212,6 +212,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
         start_ns: tracked.start_ns,
         exe_len,
         argv_len,
+        confinement: core_read::confinement(task),
     });
     draft.submit::<ExecBody>(exe_len + argv_len + thread_len);
     Ok(())

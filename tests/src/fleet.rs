@@ -15,7 +15,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{TempDir, guard_bin, scaled, wait_until, watch};
+use crate::{TempDir, guard_bin, scaled, wait_until, wait_until_every, watch};
 
 /// How long the server may take to open its database and listen.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -159,9 +159,11 @@ impl Fleet {
     pub fn wait_ended(&self, session: &str, timeout: Duration) -> Value {
         let mut last = String::new();
         let mut detail = Value::Null;
-        wait_until(
+        // Each check runs `guard fleet`, which runs guard-fleet: not every 20 ms.
+        wait_until_every(
             &format!("the fleet to hold the end of session {session}"),
             timeout,
+            Duration::from_millis(250),
             || match self.cli(&["report", session, "--json"]) {
                 Ok(out) => {
                     detail = serde_json::from_str(&out).unwrap_or(Value::Null);

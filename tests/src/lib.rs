@@ -31,6 +31,7 @@ use std::{env, fs, thread};
 
 use serde_json::Value;
 
+pub mod chain;
 pub mod fleet;
 pub mod otlp;
 pub mod watch;
@@ -339,7 +340,18 @@ pub fn assert_same_identity(events: &[Event], pid: i64) {
 
 /// Polls `done` until it holds; fails the test, saying it waited for `what`, after
 /// `timeout`.
-pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, timeout: Duration, done: impl FnMut() -> bool) {
+    wait_until_every(what, timeout, Duration::from_millis(20), done);
+}
+
+/// [`wait_until`], asking every `interval`: for a condition that costs a process
+/// or a request to check.
+pub fn wait_until_every(
+    what: &str,
+    timeout: Duration,
+    interval: Duration,
+    mut done: impl FnMut() -> bool,
+) {
     let _w = watch::waiting(what);
     let start = Instant::now();
     while !done() {
@@ -348,7 +360,7 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
             "timed out after {timeout:?} waiting for {what}\n{}",
             watch::state()
         );
-        thread::sleep(Duration::from_millis(20));
+        thread::sleep(interval);
     }
 }
 

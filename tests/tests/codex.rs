@@ -1001,6 +1001,44 @@ fn check_run(label: &str, sandbox: &str, cr: &CodexRun, model: &ModelServer, sec
         }
     }
 
+    // Sandbox truth: each tool's exec says whether it ran inside Codex's sandbox, as
+    // the kernel read its namespaces and seccomp: all inside bubblewrap in
+    // `workspace-write`, none in `danger-full-access`.
+    let inside = sandbox == "workspace-write";
+    let tools: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.kind() == "exec" && e.str("role") == Some("tool"))
+        .collect();
+    assert!(
+        !tools.is_empty(),
+        "[{label}] no tool ran
+{}",
+        context()
+    );
+    for t in &tools {
+        let c = t.get("confinement");
+        assert_eq!(
+            c.and_then(|c| c.get("sandboxed")).and_then(Value::as_bool),
+            Some(inside),
+            "[{label}] {t}"
+        );
+    }
+    // The model's commands run under the seccomp filter of Codex's sandbox (its
+    // `bwrap … /usr/bin/true` probe, a tool inside bubblewrap too, has none).
+    let filtered = tools.iter().any(|t| {
+        t.get("confinement")
+            .and_then(|c| c.get("seccomp"))
+            .and_then(Value::as_str)
+            == Some("filter")
+    });
+    assert_eq!(
+        filtered,
+        inside,
+        "[{label}] seccomp of the tools
+{}",
+        context()
+    );
+
     // No secret reached the model server, in any request.
     for request in model.requests() {
         for secret in secrets.all() {

@@ -5,7 +5,8 @@
 //! missing) scraping it every second. A fake agent runs a session, held open until a
 //! scrape has seen it active; the test then asks Prometheus's HTTP API until what it
 //! scraped agrees with the events the daemon wrote: `guard_events_total` by kind equals
-//! the events of that kind in the events file, and `guard_active_sessions` was at
+//! the events of that kind in the events file, `guard_sessions_total` (summed over
+//! agents) equals its `session_start` events, and `guard_active_sessions` was at
 //! least 1 while the session lived.
 //!
 //! Run as root, like every end-to-end test:
@@ -418,10 +419,14 @@ fn prometheus_scrapes_the_daemon() -> Result<()> {
             "guard_programs_attached == guard_programs_expected",
         )?;
         let max_sessions = sessions.first().map_or(0.0, |(_, v)| *v);
+        // Sessions started, by agent: as many as the session_start events written.
+        let started = query(prometheus_addr, "sum(guard_sessions_total{job=\"guard\"})")?;
+        let started = started.first().map_or(0.0, |(_, v)| *v);
         let report = format!(
             "session ended: {ended}\nevents in the file by kind: {in_file:?}\n\
              guard_events_total by kind: {scraped:?}\nup: {up:?}\n\
              max_over_time(guard_active_sessions[5m]): {max_sessions}\n\
+             sum(guard_sessions_total): {started}\n\
              attached == expected: {attached:?}"
         );
         let done = ended
@@ -431,6 +436,7 @@ fn prometheus_scrapes_the_daemon() -> Result<()> {
                 .all(|k| in_file.get(*k).is_some_and(|n| *n > 0.0))
             && in_file.iter().all(|(kind, n)| scraped.get(kind) == Some(n))
             && max_sessions >= 1.0
+            && in_file.get("session_start") == Some(&started)
             && attached.first().is_some_and(|(_, v)| *v > 0.0);
         if done {
             break report;

@@ -10,92 +10,18 @@
 //! the kernel and not the agent's or the helper's, and the tool's events (and those of
 //! its child that cleared its environment) carry the thread id.
 
-use std::ffi::OsStr;
 use std::fs;
-use std::os::unix::fs::PermissionsExt as _;
 use std::process::Command;
 use std::time::SystemTime;
 
-use guard_tests::{
-    Daemon, Event, EventsTo, Finished, Running, TempDir, check_schema, dump, find, guard_bin,
-    lsm_or_skip, session_ended, session_of, unique_name, write_policy,
-};
-
-/// The fake launch chain: a wrapper script named `wrapper_name` (the policy's only
-/// agent name) that runs `agent` (bash installed as `<dir>/bin/codex`) as a child with
-/// the script `$1`.
-struct Chain {
-    dir: TempDir,
-    wrapper: std::path::PathBuf,
-    agent: String,
-    daemon: Daemon,
-    loaded: Event,
-}
-
-impl Chain {
-    /// `rules` may use `{dir}` for the test directory.
-    fn new(rules: &str) -> Chain {
-        let dir = TempDir::new("guard-e2e-roles");
-        let wrapper_name = unique_name("gw");
-        let bin = dir.join("bin");
-        fs::create_dir_all(&bin).expect("mkdir bin");
-        let agent = bin.join("codex");
-        fs::copy("/bin/bash", &agent).expect("copy bash");
-        let agent = agent.display().to_string();
-        let wrapper = dir.join(&wrapper_name);
-        fs::write(
-            &wrapper,
-            format!("#!/bin/sh\n{agent} -c \"$1\"\necho wrapper-done $?\n"),
-        )
-        .expect("write wrapper");
-        fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).expect("chmod");
-        let policy = dir.join("guard.toml");
-        let rules = rules.replace("{dir}", &dir.path().display().to_string());
-        write_policy(
-            &policy,
-            &format!("mode = \"enforce\"\n\n[agents]\nnames = [\"{wrapper_name}\"]\n\n{rules}"),
-        );
-        let mut daemon = Daemon::start_with_args(
-            &[],
-            EventsTo::File,
-            &[OsStr::new("--policy"), policy.as_os_str()],
-        );
-        let events = daemon.wait_for("policy_loaded", |ev| {
-            ev.iter().any(|e| e.kind() == "policy_loaded")
-        });
-        let loaded = find(&events, "policy_loaded", |e| e.kind() == "policy_loaded").clone();
-        Chain {
-            dir,
-            wrapper,
-            agent,
-            daemon,
-            loaded,
-        }
-    }
-
-    /// Runs the chain with the agent's `script`; returns the run and its session's events.
-    fn run(&mut self, script: &str) -> (Finished, String, Vec<Event>) {
-        let mut cmd = Command::new(&self.wrapper);
-        cmd.arg(script);
-        let run = Running::spawn_group(cmd).finish();
-        let all = self.daemon.wait_for(
-            "the end of the fake agent's session",
-            session_ended(run.pid),
-        );
-        let session = session_of(&all, run.pid);
-        let events = all
-            .iter()
-            .filter(|e| e.session() == Some(session.as_str()))
-            .cloned()
-            .collect();
-        (run, session, events)
-    }
-}
+use guard_tests::chain::Chain;
+use guard_tests::{Event, check_schema, dump, guard_bin, lsm_or_skip, unique_name};
 
 #[test]
 fn roles_are_decided_at_exec_and_scope_kernel_kills() {
     let since = SystemTime::now();
     let mut chain = Chain::new(
+        "gw",
         "[[rule]]\nid = \"token-read-by-tools\"\nkind = \"file\"\naccess = [\"read\"]\n\
          paths = [\"{dir}/token\"]\nscope = [\"tool\", \"mcp\"]\naction = \"kill\"\n",
     );
@@ -273,6 +199,7 @@ fn roles_are_decided_at_exec_and_scope_kernel_kills() {
 #[test]
 fn role_scoped_deny_refuses_the_tool_and_not_the_agent() {
     let mut chain = Chain::new(
+        "gw",
         "[[rule]]\nid = \"notes-write-by-tools\"\nkind = \"file\"\naccess = [\"write\"]\n\
          paths = [\"{dir}/notes\"]\nscope = \"tool\"\naction = \"deny\"\n",
     );

@@ -94,6 +94,35 @@ struct signal_struct {
 	struct atomic_t_view live;
 } __co_re;
 
+struct seccomp {
+	int mode;
+} __co_re;
+
+struct ns_common {
+	unsigned int inum;
+} __co_re;
+
+struct net {
+	struct ns_common ns;
+} __co_re;
+
+struct mnt_namespace {
+	struct ns_common ns;
+} __co_re;
+
+struct user_namespace {
+	struct ns_common ns;
+} __co_re;
+
+struct nsproxy {
+	struct mnt_namespace *mnt_ns;
+	struct net *net_ns;
+} __co_re;
+
+struct cred {
+	struct user_namespace *user_ns;
+} __co_re;
+
 struct task_struct {
 	s32 pid;
 	s32 tgid;
@@ -106,6 +135,10 @@ struct task_struct {
 	struct signal_struct *signal;
 	struct task_struct *group_leader;
 	char comm[16];
+	struct seccomp seccomp;
+	unsigned long atomic_flags;
+	struct nsproxy *nsproxy;
+	const struct cred *cred;
 } __co_re;
 
 struct linux_binprm {
@@ -137,6 +170,15 @@ ACCESSOR s32 guard_task_live_threads(struct task_struct *t)
 {
 	return BPF_CORE_READ(t, signal, live.counter);
 }
+
+// What confines the task (sandbox truth, read at exec): its seccomp mode
+// (SECCOMP_MODE_*), no_new_privs (PFA_NO_NEW_PRIVS, bit 0 of atomic_flags), and the
+// inode numbers of its network, mount and user namespaces (0 when unreadable).
+ACCESSOR u32 guard_task_seccomp_mode(struct task_struct *t) { return BPF_CORE_READ(t, seccomp.mode); }
+ACCESSOR u32 guard_task_no_new_privs(struct task_struct *t) { return BPF_CORE_READ(t, atomic_flags) & 1; }
+ACCESSOR u32 guard_task_net_ns(struct task_struct *t) { return BPF_CORE_READ(t, nsproxy, net_ns, ns.inum); }
+ACCESSOR u32 guard_task_mnt_ns(struct task_struct *t) { return BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum); }
+ACCESSOR u32 guard_task_user_ns(struct task_struct *t) { return BPF_CORE_READ(t, cred, user_ns, ns.inum); }
 
 ACCESSOR u64 guard_task_arg_start(struct task_struct *t) { return BPF_CORE_READ(t, mm, arg_start); }
 ACCESSOR u64 guard_task_arg_end(struct task_struct *t) { return BPF_CORE_READ(t, mm, arg_end); }

@@ -221,6 +221,7 @@ pub fn report(session: &str, user: &str, repo: &str, ended: bool) -> Report {
             exe: format!("/usr/bin/{}", argv[0]),
             argv: argv.into_iter().map(str::to_owned).collect(),
             verdict: None,
+            sandboxed: Some(i != 3),
         });
     }
     let mut report = Report {

@@ -65,6 +65,9 @@ impl Outputs {
     pub fn write(&mut self, ev: &Event) -> Result<(), audit::Error> {
         self.total += 1;
         self.metrics.event(ev.detail.kind());
+        if let Detail::SessionStart { agent, .. } = &ev.detail {
+            self.metrics.session_started(agent);
+        }
         if let Detail::Flow(f) = &ev.detail {
             let class = ev.dest_class(f.addr);
             self.metrics.flow(class, f.new_out, f.new_in, f.is_final());
@@ -213,7 +216,19 @@ pub struct Held {
 const HOLD_NS: i128 = 2_000_000_000;
 
 /// Writes an event and tells the agents' hooks what it stopped.
+/// Writes an event; a violation is logged here, once its outcome is settled (a
+/// held kill's by its process's exit), so the log line and the audit log agree.
 fn emit(out: &mut Outputs, ev: &Event, description: Option<&str>) -> Result<(), audit::Error> {
+    if let Some(v) = &ev.violation {
+        if let Detail::Tamper(t) = &ev.detail {
+            tracing::warn!(pid = ev.task.pid, comm = %ev.task.comm, op = t.op.as_str(), target = ?t.target, outcome = v.outcome.as_str(), "tamper attempt against guard");
+        } else {
+            tracing::info!(pid = ev.task.pid, session = ?ev.session, rule = %v.rule, outcome = v.outcome.as_str(), anomaly = ?v.anomaly, "policy violation");
+        }
+        if v.outcome == Outcome::Failed {
+            tracing::warn!(pid = ev.task.pid, error = ?v.error, "a kill failed");
+        }
+    }
     out.stops.note(ev, ev.task.uid, description);
     out.write(ev)
 }
@@ -286,6 +301,7 @@ impl Pipeline {
                 .map(|p| p.display().to_string());
         }
         let is_root = self.registry.is_root(&ev);
+        let escaped = self.registry.escaped_sandbox(&ev);
         let mut description = None;
         // The judge decides (rules, limits, self-protection, then anomalies, which
         // count every event the rules let by); the actor carries the verdict out.
@@ -294,7 +310,8 @@ impl Pipeline {
         } else {
             self.judge.judge(&ev, is_root)
         }
-        .or_else(|| self.anomalies.check(&ev).map(|hit| self.judge.anomaly(hit)));
+        .or_else(|| self.anomalies.check(&ev).map(|hit| self.judge.anomaly(hit)))
+        .or_else(|| escaped.then(|| self.judge.unsandboxed()).flatten());
         self.judge.redact(&mut ev);
         if let Some(verdict) = verdict {
             let offset = self.offset;
@@ -305,14 +322,6 @@ impl Pipeline {
                 || registry.members(ev.session, None),
                 || i128::from(clock::boot_ns()) + offset,
             );
-            if let Detail::Tamper(t) = &ev.detail {
-                tracing::warn!(pid = ev.task.pid, comm = %ev.task.comm, op = t.op.as_str(), target = ?t.target, outcome = v.outcome.as_str(), "tamper attempt against guard");
-            } else {
-                tracing::info!(pid = ev.task.pid, session = ?ev.session, rule = %v.rule, outcome = v.outcome.as_str(), anomaly = ?v.anomaly, "policy violation");
-            }
-            if v.outcome == Outcome::Failed {
-                tracing::warn!(pid = ev.task.pid, error = ?v.error, "a kill failed");
-            }
             description = self
                 .judge
                 .policy()
@@ -326,8 +335,14 @@ impl Pipeline {
             return Ok(());
         }
         if let Detail::Exit { status, .. } = ev.detail {
-            let pid = ev.task.pid;
-            self.release(out, |h| h.ev.task.pid == pid, Some(status))?;
+            // The process that exited: its pid in its session (a pid reused
+            // within the hold by another session's process settles nothing).
+            let (pid, session) = (ev.task.pid, ev.session);
+            self.release(
+                out,
+                |h| h.ev.task.pid == pid && h.ev.session == session,
+                Some(status),
+            )?;
         }
         let end = self.registry.after(&ev);
         let ts_ns = ev.ts_ns;
@@ -484,6 +499,8 @@ mod tests {
             violation: None,
             redacted: false,
             agent_version: None,
+            confinement: None,
+            sandboxed: None,
         }
     }
 

@@ -89,7 +89,7 @@ macro_rules! wire {
 
 wire!(
     Header = 72,
-    ExecBody = 16,
+    ExecBody = 32,
     OpenBody = 24,
     NetBody = 32,
     ForkBody = 16,
@@ -261,10 +261,19 @@ pub(crate) mod tests {
 
     #[test]
     fn exec_carries_the_role_and_thread_id_after_argv() {
+        let confinement = guard_common::Confinement {
+            net_ns: 4_026_532_001,
+            mnt_ns: 4_026_532_002,
+            user_ns: 4_026_532_003,
+            seccomp: 2,
+            no_new_privs: 1,
+            _reserved: 0,
+        };
         let body = ExecBody {
             start_ns: 5,
             exe_len: 7,
             argv_len: 6,
+            confinement,
         };
         let mut thread = [0u8; guard_common::THREAD_ID_LEN];
         thread[..8].copy_from_slice(b"019a-uid");
@@ -278,6 +287,10 @@ pub(crate) mod tests {
         bytes.extend_from_slice(&payload);
         let rec = decode(&bytes).expect("decodes");
         assert_eq!(rec.header.role, u16::from(guard_common::role::TOOL));
+        let Body::Exec { body: got, .. } = &rec.body else {
+            panic!("not an exec");
+        };
+        assert_eq!(got.confinement, confinement);
         let Body::Exec {
             exe, argv, thread, ..
         } = rec.body
@@ -305,6 +318,7 @@ pub(crate) mod tests {
             start_ns: 5,
             exe_len: 7,
             argv_len: 11,
+            confinement: guard_common::Confinement::default(),
         };
         let rec = record(EventKind::Exec, &body, b"/bin/shsh\0-c\0true\0");
         let Record { header, body } = decode(&rec).expect("decodes");
@@ -438,6 +452,7 @@ pub(crate) mod tests {
                         start_ns: 123_456_789,
                         exe_len: 12,
                         argv_len: 25,
+                        confinement: guard_common::Confinement::default(),
                     },
                     &exec_argv,
                 ),

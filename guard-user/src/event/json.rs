@@ -164,6 +164,9 @@ impl Serialize for Event {
                 if *by_identity {
                     m.serialize_entry("by", "identity")?;
                 }
+                if let Some(c) = self.confinement_line() {
+                    m.serialize_entry("confinement", &c)?;
+                }
                 if let Some(t) = super::via::target(exe, argv) {
                     m.serialize_entry("via", t.via.as_str())?;
                     m.serialize_entry("target", &t.target)?;
@@ -494,6 +497,8 @@ mod tests {
             violation: None,
             redacted: false,
             agent_version: None,
+            confinement: None,
+            sandboxed: None,
         }
     }
 
@@ -863,6 +868,14 @@ mod tests {
                 "exec" | "open" | "connect" | "send" | "tamper" | "route"
             );
             let mut e = ev(detail);
+            if matches!(e.detail, Detail::Exec { .. }) {
+                e.confinement = Some(guard_common::Confinement {
+                    net_ns: 4_026_531_840,
+                    seccomp: 2,
+                    ..Default::default()
+                });
+                e.sandboxed = Some(true);
+            }
             e.violation = judged.then(|| Violation {
                 rule: "r".into(),
                 action: Action::Kill,

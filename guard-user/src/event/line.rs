@@ -21,6 +21,7 @@ impl Event {
                 redacted: self.redacted,
                 root: *root,
                 agent_version: self.agent_version.as_deref().map(str::to_owned),
+                confinement: self.confinement_line(),
             },
             Detail::Open {
                 path, flags, ret, ..

@@ -674,6 +674,13 @@ pub struct Event {
     /// An exec of a program the kernel gave the agent role: the agent's version,
     /// from its package (`agents::version`).
     pub agent_version: Option<Arc<str>>,
+    /// Execs: what confined the process, as the kernel read it from its task.
+    pub confinement: Option<guard_common::Confinement>,
+    /// Execs of tools: whether the tool runs inside a sandbox, namespaces or a
+    /// seccomp filter its agent's process does not have (the session registry
+    /// decides, against the agent's own exec); `None` for other roles, or before
+    /// the agent was seen.
+    pub sandboxed: Option<bool>,
 }
 
 /// An open's file matched by identity, or not known to be outside every
@@ -703,6 +710,19 @@ impl Event {
         self.tainted || !self.tainted_by.is_empty()
     }
 
+    /// `confinement` as the audit log and the protocol write it.
+    pub fn confinement_line(&self) -> Option<guard_common::protocol::ConfinementLine> {
+        let c = self.confinement?;
+        Some(guard_common::protocol::ConfinementLine {
+            seccomp: guard_common::protocol::ConfinementLine::seccomp_name(c.seccomp).to_owned(),
+            no_new_privs: c.no_new_privs != 0,
+            net_ns: c.net_ns,
+            mnt_ns: c.mnt_ns,
+            user_ns: c.user_ns,
+            sandboxed: self.sandboxed,
+        })
+    }
+
     /// An event user space derives (no kernel record behind it).
     pub fn derived(ts_ns: i128, session: Option<SessionId>, task: Task, detail: Detail) -> Self {
         Event {
@@ -719,6 +739,8 @@ impl Event {
             violation: None,
             redacted: false,
             agent_version: None,
+            confinement: None,
+            sandboxed: None,
         }
     }
 }
@@ -814,6 +836,10 @@ impl Event {
                     unknown: flag(flags::IDENTITY_UNKNOWN),
                 })
             }
+            _ => None,
+        };
+        let confinement = match &rec.body {
+            Body::Exec { body, .. } => Some(body.confinement),
             _ => None,
         };
         let detail = match rec.body {
@@ -948,6 +974,8 @@ impl Event {
             violation: None,
             redacted: false,
             agent_version: None,
+            confinement,
+            sandboxed: None,
         }
     }
 

@@ -20,6 +20,7 @@
 //! | `guard_flows_total` | counter | `dest_class` (flows ended) |
 //! | `guard_dns_messages_total` | counter | `direction` (`query`, `answer`) |
 //! | `guard_active_sessions` | gauge | |
+//! | `guard_sessions_total` | counter | `agent` (sessions started) |
 //! | `guard_policy_reloads_total` | counter | `result` (`ok`, `rejected`) |
 //! | `guard_program_run_time_seconds_total` | counter | `program` |
 //! | `guard_program_runs_total` | counter | `program` |
@@ -51,6 +52,11 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AgentLabels {
+    agent: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -239,6 +245,7 @@ pub struct Metrics {
     flows: Family<ClassLabels, Counter>,
     dns: Family<DnsLabels, Counter>,
     active_sessions: Gauge,
+    sessions: Family<AgentLabels, Counter>,
     policy_reloads: Family<ReloadLabels, Counter>,
     programs_expected: Gauge,
     programs_attached: Gauge,
@@ -299,6 +306,12 @@ impl Metrics {
             "Agent sessions being followed",
             active_sessions.clone(),
         );
+        let sessions = Family::<AgentLabels, Counter>::default();
+        registry.register(
+            "guard_sessions",
+            "Agent sessions started, by agent",
+            sessions.clone(),
+        );
         let policy_reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "guard_policy_reloads",
@@ -337,6 +350,7 @@ impl Metrics {
             flows,
             dns,
             active_sessions,
+            sessions,
             policy_reloads,
             programs_expected,
             programs_attached,
@@ -370,6 +384,15 @@ impl Metrics {
             }
         };
         counter.inc();
+    }
+
+    /// A session of `agent` started: `guard_sessions_total{agent}`.
+    pub fn session_started(&self, agent: &str) {
+        self.sessions
+            .get_or_create(&AgentLabels {
+                agent: agent.to_owned(),
+            })
+            .inc();
     }
 
     /// One violation: `guard_violations_total{rule,action,outcome}`.
@@ -546,6 +569,9 @@ mod tests {
         m.set_lost("open", 7);
         m.set_lost("open", 12);
         m.set_active_sessions(3);
+        m.session_started("codex");
+        m.session_started("codex");
+        m.session_started("claude");
         m.policy_reload(true);
         m.policy_reload(false);
         m.policy_reload(false);
@@ -560,6 +586,8 @@ mod tests {
             "guard_violations_total{rule=\"credentials-read\",action=\"kill\",outcome=\"killed\"} 1",
             "guard_lost_events_total{kind=\"open\"} 12",
             "guard_active_sessions 3",
+            "guard_sessions_total{agent=\"codex\"} 2",
+            "guard_sessions_total{agent=\"claude\"} 1",
             "guard_policy_reloads_total{result=\"ok\"} 1",
             "guard_policy_reloads_total{result=\"rejected\"} 2",
             "# UNIT guard_program_run_time_seconds seconds",

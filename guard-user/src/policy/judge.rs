@@ -19,6 +19,9 @@ use crate::event::{Detail, Event, via};
 pub const SELF_PROTECTION: &str = "self_protection";
 /// The rule lost records are reported under (`[limits] on_loss`).
 pub const LIMITS: &str = "limits";
+/// The rule a tool breaks by running outside the sandbox its session's other
+/// tools ran in (`[sessions] unsandboxed_tools`).
+pub const UNSANDBOXED: &str = "sessions.unsandboxed_tools";
 
 /// What the kernel can do here, as far as the judge's decisions depend on it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -310,6 +313,19 @@ impl Judge {
         Some(self.settle(LIMITS.to_owned(), action, step))
     }
 
+    /// A tool that ran outside the sandbox its session's other tools ran in, as
+    /// `[sessions] unsandboxed_tools` says (`None`: allowed, only reported). `kill`
+    /// kills the tool's process (after its exec: there is nothing to refuse).
+    pub fn unsandboxed(&self) -> Option<Verdict> {
+        let action = self.compiled.policy.sessions.unsandboxed_tools?;
+        let step = match action {
+            Action::Log => Step::Done(Outcome::Logged),
+            Action::Alert => Step::Done(Outcome::Alerted),
+            Action::Kill | Action::Deny => Step::KillProcess,
+        };
+        Some(self.settle(UNSANDBOXED.to_owned(), action, step))
+    }
+
     /// An anomaly rule's hit as a verdict: the session or the process it names is
     /// killed when its action says `kill` (or `deny`, which has nothing to refuse
     /// after the fact).
@@ -443,6 +459,8 @@ mod tests {
             violation: None,
             redacted: false,
             agent_version: None,
+            confinement: None,
+            sandboxed: None,
         }
     }
 
@@ -754,6 +772,28 @@ action = "deny"
             (v.step, v.would),
             (Step::Done(Outcome::Logged), Some(Action::Kill))
         );
+
+        // A tool outside its session's sandbox: nothing unless `[sessions]` says.
+        assert_eq!(enforce.unsandboxed(), None);
+        let kill = "[sessions]\nunsandboxed_tools = \"kill\"\n";
+        let v = judge_for(&format!("mode = \"enforce\"\n{kill}"), false)
+            .unsandboxed()
+            .expect("a verdict");
+        assert_eq!((v.rule.as_str(), v.step), (UNSANDBOXED, Step::KillProcess));
+        let v = judge_for(&format!("mode = \"observe\"\n{kill}"), false)
+            .unsandboxed()
+            .expect("a verdict");
+        assert_eq!(
+            (v.step, v.would),
+            (Step::Done(Outcome::Logged), Some(Action::Kill))
+        );
+        let v = judge_for(
+            "mode = \"enforce\"\n[sessions]\nunsandboxed_tools = \"alert\"\n",
+            false,
+        )
+        .unsandboxed()
+        .expect("a verdict");
+        assert_eq!((v.step, v.alert), (Step::Done(Outcome::Alerted), true));
 
         // Self-protection: what the kernel did, in every mode.
         let tamper = |bits| {

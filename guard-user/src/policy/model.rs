@@ -169,6 +169,9 @@ pub struct Sessions {
     pub fileless_exec: Option<Action>,
     /// `raw_sockets`: raw IPv4/IPv6 and packet sockets.
     pub raw_sockets: Option<Action>,
+    /// `unsandboxed_tools`: a tool that runs outside the sandbox the session's
+    /// other tools ran in (not a route: judged in user space at the tool's exec).
+    pub unsandboxed_tools: Option<Action>,
 }
 
 impl Default for Sessions {
@@ -179,17 +182,19 @@ impl Default for Sessions {
             open_by_handle_at: Some(Action::Deny),
             fileless_exec: Some(Action::Alert),
             raw_sockets: Some(Action::Deny),
+            unsandboxed_tools: None,
         }
     }
 }
 
 impl Sessions {
     /// The keys of `[sessions]`, in order.
-    pub const KEYS: [&'static str; 4] = [
+    pub const KEYS: [&'static str; 5] = [
         "io_uring",
         "open_by_handle_at",
         "fileless_exec",
         "raw_sockets",
+        "unsandboxed_tools",
     ];
 
     /// The setting of `key` (one of [`Self::KEYS`]).
@@ -199,11 +204,13 @@ impl Sessions {
             "open_by_handle_at" => &mut self.open_by_handle_at,
             "fileless_exec" => &mut self.fileless_exec,
             "raw_sockets" => &mut self.raw_sockets,
+            "unsandboxed_tools" => &mut self.unsandboxed_tools,
             _ => return None,
         })
     }
 
-    /// The rules these settings make: (key, action, routes).
+    /// The rules these settings make: (key, action, routes). `unsandboxed_tools`
+    /// makes none (the judge's [`super::judge::Judge::unsandboxed`]).
     pub fn rules(&self) -> Vec<(&'static str, Action, Vec<Route>)> {
         [
             ("io_uring", self.io_uring, vec![Route::IoUring]),

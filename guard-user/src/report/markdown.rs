@@ -114,16 +114,24 @@ fn write_report(out: &mut String, r: &Report) -> std::fmt::Result {
     if r.commands.items.is_empty() {
         writeln!(out, "None seen.")?;
     } else {
-        writeln!(out, "| time | pid | program | command line | guard |")?;
-        writeln!(out, "|---|---|---|---|---|")?;
+        writeln!(
+            out,
+            "| time | pid | program | command line | sandbox | guard |"
+        )?;
+        writeln!(out, "|---|---|---|---|---|---|")?;
         for c in &r.commands.items {
             writeln!(
                 out,
-                "| {} | {} | {} | `{}` | {} |",
+                "| {} | {} | {} | `{}` | {} | {} |",
                 c.ts,
                 c.pid,
                 cell(&c.exe),
                 cell(&c.argv.join(" ")),
+                match c.sandboxed {
+                    Some(true) => "inside",
+                    Some(false) => "**outside**",
+                    None => "-",
+                },
                 cell(or_dash(c.verdict.as_deref())),
             )?;
         }

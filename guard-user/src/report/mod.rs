@@ -132,6 +132,7 @@ impl Ledger {
                 exe,
                 argv,
                 agent_version,
+                confinement,
                 ..
             } => {
                 if r.agent_version.is_none() {
@@ -143,6 +144,7 @@ impl Ledger {
                     exe: exe.clone(),
                     argv: argv.clone(),
                     verdict: verdict.clone(),
+                    sandboxed: confinement.as_ref().and_then(|c| c.sandboxed),
                 });
                 Some(format!("exec {exe}"))
             }

@@ -43,6 +43,24 @@ pub struct Session {
     pub landlock: Option<String>,
     /// The repository `cwd` belongs to, read at the start.
     pub repository: Option<guard_common::report::Repository>,
+    /// What confined the agent's process at its exec (the root's until the agent's
+    /// program is seen): tools are judged inside or outside a sandbox against it.
+    pub agent_confinement: Option<guard_common::Confinement>,
+    /// A tool of the session ran inside a sandbox: the agent runs its tools in one,
+    /// so a tool outside it escaped (`[sessions] unsandboxed_tools`).
+    pub sandboxed_tools: bool,
+}
+
+/// Whether a process confined as `c` runs inside a sandbox its agent's process
+/// (`agent`) is not in: other namespaces (bubblewrap, containers, `unshare`), or a
+/// seccomp filter the agent does not have. A namespace that could not be read
+/// (0) counts as the agent's.
+pub fn inside_sandbox(c: &guard_common::Confinement, agent: &guard_common::Confinement) -> bool {
+    let differs = |a: u32, b: u32| a != 0 && b != 0 && a != b;
+    differs(c.user_ns, agent.user_ns)
+        || differs(c.net_ns, agent.net_ns)
+        || differs(c.mnt_ns, agent.mnt_ns)
+        || (c.seccomp != 0 && agent.seccomp == 0)
 }
 
 /// Agent thread ids kept per session (one per conversation; a session has few).
@@ -120,6 +138,8 @@ impl Registry {
                 agent_threads: Vec::new(),
                 landlock: None,
                 repository: repository.clone(),
+                agent_confinement: None,
+                sandboxed_tools: false,
             },
         );
         self.procs.insert(
@@ -147,6 +167,16 @@ impl Registry {
                 repository,
             },
         )
+    }
+
+    /// Whether `ev` is the exec of a tool outside a sandbox in a session whose
+    /// tools ran inside one before (`[sessions] unsandboxed_tools`).
+    pub fn escaped_sandbox(&self, ev: &Event) -> bool {
+        ev.sandboxed == Some(false)
+            && ev
+                .session
+                .and_then(|id| self.sessions.get(&id))
+                .is_some_and(|s| s.sandboxed_tools)
     }
 
     /// Whether the event's process is its session's root.
@@ -201,6 +231,15 @@ impl Registry {
     /// kernel took from the exec'd file) and the thread's own name moves to `thread`;
     /// a process whose exec carried no agent thread id has its parent's.
     pub fn annotate(&self, ev: &mut Event) {
+        if ev.task.role == guard_common::role::TOOL
+            && let Some(c) = ev.confinement
+            && let Some(agent) = ev
+                .session
+                .and_then(|id| self.sessions.get(&id))
+                .and_then(|s| s.agent_confinement)
+        {
+            ev.sandboxed = Some(inside_sandbox(&c, &agent));
+        }
         if matches!(
             ev.detail,
             Detail::Connect { .. } | Detail::Send { .. } | Detail::Flow(_) | Detail::Unix { .. }
@@ -292,6 +331,12 @@ impl Registry {
                 proc.agent_thread = ev.task.agent_thread.clone();
                 if ev.task.role == guard_common::role::AGENT && session.agent_pid.is_none() {
                     session.agent_pid = Some(pid);
+                    session.agent_confinement = ev.confinement;
+                } else if session.agent_pid.is_none() && session.root_pid == pid {
+                    session.agent_confinement = ev.confinement;
+                }
+                if ev.sandboxed == Some(true) {
+                    session.sandboxed_tools = true;
                 }
                 if let Some(thread) = &ev.task.agent_thread
                     && session.agent_threads.len() < KEEP_THREADS
@@ -447,6 +492,8 @@ mod tests {
             violation: None,
             redacted: false,
             agent_version: None,
+            confinement: None,
+            sandboxed: None,
         }
     }
 
@@ -461,6 +508,55 @@ mod tests {
             by_identity: false,
             fileless: false,
         }
+    }
+
+    #[test]
+    fn tools_are_judged_inside_or_outside_the_sandbox_against_the_agent() {
+        use guard_common::{Confinement, role};
+        let host = Confinement {
+            net_ns: 1,
+            mnt_ns: 2,
+            user_ns: 3,
+            ..Confinement::default()
+        };
+        let mut r = Registry::default();
+        let exec_as = |pid: u32, role: u8, c: Confinement| {
+            let mut e = ev(pid, 7, exec(pid == 10));
+            e.task.role = role;
+            e.confinement = Some(c);
+            e
+        };
+        // Each event as the pipeline takes it: annotated, judged, applied.
+        let mut step = |mut e: Event| -> (Option<bool>, bool) {
+            r.before(&e);
+            r.annotate(&mut e);
+            let escaped = r.escaped_sandbox(&e);
+            r.after(&e);
+            (e.sandboxed, escaped)
+        };
+        assert_eq!(step(exec_as(10, role::WRAPPER, host)), (None, false));
+        assert_eq!(step(exec_as(11, role::AGENT, host)), (None, false));
+        // Before any tool ran inside a sandbox, one outside escaped nothing.
+        assert_eq!(step(exec_as(12, role::TOOL, host)), (Some(false), false));
+        // bubblewrap's namespaces; a seccomp filter alone.
+        let bwrap = Confinement {
+            net_ns: 9,
+            user_ns: 8,
+            mnt_ns: 7,
+            seccomp: 2,
+            no_new_privs: 1,
+            _reserved: 0,
+        };
+        assert_eq!(step(exec_as(13, role::TOOL, bwrap)), (Some(true), false));
+        let filtered = Confinement { seccomp: 2, ..host };
+        assert_eq!(step(exec_as(14, role::TOOL, filtered)), (Some(true), false));
+        // Now a tool in the agent's own namespaces, unfiltered, escaped.
+        assert_eq!(step(exec_as(15, role::TOOL, host)), (Some(false), true));
+        // Other roles are not judged; an unreadable namespace (0) is the agent's.
+        assert_eq!(step(exec_as(16, role::SANDBOX, host)), (None, false));
+        let unread = Confinement { net_ns: 0, ..host };
+        assert_eq!(step(exec_as(17, role::TOOL, unread)), (Some(false), true));
+        assert!(r.session(SessionId(7)).expect("session").sandboxed_tools);
     }
 
     #[test]

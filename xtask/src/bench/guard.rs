@@ -12,7 +12,7 @@ use super::ctx::Ctx;
 use super::process::{Proc, file_for, run_timed, sleep};
 
 /// `guard status --json`, read through the control protocol's own type.
-fn guard_status(ctx: &Ctx) -> Result<Status> {
+pub(super) fn guard_status(ctx: &Ctx) -> Result<Status> {
     let out = run_timed(
         Command::new(&ctx.guard)
             .args(["status", "--json", "--socket"])

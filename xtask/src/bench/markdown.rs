@@ -273,6 +273,8 @@ fn results_markdown(r: &Value) -> String {
     }
 
     s.push_str(&storm_section(&r["storm"]));
+    s.push_str(&export_section(&r["export"]));
+    s.push_str(&fleet_section(&r["fleet"]));
 
     let _ = writeln!(s, "### Targets\n");
     let _ = writeln!(s, "| target | measured | met |");
@@ -292,6 +294,177 @@ fn results_markdown(r: &Value) -> String {
     }
     let _ = writeln!(s);
     s
+}
+
+/// The export phase's section.
+pub(super) fn export_section(ex: &Value) -> String {
+    let mut out = String::new();
+    let s = &mut out;
+    let _ = writeln!(s, "### Export\n");
+    if ex.is_null() {
+        let _ = writeln!(s, "Not run.\n");
+        return out;
+    }
+    if let Some(e) = ex["error"].as_str() {
+        let _ = writeln!(s, "Export phase failed: {e}\n");
+        return out;
+    }
+    let (without, with, sum) = (&ex["without_export"], &ex["with_export"], &ex["summaries"]);
+    let _ = writeln!(
+        s,
+        "The open generator in a session at {} opens/s for {:.0} s, under a daemon that only \
+         writes its audit log and under one that also exports every event to {}; then the \
+         export drains. Summaries alone (`kinds = []`, one a second) of {} sessions of {}.\n",
+        ex["target_opens_per_second"],
+        with["seconds"].as_f64().unwrap_or(0.0),
+        ex["receiver"].as_str().unwrap_or("?"),
+        sum["sessions"],
+        sum["workload"].as_str().unwrap_or("?"),
+    );
+    let mib = |v: &Value| {
+        v.as_f64().map_or_else(
+            || "n/a".to_owned(),
+            |b| format!("{:.1} MiB", b / f64::from(1 << 20)),
+        )
+    };
+    let cores = |v: &Value| format!("{:.2}", v.as_f64().unwrap_or(0.0));
+    let _ = writeln!(s, "| measure | without export | with export |");
+    let _ = writeln!(s, "|---|---:|---:|");
+    for (what, a, b) in [
+        (
+            "events written per second",
+            without["events_per_second"].to_string(),
+            with["events_per_second"].to_string(),
+        ),
+        (
+            "records lost by the daemon",
+            without["lost_by_daemon"].to_string(),
+            with["lost_by_daemon"].to_string(),
+        ),
+        (
+            "daemon CPU during the load (cores)",
+            cores(&without["daemon_cpu_cores"]),
+            cores(&with["daemon_cpu_cores"]),
+        ),
+        (
+            "daemon peak memory",
+            mib(&without["daemon_peak_rss_bytes"]),
+            mib(&with["daemon_peak_rss_bytes"]),
+        ),
+    ] {
+        let _ = writeln!(s, "| {what} | {a} | {b} |");
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "| export | value |");
+    let _ = writeln!(s, "|---|---:|");
+    for (what, value) in [
+        ("records sent", with["sent_records"].to_string()),
+        (
+            "bytes sent (gzip, as on the wire)",
+            with["sent_bytes"].to_string(),
+        ),
+        (
+            "bytes per event on the wire",
+            with["bytes_per_record"].to_string(),
+        ),
+        (
+            "bytes per session summary on the wire",
+            sum["bytes_per_summary"].to_string(),
+        ),
+        (
+            "events written but not sent",
+            with["events_not_sent"].to_string(),
+        ),
+        (
+            "records dropped (spool, queue, rejected)",
+            with["records_dropped"].to_string(),
+        ),
+        ("retries", with["retries"].to_string()),
+        (
+            "seconds to drain after the load",
+            format!(
+                "{:.1}",
+                with["drain_seconds_after_load"].as_f64().unwrap_or(0.0)
+            ),
+        ),
+        (
+            "daemon CPU seconds, load and drain",
+            format!(
+                "{:.2}",
+                with["daemon_cpu_seconds_with_drain"]
+                    .as_f64()
+                    .unwrap_or(0.0)
+            ),
+        ),
+        (
+            "fleet server CPU seconds (receiving, storing)",
+            format!("{:.2}", with["fleet_cpu_seconds"].as_f64().unwrap_or(0.0)),
+        ),
+        (
+            "fleet server peak memory",
+            mib(&with["fleet_peak_rss_bytes"]),
+        ),
+    ] {
+        let _ = writeln!(s, "| {what} | {value} |");
+    }
+    let _ = writeln!(s);
+    out
+}
+
+/// The fleet phase's section.
+pub(super) fn fleet_section(f: &Value) -> String {
+    let mut out = String::new();
+    let s = &mut out;
+    let _ = writeln!(s, "### Fleet view at size\n");
+    if f.is_null() {
+        let _ = writeln!(s, "Not run.\n");
+        return out;
+    }
+    if let Some(e) = f["error"].as_str() {
+        let _ = writeln!(s, "Fleet phase failed: {e}\n");
+        return out;
+    }
+    let _ = writeln!(
+        s,
+        "{} sessions of {} hosts and {} developers over 14 days, {} events, on {} \
+         (`guard-fleet/examples/sizing.rs`; {} sessions sent through the ingest, the rest \
+         made from them in SQL in {:.0} s). Five runs of each request, with the dashboard \
+         token.\n",
+        f["sessions"],
+        f["hosts"],
+        f["developers"],
+        f["events"],
+        f["database"].as_str().unwrap_or("?"),
+        f["templates_ingested"],
+        f["sql_load_seconds"].as_f64().unwrap_or(0.0),
+    );
+    let _ = writeln!(s, "| request | median | max | response |");
+    let _ = writeln!(s, "|---|---:|---:|---:|");
+    for r in f["requests"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "| {} (`{}`) | {:.0} ms | {:.0} ms | {:.0} KiB |",
+            r["what"].as_str().unwrap_or("?"),
+            r["path"].as_str().unwrap_or("?"),
+            r["median_ms"].as_f64().unwrap_or(0.0),
+            r["max_ms"].as_f64().unwrap_or(0.0),
+            r["response_bytes"].as_f64().unwrap_or(0.0) / 1024.0,
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(s, "| table | rows | size (with indexes) | bytes per row |");
+    let _ = writeln!(s, "|---|---:|---:|---:|");
+    for (name, t) in f["tables"].as_object().into_iter().flatten() {
+        let _ = writeln!(
+            s,
+            "| {name} | {} | {:.0} MiB | {} |",
+            t["rows"],
+            t["bytes"].as_f64().unwrap_or(0.0) / f64::from(1 << 20),
+            t["bytes_per_row"],
+        );
+    }
+    let _ = writeln!(s);
+    out
 }
 
 /// The storm phase's section.

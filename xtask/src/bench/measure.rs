@@ -83,6 +83,37 @@ fn lost_in_file(path: &Path, offset: &mut u64) -> Result<bool> {
     Ok(found)
 }
 
+/// Runs the open generator in a session (`guard run`) at `rate` opens/s for `secs`
+/// with the capacity's generator processes; the opens it made and the seconds it
+/// took, as it counted them.
+pub(super) fn generate(ctx: &Ctx, rate: f64, secs: u64) -> Result<(f64, f64)> {
+    let out = run_timed(
+        Command::new(&ctx.guard)
+            .arg("run")
+            .arg("--socket")
+            .arg(&ctx.socket)
+            .arg("--")
+            .arg(&ctx.workload_bin)
+            .args([
+                ctx.ids(),
+                "gen".into(),
+                format!("{rate:.0}"),
+                secs.to_string(),
+                ctx.params.cap_procs.to_string(),
+                path_str(&ctx.open_target),
+            ])
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin"),
+        Duration::from_secs(secs * 10 + 60),
+    )?;
+    let mut it = out.split_whitespace();
+    let opens: f64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let took: f64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    if took <= 0.0 {
+        bail!("the generator printed {out:?}");
+    }
+    Ok((opens, took))
+}
+
 pub(super) fn capacity(ctx: &mut Ctx) -> Result<Value> {
     let events = ctx.next_file("capacity", "jsonl");
     let policy = ctx.log_policy.clone();
@@ -93,31 +124,8 @@ pub(super) fn capacity(ctx: &mut Ctx) -> Result<Value> {
     let mut steps: Vec<Value> = Vec::new();
     let mut step = |ctx: &mut Ctx, target: f64| -> Result<Value> {
         let s0 = guard_idle(ctx)?;
-        let out = run_timed(
-            Command::new(&ctx.guard)
-                .arg("run")
-                .arg("--socket")
-                .arg(&ctx.socket)
-                .arg("--")
-                .arg(&ctx.workload_bin)
-                .args([
-                    ctx.ids(),
-                    "gen".into(),
-                    format!("{target:.0}"),
-                    p.cap_step_secs.to_string(),
-                    p.cap_procs.to_string(),
-                    path_str(&ctx.open_target),
-                ])
-                .env("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            Duration::from_secs(p.cap_step_secs * 10 + 60),
-        )?;
+        let (opens, secs) = generate(ctx, target, p.cap_step_secs)?;
         let s1 = guard_idle(ctx)?;
-        let mut it = out.split_whitespace();
-        let opens: f64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        let secs: f64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
-        if secs <= 0.0 {
-            bail!("the generator printed {out:?}");
-        }
         let lost = lost_sum(&s1).saturating_sub(lost_sum(&s0));
         let lost_line = lost_in_file(&events, &mut offset).unwrap_or(false);
         let ev = events_total(&s1).saturating_sub(events_total(&s0));

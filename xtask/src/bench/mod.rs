@@ -20,13 +20,15 @@
 //! The modules follow a run: [`options`] and [`setups`] say what runs; [`process`],
 //! [`ctx`], [`guard`], [`auditd`], [`peers`] and [`host`] are the means;
 //! [`prepare`] makes the workloads' files; [`running`] starts and stops a setup;
-//! [`measure`] and [`costs`] take the numbers; [`summary`], [`markdown`] and
+//! [`measure`], [`costs`], [`storm`], [`export`] and [`fleet`] take the numbers; [`summary`], [`markdown`] and
 //! [`chart`] report them.
 
 mod auditd;
 mod chart;
 mod costs;
 mod ctx;
+mod export;
+mod fleet;
 mod guard;
 mod host;
 mod markdown;
@@ -187,6 +189,24 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         counter: 0,
     };
 
+    if opts.fleet_only {
+        let fleet = fleet::fleet(opts.quick)?;
+        let path = out_dir.join("fleet-results.json");
+        fs::write(&path, serde_json::to_string_pretty(&fleet)? + "\n")?;
+        log!("wrote {}", path.display());
+        print!("{}", markdown::fleet_section(&fleet));
+        return Ok(());
+    }
+    if opts.export_only {
+        let rate = params.cap_start_rate;
+        log!("export only (at {rate:.0} opens/s)");
+        let export = export::export(&mut ctx, rate)?;
+        let path = out_dir.join("export-results.json");
+        fs::write(&path, serde_json::to_string_pretty(&export)? + "\n")?;
+        log!("wrote {}", path.display());
+        print!("{}", markdown::export_section(&export));
+        return Ok(());
+    }
     if opts.storm_only {
         log!("storm only ({} s at the maximum)", params.storm_secs);
         let storm = storm::storm(&mut ctx)?;
@@ -358,6 +378,22 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         json!({ "error": format!("{e:#}") })
     });
     check_interrupted()?;
+    // The export at the capacity's best zero-loss rate (the load the daemon carries
+    // without loss), else at the capacity's starting rate.
+    let rate = capacity["max_zero_loss"]["target_opens_per_second"]
+        .as_f64()
+        .unwrap_or(params.cap_start_rate);
+    log!("export (at {rate:.0} opens/s)");
+    let export = export::export(&mut ctx, rate).unwrap_or_else(|e| {
+        log!("export phase failed: {e:#}");
+        json!({ "error": format!("{e:#}") })
+    });
+    check_interrupted()?;
+    let fleet = fleet::fleet(opts.quick).unwrap_or_else(|e| {
+        log!("fleet phase failed: {e:#}");
+        json!({ "error": format!("{e:#}") })
+    });
+    check_interrupted()?;
 
     let summary = summarize(&samples, &setups);
     let targets = targets(&summary, &capacity);
@@ -400,6 +436,8 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         "program_costs": costs,
         "feature_costs": features,
         "storm": storm,
+        "export": export,
+        "fleet": fleet,
         "targets": targets,
     });
     let json_path = out_dir.join("bench-results.json");

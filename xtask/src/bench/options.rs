@@ -30,6 +30,16 @@ pub struct Options {
     /// storm-results.json and its section is printed, BENCHMARKS.md is left alone.
     #[arg(long)]
     pub storm_only: bool,
+    /// Run only the export phase (guard exporting to a trial fleet server, at the
+    /// capacity's starting rate); its results go to export-results.json and its
+    /// section is printed, BENCHMARKS.md is left alone.
+    #[arg(long, conflicts_with = "storm_only")]
+    pub export_only: bool,
+    /// Run only the fleet phase (the fleet view with a million sessions on
+    /// PostgreSQL; 100,000 with --quick); its results go to fleet-results.json and
+    /// its section is printed, BENCHMARKS.md is left alone.
+    #[arg(long, conflicts_with_all = ["storm_only", "export_only"])]
+    pub fleet_only: bool,
     /// Run only these workloads (repeatable: open, fork-exec, connect, real, build,
     /// bulk) under nothing, the floor and guard (outside, inside a session, enforce):
     /// the timed rounds only, no capacity, kill latency, costs or storm. The summary

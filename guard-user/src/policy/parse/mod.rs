@@ -338,6 +338,16 @@ impl Checker<'_> {
                 "allow" => None,
                 "log" => Some(Action::Log),
                 "alert" => Some(Action::Alert),
+                "deny" if name == "unsandboxed_tools" => {
+                    self.error(
+                        code::INVALID,
+                        at,
+                        "[sessions] unsandboxed_tools cannot be \"deny\": a tool is known to run \
+                         outside the sandbox once it runs (use \"kill\")"
+                            .to_owned(),
+                    );
+                    continue;
+                }
                 "deny" => Some(Action::Deny),
                 "kill" => Some(Action::Kill),
                 other => {

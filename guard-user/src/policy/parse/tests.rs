@@ -770,6 +770,19 @@ fn sessions_refuse_routes_by_default_and_each_key_is_a_rule() {
     // The policy's own rules come first: the kernel's rule indexes stay theirs.
     let p = policy(&format!("{EXEC}exe = [\"x\"]\n"));
     assert_eq!(p.rules[0].id, "r");
+    // A tool outside the sandbox: reported, or acted on after its exec (never
+    // refused: it runs by the time it is known).
+    assert_eq!(p.sessions.unsandboxed_tools, None);
+    let p = policy("[sessions]\nunsandboxed_tools = \"kill\"\n");
+    assert_eq!(p.sessions.unsandboxed_tools, Some(Action::Kill));
+    assert!(
+        !p.rules.iter().any(|r| r.id == "sessions.unsandboxed_tools"),
+        "not a route rule"
+    );
+    assert_eq!(
+        codes("[sessions]\nunsandboxed_tools = \"deny\"\n"),
+        ["G009"]
+    );
     assert_eq!(codes("[sessions]\nio_uring = \"maybe\"\n"), ["G009"]);
     assert_eq!(codes("[sessions]\nio_urin = \"deny\"\n"), ["G002"]);
     assert_eq!(codes("[sessions]\nio_uring = 1\n"), ["G009"]);
