@@ -150,7 +150,20 @@ pub mod flags {
     /// Exec records: the program has no name in the file system: a memfd (the
     /// payload names it `memfd:NAME`) or a file with no links left (deleted).
     pub const FILELESS: u16 = 1 << 10;
+    /// Exec records: the executed file's size is one that an exec rule's digest
+    /// names (`DIGEST_SIZES`), so the kernel stopped the process (SIGSTOP) before
+    /// its first instruction, for user space to hash the file and then kill or
+    /// continue it (`HELD` lists it until then).
+    pub const HELD: u16 = 1 << 12;
 }
+
+/// Most distinct file sizes the exec rules' digests name (`DIGEST_SIZES`).
+pub const DIGEST_SIZES_MAX: u32 = 1024;
+
+/// Most processes held at exec for their digest at once (`HELD`, an LRU: past it
+/// the oldest hold is forgotten by the kernel, and user space's sweep of stopped
+/// session processes still finds it).
+pub const HELD_MAX: u32 = 4096;
 
 /// Levels of directories above an opened file the kernel checks against the
 /// identity rules (the file itself is level 0).

@@ -676,6 +676,12 @@ pub enum EventDetail {
         /// What confined the process at this exec.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         confinement: Option<ConfinementLine>,
+        /// The kernel held the process at exec for its program's digest.
+        #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+        held: bool,
+        /// The program's SHA-256 (`sha256:<hex>`), when it was held and hashed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        digest: Option<String>,
     },
     Open {
         #[serde(default)]

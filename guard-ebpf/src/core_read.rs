@@ -108,6 +108,7 @@ unsafe extern "C" {
     fn guard_dentry_name(d: *const c_void, dst: *mut u8, max: u32) -> u32;
     fn guard_file_dentry(f: *const c_void) -> *const c_void;
     fn guard_file_fileless(f: *const c_void) -> u32;
+    fn guard_file_size(f: *const c_void) -> u64;
     fn guard_reverse(dst: *mut u8, src: *const u8, len: u32);
     fn guard_path_of(p: *const c_void, buf: *mut u8, end: u32, depth: u32) -> u32;
     fn guard_dentry_path_on(
@@ -138,6 +139,12 @@ pub fn dentry_name(dentry: *const c_void, dst: *mut u8, max: u32) -> u32 {
 pub fn file_fileless(file: *const c_void) -> u32 {
     // SAFETY: reads through the helpers, which tolerate any pointer.
     unsafe { guard_file_fileless(file) }
+}
+
+/// The size in bytes of `file`.
+pub fn file_size(file: *const c_void) -> u64 {
+    // SAFETY: reads through the helpers, which tolerate any pointer.
+    unsafe { guard_file_size(file) }
 }
 
 /// The dentry `file` was opened at.

@@ -27,6 +27,18 @@ pub static AGENT_PROGRAMS: HashMap<AgentName, u32> = HashMap::with_max_entries(2
 #[map]
 pub static AGENT_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(16384, 0);
 
+/// Sizes of the files exec rules name by digest (`guard_common::DIGEST_SIZES_MAX`):
+/// a session's exec of a file of one of these sizes is held (SIGSTOP) until user
+/// space has hashed it. Values unused.
+#[map]
+pub static DIGEST_SIZES: HashMap<u64, u32> =
+    HashMap::with_max_entries(guard_common::DIGEST_SIZES_MAX, 0);
+
+/// Processes held at exec for their digest, by tgid: when they were stopped
+/// (boot ns). User space removes each entry as it decides.
+#[map]
+pub static HELD: LruHashMap<u32, u64> = LruHashMap::with_max_entries(guard_common::HELD_MAX, 0);
+
 /// Events to user space. 8 MiB: about 60,000 open events of a typical path length.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 << 20, 0);

@@ -2,7 +2,10 @@
 //! (before they run), and entries leave when the last thread exits.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_ktime_get_boot_ns},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_ktime_get_boot_ns,
+        generated::bpf_send_signal,
+    },
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
@@ -15,7 +18,10 @@ use crate::{
     core_read::{self, WALK_TRUNCATED},
     emit::{Draft, current_ids},
     enforce,
-    maps::{AGENT_CGROUPS, AGENTS, PATH_END, PATH_MASK, PATH_SCRATCH, TRACKED, count},
+    maps::{
+        AGENT_CGROUPS, AGENTS, DIGEST_SIZES, HELD, PATH_END, PATH_MASK, PATH_SCRATCH, TRACKED,
+        count,
+    },
 };
 
 /// `sched_process_fork(parent, child)`: runs in the parent before the child is woken.
@@ -61,6 +67,8 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
     draft.submit::<ForkBody>(0);
     Ok(())
 }
+
+const SIGSTOP: u32 = 19;
 
 /// `sched_process_exec(task, old_pid, bprm)`: the new image is in place and has not
 /// run yet.
@@ -150,6 +158,9 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     if rule != 0 && enforce::exec_by_identity() {
         draft.header().flags |= flags::BY_IDENTITY;
     }
+    if rule == 0 && hold_for_digest(file, tgid) {
+        draft.header().flags |= flags::HELD;
+    }
     // SAFETY: both regions are bounded by masks the verifier tracks.
     unsafe {
         let dst = draft.payload_ptr::<ExecBody>(0);
@@ -216,6 +227,25 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     });
     draft.submit::<ExecBody>(exe_len + argv_len + thread_len);
     Ok(())
+}
+
+/// Stops the process before its first instruction when its file has a size some
+/// exec rule's digest names, for user space to hash it and kill or continue it.
+#[inline(always)]
+fn hold_for_digest(file: *const core::ffi::c_void, tgid: u32) -> bool {
+    let size = core_read::file_size(file);
+    // SAFETY: presence check only.
+    if unsafe { DIGEST_SIZES.get(size) }.is_none() {
+        return false;
+    }
+    // SAFETY: signals the current task's process; acted on at return to user mode,
+    // before the new image runs.
+    if unsafe { bpf_send_signal(SIGSTOP) } != 0 {
+        return false;
+    }
+    // SAFETY: helper without arguments.
+    let _ = HELD.insert(tgid, unsafe { bpf_ktime_get_boot_ns() }, 0);
+    true
 }
 
 /// `sched_process_exit(task)`: runs in the exiting thread; the process is gone

@@ -11,6 +11,7 @@ pub mod confine;
 pub mod container;
 pub mod control;
 pub mod daemon;
+pub mod digest;
 pub mod ebpf;
 pub mod event;
 pub mod export;

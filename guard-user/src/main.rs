@@ -10,6 +10,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser as _};
 use guard::cli::{Cli, Cmd, PolicyCmd, clients, hook, run};
 use guard::{daemon, ebpf, policy, top};
@@ -18,6 +19,14 @@ fn policy_command(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         PolicyCmd::Show { name } => {
             print!("{}", policy::builtin::get(&name).unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCmd::Digest { file } => {
+            let (sha256, size) = guard::digest::of_file(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let digest = policy::model::Digest { sha256, size };
+            println!("# {} ({size} bytes), in an exec rule:", file.display());
+            println!("digest = [\"{digest}\"]");
             Ok(ExitCode::SUCCESS)
         }
         PolicyCmd::Check { file } => match policy::load(&policy::Source::from_arg(Some(&file))) {

@@ -1641,6 +1641,21 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
                     .is_none_or(|_| is_str("agent_version") && e.str("role") == Some("agent")),
                 "agent_version is there but not a string on an agent's exec",
             );
+            need(
+                v.get("held").is_none() || e.bool("held") == Some(true),
+                "held is present and not true",
+            );
+            need(
+                v.get("digest").is_none_or(|_| {
+                    e.bool("held") == Some(true)
+                        && e.str("digest").is_some_and(|d| {
+                            d.strip_prefix("sha256:").is_some_and(|h| {
+                                h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())
+                            })
+                        })
+                }),
+                "digest is there but not sha256:<64 hex> on a held exec",
+            );
         }
         "open" => {
             need(

@@ -203,6 +203,17 @@ const SUBSET: &[(&str, Kernels, &[&str])] = &[
         Kernels::Every,
         &["a_tool_outside_the_sandbox_its_session_used_is_seen_and_killed"],
     ),
+    // Programs by digest: the file's size read through CO-RE and the SIGSTOP at
+    // sched_process_exec on every kernel; a copy killed while held, a program of
+    // the same size let go.
+    (
+        "digest",
+        Kernels::Every,
+        &[
+            "a_copy_of_a_program_named_by_digest_is_that_program",
+            "a_program_of_the_same_size_is_held_and_let_go",
+        ],
+    ),
     (
         "egress",
         Kernels::Oldest,

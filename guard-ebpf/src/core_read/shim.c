@@ -39,6 +39,7 @@ struct inode {
 	struct super_block *i_sb;
 	unsigned long i_ino;
 	unsigned int i_nlink;
+	long long i_size;
 } __co_re;
 
 struct dentry {
@@ -585,6 +586,12 @@ ACCESSOR u32 guard_file_fileless(struct file *f)
 		return d != root ? 1 : 0;
 	struct inode *inode = BPF_CORE_READ(d, d_inode);
 	return inode && BPF_CORE_READ(inode, i_nlink) == 0 ? 2 : 0;
+}
+
+// The size in bytes of the file f.
+ACCESSOR u64 guard_file_size(struct file *f)
+{
+	return BPF_CORE_READ(f, f_path.dentry, d_inode, i_size);
 }
 
 // ---- identity: the (device, inode) of a dentry and its parent, for the walk

@@ -3,7 +3,7 @@
 //! session's stragglers when the policy says so, and kills on request (`guard kill`,
 //! `guard top`), reporting what actually happened.
 
-mod pidfd;
+pub(crate) mod pidfd;
 
 pub use self::pidfd::{Killed, kill};
 

@@ -237,4 +237,10 @@ pub enum PolicyCmd {
         #[arg(value_parser = clap::builder::PossibleValuesParser::new(policy::builtin::NAMES))]
         name: String,
     },
+    /// Print the `digest` line of an exec rule that names this program by its
+    /// content: a copy of it under any name is then the same program.
+    Digest {
+        /// The program (a file).
+        file: PathBuf,
+    },
 }

@@ -158,6 +158,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut ring =
         unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
+    let held_map = probes.take_held();
     let mut d = Daemon {
         probes,
         pipe: Pipeline {
@@ -174,6 +175,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             offset: clock::boot_to_wall_offset(),
             undecodable: 0,
             identity,
+            digests: Default::default(),
+            holds: crate::digest::Holds::new(held_map),
         },
         out: Outputs::new(sink, metrics),
         watch: Watch::new(opts.policy.clone()),
@@ -254,6 +257,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = beat.tick() => {
                 d.out.beat();
                 d.pipe.release_overdue(&mut d.out, false)?;
+                d.pipe.release_stale_holds();
                 d.report_lost()?;
                 d.update_metrics();
                 d.refresh_mcp()?;

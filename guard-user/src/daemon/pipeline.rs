@@ -199,6 +199,10 @@ pub struct Pipeline {
     pub held: Vec<Held>,
     /// Agents' versions by program (read from their packages).
     pub versions: crate::agents::version::Versions,
+    /// Digests of the programs of execs the kernel held (`crate::digest`).
+    pub digests: crate::digest::Digests,
+    /// Those held processes, let go once judged.
+    pub holds: crate::digest::Holds,
 }
 
 /// A violation whose user-space kill was sent, held until its process's exit says
@@ -300,6 +304,16 @@ impl Pipeline {
                 .name_of(hit.dev, hit.ino)
                 .map(|p| p.display().to_string());
         }
+        if ev.held {
+            match self.digests.of_process(ev.task.pid) {
+                Ok(d) => ev.digest = Some(d),
+                // Judged by name alone; the event says held with no digest.
+                Err(e) => tracing::warn!(
+                    "cannot hash the program of process {}, held at exec: {e}",
+                    ev.task.pid
+                ),
+            }
+        }
         let is_root = self.registry.is_root(&ev);
         let escaped = self.registry.escaped_sandbox(&ev);
         let mut description = None;
@@ -330,6 +344,10 @@ impl Pipeline {
                 .find(|r| r.id == v.rule)
                 .and_then(|r| r.description.clone());
             ev.violation = Some(v);
+        }
+        if ev.held {
+            // After any kill: a killed process never runs an instruction of it.
+            self.holds.release(ev.task.pid);
         }
         if matches!(ev.detail, Detail::Dns(_)) && !log_dns && ev.violation.is_none() {
             return Ok(());
@@ -396,6 +414,36 @@ impl Pipeline {
             emit(out, &h.ev, h.description.as_deref())?;
         }
         Ok(())
+    }
+
+    /// Decides the execs the kernel has held for longer than
+    /// [`crate::digest::STALE_HOLD_NS`] without their record reaching the pipeline
+    /// (lost, or held while no daemon ran): by digest alone, against the rules that
+    /// name programs by digest; a match with `kill` or `deny` (outside observe mode)
+    /// is killed, anything else continues. On the daemon's beat.
+    pub fn release_stale_holds(&mut self) {
+        for pid in self.holds.stale(clock::boot_ns()) {
+            let digest = self.digests.of_process(pid);
+            let rule = digest
+                .as_ref()
+                .ok()
+                .and_then(|d| self.judge.stops_by_digest(d));
+            match (&digest, &rule) {
+                (_, Some(rule)) => {
+                    let killed = crate::action::pidfd::kill(pid);
+                    tracing::warn!(
+                        "process {pid}, held at exec with no record of it, runs a program rule                          {rule} names by digest: killed ({killed:?})"
+                    );
+                }
+                (Ok(_), None) => tracing::warn!(
+                    "process {pid}, held at exec with no record of it: its program matches no                      digest rule, let go"
+                ),
+                (Err(e), None) => {
+                    tracing::warn!("process {pid}, held at exec with no record of it: {e}")
+                }
+            }
+            self.holds.release(pid);
+        }
     }
 
     /// Writes the held violations whose process has not exited within `HOLD_NS`
@@ -475,6 +523,8 @@ mod tests {
             versions: Default::default(),
             offset: 0,
             undecodable: 0,
+            digests: Default::default(),
+            holds: Default::default(),
         }
     }
 
@@ -501,6 +551,8 @@ mod tests {
             agent_version: None,
             confinement: None,
             sandboxed: None,
+            held: false,
+            digest: None,
         }
     }
 

@@ -197,6 +197,10 @@ pub struct Probes {
     /// generation (`crate::identity`).
     inode_rules: HashMap<MapData, InodeKey, RuleRef>,
     inode_count: Array<MapData, u32>,
+    /// `DIGEST_SIZES`: the file sizes whose execs the kernel holds for a digest.
+    digest_sizes: HashMap<MapData, u64, u32>,
+    /// `HELD`: the processes held at exec, until the pipeline takes the map.
+    held: Option<HashMap<MapData, u32, u64>>,
     /// The daemon's own state in the pinned maps (`guard_common::daemon_state`).
     daemon: Array<MapData, u64>,
     /// The pin directory, locked while this value lives.
@@ -321,6 +325,8 @@ impl Probes {
         let config: Array<MapData, Config> = take(&mut bpf, "CONFIG")?;
         let inode_rules = take(&mut bpf, "INODE_RULES")?;
         let inode_count = take(&mut bpf, "INODE_COUNT")?;
+        let digest_sizes = take(&mut bpf, "DIGEST_SIZES")?;
+        let held = Some(take(&mut bpf, "HELD")?);
         // Rules an earlier daemon installed are in force under this generation: the
         // next install must write the other one.
         let generation = config
@@ -345,6 +351,8 @@ impl Probes {
             config,
             inode_rules,
             inode_count,
+            digest_sizes,
+            held,
             daemon,
             pins,
             generation,
@@ -364,6 +372,11 @@ impl Probes {
     }
 
     /// What the kernel does here, as the judge needs to know it.
+    /// The `HELD` map, for the one that decides held execs (the pipeline).
+    pub fn take_held(&mut self) -> Option<HashMap<MapData, u32, u64>> {
+        self.held.take()
+    }
+
     pub fn kernel(&self) -> crate::policy::judge::Kernel {
         crate::policy::judge::Kernel {
             lsm: self.lsm.is_ok(),

@@ -29,11 +29,12 @@ pub const DEFAULT_DIR: &str = "/sys/fs/bpf/guard";
 /// rules and mode (the `[taint]` allowlist among them), the ring buffer (records written while no daemon runs wait there),
 /// the counters, the opens and sends in flight, the sessions' record budgets, the
 /// daemon's own state, what self-protection guards (the daemon's threads, the pin
-/// directory), and the tagged sockets' byte counts (a restart loses no flow). The
+/// directory), the tagged sockets' byte counts (a restart loses no flow), and the
+/// processes held at exec for their digest (the next daemon lets them go). The
 /// per-CPU scratch maps are not listed: each program version gets fresh ones. A map
 /// added to the eBPF object whose contents the kernel needs across a restart
 /// belongs here.
-pub const PINNED_MAPS: [&str; 18] = [
+pub const PINNED_MAPS: [&str; 20] = [
     "TRACKED",
     "AGENTS",
     "AGENT_CGROUPS",
@@ -52,6 +53,8 @@ pub const PINNED_MAPS: [&str; 18] = [
     "FLOW_SOCKS",
     "INODE_RULES",
     "INODE_COUNT",
+    "DIGEST_SIZES",
+    "HELD",
 ];
 
 /// A pin directory held by this process.

@@ -16,6 +16,8 @@ pub struct RuleTables<'a> {
     pub nets: &'a [(u32, NetData, RuleRef)],
     /// The `[taint]` allowlist when the policy denies tainted egress (`TAINT_NET`).
     pub taint_nets: &'a [(u32, NetData, RuleRef)],
+    /// `DIGEST_SIZES`: the file sizes exec rules' digests name.
+    pub digest_sizes: &'a [u64],
     pub config: Config,
 }
 
@@ -74,6 +76,9 @@ impl Probes {
         let inodes = identity.entries(next);
         self.put_inodes(&inodes)?;
         self.set_inode_count(next, inodes.len())?;
+        // Not by generation: a size held a moment too long, or too short, across a
+        // change costs a hash, or the digest of one exec.
+        self.set_digest_sizes(rules.digest_sizes)?;
         let config = Config {
             generation: u32::from(next),
             ..rules.config
@@ -85,6 +90,34 @@ impl Probes {
         let old = self.generation;
         self.generation = next;
         self.clear_generation(old)
+    }
+
+    fn set_digest_sizes(&mut self, sizes: &[u64]) -> Result<(), Error> {
+        let map = "DIGEST_SIZES";
+        for size in sizes.iter().take(guard_common::DIGEST_SIZES_MAX as usize) {
+            self.digest_sizes
+                .insert(size, 1, 0)
+                .map_err(|source| Error::Map { map, source })?;
+        }
+        if sizes.len() > guard_common::DIGEST_SIZES_MAX as usize {
+            tracing::warn!(
+                "{} file sizes named by digests: the first {} are held at exec, the rest are not",
+                sizes.len(),
+                guard_common::DIGEST_SIZES_MAX
+            );
+        }
+        let stale: Vec<u64> = self
+            .digest_sizes
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|s| !sizes.contains(s))
+            .collect();
+        for s in stale {
+            self.digest_sizes
+                .remove(&s)
+                .map_err(|source| Error::Map { map, source })?;
+        }
+        Ok(())
     }
 
     fn clear_generation(&mut self, generation: u8) -> Result<(), Error> {

@@ -63,6 +63,8 @@ pub enum Operation {
     NetworkDeny,
     /// `kill` decided on argv or a glob the kernel cannot match.
     ArgvAndGlobKill,
+    /// `kill` or `deny` on an exec of a program named by `digest`.
+    ExecDigestKill,
     /// Self-protection (always on, no rule): a session's attempts to signal,
     /// trace, read or blind guard.
     SelfProtection,
@@ -108,6 +110,7 @@ impl Operation {
             Operation::FileWriteDeny => "file_write_deny",
             Operation::NetworkDeny => "network_deny",
             Operation::ArgvAndGlobKill => "argv_and_glob_kill",
+            Operation::ExecDigestKill => "exec_digest_kill",
             Operation::SelfProtection => "self_protection",
             Operation::EgressAccounting => "egress_accounting",
             Operation::UnixSocketDeny => "unix_socket_deny",
@@ -347,6 +350,16 @@ impl Enforcement {
                 (
                     Some(Tier::UserSpaceKill),
                     "killed through a pidfd after the event: the operation has happened".to_owned(),
+                    None,
+                ),
+            ),
+            op(
+                Operation::ExecDigestKill,
+                (
+                    Some(Tier::TracepointKill),
+                    "held (SIGSTOP) at sched_process_exec before its first instruction, hashed \
+                     by the daemon, then killed: the program never runs an instruction"
+                        .to_owned(),
                     None,
                 ),
             ),

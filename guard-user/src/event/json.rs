@@ -164,6 +164,12 @@ impl Serialize for Event {
                 if *by_identity {
                     m.serialize_entry("by", "identity")?;
                 }
+                if self.held {
+                    m.serialize_entry("held", &true)?;
+                }
+                if let Some(d) = self.digest_text() {
+                    m.serialize_entry("digest", &d)?;
+                }
                 if let Some(c) = self.confinement_line() {
                     m.serialize_entry("confinement", &c)?;
                 }
@@ -499,6 +505,8 @@ mod tests {
             agent_version: None,
             confinement: None,
             sandboxed: None,
+            held: false,
+            digest: None,
         }
     }
 

@@ -22,6 +22,8 @@ impl Event {
                 root: *root,
                 agent_version: self.agent_version.as_deref().map(str::to_owned),
                 confinement: self.confinement_line(),
+                held: self.held,
+                digest: self.digest_text(),
             },
             Detail::Open {
                 path, flags, ret, ..

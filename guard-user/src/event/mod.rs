@@ -681,6 +681,12 @@ pub struct Event {
     /// decides, against the agent's own exec); `None` for other roles, or before
     /// the agent was seen.
     pub sandboxed: Option<bool>,
+    /// Execs: the kernel held the process before its first instruction, its file
+    /// having a size an exec rule's digest names (`guard_common::flags::HELD`).
+    pub held: bool,
+    /// Held execs: the SHA-256 of the program (lowercase hex), as user space read
+    /// it; `None` when it could not be read (the event says why in the log).
+    pub digest: Option<Arc<str>>,
 }
 
 /// An open's file matched by identity, or not known to be outside every
@@ -723,6 +729,11 @@ impl Event {
         })
     }
 
+    /// `digest` as events write it: `sha256:<hex>`.
+    pub fn digest_text(&self) -> Option<String> {
+        self.digest.as_ref().map(|d| format!("sha256:{d}"))
+    }
+
     /// An event user space derives (no kernel record behind it).
     pub fn derived(ts_ns: i128, session: Option<SessionId>, task: Task, detail: Detail) -> Self {
         Event {
@@ -741,6 +752,8 @@ impl Event {
             agent_version: None,
             confinement: None,
             sandboxed: None,
+            held: false,
+            digest: None,
         }
     }
 }
@@ -842,6 +855,7 @@ impl Event {
             Body::Exec { body, .. } => Some(body.confinement),
             _ => None,
         };
+        let held = confinement.is_some() && flag(flags::HELD);
         let detail = match rec.body {
             Body::Exec { exe, argv, .. } => Detail::Exec {
                 exe: String::from_utf8_lossy(&exe).into_owned(),
@@ -976,6 +990,8 @@ impl Event {
             agent_version: None,
             confinement,
             sandboxed: None,
+            held,
+            digest: None,
         }
     }
 

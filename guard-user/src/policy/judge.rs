@@ -9,7 +9,7 @@ use guard_common::{protocol::Outcome, rules::enforced};
 
 use super::{
     matcher::{CompileError, Compiled, Hosts},
-    model::{Action, Mode, OnLoss, Policy, Target},
+    model::{Action, Kind, Mode, OnLoss, Policy, Target},
     tables::{self, Tables},
 };
 use crate::event::{Detail, Event, via};
@@ -176,6 +176,7 @@ impl Judge {
             &ev.task.comm,
             (is_root, ev.task.role, ev.is_tainted()),
             &self.hosts,
+            ev.digest.as_deref(),
         );
         // Matched by identity: the file is judged as the protected path it stands
         // for too (its own path may be a hard link's, a bind mount's).
@@ -188,7 +189,10 @@ impl Judge {
                     *p = crate::identity::canonical(std::path::Path::new(protected), path, hit.up);
                 }
                 let who = (is_root, ev.task.role, ev.is_tainted());
-                for h in self.compiled.hits(&detail, &ev.task.comm, who, &self.hosts) {
+                for h in self
+                    .compiled
+                    .hits(&detail, &ev.task.comm, who, &self.hosts, None)
+                {
                     if !hits.iter().any(|x| x.rule == h.rule) {
                         hits.push(h);
                     }
@@ -225,6 +229,25 @@ impl Judge {
         verdict.rules = hits.iter().map(|h| rules[h.rule].id.clone()).collect();
         verdict.secret = rule.secret || hits.iter().any(|h| rules[h.rule].secret);
         Some(verdict)
+    }
+
+    /// The id of a rule that stops (`kill` or `deny`, outside observe mode) the
+    /// program with SHA-256 `digest`, by digest alone: for a held exec whose
+    /// record never came (`Pipeline::release_stale_holds`).
+    pub fn stops_by_digest(&self, digest: &str) -> Option<String> {
+        let policy = &self.compiled.policy;
+        if policy.mode == Mode::Observe {
+            return None;
+        }
+        policy
+            .rules
+            .iter()
+            .find(|r| {
+                matches!(r.action, Action::Kill | Action::Deny)
+                    && matches!(&r.kind, Kind::Exec { digests, .. }
+                        if digests.iter().any(|d| d.sha256 == digest))
+            })
+            .map(|r| r.id.clone())
     }
 
     /// [`Judge::judge`] of an event of a session confined with Landlock (`guard run
@@ -461,6 +484,8 @@ mod tests {
             agent_version: None,
             confinement: None,
             sandboxed: None,
+            held: false,
+            digest: None,
         }
     }
 
@@ -522,6 +547,36 @@ mod tests {
             v.rules.contains(&"private-keys-read".to_owned()),
             "every rule broken is named: {:?}",
             v.rules
+        );
+    }
+
+    #[test]
+    fn a_held_exec_is_judged_by_its_digest_whatever_its_name() {
+        let hex = "ab".repeat(32);
+        let policy = format!(
+            "[[rule]]\nid = \"banned\"\nkind = \"exec\"\ndigest = [\"sha256:{hex}:100\"]\n\
+             action = \"deny\"\n"
+        );
+        for lsm in [false, true] {
+            let j = judge_for(&policy, lsm);
+            let mut ev = event("copy", exec("/tmp/copy", &["/tmp/copy"]), 0);
+            assert_eq!(j.judge(&ev, false), None, "no digest, no match");
+            ev.held = true;
+            ev.digest = Some(hex.as_str().into());
+            let v = j.judge(&ev, false).expect("a violation");
+            assert_eq!(v.rule, "banned");
+            // Held after the exec returned: deny acts as kill on every tier.
+            assert_eq!(v.step, Step::KillProcess, "lsm: {lsm}");
+            ev.digest = Some("cd".repeat(32).into());
+            assert_eq!(j.judge(&ev, false), None, "another program");
+            assert_eq!(j.stops_by_digest(&hex), Some("banned".to_owned()));
+            assert_eq!(j.stops_by_digest(&"cd".repeat(32)), None);
+        }
+        let observe = judge_for(&format!("mode = \"observe\"\n{policy}"), false);
+        assert_eq!(
+            observe.stops_by_digest(&hex),
+            None,
+            "observe mode stops nothing"
         );
     }
 

@@ -67,6 +67,8 @@ enum Matcher {
         names: Vec<String>,
         name_globs: GlobSet,
         paths: GlobSet,
+        /// SHA-256s (lowercase hex) of the programs named by digest.
+        digests: Vec<String>,
         argv_contains: Vec<String>,
         argv_regex: Option<Regex>,
     },
@@ -149,6 +151,7 @@ impl Compiled {
                 },
                 Kind::Exec {
                     exe,
+                    digests,
                     argv_contains,
                     argv_regex,
                 } => {
@@ -179,6 +182,7 @@ impl Compiled {
                             pattern: exe.join(", "),
                             source,
                         })?,
+                        digests: digests.iter().map(|d| d.sha256.clone()).collect(),
                         argv_contains: argv_contains.clone(),
                         argv_regex: argv_regex.as_deref().map(Regex::new).transpose().map_err(
                             |source| CompileError::Regex {
@@ -222,13 +226,15 @@ impl Compiled {
     }
 
     /// Every rule `detail` breaks, for a process that is (or is not) its session's
-    /// root, of agent role `role`, tainted or not (it read a secret).
+    /// root, of agent role `role`, tainted or not (it read a secret); an exec's
+    /// program has `digest` when it was held for one.
     pub fn hits(
         &self,
         detail: &Detail,
         comm: &str,
         (is_root, role, tainted): (bool, u8, bool),
         hosts: &Hosts,
+        digest: Option<&str>,
     ) -> Vec<Hit> {
         let mut out = Vec::new();
         // File rules whose patterns match the path (one pass over all of them).
@@ -279,6 +285,7 @@ impl Compiled {
                         names,
                         name_globs,
                         paths,
+                        digests,
                         argv_contains,
                         argv_regex,
                     },
@@ -299,7 +306,8 @@ impl Compiled {
                             || name_globs.is_match(name)
                             || (t.target.starts_with('/') && paths.is_match(&t.target))
                     });
-                    (by_name || by_target || paths.is_match(exe))
+                    let by_digest = digest.is_some_and(|d| digests.iter().any(|x| x == d));
+                    (by_name || by_target || by_digest || paths.is_match(exe))
                         && argv_contains.iter().all(|a| argv.iter().any(|x| x == a))
                         && argv_regex
                             .as_ref()
@@ -423,7 +431,7 @@ mod tests {
         ]);
         let h = Hosts::default();
         let ids = |d: &Detail| {
-            p.hits(d, "cat", (false, 0, false), &h)
+            p.hits(d, "cat", (false, 0, false), &h, None)
                 .iter()
                 .map(|x| p.policy.rules[x.rule].id.clone())
                 .collect::<Vec<_>>()
@@ -467,6 +475,7 @@ mod tests {
     fn exec_and_argv_table() {
         let k = |exe: &[&str], contains: &[&str], re: Option<&str>| Kind::Exec {
             exe: exe.iter().map(|s| s.to_string()).collect(),
+            digests: vec![],
             argv_contains: contains.iter().map(|s| s.to_string()).collect(),
             argv_regex: re.map(String::from),
         };
@@ -492,7 +501,7 @@ mod tests {
         ]);
         let h = Hosts::default();
         let ids = |d: &Detail, comm: &str| {
-            p.hits(d, comm, (false, 0, false), &h)
+            p.hits(d, comm, (false, 0, false), &h, None)
                 .iter()
                 .map(|x| p.policy.rules[x.rule].id.clone())
                 .collect::<Vec<_>>()
@@ -562,7 +571,7 @@ mod tests {
             ret: 0,
         };
         let ids = |d: &Detail, root: bool| {
-            p.hits(d, "curl", (root, 0, false), &h)
+            p.hits(d, "curl", (root, 0, false), &h, None)
                 .iter()
                 .map(|x| p.policy.rules[x.rule].id.clone())
                 .collect::<Vec<_>>()
@@ -613,12 +622,24 @@ mod tests {
             ret: 0,
         };
         assert!(
-            p.hits(&net("162.159.140.245", 443), "x", (false, 0, false), &h)
-                .is_empty()
+            p.hits(
+                &net("162.159.140.245", 443),
+                "x",
+                (false, 0, false),
+                &h,
+                None
+            )
+            .is_empty()
         );
         assert_eq!(
-            p.hits(&net("162.159.140.245", 80), "x", (false, 0, false), &h)
-                .len(),
+            p.hits(
+                &net("162.159.140.245", 80),
+                "x",
+                (false, 0, false),
+                &h,
+                None
+            )
+            .len(),
             1
         );
         assert_eq!(

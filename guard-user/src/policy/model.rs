@@ -108,11 +108,13 @@ pub enum Kind {
         access: Access,
     },
     /// Execs of programs named in `exe` (a file name matches in any directory, an
-    /// absolute path that file, a glob by name or path), optionally only when every
+    /// absolute path that file, a glob by name or path) or whose file has one of
+    /// the `digest`s (any name, any copy), optionally only when every
     /// `argv_contains` string is one of the arguments and `argv_regex` matches the
     /// command line (arguments joined by spaces).
     Exec {
         exe: Vec<String>,
+        digests: Vec<Digest>,
         argv_contains: Vec<String>,
         argv_regex: Option<String>,
     },
@@ -129,6 +131,55 @@ pub enum Kind {
 }
 
 pub use guard_common::protocol::Route;
+
+/// A program by its content, as an exec rule's `digest` names it:
+/// `sha256:<64 hex digits>:<size in bytes>` (`guard policy digest FILE` prints it).
+/// The size lets the kernel hold only execs of files that could match.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Digest {
+    /// SHA-256 of the file, lowercase hex.
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl Digest {
+    /// Reads `sha256:HEX:SIZE`; the error says what is wrong with it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut parts = text.split(':');
+        let (Some(algo), Some(hex), Some(size), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!(
+                "digest {text:?} is not `sha256:<64 hex digits>:<size in bytes>` (`guard policy \
+                 digest FILE` prints it)"
+            ));
+        };
+        if algo != "sha256" {
+            return Err(format!(
+                "digest {text:?}: only sha256 is supported, not {algo:?}"
+            ));
+        }
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "digest {text:?}: a SHA-256 is 64 hex digits (this has {} characters)",
+                hex.len()
+            ));
+        }
+        let size = size.parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
+            format!("digest {text:?}: the size {size:?} is not a number of bytes above 0")
+        })?;
+        Ok(Digest {
+            sha256: hex.to_ascii_lowercase(),
+            size,
+        })
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sha256:{}:{}", self.sha256, self.size)
+    }
+}
 
 /// `[taint]`: what a process that read a secret (a `secret = true` rule let the
 /// read happen) may still connect and send to.

@@ -38,6 +38,9 @@ pub struct Tables {
     /// The concrete files and directories file rules name, for matching by
     /// identity (`crate::identity`).
     pub identity: Vec<crate::identity::Target>,
+    /// `DIGEST_SIZES`: the sizes of the files exec rules name by digest (every
+    /// action, every mode: a log or alert needs the digest too).
+    pub digest_sizes: Vec<u64>,
 }
 
 impl Tables {
@@ -47,6 +50,7 @@ impl Tables {
             paths: &self.paths,
             nets: &self.nets,
             taint_nets: &self.taint_nets,
+            digest_sizes: &self.digest_sizes,
             config: self.config,
         }
     }
@@ -338,6 +342,9 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
     // action is `log`, every secret rule taints).
     out.paths.extend(taint_entries(policy, homes));
     out.identity = identity_targets(policy, homes, lsm);
+    out.digest_sizes = digest_sizes(policy);
+    // Held execs wait for the daemon: it must wake at once.
+    out.config.exec_wakeup = u32::from(!out.digest_sizes.is_empty());
     if policy.mode == Mode::Observe {
         out.config.path_kinds = path_kinds(&out.paths);
         return out;
@@ -409,6 +416,7 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
             }
             Kind::Exec {
                 exe,
+                digests,
                 argv_contains,
                 argv_regex,
             } => {
@@ -416,6 +424,7 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
                     out.partial.push(i);
                     continue;
                 }
+
                 let kill = RuleRef {
                     rule: index,
                     access: roles,
@@ -437,7 +446,8 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
                         None => complete = false,
                     }
                 }
-                if !complete {
+                // The names go in; the digests are user space's, at a held exec.
+                if !complete || !digests.is_empty() {
                     out.partial.push(i);
                 }
             }
@@ -502,13 +512,29 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
     }
     out.nets = merge_nets(nets);
     out.config.path_kinds = path_kinds(&out.paths);
-    out.config.exec_wakeup = u32::from(
+    out.config.exec_wakeup |= u32::from(
         out.partial
             .iter()
             .any(|&i| matches!(policy.rules[i].kind, Kind::Exec { .. })),
     );
     out.config.limit_kill = u32::from(policy.limits.on_loss == crate::policy::model::OnLoss::Kill);
     out
+}
+
+/// The sizes of the files exec rules name by digest, each once.
+fn digest_sizes(policy: &Policy) -> Vec<u64> {
+    let mut sizes: Vec<u64> = policy
+        .rules
+        .iter()
+        .filter_map(|r| match &r.kind {
+            Kind::Exec { digests, .. } => Some(digests.iter().map(|d| d.size)),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    sizes
 }
 
 /// Where a program named without a directory in an exec rule (`sudo`) is looked
@@ -553,6 +579,7 @@ fn identity_targets(policy: &Policy, homes: &[String], lsm: bool) -> Vec<crate::
             exe,
             argv_contains,
             argv_regex,
+            ..
         } = &rule.kind
         {
             // The programs a kernel-enforced exec rule names, by identity: a hard
@@ -878,6 +905,7 @@ mod tests {
         assert_eq!(k.config.exec_wakeup, 0, "no exec decided in user space");
         let argv = Kind::Exec {
             exe: vec!["git".into()],
+            digests: vec![],
             argv_contains: vec!["push".into()],
             argv_regex: None,
         };
@@ -895,6 +923,7 @@ mod tests {
         );
         let by_name = Kind::Exec {
             exe: vec!["sudo".into()],
+            digests: vec![],
             argv_contains: vec![],
             argv_regex: None,
         };
@@ -911,6 +940,7 @@ mod tests {
     fn deny_is_a_refusal_with_bpf_lsm_and_a_kill_without() {
         let kind = Kind::Exec {
             exe: vec!["sudo".into()],
+            digests: vec![],
             argv_contains: vec![],
             argv_regex: None,
         };
@@ -931,6 +961,7 @@ mod tests {
     fn observe_mode_and_log_rules_install_nothing() {
         let kind = Kind::Exec {
             exe: vec!["sudo".into()],
+            digests: vec![],
             argv_contains: vec![],
             argv_regex: None,
         };

@@ -494,6 +494,8 @@ mod tests {
             agent_version: None,
             confinement: None,
             sandboxed: None,
+            held: false,
+            digest: None,
         }
     }
 

@@ -64,7 +64,7 @@ const LIMIT_KEYS: &[&str] = &["rate", "burst", "on_loss"];
 const AGENT_KEYS: &[&str] = &["names", "containers", "cgroups", "kill_stragglers"];
 const COMMON_KEYS: &[&str] = &["id", "description", "kind", "action", "scope"];
 const FILE_KEYS: &[&str] = &["paths", "except", "access", "secret"];
-const EXEC_KEYS: &[&str] = &["exe", "argv_contains", "argv_regex"];
+const EXEC_KEYS: &[&str] = &["exe", "digest", "argv_contains", "argv_regex"];
 const NETWORK_KEYS: &[&str] = &["allow", "deny"];
 
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -145,6 +145,9 @@ struct RawRule<'v> {
     access: Option<Access>,
     secret: bool,
     exe: Option<Field<StrList<'v>>>,
+    digests: Vec<super::model::Digest>,
+    /// `digest` was given (its entries may all have been invalid).
+    digest_key: bool,
     argv_contains: Vec<(&'v str, usize)>,
     argv_regex: Option<String>,
     allow: Option<Field<DestList>>,

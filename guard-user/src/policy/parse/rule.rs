@@ -328,6 +328,18 @@ impl Checker<'_> {
                     value_at,
                 });
             }
+            "digest" => {
+                raw.digest_key = true;
+                let Some(list) = self.str_list(name, value) else {
+                    return;
+                };
+                for &(text, at) in &list.items {
+                    match crate::policy::model::Digest::parse(text) {
+                        Ok(d) => raw.digests.push(d),
+                        Err(why) => self.error(code::INVALID, at, why),
+                    }
+                }
+            }
             "argv_contains" => {
                 if let Some(list) = self.str_list(name, value) {
                     raw.argv_contains = list.items;
@@ -408,7 +420,11 @@ impl Checker<'_> {
                 self.error(
                     code::MISSING,
                     start,
-                    format!("{kind} {label} has no `{key}`"),
+                    if key == "exe" {
+                        format!("exec {label} has neither `exe` nor `digest`")
+                    } else {
+                        format!("{kind} {label} has no `{key}`")
+                    },
                 );
             }
             return None;
@@ -482,7 +498,19 @@ impl Checker<'_> {
         damaged: bool,
         raw: &mut RawRule<'_>,
     ) -> Option<Kind> {
-        let exe = self.required(raw.exe.take(), "exe", label, start, damaged)?;
+        // A rule by digest alone needs no name.
+        let exe = if !raw.digest_key || raw.exe.is_some() {
+            self.required(raw.exe.take(), "exe", label, start, damaged)?
+                .value
+                .items
+                .iter()
+                .map(|(e, _)| (*e).to_owned())
+                .collect()
+        } else if raw.digests.is_empty() {
+            return None; // every digest was reported
+        } else {
+            Vec::new()
+        };
         for &(arg, at) in &raw.argv_contains {
             if arg.is_empty() {
                 self.warning(
@@ -496,12 +524,8 @@ impl Checker<'_> {
             }
         }
         Some(Kind::Exec {
-            exe: exe
-                .value
-                .items
-                .iter()
-                .map(|(e, _)| (*e).to_owned())
-                .collect(),
+            exe,
+            digests: std::mem::take(&mut raw.digests),
             argv_contains: raw
                 .argv_contains
                 .iter()

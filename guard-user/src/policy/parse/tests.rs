@@ -354,6 +354,7 @@ fn reads_every_field() {
         rule.kind,
         Kind::Exec {
             exe: vec!["git".to_owned()],
+            digests: vec![],
             argv_contains: vec!["push".to_owned()],
             argv_regex: Some("-f".to_owned()),
         }
@@ -801,4 +802,43 @@ fn sessions_refuse_routes_by_default_and_each_key_is_a_rule() {
     assert_eq!(of("workstation").fileless_exec, Some(Action::Alert));
     assert_eq!(of("ci").fileless_exec, Some(Action::Kill));
     assert_eq!(of("ci").io_uring, Some(Action::Deny));
+}
+
+#[test]
+fn exec_rules_name_programs_by_digest() {
+    let hex = "C79BF44242829108E323378531F4AC839513CA1FBA45EFD6583643526E1E9FD2";
+    let p = policy(&format!(
+        "[[rule]]\nid = \"true\"\nkind = \"exec\"\ndigest = [\"sha256:{hex}:35664\"]\naction = \"kill\"\n"
+    ));
+    assert_eq!(
+        p.rules[0].kind,
+        Kind::Exec {
+            exe: vec![],
+            digests: vec![crate::policy::model::Digest {
+                sha256: hex.to_ascii_lowercase(),
+                size: 35664,
+            }],
+            argv_contains: vec![],
+            argv_regex: None,
+        }
+    );
+    let rule = |digest: &str| {
+        format!(
+            "[[rule]]\nid = \"d\"\nkind = \"exec\"\ndigest = [\"{digest}\"]\naction = \"kill\"\n"
+        )
+    };
+    // Each bad entry is one error, and the rule is not also said to name nothing.
+    for bad in [
+        format!("sha1:{hex}:1"),
+        "sha256:abc:1".to_owned(),
+        format!("sha256:{hex}:0"),
+        format!("sha256:{hex}:many"),
+        format!("sha256:{hex}"),
+    ] {
+        assert_eq!(codes(&rule(&bad)), [code::INVALID], "{bad}");
+    }
+    assert_eq!(
+        codes("[[rule]]\nid = \"n\"\nkind = \"exec\"\naction = \"kill\"\n"),
+        [code::MISSING]
+    );
 }
