@@ -363,6 +363,9 @@ pub struct ExportStatus {
     pub endpoint: String,
     /// `ok`, or `retrying` when the last attempt failed (`last_error` says why).
     pub state: String,
+    /// Records handed to the export and not yet written to the spool: a SIGKILL
+    /// now would lose them (a clean stop writes them first).
+    pub pending: u64,
     /// Records waiting in the spool, and their bytes.
     pub spool_records: u64,
     pub spool_bytes: u64,
@@ -1069,6 +1072,7 @@ mod tests {
             export: Some(ExportStatus {
                 endpoint: "https://fleet.example:4318/v1/logs".into(),
                 state: "retrying".into(),
+                pending: 5,
                 spool_records: 12,
                 spool_bytes: 4096,
                 sent_records: 100,

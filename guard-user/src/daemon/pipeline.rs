@@ -85,15 +85,15 @@ impl Outputs {
             return self.sink.write_event(ev);
         }
         let line: Arc<str> = Arc::from(ev.to_json());
-        self.sink.write_line(&line)?;
+        // The export first: a line in the audit log has been offered to it.
+        if let Some(export) = &self.export {
+            export.offer_event(ev.detail.kind(), &line);
+        }
         if !self.subscribers.is_empty() {
             self.subscribers
                 .offer(&line, session.as_deref(), ev.detail.kind());
         }
-        if let Some(export) = &self.export {
-            export.offer_event(ev.detail.kind(), &line);
-        }
-        Ok(())
+        self.sink.write_line(&line)
     }
 
     /// Offers `session`'s summary to the export (`ended`: its last).

@@ -67,6 +67,8 @@ pub struct Stats {
     pub dropped_spool_summaries: AtomicU64,
     /// The spool could not be written (a disk error).
     pub dropped_spool_error: AtomicU64,
+    /// An audit line the writer could not read back as JSON (never expected).
+    pub dropped_unreadable: AtomicU64,
     /// The receiver refused them for good (400, or a record too big alone), or
     /// said in a partial success it could not take them.
     pub rejected: AtomicU64,
@@ -98,6 +100,7 @@ impl Stats {
             ("spool_full_events", load(&self.dropped_spool_events)),
             ("spool_full_summaries", load(&self.dropped_spool_summaries)),
             ("spool_error", load(&self.dropped_spool_error)),
+            ("unreadable", load(&self.dropped_unreadable)),
             ("rejected", load(&self.rejected)),
         ]
         .into_iter()
@@ -273,6 +276,10 @@ impl Exporter {
         ExportStatus {
             endpoint: self.endpoint.clone(),
             state: s.state.lock().map(|s| s.clone()).unwrap_or_default(),
+            pending: load(&s.queued)
+                .saturating_sub(load(&s.spooled))
+                .saturating_sub(load(&s.dropped_spool_error))
+                .saturating_sub(load(&s.dropped_unreadable)),
             spool_records: load(&s.spool_records),
             spool_bytes: load(&s.spool_bytes),
             sent_records: load(&s.sent_records),
@@ -331,7 +338,10 @@ fn write_loop(
             match item {
                 Item::Event(line) => match serde_json::from_str::<serde_json::Value>(&line) {
                     Ok(v) => events.push(record::event(&v, &host)),
-                    Err(e) => tracing::warn!("export: an audit line is not JSON ({e}): dropped"),
+                    Err(e) => {
+                        stats.dropped_unreadable.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!("export: an audit line is not JSON ({e}): dropped")
+                    }
                 },
                 Item::Summary(report, meta) => {
                     summaries.push(record::summary(&report, &meta, &host))

@@ -625,6 +625,7 @@ mod tests {
         m.set_export(Some(guard_common::protocol::ExportStatus {
             endpoint: "http://fleet:4318/v1/logs".into(),
             state: "ok".into(),
+            pending: 0,
             spool_records: 7,
             sent_records: 100,
             sent_bytes: 2048,
