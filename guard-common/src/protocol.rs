@@ -209,6 +209,10 @@ pub struct ProcessInfo {
     /// The agent thread id (`CODEX_THREAD_ID`) it works for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_thread: Option<String>,
+    /// A tool's program: inside its agent's sandbox (`true`) or outside it, as its
+    /// exec event's `confinement.sandboxed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandboxed: Option<bool>,
 }
 
 /// One session in the `sessions` answer. Readers are lenient: a field an older
@@ -1020,6 +1024,7 @@ mod tests {
                 argv: vec!["codex".into()],
                 role: "agent".into(),
                 agent_thread: None,
+                sandboxed: None,
             }],
             agent_pid: Some(10),
             agent_threads: vec!["019aa2b0-0000-7000-8000-000000000001".into()],

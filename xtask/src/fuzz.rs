@@ -11,7 +11,7 @@
 //! unaligned read, so AddressSanitizer would find little that a panic does not,
 //! at a third of the speed; what the run hunts is panics, overflow checks
 //! included (cargo-fuzz builds with debug assertions). libFuzzer's coverage
-//! instrumentation needs `-Z` flags: `RUSTC_BOOTSTRAP=1` (set by `util::cargo`)
+//! instrumentation needs `-Z` flags: `RUSTC_BOOTSTRAP=1` (set by `util::cargo_unstable`)
 //! lets the stable toolchain take them.
 
 use std::path::Path;
@@ -96,7 +96,7 @@ fn replay(dir: &Path, target: &str) -> Result<()> {
 
 /// `cargo fuzz <subcommand> --fuzz-dir <dir>` (the option belongs to the subcommand).
 fn fuzz_cmd(dir: &Path, subcommand: &str) -> Command {
-    let mut cmd = util::cargo();
+    let mut cmd = util::cargo_unstable();
     cmd.args(["fuzz", subcommand, "--fuzz-dir"]).arg(dir);
     cmd
 }

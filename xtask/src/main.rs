@@ -198,19 +198,35 @@ fn vm_test(opts: &vm::Options) -> Result<()> {
         );
     }
     setup::setup(true)?;
+    let prepared = prepare_vms(opts);
     // The test build, as `cargo xtask test` makes it: the VMs run its test binaries.
     let bin = build_for_tests()?;
     let mut tally = tally::Tally::default();
-    for suite in vm_suites(&bin, opts) {
+    for suite in vm_suites(&bin, opts, prepared) {
         tally.add(suite);
     }
     finish(&tally)
 }
 
+/// The kernel matrix's set-up (QEMU, virtme-ng, the kernels: about a minute of
+/// downloads and unpacking) in a thread of its own, beside the test build.
+fn prepare_vms(opts: &vm::Options) -> std::thread::JoinHandle<Result<vm::Prepared>> {
+    let opts = opts.clone();
+    std::thread::spawn(move || vm::prepare(&opts))
+}
+
 /// The kernel matrix as suites, one a kernel (a matrix that could not be set up is
 /// one failed suite).
-fn vm_suites(bin: &std::path::Path, opts: &vm::Options) -> Vec<tally::Suite> {
-    match vm::run(bin, opts) {
+fn vm_suites(
+    bin: &std::path::Path,
+    opts: &vm::Options,
+    prepared: std::thread::JoinHandle<Result<vm::Prepared>>,
+) -> Vec<tally::Suite> {
+    let ran = prepared
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the kernel matrix's set-up panicked")))
+        .and_then(|p| vm::run_prepared(bin, opts, p));
+    match ran {
         Ok(outcomes) => outcomes
             .into_iter()
             .map(|o| {
@@ -329,6 +345,8 @@ fn test(no_e2e: bool, no_vm: bool, no_fuzz: bool) -> Result<()> {
         );
     }
     setup::setup(e2e)?;
+    let vm_opts = vm::Options::default();
+    let prepared = (e2e && !no_vm).then(|| prepare_vms(&vm_opts));
     let bin = build_for_tests()?;
     let mut tally = tally::Tally::default();
     let skip_log = util::target_dir().join("nextest").join("skips.jsonl");
@@ -394,7 +412,8 @@ fn test(no_e2e: bool, no_vm: bool, no_fuzz: bool) -> Result<()> {
     } else {
         log!("kernel matrix (vm-test)");
         let warm = warm_lint();
-        for suite in vm_suites(&bin, &vm::Options::default()) {
+        let prepared = prepared.unwrap_or_else(|| prepare_vms(&vm_opts));
+        for suite in vm_suites(&bin, &vm_opts, prepared) {
             tally.add(suite);
         }
         let _ = warm.join();
@@ -417,7 +436,7 @@ fn clippy_commands() -> [Command; 2] {
         "-D",
         "warnings",
     ]);
-    let mut ebpf = util::cargo();
+    let mut ebpf = util::cargo_unstable();
     ebpf.args([
         "clippy",
         "-p",
@@ -431,7 +450,6 @@ fn clippy_commands() -> [Command; 2] {
         "-D",
         "warnings",
     ])
-    .env("RUSTC_BOOTSTRAP", "1")
     .env("CARGO_TARGET_DIR", "target/ebpf-lint");
     [workspace, ebpf]
 }

@@ -285,8 +285,7 @@ pub fn fuzz_tools() -> Result<()> {
     util::run(
         util::cargo()
             .args(["install", "--locked", "--force", "cargo-fuzz", "--version"])
-            .arg(format!("={CARGO_FUZZ_VERSION}"))
-            .env_remove("RUSTC_BOOTSTRAP"),
+            .arg(format!("={CARGO_FUZZ_VERSION}")),
     )
 }
 
@@ -325,8 +324,7 @@ fn bpf_linker() -> Result<()> {
         .args(["--no-default-features", "--features"])
         .arg(format!("llvm-{llvm_major},no-llvm-linking"))
         .env("RUSTFLAGS", &rustflags)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTC_BOOTSTRAP");
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
     log!("RUSTFLAGS={rustflags}");
     util::run(&mut install)?;
 

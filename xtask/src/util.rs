@@ -55,13 +55,25 @@ pub fn guard_bin(release: bool) -> PathBuf {
         .join("guard")
 }
 
-/// A `cargo` command run in the workspace root, with `RUSTC_BOOTSTRAP=1`
-/// (aya-build needs `-Z build-std` on the stable toolchain).
+/// A `cargo` command run in the workspace root, in the environment a user's own
+/// `cargo build` has: guard's build script gives aya-build the `-Z build-std` it
+/// needs by itself. (A `RUSTC_BOOTSTRAP` here and not in `cargo xtask`'s own build
+/// would make each rebuild the crates whose build scripts watch it, proc-macro2 and
+/// all that derives, every time one follows the other.)
 pub fn cargo() -> Command {
     let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(program);
     cmd.current_dir(workspace_root())
-        .env("RUSTC_BOOTSTRAP", "1");
+        .env_remove("RUSTC_BOOTSTRAP");
+    cmd
+}
+
+/// [`cargo`] with `RUSTC_BOOTSTRAP=1`, for the `-Z` flags of the stable toolchain
+/// (clippy of the eBPF crate with `-Z build-std`, cargo-fuzz's instrumentation): in
+/// target directories of their own, or for crates the plain builds never share.
+pub fn cargo_unstable() -> Command {
+    let mut cmd = cargo();
+    cmd.env("RUSTC_BOOTSTRAP", "1");
     cmd
 }
 

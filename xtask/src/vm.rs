@@ -313,10 +313,18 @@ fn chosen(opts: &Options) -> Result<Vec<(&'static str, &'static str, Kernels)>> 
     Ok(out)
 }
 
-/// Installs what the VMs need, then boots each kernel and runs the subset in it.
-/// `guard` is the binary under test (built by the caller). Returns each kernel's
-/// outcome; fails only when the matrix could not be set up.
-pub fn run(guard: &Path, opts: &Options) -> Result<Vec<Outcome>> {
+/// What booting the kernels needs, installed and fetched: [`prepare`] does it
+/// (while the tests build), [`run_prepared`] boots.
+pub struct Prepared {
+    vm_dir: PathBuf,
+    venv: PathBuf,
+    unpacked: Vec<(Kernel, PathBuf)>,
+    took: Duration,
+}
+
+/// Installs what the VMs need (QEMU and the rest from Debian, virtme-ng) and fetches
+/// the kernels of the matrix that `opts` chooses. Needs no test binary.
+pub fn prepare(opts: &Options) -> Result<Prepared> {
     if std::env::consts::ARCH != "x86_64" {
         bail!(
             "the kernel matrix boots Debian's amd64 kernels; this host is {}",
@@ -339,6 +347,27 @@ pub fn run(guard: &Path, opts: &Options) -> Result<Vec<Outcome>> {
         .iter()
         .map(|k| Ok((k.clone(), fetch(&vm_dir, k)?)))
         .collect::<Result<_>>()?;
+    let took = started.elapsed();
+    log!("kernel matrix: set-up took {took:.0?}");
+    Ok(Prepared {
+        vm_dir,
+        venv,
+        unpacked,
+        took,
+    })
+}
+
+/// Boots each kernel [`prepare`] set up and runs the subset in it. `guard` is the
+/// binary under test (built by the caller). Returns each kernel's outcome; fails
+/// only when the matrix could not be set up.
+pub fn run_prepared(guard: &Path, opts: &Options, prepared: Prepared) -> Result<Vec<Outcome>> {
+    let Prepared {
+        vm_dir,
+        venv,
+        unpacked,
+        took,
+    } = prepared;
+    let started = Instant::now();
     let binaries = test_binaries()?;
     let chosen = chosen(opts)?;
     // The plan of one kernel: `oldest` runs the tests of the oldest kernel too.
@@ -363,8 +392,6 @@ pub fn run(guard: &Path, opts: &Options) -> Result<Vec<Outcome>> {
             .flat_map(|(bin, _, names)| names.iter().map(|n| ((*bin).to_owned(), n.clone())))
             .collect()
     };
-    log!("kernel matrix: set-up took {:.0?}", started.elapsed());
-
     let mut outcomes = Vec::new();
     let oldest = unpacked.first().map(|(k, _)| k.abi.clone());
     for (kernel, vmlinuz) in &unpacked {
@@ -510,7 +537,11 @@ pub fn run(guard: &Path, opts: &Options) -> Result<Vec<Outcome>> {
             if o.passed() { "passed" } else { "FAILED" }
         );
     }
-    log!("  total {:.1} s", started.elapsed().as_secs_f64());
+    log!(
+        "  total {:.1} s (and {:.1} s of set-up)",
+        started.elapsed().as_secs_f64(),
+        took.as_secs_f64()
+    );
     Ok(outcomes)
 }
 

@@ -76,6 +76,9 @@ pub struct Proc {
     pub argv: Vec<String>,
     pub role: u8,
     pub agent_thread: Option<Arc<str>>,
+    /// A tool's program: inside its agent's sandbox or not (from its exec's
+    /// confinement); a fork's is its parent's.
+    pub sandboxed: Option<bool>,
 }
 
 /// Secrets a process read, with those its ancestors had read when they forked it.
@@ -152,6 +155,7 @@ impl Registry {
                 argv: Vec::new(),
                 role: task.role,
                 agent_thread: task.agent_thread.clone(),
+                sandboxed: None,
             },
         );
         self.secrets.remove(&task.pid);
@@ -222,6 +226,7 @@ impl Registry {
                 argv: Vec::new(),
                 role: 0,
                 agent_thread: None,
+                sandboxed: None,
             },
         );
     }
@@ -305,6 +310,7 @@ impl Registry {
                     argv: parent.map(|p| p.argv.clone()).unwrap_or_default(),
                     role: ev.task.role,
                     agent_thread: ev.task.agent_thread.clone(),
+                    sandboxed: parent.and_then(|p| p.sandboxed),
                 };
                 self.procs.insert(*child_pid, proc);
                 // Taint is inherited at fork.
@@ -323,12 +329,14 @@ impl Registry {
                     argv: Vec::new(),
                     role: 0,
                     agent_thread: None,
+                    sandboxed: None,
                 });
                 proc.comm = ev.task.comm.clone();
                 proc.exe = Some(exe.clone());
                 proc.argv = argv.clone();
                 proc.role = ev.task.role;
                 proc.agent_thread = ev.task.agent_thread.clone();
+                proc.sandboxed = ev.sandboxed;
                 if ev.task.role == guard_common::role::AGENT && session.agent_pid.is_none() {
                     session.agent_pid = Some(pid);
                     session.agent_confinement = ev.confinement;
@@ -362,6 +370,7 @@ impl Registry {
                             argv: Vec::new(),
                             role: ev.task.role,
                             agent_thread: ev.task.agent_thread.clone(),
+                            sandboxed: None,
                         },
                     );
                 }
@@ -559,6 +568,18 @@ mod tests {
         let unread = Confinement { net_ns: 0, ..host };
         assert_eq!(step(exec_as(17, role::TOOL, unread)), (Some(false), true));
         assert!(r.session(SessionId(7)).expect("session").sandboxed_tools);
+        // `guard sessions` and `guard top` show it per process; a fork keeps its
+        // parent's until it runs a program of its own.
+        r.after(&ev(13, 7, Detail::Fork { child_pid: 18 }));
+        let sandboxed = |r: &Registry, pid: u32| {
+            r.procs()
+                .find(|(p, _)| **p == pid)
+                .and_then(|(_, p)| p.sandboxed)
+        };
+        assert_eq!(sandboxed(&r, 13), Some(true));
+        assert_eq!(sandboxed(&r, 15), Some(false));
+        assert_eq!(sandboxed(&r, 18), Some(true));
+        assert_eq!(sandboxed(&r, 11), None);
     }
 
     #[test]
@@ -741,6 +762,7 @@ pub mod view {
                         argv: p.argv.clone(),
                         role: guard_common::role::name(p.role).to_owned(),
                         agent_thread: p.agent_thread.as_deref().map(str::to_owned),
+                        sandboxed: p.sandboxed,
                     })
                     .collect();
                 processes.sort_by_key(|p| p.pid);

@@ -55,6 +55,8 @@ pub struct Process {
     pub argv: Vec<String>,
     /// Its agent role (`tool`, `agent`…); empty when the daemon sent none.
     pub role: String,
+    /// A tool inside its agent's sandbox, or outside it.
+    pub sandboxed: Option<bool>,
 }
 
 impl Process {
@@ -115,6 +117,7 @@ impl Session {
                     exe: p.exe,
                     argv: p.argv,
                     role: p.role,
+                    sandboxed: p.sandboxed,
                 })
                 .collect(),
             agent_thread: info.agent_threads.into_iter().next(),
@@ -569,6 +572,8 @@ pub struct TreeRow {
     pub command: String,
     /// The process's agent role, when known (`unknown` and absent are left out).
     pub role: Option<String>,
+    /// A tool inside its agent's sandbox, or outside it.
+    pub sandboxed: Option<bool>,
 }
 
 /// Events of one session (or of all), newest last, bounded.
@@ -1196,6 +1201,7 @@ pub fn tree_rows(s: &Session) -> Vec<TreeRow> {
             prefix,
             command: p.command(),
             role: (!p.role.is_empty() && p.role != "unknown").then(|| p.role.clone()),
+            sandboxed: p.sandboxed,
         });
         if let Some(kids) = children.get(&p.pid) {
             let mut child_rails = rails.clone();

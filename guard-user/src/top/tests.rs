@@ -34,10 +34,10 @@ fn sessions_json() -> Value {
             "agent_pid": 4242, "agent_threads": ["019aa2b0-5c1e-7d33-8f0e-6b1f2a3c4d5e"],
             "processes": [
                 {"pid": 4242, "ppid": 4100, "comm": "codex", "exe": "/usr/bin/codex", "argv": ["codex", "--full-auto"], "role": "agent"},
-                {"pid": 4250, "ppid": 4242, "comm": "bash", "exe": "/usr/bin/bash", "argv": ["bash", "-c", "cargo test"], "role": "tool", "agent_thread": "019aa2b0-5c1e-7d33-8f0e-6b1f2a3c4d5e"},
+                {"pid": 4250, "ppid": 4242, "comm": "bash", "exe": "/usr/bin/bash", "argv": ["bash", "-c", "cargo test"], "role": "tool", "agent_thread": "019aa2b0-5c1e-7d33-8f0e-6b1f2a3c4d5e", "sandboxed": true},
                 {"pid": 4260, "ppid": 4250, "comm": "cargo", "exe": "/usr/bin/cargo", "argv": ["cargo", "test"], "role": "tool"},
                 {"pid": 4270, "ppid": 4260, "comm": "rustc", "exe": "/usr/bin/rustc", "argv": ["rustc", "--crate-name", "guard"], "role": "tool"},
-                {"pid": 4261, "ppid": 4250, "comm": "cat", "exe": null, "argv": [], "role": "tool"},
+                {"pid": 4261, "ppid": 4250, "comm": "cat", "exe": null, "argv": [], "role": "tool", "sandboxed": false},
                 {"pid": 4300, "ppid": 4242, "comm": "node", "exe": "/usr/bin/node", "argv": ["node", "mcp-server.js"], "role": "helper"}
             ]
         },
@@ -174,6 +174,10 @@ fn violations_are_red_and_nothing_else_is_coloured() {
             "violation line not red:\n{}",
             text(buf)
         );
+    }
+    // A tool that ran outside its agent's sandbox is marked in red in the tree.
+    for cell in cells_of(buf, "unsandboxed") {
+        assert_eq!(cell.fg, Color::Red, "unsandboxed not red:\n{}", text(buf));
     }
     // Ordinary events keep the terminal's colours.
     for cell in cells_of(buf, "/home/alice/src/guard/Cargo.toml") {

@@ -365,6 +365,14 @@ fn draw_tree(frame: &mut Frame<'_>, app: &App, area: Rect) {
                     Style::default().add_modifier(Modifier::DIM),
                 ));
             }
+            match r.sandboxed {
+                Some(true) => spans.push(Span::styled(
+                    "sandboxed ",
+                    Style::default().add_modifier(Modifier::DIM),
+                )),
+                Some(false) => spans.push(Span::styled("unsandboxed ", violation())),
+                None => {}
+            }
             spans.push(Span::raw(r.command));
             ListItem::new(Line::from(spans))
         })
