@@ -359,8 +359,14 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
 
 /// Boots each kernel [`prepare`] set up and runs the subset in it. `guard` is the
 /// binary under test (built by the caller). Returns each kernel's outcome; fails
-/// only when the matrix could not be set up.
-pub fn run_prepared(guard: &Path, opts: &Options, prepared: Prepared) -> Result<Vec<Outcome>> {
+/// only when the matrix could not be set up. `booting` is called once the test
+/// binaries are found (cargo is done with the build directory), before the first boot.
+pub fn run_prepared(
+    guard: &Path,
+    opts: &Options,
+    prepared: Prepared,
+    booting: impl FnOnce(),
+) -> Result<Vec<Outcome>> {
     let Prepared {
         vm_dir,
         venv,
@@ -369,6 +375,7 @@ pub fn run_prepared(guard: &Path, opts: &Options, prepared: Prepared) -> Result<
     } = prepared;
     let started = Instant::now();
     let binaries = test_binaries()?;
+    booting();
     let chosen = chosen(opts)?;
     // The plan of one kernel: `oldest` runs the tests of the oldest kernel too.
     let plan_of = |oldest: bool| -> Vec<(&str, PathBuf, Vec<String>)> {
