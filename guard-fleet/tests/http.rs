@@ -24,6 +24,7 @@ on_both!(
     filters_sort_and_pages_select_sessions,
     overview_and_hosts_show_the_fleet,
     an_unavailable_database_asks_hosts_to_retry,
+    the_overview_s_rollup_agrees_with_the_sessions,
 );
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -712,5 +713,288 @@ async fn an_unavailable_database_asks_hosts_to_retry(db: Db) {
         .await
         .expect("get");
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    fleet.stop().await;
+}
+
+/// The overview reads the rollup (session_days); here it must say what a scan of
+/// the sessions and violations it stands for says, after new sessions, a newer
+/// summary that changes the developer, repository and numbers, a late retry that
+/// changes nothing, and retention deleting a session; and the rows kept step by
+/// step must be the rows the migration would build from the tables now.
+async fn the_overview_s_rollup_agrees_with_the_sessions(db: Db) {
+    use guard_fleet::store::read::{Agent, Count, Day, Repository, Totals};
+    use sqlx::{AssertSqlSafe, Executor as _, Row as _};
+
+    let fleet = Fleet::start(db, "").await;
+    let store = &fleet.app().store;
+    let at = |r: &mut guard_common::report::Report, days_ago: i64| {
+        let t = records::T0_MS - days_ago * 86_400_000;
+        r.started = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(t)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    };
+    // One session of another host, two days earlier, stored first: retention
+    // will take it.
+    let mut old = records::report(S2, "dave", "https://github.com/acme/old", true);
+    at(&mut old, 2);
+    old.agent = Some("claude".into());
+    fleet
+        .send_ok(
+            &records::request(
+                "ci-07",
+                vec![records::summary("ci-07", 9, 1, &old, 1, records::T0_NS)],
+            ),
+            CLUSTER_TOKEN,
+        )
+        .await;
+    let stored_old = guard_fleet::store::now_ms();
+    while guard_fleet::store::now_ms() <= stored_old {
+        tokio::task::yield_now().await;
+    }
+    let a1 = records::report(S1, "alice", "https://github.com/acme/app", false);
+    let mut b = records::report(S2, "bob", "https://github.com/acme/app", true);
+    b.violations = Default::default();
+    b.read.secrets = Default::default();
+    let mut nobody = records::report("00000000000000a3", "x", "https://github.com/acme/web", true);
+    nobody.user = None;
+    nobody.repository = None;
+    at(&mut nobody, 1);
+    let first = records::request(
+        "build-01",
+        vec![
+            records::summary("build-01", 1, 1, &a1, 1, records::T0_NS),
+            records::summary("build-01", 1, 2, &b, 1, records::T0_NS),
+            records::summary("build-01", 1, 3, &nobody, 1, records::T0_NS),
+        ],
+    );
+    fleet.send_ok(&first, HOST_TOKEN).await;
+    // S1's next summary: another developer and repository, more bytes, one
+    // violation fewer; then the first one again, late, which changes nothing.
+    let mut a2 = records::report(S1, "carol", "https://github.com/acme/infra", true);
+    a2.bytes_out = 7_777;
+    a2.violations.items.truncate(1);
+    fleet
+        .send_ok(
+            &records::request(
+                "build-01",
+                vec![records::summary(
+                    "build-01",
+                    1,
+                    4,
+                    &a2,
+                    2,
+                    records::T0_NS + 60_000_000_000,
+                )],
+            ),
+            HOST_TOKEN,
+        )
+        .await;
+    fleet.send_ok(&first, HOST_TOKEN).await;
+
+    let pool = sqlx::AnyPool::connect(&fleet.setup.db_url)
+        .await
+        .expect("connect");
+    let now = records::T0_MS + 3_600_000;
+    let check = |what: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let o = store.overview(7, now, 0).await.expect("overview");
+            let first_ms = o.since_ms;
+            let q = |sql: String| {
+                let pool = pool.clone();
+                async move { pool.fetch_all(AssertSqlSafe(sql)).await.expect("the scan") }
+            };
+            let int = |r: &sqlx::any::AnyRow, i: usize| {
+                r.try_get::<Option<i64>, _>(i).expect("int").unwrap_or(0)
+            };
+            let t = &q(format!(
+                "SELECT COUNT(*), COUNT(DISTINCT user_name), COUNT(DISTINCT host), \
+                 COUNT(DISTINCT repo_url), CAST(SUM(secrets_read) AS BIGINT), \
+                 CAST(SUM(CASE WHEN secrets_read > 0 THEN 1 ELSE 0 END) AS BIGINT), \
+                 CAST(SUM(violations) AS BIGINT), CAST(SUM(bytes_out) AS BIGINT), \
+                 CAST(SUM(model_bytes_out) AS BIGINT) FROM sessions WHERE started_ms >= {first_ms}"
+            ))
+            .await[0];
+            let totals = Totals {
+                sessions: int(t, 0),
+                developers: int(t, 1),
+                hosts_with_sessions: int(t, 2),
+                repositories: int(t, 3),
+                secrets_read: int(t, 4),
+                sessions_reading_secrets: int(t, 5),
+                violations: int(t, 6),
+                bytes_out: int(t, 7),
+                model_bytes_out: int(t, 8),
+            };
+            assert_eq!(o.totals, totals, "{what}: totals");
+            let days: Vec<Day> = q(format!(
+                "SELECT started_ms / 86400000, COUNT(*), COUNT(DISTINCT user_name), \
+                 CAST(SUM(model_bytes_out) AS BIGINT), \
+                 CAST(SUM(bytes_out - model_bytes_out) AS BIGINT), \
+                 CAST(SUM(violations) AS BIGINT) FROM sessions WHERE started_ms >= {first_ms} \
+                 GROUP BY started_ms / 86400000 ORDER BY 1"
+            ))
+            .await
+            .iter()
+            .map(|r| Day {
+                day_ms: int(r, 0) * 86_400_000,
+                sessions: int(r, 1),
+                developers: int(r, 2),
+                model_bytes_out: int(r, 3),
+                // As the overview shows it: a report's model bytes can exceed its
+                // total (bytes_out counts what it listed).
+                other_bytes_out: int(r, 4).max(0),
+                violations: int(r, 5),
+            })
+            .collect();
+            let shown: Vec<Day> = o
+                .per_day
+                .iter()
+                .filter(|d| d.sessions > 0)
+                .cloned()
+                .collect();
+            assert_eq!(shown, days, "{what}: per day");
+            let repos: Vec<Repository> = q(format!(
+                "SELECT repo_url, COUNT(*), COUNT(DISTINCT user_name), \
+                 CAST(SUM(model_bytes_out) AS BIGINT), MAX(started_ms) FROM sessions \
+                 WHERE repo_url IS NOT NULL AND started_ms >= {first_ms} \
+                 GROUP BY repo_url ORDER BY 2 DESC, 1"
+            ))
+            .await
+            .iter()
+            .map(|r| Repository {
+                url: r.try_get(0).expect("url"),
+                sessions: int(r, 1),
+                developers: int(r, 2),
+                model_bytes_out: int(r, 3),
+                last_ms: int(r, 4),
+            })
+            .collect();
+            // last_ms: the latest start the rollup's row has seen, which is the
+            // scan's while no session has left the row.
+            assert_eq!(
+                o.repositories
+                    .iter()
+                    .map(|r| (&r.url, r.sessions, r.developers, r.model_bytes_out))
+                    .collect::<Vec<_>>(),
+                repos
+                    .iter()
+                    .map(|r| (&r.url, r.sessions, r.developers, r.model_bytes_out))
+                    .collect::<Vec<_>>(),
+                "{what}: repositories"
+            );
+            let agents: Vec<Agent> = q(format!(
+                "SELECT COALESCE(agent, '?'), COUNT(*), COUNT(DISTINCT user_name), \
+                 MIN(started_ms), MAX(started_ms), CAST(SUM(duration_ms) AS BIGINT) \
+                 FROM sessions WHERE started_ms >= {first_ms} \
+                 GROUP BY COALESCE(agent, '?') ORDER BY 2 DESC, 1"
+            ))
+            .await
+            .iter()
+            .map(|r| Agent {
+                agent: r.try_get(0).expect("agent"),
+                sessions: int(r, 1),
+                developers: int(r, 2),
+                first_ms: int(r, 3),
+                last_ms: int(r, 4),
+                duration_ms: int(r, 5),
+            })
+            .collect();
+            assert_eq!(
+                o.agents
+                    .iter()
+                    .map(|a| (&a.agent, a.sessions, a.developers, a.duration_ms))
+                    .collect::<Vec<_>>(),
+                agents
+                    .iter()
+                    .map(|a| (&a.agent, a.sessions, a.developers, a.duration_ms))
+                    .collect::<Vec<_>>(),
+                "{what}: agents"
+            );
+            for (column, shown) in [
+                ("rule", &o.violations_by_rule),
+                ("outcome", &o.violations_by_outcome),
+            ] {
+                let counts: Vec<Count> = q(format!(
+                    "SELECT {column}, COUNT(*) FROM violations WHERE ts_ms >= {first_ms} \
+                     GROUP BY {column} ORDER BY 2 DESC, 1"
+                ))
+                .await
+                .iter()
+                .map(|r| Count {
+                    key: r.try_get(0).expect("key"),
+                    count: int(r, 1),
+                })
+                .collect();
+                assert_eq!(shown, &counts, "{what}: violations by {column}");
+            }
+            o
+        }
+    };
+    let o = check("stored").await;
+    assert_eq!(
+        (
+            o.totals.sessions,
+            o.totals.developers,
+            o.totals.hosts_with_sessions
+        ),
+        (4, 3, 2),
+        "carol, bob, dave and a session without a developer on two hosts"
+    );
+    assert!(o.agents.iter().any(|a| a.agent == "claude"));
+
+    // Retention: sessions not updated since `old` was stored.
+    let kept = guard_fleet::config::Retention {
+        events_days: 30,
+        events_max_rows: 1_000_000,
+        sessions_days: 1,
+        interval: std::time::Duration::from_secs(60),
+    };
+    let pruned = store
+        .prune(&kept, stored_old + 1 + 86_400_000)
+        .await
+        .expect("prune");
+    assert_eq!(pruned.sessions, 1);
+    let o = check("after retention").await;
+    assert_eq!(o.totals.sessions, 3);
+    // The unfiltered list's total comes from the rollup too.
+    let page: SessionPage = fleet.api("/api/sessions").await;
+    assert_eq!((page.total, page.sessions.len()), (3, 3));
+    assert!(o.agents.iter().all(|a| a.agent != "claude"));
+
+    // The rows kept step by step are the rows the migration builds from the
+    // tables as they are now (first_ms and last_ms aside: they are not taken back).
+    let rows =
+        |pool: sqlx::AnyPool| async move {
+            pool.fetch_all(
+            "SELECT dim, day, name, user_name, sessions, sessions_reading_secrets, secrets_read, \
+             violations, bytes_out, model_bytes_out, duration_ms FROM session_days \
+             WHERE sessions <> 0 OR secrets_read <> 0 OR violations <> 0 OR bytes_out <> 0 \
+             OR model_bytes_out <> 0 OR duration_ms <> 0 OR sessions_reading_secrets <> 0 \
+             ORDER BY dim, day, name, user_name",
+        )
+        .await
+        .expect("rollup")
+        .iter()
+        .map(|r| {
+            let text = |i| r.try_get::<String, _>(i).expect("text");
+            let nums: Vec<i64> = (4..11).map(|i| r.try_get(i).expect("number")).collect();
+            (text(0), r.try_get::<i64, _>(1).expect("day"), text(2), text(3), nums)
+        })
+        .collect::<Vec<_>>()
+        };
+    let kept_rows = rows(pool.clone()).await;
+    assert!(kept_rows.len() >= 10, "{kept_rows:?}");
+    let migration = include_str!("../migrations/common/0002_dashboard_at_size.sql");
+    let backfill = &migration[migration
+        .find("-- What the database already holds.")
+        .expect("the backfill")..];
+    pool.execute("DELETE FROM session_days")
+        .await
+        .expect("empty");
+    pool.execute(AssertSqlSafe(backfill.to_owned()))
+        .await
+        .expect("backfill");
+    assert_eq!(rows(pool.clone()).await, kept_rows);
+    pool.close().await;
     fleet.stop().await;
 }

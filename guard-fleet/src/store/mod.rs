@@ -7,6 +7,7 @@
 
 pub mod read;
 pub mod retention;
+mod rollup;
 mod sql;
 pub mod write;
 
@@ -48,13 +49,23 @@ fn migrator(backend: Backend) -> Migrator {
         Backend::Postgres => include_str!("../../migrations/postgres/0001_init.sql"),
         Backend::Sqlite => include_str!("../../migrations/sqlite/0001_init.sql"),
     };
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        init.into_sql_str(),
-        false,
-    )])
+    let migration = |version, name: &'static str, sql: &'static str| {
+        Migration::new(
+            version,
+            name.into(),
+            MigrationType::Simple,
+            sql.into_sql_str(),
+            false,
+        )
+    };
+    Migrator::with_migrations(vec![
+        migration(1, "init", init),
+        migration(
+            2,
+            "dashboard_at_size",
+            include_str!("../../migrations/common/0002_dashboard_at_size.sql"),
+        ),
+    ])
 }
 
 /// A pool of connections to the database.

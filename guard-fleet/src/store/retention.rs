@@ -7,12 +7,17 @@ use sqlx::Row as _;
 
 use super::{
     Store, StoreError,
+    rollup::{self, Contribution, Rollup},
     sql::{Arg, Sql},
 };
 use crate::config::Retention;
 
 /// Rows deleted per statement.
 const CHUNK: i64 = 5_000;
+/// Sessions deleted per transaction, and sessions whose violations one statement
+/// deletes (two bound values each).
+const SESSIONS_CHUNK: i64 = 1_000;
+const VIOLATIONS_CHUNK: usize = 500;
 const DAY_MS: i64 = 86_400_000;
 
 /// What one pass deleted.
@@ -54,38 +59,62 @@ impl Store {
         if r.sessions_days > 0 {
             let cutoff = now_ms.saturating_sub(i64::from(r.sessions_days) * DAY_MS);
             loop {
-                // Ingest waits for one chunk at most (SQLite's one writer).
-                let _writer = self.writer().await;
-                let mut del = Sql::new(
-                    "DELETE FROM violations WHERE (host, session_uid) IN (SELECT host, session_uid \
-                     FROM sessions WHERE updated_ms < ",
-                );
-                del.arg(Arg::Int(cutoff)).push(")");
-                del.query()
-                    .execute(self.pool())
-                    .await
-                    .map_err(StoreError::query("delete old violations"))?;
-                let mut del = Sql::new(
-                    "DELETE FROM sessions WHERE (host, session_uid) IN (SELECT host, session_uid \
-                     FROM sessions WHERE updated_ms < ",
-                );
-                del.arg(Arg::Int(cutoff))
-                    .push(" LIMIT ")
-                    .arg(Arg::Int(CHUNK))
-                    .push(")");
-                let n = del
-                    .query()
-                    .execute(self.pool())
-                    .await
-                    .map_err(StoreError::query("delete old sessions"))?
-                    .rows_affected();
+                let n = self.delete_sessions_before(cutoff).await?;
                 pruned.sessions += n;
-                if n < CHUNK as u64 {
+                if n < SESSIONS_CHUNK as u64 {
                     break;
                 }
             }
         }
         Ok(pruned)
+    }
+
+    /// Deletes up to [`SESSIONS_CHUNK`] sessions last updated before `updated_ms`,
+    /// with their violations, and takes them out of the overview's rollup, in one
+    /// transaction.
+    async fn delete_sessions_before(&self, updated_ms: i64) -> Result<u64, StoreError> {
+        let e = || StoreError::query("delete old sessions");
+        // Ingest waits for one chunk at most (SQLite's one writer).
+        let _writer = self.writer().await;
+        let mut tx = self.pool().begin().await.map_err(e())?;
+        let mut del = Sql::new(
+            "DELETE FROM sessions WHERE (host, session_uid) IN (SELECT host, session_uid \
+             FROM sessions WHERE updated_ms < ",
+        );
+        // The second test holds for a row a batch updated while this waited for it.
+        del.arg(Arg::Int(updated_ms))
+            .push(" LIMIT ")
+            .arg(Arg::Int(SESSIONS_CHUNK))
+            .push(") AND updated_ms < ")
+            .arg(Arg::Int(updated_ms))
+            .push(" RETURNING session_uid, ")
+            .push(rollup::SESSION_COLUMNS);
+        let deleted = del.query().fetch_all(&mut *tx).await.map_err(e())?;
+        let mut rollup = Rollup::default();
+        let mut keys = Vec::with_capacity(deleted.len());
+        for row in &deleted {
+            let c = Contribution::of_row(row, 1).map_err(e())?;
+            keys.push((c.host.clone(), row.try_get::<String, _>(0).map_err(e())?));
+            rollup.session(&c, -1);
+        }
+        for chunk in keys.chunks(VIOLATIONS_CHUNK) {
+            let mut del = Sql::new("DELETE FROM violations WHERE (host, session_uid) IN (VALUES ");
+            for (i, (host, uid)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    del.push(", ");
+                }
+                del.tuple([Arg::Text(host.clone()), Arg::Text(uid.clone())]);
+            }
+            del.push(") RETURNING ts_ms, rule, outcome");
+            for row in del.query().fetch_all(&mut *tx).await.map_err(e())? {
+                let rule: String = row.try_get(1).map_err(e())?;
+                let outcome: String = row.try_get(2).map_err(e())?;
+                rollup.violation(row.try_get(0).map_err(e())?, &rule, &outcome, -1);
+            }
+        }
+        rollup.apply(&mut tx).await.map_err(e())?;
+        tx.commit().await.map_err(e())?;
+        Ok(deleted.len() as u64)
     }
 
     async fn delete_events_before(&self, received_ms: i64) -> Result<u64, StoreError> {

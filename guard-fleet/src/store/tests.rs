@@ -70,7 +70,7 @@ async fn migrations_apply_once_and_again_do_nothing() {
         0,
     )
     .expect("count");
-    assert_eq!(applied, 1);
+    assert_eq!(applied, 2, "init and session_days, once each");
 }
 
 #[tokio::test]

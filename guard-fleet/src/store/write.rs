@@ -13,12 +13,14 @@
 //! by key) so that two replicas writing overlapping batches wait for each other
 //! instead of deadlocking.
 
-use sqlx::Row as _;
+use sqlx::{AnyConnection, Row as _};
 
 use super::{
     Store, StoreError,
+    rollup::{self, Contribution, Rollup},
     sql::{Arg, Sql},
 };
+use crate::config::Backend;
 use crate::ingest::batch::{Batch, EventRow, HostRow, SummaryRow};
 
 /// Rows per multi-row `INSERT` (10 values each: well under both backends' limits on
@@ -65,14 +67,9 @@ impl Store {
                 b.seq,
             ))
         });
+        let mut rollup = Rollup::default();
         for s in summaries {
-            let applied = summary(s, now_ms)
-                .query()
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::query("store a session"))?
-                .is_some();
-            if !applied {
+            if !store_summary(&mut tx, s, now_ms, self.backend(), &mut rollup).await? {
                 continue;
             }
             written.summaries_applied += 1;
@@ -80,12 +77,22 @@ impl Store {
             delete
                 .arg(Arg::Text(s.host.clone()))
                 .push(" AND session_uid = ")
-                .arg(Arg::Text(s.session_uid.clone()));
-            delete
+                .arg(Arg::Text(s.session_uid.clone()))
+                .push(" RETURNING ts_ms, rule, outcome");
+            let replaced = delete
                 .query()
-                .execute(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await
                 .map_err(StoreError::query("replace a session's violations"))?;
+            for r in &replaced {
+                let (ts_ms, rule, outcome): (i64, String, String) =
+                    (|| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))()
+                        .map_err(StoreError::query("replace a session's violations"))?;
+                rollup.violation(ts_ms, &rule, &outcome, -1);
+            }
+            for v in &s.violation_rows {
+                rollup.violation(v.ts_ms, &v.rule, &v.outcome, 1);
+            }
             for chunk in s.violation_rows.chunks(CHUNK) {
                 let mut insert = Sql::new(
                     "INSERT INTO violations (host, session_uid, ordinal, ts_ms, pid, comm, what, \
@@ -129,6 +136,11 @@ impl Store {
             written.events_new += rows.len() as u64;
         }
 
+        // Last, after every other row: see rollup.rs.
+        rollup
+            .apply(&mut tx)
+            .await
+            .map_err(StoreError::query("count sessions per day"))?;
         tx.commit()
             .await
             .map_err(StoreError::query("commit a batch"))?;
@@ -169,67 +181,123 @@ fn host(h: &HostRow) -> Sql {
     s
 }
 
-fn summary(r: &SummaryRow, now_ms: i64) -> Sql {
-    let mut s = Sql::new(
-        "INSERT INTO sessions (host, session_uid, session_id, record_id, seq, observed_ns, state, \
-         state_rank, agent, agent_version, user_name, uid, repo_url, repo_branch, repo_commit, \
-         workspace, conversation_id, started_ms, ended_ms, duration_ms, commands, files_read, \
-         files_written, secrets_read, bytes_out, bytes_in, model_bytes_out, model_bytes_in, \
-         violations, updated_ms, summary) VALUES ",
-    );
-    s.tuple([
-        Arg::Text(r.host.clone()),
-        Arg::Text(r.session_uid.clone()),
-        Arg::Text(r.session_id.clone()),
-        Arg::Text(r.record_id.clone()),
-        Arg::Int(r.seq),
-        Arg::Int(r.observed_ns),
-        Arg::Text(r.state.to_owned()),
-        Arg::Int(r.state_rank),
-        Arg::OptText(r.agent.clone()),
-        Arg::OptText(r.agent_version.clone()),
-        Arg::OptText(r.user_name.clone()),
-        Arg::OptInt(r.uid),
-        Arg::OptText(r.repo_url.clone()),
-        Arg::OptText(r.repo_branch.clone()),
-        Arg::OptText(r.repo_commit.clone()),
-        Arg::OptText(r.workspace.clone()),
-        Arg::OptText(r.conversation_id.clone()),
-        Arg::Int(r.started_ms),
-        Arg::OptInt(r.ended_ms),
-        Arg::Int(r.duration_ms),
-        Arg::Int(r.commands),
-        Arg::Int(r.files_read),
-        Arg::Int(r.files_written),
-        Arg::Int(r.secrets_read),
-        Arg::Int(r.bytes_out),
-        Arg::Int(r.bytes_in),
-        Arg::Int(r.model_bytes_out),
-        Arg::Int(r.model_bytes_in),
-        Arg::Int(r.violations),
-        Arg::Int(now_ms),
-        Arg::Text(r.summary.clone()),
-    ]);
-    s.push(
-        " ON CONFLICT (host, session_uid) DO UPDATE SET session_id = excluded.session_id, \
-         record_id = excluded.record_id, seq = excluded.seq, observed_ns = excluded.observed_ns, \
-         state = excluded.state, state_rank = excluded.state_rank, agent = excluded.agent, \
-         agent_version = excluded.agent_version, user_name = excluded.user_name, uid = excluded.uid, \
-         repo_url = excluded.repo_url, repo_branch = excluded.repo_branch, \
-         repo_commit = excluded.repo_commit, workspace = excluded.workspace, \
-         conversation_id = excluded.conversation_id, started_ms = excluded.started_ms, \
-         ended_ms = excluded.ended_ms, duration_ms = excluded.duration_ms, \
-         commands = excluded.commands, files_read = excluded.files_read, \
-         files_written = excluded.files_written, secrets_read = excluded.secrets_read, \
-         bytes_out = excluded.bytes_out, bytes_in = excluded.bytes_in, \
-         model_bytes_out = excluded.model_bytes_out, model_bytes_in = excluded.model_bytes_in, \
-         violations = excluded.violations, updated_ms = excluded.updated_ms, \
-         summary = excluded.summary \
-         WHERE (excluded.state_rank, excluded.observed_ns, excluded.seq) \
-         > (sessions.state_rank, sessions.observed_ns, sessions.seq) \
-         RETURNING host",
-    );
-    s
+/// Stores a summary if it is new or newer than its session's row (ended beats
+/// running, then the later observed time, then the higher sequence), and notes
+/// in `rollup` what the row counted before and counts now. Whether it was stored.
+async fn store_summary(
+    tx: &mut AnyConnection,
+    s: &SummaryRow,
+    now_ms: i64,
+    backend: Backend,
+    rollup: &mut Rollup,
+) -> Result<bool, StoreError> {
+    let e = || StoreError::query("store a session");
+    let values = summary_values(s, now_ms);
+    // A session deleted by retention between the two statements is inserted on
+    // the next turn; a third turn would need retention to delete it twice.
+    for _ in 0..3 {
+        let mut insert = Sql::new("INSERT INTO sessions (");
+        for (i, (column, _)) in values.iter().enumerate() {
+            insert.push(if i > 0 { ", " } else { "" }).push(column);
+        }
+        insert
+            .push(") VALUES ")
+            .tuple(values.iter().map(|(_, v)| v.clone()))
+            .push(" ON CONFLICT (host, session_uid) DO NOTHING RETURNING host");
+        if insert
+            .query()
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(e())?
+            .is_some()
+        {
+            rollup.session(&Contribution::of_summary(s), 1);
+            return Ok(true);
+        }
+        // The row as it is, locked until the batch commits (SQLite has one writer).
+        let mut old = Sql::new("SELECT ");
+        old.push(rollup::SESSION_COLUMNS)
+            .push(" FROM sessions WHERE host = ")
+            .arg(Arg::Text(s.host.clone()))
+            .push(" AND session_uid = ")
+            .arg(Arg::Text(s.session_uid.clone()));
+        if backend == Backend::Postgres {
+            old.push(" FOR UPDATE");
+        }
+        let Some(old) = old.query().fetch_optional(&mut *tx).await.map_err(e())? else {
+            continue;
+        };
+        let old = Contribution::of_row(&old, 0).map_err(e())?;
+        let mut update = Sql::new("UPDATE sessions SET ");
+        for (i, (column, value)) in values.iter().skip(2).enumerate() {
+            update
+                .push(if i > 0 { ", " } else { "" })
+                .push(column)
+                .push(" = ")
+                .arg(value.clone());
+        }
+        update
+            .push(" WHERE host = ")
+            .arg(Arg::Text(s.host.clone()))
+            .push(" AND session_uid = ")
+            .arg(Arg::Text(s.session_uid.clone()))
+            .push(" AND (")
+            .arg(Arg::Int(s.state_rank))
+            .push(", ")
+            .arg(Arg::Int(s.observed_ns))
+            .push(", ")
+            .arg(Arg::Int(s.seq))
+            .push(") > (state_rank, observed_ns, seq) RETURNING host");
+        let applied = update
+            .query()
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(e())?
+            .is_some();
+        if applied {
+            rollup.session(&old, -1);
+            rollup.session(&Contribution::of_summary(s), 1);
+        }
+        return Ok(applied);
+    }
+    Err(e()(sqlx::Error::RowNotFound))
+}
+
+/// A summary's columns and values, `host` and `session_uid` first.
+fn summary_values(r: &SummaryRow, now_ms: i64) -> Vec<(&'static str, Arg)> {
+    vec![
+        ("host", Arg::Text(r.host.clone())),
+        ("session_uid", Arg::Text(r.session_uid.clone())),
+        ("session_id", Arg::Text(r.session_id.clone())),
+        ("record_id", Arg::Text(r.record_id.clone())),
+        ("seq", Arg::Int(r.seq)),
+        ("observed_ns", Arg::Int(r.observed_ns)),
+        ("state", Arg::Text(r.state.to_owned())),
+        ("state_rank", Arg::Int(r.state_rank)),
+        ("agent", Arg::OptText(r.agent.clone())),
+        ("agent_version", Arg::OptText(r.agent_version.clone())),
+        ("user_name", Arg::OptText(r.user_name.clone())),
+        ("uid", Arg::OptInt(r.uid)),
+        ("repo_url", Arg::OptText(r.repo_url.clone())),
+        ("repo_branch", Arg::OptText(r.repo_branch.clone())),
+        ("repo_commit", Arg::OptText(r.repo_commit.clone())),
+        ("workspace", Arg::OptText(r.workspace.clone())),
+        ("conversation_id", Arg::OptText(r.conversation_id.clone())),
+        ("started_ms", Arg::Int(r.started_ms)),
+        ("ended_ms", Arg::OptInt(r.ended_ms)),
+        ("duration_ms", Arg::Int(r.duration_ms)),
+        ("commands", Arg::Int(r.commands)),
+        ("files_read", Arg::Int(r.files_read)),
+        ("files_written", Arg::Int(r.files_written)),
+        ("secrets_read", Arg::Int(r.secrets_read)),
+        ("bytes_out", Arg::Int(r.bytes_out)),
+        ("bytes_in", Arg::Int(r.bytes_in)),
+        ("model_bytes_out", Arg::Int(r.model_bytes_out)),
+        ("model_bytes_in", Arg::Int(r.model_bytes_in)),
+        ("violations", Arg::Int(r.violations)),
+        ("updated_ms", Arg::Int(now_ms)),
+        ("summary", Arg::Text(r.summary.clone())),
+    ]
 }
 
 fn insert_events(rows: &[&EventRow], now_ms: i64) -> Sql {

@@ -35,8 +35,9 @@ pub struct Options {
     /// section is printed, BENCHMARKS.md is left alone.
     #[arg(long, conflicts_with = "storm_only")]
     pub export_only: bool,
-    /// Run only the fleet phase (the fleet view with a million sessions on
-    /// PostgreSQL; 100,000 with --quick); its results go to fleet-results.json and
+    /// Run only the fleet phase (one replica ingesting from 1,000 hosts, then the
+    /// dashboard with a million sessions stored, on PostgreSQL and on SQLite;
+    /// 100,000 with --quick); its results go to fleet-results.json and
     /// its section is printed, BENCHMARKS.md is left alone.
     #[arg(long, conflicts_with_all = ["storm_only", "export_only"])]
     pub fleet_only: bool,
