@@ -221,6 +221,32 @@ async fn a_replica_killed_mid_ingest_loses_nothing_it_acknowledged(db: Db) {
         (SESSIONS * 2) as i64
     );
     assert_eq!(count("SELECT COUNT(*) FROM hosts").await, 1);
+    // The overview's rollup, written by four senders at once, a killed replica and
+    // the retries, counts what the tables hold.
+    for (rollup, scan) in [
+        (
+            "SELECT CAST(SUM(sessions) AS BIGINT) FROM session_days WHERE dim = 'user'",
+            "SELECT COUNT(*) FROM sessions",
+        ),
+        (
+            "SELECT CAST(SUM(sessions) AS BIGINT) FROM session_days WHERE dim = 'host'",
+            "SELECT COUNT(*) FROM sessions",
+        ),
+        (
+            "SELECT CAST(SUM(duration_ms) AS BIGINT) FROM session_days WHERE dim = 'agent'",
+            "SELECT CAST(SUM(duration_ms) AS BIGINT) FROM sessions",
+        ),
+        (
+            "SELECT CAST(SUM(violations) AS BIGINT) FROM session_days WHERE dim = 'user'",
+            "SELECT CAST(SUM(violations) AS BIGINT) FROM sessions",
+        ),
+        (
+            "SELECT CAST(SUM(sessions) AS BIGINT) FROM session_days WHERE dim = 'rule'",
+            "SELECT COUNT(*) FROM violations",
+        ),
+    ] {
+        assert_eq!(count(rollup).await, count(scan).await, "{rollup}");
+    }
     pool.close().await;
     drop(b);
 }
