@@ -6,6 +6,7 @@
 use std::{
     ffi::OsStr,
     io::{BufRead as _, BufReader},
+    net::{Shutdown, TcpListener, TcpStream},
     path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
@@ -49,12 +50,36 @@ pub struct Fleet {
 impl Fleet {
     /// Starts the trial and waits until it listens.
     pub fn start() -> Fleet {
+        Fleet::spawn("", None)
+    }
+
+    /// A replica on the PostgreSQL at `database_url`. The first (`tokens_of`
+    /// `None`) makes the tokens as a trial does; the others read its tokens file.
+    pub fn replica(database_url: &str, tokens_of: Option<&Fleet>) -> Fleet {
+        let mut config = format!("[database]\nurl = \"{database_url}\"\nmax_connections = 4\n");
+        if let Some(first) = tokens_of {
+            config.insert_str(
+                0,
+                &format!(
+                    "tokens_file = \"{}\"\n",
+                    first._dir.join("tokens.toml").display()
+                ),
+            );
+        }
+        Fleet::spawn(&config, tokens_of)
+    }
+
+    /// Starts `guard-fleet serve` with `extra` configuration and waits until it
+    /// listens; the tokens are its own (printed) or `tokens_of`'s.
+    fn spawn(extra: &str, tokens_of: Option<&Fleet>) -> Fleet {
         let dir = TempDir::new("guard-e2e-fleet");
         let config = dir.join("fleet.toml");
+        // Top-level keys before the tables of `extra`.
+        let (keys, tables) = extra.split_at(extra.find('[').unwrap_or(extra.len()));
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n",
+                "listen = \"127.0.0.1:0\"\nstate_dir = \"{}\"\n{keys}{tables}",
                 dir.path().display()
             ),
         )
@@ -85,6 +110,10 @@ impl Fleet {
             log,
             _dir: dir,
         };
+        if let Some(first) = tokens_of {
+            fleet.ingest_token = first.ingest_token.clone();
+            fleet.dashboard_token = first.dashboard_token.clone();
+        }
         let after = |log: &[String], marker: &str| {
             log.iter().find_map(|l| {
                 Some(
@@ -101,26 +130,65 @@ impl Fleet {
                 panic!("guard-fleet serve exited ({status}):\n{}", fleet.log());
             }
             let log = fleet.log.lock().expect("log");
-            match (
-                after(&log, "guard-fleet listening addr="),
-                after(&log, "Authorization: Bearer "),
-                after(&log, "dashboard token:"),
-            ) {
-                (Some(addr), Some(ingest), Some(dashboard)) => {
-                    fleet.base = format!("http://{addr}");
-                    fleet.ingest_token = ingest;
-                    fleet.dashboard_token = dashboard;
-                    true
+            let Some(addr) = after(&log, "guard-fleet listening addr=") else {
+                return false;
+            };
+            if fleet.ingest_token.is_empty() {
+                match (
+                    after(&log, "Authorization: Bearer "),
+                    after(&log, "dashboard token:"),
+                ) {
+                    (Some(ingest), Some(dashboard)) => {
+                        fleet.ingest_token = ingest;
+                        fleet.dashboard_token = dashboard;
+                    }
+                    _ => return false,
                 }
-                _ => false,
             }
+            fleet.base = format!("http://{addr}");
+            true
         });
         fleet
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    /// Kills the server (SIGKILL, by its pid), as a replica dies.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Where hosts send: `/v1/logs`.
     pub fn ingest_url(&self) -> String {
         format!("{}/v1/logs", self.base)
+    }
+
+    /// A dashboard page's HTML, fetched as the organisation's proxy would (the
+    /// dashboard token as a bearer; HTTP/1.0, so the body is not chunked).
+    pub fn page(&self, path: &str) -> String {
+        use std::io::{Read as _, Write as _};
+        let mut s = TcpStream::connect(self.addr()).expect("connect to the fleet");
+        s.set_read_timeout(Some(scaled(Duration::from_secs(30))))
+            .expect("a read timeout");
+        write!(
+            s,
+            "GET {path} HTTP/1.0\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\r\n",
+            self.addr(),
+            self.dashboard_token
+        )
+        .expect("send the request");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("read the page");
+        assert!(
+            answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+            "{path}: {}",
+            answer.lines().next().unwrap_or_default()
+        );
+        answer
     }
 
     /// What the server logged so far.
@@ -188,5 +256,105 @@ impl Drop for Fleet {
         if thread::panicking() {
             eprintln!("--- guard-fleet log ---\n{}", self.log());
         }
+    }
+}
+
+/// A load balancer in front of replicas, as an organisation puts one: TCP on
+/// 127.0.0.1, each connection piped to the next replica that accepts it (a dead one
+/// is skipped). [`Balancer::partition`] makes it a black hole, as a host's link to the
+/// fleet that drops every packet: the connections under way are cut and new ones
+/// are accepted and never answered, until it heals.
+pub struct Balancer {
+    addr: String,
+    partitioned: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The piped connections (client and replica sides), to cut.
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Balancer {
+    pub fn start(replicas: Vec<String>) -> Balancer {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the balancer");
+        let addr = listener.local_addr().expect("its address").to_string();
+        let balancer = Balancer {
+            addr,
+            partitioned: Arc::default(),
+            stop: Arc::default(),
+            open: Arc::default(),
+        };
+        let (partitioned, stop, open) = (
+            Arc::clone(&balancer.partitioned),
+            Arc::clone(&balancer.stop),
+            Arc::clone(&balancer.open),
+        );
+        thread::spawn(move || {
+            let mut next = 0;
+            let mut held = Vec::new();
+            for client in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                if partitioned.load(Ordering::SeqCst) {
+                    held.push(client);
+                    continue;
+                }
+                held.clear();
+                let n = replicas.len();
+                let upstream = (0..n).find_map(|i| {
+                    let to = replicas[(next + i) % n].parse().ok()?;
+                    let s = TcpStream::connect_timeout(&to, Duration::from_secs(1)).ok()?;
+                    next = (next + i + 1) % n;
+                    Some(s)
+                });
+                let Some(upstream) = upstream else { continue };
+                pipe(client, upstream, &open);
+            }
+        });
+        balancer
+    }
+
+    /// Where hosts send: `/v1/logs`.
+    pub fn ingest_url(&self) -> String {
+        format!("http://{}/v1/logs", self.addr)
+    }
+
+    /// Cuts the link (every connection under way, and each new one is held
+    /// unanswered), or heals it.
+    pub fn partition(&self, on: bool) {
+        use std::sync::atomic::Ordering;
+        self.partitioned.store(on, Ordering::SeqCst);
+        if on {
+            for s in self.open.lock().expect("connections").drain(..) {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// Copies `a` to `b` and `b` to `a` until either side closes.
+fn pipe(a: TcpStream, b: TcpStream, open: &Mutex<Vec<TcpStream>>) {
+    let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
+    if let (Ok(a3), Ok(b3)) = (a.try_clone(), b.try_clone()) {
+        open.lock().expect("connections").extend([a3, b3]);
+    }
+    for (mut from, mut to) in [(a, b2), (b, a2)] {
+        thread::spawn(move || {
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(Shutdown::Write);
+        });
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::SeqCst);
+        self.partition(true);
+        // Wakes the accept loop, which sees `stop`.
+        let _ = TcpStream::connect(&self.addr);
     }
 }

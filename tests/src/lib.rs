@@ -34,6 +34,7 @@ use serde_json::Value;
 pub mod chain;
 pub mod fleet;
 pub mod otlp;
+pub mod pg;
 pub mod watch;
 
 /// How long the daemon may take to load and attach its programs.

@@ -2,14 +2,19 @@
 //! OTLP/HTTP receiver, decoded with the maintained OpenTelemetry crates, with their
 //! record ids and attributes, and with the numbers `guard report` has; and nothing
 //! is lost when the receiver is down, dies mid-batch, or the daemon is SIGKILLed with
-//! a spool full of records: each record arrives once by its id.
+//! a spool full of records: each record arrives once by its id. And the fleet of
+//! issue 24 as an organisation runs it (two replicas on PostgreSQL behind a load
+//! balancer) loses no session to a killed replica, a partition or a database
+//! outage.
 
 use std::ffi::OsStr;
 use std::fs;
 use std::sync::Arc;
 use std::time::Duration;
 
+use guard_tests::fleet::{Balancer, Fleet};
 use guard_tests::otlp::{Answer, Received, Receiver, wait_for};
+use guard_tests::pg::Postgres;
 use guard_tests::{
     Daemon, Enforcing, Event, EventsTo, FakeAgent, NetNs, PinDir, TempDir, fake_agent_exe, scaled,
     session_ended, write_policy,
@@ -267,6 +272,153 @@ fn a_partition_and_its_healing_lose_nothing() {
     all_of(&rx, &events, &id, scaled(Duration::from_secs(90)));
     assert_eq!(rx.duplicates(), 0);
     s.finish();
+}
+
+/// The fleet of issue 24 as an organisation runs it: two guard-fleet replicas on a
+/// real PostgreSQL behind a load balancer, the daemon exporting to the balancer
+/// with the fleet's token.
+struct Org {
+    pg: Postgres,
+    replicas: Vec<Fleet>,
+    balancer: Balancer,
+    _token: TempDir,
+    s: Enforcing,
+}
+
+impl Org {
+    fn start() -> Org {
+        let pg = Postgres::start();
+        let a = Fleet::replica(&pg.url(), None);
+        let b = Fleet::replica(&pg.url(), Some(&a));
+        let balancer = Balancer::start(vec![a.addr().to_owned(), b.addr().to_owned()]);
+        let token = TempDir::new("guard-e2e-token");
+        let token_file = token.join("fleet-token");
+        fs::write(&token_file, &a.ingest_token).expect("write the token");
+        let s = start(
+            &balancer.ingest_url(),
+            &format!("token_file = \"{}\"", token_file.display()),
+        );
+        Org {
+            pg,
+            replicas: vec![a, b],
+            balancer,
+            _token: token,
+            s,
+        }
+    }
+
+    /// The replica that answers the checks: the last, never killed.
+    fn fleet(&self) -> &Fleet {
+        self.replicas.last().expect("a replica")
+    }
+
+    /// The session is in the fleet once, ended, with `guard report`'s numbers and
+    /// each of its violations once.
+    fn stored_once(&mut self, id: &str) {
+        let detail = self
+            .fleet()
+            .wait_ended(id, scaled(Duration::from_secs(150)));
+        let report = self.s.daemon.report(id);
+        let row = &detail["session"];
+        assert_eq!(
+            self.pg.value(&format!(
+                "SELECT COUNT(*) FROM sessions WHERE session_id = '{id}'"
+            )),
+            "1",
+            "session {id} stored once"
+        );
+        let items = report["violations"]["items"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(!items.is_empty(), "the secret's kill: {report}");
+        assert_eq!(
+            self.pg.value(&format!(
+                "SELECT COUNT(*) FROM violations v JOIN sessions s \
+                 ON s.host = v.host AND s.session_uid = v.session_uid WHERE s.session_id = '{id}'"
+            )),
+            items.len().to_string(),
+            "each violation of {id} once"
+        );
+        assert_eq!(
+            detail["report"]["violations"]["items"],
+            report["violations"]["items"]
+        );
+        assert_eq!(row["bytes_out"], report["bytes_out"], "{row}");
+        assert_eq!(row["user_name"], report["user"], "{row}");
+        assert_eq!(
+            row["violations"],
+            items.len() as u64 + report["violations"]["omitted"].as_u64().unwrap_or(0),
+            "{row}"
+        );
+        // The session's page shows it, its rule and what was done.
+        let uid = row["session_uid"].as_str().expect("a session uid");
+        let page = self.fleet().page(&format!("/sessions/{uid}"));
+        for shown in [id, "no-secret", "killed"] {
+            assert!(page.contains(shown), "{shown} is not on the page of {id}");
+        }
+        // What the daemon logged of the session is in the event index, once.
+        let events = session_lines(&self.s.daemon.events(), id).len();
+        assert_eq!(
+            self.pg.value(&format!(
+                "SELECT COUNT(*) FROM events e JOIN sessions s ON s.host = e.host \
+                 AND s.session_uid = e.session_uid WHERE s.session_id = '{id}'"
+            )),
+            events.to_string(),
+            "each event of {id} once"
+        );
+    }
+}
+
+/// Issue 24's faults at the replicas: one replica killed (SIGKILL) after the first
+/// session, the link to the fleet cut while a session runs and then healed; every
+/// session reaches the fleet once, with the numbers of `guard report`.
+#[test]
+fn a_killed_replica_and_a_partition_lose_no_session_of_the_fleet() {
+    let mut org = Org::start();
+    let first = session(&mut org.s);
+    org.stored_once(&first);
+    org.replicas[0].kill();
+    let second = session(&mut org.s);
+    org.stored_once(&second);
+    let retries = org.s.daemon.status()["export"]["retries"]
+        .as_u64()
+        .unwrap_or(0);
+    org.balancer.partition(true);
+    let third = session(&mut org.s);
+    wait_until_status(
+        &mut org.s.daemon,
+        "a failed attempt across the partition",
+        |x| x["retries"].as_u64().unwrap_or(0) > retries,
+    );
+    org.balancer.partition(false);
+    org.stored_once(&third);
+    assert_eq!(org.pg.value("SELECT COUNT(*) FROM sessions"), "3");
+    org.s.finish();
+}
+
+/// Issue 24's fault at the database: PostgreSQL stopped for a minute while a session
+/// runs and ends (the replicas answer 503, the daemon keeps it in its spool), then
+/// started again: the session reaches the fleet once.
+#[test]
+fn a_database_stopped_for_a_minute_loses_no_session_of_the_fleet() {
+    let mut org = Org::start();
+    let first = session(&mut org.s);
+    org.stored_once(&first);
+    org.pg.stop();
+    let down = std::time::Instant::now();
+    let second = session(&mut org.s);
+    wait_until_status(
+        &mut org.s.daemon,
+        "the fleet refusing while its database is down",
+        |x| x["retries"].as_u64().unwrap_or(0) > 0 && x["spool_records"].as_u64().unwrap_or(0) > 0,
+    );
+    // The outage is the scenario: a minute, whatever the retries do meanwhile.
+    std::thread::sleep(Duration::from_secs(60).saturating_sub(down.elapsed()));
+    org.pg.resume();
+    org.stored_once(&second);
+    assert_eq!(org.pg.value("SELECT COUNT(*) FROM sessions"), "2");
+    org.s.finish();
 }
 
 /// `git` for a test's own repository (its set-up, not guard's way of reading one).
