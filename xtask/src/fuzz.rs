@@ -23,7 +23,7 @@ use crate::setup;
 use crate::util::{self, log};
 
 /// The targets, in the order they run.
-pub const TARGETS: &[&str] = &["decode", "policy", "control"];
+pub const TARGETS: &[&str] = &["decode", "policy", "control", "ingest"];
 
 /// Fuzzes every target for `total_secs` seconds in all (split evenly).
 pub fn run(total_secs: u64) -> Result<()> {
