@@ -341,8 +341,8 @@ async fn ingest(
 }
 
 /// The SQL that turns the ingested sessions (`templates` of them) into the
-/// organisation: `sessions` sessions of `hosts` hosts over 14 days, two violations
-/// of each template's per session, `events` event rows.
+/// organisation: `sessions` sessions of `hosts` hosts over 14 days, each with the
+/// violations of the template it copies, and `events` event rows.
 fn multiply(
     backend: Backend,
     sessions: u64,
@@ -357,12 +357,13 @@ fn multiply(
     let span = 14 * DAY_MS;
     // The dialects differ in numbers (a series, or a recursive count), in padding
     // and in casts; the rest is the same statement.
-    let (numbers, pad5, hex16, int) = match backend {
+    type Sql = fn(&str) -> String;
+    let (numbers, pad5, hex16, int): (String, Sql, Sql, Sql) = match backend {
         Backend::Postgres => (
             String::new(),
-            "lpad(({})::text, 5, '0')",
-            "lpad(to_hex({}), 16, '0')",
-            "({})::bigint",
+            |e| format!("lpad(({e})::text, 5, '0')"),
+            |e| format!("lpad(to_hex({e}), 16, '0')"),
+            |e| format!("({e})::bigint"),
         ),
         Backend::Sqlite => (
             format!(
@@ -370,18 +371,15 @@ fn multiply(
                  SELECT g + 1 FROM c WHERE g < {}) SELECT g FROM c;",
                 sessions.max(events).max(hosts)
             ),
-            "printf('%05d', {})",
-            "printf('%016x', {})",
-            "CAST({} AS INTEGER)",
+            |e| format!("printf('%05d', {e})"),
+            |e| format!("printf('%016x', {e})"),
+            |e| format!("CAST({e} AS INTEGER)"),
         ),
     };
     let series = |from: u64, to: u64| match backend {
         Backend::Postgres => format!("generate_series({from}::bigint, {to}) g"),
         Backend::Sqlite => format!("(SELECT g FROM numbers WHERE g BETWEEN {from} AND {to})"),
     };
-    let pad5 = |e: &str| pad5.replace("{}", e);
-    let hex16 = |e: &str| hex16.replace("{}", e);
-    let int = |e: &str| int.replace("{}", e);
     let host_of = |e: &str| format!("'eu/host-' || {}", pad5(e));
     format!(
         "{numbers}

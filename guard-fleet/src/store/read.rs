@@ -251,7 +251,6 @@ pub struct Query {
 }
 
 impl Query {
-    /// Appends ` AND …` for each filter set.
     /// No filter: every session.
     fn selects_all(&self) -> bool {
         let Self {
@@ -276,6 +275,7 @@ impl Query {
                 .all(|f| f.is_none())
     }
 
+    /// Appends ` AND …` for each filter set.
     fn filter(&self, sql: &mut Sql) {
         let text = |v: &String| Arg::Text(v.clone());
         if let Some(from) = self.from_ms {
@@ -553,28 +553,23 @@ impl Store {
             .arg(since_day.clone())
             .push(" GROUP BY day ORDER BY 1");
         let per_day = async {
-            let what = "count sessions per day";
-            let rows = per_day.query().fetch_all(pool).await.map_err(e(what))?;
-            let mut by_day = BTreeMap::new();
-            for r in &rows {
-                let day = int(r, 0).map_err(e(what))?;
-                let d = (|| -> Result<Day, sqlx::Error> {
-                    Ok(Day {
-                        day_ms: day * DAY_MS,
-                        sessions: int(r, 1)?,
-                        developers: int(r, 2)?,
-                        model_bytes_out: int(r, 3)?,
-                        other_bytes_out: int(r, 4)?.max(0),
-                        violations: int(r, 5)?,
-                    })
-                })()
-                .map_err(e(what))?;
-                by_day.insert(day, d);
-            }
+            let rows = fetch_rows(pool, per_day, "count sessions per day", |r| {
+                Ok(Day {
+                    day_ms: int(r, 0)? * DAY_MS,
+                    sessions: int(r, 1)?,
+                    developers: int(r, 2)?,
+                    model_bytes_out: int(r, 3)?,
+                    other_bytes_out: int(r, 4)?.max(0),
+                    violations: int(r, 5)?,
+                })
+            })
+            .await?;
+            // Every day of the window, those without sessions too.
+            let mut by_day: BTreeMap<i64, Day> = rows.into_iter().map(|d| (d.day_ms, d)).collect();
             Ok::<_, StoreError>(
                 (first_day / DAY_MS..=now_ms / DAY_MS)
                     .map(|day| {
-                        by_day.remove(&day).unwrap_or(Day {
+                        by_day.remove(&(day * DAY_MS)).unwrap_or(Day {
                             day_ms: day * DAY_MS,
                             ..Day::default()
                         })
@@ -684,22 +679,33 @@ impl Store {
         );
 
         let (
-            (running, running_count, totals, per_day, repositories, agents),
-            (violations_by_rule, violations_by_outcome, secret_sessions),
-            ((total, stale_count), stale, versions, modes),
+            running,
+            running_count,
+            totals,
+            per_day,
+            repositories,
+            agents,
+            violations_by_rule,
+            violations_by_outcome,
+            secret_sessions,
+            (total, stale_count),
+            stale,
+            versions,
+            modes,
         ) = tokio::try_join!(
-            async {
-                tokio::try_join!(
-                    running,
-                    running_count,
-                    totals,
-                    per_day,
-                    repositories,
-                    agents
-                )
-            },
-            async { tokio::try_join!(by_rule, by_outcome, secrets) },
-            async { tokio::try_join!(host_counts, stale, versions, modes) },
+            running,
+            running_count,
+            totals,
+            per_day,
+            repositories,
+            agents,
+            by_rule,
+            by_outcome,
+            secrets,
+            host_counts,
+            stale,
+            versions,
+            modes,
         )?;
         Ok(Overview {
             now_ms,
@@ -765,16 +771,7 @@ impl Store {
             .arg(Arg::Int(i64::from(per_page)))
             .push(" OFFSET ")
             .arg(Arg::Int(i64::from(page - 1) * i64::from(per_page)));
-        let sessions = async {
-            list.query()
-                .fetch_all(self.pool())
-                .await
-                .map_err(e("list sessions"))?
-                .iter()
-                .map(session_row)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(e("read sessions"))
-        };
+        let sessions = fetch_rows(self.pool(), list, "list sessions", session_row);
         let (total, sessions) = tokio::try_join!(count, sessions)?;
         Ok(SessionPage {
             total,

@@ -105,12 +105,9 @@ impl Store {
                 }
                 del.tuple([Arg::Text(host.clone()), Arg::Text(uid.clone())]);
             }
-            del.push(") RETURNING ts_ms, rule, outcome");
-            for row in del.query().fetch_all(&mut *tx).await.map_err(e())? {
-                let rule: String = row.try_get(1).map_err(e())?;
-                let outcome: String = row.try_get(2).map_err(e())?;
-                rollup.violation(row.try_get(0).map_err(e())?, &rule, &outcome, -1);
-            }
+            del.push(") RETURNING ").push(rollup::VIOLATION_COLUMNS);
+            let removed = del.query().fetch_all(&mut *tx).await.map_err(e())?;
+            rollup.violations_removed(&removed).map_err(e())?;
         }
         rollup.apply(&mut tx).await.map_err(e())?;
         tx.commit().await.map_err(e())?;

@@ -28,6 +28,10 @@ const CHUNK: usize = 100;
 pub(crate) const SESSION_COLUMNS: &str = "host, user_name, repo_url, agent, started_ms, \
     secrets_read, violations, bytes_out, model_bytes_out, duration_ms";
 
+/// The columns of `violations` a violation's contribution is read from, in
+/// [`Rollup::violations_removed`]'s order.
+pub(crate) const VIOLATION_COLUMNS: &str = "ts_ms, rule, outcome";
+
 /// What one stored session counts for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Contribution {
@@ -180,6 +184,17 @@ impl Rollup {
                 d.last_ms = d.last_ms.max(ts_ms);
             }
         }
+    }
+
+    /// Takes away the violations of `rows`, each of [`VIOLATION_COLUMNS`] (what a
+    /// `DELETE … RETURNING` of them gave).
+    pub(crate) fn violations_removed(&mut self, rows: &[AnyRow]) -> Result<(), sqlx::Error> {
+        for r in rows {
+            let rule: String = r.try_get(1)?;
+            let outcome: String = r.try_get(2)?;
+            self.violation(r.try_get(0)?, &rule, &outcome, -1);
+        }
+        Ok(())
     }
 
     /// Writes the changes, in key order.

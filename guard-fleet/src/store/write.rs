@@ -78,18 +78,16 @@ impl Store {
                 .arg(Arg::Text(s.host.clone()))
                 .push(" AND session_uid = ")
                 .arg(Arg::Text(s.session_uid.clone()))
-                .push(" RETURNING ts_ms, rule, outcome");
+                .push(" RETURNING ")
+                .push(rollup::VIOLATION_COLUMNS);
             let replaced = delete
                 .query()
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(StoreError::query("replace a session's violations"))?;
-            for r in &replaced {
-                let (ts_ms, rule, outcome): (i64, String, String) =
-                    (|| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))()
-                        .map_err(StoreError::query("replace a session's violations"))?;
-                rollup.violation(ts_ms, &rule, &outcome, -1);
-            }
+            rollup
+                .violations_removed(&replaced)
+                .map_err(StoreError::query("replace a session's violations"))?;
             for v in &s.violation_rows {
                 rollup.violation(v.ts_ms, &v.rule, &v.outcome, 1);
             }
@@ -193,17 +191,47 @@ async fn store_summary(
 ) -> Result<bool, StoreError> {
     let e = || StoreError::query("store a session");
     let values = summary_values(s, now_ms);
-    // A session deleted by retention between the two statements is inserted on
-    // the next turn; a third turn would need retention to delete it twice.
+    let mut insert = Sql::new("INSERT INTO sessions (");
+    for (i, (column, _)) in values.iter().enumerate() {
+        insert.push(if i > 0 { ", " } else { "" }).push(column);
+    }
+    insert
+        .push(") VALUES ")
+        .tuple(values.iter().map(|(_, v)| v.clone()))
+        .push(" ON CONFLICT (host, session_uid) DO NOTHING RETURNING host");
+    // The row as it is, locked until the batch commits (SQLite has one writer).
+    let mut old = Sql::new("SELECT ");
+    old.push(rollup::SESSION_COLUMNS)
+        .push(" FROM sessions WHERE host = ")
+        .arg(Arg::Text(s.host.clone()))
+        .push(" AND session_uid = ")
+        .arg(Arg::Text(s.session_uid.clone()));
+    if backend == Backend::Postgres {
+        old.push(" FOR UPDATE");
+    }
+    let mut update = Sql::new("UPDATE sessions SET ");
+    for (i, (column, value)) in values.into_iter().skip(2).enumerate() {
+        update
+            .push(if i > 0 { ", " } else { "" })
+            .push(column)
+            .push(" = ")
+            .arg(value);
+    }
+    update
+        .push(" WHERE host = ")
+        .arg(Arg::Text(s.host.clone()))
+        .push(" AND session_uid = ")
+        .arg(Arg::Text(s.session_uid.clone()))
+        .push(" AND (")
+        .arg(Arg::Int(s.state_rank))
+        .push(", ")
+        .arg(Arg::Int(s.observed_ns))
+        .push(", ")
+        .arg(Arg::Int(s.seq))
+        .push(") > (state_rank, observed_ns, seq) RETURNING host");
+    // A session deleted by retention between the insert and the read is inserted
+    // on the next turn; a third turn would need retention to delete it twice.
     for _ in 0..3 {
-        let mut insert = Sql::new("INSERT INTO sessions (");
-        for (i, (column, _)) in values.iter().enumerate() {
-            insert.push(if i > 0 { ", " } else { "" }).push(column);
-        }
-        insert
-            .push(") VALUES ")
-            .tuple(values.iter().map(|(_, v)| v.clone()))
-            .push(" ON CONFLICT (host, session_uid) DO NOTHING RETURNING host");
         if insert
             .query()
             .fetch_optional(&mut *tx)
@@ -214,40 +242,10 @@ async fn store_summary(
             rollup.session(&Contribution::of_summary(s), 1);
             return Ok(true);
         }
-        // The row as it is, locked until the batch commits (SQLite has one writer).
-        let mut old = Sql::new("SELECT ");
-        old.push(rollup::SESSION_COLUMNS)
-            .push(" FROM sessions WHERE host = ")
-            .arg(Arg::Text(s.host.clone()))
-            .push(" AND session_uid = ")
-            .arg(Arg::Text(s.session_uid.clone()));
-        if backend == Backend::Postgres {
-            old.push(" FOR UPDATE");
-        }
         let Some(old) = old.query().fetch_optional(&mut *tx).await.map_err(e())? else {
             continue;
         };
         let old = Contribution::of_row(&old, 0).map_err(e())?;
-        let mut update = Sql::new("UPDATE sessions SET ");
-        for (i, (column, value)) in values.iter().skip(2).enumerate() {
-            update
-                .push(if i > 0 { ", " } else { "" })
-                .push(column)
-                .push(" = ")
-                .arg(value.clone());
-        }
-        update
-            .push(" WHERE host = ")
-            .arg(Arg::Text(s.host.clone()))
-            .push(" AND session_uid = ")
-            .arg(Arg::Text(s.session_uid.clone()))
-            .push(" AND (")
-            .arg(Arg::Int(s.state_rank))
-            .push(", ")
-            .arg(Arg::Int(s.observed_ns))
-            .push(", ")
-            .arg(Arg::Int(s.seq))
-            .push(") > (state_rank, observed_ns, seq) RETURNING host");
         let applied = update
             .query()
             .fetch_optional(&mut *tx)
