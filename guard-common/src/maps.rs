@@ -68,6 +68,14 @@ pub mod role {
     /// `AGENT_PROGRAMS` values: the program is an MCP server's command in an
     /// agent's configuration: run by the agent itself, it is [`MCP`].
     pub const PROGRAM_MCP: u32 = 4;
+    /// `AGENT_PROGRAMS` values: the program is a JavaScript runtime (`node`, `bun`):
+    /// the agent it runs is named by its script, the first argument that is not an
+    /// option (`node --max-old-space-size=N /usr/bin/gemini`).
+    pub const PROGRAM_RUNTIME: u32 = 8;
+    /// `AGENT_PROGRAMS` values: a runtime running a script of this name runs an
+    /// agent (Gemini CLI is `node …/gemini`). A runtime started by the agent on its
+    /// own script is the agent again (Gemini relaunches itself), not its sandbox.
+    pub const PROGRAM_SCRIPT: u32 = 16;
 
     /// The role of `flags` (a [`super::Tracked::flags`] value).
     pub const fn of(flags: u32) -> u8 {
@@ -128,6 +136,41 @@ pub struct FlowSock {
     pub reported_bytes: u64,
     /// Spare, zero (room to grow without changing the pinned map's value size).
     pub _spare: [u64; 4],
+}
+
+/// Bytes of a [`SessionVar`]'s name, `=` included.
+pub const SESSION_VAR_LEN: usize = 32;
+/// Entries of `SESSION_VARS`: the environment variables that carry agents' session
+/// ids, searched for at once.
+pub const SESSION_VARS_MAX: u32 = 4;
+
+/// An environment variable whose value is an agent's session (or thread) id, as the
+/// agent sets it for its tools (`CODEX_THREAD_ID=`, `CLAUDE_CODE_SESSION_ID=`): an
+/// entry of `SESSION_VARS`. Unused entries have `len` 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionVar {
+    /// Bytes of `name` in use, `=` included (2 to [`SESSION_VAR_LEN`]).
+    pub len: u32,
+    /// The name followed by `=`, NUL padded.
+    pub name: [u8; SESSION_VAR_LEN],
+}
+
+impl SessionVar {
+    /// The entry for variable `name` (without `=`); None when it does not fit.
+    pub fn new(name: &str) -> Option<SessionVar> {
+        let bytes = name.as_bytes();
+        if bytes.is_empty() || bytes.len() >= SESSION_VAR_LEN || bytes.contains(&b'=') {
+            return None;
+        }
+        let mut out = SessionVar {
+            len: bytes.len() as u32 + 1,
+            name: [0; SESSION_VAR_LEN],
+        };
+        out.name[..bytes.len()].copy_from_slice(bytes);
+        out.name[bytes.len()] = b'=';
+        Some(out)
+    }
 }
 
 /// Size of `AGENTS` map keys: an agent name as it appears in `comm`.
@@ -236,4 +279,5 @@ mod pod {
     unsafe impl aya::Pod for super::Tracked {}
     // SAFETY: plain `#[repr(C)]` integers with no padding.
     unsafe impl aya::Pod for super::Bucket {}
+    unsafe impl aya::Pod for super::SessionVar {}
 }

@@ -677,6 +677,9 @@ pub enum EventDetail {
         redacted: bool,
         #[serde(default)]
         root: bool,
+        /// An agent program's exec: which agent it is (`codex`, `claude-code`, …).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent: Option<String>,
         /// An agent program's exec: the agent's version, from its package.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         agent_version: Option<String>,

@@ -667,11 +667,16 @@ pub fn deny_open(
     open_flags: u64,
     is_root: u32,
 ) -> Option<u16> {
+    // As at the open's exit: an open that neither reads nor writes is no rule's.
+    let want = wanted(open_flags);
+    if want == 0 {
+        return None;
+    }
     let (rule, found) = file_pick(
         core_read::file_dentry(file),
         path,
         len,
-        wanted(open_flags),
+        want,
         rule_flags::DENY,
         is_root,
         true,
@@ -855,11 +860,18 @@ pub fn on_open(
     who: u32,
     tainted: bool,
 ) -> OpenVerdict {
+    // An open that neither reads nor writes (`O_PATH`: a handle to stat, to reopen or
+    // to exec through, each of which is judged itself) breaks no file rule; a `want`
+    // of 0 would match every access.
+    let want = wanted(open_flags);
+    if want == 0 {
+        return OpenVerdict::default();
+    }
     let (rule, found) = file_pick(
         core_read::file_dentry(file),
         path,
         len,
-        wanted(open_flags),
+        want,
         rule_flags::KILL,
         who,
         true,

@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use guard_common::{AgentName, Bucket, NetBody, Tracked, counter, daemon_state};
+use guard_common::{AgentName, Bucket, NetBody, SessionVar, Tracked, counter, daemon_state};
 
 /// Tracked processes by tgid. Children are added at fork, before they run; entries
 /// leave when the last thread exits. Not an LRU: a full map must be counted
@@ -21,6 +21,13 @@ pub static AGENTS: HashMap<AgentName, u32> = HashMap::with_max_entries(256, 0);
 /// `role::PROGRAM_*` bits. Never starts a session.
 #[map]
 pub static AGENT_PROGRAMS: HashMap<AgentName, u32> = HashMap::with_max_entries(256, 0);
+
+/// The environment variables that carry agents' session ids (`CODEX_THREAD_ID`,
+/// `CLAUDE_CODE_SESSION_ID`, …), from the agents' profiles: a tool's exec record
+/// carries the first one its environment holds.
+#[map]
+pub static SESSION_VARS: Array<SessionVar> =
+    Array::with_max_entries(guard_common::SESSION_VARS_MAX, 0);
 
 /// cgroup v2 ids whose processes start a session at their first exec: the cgroups
 /// of the containers the policy chose, and every cgroup below them.

@@ -129,7 +129,9 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     // record's header, not copied to the stack: with the env scan's callback frames,
     // Linux 6.1 allows this program 512 bytes of stack in all.
     // SAFETY: the header lives in this CPU's scratch for the whole program.
-    tracked.flags = crate::role::at_exec(tracked.flags, bprm, file, unsafe { &*draft.comm_ptr() });
+    let program = crate::role::program_of(bprm, file, unsafe { &*draft.comm_ptr() });
+    let program = crate::role::with_script(program, task);
+    tracked.flags = crate::role::at_exec(tracked.flags, program);
     draft.header().role = u16::from(role::of(tracked.flags));
     let has_thread = tracked.flags & role::MASK == u32::from(role::TOOL) << role::SHIFT;
     tracked.flags &= !role::HAS_THREAD;
@@ -208,7 +210,8 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     if !ok {
         argv_len = 0;
     }
-    // A tool's agent thread: CODEX_THREAD_ID from its environment, after argv.
+    // A tool's agent session: the first session variable (CODEX_THREAD_ID, …) in
+    // its environment, after argv.
     let mut thread_len = 0u32;
     if has_thread {
         let dst = draft.payload_ptr::<ExecBody>(((exe_len & 0xfff) + (argv_len & 0xfff)) as usize);

@@ -40,8 +40,10 @@ const O_ACCMODE: u64 = 0o3;
 const O_PATH: u64 = 0o10000000;
 
 /// The names under /proc/<guard>/ a tracked process may open for reading: what
-/// `ps` and `top` read, nothing `ps` would not show.
-const PS_FILES: [u64; 5] = [
+/// `ps`, `top` and `pgrep` read (procps 4's `pgrep` reads every process's
+/// `cgroup`: Copilot CLI runs `pgrep -P` at start-up), nothing `ps` would not show.
+const PS_FILES: [u64; 6] = [
+    u64::from_le_bytes(*b"cgroup\0\0"),
     u64::from_le_bytes(*b"stat\0\0\0\0"),
     u64::from_le_bytes(*b"status\0\0"),
     u64::from_le_bytes(*b"statm\0\0\0"),

@@ -33,6 +33,8 @@ use serde_json::Value;
 
 pub mod chain;
 pub mod fleet;
+pub mod home;
+pub mod model;
 pub mod otlp;
 pub mod pg;
 pub mod watch;
@@ -1488,6 +1490,7 @@ impl Finished {
 
 const KINDS: &[&str] = &[
     "exec",
+    "tamper",
     "route",
     "unix",
     "open",
@@ -1641,6 +1644,11 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
                 v.get("agent_version")
                     .is_none_or(|_| is_str("agent_version") && e.str("role") == Some("agent")),
                 "agent_version is there but not a string on an agent's exec",
+            );
+            need(
+                v.get("agent")
+                    .is_none_or(|_| is_str("agent") && e.str("role") == Some("agent")),
+                "agent is there but not a string on an agent's exec",
             );
             need(
                 v.get("held").is_none() || e.bool("held") == Some(true),

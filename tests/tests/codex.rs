@@ -20,7 +20,7 @@ use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use std::{env, fs, io, thread};
 
+use guard_tests::home::{self, HomeSecrets, ORIGINAL_HOOK, TestUser, run_ok};
 use guard_tests::{
     Daemon, Event, EventsTo, Finished, NetNs, Running, bpf_lsm_deny, check_schema, dump, find,
     guard_bin, session_ended, session_of, unique_name,
@@ -108,169 +109,29 @@ fn codex_version() -> String {
 
 /// Secrets planted in the home and the workspace: none may reach the model server.
 struct Secrets {
-    ssh: String,
-    netrc: String,
-    aws: String,
-    dotenv: String,
+    home: HomeSecrets,
     codex_auth: String,
 }
 
 impl Secrets {
     fn new() -> Secrets {
-        let mark = |what: &str| format!("{}-{what}-SECRET", unique_name("gs"));
         Secrets {
-            ssh: mark("ssh"),
-            netrc: mark("netrc"),
-            aws: mark("aws"),
-            dotenv: mark("dotenv"),
-            codex_auth: mark("auth"),
+            home: HomeSecrets::new(),
+            codex_auth: home::secret("auth"),
         }
     }
 
     fn all(&self) -> [&str; 5] {
-        [
-            &self.ssh,
-            &self.netrc,
-            &self.aws,
-            &self.dotenv,
-            &self.codex_auth,
-        ]
+        let h = &self.home;
+        [&h.ssh, &h.netrc, &h.aws, &h.dotenv, &self.codex_auth]
     }
-}
-
-/// A regular user (uid >= 1000, so the policies' `~` covers its home) made for one test
-/// with `useradd`, removed with its home on drop. It must exist before the daemon
-/// starts: the policy's `~` is expanded from /etc/passwd when it loads.
-struct TestUser {
-    name: String,
-    uid: u32,
-    gid: u32,
-    home: PathBuf,
-}
-
-impl TestUser {
-    fn create() -> TestUser {
-        let name = unique_name("gcx");
-        let home = PathBuf::from("/home").join(&name);
-        run_ok(
-            Command::new("useradd")
-                .args(["--create-home", "--user-group", "--shell", "/bin/bash"])
-                .arg("--home-dir")
-                .arg(&home)
-                .arg(&name),
-        );
-        let id = |flag: &str| -> u32 {
-            let out = run_ok(Command::new("id").arg(flag).arg(&name));
-            out.trim().parse().expect("id prints a number")
-        };
-        let user = TestUser {
-            uid: id("-u"),
-            gid: id("-g"),
-            name,
-            home,
-        };
-        assert!(
-            user.uid >= 1000,
-            "useradd gave {} uid {}, below 1000: the policies' `~` would not cover it",
-            user.name,
-            user.uid
-        );
-        user
-    }
-
-    /// Writes `text` to `rel` under the home (parents made), mode `mode`.
-    fn write(&self, rel: &str, text: &str, mode: u32) -> PathBuf {
-        let path = self.home.join(rel);
-        fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
-        fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
-        path
-    }
-
-    /// Gives everything under the home to the user.
-    fn chown_home(&self) {
-        run_ok(
-            Command::new("chown")
-                .arg("-R")
-                .arg(format!("{}:{}", self.uid, self.gid))
-                .arg(&self.home),
-        );
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        // Nothing of the user's runs any more: every Codex run was waited for, and each
-        // session ended.
-        let _ = Command::new("userdel")
-            .args(["--remove", "--force"])
-            .arg(&self.name)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = fs::remove_dir_all(&self.home);
-        // What Codex's sandbox leaves in /tmp for the uid (only if it is this user's).
-        for dir in ["codex-daemon", "codex-bwrap-synthetic-mount-targets"] {
-            let path = PathBuf::from(format!("/tmp/{dir}-{}", self.uid));
-            if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == self.uid) {
-                let _ = fs::remove_dir_all(&path);
-            }
-        }
-    }
-}
-
-/// Runs `cmd`, fails the test unless it succeeds, returns its stdout.
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({})\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The home a developer has: credentials, Codex's own config and key, and a git
 /// repository to work in. Returns the workspace.
 fn furnish_home(user: &TestUser, secrets: &Secrets, model: &ModelServer) -> PathBuf {
-    user.write(
-        ".ssh/id_rsa",
-        &format!(
-            "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n",
-            secrets.ssh
-        ),
-        0o600,
-    );
-    user.write(
-        ".ssh/id_rsa.pub",
-        "ssh-ed25519 AAAAC3Nz test@example\n",
-        0o644,
-    );
-    fs::set_permissions(user.home.join(".ssh"), fs::Permissions::from_mode(0o700))
-        .expect("chmod ~/.ssh");
-    user.write(
-        ".netrc",
-        &format!("machine github.com login dev password {}\n", secrets.netrc),
-        0o600,
-    );
-    user.write(
-        ".gitconfig",
-        "[user]\n\tname = Dev\n\temail = dev@example.com\n[init]\n\tdefaultBranch = main\n",
-        0o644,
-    );
-    user.write(
-        ".aws/credentials",
-        &format!(
-            "[default]\naws_access_key_id = AKIAEXAMPLE\naws_secret_access_key = {}\n",
-            secrets.aws
-        ),
-        0o600,
-    );
+    // SSH key, .netrc, .gitconfig, AWS credentials, the repository with its .env.
+    let ws = home::furnish(user, &secrets.home);
     // Codex's home, as `codex login --with-api-key` leaves it, with the model provider
     // pointed at the scripted server.
     user.write(
@@ -280,30 +141,6 @@ fn furnish_home(user: &TestUser, secrets: &Secrets, model: &ModelServer) -> Path
     );
     user.write(".codex/config.toml", &model.codex_config(&user.home), 0o644);
     user.write(&format!(".codex/{MCP_SERVER}"), MCP_SERVER_PY, 0o644);
-
-    let ws = user.home.join("src/app");
-    fs::create_dir_all(ws.join("src")).expect("mkdir workspace");
-    fs::write(ws.join("README.md"), "# app\n").expect("write README");
-    fs::write(ws.join("src/main.rs"), "fn main() {}\n").expect("write main.rs");
-    fs::write(ws.join(".gitignore"), ".env\n").expect("write .gitignore");
-    fs::write(ws.join(".env"), format!("API_TOKEN={}\n", secrets.dotenv)).expect("write .env");
-    let git = |args: &[&str]| {
-        run_ok(
-            Command::new("git")
-                .args(args)
-                .current_dir(&ws)
-                .env("HOME", &user.home)
-                .env("GIT_CONFIG_NOSYSTEM", "1"),
-        )
-    };
-    git(&["init", "--quiet"]);
-    git(&["add", "."]);
-    git(&["commit", "--quiet", "-m", "initial"]);
-    assert!(
-        ws.join(".git/hooks").is_dir(),
-        "git init made no .git/hooks in {}",
-        ws.display()
-    );
     user.chown_home();
     ws
 }
@@ -693,14 +530,8 @@ fn codex_command(
         .args(["--sandbox", sandbox, "--color", "never", "-C"])
         .arg(ws)
         .arg("Run the scripted commands.")
-        .current_dir(ws)
-        .env_clear()
-        .env("HOME", &user.home)
-        .env("USER", &user.name)
-        .env("LOGNAME", &user.name)
-        .env("SHELL", "/bin/bash")
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .env("LANG", "C.UTF-8")
+        .current_dir(ws);
+    user.login_env(&mut cmd)
         .env(KEY_VAR, "guard-e2e-dummy-key")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -1102,9 +933,6 @@ for line in sys.stdin:
     print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}), flush=True)
 "#;
 
-/// The repository's own pre-commit hook, which the agent's script tries to replace.
-const ORIGINAL_HOOK: &str = "#!/bin/sh\n# the repository's own pre-commit hook\nexit 0\n";
-
 fn daemon_with(policy: &str) -> Daemon {
     Daemon::start_with_args(
         &[&unique_name("gx")],
@@ -1139,7 +967,7 @@ fn codex_under(policy: &str, launch: Launch) {
     let install = install();
     let secrets = Secrets::new();
     let model = ModelServer::start(STEPS.iter().map(|s| s.cmd.to_owned()).collect());
-    let user = TestUser::create();
+    let user = TestUser::create("gcx");
     let ws = furnish_home(&user, &secrets, &model);
     let mut daemon = daemon_with(policy);
     let loaded = daemon.wait_for("policy_loaded", |ev| {
@@ -1219,7 +1047,7 @@ fn codex_with_and_without_guard() {
     let secrets = Secrets::new();
     // Not the metadata request: unguarded, nothing would stop it leaving the host.
     let model = ModelServer::start(STEPS[..3].iter().map(|s| s.cmd.to_owned()).collect());
-    let user = TestUser::create();
+    let user = TestUser::create("gcx");
     let ws = furnish_home(&user, &secrets, &model);
     let mut daemon = daemon_with("workstation");
     let (mut bare, mut guarded) = (Vec::new(), Vec::new());
@@ -1241,7 +1069,7 @@ fn codex_with_and_without_guard() {
         assert!(run.stdout.contains(FINAL_MESSAGE), "{}", run.stdout);
         let leaked = tool_output(&model.turns()[before..], &call_id(2)).unwrap_or_default();
         assert!(
-            leaked.contains(&secrets.ssh),
+            leaked.contains(&secrets.home.ssh),
             "unguarded, `cat ~/.ssh/id_rsa` should have shown the key to the model: {leaked:?}"
         );
 
@@ -1264,7 +1092,7 @@ fn codex_with_and_without_guard() {
         );
         let requests = &model.requests()[before..];
         assert!(
-            requests.iter().all(|r| !r.raw.contains(&secrets.ssh)),
+            requests.iter().all(|r| !r.raw.contains(&secrets.home.ssh)),
             "guarded, the key reached the model"
         );
         guarded.push((cr.wall, cr.events.len()));
@@ -1298,7 +1126,7 @@ fn a_codex_session_reaches_the_fleet_as_guard_report_has_it() {
     let install = install();
     let secrets = Secrets::new();
     let model = ModelServer::start(STEPS.iter().map(|s| s.cmd.to_owned()).collect());
-    let user = TestUser::create();
+    let user = TestUser::create("gcx");
     let ws = furnish_home(&user, &secrets, &model);
     run_ok(
         Command::new("git")

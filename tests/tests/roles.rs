@@ -15,7 +15,32 @@ use std::process::Command;
 use std::time::SystemTime;
 
 use guard_tests::chain::Chain;
-use guard_tests::{Event, check_schema, dump, guard_bin, lsm_or_skip, unique_name};
+use guard_tests::{Event, Finished, check_schema, dump, guard_bin, lsm_or_skip, unique_name};
+
+/// `session` as `guard sessions --json` lists it.
+fn listed(chain: &Chain, session: &str) -> serde_json::Value {
+    let out = Command::new(guard_bin())
+        .args(["sessions", "--json", "--socket"])
+        .arg(chain.daemon.socket())
+        .output()
+        .expect("guard sessions");
+    assert!(out.status.success(), "{out:?}");
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    list.as_array()
+        .and_then(|l| l.iter().find(|s| s["id"] == session))
+        .cloned()
+        .unwrap_or_else(|| panic!("session {session} not listed: {list}"))
+}
+
+/// What a failed check shows: the run's output and the session's events.
+fn context(run: &Finished, events: &[Event]) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}\n{}",
+        run.stdout,
+        run.stderr,
+        dump(events)
+    )
+}
 
 #[test]
 fn roles_are_decided_at_exec_and_scope_kernel_kills() {
@@ -47,14 +72,7 @@ fn roles_are_decided_at_exec_and_scope_kernel_kills() {
         .and_then(|n| n.to_str())
         .expect("name")
         .to_owned();
-    let ctx = || {
-        format!(
-            "stdout:\n{}\nstderr:\n{}\n{}",
-            run.stdout,
-            run.stderr,
-            dump(&events)
-        )
-    };
+    let ctx = || context(&run, &events);
 
     // What the user sees: the agent and its helper read the token, the tool was killed
     // before it printed anything of it, and everything else went on.
@@ -170,17 +188,7 @@ fn roles_are_decided_at_exec_and_scope_kernel_kills() {
     );
 
     // `guard sessions --json` names the agent's pid and the thread.
-    let out = Command::new(guard_bin())
-        .args(["sessions", "--json", "--socket"])
-        .arg(chain.daemon.socket())
-        .output()
-        .expect("guard sessions");
-    assert!(out.status.success(), "{out:?}");
-    let list: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let ours = list
-        .as_array()
-        .and_then(|l| l.iter().find(|s| s["id"] == session.as_str()))
-        .unwrap_or_else(|| panic!("session {session} not listed: {list}"));
+    let ours = listed(&chain, &session);
     assert_eq!(ours["agent_pid"], agent_pid, "{ours}");
     assert_eq!(ours["agent_threads"][0], thread.as_str(), "{ours}");
 
@@ -218,14 +226,7 @@ fn role_scoped_deny_refuses_the_tool_and_not_the_agent() {
          echo agent >> {notes_s} && echo agent-wrote"
     );
     let (run, _, events) = chain.run(&script);
-    let ctx = || {
-        format!(
-            "stdout:\n{}\nstderr:\n{}\n{}",
-            run.stdout,
-            run.stderr,
-            dump(&events)
-        )
-    };
+    let ctx = || context(&run, &events);
     for line in [
         "tool-refused",
         "tool-lives",
@@ -267,4 +268,103 @@ fn role_scoped_deny_refuses_the_tool_and_not_the_agent() {
         "the agent's write broke a rule: {own}"
     );
     chain.daemon.stop_ok();
+}
+
+/// Agents known by their profile rather than a name: a JavaScript runtime (a copy of
+/// bash installed as `node`) running a script named `gemini` is the agent, and so is
+/// its relaunch of itself on the same script (Gemini CLI's `node
+/// --max-old-space-size=N …/gemini`), not a sandbox; the shells it runs are tools,
+/// and a tool whose environment holds another profile's session variable
+/// (`CLAUDE_CODE_SESSION_ID`) carries it as `agent_thread`. The agent's exec names
+/// the agent (`agent: "gemini-cli"`), and so do `guard sessions` and the session.
+#[test]
+fn a_runtime_s_script_names_the_agent_and_tools_carry_its_session_id() {
+    let since = SystemTime::now();
+    let mut chain = Chain::new(
+        "gw",
+        "[[rule]]\nid = \"token-read-by-tools\"\nkind = \"file\"\naccess = [\"read\"]\n\
+         paths = [\"{dir}/token\"]\nscope = [\"tool\", \"mcp\"]\naction = \"kill\"\n",
+    );
+    let bin = chain.dir.join("bin");
+    let node = bin.join("node");
+    fs::copy("/bin/bash", &node).expect("copy bash as node");
+    let gemini = bin.join("gemini");
+    let (node, gemini) = (node.display().to_string(), gemini.display().to_string());
+    // The launcher relaunches itself as a child with an option first; the relaunch
+    // runs the tool as a shell command.
+    fs::write(
+        &gemini,
+        format!(
+            "if [ -z \"$RELAUNCHED\" ]; then RELAUNCHED=1 {node} --norc {gemini} \"$1\"; \
+             echo launcher-done $?; else /bin/bash -c \"$1\"; echo agent-done; fi\n"
+        ),
+    )
+    .expect("write the gemini script");
+    fs::write(
+        &chain.wrapper,
+        format!("#!/bin/sh\n{node} {gemini} \"$1\"\necho wrapper-done $?\n"),
+    )
+    .expect("write the wrapper");
+    let token = chain.dir.join("token");
+    fs::write(&token, "TOKEN\n").expect("write token");
+    let token = token.display().to_string();
+    let id = format!("c1a0de00-{}", unique_name("s"));
+    let (run, session, events) = chain.run(&format!(
+        "CLAUDE_CODE_SESSION_ID={id} /bin/bash -c 'cat {token}; echo tool-lives'"
+    ));
+    let ctx = || context(&run, &events);
+    for line in [
+        "tool-lives",
+        "agent-done",
+        "launcher-done 0",
+        "wrapper-done 0",
+    ] {
+        assert!(run.stdout.contains(line), "no {line:?}\n{}", ctx());
+    }
+    let execs: Vec<&Event> = events.iter().filter(|e| e.kind() == "exec").collect();
+    let agents: Vec<&&Event> = execs
+        .iter()
+        .filter(|e| e.str("exe") == Some(node.as_str()))
+        .collect();
+    assert_eq!(agents.len(), 2, "the launcher and its relaunch\n{}", ctx());
+    for a in &agents {
+        assert_eq!(a.str("role"), Some("agent"), "{a}");
+        assert_eq!(a.str("agent"), Some("gemini-cli"), "{a}");
+    }
+    assert_ne!(agents[0].pid(), agents[1].pid(), "the relaunch is a child");
+    let tools: Vec<&&Event> = execs
+        .iter()
+        .filter(|e| e.str("exe").is_some_and(|x| x.ends_with("/bash")))
+        .collect();
+    assert_eq!(tools.len(), 2, "the tool's two shells\n{}", ctx());
+    for t in &tools {
+        assert_eq!(t.str("role"), Some("tool"), "{t}");
+        assert!(t.get("agent").is_none(), "{t}");
+    }
+    assert!(tools[0].get("agent_thread").is_none(), "{}", tools[0]);
+    assert_eq!(
+        tools[1].str("agent_thread"),
+        Some(id.as_str()),
+        "{}",
+        tools[1]
+    );
+    let read = events
+        .iter()
+        .find(|e| e.kind() == "open" && e.str("path") == Some(token.as_str()))
+        .unwrap_or_else(|| panic!("no read of the token\n{}", ctx()));
+    assert_eq!(read.str("rule"), Some("token-read-by-tools"), "{read}");
+    assert_eq!(read.str("outcome"), Some("killed"), "{read}");
+    assert_eq!(read.str("agent_thread"), Some(id.as_str()), "{read}");
+
+    let ours = listed(&chain, &session);
+    assert_eq!(ours["agent"], "gemini-cli", "{ours}");
+    assert_eq!(ours["agent_threads"][0], id.as_str(), "{ours}");
+    let events = chain.daemon.stop_ok();
+    check_schema(
+        &events
+            .into_iter()
+            .filter(|e| !e.kind().starts_with("policy_"))
+            .collect::<Vec<_>>(),
+        since,
+    );
 }

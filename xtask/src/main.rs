@@ -35,7 +35,8 @@ enum Cmd {
     Setup {
         /// Also install what the end-to-end tests use (iproute2, tmux, procps,
         /// prometheus, python3-venv, bubblewrap, git, lsb-release, curl, passwd, and
-        /// the pinned Codex CLI from npm into target/codex).
+        /// the pinned Codex CLI from npm into target/codex, and the pinned Claude Code,
+        /// Gemini and Copilot CLIs into target/agents).
         #[arg(long)]
         test_deps: bool,
     },
@@ -394,6 +395,7 @@ fn test(no_e2e: bool, no_vm: bool, no_fuzz: bool) -> Result<()> {
 
     log!("end-to-end tests (GUARD_BIN={})", bin.display());
     let codex = util::target_dir().join("codex");
+    let agents = util::target_dir().join("agents");
     tally.add(nextest_suite(
         "e2e",
         "e2e",
@@ -401,6 +403,7 @@ fn test(no_e2e: bool, no_vm: bool, no_fuzz: bool) -> Result<()> {
         &[
             ("GUARD_BIN", bin.as_os_str()),
             ("GUARD_CODEX_DIR", codex.as_os_str()),
+            ("GUARD_AGENTS_DIR", agents.as_os_str()),
         ],
         &skip_log,
     ));

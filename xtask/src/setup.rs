@@ -47,6 +47,7 @@ pub fn setup(test_deps: bool) -> Result<()> {
     debian_packages(&packages)?;
     if test_deps {
         codex()?;
+        agents()?;
     }
     bpf_linker()?;
     log!("setup complete");
@@ -183,28 +184,7 @@ fn codex() -> Result<()> {
         "codex: installing @openai/codex {version} into {}",
         dir.display()
     );
-    let modules = dir.join("node_modules");
-    if modules.exists() {
-        std::fs::remove_dir_all(&modules)
-            .with_context(|| format!("cannot remove {}", modules.display()))?;
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for file in ["package.json", "package-lock.json"] {
-        std::fs::copy(pins.join(file), dir.join(file))
-            .with_context(|| format!("cannot copy {file} into {}", dir.display()))?;
-    }
-    util::run(
-        Command::new("npm")
-            .args([
-                "ci",
-                "--no-audit",
-                "--no-fund",
-                "--ignore-scripts",
-                "--prefix",
-            ])
-            .arg(&dir)
-            .stdin(Stdio::null()),
-    )?;
+    npm_ci(&pins, &dir, false)?;
     match native_version(&native) {
         Some(v) if v == version => {
             log!("codex: installed {version} ({})", native.display());
@@ -219,6 +199,139 @@ fn codex() -> Result<()> {
             )
         ),
     }
+}
+
+/// A fresh `npm ci` of the package.json and package-lock.json in `pins` into `dir`
+/// (its old `node_modules` removed first). `scripts`: whether the packages' install
+/// scripts run (those package.json's `allowScripts` lets npm 11 run).
+fn npm_ci(pins: &Path, dir: &Path, scripts: bool) -> Result<()> {
+    let modules = dir.join("node_modules");
+    if modules.exists() {
+        std::fs::remove_dir_all(&modules)
+            .with_context(|| format!("cannot remove {}", modules.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for file in ["package.json", "package-lock.json"] {
+        std::fs::copy(pins.join(file), dir.join(file))
+            .with_context(|| format!("cannot copy {file} into {}", dir.display()))?;
+    }
+    util::run(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .args((!scripts).then_some("--ignore-scripts"))
+            .arg("--prefix")
+            .arg(dir)
+            .stdin(Stdio::null()),
+    )
+}
+
+/// Where `tests/agents/package-lock.json` pins the Claude Code, Gemini and Copilot
+/// CLIs, and where the real-agent test (tests/tests/agents.rs) finds them installed
+/// (relative to the workspace root and the target dir).
+const AGENTS_PINS: &str = "tests/agents";
+const AGENTS_DIR: &str = "agents";
+/// The pinned packages and the entry point each puts in `node_modules/.bin`.
+const AGENT_PACKAGES: &[(&str, &str)] = &[
+    ("@anthropic-ai/claude-code", "claude"),
+    ("@google/gemini-cli", "gemini"),
+    ("@github/copilot", "copilot"),
+];
+/// Claude Code's native binary: its postinstall (`install.cjs`) links the platform
+/// package's binary over this stub.
+const CLAUDE_NATIVE: &str = "node_modules/@anthropic-ai/claude-code/bin/claude.exe";
+
+/// The pinned agent CLIs, installed with `npm ci` from the committed package.json and
+/// package-lock.json into `target/agents`, with Claude Code's postinstall (package.json's
+/// `allowScripts` lets npm 11 run it; older npm runs install scripts anyway). Skipped
+/// when the installed lock file is the committed one and every package is in place at
+/// its pinned version.
+fn agents() -> Result<()> {
+    if !command_works("npm", "--version") {
+        log!("npm: missing, installing Node.js and npm from Debian");
+        debian_packages(NODE_PACKAGES)?;
+    }
+    let pins = util::workspace_root().join(AGENTS_PINS);
+    let dir = util::target_dir().join(AGENTS_DIR);
+    let lock = std::fs::read(pins.join("package-lock.json"))
+        .with_context(|| format!("cannot read {}/package-lock.json", pins.display()))?;
+    let versions = agent_versions(&lock)?;
+    let installed_lock = std::fs::read(dir.join("package-lock.json")).ok();
+    if installed_lock.as_deref() == Some(lock.as_slice())
+        && agents_installed(&dir, &versions).is_ok()
+    {
+        log!(
+            "agents: present ({}, {})",
+            versions.join(", "),
+            dir.display()
+        );
+        return Ok(());
+    }
+    log!(
+        "agents: installing {} into {}",
+        versions.join(", "),
+        dir.display()
+    );
+    npm_ci(&pins, &dir, true)?;
+    agents_installed(&dir, &versions).context("npm ci of the agent CLIs")?;
+    log!("agents: installed {}", versions.join(", "));
+    Ok(())
+}
+
+/// `package@version` of each agent CLI a package-lock.json pins.
+fn agent_versions(lock: &[u8]) -> Result<Vec<String>> {
+    let lock: serde_json::Value =
+        serde_json::from_slice(lock).context("package-lock.json is not JSON")?;
+    AGENT_PACKAGES
+        .iter()
+        .map(|(package, _)| {
+            let pointer = format!(
+                "/packages/node_modules~1{}/version",
+                package.replace('/', "~1")
+            );
+            lock.pointer(&pointer)
+                .and_then(serde_json::Value::as_str)
+                .map(|v| format!("{package}@{v}"))
+                .ok_or_else(|| anyhow!("package-lock.json pins no version of {package}"))
+        })
+        .collect()
+}
+
+/// Whether `dir` holds every agent CLI at its pinned version (`versions`, as
+/// [`agent_versions`] gives them), with its entry point, and Claude Code's real native
+/// binary (an ELF of more than 1 MB, not the stub its postinstall replaces).
+fn agents_installed(dir: &Path, versions: &[String]) -> Result<()> {
+    for ((package, bin), pinned) in AGENT_PACKAGES.iter().zip(versions) {
+        let manifest = dir.join("node_modules").join(package).join("package.json");
+        let json: serde_json::Value = std::fs::read(&manifest)
+            .ok()
+            .and_then(|m| serde_json::from_slice(&m).ok())
+            .ok_or_else(|| anyhow!("{} is missing or not JSON", manifest.display()))?;
+        let have = format!("{package}@{}", json["version"].as_str().unwrap_or("?"));
+        if have != *pinned {
+            bail!("{} is {have}, not {pinned}", manifest.display());
+        }
+        let entry = dir.join("node_modules/.bin").join(bin);
+        if !entry.is_file() {
+            bail!("{} is missing", entry.display());
+        }
+    }
+    let native = dir.join(CLAUDE_NATIVE);
+    let mut magic = [0u8; 4];
+    let size = std::fs::File::open(&native)
+        .and_then(|mut f| {
+            std::io::Read::read_exact(&mut f, &mut magic)?;
+            f.metadata()
+        })
+        .with_context(|| format!("cannot read {}", native.display()))?
+        .len();
+    if magic != *b"\x7fELF" || size <= 1 << 20 {
+        bail!(
+            "{} is not Claude Code's native binary ({size} bytes): did its postinstall \
+             (install.cjs) not run? npm 11 runs it only with package.json's allowScripts",
+            native.display()
+        );
+    }
+    Ok(())
 }
 
 /// The version of `@openai/codex` a package-lock.json pins.
@@ -395,6 +508,23 @@ mod tests {
             "{version:?}"
         );
         assert!(codex_version(br#"{"packages":{}}"#).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn reads_the_pinned_agent_versions() -> Result<()> {
+        let lock = std::fs::read(
+            util::workspace_root()
+                .join(AGENTS_PINS)
+                .join("package-lock.json"),
+        )?;
+        let versions = agent_versions(&lock)?;
+        assert_eq!(versions.len(), AGENT_PACKAGES.len(), "{versions:?}");
+        assert!(
+            versions[0].starts_with("@anthropic-ai/claude-code@"),
+            "{versions:?}"
+        );
+        assert!(agent_versions(br#"{"packages":{}}"#).is_err());
         Ok(())
     }
 

@@ -122,12 +122,16 @@ const SUBSET: &[(&str, Kernels, &[&str])] = &[
             "component_run_is_killed_in_the_kernel_at_open",
         ],
     ),
-    // Roles decided at exec on 6.1's verifier (the environment scan under
+    // Roles decided at exec on 6.1's verifier (the environment scan for the
+    // profiles' session variables and a runtime's script scan, both under
     // bpf_loop); a role-scoped BPF-LSM deny on every kernel.
     (
         "roles",
         Kernels::Oldest,
-        &["roles_are_decided_at_exec_and_scope_kernel_kills"],
+        &[
+            "roles_are_decided_at_exec_and_scope_kernel_kills",
+            "a_runtime_s_script_names_the_agent_and_tools_carry_its_session_id",
+        ],
     ),
     (
         "roles",

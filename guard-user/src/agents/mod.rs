@@ -1,5 +1,7 @@
-//! What guard knows about the agents it follows beyond their names: for now the
-//! MCP servers their configurations declare (the `mcp` role), and their versions.
+//! What guard knows about the agents it follows: their profiles (programs, session
+//! variables, files, endpoints), the MCP servers their configurations declare (the
+//! `mcp` role), and their versions.
 
 pub mod mcp;
+pub mod profile;
 pub mod version;

@@ -10,8 +10,6 @@ use std::{collections::HashMap, path::Path, sync::Arc};
 const LEVELS: usize = 8;
 /// Program paths remembered (the cache is emptied past it).
 const KEPT: usize = 256;
-/// Runtimes whose first argument is the agent's script.
-const RUNTIMES: &[&str] = &["node", "nodejs", "bun", "deno"];
 
 #[derive(Default)]
 pub struct Versions {
@@ -25,9 +23,9 @@ impl Versions {
         let runtime = Path::new(exe)
             .file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|n| RUNTIMES.contains(&n));
-        let program = match argv.get(1) {
-            Some(script) if runtime && script.starts_with('/') => script.as_str(),
+            .is_some_and(|n| super::profile::RUNTIMES.contains(&n));
+        let program = match super::profile::script_of(argv) {
+            Some(script) if runtime && script.starts_with('/') => script,
             _ => exe,
         };
         if let Some(known) = self.by_path.get(program) {
@@ -36,7 +34,10 @@ impl Versions {
         if self.by_path.len() >= KEPT {
             self.by_path.clear();
         }
-        let found = package_version(Path::new(program)).map(Arc::from);
+        // npm's `.bin/gemini` is a symlink into the package: its own directory is
+        // the installing project's.
+        let real = std::fs::canonicalize(program).unwrap_or_else(|_| program.into());
+        let found = package_version(&real).map(Arc::from);
         self.by_path.insert(program.to_owned(), found.clone());
         found
     }
@@ -110,5 +111,31 @@ mod tests {
             Some("0.169.0")
         );
         assert_eq!(versions.of("/usr/bin/true", &[]), None, "no package");
+    }
+
+    /// Gemini CLI: `node` (after its options) running npm's `.bin/gemini`, a symlink
+    /// into the package, inside a project that has a package.json of its own.
+    #[test]
+    fn a_script_behind_npm_s_bin_symlink_is_known_by_its_package() {
+        let root = tempfile::tempdir().expect("tempdir");
+        package(root.path(), "the-project", "9.9.9");
+        let pkg = root.path().join("node_modules/@google/gemini-cli");
+        package(&pkg, "@google/gemini-cli", "0.61.0");
+        std::fs::create_dir_all(pkg.join("bundle")).expect("mkdir");
+        std::fs::write(pkg.join("bundle/gemini.js"), "").expect("write");
+        let bin = root.path().join("node_modules/.bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        std::os::unix::fs::symlink("../@google/gemini-cli/bundle/gemini.js", bin.join("gemini"))
+            .expect("symlink");
+        let script = bin.join("gemini").to_str().expect("UTF-8").to_owned();
+        let argv = [
+            "node".to_owned(),
+            "--max-old-space-size=4096".to_owned(),
+            script,
+        ];
+        assert_eq!(
+            Versions::default().of("/usr/bin/node", &argv).as_deref(),
+            Some("0.61.0")
+        );
     }
 }

@@ -357,7 +357,9 @@ impl Daemon {
         self.pipe.identity.log_entries();
         self.programs.names = agents;
         self.programs.mcp = self.mcp.names();
+        self.programs.known = crate::agents::profile::Known::new(&judge.policy().profiles);
         self.probes.set_agents(&self.programs)?;
+        self.pipe.known.clone_from(&self.programs.known);
         if new_cgroups.is_some() {
             self.new_cgroups = new_cgroups;
         }

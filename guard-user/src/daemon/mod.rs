@@ -112,6 +112,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let programs = crate::ebpf::AgentPrograms {
         names: agents.clone(),
         mcp: mcp.names(),
+        known: crate::agents::profile::Known::new(&policy.profiles),
     };
     if !programs.mcp.is_empty() {
         tracing::info!(programs = ?programs.mcp, "MCP servers in the agents' configurations");
@@ -172,6 +173,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             actor: Actor::default(),
             held: Vec::new(),
             versions: Default::default(),
+            known: programs.known.clone(),
             offset: clock::boot_to_wall_offset(),
             undecodable: 0,
             identity,

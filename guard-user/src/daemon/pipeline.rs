@@ -199,6 +199,8 @@ pub struct Pipeline {
     pub held: Vec<Held>,
     /// Agents' versions by program (read from their packages).
     pub versions: crate::agents::version::Versions,
+    /// The agents' profiles in force (the policy's and the built-in ones).
+    pub known: crate::agents::profile::Known,
     /// Digests of the programs of execs the kernel held (`crate::digest`).
     pub digests: crate::digest::Digests,
     /// Those held processes, let go once judged.
@@ -283,7 +285,13 @@ impl Pipeline {
         if let Detail::Exec { exe, argv, .. } = &ev.detail
             && ev.task.role == guard_common::role::AGENT
         {
+            ev.agent = self.known.recognise(exe, argv).cloned();
             ev.agent_version = self.versions.of(exe, argv);
+            if let (Some(agent), Some(session)) = (&ev.agent, ev.session)
+                && self.registry.name_agent(session, agent)
+            {
+                out.metrics.agent_session(agent);
+            }
         }
         let mut log_dns = true;
         if let (Detail::Dns(d), Some(session)) = (&ev.detail, ev.session) {
@@ -521,6 +529,7 @@ mod tests {
             actor: Actor::default(),
             held: Vec::new(),
             versions: Default::default(),
+            known: Default::default(),
             offset: 0,
             undecodable: 0,
             digests: Default::default(),
@@ -548,6 +557,7 @@ mod tests {
             identity: None,
             violation: None,
             redacted: false,
+            agent: None,
             agent_version: None,
             confinement: None,
             sandboxed: None,

@@ -4,7 +4,7 @@
 //! sessions may not touch) and `GUARD_PIN` (its pin directory).
 
 use aya::maps::{Array, HashMap, MapData};
-use guard_common::{AgentName, agent_key};
+use guard_common::{AgentName, SessionVar, agent_key};
 
 use super::{Error, Probes};
 
@@ -61,25 +61,19 @@ pub(super) fn register_self(map: &mut HashMap<MapData, u32, u32>) -> Result<(), 
     Ok(())
 }
 
-/// Agent programs the kernel recognises for roles whatever `[agents] names` says
-/// (by the name of the exec'd file), with their `role::PROGRAM_*` bits. Codex runs
-/// its tools through its own binary (a sandbox step) and its own helpers directly:
-/// it is `STRUCTURED`. These names never start a session.
-pub const KNOWN_AGENT_PROGRAMS: &[(&str, u32)] = &[(
-    "codex",
-    guard_common::role::PROGRAM_AGENT | guard_common::role::PROGRAM_STRUCTURED,
-)];
-
 /// The programs the kernel knows by name: agents (`names`, whose children are their
-/// tools) and the MCP servers' commands of the agents' configurations (`mcp`).
+/// tools), the MCP servers' commands of the agents' configurations (`mcp`), and the
+/// agents' profiles (`known`: their programs, scripts and session variables).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AgentPrograms {
     pub names: Vec<String>,
     pub mcp: Vec<String>,
+    pub known: crate::agents::profile::Known,
 }
 
 /// The `AGENT_PROGRAMS` entries for `programs`: each agent name, each MCP server's
-/// command, and the known programs.
+/// command, and the programs, scripts and runtimes of the agents' profiles
+/// (`agents::profile`; these never start a session).
 pub fn agent_programs(programs: &AgentPrograms) -> std::collections::HashMap<AgentName, u32> {
     let mut out = std::collections::HashMap::new();
     for name in &programs.names {
@@ -88,7 +82,7 @@ pub fn agent_programs(programs: &AgentPrograms) -> std::collections::HashMap<Age
     for name in &programs.mcp {
         *out.entry(agent_key(name.as_bytes())).or_insert(0) |= guard_common::role::PROGRAM_MCP;
     }
-    for (name, bits) in KNOWN_AGENT_PROGRAMS {
+    for (name, bits) in programs.known.programs() {
         *out.entry(agent_key(name.as_bytes())).or_insert(0) |= bits;
     }
     out
@@ -113,6 +107,23 @@ pub(super) fn replace_programs(
         .collect();
     for k in stale {
         map.remove(&k).map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Puts the profiles' session variables (`CODEX_THREAD_ID`, …) in `SESSION_VARS`,
+/// the rest of its entries empty.
+pub(super) fn set_session_vars(
+    map: &mut Array<MapData, SessionVar>,
+    known: &crate::agents::profile::Known,
+) -> Result<(), Error> {
+    let mut vars = known.session_vars().filter_map(SessionVar::new);
+    for i in 0..guard_common::SESSION_VARS_MAX {
+        map.set(i, vars.next().unwrap_or_default(), 0)
+            .map_err(|source| Error::Map {
+                map: "SESSION_VARS",
+                source,
+            })?;
     }
     Ok(())
 }
@@ -149,7 +160,8 @@ impl Probes {
             .map(|n| agent_key(n.as_bytes()))
             .collect();
         replace_keys(&mut self.agents, "AGENTS", &wanted)?;
-        replace_programs(&mut self.agent_programs, &agent_programs(programs))
+        replace_programs(&mut self.agent_programs, &agent_programs(programs))?;
+        set_session_vars(&mut self.session_vars, &programs.known)
     }
 
     /// Replaces the cgroups (by v2 id) whose processes start a session at exec.

@@ -27,7 +27,7 @@ use guard_common::{
     rules::InodeKey,
 };
 
-pub use self::agents::{AgentPrograms, KNOWN_AGENT_PROGRAMS, agent_programs};
+pub use self::agents::{AgentPrograms, agent_programs};
 use self::agents::{protect_pins, register_self, replace_keys, replace_programs};
 use self::pins::{Links, PinDir, Swaps};
 pub use self::rules::RuleTables;
@@ -188,6 +188,7 @@ pub struct Probes {
     counters: PerCpuArray<MapData, u64>,
     agents: HashMap<MapData, AgentName, u32>,
     agent_programs: HashMap<MapData, AgentName, u32>,
+    session_vars: Array<MapData, guard_common::SessionVar>,
     agent_cgroups: HashMap<MapData, u64, u32>,
     path_rules: LpmTrie<MapData, PathData, RuleRef>,
     net_rules: LpmTrie<MapData, NetData, RuleRef>,
@@ -273,6 +274,8 @@ impl Probes {
         replace_keys(&mut agents_map, "AGENTS", &wanted)?;
         let mut programs_map: HashMap<MapData, AgentName, u32> = take(&mut bpf, "AGENT_PROGRAMS")?;
         replace_programs(&mut programs_map, &agent_programs(agents))?;
+        let mut session_vars = take(&mut bpf, "SESSION_VARS")?;
+        agents::set_session_vars(&mut session_vars, &agents.known)?;
         let attach::Attached {
             probe,
             route_hooks,
@@ -344,6 +347,7 @@ impl Probes {
             counters,
             agents: agents_map,
             agent_programs: programs_map,
+            session_vars,
             agent_cgroups,
             path_rules,
             net_rules,

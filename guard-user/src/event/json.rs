@@ -158,6 +158,9 @@ impl Serialize for Event {
                     m.serialize_entry("redacted", &true)?;
                 }
                 m.serialize_entry("root", root)?;
+                if let Some(agent) = &self.agent {
+                    m.serialize_entry("agent", agent.as_ref())?;
+                }
                 if let Some(version) = &self.agent_version {
                     m.serialize_entry("agent_version", version.as_ref())?;
                 }
@@ -502,6 +505,7 @@ mod tests {
             identity: None,
             violation: None,
             redacted: false,
+            agent: None,
             agent_version: None,
             confinement: None,
             sandboxed: None,

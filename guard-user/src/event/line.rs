@@ -20,6 +20,7 @@ impl Event {
                 argv: argv.clone(),
                 redacted: self.redacted,
                 root: *root,
+                agent: self.agent.as_deref().map(str::to_owned),
                 agent_version: self.agent_version.as_deref().map(str::to_owned),
                 confinement: self.confinement_line(),
                 held: self.held,

@@ -671,6 +671,9 @@ pub struct Event {
     /// Something that looked like a credential was taken out of the command line
     /// before the event was written anywhere (`[redact]`, event/redact.rs).
     pub redacted: bool,
+    /// An exec of a program the kernel gave the agent role: which agent it is (its
+    /// profile's id, `agents::profile`).
+    pub agent: Option<Arc<str>>,
     /// An exec of a program the kernel gave the agent role: the agent's version,
     /// from its package (`agents::version`).
     pub agent_version: Option<Arc<str>>,
@@ -749,6 +752,7 @@ impl Event {
             identity: None,
             violation: None,
             redacted: false,
+            agent: None,
             agent_version: None,
             confinement: None,
             sandboxed: None,
@@ -987,6 +991,7 @@ impl Event {
             identity,
             violation: None,
             redacted: false,
+            agent: None,
             agent_version: None,
             confinement,
             sandboxed: None,

@@ -20,7 +20,8 @@
 //! | `guard_flows_total` | counter | `dest_class` (flows ended) |
 //! | `guard_dns_messages_total` | counter | `direction` (`query`, `answer`) |
 //! | `guard_active_sessions` | gauge | |
-//! | `guard_sessions_total` | counter | `agent` (sessions started) |
+//! | `guard_sessions_total` | counter | `agent` (sessions started, by the name that started them) |
+//! | `guard_agent_sessions_total` | counter | `agent` (sessions whose agent program was recognised, by its profile: `codex`, `claude-code`, `gemini-cli`, `copilot-cli`) |
 //! | `guard_policy_reloads_total` | counter | `result` (`ok`, `rejected`) |
 //! | `guard_program_run_time_seconds_total` | counter | `program` |
 //! | `guard_program_runs_total` | counter | `program` |
@@ -246,6 +247,7 @@ pub struct Metrics {
     dns: Family<DnsLabels, Counter>,
     active_sessions: Gauge,
     sessions: Family<AgentLabels, Counter>,
+    agent_sessions: Family<AgentLabels, Counter>,
     policy_reloads: Family<ReloadLabels, Counter>,
     programs_expected: Gauge,
     programs_attached: Gauge,
@@ -312,6 +314,12 @@ impl Metrics {
             "Agent sessions started, by agent",
             sessions.clone(),
         );
+        let agent_sessions = Family::<AgentLabels, Counter>::default();
+        registry.register(
+            "guard_agent_sessions",
+            "Sessions whose agent program guard recognised, by agent (its profile)",
+            agent_sessions.clone(),
+        );
         let policy_reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "guard_policy_reloads",
@@ -351,6 +359,7 @@ impl Metrics {
             dns,
             active_sessions,
             sessions,
+            agent_sessions,
             policy_reloads,
             programs_expected,
             programs_attached,
@@ -389,6 +398,15 @@ impl Metrics {
     /// A session of `agent` started: `guard_sessions_total{agent}`.
     pub fn session_started(&self, agent: &str) {
         self.sessions
+            .get_or_create(&AgentLabels {
+                agent: agent.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The agent of a session recognised: `guard_agent_sessions_total{agent}`.
+    pub fn agent_session(&self, agent: &str) {
+        self.agent_sessions
             .get_or_create(&AgentLabels {
                 agent: agent.to_owned(),
             })
@@ -572,6 +590,9 @@ mod tests {
         m.session_started("codex");
         m.session_started("codex");
         m.session_started("claude");
+        m.agent_session("claude-code");
+        m.agent_session("gemini-cli");
+        m.agent_session("gemini-cli");
         m.policy_reload(true);
         m.policy_reload(false);
         m.policy_reload(false);
@@ -588,6 +609,8 @@ mod tests {
             "guard_active_sessions 3",
             "guard_sessions_total{agent=\"codex\"} 2",
             "guard_sessions_total{agent=\"claude\"} 1",
+            "guard_agent_sessions_total{agent=\"claude-code\"} 1",
+            "guard_agent_sessions_total{agent=\"gemini-cli\"} 2",
             "guard_policy_reloads_total{result=\"ok\"} 1",
             "guard_policy_reloads_total{result=\"rejected\"} 2",
             "# UNIT guard_program_run_time_seconds seconds",

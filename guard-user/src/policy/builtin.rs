@@ -85,7 +85,7 @@ mod tests {
         let p = builtin("workstation");
         assert_eq!(p.name, "workstation");
         assert_eq!(p.mode, Mode::Enforce);
-        assert_eq!(p.agents, ["codex"]);
+        assert_eq!(p.agents, ["codex", "claude", "gemini", "copilot"]);
         assert!(!p.kill_stragglers);
         for id in [
             "credentials-read",
@@ -93,9 +93,17 @@ mod tests {
             "netrc-read-by-helper",
             "agent-tokens-read",
             "codex-auth-read",
+            "claude-credentials-read",
+            "gemini-credentials-read",
+            "copilot-credentials-read",
             "dotenv-read",
             "private-keys-read",
+            "secrets-read-by-agent",
             "codex-config-write",
+            "claude-config-write",
+            "gemini-config-write",
+            "copilot-config-write",
+            "agent-project-settings-write",
             "persistence-write",
             "repo-hooks-write",
             "cicd-write",
@@ -122,6 +130,20 @@ mod tests {
         );
         assert_eq!(rule(&p, "codex-auth-read").scope, not_the_agent);
         assert_eq!(rule(&p, "codex-config-write").scope, not_the_agent);
+        // The secrets: killed for every role but the agent's, whose own read (an agent
+        // that reads and edits files in its own process) is an alert that taints it.
+        for id in ["credentials-read", "dotenv-read", "private-keys-read"] {
+            assert_eq!(rule(&p, id).action, Action::Kill, "{id}");
+            assert_eq!(
+                rule(&p, id).scope.role_names(),
+                ["wrapper", "sandbox", "tool", "mcp", "helper"],
+                "{id}"
+            );
+        }
+        let by_agent = rule(&p, "secrets-read-by-agent");
+        assert_eq!(by_agent.action, Action::Alert);
+        assert_eq!(by_agent.scope.role_names(), ["agent"]);
+        assert!(by_agent.secret);
         assert_eq!(rule(&p, "netrc-read").action, Action::Kill);
         assert_eq!(
             rule(&p, "netrc-read").scope.role_names(),
@@ -156,6 +178,59 @@ mod tests {
                 .any(|d| d.text == "169.254.169.254" && matches!(d.host, Host::Net(_)))
         );
         assert!(deny.iter().any(|d| d.text == "fd00:ec2::254"));
+    }
+
+    /// What each agent's profile says about it is in both built-ins: its launchers
+    /// start sessions; a tool (any role but the agent's own) reading its credentials
+    /// is killed, and one writing its configuration is denied; its model endpoints
+    /// are allowed out, tainted or not.
+    #[test]
+    fn every_agent_profile_is_covered_by_the_built_ins() {
+        use crate::agents::profile::BUILTIN;
+        let not_the_agent = ["wrapper", "tool", "mcp", "helper"];
+        for name in NAMES {
+            let p = builtin(name);
+            let covering = |path: &str, write: bool| {
+                p.rules.iter().find(|r| {
+                    let Kind::File { paths, access, .. } = &r.kind else {
+                        return false;
+                    };
+                    paths.iter().any(|g| g == path)
+                        && if write { access.write } else { access.read }
+                })
+            };
+            let taint: Vec<&str> = p.taint.allow.iter().map(|d| d.text.as_str()).collect();
+            let Kind::Network { allow, .. } = &rule(&p, "egress-allowlist").kind else {
+                panic!()
+            };
+            for agent in BUILTIN {
+                for launcher in agent.launchers {
+                    assert!(p.agents.iter().any(|a| a == launcher), "{name}: {launcher}");
+                }
+                for (paths, write, action) in [
+                    (agent.credentials, false, Action::Kill),
+                    (agent.config, true, Action::Deny),
+                ] {
+                    for path in paths {
+                        let r = covering(path, write).unwrap_or_else(|| {
+                            panic!("{name}: no rule covers {} of {path}", agent.id)
+                        });
+                        assert_eq!(r.action, action, "{name}: {} on {path}", r.id);
+                        assert_eq!(r.scope.role_names(), not_the_agent, "{name}: {}", r.id);
+                    }
+                }
+                for endpoint in agent.endpoints {
+                    assert!(
+                        allow.iter().any(|d| d.text == *endpoint),
+                        "{name}: {endpoint} not in egress-allowlist"
+                    );
+                    assert!(
+                        taint.contains(endpoint),
+                        "{name}: {endpoint} not in [taint]"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
@@ -215,7 +290,14 @@ mod tests {
             let p = builtin(name);
             let k = compile(&p, &["/root".to_owned()], &Hosts::default(), true);
             let partial: Vec<&str> = k.partial.iter().map(|&i| p.rules[i].id.as_str()).collect();
-            for id in ["codex-config-write", "repo-hooks-write", "cicd-write"] {
+            for id in [
+                "codex-config-write",
+                "claude-config-write",
+                "gemini-config-write",
+                "copilot-config-write",
+                "repo-hooks-write",
+                "cicd-write",
+            ] {
                 assert!(!partial.contains(&id), "{name}: {id} is left to user space");
             }
             let index = |id: &str| p.rules.iter().position(|r| r.id == id).expect("rule");

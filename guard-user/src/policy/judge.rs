@@ -481,6 +481,7 @@ mod tests {
             identity: None,
             violation: None,
             redacted: false,
+            agent: None,
             agent_version: None,
             confinement: None,
             sandboxed: None,

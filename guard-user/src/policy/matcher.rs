@@ -368,6 +368,7 @@ mod tests {
             anomalies: vec![],
             mode: Mode::Enforce,
             agents: vec![],
+            profiles: Vec::new(),
             containers: vec![],
             cgroups: vec![],
             kill_stragglers: false,

@@ -333,6 +333,22 @@ pub enum ContainerSelector {
 
 pub use crate::container::ContainerField;
 
+/// An agent's profile written in a policy (`[[agents.profile]]`): added to the
+/// built-in ones (`agents::profile`), or replacing the one with the same `id`. What
+/// the kernel recognises the agent by; docs/agents.md.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentProfile {
+    pub id: String,
+    /// Files that are the agent when exec'd (native binaries).
+    pub programs: Vec<String>,
+    /// Script names a JavaScript runtime runs the agent as.
+    pub scripts: Vec<String>,
+    /// Runs its tools through its own program and other programs as its helpers.
+    pub structured: bool,
+    /// The variable that carries its session id into its tools.
+    pub session_var: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
     /// The file it came from, or the built-in's name (`workstation`, `ci`).
@@ -340,6 +356,8 @@ pub struct Policy {
     pub mode: Mode,
     /// Program names whose exec starts a session (`[agents] names`).
     pub agents: Vec<String>,
+    /// Agents' profiles of the policy's own (`[[agents.profile]]`).
+    pub profiles: Vec<AgentProfile>,
     /// Containers whose processes start a session at exec (`[agents] containers`).
     pub containers: Vec<ContainerSelector>,
     /// cgroup path globs, from the cgroup2 root, whose processes (and those of every

@@ -682,6 +682,7 @@ mod tests {
             anomalies: vec![],
             mode,
             agents: vec![],
+            profiles: Vec::new(),
             containers: vec![],
             cgroups: vec![],
             kill_stragglers: false,

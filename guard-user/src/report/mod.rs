@@ -131,10 +131,16 @@ impl Ledger {
             EventDetail::Exec {
                 exe,
                 argv,
+                agent,
                 agent_version,
                 confinement,
                 ..
             } => {
+                // The agent's exec names it (the session started by another name:
+                // `guard run`, npm's shim).
+                if let Some(agent) = agent {
+                    r.agent = Some(agent.clone());
+                }
                 if r.agent_version.is_none() {
                     r.agent_version.clone_from(agent_version);
                 }

@@ -36,6 +36,9 @@ pub struct Session {
     pub counts: Counts,
     /// The process running the agent's program (role `agent`), once seen.
     pub agent_pid: Option<u32>,
+    /// Which agent it is (`agents::profile`), once its program is seen; `agent` is
+    /// then this id rather than the name the session started by.
+    pub profile: Option<Arc<str>>,
     /// Agent thread ids seen in the session, first seen first (at most
     /// [`KEEP_THREADS`]).
     pub agent_threads: Vec<Arc<str>>,
@@ -117,6 +120,19 @@ impl Registry {
         self.procs.iter()
     }
 
+    /// Names the agent of `session` (a profile's id, from its agent's exec); true
+    /// the first time.
+    pub fn name_agent(&mut self, session: SessionId, profile: &Arc<str>) -> bool {
+        match self.sessions.get_mut(&session) {
+            Some(s) if s.profile.is_none() => {
+                s.profile = Some(Arc::clone(profile));
+                profile.as_ref().clone_into(&mut s.agent);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Records a new session whose root is `task` and returns its `session_start`.
     pub fn start(&mut self, id: SessionId, how: How, ts_ns: i128, task: &Task) -> Event {
         let cwd = cwd_of(task.pid);
@@ -138,6 +154,7 @@ impl Registry {
                 cwd: cwd.clone(),
                 counts: Counts::default(),
                 agent_pid: None,
+                profile: None,
                 agent_threads: Vec::new(),
                 landlock: None,
                 repository: repository.clone(),
@@ -500,6 +517,7 @@ mod tests {
             identity: None,
             violation: None,
             redacted: false,
+            agent: None,
             agent_version: None,
             confinement: None,
             sandboxed: None,

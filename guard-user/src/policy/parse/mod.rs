@@ -12,6 +12,7 @@ mod check;
 mod container;
 mod destination;
 mod export;
+mod profile;
 mod recovery;
 mod rule;
 #[cfg(test)]
@@ -61,7 +62,13 @@ const TOP_KEYS: &[&str] = &[
 const TAINT_KEYS: &[&str] = &["egress", "allow"];
 const REPORT_KEYS: &[&str] = &["dir"];
 const LIMIT_KEYS: &[&str] = &["rate", "burst", "on_loss"];
-const AGENT_KEYS: &[&str] = &["names", "containers", "cgroups", "kill_stragglers"];
+const AGENT_KEYS: &[&str] = &[
+    "names",
+    "containers",
+    "cgroups",
+    "kill_stragglers",
+    "profile",
+];
 const COMMON_KEYS: &[&str] = &["id", "description", "kind", "action", "scope"];
 const FILE_KEYS: &[&str] = &["paths", "except", "access", "secret"];
 const EXEC_KEYS: &[&str] = &["exe", "digest", "argv_contains", "argv_regex"];
@@ -182,7 +189,10 @@ impl Checker<'_> {
         let mut policy = Policy {
             name: name.to_owned(),
             mode: Mode::Enforce,
-            agents: vec!["codex".to_owned()],
+            agents: crate::agents::profile::launchers()
+                .map(str::to_owned)
+                .collect(),
+            profiles: Vec::new(),
             containers: Vec::new(),
             cgroups: Vec::new(),
             kill_stragglers: false,
@@ -476,6 +486,7 @@ impl Checker<'_> {
                         policy.kill_stragglers = kill;
                     }
                 }
+                "profile" => policy.profiles = self.profiles(value),
                 other => self.unknown_key(other, key.span().start, "in [agents]", AGENT_KEYS),
             }
         }

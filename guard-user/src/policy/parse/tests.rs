@@ -306,7 +306,9 @@ fn defaults() {
     let p = policy("");
     assert_eq!(p.name, "t.toml");
     assert_eq!(p.mode, Mode::Enforce);
-    assert_eq!(p.agents, ["codex"]);
+    // The built-in profiles' launchers.
+    assert_eq!(p.agents, ["codex", "claude", "gemini", "copilot"]);
+    assert!(p.profiles.is_empty());
     assert!(!p.kill_stragglers);
     // No rules of its own: only the `[sessions]` and `[taint]` defaults.
     assert!(
@@ -677,8 +679,12 @@ fn secret_marks_file_rules_and_report_names_a_directory() {
                 "netrc-read",
                 "agent-tokens-read",
                 "codex-auth-read",
+                "claude-credentials-read",
+                "gemini-credentials-read",
+                "copilot-credentials-read",
                 "dotenv-read",
-                "private-keys-read"
+                "private-keys-read",
+                "secrets-read-by-agent"
             ],
             "{name}"
         );
@@ -840,5 +846,61 @@ fn exec_rules_name_programs_by_digest() {
     assert_eq!(
         codes("[[rule]]\nid = \"n\"\nkind = \"exec\"\naction = \"kill\"\n"),
         [code::MISSING]
+    );
+}
+
+/// `[[agents.profile]]`: a profile of the policy's own, every key read; and every
+/// mistake reported where it was written.
+#[test]
+fn agent_profiles_are_read_and_checked() {
+    use super::super::model::AgentProfile;
+    let p = policy(
+        "[agents]\nnames = [\"aider\"]\n\n[[agents.profile]]\nid = \"aider\"\n\
+         programs = [\"aider\"]\nscripts = [\"aider.py\"]\nstructured = true\n\
+         session_var = \"AIDER_SESSION\"\n",
+    );
+    assert_eq!(
+        p.profiles,
+        [AgentProfile {
+            id: "aider".to_owned(),
+            programs: vec!["aider".to_owned()],
+            scripts: vec!["aider.py".to_owned()],
+            structured: true,
+            session_var: Some("AIDER_SESSION".to_owned()),
+        }]
+    );
+    for (text, code) in [
+        ("[[agents.profile]]\nprograms = [\"x\"]\n", "G008"),
+        ("[[agents.profile]]\nid = \"x\"\n", "G008"),
+        (
+            "[[agents.profile]]\nid = \"x\"\nprograms = [\"/usr/bin/x\"]\n",
+            "G009",
+        ),
+        (
+            "[[agents.profile]]\nid = \"x\"\nprograms = [\"x\"]\nsession_var = \"A=B\"\n",
+            "G009",
+        ),
+        (
+            "[[agents.profile]]\nid = \"x\"\nprograms = [\"x\"]\nsessionvar = \"A\"\n",
+            "G002",
+        ),
+        ("[agents]\nprofile = \"x\"\n", "G009"),
+    ] {
+        let text = if text.starts_with("[agents]") {
+            text.to_owned()
+        } else {
+            format!("[agents]\nnames = [\"x\"]\n\n{text}")
+        };
+        assert_eq!(codes(&text), [code], "{text}");
+    }
+    // More session variables than the kernel searches for.
+    let many: String = (0..3)
+        .map(|i| {
+            format!("[[agents.profile]]\nid = \"a{i}\"\nprograms = [\"a{i}\"]\nsession_var = \"A{i}_ID\"\n")
+        })
+        .collect();
+    assert_eq!(
+        codes(&format!("[agents]\nnames = [\"a0\"]\n\n{many}")),
+        ["G009"]
     );
 }
