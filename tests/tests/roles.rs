@@ -368,3 +368,64 @@ fn a_runtime_s_script_names_the_agent_and_tools_carry_its_session_id() {
         since,
     );
 }
+
+/// An agent guard has no profile for, described by the policy (`[[agents.profile]]`):
+/// its program is the agent, the programs it runs are tools, and its own session
+/// variable reaches the tools' events as `agent_thread`; the session is named by the
+/// profile's id.
+#[test]
+fn a_policy_s_agent_profile_gives_its_roles_and_session_id() {
+    let mut chain = Chain::new(
+        "gw",
+        "[[rule]]\nid = \"token-read-by-tools\"\nkind = \"file\"\naccess = [\"read\"]\n\
+         paths = [\"{dir}/token\"]\nscope = \"tool\"\naction = \"kill\"\n\n\
+         [[agents.profile]]\nid = \"acme-agent\"\nprograms = [\"acme\"]\n\
+         session_var = \"ACME_SESSION_ID\"\n",
+    );
+    let acme = chain.dir.join("bin/acme");
+    fs::copy("/bin/bash", &acme).expect("copy bash as acme");
+    let acme = acme.display().to_string();
+    fs::write(
+        &chain.wrapper,
+        format!("#!/bin/sh\n{acme} -c \"$1\"\necho wrapper-done $?\n"),
+    )
+    .expect("write the wrapper");
+    let token = chain.dir.join("token");
+    fs::write(&token, "TOKEN\n").expect("write token");
+    let token = token.display().to_string();
+    let id = format!("acme-{}", unique_name("s"));
+    let (run, session, events) = chain.run(&format!(
+        "read -r own < {token}; echo agent-read; \
+         ACME_SESSION_ID={id} /bin/bash -c 'cat {token}; echo tool-lives'; echo agent-done"
+    ));
+    let ctx = || context(&run, &events);
+    for line in ["agent-read", "tool-lives", "agent-done", "wrapper-done 0"] {
+        assert!(run.stdout.contains(line), "no {line:?}\n{}", ctx());
+    }
+    let agent = events
+        .iter()
+        .find(|e| e.kind() == "exec" && e.str("exe") == Some(acme.as_str()))
+        .unwrap_or_else(|| panic!("no exec of the agent\n{}", ctx()));
+    assert_eq!(agent.str("role"), Some("agent"), "{agent}");
+    assert_eq!(agent.str("agent"), Some("acme-agent"), "{agent}");
+    let tool = events
+        .iter()
+        .find(|e| e.kind() == "exec" && e.str("exe").is_some_and(|x| x.ends_with("/bash")))
+        .unwrap_or_else(|| panic!("no exec of the tool\n{}", ctx()));
+    assert_eq!(tool.str("role"), Some("tool"), "{tool}");
+    assert_eq!(tool.str("agent_thread"), Some(id.as_str()), "{tool}");
+    let opens: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.kind() == "open" && e.str("path") == Some(token.as_str()))
+        .collect();
+    let by = |role: &str| opens.iter().find(|e| e.str("role") == Some(role));
+    let own = by("agent").unwrap_or_else(|| panic!("the agent's read\n{}", ctx()));
+    assert!(own.get("rule").is_none(), "{own}");
+    let killed = by("tool").unwrap_or_else(|| panic!("the tool's read\n{}", ctx()));
+    assert_eq!(killed.str("rule"), Some("token-read-by-tools"), "{killed}");
+    assert_eq!(killed.str("outcome"), Some("killed"), "{killed}");
+    assert_eq!(killed.str("agent_thread"), Some(id.as_str()), "{killed}");
+    let ours = listed(&chain, &session);
+    assert_eq!(ours["agent"], "acme-agent", "{ours}");
+    chain.daemon.stop_ok();
+}
