@@ -6,10 +6,13 @@
 //! the kernel could leave uninitialised.
 //!
 //! Behind the `protocol` feature (user space only): the control protocol between
-//! the daemon and its clients, [`protocol`].
+//! the daemon and its clients, [`protocol`], and the event line both the audit
+//! log and the protocol carry, [`line`].
 #![no_std]
 
 pub mod event;
+#[cfg(feature = "protocol")]
+pub mod line;
 pub mod maps;
 #[cfg(feature = "otlp")]
 pub mod otlp;

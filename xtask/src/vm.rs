@@ -72,6 +72,8 @@ const DONE_MARK: &str = "guard-vm: done";
 /// Printed by the guest script before and after each test: `begin BIN NAME`,
 /// `end BIN NAME rc=N secs=S`.
 const BEGIN_MARK: &str = "guard-vm: begin ";
+/// Printed as a test starts (its output comes whole, between the markers, at its end).
+const START_MARK: &str = "guard-vm: start ";
 const END_MARK: &str = "guard-vm: end ";
 /// Printed by a test that skipped (see tests/src/lib.rs `SKIP_PREFIX`).
 const SKIP_MARK: &str = "SKIPPED:";
@@ -263,8 +265,8 @@ pub struct Outcome {
     pub wall: Duration,
     pub tests: Vec<TestRun>,
     pub error: Option<String>,
-    /// What happened that a pass alone does not tell (a guest that hung and the
-    /// second boot that ran the rest).
+    /// What happened that a pass alone does not tell (a guest that hung or died,
+    /// and the boot that ran the rest).
     pub notes: Vec<String>,
 }
 
@@ -443,25 +445,35 @@ pub fn run_prepared(
                 notes: Vec::new(),
             },
         };
-        // A guest that stopped mid-run (its kernel hung, or the VM ran out of time)
-        // cut off the test under way and those after it: one second boot runs them,
-        // each in a fresh kernel as always. The first boot's console tail stays in
-        // the notes; a test cut off twice fails.
-        let cut: Vec<(String, String)> = outcome
-            .tests
-            .iter()
-            .filter(|t| matches!(t.verdict, Verdict::CutOff { .. }))
-            .map(|t| (t.bin.clone(), t.name.clone()))
-            .collect();
-        if !cut.is_empty() && outcome.error.is_some() {
-            let under_way = outcome
+        // A guest that stopped mid-run (its kernel hung or panicked, or the VM ran out
+        // of time) cut off the tests under way and those after them: another boot runs
+        // them, each in a fresh kernel as always, up to [`REBOOTS`] times. Each
+        // stopped boot's console tail stays in the notes; a test cut off by every
+        // boot fails.
+        for boot_no in 2..=REBOOTS + 1 {
+            let cut: Vec<(String, String)> = outcome
                 .tests
                 .iter()
-                .find(|t| t.verdict == Verdict::CutOff { started: true })
-                .map(|t| format!("{}::{}", t.bin, t.name));
+                .filter(|t| matches!(t.verdict, Verdict::CutOff { .. }))
+                .map(|t| (t.bin.clone(), t.name.clone()))
+                .collect();
+            if cut.is_empty() || outcome.error.is_none() {
+                break;
+            }
+            let under_way: Vec<String> = outcome
+                .tests
+                .iter()
+                .filter(|t| t.verdict == Verdict::CutOff { started: true })
+                .map(|t| format!("{}::{}", t.bin, t.name))
+                .collect();
             let note = format!(
-                "the first boot stopped {}: {}",
-                under_way.map_or_else(|| "between tests".to_owned(), |t| format!("during {t}")),
+                "boot {} stopped {}: {}",
+                boot_no - 1,
+                if under_way.is_empty() {
+                    "between tests".to_owned()
+                } else {
+                    format!("during {}", under_way.join(", "))
+                },
                 outcome.error.take().unwrap_or_default()
             );
             log!("kernel {}: {note}", kernel.abi);
@@ -470,11 +482,12 @@ pub fn run_prepared(
                 kernel.abi,
                 cut.len()
             );
-            let first = vm_dir.join(format!("{}.first-boot.log", kernel.abi));
-            let _ = fs::rename(vm_dir.join(format!("{}.log", kernel.abi)), &first);
-            outcome
-                .notes
-                .push(format!("{note}\n(its whole console: {})", first.display()));
+            let stopped = vm_dir.join(format!("{}.boot-{}.log", kernel.abi, boot_no - 1));
+            let _ = fs::rename(vm_dir.join(format!("{}.log", kernel.abi)), &stopped);
+            outcome.notes.push(format!(
+                "{note}\n(its whole console: {})",
+                stopped.display()
+            ));
             let again: Vec<(&str, PathBuf, Vec<String>)> = plan
                 .iter()
                 .filter_map(|(bin, exe, names)| {
@@ -501,7 +514,7 @@ pub fn run_prepared(
                     }
                     outcome.error = console.error;
                 }
-                Err(e) => outcome.error = Some(format!("second boot: {e:#}")),
+                Err(e) => outcome.error = Some(format!("boot {boot_no}: {e:#}")),
             }
         }
         let wall = t.elapsed();
@@ -763,11 +776,25 @@ fn test_binaries() -> Result<Vec<(&'static str, PathBuf)>> {
     Ok(found)
 }
 
+/// Tests a guest runs at once: one per vCPU. Each starts a daemon of its own (its
+/// own pin directory, agent names and ports), so they cannot see each other; under
+/// TCG most of a test is one CPU busy loading and verifying programs.
+const GUEST_JOBS: usize = 2;
+
+/// Boots after the first for the tests a stopped guest cut off. Under TCG a guest
+/// kernel has died mid-run now and then (a hang; an `int3` oops at a call site being
+/// patched while programs attach or detach on the other vCPU: the emulator's
+/// cross-modifying code, docs/kernels.md); each boot runs only what the last one
+/// did not finish.
+const REBOOTS: usize = 2;
+
 /// The script the guest runs: mounts what guard needs, then each test of the
 /// subset in a process of its own (so that no test depends on another's leftovers,
-/// and a hang costs one test), bounded by `timeout`, between markers the host
-/// reads; a test that overran is followed by the kernel's view of what was stuck.
-/// `tests` is (binary name, executable, test names).
+/// and a hang costs one test), [`GUEST_JOBS`] at a time, each bounded by `timeout`.
+/// A test's output is kept apart and printed whole between markers the host reads
+/// when it ends (a `start` line says when it began); a test that overran is
+/// followed by the kernel's view of what was stuck. `tests` is (binary name,
+/// executable, test names).
 fn guest_script(
     vm_dir: &Path,
     guard: &Path,
@@ -775,7 +802,57 @@ fn guest_script(
 ) -> Result<PathBuf> {
     let guard = fs::canonicalize(guard)
         .with_context(|| format!("no guard binary at {}", guard.display()))?;
-    let mut s = String::from(
+    let one = vm_dir.join("guest-one.sh");
+    let list = vm_dir.join("guest-tests.txt");
+    let mut lines = String::new();
+    for (bin, exe, names) in tests {
+        for name in names {
+            let line = format!("{bin} {name} {}", exe.display());
+            if line.split_whitespace().count() != 3 {
+                bail!("a test binary's path has a blank in it: {}", exe.display());
+            }
+            lines.push_str(&line);
+            lines.push('\n');
+        }
+    }
+    fs::write(&list, lines).with_context(|| format!("cannot write {}", list.display()))?;
+    let one_script = format!(
+        "#!/bin/sh\n\
+         # Written by `cargo xtask vm-test`: one test of the guest's list, its output\n\
+         # kept apart, then printed whole between its markers.\n\
+         set -u\n\
+         bin=$1 name=$2 exe=$3\n\
+         log=\"$GUARD_VM_OUT/$bin.$name.log\"\n\
+         # What was stuck when a test overran: every task not running or sleeping\n\
+         # interruptibly, with its kernel stack, and the kernel's last messages.\n\
+         stuck() {{\n\
+           echo \"guard-vm: stuck: $1\"\n\
+           ps -eo pid,ppid,stat,wchan:32,etimes,args | grep -v ' ps -eo'\n\
+           for d in /proc/[0-9]*; do\n\
+             st=$(awk '{{print $3}}' \"$d/stat\" 2>/dev/null)\n\
+             case \"$st\" in D) echo \"--- ${{d#/proc/}} $(cat $d/comm) ($st):\"; cat \"$d/stack\";; esac\n\
+           done\n\
+           grep -E 'MemFree|MemAvailable|Slab' /proc/meminfo\n\
+           ls -R /sys/fs/bpf | head -50\n\
+           dmesg | tail -40\n\
+         }}\n\
+         echo \"{START_MARK}$bin $name\"\n\
+         start=$(date +%s)\n\
+         timeout -k 10 {TEST_KILL_SECS} \"$exe\" --exact --test-threads=1 \"$name\" > \"$log\" 2>&1\n\
+         rc=$?\n\
+         if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then stuck \"$bin $name\" >> \"$log\" 2>&1; fi\n\
+         secs=$(( $(date +%s) - start ))\n\
+         {{\n\
+           flock 9\n\
+           echo \"{BEGIN_MARK}$bin $name\"\n\
+           cat \"$log\"\n\
+           echo \"{END_MARK}$bin $name rc=$rc secs=$secs\"\n\
+         }} 9> \"$GUARD_VM_OUT/print.lock\"\n\
+         [ $rc -eq 0 ] || : > \"$GUARD_VM_OUT/failed\"\n\
+         exit 0\n"
+    );
+    fs::write(&one, one_script).with_context(|| format!("cannot write {}", one.display()))?;
+    let s = format!(
         "#!/bin/sh\n\
          # Written by `cargo xtask vm-test`; run inside each kernel's VM.\n\
          set -u\n\
@@ -784,44 +861,20 @@ fn guest_script(
          mountpoint -q /sys/kernel/security || mount -t securityfs securityfs /sys/kernel/security\n\
          grep -q ' cgroup2 ' /proc/self/mounts || mount -t cgroup2 cgroup2 /sys/fs/cgroup\n\
          echo \"guard-vm: kernel $(uname -r); active LSMs: $(cat /sys/kernel/security/lsm); $(grep MemTotal /proc/meminfo)\"\n\
-         # What was stuck when a test overran: every task not running or sleeping\n\
-         # interruptibly, with its kernel stack, and the kernel's last messages.\n\
-         stuck() {\n\
-           echo \"guard-vm: stuck: $1\"\n\
-           ps -eo pid,ppid,stat,wchan:32,etimes,args | grep -v ' ps -eo' \n\
-           for d in /proc/[0-9]*; do\n\
-             st=$(awk '{print $3}' \"$d/stat\" 2>/dev/null)\n\
-             case \"$st\" in D) echo \"--- ${d#/proc/} $(cat $d/comm) ($st):\"; cat \"$d/stack\";; esac\n\
-           done\n\
-           grep -E 'MemFree|MemAvailable|Slab' /proc/meminfo\n\
-           ls -R /sys/fs/bpf | head -50\n\
-           dmesg | tail -40\n\
-         }\n",
-    );
-    s.push_str(&format!(
-        "export GUARD_BIN='{}' GUARD_E2E_REQUIRE_LSM=1 GUARD_E2E_TIME_SCALE={TIME_SCALE} \
+         export GUARD_BIN='{guard}' GUARD_E2E_REQUIRE_LSM=1 GUARD_E2E_TIME_SCALE={TIME_SCALE} \
          GUARD_E2E_TEST_DEADLINE={TEST_DEADLINE_SECS} GUARD_E2E_DETACHED_UNPIN=1 RUST_BACKTRACE=0\n\
          cd /tmp\n\
-         failed=0\n",
-        guard.display()
-    ));
-    for (bin, exe, names) in tests {
-        for name in names {
-            s.push_str(&format!(
-                "echo \"{BEGIN_MARK}{bin} {name}\"\n\
-                 start=$(date +%s)\n\
-                 timeout -k 10 {TEST_KILL_SECS} '{}' --exact --test-threads=1 {name}\n\
-                 rc=$?\n\
-                 [ $rc -eq 124 ] || [ $rc -eq 137 ] && stuck '{bin} {name}'\n\
-                 echo \"{END_MARK}{bin} {name} rc=$rc secs=$(( $(date +%s) - start ))\"\n\
-                 [ $rc -eq 0 ] || failed=1\n",
-                exe.display()
-            ));
-        }
-    }
-    s.push_str(&format!(
-        "echo \"{DONE_MARK} failed=$failed\"\nexit $failed\n"
-    ));
+         GUARD_VM_OUT=$(mktemp -d /tmp/guard-vm.XXXXXX)\n\
+         export GUARD_VM_OUT\n\
+         xargs -P {GUEST_JOBS} -L 1 sh '{one}' < '{list}'\n\
+         failed=0\n\
+         [ -e \"$GUARD_VM_OUT/failed\" ] && failed=1\n\
+         echo \"{DONE_MARK} failed=$failed\"\n\
+         exit $failed\n",
+        guard = guard.display(),
+        one = one.display(),
+        list = list.display(),
+    );
     let path = vm_dir.join("guest.sh");
     fs::write(&path, s).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
@@ -860,10 +913,13 @@ pub fn results(console: &[String], expected: &[(String, String)]) -> Vec<TestRun
             let begin = format!("{BEGIN_MARK}{bin} {name}");
             let end = format!("{END_MARK}{bin} {name} ");
             let Some(from) = console.iter().position(|l| l.trim_end() == begin) else {
+                let start = format!("{START_MARK}{bin} {name}");
                 return TestRun {
                     bin: bin.clone(),
                     name: name.clone(),
-                    verdict: Verdict::CutOff { started: false },
+                    verdict: Verdict::CutOff {
+                        started: console.iter().any(|l| l.trim_end() == start),
+                    },
                     secs: 0,
                 };
             };
@@ -1104,7 +1160,7 @@ impl Console {
             self.tail.pop_front();
         }
         self.tail.push_back(line.clone());
-        self.began |= line.contains(BEGIN_MARK);
+        self.began |= line.contains(START_MARK);
         self.all.push(line);
         self.last = Some(Instant::now());
     }
@@ -1138,6 +1194,8 @@ mod tests {
             "running 1 test",
             "guard-vm: stuck: routes fileless",
             "guard-vm: end routes fileless rc=124 secs=300",
+            // Under way when the VM stopped: started, never printed.
+            "guard-vm: start routes cut_short",
         ]
         .map(str::to_owned)
         .to_vec();
@@ -1148,6 +1206,7 @@ mod tests {
             ("deny", "deny_refuses"),
             ("routes", "fileless"),
             ("routes", "never_reached"),
+            ("routes", "cut_short"),
         ]
         .map(|(b, n)| (b.to_owned(), n.to_owned()))
         .to_vec();
@@ -1164,6 +1223,7 @@ mod tests {
         );
         assert!(matches!(&verdicts[4], Verdict::Failed(why) if why.contains("overran")));
         assert_eq!(verdicts[5], Verdict::CutOff { started: false });
+        assert_eq!(verdicts[6], Verdict::CutOff { started: true });
     }
 
     #[test]

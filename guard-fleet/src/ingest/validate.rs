@@ -26,13 +26,7 @@ pub const MAX_SESSION_UID: usize = 200;
 pub const MAX_TEXT: usize = 300;
 
 /// Event kinds about the daemon, not a session: they carry no session.
-const DAEMON_KINDS: &[&str] = &[
-    "lost",
-    "policy_loaded",
-    "policy_rejected",
-    "daemon_resumed",
-    "export_dropped",
-];
+const DAEMON_KINDS: &[&str] = guard_common::protocol::EventDetail::DAEMON_KINDS;
 
 /// Why a record is skipped (each a reason of the answer's message).
 mod why {

@@ -1,7 +1,7 @@
 //! The audit trail: one JSON event per line (schema in docs/events.md) to stdout
 //! or a file, flushed after every batch the daemon drains.
 
-use crate::event::Event;
+use guard_common::protocol::EventLine;
 use std::{
     fs::OpenOptions,
     io::{BufWriter, Write},
@@ -55,7 +55,7 @@ impl Sink {
     }
 
     /// Serialises an event into the buffer, one line.
-    pub fn write_event(&mut self, ev: &Event) -> Result<(), Error> {
+    pub fn write_event(&mut self, ev: &EventLine) -> Result<(), Error> {
         serde_json::to_writer(&mut self.out, ev)
             .map_err(std::io::Error::from)
             .and_then(|()| self.out.write_all(b"\n"))
@@ -93,7 +93,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::event::{Detail, SessionId, Task};
+    use crate::event::{Detail, Event, SessionId, Task};
 
     fn exec(pid: u32, argv: &[&str]) -> Event {
         let task = Task {
@@ -146,10 +146,11 @@ mod tests {
         let mut sink = Sink::open(&path).expect("open");
         // Arguments with a newline and quotes still make one line each.
         let argv = ["sh", "-c", "echo \"a\nb\"; exit 0"];
-        sink.write_event(&exec(10, &argv)).expect("write");
+        sink.write_event(&exec(10, &argv).to_line()).expect("write");
         sink.write_line(r#"{"kind":"lost","total":3}"#)
             .expect("write a line");
-        sink.write_event(&exec(11, &["true"])).expect("write");
+        sink.write_event(&exec(11, &["true"]).to_line())
+            .expect("write");
         sink.flush().expect("flush");
 
         let lines = json_lines(&path);
@@ -170,7 +171,8 @@ mod tests {
         let long = "x".repeat(1000);
         // About 1.2 MB, many times the 64 KiB buffer.
         for pid in 1..=1000 {
-            sink.write_event(&exec(pid, &[&long])).expect("write");
+            sink.write_event(&exec(pid, &[&long]).to_line())
+                .expect("write");
         }
         sink.flush().expect("flush");
         let pids: Vec<u64> = json_lines(&path)
@@ -191,13 +193,15 @@ mod tests {
             0o600,
             "mode {mode:o}: events can name secrets"
         );
-        sink.write_event(&exec(1, &["first"])).expect("write");
+        sink.write_event(&exec(1, &["first"]).to_line())
+            .expect("write");
         sink.flush().expect("flush");
         drop(sink);
 
         // A restarted daemon keeps what the last one wrote.
         let mut sink = Sink::open(&path).expect("open again");
-        sink.write_event(&exec(2, &["second"])).expect("write");
+        sink.write_event(&exec(2, &["second"]).to_line())
+            .expect("write");
         sink.flush().expect("flush");
         let pids: Vec<Value> = json_lines(&path).iter().map(|v| v["pid"].clone()).collect();
         assert_eq!(pids, [1, 2]);
@@ -233,7 +237,8 @@ mod tests {
     fn a_write_that_fails_is_an_error_naming_the_target() {
         let full = Path::new("/dev/full");
         let mut sink = Sink::open(full).expect("open /dev/full");
-        sink.write_event(&exec(1, &["true"])).expect("buffered");
+        sink.write_event(&exec(1, &["true"]).to_line())
+            .expect("buffered");
         let err = sink.flush().expect_err("the flush must fail");
         let Error::Write { target, source } = &err else {
             panic!("not a write error: {err:?}");
@@ -245,7 +250,7 @@ mod tests {
         // Past the buffer, the write itself fails.
         let mut sink = Sink::open(full).expect("open /dev/full");
         let long = "x".repeat(1 << 12);
-        let failed = (0..64).find_map(|pid| sink.write_event(&exec(pid, &[&long])).err());
+        let failed = (0..64).find_map(|pid| sink.write_event(&exec(pid, &[&long]).to_line()).err());
         assert!(
             matches!(failed, Some(Error::Write { .. })),
             "64 events of 4 KiB went into a 64 KiB buffer without an error: {failed:?}"
@@ -261,7 +266,7 @@ mod tests {
         const CHILD: &str = "GUARD_AUDIT_TEST_STDOUT_CHILD";
         if std::env::var_os(CHILD).is_some() {
             let mut sink = Sink::open(Path::new("-")).expect("open stdout");
-            sink.write_event(&exec(4242, &["to-stdout"]))
+            sink.write_event(&exec(4242, &["to-stdout"]).to_line())
                 .expect("write");
             sink.flush().expect("flush");
             return;

@@ -276,30 +276,18 @@ pub fn what(ev: &EventLine) -> String {
             path,
             access,
             result,
+            ..
         } => format!("{path} ({}) {result}", access.join(",")),
-        EventDetail::Connect {
-            addr,
-            port,
-            proto,
-            result,
-        }
-        | EventDetail::Send {
-            addr,
-            port,
-            proto,
-            result,
-        } => {
+        EventDetail::Connect { to, result, .. } | EventDetail::Send { to, result, .. } => {
             let host = ev
                 .host
                 .as_deref()
                 .map(|h| format!(" ({h})"))
                 .unwrap_or_default();
-            format!("{proto} {addr}:{port}{host} {result}")
+            format!("{} {}:{}{host} {result}", to.proto, to.addr, to.port)
         }
         EventDetail::Flow {
-            addr,
-            port,
-            proto,
+            to,
             bytes_out,
             bytes_in,
             reason,
@@ -311,7 +299,10 @@ pub fn what(ev: &EventLine) -> String {
                 .map(|h| format!(" ({h})"))
                 .unwrap_or_default();
             format!(
-                "{proto} {addr}:{port}{host} out {} in {} ({reason})",
+                "{} {}:{}{host} out {} in {} ({reason})",
+                to.proto,
+                to.addr,
+                to.port,
                 human_bytes(*bytes_out),
                 human_bytes(*bytes_in)
             )
@@ -331,7 +322,7 @@ pub fn what(ev: &EventLine) -> String {
                 name.as_deref().unwrap_or("?")
             );
             if direction == "answer" {
-                let data: Vec<&str> = answers.iter().map(|a| a.data.as_str()).collect();
+                let data: Vec<&str> = answers.iter().flatten().map(|a| a.data.as_str()).collect();
                 format!(
                     "dns {q} → {} ({}) from {server}",
                     if data.is_empty() {
@@ -346,11 +337,14 @@ pub fn what(ev: &EventLine) -> String {
             }
         }
         EventDetail::Fork { child_pid } => format!("child {child_pid}"),
-        EventDetail::Unix { path, call, result } => format!("{call} unix {path} {result}"),
+        EventDetail::Unix {
+            path, call, result, ..
+        } => format!("{call} unix {path} {result}"),
         EventDetail::Route {
             route,
             path,
             result,
+            ..
         } => match path {
             Some(path) => format!("{} {path} {result}", route.as_str()),
             None => format!("{} {result}", route.as_str()),
@@ -385,6 +379,7 @@ pub fn what(ev: &EventLine) -> String {
             mode,
             rules,
             warnings,
+            ..
         } => format!(
             "policy {policy} loaded ({}, {rules} rules, {} warnings)",
             mode.as_str(),
@@ -425,6 +420,7 @@ pub fn what(ev: &EventLine) -> String {
             gap_ms,
             lost_total,
             sessions,
+            ..
         } => format!(
             "took over from guard {previous_pid} ({}) after {gap_ms} ms: {lost_total} records \
              lost meanwhile, {} sessions adopted",
@@ -468,9 +464,9 @@ pub fn human(ev: &EventLine) -> String {
     let mut line = format!(
         "{time} {:<8} {:>7} {:<15} {:<7} {:<13} {what}",
         session.get(8..).unwrap_or(session),
-        ev.pid.unwrap_or(0),
-        ev.comm.as_deref().unwrap_or(""),
-        ev.role.as_deref().unwrap_or("-"),
+        ev.pid().unwrap_or(0),
+        ev.comm().unwrap_or(""),
+        ev.task.as_ref().map_or("-", |t| t.role.as_str()),
         ev.detail.kind(),
     );
     if let Some(v) = &ev.violation {

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use guard_common::protocol::{EventDetail, EventLine};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 /// What a subscriber wants to see.
@@ -60,7 +61,11 @@ impl Subscribers {
                 return true;
             }
             if sub.missed > 0 {
-                let notice = format!(r#"{{"kind":"missed","count":{}}}"#, sub.missed);
+                let notice = serde_json::to_string(&EventLine {
+                    detail: EventDetail::Missed { count: sub.missed },
+                    ..EventLine::default()
+                })
+                .unwrap_or_default();
                 match sub.events.try_send(Arc::from(notice)) {
                     Ok(()) => sub.missed = 0,
                     Err(TrySendError::Full(_)) => {

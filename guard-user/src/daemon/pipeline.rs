@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use aya::maps::{MapData, RingBuf};
-use guard_common::protocol::Outcome;
+use guard_common::protocol::{EventLine, Outcome};
 
 use crate::{
     action::Actor,
@@ -76,24 +76,25 @@ impl Outputs {
             self.metrics
                 .violation(&v.rule, v.action.as_str(), v.outcome.as_str());
         }
-        let session = ev.session.map(|s| s.to_string());
-        if let Some(session) = &session {
-            self.report(session, ev);
+        // The event's one description: the reports read it, serde writes it.
+        let line = ev.to_line();
+        if let Some(session) = &line.session {
+            self.report(session, ev, &line);
         }
         if self.subscribers.is_empty() && self.export.is_none() {
             // The common case: serialise straight into the sink's buffer.
-            return self.sink.write_event(ev);
+            return self.sink.write_event(&line);
         }
-        let line: Arc<str> = Arc::from(ev.to_json());
+        let json: Arc<str> = Arc::from(serde_json::to_string(&line).unwrap_or_default());
         // The export first: a line in the audit log has been offered to it.
         if let Some(export) = &self.export {
-            export.offer_event(ev.detail.kind(), &line);
+            export.offer_event(ev.detail.kind(), &json);
         }
         if !self.subscribers.is_empty() {
             self.subscribers
-                .offer(&line, session.as_deref(), ev.detail.kind());
+                .offer(&json, line.session.as_deref(), ev.detail.kind());
         }
-        self.sink.write_line(&line)
+        self.sink.write_line(&json)
     }
 
     /// Offers `session`'s summary to the export (`ended`: its last).
@@ -134,8 +135,8 @@ impl Outputs {
     /// Adds an event to its session's report (as the audit log's line reads back,
     /// so a report from the log says the same); writes the report out when the
     /// session ends.
-    fn report(&mut self, session: &str, ev: &Event) {
-        let done = self.ledgers.add(session, &ev.to_line());
+    fn report(&mut self, session: &str, ev: &Event, line: &EventLine) {
+        let done = self.ledgers.add(session, line);
         if let Detail::Limit { total, .. } = ev.detail {
             self.ledgers.dropped(session, total);
         }
@@ -840,7 +841,7 @@ mod tests {
             .filter_map(|l| {
                 let v = l.violation.as_ref()?;
                 Some((
-                    l.pid,
+                    l.pid(),
                     l.detail.kind(),
                     v.outcome,
                     v.kill_latency_us.is_some(),

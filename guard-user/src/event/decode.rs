@@ -438,7 +438,8 @@ pub(crate) mod tests {
 
     /// Real records, one of each kind, built from the wire structs: the seeds of the
     /// `decode` fuzz target.
-    fn seed_records() -> Vec<(&'static str, Vec<u8>)> {
+    /// A record of every kind the kernel sends (and two of some).
+    pub(crate) fn seed_records() -> Vec<(&'static str, Vec<u8>)> {
         let mut exec_argv = b"/usr/bin/git".to_vec();
         exec_argv.extend_from_slice(b"git\0push\0--force\0origin\0");
         let mut v6 = [0u8; 16];
@@ -577,6 +578,76 @@ pub(crate) mod tests {
                     b"/var/run/docker.sock",
                 ),
             ),
+            (
+                "route-raw-socket",
+                record(
+                    EventKind::Route,
+                    &RouteBody {
+                        ret: -1,
+                        route: guard_common::route::RAW_SOCKET,
+                        family: guard_common::AF_INET,
+                        sock_type: 3,
+                    },
+                    b"",
+                ),
+            ),
+            (
+                "route-exec-mapping",
+                record(
+                    EventKind::Route,
+                    &RouteBody {
+                        ret: 0,
+                        route: guard_common::route::EXEC_MAPPING,
+                        family: 0,
+                        sock_type: 0,
+                    },
+                    b"/tmp/prog",
+                ),
+            ),
+            (
+                "flow",
+                record(
+                    EventKind::Flow,
+                    &FlowBody {
+                        addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                        bytes_out: 1 << 20,
+                        bytes_in: 4096,
+                        packets_out: 20,
+                        packets_in: 9,
+                        start_ns: 500,
+                        cookie: 3,
+                        family: guard_common::AF_INET,
+                        port: 443,
+                        sock_type: 1,
+                        reason: guard_common::flow::CLOSE,
+                        ..FlowBody::default()
+                    },
+                    b"",
+                ),
+            ),
+            {
+                let answer = crate::event::dns::tests::response(
+                    "upload.guard-test.example.",
+                    &[std::net::Ipv4Addr::new(10, 9, 8, 7)],
+                );
+                (
+                    "dns-answer",
+                    record(
+                        EventKind::Dns,
+                        &DnsBody {
+                            addr: [127, 0, 0, 53, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                            cookie: 3,
+                            len: answer.len() as u32,
+                            family: guard_common::AF_INET,
+                            port: 53,
+                            sock_type: 2,
+                            direction: guard_common::dns::IN,
+                            _reserved: 0,
+                        },
+                        &answer,
+                    ),
+                )
+            },
         ]
     }
 

@@ -190,7 +190,7 @@ pub fn parse(bytes: &[u8], tcp: bool) -> Parsed {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::net::Ipv4Addr;
 
     use hickory_proto::{
@@ -200,7 +200,7 @@ mod tests {
 
     use super::*;
 
-    fn response(name: &str, addrs: &[Ipv4Addr]) -> Vec<u8> {
+    pub(crate) fn response(name: &str, addrs: &[Ipv4Addr]) -> Vec<u8> {
         let n = Name::from_ascii(name).expect("name");
         let mut m = Message::new(7, MessageType::Response, OpCode::Query);
         m.add_query(Query::query(n.clone(), RecordType::A));

@@ -1,68 +1,146 @@
-//! An event as clients read it ([`EventLine`]), built straight from the typed event
-//! for the kinds the daemon's own readers use (session reports), without writing
-//! and reading back JSON. A test holds it to what the JSON reads back as.
+//! An event as it is written and read ([`EventLine`], guard_common::line): built
+//! once per event from the typed event, then serialised by serde for the audit log,
+//! the subscribers and the export, and read directly by the session reports.
 
-use guard_common::protocol::{EventDetail, EventLine, ViolationLine};
+use std::collections::BTreeMap;
 
-use super::{Detail, Event, access, json};
+use guard_common::protocol::{
+    Address, EventDetail, EventLine, LinksLine, SCHEMA, TamperArg, TaskLine, ViolationLine,
+};
+
+use super::{Detail, Event, TamperOp, Task, access, json};
 
 impl Event {
-    /// The event as [`EventLine`]: every common field, the detail of `exec`, `open`,
-    /// `connect`, `send`, `flow`, `fork`, `exit`, `tamper`, `session_start` and `session_end` (other
-    /// kinds read as [`EventDetail::Other`]), and the violation.
+    /// The event as [`EventLine`]: every field the audit log has.
     pub fn to_line(&self) -> EventLine {
-        let t = &self.task;
-        let detail = match &self.detail {
+        let task = (!self.detail.of_daemon()).then(|| task_line(&self.task));
+        EventLine {
+            schema: SCHEMA,
+            ts: json::rfc3339(self.ts_ns),
+            session: self.session.map(|s| s.to_string()),
+            task,
+            detail: self.detail_line(),
+            host: self.host.clone(),
+            host_source: self
+                .host
+                .as_ref()
+                .and(self.host_from)
+                .map(|h| h.as_str().to_owned()),
+            tainted: self.is_tainted(),
+            tainted_by: self.tainted_by.iter().map(|p| p.to_string()).collect(),
+            violation: self.violation.as_ref().map(|v| ViolationLine {
+                rule: v.rule.clone(),
+                action: v.action,
+                outcome: v.outcome,
+                outcome_error: v.error.clone(),
+                alert: v.alert,
+                would: v.would,
+                rules: v.rules.clone(),
+                secret: v.secret,
+                kill_latency_us: v.kill_latency_us,
+                anomaly: v.anomaly.clone(),
+            }),
+        }
+    }
+
+    fn detail_line(&self) -> EventDetail {
+        match &self.detail {
             Detail::Exec {
-                exe, argv, root, ..
-            } => EventDetail::Exec {
-                exe: exe.clone(),
-                argv: argv.clone(),
-                redacted: self.redacted,
-                root: *root,
-                agent: self.agent.as_deref().map(str::to_owned),
-                agent_version: self.agent_version.as_deref().map(str::to_owned),
-                confinement: self.confinement_line(),
-                held: self.held,
-                digest: self.digest_text(),
-            },
+                exe,
+                exe_truncated,
+                argv,
+                argv_truncated,
+                root,
+                by_cgroup: _,
+                by_identity,
+                fileless: _,
+            } => {
+                let via = super::via::target(exe, argv);
+                EventDetail::Exec {
+                    exe: exe.clone(),
+                    exe_truncated: *exe_truncated,
+                    argv: argv.clone(),
+                    argv_truncated: *argv_truncated,
+                    redacted: self.redacted,
+                    root: *root,
+                    agent: self.agent.as_deref().map(str::to_owned),
+                    agent_version: self.agent_version.as_deref().map(str::to_owned),
+                    by: by_identity.then(|| "identity".to_owned()),
+                    held: self.held,
+                    digest: self.digest_text(),
+                    confinement: self.confinement_line(),
+                    via: via.as_ref().map(|t| t.via.as_str().to_owned()),
+                    target: via.map(|t| t.target),
+                }
+            }
             Detail::Open {
-                path, flags, ret, ..
-            } => EventDetail::Open {
-                path: path.clone(),
-                access: access::of(*flags).into_iter().map(str::to_owned).collect(),
-                result: json::result_name(*ret),
-            },
+                path,
+                resolved,
+                truncated,
+                flags,
+                call,
+                ret,
+            } => {
+                let r = json::Returned::of(*ret, true);
+                let hit = self.identity.as_ref().and_then(|id| {
+                    let hit = id.matched.as_ref()?;
+                    Some(id.protected.clone().unwrap_or_else(|| {
+                        format!("inode {}:{}", crate::identity::dev_text(hit.dev), hit.ino)
+                    }))
+                });
+                EventDetail::Open {
+                    path: path.clone(),
+                    path_resolved: *resolved,
+                    path_truncated: *truncated,
+                    access: names(access::of(*flags)),
+                    flags: *flags,
+                    call: call.name().to_owned(),
+                    result: r.result,
+                    fd: r.ok,
+                    errno: r.errno,
+                    ret: r.ret,
+                    by: hit.as_ref().map(|_| "identity".to_owned()),
+                    protected: hit,
+                    identity_unknown: self.identity.as_ref().is_some_and(|id| id.unknown),
+                }
+            }
             Detail::Connect {
                 addr,
                 port,
                 proto,
                 ret,
-            } => EventDetail::Connect {
-                addr: addr.to_string(),
-                port: *port,
-                proto: proto.as_str().to_owned(),
-                result: json::result_name(*ret),
-            },
+            } => {
+                let r = json::Returned::of(*ret, false);
+                EventDetail::Connect {
+                    to: address(*addr, *port, *proto),
+                    result: r.result,
+                    errno: r.errno,
+                    ret: r.ret,
+                }
+            }
             Detail::Send {
                 addr,
                 port,
                 proto,
                 ret,
-            } => EventDetail::Send {
-                addr: addr.to_string(),
-                port: *port,
-                proto: proto.as_str().to_owned(),
-                result: json::result_name(*ret),
-            },
+            } => {
+                let r = json::Returned::of(*ret, false);
+                EventDetail::Send {
+                    to: address(*addr, *port, *proto),
+                    result: r.result,
+                    errno: r.errno,
+                    ret: r.ret,
+                }
+            }
             Detail::Flow(f) => EventDetail::Flow {
-                addr: f.addr.to_string(),
-                port: f.port,
-                proto: f.proto.as_str().to_owned(),
+                to: address(f.addr, f.port, f.proto),
                 bytes_out: f.bytes_out,
                 bytes_in: f.bytes_in,
-                flow_id: f.id(),
+                packets_out: f.packets_out,
+                packets_in: f.packets_in,
                 reason: f.reason.as_str().to_owned(),
+                flow_id: f.id(),
+                started: json::rfc3339(f.start_ns),
                 dest_class: self.dest_class(f.addr).to_owned(),
             },
             Detail::Dns(d) => EventDetail::Dns {
@@ -73,7 +151,11 @@ impl Event {
                 name: d.name.clone(),
                 qtype: d.qtype.clone(),
                 rcode: d.rcode.clone(),
-                answers: d.answers.clone(),
+                answers: (d.direction == super::dns::Direction::Answer).then(|| d.answers.clone()),
+                len: d.len,
+                cut: d.cut,
+                error: d.error.clone(),
+                dest_class: self.dest_class(d.server).to_owned(),
             },
             Detail::Fork { child_pid } => EventDetail::Fork {
                 child_pid: *child_pid,
@@ -90,18 +172,40 @@ impl Event {
                 child_pid: *child_pid,
             },
             Detail::Unix {
-                path, call, ret, ..
-            } => EventDetail::Unix {
-                path: path.clone(),
-                call: call.name().to_owned(),
-                result: json::result_name(*ret),
-            },
+                path,
+                resolved,
+                truncated,
+                call,
+                sock_type,
+                ret,
+            } => {
+                let r = json::Returned::of(*ret, false);
+                EventDetail::Unix {
+                    path: path.clone(),
+                    path_resolved: *resolved,
+                    path_truncated: *truncated,
+                    call: call.name().to_owned(),
+                    socket: json::sock_type_name(*sock_type).to_owned(),
+                    result: r.result,
+                    errno: r.errno,
+                    ret: r.ret,
+                }
+            }
             Detail::Route {
-                route, path, ret, ..
+                route,
+                path,
+                truncated,
+                family,
+                sock_type,
+                ret,
             } => EventDetail::Route {
                 route: *route,
                 path: path.clone(),
+                truncated: path.as_ref().map(|_| *truncated),
+                family: (*family != 0).then_some(*family),
+                sock_type: (*family != 0).then_some(*sock_type),
                 result: json::route_result(*ret, self.enforced),
+                errno: json::errno_of(*ret),
             },
             Detail::Exit { status, root } => {
                 let (code, signal) = json::exit_parts(*status);
@@ -133,43 +237,179 @@ impl Event {
                 stragglers: stragglers.clone(),
                 killed: killed.clone(),
             },
+            Detail::PolicyLoaded {
+                name,
+                mode,
+                rules,
+                kernel_entries,
+                identity,
+                user_space_rules,
+                warnings,
+                enforcement,
+            } => EventDetail::PolicyLoaded {
+                policy: name.clone(),
+                mode: *mode,
+                rules: *rules,
+                kernel_entries: *kernel_entries,
+                identity_entries: identity.entries,
+                identity_missing: identity.missing,
+                identity_fail_closed: identity.fail_closed,
+                identity_over: identity.over.clone(),
+                user_space_rules: user_space_rules.clone(),
+                warnings: warnings.clone(),
+                enforcement: enforcement.clone(),
+            },
+            Detail::PolicyRejected { name, errors } => EventDetail::PolicyRejected {
+                policy: name.clone(),
+                errors: errors.clone(),
+            },
+            Detail::Lost { by_kind, total } => EventDetail::Lost {
+                by_kind: counts(by_kind),
+                total: *total,
+            },
             Detail::Tamper(t) => EventDetail::Tamper {
                 op: t.op.as_str().to_owned(),
                 syscall: t.syscall.clone(),
                 target_pid: t.target,
-                signal: (t.op == super::TamperOp::Signal).then_some(t.arg),
+                arg: tamper_arg(t.op, t.arg),
                 path: t.path.clone(),
+                access: t.path.as_ref().map(|_| names(access::of(t.arg))),
                 done: super::tamper_done(self.enforced).to_owned(),
             },
-            _ => EventDetail::Other,
-        };
-        EventLine {
-            ts: json::rfc3339(self.ts_ns),
-            session: self.session.map(|s| s.to_string()),
-            pid: Some(t.pid),
-            ppid: Some(t.ppid),
-            comm: Some(t.comm.clone()),
-            thread: t.thread.clone(),
-            role: Some(guard_common::role::name(t.role).to_owned()),
-            agent_thread: t.agent_thread.as_deref().map(str::to_owned),
-            user: t.user.as_deref().map(str::to_owned),
-            container: t.container.as_deref().map(str::to_owned),
-            host: self.host.clone(),
-            host_source: self.host_from.map(|h| h.as_str().to_owned()),
-            tainted_by: self.tainted_by.iter().map(|p| p.to_string()).collect(),
-            detail,
-            violation: self.violation.as_ref().map(|v| ViolationLine {
-                rule: v.rule.clone(),
-                action: v.action,
-                outcome: v.outcome,
-                outcome_error: v.error.clone(),
-                alert: v.alert,
-                would: v.would,
-                rules: v.rules.clone(),
-                secret: v.secret,
-                kill_latency_us: v.kill_latency_us,
-                anomaly: v.anomaly.clone(),
-            }),
+            Detail::Resumed(r) => EventDetail::DaemonResumed {
+                previous_pid: r.previous_pid,
+                clean_stop: r.clean_stop,
+                gap_ms: r.gap_ms,
+                lost_by_kind: counts(&r.lost_by_kind),
+                lost_total: r.lost_total,
+                untracked_children: r.untracked_children,
+                sessions: r.sessions.iter().map(ToString::to_string).collect(),
+                links: LinksLine {
+                    updated: r.links_updated,
+                    replaced: r.links_replaced,
+                    new: r.links_new,
+                },
+            },
+        }
+    }
+}
+
+fn task_line(t: &Task) -> TaskLine {
+    let meta = t.meta.as_deref();
+    let of_meta = |f: fn(&crate::container::runtime::ContainerMeta) -> &Option<String>| {
+        meta.and_then(|m| f(m).clone())
+    };
+    TaskLine {
+        pid: t.pid,
+        ppid: t.ppid,
+        tid: t.tid,
+        comm: t.comm.clone(),
+        thread: t.thread.clone(),
+        role: guard_common::role::name(t.role).to_owned(),
+        agent_thread: t.agent_thread.as_deref().map(str::to_owned),
+        uid: t.uid,
+        user: t.user.as_deref().map(str::to_owned),
+        cgroup_id: t.cgroup_id,
+        container: t.container.as_deref().map(str::to_owned),
+        pod: t.pod.as_deref().map(str::to_owned),
+        container_name: of_meta(|m| &m.name),
+        image: of_meta(|m| &m.image),
+        pod_name: of_meta(|m| &m.pod),
+        namespace: of_meta(|m| &m.namespace),
+    }
+}
+
+fn address(addr: std::net::IpAddr, port: u16, proto: super::Proto) -> Address {
+    Address {
+        addr: addr.to_string(),
+        port,
+        proto: proto.as_str().to_owned(),
+        family: if addr.is_ipv4() { "ipv4" } else { "ipv6" }.to_owned(),
+    }
+}
+
+fn names(list: Vec<&'static str>) -> Vec<String> {
+    list.into_iter().map(str::to_owned).collect()
+}
+
+fn counts(by_kind: &[(String, u64)]) -> BTreeMap<String, u64> {
+    by_kind.iter().map(|(k, n)| (k.clone(), *n)).collect()
+}
+
+/// The op's argument under the op's own name.
+fn tamper_arg(op: TamperOp, arg: u64) -> TamperArg {
+    let mut a = TamperArg::default();
+    let slot = match op {
+        TamperOp::Signal => &mut a.signal,
+        TamperOp::Ptrace => &mut a.request,
+        TamperOp::PtraceAccess => &mut a.ptrace_mode,
+        TamperOp::PidfdGetfd => &mut a.target_fd,
+        TamperOp::ProcOpen | TamperOp::PinOpen => &mut a.flags,
+        TamperOp::Bpf => &mut a.bpf_cmd,
+        TamperOp::SetOwner => &mut a.fcntl_cmd,
+        _ => return a,
+    };
+    *slot = Some(arg);
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use guard_common::{EventKind, protocol::EventLine};
+
+    use crate::event::{Event, decode};
+
+    /// Every kind of record the kernel sends goes through the decoder into the audit
+    /// log's JSON, reads back through the protocol's [`EventLine`] as the same event,
+    /// and writes out again as the same text: nothing of it is lost or renamed
+    /// between the kernel, the log and the clients.
+    #[test]
+    fn every_kernel_record_kind_round_trips_through_the_log_and_the_protocol() {
+        let mut kinds = BTreeSet::new();
+        for (name, bytes) in decode::tests::seed_records() {
+            let record = decode::decode(&bytes).expect(name);
+            kinds.insert(record.header.kind);
+            let ev = Event::from_record(record, 1_763_700_000_000_000_000);
+            let json = ev.to_json();
+            let line: EventLine = serde_json::from_str(&json).expect(&json);
+            assert_eq!(line, ev.to_line(), "{name}: {json}");
+            assert_eq!(line.detail.kind(), ev.detail.kind(), "{name}: {json}");
+            assert_eq!(
+                serde_json::to_string(&line).expect("serialise"),
+                json,
+                "{name}"
+            );
+            assert_eq!(line.pid(), Some(100), "{name}: the record's process");
+        }
+        for kind in EventKind::ALL {
+            assert!(
+                kinds.contains(&(kind as u16)),
+                "no record of kind {kind:?} in decode's seed records"
+            );
+        }
+    }
+
+    /// docs/events.md describes the kinds [`EventDetail::KINDS`] lists: the `kind`
+    /// row names each, and each has a section.
+    #[test]
+    fn the_docs_describe_every_kind() {
+        use guard_common::protocol::EventDetail;
+        let docs = include_str!("../../../docs/events.md");
+        let row = docs
+            .lines()
+            .find(|l| l.starts_with("| `kind` |"))
+            .expect("docs/events.md has the `kind` row");
+        let listed: BTreeSet<&str> = row.split('`').skip(3).step_by(2).collect();
+        let kinds: BTreeSet<&str> = EventDetail::KINDS.iter().copied().collect();
+        assert_eq!(listed, kinds, "the `kind` row of docs/events.md");
+        let headings: Vec<&str> = docs.lines().filter(|l| l.starts_with("### ")).collect();
+        for kind in kinds {
+            assert!(
+                headings.iter().any(|h| h.contains(&format!("`{kind}`"))),
+                "docs/events.md has no section for {kind}"
+            );
         }
     }
 }

@@ -264,20 +264,6 @@ impl TamperOp {
             TamperOp::Unknown(_) => "unknown",
         }
     }
-
-    /// What `arg` means for this op, as its JSON key; `None`: nothing.
-    pub fn arg_key(self) -> Option<&'static str> {
-        match self {
-            TamperOp::Signal => Some("signal"),
-            TamperOp::Ptrace => Some("request"),
-            TamperOp::PtraceAccess => Some("ptrace_mode"),
-            TamperOp::PidfdGetfd => Some("target_fd"),
-            TamperOp::ProcOpen | TamperOp::PinOpen => Some("flags"),
-            TamperOp::Bpf => Some("bpf_cmd"),
-            TamperOp::SetOwner => Some("fcntl_cmd"),
-            _ => None,
-        }
-    }
 }
 
 /// The details of [`Detail::Flow`].
@@ -558,6 +544,17 @@ impl Detail {
             Detail::PolicyRejected { .. } => "policy_rejected",
             Detail::Resumed(_) => "daemon_resumed",
         }
+    }
+
+    /// Events about the daemon itself (policy, lost counts): no process.
+    pub fn of_daemon(&self) -> bool {
+        matches!(
+            self,
+            Detail::Lost { .. }
+                | Detail::PolicyLoaded { .. }
+                | Detail::PolicyRejected { .. }
+                | Detail::Resumed(_)
+        )
     }
 }
 

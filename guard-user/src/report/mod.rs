@@ -11,7 +11,7 @@ mod markdown;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use chrono::DateTime;
-use guard_common::protocol::{EventDetail, EventLine};
+use guard_common::protocol::{Address, EventDetail, EventLine};
 pub use guard_common::report::{
     Bounded, Command, Destination, FileClass, FileUse, Files, MAX_ITEMS, Report, SecretEgress,
     SecretRead, SentAfter, UnixSocket, Violation,
@@ -91,17 +91,18 @@ impl Ledger {
             self.first_ts.get_or_insert_with(|| ev.ts.clone());
             self.last_ts = Some(ev.ts.clone());
         }
-        let pid = ev.pid.unwrap_or(0);
-        let comm = ev.comm.clone().unwrap_or_default();
+        let task = ev.task.as_ref();
+        let pid = ev.pid().unwrap_or(0);
+        let comm = ev.comm().unwrap_or_default().to_owned();
         let verdict = verdict(ev);
         let r = &mut self.report;
         if r.user.is_none() {
-            r.user.clone_from(&ev.user);
+            r.user = task.and_then(|t| t.user.clone());
         }
         if r.container.is_none() {
-            r.container.clone_from(&ev.container);
+            r.container = task.and_then(|t| t.container.clone());
         }
-        if let Some(thread) = &ev.agent_thread
+        if let Some(thread) = task.and_then(|t| t.agent_thread.as_ref())
             && r.agent_threads.len() < AGENT_THREADS_KEPT
             && !r.agent_threads.contains(thread)
         {
@@ -158,6 +159,7 @@ impl Ledger {
                 path,
                 access,
                 result,
+                ..
             } => {
                 let written = access.iter().any(|a| a != "read");
                 self.file(path, written, result != "ok", &comm, ev);
@@ -166,18 +168,10 @@ impl Ledger {
                 }
                 Some(format!("open {path}"))
             }
-            EventDetail::Connect {
-                addr,
-                port,
-                proto,
-                result,
-            }
-            | EventDetail::Send {
-                addr,
-                port,
-                proto,
-                result,
-            } => {
+            EventDetail::Connect { to, result, .. } | EventDetail::Send { to, result, .. } => {
+                let Address {
+                    addr, port, proto, ..
+                } = to;
                 let send = matches!(ev.detail, EventDetail::Send { .. });
                 self.destination(addr, *port, proto, send, result != "ok", ev);
                 if let Some(s) = self.sent_entry(addr, *port, proto, ev) {
@@ -190,7 +184,9 @@ impl Ledger {
                     endpoint(addr, *port, ev.host.as_deref())
                 ))
             }
-            EventDetail::Unix { path, call, result } => {
+            EventDetail::Unix {
+                path, call, result, ..
+            } => {
                 let entry = slot(&mut self.unix, &mut r.unix_sockets, path.clone(), || {
                     UnixSocket {
                         path: path.clone(),
@@ -210,9 +206,9 @@ impl Ledger {
                 Some(format!("unix {call} {path}"))
             }
             EventDetail::Flow {
-                addr,
-                port,
-                proto,
+                to: Address {
+                    addr, port, proto, ..
+                },
                 bytes_out,
                 bytes_in,
                 flow_id,

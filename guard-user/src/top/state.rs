@@ -256,8 +256,8 @@ impl Event {
             kind: ev.detail.kind().to_owned(),
             time: ev.ts.get(11..23).unwrap_or("").to_owned(),
             session: ev.session.clone(),
-            pid: ev.pid.unwrap_or(0),
-            comm: ev.comm.clone().unwrap_or_default(),
+            pid: ev.pid().unwrap_or(0),
+            comm: ev.comm().unwrap_or_default().to_owned(),
             what: crate::cli::clients::what(ev),
             violation: ev.violation.as_ref().map(|v| Violation {
                 rule: v.rule.clone(),
@@ -293,7 +293,8 @@ impl Event {
 impl NetUse {
     fn of(ev: &EventLine) -> Option<NetUse> {
         use protocol::EventDetail;
-        let dest = |addr: &str, port: u16, proto: &str| {
+        let dest = |to: &protocol::Address| {
+            let (addr, port, proto) = (&to.addr, to.port, &to.proto);
             if addr.contains(':') {
                 format!("[{addr}]:{port}/{proto}")
             } else {
@@ -301,23 +302,17 @@ impl NetUse {
             }
         };
         let (dest, kind) = match &ev.detail {
-            EventDetail::Connect {
-                addr, port, proto, ..
-            } => (dest(addr, *port, proto), NetKind::Connect),
-            EventDetail::Send {
-                addr, port, proto, ..
-            } => (dest(addr, *port, proto), NetKind::Send),
+            EventDetail::Connect { to, .. } => (dest(to), NetKind::Connect),
+            EventDetail::Send { to, .. } => (dest(to), NetKind::Send),
             EventDetail::Flow {
-                addr,
-                port,
-                proto,
+                to,
                 bytes_out,
                 bytes_in,
                 flow_id,
                 reason,
                 ..
             } => (
-                dest(addr, *port, proto),
+                dest(to),
                 NetKind::Flow {
                     id: flow_id.clone(),
                     out: *bytes_out,

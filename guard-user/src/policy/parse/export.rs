@@ -25,27 +25,8 @@ const EXPORT_KEYS: &[&str] = &[
 ];
 const REDACT_KEYS: &[&str] = &["enabled", "patterns"];
 
-/// The event kinds an export may name (docs/events.md).
-pub const EVENT_KINDS: &[&str] = &[
-    "exec",
-    "open",
-    "connect",
-    "send",
-    "unix",
-    "route",
-    "fork",
-    "exit",
-    "flow",
-    "dns",
-    "tamper",
-    "limit",
-    "lost",
-    "session_start",
-    "session_end",
-    "policy_loaded",
-    "policy_rejected",
-    "daemon_resumed",
-];
+/// The event kinds an export may name: every kind the daemon writes.
+const EVENT_KINDS: &[&str] = guard_common::protocol::EventDetail::KINDS;
 
 impl Checker<'_> {
     pub(super) fn export(&mut self, value: &Value<'_>, export: &mut Export) {
