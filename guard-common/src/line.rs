@@ -5,7 +5,6 @@
 //! read the same type back. Field order is the declaration order.
 
 extern crate alloc;
-extern crate std;
 
 use alloc::{collections::BTreeMap, string::String, vec::Vec};
 
@@ -564,8 +563,7 @@ impl EventDetail {
         "policy_rejected",
     ];
 
-    /// The kinds about the daemon itself ([`EventDetail::of_daemon`]): no session,
-    /// no process.
+    /// The kinds about the daemon itself: no session, no process.
     pub const DAEMON_KINDS: &[&str] =
         &["lost", "policy_loaded", "policy_rejected", "daemon_resumed"];
 
@@ -593,17 +591,6 @@ impl EventDetail {
             EventDetail::Missed { .. } => "missed",
             EventDetail::Other => "other",
         }
-    }
-
-    /// Events about the daemon itself: no session, no process.
-    pub fn of_daemon(&self) -> bool {
-        matches!(
-            self,
-            EventDetail::Lost { .. }
-                | EventDetail::PolicyLoaded { .. }
-                | EventDetail::PolicyRejected { .. }
-                | EventDetail::DaemonResumed { .. }
-        )
     }
 }
 
@@ -665,22 +652,6 @@ mod tests {
                 kill_latency_us: None,
                 anomaly: None,
             }),
-        }
-    }
-
-    #[test]
-    fn the_daemon_s_kinds_are_the_ones_without_a_process() {
-        for kind in EventDetail::KINDS {
-            // (`route` is the one field without a default; other kinds ignore it.)
-            let detail: EventDetail =
-                serde_json::from_value(serde_json::json!({ "kind": kind, "route": "io_uring" }))
-                    .expect(kind);
-            assert_eq!(detail.kind(), *kind);
-            assert_eq!(
-                detail.of_daemon(),
-                EventDetail::DAEMON_KINDS.contains(kind),
-                "{kind}"
-            );
         }
     }
 

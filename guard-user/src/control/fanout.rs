@@ -89,7 +89,6 @@ impl Subscribers {
 
 #[cfg(test)]
 mod tests {
-    use guard_common::protocol::{EventDetail, EventLine};
 
     use super::*;
 

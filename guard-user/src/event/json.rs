@@ -533,6 +533,11 @@ mod tests {
             assert_eq!(line, e.to_line(), "{json}");
             assert_eq!(line.detail.kind(), kind, "{json}");
             assert_eq!(line.task.is_none(), e.detail.of_daemon(), "{json}");
+            assert_eq!(
+                EventDetail::DAEMON_KINDS.contains(&kind),
+                e.detail.of_daemon(),
+                "{kind}: the daemon's own kinds are the ones without a process"
+            );
             seen.insert(kind);
             if judged {
                 let v = line.violation.expect("violation read back");
