@@ -9,9 +9,15 @@
  *                                     git status --porcelain
  *   workload UID:GID build N DIR      in DIR, gcc -O2 -c mI.c -o mI.o for I in 0..N-1
  *   workload UID:GID bulk N PORT      TCP upload of N MiB to 127.0.0.1:PORT (1 MiB writes)
+ *   workload UID:GID unix N DIR       sendmsg of one byte to a Unix datagram socket the
+ *                                     process bound in DIR (by its name), then recv it,
+ *                                     N times
  *   workload UID:GID gen RATE SECS K PATH
- *                                     capacity generator: K processes open+close PATH
- *                                     at RATE opens per second (in total) for SECS
+ *                                     capacity generator: K processes open+close
+ *                                     PATH.0 .. PATH.7 in turn at RATE opens per
+ *                                     second (in total) for SECS: more files than
+ *                                     guard's kernel counts repeats of per thread
+ *                                     (4), so that every open is a record
  *
  * The process first drops to UID:GID (no supplementary groups), so every setup runs
  * the same process under the same credentials and the peers (auditd, opensnoop,
@@ -35,6 +41,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <sys/uio.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -151,6 +159,34 @@ static void bulk_loop(long n, int port) {
     close(fd);
 }
 
+static void unix_loop(long n, const char *dir) {
+    struct sockaddr_un addr = {0};
+    addr.sun_family = AF_UNIX;
+    if (snprintf(addr.sun_path, sizeof addr.sun_path, "%s/gbench-unix-%d.sock", dir,
+                 (int)getpid()) >= (int)sizeof addr.sun_path)
+        die("socket path too long");
+    int rx = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    int tx = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (rx < 0 || tx < 0) die("socket");
+    unlink(addr.sun_path);
+    if (bind(rx, (struct sockaddr *)&addr, sizeof addr) != 0) die("bind");
+    char byte = 'x';
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    struct msghdr msg = {0};
+    msg.msg_name = &addr;
+    msg.msg_namelen = sizeof addr;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    for (long i = 0; i < n; i++) {
+        if (sendmsg(tx, &msg, 0) != 1) die("sendmsg");
+        char got;
+        if (recv(rx, &got, 1, 0) != 1) die("recv");
+    }
+    close(tx);
+    close(rx);
+    unlink(addr.sun_path);
+}
+
 static void run_git(const char *dir, char *const argv[]) {
     pid_t pid = fork();
     if (pid < 0) die("fork");
@@ -205,6 +241,11 @@ static void git_loop(long n, const char *dir) {
  * batches so the kernel sees a steady stream. Returns the opens done. */
 static long gen_one(double rate, double secs, const char *path) {
     const long batch = 32;
+    enum { FILES = 8 };
+    char paths[FILES][4096];
+    for (int j = 0; j < FILES; j++)
+        if (snprintf(paths[j], sizeof paths[j], "%s.%d", path, j) >= (int)sizeof paths[j])
+            die("path too long");
     double start = now();
     double end = start + secs;
     long done = 0;
@@ -219,7 +260,7 @@ static long gen_one(double rate, double secs, const char *path) {
             continue;
         }
         for (long i = 0; i < batch; i++) {
-            int fd = open(path, O_RDONLY | O_CLOEXEC);
+            int fd = open(paths[(done + i) % FILES], O_RDONLY | O_CLOEXEC);
             if (fd < 0) die("open");
             close(fd);
         }
@@ -281,6 +322,8 @@ int main(int argc, char **argv) {
         connect_loop(n, (int)arg_long(argv[4]));
     } else if (strcmp(mode, "bulk") == 0 && argc == 5) {
         bulk_loop(n, (int)arg_long(argv[4]));
+    } else if (strcmp(mode, "unix") == 0 && argc == 5) {
+        unix_loop(n, argv[4]);
     } else if (strcmp(mode, "git") == 0 && argc == 5) {
         git_loop(n, argv[4]);
     } else if (strcmp(mode, "build") == 0 && argc == 5) {

@@ -155,6 +155,13 @@ pub mod flags {
     /// its first instruction, for user space to hash the file and then kill or
     /// continue it (`HELD` lists it until then).
     pub const HELD: u16 = 1 << 12;
+    /// Open records: not an open of its own but the count of further opens
+    /// ([`crate::OpenBody::repeats`]) that the thread made of the file of an open
+    /// reported before, with the same flags, which the kernel counted instead of
+    /// sending (see `OPEN_CACHE` in the eBPF crate). The path and flags are those of
+    /// that open; the record is sent when the count is due: every second of a busy
+    /// file, and when the thread's cache slot is reused, it execs or it exits.
+    pub const REPEATS: u16 = 1 << 13;
 }
 
 /// Most distinct file sizes the exec rules' digests name (`DIGEST_SIZES`).
@@ -343,6 +350,8 @@ pub struct OpenBody {
     pub call: u32,
     /// The mode passed with `O_CREAT`.
     pub mode: u32,
+    /// With [`flags::REPEATS`]: how many more times the file was opened; else 0.
+    pub repeats: u64,
 }
 
 /// Socket address families in [`NetBody::family`].

@@ -239,6 +239,12 @@ pub enum EventDetail {
         /// Too deep for the kernel to place: judged fail-closed.
         #[serde(default, skip_serializing_if = "is_false")]
         identity_unknown: bool,
+        /// Not an open of its own: how many more times the process opened the file
+        /// of an open line before it (same path, same flags) since that line or
+        /// the last `repeats` line for it. The kernel counts such opens instead of
+        /// reporting each (docs/events.md).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        repeats: Option<u64>,
     },
     Connect {
         #[serde(flatten)]
@@ -635,6 +641,7 @@ mod tests {
                 by: None,
                 protected: None,
                 identity_unknown: false,
+                repeats: None,
             },
             host: None,
             host_source: None,

@@ -224,6 +224,10 @@ pub mod counter {
     pub const IDENTITY_HITS: u32 = 18;
     /// [`crate::EventKind::Unix`] records that did not fit in the ring buffer.
     pub const LOST_UNIX: u32 = 22;
+    /// Repeated opens the kernel counted for a thread whose count it could not send
+    /// (no room in the ring buffer for the [`crate::flags::REPEATS`] record, or a
+    /// budget-exempt slot left by a thread it did not see exit).
+    pub const REPEATS_UNREPORTED: u32 = 23;
     /// Number of counters.
     pub const LEN: u32 = 24;
 
@@ -280,4 +284,18 @@ mod pod {
     // SAFETY: plain `#[repr(C)]` integers with no padding.
     unsafe impl aya::Pod for super::Bucket {}
     unsafe impl aya::Pod for super::SessionVar {}
+}
+
+/// The epochs of the kernel's repeat cache (`OPEN_EPOCH`, an array of u64): a
+/// counted open stands for the open first reported only while both are unchanged.
+pub mod epoch {
+    /// Bumped by the kernel before and after every rename, link, unlink, rmdir and
+    /// mount change on the host: whatever could give a file another path.
+    pub const FILES: u32 = 0;
+    /// Bumped by user space at every change of the rules in the kernel (policy
+    /// loads, identity refreshes). 0 until the daemon has installed its rules:
+    /// nothing is counted then.
+    pub const RULES: u32 = 1;
+    /// Entries of `OPEN_EPOCH`.
+    pub const LEN: u32 = 2;
 }

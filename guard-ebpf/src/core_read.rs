@@ -297,3 +297,26 @@ pub fn unix_path(sk: *const c_void) -> *const c_void {
 pub fn socket_sock(sock: *const c_void) -> *const c_void {
     unsafe { guard_socket_sock(sock) }
 }
+
+/// See `struct repeat_key` in shim.c.
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileName {
+    pub dentry: u64,
+    pub mnt: u64,
+    pub parent: u64,
+    pub name: u64,
+    pub ino: u64,
+}
+
+unsafe extern "C" {
+    fn guard_file_repeat_key(f: *const c_void, k: *mut FileName);
+}
+
+/// What names `file` where it was opened: its dentry and mount, the dentry's
+/// parent, name hash and length, and inode number (`dentry` 0: unreadable).
+pub fn file_name(file: *const c_void) -> FileName {
+    let mut k = FileName::default();
+    unsafe { guard_file_repeat_key(file, &raw mut k) };
+    k
+}

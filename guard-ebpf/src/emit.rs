@@ -159,15 +159,15 @@ impl Draft {
 
     /// Sends the record: header, a `T` body and `payload_len` payload bytes; unless
     /// the session is over its budget and the record is a plain observation, which
-    /// is then dropped and counted.
+    /// is then dropped and counted. Whether it went into the ring buffer.
     #[inline(always)]
-    pub fn submit<T>(mut self, payload_len: u32) {
+    pub fn submit<T>(mut self, payload_len: u32) -> bool {
         let cfg = enforce::config();
         let session = self.header().session;
         if cfg.limit_rate != 0 {
             let exempt = self.exempt(cfg.exec_wakeup != 0);
             match limit::take(session, &cfg, exempt) {
-                Take::Drop => return,
+                Take::Drop => return false,
                 Take::Send {
                     unreported,
                     total,
@@ -194,7 +194,9 @@ impl Draft {
             .is_err()
         {
             count(counter::lost(self.kind as u16));
+            return false;
         }
+        true
     }
 }
 

@@ -18,6 +18,7 @@ use crate::{
     emit::{Draft, current_ids},
     enforce,
     maps::{PATH_END, PATH_MASK, PATH_SCRATCH, PENDING_OPEN, PendingOpen, TRACKED},
+    repeat,
 };
 
 const AT_FDCWD: i64 = -100;
@@ -55,7 +56,10 @@ fn note(tid: u32, call: OpenCall, dfd: i64, filename: u64, flags: u64, mode: u64
         call: call as u32,
         mode: mode as u32,
     };
-    if PENDING_OPEN.insert(tid, pending, 0).is_err() {
+    if let Some(p) = PENDING_OPEN.get_ptr_mut(tid) {
+        // SAFETY: this thread's entry; only this thread (and its exit) touch it.
+        unsafe { *p = pending };
+    } else if PENDING_OPEN.insert(tid, pending, 0).is_err() {
         crate::maps::count(guard_common::counter::PENDING_FULL);
     }
     0
@@ -140,21 +144,43 @@ pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
 
 fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
     let (tgid, tid) = current_ids();
-    // SAFETY: read-only copy of the map value.
-    let pending = *unsafe { PENDING_OPEN.get(tid) }.ok_or(())?;
-    let _ = PENDING_OPEN.remove(tid);
+    let p = PENDING_OPEN.get_ptr_mut(tid).ok_or(())?;
+    // SAFETY: this thread's entry; only this thread (and its exit) touch it.
+    let pending = unsafe { *p };
+    if pending.call == PendingOpen::DONE {
+        return Err(());
+    }
+    // SAFETY: as above.
+    unsafe { (*p).call = PendingOpen::DONE };
     // SAFETY: read-only copy of the map value.
     let tracked = *unsafe { TRACKED.get(tgid) }.ok_or(())?;
     let session = tracked.session;
     let ret = arg(ctx, RET) as i64;
     let task = core_read::current();
     let pbuf = PATH_SCRATCH.get_ptr_mut(0).ok_or(())?.cast::<u8>();
+    let file = if ret >= 0 {
+        core_read::fd_file(task, ret as u32)
+    } else {
+        core::ptr::null()
+    };
+    // A repeat of an open reported before (repeat.rs): counted, nothing more.
+    let repeat = if ret >= 0 {
+        repeat::Open::of(file, pending.flags, tracked.flags, session)
+    } else {
+        None
+    };
+    if let Some(open) = &repeat
+        && repeat::counted(tid, task, open, ret)
+    {
+        return Ok(());
+    }
 
     let mut draft = Draft::begin(EventKind::Open, 0, session, tracked.flags).ok_or(())?;
     let mut tail = IdentityTail::default();
     let depth = PATH_DEPTH as u32;
+    // Whether a repeat of this open may be counted instead of reported.
+    let mut plain = false;
     let (start, end) = if ret >= 0 {
-        let file = core_read::fd_file(task, ret as u32);
         let walk = core_read::file_path(file, pbuf, PATH_END, depth);
         if walk & WALK_TRUNCATED != 0 {
             draft.header().flags |= flags::PATH_TRUNCATED;
@@ -199,6 +225,10 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
             }
             draft.header().flags |= flags::TAINTED;
         }
+        plain = verdict.rule == 0
+            && verdict.found == 0
+            && !verdict.taints
+            && draft.header().flags & (flags::PATH_TRUNCATED | flags::IDENTITY_UNKNOWN) == 0;
         (start, PATH_END)
     } else {
         // Nothing was opened: report the string passed, joined to the directory it was
@@ -259,6 +289,7 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
         ret,
         call: pending.call,
         mode: pending.mode,
+        repeats: 0,
     });
     let mut payload = len;
     if draft.header().flags & flags::BY_IDENTITY != 0 {
@@ -273,6 +304,19 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
         }
         payload += size_of::<IdentityTail>() as u32;
     }
-    draft.submit::<OpenBody>(payload);
+    let sent = draft.submit::<OpenBody>(payload);
+    if sent
+        && plain
+        && let Some(open) = &repeat
+    {
+        repeat::remember(
+            tid,
+            task,
+            open,
+            (pending.call, pending.mode),
+            pbuf,
+            (start, end),
+        );
+    }
     Ok(())
 }

@@ -210,6 +210,7 @@ fn report_change(call: OpenCall, path: *const u8, len: u32, truncated: bool, rul
         ret: -i64::from(EPERM),
         call: call as u32,
         mode: 0,
+        repeats: 0,
     });
     draft.submit::<OpenBody>(n);
 }

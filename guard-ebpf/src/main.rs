@@ -25,6 +25,7 @@ mod lsm;
 mod maps;
 mod net;
 mod process;
+mod repeat;
 mod role;
 mod route;
 mod tamper;

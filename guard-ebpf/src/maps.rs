@@ -63,18 +63,26 @@ pub static DAEMON: Array<u64> = Array::with_max_entries(daemon_state::LEN, 0);
 /// An open seen at syscall entry, finished at exit; keyed by thread id.
 ///
 /// Not an LRU: an eviction would silently drop another thread's open in flight, and
-/// with it the check of the rules at its exit. Entries leave at the syscall's exit
-/// and when the thread exits (`sched_process_exit`), so the map holds at most one
-/// entry per tracked thread in a system call; a full map is counted
-/// (`counter::PENDING_FULL`) at the insert that fails.
+/// with it the check of the rules at its exit. A thread's entry is written in place
+/// at each open's entry and marked done ([`PendingOpen::DONE`]) at its exit (cheaper
+/// than an insert and a delete per open); it leaves when the thread exits
+/// (`sched_process_exit`), so the map holds at most one entry per tracked thread that
+/// opened something; a full map is counted (`counter::PENDING_FULL`) at the insert
+/// that fails.
 #[derive(Clone, Copy)]
 #[repr(C)]
 pub struct PendingOpen {
     pub filename: u64,
     pub flags: u64,
     pub dfd: i64,
+    /// An `OpenCall` number, or [`PendingOpen::DONE`].
     pub call: u32,
     pub mode: u32,
+}
+
+impl PendingOpen {
+    /// `call` of an entry whose open has exited: no open is in flight.
+    pub const DONE: u32 = u32::MAX;
 }
 
 #[map]
@@ -145,9 +153,15 @@ pub struct PathBuf {
 pub static PATH_SCRATCH: PerCpuArray<PathBuf> = PerCpuArray::with_max_entries(1, 0);
 
 pub fn count(index: u32) {
+    count_n(index, 1);
+}
+
+/// Adds `n` to counter `index`.
+#[inline(always)]
+pub fn count_n(index: u32, n: u64) {
     if let Some(c) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *c += 1 };
+        unsafe { *c += n };
     }
 }
 

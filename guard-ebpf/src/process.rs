@@ -80,8 +80,16 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
 }
 
 fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
-    let (tgid, _) = current_ids();
+    let (tgid, tid) = current_ids();
     let task = core_read::current();
+    // Opens counted before the exec belong to the old program (sent under the new
+    // one's name: the record's comm is the task's at sending). A thread other than
+    // the leader that execs takes the leader's id: its old id is `old_pid`.
+    crate::repeat::forget_thread(tid, task);
+    let old_tid = ctx.arg::<u64>(1) as u32;
+    if old_tid != tid {
+        crate::repeat::forget_thread(old_tid, task);
+    }
     let mut event_flags = 0u16;
     // SAFETY: read-only copy of the map value.
     let mut tracked = match unsafe { TRACKED.get(tgid) } {
@@ -262,6 +270,9 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
 
 fn try_exit() -> Result<(), ()> {
     let (tgid, tid) = current_ids();
+    // The thread's counted opens go out first: its process may have left its session
+    // (and `TRACKED`) already.
+    crate::repeat::forget_thread(tid, core_read::current());
     // SAFETY: read-only copy of the map value.
     let Some(tracked) = unsafe { TRACKED.get(tgid) }.copied() else {
         crate::tamper::thread_gone(tid);

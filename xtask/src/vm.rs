@@ -182,6 +182,22 @@ const SUBSET: &[(&str, Kernels, &[&str])] = &[
             "past_the_bound_a_file_with_several_names_fails_closed",
         ],
     ),
+    // Repeated opens counted in the kernel, on each verifier; a counted file moved
+    // into a protected directory is judged again (refused by BPF-LSM where it runs),
+    // and so is one a new policy protects.
+    (
+        "repeats",
+        Kernels::Every,
+        &[
+            "a_file_opened_again_and_again_is_reported_with_its_count",
+            "a_directory_moved_into_a_protected_one_is_judged_again",
+        ],
+    ),
+    (
+        "repeats",
+        Kernels::Oldest,
+        &["a_new_policy_judges_a_counted_file_again"],
+    ),
     // Pinned links of every type the kernel has (LSM ones included) keep enforcing
     // with no daemon, and a restart replaces them without a read getting through.
     (

@@ -28,6 +28,7 @@ typedef __u64 u64;
 #define ACCESSOR __attribute__((always_inline))
 
 struct qstr {
+	u32 hash;
 	u32 len;
 	const unsigned char *name;
 } __co_re;
@@ -684,3 +685,29 @@ ACCESSOR struct path *guard_unix_path(struct sock *sk)
 // The `struct sock` of a `struct socket` (the BPF-LSM unix_may_send hook's
 // arguments).
 ACCESSOR struct sock *guard_socket_sock(struct socket *s) { return BPF_CORE_READ(s, sk); }
+
+// What names an opened file for the repeat cache (file.rs, repeat.rs): its dentry
+// and mount, the dentry's parent, name hash and length, and its inode number. All
+// zero when the file cannot be read.
+struct repeat_key {
+	u64 dentry;
+	u64 mnt;
+	u64 parent;
+	u64 name;
+	u64 ino;
+};
+
+ACCESSOR void guard_file_repeat_key(struct file *f, struct repeat_key *k)
+{
+	struct path p;
+	if (bpf_core_read(&p, sizeof(p), &f->f_path) || !p.dentry) {
+		k->dentry = 0;
+		return;
+	}
+	struct dentry *d = p.dentry;
+	k->dentry = (u64)d;
+	k->mnt = (u64)p.mnt;
+	k->parent = (u64)BPF_CORE_READ(d, d_parent);
+	k->name = ((u64)BPF_CORE_READ(d, d_name.hash) << 32) | BPF_CORE_READ(d, d_name.len);
+	k->ino = BPF_CORE_READ(d, d_inode, i_ino);
+}

@@ -275,6 +275,12 @@ pub fn what(ev: &EventLine) -> String {
         EventDetail::Open {
             path,
             access,
+            repeats: Some(n),
+            ..
+        } => format!("{path} ({}) again {n} times", access.join(",")),
+        EventDetail::Open {
+            path,
+            access,
             result,
             ..
         } => format!("{path} ({}) {result}", access.join(",")),

@@ -200,6 +200,9 @@ pub struct Probes {
     inode_count: Array<MapData, u32>,
     /// `DIGEST_SIZES`: the file sizes whose execs the kernel holds for a digest.
     digest_sizes: HashMap<MapData, u64, u32>,
+    /// `OPEN_EPOCH`: the epochs of the kernel's counted repeats of opens
+    /// (`guard_common::epoch`); user space moves the rules'.
+    open_epoch: Array<MapData, u64>,
     /// `HELD`: the processes held at exec, until the pipeline takes the map.
     held: Option<HashMap<MapData, u32, u64>>,
     /// The daemon's own state in the pinned maps (`guard_common::daemon_state`).
@@ -329,6 +332,7 @@ impl Probes {
         let inode_rules = take(&mut bpf, "INODE_RULES")?;
         let inode_count = take(&mut bpf, "INODE_COUNT")?;
         let digest_sizes = take(&mut bpf, "DIGEST_SIZES")?;
+        let open_epoch = take(&mut bpf, "OPEN_EPOCH")?;
         let held = Some(take(&mut bpf, "HELD")?);
         // Rules an earlier daemon installed are in force under this generation: the
         // next install must write the other one.
@@ -356,6 +360,7 @@ impl Probes {
             inode_rules,
             inode_count,
             digest_sizes,
+            open_epoch,
             held,
             daemon,
             pins,

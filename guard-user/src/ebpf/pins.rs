@@ -30,11 +30,13 @@ pub const DEFAULT_DIR: &str = "/sys/fs/bpf/guard";
 /// the counters, the opens and sends in flight, the sessions' record budgets, the
 /// daemon's own state, what self-protection guards (the daemon's threads, the pin
 /// directory), the tagged sockets' byte counts (a restart loses no flow), and the
-/// processes held at exec for their digest (the next daemon lets them go). The
+/// processes held at exec for their digest (the next daemon lets them go), the
+/// threads' counted repeats of opens and the epochs they hold for (a restart loses
+/// no count). The
 /// per-CPU scratch maps are not listed: each program version gets fresh ones. A map
 /// added to the eBPF object whose contents the kernel needs across a restart
 /// belongs here.
-pub const PINNED_MAPS: [&str; 20] = [
+pub const PINNED_MAPS: [&str; 22] = [
     "TRACKED",
     "AGENTS",
     "AGENT_CGROUPS",
@@ -55,6 +57,8 @@ pub const PINNED_MAPS: [&str; 20] = [
     "INODE_COUNT",
     "DIGEST_SIZES",
     "HELD",
+    "OPEN_CACHE",
+    "OPEN_EPOCH",
 ];
 
 /// A pin directory held by this process.

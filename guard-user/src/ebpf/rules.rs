@@ -69,6 +69,7 @@ impl Probes {
         identity: &crate::identity::Identity,
     ) -> Result<(), Error> {
         let next = self.generation ^ 1;
+        self.rules_changed()?;
         self.clear_generation(next)?;
         put_generation(&mut self.path_rules, "PATH_RULES", rules.paths, next)?;
         put_generation(&mut self.net_rules, "NET_RULES", rules.nets, next)?;
@@ -89,7 +90,24 @@ impl Probes {
         })?;
         let old = self.generation;
         self.generation = next;
-        self.clear_generation(old)
+        self.clear_generation(old)?;
+        self.rules_changed()
+    }
+
+    /// Moves the rules' epoch (`guard_common::epoch::RULES`), before and after each
+    /// change of the rules: no open the kernel judged under the rules before (or
+    /// during) a change is counted as a repeat after it. The first call turns the
+    /// counting on.
+    fn rules_changed(&mut self) -> Result<(), Error> {
+        let at = guard_common::epoch::RULES;
+        let map = "OPEN_EPOCH";
+        let now = self
+            .open_epoch
+            .get(&at, 0)
+            .map_err(|source| Error::Map { map, source })?;
+        self.open_epoch
+            .set(at, now.wrapping_add(1).max(1), 0)
+            .map_err(|source| Error::Map { map, source })
     }
 
     fn set_digest_sizes(&mut self, sizes: &[u64]) -> Result<(), Error> {
@@ -172,8 +190,10 @@ impl Probes {
     pub fn refresh_identity(&mut self, identity: &crate::identity::Identity) -> Result<(), Error> {
         let generation = self.generation;
         let inodes = identity.entries(generation);
+        self.rules_changed()?;
         self.put_inodes(&inodes)?;
         self.retain_inodes(generation, &inodes)?;
-        self.set_inode_count(generation, inodes.len())
+        self.set_inode_count(generation, inodes.len())?;
+        self.rules_changed()
     }
 }

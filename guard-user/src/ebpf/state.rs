@@ -43,6 +43,8 @@ pub fn lost_of(counters: &[u64; counter::LEN as usize]) -> Lost {
     by_kind.push(("over_session_limit", at(counter::OVER_LIMIT)));
     by_kind.push(("pending_full", at(counter::PENDING_FULL)));
     by_kind.push(("dns_unread", at(counter::DNS_UNREAD)));
+    // Repeated opens counted for a thread that was gone when they were due.
+    by_kind.push(("repeats_unreported", at(counter::REPEATS_UNREPORTED)));
     (by_kind, at(counter::TRACK_FULL))
 }
 

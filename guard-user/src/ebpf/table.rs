@@ -94,6 +94,34 @@ const fn fallback(unless_lsm: &'static str) -> Group {
     Group::SelfFallback { unless_lsm }
 }
 
+/// The system calls that give a file another path or move a mount, entry and exit.
+const NAME_CHANGES: &[&str] = &[
+    "sys_enter_rename",
+    "sys_exit_rename",
+    "sys_enter_renameat",
+    "sys_exit_renameat",
+    "sys_enter_renameat2",
+    "sys_exit_renameat2",
+    "sys_enter_link",
+    "sys_exit_link",
+    "sys_enter_linkat",
+    "sys_exit_linkat",
+    "sys_enter_unlink",
+    "sys_exit_unlink",
+    "sys_enter_unlinkat",
+    "sys_exit_unlinkat",
+    "sys_enter_rmdir",
+    "sys_exit_rmdir",
+    "sys_enter_mount",
+    "sys_exit_mount",
+    "sys_enter_umount",
+    "sys_exit_umount",
+    "sys_enter_move_mount",
+    "sys_exit_move_mount",
+    "sys_enter_pivot_root",
+    "sys_exit_pivot_root",
+];
+
 /// The table, in attach order: processes first (what everything else stands on).
 pub const TABLE: &[Entry] = &[
     e(
@@ -141,6 +169,9 @@ pub const TABLE: &[Entry] = &[
         ]),
         Group::Opens,
     ),
+    // Counted repeats of opens stand for the first only while no file got another
+    // name (guard-ebpf's repeat.rs): before and after each such change.
+    e("names_change", Hook::Syscalls(NAME_CHANGES), Group::Opens),
     e(
         "sys_exit_net",
         Hook::Syscalls(&[
@@ -335,7 +366,18 @@ pub fn self_protection_groups() -> Vec<&'static str> {
 pub fn optional_tracepoint(tp: &str) -> bool {
     matches!(
         tp,
-        "sys_enter_open" | "sys_enter_creat" | "sys_exit_open" | "sys_exit_creat"
+        "sys_enter_open"
+            | "sys_enter_creat"
+            | "sys_exit_open"
+            | "sys_exit_creat"
+            | "sys_enter_rename"
+            | "sys_exit_rename"
+            | "sys_enter_link"
+            | "sys_exit_link"
+            | "sys_enter_unlink"
+            | "sys_exit_unlink"
+            | "sys_enter_rmdir"
+            | "sys_exit_rmdir"
     )
 }
 

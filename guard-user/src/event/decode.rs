@@ -90,7 +90,7 @@ macro_rules! wire {
 wire!(
     Header = 72,
     ExecBody = 32,
-    OpenBody = 24,
+    OpenBody = 32,
     NetBody = 32,
     ForkBody = 16,
     ExitBody = 16,
@@ -259,6 +259,13 @@ pub(crate) mod tests {
         out
     }
 
+    /// `rec` with `flags` set in its header.
+    fn flagged(mut rec: Vec<u8>, flags: u16) -> Vec<u8> {
+        let at = std::mem::offset_of!(Header, flags);
+        rec[at..at + 2].copy_from_slice(&flags.to_ne_bytes());
+        rec
+    }
+
     #[test]
     fn exec_carries_the_role_and_thread_id_after_argv() {
         let confinement = guard_common::Confinement {
@@ -337,6 +344,7 @@ pub(crate) mod tests {
             ret: 3,
             call: 1,
             mode: 0o644,
+            repeats: 0,
         };
         let rec = record(EventKind::Open, &body, b"/tmp/x");
         let Body::Open { body: b, path, .. } = decode(&rec).expect("decodes").body else {
@@ -393,6 +401,7 @@ pub(crate) mod tests {
                 ret: 0,
                 call: 0,
                 mode: 0,
+                repeats: 0,
             },
             b"/a",
         );
@@ -467,6 +476,7 @@ pub(crate) mod tests {
                         ret: 3,
                         call: 1,
                         mode: 0,
+                        repeats: 0,
                     },
                     b"/root/.ssh/id_ed25519",
                 ),
@@ -480,8 +490,26 @@ pub(crate) mod tests {
                         ret: -13,
                         call: 3,
                         mode: 0o644,
+                        repeats: 0,
                     },
                     b"/work/repo/.git/hooks/pre-commit",
+                ),
+            ),
+            (
+                "open-repeats",
+                flagged(
+                    record(
+                        EventKind::Open,
+                        &OpenBody {
+                            flags: 0o100_000,
+                            ret: 5,
+                            call: 1,
+                            mode: 0,
+                            repeats: 4095,
+                        },
+                        b"/work/repo/Cargo.toml",
+                    ),
+                    guard_common::flags::REPEATS,
                 ),
             ),
             (

@@ -143,6 +143,7 @@ mod tests {
             flags: 0,
             call: OpenCall::Openat,
             ret: -2,
+            repeats: 0,
         });
         assert_eq!(
             e.to_json(),
@@ -162,6 +163,7 @@ mod tests {
                 flags: 0,
                 call: OpenCall::Openat,
                 ret,
+                repeats: 0,
             });
             let j = e.to_json();
             assert!(
@@ -355,6 +357,7 @@ mod tests {
                 flags: 0,
                 call: OpenCall::Openat2,
                 ret: 3,
+                repeats: 0,
             },
             Detail::Connect {
                 addr: v4,

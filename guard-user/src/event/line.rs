@@ -80,6 +80,7 @@ impl Event {
                 flags,
                 call,
                 ret,
+                repeats,
             } => {
                 let r = json::Returned::of(*ret, true);
                 let hit = self.identity.as_ref().and_then(|id| {
@@ -102,6 +103,7 @@ impl Event {
                     by: hit.as_ref().map(|_| "identity".to_owned()),
                     protected: hit,
                     identity_unknown: self.identity.as_ref().is_some_and(|id| id.unknown),
+                    repeats: (*repeats > 0).then_some(*repeats),
                 }
             }
             Detail::Connect {

@@ -91,6 +91,10 @@ pub enum Detail {
         flags: u64,
         call: OpenCall,
         ret: i64,
+        /// With `flags::REPEATS`: not an open of its own, but how many more times
+        /// the thread opened this file with these flags (the kernel counted them);
+        /// else 0.
+        repeats: u64,
     },
     Connect {
         addr: IpAddr,
@@ -882,6 +886,11 @@ impl Event {
                     flags: body.flags,
                     call: OpenCall::from_u32(body.call).unwrap_or(OpenCall::Openat),
                     ret: body.ret,
+                    repeats: if flag(flags::REPEATS) {
+                        body.repeats
+                    } else {
+                        0
+                    },
                 }
             }
             Body::Connect(n) => Detail::Connect {

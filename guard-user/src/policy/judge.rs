@@ -169,6 +169,9 @@ impl Judge {
         match &ev.detail {
             Detail::Tamper(_) => return Some(self.tamper(ev.enforced)),
             Detail::Limit { child_pid, .. } => return self.loss(*child_pid),
+            // A count of opens like one judged already (the kernel counts only opens
+            // that no kernel rule stopped and that were reported): not judged again.
+            Detail::Open { repeats, .. } if *repeats > 0 => return None,
             _ => {}
         }
         let mut hits = self.compiled.hits(
@@ -498,6 +501,7 @@ mod tests {
             flags,
             call: OpenCall::Openat,
             ret,
+            repeats: 0,
         }
     }
 

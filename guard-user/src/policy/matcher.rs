@@ -391,6 +391,7 @@ mod tests {
             flags,
             call: OpenCall::Openat,
             ret: 3,
+            repeats: 0,
         }
     }
 

@@ -159,10 +159,13 @@ impl Ledger {
                 path,
                 access,
                 result,
+                repeats,
                 ..
             } => {
                 let written = access.iter().any(|a| a != "read");
-                self.file(path, written, result != "ok", &comm, ev);
+                // A count of repeated opens stands for that many opens.
+                let opens = repeats.unwrap_or(1).max(1);
+                self.file(path, written, result != "ok", opens, &comm, ev);
                 if result == "ok" && access.iter().any(|a| a == "read") {
                     self.secret_read(path, pid, &comm, ev);
                 }
@@ -307,7 +310,15 @@ impl Ledger {
         FileClass::Outside
     }
 
-    fn file(&mut self, path: &str, written: bool, failed: bool, comm: &str, ev: &EventLine) {
+    fn file(
+        &mut self,
+        path: &str,
+        written: bool,
+        failed: bool,
+        opens: u64,
+        comm: &str,
+        ev: &EventLine,
+    ) {
         let class = self.class(path, ev);
         let files = if written {
             &mut self.report.written
@@ -328,8 +339,8 @@ impl Ledger {
         }) else {
             return;
         };
-        entry.opens += 1;
-        entry.failed += u64::from(failed);
+        entry.opens += opens;
+        entry.failed += u64::from(failed) * opens;
         note_verdict(&mut entry.verdicts, ev);
     }
 

@@ -393,9 +393,14 @@ impl Registry {
                 }
             }
             Detail::Open {
-                path, flags, ret, ..
+                path,
+                flags,
+                ret,
+                repeats,
+                ..
             } => {
-                session.counts.open += 1;
+                // A count of repeated opens stands for that many opens.
+                session.counts.open += (*repeats).max(1);
                 // A secret read that nothing stopped taints the process.
                 if *ret >= 0
                     && let Some(v) = &ev.violation
@@ -618,6 +623,7 @@ mod tests {
                 flags: 0,
                 call: guard_common::OpenCall::Openat,
                 ret: 3,
+                repeats: 0,
             },
         );
         read.violation = Some(crate::event::Violation {

@@ -193,6 +193,7 @@ fn every_kind_of_event_is_counted_and_violations_too() {
         flags: 0,
         call: OpenCall::Openat,
         ret: 3,
+        repeats: 0,
     };
     let connect = Detail::Connect {
         addr: lo,

@@ -95,6 +95,9 @@ pub(super) fn program_costs(ctx: &mut Ctx) -> Result<Value> {
             (Workload::Open, (p.open_n / 4).max(1000)),
             (Workload::ForkExec, (p.forkexec_n / 4).max(50)),
             (Workload::Connect, (p.connect_n / 4).max(1000)),
+            (Workload::Unix, (p.unix_n / 4).max(1000)),
+            (Workload::Real, 1),
+            (Workload::Build, p.build_n),
         ];
         rows.extend(measure(ctx, "costs", &policy, floor, &workloads, setups)?);
     }

@@ -124,6 +124,12 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
     let open_target = dir.join("open-target");
     fs::write(&open_target, "guard bench\n")?;
     fs::set_permissions(&open_target, fs::Permissions::from_mode(0o644))?;
+    // The capacity generator's files (`open-target.0` … `.7`, see workload.c).
+    for i in 0..8 {
+        let f = dir.join(format!("open-target.{i}"));
+        fs::write(&f, "guard bench\n")?;
+        fs::set_permissions(&f, fs::Permissions::from_mode(0o644))?;
+    }
     let home = dir.join("home");
     fs::create_dir_all(&home)?;
     chown_tree(&home, uid, gid)?;

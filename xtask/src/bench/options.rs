@@ -41,8 +41,8 @@ pub struct Options {
     /// its section is printed, BENCHMARKS.md is left alone.
     #[arg(long, conflicts_with_all = ["storm_only", "export_only"])]
     pub fleet_only: bool,
-    /// Run only these workloads (repeatable: open, fork-exec, connect, real, build,
-    /// bulk) under nothing, the floor and guard (outside, inside a session, enforce):
+    /// Run only these workloads (repeatable: open, fork-exec, connect, unix, real,
+    /// build, bulk) under nothing, the floor and guard (outside, inside a session, enforce):
     /// the timed rounds only, no capacity, kill latency, costs or storm. The summary
     /// is printed and written to bench-only-results.json; BENCHMARKS.md is left alone.
     #[arg(long = "workload", value_name = "NAME")]
@@ -60,6 +60,8 @@ pub(super) struct Params {
     pub(super) build_n: u64,
     /// MiB the bulk workload uploads.
     pub(super) bulk_mib: u64,
+    /// Datagrams the unix workload sends.
+    pub(super) unix_n: u64,
     pub(super) files: u64,
     pub(super) changed: u64,
     pub(super) cap_step_secs: u64,
@@ -84,6 +86,7 @@ impl Params {
                     git_n: 1,
                     build_n: 2,
                     bulk_mib: 1024,
+                    unix_n: 5_000,
                     files: 5_000,
                     changed: 1_000,
                     cap_step_secs: 2,
@@ -105,6 +108,7 @@ impl Params {
                     git_n: 6,
                     build_n: 5,
                     bulk_mib: 4096,
+                    unix_n: 20_000,
                     files: 5_000,
                     changed: 1_000,
                     cap_step_secs: 4,

@@ -83,12 +83,14 @@ pub(super) enum Workload {
     Real,
     Build,
     Bulk,
+    Unix,
 }
 
-pub(super) const WORKLOADS: [Workload; 6] = [
+pub(super) const WORKLOADS: [Workload; 7] = [
     Workload::Open,
     Workload::ForkExec,
     Workload::Connect,
+    Workload::Unix,
     Workload::Real,
     Workload::Build,
     Workload::Bulk,
@@ -103,6 +105,7 @@ impl Workload {
             Self::Real => "real",
             Self::Build => "build",
             Self::Bulk => "bulk",
+            Self::Unix => "unix",
         }
     }
 
@@ -135,6 +138,11 @@ impl Workload {
                  programs; in a session the socket is tagged and counted)",
                 p.bulk_mib
             ),
+            Self::Unix => format!(
+                "sendmsg of one byte to a Unix datagram socket the workload bound (by its \
+                 path name), then recv, {} times",
+                p.unix_n
+            ),
         }
     }
 
@@ -142,7 +150,7 @@ impl Workload {
     pub(super) fn micro(self) -> bool {
         matches!(
             self,
-            Self::Open | Self::ForkExec | Self::Connect | Self::Bulk
+            Self::Open | Self::ForkExec | Self::Connect | Self::Bulk | Self::Unix
         )
     }
 
@@ -155,6 +163,7 @@ impl Workload {
             Self::Real => p.git_n,
             Self::Build => p.build_n,
             Self::Bulk => p.bulk_mib,
+            Self::Unix => p.unix_n,
         }
     }
 
@@ -169,6 +178,7 @@ impl Workload {
             Self::Real => a.extend(["git".into(), n, path_str(&ctx.repo)]),
             Self::Build => a.extend(["build".into(), n, path_str(&ctx.build_dir)]),
             Self::Bulk => a.extend(["bulk".into(), n, ctx.sink_port.to_string()]),
+            Self::Unix => a.extend(["unix".into(), n, path_str(&ctx.home)]),
         }
         a
     }
