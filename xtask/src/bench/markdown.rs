@@ -206,7 +206,8 @@ fn results_markdown(r: &Value) -> String {
         let _ = writeln!(
             s,
             "From the kernel's BPF statistics (`kernel.bpf_stats_enabled`, on only for this \
-             phase), with the micro workloads at a quarter of their size, under the floor's empty programs \
+             phase), with the micro workloads at a quarter of their size, one iteration of `real` and the \
+             whole `build`, under the floor's empty programs \
              and guard's own outside and inside a session. A program attached to several hooks \
              is counted once, over all of them. Programs that did not run are left out.\n"
         );
