@@ -42,8 +42,13 @@ const OLDER_SERIES: &str = "5.10";
 /// Kernel command line: the LSM list made explicit (Debian's default already has bpf);
 /// the console (which `vng -v` shows) gets warnings and worse (a panic, an oops, a
 /// lockup, a WARN), not the notices (audit's line per BPF program loaded) that would
-/// slow an emulated serial line.
-const APPEND: &str = "lsm=lockdown,capability,landlock,yama,apparmor,bpf loglevel=5";
+/// slow an emulated serial line. A soft lockup panics the guest (virtme-ng runs it
+/// with `panic=-1` and `-no-reboot`, so QEMU exits): under TCG both vCPUs have been
+/// seen spinning at a call site being patched (`bpf_lsm_bpf+0x0`, 6.1, 2026-11-25),
+/// a guest that would otherwise print lockup warnings until the VM's time ran out;
+/// stopped, it is booted again for the tests it cut off ([`REBOOTS`]).
+const APPEND: &str =
+    "lsm=lockdown,capability,landlock,yama,apparmor,bpf loglevel=5 softlockup_panic=1";
 /// A VM that has not finished by then is stopped and counted as failed. With the
 /// identity, taint and DNS work the subset has 26 tests; on 2026-11-23 (session 5) the
 /// 6.1 VM took 764 s on an idle machine and 6.12 486 s (every daemon start pays the
