@@ -2,6 +2,10 @@
  * Workloads for `cargo xtask bench`, compiled with gcc at bench time.
  *
  *   workload UID:GID open N PATH      open(PATH, O_RDONLY) + close, N times
+ *   workload UID:GID files N PATH     open(PATH.I % 8, O_RDONLY) + close for I in 0..N-1:
+ *                                     eight files in turn, more than guard's kernel
+ *                                     counts repeats of per thread (4), so that every
+ *                                     open is judged and recorded
  *   workload UID:GID forkexec N       fork + exec /bin/true + wait, N times
  *   workload UID:GID connect N PORT   TCP connect to 127.0.0.1:PORT + close, N times
  *   workload UID:GID git N DIR        in the git repository DIR, N times:
@@ -97,6 +101,27 @@ static void pin(void) {
 static void open_loop(long n, const char *path) {
     for (long i = 0; i < n; i++) {
         int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) die("open");
+        close(fd);
+    }
+}
+
+/* The eight files `PATH.0` .. `PATH.7` (the bench makes them) that `files` and `gen`
+ * open in turn. */
+enum { FILES = 8 };
+typedef char file_set[FILES][4096];
+
+static void file_names(file_set paths, const char *path) {
+    for (int j = 0; j < FILES; j++)
+        if (snprintf(paths[j], sizeof paths[j], "%s.%d", path, j) >= (int)sizeof paths[j])
+            die("path too long");
+}
+
+static void files_loop(long n, const char *path) {
+    static file_set paths;
+    file_names(paths, path);
+    for (long i = 0; i < n; i++) {
+        int fd = open(paths[i % FILES], O_RDONLY | O_CLOEXEC);
         if (fd < 0) die("open");
         close(fd);
     }
@@ -241,11 +266,8 @@ static void git_loop(long n, const char *dir) {
  * batches so the kernel sees a steady stream. Returns the opens done. */
 static long gen_one(double rate, double secs, const char *path) {
     const long batch = 32;
-    enum { FILES = 8 };
-    char paths[FILES][4096];
-    for (int j = 0; j < FILES; j++)
-        if (snprintf(paths[j], sizeof paths[j], "%s.%d", path, j) >= (int)sizeof paths[j])
-            die("path too long");
+    static file_set paths;
+    file_names(paths, path);
     double start = now();
     double end = start + secs;
     long done = 0;
@@ -298,7 +320,7 @@ static void gen(double rate, double secs, long k, const char *path) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: workload UID:GID open|forkexec|connect|git|build|gen N [ARGS]\n");
+        fprintf(stderr, "usage: workload UID:GID open|files|forkexec|connect|git|build|bulk|unix|gen N [ARGS]\n");
         return 2;
     }
     pin();
@@ -316,6 +338,8 @@ int main(int argc, char **argv) {
     double start = now();
     if (strcmp(mode, "open") == 0 && argc == 5) {
         open_loop(n, argv[4]);
+    } else if (strcmp(mode, "files") == 0 && argc == 5) {
+        files_loop(n, argv[4]);
     } else if (strcmp(mode, "forkexec") == 0 && argc == 4) {
         forkexec_loop(n);
     } else if (strcmp(mode, "connect") == 0 && argc == 5) {

@@ -232,13 +232,40 @@ ACCESSOR struct file *guard_task_fd_file(struct task_struct *t, u32 fd)
 
 struct walk {
 	struct dentry *d;
-	struct vfsmount *vmnt;
 	struct mount *mnt;
+	// The root of the mount being walked (mnt->mnt.mnt_root), read once per mount.
+	struct dentry *root;
 	u8 *buf;
 	u32 off;
 	u32 depth;
 	u32 truncated;
 };
+
+// A dentry's parent and name as they lie in struct dentry: d_name right after
+// d_parent, as in every kernel guard supports. Read with one helper call when the
+// running kernel's layout says so (checked against its BTF at load time), else
+// field by field.
+struct parent_name {
+	struct dentry *parent;
+	struct qstr___raw {
+		u32 hash;
+		u32 len;
+		const unsigned char *name;
+	} name;
+};
+
+static __attribute__((always_inline)) int read_parent_name(struct dentry *d,
+							     struct parent_name *pn)
+{
+	if (bpf_core_field_offset(struct dentry, d_name) ==
+	    bpf_core_field_offset(struct dentry, d_parent) + sizeof(void *))
+		return bpf_probe_read_kernel(pn, sizeof(*pn),
+					     (u8 *)d + bpf_core_field_offset(struct dentry, d_parent));
+	pn->parent = BPF_CORE_READ(d, d_parent);
+	pn->name.len = BPF_CORE_READ(d, d_name.len);
+	pn->name.name = BPF_CORE_READ(d, d_name.name);
+	return 0;
+}
 
 static long walk_step(u32 index, void *data)
 {
@@ -246,10 +273,12 @@ static long walk_step(u32 index, void *data)
 	// access becomes a CO-RE relocation, and `struct walk` is ours, not the kernel's.
 	struct walk *w = data;
 	struct dentry *d = w->d;
-	struct vfsmount *vmnt = w->vmnt;
 	struct mount *mnt = w->mnt;
-	struct dentry *root = BPF_CORE_READ(vmnt, mnt_root);
-	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	struct dentry *root = w->root;
+	struct parent_name pn;
+	if (read_parent_name(d, &pn))
+		return 1;
+	struct dentry *parent = pn.parent;
 
 	if (d == root || d == parent) {
 		struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
@@ -257,7 +286,7 @@ static long walk_step(u32 index, void *data)
 			return 1; // the root of the namespace (or of a detached tree)
 		w->d = BPF_CORE_READ(mnt, mnt_mountpoint);
 		w->mnt = up;
-		w->vmnt = (void *)((u8 *)up + bpf_core_field_offset(struct mount, mnt));
+		w->root = BPF_CORE_READ(up, mnt.mnt_root);
 		return 0;
 	}
 	if (w->depth == 0) {
@@ -266,8 +295,8 @@ static long walk_step(u32 index, void *data)
 	}
 	w->depth--;
 
-	u32 len = BPF_CORE_READ(d, d_name.len);
-	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	u32 len = pn.name.len;
+	const unsigned char *name = pn.name.name;
 	if (len > NAME_MAX_LEN)
 		len = NAME_MAX_LEN;
 	u32 off = w->off;
@@ -289,8 +318,9 @@ ACCESSOR u32 guard_path_walk(struct path *p, u8 *buf, u32 end, u32 depth)
 {
 	struct walk w = {};
 	w.d = BPF_CORE_READ(p, dentry);
-	w.vmnt = BPF_CORE_READ(p, mnt);
-	w.mnt = (void *)((u8 *)w.vmnt - bpf_core_field_offset(struct mount, mnt));
+	struct vfsmount *vmnt = BPF_CORE_READ(p, mnt);
+	w.mnt = (void *)((u8 *)vmnt - bpf_core_field_offset(struct mount, mnt));
+	w.root = BPF_CORE_READ(vmnt, mnt_root);
 	w.buf = buf;
 	w.off = end;
 	w.depth = depth;
@@ -548,7 +578,13 @@ ACCESSOR u64 guard_dentry_short_name(struct dentry *d)
 // Whether d is the directory (dev, ino) or lies at most 4 levels below it.
 ACCESSOR u32 guard_dentry_under(struct dentry *d, u32 dev, u64 ino)
 {
-	if (!ino)
+	if (!ino || !d)
+		return 0;
+	// A dentry's parents are on its own file system: one on another device is not
+	// under the directory (the case of nearly every file, decided in three reads
+	// instead of a walk).
+	struct inode *first = dentry_inode(d);
+	if (first && BPF_CORE_READ(first, i_sb, s_dev) != dev)
 		return 0;
 #pragma unroll
 	for (int i = 0; i < 5; i++) {
@@ -707,7 +743,12 @@ ACCESSOR void guard_file_repeat_key(struct file *f, struct repeat_key *k)
 	struct dentry *d = p.dentry;
 	k->dentry = (u64)d;
 	k->mnt = (u64)p.mnt;
-	k->parent = (u64)BPF_CORE_READ(d, d_parent);
-	k->name = ((u64)BPF_CORE_READ(d, d_name.hash) << 32) | BPF_CORE_READ(d, d_name.len);
+	struct parent_name pn;
+	if (read_parent_name(d, &pn)) {
+		k->dentry = 0;
+		return;
+	}
+	k->parent = (u64)pn.parent;
+	k->name = ((u64)pn.name.hash << 32) | pn.name.len;
 	k->ino = BPF_CORE_READ(d, d_inode, i_ino);
 }

@@ -93,41 +93,52 @@ pub(super) fn program_costs(ctx: &mut Ctx) -> Result<Value> {
         let p = &ctx.params;
         let workloads = [
             (Workload::Open, (p.open_n / 4).max(1000)),
+            (Workload::Files, (p.open_n / 4).max(1000)),
             (Workload::ForkExec, (p.forkexec_n / 4).max(50)),
             (Workload::Connect, (p.connect_n / 4).max(1000)),
             (Workload::Unix, (p.unix_n / 4).max(1000)),
             (Workload::Real, 1),
             (Workload::Build, p.build_n),
         ];
-        rows.extend(measure(ctx, "costs", &policy, floor, &workloads, setups)?);
+        rows.extend(measure(
+            ctx,
+            "costs",
+            &policy,
+            floor,
+            Some(IDLE),
+            &workloads,
+            setups,
+        )?);
     }
     drop(stats);
     Ok(json!({ "rows": rows }))
 }
 
-/// Starts guard (or the floor's empty programs) on `policy`, runs `workloads`
-/// under `setups`, stops it; the run-time statistics of its programs (see
-/// [`program_rows`]).
+/// How long the programs' cost at idle is watched: the host's own background (the
+/// bench's workloads are not running; guard's daemon is, with no session).
+const IDLE: Duration = Duration::from_secs(10);
+
+/// Starts guard (or the floor's empty programs) on `policy`; with `idle`, watches
+/// its programs for that long with nothing running (rows of workload `idle`); runs
+/// `workloads` under `setups`, stops it; the run-time statistics of its programs
+/// (see [`program_rows`]).
 fn measure(
     ctx: &mut Ctx,
     phase: &str,
     policy: &Path,
     floor: bool,
+    idle: Option<Duration>,
     workloads: &[(Workload, u64)],
     setups: &[Setup],
 ) -> Result<Vec<Value>> {
     let before: Vec<u64> = bpf_programs()?.into_keys().collect();
     let events = ctx.next_file(phase, "jsonl");
     let mut daemon = start_guard(ctx, policy, floor, &events)?;
+    let pid = u64::from(daemon.pid());
     let mut rows = Vec::new();
-    let result = program_rows(
-        ctx,
-        u64::from(daemon.pid()),
-        &before,
-        workloads,
-        setups,
-        &mut rows,
-    );
+    let result = idle
+        .map_or(Ok(()), |d| idle_rows(pid, &before, floor, d, &mut rows))
+        .and_then(|()| program_rows(ctx, pid, &before, workloads, setups, &mut rows));
     daemon.stop(libc::SIGTERM, Duration::from_secs(15));
     let _ = fs::remove_file(&events);
     result.map(|()| rows)
@@ -136,7 +147,8 @@ fn measure(
 /// Policy features that cost an open inside a session, each added to the ones
 /// before it on top of the log-only policy: (name, rules; `{dir}` is the bench
 /// directory).
-const FEATURES: [(&str, &str); 3] = [
+const FEATURES: [(&str, &str); 4] = [
+    ("no kernel rule (log only)", ""),
     (
         "path rules only",
         "[[rule]]\nid = \"by-path\"\nkind = \"file\"\naccess = [\"read\"]\n\
@@ -155,7 +167,8 @@ const FEATURES: [(&str, &str); 3] = [
 ];
 
 /// What policy features cost an open inside a session: the kernel's run time of
-/// `sys_exit_open` per run, for the open workload in a session,
+/// `sys_exit_open` per run, for the `files` workload in a session (every open
+/// judged and recorded, none counted as a repeat),
 /// under policies that add path rules, identity entries (every open walks its
 /// file's directories to the root) and a secret `log` rule (the taint check). The
 /// open target matches none of the rules, the worst case: every check runs to its
@@ -182,7 +195,8 @@ pub(super) fn feature_costs(ctx: &mut Ctx) -> Result<Value> {
             "features",
             &policy,
             false,
-            &[(Workload::Open, n)],
+            None,
+            &[(Workload::Files, n)],
             &[Setup::GuardInside],
         )?;
         for mut row in found {
@@ -197,6 +211,75 @@ pub(super) fn feature_costs(ctx: &mut Ctx) -> Result<Value> {
     Ok(json!({ "rows": rows }))
 }
 
+/// The daemon's programs among `all`: those bpftool says `pid` holds, else those
+/// loaded since `before`.
+fn ours(all: &BTreeMap<u64, BpfProg>, pid: u64, before: &[u64]) -> Vec<u64> {
+    let by_pid: Vec<u64> = all
+        .iter()
+        .filter(|(_, p)| p.pids.contains(&pid))
+        .map(|(id, _)| *id)
+        .collect();
+    if by_pid.is_empty() {
+        all.keys()
+            .filter(|id| !before.contains(id))
+            .copied()
+            .collect()
+    } else {
+        by_pid
+    }
+}
+
+/// The daemon's programs that ran between the snapshots `s0` and `s1`: (name, runs,
+/// nanoseconds).
+fn ran(
+    s0: &BTreeMap<u64, BpfProg>,
+    s1: &BTreeMap<u64, BpfProg>,
+    pid: u64,
+    before: &[u64],
+) -> Vec<(String, u64, u64)> {
+    ours(s1, pid, before)
+        .into_iter()
+        .filter_map(|id| {
+            let (a, b) = (s0.get(&id)?, s1.get(&id)?);
+            let runs = b.run_cnt.saturating_sub(a.run_cnt);
+            (runs > 0).then(|| {
+                (
+                    b.name.clone(),
+                    runs,
+                    b.run_time_ns.saturating_sub(a.run_time_ns),
+                )
+            })
+        })
+        .collect()
+}
+
+/// The run-time statistics of the daemon's programs over `window` with no workload
+/// running (workload `idle`, setup `floor` or `guard`: no session exists), added to
+/// `rows` with their runs per second. The window is the measurement itself.
+fn idle_rows(
+    pid: u64,
+    before: &[u64],
+    floor: bool,
+    window: Duration,
+    rows: &mut Vec<Value>,
+) -> Result<()> {
+    check_interrupted()?;
+    let s0 = bpf_programs()?;
+    std::thread::sleep(window);
+    let s1 = bpf_programs()?;
+    for (program, runs, ns) in ran(&s0, &s1, pid, before) {
+        rows.push(json!({
+            "workload": "idle",
+            "setup": if floor { "floor" } else { "guard" },
+            "program": program,
+            "runs": runs,
+            "ns_per_run": ns as f64 / runs as f64,
+            "runs_per_s": runs as f64 / window.as_secs_f64(),
+        }));
+    }
+    Ok(())
+}
+
 /// Runs `workloads` (with their iteration counts) under `setups` and adds the
 /// run-time statistics of the daemon's programs (those bpftool says `pid` holds,
 /// else those loaded since `before`) to `rows`.
@@ -208,21 +291,6 @@ fn program_rows(
     setups: &[Setup],
     rows: &mut Vec<Value>,
 ) -> Result<()> {
-    let ours = |all: &BTreeMap<u64, BpfProg>| -> Vec<u64> {
-        let by_pid: Vec<u64> = all
-            .iter()
-            .filter(|(_, p)| p.pids.contains(&pid))
-            .map(|(id, _)| *id)
-            .collect();
-        if by_pid.is_empty() {
-            all.keys()
-                .filter(|id| !before.contains(id))
-                .copied()
-                .collect()
-        } else {
-            by_pid
-        }
-    };
     for &(w, n) in workloads {
         for &setup in setups {
             check_interrupted()?;
@@ -232,20 +300,12 @@ fn program_rows(
                 Duration::from_secs(600),
             )?;
             let s1 = bpf_programs()?;
-            for id in ours(&s1) {
-                let (Some(a), Some(b)) = (s0.get(&id), s1.get(&id)) else {
-                    continue;
-                };
-                let runs = b.run_cnt.saturating_sub(a.run_cnt);
-                if runs == 0 {
-                    continue;
-                }
-                let ns = b.run_time_ns.saturating_sub(a.run_time_ns);
+            for (program, runs, ns) in ran(&s0, &s1, pid, before) {
                 rows.push(json!({
                     "workload": w.name(),
                     "iterations": n,
                     "setup": setup.name(),
-                    "program": b.name,
+                    "program": program,
                     "runs": runs,
                     "ns_per_run": ns as f64 / runs as f64,
                     "ns_per_iteration": ns as f64 / n as f64,

@@ -216,7 +216,11 @@ fn results_markdown(r: &Value) -> String {
             "| workload | setup | program | runs | ns/run | µs per workload iteration |"
         );
         let _ = writeln!(s, "|---|---|---|---:|---:|---:|");
-        let mut rows: Vec<&Value> = pc["rows"].as_array().into_iter().flatten().collect();
+        let (idle, mut rows): (Vec<&Value>, Vec<&Value>) = pc["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .partition(|x| x["workload"] == "idle");
         let rank = |x: &Value| {
             (
                 WORKLOADS
@@ -242,6 +246,25 @@ fn results_markdown(r: &Value) -> String {
                 x["ns_per_iteration"].as_f64().unwrap_or(0.0) / 1000.0,
             );
         }
+        let _ = writeln!(
+            s,
+            "\nAt idle: the same statistics over 10 s with no workload running and no \
+             session (the host's own background: its daemons, the bench's own tools), under \
+             the floor's empty programs and under guard.\n"
+        );
+        let _ = writeln!(s, "| setup | program | runs | ns/run | runs/s |");
+        let _ = writeln!(s, "|---|---|---:|---:|---:|");
+        for x in idle {
+            let _ = writeln!(
+                s,
+                "| {} | `{}` | {} | {:.0} | {:.0} |",
+                x["setup"].as_str().unwrap_or("?"),
+                x["program"].as_str().unwrap_or("?"),
+                x["runs"],
+                x["ns_per_run"].as_f64().unwrap_or(0.0),
+                x["runs_per_s"].as_f64().unwrap_or(0.0),
+            );
+        }
         let _ = writeln!(s);
     }
 
@@ -252,8 +275,9 @@ fn results_markdown(r: &Value) -> String {
     } else {
         let _ = writeln!(
             s,
-            "The open workload inside a session (a quarter of its size), under policies that \
-             add features one by one; the kernel's own run time of the open's exit program, \
+            "The `files` workload inside a session (a quarter of its size: every open judged \
+             and recorded, none counted as a repeat), under policies that add features one by \
+             one, from one with no kernel rule; the kernel's own run time of the open's exit program, \
              where the checks run, per open (`kernel.bpf_stats_enabled`). The file opened matches no rule: every check runs \
              to its end (identity: a walk of its directories to the root; taint: the secret \
              rules' lookups). Processes outside every session pay none of it.\n"

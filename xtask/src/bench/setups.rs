@@ -78,6 +78,7 @@ impl Setup {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Workload {
     Open,
+    Files,
     ForkExec,
     Connect,
     Real,
@@ -86,8 +87,9 @@ pub(super) enum Workload {
     Unix,
 }
 
-pub(super) const WORKLOADS: [Workload; 7] = [
+pub(super) const WORKLOADS: [Workload; 8] = [
     Workload::Open,
+    Workload::Files,
     Workload::ForkExec,
     Workload::Connect,
     Workload::Unix,
@@ -100,6 +102,7 @@ impl Workload {
     pub(super) fn name(self) -> &'static str {
         match self {
             Self::Open => "open",
+            Self::Files => "files",
             Self::ForkExec => "fork-exec",
             Self::Connect => "connect",
             Self::Real => "real",
@@ -117,6 +120,11 @@ impl Workload {
     pub(super) fn description(self, p: &Params) -> String {
         match self {
             Self::Open => format!("open(O_RDONLY) + close of one file, {} times", p.open_n),
+            Self::Files => format!(
+                "open(O_RDONLY) + close of 8 files in turn, {} times (more files than \
+                 a thread's counted repeats: every open judged and recorded)",
+                p.open_n
+            ),
             Self::ForkExec => format!("fork + exec /bin/true + wait, {} times", p.forkexec_n),
             Self::Connect => format!(
                 "TCP connect to a loopback listener the bench owns + close (RST), {} times",
@@ -150,14 +158,14 @@ impl Workload {
     pub(super) fn micro(self) -> bool {
         matches!(
             self,
-            Self::Open | Self::ForkExec | Self::Connect | Self::Bulk | Self::Unix
+            Self::Open | Self::Files | Self::ForkExec | Self::Connect | Self::Bulk | Self::Unix
         )
     }
 
     /// The workload's default size.
     pub(super) fn size(self, p: &Params) -> u64 {
         match self {
-            Self::Open => p.open_n,
+            Self::Open | Self::Files => p.open_n,
             Self::ForkExec => p.forkexec_n,
             Self::Connect => p.connect_n,
             Self::Real => p.git_n,
@@ -173,6 +181,7 @@ impl Workload {
         let mut a = vec![ctx.ids()];
         match self {
             Self::Open => a.extend(["open".into(), n, path_str(&ctx.open_target)]),
+            Self::Files => a.extend(["files".into(), n, path_str(&ctx.open_target)]),
             Self::ForkExec => a.extend(["forkexec".into(), n]),
             Self::Connect => a.extend(["connect".into(), n, ctx.port.to_string()]),
             Self::Real => a.extend(["git".into(), n, path_str(&ctx.repo)]),
