@@ -12,6 +12,13 @@
  *                                     git checkout -q b; git checkout -q a;
  *                                     git status --porcelain
  *   workload UID:GID build N DIR      in DIR, gcc -O2 -c mI.c -o mI.o for I in 0..N-1
+ *   workload UID:GID cargo N DIR TOOLCHAIN
+ *                                     in the crate DIR (dependencies vendored):
+ *                                     TOOLCHAIN/bin/cargo build --offline into
+ *                                     target/I for I in 0..N-1 (target/ removed
+ *                                     before the clock starts): N clean builds
+ *   workload UID:GID npm N DIR        in the npm project DIR, N times:
+ *                                     npm ci --offline (from $HOME/.npm); npm test
  *   workload UID:GID bulk N PORT      TCP upload of N MiB to 127.0.0.1:PORT (1 MiB writes)
  *   workload UID:GID unix N DIR       sendmsg of one byte to a Unix datagram socket the
  *                                     process bound in DIR (by its name), then recv it,
@@ -212,20 +219,24 @@ static void unix_loop(long n, const char *dir) {
     unlink(addr.sun_path);
 }
 
-static void run_git(const char *dir, char *const argv[]) {
+/* Runs argv in dir (stdout to /dev/null unless `quiet` is 0) and waits; exits if it
+ * fails. */
+static void run_in(const char *dir, char *const argv[], int quiet) {
     pid_t pid = fork();
     if (pid < 0) die("fork");
     if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
-        if (null >= 0) dup2(null, 1);
+        if (quiet) {
+            int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+            if (null >= 0) dup2(null, 1);
+        }
         if (chdir(dir) != 0) _exit(126);
-        execvp("git", argv);
+        execvp(argv[0], argv);
         _exit(127);
     }
     int status;
     if (waitpid(pid, &status, 0) < 0) die("waitpid");
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "workload: git %s failed (status %d)\n", argv[1], status);
+        fprintf(stderr, "workload: %s %s failed (status %d)\n", argv[0], argv[1], status);
         exit(1);
     }
 }
@@ -256,9 +267,42 @@ static void git_loop(long n, const char *dir) {
     char *to_a[] = {"git", "checkout", "-q", "a", NULL};
     char *status[] = {"git", "status", "--porcelain", NULL};
     for (long i = 0; i < n; i++) {
-        run_git(dir, to_b);
-        run_git(dir, to_a);
-        run_git(dir, status);
+        run_in(dir, to_b, 1);
+        run_in(dir, to_a, 1);
+        run_in(dir, status, 1);
+    }
+}
+
+/* Before the clock: the cargo workload's earlier target directories go. */
+static void cargo_clean(const char *dir) {
+    char *rm[] = {"rm", "-rf", "target", NULL};
+    run_in(dir, rm, 1);
+}
+
+/* N clean debug builds of the crate in DIR (its dependencies vendored, offline), each
+ * into a target directory of its own, by TOOLCHAIN's cargo and rustc. */
+static void cargo_loop(long n, const char *dir, const char *toolchain) {
+    static char cargo[4096], rustc[4096];
+    if (snprintf(cargo, sizeof cargo, "%s/bin/cargo", toolchain) >= (int)sizeof cargo ||
+        snprintf(rustc, sizeof rustc, "%s/bin/rustc", toolchain) >= (int)sizeof rustc)
+        die("toolchain path too long");
+    if (setenv("RUSTC", rustc, 1) != 0) die("setenv");
+    for (long i = 0; i < n; i++) {
+        char target[32];
+        snprintf(target, sizeof target, "target/%ld", i);
+        char *build[] = {cargo, "build", "--offline", "--quiet", "--target-dir", target, NULL};
+        run_in(dir, build, 1);
+    }
+}
+
+/* N times in the npm project DIR: `npm ci` from the cache (offline, node_modules
+ * removed and installed again from package-lock.json), then `npm test`. */
+static void npm_loop(long n, const char *dir) {
+    char *ci[] = {"npm", "ci", "--offline", "--no-audit", "--no-fund", "--loglevel=error", NULL};
+    char *test[] = {"npm", "test", "--silent", NULL};
+    for (long i = 0; i < n; i++) {
+        run_in(dir, ci, 1);
+        run_in(dir, test, 1);
     }
 }
 
@@ -320,7 +364,7 @@ static void gen(double rate, double secs, long k, const char *path) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: workload UID:GID open|files|forkexec|connect|git|build|bulk|unix|gen N [ARGS]\n");
+        fprintf(stderr, "usage: workload UID:GID open|files|forkexec|connect|git|build|cargo|npm|bulk|unix|gen N [ARGS]\n");
         return 2;
     }
     pin();
@@ -335,6 +379,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     long n = arg_long(argv[3]);
+    if (strcmp(mode, "cargo") == 0 && argc == 6) cargo_clean(argv[4]);
     double start = now();
     if (strcmp(mode, "open") == 0 && argc == 5) {
         open_loop(n, argv[4]);
@@ -352,6 +397,10 @@ int main(int argc, char **argv) {
         git_loop(n, argv[4]);
     } else if (strcmp(mode, "build") == 0 && argc == 5) {
         build_loop(n, argv[4]);
+    } else if (strcmp(mode, "cargo") == 0 && argc == 6) {
+        cargo_loop(n, argv[4], argv[5]);
+    } else if (strcmp(mode, "npm") == 0 && argc == 5) {
+        npm_loop(n, argv[4]);
     } else {
         fprintf(stderr, "workload: bad arguments for %s\n", mode);
         return 2;

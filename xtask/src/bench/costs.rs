@@ -99,6 +99,8 @@ pub(super) fn program_costs(ctx: &mut Ctx) -> Result<Value> {
             (Workload::Unix, (p.unix_n / 4).max(1000)),
             (Workload::Real, 1),
             (Workload::Build, p.build_n),
+            (Workload::Cargo, 1),
+            (Workload::Npm, 1),
         ];
         rows.extend(measure(
             ctx,

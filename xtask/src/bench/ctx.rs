@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use super::agent_day::AgentDay;
 use super::options::Params;
 use super::setups::{Setup, Workload};
 
@@ -25,6 +26,8 @@ pub(super) struct Ctx {
     pub(super) open_target: PathBuf,
     pub(super) repo: PathBuf,
     pub(super) build_dir: PathBuf,
+    /// The cargo and npm workloads' crate, toolchain and project.
+    pub(super) agent_day: AgentDay,
     pub(super) home: PathBuf,
     pub(super) log_policy: PathBuf,
     pub(super) socket: PathBuf,
@@ -71,7 +74,7 @@ impl Ctx {
         self.workload_env(&mut cmd);
         // The micro workloads run on one CPU: their parent/child and client/server
         // wake-ups then do not depend on waking an idle virtual CPU. The real
-        // workloads (git, gcc) run where the scheduler puts them.
+        // workloads (git, gcc, cargo, npm) run where the scheduler puts them.
         if let (Some(cpu), true) = (self.pin_cpu, w.micro()) {
             cmd.env("GBENCH_CPU", cpu.to_string());
         }

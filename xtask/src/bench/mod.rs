@@ -19,10 +19,12 @@
 //!
 //! The modules follow a run: [`options`] and [`setups`] say what runs; [`process`],
 //! [`ctx`], [`guard`], [`auditd`], [`peers`] and [`host`] are the means;
-//! [`prepare`] makes the workloads' files; [`running`] starts and stops a setup;
+//! [`prepare`] makes the workloads' files and [`agent_day`] the crate and npm
+//! project of the cargo and npm workloads; [`running`] starts and stops a setup;
 //! [`measure`], [`costs`], [`storm`], [`export`] and [`fleet`] take the numbers; [`summary`], [`markdown`] and
 //! [`chart`] report them.
 
+mod agent_day;
 mod auditd;
 mod chart;
 mod costs;
@@ -151,6 +153,22 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
     make_repo(&repo, params.files, params.changed, uid, gid)?;
     let build_dir = repo.with_file_name("build");
     make_build_sources(&build_dir, params.build_n, uid, gid)?;
+    // The cargo and npm workloads' set-up fetches from the registries: only when
+    // they run.
+    let phase_only = opts.fleet_only || opts.export_only || opts.storm_only;
+    let agent_day = if !phase_only
+        && (opts.only.is_empty() || opts.only.iter().any(|w| w == "cargo" || w == "npm"))
+    {
+        agent_day::prepare(
+            repo.parent().context("the repository has a parent")?,
+            &dir,
+            &home,
+            uid,
+            gid,
+        )?
+    } else {
+        agent_day::AgentDay::default()
+    };
     let log_policy = dir.join("log-only.toml");
     fs::write(
         &log_policy,
@@ -184,6 +202,7 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         open_target,
         repo,
         build_dir,
+        agent_day,
         home,
         log_policy,
         socket: dir.join("guard.sock"),
@@ -415,6 +434,8 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
             "connect_iterations": params.connect_n,
             "git_iterations": params.git_n,
             "build_files": params.build_n,
+            "cargo_builds": params.cargo_n,
+            "npm_runs": params.npm_n,
             "repo_files": params.files,
             "repo_changed_files": params.changed,
             "capacity_step_seconds": params.cap_step_secs,

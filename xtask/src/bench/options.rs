@@ -41,8 +41,8 @@ pub struct Options {
     /// its section is printed, BENCHMARKS.md is left alone.
     #[arg(long, conflicts_with_all = ["storm_only", "export_only"])]
     pub fleet_only: bool,
-    /// Run only these workloads (repeatable: open, fork-exec, connect, unix, real,
-    /// build, bulk) under nothing, the floor and guard (outside, inside a session, enforce):
+    /// Run only these workloads (repeatable: open, files, fork-exec, connect, unix,
+    /// real, build, cargo, npm, bulk) under nothing, the floor and guard (outside, inside a session, enforce):
     /// the timed rounds only, no capacity, kill latency, costs or storm. The summary
     /// is printed and written to bench-only-results.json; BENCHMARKS.md is left alone.
     #[arg(long = "workload", value_name = "NAME")]
@@ -58,6 +58,10 @@ pub(super) struct Params {
     pub(super) connect_n: u64,
     pub(super) git_n: u64,
     pub(super) build_n: u64,
+    /// Clean builds the cargo workload does.
+    pub(super) cargo_n: u64,
+    /// `npm ci && npm test` runs of the npm workload.
+    pub(super) npm_n: u64,
     /// MiB the bulk workload uploads.
     pub(super) bulk_mib: u64,
     /// Datagrams the unix workload sends.
@@ -85,6 +89,8 @@ impl Params {
                     connect_n: 5_000,
                     git_n: 1,
                     build_n: 2,
+                    cargo_n: 1,
+                    npm_n: 1,
                     bulk_mib: 1024,
                     unix_n: 5_000,
                     files: 5_000,
@@ -107,6 +113,8 @@ impl Params {
                     connect_n: 20_000,
                     git_n: 6,
                     build_n: 5,
+                    cargo_n: 1,
+                    npm_n: 1,
                     bulk_mib: 4096,
                     unix_n: 20_000,
                     files: 5_000,

@@ -1,5 +1,6 @@
 //! What is compared (the setups) and what is timed under each (the workloads).
 
+use super::agent_day::{CARGO_DEPS, NPM_DEPS};
 use super::ctx::Ctx;
 use super::options::Params;
 use super::process::path_str;
@@ -83,11 +84,13 @@ pub(super) enum Workload {
     Connect,
     Real,
     Build,
+    Cargo,
+    Npm,
     Bulk,
     Unix,
 }
 
-pub(super) const WORKLOADS: [Workload; 8] = [
+pub(super) const WORKLOADS: [Workload; 10] = [
     Workload::Open,
     Workload::Files,
     Workload::ForkExec,
@@ -95,6 +98,8 @@ pub(super) const WORKLOADS: [Workload; 8] = [
     Workload::Unix,
     Workload::Real,
     Workload::Build,
+    Workload::Cargo,
+    Workload::Npm,
     Workload::Bulk,
 ];
 
@@ -107,6 +112,8 @@ impl Workload {
             Self::Connect => "connect",
             Self::Real => "real",
             Self::Build => "build",
+            Self::Cargo => "cargo",
+            Self::Npm => "npm",
             Self::Bulk => "bulk",
             Self::Unix => "unix",
         }
@@ -140,6 +147,18 @@ impl Workload {
                  each, including stdio.h, stdlib.h and string.h), one after the other",
                 p.build_n
             ),
+            Self::Cargo => format!(
+                "a Rust build (in tmpfs): `cargo build --offline` (debug) of a crate using \
+                 {CARGO_DEPS} from crates.io (vendored by the set-up), from a clean target \
+                 directory, {} time(s)",
+                p.cargo_n
+            ),
+            Self::Npm => format!(
+                "an npm project (in tmpfs) using {NPM_DEPS} from the npm registry: \
+                 `npm ci --offline` (node_modules removed and installed again from the \
+                 lock file and the cache) then `npm test` (mocha), {} time(s)",
+                p.npm_n
+            ),
             Self::Bulk => format!(
                 "TCP upload of {} MiB to a loopback sink the bench owns, one connection, \
                  1 MiB writes (egress accounting: every packet passes the cgroup_skb \
@@ -154,7 +173,7 @@ impl Workload {
         }
     }
 
-    /// The micro workloads; the others are real programs (git, gcc).
+    /// The micro workloads; the others are real programs (git, gcc, cargo, npm).
     pub(super) fn micro(self) -> bool {
         matches!(
             self,
@@ -170,6 +189,8 @@ impl Workload {
             Self::Connect => p.connect_n,
             Self::Real => p.git_n,
             Self::Build => p.build_n,
+            Self::Cargo => p.cargo_n,
+            Self::Npm => p.npm_n,
             Self::Bulk => p.bulk_mib,
             Self::Unix => p.unix_n,
         }
@@ -186,6 +207,13 @@ impl Workload {
             Self::Connect => a.extend(["connect".into(), n, ctx.port.to_string()]),
             Self::Real => a.extend(["git".into(), n, path_str(&ctx.repo)]),
             Self::Build => a.extend(["build".into(), n, path_str(&ctx.build_dir)]),
+            Self::Cargo => a.extend([
+                "cargo".into(),
+                n,
+                path_str(&ctx.agent_day.crate_dir),
+                path_str(&ctx.agent_day.toolchain),
+            ]),
+            Self::Npm => a.extend(["npm".into(), n, path_str(&ctx.agent_day.npm_dir)]),
             Self::Bulk => a.extend(["bulk".into(), n, ctx.sink_port.to_string()]),
             Self::Unix => a.extend(["unix".into(), n, path_str(&ctx.home)]),
         }

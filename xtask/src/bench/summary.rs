@@ -137,7 +137,12 @@ pub(super) fn targets(summary: &Value, capacity: &Value) -> Value {
         "met": r.map(|r| r <= 1.5),
     }));
     // Real workloads inside a session: at most 5% slower than nothing.
-    for (w, what) in [("real", "git"), ("build", "gcc build")] {
+    for (w, what) in [
+        ("real", "git"),
+        ("build", "gcc build"),
+        ("cargo", "Rust build"),
+        ("npm", "npm ci && npm test"),
+    ] {
         let r = ratio(summary, w, "guard-inside", "ratio_to_none");
         t.push(json!({
             "target": format!("real workload ({what}) inside a session at most 1.05× nothing attached"),
