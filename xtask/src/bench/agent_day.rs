@@ -27,8 +27,10 @@ pub(super) struct AgentDay {
     pub(super) toolchain: PathBuf,
     /// The npm project (`package.json`, `package-lock.json`, `test/`).
     pub(super) npm_dir: PathBuf,
-    /// Read before each timed run, so the page cache holds them.
-    pub(super) warm_dirs: Vec<PathBuf>,
+    /// Read before each timed cargo run, so the page cache holds them.
+    pub(super) cargo_warm: Vec<PathBuf>,
+    /// Read before each timed npm run.
+    pub(super) npm_warm: Vec<PathBuf>,
 }
 
 const CARGO_TOML: &str = r#"[package]
@@ -201,17 +203,15 @@ pub(super) fn prepare(
     )?;
     chown_tree(&npm_dir, uid, gid)?;
     chown_tree(home, uid, gid)?;
-    let warm_dirs = vec![
-        crate_dir.clone(),
-        toolchain.join("bin"),
-        toolchain.join("lib"),
-        npm_dir.clone(),
-        cache,
-    ];
     Ok(AgentDay {
+        cargo_warm: vec![
+            crate_dir.clone(),
+            toolchain.join("bin"),
+            toolchain.join("lib"),
+        ],
+        npm_warm: vec![npm_dir.clone(), cache],
         crate_dir,
         toolchain,
         npm_dir,
-        warm_dirs,
     })
 }

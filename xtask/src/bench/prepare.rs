@@ -53,8 +53,13 @@ pub(super) fn program_files(program: &Path) -> Vec<PathBuf> {
 /// The cargo and npm workloads take seconds each: their toolchain, sources and
 /// caches are read instead of an untimed iteration.
 pub(super) fn prewarm(ctx: &Ctx, w: Workload) -> Result<()> {
-    if matches!(w, Workload::Cargo | Workload::Npm) {
-        for d in &ctx.agent_day.warm_dirs {
+    let warm = match w {
+        Workload::Cargo => Some(&ctx.agent_day.cargo_warm),
+        Workload::Npm => Some(&ctx.agent_day.npm_warm),
+        _ => None,
+    };
+    if let Some(dirs) = warm {
+        for d in dirs {
             read_tree(d)?;
         }
         return Ok(());
