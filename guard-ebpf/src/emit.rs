@@ -14,7 +14,7 @@ use guard_common::{EventKind, Header, LimitBody, PATH_MAX, counter, flags, limit
 use crate::{
     core_read, enforce,
     limit::{self, Take},
-    maps::{EVENT_BUF, EVENT_SCRATCH, EVENTS, PATH_MASK, count},
+    maps::{EVENT_BUF, EVENT_SCRATCH, EVENTS, PATH_MASK, count, count_n},
 };
 
 pub const HEADER_LEN: usize = size_of::<Header>();
@@ -56,6 +56,9 @@ pub fn current_ids() -> (u32, u32) {
 pub struct Draft {
     buf: *mut u8,
     kind: EventKind,
+    /// The system calls the record stands for (a count of repeated opens stands for
+    /// that many): a record dropped or lost is counted this many times.
+    weight: u64,
 }
 
 impl Draft {
@@ -89,7 +92,11 @@ impl Draft {
         };
         // SAFETY: the scratch value is EVENT_BUF bytes, 8-aligned, owned by this CPU.
         unsafe { buf.cast::<Header>().write(header) };
-        Some(Self { buf, kind })
+        Some(Self {
+            buf,
+            kind,
+            weight: 1,
+        })
     }
 
     /// The record's `comm`, in the scratch buffer (not on the stack).
@@ -97,6 +104,12 @@ impl Draft {
     pub fn comm_ptr(&self) -> *const [u8; 16] {
         // SAFETY: the header was written in `begin`; only its address is taken.
         unsafe { &raw const (*self.buf.cast::<Header>()).comm }
+    }
+
+    /// The record stands for `n` system calls: a drop or a loss counts `n`.
+    #[inline(always)]
+    pub fn standing_for(&mut self, n: u64) {
+        self.weight = n;
     }
 
     pub fn header(&mut self) -> &mut Header {
@@ -166,7 +179,7 @@ impl Draft {
         let session = self.header().session;
         if cfg.limit_rate != 0 {
             let exempt = self.exempt(cfg.exec_wakeup != 0);
-            match limit::take(session, &cfg, exempt) {
+            match limit::take(session, &cfg, exempt, self.weight) {
                 Take::Drop => return false,
                 Take::Send {
                     unreported,
@@ -193,7 +206,7 @@ impl Draft {
             .output::<[u8]>(record, wakeup_flags(self.kind))
             .is_err()
         {
-            count(counter::lost(self.kind as u16));
+            count_n(counter::lost(self.kind as u16), self.weight);
             return false;
         }
         true

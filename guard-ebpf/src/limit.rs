@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use guard_common::{Bucket, Config, counter};
 
-use crate::maps::{SESSION_LIMITS, count};
+use crate::maps::{SESSION_LIMITS, count_n};
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 const SIGKILL: u32 = 9;
@@ -33,10 +33,11 @@ pub enum Take {
     Drop,
 }
 
-/// Charges one record to `session`'s budget. `exempt` records are never dropped
-/// and cost nothing, but report drops and see whether the session is over.
+/// Charges one record, standing for `weight` system calls, to `session`'s budget.
+/// `exempt` records are never dropped and cost nothing, but report drops and see
+/// whether the session is over. A drop counts `weight`.
 #[inline(always)]
-pub fn take(session: u64, cfg: &Config, exempt: bool) -> Take {
+pub fn take(session: u64, cfg: &Config, exempt: bool, weight: u64) -> Take {
     let rate = u64::from(cfg.limit_rate);
     let burst = u64::from(cfg.limit_burst).max(1);
     // SAFETY: helper without arguments.
@@ -79,8 +80,8 @@ pub fn take(session: u64, cfg: &Config, exempt: bool) -> Take {
         }
         if !exempt {
             if (*bucket).tokens == 0 {
-                (*bucket).dropped += 1;
-                count(counter::OVER_LIMIT);
+                (*bucket).dropped += weight;
+                count_n(counter::OVER_LIMIT, weight);
                 if cfg.limit_kill != 0 {
                     // `on_loss = "kill"`: what the session does can no longer be seen
                     // in full, so the process that went unseen dies (as at a kill rule,

@@ -327,7 +327,9 @@ fn send(s: &mut Slot, session: u64) {
         mode: s.mode,
         repeats: n,
     });
-    // A record the ring buffer had no room for is counted as a lost open.
+    // A record the ring buffer had no room for (or over the session's budget) is
+    // counted as `n` lost (or dropped) opens: the opens it stood for.
+    draft.standing_for(n);
     draft.submit::<OpenBody>(len);
 }
 

@@ -196,3 +196,60 @@ fn on_loss_kill_kills_the_session() {
     );
     daemon.stop_ok();
 }
+
+/// A count of repeated opens the budget has no room for is dropped as the opens it
+/// stands for, not as one record: every open of the session is a record, a count in a
+/// record, or a drop, and the sum is what the shell made.
+#[test]
+fn repeated_opens_over_the_budget_are_counted_as_the_opens_they_stand_for() {
+    const TURNS: u32 = 30_000;
+    let agent = FakeAgent::install(fake_agent_exe!());
+    let dir = TempDir::new("guard-e2e-storm-repeats");
+    let file = dir.join("again.txt");
+    std::fs::write(&file, "again").expect("write the file");
+    let file = file.display().to_string();
+    let mut daemon = daemon(
+        &agent,
+        &dir,
+        "rate = 100\nburst = 100\non_loss = \"log\"",
+        "",
+    );
+    // Each turn: an open of a file the kernel never counts (it spends the budget),
+    // and one of a file it counts (a record with a count, sent every second while
+    // the file is busy and when the shell exits: over the budget by then).
+    let script =
+        format!("i=0; while [ $i -lt {TURNS} ]; do : < {FLOOD}; : < '{file}'; i=$((i+1)); done");
+    let run = agent.spawn(&["run", "/bin/sh", "-c", &script]).finish();
+    run.assert_success();
+    let events = daemon.wait_for("the end of the session", session_ended(run.pid));
+    let session = session_of(&events, run.pid);
+    let shell = run.report("child");
+    let opens_of = |path: &str| -> i64 {
+        events
+            .iter()
+            .filter(|e| e.kind() == "open" && e.pid() == Some(shell) && e.str("path") == Some(path))
+            .map(|e| e.int("repeats").unwrap_or(1))
+            .sum()
+    };
+    let (flood, again) = (opens_of(FLOOD), opens_of(&file));
+    let limits = limit_events(&events, &session);
+    let dropped: i64 = limits.iter().filter_map(|e| e.int("dropped")).sum();
+    assert!(
+        again < i64::from(TURNS) / 2,
+        "the budget of 100/s let {again} of the {TURNS} opens of {file} through"
+    );
+    // The shell's other opens (its loader's) are a handful, before the budget is spent.
+    let made = i64::from(2 * TURNS);
+    assert!(
+        (made..=made + 16).contains(&(flood + again + dropped)),
+        "{flood} opens of {FLOOD} and {again} of {file} handed over, {dropped} dropped: \
+         {made} made\n{limits:?}"
+    );
+    let status = daemon.status();
+    assert_eq!(
+        status["lost"]["over_session_limit"].as_i64(),
+        Some(dropped),
+        "guard status: kernel count of drops vs the session's limit events\n{status:#}"
+    );
+    daemon.stop_ok();
+}

@@ -99,7 +99,10 @@ fn sigkill_of_the_daemon_leaves_the_kernel_enforcing_and_the_next_daemon_adopts(
     let secret = dir.join("secret.txt");
     fs::write(&secret, "SURVIVE-SECRET-7d1").expect("write secret");
     // Eight files in turn: more than the kernel counts repeats of per thread (4), so
-    // that every open of the flood is a record.
+    // that every open of the flood is a record while the ring buffer has room. Once it
+    // is full, nothing new is remembered and the four files last remembered are
+    // counted: their counts, sent every second and at the shell's exit, either reach
+    // the next daemon or are counted lost as the opens they stand for.
     let flood = dir.join("flood");
     for i in 0..8 {
         fs::write(dir.join(format!("flood.{i}")), "").expect("write flood");
