@@ -19,8 +19,8 @@ use aya_ebpf::{
     programs::{SockAddrContext, TracePointContext},
 };
 use guard_common::{
-    AF_INET, AF_INET6, AF_UNIX, EventKind, NetBody, PATH_DEPTH, TAINTED, UNIX_PATH_MAX, UnixBody,
-    UnixCall, flags,
+    AF_INET, AF_INET6, AF_UNIX, EventKind, NetBody, PATH_DEPTH, TAINTED, Tracked, UNIX_PATH_MAX,
+    UnixBody, UnixCall, flags,
 };
 
 use crate::{
@@ -120,13 +120,16 @@ pub fn sys_exit_net(ctx: TracePointContext) -> u32 {
 
 fn try_exit_net(ctx: &TracePointContext) -> Result<(), ()> {
     let (tgid, tid) = current_ids();
-    // SAFETY: read-only copy of the map value.
-    let Some(pending) = unsafe { PENDING_NET.get(tid) }.copied() else {
-        return exit_unix(ctx, tgid, tid);
-    };
-    let _ = PENDING_NET.remove(tid);
+    // Every other process stops at this one lookup. Only tracked threads note a
+    // call at its entry, and a process leaves `TRACKED` only when its last thread
+    // exits, so no entry of a running call is left behind here.
     // SAFETY: read-only copy of the map value.
     let tracked = *unsafe { TRACKED.get(tgid) }.ok_or(())?;
+    // SAFETY: read-only copy of the map value.
+    let Some(pending) = unsafe { PENDING_NET.get(tid) }.copied() else {
+        return exit_unix(ctx, &tracked, tid);
+    };
+    let _ = PENDING_NET.remove(tid);
     let session = tracked.session;
     let kind = EventKind::from_u16(pending.kind).ok_or(())?;
     // SAFETY: `ret` is at offset 16 of every sys_exit record.
@@ -271,23 +274,25 @@ fn note_tracked_unix(tid: u32, call: UnixCall, fd: u64, addr: u64, addrlen: u64)
 /// before the call returns; otherwise the name as given (a relative path joined to
 /// the working directory, `@name` for an abstract one).
 #[inline(always)]
-fn exit_unix(ctx: &TracePointContext, tgid: u32, tid: u32) -> Result<(), ()> {
+fn exit_unix(ctx: &TracePointContext, tracked: &Tracked, tid: u32) -> Result<(), ()> {
     // The entry is read in place, not copied: its 144 bytes on this program's stack
     // and the rule checks' callback frames below it pass the 512 bytes Linux 6.1
     // allows a call chain. It leaves the map at the end.
     let pending = PENDING_UNIX.get_ptr(tid).ok_or(())?;
-    let result = report_unix(ctx, tgid, pending);
+    let result = report_unix(ctx, tracked, pending);
     let _ = PENDING_UNIX.remove(tid);
     result
 }
 
 /// The record of [`exit_unix`], from the noted entry `pending`.
 #[inline(always)]
-fn report_unix(ctx: &TracePointContext, tgid: u32, pending: *const PendingUnix) -> Result<(), ()> {
+fn report_unix(
+    ctx: &TracePointContext,
+    tracked: &Tracked,
+    pending: *const PendingUnix,
+) -> Result<(), ()> {
     // SAFETY: the entry stays in the map until exit_unix removes it after this.
     let (fd, call, rule) = unsafe { ((*pending).fd, (*pending).call, (*pending).rule) };
-    // SAFETY: read-only copy of the map value.
-    let tracked = unsafe { TRACKED.get(tgid) }.copied().ok_or(())?;
     // SAFETY: `ret` is at offset 16 of every sys_exit record.
     let ret = unsafe { ctx.read_at::<i64>(16) }.map_err(|_| ())?;
     let pbuf = PATH_SCRATCH.get_ptr_mut(0).ok_or(())?.cast::<u8>();
