@@ -14,6 +14,14 @@ pub fn floor_raw(_ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// The floor of a second program on a raw tracepoint that has one already
+/// (`route_exec` on `sched_process_exec`): Linux 6.1 refuses to attach the same
+/// program twice to one raw tracepoint (EEXIST).
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn floor_raw_again(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
 #[tracepoint(category = "syscalls", name = "sys_enter_openat")]
 pub fn floor_tp(_ctx: TracePointContext) -> u32 {
     0

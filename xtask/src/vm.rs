@@ -878,11 +878,7 @@ fn guest_script(
         "#!/bin/sh\n\
          # Written by `cargo xtask vm-test`; run inside each kernel's VM.\n\
          set -u\n\
-         mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing\n\
-         mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf\n\
-         mountpoint -q /sys/kernel/security || mount -t securityfs securityfs /sys/kernel/security\n\
-         grep -q ' cgroup2 ' /proc/self/mounts || mount -t cgroup2 cgroup2 /sys/fs/cgroup\n\
-         echo \"guard-vm: kernel $(uname -r); active LSMs: $(cat /sys/kernel/security/lsm); $(grep MemTotal /proc/meminfo)\"\n\
+         {GUEST_MOUNTS}\
          export GUARD_BIN='{guard}' GUARD_E2E_REQUIRE_LSM=1 GUARD_E2E_TIME_SCALE={TIME_SCALE} \
          GUARD_E2E_TEST_DEADLINE={TEST_DEADLINE_SECS} GUARD_E2E_DETACHED_UNPIN=1 RUST_BACKTRACE=0\n\
          cd /tmp\n\
@@ -900,6 +896,79 @@ fn guest_script(
     let path = vm_dir.join("guest.sh");
     fs::write(&path, s).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)
+}
+
+/// What the guest mounts before its work (what guard needs), and the line that says
+/// which kernel and LSMs it runs.
+const GUEST_MOUNTS: &str = "\
+    mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing\n\
+    mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf\n\
+    mountpoint -q /sys/kernel/security || mount -t securityfs securityfs /sys/kernel/security\n\
+    grep -q ' cgroup2 ' /proc/self/mounts || mount -t cgroup2 cgroup2 /sys/fs/cgroup\n\
+    echo \"guard-vm: kernel $(uname -r); active LSMs: $(cat /sys/kernel/security/lsm); $(grep MemTotal /proc/meminfo)\"\n";
+
+/// What a command run in a kernel's VM printed: the kernel's ABI and the console, or
+/// why no boot ran it to its end.
+pub struct CommandRun {
+    pub abi: String,
+    pub console: Result<Vec<String>>,
+}
+
+/// Boots each kernel [`prepare`] set up (one at a time, as the tests do) to run
+/// `command`, a shell command line, as root with what guard needs mounted; `what`
+/// names it in the log. A boot that stopped before the command ended (the
+/// emulator's flakes, see [`REBOOTS`]) is tried again, up to [`REBOOTS`] times; the
+/// command's own exit status is printed after [`DONE_MARK`] (`rc=N`) for the
+/// caller to read.
+pub fn run_command(prepared: Prepared, what: &str, command: &str) -> Result<Vec<CommandRun>> {
+    let Prepared {
+        vm_dir,
+        venv,
+        unpacked,
+        ..
+    } = prepared;
+    let script = vm_dir.join("guest-command.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             # Written by `cargo xtask`; run inside each kernel's VM.\n\
+             set -u\n\
+             {GUEST_MOUNTS}\
+             cd /tmp\n\
+             echo \"{START_MARK}{what}\"\n\
+             {command}\n\
+             echo \"{DONE_MARK} rc=$?\"\n"
+        ),
+    )
+    .with_context(|| format!("cannot write {}", script.display()))?;
+    let mut runs = Vec::new();
+    for (kernel, vmlinuz) in &unpacked {
+        log!(
+            "kernel {}: booting (TCG, 2 vCPUs, {VM_MEMORY}) for {what}",
+            kernel.abi
+        );
+        let mut last = anyhow!("not booted");
+        let mut console = None;
+        for boot_no in 1..=REBOOTS + 1 {
+            match boot(&venv, &vm_dir, kernel, vmlinuz, &script) {
+                Ok(Booted { lines, error: None }) => {
+                    console = Some(lines);
+                    break;
+                }
+                Ok(Booted { error: Some(e), .. }) => last = anyhow!("boot {boot_no}: {e}"),
+                Err(e) => last = e.context(format!("boot {boot_no}")),
+            }
+            if boot_no <= REBOOTS {
+                log!("kernel {}: {last:#}; booting once more", kernel.abi);
+            }
+        }
+        runs.push(CommandRun {
+            abi: kernel.abi.clone(),
+            console: console.ok_or(last),
+        });
+    }
+    Ok(runs)
 }
 
 /// One test's result in a VM, from the console.

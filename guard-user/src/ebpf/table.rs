@@ -385,6 +385,8 @@ pub fn optional_tracepoint(tp: &str) -> bool {
 /// `None` for the BPF-LSM hooks (the floor is measured where they do not load).
 pub fn floor_program(entry: &Entry) -> Option<&'static str> {
     Some(match (entry.hook, entry.program) {
+        // The second program on its raw tracepoint (see guard-ebpf's floor.rs).
+        (Hook::Raw(_), "route_exec") => "floor_raw_again",
         (Hook::Raw(_), _) => "floor_raw",
         (Hook::Syscalls(_), _) => "floor_tp",
         (Hook::SockAddr, "connect4") => "floor_connect4",
@@ -449,6 +451,22 @@ mod tests {
                 object.maps.contains_key(map),
                 "the eBPF object has no map {map}"
             );
+        }
+    }
+
+    /// Linux 6.1 refuses one program twice on a raw tracepoint (EEXIST): each raw
+    /// tracepoint's floor programs differ, as guard's own do.
+    #[test]
+    fn no_floor_program_is_attached_twice_to_a_raw_tracepoint() {
+        let mut seen = HashSet::new();
+        for entry in TABLE {
+            if let (Hook::Raw(tp), Some(floor)) = (entry.hook, floor_program(entry)) {
+                assert!(
+                    seen.insert((tp, floor)),
+                    "{floor} would be attached to {tp} twice (for {})",
+                    entry.program
+                );
+            }
         }
     }
 

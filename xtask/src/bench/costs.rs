@@ -76,8 +76,9 @@ fn bpf_programs() -> Result<BTreeMap<u64, BpfProg>> {
 
 /// Where the time goes: the kernel's own run-time statistics of guard's programs
 /// (`kernel.bpf_stats_enabled`, on only for this short phase, since it adds to every
-/// program run) while the micro workloads run outside and inside a session.
-pub(super) fn program_costs(ctx: &mut Ctx) -> Result<Value> {
+/// program run) while the workloads run outside and inside a session; with
+/// `micro_only`, the micro workloads alone (no git, gcc, cargo or npm).
+pub(super) fn program_costs(ctx: &mut Ctx, micro_only: bool) -> Result<Value> {
     if which("bpftool").is_none() {
         bail!("bpftool not found (Debian package bpftool)");
     }
@@ -102,6 +103,10 @@ pub(super) fn program_costs(ctx: &mut Ctx) -> Result<Value> {
             (Workload::Cargo, 1),
             (Workload::Npm, 1),
         ];
+        let workloads: Vec<(Workload, u64)> = workloads
+            .into_iter()
+            .filter(|(w, _)| w.micro() || !micro_only)
+            .collect();
         rows.extend(measure(
             ctx,
             "costs",

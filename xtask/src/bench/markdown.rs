@@ -654,14 +654,20 @@ Run as root: `sudo -E env PATH=$PATH cargo xtask bench` (`--quick` for a smoke r
 
 /// Writes BENCHMARKS.md: the generated part between the markers, the rest kept.
 pub(super) fn write_markdown(path: &Path, r: &Value) -> Result<()> {
-    let generated = format!("{BEGIN}\n{}{END}", results_markdown(r));
+    write_between(path, (BEGIN, END), &results_markdown(r))
+}
+
+/// Writes `body` into the markdown file at `path` between the `begin` and `end`
+/// markers (added at its end when it has none), the rest of the file kept.
+pub(super) fn write_between(path: &Path, (begin, end): (&str, &str), body: &str) -> Result<()> {
+    let generated = format!("{begin}\n{body}{end}");
     let old = fs::read_to_string(path).unwrap_or_default();
-    let new = match (old.find(BEGIN), old.find(END)) {
+    let new = match (old.find(begin), old.find(end)) {
         (Some(b), Some(e)) if b < e => {
-            format!("{}{generated}{}", &old[..b], &old[e + END.len()..])
+            format!("{}{generated}{}", &old[..b], &old[e + end.len()..])
         }
         _ if old.is_empty() => format!("{DEFAULT_HEADER}{generated}\n"),
-        _ => format!("{}\n{generated}\n", old.trim_end()),
+        _ => format!("{}\n\n{generated}\n", old.trim_end()),
     };
     fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -22,7 +22,8 @@
 //! [`prepare`] makes the workloads' files and [`agent_day`] the crate and npm
 //! project of the cargo and npm workloads; [`running`] starts and stops a setup;
 //! [`measure`], [`costs`], [`storm`], [`export`] and [`fleet`] take the numbers; [`summary`], [`markdown`] and
-//! [`chart`] report them.
+//! [`chart`] report them. [`kernels`] runs the per-program costs in Debian's kernels too
+//! (`--vm`).
 
 mod agent_day;
 mod auditd;
@@ -33,6 +34,7 @@ mod export;
 mod fleet;
 mod guard;
 mod host;
+mod kernels;
 mod markdown;
 mod measure;
 mod options;
@@ -89,7 +91,10 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         }
     });
     fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
-    if !opts.no_install && opts.only.is_empty() {
+    if opts.vm {
+        return kernels::costs_in_kernels(&out_dir);
+    }
+    if !opts.no_install && opts.only.is_empty() && !opts.costs_only {
         install_peers();
     }
     for bin in ["gcc", "git"] {
@@ -101,9 +106,11 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         .with_context(|| format!("no guard binary at {}", guard.display()))?;
     let started = Instant::now();
 
-    // The temporary directory is on disk (guard's events file is a real file).
+    // The temporary directory is on disk (guard's events file is a real file); in a
+    // kernel's VM (`--costs-only`) only the guest's /tmp is writable.
     let hex = random_hex(4);
-    let (_tmp, dir) = TempDir::new_in(Path::new("/var/tmp"), &format!("gbench-{hex}-"))?;
+    let base = if opts.costs_only { "/tmp" } else { "/var/tmp" };
+    let (_tmp, dir) = TempDir::new_in(Path::new(base), &format!("gbench-{hex}-"))?;
 
     let (account, uid, gid) = pick_account()?;
     let agent = format!("gbench{hex}");
@@ -145,17 +152,20 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
     } else {
         (dir.join("repo"), None)
     };
-    log!(
-        "generating a git repository of {} files in {}",
-        params.files,
-        repo.display()
-    );
-    make_repo(&repo, params.files, params.changed, uid, gid)?;
     let build_dir = repo.with_file_name("build");
-    make_build_sources(&build_dir, params.build_n, uid, gid)?;
+    // The micro workloads need neither the repository nor the build's sources.
+    if !opts.costs_only {
+        log!(
+            "generating a git repository of {} files in {}",
+            params.files,
+            repo.display()
+        );
+        make_repo(&repo, params.files, params.changed, uid, gid)?;
+        make_build_sources(&build_dir, params.build_n, uid, gid)?;
+    }
     // The cargo and npm workloads' set-up fetches from the registries: only when
     // they run.
-    let phase_only = opts.fleet_only || opts.export_only || opts.storm_only;
+    let phase_only = opts.fleet_only || opts.export_only || opts.storm_only || opts.costs_only;
     let agent_day = if !phase_only
         && (opts.only.is_empty() || opts.only.iter().any(|w| w == "cargo" || w == "npm"))
     {
@@ -214,6 +224,21 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         counter: 0,
     };
 
+    if opts.costs_only {
+        log!("in-kernel cost of guard's programs (micro workloads)");
+        let costs = program_costs(&mut ctx, true)?;
+        log!("what policy features cost an open");
+        let features = feature_costs(&mut ctx)?;
+        let results = json!({
+            "machine": machine(&guard),
+            "program_costs": costs,
+            "feature_costs": features,
+        });
+        let path = out_dir.join(kernels::COSTS_FILE);
+        fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
+        log!("wrote {}", path.display());
+        return Ok(());
+    }
     if opts.fleet_only {
         let fleet = fleet::fleet(opts.quick)?;
         let path = out_dir.join("fleet-results.json");
@@ -386,7 +411,7 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
     });
     check_interrupted()?;
     log!("in-kernel cost of guard's programs");
-    let costs = program_costs(&mut ctx).unwrap_or_else(|e| {
+    let costs = program_costs(&mut ctx, false).unwrap_or_else(|e| {
         log!("program costs not measured: {e:#}");
         json!({ "error": format!("{e:#}") })
     });
@@ -421,7 +446,7 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
     check_interrupted()?;
 
     let summary = summarize(&samples, &setups);
-    let targets = targets(&summary, &capacity);
+    let targets = targets(&summary, &samples, &capacity);
     let results = json!({
         "schema": 1,
         "quick": opts.quick,

@@ -41,6 +41,17 @@ pub struct Options {
     /// its section is printed, BENCHMARKS.md is left alone.
     #[arg(long, conflicts_with_all = ["storm_only", "export_only"])]
     pub fleet_only: bool,
+    /// Run only the per-program costs (the micro workloads and the policy features,
+    /// `--quick` sizes) here and in Debian's 6.1 and 6.12 kernels under QEMU (the
+    /// kernel matrix of `cargo xtask vm-test`, software emulation): each kernel's
+    /// figures relative to its own floor. Results go to bench-vm-results.json and
+    /// BENCHMARKS.md's section on the kernels (the rest of it is left alone).
+    #[arg(long, conflicts_with_all = ["storm_only", "export_only", "fleet_only"])]
+    pub vm: bool,
+    /// The per-program costs only, written to costs-results.json (what `--vm` runs
+    /// in each kernel).
+    #[arg(long, hide = true, conflicts_with = "vm")]
+    pub costs_only: bool,
     /// Run only these workloads (repeatable: open, files, fork-exec, connect, unix,
     /// real, build, cargo, npm, bulk) under nothing, the floor and guard (outside, inside a session, enforce):
     /// the timed rounds only, no capacity, kill latency, costs or storm. The summary
