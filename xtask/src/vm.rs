@@ -917,9 +917,9 @@ pub struct CommandRun {
 /// Boots each kernel [`prepare`] set up (one at a time, as the tests do) to run
 /// `command`, a shell command line, as root with what guard needs mounted; `what`
 /// names it in the log. A boot that stopped before the command ended (the
-/// emulator's flakes, see [`REBOOTS`]) is tried again, up to [`REBOOTS`] times; the
-/// command's own exit status is printed after [`DONE_MARK`] (`rc=N`) for the
-/// caller to read.
+/// emulator's flakes, see [`REBOOTS`]) is tried again, up to [`REBOOTS`] times. A
+/// command that failed is no VM failure: its exit status is on the console, after
+/// [`DONE_MARK`] (`rc=N`), and the caller finds its output missing.
 pub fn run_command(prepared: Prepared, what: &str, command: &str) -> Result<Vec<CommandRun>> {
     let Prepared {
         vm_dir,
