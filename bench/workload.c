@@ -19,6 +19,13 @@
  *                                     before the clock starts): N clean builds
  *   workload UID:GID npm N DIR        in the npm project DIR, N times:
  *                                     npm ci --offline (from $HOME/.npm); npm test
+ *   workload UID:GID codex N DIR CODEX NETPID OUT
+ *                                     joins the network namespace of process NETPID
+ *                                     (the bench's scripted model, `guard-model`),
+ *                                     then N times: CODEX exec --sandbox
+ *                                     workspace-write -C DIR -o OUT (the real Codex
+ *                                     CLI); each run must exit 0 and leave the model's
+ *                                     final message in OUT
  *   workload UID:GID bulk N PORT      TCP upload of N MiB to 127.0.0.1:PORT (1 MiB writes)
  *   workload UID:GID unix N DIR       sendmsg of one byte to a Unix datagram socket the
  *                                     process bound in DIR (by its name), then recv it,
@@ -306,6 +313,58 @@ static void npm_loop(long n, const char *dir) {
     }
 }
 
+/* Joins the network namespace of process `pid` (before dropping root). */
+static void join_netns(const char *pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/ns/net", arg_long(pid));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) die(path);
+    if (setns(fd, CLONE_NEWNET) != 0) die("setns");
+    close(fd);
+}
+
+/* What the bench's scripted model says once Codex ran every command (guard-model's
+ * FINAL_MESSAGE). */
+static const char CODEX_DONE[] = "every scripted command ran";
+
+/* N runs of the real Codex CLI in DIR: the scripted model has it run its commands one
+ * per turn, then end the turn with CODEX_DONE, which Codex writes to OUT. */
+static void codex_loop(long n, const char *dir, const char *codex, const char *out) {
+    char *argv[] = {(char *)codex, "exec", "--sandbox", "workspace-write", "--color", "never",
+                    "-C", (char *)dir, "-o", (char *)out, "Run the scripted commands.", NULL};
+    for (long i = 0; i < n; i++) {
+        if (unlink(out) != 0 && errno != ENOENT) die("unlink");
+        pid_t pid = fork();
+        if (pid < 0) die("fork");
+        if (pid == 0) {
+            int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+            if (null >= 0) {
+                dup2(null, 0);
+                dup2(null, 1);
+            }
+            if (chdir(dir) != 0) _exit(126);
+            execv(codex, argv);
+            _exit(127);
+        }
+        int status;
+        if (waitpid(pid, &status, 0) < 0) die("waitpid");
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            fprintf(stderr, "workload: codex exec failed (status %d)\n", status);
+            exit(1);
+        }
+        char said[512] = {0};
+        FILE *f = fopen(out, "r");
+        if (!f) die("codex left no last message");
+        size_t got = fread(said, 1, sizeof said - 1, f);
+        fclose(f);
+        said[got] = 0;
+        if (!strstr(said, CODEX_DONE)) {
+            fprintf(stderr, "workload: codex ended with %s, not the script's end\n", said);
+            exit(1);
+        }
+    }
+}
+
 /* One generator process: `rate` opens per second for `secs` seconds, paced in
  * batches so the kernel sees a steady stream. Returns the opens done. */
 static long gen_one(double rate, double secs, const char *path) {
@@ -364,10 +423,11 @@ static void gen(double rate, double secs, long k, const char *path) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: workload UID:GID open|files|forkexec|connect|git|build|cargo|npm|bulk|unix|gen N [ARGS]\n");
+        fprintf(stderr, "usage: workload UID:GID open|files|forkexec|connect|git|build|cargo|npm|codex|bulk|unix|gen N [ARGS]\n");
         return 2;
     }
     pin();
+    if (strcmp(argv[2], "codex") == 0 && argc == 8) join_netns(argv[6]);
     drop_to(argv[1]);
     const char *mode = argv[2];
     if (strcmp(mode, "gen") == 0) {
@@ -401,6 +461,8 @@ int main(int argc, char **argv) {
         cargo_loop(n, argv[4], argv[5]);
     } else if (strcmp(mode, "npm") == 0 && argc == 5) {
         npm_loop(n, argv[4]);
+    } else if (strcmp(mode, "codex") == 0 && argc == 8) {
+        codex_loop(n, argv[4], argv[5], argv[7]);
     } else {
         fprintf(stderr, "workload: bad arguments for %s\n", mode);
         return 2;

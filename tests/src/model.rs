@@ -1,4 +1,6 @@
-//! Scripted model APIs for the real-agent tests (tests/tests/agents.rs): the Anthropic
+//! Scripted model APIs for the real-agent tests (tests/tests/agents.rs, codex.rs) and the
+//! bench's Codex workload (the `guard-model` program): the OpenAI Responses API (Codex,
+//! as Codex's own tests in openai/codex `codex-rs/core/tests` script it), the Anthropic
 //! Messages API (Claude Code), the Gemini API (Gemini CLI) and an OpenAI-compatible
 //! Chat Completions provider (Copilot CLI in its offline, bring-your-own-key mode),
 //! each over SSE as the CLIs stream it (the wire formats measured with the CLIs
@@ -29,6 +31,8 @@ pub const FINAL_MESSAGE: &str = "guard-e2e: every scripted command ran";
 /// The wire format a server speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Api {
+    /// `POST /v1/responses`, tool `exec_command` (Codex).
+    OpenAiResponses,
     /// `POST /v1/messages?beta=true`, tool `Bash` (Claude Code).
     Anthropic,
     /// `POST /v1beta/models/<model>:streamGenerateContent?alt=sse`, tool
@@ -42,6 +46,7 @@ impl Api {
     /// The name of the agent's shell tool.
     pub fn shell_tool(self) -> &'static str {
         match self {
+            Api::OpenAiResponses => "exec_command",
             Api::Anthropic => "Bash",
             Api::Gemini => "run_shell_command",
             Api::OpenAiChat => "bash",
@@ -53,6 +58,7 @@ impl Api {
         let route = path.split('?').next().unwrap_or("");
         method == "POST"
             && match self {
+                Api::OpenAiResponses => route.ends_with("/responses"),
                 Api::Anthropic => route == "/v1/messages",
                 Api::Gemini => route.ends_with(":streamGenerateContent"),
                 Api::OpenAiChat => route.ends_with("/chat/completions"),
@@ -65,7 +71,9 @@ impl Api {
         let tools = body.get("tools").and_then(Value::as_array);
         let name = self.shell_tool();
         tools.into_iter().flatten().any(|t| match self {
-            Api::Anthropic => t.get("name").and_then(Value::as_str) == Some(name),
+            Api::OpenAiResponses | Api::Anthropic => {
+                t.get("name").and_then(Value::as_str) == Some(name)
+            }
             Api::OpenAiChat => t.pointer("/function/name").and_then(Value::as_str) == Some(name),
             Api::Gemini => t
                 .get("functionDeclarations")
@@ -91,6 +99,14 @@ impl Api {
         };
         let mut out = Vec::new();
         match self {
+            Api::OpenAiResponses => {
+                for i in array(body, "input") {
+                    if i.get("type").and_then(Value::as_str) == Some("function_call_output") {
+                        let id = i.get("call_id").and_then(Value::as_str).unwrap_or("");
+                        out.push((id.to_owned(), text(i.get("output"))));
+                    }
+                }
+            }
             Api::Anthropic => {
                 for m in array(body, "messages") {
                     for b in m
@@ -138,6 +154,7 @@ impl Api {
     fn turn(self, body: &Value, step: usize, commands: &[String]) -> String {
         let command = commands.get(step);
         match self {
+            Api::OpenAiResponses => responses_sse(step, command),
             Api::Anthropic => anthropic_sse(body, step, command),
             Api::Gemini => gemini_sse(command),
             Api::OpenAiChat => openai_sse(body, step, command),
@@ -166,6 +183,37 @@ fn sse(events: &[(Option<&str>, Value)]) -> String {
             None => format!("data: {data}\n\n"),
         })
         .collect()
+}
+
+/// Responses API: `response.created`, one output item (an `exec_command` call or the
+/// final message), `response.completed`.
+fn responses_sse(step: usize, command: Option<&String>) -> String {
+    let id = format!("resp_guard_e2e_{step}");
+    let item = match command {
+        Some(cmd) => json!({"type": "function_call", "call_id": call_id(step),
+            "name": "exec_command",
+            "arguments": json!({"cmd": cmd, "yield_time_ms": 10000}).to_string()}),
+        None => {
+            json!({"type": "message", "role": "assistant", "id": format!("msg_guard_e2e_{step}"),
+            "content": [{"type": "output_text", "text": FINAL_MESSAGE}]})
+        }
+    };
+    let usage = json!({"input_tokens": 0, "input_tokens_details": null, "output_tokens": 0,
+        "output_tokens_details": null, "total_tokens": 0});
+    sse(&[
+        (
+            Some("response.created"),
+            json!({"type": "response.created", "response": {"id": id}}),
+        ),
+        (
+            Some("response.output_item.done"),
+            json!({"type": "response.output_item.done", "item": item}),
+        ),
+        (
+            Some("response.completed"),
+            json!({"type": "response.completed", "response": {"id": id, "usage": usage}}),
+        ),
+    ])
 }
 
 /// Messages API: `message_start`, one content block (a `Bash` tool use or the text),
@@ -306,7 +354,8 @@ impl Request {
 /// The scripted server (see the module's documentation); stopped on drop.
 pub struct ModelServer {
     api: Api,
-    ns: NetNs,
+    /// The namespace of its own it listens in (None: the caller's).
+    ns: Option<NetNs>,
     port: u16,
     requests: Arc<Mutex<Vec<Request>>>,
     stop: Arc<AtomicBool>,
@@ -321,6 +370,22 @@ impl ModelServer {
         let listener = ns
             .enter(|| TcpListener::bind("127.0.0.1:0"))
             .expect("bind the model server");
+        ModelServer::serve(api, commands, listener, Some(ns))
+    }
+
+    /// As [`ModelServer::start`], on 127.0.0.1 of the caller's own network namespace
+    /// (the `guard-model` program, which has one of its own).
+    pub fn start_here(api: Api, commands: Vec<String>) -> std::io::Result<ModelServer> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        Ok(ModelServer::serve(api, commands, listener, None))
+    }
+
+    fn serve(
+        api: Api,
+        commands: Vec<String>,
+        listener: TcpListener,
+        ns: Option<NetNs>,
+    ) -> ModelServer {
         let port = listener.local_addr().expect("local addr").port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -355,7 +420,9 @@ impl ModelServer {
 
     /// The namespace the server listens in (the agent must run there).
     pub fn ns(&self) -> &NetNs {
-        &self.ns
+        self.ns
+            .as_ref()
+            .expect("a server started with ModelServer::start")
     }
 
     pub fn port(&self) -> u16 {
@@ -402,7 +469,11 @@ impl Drop for ModelServer {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the accept loop so it sees the flag.
         let port = self.port;
-        let _ = self.ns.enter(|| TcpStream::connect(("127.0.0.1", port)));
+        let wake = || TcpStream::connect(("127.0.0.1", port));
+        let _ = match &self.ns {
+            Some(ns) => ns.enter(wake),
+            None => wake(),
+        };
         if let Some(accept) = self.accept.take() {
             let _ = accept.join();
         }
@@ -498,6 +569,13 @@ mod tests {
 
     #[test]
     fn counts_each_apis_tool_results() {
+        let codex = json!({"input": [{"type": "message", "role": "user", "content": []},
+            {"type": "function_call", "call_id": call_id(0)},
+            {"type": "function_call_output", "call_id": call_id(0), "output": "z"}]});
+        assert_eq!(
+            Api::OpenAiResponses.tool_results(&codex),
+            vec![(call_id(0), "z".to_owned())]
+        );
         let claude = json!({"messages": [{"role": "user", "content": "go"},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call_id(0),
             "content": "out"}]}]});

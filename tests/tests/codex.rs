@@ -17,23 +17,20 @@
 //! server, and Codex itself was never killed.
 
 use std::ffi::OsStr;
-use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
-use std::{env, fs, io, thread};
+use std::{env, fs, io};
 
 use guard_tests::home::{self, HomeSecrets, ORIGINAL_HOOK, TestUser, run_ok};
+use guard_tests::model::{Api, FINAL_MESSAGE, ModelServer, Request, call_id};
 use guard_tests::{
     Daemon, Event, EventsTo, Finished, NetNs, Running, bpf_lsm_deny, check_schema, dump, find,
     guard_bin, session_ended, session_of, unique_name,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------
 // The Codex install
@@ -139,7 +136,11 @@ fn furnish_home(user: &TestUser, secrets: &Secrets, model: &ModelServer) -> Path
         &format!("{{\"OPENAI_API_KEY\": \"sk-{}\"}}\n", secrets.codex_auth),
         0o600,
     );
-    user.write(".codex/config.toml", &model.codex_config(&user.home), 0o644);
+    user.write(
+        ".codex/config.toml",
+        &codex_config(model, &user.home),
+        0o644,
+    );
     user.write(&format!(".codex/{MCP_SERVER}"), MCP_SERVER_PY, 0o644);
     user.chown_home();
     ws
@@ -149,231 +150,47 @@ fn furnish_home(user: &TestUser, secrets: &Secrets, model: &ModelServer) -> Path
 // The scripted model server
 // ---------------------------------------------------------------------------------------
 
-/// One HTTP request the server received.
-#[derive(Clone, Debug)]
-struct Request {
-    method: String,
-    path: String,
-    /// The request line, headers and body, as received.
-    raw: String,
-    body: Option<Value>,
-}
-
-/// A Responses-API server on 127.0.0.1 of a network namespace of the test's own, where
-/// Codex runs too (its start-up DNS queries and `git ls-remote` to github.com reach
-/// nothing there): to each `POST /v1/responses` it answers, over SSE,
-/// with an `exec_command` call of the next scripted command (the step is the number of
-/// tool outputs the request carries), and once every command has its output, with a
-/// final message. It keeps every request.
-struct ModelServer {
-    /// Where the server listens and Codex runs.
-    ns: NetNs,
-    port: u16,
-    requests: Arc<Mutex<Vec<Request>>>,
-    stop: Arc<AtomicBool>,
-    accept: Option<thread::JoinHandle<()>>,
-}
-
-/// What the model says when its script is done.
-const FINAL_MESSAGE: &str = "guard-e2e: every scripted command ran";
 /// The model name in Codex's config (no metadata exists for it: Codex falls back).
 const MODEL: &str = "guard-e2e-model";
 /// The environment variable the provider's key is read from.
 const KEY_VAR: &str = "GUARD_E2E_MODEL_KEY";
 
-impl ModelServer {
-    fn start(commands: Vec<String>) -> ModelServer {
-        let ns = NetNs::new();
-        let listener = ns
-            .enter(|| TcpListener::bind("127.0.0.1:0"))
-            .expect("bind the model server");
-        let port = listener.local_addr().expect("local addr").port();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let commands = Arc::new(commands);
-        let accept = {
-            let requests = Arc::clone(&requests);
-            let stop = Arc::clone(&stop);
-            thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let requests = Arc::clone(&requests);
-                    let commands = Arc::clone(&commands);
-                    thread::spawn(move || serve(stream, &requests, &commands));
-                }
-            })
-        };
-        ModelServer {
-            ns,
-            port,
-            requests,
-            stop,
-            accept: Some(accept),
-        }
-    }
-
-    /// `~/.codex/config.toml` pointing Codex at this server.
-    fn codex_config(&self, home: &Path) -> String {
-        let home = home.display();
-        format!(
-            "model = \"{MODEL}\"\n\
-             model_provider = \"guard-e2e\"\n\
-             \n\
-             [model_providers.guard-e2e]\n\
-             name = \"guard e2e scripted model\"\n\
-             base_url = \"http://127.0.0.1:{}/v1\"\n\
-             wire_api = \"responses\"\n\
-             env_key = \"{KEY_VAR}\"\n\
-             request_max_retries = 0\n\
-             stream_max_retries = 0\n\
-             \n\
-             [mcp_servers.probe]\n\
-             command = \"/usr/bin/python3\"\n\
-             args = [\"{home}/.codex/{MCP_SERVER}\"]\n",
-            self.port
-        )
-    }
-
-    fn requests(&self) -> Vec<Request> {
-        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
-    }
-
-    /// The model turns: every `POST /v1/responses`.
-    fn turns(&self) -> Vec<Request> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.method == "POST" && r.path.ends_with("/responses"))
-            .collect()
-    }
+/// A Responses-API server (guard_tests::model) in a network namespace of the test's own,
+/// where Codex runs too (its start-up DNS queries and `git ls-remote` to github.com reach
+/// nothing there): to each `POST /v1/responses` it answers with an `exec_command` call
+/// of the next scripted command, and once every command has its output, with a final
+/// message. It keeps every request.
+fn model_server(commands: Vec<String>) -> ModelServer {
+    ModelServer::start(Api::OpenAiResponses, commands)
 }
 
-impl Drop for ModelServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let port = self.port;
-        let _ = self.ns.enter(|| TcpStream::connect(("127.0.0.1", port)));
-        if let Some(accept) = self.accept.take() {
-            let _ = accept.join();
-        }
-    }
+/// `~/.codex/config.toml` pointing Codex at `model`.
+fn codex_config(model: &ModelServer, home: &Path) -> String {
+    let home = home.display();
+    format!(
+        "model = \"{MODEL}\"\n\
+         model_provider = \"guard-e2e\"\n\
+         \n\
+         [model_providers.guard-e2e]\n\
+         name = \"guard e2e scripted model\"\n\
+         base_url = \"{}/v1\"\n\
+         wire_api = \"responses\"\n\
+         env_key = \"{KEY_VAR}\"\n\
+         request_max_retries = 0\n\
+         stream_max_retries = 0\n\
+         \n\
+         [mcp_servers.probe]\n\
+         command = \"/usr/bin/python3\"\n\
+         args = [\"{home}/.codex/{MCP_SERVER}\"]\n",
+        model.base_url()
+    )
 }
 
-/// Serves one connection (keep-alive: requests one after another).
-fn serve(stream: TcpStream, requests: &Mutex<Vec<Request>>, commands: &[String]) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let Ok(write_half) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(stream);
-    let mut out = write_half;
-    loop {
-        let mut head = String::new();
-        let mut content_length = 0usize;
-        loop {
-            let mut line = String::new();
-            match reader.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            if line == "\r\n" || line == "\n" {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':')
-                && k.trim().eq_ignore_ascii_case("content-length")
-            {
-                content_length = v.trim().parse().unwrap_or(0);
-            }
-            head.push_str(&line);
-        }
-        let mut body = vec![0u8; content_length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let body_text = String::from_utf8_lossy(&body).into_owned();
-        let mut parts = head.split_whitespace();
-        let method = parts.next().unwrap_or("").to_owned();
-        let path = parts.next().unwrap_or("").to_owned();
-        let json_body = serde_json::from_str::<Value>(&body_text).ok();
-        let request = Request {
-            method: method.clone(),
-            path: path.clone(),
-            raw: format!("{head}\r\n{body_text}"),
-            body: json_body.clone(),
-        };
-        if let Ok(mut all) = requests.lock() {
-            all.push(request);
-        }
-        let response = if method == "POST" && path.ends_with("/responses") {
-            let step = json_body.as_ref().map_or(0, tool_outputs);
-            let sse = turn_sse(step, commands);
-            format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: {}\r\n\r\n{sse}",
-                sse.len()
-            )
-        } else {
-            // Nothing else is scripted (model lists, telemetry): an empty answer.
-            "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_owned()
-        };
-        if out.write_all(response.as_bytes()).is_err() {
-            return;
-        }
-    }
+/// The model turns so far.
+fn turns(model: &ModelServer) -> Vec<Request> {
+    model.turns(&model.requests())
 }
 
-/// How many tool outputs the request's input carries: the step of the script.
-fn tool_outputs(body: &Value) -> usize {
-    body.get("input")
-        .and_then(Value::as_array)
-        .map_or(0, |items| {
-            items
-                .iter()
-                .filter(|i| i.get("type").and_then(Value::as_str) == Some("function_call_output"))
-                .count()
-        })
-}
-
-fn call_id(step: usize) -> String {
-    format!("guard-e2e-call-{step}")
-}
-
-/// The SSE stream of one model turn: `response.created`, one output item (the next
-/// command, or the final message), `response.completed`.
-fn turn_sse(step: usize, commands: &[String]) -> String {
-    let id = format!("resp-{step}");
-    let item = match commands.get(step) {
-        Some(cmd) => json!({
-            "type": "function_call",
-            "call_id": call_id(step),
-            "name": "exec_command",
-            "arguments": json!({"cmd": cmd, "yield_time_ms": 10000}).to_string(),
-        }),
-        None => json!({
-            "type": "message",
-            "role": "assistant",
-            "id": format!("msg-{step}"),
-            "content": [{"type": "output_text", "text": FINAL_MESSAGE}],
-        }),
-    };
-    let events = [
-        json!({"type": "response.created", "response": {"id": id}}),
-        json!({"type": "response.output_item.done", "item": item}),
-        json!({"type": "response.completed", "response": {"id": id, "usage": {
-            "input_tokens": 0, "input_tokens_details": null, "output_tokens": 0,
-            "output_tokens_details": null, "total_tokens": 0}}}),
-    ];
-    let mut out = String::new();
-    for event in events {
-        let kind = event["type"].as_str().unwrap_or("");
-        let _ = write!(out, "event: {kind}\ndata: {event}\n\n");
-    }
-    out
-}
-
-/// The output Codex sent back for `call_id` (None if it sent none).
 /// The developer message Codex put just before the output of call `id` (what a
 /// `PostToolUse` hook added), in the request that carried that output.
 fn developer_note(turns: &[Request], id: &str) -> Option<String> {
@@ -386,25 +203,6 @@ fn developer_note(turns: &[Request], id: &str) -> Option<String> {
         let before = input.get(at.checked_sub(1)?)?;
         (before.get("role").and_then(Value::as_str) == Some("developer"))
             .then(|| before.to_string())
-    })
-}
-
-fn tool_output(turns: &[Request], id: &str) -> Option<String> {
-    turns.iter().rev().find_map(|r| {
-        r.body
-            .as_ref()?
-            .get("input")?
-            .as_array()?
-            .iter()
-            .find_map(|i| {
-                (i.get("type").and_then(Value::as_str) == Some("function_call_output")
-                    && i.get("call_id").and_then(Value::as_str) == Some(id))
-                .then(|| match i.get("output") {
-                    Some(Value::String(s)) => s.clone(),
-                    Some(other) => other.to_string(),
-                    None => String::new(),
-                })
-            })
     })
 }
 
@@ -551,7 +349,7 @@ fn run_codex(
 ) -> CodexRun {
     let start = Instant::now();
     let run = Running::spawn_group(codex_command(
-        &model.ns,
+        model.ns(),
         Some(daemon.socket()),
         install,
         launch,
@@ -665,17 +463,20 @@ fn check_run(label: &str, sandbox: &str, cr: &CodexRun, model: &ModelServer, sec
     );
 
     // The model saw every step's output and ended the turn.
-    let turns = model.turns();
+    let turns = turns(model);
     assert!(
-        turns
-            .iter()
-            .any(|t| t.body.as_ref().map(tool_outputs) == Some(STEPS.len())),
+        turns.iter().any(|t| t
+            .body
+            .as_ref()
+            .map(|b| Api::OpenAiResponses.tool_results(b).len())
+            == Some(STEPS.len())),
         "[{label}] no model turn carried the outputs of all {} commands ({} turns)",
         STEPS.len(),
         turns.len()
     );
     for (n, step) in STEPS.iter().enumerate() {
-        let output = tool_output(&turns, &call_id(n))
+        let output = model
+            .tool_output(&turns, n)
             .unwrap_or_else(|| panic!("[{label}] Codex sent no output for {:?}", step.cmd));
         if let Some(want) = step.output_has {
             assert!(
@@ -874,11 +675,11 @@ fn check_run(label: &str, sandbox: &str, cr: &CodexRun, model: &ModelServer, sec
     for request in model.requests() {
         for secret in secrets.all() {
             assert!(
-                !request.raw.contains(secret),
+                !request.raw().contains(secret),
                 "[{label}] a secret ({secret}) reached the model server in {} {}:\n{}",
                 request.method,
                 request.path,
-                request.raw
+                request.raw()
             );
         }
     }
@@ -966,7 +767,7 @@ fn codex_under(policy: &str, launch: Launch) {
     let since = SystemTime::now();
     let install = install();
     let secrets = Secrets::new();
-    let model = ModelServer::start(STEPS.iter().map(|s| s.cmd.to_owned()).collect());
+    let model = model_server(STEPS.iter().map(|s| s.cmd.to_owned()).collect());
     let user = TestUser::create("gcx");
     let ws = furnish_home(&user, &secrets, &model);
     let mut daemon = daemon_with(policy);
@@ -1046,7 +847,7 @@ fn codex_with_and_without_guard() {
     let install = install();
     let secrets = Secrets::new();
     // Not the metadata request: unguarded, nothing would stop it leaving the host.
-    let model = ModelServer::start(STEPS[..3].iter().map(|s| s.cmd.to_owned()).collect());
+    let model = model_server(STEPS[..3].iter().map(|s| s.cmd.to_owned()).collect());
     let user = TestUser::create("gcx");
     let ws = furnish_home(&user, &secrets, &model);
     let mut daemon = daemon_with("workstation");
@@ -1055,7 +856,7 @@ fn codex_with_and_without_guard() {
         let before = model.requests().len();
         let start = Instant::now();
         let run = Running::spawn_group(codex_command(
-            &model.ns,
+            model.ns(),
             None,
             &install,
             Launch::Native,
@@ -1067,7 +868,9 @@ fn codex_with_and_without_guard() {
         bare.push(start.elapsed());
         run.assert_success();
         assert!(run.stdout.contains(FINAL_MESSAGE), "{}", run.stdout);
-        let leaked = tool_output(&model.turns()[before..], &call_id(2)).unwrap_or_default();
+        let leaked = model
+            .tool_output(&turns(&model)[before..], 2)
+            .unwrap_or_default();
         assert!(
             leaked.contains(&secrets.home.ssh),
             "unguarded, `cat ~/.ssh/id_rsa` should have shown the key to the model: {leaked:?}"
@@ -1092,7 +895,9 @@ fn codex_with_and_without_guard() {
         );
         let requests = &model.requests()[before..];
         assert!(
-            requests.iter().all(|r| !r.raw.contains(&secrets.home.ssh)),
+            requests
+                .iter()
+                .all(|r| !r.raw().contains(&secrets.home.ssh)),
             "guarded, the key reached the model"
         );
         guarded.push((cr.wall, cr.events.len()));
@@ -1125,7 +930,7 @@ fn a_codex_session_reaches_the_fleet_as_guard_report_has_it() {
     let fleet = guard_tests::fleet::Fleet::start();
     let install = install();
     let secrets = Secrets::new();
-    let model = ModelServer::start(STEPS.iter().map(|s| s.cmd.to_owned()).collect());
+    let model = model_server(STEPS.iter().map(|s| s.cmd.to_owned()).collect());
     let user = TestUser::create("gcx");
     let ws = furnish_home(&user, &secrets, &model);
     run_ok(
@@ -1211,7 +1016,7 @@ fn a_codex_session_reaches_the_fleet_as_guard_report_has_it() {
             .as_array()
             .into_iter()
             .flatten()
-            .find(|d| d["addr"] == "127.0.0.1" && d["port"] == model.port)
+            .find(|d| d["addr"] == "127.0.0.1" && d["port"] == model.port())
             .map(|d| d["bytes_out"].clone())
     };
     let sent = model_addr(&report).unwrap_or_else(|| panic!("no model destination: {report}"));

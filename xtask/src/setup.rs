@@ -162,7 +162,7 @@ const CODEX_DIR: &str = "codex";
 /// package-lock.json into `target/codex` (the npm wrapper in `node_modules/.bin/codex`,
 /// the native binary in the platform package). Skipped when the installed lock file is
 /// the committed one and the native binary answers `--version` with the pinned version.
-fn codex() -> Result<()> {
+pub fn codex() -> Result<()> {
     if !command_works("npm", "--version") {
         log!("npm: missing, installing Node.js and npm from Debian");
         debian_packages(NODE_PACKAGES)?;

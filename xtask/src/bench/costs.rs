@@ -102,6 +102,7 @@ pub(super) fn program_costs(ctx: &mut Ctx, micro_only: bool) -> Result<Value> {
             (Workload::Build, p.build_n),
             (Workload::Cargo, 1),
             (Workload::Npm, 1),
+            (Workload::Codex, 1),
         ];
         let workloads: Vec<(Workload, u64)> = workloads
             .into_iter()

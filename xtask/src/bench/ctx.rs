@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use super::agent_day::AgentDay;
+use super::codex::CodexDay;
 use super::options::Params;
 use super::setups::{Setup, Workload};
 
@@ -28,6 +29,8 @@ pub(super) struct Ctx {
     pub(super) build_dir: PathBuf,
     /// The cargo and npm workloads' crate, toolchain and project.
     pub(super) agent_day: AgentDay,
+    /// The codex workload's Codex and scripted model.
+    pub(super) codex: CodexDay,
     pub(super) home: PathBuf,
     pub(super) log_policy: PathBuf,
     pub(super) socket: PathBuf,
@@ -72,9 +75,12 @@ impl Ctx {
         };
         cmd.args(w.args_n(self, n));
         self.workload_env(&mut cmd);
+        if w == Workload::Codex {
+            cmd.env("CODEX_HOME", &self.codex.home);
+        }
         // The micro workloads run on one CPU: their parent/child and client/server
         // wake-ups then do not depend on waking an idle virtual CPU. The real
-        // workloads (git, gcc, cargo, npm) run where the scheduler puts them.
+        // workloads (git, gcc, cargo, npm, Codex) run where the scheduler puts them.
         if let (Some(cpu), true) = (self.pin_cpu, w.micro()) {
             cmd.env("GBENCH_CPU", cpu.to_string());
         }

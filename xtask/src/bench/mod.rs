@@ -28,6 +28,7 @@
 mod agent_day;
 mod auditd;
 mod chart;
+mod codex;
 mod costs;
 mod ctx;
 mod export;
@@ -179,6 +180,11 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
     } else {
         agent_day::AgentDay::default()
     };
+    let codex = if !phase_only && (opts.only.is_empty() || opts.only.iter().any(|w| w == "codex")) {
+        codex::prepare(&dir, &home, uid, gid)?
+    } else {
+        codex::CodexDay::default()
+    };
     let log_policy = dir.join("log-only.toml");
     fs::write(
         &log_policy,
@@ -213,6 +219,7 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         repo,
         build_dir,
         agent_day,
+        codex,
         home,
         log_policy,
         socket: dir.join("guard.sock"),

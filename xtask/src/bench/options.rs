@@ -53,7 +53,7 @@ pub struct Options {
     #[arg(long, hide = true, conflicts_with = "vm")]
     pub costs_only: bool,
     /// Run only these workloads (repeatable: open, files, fork-exec, connect, unix,
-    /// real, build, cargo, npm, bulk) under nothing, the floor and guard (outside, inside a session, enforce):
+    /// real, build, cargo, npm, codex, bulk) under nothing, the floor and guard (outside, inside a session, enforce):
     /// the timed rounds only, no capacity, kill latency, costs or storm. The summary
     /// is printed and written to bench-only-results.json; BENCHMARKS.md is left alone.
     #[arg(long = "workload", value_name = "NAME")]
@@ -73,6 +73,8 @@ pub(super) struct Params {
     pub(super) cargo_n: u64,
     /// `npm ci && npm test` runs of the npm workload.
     pub(super) npm_n: u64,
+    /// Codex sessions the codex workload runs.
+    pub(super) codex_n: u64,
     /// MiB the bulk workload uploads.
     pub(super) bulk_mib: u64,
     /// Datagrams the unix workload sends.
@@ -102,6 +104,7 @@ impl Params {
                     build_n: 2,
                     cargo_n: 1,
                     npm_n: 1,
+                    codex_n: 1,
                     bulk_mib: 1024,
                     unix_n: 5_000,
                     files: 5_000,
@@ -126,6 +129,7 @@ impl Params {
                     build_n: 5,
                     cargo_n: 1,
                     npm_n: 1,
+                    codex_n: 1,
                     bulk_mib: 4096,
                     unix_n: 20_000,
                     files: 5_000,

@@ -50,12 +50,13 @@ pub(super) fn program_files(program: &Path) -> Vec<PathBuf> {
 /// was attached (cold pages back from disk; files written back meanwhile whose
 /// blocks are then freed with `discard`), and gcc's 30 MB of cc1 likewise.
 ///
-/// The cargo and npm workloads take seconds each: their toolchain, sources and
-/// caches are read instead of an untimed iteration.
+/// The cargo, npm and codex workloads take seconds each: their toolchain, sources,
+/// caches and install are read instead of an untimed iteration.
 pub(super) fn prewarm(ctx: &Ctx, w: Workload) -> Result<()> {
     let warm = match w {
         Workload::Cargo => Some(&ctx.agent_day.cargo_warm),
         Workload::Npm => Some(&ctx.agent_day.npm_warm),
+        Workload::Codex => Some(&ctx.codex.warm),
         _ => None,
     };
     if let Some(dirs) = warm {

@@ -1,6 +1,7 @@
 //! What is compared (the setups) and what is timed under each (the workloads).
 
 use super::agent_day::{CARGO_DEPS, NPM_DEPS};
+use super::codex::{self, SCRIPT};
 use super::ctx::Ctx;
 use super::options::Params;
 use super::process::path_str;
@@ -86,11 +87,12 @@ pub(super) enum Workload {
     Build,
     Cargo,
     Npm,
+    Codex,
     Bulk,
     Unix,
 }
 
-pub(super) const WORKLOADS: [Workload; 10] = [
+pub(super) const WORKLOADS: [Workload; 11] = [
     Workload::Open,
     Workload::Files,
     Workload::ForkExec,
@@ -100,6 +102,7 @@ pub(super) const WORKLOADS: [Workload; 10] = [
     Workload::Build,
     Workload::Cargo,
     Workload::Npm,
+    Workload::Codex,
     Workload::Bulk,
 ];
 
@@ -114,6 +117,7 @@ impl Workload {
             Self::Build => "build",
             Self::Cargo => "cargo",
             Self::Npm => "npm",
+            Self::Codex => "codex",
             Self::Bulk => "bulk",
             Self::Unix => "unix",
         }
@@ -159,6 +163,15 @@ impl Workload {
                  lock file and the cache) then `npm test` (mocha), {} time(s)",
                 p.npm_n
             ),
+            Self::Codex => format!(
+                "the real Codex CLI (npm package, started by its npm wrapper) against a \
+                 scripted model (the Responses API, in a network namespace of its own): \
+                 `codex exec --sandbox workspace-write` in the git repository, the model \
+                 having it run {} shell commands (git status, log and diff, ls, grep, cat, \
+                 find, sed), one per turn, {} session(s)",
+                SCRIPT.len(),
+                p.codex_n
+            ),
             Self::Bulk => format!(
                 "TCP upload of {} MiB to a loopback sink the bench owns, one connection, \
                  1 MiB writes (egress accounting: every packet passes the cgroup_skb \
@@ -173,7 +186,7 @@ impl Workload {
         }
     }
 
-    /// The micro workloads; the others are real programs (git, gcc, cargo, npm).
+    /// The micro workloads; the others are real programs (git, gcc, cargo, npm, Codex).
     pub(super) fn micro(self) -> bool {
         matches!(
             self,
@@ -191,6 +204,7 @@ impl Workload {
             Self::Build => p.build_n,
             Self::Cargo => p.cargo_n,
             Self::Npm => p.npm_n,
+            Self::Codex => p.codex_n,
             Self::Bulk => p.bulk_mib,
             Self::Unix => p.unix_n,
         }
@@ -214,6 +228,10 @@ impl Workload {
                 path_str(&ctx.agent_day.toolchain),
             ]),
             Self::Npm => a.extend(["npm".into(), n, path_str(&ctx.agent_day.npm_dir)]),
+            Self::Codex => {
+                a.extend(["codex".into(), n]);
+                a.extend(codex::args(&ctx.codex, &ctx.repo));
+            }
             Self::Bulk => a.extend(["bulk".into(), n, ctx.sink_port.to_string()]),
             Self::Unix => a.extend(["unix".into(), n, path_str(&ctx.home)]),
         }

@@ -181,6 +181,7 @@ pub(super) fn targets(summary: &Value, samples: &[Value], capacity: &Value) -> V
         ("build", "gcc build"),
         ("cargo", "Rust build"),
         ("npm", "npm ci && npm test"),
+        ("codex", "a Codex session"),
     ] {
         let r = ratio(summary, w, "guard-inside", "ratio_to_none");
         t.push(json!({
