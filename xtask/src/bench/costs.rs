@@ -41,9 +41,17 @@ impl Drop for BpfStats {
 /// A loaded BPF program, from `bpftool prog show`.
 struct BpfProg {
     name: String,
+    /// Its program type (`tracepoint`, `lsm`, `cgroup_skb`, …).
+    kind: String,
     run_time_ns: u64,
     run_cnt: u64,
     pids: Vec<u64>,
+    /// Its size after the kernel's rewriting, in instructions.
+    xlated_insns: Option<u64>,
+    /// Its size once JIT-compiled, in bytes.
+    jited_bytes: Option<u64>,
+    /// The instructions the verifier processed to accept it (Linux 5.16 and later).
+    verified_insns: Option<u64>,
 }
 
 /// Loaded BPF programs by id.
@@ -65,9 +73,13 @@ fn bpf_programs() -> Result<BTreeMap<u64, BpfProg>> {
                 p["id"].as_u64()?,
                 BpfProg {
                     name: p["name"].as_str().unwrap_or("?").to_owned(),
+                    kind: p["type"].as_str().unwrap_or("?").to_owned(),
                     run_time_ns: p["run_time_ns"].as_u64().unwrap_or(0),
                     run_cnt: p["run_cnt"].as_u64().unwrap_or(0),
                     pids,
+                    xlated_insns: p["bytes_xlated"].as_u64().map(|b| b / 8),
+                    jited_bytes: p["bytes_jited"].as_u64(),
+                    verified_insns: p["verified_insns"].as_u64(),
                 },
             ))
         })
@@ -84,6 +96,7 @@ pub(super) fn program_costs(ctx: &mut Ctx, micro_only: bool) -> Result<Value> {
     }
     let stats = BpfStats::enable()?;
     let mut rows = Vec::new();
+    let mut programs = Vec::new();
     let policy = ctx.log_policy.clone();
     for floor in [true, false] {
         let setups: &[Setup] = if floor {
@@ -108,18 +121,37 @@ pub(super) fn program_costs(ctx: &mut Ctx, micro_only: bool) -> Result<Value> {
             .into_iter()
             .filter(|(w, _)| w.micro() || !micro_only)
             .collect();
-        rows.extend(measure(
-            ctx,
-            "costs",
-            &policy,
-            floor,
-            Some(IDLE),
-            &workloads,
-            setups,
-        )?);
+        let (found, loaded) =
+            measure(ctx, "costs", &policy, floor, Some(IDLE), &workloads, setups)?;
+        rows.extend(found);
+        if !floor {
+            programs = loaded;
+        }
     }
     drop(stats);
-    Ok(json!({ "rows": rows }))
+    Ok(json!({ "rows": rows, "programs": programs }))
+}
+
+/// The programs guard's daemon (`pid`) loaded, by name: type, size (instructions after
+/// the kernel's rewriting, JIT-compiled bytes) and the instructions the verifier
+/// processed to accept each.
+fn loaded(pid: u64, before: &[u64]) -> Result<Vec<Value>> {
+    let all = bpf_programs()?;
+    let mut out: Vec<Value> = ours(&all, pid, before)
+        .into_iter()
+        .filter_map(|id| all.get(&id))
+        .map(|p| {
+            json!({
+                "program": p.name,
+                "type": p.kind,
+                "xlated_insns": p.xlated_insns,
+                "jited_bytes": p.jited_bytes,
+                "verified_insns": p.verified_insns,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a["program"].as_str().cmp(&b["program"].as_str()));
+    Ok(out)
 }
 
 /// How long the programs' cost at idle is watched: the host's own background (the
@@ -128,8 +160,8 @@ const IDLE: Duration = Duration::from_secs(10);
 
 /// Starts guard (or the floor's empty programs) on `policy`; with `idle`, watches
 /// its programs for that long with nothing running (rows of workload `idle`); runs
-/// `workloads` under `setups`, stops it; the run-time statistics of its programs
-/// (see [`program_rows`]).
+/// `workloads` under `setups`, stops it. Returns the run-time statistics of its
+/// programs (see [`program_rows`]) and the programs it loaded (see [`loaded`]).
 fn measure(
     ctx: &mut Ctx,
     phase: &str,
@@ -138,18 +170,20 @@ fn measure(
     idle: Option<Duration>,
     workloads: &[(Workload, u64)],
     setups: &[Setup],
-) -> Result<Vec<Value>> {
+) -> Result<(Vec<Value>, Vec<Value>)> {
     let before: Vec<u64> = bpf_programs()?.into_keys().collect();
     let events = ctx.next_file(phase, "jsonl");
     let mut daemon = start_guard(ctx, policy, floor, &events)?;
     let pid = u64::from(daemon.pid());
     let mut rows = Vec::new();
-    let result = idle
-        .map_or(Ok(()), |d| idle_rows(pid, &before, floor, d, &mut rows))
-        .and_then(|()| program_rows(ctx, pid, &before, workloads, setups, &mut rows));
+    let result = loaded(pid, &before).and_then(|programs| {
+        idle.map_or(Ok(()), |d| idle_rows(pid, &before, floor, d, &mut rows))
+            .and_then(|()| program_rows(ctx, pid, &before, workloads, setups, &mut rows))
+            .map(|()| programs)
+    });
     daemon.stop(libc::SIGTERM, Duration::from_secs(15));
     let _ = fs::remove_file(&events);
-    result.map(|()| rows)
+    result.map(|programs| (rows, programs))
 }
 
 /// Policy features that cost an open inside a session, each added to the ones
@@ -198,7 +232,7 @@ pub(super) fn feature_costs(ctx: &mut Ctx) -> Result<Value> {
         text = format!("{text}\n{}", rules.replace("{dir}", &dir));
         let policy = ctx.next_file("features", "toml");
         fs::write(&policy, &text)?;
-        let found = measure(
+        let (found, _) = measure(
             ctx,
             "features",
             &policy,

@@ -289,6 +289,41 @@ fn section(r: &Value) -> String {
             .collect();
         let _ = writeln!(s, "| {p} | {} |", cells.join(" | "));
     }
+
+    let _ = writeln!(
+        s,
+        "\n**The verifier's work: instructions it processed to accept each program** \
+         (`verified_insns`; the kernel's limit is 1,000,000; – where the kernel has no such \
+         program, or does not count):\n"
+    );
+    head(&mut s, "program");
+    let mut programs: Vec<&str> = kernels
+        .iter()
+        .flat_map(|k| {
+            k["costs"]["program_costs"]["programs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+        })
+        .filter_map(|p| p["program"].as_str())
+        .collect();
+    programs.sort_unstable();
+    programs.dedup();
+    for p in programs {
+        let cells: Vec<String> = kernels
+            .iter()
+            .map(|k| {
+                k["costs"]["program_costs"]["programs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|q| q["program"] == p)
+                    .and_then(|q| q["verified_insns"].as_u64())
+                    .map_or_else(|| "–".to_owned(), |n| n.to_string())
+            })
+            .collect();
+        let _ = writeln!(s, "| `{p}` | {} |", cells.join(" | "));
+    }
     let _ = writeln!(s);
     s
 }
@@ -307,14 +342,14 @@ mod tests {
 
     #[test]
     fn each_kernel_is_read_against_its_own_floor() {
-        let costs = |floor_ns: f64, exit_ns: f64| {
+        let costs = |floor_ns: f64, exit_ns: f64, programs: Value| {
             json!({
                 "program_costs": { "rows": [
                     row("open", "floor", "floor_tp", 200, floor_ns),
                     row("open", "guard-inside", "sys_enter_openat", 100, 2.0 * floor_ns),
                     row("open", "guard-inside", "sys_exit_open", 100, exit_ns),
                     row("open", "guard-inside", "sched_process_exit", 1, 100.0),
-                ]},
+                ], "programs": programs },
                 "feature_costs": { "rows": [
                     { "policy": LOG_ONLY, "ns_per_run": exit_ns },
                     { "policy": "path rules only", "ns_per_run": 1.5 * exit_ns },
@@ -322,8 +357,13 @@ mod tests {
             })
         };
         let r = json!({ "kernels": [
-            { "kernel": "6.18", "where": "this machine", "costs": costs(50.0, 500.0) },
-            { "kernel": "6.1", "where": "QEMU (TCG)", "costs": costs(1000.0, 4000.0) },
+            { "kernel": "6.18", "where": "this machine", "costs": costs(50.0, 500.0, json!([
+                { "program": "sys_exit_open", "type": "tracepoint", "verified_insns": 1234 },
+            ])) },
+            { "kernel": "6.1", "where": "QEMU (TCG)", "costs": costs(1000.0, 4000.0, json!([
+                { "program": "file_open", "type": "lsm", "verified_insns": 42 },
+                { "program": "sys_exit_open", "type": "tracepoint", "verified_insns": 5678 },
+            ])) },
             { "kernel": "6.12", "where": "QEMU (TCG)", "error": "boot 4: hung" },
         ]});
         let s = section(&r);
@@ -340,6 +380,10 @@ mod tests {
         assert!(!s.contains("sched_process_exit"), "{s}");
         assert!(s.contains("| path rules only | 1.5× | 1.5× | – |"), "{s}");
         assert!(s.contains("Not measured in 6.12: boot 4: hung"), "{s}");
+        // The verifier's work, per program and kernel; – where a kernel has no such
+        // program (BPF-LSM's only where it is in force) or was not measured.
+        assert!(s.contains("| `file_open` | – | 42 | – |"), "{s}");
+        assert!(s.contains("| `sys_exit_open` | 1234 | 5678 | – |"), "{s}");
     }
 
     #[test]

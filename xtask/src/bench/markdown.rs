@@ -206,8 +206,8 @@ fn results_markdown(r: &Value) -> String {
         let _ = writeln!(
             s,
             "From the kernel's BPF statistics (`kernel.bpf_stats_enabled`, on only for this \
-             phase), with the micro workloads at a quarter of their size, one iteration of `real` and the \
-             whole `build`, under the floor's empty programs \
+             phase), with the micro workloads at a quarter of their size, one iteration of `real`, the \
+             whole `build` and one run each of `cargo`, `npm` and `codex`, under the floor's empty programs \
              and guard's own outside and inside a session. A program attached to several hooks \
              is counted once, over all of them. Programs that did not run are left out.\n"
         );
@@ -266,6 +266,7 @@ fn results_markdown(r: &Value) -> String {
             );
         }
         let _ = writeln!(s);
+        programs_table(&mut s, &pc["programs"]);
     }
 
     let fc = &r["feature_costs"];
@@ -670,4 +671,36 @@ pub(super) fn write_between(path: &Path, (begin, end): (&str, &str), body: &str)
         _ => format!("{}\n\n{generated}\n", old.trim_end()),
     };
     fs::write(path, new).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The programs guard's daemon loaded (the log-only policy): type, size, and the
+/// instructions the verifier processed to accept each.
+fn programs_table(s: &mut String, programs: &Value) {
+    let Some(programs) = programs.as_array().filter(|p| !p.is_empty()) else {
+        return;
+    };
+    let _ = writeln!(
+        s,
+        "Every program guard's daemon loaded (the log-only policy; BPF-LSM's where the kernel \
+         has it): its size after the kernel's rewriting (instructions) and once JIT-compiled \
+         (bytes), and the instructions the verifier processed to accept it (`verified_insns`, \
+         its work at load time, within the kernel's limit of 1,000,000).\n"
+    );
+    let _ = writeln!(
+        s,
+        "| program | type | instructions | JIT bytes | instructions verified |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|");
+    for p in programs {
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} | {} | {} |",
+            p["program"].as_str().unwrap_or("?"),
+            p["type"].as_str().unwrap_or("?"),
+            fmt_opt_u64(&p["xlated_insns"]),
+            fmt_opt_u64(&p["jited_bytes"]),
+            fmt_opt_u64(&p["verified_insns"]),
+        );
+    }
+    let _ = writeln!(s);
 }
