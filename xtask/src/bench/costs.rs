@@ -54,11 +54,27 @@ struct BpfProg {
     verified_insns: Option<u64>,
 }
 
+/// The instructions the verifier processed for each loaded program, by id (the
+/// kernel's `bpf_prog_info.verified_insns`, read with aya: Debian's bpftool does not
+/// print it).
+fn verified_insns() -> BTreeMap<u64, u64> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| {
+            Some((
+                u64::from(p.id()),
+                u64::from(p.verified_instruction_count()?),
+            ))
+        })
+        .collect()
+}
+
 /// Loaded BPF programs by id.
 fn bpf_programs() -> Result<BTreeMap<u64, BpfProg>> {
     let out = util::stdout_of(Command::new("bpftool").args(["prog", "show", "--json"]))?;
     let v: Value =
         serde_json::from_str(&out).context("bpftool printed something that is not JSON")?;
+    let verified = verified_insns();
     Ok(v.as_array()
         .into_iter()
         .flatten()
@@ -69,8 +85,9 @@ fn bpf_programs() -> Result<BTreeMap<u64, BpfProg>> {
                 .flatten()
                 .filter_map(|x| x["pid"].as_u64())
                 .collect();
+            let id = p["id"].as_u64()?;
             Some((
-                p["id"].as_u64()?,
+                id,
                 BpfProg {
                     name: p["name"].as_str().unwrap_or("?").to_owned(),
                     kind: p["type"].as_str().unwrap_or("?").to_owned(),
@@ -79,7 +96,9 @@ fn bpf_programs() -> Result<BTreeMap<u64, BpfProg>> {
                     pids,
                     xlated_insns: p["bytes_xlated"].as_u64().map(|b| b / 8),
                     jited_bytes: p["bytes_jited"].as_u64(),
-                    verified_insns: p["verified_insns"].as_u64(),
+                    verified_insns: p["verified_insns"]
+                        .as_u64()
+                        .or_else(|| verified.get(&id).copied()),
                 },
             ))
         })
