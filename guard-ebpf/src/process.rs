@@ -284,7 +284,12 @@ fn try_exit() -> Result<(), ()> {
     if core_read::live_threads(task) > 0 {
         return Ok(());
     }
-    let _ = TRACKED.remove(tgid);
+    // The last threads of a process can exit together: each decrements `live` before
+    // this tracepoint, so more than one may read 0 here. The one whose delete removes
+    // the entry reports the exit; the others would report it again.
+    if TRACKED.remove(tgid).is_err() {
+        return Ok(());
+    }
     let root = if tracked.flags & u32::from(flags::ROOT_PROCESS) != 0 {
         flags::ROOT_PROCESS
     } else {
