@@ -121,8 +121,10 @@ pub fn sys_exit_net(ctx: TracePointContext) -> u32 {
 fn try_exit_net(ctx: &TracePointContext) -> Result<(), ()> {
     let (tgid, tid) = current_ids();
     // Every other process stops at this one lookup. Only tracked threads note a
-    // call at its entry, and a process leaves `TRACKED` only when its last thread
-    // exits, so no entry of a running call is left behind here.
+    // call at its entry, and a process leaves `TRACKED` when its last thread exits
+    // or when user space untracks it (the start-up scan's corrections): a call
+    // noted just before that stays in the LRU pending maps until the thread's next
+    // noted call replaces it.
     // SAFETY: read-only copy of the map value.
     let tracked = *unsafe { TRACKED.get(tgid) }.ok_or(())?;
     // SAFETY: read-only copy of the map value.
