@@ -7,7 +7,7 @@ pub mod repo;
 pub mod scan;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::Arc,
 };
 
@@ -103,7 +103,15 @@ pub struct Registry {
     /// process exits (its sockets' last flow records come later); forgotten with its
     /// session, replaced when the pid starts another process of a session.
     secrets: HashMap<u32, SecretsRead>,
+    /// Processes that exited, last gone last (at most [`KEEP_GONE`]): records of a
+    /// process can come after its exit (the counts of repeated opens of a thread
+    /// that exited together with the one that reported the exit) and are still named
+    /// after its program.
+    gone: VecDeque<(u32, Proc)>,
 }
+
+/// Exited processes remembered to name their late records.
+const KEEP_GONE: usize = 256;
 
 fn cwd_of(pid: u32) -> Option<String> {
     std::fs::read_link(format!("/proc/{pid}/cwd"))
@@ -270,7 +278,15 @@ impl Registry {
         {
             ev.tainted_by.clone_from(&read.paths);
         }
-        let Some(proc) = self.procs.get(&ev.task.pid) else {
+        let pid = ev.task.pid;
+        let Some(proc) = self.procs.get(&pid).or_else(|| {
+            let session = ev.session?;
+            self.gone
+                .iter()
+                .rev()
+                .find(|(p, proc)| *p == pid && proc.session == session)
+                .map(|(_, proc)| proc)
+        }) else {
             return;
         };
         if proc.session != ev.session.unwrap_or(proc.session) {
@@ -438,7 +454,12 @@ impl Registry {
             // Counted as a violation above (every route record is one).
             Detail::Route { .. } => {}
             Detail::Exit { root, .. } => {
-                self.procs.remove(&pid);
+                if let Some(proc) = self.procs.remove(&pid) {
+                    if self.gone.len() == KEEP_GONE {
+                        self.gone.pop_front();
+                    }
+                    self.gone.push_back((pid, proc));
+                }
                 if *root && session.ended_ns.is_none() {
                     session.ended_ns = Some(ev.ts_ns);
                     let mut stragglers: Vec<u32> = self
@@ -738,6 +759,60 @@ mod tests {
             }
         );
         assert!(r.session(SessionId(7)).and_then(|s| s.ended_ns).is_some());
+    }
+
+    #[test]
+    fn a_record_after_its_process_exit_is_named_after_the_program() {
+        let mut r = Registry::default();
+        let root = ev(10, 7, exec(true));
+        r.before(&root);
+        r.after(&root);
+        r.after(&ev(10, 7, Detail::Fork { child_pid: 11 }));
+        let exit = Detail::Exit {
+            status: 0,
+            root: false,
+        };
+        r.after(&ev(11, 7, exit.clone()));
+        // The counts of a worker thread that exited together with the one that
+        // reported the exit.
+        let late = |pid: u32, session: u64| {
+            let mut e = ev(
+                pid,
+                session,
+                Detail::Open {
+                    path: "/home/u/.codex".into(),
+                    resolved: true,
+                    truncated: false,
+                    flags: 0,
+                    call: guard_common::OpenCall::Openat,
+                    ret: 17,
+                    repeats: 1,
+                },
+            );
+            e.task.comm = "sqlx-sqlite-wor".into();
+            e
+        };
+        let mut e = late(11, 7);
+        r.annotate(&mut e);
+        assert_eq!(
+            (e.task.comm.as_str(), e.task.thread.as_deref()),
+            ("codex", Some("sqlx-sqlite-wor"))
+        );
+        // Another session's process with the same pid is not named after it.
+        let mut other = late(11, 8);
+        r.annotate(&mut other);
+        assert_eq!(
+            (other.task.comm.as_str(), other.task.thread.as_deref()),
+            ("sqlx-sqlite-wor", None)
+        );
+        // Nor is one exited longer ago than the registry remembers.
+        for pid in 1000..1000 + KEEP_GONE as u32 {
+            r.after(&ev(10, 7, Detail::Fork { child_pid: pid }));
+            r.after(&ev(pid, 7, exit.clone()));
+        }
+        let mut old = late(11, 7);
+        r.annotate(&mut old);
+        assert_eq!(old.task.thread, None);
     }
 
     #[test]
