@@ -201,6 +201,12 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     Ok(Record { header, body })
 }
 
+/// A kernel string as text, in place when it is UTF-8 (as paths nearly always are);
+/// bytes that are not become U+FFFD.
+pub fn text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// Splits a kernel argv block (NUL-separated, maybe cut mid-argument) into strings.
 pub fn split_argv(block: &[u8]) -> Vec<String> {
     let block = block.strip_suffix(b"\0").unwrap_or(block);

@@ -12,11 +12,37 @@ pub fn to_string(ev: &Event) -> String {
 }
 
 pub fn rfc3339(ts_ns: i128) -> String {
+    thread_local! {
+        /// The last second formatted (`YYYY-MM-DDTHH:MM:SS`): the events of a
+        /// second share it, and only their nanoseconds are formatted.
+        static SECOND: std::cell::RefCell<(i64, String)> =
+            const { std::cell::RefCell::new((0, String::new())) };
+    }
     let secs = ts_ns.div_euclid(1_000_000_000) as i64;
     let nanos = ts_ns.rem_euclid(1_000_000_000) as u32;
-    DateTime::from_timestamp(secs, nanos)
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::Nanos, true))
-        .unwrap_or_default()
+    SECOND.with_borrow_mut(|(second, prefix)| {
+        if *second != secs || prefix.is_empty() {
+            let Some(t) = DateTime::from_timestamp(secs, 0) else {
+                return String::new();
+            };
+            *prefix = t.to_rfc3339_opts(SecondsFormat::Secs, true);
+            prefix.pop(); // its `Z`
+            *second = secs;
+        }
+        let mut digits = [b'0'; 9];
+        let mut n = nanos;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        let mut out = String::with_capacity(prefix.len() + 11);
+        out.push_str(prefix);
+        out.push('.');
+        // ASCII digits.
+        out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+        out.push('Z');
+        out
+    })
 }
 
 /// The `result` of a system call's return value: `ok`, the errno's name, or
@@ -103,6 +129,33 @@ mod tests {
     use guard_common::OpenCall;
 
     use crate::event::{Detail, Proto, SessionId, Task};
+
+    #[test]
+    fn timestamps_are_rfc3339_with_nanoseconds_in_utc() {
+        let chrono = |ts: i128| {
+            DateTime::from_timestamp(
+                ts.div_euclid(1_000_000_000) as i64,
+                ts.rem_euclid(1_000_000_000) as u32,
+            )
+            .map(|t| t.to_rfc3339_opts(SecondsFormat::Nanos, true))
+        };
+        // The same second twice (its formatting reused), the next, one far off,
+        // before the epoch, and the last nanosecond of a day.
+        for ts in [
+            1_763_700_000_123_456_789,
+            1_763_700_000_000_000_007,
+            1_763_700_001_999_999_999,
+            4_102_444_800_000_000_000,
+            -1_500_000_000,
+            1_763_769_599_999_999_999,
+        ] {
+            assert_eq!(Some(rfc3339(ts)), chrono(ts), "{ts}");
+        }
+        assert_eq!(
+            rfc3339(1_763_700_000_000_000_007),
+            "2025-11-21T04:40:00.000000007Z"
+        );
+    }
 
     fn ev(detail: Detail) -> Event {
         Event {

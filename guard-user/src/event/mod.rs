@@ -23,7 +23,7 @@ use guard_common::{
 };
 
 pub use self::decode::Record;
-use self::decode::{Body, comm, split_argv};
+use self::decode::{Body, comm, split_argv, text};
 
 /// Version of the JSON event schema (docs/events.md).
 pub const SCHEMA: u32 = 2;
@@ -863,7 +863,7 @@ impl Event {
         let held = confinement.is_some() && flag(flags::HELD);
         let detail = match rec.body {
             Body::Exec { exe, argv, .. } => Detail::Exec {
-                exe: String::from_utf8_lossy(&exe).into_owned(),
+                exe: text(exe),
                 exe_truncated: flag(flags::PATH_TRUNCATED),
                 argv: split_argv(&argv),
                 argv_truncated: flag(flags::ARGV_TRUNCATED),
@@ -874,7 +874,7 @@ impl Event {
             },
             Body::Open { body, path, .. } => {
                 let resolved = !flag(flags::PATH_UNRESOLVED);
-                let path = String::from_utf8_lossy(&path).into_owned();
+                let path = text(path);
                 Detail::Open {
                     path: if resolved {
                         path
@@ -926,7 +926,7 @@ impl Event {
                 syscall: (body.syscall >= 0).then(|| syscall_name(body.syscall)),
                 target: (body.target != 0).then_some(body.target as i32),
                 arg: body.arg,
-                path: (!path.is_empty()).then(|| String::from_utf8_lossy(&path).into_owned()),
+                path: (!path.is_empty()).then(|| text(path)),
             })),
             Body::Flow(f) => Detail::Flow(Flow {
                 addr: net_addr(f.family, &f.addr),
@@ -968,14 +968,14 @@ impl Event {
             }
             Body::Route { body, path } => Detail::Route {
                 route: Route::from_u32(body.route),
-                path: (!path.is_empty()).then(|| String::from_utf8_lossy(&path).into_owned()),
+                path: (!path.is_empty()).then(|| text(path)),
                 truncated: flag(flags::PATH_TRUNCATED),
                 family: body.family,
                 sock_type: body.sock_type,
                 ret: body.ret,
             },
             Body::Unix { body, path } => Detail::Unix {
-                path: String::from_utf8_lossy(&path).into_owned(),
+                path: text(path),
                 resolved: !flag(flags::PATH_UNRESOLVED),
                 truncated: flag(flags::PATH_TRUNCATED),
                 call: guard_common::UnixCall::from_u32(body.call)

@@ -22,7 +22,6 @@ pub use self::markdown::render as markdown;
 /// Reports of ended sessions the daemon keeps in memory for `guard report`.
 pub const KEEP_ENDED: usize = 64;
 
-/// Directories whose files are the system's, not the user's.
 /// Whether `path` is one of the system's own files (the report's `system` class).
 pub fn is_system_path(path: &str) -> bool {
     SYSTEM_PREFIXES.iter().any(|p| path.starts_with(p))
@@ -31,6 +30,7 @@ pub fn is_system_path(path: &str) -> bool {
 /// The agent's own thread (conversation) ids a report lists, first seen first.
 const AGENT_THREADS_KEPT: usize = 16;
 
+/// Directories whose files are the system's, not the user's.
 const SYSTEM_PREFIXES: &[&str] = &[
     "/usr/",
     "/lib/",
@@ -53,7 +53,8 @@ const SYSTEM_PREFIXES: &[&str] = &[
 pub struct Ledger {
     report: Report,
     /// Index of each path in its list, by (written, class).
-    files: HashMap<(bool, FileClass, String), usize>,
+    /// By path, one map per (written, class): `written as usize * 4 + class`.
+    files: [HashMap<String, usize>; 8],
     dests: HashMap<(String, u16, String), usize>,
     unix: HashMap<String, usize>,
     /// Open flows' latest totals (out, in) by flow id: a flow's next record
@@ -89,12 +90,17 @@ impl Ledger {
     pub fn add(&mut self, ev: &EventLine) {
         if !ev.ts.is_empty() {
             self.first_ts.get_or_insert_with(|| ev.ts.clone());
-            self.last_ts = Some(ev.ts.clone());
+            // Reuses the last one's buffer: this runs for every event.
+            match &mut self.last_ts {
+                Some(ts) => ts.clone_from(&ev.ts),
+                None => self.last_ts = Some(ev.ts.clone()),
+            }
         }
         let task = ev.task.as_ref();
         let pid = ev.pid().unwrap_or(0);
-        let comm = ev.comm().unwrap_or_default().to_owned();
-        let verdict = verdict(ev);
+        let comm = ev.comm().unwrap_or_default();
+        // What the event did, in a violation's words: only a violation needs it.
+        let violated = ev.violation.is_some();
         let r = &mut self.report;
         if r.user.is_none() {
             r.user = task.and_then(|t| t.user.clone());
@@ -150,10 +156,10 @@ impl Ledger {
                     pid,
                     exe: exe.clone(),
                     argv: argv.clone(),
-                    verdict: verdict.clone(),
+                    verdict: verdict(ev),
                     sandboxed: confinement.as_ref().and_then(|c| c.sandboxed),
                 });
-                Some(format!("exec {exe}"))
+                violated.then(|| format!("exec {exe}"))
             }
             EventDetail::Open {
                 path,
@@ -165,11 +171,11 @@ impl Ledger {
                 let written = access.iter().any(|a| a != "read");
                 // A count of repeated opens stands for that many opens.
                 let opens = repeats.unwrap_or(1).max(1);
-                self.file(path, written, result != "ok", opens, &comm, ev);
+                self.file(path, written, result != "ok", opens, comm, ev);
                 if result == "ok" && access.iter().any(|a| a == "read") {
-                    self.secret_read(path, pid, &comm, ev);
+                    self.secret_read(path, pid, comm, ev);
                 }
-                Some(format!("open {path}"))
+                violated.then(|| format!("open {path}"))
             }
             EventDetail::Connect { to, result, .. } | EventDetail::Send { to, result, .. } => {
                 let Address {
@@ -181,19 +187,21 @@ impl Ledger {
                     s.attempts += 1;
                     s.failed += u64::from(result != "ok");
                 }
-                Some(format!(
-                    "{} {}",
-                    ev.detail.kind(),
-                    endpoint(addr, *port, ev.host.as_deref())
-                ))
+                violated.then(|| {
+                    format!(
+                        "{} {}",
+                        ev.detail.kind(),
+                        endpoint(addr, *port, ev.host.as_deref())
+                    )
+                })
             }
             EventDetail::Unix {
                 path, call, result, ..
             } => {
-                let entry = slot(&mut self.unix, &mut r.unix_sockets, path.clone(), || {
+                let entry = slot(&mut self.unix, &mut r.unix_sockets, path.as_str(), || {
                     UnixSocket {
                         path: path.clone(),
-                        by: comm.clone(),
+                        by: comm.to_owned(),
                         ..UnixSocket::default()
                     }
                 });
@@ -206,7 +214,7 @@ impl Ledger {
                     u.failed += u64::from(result != "ok");
                     note_verdict(&mut u.verdicts, ev);
                 }
-                Some(format!("unix {call} {path}"))
+                violated.then(|| format!("unix {call} {path}"))
             }
             EventDetail::Flow {
                 to: Address {
@@ -227,17 +235,11 @@ impl Ledger {
                     reason,
                     ev,
                 );
-                Some(format!(
-                    "flow {}",
-                    endpoint(addr, *port, ev.host.as_deref())
-                ))
+                violated.then(|| format!("flow {}", endpoint(addr, *port, ev.host.as_deref())))
             }
             EventDetail::Dns {
                 direction, name, ..
-            } => Some(format!(
-                "dns {direction} {}",
-                name.as_deref().unwrap_or("?")
-            )),
+            } => violated.then(|| format!("dns {direction} {}", name.as_deref().unwrap_or("?"))),
             EventDetail::Fork { .. } => {
                 r.forks += 1;
                 None
@@ -266,7 +268,7 @@ impl Ledger {
             }),
             // Other kinds (and kinds this build does not know): only a violation of
             // theirs is reported.
-            _ => Some(ev.detail.kind().to_owned()),
+            _ => violated.then(|| ev.detail.kind().to_owned()),
         };
         if let (Some(v), Some(mut what)) = (&ev.violation, what) {
             if let Some(anomaly) = &v.anomaly {
@@ -275,7 +277,7 @@ impl Ledger {
             self.report.violations.push(Violation {
                 ts: ev.ts.clone(),
                 pid,
-                comm,
+                comm: comm.to_owned(),
                 what,
                 rule: v.rule.clone(),
                 action: v.action.as_str().to_owned(),
@@ -331,8 +333,8 @@ impl Ledger {
             FileClass::System => &mut files.system,
             FileClass::Outside => &mut files.outside,
         };
-        let key = (written, class, path.to_owned());
-        let Some(entry) = slot(&mut self.files, list, key, || FileUse {
+        let index = &mut self.files[usize::from(written) * 4 + class as usize];
+        let Some(entry) = slot(index, list, path, || FileUse {
             path: path.to_owned(),
             by: comm.to_owned(),
             ..FileUse::default()
@@ -375,7 +377,7 @@ impl Ledger {
         ev: &EventLine,
     ) -> Option<&mut Destination> {
         let key = (addr.to_owned(), port, proto.to_owned());
-        let d = slot(&mut self.dests, &mut self.report.destinations, key, || {
+        let d = slot(&mut self.dests, &mut self.report.destinations, &key, || {
             Destination {
                 addr: addr.to_owned(),
                 port,
@@ -434,7 +436,7 @@ impl Ledger {
         let _ = slot(
             &mut self.secrets,
             &mut self.report.secret_egress.secrets,
-            path.to_owned(),
+            path,
             || SecretRead {
                 ts: ev.ts.clone(),
                 pid,
@@ -461,7 +463,7 @@ impl Ledger {
         let s = slot(
             &mut self.sent_after,
             &mut self.report.secret_egress.sent_after,
-            key,
+            &key,
             || SentAfter {
                 addr: addr.to_owned(),
                 port,
@@ -534,14 +536,18 @@ pub fn write_files(dir: &std::path::Path, r: &Report) -> anyhow::Result<std::pat
 }
 
 /// The entry of `key` in `list`, added with `make` when new; `None` (and counted)
-/// when the list is full.
-fn slot<'l, K: std::hash::Hash + Eq, T>(
+/// when the list is full. The key is copied only when it is new.
+fn slot<'l, K, Q, T>(
     index: &mut HashMap<K, usize>,
     list: &'l mut Bounded<T>,
-    key: K,
+    key: &Q,
     make: impl FnOnce() -> T,
-) -> Option<&'l mut T> {
-    let at = match index.get(&key) {
+) -> Option<&'l mut T>
+where
+    K: std::borrow::Borrow<Q> + std::hash::Hash + Eq,
+    Q: ToOwned<Owned = K> + std::hash::Hash + Eq + ?Sized,
+{
+    let at = match index.get(key) {
         Some(&at) => at,
         None if list.items.len() >= MAX_ITEMS => {
             list.omitted += 1;
@@ -549,7 +555,7 @@ fn slot<'l, K: std::hash::Hash + Eq, T>(
         }
         None => {
             list.items.push(make());
-            index.insert(key, list.items.len() - 1);
+            index.insert(key.to_owned(), list.items.len() - 1);
             list.items.len() - 1
         }
     };
@@ -605,18 +611,23 @@ impl Ledgers {
     /// its process's exit, the root's included): the report written at the end is
     /// then written again with the bytes.
     pub fn add(&mut self, session: &str, ev: &EventLine) -> Option<Report> {
-        if let Some((_, ledger)) = self.ended.iter_mut().find(|(id, _)| id == session) {
-            ledger.add(ev);
-            return matches!(ev.detail, EventDetail::Flow { .. }).then(|| ledger.report());
-        }
-        if !self.live.contains_key(session) && self.live.len() >= MAX_LIVE {
-            self.refused += 1;
-            return None;
-        }
-        let ledger = self
-            .live
-            .entry(session.to_owned())
-            .or_insert_with(|| Ledger::new(session));
+        // A running session's first: nearly every event is one's.
+        let ledger = match self.live.get_mut(session) {
+            Some(ledger) => ledger,
+            None => {
+                if let Some((_, ledger)) = self.ended.iter_mut().find(|(id, _)| id == session) {
+                    ledger.add(ev);
+                    return matches!(ev.detail, EventDetail::Flow { .. }).then(|| ledger.report());
+                }
+                if self.live.len() >= MAX_LIVE {
+                    self.refused += 1;
+                    return None;
+                }
+                self.live
+                    .entry(session.to_owned())
+                    .or_insert_with(|| Ledger::new(session))
+            }
+        };
         ledger.add(ev);
         if !ledger.ended() {
             return None;
