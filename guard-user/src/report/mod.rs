@@ -52,8 +52,8 @@ const SYSTEM_PREFIXES: &[&str] = &[
 #[derive(Clone, Debug, Default)]
 pub struct Ledger {
     report: Report,
-    /// Index of each path in its list, by (written, class).
-    /// By path, one map per (written, class): `written as usize * 4 + class`.
+    /// Index of each path in its list: one map per (written, class), at
+    /// `written as usize * 4 + class`.
     files: [HashMap<String, usize>; 8],
     dests: HashMap<(String, u16, String), usize>,
     unix: HashMap<String, usize>,
