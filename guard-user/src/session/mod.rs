@@ -565,6 +565,28 @@ mod tests {
         }
     }
 
+    /// A registry with session 7 running: its root 10 (exec'd) and the root's child 11.
+    fn running() -> Registry {
+        let mut r = Registry::default();
+        let root = ev(10, 7, exec(true));
+        r.before(&root);
+        r.after(&root);
+        r.after(&ev(10, 7, Detail::Fork { child_pid: 11 }));
+        r
+    }
+
+    fn open(path: &str, ret: i64, repeats: u64) -> Detail {
+        Detail::Open {
+            path: path.into(),
+            resolved: true,
+            truncated: false,
+            flags: 0,
+            call: guard_common::OpenCall::Openat,
+            ret,
+            repeats,
+        }
+    }
+
     #[test]
     fn tools_are_judged_inside_or_outside_the_sandbox_against_the_agent() {
         use guard_common::{Confinement, role};
@@ -628,25 +650,9 @@ mod tests {
 
     #[test]
     fn secrets_read_follow_the_reader_and_its_later_children_only() {
-        let mut r = Registry::default();
-        let root = ev(10, 7, exec(true));
-        r.before(&root);
-        r.after(&root);
-        // A sibling forked before the read.
-        r.after(&ev(10, 7, Detail::Fork { child_pid: 11 }));
-        let mut read = ev(
-            10,
-            7,
-            Detail::Open {
-                path: "/w/.env".into(),
-                resolved: true,
-                truncated: false,
-                flags: 0,
-                call: guard_common::OpenCall::Openat,
-                ret: 3,
-                repeats: 0,
-            },
-        );
+        // 11: a sibling forked before the read.
+        let mut r = running();
+        let mut read = ev(10, 7, open("/w/.env", 3, 0));
         read.violation = Some(crate::event::Violation {
             rule: "dotenv".into(),
             action: guard_common::protocol::Action::Log,
@@ -726,11 +732,7 @@ mod tests {
 
     #[test]
     fn root_exit_ends_session_and_names_stragglers() {
-        let mut r = Registry::default();
-        let root = ev(10, 7, exec(true));
-        r.before(&root);
-        r.after(&root);
-        r.after(&ev(10, 7, Detail::Fork { child_pid: 11 }));
+        let mut r = running();
         r.after(&ev(11, 7, Detail::Fork { child_pid: 12 }));
         r.after(&ev(
             11,
@@ -763,11 +765,7 @@ mod tests {
 
     #[test]
     fn a_record_after_its_process_exit_is_named_after_the_program() {
-        let mut r = Registry::default();
-        let root = ev(10, 7, exec(true));
-        r.before(&root);
-        r.after(&root);
-        r.after(&ev(10, 7, Detail::Fork { child_pid: 11 }));
+        let mut r = running();
         let exit = Detail::Exit {
             status: 0,
             root: false,
@@ -776,19 +774,7 @@ mod tests {
         // The counts of a worker thread that exited together with the one that
         // reported the exit.
         let late = |pid: u32, session: u64| {
-            let mut e = ev(
-                pid,
-                session,
-                Detail::Open {
-                    path: "/home/u/.codex".into(),
-                    resolved: true,
-                    truncated: false,
-                    flags: 0,
-                    call: guard_common::OpenCall::Openat,
-                    ret: 17,
-                    repeats: 1,
-                },
-            );
+            let mut e = ev(pid, session, open("/home/u/.codex", 17, 1));
             e.task.comm = "sqlx-sqlite-wor".into();
             e
         };
@@ -817,11 +803,7 @@ mod tests {
 
     #[test]
     fn child_inherits_parent_exe_until_it_execs() {
-        let mut r = Registry::default();
-        let root = ev(10, 7, exec(true));
-        r.before(&root);
-        r.after(&root);
-        r.after(&ev(10, 7, Detail::Fork { child_pid: 11 }));
+        let r = running();
         let child = r
             .procs()
             .find(|(pid, _)| **pid == 11)
