@@ -29,19 +29,7 @@ pub fn rfc3339(ts_ns: i128) -> String {
             prefix.pop(); // its `Z`
             *second = secs;
         }
-        let mut digits = [b'0'; 9];
-        let mut n = nanos;
-        for d in digits.iter_mut().rev() {
-            *d = b'0' + (n % 10) as u8;
-            n /= 10;
-        }
-        let mut out = String::with_capacity(prefix.len() + 11);
-        out.push_str(prefix);
-        out.push('.');
-        // ASCII digits.
-        out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
-        out.push('Z');
-        out
+        format!("{prefix}.{nanos:09}Z")
     })
 }
 
