@@ -108,16 +108,42 @@ pub fn plan(read_deny: &[PathBuf], writable: &[PathBuf]) -> Plan {
     }
 }
 
-/// Grants `rights` on `dir`'s tree, splitting it where an override lies below.
+/// Whether `a` grants everything `b` does.
+fn covers(a: Rights, b: Rights) -> bool {
+    (a.read || !b.read) && (a.write || !b.write)
+}
+
+/// Grants `rights` on `dir`'s tree. Landlock adds up the rules of a path and of
+/// every directory above it, so an override below that grants more (a writable
+/// tree inside a readable one) is a rule of its own, beside the tree's. Only an
+/// override that takes a right away (a forbidden path inside a readable tree)
+/// needs the tree split into its entries, each granted on its own; a split
+/// directory keeps only the right to list it, so splitting one for a writable
+/// path below it would forbid creating anything in it (`mktemp` in `/tmp` when the
+/// workspace is below `/tmp`).
 fn visit(dir: &Path, rights: Rights, overrides: &[(PathBuf, Rights)], out: &mut Vec<Grant>) {
-    let below = overrides.iter().any(|(p, _)| p != dir && is_within(p, dir));
-    if !below {
+    let below = |p: &PathBuf| p != dir && is_within(p, dir);
+    let restricting = overrides
+        .iter()
+        .any(|(p, r)| below(p) && !covers(*r, rights));
+    if !restricting {
         if rights != NONE {
             out.push(Grant {
                 path: dir.to_owned(),
                 rights,
                 list_only: false,
                 dir: true,
+            });
+        }
+        for (p, r) in overrides
+            .iter()
+            .filter(|(p, r)| below(p) && !covers(rights, *r))
+        {
+            out.push(Grant {
+                path: p.clone(),
+                rights: *r,
+                list_only: false,
+                dir: p.is_dir(),
             });
         }
         return;
@@ -289,5 +315,46 @@ mod tests {
         // A link never carries rights to what it points at.
         assert!(of("home/key-link").is_none(), "{p:#?}");
         assert_eq!(of("etc").map(|g| g.rights), Some(READ));
+    }
+
+    #[test]
+    fn a_writable_tree_keeps_its_rights_when_a_writable_path_lies_below_it() {
+        // The workspace below the temporary directory, and another writable path
+        // below it: the temporary directory stays writable as a whole (issue 48:
+        // `mktemp` failed under `guard run --landlock` in a workspace below /tmp).
+        let t = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(t.path()).expect("canonical");
+        for d in ["tmp/ws/src", "tmp/other", "home/.ssh", "var/tmp", "var/lib"] {
+            std::fs::create_dir_all(root.join(d)).expect("mkdir");
+        }
+        let p = plan(
+            &[root.join("home/.ssh")],
+            &[
+                root.join("tmp"),
+                root.join("tmp/ws"),
+                root.join("tmp/other"),
+                root.join("var/tmp"),
+            ],
+        );
+        let of = |path: &str| p.grants.iter().find(|g| g.path == root.join(path)).cloned();
+        let tmp = of("tmp").expect("a rule for tmp");
+        assert_eq!((tmp.rights, tmp.list_only), (READ_WRITE, false), "{p:#?}");
+        // Nothing below it is split or granted less.
+        assert!(
+            p.grants
+                .iter()
+                .filter(|g| g.path.starts_with(root.join("tmp")))
+                .all(|g| g.rights == READ_WRITE && !g.list_only),
+            "{p:#?}"
+        );
+        // A readable directory with a writable one below: a readable rule for the
+        // whole tree, a writable one for the path, no split.
+        let var = of("var").expect("a rule for var");
+        assert_eq!((var.rights, var.list_only), (READ, false), "{p:#?}");
+        assert_eq!(of("var/tmp").map(|g| g.rights), Some(READ_WRITE));
+        assert!(of("var/lib").is_none(), "{p:#?}");
+        // The forbidden directory still splits what is above it.
+        assert_eq!(of("home").map(|g| g.list_only), Some(true));
+        assert!(of("home/.ssh").is_none(), "{p:#?}");
     }
 }
