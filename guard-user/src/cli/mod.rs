@@ -208,7 +208,7 @@ pub enum Cmd {
         /// The daemon's control socket.
         #[arg(long, env = "GUARD_SOCKET", default_value = control::DEFAULT_SOCKET)]
         socket: PathBuf,
-        /// Confine the command with Landlock, derived from the daemon's policy:
+        /// Confine the command with Landlock too, derived from the daemon's policy:
         /// the files and directories `kill`/`deny` rules on reads name cannot be
         /// read, and only the working directory, the agent's state, the temporary
         /// directories, the caches and /dev can be written; a refused operation
@@ -219,6 +219,12 @@ pub enum Cmd {
         /// With --landlock: also writable (repeatable).
         #[arg(long, value_name = "PATH", requires = "landlock")]
         writable: Vec<PathBuf>,
+        /// No mount namespace: by default the command runs in one of its own, where
+        /// what the policy forbids every process of the session to change is
+        /// read-only and what it forbids them to read is hidden (docs/policy.md,
+        /// "The mount namespace of `guard run`").
+        #[arg(long)]
+        no_mount_namespace: bool,
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,

@@ -16,9 +16,16 @@
 //! What that costs (docs/policy.md, "Landlock"): a split directory's own entries
 //! are fixed at start (a file created in `~` afterwards is not readable); names
 //! inside a forbidden directory can be listed, not read; a forbidden path inside
-//! a writable tree (a repository's `.git/hooks`) is left to guard's other tiers,
-//! since splitting the tree would forbid creating files in it. Landlock forbids
-//! mounting: an agent's own bubblewrap sandbox cannot start inside it.
+//! a writable tree (a repository's `.git/hooks`) cannot be carved out, since
+//! splitting the tree would forbid creating files in it: `guard run`'s mount
+//! namespace covers those (`mount`). Landlock forbids mounting: an agent's own
+//! bubblewrap sandbox cannot start inside it.
+//!
+//! `targets`: what the daemon names for a session to hide and make read-only;
+//! `mount`: the mount namespace that covers them.
+
+pub mod mount;
+pub mod targets;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -69,6 +76,21 @@ pub struct Plan {
 
 fn is_within(path: &Path, of: &Path) -> bool {
     path.starts_with(of)
+}
+
+/// Those of `paths` inside one of the `writable` trees (symbolic links resolved).
+pub fn inside(paths: &[PathBuf], writable: &[PathBuf]) -> Vec<PathBuf> {
+    let writable: Vec<PathBuf> = writable
+        .iter()
+        .filter_map(|w| std::fs::canonicalize(w).ok())
+        .collect();
+    paths
+        .iter()
+        .filter(|p| {
+            std::fs::canonicalize(p).is_ok_and(|p| writable.iter().any(|w| is_within(&p, w)))
+        })
+        .cloned()
+        .collect()
 }
 
 /// The plan for `read_deny` and `writable` (absolute paths; those that do not

@@ -358,6 +358,7 @@ mod tests {
             action,
             scope,
             secret: false,
+            fallback: None,
             pos: Pos::default(),
         }
     }
@@ -376,6 +377,7 @@ mod tests {
             report: Default::default(),
             sessions: Default::default(),
             taint: Default::default(),
+            files: Default::default(),
             rules,
             export: Default::default(),
             redact: Default::default(),
