@@ -583,21 +583,34 @@ fn check_run(
         }
     }
 
-    // The agent itself: never stopped, exited 0 after the model's final message.
-    let (agent_stopped, agent_logged): (Vec<&Event>, Vec<&Event>) = events
+    // The agent itself: never killed; its own reads of secrets refused (`guard run`'s
+    // mount namespace hides them, BPF-LSM refuses them) and it lives on; exited 0
+    // after the model's final message.
+    for e in events
         .iter()
         .filter(|e| e.pid().is_some_and(|p| agent_pids.contains(&p)) && e.get("rule").is_some())
-        .partition(|e| matches!(e.str("outcome"), Some("killed" | "denied")));
-    for e in agent_logged {
-        note(
-            agent,
-            &format!("the agent itself broke a rule (not stopped): {e}"),
-        );
-    }
-    for e in agent_stopped {
-        failures.push(format!(
-            "the agent itself (pids {agent_pids:?}) was stopped: {e}"
-        ));
+    {
+        match e.str("outcome") {
+            Some("killed") => failures.push(format!(
+                "the agent itself (pids {agent_pids:?}) was killed: {e}"
+            )),
+            Some("denied")
+                if !matches!(
+                    e.str("rule"),
+                    Some("secrets-read-by-agent" | "files.ignore-by-agent")
+                ) =>
+            {
+                failures.push(format!(
+                    "the agent itself (pids {agent_pids:?}) was refused by a rule meant for \
+                     its tools: {e}"
+                ));
+            }
+            Some("denied") => note(agent, &format!("the agent's own read refused: {e}")),
+            _ => note(
+                agent,
+                &format!("the agent itself broke a rule (not stopped): {e}"),
+            ),
+        }
     }
     if run.code() != Some(0) {
         failures.push(format!(
@@ -826,9 +839,9 @@ fn agent_under(agent: Agent, policy: &str) {
             ar.requests.len()
         ),
     );
-    // The agent's write never reached the hook: BPF-LSM refuses the open, the hook is
-    // unchanged. Without it, `deny` acts as kill at the open, which has truncated the
-    // file before the shell could write (docs/policy.md: a kill comes after the open).
+    // The agent's write never reached the hook: `guard run`'s mount namespace has it
+    // read-only (EROFS; BPF-LSM refuses it too where it runs), the hook is unchanged
+    // on every kernel.
     let hook = fs::read_to_string(&hook_path).expect("the hook is still there");
     let report = daemon.report(&ar.session);
     let mut failures = check_run(&install, &ar, &model, &secrets);
@@ -837,7 +850,7 @@ fn agent_under(agent: Agent, policy: &str) {
     let hook_step = steps.iter().position(|s| s.cmd == HOOK_WRITE);
     let hook_ran =
         hook_step.is_some_and(|n| model.tool_output(&model.turns(&ar.requests), n).is_some());
-    if hook_ran && hook != if lsm { ORIGINAL_HOOK } else { "" } {
+    if hook_ran && hook != ORIGINAL_HOOK {
         failures.push(format!(
             "the pre-commit hook holds what it should not (BPF-LSM: {lsm}): {hook:?}"
         ));

@@ -51,7 +51,7 @@ pub fn run(socket: &Path, argv: &[String], confine: &Confine<'_>) -> anyhow::Res
                 .map(PathBuf::from)
                 .context("--landlock needs $HOME (the agent's state is there)")?;
             let workspace = std::env::current_dir().context("cannot tell the working directory")?;
-            let mut writable = crate::confine::writable(&home, &workspace, program);
+            let mut writable = crate::confine::writable(&home, &workspace, argv);
             writable.extend(extra.iter().cloned());
             Some(writable)
         }

@@ -274,8 +274,10 @@ pub fn apply(plan: &Plan) -> Result<Applied, Error> {
 }
 
 /// What the agent may write besides its workspace: the temporary directories,
-/// the user's caches, `/dev`, and the agent's own state (by the program it runs).
-pub fn writable(home: &Path, workspace: &Path, program: &str) -> Vec<PathBuf> {
+/// the user's caches, `/dev`, and the agent's own state, by the agent programs the
+/// command line names (the program itself, or one a wrapper runs: `setpriv …
+/// codex`, `env node …/gemini`).
+pub fn writable(home: &Path, workspace: &Path, argv: &[String]) -> Vec<PathBuf> {
     let mut out = vec![
         workspace.to_owned(),
         PathBuf::from("/tmp"),
@@ -283,20 +285,25 @@ pub fn writable(home: &Path, workspace: &Path, program: &str) -> Vec<PathBuf> {
         PathBuf::from("/dev"),
         home.join(".cache"),
     ];
-    let name = program.rsplit('/').next().unwrap_or(program);
-    let state: &[&str] = match name {
-        "codex" => &[".codex"],
-        "claude" => &[".claude", ".config/claude"],
-        "gemini" => &[".gemini"],
-        "copilot" => &[".copilot"],
-        _ => &[],
-    };
-    out.extend(state.iter().map(|s| home.join(s)));
-    if name == "codex"
-        && let Some(dir) = std::env::var_os("CODEX_HOME")
-    {
-        out.push(PathBuf::from(dir));
+    for arg in argv {
+        let name = arg.rsplit('/').next().unwrap_or(arg);
+        let name = name.strip_suffix(".js").unwrap_or(name);
+        let state: &[&str] = match name {
+            "codex" => &[".codex"],
+            "claude" | "claude.exe" => &[".claude", ".claude.json", ".config/claude"],
+            "gemini" => &[".gemini"],
+            "copilot" => &[".copilot"],
+            _ => &[],
+        };
+        out.extend(state.iter().map(|s| home.join(s)));
+        if name == "codex"
+            && let Some(dir) = std::env::var_os("CODEX_HOME")
+        {
+            out.push(PathBuf::from(dir));
+        }
     }
+    out.sort();
+    out.dedup();
     out
 }
 
@@ -378,5 +385,33 @@ mod tests {
         // The forbidden directory still splits what is above it.
         assert_eq!(of("home").map(|g| g.list_only), Some(true));
         assert!(of("home/.ssh").is_none(), "{p:#?}");
+    }
+
+    #[test]
+    fn the_agent_s_state_is_writable_through_its_wrappers() {
+        let home = Path::new("/home/a");
+        let argv = |a: &[&str]| -> Vec<String> { a.iter().map(|s| (*s).to_owned()).collect() };
+        let codex = writable(
+            home,
+            Path::new("/w"),
+            &argv(&["setpriv", "--reuid=1000", "/opt/codex/bin/codex", "exec"]),
+        );
+        assert!(codex.contains(&home.join(".codex")), "{codex:?}");
+        let gemini = writable(
+            home,
+            Path::new("/w"),
+            &argv(&[
+                "env",
+                "node",
+                "/usr/lib/node_modules/@google/gemini-cli/bundle/gemini.js",
+            ]),
+        );
+        assert!(gemini.contains(&home.join(".gemini")), "{gemini:?}");
+        let plain = writable(home, Path::new("/w"), &argv(&["sh", "-c", "codex-like"]));
+        assert!(
+            !plain
+                .iter()
+                .any(|p| p.starts_with(home) && *p != home.join(".cache"))
+        );
     }
 }
