@@ -819,6 +819,29 @@ fn agent_under(agent: Agent, policy: &str) {
     }
     let hook_path = ws.join(".git/hooks/pre-commit");
     let label = format!("{}, {policy}", agent.profile());
+    if agent == Agent::Claude {
+        // guard's hook tells Claude Code what was stopped (its PostToolUse hook, in
+        // the user's settings).
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o755))
+            .expect("chmod the daemon's directory");
+        // A command that failed (a tool killed or refused) ends in PostToolUseFailure.
+        let hook = json!([{"matcher": "*", "hooks": [{
+            "type": "command",
+            "command": format!(
+                "{} hook claude --socket {}",
+                guard_bin().display(),
+                daemon.dir().join("hook.sock").display()
+            ),
+            "timeout": 10,
+        }]}]);
+        user.write(
+            ".claude/settings.json",
+            &json!({"hooks": {"PostToolUse": hook, "PostToolUseFailure": hook}}).to_string(),
+            0o644,
+        );
+        user.chown_home();
+    }
 
     let ar = run_agent(&mut daemon, &model, &install, &user, &ws);
     note(
@@ -845,6 +868,26 @@ fn agent_under(agent: Agent, policy: &str) {
     let hook = fs::read_to_string(&hook_path).expect("the hook is still there");
     let report = daemon.report(&ar.session);
     let mut failures = check_run(&install, &ar, &model, &secrets);
+    if agent == Agent::Claude {
+        // Claude Code was told why each malicious step was stopped (guard's hook), by
+        // rule, and never a secret (checked above with every request).
+        for step in steps.iter().filter(|s| s.rule.is_some()) {
+            let told = ar.requests.iter().any(|r| {
+                let raw = r.raw();
+                raw.contains("guard, the host")
+                    && [step.rule, step.or_rule]
+                        .into_iter()
+                        .flatten()
+                        .any(|rule| raw.contains(&format!("rule {rule}")))
+            });
+            if !told {
+                failures.push(format!(
+                    "Claude Code was not told why {:?} was stopped (guard hook claude)",
+                    step.cmd
+                ));
+            }
+        }
+    }
     // (Checked once the agent ran the hook's step: an agent stopped before it leaves the
     // hook alone, and fails above.)
     let hook_step = steps.iter().position(|s| s.cmd == HOOK_WRITE);

@@ -196,9 +196,10 @@ pub enum Cmd {
     },
     /// An agent's hook: tells the agent what guard stopped of its last tool call and
     /// why, in the form the agent reads (docs/agents.md). Codex: a `PostToolUse`
-    /// hook (`/etc/codex/hooks.json`), given the hook's JSON on stdin.
+    /// hook (`/etc/codex/hooks.json`); Claude Code: a `PostToolUse` hook of its
+    /// settings; given the hook's JSON on stdin.
     Hook {
-        /// The agent: `codex`.
+        /// The agent: `codex` or `claude`.
         agent: String,
         #[arg(long, env = "GUARD_HOOK_SOCKET", default_value = control::DEFAULT_HOOK_SOCKET)]
         socket: PathBuf,

@@ -130,9 +130,8 @@ pub fn globs(root: &Path, patterns: &[String]) -> (Vec<String>, Vec<String>) {
     for line in patterns {
         let mut p = line.trim_end();
         let negated = p.starts_with('!');
-        if negated {
-            p = &p[1..];
-        } else if p.starts_with("\\!") || p.starts_with("\\#") {
+        // `!` negates; `\!` and `\#` are a literal first `!` or `#`.
+        if negated || p.starts_with("\\!") || p.starts_with("\\#") {
             p = &p[1..];
         }
         let dir_only = p.ends_with('/');

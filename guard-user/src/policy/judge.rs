@@ -146,22 +146,25 @@ impl Judge {
         }
         let mut policy = self.compiled.policy.clone();
         policy.rules.truncate(self.own_rules);
-        let (mut paths, mut except, mut files) = (Vec::new(), Vec::new(), Vec::new());
+        // Rules of their own for each repository: one repository's exception the
+        // kernel cannot express leaves only its own patterns to user space.
         for i in &self.ignored {
-            let (p, e) = crate::ignore::globs(&i.root, &i.patterns);
-            paths.extend(p);
-            except.extend(e);
+            let (paths, except) = crate::ignore::globs(&i.root, &i.patterns);
             let root = crate::ignore::escape(&i.root.display().to_string());
-            files.extend(i.files.iter().map(|f| {
-                format!(
-                    "{}/{}",
-                    root.trim_end_matches('/'),
-                    crate::ignore::escape(f)
-                )
-            }));
+            let files = i
+                .files
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{}/{}",
+                        root.trim_end_matches('/'),
+                        crate::ignore::escape(f)
+                    )
+                })
+                .collect();
+            let extra = policy.files.rules(paths, except, files);
+            policy.rules.extend(extra);
         }
-        let extra = policy.files.rules(paths, except, files);
-        policy.rules.extend(extra);
         match Compiled::new(policy, &self.homes) {
             Ok(compiled) => {
                 self.compiled = compiled;
@@ -1209,5 +1212,89 @@ action = "deny"
         ));
         assert!(!judge.stops_everyone("/home/alice/src/app/.github/workflows/ci.yml", true));
         assert!(!judge.stops_everyone("/home/alice/src/app/README.md", false));
+    }
+
+    #[test]
+    fn a_repository_s_committed_ignore_files_become_rules_for_its_files() {
+        let mut judge = workstation();
+        let ignored = crate::ignore::Ignored {
+            root: "/home/alice/src/app".into(),
+            files: vec![".codexignore".into()],
+            patterns: ["/private/", "*.dump", "!/keep.dump"]
+                .map(str::to_owned)
+                .to_vec(),
+            notes: Vec::new(),
+        };
+        assert!(judge.set_ignored(ignored.clone()), "new rules");
+        assert!(!judge.set_ignored(ignored), "the same set changes nothing");
+        // Another repository's exception the kernel cannot express leaves only its own
+        // patterns to user space.
+        assert!(judge.set_ignored(crate::ignore::Ignored {
+            root: "/home/alice/src/other".into(),
+            files: vec![".aiignore".into()],
+            patterns: ["/secrets/", "!*.pub"].map(str::to_owned).to_vec(),
+            notes: Vec::new(),
+        }));
+        let read = |path: &str, role: u8| {
+            let mut ev = event("cat", open(path, 0, 3), 0);
+            ev.task.role = role;
+            judge.judge(&ev, false)
+        };
+        // A tool: killed (deny acts as kill without BPF-LSM); the agent: alerted.
+        let v = read("/home/alice/src/app/private/notes.txt", role::TOOL).expect("ignored");
+        assert_eq!(
+            (v.rule.as_str(), &v.step),
+            ("files.ignore", &Step::KillProcess)
+        );
+        assert!(v.secret);
+        let v = read("/home/alice/src/app/sub/db.dump", role::AGENT).expect("ignored");
+        assert_eq!(
+            (v.rule.as_str(), v.action, &v.step),
+            (
+                "files.ignore-by-agent",
+                Action::Alert,
+                &Step::Done(Outcome::Alerted)
+            )
+        );
+        // An exception, another repository, the repository's other files: not ignored.
+        assert!(read("/home/alice/src/app/keep.dump", role::TOOL).is_none());
+        assert!(read("/home/alice/src/other/db.dump", role::TOOL).is_none());
+        assert!(read("/home/alice/src/other/secrets/id.pub", role::TOOL).is_none());
+        assert!(read("/home/alice/src/other/secrets/id", role::TOOL).is_some());
+        assert!(read("/home/alice/src/app/README.md", role::TOOL).is_none());
+        // A write to the ignore file: an alert where nothing refuses it.
+        let mut write = event(
+            "sh",
+            open("/home/alice/src/app/.codexignore", 0o1 | 0o1000, 3),
+            0,
+        );
+        write.task.role = role::TOOL;
+        let v = judge.judge(&write, false).expect("flagged");
+        assert_eq!(
+            (v.rule.as_str(), v.action),
+            ("files.ignore-files", Action::Alert)
+        );
+        // The first repository's anchored pattern is a kernel shape; the second's rule
+        // is user space's, whole.
+        let rules: Vec<usize> = judge
+            .policy()
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.id == "files.ignore")
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(rules.len(), 2);
+        let in_kernel = |rule: usize| {
+            judge.tables().paths.iter().any(|(_, _, v)| {
+                usize::from(v.rule) == rule && v.flags & guard_common::rules::rule_flags::KILL != 0
+            })
+        };
+        assert!(in_kernel(rules[0]));
+        assert!(!in_kernel(rules[1]));
+        // guard run hides them from the whole session.
+        assert!(judge.stops_everyone("/home/alice/src/app/db.dump", false));
+        // The policy's own rules keep their places: the kernel's entries name them.
+        assert_eq!(judge.policy().rules[0].id, "credentials-read");
     }
 }
