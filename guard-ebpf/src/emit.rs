@@ -87,7 +87,7 @@ impl Draft {
             uid: uid_gid as u32,
             gid: (uid_gid >> 32) as u32,
             rule: 0,
-            role: u16::from(guard_common::role::of(who)),
+            role: u16::from(guard_common::role::reported(who)),
             comm: bpf_get_current_comm().unwrap_or([0; 16]),
         };
         // SAFETY: the scratch value is EVENT_BUF bytes, 8-aligned, owned by this CPU.

@@ -234,7 +234,7 @@ impl Daemon {
         let start = self
             .pipe
             .registry
-            .start(id, How::Run, self.pipe.now(), &task);
+            .start(id, How::Run, self.pipe.now(), &task, None);
         self.out.write(&start)?;
         Ok(id)
     }
@@ -366,6 +366,15 @@ impl Daemon {
         let names_changed = judge.host_names() != self.pipe.judge.host_names();
         let export_changed = judge.policy().export != self.pipe.judge.policy().export;
         self.pipe.judge = judge;
+        if let Err(e) = self
+            .dns
+            .configure(self.pipe.judge.policy(), self.pipe.judge.dns())
+        {
+            tracing::warn!("guard's resolver: {}", crate::ebpf::short_chain(&e));
+        }
+        if let Some(s) = &mut self.pipe.spawners {
+            s.configure(self.pipe.judge.policy());
+        }
         if export_changed {
             self.start_export();
         } else if let Some(export) = &self.out.export {

@@ -23,6 +23,27 @@ pub const LIMITS: &str = "limits";
 /// tools ran in (`[sessions] unsandboxed_tools`).
 pub const UNSANDBOXED: &str = "sessions.unsandboxed_tools";
 
+/// Characters of a DNS name events keep whole: longer names keep their last
+/// [`DNS_NAME_TAIL`] characters (the domain), the rest is cut.
+pub const DNS_NAME_KEEP: usize = 64;
+/// See [`DNS_NAME_KEEP`].
+pub const DNS_NAME_TAIL: usize = 40;
+
+/// `name` cut to its domain when it is longer than [`DNS_NAME_KEEP`]: `…(N
+/// characters cut)` and the last [`DNS_NAME_TAIL`] characters, from a label's
+/// start.
+fn cut_name(name: &str) -> Option<String> {
+    let chars = name.chars().count();
+    if chars <= DNS_NAME_KEEP {
+        return None;
+    }
+    let tail: String = name.chars().skip(chars - DNS_NAME_TAIL).collect();
+    let keep = tail.split_once('.').map_or("", |(_, t)| t);
+    let dot = if keep.is_empty() { "" } else { "." };
+    let cut = chars - keep.chars().count() - dot.len();
+    Some(format!("…({cut} characters cut){dot}{keep}"))
+}
+
 /// What the kernel can do here, as far as the judge's decisions depend on it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Kernel {
@@ -103,14 +124,32 @@ impl Judge {
         &self.compiled.policy
     }
 
+    /// Which names sessions may resolve (what guard's resolver answers).
+    pub fn dns(&self) -> std::sync::Arc<super::dns::DnsPolicy> {
+        self.compiled.dns.clone()
+    }
+
     /// Takes what looks like a credential out of `ev`'s command line, once the
     /// verdict is made (a rule may be about the secret's presence) and before the
     /// event is written anywhere; the event then says it was redacted.
     pub fn redact(&self, ev: &mut Event) {
-        if let Detail::Exec { argv, .. } = &mut ev.detail
-            && self.redactor.argv(argv)
-        {
-            ev.redacted = true;
+        match &mut ev.detail {
+            Detail::Exec { argv, .. } => {
+                if self.redactor.argv(argv) {
+                    ev.redacted = true;
+                }
+            }
+            // A name long enough to carry data (what DNS tunnelling sends) keeps
+            // only its domain in anything written: the rest is what would leak.
+            Detail::Dns(d) => {
+                if let Some(name) = &mut d.name
+                    && let Some(cut) = cut_name(name)
+                {
+                    *name = cut;
+                    ev.redacted = true;
+                }
+            }
+            _ => {}
         }
     }
 
@@ -352,6 +391,30 @@ impl Judge {
         Some(self.settle(UNSANDBOXED.to_owned(), action, step))
     }
 
+    /// A connect of a session process to a known spawner outside every session
+    /// (`ev.listener`, its kind filled in by `crate::delegation`), as `[delegation]
+    /// action` says. A refusal the kernel made is `judge`'s (the event's enforced
+    /// bits); here `deny` and `kill` kill the process from user space: the connect
+    /// went through (a spawner the kernel did not know yet).
+    pub fn delegation(&self, ev: &Event) -> Option<Verdict> {
+        ev.listener.as_ref()?.spawner.as_ref()?;
+        let action = self.compiled.policy.delegation.action?;
+        let step = match (action, &ev.detail) {
+            (Action::Log, _) => Step::Done(Outcome::Logged),
+            (Action::Alert, _) => Step::Done(Outcome::Alerted),
+            // It did not connect: nothing reached the spawner.
+            (_, Detail::Unix { ret, .. } | Detail::Connect { ret, .. }) if *ret < 0 => {
+                Step::Done(Outcome::Logged)
+            }
+            (Action::Deny | Action::Kill, _) => Step::KillProcess,
+        };
+        Some(self.settle(
+            super::model::Delegation::RULE.to_owned(),
+            action,
+            step,
+        ))
+    }
+
     /// An anomaly rule's hit as a verdict: the session or the process it names is
     /// killed when its action says `kill` (or `deny`, which has nothing to refuse
     /// after the fact).
@@ -402,6 +465,12 @@ impl Judge {
             // Nothing reached the socket.
             Detail::Unix { ret, .. } if *ret < 0 => Step::Done(Outcome::Logged),
             Detail::Unix { .. } => Step::KillProcess,
+            // A query guard's resolver refused (the same decision, `policy::dns`):
+            // it never left the host. `kill` kills the asker as well. A query that
+            // did not go through the resolver went where it was sent.
+            Detail::Dns(_) if action == Action::Kill => Step::KillProcess,
+            Detail::Dns(_) if ev.via_resolver => Step::Done(Outcome::Denied),
+            Detail::Dns(_) => Step::Done(Outcome::NotDenied),
             // The kernel refuses what it knows; a destination it did not know (a
             // name not yet resolved) went through.
             Detail::Connect { .. } | Detail::Send { .. } => Step::Done(Outcome::NotDenied),
@@ -490,6 +559,9 @@ mod tests {
             sandboxed: None,
             held: false,
             digest: None,
+            via_resolver: false,
+            cwd: None,
+            listener: None,
         }
     }
 

