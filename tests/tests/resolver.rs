@@ -19,7 +19,8 @@ const ALLOWED: &str = "allowed.guard-test.example";
 /// Data in DNS labels: hex under the anomaly thresholds (short, low entropy).
 const EXFIL: &str = "6b65793d31.7365637265740a.exfil.guard-test.example";
 /// A long one, cut in events to its domain.
-const EXFIL_LONG: &str = "2d2d2d2d2d424547494e204f50454e5353482050524956415445204b45592d2d2d2d2d0a.guard-test.example";
+const EXFIL_LONG: &str =
+    "2d2d2d2d2d424547494e204f50454e53.53482050524956415445204b4559.2d2d2d2d2d0a.guard-test.example";
 
 /// dnsmasq answering every name of [`ZONE`] with 127.0.0.1, listening on `addr`:53
 /// (UDP and TCP), logging each query it gets; stopped at drop.
@@ -137,7 +138,7 @@ fn names_off_the_allowlist_never_leave_and_allowed_ones_resolve() {
          exec 3<>/dev/tcp/$(cat {{dir}}/udp.out)/{port} && echo connected > {{dir}}/connect.out; \
          read s < {{dir}}/secret; {dig} +short {ALLOWED} > {{dir}}/tainted.out; true"
     );
-    let (run, events) = t.sh(&script);
+    let (run, events) = t.run("bash", &["-c", &script.replace("{dir}", &t.path(""))]);
     run.assert_success();
     let out = |name: &str| std::fs::read_to_string(t.dir.join(name)).unwrap_or_default();
 
@@ -145,7 +146,7 @@ fn names_off_the_allowlist_never_leave_and_allowed_ones_resolve() {
     // answers from another address), and the address it gave connects.
     assert_eq!(out("udp.out").trim(), "127.0.0.1", "{}", dump(&events));
     assert_eq!(out("tcp.out").trim(), "127.0.0.1", "{}", dump(&events));
-    assert_eq!(out("connect.out").trim(), "connected");
+    assert_eq!(out("connect.out").trim(), "connected", "{}", dump(&events));
     // Refused: NXDOMAIN from guard's resolver, and the server never saw them.
     for name in ["exfil-udp.out", "exfil-tcp.out"] {
         assert!(

@@ -468,6 +468,7 @@ impl Daemon {
             .count();
         let metrics = &self.out.metrics;
         metrics.set_active_sessions(running as u64);
+        metrics.set_resolver(self.dns.counts(), self.dns.running());
         metrics.set_export(
             self.out
                 .export

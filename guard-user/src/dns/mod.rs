@@ -262,6 +262,14 @@ impl Resolvers {
         }
     }
 
+    /// The namespaces a resolver runs in now.
+    pub fn running(&self) -> usize {
+        self.spaces
+            .values()
+            .filter(|s| matches!(s.state, State::Running(_)))
+            .count()
+    }
+
     /// Queries answered so far: (forwarded, refused, failed, dropped).
     pub fn counts(&self) -> [u64; 4] {
         self.shared.counts.snapshot()

@@ -323,6 +323,50 @@ mod tests {
     }
 
     #[test]
+    fn handing_work_to_this_host_outside_the_session_is_a_rule_of_both() {
+        for name in NAMES {
+            let p = builtin(name);
+            for argv in [
+                &["ssh", "localhost"][..],
+                &["ssh", "-p", "2222", "127.0.0.1", "cp", "a", "b"],
+                &["ssh", "root@127.0.0.1:22", "true"],
+                &["ssh", "-o", "BatchMode=yes", "alice@localhost", "id"],
+                &["ssh", "::1"],
+            ] {
+                assert!(matches(&p, "ssh-localhost", argv), "{name}: {argv:?}");
+            }
+            for argv in [
+                &["ssh", "git@github.com"][..],
+                &["ssh", "localhost.example.com"],
+                &["ssh", "10.1.2.3", "uptime"],
+            ] {
+                assert!(!matches(&p, "ssh-localhost", argv), "{name}: {argv:?}");
+            }
+            let by_name = |id: &str| match &rule(&p, id).kind {
+                Kind::Exec { exe, .. } => exe.clone(),
+                _ => panic!("{id} is not an exec rule"),
+            };
+            for exe in ["systemd-run", "at", "batch", "crontab"] {
+                assert!(by_name("delegation-commands").iter().any(|e| e == exe), "{exe}");
+            }
+            for exe in ["docker", "podman", "nerdctl"] {
+                assert!(by_name("container-cli").iter().any(|e| e == exe), "{exe}");
+            }
+            let refusing = *name == "ci";
+            assert_eq!(
+                matches!(p.delegation.action, Some(Action::Deny)),
+                refusing,
+                "{name}"
+            );
+            assert_eq!(
+                rule(&p, "container-cli").action == Action::Kill,
+                refusing,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
     fn command_rules_catch_the_dangerous_forms_only() {
         let p = builtin("workstation");
         for argv in [
