@@ -756,6 +756,62 @@ fn finding(
     f
 }
 
+/// A violation as a store keeps it (the fleet server's, from the sessions'
+/// summaries): when, which process, what it did, and what guard did.
+#[derive(Clone, Copy, Debug)]
+pub struct StoredViolation<'a> {
+    /// A stable id of this violation where it is stored (deduplication).
+    pub uid: &'a str,
+    pub ts_ms: i64,
+    /// The session (16 hex digits).
+    pub session: &'a str,
+    pub pid: i64,
+    pub comm: &'a str,
+    /// `open /home/dev/.ssh/id_rsa`, as the report words it.
+    pub what: &'a str,
+    pub rule: &'a str,
+    pub action: &'a str,
+    pub outcome: &'a str,
+    pub alert: bool,
+}
+
+/// The Detection Finding of a stored violation (no activity record with it: the
+/// finding stands alone, its `what` in the message and under `unmapped`).
+pub fn violation_finding(v: &StoredViolation<'_>, ctx: &Context<'_>) -> Value {
+    let ts = chrono::DateTime::from_timestamp_millis(v.ts_ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    let kind = v.what.split_whitespace().next().unwrap_or("violation");
+    let mut e = Map::new();
+    if let Some(ts) = &ts {
+        e.insert("ts".to_owned(), json!(ts));
+    }
+    e.insert("session".to_owned(), json!(v.session));
+    e.insert("pid".to_owned(), json!(v.pid));
+    e.insert("comm".to_owned(), json!(v.comm));
+    e.insert("kind".to_owned(), json!(kind));
+    e.insert("rule".to_owned(), json!(v.rule));
+    e.insert("action".to_owned(), json!(v.action));
+    e.insert("outcome".to_owned(), json!(v.outcome));
+    e.insert("alert".to_owned(), json!(v.alert));
+    e.insert("rules".to_owned(), json!([v.rule]));
+    let event = Value::Object(e);
+    let records = records(&event, ctx);
+    let Some(mut f) = records.into_iter().nth(1) else {
+        return Value::Null;
+    };
+    f["metadata"]["uid"] = json!(v.uid);
+    f["metadata"]["log_name"] = json!("fleet");
+    f["finding_info"]["uid"] = json!(v.uid);
+    if let Some(info) = f["finding_info"].as_object_mut() {
+        info.remove("related_events");
+    }
+    let message = format!("{} broke rule {} ({})", v.what, v.rule, v.outcome);
+    f["message"] = json!(message);
+    f["finding_info"]["desc"] = json!(message);
+    f["unmapped"]["what"] = json!(v.what);
+    f
+}
+
 /// Why an OCSF record could not be read back as an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadError {

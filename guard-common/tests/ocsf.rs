@@ -591,6 +591,61 @@ fn a_violation_is_a_detection_finding_linked_to_its_activity() {
     }
 }
 
+/// Findings of violations as the fleet server stores them (no event with them).
+fn stored_findings() -> Vec<Value> {
+    [
+        (
+            "open /home/dev/.ssh/id_rsa",
+            "secrets.ssh",
+            "kill",
+            "killed",
+        ),
+        (
+            "connect 203.0.113.9:443",
+            "network.egress",
+            "alert",
+            "alerted",
+        ),
+        ("exec sudo id", "no-sudo", "log", "logged"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (what, rule, action, outcome))| {
+        let uid = format!("eu/build-01/m-b-000000f27677c8c0/{i}");
+        ocsf::violation_finding(
+            &ocsf::StoredViolation {
+                uid: &uid,
+                ts_ms: 1_795_334_400_123,
+                session: "000000f27677c8c0",
+                pid: 4242,
+                comm: "cat",
+                what,
+                rule,
+                action,
+                outcome,
+                alert: *action != "log",
+            },
+            &CTX,
+        )
+    })
+    .collect()
+}
+
+#[test]
+fn stored_violations_are_valid_detection_findings() {
+    let validators = validators();
+    for f in stored_findings() {
+        assert_eq!(f["class_uid"], 2004, "{f}");
+        let errors: Vec<String> = validators[&2004]
+            .iter_errors(&f)
+            .map(|err| format!("{} at {}", err, err.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{}\n{f}", errors.join("\n"));
+        assert!(f["finding_info"].get("related_events").is_none());
+        assert_eq!(f["finding_info"]["uid"], f["metadata"]["uid"]);
+    }
+}
+
 #[test]
 fn every_event_reads_back_from_its_activity_record() {
     for e in events() {
@@ -689,6 +744,10 @@ fn detection_findings_are_what_py_ocsf_models_reads() {
             text.push('\n');
         }
     }
+    for f in stored_findings() {
+        text.push_str(&f.to_string());
+        text.push('\n');
+    }
     std::fs::write(&path, text).expect("write the records");
     let out = std::process::Command::new(&python)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ocsf_models.py"))
@@ -702,5 +761,5 @@ fn detection_findings_are_what_py_ocsf_models_reads() {
         "py-ocsf-models refused a finding:\n{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("8 detection findings valid"), "{stdout}");
+    assert!(stdout.contains("11 detection findings valid"), "{stdout}");
 }

@@ -25,7 +25,10 @@ with open(sys.argv[1], encoding="utf-8") as records:
         assert finding.time == record["time"], n
         assert int(finding.severity_id) == record["severity_id"], n
         related = finding.finding_info.related_events or []
-        assert related and related[0].uid == record["finding_info"]["related_events"][0]["uid"], n
+        written = record["finding_info"].get("related_events") or []
+        assert len(related) == len(written), n
+        if written:
+            assert related[0].uid == written[0]["uid"], n
         checked += 1
         if checked == 1:
             # The model is no rubber stamp: without what OCSF requires, it refuses.

@@ -145,9 +145,12 @@ struct Filters {
     /// Sessions with a violation of this outcome (denied, killed, alerted, logged, …).
     #[arg(long)]
     outcome: Option<String>,
-    /// running or ended.
+    /// running (now) or ended.
     #[arg(long)]
     state: Option<String>,
+    /// Sessions that sent to this destination (its name, else its address).
+    #[arg(long)]
+    dest: Option<String>,
     /// start, duration, bytes or violations.
     #[arg(long)]
     sort: Option<String>,
@@ -172,10 +175,12 @@ impl From<Filters> for SessionParams {
             rule: f.rule,
             outcome: f.outcome,
             state: f.state,
+            dest: f.dest,
             sort: f.sort,
             order: f.order,
             page: f.page.map(|p| p.to_string()),
             per_page: f.per_page.map(|p| p.to_string()),
+            format: None,
         }
     }
 }

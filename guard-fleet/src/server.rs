@@ -129,6 +129,31 @@ fn tokens(config: &Config) -> Result<TokenSource, ServeError> {
     Ok(TokenSource::load(&config.tokens_file)?)
 }
 
+/// What a trial prints at start: the dashboard's URL and the tokens file.
+pub fn trial_note(config: &Config, addr: SocketAddr) -> String {
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = if addr.ip().is_unspecified() {
+        "<this host>".to_owned()
+    } else {
+        addr.to_string()
+    };
+    let at = if addr.ip().is_unspecified() {
+        format!("{host}:{}", addr.port())
+    } else {
+        host
+    };
+    format!(
+        "guard-fleet: the dashboard is at {scheme}://{at}/ (sign in with a dashboard token).\n  \
+         tokens: {} (hashes only; a lost token cannot be read back: \
+         `guard-fleet token --name NAME --scope dashboard` prints a new one and its entry)",
+        config.tokens_file.display()
+    )
+}
+
 /// The rustls configuration of `tls`.
 pub fn rustls_config(tls: &Tls) -> Result<ServerConfig, ServeError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -252,6 +277,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         }
     };
     tracing::info!(%addr, tls = app.config.tls.is_some(), backend = ?app.store.backend(), "guard-fleet listening");
+    if app.config.tokens_file_is_default {
+        // A trial: where to look, and (at every start, not only the first) where
+        // its tokens are.
+        eprintln!("{}", trial_note(&app.config, addr));
+    }
     let tasks = vec![
         tokio::spawn(retention(Arc::clone(&app))),
         tokio::spawn(reload_tokens(Arc::clone(&app))),

@@ -4,6 +4,7 @@
 //! - `GET /api/sessions?from=&to=&user=&repo=&host=&agent=&rule=&outcome=&state=&sort=&order=&page=&per_page=`
 //! - `GET /api/sessions/{uid or id}?host=`
 //! - `GET /api/hosts?page=&per_page=&stale=1`
+//! - `GET /api/{developers,destinations,repositories,agents,rules,outcomes}?days=&sort=&page=&per_page=`
 
 use std::sync::Arc;
 
@@ -15,14 +16,11 @@ use axum::{
 
 use super::{
     WebError, pages,
-    params::{HostParams, OverviewParams, SessionIdParams, SessionParams},
+    params::{HostParams, ListParams, OverviewParams, SessionIdParams, SessionParams},
 };
 use crate::{
     server::App,
-    store::{
-        now_ms,
-        read::{HostPage, Overview, SessionDetail, SessionPage},
-    },
+    store::read::{Dim, DimPage, HostPage, Overview, SessionDetail, SessionPage},
 };
 
 /// An error as JSON: `{"error": "…"}`.
@@ -58,7 +56,7 @@ pub async fn sessions(
     State(app): State<Arc<App>>,
     Query(p): Query<SessionParams>,
 ) -> Result<Json<SessionPage>, ApiError> {
-    let q = p.query(now_ms())?;
+    let q = app.sessions_query(&p)?;
     Ok(Json(app.store.sessions(&q).await?))
 }
 
@@ -81,4 +79,68 @@ pub async fn hosts(
     Query(p): Query<HostParams>,
 ) -> Result<Json<HostPage>, ApiError> {
     Ok(Json(app.hosts(&p).await?))
+}
+
+async fn list(app: &App, dim: Dim, p: &ListParams) -> Result<Json<DimPage>, ApiError> {
+    let (days, sort, page, per_page) = p.checked()?;
+    Ok(Json(
+        app.store
+            .dimension(
+                dim,
+                app.window(days),
+                sort,
+                page,
+                per_page,
+                dim.counts_violations(),
+            )
+            .await?,
+    ))
+}
+
+/// `GET /api/developers`.
+pub async fn developers(
+    State(app): State<Arc<App>>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<DimPage>, ApiError> {
+    list(&app, Dim::Developers, &p).await
+}
+
+/// `GET /api/destinations`.
+pub async fn destinations(
+    State(app): State<Arc<App>>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<DimPage>, ApiError> {
+    list(&app, Dim::Destinations, &p).await
+}
+
+/// `GET /api/repositories`.
+pub async fn repositories(
+    State(app): State<Arc<App>>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<DimPage>, ApiError> {
+    list(&app, Dim::Repositories, &p).await
+}
+
+/// `GET /api/agents`.
+pub async fn agents(
+    State(app): State<Arc<App>>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<DimPage>, ApiError> {
+    list(&app, Dim::Agents, &p).await
+}
+
+/// `GET /api/rules`.
+pub async fn rules(
+    State(app): State<Arc<App>>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<DimPage>, ApiError> {
+    list(&app, Dim::Rules, &p).await
+}
+
+/// `GET /api/outcomes`.
+pub async fn outcomes(
+    State(app): State<Arc<App>>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<DimPage>, ApiError> {
+    list(&app, Dim::Outcomes, &p).await
 }
