@@ -65,6 +65,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Forward the stored violations as OCSF Detection Findings, one JSON object a
+    /// line on standard output (for the SIEM's shipper), in the order they
+    /// happened; the last line's cursor goes to standard error.
+    Violations {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// From this time: YYYY-MM-DD, RFC 3339, or an age (1d).
+        #[arg(long)]
+        since: Option<String>,
+        /// After this cursor (what the last run printed): nothing twice.
+        #[arg(long)]
+        after: Option<String>,
+        /// Keep going: ask again every 10 s for what was stored since.
+        #[arg(long)]
+        follow: bool,
+        /// The violations as stored, instead of OCSF.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_scope(s: &str) -> Result<Scope, String> {
@@ -252,6 +271,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&page)?);
             } else {
                 print!("{}", client::sessions_table(&page));
+            }
+        }
+        Command::Violations {
+            remote,
+            since,
+            after,
+            follow,
+            json,
+        } => {
+            let remote = remote.remote()?;
+            let mut after = after;
+            loop {
+                let page = remote
+                    .violations(after.as_deref(), since.as_deref(), json)
+                    .await?;
+                {
+                    use std::io::Write as _;
+                    let mut out = std::io::stdout().lock();
+                    for r in &page.records {
+                        if writeln!(out, "{r}").is_err() {
+                            return Ok(()); // the reader went away
+                        }
+                    }
+                    let _ = out.flush();
+                }
+                match page.next {
+                    Some(next) => {
+                        eprintln!("next: {next}");
+                        after = Some(next);
+                    }
+                    None if follow => tokio::time::sleep(Duration::from_secs(10)).await,
+                    None => break,
+                }
             }
         }
         Command::Report {

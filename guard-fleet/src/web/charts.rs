@@ -90,7 +90,9 @@ pub fn sessions_per_day(days: &[Day]) -> Result<String, ChartError> {
             .y_label_area_size(40)
             .right_y_label_area_size(36)
             .build_cartesian_2d((0..n).into_segmented(), 0..max + max / 8 + 1)?
-            .set_secondary_coord(0.0..f64::from(n), 0..max_dev + max_dev / 8 + 1);
+            // The segmented axis has a segment past the last day: the line's
+            // axis spans the same.
+            .set_secondary_coord(0.0..f64::from(n + 1), 0..max_dev + max_dev / 8 + 1);
         chart
             .configure_mesh()
             .disable_x_mesh()
@@ -165,6 +167,7 @@ pub fn bytes_per_day(days: &[Day]) -> Result<String, ChartError> {
                 SegmentValue::Last => String::new(),
             })
             .y_label_formatter(&|v| unit_label(*v, unit))
+            .max_light_lines(1)
             .label_style(label_style())
             .draw()?;
         let bar = |i: usize, lo: i64, hi: i64, color: RGBColor| {

@@ -153,7 +153,9 @@ pub fn older(v: Option<&str>, newest: Option<&str>) -> bool {
 pub fn skew(ms: impl Borrow<i64>) -> String {
     let ms = *ms.borrow();
     let way = if ms >= 0 { "ahead" } else { "behind" };
-    format!("{} {way}", duration(ms.abs()))
+    // To the minute: a batch takes milliseconds to arrive.
+    let minutes = (ms.abs() + 30_000) / 60_000;
+    format!("{} {way}", duration(minutes * 60_000))
 }
 
 /// A row's days as small bars (inline SVG: attributes, no style), each scaled to

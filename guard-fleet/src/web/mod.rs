@@ -63,6 +63,7 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/api/agents", get(api::agents))
         .route("/api/rules", get(api::rules))
         .route("/api/outcomes", get(api::outcomes))
+        .route("/api/violations", get(api::violations))
         .route_layer(middleware::from_fn_with_state(app, login::require_viewer));
     Router::new()
         .merge(private)

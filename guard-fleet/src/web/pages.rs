@@ -470,7 +470,20 @@ async fn list(
         next: (i64::from(l.page) < pages).then(|| p.link(Some(l.page + 1), None)),
         sorts: DimSort::ALL
             .iter()
-            .map(|s| (s.as_str(), p.link(None, Some(*s)), *s == sort))
+            .filter(|s| {
+                !dim.counts_violations()
+                    || matches!(
+                        s,
+                        DimSort::Sessions | DimSort::Change | DimSort::Name | DimSort::Last
+                    )
+            })
+            .map(|s| {
+                let label = match (s, dim.counts_violations()) {
+                    (DimSort::Sessions, true) => "violations",
+                    _ => s.as_str(),
+                };
+                (label, p.link(None, Some(*s)), *s == sort)
+            })
             .collect(),
         days,
         csv: serde_urlencoded::to_string(&csv_params).unwrap_or_default(),

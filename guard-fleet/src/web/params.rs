@@ -27,6 +27,10 @@ pub enum ParamError {
     ListSort(String),
     #[error("format: `{0}` is not html or csv")]
     Format(String),
+    #[error("after: `{0}` is not a cursor of this API (a page's `next`)")]
+    Cursor(String),
+    #[error("format: `{0}` is not ocsf or json")]
+    RecordFormat(String),
     #[error("{name}: `{value}` is not a number from 1 to {max}")]
     Number {
         name: &'static str,
@@ -273,6 +277,22 @@ impl ListParams {
         }
         serde_urlencoded::to_string(&p).unwrap_or_default()
     }
+}
+
+/// `/api/violations`'s parameters.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ViolationParams {
+    /// A page's `next`: the violations after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// Without `after`: from this time (a date, RFC 3339, or an age).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// `ocsf` (Detection Findings, the default) or `json` (as stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 /// The overview's parameters.

@@ -1121,7 +1121,9 @@ impl Store {
 }
 
 mod lists;
+mod violations;
 pub use lists::{Dim, DimPage, DimRow, DimSort, Window};
+pub use violations::{Cursor, ViolationRecord};
 
 #[cfg(test)]
 mod tests {
