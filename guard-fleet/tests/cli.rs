@@ -139,6 +139,37 @@ async fn a_trial_makes_its_tokens_and_the_cli_reads_the_sessions() {
     let d: SessionDetail = serde_json::from_str(&out).expect("the API's JSON");
     assert_eq!(d.report, report);
 
+    // The violations forwarded as OCSF: one Detection Finding a line, the cursor
+    // on stderr; from that cursor, nothing again.
+    let base = replica.base.clone();
+    let dash = after("dashboard token:");
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        process::cli(&["violations", "--server", &base, "--token", &dash])
+    })
+    .await
+    .expect("cli");
+    assert!(ok, "{err}");
+    let findings: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(findings.len(), report.violations.items.len(), "{out}");
+    assert!(findings.iter().all(|f| f["class_uid"] == 2004), "{out}");
+    let cursor = err
+        .lines()
+        .find_map(|l| l.strip_prefix("next: "))
+        .expect("the cursor")
+        .to_owned();
+    let base = replica.base.clone();
+    let dash = after("dashboard token:");
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        process::cli(&["violations", "--server", &base, "--token", &dash, "--after", &cursor])
+    })
+    .await
+    .expect("cli");
+    assert!(ok, "{err}");
+    assert!(out.is_empty(), "nothing twice: {out}");
+
     let base = replica.base.clone();
     let (ok, _, err) = tokio::task::spawn_blocking(move || {
         process::cli(&["sessions", "--server", &base, "--token", "nope"])

@@ -25,6 +25,7 @@ on_both!(
     overview_and_hosts_show_the_fleet,
     an_unavailable_database_asks_hosts_to_retry,
     the_overview_s_rollup_agrees_with_the_sessions,
+    lists_csv_and_violations_for_the_siem,
 );
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -1059,5 +1060,98 @@ async fn the_overview_s_rollup_agrees_with_the_sessions(db: Db) {
     assert_eq!(dest_rows(pool.clone()).await, kept_dests);
     assert_eq!(rows(pool.clone()).await, kept_rows);
     pool.close().await;
+    fleet.stop().await;
+}
+
+/// The lists a security team hands on: every list as CSV, whole, and the stored
+/// violations as OCSF Detection Findings, page after page without a repeat.
+async fn lists_csv_and_violations_for_the_siem(db: Db) {
+    let fleet = Fleet::start(db, "").await;
+    let now = chrono::Utc::now();
+    let observed = now.timestamp_nanos_opt().expect("in range") as u64;
+    for (i, (user, host)) in [("alice", "laptop"), ("bob", "ci-runner")].iter().enumerate() {
+        let id = format!("00000000000000c{i}");
+        let mut r = records::report(&id, user, "https://github.com/acme/app", true);
+        r.started = Some((now - chrono::Duration::minutes(30 + i as i64)).to_rfc3339());
+        for (n, v) in r.violations.items.iter_mut().enumerate() {
+            v.ts = (now - chrono::Duration::minutes(20 - n as i64 - 5 * i as i64)).to_rfc3339();
+        }
+        let req = records::request(host, vec![records::summary(host, 1 + i as u64, 1, &r, 1, observed)]);
+        assert_eq!(fleet.send_ok(&req, CLUSTER_TOKEN).await, 0);
+    }
+
+    // The developers as CSV: a header and each developer, with their bytes.
+    let resp = fleet
+        .http
+        .get(format!("{}/developers?days=7&format=csv", fleet.base))
+        .bearer_auth(DASH_TOKEN)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/csv")
+    );
+    let csv = resp.text().await.expect("body");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("name,from,days,sessions,previous_period,developers"), "{csv}");
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines.iter().any(|l| l.starts_with("alice,") && l.contains(",4000000,")), "{csv}");
+    // The sessions as CSV, filtered.
+    let resp = fleet
+        .http
+        .get(format!("{}/sessions?user=bob&format=csv", fleet.base))
+        .bearer_auth(DASH_TOKEN)
+        .send()
+        .await
+        .expect("get");
+    let csv = resp.text().await.expect("body");
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(csv.contains(",eu/ci-runner,") && !csv.contains("alice"), "{csv}");
+    // The destinations list, and its totals.
+    let d: serde_json::Value = fleet.api("/api/destinations?days=7").await;
+    assert_eq!(d["total"], 2, "{d}");
+    assert_eq!(d["totals"]["bytes_out"], 10_000_000, "{d}");
+    assert_eq!(d["rows"][0]["name"], "model/api.openai.com", "{d}");
+    assert_eq!(d["rows"][0]["sessions"], 2, "{d}");
+
+    // The violations, as OCSF, three at a time.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..3 {
+        let path = match &after {
+            Some(a) => format!("/api/violations?limit=3&after={}", guard_fleet::web::fmt::url(a)),
+            None => "/api/violations?limit=3&since=1d".to_owned(),
+        };
+        let page: serde_json::Value = fleet.api(&path).await;
+        for r in page["records"].as_array().expect("records") {
+            assert_eq!(r["class_uid"], 2004, "{r}");
+            assert_eq!(r["metadata"]["version"], "1.7.0");
+            assert!(r["finding_info"]["analytic"]["name"].is_string(), "{r}");
+            seen.push(r["finding_info"]["uid"].as_str().expect("uid").to_owned());
+        }
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((seen.len(), unique.len()), (4, 4), "each violation once: {seen:?}");
+    let stored: serde_json::Value = fleet.api("/api/violations?format=json").await;
+    assert_eq!(stored["records"].as_array().map(Vec::len), Some(4));
+    assert!(stored["records"][0]["rule"].is_string());
+    let resp = fleet
+        .http
+        .get(format!("{}/api/violations?after=nonsense", fleet.base))
+        .bearer_auth(DASH_TOKEN)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     fleet.stop().await;
 }
