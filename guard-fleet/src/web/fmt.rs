@@ -66,7 +66,7 @@ pub fn time_s(ms: impl Ms) -> String {
 /// An optional time.
 pub fn time_opt(ms: impl Borrow<Option<i64>>) -> String {
     let ms = *ms.borrow();
-    ms.map_or_else(|| "—".to_owned(), |t| time(t))
+    ms.map_or_else(|| "—".to_owned(), time)
 }
 
 /// `11-21`: a day on a chart's axis.
