@@ -279,19 +279,17 @@ async fn ingest(
             records::report(&session, "dev", "https://git.example.org/acme/repo", false);
         report.agent = Some(["codex", "claude", "gemini", "copilot"][h as usize % 4].to_owned());
         // Besides the model API and the code host, one of 200 other destinations.
-        report
-            .destinations
-            .push(guard_common::report::Destination {
-                addr: format!("198.51.100.{}", h % 200),
-                port: 443,
-                proto: "tcp".to_owned(),
-                host: Some(format!("dest-{}.example.net", h % 200)),
-                connects: 1,
-                bytes_out: 10_000 + h,
-                flows: 1,
-                class: Some("other".to_owned()),
-                ..Default::default()
-            });
+        report.destinations.push(guard_common::report::Destination {
+            addr: format!("198.51.100.{}", h % 200),
+            port: 443,
+            proto: "tcp".to_owned(),
+            host: Some(format!("dest-{}.example.net", h % 200)),
+            connects: 1,
+            bytes_out: 10_000 + h,
+            flows: 1,
+            class: Some("other".to_owned()),
+            ..Default::default()
+        });
         let events = |from: u64| {
             (from..from + EVENTS_PER_REQUEST).map(|seq| {
                 records::exec_event(
@@ -524,13 +522,28 @@ async fn dashboard(http: &reqwest::Client, base: &str, now_ms: i64) -> anyhow::R
         ("one session's page", "/sessions/uid-4242".to_owned()),
         ("hosts (JSON)", "/api/hosts".to_owned()),
         ("hosts page", "/hosts".to_owned()),
-        ("developers, 14 days (JSON)", "/api/developers?days=14".to_owned()),
+        (
+            "developers, 14 days (JSON)",
+            "/api/developers?days=14".to_owned(),
+        ),
         ("developers page, 14 days", "/developers?days=14".to_owned()),
-        ("destinations, 14 days (JSON)", "/api/destinations?days=14".to_owned()),
-        ("destinations page, 14 days", "/destinations?days=14".to_owned()),
-        ("repositories page, 14 days", "/repositories?days=14".to_owned()),
+        (
+            "destinations, 14 days (JSON)",
+            "/api/destinations?days=14".to_owned(),
+        ),
+        (
+            "destinations page, 14 days",
+            "/destinations?days=14".to_owned(),
+        ),
+        (
+            "repositories page, 14 days",
+            "/repositories?days=14".to_owned(),
+        ),
         ("agents page, 14 days", "/agents?days=14".to_owned()),
-        ("rules page, 14 days, with each rule's days", "/rules?days=14".to_owned()),
+        (
+            "rules page, 14 days, with each rule's days",
+            "/rules?days=14".to_owned(),
+        ),
         (
             "sessions to one destination, 7 days (JSON, with totals)",
             format!("/api/sessions?dest=dest-7.example.net&from={from}"),

@@ -163,7 +163,15 @@ async fn a_trial_makes_its_tokens_and_the_cli_reads_the_sessions() {
     let base = replica.base.clone();
     let dash = after("dashboard token:");
     let (ok, out, err) = tokio::task::spawn_blocking(move || {
-        process::cli(&["violations", "--server", &base, "--token", &dash, "--after", &cursor])
+        process::cli(&[
+            "violations",
+            "--server",
+            &base,
+            "--token",
+            &dash,
+            "--after",
+            &cursor,
+        ])
     })
     .await
     .expect("cli");

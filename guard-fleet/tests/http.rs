@@ -1069,14 +1069,20 @@ async fn lists_csv_and_violations_for_the_siem(db: Db) {
     let fleet = Fleet::start(db, "").await;
     let now = chrono::Utc::now();
     let observed = now.timestamp_nanos_opt().expect("in range") as u64;
-    for (i, (user, host)) in [("alice", "laptop"), ("bob", "ci-runner")].iter().enumerate() {
+    for (i, (user, host)) in [("alice", "laptop"), ("bob", "ci-runner")]
+        .iter()
+        .enumerate()
+    {
         let id = format!("00000000000000c{i}");
         let mut r = records::report(&id, user, "https://github.com/acme/app", true);
         r.started = Some((now - chrono::Duration::minutes(30 + i as i64)).to_rfc3339());
         for (n, v) in r.violations.items.iter_mut().enumerate() {
             v.ts = (now - chrono::Duration::minutes(20 - n as i64 - 5 * i as i64)).to_rfc3339();
         }
-        let req = records::request(host, vec![records::summary(host, 1 + i as u64, 1, &r, 1, observed)]);
+        let req = records::request(
+            host,
+            vec![records::summary(host, 1 + i as u64, 1, &r, 1, observed)],
+        );
         assert_eq!(fleet.send_ok(&req, CLUSTER_TOKEN).await, 0);
     }
 
@@ -1097,9 +1103,17 @@ async fn lists_csv_and_violations_for_the_siem(db: Db) {
     );
     let csv = resp.text().await.expect("body");
     let lines: Vec<&str> = csv.lines().collect();
-    assert!(lines[0].starts_with("name,from,days,sessions,previous_period,developers"), "{csv}");
+    assert!(
+        lines[0].starts_with("name,from,days,sessions,previous_period,developers"),
+        "{csv}"
+    );
     assert_eq!(lines.len(), 3, "{csv}");
-    assert!(lines.iter().any(|l| l.starts_with("alice,") && l.contains(",4000000,")), "{csv}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("alice,") && l.contains(",4000000,")),
+        "{csv}"
+    );
     // The sessions as CSV, filtered.
     let resp = fleet
         .http
@@ -1110,9 +1124,12 @@ async fn lists_csv_and_violations_for_the_siem(db: Db) {
         .expect("get");
     let csv = resp.text().await.expect("body");
     assert_eq!(csv.lines().count(), 2, "{csv}");
-    assert!(csv.contains(",eu/ci-runner,") && !csv.contains("alice"), "{csv}");
+    assert!(
+        csv.contains(",eu/ci-runner,") && !csv.contains("alice"),
+        "{csv}"
+    );
     // The destinations list, and its totals.
-    let d: serde_json::Value = fleet.api("/api/destinations?days=7").await;
+    let d: serde_json::Value = fleet.api("/api/destinations?days=7&sort=bytes").await;
     assert_eq!(d["total"], 2, "{d}");
     assert_eq!(d["totals"]["bytes_out"], 10_000_000, "{d}");
     assert_eq!(d["rows"][0]["name"], "model/api.openai.com", "{d}");
@@ -1123,7 +1140,10 @@ async fn lists_csv_and_violations_for_the_siem(db: Db) {
     let mut after: Option<String> = None;
     for _ in 0..3 {
         let path = match &after {
-            Some(a) => format!("/api/violations?limit=3&after={}", guard_fleet::web::fmt::url(a)),
+            Some(a) => format!(
+                "/api/violations?limit=3&after={}",
+                guard_fleet::web::fmt::url(a)
+            ),
             None => "/api/violations?limit=3&since=1d".to_owned(),
         };
         let page: serde_json::Value = fleet.api(&path).await;
@@ -1141,7 +1161,11 @@ async fn lists_csv_and_violations_for_the_siem(db: Db) {
     let mut unique = seen.clone();
     unique.sort();
     unique.dedup();
-    assert_eq!((seen.len(), unique.len()), (4, 4), "each violation once: {seen:?}");
+    assert_eq!(
+        (seen.len(), unique.len()),
+        (4, 4),
+        "each violation once: {seen:?}"
+    );
     let stored: serde_json::Value = fleet.api("/api/violations?format=json").await;
     assert_eq!(stored["records"].as_array().map(Vec::len), Some(4));
     assert!(stored["records"][0]["rule"].is_string());
