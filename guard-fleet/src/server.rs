@@ -49,6 +49,9 @@ pub struct App {
     pub tokens: TokenSource,
     /// Ingest requests being decoded and written (`limits.max_concurrent`).
     pub ingest_slots: tokio::sync::Semaphore,
+    /// The filters' suggestions, made at most once a minute (six scans of the
+    /// rollup: 150 ms of the sessions page at a million sessions).
+    pub suggestions: web::pages::SuggestionCache,
 }
 
 /// Why the server could not start.
@@ -246,6 +249,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     })?;
     let app = Arc::new(App {
         ingest_slots: tokio::sync::Semaphore::new(config.limits.max_concurrent),
+        suggestions: web::pages::SuggestionCache::default(),
         config,
         store,
         tokens,

@@ -157,13 +157,13 @@ struct SessionsPage<'a> {
     states: &'a [&'a str],
     sorts: &'a [&'a str],
     /// Values seen in the last 90 days, for each filter's suggestions.
-    suggest: Suggestions,
+    suggest: Arc<Suggestions>,
     csv: String,
 }
 
 /// What the filters suggest (the rollup's names of the last 90 days).
-#[derive(Default)]
-struct Suggestions {
+#[derive(Debug, Default)]
+pub struct Suggestions {
     users: Vec<String>,
     hosts: Vec<String>,
     agents: Vec<String>,
@@ -172,7 +172,28 @@ struct Suggestions {
     dests: Vec<String>,
 }
 
-async fn suggestions(app: &App) -> Result<Suggestions, WebError> {
+/// The suggestions of the last minute (each replica's own).
+#[derive(Debug, Default)]
+pub struct SuggestionCache(std::sync::Mutex<Option<(std::time::Instant, Arc<Suggestions>)>>);
+
+/// How long suggestions are kept: a new developer or host shows in a minute.
+const SUGGESTIONS_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn suggestions(app: &App) -> Result<Arc<Suggestions>, WebError> {
+    if let Ok(cached) = app.suggestions.0.lock()
+        && let Some((at, s)) = cached.as_ref()
+        && at.elapsed() < SUGGESTIONS_FOR
+    {
+        return Ok(Arc::clone(s));
+    }
+    let fresh = Arc::new(fetch_suggestions(app).await?);
+    if let Ok(mut cached) = app.suggestions.0.lock() {
+        *cached = Some((std::time::Instant::now(), Arc::clone(&fresh)));
+    }
+    Ok(fresh)
+}
+
+async fn fetch_suggestions(app: &App) -> Result<Suggestions, WebError> {
     let w = app.window(90);
     let s = &app.store;
     let (users, hosts, agents, repos, rules, dests) = tokio::try_join!(

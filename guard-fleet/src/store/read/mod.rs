@@ -372,12 +372,21 @@ impl Query {
             }
         }
         if let Some(v) = &self.dest {
+            // The destination's sessions from its own index (dest, started_ms), not a
+            // probe per session of the window (SQLite took 6.7 s for 7 days of a
+            // million sessions that way; this way it walks the destination's rows).
             sql.push(
-                " AND EXISTS (SELECT 1 FROM session_destinations d WHERE d.host = s.host \
-                 AND d.session_uid = s.session_uid AND d.dest = ",
+                " AND (s.host, s.session_uid) IN (SELECT d.host, d.session_uid \
+                 FROM session_destinations d WHERE d.dest = ",
             )
-            .arg(text(v))
-            .push(")");
+            .arg(text(v));
+            if let Some(from) = self.from_ms {
+                sql.push(" AND d.started_ms >= ").arg(Arg::Int(from));
+            }
+            if let Some(to) = self.to_ms {
+                sql.push(" AND d.started_ms < ").arg(Arg::Int(to));
+            }
+            sql.push(")");
         }
         if self.rule.is_some() || self.outcome.is_some() {
             sql.push(
