@@ -1137,7 +1137,10 @@ async fn lists_csv_and_violations_for_the_siem(db: Db) {
     // The sessions that sent there, with their totals.
     let to: SessionPage = fleet.api("/api/sessions?dest=github.com&from=1d").await;
     assert_eq!((to.total, to.totals.developers), (2, 2));
-    assert_eq!(to.totals.bytes_out, 10_000_000, "the sessions' bytes, all of them");
+    assert_eq!(
+        to.totals.bytes_out, 10_000_000,
+        "the sessions' bytes, all of them"
+    );
     let none: SessionPage = fleet.api("/api/sessions?dest=example.invalid").await;
     assert_eq!(none.total, 0);
 
