@@ -93,7 +93,13 @@ fn an_audit_log_round_trips_through_ocsf() {
     fs::write(&native, lines.join("\n") + "\n").expect("write the log");
     let out = run(
         Path::new(GUARD),
-        &["events", "--log", native.to_str().expect("utf-8"), "--format", "ocsf"],
+        &[
+            "events",
+            "--log",
+            native.to_str().expect("utf-8"),
+            "--format",
+            "ocsf",
+        ],
     );
     assert!(out.status.success(), "{out:?}");
     let ocsf = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -109,7 +115,12 @@ fn an_audit_log_round_trips_through_ocsf() {
     fs::write(&ocsf_log, &ocsf).expect("write");
     let out = run(
         Path::new(GUARD),
-        &["events", "--log", ocsf_log.to_str().expect("utf-8"), "--json"],
+        &[
+            "events",
+            "--log",
+            ocsf_log.to_str().expect("utf-8"),
+            "--json",
+        ],
     );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(
@@ -129,5 +140,8 @@ fn an_audit_log_round_trips_through_ocsf() {
             "exec",
         ],
     );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{}\n", lines[1]));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}\n", lines[1])
+    );
 }
