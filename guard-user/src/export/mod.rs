@@ -549,3 +549,34 @@ async fn deliver(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A heartbeat goes only when nothing else was offered for the interval: an
+    /// idle daemon still reports, a busy one sends no more than it did.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_heartbeat_goes_when_nothing_else_did() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Export {
+            // Nothing listens there: records wait in the spool.
+            endpoint: Some("http://127.0.0.1:9/v1/logs".into()),
+            ..Export::default()
+        };
+        let exporter =
+            Exporter::start(&config, None, Host::default(), dir.path()).expect("an exporter");
+        let queued = || exporter.stats.queued.load(Ordering::Relaxed);
+        exporter.heartbeat_due(Duration::from_secs(60));
+        assert_eq!(queued(), 0, "just started: not idle for a minute yet");
+        exporter.heartbeat_due(Duration::ZERO);
+        assert_eq!(queued(), 1, "idle for the interval: a heartbeat");
+        exporter.offer_event("exec", &Arc::from(r#"{"kind":"exec","ts":"t"}"#));
+        exporter.heartbeat_due(Duration::from_secs(60));
+        assert_eq!(queued(), 2, "an event just went: no heartbeat");
+        let record = record::heartbeat();
+        assert_eq!(record.event_name, guard_common::otlp::HEARTBEAT_EVENT);
+        assert!(record.body.is_none(), "the resource is the news");
+        exporter.stop();
+    }
+}
