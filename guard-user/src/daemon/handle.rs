@@ -366,6 +366,7 @@ impl Daemon {
         let names_changed = judge.host_names() != self.pipe.judge.host_names();
         let export_changed = judge.policy().export != self.pipe.judge.policy().export;
         self.pipe.judge = judge;
+        self.set_audit_format();
         if export_changed {
             self.start_export();
         } else if let Some(export) = &self.out.export {
@@ -432,6 +433,16 @@ impl Daemon {
             Err(e) => {
                 tracing::error!("the export cannot start (events stay in the audit log): {e:#}")
             }
+        }
+    }
+
+    /// Writes the audit log in the format the policy asks for (`[audit] format`).
+    pub(super) fn set_audit_format(&mut self) {
+        let ocsf = self.pipe.judge.policy().audit.format == crate::policy::model::Schema::Ocsf;
+        if ocsf != self.out.sink.is_ocsf() {
+            self.out
+                .sink
+                .set_ocsf(ocsf.then(crate::audit::OcsfHost::this));
         }
     }
 

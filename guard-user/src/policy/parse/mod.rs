@@ -57,7 +57,7 @@ pub fn parse(source_name: &str, text: &str) -> Result<(Policy, Vec<Diagnostic>),
 
 const TOP_KEYS: &[&str] = &[
     "mode", "agents", "limits", "report", "sessions", "taint", "rule", "anomaly", "export",
-    "redact",
+    "redact", "audit",
 ];
 const TAINT_KEYS: &[&str] = &["egress", "allow"];
 const REPORT_KEYS: &[&str] = &["dir"];
@@ -204,6 +204,7 @@ impl Checker<'_> {
             anomalies: Vec::new(),
             export: Default::default(),
             redact: Default::default(),
+            audit: Default::default(),
         };
         let mut sessions_at = 0;
         let mut taint_at = 0;
@@ -229,6 +230,7 @@ impl Checker<'_> {
                 "anomaly" => policy.anomalies = self.anomalies(value),
                 "export" => self.export(value, &mut policy.export),
                 "redact" => self.redact(value, &mut policy.redact),
+                "audit" => self.audit(value, &mut policy.audit),
                 other => self.unknown_key(other, key.span().start, "at the top level", TOP_KEYS),
             }
         }
