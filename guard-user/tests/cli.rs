@@ -77,3 +77,71 @@ fn each_built_in_policy_passes_its_own_check() {
         );
     }
 }
+
+/// `guard events --log`: an audit log turned into OCSF (`--format ocsf`) and that
+/// OCSF read back (`--json`) gives the log's own lines; a violation's Detection
+/// Finding follows its activity.
+#[test]
+fn an_audit_log_round_trips_through_ocsf() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let native = dir.path().join("events.jsonl");
+    let lines = [
+        r#"{"schema":2,"ts":"2026-11-21T05:42:36.688345123Z","session":"000000f27677c8c0","pid":42,"ppid":1,"tid":42,"comm":"cat","role":"tool","uid":1000,"user":"dev","cgroup_id":9,"container":null,"kind":"open","path":"/root/.ssh/id_rsa","path_resolved":true,"path_truncated":false,"access":["read"],"flags":0,"call":"openat","result":"ok","fd":3,"rule":"ssh-keys","action":"kill","outcome":"killed","alert":true,"rules":["ssh-keys"],"secret":true}"#,
+        r#"{"schema":2,"ts":"2026-11-21T05:42:37Z","session":"000000f27677c8c0","pid":43,"ppid":42,"tid":43,"comm":"git","role":"tool","uid":1000,"user":"dev","cgroup_id":9,"container":null,"kind":"exec","exe":"/usr/bin/git","exe_truncated":false,"argv":["git","status"],"argv_truncated":false,"root":false}"#,
+        r#"{"schema":2,"ts":"2026-11-21T05:42:38Z","kind":"lost","by_kind":{"open":3},"total":3}"#,
+    ];
+    fs::write(&native, lines.join("\n") + "\n").expect("write the log");
+    let out = run(
+        Path::new(GUARD),
+        &[
+            "events",
+            "--log",
+            native.to_str().expect("utf-8"),
+            "--format",
+            "ocsf",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let ocsf = String::from_utf8_lossy(&out.stdout).into_owned();
+    let classes: Vec<u64> = ocsf
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSON");
+            v["class_uid"].as_u64().expect("class_uid")
+        })
+        .collect();
+    assert_eq!(classes, [1001, 2004, 1007, 0], "{ocsf}");
+    let ocsf_log = dir.path().join("ocsf.jsonl");
+    fs::write(&ocsf_log, &ocsf).expect("write");
+    let out = run(
+        Path::new(GUARD),
+        &[
+            "events",
+            "--log",
+            ocsf_log.to_str().expect("utf-8"),
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        lines.join("\n") + "\n",
+        "the log's own lines again"
+    );
+    // Filters apply to what the records carry.
+    let out = run(
+        Path::new(GUARD),
+        &[
+            "events",
+            "--log",
+            ocsf_log.to_str().expect("utf-8"),
+            "--json",
+            "--kind",
+            "exec",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}\n", lines[1])
+    );
+}

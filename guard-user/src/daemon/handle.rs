@@ -364,6 +364,7 @@ impl Daemon {
         if let Some(s) = &mut self.pipe.spawners {
             s.configure(self.pipe.judge.policy());
         }
+        self.set_audit_format();
         if export_changed {
             self.start_export();
         } else if let Some(export) = &self.out.export {
@@ -430,6 +431,16 @@ impl Daemon {
             Err(e) => {
                 tracing::error!("the export cannot start (events stay in the audit log): {e:#}")
             }
+        }
+    }
+
+    /// Writes the audit log in the format the policy asks for (`[audit] format`).
+    pub(super) fn set_audit_format(&mut self) {
+        let ocsf = self.pipe.judge.policy().audit.format == crate::policy::model::Schema::Ocsf;
+        if ocsf != self.out.sink.is_ocsf() {
+            self.out
+                .sink
+                .set_ocsf(ocsf.then(crate::audit::OcsfHost::this));
         }
     }
 

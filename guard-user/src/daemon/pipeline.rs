@@ -115,12 +115,14 @@ impl Outputs {
         }
     }
 
-    /// The export's periodic summaries of running sessions (on the daemon's beat).
+    /// The export's periodic summaries of running sessions, and its heartbeat
+    /// when there was nothing to send (on the daemon's beat).
     pub fn summaries_due(&mut self) {
-        if self.export.is_none() {
+        let Some(export) = &self.export else {
             return;
-        }
+        };
         let every = self.summary_every;
+        export.heartbeat_due(every);
         for session in self.ledgers.running() {
             let due = self
                 .summary_at

@@ -492,6 +492,24 @@ pub struct Policy {
     pub export: Export,
     /// What is redacted before anything is written (`[redact]`).
     pub redact: Redact,
+    /// How the audit log is written (`[audit]`).
+    pub audit: Audit,
+}
+
+/// `[audit]`: the audit log's format.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Audit {
+    pub format: Schema,
+}
+
+/// Which schema a record follows: guard's own event lines (docs/events.md), or
+/// OCSF 1.7 (docs/export.md "OCSF": an activity record per event, and a Detection
+/// Finding after each violation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Schema {
+    #[default]
+    Guard,
+    Ocsf,
 }
 
 impl Policy {
@@ -619,6 +637,8 @@ pub struct Export {
     pub spool_max: u64,
     /// Extra resource attributes (`k8s.cluster.name = "…"`).
     pub resource: Vec<(String, String)>,
+    /// What an event record's body is (`schema`): the event, or its OCSF records.
+    pub schema: Schema,
 }
 
 impl Default for Export {
@@ -641,6 +661,7 @@ impl Default for Export {
             spool_dir: None,
             spool_max: 256 * 1024 * 1024,
             resource: Vec::new(),
+            schema: Schema::Guard,
         }
     }
 }

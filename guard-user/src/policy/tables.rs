@@ -699,6 +699,7 @@ mod tests {
             rules,
             export: Default::default(),
             redact: Default::default(),
+            audit: Default::default(),
         }
     }
 

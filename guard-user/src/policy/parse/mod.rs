@@ -70,6 +70,7 @@ const TOP_KEYS: &[&str] = &[
     "anomaly",
     "export",
     "redact",
+    "audit",
 ];
 const TAINT_KEYS: &[&str] = &["egress", "allow"];
 const REPORT_KEYS: &[&str] = &["dir"];
@@ -218,6 +219,7 @@ impl Checker<'_> {
             anomalies: Vec::new(),
             export: Default::default(),
             redact: Default::default(),
+            audit: Default::default(),
         };
         let mut sessions_at = 0;
         let mut taint_at = 0;
@@ -254,6 +256,7 @@ impl Checker<'_> {
                 "anomaly" => policy.anomalies = self.anomalies(value),
                 "export" => self.export(value, &mut policy.export),
                 "redact" => self.redact(value, &mut policy.redact),
+                "audit" => self.audit(value, &mut policy.audit),
                 other => self.unknown_key(other, key.span().start, "at the top level", TOP_KEYS),
             }
         }

@@ -906,3 +906,31 @@ fn agent_profiles_are_read_and_checked() {
         ["G009"]
     );
 }
+
+/// `[audit] format` and `[export] schema`: guard's own lines or OCSF, anything else
+/// named where it is.
+#[test]
+fn the_audit_log_and_the_export_take_ocsf() {
+    use crate::policy::model::Schema;
+    let p = policy("[audit]\nformat = \"ocsf\"\n\n[export]\nschema = \"ocsf\"\n");
+    assert_eq!(
+        (p.audit.format, p.export.schema),
+        (Schema::Ocsf, Schema::Ocsf)
+    );
+    let p = policy("[audit]\nformat = \"json\"\n\n[export]\nschema = \"guard\"\n");
+    assert_eq!(
+        (p.audit.format, p.export.schema),
+        (Schema::Guard, Schema::Guard)
+    );
+    assert_eq!(policy("").audit.format, Schema::Guard, "the default");
+    let Err(diags) = parse("t.toml", "[audit]\nformat = \"ecs\"\nlevel = 1\n") else {
+        panic!("an unknown format must be refused");
+    };
+    let text = render("t.toml", &diags);
+    assert!(
+        text.contains("t.toml:2:10: error[G009]: unknown [audit] format \"ecs\" (expected \"json\" or \"ocsf\")"),
+        "{text}"
+    );
+    assert!(text.contains("unknown key `level` in [audit]"), "{text}");
+    assert_eq!(codes("[export]\nschema = \"otlp\"\n"), ["G009"]);
+}
