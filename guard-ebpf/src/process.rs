@@ -19,8 +19,8 @@ use crate::{
     emit::{Draft, current_ids},
     enforce,
     maps::{
-        AGENT_CGROUPS, AGENTS, DELEGATE_ARM, DIGEST_SIZES, HELD, PATH_END, PATH_MASK,
-        PATH_SCRATCH, TRACKED, count,
+        AGENT_CGROUPS, AGENTS, DELEGATE_ARM, DIGEST_SIZES, HELD, PATH_END, PATH_MASK, PATH_SCRATCH,
+        TRACKED, count,
     },
 };
 
@@ -281,12 +281,18 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
             draft.header().flags &= !flags::CWD;
         }
     }
+    let confinement = core_read::confinement(task);
+    if crate::dns::unserved(confinement.net_ns) {
+        // The first exec in a network namespace guard's resolver does not serve yet:
+        // the daemon starts one there as soon as it reads this.
+        draft.urgent();
+    }
     let _ = TRACKED.insert(tgid, tracked, 0);
     draft.body(ExecBody {
         start_ns: tracked.start_ns,
         exe_len,
         argv_len,
-        confinement: core_read::confinement(task),
+        confinement,
         cwd_len,
         _reserved: 0,
     });

@@ -32,6 +32,7 @@ use std::{env, fs, thread};
 use serde_json::Value;
 
 pub mod chain;
+pub mod dnsmasq;
 pub mod fleet;
 pub mod home;
 pub mod model;
@@ -1595,8 +1596,7 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
         need(
             e.str("role").is_some_and(|r| {
                 [
-                    "wrapper", "agent", "sandbox", "tool", "mcp", "helper", "delegate",
-                    "unknown",
+                    "wrapper", "agent", "sandbox", "tool", "mcp", "helper", "delegate", "unknown",
                 ]
                 .contains(&r)
             }),

@@ -448,8 +448,7 @@ impl Pipeline {
         let netns = match (&ev.detail, &ev.confinement) {
             (Detail::Exec { .. }, Some(c)) => c.net_ns,
             (Detail::Connect { port: 53, .. } | Detail::Send { port: 53, .. }, _)
-                if ev.enforced & guard_common::rules::enforced::DENIED != 0
-                    && !ev.via_resolver =>
+                if ev.enforced & guard_common::rules::enforced::DENIED != 0 && !ev.via_resolver =>
             {
                 0
             }

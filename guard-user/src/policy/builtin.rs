@@ -244,12 +244,7 @@ mod tests {
         for r in &w.rules {
             let in_ci = rule(&c, &r.id);
             if matches!(r.kind, Kind::Exec { .. }) {
-                assert_eq!(
-                    (&in_ci.kind, in_ci.scope),
-                    (&r.kind, r.scope),
-                    "{}",
-                    r.id
-                );
+                assert_eq!((&in_ci.kind, in_ci.scope), (&r.kind, r.scope), "{}", r.id);
                 assert!(in_ci.action >= r.action, "{}: ci is weaker", r.id);
             }
         }
@@ -349,7 +344,10 @@ mod tests {
                 _ => panic!("{id} is not an exec rule"),
             };
             for exe in ["systemd-run", "at", "batch", "crontab"] {
-                assert!(by_name("delegation-commands").iter().any(|e| e == exe), "{exe}");
+                assert!(
+                    by_name("delegation-commands").iter().any(|e| e == exe),
+                    "{exe}"
+                );
             }
             for exe in ["docker", "podman", "nerdctl"] {
                 assert!(by_name("container-cli").iter().any(|e| e == exe), "{exe}");

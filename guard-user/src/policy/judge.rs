@@ -112,23 +112,21 @@ impl Judge {
     /// verdict is made (a rule may be about the secret's presence) and before the
     /// event is written anywhere; the event then says it was redacted.
     pub fn redact(&self, ev: &mut Event) {
-        match &mut ev.detail {
-            Detail::Exec { argv, .. } => {
-                if self.redactor.argv(argv) {
-                    ev.redacted = true;
-                }
-            }
+        let redacted = match &mut ev.detail {
+            Detail::Exec { argv, .. } => self.redactor.argv(argv),
             // A name long enough to carry data (what DNS tunnelling sends) keeps
             // only its domain in anything written: the rest is what would leak.
-            Detail::Dns(d) => {
-                if let Some(name) = &mut d.name
-                    && let Some(cut) = crate::event::dns::cut_name(name)
-                {
-                    *name = cut;
-                    ev.redacted = true;
+            Detail::Dns(d) => match d.name.as_deref().and_then(crate::event::dns::cut_name) {
+                Some(cut) => {
+                    d.name = Some(cut);
+                    true
                 }
-            }
-            _ => {}
+                None => false,
+            },
+            _ => false,
+        };
+        if redacted {
+            ev.redacted = true;
         }
     }
 
@@ -387,11 +385,7 @@ impl Judge {
             }
             (Action::Deny | Action::Kill, _) => Step::KillProcess,
         };
-        Some(self.settle(
-            super::model::Delegation::RULE.to_owned(),
-            action,
-            step,
-        ))
+        Some(self.settle(super::model::Delegation::RULE.to_owned(), action, step))
     }
 
     /// An anomaly rule's hit as a verdict: the session or the process it names is

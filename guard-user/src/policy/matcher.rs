@@ -347,7 +347,9 @@ impl Compiled {
                 (Matcher::TaintEgress { .. }, Detail::Dns(d)) => {
                     query_name(d).is_some_and(|n| self.dns.off_taint(n, tainted))
                 }
-                (Matcher::Dns, Detail::Dns(d)) => query_name(d).is_some_and(|n| self.dns.unknown(n)),
+                (Matcher::Dns, Detail::Dns(d)) => {
+                    query_name(d).is_some_and(|n| self.dns.unknown(n))
+                }
                 _ => false,
             };
             if hit {
