@@ -42,7 +42,10 @@ impl Dnsmasq {
         ])
         .arg(format!("--listen-address={listen}"));
         for zone in zones {
-            cmd.arg(format!("--address=/{zone}/{answer}"));
+            // `local`: the zone's other types (AAAA, HTTPS) get an empty answer, not
+            // REFUSED (which musl's resolver, Codex's, takes as a failed lookup).
+            cmd.arg(format!("--address=/{zone}/{answer}"))
+                .arg(format!("--local=/{zone}/"));
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(out);
         let child = cmd.spawn().expect("start dnsmasq (a test dependency)");
