@@ -5,10 +5,22 @@
 //! written after it sees the redacted one, and the event says it was redacted.
 //!
 //! What is recognised (docs/export.md, "Redaction"): `Authorization`-like headers
-//! and `Bearer` tokens; `--password=…`, `--token …` and their kin; `-p<pass>` for the
-//! MySQL clients; `user:pass@` in URLs; `NAME=VALUE` where the name says token,
-//! secret, key or password; and the shapes of AWS, GitHub, OpenAI, Anthropic,
-//! Google and Slack keys, private keys and JWTs. `[redact] patterns` adds more.
+//! and `Bearer` tokens; `--password=…`, `--token …` and their kin; `-p<pass>` after a
+//! MySQL client's name, `-p <pass>` after `sshpass`'s, `-u user:<pass>` after
+//! `curl`'s; `user:pass@` in URLs; `NAME=VALUE` where the name says token, secret,
+//! key or password; and the shapes of AWS, GitHub, OpenAI, Anthropic, Google and
+//! Slack keys, private keys and JWTs. `[redact] patterns` adds more.
+//!
+//! The same rules hold inside shell scripts, which is how agents run commands
+//! (`bash -lc "<cmd>"`, `sh -c`, `su -c`, `eval`, `ssh host "<cmd>"`, here-documents,
+//! `$(…)`): the script is split into its commands and words ([`shell`]), each command
+//! is read like an argv, and each secret found in a word is cut from the script at
+//! the bytes it came from. Only the secret goes: the rest of the script, its quotes
+//! included, is kept byte for byte.
+
+mod shell;
+
+use std::ops::Range;
 
 use regex::{Regex, RegexSet};
 
@@ -31,6 +43,10 @@ const SECRET_OPTIONS: &[&str] = &[
     "private-key",
     "secret-key",
     "access-key",
+    // wget's.
+    "http-password",
+    "ftp-password",
+    "proxy-password",
 ];
 
 /// Header names whose value is a credential (`-H "Name: value"`).
@@ -51,9 +67,33 @@ const MYSQL_CLIENTS: &[&str] = &[
     "mysql",
     "mysqldump",
     "mysqladmin",
+    "mysqlimport",
+    "mysqlshow",
+    "mysqlcheck",
     "mariadb",
     "mariadb-dump",
+    "mariadb-admin",
 ];
+
+/// Shells whose `-c` takes a script (the first operand after the options).
+const SHELLS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "mksh", "lksh", "oksh", "ash", "yash", "posh", "rbash",
+    "fish",
+];
+
+/// Programs whose `-c`/`--command` takes a script for a shell they start.
+const COMMAND_OPTION: &[&str] = &["su", "runuser", "flock", "script"];
+
+/// Options of `ssh` that take an argument (its operands: the host, then the remote
+/// command, which the remote shell reads as a script).
+const SSH_ARGUMENT_OPTIONS: &str = "BbcDEeFIiJLlmOopQRSWw";
+
+/// Names that match the secret-name rule and are not secrets: the shell's working
+/// directories.
+const NOT_SECRET_NAMES: &[&str] = &["PWD", "OLDPWD"];
+
+/// How deep scripts inside scripts are read (`sh -c "bash -c '…'"`, `$(…)`).
+const MAX_DEPTH: usize = 8;
 
 /// Key shapes redacted wherever they appear (the whole match).
 const KEY_SHAPES: &[&str] = &[
@@ -75,24 +115,99 @@ const KEY_SHAPES: &[&str] = &[
     r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)",
 ];
 
+/// A regular expression and what of its match is the secret.
+struct Rule {
+    re: Regex,
+    /// The capture group that is the secret; 0: the whole match.
+    group: usize,
+    /// The group holding a variable's name, checked against [`NOT_SECRET_NAMES`].
+    name: Option<usize>,
+}
+
+/// Rules with a set that tells which of them match (most text matches none).
+struct Rules {
+    rules: Vec<Rule>,
+    /// `None` if the set could not be built: then every rule is tried.
+    set: Option<RegexSet>,
+}
+
+impl Rules {
+    fn new(rules: Vec<Rule>) -> Rules {
+        let set = RegexSet::new(rules.iter().map(|r| r.re.as_str())).ok();
+        Rules { rules, set }
+    }
+
+    /// Pushes the secrets the rules find in `text` (ranges of `text`).
+    fn find(&self, text: &str, out: &mut Vec<Range<usize>>) {
+        let mut one = |rule: &Rule| {
+            for c in rule.re.captures_iter(text) {
+                if let Some(name) = rule.name.and_then(|n| c.get(n))
+                    && NOT_SECRET_NAMES
+                        .iter()
+                        .any(|n| n.eq_ignore_ascii_case(name.as_str()))
+                {
+                    continue;
+                }
+                if let Some(m) = c.get(rule.group)
+                    && !m.is_empty()
+                {
+                    out.push(m.range());
+                }
+            }
+        };
+        match &self.set {
+            // Most text matches none: that answer is twice as quick as which.
+            Some(set) if !set.is_match(text) => {}
+            Some(set) => {
+                for i in set.matches(text).iter() {
+                    one(&self.rules[i]);
+                }
+            }
+            None => self.rules.iter().for_each(one),
+        }
+    }
+}
+
+/// What the next word of a command is, by the word before it.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum Next {
+    #[default]
+    Word,
+    /// A secret as a whole (`--password VALUE`, `sshpass -p VALUE`).
+    Secret,
+    /// `user:password` (`curl -u`): what follows the first colon.
+    UserPassword,
+    /// A shell script (`su -c SCRIPT`).
+    Script,
+    /// An option's argument, nothing to read (`bash -o pipefail`).
+    Skip,
+}
+
+/// Where a command is, past a program that runs what follows it.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum Mode {
+    #[default]
+    Plain,
+    /// Past a shell's name: its options; `script`: `-c` was among them.
+    ShellOptions { script: bool },
+    /// Past `ssh`'s name: its options, then the host.
+    SshOptions,
+    /// Past the host: every word with a space or an operator in it is a script.
+    SshRemote,
+    /// Past `eval`: every word is a script.
+    Eval,
+}
+
 /// Redacts command lines.
 pub struct Redactor {
     enabled: bool,
-    /// `NAME=VALUE` with a secret's name: the value.
-    assignment: Regex,
-    /// `scheme://user:pass@`: the password.
-    userinfo: Regex,
-    /// `Bearer TOKEN`, `Basic TOKEN`: the token.
-    bearer: Regex,
-    /// A header line `Name: value` with a secret's name: the value.
-    header: Regex,
-    /// `--option=VALUE` with a secret's name: the value.
-    option_eq: Regex,
-    /// The shapes of keys: the whole match.
-    shapes: Vec<Regex>,
-    shape_set: RegexSet,
-    /// `[redact] patterns`: the `secret` group, else the whole match.
-    extra: Vec<Regex>,
+    /// Rules for one word (an argument, a word of a script, a line of a
+    /// here-document): a header's value runs to the word's end.
+    word: Rules,
+    /// Rules for a whole script, whose matches are delimited by their own shape:
+    /// key shapes, `Bearer` tokens, `[redact] patterns` (they also find secrets in
+    /// comments and across words).
+    raw: Rules,
 }
 
 impl Redactor {
@@ -101,20 +216,50 @@ impl Redactor {
     pub fn new(enabled: bool, patterns: &[String]) -> Redactor {
         let options = SECRET_OPTIONS.join("|");
         let headers = SECRET_HEADERS.join("|");
+        let names = r"[A-Z0-9_]*(?:TOKEN|SECRET|PASSWORD|PASSWD|PWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?|_KEY)[A-Z0-9_]*";
         // The built-in expressions are fixed and tested: they compile.
-        let re = |p: &str| Regex::new(p).unwrap_or_else(|_| Regex::new("$^").expect("empty"));
+        let rule = |p: &str, group: usize, name: Option<usize>| Rule {
+            re: Regex::new(p).unwrap_or_else(|_| Regex::new("$^").expect("empty")),
+            group,
+            name,
+        };
+        let bearer = r"\b(?:(?i:bearer)|Basic|Token)\s+([A-Za-z0-9._~+/=\-]{8,})";
+        let shapes = || KEY_SHAPES.iter().map(|p| rule(p, 0, None));
+        let extra = || {
+            patterns.iter().filter_map(|p| {
+                let re = Regex::new(p).ok()?;
+                let group = re
+                    .capture_names()
+                    .position(|n| n == Some("secret"))
+                    .unwrap_or(0);
+                Some(Rule {
+                    re,
+                    group,
+                    name: None,
+                })
+            })
+        };
+        let mut word = vec![
+            // `Authorization: VALUE`: the value, to the end of the word or line.
+            rule(&format!(r"(?i)\b(?:{headers})\s*:\s*(.+)"), 1, None),
+            rule(bearer, 1, None),
+            rule(&format!(r"(?is)^--?(?:{options})=(.+)$"), 1, None),
+            // `scheme://user:pass@`: the password.
+            rule(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+:([^@\s/]+)@", 1, None),
+            // `NAME=VALUE` anywhere in the text (up to a space or a quote)…
+            rule(&format!(r#"(?i)\b({names})=['"]?([^\s&;'"]+)"#), 2, Some(1)),
+            // …and a word that is such an assignment: all of its value.
+            rule(&format!(r"(?is)^({names})=(.+)$"), 2, Some(1)),
+        ];
+        word.extend(shapes());
+        word.extend(extra());
+        let mut raw = vec![rule(bearer, 1, None)];
+        raw.extend(shapes());
+        raw.extend(extra());
         Redactor {
             enabled,
-            assignment: re(
-                r#"(?i)\b([A-Z0-9_]*(?:TOKEN|SECRET|PASSWORD|PASSWD|PWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?|_KEY)[A-Z0-9_]*)=['"]?([^\s&;'"]+)"#,
-            ),
-            userinfo: re(r"([A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+):([^@\s/]+)@"),
-            bearer: re(r"(?i)\b(Bearer|Basic|Token)\s+([A-Za-z0-9._~+/=\-]{8,})"),
-            header: re(&format!(r"(?i)\b({headers})\s*:\s*(.+)")),
-            option_eq: re(&format!(r"(?i)^(--?(?:{options}))=(.+)$")),
-            shapes: KEY_SHAPES.iter().map(|p| re(p)).collect(),
-            shape_set: RegexSet::new(KEY_SHAPES).unwrap_or_else(|_| RegexSet::empty()),
-            extra: patterns.iter().filter_map(|p| Regex::new(p).ok()).collect(),
+            word: Rules::new(word),
+            raw: Rules::new(raw),
         }
     }
 
@@ -123,34 +268,19 @@ impl Redactor {
         if !self.enabled {
             return false;
         }
-        let program = argv
-            .first()
-            .map(|a| a.rsplit('/').next().unwrap_or(a).to_owned())
-            .unwrap_or_default();
-        let mysql = MYSQL_CLIENTS.contains(&program.as_str());
+        let mut cuts = Vec::new();
+        self.command(argv, 0, &mut cuts);
+        if cuts.is_empty() {
+            return false;
+        }
         let mut changed = false;
-        let mut next_is_secret = false;
-        for arg in argv.iter_mut() {
-            if next_is_secret {
-                next_is_secret = false;
-                if !arg.starts_with('-') || arg.len() > 1 {
-                    *arg = REDACTED.to_owned();
-                    changed = true;
-                    continue;
-                }
-            }
-            let bare = arg.trim_start_matches('-').to_ascii_lowercase();
-            if arg.starts_with("--") && SECRET_OPTIONS.contains(&bare.as_str()) {
-                // `--password VALUE`: the next argument.
-                next_is_secret = true;
-                continue;
-            }
-            if mysql && arg.starts_with("-p") && arg.len() > 2 && !arg.starts_with("--") {
-                *arg = format!("-p{REDACTED}");
-                changed = true;
-                continue;
-            }
-            if let Some(new) = self.text(arg) {
+        for (i, arg) in argv.iter_mut().enumerate() {
+            let mine = cuts
+                .iter()
+                .filter(|(word, _)| *word == i)
+                .map(|(_, r)| r.clone())
+                .collect();
+            if let Some(new) = splice(arg, mine) {
                 *arg = new;
                 changed = true;
             }
@@ -163,215 +293,301 @@ impl Redactor {
         if !self.enabled {
             return None;
         }
-        let mut out = text.to_owned();
-        let mut changed = false;
-        let mut apply = |re: &Regex, group: usize, out: &mut String| {
-            if !re.is_match(out) {
-                return;
-            }
-            let replaced = re
-                .replace_all(out, |c: &regex::Captures<'_>| {
-                    let whole = c.get(0).map_or("", |m| m.as_str());
-                    match c.get(group) {
-                        Some(secret) if group > 0 => {
-                            let start = secret.start() - c.get(0).map_or(0, |m| m.start());
-                            format!(
-                                "{}{REDACTED}{}",
-                                &whole[..start],
-                                &whole[start + secret.as_str().len()..]
-                            )
-                        }
-                        _ => REDACTED.to_owned(),
-                    }
-                })
-                .into_owned();
-            if replaced != *out {
-                *out = replaced;
-                changed = true;
-            }
-        };
-        apply(&self.header, 2, &mut out);
-        apply(&self.bearer, 2, &mut out);
-        apply(&self.option_eq, 2, &mut out);
-        apply(&self.userinfo, 2, &mut out);
-        apply(&self.assignment, 2, &mut out);
-        if self.shape_set.is_match(&out) {
-            for re in &self.shapes {
-                apply(re, 0, &mut out);
-            }
-        }
-        for re in &self.extra {
-            let group = re
-                .capture_names()
-                .position(|n| n == Some("secret"))
-                .unwrap_or(0);
-            apply(re, group, &mut out);
-        }
-        changed.then_some(out)
+        let mut cuts = Vec::new();
+        self.word.find(text, &mut cuts);
+        self.raw.find(text, &mut cuts);
+        splice(text, cuts)
     }
+
+    /// The secrets of one command (`words`, its argv): (word, range of the word).
+    fn command<W: AsRef<str>>(
+        &self,
+        words: &[W],
+        depth: usize,
+        cuts: &mut Vec<(usize, Range<usize>)>,
+    ) {
+        let mut next = Next::Word;
+        let mut mode = Mode::Plain;
+        let (mut mysql, mut curl, mut sshpass, mut command_option) = (false, false, false, false);
+        for (i, word) in words.iter().enumerate() {
+            let w = word.as_ref();
+            let script = |src: &str, cuts: &mut Vec<(usize, Range<usize>)>| {
+                let mut found = Vec::new();
+                self.script(src, depth + 1, &mut found);
+                cuts.extend(found.into_iter().map(|r| (i, r)));
+            };
+            match std::mem::take(&mut next) {
+                Next::Word => {}
+                Next::Secret => {
+                    if !w.is_empty() && w != "-" {
+                        cuts.push((i, 0..w.len()));
+                    }
+                    continue;
+                }
+                Next::UserPassword => {
+                    if let Some(colon) = w.find(':')
+                        && colon + 1 < w.len()
+                    {
+                        cuts.push((i, colon + 1..w.len()));
+                    }
+                    continue;
+                }
+                Next::Script => {
+                    script(w, cuts);
+                    continue;
+                }
+                Next::Skip => continue,
+            }
+            match mode {
+                // An option is one word of its own: a word with a space or an
+                // operator in it is the script, whatever it starts with.
+                Mode::ShellOptions { script: has_c } if !is_script_like(w) => {
+                    if let Some(long) = w.strip_prefix("--") {
+                        next = match long {
+                            "rcfile" | "init-file" => Next::Skip,
+                            _ => Next::Word,
+                        };
+                        if long.is_empty() {
+                            mode = Mode::Plain;
+                            if has_c {
+                                next = Next::Script;
+                            }
+                        } else if long == "command" {
+                            mode = Mode::ShellOptions { script: true };
+                        }
+                        continue;
+                    }
+                    if (w.starts_with('-') || w.starts_with('+')) && w.len() > 1 {
+                        let letters = &w[1..];
+                        if w.starts_with('-') && letters.contains('c') {
+                            mode = Mode::ShellOptions { script: true };
+                        }
+                        if letters.contains(['o', 'O']) {
+                            next = Next::Skip;
+                        }
+                        continue;
+                    }
+                    mode = Mode::Plain;
+                    if has_c {
+                        script(w, cuts);
+                        continue;
+                    }
+                    // A script file: its arguments follow.
+                }
+                Mode::SshOptions => {
+                    if let Some(letters) = w.strip_prefix('-')
+                        && !letters.is_empty()
+                    {
+                        // The first letter that takes an argument takes the rest of
+                        // the word, or the next word.
+                        if let Some(at) = letters.find(|c| SSH_ARGUMENT_OPTIONS.contains(c))
+                            && at + 1 == letters.len()
+                        {
+                            next = Next::Skip;
+                        }
+                        continue;
+                    }
+                    mode = Mode::SshRemote;
+                    continue;
+                }
+                Mode::ShellOptions { script: true } => {
+                    mode = Mode::Plain;
+                    script(w, cuts);
+                    continue;
+                }
+                Mode::ShellOptions { script: false } => mode = Mode::Plain,
+                Mode::SshRemote => {
+                    if is_script_like(w) {
+                        script(w, cuts);
+                        continue;
+                    }
+                }
+                Mode::Eval => {
+                    script(w, cuts);
+                    continue;
+                }
+                Mode::Plain => {}
+            }
+            let program = w.rsplit('/').next().unwrap_or(w);
+            if SHELLS.contains(&program) {
+                mode = Mode::ShellOptions { script: false };
+                continue;
+            }
+            match program {
+                "ssh" => {
+                    mode = Mode::SshOptions;
+                    continue;
+                }
+                "eval" => {
+                    mode = Mode::Eval;
+                    continue;
+                }
+                "curl" => curl = true,
+                "sshpass" => sshpass = true,
+                _ if MYSQL_CLIENTS.contains(&program) => mysql = true,
+                _ if COMMAND_OPTION.contains(&program) => command_option = true,
+                _ => {}
+            }
+            if let Some(long) = w.strip_prefix("--") {
+                if SECRET_OPTIONS.iter().any(|o| o.eq_ignore_ascii_case(long)) {
+                    next = Next::Secret;
+                    continue;
+                }
+                if command_option && matches!(long, "command" | "session-command") {
+                    next = Next::Script;
+                    continue;
+                }
+                if curl && matches!(long, "user" | "proxy-user") {
+                    next = Next::UserPassword;
+                    continue;
+                }
+                if curl && let Some(value) = long.strip_prefix("user=") {
+                    if let Some(colon) = value.find(':')
+                        && colon + 1 < value.len()
+                    {
+                        let start = 2 + "user=".len() + colon + 1;
+                        cuts.push((i, start..w.len()));
+                    }
+                    continue;
+                }
+            } else if let Some(short) = w.strip_prefix('-') {
+                if mysql && short.len() > 1 && short.starts_with('p') {
+                    cuts.push((i, 2..w.len()));
+                    continue;
+                }
+                if sshpass && short.starts_with('p') {
+                    if short.len() == 1 {
+                        next = Next::Secret;
+                    } else {
+                        cuts.push((i, 2..w.len()));
+                    }
+                    continue;
+                }
+                if curl && (short.starts_with('u') || short.starts_with('U')) {
+                    if short.len() == 1 {
+                        next = Next::UserPassword;
+                    } else if let Some(colon) = short.find(':')
+                        && colon + 1 < short.len()
+                    {
+                        cuts.push((i, 1 + colon + 1..w.len()));
+                    }
+                    continue;
+                }
+                if command_option && short == "c" {
+                    next = Next::Script;
+                    continue;
+                }
+            }
+            let mut found = Vec::new();
+            self.word.find(w, &mut found);
+            cuts.extend(found.into_iter().map(|r| (i, r)));
+        }
+    }
+
+    /// The secrets of a shell script (ranges of `src`).
+    fn script(&self, src: &str, depth: usize, out: &mut Vec<Range<usize>>) {
+        self.raw.find(src, out);
+        if depth > MAX_DEPTH {
+            self.word.find(src, out);
+            return;
+        }
+        let parsed = shell::parse(src);
+        let mut cuts = Vec::new();
+        for command in &parsed.commands {
+            cuts.clear();
+            self.command(&command.words, depth, &mut cuts);
+            out.extend(
+                cuts.drain(..)
+                    .filter_map(|(i, r)| command.words.get(i)?.source(r)),
+            );
+            for word in &command.others {
+                let mut found = Vec::new();
+                self.word.find(word.value(), &mut found);
+                out.extend(found.into_iter().filter_map(|r| word.source(r)));
+            }
+        }
+        let mut found = Vec::new();
+        for body in &parsed.bodies {
+            // Line by line as text (a header's value runs to the end of its line),
+            // and as a script (a here-document fed to a shell).
+            let mut at = body.start;
+            for line in src[body.clone()].split_inclusive('\n') {
+                found.clear();
+                self.word.find(line.trim_end_matches('\n'), &mut found);
+                out.extend(found.iter().map(|r| r.start + at..r.end + at));
+                at += line.len();
+            }
+            found.clear();
+            self.script(&src[body.clone()], depth + 1, &mut found);
+            out.extend(
+                found
+                    .iter()
+                    .map(|r| r.start + body.start..r.end + body.start),
+            );
+        }
+        for nested in &parsed.nested {
+            found.clear();
+            self.script(&src[nested.clone()], depth + 1, &mut found);
+            out.extend(
+                found
+                    .iter()
+                    .map(|r| r.start + nested.start..r.end + nested.start),
+            );
+        }
+    }
+}
+
+/// Whether `word` holds more than one word of a shell (a space, an operator, a
+/// quote): a script rather than an option or a program.
+fn is_script_like(word: &str) -> bool {
+    word.contains([
+        ' ', '\t', '\n', ';', '|', '&', '<', '>', '(', ')', '$', '`', '\'', '"',
+    ])
+}
+
+impl AsRef<str> for shell::Word {
+    fn as_ref(&self) -> &str {
+        self.value()
+    }
+}
+
+/// `text` with each of `cuts` (ranges of it; overlapping and touching ones as one)
+/// replaced by [`REDACTED`]; `None` when there is none.
+fn splice(text: &str, mut cuts: Vec<Range<usize>>) -> Option<String> {
+    cuts.retain(|r| {
+        !r.is_empty()
+            && r.end <= text.len()
+            && text.is_char_boundary(r.start)
+            && text.is_char_boundary(r.end)
+    });
+    if cuts.is_empty() {
+        return None;
+    }
+    cuts.sort_by_key(|r| r.start);
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    let mut current: Option<Range<usize>> = None;
+    for cut in cuts {
+        match &mut current {
+            Some(c) if cut.start <= c.end => c.end = c.end.max(cut.end),
+            _ => {
+                if let Some(c) = current.take() {
+                    out.push_str(&text[at..c.start]);
+                    out.push_str(REDACTED);
+                    at = c.end;
+                }
+                current = Some(cut);
+            }
+        }
+    }
+    if let Some(c) = current {
+        out.push_str(&text[at..c.start]);
+        out.push_str(REDACTED);
+        at = c.end;
+    }
+    out.push_str(&text[at..]);
+    (out != text).then_some(out)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn redacted(argv: &[&str]) -> Vec<String> {
-        let mut v: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
-        Redactor::new(true, &[]).argv(&mut v);
-        v
-    }
-
-    /// Real-world shapes: each row is a command line and what it must become.
-    #[test]
-    fn credentials_in_command_lines_are_redacted() {
-        let table: &[(&[&str], &[&str])] = &[
-            (
-                &[
-                    "curl",
-                    "-H",
-                    "Authorization: Bearer ghp_0123456789abcdefghijklmnopqrstuvwxyz",
-                    "https://api.github.com",
-                ],
-                &[
-                    "curl",
-                    "-H",
-                    "Authorization: [REDACTED]",
-                    "https://api.github.com",
-                ],
-            ),
-            (
-                &[
-                    "curl",
-                    "-H",
-                    "x-api-key: sk-ant-api03-abcdefghijklmnopqrstuv",
-                    "https://api.anthropic.com",
-                ],
-                &[
-                    "curl",
-                    "-H",
-                    "x-api-key: [REDACTED]",
-                    "https://api.anthropic.com",
-                ],
-            ),
-            (
-                &[
-                    "sh",
-                    "-c",
-                    "curl -s -H \"Authorization: Bearer abc.def.ghijklmnop\" http://x",
-                ],
-                &["sh", "-c", "curl -s -H \"Authorization: [REDACTED]"],
-            ),
-            (
-                &["psql", "--password=hunter2", "-h", "db"],
-                &["psql", "--password=[REDACTED]", "-h", "db"],
-            ),
-            (
-                &["vault", "login", "--token", "s.abcdef123456"],
-                &["vault", "login", "--token", "[REDACTED]"],
-            ),
-            (
-                &["mysql", "-uroot", "-phunter2", "app"],
-                &["mysql", "-uroot", "-p[REDACTED]", "app"],
-            ),
-            (&["mkdir", "-p", "build"], &["mkdir", "-p", "build"]),
-            (
-                &[
-                    "git",
-                    "clone",
-                    "https://alice:ghp_0123456789abcdefghijklmnopqrstuvwxyz@github.com/acme/app",
-                ],
-                &[
-                    "git",
-                    "clone",
-                    "https://alice:[REDACTED]@github.com/acme/app",
-                ],
-            ),
-            (
-                &[
-                    "env",
-                    "GITHUB_TOKEN=ghp_0123456789abcdefghijklmnopqrstuvwxyz",
-                    "make",
-                ],
-                &["env", "GITHUB_TOKEN=[REDACTED]", "make"],
-            ),
-            (
-                &[
-                    "env",
-                    "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-                    "aws",
-                    "s3",
-                    "ls",
-                ],
-                &["env", "AWS_SECRET_ACCESS_KEY=[REDACTED]", "aws", "s3", "ls"],
-            ),
-            (
-                &[
-                    "aws",
-                    "configure",
-                    "set",
-                    "aws_access_key_id",
-                    "AKIAIOSFODNN7EXAMPLE",
-                ],
-                &["aws", "configure", "set", "aws_access_key_id", "[REDACTED]"],
-            ),
-            (
-                &[
-                    "python3",
-                    "-c",
-                    "openai.api_key='sk-proj-abcdefghijklmnopqrstuvwxyz012345'",
-                ],
-                &["python3", "-c", "openai.api_key='[REDACTED]'"],
-            ),
-            (
-                &["echo", "AIzaSyA-abcdefghijklmnopqrstuvwxyz01234"],
-                &["echo", "[REDACTED]"],
-            ),
-            (
-                &["slack", "xoxb-123456789012-abcdefghij"],
-                &["slack", "[REDACTED]"],
-            ),
-            (
-                &[
-                    "jwt",
-                    "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.abcdefghijklmnop",
-                ],
-                &["jwt", "[REDACTED]"],
-            ),
-            (
-                &["cargo", "test", "--release"],
-                &["cargo", "test", "--release"],
-            ),
-            (&["ls", "-la", "/home/alice"], &["ls", "-la", "/home/alice"]),
-        ];
-        for (argv, want) in table {
-            let got = redacted(argv);
-            let want: Vec<String> = want.iter().map(|s| (*s).to_owned()).collect();
-            if argv[0] == "sh" {
-                // Inside a shell script: the header's value is gone, whatever follows.
-                assert!(
-                    got[2].starts_with(&want[2]) && !got[2].contains("abc.def"),
-                    "{got:?}"
-                );
-                continue;
-            }
-            assert_eq!(got, want, "{argv:?}");
-        }
-    }
-
-    #[test]
-    fn policy_patterns_redact_their_secret_group_and_off_changes_nothing() {
-        let r = Redactor::new(true, &[r"ticket-(?P<secret>[0-9]{6})".to_owned()]);
-        assert_eq!(
-            r.text("see ticket-123456 now").as_deref(),
-            Some("see ticket-[REDACTED] now")
-        );
-        let off = Redactor::new(false, &[]);
-        let mut argv = vec![
-            "curl".to_owned(),
-            "-H".to_owned(),
-            "Authorization: Bearer abcdefghij".to_owned(),
-        ];
-        assert!(!off.argv(&mut argv));
-        assert_eq!(argv[2], "Authorization: Bearer abcdefghij");
-    }
-}
+mod tests;
