@@ -77,3 +77,24 @@ fn each_built_in_policy_passes_its_own_check() {
         );
     }
 }
+
+/// `guard policy check` counts a policy's own rules, as `policy_loaded` does: not
+/// the `[sessions]` and `[taint]` rules every policy has.
+#[test]
+fn policy_check_counts_the_policy_s_own_rules() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("p.toml");
+    fs::write(
+        &file,
+        "[[rule]]\nid = \"keys\"\nkind = \"file\"\npaths = [\"~/.ssh/**\"]\naccess = \
+         [\"read\"]\naction = \"kill\"\n\n[sessions]\nio_uring = \"deny\"\n",
+    )
+    .expect("write");
+    let out = run(
+        Path::new(GUARD),
+        &["policy", "check", file.to_str().expect("UTF-8")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("is valid: 1 rule(s), 0 warning(s)"), "{err}");
+}
