@@ -247,13 +247,20 @@ fn status_text(s: &Status) -> String {
         );
     }
     out.push_str("enforcement:\n");
+    // The longest action's width (`route_open_by_handle_at`), so the tiers line up.
+    let width = s
+        .enforcement
+        .iter()
+        .map(|e| e.action.len())
+        .max()
+        .unwrap_or(0);
     for e in &s.enforcement {
         out.push_str(&format!(
-            "  {:<20} {:<16} {}\n",
+            "  {:<width$} {:<16} {}\n",
             e.action, e.tier, e.guarantee
         ));
         if let Some(why) = &e.fallback_reason {
-            out.push_str(&format!("  {:<20} {:<16} ({why})\n", "", ""));
+            out.push_str(&format!("  {:<width$} {:<16} ({why})\n", "", ""));
         }
     }
     out
