@@ -247,19 +247,7 @@ impl Daemon {
         let detail = Detail::PolicyLoaded {
             name: policy.name.clone(),
             mode: policy.mode,
-            // The policy's own `[[rule]]`s; the `[sessions]` and `[taint]` rules come
-            // on top.
-            rules: policy
-                .rules
-                .iter()
-                .filter(|r| {
-                    !matches!(
-                        r.kind,
-                        crate::policy::model::Kind::Route(_)
-                            | crate::policy::model::Kind::TaintEgress { .. }
-                    )
-                })
-                .count(),
+            rules: policy.own_rules(),
             kernel_entries: rules.paths.len() + rules.nets.len() + rules.taint_nets.len(),
             identity: self.pipe.identity.summary(),
             user_space_rules: judge.user_space_rules(),

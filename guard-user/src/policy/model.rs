@@ -400,6 +400,18 @@ pub enum Schema {
     Ocsf,
 }
 
+impl Policy {
+    /// How many `[[rule]]`s the policy has of its own: `rules` less the `[sessions]`
+    /// and `[taint]` ones every policy has (the count `guard policy check` prints and
+    /// `policy_loaded` writes).
+    pub fn own_rules(&self) -> usize {
+        self.rules
+            .iter()
+            .filter(|r| !matches!(r.kind, Kind::Route(_) | Kind::TaintEgress { .. }))
+            .count()
+    }
+}
+
 /// One `[[anomaly]]`: a threshold on what a session sends or resolves.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Anomaly {
