@@ -38,7 +38,7 @@ fn policy_command(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
                 eprintln!(
                     "guard: policy {} is valid: {} rule(s), {} warning(s)",
                     p.name,
-                    p.rules.len(),
+                    p.own_rules(),
                     warnings.len()
                 );
                 Ok(ExitCode::SUCCESS)

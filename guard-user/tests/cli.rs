@@ -145,3 +145,108 @@ fn an_audit_log_round_trips_through_ocsf() {
         format!("{}\n", lines[1])
     );
 }
+
+/// The fenced blocks of a Markdown text whose info string starts with `lang`: (line
+/// of the fence, info string, content).
+fn fenced<'t>(text: &'t str, lang: &str) -> Vec<(usize, &'t str, String)> {
+    let mut out = Vec::new();
+    let mut open: Option<(usize, &str, usize, String)> = None;
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        match &mut open {
+            None => {
+                if let Some(info) = trimmed.strip_prefix("```")
+                    && (info == lang || info.starts_with(&format!("{lang} ")))
+                {
+                    open = Some((n + 1, info, indent, String::new()));
+                }
+            }
+            Some((_, _, _, body)) if trimmed != "```" => {
+                body.push_str(line.get(indent..).unwrap_or(trimmed));
+                body.push('\n');
+            }
+            Some(_) => {
+                if let Some((at, info, _, body)) = open.take() {
+                    out.push((at, info, body));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every TOML example in the docs is what it says it is: a policy (```` ```toml ````)
+/// passes `guard policy check` with no error; another program's file says whose
+/// (```` ```toml guard-fleet ````, …) and is TOML.
+#[test]
+fn every_toml_example_in_the_docs_passes_guard_policy_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut pages: Vec<PathBuf> = fs::read_dir(root.join("docs"))
+        .expect("docs/")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    pages.push(root.join("README.md"));
+    pages.sort();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut policies, mut failures) = (0, Vec::new());
+    for page in &pages {
+        let text = fs::read_to_string(page).expect("read the page");
+        let name = page.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_default();
+        for (line, info, body) in fenced(&text, "toml") {
+            let at = format!("{name}:{line}");
+            match info {
+                "toml" => {
+                    policies += 1;
+                    let file = dir.path().join(format!("{name}-{line}.toml"));
+                    fs::write(&file, &body).expect("write the example");
+                    let out = run(
+                        Path::new(GUARD),
+                        &["policy", "check", file.to_str().expect("UTF-8")],
+                    );
+                    if !out.status.success() {
+                        failures.push(format!(
+                            "{at}: guard policy check failed:\n{}{}",
+                            String::from_utf8_lossy(&out.stdout),
+                            String::from_utf8_lossy(&out.stderr)
+                        ));
+                    }
+                }
+                "toml guard-fleet" | "toml guard-fleet-tokens" | "toml vector" => {
+                    if let Err(e) = body.parse::<toml::Table>() {
+                        failures.push(format!("{at}: not TOML: {e}"));
+                    }
+                }
+                other => failures.push(format!(
+                    "{at}: ```{other}: a policy is ```toml; another program's file says whose"
+                )),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(policies >= 8, "only {policies} policy examples found");
+}
+
+/// `guard policy check` counts a policy's own rules, as `policy_loaded` does: not
+/// the `[sessions]` and `[taint]` rules every policy has.
+#[test]
+fn policy_check_counts_the_policy_s_own_rules() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("p.toml");
+    fs::write(
+        &file,
+        "[[rule]]\nid = \"keys\"\nkind = \"file\"\npaths = [\"~/.ssh/**\"]\naccess = \
+         [\"read\"]\naction = \"kill\"\n\n[sessions]\nio_uring = \"deny\"\n",
+    )
+    .expect("write");
+    let out = run(
+        Path::new(GUARD),
+        &["policy", "check", file.to_str().expect("UTF-8")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("is valid: 1 rule(s), 0 warning(s)"), "{err}");
+}

@@ -130,6 +130,39 @@ pub fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The export's line of `guard status`: its state, what waits, what was sent and
+/// dropped, and when the endpoint last took a batch.
+fn export_text(x: &guard_common::protocol::ExportStatus) -> String {
+    let state = match &x.last_error {
+        Some(e) => format!("{} ({e})", x.state),
+        None => x.state.clone(),
+    };
+    let dropped: u64 = x.dropped.values().sum();
+    let dropped = if dropped == 0 {
+        "0".to_owned()
+    } else {
+        let parts: Vec<String> = x
+            .dropped
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        format!("{dropped} ({})", parts.join(", "))
+    };
+    format!(
+        "{state} to {}; pending {}, spool {} ({}), sent {} ({}), {} retries, dropped {dropped}, \
+         last success {}",
+        x.endpoint,
+        x.pending,
+        x.spool_records,
+        human_bytes(x.spool_bytes),
+        x.sent_records,
+        human_bytes(x.sent_bytes),
+        x.retries,
+        x.last_success.as_deref().unwrap_or("never"),
+    )
+}
+
 /// `guard status` for people.
 fn status_text(s: &Status) -> String {
     let mut out = String::new();
@@ -193,6 +226,9 @@ fn status_text(s: &Status) -> String {
             s.programs.len()
         ),
     );
+    if let Some(x) = &s.export {
+        line(&mut out, "export", export_text(x));
+    }
     if let Some(l) = s.kill_latency_us {
         line(
             &mut out,
@@ -211,13 +247,20 @@ fn status_text(s: &Status) -> String {
         );
     }
     out.push_str("enforcement:\n");
+    // The longest action's width (`route_open_by_handle_at`), so the tiers line up.
+    let width = s
+        .enforcement
+        .iter()
+        .map(|e| e.action.len())
+        .max()
+        .unwrap_or(0);
     for e in &s.enforcement {
         out.push_str(&format!(
-            "  {:<20} {:<16} {}\n",
+            "  {:<width$} {:<16} {}\n",
             e.action, e.tier, e.guarantee
         ));
         if let Some(why) = &e.fallback_reason {
-            out.push_str(&format!("  {:<20} {:<16} ({why})\n", "", ""));
+            out.push_str(&format!("  {:<width$} {:<16} ({why})\n", "", ""));
         }
     }
     out
@@ -698,5 +741,32 @@ mod tests {
         assert!(text.contains("policy         ci (observe)"), "{text}");
         assert!(text.contains("lost           0\n"), "{text}");
         assert!(text.contains("(BPF-LSM unavailable)"), "{text}");
+        assert!(!text.contains("export"), "no export configured: {text}");
+    }
+
+    #[test]
+    fn status_for_people_shows_the_export() {
+        let s: Status = serde_json::from_value(serde_json::json!({
+            "events_total": 3, "events_per_second": 0.0, "lost": {"open": 0},
+            "cpu_seconds": 0.5, "rss_bytes": 1048576, "programs": ["a"], "attachments": 1,
+            "attachments_expected": 1, "subscribers": 0, "policy": "ci", "mode": "enforce",
+            "user_space_rules": [], "kill_latency_us": null, "enforcement": [],
+            "export": {"endpoint": "https://fleet:4318/v1/logs", "state": "retrying",
+                       "pending": 2, "spool_records": 7, "spool_bytes": 5120,
+                       "sent_records": 100, "sent_bytes": 2048, "retries": 3,
+                       "dropped": {"queue_full": 0, "spool_full_events": 5, "rejected": 1},
+                       "last_error": "connection refused",
+                       "last_success": "2026-11-26T10:00:00Z"}
+        }))
+        .expect("status");
+        let text = status_text(&s);
+        assert!(
+            text.contains(
+                "export         retrying (connection refused) to https://fleet:4318/v1/logs; \
+                 pending 2, spool 7 (5.0Ki), sent 100 (2.0Ki), 3 retries, dropped 6 \
+                 (rejected 1, spool_full_events 5), last success 2026-11-26T10:00:00Z\n"
+            ),
+            "{text}"
+        );
     }
 }

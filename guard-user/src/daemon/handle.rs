@@ -247,8 +247,7 @@ impl Daemon {
         let detail = Detail::PolicyLoaded {
             name: policy.name.clone(),
             mode: policy.mode,
-            // The policy's own `[[rule]]`s; the rules of its settings come on top.
-            rules: policy.own_rules().count(),
+            rules: policy.own_rules(),
             kernel_entries: rules.paths.len() + rules.nets.len() + rules.taint_nets.len(),
             identity: self.pipe.identity.summary(),
             user_space_rules: judge.user_space_rules(),

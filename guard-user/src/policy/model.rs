@@ -513,15 +513,19 @@ pub enum Schema {
 }
 
 impl Policy {
-    /// The policy's own `[[rule]]`s, without the rules its settings make
-    /// (`[sessions]`, `[taint]`, `[dns]`, `[delegation]`), which come after them.
-    pub fn own_rules(&self) -> impl Iterator<Item = &Rule> {
-        self.rules.iter().filter(|r| {
-            !matches!(
-                r.kind,
-                Kind::Route(_) | Kind::TaintEgress { .. } | Kind::Dns | Kind::Delegation
-            )
-        })
+    /// How many `[[rule]]`s the policy has of its own: `rules` less the ones its
+    /// settings make (`[sessions]`, `[taint]`, `[dns]`, `[delegation]`), which every
+    /// policy has (the count `guard policy check` prints and `policy_loaded` writes).
+    pub fn own_rules(&self) -> usize {
+        self.rules
+            .iter()
+            .filter(|r| {
+                !matches!(
+                    r.kind,
+                    Kind::Route(_) | Kind::TaintEgress { .. } | Kind::Dns | Kind::Delegation
+                )
+            })
+            .count()
     }
 }
 

@@ -753,7 +753,8 @@ fn article(noun: &str) -> String {
 fn closest<'k>(key: &str, valid: &[&'k str]) -> Option<&'k str> {
     valid
         .iter()
-        .map(|v| (strsim::levenshtein(key, v), *v))
+        // Swapped letters count as one edit (`mdoe` is one from `mode`).
+        .map(|v| (strsim::osa_distance(key, v), *v))
         .filter(|&(d, v)| d > 0 && d < key.chars().count() && d <= 1.max(v.len() / 3))
         .min_by_key(|&(d, _)| d)
         .map(|(_, v)| v)

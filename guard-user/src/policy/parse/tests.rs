@@ -309,6 +309,12 @@ fn defaults() {
     // The built-in profiles' launchers.
     assert_eq!(p.agents, ["codex", "claude", "gemini", "copilot"]);
     assert!(p.profiles.is_empty());
+    // What `guard policy check` and `policy_loaded` count: none of its own.
+    assert_eq!(p.own_rules(), 0);
+    assert_eq!(
+        policy(&format!("{FILE}paths = [\"~/.ssh/**\"]")).own_rules(),
+        1
+    );
     assert!(!p.kill_stragglers);
     // No rules of its own: only the `[sessions]`, `[delegation]` and `[taint]`
     // defaults (no allowlist: no `dns.names`).
@@ -460,6 +466,18 @@ fn unknown_keys_suggest_the_closest_valid_one() {
     assert_eq!(closest("rules", TOP_KEYS), Some("rule"));
     assert_eq!(closest("x", COMMON_KEYS), None);
     assert_eq!(closest("colour", TOP_KEYS), None);
+    // Two letters swapped, in short keys too.
+    assert_eq!(closest("mdoe", TOP_KEYS), Some("mode"));
+    assert_eq!(closest("atcion", COMMON_KEYS), Some("action"));
+    assert_eq!(closest("ptahs", FILE_KEYS), Some("paths"));
+    let Err(errors) = parse("t.toml", "mdoe = \"observe\"\n") else {
+        panic!("mdoe accepted");
+    };
+    assert!(
+        errors[0].message.contains("did you mean `mode`?"),
+        "{}",
+        errors[0].message
+    );
 }
 
 #[test]
