@@ -495,7 +495,6 @@ impl Metrics {
         self.kernel.lock().identity = Some((matched, unknown));
     }
 
-    /// `guard_active_sessions`.
     /// guard's resolver: queries by outcome (forwarded, refused, failed, dropped)
     /// and the namespaces it runs in.
     pub fn set_resolver(&self, counts: [u64; 4], namespaces: usize) {
@@ -507,6 +506,7 @@ impl Metrics {
         self.kernel.lock().export = status;
     }
 
+    /// `guard_active_sessions`.
     pub fn set_active_sessions(&self, n: u64) {
         self.active_sessions
             .set(i64::try_from(n).unwrap_or(i64::MAX));
@@ -718,6 +718,7 @@ mod tests {
         m.set_attached(1, 1);
         m.flow("other", 1, 1, true);
         m.dns("query");
+        m.set_resolver([1, 2, 3, 4], 1);
         m.set_export(Some(guard_common::protocol::ExportStatus {
             endpoint: "http://x/v1/logs".into(),
             state: "ok".into(),
