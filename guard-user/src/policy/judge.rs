@@ -218,6 +218,18 @@ impl Judge {
                 }
             }
         }
+        // A connect or send the kernel pointed at guard's resolver reached the
+        // resolver, not `addr`: what it asks is judged by name (`dns` events, the
+        // `[dns]` rule), and the resolver forwards only where the network rules allow.
+        if ev.via_resolver && matches!(ev.detail, Detail::Connect { .. } | Detail::Send { .. }) {
+            let rules = &self.compiled.policy.rules;
+            hits.retain(|h| {
+                !matches!(
+                    rules[h.rule].kind,
+                    Kind::Network { .. } | Kind::TaintEgress { .. }
+                )
+            });
+        }
         let enforced = ev.enforced;
         let by_kernel = (enforced & enforced::RULE_MASK)
             .checked_sub(1)
@@ -790,6 +802,21 @@ mod tests {
         );
         let ev = event("curl", connect("127.0.0.1", 8080, 0), 0);
         assert_eq!(j.judge(&ev, false), None, "loopback is allowed");
+    }
+
+    #[test]
+    fn a_query_the_kernel_pointed_at_guard_s_resolver_is_no_egress() {
+        let j = workstation();
+        // The server the process asked is off the allowlist; the kernel sent the
+        // query to guard's resolver, which judges the name (a `dns` event).
+        let mut ev = event("codex", connect("203.0.113.53", 53, 0), 0);
+        assert_eq!(
+            j.judge(&ev, false).map(|v| v.rule),
+            Some("egress-allowlist".to_owned()),
+            "not redirected: egress"
+        );
+        ev.via_resolver = true;
+        assert_eq!(j.judge(&ev, false), None);
     }
 
     #[test]
