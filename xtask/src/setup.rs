@@ -19,8 +19,14 @@ const BUILD_PACKAGES: &[&str] = &["clang-19", "libbpf-dev"];
 /// a temporary directory, on 127.0.0.1, stopped with the test), and its dashboard's
 /// test drives Debian's headless Chromium through chromedriver
 /// (guard-fleet/tests/browser.rs); python3-venv also hosts py-ocsf-models (guard's
-/// OCSF findings, guard-common/tests/ocsf.rs).
+/// OCSF findings, guard-common/tests/ocsf.rs). guard's resolver is tested against
+/// Debian's dnsmasq (a DNS server answering the test's own zone, forwarding nowhere)
+/// with dig (bind9-dnsutils) as a client over UDP and TCP; delegation against a
+/// tmux and a GNU screen server started outside every session.
 const TEST_PACKAGES: &[&str] = &[
+    "dnsmasq-base",
+    "bind9-dnsutils",
+    "screen",
     "postgresql-15",
     "chromium",
     "chromium-driver",

@@ -234,7 +234,7 @@ impl Daemon {
         let start = self
             .pipe
             .registry
-            .start(id, How::Run, self.pipe.now(), &task);
+            .start(id, How::Run, self.pipe.now(), &task, None);
         self.out.write(&start)?;
         Ok(id)
     }
@@ -354,6 +354,15 @@ impl Daemon {
         let names_changed = judge.host_names() != self.pipe.judge.host_names();
         let export_changed = judge.policy().export != self.pipe.judge.policy().export;
         self.pipe.judge = judge;
+        if let Err(e) = self
+            .dns
+            .configure(self.pipe.judge.policy(), self.pipe.judge.dns())
+        {
+            tracing::warn!("guard's resolver: {}", crate::ebpf::short_chain(&e));
+        }
+        if let Some(s) = &mut self.pipe.spawners {
+            s.configure(self.pipe.judge.policy());
+        }
         self.set_audit_format();
         if export_changed {
             self.start_export();
@@ -458,6 +467,7 @@ impl Daemon {
             .count();
         let metrics = &self.out.metrics;
         metrics.set_active_sessions(running as u64);
+        metrics.set_resolver(self.dns.counts(), self.dns.running());
         metrics.set_export(
             self.out
                 .export

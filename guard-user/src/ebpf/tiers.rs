@@ -73,6 +73,9 @@ pub enum Operation {
     /// `deny` (or `kill`) on a file rule covering a Unix socket file: a connect or
     /// send to it.
     UnixSocketDeny,
+    /// Sessions' DNS through guard's resolver, which answers only the names the
+    /// policy allows (`[dns]`).
+    DnsNames,
     /// `[sessions] io_uring`: a ring whose operations would bypass the hooks.
     RouteIoUring,
     /// `[sessions] open_by_handle_at`: an open by file handle, not by path.
@@ -114,6 +117,7 @@ impl Operation {
             Operation::SelfProtection => "self_protection",
             Operation::EgressAccounting => "egress_accounting",
             Operation::UnixSocketDeny => "unix_socket_deny",
+            Operation::DnsNames => "dns_names",
             Operation::RouteIoUring => "route_io_uring",
             Operation::RouteOpenByHandle => "route_open_by_handle_at",
             Operation::RouteRawSockets => "route_raw_sockets",
@@ -151,6 +155,9 @@ pub struct Probe {
     pub open_tracepoints: Result<(), String>,
     /// cgroup sock_addr hooks.
     pub sock_addr: Result<(), String>,
+    /// Sessions' DNS pointed at guard's resolver: the connect and send hooks, and
+    /// the `recvmsg`/`getpeername` ones that give the answers their source back.
+    pub dns_resolver: Result<(), String>,
     /// `lsm/file_open` and `lsm/bprm_check_security`.
     pub lsm_open_exec: Result<(), String>,
     /// The `lsm/path_*` hooks: `Err` names the ones missing and why.
@@ -384,6 +391,26 @@ impl Enforcement {
                 },
             ),
             op(Operation::UnixSocketDeny, unix_socket(probe)),
+            op(
+                Operation::DnsNames,
+                match &probe.dns_resolver {
+                    Ok(()) => (
+                        Some(Tier::SockAddrDeny),
+                        "a session's DNS (port 53 at any address, UDP and TCP) goes to guard's \
+                         resolver, which answers only the names the policy allows: a refused \
+                         name never leaves the host"
+                            .to_owned(),
+                        None,
+                    ),
+                    Err(why) => (
+                        None,
+                        "not enforced: DNS goes where it was sent, judged by the network rules; \
+                         names are reported and judged after the fact"
+                            .to_owned(),
+                        Some(why.clone()),
+                    ),
+                },
+            ),
         ];
         let mut operations = operations;
         operations.extend(routes(probe, &lsm_why));
@@ -661,6 +688,7 @@ mod tests {
         Probe {
             open_tracepoints: Ok(()),
             sock_addr: Ok(()),
+            dns_resolver: Ok(()),
             lsm_unix: lsm.clone(),
             unix: Ok(()),
             lsm_open_exec: lsm,

@@ -107,6 +107,8 @@ struct KernelTotals {
     identity: Option<(u64, u64)>,
     /// The export, when one runs.
     export: Option<guard_common::protocol::ExportStatus>,
+    /// guard's resolver: queries by outcome, and the network namespaces it runs in.
+    resolver: Option<([u64; 4], usize)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -217,6 +219,29 @@ impl Collector for KernelCollector {
             )?;
             prometheus_client::metrics::gauge::ConstGauge::new(x.spool_records as i64)
                 .encode(spool.encode_family(&[("endpoint", x.endpoint.as_str())])?)?;
+        }
+        if let Some((counts, namespaces)) = &totals.resolver {
+            encode_const_counters(
+                &mut encoder,
+                "guard_dns_resolver_queries",
+                "Queries guard's resolver got from sessions, by outcome: forwarded (answered \
+                 by the server), refused (NXDOMAIN, never forwarded), failed (no server \
+                 answered: SERVFAIL), dropped (unreadable, or past the queries in flight)",
+                None,
+                "outcome",
+                ["forwarded", "refused", "failed", "dropped"]
+                    .into_iter()
+                    .zip(counts.iter().copied())
+                    .map(|(k, v)| (k.to_owned(), v)),
+            )?;
+            let resolvers = encoder.encode_descriptor(
+                "guard_dns_resolvers",
+                "Network namespaces guard's resolver runs in",
+                None,
+                prometheus_client::metrics::gauge::ConstGauge::<i64>::TYPE,
+            )?;
+            prometheus_client::metrics::gauge::ConstGauge::new(*namespaces as i64)
+                .encode(resolvers)?;
         }
         encode_const_counters(
             &mut encoder,
@@ -470,12 +495,18 @@ impl Metrics {
         self.kernel.lock().identity = Some((matched, unknown));
     }
 
-    /// `guard_active_sessions`.
+    /// guard's resolver: queries by outcome (forwarded, refused, failed, dropped)
+    /// and the namespaces it runs in.
+    pub fn set_resolver(&self, counts: [u64; 4], namespaces: usize) {
+        self.kernel.lock().resolver = Some((counts, namespaces));
+    }
+
     /// The export's state, as `guard status` shows it.
     pub fn set_export(&self, status: Option<guard_common::protocol::ExportStatus>) {
         self.kernel.lock().export = status;
     }
 
+    /// `guard_active_sessions`.
     pub fn set_active_sessions(&self, n: u64) {
         self.active_sessions
             .set(i64::try_from(n).unwrap_or(i64::MAX));
@@ -687,6 +718,7 @@ mod tests {
         m.set_attached(1, 1);
         m.flow("other", 1, 1, true);
         m.dns("query");
+        m.set_resolver([1, 2, 3, 4], 1);
         m.set_export(Some(guard_common::protocol::ExportStatus {
             endpoint: "http://x/v1/logs".into(),
             state: "ok".into(),

@@ -10,7 +10,9 @@
 mod anomaly;
 mod check;
 mod container;
+mod delegation;
 mod destination;
+mod dns;
 mod export;
 mod profile;
 mod recovery;
@@ -56,8 +58,19 @@ pub fn parse(source_name: &str, text: &str) -> Result<(Policy, Vec<Diagnostic>),
 }
 
 const TOP_KEYS: &[&str] = &[
-    "mode", "agents", "limits", "report", "sessions", "taint", "rule", "anomaly", "export",
-    "redact", "audit",
+    "mode",
+    "agents",
+    "limits",
+    "report",
+    "sessions",
+    "taint",
+    "dns",
+    "delegation",
+    "rule",
+    "anomaly",
+    "export",
+    "redact",
+    "audit",
 ];
 const TAINT_KEYS: &[&str] = &["egress", "allow"];
 const REPORT_KEYS: &[&str] = &["dir"];
@@ -200,6 +213,8 @@ impl Checker<'_> {
             report: ReportConfig::default(),
             sessions: Sessions::default(),
             taint: Taint::default(),
+            dns: super::model::Dns::default(),
+            delegation: super::model::Delegation::default(),
             rules: Vec::new(),
             anomalies: Vec::new(),
             export: Default::default(),
@@ -208,6 +223,9 @@ impl Checker<'_> {
         };
         let mut sessions_at = 0;
         let mut taint_at = 0;
+        let mut dns_at = None;
+        let mut dns_unknown = None;
+        let mut delegation_at = None;
         for (key, value) in root.iter() {
             match key.get_ref().as_ref() {
                 "mode" => {
@@ -225,6 +243,14 @@ impl Checker<'_> {
                 "taint" => {
                     taint_at = key.span().start;
                     self.taint(value, &mut policy.taint);
+                }
+                "dns" => {
+                    dns_at = Some(key.span().start);
+                    dns_unknown = self.dns(value, &mut policy.dns);
+                }
+                "delegation" => {
+                    delegation_at = Some(key.span().start);
+                    self.delegation(value, &mut policy.delegation);
                 }
                 "rule" => policy.rules = self.rules(value),
                 "anomaly" => policy.anomalies = self.anomalies(value),
@@ -255,6 +281,8 @@ impl Checker<'_> {
                 pos,
             });
         }
+        self.dns_rule(&mut policy, dns_at, dns_unknown);
+        self.delegation_rule(&mut policy, delegation_at);
         if let Some(action) = policy.taint.egress {
             let id = Taint::RULE;
             if let Some(clash) = policy.rules.iter().find(|r| r.id == id) {

@@ -316,12 +316,12 @@ fn defaults() {
         1
     );
     assert!(!p.kill_stragglers);
-    // No rules of its own: only the `[sessions]` and `[taint]` defaults.
-    assert!(
-        p.rules
-            .iter()
-            .all(|r| matches!(r.kind, Kind::Route(_) | Kind::TaintEgress { .. }))
-    );
+    // No rules of its own: only the `[sessions]`, `[delegation]` and `[taint]`
+    // defaults (no allowlist: no `dns.names`).
+    assert!(p.rules.iter().all(|r| matches!(
+        r.kind,
+        Kind::Route(_) | Kind::TaintEgress { .. } | Kind::Delegation
+    )));
 
     let p = policy(&format!("{FILE}paths = [\"x\"]"));
     let rule = &p.rules[0];
@@ -770,6 +770,7 @@ fn sessions_refuse_routes_by_default_and_each_key_is_a_rule() {
             ("sessions.open_by_handle_at", Action::Deny),
             ("sessions.fileless_exec", Action::Alert),
             ("sessions.raw_sockets", Action::Deny),
+            ("delegation.spawner", Action::Alert),
             ("taint.egress", Action::Alert),
         ]
     );
@@ -790,6 +791,7 @@ fn sessions_refuse_routes_by_default_and_each_key_is_a_rule() {
                 "sessions.raw_sockets",
                 &Kind::Route(vec![Route::RawSocket, Route::PacketSocket])
             ),
+            ("delegation.spawner", &Kind::Delegation),
         ]
     );
     // The policy's own rules come first: the kernel's rule indexes stay theirs.
