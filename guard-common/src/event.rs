@@ -162,6 +162,15 @@ pub mod flags {
     /// that open; the record is sent when the count is due: every second of a busy
     /// file, and when the thread's cache slot is reused, it execs or it exits.
     pub const REPEATS: u16 = 1 << 13;
+    /// Connect and send records: the destination's port was 53 (DNS), and the
+    /// kernel pointed the call at guard's resolver in the process's network
+    /// namespace instead (the record keeps the destination as given).
+    pub const REDIRECTED: u16 = 1 << 14;
+    /// Exec records of a session's first exec ([`SESSION_START`], or the first exec
+    /// of a process `guard run` registered): the payload ends with the process's
+    /// working directory as the kernel resolved it, after argv and the thread id
+    /// ([`crate::ExecBody::cwd_len`] bytes).
+    pub const CWD: u16 = 1 << 15;
 }
 
 /// Most distinct file sizes the exec rules' digests name (`DIGEST_SIZES`).
@@ -242,6 +251,10 @@ pub struct ExecBody {
     pub argv_len: u32,
     /// What confined the process at its exec.
     pub confinement: Confinement,
+    /// With [`flags::CWD`]: bytes of the working directory at the payload's end.
+    pub cwd_len: u32,
+    /// Reserved, zero.
+    pub _reserved: u32,
 }
 
 /// What confines a process (sandbox truth), read from its task at exec: the
@@ -437,6 +450,11 @@ pub struct UnixBody {
     pub sock_type: u16,
     /// Reserved, zero.
     pub _reserved: u16,
+    /// A connected stream socket: the process that listens on the other side (its
+    /// pid in the initial namespace, as `SO_PEERCRED` says); 0 when unknown.
+    pub peer_pid: u32,
+    /// Its effective user id then (`u32::MAX` when unknown).
+    pub peer_uid: u32,
 }
 
 /// Body of [`EventKind::Fork`]; no payload.
@@ -552,13 +570,14 @@ pub struct TamperBody {
 /// Bytes of the agent thread id an exec record carries with [`flags::THREAD_ID`].
 pub const THREAD_ID_LEN: usize = 48;
 
-/// Size of the biggest record: an exec with a full exe path, a full argv and a
-/// thread id.
+/// Size of the biggest record: an exec with a full exe path, a full argv, a
+/// thread id and a full working directory.
 pub const MAX_RECORD: usize = core::mem::size_of::<Header>()
     + core::mem::size_of::<ExecBody>()
     + PATH_MAX
     + ARGV_MAX
-    + THREAD_ID_LEN;
+    + THREAD_ID_LEN
+    + PATH_MAX;
 
 /// Why a [`EventKind::Flow`] record was sent: [`FlowBody::reason`].
 pub mod flow {
@@ -618,6 +637,10 @@ pub mod dns {
     pub const OUT: u16 = 0;
     /// Received by the session's socket (an answer).
     pub const IN: u16 = 1;
+    /// [`super::DnsBody::flags`]: the socket's DNS goes to guard's resolver (the
+    /// address is the server it was sent to): a query guard refuses never left the
+    /// host.
+    pub const VIA_RESOLVER: u32 = 1;
 }
 
 /// Body of [`EventKind::Dns`]; payload: the first `payload_len` bytes (at most
@@ -640,8 +663,8 @@ pub struct DnsBody {
     pub sock_type: u16,
     /// A [`dns`] direction.
     pub direction: u16,
-    /// Reserved, zero.
-    pub _reserved: u32,
+    /// [`dns::VIA_RESOLVER`] bits.
+    pub flags: u32,
 }
 
 /// The routes of [`RouteBody::route`] (stable numbers). Also the byte a

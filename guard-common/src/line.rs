@@ -160,6 +160,28 @@ pub struct LinksLine {
     pub new: usize,
 }
 
+/// The process on the other side of a session's connect, outside every session
+/// (a Unix socket's listener, a loopback port's owner): work handed to it is done
+/// outside the session's tree.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ListenerLine {
+    pub pid: u32,
+    /// Its executable's file name (else its command name) and path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The kind of known spawner it is (it runs commands on request: `tmux`,
+    /// `sshd`, `docker`, …), per the policy's `[delegation]` list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spawner: Option<String>,
+}
+
 /// What happened, by kind. Kinds this client does not know read as `Other`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -255,6 +277,13 @@ pub enum EventDetail {
         errno: Option<i32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ret: Option<i64>,
+        /// Port 53: the kernel pointed the call at guard's resolver, which answers
+        /// the names the policy allows (`to` is the server as given).
+        #[serde(default, skip_serializing_if = "is_false")]
+        via_resolver: bool,
+        /// A loopback port's owner outside every session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        listener: Option<ListenerLine>,
     },
     Send {
         #[serde(flatten)]
@@ -265,6 +294,10 @@ pub enum EventDetail {
         errno: Option<i32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ret: Option<i64>,
+        /// Port 53: the kernel pointed the call at guard's resolver, which answers
+        /// the names the policy allows (`to` is the server as given).
+        #[serde(default, skip_serializing_if = "is_false")]
+        via_resolver: bool,
     },
     Fork {
         #[serde(default)]
@@ -290,6 +323,9 @@ pub enum EventDetail {
         errno: Option<i32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         ret: Option<i64>,
+        /// The socket's listener, when it is outside every session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        listener: Option<ListenerLine>,
     },
     /// A route around the hooks, refused or killed by the kernel.
     Route {
@@ -487,6 +523,10 @@ pub enum EventDetail {
         error: Option<String>,
         #[serde(default)]
         dest_class: String,
+        /// The socket's DNS goes through guard's resolver: a query it refused
+        /// never left the host.
+        #[serde(default, skip_serializing_if = "is_false")]
+        via_resolver: bool,
     },
     /// Records of a session the kernel dropped (over `[limits]`, or a child it
     /// could not track).

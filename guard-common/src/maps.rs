@@ -24,6 +24,28 @@ pub struct Tracked {
 /// process carry [`crate::flags::TAINTED`].
 pub const TAINTED: u32 = 1 << 14;
 
+/// [`Tracked::flags`]: a delegate ([`role::DELEGATE`]): the process was forked by
+/// a known spawner outside every session right after a session process connected
+/// to it. Inherited at fork, kept across exec.
+pub const DELEGATE: u32 = 1 << 15;
+
+/// `DELEGATE_ARM` values, keyed by a spawner's tgid: a session process connected to
+/// it, so its next fork (before `deadline_ns`) joins that session as a delegate.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DelegateArm {
+    pub session: u64,
+    /// `CLOCK_BOOTTIME` ns after which the arm is void.
+    pub deadline_ns: u64,
+    /// The session's root process.
+    pub root_pid: u32,
+    /// The connecting process's [`Tracked::flags`] ([`TAINTED`] is passed on).
+    pub flags: u32,
+}
+
+/// How long after a session's request a spawner's fork joins the session.
+pub const DELEGATE_WINDOW_NS: u64 = 1_000_000_000;
+
 /// Agent roles: which part of an agent session a process is. Decided by the kernel
 /// at exec, inherited at fork, kept in [`Tracked::flags`] (bits 8..11) and sent in
 /// [`crate::Header::role`]. docs/policy.md says how each is recognised.
@@ -49,8 +71,13 @@ pub mod role {
     /// The agent's own work: a program a [`STRUCTURED`] agent runs itself (Codex's
     /// start-up `git`, `lsb_release`, its shell snapshot), and everything below it.
     pub const HELPER: u8 = 6;
-    /// The highest role number.
+    /// The highest role number a process gets at exec (and a `scope` may name).
     pub const MAX: u8 = 6;
+    /// A process a known spawner outside every session (a tmux server, sshd, …)
+    /// forked right after a session process asked it to (`DELEGATE_ARM`): it joins
+    /// the session, is judged as a tool (its [`super::Tracked::flags`] hold
+    /// [`TOOL`] and [`super::DELEGATE`]) and is reported with this role.
+    pub const DELEGATE: u8 = 7;
     /// Where the role sits in [`super::Tracked::flags`].
     pub const SHIFT: u32 = 8;
     /// Mask of the role in [`super::Tracked::flags`].
@@ -77,9 +104,19 @@ pub mod role {
     /// own script is the agent again (Gemini relaunches itself), not its sandbox.
     pub const PROGRAM_SCRIPT: u32 = 16;
 
-    /// The role of `flags` (a [`super::Tracked::flags`] value).
+    /// The role of `flags` (a [`super::Tracked::flags`] value), as rules judge
+    /// it: a delegate is a tool.
     pub const fn of(flags: u32) -> u8 {
         ((flags & MASK) >> SHIFT) as u8
+    }
+
+    /// The role records report for `flags`: [`DELEGATE`] for a delegate.
+    pub const fn reported(flags: u32) -> u8 {
+        if flags & super::DELEGATE != 0 {
+            DELEGATE
+        } else {
+            of(flags)
+        }
     }
 
     /// The name used in policies and JSON events.
@@ -91,6 +128,7 @@ pub mod role {
             TOOL => "tool",
             MCP => "mcp",
             HELPER => "helper",
+            DELEGATE => "delegate",
             _ => "unknown",
         }
     }
@@ -134,8 +172,102 @@ pub struct FlowSock {
     pub reported_ns: u64,
     /// `bytes_out + bytes_in` as of the latest record.
     pub reported_bytes: u64,
+    /// A DNS socket the sock_addr hook pointed at guard's resolver: the
+    /// resolver's port in bits 0..15, [`FlowSock::DNS_ALLOWED`], and
+    /// [`FlowSock::DNS_REDIRECTED`]; 0 for every other socket.
+    pub dns: u32,
+    /// Reserved, zero.
+    pub _reserved: u32,
     /// Spare, zero (room to grow without changing the pinned map's value size).
-    pub _spare: [u64; 4],
+    pub _spare: [u64; 3],
+}
+
+impl FlowSock {
+    /// [`FlowSock::dns`]: the socket's DNS goes to guard's resolver.
+    pub const DNS_REDIRECTED: u32 = 1 << 31;
+    /// [`FlowSock::dns`]: the network rules let the process reach the original
+    /// destination itself.
+    pub const DNS_ALLOWED: u32 = 1 << 16;
+}
+
+/// The DNS port: a tracked process's connects and sends to it, at any address, go
+/// to guard's resolver instead ([`DnsStub`]).
+pub const DNS_PORT: u16 = 53;
+
+/// `DNS_STUB` values, keyed by a network namespace's inode number: where guard's
+/// resolver listens in that namespace (on its loopback), so that the sock_addr
+/// hooks point session processes' DNS there. Written by user space.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsStub {
+    /// UDP and TCP port on 127.0.0.1 (host order); 0: none for IPv4.
+    pub port4: u16,
+    /// UDP and TCP port on ::1 (host order); 0: none for IPv6.
+    pub port6: u16,
+    /// [`dns_stub`] bits.
+    pub flags: u32,
+}
+
+/// Bits of [`DnsStub::flags`], and the `DNS_CONFIG` slots.
+pub mod dns_stub {
+    /// The namespace has no interface but `lo`: nothing it sends can leave the
+    /// host, so its DNS is left as it is (no resolver of guard's runs there).
+    pub const ISOLATED: u32 = 1;
+    /// `DNS_CONFIG` slot: the rule (index plus one) under which a session's DNS
+    /// is refused in a namespace where guard's resolver does not run (yet); 0:
+    /// such DNS goes where it was sent, judged by the network rules.
+    pub const MISS_RULE: u32 = 0;
+    /// `DNS_CONFIG` slot: non-zero when sessions' DNS goes to guard's resolver at
+    /// all (`[dns] resolver`).
+    pub const ON: u32 = 1;
+    /// Slots of `DNS_CONFIG`.
+    pub const LEN: u32 = 2;
+}
+
+/// `DNS_ORIG` values, keyed by socket cookie: where a session socket's DNS was
+/// sent before the sock_addr hook pointed it at guard's resolver, so that the
+/// answers seem to come from there (`recvmsg`, `getpeername`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsOrig {
+    /// The original destination: 4 bytes for IPv4, 16 for IPv6, network order.
+    pub addr: [u8; 16],
+    /// [`crate::AF_INET`] or [`crate::AF_INET6`] of the original destination.
+    pub family: u16,
+    /// The original port (host order).
+    pub port: u16,
+    /// guard's resolver's port the socket was pointed at (host order).
+    pub stub_port: u16,
+    /// 1 when the network rules allow the session process to reach the original
+    /// destination itself (guard's resolver then forwards there).
+    pub allowed: u8,
+    /// Reserved, zero.
+    pub _reserved: u8,
+}
+
+/// `STUB_PEERS` values, keyed by [`stub_peer_key`]: who sent the DNS message guard's
+/// resolver got from a loopback port, as the kernel saw the packet leave the
+/// session's socket. The resolver reads it to judge the query by the session's
+/// process (its taint) and to forward it where it was sent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StubPeer {
+    /// The session.
+    pub session: u64,
+    /// The process that tagged the socket (its connect or send).
+    pub pid: u32,
+    /// Its agent role ([`role`]).
+    pub role: u16,
+    /// [`crate::flags`] of its records ([`crate::flags::TAINTED`]).
+    pub flags: u16,
+    /// Where the message was sent before the redirection.
+    pub orig: DnsOrig,
+}
+
+/// The `STUB_PEERS` key of a message from local port `port` over `protocol`
+/// (`IPPROTO_TCP` 6, `IPPROTO_UDP` 17).
+pub const fn stub_peer_key(protocol: u16, port: u16) -> u32 {
+    (protocol as u32) << 16 | port as u32
 }
 
 /// Bytes of a [`SessionVar`]'s name, `=` included.
@@ -284,6 +416,14 @@ mod pod {
     // SAFETY: plain `#[repr(C)]` integers with no padding.
     unsafe impl aya::Pod for super::Bucket {}
     unsafe impl aya::Pod for super::SessionVar {}
+    // SAFETY: plain `#[repr(C)]` integers with no padding.
+    unsafe impl aya::Pod for super::DnsStub {}
+    // SAFETY: plain `#[repr(C)]` integers with no padding.
+    unsafe impl aya::Pod for super::DnsOrig {}
+    // SAFETY: plain `#[repr(C)]` integers with no padding.
+    unsafe impl aya::Pod for super::StubPeer {}
+    // SAFETY: plain `#[repr(C)]` integers with no padding.
+    unsafe impl aya::Pod for super::DelegateArm {}
 }
 
 /// The epochs of the kernel's repeat cache (`OPEN_EPOCH`, an array of u64): a

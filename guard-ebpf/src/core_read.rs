@@ -76,6 +76,10 @@ pub fn confinement(t: *const Task) -> guard_common::Confinement {
         }
     }
 }
+/// The inode number of `t`'s network namespace (as `/proc/PID/ns/net` names it).
+pub fn net_ns(t: *const Task) -> u32 {
+    unsafe { guard_task_net_ns(t) }
+}
 pub fn arg_span(t: *const Task) -> (u64, u64) {
     unsafe { (guard_task_arg_start(t), guard_task_arg_end(t)) }
 }
@@ -268,6 +272,8 @@ unsafe extern "C" {
     fn guard_file_unix_sock(f: *const c_void) -> *const c_void;
     fn guard_sock_type(sk: *const c_void) -> u32;
     fn guard_unix_peer(sk: *const c_void) -> *const c_void;
+    fn guard_sock_peer_pid(sk: *const c_void) -> u32;
+    fn guard_sock_peer_uid(sk: *const c_void) -> u32;
     fn guard_unix_path(sk: *const c_void) -> *const c_void;
     fn guard_socket_sock(s: *const c_void) -> *const c_void;
 }
@@ -285,6 +291,12 @@ pub fn sock_type(sk: *const c_void) -> u32 {
 /// The socket a connected `AF_UNIX` socket `sk` is connected to, or null.
 pub fn unix_peer(sk: *const c_void) -> *const c_void {
     unsafe { guard_unix_peer(sk) }
+}
+/// The pid and effective uid of the process on the other side of a connected
+/// stream socket (`SO_PEERCRED`): the listener, for a client; (0, u32::MAX) when
+/// unknown.
+pub fn sock_peer(sk: *const c_void) -> (u32, u32) {
+    unsafe { (guard_sock_peer_pid(sk), guard_sock_peer_uid(sk)) }
 }
 
 /// The `struct path` of the socket file an `AF_UNIX` socket is bound to (a kernel

@@ -47,6 +47,26 @@ pub fn floor_sendmsg6(_ctx: SockAddrContext) -> i32 {
     1
 }
 
+#[cgroup_sock_addr(recvmsg4)]
+pub fn floor_recvmsg4(_ctx: SockAddrContext) -> i32 {
+    1
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn floor_recvmsg6(_ctx: SockAddrContext) -> i32 {
+    1
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn floor_getpeername4(_ctx: SockAddrContext) -> i32 {
+    1
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn floor_getpeername6(_ctx: SockAddrContext) -> i32 {
+    1
+}
+
 #[cgroup_skb(egress)]
 pub fn floor_skb_egress(_ctx: SkBuffContext) -> i32 {
     1

@@ -45,10 +45,11 @@ use aya_ebpf::{
     programs::{SkBuffContext, SockAddrContext, SockContext},
 };
 use guard_common::{
-    DNS_PAYLOAD_MAX, DnsBody, EventKind, FlowBody, FlowSock, Header, NetBody, counter, dns, flow,
+    DNS_PAYLOAD_MAX, DNS_PORT, DnsBody, DnsOrig, EventKind, FlowBody, FlowSock, Header, NetBody,
+    StubPeer, counter, dns, flow, stub_peer_key,
 };
 
-use crate::maps::{EVENTS, count};
+use crate::maps::{EVENTS, STUB_PEERS, count};
 
 /// Socket-local storage of the sockets tracked processes connected or sent on.
 #[btf_map]
@@ -79,7 +80,7 @@ fn now_ns() -> u64 {
 /// process of `session`. A socket already tagged for the same destination keeps
 /// its flow; for another destination, the old flow's final record goes first.
 #[inline(always)]
-pub fn tag(ctx: &SockAddrContext, dest: &NetBody, session: u64, who: u32) {
+pub fn tag(ctx: &SockAddrContext, dest: &NetBody, session: u64, who: u32, dns: u32) {
     // SAFETY: the storage pointer is checked for null; the map is socket storage of
     // `FlowSock` values, zeroed at creation.
     let st = unsafe { FLOW_SOCKS.get_or_insert_ptr_mut(ctx, None) };
@@ -90,6 +91,8 @@ pub fn tag(ctx: &SockAddrContext, dest: &NetBody, session: u64, who: u32) {
     // SAFETY: non-null storage of this socket, valid for this program run.
     let st = unsafe { &mut *st };
     let now = now_ns();
+    // The resolver a DNS socket is pointed at, whether it was before or not.
+    st.dns = dns;
     if st.body.start_ns != 0 {
         if st.body.family == dest.family && st.body.port == dest.port && st.body.addr == dest.addr {
             return;
@@ -118,7 +121,7 @@ pub fn tag(ctx: &SockAddrContext, dest: &NetBody, session: u64, who: u32) {
         uid: uid_gid as u32,
         gid: (uid_gid >> 32) as u32,
         rule: 0,
-        role: u16::from(guard_common::role::of(who)),
+        role: u16::from(guard_common::role::reported(who)),
         comm: [0; 16],
     };
     // The program's name, not the thread's (`tokio-rt-worker`): the flow's last
@@ -169,9 +172,6 @@ struct DnsRecord {
     body: DnsBody,
     payload: [u8; DNS_PAYLOAD_MAX],
 }
-
-/// The DNS server's port: packets of tagged sockets pointed at it are copied.
-const DNS_PORT: u16 = 53;
 
 /// Copies a DNS packet's transport payload (the message, cut to
 /// [`DNS_PAYLOAD_MAX`]) to user space with the flow's header.
@@ -254,12 +254,39 @@ fn dns_record(ctx: &SkBuffContext, st: &FlowSock, egress: bool, len: u32) {
             port: st.body.port,
             sock_type: st.body.sock_type,
             direction: if egress { dns::OUT } else { dns::IN },
-            _reserved: 0,
+            flags: if st.dns & FlowSock::DNS_REDIRECTED != 0 {
+                dns::VIA_RESOLVER
+            } else {
+                0
+            },
         };
     }
     // Read at the drain beat, before the connect that follows the answer (the
     // ring buffer keeps their order).
     entry.submit(u64::from(BPF_RB_NO_WAKEUP));
+}
+
+/// Tells guard's resolver who sends the message it is about to get from local
+/// port `port` of this redirected DNS socket: the packet leaves the socket here,
+/// before the resolver can read it.
+#[inline(always)]
+fn stub_peer(st: &FlowSock, port: u32) {
+    let peer = StubPeer {
+        session: st.header.session,
+        pid: st.header.pid,
+        role: st.header.role,
+        flags: st.header.flags,
+        orig: DnsOrig {
+            addr: st.body.addr,
+            family: st.body.family,
+            port: st.body.port,
+            stub_port: st.dns as u16,
+            allowed: u8::from(st.dns & FlowSock::DNS_ALLOWED != 0),
+            _reserved: 0,
+        },
+    };
+    let key = stub_peer_key(st.body.protocol, port as u16);
+    let _ = STUB_PEERS.insert(key, peer, 0);
 }
 
 /// An atomic add (BPF `lock xadd`): two CPUs may count packets of one socket at
@@ -304,6 +331,10 @@ fn account(ctx: &SkBuffContext, egress: bool) {
         add(&mut st.body.packets_in, 1);
     }
     if st.body.port == DNS_PORT {
+        if egress && st.dns & FlowSock::DNS_REDIRECTED != 0 {
+            // SAFETY: context field read.
+            stub_peer(st, unsafe { (*skb).local_port });
+        }
         // SAFETY: context field read.
         dns_record(ctx, st, egress, unsafe { (*skb).len });
     }

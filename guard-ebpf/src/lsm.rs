@@ -124,6 +124,8 @@ fn report_denied_exec(path: *const u8, len: u32, rule: u16) {
         exe_len: n,
         argv_len: 0,
         confinement: crate::core_read::confinement(crate::core_read::current()),
+        cwd_len: 0,
+        _reserved: 0,
     });
     draft.submit::<ExecBody>(n);
 }
@@ -461,6 +463,8 @@ fn refuse_unix(other: Ptr) -> i32 {
                     call: UnixCall::Send as u32,
                     sock_type: core_read::sock_type(other) as u16,
                     _reserved: 0,
+                    peer_pid: 0,
+                    peer_uid: u32::MAX,
                 });
                 draft.submit::<UnixBody>(n);
             }
@@ -477,7 +481,43 @@ pub fn unix_stream_connect(ctx: LsmContext) -> i32 {
     if retval != 0 {
         return earlier(retval);
     }
-    refuse_unix(other)
+    match refuse_spawner(other) {
+        0 => refuse_unix(other),
+        refused => refused,
+    }
+}
+
+/// Refuses a session process's connect to a known spawner outside every session
+/// (`SPAWNERS`) where the policy refuses delegation; `other` is the listening
+/// socket, whose credentials are the listener's. The call's exit reports it.
+#[inline(always)]
+fn refuse_spawner(other: Ptr) -> i32 {
+    let (tgid, tid) = current_ids();
+    // SAFETY: presence check only.
+    if unsafe { TRACKED.get(tgid) }.is_none() {
+        return 0;
+    }
+    let (peer, uid) = core_read::sock_peer(other);
+    // SAFETY: presence check and a read-only copy of the map value.
+    if peer == 0 || unsafe { TRACKED.get(peer) }.is_some() {
+        return 0;
+    }
+    // SAFETY: read-only copy of the map value.
+    let Some(verdict) = (unsafe { crate::maps::SPAWNERS.get(peer) }).copied() else {
+        return 0;
+    };
+    if verdict & u32::from(enforced::DENIED) == 0 {
+        return 0;
+    }
+    if let Some(p) = PENDING_UNIX.get_ptr_mut(tid) {
+        // SAFETY: this thread's entry, noted at the call's entry.
+        unsafe {
+            (*p).rule = verdict;
+            (*p).peer_pid = peer;
+            (*p).peer_uid = uid;
+        }
+    }
+    -EPERM
 }
 
 #[lsm(hook = "unix_may_send")]

@@ -15,6 +15,7 @@
 #![allow(internal_features)]
 
 mod core_read;
+mod dns;
 mod emit;
 mod enforce;
 mod file;

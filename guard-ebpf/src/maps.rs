@@ -4,7 +4,10 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use guard_common::{AgentName, Bucket, NetBody, SessionVar, Tracked, counter, daemon_state};
+use guard_common::{
+    AgentName, Bucket, DelegateArm, DnsOrig, DnsStub, NetBody, SessionVar, StubPeer, Tracked,
+    counter, daemon_state, dns_stub,
+};
 
 /// Tracked processes by tgid. Children are added at fork, before they run; entries
 /// leave when the last thread exits. Not an LRU: a full map must be counted
@@ -117,6 +120,10 @@ pub struct PendingUnix {
     /// What the BPF-LSM hook refused it by (`guard_common::rules::enforced`), set by
     /// the hook; 0 for nothing.
     pub rule: u32,
+    /// The listener the BPF-LSM hook found on the other side (0: none seen), and its
+    /// effective uid: the exit of a refused connect has no peer to read.
+    pub peer_pid: u32,
+    pub peer_uid: u32,
     /// `sun_path` as given: a NUL-terminated path, or a 0 byte and an abstract name.
     pub name: [u8; UNIX_NAME],
 }
@@ -173,7 +180,8 @@ pub struct PendingNet {
     pub kind: u16,
     /// What the hook enforced (`guard_common::rules::enforced`), for the event.
     pub rule: u16,
-    pub _reserved: u32,
+    /// Header flags for the event (`guard_common::flags::REDIRECTED`).
+    pub flags: u32,
 }
 
 /// guard's daemon: each of its thread ids (its tgid included) → its tgid. The daemon
@@ -189,3 +197,57 @@ pub static GUARD_PIDS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 /// may not open it or change anything in it.
 #[map]
 pub static GUARD_PIN: Array<u64> = Array::with_max_entries(guard_common::guard_pin::LEN, 0);
+
+/// Where guard's resolver listens, by network namespace (inode number): a tracked
+/// process's DNS in that namespace goes there (`dns.rs`). Written by user space.
+#[map]
+pub static DNS_STUB: HashMap<u32, DnsStub> = HashMap::with_max_entries(1024, 0);
+
+/// `guard_common::dns_stub` slots: whether sessions' DNS goes to guard's resolver,
+/// and the rule that refuses it where no resolver of guard's runs.
+#[map]
+pub static DNS_CONFIG: Array<u32> = Array::with_max_entries(dns_stub::LEN, 0);
+
+/// Sockets whose DNS the sock_addr hooks pointed at guard's resolver, by socket
+/// cookie: where it was sent (`dns.rs`), for the answers' source. An LRU: a socket's
+/// entry is not removed when it closes.
+#[map]
+pub static DNS_ORIG: LruHashMap<u64, DnsOrig> = LruHashMap::with_max_entries(16384, 0);
+
+/// Who sent the DNS message guard's resolver gets from a loopback port
+/// (`guard_common::stub_peer_key`), written as the packet leaves the session's
+/// socket (`flow.rs`). An LRU: ports are reused.
+#[map]
+pub static STUB_PEERS: LruHashMap<u32, StubPeer> = LruHashMap::with_max_entries(8192, 0);
+
+/// Known spawners outside every session (tmux and screen servers, sshd, dockerd,
+/// …: processes that run commands on request), by tgid, kept by user space. The
+/// value is what a session's connect to one gets: 0 reported (and its next fork
+/// joins the session, `DELEGATE_ARM`), or the rule bits of a refusal
+/// (`guard_common::rules::enforced::DENIED` and the rule index plus one).
+#[map]
+pub static SPAWNERS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Ports on which a known spawner listens on loopback (sshd on 127.0.0.1:22),
+/// mapped to its tgid, kept by user space.
+#[map]
+pub static SPAWNER_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(1024, 0);
+
+/// Spawners a session process just connected to, by tgid: their next fork before
+/// the deadline joins that session as a delegate (`process.rs`). An LRU: an arm
+/// no fork used must not fill it.
+#[map]
+pub static DELEGATE_ARM: LruHashMap<u32, DelegateArm> = LruHashMap::with_max_entries(4096, 0);
+
+/// Arms spawner `tgid` for `tracked`'s session: its next fork within
+/// `guard_common::DELEGATE_WINDOW_NS` joins the session.
+#[inline(always)]
+pub fn arm_delegate(tgid: u32, tracked: &Tracked, now_ns: u64) {
+    let arm = DelegateArm {
+        session: tracked.session,
+        deadline_ns: now_ns + guard_common::DELEGATE_WINDOW_NS,
+        root_pid: tracked.root_pid,
+        flags: tracked.flags,
+    };
+    let _ = DELEGATE_ARM.insert(tgid, arm, 0);
+}

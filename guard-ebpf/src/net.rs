@@ -14,22 +14,26 @@
 //! hooks `unix_stream_connect` and `unix_may_send` (lsm.rs) refuse with EPERM.
 
 use aya_ebpf::{
-    helpers::generated::{bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user},
+    helpers::generated::{
+        bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str,
+        bpf_probe_read_user,
+    },
     macros::{cgroup_sock_addr, tracepoint},
     programs::{SockAddrContext, TracePointContext},
 };
 use guard_common::{
-    AF_INET, AF_INET6, AF_UNIX, EventKind, NetBody, PATH_DEPTH, TAINTED, Tracked, UNIX_PATH_MAX,
-    UnixBody, UnixCall, flags,
+    AF_INET, AF_INET6, AF_UNIX, DNS_PORT, EventKind, NetBody, PATH_DEPTH, TAINTED, Tracked,
+    UNIX_PATH_MAX, UnixBody, UnixCall, flags, rules::enforced,
 };
 
 use crate::{
     core_read::{self, WALK_TRUNCATED},
+    dns::{self, Redirect},
     emit::{Draft, current_ids},
     enforce, flow,
     maps::{
         PATH_END, PATH_MASK, PATH_SCRATCH, PENDING_NET, PENDING_UNIX, PendingNet, PendingUnix,
-        TRACKED, UNIX_NAME,
+        SPAWNER_PORTS, SPAWNERS, TRACKED, UNIX_NAME,
     },
 };
 
@@ -72,15 +76,44 @@ fn note(ctx: &SockAddrContext, kind: EventKind, v6: bool) -> i32 {
         // A process that read a secret: the `[taint]` allowlist too.
         verdict = enforce::on_tainted_net(body.family, &body.addr, body.port);
     }
+    let (mut event_flags, mut dns_tag) = (0u32, 0u32);
+    if body.port == DNS_PORT {
+        // DNS goes to guard's resolver, which judges each name: the network rules
+        // only say whether it may forward to this server itself.
+        match dns::redirect(ctx, &body, verdict.is_none()) {
+            Redirect::To { tag } => {
+                verdict = None;
+                event_flags = u32::from(flags::REDIRECTED);
+                dns_tag = tag;
+            }
+            Redirect::Refuse(rule) => {
+                verdict = Some((rule & enforced::RULE_MASK) | enforced::DENIED);
+            }
+            Redirect::Pass => {}
+        }
+    }
+    if verdict.is_none()
+        && let Some(listener) = loopback_spawner(&body)
+    {
+        // A known spawner on this host (sshd): refused where the policy refuses
+        // delegation, else its next fork joins the session.
+        // SAFETY: read-only copy of the map value.
+        match unsafe { SPAWNERS.get(listener) }.copied() {
+            Some(v) if v & u32::from(enforced::DENIED) != 0 => verdict = Some(v as u16),
+            // SAFETY: helper without arguments.
+            _ => crate::maps::arm_delegate(listener, &tracked, unsafe { bpf_ktime_get_boot_ns() }),
+        }
+    }
     if verdict.is_none() {
-        // Allowed: the socket's bytes are counted from here on (flow.rs).
-        flow::tag(ctx, &body, tracked.session, tracked.flags);
+        // Allowed: the socket's bytes are counted from here on (flow.rs), under the
+        // destination as given.
+        flow::tag(ctx, &body, tracked.session, tracked.flags, dns_tag);
     }
     let pending = PendingNet {
         body,
         kind: kind as u16,
         rule: verdict.unwrap_or(0),
-        _reserved: 0,
+        flags: event_flags,
     };
     if PENDING_NET.insert(tid, pending, 0).is_err() {
         crate::maps::count(guard_common::counter::PENDING_FULL);
@@ -136,7 +169,7 @@ fn try_exit_net(ctx: &TracePointContext) -> Result<(), ()> {
     let kind = EventKind::from_u16(pending.kind).ok_or(())?;
     // SAFETY: `ret` is at offset 16 of every sys_exit record.
     let ret = unsafe { ctx.read_at::<i64>(16) }.map_err(|_| ())?;
-    let mut draft = Draft::begin(kind, 0, session, tracked.flags).ok_or(())?;
+    let mut draft = Draft::begin(kind, pending.flags as u16, session, tracked.flags).ok_or(())?;
     draft.header().rule = pending.rule;
     draft.body(NetBody {
         ret,
@@ -255,6 +288,8 @@ fn note_tracked_unix(tid: u32, call: UnixCall, fd: u64, addr: u64, addrlen: u64)
         call: call as u32,
         len,
         rule: 0,
+        peer_pid: 0,
+        peer_uid: u32::MAX,
         name: [0; UNIX_NAME],
     };
     if len > 0 {
@@ -294,7 +329,14 @@ fn report_unix(
     pending: *const PendingUnix,
 ) -> Result<(), ()> {
     // SAFETY: the entry stays in the map until exit_unix removes it after this.
-    let (fd, call, rule) = unsafe { ((*pending).fd, (*pending).call, (*pending).rule) };
+    let (fd, call, rule, mut listener) = unsafe {
+        (
+            (*pending).fd,
+            (*pending).call,
+            (*pending).rule,
+            ((*pending).peer_pid, (*pending).peer_uid),
+        )
+    };
     // SAFETY: `ret` is at offset 16 of every sys_exit record.
     let ret = unsafe { ctx.read_at::<i64>(16) }.map_err(|_| ())?;
     let pbuf = PATH_SCRATCH.get_ptr_mut(0).ok_or(())?.cast::<u8>();
@@ -329,15 +371,69 @@ fn report_unix(
         draft.header().flags |= flags::PATH_UNRESOLVED;
         unresolved_name(pending, pbuf, task)?
     };
+    if ret >= 0 && call == UnixCall::Connect as u32 {
+        // The listener on the other side: a spawner outside every session is
+        // asked to work for the session (delegation).
+        listener = core_read::sock_peer(sock);
+        if let Some(refused) = spawner(listener.0, tracked)
+            && draft.header().rule == 0
+        {
+            draft.header().rule = refused;
+        }
+    }
     let len = draft.path_payload::<UnixBody>(pbuf, start, end);
     draft.body(UnixBody {
         ret,
         call,
         sock_type: core_read::sock_type(sock) as u16,
         _reserved: 0,
+        peer_pid: listener.0,
+        peer_uid: listener.1,
     });
     draft.submit::<UnixBody>(len);
     Ok(())
+}
+
+/// A session process reached `peer`, a process outside every session: when it is a
+/// known spawner (`SPAWNERS`), a refusing policy kills the caller before its call
+/// returns (the event's `rule` field is returned); otherwise the spawner's next
+/// fork joins the session (`DELEGATE_ARM`).
+#[inline(always)]
+fn spawner(peer: u32, tracked: &Tracked) -> Option<u16> {
+    // SAFETY: presence checks and a read-only copy of the map value.
+    if peer == 0 || unsafe { TRACKED.get(peer) }.is_some() {
+        return None;
+    }
+    // SAFETY: as above.
+    let verdict = *unsafe { SPAWNERS.get(peer) }?;
+    if verdict & u32::from(enforced::DENIED) != 0 {
+        let rule = (verdict as u16 & enforced::RULE_MASK).checked_sub(1)?;
+        return Some(enforce::kill_for(rule));
+    }
+    // SAFETY: helper without arguments.
+    crate::maps::arm_delegate(peer, tracked, unsafe { bpf_ktime_get_boot_ns() });
+    None
+}
+
+/// A loopback destination a known spawner listens on (sshd on 127.0.0.1:22): its
+/// tgid, when it is outside every session.
+#[inline(always)]
+fn loopback_spawner(body: &NetBody) -> Option<u32> {
+    let a = &body.addr;
+    let loopback = match body.family {
+        AF_INET => a[0] == 127,
+        _ => {
+            a[..15] == [0; 15] && a[15] == 1
+                || a[..10] == [0; 10] && a[10] == 0xff && a[11] == 0xff && a[12] == 127
+        }
+    };
+    if !loopback {
+        return None;
+    }
+    // SAFETY: read-only copy of the map value.
+    let tgid = *unsafe { SPAWNER_PORTS.get(body.port) }?;
+    // SAFETY: presence check only.
+    (unsafe { TRACKED.get(tgid) }.is_none()).then_some(tgid)
 }
 
 /// The name a process gave, in the path scratch: `@name` for an abstract one (a

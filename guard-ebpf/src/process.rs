@@ -10,7 +10,7 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use guard_common::{
-    ARGV_MAX, EventKind, ExecBody, ExitBody, ForkBody, PATH_DEPTH, PATH_MAX, TAINTED,
+    ARGV_MAX, DELEGATE, EventKind, ExecBody, ExitBody, ForkBody, PATH_DEPTH, PATH_MAX, TAINTED,
     THREAD_ID_LEN, Tracked, counter, flags, role,
 };
 
@@ -19,8 +19,8 @@ use crate::{
     emit::{Draft, current_ids},
     enforce,
     maps::{
-        AGENT_CGROUPS, AGENTS, DIGEST_SIZES, HELD, PATH_END, PATH_MASK, PATH_SCRATCH, TRACKED,
-        count,
+        AGENT_CGROUPS, AGENTS, DELEGATE_ARM, DIGEST_SIZES, HELD, PATH_END, PATH_MASK, PATH_SCRATCH,
+        TRACKED, count,
     },
 };
 
@@ -37,9 +37,10 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
     let child: *const core_read::Task = ctx.arg::<u64>(1) as *const core_read::Task;
     // SAFETY: read-only copy of the map value.
     let Some(parent) = unsafe { TRACKED.get(tgid) }.copied() else {
-        // Untracked: only guard's own new threads matter (self-protection).
+        // Untracked: guard's own new threads (self-protection), and a spawner's
+        // fork right after a session asked it to work (delegation).
         crate::tamper::thread_born(tgid, core_read::pid(child), core_read::tgid(child));
-        return Err(());
+        return delegate(tgid, child);
     };
     let child_pid = core_read::pid(child);
     if child_pid != core_read::tgid(child) {
@@ -52,13 +53,53 @@ fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
         root_pid: parent.root_pid,
         // The child has its parent's role (children of a tool are tools) until an
         // exec of its own decides again; and its taint, for good.
-        flags: parent.flags & (role::MASK | role::STRUCTURED | role::HAS_THREAD | TAINTED),
+        flags: parent.flags
+            & (role::MASK | role::STRUCTURED | role::HAS_THREAD | TAINTED | DELEGATE),
     };
     if TRACKED.insert(child_pid, entry, 0).is_err() {
         count(counter::TRACK_FULL);
         crate::emit::untracked_child(parent.session, parent.flags, child_pid);
     }
     let mut draft = Draft::begin(EventKind::Fork, 0, parent.session, parent.flags).ok_or(())?;
+    draft.body(ForkBody {
+        child_pid,
+        _reserved: 0,
+        child_start_ns,
+    });
+    draft.submit::<ForkBody>(0);
+    Ok(())
+}
+
+/// The fork of an untracked process `tgid`: when it is a spawner a session process
+/// just asked to work (`DELEGATE_ARM`, armed by net.rs), its child joins that
+/// session as a delegate, judged as a tool. One fork per request.
+#[inline(always)]
+fn delegate(tgid: u32, child: *const core_read::Task) -> Result<(), ()> {
+    // SAFETY: read-only copy of the map value.
+    let arm = (unsafe { DELEGATE_ARM.get(tgid) }).copied().ok_or(())?;
+    let _ = DELEGATE_ARM.remove(tgid);
+    // SAFETY: helper without arguments.
+    if unsafe { bpf_ktime_get_boot_ns() } > arm.deadline_ns {
+        return Err(());
+    }
+    let child_pid = core_read::pid(child);
+    if child_pid != core_read::tgid(child) {
+        return Err(()); // a new thread of the spawner
+    }
+    let child_start_ns = core_read::start_ns(child);
+    let flags = (arm.flags & TAINTED) | DELEGATE | (u32::from(role::TOOL) << role::SHIFT);
+    let entry = Tracked {
+        session: arm.session,
+        start_ns: child_start_ns,
+        root_pid: arm.root_pid,
+        flags,
+    };
+    if TRACKED.insert(child_pid, entry, 0).is_err() {
+        count(counter::TRACK_FULL);
+        crate::emit::untracked_child(arm.session, flags, child_pid);
+        return Err(());
+    }
+    let mut draft = Draft::begin(EventKind::Fork, 0, arm.session, flags).ok_or(())?;
     draft.body(ForkBody {
         child_pid,
         _reserved: 0,
@@ -98,6 +139,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
             if t.start_ns == 0 {
                 // Registered by user space (`guard run`) before this first exec.
                 t.start_ns = core_read::start_ns(task);
+                event_flags |= flags::CWD;
             }
             t
         }
@@ -121,7 +163,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
                 count(counter::TRACK_FULL);
                 return Err(());
             }
-            event_flags |= flags::SESSION_START;
+            event_flags |= flags::SESSION_START | flags::CWD;
             t
         }
     };
@@ -140,7 +182,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     let program = crate::role::program_of(bprm, file, unsafe { &*draft.comm_ptr() });
     let program = crate::role::with_script(program, task);
     tracked.flags = crate::role::at_exec(tracked.flags, program);
-    draft.header().role = u16::from(role::of(tracked.flags));
+    draft.header().role = u16::from(role::reported(tracked.flags));
     let has_thread = tracked.flags & role::MASK == u32::from(role::TOOL) << role::SHIFT;
     tracked.flags &= !role::HAS_THREAD;
 
@@ -229,15 +271,57 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
             thread_len = THREAD_ID_LEN as u32;
         }
     }
+    // A session's first exec: its working directory, read now (a session that
+    // ends within milliseconds is gone before user space could read /proc).
+    let mut cwd_len = 0u32;
+    if event_flags & flags::CWD != 0 {
+        let at = (exe_len & 0xfff) + (argv_len & 0xfff) + (thread_len & 0x3f);
+        cwd_len = cwd(task, pbuf, draft.payload_ptr::<ExecBody>(at as usize));
+        if cwd_len == 0 {
+            draft.header().flags &= !flags::CWD;
+        }
+    }
+    let confinement = core_read::confinement(task);
+    if crate::dns::unserved(confinement.net_ns) {
+        // The first exec in a network namespace guard's resolver does not serve yet:
+        // the daemon starts one there as soon as it reads this.
+        draft.urgent();
+    }
     let _ = TRACKED.insert(tgid, tracked, 0);
     draft.body(ExecBody {
         start_ns: tracked.start_ns,
         exe_len,
         argv_len,
-        confinement: core_read::confinement(task),
+        confinement,
+        cwd_len,
+        _reserved: 0,
     });
-    draft.submit::<ExecBody>(exe_len + argv_len + thread_len);
+    draft.submit::<ExecBody>(exe_len + argv_len + thread_len + cwd_len);
     Ok(())
+}
+
+/// Copies `task`'s working directory, as the kernel resolves it, to `dst` (walked
+/// in the path scratch `pbuf`): its last `PATH_MAX` bytes. Returns the bytes
+/// copied (0 when it could not be read).
+#[inline(always)]
+fn cwd(task: *const core_read::Task, pbuf: *mut u8, dst: *mut u8) -> u32 {
+    let walk = core_read::cwd_path(task, pbuf, PATH_END, PATH_DEPTH as u32);
+    let start = walk & !WALK_TRUNCATED;
+    let len = PATH_END.saturating_sub(start).min(PATH_MAX as u32) & 0xfff;
+    if len == 0 {
+        return 0;
+    }
+    let src = PATH_END - len;
+    // SAFETY: both regions bounded by masks the verifier tracks; the scratch holds
+    // the walk's result.
+    let read = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            dst.cast(),
+            len,
+            pbuf.wrapping_add((src & PATH_MASK) as usize).cast(),
+        )
+    };
+    if read == 0 { len } else { 0 }
 }
 
 /// Stops the process before its first instruction when its file has a size some

@@ -32,6 +32,7 @@ use std::{env, fs, thread};
 use serde_json::Value;
 
 pub mod chain;
+pub mod dnsmasq;
 pub mod fleet;
 pub mod home;
 pub mod model;
@@ -1497,6 +1498,7 @@ const KINDS: &[&str] = &[
     "connect",
     "send",
     "flow",
+    "dns",
     "fork",
     "exit",
     "session_start",
@@ -1594,7 +1596,7 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
         need(
             e.str("role").is_some_and(|r| {
                 [
-                    "wrapper", "agent", "sandbox", "tool", "mcp", "helper", "unknown",
+                    "wrapper", "agent", "sandbox", "tool", "mcp", "helper", "delegate", "unknown",
                 ]
                 .contains(&r)
             }),
@@ -1795,6 +1797,21 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
                 "result is not killed or EPERM (or ok for a fileless exec only reported)",
             );
             need(e.str("rule").is_some(), "a route event names no rule");
+        }
+        "dns" => {
+            need(
+                matches!(e.str("direction"), Some("query" | "answer")),
+                "direction is not query/answer",
+            );
+            need(is_str("server"), "server is not a string");
+            need(
+                e.int("port").is_some_and(|p| (0..=65535).contains(&p)),
+                "port is not a port",
+            );
+            need(
+                e.str("name").is_none_or(|n| n.chars().count() <= 64),
+                "a name longer than 64 characters was written whole",
+            );
         }
         "unix" => {
             need(

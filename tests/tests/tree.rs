@@ -324,3 +324,61 @@ fn agent_process_tree_is_one_session() {
     let events = daemon.stop_ok();
     check_schema(&events, since);
 }
+
+/// A session that ends within milliseconds of its start (the agent exits at once)
+/// still has its workspace and repository: the kernel reads the working directory
+/// at the session's first exec, before the process can be gone from /proc.
+#[test]
+fn a_session_of_a_few_milliseconds_has_its_workspace_and_repository() {
+    let agent = FakeAgent::install(fake_agent_exe!());
+    let mut daemon = Daemon::start(&[agent.name()]);
+    let dir = TempDir::new("guard-e2e-short-session");
+    let work = dir.join("work");
+    fs::create_dir_all(&work).expect("mkdir");
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&work)
+            .env("HOME", dir.path())
+            .output()
+            .expect("run git");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&[
+        "-c",
+        "user.name=guard e2e",
+        "-c",
+        "user.email=e2e@example.com",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "first",
+    ]);
+    let head = git(&["rev-parse", "HEAD"]);
+    let run = agent.spawn_in(&work, &["exit", "0"]).finish();
+    run.assert_success();
+    let events = daemon.wait_for("the end of the session", |evs| {
+        evs.iter()
+            .any(|e| e.kind() == "session_end" && e.int("root_pid") == Some(run.pid))
+    });
+    let start = find(&events, "session_start", |e| {
+        e.kind() == "session_start" && e.int("root_pid") == Some(run.pid)
+    });
+    let work = fs::canonicalize(&work).expect("canonical");
+    assert_eq!(
+        start.str("cwd"),
+        Some(work.to_str().expect("UTF-8")),
+        "{}",
+        dump(&events)
+    );
+    assert_eq!(
+        start.value["repository"]["commit"],
+        head.as_str(),
+        "{start}"
+    );
+    assert_eq!(start.value["repository"]["branch"], "main", "{start}");
+    daemon.stop_ok();
+}

@@ -274,6 +274,20 @@ const SUBSET: &[(&str, Kernels, &[&str])] = &[
             "a_datagram_to_a_protected_socket_is_refused_or_reported",
         ],
     ),
+    // Delegation: BPF-LSM refuses a session's connect to a known spawner (a tmux
+    // server outside every session) with EPERM.
+    (
+        "delegation",
+        Kernels::Every,
+        &["a_refusing_policy_stops_the_request_to_a_tmux_server"],
+    ),
+    // guard's resolver: DNS pointed at it by the sock_addr hooks and the answers'
+    // source given back (recvmsg, getpeername) on the oldest kernel.
+    (
+        "resolver",
+        Kernels::Oldest,
+        &["names_off_the_allowlist_never_leave_and_allowed_ones_resolve"],
+    ),
 ];
 
 /// One kernel of the matrix.

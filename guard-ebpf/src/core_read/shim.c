@@ -121,8 +121,13 @@ struct nsproxy {
 	struct net *net_ns;
 } __co_re;
 
+typedef struct {
+	unsigned int val;
+} kuid_t;
+
 struct cred {
 	struct user_namespace *user_ns;
+	kuid_t euid;
 } __co_re;
 
 struct task_struct {
@@ -672,6 +677,8 @@ struct sock_common {
 struct sock {
 	struct sock_common __sk_common;
 	unsigned short sk_type;
+	struct pid *sk_peer_pid;
+	const struct cred *sk_peer_cred;
 } __co_re;
 
 struct socket {
@@ -700,6 +707,26 @@ ACCESSOR struct sock *guard_file_unix_sock(struct file *f)
 }
 
 ACCESSOR u32 guard_sock_type(struct sock *sk) { return BPF_CORE_READ(sk, sk_type); }
+
+// The process on the other side of a connected stream socket, as SO_PEERCRED
+// names it (for a client, the listener: the pid that called listen(2)), in the
+// initial pid namespace; 0 when none.
+ACCESSOR u32 guard_sock_peer_pid(struct sock *sk)
+{
+	struct pid *p = BPF_CORE_READ(sk, sk_peer_pid);
+	if (!p)
+		return 0;
+	return BPF_CORE_READ(p, numbers[0].nr);
+}
+
+// That process's effective uid then; (u32)-1 when unknown.
+ACCESSOR u32 guard_sock_peer_uid(struct sock *sk)
+{
+	const struct cred *c = BPF_CORE_READ(sk, sk_peer_cred);
+	if (!c)
+		return (u32)-1;
+	return BPF_CORE_READ(c, euid.val);
+}
 
 // The socket a connected AF_UNIX socket is connected to (for a stream socket, the
 // server side of the connection, which carries the listener's path), or NULL.

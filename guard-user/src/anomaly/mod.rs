@@ -291,7 +291,10 @@ impl Detector {
                                 continue;
                             }
                             w.quiet_until = ev.ts_ns + ENTROPY_REFIRE_NS;
-                            hit = Some(Hit::of(rule, format!("DNS query for {name}: {why}")));
+                            // The name itself would carry the data into the log.
+                            let shown = crate::event::dns::cut_name(name)
+                                .unwrap_or_else(|| name.to_owned());
+                            hit = Some(Hit::of(rule, format!("DNS query for {shown}: {why}")));
                         }
                         _ => {}
                     }

@@ -275,7 +275,7 @@ impl Daemon {
         let start = self
             .pipe
             .registry
-            .start(id, How::Run, self.pipe.now(), &task);
+            .start(id, How::Run, self.pipe.now(), &task, None);
         self.pipe.note_repository(&start);
         self.out.write(&start)?;
         Ok(id)
@@ -289,19 +289,7 @@ impl Daemon {
         let detail = Detail::PolicyLoaded {
             name: policy.name.clone(),
             mode: policy.mode,
-            // The policy's own `[[rule]]`s; the `[sessions]` and `[taint]` rules come
-            // on top.
-            rules: policy
-                .rules
-                .iter()
-                .filter(|r| {
-                    !matches!(
-                        r.kind,
-                        crate::policy::model::Kind::Route(_)
-                            | crate::policy::model::Kind::TaintEgress { .. }
-                    )
-                })
-                .count(),
+            rules: policy.own_rules(),
             kernel_entries: rules.paths.len() + rules.nets.len() + rules.taint_nets.len(),
             identity: self.pipe.identity.summary(),
             user_space_rules: judge.user_space_rules(),
@@ -460,6 +448,16 @@ impl Daemon {
         let names_changed = judge.host_names() != self.pipe.judge.host_names();
         let export_changed = judge.policy().export != self.pipe.judge.policy().export;
         self.pipe.judge = judge;
+        if let Err(e) = self
+            .dns
+            .configure(self.pipe.judge.policy(), self.pipe.judge.dns())
+        {
+            tracing::warn!("guard's resolver: {}", crate::ebpf::short_chain(&e));
+        }
+        if let Some(s) = &mut self.pipe.spawners {
+            s.configure(self.pipe.judge.policy());
+        }
+        self.set_audit_format();
         if export_changed {
             self.start_export();
         } else if let Some(export) = &self.out.export {
@@ -529,6 +527,16 @@ impl Daemon {
         }
     }
 
+    /// Writes the audit log in the format the policy asks for (`[audit] format`).
+    pub(super) fn set_audit_format(&mut self) {
+        let ocsf = self.pipe.judge.policy().audit.format == crate::policy::model::Schema::Ocsf;
+        if ocsf != self.out.sink.is_ocsf() {
+            self.out
+                .sink
+                .set_ocsf(ocsf.then(crate::audit::OcsfHost::this));
+        }
+    }
+
     /// Re-reads the agents' configurations when one changed: a new MCP server's
     /// command gets its role from the kernel at its next exec.
     pub(super) fn refresh_mcp(&mut self) -> anyhow::Result<()> {
@@ -553,6 +561,7 @@ impl Daemon {
             .count();
         let metrics = &self.out.metrics;
         metrics.set_active_sessions(running as u64);
+        metrics.set_resolver(self.dns.counts(), self.dns.running());
         metrics.set_export(
             self.out
                 .export

@@ -75,6 +75,8 @@ struct Daemon {
     mcp: crate::agents::mcp::Configs,
     homes: Vec<String>,
     resolver: Resolver,
+    /// guard's resolver in each network namespace sessions use.
+    dns: crate::dns::Resolvers,
     /// Lost records already reported.
     lost_seen: u64,
     /// A reload changed the cgroups that start sessions: the loop swaps this watcher
@@ -160,6 +162,22 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
     let held_map = probes.take_held();
+    let (dns_started_tx, mut dns_started) = mpsc::channel(16);
+    let mut dns = crate::dns::Resolvers::new(
+        probes.take_dns().context("the DNS maps are taken")?,
+        probes.take_stub_peers(),
+        judge.dns(),
+        probes.dns_resolver.clone(),
+        dns_started_tx,
+    )
+    .context("cannot start guard's resolver")?;
+    dns.configure(judge.policy(), judge.dns())
+        .context("cannot point sessions' DNS at guard's resolver")?;
+    let spawners = probes.take_delegation().map(|maps| {
+        let mut s = crate::delegation::Spawners::new(maps);
+        s.configure(judge.policy());
+        s
+    });
     let mut d = Daemon {
         probes,
         pipe: Pipeline {
@@ -180,6 +198,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             digests: Default::default(),
             holds: crate::digest::Holds::new(held_map),
             repositories: Vec::new(),
+            dns_work: Vec::new(),
+            spawners,
         },
         out: Outputs::new(sink, metrics),
         watch: Watch::new(opts.policy.clone()),
@@ -188,6 +208,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         mcp,
         homes,
         resolver: Resolver::new(resolved_tx),
+        dns,
         lost_seen: 0,
         new_cgroups: None,
         runtime_root: opts.runtime_root.clone(),
@@ -195,6 +216,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         export_token_file: opts.export_token_file.clone(),
         state_dir: opts.state_dir.clone(),
     };
+    d.set_audit_format();
     d.start_export();
     d.policy_loaded(&warnings)?;
     d.check_attached();
@@ -256,6 +278,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 d.command(cmd)?
             }
             Some((name, addrs)) = resolved.recv() => d.resolved(name, addrs)?,
+            Some(started) = dns_started.recv() => d.dns.started(started),
             _ = hup.recv() => d.reload("SIGHUP")?,
             _ = beat.tick() => {
                 d.out.beat();
@@ -264,6 +287,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 d.report_lost()?;
                 d.update_metrics();
                 d.refresh_mcp()?;
+                d.dns.recheck();
+                if let Some(s) = &mut d.pipe.spawners {
+                    let probes = &d.probes;
+                    s.scan(&d.pipe.judge.policy().delegation, |pid| probes.is_tracked(pid));
+                }
                 d.out.summaries_due();
                 if let Some(w) = &cgroups {
                     d.adopt_in_cgroups(w.get_ref())?;
@@ -275,6 +303,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
+        d.dns_work();
         if let Some(watcher) = d.new_cgroups.take() {
             cgroups = watcher;
             d.install_cgroups(cgroups.as_ref().map(AsyncFd::get_ref))?;
@@ -292,6 +321,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         m.abort();
     }
     d.resolver.stop();
+    d.dns.stop();
     d.pipe.drain(ring.get_mut(), &mut d.out)?;
     d.pipe.release_overdue(&mut d.out, true)?;
     d.report_lost()?;
@@ -317,6 +347,30 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         "guard daemon stopped; enforcement stays pinned (`guard unload` lifts it)"
     );
     Ok(())
+}
+
+impl Daemon {
+    /// What the pipeline saw of network namespaces and sessions, for guard's
+    /// resolver: a namespace a session process runs in gets one; a namespace whose
+    /// sessions all ended loses it.
+    fn dns_work(&mut self) {
+        for work in self.pipe.take_dns_work() {
+            match work {
+                pipeline::DnsWork::Seen {
+                    netns,
+                    pid,
+                    session,
+                } => {
+                    let netns = match netns {
+                        0 => crate::dns::netns::inode(&pid.to_string()).unwrap_or(0),
+                        n => n,
+                    };
+                    self.dns.want(netns, pid, session);
+                }
+                pipeline::DnsWork::Ended(session) => self.dns.session_ended(session),
+            }
+        }
+    }
 }
 
 /// The identity set's inotify descriptor, for the poll loop (owned by the set).

@@ -115,12 +115,14 @@ impl Outputs {
         }
     }
 
-    /// The export's periodic summaries of running sessions (on the daemon's beat).
+    /// The export's periodic summaries of running sessions, and its heartbeat
+    /// when there was nothing to send (on the daemon's beat).
     pub fn summaries_due(&mut self) {
-        if self.export.is_none() {
+        let Some(export) = &self.export else {
             return;
-        }
+        };
         let every = self.summary_every;
+        export.heartbeat_due(every);
         for session in self.ledgers.running() {
             let due = self
                 .summary_at
@@ -209,6 +211,25 @@ pub struct Pipeline {
     /// Work trees of the repositories sessions started in since the daemon last
     /// read their ignore files (`Daemon::apply_ignores`).
     pub repositories: Vec<std::path::PathBuf>,
+    /// What guard's resolver needs to know of what went by (`take_dns_work`).
+    pub dns_work: Vec<DnsWork>,
+    /// The host's known spawners (`crate::delegation`): listeners of sessions'
+    /// connects are named, and the kernel's copy kept.
+    pub spawners: Option<crate::delegation::Spawners>,
+}
+
+/// What the pipeline saw that guard's resolver needs to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DnsWork {
+    /// A process of `session` runs in network namespace `netns` (0: unknown, read
+    /// it from the process): it needs a resolver there.
+    Seen {
+        netns: u32,
+        pid: u32,
+        session: Option<crate::event::SessionId>,
+    },
+    /// The session ended.
+    Ended(crate::event::SessionId),
 }
 
 /// A violation whose user-space kill was sent, held until its process's exit says
@@ -260,6 +281,11 @@ impl Pipeline {
                 self.repositories.push(root);
             }
         }
+    }
+
+    /// What guard's resolver is to learn, since the last call.
+    pub fn take_dns_work(&mut self) -> Vec<DnsWork> {
+        std::mem::take(&mut self.dns_work)
     }
 
     /// Wall-clock ns now.
@@ -342,6 +368,13 @@ impl Pipeline {
                 ),
             }
         }
+        self.note_netns(&ev);
+        if let Some(spawners) = &mut self.spawners {
+            let registry = &self.registry;
+            spawners.annotate(&mut ev, &self.judge.policy().delegation, |pid| {
+                registry.has_proc(pid)
+            });
+        }
         let is_root = self.registry.is_root(&ev);
         let escaped = self.registry.escaped_sandbox(&ev);
         let mut description = None;
@@ -353,7 +386,8 @@ impl Pipeline {
             self.judge.judge(&ev, is_root)
         }
         .or_else(|| self.anomalies.check(&ev).map(|hit| self.judge.anomaly(hit)))
-        .or_else(|| escaped.then(|| self.judge.unsandboxed()).flatten());
+        .or_else(|| escaped.then(|| self.judge.unsandboxed()).flatten())
+        .or_else(|| self.judge.delegation(&ev));
         self.judge.redact(&mut ev);
         if let Some(verdict) = verdict {
             let offset = self.offset;
@@ -402,6 +436,9 @@ impl Pipeline {
             emit(out, &ev, description.as_deref())?;
         }
         if let Some(mut end) = end {
+            if let Some(id) = end.session {
+                self.dns_work.push(DnsWork::Ended(id));
+            }
             if self.judge.policy().kill_stragglers {
                 self.actor.kill_stragglers(&mut end);
             }
@@ -421,6 +458,26 @@ impl Pipeline {
             self.anomalies.forget(id);
         }
         Ok(())
+    }
+
+    /// The network namespace of a session process, for guard's resolver: at each
+    /// exec (the kernel read it), and at a DNS call the kernel refused because no
+    /// resolver runs where the process is (it may have moved since its exec).
+    fn note_netns(&mut self, ev: &Event) {
+        let netns = match (&ev.detail, &ev.confinement) {
+            (Detail::Exec { .. }, Some(c)) => c.net_ns,
+            (Detail::Connect { port: 53, .. } | Detail::Send { port: 53, .. }, _)
+                if ev.enforced & guard_common::rules::enforced::DENIED != 0 && !ev.via_resolver =>
+            {
+                0
+            }
+            _ => return,
+        };
+        self.dns_work.push(DnsWork::Seen {
+            netns,
+            pid: ev.task.pid,
+            session: ev.session,
+        });
     }
 
     /// Writes the held violations that `which` picks, each settled by `status` (its
@@ -555,6 +612,8 @@ mod tests {
             digests: Default::default(),
             holds: Default::default(),
             repositories: Vec::new(),
+            dns_work: Vec::new(),
+            spawners: None,
         }
     }
 
@@ -584,6 +643,9 @@ mod tests {
             sandboxed: None,
             held: false,
             digest: None,
+            via_resolver: false,
+            cwd: None,
+            listener: None,
         }
     }
 

@@ -84,7 +84,7 @@ impl Daemon {
                 ..Task::default()
             });
             self.pipe.enricher.enrich_task(&mut task);
-            let start = self.pipe.registry.start(id, How::Adopted, now, &task);
+            let start = self.pipe.registry.start(id, How::Adopted, now, &task, None);
             for pid in members.into_iter().filter(|p| *p != root) {
                 if let Some(t) = task_from_proc(pid) {
                     self.pipe.registry.adopt(id, pid, t.ppid, t.comm);

@@ -275,6 +275,8 @@ struct Results {
     attached: Vec<String>,
     opens: Option<String>,
     sock_addr: Option<String>,
+    dns_restore: Option<String>,
+    dns_installed: Vec<String>,
     unix: Option<String>,
     flows: Option<String>,
     /// Why BPF-LSM deny on opens and execs is missing (then no BPF-LSM group runs).
@@ -328,6 +330,9 @@ pub fn all(
         if entry.group == Group::Flows && r.flows.is_some() {
             continue;
         }
+        if entry.group == Group::DnsRestore && r.dns_restore.is_some() {
+            continue;
+        }
         // The program that loaded: the entry's, else its alternative.
         let program = match (loaded.remove(entry.program), entry.alt) {
             (Some(Ok(())), _) => Ok(entry.program),
@@ -348,6 +353,9 @@ pub fn all(
             (_, Ok(names)) => {
                 if entry.group == Group::Flows {
                     flows_installed.extend(link_names(entry));
+                }
+                if entry.group == Group::DnsRestore {
+                    r.dns_installed.extend(link_names(entry));
                 }
                 if let Group::LsmSelf = entry.group
                     && let Hook::Lsm(hook) = entry.hook
@@ -379,6 +387,16 @@ pub fn all(
                     Group::Unix => r.unix = Some(why),
                     Group::Route(route) => r.routes.push((route, Err(why))),
                     Group::SockAddr => r.sock_addr = Some(why),
+                    Group::DnsRestore => {
+                        // All or none: an answer whose source is not restored is
+                        // dropped by the resolver library that asked.
+                        for hook in r.dns_installed.drain(..) {
+                            links.remove(&hook);
+                            let name = hook.replacen("cgroup-", "cgroup/", 1);
+                            r.attached.retain(|a| *a != name);
+                        }
+                        r.dns_restore = Some(why);
+                    }
                     Group::Flows => {
                         // All or none: counts without their final records (or the
                         // reverse) would mislead.
@@ -459,6 +477,10 @@ pub fn all(
 
     let probe = Probe {
         open_tracepoints: r.opens.map_or(Ok(()), Err),
+        dns_resolver: match (&r.sock_addr, &r.dns_restore) {
+            (Some(why), _) | (None, Some(why)) => Err(why.clone()),
+            (None, None) => Ok(()),
+        },
         sock_addr: r.sock_addr.map_or(Ok(()), Err),
         lsm_open_exec: r.lsm.clone().map_or(Ok(()), Err),
         lsm_paths: match (&r.lsm, r.lsm_paths.is_empty()) {

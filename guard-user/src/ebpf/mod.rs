@@ -8,6 +8,7 @@
 
 mod agents;
 mod attach;
+mod dns;
 pub mod floor;
 pub mod mounts;
 pub mod pins;
@@ -29,6 +30,7 @@ use guard_common::{
 
 pub use self::agents::{AgentPrograms, agent_programs};
 use self::agents::{protect_pins, register_self, replace_keys, replace_programs};
+pub use self::dns::{DelegationMaps, DnsMaps, StubPeers};
 use self::pins::{Links, PinDir, Swaps};
 pub use self::rules::RuleTables;
 pub use self::state::{Lost, Resumed, lost_of};
@@ -207,6 +209,14 @@ pub struct Probes {
     held: Option<HashMap<MapData, u32, u64>>,
     /// The daemon's own state in the pinned maps (`guard_common::daemon_state`).
     daemon: Array<MapData, u64>,
+    /// `DNS_STUB` and `DNS_CONFIG`, until the daemon takes them.
+    dns: Option<DnsMaps>,
+    /// `SPAWNERS` and `SPAWNER_PORTS`, until the pipeline takes them.
+    delegation: Option<DelegationMaps>,
+    /// `STUB_PEERS`, until guard's resolver takes it.
+    stub_peers: Option<HashMap<MapData, u32, guard_common::StubPeer>>,
+    /// Whether sessions' DNS can be pointed at guard's resolver here, or why not.
+    pub dns_resolver: Result<(), String>,
     /// The pin directory, locked while this value lives.
     pins: PinDir,
     /// Generation of the rules in force.
@@ -307,6 +317,7 @@ impl Probes {
             }
         }
         let lsm = probe.lsm_open_exec.clone();
+        let dns_resolver = probe.dns_resolver.clone();
         let attached = probe.attached.clone();
         let enforcement = tiers::Enforcement::from_probe(&probe);
         for line in enforcement.log_lines() {
@@ -334,6 +345,9 @@ impl Probes {
         let digest_sizes = take(&mut bpf, "DIGEST_SIZES")?;
         let open_epoch = take(&mut bpf, "OPEN_EPOCH")?;
         let held = Some(take(&mut bpf, "HELD")?);
+        let dns = Some(DnsMaps::take(&mut bpf)?);
+        let delegation = Some(DelegationMaps::take(&mut bpf)?);
+        let stub_peers = Some(take(&mut bpf, "STUB_PEERS")?);
         // Rules an earlier daemon installed are in force under this generation: the
         // next install must write the other one.
         let generation = config
@@ -363,6 +377,10 @@ impl Probes {
             open_epoch,
             held,
             daemon,
+            dns,
+            delegation,
+            stub_peers,
+            dns_resolver,
             pins,
             generation,
             resumed,

@@ -32,11 +32,12 @@ pub const DEFAULT_DIR: &str = "/sys/fs/bpf/guard";
 /// directory), the tagged sockets' byte counts (a restart loses no flow), and the
 /// processes held at exec for their digest (the next daemon lets them go), the
 /// threads' counted repeats of opens and the epochs they hold for (a restart loses
-/// no count). The
+/// no count), and where the DNS of sockets pointed at guard's resolver was sent (an
+/// answer in flight across a restart still seems to come from there). The
 /// per-CPU scratch maps are not listed: each program version gets fresh ones. A map
 /// added to the eBPF object whose contents the kernel needs across a restart
 /// belongs here.
-pub const PINNED_MAPS: [&str; 22] = [
+pub const PINNED_MAPS: [&str; 23] = [
     "TRACKED",
     "AGENTS",
     "AGENT_CGROUPS",
@@ -59,6 +60,7 @@ pub const PINNED_MAPS: [&str; 22] = [
     "HELD",
     "OPEN_CACHE",
     "OPEN_EPOCH",
+    "DNS_ORIG",
 ];
 
 /// A pin directory held by this process.

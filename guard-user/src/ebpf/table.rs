@@ -14,7 +14,7 @@ pub enum Hook {
     /// `tracepoint/syscalls/<name>`, for each name (one program, several links).
     Syscalls(&'static [&'static str]),
     /// A cgroup `sock_addr` hook at the cgroup2 root (the program's section says
-    /// which: connect4, connect6, sendmsg4, sendmsg6).
+    /// which: connect4/6, sendmsg4/6, recvmsg4/6, getpeername4/6).
     SockAddr,
     /// `cgroup_skb` at the cgroup2 root, each way.
     SkbEgress,
@@ -49,6 +49,10 @@ pub enum Group {
     Route(u32),
     /// cgroup `sock_addr`: network deny with EPERM.
     SockAddr,
+    /// cgroup `sock_addr` `recvmsg` and `getpeername`: the answers of DNS the
+    /// connect and send hooks pointed at guard's resolver seem to come from the
+    /// server asked. All or none: without them no DNS is pointed there.
+    DnsRestore,
     /// Byte accounting: all three programs, or none.
     Flows,
     /// BPF-LSM `file_open` and `bprm_check_security`: deny on opens and execs. The
@@ -212,6 +216,10 @@ pub const TABLE: &[Entry] = &[
     e("connect6", Hook::SockAddr, Group::SockAddr),
     e("sendmsg4", Hook::SockAddr, Group::SockAddr),
     e("sendmsg6", Hook::SockAddr, Group::SockAddr),
+    e("recvmsg4", Hook::SockAddr, Group::DnsRestore),
+    e("recvmsg6", Hook::SockAddr, Group::DnsRestore),
+    e("getpeername4", Hook::SockAddr, Group::DnsRestore),
+    e("getpeername6", Hook::SockAddr, Group::DnsRestore),
     e(
         "sys_enter_connect",
         Hook::Syscalls(&["sys_enter_connect"]),
@@ -393,6 +401,10 @@ pub fn floor_program(entry: &Entry) -> Option<&'static str> {
         (Hook::SockAddr, "connect6") => "floor_connect6",
         (Hook::SockAddr, "sendmsg4") => "floor_sendmsg4",
         (Hook::SockAddr, "sendmsg6") => "floor_sendmsg6",
+        (Hook::SockAddr, "recvmsg4") => "floor_recvmsg4",
+        (Hook::SockAddr, "recvmsg6") => "floor_recvmsg6",
+        (Hook::SockAddr, "getpeername4") => "floor_getpeername4",
+        (Hook::SockAddr, "getpeername6") => "floor_getpeername6",
         (Hook::SkbEgress, _) => "floor_skb_egress",
         (Hook::SkbIngress, _) => "floor_skb_ingress",
         (Hook::SockRelease, _) => "floor_sock_release",

@@ -73,6 +73,9 @@ pub enum Operation {
     /// `deny` (or `kill`) on a file rule covering a Unix socket file: a connect or
     /// send to it.
     UnixSocketDeny,
+    /// Sessions' DNS through guard's resolver, which answers only the names the
+    /// policy allows (`[dns]`).
+    DnsNames,
     /// `[sessions] io_uring`: a ring whose operations would bypass the hooks.
     RouteIoUring,
     /// `[sessions] open_by_handle_at`: an open by file handle, not by path.
@@ -114,6 +117,7 @@ impl Operation {
             Operation::SelfProtection => "self_protection",
             Operation::EgressAccounting => "egress_accounting",
             Operation::UnixSocketDeny => "unix_socket_deny",
+            Operation::DnsNames => "dns_names",
             Operation::RouteIoUring => "route_io_uring",
             Operation::RouteOpenByHandle => "route_open_by_handle_at",
             Operation::RouteRawSockets => "route_raw_sockets",
@@ -151,6 +155,9 @@ pub struct Probe {
     pub open_tracepoints: Result<(), String>,
     /// cgroup sock_addr hooks.
     pub sock_addr: Result<(), String>,
+    /// Sessions' DNS pointed at guard's resolver: the connect and send hooks, and
+    /// the `recvmsg`/`getpeername` ones that give the answers their source back.
+    pub dns_resolver: Result<(), String>,
     /// `lsm/file_open` and `lsm/bprm_check_security`.
     pub lsm_open_exec: Result<(), String>,
     /// The `lsm/path_*` hooks: `Err` names the ones missing and why.
@@ -384,6 +391,26 @@ impl Enforcement {
                 },
             ),
             op(Operation::UnixSocketDeny, unix_socket(probe)),
+            op(
+                Operation::DnsNames,
+                match &probe.dns_resolver {
+                    Ok(()) => (
+                        Some(Tier::SockAddrDeny),
+                        "a session's DNS (port 53 at any address, UDP and TCP) goes to guard's \
+                         resolver, which answers only the names the policy allows: a refused \
+                         name never leaves the host"
+                            .to_owned(),
+                        None,
+                    ),
+                    Err(why) => (
+                        None,
+                        "not enforced: DNS goes where it was sent, judged by the network rules; \
+                         names are reported and judged after the fact"
+                            .to_owned(),
+                        Some(why.clone()),
+                    ),
+                },
+            ),
         ];
         let mut operations = operations;
         operations.extend(routes(probe, &lsm_why));
@@ -445,9 +472,8 @@ fn routes(probe: &Probe, lsm_why: &Option<String>) -> Vec<ActionTier> {
                tp_route: u32,
                denied: &str,
                killed: &str| {
-        let fallback_lsm = lsm_route
-            .and_then(|_| lsm_why.clone())
-            .map(|w| format!("BPF-LSM unavailable: {w}"));
+        // `lsm_why` says "BPF-LSM unavailable: …" already.
+        let fallback_lsm = lsm_route.and_then(|_| lsm_why.clone());
         let (tier, guarantee, fallback) = match (lsm_route.is_some_and(lsm), tp(tp_route)) {
             (true, _) => (Some(Tier::BpfLsmDeny), denied.to_owned(), None),
             (false, Ok(())) => (Some(Tier::TracepointKill), killed.to_owned(), fallback_lsm),
@@ -613,10 +639,56 @@ mod tests {
 
     use super::*;
 
+    /// docs/events.md's table of `enforcement` rows (under `policy_loaded`) names
+    /// every row the daemon writes, and no other.
+    #[test]
+    fn the_docs_name_every_enforcement_row() {
+        let docs = include_str!("../../../docs/events.md");
+        let mut documented = std::collections::BTreeSet::new();
+        let mut inside = false;
+        for line in docs.lines() {
+            if line.starts_with("| action | what it is about |") {
+                inside = true;
+            } else if inside && line.starts_with("| `") {
+                documented.extend(line.split('`').nth(1));
+            } else if inside && !line.starts_with('|') {
+                break;
+            }
+        }
+        let e = Enforcement::from_probe(&probe(Ok(()), Ok(())));
+        let rows: std::collections::BTreeSet<String> =
+            e.rows().into_iter().map(|r| r.action).collect();
+        assert_eq!(
+            documented,
+            rows.iter().map(String::as_str).collect(),
+            "docs/events.md's enforcement rows"
+        );
+    }
+
+    /// Without BPF-LSM, each row that falls back says why once.
+    #[test]
+    fn a_fallback_says_why_once() {
+        let e = Enforcement::from_probe(&probe(Err("no BTF".into()), Err("no BTF".into())));
+        let mut fallbacks = 0;
+        for r in e.rows() {
+            if let Some(why) = &r.fallback_reason {
+                fallbacks += 1;
+                assert!(
+                    why.matches("unavailable").count() <= 1,
+                    "{}: {why}",
+                    r.action
+                );
+                assert!(why.matches("no BTF").count() <= 1, "{}: {why}", r.action);
+            }
+        }
+        assert!(fallbacks >= 5, "{:?}", e.rows());
+    }
+
     fn probe(lsm: Result<(), String>, paths: Result<(), String>) -> Probe {
         Probe {
             open_tracepoints: Ok(()),
             sock_addr: Ok(()),
+            dns_resolver: Ok(()),
             lsm_unix: lsm.clone(),
             unix: Ok(()),
             lsm_open_exec: lsm,

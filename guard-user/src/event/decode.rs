@@ -24,6 +24,9 @@ pub enum Body {
         /// The agent thread id (`CODEX_THREAD_ID`) the kernel read from the new
         /// image's environment; empty when it had none.
         thread: Vec<u8>,
+        /// A session's first exec: the working directory, as the kernel resolved
+        /// it (`flags::CWD`); else empty.
+        cwd: Vec<u8>,
     },
     Open {
         body: OpenBody,
@@ -89,7 +92,7 @@ macro_rules! wire {
 
 wire!(
     Header = 72,
-    ExecBody = 32,
+    ExecBody = 40,
     OpenBody = 32,
     NetBody = 32,
     ForkBody = 16,
@@ -99,7 +102,7 @@ wire!(
     FlowBody = 80,
     DnsBody = 40,
     RouteBody = 16,
-    UnixBody = 16,
+    UnixBody = 24,
     IdentityTail = 16,
 );
 
@@ -140,9 +143,16 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             let p = payload::<ExecBody>(bytes, &header)?;
             let exe_len = (body.exe_len as usize).min(p.len());
             let argv_end = (exe_len + body.argv_len as usize).min(p.len());
+            let mut thread_end = argv_end;
             let thread = if header.flags & guard_common::flags::THREAD_ID != 0 {
-                let t = &p[argv_end..(argv_end + guard_common::THREAD_ID_LEN).min(p.len())];
+                thread_end = (argv_end + guard_common::THREAD_ID_LEN).min(p.len());
+                let t = &p[argv_end..thread_end];
                 t[..t.iter().position(|b| *b == 0).unwrap_or(t.len())].to_vec()
+            } else {
+                Vec::new()
+            };
+            let cwd = if header.flags & guard_common::flags::CWD != 0 {
+                p[thread_end..(thread_end + body.cwd_len as usize).min(p.len())].to_vec()
             } else {
                 Vec::new()
             };
@@ -151,6 +161,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 exe: p[..exe_len].to_vec(),
                 argv: p[exe_len..argv_end].to_vec(),
                 thread,
+                cwd,
             }
         }
         EventKind::Open => {
@@ -283,6 +294,8 @@ pub(crate) mod tests {
             _reserved: 0,
         };
         let body = ExecBody {
+            cwd_len: 0,
+            _reserved: 0,
             start_ns: 5,
             exe_len: 7,
             argv_len: 6,
@@ -328,6 +341,8 @@ pub(crate) mod tests {
     #[test]
     fn exec_splits_exe_and_argv() {
         let body = ExecBody {
+            cwd_len: 0,
+            _reserved: 0,
             start_ns: 5,
             exe_len: 7,
             argv_len: 11,
@@ -465,6 +480,8 @@ pub(crate) mod tests {
                 record(
                     EventKind::Exec,
                     &ExecBody {
+                        cwd_len: 0,
+                        _reserved: 0,
                         start_ns: 123_456_789,
                         exe_len: 12,
                         argv_len: 25,
@@ -608,6 +625,8 @@ pub(crate) mod tests {
                         call: guard_common::UnixCall::Connect as u32,
                         sock_type: 1,
                         _reserved: 0,
+                        peer_pid: 0,
+                        peer_uid: u32::MAX,
                     },
                     b"/var/run/docker.sock",
                 ),
@@ -676,7 +695,7 @@ pub(crate) mod tests {
                             port: 53,
                             sock_type: 2,
                             direction: guard_common::dns::IN,
-                            _reserved: 0,
+                            flags: 0,
                         },
                         &answer,
                     ),

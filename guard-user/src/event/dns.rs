@@ -35,6 +35,27 @@ impl Direction {
 /// dot), type (`A`, `AAAA`, `CNAME`, …), data as text and TTL; as events carry it.
 pub use guard_common::protocol::DnsAnswer as Answer;
 
+/// Characters of a DNS name events keep whole: longer names keep their last
+/// [`DNS_NAME_TAIL`] characters (the domain), the rest is cut.
+pub const DNS_NAME_KEEP: usize = 64;
+/// See [`DNS_NAME_KEEP`].
+pub const DNS_NAME_TAIL: usize = 40;
+
+/// `name` cut to its domain when it is longer than [`DNS_NAME_KEEP`]: `…(N
+/// characters cut)` and the last [`DNS_NAME_TAIL`] characters, from a label's
+/// start.
+pub fn cut_name(name: &str) -> Option<String> {
+    let chars = name.chars().count();
+    if chars <= DNS_NAME_KEEP {
+        return None;
+    }
+    let tail: String = name.chars().skip(chars - DNS_NAME_TAIL).collect();
+    let keep = tail.split_once('.').map_or("", |(_, t)| t);
+    let dot = if keep.is_empty() { "" } else { "." };
+    let cut = chars - keep.chars().count() - dot.len();
+    Some(format!("…({cut} characters cut){dot}{keep}"))
+}
+
 /// The address of an `A`/`AAAA` record.
 pub fn answer_addr(a: &Answer) -> Option<IpAddr> {
     matches!(a.rtype.as_str(), "A" | "AAAA")
@@ -199,6 +220,23 @@ pub(crate) mod tests {
     };
 
     use super::*;
+
+    #[test]
+    fn a_long_name_keeps_only_its_domain() {
+        assert_eq!(cut_name("api.openai.com"), None);
+        let name = format!("{}.{}.t.attacker.example", "a".repeat(40), "b".repeat(30));
+        let cut = cut_name(&name).expect("cut");
+        assert!(cut.ends_with(".t.attacker.example"), "{cut}");
+        assert!(!cut.contains("aaaa") && !cut.contains("bbbb"), "{cut}");
+        let kept = ".t.attacker.example".len();
+        assert_eq!(
+            cut,
+            format!("…({} characters cut).t.attacker.example", name.len() - kept)
+        );
+        // One long label: nothing of it is kept.
+        let one = "c".repeat(70);
+        assert_eq!(cut_name(&one), Some("…(70 characters cut)".to_owned()));
+    }
 
     pub(crate) fn response(name: &str, addrs: &[Ipv4Addr]) -> Vec<u8> {
         let n = Name::from_ascii(name).expect("name");

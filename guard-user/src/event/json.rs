@@ -172,6 +172,9 @@ mod tests {
             sandboxed: None,
             held: false,
             digest: None,
+            via_resolver: false,
+            cwd: None,
+            listener: None,
         }
     }
 

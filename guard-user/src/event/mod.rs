@@ -13,6 +13,10 @@ pub mod names;
 pub mod redact;
 pub mod via;
 
+/// docs/events.md held to the lines' types.
+#[cfg(test)]
+mod docs_tests;
+
 pub use self::json::rfc3339;
 
 use std::{net::IpAddr, sync::Arc};
@@ -693,6 +697,34 @@ pub struct Event {
     /// Held execs: the SHA-256 of the program (lowercase hex), as user space read
     /// it; `None` when it could not be read (the event says why in the log).
     pub digest: Option<Arc<str>>,
+    /// Connects and sends to port 53: the kernel pointed the call at guard's
+    /// resolver (`guard_common::flags::REDIRECTED`); DNS messages: the socket's
+    /// DNS goes through it, so a query the resolver refused never left the host.
+    pub via_resolver: bool,
+    /// A session's first exec: the working directory as the kernel read it at the
+    /// exec (the session's workspace even when the process is gone before user
+    /// space could read `/proc`).
+    pub cwd: Option<String>,
+    /// Connects to a Unix socket or a loopback port: the process listening there,
+    /// when it is outside every session (work handed to it is done outside the
+    /// tree: delegation).
+    pub listener: Option<Box<Listener>>,
+}
+
+/// The process on the other side of a session's connect (a Unix socket's
+/// listener, or the owner of a listening loopback port), outside every session.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listener {
+    pub pid: u32,
+    /// Its effective uid (Unix sockets: when it listened), and its user name.
+    pub uid: Option<u32>,
+    pub user: Option<String>,
+    /// Its program: the file name of its executable, and the executable's path.
+    pub program: Option<String>,
+    pub exe: Option<String>,
+    /// The kind of known spawner it is (it runs commands on request), per the
+    /// policy's list (`[delegation]`); `None`: not one.
+    pub spawner: Option<String>,
 }
 
 /// An open's file matched by identity, or not known to be outside every
@@ -761,6 +793,9 @@ impl Event {
             sandboxed: None,
             held: false,
             digest: None,
+            via_resolver: false,
+            cwd: None,
+            listener: None,
         }
     }
 }
@@ -844,6 +879,24 @@ impl Event {
             meta: None,
         };
         let flag = |f: u16| h.flags & f != 0;
+        let via_resolver = match &rec.body {
+            Body::Dns { body, .. } => body.flags & guard_common::dns::VIA_RESOLVER != 0,
+            _ => flag(flags::REDIRECTED),
+        };
+        let cwd = match &rec.body {
+            Body::Exec { cwd, .. } if !cwd.is_empty() => {
+                Some(String::from_utf8_lossy(cwd).into_owned())
+            }
+            _ => None,
+        };
+        let listener = match &rec.body {
+            Body::Unix { body, .. } if body.peer_pid != 0 => Some(Box::new(Listener {
+                pid: body.peer_pid,
+                uid: (body.peer_uid != u32::MAX).then_some(body.peer_uid),
+                ..Listener::default()
+            })),
+            _ => None,
+        };
         let identity = match &rec.body {
             Body::Open { identity, .. } if identity.is_some() || flag(flags::IDENTITY_UNKNOWN) => {
                 Some(Identity {
@@ -1005,6 +1058,9 @@ impl Event {
             sandboxed: None,
             held,
             digest: None,
+            via_resolver,
+            cwd,
+            listener,
         }
     }
 

@@ -245,16 +245,13 @@ mod tests {
         let c = builtin("ci");
         assert_eq!(c.mode, Mode::Enforce);
         assert!(c.kill_stragglers);
-        // Every workstation rule is in CI, and its commands are stopped the same way.
+        // Every workstation rule is in CI, and its commands are stopped at least as
+        // firmly (what a workstation alerts on, CI may kill).
         for r in &w.rules {
             let in_ci = rule(&c, &r.id);
             if matches!(r.kind, Kind::Exec { .. }) {
-                assert_eq!(
-                    (&in_ci.kind, in_ci.action, in_ci.scope),
-                    (&r.kind, r.action, r.scope),
-                    "{}",
-                    r.id
-                );
+                assert_eq!((&in_ci.kind, in_ci.scope), (&r.kind, r.scope), "{}", r.id);
+                assert!(in_ci.action >= r.action, "{}: ci is weaker", r.id);
             }
         }
         assert_eq!(rule(&c, "cicd-write").action, Action::Deny);
@@ -324,6 +321,53 @@ mod tests {
                     && d[1] == path_kind::FILE
                     && d[2..].starts_with(b"/root/.bashrc\0")),
                 "{name}: ~/.bashrc in the kernel"
+            );
+        }
+    }
+
+    #[test]
+    fn handing_work_to_this_host_outside_the_session_is_a_rule_of_both() {
+        for name in NAMES {
+            let p = builtin(name);
+            for argv in [
+                &["ssh", "localhost"][..],
+                &["ssh", "-p", "2222", "127.0.0.1", "cp", "a", "b"],
+                &["ssh", "root@127.0.0.1:22", "true"],
+                &["ssh", "-o", "BatchMode=yes", "alice@localhost", "id"],
+                &["ssh", "::1"],
+            ] {
+                assert!(matches(&p, "ssh-localhost", argv), "{name}: {argv:?}");
+            }
+            for argv in [
+                &["ssh", "git@github.com"][..],
+                &["ssh", "localhost.example.com"],
+                &["ssh", "10.1.2.3", "uptime"],
+            ] {
+                assert!(!matches(&p, "ssh-localhost", argv), "{name}: {argv:?}");
+            }
+            let by_name = |id: &str| match &rule(&p, id).kind {
+                Kind::Exec { exe, .. } => exe.clone(),
+                _ => panic!("{id} is not an exec rule"),
+            };
+            for exe in ["systemd-run", "at", "batch", "crontab"] {
+                assert!(
+                    by_name("delegation-commands").iter().any(|e| e == exe),
+                    "{exe}"
+                );
+            }
+            for exe in ["docker", "podman", "nerdctl"] {
+                assert!(by_name("container-cli").iter().any(|e| e == exe), "{exe}");
+            }
+            let refusing = *name == "ci";
+            assert_eq!(
+                matches!(p.delegation.action, Some(Action::Deny)),
+                refusing,
+                "{name}"
+            );
+            assert_eq!(
+                rule(&p, "container-cli").action == Action::Kill,
+                refusing,
+                "{name}"
             );
         }
     }

@@ -187,13 +187,29 @@ impl Judge {
         &self.compiled.policy
     }
 
+    /// Which names sessions may resolve (what guard's resolver answers).
+    pub fn dns(&self) -> std::sync::Arc<super::dns::DnsPolicy> {
+        self.compiled.dns.clone()
+    }
+
     /// Takes what looks like a credential out of `ev`'s command line, once the
     /// verdict is made (a rule may be about the secret's presence) and before the
     /// event is written anywhere; the event then says it was redacted.
     pub fn redact(&self, ev: &mut Event) {
-        if let Detail::Exec { argv, .. } = &mut ev.detail
-            && self.redactor.argv(argv)
-        {
+        let redacted = match &mut ev.detail {
+            Detail::Exec { argv, .. } => self.redactor.argv(argv),
+            // A name long enough to carry data (what DNS tunnelling sends) keeps
+            // only its domain in anything written: the rest is what would leak.
+            Detail::Dns(d) => match d.name.as_deref().and_then(crate::event::dns::cut_name) {
+                Some(cut) => {
+                    d.name = Some(cut);
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        };
+        if redacted {
             ev.redacted = true;
         }
     }
@@ -285,6 +301,18 @@ impl Judge {
                     }
                 }
             }
+        }
+        // A connect or send the kernel pointed at guard's resolver reached the
+        // resolver, not `addr`: what it asks is judged by name (`dns` events, the
+        // `[dns]` rule), and the resolver forwards only where the network rules allow.
+        if ev.via_resolver && matches!(ev.detail, Detail::Connect { .. } | Detail::Send { .. }) {
+            let rules = &self.compiled.policy.rules;
+            hits.retain(|h| {
+                !matches!(
+                    rules[h.rule].kind,
+                    Kind::Network { .. } | Kind::TaintEgress { .. }
+                )
+            });
         }
         let enforced = ev.enforced;
         let by_kernel = (enforced & enforced::RULE_MASK)
@@ -483,6 +511,26 @@ impl Judge {
         Some(self.settle(UNSANDBOXED.to_owned(), action, step))
     }
 
+    /// A connect of a session process to a known spawner outside every session
+    /// (`ev.listener`, its kind filled in by `crate::delegation`), as `[delegation]
+    /// action` says. A refusal the kernel made is `judge`'s (the event's enforced
+    /// bits); here `deny` and `kill` kill the process from user space: the connect
+    /// went through (a spawner the kernel did not know yet).
+    pub fn delegation(&self, ev: &Event) -> Option<Verdict> {
+        ev.listener.as_ref()?.spawner.as_ref()?;
+        let action = self.compiled.policy.delegation.action?;
+        let step = match (action, &ev.detail) {
+            (Action::Log, _) => Step::Done(Outcome::Logged),
+            (Action::Alert, _) => Step::Done(Outcome::Alerted),
+            // It did not connect: nothing reached the spawner.
+            (_, Detail::Unix { ret, .. } | Detail::Connect { ret, .. }) if *ret < 0 => {
+                Step::Done(Outcome::Logged)
+            }
+            (Action::Deny | Action::Kill, _) => Step::KillProcess,
+        };
+        Some(self.settle(super::model::Delegation::RULE.to_owned(), action, step))
+    }
+
     /// An anomaly rule's hit as a verdict: the session or the process it names is
     /// killed when its action says `kill` (or `deny`, which has nothing to refuse
     /// after the fact).
@@ -533,6 +581,12 @@ impl Judge {
             // Nothing reached the socket.
             Detail::Unix { ret, .. } if *ret < 0 => Step::Done(Outcome::Logged),
             Detail::Unix { .. } => Step::KillProcess,
+            // A query guard's resolver refused (the same decision, `policy::dns`):
+            // it never left the host. `kill` kills the asker as well. A query that
+            // did not go through the resolver went where it was sent.
+            Detail::Dns(_) if action == Action::Kill => Step::KillProcess,
+            Detail::Dns(_) if ev.via_resolver => Step::Done(Outcome::Denied),
+            Detail::Dns(_) => Step::Done(Outcome::NotDenied),
             // The kernel refuses what it knows; a destination it did not know (a
             // name not yet resolved) went through.
             Detail::Connect { .. } | Detail::Send { .. } => Step::Done(Outcome::NotDenied),
@@ -661,6 +715,9 @@ mod tests {
             sandboxed: None,
             held: false,
             digest: None,
+            via_resolver: false,
+            cwd: None,
+            listener: None,
         }
     }
 
@@ -916,6 +973,21 @@ mod tests {
         );
         let ev = event("curl", connect("127.0.0.1", 8080, 0), 0);
         assert_eq!(j.judge(&ev, false), None, "loopback is allowed");
+    }
+
+    #[test]
+    fn a_query_the_kernel_pointed_at_guard_s_resolver_is_no_egress() {
+        let j = workstation();
+        // The server the process asked is off the allowlist; the kernel sent the
+        // query to guard's resolver, which judges the name (a `dns` event).
+        let mut ev = event("codex", connect("203.0.113.53", 53, 0), 0);
+        assert_eq!(
+            j.judge(&ev, false).map(|v| v.rule),
+            Some("egress-allowlist".to_owned()),
+            "not redirected: egress"
+        );
+        ev.via_resolver = true;
+        assert_eq!(j.judge(&ev, false), None);
     }
 
     #[test]

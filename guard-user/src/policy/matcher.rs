@@ -80,6 +80,11 @@ enum Matcher {
     TaintEgress {
         allow: Vec<Dest>,
     },
+    /// `dns.names`: decided by [`Compiled::dns`].
+    Dns,
+    /// `delegation.spawner`: decided by the judge on the event's listener
+    /// (`Judge::delegation`).
+    Delegation,
 }
 
 /// A rule an event broke.
@@ -128,9 +133,18 @@ fn listed(list: &[Dest], addr: IpAddr, port: u16, hosts: &Hosts) -> bool {
     })
 }
 
+/// The name a DNS query asks for (none for answers).
+fn query_name(d: &crate::event::dns::Dns) -> Option<&str> {
+    (d.direction == crate::event::dns::Direction::Query)
+        .then_some(d.name.as_deref())
+        .flatten()
+}
+
 /// A policy ready to match events.
 pub struct Compiled {
     pub policy: Policy,
+    /// Which names sessions may resolve (what guard's resolver answers).
+    pub dns: std::sync::Arc<super::dns::DnsPolicy>,
     matchers: Vec<Matcher>,
     /// Every file rule's path patterns in one set, and the rule of each pattern:
     /// an open is matched once, not once per rule.
@@ -200,6 +214,8 @@ impl Compiled {
                 Kind::TaintEgress { allow } => Matcher::TaintEgress {
                     allow: allow.clone(),
                 },
+                Kind::Dns => Matcher::Dns,
+                Kind::Delegation => Matcher::Delegation,
             });
         }
         let mut all = GlobSetBuilder::new();
@@ -218,6 +234,7 @@ impl Compiled {
             source,
         })?;
         Ok(Self {
+            dns: std::sync::Arc::new(super::dns::DnsPolicy::new(&policy)),
             policy,
             matchers,
             file_paths,
@@ -325,6 +342,14 @@ impl Compiled {
                     Matcher::TaintEgress { allow },
                     Detail::Connect { addr, port, .. } | Detail::Send { addr, port, .. },
                 ) => tainted && !listed(allow, *addr, *port, hosts),
+                // A query's name, as guard's resolver judged it (the answers repeat
+                // the question: only queries are judged).
+                (Matcher::TaintEgress { .. }, Detail::Dns(d)) => {
+                    query_name(d).is_some_and(|n| self.dns.off_taint(n, tainted))
+                }
+                (Matcher::Dns, Detail::Dns(d)) => {
+                    query_name(d).is_some_and(|n| self.dns.unknown(n))
+                }
                 _ => false,
             };
             if hit {
@@ -378,9 +403,12 @@ mod tests {
             sessions: Default::default(),
             taint: Default::default(),
             files: Default::default(),
+            dns: Default::default(),
+            delegation: Default::default(),
             rules,
             export: Default::default(),
             redact: Default::default(),
+            audit: Default::default(),
         };
         Compiled::new(p, &["/root".to_owned(), "/home/ada".to_owned()]).expect("compiles")
     }

@@ -5,6 +5,7 @@
 
 pub mod builtin;
 pub mod diag;
+pub mod dns;
 pub mod glob;
 pub mod judge;
 pub mod matcher;

@@ -128,6 +128,13 @@ pub enum Kind {
     /// Connects and sends of tainted processes (`[taint]`; the rule's id is
     /// `taint.egress`): a destination in none of `allow`'s entries matches.
     TaintEgress { allow: Vec<Dest> },
+    /// DNS queries of session processes (`[dns] unknown`; the rule's id is
+    /// `dns.names`): a name that neither `[dns] allow` nor the network rules'
+    /// allowlists name matches (`crate::policy::dns`).
+    Dns,
+    /// Connects of session processes to a known spawner outside every session
+    /// (`[delegation]`; the rule's id is `delegation.spawner`).
+    Delegation,
 }
 
 pub use guard_common::protocol::Route;
@@ -242,6 +249,40 @@ impl Default for Files {
     }
 }
 
+/// `[dns]`: sessions' DNS goes through guard's resolver, which answers the names the
+/// policy allows and refuses the rest (docs/policy.md, "DNS").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dns {
+    /// Sessions' DNS (port 53 at any address) goes to guard's resolver
+    /// (`resolver`); `false`: where it was sent, judged by the network rules.
+    pub resolver: bool,
+    /// Names sessions may resolve besides those the network rules' allowlists and
+    /// `[taint] allow` name: lower case, without the trailing dot; `*.example.com`
+    /// is every name below example.com (not example.com itself).
+    pub allow: Vec<String>,
+    /// What a query for any other name gets (`unknown`): `deny` and `kill`
+    /// refuse it (NXDOMAIN; `kill` kills the process too), `alert` and `log`
+    /// answer it and report it; `None` (`"allow"`): answered, not reported. Unset
+    /// in the policy: `deny` where a network rule makes egress an allowlist (its
+    /// action `deny` or `kill`), else `None`.
+    pub unknown: Option<Action>,
+    /// Where the resolver sends the queries it answers when the network rules do
+    /// not let the session reach the server it asked (`upstream`); empty: the
+    /// name servers of the host's /etc/resolv.conf.
+    pub upstream: Vec<std::net::SocketAddr>,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Dns {
+            resolver: true,
+            allow: Vec::new(),
+            unknown: None,
+            upstream: Vec::new(),
+        }
+    }
+}
+
 impl Files {
     /// The rule on reads of ignored files by every process but the agent.
     pub const IGNORE: &'static str = "files.ignore";
@@ -324,6 +365,69 @@ impl Files {
             out.push(r);
         }
         out
+    }
+}
+
+impl Dns {
+    /// The id of the rule `[dns] unknown` makes.
+    pub const RULE: &'static str = "dns.names";
+}
+
+/// `[delegation]`: a session's connects to known spawners outside every session
+/// (docs/policy.md, "Delegation").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delegation {
+    /// What such a connect gets (`action`), under the rule `delegation.spawner`;
+    /// `None` (`"allow"`): no rule (the connect's event still names the listener).
+    pub action: Option<Action>,
+    /// The known spawners: the built-in list (guard-user/data/spawners.toml),
+    /// replaced by `spawners` or extended by `also`.
+    pub spawners: Vec<Spawner>,
+}
+
+/// A kind of known spawner and the programs that are one.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct Spawner {
+    pub name: String,
+    /// Executable file names (`/proc/PID/exe`), else command names.
+    pub programs: Vec<String>,
+    #[serde(default)]
+    pub what: String,
+}
+
+impl Delegation {
+    /// The id of the rule `[delegation] action` makes.
+    pub const RULE: &'static str = "delegation.spawner";
+
+    /// The built-in known spawners.
+    pub fn builtin_spawners() -> Vec<Spawner> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            spawner: Vec<Spawner>,
+        }
+        // Checked by a unit test: the file ships with the binary.
+        toml::from_str::<List>(include_str!("../../data/spawners.toml"))
+            .map(|l| l.spawner)
+            .unwrap_or_default()
+    }
+
+    /// The kind of spawner `program` (an executable's file name or a command name)
+    /// is.
+    pub fn kind_of(&self, program: &str) -> Option<&str> {
+        self.spawners
+            .iter()
+            .find(|s| s.programs.iter().any(|p| p == program))
+            .map(|s| s.name.as_str())
+    }
+}
+
+impl Default for Delegation {
+    /// Alert on every connect to a built-in spawner.
+    fn default() -> Self {
+        Delegation {
+            action: Some(Action::Alert),
+            spawners: Self::builtin_spawners(),
+        }
     }
 }
 
@@ -415,6 +519,8 @@ impl Kind {
             Kind::Network { .. } => "network",
             Kind::Route(_) => "route",
             Kind::TaintEgress { .. } => "taint",
+            Kind::Dns => "dns",
+            Kind::Delegation => "delegation",
         }
     }
 }
@@ -513,6 +619,12 @@ pub struct Policy {
     /// Repositories' ignore files made binding (`[files]`); its rules are added to
     /// `rules` as sessions start in repositories (`policy::judge`).
     pub files: Files,
+    /// Sessions' DNS through guard's resolver, and the names it answers
+    /// (`[dns]`); its rule is in `rules` too.
+    pub dns: Dns,
+    /// Connects to known spawners outside every session (`[delegation]`); its rule
+    /// is in `rules` too.
+    pub delegation: Delegation,
     pub rules: Vec<Rule>,
     /// Egress and DNS anomaly thresholds (`[[anomaly]]`), judged in user space.
     pub anomalies: Vec<Anomaly>,
@@ -520,6 +632,41 @@ pub struct Policy {
     pub export: Export,
     /// What is redacted before anything is written (`[redact]`).
     pub redact: Redact,
+    /// How the audit log is written (`[audit]`).
+    pub audit: Audit,
+}
+
+/// `[audit]`: the audit log's format.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Audit {
+    pub format: Schema,
+}
+
+/// Which schema a record follows: guard's own event lines (docs/events.md), or
+/// OCSF 1.7 (docs/export.md "OCSF": an activity record per event, and a Detection
+/// Finding after each violation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Schema {
+    #[default]
+    Guard,
+    Ocsf,
+}
+
+impl Policy {
+    /// How many `[[rule]]`s the policy has of its own: `rules` less the ones its
+    /// settings make (`[sessions]`, `[taint]`, `[dns]`, `[delegation]`), which every
+    /// policy has (the count `guard policy check` prints and `policy_loaded` writes).
+    pub fn own_rules(&self) -> usize {
+        self.rules
+            .iter()
+            .filter(|r| {
+                !matches!(
+                    r.kind,
+                    Kind::Route(_) | Kind::TaintEgress { .. } | Kind::Dns | Kind::Delegation
+                )
+            })
+            .count()
+    }
 }
 
 /// One `[[anomaly]]`: a threshold on what a session sends or resolves.
@@ -634,6 +781,8 @@ pub struct Export {
     pub spool_max: u64,
     /// Extra resource attributes (`k8s.cluster.name = "…"`).
     pub resource: Vec<(String, String)>,
+    /// What an event record's body is (`schema`): the event, or its OCSF records.
+    pub schema: Schema,
 }
 
 impl Default for Export {
@@ -656,6 +805,7 @@ impl Default for Export {
             spool_dir: None,
             spool_max: 256 * 1024 * 1024,
             resource: Vec::new(),
+            schema: Schema::Guard,
         }
     }
 }

@@ -480,6 +480,10 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
                 ));
                 out.taint_nets = merge_nets(entries);
             }
+            // Names are guard's resolver's to judge (`crate::dns`): the kernel only
+            // points DNS there. Spawners are the kernel's by process (`SPAWNERS`,
+            // kept by `crate::delegation`).
+            Kind::Dns | Kind::Delegation => {}
             Kind::Network { allow, deny } => {
                 let base = RuleRef {
                     rule: index,
@@ -749,9 +753,12 @@ mod tests {
             sessions: Default::default(),
             taint: Default::default(),
             files: Default::default(),
+            dns: Default::default(),
+            delegation: Default::default(),
             rules,
             export: Default::default(),
             redact: Default::default(),
+            audit: Default::default(),
         }
     }
 

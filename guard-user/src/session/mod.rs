@@ -130,6 +130,11 @@ impl Registry {
         self.procs.iter()
     }
 
+    /// Whether process `pid` is a member of a session.
+    pub fn has_proc(&self, pid: u32) -> bool {
+        self.procs.contains_key(&pid)
+    }
+
     /// Names the agent of `session` (a profile's id, from its agent's exec); true
     /// the first time.
     pub fn name_agent(&mut self, session: SessionId, profile: &Arc<str>) -> bool {
@@ -144,8 +149,17 @@ impl Registry {
     }
 
     /// Records a new session whose root is `task` and returns its `session_start`.
-    pub fn start(&mut self, id: SessionId, how: How, ts_ns: i128, task: &Task) -> Event {
-        let cwd = cwd_of(task.pid);
+    /// `cwd`: its working directory where the kernel read it at the exec; else
+    /// read from `/proc` now.
+    pub fn start(
+        &mut self,
+        id: SessionId,
+        how: How,
+        ts_ns: i128,
+        task: &Task,
+        cwd: Option<String>,
+    ) -> Event {
+        let cwd = cwd.or_else(|| cwd_of(task.pid));
         let repository = cwd.as_deref().map(|d| repo::read(std::path::Path::new(d)));
         self.sessions.insert(
             id,
@@ -331,7 +345,7 @@ impl Registry {
             } => How::Container,
             _ => How::Exec,
         };
-        Some(self.start(id, how, ev.ts_ns, &ev.task))
+        Some(self.start(id, how, ev.ts_ns, &ev.task, ev.cwd.clone()))
     }
 
     /// Applies `ev` to the registry; returns a `session_end` when the root exited.
@@ -560,6 +574,9 @@ mod tests {
             sandboxed: None,
             held: false,
             digest: None,
+            via_resolver: false,
+            cwd: None,
+            listener: None,
         }
     }
 

@@ -79,7 +79,7 @@ fn start_records_the_root_and_reports_session_start() {
     let mut root = task(NO_SUCH_PID, 77, "codex");
     root.uid = 1000;
     root.container = Some("4f1c".into());
-    let start = r.start(S, How::Scan, 42, &root);
+    let start = r.start(S, How::Scan, 42, &root, None);
 
     assert_eq!(start.session, Some(S));
     assert_eq!(start.ts_ns, 42);
@@ -110,7 +110,7 @@ fn start_records_the_root_and_reports_session_start() {
 fn session_start_carries_the_roots_working_directory() {
     let mut r = Registry::default();
     let me = task(std::process::id(), 1, "codex");
-    let start = r.start(S, How::Run, 1, &me);
+    let start = r.start(S, How::Run, 1, &me, None);
     let cwd = std::env::current_dir().expect("cwd");
     let Detail::SessionStart { cwd: got, .. } = &start.detail else {
         panic!("not a session_start: {start:?}");
@@ -292,7 +292,7 @@ fn is_root_tells_the_root_from_its_children() {
 #[test]
 fn adopted_processes_are_members_and_stragglers_like_forked_ones() {
     let mut r = Registry::default();
-    r.start(S, How::Scan, 1, &task(NO_SUCH_PID, 1, "codex"));
+    r.start(S, How::Scan, 1, &task(NO_SUCH_PID, 1, "codex"), None);
     r.adopt(S, 21, NO_SUCH_PID, "sh".into());
     r.adopt(S, 22, 21, "cat".into());
 

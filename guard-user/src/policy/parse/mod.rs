@@ -10,7 +10,9 @@
 mod anomaly;
 mod check;
 mod container;
+mod delegation;
 mod destination;
+mod dns;
 mod export;
 mod profile;
 mod recovery;
@@ -56,8 +58,20 @@ pub fn parse(source_name: &str, text: &str) -> Result<(Policy, Vec<Diagnostic>),
 }
 
 const TOP_KEYS: &[&str] = &[
-    "mode", "agents", "limits", "report", "sessions", "taint", "files", "rule", "anomaly",
-    "export", "redact",
+    "mode",
+    "agents",
+    "limits",
+    "report",
+    "sessions",
+    "taint",
+    "files",
+    "dns",
+    "delegation",
+    "rule",
+    "anomaly",
+    "export",
+    "redact",
+    "audit",
 ];
 const TAINT_KEYS: &[&str] = &["egress", "allow"];
 const FILES_KEYS: &[&str] = &["ignore_files", "ignore", "action"];
@@ -210,13 +224,19 @@ impl Checker<'_> {
             sessions: Sessions::default(),
             taint: Taint::default(),
             files: Default::default(),
+            dns: super::model::Dns::default(),
+            delegation: super::model::Delegation::default(),
             rules: Vec::new(),
             anomalies: Vec::new(),
             export: Default::default(),
             redact: Default::default(),
+            audit: Default::default(),
         };
         let mut sessions_at = 0;
         let mut taint_at = 0;
+        let mut dns_at = None;
+        let mut dns_unknown = None;
+        let mut delegation_at = None;
         for (key, value) in root.iter() {
             match key.get_ref().as_ref() {
                 "mode" => {
@@ -236,10 +256,19 @@ impl Checker<'_> {
                     self.taint(value, &mut policy.taint);
                 }
                 "files" => self.files(value, &mut policy.files),
+                "dns" => {
+                    dns_at = Some(key.span().start);
+                    dns_unknown = self.dns(value, &mut policy.dns);
+                }
+                "delegation" => {
+                    delegation_at = Some(key.span().start);
+                    self.delegation(value, &mut policy.delegation);
+                }
                 "rule" => policy.rules = self.rules(value),
                 "anomaly" => policy.anomalies = self.anomalies(value),
                 "export" => self.export(value, &mut policy.export),
                 "redact" => self.redact(value, &mut policy.redact),
+                "audit" => self.audit(value, &mut policy.audit),
                 other => self.unknown_key(other, key.span().start, "at the top level", TOP_KEYS),
             }
         }
@@ -275,6 +304,8 @@ impl Checker<'_> {
                 ));
             }
         }
+        self.dns_rule(&mut policy, dns_at, dns_unknown);
+        self.delegation_rule(&mut policy, delegation_at);
         if let Some(action) = policy.taint.egress {
             let id = Taint::RULE;
             if let Some(clash) = policy.rules.iter().find(|r| r.id == id) {
@@ -827,7 +858,8 @@ fn article(noun: &str) -> String {
 fn closest<'k>(key: &str, valid: &[&'k str]) -> Option<&'k str> {
     valid
         .iter()
-        .map(|v| (strsim::levenshtein(key, v), *v))
+        // Swapped letters count as one edit (`mdoe` is one from `mode`).
+        .map(|v| (strsim::osa_distance(key, v), *v))
         .filter(|&(d, v)| d > 0 && d < key.chars().count() && d <= 1.max(v.len() / 3))
         .min_by_key(|&(d, _)| d)
         .map(|(_, v)| v)
