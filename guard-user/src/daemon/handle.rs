@@ -45,6 +45,7 @@ impl Daemon {
                         } else {
                             crate::confine::targets::Targets::default()
                         };
+                        self.pipe.registry.set_hidden(id, targets.read_deny.clone());
                         Registered {
                             session: id.to_string(),
                             read_deny: text(targets.read_deny),

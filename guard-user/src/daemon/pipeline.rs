@@ -381,7 +381,11 @@ impl Pipeline {
         // The judge decides (rules, limits, self-protection, then anomalies, which
         // count every event the rules let by); the actor carries the verdict out.
         let verdict = if self.registry.is_confined(ev.session) {
-            self.judge.judge_confined(&ev, is_root)
+            let hidden = match &ev.detail {
+                Detail::Open { path, .. } => self.registry.hidden_below(ev.session, path),
+                _ => false,
+            };
+            self.judge.judge_confined(&ev, is_root, hidden)
         } else {
             self.judge.judge(&ev, is_root)
         }

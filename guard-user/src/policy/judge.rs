@@ -377,11 +377,16 @@ impl Judge {
     /// its mount namespace): an open refused with EACCES (Landlock, a hidden path) or
     /// EROFS (a path mounted read-only) that a `kill` or `deny` rule covers was
     /// refused by the confinement the policy derived: denied, the process lives. A
-    /// `deny` with a `fallback` is reported as the `deny` it was there.
-    pub fn judge_confined(&self, ev: &Event, is_root: bool) -> Option<Verdict> {
+    /// `deny` with a `fallback` is reported as the `deny` it was there. `hidden`: the
+    /// path is below a directory the mount namespace hides, where a root process
+    /// finds nothing (ENOENT) rather than EACCES.
+    pub fn judge_confined(&self, ev: &Event, is_root: bool, hidden: bool) -> Option<Verdict> {
         let mut verdict = self.judge(ev, is_root)?;
+        let refused = |errno: i32| {
+            [libc::EACCES, libc::EROFS].contains(&errno) || (hidden && errno == libc::ENOENT)
+        };
         if let Detail::Open { ret, .. } = &ev.detail
-            && [libc::EACCES, libc::EROFS].contains(&i32::try_from(-*ret).unwrap_or(0))
+            && refused(i32::try_from(-*ret).unwrap_or(0))
             && matches!(verdict.step, Step::Done(Outcome::Logged | Outcome::Alerted))
             && verdict.would.is_none()
             && let Some(rule) = self.policy().rules.iter().find(|r| r.id == verdict.rule)
@@ -1191,12 +1196,25 @@ action = "deny"
         );
         hidden.task.role = role::AGENT;
         let v = judge_for(text, false)
-            .judge_confined(&hidden, false)
+            .judge_confined(&hidden, false, false)
             .expect("a violation");
         assert_eq!(
             (v.action, &v.step),
             (Action::Deny, &Step::Done(Outcome::Denied))
         );
+        // Below a hidden directory a root process finds nothing (ENOENT): denied
+        // there, and only there.
+        let mut empty = event(
+            "claude",
+            open("/home/alice/.ssh/id_rsa", 0, -i64::from(libc::ENOENT)),
+            0,
+        );
+        empty.task.role = role::AGENT;
+        let j = judge_for(text, false);
+        let v = j.judge_confined(&empty, false, true).expect("a violation");
+        assert_eq!(v.step, Step::Done(Outcome::Denied));
+        let v = j.judge_confined(&empty, false, false).expect("a violation");
+        assert_ne!(v.step, Step::Done(Outcome::Denied));
         // Outside a confined session the same refusal is only what it is.
         let v = judge_for(text, false)
             .judge(&hidden, false)

@@ -46,6 +46,9 @@ pub struct Session {
     pub landlock: Option<String>,
     /// What its root's mount namespace hides and makes read-only (`guard run`).
     pub mount_ns: Option<String>,
+    /// The paths the daemon named for its root's mount namespace to hide
+    /// (`guard run`): an open below a hidden directory finds nothing there.
+    pub hidden: Vec<std::path::PathBuf>,
     /// The repository `cwd` belongs to, read at the start.
     pub repository: Option<guard_common::report::Repository>,
     /// What confined the agent's process at its exec (the root's until the agent's
@@ -182,6 +185,7 @@ impl Registry {
                 agent_threads: Vec::new(),
                 landlock: None,
                 mount_ns: None,
+                hidden: Vec::new(),
                 repository: repository.clone(),
                 agent_confinement: None,
                 sandboxed_tools: false,
@@ -248,6 +252,23 @@ impl Registry {
         s.landlock = landlock;
         s.mount_ns = mount_ns;
         Ok(())
+    }
+
+    /// Records the paths the daemon named for session `id`'s mount namespace to hide.
+    pub fn set_hidden(&mut self, id: SessionId, hidden: Vec<std::path::PathBuf>) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.hidden = hidden;
+        }
+    }
+
+    /// Whether `path` lies below a directory `session`'s mount namespace hides (an
+    /// empty tmpfs: a root process finds nothing there, ENOENT, rather than EACCES).
+    pub fn hidden_below(&self, session: Option<SessionId>, path: &str) -> bool {
+        let path = std::path::Path::new(path);
+        session
+            .and_then(|id| self.sessions.get(&id))
+            .filter(|s| s.mount_ns.is_some())
+            .is_some_and(|s| s.hidden.iter().any(|h| path != h && path.starts_with(h)))
     }
 
     /// Whether `session`'s root confined itself (Landlock, a mount namespace): a
