@@ -383,6 +383,7 @@ mod tests {
             action,
             scope,
             secret: false,
+            fallback: None,
             pos: Pos::default(),
         }
     }
@@ -401,6 +402,7 @@ mod tests {
             report: Default::default(),
             sessions: Default::default(),
             taint: Default::default(),
+            files: Default::default(),
             dns: Default::default(),
             delegation: Default::default(),
             rules,

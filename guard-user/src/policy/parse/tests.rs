@@ -261,6 +261,42 @@ fn every_code_is_reported_where_it_applies() {
             "mode = \"observe\"".to_owned(),
             vec!["W103"],
         ),
+        (
+            "deny with a fallback",
+            FILE.replace("kill", "deny") + "paths = [\"x\"]\nfallback = \"alert\"",
+            vec!["W102"],
+        ),
+        (
+            "a fallback without deny",
+            file("paths = [\"x\"]\nfallback = \"alert\""),
+            vec!["G011"],
+        ),
+        (
+            "a fallback that is deny",
+            FILE.replace("kill", "deny") + "paths = [\"x\"]\nfallback = \"deny\"",
+            vec!["G011"],
+        ),
+        (
+            "a fallback that is no action",
+            FILE.replace("kill", "deny") + "paths = [\"x\"]\nfallback = \"warn\"",
+            vec!["W102", "G005"],
+        ),
+        (
+            "a fallback on a network rule",
+            net("deny = [\"10.0.0.1\"]\nfallback = \"alert\""),
+            vec!["G010"],
+        ),
+        (
+            "a fallback where user space decides",
+            FILE.replace("kill", "deny") + "paths = [\"src/*.key\", \"x\"]\nfallback = \"alert\"",
+            vec!["W102", "W104"],
+        ),
+        (
+            "a fallback where user space decides an exec",
+            EXEC.replace("kill", "deny")
+                + "exe = [\"git\"]\nargv_contains = [\"push\"]\nfallback = \"log\"",
+            vec!["W102", "W104"],
+        ),
         // Not problems.
         (
             "allow everything but deny something",
