@@ -52,7 +52,7 @@ pub struct Options {
     /// in each kernel).
     #[arg(long, hide = true, conflicts_with = "vm")]
     pub costs_only: bool,
-    /// Run only these workloads (repeatable: open, files, fork-exec, connect, unix,
+    /// Run only these workloads (repeatable: open, files, fork-exec, connect, unix, dns,
     /// real, build, cargo, npm, codex, bulk) under nothing, the floor and guard (outside, inside a session, enforce):
     /// the timed rounds only, no capacity, kill latency, costs or storm. The summary
     /// is printed and written to bench-only-results.json; BENCHMARKS.md is left alone.
