@@ -328,6 +328,16 @@ impl Judge {
         // with a `fallback` acts as that here, and is weighed as that.
         hits.sort_by_key(|h| std::cmp::Reverse(rules[h.rule].acting(false)));
         let primary = match by_kernel.filter(|i| *i < rules.len()) {
+            // An entry the kernel holds for two rules of different roles names the
+            // first (`tables::merge_role_scoped`): the rule of this process's role
+            // is the one it broke.
+            Some(i)
+                if (killed || denied) && !hits.is_empty() && !hits.iter().any(|h| h.rule == i) =>
+            {
+                hits.iter()
+                    .find(|h| matches!(rules[h.rule].action, Action::Kill | Action::Deny))
+                    .map_or(i, |h| h.rule)
+            }
             Some(i) if killed || denied => i,
             _ => hits.first()?.rule,
         };

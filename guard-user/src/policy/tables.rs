@@ -194,6 +194,30 @@ fn net_entries(dest: &Dest, hosts: &Hosts, value: RuleRef) -> Vec<(u32, NetData,
         .collect()
 }
 
+/// Merges path entries of one key that differ only in the roles they cover: the
+/// trie holds one value per key (the last written would win), so two rules on one
+/// path for different roles with the same verdict and accesses (`[files]`: the
+/// tools' deny beside the agent's own) become one entry for both role sets. It
+/// carries the first rule; the judge reports the rule of the process's own role.
+fn merge_role_scoped(entries: Vec<(u32, PathData, RuleRef)>) -> Vec<(u32, PathData, RuleRef)> {
+    let accesses = access::READ | access::WRITE;
+    let mut out: Vec<(u32, PathData, RuleRef)> = Vec::with_capacity(entries.len());
+    let mut first: BTreeMap<(u32, PathData), usize> = BTreeMap::new();
+    for (bits, data, entry) in entries {
+        if let Some(prev) = first.get(&(bits, data)).map(|&i| &mut out[i].2)
+            && prev.flags & rule_flags::ROLES != 0
+            && prev.flags == entry.flags
+            && prev.access & accesses == entry.access & accesses
+        {
+            prev.access |= entry.access;
+            continue;
+        }
+        first.entry((bits, data)).or_insert(out.len());
+        out.push((bits, data, entry));
+    }
+    out
+}
+
 /// Merges entries with the same key: a refusal wins over an allowance, ports are
 /// united (more than 8 distinct ports become "any port").
 fn merge_nets(entries: Vec<(u32, NetData, RuleRef)>) -> Vec<(u32, NetData, RuleRef)> {
@@ -517,6 +541,7 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
         }
     }
     out.nets = merge_nets(nets);
+    out.paths = merge_role_scoped(std::mem::take(&mut out.paths));
     out.config.path_kinds = path_kinds(&out.paths);
     out.config.exec_wakeup |= u32::from(
         out.partial
@@ -804,6 +829,40 @@ mod tests {
         );
         assert!(k.paths[4].2.flags & rule_flags::EXCEPT != 0);
         assert!(k.partial.is_empty());
+    }
+
+    #[test]
+    fn two_rules_on_one_path_for_different_roles_share_its_entry() {
+        use guard_common::role;
+        use guard_common::rules::scope_applies;
+        let read = || Kind::File {
+            paths: vec!["/srv/app/private/**".into()],
+            except: vec![],
+            access: Access {
+                read: true,
+                write: false,
+            },
+        };
+        let agent = crate::policy::model::role_bit("agent").expect("agent");
+        let tools = crate::policy::model::role_bit("tool").expect("tool");
+        let mut for_tools = rule(read(), Action::Deny);
+        for_tools.scope = Scope::Roles(tools);
+        let mut for_agent = rule(read(), Action::Deny);
+        for_agent.scope = Scope::Roles(agent);
+        let k = compile(
+            &policy(vec![for_tools, for_agent], Mode::Enforce),
+            &["/root".into()],
+            &Hosts::default(),
+            true,
+        );
+        // One entry (the trie keeps one value per key), refusing both roles.
+        assert_eq!(k.paths.len(), 1, "{:?}", k.paths);
+        let entry = k.paths[0].2;
+        let who = |r: u8| u32::from(r) << role::SHIFT;
+        for r in [role::TOOL, role::AGENT] {
+            assert!(scope_applies(entry.flags, entry.access, who(r)), "{r}");
+        }
+        assert!(!scope_applies(entry.flags, entry.access, who(role::HELPER)));
     }
 
     #[test]
