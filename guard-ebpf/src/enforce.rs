@@ -5,7 +5,8 @@
 
 use aya_ebpf::{
     helpers::generated::{
-        bpf_loop, bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_send_signal,
+        bpf_loop, bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
+        bpf_send_signal,
     },
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
@@ -74,15 +75,16 @@ const SIGKILL: u32 = 9;
 /// Bytes of a path the component scan looks at (the scratch path is never longer).
 const SCAN_BYTES: u32 = 4096;
 
-/// What a rule lookup found for one operation: whole path, file name, reversed file
-/// name, a component run, and a whole-path exception.
-pub type Matches = [RuleRef; 5];
+/// What a rule lookup found for one operation: whole path (the rules on reads),
+/// file name, reversed file name, a component run, a whole-path exception, and
+/// whole path (the rules on writes).
+pub type Matches = [RuleRef; 6];
 const NONE: Matches = [RuleRef {
     rule: 0,
     access: 0,
     flags: 0,
     ports: [0; 8],
-}; 5];
+}; 6];
 
 #[inline(always)]
 pub fn config() -> Config {
@@ -372,21 +374,23 @@ fn each(n: u32, step: extern "C" fn(u32, *mut core::ffi::c_void) -> i64) {
 /// scope and access apply, unless an exception of the same rule matched too.
 #[inline(always)]
 fn pick(c: *mut Check) -> Option<u16> {
-    each(5, pick_step);
+    each(6, pick_step);
     // SAFETY: this CPU's check.
     let picked = unsafe { (*c).picked };
     u16::try_from(picked).ok()?.checked_sub(1)
 }
 
-/// Looks up kind `index` of a file check (0 whole path, 1 name, 2 reversed name,
-/// 3 component runs, 4 whole-path exceptions) where the rule set has that kind.
+/// Looks up kind `index` of a file check (0 whole path among the rules on reads,
+/// 1 name, 2 reversed name, 3 component runs, 4 whole-path exceptions, 5 whole path
+/// among the rules on writes) where the rule set has that kind and, for the whole
+/// path, the open asks for that access.
 #[inline(never)]
 extern "C" fn lookup_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
     let Some(c) = CHECKS.get_ptr_mut(0) else {
         return 1;
     };
     // SAFETY: this CPU's check, filled in by the caller before the loop.
-    let (path, len, kinds, generation, name_len, base) = unsafe {
+    let (path, len, kinds, generation, name_len, base, want) = unsafe {
         (
             (*c).path as *const u8,
             (*c).len,
@@ -394,6 +398,7 @@ extern "C" fn lookup_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
             (*c).generation as u8,
             (*c).name_len,
             (*c).base as u8 & 15,
+            (*c).want as u8,
         )
     };
     let i = index & 7;
@@ -413,22 +418,31 @@ extern "C" fn lookup_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
         0 => path_kind::FILE,
         1 => path_kind::FILE_NAME,
         2 => path_kind::FILE_NAME_REV,
-        _ => path_kind::FILE_EXCEPT,
+        4 => path_kind::FILE_EXCEPT,
+        _ => path_kind::FILE_WRITE,
     }
     .wrapping_add(base);
-    let r = if !has(kind) {
+    // A whole path is looked up among the rules of the accesses the open asks for
+    // (`want` 0, exec-like checks, asks for none of them: both).
+    let asked = match i {
+        0 => want == 0 || want & access::READ != 0,
+        5 => want == 0 || want & access::WRITE != 0,
+        _ => true,
+    };
+    let r = if !has(kind) || !asked {
         RuleRef::default()
     } else if i == 1 || i == 2 {
         // The name and its reverse are in their slots already (`name_step`).
         lookup_slot(i, generation, kind, name_len, true)
     } else {
-        lookup_bytes(i, generation, kind, path, len)
+        // Index 5 reuses the whole path's key slot: index 0 is done with it.
+        lookup_bytes(i % 5, generation, kind, path, len)
     };
     // SAFETY: as above.
     if let Some(m) = unsafe { (*c).matches.get_mut(i as usize) } {
         *m = r;
     }
-    i64::from(i >= 4)
+    i64::from(i >= 5)
 }
 
 /// The file name of the check's entry and its reverse, into key slots 1 and 2; its
@@ -689,7 +703,8 @@ fn file_pick_in(
     let file_kinds = ((1u32 << path_kind::FILE)
         | (1 << path_kind::FILE_NAME)
         | (1 << path_kind::FILE_NAME_REV)
-        | (1 << path_kind::COMPONENTS))
+        | (1 << path_kind::COMPONENTS)
+        | (1 << path_kind::FILE_WRITE))
         << base;
     let by_path = cfg.path_kinds & file_kinds != 0;
     let by_identity = by_identity && identity_count(&cfg) != 0;
@@ -708,13 +723,13 @@ fn file_pick_in(
             unsafe { (*c).dentry = dentry as u64 };
             each(1, name_step);
         }
-        each(5, lookup_step);
+        each(6, lookup_step);
         // Almost always nothing matched: then there is nothing to judge (the judging
-        // is five calls).
+        // is six calls).
         // SAFETY: this CPU's check.
         let any = unsafe {
             let m = &(*c).matches;
-            m[0].flags | m[1].flags | m[2].flags | m[3].flags | m[4].flags
+            m[0].flags | m[1].flags | m[2].flags | m[3].flags | m[4].flags | m[5].flags
         };
         if any != 0
             && let Some(rule) = pick(c)
@@ -741,20 +756,17 @@ pub fn deny_open(
     open_flags: u64,
     is_root: u32,
 ) -> Option<u16> {
-    // As at the open's exit: an open that neither reads nor writes is no rule's.
-    let want = wanted(open_flags);
+    // As at the open's exit: an open that neither reads nor writes is no rule's,
+    // nor a directory's open for reading.
+    let dentry = core_read::file_dentry(file);
+    let mut want = wanted(open_flags);
+    if want & access::READ != 0 && core_read::dentry_type(dentry) == core_read::TYPE_DIR {
+        want &= !access::READ;
+    }
     if want == 0 {
         return None;
     }
-    let (rule, found) = file_pick(
-        core_read::file_dentry(file),
-        path,
-        len,
-        want,
-        rule_flags::DENY,
-        is_root,
-        true,
-    );
+    let (rule, found) = file_pick(dentry, path, len, want, rule_flags::DENY, is_root, true);
     if let Some(rule) = rule {
         // The open's exit reports the refusal and what it matched: the entry, or
         // (inode 0) that the file could not be placed and the rule failed closed,
@@ -923,21 +935,24 @@ pub struct OpenVerdict {
 }
 
 /// Open of `file` (path in `path[..len]`) with open `flags` by a process whose
-/// Tracked flags are `who`: kill when a kernel rule says so, by path or by identity;
-/// else, unless the process is `tainted` already, whether the open taints it.
+/// Tracked flags are `who` (and `dir`: the file is a directory): kill when a kernel
+/// rule says so, by path or by identity; else, unless the process is `tainted`
+/// already, whether the open taints it.
 #[inline(always)]
 pub fn on_open(
     file: *const core::ffi::c_void,
     path: *const u8,
     len: u32,
     open_flags: u64,
-    who: u32,
+    (who, dir): (u32, bool),
     tainted: bool,
 ) -> OpenVerdict {
     // An open that neither reads nor writes (`O_PATH`: a handle to stat, to reopen or
     // to exec through, each of which is judged itself) breaks no file rule; a `want`
-    // of 0 would match every access.
-    let want = wanted(open_flags);
+    // of 0 would match every access. Nor does a directory's open for reading: it
+    // lists names (`find ~`, `ls -R`), and each file it holds is judged at its own
+    // open.
+    let want = wanted(open_flags) & !(u8::from(dir) * access::READ);
     if want == 0 {
         return OpenVerdict::default();
     }
@@ -954,8 +969,10 @@ pub fn on_open(
         Some(rule) => kill(rule),
         None => 0,
     };
-    let taints =
-        rule & enforced::KILLED == 0 && !tainted && taints(file, path, len, open_flags, who);
+    let taints = rule & enforced::KILLED == 0
+        && !tainted
+        && want & access::READ != 0
+        && taints(file, path, len, open_flags, who);
     OpenVerdict {
         rule,
         found,
@@ -1028,6 +1045,115 @@ pub fn on_exec(
     match exec_pick(file, path, len, comm, rule_flags::KILL, is_root) {
         Some(rule) => kill(rule),
         None => 0,
+    }
+}
+
+/// Bytes of an argument's end an applet's name is looked for in (a file name
+/// longer than this names no applet of a rule).
+const APPLET_TAIL: u32 = 64;
+
+/// The argument at user address `at`: its length with its NUL (0: unreadable;
+/// 256: too long to read whole), and its last [`APPLET_TAIL`] bytes reversed into
+/// key slot 3: how many of them are its, and whether that is all of it.
+#[inline(always)]
+fn read_arg(at: u64) -> (u32, u32, bool) {
+    let (Some(raw), Some(rev)) = (slot_bytes(4), slot_bytes(3)) else {
+        return (0, 0, false);
+    };
+    // SAFETY: at most 256 bytes into this CPU's key slot 4 (its data and slack hold
+    // 510); the source is the new image's memory, read with its helper.
+    let got = unsafe { bpf_probe_read_user_str(raw.cast(), 256, at as *const core::ffi::c_void) };
+    if got <= 1 {
+        return (0, 0, false);
+    }
+    let got = (got as u32) & 511;
+    let len = got - 1;
+    // Every byte, whatever the length: no branch in the loop, so the verifier walks
+    // it once (bytes past the argument's start are read, and never looked up).
+    let mut i = 0u32;
+    while i < APPLET_TAIL {
+        // SAFETY: both indexes are masked inside the slots' 510 bytes.
+        unsafe { *rev.add(i as usize) = *raw.add((len.wrapping_sub(1 + i) & 255) as usize) };
+        i += 1;
+    }
+    let n = len.min(APPLET_TAIL);
+    (got, n, n == len)
+}
+
+/// The `EXEC_NAME_REV` entry of the file name ending the argument [`read_arg`]
+/// just reversed: an exec rule's, or a multi-call binary's marker (`access` 1).
+#[inline(always)]
+fn applet_entry(generation: u8, n: u32, whole: bool) -> RuleRef {
+    lookup_slot(3, generation, path_kind::EXEC_NAME_REV, n, whole)
+}
+
+/// An exec of a multi-call binary (`busybox`, `toybox`: its file's name starts
+/// with a `MULTICALL` entry) is also the applet it runs: the file name of its
+/// `argv[0]`, or of its first argument when it was run by its own name or its
+/// `argv[0]` names it (`busybox nc`). An exec rule that kills or denies that name
+/// kills it here, before its first instruction (`deny` too: the BPF-LSM exec hook
+/// saw only the binary). An argument too long to read whole (255 bytes or more),
+/// or the binary named again (`busybox busybox nc`), cannot be named: while the
+/// policy kills programs by name, such an exec is killed under
+/// `Config::applet_fallback` (fail closed). Returns the event's `rule` field.
+#[inline(never)]
+pub fn on_applet(
+    file: *const core::ffi::c_void,
+    task: *const core_read::Task,
+    comm: &[u8; 16],
+    who: u32,
+) -> u16 {
+    let cfg = config();
+    if !has(&cfg, path_kind::MULTICALL) {
+        return 0;
+    }
+    let generation = cfg.generation as u8;
+    let (Some(name), Some(run_as)) = (slot_bytes(2), slot_bytes(1)) else {
+        return 0;
+    };
+    let name_len = core_read::dentry_name(core_read::file_dentry(file), name, 15);
+    if lookup_slot(2, generation, path_kind::MULTICALL, name_len, true).access == 0 {
+        return 0;
+    }
+    // SAFETY: at most 16 bytes into this CPU's key slot, from the comm the caller holds.
+    let copied = unsafe { bpf_probe_read_kernel_str(run_as.cast(), 16, comm.as_ptr().cast()) };
+    let comm_len = (copied.max(1) - 1) as u32 & 15;
+    let by_own_name = lookup_slot(1, generation, path_kind::MULTICALL, comm_len, true).access != 0;
+    let verdict = rule_flags::KILL | rule_flags::DENY;
+    let enforces = |r: RuleRef| r.flags & verdict != 0 && scope_ok(r.flags, r.access, who);
+    let (start, _) = core_read::arg_span(task);
+    let (got, n, whole) = read_arg(start);
+    if got == 0 {
+        return 0;
+    }
+    if got < 256 {
+        let r = applet_entry(generation, n, whole);
+        if enforces(r) {
+            return kill(r.rule);
+        }
+        if !by_own_name && r.access & 1 == 0 {
+            return 0;
+        }
+        // The binary's own name: its first argument is the applet.
+        let (got1, n1, whole1) = read_arg(start + u64::from(got));
+        if got1 == 0 {
+            return 0;
+        }
+        if got1 < 256 {
+            let r1 = applet_entry(generation, n1, whole1);
+            if enforces(r1) {
+                return kill(r1.rule);
+            }
+            if r1.access & 1 == 0 {
+                return 0;
+            }
+        }
+    }
+    // An argument too long to name, or the binary named again (`busybox busybox
+    // nc` runs nc too): fail closed.
+    match cfg.applet_fallback {
+        0 => 0,
+        rule => kill((rule - 1) as u16),
     }
 }
 

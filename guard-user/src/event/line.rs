@@ -13,14 +13,16 @@ use super::{Detail, Event, TamperOp, Task, access, json};
 impl Event {
     /// The listener outside every session, as events carry it.
     fn listener_line(&self) -> Option<guard_common::line::ListenerLine> {
-        self.listener.as_ref().map(|l| guard_common::line::ListenerLine {
-            pid: l.pid,
-            program: l.program.clone(),
-            exe: l.exe.clone(),
-            uid: l.uid,
-            user: l.user.clone(),
-            spawner: l.spawner.clone(),
-        })
+        self.listener
+            .as_ref()
+            .map(|l| guard_common::line::ListenerLine {
+                pid: l.pid,
+                program: l.program.clone(),
+                exe: l.exe.clone(),
+                uid: l.uid,
+                user: l.user.clone(),
+                spawner: l.spawner.clone(),
+            })
     }
 
     /// The event as [`EventLine`]: every field the audit log has.
@@ -93,6 +95,7 @@ impl Event {
                 call,
                 ret,
                 repeats,
+                dir,
             } => {
                 let r = json::Returned::of(*ret, true);
                 let hit = self.identity.as_ref().and_then(|id| {
@@ -116,6 +119,7 @@ impl Event {
                     protected: hit,
                     identity_unknown: self.identity.as_ref().is_some_and(|id| id.unknown),
                     repeats: (*repeats > 0).then_some(*repeats),
+                    directory: *dir,
                 }
             }
             Detail::Connect {

@@ -36,6 +36,9 @@ pub mod code {
     pub const DENY_NEEDS_LSM: &str = "W102";
     /// `mode = "observe"`: every action is downgraded to `log`.
     pub const OBSERVE_MODE: &str = "W103";
+    /// A `kill` or `deny` pattern the kernel cannot match: judged in user space,
+    /// after the fact.
+    pub const USER_SPACE_ONLY: &str = "W104";
 }
 
 /// How bad a diagnostic is: any error refuses the policy, warnings do not.

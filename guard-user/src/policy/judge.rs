@@ -387,11 +387,7 @@ impl Judge {
             }
             (Action::Deny | Action::Kill, _) => Step::KillProcess,
         };
-        Some(self.settle(
-            super::model::Delegation::RULE.to_owned(),
-            action,
-            step,
-        ))
+        Some(self.settle(super::model::Delegation::RULE.to_owned(), action, step))
     }
 
     /// An anomaly rule's hit as a verdict: the session or the process it names is
@@ -553,6 +549,7 @@ mod tests {
             call: OpenCall::Openat,
             ret,
             repeats: 0,
+            dir: false,
         }
     }
 

@@ -601,6 +601,7 @@ mod tests {
             call: guard_common::OpenCall::Openat,
             ret,
             repeats,
+            dir: false,
         }
     }
 
