@@ -14,6 +14,8 @@ pub mod event;
 #[cfg(feature = "protocol")]
 pub mod line;
 pub mod maps;
+#[cfg(feature = "ocsf")]
+pub mod ocsf;
 #[cfg(feature = "otlp")]
 pub mod otlp;
 #[cfg(feature = "protocol")]

@@ -72,6 +72,9 @@ pub mod attr {
 
 /// `event_name` of a session summary.
 pub const SUMMARY_EVENT: &str = "guard.session.summary";
+/// `event_name` of a daemon's heartbeat: sent every summary interval when nothing
+/// else left, so that an idle host still reports (its resource is the host).
+pub const HEARTBEAT_EVENT: &str = "guard.host.heartbeat";
 /// `event_name` prefix of an event record: `guard.event.<kind>`.
 pub const EVENT_PREFIX: &str = "guard.event.";
 /// The instrumentation scope's name.
@@ -206,6 +209,8 @@ pub fn get_int(attrs: &[KeyValue], key: &str) -> Option<i64> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RecordKind {
     Summary,
+    /// The daemon is alive (and had nothing else to send).
+    Heartbeat,
     /// An event of this kind.
     Event(String),
     /// Not one of guard's (another source through a shared collector).
@@ -216,6 +221,8 @@ pub enum RecordKind {
 pub fn record_kind(record: &LogRecord) -> RecordKind {
     if record.event_name == SUMMARY_EVENT {
         RecordKind::Summary
+    } else if record.event_name == HEARTBEAT_EVENT {
+        RecordKind::Heartbeat
     } else if let Some(kind) = record.event_name.strip_prefix(EVENT_PREFIX) {
         RecordKind::Event(kind.to_string())
     } else {

@@ -12,9 +12,7 @@
 //! interface but `lo`) keeps its DNS: nothing it sends leaves the host.
 
 use aya_ebpf::{
-    helpers::generated::bpf_get_socket_cookie,
-    macros::cgroup_sock_addr,
-    programs::SockAddrContext,
+    helpers::generated::bpf_get_socket_cookie, macros::cgroup_sock_addr, programs::SockAddrContext,
 };
 use guard_common::{AF_INET6, DnsOrig, NetBody, dns_stub};
 
@@ -54,6 +52,14 @@ fn mapped(body: &NetBody) -> bool {
     let a = &body.addr;
     let word = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
     word(0) == 0 && word(4) == 0 && word(8) == MAPPED
+}
+
+/// Whether sessions' DNS goes to guard's resolver and network namespace `netns` has
+/// no entry yet (no resolver, nor found isolated): an exec there wakes the daemon.
+#[inline(always)]
+pub fn unserved(netns: u32) -> bool {
+    // SAFETY: presence check only.
+    config(dns_stub::ON) != 0 && unsafe { DNS_STUB.get(netns) }.is_none()
 }
 
 /// Decides a tracked process's connect or send to `body` (port 53), and points the

@@ -59,6 +59,8 @@ pub struct Draft {
     /// The system calls the record stands for (a count of repeated opens stands for
     /// that many): a record dropped or lost is counted this many times.
     weight: u64,
+    /// Wake the daemon for this record whatever its kind.
+    urgent: bool,
 }
 
 impl Draft {
@@ -96,6 +98,7 @@ impl Draft {
             buf,
             kind,
             weight: 1,
+            urgent: false,
         })
     }
 
@@ -104,6 +107,12 @@ impl Draft {
     pub fn comm_ptr(&self) -> *const [u8; 16] {
         // SAFETY: the header was written in `begin`; only its address is taken.
         unsafe { &raw const (*self.buf.cast::<Header>()).comm }
+    }
+
+    /// The daemon is to read this record at once, not at its drain beat.
+    #[inline(always)]
+    pub fn urgent(&mut self) {
+        self.urgent = true;
     }
 
     /// The record stands for `n` system calls: a drop or a loss counts `n`.
@@ -203,7 +212,14 @@ impl Draft {
         // SAFETY: len is masked to the scratch buffer's size.
         let record = unsafe { slice::from_raw_parts(self.buf as *const u8, len) };
         if EVENTS
-            .output::<[u8]>(record, wakeup_flags(self.kind))
+            .output::<[u8]>(
+                record,
+                if self.urgent {
+                    u64::from(BPF_RB_FORCE_WAKEUP)
+                } else {
+                    wakeup_flags(self.kind)
+                },
+            )
             .is_err()
         {
             count_n(counter::lost(self.kind as u16), self.weight);

@@ -286,12 +286,18 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
             draft.header().flags &= !flags::CWD;
         }
     }
+    let confinement = core_read::confinement(task);
+    if crate::dns::unserved(confinement.net_ns) {
+        // The first exec in a network namespace guard's resolver does not serve yet:
+        // the daemon starts one there as soon as it reads this.
+        draft.urgent();
+    }
     let _ = TRACKED.insert(tgid, tracked, 0);
     draft.body(ExecBody {
         start_ns: tracked.start_ns,
         exe_len,
         argv_len,
-        confinement: core_read::confinement(task),
+        confinement,
         cwd_len,
         _reserved: 0,
     });

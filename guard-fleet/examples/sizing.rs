@@ -184,12 +184,33 @@ async fn run(backend: Backend, sessions: u64, events: u64, hosts: u64) -> anyhow
     .await
     .context("building the rollup")?;
     let rollup_secs = started.elapsed().as_secs_f64();
+    // The sessions' destinations and their rollup rows, read from the summaries as
+    // schema 4's migration does.
+    let started = Instant::now();
+    let destinations = match backend {
+        Backend::Postgres => include_str!("../migrations/postgres/0004_destinations.sql"),
+        Backend::Sqlite => include_str!("../migrations/sqlite/0004_destinations.sql"),
+    };
+    conn.execute(AssertSqlSafe(format!(
+        "DELETE FROM session_destinations; DELETE FROM session_days WHERE dim = 'dest'; \
+         {destinations} ANALYZE;"
+    )))
+    .await
+    .context("reading the destinations")?;
+    let destinations_secs = started.elapsed().as_secs_f64();
     let rollup_rows: i64 = sqlx::query("SELECT COUNT(*) FROM session_days")
         .fetch_one(&mut conn)
         .await?
         .try_get(0)?;
     let mut sizes = serde_json::Map::new();
-    for table in ["sessions", "violations", "events", "hosts", "session_days"] {
+    for table in [
+        "sessions",
+        "violations",
+        "events",
+        "hosts",
+        "session_days",
+        "session_destinations",
+    ] {
         let size = match backend {
             Backend::Postgres => format!("pg_total_relation_size('{table}')::bigint"),
             // dbstat (compiled into the bundled SQLite): the pages of the table and
@@ -232,6 +253,7 @@ async fn run(backend: Backend, sessions: u64, events: u64, hosts: u64) -> anyhow
         "templates_ingested": ingest_hosts,
         "sql_load_seconds": load_secs,
         "rollup_build_seconds": rollup_secs,
+        "destinations_build_seconds": destinations_secs,
         "rollup_rows": rollup_rows,
         "tables": sizes,
         "requests": requests,
@@ -256,6 +278,18 @@ async fn ingest(
         let mut report =
             records::report(&session, "dev", "https://git.example.org/acme/repo", false);
         report.agent = Some(["codex", "claude", "gemini", "copilot"][h as usize % 4].to_owned());
+        // Besides the model API and the code host, one of 200 other destinations.
+        report.destinations.push(guard_common::report::Destination {
+            addr: format!("198.51.100.{}", h % 200),
+            port: 443,
+            proto: "tcp".to_owned(),
+            host: Some(format!("dest-{}.example.net", h % 200)),
+            connects: 1,
+            bytes_out: 10_000 + h,
+            flows: 1,
+            class: Some("other".to_owned()),
+            ..Default::default()
+        });
         let events = |from: u64| {
             (from..from + EVENTS_PER_REQUEST).map(|seq| {
                 records::exec_event(
@@ -462,7 +496,7 @@ async fn dashboard(http: &reqwest::Client, base: &str, now_ms: i64) -> anyhow::R
         .unwrap_or_default();
     let requests = [
         ("overview (JSON)", "/api/overview".to_owned()),
-        ("overview page (four charts)", "/".to_owned()),
+        ("overview page (three charts)", "/".to_owned()),
         (
             "overview of the last day (JSON)",
             "/api/overview?days=1".to_owned(),
@@ -488,6 +522,44 @@ async fn dashboard(http: &reqwest::Client, base: &str, now_ms: i64) -> anyhow::R
         ("one session's page", "/sessions/uid-4242".to_owned()),
         ("hosts (JSON)", "/api/hosts".to_owned()),
         ("hosts page", "/hosts".to_owned()),
+        (
+            "developers, 14 days (JSON)",
+            "/api/developers?days=14".to_owned(),
+        ),
+        ("developers page, 14 days", "/developers?days=14".to_owned()),
+        (
+            "destinations, 14 days (JSON)",
+            "/api/destinations?days=14".to_owned(),
+        ),
+        (
+            "destinations page, 14 days",
+            "/destinations?days=14".to_owned(),
+        ),
+        (
+            "repositories page, 14 days",
+            "/repositories?days=14".to_owned(),
+        ),
+        ("agents page, 14 days", "/agents?days=14".to_owned()),
+        (
+            "rules page, 14 days, with each rule's days",
+            "/rules?days=14".to_owned(),
+        ),
+        (
+            "sessions to one destination, 7 days (JSON, with totals)",
+            format!("/api/sessions?dest=dest-7.example.net&from={from}"),
+        ),
+        (
+            "sessions of one developer as CSV",
+            "/sessions?user=dev42&format=csv".to_owned(),
+        ),
+        (
+            "developers as CSV, 14 days",
+            "/developers?days=14&format=csv".to_owned(),
+        ),
+        (
+            "violations as OCSF findings, a page of 1,000 from a day ago",
+            "/api/violations?since=1d".to_owned(),
+        ),
     ];
     let mut timed = Vec::new();
     for (what, path) in requests {

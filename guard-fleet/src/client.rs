@@ -107,6 +107,26 @@ impl Remote {
             .await
     }
 
+    /// A page of stored violations after `after` (else from `since`), as OCSF
+    /// Detection Findings (`json`: as stored).
+    pub async fn violations(
+        &self,
+        after: Option<&str>,
+        since: Option<&str>,
+        json: bool,
+    ) -> Result<crate::web::api::ViolationsPage, ClientError> {
+        let mut q = format!(
+            "/api/violations?format={}",
+            if json { "json" } else { "ocsf" }
+        );
+        if let Some(a) = after {
+            let _ = write!(q, "&after={}", fmt::url(a));
+        } else if let Some(s) = since {
+            let _ = write!(q, "&since={}", fmt::url(s));
+        }
+        self.get(&q).await
+    }
+
     /// A session's detail.
     pub async fn session(
         &self,

@@ -65,6 +65,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Forward the stored violations as OCSF Detection Findings, one JSON object a
+    /// line on standard output (for the SIEM's shipper), in the order they
+    /// happened; the last line's cursor goes to standard error.
+    Violations {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// From this time: YYYY-MM-DD, RFC 3339, or an age (1d).
+        #[arg(long)]
+        since: Option<String>,
+        /// After this cursor (what the last run printed): nothing twice.
+        #[arg(long)]
+        after: Option<String>,
+        /// Keep going: ask again every 10 s for what was stored since.
+        #[arg(long)]
+        follow: bool,
+        /// The violations as stored, instead of OCSF.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_scope(s: &str) -> Result<Scope, String> {
@@ -145,9 +164,12 @@ struct Filters {
     /// Sessions with a violation of this outcome (denied, killed, alerted, logged, …).
     #[arg(long)]
     outcome: Option<String>,
-    /// running or ended.
+    /// running (now) or ended.
     #[arg(long)]
     state: Option<String>,
+    /// Sessions that sent to this destination (its name, else its address).
+    #[arg(long)]
+    dest: Option<String>,
     /// start, duration, bytes or violations.
     #[arg(long)]
     sort: Option<String>,
@@ -172,10 +194,12 @@ impl From<Filters> for SessionParams {
             rule: f.rule,
             outcome: f.outcome,
             state: f.state,
+            dest: f.dest,
             sort: f.sort,
             order: f.order,
             page: f.page.map(|p| p.to_string()),
             per_page: f.per_page.map(|p| p.to_string()),
+            format: None,
         }
     }
 }
@@ -247,6 +271,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&page)?);
             } else {
                 print!("{}", client::sessions_table(&page));
+            }
+        }
+        Command::Violations {
+            remote,
+            since,
+            after,
+            follow,
+            json,
+        } => {
+            let remote = remote.remote()?;
+            let mut after = after;
+            loop {
+                let page = remote
+                    .violations(after.as_deref(), since.as_deref(), json)
+                    .await?;
+                {
+                    use std::io::Write as _;
+                    let mut out = std::io::stdout().lock();
+                    for r in &page.records {
+                        if writeln!(out, "{r}").is_err() {
+                            return Ok(()); // the reader went away
+                        }
+                    }
+                    let _ = out.flush();
+                }
+                match page.next {
+                    Some(next) => {
+                        eprintln!("next: {next}");
+                        after = Some(next);
+                    }
+                    None if follow => tokio::time::sleep(Duration::from_secs(10)).await,
+                    None => break,
+                }
             }
         }
         Command::Report {

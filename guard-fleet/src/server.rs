@@ -49,6 +49,9 @@ pub struct App {
     pub tokens: TokenSource,
     /// Ingest requests being decoded and written (`limits.max_concurrent`).
     pub ingest_slots: tokio::sync::Semaphore,
+    /// The filters' suggestions, made at most once a minute (six scans of the
+    /// rollup: 150 ms of the sessions page at a million sessions).
+    pub suggestions: web::pages::SuggestionCache,
 }
 
 /// Why the server could not start.
@@ -127,6 +130,31 @@ fn tokens(config: &Config) -> Result<TokenSource, ServeError> {
         );
     }
     Ok(TokenSource::load(&config.tokens_file)?)
+}
+
+/// What a trial prints at start: the dashboard's URL and the tokens file.
+pub fn trial_note(config: &Config, addr: SocketAddr) -> String {
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let host = if addr.ip().is_unspecified() {
+        "<this host>".to_owned()
+    } else {
+        addr.to_string()
+    };
+    let at = if addr.ip().is_unspecified() {
+        format!("{host}:{}", addr.port())
+    } else {
+        host
+    };
+    format!(
+        "guard-fleet: the dashboard is at {scheme}://{at}/ (sign in with a dashboard token).\n  \
+         tokens: {} (hashes only; a lost token cannot be read back: \
+         `guard-fleet token --name NAME --scope dashboard` prints a new one and its entry)",
+        config.tokens_file.display()
+    )
 }
 
 /// The rustls configuration of `tls`.
@@ -221,6 +249,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     })?;
     let app = Arc::new(App {
         ingest_slots: tokio::sync::Semaphore::new(config.limits.max_concurrent),
+        suggestions: web::pages::SuggestionCache::default(),
         config,
         store,
         tokens,
@@ -252,6 +281,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         }
     };
     tracing::info!(%addr, tls = app.config.tls.is_some(), backend = ?app.store.backend(), "guard-fleet listening");
+    if app.config.tokens_file_is_default {
+        // A trial: where to look, and (at every start, not only the first) where
+        // its tokens are.
+        eprintln!("{}", trial_note(&app.config, addr));
+    }
     let tasks = vec![
         tokio::spawn(retention(Arc::clone(&app))),
         tokio::spawn(reload_tokens(Arc::clone(&app))),

@@ -1,8 +1,11 @@
 //! The dashboard in a real browser: Debian's headless Chromium, driven through
-//! chromedriver (WebDriver, with fantoccini), signs in with a dashboard token, reads
-//! the overview (its charts laid out by the browser, with a size), filters the
-//! sessions table with its form and opens a session's page with its timeline, as a
-//! security team would. Screenshots go to `target/fleet-browser/`.
+//! chromedriver (WebDriver, with fantoccini), at a desktop's width and at a phone's
+//! (390 px), as a security team would use it: sign in; the overview and its charts;
+//! a click from the overview that keeps its window and its count; the developers and
+//! destinations pages; a filtered list and its totals; the filter form keeping
+//! `from=7d`; a session stamped in the future by its host's clock; an idle host that
+//! sends heartbeats beside one whose guard stopped; a session's page and timeline.
+//! Screenshots go to `target/fleet-browser/` (docs/img has copies).
 
 mod support;
 
@@ -14,7 +17,10 @@ use std::{
 };
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use guard_common::otlp::{self, attr};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use serde_json::{Value, json};
+use sqlx::Executor as _;
 use support::{CLUSTER_TOKEN, DASH_TOKEN, Db, Fleet, records};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -95,14 +101,6 @@ async fn browser(driver: &Driver, profile: &Path) -> Client {
     }
 }
 
-/// Waits until the page's text contains `needle`; the page's text.
-async fn wait_for_text(client: &Client, needle: &str) -> String {
-    wait_for(client, &format!("the text {needle:?}"), |_, text| {
-        text.contains(needle)
-    })
-    .await
-}
-
 /// Waits until `done(url, text)` holds for the page shown; the page's text. While
 /// the browser is between two pages the body may be missing or stale: tried again.
 async fn wait_for(client: &Client, what: &str, done: impl Fn(&url::Url, &str) -> bool) -> String {
@@ -178,6 +176,69 @@ async fn screenshot(client: &Client, name: &str) {
     std::fs::write(shots_dir().join(name), png).expect("write the screenshot");
 }
 
+/// The text of the first element `css` names.
+async fn text_of(client: &Client, css: &str) -> String {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("no text in {css}: {e}"))
+}
+
+/// Opens `path` and waits until its text contains `needle`.
+async fn open(client: &Client, base: &str, path: &str, needle: &str) -> String {
+    client
+        .goto(&format!("{base}{path}"))
+        .await
+        .unwrap_or_else(|e| panic!("open {path}: {e}"));
+    wait_for(client, &format!("{path} with {needle:?}"), |url, text| {
+        url.path() == path.split('?').next().unwrap_or(path) && text.contains(needle)
+    })
+    .await
+}
+
+/// The count in a page's `<h1>` (`Sessions · 1,234` gives 1234).
+async fn heading_count(client: &Client) -> i64 {
+    let h1 = text_of(client, "h1").await;
+    h1.split('·')
+        .nth(1)
+        .map(|n| n.trim().replace(',', ""))
+        .and_then(|n| n.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {h1:?}"))
+}
+
+/// The page is no wider than the window: (page width, window width).
+async fn widths(client: &Client) -> (f64, f64) {
+    let v = client
+        .execute(
+            "return [document.documentElement.scrollWidth, document.documentElement.clientWidth];",
+            vec![],
+        )
+        .await
+        .expect("widths");
+    (v[0].as_f64().unwrap_or(0.0), v[1].as_f64().unwrap_or(0.0))
+}
+
+/// The smallest height of a chart's text as laid out (CSS px).
+async fn chart_text_px(client: &Client) -> f64 {
+    let v = client
+        .execute(
+            "const t = Array.from(document.querySelectorAll('svg.chart text')) \
+               .map(e => e.getBoundingClientRect().height).filter(h => h > 0); \
+             return t.length ? Math.min(...t) : 0;",
+            vec![],
+        )
+        .await
+        .expect("chart text");
+    v.as_f64().unwrap_or(0.0)
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_security_team_reads_the_dashboard_in_chromium() {
     if !Path::new(CHROMIUM).is_file() || !Path::new(CHROMEDRIVER).is_file() {
@@ -188,41 +249,142 @@ async fn a_security_team_reads_the_dashboard_in_chromium() {
         return;
     }
     let fleet = Fleet::start(Db::Sqlite, "").await;
-    // Sessions of the last hour, so that the overview's default window holds them.
     let now = chrono::Utc::now();
-    let at = |minutes_ago: i64| {
-        (now - chrono::Duration::minutes(minutes_ago))
-            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    };
-    let mut alice = records::report(
+    let ago = |minutes: i64| now - chrono::Duration::minutes(minutes);
+    let observed = now.timestamp_nanos_opt().expect("a time in range") as u64;
+    let session =
+        |id: &str, user: &str, repo: &str, started: chrono::DateTime<chrono::Utc>, ended: bool| {
+            let mut r = records::report(id, user, repo, true);
+            r.started = Some(rfc3339(started));
+            r.ended = ended.then(|| rfc3339(started + chrono::Duration::minutes(10)));
+            for v in &mut r.violations.items {
+                v.ts = rfc3339(started + chrono::Duration::minutes(2));
+            }
+            for c in &mut r.commands.items {
+                c.ts = rfc3339(started + chrono::Duration::minutes(1));
+            }
+            r
+        };
+    // alice: ended an hour ago; bob: running now; carol: ten days ago (outside the
+    // 7-day window); erin: running on a host that died an hour ago (not "now").
+    let mut alice = session(
         "00000000000000b1",
         "alice",
         "https://github.com/acme/app",
+        ago(60),
         true,
     );
-    (alice.started, alice.ended) = (Some(at(60)), Some(at(50)));
-    let mut bob = records::report(
+    // One rule broken once, beside rules broken by every session.
+    let mut once = alice.violations.items[1].clone();
+    once.rule = "git-hooks".into();
+    once.what = "open /w/.git/hooks/pre-commit".into();
+    alice.violations.push(once);
+    let bob = session(
         "00000000000000b2",
         "bob",
         "https://github.com/acme/infra",
+        ago(20),
         false,
     );
-    bob.started = Some(at(20));
-    let observed = now.timestamp_nanos_opt().expect("a time in range") as u64;
-    for (host, report, spool) in [("laptop", &alice, 1), ("ci-runner", &bob, 2)] {
-        let req = records::request(
+    let carol = session(
+        "00000000000000b3",
+        "carol",
+        "https://github.com/acme/app",
+        ago(10 * 1440),
+        true,
+    );
+    let erin = session(
+        "00000000000000b5",
+        "erin",
+        "https://github.com/acme/infra",
+        ago(70),
+        false,
+    );
+    // The hosts: most with every enforcement tier; ci-runner in observe mode,
+    // old-box with an older guard.
+    let as_host = |host: &str, version: &str, mode: &str, records: Vec<_>| {
+        let mut req = records::request(host, records);
+        if let Some(res) = req.resource_logs[0].resource.as_mut() {
+            res.attributes.retain(|a| {
+                ![attr::SERVICE_VERSION, attr::POLICY_MODE, attr::TIERS].contains(&a.key.as_str())
+            });
+            res.attributes
+                .push(otlp::kv(attr::SERVICE_VERSION, version));
+            res.attributes.push(otlp::kv(attr::POLICY_MODE, mode));
+            let tiers: serde_json::Map<String, Value> = guard_fleet::store::read::EXPECTED_TIERS
+                .iter()
+                .map(|a| ((*a).to_owned(), json!("bpf_lsm")))
+                .collect();
+            res.attributes.push(KeyValue {
+                key: attr::TIERS.to_owned(),
+                value: Some(otlp::json_to_any(&Value::Object(tiers))),
+                ..Default::default()
+            });
+        }
+        req
+    };
+    for (host, report, spool, version, mode) in [
+        ("laptop", &alice, 1, "0.2.0", "enforce"),
+        ("ci-runner", &bob, 2, "0.2.0", "observe"),
+        ("old-box", &carol, 3, "0.1.0", "enforce"),
+        ("dead-box", &erin, 5, "0.2.0", "enforce"),
+    ] {
+        let req = as_host(
             host,
+            version,
+            mode,
             vec![records::summary(host, spool, 1, report, 1, observed)],
         );
         assert_eq!(fleet.send_ok(&req, CLUSTER_TOKEN).await, 0, "rejected");
     }
+    // dave's host's clock is three days ahead: it stamps his session (90 minutes
+    // ago) three days into the future.
+    let ahead = chrono::Duration::days(3);
+    let dave = session(
+        "00000000000000b4",
+        "dave",
+        "https://github.com/acme/app",
+        ago(90) + ahead,
+        true,
+    );
+    let skewed_now = (now + ahead).timestamp_nanos_opt().expect("in range") as u64;
+    let req = as_host(
+        "skewed",
+        "0.2.0",
+        "enforce",
+        vec![records::summary("skewed", 4, 1, &dave, 1, skewed_now)],
+    );
+    assert_eq!(fleet.send_ok(&req, CLUSTER_TOKEN).await, 0, "rejected");
+    // Two hosts without sessions: one idle (its guard's heartbeat just came), one
+    // whose guard stopped an hour ago (its last heartbeat then).
+    for host in ["idle-ws", "stopped-ws"] {
+        let req = as_host(host, "0.2.0", "enforce", vec![records::heartbeat()]);
+        assert_eq!(fleet.send_ok(&req, CLUSTER_TOKEN).await, 0, "rejected");
+    }
+    let pool = sqlx::AnyPool::connect(&fleet.setup.db_url)
+        .await
+        .expect("connect");
+    let hour_ago = (now - chrono::Duration::hours(1)).timestamp_millis();
+    pool.execute(sqlx::AssertSqlSafe(format!(
+        "UPDATE hosts SET last_seen_ms = {hour_ago}, heartbeat_ms = {hour_ago} \
+         WHERE host IN ('eu/stopped-ws', 'eu/dead-box')"
+    )))
+    .await
+    .expect("age the stopped hosts");
+    pool.execute(sqlx::AssertSqlSafe(format!(
+        "UPDATE sessions SET updated_ms = {hour_ago} WHERE host = 'eu/dead-box'"
+    )))
+    .await
+    .expect("age the dead host's session");
+    pool.close().await;
 
     let driver = Driver::start();
     let profile = tempfile::tempdir().expect("profile directory");
     let client = browser(&driver, profile.path()).await;
+    let base = fleet.base.clone();
     // Not signed in: the login form, then back to the page asked for.
     client
-        .goto(&format!("{}/?days=7", fleet.base))
+        .goto(&format!("{base}/?days=7"))
         .await
         .expect("open the overview");
     assert_eq!(client.current_url().await.expect("url").path(), "/login");
@@ -232,49 +394,206 @@ async fn a_security_team_reads_the_dashboard_in_chromium() {
         url.path() == "/" && text.contains("acme/app")
     })
     .await;
-    for expected in ["alice", "bob", "acme/infra", "laptop", "ci-runner"] {
+    for expected in [
+        "alice",
+        "bob",
+        "acme/infra",
+        "eu/laptop",
+        "eu/ci-runner",
+        "eu/idle-ws",
+    ] {
         assert!(
             overview.contains(expected),
             "{expected} not on the overview:\n{overview}"
         );
     }
-    // The four charts, drawn on the server as SVG, laid out by the browser.
+    // The three charts, drawn on the server as SVG, laid out by the browser.
     let sizes = svg_sizes(&client).await;
-    assert!(sizes.len() >= 4, "{} charts on the overview", sizes.len());
-    for (w, h) in &sizes[..4] {
-        assert!(
-            *w >= 200.0 && *h >= 100.0,
-            "a chart drawn {w}×{h}: {sizes:?}"
-        );
-    }
+    let charts: Vec<_> = sizes.iter().filter(|(w, _)| *w >= 200.0).collect();
+    assert!(charts.len() >= 3, "charts on the overview: {sizes:?}");
     screenshot(&client, "overview.png").await;
 
-    // The sessions table, filtered by its form.
-    client
-        .goto(&format!("{}/sessions", fleet.base))
-        .await
-        .expect("open the sessions");
-    wait_for_text(&client, "acme/infra").await;
+    // A click keeps the window: the 7-day card's count is the list's.
+    let card = text_of(&client, "a.card[href^='/sessions?from='] .n").await;
+    assert_eq!(
+        card, "4",
+        "alice, bob, dave (corrected) and erin: carol is older"
+    );
+    click(&client, "a.card[href^='/sessions?from=']").await;
+    wait_for(&client, "the 7-day list", |url, _| {
+        url.path() == "/sessions" && url.query().is_some_and(|q| q.contains("from="))
+    })
+    .await;
+    assert_eq!(
+        heading_count(&client).await,
+        4,
+        "the list counts what the card counted"
+    );
+    // Running now: the card and the list count the same (erin's host died).
+    open(&client, &base, "/?days=7", "Running now").await;
+    let running = text_of(&client, "a.card[href='/sessions?state=running'] .n").await;
+    assert_eq!(running, "1", "bob only");
+    click(&client, "a.card[href='/sessions?state=running']").await;
+    let list = wait_for(&client, "the running list", |url, _| {
+        url.query().is_some_and(|q| q.contains("state=running"))
+    })
+    .await;
+    assert_eq!(heading_count(&client).await, 1);
+    assert!(list.contains("bob") && !list.contains("erin"), "{list}");
+
+    // The filter form keeps `from=7d`, and its count.
+    open(&client, &base, "/sessions?from=7d", "Sessions").await;
+    let before = heading_count(&client).await;
+    assert_eq!(before, 4);
+    click(&client, "form.filters button.go").await;
+    wait_for(&client, "the same filter again", |url, _| {
+        url.query().is_some_and(|q| q.contains("from=7d"))
+    })
+    .await;
+    assert_eq!(
+        heading_count(&client).await,
+        before,
+        "pressing Filter keeps the window"
+    );
+
+    // The clock-skew case: dave's session is counted at its real time (not first
+    // in the newest-first list), flagged, and its host's skew is shown.
+    let list = open(&client, &base, "/sessions", "dave").await;
+    let first = text_of(&client, "table tbody tr td:nth-child(2)").await;
+    assert_eq!(first, "bob", "a future stamp does not sort first:\n{list}");
+    assert!(
+        client.find(Locator::Css("span.badge.skew")).await.is_ok(),
+        "dave's row is flagged"
+    );
+
+    // A filtered list and its totals: alice's sessions.
     type_into(&client, "form.filters input[name=user]", "alice").await;
     click(&client, "form.filters button.go").await;
     let filtered = wait_for(&client, "the sessions of alice", |url, _| {
         url.query().is_some_and(|q| q.contains("user=alice"))
     })
     .await;
-    assert!(filtered.contains("acme/app"), "{filtered}");
+    let totals = text_of(&client, ".cards.totals").await;
     assert!(
-        !filtered.contains("acme/infra"),
-        "bob's session stayed:\n{filtered}"
+        totals.contains("3.8 MiB") && totals.contains("976.6 KiB"),
+        "alice's sessions sent 4,000,000 bytes to the model, 1,000,000 elsewhere:\n{totals}"
+    );
+    assert!(
+        filtered.contains("acme/app") && !filtered.contains("acme/infra"),
+        "{filtered}"
+    );
+    assert!(
+        filtered.contains("exact, case counts"),
+        "the filter says how it matches"
     );
     screenshot(&client, "sessions.png").await;
 
+    // The developers page: who, with their bytes; carol is outside 7 days.
+    let devs = open(&client, &base, "/developers?days=7", "Developers").await;
+    for who in ["alice", "bob", "dave", "erin"] {
+        assert!(devs.contains(who), "{who}:\n{devs}");
+    }
+    assert!(!devs.contains("carol"), "{devs}");
+    assert_eq!(heading_count(&client).await, 4);
+    screenshot(&client, "developers.png").await;
+    let devs = open(&client, &base, "/developers?days=30", "carol").await;
+    assert!(
+        devs.contains("new"),
+        "a developer with no session before: {devs}"
+    );
+
+    // The destinations page, and a click to the sessions that sent there.
+    let dests = open(&client, &base, "/destinations?days=7", "api.openai.com").await;
+    assert!(
+        dests.contains("github.com") && dests.contains("model"),
+        "{dests}"
+    );
+    screenshot(&client, "destinations.png").await;
+    click(&client, "a[href^='/sessions?dest=api.openai.com']").await;
+    wait_for(&client, "the sessions to the model API", |url, _| {
+        url.query()
+            .is_some_and(|q| q.contains("dest=api.openai.com") && q.contains("from="))
+    })
+    .await;
+    assert_eq!(
+        heading_count(&client).await,
+        4,
+        "every 7-day session sent to it"
+    );
+
+    // Rules: every rule, with its days.
+    let rules = open(&client, &base, "/rules?days=7", "secrets.cloud").await;
+    assert!(
+        rules.contains("network.egress") && rules.contains("Outcomes"),
+        "{rules}"
+    );
+    let once = rules
+        .lines()
+        .find(|l| l.starts_with("git-hooks"))
+        .unwrap_or_else(|| panic!("the rule broken once is listed:\n{rules}"));
+    assert!(once.contains(" 1 "), "{once}");
+    let bars = client
+        .execute(
+            "return Array.from(document.querySelectorAll('table.list tbody tr')) \
+               .filter(r => r.textContent.includes('git-hooks')) \
+               .map(r => r.querySelector('svg.spark rect').getBoundingClientRect().height);",
+            vec![],
+        )
+        .await
+        .expect("the bars");
+    let h = bars[0].as_f64().unwrap_or(0.0);
+    assert!(
+        h >= 15.0,
+        "one hit's bar is as tall as its day allows: {h} px"
+    );
+    screenshot(&client, "rules.png").await;
+
+    // Hosts: the idle one reports (its heartbeats), the stopped one is silent, the
+    // skewed one shows its clock.
+    let hosts = open(&client, &base, "/hosts", "eu/stopped-ws").await;
+    let row = |host: &str| {
+        hosts
+            .lines()
+            .find(|l| l.starts_with(host))
+            .unwrap_or_else(|| panic!("no row of {host}:\n{hosts}"))
+            .to_owned()
+    };
+    assert!(row("eu/idle-ws").contains("idle"), "{}", row("eu/idle-ws"));
+    assert!(
+        row("eu/stopped-ws").contains("silent"),
+        "{}",
+        row("eu/stopped-ws")
+    );
+    assert!(
+        row("eu/skewed").contains("3d 0h ahead"),
+        "{}",
+        row("eu/skewed")
+    );
+    assert!(
+        row("eu/laptop").contains("all 8 actions"),
+        "{}",
+        row("eu/laptop")
+    );
+    assert!(
+        row("eu/ci-runner").contains("observe"),
+        "{}",
+        row("eu/ci-runner")
+    );
+    assert!(
+        row("eu/old-box").contains("0.1.0 old"),
+        "{}",
+        row("eu/old-box")
+    );
+    screenshot(&client, "hosts.png").await;
+
     // Alice's session: its page, who, which repository, its timeline.
+    let page = open(&client, &base, "/sessions?user=alice", "acme/app").await;
+    assert!(page.contains("alice"));
     click(&client, "a[href^='/sessions/']").await;
     let page = wait_for(&client, "alice's session page", |url, text| {
         url.path().starts_with("/sessions/") && text.contains("alice")
     })
     .await;
-    assert!(page.contains("acme/app"), "{page}");
     assert!(
         page.contains("api.openai.com"),
         "the model API destination:\n{page}"
@@ -284,8 +603,56 @@ async fn a_security_team_reads_the_dashboard_in_chromium() {
         sizes.iter().any(|(w, h)| *w >= 200.0 && *h >= 50.0),
         "no timeline drawn: {sizes:?}"
     );
+    let timeline = client
+        .find(Locator::Css("svg.chart"))
+        .await
+        .expect("the timeline")
+        .html(false)
+        .await
+        .expect("its svg");
+    assert!(
+        timeline.contains("MiB"),
+        "the timeline's bytes axis reaches the session's 4.8 MiB (no flow records in the index)"
+    );
     screenshot(&client, "session.png").await;
     let detail: Value = fleet.api("/api/sessions/00000000000000b1").await;
     assert_eq!(detail["session"]["user_name"], "alice");
+    // Dave's page says his host's clock is ahead.
+    let dave_page = open(&client, &base, "/sessions/00000000000000b4", "dave").await;
+    assert!(
+        dave_page.contains("the host's clock is ahead"),
+        "{dave_page}"
+    );
+
+    // At a phone's width (390 px) every page fits, and charts' text stays legible.
+    client
+        .set_window_size(390, 844)
+        .await
+        .expect("a phone's window");
+    for (path, needle) in [
+        ("/?days=7", "Running now"),
+        ("/sessions?from=7d", "Sessions"),
+        ("/developers?days=7", "alice"),
+        ("/destinations?days=7", "api.openai.com"),
+        ("/rules?days=7", "secrets.cloud"),
+        ("/hosts", "eu/idle-ws"),
+        ("/sessions/00000000000000b1", "alice"),
+    ] {
+        open(&client, &base, path, needle).await;
+        let (page, window) = widths(&client).await;
+        assert!(window <= 400.0, "the window is a phone's: {window}");
+        assert!(
+            page <= window,
+            "{path} is {page} px wide in a {window} px window"
+        );
+        if path.starts_with("/?") {
+            let px = chart_text_px(&client).await;
+            assert!(px >= 8.0, "chart text {px} px high on a phone");
+            screenshot(&client, "overview-phone.png").await;
+        }
+        if path.starts_with("/sessions?") {
+            screenshot(&client, "sessions-phone.png").await;
+        }
+    }
     client.close().await.expect("end the WebDriver session");
 }

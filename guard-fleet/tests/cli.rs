@@ -46,6 +46,38 @@ async fn a_trial_makes_its_tokens_and_the_cli_reads_the_sessions() {
         !text.contains(&ingest) && !text.contains(&dashboard),
         "only hashes on disk"
     );
+    let log_of = |r: &process::Replica, needle: &str| {
+        // The note follows the "listening" line: wait for it.
+        let start = std::time::Instant::now();
+        loop {
+            let log = r.log.lock().expect("log").join("\n");
+            if log.contains(needle) || start.elapsed() > std::time::Duration::from_secs(10) {
+                return log;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let url = format!("the dashboard is at {}/", replica.base);
+    assert!(
+        log_of(&replica, &url).contains(&url),
+        "the trial names its dashboard's URL:\n{log}"
+    );
+    // Started again (here: a second process on the same state), it makes no new
+    // tokens and says where they are.
+    let again = process::Replica::spawn(&config);
+    let again_log = log_of(&again, "tokens: ");
+    assert!(
+        again_log.contains(&format!("tokens: {}", tokens_file.display()))
+            && again_log.contains(&format!("the dashboard is at {}/", again.base)),
+        "{again_log}"
+    );
+    assert!(!again_log.contains("Authorization: Bearer"), "{again_log}");
+    assert_eq!(
+        std::fs::read_to_string(&tokens_file).expect("tokens file"),
+        text,
+        "the tokens stay"
+    );
+    drop(again);
 
     let report = records::report(S1, "alice", "https://github.com/acme/app", true);
     let req = records::request(
@@ -106,6 +138,45 @@ async fn a_trial_makes_its_tokens_and_the_cli_reads_the_sessions() {
     assert!(ok, "{err}");
     let d: SessionDetail = serde_json::from_str(&out).expect("the API's JSON");
     assert_eq!(d.report, report);
+
+    // The violations forwarded as OCSF: one Detection Finding a line, the cursor
+    // on stderr; from that cursor, nothing again.
+    let base = replica.base.clone();
+    let dash = after("dashboard token:");
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        process::cli(&["violations", "--server", &base, "--token", &dash])
+    })
+    .await
+    .expect("cli");
+    assert!(ok, "{err}");
+    let findings: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(findings.len(), report.violations.items.len(), "{out}");
+    assert!(findings.iter().all(|f| f["class_uid"] == 2004), "{out}");
+    let cursor = err
+        .lines()
+        .find_map(|l| l.strip_prefix("next: "))
+        .expect("the cursor")
+        .to_owned();
+    let base = replica.base.clone();
+    let dash = after("dashboard token:");
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        process::cli(&[
+            "violations",
+            "--server",
+            &base,
+            "--token",
+            &dash,
+            "--after",
+            &cursor,
+        ])
+    })
+    .await
+    .expect("cli");
+    assert!(ok, "{err}");
+    assert!(out.is_empty(), "nothing twice: {out}");
 
     let base = replica.base.clone();
     let (ok, _, err) = tokio::task::spawn_blocking(move || {

@@ -25,6 +25,7 @@ on_both!(
     overview_and_hosts_show_the_fleet,
     an_unavailable_database_asks_hosts_to_retry,
     the_overview_s_rollup_agrees_with_the_sessions,
+    lists_csv_and_violations_for_the_siem,
 );
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -649,19 +650,26 @@ async fn overview_and_hosts_show_the_fleet(db: Db) {
     let cookie = format!("guard_fleet={DASH_TOKEN}");
     let (status, _, body) = fleet.page("/", Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(body.matches("<svg").count(), 4, "four charts");
+    assert_eq!(
+        body.matches("<svg class=\"chart\"").count(),
+        3,
+        "three charts (rules are a table: one hit shows beside six hundred)"
+    );
     assert!(
         body.contains("class=\"stale\""),
         "the silent host is highlighted"
     );
     assert!(body.contains("eu/silent"));
+    // The test hosts report 3 of the 8 enforcement actions: the rest is missing.
+    let missing =
+        "missing: exec_kill, file_read_kill, file_write_kill, file_write_deny, self_protection";
     assert!(
-        body.contains("exec_deny: bpf_lsm"),
-        "the hosts' enforcement tiers"
+        body.contains(missing),
+        "the hosts' missing enforcement tiers"
     );
     let (_, _, hosts) = fleet.page("/hosts", Some(&cookie)).await;
     assert!(hosts.contains("silent</span>") || hosts.contains("badge stale"));
-    assert!(hosts.contains("exec_deny: bpf_lsm"));
+    assert!(hosts.contains(missing));
     fleet.stop().await;
 }
 
@@ -855,7 +863,8 @@ async fn the_overview_s_rollup_agrees_with_the_sessions(db: Db) {
             assert_eq!(shown, days, "{what}: per day");
             let repos: Vec<Repository> = q(format!(
                 "SELECT repo_url, COUNT(*), COUNT(DISTINCT user_name), \
-                 CAST(SUM(model_bytes_out) AS BIGINT), MAX(started_ms) FROM sessions \
+                 CAST(SUM(model_bytes_out) AS BIGINT), MAX(started_ms), \
+                 CAST(SUM(bytes_out - model_bytes_out) AS BIGINT) FROM sessions \
                  WHERE repo_url IS NOT NULL AND started_ms >= {first_ms} \
                  GROUP BY repo_url ORDER BY 2 DESC, 1"
             ))
@@ -867,6 +876,7 @@ async fn the_overview_s_rollup_agrees_with_the_sessions(db: Db) {
                 developers: int(r, 2),
                 model_bytes_out: int(r, 3),
                 last_ms: int(r, 4),
+                other_bytes_out: int(r, 5).max(0),
             })
             .collect();
             // last_ms: the latest start the rollup's row has seen, which is the
@@ -874,11 +884,23 @@ async fn the_overview_s_rollup_agrees_with_the_sessions(db: Db) {
             assert_eq!(
                 o.repositories
                     .iter()
-                    .map(|r| (&r.url, r.sessions, r.developers, r.model_bytes_out))
+                    .map(|r| (
+                        &r.url,
+                        r.sessions,
+                        r.developers,
+                        r.model_bytes_out,
+                        r.other_bytes_out
+                    ))
                     .collect::<Vec<_>>(),
                 repos
                     .iter()
-                    .map(|r| (&r.url, r.sessions, r.developers, r.model_bytes_out))
+                    .map(|r| (
+                        &r.url,
+                        r.sessions,
+                        r.developers,
+                        r.model_bytes_out,
+                        r.other_bytes_out
+                    ))
                     .collect::<Vec<_>>(),
                 "{what}: repositories"
             );
@@ -988,13 +1010,181 @@ async fn the_overview_s_rollup_agrees_with_the_sessions(db: Db) {
     let backfill = &migration[migration
         .find("-- What the database already holds.")
         .expect("the backfill")..];
+    // The destinations, as schema 4 reads them from the summaries.
+    let destinations = match fleet.app().store.backend() {
+        guard_fleet::config::Backend::Postgres => {
+            include_str!("../migrations/postgres/0004_destinations.sql")
+        }
+        guard_fleet::config::Backend::Sqlite => {
+            include_str!("../migrations/sqlite/0004_destinations.sql")
+        }
+    };
+    let dest_rows = |pool: sqlx::AnyPool| async move {
+        pool.fetch_all(
+            "SELECT host, session_uid, dest, class, started_ms, user_name, secrets_read, \
+             violations, bytes_out, connects FROM session_destinations \
+             ORDER BY host, session_uid, dest",
+        )
+        .await
+        .expect("destinations")
+        .iter()
+        .map(|r| {
+            let text = |i| r.try_get::<String, _>(i).expect("text");
+            let nums: Vec<i64> = (6..10).map(|i| r.try_get(i).expect("number")).collect();
+            (
+                text(0),
+                text(1),
+                text(2),
+                text(3),
+                r.try_get::<i64, _>(4).expect("start"),
+                text(5),
+                nums,
+            )
+        })
+        .collect::<Vec<_>>()
+    };
+    let kept_dests = dest_rows(pool.clone()).await;
+    assert!(kept_dests.len() >= 4, "{kept_dests:?}");
     pool.execute("DELETE FROM session_days")
+        .await
+        .expect("empty");
+    pool.execute("DELETE FROM session_destinations")
         .await
         .expect("empty");
     pool.execute(AssertSqlSafe(backfill.to_owned()))
         .await
         .expect("backfill");
+    pool.execute(AssertSqlSafe(destinations.to_owned()))
+        .await
+        .expect("destinations backfill");
+    assert_eq!(dest_rows(pool.clone()).await, kept_dests);
     assert_eq!(rows(pool.clone()).await, kept_rows);
     pool.close().await;
+    fleet.stop().await;
+}
+
+/// The lists a security team hands on: every list as CSV, whole, and the stored
+/// violations as OCSF Detection Findings, page after page without a repeat.
+async fn lists_csv_and_violations_for_the_siem(db: Db) {
+    let fleet = Fleet::start(db, "").await;
+    let now = chrono::Utc::now();
+    let observed = now.timestamp_nanos_opt().expect("in range") as u64;
+    for (i, (user, host)) in [("alice", "laptop"), ("bob", "ci-runner")]
+        .iter()
+        .enumerate()
+    {
+        let id = format!("00000000000000c{i}");
+        let mut r = records::report(&id, user, "https://github.com/acme/app", true);
+        r.started = Some((now - chrono::Duration::minutes(30 + i as i64)).to_rfc3339());
+        for (n, v) in r.violations.items.iter_mut().enumerate() {
+            v.ts = (now - chrono::Duration::minutes(20 - n as i64 - 5 * i as i64)).to_rfc3339();
+        }
+        let req = records::request(
+            host,
+            vec![records::summary(host, 1 + i as u64, 1, &r, 1, observed)],
+        );
+        assert_eq!(fleet.send_ok(&req, CLUSTER_TOKEN).await, 0);
+    }
+
+    // The developers as CSV: a header and each developer, with their bytes.
+    let resp = fleet
+        .http
+        .get(format!("{}/developers?days=7&format=csv", fleet.base))
+        .bearer_auth(DASH_TOKEN)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/csv")
+    );
+    let csv = resp.text().await.expect("body");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(
+        lines[0].starts_with("name,from,days,sessions,previous_period,developers"),
+        "{csv}"
+    );
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("alice,") && l.contains(",4000000,")),
+        "{csv}"
+    );
+    // The sessions as CSV, filtered.
+    let resp = fleet
+        .http
+        .get(format!("{}/sessions?user=bob&format=csv", fleet.base))
+        .bearer_auth(DASH_TOKEN)
+        .send()
+        .await
+        .expect("get");
+    let csv = resp.text().await.expect("body");
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(
+        csv.contains(",eu/ci-runner,") && !csv.contains("alice"),
+        "{csv}"
+    );
+    // The destinations list, and its totals.
+    let d: serde_json::Value = fleet.api("/api/destinations?days=7&sort=bytes").await;
+    assert_eq!(d["total"], 2, "{d}");
+    assert_eq!(d["totals"]["bytes_out"], 10_000_000, "{d}");
+    assert_eq!(d["rows"][0]["name"], "model/api.openai.com", "{d}");
+    assert_eq!(d["rows"][0]["sessions"], 2, "{d}");
+    // The sessions that sent there, with their totals.
+    let to: SessionPage = fleet.api("/api/sessions?dest=github.com&from=1d").await;
+    assert_eq!((to.total, to.totals.developers), (2, 2));
+    assert_eq!(
+        to.totals.bytes_out, 10_000_000,
+        "the sessions' bytes, all of them"
+    );
+    let none: SessionPage = fleet.api("/api/sessions?dest=example.invalid").await;
+    assert_eq!(none.total, 0);
+
+    // The violations, as OCSF, three at a time.
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..3 {
+        let path = match &after {
+            Some(a) => format!(
+                "/api/violations?limit=3&after={}",
+                guard_fleet::web::fmt::url(a)
+            ),
+            None => "/api/violations?limit=3&since=1d".to_owned(),
+        };
+        let page: serde_json::Value = fleet.api(&path).await;
+        for r in page["records"].as_array().expect("records") {
+            assert_eq!(r["class_uid"], 2004, "{r}");
+            assert_eq!(r["metadata"]["version"], "1.7.0");
+            assert!(r["finding_info"]["analytic"]["name"].is_string(), "{r}");
+            seen.push(r["finding_info"]["uid"].as_str().expect("uid").to_owned());
+        }
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_owned()),
+            None => break,
+        }
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(
+        (seen.len(), unique.len()),
+        (4, 4),
+        "each violation once: {seen:?}"
+    );
+    let stored: serde_json::Value = fleet.api("/api/violations?format=json").await;
+    assert_eq!(stored["records"].as_array().map(Vec::len), Some(4));
+    assert!(stored["records"][0]["rule"].is_string());
+    let resp = fleet
+        .http
+        .get(format!("{}/api/violations?after=nonsense", fleet.base))
+        .bearer_auth(DASH_TOKEN)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     fleet.stop().await;
 }

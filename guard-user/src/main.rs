@@ -44,7 +44,7 @@ fn policy_command(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
                 eprintln!(
                     "guard: policy {} is valid: {} rule(s), {} warning(s)",
                     p.name,
-                    p.rules.len(),
+                    p.own_rules(),
                     warnings.len()
                 );
                 Ok(ExitCode::SUCCESS)
@@ -133,7 +133,19 @@ fn main() -> ExitCode {
             session,
             kinds,
             json,
-        } => clients::events(&socket, session, kinds, json),
+            format,
+            log,
+        } => {
+            let format = format.unwrap_or(if json {
+                clients::EventFormat::Json
+            } else {
+                clients::EventFormat::Human
+            });
+            match log {
+                Some(log) => clients::events_of_log(&log, session, kinds, format),
+                None => clients::events(&socket, session, kinds, format),
+            }
+        }
         Cmd::Status { socket, json } => clients::status(&socket, json),
         Cmd::Report {
             session,

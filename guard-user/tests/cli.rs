@@ -77,3 +77,176 @@ fn each_built_in_policy_passes_its_own_check() {
         );
     }
 }
+
+/// `guard events --log`: an audit log turned into OCSF (`--format ocsf`) and that
+/// OCSF read back (`--json`) gives the log's own lines; a violation's Detection
+/// Finding follows its activity.
+#[test]
+fn an_audit_log_round_trips_through_ocsf() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let native = dir.path().join("events.jsonl");
+    let lines = [
+        r#"{"schema":2,"ts":"2026-11-21T05:42:36.688345123Z","session":"000000f27677c8c0","pid":42,"ppid":1,"tid":42,"comm":"cat","role":"tool","uid":1000,"user":"dev","cgroup_id":9,"container":null,"kind":"open","path":"/root/.ssh/id_rsa","path_resolved":true,"path_truncated":false,"access":["read"],"flags":0,"call":"openat","result":"ok","fd":3,"rule":"ssh-keys","action":"kill","outcome":"killed","alert":true,"rules":["ssh-keys"],"secret":true}"#,
+        r#"{"schema":2,"ts":"2026-11-21T05:42:37Z","session":"000000f27677c8c0","pid":43,"ppid":42,"tid":43,"comm":"git","role":"tool","uid":1000,"user":"dev","cgroup_id":9,"container":null,"kind":"exec","exe":"/usr/bin/git","exe_truncated":false,"argv":["git","status"],"argv_truncated":false,"root":false}"#,
+        r#"{"schema":2,"ts":"2026-11-21T05:42:38Z","kind":"lost","by_kind":{"open":3},"total":3}"#,
+    ];
+    fs::write(&native, lines.join("\n") + "\n").expect("write the log");
+    let out = run(
+        Path::new(GUARD),
+        &[
+            "events",
+            "--log",
+            native.to_str().expect("utf-8"),
+            "--format",
+            "ocsf",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let ocsf = String::from_utf8_lossy(&out.stdout).into_owned();
+    let classes: Vec<u64> = ocsf
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSON");
+            v["class_uid"].as_u64().expect("class_uid")
+        })
+        .collect();
+    assert_eq!(classes, [1001, 2004, 1007, 0], "{ocsf}");
+    let ocsf_log = dir.path().join("ocsf.jsonl");
+    fs::write(&ocsf_log, &ocsf).expect("write");
+    let out = run(
+        Path::new(GUARD),
+        &[
+            "events",
+            "--log",
+            ocsf_log.to_str().expect("utf-8"),
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        lines.join("\n") + "\n",
+        "the log's own lines again"
+    );
+    // Filters apply to what the records carry.
+    let out = run(
+        Path::new(GUARD),
+        &[
+            "events",
+            "--log",
+            ocsf_log.to_str().expect("utf-8"),
+            "--json",
+            "--kind",
+            "exec",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}\n", lines[1])
+    );
+}
+
+/// The fenced blocks of a Markdown text whose info string starts with `lang`: (line
+/// of the fence, info string, content).
+fn fenced<'t>(text: &'t str, lang: &str) -> Vec<(usize, &'t str, String)> {
+    let mut out = Vec::new();
+    let mut open: Option<(usize, &str, usize, String)> = None;
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        match &mut open {
+            None => {
+                if let Some(info) = trimmed.strip_prefix("```")
+                    && (info == lang || info.starts_with(&format!("{lang} ")))
+                {
+                    open = Some((n + 1, info, indent, String::new()));
+                }
+            }
+            Some((_, _, _, body)) if trimmed != "```" => {
+                body.push_str(line.get(indent..).unwrap_or(trimmed));
+                body.push('\n');
+            }
+            Some(_) => {
+                if let Some((at, info, _, body)) = open.take() {
+                    out.push((at, info, body));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every TOML example in the docs is what it says it is: a policy (```` ```toml ````)
+/// passes `guard policy check` with no error; another program's file says whose
+/// (```` ```toml guard-fleet ````, …) and is TOML.
+#[test]
+fn every_toml_example_in_the_docs_passes_guard_policy_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut pages: Vec<PathBuf> = fs::read_dir(root.join("docs"))
+        .expect("docs/")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    pages.push(root.join("README.md"));
+    pages.sort();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut policies, mut failures) = (0, Vec::new());
+    for page in &pages {
+        let text = fs::read_to_string(page).expect("read the page");
+        let name = page.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_default();
+        for (line, info, body) in fenced(&text, "toml") {
+            let at = format!("{name}:{line}");
+            match info {
+                "toml" => {
+                    policies += 1;
+                    let file = dir.path().join(format!("{name}-{line}.toml"));
+                    fs::write(&file, &body).expect("write the example");
+                    let out = run(
+                        Path::new(GUARD),
+                        &["policy", "check", file.to_str().expect("UTF-8")],
+                    );
+                    if !out.status.success() {
+                        failures.push(format!(
+                            "{at}: guard policy check failed:\n{}{}",
+                            String::from_utf8_lossy(&out.stdout),
+                            String::from_utf8_lossy(&out.stderr)
+                        ));
+                    }
+                }
+                "toml guard-fleet" | "toml guard-fleet-tokens" | "toml vector" => {
+                    if let Err(e) = body.parse::<toml::Table>() {
+                        failures.push(format!("{at}: not TOML: {e}"));
+                    }
+                }
+                other => failures.push(format!(
+                    "{at}: ```{other}: a policy is ```toml; another program's file says whose"
+                )),
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(policies >= 8, "only {policies} policy examples found");
+}
+
+/// `guard policy check` counts a policy's own rules, as `policy_loaded` does: not
+/// the `[sessions]` and `[taint]` rules every policy has.
+#[test]
+fn policy_check_counts_the_policy_s_own_rules() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("p.toml");
+    fs::write(
+        &file,
+        "[[rule]]\nid = \"keys\"\nkind = \"file\"\npaths = [\"~/.ssh/**\"]\naccess = \
+         [\"read\"]\naction = \"kill\"\n\n[sessions]\nio_uring = \"deny\"\n",
+    )
+    .expect("write");
+    let out = run(
+        Path::new(GUARD),
+        &["policy", "check", file.to_str().expect("UTF-8")],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("is valid: 1 rule(s), 0 warning(s)"), "{err}");
+}

@@ -32,6 +32,7 @@ use std::{env, fs, thread};
 use serde_json::Value;
 
 pub mod chain;
+pub mod dnsmasq;
 pub mod fleet;
 pub mod home;
 pub mod model;

@@ -25,6 +25,37 @@ use serde_json::{Value, json};
 
 use crate::NetNs;
 
+/// A model server's name in its namespace: a veth (so the namespace is one guard's
+/// resolver serves), a DNS server on the namespace's side of it, and the
+/// namespace's resolv.conf naming that server.
+struct Named {
+    _dns: crate::dnsmasq::Dnsmasq,
+    _resolv: crate::dnsmasq::NsResolvConf,
+    _veth: crate::Veth,
+    _dir: crate::TempDir,
+}
+
+impl Named {
+    fn new(ns: &NetNs, host: &str) -> Named {
+        let veth = ns.veth();
+        let dir = crate::TempDir::new("guard-e2e-model-dns");
+        let dns = crate::dnsmasq::Dnsmasq::start(
+            ns.command("dnsmasq"),
+            veth.peer,
+            &[host],
+            std::net::Ipv4Addr::LOCALHOST,
+            dir.path(),
+        );
+        let resolv = crate::dnsmasq::NsResolvConf::new(ns.name(), veth.peer);
+        Named {
+            _dns: dns,
+            _resolv: resolv,
+            _veth: veth,
+            _dir: dir,
+        }
+    }
+}
+
 /// What the model says when its script is done.
 pub const FINAL_MESSAGE: &str = "guard-e2e: every scripted command ran";
 
@@ -43,6 +74,18 @@ pub enum Api {
 }
 
 impl Api {
+    /// The host the agents reach this API at: the real provider's name, which
+    /// both built-in policies allow, answered by the test's own DNS server in the
+    /// model's namespace (so the agent resolves it through guard's resolver).
+    pub fn host(self) -> &'static str {
+        match self {
+            Api::OpenAiResponses => "api.openai.com",
+            Api::Anthropic => "api.anthropic.com",
+            Api::Gemini => "generativelanguage.googleapis.com",
+            Api::OpenAiChat => "api.githubcopilot.com",
+        }
+    }
+
     /// The name of the agent's shell tool.
     pub fn shell_tool(self) -> &'static str {
         match self {
@@ -354,6 +397,8 @@ impl Request {
 /// The scripted server (see the module's documentation); stopped on drop.
 pub struct ModelServer {
     api: Api,
+    /// Its name, answered by a DNS server of its namespace (dropped before `ns`).
+    named: Option<Named>,
     /// The namespace of its own it listens in (None: the caller's).
     ns: Option<NetNs>,
     port: u16,
@@ -365,12 +410,19 @@ pub struct ModelServer {
 impl ModelServer {
     /// Starts a server speaking `api` in a new network namespace; the model has the
     /// agent run `commands`, one per turn.
+    /// Its namespace has a veth to the host and a DNS server of its own (its
+    /// resolv.conf names it) that answers [`Api::host`] with 127.0.0.1: the agent
+    /// reaches the model by its name ([`ModelServer::base_url`]), through guard's
+    /// resolver in that namespace, as it would reach the real provider.
     pub fn start(api: Api, commands: Vec<String>) -> ModelServer {
         let ns = NetNs::new();
         let listener = ns
             .enter(|| TcpListener::bind("127.0.0.1:0"))
             .expect("bind the model server");
-        ModelServer::serve(api, commands, listener, Some(ns))
+        let named = Named::new(&ns, api.host());
+        let mut server = ModelServer::serve(api, commands, listener, Some(ns));
+        server.named = Some(named);
+        server
     }
 
     /// As [`ModelServer::start`], on 127.0.0.1 of the caller's own network namespace
@@ -406,6 +458,7 @@ impl ModelServer {
         };
         ModelServer {
             api,
+            named: None,
             ns,
             port,
             requests,
@@ -430,8 +483,13 @@ impl ModelServer {
     }
 
     /// `http://127.0.0.1:PORT`.
+    /// `http://HOST:PORT`: by [`Api::host`] where the server has its name, else by
+    /// 127.0.0.1.
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        match &self.named {
+            Some(_) => format!("http://{}:{}", self.api.host(), self.port),
+            None => format!("http://127.0.0.1:{}", self.port),
+        }
     }
 
     /// Every request so far.

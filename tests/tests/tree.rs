@@ -374,7 +374,11 @@ fn a_session_of_a_few_milliseconds_has_its_workspace_and_repository() {
         "{}",
         dump(&events)
     );
-    assert_eq!(start.value["repository"]["commit"], head.as_str(), "{start}");
+    assert_eq!(
+        start.value["repository"]["commit"],
+        head.as_str(),
+        "{start}"
+    );
     assert_eq!(start.value["repository"]["branch"], "main", "{start}");
     daemon.stop_ok();
 }

@@ -18,10 +18,11 @@ const BUILD_PACKAGES: &[&str] = &["clang-19", "libbpf-dev"];
 /// PostgreSQL 15 cluster of their own (guard-fleet/tests/support/pg.rs: initdb in
 /// a temporary directory, on 127.0.0.1, stopped with the test), and its dashboard's
 /// test drives Debian's headless Chromium through chromedriver
-/// (guard-fleet/tests/browser.rs). guard's resolver is tested against Debian's
-/// dnsmasq (a DNS server answering the test's own zone, forwarding nowhere) with
-/// dig (bind9-dnsutils) as a client over UDP and TCP; delegation against a tmux
-/// and a GNU screen server started outside every session.
+/// (guard-fleet/tests/browser.rs); python3-venv also hosts py-ocsf-models (guard's
+/// OCSF findings, guard-common/tests/ocsf.rs). guard's resolver is tested against
+/// Debian's dnsmasq (a DNS server answering the test's own zone, forwarding nowhere)
+/// with dig (bind9-dnsutils) as a client over UDP and TCP; delegation against a
+/// tmux and a GNU screen server started outside every session.
 const TEST_PACKAGES: &[&str] = &[
     "dnsmasq-base",
     "bind9-dnsutils",
@@ -56,6 +57,7 @@ pub fn setup(test_deps: bool) -> Result<()> {
     if test_deps {
         codex()?;
         agents()?;
+        ocsf_models()?;
     }
     bpf_linker()?;
     log!("setup complete");
@@ -379,6 +381,41 @@ fn native_version(native: &Path) -> Option<String> {
 
 fn command_works(program: &str, arg: &str) -> bool {
     util::output(Command::new(program).arg(arg)).is_ok_and(|o| o.status.success())
+}
+
+/// py-ocsf-models (OCSF's Python models, from PyPI), pinned: guard-common's
+/// tests/ocsf.rs checks guard's Detection Findings with it.
+const OCSF_MODELS: &str = "py-ocsf-models==0.10.0";
+/// Where its venv goes, in the target dir.
+const OCSF_VENV: &str = "ocsf-venv";
+
+/// A Python venv in `target/ocsf-venv` with py-ocsf-models at its pinned version
+/// (skipped when `pip show` finds it there).
+fn ocsf_models() -> Result<()> {
+    let venv = util::target_dir().join(OCSF_VENV);
+    let python = venv.join("bin/python3");
+    let (name, version) = OCSF_MODELS.split_once("==").unwrap_or((OCSF_MODELS, ""));
+    let shown = util::output(Command::new(&python).args(["-m", "pip", "show", name]))
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    if shown.is_some_and(|s| s.lines().any(|l| l.trim() == format!("Version: {version}"))) {
+        log!("{OCSF_MODELS}: present ({})", venv.display());
+        return Ok(());
+    }
+    log!("{OCSF_MODELS}: installing into {}", venv.display());
+    util::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    util::run(
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg(OCSF_MODELS),
+    )
 }
 
 /// cargo-fuzz, pinned: `cargo xtask test` runs the fuzz targets with it.

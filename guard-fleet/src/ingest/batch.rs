@@ -23,6 +23,12 @@ pub struct HostRow {
     pub k8s_node: Option<String>,
     /// When the server received the batch (unix ms).
     pub seen_ms: i64,
+    /// The host's clock less the server's, from the newest record of the batch
+    /// (positive: ahead; a batch of spooled records reads as behind, so only an
+    /// ahead clock is trusted: else 0).
+    pub clock_skew_ms: i64,
+    /// The batch held a heartbeat: when it was received.
+    pub heartbeat_ms: Option<i64>,
 }
 
 /// A session summary, with the columns the dashboard filters and sorts on.
@@ -48,7 +54,10 @@ pub struct SummaryRow {
     pub repo_commit: Option<String>,
     pub workspace: Option<String>,
     pub conversation_id: Option<String>,
+    /// The start, less the host's clock skew when its host stamped it in the future.
     pub started_ms: i64,
+    /// The start the host gave, when it was in the future (and so corrected).
+    pub host_started_ms: Option<i64>,
     pub ended_ms: Option<i64>,
     pub duration_ms: i64,
     pub commands: i64,
@@ -65,6 +74,19 @@ pub struct SummaryRow {
     pub summary: String,
     /// The summary's violation list: replaces the stored one with the summary.
     pub violation_rows: Vec<ViolationRow>,
+    /// The summary's destinations, by name (else address): replace the stored ones.
+    pub destination_rows: Vec<DestinationRow>,
+}
+
+/// Where a session sent bytes: one destination name (or address) of its summary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DestinationRow {
+    pub dest: String,
+    /// `model`, `registry`, `code_host`, `allowlisted`, `local`, `other`.
+    pub class: String,
+    pub bytes_out: i64,
+    /// Connects and sends.
+    pub connects: i64,
 }
 
 /// One violation of a session's summary.

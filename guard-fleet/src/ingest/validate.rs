@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::{
 };
 use serde_json::Value;
 
-use super::batch::{Batch, EventRow, HostRow, SummaryRow, ViolationRow};
+use super::batch::{Batch, DestinationRow, EventRow, HostRow, SummaryRow, ViolationRow};
 use crate::{
     auth::{Claim, Sender},
     config::Limits,
@@ -24,6 +24,9 @@ pub const MAX_FIELD: usize = 2048;
 pub const MAX_SESSION_UID: usize = 200;
 /// Longest one-line text of an event.
 pub const MAX_TEXT: usize = 300;
+/// A time further ahead of the server's clock than this is the host's clock's
+/// doing (its skew is then taken off).
+pub const FUTURE_MS: i64 = 60_000;
 
 /// Event kinds about the daemon, not a session: they carry no session.
 const DAEMON_KINDS: &[&str] = guard_common::protocol::EventDetail::DAEMON_KINDS;
@@ -62,8 +65,31 @@ pub fn batch(
                 continue;
             }
         };
+        // The host's clock: its newest record against the server's.
+        let newest_ns = rl
+            .scope_logs
+            .iter()
+            .flat_map(|s| &s.log_records)
+            .map(|r| match r.observed_time_unix_nano {
+                0 => r.time_unix_nano,
+                t => t,
+            })
+            .max()
+            .unwrap_or(0);
+        let skew = if newest_ns == 0 {
+            0
+        } else {
+            (ns_to_ms(newest_ns) - now_ms).max(0)
+        };
         match host_row(&host, attrs, now_ms) {
-            Some(row) => {
+            Some(mut row) => {
+                row.clock_skew_ms = skew;
+                row.heartbeat_ms = rl
+                    .scope_logs
+                    .iter()
+                    .flat_map(|s| &s.log_records)
+                    .any(|r| otlp::record_kind(r) == RecordKind::Heartbeat)
+                    .then_some(now_ms);
                 // One row per host: a request with several resources of one host
                 // keeps the last description.
                 out.hosts.retain(|h| h.host != row.host);
@@ -74,8 +100,12 @@ pub fn batch(
                 continue;
             }
         }
+        let clock = Clock {
+            now_ms,
+            skew_ms: skew,
+        };
         for record in records {
-            if let Err(reason) = one(&mut out, &host, record, limits) {
+            if let Err(reason) = one(&mut out, &host, record, limits, clock) {
                 out.reject(reason, 1);
             }
         }
@@ -107,6 +137,8 @@ fn host_row(host: &str, attrs: &[KeyValue], now_ms: i64) -> Option<HostRow> {
         k8s_cluster: s(attr::K8S_CLUSTER_NAME)?,
         k8s_node: s(attr::K8S_NODE_NAME)?,
         seen_ms: now_ms,
+        clock_skew_ms: 0,
+        heartbeat_ms: None,
     })
 }
 
@@ -161,15 +193,38 @@ fn rfc3339_ms(s: Option<&str>) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
+/// The server's clock, and how far ahead the host's is.
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    now_ms: i64,
+    skew_ms: i64,
+}
+
+impl Clock {
+    /// A host's time as the server's: one in the future (past [`FUTURE_MS`]) less
+    /// the host's skew, and never after now.
+    fn fix(self, t: i64) -> i64 {
+        if t > self.now_ms + FUTURE_MS {
+            (t - self.skew_ms).min(self.now_ms)
+        } else {
+            t
+        }
+    }
+}
+
 fn one(
     out: &mut Batch,
     host: &str,
     record: &LogRecord,
     limits: &Limits,
+    clock: Clock,
 ) -> Result<(), &'static str> {
     let kind = otlp::record_kind(record);
-    if kind == RecordKind::Other {
-        return Err(why::NOT_GUARD);
+    match kind {
+        RecordKind::Other => return Err(why::NOT_GUARD),
+        // The host's row is the heartbeat.
+        RecordKind::Heartbeat => return Ok(()),
+        RecordKind::Summary | RecordKind::Event(_) => {}
     }
     let attrs = &record.attributes;
     let record_id = otlp::get_str(attrs, attr::RECORD_ID)
@@ -177,7 +232,18 @@ fn one(
         .ok_or(why::RECORD_ID)?
         .to_owned();
     let session = session(attrs)?;
-    let body = otlp::body_json(record);
+    let mut body = otlp::body_json(record);
+    // A host exporting OCSF (`[export] schema = "ocsf"`): the event is read back
+    // from its activity record; its Detection Finding repeats the violation the
+    // activity carries (violations are counted from the summaries), so it is
+    // taken as received and not stored.
+    if matches!(kind, RecordKind::Event(_)) && guard_common::ocsf::is_ocsf(&body) {
+        match guard_common::ocsf::event_of(&body) {
+            Ok(Some(event)) => body = event,
+            Ok(None) => return Ok(()),
+            Err(_) => return Err(why::EVENT),
+        }
+    }
     let time_ms = ns_to_ms(record.time_unix_nano);
     match kind {
         RecordKind::Summary => {
@@ -201,6 +267,7 @@ fn one(
                 text,
                 time_ms,
                 observed_ns: clamp(observed),
+                clock,
             })?;
             out.summaries.push(row);
         }
@@ -241,7 +308,7 @@ fn one(
                 event,
             });
         }
-        RecordKind::Other => return Err(why::NOT_GUARD),
+        RecordKind::Other | RecordKind::Heartbeat => return Err(why::NOT_GUARD),
     }
     Ok(())
 }
@@ -262,6 +329,7 @@ struct SummaryInput<'a> {
     text: String,
     time_ms: i64,
     observed_ns: i64,
+    clock: Clock,
 }
 
 fn summary(i: SummaryInput<'_>) -> Result<SummaryRow, &'static str> {
@@ -302,8 +370,9 @@ fn summary(i: SummaryInput<'_>) -> Result<SummaryRow, &'static str> {
         .map(|d| d.bytes_out)
         .fold(0u64, u64::saturating_add);
     let model_in = model.map(|d| d.bytes_in).fold(0u64, u64::saturating_add);
-    let started_ms = rfc3339_ms(r.started.as_deref()).unwrap_or(i.time_ms);
-    let ended_ms = rfc3339_ms(r.ended.as_deref());
+    let host_started_ms = rfc3339_ms(r.started.as_deref()).unwrap_or(i.time_ms);
+    let started_ms = i.clock.fix(host_started_ms);
+    let ended_ms = rfc3339_ms(r.ended.as_deref()).map(|t| i.clock.fix(t));
     let violation_rows = r
         .violations
         .items
@@ -311,7 +380,7 @@ fn summary(i: SummaryInput<'_>) -> Result<SummaryRow, &'static str> {
         .enumerate()
         .map(|(n, v)| ViolationRow {
             ordinal: n as i64,
-            ts_ms: rfc3339_ms(Some(&v.ts)).unwrap_or(started_ms),
+            ts_ms: rfc3339_ms(Some(&v.ts)).map_or(started_ms, |t| i.clock.fix(t)),
             pid: i64::from(v.pid),
             comm: cut(&v.comm, MAX_FIELD),
             what: cut(&v.what, MAX_FIELD),
@@ -340,6 +409,7 @@ fn summary(i: SummaryInput<'_>) -> Result<SummaryRow, &'static str> {
         workspace: from_report(r.workspace.as_ref()),
         conversation_id: or_report(attr::CONVERSATION_ID, r.agent_threads.first())?,
         started_ms,
+        host_started_ms: (host_started_ms != started_ms).then_some(host_started_ms),
         ended_ms,
         duration_ms: r.duration_ms.map_or_else(
             || ended_ms.map_or(0, |e| e.saturating_sub(started_ms).max(0)),
@@ -359,7 +429,35 @@ fn summary(i: SummaryInput<'_>) -> Result<SummaryRow, &'static str> {
         violations: count(r.violations.items.len(), r.violations.omitted),
         summary: i.text,
         violation_rows,
+        destination_rows: destinations(r),
     })
+}
+
+/// A report's destinations by name (else address), their bytes and connects added.
+fn destinations(r: &Report) -> Vec<DestinationRow> {
+    let mut by: std::collections::BTreeMap<String, DestinationRow> = Default::default();
+    for d in &r.destinations.items {
+        let dest = d
+            .host
+            .as_deref()
+            .filter(|h| !h.is_empty())
+            .unwrap_or(&d.addr);
+        if dest.is_empty() {
+            continue;
+        }
+        let dest = cut(dest, MAX_FIELD);
+        let row = by.entry(dest.clone()).or_insert_with(|| DestinationRow {
+            dest,
+            class: cut(d.class.as_deref().unwrap_or("other"), 32),
+            bytes_out: 0,
+            connects: 0,
+        });
+        row.bytes_out = row.bytes_out.saturating_add(clamp(d.bytes_out));
+        row.connects = row
+            .connects
+            .saturating_add(clamp(d.connects.saturating_add(d.sends)));
+    }
+    by.into_values().collect()
 }
 
 /// `s` cut to at most `max` bytes, on a character boundary.

@@ -45,9 +45,15 @@ impl StoreError {
 /// The migrations of `backend`, embedded in the binary.
 fn migrator(backend: Backend) -> Migrator {
     use sqlx::SqlSafeStr as _;
-    let init = match backend {
-        Backend::Postgres => include_str!("../../migrations/postgres/0001_init.sql"),
-        Backend::Sqlite => include_str!("../../migrations/sqlite/0001_init.sql"),
+    let (init, destinations) = match backend {
+        Backend::Postgres => (
+            include_str!("../../migrations/postgres/0001_init.sql"),
+            include_str!("../../migrations/postgres/0004_destinations.sql"),
+        ),
+        Backend::Sqlite => (
+            include_str!("../../migrations/sqlite/0001_init.sql"),
+            include_str!("../../migrations/sqlite/0004_destinations.sql"),
+        ),
     };
     let migration = |version, name: &'static str, sql: &'static str| {
         Migration::new(
@@ -65,6 +71,12 @@ fn migrator(backend: Backend) -> Migrator {
             "dashboard_at_size",
             include_str!("../../migrations/common/0002_dashboard_at_size.sql"),
         ),
+        migration(
+            3,
+            "questions",
+            include_str!("../../migrations/common/0003_questions.sql"),
+        ),
+        migration(4, "destinations", destinations),
     ])
 }
 

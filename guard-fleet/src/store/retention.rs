@@ -108,6 +108,17 @@ impl Store {
             del.push(") RETURNING ").push(rollup::VIOLATION_COLUMNS);
             let removed = del.query().fetch_all(&mut *tx).await.map_err(e())?;
             rollup.violations_removed(&removed).map_err(e())?;
+            let mut del =
+                Sql::new("DELETE FROM session_destinations WHERE (host, session_uid) IN (VALUES ");
+            for (i, (host, uid)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    del.push(", ");
+                }
+                del.tuple([Arg::Text(host.clone()), Arg::Text(uid.clone())]);
+            }
+            del.push(") RETURNING ").push(rollup::DESTINATION_COLUMNS);
+            let removed = del.query().fetch_all(&mut *tx).await.map_err(e())?;
+            rollup.destinations_removed(&removed).map_err(e())?;
         }
         rollup.apply(&mut tx).await.map_err(e())?;
         tx.commit().await.map_err(e())?;

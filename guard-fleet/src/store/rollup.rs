@@ -32,6 +32,24 @@ pub(crate) const SESSION_COLUMNS: &str = "host, user_name, repo_url, agent, star
 /// [`Rollup::violations_removed`]'s order.
 pub(crate) const VIOLATION_COLUMNS: &str = "ts_ms, rule, outcome";
 
+/// The columns of `session_destinations` a destination's contribution is read
+/// from, in [`Rollup::destinations_removed`]'s order.
+pub(crate) const DESTINATION_COLUMNS: &str =
+    "started_ms, dest, class, user_name, bytes_out, secrets_read, violations";
+
+/// What one session's destination counts for: a session to it (with the
+/// session's secrets read and violations), its bytes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DestinationContribution<'a> {
+    pub started_ms: i64,
+    pub dest: &'a str,
+    pub class: &'a str,
+    pub user: &'a str,
+    pub bytes_out: i64,
+    pub secrets_read: i64,
+    pub violations: i64,
+}
+
 /// What one stored session counts for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Contribution {
@@ -184,6 +202,60 @@ impl Rollup {
                 d.last_ms = d.last_ms.max(ts_ms);
             }
         }
+    }
+
+    /// Adds a session's destination (`sign` 1) or takes it away (-1): a session to
+    /// it, its bytes (to a model API when its class is `model`), by the session's
+    /// day and developer.
+    pub(crate) fn destination(&mut self, d: &DestinationContribution<'_>, sign: i64) {
+        let DestinationContribution {
+            started_ms,
+            dest,
+            class,
+            user,
+            bytes_out,
+            secrets_read,
+            violations,
+        } = *d;
+        let key = (
+            "dest",
+            started_ms / DAY_MS,
+            format!("{class}/{dest}"),
+            user.to_owned(),
+        );
+        let d = self.rows.entry(key).or_default();
+        d.sessions += sign;
+        d.sessions_reading_secrets += sign * i64::from(secrets_read > 0);
+        d.secrets_read += sign * secrets_read;
+        d.violations += sign * violations;
+        d.bytes_out += sign * bytes_out;
+        if class == "model" {
+            d.model_bytes_out += sign * bytes_out;
+        }
+        if sign > 0 {
+            d.first_ms = d.first_ms.min(started_ms);
+            d.last_ms = d.last_ms.max(started_ms);
+        }
+    }
+
+    /// Takes away the destinations of `rows`, each of [`DESTINATION_COLUMNS`].
+    pub(crate) fn destinations_removed(&mut self, rows: &[AnyRow]) -> Result<(), sqlx::Error> {
+        for r in rows {
+            let dest: String = r.try_get("dest")?;
+            let class: String = r.try_get("class")?;
+            let user: String = r.try_get("user_name")?;
+            let d = DestinationContribution {
+                started_ms: r.try_get("started_ms")?,
+                dest: &dest,
+                class: &class,
+                user: &user,
+                bytes_out: r.try_get("bytes_out")?,
+                secrets_read: r.try_get("secrets_read")?,
+                violations: r.try_get("violations")?,
+            };
+            self.destination(&d, -1);
+        }
+        Ok(())
     }
 
     /// Takes away the violations of `rows`, each of [`VIOLATION_COLUMNS`] (what a

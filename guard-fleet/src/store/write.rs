@@ -17,7 +17,7 @@ use sqlx::{AnyConnection, Row as _};
 
 use super::{
     Store, StoreError,
-    rollup::{self, Contribution, Rollup},
+    rollup::{self, Contribution, DestinationContribution, Rollup},
     sql::{Arg, Sql},
 };
 use crate::config::Backend;
@@ -91,6 +91,7 @@ impl Store {
             for v in &s.violation_rows {
                 rollup.violation(v.ts_ms, &v.rule, &v.outcome, 1);
             }
+            replace_destinations(&mut tx, s, &mut rollup).await?;
             for chunk in s.violation_rows.chunks(CHUNK) {
                 let mut insert = Sql::new(
                     "INSERT INTO violations (host, session_uid, ordinal, ts_ms, pid, comm, what, \
@@ -149,7 +150,8 @@ impl Store {
 fn host(h: &HostRow) -> Sql {
     let mut s = Sql::new(
         "INSERT INTO hosts (host, host_name, host_id, arch, guard_version, os_version, boot_id, \
-         policy_name, policy_mode, tiers, k8s_cluster, k8s_node, first_seen_ms, last_seen_ms) VALUES ",
+         policy_name, policy_mode, tiers, k8s_cluster, k8s_node, first_seen_ms, last_seen_ms, \
+         clock_skew_ms, heartbeat_ms) VALUES ",
     );
     s.tuple([
         Arg::Text(h.host.clone()),
@@ -166,6 +168,8 @@ fn host(h: &HostRow) -> Sql {
         Arg::OptText(h.k8s_node.clone()),
         Arg::Int(h.seen_ms),
         Arg::Int(h.seen_ms),
+        Arg::Int(h.clock_skew_ms),
+        Arg::OptInt(h.heartbeat_ms),
     ]);
     s.push(
         " ON CONFLICT (host) DO UPDATE SET host_name = excluded.host_name, \
@@ -173,7 +177,8 @@ fn host(h: &HostRow) -> Sql {
          os_version = excluded.os_version, boot_id = excluded.boot_id, \
          policy_name = excluded.policy_name, policy_mode = excluded.policy_mode, \
          tiers = excluded.tiers, k8s_cluster = excluded.k8s_cluster, k8s_node = excluded.k8s_node, \
-         last_seen_ms = excluded.last_seen_ms \
+         last_seen_ms = excluded.last_seen_ms, clock_skew_ms = excluded.clock_skew_ms, \
+         heartbeat_ms = COALESCE(excluded.heartbeat_ms, hosts.heartbeat_ms) \
          WHERE excluded.last_seen_ms >= hosts.last_seen_ms",
     );
     s
@@ -282,6 +287,7 @@ fn summary_values(r: &SummaryRow, now_ms: i64) -> Vec<(&'static str, Arg)> {
         ("workspace", Arg::OptText(r.workspace.clone())),
         ("conversation_id", Arg::OptText(r.conversation_id.clone())),
         ("started_ms", Arg::Int(r.started_ms)),
+        ("host_started_ms", Arg::OptInt(r.host_started_ms)),
         ("ended_ms", Arg::OptInt(r.ended_ms)),
         ("duration_ms", Arg::Int(r.duration_ms)),
         ("commands", Arg::Int(r.commands)),
@@ -296,6 +302,63 @@ fn summary_values(r: &SummaryRow, now_ms: i64) -> Vec<(&'static str, Arg)> {
         ("updated_ms", Arg::Int(now_ms)),
         ("summary", Arg::Text(r.summary.clone())),
     ]
+}
+
+/// Replaces a session's stored destinations with its summary's, and notes both in
+/// the rollup.
+async fn replace_destinations(
+    tx: &mut AnyConnection,
+    s: &SummaryRow,
+    rollup: &mut Rollup,
+) -> Result<(), StoreError> {
+    let e = || StoreError::query("replace a session's destinations");
+    let mut delete = Sql::new("DELETE FROM session_destinations WHERE host = ");
+    delete
+        .arg(Arg::Text(s.host.clone()))
+        .push(" AND session_uid = ")
+        .arg(Arg::Text(s.session_uid.clone()))
+        .push(" RETURNING ")
+        .push(rollup::DESTINATION_COLUMNS);
+    let replaced = delete.query().fetch_all(&mut *tx).await.map_err(e())?;
+    rollup.destinations_removed(&replaced).map_err(e())?;
+    let user = s.user_name.clone().unwrap_or_default();
+    for d in &s.destination_rows {
+        let c = DestinationContribution {
+            started_ms: s.started_ms,
+            dest: &d.dest,
+            class: &d.class,
+            user: &user,
+            bytes_out: d.bytes_out,
+            secrets_read: s.secrets_read,
+            violations: s.violations,
+        };
+        rollup.destination(&c, 1);
+    }
+    for chunk in s.destination_rows.chunks(CHUNK) {
+        let mut insert = Sql::new(
+            "INSERT INTO session_destinations (host, session_uid, dest, class, started_ms, \
+             user_name, secrets_read, violations, bytes_out, connects) VALUES ",
+        );
+        for (i, d) in chunk.iter().enumerate() {
+            if i > 0 {
+                insert.push(", ");
+            }
+            insert.tuple([
+                Arg::Text(s.host.clone()),
+                Arg::Text(s.session_uid.clone()),
+                Arg::Text(d.dest.clone()),
+                Arg::Text(d.class.clone()),
+                Arg::Int(s.started_ms),
+                Arg::Text(user.clone()),
+                Arg::Int(s.secrets_read),
+                Arg::Int(s.violations),
+                Arg::Int(d.bytes_out),
+                Arg::Int(d.connects),
+            ]);
+        }
+        insert.query().execute(&mut *tx).await.map_err(e())?;
+    }
+    Ok(())
 }
 
 fn insert_events(rows: &[&EventRow], now_ms: i64) -> Sql {

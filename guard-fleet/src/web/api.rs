@@ -4,6 +4,9 @@
 //! - `GET /api/sessions?from=&to=&user=&repo=&host=&agent=&rule=&outcome=&state=&sort=&order=&page=&per_page=`
 //! - `GET /api/sessions/{uid or id}?host=`
 //! - `GET /api/hosts?page=&per_page=&stale=1`
+//! - `GET /api/{developers,destinations,repositories,agents,rules,outcomes}?days=&sort=&page=&per_page=`
+//! - `GET /api/violations?after=&since=&limit=&format=ocsf|json`: the stored
+//!   violations in the order they happened, as OCSF Detection Findings (for the SIEM)
 
 use std::sync::Arc;
 
@@ -15,13 +18,16 @@ use axum::{
 
 use super::{
     WebError, pages,
-    params::{HostParams, OverviewParams, SessionIdParams, SessionParams},
+    params::{
+        self, HostParams, ListParams, OverviewParams, ParamError, SessionIdParams, SessionParams,
+        ViolationParams,
+    },
 };
 use crate::{
     server::App,
     store::{
         now_ms,
-        read::{HostPage, Overview, SessionDetail, SessionPage},
+        read::{Cursor, Dim, DimPage, HostPage, Overview, SessionDetail, SessionPage},
     },
 };
 
@@ -58,7 +64,7 @@ pub async fn sessions(
     State(app): State<Arc<App>>,
     Query(p): Query<SessionParams>,
 ) -> Result<Json<SessionPage>, ApiError> {
-    let q = p.query(now_ms())?;
+    let q = app.sessions_query(&p)?;
     Ok(Json(app.store.sessions(&q).await?))
 }
 
@@ -81,4 +87,137 @@ pub async fn hosts(
     Query(p): Query<HostParams>,
 ) -> Result<Json<HostPage>, ApiError> {
     Ok(Json(app.hosts(&p).await?))
+}
+
+async fn list(app: &App, dim: Dim, p: &ListParams) -> Result<Json<DimPage>, ApiError> {
+    let (days, sort, page, per_page) = p.checked()?;
+    Ok(Json(
+        app.store
+            .dimension(
+                dim,
+                app.window(days),
+                sort,
+                page,
+                per_page,
+                dim.counts_violations(),
+            )
+            .await?,
+    ))
+}
+
+/// `GET /api/developers`.
+pub async fn developers(
+    State(app): State<Arc<App>>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<DimPage>, ApiError> {
+    list(&app, Dim::Developers, &p).await
+}
+
+/// `GET /api/destinations`.
+pub async fn destinations(
+    State(app): State<Arc<App>>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<DimPage>, ApiError> {
+    list(&app, Dim::Destinations, &p).await
+}
+
+/// `GET /api/repositories`.
+pub async fn repositories(
+    State(app): State<Arc<App>>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<DimPage>, ApiError> {
+    list(&app, Dim::Repositories, &p).await
+}
+
+/// `GET /api/agents`.
+pub async fn agents(
+    State(app): State<Arc<App>>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<DimPage>, ApiError> {
+    list(&app, Dim::Agents, &p).await
+}
+
+/// `GET /api/rules`.
+pub async fn rules(
+    State(app): State<Arc<App>>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<DimPage>, ApiError> {
+    list(&app, Dim::Rules, &p).await
+}
+
+/// `GET /api/outcomes`.
+pub async fn outcomes(
+    State(app): State<Arc<App>>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<DimPage>, ApiError> {
+    list(&app, Dim::Outcomes, &p).await
+}
+
+/// A page of stored violations for the SIEM: `records` (OCSF Detection Findings,
+/// or the stored rows) and `next`, the cursor of the page after (absent at the
+/// end: ask again later with the last `next`).
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct ViolationsPage {
+    pub records: Vec<serde_json::Value>,
+    pub next: Option<String>,
+}
+
+/// `GET /api/violations`.
+pub async fn violations(
+    State(app): State<Arc<App>>,
+    Query(p): Query<ViolationParams>,
+) -> Result<Json<ViolationsPage>, ApiError> {
+    let after = match p.after.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
+        Some(a) => {
+            Some(Cursor::parse(a).ok_or_else(|| ParamError::Cursor(a.chars().take(64).collect()))?)
+        }
+        None => None,
+    };
+    let since = match p.since.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => Some(params::time("since", s, now_ms(), false)?),
+        None => None,
+    };
+    let limit = params::number("limit", p.limit.as_deref(), 1000, 10_000)?;
+    let ocsf = match p.format.as_deref().map(str::trim) {
+        None | Some("" | "ocsf") => true,
+        Some("json") => false,
+        Some(other) => {
+            return Err(ParamError::RecordFormat(other.chars().take(16).collect()).into());
+        }
+    };
+    let rows = app
+        .store
+        .violations_after(after.as_ref(), since, limit)
+        .await?;
+    let next = rows.last().map(|v| v.cursor());
+    let records = rows
+        .iter()
+        .map(|v| {
+            if !ocsf {
+                return serde_json::to_value(v).unwrap_or_default();
+            }
+            // The stored host (`cluster/host`) is the device the SIEM sees.
+            let uid = v.uid();
+            guard_common::ocsf::violation_finding(
+                &guard_common::ocsf::StoredViolation {
+                    uid: &uid,
+                    ts_ms: v.ts_ms,
+                    session: v.session_id(),
+                    pid: v.pid,
+                    comm: &v.comm,
+                    what: &v.what,
+                    rule: &v.rule,
+                    action: &v.action,
+                    outcome: &v.outcome,
+                    alert: v.alert,
+                },
+                &guard_common::ocsf::Context {
+                    hostname: &v.host,
+                    host_uid: None,
+                    product_version: env!("CARGO_PKG_VERSION"),
+                },
+            )
+        })
+        .collect();
+    Ok(Json(ViolationsPage { records, next }))
 }

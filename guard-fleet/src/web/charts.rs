@@ -19,7 +19,9 @@ impl From<DrawingAreaErrorKind<std::io::Error>> for ChartError {
     }
 }
 
-const W: u32 = 640;
+// Drawn at 480 wide and scaled by the page: on a 390 px phone the text is still
+// ~9 px (at 640 it was 6 px), on a desktop panel ~16 px.
+const W: u32 = 480;
 const H: u32 = 240;
 const FONT: &str = "sans-serif";
 const BLUE: RGBColor = RGBColor(0x09, 0x69, 0xda);
@@ -48,44 +50,53 @@ fn svg(
     ))
 }
 
-/// The series' legend, top left.
-macro_rules! legend {
-    ($chart:expr) => {
-        $chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.8))
-            .border_style(GREY)
-            .label_font(label_style())
-            .draw()
-            .map_err(ChartError::from)
-    };
-}
-
 fn label_style() -> TextStyle<'static> {
-    (FONT, 11).into_font().color(&INK)
+    // plotters writes 0.8 of it: ~12 of the 480 units.
+    (FONT, 15).into_font().color(&INK)
 }
 
-/// Sessions (bars) and distinct developers (line) per day.
+/// The binary unit bytes up to `max` read best in: its size and name. Charts draw
+/// bytes in it, so the axis's round numbers are round in it (100 MiB, not 95.4).
+fn byte_unit(max: i64) -> (f64, &'static str) {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut size = 1.0;
+    let mut unit = 0;
+    while unit + 1 < UNITS.len() && max as f64 >= size * 1024.0 {
+        size *= 1024.0;
+        unit += 1;
+    }
+    (size, UNITS[unit])
+}
+
+/// An axis label in `unit`: `200 MiB`, `1.5 GiB`.
+fn unit_label(v: f64, unit: &str) -> String {
+    let text = format!("{v:.2}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text} {unit}")
+}
+
+/// Sessions (bars, left axis) and distinct developers (line, right axis: its own
+/// scale, so a team of five reads beside five hundred sessions) per day. The
+/// legend is the page's, under the chart.
 pub fn sessions_per_day(days: &[Day]) -> Result<String, ChartError> {
     let n = days.len().max(1) as u32;
-    let max = days
-        .iter()
-        .map(|d| d.sessions.max(d.developers))
-        .max()
-        .unwrap_or(0)
-        .max(1);
+    let max = days.iter().map(|d| d.sessions).max().unwrap_or(0).max(1);
+    let max_dev = days.iter().map(|d| d.developers).max().unwrap_or(0).max(1);
     svg(|root| {
         let mut chart = ChartBuilder::on(root)
-            .caption("Sessions and developers per day", (FONT, 14))
+            .caption("Sessions and developers per day", (FONT, 17))
             .margin(8)
             .x_label_area_size(24)
             .y_label_area_size(40)
-            .build_cartesian_2d((0..n).into_segmented(), 0..max + max / 8 + 1)?;
+            .right_y_label_area_size(36)
+            .build_cartesian_2d((0..n).into_segmented(), 0..max + max / 8 + 1)?
+            // The segmented axis has a segment past the last day: the line's
+            // axis spans the same.
+            .set_secondary_coord(0.0..f64::from(n + 1), 0..max_dev + max_dev / 8 + 1);
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(8)
+            .x_labels(6)
             .x_label_formatter(&|v| match v {
                 SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => days
                     .get(*i as usize)
@@ -93,31 +104,39 @@ pub fn sessions_per_day(days: &[Day]) -> Result<String, ChartError> {
                     .unwrap_or_default(),
                 SegmentValue::Last => String::new(),
             })
+            .y_desc("sessions")
             .label_style(label_style())
             .draw()?;
         chart
-            .draw_series(
-                Histogram::vertical(&chart)
-                    .style(BLUE.mix(0.7).filled())
-                    .margin(2)
-                    .data(days.iter().enumerate().map(|(i, d)| (i as u32, d.sessions))),
-            )?
-            .label("sessions")
-            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], BLUE.mix(0.7).filled()));
-        chart
-            .draw_series(LineSeries::new(
-                days.iter()
-                    .enumerate()
-                    .map(|(i, d)| (SegmentValue::CenterOf(i as u32), d.developers)),
-                GREEN.stroke_width(2),
-            ))?
-            .label("developers")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 10, y)], GREEN.stroke_width(2)));
-        legend!(chart)
+            .configure_secondary_axes()
+            .y_desc("developers")
+            .label_style(label_style().color(&GREEN))
+            .draw()?;
+        chart.draw_series(days.iter().enumerate().map(|(i, d)| {
+            let i = i as u32;
+            let mut bar = Rectangle::new(
+                [
+                    (SegmentValue::Exact(i), 0),
+                    (SegmentValue::Exact(i + 1), d.sessions),
+                ],
+                BLUE.mix(0.7).filled(),
+            );
+            bar.set_margin(0, 0, 2, 2);
+            bar
+        }))?;
+        chart.draw_secondary_series(LineSeries::new(
+            days.iter()
+                .enumerate()
+                .map(|(i, d)| (i as f64 + 0.5, d.developers)),
+            GREEN.stroke_width(2),
+        ))?;
+        Ok(())
     })
 }
 
-/// Bytes sent to model APIs and to everything else, per day (stacked bars).
+/// Bytes sent to model APIs and to everything else, per day (stacked bars), in
+/// the binary unit that reads best (the axis at round numbers of it). The legend
+/// is the page's.
 pub fn bytes_per_day(days: &[Day]) -> Result<String, ChartError> {
     let n = days.len().max(1) as u32;
     let max = days
@@ -126,17 +145,20 @@ pub fn bytes_per_day(days: &[Day]) -> Result<String, ChartError> {
         .max()
         .unwrap_or(0)
         .max(1);
+    let (size, unit) = byte_unit(max);
+    let top = max as f64 / size * 1.12;
     svg(|root| {
         let mut chart = ChartBuilder::on(root)
-            .caption("Bytes sent: model APIs and everything else", (FONT, 14))
+            .caption("Bytes sent: model APIs and everything else", (FONT, 17))
             .margin(8)
             .x_label_area_size(24)
             .y_label_area_size(64)
-            .build_cartesian_2d((0..n).into_segmented(), 0..max + max / 8 + 1)?;
+            .build_cartesian_2d((0..n).into_segmented(), 0.0..top)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(8)
+            .x_labels(6)
+            .y_labels(6)
             .x_label_formatter(&|v| match v {
                 SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => days
                     .get(*i as usize)
@@ -144,39 +166,34 @@ pub fn bytes_per_day(days: &[Day]) -> Result<String, ChartError> {
                     .unwrap_or_default(),
                 SegmentValue::Last => String::new(),
             })
-            .y_label_formatter(&|b| fmt::bytes(*b))
+            .y_label_formatter(&|v| unit_label(*v, unit))
+            .max_light_lines(1)
             .label_style(label_style())
             .draw()?;
         let bar = |i: usize, lo: i64, hi: i64, color: RGBColor| {
             let i = i as u32;
             Rectangle::new(
                 [
-                    (SegmentValue::Exact(i), lo),
-                    (SegmentValue::Exact(i + 1), hi),
+                    (SegmentValue::Exact(i), lo as f64 / size),
+                    (SegmentValue::Exact(i + 1), hi as f64 / size),
                 ],
                 color.filled(),
             )
         };
-        chart
-            .draw_series(
-                days.iter()
-                    .enumerate()
-                    .map(|(i, d)| bar(i, 0, d.model_bytes_out, PURPLE)),
-            )?
-            .label("model APIs")
-            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], PURPLE.filled()));
-        chart
-            .draw_series(days.iter().enumerate().map(|(i, d)| {
-                bar(
-                    i,
-                    d.model_bytes_out,
-                    d.model_bytes_out + d.other_bytes_out,
-                    GREY,
-                )
-            }))?
-            .label("everything else")
-            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], GREY.filled()));
-        legend!(chart)
+        chart.draw_series(
+            days.iter()
+                .enumerate()
+                .map(|(i, d)| bar(i, 0, d.model_bytes_out, PURPLE)),
+        )?;
+        chart.draw_series(days.iter().enumerate().map(|(i, d)| {
+            bar(
+                i,
+                d.model_bytes_out,
+                d.model_bytes_out + d.other_bytes_out,
+                GREY,
+            )
+        }))?;
+        Ok(())
     })
 }
 
@@ -195,7 +212,7 @@ pub fn bars(title: &str, counts: &[Count], by_outcome: bool) -> Result<String, C
     let max = counts.iter().map(|c| c.count).max().unwrap_or(0).max(1);
     svg(|root| {
         let mut chart = ChartBuilder::on(root)
-            .caption(title, (FONT, 14))
+            .caption(title, (FONT, 17))
             .margin(8)
             .x_label_area_size(24)
             .y_label_area_size(150)
@@ -292,13 +309,28 @@ pub fn timeline(d: &SessionDetail) -> Result<String, ChartError> {
     }
     sent.sort_unstable();
     let mut total = 0;
-    let mut cumulative = vec![(0.0, 0)];
+    let mut cumulative = vec![(0.0, 0.0)];
+    let minutes = span as f64 / 60_000.0;
     for (t, b) in &sent {
         total += b;
-        cumulative.push(((t - start).max(0) as f64 / 60_000.0, total));
+        cumulative.push(((t - start).max(0) as f64 / 60_000.0, total as f64));
     }
-    let minutes = span as f64 / 60_000.0;
-    cumulative.push((minutes, total));
+    // The summary's count is exact; the index may hold few flow records or none
+    // (not exported, or past retention): what they miss is drawn at the session's
+    // last report, so the line ends at what the session sent.
+    let summary_total = d.session.bytes_out.max(total);
+    let last_at = (d.session.updated_ms.min(latest) - start).max(0) as f64 / 60_000.0;
+    if summary_total > total {
+        let at = last_at.max(cumulative.last().map_or(0.0, |c| c.0));
+        cumulative.push((at, total as f64));
+        cumulative.push((at, summary_total as f64));
+    }
+    let (size, unit) = byte_unit(summary_total.max(1));
+    for c in &mut cumulative {
+        c.1 /= size;
+    }
+    cumulative.push((minutes, summary_total as f64 / size));
+    let top = (summary_total.max(1) as f64 / size) * 1.12;
     let max_count = per_slice
         .iter()
         .map(|s| s[0].max(s[1]))
@@ -307,22 +339,24 @@ pub fn timeline(d: &SessionDetail) -> Result<String, ChartError> {
         .max(1);
     svg(|root| {
         let mut chart = ChartBuilder::on(root)
-            .caption("Timeline (minutes since the start)", (FONT, 14))
+            .caption("Timeline (minutes since the start)", (FONT, 17))
             .margin(8)
             .x_label_area_size(24)
             .y_label_area_size(36)
             .right_y_label_area_size(64)
             .build_cartesian_2d(0.0..minutes, 0..max_count + 1)?
-            .set_secondary_coord(0.0..minutes, 0..total.max(1) + total / 8 + 1);
+            .set_secondary_coord(0.0..minutes, 0.0..top);
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .x_labels(6)
             .label_style(label_style())
             .draw()?;
         chart
             .configure_secondary_axes()
-            .y_label_formatter(&|b| fmt::bytes(*b))
-            .label_style(label_style())
+            .y_labels(5)
+            .y_label_formatter(&|b| unit_label(*b, unit))
+            .label_style(label_style().color(&PURPLE))
             .draw()?;
         let width = minutes / SLICES as f64;
         let bar = |i: usize, n: i64, color: RGBColor, lo: f64, hi: f64| {
@@ -332,32 +366,23 @@ pub fn timeline(d: &SessionDetail) -> Result<String, ChartError> {
                 color.mix(0.8).filled(),
             )
         };
-        chart
-            .draw_series(
-                per_slice
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| bar(i, s[0], BLUE, 0.1, 0.9)),
-            )?
-            .label("commands")
-            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], BLUE.filled()));
-        chart
-            .draw_series(
-                per_slice
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| bar(i, s[1], RED, 0.3, 0.7)),
-            )?
-            .label("violations")
-            .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], RED.filled()));
-        chart
-            .draw_secondary_series(LineSeries::new(
-                cumulative.iter().copied(),
-                PURPLE.stroke_width(2),
-            ))?
-            .label("bytes sent (flow records)")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 10, y)], PURPLE.stroke_width(2)));
-        legend!(chart)
+        chart.draw_series(
+            per_slice
+                .iter()
+                .enumerate()
+                .map(|(i, s)| bar(i, s[0], BLUE, 0.1, 0.9)),
+        )?;
+        chart.draw_series(
+            per_slice
+                .iter()
+                .enumerate()
+                .map(|(i, s)| bar(i, s[1], RED, 0.3, 0.7)),
+        )?;
+        chart.draw_secondary_series(LineSeries::new(
+            cumulative.iter().copied(),
+            PURPLE.stroke_width(2),
+        ))?;
+        Ok(())
     })
 }
 
@@ -379,7 +404,7 @@ mod tests {
         ];
         let svg = bars("Violations by rule", &counts, false).expect("svg");
         assert!(svg.starts_with("<svg"), "{}", &svg[..80]);
-        assert!(svg.contains("viewBox=\"0 0 640 240\""));
+        assert!(svg.contains("viewBox=\"0 0 480 240\""));
         assert!(!svg.contains("<script"), "escaped");
         assert!(svg.contains("&lt;script&gt;"));
         assert!(!svg.contains("\" onload=\""));
@@ -387,6 +412,25 @@ mod tests {
             !svg.contains("style="),
             "no inline style: CSP style-src 'self' holds"
         );
+    }
+
+    #[test]
+    fn byte_axes_are_round_in_their_unit() {
+        assert_eq!(byte_unit(500 << 20), (f64::from(1 << 20), "MiB"));
+        assert_eq!(byte_unit(900), (1.0, "B"));
+        assert_eq!(unit_label(100.0, "MiB"), "100 MiB");
+        assert_eq!(unit_label(1.5, "GiB"), "1.5 GiB");
+        let days: Vec<Day> = (0..7)
+            .map(|i| Day {
+                day_ms: i * 86_400_000,
+                model_bytes_out: 400 << 20,
+                other_bytes_out: 100 << 20,
+                ..Day::default()
+            })
+            .collect();
+        let svg = bytes_per_day(&days).expect("svg");
+        assert!(svg.contains("\n100 MiB\n"), "round ticks: {svg}");
+        assert!(!svg.contains("476.8"), "{svg}");
     }
 
     #[test]

@@ -13,6 +13,23 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
+/// A time in unix ms, however the template holds it (a field, a binding).
+pub trait Ms {
+    fn ms(&self) -> i64;
+}
+
+impl Ms for i64 {
+    fn ms(&self) -> i64 {
+        *self
+    }
+}
+
+impl<T: Ms + ?Sized> Ms for &T {
+    fn ms(&self) -> i64 {
+        (**self).ms()
+    }
+}
+
 /// `4.0 MiB`.
 pub fn bytes(n: impl Borrow<i64>) -> String {
     let n = *n.borrow();
@@ -29,8 +46,8 @@ pub fn ubytes(n: impl Borrow<u64>) -> String {
 }
 
 /// `2026-11-21 05:00` (UTC).
-pub fn time(ms: impl Borrow<i64>) -> String {
-    let ms = *ms.borrow();
+pub fn time(ms: impl Ms) -> String {
+    let ms = ms.ms();
     DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(
         || "—".to_owned(),
         |t| t.format("%Y-%m-%d %H:%M").to_string(),
@@ -38,8 +55,8 @@ pub fn time(ms: impl Borrow<i64>) -> String {
 }
 
 /// `2026-11-21 05:00:03` (UTC).
-pub fn time_s(ms: impl Borrow<i64>) -> String {
-    let ms = *ms.borrow();
+pub fn time_s(ms: impl Ms) -> String {
+    let ms = ms.ms();
     DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(
         || "—".to_owned(),
         |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
@@ -72,8 +89,8 @@ pub fn duration(ms: impl Borrow<i64>) -> String {
 }
 
 /// `3 min ago`, from `now_ms`.
-pub fn ago(now_ms: impl Borrow<i64>, ms: impl Borrow<i64>) -> String {
-    let (now_ms, ms) = (*now_ms.borrow(), *ms.borrow());
+pub fn ago(now_ms: impl Ms, ms: impl Ms) -> String {
+    let (now_ms, ms) = (now_ms.ms(), ms.ms());
     let s = (now_ms - ms).max(0) / 1000;
     if s < 90 {
         format!("{s} s ago")
@@ -123,6 +140,49 @@ pub fn session_href(host: &str, uid: &str) -> String {
     format!("/sessions/{}?host={}", url(uid), url(host))
 }
 
+/// Whether guard `v` is older than `newest` (the fleet's newest).
+pub fn older(v: Option<&str>, newest: Option<&str>) -> bool {
+    use crate::store::read::version_key;
+    match (v, newest) {
+        (Some(v), Some(n)) => version_key(v) < version_key(n),
+        _ => false,
+    }
+}
+
+/// A clock's skew for people: `3d 2h ahead`, `5m 0s behind`.
+pub fn skew(ms: impl Borrow<i64>) -> String {
+    let ms = *ms.borrow();
+    let way = if ms >= 0 { "ahead" } else { "behind" };
+    // To the minute: a batch takes milliseconds to arrive.
+    let minutes = (ms.abs() + 30_000) / 60_000;
+    format!("{} {way}", duration(minutes * 60_000))
+}
+
+/// A row's days as small bars (inline SVG: attributes, no style), each scaled to
+/// the row's own busiest day, with each day's count as its title.
+pub fn spark(values: impl Borrow<Vec<i64>>) -> String {
+    let values = values.borrow();
+    let max = values.iter().copied().max().unwrap_or(0).max(1);
+    let w = values.len().max(1) * 4;
+    let mut svg = format!(
+        "<svg class=\"spark\" viewBox=\"0 0 {w} 20\" preserveAspectRatio=\"none\" role=\"img\">"
+    );
+    for (i, v) in values.iter().enumerate() {
+        if *v <= 0 {
+            continue;
+        }
+        // At least 3 units: one hit is seen beside six hundred.
+        let h = ((v * 20 + max - 1) / max).clamp(3, 20);
+        svg.push_str(&format!(
+            "<rect x=\"{}\" y=\"{}\" width=\"3\" height=\"{h}\"><title>{v}</title></rect>",
+            i * 4,
+            20 - h
+        ));
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +199,11 @@ mod tests {
         assert_eq!(url("eu/node 1&x"), "eu%2Fnode%201%26x");
         assert_eq!(url("m-b_0.a~"), "m-b_0.a~");
         assert_eq!(or_dash(None), "—");
+        assert_eq!(skew(3 * 86_400_000 + 7_200_000), "3d 2h ahead");
+        assert!(older(Some("0.1.9"), Some("0.1.10")));
+        assert!(!older(Some("0.2.0"), Some("0.1.10")));
+        let one_beside_600 = spark(vec![600, 0, 1]);
+        assert!(one_beside_600.contains("height=\"20\""));
+        assert!(one_beside_600.contains("height=\"3\"><title>1</title>"));
     }
 }

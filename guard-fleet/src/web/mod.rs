@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod charts;
+pub mod csv;
 pub mod fmt;
 pub mod login;
 pub mod pages;
@@ -25,12 +26,12 @@ use axum::{
     routing::{get, post},
 };
 
-use self::params::{HostParams, ParamError};
+use self::params::{HostParams, ParamError, SessionParams};
 use crate::{
     server::App,
     store::{
         StoreError, now_ms,
-        read::{HostPage, Overview},
+        read::{HostPage, Overview, Query, Window},
     },
 };
 
@@ -47,16 +48,42 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/sessions", get(pages::sessions))
         .route("/sessions/{id}", get(pages::session))
         .route("/hosts", get(pages::hosts))
+        .route("/developers", get(pages::developers))
+        .route("/destinations", get(pages::destinations))
+        .route("/repositories", get(pages::repositories))
+        .route("/agents", get(pages::agents))
+        .route("/rules", get(pages::rules))
         .route("/api/overview", get(api::overview))
         .route("/api/sessions", get(api::sessions))
         .route("/api/sessions/{id}", get(api::session))
         .route("/api/hosts", get(api::hosts))
+        .route("/api/developers", get(api::developers))
+        .route("/api/destinations", get(api::destinations))
+        .route("/api/repositories", get(api::repositories))
+        .route("/api/agents", get(api::agents))
+        .route("/api/rules", get(api::rules))
+        .route("/api/outcomes", get(api::outcomes))
+        .route("/api/violations", get(api::violations))
         .route_layer(middleware::from_fn_with_state(app, login::require_viewer));
     Router::new()
         .merge(private)
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
         .route("/static/fleet.css", get(stylesheet))
+        .route("/favicon.svg", get(favicon))
+        .route("/favicon.ico", get(favicon))
+}
+
+/// guard's mark: a shield (SVG; browsers take it for `/favicon.ico` too).
+async fn favicon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("../../static/favicon.svg"),
+    )
+        .into_response()
 }
 
 async fn stylesheet() -> Response {
@@ -150,6 +177,18 @@ impl App {
         let stale =
             i64::try_from(self.config.dashboard.stale_after.as_millis()).unwrap_or(i64::MAX);
         now_ms.saturating_sub(stale)
+    }
+
+    /// The sessions `p` selects, now ("running" meaning running now, as the
+    /// overview counts them).
+    pub fn sessions_query(&self, p: &SessionParams) -> Result<Query, ParamError> {
+        let now = now_ms();
+        p.query(now, self.stale_before(now))
+    }
+
+    /// The last `days` days, now.
+    pub fn window(&self, days: u32) -> Window {
+        Window::last(days, now_ms())
     }
 
     /// The overview of the last `days` days.

@@ -12,15 +12,15 @@ use axum::{
 use guard_common::report::FileUse;
 
 use super::{
-    WebError, charts, fmt,
-    params::{self, HostParams, OverviewParams, SessionIdParams, SessionParams},
+    WebError, charts, csv, fmt,
+    params::{self, HostParams, ListParams, OverviewParams, SessionIdParams, SessionParams},
 };
 use crate::{
     auth::Viewer,
     server::App,
-    store::{
-        now_ms,
-        read::{HostPage, Overview, SessionDetail, SessionPage, SessionRow, Sort},
+    store::read::{
+        Dim, DimPage, DimSort, HostPage, Overview, SessionDetail, SessionPage, SessionRow, Sort,
+        Window,
     },
 };
 
@@ -96,12 +96,14 @@ struct OverviewPage<'a> {
     nav: &'a str,
     viewer: &'a str,
     o: &'a Overview,
+    /// The sessions list's `from` for this window (its first day): a click keeps
+    /// the window, and the list counts what the cards count.
+    from: String,
     /// The first hosts of the hosts page: silent ones first.
     hosts: &'a HostPage,
     stale_after: String,
     sessions_chart: String,
     bytes_chart: String,
-    rules_chart: String,
     outcomes_chart: String,
 }
 
@@ -111,7 +113,9 @@ pub async fn overview(
     Extension(viewer): Extension<Viewer>,
     Query(p): Query<OverviewParams>,
 ) -> Result<Response, PageError> {
-    let o = app.overview(days(&p)?).await.map_err(WebError::from)?;
+    let days = days(&p)?;
+    let o = app.overview(days).await.map_err(WebError::from)?;
+    let from = Window::last(days, o.now_ms).from_date();
     let hosts = app
         .hosts(&HostParams {
             per_page: Some("20".to_owned()),
@@ -119,17 +123,13 @@ pub async fn overview(
         })
         .await?;
     html(&OverviewPage {
+        from,
         hosts: &hosts,
         nav: "overview",
         viewer: &viewer.name,
         stale_after: humantime::format_duration(app.config.dashboard.stale_after).to_string(),
         sessions_chart: chart(charts::sessions_per_day(&o.per_day)),
         bytes_chart: chart(charts::bytes_per_day(&o.per_day)),
-        rules_chart: chart(charts::bars(
-            "Violations by rule",
-            &o.violations_by_rule,
-            false,
-        )),
         outcomes_chart: chart(charts::bars(
             "Violations by outcome",
             &o.violations_by_outcome,
@@ -156,7 +156,69 @@ struct SessionsPage<'a> {
     outcomes: &'a [&'a str],
     states: &'a [&'a str],
     sorts: &'a [&'a str],
+    /// Values seen in the last 90 days, for each filter's suggestions.
+    suggest: Arc<Suggestions>,
+    csv: String,
 }
+
+/// What the filters suggest (the rollup's names of the last 90 days).
+#[derive(Debug, Default)]
+pub struct Suggestions {
+    users: Vec<String>,
+    hosts: Vec<String>,
+    agents: Vec<String>,
+    repos: Vec<String>,
+    rules: Vec<String>,
+    dests: Vec<String>,
+}
+
+/// The suggestions of the last minute (each replica's own).
+#[derive(Debug, Default)]
+pub struct SuggestionCache(std::sync::Mutex<Option<(std::time::Instant, Arc<Suggestions>)>>);
+
+/// How long suggestions are kept: a new developer or host shows in a minute.
+const SUGGESTIONS_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+async fn suggestions(app: &App) -> Result<Arc<Suggestions>, WebError> {
+    if let Ok(cached) = app.suggestions.0.lock()
+        && let Some((at, s)) = cached.as_ref()
+        && at.elapsed() < SUGGESTIONS_FOR
+    {
+        return Ok(Arc::clone(s));
+    }
+    let fresh = Arc::new(fetch_suggestions(app).await?);
+    if let Ok(mut cached) = app.suggestions.0.lock() {
+        *cached = Some((std::time::Instant::now(), Arc::clone(&fresh)));
+    }
+    Ok(fresh)
+}
+
+async fn fetch_suggestions(app: &App) -> Result<Suggestions, WebError> {
+    let w = app.window(90);
+    let s = &app.store;
+    let (users, hosts, agents, repos, rules, dests) = tokio::try_join!(
+        s.suggestions(Dim::Developers, w, 200),
+        s.suggestions(Dim::Hosts, w, 200),
+        s.suggestions(Dim::Agents, w, 50),
+        s.suggestions(Dim::Repositories, w, 200),
+        s.suggestions(Dim::Rules, w, 200),
+        s.suggestions(Dim::Destinations, w, 200),
+    )?;
+    Ok(Suggestions {
+        users,
+        hosts,
+        agents,
+        repos,
+        rules,
+        dests: dests
+            .into_iter()
+            .map(|d| d.split_once('/').map_or(d.clone(), |(_, n)| n.to_owned()))
+            .collect(),
+    })
+}
+
+/// Rows a CSV export holds at most.
+pub const CSV_MAX: u32 = 100_000;
 
 /// `GET /sessions`.
 pub async fn sessions(
@@ -164,8 +226,19 @@ pub async fn sessions(
     Extension(viewer): Extension<Viewer>,
     Query(p): Query<SessionParams>,
 ) -> Result<Response, PageError> {
-    let q = p.query(now_ms()).map_err(WebError::from)?;
-    let page = app.store.sessions(&q).await.map_err(WebError::from)?;
+    let q = app.sessions_query(&p).map_err(WebError::from)?;
+    if params::wants_csv(p.format.as_deref()).map_err(WebError::from)? {
+        let rows = app
+            .store
+            .sessions_list(&q, CSV_MAX)
+            .await
+            .map_err(WebError::from)?;
+        return Ok(csv::sessions(&rows));
+    }
+    let (page, suggest) = tokio::try_join!(
+        async { app.store.sessions(&q).await.map_err(WebError::from) },
+        suggestions(&app)
+    )?;
     let pages = ((page.total + i64::from(page.per_page) - 1) / i64::from(page.per_page)).max(1);
     html(&SessionsPage {
         nav: "sessions",
@@ -181,6 +254,18 @@ pub async fn sessions(
         outcomes: OUTCOMES,
         states: STATES,
         sorts: SORTS,
+        suggest,
+        csv: {
+            let mut c = p.clone();
+            c.page = None;
+            c.per_page = None;
+            let q = c.to_query_string();
+            if q.is_empty() {
+                "format=csv".to_owned()
+            } else {
+                format!("{q}&format=csv")
+            }
+        },
         page: &page,
     })
 }
@@ -250,8 +335,8 @@ struct HostsPage<'a> {
     nav: &'a str,
     viewer: &'a str,
     h: &'a HostPage,
-    days: u32,
     pages: i64,
+    csv: String,
     prev: Option<String>,
     next: Option<String>,
 }
@@ -262,22 +347,215 @@ pub async fn hosts(
     Extension(viewer): Extension<Viewer>,
     Query(p): Query<HostParams>,
 ) -> Result<Response, PageError> {
+    if params::wants_csv(p.format.as_deref()).map_err(WebError::from)? {
+        let all = HostParams {
+            per_page: Some("1000".to_owned()),
+            format: None,
+            ..p.clone()
+        };
+        let mut hosts = Vec::new();
+        for page in 1.. {
+            let h = app
+                .hosts(&HostParams {
+                    page: Some(page.to_string()),
+                    ..all.clone()
+                })
+                .await?;
+            let last = h.hosts.len() < 1000;
+            hosts.extend(h.hosts);
+            if last || hosts.len() >= CSV_MAX as usize {
+                break;
+            }
+        }
+        return Ok(csv::hosts(&hosts));
+    }
     let h = app.hosts(&p).await?;
     let pages = ((h.total + i64::from(h.per_page) - 1) / i64::from(h.per_page)).max(1);
     let link = |page: u32| {
         let mut q = p.clone();
         q.page = Some(page.to_string());
+        q.format = None;
         serde_urlencoded::to_string(&q).unwrap_or_default()
     };
     html(&HostsPage {
         nav: "hosts",
         viewer: &viewer.name,
-        days: 30,
+        csv: {
+            let mut c = p.clone();
+            c.page = None;
+            c.per_page = None;
+            c.format = Some("csv".to_owned());
+            serde_urlencoded::to_string(&c).unwrap_or_default()
+        },
         pages,
         prev: (h.page > 1).then(|| link(h.page - 1)),
         next: (i64::from(h.page) < pages).then(|| link(h.page + 1)),
         h: &h,
     })
+}
+
+#[derive(Template)]
+#[template(path = "list.html")]
+struct ListPage<'a> {
+    nav: &'a str,
+    viewer: &'a str,
+    title: &'a str,
+    /// What the list is (its `dim`'s name in links).
+    kind: &'a str,
+    l: &'a DimPage,
+    /// A second list under the first (the rules page's outcomes).
+    also: Option<&'a DimPage>,
+    from: String,
+    pages: i64,
+    prev: Option<String>,
+    next: Option<String>,
+    sorts: Vec<(&'static str, String, bool)>,
+    days: u32,
+    csv: String,
+}
+
+/// Each list's title, its name in links, the sessions filter a row opens and
+/// whether its rows show their days.
+fn list_meta(dim: Dim) -> (&'static str, &'static str) {
+    match dim {
+        Dim::Developers => ("Developers", "developers"),
+        Dim::Destinations => ("Destinations", "destinations"),
+        Dim::Repositories => ("Repositories", "repositories"),
+        Dim::Agents => ("Agents", "agents"),
+        Dim::Hosts => ("Hosts", "hosts"),
+        Dim::Rules => ("Rules broken", "rules"),
+        Dim::Outcomes => ("Outcomes", "outcomes"),
+    }
+}
+
+async fn list(
+    app: &App,
+    viewer: &Viewer,
+    dim: Dim,
+    p: &ListParams,
+    also: Option<Dim>,
+) -> Result<Response, PageError> {
+    let (days, sort, page, per_page) = p.checked().map_err(WebError::from)?;
+    let window = app.window(days);
+    let per_day = dim.counts_violations();
+    let (title, kind) = list_meta(dim);
+    if params::wants_csv(p.format.as_deref()).map_err(WebError::from)? {
+        let l = app
+            .store
+            .dimension(dim, window, sort, 1, CSV_MAX.min(1000), per_day)
+            .await
+            .map_err(WebError::from)?;
+        let mut rows = l.rows;
+        let mut next = 2;
+        while rows.len() < usize::try_from(l.total).unwrap_or(0) && rows.len() < CSV_MAX as usize {
+            let more = app
+                .store
+                .dimension(dim, window, sort, next, 1000, per_day)
+                .await
+                .map_err(WebError::from)?;
+            if more.rows.is_empty() {
+                break;
+            }
+            rows.extend(more.rows);
+            next += 1;
+        }
+        return Ok(csv::dimension(dim, &window, &rows));
+    }
+    let l = app
+        .store
+        .dimension(dim, window, sort, page, per_page, per_day)
+        .await
+        .map_err(WebError::from)?;
+    let also = match also {
+        Some(d) => Some(
+            app.store
+                .dimension(d, window, DimSort::Sessions, 1, 100, true)
+                .await
+                .map_err(WebError::from)?,
+        ),
+        None => None,
+    };
+    let pages = ((l.total + i64::from(l.per_page) - 1) / i64::from(l.per_page)).max(1);
+    let mut csv_params = p.clone();
+    csv_params.page = None;
+    csv_params.per_page = None;
+    csv_params.format = Some("csv".to_owned());
+    html(&ListPage {
+        nav: kind,
+        viewer: &viewer.name,
+        title,
+        kind,
+        from: window.from_date(),
+        pages,
+        prev: (l.page > 1).then(|| p.link(Some(l.page - 1), None)),
+        next: (i64::from(l.page) < pages).then(|| p.link(Some(l.page + 1), None)),
+        sorts: DimSort::ALL
+            .iter()
+            .filter(|s| {
+                !dim.counts_violations()
+                    || matches!(
+                        s,
+                        DimSort::Sessions | DimSort::Change | DimSort::Name | DimSort::Last
+                    )
+            })
+            .map(|s| {
+                let label = match (s, dim.counts_violations()) {
+                    (DimSort::Sessions, true) => "violations",
+                    _ => s.as_str(),
+                };
+                (label, p.link(None, Some(*s)), *s == sort)
+            })
+            .collect(),
+        days,
+        csv: serde_urlencoded::to_string(&csv_params).unwrap_or_default(),
+        l: &l,
+        also: also.as_ref(),
+    })
+}
+
+/// `GET /developers`.
+pub async fn developers(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Viewer>,
+    Query(p): Query<ListParams>,
+) -> Result<Response, PageError> {
+    list(&app, &viewer, Dim::Developers, &p, None).await
+}
+
+/// `GET /destinations`.
+pub async fn destinations(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Viewer>,
+    Query(p): Query<ListParams>,
+) -> Result<Response, PageError> {
+    list(&app, &viewer, Dim::Destinations, &p, None).await
+}
+
+/// `GET /repositories`.
+pub async fn repositories(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Viewer>,
+    Query(p): Query<ListParams>,
+) -> Result<Response, PageError> {
+    list(&app, &viewer, Dim::Repositories, &p, None).await
+}
+
+/// `GET /agents`.
+pub async fn agents(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Viewer>,
+    Query(p): Query<ListParams>,
+) -> Result<Response, PageError> {
+    list(&app, &viewer, Dim::Agents, &p, None).await
+}
+
+/// `GET /rules`: rules, and outcomes under them.
+pub async fn rules(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Viewer>,
+    Query(p): Query<ListParams>,
+) -> Result<Response, PageError> {
+    list(&app, &viewer, Dim::Rules, &p, Some(Dim::Outcomes)).await
 }
 
 #[cfg(test)]
@@ -314,6 +592,7 @@ mod tests {
             model_bytes_out: 1,
             violations: 2,
             updated_ms: records::T0_MS,
+            host_started_ms: None,
         };
         let d = SessionDetail {
             session: session.clone(),

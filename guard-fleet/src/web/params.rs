@@ -5,7 +5,7 @@
 use chrono::{DateTime, NaiveDate};
 use serde::{Deserialize, Serialize};
 
-use crate::store::read::{Query, Sort};
+use crate::store::read::{DimSort, Query, Sort};
 
 /// Sessions per page unless asked otherwise.
 pub const PER_PAGE: u32 = 50;
@@ -21,6 +21,16 @@ pub enum ParamError {
     Order(String),
     #[error("state: `{0}` is not running or ended")]
     State(String),
+    #[error(
+        "sort: `{0}` is not sessions, bytes, model, other, secrets, violations, change, name or last"
+    )]
+    ListSort(String),
+    #[error("format: `{0}` is not html or csv")]
+    Format(String),
+    #[error("after: `{0}` is not a cursor of this API (a page's `next`)")]
+    Cursor(String),
+    #[error("format: `{0}` is not ocsf or json")]
+    RecordFormat(String),
     #[error("{name}: `{value}` is not a number from 1 to {max}")]
     Number {
         name: &'static str,
@@ -50,6 +60,10 @@ pub struct SessionParams {
     pub outcome: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// A destination's name (else address), exactly as the destinations page
+    /// lists it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sort: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,6 +72,18 @@ pub struct SessionParams {
     pub page: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_page: Option<String>,
+    /// `csv`: the whole list as CSV.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+/// Whether a page's `format` asks for CSV (`html`, empty or absent: the page).
+pub fn wants_csv(format: Option<&str>) -> Result<bool, ParamError> {
+    match format.map(str::trim) {
+        None | Some("" | "html") => Ok(false),
+        Some("csv") => Ok(true),
+        Some(other) => Err(ParamError::Format(other.chars().take(16).collect())),
+    }
 }
 
 /// An empty form field is no filter.
@@ -116,8 +142,9 @@ pub fn number(
 }
 
 impl SessionParams {
-    /// The checked query, at `now_ms`.
-    pub fn query(&self, now_ms: i64) -> Result<Query, ParamError> {
+    /// The checked query, at `now_ms`; `running_since`: when a running session's
+    /// last summary must have come to count as running now.
+    pub fn query(&self, now_ms: i64, running_since: i64) -> Result<Query, ParamError> {
         let sort = match set(&self.sort) {
             None => Sort::Start,
             Some(s) => Sort::parse(&s).ok_or(ParamError::Sort(s))?,
@@ -146,6 +173,8 @@ impl SessionParams {
             rule: set(&self.rule),
             outcome: set(&self.outcome),
             state,
+            dest: set(&self.dest),
+            running_since: Some(running_since),
             sort,
             descending,
             page: number("page", self.page.as_deref(), 1, 1_000_000)?,
@@ -165,10 +194,12 @@ impl SessionParams {
             rule: set(&self.rule),
             outcome: set(&self.outcome),
             state: set(&self.state),
+            dest: set(&self.dest),
             sort: set(&self.sort),
             order: set(&self.order),
             page: set(&self.page),
             per_page: set(&self.per_page),
+            format: None,
         };
         serde_urlencoded::to_string(&cleaned).unwrap_or_default()
     }
@@ -202,6 +233,68 @@ impl SessionParams {
     }
 }
 
+/// A list page's parameters (developers, destinations, repositories, agents,
+/// rules).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ListParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sort: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_page: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+impl ListParams {
+    /// (days, sort, page, per_page).
+    pub fn checked(&self) -> Result<(u32, DimSort, u32, u32), ParamError> {
+        let sort = match set(&self.sort) {
+            None => DimSort::default(),
+            Some(s) => DimSort::parse(&s).ok_or(ParamError::ListSort(s))?,
+        };
+        Ok((
+            number("days", self.days.as_deref(), 30, 365)?,
+            sort,
+            number("page", self.page.as_deref(), 1, 1_000_000)?,
+            number("per_page", self.per_page.as_deref(), PER_PAGE, 1000)?,
+        ))
+    }
+
+    /// The same list on page `page` (or sorted by `sort`, from its first page).
+    pub fn link(&self, page: Option<u32>, sort: Option<DimSort>) -> String {
+        let mut p = self.clone();
+        p.format = None;
+        if let Some(page) = page {
+            p.page = Some(page.to_string());
+        }
+        if let Some(sort) = sort {
+            p.sort = Some(sort.as_str().to_owned());
+            p.page = None;
+        }
+        serde_urlencoded::to_string(&p).unwrap_or_default()
+    }
+}
+
+/// `/api/violations`'s parameters.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ViolationParams {
+    /// A page's `next`: the violations after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// Without `after`: from this time (a date, RFC 3339, or an age).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
+    /// `ocsf` (Detection Findings, the default) or `json` (as stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
 /// The overview's parameters.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct OverviewParams {
@@ -212,13 +305,16 @@ pub struct OverviewParams {
 /// The hosts page's parameters.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct HostParams {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_page: Option<String>,
     /// `1`: only hosts that stopped reporting.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale: Option<String>,
+    /// `csv`: every host as CSV.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 /// A session page's parameters.
@@ -241,7 +337,7 @@ mod tests {
             "from=2026-11-20&to=2026-11-20&user=alice&repo=&host=&sort=bytes&order=asc&page=2",
         )
         .expect("params");
-        let q = p.query(NOW).expect("query");
+        let q = p.query(NOW, 0).expect("query");
         assert_eq!(q.from_ms, Some(NOW - 86_400_000 - 5 * 3_600_000));
         assert_eq!(
             q.to_ms,
@@ -259,14 +355,14 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            age.query(NOW).expect("age").from_ms,
+            age.query(NOW, 0).expect("age").from_ms,
             Some(NOW - 7 * 86_400_000)
         );
     }
 
     #[test]
     fn bad_parameters_are_named() {
-        let bad = |p: SessionParams| p.query(NOW).expect_err("bad").to_string();
+        let bad = |p: SessionParams| p.query(NOW, 0).expect_err("bad").to_string();
         assert!(
             bad(SessionParams {
                 from: Some("yesterday-ish".into()),

@@ -146,6 +146,17 @@ pub fn summary(
     }
 }
 
+/// A daemon's heartbeat (it had nothing else to send).
+pub fn heartbeat() -> LogRecord {
+    LogRecord {
+        time_unix_nano: T0_NS,
+        observed_time_unix_nano: T0_NS,
+        event_name: otlp::HEARTBEAT_EVENT.to_owned(),
+        severity_number: otlp::severity::INFO,
+        ..Default::default()
+    }
+}
+
 /// An event record with `body` (an audit-log event, `kind` included).
 pub fn event(
     host_name: &str,
@@ -155,7 +166,12 @@ pub fn event(
     ts_ns: u64,
     body: Value,
 ) -> LogRecord {
-    let kind = body["kind"].as_str().unwrap_or("exec").to_owned();
+    // An OCSF body names its kind in metadata.event_code.
+    let kind = body["kind"]
+        .as_str()
+        .or_else(|| body["metadata"]["event_code"].as_str())
+        .unwrap_or("exec")
+        .to_owned();
     let mut attributes = common(host_name, spool, seq, session);
     attributes.push(otlp::kv(attr::EVENT_KIND, kind.clone()));
     if let Some(rule) = body.get("rule").and_then(Value::as_str) {

@@ -1,7 +1,10 @@
 //! The audit trail: one JSON event per line (schema in docs/events.md) to stdout
-//! or a file, flushed after every batch the daemon drains.
+//! or a file, flushed after every batch the daemon drains. With `[audit] format =
+//! "ocsf"` each event is written as its OCSF records instead (an activity, and a
+//! Detection Finding after a violation: guard_common::ocsf), from which `guard
+//! events --log` reads the same events back.
 
-use guard_common::protocol::EventLine;
+use guard_common::{ocsf, protocol::EventLine};
 use std::{
     fs::OpenOptions,
     io::{BufWriter, Write},
@@ -28,6 +31,35 @@ pub enum Error {
 pub struct Sink {
     out: BufWriter<Box<dyn Write + Send>>,
     target: String,
+    /// Set: events are written as OCSF records of this host.
+    ocsf: Option<OcsfHost>,
+}
+
+/// The host OCSF records name as their `device`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OcsfHost {
+    pub hostname: String,
+    pub host_uid: Option<String>,
+}
+
+impl OcsfHost {
+    /// This host: its name and machine id.
+    pub fn this() -> Self {
+        let facts = crate::export::host::facts("", "", Vec::new(), &[]);
+        Self {
+            hostname: facts.name,
+            host_uid: (!facts.id.is_empty()).then_some(facts.id),
+        }
+    }
+
+    /// The context of its records.
+    pub fn context(&self) -> ocsf::Context<'_> {
+        ocsf::Context {
+            hostname: &self.hostname,
+            host_uid: self.host_uid.as_deref(),
+            product_version: env!("CARGO_PKG_VERSION"),
+        }
+    }
 }
 
 impl Sink {
@@ -51,11 +83,43 @@ impl Sink {
         Ok(Self {
             out: BufWriter::with_capacity(1 << 16, out),
             target: target.display().to_string(),
+            ocsf: None,
         })
+    }
+
+    /// Writes events as guard's lines (`None`) or as OCSF records of `host`.
+    pub fn set_ocsf(&mut self, host: Option<OcsfHost>) {
+        self.ocsf = host;
+    }
+
+    /// Whether events are written as OCSF records.
+    pub fn is_ocsf(&self) -> bool {
+        self.ocsf.is_some()
+    }
+
+    /// Writes the OCSF records of an event (its JSON object), one a line.
+    fn write_ocsf(&mut self, event: &serde_json::Value) -> Result<(), Error> {
+        let Some(host) = &self.ocsf else {
+            return Ok(());
+        };
+        for record in ocsf::records(event, &host.context()) {
+            serde_json::to_writer(&mut self.out, &record)
+                .map_err(std::io::Error::from)
+                .and_then(|()| self.out.write_all(b"\n"))
+                .map_err(|source| Error::Write {
+                    target: self.target.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// Serialises an event into the buffer, one line.
     pub fn write_event(&mut self, ev: &EventLine) -> Result<(), Error> {
+        if self.ocsf.is_some() {
+            let v = serde_json::to_value(ev).unwrap_or_default();
+            return self.write_ocsf(&v);
+        }
         serde_json::to_writer(&mut self.out, ev)
             .map_err(std::io::Error::from)
             .and_then(|()| self.out.write_all(b"\n"))
@@ -67,6 +131,12 @@ impl Sink {
 
     /// Writes an already serialised event, one line.
     pub fn write_line(&mut self, line: &str) -> Result<(), Error> {
+        if self.ocsf.is_some() {
+            // Not JSON (a writer's bug): kept as it is rather than lost.
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                return self.write_ocsf(&v);
+            }
+        }
         self.out
             .write_all(line.as_bytes())
             .and_then(|()| self.out.write_all(b"\n"))

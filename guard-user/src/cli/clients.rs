@@ -130,6 +130,39 @@ pub fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The export's line of `guard status`: its state, what waits, what was sent and
+/// dropped, and when the endpoint last took a batch.
+fn export_text(x: &guard_common::protocol::ExportStatus) -> String {
+    let state = match &x.last_error {
+        Some(e) => format!("{} ({e})", x.state),
+        None => x.state.clone(),
+    };
+    let dropped: u64 = x.dropped.values().sum();
+    let dropped = if dropped == 0 {
+        "0".to_owned()
+    } else {
+        let parts: Vec<String> = x
+            .dropped
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        format!("{dropped} ({})", parts.join(", "))
+    };
+    format!(
+        "{state} to {}; pending {}, spool {} ({}), sent {} ({}), {} retries, dropped {dropped}, \
+         last success {}",
+        x.endpoint,
+        x.pending,
+        x.spool_records,
+        human_bytes(x.spool_bytes),
+        x.sent_records,
+        human_bytes(x.sent_bytes),
+        x.retries,
+        x.last_success.as_deref().unwrap_or("never"),
+    )
+}
+
 /// `guard status` for people.
 fn status_text(s: &Status) -> String {
     let mut out = String::new();
@@ -193,6 +226,9 @@ fn status_text(s: &Status) -> String {
             s.programs.len()
         ),
     );
+    if let Some(x) = &s.export {
+        line(&mut out, "export", export_text(x));
+    }
     if let Some(l) = s.kill_latency_us {
         line(
             &mut out,
@@ -211,13 +247,20 @@ fn status_text(s: &Status) -> String {
         );
     }
     out.push_str("enforcement:\n");
+    // The longest action's width (`route_open_by_handle_at`), so the tiers line up.
+    let width = s
+        .enforcement
+        .iter()
+        .map(|e| e.action.len())
+        .max()
+        .unwrap_or(0);
     for e in &s.enforcement {
         out.push_str(&format!(
-            "  {:<20} {:<16} {}\n",
+            "  {:<width$} {:<16} {}\n",
             e.action, e.tier, e.guarantee
         ));
         if let Some(why) = &e.fallback_reason {
-            out.push_str(&format!("  {:<20} {:<16} ({why})\n", "", ""));
+            out.push_str(&format!("  {:<width$} {:<16} ({why})\n", "", ""));
         }
     }
     out
@@ -229,14 +272,26 @@ pub fn kill(socket: &Path, session: Option<String>, pid: Option<u32>) -> anyhow:
     Ok(())
 }
 
+/// How `guard events` writes each event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum EventFormat {
+    /// One line for people.
+    Human,
+    /// guard's event lines (docs/events.md).
+    Json,
+    /// OCSF 1.7 records.
+    Ocsf,
+}
+
 pub fn events(
     socket: &Path,
     session: Option<String>,
     kinds: Vec<String>,
-    json: bool,
+    format: EventFormat,
 ) -> anyhow::Result<()> {
     let mut lines = client::subscribe(socket, &Request::Subscribe { session, kinds })?;
     let stdout = std::io::stdout();
+    let host = crate::audit::OcsfHost::this();
     let mut line = String::new();
     loop {
         line.clear();
@@ -248,17 +303,111 @@ pub fn events(
             anyhow::bail!("the daemon closed the stream");
         }
         let mut out = stdout.lock();
-        let written = if json {
-            out.write_all(line.as_bytes())
-        } else {
-            match serde_json::from_str::<EventLine>(&line) {
-                Ok(ev) => writeln!(out, "{}", human(&ev)),
-                Err(_) => out.write_all(line.as_bytes()),
-            }
-        };
+        let written = render(line.trim_end(), format, &host)
+            .iter()
+            .try_for_each(|l| writeln!(out, "{l}"));
         if written.and_then(|()| out.flush()).is_err() {
             return Ok(()); // reader went away (e.g. piped into head)
         }
+    }
+}
+
+/// `guard events --log FILE`: the events of an audit log, written as guard's lines or
+/// as OCSF records (each line read as what it is), filtered and written in `format`.
+pub fn events_of_log(
+    path: &Path,
+    session: Option<String>,
+    kinds: Vec<String>,
+    format: EventFormat,
+) -> anyhow::Result<()> {
+    let input: Box<dyn BufRead> = if path == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+        ))
+    };
+    let host = crate::audit::OcsfHost::this();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for (n, line) in input.lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Some(event) =
+            native(&line).with_context(|| format!("{}:{}: not an event", path.display(), n + 1))?
+        else {
+            // A Detection Finding: it repeats its activity's violation.
+            if format == EventFormat::Ocsf && session.is_none() && kinds.is_empty() {
+                writeln!(out, "{line}").ok();
+            }
+            continue;
+        };
+        let kind = event.get("kind").and_then(serde_json::Value::as_str);
+        if !kinds.is_empty() && !kinds.iter().any(|k| Some(k.as_str()) == kind) {
+            continue;
+        }
+        if let Some(s) = &session
+            && event.get("session").and_then(serde_json::Value::as_str) != Some(s.as_str())
+        {
+            continue;
+        }
+        let text = if guard_common::ocsf::is_ocsf(&serde_json::from_str(&line)?) {
+            line_text(&event)
+        } else {
+            line // guard's own line, as it was written
+        };
+        let written = render(&text, format, &host)
+            .iter()
+            .try_for_each(|l| writeln!(out, "{l}"));
+        if written.is_err() {
+            return Ok(()); // reader went away
+        }
+    }
+    Ok(())
+}
+
+/// The event a line of an audit log holds: a guard event line as it is, an OCSF
+/// activity record read back; `None` for a Detection Finding.
+pub fn native(line: &str) -> anyhow::Result<Option<serde_json::Value>> {
+    let v: serde_json::Value = serde_json::from_str(line).context("not JSON")?;
+    if !v.is_object() {
+        anyhow::bail!("not a JSON object");
+    }
+    if guard_common::ocsf::is_ocsf(&v) {
+        return Ok(guard_common::ocsf::event_of(&v)?);
+    }
+    Ok(Some(v))
+}
+
+/// An event as the daemon writes its line: the fields in `EventLine`'s order when
+/// this client knows every one of them, else as they are.
+pub fn line_text(event: &serde_json::Value) -> String {
+    if let Ok(line) = serde_json::from_value::<EventLine>(event.clone())
+        && serde_json::to_value(&line).ok().as_ref() == Some(event)
+        && let Ok(text) = serde_json::to_string(&line)
+    {
+        return text;
+    }
+    event.to_string()
+}
+
+/// An event line (guard's JSON) as `format` writes it: one line, or its OCSF records.
+fn render(line: &str, format: EventFormat, host: &crate::audit::OcsfHost) -> Vec<String> {
+    match format {
+        EventFormat::Json => vec![line.to_owned()],
+        EventFormat::Human => vec![match serde_json::from_str::<EventLine>(line) {
+            Ok(ev) => human(&ev),
+            Err(_) => line.to_owned(),
+        }],
+        EventFormat::Ocsf => match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(v) => guard_common::ocsf::records(&v, &host.context())
+                .iter()
+                .map(serde_json::Value::to_string)
+                .collect(),
+            Err(_) => vec![line.to_owned()],
+        },
     }
 }
 
@@ -519,6 +668,55 @@ mod tests {
         );
     }
 
+    /// The audit log written as OCSF reads back, through `guard events --log`'s
+    /// reader, as the very lines the native log has.
+    #[test]
+    fn an_ocsf_audit_log_reads_back_as_the_native_one() {
+        use crate::audit::{OcsfHost, Sink};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (native_path, ocsf_path) = (dir.path().join("native"), dir.path().join("ocsf"));
+        let mut plain = Sink::open(&native_path).expect("open");
+        let mut ocsf = Sink::open(&ocsf_path).expect("open");
+        ocsf.set_ocsf(Some(OcsfHost {
+            hostname: "build-01".into(),
+            host_uid: Some("0123456789abcdef0123456789abcdef".into()),
+        }));
+        let lines = [
+            r#"{"schema":2,"ts":"2026-11-21T05:42:36.688345123Z","session":"000000f27677c8c0","pid":42,"ppid":1,"tid":42,"comm":"cat","role":"tool","uid":1000,"user":"dev","cgroup_id":9,"container":null,"kind":"open","path":"/root/.ssh/id_rsa","path_resolved":true,"path_truncated":false,"access":["read"],"flags":0,"call":"openat","result":"ok","fd":3,"rule":"ssh-keys","action":"kill","outcome":"killed","alert":true,"rules":["ssh-keys"],"secret":true}"#,
+            r#"{"schema":2,"ts":"2026-11-21T05:42:37Z","session":"000000f27677c8c0","pid":43,"ppid":42,"tid":43,"comm":"curl","role":"tool","uid":1000,"user":"dev","cgroup_id":9,"container":null,"kind":"connect","addr":"203.0.113.9","port":443,"proto":"tcp","family":"ipv4","result":"EPERM","errno":1,"rule":"network.egress","action":"deny","outcome":"denied","alert":true,"rules":["network.egress"]}"#,
+            r#"{"schema":2,"ts":"2026-11-21T05:42:38Z","kind":"lost","by_kind":{"open":3},"total":3}"#,
+        ];
+        for l in lines {
+            let ev: EventLine = serde_json::from_str(l).expect("an event line");
+            plain.write_event(&ev).expect("write");
+            ocsf.write_line(l).expect("write");
+        }
+        plain.flush().expect("flush");
+        ocsf.flush().expect("flush");
+        let written = std::fs::read_to_string(&ocsf_path).expect("read");
+        assert_eq!(
+            written.lines().count(),
+            5,
+            "3 activities, 2 findings:\n{written}"
+        );
+        let back: Vec<String> = written
+            .lines()
+            .filter_map(|l| native(l).expect("a record"))
+            .map(|e| line_text(&e))
+            .collect();
+        let expected: Vec<String> = std::fs::read_to_string(&native_path)
+            .expect("read")
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(back, expected);
+        assert_eq!(
+            back,
+            lines.map(str::to_owned),
+            "the daemon's lines, as written"
+        );
+    }
+
     #[test]
     fn human_bytes_are_short() {
         assert_eq!(human_bytes(0), "0B");
@@ -543,5 +741,32 @@ mod tests {
         assert!(text.contains("policy         ci (observe)"), "{text}");
         assert!(text.contains("lost           0\n"), "{text}");
         assert!(text.contains("(BPF-LSM unavailable)"), "{text}");
+        assert!(!text.contains("export"), "no export configured: {text}");
+    }
+
+    #[test]
+    fn status_for_people_shows_the_export() {
+        let s: Status = serde_json::from_value(serde_json::json!({
+            "events_total": 3, "events_per_second": 0.0, "lost": {"open": 0},
+            "cpu_seconds": 0.5, "rss_bytes": 1048576, "programs": ["a"], "attachments": 1,
+            "attachments_expected": 1, "subscribers": 0, "policy": "ci", "mode": "enforce",
+            "user_space_rules": [], "kill_latency_us": null, "enforcement": [],
+            "export": {"endpoint": "https://fleet:4318/v1/logs", "state": "retrying",
+                       "pending": 2, "spool_records": 7, "spool_bytes": 5120,
+                       "sent_records": 100, "sent_bytes": 2048, "retries": 3,
+                       "dropped": {"queue_full": 0, "spool_full_events": 5, "rejected": 1},
+                       "last_error": "connection refused",
+                       "last_success": "2026-11-26T10:00:00Z"}
+        }))
+        .expect("status");
+        let text = status_text(&s);
+        assert!(
+            text.contains(
+                "export         retrying (connection refused) to https://fleet:4318/v1/logs; \
+                 pending 2, spool 7 (5.0Ki), sent 100 (2.0Ki), 3 retries, dropped 6 \
+                 (rejected 1, spool_full_events 5), last success 2026-11-26T10:00:00Z\n"
+            ),
+            "{text}"
+        );
     }
 }

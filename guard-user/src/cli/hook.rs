@@ -75,3 +75,67 @@ pub fn run(agent: &str, socket: &Path) -> anyhow::Result<()> {
     println!("{out}");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use guard_common::protocol::{Action, Outcome, Stop};
+
+    use super::message;
+
+    /// The text between `open` and the next fence after it, in `docs`.
+    fn block<'d>(docs: &'d str, open: &str) -> &'d str {
+        let start = docs.find(open).map(|at| at + open.len()).expect(open);
+        let end = docs[start..].find("\n```").expect("a closing fence");
+        &docs[start..start + end]
+    }
+
+    /// docs/agents.md shows the hook as Codex's hooks file takes it, and what the
+    /// model reads as `message` writes it.
+    #[test]
+    fn the_docs_show_the_hook_and_its_message_as_they_are() {
+        let docs = include_str!("../../../docs/agents.md");
+        let (_, section) = docs
+            .split_once("## Telling the agent what guard stopped: `guard hook`")
+            .expect("docs/agents.md has the guard hook section");
+        let hooks: serde_json::Value =
+            serde_json::from_str(block(section, "```json\n")).expect("hooks.json is JSON");
+        let hook = &hooks["hooks"]["PostToolUse"][0]["hooks"][0];
+        assert_eq!(hook["type"], "command", "{hooks}");
+        assert!(
+            hook["command"]
+                .as_str()
+                .is_some_and(|c| c.ends_with("guard hook codex")),
+            "{hooks}"
+        );
+        let stop =
+            |what: &str, comm: &str, pid, rule: &str, description: Option<&str>, outcome| Stop {
+                ts: String::new(),
+                pid,
+                comm: comm.to_owned(),
+                what: what.to_owned(),
+                rule: rule.to_owned(),
+                description: description.map(str::to_owned),
+                action: Action::Kill,
+                outcome,
+            };
+        let stops = [
+            stop(
+                "open /home/alice/.ssh/id_rsa",
+                "cat",
+                4242,
+                "ssh-keys",
+                Some("SSH keys and .env files"),
+                Outcome::Killed,
+            ),
+            stop(
+                "connect 169.254.169.254:80",
+                "curl",
+                4250,
+                "cloud-metadata",
+                None,
+                Outcome::Denied,
+            ),
+        ];
+        assert_eq!(message(&stops), block(section, "```text\n"));
+    }
+}

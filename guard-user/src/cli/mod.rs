@@ -136,9 +136,18 @@ pub enum Cmd {
         /// Only events of this kind (repeatable).
         #[arg(long = "kind", value_name = "KIND")]
         kinds: Vec<String>,
-        /// JSON lines instead of the human-readable form.
-        #[arg(long)]
+        /// JSON lines instead of the human-readable form (`--format json`).
+        #[arg(long, conflicts_with = "format")]
         json: bool,
+        /// `human`, `json` (guard's event lines, docs/events.md) or `ocsf` (OCSF 1.7
+        /// records: an activity per event, a Detection Finding after a violation).
+        #[arg(long, value_enum)]
+        format: Option<crate::cli::clients::EventFormat>,
+        /// Read this audit log (`-`: standard input) instead of the daemon's
+        /// stream, written as guard's lines or as OCSF (`[audit] format`); stops at
+        /// its end.
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
     },
     /// The daemon's health: event rate, lost events, CPU and memory, programs, and
     /// how each action is enforced on this kernel.

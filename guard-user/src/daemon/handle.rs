@@ -247,8 +247,7 @@ impl Daemon {
         let detail = Detail::PolicyLoaded {
             name: policy.name.clone(),
             mode: policy.mode,
-            // The policy's own `[[rule]]`s; the rules of its settings come on top.
-            rules: policy.own_rules().count(),
+            rules: policy.own_rules(),
             kernel_entries: rules.paths.len() + rules.nets.len() + rules.taint_nets.len(),
             identity: self.pipe.identity.summary(),
             user_space_rules: judge.user_space_rules(),
@@ -364,6 +363,7 @@ impl Daemon {
         if let Some(s) = &mut self.pipe.spawners {
             s.configure(self.pipe.judge.policy());
         }
+        self.set_audit_format();
         if export_changed {
             self.start_export();
         } else if let Some(export) = &self.out.export {
@@ -430,6 +430,16 @@ impl Daemon {
             Err(e) => {
                 tracing::error!("the export cannot start (events stay in the audit log): {e:#}")
             }
+        }
+    }
+
+    /// Writes the audit log in the format the policy asks for (`[audit] format`).
+    pub(super) fn set_audit_format(&mut self) {
+        let ocsf = self.pipe.judge.policy().audit.format == crate::policy::model::Schema::Ocsf;
+        if ocsf != self.out.sink.is_ocsf() {
+            self.out
+                .sink
+                .set_ocsf(ocsf.then(crate::audit::OcsfHost::this));
         }
     }
 

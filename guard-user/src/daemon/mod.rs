@@ -215,6 +215,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         export_token_file: opts.export_token_file.clone(),
         state_dir: opts.state_dir.clone(),
     };
+    d.set_audit_format();
     d.start_export();
     d.policy_loaded(&warnings)?;
     d.check_attached();

@@ -115,12 +115,14 @@ impl Outputs {
         }
     }
 
-    /// The export's periodic summaries of running sessions (on the daemon's beat).
+    /// The export's periodic summaries of running sessions, and its heartbeat
+    /// when there was nothing to send (on the daemon's beat).
     pub fn summaries_due(&mut self) {
-        if self.export.is_none() {
+        let Some(export) = &self.export else {
             return;
-        }
+        };
         let every = self.summary_every;
+        export.heartbeat_due(every);
         for session in self.ledgers.running() {
             let due = self
                 .summary_at
@@ -446,8 +448,7 @@ impl Pipeline {
         let netns = match (&ev.detail, &ev.confinement) {
             (Detail::Exec { .. }, Some(c)) => c.net_ns,
             (Detail::Connect { port: 53, .. } | Detail::Send { port: 53, .. }, _)
-                if ev.enforced & guard_common::rules::enforced::DENIED != 0
-                    && !ev.via_resolver =>
+                if ev.enforced & guard_common::rules::enforced::DENIED != 0 && !ev.via_resolver =>
             {
                 0
             }

@@ -31,7 +31,11 @@ const SCAN_EVERY: Duration = Duration::from_secs(5);
 fn program_of(pid: u32) -> (Option<String>, Option<String>) {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
-        .map(|p| p.to_string_lossy().trim_end_matches(" (deleted)").to_owned());
+        .map(|p| {
+            p.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_owned()
+        });
     let name = exe
         .as_deref()
         .and_then(|e| e.rsplit('/').next())
@@ -98,8 +102,9 @@ fn owner_of(inode: u64, pids: Option<&[u32]>) -> Option<u32> {
         procfs::process::Process::new(*pid as i32)
             .and_then(|p| p.fd())
             .is_ok_and(|fds| {
-                fds.filter_map(Result::ok)
-                    .any(|fd| matches!(fd.target, procfs::process::FDTarget::Socket(i) if i == inode))
+                fds.filter_map(Result::ok).any(
+                    |fd| matches!(fd.target, procfs::process::FDTarget::Socket(i) if i == inode),
+                )
             })
     })
 }

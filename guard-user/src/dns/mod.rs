@@ -124,7 +124,9 @@ impl Resolvers {
         if policy.dns.resolver
             && let Err(why) = &self.tier
         {
-            tracing::warn!("guard's resolver cannot run here: {why}; sessions' DNS goes where it was sent");
+            tracing::warn!(
+                "guard's resolver cannot run here: {why}; sessions' DNS goes where it was sent"
+            );
         }
         let refusing = policy.mode == Mode::Enforce
             && matches!(policy.dns.unknown, Some(Action::Deny | Action::Kill));
@@ -217,7 +219,10 @@ impl Resolvers {
                     pid = space.pid,
                     "guard's resolver cannot start in this network namespace: {e}"
                 );
-                (State::Failed(Instant::now()), None)
+                // No port: the kernel treats the namespace as one with no resolver
+                // (the policy's refusal or pass), and stops waking the daemon for
+                // each exec there.
+                (State::Failed(Instant::now()), Some(DnsStub::default()))
             }
         };
         space.state = state;

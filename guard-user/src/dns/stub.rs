@@ -127,10 +127,15 @@ impl Stub {
         shared: Arc<Shared>,
         upstreams: Vec<SocketAddr>,
     ) -> io::Result<Stub> {
-        let v4 = ns.run(|| bind_pair(IpAddr::V4(Ipv4Addr::LOCALHOST))).await?;
+        let v4 = ns
+            .run(|| bind_pair(IpAddr::V4(Ipv4Addr::LOCALHOST)))
+            .await?;
         // A namespace without IPv6 on its loopback has no IPv6 resolver: the kernel
         // refuses IPv6 DNS there (or lets it through, as the policy says).
-        let v6 = ns.run(|| bind_pair(IpAddr::V6(Ipv6Addr::LOCALHOST))).await.ok();
+        let v6 = ns
+            .run(|| bind_pair(IpAddr::V6(Ipv6Addr::LOCALHOST)))
+            .await
+            .ok();
         let ctx = Arc::new(Ctx {
             ns,
             shared,
@@ -225,7 +230,11 @@ async fn write_framed(stream: &mut TcpStream, msg: &[u8]) -> io::Result<()> {
 
 /// A reply to `query` with no answers and response code `code`.
 fn reply(query: &Message, code: ResponseCode) -> Option<Vec<u8>> {
-    let mut m = Message::new(query.metadata.id, MessageType::Response, query.metadata.op_code);
+    let mut m = Message::new(
+        query.metadata.id,
+        MessageType::Response,
+        query.metadata.op_code,
+    );
     m.metadata.recursion_desired = query.metadata.recursion_desired;
     m.metadata.recursion_available = true;
     m.metadata.response_code = code;

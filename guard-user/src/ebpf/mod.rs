@@ -29,8 +29,8 @@ use guard_common::{
 };
 
 pub use self::agents::{AgentPrograms, agent_programs};
-pub use self::dns::{DelegationMaps, DnsMaps, StubPeers};
 use self::agents::{protect_pins, register_self, replace_keys, replace_programs};
+pub use self::dns::{DelegationMaps, DnsMaps, StubPeers};
 use self::pins::{Links, PinDir, Swaps};
 pub use self::rules::RuleTables;
 pub use self::state::{Lost, Resumed, lost_of};

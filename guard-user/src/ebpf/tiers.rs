@@ -472,9 +472,8 @@ fn routes(probe: &Probe, lsm_why: &Option<String>) -> Vec<ActionTier> {
                tp_route: u32,
                denied: &str,
                killed: &str| {
-        let fallback_lsm = lsm_route
-            .and_then(|_| lsm_why.clone())
-            .map(|w| format!("BPF-LSM unavailable: {w}"));
+        // `lsm_why` says "BPF-LSM unavailable: …" already.
+        let fallback_lsm = lsm_route.and_then(|_| lsm_why.clone());
         let (tier, guarantee, fallback) = match (lsm_route.is_some_and(lsm), tp(tp_route)) {
             (true, _) => (Some(Tier::BpfLsmDeny), denied.to_owned(), None),
             (false, Ok(())) => (Some(Tier::TracepointKill), killed.to_owned(), fallback_lsm),
@@ -639,6 +638,51 @@ mod tests {
     }
 
     use super::*;
+
+    /// docs/events.md's table of `enforcement` rows (under `policy_loaded`) names
+    /// every row the daemon writes, and no other.
+    #[test]
+    fn the_docs_name_every_enforcement_row() {
+        let docs = include_str!("../../../docs/events.md");
+        let mut documented = std::collections::BTreeSet::new();
+        let mut inside = false;
+        for line in docs.lines() {
+            if line.starts_with("| action | what it is about |") {
+                inside = true;
+            } else if inside && line.starts_with("| `") {
+                documented.extend(line.split('`').nth(1));
+            } else if inside && !line.starts_with('|') {
+                break;
+            }
+        }
+        let e = Enforcement::from_probe(&probe(Ok(()), Ok(())));
+        let rows: std::collections::BTreeSet<String> =
+            e.rows().into_iter().map(|r| r.action).collect();
+        assert_eq!(
+            documented,
+            rows.iter().map(String::as_str).collect(),
+            "docs/events.md's enforcement rows"
+        );
+    }
+
+    /// Without BPF-LSM, each row that falls back says why once.
+    #[test]
+    fn a_fallback_says_why_once() {
+        let e = Enforcement::from_probe(&probe(Err("no BTF".into()), Err("no BTF".into())));
+        let mut fallbacks = 0;
+        for r in e.rows() {
+            if let Some(why) = &r.fallback_reason {
+                fallbacks += 1;
+                assert!(
+                    why.matches("unavailable").count() <= 1,
+                    "{}: {why}",
+                    r.action
+                );
+                assert!(why.matches("no BTF").count() <= 1, "{}: {why}", r.action);
+            }
+        }
+        assert!(fallbacks >= 5, "{:?}", e.rows());
+    }
 
     fn probe(lsm: Result<(), String>, paths: Result<(), String>) -> Probe {
         Probe {

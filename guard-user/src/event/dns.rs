@@ -229,7 +229,10 @@ pub(crate) mod tests {
         assert!(cut.ends_with(".t.attacker.example"), "{cut}");
         assert!(!cut.contains("aaaa") && !cut.contains("bbbb"), "{cut}");
         let kept = ".t.attacker.example".len();
-        assert_eq!(cut, format!("…({} characters cut).t.attacker.example", name.len() - kept));
+        assert_eq!(
+            cut,
+            format!("…({} characters cut).t.attacker.example", name.len() - kept)
+        );
         // One long label: nothing of it is kept.
         let one = "c".repeat(70);
         assert_eq!(cut_name(&one), Some("…(70 characters cut)".to_owned()));

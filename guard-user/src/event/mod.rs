@@ -13,6 +13,10 @@ pub mod names;
 pub mod redact;
 pub mod via;
 
+/// docs/events.md held to the lines' types.
+#[cfg(test)]
+mod docs_tests;
+
 pub use self::json::rfc3339;
 
 use std::{net::IpAddr, sync::Arc};

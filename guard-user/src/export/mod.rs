@@ -112,6 +112,8 @@ impl Stats {
 enum Item {
     Event(Arc<str>),
     Summary(serde_json::Value, SummaryMeta),
+    /// The daemon is alive and had nothing else to send (docs/export.md).
+    Heartbeat,
 }
 
 /// The running export: the daemon's handle on it.
@@ -128,6 +130,8 @@ pub struct Exporter {
     /// Summaries: how many of each session were sent (their `seq`).
     summaries: std::collections::HashMap<String, u64>,
     summary_items: usize,
+    /// When something was last offered (a heartbeat goes when nothing was).
+    last_offer: Mutex<Instant>,
 }
 
 impl Exporter {
@@ -154,6 +158,7 @@ impl Exporter {
             .dropped_spool_summaries
             .store(held.dropped_summaries, Ordering::Relaxed);
         let host = Arc::new(Mutex::new(host));
+        let ocsf = config.schema == crate::policy::model::Schema::Ocsf;
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let wake = Arc::new(tokio::sync::Notify::new());
         let writer = {
@@ -165,7 +170,7 @@ impl Exporter {
             );
             std::thread::Builder::new()
                 .name("guard-export".to_owned())
-                .spawn(move || write_loop(&rx, &spool, &stats, &host, &wake))
+                .spawn(move || write_loop(&rx, &spool, &stats, &host, &wake, ocsf))
                 .map_err(|source| spool::Error::Dir {
                     path: spool_dir.to_owned(),
                     source,
@@ -210,6 +215,7 @@ impl Exporter {
             sent: Some(sent),
             summaries: Default::default(),
             summary_items: config.summary_items,
+            last_offer: Mutex::new(Instant::now()),
         })
     }
 
@@ -246,8 +252,24 @@ impl Exporter {
         self.summary_items
     }
 
+    /// Offers a heartbeat if nothing was offered for `every`: an idle host still
+    /// reports, so the fleet tells it from a host whose guard stopped.
+    pub fn heartbeat_due(&self, every: Duration) {
+        let idle = self
+            .last_offer
+            .lock()
+            .map(|at| at.elapsed() >= every)
+            .unwrap_or(true);
+        if idle {
+            self.offer(Item::Heartbeat);
+        }
+    }
+
     fn offer(&self, item: Item) {
         let Some(tx) = &self.tx else { return };
+        if let Ok(mut at) = self.last_offer.lock() {
+            *at = Instant::now();
+        }
         match tx.try_send(item) {
             Ok(()) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
@@ -310,12 +332,15 @@ impl Exporter {
     }
 }
 
+/// `ocsf`: event records carry the event's OCSF records as bodies (`[export]
+/// schema = "ocsf"`).
 fn write_loop(
     rx: &mpsc::Receiver<Item>,
     spool: &Spool,
     stats: &Stats,
     host: &Mutex<Host>,
     wake: &tokio::sync::Notify,
+    ocsf: bool,
 ) {
     loop {
         let first = match rx.recv() {
@@ -337,6 +362,7 @@ fn write_loop(
         for item in items {
             match item {
                 Item::Event(line) => match serde_json::from_str::<serde_json::Value>(&line) {
+                    Ok(v) if ocsf => events.extend(record::ocsf_events(&v, &host)),
                     Ok(v) => events.push(record::event(&v, &host)),
                     Err(e) => {
                         stats.dropped_unreadable.fetch_add(1, Ordering::Relaxed);
@@ -346,6 +372,7 @@ fn write_loop(
                 Item::Summary(report, meta) => {
                     summaries.push(record::summary(&report, &meta, &host))
                 }
+                Item::Heartbeat => events.push(record::heartbeat()),
             }
         }
         let id = spool.id();
@@ -521,4 +548,35 @@ async fn deliver(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A heartbeat goes only when nothing else was offered for the interval: an
+    /// idle daemon still reports, a busy one sends no more than it did.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_heartbeat_goes_when_nothing_else_did() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Export {
+            // Nothing listens there: records wait in the spool.
+            endpoint: Some("http://127.0.0.1:9/v1/logs".into()),
+            ..Export::default()
+        };
+        let exporter =
+            Exporter::start(&config, None, Host::default(), dir.path()).expect("an exporter");
+        let queued = || exporter.stats.queued.load(Ordering::Relaxed);
+        exporter.heartbeat_due(Duration::from_secs(60));
+        assert_eq!(queued(), 0, "just started: not idle for a minute yet");
+        exporter.heartbeat_due(Duration::ZERO);
+        assert_eq!(queued(), 1, "idle for the interval: a heartbeat");
+        exporter.offer_event("exec", &Arc::from(r#"{"kind":"exec","ts":"t"}"#));
+        exporter.heartbeat_due(Duration::from_secs(60));
+        assert_eq!(queued(), 2, "an event just went: no heartbeat");
+        let record = record::heartbeat();
+        assert_eq!(record.event_name, guard_common::otlp::HEARTBEAT_EVENT);
+        assert!(record.body.is_none(), "the resource is the news");
+        exporter.stop();
+    }
 }

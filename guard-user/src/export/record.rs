@@ -174,6 +174,39 @@ pub fn event(event: &Value, host: &Host) -> LogRecord {
     }
 }
 
+/// A heartbeat: the daemon is alive (its host is the batch's resource).
+pub fn heartbeat() -> LogRecord {
+    let now = now_ns();
+    LogRecord {
+        time_unix_nano: now,
+        observed_time_unix_nano: now,
+        severity_number: severity::INFO,
+        severity_text: "INFO".to_owned(),
+        event_name: otlp::HEARTBEAT_EVENT.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// An audit-log event as log records whose bodies are its OCSF records (`[export]
+/// schema = "ocsf"`): the activity, and a Detection Finding after a violation. Each
+/// has the event's attributes; a receiver that wants guard's own event reads it
+/// back from the activity (guard_common::ocsf::event_of), as the fleet server does.
+pub fn ocsf_events(ev: &Value, host: &Host) -> Vec<LogRecord> {
+    let native = event(ev, host);
+    let ctx = guard_common::ocsf::Context {
+        hostname: &host.name,
+        host_uid: (!host.id.is_empty()).then_some(host.id.as_str()),
+        product_version: env!("CARGO_PKG_VERSION"),
+    };
+    guard_common::ocsf::records(ev, &ctx)
+        .iter()
+        .map(|r| LogRecord {
+            body: Some(otlp::json_to_any(r)),
+            ..native.clone()
+        })
+        .collect()
+}
+
 /// What a summary says about its session beyond the report.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SummaryMeta {
@@ -290,6 +323,17 @@ mod tests {
         assert_eq!(get_str(a, attr::OUTCOME), Some("killed"));
         let body = otlp::body_json(&r);
         assert_eq!(body, ev, "the body is the event as written");
+        let ocsf = ocsf_events(&ev, &host());
+        assert_eq!(ocsf.len(), 2, "the activity, and the kill's finding");
+        assert_eq!(otlp::body_json(&ocsf[1])["class_uid"], 2004);
+        let activity = otlp::body_json(&ocsf[0]);
+        assert!(guard_common::ocsf::is_ocsf(&activity), "{activity}");
+        assert_eq!(
+            guard_common::ocsf::event_of(&activity).expect("an activity"),
+            Some(ev.clone()),
+            "the OCSF body carries the event"
+        );
+        assert_eq!(ocsf[0].attributes, r.attributes, "the same attributes");
         let encoded = encode_with_id(r, 7, 9);
         use prost::Message as _;
         let back = LogRecord::decode(encoded.as_slice()).expect("decodes");

@@ -26,7 +26,12 @@
 //! | `guard_program_run_time_seconds_total` | counter | `program` |
 //! | `guard_program_runs_total` | counter | `program` |
 //! | `guard_programs_attached`, `guard_programs_expected` | gauge | |
+//! | `guard_identity_opens_total` | counter | `result` (`matched`, `unknown`) |
+//! | `guard_export_records_total`, `guard_export_bytes_total`, `guard_export_dropped_total`, `guard_export_retries_total`, `guard_export_spool_records` | counter, gauge | `state`, `what`, `reason`, `endpoint` (while an export runs) |
 //! | `guard_build_info` | info | `version` |
+//!
+//! docs/deploy.md's table is the users' list; a test holds it (and every metric the
+//! docs name) to what `render` writes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -193,7 +198,7 @@ impl Collector for KernelCollector {
                 &mut encoder,
                 "guard_export_dropped",
                 "Records that will never reach the export endpoint, by reason (queue_full, \
-                 spool_full_events, spool_full_summaries, spool_error, rejected)",
+                 spool_full_events, spool_full_summaries, spool_error, unreadable, rejected)",
                 None,
                 "reason",
                 x.dropped.iter().map(|(k, v)| (k.clone(), *v)),
@@ -490,7 +495,6 @@ impl Metrics {
         self.kernel.lock().identity = Some((matched, unknown));
     }
 
-    /// `guard_active_sessions`.
     /// guard's resolver: queries by outcome (forwarded, refused, failed, dropped)
     /// and the namespaces it runs in.
     pub fn set_resolver(&self, counts: [u64; 4], namespaces: usize) {
@@ -502,6 +506,7 @@ impl Metrics {
         self.kernel.lock().export = status;
     }
 
+    /// `guard_active_sessions`.
     pub fn set_active_sessions(&self, n: u64) {
         self.active_sessions
             .set(i64::try_from(n).unwrap_or(i64::MAX));
@@ -696,6 +701,190 @@ mod tests {
         ] {
             assert!(has_line(&text, line), "{line} in\n{text}");
         }
+    }
+
+    /// Every family, each with a sample: the rendered names and their labels.
+    fn every_metric() -> BTreeMap<String, std::collections::BTreeSet<String>> {
+        let m = Metrics::new();
+        m.event("exec");
+        m.violation("r", "kill", "killed");
+        m.set_lost("open", 1);
+        m.set_identity_opens(1, 1);
+        m.set_active_sessions(1);
+        m.session_started("codex");
+        m.agent_session("codex");
+        m.policy_reload(true);
+        m.set_program_stats("p", 1, 1);
+        m.set_attached(1, 1);
+        m.flow("other", 1, 1, true);
+        m.dns("query");
+        m.set_resolver([1, 2, 3, 4], 1);
+        m.set_export(Some(guard_common::protocol::ExportStatus {
+            endpoint: "http://x/v1/logs".into(),
+            state: "ok".into(),
+            dropped: [("queue_full".to_owned(), 1)].into_iter().collect(),
+            ..Default::default()
+        }));
+        let mut out: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+        for line in m.render().lines().filter(|l| !l.starts_with('#')) {
+            let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+            let labels = out.entry(line[..name_end].to_owned()).or_default();
+            if let Some(inside) = line[name_end..]
+                .strip_prefix('{')
+                .and_then(|l| l.split_once('}'))
+                .map(|(inside, _)| inside)
+            {
+                labels.extend(
+                    inside
+                        .split(',')
+                        .filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_owned())),
+                );
+            }
+        }
+        out
+    }
+
+    /// Names that look like metrics in the docs and are not: crates, a Vector
+    /// transform (docs/deploy.md), the C accessors of docs/kernels.md.
+    const NOT_METRICS: &[&str] = &[
+        "guard_common",
+        "guard_user",
+        "guard_fleet",
+        "guard_tests",
+        "guard_ebpf",
+        "guard_events",
+        "guard_path_walk",
+        "guard_dentry_name",
+        "guard_file_fileless",
+    ];
+
+    /// The docs (and the deployment files) name only metrics the exporter writes,
+    /// with labels it writes; docs/deploy.md's table lists every metric it writes,
+    /// with exactly its labels.
+    #[test]
+    fn the_docs_and_the_exporter_agree_on_every_metric() {
+        let metrics = every_metric();
+        // Every family the registry or the collector declares has a sample above.
+        let source = include_str!("mod.rs");
+        let code = source.split("#[cfg(test)]").next().unwrap_or(source);
+        for name in code
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| s.starts_with("guard_") && !s.contains(' '))
+        {
+            assert!(
+                metrics.keys().any(|m| m.starts_with(name)),
+                "{name} is declared and was not rendered: give it a sample in every_metric"
+            );
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files: Vec<std::path::PathBuf> = ["README.md", "BENCHMARKS.md"]
+            .iter()
+            .map(|f| root.join(f))
+            .collect();
+        let mut dirs = vec![root.join("docs"), root.join("deploy")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| {
+                    ["md", "yaml", "yml", "toml"].contains(&e.to_str().unwrap_or(""))
+                }) {
+                    files.push(path);
+                }
+            }
+        }
+        let mut wrong = Vec::new();
+        for file in files {
+            let Ok(text) = std::fs::read_to_string(&file) else {
+                continue;
+            };
+            let shown = file
+                .strip_prefix(&root)
+                .unwrap_or(&file)
+                .display()
+                .to_string();
+            let mut rest = text.as_str();
+            while let Some(at) = rest.find("guard_") {
+                let after = &rest[at..];
+                let before = rest[..at].chars().next_back();
+                rest = &after[6..];
+                if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    continue;
+                }
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                let name = &after[..end];
+                if NOT_METRICS.contains(&name) {
+                    continue;
+                }
+                // `guard_export_*`, `guard_program_*`: a prefix of some metric.
+                if name.ends_with('_') {
+                    if !metrics.keys().any(|m| m.starts_with(name)) {
+                        wrong.push(format!("{shown}: {name}* matches no metric"));
+                    }
+                    continue;
+                }
+                let Some(labels) = metrics.get(name) else {
+                    wrong.push(format!("{shown}: {name} is not a metric guard writes"));
+                    continue;
+                };
+                // `name{a,b}` or `name{a="x",b=~"y"}`: each a label it has.
+                if let Some(inside) = after[end..]
+                    .strip_prefix('{')
+                    .and_then(|l| l.split_once('}'))
+                    .map(|(inside, _)| inside)
+                {
+                    for label in inside
+                        .split(',')
+                        .map(|kv| kv.split(['=', '!']).next().unwrap_or_default().trim())
+                    {
+                        if !label.is_empty() && !labels.contains(label) {
+                            wrong.push(format!("{shown}: {name} has no label {label}"));
+                        }
+                    }
+                }
+            }
+        }
+        // The table of docs/deploy.md: every metric, its labels.
+        let deploy = std::fs::read_to_string(root.join("docs/deploy.md")).unwrap();
+        let mut table: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+        let mut inside = false;
+        for line in deploy.lines() {
+            if line.starts_with("| metric | type | labels |") {
+                inside = true;
+                continue;
+            }
+            if inside && !line.starts_with('|') {
+                break;
+            }
+            let cells: Vec<&str> = line.split('|').collect();
+            if !inside || cells.len() < 4 || !cells[1].contains('`') {
+                continue;
+            }
+            let labels: std::collections::BTreeSet<String> = cells[3]
+                .split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_owned)
+                .collect();
+            for name in cells[1].split('`').skip(1).step_by(2) {
+                table.insert(name.to_owned(), labels.clone());
+            }
+        }
+        for (name, labels) in &metrics {
+            match table.get(name) {
+                None => wrong.push(format!("docs/deploy.md's table lacks {name}")),
+                Some(documented) if documented != labels => wrong.push(format!(
+                    "docs/deploy.md's table gives {name} the labels {documented:?}, not {labels:?}"
+                )),
+                Some(_) => {}
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 
     #[test]

@@ -211,7 +211,12 @@ action = "deny"
             assert_eq!(p.decide(ok, false), Decision::Forward, "{ok}");
             assert_eq!(p.breaks(ok, false), None, "{ok}");
         }
-        for bad in ["github.com", "openai.com", "x.api.openai.com", "6578666c.evil.example"] {
+        for bad in [
+            "github.com",
+            "openai.com",
+            "x.api.openai.com",
+            "6578666c.evil.example",
+        ] {
             assert_eq!(
                 p.decide(bad, false),
                 Decision::Refuse {
@@ -237,7 +242,10 @@ action = "deny"
         assert_eq!(p.breaks("anything.example", false), Some("dns.names"));
         let p = of("[dns]\nunknown = \"deny\"\nallow = [\"ok.example\"]\n");
         assert_eq!(p.decide("ok.example", false), Decision::Forward);
-        assert!(matches!(p.decide("no.example", false), Decision::Refuse { rule: Some(_) }));
+        assert!(matches!(
+            p.decide("no.example", false),
+            Decision::Refuse { rule: Some(_) }
+        ));
     }
 
     #[test]
@@ -273,7 +281,10 @@ unknown = "log"
                 .0,
         );
         let exfil = "3a2f2f6465762f7368.6d2f6b657973.t.example";
-        assert!(matches!(ci.decide(exfil, false), Decision::Refuse { rule: Some(_) }));
+        assert!(matches!(
+            ci.decide(exfil, false),
+            Decision::Refuse { rule: Some(_) }
+        ));
         assert_eq!(ws.decide(exfil, false), Decision::Forward);
         assert_eq!(ws.breaks(exfil, false), Some("dns.names"));
         for name in ["api.openai.com", "registry.npmjs.org", "pypi.org"] {

@@ -112,23 +112,21 @@ impl Judge {
     /// verdict is made (a rule may be about the secret's presence) and before the
     /// event is written anywhere; the event then says it was redacted.
     pub fn redact(&self, ev: &mut Event) {
-        match &mut ev.detail {
-            Detail::Exec { argv, .. } => {
-                if self.redactor.argv(argv) {
-                    ev.redacted = true;
-                }
-            }
+        let redacted = match &mut ev.detail {
+            Detail::Exec { argv, .. } => self.redactor.argv(argv),
             // A name long enough to carry data (what DNS tunnelling sends) keeps
             // only its domain in anything written: the rest is what would leak.
-            Detail::Dns(d) => {
-                if let Some(name) = &mut d.name
-                    && let Some(cut) = crate::event::dns::cut_name(name)
-                {
-                    *name = cut;
-                    ev.redacted = true;
+            Detail::Dns(d) => match d.name.as_deref().and_then(crate::event::dns::cut_name) {
+                Some(cut) => {
+                    d.name = Some(cut);
+                    true
                 }
-            }
-            _ => {}
+                None => false,
+            },
+            _ => false,
+        };
+        if redacted {
+            ev.redacted = true;
         }
     }
 
@@ -219,6 +217,18 @@ impl Judge {
                     }
                 }
             }
+        }
+        // A connect or send the kernel pointed at guard's resolver reached the
+        // resolver, not `addr`: what it asks is judged by name (`dns` events, the
+        // `[dns]` rule), and the resolver forwards only where the network rules allow.
+        if ev.via_resolver && matches!(ev.detail, Detail::Connect { .. } | Detail::Send { .. }) {
+            let rules = &self.compiled.policy.rules;
+            hits.retain(|h| {
+                !matches!(
+                    rules[h.rule].kind,
+                    Kind::Network { .. } | Kind::TaintEgress { .. }
+                )
+            });
         }
         let enforced = ev.enforced;
         let by_kernel = (enforced & enforced::RULE_MASK)
@@ -793,6 +803,21 @@ mod tests {
         );
         let ev = event("curl", connect("127.0.0.1", 8080, 0), 0);
         assert_eq!(j.judge(&ev, false), None, "loopback is allowed");
+    }
+
+    #[test]
+    fn a_query_the_kernel_pointed_at_guard_s_resolver_is_no_egress() {
+        let j = workstation();
+        // The server the process asked is off the allowlist; the kernel sent the
+        // query to guard's resolver, which judges the name (a `dns` event).
+        let mut ev = event("codex", connect("203.0.113.53", 53, 0), 0);
+        assert_eq!(
+            j.judge(&ev, false).map(|v| v.rule),
+            Some("egress-allowlist".to_owned()),
+            "not redirected: egress"
+        );
+        ev.via_resolver = true;
+        assert_eq!(j.judge(&ev, false), None);
     }
 
     #[test]

@@ -423,6 +423,7 @@ mod tests {
             rules,
             export: Default::default(),
             redact: Default::default(),
+            audit: Default::default(),
         };
         Compiled::new(p, &["/root".to_owned(), "/home/ada".to_owned()]).expect("compiles")
     }

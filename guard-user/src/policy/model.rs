@@ -492,18 +492,40 @@ pub struct Policy {
     pub export: Export,
     /// What is redacted before anything is written (`[redact]`).
     pub redact: Redact,
+    /// How the audit log is written (`[audit]`).
+    pub audit: Audit,
+}
+
+/// `[audit]`: the audit log's format.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Audit {
+    pub format: Schema,
+}
+
+/// Which schema a record follows: guard's own event lines (docs/events.md), or
+/// OCSF 1.7 (docs/export.md "OCSF": an activity record per event, and a Detection
+/// Finding after each violation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Schema {
+    #[default]
+    Guard,
+    Ocsf,
 }
 
 impl Policy {
-    /// The policy's own `[[rule]]`s, without the rules its settings make
-    /// (`[sessions]`, `[taint]`, `[dns]`, `[delegation]`), which come after them.
-    pub fn own_rules(&self) -> impl Iterator<Item = &Rule> {
-        self.rules.iter().filter(|r| {
-            !matches!(
-                r.kind,
-                Kind::Route(_) | Kind::TaintEgress { .. } | Kind::Dns | Kind::Delegation
-            )
-        })
+    /// How many `[[rule]]`s the policy has of its own: `rules` less the ones its
+    /// settings make (`[sessions]`, `[taint]`, `[dns]`, `[delegation]`), which every
+    /// policy has (the count `guard policy check` prints and `policy_loaded` writes).
+    pub fn own_rules(&self) -> usize {
+        self.rules
+            .iter()
+            .filter(|r| {
+                !matches!(
+                    r.kind,
+                    Kind::Route(_) | Kind::TaintEgress { .. } | Kind::Dns | Kind::Delegation
+                )
+            })
+            .count()
     }
 }
 
@@ -619,6 +641,8 @@ pub struct Export {
     pub spool_max: u64,
     /// Extra resource attributes (`k8s.cluster.name = "…"`).
     pub resource: Vec<(String, String)>,
+    /// What an event record's body is (`schema`): the event, or its OCSF records.
+    pub schema: Schema,
 }
 
 impl Default for Export {
@@ -641,6 +665,7 @@ impl Default for Export {
             spool_dir: None,
             spool_max: 256 * 1024 * 1024,
             resource: Vec::new(),
+            schema: Schema::Guard,
         }
     }
 }

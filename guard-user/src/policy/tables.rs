@@ -759,6 +759,7 @@ mod tests {
             rules,
             export: Default::default(),
             redact: Default::default(),
+            audit: Default::default(),
         }
     }
 

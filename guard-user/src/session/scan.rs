@@ -85,7 +85,9 @@ impl<M: Membership> Adopter<'_, M> {
             return None;
         };
         self.enricher.enrich_task(&mut task);
-        let start = self.registry.start(self.id, How::Scan, self.now_ns, &task, None);
+        let start = self
+            .registry
+            .start(self.id, How::Scan, self.now_ns, &task, None);
         let mut stack = vec![root];
         while let Some(pid) = stack.pop() {
             for child in children(pid) {

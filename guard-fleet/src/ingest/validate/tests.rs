@@ -9,6 +9,9 @@ use crate::ingest::decode::{self, Encoding};
 use crate::records;
 
 const S1: &str = "00000000000000a1";
+/// The server's clock in these tests: a day after the records' (a clock before
+/// them would make every record the future).
+const NOW: i64 = records::T0_MS + 86_400_000;
 
 fn host() -> Sender {
     Sender::Host("build-01".into())
@@ -38,7 +41,7 @@ fn a_summary_becomes_a_session_row_with_its_counts() {
             records::T0_NS,
         )],
     );
-    let b = batch(&wire(&req), &host(), &limits(), 42).expect("batch");
+    let b = batch(&wire(&req), &host(), &limits(), NOW).expect("batch");
     assert_eq!(b.rejected_count(), 0, "{}", b.rejected_message());
     assert_eq!(b.hosts.len(), 1);
     let h = &b.hosts[0];
@@ -49,7 +52,9 @@ fn a_summary_becomes_a_session_row_with_its_counts() {
     let tiers: serde_json::Value =
         serde_json::from_str(h.tiers.as_deref().expect("tiers")).expect("json");
     assert_eq!(tiers["exec_deny"], "bpf_lsm");
-    assert_eq!(h.seen_ms, 42);
+    assert_eq!(h.seen_ms, NOW);
+    assert_eq!(h.clock_skew_ms, 0, "a record of a day ago: not ahead");
+    assert_eq!(h.heartbeat_ms, None);
 
     let s = &b.summaries[0];
     assert_eq!(s.session_uid, records::session_uid("build-01", S1));
@@ -69,7 +74,20 @@ fn a_summary_becomes_a_session_row_with_its_counts() {
     assert_eq!(s.started_ms, records::T0_MS);
     assert_eq!(s.ended_ms, Some(records::T0_MS + 600_000));
     assert_eq!(s.duration_ms, 600_000);
+    assert_eq!(s.host_started_ms, None);
     assert_eq!(s.commands, 3);
+    let dests: Vec<(&str, &str, i64)> = s
+        .destination_rows
+        .iter()
+        .map(|d| (d.dest.as_str(), d.class.as_str(), d.bytes_out))
+        .collect();
+    assert_eq!(
+        dests,
+        [
+            ("api.openai.com", "model", 4_000_000),
+            ("github.com", "code_host", 1_000_000)
+        ]
+    );
     assert_eq!(
         s.files_read,
         2 + 120,
@@ -124,7 +142,7 @@ fn events_are_indexed_with_a_line_and_their_rule() {
             ),
         ],
     );
-    let b = batch(&wire(&req), &host(), &limits(), 0).expect("batch");
+    let b = batch(&wire(&req), &host(), &limits(), NOW).expect("batch");
     assert_eq!(b.rejected_count(), 0, "{}", b.rejected_message());
     let texts: Vec<&str> = b.events.iter().map(|e| e.text.as_str()).collect();
     assert_eq!(
@@ -196,7 +214,7 @@ fn invalid_records_are_counted_with_reasons_and_the_rest_kept() {
             good, no_id, upper_id, no_uid, wrong_uid, foreign, bad_body, bad_state, huge, lost,
         ],
     );
-    let b = batch(&wire(&req), &host(), &limits(), 0).expect("batch");
+    let b = batch(&wire(&req), &host(), &limits(), NOW).expect("batch");
     assert_eq!(b.events.len(), 2, "the good exec and the daemon's `lost`");
     assert_eq!(b.events[1].session_uid, "", "a daemon event has no session");
     assert_eq!(b.rejected_count(), 8);
@@ -227,7 +245,7 @@ fn a_host_token_cannot_send_another_hosts_records() {
         )],
     );
     assert!(matches!(
-        batch(&req, &host(), &limits(), 0),
+        batch(&req, &host(), &limits(), NOW),
         Err(Claim::OtherHost { claimed, .. }) if claimed == "build-02"
     ));
     // One foreign resource among good ones refuses the whole request.
@@ -243,7 +261,7 @@ fn a_host_token_cannot_send_another_hosts_records() {
         )],
     );
     mixed.resource_logs.extend(req.resource_logs);
-    assert!(batch(&mixed, &host(), &limits(), 0).is_err());
+    assert!(batch(&mixed, &host(), &limits(), NOW).is_err());
 }
 
 #[test]
@@ -281,7 +299,7 @@ fn a_cluster_token_prefixes_each_resources_host() {
         r.attributes.retain(|a| a.key != attr::HOST_NAME);
     }
     req.resource_logs.extend(nameless.resource_logs);
-    let b = batch(&req, &Sender::Cluster("eu".into()), &limits(), 0).expect("batch");
+    let b = batch(&req, &Sender::Cluster("eu".into()), &limits(), NOW).expect("batch");
     let hosts: Vec<&str> = b.events.iter().map(|e| e.host.as_str()).collect();
     assert_eq!(hosts, ["eu/node-1", "eu/node-2"]);
     assert_eq!(b.hosts.len(), 2);
@@ -309,8 +327,8 @@ fn the_json_mapping_reads_the_same_request() {
         "OTLP JSON keys"
     );
     let back = decode::decode(Encoding::Json, &json).expect("decode json");
-    let from_json = batch(&back, &host(), &limits(), 0).expect("batch");
-    let from_pb = batch(&wire(&req), &host(), &limits(), 0).expect("batch");
+    let from_json = batch(&back, &host(), &limits(), NOW).expect("batch");
+    let from_pb = batch(&wire(&req), &host(), &limits(), NOW).expect("batch");
     assert_eq!(from_json, from_pb);
     assert_eq!(from_json.summaries[0].state, "running");
 }
@@ -320,4 +338,93 @@ fn event_lines_are_cut_on_a_character_boundary() {
     assert_eq!(cut("héllo", 2), "h");
     assert_eq!(cut("héllo", 3), "hé");
     assert_eq!(cut("abc", 10), "abc");
+}
+
+/// A host with `[export] schema = "ocsf"`: its events arrive as OCSF records and
+/// are indexed as the events they carry; their Detection Findings are taken, not
+/// stored twice, and not counted as rejected.
+#[test]
+fn ocsf_bodies_are_read_back_as_the_events_they_carry() {
+    let ts = records::T0_NS + 5_000_000_000;
+    let event = json!({"schema": 2, "ts": "2026-11-21T05:00:05Z", "session": S1, "pid": 7,
+        "comm": "cat", "kind": "open", "path": "/home/dev/.ssh/id_rsa", "access": ["read"],
+        "result": "EPERM", "rule": "secrets.ssh", "action": "deny", "outcome": "denied",
+        "alert": true, "rules": ["secrets.ssh"]});
+    let ctx = guard_common::ocsf::Context {
+        hostname: "build-01",
+        host_uid: None,
+        product_version: "0.1.0",
+    };
+    let ocsf = guard_common::ocsf::records(&event, &ctx);
+    assert_eq!(ocsf.len(), 2, "the open and its finding");
+    let req = records::request(
+        "build-01",
+        ocsf.iter()
+            .enumerate()
+            .map(|(i, r)| records::event("build-01", 7, 10 + i as u64, S1, ts, r.clone()))
+            .collect(),
+    );
+    let b = batch(&wire(&req), &host(), &limits(), NOW).expect("batch");
+    assert_eq!(b.rejected_count(), 0, "{}", b.rejected_message());
+    assert_eq!(b.events.len(), 1, "the finding is not a second event");
+    let e = &b.events[0];
+    assert_eq!(e.kind, "open");
+    assert_eq!(e.rule.as_deref(), Some("secrets.ssh"));
+    assert_eq!(
+        e.text,
+        "open /home/dev/.ssh/id_rsa (read) EPERM [secrets.ssh: denied]"
+    );
+    let stored: serde_json::Value = serde_json::from_str(&e.event).expect("json");
+    assert_eq!(stored, event, "the event as the host's audit log has it");
+}
+
+/// A host whose clock is three days ahead: its session is counted at its start
+/// less the skew (never after the server's now), the host's start is kept, and
+/// the host's row says how far ahead it is.
+#[test]
+fn a_host_clock_ahead_is_measured_and_its_sessions_corrected() {
+    const DAY: i64 = 86_400_000;
+    let now = records::T0_MS + 3_600_000;
+    let mut report = records::report(S1, "alice", "https://github.com/acme/app", false);
+    // The host believes it is three days later than it is.
+    let ahead = 3 * DAY;
+    let host_now_ns = ((now + ahead) * 1_000_000) as u64;
+    report.started = Some("2026-11-24T05:30:00Z".into()); // T0 + 3 d + 30 min
+    report.violations.items[0].ts = "2026-11-24T05:40:00Z".into();
+    let req = records::request(
+        "build-01",
+        vec![
+            records::summary("build-01", 7, 1, &report, 1, host_now_ns),
+            records::heartbeat(),
+        ],
+    );
+    let b = batch(&wire(&req), &host(), &limits(), now).expect("batch");
+    assert_eq!(b.rejected_count(), 0, "{}", b.rejected_message());
+    let h = &b.hosts[0];
+    assert_eq!(h.clock_skew_ms, ahead);
+    assert_eq!(h.heartbeat_ms, Some(now), "the batch held a heartbeat");
+    let s = &b.summaries[0];
+    assert_eq!(s.host_started_ms, Some(records::T0_MS + ahead + 1_800_000));
+    assert_eq!(s.started_ms, records::T0_MS + 1_800_000, "less the skew");
+    assert!(s.started_ms <= now);
+    assert_eq!(
+        s.violation_rows[0].ts_ms,
+        records::T0_MS + 2_400_000,
+        "its violations too"
+    );
+    // A host on time: nothing corrected.
+    let on_time = records::request(
+        "build-01",
+        vec![records::summary(
+            "build-01",
+            7,
+            2,
+            &records::report(S1, "a", "r", false),
+            1,
+            records::T0_NS,
+        )],
+    );
+    let b = batch(&wire(&on_time), &host(), &limits(), now).expect("batch");
+    assert_eq!(b.summaries[0].host_started_ms, None);
+    assert_eq!(b.summaries[0].started_ms, records::T0_MS);
 }

@@ -77,11 +77,13 @@ impl Checker<'_> {
                 }
             }
         }
-        delegation.spawners.extend(also.into_iter().map(|p| Spawner {
-            name: p.clone(),
-            programs: vec![p],
-            what: String::new(),
-        }));
+        delegation
+            .spawners
+            .extend(also.into_iter().map(|p| Spawner {
+                name: p.clone(),
+                programs: vec![p],
+                what: String::new(),
+            }));
     }
 
     /// Appends `[delegation]`'s rule, `delegation.spawner`.

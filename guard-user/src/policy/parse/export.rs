@@ -1,8 +1,9 @@
-//! `[export]` (where events and session summaries go, docs/export.md) and
-//! `[redact]` (what is taken out of free text before anything is written).
+//! `[export]` (where events and session summaries go, docs/export.md),
+//! `[redact]` (what is taken out of free text before anything is written) and
+//! `[audit]` (the audit log's format).
 
 use super::{Checker, Value, code};
-use crate::policy::model::{Export, ExportProtocol, Redact};
+use crate::policy::model::{Audit, Export, ExportProtocol, Redact, Schema};
 
 const EXPORT_KEYS: &[&str] = &[
     "endpoint",
@@ -22,8 +23,10 @@ const EXPORT_KEYS: &[&str] = &[
     "spool_dir",
     "spool_max",
     "resource",
+    "schema",
 ];
 const REDACT_KEYS: &[&str] = &["enabled", "patterns"];
+const AUDIT_KEYS: &[&str] = &["format"];
 
 /// The event kinds an export may name: every kind the daemon writes.
 const EVENT_KINDS: &[&str] = guard_common::protocol::EventDetail::KINDS;
@@ -219,6 +222,11 @@ impl Checker<'_> {
                         ),
                     }
                 }
+                "schema" => {
+                    if let Some(schema) = self.schema("[export] schema", "guard", value) {
+                        export.schema = schema;
+                    }
+                }
                 other => self.unknown_key(other, key.span().start, "in [export]", EXPORT_KEYS),
             }
         }
@@ -234,6 +242,40 @@ impl Checker<'_> {
                 "[export] client_key needs client_cert (mutual TLS takes both)",
             ),
             _ => {}
+        }
+    }
+
+    /// `"ocsf"`, or guard's own schema (`native`, by its name in this key).
+    fn schema(&mut self, key: &str, native: &str, value: &Value<'_>) -> Option<Schema> {
+        let at = value.span().start;
+        match self.string(key, value)? {
+            "ocsf" => Some(Schema::Ocsf),
+            s if s == native => Some(Schema::Guard),
+            other => {
+                self.error(
+                    code::INVALID,
+                    at,
+                    format!("unknown {key} {other:?} (expected \"{native}\" or \"ocsf\")"),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn audit(&mut self, value: &Value<'_>, audit: &mut Audit) {
+        let Some(table) = self.table("audit", value) else {
+            return;
+        };
+        for (key, value) in table.iter() {
+            let name = key.get_ref().as_ref();
+            match name {
+                "format" => {
+                    if let Some(format) = self.schema("[audit] format", "json", value) {
+                        audit.format = format;
+                    }
+                }
+                other => self.unknown_key(other, key.span().start, "in [audit]", AUDIT_KEYS),
+            }
         }
     }
 

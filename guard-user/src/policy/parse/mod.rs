@@ -70,6 +70,7 @@ const TOP_KEYS: &[&str] = &[
     "anomaly",
     "export",
     "redact",
+    "audit",
 ];
 const TAINT_KEYS: &[&str] = &["egress", "allow"];
 const REPORT_KEYS: &[&str] = &["dir"];
@@ -218,6 +219,7 @@ impl Checker<'_> {
             anomalies: Vec::new(),
             export: Default::default(),
             redact: Default::default(),
+            audit: Default::default(),
         };
         let mut sessions_at = 0;
         let mut taint_at = 0;
@@ -254,6 +256,7 @@ impl Checker<'_> {
                 "anomaly" => policy.anomalies = self.anomalies(value),
                 "export" => self.export(value, &mut policy.export),
                 "redact" => self.redact(value, &mut policy.redact),
+                "audit" => self.audit(value, &mut policy.audit),
                 other => self.unknown_key(other, key.span().start, "at the top level", TOP_KEYS),
             }
         }
@@ -750,7 +753,8 @@ fn article(noun: &str) -> String {
 fn closest<'k>(key: &str, valid: &[&'k str]) -> Option<&'k str> {
     valid
         .iter()
-        .map(|v| (strsim::levenshtein(key, v), *v))
+        // Swapped letters count as one edit (`mdoe` is one from `mode`).
+        .map(|v| (strsim::osa_distance(key, v), *v))
         .filter(|&(d, v)| d > 0 && d < key.chars().count() && d <= 1.max(v.len() / 3))
         .min_by_key(|&(d, _)| d)
         .map(|(_, v)| v)

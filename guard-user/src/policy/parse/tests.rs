@@ -335,6 +335,12 @@ fn defaults() {
     // The built-in profiles' launchers.
     assert_eq!(p.agents, ["codex", "claude", "gemini", "copilot"]);
     assert!(p.profiles.is_empty());
+    // What `guard policy check` and `policy_loaded` count: none of its own.
+    assert_eq!(p.own_rules(), 0);
+    assert_eq!(
+        policy(&format!("{FILE}paths = [\"~/.ssh/**\"]")).own_rules(),
+        1
+    );
     assert!(!p.kill_stragglers);
     // No rules of its own: only the `[sessions]`, `[delegation]` and `[taint]`
     // defaults (no allowlist: no `dns.names`).
@@ -486,6 +492,18 @@ fn unknown_keys_suggest_the_closest_valid_one() {
     assert_eq!(closest("rules", TOP_KEYS), Some("rule"));
     assert_eq!(closest("x", COMMON_KEYS), None);
     assert_eq!(closest("colour", TOP_KEYS), None);
+    // Two letters swapped, in short keys too.
+    assert_eq!(closest("mdoe", TOP_KEYS), Some("mode"));
+    assert_eq!(closest("atcion", COMMON_KEYS), Some("action"));
+    assert_eq!(closest("ptahs", FILE_KEYS), Some("paths"));
+    let Err(errors) = parse("t.toml", "mdoe = \"observe\"\n") else {
+        panic!("mdoe accepted");
+    };
+    assert!(
+        errors[0].message.contains("did you mean `mode`?"),
+        "{}",
+        errors[0].message
+    );
 }
 
 #[test]
@@ -933,4 +951,32 @@ fn agent_profiles_are_read_and_checked() {
         codes(&format!("[agents]\nnames = [\"a0\"]\n\n{many}")),
         ["G009"]
     );
+}
+
+/// `[audit] format` and `[export] schema`: guard's own lines or OCSF, anything else
+/// named where it is.
+#[test]
+fn the_audit_log_and_the_export_take_ocsf() {
+    use crate::policy::model::Schema;
+    let p = policy("[audit]\nformat = \"ocsf\"\n\n[export]\nschema = \"ocsf\"\n");
+    assert_eq!(
+        (p.audit.format, p.export.schema),
+        (Schema::Ocsf, Schema::Ocsf)
+    );
+    let p = policy("[audit]\nformat = \"json\"\n\n[export]\nschema = \"guard\"\n");
+    assert_eq!(
+        (p.audit.format, p.export.schema),
+        (Schema::Guard, Schema::Guard)
+    );
+    assert_eq!(policy("").audit.format, Schema::Guard, "the default");
+    let Err(diags) = parse("t.toml", "[audit]\nformat = \"ecs\"\nlevel = 1\n") else {
+        panic!("an unknown format must be refused");
+    };
+    let text = render("t.toml", &diags);
+    assert!(
+        text.contains("t.toml:2:10: error[G009]: unknown [audit] format \"ecs\" (expected \"json\" or \"ocsf\")"),
+        "{text}"
+    );
+    assert!(text.contains("unknown key `level` in [audit]"), "{text}");
+    assert_eq!(codes("[export]\nschema = \"otlp\"\n"), ["G009"]);
 }

@@ -18,7 +18,7 @@ const DAY_MS: i64 = 86_400_000;
 const SESSION_COLUMNS: &str = "s.host, s.session_uid, s.session_id, s.state, s.agent, \
     s.agent_version, s.user_name, s.repo_url, s.repo_branch, s.started_ms, s.ended_ms, \
     s.duration_ms, s.commands, s.files_read, s.files_written, s.secrets_read, s.bytes_out, \
-    s.bytes_in, s.model_bytes_out, s.violations, s.updated_ms";
+    s.bytes_in, s.model_bytes_out, s.violations, s.updated_ms, s.host_started_ms";
 
 /// One session, as lists show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,31 +47,36 @@ pub struct SessionRow {
     pub violations: i64,
     /// When the server stored its latest summary.
     pub updated_ms: i64,
+    /// The start its host gave, when that was in the future (its clock ahead):
+    /// `started_ms` is then corrected by the host's clock skew.
+    #[serde(default)]
+    pub host_started_ms: Option<i64>,
 }
 
 fn session_row(r: &AnyRow) -> Result<SessionRow, sqlx::Error> {
     Ok(SessionRow {
-        host: r.try_get(0)?,
-        session_uid: r.try_get(1)?,
-        session_id: r.try_get(2)?,
-        state: r.try_get(3)?,
-        agent: r.try_get(4)?,
-        agent_version: r.try_get(5)?,
-        user_name: r.try_get(6)?,
-        repo_url: r.try_get(7)?,
-        repo_branch: r.try_get(8)?,
-        started_ms: r.try_get(9)?,
-        ended_ms: r.try_get(10)?,
-        duration_ms: r.try_get(11)?,
-        commands: r.try_get(12)?,
-        files_read: r.try_get(13)?,
-        files_written: r.try_get(14)?,
-        secrets_read: r.try_get(15)?,
-        bytes_out: r.try_get(16)?,
-        bytes_in: r.try_get(17)?,
-        model_bytes_out: r.try_get(18)?,
-        violations: r.try_get(19)?,
-        updated_ms: r.try_get(20)?,
+        host: r.try_get("host")?,
+        session_uid: r.try_get("session_uid")?,
+        session_id: r.try_get("session_id")?,
+        state: r.try_get("state")?,
+        agent: r.try_get("agent")?,
+        agent_version: r.try_get("agent_version")?,
+        user_name: r.try_get("user_name")?,
+        repo_url: r.try_get("repo_url")?,
+        repo_branch: r.try_get("repo_branch")?,
+        started_ms: r.try_get("started_ms")?,
+        ended_ms: r.try_get("ended_ms")?,
+        duration_ms: r.try_get("duration_ms")?,
+        commands: r.try_get("commands")?,
+        files_read: r.try_get("files_read")?,
+        files_written: r.try_get("files_written")?,
+        secrets_read: r.try_get("secrets_read")?,
+        bytes_out: r.try_get("bytes_out")?,
+        bytes_in: r.try_get("bytes_in")?,
+        model_bytes_out: r.try_get("model_bytes_out")?,
+        violations: r.try_get("violations")?,
+        updated_ms: r.try_get("updated_ms")?,
+        host_started_ms: r.try_get("host_started_ms")?,
     })
 }
 
@@ -102,6 +107,9 @@ pub struct Repository {
     pub sessions: i64,
     pub developers: i64,
     pub model_bytes_out: i64,
+    /// Bytes to everything but model APIs.
+    #[serde(default)]
+    pub other_bytes_out: i64,
     pub last_ms: i64,
 }
 
@@ -147,20 +155,67 @@ pub struct Host {
     pub k8s_node: Option<String>,
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
-    /// No batch for longer than `dashboard.stale_after`.
+    /// No batch for longer than `dashboard.stale_after` (its daemon sends a
+    /// heartbeat when idle: a silent host's guard stopped, or the host is gone).
     pub stale: bool,
+    /// The host's clock less the server's at its last batch (ahead: positive).
+    pub clock_skew_ms: i64,
+    /// Its daemon's last heartbeat (sent when it had nothing else to send).
+    pub heartbeat_ms: Option<i64>,
     /// Sessions started in the window.
     pub sessions: i64,
     /// Sessions running now.
     pub running: i64,
 }
 
+impl Host {
+    /// In observe mode: nothing is stopped there.
+    pub fn observes(&self) -> bool {
+        self.policy_mode.as_deref() == Some("observe")
+    }
+
+    /// Enforcement actions the host cannot take (no tier, or absent).
+    pub fn missing_tiers(&self) -> Vec<&'static str> {
+        EXPECTED_TIERS
+            .iter()
+            .copied()
+            .filter(|a| self.tiers.get(*a).is_none_or(|t| t == "none"))
+            .collect()
+    }
+
+    /// Its clock is more than a minute off the server's.
+    pub fn skewed(&self) -> bool {
+        self.clock_skew_ms.abs() > 60_000
+    }
+}
+
+/// The enforcement actions every guard reports a tier for (`guard.tiers`, as
+/// `policy_loaded`'s `enforcement` lists them).
+pub const EXPECTED_TIERS: &[&str] = &[
+    "exec_kill",
+    "file_read_kill",
+    "file_write_kill",
+    "exec_deny",
+    "file_read_deny",
+    "file_write_deny",
+    "network_deny",
+    "self_protection",
+];
+
+/// `0.1.10` → (0, 1, 10); what does not parse sorts first.
+pub fn version_key(v: &str) -> Vec<u64> {
+    v.split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse().unwrap_or(0))
+        .collect()
+}
+
 const HOST_COLUMNS: &str = "h.host, h.host_name, h.host_id, h.arch, h.guard_version, \
     h.os_version, h.policy_name, h.policy_mode, h.tiers, h.k8s_cluster, h.k8s_node, \
-    h.first_seen_ms, h.last_seen_ms";
+    h.first_seen_ms, h.last_seen_ms, h.clock_skew_ms, h.heartbeat_ms";
 
 fn host_row(r: &AnyRow, stale_before: i64) -> Result<Host, sqlx::Error> {
-    let tiers: Option<String> = r.try_get(8)?;
+    let tiers: Option<String> = r.try_get("tiers")?;
     let tiers = tiers
         .and_then(|t| serde_json::from_str::<BTreeMap<String, serde_json::Value>>(&t).ok())
         .unwrap_or_default()
@@ -170,22 +225,24 @@ fn host_row(r: &AnyRow, stale_before: i64) -> Result<Host, sqlx::Error> {
             (k, v)
         })
         .collect();
-    let last_seen_ms: i64 = r.try_get(12)?;
+    let last_seen_ms: i64 = r.try_get("last_seen_ms")?;
     Ok(Host {
-        host: r.try_get(0)?,
-        host_name: r.try_get(1)?,
-        host_id: r.try_get(2)?,
-        arch: r.try_get(3)?,
-        guard_version: r.try_get(4)?,
-        os_version: r.try_get(5)?,
-        policy_name: r.try_get(6)?,
-        policy_mode: r.try_get(7)?,
+        host: r.try_get("host")?,
+        host_name: r.try_get("host_name")?,
+        host_id: r.try_get("host_id")?,
+        arch: r.try_get("arch")?,
+        guard_version: r.try_get("guard_version")?,
+        os_version: r.try_get("os_version")?,
+        policy_name: r.try_get("policy_name")?,
+        policy_mode: r.try_get("policy_mode")?,
         tiers,
-        k8s_cluster: r.try_get(9)?,
-        k8s_node: r.try_get(10)?,
-        first_seen_ms: r.try_get(11)?,
+        k8s_cluster: r.try_get("k8s_cluster")?,
+        k8s_node: r.try_get("k8s_node")?,
+        first_seen_ms: r.try_get("first_seen_ms")?,
         last_seen_ms,
         stale: last_seen_ms < stale_before,
+        clock_skew_ms: r.try_get::<Option<i64>, _>("clock_skew_ms")?.unwrap_or(0),
+        heartbeat_ms: r.try_get("heartbeat_ms")?,
         sessions: 0,
         running: 0,
     })
@@ -243,6 +300,14 @@ pub struct Query {
     pub outcome: Option<String>,
     /// `running` or `ended`.
     pub state: Option<String>,
+    /// Sent bytes to this destination (a name, else an address).
+    #[serde(default)]
+    pub dest: Option<String>,
+    /// With `state` `running`: only those whose summary came since (running
+    /// *now*, as the overview counts them: a host that died leaves its sessions
+    /// `running`).
+    #[serde(default)]
+    pub running_since: Option<i64>,
     pub sort: Sort,
     pub descending: bool,
     /// 1-based.
@@ -263,6 +328,8 @@ impl Query {
             rule,
             outcome,
             state,
+            dest,
+            running_since: _,
             sort: _,
             descending: _,
             page: _,
@@ -270,7 +337,7 @@ impl Query {
         } = self;
         from_ms.is_none()
             && to_ms.is_none()
-            && [user, repo, host, agent, rule, outcome, state]
+            && [user, repo, host, agent, rule, outcome, state, dest]
                 .iter()
                 .all(|f| f.is_none())
     }
@@ -300,6 +367,26 @@ impl Query {
         }
         if let Some(v) = &self.state {
             sql.push(" AND s.state = ").arg(text(v));
+            if let (Some(since), "running") = (self.running_since, v.as_str()) {
+                sql.push(" AND s.updated_ms >= ").arg(Arg::Int(since));
+            }
+        }
+        if let Some(v) = &self.dest {
+            // The destination's sessions from its own index (dest, started_ms), not a
+            // probe per session of the window (SQLite took 6.7 s for 7 days of a
+            // million sessions that way; this way it walks the destination's rows).
+            sql.push(
+                " AND (s.host, s.session_uid) IN (SELECT d.host, d.session_uid \
+                 FROM session_destinations d WHERE d.dest = ",
+            )
+            .arg(text(v));
+            if let Some(from) = self.from_ms {
+                sql.push(" AND d.started_ms >= ").arg(Arg::Int(from));
+            }
+            if let Some(to) = self.to_ms {
+                sql.push(" AND d.started_ms < ").arg(Arg::Int(to));
+            }
+            sql.push(")");
         }
         if self.rule.is_some() || self.outcome.is_some() {
             sql.push(
@@ -360,10 +447,32 @@ impl Sort {
     }
 }
 
+/// What a list's rows add up to (every row the filters select, not one page).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListTotals {
+    pub sessions: i64,
+    /// Distinct developers.
+    pub developers: i64,
+    pub bytes_out: i64,
+    pub model_bytes_out: i64,
+    pub secrets_read: i64,
+    pub sessions_reading_secrets: i64,
+    pub violations: i64,
+}
+
+impl ListTotals {
+    /// Bytes to everything but model APIs.
+    pub fn other_bytes_out(&self) -> i64 {
+        (self.bytes_out - self.model_bytes_out).max(0)
+    }
+}
+
 /// One page of the sessions table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionPage {
     pub total: i64,
+    /// The sums of every session selected.
+    pub totals: ListTotals,
     pub page: u32,
     pub per_page: u32,
     pub sessions: Vec<SessionRow>,
@@ -413,6 +522,8 @@ pub struct HostPage {
     pub now_ms: i64,
     pub total: i64,
     pub stale_count: i64,
+    /// The newest guard version in the fleet (hosts below it are highlighted).
+    pub newest_version: Option<String>,
     pub page: u32,
     pub per_page: u32,
     pub hosts: Vec<Host>,
@@ -580,7 +691,8 @@ impl Store {
 
         let mut repos = Sql::new(
             "SELECT name, CAST(SUM(sessions) AS BIGINT), COUNT(DISTINCT NULLIF(user_name, '')), \
-             CAST(SUM(model_bytes_out) AS BIGINT), MAX(last_ms) FROM session_days \
+             CAST(SUM(model_bytes_out) AS BIGINT), MAX(last_ms), \
+             CAST(SUM(bytes_out - model_bytes_out) AS BIGINT) FROM session_days \
              WHERE dim = 'repo' AND sessions > 0 AND day >= ",
         );
         repos
@@ -593,6 +705,7 @@ impl Store {
                 developers: int(r, 2)?,
                 model_bytes_out: int(r, 3)?,
                 last_ms: int(r, 4)?,
+                other_bytes_out: int(r, 5)?.max(0),
             })
         });
 
@@ -736,9 +849,26 @@ impl Store {
         // Every session: the rollup has the count (a scan of a million rows would
         // take a quarter of a second).
         let count = if q.selects_all() {
-            Sql::new("SELECT CAST(SUM(sessions) AS BIGINT) FROM session_days WHERE dim = 'user'")
+            Sql::new(
+                "SELECT CAST(SUM(sessions) AS BIGINT) AS sessions, \
+                 COUNT(DISTINCT CASE WHEN sessions > 0 THEN NULLIF(name, '') END) AS developers, \
+                 CAST(SUM(bytes_out) AS BIGINT) AS bytes_out, \
+                 CAST(SUM(model_bytes_out) AS BIGINT) AS model_bytes_out, \
+                 CAST(SUM(secrets_read) AS BIGINT) AS secrets_read, \
+                 CAST(SUM(sessions_reading_secrets) AS BIGINT) AS sessions_reading_secrets, \
+                 CAST(SUM(violations) AS BIGINT) AS violations \
+                 FROM session_days WHERE dim = 'user'",
+            )
         } else {
-            let mut count = Sql::new("SELECT COUNT(*) FROM sessions s WHERE 1 = 1");
+            let mut count = Sql::new(
+                "SELECT COUNT(*) AS sessions, COUNT(DISTINCT s.user_name) AS developers, \
+                 CAST(SUM(s.bytes_out) AS BIGINT) AS bytes_out, \
+                 CAST(SUM(s.model_bytes_out) AS BIGINT) AS model_bytes_out, \
+                 CAST(SUM(s.secrets_read) AS BIGINT) AS secrets_read, \
+                 CAST(SUM(CASE WHEN s.secrets_read > 0 THEN 1 ELSE 0 END) AS BIGINT) \
+                   AS sessions_reading_secrets, \
+                 CAST(SUM(s.violations) AS BIGINT) AS violations FROM sessions s WHERE 1 = 1",
+            );
             q.filter(&mut count);
             count
         };
@@ -748,7 +878,21 @@ impl Store {
                 .fetch_one(self.pool())
                 .await
                 .map_err(e("count sessions"))?;
-            int(&row, 0).map_err(e("count sessions"))
+            let n = |c: &str| -> Result<i64, sqlx::Error> {
+                Ok(row.try_get::<Option<i64>, _>(c)?.unwrap_or(0))
+            };
+            (|| {
+                Ok::<_, sqlx::Error>(ListTotals {
+                    sessions: n("sessions")?,
+                    developers: n("developers")?,
+                    bytes_out: n("bytes_out")?,
+                    model_bytes_out: n("model_bytes_out")?,
+                    secrets_read: n("secrets_read")?,
+                    sessions_reading_secrets: n("sessions_reading_secrets")?,
+                    violations: n("violations")?,
+                })
+            })()
+            .map_err(e("count sessions"))
         };
 
         let per_page = q.per_page.clamp(1, 500);
@@ -772,13 +916,33 @@ impl Store {
             .push(" OFFSET ")
             .arg(Arg::Int(i64::from(page - 1) * i64::from(per_page)));
         let sessions = fetch_rows(self.pool(), list, "list sessions", session_row);
-        let (total, sessions) = tokio::try_join!(count, sessions)?;
+        let (totals, sessions) = tokio::try_join!(count, sessions)?;
         Ok(SessionPage {
-            total,
+            total: totals.sessions,
+            totals,
             page,
             per_page,
             sessions,
         })
+    }
+
+    /// The first `max` sessions `q` selects, in its order (a CSV export).
+    pub async fn sessions_list(&self, q: &Query, max: u32) -> Result<Vec<SessionRow>, StoreError> {
+        let mut list = Sql::new("SELECT ");
+        list.push(SESSION_COLUMNS)
+            .push(" FROM sessions s WHERE 1 = 1");
+        q.filter(&mut list);
+        let direction = if q.descending { " DESC" } else { " ASC" };
+        list.push(" ORDER BY ")
+            .push(q.sort.column())
+            .push(direction)
+            .push(", s.host")
+            .push(direction)
+            .push(", s.session_uid")
+            .push(direction)
+            .push(" LIMIT ")
+            .arg(Arg::Int(i64::from(max)));
+        fetch_rows(self.pool(), list, "list sessions", session_row).await
     }
 
     /// The session `id` (its uid, or its 16-digit id) on `host` (any host when
@@ -812,9 +976,9 @@ impl Store {
         let other_hosts = rows
             .iter()
             .skip(1)
-            .filter_map(|r| r.try_get::<String, _>(0).ok())
+            .filter_map(|r| r.try_get::<String, _>("host").ok())
             .collect();
-        let summary: String = r.try_get(26).map_err(e("read a session"))?;
+        let summary: String = r.try_get("summary").map_err(e("read a session"))?;
         // Stored only once it parsed: a failure here is a damaged row.
         let report: Report = serde_json::from_str(&summary).unwrap_or_default();
 
@@ -873,11 +1037,11 @@ impl Store {
 
         let detail = (|| -> Result<SessionDetail, sqlx::Error> {
             Ok(SessionDetail {
-                uid: r.try_get(21)?,
-                repo_commit: r.try_get(22)?,
-                workspace: r.try_get(23)?,
-                conversation_id: r.try_get(24)?,
-                summary_seq: r.try_get(25)?,
+                uid: r.try_get("uid")?,
+                repo_commit: r.try_get("repo_commit")?,
+                workspace: r.try_get("workspace")?,
+                conversation_id: r.try_get("conversation_id")?,
+                summary_seq: r.try_get("seq")?,
                 session,
                 report,
                 events,
@@ -916,9 +1080,9 @@ impl Store {
         q.push(HOST_COLUMNS)
             .push(", (SELECT COUNT(*) FROM sessions s WHERE s.host = h.host AND s.started_ms >= ")
             .arg(Arg::Int(since_ms))
-            .push("), (SELECT COUNT(*) FROM sessions s WHERE s.host = h.host AND s.state = 'running' AND s.updated_ms >= ")
+            .push(") AS sessions, (SELECT COUNT(*) FROM sessions s WHERE s.host = h.host AND s.state = 'running' AND s.updated_ms >= ")
             .arg(Arg::Int(stale_before))
-            .push(") FROM hosts h");
+            .push(") AS running FROM hosts h");
         if stale_only {
             q.push(" WHERE h.last_seen_ms < ")
                 .arg(Arg::Int(stale_before));
@@ -937,14 +1101,25 @@ impl Store {
             .iter()
             .map(|r| {
                 let mut h = host_row(r, stale_before)?;
-                h.sessions = int(r, 13)?;
-                h.running = int(r, 14)?;
+                h.sessions = r.try_get::<Option<i64>, _>("sessions")?.unwrap_or(0);
+                h.running = r.try_get::<Option<i64>, _>("running")?.unwrap_or(0);
                 Ok(h)
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
             .map_err(e("read hosts"))?;
+        let versions =
+            Sql::new("SELECT DISTINCT guard_version FROM hosts WHERE guard_version IS NOT NULL")
+                .query()
+                .fetch_all(self.pool())
+                .await
+                .map_err(e("list guard versions"))?;
+        let newest_version = versions
+            .iter()
+            .filter_map(|r| r.try_get::<String, _>(0).ok())
+            .max_by_key(|v| version_key(v));
         Ok(HostPage {
             now_ms,
+            newest_version,
             total: int(&c, 0).map_err(e("count hosts"))?,
             stale_count: int(&c, 1).map_err(e("count hosts"))?,
             page,
@@ -953,6 +1128,11 @@ impl Store {
         })
     }
 }
+
+mod lists;
+mod violations;
+pub use lists::{Dim, DimPage, DimRow, DimSort, Window};
+pub use violations::{Cursor, ViolationRecord};
 
 #[cfg(test)]
 mod tests {
