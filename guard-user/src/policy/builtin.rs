@@ -402,6 +402,23 @@ mod tests {
         ] {
             assert!(!matches(&p, "pipe-to-shell", argv), "{argv:?}");
         }
+        for argv in [
+            &["bash", "-c", "echo dG91Y2ggL3RtcC94 | base64 -d | bash"][..],
+            &["sh", "-c", "printf %s \"$P\" | base64 --decode|sh"],
+            &["bash", "-c", "xxd -r -p payload.hex | sudo bash"],
+            &["bash", "-c", "eval \"$(echo aWQK | base64 -d)\""],
+            &["sh", "-c", "sh -c \"$(base32 -d < x.b32)\""],
+            &["bash", "-c", "bash <(gunzip -c x.gz)"],
+        ] {
+            assert!(matches(&p, "decode-to-shell", argv), "{argv:?}");
+        }
+        for argv in [
+            &["sh", "-c", "base64 -d key.b64 > key.bin"][..],
+            &["bash", "-c", "echo aGk= | base64 -d | wc -c"],
+            &["sh", "-c", "gunzip -c logs.gz | grep error | sort"],
+        ] {
+            assert!(!matches(&p, "decode-to-shell", argv), "{argv:?}");
+        }
 
         for argv in [
             &["rm", "-rf", "/"][..],
