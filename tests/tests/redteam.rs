@@ -333,3 +333,43 @@ fn a_udp_connect_that_sends_nothing_is_not_egress() {
     assert_eq!(e.str("outcome"), Some("denied"), "{e}");
     s.finish();
 }
+
+/// `guard policy check` warns (W104, at the entry) of a `deny` or `kill` pattern
+/// the kernel cannot match, which is judged only after the fact; the built-ins, as
+/// `guard policy show` prints them, have none. `guard policy coverage` prints the
+/// table docs/policy.md holds.
+#[test]
+fn policy_check_warns_of_what_only_user_space_can_judge() {
+    let dir = guard_tests::TempDir::new("guard-e2e-redteam-check");
+    let path = dir.join("cron.toml");
+    fs::write(
+        &path,
+        "[[rule]]\nid = \"cron\"\nkind = \"file\"\naccess = [\"write\"]\n\
+         paths = [\"/etc/cron*/**\", \"/etc/cron.d/**\"]\naction = \"deny\"\n",
+    )
+    .expect("write the policy");
+    let out = guard_tests::guard(&["policy".as_ref(), "check".as_ref(), path.as_os_str()]);
+    let warned: Vec<&str> = out.lines().filter(|l| l.contains("[W104]")).collect();
+    assert_eq!(warned.len(), 1, "one W104, for /etc/cron*/** only:\n{out}");
+    assert!(
+        warned[0].contains(":5:10:") && warned[0].contains("\"/etc/cron*/**\""),
+        "{out}"
+    );
+
+    for name in ["workstation", "ci"] {
+        let shipped = guard_tests::guard(&["policy".as_ref(), "show".as_ref(), name.as_ref()]);
+        let path = dir.join(format!("{name}.toml"));
+        fs::write(&path, shipped).expect("write the built-in");
+        let out = guard_tests::guard(&["policy".as_ref(), "check".as_ref(), path.as_os_str()]);
+        assert!(!out.contains("W104"), "{name}:\n{out}");
+    }
+
+    let table = guard_tests::guard(&["policy".as_ref(), "coverage".as_ref()]);
+    let docs = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/policy.md"))
+        .expect("docs/policy.md");
+    assert!(table.lines().count() > 20, "{table}");
+    assert!(
+        docs.contains(&table),
+        "the docs' table is not what guard prints:\n{table}"
+    );
+}
