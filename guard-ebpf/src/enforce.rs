@@ -438,9 +438,22 @@ extern "C" fn lookup_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
         // Index 5 reuses the whole path's key slot: index 0 is done with it.
         lookup_bytes(i % 5, generation, kind, path, len)
     };
-    // SAFETY: as above.
-    if let Some(m) = unsafe { (*c).matches.get_mut(i as usize) } {
-        *m = r;
+    // The check again, and each slot by a constant index: Debian's 6.1 verifier
+    // lost the pointer kept across the lookups above (on some of the paths that
+    // reach the store, the check's address was a scalar to it).
+    let Some(c) = CHECKS.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's check.
+    let m = unsafe { &mut (*c).matches };
+    match i {
+        0 => m[0] = r,
+        1 => m[1] = r,
+        2 => m[2] = r,
+        3 => m[3] = r,
+        4 => m[4] = r,
+        5 => m[5] = r,
+        _ => {}
     }
     i64::from(i >= 5)
 }
