@@ -410,6 +410,9 @@ pub enum EventDetail {
         /// How each kind of enforcement runs on this host.
         #[serde(default)]
         enforcement: Vec<Enforcement>,
+        /// How each `deny` rule with a `fallback` acts on this host.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        fallbacks: Vec<crate::protocol::Fallback>,
     },
     PolicyRejected {
         #[serde(default)]

@@ -25,22 +25,37 @@ pub const SUBSCRIBER_QUEUE: usize = 8192;
 pub enum Request {
     /// Track the calling process (from the socket's credentials, never a pid the
     /// client names) as the root of a new session; it will exec `argv`.
-    /// Answered with [`Registered`]; with `landlock`, it carries what the policy
-    /// forbids reading, for the client to confine itself with Landlock.
+    /// Answered with [`Registered`]; with `landlock` or `mount_ns`, it carries what
+    /// the policy forbids every process of the session to read and to change, for
+    /// the client to confine itself (Landlock, a mount namespace of its own).
     Run {
         argv: Vec<String>,
         #[serde(default, skip_serializing_if = "core::ops::Not::not")]
         landlock: bool,
+        #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+        mount_ns: bool,
+        /// The client's `$HOME`: the home whose protected files it hides besides the
+        /// caller's own (`guard run` by root, dropping to a user after). Taken from
+        /// root only, or when it is the caller's own.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        home: Option<String>,
     },
     /// What guard stopped (killed or refused) of the processes working for agent
     /// thread `thread` (Codex's `CODEX_THREAD_ID`, the hook's `session_id`) since
     /// the last time this was asked: `Vec<Stop>`. Asked by an agent's hook (`guard
     /// hook`) through the hook socket, for the caller's own sessions only.
     Stops { thread: String },
-    /// The calling process (a session's root, after `run`) confined itself with
-    /// Landlock as `status` says (`fully enforced, 42 rules`, …). Answered with the
-    /// session id.
-    Confined { session: String, status: String },
+    /// The calling process (a session's root, after `run`) confined itself: with
+    /// Landlock as `landlock` says (`fully enforced, 42 rules`, …), in a mount
+    /// namespace of its own as `mount_ns` says (`3 read-only, 2 hidden`). Answered
+    /// with the session id.
+    Confined {
+        session: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        landlock: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mount_ns: Option<String>,
+    },
     /// Every session the daemon knows, with its live process tree: `Vec<SessionInfo>`.
     Sessions,
     /// The daemon's health: [`Status`].
@@ -122,11 +137,19 @@ pub struct Stop {
 pub struct Registered {
     /// The session id (16 hex digits).
     pub session: String,
-    /// With `landlock`: the files and directories the policy forbids every process
-    /// of the session to read (`kill` or `deny` rules on reads, on concrete paths of
-    /// the caller's home and of the system), as the client should hide them.
+    /// With `landlock` or `mount_ns`: the files and directories the policy forbids
+    /// every process of the session to read (`kill` or `deny` rules on reads, for
+    /// every role): its concrete paths in the caller's home and the system, and what
+    /// its patterns match in the workspace. The client hides them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub read_deny: Vec<String>,
+    /// The same for changes (rules on writes): the client makes them read-only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub write_deny: Vec<String>,
+    /// What the daemon could not look at (a workspace too large to walk whole): for
+    /// the client to say.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// How a session came to be tracked.
@@ -247,6 +270,9 @@ pub struct SessionInfo {
     pub agent_threads: Vec<String>,
     /// How its root confined itself with Landlock (`guard run --landlock`).
     pub landlock: Option<String>,
+    /// What its root's mount namespace hides and makes read-only (`guard run`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_ns: Option<String>,
     /// The repository its working directory belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository: Option<crate::report::Repository>,
@@ -292,6 +318,21 @@ pub struct Enforcement {
     /// Why a stronger tier is not in use, when one exists elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback_reason: Option<String>,
+}
+
+/// How a `deny` rule with a `fallback` acts on this host (`policy_loaded`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fallback {
+    /// The rule's id.
+    pub rule: String,
+    /// `deny` where BPF-LSM refuses its operations here, else its fallback.
+    pub acts_as: Action,
+    /// What it guarantees here, for people.
+    pub guarantee: String,
+    /// Its patterns only user space matches: for these it acts as its fallback on
+    /// every kernel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_space: Vec<String>,
 }
 
 /// The `status` answer (read leniently, as [`SessionInfo`]).
@@ -622,10 +663,14 @@ mod tests {
             Request::Run {
                 argv: vec!["codex".into(), "exec".into()],
                 landlock: false,
+                mount_ns: false,
+                home: None,
             },
             Request::Run {
                 argv: vec!["codex".into()],
                 landlock: true,
+                mount_ns: true,
+                home: Some("/home/alice".into()),
             },
             Request::Sessions,
             Request::Status,
@@ -643,6 +688,16 @@ mod tests {
             },
             Request::Report {
                 session: "00ab".into(),
+            },
+            Request::Confined {
+                session: "00ab".into(),
+                landlock: Some("fully enforced, 12 rules".into()),
+                mount_ns: None,
+            },
+            Request::Confined {
+                session: "00ab".into(),
+                landlock: None,
+                mount_ns: Some("2 read-only, 1 hidden".into()),
             },
         ] {
             round_trip(&r);
@@ -693,6 +748,7 @@ mod tests {
             agent_pid: Some(10),
             agent_threads: vec!["019aa2b0-0000-7000-8000-000000000001".into()],
             landlock: Some("fully enforced, 12 rules".into()),
+            mount_ns: Some("2 read-only, 1 hidden".into()),
             repository: Some(crate::report::Repository {
                 url: Some("git@github.com:alice/repo.git".into()),
                 branch: Some("main".into()),
@@ -708,6 +764,8 @@ mod tests {
         round_trip(&Reply::data(Registered {
             session: "00000000000000ab".into(),
             read_deny: vec!["/home/alice/.ssh/id_ed25519".into()],
+            write_deny: vec!["/home/alice/src/app/.git/hooks".into()],
+            notes: vec!["the workspace has more than 20000 entries".into()],
         }));
         round_trip(&Reply::data(vec![session()]));
         round_trip(&Reply::<Vec<SessionInfo>>::error("no such session"));

@@ -18,6 +18,7 @@ pub mod ebpf;
 pub mod event;
 pub mod export;
 pub mod identity;
+pub mod ignore;
 pub mod metrics;
 pub mod policy;
 pub mod report;

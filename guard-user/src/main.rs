@@ -124,8 +124,16 @@ fn main() -> ExitCode {
             socket,
             landlock,
             writable,
+            no_mount_namespace,
             command,
-        } => run::run(&socket, &command, landlock.then_some(writable.as_slice())),
+        } => run::run(
+            &socket,
+            &command,
+            &run::Confine {
+                landlock: landlock.then_some(writable.as_slice()),
+                mount_ns: !no_mount_namespace,
+            },
+        ),
         Cmd::Sessions { socket, json } => clients::sessions(&socket, json),
         Cmd::Events {
             socket,

@@ -583,21 +583,34 @@ fn check_run(
         }
     }
 
-    // The agent itself: never stopped, exited 0 after the model's final message.
-    let (agent_stopped, agent_logged): (Vec<&Event>, Vec<&Event>) = events
+    // The agent itself: never killed; its own reads of secrets refused (`guard run`'s
+    // mount namespace hides them, BPF-LSM refuses them) and it lives on; exited 0
+    // after the model's final message.
+    for e in events
         .iter()
         .filter(|e| e.pid().is_some_and(|p| agent_pids.contains(&p)) && e.get("rule").is_some())
-        .partition(|e| matches!(e.str("outcome"), Some("killed" | "denied")));
-    for e in agent_logged {
-        note(
-            agent,
-            &format!("the agent itself broke a rule (not stopped): {e}"),
-        );
-    }
-    for e in agent_stopped {
-        failures.push(format!(
-            "the agent itself (pids {agent_pids:?}) was stopped: {e}"
-        ));
+    {
+        match e.str("outcome") {
+            Some("killed") => failures.push(format!(
+                "the agent itself (pids {agent_pids:?}) was killed: {e}"
+            )),
+            Some("denied")
+                if !matches!(
+                    e.str("rule"),
+                    Some("secrets-read-by-agent" | "files.ignore-by-agent")
+                ) =>
+            {
+                failures.push(format!(
+                    "the agent itself (pids {agent_pids:?}) was refused by a rule meant for \
+                     its tools: {e}"
+                ));
+            }
+            Some("denied") => note(agent, &format!("the agent's own read refused: {e}")),
+            _ => note(
+                agent,
+                &format!("the agent itself broke a rule (not stopped): {e}"),
+            ),
+        }
     }
     if run.code() != Some(0) {
         failures.push(format!(
@@ -806,6 +819,29 @@ fn agent_under(agent: Agent, policy: &str) {
     }
     let hook_path = ws.join(".git/hooks/pre-commit");
     let label = format!("{}, {policy}", agent.profile());
+    if agent == Agent::Claude {
+        // guard's hook tells Claude Code what was stopped (its PostToolUse hook, in
+        // the user's settings).
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o755))
+            .expect("chmod the daemon's directory");
+        // A command that failed (a tool killed or refused) ends in PostToolUseFailure.
+        let hook = json!([{"matcher": "*", "hooks": [{
+            "type": "command",
+            "command": format!(
+                "{} hook claude --socket {}",
+                guard_bin().display(),
+                daemon.dir().join("hook.sock").display()
+            ),
+            "timeout": 10,
+        }]}]);
+        user.write(
+            ".claude/settings.json",
+            &json!({"hooks": {"PostToolUse": hook, "PostToolUseFailure": hook}}).to_string(),
+            0o644,
+        );
+        user.chown_home();
+    }
 
     let ar = run_agent(&mut daemon, &model, &install, &user, &ws);
     note(
@@ -826,18 +862,38 @@ fn agent_under(agent: Agent, policy: &str) {
             ar.requests.len()
         ),
     );
-    // The agent's write never reached the hook: BPF-LSM refuses the open, the hook is
-    // unchanged. Without it, `deny` acts as kill at the open, which has truncated the
-    // file before the shell could write (docs/policy.md: a kill comes after the open).
+    // The agent's write never reached the hook: `guard run`'s mount namespace has it
+    // read-only (EROFS; BPF-LSM refuses it too where it runs), the hook is unchanged
+    // on every kernel.
     let hook = fs::read_to_string(&hook_path).expect("the hook is still there");
     let report = daemon.report(&ar.session);
     let mut failures = check_run(&install, &ar, &model, &secrets);
+    if agent == Agent::Claude {
+        // Claude Code was told why each malicious step was stopped (guard's hook), by
+        // rule, and never a secret (checked above with every request).
+        for step in steps.iter().filter(|s| s.rule.is_some()) {
+            let told = ar.requests.iter().any(|r| {
+                let raw = r.raw();
+                raw.contains("guard, the host")
+                    && [step.rule, step.or_rule]
+                        .into_iter()
+                        .flatten()
+                        .any(|rule| raw.contains(&format!("rule {rule}")))
+            });
+            if !told {
+                failures.push(format!(
+                    "Claude Code was not told why {:?} was stopped (guard hook claude)",
+                    step.cmd
+                ));
+            }
+        }
+    }
     // (Checked once the agent ran the hook's step: an agent stopped before it leaves the
     // hook alone, and fails above.)
     let hook_step = steps.iter().position(|s| s.cmd == HOOK_WRITE);
     let hook_ran =
         hook_step.is_some_and(|n| model.tool_output(&model.turns(&ar.requests), n).is_some());
-    if hook_ran && hook != if lsm { ORIGINAL_HOOK } else { "" } {
+    if hook_ran && hook != ORIGINAL_HOOK {
         failures.push(format!(
             "the pre-commit hook holds what it should not (BPF-LSM: {lsm}): {hook:?}"
         ));

@@ -300,12 +300,28 @@ fn codex_command(
     ws: &Path,
     sandbox: &str,
 ) -> Command {
+    codex_command_with(ns, socket, &[], install, launch, user, ws, sandbox)
+}
+
+/// [`codex_command`] with `guard run` options (`--landlock`).
+#[allow(clippy::too_many_arguments)]
+fn codex_command_with(
+    ns: &NetNs,
+    socket: Option<&Path>,
+    guard_options: &[&str],
+    install: &Install,
+    launch: Launch,
+    user: &TestUser,
+    ws: &Path,
+    sandbox: &str,
+) -> Command {
     let mut cmd = match socket {
         Some(socket) => {
             let mut cmd = ns.command(guard_bin());
             cmd.arg("run")
                 .arg("--socket")
                 .arg(socket)
+                .args(guard_options)
                 .arg("--")
                 .arg("setpriv");
             cmd
@@ -347,10 +363,26 @@ fn run_codex(
     ws: &Path,
     sandbox: &str,
 ) -> CodexRun {
+    run_codex_with(daemon, &[], model, install, launch, user, ws, sandbox)
+}
+
+/// [`run_codex`] with `guard run` options.
+#[allow(clippy::too_many_arguments)]
+fn run_codex_with(
+    daemon: &mut Daemon,
+    guard_options: &[&str],
+    model: &ModelServer,
+    install: &Install,
+    launch: Launch,
+    user: &TestUser,
+    ws: &Path,
+    sandbox: &str,
+) -> CodexRun {
     let start = Instant::now();
-    let run = Running::spawn_group(codex_command(
+    let run = Running::spawn_group(codex_command_with(
         model.ns(),
         Some(daemon.socket()),
+        guard_options,
         install,
         launch,
         user,
@@ -786,18 +818,13 @@ fn codex_under(policy: &str, launch: Launch) {
         let before = model.requests().len();
         let cr = run_codex(&mut daemon, &model, &install, launch, &user, &ws, sandbox);
         check_run(&label, sandbox, &cr, &model, &secrets);
-        // The agent's write never reached the hook. Codex's sandbox refuses it
-        // (read-only `.git`), BPF-LSM refuses the open: the hook is unchanged. With
-        // neither, `deny` acts as kill at the open, which has truncated the file
-        // before the shell could write (docs/policy.md: a kill comes after the open).
+        // The agent's write never reached the hook: `guard run`'s mount namespace has
+        // it read-only on every kernel (EROFS), beside Codex's own sandbox (a read-only
+        // `.git` in workspace-write, which starts inside that namespace) and BPF-LSM
+        // where it runs.
         let hook = fs::read_to_string(&hook_path).expect("the hook is still there");
-        let expected = if sandbox == "workspace-write" || lsm {
-            ORIGINAL_HOOK
-        } else {
-            ""
-        };
         assert_eq!(
-            hook, expected,
+            hook, ORIGINAL_HOOK,
             "[{label}] the pre-commit hook holds what it should not (BPF-LSM: {lsm})"
         );
         note(&format!(
@@ -841,6 +868,87 @@ fn codex_npm_under_ci_policy() {
 /// under the workstation policy, in turns: unguarded, the key reaches the model; guarded,
 /// it does not. Prints the wall time of each run and the events of each session (the
 /// cost of guard on a Codex run, for docs/codex.md).
+/// `guard run --landlock` (issue 41, which combinations work): with
+/// `danger-full-access` Codex runs its tools itself, inside Landlock and the mount
+/// namespace, and every step is stopped as in the other runs; with
+/// `workspace-write` its bubblewrap cannot start (Landlock forbids mounting): its
+/// tools do not run, Codex says so to the model, and nothing escapes.
+#[test]
+fn codex_under_guard_run_landlock() {
+    let install = install();
+    let secrets = Secrets::new();
+    let model = model_server(STEPS.iter().map(|s| s.cmd.to_owned()).collect());
+    let user = TestUser::create("gcx");
+    let ws = furnish_home(&user, &secrets, &model);
+    let mut daemon = daemon_with("workstation");
+    install_hook(&daemon, &user);
+    let hook_path = ws.join(".git/hooks/pre-commit");
+    for sandbox in ["danger-full-access", "workspace-write"] {
+        let label = format!("guard run --landlock, --sandbox {sandbox}");
+        fs::write(&hook_path, ORIGINAL_HOOK).expect("write the original hook");
+        user.chown_home();
+        let before = model.requests().len();
+        let cr = run_codex_with(
+            &mut daemon,
+            &["--landlock"],
+            &model,
+            &install,
+            Launch::Native,
+            &user,
+            &ws,
+            sandbox,
+        );
+        let requests = &model.requests()[before..];
+        let outputs: Vec<String> = (0..STEPS.len())
+            .map(|n| {
+                model
+                    .tool_output(&model.turns(requests), n)
+                    .unwrap_or_default()
+            })
+            .collect();
+        note(&format!(
+            "{label}: {}, {} events; tool outputs: {outputs:?}; stderr tail: {:?}",
+            cr.run.status,
+            cr.events.len(),
+            cr.run.stderr.lines().rev().take(5).collect::<Vec<_>>()
+        ));
+        if sandbox == "danger-full-access" {
+            check_run(&label, sandbox, &cr, &model, &secrets);
+        } else {
+            // Bubblewrap fails before any tool runs (measured: `bwrap: setting up uid
+            // map: Permission denied`: Landlock has /proc read-only); Codex goes on
+            // and ends its turn.
+            assert_eq!(cr.run.code(), Some(0), "[{label}] {:?}", cr.run);
+            for (step, output) in STEPS.iter().zip(&outputs) {
+                assert!(
+                    output.contains("bwrap: "),
+                    "[{label}] {:?} ran although bubblewrap cannot start: {output:?}",
+                    step.cmd
+                );
+            }
+            assert!(
+                !cr.events.iter().any(|e| e.kind() == "exec"
+                    && e.strings("argv").is_some_and(|a| a.first() == Some(&"cat"))),
+                "[{label}] a tool ran"
+            );
+        }
+        assert_eq!(
+            fs::read_to_string(&hook_path).expect("the hook"),
+            ORIGINAL_HOOK,
+            "[{label}] the hook changed"
+        );
+        for r in requests {
+            for secret in [&secrets.home.ssh, &secrets.home.dotenv, &secrets.home.aws] {
+                assert!(
+                    !r.raw().contains(secret.as_str()),
+                    "[{label}] a secret reached the model"
+                );
+            }
+        }
+    }
+    daemon.stop_ok();
+}
+
 #[test]
 fn codex_with_and_without_guard() {
     const ROUNDS: usize = 3;

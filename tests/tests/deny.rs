@@ -8,12 +8,22 @@
 //! The deny tests need BPF-LSM: where the kernel refuses it (this project's own
 //! machines) they print `SKIPPED:` with the daemon's reason; `cargo xtask vm-test` runs
 //! them in Debian's kernels, where a skip is a failure (`GUARD_E2E_REQUIRE_LSM`).
+//!
+//! The agent's own reads of secrets and of what a repository's ignore files name (a
+//! `deny` with a `fallback`) are checked on every kernel: refused where BPF-LSM runs
+//! or `guard run`'s mount namespace covers them, alerted elsewhere; the agent lives.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
-use guard_tests::{Enforcing, Event, Finished, dump, fake_agent_exe, find, lsm_or_skip};
+use guard_tests::home::{self, HomeSecrets, TestUser, run_ok};
+use guard_tests::{
+    Daemon, Enforcing, Event, EventsTo, FakeAgent, Finished, Running, bpf_lsm_deny, dump,
+    fake_agent_exe, find, guard_bin, lsm_or_skip, session_ended, session_of,
+};
 
 const EPERM: i64 = libc::EPERM as i64;
 
@@ -354,4 +364,185 @@ action = "kill"
         "sample\n"
     );
     s.finish();
+}
+
+/// `guard run [--no-mount-namespace] -- setpriv (the user) AGENT ARGS…` in `ws`.
+fn agent_run(
+    daemon: &Daemon,
+    agent: &FakeAgent,
+    user: &TestUser,
+    ws: &Path,
+    mount_ns: bool,
+    args: &[&str],
+) -> Finished {
+    let mut cmd = Command::new(guard_bin());
+    cmd.arg("run").arg("--socket").arg(daemon.socket());
+    if !mount_ns {
+        cmd.arg("--no-mount-namespace");
+    }
+    cmd.arg("--")
+        .arg("setpriv")
+        .arg(format!("--reuid={}", user.uid))
+        .arg(format!("--regid={}", user.gid))
+        .arg("--init-groups")
+        .arg(agent.path())
+        .args(args)
+        .current_dir(ws);
+    user.login_env(&mut cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    Running::spawn(cmd).finish()
+}
+
+#[test]
+fn the_agent_s_own_reads_of_secrets_and_ignored_files_are_refused_where_the_kernel_can() {
+    let agent = FakeAgent::install(fake_agent_exe!());
+    // The user runs the agent's copy.
+    let dir = agent.path().parent().expect("its directory");
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let user = TestUser::create("gar");
+    let secrets = HomeSecrets::new();
+    let ws = home::furnish(&user, &secrets);
+    let private = home::secret("private");
+    fs::write(ws.join(".codexignore"), "/private/\n*.dump\n").expect("write");
+    for args in [
+        &["add", ".codexignore"][..],
+        &["commit", "--quiet", "-m", "agents keep out"],
+    ] {
+        run_ok(
+            Command::new("git")
+                .args(args)
+                .current_dir(&ws)
+                .env("HOME", &user.home)
+                .env("GIT_CONFIG_NOSYSTEM", "1"),
+        );
+    }
+    fs::create_dir(ws.join("private")).expect("mkdir");
+    fs::write(ws.join("private/notes.txt"), &private).expect("write");
+    fs::write(ws.join("db.dump"), &private).expect("write");
+    user.chown_home();
+    let mut daemon = Daemon::start_with_args(
+        &[agent.name()],
+        EventsTo::File,
+        &[OsStr::new("--policy"), OsStr::new("workstation")],
+    );
+    let events = daemon.wait_for("policy_loaded", |ev| {
+        ev.iter().any(|e| e.kind() == "policy_loaded")
+    });
+    let loaded = find(&events, "policy_loaded", |e| e.kind() == "policy_loaded").clone();
+    let lsm = bpf_lsm_deny(&loaded).is_ok();
+    // policy_loaded says how the agent's rule acts here.
+    let fallback = loaded
+        .get("fallbacks")
+        .and_then(serde_json::Value::as_array)
+        .and_then(|all| {
+            all.iter()
+                .find(|f| f["rule"] == "secrets-read-by-agent")
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("no fallback row for secrets-read-by-agent: {loaded}"));
+    assert_eq!(
+        fallback["acts_as"],
+        if lsm { "deny" } else { "alert" },
+        "{fallback}"
+    );
+
+    // (path, rule, whether the kernel matches the path itself: `*.dump` is left to
+    // user space, so the agent's read of it is alerted even where BPF-LSM runs).
+    let files = [
+        (user.home.join(".ssh/id_rsa"), "secrets-read-by-agent", true),
+        (ws.join(".env"), "secrets-read-by-agent", true),
+        (ws.join("private/notes.txt"), "files.ignore-by-agent", true),
+        (ws.join("db.dump"), "files.ignore-by-agent", false),
+    ];
+    let specs: Vec<String> = files
+        .iter()
+        .map(|(p, _, _)| format!("read:{}", p.display()))
+        .collect();
+    let mut args = vec!["fs-try"];
+    args.extend(specs.iter().map(String::as_str));
+    for mount_ns in [false, true] {
+        let how = if mount_ns {
+            "in guard run's mount namespace"
+        } else {
+            "with --no-mount-namespace"
+        };
+        let run = agent_run(&daemon, &agent, &user, &ws, mount_ns, &args);
+        assert_eq!(run.code(), Some(0), "[{how}] {run:?}");
+        assert_eq!(run.report("alive"), 1, "[{how}] the agent died: {run:?}");
+        let events = daemon.wait_for("the end of the session", session_ended(run.pid));
+        let session = session_of(&events, run.pid);
+        for ((path, rule, kernel), spec) in files.iter().zip(&specs) {
+            let (errno, outcome, action) = if mount_ns {
+                (libc::EACCES, "denied", "deny")
+            } else if lsm && *kernel {
+                (libc::EPERM, "denied", "deny")
+            } else {
+                (0, "alerted", "alert")
+            };
+            assert_eq!(
+                run.report(spec),
+                i64::from(errno),
+                "[{how}] {spec}: {run:?}"
+            );
+            let path = path.display().to_string();
+            let e = find(
+                &events,
+                &format!("[{how}] the agent's open of {path}"),
+                |e| {
+                    e.session() == Some(session.as_str())
+                        && e.kind() == "open"
+                        && e.str("path") == Some(path.as_str())
+                },
+            );
+            assert_eq!(
+                (e.str("rule"), e.str("action"), e.str("outcome")),
+                (Some(*rule), Some(action), Some(outcome)),
+                "[{how}] {e}"
+            );
+            assert_eq!(e.str("role"), Some("agent"), "[{how}] {e}");
+            assert_eq!(e.bool("secret"), Some(true), "[{how}] {e}");
+            // What the agent read unstopped taints it (its egress is held to [taint]).
+            if outcome == "alerted" {
+                assert_eq!(e.bool("tainted"), Some(true), "[{how}] {e}");
+            }
+        }
+    }
+
+    // A tool the agent runs is held to the ignore file too: killed before the open
+    // returns (refused where BPF-LSM runs), refused in the mount namespace.
+    let notes = ws.join("private/notes.txt").display().to_string();
+    for mount_ns in [false, true] {
+        let run = agent_run(
+            &daemon,
+            &agent,
+            &user,
+            &ws,
+            mount_ns,
+            &["run", "cat", notes.as_str()],
+        );
+        assert!(!run.stdout.contains(&private), "the tool read it: {run:?}");
+        let events = daemon.wait_for("the end of the session", session_ended(run.pid));
+        let session = session_of(&events, run.pid);
+        let e = find(&events, "the tool's open of the ignored file", |e| {
+            e.session() == Some(session.as_str())
+                && e.kind() == "open"
+                && e.str("path") == Some(notes.as_str())
+        });
+        assert_eq!(e.str("rule"), Some("files.ignore"), "{e}");
+        assert_eq!(e.str("role"), Some("tool"), "{e}");
+        if mount_ns || lsm {
+            assert_eq!(run.report("child_code"), 1, "{run:?}");
+            assert_eq!(e.str("outcome"), Some("denied"), "{e}");
+        } else {
+            assert_eq!(
+                run.report("child_signal"),
+                i64::from(libc::SIGKILL),
+                "{run:?}"
+            );
+            assert_eq!(e.str("outcome"), Some("killed"), "{e}");
+        }
+    }
+    daemon.stop_ok();
 }

@@ -334,7 +334,7 @@ fn a_udp_connect_that_sends_nothing_is_not_egress() {
     s.finish();
 }
 
-/// `guard policy check` warns (W104, at the entry) of a `deny` or `kill` pattern
+/// `guard policy check` warns (W105, at the entry) of a `deny` or `kill` pattern
 /// the kernel cannot match, which is judged only after the fact; the built-ins, as
 /// `guard policy show` prints them, have none. `guard policy coverage` prints the
 /// table docs/policy.md holds.
@@ -349,8 +349,8 @@ fn policy_check_warns_of_what_only_user_space_can_judge() {
     )
     .expect("write the policy");
     let out = guard_tests::guard(&["policy".as_ref(), "check".as_ref(), path.as_os_str()]);
-    let warned: Vec<&str> = out.lines().filter(|l| l.contains("[W104]")).collect();
-    assert_eq!(warned.len(), 1, "one W104, for /etc/cron*/** only:\n{out}");
+    let warned: Vec<&str> = out.lines().filter(|l| l.contains("[W105]")).collect();
+    assert_eq!(warned.len(), 1, "one W105, for /etc/cron*/** only:\n{out}");
     assert!(
         warned[0].contains(":5:10:") && warned[0].contains("\"/etc/cron*/**\""),
         "{out}"
@@ -361,7 +361,7 @@ fn policy_check_warns_of_what_only_user_space_can_judge() {
         let path = dir.join(format!("{name}.toml"));
         fs::write(&path, shipped).expect("write the built-in");
         let out = guard_tests::guard(&["policy".as_ref(), "check".as_ref(), path.as_os_str()]);
-        assert!(!out.contains("W104"), "{name}:\n{out}");
+        assert!(!out.contains("W105"), "{name}:\n{out}");
     }
 
     let table = guard_tests::guard(&["policy".as_ref(), "coverage".as_ref()]);

@@ -148,7 +148,10 @@ action = "deny"
         [secret.display().to_string()]
     );
     assert_eq!(
-        report["read"]["secrets"]["items"][0]["verdicts"][0], "test-secret: killed",
+        // `guard run` hid the secrets' directory (its mount namespace): the read
+        // was refused before it happened, and `cat` lived to say so.
+        report["read"]["secrets"]["items"][0]["verdicts"][0],
+        "test-secret: denied",
         "{report:#}"
     );
 
@@ -183,7 +186,7 @@ action = "deny"
     let md = fs::read_to_string(&md_path).expect("read the Markdown report");
     for needle in [
         "## Violations and what guard did",
-        "test-secret | kill | killed",
+        "test-secret | kill | denied",
         &format!("127.0.0.9:{port}"),
         &format!("`{}`", in_ws("out.txt")),
     ] {

@@ -1,15 +1,17 @@
 //! `guard run -- CMD` makes CMD a session root whatever its name, and refuses to run
 //! untracked when no daemon answers.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::SystemTime;
 
+use guard_tests::home::{self, HomeSecrets, ORIGINAL_HOOK, TestUser, run_ok};
 use guard_tests::{
-    Daemon, Event, Finished, Running, TempDir, assert_same_identity, check_schema, dump, find,
-    guard_bin, session_ended, session_of, unique_name,
+    Daemon, Event, EventsTo, Finished, Running, TempDir, assert_same_identity, check_schema, dump,
+    find, guard_bin, session_ended, session_of, unique_name,
 };
 
 const SCRIPT: &str = "cat /etc/hostname > /dev/null; exit 3";
@@ -193,4 +195,198 @@ fn run_fails_without_a_daemon() {
             run.stderr
         );
     }
+}
+
+/// What the confinement test's shell tries, one report each: a write to the
+/// repository's hook, reads of its `.env`, of what its committed ignore file names
+/// and of the user's SSH key, an edit of the ignore file, moving `.git` aside (to
+/// put a copy without the covers in its place), and the work it may do.
+const CONFINED: &str = "echo evil > .git/hooks/pre-commit; echo hook=$?; \
+     cat .env; echo env=$?; \
+     cat private/notes.txt; echo private=$?; \
+     cat db.dump; echo dump=$?; \
+     echo loosened > .codexignore; echo ignorefile=$?; \
+     cat ~/.ssh/id_rsa; echo ssh=$?; \
+     mv .git .git-aside; echo mv=$?; \
+     echo ok > out.txt; echo workspace=$?; \
+     t=$(mktemp) && rm \"$t\"; echo tmp=$?";
+
+/// The ignore file the confinement test's repository commits.
+const IGNORE: &str = "/private/\n*.dump\n";
+
+fn git(ws: &Path, home: &Path, args: &[&str]) {
+    run_ok(
+        Command::new("git")
+            .args(args)
+            .current_dir(ws)
+            .env("HOME", home)
+            .env("GIT_CONFIG_NOSYSTEM", "1"),
+    );
+}
+
+#[test]
+fn run_confines_the_session_in_a_mount_namespace_for_root_and_for_a_user() {
+    let user = TestUser::create("gmn");
+    let secrets = HomeSecrets::new();
+    let ws = home::furnish(&user, &secrets);
+    let private = home::secret("private");
+    fs::write(ws.join(".codexignore"), IGNORE).expect("write .codexignore");
+    git(&ws, &user.home, &["add", ".codexignore"]);
+    git(
+        &ws,
+        &user.home,
+        &["commit", "--quiet", "-m", "agents keep out"],
+    );
+    fs::create_dir(ws.join("private")).expect("mkdir");
+    fs::write(ws.join("private/notes.txt"), &private).expect("write");
+    fs::write(ws.join("db.dump"), &private).expect("write");
+    user.chown_home();
+    let mut daemon = Daemon::start_with_args(
+        &[&unique_name("gm")],
+        EventsTo::File,
+        &[OsStr::new("--policy"), OsStr::new("workstation")],
+    );
+    // The user's own `guard run` reaches the daemon (a `guard` group would).
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o711)).expect("chmod");
+    fs::set_permissions(daemon.socket(), fs::Permissions::from_mode(0o666)).expect("chmod");
+    let setpriv = |cmd: &mut Command| {
+        cmd.arg("setpriv")
+            .arg(format!("--reuid={}", user.uid))
+            .arg(format!("--regid={}", user.gid))
+            .arg("--init-groups");
+    };
+    // Root's `guard run` (its mount namespace needs no user namespace) drops to the
+    // user; then the user's own (in a user namespace of its own). Before the second,
+    // the ignore file is emptied in the working copy: only the committed one counts.
+    for by_user in [false, true] {
+        let how = if by_user {
+            "the user's guard run"
+        } else {
+            "root's guard run"
+        };
+        if by_user {
+            fs::write(ws.join(".codexignore"), "").expect("loosen the working copy");
+        }
+        let ignore_before = fs::read_to_string(ws.join(".codexignore")).expect("read");
+        let mut cmd = if by_user {
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={}", user.uid))
+                .arg(format!("--regid={}", user.gid))
+                .arg("--init-groups")
+                .arg(guard_bin());
+            c
+        } else {
+            Command::new(guard_bin())
+        };
+        cmd.arg("run")
+            .arg("--socket")
+            .arg(daemon.socket())
+            .arg("--");
+        if !by_user {
+            setpriv(&mut cmd);
+        }
+        cmd.args(["sh", "-c", CONFINED]).current_dir(&ws);
+        user.login_env(&mut cmd)
+            .env_remove("LD_LIBRARY_PATH")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let run = Running::spawn(cmd).finish();
+        assert_eq!(
+            run.code(),
+            Some(0),
+            "[{how}] the shell did not live: {run:?}"
+        );
+        // dash: a redirection that cannot open its file is status 2.
+        for (key, want) in [
+            ("hook", 2),
+            ("env", 1),
+            ("private", 1),
+            ("dump", 1),
+            ("ignorefile", 2),
+            ("ssh", 1),
+            ("mv", 1),
+            ("workspace", 0),
+            ("tmp", 0),
+        ] {
+            assert_eq!(run.report(key), want, "[{how}] {key}: {run:?}");
+        }
+        for secret in [&secrets.ssh, &secrets.dotenv, &private] {
+            assert!(
+                !run.stdout.contains(secret.as_str()),
+                "[{how}] read: {run:?}"
+            );
+        }
+        assert_eq!(
+            fs::read_to_string(ws.join(".git/hooks/pre-commit")).expect("the hook"),
+            ORIGINAL_HOOK,
+            "[{how}] the hook changed"
+        );
+        assert_eq!(
+            fs::read_to_string(ws.join(".codexignore")).expect("the ignore file"),
+            ignore_before,
+            "[{how}] the ignore file changed"
+        );
+        assert!(ws.join(".git").is_dir(), "[{how}] .git was moved");
+        let events = daemon.wait_for("the end of the session", session_ended(run.pid));
+        let session = session_of(&events, run.pid);
+        let of_session: Vec<&Event> = events
+            .iter()
+            .filter(|e| e.session() == Some(session.as_str()))
+            .collect();
+        for (rule, path, result) in [
+            (
+                "repo-hooks-write",
+                ws.join(".git/hooks/pre-commit"),
+                "EROFS",
+            ),
+            ("dotenv-read", ws.join(".env"), "EACCES"),
+            ("files.ignore", ws.join("private/notes.txt"), "EACCES"),
+            ("files.ignore", ws.join("db.dump"), "EACCES"),
+            ("files.ignore-files", ws.join(".codexignore"), "EROFS"),
+            ("credentials-read", user.home.join(".ssh/id_rsa"), "EACCES"),
+        ] {
+            let path = path.display().to_string();
+            let e = of_session
+                .iter()
+                .find(|e| e.kind() == "open" && e.str("path") == Some(path.as_str()))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "[{how}] no open of {path}:\n{}",
+                        dump(&of_session.iter().map(|e| (*e).clone()).collect::<Vec<_>>())
+                    )
+                });
+            assert_eq!(
+                (e.str("rule"), e.str("result"), e.str("outcome")),
+                (Some(rule), Some(result), Some("denied")),
+                "[{how}] {e}"
+            );
+        }
+        let sessions: serde_json::Value =
+            serde_json::from_str(&daemon.client(&["sessions", "--json"])).expect("JSON");
+        let mount_ns = sessions
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["root_pid"] == run.pid))
+            .and_then(|s| s["mount_ns"].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            mount_ns.contains("read-only") && mount_ns.contains("hidden"),
+            "[{how}] {sessions:#}"
+        );
+        assert_eq!(
+            mount_ns.contains("user namespace"),
+            by_user,
+            "[{how}] {mount_ns}"
+        );
+    }
+    let events = daemon.stop_ok();
+    check_schema(
+        &events
+            .into_iter()
+            .filter(|e| !e.kind().starts_with("policy_"))
+            .collect::<Vec<_>>(),
+        SystemTime::UNIX_EPOCH,
+    );
 }

@@ -127,6 +127,7 @@ const SUBSET: &[(&str, Kernels, &[&str])] = &[
         &[
             "deny_refuses_every_change_and_the_agent_lives",
             "component_run_is_killed_in_the_kernel_at_open",
+            "the_agent_s_own_reads_of_secrets_and_ignored_files_are_refused_where_the_kernel_can",
         ],
     ),
     // Roles decided at exec on 6.1's verifier (the environment scan for the
@@ -251,7 +252,17 @@ const SUBSET: &[(&str, Kernels, &[&str])] = &[
     (
         "landlock",
         Kernels::Every,
-        &["landlock_refuses_reads_and_writes_and_the_command_lives"],
+        &[
+            "landlock_refuses_reads_and_writes_and_the_command_lives",
+            "landlock_keeps_tmp_writable_when_the_workspace_is_below_it",
+        ],
+    ),
+    // `guard run`'s mount namespace: a true deny inside the workspace on every
+    // kernel (a hook write refused, EROFS; secrets and ignored files hidden).
+    (
+        "run",
+        Kernels::Every,
+        &["run_confines_the_session_in_a_mount_namespace_for_root_and_for_a_user"],
     ),
     // Unix domain sockets: BPF-LSM refuses a connect and a datagram to a protected
     // socket file with EPERM.

@@ -5,9 +5,12 @@
 //! JSON on stdin (`session_id` is the thread, Codex's `CODEX_THREAD_ID`; its tools
 //! carry it too), and puts the hook's `additionalContext` in the next request to the
 //! model as a developer message, just before the tool's output. A managed
-//! `/etc/codex/hooks.json` runs it with no review (docs/agents.md). The hook asks the
-//! daemon through the hook socket, which answers only about the caller's own
-//! sessions, and never with a file's content (names, commands and rules only).
+//! `/etc/codex/hooks.json` runs it with no review (docs/agents.md). Claude Code's
+//! `PostToolUse` hook (its settings' `hooks`) takes the same input and output
+//! (`session_id` is its `CLAUDE_CODE_SESSION_ID`, which its tools carry). The hook
+//! asks the daemon through the hook socket, which answers only about the caller's own
+//! sessions, and never with a file's content (names, commands and rules only): what
+//! was stopped of the tools working for the thread, and of the agent's own process.
 
 use std::io::Read as _;
 use std::path::Path;
@@ -40,8 +43,10 @@ pub fn message(stops: &[Stop]) -> String {
 }
 
 pub fn run(agent: &str, socket: &Path) -> anyhow::Result<()> {
-    if agent != "codex" {
-        bail!("guard hook knows Codex's hooks only (got {agent:?})");
+    if !matches!(agent, "codex" | "claude") {
+        bail!(
+            "guard hook knows Codex's and Claude Code's hooks (`codex`, `claude`), not {agent:?}"
+        );
     }
     let mut input = String::new();
     std::io::stdin()

@@ -205,9 +205,10 @@ pub enum Cmd {
     },
     /// An agent's hook: tells the agent what guard stopped of its last tool call and
     /// why, in the form the agent reads (docs/agents.md). Codex: a `PostToolUse`
-    /// hook (`/etc/codex/hooks.json`), given the hook's JSON on stdin.
+    /// hook (`/etc/codex/hooks.json`); Claude Code: a `PostToolUse` hook of its
+    /// settings; given the hook's JSON on stdin.
     Hook {
-        /// The agent: `codex`.
+        /// The agent: `codex` or `claude`.
         agent: String,
         #[arg(long, env = "GUARD_HOOK_SOCKET", default_value = control::DEFAULT_HOOK_SOCKET)]
         socket: PathBuf,
@@ -217,7 +218,7 @@ pub enum Cmd {
         /// The daemon's control socket.
         #[arg(long, env = "GUARD_SOCKET", default_value = control::DEFAULT_SOCKET)]
         socket: PathBuf,
-        /// Confine the command with Landlock, derived from the daemon's policy:
+        /// Confine the command with Landlock too, derived from the daemon's policy:
         /// the files and directories `kill`/`deny` rules on reads name cannot be
         /// read, and only the working directory, the agent's state, the temporary
         /// directories, the caches and /dev can be written; a refused operation
@@ -228,6 +229,12 @@ pub enum Cmd {
         /// With --landlock: also writable (repeatable).
         #[arg(long, value_name = "PATH", requires = "landlock")]
         writable: Vec<PathBuf>,
+        /// No mount namespace: by default the command runs in one of its own, where
+        /// what the policy forbids every process of the session to change is
+        /// read-only and what it forbids them to read is hidden (docs/policy.md,
+        /// "The mount namespace of `guard run`").
+        #[arg(long)]
+        no_mount_namespace: bool,
         /// The command and its arguments.
         #[arg(last = true, required = true, value_name = "CMD")]
         command: Vec<String>,

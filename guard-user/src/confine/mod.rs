@@ -16,9 +16,16 @@
 //! What that costs (docs/policy.md, "Landlock"): a split directory's own entries
 //! are fixed at start (a file created in `~` afterwards is not readable); names
 //! inside a forbidden directory can be listed, not read; a forbidden path inside
-//! a writable tree (a repository's `.git/hooks`) is left to guard's other tiers,
-//! since splitting the tree would forbid creating files in it. Landlock forbids
-//! mounting: an agent's own bubblewrap sandbox cannot start inside it.
+//! a writable tree (a repository's `.git/hooks`) cannot be carved out, since
+//! splitting the tree would forbid creating files in it: `guard run`'s mount
+//! namespace covers those (`mount`). Landlock forbids mounting: an agent's own
+//! bubblewrap sandbox cannot start inside it.
+//!
+//! `targets`: what the daemon names for a session to hide and make read-only;
+//! `mount`: the mount namespace that covers them.
+
+pub mod mount;
+pub mod targets;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -71,6 +78,21 @@ fn is_within(path: &Path, of: &Path) -> bool {
     path.starts_with(of)
 }
 
+/// Those of `paths` inside one of the `writable` trees (symbolic links resolved).
+pub fn inside(paths: &[PathBuf], writable: &[PathBuf]) -> Vec<PathBuf> {
+    let writable: Vec<PathBuf> = writable
+        .iter()
+        .filter_map(|w| std::fs::canonicalize(w).ok())
+        .collect();
+    paths
+        .iter()
+        .filter(|p| {
+            std::fs::canonicalize(p).is_ok_and(|p| writable.iter().any(|w| is_within(&p, w)))
+        })
+        .cloned()
+        .collect()
+}
+
 /// The plan for `read_deny` and `writable` (absolute paths; those that do not
 /// exist are left out: there is nothing to hide, or to write, yet).
 pub fn plan(read_deny: &[PathBuf], writable: &[PathBuf]) -> Plan {
@@ -108,16 +130,42 @@ pub fn plan(read_deny: &[PathBuf], writable: &[PathBuf]) -> Plan {
     }
 }
 
-/// Grants `rights` on `dir`'s tree, splitting it where an override lies below.
+/// Whether `a` grants everything `b` does.
+fn covers(a: Rights, b: Rights) -> bool {
+    (a.read || !b.read) && (a.write || !b.write)
+}
+
+/// Grants `rights` on `dir`'s tree. Landlock adds up the rules of a path and of
+/// every directory above it, so an override below that grants more (a writable
+/// tree inside a readable one) is a rule of its own, beside the tree's. Only an
+/// override that takes a right away (a forbidden path inside a readable tree)
+/// needs the tree split into its entries, each granted on its own; a split
+/// directory keeps only the right to list it, so splitting one for a writable
+/// path below it would forbid creating anything in it (`mktemp` in `/tmp` when the
+/// workspace is below `/tmp`).
 fn visit(dir: &Path, rights: Rights, overrides: &[(PathBuf, Rights)], out: &mut Vec<Grant>) {
-    let below = overrides.iter().any(|(p, _)| p != dir && is_within(p, dir));
-    if !below {
+    let below = |p: &PathBuf| p != dir && is_within(p, dir);
+    let restricting = overrides
+        .iter()
+        .any(|(p, r)| below(p) && !covers(*r, rights));
+    if !restricting {
         if rights != NONE {
             out.push(Grant {
                 path: dir.to_owned(),
                 rights,
                 list_only: false,
                 dir: true,
+            });
+        }
+        for (p, r) in overrides
+            .iter()
+            .filter(|(p, r)| below(p) && !covers(rights, *r))
+        {
+            out.push(Grant {
+                path: p.clone(),
+                rights: *r,
+                list_only: false,
+                dir: p.is_dir(),
             });
         }
         return;
@@ -226,8 +274,10 @@ pub fn apply(plan: &Plan) -> Result<Applied, Error> {
 }
 
 /// What the agent may write besides its workspace: the temporary directories,
-/// the user's caches, `/dev`, and the agent's own state (by the program it runs).
-pub fn writable(home: &Path, workspace: &Path, program: &str) -> Vec<PathBuf> {
+/// the user's caches, `/dev`, and the agent's own state, by the agent programs the
+/// command line names (the program itself, or one a wrapper runs: `setpriv …
+/// codex`, `env node …/gemini`).
+pub fn writable(home: &Path, workspace: &Path, argv: &[String]) -> Vec<PathBuf> {
     let mut out = vec![
         workspace.to_owned(),
         PathBuf::from("/tmp"),
@@ -235,20 +285,25 @@ pub fn writable(home: &Path, workspace: &Path, program: &str) -> Vec<PathBuf> {
         PathBuf::from("/dev"),
         home.join(".cache"),
     ];
-    let name = program.rsplit('/').next().unwrap_or(program);
-    let state: &[&str] = match name {
-        "codex" => &[".codex"],
-        "claude" => &[".claude", ".config/claude"],
-        "gemini" => &[".gemini"],
-        "copilot" => &[".copilot"],
-        _ => &[],
-    };
-    out.extend(state.iter().map(|s| home.join(s)));
-    if name == "codex"
-        && let Some(dir) = std::env::var_os("CODEX_HOME")
-    {
-        out.push(PathBuf::from(dir));
+    for arg in argv {
+        let name = arg.rsplit('/').next().unwrap_or(arg);
+        let name = name.strip_suffix(".js").unwrap_or(name);
+        let state: &[&str] = match name {
+            "codex" => &[".codex"],
+            "claude" | "claude.exe" => &[".claude", ".claude.json", ".config/claude"],
+            "gemini" => &[".gemini"],
+            "copilot" => &[".copilot"],
+            _ => &[],
+        };
+        out.extend(state.iter().map(|s| home.join(s)));
+        if name == "codex"
+            && let Some(dir) = std::env::var_os("CODEX_HOME")
+        {
+            out.push(PathBuf::from(dir));
+        }
     }
+    out.sort();
+    out.dedup();
     out
 }
 
@@ -289,5 +344,74 @@ mod tests {
         // A link never carries rights to what it points at.
         assert!(of("home/key-link").is_none(), "{p:#?}");
         assert_eq!(of("etc").map(|g| g.rights), Some(READ));
+    }
+
+    #[test]
+    fn a_writable_tree_keeps_its_rights_when_a_writable_path_lies_below_it() {
+        // The workspace below the temporary directory, and another writable path
+        // below it: the temporary directory stays writable as a whole (issue 48:
+        // `mktemp` failed under `guard run --landlock` in a workspace below /tmp).
+        let t = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(t.path()).expect("canonical");
+        for d in ["tmp/ws/src", "tmp/other", "home/.ssh", "var/tmp", "var/lib"] {
+            std::fs::create_dir_all(root.join(d)).expect("mkdir");
+        }
+        let p = plan(
+            &[root.join("home/.ssh")],
+            &[
+                root.join("tmp"),
+                root.join("tmp/ws"),
+                root.join("tmp/other"),
+                root.join("var/tmp"),
+            ],
+        );
+        let of = |path: &str| p.grants.iter().find(|g| g.path == root.join(path)).cloned();
+        let tmp = of("tmp").expect("a rule for tmp");
+        assert_eq!((tmp.rights, tmp.list_only), (READ_WRITE, false), "{p:#?}");
+        // Nothing below it is split or granted less.
+        assert!(
+            p.grants
+                .iter()
+                .filter(|g| g.path.starts_with(root.join("tmp")))
+                .all(|g| g.rights == READ_WRITE && !g.list_only),
+            "{p:#?}"
+        );
+        // A readable directory with a writable one below: a readable rule for the
+        // whole tree, a writable one for the path, no split.
+        let var = of("var").expect("a rule for var");
+        assert_eq!((var.rights, var.list_only), (READ, false), "{p:#?}");
+        assert_eq!(of("var/tmp").map(|g| g.rights), Some(READ_WRITE));
+        assert!(of("var/lib").is_none(), "{p:#?}");
+        // The forbidden directory still splits what is above it.
+        assert_eq!(of("home").map(|g| g.list_only), Some(true));
+        assert!(of("home/.ssh").is_none(), "{p:#?}");
+    }
+
+    #[test]
+    fn the_agent_s_state_is_writable_through_its_wrappers() {
+        let home = Path::new("/home/a");
+        let argv = |a: &[&str]| -> Vec<String> { a.iter().map(|s| (*s).to_owned()).collect() };
+        let codex = writable(
+            home,
+            Path::new("/w"),
+            &argv(&["setpriv", "--reuid=1000", "/opt/codex/bin/codex", "exec"]),
+        );
+        assert!(codex.contains(&home.join(".codex")), "{codex:?}");
+        let gemini = writable(
+            home,
+            Path::new("/w"),
+            &argv(&[
+                "env",
+                "node",
+                "/usr/lib/node_modules/@google/gemini-cli/bundle/gemini.js",
+            ]),
+        );
+        assert!(gemini.contains(&home.join(".gemini")), "{gemini:?}");
+        let plain = writable(home, Path::new("/w"), &argv(&["sh", "-c", "codex-like"]));
+        assert!(
+            !plain
+                .iter()
+                .any(|p| p.starts_with(home) && *p != home.join(".cache"))
+        );
     }
 }

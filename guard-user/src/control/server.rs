@@ -26,7 +26,11 @@ pub enum Command {
         pid: u32,
         uid: u32,
         argv: Vec<String>,
-        landlock: bool,
+        /// The client confines itself (Landlock, a mount namespace): it needs the
+        /// paths to hide and to make read-only.
+        confine: bool,
+        /// The home it names besides the caller's (`Request::Run`).
+        home: Option<String>,
         reply: Answer<Registered>,
     },
     /// An agent's hook asks what was stopped for its thread (the hook socket).
@@ -35,11 +39,12 @@ pub enum Command {
         uid: u32,
         reply: Answer<Vec<guard_common::protocol::Stop>>,
     },
-    /// A session's root says how it confined itself with Landlock.
+    /// A session's root says how it confined itself (Landlock, mount namespace).
     Confined {
         pid: u32,
         session: String,
-        status: String,
+        landlock: Option<String>,
+        mount_ns: Option<String>,
         reply: Answer<String>,
     },
     Sessions {
@@ -227,12 +232,17 @@ async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>, hooks_only:
                 })
                 .await
             }
-            Ok(Request::Confined { session, status }) => match cred.pid() {
+            Ok(Request::Confined {
+                session,
+                landlock,
+                mount_ns,
+            }) => match cred.pid() {
                 Some(pid) if pid > 0 => {
                     ask(&commands, |reply| Command::Confined {
                         pid: pid as u32,
                         session,
-                        status,
+                        landlock,
+                        mount_ns,
                         reply,
                     })
                     .await
@@ -241,13 +251,19 @@ async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>, hooks_only:
                     "the kernel gave no pid for this client",
                 ))),
             },
-            Ok(Request::Run { argv, landlock }) => match cred.pid() {
+            Ok(Request::Run {
+                argv,
+                landlock,
+                mount_ns,
+                home,
+            }) => match cred.pid() {
                 Some(pid) if pid > 0 => {
                     ask(&commands, |reply| Command::Register {
                         pid: pid as u32,
                         uid,
                         argv,
-                        landlock,
+                        confine: landlock || mount_ns,
+                        home,
                         reply,
                     })
                     .await

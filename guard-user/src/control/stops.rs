@@ -21,6 +21,12 @@ pub struct Stops {
     told: HashMap<String, u64>,
 }
 
+/// Where the stops of a session's agent process are kept: it serves the session's
+/// threads (Codex puts the thread id in its tools' environment only).
+fn session_key(session: &str) -> String {
+    format!("session:{session}")
+}
+
 /// What an event was about, for the agent (a file's name, never its content).
 fn what(ev: &Event) -> String {
     match &ev.detail {
@@ -55,10 +61,18 @@ fn what(ev: &Event) -> String {
 
 impl Stops {
     /// Notes `ev` when guard stopped it (killed or denied) and it works for an
-    /// agent thread; `uid` is its session's, `description` its rule's.
+    /// agent thread, or is the agent's own process (whose threads are its session's:
+    /// kept under [`session_key`]); `uid` is its session's, `description` its rule's.
     pub fn note(&mut self, ev: &Event, uid: u32, description: Option<&str>) {
-        let (Some(v), Some(thread)) = (&ev.violation, &ev.task.agent_thread) else {
+        let Some(v) = &ev.violation else {
             return;
+        };
+        let thread = match (&ev.task.agent_thread, ev.session) {
+            (Some(thread), _) => thread.to_string(),
+            (None, Some(session)) if ev.task.role == guard_common::role::AGENT => {
+                session_key(&session.to_string())
+            }
+            _ => return,
         };
         if !matches!(
             v.outcome,
@@ -71,7 +85,7 @@ impl Stops {
         }
         self.next += 1;
         self.kept.push_back((
-            thread.to_string(),
+            thread,
             uid,
             self.next,
             Stop {
@@ -88,13 +102,17 @@ impl Stops {
     }
 
     /// What was stopped for `thread` since it was last asked, when the asker (`uid`,
-    /// 0 for root) may know: the thread's sessions are its own.
-    pub fn take(&mut self, thread: &str, uid: u32) -> Vec<Stop> {
+    /// 0 for root) may know: the thread's sessions are its own. `sessions`: those
+    /// the thread ran in, whose agent's own process's stops are the thread's too.
+    pub fn take(&mut self, thread: &str, sessions: &[String], uid: u32) -> Vec<Stop> {
         let after = self.told.get(thread).copied().unwrap_or(0);
+        let keys: Vec<String> = sessions.iter().map(|s| session_key(s)).collect();
         let out: Vec<(u64, Stop)> = self
             .kept
             .iter()
-            .filter(|(t, owner, seq, _)| t == thread && *seq > after && (uid == 0 || *owner == uid))
+            .filter(|(t, owner, seq, _)| {
+                (t == thread || keys.contains(t)) && *seq > after && (uid == 0 || *owner == uid)
+            })
             .map(|(_, _, seq, s)| (*seq, s.clone()))
             .collect();
         if let Some((last, _)) = out.last() {
@@ -104,5 +122,77 @@ impl Stops {
             }
         }
         out.into_iter().map(|(_, s)| s).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{SessionId, Task, Violation};
+
+    fn stopped(pid: u32, role: u8, thread: Option<&str>) -> Event {
+        let mut ev = Event::derived(
+            1_000,
+            Some(SessionId(0xab)),
+            Task {
+                pid,
+                role,
+                agent_thread: thread.map(std::sync::Arc::from),
+                ..Task::default()
+            },
+            Detail::Open {
+                path: "/home/a/.ssh/id_rsa".into(),
+                resolved: true,
+                truncated: false,
+                flags: 0,
+                call: guard_common::OpenCall::Openat,
+                ret: -13,
+                repeats: 0,
+                dir: false,
+            },
+        );
+        ev.violation = Some(Violation {
+            rule: "secrets-read-by-agent".into(),
+            action: guard_common::protocol::Action::Deny,
+            outcome: Outcome::Denied,
+            error: None,
+            alert: true,
+            would: None,
+            rules: vec!["secrets-read-by-agent".into()],
+            secret: true,
+            kill_latency_us: None,
+            anomaly: None,
+        });
+        ev
+    }
+
+    #[test]
+    fn the_agent_s_own_stops_reach_the_threads_of_its_session() {
+        let mut stops = Stops::default();
+        stops.note(&stopped(10, guard_common::role::AGENT, None), 1000, None);
+        stops.note(
+            &stopped(11, guard_common::role::TOOL, Some("t1")),
+            1000,
+            None,
+        );
+        // A helper without a thread is nobody's to tell.
+        stops.note(&stopped(12, guard_common::role::HELPER, None), 1000, None);
+        let session = SessionId(0xab).to_string();
+        // Another user's hook learns nothing.
+        assert!(
+            stops
+                .take("t1", std::slice::from_ref(&session), 1001)
+                .is_empty()
+        );
+        let got: Vec<u32> = stops
+            .take("t1", std::slice::from_ref(&session), 1000)
+            .iter()
+            .map(|s| s.pid)
+            .collect();
+        assert_eq!(got, [10, 11]);
+        assert!(
+            stops.take("t1", &[session], 1000).is_empty(),
+            "handed out once"
+        );
     }
 }

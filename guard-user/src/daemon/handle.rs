@@ -24,37 +24,60 @@ impl Daemon {
                 pid,
                 uid,
                 argv,
-                landlock,
+                confine,
+                home,
                 reply,
             } => {
-                let read_deny = if landlock {
-                    self.read_deny_of(uid)
-                } else {
-                    Vec::new()
+                let text = |v: Vec<std::path::PathBuf>| -> Vec<String> {
+                    v.iter().map(|p| p.display().to_string()).collect()
                 };
                 let answer = self
                     .register(pid, uid, &argv)
-                    .map(|id| Registered {
-                        session: id.to_string(),
-                        read_deny,
+                    .and_then(|id| {
+                        // Its repository's ignore files bind before it runs, and so
+                        // before its confinement is worked out.
+                        self.apply_ignores()?;
+                        Ok(id)
+                    })
+                    .map(|id| {
+                        let targets = if confine {
+                            self.confinement_of(uid, pid, home.as_deref())
+                        } else {
+                            crate::confine::targets::Targets::default()
+                        };
+                        self.pipe.registry.set_hidden(id, targets.read_deny.clone());
+                        Registered {
+                            session: id.to_string(),
+                            read_deny: text(targets.read_deny),
+                            write_deny: text(targets.write_deny),
+                            notes: targets.notes,
+                        }
                     })
                     .map_err(|e| format!("{e:#}"));
                 let _ = reply.send(answer);
                 self.out.sink.flush()?;
             }
             Command::Stops { thread, uid, reply } => {
-                let _ = reply.send(Ok(self.out.stops.take(&thread, uid)));
+                let sessions: Vec<String> = self
+                    .pipe
+                    .registry
+                    .sessions()
+                    .filter(|s| s.agent_threads.iter().any(|t| **t == *thread))
+                    .map(|s| s.id.to_string())
+                    .collect();
+                let _ = reply.send(Ok(self.out.stops.take(&thread, &sessions, uid)));
             }
             Command::Confined {
                 pid,
                 session,
-                status,
+                landlock,
+                mount_ns,
                 reply,
             } => {
                 let answer = self
                     .pipe
                     .registry
-                    .confined(pid, &session, &status)
+                    .confined(pid, &session, (landlock, mount_ns))
                     .map(|()| session);
                 let _ = reply.send(answer);
             }
@@ -80,40 +103,59 @@ impl Daemon {
         Ok(())
     }
 
-    /// What `guard run --landlock` hides from a session of `uid`: the concrete files
-    /// and directories of `kill`/`deny` rules on reads that apply to every process
-    /// of a session (the agent included), in that user's home or outside every home.
-    fn read_deny_of(&self, uid: u32) -> Vec<String> {
-        use guard_common::rules::{access, rule_flags as f};
+    /// What `guard run` hides from, and makes read-only for, a session of `uid`
+    /// whose root is `pid`: the concrete files and directories the policy names (in
+    /// that user's home, in the home the client names when root asks or it is the
+    /// caller's own, or outside every home), and what its patterns match in the
+    /// workspace (the repository `pid`'s working directory belongs to, or that
+    /// directory), where the policy stops every process of the session.
+    fn confinement_of(
+        &self,
+        uid: u32,
+        pid: u32,
+        named: Option<&str>,
+    ) -> crate::confine::targets::Targets {
+        use crate::confine::targets::Targets;
+        use guard_common::rules::inode_kind;
         use uzers::os::unix::UserExt as _;
+        let judge = &self.pipe.judge;
+        let stops = |path: &str, write: bool| judge.stops_everyone(path, write);
         let home = uzers::get_user_by_uid(uid).map(|u| u.home_dir().to_path_buf());
-        let mut out: Vec<String> = self
-            .pipe
-            .judge
+        // Root's `guard run` drops to a user after (setpriv, su): that user's home.
+        let named = named
+            .map(std::path::PathBuf::from)
+            .filter(|n| uid == 0 || home.as_ref() == Some(n));
+        let mut targets = Targets::default();
+        let named = judge
             .tables()
             .identity
             .iter()
+            .filter(|t| matches!(t.kind, inode_kind::FILE | inode_kind::TREE))
             .filter(|t| {
-                let v = t.value;
-                v.flags & (f::KILL | f::DENY) != 0
-                    && v.access & access::READ != 0
-                    && v.flags
-                        & (f::ROOT_ONLY | f::DESCENDANTS_ONLY | f::ROLES | f::EXCEPT | f::TAINT)
-                        == 0
-            })
-            .map(|t| t.path.clone())
-            .filter(|p| {
-                home.as_ref().is_some_and(|h| p.starts_with(h))
+                [&home, &named]
+                    .into_iter()
+                    .flatten()
+                    .any(|h| t.path.starts_with(h))
                     || !self
                         .homes
                         .iter()
-                        .any(|h| p.starts_with(h) && h.as_str() != "/")
-            })
-            .map(|p| p.display().to_string())
-            .collect();
-        out.sort();
-        out.dedup();
-        out
+                        .any(|h| t.path.starts_with(h) && h.as_str() != "/")
+            });
+        for t in named {
+            targets.add_named(&t.path, t.kind == inode_kind::TREE, &stops);
+        }
+        if let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) {
+            let root = crate::confine::targets::workspace(&cwd);
+            let started = std::time::Instant::now();
+            targets.walk(&root, &stops);
+            tracing::debug!(
+                workspace = %root.display(),
+                ms = started.elapsed().as_millis(),
+                "walked the workspace for what guard run confines"
+            );
+        }
+        targets.settle();
+        targets
     }
 
     fn sessions(&self) -> Vec<SessionInfo> {
@@ -235,6 +277,7 @@ impl Daemon {
             .pipe
             .registry
             .start(id, How::Run, self.pipe.now(), &task, None);
+        self.pipe.note_repository(&start);
         self.out.write(&start)?;
         Ok(id)
     }
@@ -253,6 +296,7 @@ impl Daemon {
             user_space_rules: judge.user_space_rules(),
             warnings: diag::render(&policy.name, warnings),
             enforcement: self.enforcement(),
+            fallbacks: judge.fallbacks(),
         };
         self.out.write_daemon_event(self.pipe.offset, detail)?;
         Ok(())
@@ -281,6 +325,50 @@ impl Daemon {
     /// (`ebpf::tiers::Enforcement`), one row per operation.
     fn enforcement(&self) -> Vec<Enforcement> {
         self.probes.enforcement.rows()
+    }
+
+    /// Reads the ignore files of the repositories sessions started in since the last
+    /// call (at their `HEAD`) and makes them binding (`[files]`); installs the
+    /// kernel's rules again when that changed them.
+    pub(super) fn apply_ignores(&mut self) -> anyhow::Result<()> {
+        if self.pipe.repositories.is_empty() {
+            return Ok(());
+        }
+        let roots = std::mem::take(&mut self.pipe.repositories);
+        let files = self.pipe.judge.policy().files.clone();
+        if files.action.is_none() {
+            return Ok(());
+        }
+        let mut changed = false;
+        for root in roots {
+            let ignored =
+                crate::ignore::read(&root, &files.ignore_files, &files.ignore).or_else(|e| {
+                    tracing::debug!("{e:#}: only [files] ignore applies there");
+                    crate::ignore::read(&root, &[], &files.ignore)
+                });
+            let Ok(ignored) = ignored else {
+                continue;
+            };
+            for note in &ignored.notes {
+                tracing::warn!(repository = %root.display(), "ignore files: {note}");
+            }
+            if ignored.patterns.is_empty() && ignored.files.is_empty() {
+                continue;
+            }
+            let (n, names) = (ignored.patterns.len(), ignored.files.join(", "));
+            if self.pipe.judge.set_ignored(ignored) {
+                tracing::info!(repository = %root.display(), files = %names, patterns = n, "ignore files made binding");
+                changed = true;
+            }
+        }
+        if changed {
+            self.pipe
+                .identity
+                .set_targets(self.pipe.judge.tables().identity.clone());
+            self.probes
+                .install(self.pipe.judge.tables().maps(), &self.pipe.identity)?;
+        }
+        Ok(())
     }
 
     pub(super) fn resolved(&mut self, name: String, addrs: Vec<IpAddr>) -> anyhow::Result<()> {
@@ -331,6 +419,13 @@ impl Daemon {
             Ok(j) => j,
             Err(e) => return rejected(self, format!("{e:#}")),
         };
+        // The repositories whose ignore files bind stay so: read again under the new
+        // `[files]` settings.
+        if judge.policy().files.action.is_some() {
+            self.pipe
+                .repositories
+                .extend(self.pipe.judge.ignored().iter().map(|i| i.root.clone()));
+        }
         let old_targets = self.pipe.judge.tables().identity.clone();
         self.pipe
             .identity

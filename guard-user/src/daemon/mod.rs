@@ -197,6 +197,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             identity,
             digests: Default::default(),
             holds: crate::digest::Holds::new(held_map),
+            repositories: Vec::new(),
             dns_work: Vec::new(),
             spawners,
         },
@@ -307,6 +308,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             cgroups = watcher;
             d.install_cgroups(cgroups.as_ref().map(AsyncFd::get_ref))?;
         }
+        // The ignore files of repositories sessions started in (`[files]`).
+        d.apply_ignores()?;
         // A sign of life after each turn of the loop (one map write): the next
         // daemon measures its gap from the last one, so a daemon that answered a
         // client or drained records was alive then.

@@ -208,6 +208,9 @@ pub struct Pipeline {
     pub digests: crate::digest::Digests,
     /// Those held processes, let go once judged.
     pub holds: crate::digest::Holds,
+    /// Work trees of the repositories sessions started in since the daemon last
+    /// read their ignore files (`Daemon::apply_ignores`).
+    pub repositories: Vec<std::path::PathBuf>,
     /// What guard's resolver needs to know of what went by (`take_dns_work`).
     pub dns_work: Vec<DnsWork>,
     /// The host's known spawners (`crate::delegation`): listeners of sessions'
@@ -265,6 +268,21 @@ fn emit(out: &mut Outputs, ev: &Event, description: Option<&str>) -> Result<(), 
 const KEEP_ENDED_NS: i128 = 300 * 1_000_000_000;
 
 impl Pipeline {
+    /// Notes the repository a `session_start` names, for its ignore files.
+    pub fn note_repository(&mut self, start: &Event) {
+        if let Detail::SessionStart {
+            repository: Some(repo),
+            ..
+        } = &start.detail
+            && let Some(root) = &repo.root
+        {
+            let root = std::path::PathBuf::from(root);
+            if !self.repositories.contains(&root) {
+                self.repositories.push(root);
+            }
+        }
+    }
+
     /// What guard's resolver is to learn, since the last call.
     pub fn take_dns_work(&mut self) -> Vec<DnsWork> {
         std::mem::take(&mut self.dns_work)
@@ -306,6 +324,7 @@ impl Pipeline {
             (f.new_out, f.new_in) = self.flows.add(f);
         }
         if let Some(start) = self.registry.before(&ev) {
+            self.note_repository(&start);
             out.write(&start)?;
         }
         self.registry.annotate(&mut ev);
@@ -361,8 +380,12 @@ impl Pipeline {
         let mut description = None;
         // The judge decides (rules, limits, self-protection, then anomalies, which
         // count every event the rules let by); the actor carries the verdict out.
-        let verdict = if self.registry.is_landlocked(ev.session) {
-            self.judge.judge_landlocked(&ev, is_root)
+        let verdict = if self.registry.is_confined(ev.session) {
+            let hidden = match &ev.detail {
+                Detail::Open { path, .. } => self.registry.hidden_below(ev.session, path),
+                _ => false,
+            };
+            self.judge.judge_confined(&ev, is_root, hidden)
         } else {
             self.judge.judge(&ev, is_root)
         }
@@ -592,6 +615,7 @@ mod tests {
             undecodable: 0,
             digests: Default::default(),
             holds: Default::default(),
+            repositories: Vec::new(),
             dns_work: Vec::new(),
             spawners: None,
         }

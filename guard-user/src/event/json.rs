@@ -516,6 +516,12 @@ mod tests {
                     guarantee: "EPERM".into(),
                     fallback_reason: None,
                 }],
+                fallbacks: vec![guard_common::protocol::Fallback {
+                    rule: "secrets-read-by-agent".into(),
+                    acts_as: Action::Alert,
+                    guarantee: "alerted".into(),
+                    user_space: vec![],
+                }],
             },
             Detail::PolicyRejected {
                 name: "/etc/guard.toml".into(),

@@ -269,6 +269,7 @@ impl Event {
                 user_space_rules,
                 warnings,
                 enforcement,
+                fallbacks,
             } => EventDetail::PolicyLoaded {
                 policy: name.clone(),
                 mode: *mode,
@@ -281,6 +282,7 @@ impl Event {
                 user_space_rules: user_space_rules.clone(),
                 warnings: warnings.clone(),
                 enforcement: enforcement.clone(),
+                fallbacks: fallbacks.clone(),
             },
             Detail::PolicyRejected { name, errors } => EventDetail::PolicyRejected {
                 policy: name.clone(),

@@ -196,6 +196,8 @@ pub enum Detail {
         warnings: String,
         /// How each kind of enforcement runs on this host.
         enforcement: Vec<Enforcement>,
+        /// How each `deny` rule with a `fallback` acts on this host.
+        fallbacks: Vec<guard_common::protocol::Fallback>,
     },
     PolicyRejected {
         name: String,

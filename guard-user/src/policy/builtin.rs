@@ -131,7 +131,8 @@ mod tests {
         assert_eq!(rule(&p, "codex-auth-read").scope, not_the_agent);
         assert_eq!(rule(&p, "codex-config-write").scope, not_the_agent);
         // The secrets: killed for every role but the agent's, whose own read (an agent
-        // that reads and edits files in its own process) is an alert that taints it.
+        // that reads and edits files in its own process) is refused where the kernel
+        // can refuse without a kill, else an alert that taints it.
         for id in ["credentials-read", "dotenv-read", "private-keys-read"] {
             assert_eq!(rule(&p, id).action, Action::Kill, "{id}");
             assert_eq!(
@@ -141,7 +142,12 @@ mod tests {
             );
         }
         let by_agent = rule(&p, "secrets-read-by-agent");
-        assert_eq!(by_agent.action, Action::Alert);
+        assert_eq!(
+            (by_agent.action, by_agent.fallback),
+            (Action::Deny, Some(Action::Alert))
+        );
+        assert_eq!(by_agent.acting(false), Action::Alert);
+        assert_eq!(by_agent.acting(true), Action::Deny);
         assert_eq!(by_agent.scope.role_names(), ["agent"]);
         assert!(by_agent.secret);
         // Refused, not killed: wget opens it on every run and goes on without it.

@@ -30,15 +30,20 @@ pub mod code {
     pub const INVALID: &str = "G009";
     /// A key that belongs to another kind of rule.
     pub const WRONG_KIND_KEY: &str = "G010";
+    /// `fallback` on a rule whose action is not `deny`, or naming `deny`.
+    pub const BAD_FALLBACK: &str = "G011";
     /// A rule that can never match.
     pub const NEVER_MATCHES: &str = "W101";
     /// `deny` on a file or exec rule: acts as `kill` without BPF-LSM.
     pub const DENY_NEEDS_LSM: &str = "W102";
     /// `mode = "observe"`: every action is downgraded to `log`.
     pub const OBSERVE_MODE: &str = "W103";
+    /// A `deny` with a `fallback` on patterns only user space matches: there it acts
+    /// as its fallback on every kernel.
+    pub const FALLBACK_ALWAYS: &str = "W104";
     /// A `kill` or `deny` pattern the kernel cannot match: judged in user space,
     /// after the fact.
-    pub const USER_SPACE_ONLY: &str = "W104";
+    pub const USER_SPACE_ONLY: &str = "W105";
 }
 
 /// How bad a diagnostic is: any error refuses the policy, warnings do not.

@@ -23,6 +23,16 @@ pub const LIMITS: &str = "limits";
 /// tools ran in (`[sessions] unsandboxed_tools`).
 pub const UNSANDBOXED: &str = "sessions.unsandboxed_tools";
 
+/// What an action did, for messages.
+fn past(action: Action) -> &'static str {
+    match action {
+        Action::Log => "logged",
+        Action::Alert => "alerted",
+        Action::Kill => "killed",
+        Action::Deny => "denied",
+    }
+}
+
 /// What the kernel can do here, as far as the judge's decisions depend on it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Kernel {
@@ -76,7 +86,17 @@ pub struct Judge {
     tables: Tables,
     /// `[redact]`: what is taken out of command lines once the verdict is made.
     redactor: crate::event::redact::Redactor,
+    /// The repositories whose ignore files are binding (`[files]`), the one a
+    /// session last started in last.
+    ignored: Vec<crate::ignore::Ignored>,
+    /// How many of the compiled policy's rules are its own: `[files]`' rules come
+    /// after them.
+    own_rules: usize,
 }
+
+/// Repositories whose ignore files bind at once (the one no session started in
+/// for longest is let go first).
+pub const IGNORED_REPOS: usize = 64;
 
 impl Judge {
     pub fn new(
@@ -85,6 +105,7 @@ impl Judge {
         hosts: Hosts,
         kernel: Kernel,
     ) -> Result<Self, CompileError> {
+        let own_rules = policy.rules.len();
         let compiled = Compiled::new(policy, &homes)?;
         let tables = tables::compile(&compiled.policy, &homes, &hosts, kernel.lsm);
         let redact = &compiled.policy.redact;
@@ -96,7 +117,70 @@ impl Judge {
             hosts,
             tables,
             redactor,
+            ignored: Vec::new(),
+            own_rules,
         })
+    }
+
+    /// The repositories whose ignore files bind.
+    pub fn ignored(&self) -> &[crate::ignore::Ignored] {
+        &self.ignored
+    }
+
+    /// Makes a repository's ignore set binding, or brings it up to date (its `HEAD`
+    /// moved); true when that changed the rules (the kernel's need installing again).
+    pub fn set_ignored(&mut self, ignored: crate::ignore::Ignored) -> bool {
+        let same = match self.ignored.iter().position(|i| i.root == ignored.root) {
+            Some(at) => {
+                let old = self.ignored.remove(at);
+                old == ignored
+            }
+            None => false,
+        };
+        self.ignored.push(ignored);
+        if self.ignored.len() > IGNORED_REPOS {
+            self.ignored.remove(0);
+        }
+        if same {
+            return false;
+        }
+        let mut policy = self.compiled.policy.clone();
+        policy.rules.truncate(self.own_rules);
+        // Rules of their own for each repository: one repository's exception the
+        // kernel cannot express leaves only its own patterns to user space.
+        for i in &self.ignored {
+            let (paths, except) = crate::ignore::globs(&i.root, &i.patterns);
+            let root = crate::ignore::escape(&i.root.display().to_string());
+            let files = i
+                .files
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{}/{}",
+                        root.trim_end_matches('/'),
+                        crate::ignore::escape(f)
+                    )
+                })
+                .collect();
+            let extra = policy.files.rules(paths, except, files);
+            policy.rules.extend(extra);
+        }
+        match Compiled::new(policy, &self.homes) {
+            Ok(compiled) => {
+                self.compiled = compiled;
+                self.tables = tables::compile(
+                    &self.compiled.policy,
+                    &self.homes,
+                    &self.hosts,
+                    self.kernel.lsm,
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!("ignore files: cannot compile their patterns, left out: {e:#}");
+                false
+            }
+        }
     }
 
     pub fn policy(&self) -> &Policy {
@@ -240,6 +324,9 @@ impl Judge {
             return None;
         }
         let rules = &self.compiled.policy.rules;
+        // What the kernel did not refuse, user space cannot refuse either: a `deny`
+        // with a `fallback` acts as that here, and is weighed as that.
+        hits.sort_by_key(|h| std::cmp::Reverse(rules[h.rule].acting(false)));
         let primary = match by_kernel.filter(|i| *i < rules.len()) {
             Some(i) if killed || denied => i,
             _ => hits.first()?.rule,
@@ -250,13 +337,18 @@ impl Judge {
         } else if denied {
             Step::Done(Outcome::Denied)
         } else {
-            match rule.action {
+            match rule.acting(false) {
                 Action::Log => Step::Done(Outcome::Logged),
                 Action::Alert => Step::Done(Outcome::Alerted),
                 Action::Kill | Action::Deny => self.stop(ev, rule.action, primary),
             }
         };
-        let mut verdict = self.settle(rule.id.clone(), rule.action, step);
+        let action = if killed || denied {
+            rule.action
+        } else {
+            rule.acting(false)
+        };
+        let mut verdict = self.settle(rule.id.clone(), action, step);
         verdict.rules = hits.iter().map(|h| rules[h.rule].id.clone()).collect();
         verdict.secret = rule.secret || hits.iter().any(|h| rules[h.rule].secret);
         Some(verdict)
@@ -281,21 +373,66 @@ impl Judge {
             .map(|r| r.id.clone())
     }
 
-    /// [`Judge::judge`] of an event of a session confined with Landlock (`guard run
-    /// --landlock`): an open refused with EACCES that a `kill` or `deny` rule
-    /// covers was refused by the confinement the policy derived: denied, the process
-    /// lives.
-    pub fn judge_landlocked(&self, ev: &Event, is_root: bool) -> Option<Verdict> {
+    /// [`Judge::judge`] of an event of a session that `guard run` confined (Landlock,
+    /// its mount namespace): an open refused with EACCES (Landlock, a hidden path) or
+    /// EROFS (a path mounted read-only) that a `kill` or `deny` rule covers was
+    /// refused by the confinement the policy derived: denied, the process lives. A
+    /// `deny` with a `fallback` is reported as the `deny` it was there. `hidden`: the
+    /// path is below a directory the mount namespace hides, where a root process
+    /// finds nothing (ENOENT) rather than EACCES.
+    pub fn judge_confined(&self, ev: &Event, is_root: bool, hidden: bool) -> Option<Verdict> {
         let mut verdict = self.judge(ev, is_root)?;
+        let refused = |errno: i32| {
+            [libc::EACCES, libc::EROFS].contains(&errno) || (hidden && errno == libc::ENOENT)
+        };
         if let Detail::Open { ret, .. } = &ev.detail
-            && *ret == -i64::from(libc::EACCES)
-            && matches!(verdict.action, Action::Kill | Action::Deny)
-            && verdict.step == Step::Done(Outcome::Logged)
+            && refused(i32::try_from(-*ret).unwrap_or(0))
+            && matches!(verdict.step, Step::Done(Outcome::Logged | Outcome::Alerted))
             && verdict.would.is_none()
+            && let Some(rule) = self.policy().rules.iter().find(|r| r.id == verdict.rule)
+            && matches!(rule.action, Action::Kill | Action::Deny)
         {
+            verdict.action = rule.action;
+            verdict.alert = true;
             verdict.step = Step::Done(Outcome::Denied);
         }
         Some(verdict)
+    }
+
+    /// Whether the policy stops every process of a session, whatever its role, from
+    /// opening `path` for reading (`write`: for writing): a `kill` or `deny` rule
+    /// (a `deny` with a `fallback` counts: a confinement refuses without killing)
+    /// covers it for each role, for the session's root and the rest. What `guard
+    /// run` may hide or make read-only for the whole session (`confine::targets`).
+    pub fn stops_everyone(&self, path: &str, write: bool) -> bool {
+        if self.compiled.mode() == Mode::Observe {
+            return false;
+        }
+        let detail = Detail::Open {
+            path: path.to_owned(),
+            resolved: true,
+            truncated: false,
+            flags: if write {
+                libc::O_WRONLY as u64
+            } else {
+                libc::O_RDONLY as u64
+            },
+            call: guard_common::OpenCall::Openat,
+            ret: 0,
+            repeats: 0,
+            dir: false,
+        };
+        let rules = &self.compiled.policy.rules;
+        let stops = |is_root: bool, role: u8| {
+            self.compiled
+                .hits(&detail, "", (is_root, role, false), &self.hosts, None)
+                .iter()
+                .any(|h| matches!(rules[h.rule].action, Action::Kill | Action::Deny))
+        };
+        // Role 0 (unknown) is in every role set: nothing matches it, nothing
+        // matches any role (most paths end here).
+        stops(false, 0)
+            && (1..=guard_common::role::MAX).all(|role| stops(false, role) && stops(true, role))
     }
 
     /// The verdict of `rule`'s `action` with `step` left to do, in the policy's
@@ -462,6 +599,46 @@ impl Judge {
             Detail::Exec { .. } | Detail::Open { .. } | Detail::Route { .. } => Step::KillProcess,
             _ => Step::Done(Outcome::Logged),
         }
+    }
+
+    /// How each `deny` rule with a `fallback` acts here (`policy_loaded`).
+    pub fn fallbacks(&self) -> Vec<guard_common::protocol::Fallback> {
+        let lsm = self.kernel.lsm;
+        self.compiled
+            .policy
+            .rules
+            .iter()
+            .filter(|r| r.action == Action::Deny)
+            .filter_map(|r| {
+                let fallback = r.fallback?;
+                let user_space = tables::user_space_patterns(&r.kind);
+                let guarantee = if lsm {
+                    format!(
+                        "refused with EPERM by BPF-LSM, the process lives{}",
+                        if user_space.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                "; what only user space matches: {} after the fact",
+                                past(fallback)
+                            )
+                        }
+                    )
+                } else {
+                    format!(
+                        "{} (no BPF-LSM here); in a session `guard run` confines, refused where \
+                         its mount namespace or Landlock covers the path, the process lives",
+                        past(fallback)
+                    )
+                };
+                Some(guard_common::protocol::Fallback {
+                    rule: r.id.clone(),
+                    acts_as: r.acting(lsm),
+                    guarantee,
+                    user_space,
+                })
+            })
+            .collect()
     }
 
     /// Ids of rules whose kill or deny the kernel applies only in part (the rest
@@ -979,5 +1156,237 @@ action = "deny"
             without.judge(&ev, false).expect("by target").step,
             Step::KillProcess
         );
+    }
+
+    #[test]
+    fn the_agent_s_own_read_of_a_secret_is_denied_where_the_kernel_can_refuse_else_alerted() {
+        let text = builtin::get("workstation").expect("built-in");
+        let mut read = event("claude", open("/home/alice/.ssh/id_rsa", 0, 3), 0);
+        read.task.role = role::AGENT;
+        // No BPF-LSM: the read happened; an alert, which taints (a secret).
+        let v = judge_for(text, false)
+            .judge(&read, false)
+            .expect("a violation");
+        assert_eq!(v.rule, "secrets-read-by-agent");
+        assert_eq!(
+            (v.action, &v.step),
+            (Action::Alert, &Step::Done(Outcome::Alerted))
+        );
+        assert!(v.secret && v.alert);
+        // BPF-LSM refused it (EPERM): denied, the agent lives.
+        let rule = judge_for(text, true)
+            .policy()
+            .rules
+            .iter()
+            .position(|r| r.id == "secrets-read-by-agent")
+            .expect("the rule") as u16;
+        let mut refused = event("claude", open("/home/alice/.ssh/id_rsa", 0, -1), 0);
+        refused.task.role = role::AGENT;
+        refused.enforced = ((rule + 1) & enforced::RULE_MASK) | enforced::DENIED;
+        let v = judge_for(text, true)
+            .judge(&refused, false)
+            .expect("a violation");
+        assert_eq!(
+            (v.action, &v.step),
+            (Action::Deny, &Step::Done(Outcome::Denied))
+        );
+        // `guard run`'s confinement refused it (EACCES): denied too, as the deny it is.
+        let mut hidden = event(
+            "claude",
+            open("/home/alice/.ssh/id_rsa", 0, -i64::from(libc::EACCES)),
+            0,
+        );
+        hidden.task.role = role::AGENT;
+        let v = judge_for(text, false)
+            .judge_confined(&hidden, false, false)
+            .expect("a violation");
+        assert_eq!(
+            (v.action, &v.step),
+            (Action::Deny, &Step::Done(Outcome::Denied))
+        );
+        // Below a hidden directory a root process finds nothing (ENOENT): denied
+        // there, and only there.
+        let mut empty = event(
+            "claude",
+            open("/home/alice/.ssh/id_rsa", 0, -i64::from(libc::ENOENT)),
+            0,
+        );
+        empty.task.role = role::AGENT;
+        let j = judge_for(text, false);
+        let v = j.judge_confined(&empty, false, true).expect("a violation");
+        assert_eq!(v.step, Step::Done(Outcome::Denied));
+        let v = j.judge_confined(&empty, false, false).expect("a violation");
+        assert_ne!(v.step, Step::Done(Outcome::Denied));
+        // Outside a confined session the same refusal is only what it is.
+        let v = judge_for(text, false)
+            .judge(&hidden, false)
+            .expect("a violation");
+        assert_eq!(v.step, Step::Done(Outcome::Alerted));
+        // A tool is killed as before, on every kernel.
+        let mut tool = event("cat", open("/home/alice/.ssh/id_rsa", 0, 3), 0);
+        tool.task.role = role::TOOL;
+        let v = judge_for(text, false)
+            .judge(&tool, false)
+            .expect("a violation");
+        assert_eq!(
+            (v.rule.as_str(), &v.step),
+            ("credentials-read", &Step::KillProcess)
+        );
+    }
+
+    #[test]
+    fn a_fallback_rule_says_how_it_acts_here() {
+        let text = "[[rule]]\nid = \"keys\"\nkind = \"file\"\naccess = [\"read\"]\n\
+                    paths = [\"*.key\", \"src/*.pem\"]\naction = \"deny\"\nfallback = \"alert\"\n\
+                    [[rule]]\nid = \"plain\"\nkind = \"file\"\npaths = [\"x\"]\naction = \"deny\"\n";
+        let without = judge_for(text, false).fallbacks();
+        assert_eq!(without.len(), 1, "{without:?}");
+        assert_eq!(
+            (without[0].rule.as_str(), without[0].acts_as),
+            ("keys", Action::Alert)
+        );
+        assert!(
+            without[0]
+                .guarantee
+                .starts_with("alerted (no BPF-LSM here)"),
+            "{without:?}"
+        );
+        assert_eq!(without[0].user_space, ["\"src/*.pem\""]);
+        let with = judge_for(text, true).fallbacks();
+        assert_eq!(with[0].acts_as, Action::Deny);
+        assert!(
+            with[0].guarantee.contains("alerted after the fact"),
+            "{with:?}"
+        );
+        // Without BPF-LSM the kernel has no kill entry for it; with it, a refusal.
+        let judge = judge_for(text, false);
+        let keys = judge
+            .policy()
+            .rules
+            .iter()
+            .position(|r| r.id == "keys")
+            .expect("keys");
+        assert!(
+            judge
+                .tables()
+                .paths
+                .iter()
+                .all(|(_, _, v)| usize::from(v.rule) != keys)
+        );
+        let judge = judge_for(text, true);
+        assert!(
+            judge
+                .tables()
+                .paths
+                .iter()
+                .any(|(_, _, v)| usize::from(v.rule) == keys
+                    && v.flags & guard_common::rules::rule_flags::DENY != 0)
+        );
+    }
+
+    #[test]
+    fn guard_run_confines_what_every_process_is_stopped_from() {
+        let judge = workstation();
+        // Tools are killed, the agent refused: hidden from the whole session.
+        assert!(judge.stops_everyone("/home/alice/.ssh/id_rsa", false));
+        assert!(judge.stops_everyone("/home/alice/src/app/.env", false));
+        assert!(!judge.stops_everyone("/home/alice/src/app/.env.example", false));
+        // The agent reads its own token, Codex's helpers ~/.netrc: not hidden.
+        assert!(!judge.stops_everyone("/home/alice/.codex/auth.json", false));
+        assert!(!judge.stops_everyone("/home/alice/.netrc", false));
+        // A repository's hooks are denied to everyone; its workflows only alerted.
+        assert!(judge.stops_everyone(
+            &format!(
+                "/home/alice/src/app/.git/hooks/{}",
+                crate::confine::targets::PROBE
+            ),
+            true
+        ));
+        assert!(!judge.stops_everyone("/home/alice/src/app/.github/workflows/ci.yml", true));
+        assert!(!judge.stops_everyone("/home/alice/src/app/README.md", false));
+    }
+
+    #[test]
+    fn a_repository_s_committed_ignore_files_become_rules_for_its_files() {
+        let mut judge = workstation();
+        let ignored = crate::ignore::Ignored {
+            root: "/home/alice/src/app".into(),
+            files: vec![".codexignore".into()],
+            patterns: ["/private/", "*.dump", "!/keep.dump"]
+                .map(str::to_owned)
+                .to_vec(),
+            notes: Vec::new(),
+        };
+        assert!(judge.set_ignored(ignored.clone()), "new rules");
+        assert!(!judge.set_ignored(ignored), "the same set changes nothing");
+        // Another repository's exception the kernel cannot express leaves only its own
+        // patterns to user space.
+        assert!(judge.set_ignored(crate::ignore::Ignored {
+            root: "/home/alice/src/other".into(),
+            files: vec![".aiignore".into()],
+            patterns: ["/secrets/", "!*.pub"].map(str::to_owned).to_vec(),
+            notes: Vec::new(),
+        }));
+        let read = |path: &str, role: u8| {
+            let mut ev = event("cat", open(path, 0, 3), 0);
+            ev.task.role = role;
+            judge.judge(&ev, false)
+        };
+        // A tool: killed (deny acts as kill without BPF-LSM); the agent: alerted.
+        let v = read("/home/alice/src/app/private/notes.txt", role::TOOL).expect("ignored");
+        assert_eq!(
+            (v.rule.as_str(), &v.step),
+            ("files.ignore", &Step::KillProcess)
+        );
+        assert!(v.secret);
+        let v = read("/home/alice/src/app/sub/db.dump", role::AGENT).expect("ignored");
+        assert_eq!(
+            (v.rule.as_str(), v.action, &v.step),
+            (
+                "files.ignore-by-agent",
+                Action::Alert,
+                &Step::Done(Outcome::Alerted)
+            )
+        );
+        // An exception, another repository, the repository's other files: not ignored.
+        assert!(read("/home/alice/src/app/keep.dump", role::TOOL).is_none());
+        assert!(read("/home/alice/src/other/db.dump", role::TOOL).is_none());
+        assert!(read("/home/alice/src/other/secrets/id.pub", role::TOOL).is_none());
+        assert!(read("/home/alice/src/other/secrets/id", role::TOOL).is_some());
+        assert!(read("/home/alice/src/app/README.md", role::TOOL).is_none());
+        // A write to the ignore file: an alert where nothing refuses it.
+        let mut write = event(
+            "sh",
+            open("/home/alice/src/app/.codexignore", 0o1 | 0o1000, 3),
+            0,
+        );
+        write.task.role = role::TOOL;
+        let v = judge.judge(&write, false).expect("flagged");
+        assert_eq!(
+            (v.rule.as_str(), v.action),
+            ("files.ignore-files", Action::Alert)
+        );
+        // The first repository's anchored pattern is a kernel shape; the second's rule
+        // is user space's, whole.
+        let rules: Vec<usize> = judge
+            .policy()
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.id == "files.ignore")
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(rules.len(), 2);
+        let in_kernel = |rule: usize| {
+            judge.tables().paths.iter().any(|(_, _, v)| {
+                usize::from(v.rule) == rule && v.flags & guard_common::rules::rule_flags::KILL != 0
+            })
+        };
+        assert!(in_kernel(rules[0]));
+        assert!(!in_kernel(rules[1]));
+        // guard run hides them from the whole session.
+        assert!(judge.stops_everyone("/home/alice/src/app/db.dump", false));
+        // The policy's own rules keep their places: the kernel's entries name them.
+        assert_eq!(judge.policy().rules[0].id, "credentials-read");
     }
 }

@@ -400,6 +400,7 @@ mod tests {
             action,
             scope,
             secret: false,
+            fallback: None,
             pos: Pos::default(),
         }
     }
@@ -418,6 +419,7 @@ mod tests {
             report: Default::default(),
             sessions: Default::default(),
             taint: Default::default(),
+            files: Default::default(),
             dns: Default::default(),
             delegation: Default::default(),
             rules,

@@ -214,6 +214,41 @@ impl Taint {
     pub const RULE: &'static str = "taint.egress";
 }
 
+/// `[files]`: a repository's ignore files that agents honour (`.codexignore`, …)
+/// and the policy's own patterns, made binding for every process of a session
+/// (`crate::ignore`): read from the committed tree when a session starts in the
+/// repository, they become the rules [`Files::IGNORE`], [`Files::IGNORE_BY_AGENT`]
+/// and [`Files::IGNORE_FILES`], appended after the policy's own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Files {
+    /// Ignore files read from the root of each session's repository at `HEAD`
+    /// (`ignore_files`).
+    pub ignore_files: Vec<String>,
+    /// Patterns (gitignore's) ignored in every session's repository (`ignore`).
+    pub ignore: Vec<String>,
+    /// What a read of an ignored file gets by every process but the agent
+    /// (`action`); the agent's own read is refused where the kernel can refuse
+    /// without a kill, else alerted. `None` (`"allow"`): nothing is made binding.
+    pub action: Option<Action>,
+}
+
+impl Default for Files {
+    fn default() -> Self {
+        Files {
+            ignore_files: [
+                ".codexignore",
+                ".aiignore",
+                ".geminiignore",
+                ".cursorignore",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            ignore: Vec::new(),
+            action: Some(Action::Deny),
+        }
+    }
+}
+
 /// `[dns]`: sessions' DNS goes through guard's resolver, which answers the names the
 /// policy allows and refuses the rest (docs/policy.md, "DNS").
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -245,6 +280,91 @@ impl Default for Dns {
             unknown: None,
             upstream: Vec::new(),
         }
+    }
+}
+
+impl Files {
+    /// The rule on reads of ignored files by every process but the agent.
+    pub const IGNORE: &'static str = "files.ignore";
+    /// The rule on the agent's own reads of them.
+    pub const IGNORE_BY_AGENT: &'static str = "files.ignore-by-agent";
+    /// The rule on writes to the ignore files themselves.
+    pub const IGNORE_FILES: &'static str = "files.ignore-files";
+    /// The ids of the rules `[files]` makes.
+    pub const RULES: [&'static str; 3] = [Self::IGNORE, Self::IGNORE_BY_AGENT, Self::IGNORE_FILES];
+
+    /// The rules for repositories whose ignored files are `paths` but `except`
+    /// (globs), and whose ignore files are `files` (paths): none when nothing is
+    /// ignored and `action` allows.
+    pub fn rules(&self, paths: Vec<String>, except: Vec<String>, files: Vec<String>) -> Vec<Rule> {
+        let Some(action) = self.action else {
+            return Vec::new();
+        };
+        let all = (1..=guard_common::role::MAX).fold(0, |set, r| set | role_bit_of(r));
+        let agent = role_bit_of(guard_common::role::AGENT);
+        let rule = |id: &str, description: &str, kind: Kind, action, scope, fallback| Rule {
+            id: id.to_owned(),
+            description: Some(description.to_owned()),
+            kind,
+            action,
+            scope,
+            secret: true,
+            fallback,
+            pos: Pos::default(),
+        };
+        let read = Kind::File {
+            paths,
+            except,
+            access: Access {
+                read: true,
+                write: false,
+            },
+        };
+        // The agent's own read: refused where the kernel can refuse without a kill,
+        // else at most an alert (a kill would end the user's session).
+        let (by_agent, fallback) = match action {
+            Action::Kill | Action::Deny => (Action::Deny, Some(Action::Alert)),
+            other => (other, None),
+        };
+        let mut out = Vec::new();
+        if matches!(&read, Kind::File { paths, .. } if !paths.is_empty()) {
+            out.push(rule(
+                Self::IGNORE,
+                "a file the repository's ignore files (or [files] ignore) keep from agents",
+                read.clone(),
+                action,
+                Scope::Roles(all & !agent),
+                None,
+            ));
+            out.push(rule(
+                Self::IGNORE_BY_AGENT,
+                "the agent's own read of a file the repository's ignore files keep from agents",
+                read,
+                by_agent,
+                Scope::Roles(agent),
+                fallback,
+            ));
+        }
+        if !files.is_empty() {
+            let mut r = rule(
+                Self::IGNORE_FILES,
+                "the repository's ignore files: guard reads them from the committed tree, an edit changes nothing",
+                Kind::File {
+                    paths: files,
+                    except: Vec::new(),
+                    access: Access {
+                        read: false,
+                        write: true,
+                    },
+                },
+                Action::Deny,
+                Scope::All,
+                Some(Action::Alert),
+            );
+            r.secret = false;
+            out.push(r);
+        }
+        out
     }
 }
 
@@ -423,8 +543,25 @@ pub struct Rule {
     /// session reports list its reads apart, and a read the rule lets happen (`log`,
     /// `alert`) taints the process (`secret = true`).
     pub secret: bool,
+    /// `deny` file and exec rules: what the rule does where the kernel cannot refuse
+    /// the operation without killing (no BPF-LSM here, or a pattern only user space
+    /// matches): `fallback = "alert"` (or `log`, `kill`). `None`: `deny` acts as
+    /// `kill` there.
+    pub fallback: Option<Action>,
     /// Where the rule's table starts.
     pub pos: Pos,
+}
+
+impl Rule {
+    /// The action the rule has where a refusal is (`refusable`) or is not possible:
+    /// a `deny` that cannot refuse acts as its `fallback` when it has one (and as
+    /// `deny`, which kills, when it has none); every other action is itself.
+    pub fn acting(&self, refusable: bool) -> Action {
+        match (self.action, self.fallback) {
+            (Action::Deny, Some(fallback)) if !refusable => fallback,
+            (action, _) => action,
+        }
+    }
 }
 
 /// A container chosen as agent territory (`[agents] containers`).
@@ -479,6 +616,9 @@ pub struct Policy {
     pub sessions: Sessions,
     /// Egress of tainted processes (`[taint]`); its rule is in `rules` too.
     pub taint: Taint,
+    /// Repositories' ignore files made binding (`[files]`); its rules are added to
+    /// `rules` as sessions start in repositories (`policy::judge`).
+    pub files: Files,
     /// Sessions' DNS through guard's resolver, and the names it answers
     /// (`[dns]`); its rule is in `rules` too.
     pub dns: Dns,

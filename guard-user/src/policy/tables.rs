@@ -281,7 +281,7 @@ fn path_kinds(paths: &[(u32, PathData, RuleRef)]) -> u32 {
 /// the `path_kind::TAINT_*` kinds, flagged [`rule_flags::TAINT`], with their
 /// exceptions. A rule with an exception the kernel cannot express taints in user
 /// space only (`tainted_by`), as do its patterns the kernel cannot express.
-fn taint_entries(policy: &Policy, homes: &[String]) -> Vec<(u32, PathData, RuleRef)> {
+fn taint_entries(policy: &Policy, homes: &[String], lsm: bool) -> Vec<(u32, PathData, RuleRef)> {
     let mut out = Vec::new();
     let observe = policy.mode == Mode::Observe;
     for (i, rule) in policy.rules.iter().enumerate() {
@@ -295,7 +295,7 @@ fn taint_entries(policy: &Policy, homes: &[String]) -> Vec<(u32, PathData, RuleR
         };
         if !rule.secret
             || !acc.read
-            || !(observe || matches!(rule.action, Action::Log | Action::Alert))
+            || !(observe || matches!(rule.acting(lsm), Action::Log | Action::Alert))
         {
             continue;
         }
@@ -342,7 +342,7 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
     out.config.limit_burst = policy.limits.burst;
     // Taint entries never stop anything: observe mode has them too (where every
     // action is `log`, every secret rule taints).
-    out.paths.extend(taint_entries(policy, homes));
+    out.paths.extend(taint_entries(policy, homes, lsm));
     out.identity = identity_targets(policy, homes, lsm);
     out.digest_sizes = digest_sizes(policy);
     // Held execs wait for the daemon: it must wake at once.
@@ -360,12 +360,14 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
                 .extend(route_entries(routes, i as u16, scope_flags(rule.scope)));
             continue;
         }
-        if !matches!(rule.action, Action::Kill | Action::Deny) {
+        // A `deny` with a `fallback` where BPF-LSM cannot refuse: its fallback.
+        let action = rule.acting(lsm);
+        if !matches!(action, Action::Kill | Action::Deny) {
             continue;
         }
         let index = i as u16;
         let (scope, roles) = scope_flags(rule.scope);
-        let verdict = if rule.action == Action::Deny && lsm {
+        let verdict = if action == Action::Deny && lsm {
             rule_flags::DENY
         } else {
             rule_flags::KILL
@@ -585,6 +587,61 @@ fn multicall_entries(paths: &mut Vec<(u32, PathData, RuleRef)>) {
     }
 }
 
+/// What of a file or exec rule only user space matches (after the fact), as written:
+/// its patterns the kernel has no shape for, or, where one exception or condition
+/// leaves the whole rule to user space, that exception or condition. Empty: the
+/// kernel matches all of it.
+pub fn user_space_patterns(kind: &Kind) -> Vec<String> {
+    // Any home stands for every home: `~/x` has the shape of `/home/user/x`.
+    let homes = ["/home/user".to_owned()];
+    let value = RuleRef::default();
+    match kind {
+        Kind::File { paths, except, .. } => {
+            let kernel = |p: &String, exception: bool| {
+                glob::expand(p, &homes).iter().all(|e| {
+                    file_shape(e).is_some_and(|s| {
+                        if exception {
+                            except_entry(&s, value).is_some()
+                        } else {
+                            file_entry(&s, value).is_some()
+                        }
+                    })
+                })
+            };
+            if let Some(e) = except.iter().find(|e| !kernel(e, true)) {
+                return vec![format!(
+                    "the whole rule (its exception {e:?} is a shape the kernel cannot match)"
+                )];
+            }
+            paths
+                .iter()
+                .filter(|p| !kernel(p, false))
+                .map(|p| format!("{p:?}"))
+                .collect()
+        }
+        Kind::Exec {
+            exe,
+            digests,
+            argv_contains,
+            argv_regex,
+        } => {
+            if !argv_contains.is_empty() || argv_regex.is_some() {
+                return vec!["the whole rule (an argv condition)".to_owned()];
+            }
+            let mut out: Vec<String> = exe
+                .iter()
+                .filter(|e| e.contains(['*', '?', '[', '{']))
+                .map(|e| format!("{e:?}"))
+                .collect();
+            if !digests.is_empty() {
+                out.push("its digests".to_owned());
+            }
+            out
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// The sizes of the files exec rules name by digest, each once.
 fn digest_sizes(policy: &Policy) -> Vec<u64> {
     let mut sizes: Vec<u64> = policy
@@ -633,7 +690,7 @@ fn identity_targets(policy: &Policy, homes: &[String], lsm: bool) -> Vec<crate::
     };
     for (i, rule) in policy.rules.iter().enumerate() {
         let (scope, roles) = scope_flags(rule.scope);
-        let verdict = match rule.action {
+        let verdict = match rule.acting(lsm) {
             _ if policy.mode == Mode::Observe => 0,
             Action::Deny if lsm => rule_flags::DENY,
             Action::Kill | Action::Deny => rule_flags::KILL,
@@ -736,6 +793,7 @@ mod tests {
             action,
             scope: Scope::All,
             secret: false,
+            fallback: None,
             pos: Pos::default(),
         }
     }
@@ -754,6 +812,7 @@ mod tests {
             report: Default::default(),
             sessions: Default::default(),
             taint: Default::default(),
+            files: Default::default(),
             dns: Default::default(),
             delegation: Default::default(),
             rules,

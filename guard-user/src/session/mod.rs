@@ -44,6 +44,11 @@ pub struct Session {
     pub agent_threads: Vec<Arc<str>>,
     /// How its root confined itself with Landlock (`guard run --landlock`).
     pub landlock: Option<String>,
+    /// What its root's mount namespace hides and makes read-only (`guard run`).
+    pub mount_ns: Option<String>,
+    /// The paths the daemon named for its root's mount namespace to hide
+    /// (`guard run`): an open below a hidden directory finds nothing there.
+    pub hidden: Vec<std::path::PathBuf>,
     /// The repository `cwd` belongs to, read at the start.
     pub repository: Option<guard_common::report::Repository>,
     /// What confined the agent's process at its exec (the root's until the agent's
@@ -179,6 +184,8 @@ impl Registry {
                 profile: None,
                 agent_threads: Vec::new(),
                 landlock: None,
+                mount_ns: None,
+                hidden: Vec::new(),
                 repository: repository.clone(),
                 agent_confinement: None,
                 sandboxed_tools: false,
@@ -223,9 +230,15 @@ impl Registry {
     }
 
     /// Whether the event's process is its session's root.
-    /// Records that session `session`'s root, `pid`, confined itself with Landlock
-    /// as `status` says. Only its root may say so.
-    pub fn confined(&mut self, pid: u32, session: &str, status: &str) -> Result<(), String> {
+    /// Records how session `session`'s root, `pid`, confined itself: with Landlock
+    /// as `landlock` says, in a mount namespace of its own as `mount_ns` says. Only
+    /// its root may say so.
+    pub fn confined(
+        &mut self,
+        pid: u32,
+        session: &str,
+        (landlock, mount_ns): (Option<String>, Option<String>),
+    ) -> Result<(), String> {
         let s = self
             .sessions
             .values_mut()
@@ -236,15 +249,34 @@ impl Registry {
                 "only session {session}'s root may say how it is confined"
             ));
         }
-        s.landlock = Some(status.to_owned());
+        s.landlock = landlock;
+        s.mount_ns = mount_ns;
         Ok(())
     }
 
-    /// Whether `session`'s root confined itself with Landlock.
-    pub fn is_landlocked(&self, session: Option<SessionId>) -> bool {
+    /// Records the paths the daemon named for session `id`'s mount namespace to hide.
+    pub fn set_hidden(&mut self, id: SessionId, hidden: Vec<std::path::PathBuf>) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.hidden = hidden;
+        }
+    }
+
+    /// Whether `path` lies below a directory `session`'s mount namespace hides (an
+    /// empty tmpfs: a root process finds nothing there, ENOENT, rather than EACCES).
+    pub fn hidden_below(&self, session: Option<SessionId>, path: &str) -> bool {
+        let path = std::path::Path::new(path);
         session
             .and_then(|id| self.sessions.get(&id))
-            .is_some_and(|s| s.landlock.is_some())
+            .filter(|s| s.mount_ns.is_some())
+            .is_some_and(|s| s.hidden.iter().any(|h| path != h && path.starts_with(h)))
+    }
+
+    /// Whether `session`'s root confined itself (Landlock, a mount namespace): a
+    /// refused open there was refused by that confinement.
+    pub fn is_confined(&self, session: Option<SessionId>) -> bool {
+        session
+            .and_then(|id| self.sessions.get(&id))
+            .is_some_and(|s| s.landlock.is_some() || s.mount_ns.is_some())
     }
 
     pub fn is_root(&self, ev: &Event) -> bool {
@@ -892,6 +924,7 @@ pub mod view {
                     agent_pid: s.agent_pid,
                     agent_threads: s.agent_threads.iter().map(|t| t.to_string()).collect(),
                     landlock: s.landlock.clone(),
+                    mount_ns: s.mount_ns.clone(),
                     repository: s.repository.clone(),
                     processes,
                 }

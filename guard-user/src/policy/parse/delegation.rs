@@ -111,6 +111,7 @@ impl Checker<'_> {
             action,
             scope: Scope::All,
             secret: false,
+            fallback: None,
             pos: self.pos(at.unwrap_or(0)),
         });
     }

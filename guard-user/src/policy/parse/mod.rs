@@ -30,8 +30,8 @@ pub use self::container::cgroup_glob;
 use self::container::container_selector;
 use super::diag::{Diagnostic, code, pos_at};
 use super::model::{
-    Access, Action, Dest, Kind, Limits, Mode, OnLoss, Policy, Pos, ReportConfig, Rule, Scope,
-    Sessions, Taint,
+    Access, Action, Dest, Files, Kind, Limits, Mode, OnLoss, Policy, Pos, ReportConfig, Rule,
+    Scope, Sessions, Taint,
 };
 
 /// Parses and validates a policy. `source_name` names it in [`Policy::name`] (a
@@ -64,6 +64,7 @@ const TOP_KEYS: &[&str] = &[
     "report",
     "sessions",
     "taint",
+    "files",
     "dns",
     "delegation",
     "rule",
@@ -73,6 +74,7 @@ const TOP_KEYS: &[&str] = &[
     "audit",
 ];
 const TAINT_KEYS: &[&str] = &["egress", "allow"];
+const FILES_KEYS: &[&str] = &["ignore_files", "ignore", "action"];
 const REPORT_KEYS: &[&str] = &["dir"];
 const LIMIT_KEYS: &[&str] = &["rate", "burst", "on_loss"];
 const AGENT_KEYS: &[&str] = &[
@@ -82,7 +84,7 @@ const AGENT_KEYS: &[&str] = &[
     "kill_stragglers",
     "profile",
 ];
-const COMMON_KEYS: &[&str] = &["id", "description", "kind", "action", "scope"];
+const COMMON_KEYS: &[&str] = &["id", "description", "kind", "action", "fallback", "scope"];
 const FILE_KEYS: &[&str] = &["paths", "except", "access", "secret"];
 const EXEC_KEYS: &[&str] = &["exe", "digest", "argv_contains", "argv_regex"];
 const NETWORK_KEYS: &[&str] = &["allow", "deny"];
@@ -130,7 +132,13 @@ impl KindName {
 
     /// Every key a rule of this kind may have.
     fn valid_keys(self) -> Vec<&'static str> {
-        COMMON_KEYS.iter().chain(self.keys()).copied().collect()
+        // A network `deny` never falls back: the kernel refuses on every tier.
+        COMMON_KEYS
+            .iter()
+            .filter(|k| self != KindName::Network || **k != "fallback")
+            .chain(self.keys())
+            .copied()
+            .collect()
     }
 }
 
@@ -159,6 +167,8 @@ struct DestList {
 struct RawRule<'v> {
     description: Option<String>,
     action: Option<Field<Action>>,
+    /// `fallback`, as written (checked once the action and kind are known).
+    fallback: Option<Field<Action>>,
     scope: Scope,
     paths: Option<Field<StrList<'v>>>,
     except: Option<Field<StrList<'v>>>,
@@ -213,6 +223,7 @@ impl Checker<'_> {
             report: ReportConfig::default(),
             sessions: Sessions::default(),
             taint: Taint::default(),
+            files: Default::default(),
             dns: super::model::Dns::default(),
             delegation: super::model::Delegation::default(),
             rules: Vec::new(),
@@ -244,6 +255,7 @@ impl Checker<'_> {
                     taint_at = key.span().start;
                     self.taint(value, &mut policy.taint);
                 }
+                "files" => self.files(value, &mut policy.files),
                 "dns" => {
                     dns_at = Some(key.span().start);
                     dns_unknown = self.dns(value, &mut policy.dns);
@@ -278,8 +290,19 @@ impl Checker<'_> {
                 action,
                 scope: Scope::All,
                 secret: false,
+                fallback: None,
                 pos,
             });
+        }
+        for id in Files::RULES {
+            if let Some(clash) = policy.rules.iter().find(|r| r.id == id) {
+                let at = clash.pos;
+                self.diags.push(Diagnostic::error(
+                    code::DUPLICATE_ID,
+                    at,
+                    format!("rule id {id:?} is taken by the `[files]` settings"),
+                ));
+            }
         }
         self.dns_rule(&mut policy, dns_at, dns_unknown);
         self.delegation_rule(&mut policy, delegation_at);
@@ -302,6 +325,7 @@ impl Checker<'_> {
                 action,
                 scope: Scope::All,
                 secret: false,
+                fallback: None,
                 pos: self.pos(taint_at),
             });
         }
@@ -357,6 +381,87 @@ impl Checker<'_> {
                     }
                 }
                 other => self.unknown_key(other, key.span().start, "in [taint]", TAINT_KEYS),
+            }
+        }
+    }
+
+    /// `[files]`: `ignore_files` (file names read at a repository's root),
+    /// `ignore` (gitignore patterns) and `action` (`"allow"` or an action).
+    fn files(&mut self, value: &Value<'_>, files: &mut Files) {
+        let Some(table) = self.table("files", value) else {
+            return;
+        };
+        for (key, value) in table.iter() {
+            let name = key.get_ref().as_ref();
+            let at = value.span().start;
+            match name {
+                "ignore_files" => {
+                    let Some(list) = self.str_list(name, value) else {
+                        continue;
+                    };
+                    files.ignore_files.clear();
+                    for (file, at) in list.items {
+                        if file.is_empty() || file.contains('/') || matches!(file, "." | "..") {
+                            self.error(
+                                code::INVALID,
+                                at,
+                                format!(
+                                    "[files] ignore_files names files at a repository's root: \
+                                     {file:?} is not a file name"
+                                ),
+                            );
+                        } else {
+                            files.ignore_files.push(file.to_owned());
+                        }
+                    }
+                }
+                "ignore" => {
+                    let Some(list) = self.str_list(name, value) else {
+                        continue;
+                    };
+                    files.ignore.clear();
+                    for (pattern, at) in list.items {
+                        let bare = pattern.trim_start_matches('!').trim_matches('/');
+                        if bare.is_empty()
+                            || bare.split('/').any(|c| matches!(c, "." | ".."))
+                            || pattern.contains('\n')
+                        {
+                            self.error(
+                                code::BAD_GLOB,
+                                at,
+                                format!(
+                                    "bad [files] ignore pattern {pattern:?}: a gitignore pattern \
+                                     inside the repository (no `.` or `..`, not empty)"
+                                ),
+                            );
+                        } else {
+                            files.ignore.push(pattern.to_owned());
+                        }
+                    }
+                }
+                "action" => {
+                    let Some(text) = self.string(name, value) else {
+                        continue;
+                    };
+                    files.action = match text {
+                        "allow" => None,
+                        other => match Action::parse(other) {
+                            Some(a) => Some(a),
+                            None => {
+                                self.error(
+                                    code::UNKNOWN_ACTION,
+                                    at,
+                                    format!(
+                                        "unknown [files] action {other:?} (expected \"allow\", \
+                                         \"log\", \"alert\", \"kill\" or \"deny\")"
+                                    ),
+                                );
+                                continue;
+                            }
+                        },
+                    };
+                }
+                other => self.unknown_key(other, key.span().start, "in [files]", FILES_KEYS),
             }
         }
     }

@@ -77,6 +77,7 @@ impl Checker<'_> {
                 "id" | "kind" => {}
                 "description" => raw.description = self.string(name, value).map(str::to_owned),
                 "action" => raw.action = self.action(key_at, value),
+                "fallback" => raw.fallback = self.action(key_at, value),
                 "scope" => {
                     if let Some(scope) = self.scope(value) {
                         raw.scope = scope;
@@ -126,13 +127,21 @@ impl Checker<'_> {
             KindName::Network => self.network_kind(&label, start, damaged, &mut raw)?,
         };
         let action = raw.action?;
+        let fallback = match raw.fallback.take() {
+            Some(f) => Some(self.fallback(f, action.value, &kind, &label)?),
+            None => None,
+        };
         if action.value == Action::Deny && matches!(kind, Kind::File { .. } | Kind::Exec { .. }) {
+            let acts = match fallback {
+                Some(f) => format!("as its `fallback`, `{}`", f.as_str()),
+                None => "as `kill`".to_owned(),
+            };
             self.warning(
                 code::DENY_NEEDS_LSM,
                 action.value_at,
                 format!(
-                    "`deny` on {} rule needs BPF-LSM; where guard cannot load it, {label} acts as \
-                     `kill` (guard says so at start-up)",
+                    "`deny` on {} rule needs BPF-LSM; where guard cannot load it, {label} acts \
+                     {acts} (guard says so at start-up)",
                     article(kind.as_str())
                 ),
             );
@@ -166,18 +175,20 @@ impl Checker<'_> {
             action: action.value,
             scope: raw.scope,
             secret: raw.secret,
+            fallback,
             pos: self.pos(start),
         })
     }
 
     /// The patterns of a `kill` or `deny` rule the kernel cannot match, each with
-    /// where it is written: they are judged in user space, after the fact (W104).
+    /// where it is written: they are judged in user space, after the fact (W105).
     fn after_the_fact(&self, raw: &RawRule<'_>) -> Vec<(String, usize)> {
         let stops = raw
             .action
             .as_ref()
             .is_some_and(|a| matches!(a.value, Action::Kill | Action::Deny));
-        if !stops {
+        // A `fallback` names what the rule does there instead (W104 says where).
+        if !stops || raw.fallback.is_some() {
             return Vec::new();
         }
         fn list<'v>(f: &Option<super::Field<StrList<'v>>>) -> Vec<(&'v str, usize)> {
@@ -210,6 +221,65 @@ impl Checker<'_> {
             }
         }
         out
+    }
+
+    /// `fallback`: what a `deny` file or exec rule does where the kernel cannot refuse
+    /// (`log`, `alert` or `kill`). `None` when it is refused (the rule is not loaded).
+    fn fallback(
+        &mut self,
+        fallback: Field<Action>,
+        action: Action,
+        kind: &Kind,
+        label: &str,
+    ) -> Option<Action> {
+        if matches!(kind, Kind::Network { .. }) {
+            self.error(
+                code::WRONG_KIND_KEY,
+                fallback.key_at,
+                format!(
+                    "`fallback` is not valid in network {label}: the kernel refuses connects and \
+                     sends on every tier, so a network `deny` never falls back"
+                ),
+            );
+            return None;
+        }
+        if action != Action::Deny {
+            self.error(
+                code::BAD_FALLBACK,
+                fallback.key_at,
+                format!(
+                    "`fallback` is for `deny` rules (what they do where the kernel cannot refuse \
+                     without killing); {label} is `{}`",
+                    action.as_str()
+                ),
+            );
+            return None;
+        }
+        if fallback.value == Action::Deny {
+            self.error(
+                code::BAD_FALLBACK,
+                fallback.value_at,
+                format!(
+                    "the `fallback` of {label} cannot be `deny`: it is what `deny` becomes where \
+                     the kernel cannot refuse (expected \"log\", \"alert\" or \"kill\")"
+                ),
+            );
+            return None;
+        }
+        let user_space = crate::policy::tables::user_space_patterns(kind);
+        if !user_space.is_empty() {
+            self.warning(
+                code::FALLBACK_ALWAYS,
+                fallback.key_at,
+                format!(
+                    "{label}: only user space matches {}, after the fact: for these `deny` acts \
+                     as its fallback, `{}`, on every kernel",
+                    user_space.join(", "),
+                    fallback.value.as_str()
+                ),
+            );
+        }
+        Some(fallback.value)
     }
 
     fn rule_id(&mut self, value: &Value<'_>, ids: &mut HashMap<String, usize>) -> Option<String> {

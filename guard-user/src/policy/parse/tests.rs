@@ -264,17 +264,17 @@ fn every_code_is_reported_where_it_applies() {
         (
             "a kill of a wildcard directory",
             FILE.to_owned() + "paths = [\"/etc/cron*/**\", \"/etc/crontab\"]",
-            vec!["W104"],
+            vec!["W105"],
         ),
         (
             "a deny whose exception has no kernel shape",
             FILE.replace("kill", "deny") + "paths = [\"~/.ssh/**\"]\nexcept = [\"~/.ssh/*.pub\"]",
-            vec!["W102", "W104"],
+            vec!["W102", "W105"],
         ),
         (
             "a kill of a program glob",
             EXEC.to_owned() + "exe = [\"mkfs.*\", \"dd\"]",
-            vec!["W104"],
+            vec!["W105"],
         ),
         (
             "an alert is not a promise",
@@ -286,6 +286,42 @@ fn every_code_is_reported_where_it_applies() {
             FILE.to_owned()
                 + "paths = [\".git/hooks/**\", \".claude/settings.json\", \"*.pem\"]\nexcept = [\"*.sample\"]",
             vec![],
+        ),
+        (
+            "deny with a fallback",
+            FILE.replace("kill", "deny") + "paths = [\"x\"]\nfallback = \"alert\"",
+            vec!["W102"],
+        ),
+        (
+            "a fallback without deny",
+            file("paths = [\"x\"]\nfallback = \"alert\""),
+            vec!["G011"],
+        ),
+        (
+            "a fallback that is deny",
+            FILE.replace("kill", "deny") + "paths = [\"x\"]\nfallback = \"deny\"",
+            vec!["G011"],
+        ),
+        (
+            "a fallback that is no action",
+            FILE.replace("kill", "deny") + "paths = [\"x\"]\nfallback = \"warn\"",
+            vec!["W102", "G005"],
+        ),
+        (
+            "a fallback on a network rule",
+            net("deny = [\"10.0.0.1\"]\nfallback = \"alert\""),
+            vec!["G010"],
+        ),
+        (
+            "a fallback where user space decides",
+            FILE.replace("kill", "deny") + "paths = [\"src/*.key\", \"x\"]\nfallback = \"alert\"",
+            vec!["W102", "W104"],
+        ),
+        (
+            "a fallback where user space decides an exec",
+            EXEC.replace("kill", "deny")
+                + "exe = [\"git\"]\nargv_contains = [\"push\"]\nfallback = \"log\"",
+            vec!["W102", "W104"],
         ),
         // Not problems.
         (
