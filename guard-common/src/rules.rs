@@ -44,12 +44,12 @@ pub mod path_kind {
     /// [`FILE_EXCEPT`] entries of taint rules.
     pub const TAINT_FILE_EXCEPT: u8 = FILE_EXCEPT + TAINT_OFFSET;
     /// [`FILE`]'s shapes (whole paths: directory prefixes, exact paths) of the
-    /// rules on writes. [`FILE`] holds those of the rules on reads (a rule on both
-    /// has an entry in each): a longer entry of a write rule then never hides a
-    /// shorter entry of a read rule from a read's longest-prefix lookup
-    /// (`~/.ssh/authorized_keys` for writes inside `~/.ssh/**` for reads), nor the
-    /// reverse. An open that reads and writes looks up both.
-    pub const FILE_WRITE: u8 = 16;
+    /// rules on reads only ([`FILE`] holds every rule's, as it always did). An open
+    /// that only reads looks them up here: a longer entry of a rule on writes then
+    /// never hides a shorter entry of a rule on reads from its longest-prefix
+    /// lookup (`~/.ssh/authorized_keys` for writes inside `~/.ssh/**` for reads).
+    /// Opens that write, and execs, look up [`FILE`].
+    pub const FILE_READ: u8 = 16;
     /// Program names of multi-call binaries (`busybox`, `toybox`), as file name
     /// prefixes (busybox takes every name that starts with `busybox` for itself),
     /// `access` 1. An exec of one is also judged by the applet it runs: the file

@@ -75,16 +75,15 @@ const SIGKILL: u32 = 9;
 /// Bytes of a path the component scan looks at (the scratch path is never longer).
 const SCAN_BYTES: u32 = 4096;
 
-/// What a rule lookup found for one operation: whole path (the rules on reads),
-/// file name, reversed file name, a component run, a whole-path exception, and
-/// whole path (the rules on writes).
-pub type Matches = [RuleRef; 6];
+/// What a rule lookup found for one operation: whole path, file name, reversed file
+/// name, a component run, and a whole-path exception.
+pub type Matches = [RuleRef; 5];
 const NONE: Matches = [RuleRef {
     rule: 0,
     access: 0,
     flags: 0,
     ports: [0; 8],
-}; 6];
+}; 5];
 
 #[inline(always)]
 pub fn config() -> Config {
@@ -374,16 +373,14 @@ fn each(n: u32, step: extern "C" fn(u32, *mut core::ffi::c_void) -> i64) {
 /// scope and access apply, unless an exception of the same rule matched too.
 #[inline(always)]
 fn pick(c: *mut Check) -> Option<u16> {
-    each(6, pick_step);
+    each(5, pick_step);
     // SAFETY: this CPU's check.
     let picked = unsafe { (*c).picked };
     u16::try_from(picked).ok()?.checked_sub(1)
 }
 
-/// Looks up kind `index` of a file check (0 whole path among the rules on reads,
-/// 1 name, 2 reversed name, 3 component runs, 4 whole-path exceptions, 5 whole path
-/// among the rules on writes) where the rule set has that kind and, for the whole
-/// path, the open asks for that access.
+/// Looks up kind `index` of a file check (0 whole path, 1 name, 2 reversed name,
+/// 3 component runs, 4 whole-path exceptions) where the rule set has that kind.
 #[inline(never)]
 extern "C" fn lookup_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
     let Some(c) = CHECKS.get_ptr_mut(0) else {
@@ -398,7 +395,7 @@ extern "C" fn lookup_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
             (*c).generation as u8,
             (*c).name_len,
             (*c).base as u8 & 15,
-            (*c).want as u8,
+            (*c).want,
         )
     };
     let i = index & 7;
@@ -414,48 +411,32 @@ extern "C" fn lookup_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
     }
     // One lookup for every step, not one inlined per kind: the verifier then walks
     // the lookup once per entry into this callback instead of once per kind.
+    // An open that only reads looks whole paths up among the rules on reads
+    // (`path_kind::FILE_READ`, kill and deny entries only), so a longer entry of a
+    // rule on writes does not hide them; an open that writes, and an exec, among
+    // every rule's.
+    let reads_only = base == 0 && want & u32::from(access::WRITE) == 0 && want != 0;
     let kind = match i {
+        0 if reads_only => path_kind::FILE_READ,
         0 => path_kind::FILE,
         1 => path_kind::FILE_NAME,
         2 => path_kind::FILE_NAME_REV,
-        4 => path_kind::FILE_EXCEPT,
-        _ => path_kind::FILE_WRITE,
+        _ => path_kind::FILE_EXCEPT,
     }
     .wrapping_add(base);
-    // A whole path is looked up among the rules of the accesses the open asks for
-    // (`want` 0, exec-like checks, asks for none of them: both).
-    let asked = match i {
-        0 => want == 0 || want & access::READ != 0,
-        5 => want == 0 || want & access::WRITE != 0,
-        _ => true,
-    };
-    let r = if !has(kind) || !asked {
+    let r = if !has(kind) {
         RuleRef::default()
     } else if i == 1 || i == 2 {
         // The name and its reverse are in their slots already (`name_step`).
         lookup_slot(i, generation, kind, name_len, true)
     } else {
-        // Index 5 reuses the whole path's key slot: index 0 is done with it.
-        lookup_bytes(i % 5, generation, kind, path, len)
+        lookup_bytes(i, generation, kind, path, len)
     };
-    // The check again, and each slot by a constant index: Debian's 6.1 verifier
-    // lost the pointer kept across the lookups above (on some of the paths that
-    // reach the store, the check's address was a scalar to it).
-    let Some(c) = CHECKS.get_ptr_mut(0) else {
-        return 1;
-    };
-    // SAFETY: this CPU's check.
-    let m = unsafe { &mut (*c).matches };
-    match i {
-        0 => m[0] = r,
-        1 => m[1] = r,
-        2 => m[2] = r,
-        3 => m[3] = r,
-        4 => m[4] = r,
-        5 => m[5] = r,
-        _ => {}
+    // SAFETY: as above.
+    if let Some(m) = unsafe { (*c).matches.get_mut(i as usize) } {
+        *m = r;
     }
-    i64::from(i >= 5)
+    i64::from(i >= 4)
 }
 
 /// The file name of the check's entry and its reverse, into key slots 1 and 2; its
@@ -717,7 +698,7 @@ fn file_pick_in(
         | (1 << path_kind::FILE_NAME)
         | (1 << path_kind::FILE_NAME_REV)
         | (1 << path_kind::COMPONENTS)
-        | (1 << path_kind::FILE_WRITE))
+        | (1 << path_kind::FILE_READ))
         << base;
     let by_path = cfg.path_kinds & file_kinds != 0;
     let by_identity = by_identity && identity_count(&cfg) != 0;
@@ -736,13 +717,13 @@ fn file_pick_in(
             unsafe { (*c).dentry = dentry as u64 };
             each(1, name_step);
         }
-        each(6, lookup_step);
+        each(5, lookup_step);
         // Almost always nothing matched: then there is nothing to judge (the judging
-        // is six calls).
+        // is five calls).
         // SAFETY: this CPU's check.
         let any = unsafe {
             let m = &(*c).matches;
-            m[0].flags | m[1].flags | m[2].flags | m[3].flags | m[4].flags | m[5].flags
+            m[0].flags | m[1].flags | m[2].flags | m[3].flags | m[4].flags
         };
         if any != 0
             && let Some(rule) = pick(c)

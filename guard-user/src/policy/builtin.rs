@@ -336,7 +336,7 @@ mod tests {
             let bashrc = index("persistence-write") as u16;
             assert!(
                 k.paths.iter().any(|(_, d, v)| v.rule == bashrc
-                    && d[1] == path_kind::FILE_WRITE
+                    && d[1] == path_kind::FILE
                     && d[2..].starts_with(b"/root/.bashrc\0")),
                 "{name}: ~/.bashrc in the kernel"
             );

@@ -83,25 +83,20 @@ fn path_entry(
     Some(((len * 8) as u32, data, value))
 }
 
-/// The entries of a rule's pattern: [`file_entry`], with a whole-path entry under
-/// `path_kind::FILE` for the rule's reads and under `path_kind::FILE_WRITE` for its
-/// writes (see there why), one of each for a rule on both.
+/// The entries of a rule's pattern: [`file_entry`], and for a rule on reads a
+/// whole-path entry under `path_kind::FILE_READ` too (see there why).
 fn file_entries(
     shape: &FileShape,
     value: RuleRef,
     acc: Access,
 ) -> Option<Vec<(u32, PathData, RuleRef)>> {
     let entry = file_entry(shape, value)?;
-    if entry.1[1] != path_kind::FILE {
+    if entry.1[1] != path_kind::FILE || !acc.read {
         return Some(vec![entry]);
     }
-    let mut write = entry;
-    write.1[1] = path_kind::FILE_WRITE;
-    Some(match (acc.read, acc.write) {
-        (true, true) => vec![entry, write],
-        (false, true) => vec![write],
-        _ => vec![entry],
-    })
+    let mut read = entry;
+    read.1[1] = path_kind::FILE_READ;
+    Some(vec![entry, read])
 }
 
 fn file_entry(shape: &FileShape, value: RuleRef) -> Option<(u32, PathData, RuleRef)> {
@@ -856,13 +851,15 @@ mod tests {
             got,
             [
                 (path_kind::FILE, "/root/.ssh/".to_owned()),
+                (path_kind::FILE_READ, "/root/.ssh/".to_owned()),
                 (path_kind::FILE_NAME, ".env.".to_owned()),
                 (path_kind::FILE_NAME_REV, "mep.".to_owned()),
                 (path_kind::FILE, "/etc/shadow\0".to_owned()),
+                (path_kind::FILE_READ, "/etc/shadow\0".to_owned()),
                 (path_kind::FILE_NAME_REV, "elpmaxe.".to_owned()),
             ]
         );
-        assert!(k.paths[4].2.flags & rule_flags::EXCEPT != 0);
+        assert!(k.paths[6].2.flags & rule_flags::EXCEPT != 0);
         assert!(k.partial.is_empty());
     }
 
@@ -1167,12 +1164,21 @@ mod tests {
                     rule_flags::KILL,
                     1
                 ),
+                (
+                    path_kind::FILE_READ,
+                    "/srv/secrets/".to_owned(),
+                    rule_flags::KILL,
+                    1
+                ),
             ]
         );
         assert!(
             k.paths
                 .iter()
-                .filter(|(_, d, _)| d[1] > path_kind::ROUTE)
+                .filter(
+                    |(_, d, _)| (path_kind::TAINT_FILE..=path_kind::TAINT_FILE_EXCEPT)
+                        .contains(&d[1])
+                )
                 .all(|(_, _, v)| v.flags & (rule_flags::KILL | rule_flags::DENY) == 0),
             "taint entries never kill or refuse"
         );
@@ -1190,7 +1196,7 @@ mod tests {
         assert!(
             k.paths
                 .iter()
-                .all(|(_, d, _)| d[1] < path_kind::TAINT_OFFSET)
+                .all(|(_, d, _)| d[1] < path_kind::TAINT_OFFSET || d[1] == path_kind::FILE_READ)
         );
         let k = compile(
             &policy(vec![secret_kill], Mode::Observe),
