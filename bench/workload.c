@@ -27,6 +27,10 @@
  *                                     CLI); each run must exit 0 and leave the model's
  *                                     final message in OUT
  *   workload UID:GID bulk N PORT      TCP upload of N MiB to 127.0.0.1:PORT (1 MiB writes)
+ *   workload UID:GID dns N ADDR       a DNS query (A, bench.example) on a UDP socket
+ *                                     connected to ADDR:53, and its answer, N times:
+ *                                     what a resolver library does (in a session,
+ *                                     the kernel points it at guard's resolver)
  *   workload UID:GID unix N DIR       sendmsg of one byte to a Unix datagram socket the
  *                                     process bound in DIR (by its name), then recv it,
  *                                     N times
@@ -193,6 +197,46 @@ static void bulk_loop(long n, int port) {
             ssize_t w = write(fd, buf + off, sizeof buf - off);
             if (w < 0) die("write");
             off += (size_t)w;
+        }
+    }
+    close(fd);
+}
+
+/* N DNS queries (A, bench.example) to addr:53 over one connected UDP socket, each
+ * answered before the next: the answer must be a response to it with an address. */
+static void dns_loop(long n, const char *addr_text) {
+    static const unsigned char name[] = "\5bench\7example";
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(53);
+    if (inet_pton(AF_INET, addr_text, &addr.sin_addr) != 1) die("dns address");
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) die("socket");
+    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) die("connect");
+    unsigned char q[64], a[512];
+    for (long i = 0; i < n; i++) {
+        size_t len = 0;
+        unsigned short id = (unsigned short)i;
+        q[len++] = (unsigned char)(id >> 8);
+        q[len++] = (unsigned char)id;
+        q[len++] = 0x01; /* RD */
+        q[len++] = 0x00;
+        q[len++] = 0; q[len++] = 1; /* QDCOUNT */
+        memset(q + len, 0, 6);
+        len += 6;
+        memcpy(q + len, name, sizeof name); /* with the root label's 0 */
+        len += sizeof name;
+        q[len++] = 0; q[len++] = 1; /* A */
+        q[len++] = 0; q[len++] = 1; /* IN */
+        if (send(fd, q, len, 0) != (ssize_t)len) die("send");
+        ssize_t got = recv(fd, a, sizeof a, 0);
+        if (got < 12) die("recv");
+        if (a[0] != q[0] || a[1] != q[1] || !(a[2] & 0x80) || (a[3] & 0x0f) != 0 ||
+            (a[6] == 0 && a[7] == 0)) {
+            fprintf(stderr, "workload: DNS answer %ld is not an address (rcode %d)\n", i,
+                    a[3] & 0x0f);
+            exit(1);
         }
     }
     close(fd);
@@ -423,7 +467,7 @@ static void gen(double rate, double secs, long k, const char *path) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: workload UID:GID open|files|forkexec|connect|git|build|cargo|npm|codex|bulk|unix|gen N [ARGS]\n");
+        fprintf(stderr, "usage: workload UID:GID open|files|forkexec|connect|dns|git|build|cargo|npm|codex|bulk|unix|gen N [ARGS]\n");
         return 2;
     }
     pin();
@@ -451,6 +495,8 @@ int main(int argc, char **argv) {
         connect_loop(n, (int)arg_long(argv[4]));
     } else if (strcmp(mode, "bulk") == 0 && argc == 5) {
         bulk_loop(n, (int)arg_long(argv[4]));
+    } else if (strcmp(mode, "dns") == 0 && argc == 5) {
+        dns_loop(n, argv[4]);
     } else if (strcmp(mode, "unix") == 0 && argc == 5) {
         unix_loop(n, argv[4]);
     } else if (strcmp(mode, "git") == 0 && argc == 5) {

@@ -483,33 +483,35 @@ pub fn unix_stream_connect(ctx: LsmContext) -> i32 {
     if retval != 0 {
         return earlier(retval);
     }
-    match refuse_spawner(other) {
-        0 => refuse_unix(other),
-        refused => refused,
+    // A constant on the refusing path: 6.1's verifier loses the range of a verdict
+    // merged from two callees (R0 up to i32::MAX at exit) and refuses the program.
+    if refuse_spawner(other) {
+        return -EPERM;
     }
+    refuse_unix(other)
 }
 
-/// Refuses a session process's connect to a known spawner outside every session
-/// (`SPAWNERS`) where the policy refuses delegation; `other` is the listening
+/// Whether to refuse a session process's connect to a known spawner outside every
+/// session (`SPAWNERS`): where the policy refuses delegation; `other` is the listening
 /// socket, whose credentials are the listener's. The call's exit reports it.
 #[inline(always)]
-fn refuse_spawner(other: Ptr) -> i32 {
+fn refuse_spawner(other: Ptr) -> bool {
     let (tgid, tid) = current_ids();
     // SAFETY: presence check only.
     if unsafe { TRACKED.get(tgid) }.is_none() {
-        return 0;
+        return false;
     }
     let (peer, uid) = core_read::sock_peer(other);
     // SAFETY: presence check and a read-only copy of the map value.
     if peer == 0 || unsafe { TRACKED.get(peer) }.is_some() {
-        return 0;
+        return false;
     }
     // SAFETY: read-only copy of the map value.
     let Some(verdict) = (unsafe { crate::maps::SPAWNERS.get(peer) }).copied() else {
-        return 0;
+        return false;
     };
     if verdict & u32::from(enforced::DENIED) == 0 {
-        return 0;
+        return false;
     }
     if let Some(p) = PENDING_UNIX.get_ptr_mut(tid) {
         // SAFETY: this thread's entry, noted at the call's entry.
@@ -519,7 +521,7 @@ fn refuse_spawner(other: Ptr) -> i32 {
             (*p).peer_uid = uid;
         }
     }
-    -EPERM
+    true
 }
 
 #[lsm(hook = "unix_may_send")]

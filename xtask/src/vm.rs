@@ -936,8 +936,13 @@ fn guest_script(
 }
 
 /// What the guest mounts before its work (what guard needs), and the line that says
-/// which kernel and LSMs it runs.
+/// which kernel and LSMs it runs. virtme-ng binds a file of its own over /etc/shadow
+/// (root without a password); `useradd` renames its new copy onto it, which a mount
+/// point refuses (EBUSY): the tests that make users need the overlay's own file, so
+/// the guest unmounts it.
 const GUEST_MOUNTS: &str = "\
+    for f in /etc/passwd /etc/shadow /etc/group /etc/gshadow; do \
+    grep -q \" $f \" /proc/self/mounts && umount \"$f\"; done\n\
     mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing\n\
     mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf\n\
     mountpoint -q /sys/kernel/security || mount -t securityfs securityfs /sys/kernel/security\n\

@@ -130,6 +130,7 @@ pub(super) fn program_costs(ctx: &mut Ctx, micro_only: bool) -> Result<Value> {
             (Workload::ForkExec, (p.forkexec_n / 4).max(50)),
             (Workload::Connect, (p.connect_n / 4).max(1000)),
             (Workload::Unix, (p.unix_n / 4).max(1000)),
+            (Workload::Dns, (p.dns_n / 4).max(500)),
             (Workload::Real, 1),
             (Workload::Build, p.build_n),
             (Workload::Cargo, 1),

@@ -199,6 +199,25 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
     )?;
     let port = listener()?;
     let sink_port = sink()?;
+    // The dns workload's server: Debian's dnsmasq, answering its one name and
+    // forwarding nowhere; stopped with the bench (`Proc` kills on drop).
+    crate::setup::debian_packages(&["dnsmasq-base"])?;
+    let _dns_server = process::Proc::spawn(
+        "dnsmasq",
+        Command::new("dnsmasq").args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--conf-file=/dev/null",
+            "--bind-interfaces",
+            "--port=53",
+            &format!("--listen-address={}", setups::DNS_SERVER),
+            "--address=/bench.example/127.0.0.1",
+            "--local=/bench.example/",
+            "--log-facility=/dev/null",
+        ]),
+        None,
+    )?;
 
     let mut ctx = Ctx {
         guard: guard.clone(),

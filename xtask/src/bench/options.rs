@@ -52,7 +52,7 @@ pub struct Options {
     /// in each kernel).
     #[arg(long, hide = true, conflicts_with = "vm")]
     pub costs_only: bool,
-    /// Run only these workloads (repeatable: open, files, fork-exec, connect, unix,
+    /// Run only these workloads (repeatable: open, files, fork-exec, connect, unix, dns,
     /// real, build, cargo, npm, codex, bulk) under nothing, the floor and guard (outside, inside a session, enforce):
     /// the timed rounds only, no capacity, kill latency, costs or storm. The summary
     /// is printed and written to bench-only-results.json; BENCHMARKS.md is left alone.
@@ -79,6 +79,8 @@ pub(super) struct Params {
     pub(super) bulk_mib: u64,
     /// Datagrams the unix workload sends.
     pub(super) unix_n: u64,
+    /// DNS queries the dns workload makes.
+    pub(super) dns_n: u64,
     pub(super) files: u64,
     pub(super) changed: u64,
     pub(super) cap_step_secs: u64,
@@ -107,6 +109,7 @@ impl Params {
                     codex_n: 1,
                     bulk_mib: 1024,
                     unix_n: 5_000,
+                    dns_n: 2_000,
                     files: 5_000,
                     changed: 1_000,
                     cap_step_secs: 2,
@@ -132,6 +135,7 @@ impl Params {
                     codex_n: 1,
                     bulk_mib: 4096,
                     unix_n: 20_000,
+                    dns_n: 10_000,
                     files: 5_000,
                     changed: 1_000,
                     cap_step_secs: 4,

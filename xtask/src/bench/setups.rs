@@ -90,14 +90,16 @@ pub(super) enum Workload {
     Codex,
     Bulk,
     Unix,
+    Dns,
 }
 
-pub(super) const WORKLOADS: [Workload; 11] = [
+pub(super) const WORKLOADS: [Workload; 12] = [
     Workload::Open,
     Workload::Files,
     Workload::ForkExec,
     Workload::Connect,
     Workload::Unix,
+    Workload::Dns,
     Workload::Real,
     Workload::Build,
     Workload::Cargo,
@@ -105,6 +107,9 @@ pub(super) const WORKLOADS: [Workload; 11] = [
     Workload::Codex,
     Workload::Bulk,
 ];
+
+/// Where the dns workload's server (dnsmasq, started by the bench) listens, port 53.
+pub(super) const DNS_SERVER: &str = "127.0.0.77";
 
 impl Workload {
     pub(super) fn name(self) -> &'static str {
@@ -120,6 +125,7 @@ impl Workload {
             Self::Codex => "codex",
             Self::Bulk => "bulk",
             Self::Unix => "unix",
+            Self::Dns => "dns",
         }
     }
 
@@ -183,6 +189,13 @@ impl Workload {
                  path name), then recv, {} times",
                 p.unix_n
             ),
+            Self::Dns => format!(
+                "a DNS query (A, bench.example) over a UDP socket connected to a dnsmasq the \
+                 bench owns ({DNS_SERVER}:53), and its answer, {} times (in a session the \
+                 kernel points the socket at guard's resolver, which forwards the allowed \
+                 name to dnsmasq)",
+                p.dns_n
+            ),
         }
     }
 
@@ -190,7 +203,13 @@ impl Workload {
     pub(super) fn micro(self) -> bool {
         matches!(
             self,
-            Self::Open | Self::Files | Self::ForkExec | Self::Connect | Self::Bulk | Self::Unix
+            Self::Open
+                | Self::Files
+                | Self::ForkExec
+                | Self::Connect
+                | Self::Bulk
+                | Self::Unix
+                | Self::Dns
         )
     }
 
@@ -207,6 +226,7 @@ impl Workload {
             Self::Codex => p.codex_n,
             Self::Bulk => p.bulk_mib,
             Self::Unix => p.unix_n,
+            Self::Dns => p.dns_n,
         }
     }
 
@@ -234,6 +254,7 @@ impl Workload {
             }
             Self::Bulk => a.extend(["bulk".into(), n, ctx.sink_port.to_string()]),
             Self::Unix => a.extend(["unix".into(), n, path_str(&ctx.home)]),
+            Self::Dns => a.extend(["dns".into(), n, DNS_SERVER.into()]),
         }
         a
     }
