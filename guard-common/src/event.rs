@@ -365,6 +365,19 @@ pub struct OpenBody {
     pub mode: u32,
     /// With [`flags::REPEATS`]: how many more times the file was opened; else 0.
     pub repeats: u64,
+    /// The type of the file opened (its mode's `S_IFMT` bits shifted down:
+    /// [`file_type::DIR`], [`file_type::REG`], …); 0 when nothing was opened.
+    pub file_type: u16,
+    /// Reserved, zero.
+    pub _reserved: [u16; 3],
+}
+
+/// [`OpenBody::file_type`] values (`S_IFMT >> 12`).
+pub mod file_type {
+    /// A directory: its open reads no file's data, so no rule on reads is its.
+    pub const DIR: u16 = 0o04;
+    /// A regular file.
+    pub const REG: u16 = 0o10;
 }
 
 /// Socket address families in [`NetBody::family`].

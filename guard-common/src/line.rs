@@ -267,6 +267,10 @@ pub enum EventDetail {
         /// reporting each (docs/events.md).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         repeats: Option<u64>,
+        /// The file opened is a directory: its open reads names, no file's data,
+        /// and no rule on reads is its.
+        #[serde(default, skip_serializing_if = "is_false")]
+        directory: bool,
     },
     Connect {
         #[serde(flatten)]
@@ -685,6 +689,7 @@ mod tests {
                 protected: None,
                 identity_unknown: false,
                 repeats: None,
+                directory: false,
             },
             host: None,
             host_source: None,

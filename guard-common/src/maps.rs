@@ -176,13 +176,20 @@ pub struct FlowSock {
     /// resolver's port in bits 0..15, [`FlowSock::DNS_ALLOWED`], and
     /// [`FlowSock::DNS_REDIRECTED`]; 0 for every other socket.
     pub dns: u32,
-    /// Reserved, zero.
-    pub _reserved: u32,
+    /// A UDP socket a tracked process connected to a destination the rules
+    /// refuse: the record's `rule` field (`enforced` bits and rule) its sends are
+    /// refused with (its connect sent nothing and was let through), and
+    /// [`FlowSock::REFUSE_REPORTED`] once the first refused send was reported; 0
+    /// for every other socket.
+    pub refuse: u32,
     /// Spare, zero (room to grow without changing the pinned map's value size).
     pub _spare: [u64; 3],
 }
 
 impl FlowSock {
+    /// [`FlowSock::refuse`]: the socket's first refused send was reported (the
+    /// rest are dropped without a record).
+    pub const REFUSE_REPORTED: u32 = 1 << 31;
     /// [`FlowSock::dns`]: the socket's DNS goes to guard's resolver.
     pub const DNS_REDIRECTED: u32 = 1 << 31;
     /// [`FlowSock::dns`]: the network rules let the process reach the original

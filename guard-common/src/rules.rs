@@ -43,6 +43,25 @@ pub mod path_kind {
     pub const TAINT_COMPONENTS: u8 = COMPONENTS + TAINT_OFFSET;
     /// [`FILE_EXCEPT`] entries of taint rules.
     pub const TAINT_FILE_EXCEPT: u8 = FILE_EXCEPT + TAINT_OFFSET;
+    /// [`FILE`]'s shapes (whole paths: directory prefixes, exact paths) of the
+    /// rules on reads only ([`FILE`] holds every rule's, as it always did). An open
+    /// that only reads looks them up here: a longer entry of a rule on writes then
+    /// never hides a shorter entry of a rule on reads from its longest-prefix
+    /// lookup (`~/.ssh/authorized_keys` for writes inside `~/.ssh/**` for reads).
+    /// Opens that write, and execs, look up [`FILE`].
+    pub const FILE_READ: u8 = 16;
+    /// Program names of multi-call binaries (`busybox`, `toybox`), as file name
+    /// prefixes (busybox takes every name that starts with `busybox` for itself),
+    /// `access` 1. An exec of one is also judged by the applet it runs: the file
+    /// name in its `argv[0]`, or in its first argument when `argv[0]` names the
+    /// binary itself (`busybox nc`), looked up among [`EXEC_NAME_REV`].
+    pub const MULTICALL: u8 = 17;
+    /// Exec rules' program names reversed, each twice: exact (`cn`, the name
+    /// alone) and as a prefix with the `/` before it (`cn/`, the name at the end
+    /// of a path). A reversed argument's longest match is then its file name's.
+    /// The multi-call binaries' names are here too, marked by `access` 1 and no
+    /// verdict: an argument naming the binary itself.
+    pub const EXEC_NAME_REV: u8 = 18;
 }
 
 /// Data of a `PATH_RULES` LPM-trie key: `[generation, kind, bytes…]`. An exact entry
@@ -227,6 +246,10 @@ pub struct Config {
     /// record is dropped is killed on the spot (user space kills the rest of its
     /// session when the drop is reported).
     pub limit_kill: u32,
+    /// Index (plus one) of the exec rule a multi-call binary's exec is killed under
+    /// when the applet it runs cannot be named (see `path_kind::MULTICALL`); 0:
+    /// none (no rule the kernel enforces by program name for every process).
+    pub applet_fallback: u32,
 }
 
 /// Where the kernel says it enforced: stored in [`crate::Header::rule`] of the event.

@@ -248,6 +248,7 @@ unsafe extern "C" {
     fn guard_dentry_ident(d: *const c_void, ino: *mut u64) -> u32;
     fn guard_dentry_up(d: *const c_void) -> *const c_void;
     fn guard_dentry_links(d: *const c_void) -> u32;
+    fn guard_dentry_type(d: *const c_void) -> u32;
 }
 
 /// The (kernel device number, inode number) of `dentry`'s inode; (0, 0) when it
@@ -262,6 +263,15 @@ pub fn dentry_ident(dentry: *const c_void) -> (u32, u64) {
 pub fn dentry_links(dentry: *const c_void) -> u32 {
     unsafe { guard_dentry_links(dentry) }
 }
+
+/// The file type of `dentry`'s inode (`S_IFMT` bits shifted down: [`TYPE_DIR`],
+/// 8 a regular file, …), or 0 when it has none.
+pub fn dentry_type(dentry: *const c_void) -> u32 {
+    unsafe { guard_dentry_type(dentry) }
+}
+
+/// [`dentry_type`] of a directory.
+pub const TYPE_DIR: u32 = 0o04;
 
 /// `dentry`'s parent, or null at the root of its file system.
 pub fn dentry_up(dentry: *const c_void) -> *const c_void {

@@ -5,7 +5,8 @@
 
 use aya_ebpf::{
     helpers::generated::{
-        bpf_loop, bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_send_signal,
+        bpf_loop, bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
+        bpf_send_signal,
     },
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
@@ -386,7 +387,7 @@ extern "C" fn lookup_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
         return 1;
     };
     // SAFETY: this CPU's check, filled in by the caller before the loop.
-    let (path, len, kinds, generation, name_len, base) = unsafe {
+    let (path, len, kinds, generation, name_len, base, want) = unsafe {
         (
             (*c).path as *const u8,
             (*c).len,
@@ -394,6 +395,7 @@ extern "C" fn lookup_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
             (*c).generation as u8,
             (*c).name_len,
             (*c).base as u8 & 15,
+            (*c).want,
         )
     };
     let i = index & 7;
@@ -409,7 +411,13 @@ extern "C" fn lookup_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
     }
     // One lookup for every step, not one inlined per kind: the verifier then walks
     // the lookup once per entry into this callback instead of once per kind.
+    // An open that only reads looks whole paths up among the rules on reads
+    // (`path_kind::FILE_READ`, kill and deny entries only), so a longer entry of a
+    // rule on writes does not hide them; an open that writes, and an exec, among
+    // every rule's.
+    let reads_only = base == 0 && want & u32::from(access::WRITE) == 0 && want != 0;
     let kind = match i {
+        0 if reads_only => path_kind::FILE_READ,
         0 => path_kind::FILE,
         1 => path_kind::FILE_NAME,
         2 => path_kind::FILE_NAME_REV,
@@ -689,7 +697,8 @@ fn file_pick_in(
     let file_kinds = ((1u32 << path_kind::FILE)
         | (1 << path_kind::FILE_NAME)
         | (1 << path_kind::FILE_NAME_REV)
-        | (1 << path_kind::COMPONENTS))
+        | (1 << path_kind::COMPONENTS)
+        | (1 << path_kind::FILE_READ))
         << base;
     let by_path = cfg.path_kinds & file_kinds != 0;
     let by_identity = by_identity && identity_count(&cfg) != 0;
@@ -741,20 +750,17 @@ pub fn deny_open(
     open_flags: u64,
     is_root: u32,
 ) -> Option<u16> {
-    // As at the open's exit: an open that neither reads nor writes is no rule's.
-    let want = wanted(open_flags);
+    // As at the open's exit: an open that neither reads nor writes is no rule's,
+    // nor a directory's open for reading.
+    let dentry = core_read::file_dentry(file);
+    let mut want = wanted(open_flags);
+    if want & access::READ != 0 && core_read::dentry_type(dentry) == core_read::TYPE_DIR {
+        want &= !access::READ;
+    }
     if want == 0 {
         return None;
     }
-    let (rule, found) = file_pick(
-        core_read::file_dentry(file),
-        path,
-        len,
-        want,
-        rule_flags::DENY,
-        is_root,
-        true,
-    );
+    let (rule, found) = file_pick(dentry, path, len, want, rule_flags::DENY, is_root, true);
     if let Some(rule) = rule {
         // The open's exit reports the refusal and what it matched: the entry, or
         // (inode 0) that the file could not be placed and the rule failed closed,
@@ -923,21 +929,24 @@ pub struct OpenVerdict {
 }
 
 /// Open of `file` (path in `path[..len]`) with open `flags` by a process whose
-/// Tracked flags are `who`: kill when a kernel rule says so, by path or by identity;
-/// else, unless the process is `tainted` already, whether the open taints it.
+/// Tracked flags are `who` (and `dir`: the file is a directory): kill when a kernel
+/// rule says so, by path or by identity; else, unless the process is `tainted`
+/// already, whether the open taints it.
 #[inline(always)]
 pub fn on_open(
     file: *const core::ffi::c_void,
     path: *const u8,
     len: u32,
     open_flags: u64,
-    who: u32,
+    (who, dir): (u32, bool),
     tainted: bool,
 ) -> OpenVerdict {
     // An open that neither reads nor writes (`O_PATH`: a handle to stat, to reopen or
     // to exec through, each of which is judged itself) breaks no file rule; a `want`
-    // of 0 would match every access.
-    let want = wanted(open_flags);
+    // of 0 would match every access. Nor does a directory's open for reading: it
+    // lists names (`find ~`, `ls -R`), and each file it holds is judged at its own
+    // open.
+    let want = wanted(open_flags) & !(u8::from(dir) * access::READ);
     if want == 0 {
         return OpenVerdict::default();
     }
@@ -954,8 +963,10 @@ pub fn on_open(
         Some(rule) => kill(rule),
         None => 0,
     };
-    let taints =
-        rule & enforced::KILLED == 0 && !tainted && taints(file, path, len, open_flags, who);
+    let taints = rule & enforced::KILLED == 0
+        && !tainted
+        && want & access::READ != 0
+        && taints(file, path, len, open_flags, who);
     OpenVerdict {
         rule,
         found,
@@ -1028,6 +1039,115 @@ pub fn on_exec(
     match exec_pick(file, path, len, comm, rule_flags::KILL, is_root) {
         Some(rule) => kill(rule),
         None => 0,
+    }
+}
+
+/// Bytes of an argument's end an applet's name is looked for in (a file name
+/// longer than this names no applet of a rule).
+const APPLET_TAIL: u32 = 64;
+
+/// The argument at user address `at`: its length with its NUL (0: unreadable;
+/// 256: too long to read whole), and its last [`APPLET_TAIL`] bytes reversed into
+/// key slot 3: how many of them are its, and whether that is all of it.
+#[inline(always)]
+fn read_arg(at: u64) -> (u32, u32, bool) {
+    let (Some(raw), Some(rev)) = (slot_bytes(4), slot_bytes(3)) else {
+        return (0, 0, false);
+    };
+    // SAFETY: at most 256 bytes into this CPU's key slot 4 (its data and slack hold
+    // 510); the source is the new image's memory, read with its helper.
+    let got = unsafe { bpf_probe_read_user_str(raw.cast(), 256, at as *const core::ffi::c_void) };
+    if got <= 1 {
+        return (0, 0, false);
+    }
+    let got = (got as u32) & 511;
+    let len = got - 1;
+    // Every byte, whatever the length: no branch in the loop, so the verifier walks
+    // it once (bytes past the argument's start are read, and never looked up).
+    let mut i = 0u32;
+    while i < APPLET_TAIL {
+        // SAFETY: both indexes are masked inside the slots' 510 bytes.
+        unsafe { *rev.add(i as usize) = *raw.add((len.wrapping_sub(1 + i) & 255) as usize) };
+        i += 1;
+    }
+    let n = len.min(APPLET_TAIL);
+    (got, n, n == len)
+}
+
+/// The `EXEC_NAME_REV` entry of the file name ending the argument [`read_arg`]
+/// just reversed: an exec rule's, or a multi-call binary's marker (`access` 1).
+#[inline(always)]
+fn applet_entry(generation: u8, n: u32, whole: bool) -> RuleRef {
+    lookup_slot(3, generation, path_kind::EXEC_NAME_REV, n, whole)
+}
+
+/// An exec of a multi-call binary (`busybox`, `toybox`: its file's name starts
+/// with a `MULTICALL` entry) is also the applet it runs: the file name of its
+/// `argv[0]`, or of its first argument when it was run by its own name or its
+/// `argv[0]` names it (`busybox nc`). An exec rule that kills or denies that name
+/// kills it here, before its first instruction (`deny` too: the BPF-LSM exec hook
+/// saw only the binary). An argument too long to read whole (255 bytes or more),
+/// or the binary named again (`busybox busybox nc`), cannot be named: while the
+/// policy kills programs by name, such an exec is killed under
+/// `Config::applet_fallback` (fail closed). Returns the event's `rule` field.
+#[inline(never)]
+pub fn on_applet(
+    file: *const core::ffi::c_void,
+    task: *const core_read::Task,
+    comm: &[u8; 16],
+    who: u32,
+) -> u16 {
+    let cfg = config();
+    if !has(&cfg, path_kind::MULTICALL) {
+        return 0;
+    }
+    let generation = cfg.generation as u8;
+    let (Some(name), Some(run_as)) = (slot_bytes(2), slot_bytes(1)) else {
+        return 0;
+    };
+    let name_len = core_read::dentry_name(core_read::file_dentry(file), name, 15);
+    if lookup_slot(2, generation, path_kind::MULTICALL, name_len, true).access == 0 {
+        return 0;
+    }
+    // SAFETY: at most 16 bytes into this CPU's key slot, from the comm the caller holds.
+    let copied = unsafe { bpf_probe_read_kernel_str(run_as.cast(), 16, comm.as_ptr().cast()) };
+    let comm_len = (copied.max(1) - 1) as u32 & 15;
+    let by_own_name = lookup_slot(1, generation, path_kind::MULTICALL, comm_len, true).access != 0;
+    let verdict = rule_flags::KILL | rule_flags::DENY;
+    let enforces = |r: RuleRef| r.flags & verdict != 0 && scope_ok(r.flags, r.access, who);
+    let (start, _) = core_read::arg_span(task);
+    let (got, n, whole) = read_arg(start);
+    if got == 0 {
+        return 0;
+    }
+    if got < 256 {
+        let r = applet_entry(generation, n, whole);
+        if enforces(r) {
+            return kill(r.rule);
+        }
+        if !by_own_name && r.access & 1 == 0 {
+            return 0;
+        }
+        // The binary's own name: its first argument is the applet.
+        let (got1, n1, whole1) = read_arg(start + u64::from(got));
+        if got1 == 0 {
+            return 0;
+        }
+        if got1 < 256 {
+            let r1 = applet_entry(generation, n1, whole1);
+            if enforces(r1) {
+                return kill(r1.rule);
+            }
+            if r1.access & 1 == 0 {
+                return 0;
+            }
+        }
+    }
+    // An argument too long to name, or the binary named again (`busybox busybox
+    // nc` runs nc too): fail closed.
+    match cfg.applet_fallback {
+        0 => 0,
+        rule => kill((rule - 1) as u16),
     }
 }
 

@@ -180,6 +180,8 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
     let depth = PATH_DEPTH as u32;
     // Whether a repeat of this open may be counted instead of reported.
     let mut plain = false;
+    // The opened file's type: a directory's open reads no file's data.
+    let mut file_type = 0u32;
     let (start, end) = if ret >= 0 {
         let walk = core_read::file_path(file, pbuf, PATH_END, depth);
         if walk & WALK_TRUNCATED != 0 {
@@ -205,12 +207,13 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
         // Taint (a secret read that nothing stopped) is marked before the open
         // returns too, so before the process can send a byte of it; checked once per
         // process (a tainted process stays tainted).
+        file_type = core_read::dentry_type(core_read::file_dentry(file));
         let verdict = enforce::on_open(
             file,
             path,
             PATH_END - start,
             pending.flags,
-            tracked.flags,
+            (tracked.flags, file_type == core_read::TYPE_DIR),
             tracked.flags & TAINTED != 0,
         );
         draft.header().rule = verdict.rule;
@@ -290,6 +293,8 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
         call: pending.call,
         mode: pending.mode,
         repeats: 0,
+        file_type: file_type as u16,
+        _reserved: [0; 3],
     });
     let mut payload = len;
     if draft.header().flags & flags::BY_IDENTITY != 0 {

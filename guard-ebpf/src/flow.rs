@@ -57,6 +57,8 @@ pub static FLOW_SOCKS: SkStorage<FlowSock> = SkStorage::new();
 
 /// cgroup_skb verdict: let the packet through (accounting never drops).
 const PASS: i32 = 1;
+/// cgroup_skb verdict: drop the packet (egress: the send fails with EPERM).
+const DROP: i32 = 0;
 
 #[repr(C)]
 struct FlowRecord {
@@ -79,8 +81,18 @@ fn now_ns() -> u64 {
 /// Tags the socket of a connect or send a sock_addr hook let through for a tracked
 /// process of `session`. A socket already tagged for the same destination keeps
 /// its flow; for another destination, the old flow's final record goes first.
+/// `refuse`, for a connect of a UDP socket: the `rule` field its sends are refused
+/// with (non-zero), or none (0), replacing what an earlier connect set; sends
+/// (`None`) leave it as it is.
 #[inline(always)]
-pub fn tag(ctx: &SockAddrContext, dest: &NetBody, session: u64, who: u32, dns: u32) {
+pub fn tag(
+    ctx: &SockAddrContext,
+    dest: &NetBody,
+    session: u64,
+    who: u32,
+    dns: u32,
+    refuse: Option<u16>,
+) {
     // SAFETY: the storage pointer is checked for null; the map is socket storage of
     // `FlowSock` values, zeroed at creation.
     let st = unsafe { FLOW_SOCKS.get_or_insert_ptr_mut(ctx, None) };
@@ -93,6 +105,9 @@ pub fn tag(ctx: &SockAddrContext, dest: &NetBody, session: u64, who: u32, dns: u
     let now = now_ns();
     // The resolver a DNS socket is pointed at, whether it was before or not.
     st.dns = dns;
+    if let Some(refuse) = refuse {
+        st.refuse = u32::from(refuse);
+    }
     if st.body.start_ns != 0 {
         if st.body.family == dest.family && st.body.port == dest.port && st.body.addr == dest.addr {
             return;
@@ -141,6 +156,50 @@ pub fn tag(ctx: &SockAddrContext, dest: &NetBody, session: u64, who: u32, dns: u
     };
     st.reported_ns = now;
     st.reported_bytes = 0;
+    if st.refuse != 0 {
+        // Nothing will flow: no flow to report. The header and destination stay
+        // for the refused send's record.
+        st.body.start_ns = 0;
+        st.reported_ns = u64::MAX;
+    }
+}
+
+#[repr(C)]
+struct SendRecord {
+    header: Header,
+    body: NetBody,
+}
+
+/// Reports the first send of a socket its connect's destination refuses, as the
+/// `send` the sock_addr hooks never see (a connected UDP socket's): the rule, the
+/// destination, EPERM.
+#[inline(always)]
+fn report_refused(st: &FlowSock) {
+    let Some(mut entry) = EVENTS.reserve::<SendRecord>(0) else {
+        count(counter::lost(EventKind::Send as u16));
+        return;
+    };
+    let record = entry.as_mut_ptr();
+    // SAFETY: `record` is a reserved ring-buffer slot of SendRecord's size; `st` is
+    // this socket's storage.
+    unsafe {
+        ptr::copy_nonoverlapping(&raw const st.header, &raw mut (*record).header, 1);
+        (*record).header.kind = EventKind::Send as u16;
+        (*record).header.ts_ns = now_ns();
+        (*record).header.payload_len = 0;
+        (*record).header.rule = st.refuse as u16;
+        (*record).body = NetBody {
+            addr: st.body.addr,
+            // -EPERM: what the send returned.
+            ret: -1,
+            family: st.body.family,
+            port: st.body.port,
+            sock_type: st.body.sock_type,
+            protocol: st.body.protocol,
+        };
+    }
+    // A refusal wakes the daemon: it is a violation.
+    entry.submit(0);
 }
 
 /// Sends the flow's record with its totals as of now.
@@ -299,28 +358,37 @@ fn add(counter: &mut u64, n: u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, n) };
 }
 
-/// Counts one packet of the skb's socket if the socket is tagged.
+/// Counts one packet of the skb's socket if the socket is tagged; false when the
+/// packet must be dropped (a send its socket's connect refused).
 #[inline(always)]
-fn account(ctx: &SkBuffContext, egress: bool) {
+fn account(ctx: &SkBuffContext, egress: bool) -> bool {
     let skb = ctx.skb.skb;
     // SAFETY: `sk` is a readable field of the cgroup_skb context (may be null).
     let sk: *mut bpf_sock = unsafe { (*skb).__bindgen_anon_2.sk };
     if sk.is_null() {
-        return;
+        return true;
     }
     // SAFETY: helper on the context's socket pointer, checked for null above.
     let full = unsafe { bpf_sk_fullsock(sk) };
     if full.is_null() {
-        return;
+        return true;
     }
     // SAFETY: a full socket; no creation (flags 0): a miss for untagged sockets.
     let st = unsafe { bpf_sk_storage_get(map_ptr(), full.cast(), ptr::null_mut(), 0) }
         .cast::<FlowSock>();
     if st.is_null() {
-        return;
+        return true;
     }
     // SAFETY: non-null storage of this socket, valid for this program run.
     let st = unsafe { &mut *st };
+    if egress && st.refuse != 0 {
+        // A UDP socket connected to a refused destination: nothing it sends leaves.
+        if st.refuse & FlowSock::REFUSE_REPORTED == 0 {
+            st.refuse |= FlowSock::REFUSE_REPORTED;
+            report_refused(st);
+        }
+        return false;
+    }
     // SAFETY: context field read.
     let len = u64::from(unsafe { (*skb).len });
     if egress {
@@ -344,12 +412,12 @@ fn account(ctx: &SkBuffContext, egress: bool) {
         st.reported_ns = now;
         report(st, flow::PERIODIC, now);
     }
+    true
 }
 
 #[cgroup_skb(egress)]
 pub fn flow_egress(ctx: SkBuffContext) -> i32 {
-    account(&ctx, true);
-    PASS
+    if account(&ctx, true) { PASS } else { DROP }
 }
 
 #[cgroup_skb(ingress)]

@@ -213,6 +213,8 @@ fn report_change(call: OpenCall, path: *const u8, len: u32, truncated: bool, rul
         call: call as u32,
         mode: 0,
         repeats: 0,
+        file_type: 0,
+        _reserved: [0; 3],
     });
     draft.submit::<OpenBody>(n);
 }

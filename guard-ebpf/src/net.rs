@@ -39,6 +39,8 @@ use crate::{
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
+/// `sk_type` of a datagram socket.
+const SOCK_DGRAM: u16 = 2;
 
 #[inline(always)]
 fn note(ctx: &SockAddrContext, kind: EventKind, v6: bool) -> i32 {
@@ -92,6 +94,15 @@ fn note(ctx: &SockAddrContext, kind: EventKind, v6: bool) -> i32 {
             Redirect::Pass => {}
         }
     }
+    // A UDP socket's connect sends nothing: glibc connects one to every address a
+    // name resolved to, to learn the source address it would use (RFC 6724
+    // sorting), and never sends on it. Its destination is judged at its first
+    // send instead: the connect goes through, the socket carries the refusal, and
+    // flow.rs drops its packets (the send fails with EPERM, no packet leaves).
+    let mut deferred = None;
+    if kind == EventKind::Connect && body.sock_type == SOCK_DGRAM && body.port != DNS_PORT {
+        deferred = Some(verdict.take().unwrap_or(0));
+    }
     if verdict.is_none()
         && let Some(listener) = loopback_spawner(&body)
     {
@@ -107,7 +118,14 @@ fn note(ctx: &SockAddrContext, kind: EventKind, v6: bool) -> i32 {
     if verdict.is_none() {
         // Allowed: the socket's bytes are counted from here on (flow.rs), under the
         // destination as given.
-        flow::tag(ctx, &body, tracked.session, tracked.flags, dns_tag);
+        flow::tag(
+            ctx,
+            &body,
+            tracked.session,
+            tracked.flags,
+            dns_tag,
+            deferred,
+        );
     }
     let pending = PendingNet {
         body,

@@ -199,13 +199,18 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     // Decided before the new image runs its first instruction.
     let exe = pbuf.wrapping_add((src & PATH_MASK) as usize);
     // SAFETY: as above.
-    let rule = enforce::on_exec(
+    let mut rule = enforce::on_exec(
         file,
         exe,
         exe_len,
         unsafe { &*draft.comm_ptr() },
         tracked.flags,
     );
+    if rule == 0 {
+        // A multi-call binary's applet (`busybox nc`) is the program it names.
+        // SAFETY: the header lives in this CPU's scratch for the whole program.
+        rule = enforce::on_applet(file, task, unsafe { &*draft.comm_ptr() }, tracked.flags);
+    }
     draft.header().rule = rule;
     if rule != 0 && enforce::exec_by_identity() {
         draft.header().flags |= flags::BY_IDENTITY;

@@ -326,6 +326,9 @@ fn send(s: &mut Slot, session: u64) {
         call: s.call,
         mode: s.mode,
         repeats: n,
+        // The count stands for opens judged before; their file's type is not kept.
+        file_type: 0,
+        _reserved: [0; 3],
     });
     // A record the ring buffer had no room for (or over the session's budget) is
     // counted as `n` lost (or dropped) opens: the opens it stood for.

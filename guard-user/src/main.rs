@@ -29,6 +29,12 @@ fn policy_command(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
             println!("digest = [\"{digest}\"]");
             Ok(ExitCode::SUCCESS)
         }
+        PolicyCmd::Coverage => {
+            let techniques = policy::coverage::techniques()
+                .context("the built-in coverage data (guard-user/data/coverage.toml)")?;
+            print!("{}", policy::coverage::table(&techniques));
+            Ok(ExitCode::SUCCESS)
+        }
         PolicyCmd::Check { file } => match policy::load(&policy::Source::from_arg(Some(&file))) {
             Ok((p, warnings)) => {
                 print!(

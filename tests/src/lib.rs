@@ -1113,15 +1113,44 @@ impl Enforcing {
         let agent = FakeAgent::install(fake_agent);
         let dir = TempDir::new(prefix);
         prepare(&dir);
-        let policy = dir.join("guard.toml");
         let rules = rules.replace("{dir}", &dir.path().display().to_string());
-        write_policy(
-            &policy,
-            &format!(
-                "mode = \"enforce\"\n\n[agents]\nnames = [\"{}\"]\n\n{rules}",
-                agent.name()
-            ),
+        let text = format!(
+            "mode = \"enforce\"\n\n[agents]\nnames = [\"{}\"]\n\n{rules}",
+            agent.name()
         );
+        Self::start_text(agent, dir, &text, since)
+    }
+
+    /// [`Self::start`] with the built-in policy `name` (`workstation`, `ci`) as it
+    /// ships, its agents' names replaced by the fresh agent's.
+    pub fn start_builtin(
+        fake_agent: &str,
+        prefix: &str,
+        name: &str,
+        prepare: impl FnOnce(&TempDir),
+    ) -> Enforcing {
+        let since = SystemTime::now();
+        let agent = FakeAgent::install(fake_agent);
+        let dir = TempDir::new(prefix);
+        prepare(&dir);
+        let builtin = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../guard-user/policies/{name}.toml"));
+        let shipped = fs::read_to_string(&builtin)
+            .unwrap_or_else(|e| panic!("read {}: {e}", builtin.display()));
+        let names = "\nnames = [\"codex\", \"claude\", \"gemini\", \"copilot\"]\n";
+        assert!(
+            shipped.contains(names),
+            "{name}: its [agents] names changed"
+        );
+        let text = shipped.replace(names, &format!("\nnames = [\"{}\"]\n", agent.name()));
+        Self::start_text(agent, dir, &text, since)
+    }
+
+    /// Writes `text` as the policy in `dir`, starts the daemon and waits for the
+    /// policy to be in force.
+    fn start_text(agent: FakeAgent, dir: TempDir, text: &str, since: SystemTime) -> Enforcing {
+        let policy = dir.join("guard.toml");
+        write_policy(&policy, text);
         let args = [OsStr::new("--policy"), policy.as_os_str()];
         let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
         let events = daemon.wait_for("policy_loaded", |ev| {
@@ -1631,9 +1660,10 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
             );
             need(
                 v.get("via").is_none_or(|_| {
-                    matches!(e.str("via"), Some("loader" | "interpreter")) && is_str("target")
+                    matches!(e.str("via"), Some("loader" | "interpreter" | "applet"))
+                        && is_str("target")
                 }),
-                "via is not loader/interpreter with a target",
+                "via is not loader/interpreter/applet with a target",
             );
             need(str_array("argv"), "argv is not an array of strings");
             need(is_bool("argv_truncated"), "argv_truncated is not a bool");

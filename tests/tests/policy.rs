@@ -571,7 +571,9 @@ scope = "descendants"
 // ---------------------------------------------------------------------------------------
 
 /// Connects and datagrams to destinations outside the allowlist fail with EPERM and
-/// never leave; the allowed destination still works.
+/// never leave; the allowed destination still works. A UDP socket's connect sends
+/// nothing: it goes through, and its first send is the refusal (EPERM, dropped at
+/// egress, reported once as a `send`).
 #[test]
 fn network_deny_refuses_with_eperm_and_nothing_arrives() {
     let tcp4 = TcpListener::bind("127.0.0.1:0").expect("bind TCP 127.0.0.1");
@@ -615,7 +617,7 @@ action = "deny"
         format!("udp:{a_udp6}"),
         // IPv4 through an IPv6 socket: the same destination, IPv4-mapped.
         format!("tcp:[::ffff:127.0.0.1]:{}", a_tcp4.port()),
-        // A connected UDP socket: refused at connect.
+        // A connected UDP socket: its send refused.
         format!("udpc:{a_udp4}"),
         format!("tcp:{a_allowed}"),
     ];
@@ -672,13 +674,28 @@ action = "deny"
         ("send", "udp", a_udp4),
         ("send", "udp", a_udp6),
         ("connect", "tcp", mapped),
-        ("connect", "udp", a_udp4),
     ] {
         let event = net_event(kind, proto, to);
         assert_violation(&session, event, "egress", "deny", "denied");
         assert_eq!(event.str("result"), Some("EPERM"), "{event}");
         assert_eq!(event.int("errno"), Some(EPERM), "{event}");
     }
+    // The UDP connect went through, no violation; both sends to its destination
+    // (the unconnected socket's and the connected one's) were refused.
+    let udp_connect = net_event("connect", "udp", a_udp4);
+    assert_eq!(udp_connect.str("result"), Some("ok"), "{udp_connect}");
+    assert_no_violation(&session, udp_connect);
+    let refused_sends = session
+        .iter()
+        .filter(|e| {
+            e.is("send", run.pid)
+                && e.str("proto") == Some("udp")
+                && e.int("port") == Some(i64::from(a_udp4.port()))
+                && e.str("rule") == Some("egress")
+                && e.int("errno") == Some(EPERM)
+        })
+        .count();
+    assert_eq!(refused_sends, 2, "{}", dump(&session));
     let ok = net_event("connect", "tcp", a_allowed);
     assert_eq!(ok.str("result"), Some("ok"), "{ok}");
     assert_no_violation(&session, ok);

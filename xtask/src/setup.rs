@@ -40,6 +40,8 @@ const TEST_PACKAGES: &[&str] = &[
     "lsb-release",
     "curl",
     "passwd",
+    // busybox's applets meet the rules on the programs they name (tests/tests/redteam.rs).
+    "busybox-static",
 ];
 /// Node.js and npm, from Debian where `npm` is not on PATH: the Codex CLI is an npm
 /// package.

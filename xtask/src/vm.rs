@@ -281,6 +281,18 @@ const SUBSET: &[(&str, Kernels, &[&str])] = &[
         Kernels::Every,
         &["a_refusing_policy_stops_the_request_to_a_tmux_server"],
     ),
+    // The shipped workstation policy against a red team's playbook (issue 49): a
+    // multi-call binary's applet read at exec on each verifier, and BPF-LSM refusing
+    // the writes to the system's persistence paths with EPERM (in a mount namespace
+    // of the test's own). The tests that make a user of their own run on the host.
+    (
+        "redteam",
+        Kernels::Every,
+        &[
+            "multi_call_binaries_meet_the_rules_on_their_applets",
+            "system_wide_persistence_is_refused",
+        ],
+    ),
     // guard's resolver: DNS pointed at it by the sock_addr hooks and the answers'
     // source given back (recvmsg, getpeername) on the oldest kernel.
     (

@@ -661,6 +661,16 @@ ACCESSOR u32 guard_dentry_links(struct dentry *d)
 	return BPF_CORE_READ(inode, i_nlink);
 }
 
+// The file type of d's inode: its mode's S_IFMT bits shifted down (4 a directory,
+// 8 a regular file), or 0 for a negative dentry.
+ACCESSOR u32 guard_dentry_type(struct dentry *d)
+{
+	struct inode *inode = dentry_inode(d);
+	if (!inode)
+		return 0;
+	return (BPF_CORE_READ(inode, i_mode) & S_IFMT) >> 12;
+}
+
 // d's parent, or NULL when d is the root of its file system (its own parent).
 ACCESSOR struct dentry *guard_dentry_up(struct dentry *d)
 {

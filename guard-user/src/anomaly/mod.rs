@@ -230,8 +230,12 @@ impl Detector {
             | Detail::Send {
                 addr, port, ret, ..
             } => {
-                // A refused or failed connect went nowhere.
-                if *port == 53 || (*ret < 0 && *ret != -i64::from(libc::EINPROGRESS)) {
+                // A refused or failed connect went nowhere, nor does a UDP socket's
+                // connect (its first send is the destination's).
+                if *port == 53
+                    || (*ret < 0 && *ret != -i64::from(libc::EINPROGRESS))
+                    || crate::policy::matcher::udp_connect(&ev.detail)
+                {
                     return None;
                 }
                 let class = ev.dest_class(*addr);

@@ -259,4 +259,7 @@ pub enum PolicyCmd {
         /// The program (a file).
         file: PathBuf,
     },
+    /// Print what the built-in policies answer, technique by technique (MITRE
+    /// ATT&CK ids where one fits), as a Markdown table.
+    Coverage,
 }

@@ -148,6 +148,7 @@ mod tests {
                 call: guard_common::OpenCall::Openat,
                 ret: -13,
                 repeats: 0,
+                dir: false,
             },
         );
         ev.violation = Some(Violation {

@@ -93,7 +93,7 @@ macro_rules! wire {
 wire!(
     Header = 72,
     ExecBody = 40,
-    OpenBody = 32,
+    OpenBody = 40,
     NetBody = 32,
     ForkBody = 16,
     ExitBody = 16,
@@ -366,6 +366,8 @@ pub(crate) mod tests {
             call: 1,
             mode: 0o644,
             repeats: 0,
+            file_type: 0,
+            _reserved: [0; 3],
         };
         let rec = record(EventKind::Open, &body, b"/tmp/x");
         let Body::Open { body: b, path, .. } = decode(&rec).expect("decodes").body else {
@@ -423,6 +425,8 @@ pub(crate) mod tests {
                 call: 0,
                 mode: 0,
                 repeats: 0,
+                file_type: 0,
+                _reserved: [0; 3],
             },
             b"/a",
         );
@@ -500,6 +504,8 @@ pub(crate) mod tests {
                         call: 1,
                         mode: 0,
                         repeats: 0,
+                        file_type: 0,
+                        _reserved: [0; 3],
                     },
                     b"/root/.ssh/id_ed25519",
                 ),
@@ -514,6 +520,8 @@ pub(crate) mod tests {
                         call: 3,
                         mode: 0o644,
                         repeats: 0,
+                        file_type: 0,
+                        _reserved: [0; 3],
                     },
                     b"/work/repo/.git/hooks/pre-commit",
                 ),
@@ -529,6 +537,8 @@ pub(crate) mod tests {
                             call: 1,
                             mode: 0,
                             repeats: 4095,
+                            file_type: 0,
+                            _reserved: [0; 3],
                         },
                         b"/work/repo/Cargo.toml",
                     ),

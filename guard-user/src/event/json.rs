@@ -188,6 +188,7 @@ mod tests {
             call: OpenCall::Openat,
             ret: -2,
             repeats: 0,
+            dir: false,
         });
         assert_eq!(
             e.to_json(),
@@ -208,6 +209,7 @@ mod tests {
                 call: OpenCall::Openat,
                 ret,
                 repeats: 0,
+                dir: false,
             });
             let j = e.to_json();
             assert!(
@@ -402,6 +404,7 @@ mod tests {
                 call: OpenCall::Openat2,
                 ret: 3,
                 repeats: 0,
+                dir: false,
             },
             Detail::Connect {
                 addr: v4,

@@ -95,6 +95,7 @@ impl Event {
                 call,
                 ret,
                 repeats,
+                dir,
             } => {
                 let r = json::Returned::of(*ret, true);
                 let hit = self.identity.as_ref().and_then(|id| {
@@ -118,6 +119,7 @@ impl Event {
                     protected: hit,
                     identity_unknown: self.identity.as_ref().is_some_and(|id| id.unknown),
                     repeats: (*repeats > 0).then_some(*repeats),
+                    directory: *dir,
                 }
             }
             Detail::Connect {

@@ -99,6 +99,9 @@ pub enum Detail {
         /// the thread opened this file with these flags (the kernel counted them);
         /// else 0.
         repeats: u64,
+        /// The file opened is a directory (its open reads no file's data: no rule
+        /// on reads is its).
+        dir: bool,
     },
     Connect {
         addr: IpAddr,
@@ -941,6 +944,7 @@ impl Event {
                     flags: body.flags,
                     call: OpenCall::from_u32(body.call).unwrap_or(OpenCall::Openat),
                     ret: body.ret,
+                    dir: body.file_type == guard_common::file_type::DIR,
                     repeats: if flag(flags::REPEATS) {
                         body.repeats
                     } else {

@@ -1,8 +1,10 @@
 //! How an exec reached the program it runs, when the exec'd file is not that
 //! program: the dynamic loader run by hand (`ld-linux-x86-64.so.2 ./prog`: the
-//! target is its first operand) or a script interpreter (`sh ./script`,
-//! `python3 script.py`). Read from the exec's own argv; rules on programs match
-//! the target too (see `policy::matcher`), and events name it (`via`, `target`).
+//! target is its first operand), a script interpreter (`sh ./script`,
+//! `python3 script.py`), or a multi-call binary's applet (`busybox nc`: the name in
+//! `argv[0]`, or in the first argument when `argv[0]` names the binary). Read from
+//! the exec's own argv; rules on programs match the target too (see
+//! `policy::matcher`), and events name it (`via`, `target`).
 
 /// Which runner the exec'd file is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,6 +13,8 @@ pub enum Via {
     Loader,
     /// A shell or script interpreter.
     Interpreter,
+    /// A multi-call binary (`busybox`, `toybox`): the target is the applet's name.
+    Applet,
 }
 
 impl Via {
@@ -19,6 +23,7 @@ impl Via {
         match self {
             Via::Loader => "loader",
             Via::Interpreter => "interpreter",
+            Via::Applet => "applet",
         }
     }
 }
@@ -68,9 +73,32 @@ const LOADER_VALUE_OPTIONS: &[&str] = &[
 const INTERP_VALUE_OPTIONS: &[&str] = &["-W", "-X", "-o", "-O", "-I", "-r", "--require"];
 const INTERP_INLINE: &[&str] = &["-c", "-e", "-m", "-E", "--eval", "-p", "--print"];
 
+/// The applet a multi-call binary runs: the file name of `argv[0]`, or of the
+/// first argument when `argv[0]` names the binary itself (as busybox reads them).
+fn applet(argv: &[String]) -> Option<Target> {
+    let is_binary = |a: &str| {
+        crate::policy::tables::MULTICALL_PROGRAMS
+            .iter()
+            .any(|m| file_name(a).starts_with(m))
+    };
+    let first = argv.first()?;
+    let name = if is_binary(first) {
+        file_name(argv.get(1).filter(|a| !a.starts_with('-'))?)
+    } else {
+        file_name(first)
+    };
+    (!name.is_empty()).then(|| Target {
+        via: Via::Applet,
+        target: name.to_owned(),
+    })
+}
+
 /// The target of an exec of `exe` with `argv`, when `exe` is a runner.
 pub fn target(exe: &str, argv: &[String]) -> Option<Target> {
     let name = file_name(exe);
+    if crate::policy::tables::MULTICALL_PROGRAMS.contains(&name) {
+        return applet(argv);
+    }
     let (via, value_options, inline): (Via, &[&str], &[&str]) = if is_loader(name) {
         (Via::Loader, LOADER_VALUE_OPTIONS, &[])
     } else if is_interpreter(name) {
@@ -159,5 +187,17 @@ mod tests {
         );
         assert_eq!(target("/bin/sh", &argv(&["sh"])), None);
         assert_eq!(target("/usr/bin/cat", &argv(&["cat", "x"])), None);
+    }
+
+    #[test]
+    fn a_multi_call_binary_names_its_applet() {
+        let applet = |a: &[&str]| target("/usr/bin/busybox", &argv(a)).map(|t| (t.via, t.target));
+        let nc = Some((Via::Applet, "nc".to_owned()));
+        assert_eq!(applet(&["busybox", "nc", "-l"]), nc);
+        assert_eq!(applet(&["/bin/busybox", "/tmp/nc"]), nc);
+        assert_eq!(applet(&["nc", "10.0.0.1", "80"]), nc);
+        assert_eq!(applet(&["/usr/local/bin/nc"]), nc);
+        assert_eq!(applet(&["busybox", "--list"]), None);
+        assert_eq!(applet(&["busybox"]), None);
     }
 }

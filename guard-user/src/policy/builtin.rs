@@ -150,7 +150,8 @@ mod tests {
         assert_eq!(by_agent.acting(true), Action::Deny);
         assert_eq!(by_agent.scope.role_names(), ["agent"]);
         assert!(by_agent.secret);
-        assert_eq!(rule(&p, "netrc-read").action, Action::Kill);
+        // Refused, not killed: wget opens it on every run and goes on without it.
+        assert_eq!(rule(&p, "netrc-read").action, Action::Deny);
         assert_eq!(
             rule(&p, "netrc-read").scope.role_names(),
             ["wrapper", "agent", "sandbox", "tool", "mcp"]
@@ -281,9 +282,10 @@ mod tests {
 
     /// The write rules the built-ins deny are decided in the kernel (where BPF-LSM
     /// runs, refused before the change): repository hooks and `.codex/`, CI/CD
-    /// definitions by component run, Codex's config by path. `persistence-write` has
-    /// one glob the kernel cannot match (`/etc/cron*/**`), left to user space; its
-    /// other paths are in the kernel.
+    /// definitions by component run, agents' settings in a repository by the
+    /// components ending a path, Codex's config and the persistence paths by path
+    /// (each cron directory spelled out). Every rule that kills or denies by a
+    /// pattern is the kernel's: only argument rules are left to user space.
     #[test]
     fn denied_write_rules_are_decided_in_the_kernel() {
         use super::super::matcher::Hosts;
@@ -298,10 +300,26 @@ mod tests {
                 "claude-config-write",
                 "gemini-config-write",
                 "copilot-config-write",
+                "agent-project-settings-write",
                 "repo-hooks-write",
                 "cicd-write",
+                "persistence-write",
+                "system-persistence-write",
+                "credentials-read",
+                "credential-stores-read",
+                "netcat",
+                "disk-tools",
             ] {
                 assert!(!partial.contains(&id), "{name}: {id} is left to user space");
+            }
+            for id in &partial {
+                let r = p.rules.iter().find(|r| r.id == *id).expect("rule");
+                let by_argv = matches!(&r.kind, Kind::Exec { argv_contains, argv_regex, .. }
+                    if !argv_contains.is_empty() || argv_regex.is_some());
+                assert!(
+                    by_argv,
+                    "{name}: {id} is left to user space but is no argument rule"
+                );
             }
             let index = |id: &str| p.rules.iter().position(|r| r.id == id).expect("rule");
             let hooks = index("repo-hooks-write") as u16;
@@ -389,6 +407,23 @@ mod tests {
             &["sh", "-c", "ls | sort"],
         ] {
             assert!(!matches(&p, "pipe-to-shell", argv), "{argv:?}");
+        }
+        for argv in [
+            &["bash", "-c", "echo dG91Y2ggL3RtcC94 | base64 -d | bash"][..],
+            &["sh", "-c", "printf %s \"$P\" | base64 --decode|sh"],
+            &["bash", "-c", "xxd -r -p payload.hex | sudo bash"],
+            &["bash", "-c", "eval \"$(echo aWQK | base64 -d)\""],
+            &["sh", "-c", "sh -c \"$(base32 -d < x.b32)\""],
+            &["bash", "-c", "bash <(gunzip -c x.gz)"],
+        ] {
+            assert!(matches(&p, "decode-to-shell", argv), "{argv:?}");
+        }
+        for argv in [
+            &["sh", "-c", "base64 -d key.b64 > key.bin"][..],
+            &["bash", "-c", "echo aGk= | base64 -d | wc -c"],
+            &["sh", "-c", "gunzip -c logs.gz | grep error | sort"],
+        ] {
+            assert!(!matches(&p, "decode-to-shell", argv), "{argv:?}");
         }
 
         for argv in [

@@ -41,6 +41,9 @@ pub mod code {
     /// A `deny` with a `fallback` on patterns only user space matches: there it acts
     /// as its fallback on every kernel.
     pub const FALLBACK_ALWAYS: &str = "W104";
+    /// A `kill` or `deny` pattern the kernel cannot match: judged in user space,
+    /// after the fact.
+    pub const USER_SPACE_ONLY: &str = "W105";
 }
 
 /// How bad a diagnostic is: any error refuses the policy, warnings do not.

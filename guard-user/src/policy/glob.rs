@@ -78,6 +78,71 @@ pub fn kernel_shape(expanded: &str) -> Option<KernelShape> {
     (!has_meta(expanded)).then(|| KernelShape::Exact(expanded.to_owned()))
 }
 
+/// What the kernel can match of a file pattern: a [`KernelShape`], or whole
+/// components anywhere in the path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileShape {
+    Shape(KernelShape),
+    /// `**/a/b/**`: every path with `/a/b/` in it (stored as that string).
+    Components(String),
+    /// `**/a/b`: every path that ends in `/a/b` (stored as that string, exact):
+    /// a file in a directory of that name at any depth (`.claude/settings.json`).
+    ComponentsEnd(String),
+}
+
+/// Bytes of a string a kernel path key holds (`guard_common::rules::PATH_KEY_DATA`
+/// less its generation, kind and end bytes).
+pub const KERNEL_KEY_BYTES: usize = guard_common::rules::PATH_KEY_DATA - 3;
+
+/// The kernel's shape of an expanded file pattern, if it has one.
+pub fn file_shape(expanded: &str) -> Option<FileShape> {
+    if let Some(shape) = kernel_shape(expanded) {
+        return Some(FileShape::Shape(shape));
+    }
+    let rest = expanded.strip_prefix("**/")?;
+    let literal = |run: &str| {
+        !run.is_empty()
+            && !has_meta(run)
+            && run
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..")
+    };
+    match rest.strip_suffix("/**") {
+        Some(run) => literal(run).then(|| FileShape::Components(format!("/{run}/"))),
+        // One component is a file name (`kernel_shape`); two or more end a path.
+        None => (literal(rest) && rest.contains('/'))
+            .then(|| FileShape::ComponentsEnd(format!("/{rest}"))),
+    }
+}
+
+impl FileShape {
+    /// The bytes the kernel's entry holds.
+    fn key_len(&self) -> usize {
+        match self {
+            FileShape::Shape(
+                KernelShape::Prefix(s)
+                | KernelShape::Exact(s)
+                | KernelShape::Name(s)
+                | KernelShape::NamePrefix(s)
+                | KernelShape::NameSuffix(s),
+            )
+            | FileShape::Components(s)
+            | FileShape::ComponentsEnd(s) => s.len(),
+        }
+    }
+}
+
+/// Whether the kernel decides an expanded file pattern itself: as a rule's
+/// pattern, or (`except`) as one of its exceptions. A component run is never an
+/// exception in the kernel (its scan stops at its first match, which could be the
+/// rule's own pattern); a pattern longer than a key is not matched at all.
+pub fn kernel_decides(expanded: &str, except: bool) -> bool {
+    file_shape(expanded).is_some_and(|s| {
+        s.key_len() <= KERNEL_KEY_BYTES
+            && !(except && matches!(s, FileShape::Components(_) | FileShape::ComponentsEnd(_)))
+    })
+}
+
 /// Home directories whose `~` rules apply: root's and every regular user's
 /// (uid >= 1000) that exists on this host.
 pub fn homes() -> Vec<String> {
@@ -137,5 +202,32 @@ mod tests {
         for (pattern, want) in cases {
             assert_eq!(kernel_shape(pattern), want, "{pattern}");
         }
+    }
+
+    #[test]
+    fn component_runs_and_ends() {
+        assert_eq!(
+            file_shape("**/.git/hooks/**"),
+            Some(FileShape::Components("/.git/hooks/".into()))
+        );
+        assert_eq!(
+            file_shape("**/.claude/settings.json"),
+            Some(FileShape::ComponentsEnd("/.claude/settings.json".into()))
+        );
+        // One component is a file name; wildcards have no kernel shape.
+        assert_eq!(
+            file_shape("**/.env"),
+            Some(FileShape::Shape(KernelShape::Name(".env".into())))
+        );
+        assert_eq!(file_shape("**/.claude/*.json"), None);
+        assert_eq!(file_shape("/etc/cron*/**"), None);
+        assert!(kernel_decides("/etc/cron.d/**", false));
+        assert!(!kernel_decides("/etc/cron*/**", false));
+        assert!(kernel_decides("**/.git/hooks/**", false));
+        assert!(!kernel_decides("**/.git/hooks/**", true));
+        assert!(!kernel_decides("**/.claude/settings.json", true));
+        assert!(kernel_decides("**/*.sample", true));
+        let long = format!("/{}", "a".repeat(KERNEL_KEY_BYTES));
+        assert!(!kernel_decides(&long, false));
     }
 }

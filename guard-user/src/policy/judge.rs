@@ -430,6 +430,7 @@ impl Judge {
             call: guard_common::OpenCall::Openat,
             ret: 0,
             repeats: 0,
+            dir: false,
         };
         let rules = &self.compiled.policy.rules;
         let stops = |is_root: bool, role: u8| {
@@ -745,6 +746,7 @@ mod tests {
             call: OpenCall::Openat,
             ret,
             repeats: 0,
+            dir: false,
         }
     }
 

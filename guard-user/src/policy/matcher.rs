@@ -133,6 +133,12 @@ fn listed(list: &[Dest], addr: IpAddr, port: u16, hosts: &Hosts) -> bool {
     })
 }
 
+/// A connect of a UDP socket to a port other than DNS's: no packet goes out, so no
+/// rule on destinations judges it (its socket's first send is judged).
+pub fn udp_connect(detail: &Detail) -> bool {
+    matches!(detail, Detail::Connect { proto: crate::event::Proto::Udp, port, .. } if *port != guard_common::DNS_PORT)
+}
+
 /// The name a DNS query asks for (none for answers).
 fn query_name(d: &crate::event::dns::Dns) -> Option<&str> {
     (d.direction == crate::event::dns::Direction::Query)
@@ -282,10 +288,13 @@ impl Compiled {
                         read,
                         write,
                     },
-                    Detail::Open { path, flags, .. },
+                    Detail::Open {
+                        path, flags, dir, ..
+                    },
                 ) => {
                     let acc = access::of(*flags);
-                    let wants_read = acc.contains(&"read");
+                    // A directory's open lists names: no file's data is read.
+                    let wants_read = acc.contains(&"read") && !dir;
                     let wants_write = acc
                         .iter()
                         .any(|a| matches!(*a, "write" | "create" | "truncate"));
@@ -329,6 +338,14 @@ impl Compiled {
                         && argv_regex
                             .as_ref()
                             .is_none_or(|r| r.is_match(&argv.join(" ")))
+                }
+                // A UDP socket's connect sends nothing (glibc's address sorting
+                // connects one to each candidate address): its first send is judged
+                // instead (the kernel refuses it there).
+                (Matcher::Network { .. } | Matcher::TaintEgress { .. }, Detail::Connect { .. })
+                    if udp_connect(detail) =>
+                {
+                    false
                 }
                 (
                     Matcher::Network { allow, deny },
@@ -422,6 +439,7 @@ mod tests {
             call: OpenCall::Openat,
             ret: 3,
             repeats: 0,
+            dir: false,
         }
     }
 

@@ -1,9 +1,11 @@
-//! Policy: parse and validate (`parse`, `diag`), the built-ins (`builtin`), how path
+//! Policy: parse and validate (`parse`, `diag`), the built-ins (`builtin`) and what
+//! they answer (`coverage`), how path
 //! patterns read (`glob`), matching in user space (`matcher`), what the kernel
 //! enforces itself (`tables`: the rule maps), the judge's verdicts (`judge`) and file watching
 //! for reloads (`watch`).
 
 pub mod builtin;
+pub mod coverage;
 pub mod diag;
 pub mod dns;
 pub mod glob;

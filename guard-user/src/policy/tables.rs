@@ -14,9 +14,9 @@ use ipnet::IpNet;
 use crate::ebpf::RuleTables;
 
 use super::{
-    glob::{self, KernelShape},
+    glob::{self, FileShape, KernelShape, file_shape},
     matcher::Hosts,
-    model::{Action, Dest, Host, Kind, Mode, Policy, Scope},
+    model::{Access, Action, Dest, Host, Kind, Mode, Policy, Scope},
 };
 
 /// Bytes of a string a path key holds (after its generation and kind bytes).
@@ -83,27 +83,20 @@ fn path_entry(
     Some(((len * 8) as u32, data, value))
 }
 
-/// What the kernel can match of a file pattern: a [`KernelShape`], or a run of
-/// whole components anywhere in the path.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum FileShape {
-    Shape(KernelShape),
-    /// `**/a/b/**`: every path with `/a/b/` in it (stored as that string).
-    Components(String),
-}
-
-/// The kernel's shape of an expanded file pattern, if it has one.
-fn file_shape(expanded: &str) -> Option<FileShape> {
-    if let Some(shape) = glob::kernel_shape(expanded) {
-        return Some(FileShape::Shape(shape));
+/// The entries of a rule's pattern: [`file_entry`], and for a rule on reads a
+/// whole-path entry under `path_kind::FILE_READ` too (see there why).
+fn file_entries(
+    shape: &FileShape,
+    value: RuleRef,
+    acc: Access,
+) -> Option<Vec<(u32, PathData, RuleRef)>> {
+    let entry = file_entry(shape, value)?;
+    if entry.1[1] != path_kind::FILE || !acc.read {
+        return Some(vec![entry]);
     }
-    let run = expanded.strip_prefix("**/")?.strip_suffix("/**")?;
-    let literal = !run.is_empty()
-        && !run.contains(['*', '?', '[', ']', '{', '}', '\\'])
-        && run
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != "..");
-    literal.then(|| FileShape::Components(format!("/{run}/")))
+    let mut read = entry;
+    read.1[1] = path_kind::FILE_READ;
+    Some(vec![entry, read])
 }
 
 fn file_entry(shape: &FileShape, value: RuleRef) -> Option<(u32, PathData, RuleRef)> {
@@ -111,6 +104,10 @@ fn file_entry(shape: &FileShape, value: RuleRef) -> Option<(u32, PathData, RuleR
         FileShape::Shape(s) => shape_entry(s, value),
         FileShape::Components(run) => {
             path_entry(path_kind::COMPONENTS, run.as_bytes(), false, value)
+        }
+        // Exact: the rest of the path from one of its `/` is this, and nothing more.
+        FileShape::ComponentsEnd(end) => {
+            path_entry(path_kind::COMPONENTS, end.as_bytes(), true, value)
         }
     }
 }
@@ -128,7 +125,7 @@ fn except_entry(shape: &FileShape, value: RuleRef) -> Option<(u32, PathData, Rul
             path_entry(path_kind::FILE_EXCEPT, p.as_bytes(), true, value)
         }
         FileShape::Shape(s) => shape_entry(s, value),
-        FileShape::Components(_) => None,
+        FileShape::Components(_) | FileShape::ComponentsEnd(_) => None,
     }
 }
 
@@ -425,8 +422,8 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
                 }
                 let mut complete = true;
                 for e in paths.iter().flat_map(|p| glob::expand(p, homes)) {
-                    match file_shape(&e).and_then(|s| file_entry(&s, kill)) {
-                        Some(entry) => out.paths.push(entry),
+                    match file_shape(&e).and_then(|s| file_entries(&s, kill, *acc)) {
+                        Some(entries) => out.paths.extend(entries),
                         None => complete = false,
                     }
                 }
@@ -463,6 +460,11 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
                         path_entry(path_kind::EXEC, e.as_bytes(), true, kill)
                     } else if !e.contains('/') && !e.contains(['*', '?', '[', '{']) {
                         let comm: Vec<u8> = e.bytes().take(15).collect();
+                        // The applet a multi-call binary runs under this name.
+                        out.paths.extend(applet_entries(e, kill));
+                        if out.config.applet_fallback == 0 && rule.scope == Scope::All {
+                            out.config.applet_fallback = u32::from(index) + 1;
+                        }
                         path_entry(path_kind::EXEC_NAME, &comm, true, kill)
                     } else {
                         None
@@ -541,6 +543,7 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
         }
     }
     out.nets = merge_nets(nets);
+    multicall_entries(&mut out.paths);
     out.paths = merge_role_scoped(std::mem::take(&mut out.paths));
     out.config.path_kinds = path_kinds(&out.paths);
     out.config.exec_wakeup |= u32::from(
@@ -550,6 +553,58 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
     );
     out.config.limit_kill = u32::from(policy.limits.on_loss == crate::policy::model::OnLoss::Kill);
     out
+}
+
+/// Multi-call binaries: one program that runs the applet its `argv[0]` (or, when
+/// that names the binary, its first argument) names (`busybox nc`).
+pub const MULTICALL_PROGRAMS: [&str; 2] = ["busybox", "toybox"];
+
+/// `path_kind::EXEC_NAME_REV` entries of an exec rule's program `name`: reversed,
+/// exact and after a `/`.
+fn applet_entries(name: &str, value: RuleRef) -> Vec<(u32, PathData, RuleRef)> {
+    let rev: Vec<u8> = name.bytes().rev().collect();
+    let mut after_slash = rev.clone();
+    after_slash.push(b'/');
+    [
+        path_entry(path_kind::EXEC_NAME_REV, &rev, true, value),
+        path_entry(path_kind::EXEC_NAME_REV, &after_slash, false, value),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// Where exec rules name programs the kernel kills by name: the multi-call
+/// binaries, as name prefixes (`path_kind::MULTICALL`; `access` 1 marks an entry;
+/// busybox takes any name that starts with `busybox` for itself), and their own
+/// names among the reversed ones, marked (`access` 1, no verdict) unless a rule
+/// names them itself: an `argv[0]` naming the binary.
+fn multicall_entries(paths: &mut Vec<(u32, PathData, RuleRef)>) {
+    if !paths
+        .iter()
+        .any(|(_, d, _)| d[1] == path_kind::EXEC_NAME_REV)
+    {
+        return;
+    }
+    let marker = RuleRef {
+        rule: 0,
+        access: 1,
+        flags: 0,
+        ports: [0; 8],
+    };
+    for name in MULTICALL_PROGRAMS {
+        paths.extend(path_entry(
+            path_kind::MULTICALL,
+            name.as_bytes(),
+            false,
+            marker,
+        ));
+        for entry in applet_entries(name, marker) {
+            if !paths.iter().any(|(b, d, _)| (*b, d) == (entry.0, &entry.1)) {
+                paths.push(entry);
+            }
+        }
+    }
 }
 
 /// What of a file or exec rule only user space matches (after the fact), as written:
@@ -748,7 +803,7 @@ fn identity_targets(policy: &Policy, homes: &[String], lsm: bool) -> Vec<crate::
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::model::{Access, Pos, Rule};
+    use crate::policy::model::{Pos, Rule};
 
     fn rule(kind: Kind, action: Action) -> Rule {
         Rule {
@@ -821,13 +876,15 @@ mod tests {
             got,
             [
                 (path_kind::FILE, "/root/.ssh/".to_owned()),
+                (path_kind::FILE_READ, "/root/.ssh/".to_owned()),
                 (path_kind::FILE_NAME, ".env.".to_owned()),
                 (path_kind::FILE_NAME_REV, "mep.".to_owned()),
                 (path_kind::FILE, "/etc/shadow\0".to_owned()),
+                (path_kind::FILE_READ, "/etc/shadow\0".to_owned()),
                 (path_kind::FILE_NAME_REV, "elpmaxe.".to_owned()),
             ]
         );
-        assert!(k.paths[4].2.flags & rule_flags::EXCEPT != 0);
+        assert!(k.paths[6].2.flags & rule_flags::EXCEPT != 0);
         assert!(k.partial.is_empty());
     }
 
@@ -855,14 +912,21 @@ mod tests {
             &Hosts::default(),
             true,
         );
-        // One entry (the trie keeps one value per key), refusing both roles.
-        assert_eq!(k.paths.len(), 1, "{:?}", k.paths);
-        let entry = k.paths[0].2;
+        // One entry per key (the trie keeps one value per key), refusing both roles.
+        let keys: std::collections::BTreeSet<_> = k
+            .paths
+            .iter()
+            .map(|(bits, data, _)| (*bits, *data))
+            .collect();
+        assert_eq!(keys.len(), k.paths.len(), "{:?}", k.paths);
+        assert!(!k.paths.is_empty());
         let who = |r: u8| u32::from(r) << role::SHIFT;
-        for r in [role::TOOL, role::AGENT] {
-            assert!(scope_applies(entry.flags, entry.access, who(r)), "{r}");
+        for (_, _, entry) in &k.paths {
+            for r in [role::TOOL, role::AGENT] {
+                assert!(scope_applies(entry.flags, entry.access, who(r)), "{r}");
+            }
+            assert!(!scope_applies(entry.flags, entry.access, who(role::HELPER)));
         }
-        assert!(!scope_applies(entry.flags, entry.access, who(role::HELPER)));
     }
 
     #[test]
@@ -1166,12 +1230,21 @@ mod tests {
                     rule_flags::KILL,
                     1
                 ),
+                (
+                    path_kind::FILE_READ,
+                    "/srv/secrets/".to_owned(),
+                    rule_flags::KILL,
+                    1
+                ),
             ]
         );
         assert!(
             k.paths
                 .iter()
-                .filter(|(_, d, _)| d[1] > path_kind::ROUTE)
+                .filter(
+                    |(_, d, _)| (path_kind::TAINT_FILE..=path_kind::TAINT_FILE_EXCEPT)
+                        .contains(&d[1])
+                )
                 .all(|(_, _, v)| v.flags & (rule_flags::KILL | rule_flags::DENY) == 0),
             "taint entries never kill or refuse"
         );
@@ -1189,7 +1262,7 @@ mod tests {
         assert!(
             k.paths
                 .iter()
-                .all(|(_, d, _)| d[1] < path_kind::TAINT_OFFSET)
+                .all(|(_, d, _)| d[1] < path_kind::TAINT_OFFSET || d[1] == path_kind::FILE_READ)
         );
         let k = compile(
             &policy(vec![secret_kill], Mode::Observe),

@@ -633,6 +633,7 @@ mod tests {
             call: guard_common::OpenCall::Openat,
             ret,
             repeats,
+            dir: false,
         }
     }
 

@@ -194,6 +194,7 @@ fn every_kind_of_event_is_counted_and_violations_too() {
         call: OpenCall::Openat,
         ret: 3,
         repeats: 0,
+        dir: false,
     };
     let connect = Detail::Connect {
         addr: lo,

@@ -38,6 +38,21 @@ pub(super) fn check_path_pattern(pattern: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether the kernel decides a file rule's pattern itself (as one of its
+/// exceptions with `except`): what the kernel cannot match is judged in user
+/// space, after the open (`policy::tables`).
+pub(super) fn kernel_decides(pattern: &str, except: bool) -> bool {
+    glob::expand(pattern, &[CHECK_HOME.to_owned()])
+        .iter()
+        .all(|e| glob::kernel_decides(e, except))
+}
+
+/// Whether the kernel decides an exec rule's `exe` entry itself: a name or an
+/// absolute path, not a glob (`policy::tables`).
+pub(super) fn kernel_decides_exe(exe: &str) -> bool {
+    !exe.contains(['*', '?', '[', '{']) && exe.len() <= glob::KERNEL_KEY_BYTES
+}
+
 /// Why an `exe` entry is unusable: a program name or an absolute path, either of
 /// which may be a glob.
 pub(super) fn check_exe(exe: &str) -> Result<(), (&'static str, String)> {

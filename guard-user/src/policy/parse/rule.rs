@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use toml::de::DeValue;
 
-use super::check::{check_exe, check_path_pattern, regex_error};
+use super::check::{
+    check_exe, check_path_pattern, kernel_decides, kernel_decides_exe, regex_error,
+};
 use super::destination::{admits_everything, dest};
 use super::{Checker, DestList, Field, KindName, RawRule, StrList, Value, all_rule_keys, article};
 use crate::policy::diag::code;
@@ -118,6 +120,7 @@ impl Checker<'_> {
                 ),
             );
         }
+        let after_the_fact = self.after_the_fact(&raw);
         let kind = match kind? {
             KindName::File => self.file_kind(&label, start, damaged, &mut raw)?,
             KindName::Exec => self.exec_kind(&label, start, damaged, &mut raw)?,
@@ -143,6 +146,28 @@ impl Checker<'_> {
                 ),
             );
         }
+        for (what, at) in after_the_fact {
+            let exec = matches!(kind, Kind::Exec { .. });
+            self.warning(
+                code::USER_SPACE_ONLY,
+                at,
+                format!(
+                    "{what} has no shape the kernel matches: {label}'s `{}` of it is judged in \
+                     user space, {}",
+                    action.value.as_str(),
+                    if exec {
+                        "after the program started (it may have run for a moment); name each \
+                         program instead (`mkfs.ext4`, not `mkfs.*`)"
+                    } else {
+                        "after the open (a write has happened, a read has returned data); the \
+                         kernel matches directories (`/dir/**`), exact paths, file names, name \
+                         prefixes and suffixes (`id_rsa*`, `*.pem`) and whole components \
+                         (`.git/hooks/**`, `.claude/settings.json`): spell a wildcard directory \
+                         out (`/etc/cron.d/**`, not `/etc/cron*/**`)"
+                    }
+                ),
+            );
+        }
         Some(Rule {
             id: id?,
             description: raw.description,
@@ -153,6 +178,49 @@ impl Checker<'_> {
             fallback,
             pos: self.pos(start),
         })
+    }
+
+    /// The patterns of a `kill` or `deny` rule the kernel cannot match, each with
+    /// where it is written: they are judged in user space, after the fact (W105).
+    fn after_the_fact(&self, raw: &RawRule<'_>) -> Vec<(String, usize)> {
+        let stops = raw
+            .action
+            .as_ref()
+            .is_some_and(|a| matches!(a.value, Action::Kill | Action::Deny));
+        // A `fallback` names what the rule does there instead (W104 says where).
+        if !stops || raw.fallback.is_some() {
+            return Vec::new();
+        }
+        fn list<'v>(f: &Option<super::Field<StrList<'v>>>) -> Vec<(&'v str, usize)> {
+            f.as_ref()
+                .map(|f| f.value.items.clone())
+                .unwrap_or_default()
+        }
+        let mut out = Vec::new();
+        for (p, at) in list(&raw.paths) {
+            if check_path_pattern(p).is_ok() && !kernel_decides(p, false) {
+                out.push((format!("pattern {p:?}"), at));
+            }
+        }
+        for (p, at) in list(&raw.except) {
+            // An exception of everything never matches at all (W101).
+            let everything = matches!(p, "**" | "/**");
+            if !everything && check_path_pattern(p).is_ok() && !kernel_decides(p, true) {
+                out.push((
+                    format!("exception {p:?} (so every pattern of the rule)"),
+                    at,
+                ));
+            }
+        }
+        // An argument condition is user space's whatever the programs (not flagged):
+        // their globs change nothing.
+        let by_argv = !raw.argv_contains.is_empty() || raw.argv_regex.is_some();
+        for (e, at) in list(&raw.exe).into_iter().filter(|_| !by_argv) {
+            if check_exe(e).is_ok() && !kernel_decides_exe(e) {
+                out.push((format!("program {e:?}"), at));
+            }
+        }
+        out
     }
 
     /// `fallback`: what a `deny` file or exec rule does where the kernel cannot refuse

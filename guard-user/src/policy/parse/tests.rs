@@ -262,6 +262,32 @@ fn every_code_is_reported_where_it_applies() {
             vec!["W103"],
         ),
         (
+            "a kill of a wildcard directory",
+            FILE.to_owned() + "paths = [\"/etc/cron*/**\", \"/etc/crontab\"]",
+            vec!["W105"],
+        ),
+        (
+            "a deny whose exception has no kernel shape",
+            FILE.replace("kill", "deny") + "paths = [\"~/.ssh/**\"]\nexcept = [\"~/.ssh/*.pub\"]",
+            vec!["W102", "W105"],
+        ),
+        (
+            "a kill of a program glob",
+            EXEC.to_owned() + "exe = [\"mkfs.*\", \"dd\"]",
+            vec!["W105"],
+        ),
+        (
+            "an alert is not a promise",
+            FILE.replace("kill", "alert") + "paths = [\"/etc/cron*/**\"]",
+            vec![],
+        ),
+        (
+            "component runs and ends are kernel shapes",
+            FILE.to_owned()
+                + "paths = [\".git/hooks/**\", \".claude/settings.json\", \"*.pem\"]\nexcept = [\"*.sample\"]",
+            vec![],
+        ),
+        (
             "deny with a fallback",
             FILE.replace("kill", "deny") + "paths = [\"x\"]\nfallback = \"alert\"",
             vec!["W102"],
@@ -738,7 +764,9 @@ fn secret_marks_file_rules_and_report_names_a_directory() {
                 "copilot-credentials-read",
                 "dotenv-read",
                 "private-keys-read",
-                "secrets-read-by-agent"
+                "secrets-read-by-agent",
+                "credential-stores-read",
+                "credential-stores-read-by-agent"
             ],
             "{name}"
         );
