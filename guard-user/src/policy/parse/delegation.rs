@@ -15,30 +15,14 @@ impl Checker<'_> {
         let mut also = Vec::new();
         for (key, value) in table.iter() {
             let name = key.get_ref().as_ref();
-            let at = value.span().start;
             match name {
                 "action" => {
-                    let Some(text) = self.string(name, value) else {
-                        continue;
-                    };
-                    delegation.action = match text {
-                        "allow" => None,
-                        "log" => Some(Action::Log),
-                        "alert" => Some(Action::Alert),
-                        "deny" => Some(Action::Deny),
-                        "kill" => Some(Action::Kill),
-                        other => {
-                            self.error(
-                                code::INVALID,
-                                at,
-                                format!(
-                                    "unknown [delegation] action {other:?} (expected \"allow\", \
-                                     \"log\", \"alert\", \"deny\" or \"kill\")"
-                                ),
-                            );
-                            continue;
-                        }
-                    };
+                    let actions = [Action::Log, Action::Alert, Action::Deny, Action::Kill];
+                    if let Some(action) =
+                        self.allow_or_action(("delegation", name), value, &actions)
+                    {
+                        delegation.action = action;
+                    }
                 }
                 "spawners" | "also" => {
                     let Some(list) = self.str_list(name, value) else {

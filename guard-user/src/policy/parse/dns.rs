@@ -49,7 +49,6 @@ impl Checker<'_> {
         let mut unknown = None;
         for (key, value) in table.iter() {
             let name = key.get_ref().as_ref();
-            let at = value.span().start;
             match name {
                 "resolver" => {
                     if let Some(on) = self.boolean(name, value) {
@@ -73,27 +72,10 @@ impl Checker<'_> {
                     }
                 }
                 "unknown" => {
-                    let Some(text) = self.string(name, value) else {
-                        continue;
-                    };
-                    unknown = Some(match text {
-                        "allow" => None,
-                        "log" => Some(Action::Log),
-                        "alert" => Some(Action::Alert),
-                        "deny" => Some(Action::Deny),
-                        "kill" => Some(Action::Kill),
-                        other => {
-                            self.error(
-                                code::INVALID,
-                                at,
-                                format!(
-                                    "unknown [dns] unknown {other:?} (expected \"allow\", \
-                                     \"log\", \"alert\", \"deny\" or \"kill\")"
-                                ),
-                            );
-                            continue;
-                        }
-                    });
+                    let actions = [Action::Log, Action::Alert, Action::Deny, Action::Kill];
+                    if let Some(action) = self.allow_or_action(("dns", name), value, &actions) {
+                        unknown = Some(action);
+                    }
                 }
                 "upstream" => {
                     let Some(list) = self.str_list(name, value) else {

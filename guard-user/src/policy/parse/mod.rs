@@ -340,29 +340,12 @@ impl Checker<'_> {
         };
         for (key, value) in table.iter() {
             let name = key.get_ref().as_ref();
-            let at = value.span().start;
             match name {
                 "egress" => {
-                    let Some(text) = self.string(name, value) else {
-                        continue;
-                    };
-                    taint.egress = match text {
-                        "allow" => None,
-                        "log" => Some(Action::Log),
-                        "alert" => Some(Action::Alert),
-                        "deny" => Some(Action::Deny),
-                        other => {
-                            self.error(
-                                code::INVALID,
-                                at,
-                                format!(
-                                    "unknown [taint] egress {other:?} (expected \"allow\", \
-                                     \"log\", \"alert\" or \"deny\")"
-                                ),
-                            );
-                            continue;
-                        }
-                    };
+                    let actions = [Action::Log, Action::Alert, Action::Deny];
+                    if let Some(egress) = self.allow_or_action(("taint", name), value, &actions) {
+                        taint.egress = egress;
+                    }
                 }
                 "allow" => {
                     let Some(list) = self.str_list(name, value) else {
@@ -726,6 +709,37 @@ impl Checker<'_> {
     }
 
     // ---- typed values --------------------------------------------------------
+
+    /// A setting that is `"allow"` (`None`: no rule) or one of `actions`, as
+    /// `[section] name` says; `None` after reporting any other value.
+    fn allow_or_action(
+        &mut self,
+        (section, name): (&str, &str),
+        value: &Value<'_>,
+        actions: &[Action],
+    ) -> Option<Option<Action>> {
+        let text = self.string(name, value)?;
+        if text == "allow" {
+            return Some(None);
+        }
+        if let Some(action) = actions.iter().copied().find(|a| a.as_str() == text) {
+            return Some(Some(action));
+        }
+        let mut expected: Vec<String> = std::iter::once("allow")
+            .chain(actions.iter().map(|a| a.as_str()))
+            .map(|a| format!("{a:?}"))
+            .collect();
+        let last = expected.pop().unwrap_or_default();
+        self.error(
+            code::INVALID,
+            value.span().start,
+            format!(
+                "unknown [{section}] {name} {text:?} (expected {} or {last})",
+                expected.join(", ")
+            ),
+        );
+        None
+    }
 
     fn string<'v>(&mut self, key: &str, value: &'v Value<'_>) -> Option<&'v str> {
         match value.get_ref() {
