@@ -12,6 +12,15 @@
  *                                     git checkout -q b; git checkout -q a;
  *                                     git status --porcelain
  *   workload UID:GID build N DIR      in DIR, gcc -O2 -c mI.c -o mI.o for I in 0..N-1
+ *   workload UID:GID fetch N DIR PORT K ETC
+ *                                     a build that resolves names: first (as root)
+ *                                     a private mount namespace where ETC/resolv.conf
+ *                                     and ETC/nsswitch.conf stand for /etc's (the
+ *                                     bench's DNS server, DNS only); then in DIR, for
+ *                                     I in 0..N-1: curl fetches
+ *                                     http://deps.bench.example:PORT/mJ.c (J = I % K)
+ *                                     to fI.c, resolving the name each time, and
+ *                                     gcc -O2 -c fI.c -o fI.o
  *   workload UID:GID cargo N DIR TOOLCHAIN
  *                                     in the crate DIR (dependencies vendored):
  *                                     TOOLCHAIN/bin/cargo build --offline into
@@ -61,6 +70,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -313,6 +323,36 @@ static void build_loop(long n, const char *dir) {
     }
 }
 
+/* A private mount namespace in which ETC/resolv.conf and ETC/nsswitch.conf stand for
+ * /etc's: names resolve through the bench's DNS server only (before dropping root). */
+static void private_resolver(const char *etc) {
+    if (unshare(CLONE_NEWNS) != 0) die("unshare(CLONE_NEWNS)");
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) die("mount --make-rprivate /");
+    static const char *const files[] = {"resolv.conf", "nsswitch.conf"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char from[4096], to[64];
+        snprintf(from, sizeof from, "%s/%s", etc, files[i]);
+        snprintf(to, sizeof to, "/etc/%s", files[i]);
+        if (mount(from, to, NULL, MS_BIND, NULL) != 0) die(to);
+    }
+}
+
+/* N steps of a build that fetches its sources by name: curl (glibc's resolver: A and
+ * AAAA queries) then gcc. */
+static void fetch_loop(long n, const char *dir, long port, long k) {
+    if (k < 1) k = 1;
+    for (long i = 0; i < n; i++) {
+        char url[128], src[32], obj[32];
+        snprintf(url, sizeof url, "http://deps.bench.example:%ld/m%ld.c", port, i % k);
+        snprintf(src, sizeof src, "f%ld.c", i);
+        snprintf(obj, sizeof obj, "f%ld.o", i);
+        char *curl[] = {"curl", "-sSf", "-o", src, url, NULL};
+        char *gcc[] = {"gcc", "-O2", "-c", src, "-o", obj, NULL};
+        run_in(dir, curl, 1);
+        run_in(dir, gcc, 1);
+    }
+}
+
 static void git_loop(long n, const char *dir) {
     char *to_b[] = {"git", "checkout", "-q", "b", NULL};
     char *to_a[] = {"git", "checkout", "-q", "a", NULL};
@@ -467,11 +507,12 @@ static void gen(double rate, double secs, long k, const char *path) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: workload UID:GID open|files|forkexec|connect|dns|git|build|cargo|npm|codex|bulk|unix|gen N [ARGS]\n");
+        fprintf(stderr, "usage: workload UID:GID open|files|forkexec|connect|dns|git|build|fetch|cargo|npm|codex|bulk|unix|gen N [ARGS]\n");
         return 2;
     }
     pin();
     if (strcmp(argv[2], "codex") == 0 && argc == 8) join_netns(argv[6]);
+    if (strcmp(argv[2], "fetch") == 0 && argc == 8) private_resolver(argv[7]);
     drop_to(argv[1]);
     const char *mode = argv[2];
     if (strcmp(mode, "gen") == 0) {
@@ -503,6 +544,8 @@ int main(int argc, char **argv) {
         git_loop(n, argv[4]);
     } else if (strcmp(mode, "build") == 0 && argc == 5) {
         build_loop(n, argv[4]);
+    } else if (strcmp(mode, "fetch") == 0 && argc == 8) {
+        fetch_loop(n, argv[4], arg_long(argv[5]), arg_long(argv[6]));
     } else if (strcmp(mode, "cargo") == 0 && argc == 6) {
         cargo_loop(n, argv[4], argv[5]);
     } else if (strcmp(mode, "npm") == 0 && argc == 5) {

@@ -133,6 +133,7 @@ pub(super) fn program_costs(ctx: &mut Ctx, micro_only: bool) -> Result<Value> {
             (Workload::Dns, (p.dns_n / 4).max(500)),
             (Workload::Real, 1),
             (Workload::Build, p.build_n),
+            (Workload::Fetch, p.fetch_n),
             (Workload::Cargo, 1),
             (Workload::Npm, 1),
             (Workload::Codex, 1),

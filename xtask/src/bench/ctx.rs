@@ -27,6 +27,11 @@ pub(super) struct Ctx {
     pub(super) open_target: PathBuf,
     pub(super) repo: PathBuf,
     pub(super) build_dir: PathBuf,
+    /// The fetch workload's working directory (the build's sources are served by
+    /// HTTP on `http_port`; names resolve per `resolver_etc`'s resolv.conf).
+    pub(super) fetch_dir: PathBuf,
+    pub(super) http_port: u16,
+    pub(super) resolver_etc: PathBuf,
     /// The cargo and npm workloads' crate, toolchain and project.
     pub(super) agent_day: AgentDay,
     /// The codex workload's Codex and scripted model.

@@ -154,6 +154,7 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         (dir.join("repo"), None)
     };
     let build_dir = repo.with_file_name("build");
+    let fetch_dir = repo.with_file_name("fetch");
     // The micro workloads need neither the repository nor the build's sources.
     if !opts.costs_only {
         log!(
@@ -163,6 +164,8 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         );
         make_repo(&repo, params.files, params.changed, uid, gid)?;
         make_build_sources(&build_dir, params.build_n, uid, gid)?;
+        fs::create_dir_all(&fetch_dir)?;
+        chown_tree(&fetch_dir, uid, gid)?;
     }
     // The cargo and npm workloads' set-up fetches from the registries: only when
     // they run.
@@ -213,11 +216,23 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
             "--port=53",
             &format!("--listen-address={}", setups::DNS_SERVER),
             "--address=/bench.example/127.0.0.1",
+            "--address=/deps.bench.example/127.0.0.1",
             "--local=/bench.example/",
             "--log-facility=/dev/null",
         ]),
         None,
     )?;
+    // The fetch workload's names resolve through that dnsmasq only (its own
+    // resolv.conf and nsswitch.conf, bound over /etc's in the workload's mount
+    // namespace), and its sources come from Debian's Python HTTP server.
+    let resolver_etc = dir.join("resolver-etc");
+    fs::create_dir_all(&resolver_etc)?;
+    fs::write(
+        resolver_etc.join("resolv.conf"),
+        format!("nameserver {}\n", setups::DNS_SERVER),
+    )?;
+    fs::write(resolver_etc.join("nsswitch.conf"), "hosts: files dns\n")?;
+    let (_http_server, http_port) = http_server(&dir, &build_dir)?;
 
     let mut ctx = Ctx {
         guard: guard.clone(),
@@ -237,6 +252,9 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         open_target,
         repo,
         build_dir,
+        fetch_dir,
+        http_port,
+        resolver_etc,
         agent_day,
         codex,
         home,
@@ -537,4 +555,39 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Debian's Python HTTP server serving `root` on a loopback port of its choosing
+/// (read from what it prints), stopped when dropped.
+fn http_server(dir: &Path, root: &Path) -> Result<(process::Proc, u16)> {
+    let out = dir.join("http-server.log");
+    let mut server = process::Proc::spawn(
+        "http.server",
+        Command::new("/usr/bin/python3")
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(root)
+            .arg("0")
+            .stdout(fs::File::create(&out)?)
+            .stderr(std::process::Stdio::null()),
+        Some(&out),
+    )?;
+    // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
+    let port = || -> Option<u16> {
+        let text = fs::read_to_string(&out).ok()?;
+        text.split(" port ")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    server.wait_ready(Duration::from_secs(30), || port().is_some())?;
+    Ok((server, port().context("http.server printed no port")?))
 }

@@ -52,7 +52,7 @@ pub struct Options {
     /// in each kernel).
     #[arg(long, hide = true, conflicts_with = "vm")]
     pub costs_only: bool,
-    /// Run only these workloads (repeatable: open, files, fork-exec, connect, unix, dns,
+    /// Run only these workloads (repeatable: open, files, fork-exec, connect, unix, dns, fetch,
     /// real, build, cargo, npm, codex, bulk) under nothing, the floor and guard (outside, inside a session, enforce):
     /// the timed rounds only, no capacity, kill latency, costs or storm. The summary
     /// is printed and written to bench-only-results.json; BENCHMARKS.md is left alone.
@@ -69,6 +69,8 @@ pub(super) struct Params {
     pub(super) connect_n: u64,
     pub(super) git_n: u64,
     pub(super) build_n: u64,
+    /// Fetch-and-compile steps of the fetch workload.
+    pub(super) fetch_n: u64,
     /// Clean builds the cargo workload does.
     pub(super) cargo_n: u64,
     /// `npm ci && npm test` runs of the npm workload.
@@ -104,6 +106,7 @@ impl Params {
                     connect_n: 5_000,
                     git_n: 1,
                     build_n: 2,
+                    fetch_n: 4,
                     cargo_n: 1,
                     npm_n: 1,
                     codex_n: 1,
@@ -130,6 +133,7 @@ impl Params {
                     connect_n: 20_000,
                     git_n: 6,
                     build_n: 5,
+                    fetch_n: 20,
                     cargo_n: 1,
                     npm_n: 1,
                     codex_n: 1,

@@ -85,6 +85,7 @@ pub(super) enum Workload {
     Connect,
     Real,
     Build,
+    Fetch,
     Cargo,
     Npm,
     Codex,
@@ -93,7 +94,7 @@ pub(super) enum Workload {
     Dns,
 }
 
-pub(super) const WORKLOADS: [Workload; 12] = [
+pub(super) const WORKLOADS: [Workload; 13] = [
     Workload::Open,
     Workload::Files,
     Workload::ForkExec,
@@ -102,6 +103,7 @@ pub(super) const WORKLOADS: [Workload; 12] = [
     Workload::Dns,
     Workload::Real,
     Workload::Build,
+    Workload::Fetch,
     Workload::Cargo,
     Workload::Npm,
     Workload::Codex,
@@ -120,6 +122,7 @@ impl Workload {
             Self::Connect => "connect",
             Self::Real => "real",
             Self::Build => "build",
+            Self::Fetch => "fetch",
             Self::Cargo => "cargo",
             Self::Npm => "npm",
             Self::Codex => "codex",
@@ -156,6 +159,13 @@ impl Workload {
                 "a small C build (in tmpfs): `gcc -O2 -c` of {} generated files (41 functions \
                  each, including stdio.h, stdlib.h and string.h), one after the other",
                 p.build_n
+            ),
+            Self::Fetch => format!(
+                "a build that resolves names (in tmpfs): {} steps of `curl` fetching a \
+                 source file from http://deps.bench.example (a loopback HTTP server the bench \
+                 owns; the name resolved by glibc, A and AAAA, through the bench's dnsmasq) \
+                 then `gcc -O2 -c` of it; in a session every query passes guard's resolver",
+                p.fetch_n
             ),
             Self::Cargo => format!(
                 "a Rust build (in tmpfs): `cargo build --offline` (debug) of a crate using \
@@ -221,6 +231,7 @@ impl Workload {
             Self::Connect => p.connect_n,
             Self::Real => p.git_n,
             Self::Build => p.build_n,
+            Self::Fetch => p.fetch_n,
             Self::Cargo => p.cargo_n,
             Self::Npm => p.npm_n,
             Self::Codex => p.codex_n,
@@ -241,6 +252,14 @@ impl Workload {
             Self::Connect => a.extend(["connect".into(), n, ctx.port.to_string()]),
             Self::Real => a.extend(["git".into(), n, path_str(&ctx.repo)]),
             Self::Build => a.extend(["build".into(), n, path_str(&ctx.build_dir)]),
+            Self::Fetch => a.extend([
+                "fetch".into(),
+                n,
+                path_str(&ctx.fetch_dir),
+                ctx.http_port.to_string(),
+                ctx.params.build_n.to_string(),
+                path_str(&ctx.resolver_etc),
+            ]),
             Self::Cargo => a.extend([
                 "cargo".into(),
                 n,

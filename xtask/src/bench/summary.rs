@@ -179,6 +179,7 @@ pub(super) fn targets(summary: &Value, samples: &[Value], capacity: &Value) -> V
     for (w, what) in [
         ("real", "git"),
         ("build", "gcc build"),
+        ("fetch", "a build that resolves names"),
         ("cargo", "Rust build"),
         ("npm", "npm ci && npm test"),
         ("codex", "a Codex session"),
