@@ -253,8 +253,8 @@ pub struct ExecBody {
     pub confinement: Confinement,
     /// With [`flags::CWD`]: bytes of the working directory at the payload's end.
     pub cwd_len: u32,
-    /// Reserved, zero.
-    pub _reserved: u32,
+    /// With [`flags::HELD`]: why (`crate::held_for` bits); else 0.
+    pub held_for: u32,
 }
 
 /// What confines a process (sandbox truth), read from its task at exec: the
@@ -605,6 +605,9 @@ pub mod flow {
     pub const REDIRECT: u32 = 3;
     /// Least time between two periodic records of one flow.
     pub const REPORT_NS: u64 = 10_000_000_000;
+    /// [`super::FlowBody::flags`]: a connection a session's listening socket
+    /// accepted (its address and port are the peer's).
+    pub const ACCEPTED: u32 = 1;
 }
 
 /// Body of [`EventKind::Flow`]; no payload. Bytes are IP-level: IP and transport
@@ -636,8 +639,9 @@ pub struct FlowBody {
     pub protocol: u16,
     /// A [`flow`] reason.
     pub reason: u32,
-    /// Reserved, zero.
-    pub _reserved: u32,
+    /// [`flow::ACCEPTED`] for a connection a session's listening socket accepted
+    /// (the address and port are its peer's); else 0.
+    pub flags: u32,
 }
 
 /// Most bytes of a DNS message a [`EventKind::Dns`] record carries (the classic
@@ -699,8 +703,12 @@ pub mod route {
     /// `mmap(2)` with `PROT_EXEC` of a file an exec rule forbids: a program run
     /// by the dynamic loader (`ld.so ./prog`) or loaded by hand.
     pub const EXEC_MAPPING: u32 = 6;
+    /// `bind(2)` of a TCP socket, or of a UDP socket to a port, to an address that
+    /// is not a loopback one: a session's server reachable from other hosts
+    /// (cgroup `bind4`/`bind6`, refused with EPERM on every tier).
+    pub const LISTEN: u32 = 7;
     /// Highest route number.
-    pub const MAX: u32 = 6;
+    pub const MAX: u32 = 7;
     /// Not a route: the bit (`1 << UNIX_SOCKET_HOOKS`) of the kernel's route-hook
     /// set that says the BPF-LSM Unix socket hooks (`unix_stream_connect`,
     /// `unix_may_send`) run, so that `deny` rules on socket files are theirs.
@@ -710,7 +718,7 @@ pub mod route {
 /// Body of [`EventKind::Route`]; payload: the path of the file involved (the
 /// mapped file of [`route::EXEC_MAPPING`]), else none.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RouteBody {
     /// What the system call returned, when the record was made after it (`-errno`
     /// for a refusal); 0 when the process was killed before it returned.
@@ -721,6 +729,13 @@ pub struct RouteBody {
     pub family: u16,
     /// Sockets: the socket type (`SOCK_RAW` 3, `SOCK_PACKET` 10, …); else 0.
     pub sock_type: u16,
+    /// [`route::LISTEN`]: the address bound (4 bytes for IPv4, 16 for IPv6,
+    /// network order); else zero.
+    pub addr: [u8; 16],
+    /// [`route::LISTEN`]: the port bound (host order; 0: one the kernel picks).
+    pub port: u16,
+    /// Reserved, zero.
+    pub _reserved: [u16; 3],
 }
 
 #[cfg(test)]

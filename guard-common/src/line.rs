@@ -217,6 +217,10 @@ pub enum EventDetail {
         /// The program's SHA-256 (`sha256:<hex>`), when it was held and hashed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         digest: Option<String>,
+        /// A held exec that runs a file its session downloaded: the exec'd file
+        /// itself, or the script an interpreter was given.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        download: Option<DownloadLine>,
         /// What confined the process at this exec.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         confinement: Option<ConfinementLine>,
@@ -343,6 +347,11 @@ pub enum EventDetail {
         family: Option<u16>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sock_type: Option<u16>,
+        /// `listen`: the address and port the socket was bound to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        addr: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
         /// An errno's name, `killed`, or `ok`.
         #[serde(default)]
         result: String,
@@ -491,6 +500,10 @@ pub enum EventDetail {
         /// `allowlisted`, `other`).
         #[serde(default)]
         dest_class: String,
+        /// A connection a session's listening socket accepted: the address is its
+        /// peer's, `bytes_out` what the session served it.
+        #[serde(default, skip_serializing_if = "is_false")]
+        accepted: bool,
     },
     /// A DNS message of a session socket: a query it sent (logged when it broke
     /// an anomaly rule) or an answer it received.
@@ -647,6 +660,15 @@ impl EventDetail {
     }
 }
 
+/// A download a held exec runs (`EventDetail::Exec`'s `download`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DownloadLine {
+    /// The file, as the exec or the interpreter's argument names it.
+    pub path: String,
+    /// The process that wrote it after it reached the network.
+    pub by_pid: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use alloc::{string::ToString, vec};
@@ -726,6 +748,8 @@ mod tests {
                 truncated: Some(false),
                 family: None,
                 sock_type: None,
+                addr: None,
+                port: None,
                 result: "killed".into(),
                 errno: None,
             },

@@ -29,6 +29,53 @@ pub const TAINTED: u32 = 1 << 14;
 /// to it. Inherited at fork, kept across exec.
 pub const DELEGATE: u32 = 1 << 15;
 
+/// [`Tracked::flags`]: the process reached the network (a connect or send, not
+/// DNS, that went through): the regular files it opens for writing from then on,
+/// and those it had open for writing then (descriptors 0 to 7), are downloads
+/// ([`FETCHED`-map entries](FileId)). Kept across exec, not inherited at fork.
+pub const FETCHER: u32 = 1 << 16;
+
+/// [`Tracked::flags`]: a package manager, or a process one started
+/// ([`role::PROGRAM_INSTALLER`]): never a [`FETCHER`]. Inherited at fork, kept
+/// across exec.
+pub const INSTALLER: u32 = 1 << 17;
+
+/// A file by identity: the key of the `FETCHED` map (files a session downloaded).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FileId {
+    /// The kernel's device number (`MKDEV(major, minor)`).
+    pub dev: u32,
+    /// Reserved, zero.
+    pub _reserved: u32,
+    pub ino: u64,
+}
+
+/// `FETCHED` values: who downloaded the file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fetched {
+    pub session: u64,
+    /// The process that wrote it (its tgid).
+    pub pid: u32,
+    /// Reserved, zero.
+    pub _reserved: u32,
+}
+
+/// Most files remembered as downloads (`FETCHED`, an LRU: the oldest go first).
+pub const FETCHED_MAX: u32 = 4096;
+
+/// Why an exec was held (`ExecBody::held_for` bits).
+pub mod held_for {
+    /// The file's size is one an exec rule's digest names.
+    pub const DIGEST: u32 = 1;
+    /// The file is a download of its session (`FETCHED`).
+    pub const DOWNLOAD: u32 = 2;
+    /// A shell, interpreter or the loader, in a session with downloads: the script
+    /// it runs may be one.
+    pub const INTERPRETER: u32 = 4;
+}
+
 /// `DELEGATE_ARM` values, keyed by a spawner's tgid: a session process connected to
 /// it, so its next fork (before `deadline_ns`) joins that session as a delegate.
 #[repr(C)]
@@ -103,6 +150,15 @@ pub mod role {
     /// agent (Gemini CLI is `node …/gemini`). A runtime started by the agent on its
     /// own script is the agent again (Gemini relaunches itself), not its sandbox.
     pub const PROGRAM_SCRIPT: u32 = 16;
+    /// `AGENT_PROGRAMS` values: a package manager (`npm`, `pip`, `cargo`; by the
+    /// name it was run as or its file's; a Python with `-m pip`): what it and the
+    /// processes it starts download is its registry's, never a download of the
+    /// session's ([`super::INSTALLER`]).
+    pub const PROGRAM_INSTALLER: u32 = 32;
+    /// `AGENT_PROGRAMS` values: a shell, a script interpreter or the dynamic
+    /// loader, by its file's name: its exec is held while its session has
+    /// downloads, for user space to judge the script it runs.
+    pub const PROGRAM_INTERPRETER: u32 = 64;
 
     /// The role of `flags` (a [`super::Tracked::flags`] value), as rules judge
     /// it: a delegate is a tool.
@@ -182,11 +238,21 @@ pub struct FlowSock {
     /// [`FlowSock::REFUSE_REPORTED`] once the first refused send was reported; 0
     /// for every other socket.
     pub refuse: u32,
+    /// [`FlowSock::LISTENER`] on a TCP socket a tracked process bound (its
+    /// storage is cloned to the connections it accepts); [`FlowSock::ACCEPTED`] on
+    /// such a connection once its peer is known; 0 on every other socket.
+    pub listen: u32,
+    /// Reserved, zero.
+    pub _reserved: u32,
     /// Spare, zero (room to grow without changing the pinned map's value size).
-    pub _spare: [u64; 3],
+    pub _spare: [u64; 2],
 }
 
 impl FlowSock {
+    /// [`FlowSock::listen`]: a socket a tracked process bound to listen on.
+    pub const LISTENER: u32 = 1;
+    /// [`FlowSock::listen`]: a connection accepted from such a socket.
+    pub const ACCEPTED: u32 = 2;
     /// [`FlowSock::refuse`]: the socket's first refused send was reported (the
     /// rest are dropped without a record).
     pub const REFUSE_REPORTED: u32 = 1 << 31;
@@ -431,6 +497,10 @@ mod pod {
     unsafe impl aya::Pod for super::StubPeer {}
     // SAFETY: plain `#[repr(C)]` integers with no padding.
     unsafe impl aya::Pod for super::DelegateArm {}
+    // SAFETY: plain `#[repr(C)]` integers with no padding.
+    unsafe impl aya::Pod for super::FileId {}
+    // SAFETY: plain `#[repr(C)]` integers with no padding.
+    unsafe impl aya::Pod for super::Fetched {}
 }
 
 /// The epochs of the kernel's repeat cache (`OPEN_EPOCH`, an array of u64): a

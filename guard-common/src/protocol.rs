@@ -589,6 +589,9 @@ pub enum Route {
     /// A file mapped executable that an exec rule forbids (the dynamic loader's
     /// route).
     ExecMapping,
+    /// Listening beyond loopback: a TCP socket bound (or a UDP socket bound to a
+    /// port) to an address that is not a loopback one.
+    Listen,
     /// A route number this build does not know.
     #[serde(other)]
     Unknown,
@@ -604,6 +607,7 @@ impl Route {
             crate::route::RAW_SOCKET => Route::RawSocket,
             crate::route::PACKET_SOCKET => Route::PacketSocket,
             crate::route::EXEC_MAPPING => Route::ExecMapping,
+            crate::route::LISTEN => Route::Listen,
             _ => Route::Unknown,
         }
     }
@@ -617,6 +621,7 @@ impl Route {
             Route::RawSocket => "raw_socket",
             Route::PacketSocket => "packet_socket",
             Route::ExecMapping => "exec_mapping",
+            Route::Listen => "listen",
             Route::Unknown => "unknown",
         }
     }

@@ -250,6 +250,10 @@ pub struct Config {
     /// when the applet it runs cannot be named (see `path_kind::MULTICALL`); 0:
     /// none (no rule the kernel enforces by program name for every process).
     pub applet_fallback: u32,
+    /// Non-zero when the policy judges downloads' execs (`[sessions]
+    /// run_downloaded`): the kernel remembers what sessions download and holds the
+    /// execs that could run it (guard-ebpf fetched.rs); 0: neither.
+    pub downloads: u32,
 }
 
 /// Where the kernel says it enforced: stored in [`crate::Header::rule`] of the event.

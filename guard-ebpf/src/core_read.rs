@@ -265,13 +265,16 @@ pub fn dentry_links(dentry: *const c_void) -> u32 {
 }
 
 /// The file type of `dentry`'s inode (`S_IFMT` bits shifted down: [`TYPE_DIR`],
-/// 8 a regular file, …), or 0 when it has none.
+/// [`TYPE_REG`], …), or 0 when it has none.
 pub fn dentry_type(dentry: *const c_void) -> u32 {
     unsafe { guard_dentry_type(dentry) }
 }
 
 /// [`dentry_type`] of a directory.
 pub const TYPE_DIR: u32 = 0o04;
+
+/// [`dentry_type`] of a regular file.
+pub const TYPE_REG: u32 = 0o10;
 
 /// `dentry`'s parent, or null at the root of its file system.
 pub fn dentry_up(dentry: *const c_void) -> *const c_void {

@@ -228,6 +228,17 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
             }
             draft.header().flags |= flags::TAINTED;
         }
+        if verdict.rule & enforced::KILLED == 0 {
+            // A fetcher's written file is a download (fetched.rs).
+            if matches!(pending.flags & 0o3, 1 | 2) {
+                crate::fetched::guard_fetch_opened(
+                    file as u64,
+                    tracked.flags,
+                    tracked.session,
+                    tgid,
+                );
+            }
+        }
         plain = verdict.rule == 0
             && verdict.found == 0
             && !verdict.taints

@@ -47,6 +47,16 @@ pub fn floor_sendmsg6(_ctx: SockAddrContext) -> i32 {
     1
 }
 
+#[cgroup_sock_addr(bind4)]
+pub fn floor_bind4(_ctx: SockAddrContext) -> i32 {
+    1
+}
+
+#[cgroup_sock_addr(bind6)]
+pub fn floor_bind6(_ctx: SockAddrContext) -> i32 {
+    1
+}
+
 #[cgroup_sock_addr(recvmsg4)]
 pub fn floor_recvmsg4(_ctx: SockAddrContext) -> i32 {
     1

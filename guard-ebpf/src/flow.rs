@@ -32,8 +32,10 @@ use core::{
 };
 
 use aya_ebpf::{
-    bindings::{BPF_RB_NO_WAKEUP, bpf_sock},
-    btf_maps::SkStorage,
+    bindings::{
+        BPF_F_CLONE, BPF_F_NO_PREALLOC, BPF_RB_NO_WAKEUP, BPF_SK_STORAGE_GET_F_CREATE,
+        BPF_TCP_LISTEN, bpf_map_type::BPF_MAP_TYPE_SK_STORAGE, bpf_sock,
+    },
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         bpf_ktime_get_boot_ns,
@@ -51,9 +53,38 @@ use guard_common::{
 
 use crate::maps::{EVENTS, STUB_PEERS, count};
 
-/// Socket-local storage of the sockets tracked processes connected or sent on.
+/// Socket-local storage as aya's `SkStorage` defines it, with `BPF_F_CLONE`: a
+/// listening socket's storage is copied to each connection it accepts (the kernel
+/// clones it with the socket). aya's type fixes the flags to `BPF_F_NO_PREALLOC`;
+/// the fields are the BTF map definition libbpf and aya read.
+#[repr(C)]
+pub struct CloneSkStorage<T> {
+    r#type: *const [i32; BPF_MAP_TYPE_SK_STORAGE as usize],
+    key: *const i32,
+    value: *const T,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; (BPF_F_NO_PREALLOC | BPF_F_CLONE) as usize],
+}
+
+// SAFETY: placeholder pointers the loader patches; never dereferenced.
+unsafe impl<T> Sync for CloneSkStorage<T> {}
+
+impl<T> CloneSkStorage<T> {
+    const fn new() -> Self {
+        Self {
+            r#type: ptr::null(),
+            key: ptr::null(),
+            value: ptr::null(),
+            max_entries: ptr::null(),
+            map_flags: ptr::null(),
+        }
+    }
+}
+
+/// Socket-local storage of the sockets tracked processes connected or sent on,
+/// and of the TCP sockets they bound (cloned to the connections accepted).
 #[btf_map]
-pub static FLOW_SOCKS: SkStorage<FlowSock> = SkStorage::new();
+pub static FLOW_SOCKS: CloneSkStorage<FlowSock> = CloneSkStorage::new();
 
 /// cgroup_skb verdict: let the packet through (accounting never drops).
 const PASS: i32 = 1;
@@ -93,15 +124,11 @@ pub fn tag(
     dns: u32,
     refuse: Option<u16>,
 ) {
-    // SAFETY: the storage pointer is checked for null; the map is socket storage of
-    // `FlowSock` values, zeroed at creation.
-    let st = unsafe { FLOW_SOCKS.get_or_insert_ptr_mut(ctx, None) };
-    if st.is_null() {
-        count(counter::lost(EventKind::Flow as u16));
+    let Some(st) = storage(ctx) else {
         return;
-    }
-    // SAFETY: non-null storage of this socket, valid for this program run.
-    let st = unsafe { &mut *st };
+    };
+    // A socket bound to listen, then connected: a client after all.
+    st.listen = 0;
     let now = now_ns();
     // The resolver a DNS socket is pointed at, whether it was before or not.
     st.dns = dns;
@@ -162,6 +189,117 @@ pub fn tag(
         st.body.start_ns = 0;
         st.reported_ns = u64::MAX;
     }
+}
+
+/// The socket storage of a sock_addr hook's socket, created zeroed if it has
+/// none; `None` (counted as a lost flow) when the kernel has no room.
+#[inline(always)]
+fn storage(ctx: &SockAddrContext) -> Option<&'static mut FlowSock> {
+    // SAFETY: the kernel hands sock_addr programs a valid context whose `sk` is a
+    // full socket.
+    let sk = unsafe { (*ctx.sock_addr).__bindgen_anon_1.sk };
+    // SAFETY: the map is socket storage of `FlowSock` values, zeroed at creation.
+    let st = unsafe {
+        bpf_sk_storage_get(
+            map_ptr(),
+            sk.cast(),
+            ptr::null_mut(),
+            u64::from(BPF_SK_STORAGE_GET_F_CREATE),
+        )
+    }
+    .cast::<FlowSock>();
+    if st.is_null() {
+        count(counter::lost(EventKind::Flow as u16));
+        return None;
+    }
+    // SAFETY: non-null storage of this socket, valid for this program run.
+    Some(unsafe { &mut *st })
+}
+
+/// Tags a TCP socket a tracked process of `session` (`who`: its `Tracked::flags`)
+/// may bind: no flow of its own (a listener moves no data), but the kernel clones
+/// the storage to each connection the socket accepts, whose first packet makes it
+/// a flow of the session ([`accepted`]).
+#[inline(always)]
+pub fn tag_listener(ctx: &SockAddrContext, session: u64, who: u32) {
+    let Some(st) = storage(ctx) else {
+        return;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    st.header = Header {
+        kind: EventKind::Flow as u16,
+        flags: if who & guard_common::TAINTED != 0 {
+            guard_common::flags::TAINTED
+        } else {
+            0
+        },
+        payload_len: 0,
+        ts_ns: now_ns(),
+        session,
+        // SAFETY: helper without arguments.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        ppid: crate::core_read::ppid(crate::core_read::current()),
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        rule: 0,
+        role: u16::from(guard_common::role::reported(who)),
+        comm: [0; 16],
+    };
+    crate::core_read::leader_comm(crate::core_read::current(), &mut st.header.comm);
+    st.body = FlowBody::default();
+    st.listen = FlowSock::LISTENER;
+    st.dns = 0;
+    st.refuse = 0;
+    // No record until a connection accepted from it moves data.
+    st.reported_ns = u64::MAX;
+    st.reported_bytes = 0;
+}
+
+/// The first packet of a connection a session's listening socket accepted (its
+/// storage, cloned from the listener's): the flow starts, to the peer.
+#[inline(always)]
+fn accepted(ctx: &SkBuffContext, st: &mut FlowSock, sk: *const bpf_sock) {
+    // SAFETY: a full socket's fields, readable by cgroup_skb programs: each one
+    // load at a constant offset from the socket (the verifier allows no pointer
+    // arithmetic on it, so no array copies).
+    let (family, dst_ip4, dst_port) = unsafe { ((*sk).family, (*sk).dst_ip4, (*sk).dst_port) };
+    // SAFETY: as above.
+    let dst_ip6 = unsafe {
+        [
+            ptr::read_volatile(&raw const (*sk).dst_ip6[0]),
+            ptr::read_volatile(&raw const (*sk).dst_ip6[1]),
+            ptr::read_volatile(&raw const (*sk).dst_ip6[2]),
+            ptr::read_volatile(&raw const (*sk).dst_ip6[3]),
+        ]
+    };
+    let mut addr = [0u8; 16];
+    if family == u32::from(guard_common::AF_INET6) {
+        for (i, w) in dst_ip6.iter().enumerate() {
+            addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+    } else {
+        addr[..4].copy_from_slice(&dst_ip4.to_ne_bytes());
+    }
+    let now = now_ns();
+    st.listen = FlowSock::ACCEPTED;
+    st.header.ts_ns = now;
+    st.body = FlowBody {
+        addr,
+        start_ns: now,
+        // SAFETY: cgroup_skb programs may read their packet's socket cookie.
+        cookie: unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) },
+        family: family as u16,
+        port: u16::from_be(dst_port),
+        sock_type: 1,
+        protocol: 6,
+        flags: flow::ACCEPTED,
+        ..FlowBody::default()
+    };
+    st.reported_ns = now;
+    st.reported_bytes = 0;
 }
 
 #[repr(C)]
@@ -381,6 +519,13 @@ fn account(ctx: &SkBuffContext, egress: bool) -> bool {
     }
     // SAFETY: non-null storage of this socket, valid for this program run.
     let st = unsafe { &mut *st };
+    if st.listen == FlowSock::LISTENER {
+        // SAFETY: a full socket's field.
+        if unsafe { (*full).state } == BPF_TCP_LISTEN {
+            return true; // the listener's own packets (SYNs): no flow
+        }
+        accepted(ctx, st, full);
+    }
     if egress && st.refuse != 0 {
         // A UDP socket connected to a refused destination: nothing it sends leaves.
         if st.refuse & FlowSock::REFUSE_REPORTED == 0 {

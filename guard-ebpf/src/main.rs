@@ -18,6 +18,7 @@ mod core_read;
 mod dns;
 mod emit;
 mod enforce;
+mod fetched;
 mod file;
 mod floor;
 mod flow;

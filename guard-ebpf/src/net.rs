@@ -41,6 +41,8 @@ const ALLOW: i32 = 1;
 const DENY: i32 = 0;
 /// `sk_type` of a datagram socket.
 const SOCK_DGRAM: u16 = 2;
+/// A non-blocking connect under way.
+const EINPROGRESS: i64 = 115;
 
 #[inline(always)]
 fn note(ctx: &SockAddrContext, kind: EventKind, v6: bool) -> i32 {
@@ -187,6 +189,13 @@ fn try_exit_net(ctx: &TracePointContext) -> Result<(), ()> {
     let kind = EventKind::from_u16(pending.kind).ok_or(())?;
     // SAFETY: `ret` is at offset 16 of every sys_exit record.
     let ret = unsafe { ctx.read_at::<i64>(16) }.map_err(|_| ())?;
+    // A connect or send that reached the network (not DNS, not a UDP socket's
+    // connect, which sends nothing): what the process writes is a download.
+    let through = ret >= 0 || (kind == EventKind::Connect && ret == -EINPROGRESS);
+    let udp_connect = kind == EventKind::Connect && pending.body.sock_type == SOCK_DGRAM;
+    if through && pending.rule == 0 && pending.body.port != DNS_PORT && !udp_connect {
+        crate::fetched::guard_fetch_connected(tgid, tracked.flags, tracked.session);
+    }
     let mut draft = Draft::begin(kind, pending.flags as u16, session, tracked.flags).ok_or(())?;
     draft.header().rule = pending.rule;
     draft.body(NetBody {

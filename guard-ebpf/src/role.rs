@@ -118,13 +118,20 @@ pub fn program_of(bprm: *const c_void, file: *const c_void, comm: &[u8; 16]) -> 
     // SAFETY: read-only lookup.
     let by_name = unsafe { AGENT_PROGRAMS.get(comm) }.copied().unwrap_or(0);
     // A script's name is the agent's only when a runtime runs it (`with_script`).
-    const BY_NAME: u32 = !(role::PROGRAM_RUNTIME | role::PROGRAM_SCRIPT);
+    // Package managers and interpreters are no roles' business: their bits are
+    // added apart (below).
+    const FETCH: u32 = role::PROGRAM_INSTALLER | role::PROGRAM_INTERPRETER;
+    const BY_NAME: u32 = !(role::PROGRAM_RUNTIME | role::PROGRAM_SCRIPT | FETCH);
     let mut program = by_file & BY_NAME;
     // The name it was run as counts too (a symlink named like the agent), unless an
     // interpreter runs it: a `#!/usr/bin/env node` script named `codex` is a wrapper.
     if program == 0 && !core_read::binprm_interpreted(bprm) {
         program = by_name & BY_NAME;
     }
+    // A package manager by either name (`npm` is a script node runs); an
+    // interpreter by its file's.
+    program |= (by_file | by_name) & role::PROGRAM_INSTALLER;
+    program |= by_file & role::PROGRAM_INTERPRETER;
     // An MCP server's command by either name: `/usr/bin/python3` runs the file
     // `python3.11`; `npx` is a script its interpreter runs.
     program |= (by_file | by_name) & role::PROGRAM_MCP;

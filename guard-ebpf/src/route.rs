@@ -3,18 +3,22 @@
 //! pass the system-call tracepoints), `open_by_handle_at` (an open by handle, not
 //! by path), raw and packet sockets (below the cgroup sock_addr hooks), and
 //! executable mappings of a file an exec rule forbids (a program run by the dynamic
-//! loader, `ld.so ./prog`, is mapped, never exec'd).
+//! loader, `ld.so ./prog`, is mapped, never exec'd), and listening beyond
+//! loopback (a session's server other hosts could reach: `bind(2)` of a TCP socket,
+//! or of a UDP socket to a port, on an address that is not a loopback one).
 //!
 //! On every tier a tracepoint at the system call's entry kills the caller (the
 //! signal is acted on before the call returns to user space). Where BPF-LSM runs,
 //! a `deny` refuses instead: io_uring at the creation of its file
 //! (`inode_init_security_anon`, `io_uring_setup` fails with EPERM), sockets at
-//! `socket_create`. Each refusal is a [`EventKind::Route`] record.
+//! `socket_create`. A bind is refused on every tier by the cgroup `bind4`/`bind6`
+//! hooks (EPERM, before the socket has an address). Each refusal is a
+//! [`EventKind::Route`] record.
 
 use aya_ebpf::{
-    macros::{lsm, map, raw_tracepoint, tracepoint},
+    macros::{cgroup_sock_addr, lsm, map, raw_tracepoint, tracepoint},
     maps::Array,
-    programs::{LsmContext, RawTracePointContext, TracePointContext},
+    programs::{LsmContext, RawTracePointContext, SockAddrContext, TracePointContext},
 };
 use guard_common::{
     EventKind, PATH_DEPTH, PATH_MAX, RouteBody, flags, route,
@@ -111,6 +115,7 @@ fn at_entry(route_id: u32, family: u16, sock_type: u16) -> u32 {
             route: route_id,
             family,
             sock_type,
+            ..RouteBody::default()
         },
     );
     0
@@ -200,6 +205,7 @@ fn try_mmap(ctx: &TracePointContext) -> Result<(), ()> {
         route: route::EXEC_MAPPING,
         family: 0,
         sock_type: 0,
+        ..RouteBody::default()
     });
     draft.submit::<RouteBody>(n);
     Ok(())
@@ -216,6 +222,7 @@ fn refuse(session: u64, rule: u16, route_id: u32, family: u16, sock_type: u16) -
             route: route_id,
             family,
             sock_type,
+            ..RouteBody::default()
         },
     );
     -EPERM
@@ -366,6 +373,7 @@ fn fileless_exec(bprm: *const core::ffi::c_void, lsm: bool) -> Result<i32, ()> {
         route: route::FILELESS_EXEC,
         family: 0,
         sock_type: 0,
+        ..RouteBody::default()
     });
     draft.submit::<RouteBody>(n);
     Ok(verdict)
@@ -388,4 +396,109 @@ pub fn route_bprm_check(ctx: LsmContext) -> i32 {
     }
     // Err: not a session process, or nothing to refuse.
     fileless_exec(bprm, true).unwrap_or_default()
+}
+
+/// `SOCK_STREAM`.
+const SOCK_STREAM: u32 = 1;
+
+/// Whether `addr` (network order; 4 bytes used for IPv4) is a loopback address:
+/// 127.0.0.0/8, `::1`, or 127.0.0.0/8 mapped into IPv6.
+#[inline(always)]
+fn loopback(v6: bool, addr: &[u8; 16]) -> bool {
+    if !v6 {
+        return addr[0] == 127;
+    }
+    let zero_to = |n: usize| addr[..n].iter().all(|b| *b == 0);
+    (zero_to(15) && addr[15] == 1)
+        || (zero_to(10) && addr[10] == 0xff && addr[11] == 0xff && addr[12] == 127)
+}
+
+/// `bind(2)` of an IPv4 or IPv6 socket by a session process: a TCP socket, or a
+/// UDP socket bound to a port, on an address that is not a loopback one listens
+/// beyond the host ([`route::LISTEN`]). The `[sessions] listen` rule refuses it
+/// (`deny`: EPERM, on every tier; `kill`: the process too) or has it reported
+/// (`log`, `alert`). A TCP socket it may bind gets its flow storage (flow.rs): the
+/// connections it accepts are counted as the session's.
+#[inline(always)]
+fn at_bind(ctx: &SockAddrContext, v6: bool) -> i32 {
+    const ALLOW: i32 = 1;
+    const DENY: i32 = 0;
+    let Some((session, who)) = tracked() else {
+        return ALLOW;
+    };
+    // SAFETY: the kernel hands sock_addr programs a valid context.
+    let sa = unsafe { &*ctx.sock_addr };
+    let mut body = RouteBody {
+        route: route::LISTEN,
+        family: if v6 {
+            guard_common::AF_INET6
+        } else {
+            guard_common::AF_INET
+        },
+        sock_type: sa.type_ as u16,
+        port: u16::from_be(sa.user_port as u16),
+        ..RouteBody::default()
+    };
+    if v6 {
+        let words = [
+            sa.user_ip6[0],
+            sa.user_ip6[1],
+            sa.user_ip6[2],
+            sa.user_ip6[3],
+        ];
+        for (i, w) in words.iter().enumerate() {
+            body.addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
+        }
+    } else {
+        body.addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+    }
+    let stream = sa.type_ == SOCK_STREAM;
+    let listens = stream || body.port != 0;
+    if !listens || loopback(v6, &body.addr) {
+        if stream {
+            crate::flow::tag_listener(ctx, session, who);
+        }
+        return ALLOW;
+    }
+    if enforce::route_rule(route::LISTEN as u8).access == 0 {
+        // `listen = "allow"`.
+        if stream {
+            crate::flow::tag_listener(ctx, session, who);
+        }
+        return ALLOW;
+    }
+    let (rule, verdict) = match enforce::route_pick(
+        route::LISTEN as u8,
+        rule_flags::DENY | rule_flags::KILL,
+        who,
+    ) {
+        Some(rule) => {
+            body.ret = -i64::from(EPERM);
+            let field = if enforce::route_rule(route::LISTEN as u8).flags & rule_flags::KILL != 0 {
+                enforce::kill_for(rule)
+            } else {
+                ((rule + 1) & enforced::RULE_MASK) | enforced::DENIED
+            };
+            (field, DENY)
+        }
+        // Logged or alerted on by user space.
+        None => {
+            if stream {
+                crate::flow::tag_listener(ctx, session, who);
+            }
+            (0, ALLOW)
+        }
+    };
+    report(session, rule, body);
+    verdict
+}
+
+#[cgroup_sock_addr(bind4)]
+pub fn bind4(ctx: SockAddrContext) -> i32 {
+    at_bind(&ctx, false)
+}
+
+#[cgroup_sock_addr(bind6)]
+pub fn bind6(ctx: SockAddrContext) -> i32 {
+    at_bind(&ctx, true)
 }

@@ -1808,6 +1808,7 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
                             | "raw_socket"
                             | "packet_socket"
                             | "exec_mapping"
+                            | "listen"
                             | "fileless_exec"
                     )
                 ),
@@ -1821,10 +1822,20 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
                 }),
                 "path is there but not absolute (nor a memfd's name)",
             );
+            // A listen names what was bound; no other route does.
+            need(
+                (e.str("route") == Some("listen"))
+                    == (e
+                        .str("addr")
+                        .is_some_and(|a| a.parse::<std::net::IpAddr>().is_ok())
+                        && e.int("port").is_some()),
+                "a listen without its address and port (or another route with them)",
+            );
             need(
                 matches!(e.str("result"), Some("killed" | "EPERM"))
-                    || (e.str("route") == Some("fileless_exec") && result_ok),
-                "result is not killed or EPERM (or ok for a fileless exec only reported)",
+                    || (matches!(e.str("route"), Some("fileless_exec" | "listen")) && result_ok),
+                "result is not killed or EPERM (or ok for a fileless exec or a listen only \
+                 reported)",
             );
             need(e.str("rule").is_some(), "a route event names no rule");
         }

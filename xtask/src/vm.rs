@@ -293,6 +293,19 @@ const SUBSET: &[(&str, Kernels, &[&str])] = &[
             "system_wide_persistence_is_refused",
         ],
     ),
+    // Downloads: a written file's identity and the descriptors of a process that
+    // reached the network read through CO-RE on the oldest verifier; the exec of
+    // a download held and killed. A session's server: the bind hooks, and an
+    // accepted connection's cloned socket storage and peer read at its first
+    // packet.
+    (
+        "redteam",
+        Kernels::Oldest,
+        &[
+            "a_downloaded_script_or_program_does_not_run",
+            "a_session_server_is_seen_and_what_it_serves_is_counted",
+        ],
+    ),
     // guard's resolver: DNS pointed at it by the sock_addr hooks and the answers'
     // source given back (recvmsg, getpeername) on the oldest kernel.
     (

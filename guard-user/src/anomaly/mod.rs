@@ -355,6 +355,7 @@ mod tests {
             start_ns: 0,
             new_out,
             new_in: 0,
+            accepted: false,
         })
     }
 

@@ -358,7 +358,13 @@ impl Pipeline {
                 .name_of(hit.dev, hit.ino)
                 .map(|p| p.display().to_string());
         }
-        if ev.held {
+        if ev.held
+            && let Detail::Exec { exe, argv, .. } = &ev.detail
+        {
+            ev.download = self.holds.download(ev.task.pid, exe, argv, ev.held_for);
+        }
+        // Held by a program of a version before `held_for`: for a digest.
+        if ev.held && (ev.held_for == 0 || ev.held_for & guard_common::held_for::DIGEST != 0) {
             match self.digests.of_process(ev.task.pid) {
                 Ok(d) => ev.digest = Some(d),
                 // Judged by name alone; the event says held with no digest.
@@ -380,18 +386,24 @@ impl Pipeline {
         let mut description = None;
         // The judge decides (rules, limits, self-protection, then anomalies, which
         // count every event the rules let by); the actor carries the verdict out.
-        let verdict = if self.registry.is_confined(ev.session) {
-            let hidden = match &ev.detail {
-                Detail::Open { path, .. } => self.registry.hidden_below(ev.session, path),
-                _ => false,
-            };
-            self.judge.judge_confined(&ev, is_root, hidden)
-        } else {
-            self.judge.judge(&ev, is_root)
-        }
-        .or_else(|| self.anomalies.check(&ev).map(|hit| self.judge.anomaly(hit)))
-        .or_else(|| escaped.then(|| self.judge.unsandboxed()).flatten())
-        .or_else(|| self.judge.delegation(&ev));
+        // A download about to run comes first: the process waits, stopped.
+        let verdict = self
+            .judge
+            .downloaded(&ev)
+            .or_else(|| {
+                if self.registry.is_confined(ev.session) {
+                    let hidden = match &ev.detail {
+                        Detail::Open { path, .. } => self.registry.hidden_below(ev.session, path),
+                        _ => false,
+                    };
+                    self.judge.judge_confined(&ev, is_root, hidden)
+                } else {
+                    self.judge.judge(&ev, is_root)
+                }
+            })
+            .or_else(|| self.anomalies.check(&ev).map(|hit| self.judge.anomaly(hit)))
+            .or_else(|| escaped.then(|| self.judge.unsandboxed()).flatten())
+            .or_else(|| self.judge.delegation(&ev));
         self.judge.redact(&mut ev);
         if let Some(verdict) = verdict {
             let offset = self.offset;
@@ -513,15 +525,36 @@ impl Pipeline {
     pub fn release_stale_holds(&mut self) {
         for pid in self.holds.stale(clock::boot_ns()) {
             let digest = self.digests.of_process(pid);
-            let rule = digest
+            let mut rule = digest
                 .as_ref()
                 .ok()
                 .and_then(|d| self.judge.stops_by_digest(d));
+            if rule.is_none() && self.judge.stops_downloads() {
+                // Held for a download, or as an interpreter in a session with some.
+                let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .unwrap_or_default()
+                    .split(|b| *b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                let why = guard_common::held_for::DOWNLOAD | guard_common::held_for::INTERPRETER;
+                if let Some(d) = self.holds.download(pid, &exe, &argv, why) {
+                    rule = Some(format!(
+                        "{} ({})",
+                        crate::policy::judge::RUN_DOWNLOADED,
+                        d.path
+                    ));
+                }
+            }
             match (&digest, &rule) {
                 (_, Some(rule)) => {
                     let killed = crate::action::pidfd::kill(pid);
                     tracing::warn!(
-                        "process {pid}, held at exec with no record of it, runs a program rule                          {rule} names by digest: killed ({killed:?})"
+                        "process {pid}, held at exec with no record of it, runs what rule {rule} \
+                         stops: killed ({killed:?})"
                     );
                 }
                 (Ok(_), None) => tracing::warn!(
@@ -646,7 +679,9 @@ mod tests {
             confinement: None,
             sandboxed: None,
             held: false,
+            held_for: 0,
             digest: None,
+            download: None,
             via_resolver: false,
             cwd: None,
             listener: None,

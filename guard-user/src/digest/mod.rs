@@ -95,15 +95,78 @@ impl Digests {
     }
 }
 
-/// The processes the kernel holds at exec (`HELD`), and letting them go.
+/// The processes the kernel holds at exec (`HELD`), and letting them go; and the
+/// files sessions downloaded (`FETCHED`), for the holds of downloads and of
+/// interpreters in sessions with downloads.
 #[derive(Default)]
 pub struct Holds {
     map: Option<BpfHashMap<MapData, u32, u64>>,
+    fetched: Option<BpfHashMap<MapData, guard_common::FileId, guard_common::Fetched>>,
+}
+
+/// A download a held exec runs: the exec'd file itself, or the script an
+/// interpreter (or the loader) was given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Download {
+    /// The file, as the exec or the interpreter's argument names it.
+    pub path: String,
+    /// The process that wrote it (having reached the network).
+    pub by_pid: u32,
 }
 
 impl Holds {
-    pub fn new(map: Option<BpfHashMap<MapData, u32, u64>>) -> Self {
-        Self { map }
+    pub fn new(
+        map: Option<BpfHashMap<MapData, u32, u64>>,
+        fetched: Option<BpfHashMap<MapData, guard_common::FileId, guard_common::Fetched>>,
+    ) -> Self {
+        Self { map, fetched }
+    }
+
+    /// The download process `pid`, held at its exec of `exe` with `argv` for
+    /// `held_for` (`guard_common::held_for` bits), runs, if it runs one: the exec'd
+    /// file itself, or the script (or program) an interpreter (or the loader) was
+    /// given, resolved against the process's working directory.
+    pub fn download(
+        &self,
+        pid: u32,
+        exe: &str,
+        argv: &[String],
+        held_for: u32,
+    ) -> Option<Download> {
+        use guard_common::held_for;
+        let fetched = self.fetched.as_ref()?;
+        let lookup = |path: &Path| -> Option<u32> {
+            let m = std::fs::metadata(path).ok()?;
+            let key = guard_common::FileId {
+                dev: crate::identity::kernel_dev(m.dev()),
+                _reserved: 0,
+                ino: m.ino(),
+            };
+            fetched.get(&key, 0).ok().map(|f| f.pid)
+        };
+        if held_for & held_for::DOWNLOAD != 0
+            && let Some(by_pid) = lookup(Path::new(&format!("/proc/{pid}/exe")))
+        {
+            return Some(Download {
+                path: exe.to_owned(),
+                by_pid,
+            });
+        }
+        if held_for & (held_for::INTERPRETER | held_for::DOWNLOAD) != 0
+            && let Some(t) = crate::event::via::target(exe, argv)
+            && t.via != crate::event::via::Via::Applet
+        {
+            let path = if t.target.starts_with('/') {
+                std::path::PathBuf::from(&t.target)
+            } else {
+                Path::new(&format!("/proc/{pid}/cwd")).join(&t.target)
+            };
+            return lookup(&path).map(|by_pid| Download {
+                path: t.target,
+                by_pid,
+            });
+        }
+        None
     }
 
     /// Lets `pid` run (SIGCONT; after a kill, nothing), and forgets its hold.

@@ -85,6 +85,16 @@ pub fn agent_programs(programs: &AgentPrograms) -> std::collections::HashMap<Age
     for (name, bits) in programs.known.programs() {
         *out.entry(agent_key(name.as_bytes())).or_insert(0) |= bits;
     }
+    // For downloads (guard-ebpf fetched.rs): who fetches for a registry, and who
+    // runs another file as code.
+    for name in crate::event::via::INSTALLERS {
+        *out.entry(agent_key(name.as_bytes())).or_insert(0) |=
+            guard_common::role::PROGRAM_INSTALLER;
+    }
+    for name in crate::event::via::runner_names() {
+        *out.entry(agent_key(name.as_bytes())).or_insert(0) |=
+            guard_common::role::PROGRAM_INTERPRETER;
+    }
     out
 }
 

@@ -207,6 +207,8 @@ pub struct Probes {
     open_epoch: Array<MapData, u64>,
     /// `HELD`: the processes held at exec, until the pipeline takes the map.
     held: Option<HashMap<MapData, u32, u64>>,
+    /// `FETCHED`: the files sessions downloaded, until the pipeline takes the map.
+    fetched: Option<HashMap<MapData, guard_common::FileId, guard_common::Fetched>>,
     /// The daemon's own state in the pinned maps (`guard_common::daemon_state`).
     daemon: Array<MapData, u64>,
     /// `DNS_STUB` and `DNS_CONFIG`, until the daemon takes them.
@@ -345,6 +347,7 @@ impl Probes {
         let digest_sizes = take(&mut bpf, "DIGEST_SIZES")?;
         let open_epoch = take(&mut bpf, "OPEN_EPOCH")?;
         let held = Some(take(&mut bpf, "HELD")?);
+        let fetched = Some(take(&mut bpf, "FETCHED")?);
         let dns = Some(DnsMaps::take(&mut bpf)?);
         let delegation = Some(DelegationMaps::take(&mut bpf)?);
         let stub_peers = Some(take(&mut bpf, "STUB_PEERS")?);
@@ -376,6 +379,7 @@ impl Probes {
             digest_sizes,
             open_epoch,
             held,
+            fetched,
             daemon,
             dns,
             delegation,
@@ -402,6 +406,14 @@ impl Probes {
     /// The `HELD` map, for the one that decides held execs (the pipeline).
     pub fn take_held(&mut self) -> Option<HashMap<MapData, u32, u64>> {
         self.held.take()
+    }
+
+    /// The `FETCHED` map (files sessions downloaded), for the one that decides
+    /// held execs (the pipeline).
+    pub fn take_fetched(
+        &mut self,
+    ) -> Option<HashMap<MapData, guard_common::FileId, guard_common::Fetched>> {
+        self.fetched.take()
     }
 
     pub fn kernel(&self) -> crate::policy::judge::Kernel {

@@ -33,11 +33,12 @@ pub const DEFAULT_DIR: &str = "/sys/fs/bpf/guard";
 /// processes held at exec for their digest (the next daemon lets them go), the
 /// threads' counted repeats of opens and the epochs they hold for (a restart loses
 /// no count), and where the DNS of sockets pointed at guard's resolver was sent (an
-/// answer in flight across a restart still seems to come from there). The
+/// answer in flight across a restart still seems to come from there), and the
+/// files sessions downloaded (a restart forgets no download). The
 /// per-CPU scratch maps are not listed: each program version gets fresh ones. A map
 /// added to the eBPF object whose contents the kernel needs across a restart
 /// belongs here.
-pub const PINNED_MAPS: [&str; 23] = [
+pub const PINNED_MAPS: [&str; 25] = [
     "TRACKED",
     "AGENTS",
     "AGENT_CGROUPS",
@@ -61,6 +62,8 @@ pub const PINNED_MAPS: [&str; 23] = [
     "OPEN_CACHE",
     "OPEN_EPOCH",
     "DNS_ORIG",
+    "FETCHED",
+    "FETCH_SESSIONS",
 ];
 
 /// A pin directory held by this process.

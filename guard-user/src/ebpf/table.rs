@@ -14,7 +14,7 @@ pub enum Hook {
     /// `tracepoint/syscalls/<name>`, for each name (one program, several links).
     Syscalls(&'static [&'static str]),
     /// A cgroup `sock_addr` hook at the cgroup2 root (the program's section says
-    /// which: connect4/6, sendmsg4/6, recvmsg4/6, getpeername4/6).
+    /// which: connect4/6, sendmsg4/6, bind4/6, recvmsg4/6, getpeername4/6).
     SockAddr,
     /// `cgroup_skb` at the cgroup2 root, each way.
     SkbEgress,
@@ -216,6 +216,11 @@ pub const TABLE: &[Entry] = &[
     e("connect6", Hook::SockAddr, Group::SockAddr),
     e("sendmsg4", Hook::SockAddr, Group::SockAddr),
     e("sendmsg6", Hook::SockAddr, Group::SockAddr),
+    // Listening beyond loopback (`[sessions] listen`), refused with EPERM; and the
+    // flow storage of the TCP sockets sessions bind (their accepted connections'
+    // bytes).
+    e("bind4", Hook::SockAddr, Group::Route(route::LISTEN)),
+    e("bind6", Hook::SockAddr, Group::Route(route::LISTEN)),
     e("recvmsg4", Hook::SockAddr, Group::DnsRestore),
     e("recvmsg6", Hook::SockAddr, Group::DnsRestore),
     e("getpeername4", Hook::SockAddr, Group::DnsRestore),
@@ -401,6 +406,8 @@ pub fn floor_program(entry: &Entry) -> Option<&'static str> {
         (Hook::SockAddr, "connect6") => "floor_connect6",
         (Hook::SockAddr, "sendmsg4") => "floor_sendmsg4",
         (Hook::SockAddr, "sendmsg6") => "floor_sendmsg6",
+        (Hook::SockAddr, "bind4") => "floor_bind4",
+        (Hook::SockAddr, "bind6") => "floor_bind6",
         (Hook::SockAddr, "recvmsg4") => "floor_recvmsg4",
         (Hook::SockAddr, "recvmsg6") => "floor_recvmsg6",
         (Hook::SockAddr, "getpeername4") => "floor_getpeername4",

@@ -86,6 +86,8 @@ pub enum Operation {
     RouteFilelessExec,
     /// An exec rule's program mapped executable by the dynamic loader (or by hand).
     RouteExecMapping,
+    /// `[sessions] listen`: a session's server bound beyond loopback.
+    RouteListen,
 }
 
 impl Tier {
@@ -123,6 +125,7 @@ impl Operation {
             Operation::RouteRawSockets => "route_raw_sockets",
             Operation::RouteFilelessExec => "route_fileless_exec",
             Operation::RouteExecMapping => "route_exec_mapping",
+            Operation::RouteListen => "route_listen",
         }
     }
 }
@@ -529,7 +532,32 @@ fn routes(probe: &Probe, lsm_why: &Option<String>) -> Vec<ActionTier> {
             "killed at the executable mapping of a program an exec rule forbids (the loader \
              maps it before it runs): the program never runs",
         ),
+        listen(&tp),
     ]
+}
+
+/// The `route_listen` row: the cgroup `bind4`/`bind6` hooks refuse on every tier.
+fn listen(attached: &dyn Fn(u32) -> Result<(), String>) -> ActionTier {
+    let (tier, guarantee, fallback) = match attached(guard_common::route::LISTEN) {
+        Ok(()) => (
+            Some(Tier::SockAddrDeny),
+            "bind() beyond loopback fails with EPERM before the socket has an address: \
+             nothing can connect to it, the process lives (`kill`: killed too)"
+                .to_owned(),
+            None,
+        ),
+        Err(why) => (
+            None,
+            "not refused: the bind hooks are not attached".to_owned(),
+            Some(why),
+        ),
+    };
+    ActionTier {
+        operation: Operation::RouteListen,
+        tier,
+        guarantee,
+        fallback,
+    }
 }
 
 /// The `unix_socket_deny` row: a connect or send to a Unix socket file a `deny` (or

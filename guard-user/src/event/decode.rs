@@ -101,7 +101,7 @@ wire!(
     TamperBody = 24,
     FlowBody = 80,
     DnsBody = 40,
-    RouteBody = 16,
+    RouteBody = 40,
     UnixBody = 24,
     IdentityTail = 16,
 );
@@ -295,7 +295,7 @@ pub(crate) mod tests {
         };
         let body = ExecBody {
             cwd_len: 0,
-            _reserved: 0,
+            held_for: 0,
             start_ns: 5,
             exe_len: 7,
             argv_len: 6,
@@ -342,7 +342,7 @@ pub(crate) mod tests {
     fn exec_splits_exe_and_argv() {
         let body = ExecBody {
             cwd_len: 0,
-            _reserved: 0,
+            held_for: 0,
             start_ns: 5,
             exe_len: 7,
             argv_len: 11,
@@ -485,7 +485,7 @@ pub(crate) mod tests {
                     EventKind::Exec,
                     &ExecBody {
                         cwd_len: 0,
-                        _reserved: 0,
+                        held_for: 0,
                         start_ns: 123_456_789,
                         exe_len: 12,
                         argv_len: 25,
@@ -650,6 +650,23 @@ pub(crate) mod tests {
                         route: guard_common::route::RAW_SOCKET,
                         family: guard_common::AF_INET,
                         sock_type: 3,
+                        ..RouteBody::default()
+                    },
+                    b"",
+                ),
+            ),
+            (
+                "route-listen",
+                record(
+                    EventKind::Route,
+                    &RouteBody {
+                        ret: -1,
+                        route: guard_common::route::LISTEN,
+                        family: guard_common::AF_INET,
+                        sock_type: 1,
+                        addr: [0; 16],
+                        port: 8000,
+                        _reserved: [0; 3],
                     },
                     b"",
                 ),
@@ -663,6 +680,7 @@ pub(crate) mod tests {
                         route: guard_common::route::EXEC_MAPPING,
                         family: 0,
                         sock_type: 0,
+                        ..RouteBody::default()
                     },
                     b"/tmp/prog",
                 ),

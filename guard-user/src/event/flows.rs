@@ -99,6 +99,7 @@ mod tests {
             start_ns: 0,
             new_out: 0,
             new_in: 0,
+            accepted: false,
         }
     }
 

@@ -171,7 +171,9 @@ mod tests {
             confinement: None,
             sandboxed: None,
             held: false,
+            held_for: 0,
             digest: None,
+            download: None,
             via_resolver: false,
             cwd: None,
             listener: None,
@@ -230,6 +232,7 @@ mod tests {
             truncated: false,
             family: 0,
             sock_type: 0,
+            bound: None,
             ret: 0,
         });
         e.enforced = guard_common::rules::enforced::KILLED | 3;
@@ -256,6 +259,7 @@ mod tests {
             truncated: false,
             family: 0,
             sock_type: 0,
+            bound: None,
             ret: 0,
         })
         .to_json();
@@ -358,6 +362,7 @@ mod tests {
             start_ns: 1_763_700_000_000_000_000,
             new_out: 1_050_960,
             new_in: 1_051_464,
+            accepted: false,
         }
     }
 
@@ -466,6 +471,7 @@ mod tests {
                 truncated: false,
                 family: 0,
                 sock_type: 0,
+                bound: None,
                 ret: 0,
             },
             Detail::Route {
@@ -474,6 +480,7 @@ mod tests {
                 truncated: false,
                 family: 17,
                 sock_type: 3,
+                bound: None,
                 ret: -1,
             },
             Detail::Exit {

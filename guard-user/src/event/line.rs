@@ -82,6 +82,13 @@ impl Event {
                     by: by_identity.then(|| "identity".to_owned()),
                     held: self.held,
                     digest: self.digest_text(),
+                    download: self
+                        .download
+                        .as_ref()
+                        .map(|d| guard_common::line::DownloadLine {
+                            path: d.path.clone(),
+                            by_pid: d.by_pid,
+                        }),
                     confinement: self.confinement_line(),
                     via: via.as_ref().map(|t| t.via.as_str().to_owned()),
                     target: via.map(|t| t.target),
@@ -163,6 +170,7 @@ impl Event {
                 flow_id: f.id(),
                 started: json::rfc3339(f.start_ns),
                 dest_class: self.dest_class(f.addr).to_owned(),
+                accepted: f.accepted,
             },
             Detail::Dns(d) => EventDetail::Dns {
                 direction: d.direction.as_str().to_owned(),
@@ -220,6 +228,7 @@ impl Event {
                 truncated,
                 family,
                 sock_type,
+                bound,
                 ret,
             } => EventDetail::Route {
                 route: *route,
@@ -227,6 +236,8 @@ impl Event {
                 truncated: path.as_ref().map(|_| *truncated),
                 family: (*family != 0).then_some(*family),
                 sock_type: (*family != 0).then_some(*sock_type),
+                addr: bound.map(|(a, _)| a.to_string()),
+                port: bound.map(|(_, p)| p),
                 result: json::route_result(*ret, self.enforced),
                 errno: json::errno_of(*ret),
             },

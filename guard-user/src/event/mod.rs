@@ -151,6 +151,8 @@ pub enum Detail {
         /// Sockets: address family and socket type.
         family: u16,
         sock_type: u16,
+        /// `listen`: the address and port bound.
+        bound: Option<(IpAddr, u16)>,
         /// `-errno` when refused (EPERM), 0 when killed before the call returned.
         ret: i64,
     },
@@ -302,6 +304,9 @@ pub struct Flow {
     /// sums bytes; (0, 0) as decoded.
     pub new_out: u64,
     pub new_in: u64,
+    /// A connection a session's listening socket accepted: `addr` and `port` are
+    /// its peer's.
+    pub accepted: bool,
 }
 
 impl Flow {
@@ -697,9 +702,15 @@ pub struct Event {
     /// Execs: the kernel held the process before its first instruction, its file
     /// having a size an exec rule's digest names (`guard_common::flags::HELD`).
     pub held: bool,
+    /// Held execs: why the kernel held it (`guard_common::held_for` bits: a
+    /// digest's size, a download, an interpreter in a session with downloads).
+    pub held_for: u32,
     /// Held execs: the SHA-256 of the program (lowercase hex), as user space read
     /// it; `None` when it could not be read (the event says why in the log).
     pub digest: Option<Arc<str>>,
+    /// Held execs: the download it runs (the exec'd file, or the script an
+    /// interpreter was given), when it runs one.
+    pub download: Option<crate::digest::Download>,
     /// Connects and sends to port 53: the kernel pointed the call at guard's
     /// resolver (`guard_common::flags::REDIRECTED`); DNS messages: the socket's
     /// DNS goes through it, so a query the resolver refused never left the host.
@@ -795,7 +806,9 @@ impl Event {
             confinement: None,
             sandboxed: None,
             held: false,
+            held_for: 0,
             digest: None,
+            download: None,
             via_resolver: false,
             cwd: None,
             listener: None,
@@ -919,6 +932,10 @@ impl Event {
             _ => None,
         };
         let held = confinement.is_some() && flag(flags::HELD);
+        let held_for = match &rec.body {
+            Body::Exec { body, .. } if held => body.held_for,
+            _ => 0,
+        };
         let detail = match rec.body {
             Body::Exec { exe, argv, .. } => Detail::Exec {
                 exe: text(exe),
@@ -1001,6 +1018,7 @@ impl Event {
                 start_ns: i128::from(f.start_ns) + ts_offset_ns,
                 new_out: 0,
                 new_in: 0,
+                accepted: f.flags & guard_common::flow::ACCEPTED != 0,
             }),
             Body::Dns { body, payload } => {
                 let proto = Proto::from_socket(body.sock_type, 0);
@@ -1031,6 +1049,8 @@ impl Event {
                 truncated: flag(flags::PATH_TRUNCATED),
                 family: body.family,
                 sock_type: body.sock_type,
+                bound: (body.route == guard_common::route::LISTEN)
+                    .then(|| (net_addr(body.family, &body.addr), body.port)),
                 ret: body.ret,
             },
             Body::Unix { body, path } => Detail::Unix {
@@ -1061,6 +1081,8 @@ impl Event {
             confinement,
             sandboxed: None,
             held,
+            held_for,
+            download: None,
             digest: None,
             via_resolver,
             cwd,

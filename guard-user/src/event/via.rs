@@ -47,15 +47,81 @@ fn is_loader(name: &str) -> bool {
         || (name.starts_with("ld64.so"))
 }
 
+/// Shells and script interpreters by file name.
+const INTERPRETERS: &[&str] = &[
+    "sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish", "perl", "ruby", "node", "nodejs",
+    "php", "tclsh", "lua", "Rscript", "deno", "bun",
+];
+
 /// Shells and script interpreters by file name (`python3.12` as `python`).
 fn is_interpreter(name: &str) -> bool {
-    const NAMES: &[&str] = &[
-        "sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "fish", "perl", "ruby", "node",
-        "nodejs", "php", "tclsh", "lua", "Rscript", "deno", "bun",
-    ];
     let base = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
-    NAMES.contains(&name) || NAMES.contains(&base) || base == "python" || base == "pypy"
+    INTERPRETERS.contains(&name)
+        || INTERPRETERS.contains(&base)
+        || base == "python"
+        || base == "pypy"
 }
+
+/// The file names of the programs that run another file as code (the shells and
+/// interpreters [`target`] knows, Pythons by version, the dynamic loaders): the
+/// kernel holds their execs in a session with downloads (`role::PROGRAM_INTERPRETER`).
+pub fn runner_names() -> Vec<String> {
+    let mut out: Vec<String> = INTERPRETERS.iter().map(|n| (*n).to_owned()).collect();
+    for python in ["python", "pypy"] {
+        out.push(python.to_owned());
+        out.extend(["2", "2.7", "3"].iter().map(|v| format!("{python}{v}")));
+        out.extend((6..=16).map(|minor| format!("{python}3.{minor}")));
+    }
+    out.extend(
+        [
+            "ld-linux-x86-64.so.2",
+            "ld-linux-aarch64.so.1",
+            "ld-linux.so.2",
+            "ld-musl-x86_64.so.1",
+            "ld-musl-aarch64.so.1",
+            "ld.so",
+        ]
+        .map(str::to_owned),
+    );
+    out
+}
+
+/// Package managers by the name they are run as: what they (and what they start)
+/// download is their registries', never a download of the session's
+/// (`role::PROGRAM_INSTALLER`; a Python runs `pip`, `uv`, `pipx`, `poetry`, `pdm`
+/// and `ensurepip` as modules too, `-m pip`).
+pub const INSTALLERS: &[&str] = &[
+    "npm",
+    "npx",
+    "pnpm",
+    "yarn",
+    "corepack",
+    "pip",
+    "pip3",
+    "pipx",
+    "uv",
+    "uvx",
+    "poetry",
+    "pdm",
+    "ensurepip",
+    "conda",
+    "mamba",
+    "micromamba",
+    "cargo",
+    "rustup",
+    "go",
+    "gem",
+    "bundle",
+    "bundler",
+    "composer",
+    "apt",
+    "apt-get",
+    "dpkg",
+    "mvn",
+    "gradle",
+    "nix",
+    "brew",
+];
 
 /// Loader options that take a value (glibc's ld.so).
 const LOADER_VALUE_OPTIONS: &[&str] = &[

@@ -83,6 +83,9 @@ mod tests {
         let mut ids: BTreeSet<String> = policy.rules.iter().map(|r| r.id.clone()).collect();
         ids.extend(policy.anomalies.iter().map(|a| a.id.clone()));
         ids.insert(crate::policy::judge::LIMITS.to_owned());
+        if policy.sessions.run_downloaded.is_some() {
+            ids.insert(crate::policy::judge::RUN_DOWNLOADED.to_owned());
+        }
         if policy.sessions.unsandboxed_tools.is_some() {
             ids.insert(crate::policy::judge::UNSANDBOXED.to_owned());
         }

@@ -22,6 +22,9 @@ pub const LIMITS: &str = "limits";
 /// The rule a tool breaks by running outside the sandbox its session's other
 /// tools ran in (`[sessions] unsandboxed_tools`).
 pub const UNSANDBOXED: &str = "sessions.unsandboxed_tools";
+/// The rule an exec breaks by running a file its session downloaded
+/// (`[sessions] run_downloaded`).
+pub const RUN_DOWNLOADED: &str = "sessions.run_downloaded";
 
 /// What an action did, for messages.
 fn past(action: Action) -> &'static str {
@@ -364,6 +367,17 @@ impl Judge {
         Some(verdict)
     }
 
+    /// Whether `[sessions] run_downloaded` kills (or denies) a download's exec,
+    /// outside observe mode: for a held exec whose record never came.
+    pub fn stops_downloads(&self) -> bool {
+        let policy = &self.compiled.policy;
+        policy.mode != Mode::Observe
+            && matches!(
+                policy.sessions.run_downloaded,
+                Some(Action::Kill | Action::Deny)
+            )
+    }
+
     /// The id of a rule that stops (`kill` or `deny`, outside observe mode) the
     /// program with SHA-256 `digest`, by digest alone: for a held exec whose
     /// record never came (`Pipeline::release_stale_holds`).
@@ -525,6 +539,21 @@ impl Judge {
             Action::Kill | Action::Deny => Step::KillProcess,
         };
         Some(self.settle(UNSANDBOXED.to_owned(), action, step))
+    }
+
+    /// An exec the kernel held that runs a download of its session (`ev.download`:
+    /// the file itself, or the script an interpreter was given), as `[sessions]
+    /// run_downloaded` says. The process is stopped before its first instruction:
+    /// `kill` (and `deny`, which has nothing left to refuse) kills it there.
+    pub fn downloaded(&self, ev: &Event) -> Option<Verdict> {
+        ev.download.as_ref()?;
+        let action = self.compiled.policy.sessions.run_downloaded?;
+        let step = match action {
+            Action::Log => Step::Done(Outcome::Logged),
+            Action::Alert => Step::Done(Outcome::Alerted),
+            Action::Kill | Action::Deny => Step::KillProcess,
+        };
+        Some(self.settle(RUN_DOWNLOADED.to_owned(), action, step))
     }
 
     /// A connect of a session process to a known spawner outside every session
@@ -730,7 +759,9 @@ mod tests {
             confinement: None,
             sandboxed: None,
             held: false,
+            held_for: 0,
             digest: None,
+            download: None,
             via_resolver: false,
             cwd: None,
             listener: None,

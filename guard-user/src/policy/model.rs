@@ -444,9 +444,16 @@ pub struct Sessions {
     pub fileless_exec: Option<Action>,
     /// `raw_sockets`: raw IPv4/IPv6 and packet sockets.
     pub raw_sockets: Option<Action>,
+    /// `listen`: listening beyond loopback (a TCP socket, or a UDP socket bound to
+    /// a port, on an address that is not a loopback one).
+    pub listen: Option<Action>,
     /// `unsandboxed_tools`: a tool that runs outside the sandbox the session's
     /// other tools ran in (not a route: judged in user space at the tool's exec).
     pub unsandboxed_tools: Option<Action>,
+    /// `run_downloaded`: an exec of a file the session downloaded, or an
+    /// interpreter given one (not a route: the kernel holds the exec, user space
+    /// judges it before it runs; `deny` acts as `kill`).
+    pub run_downloaded: Option<Action>,
 }
 
 impl Default for Sessions {
@@ -457,19 +464,23 @@ impl Default for Sessions {
             open_by_handle_at: Some(Action::Deny),
             fileless_exec: Some(Action::Alert),
             raw_sockets: Some(Action::Deny),
+            listen: None,
             unsandboxed_tools: None,
+            run_downloaded: None,
         }
     }
 }
 
 impl Sessions {
     /// The keys of `[sessions]`, in order.
-    pub const KEYS: [&'static str; 5] = [
+    pub const KEYS: [&'static str; 7] = [
         "io_uring",
         "open_by_handle_at",
         "fileless_exec",
         "raw_sockets",
+        "listen",
         "unsandboxed_tools",
+        "run_downloaded",
     ];
 
     /// The setting of `key` (one of [`Self::KEYS`]).
@@ -479,7 +490,9 @@ impl Sessions {
             "open_by_handle_at" => &mut self.open_by_handle_at,
             "fileless_exec" => &mut self.fileless_exec,
             "raw_sockets" => &mut self.raw_sockets,
+            "listen" => &mut self.listen,
             "unsandboxed_tools" => &mut self.unsandboxed_tools,
+            "run_downloaded" => &mut self.run_downloaded,
             _ => return None,
         })
     }
@@ -504,6 +517,7 @@ impl Sessions {
                 self.raw_sockets,
                 vec![Route::RawSocket, Route::PacketSocket],
             ),
+            ("listen", self.listen, vec![Route::Listen]),
         ]
         .into_iter()
         .filter_map(|(key, action, routes)| action.map(|a| (key, a, routes)))

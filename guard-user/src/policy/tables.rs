@@ -263,6 +263,7 @@ fn route_byte(r: super::model::Route) -> Option<u8> {
         Route::FilelessExec => guard_common::route::FILELESS_EXEC,
         Route::RawSocket => guard_common::route::RAW_SOCKET,
         Route::PacketSocket => guard_common::route::PACKET_SOCKET,
+        Route::Listen => guard_common::route::LISTEN,
         Route::ExecMapping | Route::Unknown => return None,
     };
     u8::try_from(n).ok()
@@ -364,8 +365,11 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
     out.paths.extend(taint_entries(policy, homes, lsm));
     out.identity = identity_targets(policy, homes, lsm);
     out.digest_sizes = digest_sizes(policy);
+    // Downloads are remembered, and the execs that could run one held, in every
+    // mode (observe mode logs them).
+    out.config.downloads = u32::from(policy.sessions.run_downloaded.is_some());
     // Held execs wait for the daemon: it must wake at once.
-    out.config.exec_wakeup = u32::from(!out.digest_sizes.is_empty());
+    out.config.exec_wakeup = u32::from(!out.digest_sizes.is_empty() || out.config.downloads != 0);
     if policy.mode == Mode::Observe {
         out.config.path_kinds = path_kinds(&out.paths);
         return out;
@@ -480,6 +484,14 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
                 }
             }
             Kind::Route(routes) => {
+                // Listening is refused by the cgroup bind hooks on every tier: its
+                // `deny` is a deny everywhere.
+                let verdict =
+                    if action == Action::Deny && routes.contains(&super::model::Route::Listen) {
+                        rule_flags::DENY
+                    } else {
+                        verdict
+                    };
                 out.paths
                     .extend(route_entries(routes, index, (verdict | scope, roles)));
             }

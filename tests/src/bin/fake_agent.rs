@@ -15,6 +15,8 @@
 //! - `run PROG [ARG]...`: runs PROG in its own process group, its stdout and stderr
 //!   this process's; reports `child`, then `child_signal` or `child_code`, then kills
 //!   whatever is left of that process group.
+//! - `edit-then-run ADDR PATH`: talks to ADDR over TCP (its model's API), writes a
+//!   script to PATH itself and has `sh` run it (`child_code=...`).
 //! - `net-try SPEC...`: for each `tcp:ADDR` (connect, then send `hello`), `udp:ADDR`
 //!   (`sendto` from an unconnected socket) or `udpc:ADDR` (connect, then send), ADDR
 //!   being `IP:PORT` or `[IP6]:PORT`, reports `SPEC=0` on success or `SPEC=<errno>`.
@@ -73,6 +75,7 @@ fn main() -> Result<()> {
         ["read", path] => read(Path::new(path)),
         ["read-then-cat", path] => read_then_cat(Path::new(path)),
         ["run", prog, rest @ ..] => run(prog, rest),
+        ["edit-then-run", addr, path] => edit_then_run(addr, Path::new(path)),
         ["net-try", specs @ ..] if !specs.is_empty() => net_try(specs),
         ["stdin-then-net-try", specs @ ..] if !specs.is_empty() => {
             std::io::copy(&mut std::io::stdin(), &mut std::io::sink()).context("stdin")?;
@@ -86,7 +89,7 @@ fn main() -> Result<()> {
             "usage: guard-fake-agent tree DIR | files DIR | net PORT4 PORT6 UPORT4 UPORT6 CLOSED4 \
              | exit CODE | signals | read PATH | read-then-cat PATH | run PROG [ARG]... \
              | net-try SPEC... | stdin-then-net-try SPEC... | fs-try SPEC... | egress SPEC... \
-             | taint SECRET DENIED_ADDR ALLOWED_ADDR"
+             | taint SECRET DENIED_ADDR ALLOWED_ADDR | edit-then-run ADDR PATH"
         ),
     }
 }
@@ -533,6 +536,19 @@ fn run(prog: &str, args: &[&str]) -> Result<()> {
     report_status("child", status);
     // SAFETY: signalling the process group the child led (ESRCH if it is empty).
     unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+    Ok(())
+}
+
+/// What an agent does with a model's answer: it talks to its API (a TCP exchange
+/// with `addr`), writes the script the answer holds to `path` itself, and has `sh`
+/// run it (reported as `run`).
+fn edit_then_run(addr: &str, path: &Path) -> Result<()> {
+    let mut api = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+    api.write_all(b"POST /v1/responses\r\n\r\n")
+        .context("send to the model")?;
+    std::fs::write(path, "echo EDIT-RAN\n").with_context(|| format!("write {path:?}"))?;
+    let status = Command::new("sh").arg(path).status().context("spawn sh")?;
+    report_status("child", status);
     Ok(())
 }
 
