@@ -32,6 +32,11 @@ pub static FETCHED: LruHashMap<FileId, Fetched> = LruHashMap::with_max_entries(F
 #[map]
 static FETCH_SESSIONS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(1024, 0);
 
+/// Processes held at their exec for a download (`held_for` bits), by tgid: user
+/// space finds them here (the exec record says nothing of it: see [`at_exec`]).
+#[map]
+pub static HELD_FOR: LruHashMap<u32, u32> = LruHashMap::with_max_entries(guard_common::HELD_MAX, 0);
+
 /// Room to read a Python's first arguments (`-m pip`), one at a time.
 #[repr(C)]
 struct ArgScratch {
@@ -106,15 +111,23 @@ pub extern "C" fn guard_fetch_connected(tgid: u32, flags: u32, session: u64) -> 
     0
 }
 
-/// An open for writing by tracked process `tgid` (its `Tracked::flags` and
-/// session) of `file` (a `struct file *`), which went through: a fetcher's regular
-/// file is a download. Global, as [`guard_fetch_connected`]: the open's exit is
+/// An open (with `open_flags`: its access mode, and bit 31 when it was killed) by
+/// tracked process `tgid` (its `Tracked::flags` and session) of `file` (a `struct
+/// file *`): a fetcher's regular file opened for writing is a download. Global, as [`guard_fetch_connected`]: the open's exit is
 /// the largest program.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn guard_fetch_opened(file: u64, flags: u32, session: u64, tgid: u32) -> i64 {
+pub extern "C" fn guard_fetch_opened(
+    file: u64,
+    open_flags: u32,
+    flags: u32,
+    session: u64,
+    tgid: u32,
+) -> i64 {
     let file = file as *const core::ffi::c_void;
-    if flags & FETCHER == 0 || file.is_null() {
+    let killed = open_flags >> 31 != 0;
+    if flags & FETCHER == 0 || killed || file.is_null() || !matches!(open_flags & O_ACCMODE, 1 | 2)
+    {
         return 0;
     }
     if core_read::dentry_type(core_read::file_dentry(file)) == core_read::TYPE_REG {
@@ -125,11 +138,9 @@ pub extern "C" fn guard_fetch_opened(file: u64, flags: u32, session: u64, tgid: 
 
 /// Whether an exec of `file` (a `struct file *`), a program that is `program`
 /// (`role::PROGRAM_*` bits), in `session` is to be held, and why (`held_for` bits;
-/// 0: not held). Global (verified once): the exec program is near the verifier's
-/// limit on 6.1.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn guard_fetch_hold_reason(file: u64, program: u32, session: u64) -> u32 {
+/// 0: not held). Part of the exec's global `guard_exec_hold`.
+#[inline(always)]
+pub fn hold_reason(file: u64, program: u32, session: u64) -> u32 {
     let file = file as *const core::ffi::c_void;
     // SAFETY: presence check only.
     if unsafe { FETCH_SESSIONS.get(session) }.is_none() || crate::enforce::config().downloads == 0 {
@@ -153,12 +164,35 @@ pub extern "C" fn guard_fetch_hold_reason(file: u64, program: u32, session: u64)
 
 /// Whether the Python just exec'd runs a package manager's module (`python3 -m
 /// pip install …`): its `argv[1]` is `-m` and its `argv[2]` a name
-/// `AGENT_PROGRAMS` marks `PROGRAM_INSTALLER`. Global (verified once), as
-/// [`guard_fetch_hold_reason`]; 1 when it does.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn guard_fetch_installer_module(task: u64) -> u32 {
-    u32::from(runs_installer_module(task as *const core_read::Task))
+/// `AGENT_PROGRAMS` marks `PROGRAM_INSTALLER`.
+#[inline(always)]
+fn installer_module(task: u64) -> bool {
+    runs_installer_module(task as *const core_read::Task)
+}
+
+/// Marks tracked process `tgid`, which is exec'ing a program that is `program`,
+/// an [`INSTALLER`] (in `TRACKED`) when it runs a package manager, or a Python
+/// running one (`python3 -m pip`, read from `task`'s arguments): what it and its
+/// children fetch is theirs, no download of the session's. Returns 0.
+#[inline(always)]
+fn guard_fetch_installer(tgid: u32, program: u32, task: u64) -> i64 {
+    if program & (role::PROGRAM_INSTALLER | role::PROGRAM_INTERPRETER) == 0
+        || crate::enforce::config().downloads == 0
+    {
+        return 0;
+    }
+    let Some(t) = TRACKED.get_ptr_mut(tgid) else {
+        return 0;
+    };
+    // SAFETY: this process's entry; its exec runs on its only thread, and the exec
+    // program reads it after this one.
+    let flags = unsafe { (*t).flags };
+    if flags & INSTALLER == 0 && (program & role::PROGRAM_INSTALLER != 0 || installer_module(task))
+    {
+        // SAFETY: as above.
+        unsafe { (*t).flags = flags | INSTALLER };
+    }
+    0
 }
 
 #[inline(always)]
@@ -193,5 +227,34 @@ fn runs_installer_module(task: *const core_read::Task) -> bool {
         crate::maps::AGENT_PROGRAMS
             .get(name)
             .is_some_and(|bits| bits & role::PROGRAM_INSTALLER != 0)
+    }
+}
+
+/// At the exec of a tracked process (route_exec, attached before the exec
+/// program, with a verifier budget of its own: the exec program has no room for
+/// this on 6.1): marks a package manager an [`INSTALLER`], and holds (SIGSTOP
+/// before the first instruction, `HELD` and [`HELD_FOR`]) the exec of a download,
+/// or of an interpreter, in a session with downloads.
+#[inline(always)]
+pub fn at_exec(bprm: *const core::ffi::c_void) {
+    if crate::enforce::config().downloads == 0 {
+        return;
+    }
+    let (tgid, _) = crate::emit::current_ids();
+    // SAFETY: read-only copy of the map value.
+    let Some(session) = (unsafe { TRACKED.get(tgid) }).map(|t| t.session) else {
+        return;
+    };
+    let Ok(comm) = aya_ebpf::helpers::bpf_get_current_comm() else {
+        return;
+    };
+    let file = core_read::binprm_file(bprm);
+    let program = crate::role::program_of(bprm, file, &comm);
+    guard_fetch_installer(tgid, program, core_read::current() as u64);
+    let why = hold_reason(file as u64, program, session);
+    if why != 0 && crate::process::hold(tgid) {
+        let _ = HELD_FOR.insert(tgid, why, 0);
+    } else {
+        let _ = HELD_FOR.remove(tgid);
     }
 }

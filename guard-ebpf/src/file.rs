@@ -228,17 +228,15 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
             }
             draft.header().flags |= flags::TAINTED;
         }
-        if verdict.rule & enforced::KILLED == 0 {
-            // A fetcher's written file is a download (fetched.rs).
-            if matches!(pending.flags & 0o3, 1 | 2) {
-                crate::fetched::guard_fetch_opened(
-                    file as u64,
-                    tracked.flags,
-                    tracked.session,
-                    tgid,
-                );
-            }
-        }
+        // A fetcher's written file is a download (fetched.rs), unless the open was
+        // killed (bit 31). No branch here: each doubles the verifier's paths.
+        crate::fetched::guard_fetch_opened(
+            file as u64,
+            (pending.flags as u32 & 0o3) | (u32::from(verdict.rule & enforced::KILLED) << 17),
+            tracked.flags,
+            tracked.session,
+            tgid,
+        );
         plain = verdict.rule == 0
             && verdict.found == 0
             && !verdict.taints

@@ -141,35 +141,7 @@ pub fn tag(
         }
         report(st, flow::REDIRECT, now);
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
-    st.header = Header {
-        kind: EventKind::Flow as u16,
-        // A flow of a tainted process is reported as tainted.
-        flags: if who & guard_common::TAINTED != 0 {
-            guard_common::flags::TAINTED
-        } else {
-            0
-        },
-        payload_len: 0,
-        ts_ns: now,
-        session,
-        // SAFETY: helper without arguments.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        pid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        // bpf_get_current_task is a base helper for a loader with CAP_PERFMON (root).
-        ppid: crate::core_read::ppid(crate::core_read::current()),
-        uid: uid_gid as u32,
-        gid: (uid_gid >> 32) as u32,
-        rule: 0,
-        role: u16::from(guard_common::role::reported(who)),
-        comm: [0; 16],
-    };
-    // The program's name, not the thread's (`tokio-rt-worker`): the flow's last
-    // record often comes after the process's exit, when user space can no longer
-    // name the program from its exec.
-    crate::core_read::leader_comm(crate::core_read::current(), &mut st.header.comm);
+    set_header(st, session, who, now);
     st.body = FlowBody {
         addr: dest.addr,
         start_ns: now,
@@ -225,30 +197,7 @@ pub fn tag_listener(ctx: &SockAddrContext, session: u64, who: u32) {
     let Some(st) = storage(ctx) else {
         return;
     };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
-    st.header = Header {
-        kind: EventKind::Flow as u16,
-        flags: if who & guard_common::TAINTED != 0 {
-            guard_common::flags::TAINTED
-        } else {
-            0
-        },
-        payload_len: 0,
-        ts_ns: now_ns(),
-        session,
-        // SAFETY: helper without arguments.
-        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        pid: (pid_tgid >> 32) as u32,
-        tid: pid_tgid as u32,
-        ppid: crate::core_read::ppid(crate::core_read::current()),
-        uid: uid_gid as u32,
-        gid: (uid_gid >> 32) as u32,
-        rule: 0,
-        role: u16::from(guard_common::role::reported(who)),
-        comm: [0; 16],
-    };
-    crate::core_read::leader_comm(crate::core_read::current(), &mut st.header.comm);
+    set_header(st, session, who, now_ns());
     st.body = FlowBody::default();
     st.listen = FlowSock::LISTENER;
     st.dns = 0;
@@ -300,6 +249,50 @@ fn accepted(ctx: &SkBuffContext, st: &mut FlowSock, sk: *const bpf_sock) {
     };
     st.reported_ns = now;
     st.reported_bytes = 0;
+}
+
+/// The header of the records of `st`'s flows: the current process (of `session`;
+/// `who`: its `Tracked::flags`) as the one that tagged the socket, at `now`.
+#[inline(always)]
+fn set_header(st: &mut FlowSock, session: u64, who: u32, now: u64) {
+    st.header = current_header(EventKind::Flow, session, who, now);
+}
+
+/// A record's header for the current process (of `session`; `who`: its
+/// `Tracked::flags`) at `now`, built with the helpers cgroup programs may call
+/// (`emit::Draft` may signal, which they may not on every kernel).
+#[inline(always)]
+pub fn current_header(kind: EventKind, session: u64, who: u32, now: u64) -> Header {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    let mut header = Header {
+        kind: kind as u16,
+        // A flow of a tainted process is reported as tainted.
+        flags: if who & guard_common::TAINTED != 0 {
+            guard_common::flags::TAINTED
+        } else {
+            0
+        },
+        payload_len: 0,
+        ts_ns: now,
+        session,
+        // SAFETY: helper without arguments.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        // bpf_get_current_task is a base helper for a loader with CAP_PERFMON (root).
+        ppid: crate::core_read::ppid(crate::core_read::current()),
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        rule: 0,
+        role: u16::from(guard_common::role::reported(who)),
+        comm: [0; 16],
+    };
+    // The program's name, not the thread's (`tokio-rt-worker`): the flow's last
+    // record often comes after the process's exit, when user space can no longer
+    // name the program from its exec.
+    crate::core_read::leader_comm(crate::core_read::current(), &mut header.comm);
+    header
 }
 
 #[repr(C)]

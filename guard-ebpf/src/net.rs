@@ -44,13 +44,10 @@ const SOCK_DGRAM: u16 = 2;
 /// A non-blocking connect under way.
 const EINPROGRESS: i64 = 115;
 
+/// The address, port and socket of a sock_addr hook's call (the destination of a
+/// connect or send; what a bind binds).
 #[inline(always)]
-fn note(ctx: &SockAddrContext, kind: EventKind, v6: bool) -> i32 {
-    let (tgid, tid) = current_ids();
-    // SAFETY: read-only copy of the map value.
-    let Some(tracked) = (unsafe { TRACKED.get(tgid) }).copied() else {
-        return ALLOW;
-    };
+pub fn dest(ctx: &SockAddrContext, v6: bool) -> NetBody {
     // SAFETY: the kernel hands sock_addr programs a valid context.
     let sa = unsafe { &*ctx.sock_addr };
     let mut body = NetBody {
@@ -74,6 +71,17 @@ fn note(ctx: &SockAddrContext, kind: EventKind, v6: bool) -> i32 {
         body.family = AF_INET;
         body.addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
     }
+    body
+}
+
+#[inline(always)]
+fn note(ctx: &SockAddrContext, kind: EventKind, v6: bool) -> i32 {
+    let (tgid, tid) = current_ids();
+    // SAFETY: read-only copy of the map value.
+    let Some(tracked) = (unsafe { TRACKED.get(tgid) }).copied() else {
+        return ALLOW;
+    };
+    let body = dest(ctx, v6);
     let is_root = tracked.flags;
     let mut verdict = enforce::on_net(body.family, &body.addr, body.port, is_root);
     if verdict.is_none() && tracked.flags & TAINTED != 0 {

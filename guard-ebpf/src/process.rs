@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use guard_common::{
     ARGV_MAX, DELEGATE, EventKind, ExecBody, ExitBody, ForkBody, INSTALLER, PATH_DEPTH, PATH_MAX,
-    TAINTED, THREAD_ID_LEN, Tracked, counter, flags, held_for, role,
+    TAINTED, THREAD_ID_LEN, Tracked, counter, flags, role,
 };
 
 use crate::{
@@ -182,15 +182,6 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     let program = crate::role::program_of(bprm, file, unsafe { &*draft.comm_ptr() });
     let program = crate::role::with_script(program, task);
     tracked.flags = crate::role::at_exec(tracked.flags, program);
-    // A package manager, or a Python running one (`python3 -m pip`): what it and its
-    // children fetch is theirs, no download of the session's (fetched.rs).
-    if program & role::PROGRAM_INSTALLER != 0
-        || (program & role::PROGRAM_INTERPRETER != 0
-            && tracked.flags & INSTALLER == 0
-            && crate::fetched::guard_fetch_installer_module(task as u64) != 0)
-    {
-        tracked.flags |= INSTALLER;
-    }
     draft.header().role = u16::from(role::reported(tracked.flags));
     let has_thread = tracked.flags & role::MASK == u32::from(role::TOOL) << role::SHIFT;
     tracked.flags &= !role::HAS_THREAD;
@@ -224,18 +215,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     if rule != 0 && enforce::exec_by_identity() {
         draft.header().flags |= flags::BY_IDENTITY;
     }
-    let mut held = 0u32;
     if rule == 0 && hold_for_digest(file, tgid) {
-        held = held_for::DIGEST;
-    }
-    if rule == 0 && held == 0 {
-        // A download, or an interpreter whose script may be one: user space decides.
-        let why = crate::fetched::guard_fetch_hold_reason(file as u64, program, tracked.session);
-        if why != 0 && hold(tgid) {
-            held = why;
-        }
-    }
-    if held != 0 {
         draft.header().flags |= flags::HELD;
     }
     // SAFETY: both regions are bounded by masks the verifier tracks.
@@ -319,7 +299,9 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
         argv_len,
         confinement,
         cwd_len,
-        held_for: held,
+        // A digest's hold; a download's is route_exec's (fetched.rs), found by
+        // user space in `HELD_FOR`.
+        held_for: 0,
     });
     draft.submit::<ExecBody>(exe_len + argv_len + thread_len + cwd_len);
     Ok(())
@@ -364,7 +346,7 @@ fn hold_for_digest(file: *const core::ffi::c_void, tgid: u32) -> bool {
 /// Stops the process before its first instruction, listed in `HELD`, for user
 /// space to kill or continue it.
 #[inline(always)]
-fn hold(tgid: u32) -> bool {
+pub fn hold(tgid: u32) -> bool {
     // SAFETY: signals the current task's process; acted on at return to user mode,
     // before the new image runs.
     if unsafe { bpf_send_signal(SIGSTOP) } != 0 {

@@ -383,7 +383,10 @@ fn fileless_exec(bprm: *const core::ffi::c_void, lsm: bool) -> Result<i32, ()> {
 /// its first instruction (`kill`), and reported.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn route_exec(ctx: RawTracePointContext) -> i32 {
-    let _ = fileless_exec(ctx.arg::<u64>(2) as *const core::ffi::c_void, false);
+    let bprm = ctx.arg::<u64>(2) as *const core::ffi::c_void;
+    let _ = fileless_exec(bprm, false);
+    // Downloads' execs (fetched.rs): this program runs before the exec program.
+    crate::fetched::at_exec(bprm);
     0
 }
 
@@ -416,7 +419,7 @@ fn loopback(v6: bool, addr: &[u8; 16]) -> bool {
 /// `bind(2)` of an IPv4 or IPv6 socket by a session process: a TCP socket, or a
 /// UDP socket bound to a port, on an address that is not a loopback one listens
 /// beyond the host ([`route::LISTEN`]). The `[sessions] listen` rule refuses it
-/// (`deny`: EPERM, on every tier; `kill`: the process too) or has it reported
+/// (`deny`, and `kill` too: EPERM, on every tier) or has it reported
 /// (`log`, `alert`). A TCP socket it may bind gets its flow storage (flow.rs): the
 /// connections it accepts are counted as the session's.
 #[inline(always)]
@@ -426,33 +429,16 @@ fn at_bind(ctx: &SockAddrContext, v6: bool) -> i32 {
     let Some((session, who)) = tracked() else {
         return ALLOW;
     };
-    // SAFETY: the kernel hands sock_addr programs a valid context.
-    let sa = unsafe { &*ctx.sock_addr };
+    let d = crate::net::dest(ctx, v6);
     let mut body = RouteBody {
         route: route::LISTEN,
-        family: if v6 {
-            guard_common::AF_INET6
-        } else {
-            guard_common::AF_INET
-        },
-        sock_type: sa.type_ as u16,
-        port: u16::from_be(sa.user_port as u16),
+        family: d.family,
+        sock_type: d.sock_type,
+        addr: d.addr,
+        port: d.port,
         ..RouteBody::default()
     };
-    if v6 {
-        let words = [
-            sa.user_ip6[0],
-            sa.user_ip6[1],
-            sa.user_ip6[2],
-            sa.user_ip6[3],
-        ];
-        for (i, w) in words.iter().enumerate() {
-            body.addr[i * 4..i * 4 + 4].copy_from_slice(&w.to_ne_bytes());
-        }
-    } else {
-        body.addr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
-    }
-    let stream = sa.type_ == SOCK_STREAM;
+    let stream = u32::from(d.sock_type) == SOCK_STREAM;
     let listens = stream || body.port != 0;
     if !listens || loopback(v6, &body.addr) {
         if stream {
@@ -472,14 +458,11 @@ fn at_bind(ctx: &SockAddrContext, v6: bool) -> i32 {
         rule_flags::DENY | rule_flags::KILL,
         who,
     ) {
+        // Refused (`kill` too: a cgroup hook cannot signal on every kernel, 6.1's
+        // has no bpf_send_signal).
         Some(rule) => {
             body.ret = -i64::from(EPERM);
-            let field = if enforce::route_rule(route::LISTEN as u8).flags & rule_flags::KILL != 0 {
-                enforce::kill_for(rule)
-            } else {
-                ((rule + 1) & enforced::RULE_MASK) | enforced::DENIED
-            };
-            (field, DENY)
+            (((rule + 1) & enforced::RULE_MASK) | enforced::DENIED, DENY)
         }
         // Logged or alerted on by user space.
         None => {
@@ -489,8 +472,31 @@ fn at_bind(ctx: &SockAddrContext, v6: bool) -> i32 {
             (0, ALLOW)
         }
     };
-    report(session, rule, body);
+    report_bind(session, who, rule, body);
     verdict
+}
+
+#[repr(C)]
+struct RouteRecord {
+    header: guard_common::Header,
+    body: RouteBody,
+}
+
+/// A `listen` route record, written straight to the ring buffer: a cgroup hook
+/// cannot go through `emit::Draft`, whose session budget may signal (6.1 has no
+/// bpf_send_signal for cgroup programs). A refusal wakes the daemon.
+#[inline(always)]
+fn report_bind(session: u64, who: u32, rule: u16, body: RouteBody) {
+    let Some(mut entry) = crate::maps::EVENTS.reserve::<RouteRecord>(0) else {
+        crate::maps::count(guard_common::counter::lost(EventKind::Route as u16));
+        return;
+    };
+    // SAFETY: helper without arguments.
+    let now = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns() };
+    let mut header = crate::flow::current_header(EventKind::Route, session, who, now);
+    header.rule = rule;
+    entry.write(RouteRecord { header, body });
+    entry.submit(0);
 }
 
 #[cgroup_sock_addr(bind4)]

@@ -416,8 +416,59 @@ fn ci_policy() -> Result<String> {
     fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))
 }
 
+/// The head of the ci-runners overlay's policy, before the `ci` policy it carries.
+const OVERLAY_HEAD: &str = "\
+# guard's policy for the CI runner nodes of this overlay: the built-in `ci` policy
+# (guard-user/policies/ci.toml), below, with two changes (each marked \"ci-runners
+# overlay\") for runners that run jobs as the unprivileged user `runner` (home
+# /home/runner), as GitHub's Actions Runner Controller images do:
+#
+#   - `[agents] homes` adds /home/runner to what `~` stands for: guard runs in its
+#     own container, whose users (root) are not the job pods' users;
+#   - the egress allowlist also admits the artifact proxy at 10.20.0.0/16:443.
+#
+# Everything else is the `ci` policy, unchanged (tests/tests/deploy.rs generates
+# this file from it: `GUARD_DEPLOY_SYNC=1` writes it again when ci.toml changes).
+# Check the file before applying it: `guard policy check guard.toml`.
+
+";
+
+/// The ci-runners overlay's policy: the built-in `ci` policy (its own head comment
+/// replaced by [`OVERLAY_HEAD`]) with the runner's home for `~` and the artifact
+/// proxy in the egress allowlist.
+fn overlay_policy(ci: &str) -> Result<String> {
+    let body = &ci[ci
+        .find("\nmode = ")
+        .context("ci.toml has no `mode = ` line")?
+        + 1..];
+    let names = "\nnames = [";
+    let at = body
+        .find(names)
+        .context("ci.toml's [agents] has no names")?
+        + 1;
+    let at = at + body[at..].find('\n').context("the names line ends")? + 1;
+    let mut out = format!(
+        "{OVERLAY_HEAD}{}# ci-runners overlay: `~` is the runner user's home too (the job pods' user,\n\
+         # whom guard's own container does not list).\nhomes = [\"/home/runner\"]\n",
+        &body[..at]
+    );
+    let rest = &body[at..];
+    let rule = rest
+        .find("id = \"egress-allowlist\"")
+        .context("ci.toml has no egress-allowlist rule")?;
+    let end = rule + rest[rule..].find("\n]\n").context("the allowlist's end")? + 1;
+    out.push_str(&rest[..end]);
+    out.push_str(
+        "  # ci-runners overlay: the company's artifact proxy (npm, PyPI and crates mirrors).\n  \
+         \"10.20.0.0/16:443\",\n",
+    );
+    out.push_str(&rest[end..]);
+    Ok(out)
+}
+
 /// With `GUARD_DEPLOY_SYNC=1`, copies the built-in `ci` policy again into the base
-/// ConfigMap and the chart, before the tests compare them.
+/// ConfigMap and the chart, and generates the ci-runners overlay's policy from it,
+/// before the tests compare them.
 fn sync_policy_copies() -> Result<()> {
     static SYNCED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
     SYNCED
@@ -443,6 +494,10 @@ fn sync_policy_copies() -> Result<()> {
                     out.push('\n');
                 }
                 fs::write(&path, out)?;
+                fs::write(
+                    deploy("kubernetes/overlays/ci-runners/guard.toml"),
+                    overlay_policy(&ci)?,
+                )?;
                 eprintln!("GUARD_DEPLOY_SYNC: copied guard-user/policies/ci.toml again");
                 Ok(())
             };
@@ -560,9 +615,15 @@ fn kustomize_base_and_overlay_render_and_validate() -> Result<()> {
         "the overlay's tolerations: {tolerations:?}"
     );
     let policy = policy_of(&docs)?;
+    let file = fs::read_to_string(deploy("kubernetes/overlays/ci-runners/guard.toml"))?;
     ensure!(
-        policy == fs::read_to_string(deploy("kubernetes/overlays/ci-runners/guard.toml"))?,
+        policy == file,
         "the overlay's ConfigMap does not carry overlays/ci-runners/guard.toml"
+    );
+    ensure!(
+        file == overlay_policy(&ci_policy()?)?,
+        "overlays/ci-runners/guard.toml is not the `ci` policy with the overlay's two \
+         changes: {STALE_COPY}"
     );
     Ok(())
 }

@@ -284,7 +284,7 @@ const SUBSET: &[(&str, Kernels, &[&str])] = &[
     // The shipped workstation policy against a red team's playbook (issue 49): a
     // multi-call binary's applet read at exec on each verifier, and BPF-LSM refusing
     // the writes to the system's persistence paths with EPERM (in a mount namespace
-    // of the test's own). The tests that make a user of their own run on the host.
+    // of the test's own).
     (
         "redteam",
         Kernels::Every,
@@ -297,13 +297,15 @@ const SUBSET: &[(&str, Kernels, &[&str])] = &[
     // reached the network read through CO-RE on the oldest verifier; the exec of
     // a download held and killed. A session's server: the bind hooks, and an
     // accepted connection's cloned socket storage and peer read at its first
-    // packet.
+    // packet. BPF-LSM refusing wget's read of ~/.netrc (wget goes on), in a user's
+    // home the test makes.
     (
         "redteam",
         Kernels::Oldest,
         &[
             "a_downloaded_script_or_program_does_not_run",
             "a_session_server_is_seen_and_what_it_serves_is_counted",
+            "wget_goes_on_without_the_netrc",
         ],
     ),
     // guard's resolver: DNS pointed at it by the sock_addr hooks and the answers'

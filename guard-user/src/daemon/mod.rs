@@ -162,7 +162,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         unsafe { AsyncFd::register_with_interest(events, tokio::io::Interest::READABLE) }
             .map_err(|e| anyhow::anyhow!("cannot poll the ring buffer: {e}"))?;
     let held_map = probes.take_held();
-    let fetched_map = probes.take_fetched();
+    let download_maps = probes.take_downloads();
     let (dns_started_tx, mut dns_started) = mpsc::channel(16);
     let mut dns = crate::dns::Resolvers::new(
         probes.take_dns().context("the DNS maps are taken")?,
@@ -197,7 +197,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             undecodable: 0,
             identity,
             digests: Default::default(),
-            holds: crate::digest::Holds::new(held_map, fetched_map),
+            holds: crate::digest::Holds::new(held_map, download_maps),
             repositories: Vec::new(),
             dns_work: Vec::new(),
             spawners,

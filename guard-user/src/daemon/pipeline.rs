@@ -358,12 +358,22 @@ impl Pipeline {
                 .name_of(hit.dev, hit.ino)
                 .map(|p| p.display().to_string());
         }
-        if ev.held
-            && let Detail::Exec { exe, argv, .. } = &ev.detail
+        // Held for a download (`[sessions] run_downloaded`): the kernel's route_exec
+        // held it before the exec's record, and says why in `HELD_FOR`.
+        if let Detail::Exec { exe, argv, .. } = &ev.detail
+            && self.judge.policy().sessions.run_downloaded.is_some()
+            && let Some(why) = self.holds.download_hold(ev.task.pid)
         {
-            ev.download = self.holds.download(ev.task.pid, exe, argv, ev.held_for);
+            let digest = if ev.held {
+                guard_common::held_for::DIGEST
+            } else {
+                0
+            };
+            ev.held = true;
+            ev.held_for = why | digest;
+            ev.download = self.holds.download(ev.task.pid, exe, argv, why);
         }
-        // Held by a program of a version before `held_for`: for a digest.
+        // Held for a digest (the exec's record says held, `held_for` 0).
         if ev.held && (ev.held_for == 0 || ev.held_for & guard_common::held_for::DIGEST != 0) {
             match self.digests.of_process(ev.task.pid) {
                 Ok(d) => ev.digest = Some(d),

@@ -102,6 +102,15 @@ impl Digests {
 pub struct Holds {
     map: Option<BpfHashMap<MapData, u32, u64>>,
     fetched: Option<BpfHashMap<MapData, guard_common::FileId, guard_common::Fetched>>,
+    /// `HELD_FOR`: why the kernel held a process for a download.
+    held_for: Option<BpfHashMap<MapData, u32, u32>>,
+}
+
+/// The kernel's maps of downloads: `FETCHED` (the files sessions downloaded) and
+/// `HELD_FOR` (the processes held at exec for one).
+pub struct DownloadMaps {
+    pub fetched: BpfHashMap<MapData, guard_common::FileId, guard_common::Fetched>,
+    pub held_for: BpfHashMap<MapData, u32, u32>,
 }
 
 /// A download a held exec runs: the exec'd file itself, or the script an
@@ -117,9 +126,24 @@ pub struct Download {
 impl Holds {
     pub fn new(
         map: Option<BpfHashMap<MapData, u32, u64>>,
-        fetched: Option<BpfHashMap<MapData, guard_common::FileId, guard_common::Fetched>>,
+        downloads: Option<DownloadMaps>,
     ) -> Self {
-        Self { map, fetched }
+        let (fetched, held_for) =
+            downloads.map_or((None, None), |d| (Some(d.fetched), Some(d.held_for)));
+        Self {
+            map,
+            fetched,
+            held_for,
+        }
+    }
+
+    /// Why the kernel held process `pid` at its exec for a download (`held_for`
+    /// bits), if it did; the entry is taken.
+    pub fn download_hold(&mut self, pid: u32) -> Option<u32> {
+        let map = self.held_for.as_mut()?;
+        let why = map.get(&pid, 0).ok()?;
+        let _ = map.remove(&pid);
+        Some(why)
     }
 
     /// The download process `pid`, held at its exec of `exe` with `argv` for
@@ -135,12 +159,15 @@ impl Holds {
     ) -> Option<Download> {
         use guard_common::held_for;
         let fetched = self.fetched.as_ref()?;
+        // The file as the kernel's dentry names it (on overlayfs, as in containers,
+        // not what stat(2) says), through the process's own mounts.
+        let mounts = crate::identity::Mounts::of_process(pid);
         let lookup = |path: &Path| -> Option<u32> {
-            let m = std::fs::metadata(path).ok()?;
+            let (dev, ino, _) = crate::identity::kernel_ident(path, &mounts).ok()?;
             let key = guard_common::FileId {
-                dev: crate::identity::kernel_dev(m.dev()),
+                dev,
                 _reserved: 0,
-                ino: m.ino(),
+                ino,
             };
             fetched.get(&key, 0).ok().map(|f| f.pid)
         };

@@ -207,8 +207,9 @@ pub struct Probes {
     open_epoch: Array<MapData, u64>,
     /// `HELD`: the processes held at exec, until the pipeline takes the map.
     held: Option<HashMap<MapData, u32, u64>>,
-    /// `FETCHED`: the files sessions downloaded, until the pipeline takes the map.
-    fetched: Option<HashMap<MapData, guard_common::FileId, guard_common::Fetched>>,
+    /// `FETCHED` and `HELD_FOR`: the files sessions downloaded and the processes
+    /// held for one, until the pipeline takes the maps.
+    downloads: Option<crate::digest::DownloadMaps>,
     /// The daemon's own state in the pinned maps (`guard_common::daemon_state`).
     daemon: Array<MapData, u64>,
     /// `DNS_STUB` and `DNS_CONFIG`, until the daemon takes them.
@@ -347,7 +348,10 @@ impl Probes {
         let digest_sizes = take(&mut bpf, "DIGEST_SIZES")?;
         let open_epoch = take(&mut bpf, "OPEN_EPOCH")?;
         let held = Some(take(&mut bpf, "HELD")?);
-        let fetched = Some(take(&mut bpf, "FETCHED")?);
+        let downloads = Some(crate::digest::DownloadMaps {
+            fetched: take(&mut bpf, "FETCHED")?,
+            held_for: take(&mut bpf, "HELD_FOR")?,
+        });
         let dns = Some(DnsMaps::take(&mut bpf)?);
         let delegation = Some(DelegationMaps::take(&mut bpf)?);
         let stub_peers = Some(take(&mut bpf, "STUB_PEERS")?);
@@ -379,7 +383,7 @@ impl Probes {
             digest_sizes,
             open_epoch,
             held,
-            fetched,
+            downloads,
             daemon,
             dns,
             delegation,
@@ -408,12 +412,10 @@ impl Probes {
         self.held.take()
     }
 
-    /// The `FETCHED` map (files sessions downloaded), for the one that decides
+    /// The maps of downloads (`FETCHED`, `HELD_FOR`), for the one that decides
     /// held execs (the pipeline).
-    pub fn take_fetched(
-        &mut self,
-    ) -> Option<HashMap<MapData, guard_common::FileId, guard_common::Fetched>> {
-        self.fetched.take()
+    pub fn take_downloads(&mut self) -> Option<crate::digest::DownloadMaps> {
+        self.downloads.take()
     }
 
     pub fn kernel(&self) -> crate::policy::judge::Kernel {

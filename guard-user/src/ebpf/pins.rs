@@ -38,7 +38,7 @@ pub const DEFAULT_DIR: &str = "/sys/fs/bpf/guard";
 /// per-CPU scratch maps are not listed: each program version gets fresh ones. A map
 /// added to the eBPF object whose contents the kernel needs across a restart
 /// belongs here.
-pub const PINNED_MAPS: [&str; 25] = [
+pub const PINNED_MAPS: [&str; 26] = [
     "TRACKED",
     "AGENTS",
     "AGENT_CGROUPS",
@@ -64,6 +64,7 @@ pub const PINNED_MAPS: [&str; 25] = [
     "DNS_ORIG",
     "FETCHED",
     "FETCH_SESSIONS",
+    "HELD_FOR",
 ];
 
 /// A pin directory held by this process.

@@ -133,6 +133,14 @@ pub const TABLE: &[Entry] = &[
         Hook::Raw("sched_process_fork"),
         Group::Process,
     ),
+    // Fileless execs, and downloads' execs held (`[sessions] run_downloaded`): a
+    // second program on sched_process_exec, attached before the exec program so
+    // that its holds come before the exec's record.
+    e(
+        "route_exec",
+        Hook::Raw("sched_process_exec"),
+        Group::Route(route::FILELESS_EXEC),
+    ),
     e(
         "sched_process_exec",
         Hook::Raw("sched_process_exec"),
@@ -185,12 +193,6 @@ pub const TABLE: &[Entry] = &[
             "sys_exit_sendmmsg",
         ]),
         Group::NetEvents,
-    ),
-    // Fileless execs: a second program on sched_process_exec.
-    e(
-        "route_exec",
-        Hook::Raw("sched_process_exec"),
-        Group::Route(route::FILELESS_EXEC),
     ),
     e(
         "sys_enter_io_uring_setup",

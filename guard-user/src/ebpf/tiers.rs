@@ -542,7 +542,7 @@ fn listen(attached: &dyn Fn(u32) -> Result<(), String>) -> ActionTier {
         Ok(()) => (
             Some(Tier::SockAddrDeny),
             "bind() beyond loopback fails with EPERM before the socket has an address: \
-             nothing can connect to it, the process lives (`kill`: killed too)"
+             nothing can connect to it, the process lives (`kill` acts as `deny`)"
                 .to_owned(),
             None,
         ),

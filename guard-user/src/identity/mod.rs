@@ -139,7 +139,17 @@ pub struct Mounts(HashMap<u64, u32>);
 
 impl Mounts {
     pub fn read() -> Self {
-        let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        Self::of("/proc/self/mountinfo")
+    }
+
+    /// The mounts process `pid` sees (its mount namespace's, which a container's
+    /// process does not share with the daemon).
+    pub fn of_process(pid: u32) -> Self {
+        Self::of(&format!("/proc/{pid}/mountinfo"))
+    }
+
+    fn of(mountinfo: &str) -> Self {
+        let text = std::fs::read_to_string(mountinfo).unwrap_or_default();
         Self(
             text.lines()
                 .filter_map(|l| {

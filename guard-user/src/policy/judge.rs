@@ -109,6 +109,13 @@ impl Judge {
         kernel: Kernel,
     ) -> Result<Self, CompileError> {
         let own_rules = policy.rules.len();
+        // `~` is every home of this host's users and those the policy names.
+        let mut homes = homes;
+        for home in &policy.homes {
+            if !homes.contains(home) {
+                homes.push(home.clone());
+            }
+        }
         let compiled = Compiled::new(policy, &homes)?;
         let tables = tables::compile(&compiled.policy, &homes, &hosts, kernel.lsm);
         let redact = &compiled.policy.redact;

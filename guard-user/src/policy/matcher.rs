@@ -415,6 +415,7 @@ mod tests {
             containers: vec![],
             cgroups: vec![],
             kill_stragglers: false,
+            homes: Vec::new(),
             limits: crate::policy::model::Limits::default(),
             report: Default::default(),
             sessions: Default::default(),

@@ -622,6 +622,10 @@ pub struct Policy {
     pub cgroups: Vec<String>,
     /// CI mode: kill every process of a session when its root exits.
     pub kill_stragglers: bool,
+    /// Home directories `~` stands for besides those of the host's users
+    /// (`[agents] homes`): the job users of CI pods, whom guard's own container
+    /// does not list.
+    pub homes: Vec<String>,
     /// Record budgets per session and what a loss means (`[limits]`).
     pub limits: Limits,
     /// Where session reports go (`[report]`).

@@ -485,13 +485,15 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
             }
             Kind::Route(routes) => {
                 // Listening is refused by the cgroup bind hooks on every tier: its
-                // `deny` is a deny everywhere.
-                let verdict =
-                    if action == Action::Deny && routes.contains(&super::model::Route::Listen) {
-                        rule_flags::DENY
-                    } else {
-                        verdict
-                    };
+                // `deny` is a deny everywhere, and so is its `kill` (the hook
+                // cannot signal on every kernel).
+                let verdict = if matches!(action, Action::Deny | Action::Kill)
+                    && routes.contains(&super::model::Route::Listen)
+                {
+                    rule_flags::DENY
+                } else {
+                    verdict
+                };
                 out.paths
                     .extend(route_entries(routes, index, (verdict | scope, roles)));
             }
@@ -840,6 +842,7 @@ mod tests {
             containers: vec![],
             cgroups: vec![],
             kill_stragglers: false,
+            homes: Vec::new(),
             limits: crate::policy::model::Limits::default(),
             report: Default::default(),
             sessions: Default::default(),

@@ -82,6 +82,7 @@ const AGENT_KEYS: &[&str] = &[
     "containers",
     "cgroups",
     "kill_stragglers",
+    "homes",
     "profile",
 ];
 const COMMON_KEYS: &[&str] = &["id", "description", "kind", "action", "fallback", "scope"];
@@ -219,6 +220,7 @@ impl Checker<'_> {
             containers: Vec::new(),
             cgroups: Vec::new(),
             kill_stragglers: false,
+            homes: Vec::new(),
             limits: Limits::default(),
             report: ReportConfig::default(),
             sessions: Sessions::default(),
@@ -602,6 +604,31 @@ impl Checker<'_> {
                 "kill_stragglers" => {
                     if let Some(kill) = self.boolean("kill_stragglers", value) {
                         policy.kill_stragglers = kill;
+                    }
+                }
+                "homes" => {
+                    let Some(list) = self.str_list("homes", value) else {
+                        continue;
+                    };
+                    for (home, at) in list.items {
+                        let plain = home.starts_with('/')
+                            && home.len() > 1
+                            && !home.ends_with('/')
+                            && !home.contains(['*', '?', '[', '{', '~'])
+                            && !home.split('/').any(|c| c == "." || c == "..");
+                        if plain {
+                            policy.homes.push(home.to_owned());
+                        } else {
+                            self.error(
+                                code::INVALID,
+                                at,
+                                format!(
+                                    "home {home:?} must be an absolute directory path with no \
+                                     wildcard, `~`, `.` or `..`, and no trailing `/` \
+                                     (`/home/runner`)"
+                                ),
+                            );
+                        }
                     }
                 }
                 "profile" => policy.profiles = self.profiles(value),

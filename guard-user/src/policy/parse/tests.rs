@@ -403,6 +403,29 @@ fn defaults() {
 }
 
 #[test]
+fn homes_name_more_directories_for_tilde() {
+    let p = policy("[agents]\nnames = [\"codex\"]\nhomes = [\"/home/runner\"]\n");
+    assert_eq!(p.homes, ["/home/runner"]);
+    for bad in [
+        "home/runner",
+        "/home/runner/",
+        "/home/*",
+        "~/x",
+        "/home/../etc",
+    ] {
+        let text = format!("[agents]\nnames = [\"codex\"]\nhomes = [\"{bad}\"]\n");
+        let Err(diags) = parse("t.toml", &text) else {
+            panic!("{bad}: a bad home is taken");
+        };
+        let shown = render("t.toml", &diags);
+        assert!(
+            shown.contains("must be an absolute directory path"),
+            "{bad}: {shown}"
+        );
+    }
+}
+
+#[test]
 fn reads_every_field() {
     let p = policy(
         "mode = \"observe\"\n[agents]\nnames = [\"codex\", \"aider\"]\nkill_stragglers = true\n\
