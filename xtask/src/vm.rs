@@ -296,8 +296,9 @@ const SUBSET: &[(&str, Kernels, &[&str])] = &[
     // Downloads: a written file's identity and the descriptors of a process that
     // reached the network read through CO-RE on the oldest verifier; the exec of
     // a download held and killed (the bind hooks and the cloned flow storage load
-    // in every guest test; their behaviour is the host's test's). BPF-LSM refusing wget's read of ~/.netrc (wget goes on), in a user's
-    // home the test makes.
+    // in every guest test; their behaviour is the host's test's). BPF-LSM
+    // refusing wget's read of ~/.netrc (wget goes on), in a user's home the test
+    // makes.
     (
         "redteam",
         Kernels::Oldest,
