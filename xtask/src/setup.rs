@@ -42,6 +42,9 @@ const TEST_PACKAGES: &[&str] = &[
     "passwd",
     // busybox's applets meet the rules on the programs they name (tests/tests/redteam.rs).
     "busybox-static",
+    // wget opens ~/.netrc on every run: it goes on where BPF-LSM refuses that read
+    // (tests/tests/redteam.rs).
+    "wget",
 ];
 /// Node.js and npm, from Debian where `npm` is not on PATH: the Codex CLI is an npm
 /// package.

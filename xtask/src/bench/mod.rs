@@ -204,7 +204,8 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
     let sink_port = sink()?;
     // The dns workload's server: Debian's dnsmasq, answering its one name and
     // forwarding nowhere; stopped with the bench (`Proc` kills on drop).
-    crate::setup::debian_packages(&["dnsmasq-base"])?;
+    // The fetch workload's client and its sources' server: Debian's curl and Python.
+    crate::setup::debian_packages(&["dnsmasq-base", "curl", "python3"])?;
     let _dns_server = process::Proc::spawn(
         "dnsmasq",
         Command::new("dnsmasq").args([
