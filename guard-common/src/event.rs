@@ -253,8 +253,8 @@ pub struct ExecBody {
     pub confinement: Confinement,
     /// With [`flags::CWD`]: bytes of the working directory at the payload's end.
     pub cwd_len: u32,
-    /// With [`flags::HELD`]: why (`crate::held_for` bits); else 0.
-    pub held_for: u32,
+    /// Reserved, zero.
+    pub _reserved: u32,
 }
 
 /// What confines a process (sandbox truth), read from its task at exec: the

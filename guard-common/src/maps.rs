@@ -65,10 +65,9 @@ pub struct Fetched {
 /// Most files remembered as downloads (`FETCHED`, an LRU: the oldest go first).
 pub const FETCHED_MAX: u32 = 4096;
 
-/// Why an exec was held (`ExecBody::held_for` bits).
+/// Why an exec was held for a download (`HELD_FOR` values, set by guard-ebpf's
+/// route_exec; an exec record flagged `HELD` was held for a digest).
 pub mod held_for {
-    /// The file's size is one an exec rule's digest names.
-    pub const DIGEST: u32 = 1;
     /// The file is a download of its session (`FETCHED`).
     pub const DOWNLOAD: u32 = 2;
     /// A shell, interpreter or the loader, in a session with downloads: the script

@@ -113,8 +113,8 @@ pub extern "C" fn guard_fetch_connected(tgid: u32, flags: u32, session: u64) -> 
 
 /// An open (with `open_flags`: its access mode, and bit 31 when it was killed) by
 /// tracked process `tgid` (its `Tracked::flags` and session) of `file` (a `struct
-/// file *`): a fetcher's regular file opened for writing is a download. Global, as [`guard_fetch_connected`]: the open's exit is
-/// the largest program.
+/// file *`): a fetcher's regular file opened for writing is a download. Global, as
+/// [`guard_fetch_connected`]: the open's exit is the largest program.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn guard_fetch_opened(
@@ -138,7 +138,7 @@ pub extern "C" fn guard_fetch_opened(
 
 /// Whether an exec of `file` (a `struct file *`), a program that is `program`
 /// (`role::PROGRAM_*` bits), in `session` is to be held, and why (`held_for` bits;
-/// 0: not held). Part of the exec's global `guard_exec_hold`.
+/// 0: not held).
 #[inline(always)]
 pub fn hold_reason(file: u64, program: u32, session: u64) -> u32 {
     let file = file as *const core::ffi::c_void;
@@ -162,39 +162,32 @@ pub fn hold_reason(file: u64, program: u32, session: u64) -> u32 {
     0
 }
 
-/// Whether the Python just exec'd runs a package manager's module (`python3 -m
-/// pip install …`): its `argv[1]` is `-m` and its `argv[2]` a name
-/// `AGENT_PROGRAMS` marks `PROGRAM_INSTALLER`.
-#[inline(always)]
-fn installer_module(task: u64) -> bool {
-    runs_installer_module(task as *const core_read::Task)
-}
-
 /// Marks tracked process `tgid`, which is exec'ing a program that is `program`,
 /// an [`INSTALLER`] (in `TRACKED`) when it runs a package manager, or a Python
 /// running one (`python3 -m pip`, read from `task`'s arguments): what it and its
-/// children fetch is theirs, no download of the session's. Returns 0.
+/// children fetch is theirs, no download of the session's.
 #[inline(always)]
-fn guard_fetch_installer(tgid: u32, program: u32, task: u64) -> i64 {
-    if program & (role::PROGRAM_INSTALLER | role::PROGRAM_INTERPRETER) == 0
-        || crate::enforce::config().downloads == 0
-    {
-        return 0;
+fn mark_installer(tgid: u32, program: u32, task: *const core_read::Task) {
+    if program & (role::PROGRAM_INSTALLER | role::PROGRAM_INTERPRETER) == 0 {
+        return;
     }
     let Some(t) = TRACKED.get_ptr_mut(tgid) else {
-        return 0;
+        return;
     };
     // SAFETY: this process's entry; its exec runs on its only thread, and the exec
     // program reads it after this one.
     let flags = unsafe { (*t).flags };
-    if flags & INSTALLER == 0 && (program & role::PROGRAM_INSTALLER != 0 || installer_module(task))
+    if flags & INSTALLER == 0
+        && (program & role::PROGRAM_INSTALLER != 0 || runs_installer_module(task))
     {
         // SAFETY: as above.
         unsafe { (*t).flags = flags | INSTALLER };
     }
-    0
 }
 
+/// Whether the Python just exec'd runs a package manager's module (`python3 -m
+/// pip install …`): its `argv[1]` is `-m` and its `argv[2]` a name
+/// `AGENT_PROGRAMS` marks `PROGRAM_INSTALLER`.
 #[inline(always)]
 fn runs_installer_module(task: *const core_read::Task) -> bool {
     use aya_ebpf::helpers::generated::bpf_probe_read_user_str;
@@ -250,7 +243,7 @@ pub fn at_exec(bprm: *const core::ffi::c_void) {
     };
     let file = core_read::binprm_file(bprm);
     let program = crate::role::program_of(bprm, file, &comm);
-    guard_fetch_installer(tgid, program, core_read::current() as u64);
+    mark_installer(tgid, program, core_read::current());
     let why = hold_reason(file as u64, program, session);
     if why != 0 && crate::process::hold(tgid) {
         let _ = HELD_FOR.insert(tgid, why, 0);

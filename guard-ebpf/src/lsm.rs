@@ -125,7 +125,7 @@ fn report_denied_exec(path: *const u8, len: u32, rule: u16) {
         argv_len: 0,
         confinement: crate::core_read::confinement(crate::core_read::current()),
         cwd_len: 0,
-        held_for: 0,
+        _reserved: 0,
     });
     draft.submit::<ExecBody>(n);
 }

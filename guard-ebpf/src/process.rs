@@ -299,9 +299,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
         argv_len,
         confinement,
         cwd_len,
-        // A digest's hold; a download's is route_exec's (fetched.rs), found by
-        // user space in `HELD_FOR`.
-        held_for: 0,
+        _reserved: 0,
     });
     draft.submit::<ExecBody>(exe_len + argv_len + thread_len + cwd_len);
     Ok(())

@@ -439,41 +439,31 @@ fn at_bind(ctx: &SockAddrContext, v6: bool) -> i32 {
         ..RouteBody::default()
     };
     let stream = u32::from(d.sock_type) == SOCK_STREAM;
-    let listens = stream || body.port != 0;
-    if !listens || loopback(v6, &body.addr) {
-        if stream {
-            crate::flow::tag_listener(ctx, session, who);
-        }
-        return ALLOW;
-    }
-    if enforce::route_rule(route::LISTEN as u8).access == 0 {
-        // `listen = "allow"`.
-        if stream {
-            crate::flow::tag_listener(ctx, session, who);
-        }
-        return ALLOW;
-    }
-    let (rule, verdict) = match enforce::route_pick(
-        route::LISTEN as u8,
-        rule_flags::DENY | rule_flags::KILL,
-        who,
-    ) {
-        // Refused (`kill` too: a cgroup hook cannot signal on every kernel, 6.1's
-        // has no bpf_send_signal).
-        Some(rule) => {
-            body.ret = -i64::from(EPERM);
-            (((rule + 1) & enforced::RULE_MASK) | enforced::DENIED, DENY)
-        }
-        // Logged or alerted on by user space.
-        None => {
-            if stream {
-                crate::flow::tag_listener(ctx, session, who);
-            }
-            (0, ALLOW)
-        }
+    let beyond = (stream || body.port != 0) && !loopback(v6, &body.addr);
+    // The rule, when the policy does not allow the route (`listen = "allow"`).
+    let ruled = beyond && enforce::route_rule(route::LISTEN as u8).access != 0;
+    // Refused (`kill` too: a cgroup hook cannot signal on every kernel, 6.1's has
+    // no bpf_send_signal); else logged or alerted on by user space.
+    let refused = if ruled {
+        enforce::route_pick(
+            route::LISTEN as u8,
+            rule_flags::DENY | rule_flags::KILL,
+            who,
+        )
+    } else {
+        None
     };
-    report_bind(session, who, rule, body);
-    verdict
+    if refused.is_none() && stream {
+        crate::flow::tag_listener(ctx, session, who);
+    }
+    if ruled {
+        let rule = refused.map_or(0, |rule| {
+            body.ret = -i64::from(EPERM);
+            ((rule + 1) & enforced::RULE_MASK) | enforced::DENIED
+        });
+        report_bind(session, who, rule, body);
+    }
+    if refused.is_some() { DENY } else { ALLOW }
 }
 
 #[repr(C)]

@@ -358,23 +358,18 @@ impl Pipeline {
                 .name_of(hit.dev, hit.ino)
                 .map(|p| p.display().to_string());
         }
+        // An exec record flagged held was held for a digest (process.rs).
+        let for_digest = ev.held;
         // Held for a download (`[sessions] run_downloaded`): the kernel's route_exec
         // held it before the exec's record, and says why in `HELD_FOR`.
         if let Detail::Exec { exe, argv, .. } = &ev.detail
             && self.judge.policy().sessions.run_downloaded.is_some()
             && let Some(why) = self.holds.download_hold(ev.task.pid)
         {
-            let digest = if ev.held {
-                guard_common::held_for::DIGEST
-            } else {
-                0
-            };
             ev.held = true;
-            ev.held_for = why | digest;
             ev.download = self.holds.download(ev.task.pid, exe, argv, why);
         }
-        // Held for a digest (the exec's record says held, `held_for` 0).
-        if ev.held && (ev.held_for == 0 || ev.held_for & guard_common::held_for::DIGEST != 0) {
+        if for_digest {
             match self.digests.of_process(ev.task.pid) {
                 Ok(d) => ev.digest = Some(d),
                 // Judged by name alone; the event says held with no digest.
@@ -541,15 +536,16 @@ impl Pipeline {
                 .and_then(|d| self.judge.stops_by_digest(d));
             if rule.is_none() && self.judge.stops_downloads() {
                 // Held for a download, or as an interpreter in a session with some.
-                let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+                let process = procfs::process::Process::new(pid as i32).ok();
+                let exe = process
+                    .as_ref()
+                    .and_then(|p| p.exe().ok())
                     .map(|p| p.display().to_string())
                     .unwrap_or_default();
-                let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .unwrap_or_default()
-                    .split(|b| *b == 0)
-                    .filter(|a| !a.is_empty())
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect();
+                let argv = process
+                    .as_ref()
+                    .and_then(|p| p.cmdline().ok())
+                    .unwrap_or_default();
                 let why = guard_common::held_for::DOWNLOAD | guard_common::held_for::INTERPRETER;
                 if let Some(d) = self.holds.download(pid, &exe, &argv, why) {
                     rule = Some(format!(
@@ -689,7 +685,6 @@ mod tests {
             confinement: None,
             sandboxed: None,
             held: false,
-            held_for: 0,
             digest: None,
             download: None,
             via_resolver: false,

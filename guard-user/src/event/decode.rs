@@ -295,7 +295,7 @@ pub(crate) mod tests {
         };
         let body = ExecBody {
             cwd_len: 0,
-            held_for: 0,
+            _reserved: 0,
             start_ns: 5,
             exe_len: 7,
             argv_len: 6,
@@ -342,7 +342,7 @@ pub(crate) mod tests {
     fn exec_splits_exe_and_argv() {
         let body = ExecBody {
             cwd_len: 0,
-            held_for: 0,
+            _reserved: 0,
             start_ns: 5,
             exe_len: 7,
             argv_len: 11,
@@ -485,7 +485,7 @@ pub(crate) mod tests {
                     EventKind::Exec,
                     &ExecBody {
                         cwd_len: 0,
-                        held_for: 0,
+                        _reserved: 0,
                         start_ns: 123_456_789,
                         exe_len: 12,
                         argv_len: 25,

@@ -171,7 +171,6 @@ mod tests {
             confinement: None,
             sandboxed: None,
             held: false,
-            held_for: 0,
             digest: None,
             download: None,
             via_resolver: false,

@@ -702,9 +702,6 @@ pub struct Event {
     /// Execs: the kernel held the process before its first instruction, its file
     /// having a size an exec rule's digest names (`guard_common::flags::HELD`).
     pub held: bool,
-    /// Held execs: why the kernel held it (`guard_common::held_for` bits: a
-    /// digest's size, a download, an interpreter in a session with downloads).
-    pub held_for: u32,
     /// Held execs: the SHA-256 of the program (lowercase hex), as user space read
     /// it; `None` when it could not be read (the event says why in the log).
     pub digest: Option<Arc<str>>,
@@ -806,7 +803,6 @@ impl Event {
             confinement: None,
             sandboxed: None,
             held: false,
-            held_for: 0,
             digest: None,
             download: None,
             via_resolver: false,
@@ -932,10 +928,6 @@ impl Event {
             _ => None,
         };
         let held = confinement.is_some() && flag(flags::HELD);
-        let held_for = match &rec.body {
-            Body::Exec { body, .. } if held => body.held_for,
-            _ => 0,
-        };
         let detail = match rec.body {
             Body::Exec { exe, argv, .. } => Detail::Exec {
                 exe: text(exe),
@@ -1081,7 +1073,6 @@ impl Event {
             confinement,
             sandboxed: None,
             held,
-            held_for,
             download: None,
             digest: None,
             via_resolver,

@@ -484,16 +484,6 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
                 }
             }
             Kind::Route(routes) => {
-                // Listening is refused by the cgroup bind hooks on every tier: its
-                // `deny` is a deny everywhere, and so is its `kill` (the hook
-                // cannot signal on every kernel).
-                let verdict = if matches!(action, Action::Deny | Action::Kill)
-                    && routes.contains(&super::model::Route::Listen)
-                {
-                    rule_flags::DENY
-                } else {
-                    verdict
-                };
                 out.paths
                     .extend(route_entries(routes, index, (verdict | scope, roles)));
             }
