@@ -63,8 +63,8 @@ COPY --from=builder /out/guard /usr/local/bin/guard
 # The built-in policies, for reference (`guard policy show NAME` prints the same),
 # and the default policy where the entrypoint's default arguments look for it.
 # Kubernetes mounts its own policy over /etc/guard.
-COPY guard-user/policies/ /usr/share/guard/policies/
-COPY guard-user/policies/workstation.toml /etc/guard/guard.toml
+COPY guard-policy/policies/ /usr/share/guard/policies/
+COPY guard-policy/policies/workstation.toml /etc/guard/guard.toml
 
 # guard loads eBPF programs: it runs as root, with the capabilities the runtime
 # grants (see deploy/kubernetes/base/daemonset.yaml for the minimal set).

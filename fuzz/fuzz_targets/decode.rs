@@ -14,6 +14,6 @@ fuzz_target!(|bytes: &[u8]| {
         let _ = decode::split_argv(argv);
     }
     let _ = decode::comm(&record.header.comm);
-    let event = Event::from_record(record, 0);
+    let event = guard::event::from_record(record, 0);
     let _ = event.to_json();
 });

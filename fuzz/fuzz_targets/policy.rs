@@ -3,7 +3,7 @@
 //! render, as `guard policy check` and the daemon do.
 #![no_main]
 
-use guard::policy::{diag, judge::Judge, matcher::Hosts, parse};
+use guard_policy::{diag, judge::Judge, matcher::Hosts, parse};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {
@@ -19,7 +19,7 @@ fuzz_target!(|bytes: &[u8]| {
                     policy.clone(),
                     homes.clone(),
                     Hosts::default(),
-                    guard::policy::judge::Kernel {
+                    guard_policy::judge::Kernel {
                         lsm,
                         exec_mapping: true,
                     },

@@ -1,10 +1,12 @@
 //! The `guard` binary's modules, as a library: `main.rs` dispatches to them, and the
 //! fuzz targets (`fuzz/`) drive the parsers of untrusted input (ring-buffer records,
-//! policy files) through them. Not a stable API.
+//! control messages) through them. Not a stable API. The policy (parse, validate,
+//! compile, judge) and the event model it judges are the `guard-policy` crate.
 
 pub mod action;
 pub mod agents;
-pub mod anomaly;
+/// Anomaly detection: `guard_policy::anomaly`.
+pub use guard_policy::anomaly;
 pub mod audit;
 pub mod cli;
 pub mod confine;
@@ -17,6 +19,7 @@ pub mod dns;
 pub mod ebpf;
 pub mod event;
 pub mod export;
+pub mod host;
 pub mod identity;
 pub mod ignore;
 pub mod metrics;

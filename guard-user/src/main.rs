@@ -31,7 +31,7 @@ fn policy_command(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
         }
         PolicyCmd::Coverage => {
             let techniques = policy::coverage::techniques()
-                .context("the built-in coverage data (guard-user/data/coverage.toml)")?;
+                .context("the built-in coverage data (guard-policy/data/coverage.toml)")?;
             print!("{}", policy::coverage::table(&techniques));
             Ok(ExitCode::SUCCESS)
         }

@@ -250,3 +250,76 @@ fn policy_check_counts_the_policy_s_own_rules() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("is valid: 1 rule(s), 0 warning(s)"), "{err}");
 }
+
+/// The README's layout shows the whole house: every crate of the workspace, every
+/// module of `guard` (`guard-user/src/<module>/`) and of `guard-policy`; and
+/// docs/architecture.md draws every crate. A module added without a line there fails.
+#[test]
+fn the_readme_layout_names_every_crate_and_module() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = fs::read_to_string(root.join("README.md")).expect("README.md");
+    let layout = readme
+        .split_once("## Layout\n")
+        .and_then(|(_, rest)| rest.split_once("```\n"))
+        .and_then(|(_, rest)| rest.split_once("```\n"))
+        .map(|(block, _)| block)
+        .expect("a fenced block under ## Layout");
+    let architecture =
+        fs::read_to_string(root.join("docs/architecture.md")).expect("docs/architecture.md");
+    let manifest: toml::Table = fs::read_to_string(root.join("Cargo.toml"))
+        .expect("Cargo.toml")
+        .parse()
+        .expect("TOML");
+    let members = manifest["workspace"]["members"]
+        .as_array()
+        .expect("workspace members");
+    let mut missing = Vec::new();
+    for member in members.iter().filter_map(|m| m.as_str()) {
+        if !layout.contains(&format!("{member}/")) {
+            missing.push(format!("README layout: crate {member}/"));
+        }
+        if member.starts_with("guard-") && !architecture.contains(member) {
+            missing.push(format!("docs/architecture.md: crate {member}"));
+        }
+    }
+    let entries = |dir: &str| -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(root.join(dir))
+            .expect("a source directory")
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let module = if e.path().is_dir() {
+                    name
+                } else {
+                    name.strip_suffix(".rs")?.to_owned()
+                };
+                (!["lib", "main"].contains(&module.as_str())).then_some(module)
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    for module in entries("guard-user/src") {
+        if !layout.contains(&format!("src/{module}/")) {
+            missing.push(format!("README layout: guard-user/src/{module}/"));
+        }
+    }
+    let policy = layout
+        .split_once("guard-policy/")
+        .and_then(|(_, rest)| rest.split_once("guard-user/"))
+        .map(|(part, _)| part)
+        .expect("guard-policy's paragraph, before guard-user's");
+    for module in entries("guard-policy/src") {
+        if !policy
+            .split(|c: char| !c.is_alphanumeric() && c != '_')
+            .any(|w| w == module)
+        {
+            missing.push(format!("README layout: guard-policy's {module}"));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "not in the layout:\n{}",
+        missing.join("\n")
+    );
+}

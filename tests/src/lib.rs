@@ -1134,7 +1134,7 @@ impl Enforcing {
         let dir = TempDir::new(prefix);
         prepare(&dir);
         let builtin = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(format!("../guard-user/policies/{name}.toml"));
+            .join(format!("../guard-policy/policies/{name}.toml"));
         let shipped = fs::read_to_string(&builtin)
             .unwrap_or_else(|e| panic!("read {}: {e}", builtin.display()));
         let names = "\nnames = [\"codex\", \"claude\", \"gemini\", \"copilot\"]\n";

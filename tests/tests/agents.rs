@@ -800,7 +800,7 @@ fn agent_under(agent: Agent, policy: &str) {
     if agent == Agent::Copilot && !lsm {
         daemon.stop_ok();
         let builtin =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../guard-user/policies/workstation.toml");
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../guard-policy/policies/workstation.toml");
         let text = fs::read_to_string(&builtin).expect("the built-in workstation policy");
         assert!(
             text.contains("\nio_uring = \"deny\"\n"),

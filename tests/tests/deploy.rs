@@ -412,14 +412,14 @@ fn policy_of(docs: &[Value]) -> Result<String> {
 
 /// The built-in `ci` policy, which the base ConfigMap and the chart copy.
 fn ci_policy() -> Result<String> {
-    let path = root().join("guard-user/policies/ci.toml");
+    let path = root().join("guard-policy/policies/ci.toml");
     fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))
 }
 
 /// The head of the ci-runners overlay's policy, before the `ci` policy it carries.
 const OVERLAY_HEAD: &str = "\
 # guard's policy for the CI runner nodes of this overlay: the built-in `ci` policy
-# (guard-user/policies/ci.toml), below, with two changes (each marked \"ci-runners
+# (guard-policy/policies/ci.toml), below, with two changes (each marked \"ci-runners
 # overlay\") for runners that run jobs as the unprivileged user `runner` (home
 # /home/runner), as GitHub's Actions Runner Controller images do:
 #
@@ -498,7 +498,7 @@ fn sync_policy_copies() -> Result<()> {
                     deploy("kubernetes/overlays/ci-runners/guard.toml"),
                     overlay_policy(&ci)?,
                 )?;
-                eprintln!("GUARD_DEPLOY_SYNC: copied guard-user/policies/ci.toml again");
+                eprintln!("GUARD_DEPLOY_SYNC: copied guard-policy/policies/ci.toml again");
                 Ok(())
             };
             sync().map_err(|e| format!("{e:#}"))
@@ -577,7 +577,7 @@ fn kustomize_base_and_overlay_render_and_validate() -> Result<()> {
     ensure!(
         policy_of(&docs)? == ci_policy()?,
         "the base ConfigMap's policy is not guard's built-in `ci` policy \
-         (guard-user/policies/ci.toml): {STALE_COPY}"
+         (guard-policy/policies/ci.toml): {STALE_COPY}"
     );
 
     let overlay = render(

@@ -1143,7 +1143,7 @@ fn toml_files(dir: &Path) -> Vec<String> {
 /// guard-user's parser tests check too), and exits 1 exactly when there is an error.
 #[test]
 fn policy_check_matches_the_parser_fixtures() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guard-user/tests/fixtures/policy");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../guard-policy/tests/fixtures/policy");
     let dir = fs::canonicalize(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
     let names = toml_files(&dir);
     assert!(

@@ -64,7 +64,7 @@ pub fn run(total_secs: u64) -> Result<()> {
 fn seeds(target: &str) -> std::path::PathBuf {
     let root = util::workspace_root();
     if target == "policy" {
-        root.join("guard-user/tests/fixtures/policy")
+        root.join("guard-policy/tests/fixtures/policy")
     } else {
         root.join("fuzz/seeds").join(target)
     }

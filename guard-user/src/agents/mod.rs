@@ -3,5 +3,5 @@
 //! `mcp` role), and their versions.
 
 pub mod mcp;
-pub mod profile;
+pub use guard_policy::profile;
 pub mod version;

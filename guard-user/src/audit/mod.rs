@@ -163,7 +163,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::event::{Detail, Event, SessionId, Task};
+    use crate::event::{Detail, Event, SessionId, Task, Written as _};
 
     fn exec(pid: u32, argv: &[&str]) -> Event {
         let task = Task {

@@ -21,38 +21,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::ContainerField;
-
-/// A container's names, as far as its runtime's state tells.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ContainerMeta {
-    /// The container's name (Kubernetes: the name in the pod spec; Docker: without `/`).
-    pub name: Option<String>,
-    /// The image reference it was created from.
-    pub image: Option<String>,
-    /// Kubernetes: the pod's name and namespace.
-    pub pod: Option<String>,
-    pub namespace: Option<String>,
-    /// A Kubernetes pod sandbox (the pause container), not one of the pod's containers.
-    pub sandbox: bool,
-}
-
-impl ContainerMeta {
-    /// The value a `[agents] containers` term of this field is matched against.
-    /// Sandboxes have none: they are never chosen by name, image, pod or namespace.
-    pub fn field(&self, field: ContainerField) -> Option<&str> {
-        if self.sandbox {
-            return None;
-        }
-        match field {
-            ContainerField::Name => self.name.as_deref(),
-            ContainerField::Image => self.image.as_deref(),
-            ContainerField::Pod => self.pod.as_deref(),
-            ContainerField::Namespace => self.namespace.as_deref(),
-            ContainerField::Id | ContainerField::PodUid => None,
-        }
-    }
-}
+pub use guard_policy::container::ContainerMeta;
 
 const CONTAINERD_TASKS: &str = "run/containerd/io.containerd.runtime.v2.task";
 const CRIO_CONTAINERS: &str = "run/containers/storage/overlay-containers";
@@ -174,6 +143,7 @@ fn from_docker_config(config: &Value) -> Option<ContainerMeta> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::container::ContainerField;
 
     const ID: &str = "4f1c7b0e9d2a3b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9012345678";
 

@@ -10,7 +10,7 @@ use super::Daemon;
 use crate::{
     ebpf::Probes,
     event::SessionId,
-    event::clock,
+    host::clock,
     policy::model::Policy,
     session::{
         cgroups::{Changes, Selection, Watcher},
@@ -119,8 +119,8 @@ pub(super) fn watch_cgroups(
     let Some(selection) = Selection::of(policy, runtime_root)? else {
         return Ok(None);
     };
-    let root = crate::ebpf::mounts::cgroup2_root()?;
-    let own = crate::ebpf::mounts::cgroup_id_of(&root, std::process::id());
+    let root = crate::host::mounts::cgroup2_root()?;
+    let own = crate::host::mounts::cgroup_id_of(&root, std::process::id());
     let watcher = Watcher::start(&root, selection, own)
         .with_context(|| format!("cannot watch the cgroups under {}", root.display()))?;
     // SAFETY: the watcher owns its inotify descriptor, which stays open and unchanged

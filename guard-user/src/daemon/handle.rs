@@ -11,8 +11,8 @@ use guard_common::{
 use super::{Daemon, adopt};
 use crate::{
     control::{Command, status::self_usage},
-    event::clock,
     event::{Detail, Event, How, SessionId, Task},
+    host::clock,
     policy::{self, diag, judge::Judge},
     session::{self, scan::task_from_proc},
 };

@@ -24,10 +24,10 @@ use crate::{
     audit::Sink,
     control::Server,
     ebpf::Probes,
-    event::clock,
     event::enrich::Enricher,
+    host::clock,
     metrics::Metrics,
-    policy::{self, Source, diag, glob, judge::Judge, matcher::Hosts, watch::Watch},
+    policy::{self, Source, diag, judge::Judge, matcher::Hosts, watch::Watch},
     resolve::{self, Resolver},
     session::{Registry, cgroups::Watcher},
 };
@@ -104,7 +104,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         opts.agents.clone()
     };
     let sink = Sink::open(&opts.events)?;
-    let homes = glob::homes();
+    let homes = crate::policy::homes();
     let hosts = Hosts {
         by_name: Default::default(),
         resolvers: resolve::resolvers(),

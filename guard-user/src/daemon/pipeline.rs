@@ -11,8 +11,8 @@ use crate::{
     action::Actor,
     audit::{self, Sink},
     control::fanout::Subscribers,
-    event::clock,
-    event::{Detail, Event, Task, decode, enrich::Enricher},
+    event::{Detail, Event, Task, Written as _, decode, enrich::Enricher},
+    host::clock,
     metrics::Metrics,
     policy::judge::Judge,
     report::{self, Ledgers},
@@ -302,7 +302,7 @@ impl Pipeline {
         while let Some(item) = ring.next() {
             match decode::decode(&item) {
                 Ok(record) => {
-                    let mut ev = Event::from_record(record, self.offset);
+                    let mut ev = crate::event::from_record(record, self.offset);
                     self.enricher.enrich(&mut ev);
                     self.process(ev, out)?;
                 }

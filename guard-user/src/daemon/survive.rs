@@ -8,7 +8,8 @@ use guard_common::{counter, protocol::How};
 
 use super::Daemon;
 use crate::{
-    event::{Detail, Resumed, SessionId, Task, clock},
+    event::{Detail, Resumed, SessionId, Task},
+    host::clock,
     session::scan::task_from_proc,
 };
 

@@ -20,6 +20,8 @@ use std::sync::Arc;
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use sha2::{Digest as _, Sha256};
 
+pub use crate::event::Download;
+
 /// Files hashed at most, remembered by identity; past it the cache starts over.
 const CACHE_MAX: usize = 4096;
 
@@ -111,16 +113,6 @@ pub struct Holds {
 pub struct DownloadMaps {
     pub fetched: BpfHashMap<MapData, guard_common::FileId, guard_common::Fetched>,
     pub held_for: BpfHashMap<MapData, u32, u32>,
-}
-
-/// A download a held exec runs: the exec'd file itself, or the script an
-/// interpreter (or the loader) was given.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Download {
-    /// The file, as the exec or the interpreter's argument names it.
-    pub path: String,
-    /// The process that wrote it (having reached the network).
-    pub by_pid: u32,
 }
 
 impl Holds {

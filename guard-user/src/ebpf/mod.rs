@@ -10,7 +10,6 @@ mod agents;
 mod attach;
 mod dns;
 pub mod floor;
-pub mod mounts;
 pub mod pins;
 mod rules;
 mod state;
@@ -32,9 +31,9 @@ pub use self::agents::{AgentPrograms, agent_programs};
 use self::agents::{protect_pins, register_self, replace_keys, replace_programs};
 pub use self::dns::{DelegationMaps, DnsMaps, StubPeers};
 use self::pins::{Links, PinDir, Swaps};
-pub use self::rules::RuleTables;
 pub use self::state::{Lost, Resumed, lost_of};
 use self::state::{daemon_get, daemon_set, read_resumed};
+pub use guard_policy::tables::RuleTables;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -46,8 +45,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("no cgroup2 filesystem is mounted (needed for the network hooks)")]
-    NoCgroup2,
+    #[error(transparent)]
+    Host(#[from] crate::host::mounts::Error),
     #[error("cannot open the cgroup2 mount {path}")]
     Cgroup {
         path: PathBuf,
@@ -160,8 +159,8 @@ pub(crate) fn prepare(
     if euid != 0 {
         return Err(Error::NotRoot { euid });
     }
-    mounts::ensure_tracefs()?;
-    let cgroup_path = mounts::cgroup2_root()?;
+    crate::host::mounts::ensure_tracefs()?;
+    let cgroup_path = crate::host::mounts::cgroup2_root()?;
     let cgroup = File::open(&cgroup_path).map_err(|source| Error::Cgroup {
         path: cgroup_path.clone(),
         source,
@@ -418,8 +417,8 @@ impl Probes {
         self.downloads.take()
     }
 
-    pub fn kernel(&self) -> crate::policy::judge::Kernel {
-        crate::policy::judge::Kernel {
+    pub fn kernel(&self) -> guard_policy::judge::Kernel {
+        guard_policy::judge::Kernel {
             lsm: self.lsm.is_ok(),
             exec_mapping: self
                 .attached

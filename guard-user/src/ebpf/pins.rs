@@ -20,7 +20,8 @@ use std::{
 
 use aya::programs::links::{FdLink, PinnedLink};
 
-use super::{Error, mounts};
+use super::Error;
+use crate::host::mounts;
 
 /// Where guard pins its objects unless told otherwise (`--pin-dir`).
 pub const DEFAULT_DIR: &str = "/sys/fs/bpf/guard";

@@ -3,23 +3,11 @@
 //! under two generations so that a new policy replaces the old with no gap.
 
 use aya::maps::{LpmTrie, MapData, lpm_trie::Key};
-use guard_common::{Config, NetData, PathData, RuleRef, rules::InodeKey};
+use guard_common::{Config, RuleRef, rules::InodeKey};
+
+use guard_policy::tables::RuleTables;
 
 use super::{Error, Probes};
-
-/// What the rule maps hold, as the policy compiler made it: path and name rules,
-/// destination rules (prefix bits, key, value; the generation byte is set at
-/// install), and the config they come with.
-#[derive(Clone, Copy, Debug)]
-pub struct RuleTables<'a> {
-    pub paths: &'a [(u32, PathData, RuleRef)],
-    pub nets: &'a [(u32, NetData, RuleRef)],
-    /// The `[taint]` allowlist when the policy denies tainted egress (`TAINT_NET`).
-    pub taint_nets: &'a [(u32, NetData, RuleRef)],
-    /// `DIGEST_SIZES`: the file sizes exec rules' digests name.
-    pub digest_sizes: &'a [u64],
-    pub config: Config,
-}
 
 /// A rule trie keyed by `[generation, …]` bytes (see `guard_common::rules`).
 type RuleTrie<const N: usize> = LpmTrie<MapData, [u8; N], RuleRef>;

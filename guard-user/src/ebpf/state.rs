@@ -91,7 +91,7 @@ impl Probes {
         let _ = daemon_set(
             &mut self.daemon,
             daemon_state::ALIVE_NS,
-            crate::event::clock::boot_ns(),
+            crate::host::clock::boot_ns(),
         );
     }
 

@@ -707,7 +707,7 @@ pub(crate) mod tests {
                 ),
             ),
             {
-                let answer = crate::event::dns::tests::response(
+                let answer = crate::event::dns::test_support::response(
                     "upload.guard-test.example.",
                     &[std::net::Ipv4Addr::new(10, 9, 8, 7)],
                 );

@@ -14,7 +14,7 @@ use crate::{
         container_id_from_cgroups, container_id_in_path, pod_uid_from_cgroups, pod_uid_in_path,
         runtime::{ContainerMeta, Runtimes},
     },
-    ebpf::mounts::cgroup2_root,
+    host::mounts::cgroup2_root,
 };
 
 /// Where a cgroup is: its container id, pod uid and the container's names.

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, SecondsFormat};
 
-use super::{Event, errno_name};
+use super::{Event, Written as _, errno_name};
 
 pub fn to_string(ev: &Event) -> String {
     // Serialising maps of plain values into a String cannot fail.

@@ -10,30 +10,16 @@ use guard_common::protocol::{
 
 use super::{Detail, Event, TamperOp, Task, access, json};
 
-impl Event {
-    /// The listener outside every session, as events carry it.
-    fn listener_line(&self) -> Option<guard_common::line::ListenerLine> {
-        self.listener
-            .as_ref()
-            .map(|l| guard_common::line::ListenerLine {
-                pid: l.pid,
-                program: l.program.clone(),
-                exe: l.exe.clone(),
-                uid: l.uid,
-                user: l.user.clone(),
-                spawner: l.spawner.clone(),
-            })
-    }
-
+impl super::Written for Event {
     /// The event as [`EventLine`]: every field the audit log has.
-    pub fn to_line(&self) -> EventLine {
+    fn to_line(&self) -> EventLine {
         let task = (!self.detail.of_daemon()).then(|| task_line(&self.task));
         EventLine {
             schema: SCHEMA,
             ts: json::rfc3339(self.ts_ns),
             session: self.session.map(|s| s.to_string()),
             task,
-            detail: self.detail_line(),
+            detail: detail_line(self),
             host: self.host.clone(),
             host_source: self
                 .host
@@ -57,276 +43,294 @@ impl Event {
         }
     }
 
-    fn detail_line(&self) -> EventDetail {
-        match &self.detail {
-            Detail::Exec {
-                exe,
-                exe_truncated,
-                argv,
-                argv_truncated,
-                root,
-                by_cgroup: _,
-                by_identity,
-                fileless: _,
-            } => {
-                let via = super::via::target(exe, argv);
-                EventDetail::Exec {
-                    exe: exe.clone(),
-                    exe_truncated: *exe_truncated,
-                    argv: argv.clone(),
-                    argv_truncated: *argv_truncated,
-                    redacted: self.redacted,
-                    root: *root,
-                    agent: self.agent.as_deref().map(str::to_owned),
-                    agent_version: self.agent_version.as_deref().map(str::to_owned),
-                    by: by_identity.then(|| "identity".to_owned()),
-                    held: self.held,
-                    digest: self.digest_text(),
-                    download: self
-                        .download
-                        .as_ref()
-                        .map(|d| guard_common::line::DownloadLine {
-                            path: d.path.clone(),
-                            by_pid: d.by_pid,
-                        }),
-                    confinement: self.confinement_line(),
-                    via: via.as_ref().map(|t| t.via.as_str().to_owned()),
-                    target: via.map(|t| t.target),
-                }
+    fn to_json(&self) -> String {
+        json::to_string(self)
+    }
+}
+
+/// The listener outside every session, as events carry it.
+fn listener_line(ev: &Event) -> Option<guard_common::line::ListenerLine> {
+    ev.listener
+        .as_ref()
+        .map(|l| guard_common::line::ListenerLine {
+            pid: l.pid,
+            program: l.program.clone(),
+            exe: l.exe.clone(),
+            uid: l.uid,
+            user: l.user.clone(),
+            spawner: l.spawner.clone(),
+        })
+}
+
+fn detail_line(ev: &Event) -> EventDetail {
+    match &ev.detail {
+        Detail::Exec {
+            exe,
+            exe_truncated,
+            argv,
+            argv_truncated,
+            root,
+            by_cgroup: _,
+            by_identity,
+            fileless: _,
+        } => {
+            let via = super::via::target(exe, argv);
+            EventDetail::Exec {
+                exe: exe.clone(),
+                exe_truncated: *exe_truncated,
+                argv: argv.clone(),
+                argv_truncated: *argv_truncated,
+                redacted: ev.redacted,
+                root: *root,
+                agent: ev.agent.as_deref().map(str::to_owned),
+                agent_version: ev.agent_version.as_deref().map(str::to_owned),
+                by: by_identity.then(|| "identity".to_owned()),
+                held: ev.held,
+                digest: ev.digest_text(),
+                download: ev
+                    .download
+                    .as_ref()
+                    .map(|d| guard_common::line::DownloadLine {
+                        path: d.path.clone(),
+                        by_pid: d.by_pid,
+                    }),
+                confinement: ev.confinement_line(),
+                via: via.as_ref().map(|t| t.via.as_str().to_owned()),
+                target: via.map(|t| t.target),
             }
-            Detail::Open {
-                path,
-                resolved,
-                truncated,
-                flags,
-                call,
-                ret,
-                repeats,
-                dir,
-            } => {
-                let r = json::Returned::of(*ret, true);
-                let hit = self.identity.as_ref().and_then(|id| {
-                    let hit = id.matched.as_ref()?;
-                    Some(id.protected.clone().unwrap_or_else(|| {
-                        format!("inode {}:{}", crate::identity::dev_text(hit.dev), hit.ino)
-                    }))
-                });
-                EventDetail::Open {
-                    path: path.clone(),
-                    path_resolved: *resolved,
-                    path_truncated: *truncated,
-                    access: names(access::of(*flags)),
-                    flags: *flags,
-                    call: call.name().to_owned(),
-                    result: r.result,
-                    fd: r.ok,
-                    errno: r.errno,
-                    ret: r.ret,
-                    by: hit.as_ref().map(|_| "identity".to_owned()),
-                    protected: hit,
-                    identity_unknown: self.identity.as_ref().is_some_and(|id| id.unknown),
-                    repeats: (*repeats > 0).then_some(*repeats),
-                    directory: *dir,
-                }
-            }
-            Detail::Connect {
-                addr,
-                port,
-                proto,
-                ret,
-            } => {
-                let r = json::Returned::of(*ret, false);
-                EventDetail::Connect {
-                    to: address(*addr, *port, *proto),
-                    result: r.result,
-                    errno: r.errno,
-                    ret: r.ret,
-                    via_resolver: self.via_resolver,
-                    listener: self.listener_line(),
-                }
-            }
-            Detail::Send {
-                addr,
-                port,
-                proto,
-                ret,
-            } => {
-                let r = json::Returned::of(*ret, false);
-                EventDetail::Send {
-                    to: address(*addr, *port, *proto),
-                    result: r.result,
-                    errno: r.errno,
-                    ret: r.ret,
-                    via_resolver: self.via_resolver,
-                }
-            }
-            Detail::Flow(f) => EventDetail::Flow {
-                to: address(f.addr, f.port, f.proto),
-                bytes_out: f.bytes_out,
-                bytes_in: f.bytes_in,
-                packets_out: f.packets_out,
-                packets_in: f.packets_in,
-                reason: f.reason.as_str().to_owned(),
-                flow_id: f.id(),
-                started: json::rfc3339(f.start_ns),
-                dest_class: self.dest_class(f.addr).to_owned(),
-                accepted: f.accepted,
-            },
-            Detail::Dns(d) => EventDetail::Dns {
-                direction: d.direction.as_str().to_owned(),
-                server: d.server.to_string(),
-                port: d.port,
-                proto: d.proto.as_str().to_owned(),
-                name: d.name.clone(),
-                qtype: d.qtype.clone(),
-                rcode: d.rcode.clone(),
-                answers: (d.direction == super::dns::Direction::Answer).then(|| d.answers.clone()),
-                len: d.len,
-                cut: d.cut,
-                error: d.error.clone(),
-                dest_class: self.dest_class(d.server).to_owned(),
-                via_resolver: self.via_resolver,
-            },
-            Detail::Fork { child_pid } => EventDetail::Fork {
-                child_pid: *child_pid,
-            },
-            Detail::Limit {
-                reason,
-                dropped,
-                total,
-                child_pid,
-            } => EventDetail::Limit {
-                reason: reason.as_str().to_owned(),
-                dropped: *dropped,
-                dropped_total: *total,
-                child_pid: *child_pid,
-            },
-            Detail::Unix {
-                path,
-                resolved,
-                truncated,
-                call,
-                sock_type,
-                ret,
-            } => {
-                let r = json::Returned::of(*ret, false);
-                EventDetail::Unix {
-                    path: path.clone(),
-                    path_resolved: *resolved,
-                    path_truncated: *truncated,
-                    call: call.name().to_owned(),
-                    socket: json::sock_type_name(*sock_type).to_owned(),
-                    result: r.result,
-                    errno: r.errno,
-                    ret: r.ret,
-                    listener: self.listener_line(),
-                }
-            }
-            Detail::Route {
-                route,
-                path,
-                truncated,
-                family,
-                sock_type,
-                bound,
-                ret,
-            } => EventDetail::Route {
-                route: *route,
-                path: path.clone(),
-                truncated: path.as_ref().map(|_| *truncated),
-                family: (*family != 0).then_some(*family),
-                sock_type: (*family != 0).then_some(*sock_type),
-                addr: bound.map(|(a, _)| a.to_string()),
-                port: bound.map(|(_, p)| p),
-                result: json::route_result(*ret, self.enforced),
-                errno: json::errno_of(*ret),
-            },
-            Detail::Exit { status, root } => {
-                let (code, signal) = json::exit_parts(*status);
-                EventDetail::Exit {
-                    exit_code: code,
-                    signal,
-                    root: *root,
-                }
-            }
-            Detail::SessionStart {
-                agent,
-                root_pid,
-                how,
-                cwd,
-                repository,
-            } => EventDetail::SessionStart {
-                agent: agent.clone(),
-                root_pid: *root_pid,
-                how: *how,
-                cwd: cwd.clone(),
-                repository: repository.clone(),
-            },
-            Detail::SessionEnd {
-                root_pid,
-                stragglers,
-                killed,
-            } => EventDetail::SessionEnd {
-                root_pid: *root_pid,
-                stragglers: stragglers.clone(),
-                killed: killed.clone(),
-            },
-            Detail::PolicyLoaded {
-                name,
-                mode,
-                rules,
-                kernel_entries,
-                identity,
-                user_space_rules,
-                warnings,
-                enforcement,
-                fallbacks,
-            } => EventDetail::PolicyLoaded {
-                policy: name.clone(),
-                mode: *mode,
-                rules: *rules,
-                kernel_entries: *kernel_entries,
-                identity_entries: identity.entries,
-                identity_missing: identity.missing,
-                identity_fail_closed: identity.fail_closed,
-                identity_over: identity.over.clone(),
-                user_space_rules: user_space_rules.clone(),
-                warnings: warnings.clone(),
-                enforcement: enforcement.clone(),
-                fallbacks: fallbacks.clone(),
-            },
-            Detail::PolicyRejected { name, errors } => EventDetail::PolicyRejected {
-                policy: name.clone(),
-                errors: errors.clone(),
-            },
-            Detail::Lost { by_kind, total } => EventDetail::Lost {
-                by_kind: counts(by_kind),
-                total: *total,
-            },
-            Detail::Tamper(t) => EventDetail::Tamper {
-                op: t.op.as_str().to_owned(),
-                syscall: t.syscall.clone(),
-                target_pid: t.target,
-                arg: tamper_arg(t.op, t.arg),
-                path: t.path.clone(),
-                access: t.path.as_ref().map(|_| names(access::of(t.arg))),
-                done: super::tamper_done(self.enforced).to_owned(),
-            },
-            Detail::Resumed(r) => EventDetail::DaemonResumed {
-                previous_pid: r.previous_pid,
-                clean_stop: r.clean_stop,
-                gap_ms: r.gap_ms,
-                lost_by_kind: counts(&r.lost_by_kind),
-                lost_total: r.lost_total,
-                untracked_children: r.untracked_children,
-                sessions: r.sessions.iter().map(ToString::to_string).collect(),
-                links: LinksLine {
-                    updated: r.links_updated,
-                    replaced: r.links_replaced,
-                    new: r.links_new,
-                },
-            },
         }
+        Detail::Open {
+            path,
+            resolved,
+            truncated,
+            flags,
+            call,
+            ret,
+            repeats,
+            dir,
+        } => {
+            let r = json::Returned::of(*ret, true);
+            let hit = ev.identity.as_ref().and_then(|id| {
+                let hit = id.matched.as_ref()?;
+                Some(id.protected.clone().unwrap_or_else(|| {
+                    format!("inode {}:{}", crate::identity::dev_text(hit.dev), hit.ino)
+                }))
+            });
+            EventDetail::Open {
+                path: path.clone(),
+                path_resolved: *resolved,
+                path_truncated: *truncated,
+                access: names(access::of(*flags)),
+                flags: *flags,
+                call: call.name().to_owned(),
+                result: r.result,
+                fd: r.ok,
+                errno: r.errno,
+                ret: r.ret,
+                by: hit.as_ref().map(|_| "identity".to_owned()),
+                protected: hit,
+                identity_unknown: ev.identity.as_ref().is_some_and(|id| id.unknown),
+                repeats: (*repeats > 0).then_some(*repeats),
+                directory: *dir,
+            }
+        }
+        Detail::Connect {
+            addr,
+            port,
+            proto,
+            ret,
+        } => {
+            let r = json::Returned::of(*ret, false);
+            EventDetail::Connect {
+                to: address(*addr, *port, *proto),
+                result: r.result,
+                errno: r.errno,
+                ret: r.ret,
+                via_resolver: ev.via_resolver,
+                listener: listener_line(ev),
+            }
+        }
+        Detail::Send {
+            addr,
+            port,
+            proto,
+            ret,
+        } => {
+            let r = json::Returned::of(*ret, false);
+            EventDetail::Send {
+                to: address(*addr, *port, *proto),
+                result: r.result,
+                errno: r.errno,
+                ret: r.ret,
+                via_resolver: ev.via_resolver,
+            }
+        }
+        Detail::Flow(f) => EventDetail::Flow {
+            to: address(f.addr, f.port, f.proto),
+            bytes_out: f.bytes_out,
+            bytes_in: f.bytes_in,
+            packets_out: f.packets_out,
+            packets_in: f.packets_in,
+            reason: f.reason.as_str().to_owned(),
+            flow_id: f.id(),
+            started: json::rfc3339(f.start_ns),
+            dest_class: ev.dest_class(f.addr).to_owned(),
+            accepted: f.accepted,
+        },
+        Detail::Dns(d) => EventDetail::Dns {
+            direction: d.direction.as_str().to_owned(),
+            server: d.server.to_string(),
+            port: d.port,
+            proto: d.proto.as_str().to_owned(),
+            name: d.name.clone(),
+            qtype: d.qtype.clone(),
+            rcode: d.rcode.clone(),
+            answers: (d.direction == super::dns::Direction::Answer).then(|| d.answers.clone()),
+            len: d.len,
+            cut: d.cut,
+            error: d.error.clone(),
+            dest_class: ev.dest_class(d.server).to_owned(),
+            via_resolver: ev.via_resolver,
+        },
+        Detail::Fork { child_pid } => EventDetail::Fork {
+            child_pid: *child_pid,
+        },
+        Detail::Limit {
+            reason,
+            dropped,
+            total,
+            child_pid,
+        } => EventDetail::Limit {
+            reason: reason.as_str().to_owned(),
+            dropped: *dropped,
+            dropped_total: *total,
+            child_pid: *child_pid,
+        },
+        Detail::Unix {
+            path,
+            resolved,
+            truncated,
+            call,
+            sock_type,
+            ret,
+        } => {
+            let r = json::Returned::of(*ret, false);
+            EventDetail::Unix {
+                path: path.clone(),
+                path_resolved: *resolved,
+                path_truncated: *truncated,
+                call: call.name().to_owned(),
+                socket: json::sock_type_name(*sock_type).to_owned(),
+                result: r.result,
+                errno: r.errno,
+                ret: r.ret,
+                listener: listener_line(ev),
+            }
+        }
+        Detail::Route {
+            route,
+            path,
+            truncated,
+            family,
+            sock_type,
+            bound,
+            ret,
+        } => EventDetail::Route {
+            route: *route,
+            path: path.clone(),
+            truncated: path.as_ref().map(|_| *truncated),
+            family: (*family != 0).then_some(*family),
+            sock_type: (*family != 0).then_some(*sock_type),
+            addr: bound.map(|(a, _)| a.to_string()),
+            port: bound.map(|(_, p)| p),
+            result: json::route_result(*ret, ev.enforced),
+            errno: json::errno_of(*ret),
+        },
+        Detail::Exit { status, root } => {
+            let (code, signal) = json::exit_parts(*status);
+            EventDetail::Exit {
+                exit_code: code,
+                signal,
+                root: *root,
+            }
+        }
+        Detail::SessionStart {
+            agent,
+            root_pid,
+            how,
+            cwd,
+            repository,
+        } => EventDetail::SessionStart {
+            agent: agent.clone(),
+            root_pid: *root_pid,
+            how: *how,
+            cwd: cwd.clone(),
+            repository: repository.clone(),
+        },
+        Detail::SessionEnd {
+            root_pid,
+            stragglers,
+            killed,
+        } => EventDetail::SessionEnd {
+            root_pid: *root_pid,
+            stragglers: stragglers.clone(),
+            killed: killed.clone(),
+        },
+        Detail::PolicyLoaded {
+            name,
+            mode,
+            rules,
+            kernel_entries,
+            identity,
+            user_space_rules,
+            warnings,
+            enforcement,
+            fallbacks,
+        } => EventDetail::PolicyLoaded {
+            policy: name.clone(),
+            mode: *mode,
+            rules: *rules,
+            kernel_entries: *kernel_entries,
+            identity_entries: identity.entries,
+            identity_missing: identity.missing,
+            identity_fail_closed: identity.fail_closed,
+            identity_over: identity.over.clone(),
+            user_space_rules: user_space_rules.clone(),
+            warnings: warnings.clone(),
+            enforcement: enforcement.clone(),
+            fallbacks: fallbacks.clone(),
+        },
+        Detail::PolicyRejected { name, errors } => EventDetail::PolicyRejected {
+            policy: name.clone(),
+            errors: errors.clone(),
+        },
+        Detail::Lost { by_kind, total } => EventDetail::Lost {
+            by_kind: counts(by_kind),
+            total: *total,
+        },
+        Detail::Tamper(t) => EventDetail::Tamper {
+            op: t.op.as_str().to_owned(),
+            syscall: t.syscall.clone(),
+            target_pid: t.target,
+            arg: tamper_arg(t.op, t.arg),
+            path: t.path.clone(),
+            access: t.path.as_ref().map(|_| names(access::of(t.arg))),
+            done: super::tamper_done(ev.enforced).to_owned(),
+        },
+        Detail::Resumed(r) => EventDetail::DaemonResumed {
+            previous_pid: r.previous_pid,
+            clean_stop: r.clean_stop,
+            gap_ms: r.gap_ms,
+            lost_by_kind: counts(&r.lost_by_kind),
+            lost_total: r.lost_total,
+            untracked_children: r.untracked_children,
+            sessions: r.sessions.iter().map(ToString::to_string).collect(),
+            links: LinksLine {
+                updated: r.links_updated,
+                replaced: r.links_replaced,
+                new: r.links_new,
+            },
+        },
     }
 }
 
@@ -395,7 +399,7 @@ mod tests {
 
     use guard_common::{EventKind, protocol::EventLine};
 
-    use crate::event::{Event, decode};
+    use crate::event::{Written as _, decode};
 
     /// Every kind of record the kernel sends goes through the decoder into the audit
     /// log's JSON, reads back through the protocol's [`EventLine`] as the same event,
@@ -407,7 +411,7 @@ mod tests {
         for (name, bytes) in decode::tests::seed_records() {
             let record = decode::decode(&bytes).expect(name);
             kinds.insert(record.header.kind);
-            let ev = Event::from_record(record, 1_763_700_000_000_000_000);
+            let ev = crate::event::from_record(record, 1_763_700_000_000_000_000);
             let json = ev.to_json();
             let line: EventLine = serde_json::from_str(&json).expect(&json);
             assert_eq!(line, ev.to_line(), "{name}: {json}");

@@ -461,7 +461,7 @@ async fn send_loop(
                 backoff = FIRST_BACKOFF;
                 stats.set("ok", None);
                 if let Ok(mut t) = stats.last_success.lock() {
-                    *t = Some(crate::event::rfc3339(crate::event::clock::wall_ns()));
+                    *t = Some(crate::event::rfc3339(crate::host::clock::wall_ns()));
                 }
             }
             Err((why, after)) => {

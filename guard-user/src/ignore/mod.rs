@@ -13,25 +13,13 @@
 
 use std::path::{Path, PathBuf};
 
+pub use guard_policy::ignore::{Ignored, escape, globs};
+
 /// Most bytes read of one ignore file.
 pub const FILE_MAX: usize = 64 * 1024;
 
 /// Most patterns taken from one repository.
 pub const PATTERNS_MAX: usize = 512;
-
-/// What a repository's committed tree says must not be read.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Ignored {
-    /// The repository's work tree (absolute).
-    pub root: PathBuf,
-    /// The ignore files found at `HEAD`, by name.
-    pub files: Vec<String>,
-    /// Their patterns, then the policy's, as gitignore writes them.
-    pub patterns: Vec<String>,
-    /// What was left out, for the log (a file too large, a pattern guard cannot
-    /// read).
-    pub notes: Vec<String>,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -106,65 +94,6 @@ pub fn read(root: &Path, names: &[String], patterns: &[String]) -> Result<Ignore
         out.patterns.truncate(PATTERNS_MAX);
     }
     Ok(out)
-}
-
-/// `text` with glob metacharacters escaped (a repository's path is literal).
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// The globs of `patterns` (gitignore's) in the repository at `root`, as file rules
-/// write them: what they ignore (`paths`), and their `!` exceptions (`except`). A
-/// pattern guard's globs cannot express (`.` or `..` as a component) is left out.
-pub fn globs(root: &Path, patterns: &[String]) -> (Vec<String>, Vec<String>) {
-    let base = escape(&root.display().to_string());
-    let base = base.trim_end_matches('/');
-    let (mut paths, mut except) = (Vec::new(), Vec::new());
-    for line in patterns {
-        let mut p = line.trim_end();
-        let negated = p.starts_with('!');
-        // `!` negates; `\!` and `\#` are a literal first `!` or `#`.
-        if negated || p.starts_with("\\!") || p.starts_with("\\#") {
-            p = &p[1..];
-        }
-        let dir_only = p.ends_with('/');
-        let p = p.trim_end_matches('/');
-        if p.is_empty() || p.split('/').any(|c| c == "." || c == "..") {
-            continue;
-        }
-        // A `/` before the end anchors the pattern at the root; without one, it
-        // matches at any depth.
-        let glob = match p.strip_prefix('/') {
-            Some(anchored) => format!("{base}/{anchored}"),
-            None if p.contains('/') => format!("{base}/{p}"),
-            None => format!("{base}/**/{p}"),
-        };
-        if glob.contains("//") {
-            continue;
-        }
-        let builds = |g: &str| {
-            globset::GlobBuilder::new(g)
-                .literal_separator(true)
-                .build()
-                .is_ok()
-        };
-        if !builds(&glob) {
-            continue;
-        }
-        let list = if negated { &mut except } else { &mut paths };
-        if !dir_only {
-            list.push(glob.clone());
-        }
-        list.push(format!("{glob}/**"));
-    }
-    (paths, except)
 }
 
 #[cfg(test)]

@@ -749,6 +749,7 @@ mod tests {
     const NOT_METRICS: &[&str] = &[
         "guard_common",
         "guard_user",
+        "guard_policy",
         "guard_fleet",
         "guard_tests",
         "guard_ebpf",

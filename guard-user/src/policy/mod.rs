@@ -1,19 +1,10 @@
-//! Policy: parse and validate (`parse`, `diag`), the built-ins (`builtin`) and what
-//! they answer (`coverage`), how path
-//! patterns read (`glob`), matching in user space (`matcher`), what the kernel
-//! enforces itself (`tables`: the rule maps), the judge's verdicts (`judge`) and file watching
-//! for reloads (`watch`).
+//! The daemon's side of the policy: where it comes from ([`Source`]) and reading it
+//! ([`load`]), the home directories `~` stands for on this host ([`homes`]) and
+//! file watching for reloads (`watch`). Parsing, validating, compiling to the
+//! kernel's tables and judging are the `guard-policy` crate's, re-exported here.
 
-pub mod builtin;
-pub mod coverage;
-pub mod diag;
-pub mod dns;
-pub mod glob;
-pub mod judge;
-pub mod matcher;
-pub mod model;
-pub mod parse;
-pub mod tables;
+pub use guard_policy::{builtin, coverage, diag, dns, glob, judge, matcher, model, parse, tables};
+
 pub mod watch;
 
 use std::path::{Path, PathBuf};
@@ -95,4 +86,30 @@ pub fn load(source: &Source) -> Result<(Policy, Vec<Diagnostic>), LoadError> {
         rendered: diag::render(&name, &diags),
         name,
     })
+}
+
+/// Home directories whose `~` rules apply: root's and every regular user's
+/// (uid >= 1000) that exists on this host.
+pub fn homes() -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    for line in passwd.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() < 7 {
+            continue;
+        }
+        let uid: u32 = f[2].parse().unwrap_or(u32::MAX);
+        let home = f[5];
+        if (uid == 0 || (1000..65534).contains(&uid))
+            && home.starts_with('/')
+            && Path::new(home).is_dir()
+            && !out.iter().any(|h| h == home)
+        {
+            out.push(home.to_owned());
+        }
+    }
+    if out.is_empty() {
+        out.push("/root".to_owned());
+    }
+    out
 }

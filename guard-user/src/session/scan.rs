@@ -166,7 +166,7 @@ fn children(pid: u32) -> Vec<u32> {
 /// Who `pid` is, from /proc (for processes the kernel did not report yet).
 pub fn task_from_proc(pid: u32) -> Option<Task> {
     static CGROUP2: OnceLock<Option<PathBuf>> = OnceLock::new();
-    let cgroup2 = CGROUP2.get_or_init(|| crate::ebpf::mounts::cgroup2_root().ok());
+    let cgroup2 = CGROUP2.get_or_init(|| crate::host::mounts::cgroup2_root().ok());
     let p = procfs::process::Process::new(pid as i32).ok()?;
     let stat = p.stat().ok()?;
     let status = p.status().ok()?;
@@ -179,7 +179,7 @@ pub fn task_from_proc(pid: u32) -> Option<Task> {
         comm: stat.comm,
         cgroup_id: cgroup2
             .as_deref()
-            .and_then(|root| crate::ebpf::mounts::cgroup_id_of(root, pid))
+            .and_then(|root| crate::host::mounts::cgroup_id_of(root, pid))
             .unwrap_or(0),
         ..Task::default()
     })

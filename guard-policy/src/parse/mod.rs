@@ -1,0 +1,905 @@
+//! Reads a policy file (TOML) into a validated [`Policy`], reporting every problem
+//! it finds, each with a stable code and the position of the offending key or
+//! value. `docs/policy.md` documents the format and the codes.
+//!
+//! The checker and the top level of the file live here; one `[[rule]]` in
+//! `rule`, syntax-error recovery in `recovery`, path and program checks in
+//! `check`, network destinations in `destination`, container selectors and cgroup globs
+//! in `container`.
+
+mod anomaly;
+mod check;
+mod container;
+mod delegation;
+mod destination;
+mod dns;
+mod export;
+mod profile;
+mod recovery;
+mod rule;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+pub use self::container::cgroup_glob;
+use self::container::container_selector;
+use super::diag::{Diagnostic, code, pos_at};
+use super::model::{
+    Access, Action, Dest, Files, Kind, Limits, Mode, OnLoss, Policy, Pos, ReportConfig, Rule,
+    Scope, Sessions, Taint,
+};
+
+/// Parses and validates a policy. `source_name` names it in [`Policy::name`] (a
+/// file path or a built-in's name).
+///
+/// `Ok` carries the policy and its warnings; `Err` carries every diagnostic, errors
+/// and warnings, sorted by position, when there is at least one error.
+pub fn parse(source_name: &str, text: &str) -> Result<(Policy, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let mut cx = Checker {
+        text,
+        diags: Vec::new(),
+        blanked: Vec::new(),
+    };
+    let readable = cx.recover();
+    let (doc, _) = DeTable::parse_recoverable(&readable);
+    let policy = cx.policy(source_name, doc.get_ref());
+    let mut diags = cx.diags;
+    diags.sort_by_key(|d| (d.pos.line, d.pos.col));
+    if diags.iter().any(Diagnostic::is_error) {
+        Err(diags)
+    } else {
+        Ok((policy, diags))
+    }
+}
+
+const TOP_KEYS: &[&str] = &[
+    "mode",
+    "agents",
+    "limits",
+    "report",
+    "sessions",
+    "taint",
+    "files",
+    "dns",
+    "delegation",
+    "rule",
+    "anomaly",
+    "export",
+    "redact",
+    "audit",
+];
+const TAINT_KEYS: &[&str] = &["egress", "allow"];
+const FILES_KEYS: &[&str] = &["ignore_files", "ignore", "action"];
+const REPORT_KEYS: &[&str] = &["dir"];
+const LIMIT_KEYS: &[&str] = &["rate", "burst", "on_loss"];
+const AGENT_KEYS: &[&str] = &[
+    "names",
+    "containers",
+    "cgroups",
+    "kill_stragglers",
+    "homes",
+    "profile",
+];
+const COMMON_KEYS: &[&str] = &["id", "description", "kind", "action", "fallback", "scope"];
+const FILE_KEYS: &[&str] = &["paths", "except", "access", "secret"];
+const EXEC_KEYS: &[&str] = &["exe", "digest", "argv_contains", "argv_regex"];
+const NETWORK_KEYS: &[&str] = &["allow", "deny"];
+
+type Value<'i> = Spanned<DeValue<'i>>;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KindName {
+    File,
+    Exec,
+    Network,
+}
+
+impl KindName {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "file" => KindName::File,
+            "exec" => KindName::Exec,
+            "network" => KindName::Network,
+            _ => return None,
+        })
+    }
+
+    fn of_key(key: &str) -> Option<Self> {
+        [KindName::File, KindName::Exec, KindName::Network]
+            .into_iter()
+            .find(|k| k.keys().contains(&key))
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            KindName::File => "file",
+            KindName::Exec => "exec",
+            KindName::Network => "network",
+        }
+    }
+
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            KindName::File => FILE_KEYS,
+            KindName::Exec => EXEC_KEYS,
+            KindName::Network => NETWORK_KEYS,
+        }
+    }
+
+    /// Every key a rule of this kind may have.
+    fn valid_keys(self) -> Vec<&'static str> {
+        // A network `deny` never falls back: the kernel refuses on every tier.
+        COMMON_KEYS
+            .iter()
+            .filter(|k| self != KindName::Network || **k != "fallback")
+            .chain(self.keys())
+            .copied()
+            .collect()
+    }
+}
+
+/// A field as written: its value and where its key and value start.
+struct Field<T> {
+    value: T,
+    key_at: usize,
+    value_at: usize,
+}
+
+/// A list of strings as written, with where each starts; `empty` when the array
+/// itself was `[]` (not when its entries were all invalid).
+struct StrList<'v> {
+    items: Vec<(&'v str, usize)>,
+    empty: bool,
+}
+
+/// Destinations as written; `empty` when the array itself was `[]`.
+struct DestList {
+    dests: Vec<Dest>,
+    empty: bool,
+}
+
+/// The fields of one `[[rule]]`, each as read (invalid values already reported).
+#[derive(Default)]
+struct RawRule<'v> {
+    description: Option<String>,
+    action: Option<Field<Action>>,
+    /// `fallback`, as written (checked once the action and kind are known).
+    fallback: Option<Field<Action>>,
+    scope: Scope,
+    paths: Option<Field<StrList<'v>>>,
+    except: Option<Field<StrList<'v>>>,
+    access: Option<Access>,
+    secret: bool,
+    exe: Option<Field<StrList<'v>>>,
+    digests: Vec<super::model::Digest>,
+    /// `digest` was given (its entries may all have been invalid).
+    digest_key: bool,
+    argv_contains: Vec<(&'v str, usize)>,
+    argv_regex: Option<String>,
+    allow: Option<Field<DestList>>,
+    deny: Option<Field<DestList>>,
+}
+
+struct Checker<'t> {
+    text: &'t str,
+    diags: Vec<Diagnostic>,
+    /// Byte ranges syntax recovery blanked out.
+    blanked: Vec<Range<usize>>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, code: &'static str, at: usize, message: impl Into<String>) {
+        self.diags
+            .push(Diagnostic::error(code, self.pos(at), message));
+    }
+
+    fn warning(&mut self, code: &'static str, at: usize, message: impl Into<String>) {
+        self.diags
+            .push(Diagnostic::warning(code, self.pos(at), message));
+    }
+
+    fn pos(&self, at: usize) -> Pos {
+        pos_at(self.text, at)
+    }
+
+    // ---- top level -----------------------------------------------------------
+
+    fn policy(&mut self, name: &str, root: &DeTable<'_>) -> Policy {
+        let mut policy = Policy {
+            name: name.to_owned(),
+            mode: Mode::Enforce,
+            agents: crate::profile::launchers().map(str::to_owned).collect(),
+            profiles: Vec::new(),
+            containers: Vec::new(),
+            cgroups: Vec::new(),
+            kill_stragglers: false,
+            homes: Vec::new(),
+            limits: Limits::default(),
+            report: ReportConfig::default(),
+            sessions: Sessions::default(),
+            taint: Taint::default(),
+            files: Default::default(),
+            dns: super::model::Dns::default(),
+            delegation: super::model::Delegation::default(),
+            rules: Vec::new(),
+            anomalies: Vec::new(),
+            export: Default::default(),
+            redact: Default::default(),
+            audit: Default::default(),
+        };
+        let mut sessions_at = 0;
+        let mut taint_at = 0;
+        let mut dns_at = None;
+        let mut dns_unknown = None;
+        let mut delegation_at = None;
+        for (key, value) in root.iter() {
+            match key.get_ref().as_ref() {
+                "mode" => {
+                    if let Some(mode) = self.mode(value) {
+                        policy.mode = mode;
+                    }
+                }
+                "agents" => self.agents(value, &mut policy),
+                "limits" => self.limits(value, &mut policy.limits),
+                "report" => self.report(value, &mut policy.report),
+                "sessions" => {
+                    sessions_at = key.span().start;
+                    self.sessions(value, &mut policy.sessions);
+                }
+                "taint" => {
+                    taint_at = key.span().start;
+                    self.taint(value, &mut policy.taint);
+                }
+                "files" => self.files(value, &mut policy.files),
+                "dns" => {
+                    dns_at = Some(key.span().start);
+                    dns_unknown = self.dns(value, &mut policy.dns);
+                }
+                "delegation" => {
+                    delegation_at = Some(key.span().start);
+                    self.delegation(value, &mut policy.delegation);
+                }
+                "rule" => policy.rules = self.rules(value),
+                "anomaly" => policy.anomalies = self.anomalies(value),
+                "export" => self.export(value, &mut policy.export),
+                "redact" => self.redact(value, &mut policy.redact),
+                "audit" => self.audit(value, &mut policy.audit),
+                other => self.unknown_key(other, key.span().start, "at the top level", TOP_KEYS),
+            }
+        }
+        let pos = self.pos(sessions_at);
+        for (key, action, routes) in policy.sessions.rules() {
+            let id = format!("sessions.{key}");
+            if let Some(clash) = policy.rules.iter().find(|r| r.id == id) {
+                let at = clash.pos;
+                self.diags.push(Diagnostic::error(
+                    code::DUPLICATE_ID,
+                    at,
+                    format!("rule id {id:?} is taken by the `[sessions] {key}` setting"),
+                ));
+            }
+            policy.rules.push(Rule {
+                id,
+                description: Some(format!("[sessions] {key}")),
+                kind: Kind::Route(routes),
+                action,
+                scope: Scope::All,
+                secret: false,
+                fallback: None,
+                pos,
+            });
+        }
+        for id in Files::RULES {
+            if let Some(clash) = policy.rules.iter().find(|r| r.id == id) {
+                let at = clash.pos;
+                self.diags.push(Diagnostic::error(
+                    code::DUPLICATE_ID,
+                    at,
+                    format!("rule id {id:?} is taken by the `[files]` settings"),
+                ));
+            }
+        }
+        self.dns_rule(&mut policy, dns_at, dns_unknown);
+        self.delegation_rule(&mut policy, delegation_at);
+        if let Some(action) = policy.taint.egress {
+            let id = Taint::RULE;
+            if let Some(clash) = policy.rules.iter().find(|r| r.id == id) {
+                let at = clash.pos;
+                self.diags.push(Diagnostic::error(
+                    code::DUPLICATE_ID,
+                    at,
+                    format!("rule id {id:?} is taken by the `[taint] egress` setting"),
+                ));
+            }
+            policy.rules.push(Rule {
+                id: id.to_owned(),
+                description: Some("[taint] egress".to_owned()),
+                kind: Kind::TaintEgress {
+                    allow: policy.taint.allow.clone(),
+                },
+                action,
+                scope: Scope::All,
+                secret: false,
+                fallback: None,
+                pos: self.pos(taint_at),
+            });
+        }
+        policy
+    }
+
+    /// `[taint]`: `egress = "allow" | "log" | "alert" | "deny"` and `allow`, a list
+    /// of destinations as network rules write them.
+    fn taint(&mut self, value: &Value<'_>, taint: &mut Taint) {
+        let Some(table) = self.table("taint", value) else {
+            return;
+        };
+        for (key, value) in table.iter() {
+            let name = key.get_ref().as_ref();
+            match name {
+                "egress" => {
+                    let actions = [Action::Log, Action::Alert, Action::Deny];
+                    if let Some(egress) = self.allow_or_action(("taint", name), value, &actions) {
+                        taint.egress = egress;
+                    }
+                }
+                "allow" => {
+                    let Some(list) = self.str_list(name, value) else {
+                        continue;
+                    };
+                    taint.allow.clear();
+                    for (text, at) in list.items {
+                        match destination::dest(text) {
+                            Ok(d) => taint.allow.push(d),
+                            Err(why) => self.error(
+                                code::BAD_DEST,
+                                at,
+                                format!("bad network destination {text:?}: {why}"),
+                            ),
+                        }
+                    }
+                }
+                other => self.unknown_key(other, key.span().start, "in [taint]", TAINT_KEYS),
+            }
+        }
+    }
+
+    /// `[files]`: `ignore_files` (file names read at a repository's root),
+    /// `ignore` (gitignore patterns) and `action` (`"allow"` or an action).
+    fn files(&mut self, value: &Value<'_>, files: &mut Files) {
+        let Some(table) = self.table("files", value) else {
+            return;
+        };
+        for (key, value) in table.iter() {
+            let name = key.get_ref().as_ref();
+            let at = value.span().start;
+            match name {
+                "ignore_files" => {
+                    let Some(list) = self.str_list(name, value) else {
+                        continue;
+                    };
+                    files.ignore_files.clear();
+                    for (file, at) in list.items {
+                        if file.is_empty() || file.contains('/') || matches!(file, "." | "..") {
+                            self.error(
+                                code::INVALID,
+                                at,
+                                format!(
+                                    "[files] ignore_files names files at a repository's root: \
+                                     {file:?} is not a file name"
+                                ),
+                            );
+                        } else {
+                            files.ignore_files.push(file.to_owned());
+                        }
+                    }
+                }
+                "ignore" => {
+                    let Some(list) = self.str_list(name, value) else {
+                        continue;
+                    };
+                    files.ignore.clear();
+                    for (pattern, at) in list.items {
+                        let bare = pattern.trim_start_matches('!').trim_matches('/');
+                        if bare.is_empty()
+                            || bare.split('/').any(|c| matches!(c, "." | ".."))
+                            || pattern.contains('\n')
+                        {
+                            self.error(
+                                code::BAD_GLOB,
+                                at,
+                                format!(
+                                    "bad [files] ignore pattern {pattern:?}: a gitignore pattern \
+                                     inside the repository (no `.` or `..`, not empty)"
+                                ),
+                            );
+                        } else {
+                            files.ignore.push(pattern.to_owned());
+                        }
+                    }
+                }
+                "action" => {
+                    let Some(text) = self.string(name, value) else {
+                        continue;
+                    };
+                    files.action = match text {
+                        "allow" => None,
+                        other => match Action::parse(other) {
+                            Some(a) => Some(a),
+                            None => {
+                                self.error(
+                                    code::UNKNOWN_ACTION,
+                                    at,
+                                    format!(
+                                        "unknown [files] action {other:?} (expected \"allow\", \
+                                         \"log\", \"alert\", \"kill\" or \"deny\")"
+                                    ),
+                                );
+                                continue;
+                            }
+                        },
+                    };
+                }
+                other => self.unknown_key(other, key.span().start, "in [files]", FILES_KEYS),
+            }
+        }
+    }
+
+    /// `[sessions]`: `key = "allow" | "log" | "alert" | "deny" | "kill"` for each
+    /// route around the hooks.
+    fn sessions(&mut self, value: &Value<'_>, sessions: &mut Sessions) {
+        let Some(table) = self.table("sessions", value) else {
+            return;
+        };
+        for (key, value) in table.iter() {
+            let name = key.get_ref().as_ref();
+            let at = value.span().start;
+            let Some(slot) = sessions.get_mut(name) else {
+                self.unknown_key(name, key.span().start, "in [sessions]", &Sessions::KEYS);
+                continue;
+            };
+            let Some(text) = self.string(name, value) else {
+                continue;
+            };
+            *slot = match text {
+                "allow" => None,
+                "log" => Some(Action::Log),
+                "alert" => Some(Action::Alert),
+                "deny" if name == "unsandboxed_tools" => {
+                    self.error(
+                        code::INVALID,
+                        at,
+                        "[sessions] unsandboxed_tools cannot be \"deny\": a tool is known to run \
+                         outside the sandbox once it runs (use \"kill\")"
+                            .to_owned(),
+                    );
+                    continue;
+                }
+                "deny" => Some(Action::Deny),
+                "kill" => Some(Action::Kill),
+                other => {
+                    self.error(
+                        code::INVALID,
+                        at,
+                        format!(
+                            "unknown [sessions] {name} {other:?} (expected \"allow\", \"log\", \
+                             \"alert\", \"deny\" or \"kill\")"
+                        ),
+                    );
+                    continue;
+                }
+            };
+        }
+    }
+
+    fn mode(&mut self, value: &Value<'_>) -> Option<Mode> {
+        let at = value.span().start;
+        let mode = match self.string("mode", value)? {
+            "enforce" => Mode::Enforce,
+            "observe" => Mode::Observe,
+            other => {
+                self.error(
+                    code::INVALID,
+                    at,
+                    format!("unknown mode {other:?} (expected \"enforce\" or \"observe\")"),
+                );
+                return None;
+            }
+        };
+        if mode == Mode::Observe {
+            self.warning(
+                code::OBSERVE_MODE,
+                at,
+                "observe mode: every rule's action is downgraded to `log` (events name the \
+                 action in `would`)",
+            );
+        }
+        Some(mode)
+    }
+
+    fn agents(&mut self, value: &Value<'_>, policy: &mut Policy) {
+        let Some(table) = self.table("agents", value) else {
+            return;
+        };
+        // Where `names = []` was written: an error unless containers or cgroups
+        // start sessions instead.
+        let mut empty_names = None;
+        for (key, value) in table.iter() {
+            match key.get_ref().as_ref() {
+                "names" => {
+                    let Some(list) = self.str_list("names", value) else {
+                        continue;
+                    };
+                    if list.empty {
+                        empty_names = Some(value.span().start);
+                    }
+                    let mut names = Vec::new();
+                    for (name, at) in list.items {
+                        if name.is_empty() {
+                            self.error(code::INVALID, at, "agent name is empty");
+                        } else if name.contains('/') {
+                            self.error(
+                                code::INVALID,
+                                at,
+                                format!(
+                                    "agent name {name:?} is a path: write the program's name \
+                                     (\"codex\")"
+                                ),
+                            );
+                        } else {
+                            names.push(name.to_owned());
+                        }
+                    }
+                    policy.agents = names;
+                }
+                "containers" => {
+                    let Some(list) = self.str_list("containers", value) else {
+                        continue;
+                    };
+                    policy.containers = list
+                        .items
+                        .into_iter()
+                        .filter_map(|(text, at)| match container_selector(text) {
+                            Ok(s) => Some(s),
+                            Err(why) => {
+                                self.error(code::INVALID, at, why);
+                                None
+                            }
+                        })
+                        .collect();
+                }
+                "cgroups" => {
+                    let Some(list) = self.str_list("cgroups", value) else {
+                        continue;
+                    };
+                    let mut globs = Vec::new();
+                    for (pattern, at) in list.items {
+                        if !pattern.starts_with('/') {
+                            self.error(
+                                code::BAD_GLOB,
+                                at,
+                                format!(
+                                    "cgroup glob {pattern:?} must start with `/` (paths as \
+                                     /proc/PID/cgroup shows them, from the cgroup2 root)"
+                                ),
+                            );
+                        } else if let Err(e) = cgroup_glob(pattern) {
+                            self.error(
+                                code::BAD_GLOB,
+                                at,
+                                format!("bad glob {pattern:?}: {}", e.kind()),
+                            );
+                        } else {
+                            globs.push(pattern.to_owned());
+                        }
+                    }
+                    policy.cgroups = globs;
+                }
+                "kill_stragglers" => {
+                    if let Some(kill) = self.boolean("kill_stragglers", value) {
+                        policy.kill_stragglers = kill;
+                    }
+                }
+                "homes" => {
+                    let Some(list) = self.str_list("homes", value) else {
+                        continue;
+                    };
+                    for (home, at) in list.items {
+                        let plain = home.starts_with('/')
+                            && home.len() > 1
+                            && !home.ends_with('/')
+                            && !home.contains(['*', '?', '[', '{', '~'])
+                            && !home.split('/').any(|c| c == "." || c == "..");
+                        if plain {
+                            policy.homes.push(home.to_owned());
+                        } else {
+                            self.error(
+                                code::INVALID,
+                                at,
+                                format!(
+                                    "home {home:?} must be an absolute directory path with no \
+                                     wildcard, `~`, `.` or `..`, and no trailing `/` \
+                                     (`/home/runner`)"
+                                ),
+                            );
+                        }
+                    }
+                }
+                "profile" => policy.profiles = self.profiles(value),
+                other => self.unknown_key(other, key.span().start, "in [agents]", AGENT_KEYS),
+            }
+        }
+        if let Some(at) = empty_names
+            && policy.containers.is_empty()
+            && policy.cgroups.is_empty()
+        {
+            self.error(
+                code::INVALID,
+                at,
+                "`names` is empty and no `containers` or `cgroups` are chosen: nothing would \
+                 start a session",
+            );
+        }
+    }
+
+    fn limits(&mut self, value: &Value<'_>, limits: &mut Limits) {
+        let Some(table) = self.table("limits", value) else {
+            return;
+        };
+        let mut burst = None;
+        for (key, value) in table.iter() {
+            match key.get_ref().as_ref() {
+                "rate" => {
+                    if let Some(rate) = self.integer("rate", value, 0, Limits::MAX_RATE) {
+                        limits.rate = rate;
+                    }
+                }
+                "burst" => burst = self.integer("burst", value, 1, Limits::MAX_BURST),
+                "on_loss" => {
+                    let at = value.span().start;
+                    limits.on_loss = match self.string("on_loss", value) {
+                        Some("log") => OnLoss::Log,
+                        Some("alert") => OnLoss::Alert,
+                        Some("kill") => OnLoss::Kill,
+                        Some(other) => {
+                            self.error(
+                                code::INVALID,
+                                at,
+                                format!(
+                                    "unknown on_loss {other:?} (expected \"log\", \"alert\" or \"kill\")"
+                                ),
+                            );
+                            continue;
+                        }
+                        None => continue,
+                    };
+                }
+                other => self.unknown_key(other, key.span().start, "in [limits]", LIMIT_KEYS),
+            }
+        }
+        limits.burst = burst.unwrap_or_else(|| Limits::default_burst(limits.rate));
+    }
+
+    fn report(&mut self, value: &Value<'_>, report: &mut ReportConfig) {
+        let Some(table) = self.table("report", value) else {
+            return;
+        };
+        for (key, value) in table.iter() {
+            match key.get_ref().as_ref() {
+                "dir" => {
+                    let at = value.span().start;
+                    let Some(dir) = self.string("dir", value) else {
+                        continue;
+                    };
+                    if dir.starts_with('/') {
+                        report.dir = Some(dir.into());
+                    } else {
+                        self.error(
+                            code::INVALID,
+                            at,
+                            format!("[report] dir {dir:?} must be an absolute path"),
+                        );
+                    }
+                }
+                other => self.unknown_key(other, key.span().start, "in [report]", REPORT_KEYS),
+            }
+        }
+    }
+
+    fn rules(&mut self, value: &Value<'_>) -> Vec<Rule> {
+        let DeValue::Array(items) = value.get_ref() else {
+            self.error(
+                code::INVALID,
+                value.span().start,
+                format!(
+                    "`rule` must be an array of tables (write each rule as [[rule]]), not {}",
+                    article(value.get_ref().type_str())
+                ),
+            );
+            return Vec::new();
+        };
+        // Rule id → where its first definition's id is.
+        let mut ids: HashMap<String, usize> = HashMap::new();
+        let mut rules = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            if let Some(rule) = self.rule(index, item, &mut ids) {
+                rules.push(rule);
+            }
+        }
+        rules
+    }
+
+    // ---- typed values --------------------------------------------------------
+
+    /// A setting that is `"allow"` (`None`: no rule) or one of `actions`, as
+    /// `[section] name` says; `None` after reporting any other value.
+    fn allow_or_action(
+        &mut self,
+        (section, name): (&str, &str),
+        value: &Value<'_>,
+        actions: &[Action],
+    ) -> Option<Option<Action>> {
+        let text = self.string(name, value)?;
+        if text == "allow" {
+            return Some(None);
+        }
+        if let Some(action) = actions.iter().copied().find(|a| a.as_str() == text) {
+            return Some(Some(action));
+        }
+        let mut expected: Vec<String> = std::iter::once("allow")
+            .chain(actions.iter().map(|a| a.as_str()))
+            .map(|a| format!("{a:?}"))
+            .collect();
+        let last = expected.pop().unwrap_or_default();
+        self.error(
+            code::INVALID,
+            value.span().start,
+            format!(
+                "unknown [{section}] {name} {text:?} (expected {} or {last})",
+                expected.join(", ")
+            ),
+        );
+        None
+    }
+
+    fn string<'v>(&mut self, key: &str, value: &'v Value<'_>) -> Option<&'v str> {
+        match value.get_ref() {
+            DeValue::String(s) => Some(s.as_ref()),
+            other => {
+                self.wrong_type(key, "a string", value.span().start, other);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &str, value: &Value<'_>) -> Option<bool> {
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                self.wrong_type(key, "true or false", value.span().start, other);
+                None
+            }
+        }
+    }
+
+    /// A whole number in `min..=max`.
+    fn integer(&mut self, key: &str, value: &Value<'_>, min: u32, max: u32) -> Option<u32> {
+        let at = value.span().start;
+        let DeValue::Integer(int) = value.get_ref() else {
+            self.wrong_type(key, "a whole number", at, value.get_ref());
+            return None;
+        };
+        let digits = int.as_str().replace('_', "");
+        match i64::from_str_radix(&digits, int.radix()) {
+            Ok(n) if n >= i64::from(min) && n <= i64::from(max) => u32::try_from(n).ok(),
+            _ => {
+                self.error(
+                    code::INVALID,
+                    at,
+                    format!("`{key}` must be a whole number from {min} to {max}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn table<'v, 'i>(&mut self, key: &str, value: &'v Value<'i>) -> Option<&'v DeTable<'i>> {
+        match value.get_ref() {
+            DeValue::Table(t) => Some(t),
+            other => {
+                self.wrong_type(key, "a table", value.span().start, other);
+                None
+            }
+        }
+    }
+
+    /// An array of strings; entries of other types are reported and left out.
+    fn str_list<'v>(&mut self, key: &str, value: &'v Value<'_>) -> Option<StrList<'v>> {
+        let DeValue::Array(array) = value.get_ref() else {
+            self.wrong_type(
+                key,
+                "an array of strings",
+                value.span().start,
+                value.get_ref(),
+            );
+            return None;
+        };
+        let mut items = Vec::new();
+        for item in array.iter() {
+            match item.get_ref() {
+                DeValue::String(s) => items.push((s.as_ref(), item.span().start)),
+                other => self.error(
+                    code::INVALID,
+                    item.span().start,
+                    format!(
+                        "entries of `{key}` must be strings, not {}",
+                        article(other.type_str())
+                    ),
+                ),
+            }
+        }
+        Some(StrList {
+            items,
+            empty: array.is_empty(),
+        })
+    }
+
+    fn wrong_type(&mut self, key: &str, expected: &str, at: usize, found: &DeValue<'_>) {
+        self.error(
+            code::INVALID,
+            at,
+            format!(
+                "`{key}` must be {expected}, not {}",
+                article(found.type_str())
+            ),
+        );
+    }
+
+    fn unknown_key(&mut self, key: &str, at: usize, place: &str, valid: &[&str]) {
+        let hint =
+            closest(key, valid).map_or_else(String::new, |k| format!(" (did you mean `{k}`?)"));
+        self.error(
+            code::UNKNOWN_KEY,
+            at,
+            format!(
+                "unknown key `{key}` {place}{hint}; valid keys: {}",
+                valid.join(", ")
+            ),
+        );
+    }
+}
+
+fn all_rule_keys() -> Vec<&'static str> {
+    COMMON_KEYS
+        .iter()
+        .chain(FILE_KEYS)
+        .chain(EXEC_KEYS)
+        .chain(NETWORK_KEYS)
+        .copied()
+        .collect()
+}
+
+/// `a string`, `an integer`.
+fn article(noun: &str) -> String {
+    if noun.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        format!("an {noun}")
+    } else {
+        format!("a {noun}")
+    }
+}
+
+/// The valid key a mistyped one was most likely meant to be: the nearest by
+/// Levenshtein distance (in characters), if it is near enough to be a typo.
+fn closest<'k>(key: &str, valid: &[&'k str]) -> Option<&'k str> {
+    valid
+        .iter()
+        // Swapped letters count as one edit (`mdoe` is one from `mode`).
+        .map(|v| (strsim::osa_distance(key, v), *v))
+        .filter(|&(d, v)| d > 0 && d < key.chars().count() && d <= 1.max(v.len() / 3))
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, v)| v)
+}
