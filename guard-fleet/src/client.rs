@@ -51,6 +51,13 @@ pub enum ClientError {
     },
 }
 
+/// What a request sends.
+#[derive(Debug)]
+pub enum Body {
+    Json(serde_json::Value),
+    Text(String),
+}
+
 impl Remote {
     fn client(&self) -> Result<reqwest::Client, ClientError> {
         // reqwest is built without a default crypto provider: use ring, as the server does.
@@ -77,25 +84,43 @@ impl Remote {
 
     /// GET `path_and_query` as JSON.
     pub async fn get<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<T, ClientError> {
+        self.send(reqwest::Method::GET, path_and_query, None).await
+    }
+
+    /// `method` on `path_and_query` with `body` (JSON, or text for a policy), its
+    /// answer as JSON; an error answer says why (a policy's diagnostics too).
+    pub async fn send<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path_and_query: &str,
+        body: Option<Body>,
+    ) -> Result<T, ClientError> {
         let url = format!("{}{path_and_query}", self.server.trim_end_matches('/'));
         let http = |source| ClientError::Http {
             url: url.clone(),
             source,
         };
-        let resp = self
+        let mut request = self
             .client()?
-            .get(&url)
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .map_err(http)?;
+            .request(method, &url)
+            .bearer_auth(&self.token);
+        request = match body {
+            Some(Body::Json(v)) => request.json(&v),
+            Some(Body::Text(t)) => request.body(t),
+            None => request,
+        };
+        let resp = request.send().await.map_err(http)?;
         let status = resp.status();
         if !status.is_success() {
             let body: serde_json::Value = resp.json().await.unwrap_or_default();
+            let mut message = body["error"].as_str().unwrap_or("no message").to_owned();
+            if let Some(d) = body["diagnostics"].as_str() {
+                message = format!("{message}:\n{d}");
+            }
             return Err(ClientError::Status {
                 url,
                 status,
-                message: body["error"].as_str().unwrap_or("no message").to_owned(),
+                message,
             });
         }
         resp.json().await.map_err(http)

@@ -99,6 +99,17 @@ struct File {
     dashboard: DashboardFile,
     #[serde(default)]
     retention: RetentionFile,
+    #[serde(default)]
+    policy: PolicyFile,
+}
+
+/// `[policy]`: policies served to hosts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    /// The Ed25519 key (PKCS#8) policies are signed with
+    /// (`guard-fleet policy-key --new PATH`).
+    signing_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -175,6 +186,9 @@ pub struct Config {
     pub limits: Limits,
     pub dashboard: Dashboard,
     pub retention: Retention,
+    /// The key policies served to hosts are signed with; `None`: the fleet
+    /// serves no policy (`GET /v1/policy` answers 503).
+    pub policy_key: Option<PathBuf>,
 }
 
 /// Which database, and how to reach it.
@@ -352,6 +366,7 @@ impl Config {
             limits,
             dashboard,
             retention,
+            policy_key: file.policy.signing_key,
         })
     }
 

@@ -21,6 +21,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod ingest;
+pub mod policy;
 pub mod server;
 pub mod store;
 pub mod web;

@@ -39,10 +39,22 @@ enum Command {
         /// The host's name (scope host), the cluster's, or the person's.
         #[arg(long, default_value = "NAME")]
         name: String,
-        /// host, cluster or dashboard.
+        /// host, cluster, dashboard or admin (dashboard, and policies).
         #[arg(long, default_value = "host", value_parser = parse_scope)]
         scope: Scope,
     },
+    /// Make the key policies served to hosts are signed with (`--new`), or print
+    /// an existing key's public half: what hosts pin as `[fleet] public_key`.
+    PolicyKey {
+        /// The key file (PKCS#8), as `[policy] signing_key` names it.
+        path: PathBuf,
+        /// Make a new key there (an existing file is never replaced).
+        #[arg(long)]
+        new: bool,
+    },
+    /// Upload, assign and list policies on a fleet server (an admin token).
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// List sessions from a fleet server.
     Sessions {
         #[command(flatten)]
@@ -91,8 +103,37 @@ fn parse_scope(s: &str) -> Result<Scope, String> {
         "host" => Ok(Scope::Host),
         "cluster" => Ok(Scope::Cluster),
         "dashboard" => Ok(Scope::Dashboard),
-        _ => Err("host, cluster or dashboard".to_owned()),
+        "admin" => Ok(Scope::Admin),
+        _ => Err("host, cluster, dashboard or admin".to_owned()),
     }
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Check FILE with the daemon's parser and store it as policy NAME's next
+    /// version (refused with its diagnostics if it has errors).
+    Push {
+        name: String,
+        file: PathBuf,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Assign policy NAME's VERSION to the hosts of GROUP: `observe` first (what
+    /// it would do is shown), then `enforce`.
+    Assign {
+        group: String,
+        name: String,
+        version: i64,
+        #[arg(long, default_value = "observe", value_parser = ["observe", "enforce"])]
+        mode: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// The stored versions and every group's assignment, as JSON.
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
 }
 
 #[derive(Args)]
@@ -261,6 +302,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("# the entry for the tokens file:");
             print!("{}", tokens::entry(&name, scope, &token));
         }
+        Command::PolicyKey { path, new } => {
+            let signer = if new {
+                guard_fleet::policy::Signer::create(&path)?
+            } else {
+                guard_fleet::policy::Signer::load(&path)?
+            };
+            println!("# the public key, for each host's [fleet] public_key:");
+            println!("{}", signer.public_key());
+        }
+        Command::Policy(cmd) => policy_command(cmd).await?,
         Command::Sessions {
             remote,
             filters,
@@ -337,4 +388,36 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+async fn policy_command(cmd: PolicyCommand) -> anyhow::Result<()> {
+    use guard_fleet::client::Body;
+    let answer: serde_json::Value = match cmd {
+        PolicyCommand::Push { name, file, remote } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let path = format!("/api/policies/{name}");
+            remote
+                .remote()?
+                .send(reqwest::Method::POST, &path, Some(Body::Text(text)))
+                .await?
+        }
+        PolicyCommand::Assign {
+            group,
+            name,
+            version,
+            mode,
+            remote,
+        } => {
+            let body = serde_json::json!({"policy": name, "version": version, "mode": mode});
+            let path = format!("/api/assignments/{group}");
+            remote
+                .remote()?
+                .send(reqwest::Method::PUT, &path, Some(Body::Json(body)))
+                .await?
+        }
+        PolicyCommand::List { remote } => remote.remote()?.get("/api/policies").await?,
+    };
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
 }

@@ -52,6 +52,8 @@ pub struct App {
     /// The filters' suggestions, made at most once a minute (six scans of the
     /// rollup: 150 ms of the sessions page at a million sessions).
     pub suggestions: web::pages::SuggestionCache,
+    /// The key policies served to hosts are signed with (`[policy] signing_key`).
+    pub signer: Option<crate::policy::Signer>,
 }
 
 /// Why the server could not start.
@@ -63,6 +65,8 @@ pub enum ServeError {
     Tokens(#[from] TokensError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    PolicyKey(#[from] crate::policy::KeyError),
     #[error("tls: cannot read {path}")]
     TlsFile {
         path: PathBuf,
@@ -206,6 +210,7 @@ pub fn router(app: Arc<App>) -> Router {
     let tls = app.config.tls.is_some();
     Router::new()
         .route("/v1/logs", post(ingest::logs))
+        .route("/v1/policy", get(crate::policy::serve))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .merge(web::router(Arc::clone(&app)))
@@ -247,7 +252,13 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         addr: config.listen,
         source,
     })?;
+    let signer = config
+        .policy_key
+        .as_deref()
+        .map(crate::policy::Signer::load)
+        .transpose()?;
     let app = Arc::new(App {
+        signer,
         ingest_slots: tokio::sync::Semaphore::new(config.limits.max_concurrent),
         suggestions: web::pages::SuggestionCache::default(),
         config,

@@ -24,4 +24,5 @@ pub mod matcher;
 pub mod model;
 pub mod parse;
 pub mod profile;
+pub mod signed;
 pub mod tables;

@@ -427,6 +427,7 @@ mod tests {
             export: Default::default(),
             redact: Default::default(),
             audit: Default::default(),
+            fleet: None,
         };
         Compiled::new(p, &["/root".to_owned(), "/home/ada".to_owned()]).expect("compiles")
     }

@@ -652,6 +652,24 @@ pub struct Policy {
     pub redact: Redact,
     /// How the audit log is written (`[audit]`).
     pub audit: Audit,
+    /// Where the policy in force comes from when the fleet assigns one (`[fleet]`):
+    /// read from the host's own file only, never from a policy the fleet serves.
+    pub fleet: Option<Fleet>,
+}
+
+/// `[fleet]`: the host pulls the policy the fleet assigns to its group, signed by
+/// the fleet's key (`crate::signed`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fleet {
+    /// Where the assigned policy is pulled from (`https://fleet:4318/v1/policy`).
+    pub policy_url: String,
+    /// The fleet's Ed25519 policy key (32 bytes), pinned: only a policy it signed
+    /// is applied.
+    pub public_key: [u8; 32],
+    /// The group whose assignment applies; `None`: the host's name.
+    pub group: Option<String>,
+    /// How often the assignment is asked for.
+    pub interval: std::time::Duration,
 }
 
 /// `[audit]`: the audit log's format.

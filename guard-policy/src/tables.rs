@@ -853,6 +853,7 @@ mod tests {
             export: Default::default(),
             redact: Default::default(),
             audit: Default::default(),
+            fleet: None,
         }
     }
 

@@ -19,6 +19,7 @@ pub mod dns;
 pub mod ebpf;
 pub mod event;
 pub mod export;
+pub mod fleet;
 pub mod host;
 pub mod identity;
 pub mod ignore;

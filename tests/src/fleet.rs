@@ -69,9 +69,22 @@ impl Fleet {
         Fleet::spawn(&config, tokens_of)
     }
 
+    /// A server with `extra` configuration whose tokens file (named there) holds
+    /// `ingest_token` (hosts) and `dashboard_token` (people).
+    pub fn configured(extra: &str, ingest_token: &str, dashboard_token: &str) -> Fleet {
+        Fleet::spawn_with(extra, Some((ingest_token, dashboard_token)))
+    }
+
     /// Starts `guard-fleet serve` with `extra` configuration and waits until it
     /// listens; the tokens are its own (printed) or `tokens_of`'s.
     fn spawn(extra: &str, tokens_of: Option<&Fleet>) -> Fleet {
+        Fleet::spawn_with(
+            extra,
+            tokens_of.map(|f| (f.ingest_token.as_str(), f.dashboard_token.as_str())),
+        )
+    }
+
+    fn spawn_with(extra: &str, tokens: Option<(&str, &str)>) -> Fleet {
         let dir = TempDir::new("guard-e2e-fleet");
         let config = dir.join("fleet.toml");
         // Top-level keys before the tables of `extra`.
@@ -110,9 +123,9 @@ impl Fleet {
             log,
             _dir: dir,
         };
-        if let Some(first) = tokens_of {
-            fleet.ingest_token = first.ingest_token.clone();
-            fleet.dashboard_token = first.dashboard_token.clone();
+        if let Some((ingest, dashboard)) = tokens {
+            fleet.ingest_token = ingest.to_owned();
+            fleet.dashboard_token = dashboard.to_owned();
         }
         let after = |log: &[String], marker: &str| {
             log.iter().find_map(|l| {
@@ -189,6 +202,25 @@ impl Fleet {
             answer.lines().next().unwrap_or_default()
         );
         answer
+    }
+
+    /// `guard-fleet ARGS` (the server's own binary, as an admin runs it): its
+    /// stdout, or why it failed.
+    pub fn admin(args: &[&OsStr]) -> Result<String, String> {
+        let mut cmd = Command::new(fleet_bin());
+        cmd.args(args)
+            .env_remove("GUARD_FLEET_SERVER")
+            .env_remove("GUARD_FLEET_TOKEN");
+        let out = watch::output(&mut cmd, scaled(Duration::from_secs(30)));
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "guard-fleet {args:?}: {}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
     }
 
     /// What the server logged so far.

@@ -614,6 +614,9 @@ impl Daemon {
         cmd.arg("daemon")
             .arg("--pin-dir")
             .arg(pins.path())
+            // State of its own (the export's spool, the fleet's policy), not the
+            // host's /var/lib/guard; `--state-dir` in `extra` wins.
+            .env("GUARD_STATE_DIR", dir.join("state"))
             .args(extra);
         for agent in agents {
             cmd.arg("--agent").arg(agent);
@@ -1244,6 +1247,59 @@ class msghdr(ctypes.Structure):
 class mmsghdr(ctypes.Structure):
     _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint)]
 "#;
+
+/// Debian's Python HTTP server on a loopback port of its choosing, serving `root`;
+/// stopped when dropped.
+pub struct HttpServer {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl HttpServer {
+    pub fn serve(root: &Path, log: &Path) -> HttpServer {
+        let out = std::fs::File::create(log).expect("the server's log");
+        let child = std::process::Command::new(python3())
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(root)
+            .arg("0")
+            .stdout(out)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start python3 -m http.server");
+        let port = || -> Option<u16> {
+            let text = std::fs::read_to_string(log).ok()?;
+            text.split(" port ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        };
+        wait_until(
+            "the HTTP server's port",
+            std::time::Duration::from_secs(30),
+            || port().is_some(),
+        );
+        HttpServer {
+            child,
+            port: port().expect("the port"),
+        }
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// The Python interpreter `python3` on PATH runs, by its own path: a version
 /// manager's shim (pyenv) picks a version by the working directory and runs a few

@@ -19,7 +19,7 @@ use std::fs;
 use std::path::Path;
 
 use guard_tests::home::TestUser;
-use guard_tests::{Enforcing, Event, Finished, dump, fake_agent_exe};
+use guard_tests::{Enforcing, Event, Finished, HttpServer, dump, fake_agent_exe};
 
 const SIGKILL: i64 = libc::SIGKILL as i64;
 const SECRET: &str = "redteam-secret-49a7";
@@ -372,59 +372,6 @@ fn policy_check_warns_of_what_only_user_space_can_judge() {
         docs.contains(&table),
         "the docs' table is not what guard prints:\n{table}"
     );
-}
-
-/// Debian's Python HTTP server on a loopback port of its choosing, serving `root`;
-/// stopped when dropped.
-struct HttpServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl HttpServer {
-    fn serve(root: &Path, log: &Path) -> HttpServer {
-        let out = fs::File::create(log).expect("the server's log");
-        let child = std::process::Command::new(guard_tests::python3())
-            .args([
-                "-u",
-                "-m",
-                "http.server",
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-            ])
-            .arg(root)
-            .arg("0")
-            .stdout(out)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start python3 -m http.server");
-        let port = || -> Option<u16> {
-            let text = fs::read_to_string(log).ok()?;
-            text.split(" port ")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        };
-        guard_tests::wait_until(
-            "the HTTP server's port",
-            std::time::Duration::from_secs(30),
-            || port().is_some(),
-        );
-        HttpServer {
-            child,
-            port: port().expect("the port"),
-        }
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Code from the network, indirectly: a script a tool downloaded (`curl -o`, or

@@ -99,7 +99,7 @@ pub fn sender(
         .verify(presented)
         .ok_or(Refusal::Unauthorized("unknown token"))?;
     match token.scope {
-        Scope::Dashboard => Err(Refusal::Unauthorized(
+        Scope::Dashboard | Scope::Admin => Err(Refusal::Unauthorized(
             "a dashboard token cannot send records",
         )),
         Scope::Host => match cert_name {
@@ -117,6 +117,8 @@ pub fn sender(
 pub struct Viewer {
     /// The dashboard token's name, or the user the proxy named.
     pub name: String,
+    /// An `admin` token: may also upload policies and assign them.
+    pub admin: bool,
 }
 
 /// Who is looking, from (in this order) a bearer header, the login cookie, or the
@@ -130,9 +132,10 @@ pub fn viewer(
     let dashboard_token = |t: &str| {
         tokens
             .verify(t)
-            .filter(|t| t.scope == Scope::Dashboard)
+            .filter(|t| matches!(t.scope, Scope::Dashboard | Scope::Admin))
             .map(|t| Viewer {
                 name: t.name.clone(),
+                admin: t.scope == Scope::Admin,
             })
     };
     if let Some(a) = authorization {
@@ -145,7 +148,10 @@ pub fn viewer(
     proxy_user
         .map(str::trim)
         .filter(|u| !u.is_empty() && u.len() <= 256 && !u.chars().any(char::is_control))
-        .map(|u| Viewer { name: u.to_owned() })
+        .map(|u| Viewer {
+            name: u.to_owned(),
+            admin: false,
+        })
 }
 
 #[cfg(test)]

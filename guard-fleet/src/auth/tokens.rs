@@ -31,6 +31,8 @@ pub enum Scope {
     Cluster,
     /// Look at the dashboard and its API.
     Dashboard,
+    /// Look, and steer: upload policies and assign them to groups of hosts.
+    Admin,
 }
 
 impl Scope {
@@ -40,6 +42,7 @@ impl Scope {
             Self::Host => "host",
             Self::Cluster => "cluster",
             Self::Dashboard => "dashboard",
+            Self::Admin => "admin",
         }
     }
 }
@@ -206,7 +209,7 @@ pub fn check_name(name: &str, scope: Scope) -> Result<(), &'static str> {
     if name.len() > 253 {
         return Err("the name is longer than 253 bytes");
     }
-    if scope != Scope::Dashboard && name.contains('/') {
+    if matches!(scope, Scope::Host | Scope::Cluster) && name.contains('/') {
         return Err("a host or cluster name cannot hold `/`");
     }
     if name.chars().any(|c| c.is_control() || c.is_whitespace()) {

@@ -5,6 +5,7 @@
 //! transaction ([`write`]) before its host hears 200; the dashboard reads
 //! ([`read`]); a periodic task bounds what is kept ([`retention`]).
 
+pub mod policy;
 pub mod read;
 pub mod retention;
 mod rollup;
@@ -77,6 +78,11 @@ fn migrator(backend: Backend) -> Migrator {
             include_str!("../../migrations/common/0003_questions.sql"),
         ),
         migration(4, "destinations", destinations),
+        migration(
+            5,
+            "policies",
+            include_str!("../../migrations/common/0005_policies.sql"),
+        ),
     ])
 }
 

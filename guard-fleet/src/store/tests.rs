@@ -73,8 +73,8 @@ async fn migrations_apply_once_and_again_do_nothing() {
     )
     .expect("count");
     assert_eq!(
-        applied, 4,
-        "init, session_days, questions and destinations, once each"
+        applied, 5,
+        "init, session_days, questions, destinations and policies, once each"
     );
 }
 

@@ -14,6 +14,7 @@ pub mod fmt;
 pub mod login;
 pub mod pages;
 pub mod params;
+pub mod policies;
 
 use std::sync::Arc;
 
@@ -64,6 +65,16 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/api/rules", get(api::rules))
         .route("/api/outcomes", get(api::outcomes))
         .route("/api/violations", get(api::violations))
+        .route("/api/policies", get(policies::list))
+        .route(
+            "/api/policies/{name}",
+            axum::routing::post(policies::upload),
+        )
+        .route("/api/policies/{name}/{version}", get(policies::text))
+        .route(
+            "/api/assignments/{group}",
+            axum::routing::put(policies::assign),
+        )
         .route_layer(middleware::from_fn_with_state(app, login::require_viewer));
     Router::new()
         .merge(private)

@@ -26,6 +26,8 @@ pub const HOST_TOKEN: &str = "test-host-token-build-01";
 pub const CLUSTER_TOKEN: &str = "test-cluster-token-eu";
 /// A dashboard token named `sec-team`.
 pub const DASH_TOKEN: &str = "test-dashboard-token-sec";
+/// An admin token named `sec-lead`: the dashboard, and policies.
+pub const ADMIN_TOKEN: &str = "test-admin-token-sec-lead";
 
 /// Which database a test runs on.
 pub enum Db {
@@ -96,6 +98,7 @@ pub fn tokens_file() -> String {
         tokens::entry("build-01", Scope::Host, HOST_TOKEN),
         tokens::entry("eu", Scope::Cluster, CLUSTER_TOKEN),
         tokens::entry("sec-team", Scope::Dashboard, DASH_TOKEN),
+        tokens::entry("sec-lead", Scope::Admin, ADMIN_TOKEN),
     ]
     .join("\n")
 }

@@ -14,6 +14,7 @@ mod delegation;
 mod destination;
 mod dns;
 mod export;
+mod fleet;
 mod profile;
 mod recovery;
 mod rule;
@@ -72,6 +73,7 @@ const TOP_KEYS: &[&str] = &[
     "export",
     "redact",
     "audit",
+    "fleet",
 ];
 const TAINT_KEYS: &[&str] = &["egress", "allow"];
 const FILES_KEYS: &[&str] = &["ignore_files", "ignore", "action"];
@@ -231,6 +233,7 @@ impl Checker<'_> {
             export: Default::default(),
             redact: Default::default(),
             audit: Default::default(),
+            fleet: None,
         };
         let mut sessions_at = 0;
         let mut taint_at = 0;
@@ -269,6 +272,7 @@ impl Checker<'_> {
                 "export" => self.export(value, &mut policy.export),
                 "redact" => self.redact(value, &mut policy.redact),
                 "audit" => self.audit(value, &mut policy.audit),
+                "fleet" => policy.fleet = self.fleet(value, key.span().start),
                 other => self.unknown_key(other, key.span().start, "at the top level", TOP_KEYS),
             }
         }

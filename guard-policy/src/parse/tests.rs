@@ -1039,3 +1039,62 @@ fn the_audit_log_and_the_export_take_ocsf() {
     assert!(text.contains("unknown key `level` in [audit]"), "{text}");
     assert_eq!(codes("[export]\nschema = \"otlp\"\n"), ["G009"]);
 }
+
+#[test]
+fn fleet_names_where_the_policy_comes_from_and_the_key_that_signs_it() {
+    const KEY: &str = "ERERERERERERERERERERERERERERERERERERERERERE=";
+    let p = policy(&format!(
+        "[fleet]\npolicy_url = \"https://fleet.example.org/v1/policy\"\npublic_key = \"{KEY}\"\n"
+    ));
+    let fleet = p.fleet.expect("[fleet]");
+    assert_eq!(fleet.public_key, [0x11; 32]);
+    assert_eq!(
+        (fleet.group, fleet.interval),
+        (None, fleet::DEFAULT_INTERVAL)
+    );
+    let p = policy(&format!(
+        "[fleet]\npolicy_url = \"http://10.0.0.1:4318/v1/policy\"\npublic_key = \"{KEY}\"\n\
+         group = \"ci-runners\"\ninterval = \"5s\"\n"
+    ));
+    let fleet = p.fleet.expect("[fleet]");
+    assert_eq!(fleet.group.as_deref(), Some("ci-runners"));
+    assert_eq!(fleet.interval, std::time::Duration::from_secs(5));
+    // Each wrong value says so; a section missing its URL or key is no fleet.
+    for (text, code) in [
+        (
+            "public_key = \"ERERERERERERERERERERERERERERERERERERERERERE=\"\n",
+            code::MISSING,
+        ),
+        (
+            "policy_url = \"https://f.example/v1/policy\"\n",
+            code::MISSING,
+        ),
+        (
+            "policy_url = \"ftp://f.example/\"\npublic_key = \"abc\"\n",
+            code::INVALID,
+        ),
+        (
+            "policy_url = \"https://f.example/\"\npublic_key = \"c2hvcnQ=\"\n",
+            code::INVALID,
+        ),
+        (
+            &format!(
+                "policy_url = \"https://f.example/\"\npublic_key = \"{KEY}\"\ngroup = \"a b\"\n"
+            ),
+            code::INVALID,
+        ),
+        (
+            &format!(
+                "policy_url = \"https://f.example/\"\npublic_key = \"{KEY}\"\ninterval = \"0s\"\n"
+            ),
+            code::INVALID,
+        ),
+        (
+            &format!("policy_url = \"https://f.example/\"\npublic_key = \"{KEY}\"\nurl = \"x\"\n"),
+            code::UNKNOWN_KEY,
+        ),
+    ] {
+        let codes = codes(&format!("[fleet]\n{text}"));
+        assert!(codes.contains(&code), "{text}: {codes:?}");
+    }
+}

@@ -8,6 +8,8 @@ use guard_common::{
     protocol::{Enforcement, KillReport, Registered, SessionInfo, Status},
 };
 
+use guard_policy::signed::Envelope;
+
 use super::{Daemon, adopt};
 use crate::{
     control::{Command, status::self_usage},
@@ -380,26 +382,96 @@ impl Daemon {
         Ok(())
     }
 
-    /// Loads the policy again; a policy with errors is refused and the running one
-    /// stays in force (in the kernel too: its rules are only replaced whole).
+    /// A policy refused: the running one stays; the refusal is logged and written
+    /// as a `policy_rejected` event (which the export takes to the fleet).
+    fn rejected(&mut self, name: &str, why: &str, errors: String) -> anyhow::Result<bool> {
+        self.out.metrics.policy_reload(false);
+        tracing::warn!("policy {name} rejected ({why}); the running policy stays:\n{errors}");
+        let detail = Detail::PolicyRejected {
+            name: name.to_owned(),
+            errors,
+        };
+        self.out.write_daemon_event(self.pipe.offset, detail)?;
+        Ok(false)
+    }
+
+    /// Loads the host's own policy again, and with it the fleet's assignment in
+    /// force when the file still names that fleet (`[fleet]`); a policy with errors
+    /// is refused and the running one stays in force (in the kernel too: its rules
+    /// are only replaced whole).
     pub(super) fn reload(&mut self, why: &str) -> anyhow::Result<()> {
         self.watch.loaded();
         let source = self.watch.source().clone();
-        let name = source.name();
-        let rejected = |d: &mut Self, errors: String| -> anyhow::Result<()> {
-            d.out.metrics.policy_reload(false);
-            tracing::warn!("policy {name} rejected ({why}); the running policy stays:\n{errors}");
-            let detail = Detail::PolicyRejected {
-                name: name.clone(),
-                errors,
-            };
-            d.out.write_daemon_event(d.pipe.offset, detail)?;
-            Ok(())
-        };
-        let (policy, warnings) = match policy::load(&source) {
+        let (local, warnings) = match policy::load(&source) {
             Ok(p) => p,
-            Err(e) => return rejected(self, e.to_string()),
+            Err(e) => return self.rejected(&source.name(), why, e.to_string()).map(drop),
         };
+        let served = self.fleet.in_force.as_ref().and_then(|env| {
+            crate::fleet::served(&local, env, None)
+                .inspect_err(|e| {
+                    tracing::warn!(
+                        "the fleet's policy {} no longer applies under {}: {e}; the host's own \
+                         policy is in force",
+                        env.name(),
+                        source.name()
+                    );
+                })
+                .ok()
+        });
+        let fleet_kept = served.is_some();
+        let (policy, warnings) = served.unwrap_or((local, warnings));
+        if self.apply(policy, &warnings, why)? && !fleet_kept {
+            self.fleet.in_force = None;
+            crate::fleet::forget(&self.state_dir);
+        }
+        Ok(())
+    }
+
+    /// An assignment the fleet served: applied like a reload when the key pinned in
+    /// the host's own `[fleet]` signed it for this host's group, it is not older
+    /// than the one in force, and its text checks; else refused, and the policy in
+    /// force stays.
+    pub(super) fn fleet_policy(&mut self, envelope: Envelope) -> anyhow::Result<()> {
+        let why = format!(
+            "fleet assignment {} of group {} in {} mode",
+            envelope.serial, envelope.group, envelope.mode
+        );
+        let source = self.watch.source().clone();
+        let local = match policy::load(&source) {
+            Ok((p, _)) => p,
+            Err(e) => {
+                let errors = format!("the host's own policy cannot be read: {e}");
+                return self.rejected(&envelope.name(), &why, errors).map(drop);
+            }
+        };
+        let current = self.fleet.in_force.as_ref().map(|e| e.serial);
+        let (policy, warnings) = match crate::fleet::served(&local, &envelope, current) {
+            Ok(p) => p,
+            Err(e) => {
+                return self
+                    .rejected(&envelope.name(), &why, e.to_string())
+                    .map(drop);
+            }
+        };
+        if self.apply(policy, &warnings, &why)? {
+            if let Err(e) = crate::fleet::keep(&self.state_dir, &envelope) {
+                tracing::warn!(error = %e, "the fleet's policy is in force but not kept for the next start");
+            }
+            self.fleet.in_force = Some(envelope);
+        }
+        Ok(())
+    }
+
+    /// Puts `policy` in force: the judge, the kernel's tables, the agents, the
+    /// resolver, the export. Whether it was (else it was refused, and the running
+    /// policy stays).
+    fn apply(
+        &mut self,
+        policy: guard_policy::model::Policy,
+        warnings: &[diag::Diagnostic],
+        why: &str,
+    ) -> anyhow::Result<bool> {
+        let name = policy.name.clone();
         let agents = if self.agents_override.is_empty() {
             policy.agents.clone()
         } else {
@@ -409,7 +481,7 @@ impl Daemon {
         let new_cgroups = if policy.containers != old.containers || policy.cgroups != old.cgroups {
             match adopt::watch_cgroups(&policy, &self.runtime_root) {
                 Ok(w) => Some(w),
-                Err(e) => return rejected(self, format!("{e:#}")),
+                Err(e) => return self.rejected(&name, why, format!("{e:#}")),
             }
         } else {
             None
@@ -417,7 +489,7 @@ impl Daemon {
         let hosts = self.pipe.judge.hosts().clone();
         let judge = match Judge::new(policy, self.homes.clone(), hosts, self.probes.kernel()) {
             Ok(j) => j,
-            Err(e) => return rejected(self, format!("{e:#}")),
+            Err(e) => return self.rejected(&name, why, format!("{e:#}")),
         };
         // The repositories whose ignore files bind stay so: read again under the new
         // `[files]` settings.
@@ -435,7 +507,11 @@ impl Daemon {
             .install(judge.tables().maps(), &self.pipe.identity)
         {
             self.pipe.identity.set_targets(old_targets);
-            return rejected(self, format!("cannot install it in the kernel: {e:#}"));
+            return self.rejected(
+                &name,
+                why,
+                format!("cannot install it in the kernel: {e:#}"),
+            );
         }
         self.pipe.identity.log_entries();
         self.programs.names = agents;
@@ -470,9 +546,40 @@ impl Daemon {
         if names_changed {
             self.resolver.restart(self.pipe.judge.host_names());
         }
+        self.sync_puller();
         tracing::info!("policy {name} loaded ({why})");
         self.out.metrics.policy_reload(true);
-        self.policy_loaded(&warnings)
+        self.policy_loaded(warnings)?;
+        Ok(true)
+    }
+
+    /// Starts, restarts or stops the fleet's policy pull as the policy in force
+    /// says (`[fleet]`, with `[export]`'s credential).
+    pub(super) fn sync_puller(&mut self) {
+        let policy = self.pipe.judge.policy();
+        let Some(fleet) = policy.fleet.clone() else {
+            self.fleet.puller = None;
+            return;
+        };
+        let mut export = policy.export.clone();
+        if let Some(file) = &self.export_token_file {
+            export.token_file = Some(file.clone());
+        }
+        if self
+            .fleet
+            .puller
+            .as_ref()
+            .is_some_and(|p| p.config == (fleet.clone(), export.clone()))
+        {
+            return;
+        }
+        self.fleet.puller = match crate::fleet::start(&fleet, &export, self.fleet.tx.clone()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot ask the fleet for this host's policy");
+                None
+            }
+        };
     }
 
     /// The host as the export describes it, under the policy in force.

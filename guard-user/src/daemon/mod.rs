@@ -86,11 +86,41 @@ struct Daemon {
     export_endpoint: Option<String>,
     export_token_file: Option<PathBuf>,
     state_dir: PathBuf,
+    /// Policy from the fleet (`[fleet]`).
+    fleet: Fleet,
+}
+
+/// The fleet's side of the policy in force.
+struct Fleet {
+    /// The task asking the fleet for this host's assignment.
+    puller: Option<crate::fleet::Puller>,
+    /// Where it sends what the fleet answers.
+    tx: mpsc::Sender<guard_policy::signed::Envelope>,
+    /// The assignment in force (verified), if the policy in force is the fleet's.
+    in_force: Option<guard_policy::signed::Envelope>,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let (policy, warnings) = policy::load(&opts.policy)?;
+    // The fleet's assignment kept by the last run, when the host's own policy still
+    // names that fleet and it verifies: in force again before the fleet answers.
+    let kept = policy
+        .fleet
+        .is_some()
+        .then(|| crate::fleet::kept(&opts.state_dir))
+        .flatten()
+        .and_then(|env| match crate::fleet::served(&policy, &env, None) {
+            Ok(served) => Some((env, served)),
+            Err(e) => {
+                tracing::warn!("the kept fleet policy {} is left out: {e}", env.name());
+                None
+            }
+        });
+    let (in_force, (policy, warnings)) = match kept {
+        Some((env, served)) => (Some(env), served),
+        None => (None, (policy, warnings)),
+    };
     if !warnings.is_empty() {
         tracing::warn!(
             "policy {}:\n{}",
@@ -155,6 +185,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         None => None,
     };
     let (tx, mut commands) = mpsc::channel(64);
+    let (fleet_tx, mut fleet_policies) = mpsc::channel(4);
     let (resolved_tx, mut resolved) = mpsc::channel(64);
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as
     // long as the AsyncFd lives.
@@ -216,9 +247,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         export_endpoint: opts.export_endpoint.clone(),
         export_token_file: opts.export_token_file.clone(),
         state_dir: opts.state_dir.clone(),
+        fleet: Fleet {
+            puller: None,
+            tx: fleet_tx,
+            in_force,
+        },
     };
     d.set_audit_format();
     d.start_export();
+    d.sync_puller();
     d.policy_loaded(&warnings)?;
     d.check_attached();
     d.resume()?;
@@ -281,6 +318,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             Some((name, addrs)) = resolved.recv() => d.resolved(name, addrs)?,
             Some(started) = dns_started.recv() => d.dns.started(started),
             _ = hup.recv() => d.reload("SIGHUP")?,
+            Some(envelope) = fleet_policies.recv() => d.fleet_policy(envelope)?,
             _ = beat.tick() => {
                 d.out.beat();
                 d.pipe.release_overdue(&mut d.out, false)?;

@@ -17,20 +17,7 @@ pub fn facts(
     tiers: Vec<(String, String)>,
     extra: &[(String, String)],
 ) -> Host {
-    // SAFETY: uname writes into the struct we pass.
-    let (name, kernel) = unsafe {
-        let mut u: libc::utsname = std::mem::zeroed();
-        if libc::uname(&mut u) == 0 {
-            let field = |f: &[libc::c_char]| {
-                std::ffi::CStr::from_ptr(f.as_ptr())
-                    .to_string_lossy()
-                    .into_owned()
-            };
-            (field(&u.nodename), field(&u.release))
-        } else {
-            (String::new(), String::new())
-        }
-    };
+    let (name, kernel) = crate::host::uname();
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

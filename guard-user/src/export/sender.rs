@@ -95,6 +95,62 @@ fn read(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, Error> {
     })
 }
 
+/// The HTTP client and headers `[export]` describes (its CA, client certificate,
+/// headers and token): how this host reaches the fleet, for the export and for
+/// the policy it pulls. Its files are read now.
+pub fn connection(config: &Export) -> Result<(reqwest::Client, HeaderMap), Error> {
+    // reqwest with rustls and no provider of its own: ring, once per process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder()
+        .timeout(config.timeout)
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("guard/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca) = &config.ca_file {
+        let pem = read("CA file", ca)?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| Error::Pem {
+            what: "CA file",
+            path: ca.clone(),
+            source,
+        })?;
+        builder = builder.tls_certs_only(certs);
+    }
+    if let (Some(cert), Some(key)) = (&config.client_cert, &config.client_key) {
+        let mut pem = read("client key", key)?;
+        pem.extend(read("client certificate", cert)?);
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|source| Error::Pem {
+            what: "client certificate",
+            path: cert.clone(),
+            source,
+        })?;
+        builder = builder.identity(identity);
+    }
+    let mut headers = HeaderMap::new();
+    for (name, value) in &config.headers {
+        let header = |why: String| Error::Header {
+            name: name.clone(),
+            why,
+        };
+        let value = expand(value).map_err(header)?;
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| header(e.to_string()))?;
+        let mut value = HeaderValue::from_str(&value).map_err(|e| header(e.to_string()))?;
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+    if let Some(path) = &config.token_file {
+        let token = String::from_utf8_lossy(&read("token file", path)?)
+            .trim()
+            .to_owned();
+        let mut value =
+            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| Error::Header {
+                name: "authorization".to_owned(),
+                why: format!("the token in {}: {e}", path.display()),
+            })?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
+    Ok((builder.build().map_err(Error::Client)?, headers))
+}
+
 impl Sender {
     /// A sender for `config`: its files are read now, so a missing CA or key is an
     /// error at start-up (or reload), not a failure at every batch.
@@ -103,59 +159,9 @@ impl Sender {
             .or(config.endpoint.as_deref())
             .ok_or(Error::NoEndpoint)?
             .to_owned();
-        // reqwest with rustls and no provider of its own: ring, once per process.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut builder = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("guard/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &config.ca_file {
-            let pem = read("CA file", ca)?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| Error::Pem {
-                    what: "CA file",
-                    path: ca.clone(),
-                    source,
-                })?;
-            builder = builder.tls_certs_only(certs);
-        }
-        if let (Some(cert), Some(key)) = (&config.client_cert, &config.client_key) {
-            let mut pem = read("client key", key)?;
-            pem.extend(read("client certificate", cert)?);
-            let identity = reqwest::Identity::from_pem(&pem).map_err(|source| Error::Pem {
-                what: "client certificate",
-                path: cert.clone(),
-                source,
-            })?;
-            builder = builder.identity(identity);
-        }
-        let mut headers = HeaderMap::new();
-        for (name, value) in &config.headers {
-            let header = |why: String| Error::Header {
-                name: name.clone(),
-                why,
-            };
-            let value = expand(value).map_err(header)?;
-            let name =
-                HeaderName::from_bytes(name.as_bytes()).map_err(|e| header(e.to_string()))?;
-            let mut value = HeaderValue::from_str(&value).map_err(|e| header(e.to_string()))?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
-        if let Some(path) = &config.token_file {
-            let token = String::from_utf8_lossy(&read("token file", path)?)
-                .trim()
-                .to_owned();
-            let mut value =
-                HeaderValue::from_str(&format!("Bearer {token}")).map_err(|e| Error::Header {
-                    name: "authorization".to_owned(),
-                    why: format!("the token in {}: {e}", path.display()),
-                })?;
-            value.set_sensitive(true);
-            headers.insert(reqwest::header::AUTHORIZATION, value);
-        }
+        let (client, headers) = connection(config)?;
         Ok(Sender {
-            client: builder.build().map_err(Error::Client)?,
+            client,
             endpoint,
             headers,
             protocol: config.protocol,

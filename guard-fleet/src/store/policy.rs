@@ -1,0 +1,196 @@
+//! Policies from the fleet: every uploaded version, and what each group of hosts is
+//! assigned (a version, in `observe` or `enforce`). Versions are never changed once
+//! stored; an assignment's `serial` grows with every change, so hosts can refuse an
+//! older one replayed (docs/fleet.md, "Policy from the fleet").
+
+use serde::Serialize;
+use sqlx::Row as _;
+
+use super::{Store, StoreError};
+
+/// One stored version of a policy, without its text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PolicyVersion {
+    pub name: String,
+    pub version: i64,
+    /// SHA-256 of the text (lowercase hex).
+    pub sha256: String,
+    pub created_ms: i64,
+    /// Who uploaded it: the admin token's name.
+    pub author: String,
+}
+
+/// What a group of hosts is assigned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Assignment {
+    pub group: String,
+    pub policy: String,
+    pub version: i64,
+    /// `observe` or `enforce`.
+    pub mode: String,
+    pub serial: i64,
+    pub updated_ms: i64,
+    pub author: String,
+}
+
+/// Why an assignment was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum AssignError {
+    #[error("policy {policy} has no version {version}")]
+    NoSuchVersion { policy: String, version: i64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Store {
+    /// Stores `text` as the next version of policy `name`; returns the version.
+    /// Two uploads of one policy at once: one of them fails (the key is taken) and
+    /// can be sent again.
+    pub async fn add_policy(
+        &self,
+        name: &str,
+        text: &str,
+        sha256: &str,
+        author: &str,
+        now_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let _writer = self.writer().await;
+        let row = sqlx::query(
+            "INSERT INTO policies (name, version, text, sha256, created_ms, author) \
+             SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5 FROM policies \
+             WHERE name = $1 RETURNING version",
+        )
+        .bind(name)
+        .bind(text)
+        .bind(sha256)
+        .bind(now_ms)
+        .bind(author)
+        .fetch_one(self.pool())
+        .await
+        .map_err(StoreError::query("store a policy version"))?;
+        row.try_get("version")
+            .map_err(StoreError::query("read the new version"))
+    }
+
+    /// Every stored version, newest policy change first.
+    pub async fn policies(&self) -> Result<Vec<PolicyVersion>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, version, sha256, created_ms, author FROM policies \
+             ORDER BY created_ms DESC, name, version DESC",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("list the policies"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(PolicyVersion {
+                    name: r.try_get("name")?,
+                    version: r.try_get("version")?,
+                    sha256: r.try_get("sha256")?,
+                    created_ms: r.try_get("created_ms")?,
+                    author: r.try_get("author")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::query("read the policies"))
+    }
+
+    /// The text of one version.
+    pub async fn policy_text(
+        &self,
+        name: &str,
+        version: i64,
+    ) -> Result<Option<String>, StoreError> {
+        sqlx::query("SELECT text FROM policies WHERE name = $1 AND version = $2")
+            .bind(name)
+            .bind(version)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(StoreError::query("read a policy version"))?
+            .map(|r| r.try_get("text"))
+            .transpose()
+            .map_err(StoreError::query("read a policy version"))
+    }
+
+    /// Assigns a version to `group` in `mode`; returns the assignment's serial.
+    pub async fn assign(
+        &self,
+        group: &str,
+        policy: &str,
+        version: i64,
+        mode: &str,
+        author: &str,
+        now_ms: i64,
+    ) -> Result<i64, AssignError> {
+        if self.policy_text(policy, version).await?.is_none() {
+            return Err(AssignError::NoSuchVersion {
+                policy: policy.to_owned(),
+                version,
+            });
+        }
+        let _writer = self.writer().await;
+        let row = sqlx::query(
+            "INSERT INTO policy_assignments \
+             (group_name, policy, version, mode, serial, updated_ms, author) \
+             VALUES ($1, $2, $3, $4, 1, $5, $6) \
+             ON CONFLICT (group_name) DO UPDATE SET policy = $2, version = $3, mode = $4, \
+             serial = policy_assignments.serial + 1, updated_ms = $5, author = $6 \
+             RETURNING serial",
+        )
+        .bind(group)
+        .bind(policy)
+        .bind(version)
+        .bind(mode)
+        .bind(now_ms)
+        .bind(author)
+        .fetch_one(self.pool())
+        .await
+        .map_err(StoreError::query("assign a policy"))?;
+        Ok(row
+            .try_get("serial")
+            .map_err(StoreError::query("read the assignment's serial"))?)
+    }
+
+    /// Every group's assignment, by group.
+    pub async fn assignments(&self) -> Result<Vec<Assignment>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT group_name, policy, version, mode, serial, updated_ms, author \
+             FROM policy_assignments ORDER BY group_name",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("list the assignments"))?;
+        rows.iter()
+            .map(assignment)
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::query("read the assignments"))
+    }
+
+    /// `group`'s assignment and the text of its version.
+    pub async fn assigned(&self, group: &str) -> Result<Option<(Assignment, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT a.group_name, a.policy, a.version, a.mode, a.serial, a.updated_ms, \
+             a.author, p.text FROM policy_assignments a JOIN policies p \
+             ON p.name = a.policy AND p.version = a.version WHERE a.group_name = $1",
+        )
+        .bind(group)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(StoreError::query("read an assignment"))?;
+        row.map(|r| Ok((assignment(&r)?, r.try_get("text")?)))
+            .transpose()
+            .map_err(StoreError::query("read an assignment"))
+    }
+}
+
+fn assignment(r: &sqlx::any::AnyRow) -> Result<Assignment, sqlx::Error> {
+    Ok(Assignment {
+        group: r.try_get("group_name")?,
+        policy: r.try_get("policy")?,
+        version: r.try_get("version")?,
+        mode: r.try_get("mode")?,
+        serial: r.try_get("serial")?,
+        updated_ms: r.try_get("updated_ms")?,
+        author: r.try_get("author")?,
+    })
+}

@@ -1,0 +1,207 @@
+//! The policies' JSON API (docs/fleet.md, "Policy from the fleet"):
+//!
+//! - `GET /api/policies`: every stored version and every group's assignment;
+//! - `POST /api/policies/{name}` (admin; the body is the TOML file): checked by
+//!   the daemon's own parser and stored as the next version, or refused with its
+//!   diagnostics (`file:line:col: error[Gnnn]: …`, HTTP 422);
+//! - `GET /api/policies/{name}/{version}`: the text of a version;
+//! - `PUT /api/assignments/{group}` (admin; `{"policy", "version", "mode"}`):
+//!   assigns a version to a group of hosts, `observe` first, then `enforce`.
+
+use std::sync::Arc;
+
+use axum::{
+    Extension, Json,
+    extract::{Path, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use guard_policy::{diag, signed::valid_name};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::{
+    auth::{Viewer, tokens::hex},
+    server::App,
+    store::{
+        now_ms,
+        policy::{AssignError, Assignment, PolicyVersion},
+    },
+};
+
+/// Longest policy text accepted.
+const TEXT_MAX: usize = 1 << 20;
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+fn store_error(e: &dyn std::error::Error) -> Response {
+    tracing::error!(error = %e, "policy store failed");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the database is unavailable",
+    )
+}
+
+/// The refusal of a change by someone who is not an admin.
+fn not_admin(viewer: &Viewer) -> Option<Response> {
+    (!viewer.admin).then(|| {
+        error(
+            StatusCode::FORBIDDEN,
+            "changing policies needs an admin token",
+        )
+    })
+}
+
+/// What `GET /api/policies` answers.
+#[derive(Debug, serde::Serialize)]
+pub struct Policies {
+    pub versions: Vec<PolicyVersion>,
+    pub assignments: Vec<Assignment>,
+}
+
+/// `GET /api/policies`.
+pub async fn list(State(app): State<Arc<App>>) -> Response {
+    let versions = match app.store.policies().await {
+        Ok(v) => v,
+        Err(e) => return store_error(&e),
+    };
+    match app.store.assignments().await {
+        Ok(assignments) => Json(Policies {
+            versions,
+            assignments,
+        })
+        .into_response(),
+        Err(e) => store_error(&e),
+    }
+}
+
+/// `POST /api/policies/{name}`.
+pub async fn upload(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Viewer>,
+    Path(name): Path<String>,
+    body: String,
+) -> Response {
+    if let Some(refusal) = not_admin(&viewer) {
+        return refusal;
+    }
+    if !valid_name(&name) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a policy's name is 1 to 128 letters, digits, `-`, `_` or `.`",
+        );
+    }
+    if body.len() > TEXT_MAX {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "a policy is at most 1 MiB");
+    }
+    let file = format!("{name}.toml");
+    let warnings = match guard_policy::parse::parse(&file, &body) {
+        Ok((_, warnings)) => diag::render(&file, &warnings),
+        Err(diags) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(serde_json::json!({
+                    "error": format!("policy {name} has errors"),
+                    "diagnostics": diag::render(&file, &diags),
+                })),
+            )
+                .into_response();
+        }
+    };
+    let sha256 = hex(&Sha256::digest(body.as_bytes()));
+    match app
+        .store
+        .add_policy(&name, &body, &sha256, &viewer.name, now_ms())
+        .await
+    {
+        Ok(version) => {
+            tracing::info!(policy = %name, version, author = %viewer.name, "policy stored");
+            (
+                StatusCode::CREATED,
+                Json(serde_json::json!({
+                    "policy": name,
+                    "version": version,
+                    "sha256": sha256,
+                    "warnings": warnings,
+                })),
+            )
+                .into_response()
+        }
+        Err(e) => store_error(&e),
+    }
+}
+
+/// `GET /api/policies/{name}/{version}`.
+pub async fn text(
+    State(app): State<Arc<App>>,
+    Path((name, version)): Path<(String, i64)>,
+) -> Response {
+    match app.store.policy_text(&name, version).await {
+        Ok(Some(text)) => ([(header::CONTENT_TYPE, "application/toml")], text).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("policy {name} has no version {version}"),
+        ),
+        Err(e) => store_error(&e),
+    }
+}
+
+/// `PUT /api/assignments/{group}`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assign {
+    pub policy: String,
+    pub version: i64,
+    /// `observe` (what it would do, shown in the fleet) or `enforce`.
+    pub mode: String,
+}
+
+/// `PUT /api/assignments/{group}`.
+pub async fn assign(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Viewer>,
+    Path(group): Path<String>,
+    Json(a): Json<Assign>,
+) -> Response {
+    if let Some(refusal) = not_admin(&viewer) {
+        return refusal;
+    }
+    if !valid_name(&group) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "a group's name is 1 to 128 letters, digits, `-`, `_` or `.`",
+        );
+    }
+    if !matches!(a.mode.as_str(), "observe" | "enforce") {
+        return error(StatusCode::BAD_REQUEST, "mode is observe or enforce");
+    }
+    match app
+        .store
+        .assign(
+            &group,
+            &a.policy,
+            a.version,
+            &a.mode,
+            &viewer.name,
+            now_ms(),
+        )
+        .await
+    {
+        Ok(serial) => {
+            tracing::info!(%group, policy = %a.policy, version = a.version, mode = %a.mode,
+                serial, author = %viewer.name, "policy assigned");
+            Json(serde_json::json!({
+                "group": group,
+                "policy": a.policy,
+                "version": a.version,
+                "mode": a.mode,
+                "serial": serial,
+            }))
+            .into_response()
+        }
+        Err(e @ AssignError::NoSuchVersion { .. }) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(AssignError::Store(e)) => store_error(&e),
+    }
+}

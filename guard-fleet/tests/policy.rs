@@ -1,0 +1,174 @@
+//! Policies from the fleet over HTTP, as a security team and hosts use them: an
+//! admin uploads versions (checked by the daemon's own parser) and assigns them to
+//! groups, observe then enforce; a host pulls its group's assignment, signed with
+//! the fleet's key. Each test runs on SQLite, and on PostgreSQL when
+//! `GUARD_FLEET_TEST_PG` is set.
+
+mod support;
+
+use guard_fleet::policy::Signer;
+use guard_policy::{model::Mode, signed::Envelope};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::{ADMIN_TOKEN, CLUSTER_TOKEN, DASH_TOKEN, Db, Fleet, HOST_TOKEN};
+
+on_both!(
+    an_admin_uploads_and_assigns_and_a_host_pulls_it_signed,
+    a_fleet_without_a_signing_key_serves_no_policy,
+);
+
+const GOOD: &str = "mode = \"enforce\"\n\n[[rule]]\nid = \"no-ssh-keys\"\nkind = \"file\"\n\
+                    paths = [\"~/.ssh/**\"]\naction = \"kill\"\n";
+const BAD: &str = "[[rule]]\nid = \"x\"\nkind = \"file\"\npaths = [\"~/.ssh/**\"]\n\
+                   action = \"explode\"\n";
+
+async fn call(
+    fleet: &Fleet,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<reqwest::Body>,
+    json_body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut r = fleet.http.request(method, format!("{}{path}", fleet.base));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r.body(b);
+    }
+    if let Some(j) = json_body {
+        r = r.json(&j);
+    }
+    let resp = r.send().await.expect("request");
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn upload(fleet: &Fleet, token: &str, name: &str, text: &str) -> (StatusCode, Value) {
+    let path = format!("/api/policies/{name}");
+    call(
+        fleet,
+        reqwest::Method::POST,
+        &path,
+        Some(token),
+        Some(text.to_owned().into()),
+        None,
+    )
+    .await
+}
+
+async fn assign(fleet: &Fleet, group: &str, version: i64, mode: &str) -> (StatusCode, Value) {
+    let path = format!("/api/assignments/{group}");
+    let body = json!({"policy": "ssh", "version": version, "mode": mode});
+    call(
+        fleet,
+        reqwest::Method::PUT,
+        &path,
+        Some(ADMIN_TOKEN),
+        None,
+        Some(body),
+    )
+    .await
+}
+
+async fn pull(fleet: &Fleet, group: &str, token: Option<&str>) -> (StatusCode, Value) {
+    let path = format!("/v1/policy?group={group}");
+    call(fleet, reqwest::Method::GET, &path, token, None, None).await
+}
+
+async fn an_admin_uploads_and_assigns_and_a_host_pulls_it_signed(db: Db) {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key_path = keys.path().join("policy.key");
+    let signer = Signer::create(&key_path).expect("a key");
+    let public: [u8; 32] = base64_key(&signer.public_key());
+    let extra = format!("[policy]\nsigning_key = \"{}\"\n", key_path.display());
+    let fleet = Fleet::start(db, &extra).await;
+
+    // Only an admin changes policies; a dashboard token looks.
+    let (status, _) = upload(&fleet, DASH_TOKEN, "ssh", GOOD).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // A policy with errors is refused with the daemon's diagnostics, line and column.
+    let (status, body) = upload(&fleet, ADMIN_TOKEN, "ssh", BAD).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    let diagnostics = body["diagnostics"].as_str().expect("diagnostics");
+    assert!(
+        diagnostics.contains("ssh.toml:5:10: error[G005]"),
+        "{diagnostics}"
+    );
+    // Valid versions are numbered in turn.
+    for version in 1..=2 {
+        let (status, body) = upload(&fleet, ADMIN_TOKEN, "ssh", GOOD).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["version"], version);
+    }
+
+    // No assignment yet; credentials as for /v1/logs.
+    assert_eq!(
+        pull(&fleet, "ci", Some(HOST_TOKEN)).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(pull(&fleet, "ci", None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        pull(&fleet, "ci", Some(DASH_TOKEN)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Observe first: the host gets version 1, signed, in observe.
+    let (status, body) = assign(&fleet, "ci", 1, "observe").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["serial"], 1);
+    let (status, body) = pull(&fleet, "ci", Some(CLUSTER_TOKEN)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let first: Envelope = serde_json::from_value(body).expect("an envelope");
+    assert_eq!(
+        (first.version, first.serial, first.text.as_str()),
+        (1, 1, GOOD)
+    );
+    assert_eq!(first.verify(&public, "ci", None), Ok(Mode::Observe));
+
+    // Then enforce, with a newer serial; an older answer replayed is refused.
+    let (status, body) = assign(&fleet, "ci", 2, "enforce").await;
+    assert_eq!((status, body["serial"].clone()), (StatusCode::OK, json!(2)));
+    let (_, body) = pull(&fleet, "ci", Some(HOST_TOKEN)).await;
+    let second: Envelope = serde_json::from_value(body).expect("an envelope");
+    assert_eq!(second.verify(&public, "ci", Some(1)), Ok(Mode::Enforce));
+    assert!(first.verify(&public, "ci", Some(2)).is_err());
+
+    // A version that does not exist, a bad mode: refused, nothing changes.
+    assert_eq!(
+        assign(&fleet, "ci", 9, "enforce").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        assign(&fleet, "ci", 1, "maybe").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let listed: Value = fleet.api("/api/policies").await;
+    assert_eq!(listed["versions"].as_array().map(Vec::len), Some(2));
+    assert_eq!(listed["assignments"][0]["serial"], 2);
+    assert_eq!(listed["assignments"][0]["version"], 2);
+    fleet.stop().await;
+}
+
+async fn a_fleet_without_a_signing_key_serves_no_policy(db: Db) {
+    let fleet = Fleet::start(db, "").await;
+    let (status, body) = pull(&fleet, "ci", Some(HOST_TOKEN)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("signing_key")),
+        "{body}"
+    );
+    fleet.stop().await;
+}
+
+fn base64_key(text: &str) -> [u8; 32] {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("base64")
+        .try_into()
+        .expect("32 bytes")
+}

@@ -1,0 +1,143 @@
+//! Policy from the fleet: a task asks the fleet for the assignment of this host's
+//! group (`[fleet]`: `GET policy_url?group=G`, with `[export]`'s credential and
+//! TLS), and hands each new answer to the daemon's loop, which verifies the
+//! signature against the pinned key and applies the policy like a reload
+//! (`daemon::handle`). The last applied answer is kept in the state directory, so a
+//! restart without the fleet enforces it again; a fleet that cannot be reached
+//! changes nothing (docs/fleet.md, "Policy from the fleet").
+
+use std::path::{Path, PathBuf};
+
+use guard_policy::{
+    diag::Diagnostic,
+    model::{Export, Fleet, Policy},
+    signed::{Envelope, Refused},
+};
+use tokio::{sync::mpsc, task::JoinHandle};
+
+/// Where the applied assignment is kept, under the state directory.
+pub const KEPT: &str = "fleet-policy.json";
+
+/// The group this host asks for: `[fleet] group`, else the host's name.
+pub fn group(fleet: &Fleet) -> String {
+    fleet
+        .group
+        .clone()
+        .unwrap_or_else(|| crate::host::uname().0)
+}
+
+/// The pulling task; it stops when this is dropped.
+#[derive(Debug)]
+pub struct Puller {
+    task: JoinHandle<()>,
+    /// What it was started with, to restart it when that changes.
+    pub config: (Fleet, Export),
+}
+
+impl Drop for Puller {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts asking the fleet every `[fleet] interval` (and now); each answer that
+/// differs from the previous one goes to `tx`.
+pub fn start(
+    fleet: &Fleet,
+    export: &Export,
+    tx: mpsc::Sender<Envelope>,
+) -> Result<Puller, crate::export::sender::Error> {
+    let (client, headers) = crate::export::sender::connection(export)?;
+    let url = fleet.policy_url.clone();
+    let group = group(fleet);
+    let interval = fleet.interval;
+    let task = tokio::spawn(async move {
+        let mut last: Option<(u64, String)> = None;
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let asked = client
+                .get(&url)
+                .query(&[("group", &group)])
+                .headers(headers.clone())
+                .send()
+                .await;
+            let envelope = match asked {
+                Ok(r) if r.status() == reqwest::StatusCode::OK => r.json::<Envelope>().await,
+                Ok(r) if r.status() == reqwest::StatusCode::NOT_FOUND => {
+                    tracing::debug!(%group, "the fleet assigns this group no policy");
+                    continue;
+                }
+                Ok(r) => {
+                    tracing::warn!(%url, status = %r.status(), "the fleet did not serve a policy; the policy in force stays");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(%url, error = %e, "the fleet cannot be reached; the policy in force stays");
+                    continue;
+                }
+            };
+            let envelope = match envelope {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(%url, error = %e, "the fleet's answer is not a policy; the policy in force stays");
+                    continue;
+                }
+            };
+            let key = (envelope.serial, envelope.signature.clone());
+            if last.as_ref() == Some(&key) {
+                continue;
+            }
+            last = Some(key);
+            if tx.send(envelope).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(Puller {
+        task,
+        config: (fleet.clone(), export.clone()),
+    })
+}
+
+/// The assignment kept by the last run, if any (it is verified again before use).
+pub fn kept(state_dir: &Path) -> Option<Envelope> {
+    let text = std::fs::read_to_string(state_dir.join(KEPT)).ok()?;
+    match serde_json::from_str(&text) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "the kept fleet policy is not readable; left out");
+            None
+        }
+    }
+}
+
+/// Keeps `envelope` for the next start (written aside, then renamed over).
+pub fn keep(state_dir: &Path, envelope: &Envelope) -> std::io::Result<()> {
+    std::fs::create_dir_all(state_dir)?;
+    let path: PathBuf = state_dir.join(KEPT);
+    let tmp = state_dir.join(format!("{KEPT}.new"));
+    let text = serde_json::to_vec(envelope).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, text)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// Removes the kept assignment (the host's own file no longer names a fleet).
+pub fn forget(state_dir: &Path) {
+    let _ = std::fs::remove_file(state_dir.join(KEPT));
+}
+
+/// The policy in force under `envelope` on a host whose own policy is `local`:
+/// refused unless `local` names a fleet whose key signed it, for this host's
+/// group, no older than assignment `current`, and its text checks.
+pub fn served(
+    local: &Policy,
+    envelope: &Envelope,
+    current: Option<u64>,
+) -> Result<(Policy, Vec<Diagnostic>), Refused> {
+    let fleet = local.fleet.as_ref().ok_or(Refused::NoFleet)?;
+    let mode = envelope.verify(&fleet.public_key, &group(fleet), current)?;
+    envelope.policy(mode, local)
+}
