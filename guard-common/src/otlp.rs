@@ -33,6 +33,8 @@ pub mod attr {
     pub const POLICY_NAME: &str = "guard.policy.name";
     pub const POLICY_MODE: &str = "guard.policy.mode";
     pub const TIERS: &str = "guard.tiers";
+    /// The fleet group whose policy the host takes (`[fleet] group`).
+    pub const FLEET_GROUP: &str = "guard.fleet.group";
     pub const K8S_NODE_NAME: &str = "k8s.node.name";
     pub const K8S_CLUSTER_NAME: &str = "k8s.cluster.name";
 
@@ -154,7 +156,10 @@ pub fn any_to_json(value: &AnyValue) -> Value {
             Value::Object(map)
         }
         // A value type newer than this guard (none today): kept as its debug form.
-        #[allow(unreachable_patterns)]
+        #[allow(
+            unreachable_patterns,
+            reason = "every value type OTLP has today is matched above; a newer one lands here"
+        )]
         Some(other) => Value::String(format!("{other:?}")),
     }
 }

@@ -682,7 +682,10 @@ fn file_pick(
 /// [`file_pick`] among the entries of kinds `base` above the file kinds (0: kill
 /// and deny entries; `path_kind::TAINT_OFFSET`: taint entries).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "inlined into the verifier's view: scalars, not a struct on the 512-byte stack"
+)]
 fn file_pick_in(
     dentry: *const core::ffi::c_void,
     path: *const u8,

@@ -12,7 +12,10 @@
 // `atomic_xadd` for the byte counters (flow.rs); the eBPF build is on the stable
 // toolchain with RUSTC_BOOTSTRAP=1 already (for `-Z build-std`).
 #![feature(core_intrinsics)]
-#![allow(internal_features)]
+#![expect(
+    internal_features,
+    reason = "core_intrinsics, for the atomic add the BPF target has (see above)"
+)]
 
 mod core_read;
 mod dns;

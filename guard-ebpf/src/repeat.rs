@@ -196,7 +196,10 @@ pub fn remember(
             };
             // By reference: a copy would not fit the 512-byte stack.
             // SAFETY: a per-CPU value nothing writes (all zeroes).
-            #[allow(clippy::needless_borrows_for_generic_args)]
+            #[expect(
+                clippy::needless_borrows_for_generic_args,
+                reason = "by reference: a copy would not fit the 512-byte stack"
+            )]
             if OPEN_CACHE
                 .insert(tid, unsafe { &*blank }, u64::from(BPF_NOEXIST))
                 .is_err()

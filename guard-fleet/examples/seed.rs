@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use prost::Message as _;
 
-#[allow(clippy::duplicate_mod)]
 #[path = "../tests/support/records.rs"]
 mod records;
 

@@ -26,10 +26,8 @@
 //! It prints one JSON object: `cargo xtask bench` (or `--fleet-only`) runs it on both
 //! databases and keeps the results.
 
-#[allow(clippy::duplicate_mod)]
 #[path = "../tests/support/pg.rs"]
 mod pg;
-#[allow(clippy::duplicate_mod)]
 #[path = "../tests/support/records.rs"]
 mod records;
 

@@ -21,7 +21,7 @@ use guard_common::otlp::{self, attr};
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use serde_json::{Value, json};
 use sqlx::Executor as _;
-use support::{CLUSTER_TOKEN, DASH_TOKEN, Db, Fleet, records};
+use support::{ADMIN_TOKEN, CLUSTER_TOKEN, DASH_TOKEN, Db, Fleet, records};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -654,5 +654,111 @@ async fn a_security_team_reads_the_dashboard_in_chromium() {
             screenshot(&client, "sessions-phone.png").await;
         }
     }
+    client.close().await.expect("end the WebDriver session");
+}
+
+/// The policies page as an admin reads it in Chromium: each group's assignment
+/// (observe shown as such), how many of its hosts do not enforce it yet, a group
+/// hosts name with no assignment, and every stored version; the page fits a phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_reads_the_policies_page_in_chromium() {
+    if !Path::new(CHROMIUM).is_file() || !Path::new(CHROMEDRIVER).is_file() {
+        support::record_skip(
+            "an_admin_reads_the_policies_page_in_chromium",
+            "no Chromium: Debian's chromium and chromium-driver (cargo xtask test installs them)",
+        );
+        return;
+    }
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = keys.path().join("policy.key");
+    guard_fleet::policy::Signer::create(&key).expect("a key");
+    let fleet = Fleet::start(
+        Db::Sqlite,
+        &format!("[policy]\nsigning_key = \"{}\"\n", key.display()),
+    )
+    .await;
+    let text =
+        "[[rule]]\nid = \"ssh\"\nkind = \"file\"\npaths = [\"~/.ssh/**\"]\naction = \"kill\"\n";
+    for _ in 0..2 {
+        let r = fleet
+            .http
+            .post(format!("{}/api/policies/protect", fleet.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .body(text)
+            .send()
+            .await
+            .expect("upload");
+        assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    }
+    let r = fleet
+        .http
+        .put(format!("{}/api/assignments/ci-pool", fleet.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"policy": "protect", "version": 2, "mode": "observe"}))
+        .send()
+        .await
+        .expect("assign");
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    // Two hosts of ci-pool, one of which still runs version 1; one host of a group
+    // with no assignment.
+    for (host, group, policy, mode) in [
+        ("runner-1", "ci-pool", "fleet:protect@2", "observe"),
+        ("runner-2", "ci-pool", "fleet:protect@1", "observe"),
+        ("laptop", "laptops", "workstation", "enforce"),
+    ] {
+        let mut req = records::request(host, vec![records::heartbeat()]);
+        let res = req.resource_logs[0].resource.as_mut().expect("a resource");
+        res.attributes
+            .retain(|a| ![attr::POLICY_NAME, attr::POLICY_MODE].contains(&a.key.as_str()));
+        res.attributes.extend([
+            otlp::kv(attr::POLICY_NAME, policy),
+            otlp::kv(attr::POLICY_MODE, mode),
+            otlp::kv(attr::FLEET_GROUP, group),
+        ]);
+        assert_eq!(fleet.send_ok(&req, CLUSTER_TOKEN).await, 0, "rejected");
+    }
+
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().expect("profile directory");
+    let client = browser(&driver, profile.path()).await;
+    let base = fleet.base.clone();
+    client
+        .goto(&format!("{base}/policies"))
+        .await
+        .expect("open the policies page");
+    type_into(&client, "#token", ADMIN_TOKEN).await;
+    click(&client, "button.go").await;
+    let page = wait_for(&client, "the policies page", |url, text| {
+        url.path() == "/policies" && text.contains("ci-pool")
+    })
+    .await;
+    let assignments = text_of(&client, "table.assignments tbody").await;
+    let rows: Vec<&str> = assignments.lines().collect();
+    assert!(
+        rows.iter().any(|r| r.contains("ci-pool")
+            && r.contains("protect@2")
+            && r.contains("observe")
+            && r.split_whitespace().rev().take(2).eq(["1", "2"])),
+        "ci-pool: 2 hosts, 1 not enforcing its assignment:\n{assignments}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.contains("laptops") && r.contains("no assignment")),
+        "{assignments}"
+    );
+    let versions = text_of(&client, "table.versions tbody").await;
+    assert_eq!(versions.lines().count(), 2, "{versions}");
+    assert!(page.contains("sec-lead"), "the uploader is named:\n{page}");
+    screenshot(&client, "policies.png").await;
+    client
+        .set_window_size(390, 844)
+        .await
+        .expect("a phone's window");
+    open(&client, &base, "/policies", "ci-pool").await;
+    let (page_px, window) = widths(&client).await;
+    assert!(
+        page_px <= window,
+        "/policies is {page_px} px wide in a {window} px window"
+    );
     client.close().await.expect("end the WebDriver session");
 }

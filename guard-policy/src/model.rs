@@ -657,6 +657,15 @@ pub struct Policy {
     pub fleet: Option<Fleet>,
 }
 
+/// Whether `name` may name a policy or a group in the fleet: 1 to 128 letters,
+/// digits, `-`, `_` or `.`.
+pub fn valid_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
 /// `[fleet]`: the host pulls the policy the fleet assigns to its group, signed by
 /// the fleet's key (`crate::signed`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -60,15 +60,6 @@ pub enum Refused {
     },
 }
 
-/// Whether `name` may name a policy or a group in the fleet: 1 to 128 letters,
-/// digits, `-`, `_` or `.`.
-pub fn valid_name(name: &str) -> bool {
-    (1..=128).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-}
-
 impl Envelope {
     /// The bytes signed: the context, then each field, length first (no two
     /// different envelopes sign the same bytes).

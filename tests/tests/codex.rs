@@ -304,7 +304,10 @@ fn codex_command(
 }
 
 /// [`codex_command`] with `guard run` options (`--landlock`).
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each is one thing a Codex run is set up with"
+)]
 fn codex_command_with(
     ns: &NetNs,
     socket: Option<&Path>,
@@ -367,7 +370,10 @@ fn run_codex(
 }
 
 /// [`run_codex`] with `guard run` options.
-#[allow(clippy::too_many_arguments)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each is one thing a Codex run is set up with"
+)]
 fn run_codex_with(
     daemon: &mut Daemon,
     guard_options: &[&str],

@@ -170,6 +170,18 @@ fn a_fleet_policy_is_observed_then_enforced_and_a_forged_one_is_refused() {
         &["assign", &group, "protect", "1", "--mode", "enforce"],
     );
     wait_mode(&mut s, "enforce");
+    // The fleet sees the host take it: its group's assignment, no drift.
+    guard_tests::wait_until(
+        "the fleet to see the host enforce its assignment",
+        std::time::Duration::from_secs(30),
+        || {
+            let page = fleet.page("/api/hosts");
+            page.contains(&format!("\"fleet_group\":\"{group}\""))
+                && page.contains("\"assigned_mode\":\"enforce\"")
+                && page.contains("\"policy_mode\":\"enforce\"")
+                && page.contains("\"drift\":false")
+        },
+    );
     let enforced = |s: &mut Enforcing, when: &str| {
         let (run, events) = s.sh(&format!("cat {secret}; echo status=$?"));
         assert_eq!(

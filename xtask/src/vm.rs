@@ -826,9 +826,14 @@ fn test_binaries() -> Result<Vec<(&'static str, PathBuf)>> {
             continue;
         };
         let target = &msg["target"];
+        // The root end-to-end tests' binaries only: another package may have a test
+        // of the same name (guard-fleet's own `tests/`).
         let is_test = target["kind"]
             .as_array()
-            .is_some_and(|k| k.iter().any(|k| k == "test"));
+            .is_some_and(|k| k.iter().any(|k| k == "test"))
+            && msg["package_id"]
+                .as_str()
+                .is_some_and(|p| p.contains("#guard-tests@"));
         let (Some(name), Some(exe)) = (target["name"].as_str(), msg["executable"].as_str()) else {
             continue;
         };

@@ -1,5 +1,9 @@
 -- guard-fleet schema 5, the same on PostgreSQL and SQLite: policies from the fleet.
 
+-- The group whose assignment each host takes (`guard.fleet.group`): its policy in
+-- force is compared with the assignment's (drift).
+ALTER TABLE hosts ADD COLUMN fleet_group TEXT;
+
 -- Every version of every policy uploaded: the text as uploaded (checked by the
 -- daemon's own parser before it was stored), never changed once stored.
 CREATE TABLE policies (

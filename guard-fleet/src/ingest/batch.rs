@@ -17,6 +17,8 @@ pub struct HostRow {
     pub boot_id: Option<String>,
     pub policy_name: Option<String>,
     pub policy_mode: Option<String>,
+    /// The fleet group whose policy it takes (`guard.fleet.group`).
+    pub fleet_group: Option<String>,
     /// `guard.tiers` as a JSON object: enforcement action → tier.
     pub tiers: Option<String>,
     pub k8s_cluster: Option<String>,

@@ -133,6 +133,7 @@ fn host_row(host: &str, attrs: &[KeyValue], now_ms: i64) -> Option<HostRow> {
         boot_id: s(attr::BOOT_ID)?,
         policy_name: s(attr::POLICY_NAME)?,
         policy_mode: s(attr::POLICY_MODE)?,
+        fleet_group: s(attr::FLEET_GROUP)?,
         tiers,
         k8s_cluster: s(attr::K8S_CLUSTER_NAME)?,
         k8s_node: s(attr::K8S_NODE_NAME)?,

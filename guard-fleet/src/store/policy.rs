@@ -183,6 +183,42 @@ impl Store {
     }
 }
 
+/// The hosts of a group, as the hosts table last heard them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GroupHosts {
+    pub group: String,
+    pub hosts: i64,
+    /// Of them, those whose policy in force is not the group's assignment.
+    pub drifting: i64,
+}
+
+impl Store {
+    /// Every group hosts named (`guard.fleet.group`), with its host counts.
+    pub async fn group_hosts(&self) -> Result<Vec<GroupHosts>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT h.fleet_group AS grp, COUNT(*) AS hosts, CAST(SUM(CASE WHEN \
+             a.group_name IS NOT NULL AND (h.policy_name IS NULL OR h.policy_mode IS NULL \
+             OR h.policy_name <> 'fleet:' || a.policy || '@' || CAST(a.version AS TEXT) \
+             OR h.policy_mode <> a.mode) THEN 1 ELSE 0 END) AS BIGINT) AS drifting \
+             FROM hosts h LEFT JOIN policy_assignments a ON a.group_name = h.fleet_group \
+             WHERE h.fleet_group IS NOT NULL GROUP BY h.fleet_group ORDER BY h.fleet_group",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("count the groups' hosts"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(GroupHosts {
+                    group: r.try_get("grp")?,
+                    hosts: r.try_get("hosts")?,
+                    drifting: r.try_get::<Option<i64>, _>("drifting")?.unwrap_or(0),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::query("read the groups' hosts"))
+    }
+}
+
 fn assignment(r: &sqlx::any::AnyRow) -> Result<Assignment, sqlx::Error> {
     Ok(Assignment {
         group: r.try_get("group_name")?,

@@ -54,6 +54,7 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/repositories", get(pages::repositories))
         .route("/agents", get(pages::agents))
         .route("/rules", get(pages::rules))
+        .route("/policies", get(pages::policies))
         .route("/api/overview", get(api::overview))
         .route("/api/sessions", get(api::sessions))
         .route("/api/sessions/{id}", get(api::session))

@@ -18,9 +18,12 @@ use super::{
 use crate::{
     auth::Viewer,
     server::App,
-    store::read::{
-        Dim, DimPage, DimSort, HostPage, Overview, SessionDetail, SessionPage, SessionRow, Sort,
-        Window,
+    store::{
+        policy::{Assignment, GroupHosts, PolicyVersion},
+        read::{
+            Dim, DimPage, DimSort, HostPage, Overview, SessionDetail, SessionPage, SessionRow,
+            Sort, Window,
+        },
     },
 };
 
@@ -391,6 +394,51 @@ pub async fn hosts(
         prev: (h.page > 1).then(|| link(h.page - 1)),
         next: (i64::from(h.page) < pages).then(|| link(h.page + 1)),
         h: &h,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "policies.html")]
+struct PoliciesPage<'a> {
+    nav: &'a str,
+    viewer: &'a str,
+    now_ms: i64,
+    versions: &'a [PolicyVersion],
+    assignments: &'a [(Assignment, GroupHosts)],
+    /// Groups hosts name that have no assignment.
+    unassigned: &'a [GroupHosts],
+}
+
+/// `GET /policies`: every group's assignment with its hosts (how many are not
+/// enforcing it yet: drift), and every stored version.
+pub async fn policies(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Viewer>,
+) -> Result<Response, PageError> {
+    let versions = app.store.policies().await.map_err(WebError::from)?;
+    let mut groups = app.store.group_hosts().await.map_err(WebError::from)?;
+    let assignments: Vec<(Assignment, GroupHosts)> = app
+        .store
+        .assignments()
+        .await
+        .map_err(WebError::from)?
+        .into_iter()
+        .map(|a| {
+            let hosts = groups
+                .iter()
+                .position(|g| g.group == a.group)
+                .map(|i| groups.remove(i))
+                .unwrap_or_default();
+            (a, hosts)
+        })
+        .collect();
+    html(&PoliciesPage {
+        nav: "policies",
+        viewer: &viewer.name,
+        now_ms: crate::store::now_ms(),
+        versions: &versions,
+        assignments: &assignments,
+        unassigned: &groups,
     })
 }
 

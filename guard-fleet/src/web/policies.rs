@@ -16,7 +16,7 @@ use axum::{
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
-use guard_policy::{diag, signed::valid_name};
+use guard_policy::{diag, model::valid_name};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 

@@ -15,7 +15,10 @@
 //!
 //! Self-contained, for other crates' tests too (`#[path]`): it needs libc, tempfile,
 //! getrandom, tokio and sqlx (`any`, `postgres`, `migrate`).
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary uses its own part of the support module"
+)]
 
 use std::{
     fs,

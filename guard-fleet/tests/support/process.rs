@@ -1,6 +1,9 @@
 //! The built `guard-fleet` binary as a separate process: a replica the tests can
 //! kill at any moment (SIGKILL, by its pid), and the CLI.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary uses its own part of the support module"
+)]
 
 use std::{
     io::{BufRead as _, BufReader},

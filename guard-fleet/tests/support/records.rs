@@ -1,6 +1,9 @@
 //! Real OTLP requests as a guard host builds them (docs/export.md), for the unit
 //! tests (included by path) and the integration tests.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test binary uses its own part of the support module"
+)]
 
 use guard_common::{
     otlp::{self, attr},

@@ -63,7 +63,7 @@ impl Checker<'_> {
                     let Some(text) = self.string(name, value) else {
                         continue;
                     };
-                    if !crate::signed::valid_name(text) {
+                    if !crate::model::valid_name(text) {
                         self.error(
                             code::INVALID,
                             here,

@@ -22,8 +22,6 @@ pub struct Cli {
     pub command: Cmd,
 }
 
-// Parsed once per run: the daemon's many options need no box.
-#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Cmd {
     /// Load the kernel programs and report every agent session as JSON lines (root).

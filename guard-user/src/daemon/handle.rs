@@ -432,6 +432,10 @@ impl Daemon {
     /// than the one in force, and its text checks; else refused, and the policy in
     /// force stays.
     pub(super) fn fleet_policy(&mut self, envelope: Envelope) -> anyhow::Result<()> {
+        if self.fleet.in_force.as_ref() == Some(&envelope) {
+            // The assignment kept from the last run, served again: in force already.
+            return Ok(());
+        }
         let why = format!(
             "fleet assignment {} of group {} in {} mode",
             envelope.serial, envelope.group, envelope.mode
@@ -590,12 +594,14 @@ impl Daemon {
             .into_iter()
             .map(|e| (e.action, e.tier))
             .collect();
-        crate::export::host::facts(
-            &policy.name,
-            policy.mode.as_str(),
-            tiers,
-            &policy.export.resource,
-        )
+        let mut resource = policy.export.resource.clone();
+        if let Some(fleet) = &policy.fleet {
+            resource.push((
+                guard_common::otlp::attr::FLEET_GROUP.to_owned(),
+                crate::fleet::group(fleet),
+            ));
+        }
+        crate::export::host::facts(&policy.name, policy.mode.as_str(), tiers, &resource)
     }
 
     /// Starts the export the policy (or `--export-endpoint`) asks for, replacing a

@@ -564,7 +564,8 @@ impl Pipeline {
                     );
                 }
                 (Ok(_), None) => tracing::warn!(
-                    "process {pid}, held at exec with no record of it: its program matches no                      digest rule, let go"
+                    "process {pid}, held at exec with no record of it: its program matches no \
+                     digest rule, let go"
                 ),
                 (Err(e), None) => {
                     tracing::warn!("process {pid}, held at exec with no record of it: {e}")

@@ -600,7 +600,6 @@ async fn healthz_handler(State(metrics): State<Arc<Metrics>>) -> Response {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use std::net::SocketAddr;
 

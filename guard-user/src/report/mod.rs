@@ -393,7 +393,10 @@ impl Ledger {
 
     /// Adds a flow's totals as of this record: what it moved since its previous
     /// record goes to its destination and to the session's totals.
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a flow record's fields, as the pipeline hands them over"
+    )]
     fn flow(
         &mut self,
         addr: &str,

@@ -411,7 +411,6 @@ pub enum Update {
     Sessions(Vec<Session>),
     Status(Status),
     /// One event (the follower hands them over in batches, as `Events`).
-    #[cfg_attr(not(test), allow(dead_code))]
     Event(Event),
     /// Several events at once: what arrived since the last frame.
     Events(Vec<Event>),

@@ -1,8 +1,6 @@
 //! `guard top` without a terminal: an [`App`] fed fake updates, drawn on ratatui's
 //! `TestBackend` and compared with insta snapshots, plus key handling.
 
-#![allow(clippy::unwrap_used)]
-
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};

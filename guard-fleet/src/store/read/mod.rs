@@ -149,6 +149,15 @@ pub struct Host {
     pub os_version: Option<String>,
     pub policy_name: Option<String>,
     pub policy_mode: Option<String>,
+    /// The fleet group whose policy it takes, and that group's assignment
+    /// (`fleet:NAME@VERSION`, its mode) when it has one.
+    pub fleet_group: Option<String>,
+    pub assigned: Option<String>,
+    pub assigned_mode: Option<String>,
+    /// The policy in force is not its group's assignment (or not in its mode):
+    /// the host has not taken it yet, or refused it (its `policy_rejected` events
+    /// say why).
+    pub drift: bool,
     /// Enforcement action → tier.
     pub tiers: BTreeMap<String, String>,
     pub k8s_cluster: Option<String>,
@@ -212,7 +221,10 @@ pub fn version_key(v: &str) -> Vec<u64> {
 
 const HOST_COLUMNS: &str = "h.host, h.host_name, h.host_id, h.arch, h.guard_version, \
     h.os_version, h.policy_name, h.policy_mode, h.tiers, h.k8s_cluster, h.k8s_node, \
-    h.first_seen_ms, h.last_seen_ms, h.clock_skew_ms, h.heartbeat_ms";
+    h.first_seen_ms, h.last_seen_ms, h.clock_skew_ms, h.heartbeat_ms, h.fleet_group, \
+    (SELECT 'fleet:' || a.policy || '@' || CAST(a.version AS TEXT) FROM policy_assignments a \
+     WHERE a.group_name = h.fleet_group) AS assigned, \
+    (SELECT a.mode FROM policy_assignments a WHERE a.group_name = h.fleet_group) AS assigned_mode";
 
 fn host_row(r: &AnyRow, stale_before: i64) -> Result<Host, sqlx::Error> {
     let tiers: Option<String> = r.try_get("tiers")?;
@@ -226,6 +238,11 @@ fn host_row(r: &AnyRow, stale_before: i64) -> Result<Host, sqlx::Error> {
         })
         .collect();
     let last_seen_ms: i64 = r.try_get("last_seen_ms")?;
+    let policy_name: Option<String> = r.try_get("policy_name")?;
+    let policy_mode: Option<String> = r.try_get("policy_mode")?;
+    let assigned: Option<String> = r.try_get("assigned")?;
+    let assigned_mode: Option<String> = r.try_get("assigned_mode")?;
+    let drift = assigned.is_some() && (policy_name != assigned || policy_mode != assigned_mode);
     Ok(Host {
         host: r.try_get("host")?,
         host_name: r.try_get("host_name")?,
@@ -233,8 +250,12 @@ fn host_row(r: &AnyRow, stale_before: i64) -> Result<Host, sqlx::Error> {
         arch: r.try_get("arch")?,
         guard_version: r.try_get("guard_version")?,
         os_version: r.try_get("os_version")?,
-        policy_name: r.try_get("policy_name")?,
-        policy_mode: r.try_get("policy_mode")?,
+        policy_name,
+        policy_mode,
+        fleet_group: r.try_get("fleet_group")?,
+        assigned,
+        assigned_mode,
+        drift,
         tiers,
         k8s_cluster: r.try_get("k8s_cluster")?,
         k8s_node: r.try_get("k8s_node")?,

@@ -6,11 +6,12 @@
 
 mod support;
 
+use guard_common::otlp::{self, attr};
 use guard_fleet::policy::Signer;
 use guard_policy::{model::Mode, signed::Envelope};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::{ADMIN_TOKEN, CLUSTER_TOKEN, DASH_TOKEN, Db, Fleet, HOST_TOKEN};
+use support::{ADMIN_TOKEN, CLUSTER_TOKEN, DASH_TOKEN, Db, Fleet, HOST_TOKEN, records};
 
 on_both!(
     an_admin_uploads_and_assigns_and_a_host_pulls_it_signed,
@@ -148,6 +149,42 @@ async fn an_admin_uploads_and_assigns_and_a_host_pulls_it_signed(db: Db) {
     assert_eq!(listed["versions"].as_array().map(Vec::len), Some(2));
     assert_eq!(listed["assignments"][0]["serial"], 2);
     assert_eq!(listed["assignments"][0]["version"], 2);
+
+    // The hosts view compares each host's policy in force with its group's
+    // assignment: drift until the host reports version 2 in enforce.
+    for (policy, mode, drift) in [
+        ("fleet:ssh@1", "observe", true),
+        ("fleet:ssh@2", "enforce", false),
+    ] {
+        let mut req = records::request("build-01", vec![records::heartbeat()]);
+        let resource = req.resource_logs[0].resource.as_mut().expect("a resource");
+        resource
+            .attributes
+            .retain(|a| a.key != attr::POLICY_NAME && a.key != attr::POLICY_MODE);
+        resource.attributes.extend([
+            otlp::kv(attr::POLICY_NAME, policy),
+            otlp::kv(attr::POLICY_MODE, mode),
+            otlp::kv(attr::FLEET_GROUP, "ci"),
+        ]);
+        assert_eq!(fleet.send_ok(&req, HOST_TOKEN).await, 0);
+        let hosts: Value = fleet.api("/api/hosts").await;
+        let host = &hosts["hosts"][0];
+        assert_eq!(
+            (
+                &host["fleet_group"],
+                &host["assigned"],
+                &host["assigned_mode"],
+                &host["drift"]
+            ),
+            (
+                &json!("ci"),
+                &json!("fleet:ssh@2"),
+                &json!("enforce"),
+                &json!(drift)
+            ),
+            "{host}"
+        );
+    }
     fleet.stop().await;
 }
 
