@@ -161,7 +161,7 @@ pub async fn submit(
             .tokens
             .get()
             .verify(token)
-            .is_some_and(|t| t.scope == auth::Scope::Dashboard);
+            .is_some_and(|t| matches!(t.scope, auth::Scope::Dashboard | auth::Scope::Admin));
     if !valid {
         tracing::warn!("dashboard login refused");
         return page(
