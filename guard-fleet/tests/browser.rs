@@ -749,6 +749,10 @@ async fn an_admin_reads_the_policies_page_in_chromium() {
     let versions = text_of(&client, "table.versions tbody").await;
     assert_eq!(versions.lines().count(), 2, "{versions}");
     assert!(page.contains("sec-lead"), "the uploader is named:\n{page}");
+    assert!(
+        page.contains("What ci-pool's assignment would stop"),
+        "an assignment in observe shows what it would stop:\n{page}"
+    );
     screenshot(&client, "policies.png").await;
     client
         .set_window_size(390, 844)

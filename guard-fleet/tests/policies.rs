@@ -16,6 +16,7 @@ use support::{ADMIN_TOKEN, CLUSTER_TOKEN, DASH_TOKEN, Db, Fleet, HOST_TOKEN, rec
 on_both!(
     an_admin_uploads_and_assigns_and_a_host_pulls_it_signed,
     a_fleet_without_a_signing_key_serves_no_policy,
+    the_fleet_shows_what_an_observed_policy_would_stop,
 );
 
 const GOOD: &str = "mode = \"enforce\"\n\n[[rule]]\nid = \"no-ssh-keys\"\nkind = \"file\"\n\
@@ -198,6 +199,91 @@ async fn a_fleet_without_a_signing_key_serves_no_policy(db: Db) {
             .is_some_and(|e| e.contains("signing_key")),
         "{body}"
     );
+    fleet.stop().await;
+}
+
+/// A group in observe: the violations its hosts only logged while the rule says
+/// `kill` or `deny` are what the policy would stop, by rule and host, since the
+/// assignment; other outcomes, other groups and earlier violations are not.
+async fn the_fleet_shows_what_an_observed_policy_would_stop(db: Db) {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key_path = keys.path().join("policy.key");
+    Signer::create(&key_path).expect("a key");
+    let extra = format!("[policy]\nsigning_key = \"{}\"\n", key_path.display());
+    let fleet = Fleet::start(db, &extra).await;
+    assert_eq!(
+        upload(&fleet, ADMIN_TOKEN, "ssh", GOOD).await.0,
+        StatusCode::CREATED
+    );
+    let (status, _) = call(
+        &fleet,
+        reqwest::Method::GET,
+        "/api/assignments/ci/would",
+        Some(DASH_TOKEN),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no assignment yet");
+    assert_eq!(assign(&fleet, "ci", 1, "observe").await.0, StatusCode::OK);
+
+    let now = chrono::Utc::now();
+    let ts = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let observed = now.timestamp_nanos_opt().expect("in range") as u64;
+    // build-01 in group ci: one deny only logged (would stop), one alert; an
+    // older logged kill. eu/other in another group: a logged kill.
+    for (host, token, group, session) in [
+        ("build-01", HOST_TOKEN, "ci", "00000000000000c1"),
+        ("other", CLUSTER_TOKEN, "laptops", "00000000000000c2"),
+    ] {
+        let mut report = records::report(session, "dev", "https://github.com/acme/app", true);
+        for v in &mut report.violations.items {
+            v.ts.clone_from(&ts);
+            if v.action == "deny" {
+                v.outcome = "logged".into();
+            }
+        }
+        let mut old = report.violations.items[1].clone();
+        old.ts = "2026-01-01T00:00:00Z".into();
+        old.action = "kill".into();
+        report.violations.push(old);
+        let mut req = records::request(
+            host,
+            vec![records::summary(host, 7, 1, &report, 1, observed)],
+        );
+        let res = req.resource_logs[0].resource.as_mut().expect("a resource");
+        res.attributes.push(otlp::kv(attr::FLEET_GROUP, group));
+        assert_eq!(fleet.send_ok(&req, token).await, 0, "rejected");
+    }
+    let (status, body) = call(
+        &fleet,
+        reqwest::Method::GET,
+        "/api/assignments/ci/would",
+        Some(DASH_TOKEN),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rows = body["would_stop"].as_array().expect("rows");
+    assert_eq!(rows.len(), 1, "{body}");
+    assert_eq!(
+        (
+            rows[0]["rule"].as_str(),
+            rows[0]["host"].as_str(),
+            rows[0]["action"].as_str(),
+            rows[0]["count"].as_i64()
+        ),
+        (
+            Some("network.egress"),
+            Some("build-01"),
+            Some("deny"),
+            Some(1)
+        ),
+        "{body}"
+    );
+    let last = rows[0]["last_ms"].as_i64().expect("last_ms");
+    assert!((now.timestamp_millis() - last).abs() < 2000, "{body}");
     fleet.stop().await;
 }
 

@@ -183,6 +183,18 @@ impl Store {
     }
 }
 
+/// What a policy in observe would have stopped: a rule's violations on one host
+/// that were only logged while their action is `kill` or `deny`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WouldStop {
+    pub rule: String,
+    pub host: String,
+    /// `kill` or `deny`: what enforce would have done.
+    pub action: String,
+    pub count: i64,
+    pub last_ms: i64,
+}
+
 /// The hosts of a group, as the hosts table last heard them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct GroupHosts {
@@ -193,6 +205,39 @@ pub struct GroupHosts {
 }
 
 impl Store {
+    /// What the hosts of `group` would have stopped since `since_ms` (the
+    /// assignment's time): by rule and host, most first (at most 200 rows).
+    pub async fn would_stop(
+        &self,
+        group: &str,
+        since_ms: i64,
+    ) -> Result<Vec<WouldStop>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT v.rule, v.host, v.action, COUNT(*) AS n, MAX(v.ts_ms) AS last_ms \
+             FROM violations v JOIN hosts h ON h.host = v.host \
+             WHERE h.fleet_group = $1 AND v.ts_ms >= $2 AND v.outcome = 'logged' \
+             AND v.action IN ('kill', 'deny') \
+             GROUP BY v.rule, v.host, v.action ORDER BY n DESC, v.rule, v.host LIMIT 200",
+        )
+        .bind(group)
+        .bind(since_ms)
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("read what a policy would stop"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(WouldStop {
+                    rule: r.try_get("rule")?,
+                    host: r.try_get("host")?,
+                    action: r.try_get("action")?,
+                    count: r.try_get("n")?,
+                    last_ms: r.try_get("last_ms")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::query("read what a policy would stop"))
+    }
+
     /// Every group hosts named (`guard.fleet.group`), with its host counts.
     pub async fn group_hosts(&self) -> Result<Vec<GroupHosts>, StoreError> {
         let rows = sqlx::query(

@@ -76,6 +76,7 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
             "/api/assignments/{group}",
             axum::routing::put(policies::assign),
         )
+        .route("/api/assignments/{group}/would", get(policies::would))
         .route_layer(middleware::from_fn_with_state(app, login::require_viewer));
     Router::new()
         .merge(private)

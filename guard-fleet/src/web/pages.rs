@@ -19,7 +19,7 @@ use crate::{
     auth::Viewer,
     server::App,
     store::{
-        policy::{Assignment, GroupHosts, PolicyVersion},
+        policy::{Assignment, GroupHosts, PolicyVersion, WouldStop},
         read::{
             Dim, DimPage, DimSort, HostPage, Overview, SessionDetail, SessionPage, SessionRow,
             Sort, Window,
@@ -407,6 +407,8 @@ struct PoliciesPage<'a> {
     assignments: &'a [(Assignment, GroupHosts)],
     /// Groups hosts name that have no assignment.
     unassigned: &'a [GroupHosts],
+    /// For each assignment in observe: what its hosts would have stopped since.
+    would: &'a [(String, Vec<WouldStop>)],
 }
 
 /// `GET /policies`: every group's assignment with its hosts (how many are not
@@ -432,6 +434,15 @@ pub async fn policies(
             (a, hosts)
         })
         .collect();
+    let mut would = Vec::new();
+    for (a, _) in assignments.iter().filter(|(a, _)| a.mode == "observe") {
+        let rows = app
+            .store
+            .would_stop(&a.group, a.updated_ms)
+            .await
+            .map_err(WebError::from)?;
+        would.push((a.group.clone(), rows));
+    }
     html(&PoliciesPage {
         nav: "policies",
         viewer: &viewer.name,
@@ -439,6 +450,7 @@ pub async fn policies(
         versions: &versions,
         assignments: &assignments,
         unassigned: &groups,
+        would: &would,
     })
 }
 

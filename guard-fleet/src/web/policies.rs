@@ -6,7 +6,10 @@
 //!   diagnostics (`file:line:col: error[Gnnn]: …`, HTTP 422);
 //! - `GET /api/policies/{name}/{version}`: the text of a version;
 //! - `PUT /api/assignments/{group}` (admin; `{"policy", "version", "mode"}`):
-//!   assigns a version to a group of hosts, `observe` first, then `enforce`.
+//!   assigns a version to a group of hosts, `observe` first, then `enforce`;
+//! - `GET /api/assignments/{group}/would`: what the group's hosts would have
+//!   stopped since the assignment (violations only logged whose action is `kill`
+//!   or `deny`), by rule and host.
 
 use std::sync::Arc;
 
@@ -144,6 +147,32 @@ pub async fn text(
             StatusCode::NOT_FOUND,
             format!("policy {name} has no version {version}"),
         ),
+        Err(e) => store_error(&e),
+    }
+}
+
+/// `GET /api/assignments/{group}/would`.
+pub async fn would(State(app): State<Arc<App>>, Path(group): Path<String>) -> Response {
+    let assignment = match app.store.assigned(&group).await {
+        Ok(Some((a, _))) => a,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("no policy is assigned to group {group}"),
+            );
+        }
+        Err(e) => return store_error(&e),
+    };
+    match app.store.would_stop(&group, assignment.updated_ms).await {
+        Ok(rows) => Json(serde_json::json!({
+            "group": group,
+            "policy": assignment.policy,
+            "version": assignment.version,
+            "mode": assignment.mode,
+            "since_ms": assignment.updated_ms,
+            "would_stop": rows,
+        }))
+        .into_response(),
         Err(e) => store_error(&e),
     }
 }
