@@ -74,6 +74,19 @@ async fn assign(fleet: &Fleet, group: &str, version: i64, mode: &str) -> (Status
     .await
 }
 
+async fn would(fleet: &Fleet, group: &str) -> (StatusCode, Value) {
+    let path = format!("/api/assignments/{group}/would");
+    call(
+        fleet,
+        reqwest::Method::GET,
+        &path,
+        Some(DASH_TOKEN),
+        None,
+        None,
+    )
+    .await
+}
+
 async fn pull(fleet: &Fleet, group: &str, token: Option<&str>) -> (StatusCode, Value) {
     let path = format!("/v1/policy?group={group}");
     call(fleet, reqwest::Method::GET, &path, token, None, None).await
@@ -215,15 +228,7 @@ async fn the_fleet_shows_what_an_observed_policy_would_stop(db: Db) {
         upload(&fleet, ADMIN_TOKEN, "ssh", GOOD).await.0,
         StatusCode::CREATED
     );
-    let (status, _) = call(
-        &fleet,
-        reqwest::Method::GET,
-        "/api/assignments/ci/would",
-        Some(DASH_TOKEN),
-        None,
-        None,
-    )
-    .await;
+    let (status, _) = would(&fleet, "ci").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "no assignment yet");
     assert_eq!(assign(&fleet, "ci", 1, "observe").await.0, StatusCode::OK);
 
@@ -255,15 +260,7 @@ async fn the_fleet_shows_what_an_observed_policy_would_stop(db: Db) {
         res.attributes.push(otlp::kv(attr::FLEET_GROUP, group));
         assert_eq!(fleet.send_ok(&req, token).await, 0, "rejected");
     }
-    let (status, body) = call(
-        &fleet,
-        reqwest::Method::GET,
-        "/api/assignments/ci/would",
-        Some(DASH_TOKEN),
-        None,
-        None,
-    )
-    .await;
+    let (status, body) = would(&fleet, "ci").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let rows = body["would_stop"].as_array().expect("rows");
     assert_eq!(rows.len(), 1, "{body}");
