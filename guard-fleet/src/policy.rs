@@ -9,7 +9,7 @@ use std::{path::Path, sync::Arc};
 use axum::{
     Json,
     extract::{Query, Request, State},
-    http::{StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
 use axum_server::tls::TlsInfo;
@@ -21,7 +21,11 @@ use ring::{
 };
 use serde::Deserialize;
 
-use crate::{auth, ingest::cert_name, server::App};
+use crate::{
+    ingest::sender_of,
+    server::App,
+    web::policies::{error, store_error},
+};
 
 /// Why the signing key cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -109,10 +113,6 @@ pub struct PolicyParams {
     pub group: String,
 }
 
-fn answer(status: StatusCode, error: &str) -> Response {
-    (status, Json(serde_json::json!({ "error": error }))).into_response()
-}
-
 /// `GET /v1/policy?group=G`: the group's assignment, signed; 404 when the group
 /// has none, 503 when the fleet has no signing key or the database is away.
 pub async fn serve(
@@ -120,46 +120,28 @@ pub async fn serve(
     Query(params): Query<PolicyParams>,
     request: Request,
 ) -> Response {
-    let headers = request.headers();
     let tls = request.extensions().get::<Arc<TlsInfo>>();
-    let sender = auth::sender(
-        &app.tokens.get(),
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-        cert_name(tls.map(Arc::as_ref)).as_deref(),
-    );
-    let sender = match sender {
+    let sender = match sender_of(&app, request.headers(), tls) {
         Ok(s) => s,
         Err(refusal) => {
             tracing::warn!(%refusal, "policy request refused");
-            let status = match refusal {
-                auth::Refusal::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-                auth::Refusal::Forbidden(_) => StatusCode::FORBIDDEN,
-            };
-            return answer(status, &refusal.to_string());
+            return error(refusal.status(), refusal.to_string());
         }
     };
     let Some(signer) = &app.signer else {
-        return answer(
+        return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "this fleet serves no policy: [policy] signing_key is not set",
         );
     };
     let assigned = match app.store.assigned(&params.group).await {
         Ok(a) => a,
-        Err(e) => {
-            tracing::warn!(error = %e, "policy request: the database is unavailable");
-            return answer(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the database is unavailable",
-            );
-        }
+        Err(e) => return store_error(&e),
     };
     let Some((a, text)) = assigned else {
-        return answer(
+        return error(
             StatusCode::NOT_FOUND,
-            &format!("no policy is assigned to group {}", params.group),
+            format!("no policy is assigned to group {}", params.group),
         );
     };
     tracing::debug!(?sender, group = %a.group, serial = a.serial, "policy served");

@@ -32,6 +32,16 @@ pub enum Refusal {
     Forbidden(&'static str),
 }
 
+impl Refusal {
+    /// The HTTP status it is answered with.
+    pub fn status(&self) -> axum::http::StatusCode {
+        match self {
+            Self::Unauthorized(_) => axum::http::StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => axum::http::StatusCode::FORBIDDEN,
+        }
+    }
+}
+
 /// Why a resource's records are not stored under any host.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Claim {

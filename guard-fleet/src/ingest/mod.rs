@@ -84,6 +84,20 @@ pub(crate) fn cert_name(tls: Option<&TlsInfo>) -> Option<String> {
         .and_then(|der| auth::cert::host_name(der))
 }
 
+/// Who sent a request to `/v1/logs` or `/v1/policy`: its bearer token, else its
+/// verified client certificate's name.
+pub(crate) fn sender_of(
+    app: &App,
+    headers: &HeaderMap,
+    tls: Option<&Arc<TlsInfo>>,
+) -> Result<auth::Sender, auth::Refusal> {
+    auth::sender(
+        &app.tokens.get(),
+        header_str(headers, header::AUTHORIZATION),
+        cert_name(tls.map(Arc::as_ref)).as_deref(),
+    )
+}
+
 /// `POST /v1/logs`.
 pub async fn logs(State(app): State<Arc<App>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
@@ -93,19 +107,15 @@ pub async fn logs(State(app): State<Arc<App>>, request: Request) -> Response {
     // Until the content type is known, errors are answered in JSON.
     let answer_in = *encoding.as_ref().unwrap_or(&Encoding::Json);
 
-    let sender = match auth::sender(
-        &app.tokens.get(),
-        header_str(headers, header::AUTHORIZATION),
-        cert_name(tls.map(Arc::as_ref)).as_deref(),
-    ) {
+    let sender = match sender_of(&app, headers, tls) {
         Ok(s) => s,
         Err(refusal) => {
             tracing::warn!(%refusal, "ingest refused");
-            let (status, code) = match refusal {
-                auth::Refusal::Unauthorized(_) => (StatusCode::UNAUTHORIZED, code::UNAUTHENTICATED),
-                auth::Refusal::Forbidden(_) => (StatusCode::FORBIDDEN, code::PERMISSION_DENIED),
+            let code = match refusal {
+                auth::Refusal::Unauthorized(_) => code::UNAUTHENTICATED,
+                auth::Refusal::Forbidden(_) => code::PERMISSION_DENIED,
             };
-            return error(answer_in, status, code, &refusal.to_string());
+            return error(answer_in, refusal.status(), code, &refusal.to_string());
         }
     };
     let encoding = match encoding {

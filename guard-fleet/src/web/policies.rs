@@ -35,11 +35,13 @@ use crate::{
 /// Longest policy text accepted.
 const TEXT_MAX: usize = 1 << 20;
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+/// An error answer as the JSON API writes it: `{"error": "…"}`.
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
 }
 
-fn store_error(e: &dyn std::error::Error) -> Response {
+/// The database failed: 503, and the cause in the log.
+pub(crate) fn store_error(e: &dyn std::error::Error) -> Response {
     tracing::error!(error = %e, "policy store failed");
     error(
         StatusCode::SERVICE_UNAVAILABLE,

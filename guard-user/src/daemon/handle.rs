@@ -406,21 +406,9 @@ impl Daemon {
             Ok(p) => p,
             Err(e) => return self.rejected(&source.name(), why, e.to_string()).map(drop),
         };
-        let served = self.fleet.in_force.as_ref().and_then(|env| {
-            crate::fleet::served(&local, env, None)
-                .inspect_err(|e| {
-                    tracing::warn!(
-                        "the fleet's policy {} no longer applies under {}: {e}; the host's own \
-                         policy is in force",
-                        env.name(),
-                        source.name()
-                    );
-                })
-                .ok()
-        });
-        let fleet_kept = served.is_some();
-        let (policy, warnings) = served.unwrap_or((local, warnings));
-        if self.apply(policy, &warnings, why)? && !fleet_kept {
+        let (kept, (policy, warnings)) =
+            crate::fleet::choose((local, warnings), self.fleet.in_force.clone());
+        if self.apply(policy, &warnings, why)? && kept.is_none() {
             self.fleet.in_force = None;
             crate::fleet::forget(&self.state_dir);
         }

@@ -109,18 +109,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .fleet
         .is_some()
         .then(|| crate::fleet::kept(&opts.state_dir))
-        .flatten()
-        .and_then(|env| match crate::fleet::served(&policy, &env, None) {
-            Ok(served) => Some((env, served)),
-            Err(e) => {
-                tracing::warn!("the kept fleet policy {} is left out: {e}", env.name());
-                None
-            }
-        });
-    let (in_force, (policy, warnings)) = match kept {
-        Some((env, served)) => (Some(env), served),
-        None => (None, (policy, warnings)),
-    };
+        .flatten();
+    let (in_force, (policy, warnings)) = crate::fleet::choose((policy, warnings), kept);
     if !warnings.is_empty() {
         tracing::warn!(
             "policy {}:\n{}",

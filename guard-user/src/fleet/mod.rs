@@ -101,6 +101,31 @@ pub fn start(
     })
 }
 
+/// What is in force on a host whose own policy is `local`, holding `envelope`
+/// (the fleet's last applied assignment): that assignment, with its policy, when
+/// `local` still names the fleet whose key signed it; else none, and `local`
+/// (the log says why an assignment was left out).
+pub fn choose(
+    local: (Policy, Vec<Diagnostic>),
+    envelope: Option<Envelope>,
+) -> (Option<Envelope>, (Policy, Vec<Diagnostic>)) {
+    let Some(envelope) = envelope.filter(|_| local.0.fleet.is_some()) else {
+        return (None, local);
+    };
+    match served(&local.0, &envelope, None) {
+        Ok(policy) => (Some(envelope), policy),
+        Err(e) => {
+            tracing::warn!(
+                "the fleet's policy {} is left out under {}: {e}; the host's own policy is in \
+                 force",
+                envelope.name(),
+                local.0.name
+            );
+            (None, local)
+        }
+    }
+}
+
 /// The assignment kept by the last run, if any (it is verified again before use).
 pub fn kept(state_dir: &Path) -> Option<Envelope> {
     let text = std::fs::read_to_string(state_dir.join(KEPT)).ok()?;
