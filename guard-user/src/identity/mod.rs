@@ -320,8 +320,11 @@ impl Identity {
         self.missing.clear();
         let targets = self.targets.clone();
         let mounts = Mounts::read();
+        // Targets share directories (a home's dot files): each is looked at and
+        // watched once a pass.
+        let mut dirs = HashMap::new();
         for t in &targets {
-            self.watch_parent(&t.path);
+            self.watch_parent(&t.path, &mut dirs);
             if t.kind == inode_kind::EXEC && !sole_name(&t.path) {
                 // Not a program of its own: an entry made while it was stays.
                 if !t.optional && !t.path.exists() {
@@ -492,11 +495,22 @@ impl Identity {
     }
 
     /// Watches the nearest existing ancestor of `path` (its parent, unless that is
-    /// missing too): a name appearing or being replaced there is seen.
-    fn watch_parent(&mut self, path: &Path) {
+    /// missing too): a name appearing or being replaced there is seen. `dirs` holds
+    /// what this pass already found of each directory (whether it is one).
+    fn watch_parent(&mut self, path: &Path, dirs: &mut HashMap<PathBuf, bool>) {
         let mut dir = path.parent();
         while let Some(d) = dir {
-            if d.is_dir() {
+            let is_dir = match dirs.get(d) {
+                // Watched already, this pass.
+                Some(true) => return,
+                Some(false) => false,
+                None => {
+                    let is_dir = d.is_dir();
+                    dirs.insert(d.to_owned(), is_dir);
+                    is_dir
+                }
+            };
+            if is_dir {
                 if let Ok(wd) = self.inotify.watches().add(d, MASK) {
                     self.parents.insert(wd, d.to_owned());
                 }
