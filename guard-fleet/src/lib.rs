@@ -6,6 +6,7 @@
 //! ```text
 //! host ──OTLP/HTTP──▶ auth ─▶ ingest (decode ─▶ validate) ─▶ store::write ──▶ database
 //! database ─▶ store::read ─▶ web (pages, charts, JSON API) ─▶ browser, client (CLI)
+//! database ─▶ store::alerts (the outbox) ─▶ alerts ─▶ webhooks, Slack, Teams, PagerDuty
 //! ```
 //!
 //! - [`config`]: the TOML file and its checks;
@@ -14,9 +15,11 @@
 //! - [`store`]: PostgreSQL or SQLite through one query layer; migrations, writes,
 //!   reads, retention;
 //! - [`web`]: the dashboard and its JSON API;
+//! - [`alerts`]: `[alerts]` rules' messages, delivered from the outbox;
 //! - [`server`]: all of it behind one listener;
 //! - [`client`]: the CLI's view of the API.
 
+pub mod alerts;
 pub mod auth;
 pub mod client;
 pub mod config;

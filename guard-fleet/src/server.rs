@@ -300,6 +300,10 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let tasks = vec![
         tokio::spawn(retention(Arc::clone(&app))),
         tokio::spawn(reload_tokens(Arc::clone(&app))),
+        tokio::spawn(crate::alerts::deliver(
+            app.store.clone(),
+            app.config.alerts.clone(),
+        )),
     ];
     Ok(Running {
         addr,

@@ -16,6 +16,10 @@ use std::{
 use axum::http::HeaderName;
 use serde::Deserialize;
 
+mod alerts;
+
+pub use alerts::{AlertRule, Alerts, Destination, Kind, PAGERDUTY_EVENTS};
+
 /// Where the server listens when the file names no address: loopback, OTLP/HTTP's port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4318";
 
@@ -75,6 +79,8 @@ pub enum ConfigError {
     ClientAuthWithoutCa,
     #[error("dashboard.trusted_header: `{value}` is not a header name")]
     HeaderName { value: String },
+    #[error("alerts: {reason}")]
+    Alerts { reason: String },
     #[error("cannot create the state directory {path}")]
     StateDir {
         path: PathBuf,
@@ -101,6 +107,8 @@ struct File {
     retention: RetentionFile,
     #[serde(default)]
     policy: PolicyFile,
+    #[serde(default)]
+    alerts: alerts::AlertsFile,
 }
 
 /// `[policy]`: policies served to hosts.
@@ -189,6 +197,7 @@ pub struct Config {
     /// The key policies served to hosts are signed with; `None`: the fleet
     /// serves no policy (`GET /v1/policy` answers 503).
     pub policy_key: Option<PathBuf>,
+    pub alerts: Alerts,
 }
 
 /// Which database, and how to reach it.
@@ -367,6 +376,7 @@ impl Config {
             dashboard,
             retention,
             policy_key: file.policy.signing_key,
+            alerts: alerts::alerts(file.alerts)?,
         })
     }
 

@@ -210,7 +210,7 @@ pub async fn logs(State(app): State<Arc<App>>, request: Request) -> Response {
         }
     };
 
-    match app.store.write(&batch, now).await {
+    match app.store.write(&batch, now, &app.config.alerts).await {
         Ok(written) => {
             tracing::debug!(
                 hosts = batch.hosts.len(),

@@ -5,6 +5,7 @@
 //! transaction ([`write`]) before its host hears 200; the dashboard reads
 //! ([`read`]); a periodic task bounds what is kept ([`retention`]).
 
+pub mod alerts;
 pub mod policy;
 pub mod read;
 pub mod retention;
@@ -35,6 +36,8 @@ pub enum StoreError {
         #[source]
         source: sqlx::Error,
     },
+    #[error("no randomness for an alert claim's token")]
+    Random(#[source] getrandom::Error),
 }
 
 impl StoreError {
@@ -82,6 +85,11 @@ fn migrator(backend: Backend) -> Migrator {
             5,
             "policies",
             include_str!("../../migrations/common/0005_policies.sql"),
+        ),
+        migration(
+            6,
+            "alerts",
+            include_str!("../../migrations/common/0006_alerts.sql"),
         ),
     ])
 }

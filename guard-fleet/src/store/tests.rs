@@ -21,6 +21,10 @@ use crate::records;
 const S1: &str = "00000000000000a1";
 const S2: &str = "00000000000000a2";
 
+fn no_alerts() -> crate::config::Alerts {
+    crate::config::Alerts::default()
+}
+
 async fn store(dir: &tempfile::TempDir) -> Store {
     let db = Database {
         url: format!(
@@ -73,8 +77,8 @@ async fn migrations_apply_once_and_again_do_nothing() {
     )
     .expect("count");
     assert_eq!(
-        applied, 5,
-        "init, session_days, questions, destinations and policies, once each"
+        applied, 6,
+        "init, session_days, questions, destinations, policies and alerts, once each"
     );
 }
 
@@ -92,9 +96,15 @@ async fn a_batch_sent_twice_is_stored_once() {
         ],
     );
     let b = batch(&req);
-    let first = s.write(&b, records::T0_MS).await.expect("write");
+    let first = s
+        .write(&b, records::T0_MS, &no_alerts())
+        .await
+        .expect("write");
     assert_eq!((first.events_new, first.summaries_applied), (2, 1));
-    let again = s.write(&b, records::T0_MS + 1).await.expect("write again");
+    let again = s
+        .write(&b, records::T0_MS + 1, &no_alerts())
+        .await
+        .expect("write again");
     assert_eq!(
         (again.events_new, again.summaries_applied),
         (0, 0),
@@ -126,14 +136,18 @@ async fn the_newest_summary_wins_and_ended_beats_running() {
         );
         batch(&req)
     };
-    s.write(&write(&running, 1, 1, records::T0_NS), 0)
+    s.write(&write(&running, 1, 1, records::T0_NS), 0, &no_alerts())
         .await
         .expect("1");
     running.commands.omitted = 10;
     running.violations.items.truncate(1);
-    s.write(&write(&running, 2, 2, records::T0_NS + 60_000_000_000), 0)
-        .await
-        .expect("2");
+    s.write(
+        &write(&running, 2, 2, records::T0_NS + 60_000_000_000),
+        0,
+        &no_alerts(),
+    )
+    .await
+    .expect("2");
     let d = s.session(&uid, None).await.expect("read").expect("found");
     assert_eq!((d.summary_seq, d.session.commands), (2, 13));
     assert_eq!(
@@ -143,7 +157,7 @@ async fn the_newest_summary_wins_and_ended_beats_running() {
     );
 
     // A late retry of the first summary does not go back in time.
-    s.write(&write(&running, 1, 1, records::T0_NS), 0)
+    s.write(&write(&running, 1, 1, records::T0_NS), 0, &no_alerts())
         .await
         .expect("late");
     assert_eq!(
@@ -156,13 +170,21 @@ async fn the_newest_summary_wins_and_ended_beats_running() {
     );
 
     let ended = records::report(S1, "alice", "r", true);
-    s.write(&write(&ended, 3, 3, records::T0_NS + 120_000_000_000), 0)
-        .await
-        .expect("3");
+    s.write(
+        &write(&ended, 3, 3, records::T0_NS + 120_000_000_000),
+        0,
+        &no_alerts(),
+    )
+    .await
+    .expect("3");
     // A running summary made later (a restarted daemon's, seq 1) cannot reopen it.
-    s.write(&write(&running, 4, 1, records::T0_NS + 180_000_000_000), 0)
-        .await
-        .expect("4");
+    s.write(
+        &write(&running, 4, 1, records::T0_NS + 180_000_000_000),
+        0,
+        &no_alerts(),
+    )
+    .await
+    .expect("4");
     let d = s.session(&uid, None).await.expect("read").expect("found");
     assert_eq!(d.session.state, "ended");
     assert_eq!(d.summary_seq, 3);
@@ -185,7 +207,9 @@ async fn reads_filter_sort_and_page() {
             records::summary("build-01", 1, 2, &b, 1, records::T0_NS),
         ],
     );
-    s.write(&batch(&req), records::T0_MS).await.expect("write");
+    s.write(&batch(&req), records::T0_MS, &no_alerts())
+        .await
+        .expect("write");
     let q = |f: &dyn Fn(&mut Query)| {
         let mut q = Query {
             page: 1,
@@ -326,6 +350,7 @@ async fn retention_keeps_the_newest_events_under_the_cap() {
         s.write(
             &batch(&records::request("build-01", events)),
             records::T0_MS + round as i64 * 1000,
+            &no_alerts(),
         )
         .await
         .expect("write");

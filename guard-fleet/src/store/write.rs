@@ -16,11 +16,11 @@
 use sqlx::{AnyConnection, Row as _};
 
 use super::{
-    Store, StoreError,
+    Store, StoreError, alerts,
     rollup::{self, Contribution, DestinationContribution, Rollup},
     sql::{Arg, Sql},
 };
-use crate::config::Backend;
+use crate::config::{Alerts, Backend};
 use crate::ingest::batch::{Batch, EventRow, HostRow, SummaryRow};
 
 /// Rows per multi-row `INSERT` (10 values each: well under both backends' limits on
@@ -37,8 +37,14 @@ pub struct Written {
 }
 
 impl Store {
-    /// Writes `batch` in one transaction, received at `now_ms`.
-    pub async fn write(&self, batch: &Batch, now_ms: i64) -> Result<Written, StoreError> {
+    /// Writes `batch` in one transaction, received at `now_ms`, and queues the
+    /// alerts its new events raise.
+    pub async fn write(
+        &self,
+        batch: &Batch,
+        now_ms: i64,
+        alerts: &Alerts,
+    ) -> Result<Written, StoreError> {
         let _writer = self.writer().await;
         let mut tx = self
             .pool()
@@ -126,6 +132,7 @@ impl Store {
         let mut events: Vec<&EventRow> = batch.events.iter().collect();
         events.sort_by(|a, b| (&a.host, &a.record_id).cmp(&(&b.host, &b.record_id)));
         events.dedup_by(|a, b| a.host == b.host && a.record_id == b.record_id);
+        let mut new: Vec<&EventRow> = Vec::new();
         for chunk in events.chunks(CHUNK) {
             let rows = insert_events(chunk, now_ms)
                 .query()
@@ -133,7 +140,23 @@ impl Store {
                 .await
                 .map_err(StoreError::query("store events"))?;
             written.events_new += rows.len() as u64;
+            if alerts.rules.is_empty() {
+                continue;
+            }
+            for row in &rows {
+                let key: (String, String) = (
+                    row.try_get(0).map_err(StoreError::query("store events"))?,
+                    row.try_get(1).map_err(StoreError::query("store events"))?,
+                );
+                if let Some(e) = chunk
+                    .iter()
+                    .find(|e| e.host == key.0 && e.record_id == key.1)
+                {
+                    new.push(e);
+                }
+            }
         }
+        alerts::enqueue(&mut tx, alerts, &new, now_ms).await?;
 
         // Last, after every other row: see rollup.rs.
         rollup
@@ -385,7 +408,7 @@ fn insert_events(rows: &[&EventRow], now_ms: i64) -> Sql {
             Arg::Int(now_ms),
         ]);
     }
-    s.push(" ON CONFLICT (host, record_id) DO NOTHING RETURNING record_id");
+    s.push(" ON CONFLICT (host, record_id) DO NOTHING RETURNING host, record_id");
     s
 }
 

@@ -1,0 +1,348 @@
+//! `[alerts]`: which events become alerts and where they go (docs/fleet.md).
+//!
+//! ```toml
+//! [alerts]
+//! dashboard_url = "https://fleet.example.org"   # the links in alerts
+//! window = "1m"                                 # what follows a message waits, then goes as one
+//!
+//! [[alerts.destination]]
+//! name = "secops"
+//! kind = "slack"                                # webhook, slack, teams, pagerduty
+//! url_file = "/etc/guard-fleet/slack-url"       # or `url`
+//!
+//! [[alerts.rule]]
+//! name = "secret-reads-stopped"
+//! rules = ["ssh-keys", "cloud-credentials"]     # policy rule ids; none: any rule
+//! outcomes = ["killed", "denied"]               # none: any outcome
+//! to = ["secops"]
+//! ```
+
+use std::{fs, path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+use super::{ConfigError, duration};
+
+/// PagerDuty's Events API v2, where a `pagerduty` destination sends unless its
+/// `url` says otherwise.
+pub const PAGERDUTY_EVENTS: &str = "https://events.pagerduty.com/v2/enqueue";
+
+/// The file's `[alerts]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AlertsFile {
+    dashboard_url: Option<String>,
+    window: Option<String>,
+    lease: Option<String>,
+    #[serde(default)]
+    destination: Vec<DestinationFile>,
+    #[serde(default)]
+    rule: Vec<RuleFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DestinationFile {
+    name: String,
+    kind: Kind,
+    url: Option<String>,
+    url_file: Option<PathBuf>,
+    /// `webhook`: the key of the HMAC-SHA256 signature header.
+    secret_file: Option<PathBuf>,
+    /// `pagerduty`: the integration's routing key.
+    routing_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    name: String,
+    #[serde(default)]
+    rules: Vec<String>,
+    #[serde(default)]
+    outcomes: Vec<String>,
+    to: Vec<String>,
+}
+
+/// What a destination speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// JSON of guard's own, signed (`X-Guard-Signature`).
+    Webhook,
+    /// A Slack incoming webhook.
+    Slack,
+    /// A Microsoft Teams webhook (a Workflows "post to a channel" URL): an Adaptive Card.
+    Teams,
+    /// PagerDuty Events API v2.
+    Pagerduty,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Webhook => "webhook",
+            Self::Slack => "slack",
+            Self::Teams => "teams",
+            Self::Pagerduty => "pagerduty",
+        }
+    }
+}
+
+/// The checked `[alerts]`.
+#[derive(Clone, Debug)]
+pub struct Alerts {
+    /// The dashboard's address as people reach it, for the links to sessions.
+    pub dashboard_url: Option<String>,
+    /// After a message, what else an alert rule catches for the same destination
+    /// waits this long and goes as one message with a count.
+    pub window: Duration,
+    /// How long a replica holds the rows it is sending; past it, another sends them.
+    pub lease: Duration,
+    pub destinations: Vec<Destination>,
+    pub rules: Vec<AlertRule>,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Self {
+            dashboard_url: None,
+            window: Duration::from_secs(60),
+            lease: Duration::from_secs(30),
+            destinations: Vec::new(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// Where alerts go. Its secrets (URL, key) are read at start-up.
+#[derive(Clone)]
+pub struct Destination {
+    pub name: String,
+    pub kind: Kind,
+    pub url: String,
+    pub secret: Option<Vec<u8>>,
+    pub routing_key: Option<String>,
+}
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL of an incoming webhook is its credential.
+        f.debug_struct("Destination")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which events an alert is about, and where it goes.
+#[derive(Clone, Debug)]
+pub struct AlertRule {
+    pub name: String,
+    /// Policy rule ids; empty: any.
+    pub rules: Vec<String>,
+    /// Outcomes (`killed`, `denied`, `alerted`, `logged`); empty: any.
+    pub outcomes: Vec<String>,
+    pub to: Vec<String>,
+}
+
+impl AlertRule {
+    fn matches(&self, rule: &str, outcome: &str) -> bool {
+        (self.rules.is_empty() || self.rules.iter().any(|r| r == rule))
+            && (self.outcomes.is_empty() || self.outcomes.iter().any(|o| o == outcome))
+    }
+}
+
+impl Alerts {
+    /// The (alert, destination) pairs an event with `rule` and `outcome` goes to.
+    pub fn routes<'a>(
+        &'a self,
+        rule: &'a str,
+        outcome: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        self.rules
+            .iter()
+            .filter(move |a| a.matches(rule, outcome))
+            .flat_map(|a| a.to.iter().map(move |d| (a.name.as_str(), d.as_str())))
+    }
+
+    pub fn destination(&self, name: &str) -> Option<&Destination> {
+        self.destinations.iter().find(|d| d.name == name)
+    }
+}
+
+fn invalid(reason: String) -> ConfigError {
+    ConfigError::Alerts { reason }
+}
+
+fn secret(key: &str, name: &str, path: &PathBuf) -> Result<String, ConfigError> {
+    let text = fs::read_to_string(path).map_err(|e| {
+        invalid(format!(
+            "destination {name:?}: {key}: cannot read {}: {e}",
+            path.display()
+        ))
+    })?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(invalid(format!(
+            "destination {name:?}: {key}: {} is empty",
+            path.display()
+        )));
+    }
+    Ok(text.to_owned())
+}
+
+fn destination(d: DestinationFile) -> Result<Destination, ConfigError> {
+    let name = d.name;
+    let url = match (d.url, &d.url_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(format!(
+                "destination {name:?}: set url or url_file, not both"
+            )));
+        }
+        (Some(url), None) => url,
+        (None, Some(path)) => secret("url_file", &name, path)?,
+        (None, None) if d.kind == Kind::Pagerduty => PAGERDUTY_EVENTS.to_owned(),
+        (None, None) => return Err(invalid(format!("destination {name:?}: no url"))),
+    };
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(invalid(format!(
+            "destination {name:?}: the url is not http(s)"
+        )));
+    }
+    let secret_key = match &d.secret_file {
+        Some(path) if d.kind == Kind::Webhook => {
+            Some(secret("secret_file", &name, path)?.into_bytes())
+        }
+        Some(_) => {
+            return Err(invalid(format!(
+                "destination {name:?}: secret_file applies to a webhook"
+            )));
+        }
+        None => None,
+    };
+    let routing_key = match (&d.routing_key_file, d.kind) {
+        (Some(path), Kind::Pagerduty) => Some(secret("routing_key_file", &name, path)?),
+        (None, Kind::Pagerduty) => {
+            return Err(invalid(format!(
+                "destination {name:?}: pagerduty needs routing_key_file"
+            )));
+        }
+        (Some(_), _) => {
+            return Err(invalid(format!(
+                "destination {name:?}: routing_key_file applies to pagerduty"
+            )));
+        }
+        (None, _) => None,
+    };
+    Ok(Destination {
+        name,
+        kind: d.kind,
+        url,
+        secret: secret_key,
+        routing_key,
+    })
+}
+
+pub(super) fn alerts(file: AlertsFile) -> Result<Alerts, ConfigError> {
+    let defaults = Alerts::default();
+    let mut destinations: Vec<Destination> = Vec::new();
+    for d in file.destination {
+        let d = destination(d)?;
+        if destinations.iter().any(|o| o.name == d.name) {
+            return Err(invalid(format!("destination {:?} is named twice", d.name)));
+        }
+        destinations.push(d);
+    }
+    let mut rules: Vec<AlertRule> = Vec::new();
+    for r in file.rule {
+        if rules.iter().any(|o| o.name == r.name) {
+            return Err(invalid(format!("rule {:?} is named twice", r.name)));
+        }
+        if r.to.is_empty() {
+            return Err(invalid(format!(
+                "rule {:?}: `to` names no destination",
+                r.name
+            )));
+        }
+        if let Some(unknown) =
+            r.to.iter()
+                .find(|t| !destinations.iter().any(|d| &d.name == *t))
+        {
+            return Err(invalid(format!(
+                "rule {:?}: no destination is named {unknown:?}",
+                r.name
+            )));
+        }
+        rules.push(AlertRule {
+            name: r.name,
+            rules: r.rules,
+            outcomes: r.outcomes,
+            to: r.to,
+        });
+    }
+    let dashboard_url = file
+        .dashboard_url
+        .map(|u| u.trim_end_matches('/').to_owned());
+    Ok(Alerts {
+        dashboard_url,
+        window: duration("alerts.window", file.window, defaults.window)?,
+        lease: duration("alerts.lease", file.lease, defaults.lease)?,
+        destinations,
+        rules,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Alerts, ConfigError> {
+        alerts(toml::from_str(text).expect("toml"))
+    }
+
+    #[test]
+    fn a_rule_routes_matching_events_to_its_destinations() {
+        let a = parse(
+            "[[destination]]\nname = \"s\"\nkind = \"slack\"\nurl = \"http://127.0.0.1:1/x\"\n\
+             [[destination]]\nname = \"w\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/y\"\n\
+             [[rule]]\nname = \"stopped\"\noutcomes = [\"killed\", \"denied\"]\nto = [\"s\", \"w\"]\n\
+             [[rule]]\nname = \"keys\"\nrules = [\"ssh-keys\"]\nto = [\"w\"]\n",
+        )
+        .expect("valid");
+        let routes: Vec<_> = a.routes("ssh-keys", "killed").collect();
+        assert_eq!(routes, [("stopped", "s"), ("stopped", "w"), ("keys", "w")]);
+        assert_eq!(a.routes("other", "alerted").count(), 0);
+        assert_eq!(
+            a.routes("ssh-keys", "logged").collect::<Vec<_>>(),
+            [("keys", "w")]
+        );
+    }
+
+    #[test]
+    fn mistakes_are_refused_with_what_is_wrong() {
+        let dest = "[[destination]]\nname = \"s\"\nkind = \"slack\"\nurl = \"http://h/x\"\n";
+        for (text, wanted) in [
+            (
+                format!("{dest}[[rule]]\nname = \"r\"\nto = [\"nope\"]\n"),
+                "no destination is named \"nope\"",
+            ),
+            (format!("{dest}{dest}"), "named twice"),
+            (
+                "[[destination]]\nname = \"p\"\nkind = \"pagerduty\"\n".to_owned(),
+                "needs routing_key_file",
+            ),
+            (
+                "[[destination]]\nname = \"s\"\nkind = \"slack\"\nurl = \"ftp://h\"\n".to_owned(),
+                "not http(s)",
+            ),
+            (
+                "[[destination]]\nname = \"s\"\nkind = \"slack\"\n".to_owned(),
+                "no url",
+            ),
+        ] {
+            let e = parse(&text).expect_err(&text).to_string();
+            assert!(e.contains(wanted), "{e} (wanted {wanted})");
+        }
+    }
+}

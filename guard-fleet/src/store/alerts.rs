@@ -1,0 +1,299 @@
+//! The alerts' outbox (schema 6): rows queued in the transaction that stores their
+//! event, then leased, sent and marked by whichever replica gets them first.
+//!
+//! A lease is an `UPDATE` of pending, unleased rows to this claim's owner (a random
+//! token per claim): PostgreSQL re-checks the condition of a row another
+//! transaction just leased and skips it, SQLite has one writer; so two replicas
+//! never hold one row. A replica that dies while it sends leaves the lease to run
+//! out ([`crate::config::Alerts::lease`]), then another sends the rows: nothing is
+//! lost, and nothing is sent twice unless the replica died between the
+//! destination's answer and the mark.
+
+use sqlx::{AnyConnection, Row as _};
+
+use super::{
+    Store, StoreError,
+    sql::{Arg, Sql},
+};
+use crate::config::Alerts;
+use crate::ingest::batch::EventRow;
+
+/// Rows of one alert and destination sent as one message at most (the rest go in
+/// the next).
+pub const CLAIM_MAX: i64 = 10_000;
+
+/// One queued alert: an event an alert rule caught.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Queued {
+    pub host: String,
+    pub record_id: String,
+    pub session_uid: String,
+    pub ts_ms: i64,
+    pub rule: String,
+    pub outcome: String,
+    pub text: String,
+    pub attempts: i64,
+}
+
+/// The rows one claim holds: an alert's, for one destination.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub alert: String,
+    pub destination: String,
+    pub owner: String,
+    pub rows: Vec<Queued>,
+}
+
+/// What a claim's delivery came to.
+#[derive(Clone, Debug)]
+pub enum Delivery {
+    Sent,
+    /// Try again at `due_ms`, or give up (`due_ms` `None`): the error says why.
+    Failed {
+        error: String,
+        due_ms: Option<i64>,
+    },
+}
+
+/// Queues the events new to the database that an alert rule catches (inside the
+/// batch's transaction).
+pub(super) async fn enqueue(
+    tx: &mut AnyConnection,
+    alerts: &Alerts,
+    new: &[&EventRow],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let mut rows: Vec<(&str, &str, &EventRow)> = Vec::new();
+    for e in new {
+        let (Some(rule), Some(outcome)) = (&e.rule, &e.outcome) else {
+            continue;
+        };
+        rows.extend(alerts.routes(rule, outcome).map(|(a, d)| (a, d, *e)));
+    }
+    for chunk in rows.chunks(50) {
+        let mut insert = Sql::new(
+            "INSERT INTO alert_outbox (alert, destination, host, record_id, session_uid, ts_ms, \
+             rule, outcome, text, created_ms, state, due_ms, attempts, lease_ms) VALUES ",
+        );
+        for (i, (alert, destination, e)) in chunk.iter().enumerate() {
+            if i > 0 {
+                insert.push(", ");
+            }
+            insert.tuple([
+                Arg::Text((*alert).to_owned()),
+                Arg::Text((*destination).to_owned()),
+                Arg::Text(e.host.clone()),
+                Arg::Text(e.record_id.clone()),
+                Arg::Text(e.session_uid.clone()),
+                Arg::Int(e.ts_ms),
+                Arg::Text(e.rule.clone().unwrap_or_default()),
+                Arg::Text(e.outcome.clone().unwrap_or_default()),
+                Arg::Text(e.text.clone()),
+                Arg::Int(now_ms),
+                Arg::Text("pending".to_owned()),
+                Arg::Int(now_ms),
+                Arg::Int(0),
+                Arg::Int(0),
+            ]);
+        }
+        insert.push(" ON CONFLICT (alert, destination, host, record_id) DO NOTHING");
+        insert
+            .query()
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query("queue alerts"))?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// The (alert, destination) pairs with rows due now whose last message is at
+    /// least `window_ms` old.
+    pub async fn alerts_due(
+        &self,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut q = Sql::new(
+            "SELECT DISTINCT o.alert, o.destination FROM alert_outbox o \
+             WHERE o.state = 'pending' AND o.due_ms <= ",
+        );
+        q.arg(Arg::Int(now_ms))
+            .push(" AND o.lease_ms <= ")
+            .arg(Arg::Int(now_ms))
+            .push(
+                " AND NOT EXISTS (SELECT 1 FROM alert_sends s WHERE s.alert = o.alert \
+                 AND s.destination = o.destination AND s.last_ms > ",
+            )
+            .arg(Arg::Int(now_ms - window_ms))
+            .push(") ORDER BY o.alert, o.destination");
+        let rows = q
+            .query()
+            .fetch_all(self.pool())
+            .await
+            .map_err(StoreError::query("find due alerts"))?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::query("find due alerts"))
+    }
+
+    /// Leases the due rows of `alert` for `destination` until `now_ms + lease_ms`;
+    /// `None` when another replica has them.
+    pub async fn claim_alerts(
+        &self,
+        alert: &str,
+        destination: &str,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<Claim>, StoreError> {
+        let owner = owner_token()?;
+        let _writer = self.writer().await;
+        let mut lease = Sql::new("UPDATE alert_outbox SET lease_owner = ");
+        lease
+            .arg(Arg::Text(owner.clone()))
+            .push(", lease_ms = ")
+            .arg(Arg::Int(now_ms + lease_ms))
+            .push(", attempts = attempts + 1 WHERE state = 'pending' AND lease_ms <= ")
+            .arg(Arg::Int(now_ms))
+            .push(
+                " AND (host, record_id) IN (SELECT host, record_id FROM alert_outbox \
+                 WHERE state = 'pending' AND alert = ",
+            )
+            .arg(Arg::Text(alert.to_owned()))
+            .push(" AND destination = ")
+            .arg(Arg::Text(destination.to_owned()))
+            .push(" AND due_ms <= ")
+            .arg(Arg::Int(now_ms))
+            .push(" AND lease_ms <= ")
+            .arg(Arg::Int(now_ms))
+            .push(" ORDER BY ts_ms LIMIT ")
+            .arg(Arg::Int(CLAIM_MAX))
+            .push(") AND alert = ")
+            .arg(Arg::Text(alert.to_owned()))
+            .push(" AND destination = ")
+            .arg(Arg::Text(destination.to_owned()))
+            .push(" RETURNING host, record_id, session_uid, ts_ms, rule, outcome, text, attempts");
+        let rows = lease
+            .query()
+            .fetch_all(self.pool())
+            .await
+            .map_err(StoreError::query("lease alerts"))?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut rows = rows
+            .iter()
+            .map(|r| {
+                Ok(Queued {
+                    host: r.try_get(0)?,
+                    record_id: r.try_get(1)?,
+                    session_uid: r.try_get(2)?,
+                    ts_ms: r.try_get(3)?,
+                    rule: r.try_get(4)?,
+                    outcome: r.try_get(5)?,
+                    text: r.try_get(6)?,
+                    attempts: r.try_get(7)?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(StoreError::query("lease alerts"))?;
+        rows.sort_by(|a, b| {
+            (a.ts_ms, &a.host, &a.record_id).cmp(&(b.ts_ms, &b.host, &b.record_id))
+        });
+        Ok(Some(Claim {
+            alert: alert.to_owned(),
+            destination: destination.to_owned(),
+            owner,
+            rows,
+        }))
+    }
+
+    /// Records what became of `claim`'s rows (those it still holds).
+    pub async fn finish_alerts(
+        &self,
+        claim: &Claim,
+        delivery: &Delivery,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let _writer = self.writer().await;
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .map_err(StoreError::query("begin a transaction"))?;
+        let mut update = match delivery {
+            Delivery::Sent => {
+                let mut u = Sql::new("UPDATE alert_outbox SET state = 'sent', done_ms = ");
+                u.arg(Arg::Int(now_ms)).push(", error = NULL");
+                u
+            }
+            Delivery::Failed {
+                error,
+                due_ms: Some(due),
+            } => {
+                let mut u = Sql::new("UPDATE alert_outbox SET lease_ms = 0, due_ms = ");
+                u.arg(Arg::Int(*due))
+                    .push(", error = ")
+                    .arg(Arg::Text(error.clone()));
+                u
+            }
+            Delivery::Failed {
+                error,
+                due_ms: None,
+            } => {
+                let mut u = Sql::new("UPDATE alert_outbox SET state = 'failed', done_ms = ");
+                u.arg(Arg::Int(now_ms))
+                    .push(", error = ")
+                    .arg(Arg::Text(error.clone()));
+                u
+            }
+        };
+        update
+            .push(" WHERE state = 'pending' AND lease_owner = ")
+            .arg(Arg::Text(claim.owner.clone()));
+        let done = update
+            .query()
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::query("mark alerts"))?
+            .rows_affected();
+        if matches!(delivery, Delivery::Sent) {
+            let mut sent =
+                Sql::new("INSERT INTO alert_sends (alert, destination, last_ms) VALUES ");
+            sent.tuple([
+                Arg::Text(claim.alert.clone()),
+                Arg::Text(claim.destination.clone()),
+                Arg::Int(now_ms),
+            ])
+            .push(" ON CONFLICT (alert, destination) DO UPDATE SET last_ms = excluded.last_ms");
+            sent.query()
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::query("mark alerts"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(StoreError::query("mark alerts"))?;
+        Ok(done)
+    }
+
+    /// How many outbox rows are in `state` (tests, diagnostics).
+    pub async fn alerts_in(&self, state: &str) -> Result<i64, StoreError> {
+        let mut q = Sql::new("SELECT COUNT(*) FROM alert_outbox WHERE state = ");
+        q.arg(Arg::Text(state.to_owned()));
+        let row = q
+            .query()
+            .fetch_one(self.pool())
+            .await
+            .map_err(StoreError::query("count alerts"))?;
+        row.try_get(0).map_err(StoreError::query("count alerts"))
+    }
+}
+
+/// A claim's owner: 16 random bytes, hex.
+fn owner_token() -> Result<String, StoreError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(StoreError::Random)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
