@@ -303,6 +303,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         tokio::spawn(crate::alerts::deliver(
             app.store.clone(),
             app.config.alerts.clone(),
+            app.config.dashboard.stale_after,
         )),
     ];
     Ok(Running {

@@ -30,6 +30,7 @@ on_both!(
     a_storm_is_a_few_messages_with_its_count,
     a_destination_that_was_down_gets_the_alert_when_it_is_back,
     two_replicas_never_hold_one_alert_and_a_dead_one_s_lease_runs_out,
+    a_silent_host_and_a_refused_policy_are_alerts_once_each,
 );
 
 const WEBHOOK_SECRET: &str = "whsec-test-0123456789";
@@ -467,5 +468,57 @@ async fn two_replicas_never_hold_one_alert_and_a_dead_one_s_lease_runs_out(db: D
             .expect("mark"),
         0
     );
+    fleet.stop().await;
+}
+
+async fn a_silent_host_and_a_refused_policy_are_alerts_once_each(db: Db) {
+    let (rx, base, _server) = Receiver::start(0).await;
+    let fleet = fleet_with(db, |_| {
+        format!(
+            "[dashboard]\nstale_after = \"2s\"\n\
+             [alerts]\n[[alerts.destination]]\nname = \"soc\"\nkind = \"webhook\"\n\
+             url = \"{base}/webhook\"\n\
+             [[alerts.rule]]\nname = \"hosts\"\nkinds = [\"host_silent\", \"policy_rejected\"]\n\
+             to = [\"soc\"]\n"
+        )
+    })
+    .await;
+    // A host refuses the fleet's policy, then falls silent.
+    let refused = records::event(
+        "build-01",
+        1,
+        1,
+        "",
+        records::T0_NS,
+        json!({"kind": "policy_rejected", "name": "fleet:protect@3",
+               "errors": "policy:3:1: unknown action"}),
+    );
+    fleet
+        .send_ok(&records::request("build-01", vec![refused]), HOST_TOKEN)
+        .await;
+    let got = rx
+        .until("the refusal and the silence", |g| g.len() >= 2)
+        .await;
+    let kinds: Vec<String> = got
+        .iter()
+        .map(|r| {
+            webhook_body(r)["events"][0]["rule"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert!(
+        kinds.contains(&"policy_rejected".to_owned()) && kinds.contains(&"host_silent".to_owned()),
+        "{kinds:?}"
+    );
+    // Checked again, the same silence queues nothing new.
+    let store = &fleet.app().store;
+    let now = guard_fleet::store::now_ms();
+    let again = store
+        .queue_silent_hosts(&fleet.app().config.alerts, now - 2_000, now)
+        .await
+        .expect("queue");
+    assert_eq!(again, 0, "one alert per silence");
     fleet.stop().await;
 }

@@ -660,11 +660,13 @@ async fn a_security_team_reads_the_dashboard_in_chromium() {
 /// The policies page as an admin reads it in Chromium: each group's assignment
 /// (observe shown as such), how many of its hosts do not enforce it yet, a group
 /// hosts name with no assignment, and every stored version; the page fits a phone.
+/// Then the alerts page: the rule and its destination, a delivery pending after a
+/// refused try, and the event (its markup as text) linking to its session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_admin_reads_the_policies_page_in_chromium() {
+async fn an_admin_reads_the_policies_and_alerts_pages_in_chromium() {
     if !Path::new(CHROMIUM).is_file() || !Path::new(CHROMEDRIVER).is_file() {
         support::record_skip(
-            "an_admin_reads_the_policies_page_in_chromium",
+            "an_admin_reads_the_policies_and_alerts_pages_in_chromium",
             "no Chromium: Debian's chromium and chromium-driver (cargo xtask test installs them)",
         );
         return;
@@ -672,9 +674,17 @@ async fn an_admin_reads_the_policies_page_in_chromium() {
     let keys = tempfile::tempdir().expect("tempdir");
     let key = keys.path().join("policy.key");
     guard_fleet::policy::Signer::create(&key).expect("a key");
+    // An alert to a destination that refuses: it stays pending, with its error.
     let fleet = Fleet::start(
         Db::Sqlite,
-        &format!("[policy]\nsigning_key = \"{}\"\n", key.display()),
+        &format!(
+            "[policy]\nsigning_key = \"{}\"\n\
+             [alerts]\ndashboard_url = \"https://fleet.example.org\"\n\
+             [[alerts.destination]]\nname = \"soc\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n\
+             [[alerts.rule]]\nname = \"keys-stopped\"\nrules = [\"ssh\"]\noutcomes = [\"killed\"]\n\
+             to = [\"soc\"]\n",
+            key.display()
+        ),
     )
     .await;
     let text =
@@ -717,6 +727,17 @@ async fn an_admin_reads_the_policies_page_in_chromium() {
         ]);
         assert_eq!(fleet.send_ok(&req, CLUSTER_TOKEN).await, 0, "rejected");
     }
+    let killed = records::event(
+        "runner-1",
+        1,
+        7,
+        "00000000000000f1",
+        records::T0_NS,
+        json!({"kind": "open", "pid": 4242, "comm": "cat", "path": "/home/ci/.ssh/id_<b>rsa",
+               "rule": "ssh", "action": "kill", "outcome": "killed"}),
+    );
+    let req = records::request("runner-1", vec![killed]);
+    assert_eq!(fleet.send_ok(&req, CLUSTER_TOKEN).await, 0, "rejected");
 
     let driver = Driver::start();
     let profile = tempfile::tempdir().expect("profile directory");
@@ -764,5 +785,62 @@ async fn an_admin_reads_the_policies_page_in_chromium() {
         page_px <= window,
         "/policies is {page_px} px wide in a {window} px window"
     );
+
+    // The alerts page: the rule, its delivery pending after the refused try, and
+    // the event (its markup shown as text) linking to its session.
+    client
+        .set_window_size(1400, 1000)
+        .await
+        .expect("a desktop window");
+    let start = Instant::now();
+    loop {
+        let r = fleet.app().store.recent_alerts(1).await.expect("alerts");
+        if r.first()
+            .is_some_and(|a| a.attempts >= 1 && a.error.is_some())
+        {
+            break;
+        }
+        assert!(start.elapsed() < PAGE_TIMEOUT, "no refused try: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    click(&client, "nav a[href='/alerts']").await;
+    let page = wait_for(
+        &client,
+        "the alerts page after a refused try",
+        |url, text| url.path() == "/alerts" && text.contains("pending · try"),
+    )
+    .await;
+    let rules = text_of(&client, "table.alert-rules tbody").await;
+    assert!(
+        rules.contains("keys-stopped")
+            && rules.contains("soc (webhook)")
+            && rules.contains("killed"),
+        "{rules}"
+    );
+    let deliveries = text_of(&client, "table.deliveries tbody").await;
+    assert!(
+        deliveries.contains("keys-stopped")
+            && deliveries
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .ends_with(&["0", "1", "0", "never"]),
+        "nothing sent, one pending, none failed:\n{deliveries}"
+    );
+    let recent = text_of(&client, "table.recent-alerts tbody").await;
+    assert!(
+        recent.contains("/home/ci/.ssh/id_<b>rsa"),
+        "escaped, shown as text:\n{recent}"
+    );
+    let link = client
+        .find(Locator::Css("table.recent-alerts tbody a"))
+        .await
+        .expect("a link to the session")
+        .attr("href")
+        .await
+        .expect("href")
+        .expect("an href");
+    assert!(link.starts_with("/sessions/"), "{link}");
+    assert!(page.contains("window 1m"), "{page}");
+    screenshot(&client, "alerts.png").await;
     client.close().await.expect("end the WebDriver session");
 }

@@ -346,10 +346,18 @@ fn test(no_e2e: bool, no_vm: bool, no_fuzz: bool) -> Result<()> {
              or `cargo xtask test --no-e2e` for the unit tests only"
         );
     }
-    setup::setup(e2e)?;
+    setup::build_tools(e2e)?;
+    // Fetched while the build runs (network against CPU): needed from the unit tests on.
+    let tools = e2e.then(|| std::thread::spawn(setup::test_tools));
     let vm_opts = vm::Options::default();
     let prepared = (e2e && !no_vm).then(|| prepare_vms(&vm_opts));
     let bin = build_for_tests()?;
+    if let Some(tools) = tools {
+        tools
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the test tools' set-up panicked")))?;
+        log!("setup complete");
+    }
     let mut tally = tally::Tally::default();
     let skip_log = util::target_dir().join("nextest").join("skips.jsonl");
 

@@ -51,20 +51,35 @@ const TEST_PACKAGES: &[&str] = &[
 const NODE_PACKAGES: &[&str] = &["nodejs", "npm"];
 
 pub fn setup(test_deps: bool) -> Result<()> {
+    build_tools(test_deps)?;
+    if test_deps {
+        test_tools()?;
+    }
+    log!("setup complete");
+    Ok(())
+}
+
+/// What the build needs (and, with `test_deps`, the tests' Debian packages, npm
+/// among them): rust-src, Debian's packages, bpf-linker.
+pub fn build_tools(test_deps: bool) -> Result<()> {
     rust_src()?;
     let mut packages = BUILD_PACKAGES.to_vec();
     if test_deps {
         packages.extend_from_slice(TEST_PACKAGES);
+        if !command_works("npm", "--version") {
+            packages.extend_from_slice(NODE_PACKAGES);
+        }
     }
     debian_packages(&packages)?;
-    if test_deps {
-        codex()?;
-        agents()?;
-        ocsf_models()?;
-    }
-    bpf_linker()?;
-    log!("setup complete");
-    Ok(())
+    bpf_linker()
+}
+
+/// What only the tests run, fetched from npm and PyPI: the agents' CLIs and the
+/// OCSF models. Network-bound, so `cargo xtask test` fetches them while it builds.
+pub fn test_tools() -> Result<()> {
+    codex()?;
+    agents()?;
+    ocsf_models()
 }
 
 /// `rustup component add rust-src` where missing, for the active toolchain and

@@ -27,6 +27,7 @@ CREATE TABLE alert_outbox (
     PRIMARY KEY (alert, destination, host, record_id)
 );
 CREATE INDEX alert_outbox_due ON alert_outbox (state, due_ms);
+CREATE INDEX alert_outbox_created ON alert_outbox (created_ms);
 
 -- When each alert last went to each destination: what came since waits out the
 -- alert's window and goes as one message with a count.

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::config::{Alerts, Destination, Kind};
-use crate::store::alerts::Claim;
+use crate::store::alerts::{Claim, Queued};
 
 /// Events listed by name in one message; the rest are counted.
 pub const LISTED: usize = 10;
@@ -62,10 +62,7 @@ fn session_url(alerts: &Alerts, session_uid: &str) -> Option<String> {
 pub fn summary(claim: &Claim) -> String {
     let first = &claim.rows[0];
     if claim.rows.len() == 1 {
-        return format!(
-            "guard: {} {} on {}: {}",
-            first.outcome, first.rule, first.host, first.text
-        );
+        return format!("guard: {} on {}: {}", what(first), first.host, first.text);
     }
     let mut hosts: Vec<&str> = claim.rows.iter().map(|r| r.host.as_str()).collect();
     hosts.sort_unstable();
@@ -73,7 +70,7 @@ pub fn summary(claim: &Claim) -> String {
     let mut kinds: Vec<String> = claim
         .rows
         .iter()
-        .map(|r| format!("{} {}", r.rule, r.outcome))
+        .map(|r| format!("{} {}", r.rule, r.outcome).trim_end().to_owned())
         .collect();
     kinds.sort_unstable();
     kinds.dedup();
@@ -91,6 +88,16 @@ pub fn summary(claim: &Claim) -> String {
     )
 }
 
+/// `killed ssh-keys`, `silent host_silent`, or the kind alone for an event with
+/// no outcome (`policy_rejected`).
+fn what(r: &Queued) -> String {
+    if r.outcome.is_empty() {
+        r.rule.clone()
+    } else {
+        format!("{} {}", r.outcome, r.rule)
+    }
+}
+
 /// The message `destination` receives for `claim`, at `now_secs`.
 pub fn render(destination: &Destination, alerts: &Alerts, claim: &Claim, now_secs: i64) -> Message {
     let title = summary(claim);
@@ -100,7 +107,7 @@ pub fn render(destination: &Destination, alerts: &Alerts, claim: &Claim, now_sec
         .rows
         .iter()
         .take(LISTED)
-        .map(|r| format!("{} {} on {}: {}", r.outcome, r.rule, r.host, r.text))
+        .map(|r| format!("{} on {}: {}", what(r), r.host, r.text))
         .collect();
     let rest = claim.rows.len().saturating_sub(LISTED);
     let value: Value = match destination.kind {
@@ -269,7 +276,6 @@ fn rfc3339(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::alerts::Queued;
 
     fn claim(n: usize) -> Claim {
         Claim {

@@ -26,8 +26,9 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// back-off, doubling from 5 s to at most 15 minutes.
 pub const ATTEMPTS: i64 = 14;
 
-/// Delivers alerts until the task is dropped (nothing to do without rules).
-pub async fn deliver(store: Store, alerts: Alerts) {
+/// Delivers alerts until the task is dropped (nothing to do without rules). A
+/// host silent for `stale_after` is an alert of its own ([`crate::config::HOST_SILENT`]).
+pub async fn deliver(store: Store, alerts: Alerts, stale_after: Duration) {
     if alerts.rules.is_empty() {
         return;
     }
@@ -38,7 +39,12 @@ pub async fn deliver(store: Store, alerts: Alerts) {
             return;
         }
     };
+    let stale_ms = i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX);
     loop {
+        let now = now_ms();
+        if let Err(e) = store.queue_silent_hosts(&alerts, now - stale_ms, now).await {
+            tracing::warn!(error = %e, "alerts: silent hosts not checked");
+        }
         if let Err(e) = once(&store, &alerts, &client).await {
             tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "alerts: delivery failed");
         }

@@ -15,6 +15,11 @@
 //! rules = ["ssh-keys", "cloud-credentials"]     # policy rule ids; none: any rule
 //! outcomes = ["killed", "denied"]               # none: any outcome
 //! to = ["secops"]
+//!
+//! [[alerts.rule]]
+//! name = "hosts"
+//! kinds = ["host_silent", "policy_rejected"]    # event kinds; none: violations
+//! to = ["secops"]
 //! ```
 
 use std::{fs, path::PathBuf, time::Duration};
@@ -57,6 +62,8 @@ struct DestinationFile {
 #[serde(deny_unknown_fields)]
 struct RuleFile {
     name: String,
+    #[serde(default)]
+    kinds: Vec<String>,
     #[serde(default)]
     rules: Vec<String>,
     #[serde(default)]
@@ -139,6 +146,9 @@ impl std::fmt::Debug for Destination {
 #[derive(Clone, Debug)]
 pub struct AlertRule {
     pub name: String,
+    /// Event kinds (`policy_rejected`, `anomaly`, `tamper`, the fleet's own
+    /// [`HOST_SILENT`]); empty: violations (events with a rule and an outcome).
+    pub kinds: Vec<String>,
     /// Policy rule ids; empty: any.
     pub rules: Vec<String>,
     /// Outcomes (`killed`, `denied`, `alerted`, `logged`); empty: any.
@@ -146,23 +156,36 @@ pub struct AlertRule {
     pub to: Vec<String>,
 }
 
+/// The kind of the fleet's own event for a host that sent nothing (not even a
+/// heartbeat) for `dashboard.stale_after`.
+pub const HOST_SILENT: &str = "host_silent";
+
 impl AlertRule {
-    fn matches(&self, rule: &str, outcome: &str) -> bool {
-        (self.rules.is_empty() || self.rules.iter().any(|r| r == rule))
-            && (self.outcomes.is_empty() || self.outcomes.iter().any(|o| o == outcome))
+    fn matches(&self, kind: &str, rule: Option<&str>, outcome: Option<&str>) -> bool {
+        let kind_ok = if self.kinds.is_empty() {
+            rule.is_some() && outcome.is_some()
+        } else {
+            self.kinds.iter().any(|k| k == kind)
+        };
+        let among = |wanted: &[String], v: Option<&str>| {
+            wanted.is_empty() || v.is_some_and(|v| wanted.iter().any(|w| w == v))
+        };
+        kind_ok && among(&self.rules, rule) && among(&self.outcomes, outcome)
     }
 }
 
 impl Alerts {
-    /// The (alert, destination) pairs an event with `rule` and `outcome` goes to.
+    /// The (alert, destination) pairs an event of `kind`, with its `rule` and
+    /// `outcome` when it has them, goes to.
     pub fn routes<'a>(
         &'a self,
-        rule: &'a str,
-        outcome: &'a str,
+        kind: &'a str,
+        rule: Option<&'a str>,
+        outcome: Option<&'a str>,
     ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
         self.rules
             .iter()
-            .filter(move |a| a.matches(rule, outcome))
+            .filter(move |a| a.matches(kind, rule, outcome))
             .flat_map(|a| a.to.iter().map(move |d| (a.name.as_str(), d.as_str())))
     }
 
@@ -276,6 +299,7 @@ pub(super) fn alerts(file: AlertsFile) -> Result<Alerts, ConfigError> {
         }
         rules.push(AlertRule {
             name: r.name,
+            kinds: r.kinds,
             rules: r.rules,
             outcomes: r.outcomes,
             to: r.to,
@@ -307,16 +331,27 @@ mod tests {
             "[[destination]]\nname = \"s\"\nkind = \"slack\"\nurl = \"http://127.0.0.1:1/x\"\n\
              [[destination]]\nname = \"w\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/y\"\n\
              [[rule]]\nname = \"stopped\"\noutcomes = [\"killed\", \"denied\"]\nto = [\"s\", \"w\"]\n\
-             [[rule]]\nname = \"keys\"\nrules = [\"ssh-keys\"]\nto = [\"w\"]\n",
+             [[rule]]\nname = \"keys\"\nrules = [\"ssh-keys\"]\nto = [\"w\"]\n\
+             [[rule]]\nname = \"hosts\"\nkinds = [\"host_silent\", \"policy_rejected\"]\n\
+             to = [\"s\"]\n",
         )
         .expect("valid");
-        let routes: Vec<_> = a.routes("ssh-keys", "killed").collect();
-        assert_eq!(routes, [("stopped", "s"), ("stopped", "w"), ("keys", "w")]);
-        assert_eq!(a.routes("other", "alerted").count(), 0);
+        let violation = |rule, outcome| {
+            a.routes("open", Some(rule), Some(outcome))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            a.routes("ssh-keys", "logged").collect::<Vec<_>>(),
-            [("keys", "w")]
+            violation("ssh-keys", "killed"),
+            [("stopped", "s"), ("stopped", "w"), ("keys", "w")]
         );
+        assert!(violation("other", "alerted").is_empty());
+        assert_eq!(violation("ssh-keys", "logged"), [("keys", "w")]);
+        // Kinds: only the rules that name them, and never a plain event.
+        assert_eq!(
+            a.routes(HOST_SILENT, None, None).collect::<Vec<_>>(),
+            [("hosts", "s")]
+        );
+        assert_eq!(a.routes("exec", None, None).count(), 0);
     }
 
     #[test]

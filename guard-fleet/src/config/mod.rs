@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 mod alerts;
 
-pub use alerts::{AlertRule, Alerts, Destination, Kind, PAGERDUTY_EVENTS};
+pub use alerts::{AlertRule, Alerts, Destination, HOST_SILENT, Kind, PAGERDUTY_EVENTS};
 
 /// Where the server listens when the file names no address: loopback, OTLP/HTTP's port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4318";
@@ -623,6 +623,39 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_str_at(Path::new("fleet.toml"), text)
+    }
+
+    /// Every fleet configuration the docs show (```` ```toml guard-fleet ````) has
+    /// only keys the server reads (the files it names need not exist here).
+    #[test]
+    fn every_configuration_in_the_docs_has_only_known_keys() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+        let mut seen = 0;
+        for page in fs::read_dir(&docs).expect("docs/").flatten() {
+            let text = fs::read_to_string(page.path()).expect("a page");
+            let mut block: Option<(usize, String)> = None;
+            for (n, line) in text.lines().enumerate() {
+                match &mut block {
+                    None if line.trim() == "```toml guard-fleet" => {
+                        block = Some((n + 1, String::new()))
+                    }
+                    Some((at, body)) if line.trim() == "```" => {
+                        let at = format!("{}:{at}", page.path().display());
+                        if let Err(e) = Config::parse(Path::new(&at), body) {
+                            panic!("{at}: {}", chain(&e));
+                        }
+                        seen += 1;
+                        block = None;
+                    }
+                    Some((_, body)) => {
+                        body.push_str(line);
+                        body.push('\n');
+                    }
+                    None => {}
+                }
+            }
+        }
+        assert!(seen >= 3, "only {seen} fleet configurations found in docs/");
     }
 
     /// The error and its causes, as `guard-fleet` prints them.

@@ -15,12 +15,13 @@ use super::{
     Store, StoreError,
     sql::{Arg, Sql},
 };
-use crate::config::Alerts;
+use crate::config::{Alerts, HOST_SILENT};
 use crate::ingest::batch::EventRow;
 
 /// Rows of one alert and destination sent as one message at most (the rest go in
 /// the next).
 pub const CLAIM_MAX: i64 = 10_000;
+const DAY_MS: i64 = 86_400_000;
 
 /// One queued alert: an event an alert rule caught.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,10 +66,11 @@ pub(super) async fn enqueue(
 ) -> Result<(), StoreError> {
     let mut rows: Vec<(&str, &str, &EventRow)> = Vec::new();
     for e in new {
-        let (Some(rule), Some(outcome)) = (&e.rule, &e.outcome) else {
-            continue;
-        };
-        rows.extend(alerts.routes(rule, outcome).map(|(a, d)| (a, d, *e)));
+        rows.extend(
+            alerts
+                .routes(&e.kind, e.rule.as_deref(), e.outcome.as_deref())
+                .map(|(a, d)| (a, d, *e)),
+        );
     }
     for chunk in rows.chunks(50) {
         let mut insert = Sql::new(
@@ -86,7 +88,8 @@ pub(super) async fn enqueue(
                 Arg::Text(e.record_id.clone()),
                 Arg::Text(e.session_uid.clone()),
                 Arg::Int(e.ts_ms),
-                Arg::Text(e.rule.clone().unwrap_or_default()),
+                // An event with no rule (a refused policy) is named by its kind.
+                Arg::Text(e.rule.clone().unwrap_or_else(|| e.kind.clone())),
                 Arg::Text(e.outcome.clone().unwrap_or_default()),
                 Arg::Text(e.text.clone()),
                 Arg::Int(now_ms),
@@ -107,6 +110,56 @@ pub(super) async fn enqueue(
 }
 
 impl Store {
+    /// Queues a [`HOST_SILENT`] alert, for each rule that wants one, of every host
+    /// that sent nothing since `stale_before_ms` and had sent something in the day
+    /// before (a host retired long ago is not news). Once per silence: the row's
+    /// id is the host's last batch time.
+    pub async fn queue_silent_hosts(
+        &self,
+        alerts: &Alerts,
+        stale_before_ms: i64,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let routes: Vec<(&str, &str)> = alerts.routes(HOST_SILENT, None, None).collect();
+        if routes.is_empty() {
+            return Ok(0);
+        }
+        let mut queued = 0;
+        let _writer = self.writer().await;
+        for (alert, destination) in routes {
+            let mut q = Sql::new(
+                "INSERT INTO alert_outbox (alert, destination, host, record_id, session_uid, \
+                 ts_ms, rule, outcome, text, created_ms, state, due_ms, attempts, lease_ms) SELECT ",
+            );
+            q.arg(Arg::Text(alert.to_owned()))
+                .push(", ")
+                .arg(Arg::Text(destination.to_owned()))
+                .push(", host, 'silent-' || CAST(last_seen_ms AS TEXT), '', last_seen_ms, ")
+                .arg(Arg::Text(HOST_SILENT.to_owned()))
+                .push(", 'silent', ")
+                .arg(Arg::Text(
+                    "sent nothing, not even a heartbeat: its guard stopped, or the host is gone"
+                        .to_owned(),
+                ))
+                .push(", ")
+                .arg(Arg::Int(now_ms))
+                .push(", 'pending', ")
+                .arg(Arg::Int(now_ms))
+                .push(", 0, 0 FROM hosts WHERE last_seen_ms < ")
+                .arg(Arg::Int(stale_before_ms))
+                .push(" AND last_seen_ms >= ")
+                .arg(Arg::Int(stale_before_ms - DAY_MS))
+                .push(" ON CONFLICT (alert, destination, host, record_id) DO NOTHING");
+            queued += q
+                .query()
+                .execute(self.pool())
+                .await
+                .map_err(StoreError::query("queue alerts of silent hosts"))?
+                .rows_affected();
+        }
+        Ok(queued)
+    }
+
     /// The (alert, destination) pairs with rows due now whose last message is at
     /// least `window_ms` old.
     pub async fn alerts_due(
@@ -288,6 +341,96 @@ impl Store {
             .await
             .map_err(StoreError::query("count alerts"))?;
         row.try_get(0).map_err(StoreError::query("count alerts"))
+    }
+}
+
+/// Deliveries of one alert rule to one destination, for the alerts page.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AlertStats {
+    pub alert: String,
+    pub destination: String,
+    pub sent: i64,
+    pub pending: i64,
+    pub failed: i64,
+    pub last_sent_ms: Option<i64>,
+}
+
+/// One queued event and what became of it, for the alerts page.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AlertRow {
+    pub alert: String,
+    pub destination: String,
+    pub host: String,
+    pub session_uid: String,
+    pub ts_ms: i64,
+    pub rule: String,
+    pub outcome: String,
+    pub text: String,
+    pub state: String,
+    pub attempts: i64,
+    pub done_ms: Option<i64>,
+    pub error: Option<String>,
+}
+
+impl Store {
+    /// Sent, pending and failed rows per alert rule and destination.
+    pub async fn alert_stats(&self) -> Result<Vec<AlertStats>, StoreError> {
+        let e = || StoreError::query("count alerts");
+        let rows = sqlx::query(
+            "SELECT alert, destination, \
+             SUM(CASE WHEN state = 'sent' THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), \
+             MAX(CASE WHEN state = 'sent' THEN done_ms END) \
+             FROM alert_outbox GROUP BY alert, destination ORDER BY alert, destination",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(e())?;
+        rows.iter()
+            .map(|r| {
+                Ok(AlertStats {
+                    alert: r.try_get(0)?,
+                    destination: r.try_get(1)?,
+                    sent: r.try_get(2)?,
+                    pending: r.try_get(3)?,
+                    failed: r.try_get(4)?,
+                    last_sent_ms: r.try_get(5)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(e())
+    }
+
+    /// The `limit` alerts queued last, newest first.
+    pub async fn recent_alerts(&self, limit: i64) -> Result<Vec<AlertRow>, StoreError> {
+        let e = || StoreError::query("read alerts");
+        let mut q = Sql::new(
+            "SELECT alert, destination, host, session_uid, ts_ms, rule, outcome, text, state, \
+             attempts, done_ms, error FROM alert_outbox \
+             ORDER BY created_ms DESC, ts_ms DESC LIMIT ",
+        );
+        q.arg(Arg::Int(limit));
+        let rows = q.query().fetch_all(self.pool()).await.map_err(e())?;
+        rows.iter()
+            .map(|r| {
+                Ok(AlertRow {
+                    alert: r.try_get(0)?,
+                    destination: r.try_get(1)?,
+                    host: r.try_get(2)?,
+                    session_uid: r.try_get(3)?,
+                    ts_ms: r.try_get(4)?,
+                    rule: r.try_get(5)?,
+                    outcome: r.try_get(6)?,
+                    text: r.try_get(7)?,
+                    state: r.try_get(8)?,
+                    attempts: r.try_get(9)?,
+                    done_ms: r.try_get(10)?,
+                    error: r.try_get(11)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(e())
     }
 }
 

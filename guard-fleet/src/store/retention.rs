@@ -33,6 +33,18 @@ impl Store {
         let mut pruned = Pruned::default();
         let cutoff = now_ms.saturating_sub(i64::from(r.events_days) * DAY_MS);
         pruned.events += self.delete_events_before(cutoff).await?;
+        // Alerts delivered (or given up) go with the events they were about.
+        let mut alerts =
+            Sql::new("DELETE FROM alert_outbox WHERE state <> 'pending' AND created_ms < ");
+        alerts.arg(Arg::Int(cutoff));
+        {
+            let _writer = self.writer().await;
+            alerts
+                .query()
+                .execute(self.pool())
+                .await
+                .map_err(StoreError::query("delete old alerts"))?;
+        }
 
         // Past the cap: the received time of the newest row that is over it.
         let mut over =

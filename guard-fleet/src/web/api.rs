@@ -81,6 +81,16 @@ pub async fn session(
         .ok_or(ApiError(WebError::NoSession))
 }
 
+/// `GET /api/alerts`: deliveries per alert rule and destination, and the alerts
+/// queued last.
+pub async fn alerts(State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let stats = app.store.alert_stats().await?;
+    let recent = app.store.recent_alerts(super::pages::RECENT_ALERTS).await?;
+    Ok(Json(
+        serde_json::json!({ "deliveries": stats, "recent": recent }),
+    ))
+}
+
 /// `GET /api/hosts`.
 pub async fn hosts(
     State(app): State<Arc<App>>,

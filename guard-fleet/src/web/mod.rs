@@ -55,6 +55,7 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/agents", get(pages::agents))
         .route("/rules", get(pages::rules))
         .route("/policies", get(pages::policies))
+        .route("/alerts", get(pages::alerts))
         .route("/api/overview", get(api::overview))
         .route("/api/sessions", get(api::sessions))
         .route("/api/sessions/{id}", get(api::session))
@@ -66,6 +67,7 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/api/rules", get(api::rules))
         .route("/api/outcomes", get(api::outcomes))
         .route("/api/violations", get(api::violations))
+        .route("/api/alerts", get(api::alerts))
         .route("/api/policies", get(policies::list))
         .route(
             "/api/policies/{name}",

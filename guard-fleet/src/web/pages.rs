@@ -17,8 +17,10 @@ use super::{
 };
 use crate::{
     auth::Viewer,
+    config::AlertRule,
     server::App,
     store::{
+        alerts::{AlertRow, AlertStats},
         policy::{Assignment, GroupHosts, PolicyVersion, WouldStop},
         read::{
             Dim, DimPage, DimSort, HostPage, Overview, SessionDetail, SessionPage, SessionRow,
@@ -451,6 +453,60 @@ pub async fn policies(
         assignments: &assignments,
         unassigned: &groups,
         would: &would,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "alerts.html")]
+struct AlertsPage<'a> {
+    nav: &'a str,
+    viewer: &'a str,
+    now_ms: i64,
+    /// Each rule with its destinations' names and kinds.
+    rules: Vec<(&'a AlertRule, Vec<(&'a str, &'static str)>)>,
+    stats: &'a [AlertStats],
+    recent: &'a [AlertRow],
+    window: String,
+}
+
+/// Alerts listed under "Recent" on the alerts page.
+pub const RECENT_ALERTS: i64 = 50;
+
+/// `GET /alerts`: the alert rules, their deliveries per destination, and the
+/// alerts queued last with what became of each.
+pub async fn alerts(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Viewer>,
+) -> Result<Response, PageError> {
+    let stats = app.store.alert_stats().await.map_err(WebError::from)?;
+    let recent = app
+        .store
+        .recent_alerts(RECENT_ALERTS)
+        .await
+        .map_err(WebError::from)?;
+    let a = &app.config.alerts;
+    let rules = a
+        .rules
+        .iter()
+        .map(|r| {
+            let to =
+                r.to.iter()
+                    .map(|d| {
+                        let kind = a.destination(d).map_or("?", |d| d.kind.as_str());
+                        (d.as_str(), kind)
+                    })
+                    .collect();
+            (r, to)
+        })
+        .collect();
+    html(&AlertsPage {
+        nav: "alerts",
+        viewer: &viewer.name,
+        now_ms: crate::store::now_ms(),
+        rules,
+        stats: &stats,
+        recent: &recent,
+        window: humantime::format_duration(a.window).to_string(),
     })
 }
 
