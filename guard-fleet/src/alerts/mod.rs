@@ -22,8 +22,8 @@ use crate::store::{
 pub const TICK: Duration = Duration::from_secs(1);
 /// A destination's answer, at most.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// Deliveries tried before the rows are given up (`failed`): about two hours of
-/// back-off, doubling from 5 s to at most 15 minutes.
+/// Deliveries tried before the rows are given up (`failed`): with the default
+/// first retry (5 s), about two hours of back-off, doubling to at most 15 minutes.
 pub const ATTEMPTS: i64 = 14;
 
 /// Delivers alerts until the task is dropped (nothing to do without rules). A
@@ -83,7 +83,8 @@ pub async fn once(
             }
             Err(error) => {
                 let attempts = claim.rows.iter().map(|r| r.attempts).max().unwrap_or(1);
-                let due_ms = (attempts < ATTEMPTS).then(|| now_ms() + backoff(attempts));
+                let due_ms =
+                    (attempts < ATTEMPTS).then(|| now_ms() + backoff(attempts, alerts.retry));
                 tracing::warn!(
                     alert,
                     destination = name,
@@ -99,10 +100,11 @@ pub async fn once(
     Ok(sent)
 }
 
-/// The wait before the next try after `attempts` failed ones.
-fn backoff(attempts: i64) -> i64 {
+/// The wait before the next try after `attempts` failed ones, from `first`.
+fn backoff(attempts: i64, first: Duration) -> i64 {
+    let first = i64::try_from(first.as_millis()).unwrap_or(i64::MAX);
     let doublings = u32::try_from(attempts.saturating_sub(1).clamp(0, 20)).unwrap_or(20);
-    (5_000_i64.saturating_mul(1 << doublings)).min(15 * 60 * 1000)
+    first.saturating_mul(1 << doublings).min(15 * 60 * 1000)
 }
 
 async fn send(
@@ -137,9 +139,10 @@ mod tests {
 
     #[test]
     fn the_back_off_doubles_to_a_ceiling() {
-        assert_eq!(backoff(1), 5_000);
-        assert_eq!(backoff(2), 10_000);
-        assert_eq!(backoff(5), 80_000);
-        assert_eq!(backoff(13), 15 * 60 * 1000);
+        let first = Duration::from_secs(5);
+        assert_eq!(backoff(1, first), 5_000);
+        assert_eq!(backoff(2, first), 10_000);
+        assert_eq!(backoff(5, first), 80_000);
+        assert_eq!(backoff(13, first), 15 * 60 * 1000);
     }
 }

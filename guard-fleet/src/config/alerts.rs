@@ -39,6 +39,7 @@ pub(super) struct AlertsFile {
     dashboard_url: Option<String>,
     window: Option<String>,
     lease: Option<String>,
+    retry: Option<String>,
     #[serde(default)]
     destination: Vec<DestinationFile>,
     #[serde(default)]
@@ -106,6 +107,8 @@ pub struct Alerts {
     pub window: Duration,
     /// How long a replica holds the rows it is sending; past it, another sends them.
     pub lease: Duration,
+    /// The wait before the first retry of a failed delivery (doubling after).
+    pub retry: Duration,
     pub destinations: Vec<Destination>,
     pub rules: Vec<AlertRule>,
 }
@@ -116,6 +119,7 @@ impl Default for Alerts {
             dashboard_url: None,
             window: Duration::from_secs(60),
             lease: Duration::from_secs(30),
+            retry: Duration::from_secs(5),
             destinations: Vec::new(),
             rules: Vec::new(),
         }
@@ -312,6 +316,7 @@ pub(super) fn alerts(file: AlertsFile) -> Result<Alerts, ConfigError> {
         dashboard_url,
         window: duration("alerts.window", file.window, defaults.window)?,
         lease: duration("alerts.lease", file.lease, defaults.lease)?,
+        retry: duration("alerts.retry", file.retry, defaults.retry)?,
         destinations,
         rules,
     })
