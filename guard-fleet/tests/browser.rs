@@ -711,12 +711,26 @@ async fn an_admin_reads_the_policies_and_alerts_pages_in_chromium() {
     assert_eq!(r.status(), reqwest::StatusCode::OK);
     // Two hosts of ci-pool, one of which still runs version 1; one host of a group
     // with no assignment.
+    // runner-1's batch has a read of an SSH key its guard killed (an alert).
+    let killed = records::event(
+        "runner-1",
+        1,
+        7,
+        "00000000000000f1",
+        records::T0_NS,
+        json!({"kind": "open", "pid": 4242, "comm": "cat", "path": "/home/ci/.ssh/id_<b>rsa",
+               "rule": "ssh", "action": "kill", "outcome": "killed"}),
+    );
     for (host, group, policy, mode) in [
         ("runner-1", "ci-pool", "fleet:protect@2", "observe"),
         ("runner-2", "ci-pool", "fleet:protect@1", "observe"),
         ("laptop", "laptops", "workstation", "enforce"),
     ] {
-        let mut req = records::request(host, vec![records::heartbeat()]);
+        let mut recs = vec![records::heartbeat()];
+        if host == "runner-1" {
+            recs.push(killed.clone());
+        }
+        let mut req = records::request(host, recs);
         let res = req.resource_logs[0].resource.as_mut().expect("a resource");
         res.attributes
             .retain(|a| ![attr::POLICY_NAME, attr::POLICY_MODE].contains(&a.key.as_str()));
@@ -727,18 +741,6 @@ async fn an_admin_reads_the_policies_and_alerts_pages_in_chromium() {
         ]);
         assert_eq!(fleet.send_ok(&req, CLUSTER_TOKEN).await, 0, "rejected");
     }
-    let killed = records::event(
-        "runner-1",
-        1,
-        7,
-        "00000000000000f1",
-        records::T0_NS,
-        json!({"kind": "open", "pid": 4242, "comm": "cat", "path": "/home/ci/.ssh/id_<b>rsa",
-               "rule": "ssh", "action": "kill", "outcome": "killed"}),
-    );
-    let req = records::request("runner-1", vec![killed]);
-    assert_eq!(fleet.send_ok(&req, CLUSTER_TOKEN).await, 0, "rejected");
-
     let driver = Driver::start();
     let profile = tempfile::tempdir().expect("profile directory");
     let client = browser(&driver, profile.path()).await;
