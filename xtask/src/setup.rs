@@ -413,10 +413,7 @@ fn ocsf_models() -> Result<()> {
     let venv = util::target_dir().join(OCSF_VENV);
     let python = venv.join("bin/python3");
     let (name, version) = OCSF_MODELS.split_once("==").unwrap_or((OCSF_MODELS, ""));
-    let shown = util::output(Command::new(&python).args(["-m", "pip", "show", name]))
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let shown = util::stdout_of(Command::new(&python).args(["-m", "pip", "show", name])).ok();
     if shown.is_some_and(|s| s.lines().any(|l| l.trim() == format!("Version: {version}"))) {
         log!("{OCSF_MODELS}: present ({})", venv.display());
         return Ok(());
@@ -446,10 +443,9 @@ const FUZZ_PACKAGES: &[&str] = &["g++"];
 pub fn fuzz_tools() -> Result<()> {
     debian_packages(FUZZ_PACKAGES)?;
     let wanted = format!("cargo-fuzz {CARGO_FUZZ_VERSION}");
-    let have = util::output(util::cargo().args(["fuzz", "--version"]))
+    let have = util::stdout_of(util::cargo().args(["fuzz", "--version"]))
         .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        .map(|s| s.trim().to_owned());
     if have.as_deref() == Some(wanted.as_str()) {
         log!("cargo-fuzz: present ({CARGO_FUZZ_VERSION})");
         return Ok(());

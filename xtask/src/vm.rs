@@ -663,10 +663,9 @@ fn virtme_ng(vm_dir: &Path) -> Result<PathBuf> {
     let venv = vm_dir.join("venv");
     let bin = venv.join("bin");
     let pinned = VIRTME_NG.trim_start_matches("virtme-ng==");
-    let have = util::output(Command::new(bin.join("vng")).arg("--version"))
+    let have = util::stdout_of(Command::new(bin.join("vng")).arg("--version"))
         .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        .map(|s| s.trim().to_owned());
     if have.as_deref() == Some(&format!("virtme-ng {pinned}")) {
         log!("virtme-ng: present ({pinned})");
         return Ok(bin);
@@ -684,10 +683,9 @@ fn virtme_ng(vm_dir: &Path) -> Result<PathBuf> {
 /// [`VIRTIOFSD`] in the virtualenv's `bin` (`bin`), built unless present.
 fn virtiofsd(bin: &Path) -> Result<()> {
     let wanted = format!("virtiofsd {VIRTIOFSD}");
-    let have = util::output(Command::new(bin.join("virtiofsd")).arg("--version"))
+    let have = util::stdout_of(Command::new(bin.join("virtiofsd")).arg("--version"))
         .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        .map(|s| s.trim().to_owned());
     if have.as_deref() == Some(wanted.as_str()) {
         log!("virtiofsd: present ({VIRTIOFSD})");
         return Ok(());

@@ -243,11 +243,7 @@ pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     ctx.update(timestamp.to_string().as_bytes());
     ctx.update(b".");
     ctx.update(body);
-    ctx.sign()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::auth::tokens::hex(ctx.sign().as_ref())
 }
 
 /// Slack's three control characters, escaped as its docs ask.
@@ -261,11 +257,7 @@ fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();
     }
-    let mut end = max - 3;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
+    format!("{}...", crate::ingest::validate::cut(s, max - 3))
 }
 
 fn rfc3339(ms: i64) -> String {

@@ -12,7 +12,7 @@
 use sqlx::{AnyConnection, Row as _};
 
 use super::{
-    Store, StoreError,
+    DAY_MS, Store, StoreError,
     sql::{Arg, Sql},
 };
 use crate::config::{Alerts, HOST_SILENT};
@@ -21,7 +21,6 @@ use crate::ingest::batch::EventRow;
 /// Rows of one alert and destination sent as one message at most (the rest go in
 /// the next).
 pub const CLAIM_MAX: i64 = 10_000;
-const DAY_MS: i64 = 86_400_000;
 
 /// One queued alert: an event an alert rule caught.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -438,5 +437,5 @@ impl Store {
 fn owner_token() -> Result<String, StoreError> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(StoreError::Random)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::auth::tokens::hex(&bytes))
 }

@@ -23,6 +23,9 @@ use sqlx::{
 
 use crate::config::{Backend, Database};
 
+/// A day in milliseconds.
+pub(crate) const DAY_MS: i64 = 86_400_000;
+
 /// A failure of the database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -6,7 +6,7 @@
 use sqlx::Row as _;
 
 use super::{
-    Store, StoreError,
+    DAY_MS, Store, StoreError,
     rollup::{self, Contribution, Rollup},
     sql::{Arg, Sql},
 };
@@ -18,7 +18,6 @@ const CHUNK: i64 = 5_000;
 /// deletes (two bound values each).
 const SESSIONS_CHUNK: i64 = 1_000;
 const VIOLATIONS_CHUNK: usize = 500;
-const DAY_MS: i64 = 86_400_000;
 
 /// What one pass deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -16,10 +16,12 @@ use std::collections::BTreeMap;
 
 use sqlx::{AnyConnection, Row as _, any::AnyRow};
 
-use super::sql::{Arg, Sql};
+use super::{
+    DAY_MS,
+    sql::{Arg, Sql},
+};
 use crate::ingest::batch::SummaryRow;
 
-const DAY_MS: i64 = 86_400_000;
 /// Rows per multi-row upsert (13 values each).
 const CHUNK: usize = 100;
 

@@ -8,11 +8,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Row as _, any::AnyRow};
 
 use super::{
-    Store, StoreError,
+    DAY_MS, Store, StoreError,
     sql::{Arg, Sql},
 };
-
-const DAY_MS: i64 = 86_400_000;
 
 /// The columns of [`SessionRow`], in its order.
 const SESSION_COLUMNS: &str = "s.host, s.session_uid, s.session_id, s.state, s.agent, \
