@@ -1355,9 +1355,19 @@ impl FakeAgent {
         &self.path
     }
 
+    /// The agent's command. Python's `print(…, flush=True)` in its scripts is one
+    /// write, the report with its line end, unless `PYTHONUNBUFFERED` is set (some
+    /// machines set it): then a kill between the two writes leaves a report without
+    /// its newline, joined to the next one.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.path);
+        cmd.env_remove("PYTHONUNBUFFERED");
+        cmd
+    }
+
     /// Starts a scenario in its own process group.
     pub fn spawn(&self, args: &[&str]) -> Running {
-        let mut cmd = Command::new(&self.path);
+        let mut cmd = self.command();
         cmd.args(args);
         Running::spawn_group(cmd)
     }
@@ -1371,7 +1381,7 @@ impl FakeAgent {
 
     /// [`Self::spawn`] with `dir` as the working directory.
     pub fn spawn_in(&self, dir: &Path, args: &[&str]) -> Running {
-        let mut cmd = Command::new(&self.path);
+        let mut cmd = self.command();
         cmd.args(args).current_dir(dir);
         Running::spawn_group(cmd)
     }

@@ -583,6 +583,7 @@ fn check_run(
         }
     }
 
+    let mut own_refused = std::collections::BTreeMap::<String, usize>::new();
     // The agent itself: never killed; its own reads of secrets refused (`guard run`'s
     // mount namespace hides them, BPF-LSM refuses them) and it lives on; exited 0
     // after the model's final message.
@@ -605,12 +606,23 @@ fn check_run(
                      its tools: {e}"
                 ));
             }
-            Some("denied") => note(agent, &format!("the agent's own read refused: {e}")),
+            Some("denied") => {
+                *own_refused
+                    .entry(e.str("path").unwrap_or("?").to_owned())
+                    .or_insert(0) += 1;
+            }
             _ => note(
                 agent,
                 &format!("the agent itself broke a rule (not stopped): {e}"),
             ),
         }
+    }
+    // One line per file (the agent retries a refused read many times).
+    for (path, n) in &own_refused {
+        note(
+            agent,
+            &format!("the agent's own read of {path} refused {n} time(s)"),
+        );
     }
     if run.code() != Some(0) {
         failures.push(format!(

@@ -166,15 +166,25 @@ fn parse_junit(text: &str) -> Result<Vec<(String, Verdict)>> {
             Event::Empty(e) if e.name().into_inner() == "testcase" => {
                 out.push((case_name(&e), Verdict::Passed));
             }
+            // `<failure …>TEXT</failure>`: the text is the test's panic message.
+            Event::Start(e) if e.name().into_inner() == "failure" => {
+                let mut why = failure_message(&e);
+                let text = reader.read_text(e.name())?;
+                if let Ok(text) = quick_xml::escape::unescape(&text.xml10_content()) {
+                    let said = panic_message(&text);
+                    if !said.is_empty() {
+                        why = format!("{why}: {said}");
+                    }
+                }
+                if let Some((_, failure)) = &mut current {
+                    *failure = Some(why);
+                }
+            }
             Event::Start(e) | Event::Empty(e)
                 if matches!(e.name().into_inner(), "failure" | "error") =>
             {
                 if let Some((_, failure)) = &mut current {
-                    *failure = Some(
-                        attr(&e, "message")
-                            .or_else(|| attr(&e, "type"))
-                            .unwrap_or_else(|| "failed".to_owned()),
-                    );
+                    *failure = Some(failure_message(&e));
                 }
             }
             Event::End(e) if e.name().into_inner() == "testcase" => {
@@ -187,6 +197,32 @@ fn parse_junit(text: &str) -> Result<Vec<(String, Verdict)>> {
         }
     }
     Ok(out)
+}
+
+/// A `<failure>`'s or `<error>`'s one-line message.
+fn failure_message(e: &quick_xml::events::BytesStart<'_>) -> String {
+    attr(e, "message")
+        .or_else(|| attr(e, "type"))
+        .unwrap_or_else(|| "failed".to_owned())
+}
+
+/// The first lines of a failed test's panic message (what follows nextest's "thread
+/// '…' panicked at FILE:LINE:COL:" line), on one line: what the summary shows of it.
+fn panic_message(text: &str) -> String {
+    const LINES: usize = 4;
+    const CHARS: usize = 240;
+    let body = text
+        .split_once("panicked at ")
+        .and_then(|(_, rest)| rest.split_once('\n'))
+        .map_or(text, |(_, message)| message);
+    body.lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("stack backtrace:") && !l.starts_with("note: "))
+        .filter(|l| !l.is_empty())
+        .take(LINES)
+        .map(|l| l.chars().take(CHARS).collect::<String>())
+        .collect::<Vec<_>>()
+        .join(" | ")
 }
 
 fn attr(e: &quick_xml::events::BytesStart<'_>, key: &str) -> Option<String> {
@@ -242,7 +278,10 @@ mod tests {
   <testsuite name="guard-tests::routes" tests="3" disabled="0" errors="0" failures="1">
     <testcase name="io_uring_is_refused" classname="guard-tests::routes" time="1.2"/>
     <testcase name="raw_sockets" classname="guard-tests::routes" time="3.4">
-      <failure message="thread panicked" type="test failure">boom</failure>
+      <failure message="thread panicked" type="test failure">thread 'raw_sockets' panicked at tests/tests/routes.rs:9:5:
+[ci] 1 failures:
+  the raw socket was not refused
+stack backtrace:</failure>
       <system-out>out</system-out>
     </testcase>
     <testcase name="loader" classname="guard-tests::routes" time="1.0">
@@ -260,7 +299,10 @@ mod tests {
                 ),
                 (
                     "guard-tests::routes::raw_sockets".to_owned(),
-                    Verdict::Failed("thread panicked".to_owned())
+                    Verdict::Failed(
+                        "thread panicked: [ci] 1 failures: | the raw socket was not refused"
+                            .to_owned()
+                    )
                 ),
                 ("guard-tests::routes::loader".to_owned(), Verdict::Passed),
             ]
