@@ -1,6 +1,7 @@
 //! Alerts as a security team sets them up: a killed read reaches a webhook, Slack,
-//! Teams and PagerDuty once each, in the form each one's real endpoint takes
-//! (decoded here into the fields that service documents, unknown fields refused);
+//! Teams, PagerDuty and a mailbox once each, in the form each one's real endpoint
+//! takes (decoded here into the fields that service documents, unknown fields
+//! refused; the mail through Debian's aiosmtpd, over STARTTLS, from its Maildir);
 //! a storm is a message with a count; a destination that is down gets the alert
 //! when it is back; and two replicas never both hold an alert. Each test runs on
 //! SQLite, and on PostgreSQL when `GUARD_FLEET_TEST_PG` is set.
@@ -24,7 +25,7 @@ use guard_fleet::alerts::message::sign;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use support::{Db, Fleet, HOST_TOKEN, records};
+use support::{Db, Fleet, HOST_TOKEN, pki::Pki, records};
 
 on_both!(
     a_killed_read_reaches_each_destination_once_in_its_own_form,
@@ -118,9 +119,110 @@ async fn receive(
     StatusCode::OK
 }
 
-/// The configuration: four destinations on `base`, one rule for stopped reads of
-/// `ssh-keys`, with `window`.
+/// Debian's SMTP server (python3-aiosmtpd) on 127.0.0.1, requiring STARTTLS with a
+/// certificate of the run's own CA, keeping what it receives in a Maildir; stopped
+/// on drop.
+struct Smtp {
+    child: std::process::Child,
+    port: u16,
+    pki: Pki,
+}
+
+impl Smtp {
+    fn start() -> Self {
+        let pki = Pki::new();
+        let (cert, key) = pki.leaf(&["127.0.0.1", "localhost"], "smtp", false);
+        let dir = pki.dir.path();
+        std::fs::write(dir.join("smtp.pem"), cert).expect("cert");
+        std::fs::write(dir.join("smtp-key.pem"), key).expect("key");
+        std::fs::write(dir.join("ca.pem"), &pki.ca_pem).expect("ca");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new("/usr/bin/python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .arg("--tlscert")
+            .arg(dir.join("smtp.pem"))
+            .arg("--tlskey")
+            .arg(dir.join("smtp-key.pem"))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(dir.join("maildir"))
+            .spawn()
+            .expect("Debian's python3-aiosmtpd (cargo xtask setup installs it)");
+        let smtp = Self { child, port, pki };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "aiosmtpd did not listen on {port} within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        smtp
+    }
+
+    /// The `[[alerts.destination]]` named `mail`.
+    fn destination(&self) -> String {
+        format!(
+            "[[alerts.destination]]\nname = \"mail\"\nkind = \"email\"\n\
+             url = \"smtp://127.0.0.1:{}?tls=required\"\nca_file = \"{}\"\n\
+             from = \"guard-fleet <guard@fleet.example.org>\"\n\
+             recipients = [\"SecOps <secops@example.org>\", \"oncall@example.org\"]\n",
+            self.port,
+            self.pki.dir.path().join("ca.pem").display()
+        )
+    }
+
+    /// The messages in the Maildir, as received.
+    fn mails(&self) -> Vec<Vec<u8>> {
+        let new = self.pki.dir.path().join("maildir/new");
+        std::fs::read_dir(&new)
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter_map(|e| std::fs::read(e.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits until `n` messages arrived (30 s at most).
+    async fn until(&self, n: usize) -> Vec<Vec<u8>> {
+        let start = Instant::now();
+        loop {
+            let mails = self.mails();
+            if mails.len() >= n {
+                return mails;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "waited 30 s for {n} mail(s); got {}",
+                mails.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The configuration: four destinations on `base` (and the mailbox of `smtp`), one
+/// rule for stopped reads of `ssh-keys`, with `window`.
 fn config(fleet_dir: &std::path::Path, base: &str, window: &str) -> String {
+    config_with(fleet_dir, base, window, None)
+}
+
+fn config_with(
+    fleet_dir: &std::path::Path,
+    base: &str,
+    window: &str,
+    smtp: Option<&Smtp>,
+) -> String {
     let secret = fleet_dir.join("webhook.key");
     std::fs::write(&secret, WEBHOOK_SECRET).expect("secret");
     let key = fleet_dir.join("pagerduty.key");
@@ -136,11 +238,14 @@ fn config(fleet_dir: &std::path::Path, base: &str, window: &str) -> String {
          [[alerts.destination]]\nname = \"channel\"\nkind = \"teams\"\nurl = \"{base}/teams\"\n\
          [[alerts.destination]]\nname = \"oncall\"\nkind = \"pagerduty\"\nurl = \"{base}/pagerduty\"\n\
          routing_key_file = \"{key}\"\n\
+         {mail}\
          [[alerts.rule]]\nname = \"secret-reads-stopped\"\nrules = [\"ssh-keys\"]\n\
-         outcomes = [\"killed\", \"denied\"]\nto = [\"soc\", \"chat\", \"channel\", \"oncall\"]\n",
+         outcomes = [\"killed\", \"denied\"]\nto = [\"soc\", \"chat\", \"channel\", \"oncall\"{to_mail}]\n",
         secret = secret.display(),
         slack = slack_url.display(),
         key = key.display(),
+        mail = smtp.map(Smtp::destination).unwrap_or_default(),
+        to_mail = if smtp.is_some() { ", \"mail\"" } else { "" },
     )
 }
 
@@ -272,7 +377,8 @@ fn webhook_body(r: &Received) -> Value {
 
 async fn a_killed_read_reaches_each_destination_once_in_its_own_form(db: Db) {
     let (rx, base, _server) = Receiver::start(0).await;
-    let fleet = fleet_with(db, |dir| config(dir, &base, "1m")).await;
+    let smtp = Smtp::start();
+    let fleet = fleet_with(db, |dir| config_with(dir, &base, "1m", Some(&smtp))).await;
     let mut events = reads(1, 1, "killed");
     // Not an alert: another outcome.
     events.extend(reads(2, 1, "logged"));
@@ -346,12 +452,45 @@ async fn a_killed_read_reaches_each_destination_once_in_its_own_form(db: Db) {
     assert!(pd.payload.component.is_some() && pd.payload.custom_details.is_some());
     assert!(pd.client.is_some() && pd.client_url.is_some() && !pd.links.is_empty());
 
+    // The mail, as the mailbox holds it (aiosmtpd refuses a sender that did not
+    // start TLS: it came encrypted, the server's certificate checked against ca_file).
+    let mails = smtp.until(1).await;
+    let mail = mailparse::parse_mail(&mails[0]).expect("an RFC 5322 message");
+    let header = |name: &str| {
+        mail.headers
+            .iter()
+            .find(|h| h.get_key_ref().eq_ignore_ascii_case(name))
+            .map(|h| h.get_value())
+    };
+    assert!(
+        header("Subject").is_some_and(|s| s.starts_with("guard: killed ssh-keys on build-01")),
+        "{:?}",
+        header("Subject")
+    );
+    assert_eq!(
+        header("From").as_deref(),
+        Some("guard-fleet <guard@fleet.example.org>")
+    );
+    assert_eq!(
+        header("X-RcptTo").as_deref(),
+        Some("secops@example.org, oncall@example.org"),
+        "the envelope's recipients"
+    );
+    assert!(header("Content-Type").is_some_and(|t| t.starts_with("text/plain")));
+    let text = mail.get_body().expect("the text");
+    assert!(text.contains("- killed ssh-keys on build-01 at "), "{text}");
+    assert!(
+        text.contains("  https://fleet.example.org/sessions/"),
+        "{text}"
+    );
+
     // The host sends the batch again (its answer was lost): nothing new is queued.
     assert_eq!(fleet.send_ok(&req, HOST_TOKEN).await, 0);
     let store = &fleet.app().store;
-    assert_eq!(store.alerts_in("sent").await.expect("count"), 4);
+    assert_eq!(store.alerts_in("sent").await.expect("count"), 5);
     assert_eq!(store.alerts_in("pending").await.expect("count"), 0);
     assert_eq!(rx.got().len(), 4, "each destination got the alert once");
+    assert_eq!(smtp.mails().len(), 1, "and the mailbox once");
     fleet.stop().await;
 }
 

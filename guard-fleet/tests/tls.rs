@@ -4,84 +4,8 @@
 mod support;
 
 use prost::Message as _;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use reqwest::StatusCode;
-use support::{Db, Fleet, HOST_TOKEN, records};
-
-struct Pki {
-    dir: tempfile::TempDir,
-    ca_pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "guard fleet test CA");
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().expect("key");
-        let ca_pem = params.self_signed(&key).expect("ca").pem();
-        Self {
-            dir: tempfile::tempdir().expect("tempdir"),
-            ca_pem,
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A certificate signed by the CA: (certificate PEM, key PEM).
-    fn leaf(&self, sans: &[&str], cn: &str, client: bool) -> (String, String) {
-        let mut params =
-            CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
-                .expect("params");
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.extended_key_usages = vec![if client {
-            ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("sign");
-        (cert.pem(), key.serialize_pem())
-    }
-
-    /// The `[tls]` section of a server for 127.0.0.1 with this CA for clients.
-    fn server_config(&self, client_auth: &str) -> String {
-        let (cert, key) = self.leaf(&["127.0.0.1", "localhost"], "fleet", false);
-        let p = |name: &str, text: &str| {
-            let path = self.dir.path().join(name);
-            std::fs::write(&path, text).expect("write");
-            path.display().to_string()
-        };
-        format!(
-            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\nclient_auth = \"{client_auth}\"\n",
-            p("server.pem", &cert),
-            p("server-key.pem", &key),
-            p("ca.pem", &self.ca_pem)
-        )
-    }
-
-    /// A client trusting the CA, presenting `identity` (certificate, key) if any.
-    fn client(&self, identity: Option<&(String, String)>) -> reqwest::Client {
-        support::init();
-        let ca = reqwest::Certificate::from_pem_bundle(self.ca_pem.as_bytes()).expect("ca");
-        let mut b = reqwest::Client::builder().tls_certs_only(ca);
-        if let Some((cert, key)) = identity {
-            b = b.identity(
-                reqwest::Identity::from_pem(format!("{key}{cert}").as_bytes()).expect("identity"),
-            );
-        }
-        b.build().expect("client")
-    }
-}
+use support::{Db, Fleet, HOST_TOKEN, pki::Pki, records};
 
 async fn post(
     client: &reqwest::Client,

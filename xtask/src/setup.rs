@@ -42,6 +42,9 @@ const TEST_PACKAGES: &[&str] = &[
     "passwd",
     // busybox's applets meet the rules on the programs they name (tests/tests/redteam.rs).
     "busybox-static",
+    // Debian's SMTP server: the fleet's alert mails arrive there over STARTTLS
+    // (guard-fleet/tests/alerts.rs).
+    "python3-aiosmtpd",
     // wget opens ~/.netrc on every run: it goes on where BPF-LSM refuses that read
     // (tests/tests/redteam.rs).
     "wget",

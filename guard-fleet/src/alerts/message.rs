@@ -9,6 +9,8 @@
 //! - `teams`: a message with one Adaptive Card (1.4), as a Workflows webhook takes it.
 //! - `pagerduty`: an Events API v2 `trigger`, its `dedup_key` the alert and first
 //!   event, so a retry is the same incident.
+//! - `email`: a plain-text mail, its subject the one-line summary, each event on a
+//!   line with its session's link.
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -19,11 +21,18 @@ use crate::store::alerts::{Claim, Queued};
 /// Events listed by name in one message; the rest are counted.
 pub const LISTED: usize = 10;
 
-/// A request body and its extra headers.
+/// What is sent: a JSON POST, or a mail.
 #[derive(Clone, Debug)]
-pub struct Message {
-    pub body: Vec<u8>,
-    pub headers: Vec<(&'static str, String)>,
+pub enum Message {
+    /// A request body and its extra headers.
+    Post {
+        body: Vec<u8>,
+        headers: Vec<(&'static str, String)>,
+    },
+    Mail {
+        subject: String,
+        text: String,
+    },
 }
 
 /// The `webhook` body.
@@ -187,6 +196,12 @@ pub fn render(destination: &Destination, alerts: &Alerts, claim: &Claim, now_sec
                 }]
             })
         }
+        Kind::Email => {
+            return Message::Mail {
+                subject: title,
+                text: mail_text(alerts, claim, rest),
+            };
+        }
         Kind::Pagerduty => {
             let severity = if claim
                 .rows
@@ -233,7 +248,34 @@ pub fn render(destination: &Destination, alerts: &Alerts, claim: &Claim, now_sec
             format!("sha256={}", sign(secret, now_secs, &body)),
         ));
     }
-    Message { body, headers }
+    Message::Post { body, headers }
+}
+
+/// An `email`'s text: each listed event with its session's link, the count of the
+/// rest, and the alert's name and time span.
+fn mail_text(alerts: &Alerts, claim: &Claim, rest: usize) -> String {
+    let mut text = String::new();
+    for r in claim.rows.iter().take(LISTED) {
+        text.push_str(&format!(
+            "- {} on {} at {}: {}\n",
+            what(r),
+            r.host,
+            rfc3339(r.ts_ms),
+            r.text
+        ));
+        if let Some(url) = session_url(alerts, &r.session_uid) {
+            text.push_str(&format!("  {url}\n"));
+        }
+    }
+    if rest > 0 {
+        text.push_str(&format!("- ... and {rest} more\n"));
+    }
+    text.push_str(&format!(
+        "\nguard-fleet alert `{}`: {} event(s).\n",
+        claim.alert,
+        claim.rows.len()
+    ));
+    text
 }
 
 /// The webhook signature: HMAC-SHA256 of `<timestamp>.<body>`, hex.
@@ -296,6 +338,17 @@ mod tests {
             url: "http://127.0.0.1:1/".into(),
             secret: Some(b"k".to_vec()),
             routing_key: Some("R0UTINGKEY".into()),
+            mail: None,
+        }
+    }
+
+    /// A POST's body (parsed) and headers.
+    fn post(m: Message) -> (Value, Vec<u8>, Vec<(&'static str, String)>) {
+        match m {
+            Message::Post { body, headers } => {
+                (serde_json::from_slice(&body).expect("json"), body, headers)
+            }
+            Message::Mail { .. } => panic!("a mail, not a POST"),
         }
     }
 
@@ -314,12 +367,15 @@ mod tests {
     #[test]
     fn the_webhook_is_signed_over_timestamp_and_body() {
         let alerts = Alerts::default();
-        let m = render(&dest(Kind::Webhook), &alerts, &claim(12), 1_700_000_000);
-        let v: Value = serde_json::from_slice(&m.body).expect("json");
+        let (v, body, headers) = post(render(
+            &dest(Kind::Webhook),
+            &alerts,
+            &claim(12),
+            1_700_000_000,
+        ));
         assert_eq!(v["count"], 12);
         assert_eq!(v["events"].as_array().map(Vec::len), Some(LISTED));
-        let sig = m
-            .headers
+        let sig = headers
             .iter()
             .find(|(h, _)| *h == "x-guard-signature")
             .map(|(_, v)| v.clone())
@@ -327,7 +383,7 @@ mod tests {
         // Checked the way a receiver would, with ring's verify.
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"k");
         let mut signed = b"1700000000.".to_vec();
-        signed.extend_from_slice(&m.body);
+        signed.extend_from_slice(&body);
         let raw: Vec<u8> = (0..64)
             .step_by(2)
             .map(|i| u8::from_str_radix(&sig["sha256=".len()..][i..i + 2], 16).expect("hex"))
@@ -336,18 +392,37 @@ mod tests {
     }
 
     #[test]
+    fn a_mail_lists_ten_events_with_links_and_counts_the_rest() {
+        let alerts = Alerts {
+            dashboard_url: Some("https://fleet.example.org".into()),
+            ..Alerts::default()
+        };
+        let Message::Mail { subject, text } = render(&dest(Kind::Email), &alerts, &claim(12), 0)
+        else {
+            panic!("an email destination gets a mail");
+        };
+        assert_eq!(subject, summary(&claim(12)));
+        assert_eq!(text.matches("\n- killed ssh-keys on ").count() + 1, LISTED);
+        assert_eq!(
+            text.matches("  https://fleet.example.org/sessions/s1\n")
+                .count(),
+            LISTED
+        );
+        assert!(text.contains("- ... and 2 more\n"), "{text}");
+        assert!(text.contains("alert `secret-reads`: 12 event(s)"), "{text}");
+    }
+
+    #[test]
     fn slack_text_is_escaped_and_pagerduty_names_a_stable_incident() {
         let alerts = Alerts {
             dashboard_url: Some("https://fleet.example.org".into()),
             ..Alerts::default()
         };
-        let m = render(&dest(Kind::Slack), &alerts, &claim(1), 0);
-        let v: Value = serde_json::from_slice(&m.body).expect("json");
+        let (v, ..) = post(render(&dest(Kind::Slack), &alerts, &claim(1), 0));
         let blocks = v["blocks"].to_string();
         assert!(blocks.contains("&lt;x&gt;"), "{blocks}");
         assert!(blocks.contains("<https://fleet.example.org/sessions/s1|The first session>"));
-        let p = render(&dest(Kind::Pagerduty), &alerts, &claim(3), 0);
-        let v: Value = serde_json::from_slice(&p.body).expect("json");
+        let (v, ..) = post(render(&dest(Kind::Pagerduty), &alerts, &claim(3), 0));
         assert_eq!(v["dedup_key"], "guard-fleet/secret-reads/build-01/r0");
         assert_eq!(v["payload"]["severity"], "critical");
         assert_eq!(v["routing_key"], "R0UTINGKEY");

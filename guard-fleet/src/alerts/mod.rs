@@ -1,5 +1,5 @@
 //! Alerts: events an `[alerts]` rule catches, delivered from the database's outbox
-//! to webhooks, Slack, Teams and PagerDuty (docs/fleet.md).
+//! to webhooks, Slack, Teams, PagerDuty and e-mail (docs/fleet.md).
 //!
 //! Ingest queues a row per alert rule, destination and event in the batch's own
 //! transaction (`store::alerts`). Every replica runs [`deliver`]: each second it
@@ -7,6 +7,7 @@
 //! message with a count: after a message, what follows waits out the alert's
 //! window), and marks the rows sent, or due again after a back-off.
 
+mod mail;
 pub mod message;
 
 use std::time::Duration;
@@ -21,7 +22,7 @@ use crate::store::{
 /// How often a replica looks for due alerts.
 pub const TICK: Duration = Duration::from_secs(1);
 /// A destination's answer, at most.
-const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deliveries tried before the rows are given up (`failed`): with the default
 /// first retry (5 s), about two hours of back-off, doubling to at most 15 minutes.
 pub const ATTEMPTS: i64 = 14;
@@ -113,12 +114,20 @@ async fn send(
     alerts: &Alerts,
     claim: &Claim,
 ) -> Result<(), String> {
-    let m = message::render(destination, alerts, claim, now_ms() / 1000);
+    let (body, headers) = match message::render(destination, alerts, claim, now_ms() / 1000) {
+        message::Message::Post { body, headers } => (body, headers),
+        message::Message::Mail { subject, text } => {
+            let Some(mail) = &destination.mail else {
+                return Err("email: no sender and recipients".to_owned());
+            };
+            return mail::send(destination, mail, subject, text).await;
+        }
+    };
     let mut request = client
         .post(&destination.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(m.body);
-    for (name, value) in m.headers {
+        .body(body);
+    for (name, value) in headers {
         request = request.header(name, value);
     }
     let response = request.send().await.map_err(|e| {

@@ -7,8 +7,15 @@
 //!
 //! [[alerts.destination]]
 //! name = "secops"
-//! kind = "slack"                                # webhook, slack, teams, pagerduty
+//! kind = "slack"                                # webhook, slack, teams, pagerduty, email
 //! url_file = "/etc/guard-fleet/slack-url"       # or `url`
+//!
+//! [[alerts.destination]]
+//! name = "oncall-mail"
+//! kind = "email"
+//! url = "smtp://mail.example.org:587?tls=required"   # STARTTLS; smtps:// for TLS
+//! from = "guard-fleet <guard@example.org>"
+//! recipients = ["secops@example.org"]
 //!
 //! [[alerts.rule]]
 //! name = "secret-reads-stopped"
@@ -57,6 +64,13 @@ struct DestinationFile {
     secret_file: Option<PathBuf>,
     /// `pagerduty`: the integration's routing key.
     routing_key_file: Option<PathBuf>,
+    /// `email`: the sender and the recipients.
+    from: Option<String>,
+    #[serde(default)]
+    recipients: Vec<String>,
+    /// `email`: a PEM file of the CAs that sign the SMTP server's certificate
+    /// (added to the system's).
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +98,8 @@ pub enum Kind {
     Teams,
     /// PagerDuty Events API v2.
     Pagerduty,
+    /// E-mail over SMTP.
+    Email,
 }
 
 impl Kind {
@@ -93,6 +109,7 @@ impl Kind {
             Self::Slack => "slack",
             Self::Teams => "teams",
             Self::Pagerduty => "pagerduty",
+            Self::Email => "email",
         }
     }
 }
@@ -134,6 +151,18 @@ pub struct Destination {
     pub url: String,
     pub secret: Option<Vec<u8>>,
     pub routing_key: Option<String>,
+    /// `email`: who sends and who receives.
+    pub mail: Option<Mail>,
+}
+
+/// An `email` destination's envelope: `url` is its SMTP server
+/// (`smtp://[user:password@]host[:port][?tls=required|opportunistic]`, or `smtps://`).
+#[derive(Clone, Debug)]
+pub struct Mail {
+    pub from: lettre::message::Mailbox,
+    pub to: Vec<lettre::message::Mailbox>,
+    /// PEM: CAs trusted besides the system's.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Destination {
@@ -219,9 +248,9 @@ fn secret(key: &str, name: &str, path: &PathBuf) -> Result<String, ConfigError> 
     Ok(text.to_owned())
 }
 
-fn destination(d: DestinationFile) -> Result<Destination, ConfigError> {
-    let name = d.name;
-    let url = match (d.url, &d.url_file) {
+fn destination(mut d: DestinationFile) -> Result<Destination, ConfigError> {
+    let name = std::mem::take(&mut d.name);
+    let url = match (d.url.take(), &d.url_file) {
         (Some(_), Some(_)) => {
             return Err(invalid(format!(
                 "destination {name:?}: set url or url_file, not both"
@@ -232,7 +261,8 @@ fn destination(d: DestinationFile) -> Result<Destination, ConfigError> {
         (None, None) if d.kind == Kind::Pagerduty => PAGERDUTY_EVENTS.to_owned(),
         (None, None) => return Err(invalid(format!("destination {name:?}: no url"))),
     };
-    if !(url.starts_with("https://") || url.starts_with("http://")) {
+    let mail = mail(&name, &d, &url)?;
+    if d.kind != Kind::Email && !(url.starts_with("https://") || url.starts_with("http://")) {
         return Err(invalid(format!(
             "destination {name:?}: the url is not http(s)"
         )));
@@ -268,7 +298,89 @@ fn destination(d: DestinationFile) -> Result<Destination, ConfigError> {
         url,
         secret: secret_key,
         routing_key,
+        mail,
     })
+}
+
+/// An `email` destination's sender, recipients and server, checked; `None` for
+/// the other kinds, which must not set them.
+fn mail(name: &str, d: &DestinationFile, url: &str) -> Result<Option<Mail>, ConfigError> {
+    if d.kind != Kind::Email {
+        if d.from.is_some() || !d.recipients.is_empty() || d.ca_file.is_some() {
+            return Err(invalid(format!(
+                "destination {name:?}: from, recipients and ca_file apply to email"
+            )));
+        }
+        return Ok(None);
+    }
+    let mailbox = |key: &str, text: &str| {
+        text.parse::<lettre::message::Mailbox>().map_err(|e| {
+            invalid(format!(
+                "destination {name:?}: {key}: {text:?} is no address: {e}"
+            ))
+        })
+    };
+    let from = mailbox(
+        "from",
+        d.from
+            .as_deref()
+            .ok_or_else(|| invalid(format!("destination {name:?}: email needs from")))?,
+    )?;
+    if d.recipients.is_empty() {
+        return Err(invalid(format!(
+            "destination {name:?}: email needs recipients"
+        )));
+    }
+    let to = d
+        .recipients
+        .iter()
+        .map(|r| mailbox("recipients", r))
+        .collect::<Result<_, _>>()?;
+    // The server: plain SMTP only to this host itself (a relay on loopback); elsewhere
+    // the alert and the password would cross the network in clear.
+    let server =
+        url::Url::parse(url).map_err(|e| invalid(format!("destination {name:?}: the url: {e}")))?;
+    let tls = server
+        .query_pairs()
+        .find(|(k, _)| k == "tls")
+        .map(|(_, v)| v.into_owned());
+    let loopback = match server.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    match (server.scheme(), tls.as_deref()) {
+        ("smtps", None) | ("smtp", Some("required" | "opportunistic")) => {}
+        ("smtp", None) if loopback => {}
+        ("smtp", None) => {
+            return Err(invalid(format!(
+                "destination {name:?}: plain SMTP to another host; add ?tls=required \
+                 (STARTTLS) or use smtps://"
+            )));
+        }
+        _ => {
+            return Err(invalid(format!(
+                "destination {name:?}: the url is not smtp://…[?tls=required|opportunistic] \
+                 or smtps://…"
+            )));
+        }
+    }
+    if server.host().is_none() {
+        return Err(invalid(format!(
+            "destination {name:?}: the url names no host"
+        )));
+    }
+    let ca_pem = match &d.ca_file {
+        Some(path) => Some(fs::read(path).map_err(|e| {
+            invalid(format!(
+                "destination {name:?}: ca_file: cannot read {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
+    Ok(Some(Mail { from, to, ca_pem }))
 }
 
 pub(super) fn alerts(file: AlertsFile) -> Result<Alerts, ConfigError> {
@@ -362,6 +474,8 @@ mod tests {
     #[test]
     fn mistakes_are_refused_with_what_is_wrong() {
         let dest = "[[destination]]\nname = \"s\"\nkind = \"slack\"\nurl = \"http://h/x\"\n";
+        let mail = "[[destination]]\nname = \"m\"\nkind = \"email\"\nfrom = \"g@example.org\"\n\
+                    recipients = [\"secops@example.org\"]\n";
         for (text, wanted) in [
             (
                 format!("{dest}[[rule]]\nname = \"r\"\nto = [\"nope\"]\n"),
@@ -379,6 +493,24 @@ mod tests {
             (
                 "[[destination]]\nname = \"s\"\nkind = \"slack\"\n".to_owned(),
                 "no url",
+            ),
+            (
+                format!("{mail}url = \"smtp://mail.example.org\"\n"),
+                "plain SMTP to another host",
+            ),
+            (
+                format!("{mail}url = \"http://mail.example.org\"\n"),
+                "is not smtp://",
+            ),
+            (
+                "[[destination]]\nname = \"m\"\nkind = \"email\"\nurl = \"smtps://h\"\n\
+                 from = \"not an address\"\nrecipients = [\"a@example.org\"]\n"
+                    .to_owned(),
+                "from: \"not an address\" is no address",
+            ),
+            (
+                format!("{dest}from = \"g@example.org\"\n"),
+                "apply to email",
             ),
         ] {
             let e = parse(&text).expect_err(&text).to_string();

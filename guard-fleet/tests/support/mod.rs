@@ -7,6 +7,7 @@
 )]
 
 pub mod pg;
+pub mod pki;
 pub mod process;
 pub mod records;
 
