@@ -24,5 +24,6 @@ pub mod matcher;
 pub mod model;
 pub mod parse;
 pub mod profile;
+pub mod replay;
 pub mod signed;
 pub mod tables;

@@ -35,6 +35,9 @@ fn policy_command(cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
             print!("{}", policy::coverage::table(&techniques));
             Ok(ExitCode::SUCCESS)
         }
+        PolicyCmd::Test { policy, logs, json } => {
+            guard::cli::policy_test::run(&policy, &logs, json)
+        }
         PolicyCmd::Check { file } => match policy::load(&policy::Source::from_arg(Some(&file))) {
             Ok((p, warnings)) => {
                 print!(

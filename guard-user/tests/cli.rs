@@ -251,6 +251,63 @@ fn policy_check_counts_the_policy_s_own_rules() {
     assert!(err.contains("is valid: 1 rule(s), 0 warning(s)"), "{err}");
 }
 
+/// `guard policy test`: a recorded session replayed against the built-in
+/// workstation policy says which rules fire, what changed since the recording
+/// (exit 2), and as JSON the same; a line that is no event fails the run (exit 1).
+#[test]
+fn policy_test_replays_a_recorded_session() {
+    let log = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../guard-policy/tests/fixtures/replay/session.jsonl"
+    );
+    let out = run(Path::new(GUARD), &["policy", "test", "workstation", log]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    let row = |rule: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{rule} ")))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_else(|| panic!("no row for {rule}: {text}"))
+    };
+    assert_eq!(row("dotenv-read"), ["dotenv-read", "kill", "1", "0", "new"]);
+    assert_eq!(
+        row("credentials-read"),
+        ["credentials-read", "kill", "1", "1", "same"]
+    );
+    assert_eq!(row("notes-read"), ["notes-read", "-", "0", "1", "gone"]);
+
+    let out = run(
+        Path::new(GUARD),
+        &["policy", "test", "workstation", log, "--json"],
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["judged"], 10);
+    assert_eq!(
+        report["rules"].as_array().map(Vec::len),
+        Some(4),
+        "{report}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.jsonl");
+    let mut content = fs::read_to_string(log).expect("the fixture");
+    content.push_str("{\"kind\": \"exec\", truncated\n");
+    fs::write(&bad, content).expect("write");
+    let out = run(
+        Path::new(GUARD),
+        &[
+            "policy",
+            "test",
+            "workstation",
+            bad.to_str().expect("UTF-8"),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("bad.jsonl:16: "), "{err}");
+    assert!(err.contains("1 line(s) are no event"), "{err}");
+}
+
 /// The README's layout shows the whole house: every crate of the workspace, every
 /// module of `guard` (`guard-user/src/<module>/`) and of `guard-policy`; and
 /// docs/architecture.md draws every crate. A module added without a line there fails.

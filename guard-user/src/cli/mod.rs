@@ -3,6 +3,7 @@
 
 pub mod clients;
 pub mod hook;
+pub mod policy_test;
 pub mod run;
 
 use std::path::PathBuf;
@@ -260,4 +261,18 @@ pub enum PolicyCmd {
     /// Print what the built-in policies answer, technique by technique (MITRE
     /// ATT&CK ids where one fits), as a Markdown table.
     Coverage,
+    /// Replay recorded events (audit logs, `guard top`'s or the export's lines)
+    /// against a policy: which rules would fire, against what fired when they were
+    /// recorded. Exit 0 when nothing changes, 2 when something would fire
+    /// differently, 1 on errors.
+    Test {
+        /// A policy file (or a built-in's name).
+        policy: PathBuf,
+        /// Event logs, one JSON event per line (`-`: standard input).
+        #[arg(required = true)]
+        logs: Vec<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }

@@ -3,7 +3,9 @@
 //! file watching for reloads (`watch`). Parsing, validating, compiling to the
 //! kernel's tables and judging are the `guard-policy` crate's, re-exported here.
 
-pub use guard_policy::{builtin, coverage, diag, dns, glob, judge, matcher, model, parse, tables};
+pub use guard_policy::{
+    builtin, coverage, diag, dns, glob, judge, matcher, model, parse, replay, tables,
+};
 
 pub mod watch;
 
