@@ -129,6 +129,21 @@ enum PolicyCommand {
         #[command(flatten)]
         remote: RemoteArgs,
     },
+    /// Replay a stored session's events against policy NAME's VERSION: which rules
+    /// would fire, against what fired then (`guard policy test`, in the fleet), as
+    /// JSON.
+    Test {
+        name: String,
+        version: i64,
+        /// The session (its uid, or its 16-digit id).
+        #[arg(long)]
+        session: String,
+        /// The session's host, when its id is not unique.
+        #[arg(long)]
+        host: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
     /// The stored versions and every group's assignment, as JSON.
     List {
         #[command(flatten)]
@@ -415,6 +430,26 @@ async fn policy_command(cmd: PolicyCommand) -> anyhow::Result<()> {
                 .remote()?
                 .send(reqwest::Method::PUT, &path, Some(Body::Json(body)))
                 .await?
+        }
+        PolicyCommand::Test {
+            name,
+            version,
+            session,
+            host,
+            remote,
+        } => {
+            let q = |v: &str| {
+                percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string()
+            };
+            let mut path = format!(
+                "/api/policies/{name}/{version}/test?session={}",
+                q(&session)
+            );
+            if let Some(h) = host {
+                path.push_str(&format!("&host={}", q(&h)));
+            }
+            remote.remote()?.get(&path).await?
         }
         PolicyCommand::List { remote } => remote.remote()?.get("/api/policies").await?,
     };

@@ -17,6 +17,7 @@ on_both!(
     an_admin_uploads_and_assigns_and_a_host_pulls_it_signed,
     a_fleet_without_a_signing_key_serves_no_policy,
     the_fleet_shows_what_an_observed_policy_would_stop,
+    a_version_replayed_on_a_stored_session_says_what_would_fire,
 );
 
 const GOOD: &str = "mode = \"enforce\"\n\n[[rule]]\nid = \"no-ssh-keys\"\nkind = \"file\"\n\
@@ -281,6 +282,107 @@ async fn the_fleet_shows_what_an_observed_policy_would_stop(db: Db) {
     );
     let last = rows[0]["last_ms"].as_i64().expect("last_ms");
     assert!((now.timestamp_millis() - last).abs() < 2000, "{body}");
+    fleet.stop().await;
+}
+
+/// `guard policy test` in the fleet: a stored session (the replay fixture of
+/// guard-policy, as its host exported it) judged again by a stored version.
+async fn a_version_replayed_on_a_stored_session_says_what_would_fire(db: Db) {
+    let fleet = Fleet::start(db, "").await;
+    assert_eq!(
+        upload(&fleet, ADMIN_TOKEN, "ssh", GOOD).await.0,
+        StatusCode::CREATED
+    );
+    let session = "00000000000000a1";
+    let events: Vec<_> = include_str!("../../guard-policy/tests/fixtures/replay/session.jsonl")
+        .lines()
+        .enumerate()
+        .map(|(n, line)| {
+            let body: Value = serde_json::from_str(line).expect("JSON");
+            let seq = n as u64 + 1;
+            records::event(
+                "build-01",
+                1,
+                seq,
+                session,
+                records::T0_NS + seq * 1_000,
+                body,
+            )
+        })
+        .collect::<Vec<_>>();
+    let mut records = events;
+    let report = records::report(session, "dev", "https://github.com/acme/app", true);
+    records.push(records::summary(
+        "build-01",
+        1,
+        100,
+        &report,
+        1,
+        records::T0_NS + 100_000,
+    ));
+    let req = records::request("build-01", records);
+    assert_eq!(fleet.send_ok(&req, HOST_TOKEN).await, 0, "rejected");
+
+    let test = |path: String| {
+        let fleet = &fleet;
+        async move {
+            call(
+                fleet,
+                reqwest::Method::GET,
+                &path,
+                Some(DASH_TOKEN),
+                None,
+                None,
+            )
+            .await
+        }
+    };
+    let (status, body) = test(format!("/api/policies/ssh/1/test?session={session}")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["host"], "build-01");
+    assert_eq!(body["unreadable"], 0, "{body}");
+    let report = &body["report"];
+    assert_eq!(
+        (report["lines"].as_u64(), report["judged"].as_u64()),
+        (Some(15), Some(10)),
+        "{body}"
+    );
+    let row = |rule: &str| {
+        report["rules"]
+            .as_array()
+            .and_then(|rows| rows.iter().find(|r| r["rule"] == rule))
+            .map(|r| (r["would"].as_u64(), r["before"].as_u64()))
+            .unwrap_or_else(|| panic!("no row for {rule}: {body}"))
+    };
+    // The version's own rule would kill the key read; the recording's rules are gone.
+    assert_eq!(row("no-ssh-keys"), (Some(1), Some(0)));
+    assert_eq!(row("credentials-read"), (Some(0), Some(1)));
+    assert_eq!(row("cloud-metadata"), (Some(0), Some(1)));
+
+    // The same through the CLI.
+    let base = fleet.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(support::process::BIN)
+            .args(["policy", "test", "ssh", "1", "--session", session])
+            .args(["--server", &base])
+            .env("GUARD_FLEET_TOKEN", DASH_TOKEN)
+            .output()
+    })
+    .await
+    .expect("joined")
+    .expect("guard-fleet policy test");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(cli["report"], body["report"]);
+
+    let (status, _) = test("/api/policies/ssh/2/test?session=00000000000000a1".into()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no version 2");
+    let (status, _) = test("/api/policies/ssh/1/test?session=00000000000000ff".into()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no such session");
     fleet.stop().await;
 }
 

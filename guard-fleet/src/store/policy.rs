@@ -238,6 +238,30 @@ impl Store {
             .map_err(StoreError::query("read what a policy would stop"))
     }
 
+    /// The events a session's host sent, as sent (one JSON event each), in their
+    /// order: at most `max`, for `guard policy test` in the fleet.
+    pub async fn session_lines(
+        &self,
+        host: &str,
+        session_uid: &str,
+        max: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT event FROM events WHERE host = $1 AND session_uid = $2 \
+             ORDER BY ts_ms, record_id LIMIT $3",
+        )
+        .bind(host)
+        .bind(session_uid)
+        .bind(max)
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("read a session's events"))?;
+        rows.iter()
+            .map(|r| r.try_get("event"))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::query("read a session's events"))
+    }
+
     /// Every group hosts named (`guard.fleet.group`), with its host counts.
     pub async fn group_hosts(&self) -> Result<Vec<GroupHosts>, StoreError> {
         let rows = sqlx::query(

@@ -74,6 +74,7 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
             axum::routing::post(policies::upload),
         )
         .route("/api/policies/{name}/{version}", get(policies::text))
+        .route("/api/policies/{name}/{version}/test", get(policies::test))
         .route(
             "/api/assignments/{group}",
             axum::routing::put(policies::assign),

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use axum::{
     Extension, Json,
-    extract::{Path, State},
+    extract::{Path, Query, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -150,6 +150,89 @@ pub async fn text(
             format!("policy {name} has no version {version}"),
         ),
         Err(e) => store_error(&e),
+    }
+}
+
+/// Events of one session replayed, at most (a longer session is replayed up to there,
+/// and the answer says so).
+const REPLAYED_MAX: i64 = 200_000;
+
+#[derive(Deserialize)]
+pub struct TestQuery {
+    session: String,
+    host: Option<String>,
+}
+
+/// `GET /api/policies/{name}/{version}/test?session=ID[&host=H]`: the session's
+/// stored events judged again by that version (`guard policy test`, in the fleet).
+pub async fn test(
+    State(app): State<Arc<App>>,
+    Path((name, version)): Path<(String, i64)>,
+    Query(q): Query<TestQuery>,
+) -> Response {
+    let text = match app.store.policy_text(&name, version).await {
+        Ok(Some(text)) => text,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("policy {name} has no version {version}"),
+            );
+        }
+        Err(e) => return store_error(&e),
+    };
+    let session = match app.store.session(&q.session, q.host.as_deref()).await {
+        Ok(Some(s)) => s.session,
+        Ok(None) => {
+            return error(StatusCode::NOT_FOUND, format!("no session {}", q.session));
+        }
+        Err(e) => return store_error(&e),
+    };
+    let stored = match app
+        .store
+        .session_lines(&session.host, &session.session_uid, REPLAYED_MAX + 1)
+        .await
+    {
+        Ok(lines) => lines,
+        Err(e) => return store_error(&e),
+    };
+    let truncated = stored.len() as i64 > REPLAYED_MAX;
+    // Bodies in OCSF (a host that exports OCSF) are no event lines: counted.
+    let (lines, unreadable): (Vec<_>, Vec<_>) = stored
+        .iter()
+        .take(REPLAYED_MAX as usize)
+        .map(|l| serde_json::from_str::<guard_common::line::EventLine>(l))
+        .partition(Result::is_ok);
+    let lines: Vec<_> = lines.into_iter().filter_map(Result::ok).collect();
+    // Stored only once it parsed: a stored version that no longer does is a
+    // fleet of another guard version's; said as such.
+    let policy = match guard_policy::parse::parse(&format!("{name}.toml"), &text) {
+        Ok((p, _)) => p,
+        Err(diags) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(serde_json::json!({
+                    "error": format!("policy {name} version {version} has errors"),
+                    "diagnostics": diag::render(&format!("{name}.toml"), &diags),
+                })),
+            )
+                .into_response();
+        }
+    };
+    match guard_policy::replay::replay(policy, &lines) {
+        Ok(report) => Json(serde_json::json!({
+            "policy": name,
+            "version": version,
+            "host": session.host,
+            "session_uid": session.session_uid,
+            "unreadable": unreadable.len(),
+            "truncated": truncated,
+            "report": report,
+        }))
+        .into_response(),
+        Err(e) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("policy {name} version {version} does not compile: {e}"),
+        ),
     }
 }
 
