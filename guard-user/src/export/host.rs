@@ -17,13 +17,19 @@ pub fn facts(
     tiers: Vec<(String, String)>,
     extra: &[(String, String)],
 ) -> Host {
-    let (name, kernel) = crate::host::uname();
+    let (uname, kernel) = crate::host::uname();
+    // `host.name` in `[export] resource` names the host instead of the kernel's
+    // hostname (a pod's, or a name people know it by).
+    let mut extra = extra.to_vec();
+    let name = match extra.iter().position(|(k, _)| k == "host.name") {
+        Some(i) => extra.remove(i).1,
+        None => uname,
+    };
     let arch = match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
         other => other,
     };
-    let mut extra = extra.to_vec();
     // A DaemonSet passes the node's name through the downward API.
     if let Ok(node) = std::env::var("K8S_NODE_NAME")
         && !extra.iter().any(|(k, _)| k == "k8s.node.name")
@@ -42,5 +48,27 @@ pub fn facts(
         mode: mode.to_owned(),
         tiers,
         extra,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::facts;
+
+    #[test]
+    fn host_name_in_the_resource_names_the_host_once() {
+        let extra = [
+            ("host.name".to_owned(), "build-07".to_owned()),
+            ("k8s.cluster.name".to_owned(), "eu".to_owned()),
+        ];
+        let host = facts("ci", "enforce", Vec::new(), &extra);
+        assert_eq!(host.name, "build-07");
+        let names: Vec<&str> = host.extra.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(
+            names.contains(&"k8s.cluster.name") && !names.contains(&"host.name"),
+            "{names:?}"
+        );
+        let unnamed = facts("ci", "enforce", Vec::new(), &[]);
+        assert_eq!(unnamed.name, crate::host::uname().0);
     }
 }
