@@ -15,6 +15,9 @@ use crate::util::log;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Passed,
+    /// Passed on a retry (the suites that allow one: the agents' real CLIs): what the
+    /// failed try said. Counted as passed, and named in the summary.
+    Flaky(String),
     Failed(String),
     /// Not run, with the reason (a missing feature, a flag that left it out).
     Skipped(String),
@@ -46,7 +49,11 @@ impl Suite {
     }
 
     pub fn passed(&self) -> usize {
-        self.count(|v| *v == Verdict::Passed)
+        self.count(|v| matches!(v, Verdict::Passed | Verdict::Flaky(_)))
+    }
+
+    pub fn flaky(&self) -> usize {
+        self.count(|v| matches!(v, Verdict::Flaky(_)))
     }
 
     pub fn failed(&self) -> usize {
@@ -109,8 +116,12 @@ impl Tally {
     /// reason.
     pub fn summary(&self) -> String {
         let sum = |f: fn(&Suite) -> usize| self.suites.iter().map(f).sum::<usize>();
+        let flaky = match sum(Suite::flaky) {
+            0 => String::new(),
+            n => format!(" ({n} on a retry)"),
+        };
         let mut out = format!(
-            "summary: {} passed, {} failed, {} skipped ({})",
+            "summary: {} passed{flaky}, {} failed, {} skipped ({})",
             sum(Suite::passed),
             sum(Suite::failed),
             sum(Suite::skipped),
@@ -130,6 +141,13 @@ impl Tally {
             for (name, verdict) in &suite.tests {
                 match verdict {
                     Verdict::Passed => {}
+                    Verdict::Flaky(why) => {
+                        let _ = write!(
+                            out,
+                            "\n  FLAKY {}: {name}: passed on a retry; the failed try: {why}",
+                            suite.name
+                        );
+                    }
                     Verdict::Failed(why) => {
                         let _ = write!(out, "\n  FAILED {}: {name}: {why}", suite.name);
                     }
@@ -157,17 +175,21 @@ fn parse_junit(text: &str) -> Result<Vec<(String, Verdict)>> {
     let mut out = Vec::new();
     // The test case being read: (name, failure message).
     let mut current: Option<(String, Option<String>)> = None;
+    // Its failed tries before the one that passed (`<flakyFailure>`).
+    let mut flaky: Option<String> = None;
     loop {
         match reader.read_event()? {
             Event::Start(e) if e.name().into_inner() == "testcase" => {
                 current = Some((case_name(&e), None));
+                flaky = None;
             }
             // `<testcase .../>`: nothing inside, a pass.
             Event::Empty(e) if e.name().into_inner() == "testcase" => {
                 out.push((case_name(&e), Verdict::Passed));
             }
-            // `<failure …>TEXT</failure>`: the text is the test's panic message.
-            Event::Start(e) if e.name().into_inner() == "failure" => {
+            // `<failure …>TEXT</failure>`: the text is the test's panic message (a
+            // failed try of a test that passed after: `<flakyFailure>`).
+            Event::Start(e) if matches!(e.name().into_inner(), "failure" | "flakyFailure") => {
                 let mut why = failure_message(&e);
                 let text = reader.read_text(e.name())?;
                 if let Ok(text) = quick_xml::escape::unescape(&text.xml10_content()) {
@@ -176,7 +198,9 @@ fn parse_junit(text: &str) -> Result<Vec<(String, Verdict)>> {
                         why = format!("{why}: {said}");
                     }
                 }
-                if let Some((_, failure)) = &mut current {
+                if e.name().into_inner() == "flakyFailure" {
+                    flaky.get_or_insert(why);
+                } else if let Some((_, failure)) = &mut current {
                     *failure = Some(why);
                 }
             }
@@ -189,7 +213,11 @@ fn parse_junit(text: &str) -> Result<Vec<(String, Verdict)>> {
             }
             Event::End(e) if e.name().into_inner() == "testcase" => {
                 if let Some((name, failure)) = current.take() {
-                    out.push((name, verdict(failure)));
+                    let verdict = match (failure, flaky.take()) {
+                        (None, Some(tried)) => Verdict::Flaky(tried),
+                        (failure, _) => verdict(failure),
+                    };
+                    out.push((name, verdict));
                 }
             }
             Event::Eof => break,
@@ -287,6 +315,15 @@ stack backtrace:</failure>
     <testcase name="loader" classname="guard-tests::routes" time="1.0">
       <system-out>fine</system-out>
     </testcase>
+    <testcase name="real_cli" classname="guard-tests::agents" time="9.0">
+      <flakyFailure message="thread panicked" type="test failure">thread 'real_cli' panicked at tests/tests/agents.rs:9:5:
+[claude] 1 failures:
+  not told
+stack backtrace:
+        <system-out>out</system-out>
+      </flakyFailure>
+      <system-out>passed</system-out>
+    </testcase>
   </testsuite>
 </testsuites>"#;
         let cases = parse_junit(xml).expect("parses");
@@ -305,6 +342,10 @@ stack backtrace:</failure>
                     )
                 ),
                 ("guard-tests::routes::loader".to_owned(), Verdict::Passed),
+                (
+                    "guard-tests::agents::real_cli".to_owned(),
+                    Verdict::Flaky("thread panicked: [claude] 1 failures: | not told".to_owned())
+                ),
             ]
         );
     }
