@@ -491,6 +491,14 @@ async fn a_killed_read_reaches_each_destination_once_in_its_own_form(db: Db) {
     assert_eq!(store.alerts_in("pending").await.expect("count"), 0);
     assert_eq!(rx.got().len(), 4, "each destination got the alert once");
     assert_eq!(smtp.mails().len(), 1, "and the mailbox once");
+    // Retention: sent alerts go with the events they were about.
+    let retention = guard_fleet::config::Retention {
+        events_days: 1,
+        ..guard_fleet::config::Retention::default()
+    };
+    let later = guard_fleet::store::now_ms() + 2 * 86_400_000;
+    store.prune(&retention, later).await.expect("prune");
+    assert_eq!(store.alerts_in("sent").await.expect("count"), 0);
     fleet.stop().await;
 }
 

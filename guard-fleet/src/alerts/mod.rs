@@ -21,6 +21,8 @@ use crate::store::{
 
 /// How often a replica looks for due alerts.
 pub const TICK: Duration = Duration::from_secs(1);
+/// How often a replica looks for hosts gone silent.
+const SILENT_CHECK: Duration = Duration::from_secs(15);
 /// A destination's answer, at most.
 pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deliveries tried before the rows are given up (`failed`): with the default
@@ -41,10 +43,17 @@ pub async fn deliver(store: Store, alerts: Alerts, stale_after: Duration) {
         }
     };
     let stale_ms = i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX);
+    let silent_every = (stale_after / 4).min(SILENT_CHECK);
+    let mut silent_checked: Option<std::time::Instant> = None;
     loop {
         let now = now_ms();
-        if let Err(e) = store.queue_silent_hosts(&alerts, now - stale_ms, now).await {
-            tracing::warn!(error = %e, "alerts: silent hosts not checked");
+        // Silence is minutes long: looked for every SILENT_CHECK (a quarter of
+        // `stale_after` when that is shorter), not every tick.
+        if silent_checked.is_none_or(|t| t.elapsed() >= silent_every) {
+            silent_checked = Some(std::time::Instant::now());
+            if let Err(e) = store.queue_silent_hosts(&alerts, now - stale_ms, now).await {
+                tracing::warn!(error = %e, "alerts: silent hosts not checked");
+            }
         }
         if let Err(e) = once(&store, &alerts, &client).await {
             tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "alerts: delivery failed");

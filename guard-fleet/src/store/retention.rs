@@ -33,17 +33,7 @@ impl Store {
         let cutoff = now_ms.saturating_sub(i64::from(r.events_days) * DAY_MS);
         pruned.events += self.delete_events_before(cutoff).await?;
         // Alerts delivered (or given up) go with the events they were about.
-        let mut alerts =
-            Sql::new("DELETE FROM alert_outbox WHERE state <> 'pending' AND created_ms < ");
-        alerts.arg(Arg::Int(cutoff));
-        {
-            let _writer = self.writer().await;
-            alerts
-                .query()
-                .execute(self.pool())
-                .await
-                .map_err(StoreError::query("delete old alerts"))?;
-        }
+        self.delete_alerts_before(cutoff).await?;
 
         // Past the cap: the received time of the newest row that is over it.
         let mut over =
@@ -134,6 +124,34 @@ impl Store {
         rollup.apply(&mut tx).await.map_err(e())?;
         tx.commit().await.map_err(e())?;
         Ok(deleted.len() as u64)
+    }
+
+    /// Deletes the finished alerts queued before `created_ms`, [`CHUNK`] rows per
+    /// statement (the writer is let go between them).
+    async fn delete_alerts_before(&self, created_ms: i64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let _writer = self.writer().await;
+            let mut del = Sql::new(
+                "DELETE FROM alert_outbox WHERE (alert, destination, host, record_id) IN \
+                 (SELECT alert, destination, host, record_id FROM alert_outbox \
+                 WHERE state <> 'pending' AND created_ms < ",
+            );
+            del.arg(Arg::Int(created_ms))
+                .push(" LIMIT ")
+                .arg(Arg::Int(CHUNK))
+                .push(")");
+            let n = del
+                .query()
+                .execute(self.pool())
+                .await
+                .map_err(StoreError::query("delete old alerts"))?
+                .rows_affected();
+            total += n;
+            if n < CHUNK as u64 {
+                return Ok(total);
+            }
+        }
     }
 
     async fn delete_events_before(&self, received_ms: i64) -> Result<u64, StoreError> {
