@@ -20,12 +20,14 @@
 //! - [`client`]: the CLI's view of the API.
 
 pub mod alerts;
+pub mod app;
 pub mod auth;
 pub mod client;
 pub mod config;
 pub mod ingest;
 pub mod policy;
 pub mod server;
+pub mod signing;
 pub mod store;
 pub mod web;
 

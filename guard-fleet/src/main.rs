@@ -319,9 +319,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::PolicyKey { path, new } => {
             let signer = if new {
-                guard_fleet::policy::Signer::create(&path)?
+                guard_fleet::signing::Signer::create(&path)?
             } else {
-                guard_fleet::policy::Signer::load(&path)?
+                guard_fleet::signing::Signer::load(&path)?
             };
             println!("# the public key, for each host's [fleet] public_key:");
             println!("{}", signer.public_key());

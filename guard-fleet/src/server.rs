@@ -30,31 +30,19 @@ use rustls::{
 };
 use tokio::task::JoinHandle;
 
+pub use crate::app::App;
 use crate::{
+    app::Cached,
     auth::{
         source::TokenSource,
         tokens::{self, TokensError},
     },
     config::{ClientAuth, Config, ConfigError, Tls},
     ingest,
+    signing::Signer,
     store::{Store, StoreError, now_ms},
     web,
 };
-
-/// What every handler shares.
-#[derive(Debug)]
-pub struct App {
-    pub config: Config,
-    pub store: Store,
-    pub tokens: TokenSource,
-    /// Ingest requests being decoded and written (`limits.max_concurrent`).
-    pub ingest_slots: tokio::sync::Semaphore,
-    /// The filters' suggestions, made at most once a minute (six scans of the
-    /// rollup: 150 ms of the sessions page at a million sessions).
-    pub suggestions: web::pages::SuggestionCache,
-    /// The key policies served to hosts are signed with (`[policy] signing_key`).
-    pub signer: Option<crate::policy::Signer>,
-}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +54,7 @@ pub enum ServeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    PolicyKey(#[from] crate::policy::KeyError),
+    PolicyKey(#[from] crate::signing::KeyError),
     #[error("tls: cannot read {path}")]
     TlsFile {
         path: PathBuf,
@@ -252,15 +240,11 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         addr: config.listen,
         source,
     })?;
-    let signer = config
-        .policy_key
-        .as_deref()
-        .map(crate::policy::Signer::load)
-        .transpose()?;
+    let signer = config.policy_key.as_deref().map(Signer::load).transpose()?;
     let app = Arc::new(App {
         signer,
         ingest_slots: tokio::sync::Semaphore::new(config.limits.max_concurrent),
-        suggestions: web::pages::SuggestionCache::default(),
+        suggestions: Cached::default(),
         config,
         store,
         tokens,

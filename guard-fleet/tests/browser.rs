@@ -673,7 +673,7 @@ async fn an_admin_reads_the_policies_and_alerts_pages_in_chromium() {
     }
     let keys = tempfile::tempdir().expect("tempdir");
     let key = keys.path().join("policy.key");
-    guard_fleet::policy::Signer::create(&key).expect("a key");
+    guard_fleet::signing::Signer::create(&key).expect("a key");
     // An alert to a destination that refuses: it stays pending, with its error.
     let fleet = Fleet::start(
         Db::Sqlite,

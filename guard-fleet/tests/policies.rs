@@ -7,7 +7,7 @@
 mod support;
 
 use guard_common::otlp::{self, attr};
-use guard_fleet::policy::Signer;
+use guard_fleet::signing::Signer;
 use guard_policy::{model::Mode, signed::Envelope};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -9,7 +9,6 @@
 //! host, 413 too large, 415 unknown content type or encoding, 503 the database is
 //! unavailable (retry).
 
-pub mod batch;
 pub mod decode;
 pub mod validate;
 
@@ -24,7 +23,7 @@ use axum_server::tls::TlsInfo;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 
 use self::decode::{DecodeError, Encoding};
-use crate::{auth, server::App, store::now_ms};
+use crate::{app::App, auth, store::now_ms};
 
 /// A body declared over `max_body` but at most this long is read and dropped before
 /// the 413 (larger ones are answered at once, and the connection closes).

@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::{
 };
 use serde_json::Value;
 
-use super::batch::{Batch, DestinationRow, EventRow, HostRow, SummaryRow, ViolationRow};
+use crate::store::rows::{Batch, DestinationRow, EventRow, HostRow, SummaryRow, ViolationRow};
 use crate::{
     auth::{Claim, Sender},
     config::Limits,

@@ -11,12 +11,12 @@
 
 use sqlx::{AnyConnection, Row as _};
 
+use super::rows::EventRow;
 use super::{
     DAY_MS, Store, StoreError,
     sql::{Arg, Sql},
 };
 use crate::config::{Alerts, HOST_SILENT};
-use crate::ingest::batch::EventRow;
 
 /// Rows of one alert and destination sent as one message at most (the rest go in
 /// the next).

@@ -10,6 +10,7 @@ pub mod policy;
 pub mod read;
 pub mod retention;
 mod rollup;
+pub mod rows;
 mod sql;
 pub mod write;
 

@@ -16,11 +16,11 @@ use std::collections::BTreeMap;
 
 use sqlx::{AnyConnection, Row as _, any::AnyRow};
 
+use super::rows::SummaryRow;
 use super::{
     DAY_MS,
     sql::{Arg, Sql},
 };
-use crate::ingest::batch::SummaryRow;
 
 /// Rows per multi-row upsert (13 values each).
 const CHUNK: usize = 100;

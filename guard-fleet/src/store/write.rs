@@ -15,13 +15,13 @@
 
 use sqlx::{AnyConnection, Row as _};
 
+use super::rows::{Batch, EventRow, HostRow, SummaryRow};
 use super::{
     Store, StoreError, alerts,
     rollup::{self, Contribution, DestinationContribution, Rollup},
     sql::{Arg, Sql},
 };
 use crate::config::{Alerts, Backend};
-use crate::ingest::batch::{Batch, EventRow, HostRow, SummaryRow};
 
 /// Rows per multi-row `INSERT` (10 values each: well under both backends' limits on
 /// bound parameters).

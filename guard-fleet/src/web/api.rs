@@ -24,7 +24,7 @@ use super::{
     },
 };
 use crate::{
-    server::App,
+    app::App,
     store::{
         now_ms,
         read::{Cursor, Dim, DimPage, HostPage, Overview, SessionDetail, SessionPage},

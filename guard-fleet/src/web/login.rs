@@ -16,7 +16,7 @@ use axum::{
 use serde::Deserialize;
 
 use super::fmt;
-use crate::{auth, server::App};
+use crate::{app::App, auth};
 
 /// The login cookie's name.
 pub const COOKIE: &str = "guard_fleet";

@@ -29,7 +29,7 @@ use axum::{
 
 use self::params::{HostParams, ParamError, SessionParams};
 use crate::{
-    server::App,
+    app::App,
     store::{
         StoreError, now_ms,
         read::{HostPage, Overview, Query, Window},

@@ -16,15 +16,15 @@ use super::{
     params::{self, HostParams, ListParams, OverviewParams, SessionIdParams, SessionParams},
 };
 use crate::{
+    app::App,
     auth::Viewer,
     config::AlertRule,
-    server::App,
     store::{
         alerts::{AlertRow, AlertStats},
         policy::{Assignment, GroupHosts, PolicyVersion, WouldStop},
         read::{
             Dim, DimPage, DimSort, HostPage, Overview, SessionDetail, SessionPage, SessionRow,
-            Sort, Window,
+            Sort, Suggestions, Window,
         },
     },
 };
@@ -166,35 +166,15 @@ struct SessionsPage<'a> {
     csv: String,
 }
 
-/// What the filters suggest (the rollup's names of the last 90 days).
-#[derive(Debug, Default)]
-pub struct Suggestions {
-    users: Vec<String>,
-    hosts: Vec<String>,
-    agents: Vec<String>,
-    repos: Vec<String>,
-    rules: Vec<String>,
-    dests: Vec<String>,
-}
-
-/// The suggestions of the last minute (each replica's own).
-#[derive(Debug, Default)]
-pub struct SuggestionCache(std::sync::Mutex<Option<(std::time::Instant, Arc<Suggestions>)>>);
-
 /// How long suggestions are kept: a new developer or host shows in a minute.
 const SUGGESTIONS_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn suggestions(app: &App) -> Result<Arc<Suggestions>, WebError> {
-    if let Ok(cached) = app.suggestions.0.lock()
-        && let Some((at, s)) = cached.as_ref()
-        && at.elapsed() < SUGGESTIONS_FOR
-    {
-        return Ok(Arc::clone(s));
+    if let Some(s) = app.suggestions.fresh(SUGGESTIONS_FOR) {
+        return Ok(s);
     }
     let fresh = Arc::new(fetch_suggestions(app).await?);
-    if let Ok(mut cached) = app.suggestions.0.lock() {
-        *cached = Some((std::time::Instant::now(), Arc::clone(&fresh)));
-    }
+    app.suggestions.put(Arc::clone(&fresh));
     Ok(fresh)
 }
 

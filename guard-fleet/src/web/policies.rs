@@ -24,8 +24,8 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::{
+    app::App,
     auth::{Viewer, tokens::hex},
-    server::App,
     store::{
         now_ms,
         policy::{AssignError, Assignment, PolicyVersion},

@@ -476,3 +476,14 @@ mod tests {
         assert_eq!(row(1, 600).change(), "−599");
     }
 }
+
+/// What the dashboard's filters suggest: the rollup's names of the last 90 days.
+#[derive(Debug, Default)]
+pub struct Suggestions {
+    pub users: Vec<String>,
+    pub hosts: Vec<String>,
+    pub agents: Vec<String>,
+    pub repos: Vec<String>,
+    pub rules: Vec<String>,
+    pub dests: Vec<String>,
+}

@@ -1150,7 +1150,7 @@ impl Store {
 
 mod lists;
 mod violations;
-pub use lists::{Dim, DimPage, DimRow, DimSort, Window};
+pub use lists::{Dim, DimPage, DimRow, DimSort, Suggestions, Window};
 pub use violations::{Cursor, ViolationRecord};
 
 #[cfg(test)]

@@ -1,30 +1,13 @@
-//! Policies served to hosts: the fleet's Ed25519 key ([`Signer`]) and
-//! `GET /v1/policy?group=G`, where a host (its own credential, as for `/v1/logs`)
-//! pulls its group's assignment as a signed [`Envelope`]. The host checks the
-//! signature with the key it pinned, then applies the policy like a reload
-//! (docs/fleet.md, "Policy from the fleet").
+//! The fleet's policy key: Ed25519 (ring), PKCS#8 on disk; the signature hosts
+//! check with the public half they pinned.
 
-use std::{path::Path, sync::Arc};
+use std::path::Path;
 
-use axum::{
-    Json,
-    extract::{Query, Request, State},
-    http::StatusCode,
-    response::{IntoResponse, Response},
-};
-use axum_server::tls::TlsInfo;
 use base64::Engine as _;
 use guard_policy::signed::Envelope;
 use ring::{
     rand::SystemRandom,
     signature::{Ed25519KeyPair, KeyPair as _},
-};
-use serde::Deserialize;
-
-use crate::{
-    ingest::sender_of,
-    server::App,
-    web::policies::{error, store_error},
 };
 
 /// Why the signing key cannot be used.
@@ -104,55 +87,4 @@ impl Signer {
     pub fn sign(&self, envelope: Envelope) -> Envelope {
         envelope.sign(|m| self.key.sign(m).as_ref().to_vec())
     }
-}
-
-/// `GET /v1/policy`'s parameters.
-#[derive(Debug, Deserialize)]
-pub struct PolicyParams {
-    /// The host's group (`[fleet] group`, else its name).
-    pub group: String,
-}
-
-/// `GET /v1/policy?group=G`: the group's assignment, signed; 404 when the group
-/// has none, 503 when the fleet has no signing key or the database is away.
-pub async fn serve(
-    State(app): State<Arc<App>>,
-    Query(params): Query<PolicyParams>,
-    request: Request,
-) -> Response {
-    let tls = request.extensions().get::<Arc<TlsInfo>>();
-    let sender = match sender_of(&app, request.headers(), tls) {
-        Ok(s) => s,
-        Err(refusal) => {
-            tracing::warn!(%refusal, "policy request refused");
-            return error(refusal.status(), refusal.to_string());
-        }
-    };
-    let Some(signer) = &app.signer else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this fleet serves no policy: [policy] signing_key is not set",
-        );
-    };
-    let assigned = match app.store.assigned(&params.group).await {
-        Ok(a) => a,
-        Err(e) => return store_error(&e),
-    };
-    let Some((a, text)) = assigned else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no policy is assigned to group {}", params.group),
-        );
-    };
-    tracing::debug!(?sender, group = %a.group, serial = a.serial, "policy served");
-    let envelope = Envelope {
-        group: a.group,
-        serial: u64::try_from(a.serial).unwrap_or(0),
-        policy: a.policy,
-        version: u64::try_from(a.version).unwrap_or(0),
-        mode: a.mode,
-        text,
-        signature: String::new(),
-    };
-    Json(signer.sign(envelope)).into_response()
 }
