@@ -155,35 +155,17 @@ fn kind_of(line: &EventLine) -> &'static str {
     line.detail.kind()
 }
 
-/// `2026-…Z session 0000… pid 42 cat: open /home/u/.ssh/id_rsa`.
+/// `2026-…Z session 0000… pid 42 cat: open /home/u/.ssh/id_rsa (read) ok`: the
+/// kind, and what the event says happened as `guard events` says it.
 fn one_line(line: &EventLine) -> String {
-    let what = match &line.detail {
-        EventDetail::Exec { exe, argv, .. } => {
-            format!(
-                "exec {}",
-                if argv.is_empty() {
-                    exe.clone()
-                } else {
-                    argv.join(" ")
-                }
-            )
-        }
-        EventDetail::Open { path, .. } => format!("open {path}"),
-        EventDetail::Connect { to, .. } => format!("connect {}:{}", to.addr, to.port),
-        EventDetail::Send { to, .. } => format!("send {}:{}", to.addr, to.port),
-        EventDetail::Unix { path, .. } => format!("unix {path}"),
-        EventDetail::Route { route, path, .. } => match path {
-            Some(p) => format!("{} {p}", route.as_str()),
-            None => route.as_str().to_owned(),
-        },
-        other => other.kind().to_owned(),
-    };
     format!(
-        "{} session {} pid {} {}: {what}",
+        "{} session {} pid {} {}: {} {}",
         line.ts,
         line.session.as_deref().unwrap_or("-"),
         line.pid().unwrap_or(0),
         line.comm().unwrap_or("?"),
+        line.detail.kind(),
+        line.what(),
     )
 }
 
@@ -514,7 +496,7 @@ mod tests {
         assert!(
             key.first
                 .as_deref()
-                .is_some_and(|f| f.ends_with("pid 102 cat: open /home/dev/.ssh/id_rsa")),
+                .is_some_and(|f| f.ends_with("pid 102 cat: open /home/dev/.ssh/id_rsa (read) ok")),
             "{key:?}"
         );
         let env = row(&r, "dotenv-read");

@@ -258,7 +258,7 @@ impl Event {
             session: ev.session.clone(),
             pid: ev.pid().unwrap_or(0),
             comm: ev.comm().unwrap_or_default().to_owned(),
-            what: crate::cli::clients::what(ev),
+            what: ev.what(),
             violation: ev.violation.as_ref().map(|v| Violation {
                 rule: v.rule.clone(),
                 action: Some(v.action.as_str().to_owned()),
