@@ -75,17 +75,21 @@ async fn assign(fleet: &Fleet, group: &str, version: i64, mode: &str) -> (Status
     .await
 }
 
-async fn would(fleet: &Fleet, group: &str) -> (StatusCode, Value) {
-    let path = format!("/api/assignments/{group}/would");
+/// `GET path` with the dashboard token.
+async fn get(fleet: &Fleet, path: &str) -> (StatusCode, Value) {
     call(
         fleet,
         reqwest::Method::GET,
-        &path,
+        path,
         Some(DASH_TOKEN),
         None,
         None,
     )
     .await
+}
+
+async fn would(fleet: &Fleet, group: &str) -> (StatusCode, Value) {
+    get(fleet, &format!("/api/assignments/{group}/would")).await
 }
 
 async fn pull(fleet: &Fleet, group: &str, token: Option<&str>) -> (StatusCode, Value) {
@@ -323,21 +327,11 @@ async fn a_version_replayed_on_a_stored_session_says_what_would_fire(db: Db) {
     let req = records::request("build-01", records);
     assert_eq!(fleet.send_ok(&req, HOST_TOKEN).await, 0, "rejected");
 
-    let test = |path: String| {
-        let fleet = &fleet;
-        async move {
-            call(
-                fleet,
-                reqwest::Method::GET,
-                &path,
-                Some(DASH_TOKEN),
-                None,
-                None,
-            )
-            .await
-        }
-    };
-    let (status, body) = test(format!("/api/policies/ssh/1/test?session={session}")).await;
+    let (status, body) = get(
+        &fleet,
+        &format!("/api/policies/ssh/1/test?session={session}"),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["host"], "build-01");
     assert_eq!(body["unreadable"], 0, "{body}");
@@ -379,9 +373,9 @@ async fn a_version_replayed_on_a_stored_session_says_what_would_fire(db: Db) {
     let cli: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(cli["report"], body["report"]);
 
-    let (status, _) = test("/api/policies/ssh/2/test?session=00000000000000a1".into()).await;
+    let (status, _) = get(&fleet, "/api/policies/ssh/2/test?session=00000000000000a1").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "no version 2");
-    let (status, _) = test("/api/policies/ssh/1/test?session=00000000000000ff".into()).await;
+    let (status, _) = get(&fleet, "/api/policies/ssh/1/test?session=00000000000000ff").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "no such session");
     fleet.stop().await;
 }

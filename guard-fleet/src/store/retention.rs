@@ -126,43 +126,42 @@ impl Store {
         Ok(deleted.len() as u64)
     }
 
-    /// Deletes the finished alerts queued before `created_ms`, [`CHUNK`] rows per
-    /// statement (the writer is let go between them).
+    /// Deletes the finished alerts queued before `created_ms`.
     async fn delete_alerts_before(&self, created_ms: i64) -> Result<u64, StoreError> {
-        let mut total = 0;
-        loop {
-            let _writer = self.writer().await;
-            let mut del = Sql::new(
-                "DELETE FROM alert_outbox WHERE (alert, destination, host, record_id) IN \
-                 (SELECT alert, destination, host, record_id FROM alert_outbox \
-                 WHERE state <> 'pending' AND created_ms < ",
-            );
-            del.arg(Arg::Int(created_ms))
-                .push(" LIMIT ")
-                .arg(Arg::Int(CHUNK))
-                .push(")");
-            let n = del
-                .query()
-                .execute(self.pool())
-                .await
-                .map_err(StoreError::query("delete old alerts"))?
-                .rows_affected();
-            total += n;
-            if n < CHUNK as u64 {
-                return Ok(total);
-            }
-        }
+        self.delete_chunked(
+            "DELETE FROM alert_outbox WHERE (alert, destination, host, record_id) IN \
+             (SELECT alert, destination, host, record_id FROM alert_outbox \
+             WHERE state <> 'pending' AND created_ms < ",
+            created_ms,
+            "delete old alerts",
+        )
+        .await
     }
 
     async fn delete_events_before(&self, received_ms: i64) -> Result<u64, StoreError> {
+        self.delete_chunked(
+            "DELETE FROM events WHERE (host, record_id) IN (SELECT host, record_id FROM events \
+             WHERE received_ms < ",
+            received_ms,
+            "delete old events",
+        )
+        .await
+    }
+
+    /// Runs `delete … IN (SELECT … < before LIMIT CHUNK)` until it deletes fewer than
+    /// [`CHUNK`] rows, letting the writer go between statements; `delete` ends
+    /// where the cut-off goes. Returns the rows deleted.
+    async fn delete_chunked(
+        &self,
+        delete: &'static str,
+        before: i64,
+        what: &'static str,
+    ) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
             let _writer = self.writer().await;
-            let mut del = Sql::new(
-                "DELETE FROM events WHERE (host, record_id) IN (SELECT host, record_id FROM events \
-                 WHERE received_ms < ",
-            );
-            del.arg(Arg::Int(received_ms))
+            let mut del = Sql::new(delete);
+            del.arg(Arg::Int(before))
                 .push(" LIMIT ")
                 .arg(Arg::Int(CHUNK))
                 .push(")");
@@ -170,7 +169,7 @@ impl Store {
                 .query()
                 .execute(self.pool())
                 .await
-                .map_err(StoreError::query("delete old events"))?
+                .map_err(StoreError::query(what))?
                 .rows_affected();
             total += n;
             if n < CHUNK as u64 {
