@@ -17,6 +17,7 @@ on_both!(
     an_admin_uploads_and_assigns_and_a_host_pulls_it_signed,
     a_fleet_without_a_signing_key_serves_no_policy,
     the_fleet_shows_what_an_observed_policy_would_stop,
+    a_credential_s_assignment_covers_hosts_without_one_of_their_own,
     a_version_replayed_on_a_stored_session_says_what_would_fire,
 );
 
@@ -204,6 +205,100 @@ async fn an_admin_uploads_and_assigns_and_a_host_pulls_it_signed(db: Db) {
             "{host}"
         );
     }
+    fleet.stop().await;
+}
+
+/// Assignments by credential: `cluster:NAME` covers every host of a cluster token,
+/// `host:NAME` one host's token; the host's own group's assignment comes first, and
+/// every answer is signed for the group the host asked as.
+async fn a_credential_s_assignment_covers_hosts_without_one_of_their_own(db: Db) {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key_path = keys.path().join("policy.key");
+    let signer = Signer::create(&key_path).expect("a key");
+    let public: [u8; 32] = base64_key(&signer.public_key());
+    let extra = format!("[policy]\nsigning_key = \"{}\"\n", key_path.display());
+    let fleet = Fleet::start(db, &extra).await;
+    for _ in 1..=2 {
+        assert_eq!(
+            upload(&fleet, ADMIN_TOKEN, "ssh", GOOD).await.0,
+            StatusCode::CREATED
+        );
+    }
+    let pulled = |body: Value| -> Envelope { serde_json::from_value(body).expect("an envelope") };
+
+    // The cluster `eu`: its token's hosts take version 1, whatever their group.
+    let (status, body) = assign(&fleet, "cluster:eu", 1, "observe").await;
+    assert_eq!(
+        (status, body["serial"].clone()),
+        (StatusCode::OK, json!(1)),
+        "{body}"
+    );
+    let (status, body) = pull(&fleet, "laptops", Some(CLUSTER_TOKEN)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let first = pulled(body);
+    assert_eq!((first.version, first.group.as_str()), (1, "laptops"));
+    assert_eq!(first.verify(&public, "laptops", None), Ok(Mode::Observe));
+    // Not another credential's.
+    assert_eq!(
+        pull(&fleet, "laptops", Some(HOST_TOKEN)).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // One host by its own token.
+    assert_eq!(
+        assign(&fleet, "host:build-01", 2, "enforce").await.0,
+        StatusCode::OK
+    );
+    let (_, body) = pull(&fleet, "laptops", Some(HOST_TOKEN)).await;
+    let mine = pulled(body);
+    assert_eq!((mine.version, mine.serial), (2, 2));
+    assert_eq!(mine.verify(&public, "laptops", Some(1)), Ok(Mode::Enforce));
+
+    // The group's own assignment comes first, with a serial above both.
+    assert_eq!(
+        assign(&fleet, "laptops", 1, "enforce").await.0,
+        StatusCode::OK
+    );
+    let (_, body) = pull(&fleet, "laptops", Some(CLUSTER_TOKEN)).await;
+    let group = pulled(body);
+    assert_eq!((group.version, group.serial), (1, 3));
+    assert_eq!(group.verify(&public, "laptops", Some(2)), Ok(Mode::Enforce));
+
+    // A name that is neither a group nor a credential: refused.
+    assert_eq!(
+        assign(&fleet, "cluster:no/slash", 1, "enforce").await.0,
+        StatusCode::BAD_REQUEST
+    );
+
+    // The hosts view: a host of the cluster whose group has no assignment is
+    // compared with the cluster's.
+    let mut req = records::request("edge-7", vec![records::heartbeat()]);
+    let resource = req.resource_logs[0].resource.as_mut().expect("a resource");
+    resource
+        .attributes
+        .retain(|a| a.key != attr::POLICY_NAME && a.key != attr::POLICY_MODE);
+    resource.attributes.extend([
+        otlp::kv(attr::POLICY_NAME, "fleet:ssh@1"),
+        otlp::kv(attr::POLICY_MODE, "observe"),
+        otlp::kv(attr::FLEET_GROUP, "edge"),
+    ]);
+    assert_eq!(fleet.send_ok(&req, CLUSTER_TOKEN).await, 0);
+    let hosts: Value = fleet.api("/api/hosts").await;
+    let host = hosts["hosts"]
+        .as_array()
+        .and_then(|h| h.iter().find(|h| h["host"] == "eu/edge-7"))
+        .unwrap_or_else(|| panic!("no eu/edge-7: {hosts}"));
+    assert_eq!(
+        (&host["assigned"], &host["assigned_mode"], &host["drift"]),
+        (&json!("fleet:ssh@1"), &json!("observe"), &json!(false)),
+        "{host}"
+    );
+    let groups = fleet.app().store.group_hosts().await.expect("groups");
+    let eu = groups
+        .iter()
+        .find(|g| g.group == "cluster:eu")
+        .unwrap_or_else(|| panic!("no cluster:eu: {groups:?}"));
+    assert_eq!((eu.hosts, eu.drifting), (1, 0));
     fleet.stop().await;
 }
 

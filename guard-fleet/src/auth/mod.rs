@@ -56,6 +56,15 @@ pub enum Claim {
 }
 
 impl Sender {
+    /// The credential as a policy assignment names it: `host:NAME` or
+    /// `cluster:NAME` (docs/fleet.md, "Policy from the fleet").
+    pub fn assignment_target(&self) -> String {
+        match self {
+            Self::Host(name) => format!("host:{name}"),
+            Self::Cluster(name) => format!("cluster:{name}"),
+        }
+    }
+
     /// The host identity the records of a resource claiming `claimed` (its
     /// `host.name`) are stored under.
     pub fn host_for(&self, claimed: Option<&str>) -> Result<String, Claim> {

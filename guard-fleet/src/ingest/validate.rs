@@ -81,7 +81,7 @@ pub fn batch(
         } else {
             (ns_to_ms(newest_ns) - now_ms).max(0)
         };
-        match host_row(&host, attrs, now_ms) {
+        match host_row(&host, sender, attrs, now_ms) {
             Some(mut row) => {
                 row.clock_skew_ms = skew;
                 row.heartbeat_ms = rl
@@ -113,7 +113,7 @@ pub fn batch(
     Ok(out)
 }
 
-fn host_row(host: &str, attrs: &[KeyValue], now_ms: i64) -> Option<HostRow> {
+fn host_row(host: &str, sender: &Sender, attrs: &[KeyValue], now_ms: i64) -> Option<HostRow> {
     let s = |key| field(attrs, key).ok();
     let tiers = attrs
         .iter()
@@ -134,6 +134,7 @@ fn host_row(host: &str, attrs: &[KeyValue], now_ms: i64) -> Option<HostRow> {
         policy_name: s(attr::POLICY_NAME)?,
         policy_mode: s(attr::POLICY_MODE)?,
         fleet_group: s(attr::FLEET_GROUP)?,
+        credential: sender.assignment_target(),
         tiers,
         k8s_cluster: s(attr::K8S_CLUSTER_NAME)?,
         k8s_node: s(attr::K8S_NODE_NAME)?,

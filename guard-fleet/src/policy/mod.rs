@@ -50,7 +50,13 @@ pub async fn serve(
             "this fleet serves no policy: [policy] signing_key is not set",
         );
     };
-    let assigned = match app.store.assigned(&params.group).await {
+    // The host's group's assignment, else its credential's: either way signed for
+    // the group the host asked as (the one it checks).
+    let assigned = match app
+        .store
+        .assigned_to_host(&params.group, &sender.assignment_target())
+        .await
+    {
         Ok(a) => a,
         Err(e) => return store_error(&e),
     };
@@ -62,7 +68,7 @@ pub async fn serve(
     };
     tracing::debug!(?sender, group = %a.group, serial = a.serial, "policy served");
     let envelope = Envelope {
-        group: a.group,
+        group: params.group,
         serial: u64::try_from(a.serial).unwrap_or(0),
         policy: a.policy,
         version: u64::try_from(a.version).unwrap_or(0),

@@ -95,6 +95,11 @@ fn migrator(backend: Backend) -> Migrator {
             "alerts",
             include_str!("../../migrations/common/0006_alerts.sql"),
         ),
+        migration(
+            7,
+            "credential_targets",
+            include_str!("../../migrations/common/0007_credential_targets.sql"),
+        ),
     ])
 }
 

@@ -129,13 +129,16 @@ impl Store {
             });
         }
         let _writer = self.writer().await;
+        // One serial across every assignment: a host that moves from its credential's
+        // assignment to its group's (or back) sees it grow, never fall.
         let row = sqlx::query(
             "INSERT INTO policy_assignments \
              (group_name, policy, version, mode, serial, updated_ms, author) \
-             VALUES ($1, $2, $3, $4, 1, $5, $6) \
+             VALUES ($1, $2, $3, $4, \
+             COALESCE((SELECT MAX(serial) FROM policy_assignments), 0) + 1, $5, $6) \
              ON CONFLICT (group_name) DO UPDATE SET policy = $2, version = $3, mode = $4, \
-             serial = policy_assignments.serial + 1, updated_ms = $5, author = $6 \
-             RETURNING serial",
+             serial = (SELECT MAX(serial) FROM policy_assignments) + 1, updated_ms = $5, \
+             author = $6 RETURNING serial",
         )
         .bind(group)
         .bind(policy)
@@ -164,6 +167,19 @@ impl Store {
             .map(assignment)
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::query("read the assignments"))
+    }
+
+    /// The assignment a host of `group` that sends with `credential` (`host:NAME`,
+    /// `cluster:NAME`) takes: its group's, else its credential's.
+    pub async fn assigned_to_host(
+        &self,
+        group: &str,
+        credential: &str,
+    ) -> Result<Option<(Assignment, String)>, StoreError> {
+        match self.assigned(group).await? {
+            Some(a) => Ok(Some(a)),
+            None => self.assigned(credential).await,
+        }
     }
 
     /// `group`'s assignment and the text of its version.
@@ -215,7 +231,8 @@ impl Store {
         let rows = sqlx::query(
             "SELECT v.rule, v.host, v.action, COUNT(*) AS n, MAX(v.ts_ms) AS last_ms \
              FROM violations v JOIN hosts h ON h.host = v.host \
-             WHERE h.fleet_group = $1 AND v.ts_ms >= $2 AND v.outcome = 'logged' \
+             WHERE (h.fleet_group = $1 OR h.credential = $1) AND v.ts_ms >= $2 \
+             AND v.outcome = 'logged' \
              AND v.action IN ('kill', 'deny') \
              GROUP BY v.rule, v.host, v.action ORDER BY n DESC, v.rule, v.host LIMIT 200",
         )
@@ -265,12 +282,18 @@ impl Store {
     /// Every group hosts named (`guard.fleet.group`), with its host counts.
     pub async fn group_hosts(&self) -> Result<Vec<GroupHosts>, StoreError> {
         let rows = sqlx::query(
-            "SELECT h.fleet_group AS grp, COUNT(*) AS hosts, CAST(SUM(CASE WHEN \
+            // Each host under the assignment it takes (its group's, else its
+            // credential's), or its group when neither has one.
+            "SELECT h.target AS grp, COUNT(*) AS hosts, CAST(SUM(CASE WHEN \
              a.group_name IS NOT NULL AND (h.policy_name IS NULL OR h.policy_mode IS NULL \
              OR h.policy_name <> 'fleet:' || a.policy || '@' || CAST(a.version AS TEXT) \
              OR h.policy_mode <> a.mode) THEN 1 ELSE 0 END) AS BIGINT) AS drifting \
-             FROM hosts h LEFT JOIN policy_assignments a ON a.group_name = h.fleet_group \
-             WHERE h.fleet_group IS NOT NULL GROUP BY h.fleet_group ORDER BY h.fleet_group",
+             FROM (SELECT COALESCE((SELECT t.group_name FROM policy_assignments t \
+             WHERE t.group_name IN (hh.fleet_group, hh.credential) \
+             ORDER BY CASE WHEN t.group_name = hh.fleet_group THEN 0 ELSE 1 END LIMIT 1), \
+             hh.fleet_group) AS target, hh.policy_name, hh.policy_mode FROM hosts hh) h \
+             LEFT JOIN policy_assignments a ON a.group_name = h.target \
+             WHERE h.target IS NOT NULL GROUP BY h.target ORDER BY h.target",
         )
         .fetch_all(self.pool())
         .await

@@ -19,6 +19,9 @@ pub struct HostRow {
     pub policy_mode: Option<String>,
     /// The fleet group whose policy it takes (`guard.fleet.group`).
     pub fleet_group: Option<String>,
+    /// The credential it sent with, as an assignment names it (`host:NAME`,
+    /// `cluster:NAME`).
+    pub credential: String,
     /// `guard.tiers` as a JSON object: enforcement action → tier.
     pub tiers: Option<String>,
     pub k8s_cluster: Option<String>,

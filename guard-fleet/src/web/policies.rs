@@ -282,10 +282,16 @@ pub async fn assign(
     if let Some(refusal) = not_admin(&viewer) {
         return refusal;
     }
-    if !valid_name(&group) {
+    // A group of hosts (their `[fleet] group`), or every host of a credential.
+    let name = group
+        .strip_prefix("host:")
+        .or_else(|| group.strip_prefix("cluster:"))
+        .unwrap_or(&group);
+    if !valid_name(name) {
         return error(
             StatusCode::BAD_REQUEST,
-            "a group's name is 1 to 128 letters, digits, `-`, `_` or `.`",
+            "a group's name is 1 to 128 letters, digits, `-`, `_` or `.`, or `host:` or \
+             `cluster:` and a token's name",
         );
     }
     if !matches!(a.mode.as_str(), "observe" | "enforce") {
