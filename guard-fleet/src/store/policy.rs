@@ -289,9 +289,9 @@ impl Store {
              OR h.policy_name <> 'fleet:' || a.policy || '@' || CAST(a.version AS TEXT) \
              OR h.policy_mode <> a.mode) THEN 1 ELSE 0 END) AS BIGINT) AS drifting \
              FROM (SELECT COALESCE((SELECT t.group_name FROM policy_assignments t \
-             WHERE t.group_name IN (hh.fleet_group, hh.credential) \
-             ORDER BY CASE WHEN t.group_name = hh.fleet_group THEN 0 ELSE 1 END LIMIT 1), \
-             hh.fleet_group) AS target, hh.policy_name, hh.policy_mode FROM hosts hh) h \
+             WHERE t.group_name = hh.fleet_group), (SELECT t.group_name FROM \
+             policy_assignments t WHERE t.group_name = hh.credential), hh.fleet_group) AS target, \
+             hh.policy_name, hh.policy_mode FROM hosts hh) h \
              LEFT JOIN policy_assignments a ON a.group_name = h.target \
              WHERE h.target IS NOT NULL GROUP BY h.target ORDER BY h.target",
         )

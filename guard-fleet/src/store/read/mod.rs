@@ -220,11 +220,13 @@ pub fn version_key(v: &str) -> Vec<u64> {
 const HOST_COLUMNS: &str = "h.host, h.host_name, h.host_id, h.arch, h.guard_version, \
     h.os_version, h.policy_name, h.policy_mode, h.tiers, h.k8s_cluster, h.k8s_node, \
     h.first_seen_ms, h.last_seen_ms, h.clock_skew_ms, h.heartbeat_ms, h.fleet_group, \
-    (SELECT 'fleet:' || a.policy || '@' || CAST(a.version AS TEXT) FROM policy_assignments a \
-     WHERE a.group_name IN (h.fleet_group, h.credential) \
-     ORDER BY CASE WHEN a.group_name = h.fleet_group THEN 0 ELSE 1 END LIMIT 1) AS assigned, \
-    (SELECT a.mode FROM policy_assignments a WHERE a.group_name IN (h.fleet_group, h.credential) \
-     ORDER BY CASE WHEN a.group_name = h.fleet_group THEN 0 ELSE 1 END LIMIT 1) AS assigned_mode";
+    COALESCE((SELECT 'fleet:' || a.policy || '@' || CAST(a.version AS TEXT) \
+     FROM policy_assignments a WHERE a.group_name = h.fleet_group), \
+     (SELECT 'fleet:' || a.policy || '@' || CAST(a.version AS TEXT) \
+     FROM policy_assignments a WHERE a.group_name = h.credential)) AS assigned, \
+    COALESCE((SELECT a.mode FROM policy_assignments a WHERE a.group_name = h.fleet_group), \
+     (SELECT a.mode FROM policy_assignments a WHERE a.group_name = h.credential)) \
+     AS assigned_mode";
 
 fn host_row(r: &AnyRow, stale_before: i64) -> Result<Host, sqlx::Error> {
     let tiers: Option<String> = r.try_get("tiers")?;
