@@ -208,6 +208,22 @@ async fn an_admin_uploads_and_assigns_and_a_host_pulls_it_signed(db: Db) {
     fleet.stop().await;
 }
 
+/// Assigns policy `ssh`'s `version` to `target` in `mode`, then pulls the answer of
+/// a host of group `laptops` sending with `token`.
+async fn assigned_then_pulled(
+    fleet: &Fleet,
+    target: &str,
+    version: i64,
+    mode: &str,
+    token: &str,
+) -> Envelope {
+    let (status, body) = assign(fleet, target, version, mode).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = pull(fleet, "laptops", Some(token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    serde_json::from_value(body).expect("an envelope")
+}
+
 /// Assignments by credential: `cluster:NAME` covers every host of a cluster token,
 /// `host:NAME` one host's token; the host's own group's assignment comes first, and
 /// every answer is signed for the group the host asked as.
@@ -224,19 +240,12 @@ async fn a_credential_s_assignment_covers_hosts_without_one_of_their_own(db: Db)
             StatusCode::CREATED
         );
     }
-    let pulled = |body: Value| -> Envelope { serde_json::from_value(body).expect("an envelope") };
-
     // The cluster `eu`: its token's hosts take version 1, whatever their group.
-    let (status, body) = assign(&fleet, "cluster:eu", 1, "observe").await;
+    let first = assigned_then_pulled(&fleet, "cluster:eu", 1, "observe", CLUSTER_TOKEN).await;
     assert_eq!(
-        (status, body["serial"].clone()),
-        (StatusCode::OK, json!(1)),
-        "{body}"
+        (first.version, first.serial, first.group.as_str()),
+        (1, 1, "laptops")
     );
-    let (status, body) = pull(&fleet, "laptops", Some(CLUSTER_TOKEN)).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let first = pulled(body);
-    assert_eq!((first.version, first.group.as_str()), (1, "laptops"));
     assert_eq!(first.verify(&public, "laptops", None), Ok(Mode::Observe));
     // Not another credential's.
     assert_eq!(
@@ -245,22 +254,12 @@ async fn a_credential_s_assignment_covers_hosts_without_one_of_their_own(db: Db)
     );
 
     // One host by its own token.
-    assert_eq!(
-        assign(&fleet, "host:build-01", 2, "enforce").await.0,
-        StatusCode::OK
-    );
-    let (_, body) = pull(&fleet, "laptops", Some(HOST_TOKEN)).await;
-    let mine = pulled(body);
+    let mine = assigned_then_pulled(&fleet, "host:build-01", 2, "enforce", HOST_TOKEN).await;
     assert_eq!((mine.version, mine.serial), (2, 2));
     assert_eq!(mine.verify(&public, "laptops", Some(1)), Ok(Mode::Enforce));
 
     // The group's own assignment comes first, with a serial above both.
-    assert_eq!(
-        assign(&fleet, "laptops", 1, "enforce").await.0,
-        StatusCode::OK
-    );
-    let (_, body) = pull(&fleet, "laptops", Some(CLUSTER_TOKEN)).await;
-    let group = pulled(body);
+    let group = assigned_then_pulled(&fleet, "laptops", 1, "enforce", CLUSTER_TOKEN).await;
     assert_eq!((group.version, group.serial), (1, 3));
     assert_eq!(group.verify(&public, "laptops", Some(2)), Ok(Mode::Enforce));
 
