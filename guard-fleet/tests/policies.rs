@@ -98,13 +98,19 @@ async fn pull(fleet: &Fleet, group: &str, token: Option<&str>) -> (StatusCode, V
     call(fleet, reqwest::Method::GET, &path, token, None, None).await
 }
 
-async fn an_admin_uploads_and_assigns_and_a_host_pulls_it_signed(db: Db) {
+/// A fleet with a signing key of its own (read at start-up), and the key's public
+/// half as hosts pin it.
+async fn signing_fleet(db: Db) -> (Fleet, [u8; 32]) {
     let keys = tempfile::tempdir().expect("tempdir");
     let key_path = keys.path().join("policy.key");
     let signer = Signer::create(&key_path).expect("a key");
-    let public: [u8; 32] = base64_key(&signer.public_key());
     let extra = format!("[policy]\nsigning_key = \"{}\"\n", key_path.display());
     let fleet = Fleet::start(db, &extra).await;
+    (fleet, base64_key(&signer.public_key()))
+}
+
+async fn an_admin_uploads_and_assigns_and_a_host_pulls_it_signed(db: Db) {
+    let (fleet, public) = signing_fleet(db).await;
 
     // Only an admin changes policies; a dashboard token looks.
     let (status, _) = upload(&fleet, DASH_TOKEN, "ssh", GOOD).await;
@@ -228,12 +234,7 @@ async fn assigned_then_pulled(
 /// `host:NAME` one host's token; the host's own group's assignment comes first, and
 /// every answer is signed for the group the host asked as.
 async fn a_credential_s_assignment_covers_hosts_without_one_of_their_own(db: Db) {
-    let keys = tempfile::tempdir().expect("tempdir");
-    let key_path = keys.path().join("policy.key");
-    let signer = Signer::create(&key_path).expect("a key");
-    let public: [u8; 32] = base64_key(&signer.public_key());
-    let extra = format!("[policy]\nsigning_key = \"{}\"\n", key_path.display());
-    let fleet = Fleet::start(db, &extra).await;
+    let (fleet, public) = signing_fleet(db).await;
     for _ in 1..=2 {
         assert_eq!(
             upload(&fleet, ADMIN_TOKEN, "ssh", GOOD).await.0,
