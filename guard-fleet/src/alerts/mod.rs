@@ -12,7 +12,7 @@ pub mod message;
 
 use std::time::Duration;
 
-use crate::config::{Alerts, Destination};
+use crate::config::{Alerts, Destination, SEND_TIMEOUT};
 use crate::store::{
     Store, StoreError,
     alerts::{Claim, Delivery},
@@ -23,8 +23,6 @@ use crate::store::{
 pub const TICK: Duration = Duration::from_secs(1);
 /// How often a replica looks for hosts gone silent.
 const SILENT_CHECK: Duration = Duration::from_secs(15);
-/// A destination's answer, at most.
-pub(crate) const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deliveries tried before the rows are given up (`failed`): with the default
 /// first retry (5 s), about two hours of back-off, doubling to at most 15 minutes.
 pub const ATTEMPTS: i64 = 14;
@@ -129,7 +127,7 @@ async fn send(
             let Some(mail) = &destination.mail else {
                 return Err("email: no sender and recipients".to_owned());
             };
-            return mail::send(destination, mail, subject, text).await;
+            return mail::send(mail, subject, text).await;
         }
     };
     let mut request = client

@@ -31,6 +31,10 @@
 
 use std::{fs, path::PathBuf, time::Duration};
 
+use lettre::{
+    AsyncSmtpTransport, Tokio1Executor,
+    transport::smtp::client::{Certificate, Tls, TlsParameters},
+};
 use serde::Deserialize;
 
 use super::{ConfigError, duration};
@@ -155,15 +159,19 @@ pub struct Destination {
     pub mail: Option<Mail>,
 }
 
-/// An `email` destination's envelope: `url` is its SMTP server
+/// An `email` destination's envelope, and its SMTP client for `url`
 /// (`smtp://[user:password@]host[:port][?tls=required|opportunistic]`, or `smtps://`).
 #[derive(Clone, Debug)]
 pub struct Mail {
     pub from: lettre::message::Mailbox,
     pub to: Vec<lettre::message::Mailbox>,
-    /// PEM: CAs trusted besides the system's.
-    pub ca_pem: Option<Vec<u8>>,
+    /// Made once at start-up: the URL checked, the system's CAs and `ca_file` read
+    /// then, not at every alert.
+    pub transport: AsyncSmtpTransport<Tokio1Executor>,
 }
+
+/// A destination's answer, at most.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -347,12 +355,24 @@ fn mail(name: &str, d: &DestinationFile, url: &str) -> Result<Option<Mail>, Conf
     let loopback = match server.host() {
         Some(url::Host::Ipv4(a)) => a.is_loopback(),
         Some(url::Host::Ipv6(a)) => a.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
+        // smtp:// is no scheme the URL standard knows: its host is opaque text, an
+        // address included.
+        Some(url::Host::Domain(d)) => {
+            d == "localhost"
+                || d.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|a| a.is_loopback())
+        }
         None => false,
     };
-    match (server.scheme(), tls.as_deref()) {
-        ("smtps", None) | ("smtp", Some("required" | "opportunistic")) => {}
-        ("smtp", None) if loopback => {}
+    // What the URL asks for: TLS from the start, STARTTLS required or when offered,
+    // or none (loopback only).
+    let wrap: Option<fn(TlsParameters) -> Tls> = match (server.scheme(), tls.as_deref()) {
+        ("smtps", None) => Some(Tls::Wrapper),
+        ("smtp", Some("required")) => Some(Tls::Required),
+        ("smtp", Some("opportunistic")) => Some(Tls::Opportunistic),
+        ("smtp", None) if loopback => None,
         ("smtp", None) => {
             return Err(invalid(format!(
                 "destination {name:?}: plain SMTP to another host; add ?tls=required \
@@ -365,22 +385,38 @@ fn mail(name: &str, d: &DestinationFile, url: &str) -> Result<Option<Mail>, Conf
                  or smtps://…"
             )));
         }
-    }
-    if server.host().is_none() {
+    };
+    let Some(host) = server.host_str() else {
         return Err(invalid(format!(
             "destination {name:?}: the url names no host"
         )));
-    }
-    let ca_pem = match &d.ca_file {
-        Some(path) => Some(fs::read(path).map_err(|e| {
-            invalid(format!(
-                "destination {name:?}: ca_file: cannot read {}: {e}",
-                path.display()
-            ))
-        })?),
-        None => None,
     };
-    Ok(Some(Mail { from, to, ca_pem }))
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        .map_err(|e| invalid(format!("destination {name:?}: the url: {e}")))?
+        .timeout(Some(SEND_TIMEOUT));
+    if let Some(path) = &d.ca_file {
+        let Some(wrap) = wrap else {
+            return Err(invalid(format!(
+                "destination {name:?}: ca_file needs TLS (?tls=… or smtps://)"
+            )));
+        };
+        let params = fs::read(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|pem| Certificate::from_pem(&pem).map_err(|e| e.to_string()))
+            .and_then(|ca| {
+                TlsParameters::builder(host.to_owned())
+                    .add_root_certificate(ca)
+                    .build_rustls()
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| invalid(format!("destination {name:?}: ca_file: {e}")))?;
+        builder = builder.tls(wrap(params));
+    }
+    Ok(Some(Mail {
+        from,
+        to,
+        transport: builder.build(),
+    }))
 }
 
 pub(super) fn alerts(file: AlertsFile) -> Result<Alerts, ConfigError> {
@@ -472,6 +508,32 @@ mod tests {
     }
 
     #[test]
+    fn plain_smtp_goes_to_this_host_only() {
+        let mail = |url: &str| {
+            parse(&format!(
+                "[[destination]]\nname = \"m\"\nkind = \"email\"\nurl = \"{url}\"\n\
+                 from = \"g@example.org\"\nrecipients = [\"s@example.org\"]\n"
+            ))
+        };
+        for local in [
+            "smtp://127.0.0.1:2525",
+            "smtp://localhost",
+            "smtp://[::1]:25",
+        ] {
+            mail(local).unwrap_or_else(|e| panic!("{local}: {e}"));
+        }
+        for secured in [
+            "smtps://mail.example.org",
+            "smtp://mail.example.org?tls=required",
+        ] {
+            mail(secured).unwrap_or_else(|e| panic!("{secured}: {e}"));
+        }
+        for remote in ["smtp://10.0.0.25", "smtp://mail.example.org:587"] {
+            assert!(mail(remote).is_err(), "{remote}");
+        }
+    }
+
+    #[test]
     fn mistakes_are_refused_with_what_is_wrong() {
         let dest = "[[destination]]\nname = \"s\"\nkind = \"slack\"\nurl = \"http://h/x\"\n";
         let mail = "[[destination]]\nname = \"m\"\nkind = \"email\"\nfrom = \"g@example.org\"\n\
@@ -511,6 +573,10 @@ mod tests {
             (
                 format!("{dest}from = \"g@example.org\"\n"),
                 "apply to email",
+            ),
+            (
+                format!("{mail}url = \"smtp://127.0.0.1:25\"\nca_file = \"/nonexistent.pem\"\n"),
+                "ca_file needs TLS",
             ),
         ] {
             let e = parse(&text).expect_err(&text).to_string();

@@ -18,7 +18,9 @@ use serde::Deserialize;
 
 mod alerts;
 
-pub use alerts::{AlertRule, Alerts, Destination, HOST_SILENT, Kind, Mail, PAGERDUTY_EVENTS};
+pub use alerts::{
+    AlertRule, Alerts, Destination, HOST_SILENT, Kind, Mail, PAGERDUTY_EVENTS, SEND_TIMEOUT,
+};
 
 /// Where the server listens when the file names no address: loopback, OTLP/HTTP's port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4318";
