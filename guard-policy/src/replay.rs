@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use guard_common::line::{EventDetail, EventLine};
-use guard_common::protocol::{Action, Mode};
+use guard_common::protocol::Action;
 use serde::Serialize;
 
 use crate::event::{Detail, Event, Proto, SessionId, Task};
@@ -68,11 +68,7 @@ impl RuleReport {
 pub fn replay(policy: Policy, lines: &[EventLine]) -> Result<Report, CompileError> {
     let mut report = Report {
         policy: policy.name.clone(),
-        mode: match policy.mode {
-            Mode::Observe => "observe",
-            Mode::Enforce => "enforce",
-        }
-        .to_owned(),
+        mode: policy.mode.as_str().to_owned(),
         lines: lines.len(),
         ..Report::default()
     };
@@ -122,7 +118,7 @@ pub fn replay(policy: Policy, lines: &[EventLine]) -> Result<Report, CompileErro
         let Some(ev) = event_of(line) else {
             *report
                 .not_judged
-                .entry(kind_of(line).to_owned())
+                .entry(line.detail.kind().to_owned())
                 .or_default() += 1;
             continue;
         };
@@ -148,11 +144,6 @@ pub fn replay(policy: Policy, lines: &[EventLine]) -> Result<Report, CompileErro
         .filter(|r| r.would > 0 || r.before > 0)
         .collect();
     Ok(report)
-}
-
-/// The kind a line names (`other` for kinds this build does not know).
-fn kind_of(line: &EventLine) -> &'static str {
-    line.detail.kind()
 }
 
 /// `2026-…Z session 0000… pid 42 cat: open /home/u/.ssh/id_rsa (read) ok`: the
@@ -341,8 +332,8 @@ pub fn event_of(line: &EventLine) -> Option<Event> {
         .as_deref()
         .and_then(|s| u64::from_str_radix(s, 16).ok())
         .map(SessionId);
-    let ts_ns = 0;
-    let mut ev = Event::derived(ts_ns, session, task, detail);
+    // (The judge does not read the time.)
+    let mut ev = Event::derived(0, session, task, detail);
     ev.tainted = line.tainted;
     ev.tainted_by = line.tainted_by.iter().map(|s| s.as_str().into()).collect();
     ev.digest = digest.map(Into::into);

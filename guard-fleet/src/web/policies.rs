@@ -82,6 +82,18 @@ pub async fn list(State(app): State<Arc<App>>) -> Response {
     }
 }
 
+/// 422: a policy with errors, its diagnostics rendered (`file:line:col: error[…]`).
+fn has_errors(error: String, file: &str, diags: &[diag::Diagnostic]) -> Response {
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        Json(serde_json::json!({
+            "error": error,
+            "diagnostics": diag::render(file, diags),
+        })),
+    )
+        .into_response()
+}
+
 /// `POST /api/policies/{name}`.
 pub async fn upload(
     State(app): State<Arc<App>>,
@@ -104,16 +116,7 @@ pub async fn upload(
     let file = format!("{name}.toml");
     let warnings = match guard_policy::parse::parse(&file, &body) {
         Ok((_, warnings)) => diag::render(&file, &warnings),
-        Err(diags) => {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Json(serde_json::json!({
-                    "error": format!("policy {name} has errors"),
-                    "diagnostics": diag::render(&file, &diags),
-                })),
-            )
-                .into_response();
-        }
+        Err(diags) => return has_errors(format!("policy {name} has errors"), &file, &diags),
     };
     let sha256 = hex(&Sha256::digest(body.as_bytes()));
     match app
@@ -197,25 +200,23 @@ pub async fn test(
     };
     let truncated = stored.len() as i64 > REPLAYED_MAX;
     // Bodies in OCSF (a host that exports OCSF) are no event lines: counted.
-    let (lines, unreadable): (Vec<_>, Vec<_>) = stored
+    let replayed = &stored[..stored.len().min(REPLAYED_MAX as usize)];
+    let lines: Vec<guard_common::line::EventLine> = replayed
         .iter()
-        .take(REPLAYED_MAX as usize)
-        .map(|l| serde_json::from_str::<guard_common::line::EventLine>(l))
-        .partition(Result::is_ok);
-    let lines: Vec<_> = lines.into_iter().filter_map(Result::ok).collect();
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let unreadable = replayed.len() - lines.len();
     // Stored only once it parsed: a stored version that no longer does is a
     // fleet of another guard version's; said as such.
-    let policy = match guard_policy::parse::parse(&format!("{name}.toml"), &text) {
+    let file = format!("{name}.toml");
+    let policy = match guard_policy::parse::parse(&file, &text) {
         Ok((p, _)) => p,
         Err(diags) => {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Json(serde_json::json!({
-                    "error": format!("policy {name} version {version} has errors"),
-                    "diagnostics": diag::render(&format!("{name}.toml"), &diags),
-                })),
-            )
-                .into_response();
+            return has_errors(
+                format!("policy {name} version {version} has errors"),
+                &file,
+                &diags,
+            );
         }
     };
     match guard_policy::replay::replay(policy, &lines) {
@@ -224,7 +225,7 @@ pub async fn test(
             "version": version,
             "host": session.host,
             "session_uid": session.session_uid,
-            "unreadable": unreadable.len(),
+            "unreadable": unreadable,
             "truncated": truncated,
             "report": report,
         }))
