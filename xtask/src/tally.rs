@@ -245,7 +245,10 @@ fn panic_message(text: &str) -> String {
         .map_or(text, |(_, message)| message);
     body.lines()
         .map(str::trim)
-        .take_while(|l| !l.starts_with("stack backtrace:") && !l.starts_with("note: "))
+        // (A `<flakyFailure>` holds its try's `<system-out>`: not the message.)
+        .take_while(|l| {
+            !l.starts_with("stack backtrace:") && !l.starts_with("note: ") && !l.starts_with('<')
+        })
         .filter(|l| !l.is_empty())
         .take(LINES)
         .map(|l| l.chars().take(CHARS).collect::<String>())
@@ -319,7 +322,6 @@ stack backtrace:</failure>
       <flakyFailure message="thread panicked" type="test failure">thread 'real_cli' panicked at tests/tests/agents.rs:9:5:
 [claude] 1 failures:
   not told
-stack backtrace:
         <system-out>out</system-out>
       </flakyFailure>
       <system-out>passed</system-out>
