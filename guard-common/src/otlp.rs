@@ -35,6 +35,8 @@ pub mod attr {
     pub const TIERS: &str = "guard.tiers";
     /// The fleet group whose policy the host takes (`[fleet] group`).
     pub const FLEET_GROUP: &str = "guard.fleet.group";
+    /// What the host says of itself (`[fleet] labels`), `env=ci,team=payments`.
+    pub const FLEET_LABELS: &str = "guard.fleet.labels";
     pub const K8S_NODE_NAME: &str = "k8s.node.name";
     pub const K8S_CLUSTER_NAME: &str = "k8s.cluster.name";
 

@@ -18,6 +18,7 @@ on_both!(
     a_fleet_without_a_signing_key_serves_no_policy,
     the_fleet_shows_what_an_observed_policy_would_stop,
     a_credential_s_assignment_covers_hosts_without_one_of_their_own,
+    a_label_s_assignment_covers_hosts_that_say_it,
     a_version_replayed_on_a_stored_session_says_what_would_fire,
 );
 
@@ -299,6 +300,122 @@ async fn a_credential_s_assignment_covers_hosts_without_one_of_their_own(db: Db)
         .find(|g| g.group == "cluster:eu")
         .unwrap_or_else(|| panic!("no cluster:eu: {groups:?}"));
     assert_eq!((eu.hosts, eu.drifting), (1, 0));
+    fleet.stop().await;
+}
+
+/// Assignments by label: `label:KEY=VALUE` covers the hosts that say it of
+/// themselves (`[fleet] labels`) when neither their group nor their credential has
+/// one; of two labels' assignments, the first in byte order; a `_` in a label is a
+/// letter, not a wildcard.
+async fn a_label_s_assignment_covers_hosts_that_say_it(db: Db) {
+    let (fleet, public) = signing_fleet(db).await;
+    for _ in 1..=2 {
+        assert_eq!(
+            upload(&fleet, ADMIN_TOKEN, "ssh", GOOD).await.0,
+            StatusCode::CREATED
+        );
+    }
+    for (target, version, mode) in [
+        ("label:env=ci", 1, "observe"),
+        ("label:team=pay_ments", 2, "enforce"),
+    ] {
+        let (status, body) = assign(&fleet, target, version, mode).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let pulled = |labels: &'static str| {
+        let path = format!(
+            "/v1/policy?group=laptops&labels={}",
+            labels.replace('=', "%3D").replace(',', "%2C")
+        );
+        let fleet = &fleet;
+        async move {
+            call(
+                fleet,
+                reqwest::Method::GET,
+                &path,
+                Some(HOST_TOKEN),
+                None,
+                None,
+            )
+            .await
+        }
+    };
+    let envelope = |(status, body): (StatusCode, Value)| -> Envelope {
+        assert_eq!(status, StatusCode::OK, "{body}");
+        serde_json::from_value(body).expect("an envelope")
+    };
+    let ci = envelope(pulled("env=ci").await);
+    assert_eq!((ci.version, ci.mode.as_str()), (1, "observe"));
+    assert_eq!(ci.verify(&public, "laptops", None), Ok(Mode::Observe));
+    let team = envelope(pulled("team=pay_ments").await);
+    assert_eq!(team.verify(&public, "laptops", None), Ok(Mode::Enforce));
+    // Both: `label:env=ci` comes first.
+    assert_eq!(envelope(pulled("env=ci,team=pay_ments").await).version, 1);
+    // `_` is not a wildcard; no label, no assignment; a bad label is refused.
+    assert_eq!(pulled("team=payXments").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(pulled("").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(pulled("env=c i").await.0, StatusCode::BAD_REQUEST);
+    for bad in ["label:env", "label:=ci", "label:e v=ci", "role:x"] {
+        assert_eq!(
+            assign(&fleet, bad, 1, "enforce").await.0,
+            StatusCode::BAD_REQUEST,
+            "{bad}"
+        );
+    }
+
+    // The hosts view: each host under the assignment it takes, its labels shown.
+    for (host, labels, policy) in [
+        ("ci-1", "env=ci,team=pay_ments", "fleet:ssh@1"),
+        ("ci-2", "team=payXments", "local"),
+    ] {
+        let mut req = records::request(host, vec![records::heartbeat()]);
+        let resource = req.resource_logs[0].resource.as_mut().expect("a resource");
+        resource
+            .attributes
+            .retain(|a| a.key != attr::POLICY_NAME && a.key != attr::POLICY_MODE);
+        resource.attributes.extend([
+            otlp::kv(attr::POLICY_NAME, policy),
+            otlp::kv(attr::POLICY_MODE, "observe"),
+            otlp::kv(attr::FLEET_GROUP, "edge"),
+            otlp::kv(attr::FLEET_LABELS, labels),
+        ]);
+        assert_eq!(fleet.send_ok(&req, CLUSTER_TOKEN).await, 0);
+    }
+    let hosts: Value = fleet.api("/api/hosts").await;
+    let of = |name: &str| {
+        hosts["hosts"]
+            .as_array()
+            .and_then(|h| h.iter().find(|h| h["host"] == name))
+            .unwrap_or_else(|| panic!("no {name}: {hosts}"))
+            .clone()
+    };
+    let (one, two) = (of("eu/ci-1"), of("eu/ci-2"));
+    assert_eq!(
+        (
+            &one["labels"],
+            &one["target"],
+            &one["assigned"],
+            &one["drift"]
+        ),
+        (
+            &json!("env=ci,team=pay_ments"),
+            &json!("label:env=ci"),
+            &json!("fleet:ssh@1"),
+            &json!(false)
+        ),
+        "{one}"
+    );
+    assert_eq!(
+        (&two["target"], &two["assigned"], &two["drift"]),
+        (&Value::Null, &Value::Null, &json!(false)),
+        "{two}"
+    );
+    let groups = fleet.app().store.group_hosts().await.expect("groups");
+    let counted: Vec<_> = groups
+        .iter()
+        .map(|g| (g.group.as_str(), g.hosts, g.drifting))
+        .collect();
+    assert_eq!(counted, [("edge", 1, 0), ("label:env=ci", 1, 0)]);
     fleet.stop().await;
 }
 

@@ -666,6 +666,74 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
+/// A host's labels, `KEY=VALUE` each (both [`valid_name`]s), in key order: as
+/// text `env=ci,team=payments` (the export's `guard.fleet.labels`, the policy
+/// pull's `labels`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Labels(pub std::collections::BTreeMap<String, String>);
+
+/// At most this many labels on a host.
+pub const MAX_LABELS: usize = 16;
+
+impl Labels {
+    /// The assignment targets they name, `label:KEY=VALUE`, in the order a host
+    /// takes them (byte order of the target).
+    pub fn targets(&self) -> Vec<String> {
+        let mut t: Vec<String> = self
+            .0
+            .iter()
+            .map(|(k, v)| format!("label:{k}={v}"))
+            .collect();
+        t.sort();
+        t
+    }
+}
+
+impl std::fmt::Display for Labels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (k, v)) in self.0.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            write!(f, "{sep}{k}={v}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for Labels {
+    type Err = String;
+
+    /// `env=ci,team=payments` (empty: none); a repeated key, a name that is not a
+    /// [`valid_name`] or more than [`MAX_LABELS`] labels is an error.
+    fn from_str(text: &str) -> Result<Labels, String> {
+        let mut labels = std::collections::BTreeMap::new();
+        for pair in text.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("label {pair:?} is not KEY=VALUE"))?;
+            label_check(k, v)?;
+            if labels.insert(k.to_owned(), v.to_owned()).is_some() {
+                return Err(format!("label {k:?} is given twice"));
+            }
+        }
+        if labels.len() > MAX_LABELS {
+            return Err(format!("at most {MAX_LABELS} labels"));
+        }
+        Ok(Labels(labels))
+    }
+}
+
+/// Whether `key = value` may be a label (both [`valid_name`]s).
+pub fn label_check(key: &str, value: &str) -> Result<(), String> {
+    if valid_name(key) && valid_name(value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "label {key}={value}: a label's key and value are 1 to 128 letters, digits, `-`, \
+             `_` or `.`"
+        ))
+    }
+}
+
 /// `[fleet]`: the host pulls the policy the fleet assigns to its group, signed by
 /// the fleet's key (`crate::signed`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -677,6 +745,9 @@ pub struct Fleet {
     pub public_key: [u8; 32],
     /// The group whose assignment applies; `None`: the host's name.
     pub group: Option<String>,
+    /// What the host says of itself (`env = "ci"`): an assignment to
+    /// `label:env=ci` covers it when neither its group nor its credential has one.
+    pub labels: Labels,
     /// How often the assignment is asked for.
     pub interval: std::time::Duration,
 }

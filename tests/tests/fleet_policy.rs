@@ -75,11 +75,12 @@ fn policy_event(s: &mut Enforcing, kind: &str, name: &str) -> Event {
 /// read is killed); a policy not signed by the pinned key is refused on the host and
 /// the refusal reported; with the fleet gone, enforcement stays.
 /// A host: a daemon whose own file names the fleet replica `fleet` for its policy
-/// and its export, in `group`, named `name` in the fleet.
-fn host(fleet: &Fleet, public_key: &str, group: &str, name: &str, token: &Path) -> Enforcing {
+/// and its export, with `[fleet]` lines `member` (its group, its labels), named
+/// `name` in the fleet.
+fn host(fleet: &Fleet, public_key: &str, member: &str, name: &str, token: &Path) -> Enforcing {
     let local = format!(
         "[fleet]\npolicy_url = \"{base}/v1/policy\"\npublic_key = \"{public_key}\"\n\
-         group = \"{group}\"\ninterval = \"1s\"\n\n\
+         {member}\ninterval = \"1s\"\n\n\
          [export]\nendpoint = \"{base}/v1/logs\"\ntoken_file = \"{token}\"\nbatch_interval = \"100ms\"\n\
          summary_interval = \"1s\"\nresource = {{ \"host.name\" = \"{name}\" }}\n",
         base = fleet.base,
@@ -142,10 +143,24 @@ fn a_fleet_policy_is_observed_then_enforced_and_a_forged_one_is_refused() {
     let mut a = Fleet::configured(&config, &cluster, &dashboard);
     let mut b = Fleet::configured(&config, &cluster, &dashboard);
 
+    // Host 1 takes its group's assignment; host 2, in a group without one, takes
+    // the assignment of a label it says of itself.
     let group = unique_name("grp");
+    let pool = unique_name("pool");
+    let label = format!("label:pool={pool}");
     let (h1, h2) = (unique_name("h1"), unique_name("h2"));
-    let mut s1 = host(&a, &public_key, &group, &h1, &host_token);
-    let mut s2 = host(&b, &public_key, &group, &h2, &host_token);
+    let mut s1 = host(
+        &a,
+        &public_key,
+        &format!("group = \"{group}\""),
+        &h1,
+        &host_token,
+    );
+    let member2 = format!(
+        "group = \"{}\"\nlabels = {{ pool = \"{pool}\" }}",
+        unique_name("own")
+    );
+    let mut s2 = host(&b, &public_key, &member2, &h2, &host_token);
     let (secret1, secret2) = (s1.path("secret.txt"), s2.path("secret.txt"));
 
     // The admin uploads the fleet's policy (both hosts' agents, a kill on the secret).
@@ -164,11 +179,13 @@ fn a_fleet_policy_is_observed_then_enforced_and_a_forged_one_is_refused() {
 
     // Observe first, through replica a: both hosts apply it in observe mode; a read
     // is reported, not killed.
-    policy(
-        &a,
-        &admin,
-        &["assign", &group, "protect", "1", "--mode", "observe"],
-    );
+    for target in [&group, &label] {
+        policy(
+            &a,
+            &admin,
+            &["assign", target, "protect", "1", "--mode", "observe"],
+        );
+    }
     for s in [&mut s1, &mut s2] {
         let loaded = policy_event(s, "policy_loaded", "fleet:protect@1");
         assert_eq!(loaded.str("mode"), Some("observe"), "{loaded:?}");
@@ -202,11 +219,13 @@ fn a_fleet_policy_is_observed_then_enforced_and_a_forged_one_is_refused() {
     );
 
     // Promoted to enforce through replica b: the next read on each host is killed.
-    policy(
-        &b,
-        &admin,
-        &["assign", &group, "protect", "1", "--mode", "enforce"],
-    );
+    for target in [&group, &label] {
+        policy(
+            &b,
+            &admin,
+            &["assign", target, "protect", "1", "--mode", "enforce"],
+        );
+    }
     wait_mode(&mut s1, "enforce");
     wait_mode(&mut s2, "enforce");
     guard_tests::wait_until(
@@ -216,6 +235,7 @@ fn a_fleet_policy_is_observed_then_enforced_and_a_forged_one_is_refused() {
             let page = a.page("/api/hosts");
             page.matches("\"policy_mode\":\"enforce\"").count() >= 2
                 && page.contains("\"assigned_mode\":\"enforce\"")
+                && page.contains(&format!("\"target\":\"{label}\""))
                 && !page.contains("\"drift\":true")
         },
     );

@@ -7,6 +7,7 @@ use guard_common::{
     otlp::{self, RecordKind, attr},
     report::Report,
 };
+use guard_policy::model::Labels;
 use opentelemetry_proto::tonic::{
     collector::logs::v1::ExportLogsServiceRequest, common::v1::KeyValue, logs::v1::LogRecord,
 };
@@ -135,6 +136,11 @@ fn host_row(host: &str, sender: &Sender, attrs: &[KeyValue], now_ms: i64) -> Opt
         policy_mode: s(attr::POLICY_MODE)?,
         fleet_group: s(attr::FLEET_GROUP)?,
         credential: sender.assignment_target(),
+        // Labels that do not parse are left out (the host's own check refuses them).
+        labels: s(attr::FLEET_LABELS)?
+            .and_then(|l| l.parse::<Labels>().ok())
+            .map(|l| l.to_string())
+            .filter(|l| !l.is_empty()),
         tiers,
         k8s_cluster: s(attr::K8S_CLUSTER_NAME)?,
         k8s_node: s(attr::K8S_NODE_NAME)?,

@@ -1,5 +1,5 @@
 //! Policies served to hosts: the fleet's Ed25519 key ([`crate::signing::Signer`]) and
-//! `GET /v1/policy?group=G`, where a host (its own credential, as for `/v1/logs`)
+//! `GET /v1/policy?group=G[&labels=K=V,…]`, where a host (its own credential, as for `/v1/logs`)
 //! pulls its group's assignment as a signed [`Envelope`]. The host checks the
 //! signature with the key it pinned, then applies the policy like a reload
 //! (docs/fleet.md, "Policy from the fleet").
@@ -13,7 +13,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use axum_server::tls::TlsInfo;
-use guard_policy::signed::Envelope;
+use guard_policy::{model::Labels, signed::Envelope};
 use serde::Deserialize;
 
 use crate::{
@@ -27,6 +27,9 @@ use crate::{
 pub struct PolicyParams {
     /// The host's group (`[fleet] group`, else its name).
     pub group: String,
+    /// What the host says of itself (`[fleet] labels`): `env=ci,team=payments`.
+    #[serde(default)]
+    pub labels: Option<String>,
 }
 
 /// `GET /v1/policy?group=G`: the group's assignment, signed; 404 when the group
@@ -50,11 +53,15 @@ pub async fn serve(
             "this fleet serves no policy: [policy] signing_key is not set",
         );
     };
-    // The host's group's assignment, else its credential's: either way signed for
-    // the group the host asked as (the one it checks).
+    let labels = match params.labels.as_deref().unwrap_or("").parse::<Labels>() {
+        Ok(l) => l,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("labels: {e}")),
+    };
+    // The host's group's assignment, else its credential's, else a label's: signed
+    // for the group the host asked as (the one it checks).
     let assigned = match app
         .store
-        .assigned_to_host(&params.group, &sender.assignment_target())
+        .assigned_to_host(&params.group, &sender.assignment_target(), &labels)
         .await
     {
         Ok(a) => a,

@@ -100,6 +100,11 @@ fn migrator(backend: Backend) -> Migrator {
             "credential_targets",
             include_str!("../../migrations/common/0007_credential_targets.sql"),
         ),
+        migration(
+            8,
+            "host_labels",
+            include_str!("../../migrations/common/0008_host_labels.sql"),
+        ),
     ])
 }
 

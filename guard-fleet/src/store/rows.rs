@@ -22,6 +22,8 @@ pub struct HostRow {
     /// The credential it sent with, as an assignment names it (`host:NAME`,
     /// `cluster:NAME`).
     pub credential: String,
+    /// What it says of itself (`guard.fleet.labels`), `env=ci,team=payments`.
+    pub labels: Option<String>,
     /// `guard.tiers` as a JSON object: enforcement action → tier.
     pub tiers: Option<String>,
     pub k8s_cluster: Option<String>,

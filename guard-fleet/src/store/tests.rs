@@ -77,9 +77,9 @@ async fn migrations_apply_once_and_again_do_nothing() {
     )
     .expect("count");
     assert_eq!(
-        applied, 7,
-        "init, session_days, questions, destinations, policies, alerts and credential \
-         targets, once each"
+        applied, 8,
+        "init, session_days, questions, destinations, policies, alerts, credential \
+         targets and host labels, once each"
     );
 }
 

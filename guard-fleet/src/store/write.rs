@@ -174,7 +174,7 @@ fn host(h: &HostRow) -> Sql {
     let mut s = Sql::new(
         "INSERT INTO hosts (host, host_name, host_id, arch, guard_version, os_version, boot_id, \
          policy_name, policy_mode, tiers, k8s_cluster, k8s_node, first_seen_ms, last_seen_ms, \
-         clock_skew_ms, heartbeat_ms, fleet_group, credential) VALUES ",
+         clock_skew_ms, heartbeat_ms, fleet_group, credential, labels) VALUES ",
     );
     s.tuple([
         Arg::Text(h.host.clone()),
@@ -195,6 +195,7 @@ fn host(h: &HostRow) -> Sql {
         Arg::OptInt(h.heartbeat_ms),
         Arg::OptText(h.fleet_group.clone()),
         Arg::Text(h.credential.clone()),
+        Arg::OptText(h.labels.clone()),
     ]);
     s.push(
         " ON CONFLICT (host) DO UPDATE SET host_name = excluded.host_name, \
@@ -202,6 +203,7 @@ fn host(h: &HostRow) -> Sql {
          os_version = excluded.os_version, boot_id = excluded.boot_id, \
          policy_name = excluded.policy_name, policy_mode = excluded.policy_mode, \
          fleet_group = excluded.fleet_group, credential = excluded.credential, \
+         labels = excluded.labels, \
          tiers = excluded.tiers, k8s_cluster = excluded.k8s_cluster, k8s_node = excluded.k8s_node, \
          last_seen_ms = excluded.last_seen_ms, clock_skew_ms = excluded.clock_skew_ms, \
          heartbeat_ms = COALESCE(excluded.heartbeat_ms, hosts.heartbeat_ms) \

@@ -19,7 +19,10 @@ use axum::{
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
-use guard_policy::{diag, model::valid_name};
+use guard_policy::{
+    diag,
+    model::{label_check, valid_name},
+};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
@@ -283,16 +286,21 @@ pub async fn assign(
     if let Some(refusal) = not_admin(&viewer) {
         return refusal;
     }
-    // A group of hosts (their `[fleet] group`), or every host of a credential.
-    let name = group
-        .strip_prefix("host:")
-        .or_else(|| group.strip_prefix("cluster:"))
-        .unwrap_or(&group);
-    if !valid_name(name) {
+    // A group of hosts (their `[fleet] group`), every host of a credential, or
+    // every host that says a label of itself.
+    let valid = match group.split_once(':') {
+        None => valid_name(&group),
+        Some(("host" | "cluster", name)) => valid_name(name),
+        Some(("label", label)) => label
+            .split_once('=')
+            .is_some_and(|(k, v)| label_check(k, v).is_ok()),
+        Some(_) => false,
+    };
+    if !valid {
         return error(
             StatusCode::BAD_REQUEST,
-            "a group's name is 1 to 128 letters, digits, `-`, `_` or `.`, or `host:` or \
-             `cluster:` and a token's name",
+            "an assignment's target is a group's name (1 to 128 letters, digits, `-`, `_` or \
+             `.`), `host:` or `cluster:` and a token's name, or `label:KEY=VALUE`",
         );
     }
     if !matches!(a.mode.as_str(), "observe" | "enforce") {

@@ -6,9 +6,9 @@ use std::time::Duration;
 use base64::Engine as _;
 
 use super::{Checker, Value, code};
-use crate::model::Fleet;
+use crate::model::{Fleet, Labels, MAX_LABELS, label_check};
 
-const FLEET_KEYS: &[&str] = &["policy_url", "public_key", "group", "interval"];
+const FLEET_KEYS: &[&str] = &["policy_url", "public_key", "group", "labels", "interval"];
 
 /// How often the assignment is asked for when the file does not say.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
@@ -20,6 +20,7 @@ impl Checker<'_> {
         // Present but wrong: already reported where it is.
         let (mut url_given, mut key_given) = (false, false);
         let mut interval = DEFAULT_INTERVAL;
+        let mut labels = Labels::default();
         for (name, value) in table.iter() {
             let name = name.get_ref().as_ref();
             let here = value.span().start;
@@ -76,6 +77,30 @@ impl Checker<'_> {
                         group = Some(text.to_owned());
                     }
                 }
+                "labels" => {
+                    let Some(table) = self.table("labels", value) else {
+                        continue;
+                    };
+                    for (key, value) in table.iter() {
+                        let (key, here) = (key.get_ref().as_ref(), value.span().start);
+                        let Some(text) = self.string(key, value) else {
+                            continue;
+                        };
+                        match label_check(key, text) {
+                            Ok(()) => {
+                                labels.0.insert(key.to_owned(), text.to_owned());
+                            }
+                            Err(e) => self.error(code::INVALID, here, format!("[fleet] {e}")),
+                        }
+                    }
+                    if labels.0.len() > MAX_LABELS {
+                        self.error(
+                            code::INVALID,
+                            here,
+                            format!("[fleet] labels: at most {MAX_LABELS}"),
+                        );
+                    }
+                }
                 "interval" => {
                     let Some(text) = self.string(name, value) else {
                         continue;
@@ -100,6 +125,7 @@ impl Checker<'_> {
                 policy_url,
                 public_key,
                 group,
+                labels,
                 interval,
             }),
             _ => {

@@ -1054,11 +1054,22 @@ fn fleet_names_where_the_policy_comes_from_and_the_key_that_signs_it() {
     );
     let p = policy(&format!(
         "[fleet]\npolicy_url = \"http://10.0.0.1:4318/v1/policy\"\npublic_key = \"{KEY}\"\n\
-         group = \"ci-runners\"\ninterval = \"5s\"\n"
+         group = \"ci-runners\"\ninterval = \"5s\"\n\
+         labels = {{ team = \"payments\", env = \"ci\" }}\n"
     ));
     let fleet = p.fleet.expect("[fleet]");
     assert_eq!(fleet.group.as_deref(), Some("ci-runners"));
     assert_eq!(fleet.interval, std::time::Duration::from_secs(5));
+    // Labels in key order, as the pull and the export send them.
+    assert_eq!(fleet.labels.to_string(), "env=ci,team=payments");
+    assert_eq!(
+        fleet.labels.targets(),
+        ["label:env=ci", "label:team=payments"]
+    );
+    assert_eq!("env=ci,team=payments".parse(), Ok(fleet.labels));
+    for bad in ["env", "env=c i", "a=1,a=2", "=x"] {
+        assert!(bad.parse::<crate::model::Labels>().is_err(), "{bad}");
+    }
     // Each wrong value says so; a section missing its URL or key is no fleet.
     for (text, code) in [
         (
@@ -1092,6 +1103,19 @@ fn fleet_names_where_the_policy_comes_from_and_the_key_that_signs_it() {
         (
             &format!("policy_url = \"https://f.example/\"\npublic_key = \"{KEY}\"\nurl = \"x\"\n"),
             code::UNKNOWN_KEY,
+        ),
+        (
+            &format!(
+                "policy_url = \"https://f.example/\"\npublic_key = \"{KEY}\"\n\
+                 labels = {{ env = \"c i\" }}\n"
+            ),
+            code::INVALID,
+        ),
+        (
+            &format!(
+                "policy_url = \"https://f.example/\"\npublic_key = \"{KEY}\"\nlabels = \"env=ci\"\n"
+            ),
+            code::INVALID,
         ),
     ] {
         let codes = codes(&format!("[fleet]\n{text}"));

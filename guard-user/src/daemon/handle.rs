@@ -588,6 +588,12 @@ impl Daemon {
                 guard_common::otlp::attr::FLEET_GROUP.to_owned(),
                 crate::fleet::group(fleet),
             ));
+            if !fleet.labels.0.is_empty() {
+                resource.push((
+                    guard_common::otlp::attr::FLEET_LABELS.to_owned(),
+                    fleet.labels.to_string(),
+                ));
+            }
         }
         crate::export::host::facts(&policy.name, policy.mode.as_str(), tiers, &resource)
     }

@@ -1,6 +1,6 @@
 //! Policy from the fleet: a task asks the fleet for the assignment of this host's
-//! group (`[fleet]`: `GET policy_url?group=G`, with `[export]`'s credential and
-//! TLS), and hands each new answer to the daemon's loop, which verifies the
+//! group (`[fleet]`: `GET policy_url?group=G&labels=K=V,…`, with `[export]`'s
+//! credential and TLS), and hands each new answer to the daemon's loop, which verifies the
 //! signature against the pinned key and applies the policy like a reload
 //! (`daemon::handle`). The last applied answer is kept in the state directory, so a
 //! restart without the fleet enforces it again; a fleet that cannot be reached
@@ -50,6 +50,10 @@ pub fn start(
     let (client, headers) = crate::export::sender::connection(export)?;
     let url = fleet.policy_url.clone();
     let group = group(fleet);
+    let mut query = vec![("group", group.clone())];
+    if !fleet.labels.0.is_empty() {
+        query.push(("labels", fleet.labels.to_string()));
+    }
     let interval = fleet.interval;
     let task = tokio::spawn(async move {
         let mut last: Option<(u64, String)> = None;
@@ -59,7 +63,7 @@ pub fn start(
             tick.tick().await;
             let asked = client
                 .get(&url)
-                .query(&[("group", &group)])
+                .query(&query)
                 .headers(headers.clone())
                 .send()
                 .await;

@@ -1,7 +1,7 @@
 //! The dashboard's questions as queries, and their answers as plain types: the
 //! JSON API serialises them, the HTML pages render them, the CLI prints them.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::LazyLock};
 
 use guard_common::report::Report;
 use serde::{Deserialize, Serialize};
@@ -9,6 +9,7 @@ use sqlx::{Row as _, any::AnyRow};
 
 use super::{
     DAY_MS, Store, StoreError,
+    policy::HOST_TARGET,
     sql::{Arg, Sql},
 };
 
@@ -147,9 +148,14 @@ pub struct Host {
     pub os_version: Option<String>,
     pub policy_name: Option<String>,
     pub policy_mode: Option<String>,
-    /// The fleet group whose policy it takes, and that group's assignment
-    /// (`fleet:NAME@VERSION`, its mode) when it has one.
+    /// The fleet group it names (`[fleet] group`) and the labels it says of
+    /// itself (`env=ci,team=payments`).
     pub fleet_group: Option<String>,
+    pub labels: Option<String>,
+    /// The assignment it takes (its group's, its credential's or a label's:
+    /// `ci-pool`, `cluster:eu`, `label:env=ci`), that assignment's version
+    /// (`fleet:NAME@VERSION`) and mode.
+    pub target: Option<String>,
     pub assigned: Option<String>,
     pub assigned_mode: Option<String>,
     /// The policy in force is not its group's assignment (or not in its mode):
@@ -217,16 +223,19 @@ pub fn version_key(v: &str) -> Vec<u64> {
         .collect()
 }
 
-const HOST_COLUMNS: &str = "h.host, h.host_name, h.host_id, h.arch, h.guard_version, \
-    h.os_version, h.policy_name, h.policy_mode, h.tiers, h.k8s_cluster, h.k8s_node, \
-    h.first_seen_ms, h.last_seen_ms, h.clock_skew_ms, h.heartbeat_ms, h.fleet_group, \
-    COALESCE((SELECT 'fleet:' || a.policy || '@' || CAST(a.version AS TEXT) \
-     FROM policy_assignments a WHERE a.group_name = h.fleet_group), \
-     (SELECT 'fleet:' || a.policy || '@' || CAST(a.version AS TEXT) \
-     FROM policy_assignments a WHERE a.group_name = h.credential)) AS assigned, \
-    COALESCE((SELECT a.mode FROM policy_assignments a WHERE a.group_name = h.fleet_group), \
-     (SELECT a.mode FROM policy_assignments a WHERE a.group_name = h.credential)) \
-     AS assigned_mode";
+/// A host's columns (of the row `h` of `hosts`), with the assignment it takes.
+static HOST_COLUMNS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "h.host, h.host_name, h.host_id, h.arch, h.guard_version, \
+         h.os_version, h.policy_name, h.policy_mode, h.tiers, h.k8s_cluster, h.k8s_node, \
+         h.first_seen_ms, h.last_seen_ms, h.clock_skew_ms, h.heartbeat_ms, h.fleet_group, \
+         h.labels, {HOST_TARGET} AS target, \
+         (SELECT 'fleet:' || a.policy || '@' || CAST(a.version AS TEXT) \
+          FROM policy_assignments a WHERE a.group_name = {HOST_TARGET}) AS assigned, \
+         (SELECT a.mode FROM policy_assignments a WHERE a.group_name = {HOST_TARGET}) \
+          AS assigned_mode"
+    )
+});
 
 fn host_row(r: &AnyRow, stale_before: i64) -> Result<Host, sqlx::Error> {
     let tiers: Option<String> = r.try_get("tiers")?;
@@ -255,6 +264,8 @@ fn host_row(r: &AnyRow, stale_before: i64) -> Result<Host, sqlx::Error> {
         policy_name,
         policy_mode,
         fleet_group: r.try_get("fleet_group")?,
+        labels: r.try_get("labels")?,
+        target: r.try_get("target")?,
         assigned,
         assigned_mode,
         drift,
@@ -792,7 +803,7 @@ impl Store {
         };
         let mut stale = Sql::new("SELECT ");
         stale
-            .push(HOST_COLUMNS)
+            .push(&HOST_COLUMNS)
             .push(" FROM hosts h WHERE h.last_seen_ms < ")
             .arg(Arg::Int(stale_before))
             .push(" ORDER BY h.last_seen_ms DESC LIMIT 50");
@@ -1100,7 +1111,7 @@ impl Store {
         let per_page = per_page.clamp(1, 1000);
         let page = page.max(1);
         let mut q = Sql::new("SELECT ");
-        q.push(HOST_COLUMNS)
+        q.push(&HOST_COLUMNS)
             .push(", (SELECT COUNT(*) FROM sessions s WHERE s.host = h.host AND s.started_ms >= ")
             .arg(Arg::Int(since_ms))
             .push(") AS sessions, (SELECT COUNT(*) FROM sessions s WHERE s.host = h.host AND s.state = 'running' AND s.updated_ms >= ")
