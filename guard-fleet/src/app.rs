@@ -9,10 +9,14 @@ use std::{
 
 use crate::{
     auth::source::TokenSource,
-    config::Config,
+    config::{AlertRule, Config},
     signing::Signer,
-    store::{Store, read::Suggestions},
+    store::{Store, StoreError, read::Suggestions},
 };
+
+/// How long a replica uses the alert rules it read: a rule made or removed on
+/// another replica is in force everywhere within this.
+pub const ALERT_RULES_FRESH: Duration = Duration::from_secs(5);
 
 /// What every handler shares.
 #[derive(Debug)]
@@ -27,6 +31,31 @@ pub struct App {
     pub suggestions: Cached<Suggestions>,
     /// The key policies served to hosts are signed with (`[policy] signing_key`).
     pub signer: Option<Signer>,
+    /// The alert rules in force: the configuration file's, then the fleet's.
+    pub alert_rules: Cached<Vec<AlertRule>>,
+}
+
+impl App {
+    /// The alert rules in force ([`ALERT_RULES_FRESH`]): the configuration file's,
+    /// then the ones kept in the fleet (a kept rule never has a file rule's name).
+    pub async fn alert_rules(&self) -> Result<Arc<Vec<AlertRule>>, StoreError> {
+        if let Some(rules) = self.alert_rules.fresh(ALERT_RULES_FRESH) {
+            return Ok(rules);
+        }
+        let file = &self.config.alerts.rules;
+        let kept = self.store.stored_alert_rules().await?;
+        let kept = kept.into_iter().filter(|k| {
+            let shadowed = file.iter().any(|r| r.name == k.name);
+            if shadowed {
+                tracing::warn!(rule = %k.name, "an alert rule kept in the fleet has a configuration file rule's name: the file's is in force");
+            }
+            !shadowed
+        });
+        let rules: Vec<AlertRule> = file.iter().cloned().chain(kept).collect();
+        let rules = Arc::new(rules);
+        self.alert_rules.put(Arc::clone(&rules));
+        Ok(rules)
+    }
 }
 
 /// A value this replica computed, and when.
@@ -45,6 +74,13 @@ impl<T> Cached<T> {
         let cached = self.0.lock().ok()?;
         let (at, value) = cached.as_ref()?;
         (at.elapsed() < within).then(|| Arc::clone(value))
+    }
+
+    /// Forgets the value: the next use computes it again.
+    pub fn forget(&self) {
+        if let Ok(mut cached) = self.0.lock() {
+            *cached = None;
+        }
     }
 
     pub fn put(&self, value: Arc<T>) {

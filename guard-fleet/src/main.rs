@@ -55,6 +55,10 @@ enum Command {
     /// Upload, assign and list policies on a fleet server (an admin token).
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Make, remove and list the alert rules kept in the fleet (an admin token;
+    /// the configuration file's rules are changed there).
+    #[command(subcommand)]
+    AlertRule(AlertRuleCommand),
     /// List sessions from a fleet server.
     Sessions {
         #[command(flatten)]
@@ -145,6 +149,41 @@ enum PolicyCommand {
         remote: RemoteArgs,
     },
     /// The stored versions and every group's assignment, as JSON.
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum AlertRuleCommand {
+    /// Make or replace alert rule NAME: the events it catches go to each `--to`
+    /// destination (`[[alerts.destination]]`'s names). Without `--kind` it catches
+    /// violations; without `--rule` or `--outcome`, any.
+    Set {
+        name: String,
+        /// A destination (repeat for several).
+        #[arg(long = "to", required = true)]
+        to: Vec<String>,
+        /// An event kind: host_silent, policy_rejected, anomaly, tamper, …
+        #[arg(long = "kind")]
+        kinds: Vec<String>,
+        /// A policy rule id.
+        #[arg(long = "rule")]
+        rules: Vec<String>,
+        /// An outcome: killed, denied, alerted, logged, …
+        #[arg(long = "outcome")]
+        outcomes: Vec<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Remove alert rule NAME (what it queued is still delivered).
+    Delete {
+        name: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// The rules in force (the file's and the fleet's) and the destinations, as JSON.
     List {
         #[command(flatten)]
         remote: RemoteArgs,
@@ -327,6 +366,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", signer.public_key());
         }
         Command::Policy(cmd) => policy_command(cmd).await?,
+        Command::AlertRule(cmd) => alert_rule_command(cmd).await?,
         Command::Sessions {
             remote,
             filters,
@@ -403,6 +443,39 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+async fn alert_rule_command(cmd: AlertRuleCommand) -> anyhow::Result<()> {
+    use guard_fleet::client::Body;
+    let answer: serde_json::Value = match cmd {
+        AlertRuleCommand::Set {
+            name,
+            to,
+            kinds,
+            rules,
+            outcomes,
+            remote,
+        } => {
+            let body = serde_json::json!({
+                "kinds": kinds, "rules": rules, "outcomes": outcomes, "to": to,
+            });
+            let path = format!("/api/alert-rules/{name}");
+            remote
+                .remote()?
+                .send(reqwest::Method::PUT, &path, Some(Body::Json(body)))
+                .await?
+        }
+        AlertRuleCommand::Delete { name, remote } => {
+            let path = format!("/api/alert-rules/{name}");
+            remote
+                .remote()?
+                .send(reqwest::Method::DELETE, &path, None)
+                .await?
+        }
+        AlertRuleCommand::List { remote } => remote.remote()?.get("/api/alert-rules").await?,
+    };
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
 }
 
 async fn policy_command(cmd: PolicyCommand) -> anyhow::Result<()> {

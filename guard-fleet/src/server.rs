@@ -245,6 +245,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
         signer,
         ingest_slots: tokio::sync::Semaphore::new(config.limits.max_concurrent),
         suggestions: Cached::default(),
+        alert_rules: Cached::default(),
         config,
         store,
         tokens,
@@ -284,11 +285,7 @@ pub async fn start(config: Config) -> Result<Running, ServeError> {
     let tasks = vec![
         tokio::spawn(retention(Arc::clone(&app))),
         tokio::spawn(reload_tokens(Arc::clone(&app))),
-        tokio::spawn(crate::alerts::deliver(
-            app.store.clone(),
-            app.config.alerts.clone(),
-            app.config.dashboard.stale_after,
-        )),
+        tokio::spawn(crate::alerts::deliver(Arc::clone(&app))),
     ];
     Ok(Running {
         addr,

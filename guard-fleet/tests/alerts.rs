@@ -25,7 +25,7 @@ use guard_fleet::alerts::message::sign;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use support::{Db, Fleet, HOST_TOKEN, pki::Pki, records};
+use support::{ADMIN_TOKEN, DASH_TOKEN, Db, Fleet, HOST_TOKEN, pki::Pki, records};
 
 on_both!(
     a_killed_read_reaches_each_destination_once_in_its_own_form,
@@ -33,6 +33,7 @@ on_both!(
     a_destination_that_was_down_gets_the_alert_when_it_is_back,
     two_replicas_never_hold_one_alert_and_a_dead_one_s_lease_runs_out,
     a_silent_host_and_a_refused_policy_are_alerts_once_each,
+    an_admin_keeps_an_alert_rule_in_the_fleet_and_removes_it,
 );
 
 const WEBHOOK_SECRET: &str = "whsec-test-0123456789";
@@ -668,9 +669,141 @@ async fn a_silent_host_and_a_refused_policy_are_alerts_once_each(db: Db) {
     let store = &fleet.app().store;
     let now = guard_fleet::store::now_ms();
     let again = store
-        .queue_silent_hosts(&fleet.app().config.alerts, now - 2_000, now)
+        .queue_silent_hosts(&fleet.app().config.alerts.rules, now - 2_000, now)
         .await
         .expect("queue");
     assert_eq!(again, 0, "one alert per silence");
+    fleet.stop().await;
+}
+
+/// Alert rules kept in the fleet: an admin makes one (checked as the file's are),
+/// it catches the next killed read at once, the alerts page and `guard-fleet
+/// alert-rule list` show it beside the file's; removed, it catches nothing more.
+async fn an_admin_keeps_an_alert_rule_in_the_fleet_and_removes_it(db: Db) {
+    let (rx, base, _server) = Receiver::start(0).await;
+    let fleet = fleet_with(db, |_| {
+        format!(
+            "[alerts]\nwindow = \"1s\"\n[[alerts.destination]]\nname = \"soc\"\n\
+             kind = \"webhook\"\nurl = \"{base}/webhook\"\n\
+             [[alerts.rule]]\nname = \"from-file\"\nkinds = [\"tamper\"]\nto = [\"soc\"]\n"
+        )
+    })
+    .await;
+    let put = |name: &'static str, token: &'static str, body: Value| {
+        let fleet = &fleet;
+        async move {
+            fleet
+                .call(
+                    reqwest::Method::PUT,
+                    &format!("/api/alert-rules/{name}"),
+                    Some(token),
+                    None,
+                    Some(body),
+                )
+                .await
+        }
+    };
+    let keys = json!({"rules": ["ssh-keys"], "outcomes": ["killed"], "to": ["soc"]});
+    // Only an admin; checked as the file's rules; the file's own are not changed here.
+    assert_eq!(
+        put("keys", DASH_TOKEN, keys.clone()).await.0,
+        StatusCode::FORBIDDEN
+    );
+    for (name, body, status) in [
+        ("keys", json!({"to": ["nowhere"]}), StatusCode::BAD_REQUEST),
+        (
+            "keys",
+            json!({"to": ["soc"], "outcomes": ["stopped"]}),
+            StatusCode::BAD_REQUEST,
+        ),
+        ("keys", json!({"to": []}), StatusCode::BAD_REQUEST),
+        ("from-file", keys.clone(), StatusCode::CONFLICT),
+    ] {
+        let (got, answer) = put(name, ADMIN_TOKEN, body).await;
+        assert_eq!(got, status, "{answer}");
+        assert!(answer["error"].is_string(), "{answer}");
+    }
+    let (status, made) = put("keys", ADMIN_TOKEN, keys.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{made}");
+    assert_eq!(made["author"], "sec-lead");
+    assert_eq!(
+        put("keys", ADMIN_TOKEN, keys).await.0,
+        StatusCode::OK,
+        "replaced"
+    );
+
+    // The next killed read is caught and delivered.
+    let req = records::request("build-01", reads(1, 1, "killed"));
+    assert_eq!(fleet.send_ok(&req, HOST_TOKEN).await, 0);
+    let got = rx
+        .until("the kept rule's alert", |g| {
+            g.iter().any(|r| r.path == "webhook")
+        })
+        .await;
+    // No secret here: unsigned.
+    let body: Value = serde_json::from_slice(&got[0].body).expect("JSON");
+    assert_eq!(body["alert"], "keys", "{body}");
+
+    // Listed beside the file's rule, with who made it.
+    let base = fleet.base.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(support::process::BIN)
+            .args(["alert-rule", "list", "--server", &base])
+            .env("GUARD_FLEET_TOKEN", DASH_TOKEN)
+            .output()
+    })
+    .await
+    .expect("joined")
+    .expect("guard-fleet alert-rule list");
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+    let names: Vec<(&str, Option<&str>)> = listed["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap_or(""), r["author"].as_str()))
+        .collect();
+    assert_eq!(names, [("from-file", None), ("keys", Some("sec-lead"))]);
+    let (_, _, page) = fleet
+        .page("/alerts", Some(&format!("guard_fleet={DASH_TOKEN}")))
+        .await;
+    assert!(page.contains("in the fleet · sec-lead"), "{page}");
+
+    // Removed: the next read is queued for no one.
+    let (status, answer) = fleet
+        .call(
+            reqwest::Method::DELETE,
+            "/api/alert-rules/keys",
+            Some(ADMIN_TOKEN),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, &answer["removed"]),
+        (StatusCode::OK, &json!("keys"))
+    );
+    let (status, _) = fleet
+        .call(
+            reqwest::Method::DELETE,
+            "/api/alert-rules/keys",
+            Some(ADMIN_TOKEN),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let store = &fleet.app().store;
+    let before = store.alerts_in("pending").await.expect("count")
+        + store.alerts_in("sent").await.expect("count");
+    let req = records::request("build-01", reads(2, 1, "killed"));
+    assert_eq!(fleet.send_ok(&req, HOST_TOKEN).await, 0);
+    let after = store.alerts_in("pending").await.expect("count")
+        + store.alerts_in("sent").await.expect("count");
+    assert_eq!(after, before, "a removed rule queues nothing");
     fleet.stop().await;
 }

@@ -27,67 +27,38 @@ const GOOD: &str = "mode = \"enforce\"\n\n[[rule]]\nid = \"no-ssh-keys\"\nkind =
 const BAD: &str = "[[rule]]\nid = \"x\"\nkind = \"file\"\npaths = [\"~/.ssh/**\"]\n\
                    action = \"explode\"\n";
 
-async fn call(
-    fleet: &Fleet,
-    method: reqwest::Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<reqwest::Body>,
-    json_body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut r = fleet.http.request(method, format!("{}{path}", fleet.base));
-    if let Some(t) = token {
-        r = r.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        r = r.body(b);
-    }
-    if let Some(j) = json_body {
-        r = r.json(&j);
-    }
-    let resp = r.send().await.expect("request");
-    let status = resp.status();
-    (status, resp.json().await.unwrap_or(Value::Null))
-}
-
 async fn upload(fleet: &Fleet, token: &str, name: &str, text: &str) -> (StatusCode, Value) {
     let path = format!("/api/policies/{name}");
-    call(
-        fleet,
-        reqwest::Method::POST,
-        &path,
-        Some(token),
-        Some(text.to_owned().into()),
-        None,
-    )
-    .await
+    fleet
+        .call(
+            reqwest::Method::POST,
+            &path,
+            Some(token),
+            Some(text.to_owned().into()),
+            None,
+        )
+        .await
 }
 
 async fn assign(fleet: &Fleet, group: &str, version: i64, mode: &str) -> (StatusCode, Value) {
     let path = format!("/api/assignments/{group}");
     let body = json!({"policy": "ssh", "version": version, "mode": mode});
-    call(
-        fleet,
-        reqwest::Method::PUT,
-        &path,
-        Some(ADMIN_TOKEN),
-        None,
-        Some(body),
-    )
-    .await
+    fleet
+        .call(
+            reqwest::Method::PUT,
+            &path,
+            Some(ADMIN_TOKEN),
+            None,
+            Some(body),
+        )
+        .await
 }
 
 /// `GET path` with the dashboard token.
 async fn get(fleet: &Fleet, path: &str) -> (StatusCode, Value) {
-    call(
-        fleet,
-        reqwest::Method::GET,
-        path,
-        Some(DASH_TOKEN),
-        None,
-        None,
-    )
-    .await
+    fleet
+        .call(reqwest::Method::GET, path, Some(DASH_TOKEN), None, None)
+        .await
 }
 
 async fn would(fleet: &Fleet, group: &str) -> (StatusCode, Value) {
@@ -96,7 +67,9 @@ async fn would(fleet: &Fleet, group: &str) -> (StatusCode, Value) {
 
 async fn pull(fleet: &Fleet, group: &str, token: Option<&str>) -> (StatusCode, Value) {
     let path = format!("/v1/policy?group={group}");
-    call(fleet, reqwest::Method::GET, &path, token, None, None).await
+    fleet
+        .call(reqwest::Method::GET, &path, token, None, None)
+        .await
 }
 
 /// A fleet with a signing key of its own (read at start-up), and the key's public
@@ -329,15 +302,9 @@ async fn a_label_s_assignment_covers_hosts_that_say_it(db: Db) {
         );
         let fleet = &fleet;
         async move {
-            call(
-                fleet,
-                reqwest::Method::GET,
-                &path,
-                Some(HOST_TOKEN),
-                None,
-                None,
-            )
-            .await
+            fleet
+                .call(reqwest::Method::GET, &path, Some(HOST_TOKEN), None, None)
+                .await
         }
     };
     let envelope = |(status, body): (StatusCode, Value)| -> Envelope {

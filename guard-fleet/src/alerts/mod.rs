@@ -10,8 +10,9 @@
 mod mail;
 pub mod message;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
+use crate::app::App;
 use crate::config::{Alerts, Destination, SEND_TIMEOUT};
 use crate::store::{
     Store, StoreError,
@@ -27,10 +28,13 @@ const SILENT_CHECK: Duration = Duration::from_secs(15);
 /// first retry (5 s), about two hours of back-off, doubling to at most 15 minutes.
 pub const ATTEMPTS: i64 = 14;
 
-/// Delivers alerts until the task is dropped (nothing to do without rules). A
-/// host silent for `stale_after` is an alert of its own ([`crate::config::HOST_SILENT`]).
-pub async fn deliver(store: Store, alerts: Alerts, stale_after: Duration) {
-    if alerts.rules.is_empty() {
+/// Delivers alerts until the task is dropped (nothing to do without
+/// destinations). A host silent for `stale_after` is an alert of its own
+/// ([`crate::config::HOST_SILENT`]).
+pub async fn deliver(app: Arc<App>) {
+    let (store, alerts) = (&app.store, &app.config.alerts);
+    let stale_after = app.config.dashboard.stale_after;
+    if alerts.destinations.is_empty() {
         return;
     }
     let client = match reqwest::Client::builder().timeout(SEND_TIMEOUT).build() {
@@ -49,11 +53,15 @@ pub async fn deliver(store: Store, alerts: Alerts, stale_after: Duration) {
         // `stale_after` when that is shorter), not every tick.
         if silent_checked.is_none_or(|t| t.elapsed() >= silent_every) {
             silent_checked = Some(std::time::Instant::now());
-            if let Err(e) = store.queue_silent_hosts(&alerts, now - stale_ms, now).await {
+            let queued = match app.alert_rules().await {
+                Ok(rules) => store.queue_silent_hosts(&rules, now - stale_ms, now).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = queued {
                 tracing::warn!(error = %e, "alerts: silent hosts not checked");
             }
         }
-        if let Err(e) = once(&store, &alerts, &client).await {
+        if let Err(e) = once(store, alerts, &client).await {
             tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "alerts: delivery failed");
         }
         tokio::time::sleep(TICK).await;

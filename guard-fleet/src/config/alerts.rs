@@ -31,11 +31,12 @@
 
 use std::{fs, path::PathBuf, time::Duration};
 
+use guard_common::protocol::Outcome;
 use lettre::{
     AsyncSmtpTransport, Tokio1Executor,
     transport::smtp::client::{Certificate, Tls, TlsParameters},
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, duration};
 
@@ -183,8 +184,10 @@ impl std::fmt::Debug for Destination {
     }
 }
 
-/// Which events an alert is about, and where it goes.
-#[derive(Clone, Debug)]
+/// Which events an alert is about, and where it goes: from the configuration
+/// file (`[[alerts.rule]]`), or kept in the fleet's database (made through the API,
+/// with its author and time).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertRule {
     pub name: String,
     /// Event kinds (`policy_rejected`, `anomaly`, `tamper`, the fleet's own
@@ -195,6 +198,10 @@ pub struct AlertRule {
     /// Outcomes (`killed`, `denied`, `alerted`, `logged`); empty: any.
     pub outcomes: Vec<String>,
     pub to: Vec<String>,
+    /// Kept in the fleet: who made it last, and when (unix ms); `None`: the
+    /// configuration file's.
+    pub author: Option<String>,
+    pub updated_ms: Option<i64>,
 }
 
 /// The kind of the fleet's own event for a host that sent nothing (not even a
@@ -202,6 +209,36 @@ pub struct AlertRule {
 pub const HOST_SILENT: &str = "host_silent";
 
 impl AlertRule {
+    /// What is wrong with the rule, given the destinations it may name: none named,
+    /// one unknown, an outcome no event has, an empty kind.
+    pub fn check(&self, destinations: &[Destination]) -> Result<(), String> {
+        let name = &self.name;
+        if self.to.is_empty() {
+            return Err(format!("rule {name:?}: `to` names no destination"));
+        }
+        if let Some(unknown) = self
+            .to
+            .iter()
+            .find(|t| !destinations.iter().any(|d| &d.name == *t))
+        {
+            return Err(format!(
+                "rule {name:?}: no destination is named {unknown:?}"
+            ));
+        }
+        if let Some(bad) = self.outcomes.iter().find(|o| {
+            serde_json::from_value::<Outcome>(serde_json::Value::String((*o).clone())).is_err()
+        }) {
+            return Err(format!(
+                "rule {name:?}: {bad:?} is no outcome (killed, denied, alerted, logged, gone, \
+                 not_denied, failed, deferred)"
+            ));
+        }
+        if self.kinds.iter().chain(&self.rules).any(String::is_empty) {
+            return Err(format!("rule {name:?}: an empty kind or rule id"));
+        }
+        Ok(())
+    }
+
     fn matches(&self, kind: &str, rule: Option<&str>, outcome: Option<&str>) -> bool {
         let kind_ok = if self.kinds.is_empty() {
             rule.is_some() && outcome.is_some()
@@ -215,21 +252,21 @@ impl AlertRule {
     }
 }
 
-impl Alerts {
-    /// The (alert, destination) pairs an event of `kind`, with its `rule` and
-    /// `outcome` when it has them, goes to.
-    pub fn routes<'a>(
-        &'a self,
-        kind: &'a str,
-        rule: Option<&'a str>,
-        outcome: Option<&'a str>,
-    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        self.rules
-            .iter()
-            .filter(move |a| a.matches(kind, rule, outcome))
-            .flat_map(|a| a.to.iter().map(move |d| (a.name.as_str(), d.as_str())))
-    }
+/// The (alert, destination) pairs of `rules` an event of `kind`, with its `rule`
+/// and `outcome` when it has them, goes to.
+pub fn routes<'a>(
+    rules: &'a [AlertRule],
+    kind: &'a str,
+    rule: Option<&'a str>,
+    outcome: Option<&'a str>,
+) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+    rules
+        .iter()
+        .filter(move |a| a.matches(kind, rule, outcome))
+        .flat_map(|a| a.to.iter().map(move |d| (a.name.as_str(), d.as_str())))
+}
 
+impl Alerts {
     pub fn destination(&self, name: &str) -> Option<&Destination> {
         self.destinations.iter().find(|d| d.name == name)
     }
@@ -434,28 +471,17 @@ pub(super) fn alerts(file: AlertsFile) -> Result<Alerts, ConfigError> {
         if rules.iter().any(|o| o.name == r.name) {
             return Err(invalid(format!("rule {:?} is named twice", r.name)));
         }
-        if r.to.is_empty() {
-            return Err(invalid(format!(
-                "rule {:?}: `to` names no destination",
-                r.name
-            )));
-        }
-        if let Some(unknown) =
-            r.to.iter()
-                .find(|t| !destinations.iter().any(|d| &d.name == *t))
-        {
-            return Err(invalid(format!(
-                "rule {:?}: no destination is named {unknown:?}",
-                r.name
-            )));
-        }
-        rules.push(AlertRule {
+        let rule = AlertRule {
             name: r.name,
             kinds: r.kinds,
             rules: r.rules,
             outcomes: r.outcomes,
             to: r.to,
-        });
+            author: None,
+            updated_ms: None,
+        };
+        rule.check(&destinations).map_err(invalid)?;
+        rules.push(rule);
     }
     let dashboard_url = file
         .dashboard_url
@@ -489,10 +515,8 @@ mod tests {
              to = [\"s\"]\n",
         )
         .expect("valid");
-        let violation = |rule, outcome| {
-            a.routes("open", Some(rule), Some(outcome))
-                .collect::<Vec<_>>()
-        };
+        let violation =
+            |rule, outcome| routes(&a.rules, "open", Some(rule), Some(outcome)).collect::<Vec<_>>();
         assert_eq!(
             violation("ssh-keys", "killed"),
             [("stopped", "s"), ("stopped", "w"), ("keys", "w")]
@@ -501,10 +525,10 @@ mod tests {
         assert_eq!(violation("ssh-keys", "logged"), [("keys", "w")]);
         // Kinds: only the rules that name them, and never a plain event.
         assert_eq!(
-            a.routes(HOST_SILENT, None, None).collect::<Vec<_>>(),
+            routes(&a.rules, HOST_SILENT, None, None).collect::<Vec<_>>(),
             [("hosts", "s")]
         );
-        assert_eq!(a.routes("exec", None, None).count(), 0);
+        assert_eq!(routes(&a.rules, "exec", None, None).count(), 0);
     }
 
     #[test]
@@ -544,6 +568,10 @@ mod tests {
                 "no destination is named \"nope\"",
             ),
             (format!("{dest}{dest}"), "named twice"),
+            (
+                format!("{dest}[[rule]]\nname = \"r\"\noutcomes = [\"stopped\"]\nto = [\"s\"]\n"),
+                "\"stopped\" is no outcome",
+            ),
             (
                 "[[destination]]\nname = \"p\"\nkind = \"pagerduty\"\n".to_owned(),
                 "needs routing_key_file",

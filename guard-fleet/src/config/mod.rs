@@ -19,7 +19,7 @@ use serde::Deserialize;
 mod alerts;
 
 pub use alerts::{
-    AlertRule, Alerts, Destination, HOST_SILENT, Kind, Mail, PAGERDUTY_EVENTS, SEND_TIMEOUT,
+    AlertRule, Alerts, Destination, HOST_SILENT, Kind, Mail, PAGERDUTY_EVENTS, SEND_TIMEOUT, routes,
 };
 
 /// Where the server listens when the file names no address: loopback, OTLP/HTTP's port.

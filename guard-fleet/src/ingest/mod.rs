@@ -209,7 +209,11 @@ pub async fn logs(State(app): State<Arc<App>>, request: Request) -> Response {
         }
     };
 
-    match app.store.write(&batch, now, &app.config.alerts).await {
+    let written = match app.alert_rules().await {
+        Ok(rules) => app.store.write(&batch, now, &rules).await,
+        Err(e) => Err(e),
+    };
+    match written {
         Ok(written) => {
             tracing::debug!(
                 hosts = batch.hosts.len(),

@@ -16,7 +16,7 @@ use super::{
     DAY_MS, Store, StoreError,
     sql::{Arg, Sql},
 };
-use crate::config::{Alerts, HOST_SILENT};
+use crate::config::{AlertRule, HOST_SILENT, routes};
 
 /// Rows of one alert and destination sent as one message at most (the rest go in
 /// the next).
@@ -59,15 +59,14 @@ pub enum Delivery {
 /// batch's transaction).
 pub(super) async fn enqueue(
     tx: &mut AnyConnection,
-    alerts: &Alerts,
+    rules: &[AlertRule],
     new: &[&EventRow],
     now_ms: i64,
 ) -> Result<(), StoreError> {
     let mut rows: Vec<(&str, &str, &EventRow)> = Vec::new();
     for e in new {
         rows.extend(
-            alerts
-                .routes(&e.kind, e.rule.as_deref(), e.outcome.as_deref())
+            routes(rules, &e.kind, e.rule.as_deref(), e.outcome.as_deref())
                 .map(|(a, d)| (a, d, *e)),
         );
     }
@@ -115,17 +114,17 @@ impl Store {
     /// id is the host's last batch time.
     pub async fn queue_silent_hosts(
         &self,
-        alerts: &Alerts,
+        rules: &[AlertRule],
         stale_before_ms: i64,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
-        let routes: Vec<(&str, &str)> = alerts.routes(HOST_SILENT, None, None).collect();
-        if routes.is_empty() {
+        let silent: Vec<(&str, &str)> = routes(rules, HOST_SILENT, None, None).collect();
+        if silent.is_empty() {
             return Ok(0);
         }
         let mut queued = 0;
         let _writer = self.writer().await;
-        for (alert, destination) in routes {
+        for (alert, destination) in silent {
             let mut q = Sql::new(
                 "INSERT INTO alert_outbox (alert, destination, host, record_id, session_uid, \
                  ts_ms, rule, outcome, text, created_ms, state, due_ms, attempts, lease_ms) SELECT ",
@@ -438,4 +437,83 @@ fn owner_token() -> Result<String, StoreError> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(StoreError::Random)?;
     Ok(crate::auth::tokens::hex(&bytes))
+}
+
+impl Store {
+    /// The alert rules kept in the fleet, by name.
+    pub async fn stored_alert_rules(&self) -> Result<Vec<AlertRule>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, kinds, rules, outcomes, destinations, updated_ms, author \
+             FROM alert_rules ORDER BY name",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query("read the alert rules"))?;
+        let list = |r: &sqlx::any::AnyRow, column: &str| -> Result<Vec<String>, sqlx::Error> {
+            let text: String = r.try_get(column)?;
+            serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+        };
+        rows.iter()
+            .map(|r| {
+                Ok(AlertRule {
+                    name: r.try_get("name")?,
+                    kinds: list(r, "kinds")?,
+                    rules: list(r, "rules")?,
+                    outcomes: list(r, "outcomes")?,
+                    to: list(r, "destinations")?,
+                    author: Some(r.try_get("author")?),
+                    updated_ms: Some(r.try_get("updated_ms")?),
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::query("read the alert rules"))
+    }
+
+    /// Keeps `rule` in the fleet (made, or replaced when its name is taken), as
+    /// `author` made it at `now_ms`. Whether it was new.
+    pub async fn put_alert_rule(
+        &self,
+        rule: &AlertRule,
+        author: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let json = |v: &[String]| serde_json::Value::from(v).to_string();
+        let _writer = self.writer().await;
+        let existed = sqlx::query("SELECT name FROM alert_rules WHERE name = $1")
+            .bind(&rule.name)
+            .fetch_optional(self.pool())
+            .await
+            .map_err(StoreError::query("keep an alert rule"))?
+            .is_some();
+        sqlx::query(
+            "INSERT INTO alert_rules (name, kinds, rules, outcomes, destinations, updated_ms, \
+             author) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO UPDATE SET \
+             kinds = excluded.kinds, rules = excluded.rules, outcomes = excluded.outcomes, \
+             destinations = excluded.destinations, updated_ms = excluded.updated_ms, \
+             author = excluded.author",
+        )
+        .bind(&rule.name)
+        .bind(json(&rule.kinds))
+        .bind(json(&rule.rules))
+        .bind(json(&rule.outcomes))
+        .bind(json(&rule.to))
+        .bind(now_ms)
+        .bind(author)
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::query("keep an alert rule"))?;
+        Ok(!existed)
+    }
+
+    /// Removes the kept rule `name`; whether there was one. What it queued is
+    /// still delivered.
+    pub async fn delete_alert_rule(&self, name: &str) -> Result<bool, StoreError> {
+        let _writer = self.writer().await;
+        let done = sqlx::query("DELETE FROM alert_rules WHERE name = $1")
+            .bind(name)
+            .execute(self.pool())
+            .await
+            .map_err(StoreError::query("remove an alert rule"))?;
+        Ok(done.rows_affected() > 0)
+    }
 }

@@ -105,6 +105,11 @@ fn migrator(backend: Backend) -> Migrator {
             "host_labels",
             include_str!("../../migrations/common/0008_host_labels.sql"),
         ),
+        migration(
+            9,
+            "alert_rules",
+            include_str!("../../migrations/common/0009_alert_rules.sql"),
+        ),
     ])
 }
 

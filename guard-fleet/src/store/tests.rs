@@ -21,8 +21,8 @@ use crate::records;
 const S1: &str = "00000000000000a1";
 const S2: &str = "00000000000000a2";
 
-fn no_alerts() -> crate::config::Alerts {
-    crate::config::Alerts::default()
+fn no_alerts() -> Vec<crate::config::AlertRule> {
+    Vec::new()
 }
 
 async fn store(dir: &tempfile::TempDir) -> Store {
@@ -77,9 +77,9 @@ async fn migrations_apply_once_and_again_do_nothing() {
     )
     .expect("count");
     assert_eq!(
-        applied, 8,
+        applied, 9,
         "init, session_days, questions, destinations, policies, alerts, credential \
-         targets and host labels, once each"
+         targets, host labels and alert rules, once each"
     );
 }
 

@@ -21,7 +21,7 @@ use super::{
     rollup::{self, Contribution, DestinationContribution, Rollup},
     sql::{Arg, Sql},
 };
-use crate::config::{Alerts, Backend};
+use crate::config::{AlertRule, Backend};
 
 /// Rows per multi-row `INSERT` (10 values each: well under both backends' limits on
 /// bound parameters).
@@ -38,12 +38,12 @@ pub struct Written {
 
 impl Store {
     /// Writes `batch` in one transaction, received at `now_ms`, and queues the
-    /// alerts its new events raise.
+    /// alerts its new events raise under `rules`.
     pub async fn write(
         &self,
         batch: &Batch,
         now_ms: i64,
-        alerts: &Alerts,
+        rules: &[AlertRule],
     ) -> Result<Written, StoreError> {
         let _writer = self.writer().await;
         let mut tx = self
@@ -140,7 +140,7 @@ impl Store {
                 .await
                 .map_err(StoreError::query("store events"))?;
             written.events_new += rows.len() as u64;
-            if alerts.rules.is_empty() {
+            if rules.is_empty() {
                 continue;
             }
             for row in &rows {
@@ -156,7 +156,7 @@ impl Store {
                 }
             }
         }
-        alerts::enqueue(&mut tx, alerts, &new, now_ms).await?;
+        alerts::enqueue(&mut tx, rules, &new, now_ms).await?;
 
         // Last, after every other row: see rollup.rs.
         rollup

@@ -7,6 +7,7 @@
 //! configuration trusts one. Every answer carries a strict Content-Security-Policy:
 //! no script at all, styles only from `/static`.
 
+pub mod alert_rules;
 pub mod api;
 pub mod charts;
 pub mod csv;
@@ -80,6 +81,11 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
             axum::routing::put(policies::assign),
         )
         .route("/api/assignments/{group}/would", get(policies::would))
+        .route("/api/alert-rules", get(alert_rules::list))
+        .route(
+            "/api/alert-rules/{name}",
+            axum::routing::put(alert_rules::put).delete(alert_rules::delete),
+        )
         .route_layer(middleware::from_fn_with_state(app, login::require_viewer));
     Router::new()
         .merge(private)

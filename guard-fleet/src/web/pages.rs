@@ -465,8 +465,8 @@ pub async fn alerts(
         .await
         .map_err(WebError::from)?;
     let a = &app.config.alerts;
-    let rules = a
-        .rules
+    let in_force = app.alert_rules().await.map_err(WebError::from)?;
+    let rules = in_force
         .iter()
         .map(|r| {
             let to =

@@ -53,13 +53,8 @@ pub(crate) fn store_error(e: &dyn std::error::Error) -> Response {
 }
 
 /// The refusal of a change by someone who is not an admin.
-fn not_admin(viewer: &Viewer) -> Option<Response> {
-    (!viewer.admin).then(|| {
-        error(
-            StatusCode::FORBIDDEN,
-            "changing policies needs an admin token",
-        )
-    })
+pub(crate) fn not_admin(viewer: &Viewer) -> Option<Response> {
+    (!viewer.admin).then(|| error(StatusCode::FORBIDDEN, "this change needs an admin token"))
 }
 
 /// What `GET /api/policies` answers.

@@ -236,6 +236,31 @@ impl Fleet {
         (status, resp.bytes().await.expect("body").to_vec())
     }
 
+    /// `method` on `path` with `token` and a body (raw, or JSON): the status and
+    /// the answer's JSON (null when it is none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<reqwest::Body>,
+        json_body: Option<serde_json::Value>,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.body(b);
+        }
+        if let Some(j) = json_body {
+            r = r.json(&j);
+        }
+        let resp = r.send().await.expect("request");
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     /// GETs an API path with the dashboard token, expecting 200 and JSON.
     pub async fn api<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
         let resp = self
