@@ -368,6 +368,11 @@ pub struct Status {
     /// The export to the organisation's pipeline, when one is configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export: Option<ExportStatus>,
+    /// The instructions the kernel's verifier processed to accept each loaded
+    /// program (its work at every daemon start, within the kernel's limit of
+    /// 1,000,000), by program; empty where the kernel does not count (before 5.16).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub verified_insns: BTreeMap<String, u32>,
 }
 
 /// What confined a process at its exec, read by the kernel from its task
@@ -814,6 +819,7 @@ mod tests {
                 last_error: Some("503 Service Unavailable".into()),
                 last_success: Some("2026-11-22T08:00:01Z".into()),
             }),
+            verified_insns: BTreeMap::from([("sys_exit_open".to_string(), 256_139)]),
         }));
         round_trip(&Reply::data(crate::report::Report {
             session: "000000f27677c8c0".into(),

@@ -126,3 +126,70 @@ fn killed_processes_report_their_signal() {
     let events = daemon.stop_ok();
     check_schema(&events, since);
 }
+
+/// The verifier's work per program, as `guard status` reports it, stays within the
+/// budget docs/kernels.md gives it for this kernel ("The verifier's budget per
+/// program"): a change that would take a program near the kernel's 1,000,000
+/// limit fails here, on every kernel of the matrix, instead of failing to load on a
+/// user's kernel. The count is deterministic for one object and one kernel.
+#[test]
+fn every_program_stays_within_its_verifier_budget() {
+    let agent = FakeAgent::install(fake_agent_exe!());
+    let daemon = Daemon::start(&[agent.name()]);
+    let status = daemon.status();
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let budgets = verifier_budgets(include_str!("../../docs/kernels.md"), release.trim());
+    let counted = status["verified_insns"]
+        .as_object()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| {
+            panic!("guard status reports no verified instructions (Linux 5.16 counts them): {status}")
+        });
+    let mut over = Vec::new();
+    for (program, n) in counted {
+        let n = n.as_u64().expect("a count");
+        let budget = budgets
+            .get(program.as_str())
+            .or_else(|| budgets.get("every other program"))
+            .copied()
+            .expect("a default budget");
+        if n > budget {
+            over.push(format!("{program}: {n} > {budget}"));
+        }
+    }
+    assert!(
+        over.is_empty(),
+        "over their verifier budget on {} (docs/kernels.md; measure, then cut or raise with \
+         a reason): {over:?}",
+        release.trim()
+    );
+}
+
+/// The budget table of docs/kernels.md, for kernel `release`: program (or `every
+/// other program`) → budget, from the column of kernels before 6.12 or of 6.12 and
+/// later.
+fn verifier_budgets(doc: &str, release: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).map(|p| p.parse().unwrap_or(0));
+    let (major, minor): (u32, u32) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    let column = if (major, minor) >= (6, 12) { 2 } else { 1 };
+    let section = doc
+        .split("### The verifier's budget per program")
+        .nth(1)
+        .expect("docs/kernels.md has the budget table");
+    let budgets: std::collections::BTreeMap<String, u64> = section
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.trim_matches('`');
+            let budget = cells.get(1 + column)?.replace(',', "").parse().ok()?;
+            Some((name.to_owned(), budget))
+        })
+        .collect();
+    assert!(
+        budgets.contains_key("every other program") && budgets.len() > 1,
+        "the budget table did not parse: {budgets:?}"
+    );
+    budgets
+}

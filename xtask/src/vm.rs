@@ -122,6 +122,13 @@ const SUBSET: &[(&str, Kernels, &[&str])] = &[
         Kernels::Oldest,
         &["each_agent_name_starts_its_own_session"],
     ),
+    // The verifier's work per program within its budget (docs/kernels.md): the
+    // counts are the kernel's own, so on every kernel.
+    (
+        "daemon",
+        Kernels::Every,
+        &["every_program_stays_within_its_verifier_budget"],
+    ),
     (
         "tree",
         Kernels::Oldest,

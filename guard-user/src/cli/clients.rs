@@ -208,6 +208,19 @@ fn status_text(s: &Status) -> String {
             s.programs.len()
         ),
     );
+    if let Some((program, most)) = s.verified_insns.iter().max_by_key(|(_, n)| **n) {
+        line(
+            &mut out,
+            "verifier",
+            format!(
+                "{} instructions for {} programs at load; most: {program} {most} ({}% of the \
+                 kernel's limit)",
+                s.verified_insns.values().map(|n| u64::from(*n)).sum::<u64>(),
+                s.verified_insns.len(),
+                u64::from(*most) * 100 / 1_000_000
+            ),
+        );
+    }
     if let Some(x) = &s.export {
         line(&mut out, "export", export_text(x));
     }
@@ -523,10 +536,18 @@ mod tests {
             "attachments_expected": 1, "subscribers": 0, "policy": "ci", "mode": "observe",
             "user_space_rules": [], "kill_latency_us": null,
             "enforcement": [{"action": "file_exec_deny", "tier": "tracepoint",
-                             "guarantee": "acts as kill", "fallback_reason": "BPF-LSM unavailable"}]
+                             "guarantee": "acts as kill", "fallback_reason": "BPF-LSM unavailable"}],
+            "verified_insns": {"sys_exit_open": 256139, "sched_process_fork": 1490}
         }))
         .expect("status");
         let text = status_text(&s);
+        assert!(
+            text.contains(
+                "verifier       257629 instructions for 2 programs at load; most: sys_exit_open \
+                 256139 (25% of the kernel's limit)"
+            ),
+            "{text}"
+        );
         assert!(text.contains("policy         ci (observe)"), "{text}");
         assert!(text.contains("lost           0\n"), "{text}");
         assert!(text.contains("(BPF-LSM unavailable)"), "{text}");

@@ -238,6 +238,7 @@ impl Daemon {
                 .export
                 .as_ref()
                 .map(crate::export::Exporter::status),
+            verified_insns: self.probes.verified_insns(),
         }
     }
 

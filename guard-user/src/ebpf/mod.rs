@@ -16,7 +16,7 @@ mod state;
 pub mod table;
 pub mod tiers;
 
-use std::{fs::File, path::PathBuf};
+use std::{collections::BTreeMap, fs::File, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -464,6 +464,18 @@ impl Probes {
                     info.run_time().as_nanos() as u64,
                     info.run_count(),
                 ))
+            })
+            .collect()
+    }
+
+    /// The instructions the verifier processed to accept each loaded program,
+    /// where the kernel counts them (Linux 5.16 and later).
+    pub fn verified_insns(&self) -> BTreeMap<String, u32> {
+        self.bpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let count = p.info().ok()?.verified_instruction_count()?;
+                Some((name.to_owned(), count))
             })
             .collect()
     }
