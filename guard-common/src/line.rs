@@ -605,6 +605,12 @@ pub enum EventDetail {
         stragglers: Vec<u32>,
         #[serde(default)]
         killed: Vec<u32>,
+        /// The session's agent and user as known at its end (the agent's program,
+        /// or its profile's id; the user the agent ran as).
+        #[serde(default)]
+        agent: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<String>,
     },
     /// Records the kernel could not put in the ring buffer, by kind.
     Lost {

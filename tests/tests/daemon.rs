@@ -143,7 +143,9 @@ fn every_program_stays_within_its_verifier_budget() {
         .as_object()
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| {
-            panic!("guard status reports no verified instructions (Linux 5.16 counts them): {status}")
+            panic!(
+                "guard status reports no verified instructions (Linux 5.16 counts them): {status}"
+            )
         });
     let mut over = Vec::new();
     for (program, n) in counted {
@@ -169,7 +171,9 @@ fn every_program_stays_within_its_verifier_budget() {
 /// other program`) → budget, from the column of kernels before 6.12 or of 6.12 and
 /// later.
 fn verifier_budgets(doc: &str, release: &str) -> std::collections::BTreeMap<String, u64> {
-    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).map(|p| p.parse().unwrap_or(0));
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse().unwrap_or(0));
     let (major, minor): (u32, u32) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
     let column = if (major, minor) >= (6, 12) { 2 } else { 1 };
     let section = doc

@@ -330,6 +330,15 @@ fn run_confines_the_session_in_a_mount_namespace_for_root_and_for_a_user() {
         );
         assert!(ws.join(".git").is_dir(), "[{how}] .git was moved");
         let events = daemon.wait_for("the end of the session", session_ended(run.pid));
+        // The session is the shell's, run by the user, whoever started `guard run`.
+        let end = find(&events, "session_end", |e| {
+            e.kind() == "session_end" && e.int("root_pid") == Some(run.pid)
+        });
+        assert_eq!(
+            (end.str("agent"), end.str("user")),
+            (Some("sh"), Some(user.name.as_str())),
+            "[{how}] {end}"
+        );
         let session = session_of(&events, run.pid);
         let of_session: Vec<&Event> = events
             .iter()
@@ -365,6 +374,14 @@ fn run_confines_the_session_in_a_mount_namespace_for_root_and_for_a_user() {
         }
         let sessions: serde_json::Value =
             serde_json::from_str(&daemon.client(&["sessions", "--json"])).expect("JSON");
+        let this = sessions
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["root_pid"] == run.pid));
+        assert_eq!(
+            this.map(|s| (&s["agent"], &s["user"])),
+            Some((&serde_json::json!("sh"), &serde_json::json!(user.name))),
+            "[{how}] {sessions:#}"
+        );
         let mount_ns = sessions
             .as_array()
             .and_then(|all| all.iter().find(|s| s["root_pid"] == run.pid))

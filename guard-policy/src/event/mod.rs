@@ -168,6 +168,12 @@ pub enum Detail {
         stragglers: Vec<u32>,
         /// Stragglers killed because the policy says so (`kill_stragglers`).
         killed: Vec<u32>,
+        /// The session's agent and user as known at its end: the agent's program
+        /// (its profile's id once recognised) and the user it ran as, which a
+        /// wrapper that drops privileges (`guard run` as root, then `setpriv`)
+        /// makes other than the root's at `session_start`.
+        agent: String,
+        user: Option<String>,
     },
     Lost {
         by_kind: Vec<(String, u64)>,

@@ -215,7 +215,10 @@ fn status_text(s: &Status) -> String {
             format!(
                 "{} instructions for {} programs at load; most: {program} {most} ({}% of the \
                  kernel's limit)",
-                s.verified_insns.values().map(|n| u64::from(*n)).sum::<u64>(),
+                s.verified_insns
+                    .values()
+                    .map(|n| u64::from(*n))
+                    .sum::<u64>(),
                 s.verified_insns.len(),
                 u64::from(*most) * 100 / 1_000_000
             ),

@@ -914,6 +914,8 @@ mod tests {
                 root_pid: 100,
                 stragglers: vec![left],
                 killed: vec![left],
+                agent: "agent".into(),
+                user: None,
             }
         );
         assert_eq!(out.total, 8);

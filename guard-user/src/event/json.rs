@@ -503,6 +503,8 @@ mod tests {
                 root_pid: 42,
                 stragglers: vec![43],
                 killed: vec![43],
+                agent: "codex".into(),
+                user: Some("alice".into()),
             },
             Detail::Lost {
                 by_kind: vec![("open".into(), 2)],

@@ -271,10 +271,14 @@ fn detail_line(ev: &Event) -> EventDetail {
             root_pid,
             stragglers,
             killed,
+            agent,
+            user,
         } => EventDetail::SessionEnd {
             root_pid: *root_pid,
             stragglers: stragglers.clone(),
             killed: killed.clone(),
+            agent: agent.clone(),
+            user: user.clone(),
         },
         Detail::PolicyLoaded {
             name,

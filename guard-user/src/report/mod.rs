@@ -67,6 +67,9 @@ pub struct Ledger {
     first_secret: Option<String>,
     secrets: HashMap<String, usize>,
     sent_after: HashMap<(String, u16, String), usize>,
+    /// The agent's own exec (role `agent`) was seen: the session is its, as
+    /// the daemon's registry decides (session/mod.rs).
+    agent_seen: bool,
 }
 
 impl Ledger {
@@ -130,9 +133,22 @@ impl Ledger {
                 r.started = Some(ev.ts.clone());
                 None
             }
-            EventDetail::SessionEnd { killed, .. } => {
+            EventDetail::SessionEnd {
+                killed,
+                agent,
+                user,
+                ..
+            } => {
                 r.ended = Some(ev.ts.clone());
                 r.stragglers_killed.clone_from(killed);
+                // The daemon's last word on whose session it was (absent in logs of
+                // older daemons).
+                if !agent.is_empty() {
+                    r.agent = Some(agent.clone());
+                }
+                if user.is_some() {
+                    r.user.clone_from(user);
+                }
                 None
             }
             EventDetail::Exec {
@@ -143,8 +159,21 @@ impl Ledger {
                 confinement,
                 ..
             } => {
-                // The agent's exec names it (the session started by another name:
-                // `guard run`, npm's shim).
+                // The session is its agent's: a wrapper above it (`guard run` as root,
+                // `setpriv --reuid`) named it and ran as another user. Until the
+                // agent's own exec, the root's latest program (`guard run`) and user
+                // stand for it; the agent's exec names it (its profile's id when
+                // recognised), as the registry does.
+                let first_agent = task.is_some_and(|t| t.role == "agent") && !self.agent_seen;
+                if first_agent || (!self.agent_seen && Some(pid) == r.root_pid) {
+                    if let Some(user) = task.and_then(|t| t.user.as_ref()) {
+                        r.user = Some(user.clone());
+                    }
+                    if (first_agent || r.how.as_deref() == Some("run")) && !comm.is_empty() {
+                        r.agent = Some(comm.to_owned());
+                    }
+                }
+                self.agent_seen |= first_agent;
                 if let Some(agent) = agent {
                     r.agent = Some(agent.clone());
                 }

@@ -226,3 +226,29 @@ fn files_are_written_whole_and_read_back() {
     assert_eq!(back, r);
     assert_eq!(std::fs::read_to_string(md).expect("md"), markdown(&r));
 }
+
+/// `guard run` as root, `setpriv` dropping to alice, then the agent: the report is
+/// the agent's and alice's while the session runs, and at its end.
+#[test]
+fn a_wrapper_that_drops_privileges_leaves_the_report_to_the_agent_and_its_user() {
+    let log = r#"{"ts":"2026-11-22T08:00:00.000000000Z","kind":"session_start","session":"00000000000000cc","pid":10,"ppid":1,"comm":"guard","user":"root","agent":"setpriv","root_pid":10,"how":"run","cwd":"/src"}
+{"ts":"2026-11-22T08:00:00.100000000Z","kind":"exec","session":"00000000000000cc","pid":10,"ppid":1,"comm":"setpriv","user":"root","role":"wrapper","exe":"/usr/bin/setpriv","argv":["setpriv","--reuid=1000","my-agent"],"root":true}
+{"ts":"2026-11-22T08:00:00.200000000Z","kind":"exec","session":"00000000000000cc","pid":10,"ppid":1,"comm":"my-agent","user":"alice","role":"agent","exe":"/opt/my-agent","argv":["my-agent"],"root":true}
+{"ts":"2026-11-22T08:00:00.300000000Z","kind":"fork","session":"00000000000000cc","pid":10,"comm":"my-agent","child_pid":11}
+{"ts":"2026-11-22T08:00:00.400000000Z","kind":"exec","session":"00000000000000cc","pid":11,"ppid":10,"comm":"sudo","user":"root","role":"tool","exe":"/usr/bin/sudo","argv":["sudo","id"],"root":false}
+"#;
+    let running = from_log(log.as_bytes(), "00000000000000cc").expect("a report");
+    assert_eq!(
+        (running.agent.as_deref(), running.user.as_deref()),
+        (Some("my-agent"), Some("alice"))
+    );
+    let ended = format!(
+        "{log}{}\n",
+        r#"{"ts":"2026-11-22T08:00:01.000000000Z","kind":"session_end","session":"00000000000000cc","pid":10,"comm":"my-agent","root_pid":10,"stragglers":[],"killed":[],"agent":"claude-code","user":"alice"}"#
+    );
+    let ended = from_log(ended.as_bytes(), "00000000000000cc").expect("a report");
+    assert_eq!(
+        (ended.agent.as_deref(), ended.user.as_deref()),
+        (Some("claude-code"), Some("alice"))
+    );
+}

@@ -416,11 +416,29 @@ impl Registry {
                 proc.role = ev.task.role;
                 proc.agent_thread = ev.task.agent_thread.clone();
                 proc.sandboxed = ev.sandboxed;
-                if ev.task.role == guard_common::role::AGENT && session.agent_pid.is_none() {
+                let agent_exec =
+                    ev.task.role == guard_common::role::AGENT && session.agent_pid.is_none();
+                let root_before_agent = session.agent_pid.is_none() && session.root_pid == pid;
+                if agent_exec {
                     session.agent_pid = Some(pid);
+                }
+                if agent_exec || root_before_agent {
                     session.agent_confinement = ev.confinement;
-                } else if session.agent_pid.is_none() && session.root_pid == pid {
-                    session.agent_confinement = ev.confinement;
+                    // The session is its agent's: a wrapper above it (`guard run` as
+                    // root, `setpriv --reuid`, `sudo -u`) named it and ran as another
+                    // user. Until the agent's own exec, the root's latest program (for
+                    // `guard run`) and user stand for it; a profile's id, once
+                    // recognised, names it for good.
+                    if session.profile.is_none()
+                        && (agent_exec || session.how == How::Run)
+                        && !ev.task.comm.is_empty()
+                    {
+                        session.agent.clone_from(&ev.task.comm);
+                    }
+                    if session.uid != ev.task.uid {
+                        session.uid = ev.task.uid;
+                        session.user.clone_from(&ev.task.user);
+                    }
                 }
                 if ev.sandboxed == Some(true) {
                     session.sandboxed_tools = true;
@@ -523,6 +541,8 @@ impl Registry {
                             root_pid: pid,
                             stragglers,
                             killed: Vec::new(),
+                            agent: session.agent.clone(),
+                            user: session.user.as_deref().map(str::to_owned),
                         },
                     );
                     self.forget_old();
@@ -808,7 +828,9 @@ mod tests {
             Detail::SessionEnd {
                 root_pid: 10,
                 stragglers: vec![12],
-                killed: vec![]
+                killed: vec![],
+                agent: "codex".into(),
+                user: None,
             }
         );
         assert!(r.session(SessionId(7)).and_then(|s| s.ended_ns).is_some());

@@ -266,6 +266,8 @@ fn the_roots_exit_ends_the_session_once_naming_the_stragglers_in_order() {
             root_pid: 10,
             stragglers: vec![11, 13],
             killed: vec![],
+            agent: "codex".into(),
+            user: None,
         }
     );
     assert_eq!(r.sessions().next().and_then(|s| s.ended_ns), Some(4));
@@ -449,4 +451,50 @@ fn members_survive_a_parent_loop_and_come_deepest_first() {
         "deepest first: {all:?}"
     );
     assert_eq!(r.members(None, Some(20)).len(), 2, "the loop ends");
+}
+
+/// `guard run` as root, then a wrapper that drops to another user and execs the
+/// agent (`setpriv`, `sudo -u`): the session is the agent's, run by that user, in
+/// `guard sessions`, the report, the export and its `session_end`.
+#[test]
+fn a_wrapper_that_drops_privileges_leaves_the_session_to_the_agent_and_its_user() {
+    let mut r = Registry::default();
+    let wrapper = Task {
+        uid: 0,
+        user: Some("root".into()),
+        ..task(10, 1, "setpriv")
+    };
+    let start = r.start(S, How::Run, 1, &wrapper, Some("/src".into()));
+    assert!(matches!(&start.detail, Detail::SessionStart { agent, .. } if agent == "setpriv"));
+    // The wrapper's own exec (still the wrapper), then the agent's in its place.
+    r.after(&event(
+        S,
+        10,
+        2,
+        exec("/usr/bin/setpriv", &["setpriv"], true),
+    ));
+    let agent = Event::derived(
+        3,
+        Some(S),
+        Task {
+            uid: 1000,
+            user: Some("alice".into()),
+            role: guard_common::role::AGENT,
+            ..task(10, 1, "my-agent")
+        },
+        exec("/opt/agents/bin/my-agent.js", &["my-agent"], true),
+    );
+    r.after(&agent);
+    let s = r.sessions().find(|s| s.id == S).expect("the session");
+    assert_eq!(
+        (s.agent.as_str(), s.uid, s.user.as_deref()),
+        ("my-agent", 1000, Some("alice"))
+    );
+    let end = r.after(&event(S, 10, 4, exit(true))).expect("session_end");
+    assert!(
+        matches!(&end.detail, Detail::SessionEnd { agent, user, .. }
+            if agent == "my-agent" && user.as_deref() == Some("alice")),
+        "{:?}",
+        end.detail
+    );
 }
