@@ -8,6 +8,20 @@ pub const PATH_MAX: usize = 4095;
 pub const ARGV_MAX: usize = 4095;
 /// Deepest directory nesting the kernel walks when it resolves a path.
 pub const PATH_DEPTH: usize = 96;
+/// A path's length masked for the verifier (`len & PATH_LEN_MASK`): a bound it
+/// can follow through arithmetic, where a `min` alone is lost; never above
+/// [`PATH_MAX`].
+pub const PATH_LEN_MASK: u32 = 0xfff;
+const _: () = assert!(PATH_LEN_MASK as usize == PATH_MAX);
+/// An argv block's length masked for the verifier, as [`PATH_LEN_MASK`].
+pub const ARGV_LEN_MASK: u32 = 0xfff;
+const _: () = assert!(ARGV_LEN_MASK as usize == ARGV_MAX);
+/// `EPERM`, what a refusing LSM hook returns (negated).
+pub const EPERM: i32 = 1;
+/// `SIGKILL`, what the kernel programs send.
+pub const SIGKILL: u32 = 9;
+/// open(2)'s `O_PATH`: a handle that neither reads nor writes.
+pub const O_PATH: u64 = 0o10000000;
 
 /// Stable numeric kinds of ring-buffer records. Numbers are never reused;
 /// retired kinds are listed here with the release that retired them.

@@ -10,6 +10,7 @@ pub const WALK_TRUNCATED: u32 = 0x8000_0000;
 /// Opaque kernel `struct task_struct`.
 pub type Task = c_void;
 
+// The CO-RE accessors of `shim.c`, each wrapped below by a safe function.
 unsafe extern "C" {
     fn guard_task_pid(t: *const Task) -> u32;
     fn guard_task_leader_comm(t: *const Task, dst: *mut u8);
@@ -32,6 +33,45 @@ unsafe extern "C" {
     fn guard_task_fd_file(t: *const Task, fd: u32) -> *const c_void;
     fn guard_file_path(f: *const c_void, buf: *mut u8, end: u32, depth: u32) -> u32;
     fn guard_task_cwd_path(t: *const Task, buf: *mut u8, end: u32, depth: u32) -> u32;
+    fn guard_dentry_name(d: *const c_void, dst: *mut u8, max: u32) -> u32;
+    fn guard_file_dentry(f: *const c_void) -> *const c_void;
+    fn guard_file_fileless(f: *const c_void) -> u32;
+    fn guard_file_size(f: *const c_void) -> u64;
+    fn guard_reverse(dst: *mut u8, src: *const u8, len: u32);
+    fn guard_path_of(p: *const c_void, buf: *mut u8, end: u32, depth: u32) -> u32;
+    fn guard_dentry_path_on(
+        on: *const c_void,
+        d: *const c_void,
+        buf: *mut u8,
+        end: u32,
+        depth: u32,
+    ) -> u32;
+    fn guard_dir_entry_path(
+        dir: *const c_void,
+        d: *const c_void,
+        buf: *mut u8,
+        end: u32,
+        depth: u32,
+    ) -> u32;
+    fn guard_file_flags(f: *const c_void) -> u32;
+    fn guard_path_dentry(p: *const c_void) -> *const c_void;
+    fn guard_file_proc_pid(f: *const c_void) -> u32;
+    fn guard_file_target_pid(f: *const c_void) -> u32;
+    fn guard_dentry_short_name(d: *const c_void) -> u64;
+    fn guard_dentry_under(d: *const c_void, dev: u32, ino: u64) -> u32;
+    fn guard_mount_dev(m: *const c_void) -> u32;
+    fn guard_dentry_ident(d: *const c_void, ino: *mut u64) -> u32;
+    fn guard_dentry_up(d: *const c_void) -> *const c_void;
+    fn guard_dentry_links(d: *const c_void) -> u32;
+    fn guard_dentry_type(d: *const c_void) -> u32;
+    fn guard_file_unix_sock(f: *const c_void) -> *const c_void;
+    fn guard_sock_type(sk: *const c_void) -> u32;
+    fn guard_unix_peer(sk: *const c_void) -> *const c_void;
+    fn guard_sock_peer_pid(sk: *const c_void) -> u32;
+    fn guard_sock_peer_uid(sk: *const c_void) -> u32;
+    fn guard_unix_path(sk: *const c_void) -> *const c_void;
+    fn guard_socket_sock(s: *const c_void) -> *const c_void;
+    fn guard_file_repeat_key(f: *const c_void, k: *mut FileName);
 }
 
 pub fn current() -> *const Task {
@@ -108,29 +148,6 @@ pub fn cwd_path(t: *const Task, buf: *mut u8, end: u32, depth: u32) -> u32 {
     unsafe { guard_task_cwd_path(t, buf, end, depth) }
 }
 
-unsafe extern "C" {
-    fn guard_dentry_name(d: *const c_void, dst: *mut u8, max: u32) -> u32;
-    fn guard_file_dentry(f: *const c_void) -> *const c_void;
-    fn guard_file_fileless(f: *const c_void) -> u32;
-    fn guard_file_size(f: *const c_void) -> u64;
-    fn guard_reverse(dst: *mut u8, src: *const u8, len: u32);
-    fn guard_path_of(p: *const c_void, buf: *mut u8, end: u32, depth: u32) -> u32;
-    fn guard_dentry_path_on(
-        on: *const c_void,
-        d: *const c_void,
-        buf: *mut u8,
-        end: u32,
-        depth: u32,
-    ) -> u32;
-    fn guard_dir_entry_path(
-        dir: *const c_void,
-        d: *const c_void,
-        buf: *mut u8,
-        end: u32,
-        depth: u32,
-    ) -> u32;
-}
-
 /// Copies the name of `dentry` to `dst` (room for 256 bytes), cut to `max` bytes
 /// (253 at most); returns its length. The cut is made in the shim, where the
 /// verifier of older kernels can follow it (see shim.c).
@@ -178,10 +195,6 @@ pub fn reverse(dst: *mut u8, src: *const u8, len: u32) {
     unsafe { guard_reverse(dst, src, len) }
 }
 
-unsafe extern "C" {
-    fn guard_file_flags(f: *const c_void) -> u32;
-}
-
 /// `file->f_flags`: the flags the file was opened with.
 pub fn file_flags(file: *const c_void) -> u32 {
     unsafe { guard_file_flags(file) }
@@ -198,21 +211,9 @@ pub fn dentry_path_on(
     unsafe { guard_dentry_path_on(on, dentry, buf, end, depth) }
 }
 
-unsafe extern "C" {
-    fn guard_path_dentry(p: *const c_void) -> *const c_void;
-}
-
 /// The dentry of a kernel `struct path`.
 pub fn path_dentry(path: *const c_void) -> *const c_void {
     unsafe { guard_path_dentry(path) }
-}
-
-unsafe extern "C" {
-    fn guard_file_proc_pid(f: *const c_void) -> u32;
-    fn guard_file_target_pid(f: *const c_void) -> u32;
-    fn guard_dentry_short_name(d: *const c_void) -> u64;
-    fn guard_dentry_under(d: *const c_void, dev: u32, ino: u64) -> u32;
-    fn guard_mount_dev(m: *const c_void) -> u32;
 }
 
 /// Set in [`file_proc_pid`]'s result when the file is a directory.
@@ -244,13 +245,6 @@ pub fn mount_dev(mnt: *const c_void) -> u32 {
     unsafe { guard_mount_dev(mnt) }
 }
 
-unsafe extern "C" {
-    fn guard_dentry_ident(d: *const c_void, ino: *mut u64) -> u32;
-    fn guard_dentry_up(d: *const c_void) -> *const c_void;
-    fn guard_dentry_links(d: *const c_void) -> u32;
-    fn guard_dentry_type(d: *const c_void) -> u32;
-}
-
 /// The (kernel device number, inode number) of `dentry`'s inode; (0, 0) when it
 /// has none.
 pub fn dentry_ident(dentry: *const c_void) -> (u32, u64) {
@@ -279,16 +273,6 @@ pub const TYPE_REG: u32 = 0o10;
 /// `dentry`'s parent, or null at the root of its file system.
 pub fn dentry_up(dentry: *const c_void) -> *const c_void {
     unsafe { guard_dentry_up(dentry) }
-}
-
-unsafe extern "C" {
-    fn guard_file_unix_sock(f: *const c_void) -> *const c_void;
-    fn guard_sock_type(sk: *const c_void) -> u32;
-    fn guard_unix_peer(sk: *const c_void) -> *const c_void;
-    fn guard_sock_peer_pid(sk: *const c_void) -> u32;
-    fn guard_sock_peer_uid(sk: *const c_void) -> u32;
-    fn guard_unix_path(sk: *const c_void) -> *const c_void;
-    fn guard_socket_sock(s: *const c_void) -> *const c_void;
 }
 
 /// The `struct sock` behind `file` when it is an `AF_UNIX` socket, else null.
@@ -332,10 +316,6 @@ pub struct FileName {
     pub parent: u64,
     pub name: u64,
     pub ino: u64,
-}
-
-unsafe extern "C" {
-    fn guard_file_repeat_key(f: *const c_void, k: *mut FileName);
 }
 
 /// What names `file` where it was opened: its dentry and mount, the dentry's

@@ -30,7 +30,7 @@ const WAKEUP_BYTES: u64 = 1 << 20;
 #[inline(always)]
 fn wakeup_flags(kind: EventKind) -> u64 {
     if kind == EventKind::Exec
-        && crate::enforce::CONFIG
+        && crate::maps::CONFIG
             .get(0)
             .is_some_and(|c| c.exec_wakeup != 0)
     {
@@ -153,7 +153,7 @@ impl Draft {
             from = end - PATH_MAX as u32;
             len = PATH_MAX as u32;
         }
-        len &= 0xfff;
+        len &= guard_common::PATH_LEN_MASK;
         // SAFETY: the copy is bounded by masks on both sides.
         unsafe {
             let _ = bpf_probe_read_kernel(

@@ -20,22 +20,16 @@
 //! tee x`) is not followed: the writer did not reach the network itself.
 
 use aya_ebpf::{macros::map, maps::LruHashMap};
-use guard_common::{FETCHED_MAX, FETCHER, Fetched, FileId, INSTALLER, held_for, role};
+use guard_common::{FETCHER, Fetched, FileId, INSTALLER, held_for, role};
 
-use crate::{core_read, maps::TRACKED};
-
-/// Files sessions downloaded, by identity.
-#[map]
-pub static FETCHED: LruHashMap<FileId, Fetched> = LruHashMap::with_max_entries(FETCHED_MAX, 0);
+use crate::{
+    core_read,
+    maps::{FETCHED, HELD_FOR, TRACKED},
+};
 
 /// Sessions with downloads: their interpreters' execs are held.
 #[map]
 static FETCH_SESSIONS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(1024, 0);
-
-/// Processes held at their exec for a download (`held_for` bits), by tgid: user
-/// space finds them here (the exec record says nothing of it: see [`at_exec`]).
-#[map]
-pub static HELD_FOR: LruHashMap<u32, u32> = LruHashMap::with_max_entries(guard_common::HELD_MAX, 0);
 
 /// Room to read a Python's first arguments (`-m pip`), one at a time.
 #[repr(C)]

@@ -249,9 +249,9 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
         // Refused by BPF-LSM `file_open`: name the rule, and the match when it was
         // by identity.
         // SAFETY: read-only copy of the map value.
-        let refused = unsafe { enforce::IDENT_DENIED.get(tid) }.copied();
+        let refused = unsafe { crate::maps::IDENT_DENIED.get(tid) }.copied();
         if refused.is_some() {
-            let _ = enforce::IDENT_DENIED.remove(tid);
+            let _ = crate::maps::IDENT_DENIED.remove(tid);
         }
         // Only an EPERM (-1) is that refusal (an entry a killed open left is stale).
         if let Some(t) = refused.filter(|_| ret == -1) {

@@ -9,12 +9,11 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_ktime_get_boot_ns, generated::bpf_send_signal},
 };
-use guard_common::{Bucket, Config, counter};
+use guard_common::{Bucket, Config, SIGKILL, counter};
 
 use crate::maps::{SESSION_LIMITS, count_n};
 
 const NS_PER_SEC: u64 = 1_000_000_000;
-const SIGKILL: u32 = 9;
 /// Least time between two reports of a session's drops.
 const REPORT_NS: u64 = NS_PER_SEC;
 /// Refill at most this much idle time at once: keeps `elapsed * rate` far from

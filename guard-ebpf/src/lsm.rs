@@ -10,7 +10,7 @@
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
 use guard_common::{
-    EventKind, ExecBody, OpenBody, OpenCall, UnixBody, UnixCall, flags, rules::enforced,
+    EPERM, EventKind, ExecBody, OpenBody, OpenCall, UnixBody, UnixCall, flags, rules::enforced,
 };
 
 use crate::{
@@ -20,8 +20,6 @@ use crate::{
     maps::{PATH_END, PATH_MASK, PATH_SCRATCH, PENDING_UNIX, TRACKED},
     tamper,
 };
-
-const EPERM: i32 = 1;
 
 type Ptr = *const core::ffi::c_void;
 
@@ -110,7 +108,7 @@ fn report_denied_exec(path: *const u8, len: u32, rule: u16) {
         return;
     };
     draft.header().rule = ((rule + 1) & enforced::RULE_MASK) | enforced::DENIED;
-    let n = len.min(guard_common::PATH_MAX as u32) & 0xfff;
+    let n = len.min(guard_common::PATH_MAX as u32) & guard_common::PATH_LEN_MASK;
     // SAFETY: bounded copy from the path scratch into the event scratch.
     unsafe {
         let _ = aya_ebpf::helpers::generated::bpf_probe_read_kernel(
@@ -198,7 +196,7 @@ fn report_change(call: OpenCall, path: *const u8, len: u32, truncated: bool, rul
     if truncated {
         draft.header().flags |= flags::PATH_TRUNCATED;
     }
-    let n = len.min(guard_common::PATH_MAX as u32) & 0xfff;
+    let n = len.min(guard_common::PATH_MAX as u32) & guard_common::PATH_LEN_MASK;
     // SAFETY: bounded copy from the path scratch into the event scratch.
     unsafe {
         let _ = aya_ebpf::helpers::generated::bpf_probe_read_kernel(

@@ -2,11 +2,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use guard_common::{
-    AgentName, Bucket, DelegateArm, DnsOrig, DnsStub, NetBody, SessionVar, StubPeer, Tracked,
-    counter, daemon_state, dns_stub,
+    AgentName, Bucket, Config, DelegateArm, DnsOrig, DnsStub, FETCHED_MAX, Fetched, FileId,
+    IdentityTail, NetBody, NetData, PathData, RuleRef, SessionVar, StubPeer, Tracked, counter,
+    daemon_state, dns_stub, epoch,
+    rules::{INODE_RULES_MAX, InodeKey},
 };
 
 /// Tracked processes by tgid. Children are added at fork, before they run; entries
@@ -251,3 +253,63 @@ pub fn arm_delegate(tgid: u32, tracked: &Tracked, now_ns: u64) {
     };
     let _ = DELEGATE_ARM.insert(tgid, arm, 0);
 }
+
+// The policy's kernel tables (enforce.rs reads them; user space fills them).
+
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Path and file-name rules (see `guard_common::rules::PathData`).
+#[map]
+pub static PATH_RULES: LpmTrie<PathData, RuleRef> = LpmTrie::with_max_entries(16384, 0);
+
+/// Network rules by destination prefix.
+#[map]
+pub static NET_RULES: LpmTrie<NetData, RuleRef> = LpmTrie::with_max_entries(8192, 0);
+
+/// The `[taint]` allowlist of tainted processes' egress, when the policy denies it
+/// (see `guard_common::rules::NetData`).
+#[map]
+pub static TAINT_NET: LpmTrie<NetData, RuleRef> = LpmTrie::with_max_entries(4096, 0);
+
+/// File rules on concrete files and directories by identity (see
+/// `guard_common::rules::InodeKey`): two generations of each kind's entries.
+#[map]
+pub static INODE_RULES: HashMap<InodeKey, RuleRef> = HashMap::with_max_entries(INODE_RULES_MAX, 0);
+
+/// Entries of `INODE_RULES` by generation: 0 for the generation in force means no
+/// identity walk at all.
+#[map]
+pub static INODE_COUNT: Array<u32> = Array::with_max_entries(2, 0);
+
+/// An open the BPF-LSM `file_open` hook refused by identity, by thread id, for the
+/// open's exit to report (the refused open has no file to walk there). An LRU: an
+/// entry left by an open that no syscall exit sees (io_uring) must not fill it.
+#[map]
+pub static IDENT_DENIED: LruHashMap<u32, IdentityTail> = LruHashMap::with_max_entries(4096, 0);
+
+// The open cache's epochs (repeat.rs).
+
+/// [`epoch::FILES`] and [`epoch::RULES`] (see `crate::repeat`).
+#[map]
+pub static OPEN_EPOCH: Array<u64> = Array::with_max_entries(epoch::LEN, 0);
+
+// The route hooks this daemon attached (route.rs).
+
+/// Which route hooks of the BPF-LSM tier this daemon attached (bit `1 << route`).
+/// A `deny` rule leaves a route to its LSM hook only when that hook runs; else the
+/// tracepoint kills. Not pinned: each daemon's programs read their daemon's copy.
+#[map]
+pub static ROUTE_HOOKS: Array<u32> = Array::with_max_entries(1, 0);
+
+// Downloads, and the execs held for them (fetched.rs).
+
+/// Files sessions downloaded, by identity.
+#[map]
+pub static FETCHED: LruHashMap<FileId, Fetched> = LruHashMap::with_max_entries(FETCHED_MAX, 0);
+
+/// Processes held at their exec for a download (`held_for` bits), by tgid: user
+/// space finds them here (the exec record says nothing of it: see
+/// `crate::fetched::at_exec`).
+#[map]
+pub static HELD_FOR: LruHashMap<u32, u32> = LruHashMap::with_max_entries(guard_common::HELD_MAX, 0);

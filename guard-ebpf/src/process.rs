@@ -194,7 +194,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     if walk & WALK_TRUNCATED != 0 || exe_len > PATH_MAX as u32 {
         draft.header().flags |= flags::PATH_TRUNCATED;
     }
-    exe_len = exe_len.min(PATH_MAX as u32) & 0xfff;
+    exe_len = exe_len.min(PATH_MAX as u32) & guard_common::PATH_LEN_MASK;
     let src = PATH_END - exe_len;
     // Decided before the new image runs its first instruction.
     let exe = pbuf.wrapping_add((src & PATH_MASK) as usize);
@@ -250,13 +250,13 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
         draft.header().flags |= flags::ARGV_TRUNCATED;
         argv_len = ARGV_MAX as u32;
     }
-    argv_len &= 0xfff;
-    // SAFETY: destination bounded by (exe_len & 0xfff) + (argv_len & 0xfff), well
+    argv_len &= guard_common::ARGV_LEN_MASK;
+    // SAFETY: destination bounded by (exe_len & PATH_LEN_MASK) + (argv_len & ARGV_LEN_MASK), well
     // inside the scratch buffer; the source is user memory, read with its helper.
     let ok = unsafe {
         aya_ebpf::helpers::generated::bpf_probe_read_user(
             draft
-                .payload_ptr::<ExecBody>((exe_len & 0xfff) as usize)
+                .payload_ptr::<ExecBody>((exe_len & guard_common::PATH_LEN_MASK) as usize)
                 .cast(),
             argv_len,
             arg_start as *const core::ffi::c_void,
@@ -269,7 +269,10 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     // its environment, after argv.
     let mut thread_len = 0u32;
     if has_thread {
-        let dst = draft.payload_ptr::<ExecBody>(((exe_len & 0xfff) + (argv_len & 0xfff)) as usize);
+        let dst = draft.payload_ptr::<ExecBody>(
+            ((exe_len & guard_common::PATH_LEN_MASK) + (argv_len & guard_common::ARGV_LEN_MASK))
+                as usize,
+        );
         if crate::role::thread_id(task, dst) {
             draft.header().flags |= flags::THREAD_ID;
             tracked.flags |= role::HAS_THREAD;
@@ -280,7 +283,9 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     // ends within milliseconds is gone before user space could read /proc).
     let mut cwd_len = 0u32;
     if event_flags & flags::CWD != 0 {
-        let at = (exe_len & 0xfff) + (argv_len & 0xfff) + (thread_len & 0x3f);
+        let at = (exe_len & guard_common::PATH_LEN_MASK)
+            + (argv_len & guard_common::ARGV_LEN_MASK)
+            + (thread_len & 0x3f);
         cwd_len = cwd(task, pbuf, draft.payload_ptr::<ExecBody>(at as usize));
         if cwd_len == 0 {
             draft.header().flags &= !flags::CWD;
@@ -312,7 +317,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
 fn cwd(task: *const core_read::Task, pbuf: *mut u8, dst: *mut u8) -> u32 {
     let walk = core_read::cwd_path(task, pbuf, PATH_END, PATH_DEPTH as u32);
     let start = walk & !WALK_TRUNCATED;
-    let len = PATH_END.saturating_sub(start).min(PATH_MAX as u32) & 0xfff;
+    let len = PATH_END.saturating_sub(start).min(PATH_MAX as u32) & guard_common::PATH_LEN_MASK;
     if len == 0 {
         return 0;
     }

@@ -34,7 +34,7 @@ use guard_common::{EventKind, OpenBody, counter, epoch, flags};
 use crate::{
     core_read::{self, FileName, Task},
     emit::Draft,
-    maps::{PATH_MASK, count_n},
+    maps::{OPEN_EPOCH, PATH_MASK, count_n},
 };
 
 /// Files a thread's cache holds.
@@ -92,10 +92,6 @@ static OPEN_CACHE: HashMap<u32, Thread> = HashMap::with_max_entries(2048, 0);
 /// A zeroed [`Thread`] to insert from (too large for the stack).
 #[map]
 static OPEN_CACHE_BLANK: PerCpuArray<Thread> = PerCpuArray::with_max_entries(1, 0);
-
-/// [`epoch::FILES`] and [`epoch::RULES`].
-#[map]
-pub static OPEN_EPOCH: Array<u64> = Array::with_max_entries(epoch::LEN, 0);
 
 /// An open at its exit, as the cache keys it.
 pub struct Open {

@@ -21,7 +21,7 @@ use aya_ebpf::{
     programs::{LsmContext, RawTracePointContext, SockAddrContext, TracePointContext},
 };
 use guard_common::{
-    EventKind, PATH_DEPTH, PATH_MAX, RouteBody, flags, route,
+    EPERM, EventKind, PATH_DEPTH, PATH_MAX, RouteBody, flags, route,
     rules::{enforced, rule_flags},
 };
 
@@ -29,16 +29,9 @@ use crate::{
     core_read::{self, WALK_TRUNCATED},
     emit::{Draft, current_ids},
     enforce,
-    maps::{PATH_END, PATH_MASK, PATH_SCRATCH, TRACKED},
+    maps::{PATH_END, PATH_MASK, PATH_SCRATCH, ROUTE_HOOKS, TRACKED},
 };
 
-/// Which route hooks of the BPF-LSM tier this daemon attached (bit `1 << route`).
-/// A `deny` rule leaves a route to its LSM hook only when that hook runs; else the
-/// tracepoint kills. Not pinned: each daemon's programs read their daemon's copy.
-#[map]
-pub static ROUTE_HOOKS: Array<u32> = Array::with_max_entries(1, 0);
-
-const EPERM: i32 = 1;
 const ARG0: usize = 16;
 const ARG1: usize = 24;
 const ARG2: usize = 32;
@@ -190,7 +183,7 @@ fn try_mmap(ctx: &TracePointContext) -> Result<(), ()> {
     if walk & WALK_TRUNCATED != 0 || n > PATH_MAX as u32 {
         draft.header().flags |= flags::PATH_TRUNCATED;
     }
-    n = n.min(PATH_MAX as u32) & 0xfff;
+    n = n.min(PATH_MAX as u32) & guard_common::PATH_LEN_MASK;
     let src = PATH_END - n;
     // SAFETY: both regions are bounded by masks the verifier tracks.
     unsafe {
@@ -346,7 +339,7 @@ fn fileless_exec(bprm: *const core::ffi::c_void, lsm: bool) -> Result<i32, ()> {
         if n > PATH_MAX as u32 {
             draft.header().flags |= flags::PATH_TRUNCATED;
         }
-        n = n.min(PATH_MAX as u32) & 0xfff;
+        n = n.min(PATH_MAX as u32) & guard_common::PATH_LEN_MASK;
         let src = PATH_END - n;
         // SAFETY: both regions are bounded by masks the verifier tracks.
         unsafe {

@@ -20,7 +20,8 @@ use aya_ebpf::{
     programs::{LsmContext, TracePointContext},
 };
 use guard_common::{
-    EventKind, TamperBody, Tracked, counter, guard_pin, rules::enforced, tamper as op,
+    EPERM, EventKind, O_PATH, SIGKILL, TamperBody, Tracked, counter, guard_pin, rules::enforced,
+    tamper as op,
 };
 
 use crate::{
@@ -29,15 +30,12 @@ use crate::{
     maps::{GUARD_PIDS, GUARD_PIN, TRACKED, count},
 };
 
-const EPERM: i32 = 1;
-const SIGKILL: u32 = 9;
 const PTRACE_ATTACH: u64 = 16;
 const PTRACE_SEIZE: u64 = 0x4206;
 /// `PTRACE_MODE_NOAUDIT`: the caller only asks (`/proc/<pid>/stat` hides fields it
 /// may not see): refused, but not reported, or every `ps` would be.
 const PTRACE_MODE_NOAUDIT: u32 = 0x04;
 const O_ACCMODE: u64 = 0o3;
-const O_PATH: u64 = 0o10000000;
 
 /// The names under /proc/<guard>/ a tracked process may open for reading: what
 /// `ps`, `top` and `pgrep` read (procps 4's `pgrep` reads every process's
@@ -82,7 +80,7 @@ fn report(session: u64, body: TamperBody, done: u16, path: Option<(*const u8, u3
     draft.header().rule = done;
     let mut n = 0;
     if let Some((path, len)) = path {
-        n = len.min(guard_common::PATH_MAX as u32) & 0xfff;
+        n = len.min(guard_common::PATH_MAX as u32) & guard_common::PATH_LEN_MASK;
         // SAFETY: bounded copy from the path scratch into the event scratch.
         unsafe {
             let _ =

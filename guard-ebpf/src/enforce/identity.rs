@@ -1,0 +1,158 @@
+//! Rules on concrete files by identity: the walk up a file's directories, and the
+//! files too deep to place.
+
+use super::*;
+
+/// Entries of `INODE_RULES` in force.
+#[inline(always)]
+pub(super) fn identity_count(cfg: &Config) -> u32 {
+    INODE_COUNT.get(cfg.generation & 1).copied().unwrap_or(0)
+}
+
+/// One level of the identity walk: level 0 is the opened file (looked up among
+/// the rules on concrete files), every level above a directory (looked up among
+/// the rules on concrete directories). Stops at the first entry that enforces, or
+/// at the root of the file system; the first entry met is reported in any case.
+#[inline(never)]
+pub(super) extern "C" fn ident_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(c) = CHECKS.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's check, filled in by the caller before the loop.
+    let (d, generation) = unsafe { ((*c).ident_d as *const core::ffi::c_void, (*c).generation) };
+    if d.is_null() {
+        return 1;
+    }
+    let (dev, ino) = core_read::dentry_ident(d);
+    let kind = if index == 0 {
+        inode_kind::FILE
+    } else {
+        inode_kind::TREE
+    };
+    let key = InodeKey::new(generation as u8, kind, dev, ino);
+    // SAFETY: read-only copy of the map value.
+    let hit = if ino != 0 {
+        unsafe { INODE_RULES.get(key) }.copied()
+    } else {
+        None
+    };
+    if let Some(r) = hit {
+        if r.flags & rule_flags::EXCEPT != 0 {
+            // SAFETY: as above.
+            unsafe { (*c).ident_except = u32::from(r.rule) + 1 };
+        } else {
+            // SAFETY: as above.
+            let (first, except) = unsafe {
+                (
+                    (*c).ident_flags & u32::from(flags::BY_IDENTITY) == 0,
+                    (*c).ident_except,
+                )
+            };
+            let enforce = enforces(c, r) && except != u32::from(r.rule) + 1;
+            if first || enforce {
+                // SAFETY: as above.
+                unsafe {
+                    (*c).tail = IdentityTail {
+                        dev,
+                        up: index as u16,
+                        rule: r.rule,
+                        ino,
+                    };
+                    (*c).ident_flags |= u32::from(flags::BY_IDENTITY);
+                }
+            }
+            if enforce {
+                // SAFETY: as above.
+                unsafe { (*c).picked = u32::from(r.rule) + 1 };
+                return 1;
+            }
+        }
+    }
+    // SAFETY: as above.
+    unsafe { (*c).ident_d = core_read::dentry_up(d) as u64 };
+    0
+}
+
+/// The identity walk from `dentry` up; leaves its result in the check.
+#[inline(always)]
+pub(super) fn identity(c: *mut Check, dentry: *const core::ffi::c_void) {
+    // SAFETY: this CPU's check.
+    unsafe { (*c).ident_d = dentry as u64 };
+    each(IDENTITY_DEPTH as u32 + 1, ident_step);
+    // SAFETY: as above.
+    let (left, picked, found) = unsafe {
+        (
+            (*c).ident_d,
+            (*c).picked,
+            (*c).ident_flags & u32::from(flags::BY_IDENTITY),
+        )
+    };
+    if found != 0 {
+        crate::maps::count(counter::IDENTITY_HITS);
+    }
+    if picked != 0 {
+        return;
+    }
+    // The walk ran out of levels before the root: not known to be outside every
+    // protected directory. Or no entry placed a file with several names while
+    // some protected directory's files did not all fit in the set: it may be a
+    // hard link to one of them. Either way, fail closed: the first rule on a
+    // concrete directory that would enforce on this check decides.
+    let unplaced = left != 0 || (found == 0 && linked_unplaced(c, dentry));
+    if unplaced {
+        // SAFETY: as above.
+        unsafe { (*c).ident_flags |= u32::from(flags::IDENTITY_UNKNOWN) };
+        crate::maps::count(counter::IDENTITY_UNKNOWN);
+        each(IDENTITY_UNKNOWN_MAX as u32, unknown_step);
+    }
+}
+
+/// Whether `dentry` is a regular file with several names while the generation in
+/// force has its `MEMBERS_OVER` entry (the files of a protected directory did not
+/// all fit in the identity set).
+#[inline(always)]
+pub(super) fn linked_unplaced(c: *mut Check, dentry: *const core::ffi::c_void) -> bool {
+    // SAFETY: this CPU's check.
+    let generation = unsafe { (*c).generation };
+    let key = InodeKey::new(generation as u8, inode_kind::MEMBERS_OVER, 0, 0);
+    // The map's answer first: it is almost always no, and then the inode is not read.
+    // SAFETY: presence only.
+    unsafe { INODE_RULES.get(key) }.is_some() && core_read::dentry_links(dentry) >= 2
+}
+
+/// Fail-closed entry `index` (`inode_kind::UNKNOWN`): the first that enforces on
+/// the check ends the loop with `picked` set; the first missing one ends it too.
+#[inline(never)]
+pub(super) extern "C" fn unknown_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(c) = CHECKS.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's check, filled in by the caller before the loop.
+    let generation = unsafe { (*c).generation };
+    let key = InodeKey::new(generation as u8, inode_kind::UNKNOWN, 0, u64::from(index));
+    // SAFETY: read-only copy of the map value.
+    let Some(r) = (unsafe { INODE_RULES.get(key) }).copied() else {
+        return 1;
+    };
+    if !enforces(c, r) {
+        return 0;
+    }
+    // SAFETY: as above. The refusal is for want of a place, not a match: the
+    // record says `IDENTITY_UNKNOWN` alone.
+    unsafe {
+        (*c).picked = u32::from(r.rule) + 1;
+        (*c).ident_flags &= !u32::from(flags::BY_IDENTITY);
+    }
+    1
+}
+
+/// What the last identity walk on this CPU found: its `Header::flags` bits and,
+/// with `flags::BY_IDENTITY`, the match.
+#[inline(always)]
+pub fn identity_tail() -> IdentityTail {
+    match CHECKS.get_ptr_mut(0) {
+        // SAFETY: this CPU's check.
+        Some(c) => unsafe { (*c).tail },
+        None => IdentityTail::default(),
+    }
+}
