@@ -610,7 +610,7 @@ pub enum EventDetail {
         #[serde(default)]
         agent: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        user: Option<String>,
+        agent_user: Option<String>,
     },
     /// Records the kernel could not put in the ring buffer, by kind.
     Lost {

@@ -26,7 +26,7 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_ktime_get_boot_ns, generated::bpf_probe_read_kernel},
     macros::{map, tracepoint},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{HashMap, PerCpuArray},
     programs::TracePointContext,
 };
 use guard_common::{EventKind, OpenBody, counter, epoch, flags};

@@ -16,8 +16,7 @@
 //! [`EventKind::Route`] record.
 
 use aya_ebpf::{
-    macros::{cgroup_sock_addr, lsm, map, raw_tracepoint, tracepoint},
-    maps::Array,
+    macros::{cgroup_sock_addr, lsm, raw_tracepoint, tracepoint},
     programs::{LsmContext, RawTracePointContext, SockAddrContext, TracePointContext},
 };
 use guard_common::{

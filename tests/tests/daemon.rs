@@ -159,10 +159,15 @@ fn every_program_stays_within_its_verifier_budget() {
             over.push(format!("{program}: {n} > {budget}"));
         }
     }
+    let mut all: Vec<(u64, &String)> = counted
+        .iter()
+        .map(|(p, n)| (n.as_u64().unwrap_or(0), p))
+        .collect();
+    all.sort_unstable_by(|a, b| b.cmp(a));
     assert!(
         over.is_empty(),
         "over their verifier budget on {} (docs/kernels.md; measure, then cut or raise with \
-         a reason): {over:?}",
+         a reason): {over:?}\nevery program, most first: {all:?}",
         release.trim()
     );
 }

@@ -335,7 +335,7 @@ fn run_confines_the_session_in_a_mount_namespace_for_root_and_for_a_user() {
             e.kind() == "session_end" && e.int("root_pid") == Some(run.pid)
         });
         assert_eq!(
-            (end.str("agent"), end.str("user")),
+            (end.str("agent"), end.str("agent_user")),
             (Some("sh"), Some(user.name.as_str())),
             "[{how}] {end}"
         );

@@ -9,15 +9,12 @@ use aya_ebpf::{
         bpf_send_signal,
     },
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{PerCpuArray, lpm_trie::Key},
 };
 use guard_common::{
     AF_INET, AF_INET6, Config, IDENTITY_DEPTH, IdentityTail, NetData, O_PATH, PathData, RuleRef,
     SIGKILL, counter, flags,
-    rules::{
-        IDENTITY_UNKNOWN_MAX, INODE_RULES_MAX, InodeKey, access, enforced, inode_kind, path_kind,
-        rule_flags,
-    },
+    rules::{IDENTITY_UNKNOWN_MAX, InodeKey, access, enforced, inode_kind, path_kind, rule_flags},
 };
 
 use crate::{

@@ -173,7 +173,7 @@ pub enum Detail {
         /// wrapper that drops privileges (`guard run` as root, then `setpriv`)
         /// makes other than the root's at `session_start`.
         agent: String,
-        user: Option<String>,
+        agent_user: Option<String>,
     },
     Lost {
         by_kind: Vec<(String, u64)>,

@@ -915,7 +915,7 @@ mod tests {
                 stragglers: vec![left],
                 killed: vec![left],
                 agent: "agent".into(),
-                user: None,
+                agent_user: None,
             }
         );
         assert_eq!(out.total, 8);

@@ -504,7 +504,7 @@ mod tests {
                 stragglers: vec![43],
                 killed: vec![43],
                 agent: "codex".into(),
-                user: Some("alice".into()),
+                agent_user: Some("alice".into()),
             },
             Detail::Lost {
                 by_kind: vec![("open".into(), 2)],

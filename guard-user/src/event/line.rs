@@ -272,13 +272,13 @@ fn detail_line(ev: &Event) -> EventDetail {
             stragglers,
             killed,
             agent,
-            user,
+            agent_user,
         } => EventDetail::SessionEnd {
             root_pid: *root_pid,
             stragglers: stragglers.clone(),
             killed: killed.clone(),
             agent: agent.clone(),
-            user: user.clone(),
+            agent_user: agent_user.clone(),
         },
         Detail::PolicyLoaded {
             name,

@@ -136,7 +136,7 @@ impl Ledger {
             EventDetail::SessionEnd {
                 killed,
                 agent,
-                user,
+                agent_user,
                 ..
             } => {
                 r.ended = Some(ev.ts.clone());
@@ -146,8 +146,8 @@ impl Ledger {
                 if !agent.is_empty() {
                     r.agent = Some(agent.clone());
                 }
-                if user.is_some() {
-                    r.user.clone_from(user);
+                if agent_user.is_some() {
+                    r.user.clone_from(agent_user);
                 }
                 None
             }

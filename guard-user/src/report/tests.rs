@@ -244,7 +244,7 @@ fn a_wrapper_that_drops_privileges_leaves_the_report_to_the_agent_and_its_user()
     );
     let ended = format!(
         "{log}{}\n",
-        r#"{"ts":"2026-11-22T08:00:01.000000000Z","kind":"session_end","session":"00000000000000cc","pid":10,"comm":"my-agent","root_pid":10,"stragglers":[],"killed":[],"agent":"claude-code","user":"alice"}"#
+        r#"{"ts":"2026-11-22T08:00:01.000000000Z","kind":"session_end","session":"00000000000000cc","pid":10,"comm":"my-agent","root_pid":10,"stragglers":[],"killed":[],"agent":"claude-code","agent_user":"alice"}"#
     );
     let ended = from_log(ended.as_bytes(), "00000000000000cc").expect("a report");
     assert_eq!(

@@ -542,7 +542,7 @@ impl Registry {
                             stragglers,
                             killed: Vec::new(),
                             agent: session.agent.clone(),
-                            user: session.user.as_deref().map(str::to_owned),
+                            agent_user: session.user.as_deref().map(str::to_owned),
                         },
                     );
                     self.forget_old();
@@ -830,7 +830,7 @@ mod tests {
                 stragglers: vec![12],
                 killed: vec![],
                 agent: "codex".into(),
-                user: None,
+                agent_user: None,
             }
         );
         assert!(r.session(SessionId(7)).and_then(|s| s.ended_ns).is_some());

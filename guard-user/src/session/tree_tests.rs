@@ -267,7 +267,7 @@ fn the_roots_exit_ends_the_session_once_naming_the_stragglers_in_order() {
             stragglers: vec![11, 13],
             killed: vec![],
             agent: "codex".into(),
-            user: None,
+            agent_user: None,
         }
     );
     assert_eq!(r.sessions().next().and_then(|s| s.ended_ns), Some(4));
@@ -492,8 +492,8 @@ fn a_wrapper_that_drops_privileges_leaves_the_session_to_the_agent_and_its_user(
     );
     let end = r.after(&event(S, 10, 4, exit(true))).expect("session_end");
     assert!(
-        matches!(&end.detail, Detail::SessionEnd { agent, user, .. }
-            if agent == "my-agent" && user.as_deref() == Some("alice")),
+        matches!(&end.detail, Detail::SessionEnd { agent, agent_user, .. }
+            if agent == "my-agent" && agent_user.as_deref() == Some("alice")),
         "{:?}",
         end.detail
     );
