@@ -4,9 +4,10 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_ktime_get_boot_ns,
-        generated::bpf_send_signal,
+        generated::{bpf_loop, bpf_send_signal},
     },
-    macros::raw_tracepoint,
+    macros::{map, raw_tracepoint},
+    maps::PerCpuArray,
     programs::RawTracePointContext,
 };
 use guard_common::{
@@ -16,11 +17,11 @@ use guard_common::{
 
 use crate::{
     core_read::{self, WALK_TRUNCATED},
-    emit::{Draft, current_ids},
+    emit::{Draft, HEADER_LEN, current_ids},
     enforce,
     maps::{
-        AGENT_CGROUPS, AGENTS, DELEGATE_ARM, DIGEST_SIZES, HELD, PATH_END, PATH_MASK, PATH_SCRATCH,
-        TRACKED, count,
+        AGENT_CGROUPS, AGENTS, DELEGATE_ARM, DIGEST_SIZES, EVENT_SCRATCH, HELD, PATH_END,
+        PATH_MASK, PATH_SCRATCH, TRACKED, count,
     },
 };
 
@@ -286,10 +287,8 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
         let at = (exe_len & guard_common::PATH_LEN_MASK)
             + (argv_len & guard_common::ARGV_LEN_MASK)
             + (thread_len & 0x3f);
-        cwd_len = cwd(task, pbuf, draft.payload_ptr::<ExecBody>(at as usize));
-        if cwd_len == 0 {
-            draft.header().flags &= !flags::CWD;
-        }
+        // The callback clears the record's CWD flag when it read nothing.
+        cwd_len = cwd_in_record(at);
     }
     let confinement = core_read::confinement(task);
     if crate::dns::unserved(confinement.net_ns) {
@@ -308,6 +307,72 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     });
     draft.submit::<ExecBody>(exe_len + argv_len + thread_len + cwd_len);
     Ok(())
+}
+
+/// Where a session's first exec record takes its working directory: the payload
+/// offset after the exe, argv and thread id (set before the walk), and the bytes
+/// the walk copied (after it). Per CPU: Linux 6.1 leaves this program no stack to
+/// spare.
+#[repr(C)]
+struct CwdSlot {
+    at: u32,
+    len: u32,
+}
+
+#[map]
+static CWD_SLOT: PerCpuArray<CwdSlot> = PerCpuArray::with_max_entries(1, 0);
+
+/// Most payload bytes before the working directory: exe, argv and thread id.
+const CWD_AT_MAX: u32 = guard_common::PATH_LEN_MASK + guard_common::ARGV_LEN_MASK + 0x3f;
+
+/// The current task's working directory, copied into the record being drafted at
+/// payload offset `at`; returns its length (0 when it could not be read: the
+/// record's `CWD` flag is then cleared). The walk
+/// and the copy run in a `bpf_loop` callback: the verifier checks them once, and
+/// the length comes back as a number read from memory. Inlined, each way the walk
+/// could end was another state carried through the rest of the exec program
+/// (200,000 of its verified instructions, 2026-11-27).
+#[inline(always)]
+fn cwd_in_record(at: u32) -> u32 {
+    let Some(slot) = CWD_SLOT.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's slot; the callback reads it and writes its length.
+    unsafe {
+        (*slot).at = at;
+        (*slot).len = 0;
+        bpf_loop(
+            1,
+            cwd_step as *mut core::ffi::c_void,
+            core::ptr::null_mut(),
+            0,
+        );
+        (*slot).len & guard_common::PATH_LEN_MASK
+    }
+}
+
+extern "C" fn cwd_step(_index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
+    let (Some(slot), Some(pbuf), Some(buf)) = (
+        CWD_SLOT.get_ptr_mut(0),
+        PATH_SCRATCH.get_ptr_mut(0),
+        EVENT_SCRATCH.get_ptr_mut(0),
+    ) else {
+        return 1;
+    };
+    // SAFETY: this CPU's scratch buffers; `at` is clamped to what the exec program
+    // can have written before it, so the copy stays inside the record's buffer.
+    unsafe {
+        let at = (*slot).at.min(CWD_AT_MAX) as usize;
+        let dst = buf
+            .cast::<u8>()
+            .add(HEADER_LEN + size_of::<ExecBody>() + at);
+        let len = cwd(core_read::current(), pbuf.cast(), dst);
+        (*slot).len = len;
+        if len == 0 {
+            (*buf.cast::<guard_common::Header>()).flags &= !flags::CWD;
+        }
+    }
+    1
 }
 
 /// Copies `task`'s working directory, as the kernel resolves it, to `dst` (walked

@@ -164,6 +164,7 @@ fn every_program_stays_within_its_verifier_budget() {
         .map(|(p, n)| (n.as_u64().unwrap_or(0), p))
         .collect();
     all.sort_unstable_by(|a, b| b.cmp(a));
+    println!("verified instructions on {}: {all:?}", release.trim());
     assert!(
         over.is_empty(),
         "over their verifier budget on {} (docs/kernels.md; measure, then cut or raise with \
