@@ -188,6 +188,16 @@ async fn an_admin_uploads_and_assigns_and_a_host_pulls_it_signed(db: Db) {
     fleet.stop().await;
 }
 
+/// Uploads policy `ssh` `n` times: versions 1 to `n`.
+async fn upload_versions(fleet: &Fleet, n: i64) {
+    for _ in 1..=n {
+        assert_eq!(
+            upload(fleet, ADMIN_TOKEN, "ssh", GOOD).await.0,
+            StatusCode::CREATED
+        );
+    }
+}
+
 /// Assigns policy `ssh`'s `version` to `target` in `mode`, then pulls the answer of
 /// a host of group `laptops` sending with `token`.
 async fn assigned_then_pulled(
@@ -209,12 +219,7 @@ async fn assigned_then_pulled(
 /// every answer is signed for the group the host asked as.
 async fn a_credential_s_assignment_covers_hosts_without_one_of_their_own(db: Db) {
     let (fleet, public) = signing_fleet(db).await;
-    for _ in 1..=2 {
-        assert_eq!(
-            upload(&fleet, ADMIN_TOKEN, "ssh", GOOD).await.0,
-            StatusCode::CREATED
-        );
-    }
+    upload_versions(&fleet, 2).await;
     // The cluster `eu`: its token's hosts take version 1, whatever their group.
     let first = assigned_then_pulled(&fleet, "cluster:eu", 1, "observe", CLUSTER_TOKEN).await;
     assert_eq!(
@@ -282,12 +287,7 @@ async fn a_credential_s_assignment_covers_hosts_without_one_of_their_own(db: Db)
 /// letter, not a wildcard.
 async fn a_label_s_assignment_covers_hosts_that_say_it(db: Db) {
     let (fleet, public) = signing_fleet(db).await;
-    for _ in 1..=2 {
-        assert_eq!(
-            upload(&fleet, ADMIN_TOKEN, "ssh", GOOD).await.0,
-            StatusCode::CREATED
-        );
-    }
+    upload_versions(&fleet, 2).await;
     for (target, version, mode) in [
         ("label:env=ci", 1, "observe"),
         ("label:team=pay_ments", 2, "enforce"),
