@@ -103,6 +103,7 @@ pub async fn put(
     if let Some(refusal) = in_file(&app, &name) {
         return refusal;
     }
+    let now = now_ms();
     let rule = AlertRule {
         name,
         kinds: body.kinds,
@@ -110,16 +111,12 @@ pub async fn put(
         outcomes: body.outcomes,
         to: body.to,
         author: Some(viewer.name.clone()),
-        updated_ms: Some(now_ms()),
+        updated_ms: Some(now),
     };
     if let Err(reason) = rule.check(&app.config.alerts.destinations) {
         return error(StatusCode::BAD_REQUEST, reason);
     }
-    match app
-        .store
-        .put_alert_rule(&rule, &viewer.name, rule.updated_ms.unwrap_or_default())
-        .await
-    {
+    match app.store.put_alert_rule(&rule, &viewer.name, now).await {
         Ok(new) => {
             app.alert_rules.forget();
             tracing::info!(rule = %rule.name, author = %viewer.name, new, "alert rule kept");

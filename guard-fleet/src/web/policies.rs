@@ -21,7 +21,7 @@ use axum::{
 };
 use guard_policy::{
     diag,
-    model::{label_check, valid_name},
+    model::{Labels, valid_name},
 };
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
@@ -286,9 +286,7 @@ pub async fn assign(
     let valid = match group.split_once(':') {
         None => valid_name(&group),
         Some(("host" | "cluster", name)) => valid_name(name),
-        Some(("label", label)) => label
-            .split_once('=')
-            .is_some_and(|(k, v)| label_check(k, v).is_ok()),
+        Some(("label", label)) => label.parse::<Labels>().is_ok_and(|l| l.0.len() == 1),
         Some(_) => false,
     };
     if !valid {

@@ -223,17 +223,20 @@ pub fn version_key(v: &str) -> Vec<u64> {
         .collect()
 }
 
-/// A host's columns (of the row `h` of `hosts`), with the assignment it takes.
-static HOST_COLUMNS: LazyLock<String> = LazyLock::new(|| {
+/// A host's columns (of the row `h` of [`HOSTS_FROM`]), with the assignment it
+/// takes (`t`).
+const HOST_COLUMNS: &str = "h.host, h.host_name, h.host_id, h.arch, h.guard_version, \
+    h.os_version, h.policy_name, h.policy_mode, h.tiers, h.k8s_cluster, h.k8s_node, \
+    h.first_seen_ms, h.last_seen_ms, h.clock_skew_ms, h.heartbeat_ms, h.fleet_group, \
+    h.labels, h.target, 'fleet:' || t.policy || '@' || CAST(t.version AS TEXT) AS assigned, \
+    t.mode AS assigned_mode";
+
+/// The hosts, each with the target of the assignment it takes ([`HOST_TARGET`],
+/// worked out once per host) and that assignment (`t`, none when it takes none).
+static HOSTS_FROM: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "h.host, h.host_name, h.host_id, h.arch, h.guard_version, \
-         h.os_version, h.policy_name, h.policy_mode, h.tiers, h.k8s_cluster, h.k8s_node, \
-         h.first_seen_ms, h.last_seen_ms, h.clock_skew_ms, h.heartbeat_ms, h.fleet_group, \
-         h.labels, {HOST_TARGET} AS target, \
-         (SELECT 'fleet:' || a.policy || '@' || CAST(a.version AS TEXT) \
-          FROM policy_assignments a WHERE a.group_name = {HOST_TARGET}) AS assigned, \
-         (SELECT a.mode FROM policy_assignments a WHERE a.group_name = {HOST_TARGET}) \
-          AS assigned_mode"
+        " FROM (SELECT h.*, {HOST_TARGET} AS target FROM hosts h) h \
+         LEFT JOIN policy_assignments t ON t.group_name = h.target"
     )
 });
 
@@ -803,8 +806,9 @@ impl Store {
         };
         let mut stale = Sql::new("SELECT ");
         stale
-            .push(&HOST_COLUMNS)
-            .push(" FROM hosts h WHERE h.last_seen_ms < ")
+            .push(HOST_COLUMNS)
+            .push(&HOSTS_FROM)
+            .push(" WHERE h.last_seen_ms < ")
             .arg(Arg::Int(stale_before))
             .push(" ORDER BY h.last_seen_ms DESC LIMIT 50");
         let stale = fetch_rows(pool, stale, "list stale hosts", |r| {
@@ -1111,12 +1115,13 @@ impl Store {
         let per_page = per_page.clamp(1, 1000);
         let page = page.max(1);
         let mut q = Sql::new("SELECT ");
-        q.push(&HOST_COLUMNS)
+        q.push(HOST_COLUMNS)
             .push(", (SELECT COUNT(*) FROM sessions s WHERE s.host = h.host AND s.started_ms >= ")
             .arg(Arg::Int(since_ms))
             .push(") AS sessions, (SELECT COUNT(*) FROM sessions s WHERE s.host = h.host AND s.state = 'running' AND s.updated_ms >= ")
             .arg(Arg::Int(stale_before))
-            .push(") AS running FROM hosts h");
+            .push(") AS running")
+            .push(&HOSTS_FROM);
         if stale_only {
             q.push(" WHERE h.last_seen_ms < ")
                 .arg(Arg::Int(stale_before));
