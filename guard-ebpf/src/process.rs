@@ -327,11 +327,11 @@ const CWD_AT_MAX: u32 = guard_common::PATH_LEN_MASK + guard_common::ARGV_LEN_MAS
 
 /// The current task's working directory, copied into the record being drafted at
 /// payload offset `at`; returns its length (0 when it could not be read: the
-/// record's `CWD` flag is then cleared). The walk
-/// and the copy run in a `bpf_loop` callback: the verifier checks them once, and
-/// the length comes back as a number read from memory. Inlined, each way the walk
-/// could end was another state carried through the rest of the exec program
-/// (200,000 of its verified instructions, 2026-11-27).
+/// record's `CWD` flag is then cleared). The walk and the copy run in a `bpf_loop`
+/// callback: the verifier checks them once, and the length comes back as a number
+/// read from memory. Inlined, each way the walk could end was another state carried
+/// through the rest of the exec program (200,000 of its verified instructions,
+/// 2026-11-27).
 #[inline(always)]
 fn cwd_in_record(at: u32) -> u32 {
     let Some(slot) = CWD_SLOT.get_ptr_mut(0) else {
