@@ -597,6 +597,11 @@ pub struct TamperBody {
 /// Bytes of the agent thread id an exec record carries with [`flags::THREAD_ID`].
 pub const THREAD_ID_LEN: usize = 48;
 
+/// First byte of an exec record's thread id bytes that hold a package's name
+/// instead (the value of a [`crate::SessionVar::PACKAGE`] variable, up to
+/// `THREAD_ID_LEN - 2` bytes): the process runs that package's script.
+pub const PACKAGE_MARK: u8 = 1;
+
 /// Size of the biggest record: an exec with a full exe path, a full argv, a
 /// thread id and a full working directory.
 pub const MAX_RECORD: usize = core::mem::size_of::<Header>()

@@ -311,6 +311,9 @@ pub struct TaskLine {
     /// The agent's thread id (its session variable) the process works for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_thread: Option<String>,
+    /// The package whose script the process runs (npm's `npm_package_name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
     #[serde(default)]
     pub uid: u32,
     /// `null` when the host has no name for `uid`.

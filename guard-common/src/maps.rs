@@ -345,30 +345,56 @@ pub const fn stub_peer_key(protocol: u16, port: u16) -> u32 {
 /// Bytes of a [`SessionVar`]'s name, `=` included.
 pub const SESSION_VAR_LEN: usize = 32;
 /// Entries of `SESSION_VARS`: the environment variables that carry agents' session
-/// ids, searched for at once.
-pub const SESSION_VARS_MAX: u32 = 4;
+/// ids (the first [`SESSION_VARS_AGENTS`]) and the package variable (the last),
+/// searched for at once.
+pub const SESSION_VARS_MAX: u32 = 5;
+/// Entries of `SESSION_VARS` for agents' session variables: all but the last.
+pub const SESSION_VARS_AGENTS: u32 = SESSION_VARS_MAX - 1;
 
-/// An environment variable whose value is an agent's session (or thread) id, as the
-/// agent sets it for its tools (`CODEX_THREAD_ID=`, `CLAUDE_CODE_SESSION_ID=`): an
+/// An environment variable the exec program looks for in a tool's environment: an
 /// entry of `SESSION_VARS`. Unused entries have `len` 0.
+///
+/// - [`SessionVar::SESSION`]: its value is an agent's session (or thread) id, as the
+///   agent sets it for its tools (`CODEX_THREAD_ID=`, `CLAUDE_CODE_SESSION_ID=`).
+/// - [`SessionVar::PACKAGE`]: its value names the package whose script the process
+///   runs, as a package manager sets it for the scripts it runs (npm's
+///   `npm_package_name=`). It wins over a session variable: the record then carries
+///   [`crate::PACKAGE_MARK`] and the package's name instead of the thread id.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SessionVar {
     /// Bytes of `name` in use, `=` included (2 to [`SESSION_VAR_LEN`]).
     pub len: u32,
+    /// [`SessionVar::SESSION`] or [`SessionVar::PACKAGE`].
+    pub kind: u32,
     /// The name followed by `=`, NUL padded.
     pub name: [u8; SESSION_VAR_LEN],
 }
 
 impl SessionVar {
-    /// The entry for variable `name` (without `=`); None when it does not fit.
+    /// A variable whose value is an agent's session id.
+    pub const SESSION: u32 = 0;
+    /// A variable whose value is the package whose script runs.
+    pub const PACKAGE: u32 = 1;
+
+    /// The entry for session variable `name` (without `=`); None when it does not fit.
     pub fn new(name: &str) -> Option<SessionVar> {
+        Self::of_kind(name, Self::SESSION)
+    }
+
+    /// The entry for package variable `name` (without `=`); None when it does not fit.
+    pub fn package(name: &str) -> Option<SessionVar> {
+        Self::of_kind(name, Self::PACKAGE)
+    }
+
+    fn of_kind(name: &str, kind: u32) -> Option<SessionVar> {
         let bytes = name.as_bytes();
         if bytes.is_empty() || bytes.len() >= SESSION_VAR_LEN || bytes.contains(&b'=') {
             return None;
         }
         let mut out = SessionVar {
             len: bytes.len() as u32 + 1,
+            kind,
             name: [0; SESSION_VAR_LEN],
         };
         out.name[..bytes.len()].copy_from_slice(bytes);

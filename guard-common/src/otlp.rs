@@ -63,6 +63,7 @@ pub mod attr {
     pub const SERVER_PORT: &str = "server.port";
     pub const NETWORK_TRANSPORT: &str = "network.transport";
     pub const DESTINATION_CLASS: &str = "guard.destination.class";
+    pub const PACKAGE_NAME: &str = "guard.package.name";
     pub const CONTAINER_ID: &str = "container.id";
     pub const K8S_POD_NAME: &str = "k8s.pod.name";
     pub const K8S_NAMESPACE_NAME: &str = "k8s.namespace.name";

@@ -243,6 +243,66 @@ pub struct SecretEgress {
     pub sent_after: Bounded<SentAfter>,
 }
 
+/// A package a session installed, recognised by the manifest its install wrote
+/// (`node_modules/NAME/package.json`, `NAME-VERSION.dist-info/METADATA`, a crate's
+/// `Cargo.toml` under cargo's registry, a module's `go.mod` under Go's cache).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Package {
+    /// `npm`, `pypi`, `crates.io` or `go`.
+    pub ecosystem: String,
+    pub name: String,
+    /// From the manifest (or its directory's name); none when it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The manifest file it was recognised by.
+    pub manifest: String,
+    /// When the manifest was first written.
+    pub ts: String,
+    /// The process that wrote it, and its command line (`npm install …`).
+    pub pid: u32,
+    pub by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Package registries (destinations of class `registry`) that process connected
+    /// to before writing it, by host name where known: where the package came from.
+    /// Empty for an install from local files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registries: Vec<String>,
+    /// Why the version is missing, for people (`manifest gone`, `unreadable: …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// A package's script that ran: npm runs a package's lifecycle scripts (`preinstall`,
+/// `install`, `postinstall`, `prepare`) when it installs it, and a project's own
+/// scripts on `npm run`, with `npm_package_name` in their environment. The script's
+/// processes are every process that carried it, from its first one down.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Script {
+    /// The package it belongs to (its environment's `npm_package_name`).
+    pub package: String,
+    /// The package is one the session installed: an install script.
+    pub install: bool,
+    /// Its first process: when it started and what it ran.
+    pub ts: String,
+    pub pid: u32,
+    pub command: String,
+    /// Programs its processes ran (execs).
+    pub execs: u64,
+    /// Opens of files for reading, and for writing.
+    pub reads: u64,
+    pub writes: u64,
+    /// Secrets (files matched by a `secret = true` rule) it opened, first first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// Destinations it connected or sent to (`host:port` or `addr:port`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<String>,
+    /// Rules its processes broke, with what guard did (`rule: outcome`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<String>,
+}
+
 /// The report of one session.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
@@ -303,6 +363,12 @@ pub struct Report {
     pub dropped: u64,
     /// Processes the policy killed when the root exited (`kill_stragglers`).
     pub stragglers_killed: Vec<u32>,
+    /// Packages the session installed, in the order their manifests were written.
+    #[serde(default)]
+    pub packages: Bounded<Package>,
+    /// Packages' scripts that ran (npm's lifecycle and run scripts), first first.
+    #[serde(default)]
+    pub scripts: Bounded<Script>,
 }
 
 impl Files {
@@ -328,6 +394,8 @@ impl Report {
         self.violations.cut(n);
         self.secret_egress.secrets.cut(n);
         self.secret_egress.sent_after.cut(n);
+        self.packages.cut(n);
+        self.scripts.cut(n);
         self
     }
 }

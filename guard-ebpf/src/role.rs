@@ -7,7 +7,9 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{helpers::generated::bpf_loop, macros::map, maps::PerCpuArray};
-use guard_common::{SESSION_VAR_LEN, SESSION_VARS_MAX, SessionVar, THREAD_ID_LEN, role};
+use guard_common::{
+    PACKAGE_MARK, SESSION_VAR_LEN, SESSION_VARS_MAX, SessionVar, THREAD_ID_LEN, role,
+};
 
 use crate::{
     core_read,
@@ -36,9 +38,12 @@ struct Scratch {
     span_len: u32,
     /// Whether the previous byte ended a variable (or an argument).
     at_start: u32,
-    /// The environment scan: where the value starts (plus one), and each
-    /// variable's match progress.
+    /// The environment scan: where the value starts (plus one), whether it is a
+    /// package variable's, whether one is looked for, and each variable's match
+    /// progress.
     found: u32,
+    found_package: u32,
+    packages: u32,
     pos: [u32; VARS],
     /// The argument scan: the argument being read, whether it is the script, and
     /// the bytes of its file name so far.
@@ -307,10 +312,24 @@ extern "C" fn env_step(index: u32, _ctx: *mut c_void) -> i64 {
             if pos > 0 {
                 if byte == var.name[(pos as usize) & (SESSION_VAR_LEN - 1)] {
                     if pos + 1 == var.len {
-                        (*s).found = index + 2;
-                        return 1;
+                        // A package's script: its name wins, the scan ends.
+                        if var.kind == SessionVar::PACKAGE {
+                            (*s).found = index + 2;
+                            (*s).found_package = 1;
+                            return 1;
+                        }
+                        // The first session variable; the scan goes on for the
+                        // package variable where there is one.
+                        if (*s).found == 0 {
+                            (*s).found = index + 2;
+                        }
+                        if (*s).packages == 0 {
+                            return 1;
+                        }
+                        (*s).pos[v] = 0;
+                    } else {
+                        (*s).pos[v] = pos + 1;
                     }
-                    (*s).pos[v] = pos + 1;
                 } else {
                     (*s).pos[v] = 0;
                 }
@@ -325,8 +344,9 @@ extern "C" fn env_step(index: u32, _ctx: *mut c_void) -> i64 {
 }
 
 /// Copies the value of the first session variable (`SESSION_VARS`) in the current
-/// (just exec'd) process's environment to `dst` (THREAD_ID_LEN bytes, NUL ended);
-/// false when there is none. Inlined: its `bpf_loop` callback is then one call below
+/// (just exec'd) process's environment to `dst` (THREAD_ID_LEN bytes, NUL ended), or
+/// [`PACKAGE_MARK`] and the package variable's value when the environment has that;
+/// false when there is neither. Inlined: its `bpf_loop` callback is then one call below
 /// the exec program, not two (each level costs 32 bytes of Linux 6.1's 512).
 #[inline(always)]
 pub fn thread_id(task: *const core_read::Task, dst: *mut u8) -> bool {
@@ -340,6 +360,7 @@ pub fn thread_id(task: *const core_read::Task, dst: *mut u8) -> bool {
         // Copied map to scratch through pointers: a copy by value would go through
         // the exec program's stack, which has no room for it.
         let mut any = 0;
+        let mut packages = 0;
         let mut v = 0;
         while v < VARS {
             let dst = &raw mut (*s).vars[v];
@@ -347,6 +368,9 @@ pub fn thread_id(task: *const core_read::Task, dst: *mut u8) -> bool {
                 Some(src) => {
                     core::ptr::copy_nonoverlapping(src, dst, 1);
                     any |= (*dst).len;
+                    if (*dst).len != 0 && (*dst).kind == SessionVar::PACKAGE {
+                        packages = 1;
+                    }
                 }
                 None => (*dst).len = 0,
             }
@@ -360,6 +384,8 @@ pub fn thread_id(task: *const core_read::Task, dst: *mut u8) -> bool {
         (*s).span_len = len;
         (*s).at_start = 1;
         (*s).found = 0;
+        (*s).found_package = 0;
+        (*s).packages = packages;
         bpf_loop(
             ENV_SCAN_MAX,
             env_step as *mut c_void,
@@ -371,6 +397,14 @@ pub fn thread_id(task: *const core_read::Task, dst: *mut u8) -> bool {
             return false;
         }
         let value = start + u64::from(found - 1);
+        if (*s).found_package != 0 {
+            *dst = PACKAGE_MARK;
+            return aya_ebpf::helpers::generated::bpf_probe_read_user_str(
+                dst.add(1).cast(),
+                THREAD_ID_LEN as u32 - 1,
+                value as *const c_void,
+            ) > 1;
+        }
         aya_ebpf::helpers::generated::bpf_probe_read_user_str(
             dst.cast(),
             THREAD_ID_LEN as u32,

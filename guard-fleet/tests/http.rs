@@ -26,6 +26,7 @@ on_both!(
     an_unavailable_database_asks_hosts_to_retry,
     the_overview_s_rollup_agrees_with_the_sessions,
     lists_csv_and_violations_for_the_siem,
+    the_package_inventory_lists_each_version_once_with_its_first_sighting,
 );
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -1186,5 +1187,180 @@ async fn lists_csv_and_violations_for_the_siem(db: Db) {
         .await
         .expect("get");
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    fleet.stop().await;
+}
+
+/// A report of `session` on `repo` started at `started` that installed `packages`
+/// (ecosystem, name, version), with an install script of `scripted`.
+fn installing(
+    session: &str,
+    repo: &str,
+    started: &str,
+    packages: &[(&str, &str, &str)],
+    scripted: Option<&str>,
+) -> guard_common::report::Report {
+    let mut r = records::report(session, "alice", repo, true);
+    r.started = Some(started.to_owned());
+    r.ended = None;
+    for (ecosystem, name, version) in packages {
+        r.packages.push(guard_common::report::Package {
+            ecosystem: (*ecosystem).to_owned(),
+            name: (*name).to_owned(),
+            version: Some((*version).to_owned()),
+            manifest: format!("/w/node_modules/{name}/package.json"),
+            ..Default::default()
+        });
+    }
+    if let Some(package) = scripted {
+        r.scripts.push(guard_common::report::Script {
+            package: package.to_owned(),
+            install: true,
+            command: "sh -c node postinstall.js".to_owned(),
+            ..Default::default()
+        });
+    }
+    r
+}
+
+async fn the_package_inventory_lists_each_version_once_with_its_first_sighting(db: Db) {
+    let fleet = Fleet::start(db, "").await;
+    let send = |host: &'static str, seq: u64, r: guard_common::report::Report, n: i64| {
+        let fleet = &fleet;
+        async move {
+            let req = records::request(
+                host,
+                vec![records::summary(host, seq, 1, &r, n, records::T0_NS)],
+            );
+            fleet.send_ok(&req, CLUSTER_TOKEN).await;
+        }
+    };
+    let evil = ("npm", "evil-pkg", "1.0.0");
+    let good = ("pypi", "good", "2.1");
+    // Host a's session installs both (evil's install script ran); host b's installs
+    // evil twice over (two manifests of one version).
+    send(
+        "a",
+        1,
+        installing(
+            S1,
+            "https://x/app",
+            "2026-11-21T05:00:00Z",
+            &[evil, good],
+            Some("evil-pkg"),
+        ),
+        1,
+    )
+    .await;
+    send(
+        "b",
+        1,
+        installing(
+            S2,
+            "https://x/web",
+            "2026-11-21T06:00:00Z",
+            &[evil, evil],
+            None,
+        ),
+        1,
+    )
+    .await;
+    #[derive(serde::Deserialize)]
+    struct Row {
+        ecosystem: String,
+        name: String,
+        version: String,
+        first_seen_ms: i64,
+        first_host: String,
+        sessions: i64,
+        repositories: Vec<String>,
+        install_script: bool,
+    }
+    // One line per version: what a reader of the inventory checks.
+    let rows = |v: &[Row]| -> Vec<String> {
+        let mut out: Vec<String> = v
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}/{} {} first at {} on {}, {} sessions, repos {:?}, script {}",
+                    r.ecosystem,
+                    r.name,
+                    r.version,
+                    r.first_seen_ms,
+                    r.first_host,
+                    r.sessions,
+                    r.repositories,
+                    r.install_script
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let t = |rfc: &str| {
+        chrono::DateTime::parse_from_rfc3339(rfc)
+            .expect("time")
+            .timestamp_millis()
+    };
+    let (five, four) = (t("2026-11-21T05:00:00Z"), t("2026-11-21T04:00:00Z"));
+    let inv: Vec<Row> = fleet.api("/api/packages").await;
+    assert_eq!(
+        rows(&inv),
+        [
+            format!(
+                "npm/evil-pkg 1.0.0 first at {five} on eu/a, 2 sessions, \
+                 repos [\"https://x/app\", \"https://x/web\"], script true"
+            ),
+            format!(
+                "pypi/good 2.1 first at {five} on eu/a, 1 sessions, repos [\"https://x/app\"], script false"
+            ),
+        ]
+    );
+
+    // Host a's next summary of the same session no longer lists evil (its summary
+    // replaces the last): one session has it, the organisation first saw it still
+    // at a. A session that started earlier on host c makes c good's first sighting.
+    send(
+        "a",
+        2,
+        installing(S1, "https://x/app", "2026-11-21T05:00:00Z", &[good], None),
+        2,
+    )
+    .await;
+    send(
+        "c",
+        1,
+        installing(S1, "https://x/lib", "2026-11-21T04:00:00Z", &[good], None),
+        1,
+    )
+    .await;
+    let inv: Vec<Row> = fleet.api("/api/packages").await;
+    assert_eq!(
+        rows(&inv),
+        [
+            format!(
+                "npm/evil-pkg 1.0.0 first at {five} on eu/a, 1 sessions, repos [\"https://x/web\"], script false"
+            ),
+            format!(
+                "pypi/good 2.1 first at {four} on eu/c, 2 sessions, \
+                 repos [\"https://x/app\", \"https://x/lib\"], script false"
+            ),
+        ]
+    );
+    assert_eq!(inv[0].name, "evil-pkg", "newest to the organisation first");
+
+    let cookie = format!("guard_fleet={DASH_TOKEN}");
+    let (status, _, body) = fleet.page("/packages", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    for needle in ["evil-pkg", "1.0.0", "pypi", "https://x/lib", ">eu/c</a>"] {
+        assert!(
+            body.contains(needle),
+            "{needle:?} not in the packages page:\n{body}"
+        );
+    }
+    // Host b's session page lists what it installed.
+    let href = format!("/sessions/{S2}?host=eu/b");
+    let (status, _, body) = fleet.page(&href, Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("Packages installed (2)"), "{body}");
     fleet.stop().await;
 }

@@ -24,6 +24,7 @@ pub mod host;
 pub mod identity;
 pub mod ignore;
 pub mod metrics;
+pub mod packages;
 pub mod policy;
 pub mod report;
 pub mod resolve;

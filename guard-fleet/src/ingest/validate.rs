@@ -13,7 +13,9 @@ use opentelemetry_proto::tonic::{
 };
 use serde_json::Value;
 
-use crate::store::rows::{Batch, DestinationRow, EventRow, HostRow, SummaryRow, ViolationRow};
+use crate::store::rows::{
+    Batch, DestinationRow, EventRow, HostRow, PackageRow, SummaryRow, ViolationRow,
+};
 use crate::{
     auth::{Claim, Sender},
     config::Limits,
@@ -438,7 +440,37 @@ fn summary(i: SummaryInput<'_>) -> Result<SummaryRow, &'static str> {
         summary: i.text,
         violation_rows,
         destination_rows: destinations(r),
+        package_rows: packages(r),
     })
+}
+
+/// A report's packages, each version once, with whether an install script of it
+/// ran.
+fn packages(r: &Report) -> Vec<PackageRow> {
+    let mut rows: Vec<PackageRow> = r
+        .packages
+        .items
+        .iter()
+        .map(|p| PackageRow {
+            ecosystem: cut(&p.ecosystem, MAX_FIELD),
+            name: cut(&p.name, MAX_FIELD),
+            version: cut(p.version.as_deref().unwrap_or_default(), MAX_FIELD),
+            install_script: r
+                .scripts
+                .items
+                .iter()
+                .any(|s| s.install && s.package == p.name),
+        })
+        .collect();
+    rows.sort();
+    // `later` goes, `kept` stays with both's install script.
+    rows.dedup_by(|later, kept| {
+        let same = (&later.ecosystem, &later.name, &later.version)
+            == (&kept.ecosystem, &kept.name, &kept.version);
+        kept.install_script |= same && later.install_script;
+        same
+    });
+    rows
 }
 
 /// A report's destinations by name (else address), their bytes and connects added.

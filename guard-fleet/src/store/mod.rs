@@ -110,6 +110,11 @@ fn migrator(backend: Backend) -> Migrator {
             "alert_rules",
             include_str!("../../migrations/common/0009_alert_rules.sql"),
         ),
+        migration(
+            10,
+            "packages",
+            include_str!("../../migrations/common/0010_packages.sql"),
+        ),
     ])
 }
 

@@ -99,27 +99,26 @@ impl Store {
             rollup.session(&c, -1);
         }
         for chunk in keys.chunks(VIOLATIONS_CHUNK) {
-            let mut del = Sql::new("DELETE FROM violations WHERE (host, session_uid) IN (VALUES ");
-            for (i, (host, uid)) in chunk.iter().enumerate() {
-                if i > 0 {
-                    del.push(", ");
-                }
-                del.tuple([Arg::Text(host.clone()), Arg::Text(uid.clone())]);
-            }
-            del.push(") RETURNING ").push(rollup::VIOLATION_COLUMNS);
+            let mut del = of_sessions(
+                "DELETE FROM violations WHERE (host, session_uid) IN (VALUES ",
+                chunk,
+            );
+            del.push(" RETURNING ").push(rollup::VIOLATION_COLUMNS);
             let removed = del.query().fetch_all(&mut *tx).await.map_err(e())?;
             rollup.violations_removed(&removed).map_err(e())?;
-            let mut del =
-                Sql::new("DELETE FROM session_destinations WHERE (host, session_uid) IN (VALUES ");
-            for (i, (host, uid)) in chunk.iter().enumerate() {
-                if i > 0 {
-                    del.push(", ");
-                }
-                del.tuple([Arg::Text(host.clone()), Arg::Text(uid.clone())]);
-            }
-            del.push(") RETURNING ").push(rollup::DESTINATION_COLUMNS);
+            let mut del = of_sessions(
+                "DELETE FROM session_destinations WHERE (host, session_uid) IN (VALUES ",
+                chunk,
+            );
+            del.push(" RETURNING ").push(rollup::DESTINATION_COLUMNS);
             let removed = del.query().fetch_all(&mut *tx).await.map_err(e())?;
             rollup.destinations_removed(&removed).map_err(e())?;
+            // The organisation's first sight of each package stays (`packages`).
+            let del = of_sessions(
+                "DELETE FROM session_packages WHERE (host, session_uid) IN (VALUES ",
+                chunk,
+            );
+            del.query().execute(&mut *tx).await.map_err(e())?;
         }
         rollup.apply(&mut tx).await.map_err(e())?;
         tx.commit().await.map_err(e())?;
@@ -177,4 +176,18 @@ impl Store {
             }
         }
     }
+}
+
+/// `delete` (`DELETE FROM T WHERE (host, session_uid) IN (VALUES `) of the rows of
+/// sessions `keys` (host, session uid).
+fn of_sessions(delete: &'static str, keys: &[(String, String)]) -> Sql {
+    let mut del = Sql::new(delete);
+    for (i, (host, uid)) in keys.iter().enumerate() {
+        if i > 0 {
+            del.push(", ");
+        }
+        del.tuple([Arg::Text(host.clone()), Arg::Text(uid.clone())]);
+    }
+    del.push(")");
+    del
 }

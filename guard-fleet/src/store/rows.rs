@@ -83,6 +83,19 @@ pub struct SummaryRow {
     pub violation_rows: Vec<ViolationRow>,
     /// The summary's destinations, by name (else address): replace the stored ones.
     pub destination_rows: Vec<DestinationRow>,
+    /// The summary's packages, each version once: replace the stored ones.
+    pub package_rows: Vec<PackageRow>,
+}
+
+/// A package a session installed: one of its summary's `packages`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PackageRow {
+    pub ecosystem: String,
+    pub name: String,
+    /// Empty when the host could not tell.
+    pub version: String,
+    /// An install script of it ran in the session.
+    pub install_script: bool,
 }
 
 /// Where a session sent bytes: one destination name (or address) of its summary.

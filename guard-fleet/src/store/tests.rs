@@ -77,9 +77,9 @@ async fn migrations_apply_once_and_again_do_nothing() {
     )
     .expect("count");
     assert_eq!(
-        applied, 9,
+        applied, 10,
         "init, session_days, questions, destinations, policies, alerts, credential \
-         targets, host labels and alert rules, once each"
+         targets, host labels, alert rules and packages, once each"
     );
 }
 

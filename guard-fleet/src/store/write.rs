@@ -98,6 +98,7 @@ impl Store {
                 rollup.violation(v.ts_ms, &v.rule, &v.outcome, 1);
             }
             replace_destinations(&mut tx, s, &mut rollup).await?;
+            replace_packages(&mut tx, s).await?;
             for chunk in s.violation_rows.chunks(CHUNK) {
                 let mut insert = Sql::new(
                     "INSERT INTO violations (host, session_uid, ordinal, ts_ms, pid, comm, what, \
@@ -385,6 +386,61 @@ async fn replace_destinations(
             ]);
         }
         insert.query().execute(&mut *tx).await.map_err(e())?;
+    }
+    Ok(())
+}
+
+/// Replaces a session's stored packages with its summary's, and notes each version
+/// the organisation sees for the first time (or earlier than it had).
+async fn replace_packages(tx: &mut AnyConnection, s: &SummaryRow) -> Result<(), StoreError> {
+    let e = || StoreError::query("replace a session's packages");
+    let mut delete = Sql::new("DELETE FROM session_packages WHERE host = ");
+    delete
+        .arg(Arg::Text(s.host.clone()))
+        .push(" AND session_uid = ")
+        .arg(Arg::Text(s.session_uid.clone()));
+    delete.query().execute(&mut *tx).await.map_err(e())?;
+    for chunk in s.package_rows.chunks(CHUNK) {
+        let mut insert = Sql::new(
+            "INSERT INTO session_packages (host, session_uid, ecosystem, name, version, \
+             started_ms, repo_url, install_script) VALUES ",
+        );
+        let mut first = Sql::new(
+            "INSERT INTO packages (ecosystem, name, version, first_seen_ms, first_host, \
+             first_session_uid) VALUES ",
+        );
+        for (i, p) in chunk.iter().enumerate() {
+            if i > 0 {
+                insert.push(", ");
+                first.push(", ");
+            }
+            insert.tuple([
+                Arg::Text(s.host.clone()),
+                Arg::Text(s.session_uid.clone()),
+                Arg::Text(p.ecosystem.clone()),
+                Arg::Text(p.name.clone()),
+                Arg::Text(p.version.clone()),
+                Arg::Int(s.started_ms),
+                Arg::OptText(s.repo_url.clone()),
+                Arg::Int(i64::from(p.install_script)),
+            ]);
+            first.tuple([
+                Arg::Text(p.ecosystem.clone()),
+                Arg::Text(p.name.clone()),
+                Arg::Text(p.version.clone()),
+                Arg::Int(s.started_ms),
+                Arg::Text(s.host.clone()),
+                Arg::Text(s.session_uid.clone()),
+            ]);
+        }
+        insert.query().execute(&mut *tx).await.map_err(e())?;
+        first.push(
+            " ON CONFLICT (ecosystem, name, version) DO UPDATE SET \
+             first_seen_ms = excluded.first_seen_ms, first_host = excluded.first_host, \
+             first_session_uid = excluded.first_session_uid \
+             WHERE excluded.first_seen_ms < packages.first_seen_ms",
+        );
+        first.query().execute(&mut *tx).await.map_err(e())?;
     }
     Ok(())
 }

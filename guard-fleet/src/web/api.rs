@@ -91,6 +91,13 @@ pub async fn alerts(State(app): State<Arc<App>>) -> Result<Json<serde_json::Valu
     ))
 }
 
+/// `GET /api/packages`: the organisation's package inventory.
+pub async fn packages(
+    State(app): State<Arc<App>>,
+) -> Result<Json<Vec<crate::store::read::InventoryRow>>, ApiError> {
+    Ok(Json(app.store.packages().await?))
+}
+
 /// `GET /api/hosts`.
 pub async fn hosts(
     State(app): State<Arc<App>>,

@@ -57,6 +57,7 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/rules", get(pages::rules))
         .route("/policies", get(pages::policies))
         .route("/alerts", get(pages::alerts))
+        .route("/packages", get(pages::packages))
         .route("/api/overview", get(api::overview))
         .route("/api/sessions", get(api::sessions))
         .route("/api/sessions/{id}", get(api::session))
@@ -69,6 +70,7 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/api/outcomes", get(api::outcomes))
         .route("/api/violations", get(api::violations))
         .route("/api/alerts", get(api::alerts))
+        .route("/api/packages", get(api::packages))
         .route("/api/policies", get(policies::list))
         .route(
             "/api/policies/{name}",

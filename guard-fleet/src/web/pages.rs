@@ -315,6 +315,31 @@ pub async fn session(
 }
 
 #[derive(Template)]
+#[template(path = "packages.html")]
+struct PackagesPage<'a> {
+    nav: &'a str,
+    viewer: &'a str,
+    now_ms: i64,
+    rows: &'a [crate::store::read::InventoryRow],
+    max: i64,
+}
+
+/// `GET /packages`: the organisation's package inventory.
+pub async fn packages(
+    State(app): State<Arc<App>>,
+    Extension(viewer): Extension<Viewer>,
+) -> Result<Response, PageError> {
+    let rows = app.store.packages().await.map_err(WebError::from)?;
+    html(&PackagesPage {
+        nav: "packages",
+        viewer: &viewer.name,
+        now_ms: crate::store::now_ms(),
+        rows: &rows,
+        max: crate::store::read::INVENTORY_MAX,
+    })
+}
+
+#[derive(Template)]
 #[template(path = "hosts.html")]
 struct HostsPage<'a> {
     nav: &'a str,

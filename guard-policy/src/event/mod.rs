@@ -619,6 +619,10 @@ pub struct Task {
     /// The agent thread (conversation) id the process works for: `CODEX_THREAD_ID`
     /// of its environment at exec, else its parent's.
     pub agent_thread: Option<Arc<str>>,
+    /// The package whose script the process runs (npm's `npm_package_name` of its
+    /// environment at exec, else its parent's): an install script, a project's
+    /// script. What the environment claims, as `agent_thread` is.
+    pub package: Option<Arc<str>>,
     pub cgroup_id: u64,
     pub user: Option<Arc<str>>,
     pub container: Option<Arc<str>>,

@@ -24,14 +24,14 @@ impl Checker<'_> {
         };
         let profiles: Vec<AgentProfile> = items.iter().filter_map(|i| self.profile(i)).collect();
         let vars = crate::profile::Known::new(&profiles).session_vars().count();
-        if vars > guard_common::SESSION_VARS_MAX as usize {
+        if vars > guard_common::SESSION_VARS_AGENTS as usize {
             self.error(
                 code::INVALID,
                 value.span().start,
                 format!(
                     "the agents' profiles name {vars} session variables: the kernel looks for \
                      at most {}",
-                    guard_common::SESSION_VARS_MAX
+                    guard_common::SESSION_VARS_AGENTS
                 ),
             );
         }

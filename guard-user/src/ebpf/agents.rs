@@ -122,14 +122,20 @@ pub(super) fn replace_programs(
 }
 
 /// Puts the profiles' session variables (`CODEX_THREAD_ID`, …) in `SESSION_VARS`,
-/// the rest of its entries empty.
+/// then empty entries, and the package managers' package variable
+/// (`npm_package_name`) in its last entry.
 pub(super) fn set_session_vars(
     map: &mut Array<MapData, SessionVar>,
     known: &crate::agents::profile::Known,
 ) -> Result<(), Error> {
     let mut vars = known.session_vars().filter_map(SessionVar::new);
     for i in 0..guard_common::SESSION_VARS_MAX {
-        map.set(i, vars.next().unwrap_or_default(), 0)
+        let var = if i == guard_common::SESSION_VARS_AGENTS {
+            SessionVar::package(crate::packages::SCRIPT_PACKAGE_VAR)
+        } else {
+            vars.next()
+        };
+        map.set(i, var.unwrap_or_default(), 0)
             .map_err(|source| Error::Map {
                 map: "SESSION_VARS",
                 source,

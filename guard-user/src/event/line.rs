@@ -351,6 +351,7 @@ fn task_line(t: &Task) -> TaskLine {
         thread: t.thread.clone(),
         role: guard_common::role::name(t.role).to_owned(),
         agent_thread: t.agent_thread.as_deref().map(str::to_owned),
+        package: t.package.as_deref().map(str::to_owned),
         uid: t.uid,
         user: t.user.as_deref().map(str::to_owned),
         cgroup_id: t.cgroup_id,

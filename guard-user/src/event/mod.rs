@@ -19,7 +19,7 @@ pub use self::json::rfc3339;
 
 use std::{net::IpAddr, sync::Arc};
 
-use guard_common::{AF_INET6, OpenCall, flags};
+use guard_common::{AF_INET6, OpenCall, PACKAGE_MARK, THREAD_ID_LEN, flags};
 
 pub use self::decode::Record;
 use self::decode::{Body, comm, split_argv, text};
@@ -30,6 +30,17 @@ fn net_addr(family: u16, raw: &[u8; 16]) -> IpAddr {
     } else {
         IpAddr::from([raw[0], raw[1], raw[2], raw[3]])
     }
+}
+
+/// A package's name from an exec record's thread id bytes (after the mark): the
+/// kernel copies up to `THREAD_ID_LEN - 2` bytes, so a name that fills them may
+/// have been cut and says so with a final `…`.
+fn script_package(name: &[u8]) -> String {
+    let mut out = String::from_utf8_lossy(name).into_owned();
+    if name.len() >= THREAD_ID_LEN - 2 {
+        out.push('…');
+    }
+    out
 }
 
 /// Builds an event from a kernel record; `ts_offset_ns` converts the boot clock
@@ -46,8 +57,14 @@ pub fn from_record(rec: Record, ts_offset_ns: i128) -> Event {
         thread: None,
         role: u8::try_from(h.role).unwrap_or(0),
         agent_thread: match &rec.body {
-            Body::Exec { thread, .. } if !thread.is_empty() => {
+            Body::Exec { thread, .. } if !thread.is_empty() && thread[0] != PACKAGE_MARK => {
                 Some(Arc::from(String::from_utf8_lossy(thread).as_ref()))
+            }
+            _ => None,
+        },
+        package: match &rec.body {
+            Body::Exec { thread, .. } if thread.first() == Some(&PACKAGE_MARK) => {
+                Some(Arc::from(script_package(&thread[1..]).as_ref()))
             }
             _ => None,
         },

@@ -124,6 +124,7 @@ pub fn event(event: &Value, host: &Host) -> LogRecord {
         ("exe", attr::PROCESS_EXECUTABLE_PATH),
         ("role", attr::PROCESS_ROLE),
         ("agent_thread", attr::CONVERSATION_ID),
+        ("package", attr::PACKAGE_NAME),
         ("user", attr::USER_NAME),
         ("container", attr::CONTAINER_ID),
         ("pod_name", attr::K8S_POD_NAME),

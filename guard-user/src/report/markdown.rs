@@ -109,6 +109,7 @@ fn write_report(out: &mut String, r: &Report) -> std::fmt::Result {
     }
 
     secret_egress(out, r)?;
+    packages(out, r)?;
 
     writeln!(out, "\n## Commands run\n")?;
     if r.commands.items.is_empty() {
@@ -249,6 +250,72 @@ fn secret_egress(out: &mut String, r: &Report) -> std::fmt::Result {
         )?;
     }
     omitted(out, s.sent_after.omitted, "destinations")
+}
+
+/// The packages the session installed and the packages' scripts that ran (shown
+/// when there are any).
+fn packages(out: &mut String, r: &Report) -> std::fmt::Result {
+    if !r.packages.items.is_empty() {
+        writeln!(out, "\n## Packages installed\n")?;
+        writeln!(
+            out,
+            "| package | version | ecosystem | from | installed by | manifest |"
+        )?;
+        writeln!(out, "|---|---|---|---|---|---|")?;
+        for p in &r.packages.items {
+            let version = match (&p.version, &p.note) {
+                (Some(v), _) => v.clone(),
+                (None, Some(note)) => format!("? ({note})"),
+                (None, None) => "?".to_owned(),
+            };
+            let from = if p.registries.is_empty() {
+                "-".to_owned()
+            } else {
+                p.registries.join(", ")
+            };
+            let by = match &p.command {
+                Some(c) => format!("`{}` (pid {})", cell(c), p.pid),
+                None => format!("{} (pid {})", cell(&p.by), p.pid),
+            };
+            writeln!(
+                out,
+                "| {} | {} | {} | {} | {by} | `{}` |",
+                cell(&p.name),
+                cell(&version),
+                p.ecosystem,
+                cell(&from),
+                cell(&p.manifest),
+            )?;
+        }
+        omitted(out, r.packages.omitted, "packages")?;
+    }
+    if !r.scripts.items.is_empty() {
+        writeln!(out, "\n## Package scripts that ran\n")?;
+        writeln!(
+            out,
+            "| time | package | kind | command | execs | reads | writes | secrets | destinations | guard |"
+        )?;
+        writeln!(out, "|---|---|---|---|---|---|---|---|---|---|")?;
+        for s in &r.scripts.items {
+            writeln!(
+                out,
+                "| {} | {} | {} | `{}` (pid {}) | {} | {} | {} | {} | {} | {} |",
+                s.ts,
+                cell(&s.package),
+                if s.install { "**install**" } else { "run" },
+                cell(&s.command),
+                s.pid,
+                s.execs,
+                s.reads,
+                s.writes,
+                cell(&verdicts(&s.secrets)),
+                cell(&verdicts(&s.destinations)),
+                cell(&verdicts(&s.verdicts)),
+            )?;
+        }
+        omitted(out, r.scripts.omitted, "scripts")?;
+    }
+    Ok(())
 }
 
 fn verdicts(v: &[String]) -> String {

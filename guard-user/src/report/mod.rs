@@ -7,6 +7,7 @@
 //! folds the same lines read back from an audit log, so both give the same document.
 
 mod markdown;
+mod packages;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -70,6 +71,7 @@ pub struct Ledger {
     /// The agent's own exec (role `agent`) was seen: the session is its, as
     /// the daemon's registry decides (session/mod.rs).
     agent_seen: bool,
+    packages: packages::Packages,
 }
 
 impl Ledger {
@@ -299,6 +301,7 @@ impl Ledger {
             // theirs is reported.
             _ => violated.then(|| ev.detail.kind().to_owned()),
         };
+        self.packages.add(&mut self.report, ev);
         if let (Some(v), Some(mut what)) = (&ev.violation, what) {
             if let Some(anomaly) = &v.anomaly {
                 what = format!("{what}: {anomaly}");
@@ -537,7 +540,15 @@ impl Ledger {
                 list.items.sort_by(|a, b| a.path.cmp(&b.path));
             }
         }
+        self.packages.finish(&mut r);
         r
+    }
+
+    /// Reads the versions of the session's packages that their manifests' paths
+    /// did not give (npm's), from the manifests: once the session has ended, and
+    /// once per package.
+    pub fn read_package_versions(&mut self) {
+        packages::Packages::read_versions(&mut self.report);
     }
 }
 
@@ -664,7 +675,8 @@ impl Ledgers {
         if !ledger.ended() {
             return None;
         }
-        let ledger = self.live.remove(session)?;
+        let mut ledger = self.live.remove(session)?;
+        ledger.read_package_versions();
         let report = ledger.report();
         if self.ended.len() == KEEP_ENDED {
             self.ended.pop_front();
@@ -757,7 +769,10 @@ pub fn from_log(text: impl std::io::BufRead, session: &str) -> Result<Report, St
     let n = ledgers.len();
     let mut found = ledgers.into_values();
     match (found.next(), n) {
-        (Some(l), 1) => Ok(l.report()),
+        (Some(mut l), 1) => {
+            l.read_package_versions();
+            Ok(l.report())
+        }
         (None, _) => Err(format!("no event of a session {session:?} in the log")),
         (Some(_), n) => Err(format!(
             "{n} sessions in the log start with {session:?}: give more of the id"

@@ -84,6 +84,8 @@ pub struct Proc {
     pub argv: Vec<String>,
     pub role: u8,
     pub agent_thread: Option<Arc<str>>,
+    /// The package whose script it runs (`Task::package`).
+    pub package: Option<Arc<str>>,
     /// A tool's program: inside its agent's sandbox or not (from its exec's
     /// confinement); a fork's is its parent's.
     pub sandboxed: Option<bool>,
@@ -201,6 +203,7 @@ impl Registry {
                 argv: Vec::new(),
                 role: task.role,
                 agent_thread: task.agent_thread.clone(),
+                package: task.package.clone(),
                 sandboxed: None,
             },
         );
@@ -297,6 +300,7 @@ impl Registry {
                 argv: Vec::new(),
                 role: 0,
                 agent_thread: None,
+                package: None,
                 sandboxed: None,
             },
         );
@@ -340,6 +344,9 @@ impl Registry {
         }
         if ev.task.agent_thread.is_none() {
             ev.task.agent_thread.clone_from(&proc.agent_thread);
+        }
+        if ev.task.package.is_none() {
+            ev.task.package.clone_from(&proc.package);
         }
         if matches!(ev.detail, Detail::Exec { .. }) {
             // The exec'd thread is the process's only one: its comm is the program's.
@@ -389,6 +396,7 @@ impl Registry {
                     argv: parent.map(|p| p.argv.clone()).unwrap_or_default(),
                     role: ev.task.role,
                     agent_thread: ev.task.agent_thread.clone(),
+                    package: ev.task.package.clone(),
                     sandboxed: parent.and_then(|p| p.sandboxed),
                 };
                 self.procs.insert(*child_pid, proc);
@@ -408,6 +416,7 @@ impl Registry {
                     argv: Vec::new(),
                     role: 0,
                     agent_thread: None,
+                    package: None,
                     sandboxed: None,
                 });
                 proc.comm = ev.task.comm.clone();
@@ -415,6 +424,7 @@ impl Registry {
                 proc.argv = argv.clone();
                 proc.role = ev.task.role;
                 proc.agent_thread = ev.task.agent_thread.clone();
+                proc.package = ev.task.package.clone();
                 proc.sandboxed = ev.sandboxed;
                 let agent_exec =
                     ev.task.role == guard_common::role::AGENT && session.agent_pid.is_none();
@@ -467,6 +477,7 @@ impl Registry {
                             argv: Vec::new(),
                             role: ev.task.role,
                             agent_thread: ev.task.agent_thread.clone(),
+                            package: ev.task.package.clone(),
                             sandboxed: None,
                         },
                     );

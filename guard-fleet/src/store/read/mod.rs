@@ -1169,8 +1169,10 @@ impl Store {
 }
 
 mod lists;
+mod packages;
 mod violations;
 pub use lists::{Dim, DimPage, DimRow, DimSort, Suggestions, Window};
+pub use packages::{INVENTORY_MAX, InventoryRow};
 pub use violations::{Cursor, ViolationRecord};
 
 #[cfg(test)]

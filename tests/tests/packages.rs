@@ -1,0 +1,274 @@
+//! Packages a session installs, end to end: under `guard run`, a scripted session
+//! runs the real npm on a local package tarball whose postinstall script connects to
+//! a listener on loopback and then tries a secret, and the real pip on a local wheel
+//! in a virtual environment. The session's report names both packages with their
+//! versions, the install script with its command, what it read and where it
+//! connected, and what guard did to it; every event of the script's processes
+//! carries its package.
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use guard_tests::{
+    Daemon, EventsTo, Running, TempDir, guard_bin, scaled, session_ended, session_of, unique_name,
+    wait_until, write_policy,
+};
+use serde_json::Value;
+
+/// Writes a wheel: its module, metadata and record, zipped (what a build backend
+/// writes). Arguments: name, version, the wheel's path.
+const WHEEL_PY: &str = r#"
+import base64, hashlib, sys, zipfile
+name, version, out = sys.argv[1:4]
+info = f"{name}-{version}.dist-info"
+files = {
+    f"{name}/__init__.py": b"VALUE = 1\n",
+    f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n\n".encode(),
+    f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: guard-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+record = []
+with zipfile.ZipFile(out, "w") as z:
+    for n, data in files.items():
+        z.writestr(n, data)
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{n},sha256={digest},{len(data)}")
+    record.append(f"{info}/RECORD,,")
+    z.writestr(f"{info}/RECORD", "\n".join(record) + "\n")
+"#;
+
+/// A wheel of package `name` `version` (one module, its metadata and record), as
+/// a build backend writes one: a zip file.
+fn wheel(dir: &Path, name: &str, version: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}-{version}-py3-none-any.whl"));
+    let script = WHEEL_PY;
+    let ok = Command::new("/usr/bin/python3")
+        .args(["-c", script, name, version])
+        .arg(&path)
+        .status()
+        .expect("run python3");
+    assert!(ok.success(), "building the wheel failed");
+    path
+}
+
+/// An npm package tarball whose postinstall script connects to `port` on loopback,
+/// then reads `secret`.
+fn npm_tarball(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    secret: &Path,
+    home: &Path,
+) -> std::path::PathBuf {
+    let src = dir.join("npm-src");
+    fs::create_dir_all(&src).expect("mkdir npm-src");
+    fs::write(
+        src.join("package.json"),
+        format!(
+            r#"{{"name":"{name}","version":"1.4.2","scripts":{{"postinstall":"node postinstall.js"}}}}"#
+        ),
+    )
+    .expect("package.json");
+    fs::write(
+        src.join("postinstall.js"),
+        format!(
+            "const net = require('net');\n\
+             const s = net.connect({port}, '127.0.0.1', () => {{\n\
+               s.end('hi');\n\
+               require('fs').readFileSync({secret:?});\n\
+             }});\n",
+            secret = secret.display().to_string(),
+        ),
+    )
+    .expect("postinstall.js");
+    let out = Command::new("npm")
+        .args(["pack", "--offline", "--pack-destination"])
+        .arg(dir)
+        .current_dir(&src)
+        .env("HOME", home)
+        .env("npm_config_cache", home.join("npm-cache"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run npm pack");
+    assert!(out.status.success(), "npm pack: {out:?}");
+    dir.join(format!("{name}-1.4.2.tgz"))
+}
+
+#[test]
+fn an_install_s_packages_and_its_install_script_are_in_the_session_s_report() {
+    let dir = TempDir::new("guard-e2e-packages");
+    let ws = dir.join("ws");
+    let home = dir.join("home");
+    let secrets = dir.join("secrets");
+    let reports = dir.join("reports");
+    for d in [&ws, &home, &secrets] {
+        fs::create_dir_all(d).expect("mkdir");
+    }
+    let secret = secrets.join("token");
+    fs::write(&secret, "s3cr3t\n").expect("token");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+    let port = listener.local_addr().expect("addr").port();
+    // A name nothing else installs, so the report's entry is this test's.
+    let npm_name = format!("guard-e2e-{}", unique_name("p")).to_lowercase();
+    let tarball = npm_tarball(dir.path(), &npm_name, port, &secret, &home);
+    let wheel = wheel(dir.path(), "guard_e2e_wheel", "2.1");
+    let venv = dir.join("venv");
+    let ok = Command::new("/usr/bin/python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 -m venv");
+    assert!(ok.success(), "python3 -m venv failed");
+
+    // The session's agent: a shell under a name of this test's, so that what it
+    // runs are its tools.
+    let agent = unique_name("ga");
+    let agent_bin = dir.join(&agent);
+    fs::copy("/bin/sh", &agent_bin).expect("copy /bin/sh");
+
+    let policy = dir.join("guard.toml");
+    write_policy(
+        &policy,
+        &format!(
+            r#"mode = "enforce"
+
+[agents]
+names = ["{agent}"]
+
+[report]
+dir = "{reports}"
+
+[[rule]]
+id = "test-secret"
+kind = "file"
+secret = true
+access = ["read"]
+paths = ["{secrets}/**"]
+action = "kill"
+"#,
+            reports = reports.display(),
+            secrets = secrets.display(),
+        ),
+    );
+    let args = [std::ffi::OsStr::new("--policy"), policy.as_os_str()];
+    let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
+
+    // npm fails (its script did), pip goes on: the session reaches its end.
+    let script = format!(
+        "npm install --offline --no-audit --no-fund {tarball}; \
+         {pip} install --no-index --no-deps --disable-pip-version-check {wheel}; exit 0",
+        tarball = tarball.display(),
+        pip = venv.join("bin/pip").display(),
+        wheel = wheel.display(),
+    );
+    let mut cmd = Command::new(guard_bin());
+    cmd.arg("run")
+        .arg("--socket")
+        .arg(daemon.socket())
+        .arg("--")
+        .arg(&agent_bin)
+        .args(["-c", &script])
+        .current_dir(&ws)
+        .env("HOME", &home)
+        .env("npm_config_cache", home.join("npm-cache"))
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("PIP_FIND_LINKS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let run = Running::spawn(cmd).finish();
+    run.assert_success();
+    let root = run.pid;
+    let events = daemon.wait_for("the end of the session", session_ended(root));
+    let session = session_of(&events, root);
+    let json_path = reports.join(format!("{session}.json"));
+    wait_until("the report", scaled(Duration::from_secs(10)), || {
+        json_path.exists()
+    });
+    let report: Value =
+        serde_json::from_str(&fs::read_to_string(&json_path).expect("read the report"))
+            .expect("JSON report");
+
+    let packages: Vec<(String, String, String)> = report["packages"]["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no packages in {report:#}"))
+        .iter()
+        .map(|p| {
+            let s = |k: &str| p[k].as_str().unwrap_or("-").to_owned();
+            (s("ecosystem"), s("name"), s("version"))
+        })
+        .collect();
+    assert_eq!(
+        packages,
+        [
+            ("npm".to_owned(), npm_name.clone(), "1.4.2".to_owned()),
+            (
+                "pypi".to_owned(),
+                "guard_e2e_wheel".to_owned(),
+                "2.1".to_owned()
+            ),
+        ],
+        "{report:#}"
+    );
+    let npm = &report["packages"]["items"][0];
+    assert!(
+        npm["command"]
+            .as_str()
+            .is_some_and(|c| c.contains("install") && c.contains(&npm_name)),
+        "the installing command: {report:#}"
+    );
+
+    let scripts = report["scripts"]["items"].as_array().expect("scripts");
+    let install: Vec<&Value> = scripts
+        .iter()
+        .filter(|s| s["package"] == npm_name.as_str())
+        .collect();
+    assert_eq!(install.len(), 1, "one install script: {report:#}");
+    let install = install[0];
+    assert_eq!(install["install"], true, "{report:#}");
+    assert!(
+        install["command"]
+            .as_str()
+            .is_some_and(|c| c.contains("node postinstall.js")),
+        "{report:#}"
+    );
+    let secret_path = fs::canonicalize(&secret).expect("canonical secret");
+    assert_eq!(
+        install["secrets"],
+        serde_json::json!([secret_path.display().to_string()]),
+        "{report:#}"
+    );
+    assert_eq!(
+        install["destinations"],
+        serde_json::json!([format!("127.0.0.1:{port}")]),
+        "{report:#}"
+    );
+    let verdict = install["verdicts"][0].as_str().unwrap_or_default();
+    assert!(
+        verdict == "test-secret: killed" || verdict == "test-secret: denied",
+        "what guard did to the script: {report:#}"
+    );
+
+    // Every event of the script's processes names its package: the secret's open
+    // among them.
+    let open = events
+        .iter()
+        .find(|e| e.kind() == "open" && e.str("path") == Some(secret_path.to_str().expect("utf-8")))
+        .unwrap_or_else(|| panic!("no open of the secret"));
+    assert_eq!(open.str("package"), Some(npm_name.as_str()), "{open:?}");
+
+    let md = fs::read_to_string(reports.join(format!("{session}.md"))).expect("markdown");
+    for needle in [
+        "## Packages installed",
+        &format!("| {npm_name} | 1.4.2 | npm |"),
+        "| guard_e2e_wheel | 2.1 | pypi |",
+        "## Package scripts that ran",
+        "**install**",
+    ] {
+        assert!(md.contains(needle), "{needle:?} not in:\n{md}");
+    }
+    drop(listener);
+    daemon.stop_ok();
+}
