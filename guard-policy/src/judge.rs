@@ -583,6 +583,38 @@ impl Judge {
         Some(self.settle(super::model::Delegation::RULE.to_owned(), action, step))
     }
 
+    /// A package a session installed whose name is a near miss of a well-known
+    /// package's, as `[packages] near_miss` says: seen when its manifest is written
+    /// (an open for writing of a path [`crate::packages::manifest`] recognises, by a
+    /// session's process). `kill` kills the process writing it (the installer),
+    /// from user space: the install stops, what it wrote stays.
+    pub fn package(&self, ev: &Event) -> Option<Verdict> {
+        let action = self.compiled.policy.packages.near_miss?;
+        ev.session?;
+        let Detail::Open {
+            path, flags, ret, ..
+        } = &ev.detail
+        else {
+            return None;
+        };
+        if *ret < 0 || !crate::event::access::changes(*flags) {
+            return None;
+        }
+        let m = crate::packages::manifest(path)?;
+        let known = crate::packages::near_miss(m.ecosystem, &m.name)?;
+        let step = match action {
+            Action::Log => Step::Done(Outcome::Logged),
+            Action::Alert => Step::Done(Outcome::Alerted),
+            Action::Kill | Action::Deny => Step::KillProcess,
+        };
+        let mut verdict = self.settle(crate::model::Packages::NEAR_MISS.to_owned(), action, step);
+        verdict.anomaly = Some(format!(
+            "{} package {} is one edit from the well-known {known}",
+            m.ecosystem, m.name
+        ));
+        Some(verdict)
+    }
+
     /// An anomaly rule's hit as a verdict: the session or the process it names is
     /// killed when its action says `kill` (or `deny`, which has nothing to refuse
     /// after the fact).

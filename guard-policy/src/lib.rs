@@ -22,6 +22,7 @@ pub mod ignore;
 pub mod judge;
 pub mod matcher;
 pub mod model;
+pub mod packages;
 pub mod parse;
 pub mod profile;
 pub mod replay;

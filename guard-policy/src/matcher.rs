@@ -85,6 +85,9 @@ enum Matcher {
     /// `delegation.spawner`: decided by the judge on the event's listener
     /// (`Judge::delegation`).
     Delegation,
+    /// `packages.near-miss`: decided by the judge on a manifest's write
+    /// (`Judge::package`).
+    Packages,
 }
 
 /// A rule an event broke.
@@ -222,6 +225,7 @@ impl Compiled {
                 },
                 Kind::Dns => Matcher::Dns,
                 Kind::Delegation => Matcher::Delegation,
+                Kind::Packages => Matcher::Packages,
             });
         }
         let mut all = GlobSetBuilder::new();
@@ -423,6 +427,7 @@ mod tests {
             files: Default::default(),
             dns: Default::default(),
             delegation: Default::default(),
+            packages: Default::default(),
             rules,
             export: Default::default(),
             redact: Default::default(),

@@ -135,6 +135,10 @@ pub enum Kind {
     /// Connects of session processes to a known spawner outside every session
     /// (`[delegation]`; the rule's id is `delegation.spawner`).
     Delegation,
+    /// Packages a session installs whose names are near misses of well-known
+    /// packages (`[packages] near_miss`; the rule's id is `packages.near-miss`):
+    /// decided by the judge on the manifest's write (`crate::packages`).
+    Packages,
 }
 
 pub use guard_common::protocol::Route;
@@ -385,6 +389,20 @@ pub struct Delegation {
     pub spawners: Vec<Spawner>,
 }
 
+/// `[packages]`: packages sessions install (docs/policy.md, "Packages").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Packages {
+    /// What a package whose name is a near miss of a well-known package's gets
+    /// (`near_miss`), under the rule `packages.near-miss`; `None` (`"allow"`): no
+    /// rule.
+    pub near_miss: Option<Action>,
+}
+
+impl Packages {
+    /// The id of the rule `[packages] near_miss` makes.
+    pub const NEAR_MISS: &'static str = "packages.near-miss";
+}
+
 /// A kind of known spawner and the programs that are one.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
 pub struct Spawner {
@@ -535,6 +553,7 @@ impl Kind {
             Kind::TaintEgress { .. } => "taint",
             Kind::Dns => "dns",
             Kind::Delegation => "delegation",
+            Kind::Packages => "packages",
         }
     }
 }
@@ -643,6 +662,8 @@ pub struct Policy {
     /// Connects to known spawners outside every session (`[delegation]`); its rule
     /// is in `rules` too.
     pub delegation: Delegation,
+    /// Packages sessions install (`[packages]`); its rule is in `rules` too.
+    pub packages: Packages,
     pub rules: Vec<Rule>,
     /// Egress and DNS anomaly thresholds (`[[anomaly]]`), judged in user space.
     pub anomalies: Vec<Anomaly>,
@@ -778,7 +799,11 @@ impl Policy {
             .filter(|r| {
                 !matches!(
                     r.kind,
-                    Kind::Route(_) | Kind::TaintEgress { .. } | Kind::Dns | Kind::Delegation
+                    Kind::Route(_)
+                        | Kind::TaintEgress { .. }
+                        | Kind::Dns
+                        | Kind::Delegation
+                        | Kind::Packages
                 )
             })
             .count()

@@ -526,7 +526,8 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
             // Names are guard's resolver's to judge (`crate::dns`): the kernel only
             // points DNS there. Spawners are the kernel's by process (`SPAWNERS`,
             // kept by `crate::delegation`).
-            Kind::Dns | Kind::Delegation => {}
+            // Packages are named by the files an install writes, in user space.
+            Kind::Dns | Kind::Delegation | Kind::Packages => {}
             Kind::Network { allow, deny } => {
                 let base = RuleRef {
                     rule: index,
@@ -849,6 +850,7 @@ mod tests {
             files: Default::default(),
             dns: Default::default(),
             delegation: Default::default(),
+            packages: Default::default(),
             rules,
             export: Default::default(),
             redact: Default::default(),

@@ -1,10 +1,11 @@
 //! Packages a session installs, end to end: under `guard run`, a scripted session
 //! runs the real npm on a local package tarball whose postinstall script connects to
 //! a listener on loopback and then tries a secret, and the real pip on a local wheel
-//! in a virtual environment. The session's report names both packages with their
-//! versions, the install script with its command, what it read and where it
-//! connected, and what guard did to it; every event of the script's processes
-//! carries its package.
+//! in a virtual environment; then npm on a package whose name is one edit from
+//! express's. The session's report names the packages with their versions, the
+//! install script with its command, what it read and where it connected, and what
+//! guard did to it; every event of the script's processes carries its package; the
+//! near miss's installer is killed when it writes the package's manifest.
 
 use std::fs;
 use std::net::TcpListener;
@@ -53,36 +54,29 @@ fn wheel(dir: &Path, name: &str, version: &str) -> std::path::PathBuf {
     path
 }
 
-/// An npm package tarball whose postinstall script connects to `port` on loopback,
-/// then reads `secret`.
+/// An npm package tarball of `name` 1.4.2, with `postinstall.js` as its postinstall
+/// script when given.
 fn npm_tarball(
     dir: &Path,
     name: &str,
-    port: u16,
-    secret: &Path,
+    postinstall: Option<&str>,
     home: &Path,
 ) -> std::path::PathBuf {
-    let src = dir.join("npm-src");
+    let src = dir.join(format!("npm-src-{name}"));
     fs::create_dir_all(&src).expect("mkdir npm-src");
+    let scripts = if postinstall.is_some() {
+        r#","scripts":{"postinstall":"node postinstall.js"}"#
+    } else {
+        ""
+    };
     fs::write(
         src.join("package.json"),
-        format!(
-            r#"{{"name":"{name}","version":"1.4.2","scripts":{{"postinstall":"node postinstall.js"}}}}"#
-        ),
+        format!(r#"{{"name":"{name}","version":"1.4.2"{scripts}}}"#),
     )
     .expect("package.json");
-    fs::write(
-        src.join("postinstall.js"),
-        format!(
-            "const net = require('net');\n\
-             const s = net.connect({port}, '127.0.0.1', () => {{\n\
-               s.end('hi');\n\
-               require('fs').readFileSync({secret:?});\n\
-             }});\n",
-            secret = secret.display().to_string(),
-        ),
-    )
-    .expect("postinstall.js");
+    if let Some(js) = postinstall {
+        fs::write(src.join("postinstall.js"), js).expect("postinstall.js");
+    }
     let out = Command::new("npm")
         .args(["pack", "--offline", "--pack-destination"])
         .arg(dir)
@@ -112,7 +106,27 @@ fn an_install_s_packages_and_its_install_script_are_in_the_session_s_report() {
     let port = listener.local_addr().expect("addr").port();
     // A name nothing else installs, so the report's entry is this test's.
     let npm_name = format!("guard-e2e-{}", unique_name("p")).to_lowercase();
-    let tarball = npm_tarball(dir.path(), &npm_name, port, &secret, &home);
+    // Its postinstall script connects to the listener, then reads the secret.
+    let postinstall = format!(
+        "const net = require('net');\n\
+         const s = net.connect({port}, '127.0.0.1', () => {{\n\
+           s.end('hi');\n\
+           require('fs').readFileSync({secret:?});\n\
+         }});\n",
+        secret = secret.display().to_string(),
+    );
+    let tarball = npm_tarball(dir.path(), &npm_name, Some(&postinstall), &home);
+    // One edit from express, one of npm's most downloaded packages. Its own
+    // postinstall script keeps npm waiting for a while: npm is alive when guard's
+    // kill (from user space, after the manifest's write) lands. (A package with no
+    // script can be installed and npm gone within milliseconds: the violation is
+    // then reported with outcome `gone`.)
+    let near = npm_tarball(
+        dir.path(),
+        "expresss",
+        Some("setTimeout(() => {}, 3000);\n"),
+        &home,
+    );
     let wheel = wheel(dir.path(), "guard_e2e_wheel", "2.1");
     let venv = dir.join("venv");
     let ok = Command::new("/usr/bin/python3")
@@ -140,6 +154,9 @@ names = ["{agent}"]
 [report]
 dir = "{reports}"
 
+[packages]
+near_miss = "kill"
+
 [[rule]]
 id = "test-secret"
 kind = "file"
@@ -155,11 +172,14 @@ action = "kill"
     let args = [std::ffi::OsStr::new("--policy"), policy.as_os_str()];
     let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
 
-    // npm fails (its script did), pip goes on: the session reaches its end.
+    // npm fails (its script did, then guard killed it), pip goes on: the session
+    // reaches its end.
     let script = format!(
         "npm install --offline --no-audit --no-fund {tarball}; \
+         npm install --offline --no-audit --no-fund {near}; \
          {pip} install --no-index --no-deps --disable-pip-version-check {wheel}; exit 0",
         tarball = tarball.display(),
+        near = near.display(),
         pip = venv.join("bin/pip").display(),
         wheel = wheel.display(),
     );
@@ -200,16 +220,31 @@ action = "kill"
             (s("ecosystem"), s("name"), s("version"))
         })
         .collect();
+    let package = |e: &str, n: &str, v: &str| (e.to_owned(), n.to_owned(), v.to_owned());
     assert_eq!(
         packages,
         [
-            ("npm".to_owned(), npm_name.clone(), "1.4.2".to_owned()),
-            (
-                "pypi".to_owned(),
-                "guard_e2e_wheel".to_owned(),
-                "2.1".to_owned()
-            ),
+            package("npm", &npm_name, "1.4.2"),
+            // Killed before npm could take it out again: its manifest stays.
+            package("npm", "expresss", "1.4.2"),
+            package("pypi", "guard_e2e_wheel", "2.1"),
         ],
+        "{report:#}"
+    );
+    // The near miss: its installer killed when it wrote the manifest.
+    let near_miss: Vec<&Value> = report["violations"]["items"]
+        .as_array()
+        .expect("violations")
+        .iter()
+        .filter(|v| v["rule"] == "packages.near-miss")
+        .collect();
+    assert_eq!(near_miss.len(), 1, "{report:#}");
+    assert_eq!(near_miss[0]["outcome"], "killed", "{report:#}");
+    assert!(
+        near_miss[0]["what"]
+            .as_str()
+            .is_some_and(|w| w.contains("node_modules/expresss/package.json")
+                && w.ends_with("npm package expresss is one edit from the well-known express")),
         "{report:#}"
     );
     let npm = &report["packages"]["items"][0];

@@ -827,6 +827,12 @@ pub mod access {
     pub const O_TRUNC: u64 = 0o1000;
     pub const O_PATH: u64 = 0o10000000;
 
+    /// Whether the open may change the file: written, created or truncated.
+    pub fn changes(flags: u64) -> bool {
+        let mode = flags & O_ACCMODE;
+        mode == O_WRONLY || mode == O_RDWR || flags & (O_CREAT | O_TRUNC) != 0
+    }
+
     /// The accesses an open asks for: read, write, create, truncate.
     pub fn of(flags: u64) -> Vec<&'static str> {
         let mut out = Vec::with_capacity(4);

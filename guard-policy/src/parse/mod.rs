@@ -15,6 +15,7 @@ mod destination;
 mod dns;
 mod export;
 mod fleet;
+mod packages;
 mod profile;
 mod recovery;
 mod rule;
@@ -68,6 +69,7 @@ const TOP_KEYS: &[&str] = &[
     "files",
     "dns",
     "delegation",
+    "packages",
     "rule",
     "anomaly",
     "export",
@@ -228,6 +230,7 @@ impl Checker<'_> {
             files: Default::default(),
             dns: super::model::Dns::default(),
             delegation: super::model::Delegation::default(),
+            packages: super::model::Packages::default(),
             rules: Vec::new(),
             anomalies: Vec::new(),
             export: Default::default(),
@@ -240,6 +243,7 @@ impl Checker<'_> {
         let mut dns_at = None;
         let mut dns_unknown = None;
         let mut delegation_at = None;
+        let mut packages_at = None;
         for (key, value) in root.iter() {
             match key.get_ref().as_ref() {
                 "mode" => {
@@ -266,6 +270,10 @@ impl Checker<'_> {
                 "delegation" => {
                     delegation_at = Some(key.span().start);
                     self.delegation(value, &mut policy.delegation);
+                }
+                "packages" => {
+                    packages_at = Some(key.span().start);
+                    self.packages(value, &mut policy.packages);
                 }
                 "rule" => policy.rules = self.rules(value),
                 "anomaly" => policy.anomalies = self.anomalies(value),
@@ -310,6 +318,7 @@ impl Checker<'_> {
         }
         self.dns_rule(&mut policy, dns_at, dns_unknown);
         self.delegation_rule(&mut policy, delegation_at);
+        self.packages_rule(&mut policy, packages_at);
         if let Some(action) = policy.taint.egress {
             let id = Taint::RULE;
             if let Some(clash) = policy.rules.iter().find(|r| r.id == id) {

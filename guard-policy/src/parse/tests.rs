@@ -918,6 +918,37 @@ fn sessions_refuse_routes_by_default_and_each_key_is_a_rule() {
 }
 
 #[test]
+fn packages_near_miss_makes_its_rule_and_refuses_what_it_cannot_do() {
+    let p = policy("[packages]\nnear_miss = \"kill\"\n");
+    assert_eq!(p.packages.near_miss, Some(Action::Kill));
+    let rule = p.rules.iter().find(|r| r.id == "packages.near-miss");
+    assert_eq!(
+        rule.map(|r| (&r.kind, r.action)),
+        Some((&Kind::Packages, Action::Kill))
+    );
+    // Off by default and with "allow": no rule.
+    for text in ["", "[packages]\nnear_miss = \"allow\"\n"] {
+        let p = policy(text);
+        assert_eq!(p.packages.near_miss, None);
+        assert!(!p.rules.iter().any(|r| r.id == "packages.near-miss"));
+    }
+    // The manifest is written when it is seen: nothing to deny.
+    assert_eq!(codes("[packages]\nnear_miss = \"deny\"\n"), ["G009"]);
+    assert_eq!(codes("[packages]\nnear_mis = \"alert\"\n"), ["G002"]);
+    assert_eq!(
+        codes(
+            "[packages]\nnear_miss = \"log\"\n[[rule]]\nid = \"packages.near-miss\"\nkind = \"exec\"\nexe = [\"x\"]\naction = \"log\"\n"
+        ),
+        ["G006"]
+    );
+    use super::super::builtin;
+    for name in ["workstation", "ci"] {
+        let (p, _) = parse(name, builtin::get(name).expect("built-in")).expect("parses");
+        assert_eq!(p.packages.near_miss, Some(Action::Alert), "{name}");
+    }
+}
+
+#[test]
 fn exec_rules_name_programs_by_digest() {
     let hex = "C79BF44242829108E323378531F4AC839513CA1FBA45EFD6583643526E1E9FD2";
     let p = policy(&format!(

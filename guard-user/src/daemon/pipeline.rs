@@ -408,7 +408,8 @@ impl Pipeline {
             })
             .or_else(|| self.anomalies.check(&ev).map(|hit| self.judge.anomaly(hit)))
             .or_else(|| escaped.then(|| self.judge.unsandboxed()).flatten())
-            .or_else(|| self.judge.delegation(&ev));
+            .or_else(|| self.judge.delegation(&ev))
+            .or_else(|| self.judge.package(&ev));
         self.judge.redact(&mut ev);
         if let Some(verdict) = verdict {
             let offset = self.offset;

@@ -1,0 +1,258 @@
+//! Packages an install writes, recognised by their manifests' paths (the files the
+//! kernel reports a session writing), and names that are near misses of well-known
+//! packages: both pure, for the judge (`[packages]`) and the reports. Reading the
+//! manifests is the daemon's (guard's `packages`).
+//!
+//! | ecosystem | manifest written by the install | version from |
+//! |---|---|---|
+//! | `npm` (npm, pnpm, yarn) | `…/node_modules/[@SCOPE/]NAME/package.json` | the file (JSON) |
+//! | `pypi` (pip, uv, poetry) | `…/NAME-VERSION.dist-info/METADATA` | the file (`Name:`/`Version:` headers), else the directory |
+//! | `crates.io` (cargo) | `…/registry/src/INDEX/NAME-VERSION/Cargo.toml` | the file (TOML), else the directory |
+//! | `go` | `…/pkg/mod/MODULE@VERSION/go.mod` | the directory |
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::LazyLock,
+};
+
+/// The ecosystems, as reports name them.
+pub const NPM: &str = "npm";
+pub const PYPI: &str = "pypi";
+pub const CRATES: &str = "crates.io";
+pub const GO: &str = "go";
+
+/// A package's manifest, recognised from the path an install wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub ecosystem: &'static str,
+    /// The name as the path gives it.
+    pub name: String,
+    /// The version, where the path gives it.
+    pub version: Option<String>,
+}
+
+/// The manifest that `path` (a file an install wrote) is, if it is one.
+pub fn manifest(path: &str) -> Option<Manifest> {
+    let (dir, file) = path.rsplit_once('/')?;
+    match file {
+        "package.json" => npm(dir),
+        "METADATA" => {
+            let stem = dir.rsplit('/').next()?.strip_suffix(".dist-info")?;
+            let (name, version) = stem.split_once('-')?;
+            Some(Manifest {
+                ecosystem: PYPI,
+                name: name.to_owned(),
+                version: Some(version.to_owned()),
+            })
+        }
+        "Cargo.toml" => {
+            let (parent, crate_dir) = dir.rsplit_once('/')?;
+            let (registry, _index) = parent.rsplit_once('/')?;
+            if !registry.ends_with("/registry/src") {
+                return None;
+            }
+            let (name, version) = crate_version(crate_dir)?;
+            Some(Manifest {
+                ecosystem: CRATES,
+                name: name.to_owned(),
+                version: Some(version.to_owned()),
+            })
+        }
+        "go.mod" => {
+            let (_, module) = dir.split_once("/pkg/mod/")?;
+            if module.starts_with("cache/") {
+                return None;
+            }
+            let (module, version) = module.rsplit_once('@')?;
+            if version.contains('/') {
+                return None;
+            }
+            Some(Manifest {
+                ecosystem: GO,
+                name: go_unescape(module),
+                version: Some(version.to_owned()),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `…/node_modules/NAME` or `…/node_modules/@SCOPE/NAME`: the package directly
+/// under a `node_modules` directory (not a file of its own tree).
+fn npm(dir: &str) -> Option<Manifest> {
+    let (rest, last) = dir.rsplit_once('/')?;
+    let name = if rest.ends_with("/node_modules") || rest == "node_modules" {
+        // A scope's directory holds packages; it is not one.
+        if last.starts_with('@') {
+            return None;
+        }
+        last.to_owned()
+    } else {
+        let (above, scope) = rest.rsplit_once('/')?;
+        if !scope.starts_with('@') || !(above.ends_with("/node_modules") || above == "node_modules")
+        {
+            return None;
+        }
+        format!("{scope}/{last}")
+    };
+    if name.starts_with('.') || last.is_empty() {
+        return None;
+    }
+    Some(Manifest {
+        ecosystem: NPM,
+        name,
+        version: None,
+    })
+}
+
+/// `NAME-VERSION` as cargo names a crate's directory: the version starts at the
+/// first `-` followed by a digit (a crate's name never has one there).
+fn crate_version(dir: &str) -> Option<(&str, &str)> {
+    let at = dir
+        .char_indices()
+        .find(|&(i, c)| c == '-' && dir[i + 1..].starts_with(|d: char| d.is_ascii_digit()))?
+        .0;
+    Some((&dir[..at], &dir[at + 1..]))
+}
+
+/// Go's module cache writes capitals as `!` and the lower-case letter.
+fn go_unescape(module: &str) -> String {
+    let mut out = String::with_capacity(module.len());
+    let mut upper = false;
+    for c in module.chars() {
+        if c == '!' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Names shorter than this (normalised) are never called near misses: one edit
+/// away from a short name is another short name, often a real package.
+pub const NEAR_MISS_MIN_LEN: usize = 5;
+
+/// Packages a near miss is measured against: the first this many of each list.
+pub const NEAR_MISS_TARGETS: usize = 2_000;
+
+/// The known packages of an ecosystem, most downloaded first (guard-policy/data,
+/// each file saying where its list comes from): the first
+/// [`NEAR_MISS_TARGETS`] are the well-known ones a near miss is one edit from; none
+/// of the list is ever called a near miss (a real package that happens to be one
+/// edit from another).
+struct WellKnown {
+    /// The targets and their normalised forms.
+    targets: Vec<(&'static str, String)>,
+    /// Every name of the list, normalised.
+    known: HashSet<String>,
+    /// Each target's normalised form, and each form with one character deleted,
+    /// to the targets that have it: a name one edit from a target shares one of
+    /// these with it (the candidates a distance is then computed for), so a check
+    /// costs a few lookups rather than 2,000 distances.
+    deletions: HashMap<String, Vec<usize>>,
+}
+
+impl WellKnown {
+    fn new(ecosystem: &str, text: &'static str) -> Self {
+        let names: Vec<&'static str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        let targets: Vec<(&'static str, String)> = names
+            .iter()
+            .take(NEAR_MISS_TARGETS)
+            .map(|n| (*n, normalise(ecosystem, n)))
+            .collect();
+        let known = names.iter().map(|n| normalise(ecosystem, n)).collect();
+        let mut deletions: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, (_, key)) in targets.iter().enumerate() {
+            for variant in std::iter::once(key.clone()).chain(deleted(key)) {
+                let list = deletions.entry(variant).or_default();
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
+            }
+        }
+        Self {
+            targets,
+            known,
+            deletions,
+        }
+    }
+}
+
+/// `s` with each of its characters deleted in turn.
+fn deleted(s: &str) -> impl Iterator<Item = String> + '_ {
+    s.char_indices().map(move |(i, c)| {
+        let mut out = String::with_capacity(s.len());
+        out.push_str(&s[..i]);
+        out.push_str(&s[i + c.len_utf8()..]);
+        out
+    })
+}
+
+static NPM_WELL_KNOWN: LazyLock<WellKnown> =
+    LazyLock::new(|| WellKnown::new(NPM, include_str!("../data/well-known-npm.txt")));
+static PYPI_WELL_KNOWN: LazyLock<WellKnown> =
+    LazyLock::new(|| WellKnown::new(PYPI, include_str!("../data/well-known-pypi.txt")));
+
+/// A name as its registry compares names: PyPI's normalised form (PEP 503: lower
+/// case, runs of `-`, `_` and `.` as one `-`), npm's as it is (npm names are lower
+/// case, and `-`, `_` and `.` make different packages).
+pub fn normalise(ecosystem: &str, name: &str) -> String {
+    if ecosystem != PYPI {
+        return name.to_owned();
+    }
+    let mut out = String::with_capacity(name.len());
+    let mut sep = false;
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            sep = true;
+            continue;
+        }
+        if sep && !out.is_empty() {
+            out.push('-');
+        }
+        sep = false;
+        out.extend(c.to_lowercase());
+    }
+    out
+}
+
+/// The well-known package (npm's and PyPI's 2,000 most downloaded:
+/// guard-policy/data) that `name` is a near miss of: not a known package itself
+/// (the 11,000 most downloaded), and one edit away
+/// (a letter dropped, added, changed, or two swapped: the optimal string alignment
+/// distance) from one, both of at least [`NEAR_MISS_MIN_LEN`] characters. What a
+/// typo, or a model's invention that someone registered, looks like.
+pub fn near_miss(ecosystem: &str, name: &str) -> Option<&'static str> {
+    let list = match ecosystem {
+        NPM => &*NPM_WELL_KNOWN,
+        PYPI => &*PYPI_WELL_KNOWN,
+        _ => return None,
+    };
+    let key = normalise(ecosystem, name);
+    if list.known.contains(&key) || key.chars().count() < NEAR_MISS_MIN_LEN {
+        return None;
+    }
+    // The most downloaded of the candidates that are one edit away.
+    std::iter::once(key.clone())
+        .chain(deleted(&key))
+        .filter_map(|v| list.deletions.get(&v))
+        .flatten()
+        .copied()
+        .filter(|&i| {
+            let known = &list.targets[i].1;
+            known.chars().count() >= NEAR_MISS_MIN_LEN && strsim::osa_distance(&key, known) == 1
+        })
+        .min()
+        .map(|i| list.targets[i].0)
+}
+
+#[cfg(test)]
+mod tests;
