@@ -232,6 +232,9 @@ pub struct ProcessInfo {
     /// The agent thread id (`CODEX_THREAD_ID`) it works for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_thread: Option<String>,
+    /// The package whose script it runs (npm's `npm_package_name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
     /// A tool's program: inside its agent's sandbox (`true`) or outside it, as its
     /// exec event's `confinement.sandboxed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -927,6 +927,7 @@ pub mod view {
                         argv: p.argv.clone(),
                         role: guard_common::role::name(p.role).to_owned(),
                         agent_thread: p.agent_thread.as_deref().map(str::to_owned),
+                        package: p.package.as_deref().map(str::to_owned),
                         sandboxed: p.sandboxed,
                     })
                     .collect();

@@ -55,6 +55,8 @@ pub struct Process {
     pub argv: Vec<String>,
     /// Its agent role (`tool`, `agent`…); empty when the daemon sent none.
     pub role: String,
+    /// The package whose script it runs.
+    pub package: Option<String>,
     /// A tool inside its agent's sandbox, or outside it.
     pub sandboxed: Option<bool>,
 }
@@ -117,6 +119,7 @@ impl Session {
                     exe: p.exe,
                     argv: p.argv,
                     role: p.role,
+                    package: p.package,
                     sandboxed: p.sandboxed,
                 })
                 .collect(),
@@ -566,6 +569,8 @@ pub struct TreeRow {
     pub command: String,
     /// The process's agent role, when known (`unknown` and absent are left out).
     pub role: Option<String>,
+    /// The package whose script it runs.
+    pub package: Option<String>,
     /// A tool inside its agent's sandbox, or outside it.
     pub sandboxed: Option<bool>,
 }
@@ -1195,6 +1200,7 @@ pub fn tree_rows(s: &Session) -> Vec<TreeRow> {
             prefix,
             command: p.command(),
             role: (!p.role.is_empty() && p.role != "unknown").then(|| p.role.clone()),
+            package: p.package.clone(),
             sandboxed: p.sandboxed,
         });
         if let Some(kids) = children.get(&p.pid) {

@@ -35,6 +35,7 @@ fn sessions_json() -> Value {
                 {"pid": 4250, "ppid": 4242, "comm": "bash", "exe": "/usr/bin/bash", "argv": ["bash", "-c", "cargo test"], "role": "tool", "agent_thread": "019aa2b0-5c1e-7d33-8f0e-6b1f2a3c4d5e", "sandboxed": true},
                 {"pid": 4260, "ppid": 4250, "comm": "cargo", "exe": "/usr/bin/cargo", "argv": ["cargo", "test"], "role": "tool"},
                 {"pid": 4270, "ppid": 4260, "comm": "rustc", "exe": "/usr/bin/rustc", "argv": ["rustc", "--crate-name", "guard"], "role": "tool"},
+                {"pid": 4310, "ppid": 4300, "comm": "sh", "exe": "/usr/bin/dash", "argv": ["sh", "-c", "node install.js"], "role": "tool", "package": "esbuild"},
                 {"pid": 4261, "ppid": 4250, "comm": "cat", "exe": null, "argv": [], "role": "tool", "sandboxed": false},
                 {"pid": 4300, "ppid": 4242, "comm": "node", "exe": "/usr/bin/node", "argv": ["node", "mcp-server.js"], "role": "helper"}
             ]
@@ -369,7 +370,7 @@ fn moving_selects_sessions_and_the_tree_follows() {
     let pids: Vec<u32> = rows.iter().map(|r| r.pid).collect();
     assert_eq!(
         pids,
-        [4242, 4250, 4260, 4270, 4261, 4300],
+        [4242, 4250, 4260, 4270, 4261, 4300, 4310],
         "depth first, children by pid"
     );
     assert_eq!(rows[4].prefix, "│ └─");
@@ -399,14 +400,14 @@ fn moving_selects_sessions_and_the_tree_follows() {
     app.on_key(key('j'));
     assert_eq!(app.tree_pid, Some(4260));
     app.on_key(code(KeyCode::End));
-    assert_eq!(app.tree_pid, Some(4300));
+    assert_eq!(app.tree_pid, Some(4310));
 
     // The selection survives a refresh that reorders sessions.
     let mut list = sessions();
     list.reverse();
     app.apply(Update::Sessions(list));
     assert_eq!(app.selected.as_deref(), Some(CODEX));
-    assert_eq!(app.tree_pid, Some(4300));
+    assert_eq!(app.tree_pid, Some(4310));
 
     app.on_key(code(KeyCode::Tab));
     assert_eq!(app.focus, Focus::Feed);
@@ -505,7 +506,7 @@ fn killing_a_session_needs_confirmation() {
     };
     assert_eq!(
         question,
-        "Kill session 2b3c4d5e (codex, root pid 4242, 6 processes)?"
+        "Kill session 2b3c4d5e (codex, root pid 4242, 7 processes)?"
     );
     assert_eq!(app.on_key(key('n')), None, "n cancels");
     assert_eq!(app.mode, Mode::Normal);

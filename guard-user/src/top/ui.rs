@@ -365,6 +365,11 @@ fn draw_tree(frame: &mut Frame<'_>, app: &App, area: Rect) {
                     Style::default().add_modifier(Modifier::DIM),
                 ));
             }
+            if let Some(package) = r.package {
+                // A package's script (an install script runs arbitrary code): in
+                // bold, not in a colour (red is for violations).
+                spans.push(Span::styled(format!("script of {package}: "), bold()));
+            }
             match r.sandboxed {
                 Some(true) => spans.push(Span::styled(
                     "sandboxed ",
