@@ -756,6 +756,7 @@ mod tests {
                 argv: vec!["codex".into()],
                 role: "agent".into(),
                 agent_thread: None,
+                package: None,
                 sandboxed: None,
             }],
             agent_pid: Some(10),
