@@ -2,7 +2,7 @@
 //! session gets, and which programs are spawners (docs/policy.md, "Delegation").
 
 use super::{Checker, Value, code};
-use crate::model::{Action, Delegation, Kind, Policy, Rule, Scope, Spawner};
+use crate::model::{Action, Delegation, Kind, Policy, Spawner};
 
 const DELEGATION_KEYS: &[&str] = &["action", "spawners", "also"];
 
@@ -75,28 +75,15 @@ impl Checker<'_> {
         let Some(action) = policy.delegation.action else {
             return;
         };
-        let id = Delegation::RULE;
-        if let Some(clash) = policy.rules.iter().find(|r| r.id == id) {
-            let clash_at = clash.pos;
-            self.diags.push(super::Diagnostic::error(
-                code::DUPLICATE_ID,
-                clash_at,
-                format!("rule id {id:?} is taken by the `[delegation] action` setting"),
-            ));
-        }
-        policy.rules.push(Rule {
-            id: id.to_owned(),
-            description: Some(
-                "[delegation]: a session asked a process outside every session that runs \
-                 commands on request (a known spawner) to act for it"
-                    .to_owned(),
-            ),
+        let made = super::SettingRule {
+            id: Delegation::RULE,
+            setting: "[delegation] action",
+            description: "[delegation]: a session asked a process outside every session that \
+                          runs commands on request (a known spawner) to act for it",
             kind: Kind::Delegation,
             action,
-            scope: Scope::All,
-            secret: false,
-            fallback: None,
-            pos: self.pos(at.unwrap_or(0)),
-        });
+            at: at.unwrap_or(0),
+        };
+        self.setting_rule(policy, made);
     }
 }

@@ -2,7 +2,7 @@
 //! a query for any other name gets (docs/policy.md, "DNS").
 
 use super::{Checker, Value, code};
-use crate::model::{Action, Dns, Kind, Policy, Rule, Scope};
+use crate::model::{Action, Dns, Kind, Policy};
 
 const DNS_KEYS: &[&str] = &["resolver", "allow", "unknown", "upstream"];
 
@@ -115,28 +115,15 @@ impl Checker<'_> {
         let Some(action) = policy.dns.unknown else {
             return;
         };
-        let id = Dns::RULE;
-        if let Some(clash) = policy.rules.iter().find(|r| r.id == id) {
-            let clash_at = clash.pos;
-            self.diags.push(super::Diagnostic::error(
-                code::DUPLICATE_ID,
-                clash_at,
-                format!("rule id {id:?} is taken by the `[dns] unknown` setting"),
-            ));
-        }
-        policy.rules.push(Rule {
-            id: id.to_owned(),
-            description: Some(
-                "[dns] unknown: a name neither [dns] allow nor the network allowlists name"
-                    .to_owned(),
-            ),
+        let made = super::SettingRule {
+            id: Dns::RULE,
+            setting: "[dns] unknown",
+            description: "[dns] unknown: a name neither [dns] allow nor the network allowlists name",
             kind: Kind::Dns,
             action,
-            scope: Scope::All,
-            secret: false,
-            fallback: None,
-            pos: self.pos(at.unwrap_or(0)),
-        });
+            at: at.unwrap_or(0),
+        };
+        self.setting_rule(policy, made);
     }
 }
 

@@ -59,6 +59,17 @@ pub fn parse(source_name: &str, text: &str) -> Result<(Policy, Vec<Diagnostic>),
     }
 }
 
+/// The rule a setting makes: its id, the setting as people write it, what it
+/// catches, its kind and action, and where the setting is (a byte offset).
+struct SettingRule {
+    id: &'static str,
+    setting: &'static str,
+    description: &'static str,
+    kind: Kind,
+    action: Action,
+    at: usize,
+}
+
 const TOP_KEYS: &[&str] = &[
     "mode",
     "agents",
@@ -320,27 +331,18 @@ impl Checker<'_> {
         self.delegation_rule(&mut policy, delegation_at);
         self.packages_rule(&mut policy, packages_at);
         if let Some(action) = policy.taint.egress {
-            let id = Taint::RULE;
-            if let Some(clash) = policy.rules.iter().find(|r| r.id == id) {
-                let at = clash.pos;
-                self.diags.push(Diagnostic::error(
-                    code::DUPLICATE_ID,
-                    at,
-                    format!("rule id {id:?} is taken by the `[taint] egress` setting"),
-                ));
-            }
-            policy.rules.push(Rule {
-                id: id.to_owned(),
-                description: Some("[taint] egress".to_owned()),
-                kind: Kind::TaintEgress {
-                    allow: policy.taint.allow.clone(),
-                },
+            let kind = Kind::TaintEgress {
+                allow: policy.taint.allow.clone(),
+            };
+            let made = SettingRule {
+                id: Taint::RULE,
+                setting: "[taint] egress",
+                description: "[taint] egress",
+                kind,
                 action,
-                scope: Scope::All,
-                secret: false,
-                fallback: None,
-                pos: self.pos(taint_at),
-            });
+                at: taint_at,
+            };
+            self.setting_rule(&mut policy, made);
         }
         policy
     }
@@ -777,6 +779,38 @@ impl Checker<'_> {
             ),
         );
         None
+    }
+
+    /// Adds the rule a setting makes (`[taint] egress`, `[dns] unknown`, …) to
+    /// `policy`'s, after the policy's own; a rule of the policy's with its id is an
+    /// error.
+    fn setting_rule(&mut self, policy: &mut Policy, made: SettingRule) {
+        let SettingRule {
+            id,
+            setting,
+            description,
+            kind,
+            action,
+            at,
+        } = made;
+        if let Some(clash) = policy.rules.iter().find(|r| r.id == id) {
+            let clash_at = clash.pos;
+            self.diags.push(Diagnostic::error(
+                code::DUPLICATE_ID,
+                clash_at,
+                format!("rule id {id:?} is taken by the `{setting}` setting"),
+            ));
+        }
+        policy.rules.push(Rule {
+            id: id.to_owned(),
+            description: Some(description.to_owned()),
+            kind,
+            action,
+            scope: Scope::All,
+            secret: false,
+            fallback: None,
+            pos: self.pos(at),
+        });
     }
 
     fn string<'v>(&mut self, key: &str, value: &'v Value<'_>) -> Option<&'v str> {

@@ -1,8 +1,8 @@
 //! `[packages]`: what a package a session installs gets when its name is a near
 //! miss of a well-known package's (docs/policy.md, "Packages").
 
-use super::{Checker, Value, code};
-use crate::model::{Action, Kind, Packages, Policy, Rule, Scope};
+use super::{Checker, Value};
+use crate::model::{Action, Kind, Packages, Policy};
 
 const PACKAGES_KEYS: &[&str] = &["near_miss"];
 
@@ -36,29 +36,16 @@ impl Checker<'_> {
         let Some(action) = policy.packages.near_miss else {
             return;
         };
-        let id = Packages::NEAR_MISS;
-        if let Some(clash) = policy.rules.iter().find(|r| r.id == id) {
-            let clash_at = clash.pos;
-            self.diags.push(super::Diagnostic::error(
-                code::DUPLICATE_ID,
-                clash_at,
-                format!("rule id {id:?} is taken by the `[packages] near_miss` setting"),
-            ));
-        }
-        policy.rules.push(Rule {
-            id: id.to_owned(),
-            description: Some(
-                "[packages]: a session installed a package whose name is one edit from a \
-                 well-known package's (a typo, or a name a model invented that someone \
-                 registered)"
-                    .to_owned(),
-            ),
+        let made = super::SettingRule {
+            id: Packages::NEAR_MISS,
+            setting: "[packages] near_miss",
+            description: "[packages]: a session installed a package whose name is one edit \
+                          from a well-known package's (a typo, or a name a model invented \
+                          that someone registered)",
             kind: Kind::Packages,
             action,
-            scope: Scope::All,
-            secret: false,
-            fallback: None,
-            pos: self.pos(at.unwrap_or(0)),
-        });
+            at: at.unwrap_or(0),
+        };
+        self.setting_rule(policy, made);
     }
 }
