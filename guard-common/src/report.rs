@@ -195,6 +195,10 @@ pub struct Violation {
     pub comm: String,
     /// The event's kind and what it was about: `open /home/a/.ssh/id_rsa`.
     pub what: String,
+    /// The file it was about (an open's, a route's, a tamper attempt's), when there
+    /// is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     pub rule: String,
     pub action: String,
     pub outcome: String,

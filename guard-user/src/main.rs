@@ -163,7 +163,8 @@ fn main() -> ExitCode {
             socket,
             log,
             json,
-        } => clients::report(&session, &socket, log.as_deref(), json),
+            sarif,
+        } => clients::report(&session, &socket, log.as_deref(), json, sarif),
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "guard", &mut std::io::stdout());
             Ok(())

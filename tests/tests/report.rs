@@ -182,6 +182,40 @@ action = "deny"
         .collect();
     assert_eq!(rules, ["test-secret", "test-denied-net"], "{report:#}");
 
+    // The violations as SARIF 2.1.0, valid by its schema (checked with a maintained
+    // validator), one result per violation.
+    let sarif_path = reports.join(format!("{session}.sarif"));
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sarif/sarif-schema-2.1.0.json");
+    let out = Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            "import json, sys, jsonschema\n\
+             jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2])))",
+        ])
+        .arg(&sarif_path)
+        .arg(&schema)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "the SARIF log is not valid SARIF 2.1.0: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sarif: Value =
+        serde_json::from_str(&fs::read_to_string(&sarif_path).expect("read the SARIF log"))
+            .expect("JSON");
+    let results: Vec<(&str, &str)> = sarif["runs"][0]["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|x| (x["ruleId"].as_str().unwrap_or("-"), x["level"].as_str().unwrap_or("-")))
+        .collect();
+    assert_eq!(
+        results,
+        [("test-secret", "error"), ("test-denied-net", "error")],
+        "{sarif:#}"
+    );
+
     // The Markdown names the same facts for people.
     let md = fs::read_to_string(&md_path).expect("read the Markdown report");
     for needle in [

@@ -45,6 +45,9 @@ const TEST_PACKAGES: &[&str] = &[
     // Debian's SMTP server: the fleet's alert mails arrive there over STARTTLS
     // (guard-fleet/tests/alerts.rs).
     "python3-aiosmtpd",
+    // A maintained JSON Schema validator: session reports' SARIF logs are checked
+    // against SARIF 2.1.0's schema (tests/tests/report.rs).
+    "python3-jsonschema",
     // wget opens ~/.netrc on every run: it goes on where BPF-LSM refuses that read
     // (tests/tests/redteam.rs).
     "wget",

@@ -74,8 +74,15 @@ pub fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {
 
 pub use guard_common::line::human_bytes;
 
-/// `guard report`: from the daemon, or folded from an audit log.
-pub fn report(session: &str, socket: &Path, log: Option<&Path>, json: bool) -> anyhow::Result<()> {
+/// `guard report`: from the daemon, or folded from an audit log; Markdown, JSON, or
+/// its violations as SARIF.
+pub fn report(
+    session: &str,
+    socket: &Path,
+    log: Option<&Path>,
+    json: bool,
+    sarif: bool,
+) -> anyhow::Result<()> {
     let report = match log {
         Some(path) => {
             let file = std::fs::File::open(path)
@@ -92,6 +99,8 @@ pub fn report(session: &str, socket: &Path, log: Option<&Path>, json: bool) -> a
     };
     let text = if json {
         serde_json::to_string_pretty(&report)? + "\n"
+    } else if sarif {
+        serde_json::to_string_pretty(&crate::report::sarif::render(&report))? + "\n"
     } else {
         crate::report::markdown(&report)
     };

@@ -171,6 +171,9 @@ pub enum Cmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Print its violations as SARIF 2.1.0 (for a code host's code scanning).
+        #[arg(long, conflicts_with = "json")]
+        sarif: bool,
     },
     /// Kill a session (every process in it) or a process subtree.
     Kill {

@@ -8,6 +8,7 @@
 
 mod markdown;
 mod packages;
+pub mod sarif;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -306,11 +307,18 @@ impl Ledger {
             if let Some(anomaly) = &v.anomaly {
                 what = format!("{what}: {anomaly}");
             }
+            // The file it was about, where there is one.
+            let path = match &ev.detail {
+                EventDetail::Open { path, .. } => Some(path.clone()),
+                EventDetail::Route { path, .. } | EventDetail::Tamper { path, .. } => path.clone(),
+                _ => None,
+            };
             self.report.violations.push(Violation {
                 ts: ev.ts.clone(),
                 pid,
                 comm: comm.to_owned(),
                 what,
+                path,
                 rule: v.rule.clone(),
                 action: v.action.as_str().to_owned(),
                 outcome: v.outcome.as_str().to_owned(),
@@ -552,9 +560,9 @@ impl Ledger {
     }
 }
 
-/// Writes `<dir>/<session>.md` and `<dir>/<session>.json` (each whole: written
-/// aside, then renamed), creating `dir` (mode 0750) when absent; returns the
-/// Markdown file's path.
+/// Writes `<dir>/<session>.json`, `<dir>/<session>.sarif` (its violations, SARIF
+/// 2.1.0) and `<dir>/<session>.md` (each whole: written aside, then renamed),
+/// creating `dir` (mode 0750) when absent; returns the Markdown file's path.
 pub fn write_files(dir: &std::path::Path, r: &Report) -> anyhow::Result<std::path::PathBuf> {
     use anyhow::Context as _;
     use std::os::unix::fs::DirBuilderExt as _;
@@ -564,9 +572,14 @@ pub fn write_files(dir: &std::path::Path, r: &Report) -> anyhow::Result<std::pat
         .create(dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;
     let json = serde_json::to_string_pretty(r)?;
+    let sarif = serde_json::to_string_pretty(&sarif::render(r))?;
     let md = markdown(r);
     let mut written = dir.join(&r.session);
-    for (ext, text) in [("json", json.as_str()), ("md", md.as_str())] {
+    for (ext, text) in [
+        ("json", json.as_str()),
+        ("sarif", sarif.as_str()),
+        ("md", md.as_str()),
+    ] {
         let path = dir.join(format!("{}.{ext}", r.session));
         let aside = dir.join(format!(".{}.{ext}.tmp", r.session));
         std::fs::write(&aside, text)

@@ -252,3 +252,55 @@ fn a_wrapper_that_drops_privileges_leaves_the_report_to_the_agent_and_its_user()
         (Some("claude-code"), Some("alice"))
     );
 }
+
+#[test]
+fn the_sarif_log_has_one_result_per_violation_at_the_file_it_was_about() {
+    let r = report();
+    let log = sarif::render(&r);
+    assert_eq!(log["version"], "2.1.0");
+    let run = &log["runs"][0];
+    assert_eq!(run["tool"]["driver"]["name"], "guard");
+    let rules: Vec<&str> = run["tool"]["driver"]["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| r["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(rules, ["credentials-read", "dotenv-read", "cloud-metadata"]);
+    let results = run["results"].as_array().expect("results");
+    let summary: Vec<(&str, &str)> = results
+        .iter()
+        .map(|x| {
+            (
+                x["ruleId"].as_str().expect("rule"),
+                x["level"].as_str().expect("level"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("credentials-read", "error"),
+            ("dotenv-read", "warning"),
+            ("cloud-metadata", "error")
+        ]
+    );
+    // The .env of the repository: a file of it, relative to its top directory.
+    let at = &results[1]["locations"][0]["physicalLocation"];
+    assert_eq!(at["artifactLocation"]["uri"], ".env");
+    assert_eq!(at["artifactLocation"]["uriBaseId"], "%SRCROOT%");
+    assert_eq!(
+        run["originalUriBaseIds"]["SRCROOT"]["uri"],
+        "file:///home/alice/repo/"
+    );
+    // A key outside it and a connect: the process that did it.
+    for i in [0, 2] {
+        let logical = &results[i]["locations"][0]["logicalLocations"][0];
+        assert_eq!(logical["kind"], "process", "{logical}");
+        assert!(results[i]["locations"][0]["physicalLocation"].is_null());
+    }
+    assert_eq!(
+        results[0]["message"]["text"],
+        "cat (pid 12): open /home/alice/.ssh/id_rsa broke credentials-read: kill (killed)"
+    );
+}
