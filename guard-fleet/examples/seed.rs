@@ -104,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
                 pid: 4000,
                 comm: "sh".into(),
                 what: "open /home/dev/.aws/credentials".into(),
+                path: Some("/home/dev/.aws/credentials".into()),
                 rule: rule.into(),
                 action: action.into(),
                 outcome: outcome.into(),

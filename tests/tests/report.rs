@@ -185,7 +185,8 @@ action = "deny"
     // The violations as SARIF 2.1.0, valid by its schema (checked with a maintained
     // validator), one result per violation.
     let sarif_path = reports.join(format!("{session}.sarif"));
-    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sarif/sarif-schema-2.1.0.json");
+    let schema =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/sarif/sarif-schema-2.1.0.json");
     let out = Command::new("/usr/bin/python3")
         .args([
             "-c",
@@ -208,7 +209,12 @@ action = "deny"
         .as_array()
         .expect("results")
         .iter()
-        .map(|x| (x["ruleId"].as_str().unwrap_or("-"), x["level"].as_str().unwrap_or("-")))
+        .map(|x| {
+            (
+                x["ruleId"].as_str().unwrap_or("-"),
+                x["level"].as_str().unwrap_or("-"),
+            )
+        })
         .collect();
     assert_eq!(
         results,
