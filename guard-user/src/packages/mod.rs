@@ -27,6 +27,10 @@ pub fn read(ecosystem: &str, path: &Path) -> Result<Read, String> {
         std::io::ErrorKind::NotFound => "manifest gone".to_owned(),
         _ => format!("unreadable: {e}"),
     })?;
+    // Created and never written: its writer was stopped (killed) in between.
+    if text.trim().is_empty() {
+        return Err("manifest empty".to_owned());
+    }
     parse(ecosystem, &text)
 }
 

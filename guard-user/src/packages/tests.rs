@@ -43,6 +43,8 @@ fn a_manifest_that_cannot_be_read_says_why() {
         read(NPM, &fixture("absent.package.json")).unwrap_err(),
         "manifest gone"
     );
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    assert_eq!(read(NPM, empty.path()).unwrap_err(), "manifest empty");
     let err = parse(NPM, "{\"name\": \"x\"}").unwrap_err();
     assert!(err.starts_with("not a package.json"), "{err}");
     // The description after the headers does not count.
