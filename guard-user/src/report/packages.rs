@@ -127,8 +127,10 @@ impl Packages {
                     return None;
                 }
                 None => {
+                    // Its exec as people read it (`sh -c node install.js`), else its
+                    // program's name.
                     let command = match &ev.detail {
-                        EventDetail::Exec { exe, argv, .. } => command_line(exe, argv),
+                        EventDetail::Exec { .. } => ev.what(),
                         _ => ev.comm().unwrap_or_default().to_owned(),
                     };
                     scripts.items.push(Script {
@@ -160,14 +162,14 @@ impl Packages {
             return;
         }
         let pid = ev.pid().unwrap_or(0);
-        // The writer's command line, as its latest listed exec gave it.
+        // The writer's command line, as the commands list shows its latest exec.
         let command = r
             .commands
             .items
             .iter()
             .rev()
             .find(|c| c.pid == pid)
-            .map(|c| command_line(&c.exe, &c.argv));
+            .map(|c| c.argv.join(" "));
         r.packages.items.push(Package {
             ecosystem: m.ecosystem.to_owned(),
             name: m.name,
@@ -226,16 +228,6 @@ fn read_versions<'p, I: Iterator<Item = &'p mut Package>>(packages: I) {
             Err(e) => p.note = Some(e),
         }
     }
-}
-
-/// `exe argv[1..]`, as people read a command.
-fn command_line(exe: &str, argv: &[String]) -> String {
-    let mut out = exe.to_owned();
-    for a in argv.iter().skip(1) {
-        out.push(' ');
-        out.push_str(a);
-    }
-    out
 }
 
 fn push_once(list: &mut Vec<String>, item: &str) {

@@ -34,17 +34,22 @@ fn result(v: &Violation, root: Option<&str>, session: &str) -> Value {
         "{} (pid {}): {} broke {}: {} ({})",
         v.comm, v.pid, v.what, v.rule, v.action, v.outcome
     );
-    let location = match (v.path.as_deref(), root) {
-        (Some(path), Some(root)) if in_repository(path, root).is_some() => json!({
+    let file = v
+        .path
+        .as_deref()
+        .zip(root)
+        .and_then(|(path, root)| in_repository(path, root));
+    let location = match file {
+        Some(uri) => json!({
             "physicalLocation": {
                 "artifactLocation": {
-                    "uri": in_repository(path, root),
+                    "uri": uri,
                     "uriBaseId": "%SRCROOT%",
                 },
                 "region": { "startLine": 1 },
             },
         }),
-        _ => json!({
+        None => json!({
             "logicalLocations": [{
                 "name": v.comm,
                 "fullyQualifiedName": format!("session {session}/pid {}", v.pid),

@@ -68,7 +68,7 @@ fn an_install_s_packages_and_its_scripts_are_the_session_s_story() {
     assert_eq!(evil.pid, 20);
     assert_eq!(
         evil.command.as_deref(),
-        Some("/usr/bin/node install ./evil-1.0.0.tgz")
+        Some("npm install ./evil-1.0.0.tgz")
     );
     assert_eq!(evil.registries, ["registry.npmjs.org"]);
     assert_eq!(evil.ts, "2026-11-27T08:00:00.200000000Z");
@@ -85,7 +85,7 @@ fn an_install_s_packages_and_its_scripts_are_the_session_s_story() {
         .collect();
     assert_eq!(scripts, [("evil", true, 21, 2), ("app", false, 30, 1)]);
     let post = &r.scripts.items[0];
-    assert_eq!(post.command, "/usr/bin/dash -c node postinstall.js");
+    assert_eq!(post.command, "sh -c node postinstall.js");
     assert_eq!((post.reads, post.writes), (2, 0));
     assert_eq!(post.secrets, ["/home/alice/.ssh/id_rsa"]);
     assert_eq!(post.destinations, ["127.0.0.1:9"]);
@@ -94,7 +94,9 @@ fn an_install_s_packages_and_its_scripts_are_the_session_s_story() {
     let md = super::super::markdown(&r);
     assert!(md.contains("## Packages installed"), "{md}");
     assert!(
-        md.contains("| evil | 1.0.0 | npm | registry.npmjs.org | `/usr/bin/node install ./evil-1.0.0.tgz` (pid 20) |"),
+        md.contains(
+            "| evil | 1.0.0 | npm | registry.npmjs.org | `npm install ./evil-1.0.0.tgz` (pid 20) |"
+        ),
         "{md}"
     );
     assert!(
@@ -103,7 +105,7 @@ fn an_install_s_packages_and_its_scripts_are_the_session_s_story() {
     );
     assert!(md.contains("## Package scripts that ran"), "{md}");
     assert!(
-        md.contains("| evil | **install** | `/usr/bin/dash -c node postinstall.js` (pid 21) | 2 | 2 | 0 | /home/alice/.ssh/id_rsa | 127.0.0.1:9 | credentials-read: killed |"),
+        md.contains("| evil | **install** | `sh -c node postinstall.js` (pid 21) | 2 | 2 | 0 | /home/alice/.ssh/id_rsa | 127.0.0.1:9 | credentials-read: killed |"),
         "{md}"
     );
 }
