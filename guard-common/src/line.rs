@@ -249,6 +249,15 @@ impl EventLine {
                 };
                 format!("TAMPER {op}{call}{on}: {done}")
             }
+            EventDetail::ToolCall {
+                phase,
+                tool,
+                command,
+                ..
+            } => {
+                let what = command.as_deref().unwrap_or(tool);
+                format!("{tool} call {}: {what}", phase.as_str())
+            }
             EventDetail::Lost { by_kind, total } => {
                 let parts: Vec<String> = by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect();
                 format!("LOST {total}: {}", parts.join(", "))
@@ -314,6 +323,11 @@ pub struct TaskLine {
     /// The package whose script the process runs (npm's `npm_package_name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package: Option<String>,
+    /// The declared tool call the process works for (its agent's hook named it:
+    /// the model's call id). Not `call`: an open's and a Unix socket's say which
+    /// system call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call: Option<String>,
     #[serde(default)]
     pub uid: u32,
     /// `null` when the host has no name for `uid`.
@@ -615,6 +629,21 @@ pub enum EventDetail {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         agent_user: Option<String>,
     },
+    /// A tool call the agent declared through its hook (`guard hook`): its start,
+    /// before its processes run, or its end. The process is the hook's; the call's
+    /// id is the task's `tool_call`.
+    ToolCall {
+        #[serde(default)]
+        phase: crate::protocol::CallPhase,
+        #[serde(default)]
+        tool: String,
+        /// What it declared (a shell tool's command line), redacted as an exec's
+        /// command line is.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        command: Option<String>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        redacted: bool,
+    },
     /// Records the kernel could not put in the ring buffer, by kind.
     Lost {
         #[serde(default)]
@@ -850,6 +879,7 @@ impl EventDetail {
         "exit",
         "session_start",
         "session_end",
+        "tool_call",
         "lost",
         "limit",
         "tamper",
@@ -875,6 +905,7 @@ impl EventDetail {
             EventDetail::Exit { .. } => "exit",
             EventDetail::SessionStart { .. } => "session_start",
             EventDetail::SessionEnd { .. } => "session_end",
+            EventDetail::ToolCall { .. } => "tool_call",
             EventDetail::Lost { .. } => "lost",
             EventDetail::PolicyLoaded { .. } => "policy_loaded",
             EventDetail::PolicyRejected { .. } => "policy_rejected",

@@ -95,7 +95,7 @@ pub const DNS_ACTIVITY: Class = Class {
 pub fn class_of(kind: &str) -> Class {
     match kind {
         "exec" | "fork" | "exit" | "route" | "tamper" | "session_start" | "session_end"
-        | "limit" => PROCESS_ACTIVITY,
+        | "tool_call" | "limit" => PROCESS_ACTIVITY,
         "open" => FILE_SYSTEM_ACTIVITY,
         "connect" | "send" | "flow" | "unix" => NETWORK_ACTIVITY,
         "dns" => DNS_ACTIVITY,
@@ -311,6 +311,10 @@ fn activity(kind: &str, e: &Map<String, Value>) -> (u32, String) {
         ),
         "session_start" => named(99, "Session Start"),
         "session_end" => named(99, "Session End"),
+        "tool_call" => match str_of(e, "phase") {
+            Some("end") => named(99, "Tool Call End"),
+            _ => named(99, "Tool Call Start"),
+        },
         "limit" => named(99, "Records Dropped"),
         other => (99, other.to_owned()),
     }

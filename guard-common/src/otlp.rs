@@ -64,6 +64,8 @@ pub mod attr {
     pub const NETWORK_TRANSPORT: &str = "network.transport";
     pub const DESTINATION_CLASS: &str = "guard.destination.class";
     pub const PACKAGE_NAME: &str = "guard.package.name";
+    /// OpenTelemetry's GenAI convention for a tool call's id.
+    pub const TOOL_CALL_ID: &str = "gen_ai.tool.call.id";
     pub const CONTAINER_ID: &str = "container.id";
     pub const K8S_POD_NAME: &str = "k8s.pod.name";
     pub const K8S_NAMESPACE_NAME: &str = "k8s.namespace.name";

@@ -45,6 +45,12 @@ pub enum Request {
     /// the last time this was asked: `Vec<Stop>`. Asked by an agent's hook (`guard
     /// hook`) through the hook socket, for the caller's own sessions only.
     Stops { thread: String },
+    /// An agent's hook (`guard hook`, through the hook socket) declares a tool call
+    /// of the calling process's session: its start, before the call's processes run
+    /// (Codex's and Claude Code's `PreToolUse`), or its end (`PostToolUse`).
+    /// Answered, as `Stops` is, with what guard stopped for the call's thread
+    /// since that was last asked (empty at a start): `Vec<Stop>`.
+    ToolCall(ToolCall),
     /// The calling process (a session's root, after `run`) confined itself: with
     /// Landlock as `landlock` says (`fully enforced, 42 rules`, …), in a mount
     /// namespace of its own as `mount_ns` says (`3 read-only, 2 hidden`). Answered
@@ -130,6 +136,46 @@ pub struct Stop {
     pub description: Option<String>,
     pub action: Action,
     pub outcome: Outcome,
+}
+
+/// A tool call an agent declared (its hook's input): what the model asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub phase: CallPhase,
+    /// The call's id, as the agent and the model know it (Codex's and Claude Code's
+    /// `tool_use_id`: the model's `call_id`).
+    pub id: String,
+    /// The agent's thread (the hook's `session_id`: `CODEX_THREAD_ID`,
+    /// `CLAUDE_CODE_SESSION_ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
+    /// The agent's name for the tool (`Bash`, `Write`, an MCP tool's).
+    pub tool: String,
+    /// What the call declared it would do: a shell tool's command line, else the
+    /// tool's input as JSON (cut to [`CALL_INPUT_MAX`] bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+}
+
+/// Bytes of a declared call's input kept (a command line, a tool's JSON input).
+pub const CALL_INPUT_MAX: usize = 4_096;
+
+/// Which end of a tool call a hook declares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallPhase {
+    #[default]
+    Start,
+    End,
+}
+
+impl CallPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallPhase::Start => "start",
+            CallPhase::End => "end",
+        }
+    }
 }
 
 /// `run`: the session the calling process now roots.
@@ -235,6 +281,14 @@ pub struct ProcessInfo {
     /// The package whose script it runs (npm's `npm_package_name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package: Option<String>,
+    /// The declared tool call it works for (its agent's hook named it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call: Option<String>,
+    /// Its agent declares its calls and none accounts for this process: its call
+    /// ended (`outlived_call`), or the agent started it outside every call
+    /// (`outside_calls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undeclared: Option<String>,
     /// A tool's program: inside its agent's sandbox (`true`) or outside it, as its
     /// exec event's `confinement.sandboxed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -757,6 +811,8 @@ mod tests {
                 role: "agent".into(),
                 agent_thread: None,
                 package: None,
+                tool_call: None,
+                undeclared: None,
                 sandboxed: None,
             }],
             agent_pid: Some(10),

@@ -307,6 +307,63 @@ pub struct Script {
     pub verdicts: Vec<String>,
 }
 
+/// A tool call the agent declared through its hook (`guard hook`), with what its
+/// processes did: every process the daemon tied to it (`call` on their events).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Call {
+    /// The call's id (the model's `call_id`, the hook's `tool_use_id`).
+    pub id: String,
+    pub tool: String,
+    /// What it declared: a shell tool's command line (redacted as commands are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    pub started: String,
+    /// Its end as the agent declared it; none while it runs (or when its hook for
+    /// the end did not run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<String>,
+    /// The programs its processes ran, as the commands list gives them, first first
+    /// (at most [`CALL_LIST_MAX`]; `execs` counts them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<Command>,
+    pub execs: u64,
+    /// What its processes did beyond a command line's reach, for a reviewer to set
+    /// against what it declared: destinations reached (`host:port`), secrets opened
+    /// (tried or done), files written outside the workspace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub written_outside: Vec<String>,
+    /// Rules its processes broke, with what guard did (`rule: outcome`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<String>,
+}
+
+/// Items of each of a call's lists kept.
+pub const CALL_LIST_MAX: usize = 32;
+
+/// A process of the session that no declared call accounts for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undeclared {
+    /// Its first exec (or, for a process that never exec'd, its first event).
+    pub ts: String,
+    pub pid: u32,
+    pub command: String,
+    /// `outlived_call`: it worked on after its call ended (a process left behind in
+    /// the background); `outside_calls`: the agent started it outside every call
+    /// (its own helpers, or work no call asked for); `install_script`: a package's
+    /// script ran it, inside the call that installed the package.
+    pub why: String,
+    /// The call it belongs to (`outlived_call`, `install_script`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<String>,
+    /// What it did once undeclared: execs, and destinations reached.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub did: Vec<String>,
+}
+
 /// The report of one session.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
@@ -373,6 +430,14 @@ pub struct Report {
     /// Packages' scripts that ran (npm's lifecycle and run scripts), first first.
     #[serde(default)]
     pub scripts: Bounded<Script>,
+    /// Tool calls the agent declared through its hook, first first. Empty when the
+    /// agent ran without guard's hook: then nothing is said of declared work, and
+    /// `undeclared` stays empty too.
+    #[serde(default)]
+    pub calls: Bounded<Call>,
+    /// Processes no declared call accounts for (with `calls` only).
+    #[serde(default)]
+    pub undeclared: Bounded<Undeclared>,
 }
 
 impl Files {
@@ -400,6 +465,8 @@ impl Report {
         self.secret_egress.sent_after.cut(n);
         self.packages.cut(n);
         self.scripts.cut(n);
+        self.calls.cut(n);
+        self.undeclared.cut(n);
         self
     }
 }

@@ -494,6 +494,11 @@ fn events() -> Vec<Value> {
             json!({"root_pid": 4200, "stragglers": [4300], "killed": []}),
         ),
         with(
+            "tool_call",
+            json!({"tool_call": "call_0", "phase": "start", "tool": "Bash",
+            "command": "npm install ./pkg"}),
+        ),
+        with(
             "limit",
             json!({"reason": "rate", "dropped": 120, "dropped_total": 120}),
         ),

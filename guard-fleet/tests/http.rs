@@ -1251,19 +1251,31 @@ async fn the_package_inventory_lists_each_version_once_with_its_first_sighting(d
         1,
     )
     .await;
-    send(
-        "b",
-        1,
-        installing(
-            S2,
-            "https://x/web",
-            "2026-11-21T06:00:00Z",
-            &[evil, evil],
-            None,
-        ),
-        1,
-    )
-    .await;
+    // Host b's agent declared its calls: one, and a process that outlived it.
+    let mut declared = installing(
+        S2,
+        "https://x/web",
+        "2026-11-21T06:00:00Z",
+        &[evil, evil],
+        None,
+    );
+    declared.calls.push(guard_common::report::Call {
+        id: "call_7".to_owned(),
+        tool: "Bash".to_owned(),
+        command: Some("npm install evil-pkg".to_owned()),
+        started: "2026-11-21T06:00:01Z".to_owned(),
+        ended: Some("2026-11-21T06:00:09Z".to_owned()),
+        ..Default::default()
+    });
+    declared.undeclared.push(guard_common::report::Undeclared {
+        ts: "2026-11-21T06:00:10Z".to_owned(),
+        pid: 4242,
+        command: "sleep 60".to_owned(),
+        why: "outlived_call".to_owned(),
+        call: Some("call_7".to_owned()),
+        did: vec!["curl http://x".to_owned()],
+    });
+    send("b", 1, declared, 1).await;
     #[derive(serde::Deserialize)]
     struct Row {
         ecosystem: String,
@@ -1362,5 +1374,17 @@ async fn the_package_inventory_lists_each_version_once_with_its_first_sighting(d
     let (status, _, body) = fleet.page(&href, Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.contains("Packages installed (2)"), "{body}");
+    // And what its agent declared against what ran.
+    for needle in [
+        "Tool calls the agent declared (1)",
+        "npm install evil-pkg",
+        "outlived its call</span> call_7",
+        "curl http://x",
+    ] {
+        assert!(
+            body.contains(needle),
+            "{needle:?} not in the session page:\n{body}"
+        );
+    }
     fleet.stop().await;
 }

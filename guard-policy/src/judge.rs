@@ -25,6 +25,9 @@ pub const UNSANDBOXED: &str = "sessions.unsandboxed_tools";
 /// The rule an exec breaks by running a file its session downloaded
 /// (`[sessions] run_downloaded`).
 pub const RUN_DOWNLOADED: &str = "sessions.run_downloaded";
+/// The rule a process breaks by working on after the tool call it was started for
+/// ended (`[sessions] undeclared`).
+pub const UNDECLARED: &str = "sessions.undeclared";
 
 /// What an action did, for messages.
 fn past(action: Action) -> &'static str {
@@ -208,6 +211,22 @@ impl Judge {
     pub fn redact(&self, ev: &mut Event) {
         let redacted = match &mut ev.detail {
             Detail::Exec { argv, .. } => self.redactor.argv(argv),
+            // A declared command is a shell's command line: redacted as `sh -c` of it
+            // would be, then as text (a tool's JSON input).
+            Detail::ToolCall {
+                command: Some(command),
+                ..
+            } => {
+                let mut argv = ["sh".to_owned(), "-c".to_owned(), std::mem::take(command)];
+                let mut redacted = self.redactor.argv(&mut argv);
+                let [_, _, mut text] = argv;
+                if let Some(cut) = self.redactor.text(&text) {
+                    text = cut;
+                    redacted = true;
+                }
+                *command = text;
+                redacted
+            }
             // A name long enough to carry data (what DNS tunnelling sends) keeps
             // only its domain in anything written: the rest is what would leak.
             Detail::Dns(d) => match d.name.as_deref().and_then(crate::event::dns::cut_name) {
@@ -540,12 +559,27 @@ impl Judge {
     /// kills the tool's process (after its exec: there is nothing to refuse).
     pub fn unsandboxed(&self) -> Option<Verdict> {
         let action = self.compiled.policy.sessions.unsandboxed_tools?;
+        Some(self.on_the_process(UNSANDBOXED, action))
+    }
+
+    /// The verdict of a `[sessions]` setting judged in user space once its process
+    /// did what it judges: logged, alerted, or the process killed (`deny` too:
+    /// nothing is left to refuse).
+    fn on_the_process(&self, rule: &str, action: Action) -> Verdict {
         let step = match action {
             Action::Log => Step::Done(Outcome::Logged),
             Action::Alert => Step::Done(Outcome::Alerted),
             Action::Kill | Action::Deny => Step::KillProcess,
         };
-        Some(self.settle(UNSANDBOXED.to_owned(), action, step))
+        self.settle(rule.to_owned(), action, step)
+    }
+
+    /// A process that works on (an exec, a connect) after the tool call its agent
+    /// declared for it ended, as `[sessions] undeclared` says (`None`: only
+    /// reported). `kill` kills it; the exec or connect has happened.
+    pub fn undeclared(&self) -> Option<Verdict> {
+        let action = self.compiled.policy.sessions.undeclared?;
+        Some(self.on_the_process(UNDECLARED, action))
     }
 
     /// An exec the kernel held that runs a download of its session (`ev.download`:
@@ -555,12 +589,7 @@ impl Judge {
     pub fn downloaded(&self, ev: &Event) -> Option<Verdict> {
         ev.download.as_ref()?;
         let action = self.compiled.policy.sessions.run_downloaded?;
-        let step = match action {
-            Action::Log => Step::Done(Outcome::Logged),
-            Action::Alert => Step::Done(Outcome::Alerted),
-            Action::Kill | Action::Deny => Step::KillProcess,
-        };
-        Some(self.settle(RUN_DOWNLOADED.to_owned(), action, step))
+        Some(self.on_the_process(RUN_DOWNLOADED, action))
     }
 
     /// A connect of a session process to a known spawner outside every session
@@ -1162,6 +1191,36 @@ action = "deny"
             (v.step, v.would),
             (Step::Done(Outcome::Logged), Some(Action::Kill))
         );
+
+        // A declared call's command is redacted as a shell's script would be.
+        let mut call = Event::derived(
+            0,
+            None,
+            Task::default(),
+            Detail::ToolCall {
+                phase: guard_common::protocol::CallPhase::Start,
+                tool: "Bash".into(),
+                command: Some("mysql -pS3cret -e 'select 1'".into()),
+            },
+        );
+        enforce.redact(&mut call);
+        assert!(call.redacted);
+        assert!(
+            matches!(&call.detail, Detail::ToolCall { command: Some(c), .. }
+                if c == "mysql -p[REDACTED] -e 'select 1'"),
+            "{:?}",
+            call.detail
+        );
+
+        // A process that outlived its call: nothing unless `[sessions]` says.
+        assert_eq!(enforce.undeclared(), None);
+        let v = judge_for(
+            "mode = \"enforce\"\n[sessions]\nundeclared = \"kill\"\n",
+            false,
+        )
+        .undeclared()
+        .expect("a verdict");
+        assert_eq!((v.rule.as_str(), v.step), (UNDECLARED, Step::KillProcess));
 
         // A tool outside its session's sandbox: nothing unless `[sessions]` says.
         assert_eq!(enforce.unsandboxed(), None);

@@ -472,6 +472,11 @@ pub struct Sessions {
     /// interpreter given one (not a route: the kernel holds the exec, user space
     /// judges it before it runs; `deny` acts as `kill`).
     pub run_downloaded: Option<Action>,
+    /// `undeclared`: a process that works on after the tool call its agent declared
+    /// for it ended (left behind in the background), once the agent declares its
+    /// calls through guard's hook (not a route: judged in user space at its execs
+    /// and connects; `deny` is refused, `kill` kills it).
+    pub undeclared: Option<Action>,
 }
 
 impl Default for Sessions {
@@ -485,13 +490,14 @@ impl Default for Sessions {
             listen: None,
             unsandboxed_tools: None,
             run_downloaded: None,
+            undeclared: None,
         }
     }
 }
 
 impl Sessions {
     /// The keys of `[sessions]`, in order.
-    pub const KEYS: [&'static str; 7] = [
+    pub const KEYS: [&'static str; 8] = [
         "io_uring",
         "open_by_handle_at",
         "fileless_exec",
@@ -499,6 +505,7 @@ impl Sessions {
         "listen",
         "unsandboxed_tools",
         "run_downloaded",
+        "undeclared",
     ];
 
     /// The setting of `key` (one of [`Self::KEYS`]).
@@ -511,12 +518,14 @@ impl Sessions {
             "listen" => &mut self.listen,
             "unsandboxed_tools" => &mut self.unsandboxed_tools,
             "run_downloaded" => &mut self.run_downloaded,
+            "undeclared" => &mut self.undeclared,
             _ => return None,
         })
     }
 
-    /// The rules these settings make: (key, action, routes). `unsandboxed_tools`
-    /// makes none (the judge's [`super::judge::Judge::unsandboxed`]).
+    /// The rules these settings make: (key, action, routes). `unsandboxed_tools`,
+    /// `run_downloaded` and `undeclared` make none (the judge's
+    /// [`super::judge::Judge::unsandboxed`], `downloaded` and `undeclared`).
     pub fn rules(&self) -> Vec<(&'static str, Action, Vec<Route>)> {
         [
             ("io_uring", self.io_uring, vec![Route::IoUring]),

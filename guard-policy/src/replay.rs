@@ -173,6 +173,7 @@ pub fn event_of(line: &EventLine) -> Option<Event> {
         role: guard_common::role::parse(&t.role).unwrap_or(guard_common::role::UNKNOWN),
         agent_thread: t.agent_thread.as_deref().map(Into::into),
         package: t.package.as_deref().map(Into::into),
+        call: t.tool_call.as_deref().map(Into::into),
         cgroup_id: t.cgroup_id,
         ..Task::default()
     };

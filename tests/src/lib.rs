@@ -37,6 +37,7 @@ pub mod fleet;
 pub mod home;
 pub mod model;
 pub mod otlp;
+pub mod packages;
 pub mod pg;
 pub mod watch;
 
@@ -1598,6 +1599,7 @@ const KINDS: &[&str] = &[
     "exit",
     "session_start",
     "session_end",
+    "tool_call",
     "lost",
     "policy_loaded",
     "policy_rejected",
@@ -1984,6 +1986,17 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
                 e.ints("stragglers").is_some(),
                 "stragglers is not an array of pids",
             );
+        }
+        "tool_call" => {
+            need(
+                e.str("tool_call").is_some_and(|c| !c.is_empty()),
+                "tool_call is not a call id",
+            );
+            need(
+                matches!(e.str("phase"), Some("start" | "end")),
+                "phase is not start or end",
+            );
+            need(is_str("tool"), "tool is not a string");
         }
         "lost" => {
             need(

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime};
 use std::{env, fs, io};
 
 use guard_tests::home::{self, HomeSecrets, ORIGINAL_HOOK, TestUser};
-use guard_tests::model::{Api, FINAL_MESSAGE, ModelServer, Request};
+use guard_tests::model::{Api, FINAL_MESSAGE, ModelServer, Request, call_id};
 use guard_tests::{
     Daemon, Event, EventsTo, Finished, Running, TempDir, bpf_lsm_deny, check_schema, dump, find,
     guard_bin, session_ended, session_of, unique_name,
@@ -847,9 +847,12 @@ fn agent_under(agent: Agent, policy: &str) {
             ),
             "timeout": 10,
         }]}]);
+        // PreToolUse: it declares each call before its processes run.
         user.write(
             ".claude/settings.json",
-            &json!({"hooks": {"PostToolUse": hook, "PostToolUseFailure": hook}}).to_string(),
+            &json!({"hooks": {"PreToolUse": hook, "PostToolUse": hook,
+                "PostToolUseFailure": hook}})
+            .to_string(),
             0o644,
         );
         user.chown_home();
@@ -897,6 +900,47 @@ fn agent_under(agent: Agent, policy: &str) {
                     "Claude Code was not told why {:?} was stopped (guard hook claude)",
                     step.cmd
                 ));
+            }
+        }
+    }
+    if agent == Agent::Claude {
+        // Each call Claude Code declared (guard's PreToolUse hook) is in the report, and
+        // the processes of each step's command work for it: the shell Claude Code
+        // starts for the call, and the command (a step with a quote is quoted again
+        // in the shell's script, so it is looked for only by its call).
+        let ids: Vec<&str> = report["calls"]["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["id"].as_str())
+            .collect();
+        let want: Vec<String> = (0..steps.len()).map(call_id).collect();
+        if ids != want {
+            failures.push(format!(
+                "the report's declared calls: {ids:?}, not {want:?}"
+            ));
+        }
+        for (n, step) in steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.cmd.contains('\''))
+        {
+            let runs = ar.events.iter().find(|e| {
+                e.kind() == "exec"
+                    && e.get("argv").and_then(Value::as_array).is_some_and(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .any(|w| w.contains(step.cmd.as_str()))
+                    })
+            });
+            match runs {
+                Some(e) if e.str("tool_call") == Some(call_id(n).as_str()) => {}
+                other => failures.push(format!(
+                    "{:?} did not run for its declared call {}: {:?}",
+                    step.cmd,
+                    call_id(n),
+                    other.map(ToString::to_string)
+                )),
             }
         }
     }

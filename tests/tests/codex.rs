@@ -567,6 +567,26 @@ fn check_run(label: &str, sandbox: &str, cr: &CodexRun, model: &ModelServer, sec
             ),
         }
     }
+    // Each step's processes work for the call Codex declared for it (guard's
+    // PreToolUse hook), from the shell Codex started down.
+    for (n, step) in STEPS.iter().enumerate() {
+        let runs = |e: &&Event| {
+            e.kind() == "exec"
+                && e.get("argv")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| a.iter().filter_map(Value::as_str).any(|w| w == step.cmd))
+        };
+        let exec = events
+            .iter()
+            .find(runs)
+            .unwrap_or_else(|| panic!("[{label}] no exec ran {:?}\n{}", step.cmd, context()));
+        assert_eq!(
+            exec.str("tool_call"),
+            Some(call_id(n).as_str()),
+            "[{label}] the shell of {:?} is not its call's: {exec}",
+            step.cmd
+        );
+    }
     if ROLES {
         // The agent's own routine work (its start-up git, lsb_release, the npm wrapper)
         // is never stopped: only tools are. Its start-up git reading ~/.netrc (the home
@@ -780,23 +800,24 @@ fn daemon_with(policy: &str) -> Daemon {
     )
 }
 
-/// guard's PostToolUse hook, asking the daemon through its hook socket (the daemon's
-/// directory opened to the Codex user for that).
+/// guard's PreToolUse and PostToolUse hooks, declaring each call and asking what
+/// was stopped through the daemon's hook socket (its directory opened to the Codex
+/// user for that).
 fn install_hook(daemon: &Daemon, user: &TestUser) {
     std::fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o755))
         .expect("chmod the daemon's directory");
+    let hook = serde_json::json!([{"matcher": "*", "hooks": [{
+        "type": "command",
+        "command": format!(
+            "{} hook codex --socket {}",
+            guard_bin().display(),
+            daemon.dir().join("hook.sock").display()
+        ),
+        "timeout": 10,
+    }]}]);
     user.write(
         ".codex/hooks.json",
-        &serde_json::json!({"hooks": {"PostToolUse": [{"matcher": "*", "hooks": [{
-            "type": "command",
-            "command": format!(
-                "{} hook codex --socket {}",
-                guard_bin().display(),
-                daemon.dir().join("hook.sock").display()
-            ),
-            "timeout": 10,
-        }]}]}})
-        .to_string(),
+        &serde_json::json!({"hooks": {"PreToolUse": hook, "PostToolUse": hook}}).to_string(),
         0o644,
     );
 }
@@ -1159,5 +1180,181 @@ fn a_codex_session_reaches_the_fleet_as_guard_report_has_it() {
         table.contains(&session) || table.contains("acme/app"),
         "{table}"
     );
+    daemon.stop_ok();
+}
+
+/// Declared versus done, with packages (issue 46): the real Codex, its calls declared
+/// through guard's hooks, runs `npm install` of a local package whose postinstall
+/// script connects out and reads the SSH key, `pip install` of a local wheel, and a
+/// command that leaves a process behind that runs a program after its call ended.
+/// The report lists each call with its processes, the install script and the process
+/// left behind as undeclared, with why, and both packages with their versions.
+#[test]
+fn codex_s_declared_calls_are_set_against_what_ran() {
+    let install = install();
+    let secrets = Secrets::new();
+    let user = TestUser::create("gcd");
+    let dir = guard_tests::TempDir::new("guard-e2e-calls");
+    std::fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let npm_name = format!("guard-e2e-{}", unique_name("c")).to_lowercase();
+    let postinstall = "const net = require('net');\n\
+         const s = net.connect(9, '127.0.0.1');\n\
+         s.on('error', () => {\n\
+           require('fs').readFileSync(require('os').homedir() + '/.ssh/id_rsa');\n\
+         });\n";
+    let tarball =
+        guard_tests::packages::npm_tarball(dir.path(), &npm_name, Some(postinstall), dir.path());
+    let wheel = guard_tests::packages::wheel(dir.path(), "guard_e2e_calls", "2.1");
+    let venv = user.home.join("venv");
+    run_ok(
+        Command::new("/usr/bin/python3")
+            .args(["-m", "venv"])
+            .arg(&venv),
+    );
+    let commands = vec![
+        format!(
+            "npm install --offline --no-audit --no-fund {}",
+            tarball.display()
+        ),
+        format!(
+            "{} install --no-index --no-deps --disable-pip-version-check {}",
+            venv.join("bin/pip").display(),
+            wheel.display()
+        ),
+        // Left behind, in a session of its own (Codex kills its command's process
+        // group when the command ends): it waits for the next call's file, then runs
+        // a program.
+        "setsid -f sh -c 'while [ ! -e go ]; do sleep 0.1; done; exec /bin/true' \
+         </dev/null >/dev/null 2>&1"
+            .to_owned(),
+        "touch go && sleep 1".to_owned(),
+    ];
+    let model = model_server(commands.clone());
+    let ws = furnish_home(&user, &secrets, &model);
+    let mut daemon = daemon_with("workstation");
+    install_hook(&daemon, &user);
+    user.chown_home();
+    let cr = run_codex(
+        &mut daemon,
+        &model,
+        &install,
+        Launch::Native,
+        &user,
+        &ws,
+        "danger-full-access",
+    );
+    let context = || format!("stderr:\n{}\n{}", cr.run.stderr, dump(&cr.events));
+    assert_eq!(cr.run.code(), Some(0), "Codex failed\n{}", context());
+    let session = cr.events[0].session().expect("a session").to_owned();
+    let report = daemon.report(&session);
+
+    // Every call Codex declared, in order, ended, with what its processes ran.
+    let calls = report["calls"]["items"].as_array().expect("calls");
+    let ids: Vec<&str> = calls.iter().filter_map(|c| c["id"].as_str()).collect();
+    let want: Vec<String> = (0..commands.len()).map(call_id).collect();
+    assert_eq!(ids, want, "{report:#}");
+    for (c, command) in calls.iter().zip(&commands) {
+        assert_eq!(c["command"], command.as_str(), "{c:#}");
+        assert!(c["ended"].is_string(), "{c:#}");
+        let ran: Vec<String> = c["processes"]
+            .as_array()
+            .expect("processes")
+            .iter()
+            .map(|p| p["argv"].to_string())
+            .collect();
+        assert!(
+            ran.iter()
+                .any(|argv| argv.contains(&serde_json::json!(command).to_string())),
+            "the call's shell is among its processes: {c:#}"
+        );
+        assert!(
+            !ran.iter().any(|argv| argv.contains("hook")),
+            "guard's hook is no call's work: {c:#}"
+        );
+    }
+    let npm_call = &calls[0];
+    assert!(
+        npm_call["verdicts"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|v| v
+                .as_str()
+                .is_some_and(|v| v.starts_with("credentials-read: ")))),
+        "the install script's read of the SSH key, stopped: {npm_call:#}"
+    );
+    assert!(
+        npm_call["destinations"].as_array().is_some_and(|d| d
+            .iter()
+            .any(|d| d.as_str().is_some_and(|d| d.contains("127.0.0.1:9")))),
+        "the install script's connect: {npm_call:#}"
+    );
+
+    // What no call declared: the install script (in the npm call), and the process
+    // the third call left behind, which ran /bin/true after its call ended.
+    let undeclared: Vec<(&str, &str)> = report["undeclared"]["items"]
+        .as_array()
+        .expect("undeclared")
+        .iter()
+        .map(|u| {
+            (
+                u["why"].as_str().unwrap_or("?"),
+                u["call"].as_str().unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        undeclared,
+        [
+            ("install_script", want[0].as_str()),
+            ("outlived_call", want[2].as_str())
+        ],
+        "{report:#}"
+    );
+    let behind = &report["undeclared"]["items"][1];
+    assert!(
+        behind["did"].as_array().is_some_and(|d| d
+            .iter()
+            .any(|d| d.as_str().is_some_and(|d| d.contains("/bin/true")))),
+        "{behind:#}"
+    );
+    let script = &report["undeclared"]["items"][0];
+    assert!(
+        script["command"]
+            .as_str()
+            .is_some_and(|c| c.contains("node postinstall.js")),
+        "{script:#}"
+    );
+
+    // Both packages, with their versions; the script is the npm package's.
+    let packages: Vec<(&str, &str, &str)> = report["packages"]["items"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .map(|p| {
+            (
+                p["ecosystem"].as_str().unwrap_or("?"),
+                p["name"].as_str().unwrap_or("?"),
+                p["version"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        packages,
+        [
+            ("npm", npm_name.as_str(), "1.4.2"),
+            ("pypi", "guard_e2e_calls", "2.1")
+        ],
+        "{report:#}"
+    );
+    assert_eq!(report["scripts"]["items"][0]["package"], npm_name.as_str());
+    let md = daemon.report_text(&session, false);
+    for needle in ["## Tool calls the agent declared", "**outlived its call**"] {
+        assert!(md.contains(needle), "{needle:?} not in:\n{md}");
+    }
+    note(&format!(
+        "declared calls: {} calls, {:.2}s, {} events",
+        calls.len(),
+        cr.wall.as_secs_f64(),
+        cr.events.len()
+    ));
     daemon.stop_ok();
 }

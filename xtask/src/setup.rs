@@ -497,8 +497,18 @@ fn bpf_linker() -> Result<()> {
         .ok_or_else(|| anyhow!("rustc sysroot {} is not UTF-8", libdir.display()))?;
     let rustflags = format!("-L {libdir} -l dylib={dylib} -C link-arg=-Wl,-rpath,{libdir}");
     let mut install = util::cargo();
+    // `--debug`: its work is LLVM's, in rustc's optimised library; its own code
+    // built unoptimised links byte-identical objects, and builds in 19 s instead of
+    // 44 (2026-11-27, on a fresh machine's CI path).
     install
-        .args(["install", "bpf-linker", "--version", "^0.13", "--force"])
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            "^0.13",
+            "--force",
+            "--debug",
+        ])
         .args(["--no-default-features", "--features"])
         .arg(format!("llvm-{llvm_major},no-llvm-linking"))
         .env("RUSTFLAGS", &rustflags)

@@ -175,6 +175,13 @@ pub enum Detail {
         agent: String,
         agent_user: Option<String>,
     },
+    /// A tool call the agent declared through its hook (its process is the hook's;
+    /// the call's id is its task's `call`).
+    ToolCall {
+        phase: guard_common::protocol::CallPhase,
+        tool: String,
+        command: Option<String>,
+    },
     Lost {
         by_kind: Vec<(String, u64)>,
         total: u64,
@@ -543,6 +550,7 @@ impl Detail {
             Detail::Exit { .. } => "exit",
             Detail::SessionStart { .. } => "session_start",
             Detail::SessionEnd { .. } => "session_end",
+            Detail::ToolCall { .. } => "tool_call",
             Detail::Lost { .. } => "lost",
             Detail::Limit { .. } => "limit",
             Detail::Tamper(_) => "tamper",
@@ -623,6 +631,10 @@ pub struct Task {
     /// environment at exec, else its parent's): an install script, a project's
     /// script. What the environment claims, as `agent_thread` is.
     pub package: Option<Arc<str>>,
+    /// The tool call the process works for, as its agent's hook declared it: the
+    /// call open when the agent started the process (session/mod.rs), else its
+    /// parent's.
+    pub call: Option<Arc<str>>,
     pub cgroup_id: u64,
     pub user: Option<Arc<str>>,
     pub container: Option<Arc<str>>,

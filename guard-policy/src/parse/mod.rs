@@ -494,6 +494,16 @@ impl Checker<'_> {
                     );
                     continue;
                 }
+                "deny" if name == "undeclared" => {
+                    self.error(
+                        code::INVALID,
+                        at,
+                        "[sessions] undeclared cannot be \"deny\": a process is known to have \
+                         outlived its call once it works on (use \"kill\")"
+                            .to_owned(),
+                    );
+                    continue;
+                }
                 "deny" => Some(Action::Deny),
                 "kill" => Some(Action::Kill),
                 other => {

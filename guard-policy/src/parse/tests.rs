@@ -897,6 +897,12 @@ fn sessions_refuse_routes_by_default_and_each_key_is_a_rule() {
         codes("[sessions]\nunsandboxed_tools = \"deny\"\n"),
         ["G009"]
     );
+    // A process that outlived its declared call: likewise.
+    assert_eq!(p.sessions.undeclared, None);
+    let p = policy("[sessions]\nundeclared = \"alert\"\n");
+    assert_eq!(p.sessions.undeclared, Some(Action::Alert));
+    assert!(!p.rules.iter().any(|r| r.id == "sessions.undeclared"));
+    assert_eq!(codes("[sessions]\nundeclared = \"deny\"\n"), ["G009"]);
     assert_eq!(codes("[sessions]\nio_uring = \"maybe\"\n"), ["G009"]);
     assert_eq!(codes("[sessions]\nio_urin = \"deny\"\n"), ["G002"]);
     assert_eq!(codes("[sessions]\nio_uring = 1\n"), ["G009"]);

@@ -11,12 +11,17 @@
 //! asks the daemon through the hook socket, which answers only about the caller's own
 //! sessions, and never with a file's content (names, commands and rules only): what
 //! was stopped of the tools working for the thread, and of the agent's own process.
+//!
+//! Both agents also run a `PreToolUse` hook before each call, and give each hook the
+//! call's id (`tool_use_id`, the model's `call_id`) and input: installed for both,
+//! `guard hook` declares each call's start and end, and the daemon ties the call's
+//! processes to it (session/calls.rs).
 
 use std::io::Read as _;
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
-use guard_common::protocol::Stop;
+use guard_common::protocol::{CALL_INPUT_MAX, CallPhase, Stop, ToolCall};
 
 use crate::control::{Request, client};
 
@@ -42,6 +47,38 @@ pub fn message(stops: &[Stop]) -> String {
     out
 }
 
+/// What a call declared, from its hook's `tool_input`: a shell tool's command line,
+/// else the file or address it names (never a file's content, which a `Write`
+/// tool's input carries), cut to [`CALL_INPUT_MAX`] bytes.
+pub fn declared(input: &serde_json::Value) -> Option<String> {
+    let text = ["command", "file_path", "notebook_path", "path", "url"]
+        .iter()
+        .find_map(|key| input.get(key).and_then(serde_json::Value::as_str))?;
+    let mut end = text.len().min(CALL_INPUT_MAX);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(text[..end].to_owned())
+}
+
+/// The call a hook's input declares, when it names one (`tool_use_id`) at a call's
+/// start or end.
+pub fn call_of(hook: &serde_json::Value) -> Option<ToolCall> {
+    let text = |key: &str| hook.get(key).and_then(serde_json::Value::as_str);
+    let phase = match text("hook_event_name")? {
+        "PreToolUse" => CallPhase::Start,
+        "PostToolUse" | "PostToolUseFailure" => CallPhase::End,
+        _ => return None,
+    };
+    Some(ToolCall {
+        phase,
+        id: text("tool_use_id")?.to_owned(),
+        thread: text("session_id").map(str::to_owned),
+        tool: text("tool_name").unwrap_or("").to_owned(),
+        command: hook.get("tool_input").and_then(declared),
+    })
+}
+
 pub fn run(agent: &str, socket: &Path) -> anyhow::Result<()> {
     if !matches!(agent, "codex" | "claude") {
         bail!(
@@ -54,23 +91,33 @@ pub fn run(agent: &str, socket: &Path) -> anyhow::Result<()> {
         .context("cannot read the hook's input")?;
     let hook: serde_json::Value =
         serde_json::from_str(&input).context("the hook's input is not JSON")?;
-    let Some(thread) = hook.get("session_id").and_then(serde_json::Value::as_str) else {
-        // Nothing to ask about: no output, and the agent carries on.
-        return Ok(());
-    };
-    let stops: Vec<Stop> = client::call(
-        socket,
-        &Request::Stops {
-            thread: thread.to_owned(),
-        },
-    )?;
-    if stops.is_empty() {
-        return Ok(());
-    }
     let event = hook
         .get("hook_event_name")
         .and_then(serde_json::Value::as_str)
         .unwrap_or("PostToolUse");
+    let stops: Vec<Stop> = match call_of(&hook) {
+        // The call, declared: its start before its processes run (nothing to tell
+        // the model yet), its end with what guard stopped.
+        Some(call) => client::call(socket, &Request::ToolCall(call))?,
+        None => {
+            let Some(thread) = hook.get("session_id").and_then(serde_json::Value::as_str) else {
+                // Nothing to ask about: no output, and the agent carries on.
+                return Ok(());
+            };
+            if event == "PreToolUse" {
+                return Ok(());
+            }
+            client::call(
+                socket,
+                &Request::Stops {
+                    thread: thread.to_owned(),
+                },
+            )?
+        }
+    };
+    if stops.is_empty() {
+        return Ok(());
+    }
     let out = serde_json::json!({
         "hookSpecificOutput": {
             "hookEventName": event,
@@ -83,9 +130,9 @@ pub fn run(agent: &str, socket: &Path) -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use guard_common::protocol::{Action, Outcome, Stop};
+    use guard_common::protocol::{Action, CallPhase, Outcome, Stop};
 
-    use super::message;
+    use super::{call_of, message};
 
     /// The text between `open` and the next fence after it, in `docs`.
     fn block<'d>(docs: &'d str, open: &str) -> &'d str {
@@ -142,5 +189,46 @@ mod tests {
             ),
         ];
         assert_eq!(message(&stops), block(section, "```text\n"));
+    }
+
+    /// The input Codex 0.169.0 gives its `PreToolUse` hook (measured), and Claude
+    /// Code's `PostToolUse` of a `Write`, whose content is never declared.
+    #[test]
+    fn a_hooks_input_declares_its_call() {
+        let codex = serde_json::json!({"session_id": "01a21ec3-33bc-7f90-965e-02a479673433",
+            "turn_id": "01a21ec3-345f-72b2-8166-0b3ee5c0430a", "cwd": "/w",
+            "hook_event_name": "PreToolUse", "model": "gpt-5",
+            "permission_mode": "bypassPermissions", "tool_name": "Bash",
+            "tool_input": {"command": "npm install ./pkg"}, "tool_use_id": "call_0"});
+        let call = call_of(&codex).expect("a call");
+        assert_eq!(call.phase, CallPhase::Start);
+        assert_eq!(call.id, "call_0");
+        assert_eq!(call.tool, "Bash");
+        assert_eq!(call.command.as_deref(), Some("npm install ./pkg"));
+        assert_eq!(
+            call.thread.as_deref(),
+            Some("01a21ec3-33bc-7f90-965e-02a479673433")
+        );
+        let write = serde_json::json!({"session_id": "s", "hook_event_name": "PostToolUseFailure",
+            "tool_name": "Write", "tool_use_id": "toolu_01",
+            "tool_input": {"file_path": "/w/.env", "content": "TOKEN=secret"}});
+        let call = call_of(&write).expect("a call");
+        assert_eq!(call.phase, CallPhase::End);
+        assert_eq!(
+            call.command.as_deref(),
+            Some("/w/.env"),
+            "never the content"
+        );
+        // A hook without a call id (an older agent) declares nothing.
+        let old = serde_json::json!({"session_id": "s", "hook_event_name": "PostToolUse"});
+        assert_eq!(call_of(&old), None);
+        let long = serde_json::json!({"hook_event_name": "PreToolUse", "tool_use_id": "c",
+            "tool_input": {"command": "é".repeat(super::CALL_INPUT_MAX)}});
+        let cut = call_of(&long).and_then(|c| c.command).expect("a command");
+        assert!(
+            cut.len() <= super::CALL_INPUT_MAX && cut.starts_with('é'),
+            "{}",
+            cut.len()
+        );
     }
 }

@@ -39,6 +39,14 @@ pub enum Command {
         uid: u32,
         reply: Answer<Vec<guard_common::protocol::Stop>>,
     },
+    /// An agent's hook declares a tool call of its session (the hook socket); answered
+    /// as `Stops` is, for the call's thread.
+    ToolCall {
+        pid: u32,
+        uid: u32,
+        call: guard_common::protocol::ToolCall,
+        reply: Answer<Vec<guard_common::protocol::Stop>>,
+    },
     /// A session's root says how it confined itself (Landlock, mount namespace).
     Confined {
         pid: u32,
@@ -195,13 +203,30 @@ async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>, hooks_only:
     while let Ok(Some(text)) = lines.next_line().await {
         let uid = cred.uid();
         let request = serde_json::from_str::<Request>(&text);
-        if hooks_only && !matches!(request, Ok(Request::Stops { .. })) {
+        if hooks_only && !matches!(request, Ok(Request::Stops { .. } | Request::ToolCall(_))) {
             let out = line(&Reply::<()>::error(
-                "the hook socket answers only what was stopped (use the control socket)",
+                "the hook socket answers only what was stopped and the calls a hook declares \
+                 (use the control socket)",
             ));
             let _ = write.write_all(&out).await;
             return;
         }
+        // What the calling process asks about itself needs its pid, from the kernel.
+        let peer = cred.pid().filter(|p| *p > 0).map(|p| p as u32);
+        let about_itself = matches!(
+            request,
+            Ok(Request::ToolCall(_) | Request::Confined { .. } | Request::Run { .. })
+        );
+        if about_itself && peer.is_none() {
+            let out = line(&Reply::<()>::error(
+                "the kernel gave no pid for this client",
+            ));
+            if write.write_all(&out).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let pid = peer.unwrap_or_default();
         let out = match request {
             Ok(Request::Stops { thread }) => {
                 ask(&commands, |reply| Command::Stops { thread, uid, reply }).await
@@ -232,46 +257,45 @@ async fn handle(stream: UnixStream, commands: mpsc::Sender<Command>, hooks_only:
                 })
                 .await
             }
+            Ok(Request::ToolCall(call)) => {
+                ask(&commands, |reply| Command::ToolCall {
+                    pid,
+                    uid,
+                    call,
+                    reply,
+                })
+                .await
+            }
             Ok(Request::Confined {
                 session,
                 landlock,
                 mount_ns,
-            }) => match cred.pid() {
-                Some(pid) if pid > 0 => {
-                    ask(&commands, |reply| Command::Confined {
-                        pid: pid as u32,
-                        session,
-                        landlock,
-                        mount_ns,
-                        reply,
-                    })
-                    .await
-                }
-                _ => Some(line(&Reply::<()>::error(
-                    "the kernel gave no pid for this client",
-                ))),
-            },
+            }) => {
+                ask(&commands, |reply| Command::Confined {
+                    pid,
+                    session,
+                    landlock,
+                    mount_ns,
+                    reply,
+                })
+                .await
+            }
             Ok(Request::Run {
                 argv,
                 landlock,
                 mount_ns,
                 home,
-            }) => match cred.pid() {
-                Some(pid) if pid > 0 => {
-                    ask(&commands, |reply| Command::Register {
-                        pid: pid as u32,
-                        uid,
-                        argv,
-                        confine: landlock || mount_ns,
-                        home,
-                        reply,
-                    })
-                    .await
-                }
-                _ => Some(line(&Reply::<()>::error(
-                    "the kernel gave no pid for this client",
-                ))),
-            },
+            }) => {
+                ask(&commands, |reply| Command::Register {
+                    pid,
+                    uid,
+                    argv,
+                    confine: landlock || mount_ns,
+                    home,
+                    reply,
+                })
+                .await
+            }
             Err(e) => Some(line(&Reply::<()>::error(format!("bad request: {e}")))),
         };
         let Some(out) = out else { return };

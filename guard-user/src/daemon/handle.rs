@@ -60,14 +60,32 @@ impl Daemon {
                 self.out.sink.flush()?;
             }
             Command::Stops { thread, uid, reply } => {
-                let sessions: Vec<String> = self
-                    .pipe
-                    .registry
-                    .sessions()
-                    .filter(|s| s.agent_threads.iter().any(|t| **t == *thread))
-                    .map(|s| s.id.to_string())
-                    .collect();
-                let _ = reply.send(Ok(self.out.stops.take(&thread, &sessions, uid)));
+                let _ = reply.send(Ok(self.stops_of(&thread, uid)));
+            }
+            Command::ToolCall {
+                pid,
+                uid,
+                call,
+                reply,
+            } => {
+                let thread = call.thread.clone();
+                let ends = call.phase == guard_common::protocol::CallPhase::End;
+                let now = self.pipe.now();
+                match self.pipe.registry.declare(pid, uid, now, call) {
+                    Ok(ev) => {
+                        self.pipe.process(ev, &mut self.out)?;
+                        self.out.sink.flush()?;
+                        // At its end, what guard stopped of the call's thread.
+                        let stops = match thread.filter(|_| ends) {
+                            Some(thread) => self.stops_of(&thread, uid),
+                            None => Vec::new(),
+                        };
+                        let _ = reply.send(Ok(stops));
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
             }
             Command::Confined {
                 pid,
@@ -103,6 +121,19 @@ impl Daemon {
             }
         }
         Ok(())
+    }
+
+    /// What guard stopped for agent thread `thread` since a hook last asked, of
+    /// `uid`'s processes (root: anyone's).
+    fn stops_of(&mut self, thread: &str, uid: u32) -> Vec<guard_common::protocol::Stop> {
+        let sessions: Vec<String> = self
+            .pipe
+            .registry
+            .sessions()
+            .filter(|s| s.agent_threads.iter().any(|t| **t == *thread))
+            .map(|s| s.id.to_string())
+            .collect();
+        self.out.stops.take(thread, &sessions, uid)
     }
 
     /// What `guard run` hides from, and makes read-only for, a session of `uid`

@@ -300,7 +300,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             Some(cmd) = commands.recv() => {
                 // A hook asks right after its tool ended: what the kernel reported of
                 // it may still wait in the ring buffer.
-                if matches!(cmd, crate::control::Command::Stops { .. }) {
+                // A call's start, likewise: what happened before it is not its.
+                if matches!(
+                    cmd,
+                    crate::control::Command::Stops { .. } | crate::control::Command::ToolCall { .. }
+                ) {
                     d.pipe.drain(ring.get_mut(), &mut d.out)?;
                 }
                 d.command(cmd)?

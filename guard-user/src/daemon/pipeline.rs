@@ -388,6 +388,7 @@ impl Pipeline {
         }
         let is_root = self.registry.is_root(&ev);
         let escaped = self.registry.escaped_sandbox(&ev);
+        let outlived = self.registry.outlived_call(&ev);
         let mut description = None;
         // The judge decides (rules, limits, self-protection, then anomalies, which
         // count every event the rules let by); the actor carries the verdict out.
@@ -408,6 +409,7 @@ impl Pipeline {
             })
             .or_else(|| self.anomalies.check(&ev).map(|hit| self.judge.anomaly(hit)))
             .or_else(|| escaped.then(|| self.judge.unsandboxed()).flatten())
+            .or_else(|| outlived.then(|| self.judge.undeclared()).flatten())
             .or_else(|| self.judge.delegation(&ev))
             .or_else(|| self.judge.package(&ev));
         self.judge.redact(&mut ev);

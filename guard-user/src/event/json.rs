@@ -506,6 +506,11 @@ mod tests {
                 agent: "codex".into(),
                 agent_user: Some("alice".into()),
             },
+            Detail::ToolCall {
+                phase: guard_common::protocol::CallPhase::Start,
+                tool: "Bash".into(),
+                command: Some("npm install ./pkg".into()),
+            },
             Detail::Lost {
                 by_kind: vec![("open".into(), 2)],
                 total: 2,

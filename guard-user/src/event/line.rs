@@ -280,6 +280,16 @@ fn detail_line(ev: &Event) -> EventDetail {
             agent: agent.clone(),
             agent_user: agent_user.clone(),
         },
+        Detail::ToolCall {
+            phase,
+            tool,
+            command,
+        } => EventDetail::ToolCall {
+            phase: *phase,
+            tool: tool.clone(),
+            command: command.clone(),
+            redacted: ev.redacted,
+        },
         Detail::PolicyLoaded {
             name,
             mode,
@@ -352,6 +362,7 @@ fn task_line(t: &Task) -> TaskLine {
         role: guard_common::role::name(t.role).to_owned(),
         agent_thread: t.agent_thread.as_deref().map(str::to_owned),
         package: t.package.as_deref().map(str::to_owned),
+        tool_call: t.call.as_deref().map(str::to_owned),
         uid: t.uid,
         user: t.user.as_deref().map(str::to_owned),
         cgroup_id: t.cgroup_id,

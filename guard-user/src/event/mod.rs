@@ -68,6 +68,8 @@ pub fn from_record(rec: Record, ts_offset_ns: i128) -> Event {
             }
             _ => None,
         },
+        // The session registry names the call (session/calls.rs).
+        call: None,
         cgroup_id: h.cgroup_id,
         user: None,
         container: None,

@@ -125,6 +125,7 @@ pub fn event(event: &Value, host: &Host) -> LogRecord {
         ("role", attr::PROCESS_ROLE),
         ("agent_thread", attr::CONVERSATION_ID),
         ("package", attr::PACKAGE_NAME),
+        ("tool_call", attr::TOOL_CALL_ID),
         ("user", attr::USER_NAME),
         ("container", attr::CONTAINER_ID),
         ("pod_name", attr::K8S_POD_NAME),

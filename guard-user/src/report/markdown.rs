@@ -108,6 +108,7 @@ fn write_report(out: &mut String, r: &Report) -> std::fmt::Result {
         )?;
     }
 
+    calls(out, r)?;
     secret_egress(out, r)?;
     packages(out, r)?;
 
@@ -316,6 +317,74 @@ fn packages(out: &mut String, r: &Report) -> std::fmt::Result {
         omitted(out, r.scripts.omitted, "scripts")?;
     }
     Ok(())
+}
+
+/// The tool calls the agent declared and what each did, then the processes no call
+/// accounts for (shown when the agent declared its calls through guard's hook).
+fn calls(out: &mut String, r: &Report) -> std::fmt::Result {
+    writeln!(out, "\n## Tool calls the agent declared\n")?;
+    if r.calls.items.is_empty() {
+        return writeln!(
+            out,
+            "None: the agent declared no calls to guard (its hook is not installed, or the \
+             agent has none), so what ran is not set against what it declared."
+        );
+    }
+    writeln!(
+        out,
+        "| started | call | declared | ran | destinations | secrets | written outside | guard |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|")?;
+    for c in &r.calls.items {
+        let ran: Vec<String> = c
+            .processes
+            .iter()
+            .map(|p| format!("`{}` ({})", cell(&p.argv.join(" ")), p.pid))
+            .collect();
+        let mut ran = verdicts(&ran);
+        if c.execs > c.processes.len() as u64 {
+            ran.push_str(&format!(" and {} more", c.execs - c.processes.len() as u64));
+        }
+        writeln!(
+            out,
+            "| {} | {} `{}`{} | `{}` | {ran} | {} | {} | {} | {} |",
+            c.started,
+            cell(&c.tool),
+            cell(&c.id),
+            if c.ended.is_none() { " (running)" } else { "" },
+            cell(or_dash(c.command.as_deref())),
+            cell(&verdicts(&c.destinations)),
+            cell(&verdicts(&c.secrets)),
+            cell(&verdicts(&c.written_outside)),
+            cell(&verdicts(&c.verdicts)),
+        )?;
+    }
+    omitted(out, r.calls.omitted, "calls")?;
+    writeln!(out, "\n## Processes no call declared\n")?;
+    if r.undeclared.items.is_empty() {
+        return writeln!(out, "None: every process worked for a declared call.");
+    }
+    writeln!(out, "| time | pid | command | why | then |")?;
+    writeln!(out, "|---|---|---|---|---|")?;
+    for u in &r.undeclared.items {
+        let why = match (u.why.as_str(), &u.call) {
+            ("outlived_call", Some(call)) => format!("**outlived its call** `{}`", cell(call)),
+            ("install_script", Some(call)) => {
+                format!("an install script, in call `{}`", cell(call))
+            }
+            ("outside_calls", _) => "started by the agent outside every call".to_owned(),
+            (why, _) => cell(why),
+        };
+        writeln!(
+            out,
+            "| {} | {} | `{}` | {why} | {} |",
+            u.ts,
+            u.pid,
+            cell(&u.command),
+            cell(&verdicts(&u.did)),
+        )?;
+    }
+    omitted(out, r.undeclared.omitted, "processes")
 }
 
 fn verdicts(v: &[String]) -> String {

@@ -6,6 +6,7 @@
 //! writes the report when the session ends (`[report] dir`), and `guard report --log`
 //! folds the same lines read back from an audit log, so both give the same document.
 
+mod calls;
 mod markdown;
 mod packages;
 pub mod sarif;
@@ -73,6 +74,7 @@ pub struct Ledger {
     /// the daemon's registry decides (session/mod.rs).
     agent_seen: bool,
     packages: packages::Packages,
+    calls: calls::Calls,
 }
 
 impl Ledger {
@@ -303,6 +305,7 @@ impl Ledger {
             _ => violated.then(|| ev.detail.kind().to_owned()),
         };
         self.packages.add(&mut self.report, ev);
+        self.calls.add(&mut self.report, ev);
         if let (Some(v), Some(mut what)) = (&ev.violation, what) {
             if let Some(anomaly) = &v.anomaly {
                 what = format!("{what}: {anomaly}");
@@ -549,6 +552,7 @@ impl Ledger {
             }
         }
         self.packages.finish(&mut r);
+        self.calls.finish(&mut r);
         r
     }
 

@@ -2,6 +2,7 @@
 //! kernel's `TRACKED` map is the authority on membership; this registry mirrors it
 //! to label events, derive session start/end, and feed `guard top`.
 
+pub mod calls;
 pub mod cgroups;
 pub mod repo;
 pub mod scan;
@@ -57,6 +58,8 @@ pub struct Session {
     /// A tool of the session ran inside a sandbox: the agent runs its tools in one,
     /// so a tool outside it escaped (`[sessions] unsandboxed_tools`).
     pub sandboxed_tools: bool,
+    /// The tool calls its agent declared through guard's hook.
+    pub calls: calls::Calls,
 }
 
 /// Whether a process confined as `c` runs inside a sandbox its agent's process
@@ -86,6 +89,8 @@ pub struct Proc {
     pub agent_thread: Option<Arc<str>>,
     /// The package whose script it runs (`Task::package`).
     pub package: Option<Arc<str>>,
+    /// The declared tool call it works for (`Task::call`).
+    pub call: Option<Arc<str>>,
     /// A tool's program: inside its agent's sandbox or not (from its exec's
     /// confinement); a fork's is its parent's.
     pub sandboxed: Option<bool>,
@@ -191,6 +196,7 @@ impl Registry {
                 repository: repository.clone(),
                 agent_confinement: None,
                 sandboxed_tools: false,
+                calls: calls::Calls::default(),
             },
         );
         self.procs.insert(
@@ -204,6 +210,7 @@ impl Registry {
                 role: task.role,
                 agent_thread: task.agent_thread.clone(),
                 package: task.package.clone(),
+                call: None,
                 sandboxed: None,
             },
         );
@@ -230,6 +237,71 @@ impl Registry {
                 .session
                 .and_then(|id| self.sessions.get(&id))
                 .is_some_and(|s| s.sandboxed_tools)
+    }
+
+    /// A tool call the hook process `pid` declared for its session: its event (the
+    /// hook's process, at `ts_ns`), once the session's calls know it. `uid`: the
+    /// hook's user, from its connection.
+    pub fn declare(
+        &mut self,
+        pid: u32,
+        uid: u32,
+        ts_ns: i128,
+        call: guard_common::protocol::ToolCall,
+    ) -> Result<Event, String> {
+        let proc = self
+            .procs
+            .get(&pid)
+            .ok_or_else(|| format!("process {pid} is in no session guard follows"))?;
+        let session = self
+            .sessions
+            .get_mut(&proc.session)
+            .ok_or_else(|| format!("process {pid}'s session has ended"))?;
+        session.calls.hook(pid);
+        let id = match call.phase {
+            guard_common::protocol::CallPhase::Start => {
+                session.calls.start(&call.id, call.command.as_deref())
+            }
+            guard_common::protocol::CallPhase::End => session.calls.end(&call.id),
+        };
+        let task = Task {
+            pid,
+            tid: pid,
+            ppid: proc.ppid,
+            uid,
+            comm: proc.comm.clone(),
+            role: proc.role,
+            agent_thread: call
+                .thread
+                .as_deref()
+                .map(Arc::from)
+                .or_else(|| proc.agent_thread.clone()),
+            call: Some(id),
+            ..Task::default()
+        };
+        Ok(Event::derived(
+            ts_ns,
+            Some(session.id),
+            task,
+            Detail::ToolCall {
+                phase: call.phase,
+                tool: call.tool,
+                command: call.command,
+            },
+        ))
+    }
+
+    /// Whether `ev` is a process working on (an exec, a connect, a send) after the
+    /// tool call it works for ended (`[sessions] undeclared`).
+    pub fn outlived_call(&self, ev: &Event) -> bool {
+        matches!(
+            ev.detail,
+            Detail::Exec { .. } | Detail::Connect { .. } | Detail::Send { .. }
+        ) && ev.task.call.as_deref().is_some_and(|call| {
+            ev.session
+                .and_then(|id| self.sessions.get(&id))
+                .is_some_and(|s| s.calls.has_ended(call))
+        })
     }
 
     /// Whether the event's process is its session's root.
@@ -301,6 +373,7 @@ impl Registry {
                 role: 0,
                 agent_thread: None,
                 package: None,
+                call: None,
                 sandboxed: None,
             },
         );
@@ -348,7 +421,20 @@ impl Registry {
         if ev.task.package.is_none() {
             ev.task.package.clone_from(&proc.package);
         }
-        if matches!(ev.detail, Detail::Exec { .. }) {
+        if ev.task.call.is_none() {
+            ev.task.call.clone_from(&proc.call);
+        }
+        if let Detail::Exec { argv, .. } = &ev.detail {
+            // The agent's child's exec, with several calls open: the call whose
+            // command it runs.
+            if let Some(call) = self
+                .sessions
+                .get(&proc.session)
+                .filter(|s| s.agent_pid == Some(proc.ppid))
+                .and_then(|s| s.calls.of_exec(argv))
+            {
+                ev.task.call = Some(call);
+            }
             // The exec'd thread is the process's only one: its comm is the program's.
             return;
         }
@@ -388,6 +474,12 @@ impl Registry {
             Detail::Fork { child_pid } => {
                 session.counts.fork += 1;
                 let parent = self.procs.get(&pid);
+                // What the agent's own process starts works for the call open now.
+                let call = if session.agent_pid == Some(pid) {
+                    session.calls.for_new()
+                } else {
+                    ev.task.call.clone()
+                };
                 let proc = Proc {
                     session: id,
                     ppid: pid,
@@ -397,6 +489,7 @@ impl Registry {
                     role: ev.task.role,
                     agent_thread: ev.task.agent_thread.clone(),
                     package: ev.task.package.clone(),
+                    call,
                     sandboxed: parent.and_then(|p| p.sandboxed),
                 };
                 self.procs.insert(*child_pid, proc);
@@ -417,6 +510,7 @@ impl Registry {
                     role: 0,
                     agent_thread: None,
                     package: None,
+                    call: None,
                     sandboxed: None,
                 });
                 proc.comm = ev.task.comm.clone();
@@ -425,6 +519,7 @@ impl Registry {
                 proc.role = ev.task.role;
                 proc.agent_thread = ev.task.agent_thread.clone();
                 proc.package = ev.task.package.clone();
+                proc.call = ev.task.call.clone();
                 proc.sandboxed = ev.sandboxed;
                 let agent_exec =
                     ev.task.role == guard_common::role::AGENT && session.agent_pid.is_none();
@@ -478,6 +573,7 @@ impl Registry {
                             role: ev.task.role,
                             agent_thread: ev.task.agent_thread.clone(),
                             package: ev.task.package.clone(),
+                            call: ev.task.call.clone(),
                             sandboxed: None,
                         },
                     );
@@ -562,6 +658,7 @@ impl Registry {
             }
             Detail::SessionStart { .. }
             | Detail::SessionEnd { .. }
+            | Detail::ToolCall { .. }
             | Detail::Lost { .. }
             | Detail::PolicyLoaded { .. }
             | Detail::PolicyRejected { .. }
@@ -928,6 +1025,8 @@ pub mod view {
                         role: guard_common::role::name(p.role).to_owned(),
                         agent_thread: p.agent_thread.as_deref().map(str::to_owned),
                         package: p.package.as_deref().map(str::to_owned),
+                        tool_call: p.call.as_deref().map(str::to_owned),
+                        undeclared: s.calls.undeclared(*pid, p.call.as_deref(), p.role),
                         sandboxed: p.sandboxed,
                     })
                     .collect();

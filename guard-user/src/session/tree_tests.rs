@@ -498,3 +498,168 @@ fn a_wrapper_that_drops_privileges_leaves_the_session_to_the_agent_and_its_user(
         end.detail
     );
 }
+
+/// The event the pipeline would write for `detail` of `pid` (child of `ppid`), as the
+/// registry annotates it, applied.
+fn annotated(r: &mut Registry, pid: u32, ppid: u32, ts_ns: i128, detail: Detail) -> Event {
+    let mut ev = event(S, pid, ts_ns, detail);
+    ev.task = task(pid, ppid, "bash");
+    ev.task.role = guard_common::role::TOOL;
+    r.annotate(&mut ev);
+    r.after(&ev);
+    ev
+}
+
+fn declare(
+    r: &mut Registry,
+    hook: u32,
+    phase: guard_common::protocol::CallPhase,
+    id: &str,
+    command: &str,
+) {
+    let ev = r
+        .declare(
+            hook,
+            0,
+            5,
+            guard_common::protocol::ToolCall {
+                phase,
+                id: id.to_owned(),
+                thread: Some("t-1".to_owned()),
+                tool: "Bash".to_owned(),
+                command: Some(command.to_owned()),
+            },
+        )
+        .expect("the hook is the session's");
+    assert_eq!(ev.task.call.as_deref(), Some(id), "{ev:?}");
+    assert!(matches!(ev.detail, Detail::ToolCall { .. }), "{ev:?}");
+}
+
+#[test]
+fn the_agent_s_children_work_for_the_open_call_and_outlive_it_after_its_end() {
+    use guard_common::protocol::CallPhase::{End, Start};
+    let mut r = Registry::default();
+    let mut root = event(S, 10, 1, exec("/usr/bin/codex", &["codex"], true));
+    root.task.role = guard_common::role::AGENT;
+    r.before(&root);
+    r.after(&root);
+    // Before any call: nothing is declared, so nothing is undeclared.
+    annotated(&mut r, 10, 1, 2, fork(11));
+    let helper = annotated(
+        &mut r,
+        11,
+        10,
+        3,
+        exec("/usr/bin/git", &["git", "status"], false),
+    );
+    assert_eq!(helper.task.call, None);
+    assert!(r.sessions().next().is_some_and(|s| {
+        s.calls
+            .undeclared(11, None, guard_common::role::TOOL)
+            .is_none()
+    }));
+
+    // The hook (forked outside every call) declares call_0; the agent's next child
+    // and its descendants work for it.
+    annotated(&mut r, 10, 1, 4, fork(12));
+    declare(&mut r, 12, Start, "call_0", "npm install ./pkg");
+    annotated(&mut r, 10, 1, 5, fork(20));
+    let shell = annotated(
+        &mut r,
+        20,
+        10,
+        6,
+        exec(
+            "/bin/bash",
+            &["/bin/bash", "-lc", "npm install ./pkg"],
+            false,
+        ),
+    );
+    assert_eq!(shell.task.call.as_deref(), Some("call_0"));
+    annotated(&mut r, 20, 10, 7, fork(21));
+    let npm = annotated(
+        &mut r,
+        21,
+        20,
+        8,
+        exec("/usr/bin/node", &["npm", "install", "./pkg"], false),
+    );
+    assert_eq!(npm.task.call.as_deref(), Some("call_0"), "inherited");
+    assert!(!r.outlived_call(&npm));
+
+    // Two calls open at once: the exec says which.
+    annotated(&mut r, 10, 1, 9, fork(13));
+    declare(&mut r, 13, Start, "call_1", "git log");
+    annotated(&mut r, 10, 1, 9, fork(30));
+    let again = annotated(
+        &mut r,
+        30,
+        10,
+        10,
+        exec(
+            "/bin/bash",
+            &["/bin/bash", "-lc", "npm install ./pkg"],
+            false,
+        ),
+    );
+    assert_eq!(
+        again.task.call.as_deref(),
+        Some("call_0"),
+        "by its command, not the latest call"
+    );
+
+    // call_0 ends: what its processes start from now on outlived it.
+    annotated(&mut r, 10, 1, 11, fork(14));
+    declare(&mut r, 14, End, "call_0", "npm install ./pkg");
+    annotated(&mut r, 21, 20, 11, fork(22));
+    let late = annotated(
+        &mut r,
+        22,
+        21,
+        12,
+        exec("/usr/bin/curl", &["curl", "x"], false),
+    );
+    assert_eq!(late.task.call.as_deref(), Some("call_0"));
+    assert!(r.outlived_call(&late), "{late:?}");
+    let s = r.sessions().next().expect("the session");
+    assert_eq!(
+        s.calls
+            .undeclared(22, Some("call_0"), guard_common::role::TOOL)
+            .as_deref(),
+        Some("outlived_call")
+    );
+    assert_eq!(
+        s.calls
+            .undeclared(11, None, guard_common::role::TOOL)
+            .as_deref(),
+        Some("outside_calls")
+    );
+    assert_eq!(
+        s.calls.undeclared(12, None, guard_common::role::TOOL),
+        None,
+        "the hook"
+    );
+    assert_eq!(
+        s.calls
+            .undeclared(30, Some("call_1"), guard_common::role::TOOL),
+        None,
+        "open"
+    );
+
+    // A process outside every session cannot declare.
+    assert!(
+        r.declare(
+            NO_SUCH_PID,
+            0,
+            5,
+            guard_common::protocol::ToolCall {
+                phase: Start,
+                id: "x".to_owned(),
+                thread: None,
+                tool: "Bash".to_owned(),
+                command: None,
+            },
+        )
+        .is_err()
+    );
+}

@@ -57,6 +57,8 @@ pub struct Process {
     pub role: String,
     /// The package whose script it runs.
     pub package: Option<String>,
+    /// Why no declared call accounts for it (`ProcessInfo::undeclared`).
+    pub undeclared: Option<String>,
     /// A tool inside its agent's sandbox, or outside it.
     pub sandboxed: Option<bool>,
 }
@@ -120,6 +122,7 @@ impl Session {
                     argv: p.argv,
                     role: p.role,
                     package: p.package,
+                    undeclared: p.undeclared,
                     sandboxed: p.sandboxed,
                 })
                 .collect(),
@@ -571,6 +574,8 @@ pub struct TreeRow {
     pub role: Option<String>,
     /// The package whose script it runs.
     pub package: Option<String>,
+    /// Why no declared call accounts for it (`ProcessInfo::undeclared`).
+    pub undeclared: Option<String>,
     /// A tool inside its agent's sandbox, or outside it.
     pub sandboxed: Option<bool>,
 }
@@ -1201,6 +1206,7 @@ pub fn tree_rows(s: &Session) -> Vec<TreeRow> {
             command: p.command(),
             role: (!p.role.is_empty() && p.role != "unknown").then(|| p.role.clone()),
             package: p.package.clone(),
+            undeclared: p.undeclared.clone(),
             sandboxed: p.sandboxed,
         });
         if let Some(kids) = children.get(&p.pid) {

@@ -370,6 +370,15 @@ fn draw_tree(frame: &mut Frame<'_>, app: &App, area: Rect) {
                 // bold, not in a colour (red is for violations).
                 spans.push(Span::styled(format!("script of {package}: "), bold()));
             }
+            if let Some(why) = r.undeclared {
+                // No declared call accounts for it (a process left behind, work
+                // no call asked for): bold, as a script is.
+                let why = match why.as_str() {
+                    "outlived_call" => "outlived its call: ",
+                    _ => "undeclared: ",
+                };
+                spans.push(Span::styled(why, bold()));
+            }
             match r.sandboxed {
                 Some(true) => spans.push(Span::styled(
                     "sandboxed ",
