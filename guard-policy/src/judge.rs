@@ -618,6 +618,44 @@ impl Judge {
     /// session's process). `kill` kills the process writing it (the installer),
     /// from user space: the install stops, what it wrote stays.
     pub fn package(&self, ev: &Event) -> Option<Verdict> {
+        self.near_miss(ev).or_else(|| self.script_network(ev))
+    }
+
+    /// A package's script (`ev.task.package`: an install script, a project's npm
+    /// script) that reached the network beyond the package registries, as
+    /// `[packages] script_network` says: a connect or send that went through to a
+    /// destination of any class but `registry` and `local` (DNS, which guard's
+    /// resolver answers, aside). `kill` kills the script's process, from user space:
+    /// the connection was made.
+    fn script_network(&self, ev: &Event) -> Option<Verdict> {
+        let action = self.compiled.policy.packages.script_network?;
+        let package = ev.task.package.as_deref()?;
+        let (Detail::Connect {
+            addr, port, ret, ..
+        }
+        | Detail::Send {
+            addr, port, ret, ..
+        }) = &ev.detail
+        else {
+            return None;
+        };
+        let class = ev.dest_class(*addr);
+        if *ret < 0 || *port == 53 || matches!(class, "registry" | "local") {
+            return None;
+        }
+        let mut verdict = self.on_the_process(crate::model::Packages::SCRIPT_NETWORK, action);
+        let to = match &ev.host {
+            Some(host) => format!("{host} ({addr} port {port})"),
+            None => format!("{addr} port {port}"),
+        };
+        verdict.anomaly = Some(format!(
+            "the script of package {package} reached {to}, not a package registry ({class})"
+        ));
+        Some(verdict)
+    }
+
+    /// A near miss's manifest written (`package`).
+    fn near_miss(&self, ev: &Event) -> Option<Verdict> {
         let action = self.compiled.policy.packages.near_miss?;
         ev.session?;
         let Detail::Open {
@@ -631,12 +669,7 @@ impl Judge {
         }
         let m = crate::packages::manifest(path)?;
         let known = crate::packages::near_miss(m.ecosystem, &m.name)?;
-        let step = match action {
-            Action::Log => Step::Done(Outcome::Logged),
-            Action::Alert => Step::Done(Outcome::Alerted),
-            Action::Kill | Action::Deny => Step::KillProcess,
-        };
-        let mut verdict = self.settle(crate::model::Packages::NEAR_MISS.to_owned(), action, step);
+        let mut verdict = self.on_the_process(crate::model::Packages::NEAR_MISS, action);
         verdict.anomaly = Some(format!(
             "{} package {} is one edit from the well-known {known}",
             m.ecosystem, m.name
@@ -1210,6 +1243,49 @@ action = "deny"
                 if c == "mysql -p[REDACTED] -e 'select 1'"),
             "{:?}",
             call.detail
+        );
+
+        // A package's script reaching beyond the registries (`[packages]
+        // script_network`): connects that went through, DNS and loopback aside.
+        let scripts = judge_for(
+            "mode = \"enforce\"\n[packages]\nscript_network = \"kill\"\n",
+            false,
+        );
+        let script = |detail: Detail, host: Option<&str>| {
+            let mut ev = event("node", detail, 0);
+            ev.task.package = Some("evil-pkg".into());
+            ev.host = host.map(str::to_owned);
+            ev
+        };
+        let v = scripts
+            .package(&script(connect("203.0.113.9", 443, 0), Some("evil.example")))
+            .expect("a verdict");
+        assert_eq!(
+            (v.rule.as_str(), v.step),
+            (crate::model::Packages::SCRIPT_NETWORK, Step::KillProcess)
+        );
+        assert_eq!(
+            v.anomaly.as_deref(),
+            Some(
+                "the script of package evil-pkg reached evil.example (203.0.113.9 port 443), \
+                 not a package registry (allowlisted)"
+            )
+        );
+        for (detail, host, why) in [
+            (connect("104.16.0.1", 443, 0), Some("registry.npmjs.org"), "a registry"),
+            (connect("127.0.0.1", 9, 0), None, "loopback"),
+            (connect("10.0.0.53", 53, 0), None, "DNS"),
+            (connect("203.0.113.9", 443, -1), None, "refused"),
+        ] {
+            assert_eq!(scripts.package(&script(detail, host)), None, "{why}");
+        }
+        let mut not_a_script = script(connect("203.0.113.9", 443, 0), None);
+        not_a_script.task.package = None;
+        assert_eq!(scripts.package(&not_a_script), None, "not a script");
+        assert_eq!(
+            enforce.package(&script(connect("203.0.113.9", 443, 0), None)),
+            None,
+            "off unless [packages] says"
         );
 
         // A process that outlived its call: nothing unless `[sessions]` says.

@@ -396,11 +396,16 @@ pub struct Packages {
     /// (`near_miss`), under the rule `packages.near-miss`; `None` (`"allow"`): no
     /// rule.
     pub near_miss: Option<Action>,
+    /// What a package's script that reaches the network beyond the package
+    /// registries gets (`script_network`), under the rule `packages.script-network`.
+    pub script_network: Option<Action>,
 }
 
 impl Packages {
     /// The id of the rule `[packages] near_miss` makes.
     pub const NEAR_MISS: &'static str = "packages.near-miss";
+    /// The id of the rule `[packages] script_network` makes.
+    pub const SCRIPT_NETWORK: &'static str = "packages.script-network";
 }
 
 /// A kind of known spawner and the programs that are one.

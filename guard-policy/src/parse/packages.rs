@@ -1,10 +1,11 @@
 //! `[packages]`: what a package a session installs gets when its name is a near
-//! miss of a well-known package's (docs/policy.md, "Packages").
+//! miss of a well-known package's, and what a package's script gets when it reaches
+//! the network beyond the registries (docs/policy.md, "Packages").
 
 use super::{Checker, Value};
 use crate::model::{Action, Kind, Packages, Policy};
 
-const PACKAGES_KEYS: &[&str] = &["near_miss"];
+const PACKAGES_KEYS: &[&str] = &["near_miss", "script_network"];
 
 impl Checker<'_> {
     /// `[packages]`.
@@ -15,13 +16,16 @@ impl Checker<'_> {
         for (key, value) in table.iter() {
             let name = key.get_ref().as_ref();
             match name {
-                "near_miss" => {
-                    // The manifest is written when the judge sees it: `deny` has
-                    // nothing left to refuse, so it is not offered.
+                // The manifest is written, the connection made, when the judge sees
+                // it: `deny` has nothing left to refuse, so it is not offered.
+                "near_miss" | "script_network" => {
                     let actions = [Action::Log, Action::Alert, Action::Kill];
                     if let Some(action) = self.allow_or_action(("packages", name), value, &actions)
                     {
-                        packages.near_miss = action;
+                        match name {
+                            "near_miss" => packages.near_miss = action,
+                            _ => packages.script_network = action,
+                        }
                     }
                 }
                 other => {
@@ -31,21 +35,36 @@ impl Checker<'_> {
         }
     }
 
-    /// The rule `[packages] near_miss` makes, when it is not `allow`.
+    /// The rules `[packages]` makes, for its settings that are not `allow`.
     pub(super) fn packages_rule(&mut self, policy: &mut Policy, at: Option<usize>) {
-        let Some(action) = policy.packages.near_miss else {
-            return;
-        };
-        let made = super::SettingRule {
-            id: Packages::NEAR_MISS,
-            setting: "[packages] near_miss",
-            description: "[packages]: a session installed a package whose name is one edit \
-                          from a well-known package's (a typo, or a name a model invented \
-                          that someone registered)",
-            kind: Kind::Packages,
-            action,
-            at: at.unwrap_or(0),
-        };
-        self.setting_rule(policy, made);
+        let settings = [
+            (
+                policy.packages.near_miss,
+                Packages::NEAR_MISS,
+                "[packages] near_miss",
+                "[packages]: a session installed a package whose name is one edit from a \
+                 well-known package's (a typo, or a name a model invented that someone \
+                 registered)",
+            ),
+            (
+                policy.packages.script_network,
+                Packages::SCRIPT_NETWORK,
+                "[packages] script_network",
+                "[packages]: a package's script (an install script, or a project's npm \
+                 script) reached the network beyond the package registries",
+            ),
+        ];
+        for (action, id, setting, description) in settings {
+            let Some(action) = action else { continue };
+            let made = super::SettingRule {
+                id,
+                setting,
+                description,
+                kind: Kind::Packages,
+                action,
+                at: at.unwrap_or(0),
+            };
+            self.setting_rule(policy, made);
+        }
     }
 }

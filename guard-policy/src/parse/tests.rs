@@ -940,6 +940,10 @@ fn packages_near_miss_makes_its_rule_and_refuses_what_it_cannot_do() {
     }
     // The manifest is written when it is seen: nothing to deny.
     assert_eq!(codes("[packages]\nnear_miss = \"deny\"\n"), ["G009"]);
+    let p = policy("[packages]\nscript_network = \"alert\"\n");
+    assert_eq!(p.packages.script_network, Some(Action::Alert));
+    assert!(p.rules.iter().any(|r| r.id == "packages.script-network"));
+    assert_eq!(codes("[packages]\nscript_network = \"deny\"\n"), ["G009"]);
     assert_eq!(codes("[packages]\nnear_mis = \"alert\"\n"), ["G002"]);
     assert_eq!(
         codes(
@@ -951,6 +955,7 @@ fn packages_near_miss_makes_its_rule_and_refuses_what_it_cannot_do() {
     for name in ["workstation", "ci"] {
         let (p, _) = parse(name, builtin::get(name).expect("built-in")).expect("parses");
         assert_eq!(p.packages.near_miss, Some(Action::Alert), "{name}");
+        assert_eq!(p.packages.script_network, Some(Action::Alert), "{name}");
     }
 }
 
