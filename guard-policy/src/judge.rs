@@ -1258,7 +1258,10 @@ action = "deny"
             ev
         };
         let v = scripts
-            .package(&script(connect("203.0.113.9", 443, 0), Some("evil.example")))
+            .package(&script(
+                connect("203.0.113.9", 443, 0),
+                Some("evil.example"),
+            ))
             .expect("a verdict");
         assert_eq!(
             (v.rule.as_str(), v.step),
@@ -1272,7 +1275,11 @@ action = "deny"
             )
         );
         for (detail, host, why) in [
-            (connect("104.16.0.1", 443, 0), Some("registry.npmjs.org"), "a registry"),
+            (
+                connect("104.16.0.1", 443, 0),
+                Some("registry.npmjs.org"),
+                "a registry",
+            ),
             (connect("127.0.0.1", 9, 0), None, "loopback"),
             (connect("10.0.0.53", 53, 0), None, "DNS"),
             (connect("203.0.113.9", 443, -1), None, "refused"),
