@@ -64,16 +64,8 @@ impl Calls {
         let call = task.tool_call.as_deref();
         let ended = call.is_some_and(|c| self.ended.contains(c));
         let exec = matches!(ev.detail, EventDetail::Exec { .. });
-        // Working on: what a process does that its command line would say.
-        let works = match &ev.detail {
-            EventDetail::Exec { .. } | EventDetail::Connect { .. } | EventDetail::Send { .. } => {
-                true
-            }
-            EventDetail::Open { access, .. } => access.iter().any(|a| a != "read"),
-            _ => false,
-        };
         let why = match call {
-            Some(_) if ended && works => Some(OUTLIVED),
+            Some(_) if ended && work(ev).is_some() => Some(OUTLIVED),
             Some(_) if exec && task.package.is_some() => Some(INSTALL_SCRIPT),
             None if exec && task.role == "tool" => Some(OUTSIDE),
             _ => None,
@@ -183,20 +175,8 @@ impl Calls {
             }
         };
         self.undeclared.insert(pid, at);
-        let what = match &ev.detail {
-            EventDetail::Exec { .. } => ev.what(),
-            EventDetail::Connect { to, .. } | EventDetail::Send { to, .. } => format!(
-                "{} {}",
-                ev.detail.kind(),
-                super::endpoint(&to.addr, to.port, ev.host.as_deref())
-            ),
-            EventDetail::Open { path, access, .. } if access.iter().any(|a| a != "read") => {
-                format!("write {path}")
-            }
-            _ => return,
-        };
-        if let Some(u) = r.undeclared.items.get_mut(at) {
-            push_once(&mut u.did, &what);
+        if let (Some(what), Some(u)) = (work(ev), r.undeclared.items.get_mut(at)) {
+            super::push_once(&mut u.did, &what);
         }
     }
 
@@ -215,6 +195,24 @@ impl Calls {
             c.execs -= (before - c.processes.len()) as u64;
         }
     }
+}
+
+/// What `ev` did that is working on, as an undeclared process's `did` says it: an
+/// exec (its command), a connect or send (its destination), a write; `None` for the
+/// rest (reads, exits, forks).
+fn work(ev: &EventLine) -> Option<String> {
+    Some(match &ev.detail {
+        EventDetail::Exec { .. } => ev.what(),
+        EventDetail::Connect { to, .. } | EventDetail::Send { to, .. } => format!(
+            "{} {}",
+            ev.detail.kind(),
+            super::endpoint(&to.addr, to.port, ev.host.as_deref())
+        ),
+        EventDetail::Open { path, access, .. } if access.iter().any(|a| a != "read") => {
+            format!("write {path}")
+        }
+        _ => return None,
+    })
 }
 
 /// Adds what one event of a call's process did to the call.
@@ -236,21 +234,21 @@ fn did(c: &mut Call, ev: &EventLine, workspace: Option<&str>) {
         }
         EventDetail::Connect { to, .. } | EventDetail::Send { to, .. } => {
             let at = super::endpoint(&to.addr, to.port, ev.host.as_deref());
-            push_once(&mut c.destinations, &at);
+            super::push_once(&mut c.destinations, &at);
         }
         EventDetail::Open { path, access, .. } => {
             // Tried or done: a refused read of a secret is still the call's.
             if ev.violation.as_ref().is_some_and(|v| v.secret) {
-                push_once(&mut c.secrets, path);
+                super::push_once(&mut c.secrets, path);
             }
             if access.iter().any(|a| a != "read") && outside(path, workspace) {
-                push_once(&mut c.written_outside, path);
+                super::push_once(&mut c.written_outside, path);
             }
         }
         _ => {}
     }
     if let Some(v) = super::verdict(ev) {
-        push_once(&mut c.verdicts, &v);
+        super::push_once(&mut c.verdicts, &v);
     }
 }
 
@@ -265,12 +263,6 @@ fn outside(path: &str, workspace: Option<&str>) -> bool {
         || under("/tmp")
         || under("/var/tmp")
         || super::is_system_path(path))
-}
-
-fn push_once(list: &mut Vec<String>, item: &str) {
-    if list.len() < CALL_LIST_MAX && !list.iter().any(|i| i == item) {
-        list.push(item.to_owned());
-    }
 }
 
 #[cfg(test)]

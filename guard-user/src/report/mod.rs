@@ -629,6 +629,16 @@ fn verdict(ev: &EventLine) -> Option<String> {
         .map(|v| format!("{}: {}", v.rule, v.outcome.as_str()))
 }
 
+/// Entries of a script's or a call's lists kept (destinations, secrets, verdicts).
+const ENTRY_LIST_MAX: usize = guard_common::report::CALL_LIST_MAX;
+
+/// Adds `item` to one of an entry's lists, once, up to [`ENTRY_LIST_MAX`].
+fn push_once(list: &mut Vec<String>, item: &str) {
+    if list.len() < ENTRY_LIST_MAX && !list.iter().any(|i| i == item) {
+        list.push(item.to_owned());
+    }
+}
+
 /// Adds the event's verdict to `verdicts`, once.
 fn note_verdict(verdicts: &mut Vec<String>, ev: &EventLine) {
     if let Some(v) = verdict(ev)

@@ -10,8 +10,6 @@ use guard_common::{
     report::{Bounded, MAX_ITEMS, Package, Report, Script},
 };
 
-/// Destinations, secrets and verdicts a script's entry lists at most.
-const SCRIPT_LIST_MAX: usize = 32;
 /// Processes whose registries are remembered (a session's installers).
 const REGISTRY_PIDS_MAX: usize = 4_096;
 
@@ -54,12 +52,9 @@ impl Packages {
                 reason,
                 ..
             } if dest_class == "registry" && reason != "redirect" => {
-                let name = ev.host.clone().unwrap_or_else(|| to.addr.clone());
+                let name = ev.host.as_deref().unwrap_or(&to.addr);
                 if self.registries.len() < REGISTRY_PIDS_MAX || self.registries.contains_key(&pid) {
-                    let list = self.registries.entry(pid).or_default();
-                    if !list.contains(&name) && list.len() < SCRIPT_LIST_MAX {
-                        list.push(name);
-                    }
+                    super::push_once(self.registries.entry(pid).or_default(), name);
                 }
             }
             _ => {}
@@ -92,17 +87,17 @@ impl Packages {
                 }
                 // Tried or done: a refused read of a secret is still the script's.
                 if ev.violation.as_ref().is_some_and(|v| v.secret) {
-                    push_once(&mut s.secrets, path);
+                    super::push_once(&mut s.secrets, path);
                 }
             }
             EventDetail::Connect { to, .. } | EventDetail::Send { to, .. } => {
                 let at = super::endpoint(&to.addr, to.port, ev.host.as_deref());
-                push_once(&mut s.destinations, &at);
+                super::push_once(&mut s.destinations, &at);
             }
             _ => {}
         }
         if let Some(v) = super::verdict(ev) {
-            push_once(&mut s.verdicts, &v);
+            super::push_once(&mut s.verdicts, &v);
         }
     }
 
@@ -227,12 +222,6 @@ fn read_versions<'p, I: Iterator<Item = &'p mut Package>>(packages: I) {
             }
             Err(e) => p.note = Some(e),
         }
-    }
-}
-
-fn push_once(list: &mut Vec<String>, item: &str) {
-    if list.len() < SCRIPT_LIST_MAX && !list.iter().any(|i| i == item) {
-        list.push(item.to_owned());
     }
 }
 

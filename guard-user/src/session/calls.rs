@@ -8,7 +8,10 @@
 //! once (an agent's parallel calls), the one whose declared command the process's
 //! exec carries; else the latest.
 
-use std::{collections::VecDeque, sync::Arc};
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::Arc,
+};
 
 /// Ended calls remembered per session (a process of one of them that works on is
 /// known to have outlived it).
@@ -27,7 +30,10 @@ struct Open {
 pub struct Calls {
     /// Open calls, first opened first.
     open: Vec<Open>,
-    ended: VecDeque<Arc<str>>,
+    /// Ended calls, and the order they are forgotten in (oldest first): asked at
+    /// every exec, connect and send of a call's process.
+    ended: HashSet<Arc<str>>,
+    ended_order: VecDeque<Arc<str>>,
     /// The agent declared a call: its hook runs.
     declared: bool,
     /// The hooks' own processes, latest last: neither a call's work nor undeclared.
@@ -87,15 +93,18 @@ impl Calls {
     }
 
     fn remember_ended(&mut self, id: Arc<str>) {
-        if self.ended.len() == KEEP_ENDED {
-            self.ended.pop_front();
+        if self.ended_order.len() == KEEP_ENDED
+            && let Some(old) = self.ended_order.pop_front()
+        {
+            self.ended.remove(&old);
         }
-        self.ended.push_back(id);
+        self.ended.insert(Arc::clone(&id));
+        self.ended_order.push_back(id);
     }
 
     /// Whether call `id` ended.
     pub fn has_ended(&self, id: &str) -> bool {
-        self.ended.iter().any(|e| &**e == id)
+        self.ended.contains(id)
     }
 
     /// Why no declared call accounts for a live process that works for `call`
@@ -119,7 +128,7 @@ impl Calls {
     }
 
     /// With several calls open, the one whose declared command `argv` carries (a
-    /// shell's `-c` script, or the command itself): the agent's child's exec.
+    /// shell's `-c` script, or the command's words): the agent's child's exec.
     /// `None` with one call open or none, or when no command matches.
     pub fn of_exec(&self, argv: &[String]) -> Option<Arc<str>> {
         if self.open.len() < 2 {
@@ -130,9 +139,9 @@ impl Calls {
             .iter()
             .rev()
             .find(|o| {
-                o.command.as_deref().is_some_and(|c| {
-                    !c.is_empty() && (line.contains(c) || argv.iter().any(|a| a == c))
-                })
+                o.command
+                    .as_deref()
+                    .is_some_and(|c| !c.is_empty() && line.contains(c))
             })
             .map(|o| Arc::clone(&o.id))
     }
