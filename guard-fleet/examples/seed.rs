@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use prost::Message as _;
 
-#[path = "../tests/support/records.rs"]
+#[path = "../tests/fleet/support/records.rs"]
 mod records;
 
 /// A small deterministic generator (no dependency for made-up data).

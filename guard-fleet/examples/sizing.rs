@@ -7,7 +7,7 @@
 //! ```
 //!
 //! (defaults: PostgreSQL, a million sessions, a million events, 10,000 hosts).
-//! PostgreSQL is a cluster of its own (`tests/support/pg.rs`: initdb in a temporary
+//! PostgreSQL is a cluster of its own (`tests/fleet/support/pg.rs`: initdb in a temporary
 //! directory, 127.0.0.1, removed at the end; or the server `GUARD_FLEET_TEST_PG`
 //! names); SQLite is the trial's file in a temporary state directory. Then:
 //!
@@ -26,9 +26,9 @@
 //! It prints one JSON object: `cargo xtask bench` (or `--fleet-only`) runs it on both
 //! databases and keeps the results.
 
-#[path = "../tests/support/pg.rs"]
+#[path = "../tests/fleet/support/pg.rs"]
 mod pg;
-#[path = "../tests/support/records.rs"]
+#[path = "../tests/fleet/support/records.rs"]
 mod records;
 
 use std::{

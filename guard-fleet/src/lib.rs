@@ -33,5 +33,5 @@ pub mod web;
 
 /// Real OTLP requests as hosts build them, shared with the integration tests.
 #[cfg(test)]
-#[path = "../tests/support/records.rs"]
+#[path = "../tests/fleet/support/records.rs"]
 mod records;

@@ -15,10 +15,10 @@ const BUILD_PACKAGES: &[&str] = &["clang-19", "libbpf-dev"];
 /// test (tests/tests/codex.rs) needs bubblewrap (Codex's Linux sandbox), git and
 /// lsb-release (Codex runs both at start-up), curl (a tool command) and passwd
 /// (`useradd`, for its unprivileged user); the fleet server's tests run on a
-/// PostgreSQL 15 cluster of their own (guard-fleet/tests/support/pg.rs: initdb in
+/// PostgreSQL 15 cluster of their own (guard-fleet/tests/fleet/support/pg.rs: initdb in
 /// a temporary directory, on 127.0.0.1, stopped with the test), and its dashboard's
 /// test drives Debian's headless Chromium through chromedriver
-/// (guard-fleet/tests/browser.rs); python3-venv also hosts py-ocsf-models (guard's
+/// (guard-fleet/tests/fleet/browser.rs); python3-venv also hosts py-ocsf-models (guard's
 /// OCSF findings, guard-common/tests/ocsf.rs). guard's resolver is tested against
 /// Debian's dnsmasq (a DNS server answering the test's own zone, forwarding nowhere)
 /// with dig (bind9-dnsutils) as a client over UDP and TCP; delegation against a
@@ -43,7 +43,7 @@ const TEST_PACKAGES: &[&str] = &[
     // busybox's applets meet the rules on the programs they name (tests/tests/redteam.rs).
     "busybox-static",
     // Debian's SMTP server: the fleet's alert mails arrive there over STARTTLS
-    // (guard-fleet/tests/alerts.rs).
+    // (guard-fleet/tests/fleet/alerts.rs).
     "python3-aiosmtpd",
     // A maintained JSON Schema validator: session reports' SARIF logs are checked
     // against SARIF 2.1.0's schema (tests/tests/report.rs).

@@ -7,7 +7,7 @@
 //! sends heartbeats beside one whose guard stopped; a session's page and timeline.
 //! Screenshots go to `target/fleet-browser/` (docs/img has copies).
 
-mod support;
+use crate::support;
 
 use std::{
     net::TcpListener,

@@ -6,7 +6,7 @@
 //! when it is back; and two replicas never both hold an alert. Each test runs on
 //! SQLite, and on PostgreSQL when `GUARD_FLEET_TEST_PG` is set.
 
-mod support;
+use crate::support;
 
 use std::{
     collections::HashMap,

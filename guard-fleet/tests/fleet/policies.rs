@@ -4,7 +4,7 @@
 //! the fleet's key. Each test runs on SQLite, and on PostgreSQL when
 //! `GUARD_FLEET_TEST_PG` is set.
 
-mod support;
+use crate::support;
 
 use guard_common::otlp::{self, attr};
 use guard_fleet::signing::Signer;
@@ -477,7 +477,7 @@ async fn a_version_replayed_on_a_stored_session_says_what_would_fire(db: Db) {
         StatusCode::CREATED
     );
     let session = "00000000000000a1";
-    let events: Vec<_> = include_str!("../../guard-policy/tests/fixtures/replay/session.jsonl")
+    let events: Vec<_> = include_str!("../../../guard-policy/tests/fixtures/replay/session.jsonl")
         .lines()
         .enumerate()
         .map(|(n, line)| {

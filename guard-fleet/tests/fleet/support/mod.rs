@@ -1,10 +1,6 @@
 //! What the integration tests share: a fleet server on 127.0.0.1 over SQLite in a
 //! temporary directory or a real PostgreSQL ([`pg`]), requests as hosts make them
 //! ([`records`]), and the built binary as a separate process ([`process`]).
-#![allow(
-    dead_code,
-    reason = "each test binary uses its own part of the support module"
-)]
 
 pub mod pg;
 pub mod pki;

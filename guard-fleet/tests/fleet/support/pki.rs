@@ -1,5 +1,5 @@
 //! A certificate authority made by rcgen for each run: the fleet's HTTPS and client
-//! certificates (tests/tls.rs), an SMTP server's STARTTLS (tests/alerts.rs).
+//! certificates (tests/fleet/tls.rs), an SMTP server's STARTTLS (tests/fleet/alerts.rs).
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,

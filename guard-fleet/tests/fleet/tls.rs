@@ -1,7 +1,7 @@
 //! HTTPS with rustls, and client certificates as host identities (certificates
 //! made by rcgen for each run).
 
-mod support;
+use crate::support;
 
 use prost::Message as _;
 use reqwest::StatusCode;

@@ -1,7 +1,7 @@
 //! The fleet server over HTTP on 127.0.0.1, as hosts and a security team use it:
 //! each test runs on SQLite, and on PostgreSQL when `GUARD_FLEET_TEST_PG` is set.
 
-mod support;
+use crate::support;
 
 use std::io::Write as _;
 
@@ -593,8 +593,17 @@ async fn overview_and_hosts_show_the_fleet(db: Db) {
     let fleet = Fleet::start(db, "[dashboard]\nstale_after = \"2s\"\n").await;
     // A host that reports, goes silent, and one that keeps reporting.
     let now_ns = u64::try_from(guard_fleet::store::now_ms()).expect("now") * 1_000_000;
+    // The overview counts a rule on its violation's day: stamped now, so that the
+    // last 7 days hold them whatever the day the test runs.
+    let today = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let this_week = |report: &mut guard_common::report::Report| {
+        for v in &mut report.violations.items {
+            v.ts.clone_from(&today);
+        }
+    };
     let mut r = records::report(S2, "dave", "https://github.com/acme/old", true);
     r.started = None;
+    this_week(&mut r);
     let old = records::request(
         "silent",
         vec![records::summary("silent", 1, 1, &r, 1, now_ns)],
@@ -603,6 +612,7 @@ async fn overview_and_hosts_show_the_fleet(db: Db) {
     tokio::time::sleep(std::time::Duration::from_millis(2_200)).await;
     let mut running = records::report(S1, "alice", "https://github.com/acme/app", false);
     running.started = None;
+    this_week(&mut running);
     let req = records::request(
         "busy",
         vec![records::summary("busy", 2, 1, &running, 1, now_ns)],
@@ -1007,17 +1017,17 @@ async fn the_overview_s_rollup_agrees_with_the_sessions(db: Db) {
         };
     let kept_rows = rows(pool.clone()).await;
     assert!(kept_rows.len() >= 10, "{kept_rows:?}");
-    let migration = include_str!("../migrations/common/0002_dashboard_at_size.sql");
+    let migration = include_str!("../../migrations/common/0002_dashboard_at_size.sql");
     let backfill = &migration[migration
         .find("-- What the database already holds.")
         .expect("the backfill")..];
     // The destinations, as schema 4 reads them from the summaries.
     let destinations = match fleet.app().store.backend() {
         guard_fleet::config::Backend::Postgres => {
-            include_str!("../migrations/postgres/0004_destinations.sql")
+            include_str!("../../migrations/postgres/0004_destinations.sql")
         }
         guard_fleet::config::Backend::Sqlite => {
-            include_str!("../migrations/sqlite/0004_destinations.sql")
+            include_str!("../../migrations/sqlite/0004_destinations.sql")
         }
     };
     let dest_rows = |pool: sqlx::AnyPool| async move {

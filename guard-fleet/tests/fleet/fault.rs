@@ -2,7 +2,7 @@
 //! hosts' retries against another replica on the same database store every record
 //! exactly once. The replicas are the built binary, killed with SIGKILL.
 
-mod support;
+use crate::support;
 
 use std::{
     collections::BTreeSet,

@@ -1,7 +1,7 @@
 //! The `guard-fleet` binary as people run it: a trial with nothing configured,
 //! `token`, `sessions`, `report`, and a bad configuration.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 
