@@ -204,6 +204,7 @@ impl Drop for TempDir {
         if env::var_os("GUARD_E2E_KEEP").is_some() {
             eprintln!("keeping {}", self.path.display());
         } else {
+            let _w = watch::waiting(format!("{} removed", self.path.display()));
             let _ = fs::remove_dir_all(&self.path);
         }
     }
@@ -508,15 +509,25 @@ impl Default for PinDir {
 
 /// Set by `cargo xtask vm-test` in its throwaway guests: a test's pins are moved
 /// aside and removed by a detached `rm`, so that the kernel's teardown of the
-/// programs (waits for RCU grace periods, long under software emulation) overlaps
-/// the next test instead of adding to it.
+/// programs (waits for RCU grace periods, long under software emulation: 6.4 s for
+/// a daemon's pins on 6.1 under TCG) overlaps the next test instead of adding to it.
 const DETACHED_UNPIN: &str = "GUARD_E2E_DETACHED_UNPIN";
 
 impl Drop for PinDir {
     fn drop(&mut self) {
+        let _w = watch::waiting(format!("the pins {} removed", self.path.display()));
         if env::var_os(DETACHED_UNPIN).is_some() {
-            let aside = self.path.with_extension("unpinning");
-            if fs::rename(&self.path, &aside).is_ok() {
+            // No dot: bpffs refuses every name with one (EPERM, even to look it up).
+            let mut aside = self.path.clone().into_os_string();
+            aside.push("-unpinning");
+            let moved = fs::rename(&self.path, &aside);
+            if let Err(e) = &moved {
+                eprintln!(
+                    "cannot move the pins {} aside: {e}; removing them in place",
+                    self.path.display()
+                );
+            }
+            if moved.is_ok() {
                 let removing = Command::new("rm")
                     .arg("-rf")
                     .arg(&aside)
@@ -1338,6 +1349,7 @@ impl FakeAgent {
         let dir = TempDir::new("guard-e2e-agent");
         let name = unique_name("ga");
         let path = dir.join(&name);
+        let _w = watch::waiting(format!("{exe} copied"));
         fs::copy(exe, &path).unwrap_or_else(|e| panic!("copy {exe} to {}: {e}", path.display()));
         FakeAgent {
             _dir: dir,
@@ -1609,6 +1621,7 @@ const KINDS: &[&str] = &[
 /// `ts` between `since` (minus a minute of slack) and now (plus a minute). Fails the test
 /// with every violation found.
 pub fn check_schema(events: &[Event], since: SystemTime) {
+    let _w = watch::waiting(format!("the schema of {} events checked", events.len()));
     let lo = unix_secs(since) - 60;
     let hi = unix_secs(SystemTime::now()) + 60;
     let mut problems = String::new();

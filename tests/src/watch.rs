@@ -73,38 +73,68 @@ fn with<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
     f(guard.get_or_insert_with(Registry::default))
 }
 
+/// Set to print, on stderr, how long each wait of [`waiting`] took (to see where a
+/// slow test's time goes: `--nocapture` shows it).
+pub const TRACE_ENV: &str = "GUARD_E2E_TRACE_WAITS";
+
+/// The first traced wait's start: the trace's times are from it.
+static TRACE_START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
 /// What a registration returns: dropping it removes the entry.
 #[must_use = "the entry is removed when this is dropped"]
 pub struct Entry {
     id: u64,
     remove: fn(&mut Registry, u64),
+    /// A wait's description and start, when [`TRACE_ENV`] is set.
+    traced: Option<(String, Instant)>,
 }
 
 impl Drop for Entry {
     fn drop(&mut self) {
         let (id, remove) = (self.id, self.remove);
         with(|r| remove(r, id));
+        if let Some((what, started)) = self.traced.take() {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "[at {:>6} ms, waited {:>6} ms] {what}",
+                started
+                    .duration_since(*TRACE_START.get_or_init(Instant::now))
+                    .as_millis(),
+                started.elapsed().as_millis()
+            );
+        }
     }
 }
 
 fn entry(add: impl FnOnce(&mut Registry, u64), remove: fn(&mut Registry, u64)) -> Entry {
     let id = NEXT.fetch_add(1, Ordering::Relaxed);
     with(|r| add(r, id));
-    Entry { id, remove }
+    Entry {
+        id,
+        remove,
+        traced: None,
+    }
 }
 
 /// Says what the test waits for until the returned value is dropped; a deadline
 /// that expires meanwhile names it.
 pub fn waiting(what: impl Into<String>) -> Entry {
     let what = what.into();
-    entry(
+    let traced = env::var_os(TRACE_ENV).map(|_| {
+        let now = Instant::now();
+        TRACE_START.get_or_init(|| now);
+        (what.clone(), now)
+    });
+    let mut e = entry(
         |r, id| {
             r.waits.insert(id, what);
         },
         |r, id| {
             r.waits.remove(&id);
         },
-    )
+    );
+    e.traced = traced;
+    e
 }
 
 /// A process group the test started (`pgid`, its leader's pid): shown in state
