@@ -1,4 +1,4 @@
-//! Scripted model APIs for the real-agent tests (tests/tests/agents.rs, codex.rs) and the
+//! Scripted model APIs for the real-agent tests (tests/tests/e2e/agents.rs, codex.rs) and the
 //! bench's Codex workload (the `guard-model` program): the OpenAI Responses API (Codex,
 //! as Codex's own tests in openai/codex `codex-rs/core/tests` script it), the Anthropic
 //! Messages API (Claude Code), the Gemini API (Gemini CLI) and an OpenAI-compatible

@@ -12,7 +12,7 @@ use crate::util::{self, log};
 const BUILD_PACKAGES: &[&str] = &["clang-19", "libbpf-dev"];
 /// What the end-to-end tests use: tmux drives `guard top`, prometheus scrapes the
 /// daemon, python3-venv hosts the offline Kubernetes schema validator; the real-Codex
-/// test (tests/tests/codex.rs) needs bubblewrap (Codex's Linux sandbox), git and
+/// test (tests/tests/e2e/codex.rs) needs bubblewrap (Codex's Linux sandbox), git and
 /// lsb-release (Codex runs both at start-up), curl (a tool command) and passwd
 /// (`useradd`, for its unprivileged user); the fleet server's tests run on a
 /// PostgreSQL 15 cluster of their own (guard-fleet/tests/fleet/support/pg.rs: initdb in
@@ -40,16 +40,16 @@ const TEST_PACKAGES: &[&str] = &[
     "lsb-release",
     "curl",
     "passwd",
-    // busybox's applets meet the rules on the programs they name (tests/tests/redteam.rs).
+    // busybox's applets meet the rules on the programs they name (tests/tests/e2e/redteam.rs).
     "busybox-static",
     // Debian's SMTP server: the fleet's alert mails arrive there over STARTTLS
     // (guard-fleet/tests/fleet/alerts.rs).
     "python3-aiosmtpd",
     // A maintained JSON Schema validator: session reports' SARIF logs are checked
-    // against SARIF 2.1.0's schema (tests/tests/report.rs).
+    // against SARIF 2.1.0's schema (tests/tests/e2e/report.rs).
     "python3-jsonschema",
     // wget opens ~/.netrc on every run: it goes on where BPF-LSM refuses that read
-    // (tests/tests/redteam.rs).
+    // (tests/tests/e2e/redteam.rs).
     "wget",
 ];
 /// Node.js and npm, from Debian where `npm` is not on PATH: the Codex CLI is an npm
@@ -260,7 +260,7 @@ fn npm_ci(pins: &Path, dir: &Path, scripts: bool) -> Result<()> {
 }
 
 /// Where `tests/agents/package-lock.json` pins the Claude Code, Gemini and Copilot
-/// CLIs, and where the real-agent test (tests/tests/agents.rs) finds them installed
+/// CLIs, and where the real-agent test (tests/tests/e2e/agents.rs) finds them installed
 /// (relative to the workspace root and the target dir).
 const AGENTS_PINS: &str = "tests/agents";
 const AGENTS_DIR: &str = "agents";

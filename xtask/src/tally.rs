@@ -309,7 +309,7 @@ mod tests {
   <testsuite name="guard-tests::routes" tests="3" disabled="0" errors="0" failures="1">
     <testcase name="io_uring_is_refused" classname="guard-tests::routes" time="1.2"/>
     <testcase name="raw_sockets" classname="guard-tests::routes" time="3.4">
-      <failure message="thread panicked" type="test failure">thread 'raw_sockets' panicked at tests/tests/routes.rs:9:5:
+      <failure message="thread panicked" type="test failure">thread 'raw_sockets' panicked at tests/tests/e2e/routes.rs:9:5:
 [ci] 1 failures:
   the raw socket was not refused
 stack backtrace:</failure>
@@ -319,7 +319,7 @@ stack backtrace:</failure>
       <system-out>fine</system-out>
     </testcase>
     <testcase name="real_cli" classname="guard-tests::agents" time="9.0">
-      <flakyFailure message="thread panicked" type="test failure">thread 'real_cli' panicked at tests/tests/agents.rs:9:5:
+      <flakyFailure message="thread panicked" type="test failure">thread 'real_cli' panicked at tests/tests/e2e/agents.rs:9:5:
 [claude] 1 failures:
   not told
         <system-out>out</system-out>

@@ -110,9 +110,12 @@ enum Kernels {
     Oldest,
 }
 
-/// The tests run in the kernels, by test binary and exact test name: programs load
-/// and a session starts, the tree is followed (fork, setsid double fork, vfork,
-/// threads, exec), each action keeps its guarantee (kill at exec, kill before a read
+/// The root end-to-end tests' one binary (`tests/tests/e2e/main.rs`).
+const E2E_BINARY: &str = "e2e";
+
+/// The tests run in the kernels, by module of [`E2E_BINARY`] and exact test name:
+/// programs load and a session starts, the tree is followed (fork, setsid double
+/// fork, vfork, threads, exec), each action keeps its guarantee (kill at exec, kill before a read
 /// returns, network deny, user-space kill), every BPF-LSM deny, enforcement with
 /// no daemon (pinned links), and egress accounting (cgroup_skb, socket storage,
 /// sock_release: the 6.1 verifier).
@@ -378,8 +381,8 @@ pub struct Options {
     /// Only the kernels of this series (`6.1`, `6.12`); repeatable.
     #[arg(long = "series")]
     pub series: Vec<String>,
-    /// Only this test of the subset, as BINARY::NAME (`routes::io_uring_is_…`) or
-    /// BINARY (every test of it); repeatable.
+    /// Only this test of the subset, as MODULE::NAME (`routes::io_uring_is_…`) or
+    /// MODULE (every test of it); repeatable.
     #[arg(long = "test")]
     pub tests: Vec<String>,
     /// Run the chosen tests this many times in each VM.
@@ -852,8 +855,8 @@ fn fetch(vm_dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
     Ok(vmlinuz)
 }
 
-/// Builds the end-to-end test binaries (unprivileged build, run as root in the VM)
-/// and returns (binary name, executable) for those of the subset.
+/// The root end-to-end tests' binary (`tests/tests/e2e`, unprivileged build, run as
+/// root in the VM), for each module of the subset: (module, executable).
 fn test_binaries() -> Result<Vec<(&'static str, PathBuf)>> {
     // The packages `cargo xtask test` builds (its TESTED), so that nothing is built
     // again with other dependency features.
@@ -866,37 +869,30 @@ fn test_binaries() -> Result<Vec<(&'static str, PathBuf)>> {
         "--no-run",
         "--message-format=json",
     ]))?;
-    let mut found = Vec::new();
+    let mut exe = None;
     for line in out.lines() {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
         let target = &msg["target"];
-        // The root end-to-end tests' binaries only: another package may have a test
-        // of the same name (guard-fleet's own `tests/`).
-        let is_test = target["kind"]
-            .as_array()
-            .is_some_and(|k| k.iter().any(|k| k == "test"))
+        // guard-tests' own: another package may have a test of the same name.
+        let is_e2e = target["name"] == E2E_BINARY
+            && target["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "test"))
             && msg["package_id"]
                 .as_str()
                 .is_some_and(|p| p.contains("#guard-tests@"));
-        let (Some(name), Some(exe)) = (target["name"].as_str(), msg["executable"].as_str()) else {
-            continue;
-        };
-        if let Some((name, _, _)) = SUBSET
-            .iter()
-            .find(|(n, _, _)| *n == name)
-            .filter(|_| is_test)
-        {
-            found.push((*name, PathBuf::from(exe)));
+        if is_e2e && let Some(path) = msg["executable"].as_str() {
+            exe = Some(PathBuf::from(path));
         }
     }
-    for (name, _, _) in SUBSET {
-        if !found.iter().any(|(n, _)| n == name) {
-            bail!("cargo built no test binary named {name}");
-        }
-    }
-    Ok(found)
+    let exe = exe.with_context(|| format!("cargo built no test binary named {E2E_BINARY}"))?;
+    let mut modules: Vec<&'static str> = SUBSET.iter().map(|(m, _, _)| *m).collect();
+    modules.dedup();
+    modules.sort_unstable();
+    modules.dedup();
+    Ok(modules.into_iter().map(|m| (m, exe.clone())).collect())
 }
 
 /// Tests a guest runs at once: one per vCPU. Each starts a daemon of its own (its
@@ -966,7 +962,7 @@ fn guest_script(
          }}\n\
          echo \"{START_MARK}$bin $name\"\n\
          start=$(date +%s)\n\
-         timeout -k 10 {TEST_KILL_SECS} \"$exe\" --exact --test-threads=1 \"$name\" > \"$log\" 2>&1\n\
+         timeout -k 10 {TEST_KILL_SECS} \"$exe\" --exact --test-threads=1 \"$bin::$name\" > \"$log\" 2>&1\n\
          rc=$?\n\
          if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then stuck \"$bin $name\" >> \"$log\" 2>&1; fi\n\
          secs=$(( $(date +%s) - start ))\n\
@@ -1105,8 +1101,8 @@ pub enum Verdict {
     Skipped(String),
 }
 
-/// Reads each expected test's result off the console: the harness's own `test NAME
-/// ... ok` between the test's markers, its `running 1 test`, the exit status, and
+/// Reads each expected test's result off the console: the harness's own `test
+/// MODULE::NAME ... ok` between the test's markers, its `running 1 test`, the exit status, and
 /// any `SKIPPED:` line. A test whose markers never came (the VM stopped first) is
 /// failed.
 pub fn results(console: &[String], expected: &[(String, String)]) -> Vec<TestRun> {
@@ -1143,7 +1139,8 @@ pub fn results(console: &[String], expected: &[(String, String)]) -> Vec<TestRun
             };
             let rc = field("rc=").unwrap_or(-1);
             let secs = field("secs=").unwrap_or(0).max(0) as u64;
-            let ok_line = format!("test {name} ... ok");
+            // The binary names a test by its module path: `test MODULE::NAME ... ok`.
+            let ok_line = format!("test {bin}::{name} ... ok");
             let ran_one = lines.iter().any(|l| l.trim_end() == "running 1 test");
             let ok = lines.iter().any(|l| l.trim_end() == ok_line);
             let skipped = lines
@@ -1378,7 +1375,7 @@ mod tests {
         let console: Vec<String> = [
             "guard-vm: begin routes io_uring",
             "running 1 test",
-            "test io_uring ... ok",
+            "test routes::io_uring ... ok",
             "guard-vm: end routes io_uring rc=0 secs=12",
             // Renamed: the filter matches nothing, and the harness exits 0.
             "guard-vm: begin routes raw_sockets",
@@ -1386,12 +1383,12 @@ mod tests {
             "guard-vm: end routes raw_sockets rc=0 secs=1",
             "guard-vm: begin routes loader",
             "running 1 test",
-            "test loader ... FAILED",
+            "test routes::loader ... FAILED",
             "guard-vm: end routes loader rc=101 secs=30",
             "guard-vm: begin deny deny_refuses",
             "running 1 test",
             "SKIPPED: deny_refuses: no BPF-LSM",
-            "test deny_refuses ... ok",
+            "test deny::deny_refuses ... ok",
             "guard-vm: end deny deny_refuses rc=0 secs=9",
             "guard-vm: begin routes fileless",
             "running 1 test",

@@ -138,7 +138,7 @@ fn every_program_stays_within_its_verifier_budget() {
     let daemon = Daemon::start(&[agent.name()]);
     let status = daemon.status();
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
-    let budgets = verifier_budgets(include_str!("../../docs/kernels.md"), release.trim());
+    let budgets = verifier_budgets(include_str!("../../../docs/kernels.md"), release.trim());
     let counted = status["verified_insns"]
         .as_object()
         .filter(|m| !m.is_empty())

@@ -427,7 +427,7 @@ const OVERLAY_HEAD: &str = "\
 #     own container, whose users (root) are not the job pods' users;
 #   - the egress allowlist also admits the artifact proxy at 10.20.0.0/16:443.
 #
-# Everything else is the `ci` policy, unchanged (tests/tests/deploy.rs generates
+# Everything else is the `ci` policy, unchanged (tests/tests/e2e/deploy.rs generates
 # this file from it: `GUARD_DEPLOY_SYNC=1` writes it again when ci.toml changes).
 # Check the file before applying it: `guard policy check guard.toml`.
 

@@ -10,7 +10,7 @@
 //! least 1 while the session lived.
 //!
 //! Run as root, like every end-to-end test:
-//! `cargo test -p guard-tests --test metrics -- --test-threads=1`.
+//! `cargo test -p guard-tests --test e2e metrics:: -- --test-threads=1`.
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -141,7 +141,7 @@ fn sigkill_of_the_daemon_leaves_the_kernel_enforcing_and_the_next_daemon_adopts(
     let session = session_of(&events, root);
 
     // The daemon dies by SIGKILL while the session runs. (From inside the session
-    // the kill is refused or costs the killer its life: tests/tests/tamper.rs.)
+    // the kill is refused or costs the killer its life: tests/tests/e2e/tamper.rs.)
     // It answers a client first: it stamps a sign of life after each turn of its
     // loop, so its last one comes after this moment.
     let released = Instant::now();
