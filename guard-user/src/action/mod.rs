@@ -121,10 +121,25 @@ impl Actor {
         }
     }
 
-    /// Kills `targets` (deepest first), as asked through the control socket.
+    /// Kills `targets` (a session's members, or a subtree), as a session kill and
+    /// the control socket ask. Frozen first: a member that saw another die before its
+    /// own SIGKILL could react (a shell whose child was killed exits on its own, a
+    /// supervisor forks a new one): seen on a loaded host, the agent outlived its
+    /// session's kill. The tops (whose parent is no target: the agent, stragglers
+    /// re-parented out) are not stopped, since their parent outside the session would
+    /// see the stop (a shell's job control prints it): they are killed first, then
+    /// the rest, which cannot have moved meanwhile.
     pub fn kill_all(&mut self, targets: &[u32]) -> KillReport {
+        let members: std::collections::HashSet<u32> = targets.iter().copied().collect();
+        let (tops, inner): (Vec<u32>, Vec<u32>) = targets
+            .iter()
+            .partition(|&&pid| pidfd::parent(pid).is_none_or(|up| !members.contains(&up)));
+        for &pid in &inner {
+            // A member it could not stop is still killed below.
+            let _ = pidfd::stop(pid);
+        }
         let mut report = KillReport::default();
-        for &pid in targets {
+        for &pid in tops.iter().chain(&inner) {
             match kill(pid) {
                 Ok(Killed::Yes) => report.killed.push(pid),
                 Ok(Killed::AlreadyGone) => report.gone.push(pid),
@@ -213,6 +228,39 @@ mod tests {
         assert_eq!(v.outcome, Outcome::Killed);
         assert_eq!(a.wait().expect("wait").signal(), Some(libc::SIGKILL));
         assert_eq!(b.wait().expect("wait").signal(), Some(libc::SIGKILL));
+    }
+
+    /// The child of `pid`, once it has one.
+    fn child_of(pid: u32) -> u32 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .unwrap_or_default();
+            if let Some(child) = children.split_whitespace().next() {
+                return child.parse().expect("a pid");
+            }
+            assert!(std::time::Instant::now() < deadline, "{pid} forked nothing");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_session_kill_ends_the_top_by_sigkill_though_its_child_dies_first() {
+        // A shell that would exit 0 the moment its child dies: however the kills
+        // are ordered, it must not get to (its child is stopped first, it dies first).
+        let mut shell = std::process::Command::new("sh")
+            .args(["-c", "sleep 30; exit 0"])
+            .spawn()
+            .expect("spawn sh");
+        let sleep = child_of(shell.id());
+        let mut actor = Actor::default();
+        let report = actor.kill_all(&[sleep, shell.id()]);
+        assert_eq!(
+            report.killed,
+            vec![shell.id(), sleep],
+            "tops first: {report:?}"
+        );
+        assert_eq!(shell.wait().expect("wait").signal(), Some(libc::SIGKILL));
     }
 
     #[test]

@@ -36,6 +36,28 @@ pub fn kill(pid: u32) -> io::Result<Killed> {
     }
 }
 
+/// Stops `pid` (SIGSTOP, which it cannot catch or ignore) through a pidfd, so that
+/// it neither forks nor reacts to what happens to others until it is killed. A
+/// process already gone is no error.
+pub fn stop(pid: u32) -> io::Result<()> {
+    let Some(pid_t) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    match pidfd_open(pid_t, PidfdFlags::empty()).and_then(|fd| pidfd_send_signal(&fd, Signal::STOP))
+    {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The parent of `pid`, while it lives.
+pub fn parent(pid: u32) -> Option<u32> {
+    let stat = procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.stat())
+        .ok()?;
+    u32::try_from(stat.ppid).ok()
+}
+
 /// The kernel's PF_EXITING task flag: set at the start of do_exit, before the exit
 /// code is final. A SIGKILL sent after it changes nothing about how the task ends.
 const PF_EXITING: u32 = 0x4;
