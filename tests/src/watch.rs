@@ -98,7 +98,7 @@ impl Drop for Entry {
                 std::io::stderr().lock(),
                 "[at {:>6} ms, waited {:>6} ms] {what}",
                 started
-                    .duration_since(*TRACE_START.get_or_init(Instant::now))
+                    .duration_since(TRACE_START.get().copied().unwrap_or(started))
                     .as_millis(),
                 started.elapsed().as_millis()
             );

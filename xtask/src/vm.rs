@@ -115,10 +115,10 @@ const E2E_BINARY: &str = "e2e";
 
 /// The tests run in the kernels, by module of [`E2E_BINARY`] and exact test name:
 /// programs load and a session starts, the tree is followed (fork, setsid double
-/// fork, vfork, threads, exec), each action keeps its guarantee (kill at exec, kill before a read
-/// returns, network deny, user-space kill), every BPF-LSM deny, enforcement with
-/// no daemon (pinned links), and egress accounting (cgroup_skb, socket storage,
-/// sock_release: the 6.1 verifier).
+/// fork, vfork, threads, exec), each action keeps its guarantee (kill at exec, kill
+/// before a read returns, network deny, user-space kill), every BPF-LSM deny,
+/// enforcement with no daemon (pinned links), and egress accounting (cgroup_skb,
+/// socket storage, sock_release: the 6.1 verifier).
 const SUBSET: &[(&str, Kernels, &[&str])] = &[
     (
         "daemon",
@@ -479,21 +479,24 @@ pub fn run_prepared(
         took,
     } = prepared;
     let started = Instant::now();
-    let binaries = test_binaries()?;
+    let exe = e2e_binary()?;
     booting();
     let chosen = chosen(opts)?;
+    let mut modules: Vec<&str> = chosen.iter().map(|(m, _, _)| *m).collect();
+    modules.sort_unstable();
+    modules.dedup();
     // The plan of one kernel: `oldest` runs the tests of the oldest kernel too.
     let plan_of = |oldest: bool| -> Vec<(&str, PathBuf, Vec<String>)> {
         let mut plan = Vec::new();
         for _ in 0..opts.repeat.max(1) {
-            for (bin, exe) in &binaries {
+            for module in &modules {
                 let names: Vec<String> = chosen
                     .iter()
-                    .filter(|(b, _, k)| b == bin && (oldest || *k == Kernels::Every))
+                    .filter(|(m, _, k)| m == module && (oldest || *k == Kernels::Every))
                     .map(|(_, n, _)| (*n).to_owned())
                     .collect();
                 if !names.is_empty() {
-                    plan.push((*bin, exe.clone(), names));
+                    plan.push((*module, exe.clone(), names));
                 }
             }
         }
@@ -855,9 +858,9 @@ fn fetch(vm_dir: &Path, kernel: &Kernel) -> Result<PathBuf> {
     Ok(vmlinuz)
 }
 
-/// The root end-to-end tests' binary (`tests/tests/e2e`, unprivileged build, run as
-/// root in the VM), for each module of the subset: (module, executable).
-fn test_binaries() -> Result<Vec<(&'static str, PathBuf)>> {
+/// The root end-to-end tests' binary (`tests/tests/e2e`): an unprivileged build,
+/// run as root in the VM.
+fn e2e_binary() -> Result<PathBuf> {
     // The packages `cargo xtask test` builds (its TESTED), so that nothing is built
     // again with other dependency features.
     let out = util::stdout_of(util::cargo().args([
@@ -869,30 +872,23 @@ fn test_binaries() -> Result<Vec<(&'static str, PathBuf)>> {
         "--no-run",
         "--message-format=json",
     ]))?;
-    let mut exe = None;
-    for line in out.lines() {
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        let target = &msg["target"];
-        // guard-tests' own: another package may have a test of the same name.
-        let is_e2e = target["name"] == E2E_BINARY
-            && target["kind"]
-                .as_array()
-                .is_some_and(|k| k.iter().any(|k| k == "test"))
-            && msg["package_id"]
-                .as_str()
-                .is_some_and(|p| p.contains("#guard-tests@"));
-        if is_e2e && let Some(path) = msg["executable"].as_str() {
-            exe = Some(PathBuf::from(path));
-        }
-    }
-    let exe = exe.with_context(|| format!("cargo built no test binary named {E2E_BINARY}"))?;
-    let mut modules: Vec<&'static str> = SUBSET.iter().map(|(m, _, _)| *m).collect();
-    modules.dedup();
-    modules.sort_unstable();
-    modules.dedup();
-    Ok(modules.into_iter().map(|m| (m, exe.clone())).collect())
+    out.lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find_map(|msg| {
+            let target = &msg["target"];
+            // guard-tests' own: another package may have a test of the same name.
+            let is_e2e = target["name"] == E2E_BINARY
+                && target["kind"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k == "test"))
+                && msg["package_id"]
+                    .as_str()
+                    .is_some_and(|p| p.contains("#guard-tests@"));
+            is_e2e
+                .then(|| msg["executable"].as_str().map(PathBuf::from))
+                .flatten()
+        })
+        .with_context(|| format!("cargo built no test binary named {E2E_BINARY}"))
 }
 
 /// Tests a guest runs at once: one per vCPU. Each starts a daemon of its own (its
@@ -1102,8 +1098,8 @@ pub enum Verdict {
 }
 
 /// Reads each expected test's result off the console: the harness's own `test
-/// MODULE::NAME ... ok` between the test's markers, its `running 1 test`, the exit status, and
-/// any `SKIPPED:` line. A test whose markers never came (the VM stopped first) is
+/// MODULE::NAME ... ok` between the test's markers, its `running 1 test`, the exit
+/// status, and any `SKIPPED:` line. A test whose markers never came (the VM stopped first) is
 /// failed.
 pub fn results(console: &[String], expected: &[(String, String)]) -> Vec<TestRun> {
     expected

@@ -1,7 +1,7 @@
 //! Kills through pidfds: a pidfd names one process for its whole life, so a pid
 //! reused after the target died is never signalled by mistake.
 
-use std::io;
+use std::{io, os::fd::OwnedFd};
 
 use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
 
@@ -15,13 +15,8 @@ pub enum Killed {
 
 /// Sends SIGKILL to `pid` through a pidfd.
 pub fn kill(pid: u32) -> io::Result<Killed> {
-    let Some(pid_t) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
-        return Err(io::Error::from(io::ErrorKind::InvalidInput));
-    };
-    let fd = match pidfd_open(pid_t, PidfdFlags::empty()) {
-        Ok(fd) => fd,
-        Err(rustix::io::Errno::SRCH) => return Ok(Killed::AlreadyGone),
-        Err(e) => return Err(e.into()),
+    let Some(fd) = open(pid)? else {
+        return Ok(Killed::AlreadyGone);
     };
     // An exiting or exited process that is not yet reaped still takes signals, and
     // they change nothing: it is gone. (What remains is the microseconds between
@@ -40,12 +35,23 @@ pub fn kill(pid: u32) -> io::Result<Killed> {
 /// it neither forks nor reacts to what happens to others until it is killed. A
 /// process already gone is no error.
 pub fn stop(pid: u32) -> io::Result<()> {
+    let Some(fd) = open(pid)? else {
+        return Ok(());
+    };
+    match pidfd_send_signal(&fd, Signal::STOP) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A pidfd for `pid`; `None` when no such process is left.
+fn open(pid: u32) -> io::Result<Option<OwnedFd>> {
     let Some(pid_t) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
         return Err(io::Error::from(io::ErrorKind::InvalidInput));
     };
-    match pidfd_open(pid_t, PidfdFlags::empty()).and_then(|fd| pidfd_send_signal(&fd, Signal::STOP))
-    {
-        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+    match pidfd_open(pid_t, PidfdFlags::empty()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(rustix::io::Errno::SRCH) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
