@@ -2,10 +2,21 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::helpers::bpf_get_current_task;
+use aya_ebpf::helpers::{bpf_get_current_task, generated::bpf_probe_read_kernel};
 
 /// Set in a walk result when the path was cut short (deeper or longer than fits).
 pub const WALK_TRUNCATED: u32 = 0x8000_0000;
+
+/// The address `p` holds, as a plain number to the verifier. A pointer the kernel
+/// hands a BPF-LSM hook is a typed (BTF) pointer, which no global function takes
+/// (their arguments are numbers); read back through the helper it is a number.
+#[inline(always)]
+pub fn address(p: *const c_void) -> *const c_void {
+    let mut v = 0u64;
+    // SAFETY: copies the 8 bytes of one local into another.
+    unsafe { bpf_probe_read_kernel((&raw mut v).cast(), 8, (&raw const p).cast()) };
+    v as *const c_void
+}
 
 /// Opaque kernel `struct task_struct`.
 pub type Task = c_void;

@@ -4,10 +4,12 @@
 use core::{mem::size_of, slice};
 
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
-use aya_ebpf::helpers::generated::bpf_probe_read_kernel;
+use aya_ebpf::helpers::generated::{
+    bpf_get_current_comm as bpf_get_current_comm_into, bpf_probe_read_kernel,
+};
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_get_current_uid_gid, bpf_ktime_get_boot_ns,
+    bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+    bpf_ktime_get_boot_ns,
 };
 use guard_common::{EventKind, Header, LimitBody, PATH_MAX, counter, flags, limit::RATE};
 
@@ -28,8 +30,8 @@ const WAKEUP_BYTES: u64 = 1 << 20;
 /// promptly. Other records wait for the daemon's 10 ms drain, unless a megabyte is
 /// pending.
 #[inline(always)]
-fn wakeup_flags(kind: EventKind) -> u64 {
-    if kind == EventKind::Exec
+fn wakeup_flags(kind: u16) -> u64 {
+    if kind == EventKind::Exec as u16
         && crate::maps::CONFIG
             .get(0)
             .is_some_and(|c| c.exec_wakeup != 0)
@@ -75,25 +77,29 @@ impl Draft {
         } else {
             0
         };
-        let header = Header {
-            kind: kind as u16,
-            flags: flags | tainted,
-            payload_len: 0,
-            // SAFETY: helpers without arguments.
-            ts_ns: unsafe { bpf_ktime_get_boot_ns() },
-            session,
-            cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-            pid,
-            tid,
-            ppid: core_read::ppid(core_read::current()),
-            uid: uid_gid as u32,
-            gid: (uid_gid >> 32) as u32,
-            rule: 0,
-            role: u16::from(guard_common::role::reported(who)),
-            comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        };
-        // SAFETY: the scratch value is EVENT_BUF bytes, 8-aligned, owned by this CPU.
-        unsafe { buf.cast::<Header>().write(header) };
+        let h = buf.cast::<Header>();
+        // Written field by field in place: a `Header` built on the stack and copied
+        // would take its size from the frame of every program and function that
+        // sends a record (Linux 6.1 allows a call chain 512 bytes of stack).
+        // SAFETY: the scratch value is EVENT_BUF bytes, 8-aligned, owned by this CPU;
+        // helpers without arguments.
+        unsafe {
+            (*h).kind = kind as u16;
+            (*h).flags = flags | tainted;
+            (*h).payload_len = 0;
+            (*h).ts_ns = bpf_ktime_get_boot_ns();
+            (*h).session = session;
+            (*h).cgroup_id = bpf_get_current_cgroup_id();
+            (*h).pid = pid;
+            (*h).tid = tid;
+            (*h).ppid = core_read::ppid(core_read::current());
+            (*h).uid = uid_gid as u32;
+            (*h).gid = (uid_gid >> 32) as u32;
+            (*h).rule = 0;
+            (*h).role = u16::from(guard_common::role::reported(who));
+            // The helper zeroes the name when it fails.
+            bpf_get_current_comm_into((&raw mut (*h).comm).cast(), 16);
+        }
         Some(Self {
             buf,
             kind,
@@ -165,68 +171,89 @@ impl Draft {
         len
     }
 
-    /// Whether the record carries something user space must see whatever the
-    /// session's budget: a decision the kernel took, a session start, the root's exit,
-    /// a report; an exec when user space decides exec kills (argv rules).
-    #[inline(always)]
-    fn exempt(&mut self, exec_wakeup: bool) -> bool {
-        let kind = self.kind;
-        let h = self.header();
-        h.rule != 0
-            || h.flags & flags::SESSION_START != 0
-            || (kind == EventKind::Exit && h.flags & flags::ROOT_PROCESS != 0)
-            || kind == EventKind::Limit
-            || (kind == EventKind::Exec && exec_wakeup)
-    }
-
     /// Sends the record: header, a `T` body and `payload_len` payload bytes; unless
     /// the session is over its budget and the record is a plain observation, which
     /// is then dropped and counted. Whether it went into the ring buffer.
     #[inline(always)]
-    pub fn submit<T>(mut self, payload_len: u32) -> bool {
-        let cfg = enforce::config();
-        let session = self.header().session;
-        if cfg.limit_rate != 0 {
-            let exempt = self.exempt(cfg.exec_wakeup != 0);
-            match limit::take(session, &cfg, exempt, self.weight) {
-                Take::Drop => return false,
-                Take::Send {
-                    unreported,
-                    total,
-                    over,
-                } => {
-                    if over {
-                        self.header().flags |= flags::OVER_LIMIT;
-                    }
-                    if unreported > 0 {
-                        report(self.buf.cast::<Header>(), unreported, total);
-                    }
+    pub fn submit<T>(self, payload_len: u32) -> bool {
+        let sizes = u64::from(payload_len) << 32 | (HEADER_LEN + size_of::<T>()) as u64;
+        let how = self.kind as u64 | u64::from(self.urgent) << 16;
+        guard_submit(sizes, self.weight, how) != 0
+    }
+}
+
+/// Whether the record whose header is `h` carries something user space must see
+/// whatever the session's budget: a decision the kernel took, a session start, the
+/// root's exit, a report; an exec when user space decides exec kills (argv rules).
+#[inline(always)]
+fn exempt(h: &Header, exec_wakeup: bool) -> bool {
+    let kind = h.kind;
+    h.rule != 0
+        || h.flags & flags::SESSION_START != 0
+        || (kind == EventKind::Exit as u16 && h.flags & flags::ROOT_PROCESS != 0)
+        || kind == EventKind::Limit as u16
+        || (kind == EventKind::Exec as u16 && exec_wakeup)
+}
+
+/// [`Draft::submit`] of the record in this CPU's scratch buffer: `sizes` is its
+/// payload's length (high half) and the header's and body's (low half), `weight`
+/// the system calls it stands for, `how` its kind (bits 0-15) and whether it is
+/// urgent (bit 16). Returns 1 when it went into the ring buffer.
+///
+/// Global (its own BTF function): the verifier checks the budget, the drop report
+/// and the output once per program, not once for every state a program reaches
+/// its submit in (the exec program reached it in some 300; see docs/kernels.md).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn guard_submit(sizes: u64, weight: u64, how: u64) -> i64 {
+    let Some(buf) = EVENT_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let header = buf.cast::<Header>();
+    let kind = how as u16;
+    let cfg = enforce::config();
+    // SAFETY: this CPU's scratch, its header written by `Draft::begin`.
+    let session = unsafe { (*header).session };
+    if cfg.limit_rate != 0 {
+        // SAFETY: as above.
+        let exempt = exempt(unsafe { &*header }, cfg.exec_wakeup != 0);
+        match limit::take(session, &cfg, exempt, weight) {
+            Take::Drop => return 0,
+            Take::Send {
+                unreported,
+                total,
+                over,
+            } => {
+                if over {
+                    // SAFETY: as above.
+                    unsafe { (*header).flags |= flags::OVER_LIMIT };
+                }
+                if unreported > 0 {
+                    report(header, unreported, total);
                 }
             }
-            if self.kind == EventKind::Exit && self.header().flags & flags::ROOT_PROCESS != 0 {
-                limit::forget(session);
-            }
         }
-        self.header().payload_len = payload_len;
-        let len = (HEADER_LEN + size_of::<T>() + payload_len as usize) & (EVENT_BUF - 1);
-        // SAFETY: len is masked to the scratch buffer's size.
-        let record = unsafe { slice::from_raw_parts(self.buf as *const u8, len) };
-        if EVENTS
-            .output::<[u8]>(
-                record,
-                if self.urgent {
-                    u64::from(BPF_RB_FORCE_WAKEUP)
-                } else {
-                    wakeup_flags(self.kind)
-                },
-            )
-            .is_err()
-        {
-            count_n(counter::lost(self.kind as u16), self.weight);
-            return false;
+        // SAFETY: as above.
+        if kind == EventKind::Exit as u16 && unsafe { (*header).flags } & flags::ROOT_PROCESS != 0 {
+            limit::forget(session);
         }
-        true
     }
+    let payload_len = (sizes >> 32) as u32;
+    // SAFETY: as above.
+    unsafe { (*header).payload_len = payload_len };
+    let len = (sizes as u32 as usize + payload_len as usize) & (EVENT_BUF - 1);
+    // SAFETY: len is masked to the scratch buffer's size.
+    let record = unsafe { slice::from_raw_parts(buf as *const u8, len) };
+    let wakeup = if (how >> 16) & 1 != 0 {
+        u64::from(BPF_RB_FORCE_WAKEUP)
+    } else {
+        wakeup_flags(kind)
+    };
+    if EVENTS.output::<[u8]>(record, wakeup).is_err() {
+        count_n(counter::lost(kind), weight);
+        return 0;
+    }
+    1
 }
 
 /// A [`EventKind::Limit`] record, written straight into the ring buffer: the
@@ -260,7 +287,7 @@ fn report(about: *const Header, dropped: u64, total: u64) {
             child_pid: 0,
         };
     }
-    entry.submit(wakeup_flags(EventKind::Limit));
+    entry.submit(wakeup_flags(EventKind::Limit as u16));
 }
 
 /// Reports a child of `session` that the full map of tracked processes could not

@@ -210,7 +210,7 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
         file_type = core_read::dentry_type(core_read::file_dentry(file));
         let verdict = enforce::on_open(
             file,
-            path,
+            start & PATH_MASK,
             PATH_END - start,
             pending.flags,
             (tracked.flags, file_type == core_read::TYPE_DIR),

@@ -52,16 +52,15 @@ fn tracked() -> Option<u32> {
     Some(t.flags)
 }
 
-/// Resolves `file`'s path into the path scratch; returns (pointer, length).
+/// Resolves `file`'s path into the path scratch; returns (pointer, its offset in
+/// the scratch, length).
 #[inline(always)]
-fn path_of(file: *const core::ffi::c_void) -> Option<(*const u8, u32)> {
+fn path_of(file: *const core::ffi::c_void) -> Option<(*const u8, u32, u32)> {
     let pbuf = PATH_SCRATCH.get_ptr_mut(0)?.cast::<u8>();
     let walk = core_read::file_path(file, pbuf, PATH_END, guard_common::PATH_DEPTH as u32);
     let start = walk & !WALK_TRUNCATED;
-    Some((
-        pbuf.wrapping_add((start & PATH_MASK) as usize),
-        PATH_END - start,
-    ))
+    let at = start & PATH_MASK;
+    Some((pbuf.wrapping_add(at as usize), at, PATH_END - start))
 }
 
 #[lsm(hook = "file_open")]
@@ -77,14 +76,14 @@ pub fn file_open(ctx: LsmContext) -> i32 {
         return 0;
     };
     let is_root = t.flags;
-    let Some((path, len)) = path_of(file) else {
+    let Some((path, at, len)) = path_of(file) else {
         return 0;
     };
     let f_flags = u64::from(core_read::file_flags(file));
     if tamper::lsm_file_open(t.session, file, f_flags, path, len) {
         return -EPERM;
     }
-    if enforce::deny_open(file, path, len, f_flags, is_root).is_some() {
+    if enforce::deny_open(file, at, len, f_flags, is_root).is_some() {
         -EPERM
     } else {
         0
@@ -137,11 +136,11 @@ pub fn bprm_check_security(ctx: LsmContext) -> i32 {
     }
     let Some(is_root) = tracked() else { return 0 };
     let file = core_read::binprm_file(bprm);
-    let Some((path, len)) = path_of(file) else {
+    let Some((path, at, len)) = path_of(file) else {
         return 0;
     };
     let comm = aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]);
-    match enforce::deny_exec(file, path, len, &comm, is_root) {
+    match enforce::deny_exec(file, at, len, &comm, is_root) {
         Some(rule) => {
             report_denied_exec(path, len, rule);
             -EPERM
@@ -163,19 +162,26 @@ fn refuse(walk: u32, dentry: Ptr, is_root: u32, as_dir: bool, call: Option<OpenC
     };
     let pbuf = pbuf.cast::<u8>();
     let start = walk & !WALK_TRUNCATED;
-    let path = pbuf.wrapping_add((start & PATH_MASK) as usize);
+    let at = start & PATH_MASK;
     let len = PATH_END - start;
-    let mut rule = enforce::deny_write(dentry, path, len, is_root, false);
+    let dentry = core_read::address(dentry);
+    let mut rule = enforce::deny_write(dentry, at, len, is_root, false);
     if rule.is_none() && as_dir {
         // SAFETY: PATH_END < the scratch's size; past the path's end is free.
         unsafe { *pbuf.add(PATH_END as usize) = b'/' };
-        rule = enforce::deny_write(dentry, path, len + 1, is_root, false);
+        rule = enforce::deny_write(dentry, at, len + 1, is_root, false);
     }
     let Some(rule) = rule else {
         return false;
     };
     if let Some(call) = call {
-        report_change(call, path, len, walk & WALK_TRUNCATED != 0, rule);
+        report_change(
+            call,
+            pbuf.wrapping_add(at as usize),
+            len,
+            walk & WALK_TRUNCATED != 0,
+            rule,
+        );
     }
     true
 }
@@ -441,10 +447,14 @@ fn refuse_unix(other: Ptr) -> i32 {
     let pbuf = pbuf.cast::<u8>();
     let walk = core_read::path_of(path, pbuf, PATH_END, guard_common::PATH_DEPTH as u32);
     let start = walk & !WALK_TRUNCATED;
-    let name = pbuf.wrapping_add((start & PATH_MASK) as usize);
     let len = PATH_END - start;
-    let Some(rule) = enforce::deny_write(core_read::path_dentry(path), name, len, t.flags, true)
-    else {
+    let Some(rule) = enforce::deny_write(
+        core_read::path_dentry(path),
+        start & PATH_MASK,
+        len,
+        t.flags,
+        true,
+    ) else {
         return 0;
     };
     let denied = ((rule + 1) & enforced::RULE_MASK) | enforced::DENIED;

@@ -393,7 +393,7 @@ fn report_unix(
         // Decided before the connect returns: a killed process sends nothing on it.
         let (rule, found) = enforce::on_unix(
             core_read::path_dentry(peer),
-            pbuf.wrapping_add((start & PATH_MASK) as usize),
+            start & PATH_MASK,
             PATH_END - start,
             tracked.flags,
         );

@@ -198,11 +198,10 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
     exe_len = exe_len.min(PATH_MAX as u32) & guard_common::PATH_LEN_MASK;
     let src = PATH_END - exe_len;
     // Decided before the new image runs its first instruction.
-    let exe = pbuf.wrapping_add((src & PATH_MASK) as usize);
     // SAFETY: as above.
     let mut rule = enforce::on_exec(
         file,
-        exe,
+        src & PATH_MASK,
         exe_len,
         unsafe { &*draft.comm_ptr() },
         tracked.flags,

@@ -288,7 +288,8 @@ pub(super) fn pick(c: *mut Check) -> Option<u16> {
 }
 
 /// Looks up kind `index` of a file check (0 whole path, 1 name, 2 reversed name,
-/// 3 component runs, 4 whole-path exceptions) where the rule set has that kind.
+/// 4 whole-path exceptions; 3, the component runs, is [`scan_step`]'s) where the
+/// rule set has that kind.
 #[inline(never)]
 pub(super) extern "C" fn lookup_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
     let Some(c) = CHECKS.get_ptr_mut(0) else {
@@ -309,12 +310,9 @@ pub(super) extern "C" fn lookup_step(index: u32, _ctx: *mut core::ffi::c_void) -
     let i = index & 7;
     let has = |kind: u8| kinds & (1 << (kind & 31)) != 0;
     if i == 3 {
-        if has(path_kind::COMPONENTS.wrapping_add(base)) {
-            // The scan leaves its match in matches[3] itself.
-            // SAFETY: as above.
-            unsafe { (*c).scan_pos = 0 };
-            each(SCAN_BYTES, scan_step);
-        }
+        // The component runs: `scan_step`'s loop, run after this one by the caller
+        // (not from here: a loop in this callback would put a fourth frame on the
+        // call chain, and Linux 6.1 allows the chain 512 bytes).
         return 0;
     }
     // One lookup for every step, not one inlined per kind: the verifier then walks

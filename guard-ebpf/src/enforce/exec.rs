@@ -7,46 +7,93 @@ use super::*;
 #[inline(always)]
 pub fn deny_exec(
     file: *const core::ffi::c_void,
-    path: *const u8,
+    at: u32,
     len: u32,
     comm: &[u8; 16],
     is_root: u32,
 ) -> Option<u16> {
-    exec_pick(file, path, len, comm, rule_flags::DENY, is_root)
+    exec_pick(file, at, len, comm, rule_flags::DENY, is_root)
 }
 
-/// The rule an exec runs into. Matches: the resolved path, the name it was run as
-/// (`comm`), and the resolved file's name (a symlink of another name must not get
-/// past a name rule).
+/// `comm` as the two numbers a global function can take.
+#[inline(always)]
+fn comm_words(comm: &[u8; 16]) -> (u64, u64) {
+    // SAFETY: two 8-byte reads of the 16 bytes.
+    unsafe {
+        (
+            core::ptr::read_unaligned(comm.as_ptr().cast::<u64>()),
+            core::ptr::read_unaligned(comm.as_ptr().add(8).cast::<u64>()),
+        )
+    }
+}
+
+/// The rule an exec runs into. Matches: the resolved path (`len` bytes at `at` in
+/// this CPU's path scratch), the name it was run as (`comm`), and the resolved
+/// file's name (a symlink of another name must not get past a name rule).
 #[inline(always)]
 pub(super) fn exec_pick(
     file: *const core::ffi::c_void,
-    path: *const u8,
+    at: u32,
     len: u32,
     comm: &[u8; 16],
     verdict: u8,
     is_root: u32,
 ) -> Option<u16> {
+    let (lo, hi) = comm_words(comm);
+    let how = u64::from(len) << 40 | u64::from(verdict) << 32 | u64::from(is_root);
+    let picked = guard_exec_check(file as u64, at, how, lo, hi);
+    u16::try_from(picked).ok()?.checked_sub(1)
+}
+
+/// [`exec_pick`] in the five registers of a BPF call: `how` is the path's length
+/// (bits 40-63), the verdict (32-39) and the process's Tracked flags (0-31);
+/// `comm_lo`/`comm_hi` the name's 16 bytes. Returns the rule picked plus one (0:
+/// none). Global, as `guard_file_check`: verified once per program, not once per
+/// state the program reaches it in.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn guard_exec_check(
+    file: u64,
+    at: u32,
+    how: u64,
+    comm_lo: u64,
+    comm_hi: u64,
+) -> i64 {
+    let file = file as *const core::ffi::c_void;
     let cfg = config();
     if cfg.path_kinds & ((1 << path_kind::EXEC) | (1 << path_kind::EXEC_NAME)) == 0 {
-        return None;
+        return 0;
     }
+    let Some(scratch) = PATH_SCRATCH.get_ptr(0) else {
+        return 0;
+    };
+    // SAFETY: only the address is taken; the lookups read the path in bounds.
+    let path = unsafe { (*scratch).bytes.as_ptr() }.wrapping_add((at & PATH_MASK) as usize);
+    // The length apart from the word it came in (`black_box`): LLVM would otherwise
+    // test `how` against the lookups' bounds, and Linux 6.1's verifier cannot carry
+    // such a test over to the length (see docs/kernels.md, "umin 253 > umax 14").
+    let len = core::hint::black_box((how >> 40) as u32);
+    let (verdict, is_root) = ((how >> 32) as u8, how as u32);
+    let comm = [comm_lo, comm_hi];
     let generation = cfg.generation as u8;
     // The name it was run as goes into key slot 1 by the string helper, whose count
     // (NUL included) is one unknown number to the verifier: a byte loop here would
     // fork the rest of the program into a path per possible length (the exec program
     // took 155,000 verified instructions that way, 0.6 s at every daemon start).
-    let run_as = slot_bytes(1)?;
-    // SAFETY: at most 16 bytes into this CPU's key slot, from the comm the caller holds.
+    let Some(run_as) = slot_bytes(1) else {
+        return 0;
+    };
+    // SAFETY: at most 16 bytes into this CPU's key slot, from the name on the stack.
     let copied = unsafe { bpf_probe_read_kernel_str(run_as.cast(), 16, comm.as_ptr().cast()) };
     let comm_len = (copied.max(1) - 1) as u32 & 15;
-    let name = slot_bytes(2)?;
+    let Some(name) = slot_bytes(2) else {
+        return 0;
+    };
     // Names in exec rules are cut to 15 bytes, like comm; the shim makes the cut.
     let name_len = core_read::dentry_name(core_read::file_dentry(file), name, 15);
-    let c = begin(path, len, &cfg, 0, verdict, is_root)?;
-    // Each match goes straight into the check: held in registers until the check
-    // exists, three of them spill 60 bytes of stack, and sched_process_exec has none
-    // to spare on Linux 6.1 (512 bytes for the program and the memset it calls).
+    let Some(c) = begin(path, len, &cfg, 0, verdict, is_root) else {
+        return 0;
+    };
     // SAFETY: this CPU's check.
     unsafe {
         (*c).matches[0] = lookup_bytes(0, generation, path_kind::EXEC, path, len);
@@ -54,7 +101,7 @@ pub(super) fn exec_pick(
         (*c).matches[2] = lookup_slot(2, generation, path_kind::EXEC_NAME, name_len, true);
     }
     exec_identity(c, &cfg, file);
-    pick(c)
+    pick(c).map_or(0, |rule| i64::from(rule) + 1)
 }
 
 /// Match slot of the exec'd file's own identity (a slot no exec lookup uses).
@@ -107,16 +154,17 @@ pub fn exec_by_identity() -> bool {
     }
 }
 
-/// Exec of the file at `path` (resolved) by a process now named `comm`.
+/// Exec of the file whose resolved path is `len` bytes at `at` in the path scratch,
+/// by a process now named `comm`.
 #[inline(always)]
 pub fn on_exec(
     file: *const core::ffi::c_void,
-    path: *const u8,
+    at: u32,
     len: u32,
     comm: &[u8; 16],
     is_root: u32,
 ) -> u16 {
-    match exec_pick(file, path, len, comm, rule_flags::KILL, is_root) {
+    match exec_pick(file, at, len, comm, rule_flags::KILL, is_root) {
         Some(rule) => kill(rule),
         None => 0,
     }
@@ -170,11 +218,34 @@ pub(super) fn applet_entry(generation: u8, n: u32, whole: bool) -> RuleRef {
 /// or the binary named again (`busybox busybox nc`), cannot be named: while the
 /// policy kills programs by name, such an exec is killed under
 /// `Config::applet_fallback` (fail closed). Returns the event's `rule` field.
-#[inline(never)]
+#[inline(always)]
 pub fn on_applet(
     file: *const core::ffi::c_void,
     task: *const core_read::Task,
     comm: &[u8; 16],
+    who: u32,
+) -> u16 {
+    let (lo, hi) = comm_words(comm);
+    guard_applet(file as u64, task as u64, lo, hi, who) as u16
+}
+
+/// [`on_applet`] with its name as two numbers; global (verified once per program).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn guard_applet(file: u64, task: u64, comm_lo: u64, comm_hi: u64, who: u32) -> i64 {
+    let (file, task) = (
+        file as *const core::ffi::c_void,
+        task as *const core_read::Task,
+    );
+    let comm = [comm_lo, comm_hi];
+    i64::from(applet(file, task, &comm, who))
+}
+
+#[inline(always)]
+fn applet(
+    file: *const core::ffi::c_void,
+    task: *const core_read::Task,
+    comm: &[u64; 2],
     who: u32,
 ) -> u16 {
     let cfg = config();
@@ -189,7 +260,7 @@ pub fn on_applet(
     if lookup_slot(2, generation, path_kind::MULTICALL, name_len, true).access == 0 {
         return 0;
     }
-    // SAFETY: at most 16 bytes into this CPU's key slot, from the comm the caller holds.
+    // SAFETY: at most 16 bytes into this CPU's key slot, from the name on the stack.
     let copied = unsafe { bpf_probe_read_kernel_str(run_as.cast(), 16, comm.as_ptr().cast()) };
     let comm_len = (copied.max(1) - 1) as u32 & 15;
     let by_own_name = lookup_slot(1, generation, path_kind::MULTICALL, comm_len, true).access != 0;

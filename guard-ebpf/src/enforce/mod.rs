@@ -20,7 +20,7 @@ use guard_common::{
 use crate::{
     core_read,
     maps::{
-        CONFIG, IDENT_DENIED, INODE_COUNT, INODE_RULES, NET_RULES, PATH_BUF, PATH_RULES,
+        CONFIG, IDENT_DENIED, INODE_COUNT, INODE_RULES, NET_RULES, PATH_BUF, PATH_MASK, PATH_RULES,
         PATH_SCRATCH, TAINT_NET,
     },
 };
@@ -81,22 +81,24 @@ fn wanted(open_flags: u64) -> u8 {
     want
 }
 
-/// The rule a file operation at `path[..len]`, on the entry named like `dentry`,
-/// runs into: `want` accesses, `verdict` KILL or DENY.
+/// The rule a file operation on the path of `len` bytes at offset `at` of this
+/// CPU's path scratch (`PATH_SCRATCH`, where every path a file check judges is
+/// resolved), on the entry named like `dentry`, runs into: `want` accesses,
+/// `verdict` KILL or DENY.
 /// With `by_identity`, when no path entry enforces, the entry and its directories
 /// are looked up by identity (`INODE_RULES`); the second value is then the
 /// `Header::flags` bits the walk found (`identity_tail` has the match).
 #[inline(always)]
 fn file_pick(
     dentry: *const core::ffi::c_void,
-    path: *const u8,
+    at: u32,
     len: u32,
     want: u8,
     verdict: u8,
     is_root: u32,
     by_identity: bool,
 ) -> (Option<u16>, u16) {
-    file_pick_in(dentry, path, len, want, verdict, is_root, 0, by_identity)
+    file_pick_in(dentry, at, len, want, verdict, is_root, 0, by_identity)
 }
 
 /// [`file_pick`] among the entries of kinds `base` above the file kinds (0: kill
@@ -108,7 +110,7 @@ fn file_pick(
 )]
 fn file_pick_in(
     dentry: *const core::ffi::c_void,
-    path: *const u8,
+    at: u32,
     len: u32,
     want: u8,
     verdict: u8,
@@ -116,6 +118,44 @@ fn file_pick_in(
     base: u8,
     by_identity: bool,
 ) -> (Option<u16>, u16) {
+    let asks = u32::from(want)
+        | u32::from(verdict) << 8
+        | u32::from(base) << 16
+        | u32::from(by_identity) << 24;
+    let found = guard_file_check(
+        dentry as u64,
+        at,
+        u64::from(len) << 32 | u64::from(is_root),
+        asks,
+    ) as u64;
+    let picked = (found & 0xffff) as u16;
+    (picked.checked_sub(1), (found >> 16) as u16)
+}
+
+/// The file check behind [`file_pick_in`], its arguments packed into the five
+/// registers a BPF call has (and no pointer: a global function's arguments are
+/// numbers): `at` is the path's offset in this CPU's path scratch, `len_who` its
+/// length (high half) and the
+/// process's Tracked flags (low half); `asks` the access wanted (bits 0-7), the
+/// verdict (8-15), the kinds' base (16-23) and whether to look by identity (bit
+/// 24). Returns the rule picked plus one (bits 0-15; 0: none) and the identity
+/// walk's `Header::flags` bits (16-31).
+///
+/// Global (its own BTF function, not inlined): the verifier checks its body once
+/// per program, with any arguments, instead of once for each state the caller
+/// reaches it in. Inlined, the open's exit reached the lookups' `bpf_loop` calls
+/// in some 60 states, and the callbacks were verified again for each: three
+/// quarters of its verification (see docs/kernels.md).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn guard_file_check(dentry: u64, at: u32, len_who: u64, asks: u32) -> i64 {
+    let dentry = dentry as *const core::ffi::c_void;
+    let Some(scratch) = PATH_SCRATCH.get_ptr(0) else {
+        return 0;
+    };
+    // SAFETY: only the address is taken; the check reads the path in bounds.
+    let path = unsafe { (*scratch).bytes.as_ptr() }.wrapping_add((at & PATH_MASK) as usize);
+    let (want, verdict, base) = (asks as u8, (asks >> 8) as u8, (asks >> 16) as u8);
     let cfg = config();
     let file_kinds = ((1u32 << path_kind::FILE)
         | (1 << path_kind::FILE_NAME)
@@ -124,12 +164,20 @@ fn file_pick_in(
         | (1 << path_kind::FILE_READ))
         << base;
     let by_path = cfg.path_kinds & file_kinds != 0;
-    let by_identity = by_identity && identity_count(&cfg) != 0;
+    let by_identity = (asks >> 24) & 1 != 0 && identity_count(&cfg) != 0;
     if !by_path && !by_identity {
-        return (None, 0);
+        return 0;
     }
-    let Some(c) = begin(path, len, &cfg, want, verdict, is_root) else {
-        return (None, 0);
+    // The length apart from the word it came in, as in `guard_exec_check`.
+    let Some(c) = begin(
+        path,
+        core::hint::black_box((len_who >> 32) as u32),
+        &cfg,
+        want,
+        verdict,
+        len_who as u32,
+    ) else {
+        return 0;
     };
     // SAFETY: this CPU's check.
     unsafe { (*c).base = u32::from(base) };
@@ -141,6 +189,12 @@ fn file_pick_in(
             each(1, name_step);
         }
         each(5, lookup_step);
+        if cfg.path_kinds & (1 << (path_kind::COMPONENTS.wrapping_add(base) & 31)) != 0 {
+            // The scan leaves its match in matches[3] itself.
+            // SAFETY: this CPU's check.
+            unsafe { (*c).scan_pos = 0 };
+            each(SCAN_BYTES, scan_step);
+        }
         // Almost always nothing matched: then there is nothing to judge (the judging
         // is five calls).
         // SAFETY: this CPU's check.
@@ -151,24 +205,23 @@ fn file_pick_in(
         if any != 0
             && let Some(rule) = pick(c)
         {
-            return (Some(rule), 0);
+            return i64::from(rule) + 1;
         }
     }
     if !by_identity {
-        return (None, 0);
+        return 0;
     }
     identity(c, dentry);
     // SAFETY: this CPU's check.
-    let (picked, found) = unsafe { ((*c).picked, (*c).ident_flags as u16) };
-    let rule = u16::try_from(picked).ok().and_then(|p| p.checked_sub(1));
-    (rule, found)
+    let (picked, found) = unsafe { ((*c).picked, (*c).ident_flags) };
+    i64::from(picked & 0xffff) | i64::from(found & 0xffff) << 16
 }
 
 /// BPF-LSM `file_open`: whether a `deny` rule refuses this open.
 #[inline(always)]
 pub fn deny_open(
     file: *const core::ffi::c_void,
-    path: *const u8,
+    at: u32,
     len: u32,
     open_flags: u64,
     is_root: u32,
@@ -183,7 +236,7 @@ pub fn deny_open(
     if want == 0 {
         return None;
     }
-    let (rule, found) = file_pick(dentry, path, len, want, rule_flags::DENY, is_root, true);
+    let (rule, found) = file_pick(dentry, at, len, want, rule_flags::DENY, is_root, true);
     if let Some(rule) = rule {
         // The open's exit reports the refusal and what it matched: the entry, or
         // (inode 0) that the file could not be placed and the rule failed closed,
@@ -211,21 +264,21 @@ pub fn deny_open(
 }
 
 /// BPF-LSM: whether a `deny` rule on writes refuses a change to the entry `dentry`
-/// at `path[..len]` (the `path_*` hooks: create, mkdir, link, rename, unlink,
+/// at the path of `len` bytes at `at` in the path scratch (the `path_*` hooks: create, mkdir, link, rename, unlink,
 /// truncate, chmod, chown), or reaching the Unix socket bound to it
 /// (`unix_stream_connect`, `unix_may_send`), by path and, `by_identity`, by the
 /// entry's identity.
 #[inline(always)]
 pub fn deny_write(
     dentry: *const core::ffi::c_void,
-    path: *const u8,
+    at: u32,
     len: u32,
     who: u32,
     by_identity: bool,
 ) -> Option<u16> {
     file_pick(
         dentry,
-        path,
+        at,
         len,
         access::WRITE,
         rule_flags::DENY,
@@ -247,14 +300,14 @@ pub struct OpenVerdict {
     pub taints: bool,
 }
 
-/// Open of `file` (path in `path[..len]`) with open `flags` by a process whose
+/// Open of `file` (its path of `len` bytes at `at` in the path scratch) with open `flags` by a process whose
 /// Tracked flags are `who` (and `dir`: the file is a directory): kill when a kernel
 /// rule says so, by path or by identity; else, unless the process is `tainted`
 /// already, whether the open taints it.
 #[inline(always)]
 pub fn on_open(
     file: *const core::ffi::c_void,
-    path: *const u8,
+    at: u32,
     len: u32,
     open_flags: u64,
     (who, dir): (u32, bool),
@@ -271,7 +324,7 @@ pub fn on_open(
     }
     let (rule, found) = file_pick(
         core_read::file_dentry(file),
-        path,
+        at,
         len,
         want,
         rule_flags::KILL,
@@ -285,7 +338,7 @@ pub fn on_open(
     let taints = rule & enforced::KILLED == 0
         && !tainted
         && want & access::READ != 0
-        && taints(file, path, len, open_flags, who);
+        && taints(file, at, len, open_flags, who);
     OpenVerdict {
         rule,
         found,
@@ -293,25 +346,19 @@ pub fn on_open(
     }
 }
 
-/// Whether an open of `file` (at `path[..len]`) with open `flags`, which no kernel
+/// Whether an open of `file` (its path of `len` bytes at `at` in the path scratch) with open `flags`, which no kernel
 /// rule stopped, taints the process: it reads a file a `secret = true` rule with a
 /// `log` or `alert` action covers (a taint entry whose scope takes in `who`, not
 /// excepted by its rule).
 #[inline(always)]
-fn taints(
-    file: *const core::ffi::c_void,
-    path: *const u8,
-    len: u32,
-    open_flags: u64,
-    who: u32,
-) -> bool {
+fn taints(file: *const core::ffi::c_void, at: u32, len: u32, open_flags: u64, who: u32) -> bool {
     let want = wanted(open_flags) & access::READ;
     if want == 0 {
         return false;
     }
     file_pick_in(
         core_read::file_dentry(file),
-        path,
+        at,
         len,
         want,
         rule_flags::TAINT,
@@ -323,18 +370,14 @@ fn taints(
     .is_some()
 }
 
-/// A connect or send to the Unix socket file at `path[..len]` (its entry `dentry`)
+/// A connect or send to the Unix socket file whose path of `len` bytes is at `at`
+/// in the path scratch (its entry `dentry`)
 /// by a process whose Tracked flags are `who`: kill when a kernel file rule on
 /// writes covers the file, by path or by identity (connecting to a socket file is
 /// writing to it: the kernel asks for write permission on it). Returns the event's
 /// `rule` field and the identity walk's `Header::flags` bits, as [`on_open`].
 #[inline(always)]
-pub fn on_unix(
-    dentry: *const core::ffi::c_void,
-    path: *const u8,
-    len: u32,
-    who: u32,
-) -> (u16, u16) {
+pub fn on_unix(dentry: *const core::ffi::c_void, at: u32, len: u32, who: u32) -> (u16, u16) {
     // Where the BPF-LSM Unix hooks do not run, a `deny` rule acts as kill here (its
     // entries carry DENY when the other BPF-LSM hooks loaded).
     let verdict = if crate::route::lsm_hook_runs(guard_common::route::UNIX_SOCKET_HOOKS) {
@@ -342,7 +385,7 @@ pub fn on_unix(
     } else {
         rule_flags::KILL | rule_flags::DENY
     };
-    let (rule, found) = file_pick(dentry, path, len, access::WRITE, verdict, who, true);
+    let (rule, found) = file_pick(dentry, at, len, access::WRITE, verdict, who, true);
     (rule.map_or(0, kill), found)
 }
 
