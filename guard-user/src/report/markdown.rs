@@ -18,7 +18,7 @@ fn or_dash(v: Option<&str>) -> &str {
 }
 
 /// A table cell: no line breaks, no pipes, no backticks breaking the code span.
-fn cell(s: &str) -> String {
+pub(super) fn cell(s: &str) -> String {
     s.replace(['\n', '\r'], " ")
         .replace('|', "\\|")
         .replace('`', "'")
@@ -74,6 +74,7 @@ fn write_report(out: &mut String, r: &Report) -> std::fmt::Result {
             r.dropped
         )?;
     }
+    super::story::write(out, r)?;
 
     writeln!(out, "\n## Violations and what guard did\n")?;
     if r.violations.items.is_empty() {

@@ -10,6 +10,7 @@ mod calls;
 mod markdown;
 mod packages;
 pub mod sarif;
+mod story;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 

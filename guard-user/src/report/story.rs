@@ -1,0 +1,519 @@
+//! The session as a story, for the reviewer who reads the report before merging the
+//! agent's work: every declared call, what guard stopped, the packages installed and
+//! their scripts, and the processes no call declared, merged in the order they
+//! happened, with a timeline chart (Mermaid, which GitHub renders in job summaries
+//! and Markdown files). The sections after it hold the same facts by kind.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Utc};
+use guard_common::report::Report;
+
+use super::{calls, markdown::cell};
+
+/// Lines of the story at most; the sections below list everything.
+pub const STORY_MAX: usize = 200;
+/// Bars and milestones in the chart at most, each kind.
+pub const CHART_MAX: usize = 50;
+
+/// One thing that happened.
+struct Entry {
+    at: Option<DateTime<Utc>>,
+    ts: String,
+    text: String,
+}
+
+fn parse(ts: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(ts)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn entry(ts: &str, text: String) -> Entry {
+    Entry {
+        at: parse(ts),
+        ts: ts.to_owned(),
+        text,
+    }
+}
+
+/// The time of day of `e`, to the millisecond (the full timestamp when it does not
+/// parse).
+fn clock(e: &Entry) -> String {
+    match e.at {
+        Some(t) => t.format("%H:%M:%S%.3f").to_string(),
+        None => e.ts.clone(),
+    }
+}
+
+/// `items` in code spans, joined; `…and N more` past `max`.
+fn listed(items: &[String], max: usize) -> String {
+    let mut s = items
+        .iter()
+        .take(max)
+        .map(|i| format!("`{}`", cell(i)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > max {
+        let _ = write!(s, " and {} more", items.len() - max);
+    }
+    s
+}
+
+fn why(undeclared_why: &str) -> &str {
+    match undeclared_why {
+        calls::OUTLIVED => "worked on after its call ended",
+        calls::OUTSIDE => "started by the agent outside every call",
+        calls::INSTALL_SCRIPT => "run by a package's install script",
+        other => other,
+    }
+}
+
+/// Everything the report holds that has a time, in the order it happened.
+fn entries(r: &Report) -> Vec<Entry> {
+    let mut all = Vec::new();
+    if let Some(started) = &r.started {
+        let mut text = format!(
+            "The session started: `{}`",
+            cell(r.agent.as_deref().unwrap_or("an agent"))
+        );
+        if let Some(pid) = r.root_pid {
+            let _ = write!(text, " (pid {pid})");
+        }
+        if let Some(how) = &r.how {
+            let _ = write!(text, ", started by {how}");
+        }
+        if let Some(w) = &r.workspace {
+            let _ = write!(text, ", in `{}`", cell(w));
+        }
+        text.push('.');
+        all.push(entry(started, text));
+    }
+    for c in &r.calls.items {
+        let mut text = format!("**Call** `{}`", cell(&c.tool));
+        if let Some(command) = &c.command {
+            let _ = write!(text, ": `{}`", cell(command));
+        }
+        let programs: Vec<String> = c.processes.iter().map(|p| p.exe.clone()).collect();
+        if c.execs == 0 {
+            text.push_str(" — ran no program");
+        } else {
+            let _ = write!(text, " — ran {}", listed(&programs, 5));
+            if c.execs > programs.len().min(5) as u64 {
+                let _ = write!(text, " ({} programs in all)", c.execs);
+            }
+        }
+        if !c.destinations.is_empty() {
+            let _ = write!(text, "; reached {}", listed(&c.destinations, 5));
+        }
+        if !c.secrets.is_empty() {
+            let _ = write!(text, "; opened secrets {}", listed(&c.secrets, 5));
+        }
+        if !c.written_outside.is_empty() {
+            let _ = write!(
+                text,
+                "; wrote outside the workspace {}",
+                listed(&c.written_outside, 5)
+            );
+        }
+        match c.ended.as_deref().and_then(parse) {
+            Some(end) => {
+                let _ = write!(text, "; ended {}", end.format("%H:%M:%S%.3f"));
+            }
+            None => text.push_str("; no end declared"),
+        }
+        text.push('.');
+        all.push(entry(&c.started, text));
+    }
+    for v in &r.violations.items {
+        let alert = if v.alert { ", alerted" } else { "" };
+        all.push(entry(
+            &v.ts,
+            format!(
+                "**guard: {}** — `{}` (pid {}) `{}` broke rule `{}` (action {}{alert}).",
+                v.outcome,
+                cell(&v.comm),
+                v.pid,
+                cell(&v.what),
+                cell(&v.rule),
+                v.action
+            ),
+        ));
+    }
+    for p in &r.packages.items {
+        let mut text = format!(
+            "Installed {} package `{}` {}",
+            p.ecosystem,
+            cell(&p.name),
+            p.version.as_deref().unwrap_or("(version unknown)")
+        );
+        if !p.registries.is_empty() {
+            let _ = write!(text, " from {}", listed(&p.registries, 3));
+        }
+        let by = p.command.as_deref().unwrap_or(&p.by);
+        let _ = write!(text, " (by `{}`).", cell(by));
+        all.push(entry(&p.ts, text));
+    }
+    for s in &r.scripts.items {
+        let kind = if s.install {
+            "Install script"
+        } else {
+            "Script"
+        };
+        let mut text = format!(
+            "{kind} of `{}`: `{}` — {} programs, {} reads, {} writes",
+            cell(&s.package),
+            cell(&s.command),
+            s.execs,
+            s.reads,
+            s.writes
+        );
+        if !s.secrets.is_empty() {
+            let _ = write!(text, "; opened secrets {}", listed(&s.secrets, 5));
+        }
+        if !s.destinations.is_empty() {
+            let _ = write!(text, "; reached {}", listed(&s.destinations, 5));
+        }
+        text.push('.');
+        all.push(entry(&s.ts, text));
+    }
+    for u in &r.undeclared.items {
+        let mut text = format!(
+            "**Undeclared** `{}` (pid {}): {}",
+            cell(&u.command),
+            u.pid,
+            why(&u.why)
+        );
+        if let Some(call) = &u.call {
+            let _ = write!(text, " (call `{}`)", cell(call));
+        }
+        if !u.did.is_empty() {
+            let _ = write!(text, "; then {}", listed(&u.did, 5));
+        }
+        text.push('.');
+        all.push(entry(&u.ts, text));
+    }
+    if let Some(ended) = &r.ended {
+        let text = match r.duration_ms {
+            Some(ms) => format!("The session ended, after {}.{:03} s.", ms / 1000, ms % 1000),
+            None => "The session ended.".to_owned(),
+        };
+        all.push(entry(ended, text));
+    }
+    // In time order; what has no readable time goes last, in the order found.
+    all.sort_by_key(|e| (e.at.is_none(), e.at));
+    all
+}
+
+/// A name Mermaid's Gantt syntax takes: no `:` (it ends the name), `#` or `;`.
+fn chart_name(s: &str) -> String {
+    let s: String = s
+        .chars()
+        .map(|c| {
+            if matches!(c, ':' | '#' | ';' | '\n' | '\r') {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    let s = s.trim();
+    match s.char_indices().nth(40) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None if s.is_empty() => "-".to_owned(),
+        None => s.to_owned(),
+    }
+}
+
+/// The timeline chart: the declared calls as bars, guard's decisions as milestones.
+fn chart(out: &mut String, r: &Report) -> std::fmt::Result {
+    let ms = |ts: &str| parse(ts).map(|t| t.timestamp_millis());
+    let session_end = r.ended.as_deref().and_then(ms);
+    let bars: Vec<(String, i64, i64)> = r
+        .calls
+        .items
+        .iter()
+        .filter_map(|c| {
+            let start = ms(&c.started)?;
+            let end = c
+                .ended
+                .as_deref()
+                .and_then(ms)
+                .or(session_end)
+                .unwrap_or(start)
+                .max(start + 1);
+            let name = c.command.as_deref().unwrap_or(&c.tool);
+            Some((chart_name(name), start, end))
+        })
+        .take(CHART_MAX)
+        .collect();
+    let marks: Vec<(String, i64)> = r
+        .violations
+        .items
+        .iter()
+        .filter_map(|v| Some((chart_name(&format!("{} {}", v.rule, v.outcome)), ms(&v.ts)?)))
+        .take(CHART_MAX)
+        .collect();
+    if bars.is_empty() && marks.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "```mermaid\ngantt")?;
+    writeln!(out, "    dateFormat x\n    axisFormat %H:%M:%S")?;
+    if !bars.is_empty() {
+        writeln!(out, "    section Calls")?;
+        for (i, (name, start, end)) in bars.iter().enumerate() {
+            writeln!(out, "    {name} :c{i}, {start}, {end}")?;
+        }
+    }
+    if !marks.is_empty() {
+        writeln!(out, "    section guard")?;
+        for (i, (name, at)) in marks.iter().enumerate() {
+            writeln!(out, "    {name} :crit, milestone, v{i}, {at}, {at}")?;
+        }
+    }
+    writeln!(out, "```\n")
+}
+
+/// The section "The session, in order": the chart, then one line per thing that
+/// happened.
+pub(super) fn write(out: &mut String, r: &Report) -> std::fmt::Result {
+    writeln!(out, "\n## The session, in order\n")?;
+    chart(out, r)?;
+    let all = entries(r);
+    for e in all.iter().take(STORY_MAX) {
+        writeln!(out, "- `{}` {}", clock(e), e.text)?;
+    }
+    if all.len() > STORY_MAX {
+        writeln!(
+            out,
+            "- …and {} more; the sections below list everything.",
+            all.len() - STORY_MAX
+        )?;
+    }
+    if r.calls.items.is_empty() {
+        writeln!(
+            out,
+            "\nThe agent declared no tool calls to guard: the story has what the kernel saw, \
+             not what the agent said it would do."
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use guard_common::report::{Bounded, Call, Command, Package, Script, Undeclared, Violation};
+
+    use super::*;
+
+    fn at(s: &str) -> String {
+        format!("2026-11-22T08:00:{s}Z")
+    }
+
+    /// A session whose parts are given out of order: a call that installs a package
+    /// whose install script reads a secret and is killed, and a process left behind.
+    fn session() -> Report {
+        let mut r = Report {
+            session: "s".to_owned(),
+            agent: Some("codex".to_owned()),
+            root_pid: Some(10),
+            how: Some("run".to_owned()),
+            workspace: Some("/w".to_owned()),
+            started: Some(at("00.000")),
+            ended: Some(at("09.000")),
+            duration_ms: Some(9000),
+            ..Report::default()
+        };
+        r.undeclared = Bounded {
+            items: vec![Undeclared {
+                ts: at("05.000"),
+                pid: 30,
+                command: "sleep 600".to_owned(),
+                why: calls::OUTLIVED.to_owned(),
+                call: Some("call_2".to_owned()),
+                did: vec!["exec /usr/bin/sleep".to_owned()],
+            }],
+            omitted: 0,
+        };
+        r.violations = Bounded {
+            items: vec![Violation {
+                ts: at("02.500"),
+                pid: 21,
+                comm: "node".to_owned(),
+                what: "open /home/a/.ssh/id_rsa".to_owned(),
+                path: Some("/home/a/.ssh/id_rsa".to_owned()),
+                rule: "credentials-read".to_owned(),
+                action: "kill".to_owned(),
+                outcome: "killed".to_owned(),
+                alert: true,
+            }],
+            omitted: 0,
+        };
+        r.calls = Bounded {
+            items: vec![
+                Call {
+                    id: "call_2".to_owned(),
+                    tool: "shell".to_owned(),
+                    command: Some("sleep 600 &".to_owned()),
+                    started: at("04.000"),
+                    ended: Some(at("04.100")),
+                    execs: 1,
+                    processes: vec![Command {
+                        ts: at("04.010"),
+                        pid: 30,
+                        exe: "/usr/bin/sleep".to_owned(),
+                        argv: vec!["sleep".to_owned(), "600".to_owned()],
+                        verdict: None,
+                        sandboxed: None,
+                    }],
+                    ..Call::default()
+                },
+                Call {
+                    id: "call_1".to_owned(),
+                    tool: "shell".to_owned(),
+                    command: Some("npm install: ./evil".to_owned()),
+                    started: at("01.000"),
+                    ended: Some(at("03.000")),
+                    execs: 3,
+                    processes: vec![Command {
+                        ts: at("01.010"),
+                        pid: 20,
+                        exe: "/usr/bin/npm".to_owned(),
+                        argv: vec!["npm".to_owned(), "install".to_owned()],
+                        verdict: None,
+                        sandboxed: None,
+                    }],
+                    verdicts: vec!["credentials-read: killed".to_owned()],
+                    ..Call::default()
+                },
+            ],
+            omitted: 0,
+        };
+        r.packages = Bounded {
+            items: vec![Package {
+                ecosystem: "npm".to_owned(),
+                name: "evil".to_owned(),
+                version: Some("1.0.0".to_owned()),
+                ts: at("02.000"),
+                pid: 20,
+                by: "npm".to_owned(),
+                command: Some("npm install ./evil".to_owned()),
+                ..Package::default()
+            }],
+            omitted: 0,
+        };
+        r.scripts = Bounded {
+            items: vec![Script {
+                package: "evil".to_owned(),
+                install: true,
+                ts: at("02.200"),
+                pid: 21,
+                command: "node postinstall.js".to_owned(),
+                execs: 1,
+                secrets: vec!["/home/a/.ssh/id_rsa".to_owned()],
+                ..Script::default()
+            }],
+            omitted: 0,
+        };
+        r
+    }
+
+    fn story(r: &Report) -> String {
+        let mut out = String::new();
+        write(&mut out, r).expect("a String takes every write");
+        out
+    }
+
+    #[test]
+    fn the_story_tells_what_happened_in_the_order_it_happened() {
+        let out = story(&session());
+        let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("- `")).collect();
+        let expected = [
+            "- `08:00:00.000` The session started: `codex` (pid 10), started by run, in `/w`.",
+            "- `08:00:01.000` **Call** `shell`: `npm install: ./evil` — ran `/usr/bin/npm` (3 programs in all); ended 08:00:03.000.",
+            "- `08:00:02.000` Installed npm package `evil` 1.0.0 (by `npm install ./evil`).",
+            "- `08:00:02.200` Install script of `evil`: `node postinstall.js` — 1 programs, 0 reads, 0 writes; opened secrets `/home/a/.ssh/id_rsa`.",
+            "- `08:00:02.500` **guard: killed** — `node` (pid 21) `open /home/a/.ssh/id_rsa` broke rule `credentials-read` (action kill, alerted).",
+            "- `08:00:04.000` **Call** `shell`: `sleep 600 &` — ran `/usr/bin/sleep`; ended 08:00:04.100.",
+            "- `08:00:05.000` **Undeclared** `sleep 600` (pid 30): worked on after its call ended (call `call_2`); then `exec /usr/bin/sleep`.",
+            "- `08:00:09.000` The session ended, after 9.000 s.",
+        ];
+        assert_eq!(lines, expected, "{out}");
+        assert!(!out.contains("declared no tool calls"), "{out}");
+    }
+
+    #[test]
+    fn the_chart_draws_the_calls_and_guard_s_decisions() {
+        let out = story(&session());
+        let chart = out
+            .split("```mermaid\n")
+            .nth(1)
+            .and_then(|c| c.split("```").next())
+            .unwrap_or_else(|| panic!("no chart: {out}"));
+        let start = |s: &str| parse(&at(s)).expect("a time").timestamp_millis();
+        // Names lose the `:` that would end them; the calls keep their given order.
+        assert!(
+            chart.contains(&format!(
+                "    npm install  ./evil :c1, {}, {}\n",
+                start("01.000"),
+                start("03.000")
+            )),
+            "{chart}"
+        );
+        assert!(
+            chart.contains(&format!(
+                "    sleep 600 & :c0, {}, {}\n",
+                start("04.000"),
+                start("04.100")
+            )),
+            "{chart}"
+        );
+        let v = start("02.500");
+        assert!(
+            chart.contains(&format!(
+                "    section guard\n    credentials-read killed :crit, milestone, v0, {v}, {v}\n"
+            )),
+            "{chart}"
+        );
+        assert!(chart.starts_with("gantt\n    dateFormat x\n"), "{chart}");
+    }
+
+    #[test]
+    fn a_session_without_calls_says_so_and_bad_times_go_last() {
+        let mut r = session();
+        r.calls = Bounded::default();
+        r.packages.items[0].ts = "not a time".to_owned();
+        let out = story(&r);
+        let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("- `")).collect();
+        assert!(
+            lines
+                .last()
+                .is_some_and(|l| l.starts_with("- `not a time` Installed npm package")),
+            "{out}"
+        );
+        assert!(out.contains("declared no tool calls to guard"), "{out}");
+        // Without calls the chart still marks guard's decisions.
+        assert!(
+            out.contains("section guard") && !out.contains("section Calls"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_long_session_is_cut_and_says_so() {
+        let mut r = session();
+        let v = r.violations.items[0].clone();
+        r.violations.items = vec![v; STORY_MAX + 10];
+        let out = story(&r);
+        let lines = out.lines().filter(|l| l.starts_with("- `")).count();
+        assert_eq!(lines, STORY_MAX, "{out}");
+        // Every entry counts: the start, 2 calls, the violations, a package, a
+        // script, an undeclared process and the end.
+        let total = 7 + STORY_MAX + 10;
+        assert!(
+            out.contains(&format!("- …and {} more;", total - STORY_MAX)),
+            "{out}"
+        );
+        assert_eq!(out.matches(":crit, milestone").count(), CHART_MAX, "{out}");
+    }
+}
