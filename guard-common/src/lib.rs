@@ -23,6 +23,8 @@ pub mod protocol;
 #[cfg(feature = "protocol")]
 pub mod report;
 pub mod rules;
+#[cfg(feature = "protocol")]
+pub mod story;
 
 pub use event::*;
 pub use maps::*;

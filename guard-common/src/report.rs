@@ -364,6 +364,16 @@ pub struct Undeclared {
     pub did: Vec<String>,
 }
 
+/// Why a process is undeclared ([`Undeclared::why`]).
+pub mod why {
+    /// It worked on after its call ended (a process left behind).
+    pub const OUTLIVED: &str = "outlived_call";
+    /// The agent started it outside every call.
+    pub const OUTSIDE: &str = "outside_calls";
+    /// A package's install script ran it, inside the call that installed the package.
+    pub const INSTALL_SCRIPT: &str = "install_script";
+}
+
 /// The report of one session.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {

@@ -9,7 +9,10 @@ use axum::{
     extract::{Path, Query, State},
     response::{Html, IntoResponse, Response},
 };
-use guard_common::report::FileUse;
+use guard_common::{
+    report::FileUse,
+    story::{Item, Part},
+};
 
 use super::{
     WebError, charts, csv, fmt,
@@ -272,7 +275,14 @@ struct SessionPageT<'a> {
     s: &'a SessionRow,
     files: Vec<FileGroup<'a>>,
     timeline: String,
+    /// The session in order (`guard_common::story`), cut at [`STORY_MAX`] items;
+    /// `story_more` counts the rest.
+    story: Vec<Item>,
+    story_more: usize,
 }
+
+/// Items of a session's story a page shows; the sections below it list everything.
+const STORY_MAX: usize = 200;
 
 /// `GET /sessions/{id}`.
 pub async fn session(
@@ -304,12 +314,17 @@ pub async fn session(
             });
         }
     }
+    let mut story = guard_common::story::story(r);
+    let story_more = story.len().saturating_sub(STORY_MAX);
+    story.truncate(STORY_MAX);
     html(&SessionPageT {
         nav: "sessions",
         viewer: &viewer.name,
         s: &d.session,
         timeline: chart(charts::timeline(&d)),
         files,
+        story,
+        story_more,
         d: &d,
     })
 }
@@ -740,6 +755,8 @@ mod tests {
             s: &session,
             files: Vec::new(),
             timeline: String::new(),
+            story: guard_common::story::story(&d.report),
+            story_more: 0,
         }
         .render()
         .expect("render");

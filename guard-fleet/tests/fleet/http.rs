@@ -1396,5 +1396,25 @@ async fn the_package_inventory_lists_each_version_once_with_its_first_sighting(d
             "{needle:?} not in the session page:\n{body}"
         );
     }
+    // The story tells the call, then the process it left behind, in that order.
+    let story = body
+        .split("<h2>The session, in order</h2>")
+        .nth(1)
+        .and_then(|s| s.split("</ol>").next())
+        .unwrap_or_else(|| panic!("no story on the session page:\n{body}"));
+    let at = |needle: &str| {
+        story
+            .find(needle)
+            .unwrap_or_else(|| panic!("{needle:?} not in the story:\n{story}"))
+    };
+    let call = at(
+        "06:00:01.000</span>\n      <strong>Call</strong> <span class=\"code\">Bash</span>: \
+         <span class=\"code\">npm install evil-pkg</span>",
+    );
+    let left = at(
+        "06:00:10.000</span>\n      <strong>Undeclared</strong> <span class=\"code\">sleep 60</span> \
+         (pid 4242): worked on after its call ended (call <span class=\"code\">call_7</span>)",
+    );
+    assert!(call < left, "{story}");
     fleet.stop().await;
 }

@@ -756,6 +756,11 @@ mod tests {
         "guard_path_walk",
         "guard_dentry_name",
         "guard_file_fileless",
+        // The eBPF crate's global functions (docs/kernels.md).
+        "guard_file_check",
+        "guard_exec_check",
+        "guard_applet",
+        "guard_submit",
     ];
 
     /// The docs (and the deployment files) name only metrics the exporter writes,

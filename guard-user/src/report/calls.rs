@@ -10,10 +10,7 @@ use guard_common::{
     report::{Bounded, CALL_LIST_MAX, Call, Command, MAX_ITEMS, Report, Undeclared},
 };
 
-/// Why a process is undeclared (`Undeclared::why`).
-pub const OUTLIVED: &str = "outlived_call";
-pub const OUTSIDE: &str = "outside_calls";
-pub const INSTALL_SCRIPT: &str = "install_script";
+pub use guard_common::report::why::{INSTALL_SCRIPT, OUTLIVED, OUTSIDE};
 
 /// What a session's events say about its declared calls.
 #[derive(Clone, Debug, Default)]

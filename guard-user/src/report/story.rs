@@ -1,208 +1,34 @@
-//! The session as a story, for the reviewer who reads the report before merging the
-//! agent's work: every declared call, what guard stopped, the packages installed and
-//! their scripts, and the processes no call declared, merged in the order they
-//! happened, with a timeline chart (Mermaid, which GitHub renders in job summaries
-//! and Markdown files). The sections after it hold the same facts by kind.
+//! The session as a story in the Markdown report, for the reviewer who reads it
+//! before merging the agent's work: the items of `guard_common::story` (every
+//! declared call, what guard stopped, the packages installed and their scripts, the
+//! processes no call declared, in the order they happened; the fleet's session page
+//! tells the same), with a timeline chart (Mermaid, which GitHub renders in job
+//! summaries and Markdown files). The sections after it hold the same facts by kind.
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Utc};
-use guard_common::report::Report;
+use guard_common::{
+    report::Report,
+    story::{Item, Part, parse, story},
+};
 
-use super::{calls, markdown::cell};
+use super::markdown::cell;
 
 /// Lines of the story at most; the sections below list everything.
 pub const STORY_MAX: usize = 200;
 /// Bars and milestones in the chart at most, each kind.
 pub const CHART_MAX: usize = 50;
 
-/// One thing that happened.
-struct Entry {
-    at: Option<DateTime<Utc>>,
-    ts: String,
-    text: String,
-}
-
-fn parse(ts: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(ts)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
-
-fn entry(ts: &str, text: String) -> Entry {
-    Entry {
-        at: parse(ts),
-        ts: ts.to_owned(),
-        text,
-    }
-}
-
-/// The time of day of `e`, to the millisecond (the full timestamp when it does not
-/// parse).
-fn clock(e: &Entry) -> String {
-    match e.at {
-        Some(t) => t.format("%H:%M:%S%.3f").to_string(),
-        None => e.ts.clone(),
-    }
-}
-
-/// `items` in code spans, joined; `…and N more` past `max`.
-fn listed(items: &[String], max: usize) -> String {
-    let mut s = items
+/// An item's line in Markdown: names and commands as code spans.
+fn markdown(item: &Item) -> String {
+    item.parts
         .iter()
-        .take(max)
-        .map(|i| format!("`{}`", cell(i)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    if items.len() > max {
-        let _ = write!(s, " and {} more", items.len() - max);
-    }
-    s
-}
-
-fn why(undeclared_why: &str) -> &str {
-    match undeclared_why {
-        calls::OUTLIVED => "worked on after its call ended",
-        calls::OUTSIDE => "started by the agent outside every call",
-        calls::INSTALL_SCRIPT => "run by a package's install script",
-        other => other,
-    }
-}
-
-/// Everything the report holds that has a time, in the order it happened.
-fn entries(r: &Report) -> Vec<Entry> {
-    let mut all = Vec::new();
-    if let Some(started) = &r.started {
-        let mut text = format!(
-            "The session started: `{}`",
-            cell(r.agent.as_deref().unwrap_or("an agent"))
-        );
-        if let Some(pid) = r.root_pid {
-            let _ = write!(text, " (pid {pid})");
-        }
-        if let Some(how) = &r.how {
-            let _ = write!(text, ", started by {how}");
-        }
-        if let Some(w) = &r.workspace {
-            let _ = write!(text, ", in `{}`", cell(w));
-        }
-        text.push('.');
-        all.push(entry(started, text));
-    }
-    for c in &r.calls.items {
-        let mut text = format!("**Call** `{}`", cell(&c.tool));
-        if let Some(command) = &c.command {
-            let _ = write!(text, ": `{}`", cell(command));
-        }
-        let programs: Vec<String> = c.processes.iter().map(|p| p.exe.clone()).collect();
-        if c.execs == 0 {
-            text.push_str(" — ran no program");
-        } else {
-            let _ = write!(text, " — ran {}", listed(&programs, 5));
-            if c.execs > programs.len().min(5) as u64 {
-                let _ = write!(text, " ({} programs in all)", c.execs);
-            }
-        }
-        if !c.destinations.is_empty() {
-            let _ = write!(text, "; reached {}", listed(&c.destinations, 5));
-        }
-        if !c.secrets.is_empty() {
-            let _ = write!(text, "; opened secrets {}", listed(&c.secrets, 5));
-        }
-        if !c.written_outside.is_empty() {
-            let _ = write!(
-                text,
-                "; wrote outside the workspace {}",
-                listed(&c.written_outside, 5)
-            );
-        }
-        match c.ended.as_deref().and_then(parse) {
-            Some(end) => {
-                let _ = write!(text, "; ended {}", end.format("%H:%M:%S%.3f"));
-            }
-            None => text.push_str("; no end declared"),
-        }
-        text.push('.');
-        all.push(entry(&c.started, text));
-    }
-    for v in &r.violations.items {
-        let alert = if v.alert { ", alerted" } else { "" };
-        all.push(entry(
-            &v.ts,
-            format!(
-                "**guard: {}** — `{}` (pid {}) `{}` broke rule `{}` (action {}{alert}).",
-                v.outcome,
-                cell(&v.comm),
-                v.pid,
-                cell(&v.what),
-                cell(&v.rule),
-                v.action
-            ),
-        ));
-    }
-    for p in &r.packages.items {
-        let mut text = format!(
-            "Installed {} package `{}` {}",
-            p.ecosystem,
-            cell(&p.name),
-            p.version.as_deref().unwrap_or("(version unknown)")
-        );
-        if !p.registries.is_empty() {
-            let _ = write!(text, " from {}", listed(&p.registries, 3));
-        }
-        let by = p.command.as_deref().unwrap_or(&p.by);
-        let _ = write!(text, " (by `{}`).", cell(by));
-        all.push(entry(&p.ts, text));
-    }
-    for s in &r.scripts.items {
-        let kind = if s.install {
-            "Install script"
-        } else {
-            "Script"
-        };
-        let mut text = format!(
-            "{kind} of `{}`: `{}` — {} programs, {} reads, {} writes",
-            cell(&s.package),
-            cell(&s.command),
-            s.execs,
-            s.reads,
-            s.writes
-        );
-        if !s.secrets.is_empty() {
-            let _ = write!(text, "; opened secrets {}", listed(&s.secrets, 5));
-        }
-        if !s.destinations.is_empty() {
-            let _ = write!(text, "; reached {}", listed(&s.destinations, 5));
-        }
-        text.push('.');
-        all.push(entry(&s.ts, text));
-    }
-    for u in &r.undeclared.items {
-        let mut text = format!(
-            "**Undeclared** `{}` (pid {}): {}",
-            cell(&u.command),
-            u.pid,
-            why(&u.why)
-        );
-        if let Some(call) = &u.call {
-            let _ = write!(text, " (call `{}`)", cell(call));
-        }
-        if !u.did.is_empty() {
-            let _ = write!(text, "; then {}", listed(&u.did, 5));
-        }
-        text.push('.');
-        all.push(entry(&u.ts, text));
-    }
-    if let Some(ended) = &r.ended {
-        let text = match r.duration_ms {
-            Some(ms) => format!("The session ended, after {}.{:03} s.", ms / 1000, ms % 1000),
-            None => "The session ended.".to_owned(),
-        };
-        all.push(entry(ended, text));
-    }
-    // In time order; what has no readable time goes last, in the order found.
-    all.sort_by_key(|e| (e.at.is_none(), e.at));
-    all
+        .map(|p| match p {
+            Part::Text(t) => t.clone(),
+            Part::Code(c) => format!("`{}`", cell(c)),
+            Part::Strong(s) => format!("**{s}**"),
+        })
+        .collect()
 }
 
 /// A name Mermaid's Gantt syntax takes: no `:` (it ends the name), `#` or `;`.
@@ -279,9 +105,9 @@ fn chart(out: &mut String, r: &Report) -> std::fmt::Result {
 pub(super) fn write(out: &mut String, r: &Report) -> std::fmt::Result {
     writeln!(out, "\n## The session, in order\n")?;
     chart(out, r)?;
-    let all = entries(r);
-    for e in all.iter().take(STORY_MAX) {
-        writeln!(out, "- `{}` {}", clock(e), e.text)?;
+    let all = story(r);
+    for item in all.iter().take(STORY_MAX) {
+        writeln!(out, "- `{}` {}", item.clock(), markdown(item))?;
     }
     if all.len() > STORY_MAX {
         writeln!(
@@ -302,7 +128,9 @@ pub(super) fn write(out: &mut String, r: &Report) -> std::fmt::Result {
 
 #[cfg(test)]
 mod tests {
-    use guard_common::report::{Bounded, Call, Command, Package, Script, Undeclared, Violation};
+    use guard_common::report::{
+        Bounded, Call, Command, Package, Script, Undeclared, Violation, why,
+    };
 
     use super::*;
 
@@ -329,7 +157,7 @@ mod tests {
                 ts: at("05.000"),
                 pid: 30,
                 command: "sleep 600".to_owned(),
-                why: calls::OUTLIVED.to_owned(),
+                why: why::OUTLIVED.to_owned(),
                 call: Some("call_2".to_owned()),
                 did: vec!["exec /usr/bin/sleep".to_owned()],
             }],
