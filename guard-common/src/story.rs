@@ -4,6 +4,15 @@
 //! Markdown report (`guard report`, a CI job's summary) and the fleet's session page
 //! render the same items, each in its own markup.
 
+extern crate alloc;
+
+use alloc::{
+    borrow::ToOwned,
+    format,
+    string::{String, ToString},
+    vec::Vec,
+};
+
 use chrono::{DateTime, Utc};
 
 use crate::report::{Report, why};
@@ -265,6 +274,8 @@ pub fn story(r: &Report) -> Vec<Item> {
 
 #[cfg(test)]
 mod tests {
+    use alloc::vec;
+
     use super::*;
     use crate::report::{Bounded, Call};
 
