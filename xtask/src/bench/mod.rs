@@ -92,6 +92,11 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         }
     });
     fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    // The per-program costs read the kernel's statistics with bpftool (the guests
+    // use the host's): `--vm` and `--costs-only` need it, not the peers.
+    if (opts.vm || opts.costs_only) && !opts.no_install {
+        crate::setup::debian_packages(&["bpftool"])?;
+    }
     if opts.vm {
         return kernels::costs_in_kernels(&out_dir);
     }
