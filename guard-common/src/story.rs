@@ -38,6 +38,14 @@ pub enum Kind {
     End,
 }
 
+/// Items of a story a page shows at most; the page's other sections list
+/// everything.
+pub const STORY_MAX: usize = 200;
+
+/// What a story says when the agent declared no calls.
+pub const NO_CALLS: &str = "The agent declared no tool calls to guard: the story has what the \
+                            kernel saw, not what the agent said it would do.";
+
 /// One thing that happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Item {
@@ -53,7 +61,7 @@ impl Item {
     /// The time of day, to the millisecond (`ts` itself when it does not parse).
     pub fn clock(&self) -> String {
         match self.at {
-            Some(t) => t.format("%H:%M:%S%.3f").to_string(),
+            Some(t) => clock(t),
             None => self.ts.clone(),
         }
     }
@@ -68,6 +76,11 @@ impl Item {
             })
             .collect()
     }
+}
+
+/// The time of day of `t`, to the millisecond.
+fn clock(t: DateTime<Utc>) -> String {
+    t.format("%H:%M:%S%.3f").to_string()
 }
 
 /// A timestamp of a report (RFC 3339), read.
@@ -138,10 +151,6 @@ pub fn why_words(undeclared_why: &str) -> &str {
     }
 }
 
-fn time_of_day(ts: &str) -> Option<String> {
-    parse(ts).map(|t| t.format("%H:%M:%S%.3f").to_string())
-}
-
 /// Everything `r` holds that has a time, in the order it happened; what has no
 /// readable time goes last, in the order found.
 pub fn story(r: &Report) -> Vec<Item> {
@@ -186,7 +195,7 @@ pub fn story(r: &Report) -> Vec<Item> {
                 .text("; wrote outside the workspace ")
                 .list(&c.written_outside, 5);
         }
-        l = match c.ended.as_deref().and_then(time_of_day) {
+        l = match c.ended.as_deref().and_then(parse).map(clock) {
             Some(end) => l.text(format!("; ended {end}")),
             None => l.text("; no end declared"),
         };

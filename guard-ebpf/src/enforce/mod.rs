@@ -135,10 +135,9 @@ fn file_pick_in(
 /// The file check behind [`file_pick_in`], its arguments packed into the five
 /// registers a BPF call has (and no pointer: a global function's arguments are
 /// numbers): `at` is the path's offset in this CPU's path scratch, `len_who` its
-/// length (high half) and the
-/// process's Tracked flags (low half); `asks` the access wanted (bits 0-7), the
-/// verdict (8-15), the kinds' base (16-23) and whether to look by identity (bit
-/// 24). Returns the rule picked plus one (bits 0-15; 0: none) and the identity
+/// length (high half) and the process's Tracked flags (low half); `asks` the access
+/// wanted (bits 0-7), the verdict (8-15), the kinds' base (16-23) and whether to look
+/// by identity (bit 24). Returns the rule picked plus one (bits 0-15; 0: none) and the identity
 /// walk's `Header::flags` bits (16-31).
 ///
 /// Global (its own BTF function, not inlined): the verifier checks its body once
@@ -150,11 +149,6 @@ fn file_pick_in(
 #[inline(never)]
 pub extern "C" fn guard_file_check(dentry: u64, at: u32, len_who: u64, asks: u32) -> i64 {
     let dentry = dentry as *const core::ffi::c_void;
-    let Some(scratch) = PATH_SCRATCH.get_ptr(0) else {
-        return 0;
-    };
-    // SAFETY: only the address is taken; the check reads the path in bounds.
-    let path = unsafe { (*scratch).bytes.as_ptr() }.wrapping_add((at & PATH_MASK) as usize);
     let (want, verdict, base) = (asks as u8, (asks >> 8) as u8, (asks >> 16) as u8);
     let cfg = config();
     let file_kinds = ((1u32 << path_kind::FILE)
@@ -168,6 +162,11 @@ pub extern "C" fn guard_file_check(dentry: u64, at: u32, len_who: u64, asks: u32
     if !by_path && !by_identity {
         return 0;
     }
+    let Some(scratch) = PATH_SCRATCH.get_ptr(0) else {
+        return 0;
+    };
+    // SAFETY: only the address is taken; the check reads the path in bounds.
+    let path = unsafe { (*scratch).bytes.as_ptr() }.wrapping_add((at & PATH_MASK) as usize);
     // The length apart from the word it came in, as in `guard_exec_check`.
     let Some(c) = begin(
         path,
@@ -264,8 +263,8 @@ pub fn deny_open(
 }
 
 /// BPF-LSM: whether a `deny` rule on writes refuses a change to the entry `dentry`
-/// at the path of `len` bytes at `at` in the path scratch (the `path_*` hooks: create, mkdir, link, rename, unlink,
-/// truncate, chmod, chown), or reaching the Unix socket bound to it
+/// whose path is `len` bytes at `at` in the path scratch (the `path_*` hooks:
+/// create, mkdir, link, rename, unlink, truncate, chmod, chown), or reaching the Unix socket bound to it
 /// (`unix_stream_connect`, `unix_may_send`), by path and, `by_identity`, by the
 /// entry's identity.
 #[inline(always)]
@@ -300,8 +299,8 @@ pub struct OpenVerdict {
     pub taints: bool,
 }
 
-/// Open of `file` (its path of `len` bytes at `at` in the path scratch) with open `flags` by a process whose
-/// Tracked flags are `who` (and `dir`: the file is a directory): kill when a kernel
+/// Open of `file` (its path: `len` bytes at `at` in the path scratch) with open
+/// `flags` by a process whose Tracked flags are `who` (and `dir`: the file is a directory): kill when a kernel
 /// rule says so, by path or by identity; else, unless the process is `tainted`
 /// already, whether the open taints it.
 #[inline(always)]

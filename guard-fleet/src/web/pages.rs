@@ -11,7 +11,7 @@ use axum::{
 };
 use guard_common::{
     report::FileUse,
-    story::{Item, Part},
+    story::{Item, NO_CALLS, Part, STORY_MAX},
 };
 
 use super::{
@@ -280,9 +280,6 @@ struct SessionPageT<'a> {
     story: Vec<Item>,
     story_more: usize,
 }
-
-/// Items of a session's story a page shows; the sections below it list everything.
-const STORY_MAX: usize = 200;
 
 /// `GET /sessions/{id}`.
 pub async fn session(

@@ -17,11 +17,14 @@ fn or_dash(v: Option<&str>) -> &str {
     v.filter(|s| !s.is_empty()).unwrap_or("-")
 }
 
-/// A table cell: no line breaks, no pipes, no backticks breaking the code span.
-pub(super) fn cell(s: &str) -> String {
-    s.replace(['\n', '\r'], " ")
-        .replace('|', "\\|")
-        .replace('`', "'")
+/// Text on one line of Markdown: no line breaks, no backticks breaking a code span.
+pub(super) fn inline(s: &str) -> String {
+    s.replace(['\n', '\r'], " ").replace('`', "'")
+}
+
+/// A table cell: [`inline`], and no pipes.
+fn cell(s: &str) -> String {
+    inline(s).replace('|', "\\|")
 }
 
 fn write_report(out: &mut String, r: &Report) -> std::fmt::Result {

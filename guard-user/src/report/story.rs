@@ -9,13 +9,11 @@ use std::fmt::Write as _;
 
 use guard_common::{
     report::Report,
-    story::{Item, Part, parse, story},
+    story::{Item, NO_CALLS, Part, STORY_MAX, parse, story},
 };
 
-use super::markdown::cell;
+use super::markdown::inline;
 
-/// Lines of the story at most; the sections below list everything.
-pub const STORY_MAX: usize = 200;
 /// Bars and milestones in the chart at most, each kind.
 pub const CHART_MAX: usize = 50;
 
@@ -25,7 +23,7 @@ fn markdown(item: &Item) -> String {
         .iter()
         .map(|p| match p {
             Part::Text(t) => t.clone(),
-            Part::Code(c) => format!("`{}`", cell(c)),
+            Part::Code(c) => format!("`{}`", inline(c)),
             Part::Strong(s) => format!("**{s}**"),
         })
         .collect()
@@ -117,11 +115,7 @@ pub(super) fn write(out: &mut String, r: &Report) -> std::fmt::Result {
         )?;
     }
     if r.calls.items.is_empty() {
-        writeln!(
-            out,
-            "\nThe agent declared no tool calls to guard: the story has what the kernel saw, \
-             not what the agent said it would do."
-        )?;
+        writeln!(out, "\n{NO_CALLS}")?;
     }
     Ok(())
 }
@@ -323,6 +317,17 @@ mod tests {
         // Without calls the chart still marks guard's decisions.
         assert!(
             out.contains("section guard") && !out.contains("section Calls"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_command_keeps_its_pipes_and_loses_its_backticks() {
+        let mut r = session();
+        r.calls.items[0].command = Some("ls | wc -l `x`".to_owned());
+        let out = story(&r);
+        assert!(
+            out.contains("**Call** `shell`: `ls | wc -l 'x'` — ran"),
             "{out}"
         );
     }
