@@ -430,6 +430,22 @@ pub struct Status {
     /// 1,000,000), by program; empty where the kernel does not count (before 5.16).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub verified_insns: BTreeMap<String, u32>,
+    /// The organisation's package names `[packages] first_seen` is judged against,
+    /// when the policy in force sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_names: Option<PackageNames>,
+}
+
+/// The organisation's package names a host holds (`guard status`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageNames {
+    /// Names held: the fleet's, and those this host judged new since.
+    pub names: usize,
+    /// The fleet's whole list has arrived: packages are judged. Until then none is.
+    pub ready: bool,
+    /// Why none can arrive (no `[fleet]` in the host's own file), if so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
 }
 
 /// What confined a process at its exec, read by the kernel from its task
@@ -880,6 +896,11 @@ mod tests {
                 last_success: Some("2026-11-22T08:00:01Z".into()),
             }),
             verified_insns: BTreeMap::from([("sys_exit_open".to_string(), 256_139)]),
+            package_names: Some(PackageNames {
+                names: 12,
+                ready: true,
+                unavailable: None,
+            }),
         }));
         round_trip(&Reply::data(crate::report::Report {
             session: "000000f27677c8c0".into(),

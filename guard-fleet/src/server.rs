@@ -199,6 +199,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/v1/logs", post(ingest::logs))
         .route("/v1/policy", get(crate::policy::serve))
+        .route("/v1/packages", get(crate::policy::package_names))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .merge(web::router(Arc::clone(&app)))

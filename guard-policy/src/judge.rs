@@ -657,17 +657,7 @@ impl Judge {
     /// A near miss's manifest written (`package`).
     fn near_miss(&self, ev: &Event) -> Option<Verdict> {
         let action = self.compiled.policy.packages.near_miss?;
-        ev.session?;
-        let Detail::Open {
-            path, flags, ret, ..
-        } = &ev.detail
-        else {
-            return None;
-        };
-        if *ret < 0 || !crate::event::access::changes(*flags) {
-            return None;
-        }
-        let m = crate::packages::manifest(path)?;
+        let m = written_manifest(ev)?;
         let known = crate::packages::near_miss(m.ecosystem, &m.name)?;
         let mut verdict = self.on_the_process(crate::model::Packages::NEAR_MISS, action);
         verdict.anomaly = Some(format!(
@@ -675,6 +665,35 @@ impl Judge {
             m.ecosystem, m.name
         ));
         Some(verdict)
+    }
+
+    /// A package a session installed whose name the organisation had never seen, as
+    /// `[packages] first_seen` says: judged, like a near miss, when its manifest is
+    /// written, against `inventory` (the fleet's, pulled by the daemon). Returns the
+    /// package's ecosystem and name with the verdict: the caller adds them to the
+    /// inventory, so that a name is the organisation's first once. Until the fleet's
+    /// list has arrived nothing is judged (`Err` with the package, for the caller to
+    /// say so).
+    pub fn first_seen(
+        &self,
+        ev: &Event,
+        inventory: &crate::packages::Inventory,
+    ) -> Option<Result<(Verdict, (&'static str, String)), (&'static str, String)>> {
+        let action = self.compiled.policy.packages.first_seen?;
+        let m = written_manifest(ev)?;
+        match inventory.knows(m.ecosystem, &m.name) {
+            Some(true) => None,
+            None => Some(Err((m.ecosystem, m.name))),
+            Some(false) => {
+                let mut verdict = self.on_the_process(crate::model::Packages::FIRST_SEEN, action);
+                verdict.anomaly = Some(format!(
+                    "{} package {} is new to the organisation: the fleet's inventory has no \
+                     package of that name",
+                    m.ecosystem, m.name
+                ));
+                Some(Ok((verdict, (m.ecosystem, m.name))))
+            }
+        }
     }
 
     /// An anomaly rule's hit as a verdict: the session or the process it names is
@@ -793,6 +812,21 @@ impl Judge {
         ids.sort();
         ids
     }
+}
+
+/// The package whose manifest a session's process opened for writing (and got).
+fn written_manifest(ev: &Event) -> Option<crate::packages::Manifest> {
+    ev.session?;
+    let Detail::Open {
+        path, flags, ret, ..
+    } = &ev.detail
+    else {
+        return None;
+    };
+    if *ret < 0 || !crate::event::access::changes(*flags) {
+        return None;
+    }
+    crate::packages::manifest(path)
 }
 
 #[cfg(test)]
@@ -1608,5 +1642,65 @@ action = "deny"
         assert!(judge.stops_everyone("/home/alice/src/app/db.dump", false));
         // The policy's own rules keep their places: the kernel's entries name them.
         assert_eq!(judge.policy().rules[0].id, "credentials-read");
+    }
+
+    /// `[packages] first_seen`: a manifest written for a name the organisation's
+    /// names lack is a verdict on the installer; a known name, a read, a failed
+    /// open, or names not yet arrived are none (the last said to the caller).
+    #[test]
+    fn a_package_new_to_the_organisation_is_judged_against_its_names() {
+        use crate::packages::Inventory;
+        let judge = judge_for(
+            "mode = \"enforce\"\n[packages]\nfirst_seen = \"kill\"\n",
+            false,
+        );
+        let write = |path: &str, flags: u64, ret: i64| event("npm", open(path, flags, ret), 0);
+        let manifest = "/w/node_modules/left-padd/package.json";
+        let wheel = "/w/venv/lib/python3.13/site-packages/Typing_Ext-1.0.dist-info/METADATA";
+        let created = (libc::O_WRONLY | libc::O_CREAT) as u64;
+        let mut names = Inventory::default();
+        names.insert("npm", "express");
+        names.insert("pypi", "typing-ext");
+        // Before the fleet's list arrives: nothing judged, the package named.
+        assert_eq!(
+            judge.first_seen(&write(manifest, created, 3), &names),
+            Some(Err(("npm", "left-padd".to_owned())))
+        );
+        names.set_ready();
+        let Some(Ok((v, package))) = judge.first_seen(&write(manifest, created, 3), &names) else {
+            panic!("a verdict");
+        };
+        assert_eq!(package, ("npm", "left-padd".to_owned()));
+        assert_eq!(
+            (v.rule.as_str(), v.step),
+            (crate::model::Packages::FIRST_SEEN, Step::KillProcess)
+        );
+        assert_eq!(
+            v.anomaly.as_deref(),
+            Some(
+                "npm package left-padd is new to the organisation: the fleet's inventory has \
+                 no package of that name"
+            )
+        );
+        // Known (PyPI's names compared normalised), read, failed: none.
+        assert_eq!(judge.first_seen(&write(wheel, created, 3), &names), None);
+        assert_eq!(
+            judge.first_seen(&write(manifest, libc::O_RDONLY as u64, 3), &names),
+            None
+        );
+        assert_eq!(
+            judge.first_seen(&write(manifest, created, -13), &names),
+            None
+        );
+        names.insert("npm", "left-padd");
+        assert_eq!(judge.first_seen(&write(manifest, created, 3), &names), None);
+        // Off unless [packages] says.
+        assert_eq!(
+            workstation().first_seen(
+                &write("/w/node_modules/zzz-new/package.json", created, 3),
+                &names
+            ),
+            None
+        );
     }
 }

@@ -399,6 +399,10 @@ pub struct Packages {
     /// What a package's script that reaches the network beyond the package
     /// registries gets (`script_network`), under the rule `packages.script-network`.
     pub script_network: Option<Action>,
+    /// What a package whose name the organisation had never seen gets
+    /// (`first_seen`: the fleet's inventory has no package of that name), under the
+    /// rule `packages.first-seen`; `None` (`"allow"`): no rule.
+    pub first_seen: Option<Action>,
 }
 
 impl Packages {
@@ -406,6 +410,8 @@ impl Packages {
     pub const NEAR_MISS: &'static str = "packages.near-miss";
     /// The id of the rule `[packages] script_network` makes.
     pub const SCRIPT_NETWORK: &'static str = "packages.script-network";
+    /// The id of the rule `[packages] first_seen` makes.
+    pub const FIRST_SEEN: &'static str = "packages.first-seen";
 }
 
 /// A kind of known spawner and the programs that are one.

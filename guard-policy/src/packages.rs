@@ -254,5 +254,66 @@ pub fn near_miss(ecosystem: &str, name: &str) -> Option<&'static str> {
         .map(|i| list.targets[i].0)
 }
 
+/// A page of the organisation's package names, as the fleet serves them to hosts
+/// (`GET /v1/packages?since=MS`, docs/fleet.md).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NamesPage {
+    /// `(ecosystem, name)` of every package version the fleet recorded since the
+    /// asked time, each name once.
+    pub names: Vec<(String, String)>,
+    /// Where the next pull starts (`since`, the fleet's clock): the last name's
+    /// record time when the page is full, else the fleet's clock less a minute (a
+    /// write in flight commits in that time: names may come twice, never not at
+    /// all).
+    pub until: i64,
+    /// The page was full: ask again from `until` now.
+    pub more: bool,
+}
+
+/// The package names the organisation has seen (`[packages] first_seen`): what the
+/// fleet's inventory lists (the daemon pulls it), and what this host judged since.
+/// Keys are the registry's comparison form ([`normalise`]). Not `ready` until the
+/// fleet's whole list has arrived once: until then nothing is judged first seen.
+#[derive(Clone, Debug, Default)]
+pub struct Inventory {
+    names: HashSet<(String, String)>,
+    ready: bool,
+}
+
+impl Inventory {
+    /// Adds a name the organisation has seen.
+    pub fn insert(&mut self, ecosystem: &str, name: &str) {
+        self.names
+            .insert((ecosystem.to_owned(), normalise(ecosystem, name)));
+    }
+
+    /// Whether the organisation has seen `name`: `None` until the fleet's list has
+    /// arrived.
+    pub fn knows(&self, ecosystem: &str, name: &str) -> Option<bool> {
+        self.ready.then(|| {
+            self.names
+                .contains(&(ecosystem.to_owned(), normalise(ecosystem, name)))
+        })
+    }
+
+    /// The fleet's whole list has arrived (once is enough: what follows adds to it).
+    pub fn set_ready(&mut self) {
+        self.ready = true;
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready
+    }
+
+    /// How many names it holds.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,9 @@
 //! `GET /v1/policy?group=G[&labels=K=V,…]`, where a host (its own credential, as for `/v1/logs`)
 //! pulls its group's assignment as a signed [`Envelope`]. The host checks the
 //! signature with the key it pinned, then applies the policy like a reload
-//! (docs/fleet.md, "Policy from the fleet").
+//! (docs/fleet.md, "Policy from the fleet"). And `GET /v1/packages?since=MS`, the
+//! organisation's package names a page at a time, which hosts judge
+//! `[packages] first_seen` against.
 
 use std::sync::Arc;
 
@@ -30,6 +32,37 @@ pub struct PolicyParams {
     /// What the host says of itself (`[fleet] labels`): `env=ci,team=payments`.
     #[serde(default)]
     pub labels: Option<String>,
+}
+
+/// `GET /v1/packages`'s parameters.
+#[derive(Debug, Deserialize)]
+pub struct NamesParams {
+    /// The `until` of the host's last answer (the fleet's clock); 0 at first.
+    #[serde(default)]
+    pub since: i64,
+}
+
+/// `GET /v1/packages?since=MS`: the package names the organisation's sessions
+/// installed, recorded since `since`, a page at a time
+/// ([`guard_policy::packages::NamesPage`]).
+pub async fn package_names(
+    State(app): State<Arc<App>>,
+    Query(params): Query<NamesParams>,
+    request: Request,
+) -> Response {
+    let tls = request.extensions().get::<Arc<TlsInfo>>();
+    if let Err(refusal) = sender_of(&app, request.headers(), tls) {
+        tracing::warn!(%refusal, "package names request refused");
+        return error(refusal.status(), refusal.to_string());
+    }
+    match app
+        .store
+        .package_names(params.since, crate::store::now_ms())
+        .await
+    {
+        Ok(names) => Json(names).into_response(),
+        Err(e) => store_error(&e),
+    }
 }
 
 /// `GET /v1/policy?group=G`: the group's assignment, signed; 404 when the group

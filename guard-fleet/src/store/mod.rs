@@ -115,6 +115,11 @@ fn migrator(backend: Backend) -> Migrator {
             "packages",
             include_str!("../../migrations/common/0010_packages.sql"),
         ),
+        migration(
+            11,
+            "package_names",
+            include_str!("../../migrations/common/0011_package_names.sql"),
+        ),
     ])
 }
 

@@ -98,7 +98,7 @@ impl Store {
                 rollup.violation(v.ts_ms, &v.rule, &v.outcome, 1);
             }
             replace_destinations(&mut tx, s, &mut rollup).await?;
-            replace_packages(&mut tx, s).await?;
+            replace_packages(&mut tx, s, now_ms).await?;
             for chunk in s.violation_rows.chunks(CHUNK) {
                 let mut insert = Sql::new(
                     "INSERT INTO violations (host, session_uid, ordinal, ts_ms, pid, comm, what, \
@@ -391,8 +391,13 @@ async fn replace_destinations(
 }
 
 /// Replaces a session's stored packages with its summary's, and notes each version
-/// the organisation sees for the first time (or earlier than it had).
-async fn replace_packages(tx: &mut AnyConnection, s: &SummaryRow) -> Result<(), StoreError> {
+/// the organisation sees for the first time (recorded at `now_ms`, the fleet's
+/// clock, for hosts' pulls), or earlier than it had.
+async fn replace_packages(
+    tx: &mut AnyConnection,
+    s: &SummaryRow,
+    now_ms: i64,
+) -> Result<(), StoreError> {
     let e = || StoreError::query("replace a session's packages");
     let mut delete = Sql::new("DELETE FROM session_packages WHERE host = ");
     delete
@@ -407,7 +412,7 @@ async fn replace_packages(tx: &mut AnyConnection, s: &SummaryRow) -> Result<(), 
         );
         let mut first = Sql::new(
             "INSERT INTO packages (ecosystem, name, version, first_seen_ms, first_host, \
-             first_session_uid) VALUES ",
+             first_session_uid, recorded_ms) VALUES ",
         );
         for (i, p) in chunk.iter().enumerate() {
             if i > 0 {
@@ -431,6 +436,7 @@ async fn replace_packages(tx: &mut AnyConnection, s: &SummaryRow) -> Result<(), 
                 Arg::Int(s.started_ms),
                 Arg::Text(s.host.clone()),
                 Arg::Text(s.session_uid.clone()),
+                Arg::Int(now_ms),
             ]);
         }
         insert.query().execute(&mut *tx).await.map_err(e())?;

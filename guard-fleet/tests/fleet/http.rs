@@ -1370,6 +1370,48 @@ async fn the_package_inventory_lists_each_version_once_with_its_first_sighting(d
     );
     assert_eq!(inv[0].name, "evil-pkg", "newest to the organisation first");
 
+    // What hosts judge `[packages] first_seen` against: the names (each once), with
+    // a host's credential only, from a cursor the answer gives.
+    let names = |since: i64, token: Option<&'static str>| {
+        let mut r = fleet
+            .http
+            .get(format!("{}/v1/packages?since={since}", fleet.base));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move {
+            let r = r.send().await.expect("get /v1/packages");
+            let status = r.status();
+            (status, r.text().await.expect("body"))
+        }
+    };
+    let (status, body) = names(0, Some(HOST_TOKEN)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let page: guard_policy::packages::NamesPage = serde_json::from_str(&body).expect("a page");
+    let mut got = page.names.clone();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("npm".to_owned(), "evil-pkg".to_owned()),
+            ("pypi".to_owned(), "good".to_owned())
+        ]
+    );
+    assert!(!page.more, "{body}");
+    let now = chrono::Utc::now().timestamp_millis();
+    assert!(
+        (now - 120_000..now).contains(&page.until),
+        "the cursor is the fleet's clock less a minute: {body}"
+    );
+    // From the cursor: what was recorded in the last minute (here, all of it) comes
+    // again; from the future, nothing.
+    let (_, body) = names(now + 3_600_000, Some(CLUSTER_TOKEN)).await;
+    let later: guard_policy::packages::NamesPage = serde_json::from_str(&body).expect("a page");
+    assert!(later.names.is_empty(), "{body}");
+    assert_eq!(later.until, now + 3_600_000, "the cursor never goes back");
+    assert_eq!(names(0, None).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(names(0, Some(DASH_TOKEN)).await.0, StatusCode::UNAUTHORIZED);
+
     let cookie = format!("guard_fleet={DASH_TOKEN}");
     let (status, _, body) = fleet.page("/packages", Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK);

@@ -1,11 +1,12 @@
 //! `[packages]`: what a package a session installs gets when its name is a near
-//! miss of a well-known package's, and what a package's script gets when it reaches
-//! the network beyond the registries (docs/policy.md, "Packages").
+//! miss of a well-known package's or new to the organisation, and what a package's
+//! script gets when it reaches the network beyond the registries (docs/policy.md,
+//! "Packages").
 
 use super::{Checker, Value};
 use crate::model::{Action, Kind, Packages, Policy};
 
-const PACKAGES_KEYS: &[&str] = &["near_miss", "script_network"];
+const PACKAGES_KEYS: &[&str] = &["near_miss", "script_network", "first_seen"];
 
 impl Checker<'_> {
     /// `[packages]`.
@@ -18,12 +19,13 @@ impl Checker<'_> {
             match name {
                 // The manifest is written, the connection made, when the judge sees
                 // it: `deny` has nothing left to refuse, so it is not offered.
-                "near_miss" | "script_network" => {
+                "near_miss" | "script_network" | "first_seen" => {
                     let actions = [Action::Log, Action::Alert, Action::Kill];
                     if let Some(action) = self.allow_or_action(("packages", name), value, &actions)
                     {
                         match name {
                             "near_miss" => packages.near_miss = action,
+                            "first_seen" => packages.first_seen = action,
                             _ => packages.script_network = action,
                         }
                     }
@@ -52,6 +54,13 @@ impl Checker<'_> {
                 "[packages] script_network",
                 "[packages]: a package's script (an install script, or a project's npm \
                  script) reached the network beyond the package registries",
+            ),
+            (
+                policy.packages.first_seen,
+                Packages::FIRST_SEEN,
+                "[packages] first_seen",
+                "[packages]: a session installed a package the organisation had never seen \
+                 (no package of that name in the fleet's inventory)",
             ),
         ];
         for (action, id, setting, description) in settings {

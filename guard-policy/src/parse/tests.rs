@@ -944,6 +944,10 @@ fn packages_near_miss_makes_its_rule_and_refuses_what_it_cannot_do() {
     assert_eq!(p.packages.script_network, Some(Action::Alert));
     assert!(p.rules.iter().any(|r| r.id == "packages.script-network"));
     assert_eq!(codes("[packages]\nscript_network = \"deny\"\n"), ["G009"]);
+    let p = policy("[packages]\nfirst_seen = \"alert\"\n");
+    assert_eq!(p.packages.first_seen, Some(Action::Alert));
+    assert!(p.rules.iter().any(|r| r.id == "packages.first-seen"));
+    assert_eq!(codes("[packages]\nfirst_seen = \"deny\"\n"), ["G009"]);
     assert_eq!(codes("[packages]\nnear_mis = \"alert\"\n"), ["G002"]);
     assert_eq!(
         codes(

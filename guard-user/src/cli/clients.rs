@@ -187,6 +187,14 @@ fn status_text(s: &Status) -> String {
         format!("{} ({:.0}/s)", s.events_total, s.events_per_second),
     );
     line(&mut out, "lost", lost);
+    if let Some(p) = &s.package_names {
+        let state = match (&p.unavailable, p.ready) {
+            (Some(why), _) => format!("not judged: {why}"),
+            (None, true) => format!("{} names known to the organisation", p.names),
+            (None, false) => "not judged yet: the fleet's list has not arrived".to_owned(),
+        };
+        line(&mut out, "first seen", state);
+    }
     if let Some(id) = &s.identity {
         line(
             &mut out,

@@ -270,7 +270,27 @@ impl Daemon {
                 .as_ref()
                 .map(crate::export::Exporter::status),
             verified_insns: self.probes.verified_insns(),
+            package_names: self.package_names(),
         }
+    }
+
+    /// The organisation's package names, when the policy judges `first_seen`.
+    fn package_names(&self) -> Option<guard_common::protocol::PackageNames> {
+        let policy = self.pipe.judge.policy();
+        policy.packages.first_seen?;
+        let held = self
+            .pipe
+            .package_names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(guard_common::protocol::PackageNames {
+            names: held.len(),
+            ready: held.is_ready(),
+            unavailable: policy
+                .fleet
+                .is_none()
+                .then(|| "this host's own policy names no [fleet]".to_owned()),
+        })
     }
 
     /// Whether every program the daemon attached is still attached, as the kernel
@@ -581,8 +601,15 @@ impl Daemon {
     /// says (`[fleet]`, with `[export]`'s credential).
     pub(super) fn sync_puller(&mut self) {
         let policy = self.pipe.judge.policy();
+        let first_seen = policy.packages.first_seen.is_some();
         let Some(fleet) = policy.fleet.clone() else {
             self.fleet.puller = None;
+            if first_seen {
+                tracing::warn!(
+                    "[packages] first_seen is set but this host's own policy names no [fleet]: \
+                     no package is judged new to the organisation"
+                );
+            }
             return;
         };
         let mut export = policy.export.clone();
@@ -593,14 +620,19 @@ impl Daemon {
             .fleet
             .puller
             .as_ref()
-            .is_some_and(|p| p.config == (fleet.clone(), export.clone()))
+            .is_some_and(|p| p.config == (fleet.clone(), export.clone(), first_seen))
         {
             return;
         }
-        self.fleet.puller = match crate::fleet::start(&fleet, &export, self.fleet.tx.clone()) {
+        let names = first_seen.then(|| std::sync::Arc::clone(&self.pipe.package_names));
+        self.fleet.puller = match crate::fleet::start(&fleet, &export, names, self.fleet.tx.clone())
+        {
             Ok(p) => Some(p),
             Err(e) => {
-                tracing::error!(error = %e, "cannot ask the fleet for this host's policy");
+                tracing::error!(
+                    error = format!("{e:#}"),
+                    "cannot ask the fleet for this host's policy"
+                );
                 None
             }
         };

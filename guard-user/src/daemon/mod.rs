@@ -222,6 +222,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             repositories: Vec::new(),
             dns_work: Vec::new(),
             spawners,
+            package_names: Default::default(),
         },
         out: Outputs::new(sink, metrics),
         watch: Watch::new(opts.policy.clone()),

@@ -216,6 +216,9 @@ pub struct Pipeline {
     /// The host's known spawners (`crate::delegation`): listeners of sessions'
     /// connects are named, and the kernel's copy kept.
     pub spawners: Option<crate::delegation::Spawners>,
+    /// The organisation's package names (`[packages] first_seen`), pulled from the
+    /// fleet (`crate::fleet`).
+    pub package_names: crate::fleet::Names,
 }
 
 /// What the pipeline saw that guard's resolver needs to know.
@@ -268,6 +271,31 @@ fn emit(out: &mut Outputs, ev: &Event, description: Option<&str>) -> Result<(), 
 const KEEP_ENDED_NS: i128 = 300 * 1_000_000_000;
 
 impl Pipeline {
+    /// `[packages] first_seen`'s verdict on `ev`, against the organisation's names:
+    /// a package new to them is added, so it is the organisation's first once.
+    fn first_seen(&self, ev: &Event) -> Option<guard_policy::judge::Verdict> {
+        self.judge.policy().packages.first_seen?;
+        let mut names = self
+            .package_names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match self.judge.first_seen(ev, &names)? {
+            Ok((verdict, (ecosystem, name))) => {
+                names.insert(ecosystem, &name);
+                Some(verdict)
+            }
+            Err((ecosystem, name)) => {
+                tracing::warn!(
+                    ecosystem,
+                    name,
+                    "a session installed a package that is not judged new to the \
+                     organisation or not: the fleet's package names have not arrived"
+                );
+                None
+            }
+        }
+    }
+
     /// Notes the repository a `session_start` names, for its ignore files.
     pub fn note_repository(&mut self, start: &Event) {
         if let Detail::SessionStart {
@@ -411,7 +439,8 @@ impl Pipeline {
             .or_else(|| escaped.then(|| self.judge.unsandboxed()).flatten())
             .or_else(|| outlived.then(|| self.judge.undeclared()).flatten())
             .or_else(|| self.judge.delegation(&ev))
-            .or_else(|| self.judge.package(&ev));
+            .or_else(|| self.judge.package(&ev))
+            .or_else(|| self.first_seen(&ev));
         self.judge.redact(&mut ev);
         if let Some(verdict) = verdict {
             let offset = self.offset;
@@ -661,6 +690,7 @@ mod tests {
             repositories: Vec::new(),
             dns_work: Vec::new(),
             spawners: None,
+            package_names: Default::default(),
         }
     }
 

@@ -5,12 +5,20 @@
 //! (`daemon::handle`). The last applied answer is kept in the state directory, so a
 //! restart without the fleet enforces it again; a fleet that cannot be reached
 //! changes nothing (docs/fleet.md, "Policy from the fleet").
+//!
+//! When the policy in force sets `[packages] first_seen`, a second task pulls the
+//! organisation's package names (`GET /v1/packages?since=MS`, a page at a time) into
+//! the [`Names`] the pipeline judges against.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
 
 use guard_policy::{
     diag::Diagnostic,
     model::{Export, Fleet, Policy},
+    packages::{Inventory, NamesPage},
     signed::{Envelope, Refused},
 };
 use tokio::{sync::mpsc, task::JoinHandle};
@@ -26,28 +34,50 @@ pub fn group(fleet: &Fleet) -> String {
         .unwrap_or_else(|| crate::host::uname().0)
 }
 
-/// The pulling task; it stops when this is dropped.
+/// The organisation's package names (`[packages] first_seen`): filled by the pull,
+/// read and added to by the pipeline.
+pub type Names = Arc<Mutex<Inventory>>;
+
+/// The pulling tasks; they stop when this is dropped.
 #[derive(Debug)]
 pub struct Puller {
-    task: JoinHandle<()>,
-    /// What it was started with, to restart it when that changes.
-    pub config: (Fleet, Export),
+    tasks: Vec<JoinHandle<()>>,
+    /// What it was started with, to restart it when that changes: the settings,
+    /// and whether it pulls the package names.
+    pub config: (Fleet, Export, bool),
 }
 
 impl Drop for Puller {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
 /// Starts asking the fleet every `[fleet] interval` (and now); each answer that
-/// differs from the previous one goes to `tx`.
+/// differs from the previous one goes to `tx`. With `names`, also pulls the
+/// organisation's package names into it.
 pub fn start(
     fleet: &Fleet,
     export: &Export,
+    names: Option<Names>,
     tx: mpsc::Sender<Envelope>,
-) -> Result<Puller, crate::export::sender::Error> {
+) -> anyhow::Result<Puller> {
     let (client, headers) = crate::export::sender::connection(export)?;
+    let mut tasks = Vec::new();
+    if let Some(names) = names.clone() {
+        let packages_url = reqwest::Url::parse(&fleet.policy_url)
+            .and_then(|u| u.join("packages"))
+            .map_err(|e| anyhow::anyhow!("[fleet] policy_url: {e}"))?;
+        tasks.push(tokio::spawn(pull_names(
+            client.clone(),
+            headers.clone(),
+            packages_url,
+            fleet.interval,
+            names,
+        )));
+    }
     let url = fleet.policy_url.clone();
     let group = group(fleet);
     let mut query = vec![("group", group.clone())];
@@ -99,10 +129,71 @@ pub fn start(
             }
         }
     });
+    tasks.push(task);
     Ok(Puller {
-        task,
-        config: (fleet.clone(), export.clone()),
+        tasks,
+        config: (fleet.clone(), export.clone(), names.is_some()),
     })
+}
+
+/// Pulls the organisation's package names into `names` every `interval` (and now):
+/// each pull asks from where the last ended, page after page until the fleet has
+/// no more; after the first whole pull `names` is ready. A fleet that cannot be
+/// reached keeps what `names` holds (and, before the first whole pull, packages
+/// are not judged).
+async fn pull_names(
+    client: reqwest::Client,
+    headers: reqwest::header::HeaderMap,
+    url: reqwest::Url,
+    interval: std::time::Duration,
+    names: Names,
+) {
+    let mut since = 0_i64;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        loop {
+            let page = async {
+                client
+                    .get(url.clone())
+                    .query(&[("since", since)])
+                    .headers(headers.clone())
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json::<NamesPage>()
+                    .await
+            };
+            let page = match page.await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(%url, error = %e, "the fleet's package names cannot be read; packages new to the organisation are judged against what this host has");
+                    break;
+                }
+            };
+            let mut held = names
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (ecosystem, name) in &page.names {
+                held.insert(ecosystem, name);
+            }
+            // A full page that does not move the cursor would be asked again
+            // forever: wait for the next tick.
+            let stuck = page.more && page.until <= since;
+            since = page.until;
+            if !page.more || stuck {
+                if !held.is_ready() {
+                    tracing::info!(
+                        names = held.len(),
+                        "the organisation's package names arrived"
+                    );
+                }
+                held.set_ready();
+                break;
+            }
+        }
+    }
 }
 
 /// What is in force on a host whose own policy is `local`, holding `envelope`

@@ -241,3 +241,153 @@ action = "kill"
     drop(listener);
     daemon.stop_ok();
 }
+
+/// `[packages] first_seen` against a fleet of the test's own: with the fleet's list
+/// of the organisation's package names in hand (`guard status` says so), a
+/// session's install of a name nobody installed is a violation, alerted; the
+/// session's summary reaches the fleet; a daemon started afresh (it holds only
+/// what the fleet gives it) lets that name by and flags the next new one.
+#[test]
+fn a_package_is_new_to_the_organisation_until_the_fleet_has_seen_it() {
+    let fleet = guard_tests::fleet::Fleet::start();
+    let dir = TempDir::new("guard-e2e-firstseen");
+    let home = dir.join("home");
+    let state = dir.join("state");
+    for d in [&home, &state] {
+        fs::create_dir_all(d).expect("mkdir");
+    }
+    let known = format!("guard-e2e-{}", unique_name("k")).to_lowercase();
+    let fresh = format!("guard-e2e-{}", unique_name("n")).to_lowercase();
+    let known_tgz = npm_tarball(dir.path(), &known, None, &home);
+    let fresh_tgz = npm_tarball(dir.path(), &fresh, None, &home);
+    let agent = unique_name("ga");
+    let agent_bin = dir.join(&agent);
+    fs::copy("/bin/sh", &agent_bin).expect("copy /bin/sh");
+    let token = dir.join("export-token");
+    fs::write(&token, &fleet.ingest_token).expect("write the export token");
+    let policy = dir.join("guard.toml");
+    // The fleet serves no policy (it has no signing key): the host's own stays in
+    // force, and its `[fleet]` names where the package names come from.
+    write_policy(
+        &policy,
+        &format!(
+            r#"mode = "enforce"
+
+[agents]
+names = ["{agent}"]
+
+[packages]
+first_seen = "alert"
+
+[fleet]
+policy_url = "{base}/v1/policy"
+public_key = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+interval = "1s"
+"#,
+            base = fleet.base,
+        ),
+    );
+    let url = fleet.ingest_url();
+    let args = [
+        std::ffi::OsStr::new("--policy"),
+        policy.as_os_str(),
+        std::ffi::OsStr::new("--export-endpoint"),
+        std::ffi::OsStr::new(&url),
+        std::ffi::OsStr::new("--export-token-file"),
+        token.as_os_str(),
+        std::ffi::OsStr::new("--state-dir"),
+        state.as_os_str(),
+    ];
+    let ready = |daemon: &Daemon, at_least: u64| {
+        let mut last = Value::Null;
+        wait_until(
+            "the organisation's package names",
+            scaled(Duration::from_secs(30)),
+            || {
+                last = daemon.status()["package_names"].clone();
+                last["ready"] == true && last["names"].as_u64().is_some_and(|n| n >= at_least)
+            },
+        );
+        last
+    };
+    // `npm install` of `tarballs` in a fresh workspace, as a session under `guard
+    // run`: its id, and the `what` of its `packages.first-seen` violations.
+    let install = |daemon: &mut Daemon, ws: &str, tarballs: &[&std::path::Path]| {
+        let ws = dir.join(ws);
+        fs::create_dir_all(&ws).expect("mkdir ws");
+        let script = tarballs
+            .iter()
+            .map(|t| format!("npm install --offline --no-audit --no-fund {}", t.display()))
+            .collect::<Vec<_>>()
+            .join(" && ");
+        let mut cmd = Command::new(guard_bin());
+        cmd.arg("run")
+            .arg("--socket")
+            .arg(daemon.socket())
+            .arg("--")
+            .arg(&agent_bin)
+            .args(["-c", &script])
+            .current_dir(&ws)
+            .env("HOME", &home)
+            .env("npm_config_cache", home.join("npm-cache"))
+            .env_remove("LD_LIBRARY_PATH")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let run = Running::spawn(cmd).finish();
+        run.assert_success();
+        let events = daemon.wait_for("the end of the session", session_ended(run.pid));
+        let session = session_of(&events, run.pid);
+        let report = daemon.report(&session);
+        let flagged: Vec<(String, String)> = report["violations"]["items"]
+            .as_array()
+            .expect("violations")
+            .iter()
+            .filter(|v| v["rule"] == "packages.first-seen")
+            .map(|v| {
+                (
+                    v["what"].as_str().unwrap_or_default().to_owned(),
+                    v["outcome"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        (session, flagged, report)
+    };
+
+    let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
+    // An organisation that has seen nothing yet: the list is whole, and empty.
+    let names = ready(&daemon, 0);
+    assert_eq!(names["names"], 0, "{names}");
+    let (session, flagged, report) = install(&mut daemon, "ws1", &[&known_tgz]);
+    assert_eq!(flagged.len(), 1, "{report:#}");
+    assert!(
+        flagged[0].0.ends_with(&format!(
+            "npm package {known} is new to the organisation: the fleet's inventory has no \
+             package of that name"
+        )),
+        "{flagged:?}"
+    );
+    assert_eq!(flagged[0].1, "alerted", "{flagged:?}");
+    // The summary reaches the fleet, with the package in its inventory.
+    fleet.wait_ended(&session, scaled(Duration::from_secs(60)));
+    let inventory = fleet.page("/api/packages");
+    assert!(
+        inventory.contains(&format!("\"name\":\"{known}\"")),
+        "{inventory}"
+    );
+    daemon.stop_ok();
+
+    // A daemon started afresh knows only what the fleet gives it.
+    let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
+    let names = ready(&daemon, 1);
+    assert_eq!(names["names"], 1, "{names}");
+    let (_, flagged, report) = install(&mut daemon, "ws2", &[&known_tgz, &fresh_tgz]);
+    assert_eq!(flagged.len(), 1, "only the new name: {report:#}");
+    assert!(
+        flagged[0]
+            .0
+            .contains(&format!("npm package {fresh} is new")),
+        "{flagged:?}"
+    );
+    daemon.stop_ok();
+}

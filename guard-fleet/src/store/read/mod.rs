@@ -1172,7 +1172,7 @@ mod lists;
 mod packages;
 mod violations;
 pub use lists::{Dim, DimPage, DimRow, DimSort, Suggestions, Window};
-pub use packages::{INVENTORY_MAX, InventoryRow};
+pub use packages::{INVENTORY_MAX, InventoryRow, NAMES_MAX, NAMES_SLACK_MS};
 pub use violations::{Cursor, ViolationRecord};
 
 #[cfg(test)]

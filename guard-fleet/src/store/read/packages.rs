@@ -2,6 +2,7 @@
 //! installed, when and where the organisation first saw it, and the sessions and
 //! repositories that installed it (those the store still keeps).
 
+use guard_policy::packages::NamesPage;
 use serde::{Deserialize, Serialize};
 use sqlx::Row as _;
 
@@ -29,7 +30,49 @@ pub struct InventoryRow {
     pub install_script: bool,
 }
 
+/// Package names a host's pull gets at most per answer.
+pub const NAMES_MAX: i64 = 10_000;
+
+/// How far behind its clock a finished pull's cursor stays (writes in flight).
+pub const NAMES_SLACK_MS: i64 = 60_000;
+
 impl Store {
+    /// The package names recorded at or after `since` (the fleet's clock), the
+    /// oldest first, at most [`NAMES_MAX`] versions' worth; `now_ms` is the fleet's
+    /// clock.
+    pub async fn package_names(&self, since: i64, now_ms: i64) -> Result<NamesPage, StoreError> {
+        let what = "read the organisation's package names";
+        let rows = sqlx::query(
+            "SELECT ecosystem, name, recorded_ms FROM packages WHERE recorded_ms >= $1 \
+             ORDER BY recorded_ms LIMIT $2",
+        )
+        .bind(since)
+        .bind(NAMES_MAX)
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::query(what))?;
+        let more = i64::try_from(rows.len()).unwrap_or(i64::MAX) >= NAMES_MAX;
+        let mut names = Vec::with_capacity(rows.len());
+        let mut last = since;
+        let mut seen = std::collections::HashSet::new();
+        for r in &rows {
+            let name: (String, String) = (
+                r.try_get("ecosystem").map_err(StoreError::query(what))?,
+                r.try_get("name").map_err(StoreError::query(what))?,
+            );
+            last = r.try_get("recorded_ms").map_err(StoreError::query(what))?;
+            if seen.insert(name.clone()) {
+                names.push(name);
+            }
+        }
+        let until = if more {
+            last
+        } else {
+            since.max(now_ms - NAMES_SLACK_MS)
+        };
+        Ok(NamesPage { names, until, more })
+    }
+
     /// The inventory, the versions first seen last first (at most
     /// [`INVENTORY_MAX`]).
     pub async fn packages(&self) -> Result<Vec<InventoryRow>, StoreError> {
