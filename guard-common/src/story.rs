@@ -17,6 +17,8 @@ use chrono::{DateTime, Utc};
 
 use crate::report::{Report, why};
 
+pub mod timeline;
+
 /// A piece of a line: plain words, a name or command shown as code, or words that
 /// stand out.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -164,7 +164,16 @@ fn main() -> ExitCode {
             log,
             json,
             sarif,
-        } => clients::report(&session, &socket, log.as_deref(), json, sarif),
+            html,
+        } => {
+            let format = match (json, sarif, html) {
+                (true, _, _) => clients::ReportFormat::Json,
+                (_, true, _) => clients::ReportFormat::Sarif,
+                (_, _, true) => clients::ReportFormat::Html,
+                _ => clients::ReportFormat::Markdown,
+            };
+            clients::report(&session, &socket, log.as_deref(), format)
+        }
         Cmd::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "guard", &mut std::io::stdout());
             Ok(())

@@ -279,6 +279,8 @@ struct SessionPageT<'a> {
     /// `story_more` counts the rest.
     story: Vec<Item>,
     story_more: usize,
+    /// The declared calls and guard's decisions over time (SVG), when any.
+    story_chart: String,
 }
 
 /// `GET /sessions/{id}`.
@@ -322,6 +324,9 @@ pub async fn session(
         files,
         story,
         story_more,
+        story_chart: guard_common::story::timeline::timeline(r)
+            .svg()
+            .unwrap_or_default(),
         d: &d,
     })
 }
@@ -754,6 +759,7 @@ mod tests {
             timeline: String::new(),
             story: guard_common::story::story(&d.report),
             story_more: 0,
+            story_chart: String::new(),
         }
         .render()
         .expect("render");

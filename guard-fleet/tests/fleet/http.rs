@@ -1458,5 +1458,15 @@ async fn the_package_inventory_lists_each_version_once_with_its_first_sighting(d
          (pid 4242): worked on after its call ended (call <span class=\"code\">call_7</span>)",
     );
     assert!(call < left, "{story}");
+    // With the timeline drawn above it: the call as a bar, named by its command.
+    let panel = body
+        .split("<h2>The session, in order</h2>")
+        .nth(1)
+        .and_then(|s| s.split("<ol class=\"story\">").next())
+        .unwrap_or_default();
+    assert!(
+        panel.contains("<svg class=\"timeline\"") && panel.contains("npm install evil-pkg"),
+        "no timeline over the story:\n{panel}"
+    );
     fleet.stop().await;
 }

@@ -74,14 +74,24 @@ pub fn sessions(socket: &Path, json: bool) -> anyhow::Result<()> {
 
 pub use guard_common::line::human_bytes;
 
-/// `guard report`: from the daemon, or folded from an audit log; Markdown, JSON, or
-/// its violations as SARIF.
+/// How `guard report` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    Markdown,
+    Json,
+    /// Its violations as SARIF.
+    Sarif,
+    /// One HTML page.
+    Html,
+}
+
+/// `guard report`: from the daemon, or folded from an audit log; Markdown, JSON, its
+/// violations as SARIF, or an HTML page.
 pub fn report(
     session: &str,
     socket: &Path,
     log: Option<&Path>,
-    json: bool,
-    sarif: bool,
+    format: ReportFormat,
 ) -> anyhow::Result<()> {
     let report = match log {
         Some(path) => {
@@ -97,12 +107,13 @@ pub fn report(
             },
         )?,
     };
-    let text = if json {
-        serde_json::to_string_pretty(&report)? + "\n"
-    } else if sarif {
-        serde_json::to_string_pretty(&crate::report::sarif::render(&report))? + "\n"
-    } else {
-        crate::report::markdown(&report)
+    let text = match format {
+        ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+        ReportFormat::Sarif => {
+            serde_json::to_string_pretty(&crate::report::sarif::render(&report))? + "\n"
+        }
+        ReportFormat::Html => crate::report::html::render(&report),
+        ReportFormat::Markdown => crate::report::markdown(&report),
     };
     // A reader that stops early (`| head`) is not an error.
     match std::io::stdout().lock().write_all(text.as_bytes()) {

@@ -158,7 +158,8 @@ pub enum Cmd {
         json: bool,
     },
     /// A session's report: who and where, commands, files read and written by class,
-    /// destinations, violations and what guard did. Markdown unless --json.
+    /// destinations, violations and what guard did. Markdown unless --json, --sarif
+    /// or --html.
     Report {
         /// The session id (or a unique prefix of it).
         session: String,
@@ -174,6 +175,10 @@ pub enum Cmd {
         /// Print its violations as SARIF 2.1.0 (for a code host's code scanning).
         #[arg(long, conflicts_with = "json")]
         sarif: bool,
+        /// Print it as one HTML page (the Markdown's content, its timeline drawn as
+        /// SVG; no script): the artifact a CI job attaches for a reviewer.
+        #[arg(long, conflicts_with_all = ["json", "sarif"])]
+        html: bool,
     },
     /// Kill a session (every process in it) or a process subtree.
     Kill {

@@ -7,6 +7,7 @@
 //! folds the same lines read back from an audit log, so both give the same document.
 
 mod calls;
+pub mod html;
 mod markdown;
 mod packages;
 pub mod sarif;
@@ -566,7 +567,8 @@ impl Ledger {
 }
 
 /// Writes `<dir>/<session>.json`, `<dir>/<session>.sarif` (its violations, SARIF
-/// 2.1.0) and `<dir>/<session>.md` (each whole: written aside, then renamed),
+/// 2.1.0), `<dir>/<session>.html` (the page) and `<dir>/<session>.md` (each whole:
+/// written aside, then renamed),
 /// creating `dir` (mode 0750) when absent; returns the Markdown file's path.
 pub fn write_files(dir: &std::path::Path, r: &Report) -> anyhow::Result<std::path::PathBuf> {
     use anyhow::Context as _;
@@ -578,11 +580,13 @@ pub fn write_files(dir: &std::path::Path, r: &Report) -> anyhow::Result<std::pat
         .with_context(|| format!("cannot create {}", dir.display()))?;
     let json = serde_json::to_string_pretty(r)?;
     let sarif = serde_json::to_string_pretty(&sarif::render(r))?;
+    let page = html::render(r);
     let md = markdown(r);
     let mut written = dir.join(&r.session);
     for (ext, text) in [
         ("json", json.as_str()),
         ("sarif", sarif.as_str()),
+        ("html", page.as_str()),
         ("md", md.as_str()),
     ] {
         let path = dir.join(format!("{}.{ext}", r.session));

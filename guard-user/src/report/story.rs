@@ -9,13 +9,10 @@ use std::fmt::Write as _;
 
 use guard_common::{
     report::Report,
-    story::{Item, NO_CALLS, Part, STORY_MAX, parse, story},
+    story::{Item, NO_CALLS, Part, STORY_MAX, story, timeline::timeline},
 };
 
 use super::markdown::inline;
-
-/// Bars and milestones in the chart at most, each kind.
-pub const CHART_MAX: usize = 50;
 
 /// An item's line in Markdown: names and commands as code spans.
 fn markdown(item: &Item) -> String {
@@ -31,67 +28,31 @@ fn markdown(item: &Item) -> String {
 
 /// A name Mermaid's Gantt syntax takes: no `:` (it ends the name), `#` or `;`.
 fn chart_name(s: &str) -> String {
-    let s: String = s
-        .chars()
-        .map(|c| {
-            if matches!(c, ':' | '#' | ';' | '\n' | '\r') {
-                ' '
-            } else {
-                c
-            }
-        })
-        .collect();
-    let s = s.trim();
-    match s.char_indices().nth(40) {
-        Some((at, _)) => format!("{}…", &s[..at]),
-        None if s.is_empty() => "-".to_owned(),
-        None => s.to_owned(),
-    }
+    s.chars()
+        .map(|c| if matches!(c, ':' | '#' | ';') { ' ' } else { c })
+        .collect()
 }
 
-/// The timeline chart: the declared calls as bars, guard's decisions as milestones.
+/// The timeline chart in Mermaid: the declared calls as bars, guard's decisions as
+/// milestones.
 fn chart(out: &mut String, r: &Report) -> std::fmt::Result {
-    let ms = |ts: &str| parse(ts).map(|t| t.timestamp_millis());
-    let session_end = r.ended.as_deref().and_then(ms);
-    let bars: Vec<(String, i64, i64)> = r
-        .calls
-        .items
-        .iter()
-        .filter_map(|c| {
-            let start = ms(&c.started)?;
-            let end = c
-                .ended
-                .as_deref()
-                .and_then(ms)
-                .or(session_end)
-                .unwrap_or(start)
-                .max(start + 1);
-            let name = c.command.as_deref().unwrap_or(&c.tool);
-            Some((chart_name(name), start, end))
-        })
-        .take(CHART_MAX)
-        .collect();
-    let marks: Vec<(String, i64)> = r
-        .violations
-        .items
-        .iter()
-        .filter_map(|v| Some((chart_name(&format!("{} {}", v.rule, v.outcome)), ms(&v.ts)?)))
-        .take(CHART_MAX)
-        .collect();
-    if bars.is_empty() && marks.is_empty() {
+    let t = timeline(r);
+    if t.is_empty() {
         return Ok(());
     }
     writeln!(out, "```mermaid\ngantt")?;
     writeln!(out, "    dateFormat x\n    axisFormat %H:%M:%S")?;
-    if !bars.is_empty() {
+    if !t.bars.is_empty() {
         writeln!(out, "    section Calls")?;
-        for (i, (name, start, end)) in bars.iter().enumerate() {
-            writeln!(out, "    {name} :c{i}, {start}, {end}")?;
+        for (i, b) in t.bars.iter().enumerate() {
+            let name = chart_name(&b.name);
+            writeln!(out, "    {name} :c{i}, {}, {}", b.start_ms, b.end_ms)?;
         }
     }
-    if !marks.is_empty() {
+    if !t.marks.is_empty() {
         writeln!(out, "    section guard")?;
-        for (i, (name, at)) in marks.iter().enumerate() {
+        for (i, m) in t.marks.iter().enumerate() {
+            let (name, at) = (chart_name(&m.name), m.at_ms);
             writeln!(out, "    {name} :crit, milestone, v{i}, {at}, {at}")?;
         }
     }
@@ -121,7 +82,7 @@ pub(super) fn write(out: &mut String, r: &Report) -> std::fmt::Result {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use guard_common::report::{
         Bounded, Call, Command, Package, Script, Undeclared, Violation, why,
     };
@@ -134,7 +95,7 @@ mod tests {
 
     /// A session whose parts are given out of order: a call that installs a package
     /// whose install script reads a secret and is killed, and a process left behind.
-    fn session() -> Report {
+    pub(in crate::report) fn session() -> Report {
         let mut r = Report {
             session: "s".to_owned(),
             agent: Some("codex".to_owned()),
@@ -272,11 +233,16 @@ mod tests {
             .nth(1)
             .and_then(|c| c.split("```").next())
             .unwrap_or_else(|| panic!("no chart: {out}"));
-        let start = |s: &str| parse(&at(s)).expect("a time").timestamp_millis();
-        // Names lose the `:` that would end them; the calls keep their given order.
+        let start = |s: &str| {
+            guard_common::story::parse(&at(s))
+                .expect("a time")
+                .timestamp_millis()
+        };
+        // Names lose the `:` that would end them; the calls in the order they
+        // started (the report lists them otherwise).
         assert!(
             chart.contains(&format!(
-                "    npm install  ./evil :c1, {}, {}\n",
+                "    npm install  ./evil :c0, {}, {}\n",
                 start("01.000"),
                 start("03.000")
             )),
@@ -284,7 +250,7 @@ mod tests {
         );
         assert!(
             chart.contains(&format!(
-                "    sleep 600 & :c0, {}, {}\n",
+                "    sleep 600 & :c1, {}, {}\n",
                 start("04.000"),
                 start("04.100")
             )),
@@ -347,6 +313,10 @@ mod tests {
             out.contains(&format!("- …and {} more;", total - STORY_MAX)),
             "{out}"
         );
-        assert_eq!(out.matches(":crit, milestone").count(), CHART_MAX, "{out}");
+        assert_eq!(
+            out.matches(":crit, milestone").count(),
+            guard_common::story::timeline::CHART_MAX,
+            "{out}"
+        );
     }
 }

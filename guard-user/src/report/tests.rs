@@ -225,6 +225,15 @@ fn files_are_written_whole_and_read_back() {
     let back: Report = serde_json::from_str(&json).expect("parse");
     assert_eq!(back, r);
     assert_eq!(std::fs::read_to_string(md).expect("md"), markdown(&r));
+    let page = std::fs::read_to_string(out.join("00000000000000aa.html")).expect("html");
+    assert_eq!(page, super::html::render(&r));
+    // Nothing left aside.
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .expect("list")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
 }
 
 /// `guard run` as root, `setpriv` dropping to alice, then the agent: the report is

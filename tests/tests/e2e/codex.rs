@@ -1350,6 +1350,46 @@ fn codex_s_declared_calls_are_set_against_what_ran() {
     for needle in ["## Tool calls the agent declared", "**outlived its call**"] {
         assert!(md.contains(needle), "{needle:?} not in:\n{md}");
     }
+    // The page a CI job attaches, as a reviewer's browser (Debian's Chromium, no
+    // script) reads it: the story's timeline with a bar per declared call.
+    let page_dir = guard_tests::TempDir::new("guard-e2e-htmlreport");
+    let page = page_dir.join("report.html");
+    fs::write(
+        &page,
+        daemon.client(&["report", session.as_str(), "--html"]),
+    )
+    .expect("write the page");
+    let dom = guard_tests::watch::output(
+        Command::new("/usr/bin/chromium")
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+            ])
+            .arg(format!(
+                "--user-data-dir={}",
+                page_dir.join("profile").display()
+            ))
+            .arg("--dump-dom")
+            .arg(format!("file://{}", page.display())),
+        guard_tests::scaled(Duration::from_secs(60)),
+    );
+    let dom = format!(
+        "{}{}",
+        String::from_utf8_lossy(&dom.stdout),
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let chart = dom
+        .split("<h2>The session, in order</h2>")
+        .nth(1)
+        .and_then(|s| s.split("</svg>").next())
+        .unwrap_or_else(|| panic!("no timeline in the page:\n{dom}"));
+    assert!(chart.contains("<svg class=\"timeline\""), "{dom}");
+    assert_eq!(
+        chart.matches("fill=\"#0969DA\"").count(),
+        calls.len(),
+        "a bar per call: {chart}"
+    );
     note(&format!(
         "declared calls: {} calls, {:.2}s, {} events",
         calls.len(),
