@@ -215,7 +215,7 @@ pub enum Cmd {
     /// hook (`/etc/codex/hooks.json`); Claude Code: a `PostToolUse` hook of its
     /// settings; given the hook's JSON on stdin.
     Hook {
-        /// The agent: `codex` or `claude`.
+        /// The agent: `codex`, `claude` or `gemini`.
         agent: String,
         #[arg(long, env = "GUARD_HOOK_SOCKET", default_value = control::DEFAULT_HOOK_SOCKET)]
         socket: PathBuf,

@@ -1,7 +1,8 @@
 //! What guard stopped, for the agents' hooks to tell the agent why (`guard hook`):
 //! each kill or refusal of a process that works for an agent thread (Codex's
-//! `CODEX_THREAD_ID`), kept a while, and handed out once per thread: a hook that
-//! runs after each tool call gets what was stopped since the last one.
+//! `CODEX_THREAD_ID`), else for a declared call (Gemini CLI's tools carry no
+//! thread), kept a while, and handed out once per thread or call: a hook that runs
+//! after each tool call gets what was stopped since the last one.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -25,6 +26,12 @@ pub struct Stops {
 /// threads (Codex puts the thread id in its tools' environment only).
 fn session_key(session: &str) -> String {
     format!("session:{session}")
+}
+
+/// Where the stops of a process that works for a declared call but no thread are
+/// kept: its call's end hands them out.
+pub fn call_key(call: &str) -> String {
+    format!("call:{call}")
 }
 
 /// What an event was about, for the agent (a file's name, never its content).
@@ -61,15 +68,17 @@ fn what(ev: &Event) -> String {
 
 impl Stops {
     /// Notes `ev` when guard stopped it (killed or denied) and it works for an
-    /// agent thread, or is the agent's own process (whose threads are its session's:
-    /// kept under [`session_key`]); `uid` is its session's, `description` its rule's.
+    /// agent thread, for a declared call (kept under [`call_key`]), or is the
+    /// agent's own process (whose threads are its session's: kept under
+    /// [`session_key`]); `uid` is its session's, `description` its rule's.
     pub fn note(&mut self, ev: &Event, uid: u32, description: Option<&str>) {
         let Some(v) = &ev.violation else {
             return;
         };
-        let thread = match (&ev.task.agent_thread, ev.session) {
-            (Some(thread), _) => thread.to_string(),
-            (None, Some(session)) if ev.task.role == guard_common::role::AGENT => {
+        let thread = match (&ev.task.agent_thread, &ev.task.call, ev.session) {
+            (Some(thread), _, _) => thread.to_string(),
+            (None, Some(call), _) => call_key(call),
+            (None, None, Some(session)) if ev.task.role == guard_common::role::AGENT => {
                 session_key(&session.to_string())
             }
             _ => return,
@@ -194,5 +203,27 @@ mod tests {
             stops.take("t1", &[session], 1000).is_empty(),
             "handed out once"
         );
+    }
+
+    /// Gemini CLI's tools carry no thread: their stops wait for their call's end.
+    #[test]
+    fn a_tool_without_a_thread_is_told_at_its_call_s_end() {
+        let mut stops = Stops::default();
+        let mut tool = stopped(13, guard_common::role::TOOL, None);
+        tool.task.call = Some(std::sync::Arc::from("gemini-00ff"));
+        stops.note(&tool, 1000, None);
+        assert!(stops.take(&call_key("gemini-0001"), &[], 1000).is_empty());
+        let got: Vec<u32> = stops
+            .take(&call_key("gemini-00ff"), &[], 1000)
+            .iter()
+            .map(|s| s.pid)
+            .collect();
+        assert_eq!(got, [13]);
+        // A thread's tool stays the thread's, whatever its call.
+        let mut codex = stopped(14, guard_common::role::TOOL, Some("t1"));
+        codex.task.call = Some(std::sync::Arc::from("call_0"));
+        stops.note(&codex, 1000, None);
+        assert!(stops.take(&call_key("call_0"), &[], 1000).is_empty());
+        assert_eq!(stops.take("t1", &[], 1000).len(), 1);
     }
 }

@@ -69,17 +69,23 @@ impl Daemon {
                 reply,
             } => {
                 let thread = call.thread.clone();
+                let id = call.id.clone();
                 let ends = call.phase == guard_common::protocol::CallPhase::End;
                 let now = self.pipe.now();
                 match self.pipe.registry.declare(pid, uid, now, call) {
                     Ok(ev) => {
                         self.pipe.process(ev, &mut self.out)?;
                         self.out.sink.flush()?;
-                        // At its end, what guard stopped of the call's thread.
-                        let stops = match thread.filter(|_| ends) {
+                        // At its end, what guard stopped of the call's thread, and
+                        // of its processes that carry no thread (Gemini CLI's).
+                        let mut stops = match thread.filter(|_| ends) {
                             Some(thread) => self.stops_of(&thread, uid),
                             None => Vec::new(),
                         };
+                        if ends {
+                            let key = crate::control::stops::call_key(&id);
+                            stops.extend(self.out.stops.take(&key, &[], uid));
+                        }
                         let _ = reply.send(Ok(stops));
                     }
                     Err(e) => {

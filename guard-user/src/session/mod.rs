@@ -426,11 +426,16 @@ impl Registry {
         }
         if let Detail::Exec { argv, .. } = &ev.detail {
             // The agent's child's exec, with several calls open: the call whose
-            // command it runs.
+            // command it runs. (Any process of the agent's: Gemini CLI relaunches
+            // itself and starts its tools from the second.)
+            let by_agent = self
+                .procs
+                .get(&proc.ppid)
+                .is_some_and(|p| p.role == guard_common::role::AGENT);
             if let Some(call) = self
                 .sessions
                 .get(&proc.session)
-                .filter(|s| s.agent_pid == Some(proc.ppid))
+                .filter(|s| by_agent || s.agent_pid == Some(proc.ppid))
                 .and_then(|s| s.calls.of_exec(argv))
             {
                 ev.task.call = Some(call);
@@ -474,8 +479,12 @@ impl Registry {
             Detail::Fork { child_pid } => {
                 session.counts.fork += 1;
                 let parent = self.procs.get(&pid);
-                // What the agent's own process starts works for the call open now.
-                let call = if session.agent_pid == Some(pid) {
+                // What the agent's own process (any of them: Gemini CLI's tools
+                // come from its relaunched process) starts works for the call open
+                // now.
+                let call = if session.agent_pid == Some(pid)
+                    || ev.task.role == guard_common::role::AGENT
+                {
                     session.calls.for_new()
                 } else {
                     ev.task.call.clone()

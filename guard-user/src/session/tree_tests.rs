@@ -535,6 +535,52 @@ fn declare(
     assert!(matches!(ev.detail, Detail::ToolCall { .. }), "{ev:?}");
 }
 
+/// Gemini CLI relaunches itself (a second process of role agent) and starts its
+/// tools from the second: they work for the open call as the first's would.
+#[test]
+fn a_relaunched_agent_s_children_work_for_the_open_call() {
+    use guard_common::protocol::CallPhase::Start;
+    let as_agent = |r: &mut Registry, pid, ppid, ts, detail| {
+        let mut ev = event(S, pid, ts, detail);
+        ev.task = task(pid, ppid, "node");
+        ev.task.role = guard_common::role::AGENT;
+        r.annotate(&mut ev);
+        r.after(&ev);
+    };
+    let mut r = Registry::default();
+    let mut root = event(S, 10, 1, exec("/usr/bin/node", &["node", "gemini"], true));
+    root.task.role = guard_common::role::AGENT;
+    r.before(&root);
+    r.after(&root);
+    as_agent(&mut r, 10, 1, 2, fork(11));
+    as_agent(
+        &mut r,
+        11,
+        10,
+        3,
+        exec(
+            "/usr/bin/node",
+            &["node", "--max-old-space-size=8", "gemini"],
+            false,
+        ),
+    );
+    as_agent(&mut r, 11, 10, 4, fork(12));
+    declare(&mut r, 12, Start, "gemini-00ff", "git status");
+    as_agent(&mut r, 11, 10, 5, fork(13));
+    let shell = annotated(
+        &mut r,
+        13,
+        11,
+        6,
+        exec(
+            "/usr/bin/bash",
+            &["/usr/bin/bash", "-c", "git status"],
+            false,
+        ),
+    );
+    assert_eq!(shell.task.call.as_deref(), Some("gemini-00ff"), "{shell:?}");
+}
+
 #[test]
 fn the_agent_s_children_work_for_the_open_call_and_outlive_it_after_its_end() {
     use guard_common::protocol::CallPhase::{End, Start};

@@ -857,7 +857,56 @@ fn agent_under(agent: Agent, policy: &str) {
         );
         user.chown_home();
     }
+    if agent == Agent::Gemini {
+        // Gemini CLI's BeforeTool and AfterTool hooks (its user settings), as for
+        // Claude Code: each call declared, and told what was stopped.
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o755))
+            .expect("chmod the daemon's directory");
+        let hook = json!([{"matcher": ".*", "hooks": [{
+            "type": "command",
+            "name": "guard",
+            "command": format!(
+                "{} hook gemini --socket {}",
+                guard_bin().display(),
+                daemon.dir().join("hook.sock").display()
+            ),
+            "timeout": 10_000,
+        }]}]);
+        user.write(
+            ".gemini/settings.json",
+            &json!({"general": {"enableAutoUpdate": false, "enableAutoUpdateNotification": false},
+                "privacy": {"usageStatisticsEnabled": false},
+                "security": {"auth": {"selectedType": "gemini-api-key"}},
+                "hooks": {"BeforeTool": hook, "AfterTool": hook}})
+            .to_string(),
+            0o644,
+        );
+        user.chown_home();
+    }
 
+    if agent == Agent::Copilot {
+        // Copilot CLI's PreToolUse and PostToolUse hooks (a hooks file in the user's
+        // ~/.copilot/hooks; PascalCase events give Claude Code's input).
+        use std::os::unix::fs::PermissionsExt as _;
+        fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o755))
+            .expect("chmod the daemon's directory");
+        let hook = json!([{
+            "type": "command",
+            "bash": format!(
+                "{} hook copilot --socket {}",
+                guard_bin().display(),
+                daemon.dir().join("hook.sock").display()
+            ),
+            "timeoutSec": 10,
+        }]);
+        user.write(
+            ".copilot/hooks/guard.json",
+            &json!({"version": 1, "hooks": {"PreToolUse": hook, "PostToolUse": hook}}).to_string(),
+            0o644,
+        );
+        user.chown_home();
+    }
     let ar = run_agent(&mut daemon, &model, &install, &user, &ws);
     note(
         agent,
@@ -883,8 +932,8 @@ fn agent_under(agent: Agent, policy: &str) {
     let hook = fs::read_to_string(&hook_path).expect("the hook is still there");
     let report = daemon.report(&ar.session);
     let mut failures = check_run(&install, &ar, &model, &secrets);
-    if agent == Agent::Claude {
-        // Claude Code was told why each malicious step was stopped (guard's hook), by
+    if matches!(agent, Agent::Claude | Agent::Gemini | Agent::Copilot) {
+        // The agent was told why each malicious step was stopped (guard's hook), by
         // rule, and never a secret (checked above with every request).
         for step in steps.iter().filter(|s| s.rule.is_some()) {
             let told = ar.requests.iter().any(|r| {
@@ -897,27 +946,57 @@ fn agent_under(agent: Agent, policy: &str) {
             });
             if !told {
                 failures.push(format!(
-                    "Claude Code was not told why {:?} was stopped (guard hook claude)",
+                    "{} was not told why {:?} was stopped (guard hook)",
+                    agent.profile(),
                     step.cmd
                 ));
             }
         }
     }
-    if agent == Agent::Claude {
-        // Each call Claude Code declared (guard's PreToolUse hook) is in the report, and
-        // the processes of each step's command work for it: the shell Claude Code
-        // starts for the call, and the command (a step with a quote is quoted again
-        // in the shell's script, so it is looked for only by its call).
-        let ids: Vec<&str> = report["calls"]["items"]
+    {
+        // Each call the agent declared (guard's PreToolUse or BeforeTool hook) is in
+        // the report, and the processes of each step's command work for it: the
+        // shell the agent starts for the call, and the command (a step with a quote
+        // is quoted again in the shell's script, so it is looked for only by its
+        // call). Claude Code's calls carry the model's ids; Gemini CLI's and Copilot
+        // CLI's are made from what their hooks share (`gemini-…`, `copilot-…`),
+        // found by the command declared.
+        let calls: Vec<(&str, &str)> = report["calls"]["items"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|c| c["id"].as_str())
+            .filter_map(|c| Some((c["id"].as_str()?, c["command"].as_str().unwrap_or(""))))
             .collect();
-        let want: Vec<String> = (0..steps.len()).map(call_id).collect();
-        if ids != want {
+        let made = match agent {
+            Agent::Gemini => "gemini-",
+            _ => "copilot-",
+        };
+        let ids: Vec<String> = match agent {
+            Agent::Gemini | Agent::Copilot => steps
+                .iter()
+                .map(|s| {
+                    calls
+                        .iter()
+                        .find(|(id, command)| id.starts_with(made) && *command == s.cmd)
+                        .map_or_else(
+                            || format!("no call declared {:?}", s.cmd),
+                            |c| c.0.to_owned(),
+                        )
+                })
+                .collect(),
+            _ => calls.iter().map(|c| c.0.to_owned()).collect(),
+        };
+        let want: Vec<String> = match agent {
+            Agent::Gemini | Agent::Copilot => ids
+                .iter()
+                .filter(|i| i.starts_with(made))
+                .cloned()
+                .collect(),
+            Agent::Claude => (0..steps.len()).map(call_id).collect(),
+        };
+        if ids != want || calls.len() != steps.len() {
             failures.push(format!(
-                "the report's declared calls: {ids:?}, not {want:?}"
+                "the report's declared calls: {calls:?}, not one per step ({want:?})"
             ));
         }
         for (n, step) in steps
@@ -933,12 +1012,12 @@ fn agent_under(agent: Agent, policy: &str) {
                             .any(|w| w.contains(step.cmd.as_str()))
                     })
             });
+            let id = ids.get(n).map_or("", String::as_str);
             match runs {
-                Some(e) if e.str("tool_call") == Some(call_id(n).as_str()) => {}
+                Some(e) if e.str("tool_call") == Some(id) => {}
                 other => failures.push(format!(
-                    "{:?} did not run for its declared call {}: {:?}",
+                    "{:?} did not run for its declared call {id}: {:?}",
                     step.cmd,
-                    call_id(n),
                     other.map(ToString::to_string)
                 )),
             }

@@ -1361,11 +1361,7 @@ fn codex_s_declared_calls_are_set_against_what_ran() {
     .expect("write the page");
     let dom = guard_tests::watch::output(
         Command::new("/usr/bin/chromium")
-            .args([
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-            ])
+            .args(["--headless=new", "--no-sandbox", "--disable-gpu"])
             .arg(format!(
                 "--user-data-dir={}",
                 page_dir.join("profile").display()
