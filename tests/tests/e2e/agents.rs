@@ -760,6 +760,57 @@ fn daemon_with(policy: &str) -> Daemon {
     )
 }
 
+/// guard's hooks in `agent`'s user settings, at `daemon`'s hook socket: each call
+/// declared before and after it runs, and the agent told what guard stopped.
+fn install_hooks(agent: Agent, daemon: &Daemon, user: &TestUser) {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o755))
+        .expect("chmod the daemon's directory");
+    let command = |name: &str| {
+        format!(
+            "{} hook {name} --socket {}",
+            guard_bin().display(),
+            daemon.dir().join("hook.sock").display()
+        )
+    };
+    let (path, settings) = match agent {
+        // PreToolUse declares each call before its processes run; a command that
+        // failed (a tool killed or refused) ends in PostToolUseFailure.
+        Agent::Claude => {
+            let hook = json!([{"matcher": "*", "hooks": [{
+                "type": "command", "command": command("claude"), "timeout": 10}]}]);
+            (
+                ".claude/settings.json",
+                json!({"hooks": {"PreToolUse": hook, "PostToolUse": hook,
+                    "PostToolUseFailure": hook}}),
+            )
+        }
+        // Gemini CLI's BeforeTool and AfterTool, beside what furnish_home set.
+        Agent::Gemini => {
+            let hook = json!([{"matcher": ".*", "hooks": [{
+                "type": "command", "name": "guard", "command": command("gemini"),
+                "timeout": 10_000}]}]);
+            (
+                ".gemini/settings.json",
+                json!({"general": {"enableAutoUpdate": false, "enableAutoUpdateNotification": false},
+                    "privacy": {"usageStatisticsEnabled": false},
+                    "security": {"auth": {"selectedType": "gemini-api-key"}},
+                    "hooks": {"BeforeTool": hook, "AfterTool": hook}}),
+            )
+        }
+        // Copilot CLI's hooks file (PascalCase events give Claude Code's input).
+        Agent::Copilot => {
+            let hook = json!([{"type": "command", "bash": command("copilot"), "timeoutSec": 10}]);
+            (
+                ".copilot/hooks/guard.json",
+                json!({"version": 1, "hooks": {"PreToolUse": hook, "PostToolUse": hook}}),
+            )
+        }
+    };
+    user.write(path, &settings.to_string(), 0o644);
+    user.chown_home();
+}
+
 /// The process chain of a session as guard saw it: each exec's pid, ppid, role and exe.
 fn chain(events: &[Event]) -> String {
     events
@@ -831,82 +882,7 @@ fn agent_under(agent: Agent, policy: &str) {
     }
     let hook_path = ws.join(".git/hooks/pre-commit");
     let label = format!("{}, {policy}", agent.profile());
-    if agent == Agent::Claude {
-        // guard's hook tells Claude Code what was stopped (its PostToolUse hook, in
-        // the user's settings).
-        use std::os::unix::fs::PermissionsExt as _;
-        fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o755))
-            .expect("chmod the daemon's directory");
-        // A command that failed (a tool killed or refused) ends in PostToolUseFailure.
-        let hook = json!([{"matcher": "*", "hooks": [{
-            "type": "command",
-            "command": format!(
-                "{} hook claude --socket {}",
-                guard_bin().display(),
-                daemon.dir().join("hook.sock").display()
-            ),
-            "timeout": 10,
-        }]}]);
-        // PreToolUse: it declares each call before its processes run.
-        user.write(
-            ".claude/settings.json",
-            &json!({"hooks": {"PreToolUse": hook, "PostToolUse": hook,
-                "PostToolUseFailure": hook}})
-            .to_string(),
-            0o644,
-        );
-        user.chown_home();
-    }
-    if agent == Agent::Gemini {
-        // Gemini CLI's BeforeTool and AfterTool hooks (its user settings), as for
-        // Claude Code: each call declared, and told what was stopped.
-        use std::os::unix::fs::PermissionsExt as _;
-        fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o755))
-            .expect("chmod the daemon's directory");
-        let hook = json!([{"matcher": ".*", "hooks": [{
-            "type": "command",
-            "name": "guard",
-            "command": format!(
-                "{} hook gemini --socket {}",
-                guard_bin().display(),
-                daemon.dir().join("hook.sock").display()
-            ),
-            "timeout": 10_000,
-        }]}]);
-        user.write(
-            ".gemini/settings.json",
-            &json!({"general": {"enableAutoUpdate": false, "enableAutoUpdateNotification": false},
-                "privacy": {"usageStatisticsEnabled": false},
-                "security": {"auth": {"selectedType": "gemini-api-key"}},
-                "hooks": {"BeforeTool": hook, "AfterTool": hook}})
-            .to_string(),
-            0o644,
-        );
-        user.chown_home();
-    }
-
-    if agent == Agent::Copilot {
-        // Copilot CLI's PreToolUse and PostToolUse hooks (a hooks file in the user's
-        // ~/.copilot/hooks; PascalCase events give Claude Code's input).
-        use std::os::unix::fs::PermissionsExt as _;
-        fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o755))
-            .expect("chmod the daemon's directory");
-        let hook = json!([{
-            "type": "command",
-            "bash": format!(
-                "{} hook copilot --socket {}",
-                guard_bin().display(),
-                daemon.dir().join("hook.sock").display()
-            ),
-            "timeoutSec": 10,
-        }]);
-        user.write(
-            ".copilot/hooks/guard.json",
-            &json!({"version": 1, "hooks": {"PreToolUse": hook, "PostToolUse": hook}}).to_string(),
-            0o644,
-        );
-        user.chown_home();
-    }
+    install_hooks(agent, &daemon, &user);
     let ar = run_agent(&mut daemon, &model, &install, &user, &ws);
     note(
         agent,
@@ -1108,4 +1084,176 @@ fn gemini_cli_under_workstation_policy() {
 #[test]
 fn copilot_cli_under_workstation_policy() {
     agent_under(Agent::Copilot, "workstation");
+}
+
+/// Declared versus done with the real Claude Code (issue 46), the Codex test's
+/// session: `npm install` of a local package whose postinstall script connects out
+/// and reads the SSH key, `pip install` of a local wheel, and a command that leaves
+/// a process behind that runs a program after its call ended; exported to a fleet
+/// of the test's own. The report has each declared call with its processes, the
+/// install script and the process left behind as undeclared, with why, both
+/// packages with their versions; the fleet's inventory lists each package once.
+#[test]
+fn claude_code_s_declared_calls_are_set_against_what_ran() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let agent = Agent::Claude;
+    let fleet = guard_tests::fleet::Fleet::start();
+    let install = install(agent);
+    let secrets = Secrets::new();
+    let user = TestUser::create("gcl");
+    let dir = TempDir::new("guard-e2e-claude-calls");
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let npm_name = format!("guard-e2e-{}", unique_name("l")).to_lowercase();
+    let postinstall = "const net = require('net');\n\
+         const s = net.connect(9, '127.0.0.1');\n\
+         s.on('error', () => {\n\
+           require('fs').readFileSync(require('os').homedir() + '/.ssh/id_rsa');\n\
+         });\n";
+    let tarball =
+        guard_tests::packages::npm_tarball(dir.path(), &npm_name, Some(postinstall), dir.path());
+    let wheel = guard_tests::packages::wheel(dir.path(), "guard_e2e_claude", "3.0");
+    let venv = user.home.join("venv");
+    let made = Command::new("/usr/bin/python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("python3 -m venv");
+    assert!(made.success(), "python3 -m venv failed");
+    let commands = vec![
+        format!(
+            "npm install --offline --no-audit --no-fund {}",
+            tarball.display()
+        ),
+        format!(
+            "{} install --no-index --no-deps --disable-pip-version-check {}",
+            venv.join("bin/pip").display(),
+            wheel.display()
+        ),
+        // Left behind, in a session of its own: it waits for the next call's file,
+        // then runs a program.
+        "setsid -f sh -c 'while [ ! -e go ]; do sleep 0.1; done; exec /bin/true' \
+         </dev/null >/dev/null 2>&1"
+            .to_owned(),
+        "touch go && sleep 1".to_owned(),
+    ];
+    let model = ModelServer::start(agent.api(), commands.clone());
+    let ws = furnish_home(agent, &user, &secrets);
+    let state = TempDir::new("guard-e2e-state");
+    let token = state.join("export-token");
+    fs::write(&token, &fleet.ingest_token).expect("write the export token");
+    let url = fleet.ingest_url();
+    let mut daemon = Daemon::start_with_args(
+        &[&unique_name("gx")],
+        EventsTo::File,
+        &[
+            OsStr::new("--policy"),
+            OsStr::new("workstation"),
+            OsStr::new("--export-endpoint"),
+            OsStr::new(&url),
+            OsStr::new("--export-token-file"),
+            token.as_os_str(),
+            OsStr::new("--state-dir"),
+            state.path().as_os_str(),
+        ],
+    );
+    install_hooks(agent, &daemon, &user);
+    let ar = run_agent(&mut daemon, &model, &install, &user, &ws);
+    let context = || format!("stderr:\n{}\n{}", tail(&ar.run.stderr), dump(&ar.events));
+    let report = daemon.report(&ar.session);
+
+    // Every call Claude Code declared, in order, ended, each with processes.
+    let calls = report["calls"]["items"].as_array().expect("calls");
+    let ids: Vec<&str> = calls.iter().filter_map(|c| c["id"].as_str()).collect();
+    let want: Vec<String> = (0..commands.len()).map(call_id).collect();
+    assert_eq!(ids, want, "{report:#}\n{}", context());
+    for (c, command) in calls.iter().zip(&commands) {
+        assert_eq!(c["command"], command.as_str(), "{c:#}");
+        assert!(c["ended"].is_string(), "{c:#}");
+        assert!(
+            c["execs"].as_u64().is_some_and(|n| n > 0),
+            "the call ran its command: {c:#}"
+        );
+    }
+    let npm_call = &calls[0];
+    assert!(
+        npm_call["verdicts"]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|v| v
+                .as_str()
+                .is_some_and(|v| v.starts_with("credentials-read: ")))),
+        "the install script's read of the SSH key, stopped: {npm_call:#}"
+    );
+    assert!(
+        npm_call["destinations"].as_array().is_some_and(|d| d
+            .iter()
+            .any(|d| d.as_str().is_some_and(|d| d.contains("127.0.0.1:9")))),
+        "the install script's connect: {npm_call:#}"
+    );
+    // What no call declared: the install script (in the npm call), and the process
+    // the third call left behind, which ran /bin/true after its call ended.
+    let undeclared: Vec<(&str, &str)> = report["undeclared"]["items"]
+        .as_array()
+        .expect("undeclared")
+        .iter()
+        .map(|u| {
+            (
+                u["why"].as_str().unwrap_or("?"),
+                u["call"].as_str().unwrap_or("-"),
+            )
+        })
+        .filter(|(why, _)| *why != "outside_calls")
+        .collect();
+    assert_eq!(
+        undeclared,
+        [
+            ("install_script", want[0].as_str()),
+            ("outlived_call", want[2].as_str())
+        ],
+        "{report:#}"
+    );
+    let packages: Vec<(&str, &str, &str)> = report["packages"]["items"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .map(|p| {
+            (
+                p["ecosystem"].as_str().unwrap_or("?"),
+                p["name"].as_str().unwrap_or("?"),
+                p["version"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        packages,
+        [
+            ("npm", npm_name.as_str(), "1.4.2"),
+            ("pypi", "guard_e2e_claude", "3.0")
+        ],
+        "{report:#}"
+    );
+
+    // The organisation's inventory: each package once, its install script noted.
+    fleet.wait_ended(&ar.session, guard_tests::scaled(Duration::from_secs(60)));
+    let page = fleet.page("/api/packages");
+    let body = page.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let inventory: Vec<Value> = serde_json::from_str(body).expect("the inventory's JSON");
+    let rows: Vec<(&str, &str, bool)> = inventory
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or("?"),
+                r["version"].as_str().unwrap_or("?"),
+                r["install_script"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    let mut rows = rows;
+    rows.sort_unstable();
+    let mut expect = vec![
+        (npm_name.as_str(), "1.4.2", true),
+        ("guard_e2e_claude", "3.0", false),
+    ];
+    expect.sort_unstable();
+    assert_eq!(rows, expect, "{body}");
+    daemon.stop_ok();
 }
