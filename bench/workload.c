@@ -31,7 +31,8 @@
  *   workload UID:GID codex N DIR CODEX NETPID OUT
  *                                     joins the network namespace of process NETPID
  *                                     (the bench's scripted model, `guard-model`),
- *                                     then N times: CODEX exec --sandbox
+ *                                     then N times: CODEX exec
+ *                                     --dangerously-bypass-hook-trust --sandbox
  *                                     workspace-write -C DIR -o OUT (the real Codex
  *                                     CLI); each run must exit 0 and leave the model's
  *                                     final message in OUT
@@ -414,8 +415,12 @@ static const char CODEX_DONE[] = "every scripted command ran";
 /* N runs of the real Codex CLI in DIR: the scripted model has it run its commands one
  * per turn, then end the turn with CODEX_DONE, which Codex writes to OUT. */
 static void codex_loop(long n, const char *dir, const char *codex, const char *out) {
-    char *argv[] = {(char *)codex, "exec", "--sandbox", "workspace-write", "--color", "never",
-                    "-C", (char *)dir, "-o", (char *)out, "Run the scripted commands.", NULL};
+    /* --dangerously-bypass-hook-trust: the user-level hooks.json that `cargo xtask bench
+     * --codex-hooks` writes (guard's hook) runs with no review; without one it does
+     * nothing. */
+    char *argv[] = {(char *)codex, "exec", "--dangerously-bypass-hook-trust", "--sandbox",
+                    "workspace-write", "--color", "never", "-C", (char *)dir, "-o", (char *)out,
+                    "Run the scripted commands.", NULL};
     for (long i = 0; i < n; i++) {
         if (unlink(out) != 0 && errno != ENOENT) die("unlink");
         pid_t pid = fork();

@@ -279,13 +279,16 @@ pub struct Package {
 
 /// A package's script that ran: npm runs a package's lifecycle scripts (`preinstall`,
 /// `install`, `postinstall`, `prepare`) when it installs it, and a project's own
-/// scripts on `npm run`, with `npm_package_name` in their environment. The script's
-/// processes are every process that carried it, from its first one down.
+/// scripts on `npm run`, with `npm_package_name` in their environment; cargo runs
+/// a crate's build script (`build.rs`) when it builds it. The script's processes are
+/// every process that carried it, from its first one down.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Script {
-    /// The package it belongs to (its environment's `npm_package_name`).
+    /// The package it belongs to (its environment's `npm_package_name`; the crate
+    /// whose `build/NAME-HASH/build-script-build` it runs).
     pub package: String,
-    /// The package is one the session installed: an install script.
+    /// The package is one the session installed: an install script (an npm
+    /// package's, or the build script of a crate the session downloaded).
     pub install: bool,
     /// Its first process: when it started and what it ran.
     pub ts: String,

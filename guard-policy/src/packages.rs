@@ -31,6 +31,24 @@ pub struct Manifest {
     pub version: Option<String>,
 }
 
+/// The crate whose build script `exe` is: cargo runs a package's `build.rs`, built,
+/// as `…/build/NAME-HASH/build-script-build` (HASH: 16 hex digits). Like an npm
+/// install script, it runs the crate's own code with the developer's credentials in
+/// reach, at every build that compiles the crate.
+pub fn build_script(exe: &str) -> Option<&str> {
+    let (dir, file) = exe.rsplit_once('/')?;
+    if !file.starts_with("build-script-") {
+        return None;
+    }
+    let (parent, unit) = dir.rsplit_once('/')?;
+    if !parent.ends_with("/build") {
+        return None;
+    }
+    let (name, hash) = unit.rsplit_once('-')?;
+    (hash.len() == 16 && hash.bytes().all(|b| b.is_ascii_hexdigit()) && !name.is_empty())
+        .then_some(name)
+}
+
 /// The manifest that `path` (a file an install wrote) is, if it is one.
 pub fn manifest(path: &str) -> Option<Manifest> {
     let (dir, file) = path.rsplit_once('/')?;

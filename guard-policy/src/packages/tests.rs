@@ -73,6 +73,41 @@ fn the_manifests_each_install_writes_are_recognised_by_their_paths() {
     }
 }
 
+/// Cargo's build scripts, as it runs them; other programs under a `build` directory
+/// are not.
+#[test]
+fn a_crate_s_build_script_is_known_by_its_path() {
+    for (exe, crate_name) in [
+        (
+            "/w/target/debug/build/proc-macro2-1a2b3c4d5e6f7a8b/build-script-build",
+            Some("proc-macro2"),
+        ),
+        (
+            "/home/a/.cache/t/release/build/openssl-sys-00ff00ff00ff00ff/build-script-main",
+            Some("openssl-sys"),
+        ),
+        (
+            "/w/target/debug/build/x-1a2b3c4d5e6f7a8/build-script-build",
+            None,
+        ),
+        (
+            "/w/target/debug/build/x-1a2b3c4d5e6f7a8g/build-script-build",
+            None,
+        ),
+        (
+            "/w/target/debug/deps/x-1a2b3c4d5e6f7a8b/build-script-build",
+            None,
+        ),
+        ("/w/build/tool-1a2b3c4d5e6f7a8b/run", None),
+        (
+            "/w/target/debug/build/-1a2b3c4d5e6f7a8b/build-script-build",
+            None,
+        ),
+    ] {
+        assert_eq!(super::build_script(exe), crate_name, "{exe}");
+    }
+}
+
 fn fixture(name: &str) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("src/packages/fixtures")

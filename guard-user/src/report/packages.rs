@@ -182,19 +182,22 @@ impl Packages {
 
     /// The report's packages and scripts completed: each package's registries, and
     /// which scripts are install scripts (their package is one the session
-    /// installed).
+    /// installed: an npm package's, a crate's build script).
     pub(super) fn finish(&self, r: &mut Report) {
         for p in &mut r.packages.items {
             if let Some(list) = self.registries.get(&p.pid) {
                 p.registries.clone_from(list);
             }
         }
+        // An npm package's script, or a crate's build script, of a package the
+        // session installed (downloaded): its code came with the install.
         for s in &mut r.scripts.items {
-            s.install = r
-                .packages
-                .items
-                .iter()
-                .any(|p| p.ecosystem == crate::packages::NPM && p.name == s.package);
+            s.install = r.packages.items.iter().any(|p| {
+                matches!(
+                    p.ecosystem.as_str(),
+                    crate::packages::NPM | crate::packages::CRATES
+                ) && p.name == s.package
+            });
         }
     }
 

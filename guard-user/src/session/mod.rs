@@ -424,7 +424,12 @@ impl Registry {
         if ev.task.call.is_none() {
             ev.task.call.clone_from(&proc.call);
         }
-        if let Detail::Exec { argv, .. } = &ev.detail {
+        if let Detail::Exec { exe, argv, .. } = &ev.detail {
+            // A crate's build script runs that crate's code: its package, whatever
+            // it inherited (as npm's script variable names an install script's).
+            if let Some(name) = guard_policy::packages::build_script(exe) {
+                ev.task.package = Some(Arc::from(name));
+            }
             // The agent's child's exec, with several calls open: the call whose
             // command it runs. (Any process of the agent's: Gemini CLI relaunches
             // itself and starts its tools from the second.)

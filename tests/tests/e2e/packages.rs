@@ -391,3 +391,122 @@ interval = "1s"
     );
     daemon.stop_ok();
 }
+
+/// A crate's build script is a package script: under `guard run`, a session builds
+/// a local crate with the real cargo, whose `build.rs` reads a secret a kill rule
+/// protects. Its process carries the crate's name as its package, the report lists
+/// the build script with the secret it opened and guard's kill, and it is not an
+/// install script (the crate is the project's own).
+#[test]
+fn a_crate_s_build_script_is_a_package_script_in_the_report() {
+    let dir = TempDir::new("guard-e2e-buildrs");
+    let krate = dir.join("app");
+    let secrets = dir.join("secrets");
+    let reports = dir.join("reports");
+    for d in [&krate.join("src"), &secrets] {
+        fs::create_dir_all(d).expect("mkdir");
+    }
+    let secret = secrets.join("token");
+    fs::write(&secret, "s3cr3t\n").expect("token");
+    let name = format!("guard-e2e-{}", unique_name("b")).to_lowercase();
+    fs::write(
+        krate.join("Cargo.toml"),
+        format!("[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\nbuild = \"build.rs\"\n"),
+    )
+    .expect("Cargo.toml");
+    fs::write(krate.join("src/main.rs"), "fn main() {}\n").expect("main.rs");
+    fs::write(
+        krate.join("build.rs"),
+        format!(
+            "fn main() {{ let _ = std::fs::read_to_string({:?}); }}\n",
+            secret.display().to_string()
+        ),
+    )
+    .expect("build.rs");
+    let agent = unique_name("ga");
+    let agent_bin = dir.join(&agent);
+    fs::copy("/bin/sh", &agent_bin).expect("copy /bin/sh");
+    let policy = dir.join("guard.toml");
+    write_policy(
+        &policy,
+        &format!(
+            r#"mode = "enforce"
+
+[agents]
+names = ["{agent}"]
+
+[report]
+dir = "{reports}"
+
+[[rule]]
+id = "test-secret"
+kind = "file"
+secret = true
+access = ["read"]
+paths = ["{secrets}/**"]
+action = "kill"
+"#,
+            reports = reports.display(),
+            secrets = secrets.display(),
+        ),
+    );
+    let args = [std::ffi::OsStr::new("--policy"), policy.as_os_str()];
+    let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
+    let mut cmd = Command::new(guard_bin());
+    cmd.arg("run")
+        .arg("--socket")
+        .arg(daemon.socket())
+        .arg("--")
+        .arg(&agent_bin)
+        .args(["-c", "cargo build --offline --quiet; exit 0"])
+        .current_dir(&krate)
+        .env("CARGO_TARGET_DIR", krate.join("target"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let run = Running::spawn(cmd).finish();
+    run.assert_success();
+    let events = daemon.wait_for("the end of the session", session_ended(run.pid));
+    let session = session_of(&events, run.pid);
+    let report = daemon.report(&session);
+    let scripts: Vec<&Value> = report["scripts"]["items"]
+        .as_array()
+        .expect("scripts")
+        .iter()
+        .filter(|s| s["package"] == name.as_str())
+        .collect();
+    assert_eq!(scripts.len(), 1, "one build script: {report:#}");
+    let script = scripts[0];
+    assert_eq!(
+        script["install"], false,
+        "the project's own crate: {script:#}"
+    );
+    assert!(
+        script["command"]
+            .as_str()
+            .is_some_and(|c| c.contains("build-script-build")),
+        "{script:#}"
+    );
+    let secret_path = fs::canonicalize(&secret).expect("canonical secret");
+    assert_eq!(
+        script["secrets"],
+        serde_json::json!([secret_path.display().to_string()]),
+        "{script:#}"
+    );
+    let verdict = script["verdicts"][0].as_str().unwrap_or_default();
+    assert!(
+        verdict == "test-secret: killed" || verdict == "test-secret: denied",
+        "what guard did to the build script: {script:#}"
+    );
+    // The build script's exec, and its read, carry the crate's name.
+    let exec = events
+        .iter()
+        .find(|e| {
+            e.kind() == "exec"
+                && e.str("exe")
+                    .is_some_and(|x| x.ends_with("/build-script-build"))
+        })
+        .unwrap_or_else(|| panic!("no exec of the build script"));
+    assert_eq!(exec.str("package"), Some(name.as_str()), "{exec:?}");
+    daemon.stop_ok();
+}

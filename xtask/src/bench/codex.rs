@@ -60,8 +60,15 @@ impl CodexDay {
 }
 
 /// Installs Codex (if the pinned version is not there yet), builds and starts the
-/// scripted model, and points the workload account's Codex (`$CODEX_HOME`) at it.
-pub(super) fn prepare(dir: &Path, home: &Path, uid: u32, gid: u32) -> Result<CodexDay> {
+/// scripted model, and points the workload account's Codex (`$CODEX_HOME`) at it;
+/// with `hook`, Codex runs that command as its PreToolUse and PostToolUse hook.
+pub(super) fn prepare(
+    dir: &Path,
+    home: &Path,
+    uid: u32,
+    gid: u32,
+    hook: Option<&str>,
+) -> Result<CodexDay> {
     setup::codex().context("the codex workload needs the Codex CLI from npm")?;
     util::run(util::cargo().args([
         "build",
@@ -96,6 +103,14 @@ pub(super) fn prepare(dir: &Path, home: &Path, uid: u32, gid: u32) -> Result<Cod
     let codex_home = home.join("codex-home");
     fs::create_dir_all(&codex_home)?;
     fs::write(codex_home.join("config.toml"), config(port))?;
+    if let Some(command) = hook {
+        let hook = serde_json::json!([{"matcher": "*", "hooks": [{
+            "type": "command", "command": command, "timeout": 10}]}]);
+        fs::write(
+            codex_home.join("hooks.json"),
+            serde_json::json!({"hooks": {"PreToolUse": hook, "PostToolUse": hook}}).to_string(),
+        )?;
+    }
     chown_tree(&codex_home, uid, gid)?;
 
     let install = util::target_dir().join("codex");

@@ -189,7 +189,15 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         agent_day::AgentDay::default()
     };
     let codex = if !phase_only && (opts.only.is_empty() || opts.only.iter().any(|w| w == "codex")) {
-        codex::prepare(&dir, &home, uid, gid)?
+        // guard's hook, at the hook socket beside the daemon's control socket.
+        let hook = opts.codex_hooks.then(|| {
+            format!(
+                "{} hook codex --socket {}",
+                guard.display(),
+                dir.join("hook.sock").display()
+            )
+        });
+        codex::prepare(&dir, &home, uid, gid, hook.as_deref())?
     } else {
         codex::CodexDay::default()
     };

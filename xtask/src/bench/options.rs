@@ -58,6 +58,12 @@ pub struct Options {
     /// is printed and written to bench-only-results.json; BENCHMARKS.md is left alone.
     #[arg(long = "workload", value_name = "NAME")]
     pub only: Vec<String>,
+    /// The codex workload's Codex declares its calls through guard's hooks
+    /// (`guard hook codex` for PreToolUse and PostToolUse, at the daemon's hook
+    /// socket), as docs/agents.md installs them: what the tie-in of calls costs
+    /// (compare a run with it to one without).
+    #[arg(long)]
+    pub codex_hooks: bool,
 }
 
 /// Sizes of a run.
