@@ -678,12 +678,15 @@ impl Judge {
         &self,
         ev: &Event,
         inventory: &crate::packages::Inventory,
-    ) -> Option<Result<(Verdict, (&'static str, String)), (&'static str, String)>> {
+    ) -> Option<Result<(Verdict, Named), Named>> {
         let action = self.compiled.policy.packages.first_seen?;
         let m = written_manifest(ev)?;
         match inventory.knows(m.ecosystem, &m.name) {
             Some(true) => None,
-            None => Some(Err((m.ecosystem, m.name))),
+            None => Some(Err(Named {
+                ecosystem: m.ecosystem,
+                name: m.name,
+            })),
             Some(false) => {
                 let mut verdict = self.on_the_process(crate::model::Packages::FIRST_SEEN, action);
                 verdict.anomaly = Some(format!(
@@ -691,7 +694,13 @@ impl Judge {
                      package of that name",
                     m.ecosystem, m.name
                 ));
-                Some(Ok((verdict, (m.ecosystem, m.name))))
+                Some(Ok((
+                    verdict,
+                    Named {
+                        ecosystem: m.ecosystem,
+                        name: m.name,
+                    },
+                )))
             }
         }
     }
@@ -812,6 +821,13 @@ impl Judge {
         ids.sort();
         ids
     }
+}
+
+/// A package by its ecosystem and name (`Judge::first_seen`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Named {
+    pub ecosystem: &'static str,
+    pub name: String,
 }
 
 /// The package whose manifest a session's process opened for writing (and got).
@@ -1664,13 +1680,19 @@ action = "deny"
         // Before the fleet's list arrives: nothing judged, the package named.
         assert_eq!(
             judge.first_seen(&write(manifest, created, 3), &names),
-            Some(Err(("npm", "left-padd".to_owned())))
+            Some(Err(Named {
+                ecosystem: "npm",
+                name: "left-padd".to_owned()
+            }))
         );
         names.set_ready();
         let Some(Ok((v, package))) = judge.first_seen(&write(manifest, created, 3), &names) else {
             panic!("a verdict");
         };
-        assert_eq!(package, ("npm", "left-padd".to_owned()));
+        assert_eq!(
+            (package.ecosystem, package.name.as_str()),
+            ("npm", "left-padd")
+        );
         assert_eq!(
             (v.rule.as_str(), v.step),
             (crate::model::Packages::FIRST_SEEN, Step::KillProcess)

@@ -77,9 +77,9 @@ async fn migrations_apply_once_and_again_do_nothing() {
     )
     .expect("count");
     assert_eq!(
-        applied, 10,
+        applied, 11,
         "init, session_days, questions, destinations, policies, alerts, credential \
-         targets, host labels, alert rules and packages, once each"
+         targets, host labels, alert rules, packages and package names, once each"
     );
 }
 

@@ -280,14 +280,14 @@ impl Pipeline {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match self.judge.first_seen(ev, &names)? {
-            Ok((verdict, (ecosystem, name))) => {
-                names.insert(ecosystem, &name);
+            Ok((verdict, package)) => {
+                names.insert(package.ecosystem, &package.name);
                 Some(verdict)
             }
-            Err((ecosystem, name)) => {
+            Err(package) => {
                 tracing::warn!(
-                    ecosystem,
-                    name,
+                    ecosystem = package.ecosystem,
+                    name = package.name,
                     "a session installed a package that is not judged new to the \
                      organisation or not: the fleet's package names have not arrived"
                 );
