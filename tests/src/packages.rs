@@ -70,3 +70,152 @@ pub fn npm_tarball(dir: &Path, name: &str, postinstall: Option<&str>, home: &Pat
     assert!(out.status.success(), "npm pack: {out:?}");
     dir.join(format!("{name}-1.4.2.tgz"))
 }
+
+/// Declared versus done with packages (issue 46), as the real agents' tests script
+/// it: `npm install` of a local package whose postinstall script connects to
+/// 127.0.0.1:9 (refused) and then reads the SSH key, `pip install` of a local wheel
+/// in a virtual environment, a command that leaves a process behind (in a session of
+/// its own) that runs `/bin/true` once the next call creates `go`, and that call.
+pub struct InstallSession {
+    /// One per model turn.
+    pub commands: Vec<String>,
+    pub npm_name: String,
+    pub wheel_name: String,
+    pub wheel_version: String,
+}
+
+impl InstallSession {
+    /// Its packages under `dir` (readable by the agent's user), its virtual
+    /// environment at `venv`; the npm package named `npm_name`.
+    pub fn new(dir: &Path, venv: &Path, npm_name: &str, wheel_name: &str) -> InstallSession {
+        let postinstall = "const net = require('net');\n\
+             const s = net.connect(9, '127.0.0.1');\n\
+             s.on('error', () => {\n\
+               require('fs').readFileSync(require('os').homedir() + '/.ssh/id_rsa');\n\
+             });\n";
+        let tarball = npm_tarball(dir, npm_name, Some(postinstall), dir);
+        let wheel_version = "2.1";
+        let wheel = wheel(dir, wheel_name, wheel_version);
+        let made = Command::new("/usr/bin/python3")
+            .args(["-m", "venv"])
+            .arg(venv)
+            .status()
+            .expect("python3 -m venv");
+        assert!(made.success(), "python3 -m venv failed");
+        let commands = vec![
+            format!(
+                "npm install --offline --no-audit --no-fund {}",
+                tarball.display()
+            ),
+            format!(
+                "{} install --no-index --no-deps --disable-pip-version-check {}",
+                venv.join("bin/pip").display(),
+                wheel.display()
+            ),
+            "setsid -f sh -c 'while [ ! -e go ]; do sleep 0.1; done; exec /bin/true' \
+             </dev/null >/dev/null 2>&1"
+                .to_owned(),
+            "touch go && sleep 1".to_owned(),
+        ];
+        InstallSession {
+            commands,
+            npm_name: npm_name.to_owned(),
+            wheel_name: wheel_name.to_owned(),
+            wheel_version: wheel_version.to_owned(),
+        }
+    }
+
+    /// What a reviewer checks in the session's `report` (JSON), whose calls have
+    /// the ids `ids`: every call declared in order, ended, with its command and
+    /// processes; the npm call's install script stopped reading the key and its
+    /// connect; as undeclared exactly the install script (in the npm call) and the
+    /// process left behind (by the third call; `outside_calls` entries, the
+    /// agent's own helpers, aside), which ran `/bin/true`; both packages with their
+    /// versions.
+    pub fn check(&self, report: &serde_json::Value, ids: &[String]) {
+        let calls = report["calls"]["items"].as_array().expect("calls");
+        let got: Vec<&str> = calls.iter().filter_map(|c| c["id"].as_str()).collect();
+        assert_eq!(got, ids, "{report:#}");
+        for (c, command) in calls.iter().zip(&self.commands) {
+            assert_eq!(c["command"], command.as_str(), "{c:#}");
+            assert!(c["ended"].is_string(), "{c:#}");
+            assert!(
+                c["execs"].as_u64().is_some_and(|n| n > 0),
+                "the call ran its command: {c:#}"
+            );
+        }
+        let npm_call = &calls[0];
+        let has = |key: &str, what: &dyn Fn(&str) -> bool| {
+            npm_call[key]
+                .as_array()
+                .is_some_and(|v| v.iter().filter_map(|v| v.as_str()).any(what))
+        };
+        assert!(
+            has("verdicts", &|v| v.starts_with("credentials-read: ")),
+            "the install script's read of the SSH key, stopped: {npm_call:#}"
+        );
+        assert!(
+            has("destinations", &|d| d.contains("127.0.0.1:9")),
+            "the install script's connect: {npm_call:#}"
+        );
+        let undeclared: Vec<(&serde_json::Value, (&str, &str))> = report["undeclared"]["items"]
+            .as_array()
+            .expect("undeclared")
+            .iter()
+            .map(|u| {
+                let why = u["why"].as_str().unwrap_or("?");
+                (u, (why, u["call"].as_str().unwrap_or("-")))
+            })
+            .filter(|(_, (why, _))| *why != "outside_calls")
+            .collect();
+        let kinds: Vec<(&str, &str)> = undeclared.iter().map(|(_, k)| *k).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("install_script", ids[0].as_str()),
+                ("outlived_call", ids[2].as_str())
+            ],
+            "{report:#}"
+        );
+        let script = undeclared[0].0;
+        assert!(
+            script["command"]
+                .as_str()
+                .is_some_and(|c| c.contains("node postinstall.js")),
+            "{script:#}"
+        );
+        let behind = undeclared[1].0;
+        assert!(
+            behind["did"].as_array().is_some_and(|d| d
+                .iter()
+                .filter_map(|d| d.as_str())
+                .any(|d| d.contains("/bin/true"))),
+            "{behind:#}"
+        );
+        let packages: Vec<(&str, &str, &str)> = report["packages"]["items"]
+            .as_array()
+            .expect("packages")
+            .iter()
+            .map(|p| {
+                let s = |k: &str| p[k].as_str().unwrap_or("?");
+                (s("ecosystem"), s("name"), s("version"))
+            })
+            .collect();
+        assert_eq!(
+            packages,
+            [
+                ("npm", self.npm_name.as_str(), "1.4.2"),
+                (
+                    "pypi",
+                    self.wheel_name.as_str(),
+                    self.wheel_version.as_str()
+                )
+            ],
+            "{report:#}"
+        );
+        assert_eq!(
+            report["scripts"]["items"][0]["package"],
+            self.npm_name.as_str()
+        );
+    }
+}

@@ -1104,39 +1104,13 @@ fn claude_code_s_declared_calls_are_set_against_what_ran() {
     let dir = TempDir::new("guard-e2e-claude-calls");
     fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
     let npm_name = format!("guard-e2e-{}", unique_name("l")).to_lowercase();
-    let postinstall = "const net = require('net');\n\
-         const s = net.connect(9, '127.0.0.1');\n\
-         s.on('error', () => {\n\
-           require('fs').readFileSync(require('os').homedir() + '/.ssh/id_rsa');\n\
-         });\n";
-    let tarball =
-        guard_tests::packages::npm_tarball(dir.path(), &npm_name, Some(postinstall), dir.path());
-    let wheel = guard_tests::packages::wheel(dir.path(), "guard_e2e_claude", "3.0");
-    let venv = user.home.join("venv");
-    let made = Command::new("/usr/bin/python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .expect("python3 -m venv");
-    assert!(made.success(), "python3 -m venv failed");
-    let commands = vec![
-        format!(
-            "npm install --offline --no-audit --no-fund {}",
-            tarball.display()
-        ),
-        format!(
-            "{} install --no-index --no-deps --disable-pip-version-check {}",
-            venv.join("bin/pip").display(),
-            wheel.display()
-        ),
-        // Left behind, in a session of its own: it waits for the next call's file,
-        // then runs a program.
-        "setsid -f sh -c 'while [ ! -e go ]; do sleep 0.1; done; exec /bin/true' \
-         </dev/null >/dev/null 2>&1"
-            .to_owned(),
-        "touch go && sleep 1".to_owned(),
-    ];
-    let model = ModelServer::start(agent.api(), commands.clone());
+    let scenario = guard_tests::packages::InstallSession::new(
+        dir.path(),
+        &user.home.join("venv"),
+        &npm_name,
+        "guard_e2e_claude",
+    );
+    let model = ModelServer::start(agent.api(), scenario.commands.clone());
     let ws = furnish_home(agent, &user, &secrets);
     let state = TempDir::new("guard-e2e-state");
     let token = state.join("export-token");
@@ -1158,79 +1132,11 @@ fn claude_code_s_declared_calls_are_set_against_what_ran() {
     );
     install_hooks(agent, &daemon, &user);
     let ar = run_agent(&mut daemon, &model, &install, &user, &ws);
-    let context = || format!("stderr:\n{}\n{}", tail(&ar.run.stderr), dump(&ar.events));
     let report = daemon.report(&ar.session);
-
-    // Every call Claude Code declared, in order, ended, each with processes.
-    let calls = report["calls"]["items"].as_array().expect("calls");
-    let ids: Vec<&str> = calls.iter().filter_map(|c| c["id"].as_str()).collect();
-    let want: Vec<String> = (0..commands.len()).map(call_id).collect();
-    assert_eq!(ids, want, "{report:#}\n{}", context());
-    for (c, command) in calls.iter().zip(&commands) {
-        assert_eq!(c["command"], command.as_str(), "{c:#}");
-        assert!(c["ended"].is_string(), "{c:#}");
-        assert!(
-            c["execs"].as_u64().is_some_and(|n| n > 0),
-            "the call ran its command: {c:#}"
-        );
-    }
-    let npm_call = &calls[0];
-    assert!(
-        npm_call["verdicts"]
-            .as_array()
-            .is_some_and(|v| v.iter().any(|v| v
-                .as_str()
-                .is_some_and(|v| v.starts_with("credentials-read: ")))),
-        "the install script's read of the SSH key, stopped: {npm_call:#}"
-    );
-    assert!(
-        npm_call["destinations"].as_array().is_some_and(|d| d
-            .iter()
-            .any(|d| d.as_str().is_some_and(|d| d.contains("127.0.0.1:9")))),
-        "the install script's connect: {npm_call:#}"
-    );
-    // What no call declared: the install script (in the npm call), and the process
-    // the third call left behind, which ran /bin/true after its call ended.
-    let undeclared: Vec<(&str, &str)> = report["undeclared"]["items"]
-        .as_array()
-        .expect("undeclared")
-        .iter()
-        .map(|u| {
-            (
-                u["why"].as_str().unwrap_or("?"),
-                u["call"].as_str().unwrap_or("-"),
-            )
-        })
-        .filter(|(why, _)| *why != "outside_calls")
-        .collect();
-    assert_eq!(
-        undeclared,
-        [
-            ("install_script", want[0].as_str()),
-            ("outlived_call", want[2].as_str())
-        ],
-        "{report:#}"
-    );
-    let packages: Vec<(&str, &str, &str)> = report["packages"]["items"]
-        .as_array()
-        .expect("packages")
-        .iter()
-        .map(|p| {
-            (
-                p["ecosystem"].as_str().unwrap_or("?"),
-                p["name"].as_str().unwrap_or("?"),
-                p["version"].as_str().unwrap_or("?"),
-            )
-        })
-        .collect();
-    assert_eq!(
-        packages,
-        [
-            ("npm", npm_name.as_str(), "1.4.2"),
-            ("pypi", "guard_e2e_claude", "3.0")
-        ],
-        "{report:#}"
-    );
+    // Claude Code's calls carry the model's ids; its start-up helpers are outside
+    // every call.
+    let want: Vec<String> = (0..scenario.commands.len()).map(call_id).collect();
+    scenario.check(&report, &want);
 
     // The organisation's inventory: each package once, its install script noted.
     fleet.wait_ended(&ar.session, guard_tests::scaled(Duration::from_secs(60)));
@@ -1251,7 +1157,7 @@ fn claude_code_s_declared_calls_are_set_against_what_ran() {
     rows.sort_unstable();
     let mut expect = vec![
         (npm_name.as_str(), "1.4.2", true),
-        ("guard_e2e_claude", "3.0", false),
+        ("guard_e2e_claude", "2.1", false),
     ];
     expect.sort_unstable();
     assert_eq!(rows, expect, "{body}");

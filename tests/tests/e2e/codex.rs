@@ -1197,38 +1197,13 @@ fn codex_s_declared_calls_are_set_against_what_ran() {
     let dir = guard_tests::TempDir::new("guard-e2e-calls");
     std::fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
     let npm_name = format!("guard-e2e-{}", unique_name("c")).to_lowercase();
-    let postinstall = "const net = require('net');\n\
-         const s = net.connect(9, '127.0.0.1');\n\
-         s.on('error', () => {\n\
-           require('fs').readFileSync(require('os').homedir() + '/.ssh/id_rsa');\n\
-         });\n";
-    let tarball =
-        guard_tests::packages::npm_tarball(dir.path(), &npm_name, Some(postinstall), dir.path());
-    let wheel = guard_tests::packages::wheel(dir.path(), "guard_e2e_calls", "2.1");
-    let venv = user.home.join("venv");
-    run_ok(
-        Command::new("/usr/bin/python3")
-            .args(["-m", "venv"])
-            .arg(&venv),
+    let scenario = guard_tests::packages::InstallSession::new(
+        dir.path(),
+        &user.home.join("venv"),
+        &npm_name,
+        "guard_e2e_calls",
     );
-    let commands = vec![
-        format!(
-            "npm install --offline --no-audit --no-fund {}",
-            tarball.display()
-        ),
-        format!(
-            "{} install --no-index --no-deps --disable-pip-version-check {}",
-            venv.join("bin/pip").display(),
-            wheel.display()
-        ),
-        // Left behind, in a session of its own (Codex kills its command's process
-        // group when the command ends): it waits for the next call's file, then runs
-        // a program.
-        "setsid -f sh -c 'while [ ! -e go ]; do sleep 0.1; done; exec /bin/true' \
-         </dev/null >/dev/null 2>&1"
-            .to_owned(),
-        "touch go && sleep 1".to_owned(),
-    ];
+    let commands = scenario.commands.clone();
     let model = model_server(commands.clone());
     let ws = furnish_home(&user, &secrets, &model);
     let mut daemon = daemon_with("workstation");
@@ -1248,14 +1223,12 @@ fn codex_s_declared_calls_are_set_against_what_ran() {
     let session = cr.events[0].session().expect("a session").to_owned();
     let report = daemon.report(&session);
 
-    // Every call Codex declared, in order, ended, with what its processes ran.
-    let calls = report["calls"]["items"].as_array().expect("calls");
-    let ids: Vec<&str> = calls.iter().filter_map(|c| c["id"].as_str()).collect();
+    // Every call Codex declared, in order, with what its processes ran; what no
+    // call declared; both packages (guard_tests::packages::InstallSession).
     let want: Vec<String> = (0..commands.len()).map(call_id).collect();
-    assert_eq!(ids, want, "{report:#}");
+    scenario.check(&report, &want);
+    let calls = report["calls"]["items"].as_array().expect("calls");
     for (c, command) in calls.iter().zip(&commands) {
-        assert_eq!(c["command"], command.as_str(), "{c:#}");
-        assert!(c["ended"].is_string(), "{c:#}");
         let ran: Vec<String> = c["processes"]
             .as_array()
             .expect("processes")
@@ -1272,80 +1245,13 @@ fn codex_s_declared_calls_are_set_against_what_ran() {
             "guard's hook is no call's work: {c:#}"
         );
     }
-    let npm_call = &calls[0];
+    // Codex starts nothing outside its calls here.
     assert!(
-        npm_call["verdicts"]
+        report["undeclared"]["items"]
             .as_array()
-            .is_some_and(|v| v.iter().any(|v| v
-                .as_str()
-                .is_some_and(|v| v.starts_with("credentials-read: ")))),
-        "the install script's read of the SSH key, stopped: {npm_call:#}"
-    );
-    assert!(
-        npm_call["destinations"].as_array().is_some_and(|d| d
-            .iter()
-            .any(|d| d.as_str().is_some_and(|d| d.contains("127.0.0.1:9")))),
-        "the install script's connect: {npm_call:#}"
-    );
-
-    // What no call declared: the install script (in the npm call), and the process
-    // the third call left behind, which ran /bin/true after its call ended.
-    let undeclared: Vec<(&str, &str)> = report["undeclared"]["items"]
-        .as_array()
-        .expect("undeclared")
-        .iter()
-        .map(|u| {
-            (
-                u["why"].as_str().unwrap_or("?"),
-                u["call"].as_str().unwrap_or("-"),
-            )
-        })
-        .collect();
-    assert_eq!(
-        undeclared,
-        [
-            ("install_script", want[0].as_str()),
-            ("outlived_call", want[2].as_str())
-        ],
+            .is_some_and(|u| u.iter().all(|u| u["why"] != "outside_calls")),
         "{report:#}"
     );
-    let behind = &report["undeclared"]["items"][1];
-    assert!(
-        behind["did"].as_array().is_some_and(|d| d
-            .iter()
-            .any(|d| d.as_str().is_some_and(|d| d.contains("/bin/true")))),
-        "{behind:#}"
-    );
-    let script = &report["undeclared"]["items"][0];
-    assert!(
-        script["command"]
-            .as_str()
-            .is_some_and(|c| c.contains("node postinstall.js")),
-        "{script:#}"
-    );
-
-    // Both packages, with their versions; the script is the npm package's.
-    let packages: Vec<(&str, &str, &str)> = report["packages"]["items"]
-        .as_array()
-        .expect("packages")
-        .iter()
-        .map(|p| {
-            (
-                p["ecosystem"].as_str().unwrap_or("?"),
-                p["name"].as_str().unwrap_or("?"),
-                p["version"].as_str().unwrap_or("?"),
-            )
-        })
-        .collect();
-    assert_eq!(
-        packages,
-        [
-            ("npm", npm_name.as_str(), "1.4.2"),
-            ("pypi", "guard_e2e_calls", "2.1")
-        ],
-        "{report:#}"
-    );
-    assert_eq!(report["scripts"]["items"][0]["package"], npm_name.as_str());
     let md = daemon.report_text(&session, false);
     for needle in ["## Tool calls the agent declared", "**outlived its call**"] {
         assert!(md.contains(needle), "{needle:?} not in:\n{md}");

@@ -112,26 +112,16 @@ action = "kill"
         pip = venv.join("bin/pip").display(),
         wheel = wheel.display(),
     );
-    let mut cmd = Command::new(guard_bin());
-    cmd.arg("run")
-        .arg("--socket")
-        .arg(daemon.socket())
-        .arg("--")
-        .arg(&agent_bin)
-        .args(["-c", &script])
-        .current_dir(&ws)
-        .env("HOME", &home)
-        .env("npm_config_cache", home.join("npm-cache"))
-        .env_remove("LD_LIBRARY_PATH")
-        .env_remove("PIP_FIND_LINKS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let run = Running::spawn(cmd).finish();
-    run.assert_success();
-    let root = run.pid;
-    let events = daemon.wait_for("the end of the session", session_ended(root));
-    let session = session_of(&events, root);
+    let (session, events) = run_session(
+        &mut daemon,
+        &agent_bin,
+        &ws,
+        &script,
+        &[
+            ("HOME", home.clone()),
+            ("npm_config_cache", home.join("npm-cache")),
+        ],
+    );
     let json_path = reports.join(format!("{session}.json"));
     wait_until("the report", scaled(Duration::from_secs(10)), || {
         json_path.exists()
@@ -320,24 +310,16 @@ interval = "1s"
             .map(|t| format!("npm install --offline --no-audit --no-fund {}", t.display()))
             .collect::<Vec<_>>()
             .join(" && ");
-        let mut cmd = Command::new(guard_bin());
-        cmd.arg("run")
-            .arg("--socket")
-            .arg(daemon.socket())
-            .arg("--")
-            .arg(&agent_bin)
-            .args(["-c", &script])
-            .current_dir(&ws)
-            .env("HOME", &home)
-            .env("npm_config_cache", home.join("npm-cache"))
-            .env_remove("LD_LIBRARY_PATH")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let run = Running::spawn(cmd).finish();
-        run.assert_success();
-        let events = daemon.wait_for("the end of the session", session_ended(run.pid));
-        let session = session_of(&events, run.pid);
+        let (session, _) = run_session(
+            daemon,
+            &agent_bin,
+            &ws,
+            &script,
+            &[
+                ("HOME", home.clone()),
+                ("npm_config_cache", home.join("npm-cache")),
+            ],
+        );
         let report = daemon.report(&session);
         let flagged: Vec<(String, String)> = report["violations"]["items"]
             .as_array()
@@ -452,22 +434,13 @@ action = "kill"
     );
     let args = [std::ffi::OsStr::new("--policy"), policy.as_os_str()];
     let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
-    let mut cmd = Command::new(guard_bin());
-    cmd.arg("run")
-        .arg("--socket")
-        .arg(daemon.socket())
-        .arg("--")
-        .arg(&agent_bin)
-        .args(["-c", "cargo build --offline --quiet; exit 0"])
-        .current_dir(&krate)
-        .env("CARGO_TARGET_DIR", krate.join("target"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let run = Running::spawn(cmd).finish();
-    run.assert_success();
-    let events = daemon.wait_for("the end of the session", session_ended(run.pid));
-    let session = session_of(&events, run.pid);
+    let (session, events) = run_session(
+        &mut daemon,
+        &agent_bin,
+        &krate,
+        "cargo build --offline --quiet; exit 0",
+        &[("CARGO_TARGET_DIR", krate.join("target"))],
+    );
     let report = daemon.report(&session);
     let scripts: Vec<&Value> = report["scripts"]["items"]
         .as_array()
@@ -509,4 +482,37 @@ action = "kill"
         .unwrap_or_else(|| panic!("no exec of the build script"));
     assert_eq!(exec.str("package"), Some(name.as_str()), "{exec:?}");
     daemon.stop_ok();
+}
+
+/// `guard run` of `agent_bin -c script` (a shell under the test's agent name) in
+/// `cwd`, with `envs` added, at `daemon`: it must succeed; the session's id and its
+/// events up to its end.
+fn run_session(
+    daemon: &mut Daemon,
+    agent_bin: &std::path::Path,
+    cwd: &std::path::Path,
+    script: &str,
+    envs: &[(&str, std::path::PathBuf)],
+) -> (String, Vec<guard_tests::Event>) {
+    let mut cmd = Command::new(guard_bin());
+    cmd.arg("run")
+        .arg("--socket")
+        .arg(daemon.socket())
+        .arg("--")
+        .arg(agent_bin)
+        .args(["-c", script])
+        .current_dir(cwd)
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("PIP_FIND_LINKS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let run = Running::spawn(cmd).finish();
+    run.assert_success();
+    let events = daemon.wait_for("the end of the session", session_ended(run.pid));
+    let session = session_of(&events, run.pid);
+    (session, events)
 }
