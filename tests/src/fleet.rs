@@ -175,6 +175,29 @@ impl Fleet {
         let _ = self.child.wait();
     }
 
+    /// A daemon (agents `agents`, policy `policy`) that exports every session to
+    /// this fleet with its ingest token, from a file in `state` (its state
+    /// directory, which holds the spool).
+    pub fn host(&self, agents: &[&str], policy: &str, state: &TempDir) -> crate::Daemon {
+        let token = state.join("export-token");
+        std::fs::write(&token, &self.ingest_token).expect("write the export token");
+        let url = self.ingest_url();
+        crate::Daemon::start_with_args(
+            agents,
+            crate::EventsTo::File,
+            &[
+                OsStr::new("--policy"),
+                OsStr::new(policy),
+                OsStr::new("--export-endpoint"),
+                OsStr::new(&url),
+                OsStr::new("--export-token-file"),
+                token.as_os_str(),
+                OsStr::new("--state-dir"),
+                state.path().as_os_str(),
+            ],
+        )
+    }
+
     /// Where hosts send: `/v1/logs`.
     pub fn ingest_url(&self) -> String {
         format!("{}/v1/logs", self.base)

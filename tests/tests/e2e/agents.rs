@@ -1113,23 +1113,7 @@ fn claude_code_s_declared_calls_are_set_against_what_ran() {
     let model = ModelServer::start(agent.api(), scenario.commands.clone());
     let ws = furnish_home(agent, &user, &secrets);
     let state = TempDir::new("guard-e2e-state");
-    let token = state.join("export-token");
-    fs::write(&token, &fleet.ingest_token).expect("write the export token");
-    let url = fleet.ingest_url();
-    let mut daemon = Daemon::start_with_args(
-        &[&unique_name("gx")],
-        EventsTo::File,
-        &[
-            OsStr::new("--policy"),
-            OsStr::new("workstation"),
-            OsStr::new("--export-endpoint"),
-            OsStr::new(&url),
-            OsStr::new("--export-token-file"),
-            token.as_os_str(),
-            OsStr::new("--state-dir"),
-            state.path().as_os_str(),
-        ],
-    );
+    let mut daemon = fleet.host(&[&unique_name("gx")], "workstation", &state);
     install_hooks(agent, &daemon, &user);
     let ar = run_agent(&mut daemon, &model, &install, &user, &ws);
     let report = daemon.report(&ar.session);

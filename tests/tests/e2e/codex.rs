@@ -1082,23 +1082,7 @@ fn a_codex_session_reaches_the_fleet_as_guard_report_has_it() {
             .env("GIT_CONFIG_NOSYSTEM", "1"),
     );
     let state = guard_tests::TempDir::new("guard-e2e-state");
-    let token = state.join("export-token");
-    fs::write(&token, &fleet.ingest_token).expect("write the export token");
-    let url = fleet.ingest_url();
-    let mut daemon = Daemon::start_with_args(
-        &[&unique_name("gx")],
-        EventsTo::File,
-        &[
-            OsStr::new("--policy"),
-            OsStr::new("workstation"),
-            OsStr::new("--export-endpoint"),
-            OsStr::new(&url),
-            OsStr::new("--export-token-file"),
-            token.as_os_str(),
-            OsStr::new("--state-dir"),
-            state.path().as_os_str(),
-        ],
-    );
+    let mut daemon = fleet.host(&[&unique_name("gx")], "workstation", &state);
     install_hook(&daemon, &user);
     user.chown_home();
     let cr = run_codex(

@@ -65,39 +65,8 @@ fn an_install_s_packages_and_its_install_script_are_in_the_session_s_report() {
         .expect("python3 -m venv");
     assert!(ok.success(), "python3 -m venv failed");
 
-    // The session's agent: a shell under a name of this test's, so that what it
-    // runs are its tools.
-    let agent = unique_name("ga");
-    let agent_bin = dir.join(&agent);
-    fs::copy("/bin/sh", &agent_bin).expect("copy /bin/sh");
-
-    let policy = dir.join("guard.toml");
-    write_policy(
-        &policy,
-        &format!(
-            r#"mode = "enforce"
-
-[agents]
-names = ["{agent}"]
-
-[report]
-dir = "{reports}"
-
-[packages]
-near_miss = "kill"
-
-[[rule]]
-id = "test-secret"
-kind = "file"
-secret = true
-access = ["read"]
-paths = ["{secrets}/**"]
-action = "kill"
-"#,
-            reports = reports.display(),
-            secrets = secrets.display(),
-        ),
-    );
+    let (agent_bin, policy) =
+        agent_and_policy(dir.path(), &reports, &secrets, "near_miss = \"kill\"");
     let args = [std::ffi::OsStr::new("--policy"), policy.as_os_str()];
     let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
 
@@ -405,33 +374,7 @@ fn a_crate_s_build_script_is_a_package_script_in_the_report() {
         ),
     )
     .expect("build.rs");
-    let agent = unique_name("ga");
-    let agent_bin = dir.join(&agent);
-    fs::copy("/bin/sh", &agent_bin).expect("copy /bin/sh");
-    let policy = dir.join("guard.toml");
-    write_policy(
-        &policy,
-        &format!(
-            r#"mode = "enforce"
-
-[agents]
-names = ["{agent}"]
-
-[report]
-dir = "{reports}"
-
-[[rule]]
-id = "test-secret"
-kind = "file"
-secret = true
-access = ["read"]
-paths = ["{secrets}/**"]
-action = "kill"
-"#,
-            reports = reports.display(),
-            secrets = secrets.display(),
-        ),
-    );
+    let (agent_bin, policy) = agent_and_policy(dir.path(), &reports, &secrets, "");
     let args = [std::ffi::OsStr::new("--policy"), policy.as_os_str()];
     let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
     let (session, events) = run_session(
@@ -515,4 +458,46 @@ fn run_session(
     let events = daemon.wait_for("the end of the session", session_ended(run.pid));
     let session = session_of(&events, run.pid);
     (session, events)
+}
+
+/// The session's agent (a shell under a name of this test's, in `dir`, so that what
+/// it runs are its tools) and a policy file that enforces on it, writes reports to
+/// `reports`, kills a read of `secrets`, with `packages` as its `[packages]`.
+fn agent_and_policy(
+    dir: &std::path::Path,
+    reports: &std::path::Path,
+    secrets: &std::path::Path,
+    packages: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let agent = unique_name("ga");
+    let agent_bin = dir.join(&agent);
+    fs::copy("/bin/sh", &agent_bin).expect("copy /bin/sh");
+    let policy = dir.join("guard.toml");
+    write_policy(
+        &policy,
+        &format!(
+            r#"mode = "enforce"
+
+[agents]
+names = ["{agent}"]
+
+[report]
+dir = "{reports}"
+
+[packages]
+{packages}
+
+[[rule]]
+id = "test-secret"
+kind = "file"
+secret = true
+access = ["read"]
+paths = ["{secrets}/**"]
+action = "kill"
+"#,
+            reports = reports.display(),
+            secrets = secrets.display(),
+        ),
+    );
+    (agent_bin, policy)
 }
