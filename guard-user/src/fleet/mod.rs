@@ -168,7 +168,7 @@ async fn pull_names(
             let page = match page.await {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::warn!(%url, error = %e, "the fleet's package names cannot be read; packages new to the organisation are judged against what this host has");
+                    tracing::warn!(%url, error = %e, "the fleet's package names cannot be read; packages are judged against the names this host has (none before the whole list arrived)");
                     break;
                 }
             };
