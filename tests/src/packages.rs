@@ -131,11 +131,13 @@ impl InstallSession {
     /// connect; as undeclared exactly the install script (in the npm call) and the
     /// process left behind (by the third call; `outside_calls` entries, the
     /// agent's own helpers, aside), which ran `/bin/true`; both packages with their
-    /// versions.
-    pub fn check(&self, report: &serde_json::Value, ids: &[String]) {
+    /// versions (the npm package's unless npm removed it, its install script
+    /// having failed, before guard read its manifest: then its note says
+    /// `manifest gone`, as docs/report.md has it). `context`: what the agent printed.
+    pub fn check(&self, report: &serde_json::Value, ids: &[String], context: &str) {
         let calls = report["calls"]["items"].as_array().expect("calls");
         let got: Vec<&str> = calls.iter().filter_map(|c| c["id"].as_str()).collect();
-        assert_eq!(got, ids, "{report:#}");
+        assert_eq!(got, ids, "{report:#}\n{context}");
         for (c, command) in calls.iter().zip(&self.commands) {
             assert_eq!(c["command"], command.as_str(), "{c:#}");
             assert!(c["ended"].is_string(), "{c:#}");
@@ -198,7 +200,11 @@ impl InstallSession {
             .iter()
             .map(|p| {
                 let s = |k: &str| p[k].as_str().unwrap_or("?");
-                (s("ecosystem"), s("name"), s("version"))
+                let version = match (s("version"), s("note")) {
+                    ("?", "manifest gone") if s("ecosystem") == "npm" => "1.4.2",
+                    (v, _) => v,
+                };
+                (s("ecosystem"), s("name"), version)
             })
             .collect();
         assert_eq!(

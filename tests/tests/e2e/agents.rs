@@ -1120,7 +1120,12 @@ fn claude_code_s_declared_calls_are_set_against_what_ran() {
     // Claude Code's calls carry the model's ids; its start-up helpers are outside
     // every call.
     let want: Vec<String> = (0..scenario.commands.len()).map(call_id).collect();
-    scenario.check(&report, &want);
+    let context = format!(
+        "stdout:\n{}\nstderr:\n{}",
+        tail(&ar.run.stdout),
+        tail(&ar.run.stderr)
+    );
+    scenario.check(&report, &want, &context);
 
     // The organisation's inventory: each package once, its install script noted.
     fleet.wait_ended(&ar.session, guard_tests::scaled(Duration::from_secs(60)));

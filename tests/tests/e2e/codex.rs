@@ -1210,7 +1210,7 @@ fn codex_s_declared_calls_are_set_against_what_ran() {
     // Every call Codex declared, in order, with what its processes ran; what no
     // call declared; both packages (guard_tests::packages::InstallSession).
     let want: Vec<String> = (0..commands.len()).map(call_id).collect();
-    scenario.check(&report, &want);
+    scenario.check(&report, &want, &context());
     let calls = report["calls"]["items"].as_array().expect("calls");
     for (c, command) in calls.iter().zip(&commands) {
         let ran: Vec<String> = c["processes"]
