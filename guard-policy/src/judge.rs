@@ -669,19 +669,20 @@ impl Judge {
 
     /// A package a session installed whose name the organisation had never seen, as
     /// `[packages] first_seen` says: judged, like a near miss, when its manifest is
-    /// written, against `inventory` (the fleet's, pulled by the daemon). Returns the
-    /// package's ecosystem and name with the verdict: the caller adds them to the
-    /// inventory, so that a name is the organisation's first once. Until the fleet's
-    /// list has arrived nothing is judged (`Err` with the package, for the caller to
-    /// say so).
+    /// written, against the organisation's names (the fleet's, pulled by the
+    /// daemon), which `knows` is asked only then (as
+    /// [`crate::packages::Inventory::knows`] answers). Returns the package's ecosystem
+    /// and name with the verdict: the caller adds them to the names, so that a name
+    /// is the organisation's first once. Until the fleet's list has arrived nothing
+    /// is judged (`Err` with the package, for the caller to say so).
     pub fn first_seen(
         &self,
         ev: &Event,
-        inventory: &crate::packages::Inventory,
+        knows: impl FnOnce(&str, &str) -> Option<bool>,
     ) -> Option<Result<(Verdict, Named), Named>> {
         let action = self.compiled.policy.packages.first_seen?;
         let m = written_manifest(ev)?;
-        match inventory.knows(m.ecosystem, &m.name) {
+        match knows(m.ecosystem, &m.name) {
             Some(true) => None,
             None => Some(Err(Named {
                 ecosystem: m.ecosystem,
@@ -1679,14 +1680,16 @@ action = "deny"
         names.insert("pypi", "typing-ext");
         // Before the fleet's list arrives: nothing judged, the package named.
         assert_eq!(
-            judge.first_seen(&write(manifest, created, 3), &names),
+            judge.first_seen(&write(manifest, created, 3), |e, n| names.knows(e, n)),
             Some(Err(Named {
                 ecosystem: "npm",
                 name: "left-padd".to_owned()
             }))
         );
         names.set_ready();
-        let Some(Ok((v, package))) = judge.first_seen(&write(manifest, created, 3), &names) else {
+        let Some(Ok((v, package))) =
+            judge.first_seen(&write(manifest, created, 3), |e, n| names.knows(e, n))
+        else {
             panic!("a verdict");
         };
         assert_eq!(
@@ -1705,22 +1708,31 @@ action = "deny"
             )
         );
         // Known (PyPI's names compared normalised), read, failed: none.
-        assert_eq!(judge.first_seen(&write(wheel, created, 3), &names), None);
         assert_eq!(
-            judge.first_seen(&write(manifest, libc::O_RDONLY as u64, 3), &names),
+            judge.first_seen(&write(wheel, created, 3), |e, n| names.knows(e, n)),
             None
         );
         assert_eq!(
-            judge.first_seen(&write(manifest, created, -13), &names),
+            // The names are asked only about a manifest's write.
+            judge.first_seen(&write(manifest, libc::O_RDONLY as u64, 3), |_, _| {
+                panic!("asked about a read")
+            }),
+            None
+        );
+        assert_eq!(
+            judge.first_seen(&write(manifest, created, -13), |e, n| names.knows(e, n)),
             None
         );
         names.insert("npm", "left-padd");
-        assert_eq!(judge.first_seen(&write(manifest, created, 3), &names), None);
+        assert_eq!(
+            judge.first_seen(&write(manifest, created, 3), |e, n| names.knows(e, n)),
+            None
+        );
         // Off unless [packages] says.
         assert_eq!(
             workstation().first_seen(
                 &write("/w/node_modules/zzz-new/package.json", created, 3),
-                &names
+                |e, n| names.knows(e, n)
             ),
             None
         );

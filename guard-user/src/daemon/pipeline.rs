@@ -272,16 +272,17 @@ const KEEP_ENDED_NS: i128 = 300 * 1_000_000_000;
 
 impl Pipeline {
     /// `[packages] first_seen`'s verdict on `ev`, against the organisation's names:
-    /// a package new to them is added, so it is the organisation's first once.
+    /// a package new to them is added, so it is the organisation's first once. The
+    /// names are locked only for a manifest's write.
     fn first_seen(&self, ev: &Event) -> Option<guard_policy::judge::Verdict> {
-        self.judge.policy().packages.first_seen?;
-        let mut names = self
-            .package_names
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match self.judge.first_seen(ev, &names)? {
+        let names = || {
+            self.package_names
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        match self.judge.first_seen(ev, |e, n| names().knows(e, n))? {
             Ok((verdict, package)) => {
-                names.insert(package.ecosystem, &package.name);
+                names().insert(package.ecosystem, &package.name);
                 Some(verdict)
             }
             Err(package) => {
