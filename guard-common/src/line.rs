@@ -643,6 +643,10 @@ pub enum EventDetail {
         command: Option<String>,
         #[serde(default, skip_serializing_if = "is_false")]
         redacted: bool,
+        /// Read from the agent's rollout file at the session's end (Codex's), its
+        /// time the rollout's: the agent ran without guard's hook.
+        #[serde(default, skip_serializing_if = "is_false")]
+        rollout: bool,
     },
     /// Records the kernel could not put in the ring buffer, by kind.
     Lost {

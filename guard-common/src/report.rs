@@ -443,14 +443,28 @@ pub struct Report {
     /// Packages' scripts that ran (npm's lifecycle and run scripts), first first.
     #[serde(default)]
     pub scripts: Bounded<Script>,
-    /// Tool calls the agent declared through its hook, first first. Empty when the
-    /// agent ran without guard's hook: then nothing is said of declared work, and
-    /// `undeclared` stays empty too.
+    /// Tool calls the agent declared, first first: through its hook as they ran, or
+    /// (Codex run without guard's hook) in its rollout file, read at the session's
+    /// end. Empty when the agent declared none either way: then nothing is said of
+    /// declared work, and `undeclared` stays empty too.
     #[serde(default)]
     pub calls: Bounded<Call>,
+    /// Where `calls` come from: `hook` (guard's hook, as each call ran) or `rollout`
+    /// (the agent's rollout file, each process tied to its call after the session
+    /// by the time it started and the command it runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_by: Option<String>,
+    /// Records of the session's processes the report could not tie to the rollout's
+    /// calls (more than it keeps for that: counted, not tied).
+    #[serde(default, skip_serializing_if = "none")]
+    pub untied: u64,
     /// Processes no declared call accounts for (with `calls` only).
     #[serde(default)]
     pub undeclared: Bounded<Undeclared>,
+}
+
+fn none(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Files {

@@ -1285,6 +1285,7 @@ action = "deny"
                 phase: guard_common::protocol::CallPhase::Start,
                 tool: "Bash".into(),
                 command: Some("mysql -pS3cret -e 'select 1'".into()),
+                rollout: true,
             },
         );
         enforce.redact(&mut call);

@@ -181,6 +181,9 @@ pub enum Detail {
         phase: guard_common::protocol::CallPhase,
         tool: String,
         command: Option<String>,
+        /// Read from the agent's rollout file at the session's end (Codex's),
+        /// rather than declared by its hook as the call ran.
+        rollout: bool,
     },
     Lost {
         by_kind: Vec<(String, u64)>,

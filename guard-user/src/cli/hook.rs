@@ -28,7 +28,9 @@ use std::io::Read as _;
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
-use guard_common::protocol::{CALL_INPUT_MAX, CallPhase, Stop, ToolCall};
+use guard_common::protocol::{CallPhase, Stop, ToolCall};
+
+use crate::agents::calls::declared;
 
 use crate::control::{Request, client};
 
@@ -52,28 +54,6 @@ pub fn message(stops: &[Stop]) -> String {
         }
     }
     out
-}
-
-/// What a call declared, from its hook's `tool_input`: a shell tool's command line,
-/// else the file or address it names (never a file's content, which a `Write`
-/// tool's input carries), cut to [`CALL_INPUT_MAX`] bytes.
-pub fn declared(input: &serde_json::Value) -> Option<String> {
-    let text = [
-        "command",
-        "file_path",
-        "absolute_path",
-        "notebook_path",
-        "path",
-        "dir_path",
-        "url",
-    ]
-    .iter()
-    .find_map(|key| input.get(key).and_then(serde_json::Value::as_str))?;
-    let mut end = text.len().min(CALL_INPUT_MAX);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    Some(text[..end].to_owned())
 }
 
 /// The id of a call of an agent whose hooks name none (Gemini CLI, Copilot CLI):
@@ -321,12 +301,12 @@ mod tests {
         let old = serde_json::json!({"session_id": "s", "hook_event_name": "PostToolUse"});
         assert_eq!(call_of("codex", &old), None);
         let long = serde_json::json!({"hook_event_name": "PreToolUse", "tool_use_id": "c",
-            "tool_input": {"command": "é".repeat(super::CALL_INPUT_MAX)}});
+            "tool_input": {"command": "é".repeat(guard_common::protocol::CALL_INPUT_MAX)}});
         let cut = call_of("codex", &long)
             .and_then(|c| c.command)
             .expect("a command");
         assert!(
-            cut.len() <= super::CALL_INPUT_MAX && cut.starts_with('é'),
+            cut.len() <= guard_common::protocol::CALL_INPUT_MAX && cut.starts_with('é'),
             "{}",
             cut.len()
         );

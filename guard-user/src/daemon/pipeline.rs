@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use aya::maps::{MapData, RingBuf};
-use guard_common::protocol::{EventLine, Outcome};
+use guard_common::protocol::{CallPhase, EventLine, Outcome};
 
 use crate::{
     action::Actor,
@@ -500,6 +500,10 @@ impl Pipeline {
                 // The session's report closes with its end: nothing of it waits.
                 self.release(out, |h| h.ev.session == Some(id), None)?;
                 self.ended.push_back((id, end.ts_ns));
+                for mut call in self.rollout_calls(id) {
+                    self.judge.redact(&mut call);
+                    out.write(&call)?;
+                }
             }
             out.write(&end)?;
         }
@@ -512,6 +516,59 @@ impl Pipeline {
             self.anomalies.forget(id);
         }
         Ok(())
+    }
+
+    /// The calls of ended session `id` as its agent's rollout file lists them, when
+    /// no hook declared any (Codex run without guard's hooks): a start and an end
+    /// (`tool_call`, `rollout`) per call, at the times the rollout gives, by the
+    /// agent's process, for the report to tie each process to its call
+    /// (report/calls.rs).
+    fn rollout_calls(&self, id: crate::event::SessionId) -> Vec<Event> {
+        let Some(s) = self.registry.sessions().find(|s| s.id == id) else {
+            return Vec::new();
+        };
+        let Some(path) = s.rollout.as_deref().filter(|_| !s.calls.declared()) else {
+            return Vec::new();
+        };
+        let calls = match crate::agents::calls::rollout(std::path::Path::new(path)) {
+            Ok(calls) => calls,
+            Err(e) => {
+                tracing::warn!(session = %id, "the agent's calls are not known: {e}");
+                return Vec::new();
+            }
+        };
+        let task = Task {
+            pid: s.agent_pid.unwrap_or(s.root_pid),
+            tid: s.agent_pid.unwrap_or(s.root_pid),
+            uid: s.uid,
+            user: s.user.clone(),
+            comm: s.agent.clone(),
+            role: guard_common::role::AGENT,
+            ..Task::default()
+        };
+        let mut events = Vec::with_capacity(calls.len() * 2);
+        for c in calls {
+            let call: Arc<str> = Arc::from(c.id.as_str());
+            let ends = c.ended_ns.map(|at| (at, CallPhase::End));
+            for (at, phase) in std::iter::once((c.started_ns, CallPhase::Start)).chain(ends) {
+                let task = Task {
+                    call: Some(Arc::clone(&call)),
+                    ..task.clone()
+                };
+                events.push(Event::derived(
+                    at,
+                    Some(id),
+                    task,
+                    Detail::ToolCall {
+                        phase,
+                        tool: c.tool.clone(),
+                        command: c.command.clone(),
+                        rollout: true,
+                    },
+                ));
+            }
+        }
+        events
     }
 
     /// The network namespace of a session process, for guard's resolver: at each

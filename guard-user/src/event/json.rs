@@ -510,6 +510,7 @@ mod tests {
                 phase: guard_common::protocol::CallPhase::Start,
                 tool: "Bash".into(),
                 command: Some("npm install ./pkg".into()),
+                rollout: false,
             },
             Detail::Lost {
                 by_kind: vec![("open".into(), 2)],

@@ -284,11 +284,13 @@ fn detail_line(ev: &Event) -> EventDetail {
             phase,
             tool,
             command,
+            rollout,
         } => EventDetail::ToolCall {
             phase: *phase,
             tool: tool.clone(),
             command: command.clone(),
             redacted: ev.redacted,
+            rollout: *rollout,
         },
         Detail::PolicyLoaded {
             name,

@@ -3,7 +3,10 @@
 //! events, as the daemon tied them: session/calls.rs), and the processes no call
 //! accounts for.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use guard_common::{
     protocol::{CallPhase, EventDetail, EventLine},
@@ -36,8 +39,10 @@ impl Calls {
                 phase,
                 tool,
                 command,
+                rollout,
                 ..
             } => {
+                r.declared_by = Some(if *rollout { "rollout" } else { "hook" }.to_owned());
                 self.hooks.insert(pid);
                 if let Some(id) = &task.tool_call {
                     self.declared(r, id, *phase, tool, command.as_deref(), &ev.ts);
@@ -190,6 +195,205 @@ impl Calls {
             let before = c.processes.len();
             c.processes.retain(|p| !self.hooks.contains(&p.pid));
             c.execs -= (before - c.processes.len()) as u64;
+        }
+    }
+}
+
+/// Records kept per session for tying its processes to the calls its agent's
+/// rollout names, at the session's end.
+const REPLAY_MAX: usize = 16_384;
+/// Rollout calls kept per session (a start and an end each).
+const ROLLOUT_MAX: usize = 8_192;
+/// How much earlier than its rollout line a call's process may exec the call's
+/// command: Codex writes the line from another task while it starts the call's
+/// processes, and to the millisecond.
+const ROLLOUT_EARLY_NS: i64 = 1_000_000_000;
+
+/// A session's records kept until its end, for the calls that only its agent's
+/// rollout file names: the daemon reads it and writes them just before the session's
+/// end (daemon/pipeline.rs), when no hook declared any.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Replay {
+    /// The rollout's calls (`tool_call` records with `rollout`).
+    declared: Vec<EventLine>,
+    /// What the session's processes did that a call's list says, first first.
+    kept: Vec<EventLine>,
+    /// Records past [`REPLAY_MAX`], not kept.
+    missed: u64,
+    /// The agent that writes a rollout (Codex) ran in the session: kept from its
+    /// exec on.
+    rollout_agent: bool,
+    /// A hook declared calls, or the session ended: nothing more is kept.
+    off: bool,
+}
+
+impl Replay {
+    /// Whether `ev` is a call the rollout names: taken aside, it is folded at the
+    /// session's end with what the processes did.
+    pub(super) fn declared(&mut self, ev: &EventLine) -> bool {
+        if !matches!(ev.detail, EventDetail::ToolCall { rollout: true, .. }) {
+            return false;
+        }
+        if self.declared.len() < ROLLOUT_MAX {
+            self.declared.push(ev.clone());
+        }
+        true
+    }
+
+    /// Keeps what `ev` says of a process's work (forks, execs, connects, sends,
+    /// writes, what guard stopped) until a hook declares a call or the session ends.
+    pub(super) fn keep(&mut self, ev: &EventLine) {
+        if self.off {
+            return;
+        }
+        if matches!(
+            ev.detail,
+            EventDetail::ToolCall { .. } | EventDetail::SessionEnd { .. }
+        ) {
+            self.off = true;
+            self.kept = Vec::new();
+            return;
+        }
+        let Some(task) = &ev.task else {
+            return;
+        };
+        if !self.rollout_agent {
+            self.rollout_agent = matches!(&ev.detail, EventDetail::Exec { agent: Some(a), .. }
+                if a == crate::agents::calls::ROLLOUT_AGENT);
+            return;
+        }
+        let work = match &ev.detail {
+            EventDetail::Fork { .. } => true,
+            _ if task.role == "agent" => false,
+            EventDetail::Exec { .. } | EventDetail::Connect { .. } | EventDetail::Send { .. } => {
+                true
+            }
+            EventDetail::Open { access, .. } => {
+                ev.violation.is_some() || access.iter().any(|a| a != "read")
+            }
+            _ => ev.violation.is_some(),
+        };
+        if !work {
+        } else if self.kept.len() < REPLAY_MAX {
+            self.kept.push(ev.clone());
+        } else {
+            self.missed += 1;
+        }
+    }
+}
+
+impl Calls {
+    /// Folds the calls a rollout names, with the records kept, into `r`: each
+    /// process the agent started is tied to the call open when it started, as the
+    /// daemon ties them live for a hook's calls (session/calls.rs), and its
+    /// descendants with it; but one whose exec runs a call's command is that
+    /// call's, even when its line was written up to [`ROLLOUT_EARLY_NS`] after
+    /// the exec. Nothing happens when the rollout named no call.
+    pub(super) fn replay(&mut self, r: &mut Report, replay: &mut Replay) {
+        if replay.declared.is_empty() {
+            return;
+        }
+        // Live, the processes were folded with no call declared: made again.
+        *self = Calls::default();
+        r.undeclared = Bounded::default();
+        r.untied = replay.missed;
+        let at = |ev: &EventLine| {
+            chrono::DateTime::parse_from_rfc3339(&ev.ts)
+                .ok()
+                .and_then(|t| t.timestamp_nanos_opt())
+                .unwrap_or(i64::MAX)
+        };
+        // Each call's command and times, for an exec to find its own.
+        let mut commands: Vec<(Arc<str>, String, i64, i64)> = Vec::new();
+        for ev in &replay.declared {
+            let (
+                EventDetail::ToolCall {
+                    phase,
+                    tool,
+                    command,
+                    ..
+                },
+                Some(id),
+            ) = (
+                &ev.detail,
+                ev.task.as_ref().and_then(|t| t.tool_call.as_deref()),
+            )
+            else {
+                continue;
+            };
+            match phase {
+                CallPhase::Start => {
+                    // Listed first: a process may exec its call's command before the
+                    // call's line.
+                    self.declared(r, id, CallPhase::Start, tool, command.as_deref(), &ev.ts);
+                    commands.push((
+                        Arc::from(id),
+                        command.clone().unwrap_or_default(),
+                        at(ev),
+                        i64::MAX,
+                    ));
+                }
+                CallPhase::End => {
+                    if let Some(c) = commands.iter_mut().rev().find(|c| &*c.0 == id) {
+                        c.3 = at(ev);
+                    }
+                }
+            }
+        }
+        let mut all: Vec<(i64, EventLine)> = std::mem::take(&mut replay.declared)
+            .into_iter()
+            .chain(std::mem::take(&mut replay.kept))
+            .map(|ev| (at(&ev), ev))
+            .collect();
+        // Stable: at one time, a call's start comes before what its processes did.
+        all.sort_by_key(|(at, _)| *at);
+        let mut open = crate::session::calls::Calls::default();
+        let mut works_for: HashMap<u32, Arc<str>> = HashMap::new();
+        let mut agents: HashSet<u32> = HashSet::new();
+        for (t, mut ev) in all {
+            let Some(task) = ev.task.as_mut() else {
+                continue;
+            };
+            match &ev.detail {
+                EventDetail::ToolCall { phase, command, .. } => {
+                    let id = task.tool_call.as_deref().unwrap_or_default();
+                    match phase {
+                        CallPhase::Start => open.start(id, command.as_deref()),
+                        CallPhase::End => open.end(id),
+                    };
+                }
+                EventDetail::Fork { child_pid } => {
+                    let call = if task.role == "agent" {
+                        agents.insert(task.pid);
+                        open.for_new()
+                    } else {
+                        works_for.get(&task.pid).cloned()
+                    };
+                    match call {
+                        Some(call) => works_for.insert(*child_pid, call),
+                        None => works_for.remove(child_pid),
+                    };
+                }
+                EventDetail::Exec { argv, .. } if agents.contains(&task.ppid) => {
+                    let line = argv.join(" ");
+                    let own = commands
+                        .iter()
+                        .filter(|(_, command, start, end)| {
+                            !command.is_empty()
+                                && (start.saturating_sub(ROLLOUT_EARLY_NS)..=*end).contains(&t)
+                                && line.contains(command.as_str())
+                        })
+                        .min_by_key(|(_, _, start, _)| start.abs_diff(t));
+                    if let Some((id, ..)) = own {
+                        works_for.insert(task.pid, Arc::clone(id));
+                    }
+                }
+                _ => {}
+            }
+            if task.role != "agent" {
+                task.tool_call = works_for.get(&task.pid).map(|c| c.to_string());
+            }
+            self.add(r, &ev);
         }
     }
 }

@@ -334,6 +334,18 @@ fn calls(out: &mut String, r: &Report) -> std::fmt::Result {
              agent has none), so what ran is not set against what it declared."
         );
     }
+    if r.declared_by.as_deref() == Some("rollout") {
+        writeln!(
+            out,
+            "Read from the agent's rollout file at the session's end (guard's hook was not \
+             installed): each process is tied to the call open when the agent started it, \
+             or whose command it runs.{}\n",
+            match r.untied {
+                0 => String::new(),
+                n => format!(" {n} records of the session's processes were not kept for that."),
+            }
+        )?;
+    }
     writeln!(
         out,
         "| started | call | declared | ran | destinations | secrets | written outside | guard |"

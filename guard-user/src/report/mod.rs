@@ -77,6 +77,7 @@ pub struct Ledger {
     agent_seen: bool,
     packages: packages::Packages,
     calls: calls::Calls,
+    replay: calls::Replay,
 }
 
 impl Ledger {
@@ -98,6 +99,14 @@ impl Ledger {
 
     /// Adds one event of the session.
     pub fn add(&mut self, ev: &EventLine) {
+        // The calls its agent's rollout names come, with the times they ran, just
+        // before its end: folded then, with what the processes did.
+        if self.replay.declared(ev) {
+            return;
+        }
+        if matches!(ev.detail, EventDetail::SessionEnd { .. }) {
+            self.calls.replay(&mut self.report, &mut self.replay);
+        }
         if !ev.ts.is_empty() {
             self.first_ts.get_or_insert_with(|| ev.ts.clone());
             // Reuses the last one's buffer: this runs for every event.
@@ -308,6 +317,7 @@ impl Ledger {
         };
         self.packages.add(&mut self.report, ev);
         self.calls.add(&mut self.report, ev);
+        self.replay.keep(ev);
         if let (Some(v), Some(mut what)) = (&ev.violation, what) {
             if let Some(anomaly) = &v.anomaly {
                 what = format!("{what}: {anomaly}");

@@ -60,6 +60,10 @@ pub struct Session {
     pub sandboxed_tools: bool,
     /// The tool calls its agent declared through guard's hook.
     pub calls: calls::Calls,
+    /// The rollout file its agent writes (Codex's: `agents::calls`), once it opened
+    /// one for writing: the calls it made, read at the session's end when no hook
+    /// declared them.
+    pub rollout: Option<Arc<str>>,
 }
 
 /// Whether a process confined as `c` runs inside a sandbox its agent's process
@@ -197,6 +201,7 @@ impl Registry {
                 agent_confinement: None,
                 sandboxed_tools: false,
                 calls: calls::Calls::default(),
+                rollout: None,
             },
         );
         self.procs.insert(
@@ -287,6 +292,7 @@ impl Registry {
                 phase: call.phase,
                 tool: call.tool,
                 command: call.command,
+                rollout: false,
             },
         ))
     }
@@ -602,6 +608,15 @@ impl Registry {
             } => {
                 // A count of repeated opens stands for that many opens.
                 session.counts.open += (*repeats).max(1);
+                if session.rollout.is_none()
+                    && session.profile.as_deref() == Some(crate::agents::calls::ROLLOUT_AGENT)
+                    && ev.task.role == guard_common::role::AGENT
+                    && *ret >= 0
+                    && crate::event::access::of(*flags).contains(&"write")
+                    && crate::agents::calls::is_rollout(path)
+                {
+                    session.rollout = Some(Arc::from(path.as_str()));
+                }
                 // A secret read that nothing stopped taints the process.
                 if *ret >= 0
                     && let Some(v) = &ev.violation

@@ -1167,17 +1167,23 @@ fn a_codex_session_reaches_the_fleet_as_guard_report_has_it() {
     daemon.stop_ok();
 }
 
-/// Declared versus done, with packages (issue 46): the real Codex, its calls declared
-/// through guard's hooks, runs `npm install` of a local package whose postinstall
-/// script connects out and reads the SSH key, `pip install` of a local wheel, and a
-/// command that leaves a process behind that runs a program after its call ended.
-/// The report lists each call with its processes, the install script and the process
-/// left behind as undeclared, with why, and both packages with their versions.
-#[test]
-fn codex_s_declared_calls_are_set_against_what_ran() {
+/// The install session of issue 46 run by the real Codex, with guard's hooks
+/// installed or not; what it gives the checks.
+struct CallsRun {
+    daemon: Daemon,
+    cr: CodexRun,
+    session: String,
+    report: serde_json::Value,
+    commands: Vec<String>,
+}
+
+/// Runs [`guard_tests::packages::InstallSession`] under the real Codex (its hooks
+/// installed when `hooks`) and checks what every run of it must show: each call Codex
+/// made, in order, with what its processes ran; what no call declared; both packages.
+fn calls_run(hooks: bool) -> CallsRun {
     let install = install();
     let secrets = Secrets::new();
-    let user = TestUser::create("gcd");
+    let user = TestUser::create(if hooks { "gcd" } else { "gcr" });
     let dir = guard_tests::TempDir::new("guard-e2e-calls");
     std::fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
     let npm_name = format!("guard-e2e-{}", unique_name("c")).to_lowercase();
@@ -1191,7 +1197,9 @@ fn codex_s_declared_calls_are_set_against_what_ran() {
     let model = model_server(commands.clone());
     let ws = furnish_home(&user, &secrets, &model);
     let mut daemon = daemon_with("workstation");
-    install_hook(&daemon, &user);
+    if hooks {
+        install_hook(&daemon, &user);
+    }
     user.chown_home();
     let cr = run_codex(
         &mut daemon,
@@ -1206,9 +1214,6 @@ fn codex_s_declared_calls_are_set_against_what_ran() {
     assert_eq!(cr.run.code(), Some(0), "Codex failed\n{}", context());
     let session = cr.events[0].session().expect("a session").to_owned();
     let report = daemon.report(&session);
-
-    // Every call Codex declared, in order, with what its processes ran; what no
-    // call declared; both packages (guard_tests::packages::InstallSession).
     let want: Vec<String> = (0..commands.len()).map(call_id).collect();
     scenario.check(&report, &want, &context());
     let calls = report["calls"]["items"].as_array().expect("calls");
@@ -1236,6 +1241,32 @@ fn codex_s_declared_calls_are_set_against_what_ran() {
             .is_some_and(|u| u.iter().all(|u| u["why"] != "outside_calls")),
         "{report:#}"
     );
+    CallsRun {
+        daemon,
+        cr,
+        session,
+        report,
+        commands,
+    }
+}
+
+/// Declared versus done, with packages (issue 46): the real Codex, its calls declared
+/// through guard's hooks, runs `npm install` of a local package whose postinstall
+/// script connects out and reads the SSH key, `pip install` of a local wheel, and a
+/// command that leaves a process behind that runs a program after its call ended.
+/// The report lists each call with its processes, the install script and the process
+/// left behind as undeclared, with why, and both packages with their versions.
+#[test]
+fn codex_s_declared_calls_are_set_against_what_ran() {
+    let CallsRun {
+        mut daemon,
+        cr,
+        session,
+        report,
+        ..
+    } = calls_run(true);
+    assert_eq!(report["declared_by"], "hook", "{report:#}");
+    let calls = report["calls"]["items"].as_array().expect("calls");
     let md = daemon.report_text(&session, false);
     for needle in ["## Tool calls the agent declared", "**outlived its call**"] {
         assert!(md.contains(needle), "{needle:?} not in:\n{md}");
@@ -1282,5 +1313,62 @@ fn codex_s_declared_calls_are_set_against_what_ran() {
         cr.wall.as_secs_f64(),
         cr.events.len()
     ));
+    daemon.stop_ok();
+}
+
+/// Declared versus done without guard's hooks (issue 46): Codex's own rollout file
+/// (`~/.codex/sessions/…/rollout-*.jsonl`) says which calls it made; at the session's
+/// end the daemon reads it and ties each process to its call by time and command.
+/// The report says the same as with the hooks, and where the calls came from.
+#[test]
+fn codex_s_rollout_declares_its_calls_without_the_hooks() {
+    let CallsRun {
+        mut daemon,
+        cr,
+        report,
+        commands,
+        ..
+    } = calls_run(false);
+
+    assert_eq!(report["declared_by"], "rollout", "{report:#}");
+    let declared: Vec<&Event> = cr
+        .events
+        .iter()
+        .filter(|e| e.kind() == "tool_call")
+        .collect();
+    assert_eq!(
+        declared.len(),
+        2 * commands.len(),
+        "a start and an end per call, from the rollout: {}",
+        dump(&cr.events)
+    );
+    assert!(
+        declared.iter().all(|e| e.bool("rollout") == Some(true)),
+        "{}",
+        dump(&cr.events)
+    );
+    // When each call's line was written against its shell's exec (the tie allows
+    // the exec up to a second before the line).
+    let calls = report["calls"]["items"].as_array().expect("calls");
+    let times: Vec<String> = calls
+        .iter()
+        .zip(&commands)
+        .map(|(c, command)| {
+            let shell = c["processes"].as_array().and_then(|p| {
+                p.iter().find(|p| {
+                    p["argv"]
+                        .to_string()
+                        .contains(&serde_json::json!(command).to_string())
+                })
+            });
+            format!(
+                "{} line {} exec {}",
+                c["id"].as_str().unwrap_or("?"),
+                c["started"].as_str().unwrap_or("?"),
+                shell.and_then(|p| p["ts"].as_str()).unwrap_or("?")
+            )
+        })
+        .collect();
+    note(&format!("rollout calls: {}", times.join("; ")));
     daemon.stop_ok();
 }

