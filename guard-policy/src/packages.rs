@@ -49,6 +49,18 @@ pub fn build_script(exe: &str) -> Option<&str> {
         .then_some(name)
 }
 
+/// Whether `argv` runs a hook of a Python project's build backend: pip (and
+/// `python -m build`) run each PEP 517 hook of a source tree it installs from (a
+/// source distribution, a directory) as `python …/pyproject_hooks/_in_process/
+/// _in_process.py HOOK DIR` (older pips: `…/pep517/in_process/_in_process.py`),
+/// with the source tree as the working directory. The backend runs the project's
+/// own code (its `setup.py`), as an npm install script runs its package's.
+pub fn build_backend_hook(argv: &[String]) -> bool {
+    argv.iter().take(3).any(|a| {
+        a.ends_with("/_in_process/_in_process.py") || a.ends_with("/in_process/_in_process.py")
+    })
+}
+
 /// The manifest that `path` (a file an install wrote) is, if it is one.
 pub fn manifest(path: &str) -> Option<Manifest> {
     let (dir, file) = path.rsplit_once('/')?;

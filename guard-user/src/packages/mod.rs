@@ -6,13 +6,54 @@
 
 use std::path::Path;
 
-pub use guard_policy::packages::{CRATES, GO, Manifest, NPM, PYPI, manifest};
+pub use guard_policy::packages::{
+    CRATES, GO, Manifest, NPM, PYPI, build_backend_hook, build_script, manifest,
+};
 
 /// The environment variable that names the package whose script a process runs:
 /// npm (and pnpm, yarn) set it for the lifecycle scripts of the packages they
 /// install and for `npm run`. The kernel looks for it at each tool's exec
 /// (`SESSION_VARS`' last entry).
 pub const SCRIPT_PACKAGE_VAR: &str = "npm_package_name";
+
+/// Bytes of a source tree's `PKG-INFO` or `pyproject.toml` read at most.
+const SOURCE_META_MAX: u64 = 256 << 10;
+
+/// The Python project whose source tree is at `dir` (a build backend's working
+/// directory: [`guard_policy::packages::build_backend_hook`]): the name its
+/// `PKG-INFO` gives (every source distribution has one), else its
+/// `pyproject.toml`'s `[project] name`. Neither file is followed through a symbolic
+/// link; each is read up to 256 KiB.
+pub fn source_tree_name(dir: &Path) -> Option<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let text = |file: &str| -> Option<String> {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(dir.join(file))
+            .ok()?;
+        if !f.metadata().ok()?.is_file() {
+            return None;
+        }
+        let mut text = String::new();
+        f.take(SOURCE_META_MAX).read_to_string(&mut text).ok()?;
+        Some(text)
+    };
+    if let Some(read) = text("PKG-INFO").and_then(|t| parse(PYPI, &t).ok()) {
+        return Some(read.name);
+    }
+    #[derive(serde::Deserialize)]
+    struct PyProject {
+        project: Project,
+    }
+    #[derive(serde::Deserialize)]
+    struct Project {
+        name: String,
+    }
+    let p: PyProject = toml::from_str(&text("pyproject.toml")?).ok()?;
+    Some(p.project.name)
+}
 
 /// A package's name and version as its manifest file says them.
 #[derive(Clone, Debug, PartialEq, Eq)]

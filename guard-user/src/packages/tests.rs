@@ -54,3 +54,33 @@ fn a_manifest_that_cannot_be_read_says_why() {
     assert!(err.starts_with("not a crate's Cargo.toml"), "{err}");
     assert!(parse(GO, "module x\n").is_err());
 }
+
+#[test]
+fn a_source_tree_is_named_by_its_pkg_info_else_its_pyproject() {
+    let tree = tempfile::tempdir().unwrap();
+    assert_eq!(super::source_tree_name(tree.path()), None, "neither file");
+    std::fs::write(
+        tree.path().join("pyproject.toml"),
+        "[build-system]\nrequires = [\"setuptools\"]\n\n[project]\nname = \"from-pyproject\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        super::source_tree_name(tree.path()).as_deref(),
+        Some("from-pyproject")
+    );
+    std::fs::write(
+        tree.path().join("PKG-INFO"),
+        "Metadata-Version: 2.1\nName: from-pkg-info\nVersion: 1.0\n\nName: not-this\n",
+    )
+    .unwrap();
+    assert_eq!(
+        super::source_tree_name(tree.path()).as_deref(),
+        Some("from-pkg-info"),
+        "a source distribution's PKG-INFO first"
+    );
+    // A link planted in the tree is not followed (the daemon reads it as root).
+    let other = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(tree.path().join("PKG-INFO"), other.path().join("PKG-INFO"))
+        .unwrap();
+    assert_eq!(super::source_tree_name(other.path()), None);
+}

@@ -189,14 +189,17 @@ impl Packages {
                 p.registries.clone_from(list);
             }
         }
-        // An npm package's script, or a crate's build script, of a package the
-        // session installed (downloaded): its code came with the install.
+        // An npm package's script, a crate's build script, or a Python project's
+        // build, of a package the session installed (downloaded, or built from its
+        // source distribution): its code came with the install.
         for s in &mut r.scripts.items {
             s.install = r.packages.items.iter().any(|p| {
+                let ecosystem = p.ecosystem.as_str();
                 matches!(
-                    p.ecosystem.as_str(),
-                    crate::packages::NPM | crate::packages::CRATES
-                ) && p.name == s.package
+                    ecosystem,
+                    crate::packages::NPM | crate::packages::CRATES | crate::packages::PYPI
+                ) && guard_policy::packages::normalise(ecosystem, &p.name)
+                    == guard_policy::packages::normalise(ecosystem, &s.package)
             });
         }
     }

@@ -433,7 +433,15 @@ impl Registry {
         if let Detail::Exec { exe, argv, .. } = &ev.detail {
             // A crate's build script runs that crate's code: its package, whatever
             // it inherited (as npm's script variable names an install script's).
-            if let Some(name) = guard_policy::packages::build_script(exe) {
+            if let Some(name) = crate::packages::build_script(exe) {
+                ev.task.package = Some(Arc::from(name));
+            } else if crate::packages::build_backend_hook(argv)
+                && let Some(name) = crate::packages::source_tree_name(std::path::Path::new(
+                    &format!("/proc/{pid}/cwd"),
+                ))
+            {
+                // A Python build backend runs the project's own code (its
+                // `setup.py`): the project whose source tree it works in.
                 ev.task.package = Some(Arc::from(name));
             }
             // The agent's child's exec, with several calls open: the call whose

@@ -385,25 +385,108 @@ fn a_crate_s_build_script_is_a_package_script_in_the_report() {
         &[("CARGO_TARGET_DIR", krate.join("target"))],
     );
     let report = daemon.report(&session);
-    let scripts: Vec<&Value> = report["scripts"]["items"]
-        .as_array()
-        .expect("scripts")
-        .iter()
-        .filter(|s| s["package"] == name.as_str())
-        .collect();
-    assert_eq!(scripts.len(), 1, "one build script: {report:#}");
-    let script = scripts[0];
+    let script = package_script(&report, &events, &name, "build-script-build", &secret);
     assert_eq!(
         script["install"], false,
         "the project's own crate: {script:#}"
     );
+    daemon.stop_ok();
+}
+
+/// A source distribution's build (issue 46): `pip install` of a local sdist, built by
+/// its `setup.py` through pip's PEP 517 hooks (setuptools, no build isolation),
+/// whose `setup.py` reads a secret a kill rule protects. The build backend's
+/// processes carry the project's name (its `PKG-INFO`, read from the build's
+/// working directory) as their package: the report lists the build as a package
+/// script, with the secret it opened and guard's kill.
+#[test]
+fn a_source_distribution_s_build_is_a_package_script_in_the_report() {
+    let dir = TempDir::new("guard-e2e-sdist");
+    let secrets = dir.join("secrets");
+    let reports = dir.join("reports");
+    fs::create_dir_all(&secrets).expect("mkdir");
+    let secret = secrets.join("token");
+    fs::write(&secret, "s3cr3t\n").expect("token");
+    let name = format!("guard_e2e_{}", unique_name("s")).to_lowercase();
+    let tree = dir.join(format!("{name}-1.0"));
+    fs::create_dir_all(&tree).expect("mkdir");
+    fs::write(
+        tree.join("setup.py"),
+        format!(
+            "from setuptools import setup\nopen({:?}).read()\nsetup(name={name:?}, version='1.0', py_modules=[])\n",
+            secret.display().to_string()
+        ),
+    )
+    .expect("setup.py");
+    fs::write(
+        tree.join("PKG-INFO"),
+        format!("Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n"),
+    )
+    .expect("PKG-INFO");
+    let sdist = dir.join(format!("{name}-1.0.tar.gz"));
+    let packed = Command::new("tar")
+        .arg("czf")
+        .arg(&sdist)
+        .arg("-C")
+        .arg(dir.path())
+        .arg(format!("{name}-1.0"))
+        .status()
+        .expect("tar");
+    assert!(packed.success(), "tar failed");
+    // setuptools and wheel from Debian's packages (the venv sees them): nothing is
+    // downloaded.
+    let venv = dir.join("venv");
+    let made = Command::new("/usr/bin/python3")
+        .args(["-m", "venv", "--system-site-packages"])
+        .arg(&venv)
+        .status()
+        .expect("python3 -m venv");
+    assert!(made.success(), "python3 -m venv failed");
+    let (agent_bin, policy) = agent_and_policy(dir.path(), &reports, &secrets, "");
+    let args = [std::ffi::OsStr::new("--policy"), policy.as_os_str()];
+    let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
+    let (session, events) = run_session(
+        &mut daemon,
+        &agent_bin,
+        dir.path(),
+        &format!(
+            "{}/bin/pip install --no-index --no-deps --no-build-isolation --use-pep517 \
+             --disable-pip-version-check {}; exit 0",
+            venv.display(),
+            sdist.display()
+        ),
+        &[],
+    );
+    let report = daemon.report(&session);
+    package_script(&report, &events, &name, "_in_process.py", &secret);
+    daemon.stop_ok();
+}
+
+/// The one package script of `name` in `report` (checked: its command names
+/// `program`, it opened `secret` and guard killed or refused it), its exec's event
+/// carrying the package's name.
+fn package_script<'r>(
+    report: &'r Value,
+    events: &[guard_tests::Event],
+    name: &str,
+    program: &str,
+    secret: &std::path::Path,
+) -> &'r Value {
+    let scripts: Vec<&Value> = report["scripts"]["items"]
+        .as_array()
+        .expect("scripts")
+        .iter()
+        .filter(|s| s["package"] == name)
+        .collect();
+    assert_eq!(scripts.len(), 1, "one script of {name}: {report:#}");
+    let script = scripts[0];
     assert!(
         script["command"]
             .as_str()
-            .is_some_and(|c| c.contains("build-script-build")),
+            .is_some_and(|c| c.contains(program)),
         "{script:#}"
     );
-    let secret_path = fs::canonicalize(&secret).expect("canonical secret");
+    let secret_path = fs::canonicalize(secret).expect("canonical secret");
     assert_eq!(
         script["secrets"],
         serde_json::json!([secret_path.display().to_string()]),
@@ -412,19 +495,18 @@ fn a_crate_s_build_script_is_a_package_script_in_the_report() {
     let verdict = script["verdicts"][0].as_str().unwrap_or_default();
     assert!(
         verdict == "test-secret: killed" || verdict == "test-secret: denied",
-        "what guard did to the build script: {script:#}"
+        "what guard did to the script: {script:#}"
     );
-    // The build script's exec, and its read, carry the crate's name.
     let exec = events
         .iter()
         .find(|e| {
             e.kind() == "exec"
-                && e.str("exe")
-                    .is_some_and(|x| x.ends_with("/build-script-build"))
+                && e.strings("argv")
+                    .is_some_and(|argv| argv.iter().take(3).any(|a| a.ends_with(program)))
         })
-        .unwrap_or_else(|| panic!("no exec of the build script"));
-    assert_eq!(exec.str("package"), Some(name.as_str()), "{exec:?}");
-    daemon.stop_ok();
+        .unwrap_or_else(|| panic!("no exec of {program}"));
+    assert_eq!(exec.str("package"), Some(name), "{exec:?}");
+    script
 }
 
 /// `guard run` of `agent_bin -c script` (a shell under the test's agent name) in
