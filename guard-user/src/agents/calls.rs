@@ -56,6 +56,13 @@ pub fn declared(input: &Value) -> Option<String> {
 
 /// The agent whose rollout file is read: Codex's profile.
 pub const ROLLOUT_AGENT: &str = "codex";
+/// Rollout files read per session: Codex writes one per thread (its sub-agents
+/// have threads of their own).
+pub const ROLLOUTS_MAX: usize = 8;
+/// How long before the session's start a call of its rollout may have started
+/// (clocks to the millisecond); a resumed thread's rollout holds the calls of
+/// earlier sessions too, which are not this session's.
+pub const BEFORE_START_NS: i128 = 1_000_000_000;
 /// A rollout file's size that is read at most: a long session's is a few MiB.
 pub const ROLLOUT_MAX: u64 = 64 << 20;
 /// Calls read from one rollout at most (the report keeps fewer).
@@ -81,11 +88,12 @@ pub struct RolloutCall {
     pub ended_ns: Option<i128>,
 }
 
-/// The calls of the rollout at `path`, in the order Codex asked for them. The file
-/// is opened without following a symbolic link, must be a regular file, and is
-/// read up to [`ROLLOUT_MAX`] bytes; lines that are not calls are skipped, and so
-/// are lines that do not parse (a line being written when the session ended).
-pub fn rollout(path: &Path) -> Result<Vec<RolloutCall>, String> {
+/// The calls of the rollout at `path` that started from `since_ns` on (less
+/// [`BEFORE_START_NS`]), in the order Codex asked for them. The file is opened
+/// without following a symbolic link, must be a regular file, and is read up to
+/// [`ROLLOUT_MAX`] bytes; lines that are not calls are skipped, and so are lines
+/// that do not parse (a line being written when the session ended).
+pub fn rollout(path: &Path, since_ns: i128) -> Result<Vec<RolloutCall>, String> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -144,7 +152,10 @@ pub fn rollout(path: &Path) -> Result<Vec<RolloutCall>, String> {
             }
             _ => continue,
         };
-        if calls.len() == CALLS_MAX || calls.iter().any(|c| c.id == id) {
+        if calls.len() == CALLS_MAX
+            || i128::from(at) < since_ns - BEFORE_START_NS
+            || calls.iter().any(|c| c.id == id)
+        {
             continue;
         }
         calls.push(RolloutCall {
@@ -197,7 +208,7 @@ mod tests {
 
     #[test]
     fn a_rollout_gives_each_call_its_command_and_times() {
-        let calls = rollout(Path::new(FIXTURE)).expect("the fixture reads");
+        let calls = rollout(Path::new(FIXTURE), 0).expect("the fixture reads");
         let ids: Vec<&str> = calls.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(
             ids,
@@ -233,9 +244,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let link = dir.path().join("rollout-x.jsonl");
         std::os::unix::fs::symlink(FIXTURE, &link).expect("symlink");
-        let e = rollout(&link).expect_err("a link is not followed");
+        let e = rollout(&link, 0).expect_err("a link is not followed");
         assert!(e.contains("cannot open"), "{e}");
-        let e = rollout(dir.path()).expect_err("a directory");
+        let e = rollout(dir.path(), 0).expect_err("a directory");
         assert!(e.contains("not a regular file"), "{e}");
         // A call whose output never came (the session ended in it), and lines that
         // are not JSON (one being written), are a call without an end and nothing.
@@ -253,7 +264,7 @@ mod tests {
             ),
         )
         .expect("write");
-        let calls = rollout(&cut).expect("reads");
+        let calls = rollout(&cut, 0).expect("reads");
         assert_eq!(calls.len(), 2);
         assert_eq!(
             (calls[0].command.as_deref(), calls[0].ended_ns),

@@ -527,16 +527,18 @@ impl Pipeline {
         let Some(s) = self.registry.sessions().find(|s| s.id == id) else {
             return Vec::new();
         };
-        let Some(path) = s.rollout.as_deref().filter(|_| !s.calls.declared()) else {
+        if s.calls.declared() {
             return Vec::new();
-        };
-        let calls = match crate::agents::calls::rollout(std::path::Path::new(path)) {
-            Ok(calls) => calls,
-            Err(e) => {
-                tracing::warn!(session = %id, "the agent's calls are not known: {e}");
-                return Vec::new();
+        }
+        let mut calls: Vec<crate::agents::calls::RolloutCall> = Vec::new();
+        for path in &s.rollouts {
+            // A resumed thread's earlier calls are other sessions'.
+            match crate::agents::calls::rollout(std::path::Path::new(&**path), s.started_ns) {
+                Ok(read) => calls.extend(read),
+                Err(e) => tracing::warn!(session = %id, "the agent's calls are not known: {e}"),
             }
-        };
+        }
+        calls.sort_by_key(|c| c.started_ns);
         let task = Task {
             pid: s.agent_pid.unwrap_or(s.root_pid),
             tid: s.agent_pid.unwrap_or(s.root_pid),

@@ -60,10 +60,10 @@ pub struct Session {
     pub sandboxed_tools: bool,
     /// The tool calls its agent declared through guard's hook.
     pub calls: calls::Calls,
-    /// The rollout file its agent writes (Codex's: `agents::calls`), once it opened
-    /// one for writing: the calls it made, read at the session's end when no hook
-    /// declared them.
-    pub rollout: Option<Arc<str>>,
+    /// The rollout files its agent writes (Codex's, one per thread: `agents::calls`),
+    /// as it opens them for writing (at most `agents::calls::ROLLOUTS_MAX`): the
+    /// calls it made, read at the session's end when no hook declared them.
+    pub rollouts: Vec<Arc<str>>,
 }
 
 /// Whether a process confined as `c` runs inside a sandbox its agent's process
@@ -201,7 +201,7 @@ impl Registry {
                 agent_confinement: None,
                 sandboxed_tools: false,
                 calls: calls::Calls::default(),
-                rollout: None,
+                rollouts: Vec::new(),
             },
         );
         self.procs.insert(
@@ -616,14 +616,15 @@ impl Registry {
             } => {
                 // A count of repeated opens stands for that many opens.
                 session.counts.open += (*repeats).max(1);
-                if session.rollout.is_none()
+                if session.rollouts.len() < crate::agents::calls::ROLLOUTS_MAX
                     && session.profile.as_deref() == Some(crate::agents::calls::ROLLOUT_AGENT)
                     && ev.task.role == guard_common::role::AGENT
                     && *ret >= 0
                     && crate::event::access::of(*flags).contains(&"write")
                     && crate::agents::calls::is_rollout(path)
+                    && !session.rollouts.iter().any(|r| **r == **path)
                 {
-                    session.rollout = Some(Arc::from(path.as_str()));
+                    session.rollouts.push(Arc::from(path.as_str()));
                 }
                 // A secret read that nothing stopped taints the process.
                 if *ret >= 0
@@ -801,6 +802,50 @@ mod tests {
             repeats,
             dir: false,
         }
+    }
+
+    #[test]
+    fn codex_s_rollouts_are_the_files_its_own_process_opens_for_writing() {
+        use guard_common::role;
+        let mut r = running();
+        let rollout = "/home/u/.codex/sessions/2026/11/28/rollout-2026-11-28T10-00-00-01.jsonl";
+        let append = (libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT) as u64;
+        let opened = |r: &mut Registry, pid: u32, role: u8, path: &str, flags: u64| {
+            let mut e = ev(pid, 7, open(path, 3, 0));
+            e.task.role = role;
+            if let Detail::Open { flags: f, .. } = &mut e.detail {
+                *f = flags;
+            }
+            r.after(&e);
+        };
+        // Before the agent is known as Codex: nothing.
+        opened(&mut r, 10, role::AGENT, rollout, append);
+        assert!(r.sessions().all(|s| s.rollouts.is_empty()));
+        assert!(r.name_agent(SessionId(7), &Arc::from("codex")));
+        opened(&mut r, 10, role::AGENT, rollout, append);
+        opened(&mut r, 10, role::AGENT, rollout, append);
+        // Read back, written by a tool, or not a rollout: not the agent's rollout.
+        opened(&mut r, 10, role::AGENT, &rollout.replace("-01.", "-02."), 0);
+        opened(
+            &mut r,
+            11,
+            role::TOOL,
+            &rollout.replace("-01.", "-03."),
+            append,
+        );
+        opened(
+            &mut r,
+            10,
+            role::AGENT,
+            "/home/u/.codex/history.jsonl",
+            append,
+        );
+        let s = r.sessions().next().expect("the session");
+        assert_eq!(
+            s.rollouts.iter().map(|p| &**p).collect::<Vec<_>>(),
+            [rollout],
+            "once, the agent's own write"
+        );
     }
 
     #[test]
