@@ -350,15 +350,9 @@ interval = "1s"
 /// install script (the crate is the project's own).
 #[test]
 fn a_crate_s_build_script_is_a_package_script_in_the_report() {
-    let dir = TempDir::new("guard-e2e-buildrs");
+    let (dir, secrets, reports, secret) = with_secret("guard-e2e-buildrs");
     let krate = dir.join("app");
-    let secrets = dir.join("secrets");
-    let reports = dir.join("reports");
-    for d in [&krate.join("src"), &secrets] {
-        fs::create_dir_all(d).expect("mkdir");
-    }
-    let secret = secrets.join("token");
-    fs::write(&secret, "s3cr3t\n").expect("token");
+    fs::create_dir_all(krate.join("src")).expect("mkdir");
     let name = format!("guard-e2e-{}", unique_name("b")).to_lowercase();
     fs::write(
         krate.join("Cargo.toml"),
@@ -401,12 +395,7 @@ fn a_crate_s_build_script_is_a_package_script_in_the_report() {
 /// script, with the secret it opened and guard's kill.
 #[test]
 fn a_source_distribution_s_build_is_a_package_script_in_the_report() {
-    let dir = TempDir::new("guard-e2e-sdist");
-    let secrets = dir.join("secrets");
-    let reports = dir.join("reports");
-    fs::create_dir_all(&secrets).expect("mkdir");
-    let secret = secrets.join("token");
-    fs::write(&secret, "s3cr3t\n").expect("token");
+    let (dir, secrets, reports, secret) = with_secret("guard-e2e-sdist");
     let name = format!("guard_e2e_{}", unique_name("s")).to_lowercase();
     let tree = dir.join(format!("{name}-1.0"));
     fs::create_dir_all(&tree).expect("mkdir");
@@ -460,6 +449,25 @@ fn a_source_distribution_s_build_is_a_package_script_in_the_report() {
     let report = daemon.report(&session);
     package_script(&report, &events, &name, "_in_process.py", &secret);
     daemon.stop_ok();
+}
+
+/// A directory of the test's (`prefix`), with `secrets/token` in it: the directory,
+/// `secrets`, where reports go, the token.
+fn with_secret(
+    prefix: &str,
+) -> (
+    TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let dir = TempDir::new(prefix);
+    let secrets = dir.join("secrets");
+    fs::create_dir_all(&secrets).expect("mkdir");
+    let secret = secrets.join("token");
+    fs::write(&secret, "s3cr3t\n").expect("token");
+    let reports = dir.join("reports");
+    (dir, secrets, reports, secret)
 }
 
 /// The one package script of `name` in `report` (checked: its command names
