@@ -97,6 +97,38 @@ fn load_all(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Whether the verifier refused a program for its `bpf_loop` callbacks: a kernel
+/// without the helper (before 5.17, unless backported: "invalid func unknown#181",
+/// `bpf_loop` being helper 181), or one where a callback referenced as a function
+/// (`BPF_PSEUDO_FUNC`) is no subprogram yet (before 5.13: the object's BTF lists more
+/// functions than the kernel counts; measured on Debian 11's 5.10).
+fn refuses_bpf_loop(e: &ProgramError) -> bool {
+    matches!(e, ProgramError::LoadError { verifier_log, .. }
+        if refuses_bpf_loop_in(&verifier_log.to_string()))
+}
+
+/// [`refuses_bpf_loop`], from the verifier's log.
+fn refuses_bpf_loop_in(log: &str) -> bool {
+    log.contains("number of funcs in func_info doesn't match number of subprogs")
+        || log.contains("invalid func unknown#181")
+}
+
+#[cfg(test)]
+#[test]
+fn a_kernel_without_bpf_loop_callbacks_is_named_as_such() {
+    // The last lines of Debian 11's 5.10 verifier for `sched_process_exec`
+    // (2026-11-28), and a kernel that lacks the helper.
+    assert!(refuses_bpf_loop_in(
+        "number of funcs in func_info doesn't match number of subprogs\nverification time 12 usec"
+    ));
+    assert!(refuses_bpf_loop_in(
+        "0: (85) call unknown#181\ninvalid func unknown#181\n"
+    ));
+    assert!(!refuses_bpf_loop_in(
+        "R1 invalid mem access 'scalar'\nprocessed 1000001 insns (limit 1000000)"
+    ));
+}
+
 fn load_one(program: &mut Program, hook: Hook, btf: Option<&Btf>) -> Result<(), ProgramError> {
     match (program, hook) {
         (Program::RawTracePoint(p), Hook::Raw(_)) => p.load(),
@@ -372,6 +404,10 @@ pub fn all(
             }
             (Group::Process, Err((why, source))) => {
                 return Err(match source {
+                    Some(source) if refuses_bpf_loop(&source) => Error::NoBpfLoop {
+                        program: entry.program,
+                        source,
+                    },
                     Some(source) => Error::Program {
                         program: entry.program,
                         source,

@@ -63,6 +63,17 @@ pub enum Error {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error(
+        "cannot load program {program}: this kernel's verifier refuses its bpf_loop \
+         callbacks. guard's programs that follow a session's processes need `bpf_loop` \
+         (Linux 5.17, or a kernel that backports it) and callbacks as subprograms (5.13); \
+         kernels before those do not run guard yet (docs/kernels.md)"
+    )]
+    NoBpfLoop {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
     #[error("cannot attach program {program} to {target}")]
     Attach {
         program: &'static str,
