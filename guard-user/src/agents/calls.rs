@@ -14,7 +14,6 @@
 //! answer comes in, as its processes start, and its output's once they are done.
 
 use std::io::{BufRead as _, Read as _};
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use guard_common::protocol::CALL_INPUT_MAX;
@@ -94,17 +93,8 @@ pub struct RolloutCall {
 /// [`ROLLOUT_MAX`] bytes; lines that are not calls are skipped, and so are lines
 /// that do not parse (a line being written when the session ended).
 pub fn rollout(path: &Path, since_ns: i128) -> Result<Vec<RolloutCall>, String> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
+    let file = crate::host::open_regular(path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot stat {}: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
-    }
     let reader = std::io::BufReader::new(file.take(ROLLOUT_MAX));
     let mut calls: Vec<RolloutCall> = Vec::new();
     for line in reader.split(b'\n') {

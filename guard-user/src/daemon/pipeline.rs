@@ -524,7 +524,7 @@ impl Pipeline {
     /// agent's process, for the report to tie each process to its call
     /// (report/calls.rs).
     fn rollout_calls(&self, id: crate::event::SessionId) -> Vec<Event> {
-        let Some(s) = self.registry.sessions().find(|s| s.id == id) else {
+        let Some(s) = self.registry.session(id) else {
             return Vec::new();
         };
         if s.calls.declared() {

@@ -26,16 +26,8 @@ const SOURCE_META_MAX: u64 = 256 << 10;
 /// link; each is read up to 256 KiB.
 pub fn source_tree_name(dir: &Path) -> Option<String> {
     use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
     let text = |file: &str| -> Option<String> {
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(dir.join(file))
-            .ok()?;
-        if !f.metadata().ok()?.is_file() {
-            return None;
-        }
+        let f = crate::host::open_regular(&dir.join(file)).ok()?;
         let mut text = String::new();
         f.take(SOURCE_META_MAX).read_to_string(&mut text).ok()?;
         Some(text)

@@ -304,7 +304,13 @@ impl Calls {
                 .unwrap_or(i64::MAX)
         };
         // Each call's command and times, for an exec to find its own.
-        let mut commands: Vec<(Arc<str>, String, i64, i64)> = Vec::new();
+        struct Declared {
+            id: Arc<str>,
+            command: String,
+            start: i64,
+            end: i64,
+        }
+        let mut commands: Vec<Declared> = Vec::new();
         for ev in &replay.declared {
             let (
                 EventDetail::ToolCall {
@@ -326,16 +332,16 @@ impl Calls {
                     // Listed first: a process may exec its call's command before the
                     // call's line.
                     self.declared(r, id, CallPhase::Start, tool, command.as_deref(), &ev.ts);
-                    commands.push((
-                        Arc::from(id),
-                        command.clone().unwrap_or_default(),
-                        at(ev),
-                        i64::MAX,
-                    ));
+                    commands.push(Declared {
+                        id: Arc::from(id),
+                        command: command.clone().unwrap_or_default(),
+                        start: at(ev),
+                        end: i64::MAX,
+                    });
                 }
                 CallPhase::End => {
-                    if let Some(c) = commands.iter_mut().rev().find(|c| &*c.0 == id) {
-                        c.3 = at(ev);
+                    if let Some(c) = commands.iter_mut().rev().find(|c| &*c.id == id) {
+                        c.end = at(ev);
                     }
                 }
             }
@@ -378,14 +384,14 @@ impl Calls {
                     let line = argv.join(" ");
                     let own = commands
                         .iter()
-                        .filter(|(_, command, start, end)| {
-                            !command.is_empty()
-                                && (start.saturating_sub(ROLLOUT_EARLY_NS)..=*end).contains(&t)
-                                && line.contains(command.as_str())
+                        .filter(|c| {
+                            !c.command.is_empty()
+                                && (c.start.saturating_sub(ROLLOUT_EARLY_NS)..=c.end).contains(&t)
+                                && line.contains(c.command.as_str())
                         })
-                        .min_by_key(|(_, _, start, _)| start.abs_diff(t));
-                    if let Some((id, ..)) = own {
-                        works_for.insert(task.pid, Arc::clone(id));
+                        .min_by_key(|c| c.start.abs_diff(t));
+                    if let Some(c) = own {
+                        works_for.insert(task.pid, Arc::clone(&c.id));
                     }
                 }
                 _ => {}

@@ -140,6 +140,11 @@ impl Registry {
         self.sessions.values()
     }
 
+    /// Session `id`, running or ended and still remembered.
+    pub fn session(&self, id: SessionId) -> Option<&Session> {
+        self.sessions.get(&id)
+    }
+
     pub fn procs(&self) -> impl Iterator<Item = (&u32, &Proc)> {
         self.procs.iter()
     }
@@ -728,12 +733,6 @@ impl Registry {
 mod tests {
     use super::*;
     use guard_common::protocol::Outcome;
-
-    impl Registry {
-        fn session(&self, id: SessionId) -> Option<&Session> {
-            self.sessions.get(&id)
-        }
-    }
 
     fn ev(pid: u32, session: u64, detail: Detail) -> Event {
         Event {

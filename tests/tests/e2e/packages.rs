@@ -368,12 +368,8 @@ fn a_crate_s_build_script_is_a_package_script_in_the_report() {
         ),
     )
     .expect("build.rs");
-    let (agent_bin, policy) = agent_and_policy(dir.path(), &reports, &secrets, "");
-    let args = [std::ffi::OsStr::new("--policy"), policy.as_os_str()];
-    let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
-    let (session, events) = run_session(
-        &mut daemon,
-        &agent_bin,
+    let (mut daemon, session, events) = secret_session(
+        (dir.path(), &secrets, &reports),
         &krate,
         "cargo build --offline --quiet; exit 0",
         &[("CARGO_TARGET_DIR", krate.join("target"))],
@@ -431,12 +427,8 @@ fn a_source_distribution_s_build_is_a_package_script_in_the_report() {
         .status()
         .expect("python3 -m venv");
     assert!(made.success(), "python3 -m venv failed");
-    let (agent_bin, policy) = agent_and_policy(dir.path(), &reports, &secrets, "");
-    let args = [std::ffi::OsStr::new("--policy"), policy.as_os_str()];
-    let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
-    let (session, events) = run_session(
-        &mut daemon,
-        &agent_bin,
+    let (mut daemon, session, events) = secret_session(
+        (dir.path(), &secrets, &reports),
         dir.path(),
         &format!(
             "{}/bin/pip install --no-index --no-deps --no-build-isolation --use-pep517 \
@@ -468,6 +460,21 @@ fn with_secret(
     fs::write(&secret, "s3cr3t\n").expect("token");
     let reports = dir.join("reports");
     (dir, secrets, reports, secret)
+}
+
+/// A daemon enforcing [`agent_and_policy`]'s policy (no `[packages]`) for `dir`,
+/// `secrets` and `reports`, and [`run_session`] of `script` in `cwd` under it.
+fn secret_session(
+    (dir, secrets, reports): (&std::path::Path, &std::path::Path, &std::path::Path),
+    cwd: &std::path::Path,
+    script: &str,
+    envs: &[(&str, std::path::PathBuf)],
+) -> (Daemon, String, Vec<guard_tests::Event>) {
+    let (agent_bin, policy) = agent_and_policy(dir, reports, secrets, "");
+    let args = [std::ffi::OsStr::new("--policy"), policy.as_os_str()];
+    let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
+    let (session, events) = run_session(&mut daemon, &agent_bin, cwd, script, envs);
+    (daemon, session, events)
 }
 
 /// The one package script of `name` in `report` (checked: its command names
