@@ -29,6 +29,12 @@ fn main() {
             "-Werror",
         ])
         .arg(format!("-I{multiarch}"))
+        // The compat build's loops (src/each.rs).
+        .args(
+            env::var_os("CARGO_FEATURE_COMPAT")
+                .is_some()
+                .then_some("-DGUARD_COMPAT"),
+        )
         .args(["-c", shim, "-o"])
         .arg(&obj)
         .status()

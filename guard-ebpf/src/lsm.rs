@@ -380,8 +380,13 @@ pub fn path_link(ctx: LsmContext) -> i32 {
 #[lsm(hook = "path_rename")]
 pub fn path_rename(ctx: LsmContext) -> i32 {
     // (const struct path *old_dir, struct dentry *old_dentry,
-    //  const struct path *new_dir, struct dentry *new_dentry, unsigned int flags)
-    let is_root = tracked_or_return!(ctx, 5);
+    //  const struct path *new_dir, struct dentry *new_dentry, unsigned int flags);
+    // the compat build's kernels (before 5.19) have no `flags`.
+    #[cfg(not(feature = "compat"))]
+    const RET: usize = 5;
+    #[cfg(feature = "compat")]
+    const RET: usize = 4;
+    let is_root = tracked_or_return!(ctx, RET);
     if pin_change(ctx.arg(1)) || pin_change(ctx.arg(3)) {
         return -EPERM;
     }

@@ -19,6 +19,7 @@
 
 mod core_read;
 mod dns;
+mod each;
 mod emit;
 mod enforce;
 mod fetched;

@@ -4,7 +4,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_ktime_get_boot_ns,
-        generated::{bpf_loop, bpf_send_signal},
+        generated::bpf_send_signal,
     },
     macros::{map, raw_tracepoint},
     maps::PerCpuArray,
@@ -340,16 +340,12 @@ fn cwd_in_record(at: u32) -> u32 {
     unsafe {
         (*slot).at = at;
         (*slot).len = 0;
-        bpf_loop(
-            1,
-            cwd_step as *mut core::ffi::c_void,
-            core::ptr::null_mut(),
-            0,
-        );
+        crate::each::each!(1, cwd_step, guard_each_cwd);
         (*slot).len & guard_common::PATH_LEN_MASK
     }
 }
 
+#[cfg_attr(feature = "compat", inline(always))]
 extern "C" fn cwd_step(_index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
     let (Some(slot), Some(pbuf), Some(buf)) = (
         CWD_SLOT.get_ptr_mut(0),

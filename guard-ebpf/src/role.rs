@@ -6,13 +6,14 @@
 
 use core::ffi::c_void;
 
-use aya_ebpf::{helpers::generated::bpf_loop, macros::map, maps::PerCpuArray};
+use aya_ebpf::{macros::map, maps::PerCpuArray};
 use guard_common::{
     PACKAGE_MARK, SESSION_VAR_LEN, SESSION_VARS_MAX, SessionVar, THREAD_ID_LEN, role,
 };
 
 use crate::{
     core_read,
+    each::each,
     maps::{AGENT_PROGRAMS, SESSION_VARS},
 };
 
@@ -233,12 +234,7 @@ fn script_program(task: *const core_read::Task) -> u32 {
         let script = &raw mut (*s).script;
         script.cast::<u64>().write_volatile(0);
         script.cast::<u64>().add(1).write_volatile(0);
-        bpf_loop(
-            ARG_SCAN_MAX,
-            arg_step as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        );
+        each!(ARG_SCAN_MAX, arg_step, guard_each_arg);
         if (*s).found == 0 {
             return 0;
         }
@@ -259,7 +255,8 @@ fn script_program(task: *const core_read::Task) -> u32 {
 
 /// One byte of a runtime's arguments: keeps the file name of the first argument
 /// after the runtime's own name that is not an option. Runs under `bpf_loop`.
-#[inline(never)]
+#[cfg_attr(not(feature = "compat"), inline(never))]
+#[cfg_attr(feature = "compat", inline(always))]
 extern "C" fn arg_step(index: u32, _ctx: *mut c_void) -> i64 {
     let Some((s, byte)) = scan_byte(index) else {
         return 1;
@@ -297,7 +294,8 @@ extern "C" fn arg_step(index: u32, _ctx: *mut c_void) -> i64 {
 /// One byte of the environment: finds a session variable (`SESSION_VARS`) at the
 /// start of a variable. Runs under `bpf_loop`, so the verifier checks it once,
 /// whatever the length.
-#[inline(never)]
+#[cfg_attr(not(feature = "compat"), inline(never))]
+#[cfg_attr(feature = "compat", inline(always))]
 extern "C" fn env_step(index: u32, _ctx: *mut c_void) -> i64 {
     let Some((s, byte)) = scan_byte(index) else {
         return 1;
@@ -386,12 +384,7 @@ pub fn thread_id(task: *const core_read::Task, dst: *mut u8) -> bool {
         (*s).found = 0;
         (*s).found_package = 0;
         (*s).packages = packages;
-        bpf_loop(
-            ENV_SCAN_MAX,
-            env_step as *mut c_void,
-            core::ptr::null_mut(),
-            0,
-        );
+        each!(ENV_SCAN_MAX, env_step, guard_each_env);
         let found = (*s).found;
         if found == 0 {
             return false;

@@ -439,8 +439,8 @@ fn test(no_e2e: bool, no_vm: bool, no_fuzz: bool) -> Result<()> {
 
 /// Clippy on the workspace, and on the eBPF crate for its own target, as aya-build
 /// builds it (core from source; its own target dir, so host builds are not
-/// invalidated).
-fn clippy_commands() -> [Command; 2] {
+/// invalidated), in its default build and in its `compat` build (src/each.rs).
+fn clippy_commands() -> [Command; 3] {
     let mut workspace = util::cargo();
     workspace.args([
         "clippy",
@@ -452,22 +452,24 @@ fn clippy_commands() -> [Command; 2] {
         "-D",
         "warnings",
     ]);
-    let mut ebpf = util::cargo_unstable();
-    ebpf.args([
-        "clippy",
-        "-p",
-        "guard-ebpf",
-        "--release",
-        "--target",
-        "bpfel-unknown-none",
-        "-Z",
-        "build-std=core",
-        "--",
-        "-D",
-        "warnings",
-    ])
-    .env("CARGO_TARGET_DIR", "target/ebpf-lint");
-    [workspace, ebpf]
+    let ebpf = |features: &[&str]| {
+        let mut ebpf = util::cargo_unstable();
+        ebpf.args([
+            "clippy",
+            "-p",
+            "guard-ebpf",
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+        ])
+        .args(features)
+        .args(["--", "-D", "warnings"])
+        .env("CARGO_TARGET_DIR", "target/ebpf-lint");
+        ebpf
+    };
+    [workspace, ebpf(&[]), ebpf(&["--features", "compat"])]
 }
 
 /// Runs lint's clippy at the lowest priority beside the kernel matrix, whose VMs
@@ -517,16 +519,14 @@ fn lint() -> Result<()> {
     if let Err(e) = &fmt {
         log!("{e:#}");
     }
-    let [mut workspace, mut ebpf] = clippy_commands();
-    let clippy = util::run(&mut workspace);
-    if let Err(e) = &clippy {
-        log!("{e:#}");
+    let mut clippy = Ok(());
+    for mut cmd in clippy_commands() {
+        let run = util::run(&mut cmd);
+        if let Err(e) = &run {
+            log!("{e:#}");
+        }
+        clippy = clippy.and(run);
     }
-    let ebpf = util::run(&mut ebpf);
-    if let Err(e) = &ebpf {
-        log!("{e:#}");
-    }
-    let clippy = clippy.and(ebpf);
     match (fmt.is_ok(), clippy.is_ok()) {
         (true, true) => {
             log!("summary: lint passed (rustfmt, clippy)");

@@ -230,7 +230,32 @@ ACCESSOR struct file *guard_task_fd_file(struct task_struct *t, u32 fd)
 
 #define WALK_TRUNCATED 0x80000000u
 #define NAME_MAX_LEN 255u
+
+// GUARD_EACH(n, step, ctx) runs step(i, ctx) for i in 0..n until it returns
+// non-zero and gives how many iterations ran, as bpf_loop does. The compat build
+// (kernels without bpf_loop: see guard-ebpf/src/each.rs) runs it as a bounded loop
+// with smaller counts.
+#ifdef GUARD_COMPAT
+#define GUARD_EACH(n, step, ctx)                                                       \
+	({                                                                             \
+		u32 __i = 0;                                                           \
+		for (; __i < (n); __i++)                                               \
+			if (step(__i, ctx)) {                                          \
+				__i++;                                                 \
+				break;                                                 \
+			}                                                              \
+		(long)__i;                                                             \
+	})
+#define WALK_STEPS 48u
+// A call of its own: its frame is then not part of its callers', which must fit
+// 512 bytes with the global functions they call (this verifier counts every frame
+// of a call chain; bpf_loop's kernels leave callbacks' frames out).
+#define WALKER ACCESSOR
+#else
+#define WALKER ACCESSOR
+#define GUARD_EACH(n, step, ctx) bpf_loop(n, step, ctx, 0)
 #define WALK_STEPS 160u
+#endif
 // Offsets into the walk buffer are masked with this; the buffer must be at least
 // WALK_MASK + 1 + NAME_MAX_LEN bytes (guard's is twice WALK_MASK + 1).
 #define WALK_MASK 8191u
@@ -319,7 +344,7 @@ static long walk_step(u32 index, void *data)
 	return 0;
 }
 
-ACCESSOR u32 guard_path_walk(struct path *p, u8 *buf, u32 end, u32 depth)
+WALKER u32 guard_path_walk(struct path *p, u8 *buf, u32 end, u32 depth)
 {
 	struct walk w = {};
 	w.d = BPF_CORE_READ(p, dentry);
@@ -331,7 +356,7 @@ ACCESSOR u32 guard_path_walk(struct path *p, u8 *buf, u32 end, u32 depth)
 	w.depth = depth;
 	if (!w.d)
 		return end | WALK_TRUNCATED;
-	long loops = bpf_loop(WALK_STEPS, walk_step, &w, 0);
+	long loops = GUARD_EACH(WALK_STEPS, walk_step, &w);
 	if (loops >= WALK_STEPS)
 		w.truncated = 1; // more mount crossings than steps: give what we have
 	u32 off = w.off;
@@ -415,7 +440,7 @@ static long rev_step(u32 i, void *data)
 ACCESSOR void guard_reverse(u8 *dst, const u8 *src, u32 len)
 {
 	struct rev r = { .dst = dst, .src = src, .len = len };
-	bpf_loop(253, rev_step, &r, 0);
+	GUARD_EACH(253, rev_step, &r);
 }
 
 // ---- for the BPF-LSM hooks ----

@@ -92,7 +92,8 @@ pub(super) fn lookup_bytes(
 /// a CPU whose every return goes through a mitigation thunk. Runs under `bpf_loop`,
 /// so the verifier checks it once, whatever the path's length; it stops at the first
 /// match, which it leaves in the check's component slot.
-#[inline(never)]
+#[cfg_attr(not(feature = "compat"), inline(never))]
+#[cfg_attr(feature = "compat", inline(always))]
 pub(super) extern "C" fn scan_step(_index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
     let Some(c) = CHECKS.get_ptr_mut(0) else {
         return 1;
@@ -270,18 +271,11 @@ pub(super) fn begin(
     Some(c)
 }
 
-/// Runs `step` under `bpf_loop` for `n` iterations, on this CPU's check.
-#[inline(always)]
-pub(super) fn each(n: u32, step: extern "C" fn(u32, *mut core::ffi::c_void) -> i64) {
-    // SAFETY: the callbacks find their state in CHECKS; no context is passed.
-    unsafe { bpf_loop(n, step as *mut core::ffi::c_void, core::ptr::null_mut(), 0) };
-}
-
 /// The rule to enforce among the check's matches: one with the verdict whose
 /// scope and access apply, unless an exception of the same rule matched too.
 #[inline(always)]
 pub(super) fn pick(c: *mut Check) -> Option<u16> {
-    each(5, pick_step);
+    each!(5, pick_step);
     // SAFETY: this CPU's check.
     let picked = unsafe { (*c).picked };
     u16::try_from(picked).ok()?.checked_sub(1)
@@ -290,7 +284,8 @@ pub(super) fn pick(c: *mut Check) -> Option<u16> {
 /// Looks up kind `index` of a file check (0 whole path, 1 name, 2 reversed name,
 /// 4 whole-path exceptions; 3, the component runs, is [`scan_step`]'s) where the
 /// rule set has that kind.
-#[inline(never)]
+#[cfg_attr(not(feature = "compat"), inline(never))]
+#[cfg_attr(feature = "compat", inline(always))]
 pub(super) extern "C" fn lookup_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
     let Some(c) = CHECKS.get_ptr_mut(0) else {
         return 1;
@@ -349,7 +344,8 @@ pub(super) extern "C" fn lookup_step(index: u32, _ctx: *mut core::ffi::c_void) -
 /// length into `name_len`. A callback, so that the name's length reaches the caller
 /// as a number read from memory: inlined, each way the length was clamped is another
 /// state for the verifier to carry through every lookup after it.
-#[inline(never)]
+#[cfg_attr(not(feature = "compat"), inline(never))]
+#[cfg_attr(feature = "compat", inline(always))]
 pub(super) extern "C" fn name_step(_index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
     let (Some(c), Some(name), Some(rev)) = (CHECKS.get_ptr_mut(0), slot_bytes(1), slot_bytes(2))
     else {
@@ -365,7 +361,8 @@ pub(super) extern "C" fn name_step(_index: u32, _ctx: *mut core::ffi::c_void) ->
 }
 
 /// Judges match `index`: the first one to enforce ends the loop with `picked` set.
-#[inline(never)]
+#[cfg_attr(not(feature = "compat"), inline(never))]
+#[cfg_attr(feature = "compat", inline(always))]
 pub(super) extern "C" fn pick_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
     let Some(c) = CHECKS.get_ptr_mut(0) else {
         return 1;

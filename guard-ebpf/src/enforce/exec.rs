@@ -120,12 +120,13 @@ pub(super) fn exec_identity(c: *mut Check, cfg: &Config, file: *const core::ffi:
     }
     // SAFETY: this CPU's check.
     unsafe { (*c).dentry = core_read::file_dentry(file) as u64 };
-    each(1, exec_ident_step);
+    each!(1, exec_ident_step);
 }
 
 /// The body of [`exec_identity`], in a callback so that its key and calls cost
 /// the exec programs no stack (Linux 6.1 leaves `sched_process_exec` none to spare).
-#[inline(never)]
+#[cfg_attr(not(feature = "compat"), inline(never))]
+#[cfg_attr(feature = "compat", inline(always))]
 pub(super) extern "C" fn exec_ident_step(_index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
     let Some(c) = CHECKS.get_ptr_mut(0) else {
         return 1;

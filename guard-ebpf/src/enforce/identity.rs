@@ -13,7 +13,8 @@ pub(super) fn identity_count(cfg: &Config) -> u32 {
 /// the rules on concrete files), every level above a directory (looked up among
 /// the rules on concrete directories). Stops at the first entry that enforces, or
 /// at the root of the file system; the first entry met is reported in any case.
-#[inline(never)]
+#[cfg_attr(not(feature = "compat"), inline(never))]
+#[cfg_attr(feature = "compat", inline(always))]
 pub(super) extern "C" fn ident_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
     let Some(c) = CHECKS.get_ptr_mut(0) else {
         return 1;
@@ -78,7 +79,7 @@ pub(super) extern "C" fn ident_step(index: u32, _ctx: *mut core::ffi::c_void) ->
 pub(super) fn identity(c: *mut Check, dentry: *const core::ffi::c_void) {
     // SAFETY: this CPU's check.
     unsafe { (*c).ident_d = dentry as u64 };
-    each(IDENTITY_DEPTH as u32 + 1, ident_step);
+    each!(IDENTITY_DEPTH as u32 + 1, ident_step, guard_each_ident);
     // SAFETY: as above.
     let (left, picked, found) = unsafe {
         (
@@ -103,7 +104,11 @@ pub(super) fn identity(c: *mut Check, dentry: *const core::ffi::c_void) {
         // SAFETY: as above.
         unsafe { (*c).ident_flags |= u32::from(flags::IDENTITY_UNKNOWN) };
         crate::maps::count(counter::IDENTITY_UNKNOWN);
-        each(IDENTITY_UNKNOWN_MAX as u32, unknown_step);
+        each!(
+            IDENTITY_UNKNOWN_MAX as u32,
+            unknown_step,
+            guard_each_unknown
+        );
     }
 }
 
@@ -122,7 +127,8 @@ pub(super) fn linked_unplaced(c: *mut Check, dentry: *const core::ffi::c_void) -
 
 /// Fail-closed entry `index` (`inode_kind::UNKNOWN`): the first that enforces on
 /// the check ends the loop with `picked` set; the first missing one ends it too.
-#[inline(never)]
+#[cfg_attr(not(feature = "compat"), inline(never))]
+#[cfg_attr(feature = "compat", inline(always))]
 pub(super) extern "C" fn unknown_step(index: u32, _ctx: *mut core::ffi::c_void) -> i64 {
     let Some(c) = CHECKS.get_ptr_mut(0) else {
         return 1;

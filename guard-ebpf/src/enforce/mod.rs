@@ -5,8 +5,7 @@
 
 use aya_ebpf::{
     helpers::generated::{
-        bpf_loop, bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user_str,
-        bpf_send_signal,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_str, bpf_probe_read_user_str, bpf_send_signal,
     },
     macros::map,
     maps::{PerCpuArray, lpm_trie::Key},
@@ -19,6 +18,7 @@ use guard_common::{
 
 use crate::{
     core_read,
+    each::each,
     maps::{
         CONFIG, IDENT_DENIED, INODE_COUNT, INODE_RULES, NET_RULES, PATH_BUF, PATH_MASK, PATH_RULES,
         PATH_SCRATCH, TAINT_NET,
@@ -185,14 +185,14 @@ pub extern "C" fn guard_file_check(dentry: u64, at: u32, len_who: u64, asks: u32
         if cfg.path_kinds & names != 0 {
             // SAFETY: this CPU's check.
             unsafe { (*c).dentry = dentry as u64 };
-            each(1, name_step);
+            each!(1, name_step);
         }
-        each(5, lookup_step);
+        each!(5, lookup_step);
         if cfg.path_kinds & (1 << (path_kind::COMPONENTS.wrapping_add(base) & 31)) != 0 {
             // The scan leaves its match in matches[3] itself.
             // SAFETY: this CPU's check.
             unsafe { (*c).scan_pos = 0 };
-            each(SCAN_BYTES, scan_step);
+            each!(SCAN_BYTES, scan_step, guard_each_scan);
         }
         // Almost always nothing matched: then there is nothing to judge (the judging
         // is five calls).
