@@ -409,6 +409,10 @@ pub struct Status {
     pub attachments: usize,
     /// …and how many the daemon made at start-up.
     pub attachments_expected: usize,
+    /// The build of guard's eBPF programs loaded: `default`, or `compat` on a kernel
+    /// without `bpf_loop` (docs/kernels.md); empty from a daemon before it was said.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ebpf_build: String,
     pub subscribers: usize,
     pub policy: String,
     pub mode: Mode,
@@ -864,6 +868,7 @@ mod tests {
             programs: vec!["sched_process_exec".into()],
             attachments: 1,
             attachments_expected: 1,
+            ebpf_build: "default".into(),
             subscribers: 0,
             policy: "workstation".into(),
             mode: Mode::Enforce,

@@ -95,18 +95,17 @@ macro_rules! each {
             $crate::each::inline::<{ $n }>($step);
         }
     }};
-    ($n:expr, $step:path, $global:ident) => {{
+    ($n:expr, $step:path, $global:ident) => {
+        $crate::each::each!($n, $step, $global, $crate::each::CHUNK)
+    };
+    ($n:expr, $step:path, $global:ident, $chunk:expr) => {{
         #[cfg(not(feature = "compat"))]
         {
             $crate::each::run($n, $step);
         }
         #[cfg(feature = "compat")]
         {
-            const K: u32 = if $n < $crate::each::CHUNK {
-                $n
-            } else {
-                $crate::each::CHUNK
-            };
+            const K: u32 = if $n < $chunk { $n } else { $chunk };
             #[unsafe(no_mangle)]
             #[inline(never)]
             extern "C" fn $global(base: u32, n: u32) -> i64 {

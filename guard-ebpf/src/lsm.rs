@@ -380,13 +380,21 @@ pub fn path_link(ctx: LsmContext) -> i32 {
 #[lsm(hook = "path_rename")]
 pub fn path_rename(ctx: LsmContext) -> i32 {
     // (const struct path *old_dir, struct dentry *old_dentry,
-    //  const struct path *new_dir, struct dentry *new_dentry, unsigned int flags);
-    // the compat build's kernels (before 5.19) have no `flags`.
-    #[cfg(not(feature = "compat"))]
-    const RET: usize = 5;
-    #[cfg(feature = "compat")]
-    const RET: usize = 4;
-    let is_root = tracked_or_return!(ctx, RET);
+    //  const struct path *new_dir, struct dentry *new_dentry, unsigned int flags)
+    let is_root = tracked_or_return!(ctx, 5);
+    rename(&ctx, is_root)
+}
+
+/// `path_rename` before Linux 5.19, whose hook had no `flags` (Debian 11's 5.10).
+/// User space loads whichever the kernel's BTF accepts.
+#[lsm(hook = "path_rename")]
+pub fn path_rename_4(ctx: LsmContext) -> i32 {
+    let is_root = tracked_or_return!(ctx, 4);
+    rename(&ctx, is_root)
+}
+
+#[inline(always)]
+fn rename(ctx: &LsmContext, is_root: u32) -> i32 {
     if pin_change(ctx.arg(1)) || pin_change(ctx.arg(3)) {
         return -EPERM;
     }

@@ -2109,6 +2109,12 @@ pub const SKIP_PREFIX: &str = "SKIPPED:";
 /// runs on (`bpf_lsm` for refusals in the kernel, with no `fallback_reason` when the
 /// tier is complete).
 pub fn bpf_lsm_deny(loaded: &Event) -> Result<(), String> {
+    bpf_lsm_deny_of(loaded, &["exec_deny", "file_read_deny", "file_write_deny"])
+}
+
+/// [`bpf_lsm_deny`] for `actions` only (`file_read_deny`: Linux 5.10 refuses reads
+/// with BPF-LSM but has no chown hook for writes).
+pub fn bpf_lsm_deny_of(loaded: &Event, actions: &[&str]) -> Result<(), String> {
     let rows = loaded
         .get("enforcement")
         .and_then(Value::as_array)
@@ -2118,7 +2124,7 @@ pub fn bpf_lsm_deny(loaded: &Event) -> Result<(), String> {
             .find(|r| r.get("action").and_then(Value::as_str) == Some(action))
             .unwrap_or_else(|| panic!("enforcement has no {action} row: {loaded}"))
     };
-    for action in ["exec_deny", "file_read_deny", "file_write_deny"] {
+    for action in actions {
         let r = row(action);
         let full = r.get("tier").and_then(Value::as_str) == Some("bpf_lsm")
             && r.get("fallback_reason").is_none_or(Value::is_null);

@@ -79,7 +79,7 @@ pub(super) extern "C" fn ident_step(index: u32, _ctx: *mut core::ffi::c_void) ->
 pub(super) fn identity(c: *mut Check, dentry: *const core::ffi::c_void) {
     // SAFETY: this CPU's check.
     unsafe { (*c).ident_d = dentry as u64 };
-    each!(IDENTITY_DEPTH as u32 + 1, ident_step, guard_each_ident);
+    each!(IDENTITY_DEPTH as u32 + 1, ident_step, guard_each_ident, 8);
     // SAFETY: as above.
     let (left, picked, found) = unsafe {
         (
@@ -107,7 +107,8 @@ pub(super) fn identity(c: *mut Check, dentry: *const core::ffi::c_void) {
         each!(
             IDENTITY_UNKNOWN_MAX as u32,
             unknown_step,
-            guard_each_unknown
+            guard_each_unknown,
+            8
         );
     }
 }

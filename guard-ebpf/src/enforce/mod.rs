@@ -187,12 +187,12 @@ pub extern "C" fn guard_file_check(dentry: u64, at: u32, len_who: u64, asks: u32
             unsafe { (*c).dentry = dentry as u64 };
             each!(1, name_step);
         }
-        each!(5, lookup_step);
+        each!(5, lookup_step, guard_each_lookup, 1);
         if cfg.path_kinds & (1 << (path_kind::COMPONENTS.wrapping_add(base) & 31)) != 0 {
             // The scan leaves its match in matches[3] itself.
             // SAFETY: this CPU's check.
             unsafe { (*c).scan_pos = 0 };
-            each!(SCAN_BYTES, scan_step, guard_each_scan);
+            each!(SCAN_BYTES, scan_step, guard_each_scan, 8);
         }
         // Almost always nothing matched: then there is nothing to judge (the judging
         // is five calls).

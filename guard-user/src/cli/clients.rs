@@ -230,10 +230,15 @@ fn status_text(s: &Status) -> String {
         &mut out,
         "attached",
         format!(
-            "{} of {} attachments, {} programs",
+            "{} of {} attachments, {} programs{}",
             s.attachments,
             s.attachments_expected,
-            s.programs.len()
+            s.programs.len(),
+            if s.ebpf_build.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} build)", s.ebpf_build)
+            }
         ),
     );
     if let Some((program, most)) = s.verified_insns.iter().max_by_key(|(_, n)| **n) {

@@ -78,6 +78,11 @@ pub enum Cmd {
         #[arg(long, value_name = "KIB", default_value_t = crate::ebpf::RING_KIB_DEFAULT,
               value_parser = crate::ebpf::parse_ring_kib)]
         ring_buffer_kib: u32,
+        /// Which build of guard's eBPF programs to load: `auto` takes the default
+        /// build where the kernel has `bpf_loop` (Linux 5.17), the compat build
+        /// (bounded loops over global functions) where it does not (docs/kernels.md).
+        #[arg(long, value_enum, value_name = "BUILD", default_value = "auto")]
+        ebpf_build: crate::ebpf::object::Choice,
         /// Send events and session summaries as OTLP/HTTP logs to this URL (an
         /// OpenTelemetry collector's or guard's fleet server's `/v1/logs`), in place
         /// of the policy's `[export] endpoint` (docs/export.md).

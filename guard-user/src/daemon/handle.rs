@@ -263,6 +263,7 @@ impl Daemon {
             programs,
             attachments,
             attachments_expected: self.probes.attached.len(),
+            ebpf_build: self.probes.build.name().to_owned(),
             subscribers: self.out.subscribers.len(),
             policy: policy.name.clone(),
             mode: policy.mode,

@@ -50,6 +50,8 @@ pub struct Options {
     pub lift_on_stop: bool,
     /// Bytes of the records' ring buffer, when the pins are created.
     pub ring_bytes: u32,
+    /// Which build of guard-ebpf to load (`--ebpf-build`).
+    pub ebpf_build: crate::ebpf::object::Choice,
     /// The socket agents' hooks ask what was stopped (`guard hook`).
     pub hook_socket: PathBuf,
     /// The export's endpoint, in place of the policy's (`--export-endpoint`).
@@ -139,9 +141,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     if !programs.mcp.is_empty() {
         tracing::info!(programs = ?programs.mcp, "MCP servers in the agents' configurations");
     }
-    let (mut probes, events) =
-        Probes::load(&programs, opts.bpf_stats, &opts.pin_dir, opts.ring_bytes)
-            .context("cannot start the kernel side")?;
+    let (mut probes, events) = Probes::load(
+        &programs,
+        opts.bpf_stats,
+        &opts.pin_dir,
+        opts.ring_bytes,
+        opts.ebpf_build,
+    )
+    .context("cannot start the kernel side")?;
     let loaded = started.elapsed();
     let judge = Judge::new(policy, homes.clone(), hosts, probes.kernel())
         .context("cannot compile the policy")?;

@@ -179,6 +179,13 @@ fn attach_one(
                         let link = p
                             .take_link(id)
                             .map_err(|e| fail(&format!("cannot take the link of {tp}"), &e))?;
+                        // Before Linux 5.15 a tracepoint is attached without a
+                        // bpf_link: nothing to pin, the daemon holds it (docs/kernels.md).
+                        if !aya::features().bpf_perf_link() {
+                            links.hold(program, link);
+                            attached.push(format!("tracepoint/syscalls/{tp}"));
+                            continue;
+                        }
                         FdLink::try_from(link)
                             .map_err(|source| Error::Unpinnable {
                                 hook: hook.clone(),

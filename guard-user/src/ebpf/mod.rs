@@ -10,6 +10,7 @@ mod agents;
 mod attach;
 mod dns;
 pub mod floor;
+pub mod object;
 pub mod pins;
 mod rules;
 mod state;
@@ -65,9 +66,10 @@ pub enum Error {
     },
     #[error(
         "cannot load program {program}: this kernel's verifier refuses its bpf_loop \
-         callbacks. guard's programs that follow a session's processes need `bpf_loop` \
-         (Linux 5.17, or a kernel that backports it) and callbacks as subprograms (5.13); \
-         kernels before those do not run guard yet (docs/kernels.md)"
+         callbacks. The default build of guard's programs needs `bpf_loop` (Linux 5.17, \
+         or a kernel that backports it) and callbacks as subprograms (5.13); on other \
+         kernels guard loads its compat build (`--ebpf-build auto` or `compat`, \
+         docs/kernels.md)"
     )]
     NoBpfLoop {
         program: &'static str,
@@ -138,9 +140,6 @@ pub enum Error {
     },
 }
 
-/// The object built by guard-user/build.rs from guard-ebpf.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard-ebpf"));
-
 /// The records' ring buffer by default: 8 MiB, some 60,000 open records.
 pub const RING_KIB_DEFAULT: u32 = 8192;
 
@@ -164,7 +163,8 @@ pub fn parse_ring_kib(s: &str) -> Result<u32, String> {
 pub(crate) fn prepare(
     pins: Option<&PinDir>,
     ring_bytes: u32,
-) -> Result<(Ebpf, PathBuf, File, Option<aya::Btf>), Error> {
+    choice: object::Choice,
+) -> Result<(Ebpf, PathBuf, File, Option<aya::Btf>, object::Build), Error> {
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
@@ -188,8 +188,14 @@ pub(crate) fn prepare(
             loader.map_pin_path(name, pins.map(name));
         }
     }
-    let bpf = loader.load(OBJECT).map_err(Error::Load)?;
-    Ok((bpf, cgroup_path, cgroup, btf))
+    let build = object::Build::choose(choice, btf.as_ref());
+    if build == object::Build::Compat {
+        tracing::info!(
+            "this kernel has no bpf_loop: loading guard-ebpf's compat build (docs/kernels.md)"
+        );
+    }
+    let bpf = loader.load(build.object()).map_err(Error::Load)?;
+    Ok((bpf, cgroup_path, cgroup, btf, build))
 }
 
 /// Loaded and attached programs with the maps user space uses.
@@ -243,6 +249,11 @@ pub struct Probes {
     pub lsm: Result<(), String>,
     /// The tier each action runs on here (for `policy_loaded` and `guard status`).
     pub enforcement: tiers::Enforcement,
+    /// The build of guard-ebpf loaded (`--ebpf-build`).
+    pub build: object::Build,
+    /// Tracepoint links that cannot be pinned (before Linux 5.15): attached while
+    /// this value lives.
+    unpinned: Vec<pins::Held>,
     /// Keeps the kernel's per-program run-time statistics on while guard runs
     /// (`--bpf-stats`).
     _stats: Option<std::os::fd::OwnedFd>,
@@ -270,11 +281,12 @@ impl Probes {
         bpf_stats: bool,
         pin_dir: &std::path::Path,
         ring_bytes: u32,
+        choice: object::Choice,
     ) -> Result<(Self, RingBuf<MapData>), Error> {
         let pins = PinDir::lock(pin_dir)?;
         let adopting = pins.has_state();
         let started = std::time::Instant::now();
-        let (mut bpf, _, cgroup, btf) = prepare(Some(&pins), ring_bytes)?;
+        let (mut bpf, _, cgroup, btf, build) = prepare(Some(&pins), ring_bytes, choice)?;
         let object = started.elapsed();
         let mut links = Links::open(&pins)?;
         let mut daemon: Array<MapData, u64> = take(&mut bpf, "DAEMON")?;
@@ -308,6 +320,7 @@ impl Probes {
             verified,
         } = attach::all(&mut bpf, &cgroup, &mut links, btf.as_ref())?;
         tracing::info!(
+            build = build.name(),
             object_ms = object.as_millis(),
             verify_ms = verified.as_millis(),
             attach_ms = (started.elapsed() - object - verified).as_millis(),
@@ -320,7 +333,7 @@ impl Probes {
                 map: "ROUTE_HOOKS",
                 source,
             })?;
-        let swaps = links.finish();
+        let (swaps, unpinned) = links.finish();
         for (name, program) in bpf.programs_mut() {
             if program.fd().is_ok() {
                 let name = name.to_owned();
@@ -405,6 +418,8 @@ impl Probes {
             swaps,
             lsm,
             enforcement,
+            build,
+            unpinned,
             _stats: if bpf_stats {
                 aya::sys::enable_stats(aya::sys::Stats::RunTime).ok()
             } else {
@@ -509,6 +524,10 @@ impl Probes {
                 names.push((*name).to_owned());
             }
         }
+        // Attachments without a bpf_link (tracepoints before 5.15) are not listed by
+        // the kernel; they are in place while the daemon holds them.
+        links += self.unpinned.len();
+        names.extend(self.unpinned.iter().map(|h| h.program.to_owned()));
         names.sort();
         names.dedup();
         (names, links)

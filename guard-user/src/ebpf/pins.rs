@@ -201,6 +201,15 @@ pub struct Links {
     dir: PathBuf,
     old: BTreeMap<String, PinnedLink>,
     pub swaps: Swaps,
+    /// Links that cannot be pinned (syscall tracepoints before Linux 5.15, which
+    /// attaches them without a bpf_link): they last as long as the daemon holds them.
+    held: Vec<Held>,
+}
+
+/// A link the daemon holds because it cannot be pinned, with its program's name.
+pub struct Held {
+    pub program: &'static str,
+    _link: aya::programs::trace_point::TracePointLink,
 }
 
 impl Links {
@@ -239,6 +248,7 @@ impl Links {
             dir,
             old,
             swaps: Swaps::default(),
+            held: Vec::new(),
         })
     }
 
@@ -312,8 +322,22 @@ impl Links {
         }
     }
 
-    /// Removes the old links this version did not replace (hooks it no longer uses).
-    pub fn finish(mut self) -> Swaps {
+    /// Keeps `link`, which cannot be pinned, for as long as the daemon runs.
+    pub fn hold(
+        &mut self,
+        program: &'static str,
+        link: aya::programs::trace_point::TracePointLink,
+    ) {
+        self.held.push(Held {
+            program,
+            _link: link,
+        });
+    }
+
+    /// Removes the old links this version did not replace (hooks it no longer uses);
+    /// returns how this start put each hook's link in place, and the links the daemon
+    /// must hold.
+    pub fn finish(mut self) -> (Swaps, Vec<Held>) {
         for (hook, link) in std::mem::take(&mut self.old) {
             tracing::info!("removing the link of {hook}, which this version does not use");
             if let Err(e) = link.unpin() {
@@ -321,7 +345,7 @@ impl Links {
             }
             self.swaps.removed += 1;
         }
-        self.swaps
+        (self.swaps, self.held)
     }
 }
 

@@ -297,7 +297,13 @@ pub const TABLE: &[Entry] = &[
     e("path_unlink", Hook::Lsm("path_unlink"), Group::LsmPaths),
     e("path_symlink", Hook::Lsm("path_symlink"), Group::LsmPaths),
     e("path_link", Hook::Lsm("path_link"), Group::LsmPaths),
-    e("path_rename", Hook::Lsm("path_rename"), Group::LsmPaths),
+    // The hook gained `flags` in 5.19: its other version.
+    Entry {
+        program: "path_rename",
+        hook: Hook::Lsm("path_rename"),
+        group: Group::LsmPaths,
+        alt: Some("path_rename_4"),
+    },
     e("path_truncate", Hook::Lsm("path_truncate"), Group::LsmPaths),
     e("path_chmod", Hook::Lsm("path_chmod"), Group::LsmPaths),
     e("path_chown", Hook::Lsm("path_chown"), Group::LsmPaths),
@@ -441,11 +447,18 @@ mod tests {
         }
     }
 
-    /// Every program the table names, and every floor program, exists in the object
-    /// built from guard-ebpf with the type its hook needs; every pinned map exists.
+    /// Every program the table names, and every floor program, exists in both builds
+    /// of guard-ebpf with the type its hook needs; every pinned map exists.
     #[test]
     fn the_object_has_every_program_and_map_the_table_names() {
-        let object = aya_obj::Object::parse(super::super::OBJECT).expect("parse the eBPF object");
+        use super::super::object::Build;
+        for build in [Build::Default, Build::Compat] {
+            has_every_program_and_map(build.object());
+        }
+    }
+
+    fn has_every_program_and_map(object: &[u8]) {
+        let object = aya_obj::Object::parse(object).expect("parse the eBPF object");
         let mut seen = HashSet::new();
         for entry in TABLE {
             assert!(

@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 
 use guard_tests::home::{self, HomeSecrets, TestUser, run_ok};
 use guard_tests::{
-    Daemon, Enforcing, Event, EventsTo, FakeAgent, Finished, Running, bpf_lsm_deny, dump,
+    Daemon, Enforcing, Event, EventsTo, FakeAgent, Finished, Running, bpf_lsm_deny_of, dump,
     fake_agent_exe, find, guard_bin, lsm_or_skip, session_ended, session_of,
 };
 
@@ -431,7 +431,8 @@ fn the_agent_s_own_reads_of_secrets_and_ignored_files_are_refused_where_the_kern
         ev.iter().any(|e| e.kind() == "policy_loaded")
     });
     let loaded = find(&events, "policy_loaded", |e| e.kind() == "policy_loaded").clone();
-    let lsm = bpf_lsm_deny(&loaded).is_ok();
+    // The rule is on reads: BPF-LSM's read deny is what it needs.
+    let lsm = bpf_lsm_deny_of(&loaded, &["file_read_deny"]).is_ok();
     // policy_loaded says how the agent's rule acts here.
     let fallback = loaded
         .get("fallbacks")

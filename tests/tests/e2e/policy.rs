@@ -33,8 +33,9 @@ fn policy_toml(mode: &str, agent: &str, rules: &str) -> String {
 
 /// `guard daemon --policy POLICY`, with no `--agent`: the policy names the agent. Checks
 /// that the policy it reports loading is that one, in that mode.
-fn start_daemon(policy: &Path, mode: &str) -> Daemon {
-    let args = [OsStr::new("--policy"), policy.as_os_str()];
+fn start_daemon(policy: &Path, mode: &str, extra: &[&str]) -> Daemon {
+    let mut args = vec![OsStr::new("--policy"), policy.as_os_str()];
+    args.extend(extra.iter().map(OsStr::new));
     let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
     let events = daemon.wait_for("policy_loaded", |ev| count(ev, "policy_loaded") >= 1);
     let loaded = find(&events, "policy_loaded", |e| e.kind() == "policy_loaded");
@@ -60,13 +61,18 @@ struct Setup {
 impl Setup {
     /// `rules` may use `{dir}` for the test directory.
     fn new(mode: &str, rules: &str) -> Setup {
+        Setup::with_args(mode, rules, &[])
+    }
+
+    /// [`Setup::new`] with more arguments for the daemon.
+    fn with_args(mode: &str, rules: &str, extra: &[&str]) -> Setup {
         let since = SystemTime::now();
         let agent = FakeAgent::install(fake_agent_exe!());
         let dir = TempDir::new("guard-e2e-policy");
         let policy = dir.join("guard.toml");
         let rules = rules.replace("{dir}", &dir.path().display().to_string());
         write_policy(&policy, &policy_toml(mode, agent.name(), &rules));
-        let daemon = start_daemon(&policy, mode);
+        let daemon = start_daemon(&policy, mode, extra);
         Setup {
             agent,
             dir,
@@ -384,6 +390,43 @@ except = ["*.example"]
 access = ["read"]
 action = "kill"
 "#;
+
+/// The compat build (for kernels without `bpf_loop`, docs/kernels.md), loaded here on
+/// purpose: its programs follow the tree and kill a read before it returns as the
+/// default build's do, on this kernel's verifier too (the kernel matrix runs it on
+/// Debian 11's 5.10).
+#[test]
+fn the_compat_build_follows_the_tree_and_kills_before_a_read_returns() {
+    let mut s = Setup::with_args("enforce", NO_SECRETS, &["--ebpf-build", "compat"]);
+    let status = s.daemon.status();
+    assert_eq!(status["ebpf_build"], "compat", "guard status: {status}");
+    assert_eq!(
+        status["attachments"], status["attachments_expected"],
+        "every attachment in place: {status}"
+    );
+    fs::create_dir(s.dir.join("secret")).expect("mkdir secret");
+    let in_dir = s.dir.join("secret/token.txt");
+    let in_dir_secret = secret("DIR");
+    write_file(&in_dir, &in_dir_secret);
+    // The agent's shell forks cat, which is killed before its read returns.
+    let out = s.dir.join("out");
+    let script = format!("cat {} > {}", in_dir.display(), out.display());
+    let (run, events) = s.session(&["run", "sh", "-c", &script]);
+    run.assert_success();
+    assert_eq!(run.report("child_code"), 137, "sh: {run:?}");
+    assert_eq!(
+        fs::read_to_string(&out).expect("OUT"),
+        "",
+        "cat copied data"
+    );
+    assert_no_secret(&in_dir_secret, &run);
+    let session = of_session(&events, run.pid);
+    let cat = exec_of(&session, "cat").pid().expect("pid");
+    let open = open_of(&session, cat, &in_dir);
+    assert_violation(&session, open, "no-secret-dir", "kill", "killed");
+    assert_kernel_kill(&session, open);
+    assert_sigkilled(&session, cat);
+}
 
 /// Readers of protected files are killed before the open returns: the content never
 /// reaches them. Directory prefix, name suffix, exact path, name prefix with an exception.

@@ -1,0 +1,114 @@
+//! Which build of guard-ebpf this kernel gets (guard-ebpf/src/each.rs): the default
+//! build where the kernel has `bpf_loop`, the compat build (bounded loops over
+//! global functions) where it does not: Linux 5.10-5.16 without a backport.
+
+use aya::Btf;
+use aya_obj::btf::BtfKind;
+use serde::Serialize;
+
+/// The objects built by guard-user/build.rs from guard-ebpf.
+static DEFAULT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard-ebpf"));
+static COMPAT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/guard-ebpf-compat"));
+
+/// A build of guard-ebpf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Build {
+    /// Loops as `bpf_loop` callbacks (Linux 5.17, or a backport).
+    Default,
+    /// Loops as chunks of global functions (Linux 5.6) in bounded loops (5.3).
+    Compat,
+}
+
+/// `guard daemon --ebpf-build`: which build to load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Choice {
+    /// The default build where the kernel has `bpf_loop`, else the compat build.
+    #[default]
+    Auto,
+    /// The default build, whatever the kernel (it refuses it without `bpf_loop`).
+    Default,
+    /// The compat build, whatever the kernel (to try it on a newer one).
+    Compat,
+}
+
+impl Build {
+    /// The build `choice` picks on the kernel whose BTF is `btf` (none read: the
+    /// default build, whose loading then says what is missing).
+    pub fn choose(choice: Choice, btf: Option<&Btf>) -> Build {
+        match choice {
+            Choice::Default => Build::Default,
+            Choice::Compat => Build::Compat,
+            Choice::Auto if btf.is_some_and(|btf| !has_bpf_loop(btf)) => Build::Compat,
+            Choice::Auto => Build::Default,
+        }
+    }
+
+    /// The build's object file.
+    pub fn object(self) -> &'static [u8] {
+        match self {
+            Build::Default => DEFAULT,
+            Build::Compat => COMPAT,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Build::Default => "default",
+            Build::Compat => "compat",
+        }
+    }
+}
+
+/// Whether the kernel has the `bpf_loop` helper: its BTF then has the helper's
+/// function (`bpf_loop`, kernel/bpf/bpf_iter.c), backports included.
+fn has_bpf_loop(btf: &Btf) -> bool {
+    btf.id_by_type_name_kind("bpf_loop", BtfKind::Func).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kernel_without_bpf_loop_gets_the_compat_build() {
+        // A kernel's BTF without the helper's function.
+        let without = Btf::new();
+        assert_eq!(Build::choose(Choice::Auto, Some(&without)), Build::Compat);
+        assert_eq!(
+            Build::choose(Choice::Default, Some(&without)),
+            Build::Default
+        );
+        assert_eq!(Build::choose(Choice::Auto, None), Build::Default);
+    }
+
+    /// This machine's kernel (6.18) has `bpf_loop`; where its BTF can be read, auto
+    /// picks the default build.
+    #[test]
+    fn this_kernel_gets_the_default_build() {
+        let Ok(btf) = Btf::from_sys_fs() else {
+            panic!("no /sys/kernel/btf/vmlinux: guard's kernels all have it");
+        };
+        assert!(has_bpf_loop(&btf));
+        assert_eq!(Build::choose(Choice::Auto, Some(&btf)), Build::Default);
+        assert_eq!(Build::choose(Choice::Compat, Some(&btf)), Build::Compat);
+    }
+
+    #[test]
+    fn both_builds_are_embedded_and_differ() {
+        let default = aya_obj::Object::parse(Build::Default.object()).expect("default");
+        let compat = aya_obj::Object::parse(Build::Compat.object()).expect("compat");
+        assert_eq!(
+            default
+                .programs
+                .keys()
+                .collect::<std::collections::BTreeSet<_>>(),
+            compat
+                .programs
+                .keys()
+                .collect::<std::collections::BTreeSet<_>>(),
+            "both builds have the same programs"
+        );
+        assert_ne!(Build::Default.object(), Build::Compat.object());
+    }
+}
