@@ -408,21 +408,27 @@ fn the_compat_build_follows_the_tree_and_kills_before_a_read_returns() {
     let in_dir = s.dir.join("secret/token.txt");
     let in_dir_secret = secret("DIR");
     write_file(&in_dir, &in_dir_secret);
-    // The agent's shell forks cat, which is killed before its read returns.
+    cat_is_killed_before_its_read_returns(&mut s, &in_dir, &in_dir_secret);
+}
+
+/// `cat SECRET > OUT` in a shell the agent runs, SECRET (holding `content`) under
+/// the directory rule `no-secret-dir` protects: the shell creates OUT; cat is killed
+/// in the kernel before it can copy a byte into it.
+fn cat_is_killed_before_its_read_returns(s: &mut Setup, secret_file: &Path, content: &str) {
     let out = s.dir.join("out");
-    let script = format!("cat {} > {}", in_dir.display(), out.display());
+    let script = format!("cat {} > {}", secret_file.display(), out.display());
     let (run, events) = s.session(&["run", "sh", "-c", &script]);
     run.assert_success();
     assert_eq!(run.report("child_code"), 137, "sh: {run:?}");
-    assert_eq!(
-        fs::read_to_string(&out).expect("OUT"),
-        "",
-        "cat copied data"
+    let copied = fs::read_to_string(&out).expect("the shell created OUT");
+    assert!(
+        copied.is_empty(),
+        "the killed cat wrote {copied:?} into OUT"
     );
-    assert_no_secret(&in_dir_secret, &run);
+    assert_no_secret(content, &run);
     let session = of_session(&events, run.pid);
     let cat = exec_of(&session, "cat").pid().expect("pid");
-    let open = open_of(&session, cat, &in_dir);
+    let open = open_of(&session, cat, secret_file);
     assert_violation(&session, open, "no-secret-dir", "kill", "killed");
     assert_kernel_kill(&session, open);
     assert_sigkilled(&session, cat);
@@ -460,25 +466,8 @@ fn read_kill_in_kernel_keeps_the_data_from_the_reader() {
     let local_secret = secret("LOCAL");
     write_file(&local, &local_secret);
 
-    // A directory prefix: `cat SECRET > OUT` in a shell. The shell creates OUT; cat is
-    // killed before it can copy a byte into it.
-    let out = s.dir.join("out");
-    let script = format!("cat {} > {}", in_dir.display(), out.display());
-    let (run, events) = s.session(&["run", "sh", "-c", &script]);
-    run.assert_success();
-    assert_eq!(run.report("child_code"), 137, "sh: {run:?}");
-    let copied = fs::read_to_string(&out).expect("the shell created OUT");
-    assert!(
-        copied.is_empty(),
-        "the killed cat wrote {copied:?} into OUT"
-    );
-    assert_no_secret(&in_dir_secret, &run);
-    let session = of_session(&events, run.pid);
-    let cat = exec_of(&session, "cat").pid().expect("pid");
-    let open = open_of(&session, cat, &in_dir);
-    assert_violation(&session, open, "no-secret-dir", "kill", "killed");
-    assert_kernel_kill(&session, open);
-    assert_sigkilled(&session, cat);
+    // A directory prefix.
+    cat_is_killed_before_its_read_returns(&mut s, &in_dir, &in_dir_secret);
 
     // A name suffix (`*.pem`), read by the agent itself (the session root).
     let (run, events) = s.session(&["read", path_str(&pem)]);
