@@ -247,12 +247,7 @@ ACCESSOR struct file *guard_task_fd_file(struct task_struct *t, u32 fd)
 		(long)__i;                                                             \
 	})
 #define WALK_STEPS 48u
-// A call of its own: its frame is then not part of its callers', which must fit
-// 512 bytes with the global functions they call (this verifier counts every frame
-// of a call chain; bpf_loop's kernels leave callbacks' frames out).
-#define WALKER ACCESSOR
 #else
-#define WALKER ACCESSOR
 #define GUARD_EACH(n, step, ctx) bpf_loop(n, step, ctx, 0)
 #define WALK_STEPS 160u
 #endif
@@ -344,7 +339,7 @@ static long walk_step(u32 index, void *data)
 	return 0;
 }
 
-WALKER u32 guard_path_walk(struct path *p, u8 *buf, u32 end, u32 depth)
+ACCESSOR u32 guard_path_walk(struct path *p, u8 *buf, u32 end, u32 depth)
 {
 	struct walk w = {};
 	w.d = BPF_CORE_READ(p, dentry);
