@@ -148,6 +148,37 @@ pub fn fd_file(t: *const Task, fd: u32) -> *const c_void {
     unsafe { guard_task_fd_file(t, fd) }
 }
 
+// The compat build's path walk (shim.c `guard_path_walk`): the shim keeps its state
+// in this CPU's [`WALK`](crate::maps::WALK) and runs its steps as chunks of this
+// global function (each.rs), which the verifier checks once per program. A step
+// writes into the path scratch: every walk's `buf` below must be
+// [`PATH_SCRATCH`](crate::maps::PATH_SCRATCH), as it is.
+#[cfg(feature = "compat")]
+unsafe extern "C" {
+    fn guard_walk_step(s: *mut crate::maps::WalkState, buf: *mut u8) -> i64;
+}
+
+/// Steps `base..base + 8` (below `n`) of the compat walk; non-zero when it is over.
+#[cfg(feature = "compat")]
+#[unsafe(no_mangle)]
+#[inline(never)]
+extern "C" fn guard_each_walk(base: u32, n: u32) -> i64 {
+    crate::each::chunk::<8>(base, n, walk_step)
+}
+
+#[cfg(feature = "compat")]
+#[inline(always)]
+extern "C" fn walk_step(_index: u32, _ctx: *mut c_void) -> i64 {
+    let (Some(s), Some(buf)) = (
+        crate::maps::WALK.get_ptr_mut(0),
+        crate::maps::PATH_SCRATCH.get_ptr_mut(0),
+    ) else {
+        return 1;
+    };
+    // SAFETY: this CPU's walk state and path scratch; the step masks its offsets.
+    unsafe { guard_walk_step(s, buf.cast()) }
+}
+
 /// Writes the absolute path of `file` so that it ends just before `buf[end]`;
 /// returns the start offset, with [`WALK_TRUNCATED`] set when it was cut.
 pub fn file_path(file: *const c_void, buf: *mut u8, end: u32, depth: u32) -> u32 {

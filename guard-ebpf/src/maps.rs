@@ -161,6 +161,23 @@ pub struct PathBuf {
 #[map]
 pub static PATH_SCRATCH: PerCpuArray<PathBuf> = PerCpuArray::with_max_entries(1, 0);
 
+/// The compat build's path walk in progress (shim.c `struct walk_state`): its steps
+/// run as chunks of a global function, which reads it here (core_read.rs).
+#[cfg(feature = "compat")]
+#[repr(C)]
+pub struct WalkState {
+    pub d: u64,
+    pub mnt: u64,
+    pub root: u64,
+    pub off: u32,
+    pub depth: u32,
+    pub truncated: u32,
+    pub stopped: u32,
+}
+#[cfg(feature = "compat")]
+#[map]
+pub static WALK: PerCpuArray<WalkState> = PerCpuArray::with_max_entries(1, 0);
+
 pub fn count(index: u32) {
     count_n(index, 1);
 }

@@ -1114,6 +1114,24 @@ impl Enforcing {
         if self.lsm { "denied" } else { "killed" }
     }
 
+    /// Whether BPF-LSM refuses `action` here, all of it (its `enforcement` row in
+    /// `policy_loaded`: `route_raw_sockets`, `unix_socket_deny`, …): a refusal with
+    /// EPERM, else the action's fallback. Linux 5.10 has some of BPF-LSM's hooks
+    /// and not others.
+    pub fn denies(&self, action: &str) -> bool {
+        bpf_lsm_deny_of(&self.loaded, &[action]).is_ok()
+    }
+
+    /// The outcome of `action`'s events here: `denied` where BPF-LSM refuses it,
+    /// else `killed`.
+    pub fn outcome_of(&self, action: &str) -> &'static str {
+        if self.denies(action) {
+            "denied"
+        } else {
+            "killed"
+        }
+    }
+
     /// Writes `mode = "enforce"`, the agent's name and `rules` (with `{dir}` the
     /// test's directory, made under `/tmp` with `prefix`) as the policy, after
     /// `prepare` has set up the directory; starts the daemon and waits for the
@@ -2115,17 +2133,8 @@ pub fn bpf_lsm_deny(loaded: &Event) -> Result<(), String> {
 /// [`bpf_lsm_deny`] for `actions` only (`file_read_deny`: Linux 5.10 refuses reads
 /// with BPF-LSM but has no chown hook for writes).
 pub fn bpf_lsm_deny_of(loaded: &Event, actions: &[&str]) -> Result<(), String> {
-    let rows = loaded
-        .get("enforcement")
-        .and_then(Value::as_array)
-        .unwrap_or_else(|| panic!("policy_loaded has no enforcement rows: {loaded}"));
-    let row = |action: &str| {
-        rows.iter()
-            .find(|r| r.get("action").and_then(Value::as_str) == Some(action))
-            .unwrap_or_else(|| panic!("enforcement has no {action} row: {loaded}"))
-    };
     for action in actions {
-        let r = row(action);
+        let r = enforcement_row(loaded, action);
         let full = r.get("tier").and_then(Value::as_str) == Some("bpf_lsm")
             && r.get("fallback_reason").is_none_or(Value::is_null);
         if !full {
@@ -2135,11 +2144,41 @@ pub fn bpf_lsm_deny_of(loaded: &Event, actions: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// The `policy_loaded` event's `enforcement` row of `action` (`file_write_deny`, …).
+pub fn enforcement_row<'a>(loaded: &'a Event, action: &str) -> &'a Value {
+    loaded
+        .get("enforcement")
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("policy_loaded has no enforcement rows: {loaded}"))
+        .iter()
+        .find(|r| r.get("action").and_then(Value::as_str) == Some(action))
+        .unwrap_or_else(|| panic!("enforcement has no {action} row: {loaded}"))
+}
+
+/// Whether the running kernel is `major.minor` or later.
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").expect("read osrelease");
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
+}
+
 /// For a test that needs BPF-LSM: true when it is in force; otherwise prints why the
 /// test is skipped and returns false, or fails the test where `REQUIRE_LSM_ENV` says
 /// this kernel must have it.
 pub fn lsm_or_skip(test: &str, loaded: &Event) -> bool {
-    match bpf_lsm_deny(loaded) {
+    lsm_or_skip_of(
+        test,
+        loaded,
+        &["exec_deny", "file_read_deny", "file_write_deny"],
+    )
+}
+
+/// [`lsm_or_skip`] for BPF-LSM's deny of `actions` only.
+pub fn lsm_or_skip_of(test: &str, loaded: &Event, actions: &[&str]) -> bool {
+    match bpf_lsm_deny_of(loaded, actions) {
         Ok(()) => true,
         Err(why) if env::var_os(REQUIRE_LSM_ENV).is_some() => {
             panic!("{test}: BPF-LSM deny is required on this kernel but not in force: {why}")

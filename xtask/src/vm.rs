@@ -111,29 +111,64 @@ enum Kernels {
     /// The oldest kernel only: the tracepoint tier and the programs' portability
     /// (the oldest verifier is the strictest), which newer kernels run the same.
     Oldest,
+    /// The compat build's kernel only ([`OLDER_SERIES`]): what its events feed
+    /// (`guard top`, the export), which the host's tests prove for the default build.
+    Compat,
 }
 
 /// The tests of [`SUBSET`] that the [`OLDER_SERIES`] kernel runs, with guard's compat
-/// build (docs/kernels.md): the tree followed with its session id, the kill before
-/// a read returns (the tracepoints the daemon holds there), BPF-LSM's deny of the
-/// agent's reads, the roles and the agent's session id. Every daemon start there
-/// verifies the compat programs (~17 s under emulation) and its stop closes 43 perf
-/// events, and the guest runs two tests at a time: four tests are two rounds (the
-/// first took 54 s with the boot on 2026-11-28). Other tests of the subset run there
-/// when named (`--series 5.10 --test MODULE::NAME`).
+/// build (docs/kernels.md), besides its own ([`Kernels::Compat`]): every tier the
+/// daemon claims there, each by the test that proves it on the newer kernels. The
+/// tree followed with its session id, roles; the kills at exec and before a read
+/// returns (the tracepoints the daemon holds there), and from user space; BPF-LSM's
+/// deny of execs, reads and every change but chown (which the test expects through
+/// there), of Unix sockets, raw sockets and attempts on guard; fileless execs killed,
+/// io_uring refused; network deny, the resolver, egress accounting. Every daemon start
+/// there verifies the compat programs (~5 s under emulation, 2026-11-28) and the
+/// guest runs two tests at a time. Other tests of the subset run there when named
+/// (`--series 5.10 --test MODULE::NAME`).
 const COMPAT_SET: &[(&str, &[&str])] = &[
     ("tree", &["agent_process_tree_is_one_session"]),
     (
         "policy",
-        &["read_kill_in_kernel_keeps_the_data_from_the_reader"],
+        &[
+            "exec_kill_in_kernel_stops_the_program_before_it_runs",
+            "read_kill_in_kernel_keeps_the_data_from_the_reader",
+            "network_deny_refuses_with_eperm_and_nothing_arrives",
+            "argv_rule_kills_from_user_space",
+        ],
     ),
     (
         "deny",
-        &["the_agent_s_own_reads_of_secrets_and_ignored_files_are_refused_where_the_kernel_can"],
+        &[
+            "deny_refuses_every_change_and_the_agent_lives",
+            "the_agent_s_own_reads_of_secrets_and_ignored_files_are_refused_where_the_kernel_can",
+        ],
     ),
     (
         "roles",
         &["a_runtime_s_script_names_the_agent_and_tools_carry_its_session_id"],
+    ),
+    (
+        "routes",
+        &[
+            "io_uring_is_refused_by_default_and_allowed_by_policy",
+            "raw_sockets_are_refused_and_every_send_meets_the_rules",
+            "fileless_programs_are_named_and_killed_when_the_policy_says_so",
+        ],
+    ),
+    (
+        "tamper",
+        &["attempts_on_guard_from_a_session_are_stopped_and_reported"],
+    ),
+    ("unix", &["a_connect_to_a_protected_socket_sends_nothing"]),
+    (
+        "egress",
+        &["bytes_each_way_are_counted_per_socket_and_reported"],
+    ),
+    (
+        "resolver",
+        &["names_off_the_allowlist_never_leave_and_allowed_ones_resolve"],
     ),
 ];
 
@@ -373,6 +408,18 @@ const SUBSET: &[(&str, Kernels, &[&str])] = &[
         Kernels::Oldest,
         &["names_off_the_allowlist_never_leave_and_allowed_ones_resolve"],
     ),
+    // What the compat build's events feed: `guard top` (a session and its tree
+    // shown live, killed from the view) and the OTLP export of a session.
+    (
+        "top",
+        Kernels::Compat,
+        &["top_shows_a_session_and_kills_it"],
+    ),
+    (
+        "export",
+        Kernels::Compat,
+        &["a_session_arrives_with_ids_attributes_and_the_report_s_numbers"],
+    ),
 ];
 
 /// One kernel of the matrix.
@@ -528,11 +575,16 @@ pub fn run_prepared(
                 // Named: run there whatever the set.
                 true
             } else if compat {
-                COMPAT_SET
-                    .iter()
-                    .any(|(cm, names)| *cm == m && names.contains(&n))
+                k == Kernels::Compat
+                    || COMPAT_SET
+                        .iter()
+                        .any(|(cm, names)| *cm == m && names.contains(&n))
             } else {
-                oldest || k == Kernels::Every
+                match k {
+                    Kernels::Every => true,
+                    Kernels::Oldest => oldest,
+                    Kernels::Compat => false,
+                }
             }
         };
         let mut plan = Vec::new();

@@ -246,11 +246,11 @@ ACCESSOR struct file *guard_task_fd_file(struct task_struct *t, u32 fd)
 			}                                                              \
 		(long)__i;                                                             \
 	})
-#define WALK_STEPS 48u
 #else
 #define GUARD_EACH(n, step, ctx) bpf_loop(n, step, ctx, 0)
-#define WALK_STEPS 160u
 #endif
+// Levels and mount crossings a walk takes at most; deeper, the path is truncated.
+#define WALK_STEPS 160u
 // Offsets into the walk buffer are masked with this; the buffer must be at least
 // WALK_MASK + 1 + NAME_MAX_LEN bytes (guard's is twice WALK_MASK + 1).
 #define WALK_MASK 8191u
@@ -339,6 +339,83 @@ static long walk_step(u32 index, void *data)
 	return 0;
 }
 
+#ifdef GUARD_COMPAT
+// The compat build's walk. A bounded loop in place had the verifier check its body
+// once per level on every path to each call (60% of the open exit's verified
+// instructions on Linux 5.10, ten seconds of its start under emulation): its state
+// lives in a per-CPU map instead, and core_read.rs runs its steps as chunks of a
+// global function (guard-ebpf/src/each.rs), which the verifier checks once. The
+// step sees the path scratch (every walk's buffer: core_read.rs says so).
+struct walk_state {
+	struct dentry *d;
+	struct mount *mnt;
+	struct dentry *root;
+	u32 off;
+	u32 depth;
+	u32 truncated;
+	// Set when a step ended the walk (else it ran out of steps).
+	u32 stopped;
+};
+
+// guard-ebpf/src/maps.rs: the per-CPU map of one walk_state.
+extern char WALK[];
+// guard-ebpf/src/core_read.rs: steps base..base + WALK_CHUNK (below n) of the walk in
+// WALK; non-zero when it is over.
+extern long guard_each_walk(u32 base, u32 n);
+#define WALK_CHUNK 8u
+
+// One step of the walk in `s`, writing into `buf`; non-zero when the walk is over.
+ACCESSOR long guard_walk_step(struct walk_state *s, u8 *buf)
+{
+	struct walk w = {
+		.d = s->d,
+		.mnt = s->mnt,
+		.root = s->root,
+		.buf = buf,
+		.off = s->off,
+		.depth = s->depth,
+		.truncated = s->truncated,
+	};
+	long stop = walk_step(0, &w);
+	s->d = w.d;
+	s->mnt = w.mnt;
+	s->root = w.root;
+	s->off = w.off;
+	s->depth = w.depth;
+	s->truncated = w.truncated;
+	s->stopped = stop != 0;
+	return stop;
+}
+
+ACCESSOR u32 guard_path_walk(struct path *p, u8 *buf, u32 end, u32 depth)
+{
+	u32 zero = 0;
+	struct walk_state *s = bpf_map_lookup_elem(WALK, &zero);
+	if (!s)
+		return end | WALK_TRUNCATED;
+	s->d = BPF_CORE_READ(p, dentry);
+	struct vfsmount *vmnt = BPF_CORE_READ(p, mnt);
+	s->mnt = (void *)((u8 *)vmnt - bpf_core_field_offset(struct mount, mnt));
+	s->root = BPF_CORE_READ(vmnt, mnt_root);
+	s->off = end;
+	s->depth = depth;
+	s->truncated = 0;
+	s->stopped = 0;
+	if (!s->d)
+		return end | WALK_TRUNCATED;
+	for (u32 base = 0; base < WALK_STEPS; base += WALK_CHUNK)
+		if (guard_each_walk(base, WALK_STEPS))
+			break;
+	u32 truncated = s->truncated || !s->stopped;
+	u32 off = s->off;
+	if (off == end) {
+		// the root itself
+		off -= 1;
+		buf[off & WALK_MASK] = '/';
+	}
+	return off | (truncated ? WALK_TRUNCATED : 0);
+}
+#else
 ACCESSOR u32 guard_path_walk(struct path *p, u8 *buf, u32 end, u32 depth)
 {
 	struct walk w = {};
@@ -362,6 +439,7 @@ ACCESSOR u32 guard_path_walk(struct path *p, u8 *buf, u32 end, u32 depth)
 	}
 	return off | (w.truncated ? WALK_TRUNCATED : 0);
 }
+#endif
 
 ACCESSOR u32 guard_file_path(struct file *f, u8 *buf, u32 end, u32 depth)
 {

@@ -181,18 +181,17 @@ fn attach_one(
                             .map_err(|e| fail(&format!("cannot take the link of {tp}"), &e))?;
                         // Before Linux 5.15 a tracepoint is attached without a
                         // bpf_link: nothing to pin, the daemon holds it (docs/kernels.md).
-                        if !aya::features().bpf_perf_link() {
+                        if aya::features().bpf_perf_link() {
+                            FdLink::try_from(link)
+                                .map_err(|source| Error::Unpinnable {
+                                    hook: hook.clone(),
+                                    source,
+                                })
+                                .and_then(|link| links.install(&hook, link))
+                                .map_err(|e| short_chain(&e))?;
+                        } else {
                             links.hold(program, link);
-                            attached.push(format!("tracepoint/syscalls/{tp}"));
-                            continue;
                         }
-                        FdLink::try_from(link)
-                            .map_err(|source| Error::Unpinnable {
-                                hook: hook.clone(),
-                                source,
-                            })
-                            .and_then(|link| links.install(&hook, link))
-                            .map_err(|e| short_chain(&e))?;
                         attached.push(format!("tracepoint/syscalls/{tp}"));
                     }
                     Err(e) if optional_tracepoint(tp) => {

@@ -19,8 +19,12 @@ use super::{
 /// Loads the floor programs and attaches one per hook guard uses; returns the
 /// object (dropping it detaches them) and the number of attachments.
 pub fn load() -> Result<(Ebpf, usize), Error> {
-    let (mut bpf, cgroup_path, cgroup, _, _) =
-        prepare(None, RING_KIB_DEFAULT * 1024, super::object::Choice::Auto)?;
+    let super::Prepared {
+        mut bpf,
+        cgroup_path,
+        cgroup,
+        ..
+    } = prepare(None, RING_KIB_DEFAULT * 1024, super::object::Choice::Auto)?;
     let mut loaded: Vec<&'static str> = Vec::new();
     let mut n = 0;
     let attach_err = |program: &'static str, target: String| {

@@ -157,6 +157,19 @@ pub fn parse_ring_kib(s: &str) -> Result<u32, String> {
     Ok(kib)
 }
 
+/// What [`prepare`] gives every load.
+pub(crate) struct Prepared {
+    /// The object, loaded (its programs not yet).
+    pub bpf: Ebpf,
+    /// The cgroup2 mount, by path and opened, for the cgroup hooks.
+    pub cgroup_path: PathBuf,
+    pub cgroup: File,
+    /// The kernel's BTF, parsed once, where it has one.
+    pub btf: Option<aya::Btf>,
+    /// Which build of guard-ebpf was loaded.
+    pub build: object::Build,
+}
+
 /// What every load needs first: root, tracefs, the cgroup2 mount (opened, for the
 /// sock_addr hooks), and the object loaded — against the maps pinned in `pins`
 /// (created and pinned there if absent), or with maps of its own.
@@ -164,7 +177,7 @@ pub(crate) fn prepare(
     pins: Option<&PinDir>,
     ring_bytes: u32,
     choice: object::Choice,
-) -> Result<(Ebpf, PathBuf, File, Option<aya::Btf>, object::Build), Error> {
+) -> Result<Prepared, Error> {
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
@@ -195,7 +208,13 @@ pub(crate) fn prepare(
         );
     }
     let bpf = loader.load(build.object()).map_err(Error::Load)?;
-    Ok((bpf, cgroup_path, cgroup, btf, build))
+    Ok(Prepared {
+        bpf,
+        cgroup_path,
+        cgroup,
+        btf,
+        build,
+    })
 }
 
 /// Loaded and attached programs with the maps user space uses.
@@ -286,7 +305,13 @@ impl Probes {
         let pins = PinDir::lock(pin_dir)?;
         let adopting = pins.has_state();
         let started = std::time::Instant::now();
-        let (mut bpf, _, cgroup, btf, build) = prepare(Some(&pins), ring_bytes, choice)?;
+        let Prepared {
+            mut bpf,
+            cgroup,
+            btf,
+            build,
+            ..
+        } = prepare(Some(&pins), ring_bytes, choice)?;
         let object = started.elapsed();
         let mut links = Links::open(&pins)?;
         let mut daemon: Array<MapData, u64> = take(&mut bpf, "DAEMON")?;

@@ -186,7 +186,54 @@ pub struct Probe {
     pub attached: Vec<String>,
 }
 
+/// The changes other than an open that `file_write_deny` refuses, each by its
+/// BPF-LSM path hook (`path_mknod`: a create, which an `O_CREAT` open reaches first).
+const PATH_CHANGES: &[(&str, &str)] = &[
+    ("path_mknod", "create"),
+    ("path_mkdir", "mkdir"),
+    ("path_link", "link"),
+    ("path_symlink", "symlink"),
+    ("path_rename", "rename"),
+    ("path_unlink", "unlink"),
+    ("path_rmdir", "rmdir"),
+    ("path_truncate", "truncate"),
+    ("path_chmod", "chmod"),
+    ("path_chown", "chown"),
+];
+
 impl Probe {
+    /// `file_write_deny`'s guarantee when some path hooks did not load (Linux
+    /// before 6.1 cannot attach `path_chown`, whose ids are passed by value): what
+    /// the hooks that run refuse, and what nothing refuses.
+    fn partial_write_deny(&self) -> String {
+        let runs = |hook: &str| {
+            self.attached.iter().any(|a| {
+                a.strip_prefix("lsm/")
+                    .is_some_and(|name| name == hook || name.starts_with(&format!("{hook}-")))
+            })
+        };
+        let (refused, not): (Vec<_>, Vec<_>) = PATH_CHANGES.iter().partition(|(h, _)| runs(h));
+        let names = |changes: Vec<&(&str, &str)>| {
+            changes
+                .iter()
+                .map(|(_, change)| *change)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if refused.is_empty() {
+            format!(
+                "opens for writing fail with EPERM; other changes are not refused ({})",
+                names(not)
+            )
+        } else {
+            format!(
+                "opens for writing and {} fail with EPERM and change nothing; not refused: {}",
+                names(refused),
+                names(not)
+            )
+        }
+    }
+
     fn hooks(&self, prefix: &str) -> Vec<String> {
         self.attached
             .iter()
@@ -307,9 +354,7 @@ impl Enforcement {
             ),
             (Ok(()), Err(why)) => (
                 Some(Tier::BpfLsmDeny),
-                "opens for writing fail with EPERM; other changes (create, mkdir, rename, \
-                 link, unlink, chmod, …) are not refused"
-                    .to_owned(),
+                probe.partial_write_deny(),
                 Some(format!("BPF-LSM path hooks unavailable: {why}")),
             ),
             (Err(_), _) => (
@@ -441,8 +486,8 @@ impl Enforcement {
                 let why = t.missing.as_ref()?;
                 Some(match t.tier {
                     Tier::BpfLsmDeny => format!(
-                        "BPF-LSM deny incomplete ({why}): `deny` on files and execs falls back \
-                         as the enforcement report says"
+                        "BPF-LSM deny incomplete ({why}): the enforcement report says what \
+                         `deny` refuses and where it falls back"
                     ),
                     Tier::TracepointKill => format!("tracepoint programs missing ({why})"),
                     Tier::SockAddrDeny => {
@@ -793,11 +838,45 @@ mod tests {
         let e = Enforcement::from_probe(&probe(Ok(()), Err("lsm/path_mkdir: no".into())));
         let w = of(&e, Operation::FileWriteDeny);
         assert_eq!(w.tier, Some(Tier::BpfLsmDeny));
-        assert!(w.guarantee.contains("not refused"));
+        assert_eq!(
+            w.guarantee,
+            "opens for writing fail with EPERM; other changes are not refused (create, \
+             mkdir, link, symlink, rename, unlink, rmdir, truncate, chmod, chown)"
+        );
         assert!(
             w.fallback
                 .as_deref()
                 .is_some_and(|f| f.contains("path_mkdir"))
+        );
+    }
+
+    /// Linux 5.10: every path hook but `path_chown` (its ids passed by value), the
+    /// rename hook by its pre-5.19 program.
+    #[test]
+    fn without_one_path_hook_the_guarantee_names_what_is_not_refused() {
+        let mut p = probe(
+            Ok(()),
+            Err("cannot load path_chown: Invalid argument".into()),
+        );
+        for (hook, _) in PATH_CHANGES.iter().filter(|(h, _)| *h != "path_chown") {
+            p.attached.push(if *hook == "path_rename" {
+                "lsm/path_rename-path_rename_4".to_owned()
+            } else {
+                format!("lsm/{hook}")
+            });
+        }
+        let e = Enforcement::from_probe(&p);
+        let w = of(&e, Operation::FileWriteDeny);
+        assert_eq!(w.tier, Some(Tier::BpfLsmDeny));
+        assert_eq!(
+            w.guarantee,
+            "opens for writing and create, mkdir, link, symlink, rename, unlink, rmdir, \
+             truncate, chmod fail with EPERM and change nothing; not refused: chown"
+        );
+        assert!(
+            w.fallback
+                .as_deref()
+                .is_some_and(|f| f.contains("path_chown"))
         );
     }
 

@@ -761,6 +761,7 @@ mod tests {
         "guard_exec_check",
         "guard_applet",
         "guard_submit",
+        "guard_each_walk",
     ];
 
     /// The docs (and the deployment files) name only metrics the exporter writes,

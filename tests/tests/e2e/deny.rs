@@ -19,10 +19,13 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use serde_json::Value;
+
 use guard_tests::home::{self, HomeSecrets, TestUser, run_ok};
 use guard_tests::{
     Daemon, Enforcing, Event, EventsTo, FakeAgent, Finished, Running, bpf_lsm_deny_of, dump,
-    fake_agent_exe, find, guard_bin, lsm_or_skip, session_ended, session_of,
+    enforcement_row, fake_agent_exe, find, guard_bin, kernel_at_least, lsm_or_skip_of,
+    session_ended, session_of,
 };
 
 const EPERM: i64 = libc::EPERM as i64;
@@ -117,10 +120,32 @@ action = "deny"
 fn deny_refuses_every_change_and_the_agent_lives() {
     let test = "deny_refuses_every_change_and_the_agent_lives";
     let mut s = start(RULES);
-    if !lsm_or_skip(test, &s.loaded) {
+    // Linux before 6.1 cannot attach `path_chown` (its ids come to the hook by value):
+    // there the daemon must say that a chown is not refused, and a chown goes through.
+    let chown_refused = kernel_at_least(6, 1);
+    let actions: &[&str] = if chown_refused {
+        &["exec_deny", "file_read_deny", "file_write_deny"]
+    } else {
+        &["exec_deny", "file_read_deny"]
+    };
+    if !lsm_or_skip_of(test, &s.loaded, actions) {
         return;
     }
     let loaded = s.loaded.clone();
+    if !chown_refused {
+        let w = enforcement_row(&loaded, "file_write_deny");
+        assert_eq!(
+            w.get("tier").and_then(Value::as_str),
+            Some("bpf_lsm"),
+            "{w}"
+        );
+        assert!(
+            w.get("guarantee").and_then(Value::as_str).is_some_and(
+                |g| g.ends_with("fail with EPERM and change nothing; not refused: chown")
+            ),
+            "{w}"
+        );
+    }
     assert_eq!(
         loaded.strings("user_space_rules"),
         Some(vec![]),
@@ -148,7 +173,8 @@ fn deny_refuses_every_change_and_the_agent_lives() {
     fs::set_permissions(&forbidden, fs::Permissions::from_mode(0o755)).expect("chmod +x");
     let before = [&existing, &outside, &rc, &hook].map(|p| snapshot(p));
 
-    let refused: Vec<String> = [
+    let chown = "chown:{dir}/protected/existing";
+    let mut refused: Vec<String> = [
         "create:{dir}/protected/new",
         "write:{dir}/protected/existing",
         "trunc-open:{dir}/protected/existing",
@@ -175,7 +201,7 @@ fn deny_refuses_every_change_and_the_agent_lives() {
     ]
     .map(str::to_owned)
     .to_vec();
-    let allowed: Vec<String> = [
+    let mut allowed: Vec<String> = [
         "create:{dir}/outside/new",
         "write:{dir}/outside/file",
         "create:{dir}/repo/.git/hooks/pre-push.sample",
@@ -185,6 +211,10 @@ fn deny_refuses_every_change_and_the_agent_lives() {
     ]
     .map(str::to_owned)
     .to_vec();
+    if !chown_refused {
+        refused.retain(|spec| spec != chown);
+        allowed.push(chown.to_owned());
+    }
     let (run, events) = try_all(&mut s, &[refused.clone(), allowed.clone()].concat());
     let dir = s.dir.path().display().to_string();
     let mut wrong = Vec::new();
@@ -204,7 +234,18 @@ fn deny_refuses_every_change_and_the_agent_lives() {
 
     // Nothing on disk changed.
     let after = [&existing, &outside, &rc, &hook].map(|p| snapshot(p));
-    assert_eq!(before[0], after[0], "protected/existing changed");
+    let existing_after = if chown_refused {
+        &before[0]
+    } else {
+        // The one change these kernels let through: fake_agent's chown to 1:1.
+        &Snapshot {
+            uid: 1,
+            gid: 1,
+            text: before[0].text.clone(),
+            ..before[0]
+        }
+    };
+    assert_eq!(existing_after, &after[0], "protected/existing changed");
     assert_eq!(before[2], after[2], "rc changed");
     assert_eq!(before[3], after[3], "the hook changed");
     // outside/file got one appended byte from the allowed write, nothing else.
@@ -268,6 +309,9 @@ fn deny_refuses_every_change_and_the_agent_lives() {
         ("symlink", "protected/symlink"),
         ("rename", "repo/.git/hooks"),
     ] {
+        if call == "chown" && !chown_refused {
+            continue;
+        }
         let path = at(&s, rel);
         let e = find(&events, &format!("{call} of {rel}"), |e| {
             e.is("open", pid) && e.str("call") == Some(call) && e.str("path") == path.to_str()

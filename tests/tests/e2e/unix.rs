@@ -160,15 +160,20 @@ fn a_connect_to_a_protected_socket_sends_nothing() {
     let (run, events) = client(&mut s, &proxy, "stream");
     let (connections, bytes) = received(&listener);
     assert!(!bytes.contains(PAYLOAD), "the payload reached the proxy");
-    run.assert_refused("errno", s.lsm);
-    if s.lsm {
+    let lsm = s.denies("unix_socket_deny");
+    run.assert_refused("errno", lsm);
+    if lsm {
         assert_eq!(connections, 0, "BPF-LSM refused the connect: no connection");
     }
     let e = unix_event(&events, &run, &proxy);
     assert_eq!(e.str("call"), Some("connect"), "{e}");
     assert_eq!(e.str("socket"), Some("stream"), "{e}");
     assert_eq!(e.str("rule"), Some("no-proxy"), "{e}");
-    assert_eq!(e.str("outcome"), Some(s.deny_outcome()), "{e}");
+    assert_eq!(
+        e.str("outcome"),
+        Some(s.outcome_of("unix_socket_deny")),
+        "{e}"
+    );
     s.finish();
 }
 
@@ -189,7 +194,7 @@ fn a_datagram_to_a_protected_socket_is_refused_or_reported() {
         assert_eq!(e.str("call"), Some(call), "{e}");
         assert_eq!(e.str("socket"), Some("dgram"), "{e}");
         assert_eq!(e.str("rule"), Some("no-proxy"), "{e}");
-        if s.lsm {
+        if s.denies("unix_socket_deny") {
             assert_eq!(run.report("errno"), EPERM, "{call}: {run:?}");
             assert!(
                 got.as_ref()

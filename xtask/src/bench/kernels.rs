@@ -1,6 +1,6 @@
 //! `cargo xtask bench --vm`: the per-program costs on this machine's kernel and in
-//! Debian's 6.1 and 6.12 kernels, booted under QEMU as `cargo xtask vm-test` boots
-//! them. The same command measures each (`bench --costs-only`: the micro workloads
+//! Debian's 5.10 (guard's compat build), 6.1 and 6.12 kernels, booted under QEMU as
+//! `cargo xtask vm-test` boots them. The same command measures each (`bench --costs-only`: the micro workloads
 //! and the policy features, `--quick` sizes), on the host directly and in each guest
 //! from the host's shared files; the guest prints its results on the console.
 //!
@@ -49,9 +49,10 @@ fn costs_command(out: &str) -> Result<String> {
     ))
 }
 
-/// Measures here and in each kernel of the matrix; writes [`RESULTS_FILE`] and
+/// Measures here and in each kernel of the matrix (of `series` only, when named: the
+/// others keep their entries of `out_dir`'s [`RESULTS_FILE`]); writes it and
 /// BENCHMARKS.md's section on the kernels into `out_dir`.
-pub(super) fn costs_in_kernels(out_dir: &Path) -> Result<()> {
+pub(super) fn costs_in_kernels(out_dir: &Path, series: &[String]) -> Result<()> {
     log!("per-program costs on this machine's kernel");
     let (_tmp, here) = TempDir::new_in(Path::new("/tmp"), "gbench-costs-")?;
     let here_s = here.display().to_string();
@@ -64,7 +65,10 @@ pub(super) fn costs_in_kernels(out_dir: &Path) -> Result<()> {
         "costs": host,
     })];
 
-    let prepared = vm::prepare(&vm::Options::default())?;
+    let prepared = vm::prepare(&vm::Options {
+        series: series.to_vec(),
+        ..vm::Options::default()
+    })?;
     let out = "/tmp/gbench-costs";
     let command = format!(
         "export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
@@ -81,8 +85,17 @@ pub(super) fn costs_in_kernels(out_dir: &Path) -> Result<()> {
             }
         });
     }
-    let results = json!({ "schema": 1, "kernels": kernels });
     let path = out_dir.join(RESULTS_FILE);
+    if !series.is_empty() {
+        let earlier = read_json(&path).with_context(|| {
+            format!(
+                "--series keeps the other kernels' columns of {}",
+                path.display()
+            )
+        })?;
+        kernels = merged(&earlier, kernels);
+    }
+    let results = json!({ "schema": 1, "kernels": kernels });
     fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
     log!("wrote {}", path.display());
     let section = section(&results);
@@ -91,6 +104,30 @@ pub(super) fn costs_in_kernels(out_dir: &Path) -> Result<()> {
     log!("wrote the kernels' section of {}", md.display());
     print!("{section}");
     Ok(())
+}
+
+/// The kernels of an `earlier` results file with those measured now in their place
+/// (by kernel release), new ones after them, oldest release first.
+fn merged(earlier: &Value, now: Vec<Value>) -> Vec<Value> {
+    let mut kernels: Vec<Value> = earlier["kernels"].as_array().cloned().unwrap_or_default();
+    for k in now {
+        match kernels.iter_mut().find(|e| e["kernel"] == k["kernel"]) {
+            Some(slot) => *slot = k,
+            None => kernels.push(k),
+        }
+    }
+    // This machine's column first, then the VMs' kernels by release.
+    kernels.sort_by_key(|k| {
+        let release: Vec<u32> = k["kernel"]
+            .as_str()
+            .unwrap_or_default()
+            .split(|c: char| !c.is_ascii_digit())
+            .take(3)
+            .map(|n| n.parse().unwrap_or(0))
+            .collect();
+        (k["where"] != "this machine", release)
+    });
+    kernels
 }
 
 fn read_json(path: &Path) -> Result<Value> {
@@ -294,7 +331,8 @@ fn section(r: &Value) -> String {
         s,
         "\n**The verifier's work: instructions it processed to accept each program** \
          (`verified_insns`; the kernel's limit is 1,000,000; – where the kernel has no such \
-         program, or does not count):\n"
+         program, or does not count: Linux before 5.16 does not report it, and \
+         docs/kernels.md has 5.10's figures from the verifier's log):\n"
     );
     head(&mut s, "program");
     let mut programs: Vec<&str> = kernels
@@ -384,6 +422,27 @@ mod tests {
         // program (BPF-LSM's only where it is in force) or was not measured.
         assert!(s.contains("| `file_open` | – | 42 | – |"), "{s}");
         assert!(s.contains("| `sys_exit_open` | 1234 | 5678 | – |"), "{s}");
+    }
+
+    /// `--series 5.10`: this machine's column and 5.10's replaced or added, 6.1's
+    /// and 6.12's kept; this machine first, then the VMs by release.
+    #[test]
+    fn a_run_of_some_series_keeps_the_other_kernels() {
+        let earlier = json!({ "kernels": [
+            { "kernel": "6.18.1", "where": "this machine", "costs": "old" },
+            { "kernel": "6.1.0-56-amd64", "where": "QEMU (TCG)", "costs": "6.1" },
+            { "kernel": "6.12.117+deb12-amd64", "where": "QEMU (TCG)", "costs": "6.12" },
+        ]});
+        let now = vec![
+            json!({ "kernel": "6.18.1", "where": "this machine", "costs": "new" }),
+            json!({ "kernel": "5.10.0-46-amd64", "where": "QEMU (TCG)", "costs": "5.10" }),
+        ];
+        let kernels = merged(&earlier, now);
+        let costs: Vec<&str> = kernels
+            .iter()
+            .map(|k| k["costs"].as_str().unwrap_or_default())
+            .collect();
+        assert_eq!(costs, ["new", "5.10", "6.1", "6.12"]);
     }
 
     #[test]

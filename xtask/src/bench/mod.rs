@@ -98,7 +98,7 @@ pub fn run(guard: &Path, opts: &Options) -> Result<()> {
         crate::setup::debian_packages(&["bpftool"])?;
     }
     if opts.vm {
-        return kernels::costs_in_kernels(&out_dir);
+        return kernels::costs_in_kernels(&out_dir, &opts.series);
     }
     if !opts.no_install && opts.only.is_empty() && !opts.costs_only {
         install_peers();

@@ -48,6 +48,11 @@ pub struct Options {
     /// BENCHMARKS.md's section on the kernels (the rest of it is left alone).
     #[arg(long, conflicts_with_all = ["storm_only", "export_only", "fleet_only"])]
     pub vm: bool,
+    /// With `--vm`: only the kernels of this series (repeatable: `5.10`, `6.1`,
+    /// `6.12`), and this machine's; the other kernels keep their columns from the
+    /// results file of an earlier run (each kernel is read against its own floor).
+    #[arg(long = "series", requires = "vm")]
+    pub series: Vec<String>,
     /// The per-program costs only, written to costs-results.json (what `--vm` runs
     /// in each kernel).
     #[arg(long, hide = true, conflicts_with = "vm")]
