@@ -19,8 +19,6 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use guard_common::protocol::ExportStatus;
-use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use prost::Message as _;
 
 use self::record::{Host, SummaryMeta};
 use self::sender::{Sender, Sent};
@@ -497,13 +495,9 @@ async fn deliver(
 ) -> Result<(), (String, Option<Duration>)> {
     let mut queue = vec![held];
     while let Some(batch) = queue.pop() {
-        let records: Vec<LogRecord> = batch
-            .iter()
-            .filter_map(|h| LogRecord::decode(h.bytes.as_slice()).ok())
-            .collect();
+        let records: Vec<&[u8]> = batch.iter().map(|h| h.bytes.as_slice()).collect();
         let done: Vec<(Class, u64)> = batch.iter().map(|h| (h.class, h.seq)).collect();
-        let n = records.len() as u64;
-        let (body, content_type) = sender.body(resource.clone(), records);
+        let (body, content_type, n) = sender.body(&resource, &records);
         let size = body.len() as u64;
         match sender.send(body, content_type).await {
             Sent::Stored { rejected, message } => {
