@@ -159,6 +159,7 @@ unsafe extern "C" {
 }
 
 /// Steps `base..base + 8` (below `n`) of the compat walk; non-zero when it is over.
+/// The 8 is shim.c's `WALK_CHUNK`, by which its caller steps `base`: change both.
 #[cfg(feature = "compat")]
 #[unsafe(no_mangle)]
 #[inline(never)]

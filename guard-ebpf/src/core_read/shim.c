@@ -362,6 +362,7 @@ extern char WALK[];
 // guard-ebpf/src/core_read.rs: steps base..base + WALK_CHUNK (below n) of the walk in
 // WALK; non-zero when it is over.
 extern long guard_each_walk(u32 base, u32 n);
+// The steps guard_each_walk runs a call (its `chunk::<8>`): change both.
 #define WALK_CHUNK 8u
 
 // One step of the walk in `s`, writing into `buf`; non-zero when the walk is over.
