@@ -311,6 +311,69 @@ pub static IDENT_DENIED: LruHashMap<u32, IdentityTail> = LruHashMap::with_max_en
 #[map]
 pub static OPEN_EPOCH: Array<u64> = Array::with_max_entries(epoch::LEN, 0);
 
+/// Epochs of the file system's shape, each moved before and after every change of
+/// its kind on the host: [`TREE_DIRS`] by `crate::repeat::tree_change` (a rename, a
+/// directory's removal) and by `mounts_change`, [`TREE_MOUNTS`] by `mounts_change`
+/// (mount, umount, move_mount, pivot_root). Not by a link or an unlink of a file: no
+/// directory's place changes then. Not pinned: each program set has its own, as it
+/// has its own [`IDENT_CLEAR`] and [`PATH_CLEAR`], and both programs are attached
+/// before any program that reads them (user space's attach table).
+#[map]
+pub static TREE_EPOCH: Array<u64> = Array::with_max_entries(2, 0);
+/// [`TREE_EPOCH`]'s entry for moves of directories (and mounts).
+pub const TREE_DIRS: u32 = 0;
+/// [`TREE_EPOCH`]'s entry for mounts.
+pub const TREE_MOUNTS: u32 = 1;
+
+/// Directories known to have no rule on a concrete directory above them, up to their
+/// file system's root, nor on themselves: their `InodeKey` (generation 0, kind
+/// `TREE`) and the epochs they were walked under (`RULES << 32 | TREE_DIRS`). An open
+/// of a file in one of them looks its file up and stops there, instead of walking
+/// every directory above it (enforce/identity.rs). Not pinned (see [`TREE_EPOCH`]).
+#[map]
+pub static IDENT_CLEAR: LruHashMap<InodeKey, u64> = LruHashMap::with_max_entries(8192, 0);
+
+/// A path the file checks looked up found nothing for (enforce/mod.rs
+/// `guard_file_check`): the path, zero-padded, as the key. Paths longer than
+/// [`PathKey`] holds are not remembered. Not pinned (see [`TREE_EPOCH`]).
+#[map]
+pub static PATH_CLEAR: LruHashMap<PathKey, PathClear> = LruHashMap::with_max_entries(16384, 0);
+
+/// A value of [`PATH_CLEAR`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PathClear {
+    /// `RULES << 32 | TREE_MOUNTS` when the checks found nothing.
+    pub epoch: u64,
+    /// The checks that found nothing: bit `2 * taint + writes`.
+    pub checks: u64,
+}
+
+/// Bytes of a path [`PATH_CLEAR`] remembers.
+pub const PATH_KEY_BYTES: usize = 120;
+
+/// A key of [`PATH_CLEAR`]: the path's length and bytes, zero past them.
+#[repr(C)]
+pub struct PathKey {
+    pub len: u64,
+    pub bytes: [u64; PATH_KEY_BYTES / 8],
+}
+
+/// The key of the path being checked, built in place (too big for the stack), and
+/// what [`PATH_CLEAR`] held for it: the taint check of an open that follows its
+/// kill check on the same path reads it from here.
+#[repr(C)]
+pub struct PathKeyScratch {
+    pub key: PathKey,
+    /// The key holds the last checked path.
+    pub built: u64,
+    /// [`PATH_CLEAR`]'s value for it (zero: none).
+    pub seen: PathClear,
+}
+
+#[map]
+pub static PATH_KEY: PerCpuArray<PathKeyScratch> = PerCpuArray::with_max_entries(1, 0);
+
 // The route hooks this daemon attached (route.rs).
 
 /// Which route hooks of the BPF-LSM tier this daemon attached (bit `1 << route`).

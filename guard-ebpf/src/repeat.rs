@@ -14,8 +14,9 @@
 //!   name hash and length, and the inode number;
 //! - the open flags;
 //! - the file system's names: [`epoch::FILES`] moves before and after every rename,
-//!   link, unlink, rmdir and mount change on the host ([`names_change`]), so a file
-//!   moved or linked into a protected directory is judged again at its next open;
+//!   link, unlink, rmdir and mount change on the host ([`names_change`],
+//!   [`tree_change`], [`mounts_change`]), so a file moved or linked into a protected directory is
+//!   judged again at its next open;
 //! - the rules: [`epoch::RULES`] moves at every policy load and identity refresh.
 //!
 //! Files under /proc and /sys are never remembered (guard's own files are there).
@@ -26,7 +27,7 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_ktime_get_boot_ns, generated::bpf_probe_read_kernel},
     macros::{map, tracepoint},
-    maps::{HashMap, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::TracePointContext,
 };
 use guard_common::{EventKind, OpenBody, counter, epoch, flags};
@@ -34,7 +35,7 @@ use guard_common::{EventKind, OpenBody, counter, epoch, flags};
 use crate::{
     core_read::{self, FileName, Task},
     emit::Draft,
-    maps::{OPEN_EPOCH, PATH_MASK, count_n},
+    maps::{OPEN_EPOCH, PATH_MASK, TREE_DIRS, TREE_EPOCH, TREE_MOUNTS, count_n},
 };
 
 /// Files a thread's cache holds.
@@ -336,15 +337,45 @@ fn send(s: &mut Slot, session: u64) {
 }
 
 /// Attached to the entry and exit of every system call that gives a file another
-/// name or moves a mount (user space lists them): [`epoch::FILES`] moves, so no
-/// remembered open outlives a change of the names it was judged by. Before the
-/// change (entry): an open judged after it sees the new epoch; after it (exit): an
-/// open judged while it ran sees a newer one next time.
-#[tracepoint(category = "syscalls", name = "sys_enter_rename")]
+/// name without moving a directory (link, unlink: user space lists them):
+/// [`epoch::FILES`] moves, so no remembered open outlives a change of the names it
+/// was judged by. Before the change (entry): an open judged after it sees the new
+/// epoch; after it (exit): an open judged while it ran sees a newer one next time.
+#[tracepoint(category = "syscalls", name = "sys_enter_link")]
 pub fn names_change(_ctx: TracePointContext) -> u32 {
-    if let Some(e) = OPEN_EPOCH.get_ptr_mut(epoch::FILES) {
+    bump(&OPEN_EPOCH, epoch::FILES);
+    0
+}
+
+/// [`names_change`] for the system calls that may move or remove a directory
+/// (rename, rmdir, `unlinkat`, which removes directories too: user space lists
+/// them): the directories' epoch ([`TREE_EPOCH`]) moves as
+/// well, so no directory the identity walk found clear (enforce/identity.rs) stays
+/// clear past a change of what lies above it, or of which directory its inode
+/// number is.
+#[tracepoint(category = "syscalls", name = "sys_enter_rename")]
+pub fn tree_change(_ctx: TracePointContext) -> u32 {
+    bump(&TREE_EPOCH, TREE_DIRS);
+    bump(&OPEN_EPOCH, epoch::FILES);
+    0
+}
+
+/// [`tree_change`] for the system calls that change the mounts: the mounts' epoch
+/// moves as well, so no path the file checks found nothing for
+/// (`enforce::guard_file_check`) stays so past a mount that puts a file of another
+/// name at that path (a bind mount of one file over another).
+#[tracepoint(category = "syscalls", name = "sys_enter_mount")]
+pub fn mounts_change(_ctx: TracePointContext) -> u32 {
+    bump(&TREE_EPOCH, TREE_MOUNTS);
+    bump(&TREE_EPOCH, TREE_DIRS);
+    bump(&OPEN_EPOCH, epoch::FILES);
+    0
+}
+
+#[inline(always)]
+fn bump(map: &Array<u64>, at: u32) {
+    if let Some(e) = map.get_ptr_mut(at) {
         // SAFETY: an 8-aligned u64 of an array map; an atomic add.
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(e, 1) };
     }
-    0
 }

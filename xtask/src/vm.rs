@@ -123,7 +123,8 @@ enum Kernels {
 /// returns (the tracepoints the daemon holds there), and from user space; BPF-LSM's
 /// deny of execs, reads and every change but chown (which the test expects through
 /// there), of Unix sockets, raw sockets and attempts on guard; fileless execs killed,
-/// io_uring refused; network deny, the resolver, egress accounting. Every daemon start
+/// io_uring refused; the identity walk's clear directories forgotten at a rename;
+/// network deny, the resolver, egress accounting. Every daemon start
 /// there verifies the compat programs (~5 s under emulation, 2026-11-28) and the
 /// guest runs two tests at a time. Other tests of the subset run there when named
 /// (`--series 5.10 --test MODULE::NAME`).
@@ -162,6 +163,11 @@ const COMPAT_SET: &[(&str, &[&str])] = &[
         &["attempts_on_guard_from_a_session_are_stopped_and_reported"],
     ),
     ("unix", &["a_connect_to_a_protected_socket_sends_nothing"]),
+    // The identity walk's clear directories, in the compat build's walk.
+    (
+        "identity",
+        &["a_clear_directory_moved_into_a_protected_one_is_walked_again"],
+    ),
     (
         "egress",
         &["bytes_each_way_are_counted_per_socket_and_reported"],
@@ -280,6 +286,8 @@ const SUBSET: &[(&str, Kernels, &[&str])] = &[
             "proc_root_and_cwd_aliases_are_the_real_path",
             "a_hard_link_to_a_file_inside_a_protected_directory_is_that_file",
             "past_the_bound_a_file_with_several_names_fails_closed",
+            "a_clear_directory_moved_into_a_protected_one_is_walked_again",
+            "a_file_mounted_over_a_clear_path_is_judged_by_its_name",
         ],
     ),
     // Repeated opens counted in the kernel, on each verifier; a counted file moved

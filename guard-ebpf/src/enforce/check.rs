@@ -84,6 +84,124 @@ pub(super) fn lookup_bytes(
     lookup_slot(slot, generation, kind, n, exact)
 }
 
+/// The epochs what the checks found clear is remembered under: the rules' (user
+/// space moves it at every policy load and identity refresh; 0 before the first)
+/// and the file system's shape's entry `tree` (`TREE_DIRS` or `TREE_MOUNTS`,
+/// `repeat::tree_change`, `repeat::mounts_change`). `None`: nothing is remembered.
+#[inline(always)]
+pub(super) fn clear_epoch(tree: u32) -> Option<u64> {
+    let rules = *OPEN_EPOCH.get(epoch::RULES)?;
+    if rules == 0 {
+        return None;
+    }
+    let tree = *TREE_EPOCH.get(tree)?;
+    Some(rules << 32 | (tree & 0xffff_ffff))
+}
+
+/// Whether the check's path is known to match no entry of the kinds this check
+/// looks up (`PATH_CLEAR`): a pure function of the path, the file's name (the path's
+/// last component, but at a mount's root, hence the mounts' epoch) and the rules.
+/// `again`: the same path as the check before it on this CPU (an open's taint check
+/// after its kill check), whose key and value are reused. When not known, the key
+/// and the epoch are left for [`remember_path`].
+#[inline(always)]
+pub(super) fn path_clear(c: *mut Check, again: bool) -> bool {
+    // SAFETY: this CPU's check, filled in by `begin`.
+    let (at, len, base, want) = unsafe { ((*c).scratch_at, (*c).len, (*c).base, (*c).want) };
+    // SAFETY: as above.
+    unsafe { (*c).path_epoch = 0 };
+    let Some(s) = PATH_KEY.get_ptr_mut(0) else {
+        return false;
+    };
+    let Some(now) = clear_epoch(TREE_MOUNTS) else {
+        return false;
+    };
+    // SAFETY: this CPU's key scratch.
+    if !again || unsafe { (*s).built } == 0 {
+        // SAFETY: as above.
+        unsafe { (*s).built = 0 };
+        if at == NOT_IN_SCRATCH || len > PATH_KEY_BYTES as u32 {
+            return false;
+        }
+        let Some(scratch) = PATH_SCRATCH.get_ptr(0) else {
+            return false;
+        };
+        // SAFETY: this CPU's key scratch; the copy is bounded by the key's bytes and
+        // reads this CPU's path scratch.
+        unsafe {
+            (*s).key.len = u64::from(len);
+            for w in (*s).key.bytes.iter_mut() {
+                *w = 0;
+            }
+            let src = (*scratch)
+                .bytes
+                .as_ptr()
+                .wrapping_add((at & PATH_MASK) as usize);
+            // Read back through memory: the verifier needs the bound on the register.
+            let n = core::hint::black_box(len);
+            if n > PATH_KEY_BYTES as u32 {
+                return false;
+            }
+            bpf_probe_read_kernel((*s).key.bytes.as_mut_ptr().cast(), n, src.cast());
+            (*s).seen = PATH_CLEAR.get(&(*s).key).copied().unwrap_or(PathClear {
+                epoch: 0,
+                checks: 0,
+            });
+            (*s).built = 1;
+        }
+    }
+    let check =
+        1u64 << ((u32::from(base != 0) * 2 + u32::from(want & u32::from(access::WRITE) != 0)) & 3);
+    // SAFETY: as above.
+    let seen = unsafe { (*s).seen };
+    if seen.epoch == now && seen.checks & check != 0 {
+        return true;
+    }
+    // SAFETY: this CPU's check.
+    unsafe {
+        (*c).path_epoch = now;
+        (*c).path_check = check;
+    }
+    false
+}
+
+/// A check on another path begins: its key is not the last one's.
+#[inline(always)]
+pub(super) fn forget_path() {
+    if let Some(s) = PATH_KEY.get_ptr_mut(0) {
+        // SAFETY: this CPU's key scratch.
+        unsafe { (*s).built = 0 };
+    }
+}
+
+/// Remembers that the check's path matched nothing (see [`path_clear`]), under the
+/// epochs read before its lookups: a change of the rules or the mounts since makes
+/// it stale.
+#[inline(always)]
+pub(super) fn remember_path(c: *mut Check) {
+    // SAFETY: this CPU's check.
+    let (now, check) = unsafe { ((*c).path_epoch, (*c).path_check) };
+    let Some(s) = PATH_KEY.get_ptr_mut(0) else {
+        return;
+    };
+    if now == 0 {
+        return;
+    }
+    // SAFETY: this CPU's key scratch, still the check's path (nothing else writes it).
+    let seen = unsafe { (*s).seen };
+    let checks = if seen.epoch == now {
+        seen.checks | check
+    } else {
+        check
+    };
+    let clear = PathClear { epoch: now, checks };
+    // SAFETY: as above.
+    unsafe {
+        (*s).seen = clear;
+        let _ = PATH_CLEAR.insert(&(*s).key, clear, 0);
+    }
+}
+
 /// The next stretch of the checked path, from the scan's position: up to 8 bytes
 /// at a time from the path scratch, read by a plain load, up to and including the
 /// first `/`, where the rest of the path is looked up among the component runs
@@ -214,6 +332,18 @@ pub(super) struct Check {
     pub(super) ident_flags: u32,
     /// An exception's rule plus one, found by identity on the file itself.
     pub(super) ident_except: u32,
+    /// Some entry was met above the file itself (a directory's rule or exception).
+    pub(super) ident_above: u32,
+    /// The file's directory, when the walk went on past it for want of an entry in
+    /// `IDENT_CLEAR`: its key there (the device and inode), and the epochs read
+    /// before the walk (0: nothing to remember).
+    pub(super) clear_dev: u32,
+    pub(super) clear_ino: u64,
+    pub(super) clear_epoch: u64,
+    /// The epochs [`path_clear`] read, when the path was not known clear (0: not to
+    /// be remembered), and the check's bit.
+    pub(super) path_epoch: u64,
+    pub(super) path_check: u64,
     pub(super) tail: IdentityTail,
 }
 
@@ -267,6 +397,8 @@ pub(super) fn begin(
         (*c).ident_d = 0;
         (*c).ident_flags = 0;
         (*c).ident_except = 0;
+        (*c).ident_above = 0;
+        (*c).clear_epoch = 0;
     }
     Some(c)
 }

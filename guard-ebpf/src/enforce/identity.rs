@@ -25,6 +25,11 @@ pub(super) extern "C" fn ident_step(index: u32, _ctx: *mut core::ffi::c_void) ->
         return 1;
     }
     let (dev, ino) = core_read::dentry_ident(d);
+    if index == 1 && ino != 0 && clear_above(c, dev, ino) {
+        // SAFETY: as above. As if the walk had passed the root.
+        unsafe { (*c).ident_d = 0 };
+        return 1;
+    }
     let kind = if index == 0 {
         inode_kind::FILE
     } else {
@@ -38,6 +43,10 @@ pub(super) extern "C" fn ident_step(index: u32, _ctx: *mut core::ffi::c_void) ->
         None
     };
     if let Some(r) = hit {
+        if index != 0 {
+            // SAFETY: as above.
+            unsafe { (*c).ident_above = 1 };
+        }
         if r.flags & rule_flags::EXCEPT != 0 {
             // SAFETY: as above.
             unsafe { (*c).ident_except = u32::from(r.rule) + 1 };
@@ -74,6 +83,28 @@ pub(super) extern "C" fn ident_step(index: u32, _ctx: *mut core::ffi::c_void) ->
     0
 }
 
+/// Whether the directory `dev`/`ino` (the opened file's) is known clear: no entry on
+/// it or above it, under the rules and the tree in force. When not, it is noted in
+/// the check, to be remembered if the walk finds it so ([`identity`]).
+#[inline(always)]
+fn clear_above(c: *mut Check, dev: u32, ino: u64) -> bool {
+    let Some(now) = clear_epoch(TREE_DIRS) else {
+        return false;
+    };
+    let key = InodeKey::new(0, inode_kind::TREE, dev, ino);
+    // SAFETY: read-only copy of the map value.
+    if unsafe { IDENT_CLEAR.get(key) }.copied() == Some(now) {
+        return true;
+    }
+    // SAFETY: this CPU's check.
+    unsafe {
+        (*c).clear_dev = dev;
+        (*c).clear_ino = ino;
+        (*c).clear_epoch = now;
+    }
+    false
+}
+
 /// The identity walk from `dentry` up; leaves its result in the check.
 #[inline(always)]
 pub(super) fn identity(c: *mut Check, dentry: *const core::ffi::c_void) {
@@ -90,6 +121,22 @@ pub(super) fn identity(c: *mut Check, dentry: *const core::ffi::c_void) {
     };
     if found != 0 {
         crate::maps::count(counter::IDENTITY_HITS);
+    }
+    // The file's directory and everything above it up to the root had no entry:
+    // the next open of a file there stops at its directory. Under the epochs read
+    // before the walk: a change of the rules or of the tree since makes it stale.
+    // SAFETY: this CPU's check.
+    let (above, epoch, dev, ino) = unsafe {
+        (
+            (*c).ident_above,
+            (*c).clear_epoch,
+            (*c).clear_dev,
+            (*c).clear_ino,
+        )
+    };
+    if left == 0 && above == 0 && epoch != 0 {
+        let key = InodeKey::new(0, inode_kind::TREE, dev, ino);
+        let _ = IDENT_CLEAR.insert(key, epoch, 0);
     }
     if picked != 0 {
         return;

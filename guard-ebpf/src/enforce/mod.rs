@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use guard_common::{
     AF_INET, AF_INET6, Config, IDENTITY_DEPTH, IdentityTail, NetData, O_PATH, PathData, RuleRef,
-    SIGKILL, counter, flags,
+    SIGKILL, counter, epoch, flags,
     rules::{IDENTITY_UNKNOWN_MAX, InodeKey, access, enforced, inode_kind, path_kind, rule_flags},
 };
 
@@ -20,8 +20,9 @@ use crate::{
     core_read,
     each::each,
     maps::{
-        CONFIG, IDENT_DENIED, INODE_COUNT, INODE_RULES, NET_RULES, PATH_BUF, PATH_MASK, PATH_RULES,
-        PATH_SCRATCH, TAINT_NET,
+        CONFIG, IDENT_CLEAR, IDENT_DENIED, INODE_COUNT, INODE_RULES, NET_RULES, OPEN_EPOCH,
+        PATH_BUF, PATH_CLEAR, PATH_KEY, PATH_KEY_BYTES, PATH_MASK, PATH_RULES, PATH_SCRATCH,
+        PathClear, TAINT_NET, TREE_DIRS, TREE_EPOCH, TREE_MOUNTS,
     },
 };
 
@@ -121,7 +122,10 @@ fn file_pick_in(
     let asks = u32::from(want)
         | u32::from(verdict) << 8
         | u32::from(base) << 16
-        | u32::from(by_identity) << 24;
+        | u32::from(by_identity) << 24
+        // The taint check comes right after the kill check of the same open, on the
+        // same path ([`on_open`]): it reuses that check's key of `PATH_CLEAR`.
+        | u32::from(base != 0) << 25;
     let found = guard_file_check(
         dentry as u64,
         at,
@@ -137,7 +141,8 @@ fn file_pick_in(
 /// numbers): `at` is the path's offset in this CPU's path scratch, `len_who` its
 /// length (high half) and the process's Tracked flags (low half); `asks` the access
 /// wanted (bits 0-7), the verdict (8-15), the kinds' base (16-23) and whether to look
-/// by identity (bit 24). Returns the rule picked plus one (bits 0-15; 0: none) and the identity
+/// by identity (bit 24), and whether the path is the one the check before it on
+/// this CPU had (bit 25: an open's taint check). Returns the rule picked plus one (bits 0-15; 0: none) and the identity
 /// walk's `Header::flags` bits (16-31).
 ///
 /// Global (its own BTF function, not inlined): the verifier checks its body once
@@ -148,6 +153,10 @@ fn file_pick_in(
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn guard_file_check(dentry: u64, at: u32, len_who: u64, asks: u32) -> i64 {
+    let again = (asks >> 25) & 1 != 0;
+    if !again {
+        forget_path();
+    }
     let dentry = dentry as *const core::ffi::c_void;
     let (want, verdict, base) = (asks as u8, (asks >> 8) as u8, (asks >> 16) as u8);
     let cfg = config();
@@ -180,7 +189,7 @@ pub extern "C" fn guard_file_check(dentry: u64, at: u32, len_who: u64, asks: u32
     };
     // SAFETY: this CPU's check.
     unsafe { (*c).base = u32::from(base) };
-    if by_path {
+    if by_path && !path_clear(c, again) {
         let names = ((1u32 << path_kind::FILE_NAME) | (1 << path_kind::FILE_NAME_REV)) << base;
         if cfg.path_kinds & names != 0 {
             // SAFETY: this CPU's check.
@@ -201,9 +210,9 @@ pub extern "C" fn guard_file_check(dentry: u64, at: u32, len_who: u64, asks: u32
             let m = &(*c).matches;
             m[0].flags | m[1].flags | m[2].flags | m[3].flags | m[4].flags
         };
-        if any != 0
-            && let Some(rule) = pick(c)
-        {
+        if any == 0 {
+            remember_path(c);
+        } else if let Some(rule) = pick(c) {
             return i64::from(rule) + 1;
         }
     }

@@ -98,24 +98,34 @@ const fn fallback(unless_lsm: &'static str) -> Group {
     Group::SelfFallback { unless_lsm }
 }
 
-/// The system calls that give a file another path or move a mount, entry and exit.
+/// The system calls that give a file another name and move no directory, entry and
+/// exit.
 const NAME_CHANGES: &[&str] = &[
-    "sys_enter_rename",
-    "sys_exit_rename",
-    "sys_enter_renameat",
-    "sys_exit_renameat",
-    "sys_enter_renameat2",
-    "sys_exit_renameat2",
     "sys_enter_link",
     "sys_exit_link",
     "sys_enter_linkat",
     "sys_exit_linkat",
     "sys_enter_unlink",
     "sys_exit_unlink",
+];
+
+/// The system calls that may move or remove a directory (`unlinkat` removes
+/// directories too), entry and exit.
+const TREE_CHANGES: &[&str] = &[
+    "sys_enter_rename",
+    "sys_exit_rename",
+    "sys_enter_renameat",
+    "sys_exit_renameat",
+    "sys_enter_renameat2",
+    "sys_exit_renameat2",
     "sys_enter_unlinkat",
     "sys_exit_unlinkat",
     "sys_enter_rmdir",
     "sys_exit_rmdir",
+];
+
+/// The system calls that change the mounts, entry and exit.
+const MOUNT_CHANGES: &[&str] = &[
     "sys_enter_mount",
     "sys_exit_mount",
     "sys_enter_umount",
@@ -151,6 +161,12 @@ pub const TABLE: &[Entry] = &[
         Hook::Raw("sched_process_exit"),
         Group::Process,
     ),
+    // The directories the identity walk found clear stay clear only while no
+    // directory moved, and the paths the file checks found clear only while no mount
+    // changed (guard-ebpf's repeat.rs, enforce/): attached before every program that
+    // judges a file, so that none of them remembers one while a change goes unseen.
+    e("tree_change", Hook::Syscalls(TREE_CHANGES), Group::Opens),
+    e("mounts_change", Hook::Syscalls(MOUNT_CHANGES), Group::Opens),
     e(
         "sys_enter_openat",
         Hook::Syscalls(&["sys_enter_openat"]),
@@ -485,6 +501,27 @@ mod tests {
                 object.maps.contains_key(map),
                 "the eBPF object has no map {map}"
             );
+        }
+    }
+
+    /// `tree_change` and `mounts_change` move the epochs that keep the identity
+    /// walk's clear directories and the file checks' clear paths true: they are
+    /// attached before every program that judges a file
+    /// (the opens, the Unix connects and sends, every BPF-LSM hook), or one of those
+    /// could remember a directory while a move goes unseen.
+    #[test]
+    fn tree_change_is_attached_before_every_program_that_judges_a_file() {
+        let at = |name: &str| TABLE.iter().position(|e| e.program == name);
+        for epoch in ["tree_change", "mounts_change"] {
+            let tree = at(epoch).unwrap_or_else(|| panic!("{epoch} is in the table"));
+            for (i, entry) in TABLE.iter().enumerate() {
+                let judges = entry.program == "sys_exit_open"
+                    || matches!(entry.group, Group::Unix)
+                    || matches!(entry.hook, Hook::Lsm(_));
+                if judges {
+                    assert!(tree < i, "{} is attached before {epoch}", entry.program);
+                }
+            }
         }
     }
 
