@@ -183,6 +183,7 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
     // The opened file's type: a directory's open reads no file's data.
     let mut file_type = 0u32;
     let (start, end) = if ret >= 0 {
+        enforce::before_walk();
         let walk = core_read::file_path(file, pbuf, PATH_END, depth);
         if walk & WALK_TRUNCATED != 0 {
             draft.header().flags |= flags::PATH_TRUNCATED;

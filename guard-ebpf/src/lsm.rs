@@ -57,6 +57,7 @@ fn tracked() -> Option<u32> {
 #[inline(always)]
 fn path_of(file: *const core::ffi::c_void) -> Option<(*const u8, u32, u32)> {
     let pbuf = PATH_SCRATCH.get_ptr_mut(0)?.cast::<u8>();
+    enforce::before_walk();
     let walk = core_read::file_path(file, pbuf, PATH_END, guard_common::PATH_DEPTH as u32);
     let start = walk & !WALK_TRUNCATED;
     let at = start & PATH_MASK;

@@ -369,6 +369,10 @@ pub struct PathKeyScratch {
     pub built: u64,
     /// [`PATH_CLEAR`]'s value for it (zero: none).
     pub seen: PathClear,
+    /// [`TREE_MOUNTS`] as read before the walk that gave the path (`enforce::before_walk`):
+    /// what the path is remembered under. An older value (a walk's that had no check
+    /// after it) is as good, only staler.
+    pub mounts: u64,
 }
 
 #[map]

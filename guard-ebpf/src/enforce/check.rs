@@ -85,17 +85,29 @@ pub(super) fn lookup_bytes(
 }
 
 /// The epochs what the checks found clear is remembered under: the rules' (user
-/// space moves it at every policy load and identity refresh; 0 before the first)
-/// and the file system's shape's entry `tree` (`TREE_DIRS` or `TREE_MOUNTS`,
+/// space moves it at every policy load and identity refresh, before and after; 0
+/// before the first), as read before the check read the rules (`rules_epoch`), and
+/// the file system's shape's entry `tree` as it is now (`TREE_DIRS` or `TREE_MOUNTS`,
 /// `repeat::tree_change`, `repeat::mounts_change`). `None`: nothing is remembered.
 #[inline(always)]
-pub(super) fn clear_epoch(tree: u32) -> Option<u64> {
-    let rules = *OPEN_EPOCH.get(epoch::RULES)?;
+pub(super) fn clear_epoch(c: *mut Check, tree: u32) -> Option<u64> {
+    // SAFETY: this CPU's check.
+    let rules = unsafe { (*c).rules_epoch };
     if rules == 0 {
         return None;
     }
     let tree = *TREE_EPOCH.get(tree)?;
     Some(rules << 32 | (tree & 0xffff_ffff))
+}
+
+/// Notes the mounts' epoch before a walk that gives a path for a check: a path is
+/// remembered as clear under the mounts it was walked through (see [`path_clear`]).
+#[inline(always)]
+pub fn before_walk() {
+    if let (Some(s), Some(mounts)) = (PATH_KEY.get_ptr_mut(0), TREE_EPOCH.get(TREE_MOUNTS)) {
+        // SAFETY: this CPU's key scratch.
+        unsafe { (*s).mounts = *mounts };
+    }
 }
 
 /// Whether the check's path is known to match no entry of the kinds this check
@@ -113,7 +125,7 @@ pub(super) fn path_clear(c: *mut Check, again: bool) -> bool {
     let Some(s) = PATH_KEY.get_ptr_mut(0) else {
         return false;
     };
-    let Some(now) = clear_epoch(TREE_MOUNTS) else {
+    let Some(now) = clear_epoch(c, TREE_MOUNTS) else {
         return false;
     };
     // SAFETY: this CPU's key scratch.
@@ -153,13 +165,15 @@ pub(super) fn path_clear(c: *mut Check, again: bool) -> bool {
     let check =
         1u64 << ((u32::from(base != 0) * 2 + u32::from(want & u32::from(access::WRITE) != 0)) & 3);
     // SAFETY: as above.
-    let seen = unsafe { (*s).seen };
+    let (seen, walked) = unsafe { ((*s).seen, (*s).mounts) };
     if seen.epoch == now && seen.checks & check != 0 {
         return true;
     }
+    // Remembered under the mounts the path was walked through, not today's: a
+    // mount between the walk and now leaves it stale at once.
     // SAFETY: this CPU's check.
     unsafe {
-        (*c).path_epoch = now;
+        (*c).path_epoch = (now & !0xffff_ffff) | (walked & 0xffff_ffff);
         (*c).path_check = check;
     }
     false
@@ -340,8 +354,10 @@ pub(super) struct Check {
     pub(super) clear_dev: u32,
     pub(super) clear_ino: u64,
     pub(super) clear_epoch: u64,
-    /// The epochs [`path_clear`] read, when the path was not known clear (0: not to
-    /// be remembered), and the check's bit.
+    /// `OPEN_EPOCH`'s rules epoch, read before the check read the rules.
+    pub(super) rules_epoch: u64,
+    /// The epochs to remember the path under, when it was not known clear (0: not
+    /// to be remembered), and the check's bit ([`path_clear`]).
     pub(super) path_epoch: u64,
     pub(super) path_check: u64,
     pub(super) tail: IdentityTail,
