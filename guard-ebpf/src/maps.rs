@@ -369,6 +369,8 @@ pub struct PathKeyScratch {
     pub built: u64,
     /// [`PATH_CLEAR`]'s value for it (zero: none).
     pub seen: PathClear,
+    /// `OPEN_EPOCH`'s rules epoch, read before the check read the rules.
+    pub rules: u64,
     /// [`TREE_MOUNTS`] as read before the walk that gave the path (`enforce::before_walk`):
     /// what the path is remembered under. An older value (a walk's that had no check
     /// after it) is as good, only staler.

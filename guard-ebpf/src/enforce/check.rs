@@ -86,18 +86,33 @@ pub(super) fn lookup_bytes(
 
 /// The epochs what the checks found clear is remembered under: the rules' (user
 /// space moves it at every policy load and identity refresh, before and after; 0
-/// before the first), as read before the check read the rules (`rules_epoch`), and
+/// before the first), as read before the check read the rules ([`note_rules`]), and
 /// the file system's shape's entry `tree` as it is now (`TREE_DIRS` or `TREE_MOUNTS`,
 /// `repeat::tree_change`, `repeat::mounts_change`). `None`: nothing is remembered.
 #[inline(always)]
-pub(super) fn clear_epoch(c: *mut Check, tree: u32) -> Option<u64> {
-    // SAFETY: this CPU's check.
-    let rules = unsafe { (*c).rules_epoch };
+pub(super) fn clear_epoch(tree: u32) -> Option<u64> {
+    // SAFETY: this CPU's key scratch.
+    let rules = unsafe { (*PATH_KEY.get_ptr_mut(0)?).rules };
     if rules == 0 {
         return None;
     }
     let tree = *TREE_EPOCH.get(tree)?;
     Some(rules << 32 | (tree & 0xffff_ffff))
+}
+
+/// Notes the rules' epoch before a check reads the rules (see [`clear_epoch`]); a
+/// check on another path than the last (`again` false) does not reuse its key.
+#[inline(always)]
+pub(super) fn note_rules(again: bool) {
+    if let (Some(s), Some(rules)) = (PATH_KEY.get_ptr_mut(0), OPEN_EPOCH.get(epoch::RULES)) {
+        // SAFETY: this CPU's key scratch.
+        unsafe {
+            (*s).rules = *rules;
+            if !again {
+                (*s).built = 0;
+            }
+        }
+    }
 }
 
 /// Notes the mounts' epoch before a walk that gives a path for a check: a path is
@@ -125,7 +140,7 @@ pub(super) fn path_clear(c: *mut Check, again: bool) -> bool {
     let Some(s) = PATH_KEY.get_ptr_mut(0) else {
         return false;
     };
-    let Some(now) = clear_epoch(c, TREE_MOUNTS) else {
+    let Some(now) = clear_epoch(TREE_MOUNTS) else {
         return false;
     };
     // SAFETY: this CPU's key scratch.
@@ -177,15 +192,6 @@ pub(super) fn path_clear(c: *mut Check, again: bool) -> bool {
         (*c).path_check = check;
     }
     false
-}
-
-/// A check on another path begins: its key is not the last one's.
-#[inline(always)]
-pub(super) fn forget_path() {
-    if let Some(s) = PATH_KEY.get_ptr_mut(0) {
-        // SAFETY: this CPU's key scratch.
-        unsafe { (*s).built = 0 };
-    }
 }
 
 /// Remembers that the check's path matched nothing (see [`path_clear`]), under the
@@ -354,8 +360,6 @@ pub(super) struct Check {
     pub(super) clear_dev: u32,
     pub(super) clear_ino: u64,
     pub(super) clear_epoch: u64,
-    /// `OPEN_EPOCH`'s rules epoch, read before the check read the rules.
-    pub(super) rules_epoch: u64,
     /// The epochs to remember the path under, when it was not known clear (0: not
     /// to be remembered), and the check's bit ([`path_clear`]).
     pub(super) path_epoch: u64,

@@ -88,7 +88,7 @@ pub(super) extern "C" fn ident_step(index: u32, _ctx: *mut core::ffi::c_void) ->
 /// the check, to be remembered if the walk finds it so ([`identity`]).
 #[inline(always)]
 fn clear_above(c: *mut Check, dev: u32, ino: u64) -> bool {
-    let Some(now) = clear_epoch(c, TREE_DIRS) else {
+    let Some(now) = clear_epoch(TREE_DIRS) else {
         return false;
     };
     let key = InodeKey::new(0, inode_kind::TREE, dev, ino);

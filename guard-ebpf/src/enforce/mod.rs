@@ -155,12 +155,9 @@ fn file_pick_in(
 #[inline(never)]
 pub extern "C" fn guard_file_check(dentry: u64, at: u32, len_who: u64, asks: u32) -> i64 {
     let again = (asks >> 25) & 1 != 0;
-    if !again {
-        forget_path();
-    }
     // Before the rules are read: what this check finds clear is remembered under
     // rules at least this old, so a change while it runs leaves it stale.
-    let rules_epoch = OPEN_EPOCH.get(epoch::RULES).copied().unwrap_or(0);
+    note_rules(again);
     let dentry = dentry as *const core::ffi::c_void;
     let (want, verdict, base) = (asks as u8, (asks >> 8) as u8, (asks >> 16) as u8);
     let cfg = config();
@@ -192,10 +189,7 @@ pub extern "C" fn guard_file_check(dentry: u64, at: u32, len_who: u64, asks: u32
         return 0;
     };
     // SAFETY: this CPU's check.
-    unsafe {
-        (*c).base = u32::from(base);
-        (*c).rules_epoch = rules_epoch;
-    }
+    unsafe { (*c).base = u32::from(base) };
     if by_path && !path_clear(c, again) {
         let names = ((1u32 << path_kind::FILE_NAME) | (1 << path_kind::FILE_NAME_REV)) << base;
         if cfg.path_kinds & names != 0 {
