@@ -15,8 +15,8 @@
 //! - the open flags;
 //! - the file system's names: [`epoch::FILES`] moves before and after every rename,
 //!   link, unlink, rmdir and mount change on the host ([`names_change`],
-//!   [`tree_change`], [`mounts_change`]), so a file moved or linked into a protected directory is
-//!   judged again at its next open;
+//!   [`tree_change`], [`mounts_change`]), so a file moved or linked into a
+//!   protected directory is judged again at its next open;
 //! - the rules: [`epoch::RULES`] moves at every policy load and identity refresh.
 //!
 //! Files under /proc and /sys are never remembered (guard's own files are there).
@@ -349,10 +349,9 @@ pub fn names_change(_ctx: TracePointContext) -> u32 {
 
 /// [`names_change`] for the system calls that may move or remove a directory
 /// (rename, rmdir, `unlinkat`, which removes directories too: user space lists
-/// them): the directories' epoch ([`TREE_EPOCH`]) moves as
-/// well, so no directory the identity walk found clear (enforce/identity.rs) stays
-/// clear past a change of what lies above it, or of which directory its inode
-/// number is.
+/// them): the directories' epoch ([`TREE_EPOCH`]) moves as well, so no directory
+/// the identity walk found clear (enforce/identity.rs) stays clear past a change of
+/// what lies above it, or of which directory its inode number is.
 #[tracepoint(category = "syscalls", name = "sys_enter_rename")]
 pub fn tree_change(_ctx: TracePointContext) -> u32 {
     bump(&TREE_EPOCH, TREE_DIRS);
