@@ -434,6 +434,11 @@ pub struct Status {
     /// 1,000,000), by program; empty where the kernel does not count (before 5.16).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub verified_insns: BTreeMap<String, u32>,
+    /// The programs the verifier refused at one of its limits (instructions,
+    /// states, the stack of a call chain), with the line of its log that says so:
+    /// a fault of guard's build on this kernel (what each costs is in `enforcement`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub over_verifier_limits: BTreeMap<String, String>,
     /// The organisation's package names `[packages] first_seen` is judged against,
     /// when the policy in force sets it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -901,6 +906,7 @@ mod tests {
                 last_success: Some("2026-11-22T08:00:01Z".into()),
             }),
             verified_insns: BTreeMap::from([("sys_exit_open".to_string(), 256_139)]),
+            over_verifier_limits: BTreeMap::new(),
             package_names: Some(PackageNames {
                 names: 12,
                 ready: true,

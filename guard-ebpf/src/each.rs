@@ -81,6 +81,8 @@ pub fn run_chunks<const K: u32>(n: u32, chunk: Chunk) {
 /// `each!(n, step, global)`: runs loop body `step` ([`Step`]) for iterations `0..n`
 /// until it returns non-zero: a `bpf_loop` callback in the default build; in the
 /// compat build, chunks of a global function named `global` (unique in the object).
+/// `each!(max => n, step, global, chunk)`: iterations `0..n` of a loop of at most
+/// `max` (a constant; `n` may be known only when the program runs).
 /// `each!(n, step)`, for a few iterations inside a function the verifier checks
 /// once anyway (a global one): in the compat build, a bounded loop in place, which
 /// costs the call chain no frame.
@@ -98,14 +100,17 @@ macro_rules! each {
     ($n:expr, $step:path, $global:ident) => {
         $crate::each::each!($n, $step, $global, $crate::each::CHUNK)
     };
-    ($n:expr, $step:path, $global:ident, $chunk:expr) => {{
+    ($n:expr, $step:path, $global:ident, $chunk:expr) => {
+        $crate::each::each!($n => $n, $step, $global, $chunk)
+    };
+    ($max:expr => $n:expr, $step:path, $global:ident, $chunk:expr) => {{
         #[cfg(not(feature = "compat"))]
         {
             $crate::each::run($n, $step);
         }
         #[cfg(feature = "compat")]
         {
-            const K: u32 = if $n < $chunk { $n } else { $chunk };
+            const K: u32 = if $max < $chunk { $max } else { $chunk };
             #[unsafe(no_mangle)]
             #[inline(never)]
             extern "C" fn $global(base: u32, n: u32) -> i64 {

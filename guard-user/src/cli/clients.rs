@@ -257,6 +257,13 @@ fn status_text(s: &Status) -> String {
             ),
         );
     }
+    for (program, limit) in &s.over_verifier_limits {
+        line(
+            &mut out,
+            "refused",
+            format!("{program}: the verifier's limit ({limit}); a fault of this build"),
+        );
+    }
     if let Some(x) = &s.export {
         line(&mut out, "export", export_text(x));
     }

@@ -277,6 +277,7 @@ impl Daemon {
                 .as_ref()
                 .map(crate::export::Exporter::status),
             verified_insns: self.probes.verified_insns(),
+            over_verifier_limits: self.probes.over_limits.clone(),
             package_names: self.package_names(),
         }
     }

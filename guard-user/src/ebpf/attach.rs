@@ -39,6 +39,10 @@ pub struct Attached {
     pub route_hooks: u32,
     /// How long loading (the verifier) took.
     pub verified: std::time::Duration,
+    /// The programs the verifier refused at one of its limits (instructions,
+    /// states, stack), with its words: a fault of this build on this kernel, never
+    /// of the host's configuration (`guard status`, the budget test).
+    pub over_limits: std::collections::BTreeMap<String, String>,
 }
 
 /// Why BPF-LSM cannot run here, or the kernel's BTF it needs (`btf`, parsed once).
@@ -49,6 +53,20 @@ fn lsm_btf(btf: Option<&Btf>) -> Result<&Btf, String> {
         return Err("the kernel's active LSMs do not include bpf".to_owned());
     }
     btf.ok_or_else(|| "no kernel BTF (/sys/kernel/btf/vmlinux)".to_owned())
+}
+
+/// Notes the programs of `loaded` the verifier refused at a limit, each with an error
+/// in the log: whatever the group does without it, the build is at fault.
+fn note_limits(
+    loaded: &HashMap<&'static str, Result<(), ProgramError>>,
+    over: &mut std::collections::BTreeMap<String, String>,
+) {
+    for (program, result) in loaded {
+        if let Some(limit) = result.as_ref().err().and_then(over_limit) {
+            tracing::error!("the verifier refused {program} at a limit: {limit}");
+            over.insert((*program).to_owned(), limit);
+        }
+    }
 }
 
 /// Loads `programs` (name, hook), several at a time; returns each one's result.
@@ -107,6 +125,32 @@ fn refuses_bpf_loop(e: &ProgramError) -> bool {
         if refuses_bpf_loop_in(&verifier_log.to_string()))
 }
 
+/// Where the verifier refused a program at one of its limits (the instructions it
+/// processes, its states, a jump sequence, the stack of a call chain): the line of
+/// its log that says so.
+fn over_limit(e: &ProgramError) -> Option<String> {
+    let ProgramError::LoadError { verifier_log, .. } = e else {
+        return None;
+    };
+    over_limit_in(&verifier_log.to_string())
+}
+
+/// [`over_limit`], from the verifier's log.
+fn over_limit_in(log: &str) -> Option<String> {
+    // The kernel's own words (kernel/bpf/verifier.c); not "processed N insns (limit
+    // M)", which ends every log, refused or not.
+    const LIMITS: &[&str] = &[
+        "BPF program is too large",
+        "combined stack size",
+        "is too complex",
+        "frames is too deep",
+        "is too large",
+    ];
+    log.lines()
+        .find(|l| LIMITS.iter().any(|limit| l.contains(limit)))
+        .map(|l| l.trim().to_owned())
+}
+
 /// [`refuses_bpf_loop`], from the verifier's log.
 fn refuses_bpf_loop_in(log: &str) -> bool {
     log.contains("number of funcs in func_info doesn't match number of subprogs")
@@ -127,6 +171,33 @@ fn a_kernel_without_bpf_loop_callbacks_is_named_as_such() {
     assert!(!refuses_bpf_loop_in(
         "R1 invalid mem access 'scalar'\nprocessed 1000001 insns (limit 1000000)"
     ));
+}
+
+#[cfg(test)]
+#[test]
+fn a_program_refused_at_a_limit_of_the_verifier_is_named_with_the_limit() {
+    // Linux 6.1's words for the open's exit chain of 2026-11-28 (544 bytes of stack).
+    assert_eq!(
+        over_limit_in("func#3 @412\ncombined stack size of 3 calls is 544. Too large\n").as_deref(),
+        Some("combined stack size of 3 calls is 544. Too large")
+    );
+    assert_eq!(
+        over_limit_in(
+            "BPF program is too large. Processed 1000001 insn\nprocessed 1000001 insns \
+             (limit 1000000) max_states_per_insn 40"
+        )
+        .as_deref(),
+        Some("BPF program is too large. Processed 1000001 insn")
+    );
+    // A refusal for another reason (a kernel without bpf_loop) is no limit, though
+    // its log ends with the count of what was processed, as every log does.
+    assert_eq!(
+        over_limit_in(
+            "0: (85) call unknown#181\ninvalid func unknown#181\nprocessed 12 insns \
+             (limit 1000000) max_states_per_insn 0"
+        ),
+        None
+    );
 }
 
 fn load_one(program: &mut Program, hook: Hook, btf: Option<&Btf>) -> Result<(), ProgramError> {
@@ -352,6 +423,8 @@ pub fn all(
         .collect();
     loaded.extend(load_all(bpf, &alts, btf.as_ref().ok().copied()));
     let mut verified = started.elapsed();
+    let mut over_limits = std::collections::BTreeMap::new();
+    note_limits(&loaded, &mut over_limits);
 
     let mut r = Results {
         lsm: btf.as_ref().err().cloned(),
@@ -483,6 +556,7 @@ pub fn all(
     let at = std::time::Instant::now();
     let mut loaded = load_all(bpf, &wanted, None);
     verified += at.elapsed();
+    note_limits(&loaded, &mut over_limits);
     let mut self_protection: Vec<(&'static str, Result<Tier, String>)> = Vec::new();
     for group in super::table::self_protection_groups() {
         let tier = if r.lsm_self.contains(&group) {
@@ -547,5 +621,6 @@ pub fn all(
         route_hooks: probe.route_hooks,
         probe,
         verified,
+        over_limits,
     })
 }

@@ -278,6 +278,8 @@ pub struct Probes {
     _stats: Option<std::os::fd::OwnedFd>,
     /// Names of what is attached, for `/healthz` and logs.
     pub attached: Vec<String>,
+    /// The programs the verifier refused at one of its limits, with its words.
+    pub over_limits: BTreeMap<String, String>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -343,6 +345,7 @@ impl Probes {
             probe,
             route_hooks,
             verified,
+            over_limits,
         } = attach::all(&mut bpf, &cgroup, &mut links, btf.as_ref())?;
         tracing::info!(
             build = build.name(),
@@ -451,6 +454,7 @@ impl Probes {
                 None
             },
             attached,
+            over_limits,
         };
         kernel.alive();
         Ok((kernel, events))
