@@ -52,7 +52,7 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Set up, build (release), run the unit tests, then the end-to-end tests (root),
+    /// Set up, build (the `tests` profile), run the unit tests, then the end-to-end tests (root),
     /// then a subset of them in Debian's stock kernels (`vm-test`).
     Test {
         /// Skip the end-to-end tests (they need root), the kernel matrix included.
@@ -73,9 +73,9 @@ enum Cmd {
         #[arg(long, default_value_t = 90)]
         seconds: u64,
     },
-    /// Set up, build (release), then boot Debian's 6.1 and 6.12 kernels (from the
-    /// configured apt suites, one VM at a time, software emulation) and run a subset of
-    /// the end-to-end tests in each (root).
+    /// Set up, build (the `tests` profile), then boot Debian's 5.10 (Debian 11's, guard's compat
+    /// build), 6.1 and 6.12 kernels (from Debian's apt suites, one VM at a time,
+    /// software emulation) and run a subset of the end-to-end tests in each (root).
     VmTest(vm::Options),
     /// Check formatting and run clippy with warnings denied.
     Lint,
@@ -144,10 +144,16 @@ const TESTED: &[&str] = &["--workspace", "--exclude", "guard-ebpf", "-E"];
 /// tests); returns guard's path.
 fn build_for_tests() -> Result<PathBuf> {
     let mut cmd = util::cargo();
-    cmd.args(["nextest", "run", "--no-run", "--release"])
-        .args(&TESTED[..TESTED.len() - 1]);
+    cmd.args([
+        "nextest",
+        "run",
+        "--no-run",
+        "--cargo-profile",
+        util::TEST_PROFILE,
+    ])
+    .args(&TESTED[..TESTED.len() - 1]);
     util::run(&mut cmd)?;
-    let bin = util::guard_bin(true);
+    let bin = util::tested_guard_bin();
     for built in [bin.clone(), bin.with_file_name("guard-fleet")] {
         if !built.is_file() {
             bail!("the test build made no {}", built.display());
@@ -303,11 +309,18 @@ fn nextest_suite(
     let _ = std::fs::remove_file(&junit);
     let _ = std::fs::remove_file(skip_log);
     let mut cmd = util::cargo();
-    // Release, as the guard binary under test is built: its dependencies are
+    // The profile the guard binary under test is built with: its dependencies are
     // built once for both.
-    cmd.args(["nextest", "run", "--release", "--profile", profile])
-        .args(args)
-        .env(tests_skip_log(), skip_log);
+    cmd.args([
+        "nextest",
+        "run",
+        "--cargo-profile",
+        util::TEST_PROFILE,
+        "--profile",
+        profile,
+    ])
+    .args(args)
+    .env(tests_skip_log(), skip_log);
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -473,7 +486,8 @@ fn clippy_commands() -> [Command; 3] {
 }
 
 /// Runs lint's clippy at the lowest priority beside the kernel matrix, whose VMs
-/// leave most of a core idle (QEMU used 75 % of one core of two on 2026-11-24):
+/// leave part of a core idle (QEMU used 1.6 cores of two on 2026-11-28; clippy, 793 s
+/// beside a fresh machine's matrix, ended 29 s after it):
 /// `cargo xtask lint`, next in CI, then finds its checks built. Its output goes to
 /// `target/lint-warm.log`; lint itself says what clippy found.
 fn warm_lint() -> std::thread::JoinHandle<()> {

@@ -55,6 +55,14 @@ pub fn guard_bin(release: bool) -> PathBuf {
         .join("guard")
 }
 
+/// The cargo profile of the tests and of the binaries they run (Cargo.toml).
+pub const TEST_PROFILE: &str = "tests";
+
+/// Path of the `guard` binary the tests run.
+pub fn tested_guard_bin() -> PathBuf {
+    target_dir().join(TEST_PROFILE).join("guard")
+}
+
 /// A `cargo` command run in the workspace root, in the environment a user's own
 /// `cargo build` has: guard's build script gives aya-build the `-Z build-std` it
 /// needs by itself. (A `RUSTC_BOOTSTRAP` here and not in `cargo xtask`'s own build

@@ -466,8 +466,8 @@ impl Outcome {
 /// kernels, some tests, several times over.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct Options {
-    /// Only the kernels of this series (`6.1`, `6.12`; `5.10`, Debian 11's, is booted
-    /// only when named: guard does not load there yet); repeatable.
+    /// Only the kernels of this series (`5.10`, Debian 11's, where guard loads its
+    /// compat build; `6.1`; `6.12`); repeatable.
     #[arg(long = "series")]
     pub series: Vec<String>,
     /// Only this test of the subset, as MODULE::NAME (`routes::io_uring_is_…`) or
@@ -1044,7 +1044,8 @@ fn e2e_binary() -> Result<PathBuf> {
         "--workspace",
         "--exclude",
         "guard-ebpf",
-        "--release",
+        "--profile",
+        util::TEST_PROFILE,
         "--no-run",
         "--message-format=json",
     ]))?;
