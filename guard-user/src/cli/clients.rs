@@ -595,6 +595,29 @@ mod tests {
         assert!(text.contains("lost           0\n"), "{text}");
         assert!(text.contains("(BPF-LSM unavailable)"), "{text}");
         assert!(!text.contains("export"), "no export configured: {text}");
+        assert!(!text.contains("refused"), "nothing refused: {text}");
+    }
+
+    #[test]
+    fn status_for_people_names_a_program_refused_at_a_verifier_limit() {
+        let s: Status = serde_json::from_value(serde_json::json!({
+            "events_total": 3, "events_per_second": 0.0, "lost": {"open": 0},
+            "cpu_seconds": 0.5, "rss_bytes": 1048576, "programs": ["a"], "attachments": 1,
+            "attachments_expected": 2, "subscribers": 0, "policy": "ci", "mode": "enforce",
+            "user_space_rules": [], "kill_latency_us": null, "enforcement": [],
+            "over_verifier_limits": {
+                "sys_exit_open": "combined stack size of 3 calls is 544. Too large"
+            }
+        }))
+        .expect("status");
+        let text = status_text(&s);
+        assert!(
+            text.contains(
+                "refused        sys_exit_open: the verifier's limit (combined stack size of 3 \
+                 calls is 544. Too large); a fault of this build\n"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
