@@ -135,8 +135,6 @@ pub fn before_walk() {
 pub(super) fn path_clear(c: *mut Check, again: bool) -> bool {
     // SAFETY: this CPU's check, filled in by `begin`.
     let (at, len, base, want) = unsafe { ((*c).scratch_at, (*c).len, (*c).base, (*c).want) };
-    // SAFETY: as above.
-    unsafe { (*c).path_epoch = 0 };
     let Some(s) = PATH_KEY.get_ptr_mut(0) else {
         return false;
     };
@@ -185,7 +183,10 @@ pub(super) fn path_clear(c: *mut Check, again: bool) -> bool {
         return true;
     }
     // Remembered under the mounts the path was walked through, not today's: a
-    // mount between the walk and now leaves it stale at once.
+    // mount between the walk and now leaves it stale at once. `mounts` is this CPU's
+    // last reading ([`before_walk`]); where a walk did not take one (the BPF-LSM
+    // path hooks), it is an older reading, and an older epoch is only staler: the
+    // entry can then match only if no mount changed since, before that walk too.
     // SAFETY: this CPU's check.
     unsafe {
         (*c).path_epoch = (now & !0xffff_ffff) | (walked & 0xffff_ffff);
@@ -357,9 +358,9 @@ pub(super) struct Check {
     /// The file's directory, when the walk went on past it for want of an entry in
     /// `IDENT_CLEAR`: its key there (the device and inode), and the epochs read
     /// before the walk (0: nothing to remember).
-    pub(super) clear_dev: u32,
-    pub(super) clear_ino: u64,
-    pub(super) clear_epoch: u64,
+    pub(super) dir_dev: u32,
+    pub(super) dir_ino: u64,
+    pub(super) dir_epoch: u64,
     /// The epochs to remember the path under, when it was not known clear (0: not
     /// to be remembered), and the check's bit ([`path_clear`]).
     pub(super) path_epoch: u64,
@@ -418,7 +419,8 @@ pub(super) fn begin(
         (*c).ident_flags = 0;
         (*c).ident_except = 0;
         (*c).ident_above = 0;
-        (*c).clear_epoch = 0;
+        (*c).dir_epoch = 0;
+        (*c).path_epoch = 0;
     }
     Some(c)
 }

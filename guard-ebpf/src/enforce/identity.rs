@@ -109,9 +109,9 @@ extern "C" fn guard_dir_clear(dentry: u64) -> i64 {
     }
     // SAFETY: this CPU's check.
     unsafe {
-        (*c).clear_dev = dev;
-        (*c).clear_ino = ino;
-        (*c).clear_epoch = now;
+        (*c).dir_dev = dev;
+        (*c).dir_ino = ino;
+        (*c).dir_epoch = now;
     }
     0
 }
@@ -141,14 +141,8 @@ pub(super) fn identity(c: *mut Check, dentry: *const core::ffi::c_void) {
     // the next open of a file there stops at its directory. Under the epochs read
     // before the walk: a change of the rules or of the tree since makes it stale.
     // SAFETY: this CPU's check.
-    let (above, epoch, dev, ino) = unsafe {
-        (
-            (*c).ident_above,
-            (*c).clear_epoch,
-            (*c).clear_dev,
-            (*c).clear_ino,
-        )
-    };
+    let (above, epoch, dev, ino) =
+        unsafe { ((*c).ident_above, (*c).dir_epoch, (*c).dir_dev, (*c).dir_ino) };
     if left == 0 && above == 0 && epoch != 0 {
         let key = InodeKey::new(0, inode_kind::TREE, dev, ino);
         let _ = IDENT_CLEAR.insert(key, epoch, 0);

@@ -571,18 +571,29 @@ mod tests {
         assert_eq!(human_bytes(37 << 20), "37Mi");
     }
 
-    #[test]
-    fn status_for_people_names_the_fallback() {
-        let s: Status = serde_json::from_value(serde_json::json!({
+    /// A daemon's status: a quiet one on the `ci` policy in enforce mode, with the
+    /// fields of `over` in place of its own.
+    fn status_with(over: serde_json::Value) -> Status {
+        let mut v = serde_json::json!({
             "events_total": 3, "events_per_second": 0.0, "lost": {"open": 0},
             "cpu_seconds": 0.5, "rss_bytes": 1048576, "programs": ["a"], "attachments": 1,
-            "attachments_expected": 1, "subscribers": 0, "policy": "ci", "mode": "observe",
-            "user_space_rules": [], "kill_latency_us": null,
+            "attachments_expected": 1, "subscribers": 0, "policy": "ci", "mode": "enforce",
+            "user_space_rules": [], "kill_latency_us": null, "enforcement": []
+        });
+        if let (Some(base), Some(over)) = (v.as_object_mut(), over.as_object()) {
+            base.extend(over.clone());
+        }
+        serde_json::from_value(v).expect("status")
+    }
+
+    #[test]
+    fn status_for_people_names_the_fallback() {
+        let s = status_with(serde_json::json!({
+            "mode": "observe",
             "enforcement": [{"action": "file_exec_deny", "tier": "tracepoint",
                              "guarantee": "acts as kill", "fallback_reason": "BPF-LSM unavailable"}],
             "verified_insns": {"sys_exit_open": 256139, "sched_process_fork": 1490}
-        }))
-        .expect("status");
+        }));
         let text = status_text(&s);
         assert!(
             text.contains(
@@ -600,16 +611,12 @@ mod tests {
 
     #[test]
     fn status_for_people_names_a_program_refused_at_a_verifier_limit() {
-        let s: Status = serde_json::from_value(serde_json::json!({
-            "events_total": 3, "events_per_second": 0.0, "lost": {"open": 0},
-            "cpu_seconds": 0.5, "rss_bytes": 1048576, "programs": ["a"], "attachments": 1,
-            "attachments_expected": 2, "subscribers": 0, "policy": "ci", "mode": "enforce",
-            "user_space_rules": [], "kill_latency_us": null, "enforcement": [],
+        let s = status_with(serde_json::json!({
+            "attachments_expected": 2,
             "over_verifier_limits": {
                 "sys_exit_open": "combined stack size of 3 calls is 544. Too large"
             }
-        }))
-        .expect("status");
+        }));
         let text = status_text(&s);
         assert!(
             text.contains(
@@ -622,19 +629,14 @@ mod tests {
 
     #[test]
     fn status_for_people_shows_the_export() {
-        let s: Status = serde_json::from_value(serde_json::json!({
-            "events_total": 3, "events_per_second": 0.0, "lost": {"open": 0},
-            "cpu_seconds": 0.5, "rss_bytes": 1048576, "programs": ["a"], "attachments": 1,
-            "attachments_expected": 1, "subscribers": 0, "policy": "ci", "mode": "enforce",
-            "user_space_rules": [], "kill_latency_us": null, "enforcement": [],
+        let s = status_with(serde_json::json!({
             "export": {"endpoint": "https://fleet:4318/v1/logs", "state": "retrying",
                        "pending": 2, "spool_records": 7, "spool_bytes": 5120,
                        "sent_records": 100, "sent_bytes": 2048, "retries": 3,
                        "dropped": {"queue_full": 0, "spool_full_events": 5, "rejected": 1},
                        "last_error": "connection refused",
                        "last_success": "2026-11-26T10:00:00Z"}
-        }))
-        .expect("status");
+        }));
         let text = status_text(&s);
         assert!(
             text.contains(
