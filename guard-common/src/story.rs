@@ -155,6 +155,10 @@ pub fn why_words(undeclared_why: &str) -> &str {
 
 /// Everything `r` holds that has a time, in the order it happened; what has no
 /// readable time goes last, in the order found.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one loop per part of the report; all go into one list, sorted at the end"
+)]
 pub fn story(r: &Report) -> Vec<Item> {
     let mut all = Vec::new();
     if let Some(started) = &r.started {

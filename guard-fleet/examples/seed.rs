@@ -57,6 +57,10 @@ const RULES: &[(&str, &str, &str)] = &[
 ];
 
 #[tokio::main]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one run in order: build each session's request, send them all, print the rates"
+)]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(server), Some(token)) = (args.first(), args.get(1)) else {

@@ -224,6 +224,10 @@ pub fn sessions_table(page: &SessionPage) -> String {
 }
 
 /// A session's report as text.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one section of the report after another, in the order the text prints them"
+)]
 pub fn report_text(d: &SessionDetail) -> String {
     let s = &d.session;
     let r: &Report = &d.report;

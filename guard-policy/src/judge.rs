@@ -1241,6 +1241,10 @@ action = "deny"
     }
 
     #[test]
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one section per verdict the judge makes itself, reusing the judges built first"
+    )]
     fn limits_tamper_and_anomalies_are_judged_here_and_observe_mode_once() {
         let enforce = judge_for("mode = \"enforce\"\n[limits]\non_loss = \"kill\"\n", false);
         let limit = event(

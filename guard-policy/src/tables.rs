@@ -368,6 +368,10 @@ fn taint_entries(policy: &Policy, homes: &[String], lsm: bool) -> Vec<(u32, Path
 /// session limits (records dropped, counted; never a kill). With `lsm`
 /// (the BPF-LSM hooks attached), `deny` on files and execs refuses the operation;
 /// without, it kills like `kill`.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one pass, one arm per rule kind, all filling the same kernel tables and partial list"
+)]
 pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> Tables {
     let mut out = Tables::default();
     // Session limits hold in every mode: they protect the daemon and the kernel.

@@ -3,6 +3,7 @@
 mod bench;
 mod fuzz;
 mod install;
+mod lint;
 mod setup;
 mod tally;
 mod util;
@@ -11,7 +12,7 @@ mod vm;
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
@@ -77,7 +78,8 @@ enum Cmd {
     /// build), 6.1 and 6.12 kernels (from Debian's apt suites, one VM at a time,
     /// software emulation) and run a subset of the end-to-end tests in each (root).
     VmTest(vm::Options),
-    /// Check formatting and run clippy with warnings denied.
+    /// Check formatting (rustfmt, taplo), run clippy with warnings denied, and check
+    /// spelling (typos).
     Lint,
     /// Build (release) and install the binary, the systemd unit and a starting
     /// policy (kept if one exists) for a workstation (root).
@@ -123,7 +125,7 @@ fn dispatch(command: Cmd) -> Result<()> {
             fuzz::run(seconds)
         }
         Cmd::VmTest(opts) => vm_test(&opts),
-        Cmd::Lint => lint(),
+        Cmd::Lint => lint::run(),
         Cmd::Install { prefix } => {
             setup::setup(false)?;
             let bin = build(true)?;
@@ -362,6 +364,9 @@ fn test(no_e2e: bool, no_vm: bool, no_fuzz: bool) -> Result<()> {
     setup::build_tools(e2e)?;
     // Fetched while the build runs (network against CPU): needed from the unit tests on.
     let tools = e2e.then(|| std::thread::spawn(setup::test_tools));
+    // Lint's cargo-deny, built at the lowest priority on the CPU the build's serial
+    // tail and the end-to-end tests leave idle (lint, next in CI, runs it).
+    let deny = e2e.then(|| std::thread::spawn(|| setup::cargo_deny(true)));
     let vm_opts = vm::Options::default();
     let prepared = (e2e && !no_vm).then(|| prepare_vms(&vm_opts));
     let bin = build_for_tests()?;
@@ -440,116 +445,18 @@ fn test(no_e2e: bool, no_vm: bool, no_fuzz: bool) -> Result<()> {
         // Lint's clippy starts once the runner has listed the test binaries: a cargo
         // beside that listing held it for 2 minutes (the package cache's lock).
         let mut warm = None;
-        for suite in vm_suites(&bin, &vm_opts, prepared, || warm = Some(warm_lint())) {
+        for suite in vm_suites(&bin, &vm_opts, prepared, || warm = Some(lint::warm())) {
             tally.add(suite);
         }
         if let Some(warm) = warm {
             let _ = warm.join();
         }
     }
+    if let Some(Ok(Err(e))) = deny.map(std::thread::JoinHandle::join) {
+        // Not a test: lint installs it again, and fails if it cannot.
+        log!("cargo-deny's install failed: {e:#}");
+    }
     finish(&tally)
-}
-
-/// Clippy on the workspace, and on the eBPF crate for its own target, as aya-build
-/// builds it (core from source; its own target dir, so host builds are not
-/// invalidated), in its default build and in its `compat` build (src/each.rs).
-fn clippy_commands() -> [Command; 3] {
-    let mut workspace = util::cargo();
-    workspace.args([
-        "clippy",
-        "--workspace",
-        "--exclude",
-        "guard-ebpf",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]);
-    let ebpf = |features: &[&str]| {
-        let mut ebpf = util::cargo_unstable();
-        ebpf.args([
-            "clippy",
-            "-p",
-            "guard-ebpf",
-            "--release",
-            "--target",
-            "bpfel-unknown-none",
-            "-Z",
-            "build-std=core",
-        ])
-        .args(features)
-        .args(["--", "-D", "warnings"])
-        .env("CARGO_TARGET_DIR", "target/ebpf-lint");
-        ebpf
-    };
-    [workspace, ebpf(&[]), ebpf(&["--features", "compat"])]
-}
-
-/// Runs lint's clippy at the lowest priority beside the kernel matrix, whose VMs
-/// leave part of a core idle (QEMU used 1.6 cores of two on 2026-11-28; clippy, 793 s
-/// beside a fresh machine's matrix, ended 29 s after it):
-/// `cargo xtask lint`, next in CI, then finds its checks built. Its output goes to
-/// `target/lint-warm.log`; lint itself says what clippy found.
-fn warm_lint() -> std::thread::JoinHandle<()> {
-    std::thread::spawn(|| {
-        let started = std::time::Instant::now();
-        let log_path = util::target_dir().join("lint-warm.log");
-        for mut cmd in clippy_commands() {
-            let Ok(out) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-            else {
-                return;
-            };
-            let err = out
-                .try_clone()
-                .map(Stdio::from)
-                .unwrap_or_else(|_| Stdio::null());
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::from(out))
-                .stderr(err);
-            // SAFETY: nice(2) in the child before it runs cargo; async-signal-safe.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::nice(19);
-                    Ok(())
-                });
-            }
-            let _ = cmd.status();
-        }
-        log!(
-            "lint's clippy ran beside the kernel matrix ({:.0} s; {})",
-            started.elapsed().as_secs_f64(),
-            log_path.display()
-        );
-    })
-}
-
-fn lint() -> Result<()> {
-    // Clippy on guard runs its build script, which builds the eBPF programs.
-    setup::setup(false)?;
-    let fmt = util::run(util::cargo().args(["fmt", "--all", "--check"]));
-    if let Err(e) = &fmt {
-        log!("{e:#}");
-    }
-    let mut clippy = Ok(());
-    for mut cmd in clippy_commands() {
-        let run = util::run(&mut cmd);
-        if let Err(e) = &run {
-            log!("{e:#}");
-        }
-        clippy = clippy.and(run);
-    }
-    match (fmt.is_ok(), clippy.is_ok()) {
-        (true, true) => {
-            log!("summary: lint passed (rustfmt, clippy)");
-            Ok(())
-        }
-        (false, true) => bail!("lint failed: formatting (run `cargo fmt --all`)"),
-        (true, false) => bail!("lint failed: clippy"),
-        (false, false) => bail!("lint failed: formatting (run `cargo fmt --all`) and clippy"),
-    }
 }
 
 fn bench(opts: &bench::Options) -> Result<()> {

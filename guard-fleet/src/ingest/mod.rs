@@ -98,6 +98,10 @@ pub(crate) fn sender_of(
 }
 
 /// `POST /v1/logs`.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the request's checks in order, from sender to storage, each failure with its answer"
+)]
 pub async fn logs(State(app): State<Arc<App>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;

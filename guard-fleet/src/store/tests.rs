@@ -193,6 +193,10 @@ async fn the_newest_summary_wins_and_ended_beats_running() {
 }
 
 #[tokio::test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "two sessions written once, then read through each filter, sort and page in turn"
+)]
 async fn reads_filter_sort_and_page() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = store(&dir).await;

@@ -240,6 +240,10 @@ fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one browser session in order: each page is checked against the fleet seeded first"
+)]
 async fn a_security_team_reads_the_dashboard_in_chromium() {
     if !Path::new(CHROMIUM).is_file() || !Path::new(CHROMEDRIVER).is_file() {
         support::record_skip(

@@ -442,6 +442,10 @@ async fn dashboard_pages_escape_what_hosts_send(db: Db) {
     fleet.stop().await;
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "five sessions stored once, then each filter, sort and page checked against them"
+)]
 async fn filters_sort_and_pages_select_sessions(db: Db) {
     let fleet = Fleet::start(db, "").await;
     // Five sessions: three hosts of the cluster, two users, two repositories.
@@ -740,6 +744,10 @@ async fn an_unavailable_database_asks_hosts_to_retry(db: Db) {
 /// summary that changes the developer, repository and numbers, a late retry that
 /// changes nothing, and retention deleting a session; and the rows kept step by
 /// step must be the rows the migration would build from the tables now.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario in order: after each change the rollup is checked against a scan"
+)]
 async fn the_overview_s_rollup_agrees_with_the_sessions(db: Db) {
     use guard_fleet::store::read::{Agent, Count, Day, Repository, Totals};
     use sqlx::{AssertSqlSafe, Executor as _, Row as _};
@@ -1232,6 +1240,10 @@ fn installing(
     r
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scenario in order: each summary sent changes what the next checks read"
+)]
 async fn the_package_inventory_lists_each_version_once_with_its_first_sighting(db: Db) {
     let fleet = Fleet::start(db, "").await;
     let send = |host: &'static str, seq: u64, r: guard_common::report::Report, n: i64| {

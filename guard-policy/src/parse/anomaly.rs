@@ -42,6 +42,10 @@ impl Checker<'_> {
         items.iter().filter_map(|i| self.anomaly(i)).collect()
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one arm per [[anomaly]] key, then the keys each rule needs checked together"
+    )]
     fn anomaly(&mut self, item: &Value<'_>) -> Option<Anomaly> {
         let start = item.span().start;
         let table = self.table("anomaly", item)?;

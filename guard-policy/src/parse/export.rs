@@ -32,6 +32,10 @@ const AUDIT_KEYS: &[&str] = &["format"];
 const EVENT_KINDS: &[&str] = guard_common::protocol::EventDetail::KINDS;
 
 impl Checker<'_> {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one arm per [export] key with its own limits, then client_cert and client_key"
+    )]
     pub(super) fn export(&mut self, value: &Value<'_>, export: &mut Export) {
         let Some(table) = self.table("export", value) else {
             return;

@@ -14,6 +14,10 @@ const FLEET_KEYS: &[&str] = &["policy_url", "public_key", "group", "labels", "in
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 
 impl Checker<'_> {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one arm per [fleet] key, then the two keys it needs checked together"
+    )]
     pub(super) fn fleet(&mut self, value: &Value<'_>, at: usize) -> Option<Fleet> {
         let table = self.table("fleet", value)?;
         let (mut url, mut key, mut group) = (None, None, None);

@@ -13,6 +13,10 @@ use crate::diag::code;
 use crate::model::{Access, Action, Kind, ROLE_NAMES, Rule, Scope, role_bit};
 
 impl Checker<'_> {
+    #[expect(
+        clippy::too_many_lines,
+        reason = "in order: the kind (it says which keys are valid), the keys, checks across them"
+    )]
     pub(super) fn rule(
         &mut self,
         index: usize,
@@ -388,6 +392,10 @@ impl Checker<'_> {
     }
 
     /// Reads and checks a key of one of the kinds into `raw`.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one arm per kind-specific rule key, each with its own checks of the value"
+    )]
     fn kind_field<'v>(
         &mut self,
         raw: &mut RawRule<'v>,

@@ -166,6 +166,10 @@ fn export_text(x: &guard_common::protocol::ExportStatus) -> String {
 }
 
 /// `guard status` for people.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one labelled line per field of the status, in the order `guard status` prints them"
+)]
 fn status_text(s: &Status) -> String {
     let mut out = String::new();
     let lost = s.lost.as_ref().map_or_else(

@@ -7,6 +7,7 @@
 mod adopt;
 mod handle;
 mod pipeline;
+mod reload;
 mod survive;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -102,6 +103,10 @@ struct Fleet {
     in_force: Option<guard_policy::signed::Envelope>,
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the daemon's start-up, each step using what the one before made, then its loop"
+)]
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let (policy, warnings) = policy::load(&opts.policy)?;

@@ -348,6 +348,10 @@ impl Pipeline {
     }
 
     /// One event: session bookkeeping around the judge's verdict and its action.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one event's steps in order: annotate, judge, act, write, end its session"
+    )]
     pub fn process(&mut self, mut ev: Event, out: &mut Outputs) -> Result<(), audit::Error> {
         if let Detail::Flow(f) = &mut ev.detail {
             (f.new_out, f.new_in) = self.flows.add(f);

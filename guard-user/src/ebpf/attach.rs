@@ -217,6 +217,10 @@ fn load_one(program: &mut Program, hook: Hook, btf: Option<&Btf>) -> Result<(), 
 
 /// Attaches the loaded program `entry` (or its `alt`, named by `program`) to its
 /// hook, pinning each link; returns the names of what it attached (`kind/name`).
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per kind of hook: each attaches and pins its links in its own way"
+)]
 fn attach_one(
     bpf: &mut Ebpf,
     entry: &Entry,
@@ -400,6 +404,10 @@ struct Results {
 /// Loads every program of the table and attaches it, group by group: a program
 /// this kernel refuses costs its group (and says why), never the others, except
 /// the process programs, without which guard cannot run (an error).
+#[expect(
+    clippy::too_many_lines,
+    reason = "two passes over the program table, one arm per group's failure, filling one Probe"
+)]
 pub fn all(
     bpf: &mut Ebpf,
     cgroup: &File,

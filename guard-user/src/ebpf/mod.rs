@@ -297,6 +297,10 @@ impl Probes {
     /// returned apart so the daemon can poll it while using the rest.
     /// With `bpf_stats`, the kernel's per-program run-time statistics are on while the
     /// value lives (they cost every BPF program on the host two clock reads a run).
+    #[expect(
+        clippy::too_many_lines,
+        reason = "the kernel side's start in order: lock the pins, fill maps, attach, take each map"
+    )]
     pub fn load(
         agents: &AgentPrograms,
         bpf_stats: bool,

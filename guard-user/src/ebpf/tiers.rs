@@ -249,6 +249,10 @@ fn missing(r: &Result<(), String>) -> Option<String> {
 
 impl Enforcement {
     /// The tiers and per-operation enforcement that `probe` allows.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "each tier, and a row per operation with its guarantee as `guard status` shows it"
+    )]
     pub fn from_probe(probe: &Probe) -> Enforcement {
         let lsm_missing = match (&probe.lsm_open_exec, &probe.lsm_paths) {
             (Ok(()), Ok(())) => None,

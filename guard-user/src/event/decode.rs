@@ -473,6 +473,10 @@ pub(crate) mod tests {
     /// Real records, one of each kind, built from the wire structs: the seeds of the
     /// `decode` fuzz target.
     /// A record of every kind the kernel sends (and two of some).
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one literal record per kind the kernel sends, built from the wire structs"
+    )]
     pub(crate) fn seed_records() -> Vec<(&'static str, Vec<u8>)> {
         let mut exec_argv = b"/usr/bin/git".to_vec();
         exec_argv.extend_from_slice(b"git\0push\0--force\0origin\0");

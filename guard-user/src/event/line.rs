@@ -62,6 +62,10 @@ fn listener_line(ev: &Event) -> Option<guard_common::line::ListenerLine> {
         })
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per kind of event, mapped field by field to the protocol's line"
+)]
 fn detail_line(ev: &Event) -> EventDetail {
     match &ev.detail {
         Detail::Exec {

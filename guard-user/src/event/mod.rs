@@ -45,6 +45,10 @@ fn script_package(name: &[u8]) -> String {
 
 /// Builds an event from a kernel record; `ts_offset_ns` converts the boot clock
 /// to wall-clock time.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per kind of kernel record: the wire format read in one place"
+)]
 pub fn from_record(rec: Record, ts_offset_ns: i128) -> Event {
     let h = rec.header;
     let task = Task {

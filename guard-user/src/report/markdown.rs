@@ -27,6 +27,10 @@ fn cell(s: &str) -> String {
     inline(s).replace('|', "\\|")
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the report top to bottom: summary, violations, commands, files, destinations"
+)]
 fn write_report(out: &mut String, r: &Report) -> std::fmt::Result {
     writeln!(out, "# guard session report `{}`\n", r.session)?;
     writeln!(out, "| | |\n|---|---|")?;

@@ -2,6 +2,8 @@
 //! own (default foreground and background, with bold, reverse, dim and underline)
 //! so the view reads on dark and light themes; red is kept for violations.
 
+mod popup;
+
 use chrono::{DateTime, Utc};
 use ratatui::{
     Frame,
@@ -9,12 +11,13 @@ use ratatui::{
     style::{Color, Modifier, Style},
     text::{Line, Span, Text},
     widgets::{
-        Block, BorderType, Borders, Cell, Clear, HighlightSpacing, List, ListItem, ListState,
-        Paragraph, Row, Table, TableState, Wrap,
+        Block, BorderType, Borders, Cell, HighlightSpacing, List, ListItem, ListState, Paragraph,
+        Row, Table, TableState, Wrap,
     },
 };
 
-use super::state::{App, Event, Focus, Mode, Session, short_id};
+use self::popup::{draw_confirm, draw_help, draw_report};
+use super::state::{App, Event, Focus, Mode, Session};
 
 /// Below this the view is reduced to sessions plus one pane.
 const FULL_WIDTH: u16 = 80;
@@ -160,6 +163,10 @@ fn right(s: String) -> Cell<'static> {
     Cell::from(Line::from(s).alignment(Alignment::Right))
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "the compact and the full table, each with its headers, cells and widths side by side"
+)]
 fn draw_sessions(frame: &mut Frame<'_>, app: &App, area: Rect, compact: bool) {
     let focused = app.focus == Focus::Sessions;
     let running = app.sessions.iter().filter(|s| s.running).count();
@@ -660,136 +667,4 @@ fn draw_hints(frame: &mut Frame<'_>, app: &App, area: Rect) {
         Line::from(spans)
     };
     frame.render_widget(Paragraph::new(line), area);
-}
-
-fn popup(area: Rect, width: u16, height: u16) -> Rect {
-    let w = width.min(area.width);
-    let h = height.min(area.height);
-    Rect::new(
-        area.x + (area.width - w) / 2,
-        area.y + (area.height - h) / 2,
-        w,
-        h,
-    )
-}
-
-const HELP: &[(&str, &str)] = &[
-    ("↑ ↓  j k", "move in the focused pane"),
-    ("PgUp PgDn g G", "move faster, to the top, to the end"),
-    ("Tab  Shift-Tab", "next / previous pane"),
-    ("Enter", "select the session: go to its process tree"),
-    ("/", "filter events by text (Enter keeps, Esc clears)"),
-    ("f  F", "cycle the kind filter"),
-    ("Esc", "clear both filters"),
-    ("space  p", "pause / resume the event feed"),
-    (
-        "s",
-        "show / hide reads of system files (libraries, /proc, …)",
-    ),
-    (
-        "d",
-        "where the sockets went, bytes out and in (d again: events)",
-    ),
-    ("K", "kill the selected session (asks first)"),
-    (
-        "r",
-        "the selected session's report (↑ ↓ PgUp PgDn scroll, Esc closes)",
-    ),
-    (
-        "x",
-        "kill the selected process and its children (tree pane)",
-    ),
-    ("?", "this help"),
-    ("q  Ctrl-C", "quit"),
-];
-
-fn draw_help(frame: &mut Frame<'_>, area: Rect) {
-    let mut lines: Vec<Line<'_>> = HELP
-        .iter()
-        .map(|(k, what)| {
-            Line::from(vec![
-                Span::styled(format!(" {k:<15}"), bold()),
-                Span::raw(*what),
-            ])
-        })
-        .collect();
-    lines.push(Line::raw(""));
-    lines.push(Line::from(Span::styled(
-        " Violations are shown in red. Any key closes this help.",
-        Style::default().add_modifier(Modifier::DIM),
-    )));
-    let rect = popup(area, 76, lines.len() as u16 + 2);
-    frame.render_widget(Clear, rect);
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .border_type(BorderType::Double)
-        .title(Span::styled(" guard top: keys ", bold()));
-    frame.render_widget(
-        Paragraph::new(lines)
-            .block(block)
-            .wrap(Wrap { trim: false }),
-        rect,
-    );
-}
-
-/// A session's report over the whole view, from line `top`.
-fn draw_report(frame: &mut Frame<'_>, area: Rect, session: &str, lines: &[String], top: usize) {
-    let rect = popup(
-        area,
-        area.width.saturating_sub(4),
-        area.height.saturating_sub(2),
-    );
-    frame.render_widget(Clear, rect);
-    let title = format!(
-        " report {} · line {}/{} · Esc closes ",
-        short_id(session),
-        (top + 1).min(lines.len()),
-        lines.len()
-    );
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .border_type(BorderType::Double)
-        .title(Span::styled(title, bold()));
-    let shown: Vec<Line<'_>> = lines
-        .iter()
-        .skip(top)
-        .take(rect.height as usize)
-        .map(|l| {
-            if l.starts_with('#') {
-                Line::from(Span::styled(l.as_str(), bold()))
-            } else {
-                Line::raw(l.as_str())
-            }
-        })
-        .collect();
-    frame.render_widget(Paragraph::new(shown).block(block), rect);
-}
-
-fn draw_confirm(frame: &mut Frame<'_>, area: Rect, question: &str) {
-    let len = question.chars().count() as u16;
-    let width = len.saturating_add(4).clamp(36, 72).min(area.width);
-    let text_width = width.saturating_sub(2).max(1);
-    let rect = popup(area, width, len.div_ceil(text_width) + 4);
-    frame.render_widget(Clear, rect);
-    let block = Block::default()
-        .borders(Borders::ALL)
-        .border_type(BorderType::Double)
-        .title(Span::styled(" Confirm ", bold()));
-    let lines = vec![
-        Line::from(Span::styled(question.to_owned(), bold())),
-        Line::raw(""),
-        Line::from(vec![
-            Span::styled("y", bold().add_modifier(Modifier::UNDERLINED)),
-            Span::raw(" kill    "),
-            Span::styled("n", bold().add_modifier(Modifier::UNDERLINED)),
-            Span::raw(" cancel"),
-        ]),
-    ];
-    frame.render_widget(
-        Paragraph::new(lines)
-            .block(block)
-            .alignment(Alignment::Center)
-            .wrap(Wrap { trim: true }),
-        rect,
-    );
 }

@@ -550,6 +550,10 @@ fn agent_session_id(agent: Agent, ar: &AgentRun) -> Option<String> {
 }
 
 /// Checks one guarded run against the script: what it finds wrong.
+#[expect(
+    clippy::too_many_lines,
+    reason = "every check of one guarded run against the script, each adding to the one list of failures"
+)]
 fn check_run(
     install: &Install,
     ar: &AgentRun,
@@ -841,6 +845,10 @@ fn chain(events: &[Event]) -> String {
 
 /// The checked run of `agent` under `policy`, then one run without guard and one more
 /// with it, for the wall times.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one agent's scenario in order: policy, guarded run, report checks, then a bare run and a warm one"
+)]
 fn agent_under(agent: Agent, policy: &str) {
     let since = SystemTime::now();
     let install = install(agent);

@@ -432,6 +432,10 @@ fn run_codex_with(
 /// Checks one Codex run against the script: Codex finished its turn and exited 0, the
 /// benign commands did their work, each malicious one was stopped and reported with its
 /// rule, no secret reached the model, Codex was never killed.
+#[expect(
+    clippy::too_many_lines,
+    reason = "one Codex run checked against the script in order: exit, steps' rules, calls, roles, sandbox, secrets"
+)]
 fn check_run(label: &str, sandbox: &str, cr: &CodexRun, model: &ModelServer, secrets: &Secrets) {
     let CodexRun {
         run,

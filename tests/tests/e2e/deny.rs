@@ -117,6 +117,10 @@ action = "deny"
 /// and execs are refused before anything happens; the agent lives on; and what the
 /// rules do not cover still works.
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one run tries every change; the checks after it read that run's results, the disk and its events"
+)]
 fn deny_refuses_every_change_and_the_agent_lives() {
     let test = "deny_refuses_every_change_and_the_agent_lives";
     let mut s = start(RULES);
@@ -440,6 +444,10 @@ fn agent_run(
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one home and daemon, then the agent's own reads and a tool's, each with and without the mount namespace"
+)]
 fn the_agent_s_own_reads_of_secrets_and_ignored_files_are_refused_where_the_kernel_can() {
     let agent = FakeAgent::install(fake_agent_exe!());
     // The user runs the agent's copy.

@@ -112,6 +112,10 @@ fn scrape(addr: SocketAddr) -> String {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one run to many servers, then its flows, report and metrics each checked against that same run"
+)]
 fn bytes_each_way_are_counted_per_socket_and_reported() {
     let since = std::time::SystemTime::now();
     let agent = FakeAgent::install(fake_agent_exe!());
@@ -140,7 +144,7 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
     );
     let tcp4 = TcpListener::bind("127.0.0.1:0").expect("bind TCP 127.0.0.1");
     let tcp6 = TcpListener::bind("[::1]:0").expect("bind TCP [::1] (is IPv6 loopback up?)");
-    let inh = TcpListener::bind("127.0.0.1:0").expect("bind TCP 127.0.0.1");
+    let inherited = TcpListener::bind("127.0.0.1:0").expect("bind TCP 127.0.0.1");
     let udp4 = UdpSocket::bind("127.0.0.1:0").expect("bind UDP 127.0.0.1");
     let udp6 = UdpSocket::bind("[::1]:0").expect("bind UDP [::1]");
     let outside = TcpListener::bind("127.0.0.1:0").expect("bind TCP 127.0.0.1");
@@ -150,10 +154,10 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
     let addr = |a: std::io::Result<SocketAddr>| a.expect("local_addr");
     let (a_red_a, a_red_b) = (addr(red_a.local_addr()), addr(red_b.local_addr()));
     let a_slow = addr(slow.local_addr());
-    let (a_tcp4, a_tcp6, a_inh) = (
+    let (a_tcp4, a_tcp6, a_inherited) = (
         addr(tcp4.local_addr()),
         addr(tcp6.local_addr()),
-        addr(inh.local_addr()),
+        addr(inherited.local_addr()),
     );
     let (a_udp4, a_udp6, a_out) = (
         addr(udp4.local_addr()),
@@ -163,7 +167,7 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
     let servers = [
         tcp_server(tcp4),
         tcp_server(tcp6),
-        tcp_server(inh),
+        tcp_server(inherited),
         udp_server(udp4),
         udp_server(udp6),
     ];
@@ -176,7 +180,7 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
         format!("tcp:{a_tcp6}"),
         format!("udp:{a_udp4}"),
         format!("udp:{a_udp6}"),
-        format!("inherit:{a_inh}"),
+        format!("inherit:{a_inherited}"),
         format!("redirect:{a_red_a}+{a_red_b}"),
         format!("slow:{a_slow}"),
     ];
@@ -207,7 +211,7 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
     drop(s);
     assert_eq!(out_server.join().expect("server thread") as i64, PAYLOAD);
 
-    let ports = [a_tcp4, a_tcp6, a_udp4, a_udp6, a_inh].map(|a| a.port());
+    let ports = [a_tcp4, a_tcp6, a_udp4, a_udp6, a_inherited].map(|a| a.port());
     // Sockets are released when their last descriptor closes, which for the root's
     // sockets is after its exit record: wait for every flow's final record.
     let events = daemon.wait_for("a closed flow to every server", |evs| {
@@ -253,7 +257,7 @@ fn bytes_each_way_are_counted_per_socket_and_reported() {
             dump(&events)
         );
     }
-    let child = run.report(&format!("inherit:{a_inh}_child"));
+    let child = run.report(&format!("inherit:{a_inherited}_child"));
     assert!(
         events
             .iter()

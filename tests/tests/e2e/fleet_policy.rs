@@ -105,6 +105,10 @@ fn host(fleet: &Fleet, public_key: &str, member: &str, name: &str, token: &Path)
 /// a forged, an unsigned-by-the-key and an invalid but signed policy are refused on
 /// the host and reported; the fleet gone, enforcement stays.
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the rollout in order: each step needs the fleet, keys and hosts that the steps before it set up"
+)]
 fn a_fleet_policy_is_observed_then_enforced_and_a_forged_one_is_refused() {
     guard_tests::require_root();
     let keys = TempDir::new("guard-e2e-fleetkeys");

@@ -327,6 +327,10 @@ fn events_by_kind(path: &Path) -> Result<BTreeMap<String, f64>> {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one daemon and one Prometheus, waited on in order: first scrape, live session, matching counts, gauge at 0"
+)]
 fn prometheus_scrapes_the_daemon() -> Result<()> {
     require_root();
     let dir = TempDir::new("guard-e2e-metrics");

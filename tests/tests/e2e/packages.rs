@@ -20,6 +20,10 @@ use guard_tests::{
 use serde_json::Value;
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one scripted install session, then its report checked: packages, near miss, install script, markdown"
+)]
 fn an_install_s_packages_and_its_install_script_are_in_the_session_s_report() {
     let dir = TempDir::new("guard-e2e-packages");
     let ws = dir.join("ws");
@@ -207,6 +211,10 @@ fn an_install_s_packages_and_its_install_script_are_in_the_session_s_report() {
 /// session's summary reaches the fleet; a daemon started afresh (it holds only
 /// what the fleet gives it) lets that name by and flags the next new one.
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "two daemons in turn on one fleet: the second's check depends on what the first's session sent it"
+)]
 fn a_package_is_new_to_the_organisation_until_the_fleet_has_seen_it() {
     let fleet = guard_tests::fleet::Fleet::start();
     let dir = TempDir::new("guard-e2e-firstseen");

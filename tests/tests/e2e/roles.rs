@@ -43,6 +43,10 @@ fn context(run: &Finished, events: &[Event]) -> String {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one run of the fake launch chain, then each exec's role and each read of the token checked from its events"
+)]
 fn roles_are_decided_at_exec_and_scope_kernel_kills() {
     let since = SystemTime::now();
     let mut chain = Chain::new(

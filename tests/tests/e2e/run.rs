@@ -225,6 +225,10 @@ fn git(ws: &Path, home: &Path, args: &[&str]) {
 }
 
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the same confined shell run as root then as the user, each run checked on disk, in events and in sessions"
+)]
 fn run_confines_the_session_in_a_mount_namespace_for_root_and_for_a_user() {
     let user = TestUser::create("gmn");
     let secrets = HomeSecrets::new();

@@ -93,6 +93,10 @@ fn path_str(p: &Path) -> &str {
 /// in the kernel; the next daemon adopts the session with its id, hands over the
 /// records that fitted in the ring buffer, and reports the gap.
 #[test]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one session across two daemons in order: kill the first, the kernel alone enforces, the second adopts"
+)]
 fn sigkill_of_the_daemon_leaves_the_kernel_enforcing_and_the_next_daemon_adopts() {
     let dir = TempDir::new("guard-e2e-survive");
     let agent = FakeAgent::install(fake_agent_exe!());

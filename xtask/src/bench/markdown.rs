@@ -18,6 +18,10 @@ pub(super) const BEGIN: &str =
 pub(super) const END: &str = "<!-- END GENERATED -->";
 
 /// The generated part of BENCHMARKS.md.
+#[expect(
+    clippy::too_many_lines,
+    reason = "BENCHMARKS.md's results in page order, each section's prose beside the table it introduces"
+)]
 fn results_markdown(r: &Value) -> String {
     let mut s = String::new();
     let m = &r["machine"];

@@ -78,6 +78,10 @@ use self::setups::{SETUPS, Setup, WORKLOADS, Workload};
 use self::summary::{print_summary, summarize, targets};
 use crate::util::{self, log};
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "set-up then every phase in order; the temp dirs, servers and auditd state it holds must outlive them all"
+)]
 pub fn run(guard: &Path, opts: &Options) -> Result<()> {
     if !util::is_root() {
         bail!("the benchmarks need root; run `sudo -E env PATH=$PATH cargo xtask bench`");

@@ -300,6 +300,10 @@ impl Redactor {
     }
 
     /// The secrets of one command (`words`, its argv): (word, range of the word).
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one pass over argv: the mode and the next word's role carry from word to word"
+    )]
     fn command<W: AsRef<str>>(
         &self,
         words: &[W],
