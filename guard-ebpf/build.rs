@@ -17,7 +17,7 @@ fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let obj = out.join("shim.o");
     let clang = env::var("GUARD_CLANG").unwrap_or_else(|_| "clang-19".to_owned());
-    let multiarch = format!("/usr/include/{}-linux-gnu", std::env::consts::ARCH);
+    let multiarch = format!("/usr/include/{}-linux-gnu", env::consts::ARCH);
     let status = Command::new(&clang)
         .args([
             "-O2",

@@ -71,36 +71,36 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in numeric order.
-    pub const ALL: [EventKind; 12] = [
-        EventKind::Exec,
-        EventKind::Open,
-        EventKind::Connect,
-        EventKind::Send,
-        EventKind::Fork,
-        EventKind::Exit,
-        EventKind::Limit,
-        EventKind::Tamper,
-        EventKind::Route,
-        EventKind::Flow,
-        EventKind::Dns,
-        EventKind::Unix,
+    pub const ALL: [Self; 12] = [
+        Self::Exec,
+        Self::Open,
+        Self::Connect,
+        Self::Send,
+        Self::Fork,
+        Self::Exit,
+        Self::Limit,
+        Self::Tamper,
+        Self::Route,
+        Self::Flow,
+        Self::Dns,
+        Self::Unix,
     ];
 
     /// Decodes a kind number; `None` for numbers this build does not know.
     pub fn from_u16(v: u16) -> Option<Self> {
         Some(match v {
-            1 => EventKind::Exec,
-            2 => EventKind::Open,
-            3 => EventKind::Connect,
-            4 => EventKind::Send,
-            5 => EventKind::Fork,
-            6 => EventKind::Exit,
-            8 => EventKind::Limit,
-            9 => EventKind::Tamper,
-            10 => EventKind::Route,
-            11 => EventKind::Flow,
-            12 => EventKind::Dns,
-            13 => EventKind::Unix,
+            1 => Self::Exec,
+            2 => Self::Open,
+            3 => Self::Connect,
+            4 => Self::Send,
+            5 => Self::Fork,
+            6 => Self::Exit,
+            8 => Self::Limit,
+            9 => Self::Tamper,
+            10 => Self::Route,
+            11 => Self::Flow,
+            12 => Self::Dns,
+            13 => Self::Unix,
             _ => return None,
         })
     }
@@ -108,18 +108,18 @@ impl EventKind {
     /// The lower-case name used in JSON events and metrics.
     pub fn name(self) -> &'static str {
         match self {
-            EventKind::Exec => "exec",
-            EventKind::Open => "open",
-            EventKind::Connect => "connect",
-            EventKind::Send => "send",
-            EventKind::Fork => "fork",
-            EventKind::Exit => "exit",
-            EventKind::Limit => "limit",
-            EventKind::Tamper => "tamper",
-            EventKind::Route => "route",
-            EventKind::Flow => "flow",
-            EventKind::Dns => "dns",
-            EventKind::Unix => "unix",
+            Self::Exec => "exec",
+            Self::Open => "open",
+            Self::Connect => "connect",
+            Self::Send => "send",
+            Self::Fork => "fork",
+            Self::Exit => "exit",
+            Self::Limit => "limit",
+            Self::Tamper => "tamper",
+            Self::Route => "route",
+            Self::Flow => "flow",
+            Self::Dns => "dns",
+            Self::Unix => "unix",
         }
     }
 }
@@ -328,19 +328,19 @@ impl OpenCall {
     /// Decodes a call number; `None` for numbers this build does not know.
     pub fn from_u32(v: u32) -> Option<Self> {
         Some(match v {
-            0 => OpenCall::Open,
-            1 => OpenCall::Openat,
-            2 => OpenCall::Openat2,
-            3 => OpenCall::Creat,
-            4 => OpenCall::Mkdir,
-            5 => OpenCall::Rmdir,
-            6 => OpenCall::Unlink,
-            7 => OpenCall::Rename,
-            8 => OpenCall::Link,
-            9 => OpenCall::Symlink,
-            10 => OpenCall::Truncate,
-            11 => OpenCall::Chmod,
-            12 => OpenCall::Chown,
+            0 => Self::Open,
+            1 => Self::Openat,
+            2 => Self::Openat2,
+            3 => Self::Creat,
+            4 => Self::Mkdir,
+            5 => Self::Rmdir,
+            6 => Self::Unlink,
+            7 => Self::Rename,
+            8 => Self::Link,
+            9 => Self::Symlink,
+            10 => Self::Truncate,
+            11 => Self::Chmod,
+            12 => Self::Chown,
             _ => return None,
         })
     }
@@ -348,19 +348,19 @@ impl OpenCall {
     /// The name in JSON events (`call`).
     pub fn name(self) -> &'static str {
         match self {
-            OpenCall::Open => "open",
-            OpenCall::Openat => "openat",
-            OpenCall::Openat2 => "openat2",
-            OpenCall::Creat => "creat",
-            OpenCall::Mkdir => "mkdir",
-            OpenCall::Rmdir => "rmdir",
-            OpenCall::Unlink => "unlink",
-            OpenCall::Rename => "rename",
-            OpenCall::Link => "link",
-            OpenCall::Symlink => "symlink",
-            OpenCall::Truncate => "truncate",
-            OpenCall::Chmod => "chmod",
-            OpenCall::Chown => "chown",
+            Self::Open => "open",
+            Self::Openat => "openat",
+            Self::Openat2 => "openat2",
+            Self::Creat => "creat",
+            Self::Mkdir => "mkdir",
+            Self::Rmdir => "rmdir",
+            Self::Unlink => "unlink",
+            Self::Rename => "rename",
+            Self::Link => "link",
+            Self::Symlink => "symlink",
+            Self::Truncate => "truncate",
+            Self::Chmod => "chmod",
+            Self::Chown => "chown",
         }
     }
 }
@@ -444,11 +444,11 @@ impl UnixCall {
     /// Decodes a call number; `None` for numbers this build does not know.
     pub fn from_u32(v: u32) -> Option<Self> {
         match v {
-            1 => Some(UnixCall::Connect),
-            2 => Some(UnixCall::SendTo),
-            3 => Some(UnixCall::Send),
-            4 => Some(UnixCall::SendMsg),
-            5 => Some(UnixCall::SendMmsg),
+            1 => Some(Self::Connect),
+            2 => Some(Self::SendTo),
+            3 => Some(Self::Send),
+            4 => Some(Self::SendMsg),
+            5 => Some(Self::SendMmsg),
             _ => None,
         }
     }
@@ -456,11 +456,11 @@ impl UnixCall {
     /// The system call's name.
     pub fn name(self) -> &'static str {
         match self {
-            UnixCall::Connect => "connect",
-            UnixCall::SendTo => "sendto",
-            UnixCall::Send => "send",
-            UnixCall::SendMsg => "sendmsg",
-            UnixCall::SendMmsg => "sendmmsg",
+            Self::Connect => "connect",
+            Self::SendTo => "sendto",
+            Self::Send => "send",
+            Self::SendMsg => "sendmsg",
+            Self::SendMmsg => "sendmmsg",
         }
     }
 }
@@ -604,12 +604,8 @@ pub const PACKAGE_MARK: u8 = 1;
 
 /// Size of the biggest record: an exec with a full exe path, a full argv, a
 /// thread id and a full working directory.
-pub const MAX_RECORD: usize = core::mem::size_of::<Header>()
-    + core::mem::size_of::<ExecBody>()
-    + PATH_MAX
-    + ARGV_MAX
-    + THREAD_ID_LEN
-    + PATH_MAX;
+pub const MAX_RECORD: usize =
+    size_of::<Header>() + size_of::<ExecBody>() + PATH_MAX + ARGV_MAX + THREAD_ID_LEN + PATH_MAX;
 
 /// Why a [`EventKind::Flow`] record was sent: [`FlowBody::reason`].
 pub mod flow {

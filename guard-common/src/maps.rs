@@ -378,21 +378,21 @@ impl SessionVar {
     pub const PACKAGE: u32 = 1;
 
     /// The entry for session variable `name` (without `=`); None when it does not fit.
-    pub fn new(name: &str) -> Option<SessionVar> {
+    pub fn new(name: &str) -> Option<Self> {
         Self::of_kind(name, Self::SESSION)
     }
 
     /// The entry for package variable `name` (without `=`); None when it does not fit.
-    pub fn package(name: &str) -> Option<SessionVar> {
+    pub fn package(name: &str) -> Option<Self> {
         Self::of_kind(name, Self::PACKAGE)
     }
 
-    fn of_kind(name: &str, kind: u32) -> Option<SessionVar> {
+    fn of_kind(name: &str, kind: u32) -> Option<Self> {
         let bytes = name.as_bytes();
         if bytes.is_empty() || bytes.len() >= SESSION_VAR_LEN || bytes.contains(&b'=') {
             return None;
         }
-        let mut out = SessionVar {
+        let mut out = Self {
             len: bytes.len() as u32 + 1,
             kind,
             name: [0; SESSION_VAR_LEN],

@@ -172,8 +172,8 @@ pub enum CallPhase {
 impl CallPhase {
     pub fn as_str(self) -> &'static str {
         match self {
-            CallPhase::Start => "start",
-            CallPhase::End => "end",
+            Self::Start => "start",
+            Self::End => "end",
         }
     }
 }
@@ -221,11 +221,11 @@ impl How {
     /// The name used in events and views.
     pub fn as_str(self) -> &'static str {
         match self {
-            How::Exec => "exec",
-            How::Container => "container",
-            How::Run => "run",
-            How::Scan => "scan",
-            How::Adopted => "adopted",
+            Self::Exec => "exec",
+            Self::Container => "container",
+            Self::Run => "run",
+            Self::Scan => "scan",
+            Self::Adopted => "adopted",
         }
     }
 }
@@ -350,8 +350,8 @@ impl Mode {
     /// The name used in policies, events and views.
     pub fn as_str(self) -> &'static str {
         match self {
-            Mode::Enforce => "enforce",
-            Mode::Observe => "observe",
+            Self::Enforce => "enforce",
+            Self::Observe => "observe",
         }
     }
 }
@@ -586,20 +586,20 @@ impl Action {
     /// The name used in policies and events.
     pub fn as_str(self) -> &'static str {
         match self {
-            Action::Log => "log",
-            Action::Alert => "alert",
-            Action::Kill => "kill",
-            Action::Deny => "deny",
+            Self::Log => "log",
+            Self::Alert => "alert",
+            Self::Kill => "kill",
+            Self::Deny => "deny",
         }
     }
 
     /// The action a policy names, if it is one.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
-            "log" => Action::Log,
-            "alert" => Action::Alert,
-            "kill" => Action::Kill,
-            "deny" => Action::Deny,
+            "log" => Self::Log,
+            "alert" => Self::Alert,
+            "kill" => Self::Kill,
+            "deny" => Self::Deny,
             _ => return None,
         })
     }
@@ -640,21 +640,21 @@ impl Outcome {
     /// The name used in events and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Killed => "killed",
-            Outcome::Denied => "denied",
-            Outcome::Logged => "logged",
-            Outcome::Alerted => "alerted",
-            Outcome::Gone => "gone",
-            Outcome::NotDenied => "not_denied",
-            Outcome::Failed => "failed",
-            Outcome::Deferred => "deferred",
+            Self::Killed => "killed",
+            Self::Denied => "denied",
+            Self::Logged => "logged",
+            Self::Alerted => "alerted",
+            Self::Gone => "gone",
+            Self::NotDenied => "not_denied",
+            Self::Failed => "failed",
+            Self::Deferred => "deferred",
         }
     }
 
     /// Whether the operation went ahead: only logged or alerted, or the kill
     /// failed (a secret read with such an outcome taints its reader).
     pub fn let_through(self) -> bool {
-        matches!(self, Outcome::Logged | Outcome::Alerted | Outcome::Failed)
+        matches!(self, Self::Logged | Self::Alerted | Self::Failed)
     }
 }
 
@@ -688,28 +688,28 @@ impl Route {
     /// From a `crate::route` number.
     pub fn from_u32(v: u32) -> Self {
         match v {
-            crate::route::IO_URING => Route::IoUring,
-            crate::route::OPEN_BY_HANDLE => Route::OpenByHandleAt,
-            crate::route::FILELESS_EXEC => Route::FilelessExec,
-            crate::route::RAW_SOCKET => Route::RawSocket,
-            crate::route::PACKET_SOCKET => Route::PacketSocket,
-            crate::route::EXEC_MAPPING => Route::ExecMapping,
-            crate::route::LISTEN => Route::Listen,
-            _ => Route::Unknown,
+            crate::route::IO_URING => Self::IoUring,
+            crate::route::OPEN_BY_HANDLE => Self::OpenByHandleAt,
+            crate::route::FILELESS_EXEC => Self::FilelessExec,
+            crate::route::RAW_SOCKET => Self::RawSocket,
+            crate::route::PACKET_SOCKET => Self::PacketSocket,
+            crate::route::EXEC_MAPPING => Self::ExecMapping,
+            crate::route::LISTEN => Self::Listen,
+            _ => Self::Unknown,
         }
     }
 
     /// The name in events (`route`).
     pub fn as_str(self) -> &'static str {
         match self {
-            Route::IoUring => "io_uring",
-            Route::OpenByHandleAt => "open_by_handle_at",
-            Route::FilelessExec => "fileless_exec",
-            Route::RawSocket => "raw_socket",
-            Route::PacketSocket => "packet_socket",
-            Route::ExecMapping => "exec_mapping",
-            Route::Listen => "listen",
-            Route::Unknown => "unknown",
+            Self::IoUring => "io_uring",
+            Self::OpenByHandleAt => "open_by_handle_at",
+            Self::FilelessExec => "fileless_exec",
+            Self::RawSocket => "raw_socket",
+            Self::PacketSocket => "packet_socket",
+            Self::ExecMapping => "exec_mapping",
+            Self::Listen => "listen",
+            Self::Unknown => "unknown",
         }
     }
 }

@@ -481,7 +481,7 @@ impl Report {
     /// The report as a session summary (the export's, docs/export.md): every list
     /// cut to its first `n` entries (the rest counted in `omitted`), the system's
     /// files only counted; counts and byte totals unchanged.
-    pub fn summary(mut self, n: usize) -> Report {
+    pub fn summary(mut self, n: usize) -> Self {
         self.commands.cut(n);
         self.read.cut(n);
         self.written.cut(n);

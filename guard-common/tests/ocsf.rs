@@ -540,7 +540,7 @@ fn events() -> Vec<Value> {
             "sessions": ["000000f27677c8c0"], "links": {"updated": 3, "replaced": 0, "new": 1}}),
         ),
     ];
-    out.push(with("open", violation.clone()));
+    out.push(with("open", violation));
     out
 }
 

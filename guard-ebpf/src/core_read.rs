@@ -5,13 +5,13 @@ use core::ffi::c_void;
 use aya_ebpf::helpers::{bpf_get_current_task, generated::bpf_probe_read_kernel};
 
 /// Set in a walk result when the path was cut short (deeper or longer than fits).
-pub const WALK_TRUNCATED: u32 = 0x8000_0000;
+pub(crate) const WALK_TRUNCATED: u32 = 0x8000_0000;
 
 /// The address `p` holds, as a plain number to the verifier. A pointer the kernel
 /// hands a BPF-LSM hook is a typed (BTF) pointer, which no global function takes
 /// (their arguments are numbers); read back through the helper it is a number.
 #[inline(always)]
-pub fn address(p: *const c_void) -> *const c_void {
+pub(crate) fn address(p: *const c_void) -> *const c_void {
     let mut v = 0u64;
     // SAFETY: copies the 8 bytes of one local into another.
     unsafe { bpf_probe_read_kernel((&raw mut v).cast(), 8, (&raw const p).cast()) };
@@ -19,7 +19,7 @@ pub fn address(p: *const c_void) -> *const c_void {
 }
 
 /// Opaque kernel `struct task_struct`.
-pub type Task = c_void;
+pub(crate) type Task = c_void;
 
 // The CO-RE accessors of `shim.c`, each wrapped below by a safe function.
 unsafe extern "C" {
@@ -85,7 +85,7 @@ unsafe extern "C" {
     fn guard_file_repeat_key(f: *const c_void, k: *mut FileName);
 }
 
-pub fn current() -> *const Task {
+pub(crate) fn current() -> *const Task {
     // SAFETY: the helper only returns the current task pointer.
     unsafe { bpf_get_current_task() as *const Task }
 }
@@ -93,29 +93,29 @@ pub fn current() -> *const Task {
 // SAFETY (all below): the accessors read through bpf_probe_read_kernel, which
 // tolerates any pointer value; a bad pointer yields zeroes, never a fault.
 /// The thread group leader's comm (the program's name) into `dst` (16 bytes).
-pub fn leader_comm(t: *const Task, dst: &mut [u8; 16]) {
+pub(crate) fn leader_comm(t: *const Task, dst: &mut [u8; 16]) {
     unsafe { guard_task_leader_comm(t, dst.as_mut_ptr()) }
 }
-pub fn pid(t: *const Task) -> u32 {
+pub(crate) fn pid(t: *const Task) -> u32 {
     unsafe { guard_task_pid(t) }
 }
-pub fn tgid(t: *const Task) -> u32 {
+pub(crate) fn tgid(t: *const Task) -> u32 {
     unsafe { guard_task_tgid(t) }
 }
-pub fn start_ns(t: *const Task) -> u64 {
+pub(crate) fn start_ns(t: *const Task) -> u64 {
     unsafe { guard_task_start_ns(t) }
 }
-pub fn ppid(t: *const Task) -> u32 {
+pub(crate) fn ppid(t: *const Task) -> u32 {
     unsafe { guard_task_ppid(t) }
 }
-pub fn exit_code(t: *const Task) -> u32 {
+pub(crate) fn exit_code(t: *const Task) -> u32 {
     unsafe { guard_task_exit_code(t) }
 }
-pub fn live_threads(t: *const Task) -> i32 {
+pub(crate) fn live_threads(t: *const Task) -> i32 {
     unsafe { guard_task_live_threads(t) }
 }
 /// What confines `t`, as the exec record carries it.
-pub fn confinement(t: *const Task) -> guard_common::Confinement {
+pub(crate) fn confinement(t: *const Task) -> guard_common::Confinement {
     unsafe {
         guard_common::Confinement {
             net_ns: guard_task_net_ns(t),
@@ -128,23 +128,23 @@ pub fn confinement(t: *const Task) -> guard_common::Confinement {
     }
 }
 /// The inode number of `t`'s network namespace (as `/proc/PID/ns/net` names it).
-pub fn net_ns(t: *const Task) -> u32 {
+pub(crate) fn net_ns(t: *const Task) -> u32 {
     unsafe { guard_task_net_ns(t) }
 }
-pub fn arg_span(t: *const Task) -> (u64, u64) {
+pub(crate) fn arg_span(t: *const Task) -> (u64, u64) {
     unsafe { (guard_task_arg_start(t), guard_task_arg_end(t)) }
 }
-pub fn env_span(t: *const Task) -> (u64, u64) {
+pub(crate) fn env_span(t: *const Task) -> (u64, u64) {
     unsafe { (guard_task_env_start(t), guard_task_env_end(t)) }
 }
 /// Whether an interpreter runs the exec'd file (`#!` script, binfmt_misc).
-pub fn binprm_interpreted(bprm: *const c_void) -> bool {
+pub(crate) fn binprm_interpreted(bprm: *const c_void) -> bool {
     unsafe { guard_binprm_interpreted(bprm) != 0 }
 }
-pub fn binprm_file(bprm: *const c_void) -> *const c_void {
+pub(crate) fn binprm_file(bprm: *const c_void) -> *const c_void {
     unsafe { guard_binprm_file(bprm) }
 }
-pub fn fd_file(t: *const Task, fd: u32) -> *const c_void {
+pub(crate) fn fd_file(t: *const Task, fd: u32) -> *const c_void {
     unsafe { guard_task_fd_file(t, fd) }
 }
 
@@ -182,48 +182,48 @@ extern "C" fn walk_step(_index: u32, _ctx: *mut c_void) -> i64 {
 
 /// Writes the absolute path of `file` so that it ends just before `buf[end]`;
 /// returns the start offset, with [`WALK_TRUNCATED`] set when it was cut.
-pub fn file_path(file: *const c_void, buf: *mut u8, end: u32, depth: u32) -> u32 {
+pub(crate) fn file_path(file: *const c_void, buf: *mut u8, end: u32, depth: u32) -> u32 {
     unsafe { guard_file_path(file, buf, end, depth) }
 }
 
 /// Like [`file_path`] for the task's working directory.
-pub fn cwd_path(t: *const Task, buf: *mut u8, end: u32, depth: u32) -> u32 {
+pub(crate) fn cwd_path(t: *const Task, buf: *mut u8, end: u32, depth: u32) -> u32 {
     unsafe { guard_task_cwd_path(t, buf, end, depth) }
 }
 
 /// Copies the name of `dentry` to `dst` (room for 256 bytes), cut to `max` bytes
 /// (253 at most); returns its length. The cut is made in the shim, where the
 /// verifier of older kernels can follow it (see shim.c).
-pub fn dentry_name(dentry: *const c_void, dst: *mut u8, max: u32) -> u32 {
+pub(crate) fn dentry_name(dentry: *const c_void, dst: *mut u8, max: u32) -> u32 {
     unsafe { guard_dentry_name(dentry, dst, max) }
 }
 
 /// Whether `file` has no name in the file system: 1 a pseudo file (a memfd), 2 a
 /// file with no links left (deleted), 0 a named file.
-pub fn file_fileless(file: *const c_void) -> u32 {
+pub(crate) fn file_fileless(file: *const c_void) -> u32 {
     // SAFETY: reads through the helpers, which tolerate any pointer.
     unsafe { guard_file_fileless(file) }
 }
 
 /// The size in bytes of `file`.
-pub fn file_size(file: *const c_void) -> u64 {
+pub(crate) fn file_size(file: *const c_void) -> u64 {
     // SAFETY: reads through the helpers, which tolerate any pointer.
     unsafe { guard_file_size(file) }
 }
 
 /// The dentry `file` was opened at.
-pub fn file_dentry(file: *const c_void) -> *const c_void {
+pub(crate) fn file_dentry(file: *const c_void) -> *const c_void {
     unsafe { guard_file_dentry(file) }
 }
 
 /// Like [`file_path`] for a kernel `struct path`.
-pub fn path_of(path: *const c_void, buf: *mut u8, end: u32, depth: u32) -> u32 {
+pub(crate) fn path_of(path: *const c_void, buf: *mut u8, end: u32, depth: u32) -> u32 {
     unsafe { guard_path_of(path, buf, end, depth) }
 }
 
 /// Like [`file_path`] for the entry `dentry` of directory `dir` (which may not exist
 /// yet: the path_* hooks run before a create).
-pub fn dir_entry_path(
+pub(crate) fn dir_entry_path(
     dir: *const c_void,
     dentry: *const c_void,
     buf: *mut u8,
@@ -234,17 +234,17 @@ pub fn dir_entry_path(
 }
 
 /// Writes `src[..len]` reversed to `dst` (both with room for 256 bytes, len <= 253).
-pub fn reverse(dst: *mut u8, src: *const u8, len: u32) {
+pub(crate) fn reverse(dst: *mut u8, src: *const u8, len: u32) {
     unsafe { guard_reverse(dst, src, len) }
 }
 
 /// `file->f_flags`: the flags the file was opened with.
-pub fn file_flags(file: *const c_void) -> u32 {
+pub(crate) fn file_flags(file: *const c_void) -> u32 {
     unsafe { guard_file_flags(file) }
 }
 
 /// Like [`file_path`] for `dentry` on the mount of the path `on`.
-pub fn dentry_path_on(
+pub(crate) fn dentry_path_on(
     on: *const c_void,
     dentry: *const c_void,
     buf: *mut u8,
@@ -255,105 +255,105 @@ pub fn dentry_path_on(
 }
 
 /// The dentry of a kernel `struct path`.
-pub fn path_dentry(path: *const c_void) -> *const c_void {
+pub(crate) fn path_dentry(path: *const c_void) -> *const c_void {
     unsafe { guard_path_dentry(path) }
 }
 
 /// Set in [`file_proc_pid`]'s result when the file is a directory.
-pub const PROC_DIR: u32 = 0x8000_0000;
+pub(crate) const PROC_DIR: u32 = 0x8000_0000;
 
 /// For a file under /proc/<pid>/: that pid (initial namespace; a thread's id for
 /// task/<tid>/ entries), with [`PROC_DIR`] set for directories; 0 otherwise.
-pub fn file_proc_pid(file: *const c_void) -> u32 {
+pub(crate) fn file_proc_pid(file: *const c_void) -> u32 {
     unsafe { guard_file_proc_pid(file) }
 }
 
 /// The pid a pidfd or a /proc/<pid> directory descriptor refers to; 0 otherwise.
-pub fn file_target_pid(file: *const c_void) -> u32 {
+pub(crate) fn file_target_pid(file: *const c_void) -> u32 {
     unsafe { guard_file_target_pid(file) }
 }
 
 /// A dentry's name in the low bytes of a u64 when 7 bytes or shorter; else 0.
-pub fn dentry_short_name(dentry: *const c_void) -> u64 {
+pub(crate) fn dentry_short_name(dentry: *const c_void) -> u64 {
     unsafe { guard_dentry_short_name(dentry) }
 }
 
 /// Whether `dentry` is the directory (dev, ino) or within 4 levels below it.
-pub fn dentry_under(dentry: *const c_void, dev: u32, ino: u64) -> bool {
+pub(crate) fn dentry_under(dentry: *const c_void, dev: u32, ino: u64) -> bool {
     unsafe { guard_dentry_under(dentry, dev, ino) != 0 }
 }
 
 /// The kernel device number of the file system a `struct vfsmount` shows.
-pub fn mount_dev(mnt: *const c_void) -> u32 {
+pub(crate) fn mount_dev(mnt: *const c_void) -> u32 {
     unsafe { guard_mount_dev(mnt) }
 }
 
 /// The (kernel device number, inode number) of `dentry`'s inode; (0, 0) when it
 /// has none.
-pub fn dentry_ident(dentry: *const c_void) -> (u32, u64) {
+pub(crate) fn dentry_ident(dentry: *const c_void) -> (u32, u64) {
     let mut ino = 0u64;
     let dev = unsafe { guard_dentry_ident(dentry, &raw mut ino) };
     (dev, ino)
 }
 
 /// The link count of `dentry`'s inode when it is a regular file, else 0.
-pub fn dentry_links(dentry: *const c_void) -> u32 {
+pub(crate) fn dentry_links(dentry: *const c_void) -> u32 {
     unsafe { guard_dentry_links(dentry) }
 }
 
 /// The file type of `dentry`'s inode (`S_IFMT` bits shifted down: [`TYPE_DIR`],
 /// [`TYPE_REG`], …), or 0 when it has none.
-pub fn dentry_type(dentry: *const c_void) -> u32 {
+pub(crate) fn dentry_type(dentry: *const c_void) -> u32 {
     unsafe { guard_dentry_type(dentry) }
 }
 
 /// [`dentry_type`] of a directory.
-pub const TYPE_DIR: u32 = 0o04;
+pub(crate) const TYPE_DIR: u32 = 0o04;
 
 /// [`dentry_type`] of a regular file.
-pub const TYPE_REG: u32 = 0o10;
+pub(crate) const TYPE_REG: u32 = 0o10;
 
 /// `dentry`'s parent, or null at the root of its file system.
-pub fn dentry_up(dentry: *const c_void) -> *const c_void {
+pub(crate) fn dentry_up(dentry: *const c_void) -> *const c_void {
     unsafe { guard_dentry_up(dentry) }
 }
 
 /// The `struct sock` behind `file` when it is an `AF_UNIX` socket, else null.
-pub fn file_unix_sock(file: *const c_void) -> *const c_void {
+pub(crate) fn file_unix_sock(file: *const c_void) -> *const c_void {
     unsafe { guard_file_unix_sock(file) }
 }
 
 /// `sk->sk_type`: `SOCK_STREAM` 1, `SOCK_DGRAM` 2, `SOCK_SEQPACKET` 5.
-pub fn sock_type(sk: *const c_void) -> u32 {
+pub(crate) fn sock_type(sk: *const c_void) -> u32 {
     unsafe { guard_sock_type(sk) }
 }
 
 /// The socket a connected `AF_UNIX` socket `sk` is connected to, or null.
-pub fn unix_peer(sk: *const c_void) -> *const c_void {
+pub(crate) fn unix_peer(sk: *const c_void) -> *const c_void {
     unsafe { guard_unix_peer(sk) }
 }
 /// The pid and effective uid of the process on the other side of a connected
 /// stream socket (`SO_PEERCRED`): the listener, for a client; (0, u32::MAX) when
 /// unknown.
-pub fn sock_peer(sk: *const c_void) -> (u32, u32) {
+pub(crate) fn sock_peer(sk: *const c_void) -> (u32, u32) {
     unsafe { (guard_sock_peer_pid(sk), guard_sock_peer_uid(sk)) }
 }
 
 /// The `struct path` of the socket file an `AF_UNIX` socket is bound to (a kernel
 /// pointer, for [`path_of`]), or null (abstract or unnamed).
-pub fn unix_path(sk: *const c_void) -> *const c_void {
+pub(crate) fn unix_path(sk: *const c_void) -> *const c_void {
     unsafe { guard_unix_path(sk) }
 }
 
 /// `sock->sk` of a `struct socket`.
-pub fn socket_sock(sock: *const c_void) -> *const c_void {
+pub(crate) fn socket_sock(sock: *const c_void) -> *const c_void {
     unsafe { guard_socket_sock(sock) }
 }
 
 /// See `struct repeat_key` in shim.c.
 #[repr(C)]
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
-pub struct FileName {
+pub(crate) struct FileName {
     pub dentry: u64,
     pub mnt: u64,
     pub parent: u64,
@@ -363,7 +363,7 @@ pub struct FileName {
 
 /// What names `file` where it was opened: its dentry and mount, the dentry's
 /// parent, name hash and length, and inode number (`dentry` 0: unreadable).
-pub fn file_name(file: *const c_void) -> FileName {
+pub(crate) fn file_name(file: *const c_void) -> FileName {
     let mut k = FileName::default();
     unsafe { guard_file_repeat_key(file, &raw mut k) };
     k

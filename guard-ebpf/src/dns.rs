@@ -23,7 +23,7 @@ use crate::{
 };
 
 /// What becomes of a tracked process's DNS connect or send.
-pub enum Redirect {
+pub(crate) enum Redirect {
     /// Pointed at guard's resolver: the `FlowSock::dns` value to tag the socket
     /// with (the resolver's port and how it forwards).
     To { tag: u32 },
@@ -57,7 +57,7 @@ fn mapped(body: &NetBody) -> bool {
 /// Whether sessions' DNS goes to guard's resolver and network namespace `netns` has
 /// no entry yet (no resolver, nor found isolated): an exec there wakes the daemon.
 #[inline(always)]
-pub fn unserved(netns: u32) -> bool {
+pub(crate) fn unserved(netns: u32) -> bool {
     // SAFETY: presence check only.
     config(dns_stub::ON) != 0 && unsafe { DNS_STUB.get(netns) }.is_none()
 }
@@ -66,7 +66,7 @@ pub fn unserved(netns: u32) -> bool {
 /// call at guard's resolver when that is the decision. `allowed`: the network rules
 /// let the process reach `body` itself.
 #[inline(always)]
-pub fn redirect(ctx: &SockAddrContext, body: &NetBody, allowed: bool) -> Redirect {
+pub(crate) fn redirect(ctx: &SockAddrContext, body: &NetBody, allowed: bool) -> Redirect {
     if config(dns_stub::ON) == 0 {
         return Redirect::Pass;
     }
@@ -178,25 +178,25 @@ fn restore(ctx: &SockAddrContext, v6: bool) {
 const ALLOW: i32 = 1;
 
 #[cgroup_sock_addr(recvmsg4)]
-pub fn recvmsg4(ctx: SockAddrContext) -> i32 {
+pub(crate) fn recvmsg4(ctx: SockAddrContext) -> i32 {
     restore(&ctx, false);
     ALLOW
 }
 
 #[cgroup_sock_addr(recvmsg6)]
-pub fn recvmsg6(ctx: SockAddrContext) -> i32 {
+pub(crate) fn recvmsg6(ctx: SockAddrContext) -> i32 {
     restore(&ctx, true);
     ALLOW
 }
 
 #[cgroup_sock_addr(getpeername4)]
-pub fn getpeername4(ctx: SockAddrContext) -> i32 {
+pub(crate) fn getpeername4(ctx: SockAddrContext) -> i32 {
     restore(&ctx, false);
     ALLOW
 }
 
 #[cgroup_sock_addr(getpeername6)]
-pub fn getpeername6(ctx: SockAddrContext) -> i32 {
+pub(crate) fn getpeername6(ctx: SockAddrContext) -> i32 {
     restore(&ctx, true);
     ALLOW
 }

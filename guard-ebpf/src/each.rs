@@ -13,12 +13,12 @@
 use core::ffi::c_void;
 
 /// A loop body: iteration `index`; returns 0 to go on, 1 to stop.
-pub type Step = extern "C" fn(index: u32, ctx: *mut c_void) -> i64;
+pub(crate) type Step = extern "C" fn(index: u32, ctx: *mut c_void) -> i64;
 
 /// Runs `step` for iterations `0..n` until it returns non-zero, under `bpf_loop`.
 #[cfg(not(feature = "compat"))]
 #[inline(always)]
-pub fn run(n: u32, step: Step) {
+pub(crate) fn run(n: u32, step: Step) {
     // SAFETY: the bodies find their state in per-CPU maps; no context is passed.
     unsafe {
         aya_ebpf::helpers::generated::bpf_loop(n, step as *mut c_void, core::ptr::null_mut(), 0);
@@ -29,18 +29,18 @@ pub fn run(n: u32, step: Step) {
 /// body this many times per program; the caller's loop has `n / CHUNK` iterations,
 /// each a state the verifier keeps until the loop ends (at most 8,192 in all).
 #[cfg(feature = "compat")]
-pub const CHUNK: u32 = 128;
+pub(crate) const CHUNK: u32 = 128;
 
 /// A global function of [`each!`]: iterations `base..base + CHUNK` below `n`;
 /// non-zero when the loop is over.
 #[cfg(feature = "compat")]
-pub type Chunk = extern "C" fn(base: u32, n: u32) -> i64;
+pub(crate) type Chunk = extern "C" fn(base: u32, n: u32) -> i64;
 
 /// The body of a [`Chunk`]: `step` for iterations `base..base + K` below `n` (`K`
 /// is [`CHUNK`], or less for a shorter loop).
 #[cfg(feature = "compat")]
 #[inline(always)]
-pub fn chunk<const K: u32>(base: u32, n: u32, step: Step) -> i64 {
+pub(crate) fn chunk<const K: u32>(base: u32, n: u32, step: Step) -> i64 {
     let mut i = 0;
     while i < K {
         let index = base.wrapping_add(i);
@@ -55,7 +55,7 @@ pub fn chunk<const K: u32>(base: u32, n: u32, step: Step) -> i64 {
 /// Runs `step` for iterations `0..N` in place, until it returns non-zero.
 #[cfg(feature = "compat")]
 #[inline(always)]
-pub fn inline<const N: u32>(step: Step) {
+pub(crate) fn inline<const N: u32>(step: Step) {
     let mut i = 0;
     while i < N {
         if step(i, core::ptr::null_mut()) != 0 {
@@ -68,7 +68,7 @@ pub fn inline<const N: u32>(step: Step) {
 /// Runs `chunk` for iterations `0..n` until it says the loop is over.
 #[cfg(feature = "compat")]
 #[inline(always)]
-pub fn run_chunks<const K: u32>(n: u32, chunk: Chunk) {
+pub(crate) fn run_chunks<const K: u32>(n: u32, chunk: Chunk) {
     let mut base = 0;
     while base < n {
         if chunk(base, n) != 0 {

@@ -19,7 +19,7 @@ use crate::{
     maps::{EVENT_BUF, EVENT_SCRATCH, EVENTS, PATH_MASK, count, count_n},
 };
 
-pub const HEADER_LEN: usize = size_of::<Header>();
+pub(crate) const HEADER_LEN: usize = size_of::<Header>();
 
 /// Pending bytes past which a record wakes the daemon whatever its kind.
 const WAKEUP_BYTES: u64 = 1 << 20;
@@ -49,13 +49,13 @@ fn wakeup_flags(kind: u16) -> u64 {
 
 /// The current thread's ids: (tgid, tid).
 #[inline(always)]
-pub fn current_ids() -> (u32, u32) {
+pub(crate) fn current_ids() -> (u32, u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
     ((pid_tgid >> 32) as u32, pid_tgid as u32)
 }
 
 /// A record being assembled in this CPU's scratch buffer.
-pub struct Draft {
+pub(crate) struct Draft {
     buf: *mut u8,
     kind: EventKind,
     /// The system calls the record stands for (a count of repeated opens stands for
@@ -68,7 +68,7 @@ pub struct Draft {
 impl Draft {
     /// Starts a record about the current task with the common header filled in.
     #[inline(always)]
-    pub fn begin(kind: EventKind, flags: u16, session: u64, who: u32) -> Option<Self> {
+    pub(crate) fn begin(kind: EventKind, flags: u16, session: u64, who: u32) -> Option<Self> {
         let buf = EVENT_SCRATCH.get_ptr_mut(0)?.cast::<u8>();
         let (pid, tid) = current_ids();
         let uid_gid = bpf_get_current_uid_gid();
@@ -110,38 +110,38 @@ impl Draft {
 
     /// The record's `comm`, in the scratch buffer (not on the stack).
     #[inline(always)]
-    pub fn comm_ptr(&self) -> *const [u8; 16] {
+    pub(crate) fn comm_ptr(&self) -> *const [u8; 16] {
         // SAFETY: the header was written in `begin`; only its address is taken.
         unsafe { &raw const (*self.buf.cast::<Header>()).comm }
     }
 
     /// The daemon is to read this record at once, not at its drain beat.
     #[inline(always)]
-    pub fn urgent(&mut self) {
+    pub(crate) fn urgent(&mut self) {
         self.urgent = true;
     }
 
     /// The record stands for `n` system calls: a drop or a loss counts `n`.
     #[inline(always)]
-    pub fn standing_for(&mut self, n: u64) {
+    pub(crate) fn standing_for(&mut self, n: u64) {
         self.weight = n;
     }
 
-    pub fn header(&mut self) -> &mut Header {
+    pub(crate) fn header(&mut self) -> &mut Header {
         // SAFETY: written in `begin`.
         unsafe { &mut *self.buf.cast::<Header>() }
     }
 
     /// Writes the kind's fixed body right after the header.
     #[inline(always)]
-    pub fn body<T>(&mut self, body: T) {
+    pub(crate) fn body<T>(&mut self, body: T) {
         // SAFETY: HEADER_LEN is 8-aligned and every body fits well within EVENT_BUF.
         unsafe { self.buf.add(HEADER_LEN).cast::<T>().write(body) };
     }
 
     /// Pointer to payload byte `at` (bounded by the caller's masks).
     #[inline(always)]
-    pub fn payload_ptr<T>(&mut self, at: usize) -> *mut u8 {
+    pub(crate) fn payload_ptr<T>(&mut self, at: usize) -> *mut u8 {
         // SAFETY: callers keep `at` below EVENT_BUF - HEADER_LEN - size_of::<T>().
         unsafe { self.buf.add(HEADER_LEN + size_of::<T>() + at) }
     }
@@ -151,7 +151,7 @@ impl Draft {
     /// and its nearest directories matter most), flagged `PATH_TRUNCATED`. Returns
     /// the bytes copied.
     #[inline(always)]
-    pub fn path_payload<T>(&mut self, pbuf: *const u8, start: u32, end: u32) -> u32 {
+    pub(crate) fn path_payload<T>(&mut self, pbuf: *const u8, start: u32, end: u32) -> u32 {
         let mut len = end.saturating_sub(start);
         let mut from = start;
         if len > PATH_MAX as u32 {
@@ -175,7 +175,7 @@ impl Draft {
     /// the session is over its budget and the record is a plain observation, which
     /// is then dropped and counted. Whether it went into the ring buffer.
     #[inline(always)]
-    pub fn submit<T>(self, payload_len: u32) -> bool {
+    pub(crate) fn submit<T>(self, payload_len: u32) -> bool {
         let sizes = u64::from(payload_len) << 32 | (HEADER_LEN + size_of::<T>()) as u64;
         let how = self.kind as u64 | u64::from(self.urgent) << 16;
         guard_submit(sizes, self.weight, how) != 0
@@ -205,7 +205,7 @@ fn exempt(h: &Header, exec_wakeup: bool) -> bool {
 /// its submit in (the exec program reached it in some 300; see docs/kernels.md).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn guard_submit(sizes: u64, weight: u64, how: u64) -> i64 {
+pub(crate) extern "C" fn guard_submit(sizes: u64, weight: u64, how: u64) -> i64 {
     let Some(buf) = EVENT_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -293,7 +293,7 @@ fn report(about: *const Header, dropped: u64, total: u64) {
 /// Reports a child of `session` that the full map of tracked processes could not
 /// take (never rate-limited).
 #[inline(always)]
-pub fn untracked_child(session: u64, who: u32, child_pid: u32) {
+pub(crate) fn untracked_child(session: u64, who: u32, child_pid: u32) {
     if let Some(mut draft) = Draft::begin(EventKind::Limit, 0, session, who) {
         draft.body(LimitBody {
             dropped: 0,

@@ -82,7 +82,7 @@ fn written(file: *const core::ffi::c_void) -> bool {
 /// callers): the exit of the network calls stays well inside the verifier's budget.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn guard_fetch_connected(tgid: u32, flags: u32, session: u64) -> i64 {
+pub(crate) extern "C" fn guard_fetch_connected(tgid: u32, flags: u32, session: u64) -> i64 {
     // The agent's own process (and its sandbox steps) reaches the model's API and
     // writes what the model asked for: edits, not downloads.
     let own = matches!(role::of(flags), role::AGENT | role::SANDBOX);
@@ -111,7 +111,7 @@ pub extern "C" fn guard_fetch_connected(tgid: u32, flags: u32, session: u64) -> 
 /// [`guard_fetch_connected`]: the open's exit is the largest program.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn guard_fetch_opened(
+pub(crate) extern "C" fn guard_fetch_opened(
     file: u64,
     open_flags: u32,
     flags: u32,
@@ -134,7 +134,7 @@ pub extern "C" fn guard_fetch_opened(
 /// (`role::PROGRAM_*` bits), in `session` is to be held, and why (`held_for` bits;
 /// 0: not held).
 #[inline(always)]
-pub fn hold_reason(file: u64, program: u32, session: u64) -> u32 {
+pub(crate) fn hold_reason(file: u64, program: u32, session: u64) -> u32 {
     let file = file as *const core::ffi::c_void;
     // SAFETY: presence check only.
     if unsafe { FETCH_SESSIONS.get(session) }.is_none() || crate::enforce::config().downloads == 0 {
@@ -223,7 +223,7 @@ fn runs_installer_module(task: *const core_read::Task) -> bool {
 /// before the first instruction, `HELD` and [`HELD_FOR`]) the exec of a download,
 /// or of an interpreter, in a session with downloads.
 #[inline(always)]
-pub fn at_exec(bprm: *const core::ffi::c_void) {
+pub(crate) fn at_exec(bprm: *const core::ffi::c_void) {
     if crate::enforce::config().downloads == 0 {
         return;
     }

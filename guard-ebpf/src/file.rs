@@ -66,7 +66,7 @@ fn note(tid: u32, call: OpenCall, dfd: i64, filename: u64, flags: u64, mode: u64
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat")]
-pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_enter_openat(ctx: TracePointContext) -> u32 {
     let Some(tid) = tracked_thread() else {
         return 0;
     };
@@ -82,7 +82,7 @@ pub fn sys_enter_openat(ctx: TracePointContext) -> u32 {
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_open")]
-pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_enter_open(ctx: TracePointContext) -> u32 {
     let Some(tid) = tracked_thread() else {
         return 0;
     };
@@ -97,7 +97,7 @@ pub fn sys_enter_open(ctx: TracePointContext) -> u32 {
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_creat")]
-pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_enter_creat(ctx: TracePointContext) -> u32 {
     let Some(tid) = tracked_thread() else {
         return 0;
     };
@@ -112,7 +112,7 @@ pub fn sys_enter_creat(ctx: TracePointContext) -> u32 {
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
-pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
     let Some(tid) = tracked_thread() else {
         return 0;
     };
@@ -136,7 +136,7 @@ pub fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
 
 /// Attached to sys_exit_{open,openat,openat2,creat}: the records share a layout.
 #[tracepoint(category = "syscalls", name = "sys_exit_openat")]
-pub fn sys_exit_open(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_exit_open(ctx: TracePointContext) -> u32 {
     match try_exit_open(&ctx) {
         Ok(()) | Err(()) => 0,
     }

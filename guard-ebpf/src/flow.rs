@@ -58,7 +58,7 @@ use crate::maps::{EVENTS, STUB_PEERS, count};
 /// clones it with the socket). aya's type fixes the flags to `BPF_F_NO_PREALLOC`;
 /// the fields are the BTF map definition libbpf and aya read.
 #[repr(C)]
-pub struct CloneSkStorage<T> {
+pub(crate) struct CloneSkStorage<T> {
     r#type: *const [i32; BPF_MAP_TYPE_SK_STORAGE as usize],
     key: *const i32,
     value: *const T,
@@ -84,7 +84,7 @@ impl<T> CloneSkStorage<T> {
 /// Socket-local storage of the sockets tracked processes connected or sent on,
 /// and of the TCP sockets they bound (cloned to the connections accepted).
 #[btf_map]
-pub static FLOW_SOCKS: CloneSkStorage<FlowSock> = CloneSkStorage::new();
+pub(crate) static FLOW_SOCKS: CloneSkStorage<FlowSock> = CloneSkStorage::new();
 
 /// cgroup_skb verdict: let the packet through (accounting never drops).
 const PASS: i32 = 1;
@@ -116,7 +116,7 @@ fn now_ns() -> u64 {
 /// with (non-zero), or none (0), replacing what an earlier connect set; sends
 /// (`None`) leave it as it is.
 #[inline(always)]
-pub fn tag(
+pub(crate) fn tag(
     ctx: &SockAddrContext,
     dest: &NetBody,
     session: u64,
@@ -193,7 +193,7 @@ fn storage(ctx: &SockAddrContext) -> Option<&'static mut FlowSock> {
 /// the storage to each connection the socket accepts, whose first packet makes it
 /// a flow of the session ([`accepted`]).
 #[inline(always)]
-pub fn tag_listener(ctx: &SockAddrContext, session: u64, who: u32) {
+pub(crate) fn tag_listener(ctx: &SockAddrContext, session: u64, who: u32) {
     let Some(st) = storage(ctx) else {
         return;
     };
@@ -262,7 +262,7 @@ fn set_header(st: &mut FlowSock, session: u64, who: u32, now: u64) {
 /// `Tracked::flags`) at `now`, built with the helpers cgroup programs may call
 /// (`emit::Draft` may signal, which they may not on every kernel).
 #[inline(always)]
-pub fn current_header(kind: EventKind, session: u64, who: u32, now: u64) -> Header {
+pub(crate) fn current_header(kind: EventKind, session: u64, who: u32, now: u64) -> Header {
     let pid_tgid = bpf_get_current_pid_tgid();
     let uid_gid = bpf_get_current_uid_gid();
     let mut header = Header {
@@ -554,19 +554,19 @@ fn account(ctx: &SkBuffContext, egress: bool) -> bool {
 }
 
 #[cgroup_skb(egress)]
-pub fn flow_egress(ctx: SkBuffContext) -> i32 {
+pub(crate) fn flow_egress(ctx: SkBuffContext) -> i32 {
     if account(&ctx, true) { PASS } else { DROP }
 }
 
 #[cgroup_skb(ingress)]
-pub fn flow_ingress(ctx: SkBuffContext) -> i32 {
+pub(crate) fn flow_ingress(ctx: SkBuffContext) -> i32 {
     account(&ctx, false);
     PASS
 }
 
 /// The socket's last descriptor closed: the flow's final record.
 #[cgroup_sock(sock_release)]
-pub fn flow_release(ctx: SockContext) -> i32 {
+pub(crate) fn flow_release(ctx: SockContext) -> i32 {
     // SAFETY: cgroup sock programs pass their context as the socket; no creation.
     let st = unsafe { bpf_sk_storage_get(map_ptr(), ctx.sock.cast(), ptr::null_mut(), 0) }
         .cast::<FlowSock>();

@@ -20,7 +20,7 @@ const REPORT_NS: u64 = NS_PER_SEC;
 /// overflow (user space caps the rate at 10^6 per second).
 const MAX_REFILL_NS: u64 = 10 * NS_PER_SEC;
 
-pub enum Take {
+pub(crate) enum Take {
     /// Send the record; first report `unreported` drops (of `total`) when non-zero.
     /// `over`: the session has no budget left now.
     Send {
@@ -36,7 +36,7 @@ pub enum Take {
 /// `exempt` records are never dropped and cost nothing, but report drops and see
 /// whether the session is over. A drop counts `weight`.
 #[inline(always)]
-pub fn take(session: u64, cfg: &Config, exempt: bool, weight: u64) -> Take {
+pub(crate) fn take(session: u64, cfg: &Config, exempt: bool, weight: u64) -> Take {
     let rate = u64::from(cfg.limit_rate);
     let burst = u64::from(cfg.limit_burst).max(1);
     // SAFETY: helper without arguments.
@@ -113,6 +113,6 @@ pub fn take(session: u64, cfg: &Config, exempt: bool, weight: u64) -> Take {
 
 /// Forgets a session's budget (its root exited; drops were reported first).
 #[inline(always)]
-pub fn forget(session: u64) {
+pub(crate) fn forget(session: u64) {
     let _ = SESSION_LIMITS.remove(session);
 }

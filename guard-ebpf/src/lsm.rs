@@ -31,7 +31,7 @@ type Ptr = *const core::ffi::c_void;
 /// into one unsigned compare of a copy, whose bounds the verifier does not carry
 /// back to the value returned.
 #[inline(always)]
-pub fn earlier(retval: i32) -> i32 {
+pub(crate) fn earlier(retval: i32) -> i32 {
     let r = core::hint::black_box(retval);
     if r > 0 {
         return -EPERM;
@@ -65,7 +65,7 @@ fn path_of(file: *const core::ffi::c_void) -> Option<(*const u8, u32, u32)> {
 }
 
 #[lsm(hook = "file_open")]
-pub fn file_open(ctx: LsmContext) -> i32 {
+pub(crate) fn file_open(ctx: LsmContext) -> i32 {
     // file_open(struct file *file), then the previous hooks' verdict.
     let (file, retval): (*const core::ffi::c_void, i32) = (ctx.arg(0), ctx.arg(1));
     if retval != 0 {
@@ -121,7 +121,7 @@ fn report_denied_exec(path: *const u8, len: u32, rule: u16) {
         start_ns: t.start_ns,
         exe_len: n,
         argv_len: 0,
-        confinement: crate::core_read::confinement(crate::core_read::current()),
+        confinement: core_read::confinement(core_read::current()),
         cwd_len: 0,
         _reserved: 0,
     });
@@ -129,7 +129,7 @@ fn report_denied_exec(path: *const u8, len: u32, rule: u16) {
 }
 
 #[lsm(hook = "bprm_check_security")]
-pub fn bprm_check_security(ctx: LsmContext) -> i32 {
+pub(crate) fn bprm_check_security(ctx: LsmContext) -> i32 {
     // bprm_check_security(struct linux_binprm *bprm), then the verdict.
     let (bprm, retval): (*const core::ffi::c_void, i32) = (ctx.arg(0), ctx.arg(1));
     if retval != 0 {
@@ -289,14 +289,14 @@ fn pin_change(dentry: Ptr) -> bool {
 
 /// Creating a file: open(O_CREAT) (through may_o_create), mknod, mkfifo.
 #[lsm(hook = "path_mknod")]
-pub fn path_mknod(ctx: LsmContext) -> i32 {
+pub(crate) fn path_mknod(ctx: LsmContext) -> i32 {
     // (const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev)
     let is_root = tracked_or_return!(ctx, 4);
     verdict(refuse_entry(ctx.arg(0), ctx.arg(1), is_root, false, None))
 }
 
 #[lsm(hook = "path_mkdir")]
-pub fn path_mkdir(ctx: LsmContext) -> i32 {
+pub(crate) fn path_mkdir(ctx: LsmContext) -> i32 {
     // (const struct path *dir, struct dentry *dentry, umode_t mode)
     let is_root = tracked_or_return!(ctx, 3);
     verdict(refuse_entry(
@@ -309,7 +309,7 @@ pub fn path_mkdir(ctx: LsmContext) -> i32 {
 }
 
 #[lsm(hook = "path_rmdir")]
-pub fn path_rmdir(ctx: LsmContext) -> i32 {
+pub(crate) fn path_rmdir(ctx: LsmContext) -> i32 {
     // (const struct path *dir, struct dentry *dentry)
     let is_root = tracked_or_return!(ctx, 2);
     if pin_change(ctx.arg(1)) {
@@ -325,7 +325,7 @@ pub fn path_rmdir(ctx: LsmContext) -> i32 {
 }
 
 #[lsm(hook = "path_unlink")]
-pub fn path_unlink(ctx: LsmContext) -> i32 {
+pub(crate) fn path_unlink(ctx: LsmContext) -> i32 {
     // (const struct path *dir, struct dentry *dentry)
     let is_root = tracked_or_return!(ctx, 2);
     if pin_change(ctx.arg(1)) {
@@ -341,7 +341,7 @@ pub fn path_unlink(ctx: LsmContext) -> i32 {
 }
 
 #[lsm(hook = "path_symlink")]
-pub fn path_symlink(ctx: LsmContext) -> i32 {
+pub(crate) fn path_symlink(ctx: LsmContext) -> i32 {
     // (const struct path *dir, struct dentry *dentry, const char *old_name)
     let is_root = tracked_or_return!(ctx, 3);
     verdict(refuse_entry(
@@ -356,7 +356,7 @@ pub fn path_symlink(ctx: LsmContext) -> i32 {
 /// A hard link: neither a new name in a protected place nor a second name for a
 /// protected file (writes through it would not be opens of the protected path).
 #[lsm(hook = "path_link")]
-pub fn path_link(ctx: LsmContext) -> i32 {
+pub(crate) fn path_link(ctx: LsmContext) -> i32 {
     // (struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry)
     let is_root = tracked_or_return!(ctx, 3);
     let (old, new_dir, new): (Ptr, Ptr, Ptr) = (ctx.arg(0), ctx.arg(1), ctx.arg(2));
@@ -379,7 +379,7 @@ pub fn path_link(ctx: LsmContext) -> i32 {
 /// A rename moves a name out of one place and into another: both are checked,
 /// each also as a directory.
 #[lsm(hook = "path_rename")]
-pub fn path_rename(ctx: LsmContext) -> i32 {
+pub(crate) fn path_rename(ctx: LsmContext) -> i32 {
     // (const struct path *old_dir, struct dentry *old_dentry,
     //  const struct path *new_dir, struct dentry *new_dentry, unsigned int flags)
     let is_root = tracked_or_return!(ctx, 5);
@@ -389,7 +389,7 @@ pub fn path_rename(ctx: LsmContext) -> i32 {
 /// `path_rename` before Linux 5.19, whose hook had no `flags` (Debian 11's 5.10).
 /// User space loads whichever the kernel's BTF accepts.
 #[lsm(hook = "path_rename")]
-pub fn path_rename_4(ctx: LsmContext) -> i32 {
+pub(crate) fn path_rename_4(ctx: LsmContext) -> i32 {
     let is_root = tracked_or_return!(ctx, 4);
     rename(&ctx, is_root)
 }
@@ -419,21 +419,21 @@ fn rename(ctx: &LsmContext, is_root: u32) -> i32 {
 
 /// truncate(2) and ftruncate(2); an O_TRUNC open is refused at file_open.
 #[lsm(hook = "path_truncate")]
-pub fn path_truncate(ctx: LsmContext) -> i32 {
+pub(crate) fn path_truncate(ctx: LsmContext) -> i32 {
     // (const struct path *path)
     let is_root = tracked_or_return!(ctx, 1);
     verdict(refuse_path(ctx.arg(0), is_root, OpenCall::Truncate))
 }
 
 #[lsm(hook = "path_chmod")]
-pub fn path_chmod(ctx: LsmContext) -> i32 {
+pub(crate) fn path_chmod(ctx: LsmContext) -> i32 {
     // (const struct path *path, umode_t mode)
     let is_root = tracked_or_return!(ctx, 2);
     verdict(refuse_path(ctx.arg(0), is_root, OpenCall::Chmod))
 }
 
 #[lsm(hook = "path_chown")]
-pub fn path_chown(ctx: LsmContext) -> i32 {
+pub(crate) fn path_chown(ctx: LsmContext) -> i32 {
     // (const struct path *path, kuid_t uid, kgid_t gid)
     let is_root = tracked_or_return!(ctx, 3);
     verdict(refuse_path(ctx.arg(0), is_root, OpenCall::Chown))
@@ -498,7 +498,7 @@ fn refuse_unix(other: Ptr) -> i32 {
 }
 
 #[lsm(hook = "unix_stream_connect")]
-pub fn unix_stream_connect(ctx: LsmContext) -> i32 {
+pub(crate) fn unix_stream_connect(ctx: LsmContext) -> i32 {
     // unix_stream_connect(struct sock *sock, struct sock *other, struct sock *newsk),
     // then the previous hooks' verdict.
     let (other, retval): (Ptr, i32) = (ctx.arg(1), ctx.arg(3));
@@ -547,7 +547,7 @@ fn refuse_spawner(other: Ptr) -> bool {
 }
 
 #[lsm(hook = "unix_may_send")]
-pub fn unix_may_send(ctx: LsmContext) -> i32 {
+pub(crate) fn unix_may_send(ctx: LsmContext) -> i32 {
     // unix_may_send(struct socket *sock, struct socket *other), then the verdict.
     let (other, retval): (Ptr, i32) = (ctx.arg(1), ctx.arg(2));
     if retval != 0 {

@@ -47,7 +47,7 @@ const EINPROGRESS: i64 = 115;
 /// The address, port and socket of a sock_addr hook's call (the destination of a
 /// connect or send; what a bind binds).
 #[inline(always)]
-pub fn dest(ctx: &SockAddrContext, v6: bool) -> NetBody {
+pub(crate) fn dest(ctx: &SockAddrContext, v6: bool) -> NetBody {
     // SAFETY: the kernel hands sock_addr programs a valid context.
     let sa = unsafe { &*ctx.sock_addr };
     let mut body = NetBody {
@@ -152,28 +152,28 @@ fn note(ctx: &SockAddrContext, kind: EventKind, v6: bool) -> i32 {
 }
 
 #[cgroup_sock_addr(connect4)]
-pub fn connect4(ctx: SockAddrContext) -> i32 {
+pub(crate) fn connect4(ctx: SockAddrContext) -> i32 {
     note(&ctx, EventKind::Connect, false)
 }
 
 #[cgroup_sock_addr(connect6)]
-pub fn connect6(ctx: SockAddrContext) -> i32 {
+pub(crate) fn connect6(ctx: SockAddrContext) -> i32 {
     note(&ctx, EventKind::Connect, true)
 }
 
 #[cgroup_sock_addr(sendmsg4)]
-pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
+pub(crate) fn sendmsg4(ctx: SockAddrContext) -> i32 {
     note(&ctx, EventKind::Send, false)
 }
 
 #[cgroup_sock_addr(sendmsg6)]
-pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
+pub(crate) fn sendmsg6(ctx: SockAddrContext) -> i32 {
     note(&ctx, EventKind::Send, true)
 }
 
 /// Attached to sys_exit_{connect,sendto,sendmsg,sendmmsg}.
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
-pub fn sys_exit_net(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_exit_net(ctx: TracePointContext) -> u32 {
     match try_exit_net(&ctx) {
         Ok(()) | Err(()) => 0,
     }
@@ -230,7 +230,7 @@ fn arg(ctx: &TracePointContext, off: usize) -> u64 {
 /// `connect(fd, addr, addrlen)` of any process: a tracked thread's `AF_UNIX`
 /// address is noted for the exit. Every other process pays one lookup.
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
-pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_enter_connect(ctx: TracePointContext) -> u32 {
     note_unix(
         UnixCall::Connect,
         arg(&ctx, ARG0),
@@ -243,7 +243,7 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
 /// `sendto(fd, buf, len, flags, addr, addrlen)`: as `connect`, when it names an
 /// address.
 #[tracepoint(category = "syscalls", name = "sys_enter_sendto")]
-pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
     let addr = arg(&ctx, ARG4);
     if addr != 0 {
         note_unix(UnixCall::SendTo, arg(&ctx, ARG0), addr, arg(&ctx, ARG5));
@@ -253,7 +253,7 @@ pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
 
 /// `sendmsg(fd, msg, flags)`: as `sendto`, when the message names an address.
 #[tracepoint(category = "syscalls", name = "sys_enter_sendmsg")]
-pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
     note_unix_msg(UnixCall::SendMsg, arg(&ctx, ARG0), arg(&ctx, ARG1));
     0
 }
@@ -261,7 +261,7 @@ pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
 /// `sendmmsg(fd, msgvec, vlen, flags)`: the address of the first message (one name
 /// is noted per call).
 #[tracepoint(category = "syscalls", name = "sys_enter_sendmmsg")]
-pub fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
     note_unix_msg(UnixCall::SendMmsg, arg(&ctx, ARG0), arg(&ctx, ARG1));
     0
 }

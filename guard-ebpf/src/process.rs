@@ -27,7 +27,7 @@ use crate::{
 
 /// `sched_process_fork(parent, child)`: runs in the parent before the child is woken.
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
-pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
+pub(crate) fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     match try_fork(&ctx) {
         Ok(()) | Err(()) => 0,
     }
@@ -115,7 +115,7 @@ const SIGSTOP: u32 = 19;
 /// `sched_process_exec(task, old_pid, bprm)`: the new image is in place and has not
 /// run yet.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
-pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
+pub(crate) fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
     match try_exec(&ctx) {
         Ok(()) | Err(()) => 0,
     }
@@ -413,7 +413,7 @@ fn hold_for_digest(file: *const core::ffi::c_void, tgid: u32) -> bool {
 /// Stops the process before its first instruction, listed in `HELD`, for user
 /// space to kill or continue it.
 #[inline(always)]
-pub fn hold(tgid: u32) -> bool {
+pub(crate) fn hold(tgid: u32) -> bool {
     // SAFETY: signals the current task's process; acted on at return to user mode,
     // before the new image runs.
     if unsafe { bpf_send_signal(SIGSTOP) } != 0 {
@@ -427,7 +427,7 @@ pub fn hold(tgid: u32) -> bool {
 /// `sched_process_exit(task)`: runs in the exiting thread; the process is gone
 /// when its last thread gets here.
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
-pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
+pub(crate) fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
     match try_exit() {
         Ok(()) | Err(()) => 0,
     }

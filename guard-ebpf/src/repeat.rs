@@ -50,7 +50,7 @@ const CLOCK_EVERY: u64 = 1024;
 /// One remembered open.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct Slot {
+pub(crate) struct Slot {
     name: FileName,
     /// The open flags as passed.
     flags: u64,
@@ -74,7 +74,7 @@ pub struct Slot {
 /// A thread's remembered opens, by thread id.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct Thread {
+pub(crate) struct Thread {
     /// The thread's start time: an entry of a thread id that was reused is stale.
     start_ns: u64,
     session: u64,
@@ -95,7 +95,7 @@ static OPEN_CACHE: HashMap<u32, Thread> = HashMap::with_max_entries(2048, 0);
 static OPEN_CACHE_BLANK: PerCpuArray<Thread> = PerCpuArray::with_max_entries(1, 0);
 
 /// An open at its exit, as the cache keys it.
-pub struct Open {
+pub(crate) struct Open {
     pub name: FileName,
     pub flags: u64,
     pub epoch: u64,
@@ -108,7 +108,12 @@ impl Open {
     /// `session`; `None` while the daemon has not enabled the cache (no rules yet) or
     /// when the file cannot be read.
     #[inline(always)]
-    pub fn of(file: *const core::ffi::c_void, flags: u64, who: u32, session: u64) -> Option<Open> {
+    pub(crate) fn of(
+        file: *const core::ffi::c_void,
+        flags: u64,
+        who: u32,
+        session: u64,
+    ) -> Option<Self> {
         let rules = *OPEN_EPOCH.get(epoch::RULES)?;
         if rules == 0 {
             return None;
@@ -118,7 +123,7 @@ impl Open {
         if name.dentry == 0 {
             return None;
         }
-        Some(Open {
+        Some(Self {
             name,
             flags,
             epoch: (rules << 32) | (files & 0xffff_ffff),
@@ -136,7 +141,7 @@ impl Open {
 /// Counts `open` (which returned `fd`) when it repeats one the thread `tid` (the
 /// current task `task`) had reported: then nothing else is to be done for it.
 #[inline(always)]
-pub fn counted(tid: u32, task: *const Task, open: &Open, fd: i64) -> bool {
+pub(crate) fn counted(tid: u32, task: *const Task, open: &Open, fd: i64) -> bool {
     let Some(t) = OPEN_CACHE.get_ptr_mut(tid) else {
         return false;
     };
@@ -165,7 +170,7 @@ pub fn counted(tid: u32, task: *const Task, open: &Open, fd: i64) -> bool {
 /// Remembers `open`, reported just now with `call`, `mode` and the path at
 /// `pbuf[start..end]` (the path scratch), in the cache of the thread `tid`.
 #[inline(always)]
-pub fn remember(
+pub(crate) fn remember(
     tid: u32,
     task: *const Task,
     open: &Open,
@@ -261,7 +266,7 @@ pub fn remember(
 
 /// Sends the counts of thread `tid` and forgets it: it exits or execs.
 #[inline(always)]
-pub fn forget_thread(tid: u32, task: *const Task) {
+pub(crate) fn forget_thread(tid: u32, task: *const Task) {
     let Some(t) = OPEN_CACHE.get_ptr_mut(tid) else {
         return;
     };
@@ -342,7 +347,7 @@ fn send(s: &mut Slot, session: u64) {
 /// was judged by. Before the change (entry): an open judged after it sees the new
 /// epoch; after it (exit): an open judged while it ran sees a newer one next time.
 #[tracepoint(category = "syscalls", name = "sys_enter_link")]
-pub fn names_change(_ctx: TracePointContext) -> u32 {
+pub(crate) fn names_change(_ctx: TracePointContext) -> u32 {
     bump(&OPEN_EPOCH, epoch::FILES);
     0
 }
@@ -353,7 +358,7 @@ pub fn names_change(_ctx: TracePointContext) -> u32 {
 /// the identity walk found clear (enforce/identity.rs) stays clear past a change of
 /// what lies above it, or of which directory its inode number is.
 #[tracepoint(category = "syscalls", name = "sys_enter_rename")]
-pub fn tree_change(_ctx: TracePointContext) -> u32 {
+pub(crate) fn tree_change(_ctx: TracePointContext) -> u32 {
     bump(&TREE_EPOCH, TREE_DIRS);
     bump(&OPEN_EPOCH, epoch::FILES);
     0
@@ -364,7 +369,7 @@ pub fn tree_change(_ctx: TracePointContext) -> u32 {
 /// (`enforce::guard_file_check`) stays so past a mount that puts a file of another
 /// name at that path (a bind mount of one file over another).
 #[tracepoint(category = "syscalls", name = "sys_enter_mount")]
-pub fn mounts_change(_ctx: TracePointContext) -> u32 {
+pub(crate) fn mounts_change(_ctx: TracePointContext) -> u32 {
     bump(&TREE_EPOCH, TREE_MOUNTS);
     bump(&TREE_EPOCH, TREE_DIRS);
     bump(&OPEN_EPOCH, epoch::FILES);

@@ -20,10 +20,10 @@ use crate::{
 /// Bytes of the environment searched for the session variables (agents put them
 /// among the first variables they set; a bigger environment is searched this far
 /// only).
-pub const ENV_SCAN_MAX: u32 = 16384;
+pub(crate) const ENV_SCAN_MAX: u32 = 16384;
 /// Bytes of a runtime's arguments searched for its script (`node`, its options, the
 /// script's path).
-pub const ARG_SCAN_MAX: u32 = 1024;
+pub(crate) const ARG_SCAN_MAX: u32 = 1024;
 const VARS: usize = SESSION_VARS_MAX as usize;
 
 #[repr(C)]
@@ -100,7 +100,7 @@ const BWRAP: u32 = 1 << 31;
 /// exec program, whose stack with the callback frames of the scans must stay within
 /// Linux 6.1's 512 bytes (each frame rounded up to 32).
 #[inline(never)]
-pub fn program_of(bprm: *const c_void, file: *const c_void, comm: &[u8; 16]) -> u32 {
+pub(crate) fn program_of(bprm: *const c_void, file: *const c_void, comm: &[u8; 16]) -> u32 {
     let Some(s) = ROLE_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -154,7 +154,7 @@ pub fn program_of(bprm: *const c_void, file: *const c_void, comm: &[u8; 16]) -> 
 /// runtime on an agent's script is that agent (`node …/bin/gemini`). Inlined into the
 /// exec program: the scan's `bpf_loop` callback is then one frame below it.
 #[inline(always)]
-pub fn with_script(program: u32, task: *const core_read::Task) -> u32 {
+pub(crate) fn with_script(program: u32, task: *const core_read::Task) -> u32 {
     if program & role::PROGRAM_RUNTIME == 0 {
         return program;
     }
@@ -170,7 +170,7 @@ pub fn with_script(program: u32, task: *const core_read::Task) -> u32 {
 /// `program` ([`with_script`]): its role follows from the role it had (inherited at
 /// fork, or none at a session's start) and whether the program is an agent's.
 #[inline(never)]
-pub fn at_exec(flags: u32, program: u32) -> u32 {
+pub(crate) fn at_exec(flags: u32, program: u32) -> u32 {
     let is_agent = program & role::PROGRAM_AGENT != 0;
     let mut out = flags;
     let new = match role::of(flags) {
@@ -347,7 +347,7 @@ extern "C" fn env_step(index: u32, _ctx: *mut c_void) -> i64 {
 /// false when there is neither. Inlined: its `bpf_loop` callback is then one call below
 /// the exec program, not two (each level costs 32 bytes of Linux 6.1's 512).
 #[inline(always)]
-pub fn thread_id(task: *const core_read::Task, dst: *mut u8) -> bool {
+pub(crate) fn thread_id(task: *const core_read::Task, dst: *mut u8) -> bool {
     let Some(s) = ROLE_SCRATCH.get_ptr_mut(0) else {
         return false;
     };

@@ -69,7 +69,7 @@ fn who() -> u32 {
 }
 
 #[inline(always)]
-pub fn lsm_hook_runs(route: u32) -> bool {
+pub(crate) fn lsm_hook_runs(route: u32) -> bool {
     ROUTE_HOOKS.get(0).is_some_and(|b| b & (1 << route) != 0)
 }
 
@@ -114,12 +114,12 @@ fn at_entry(route_id: u32, family: u16, sock_type: u16) -> u32 {
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_io_uring_setup")]
-pub fn sys_enter_io_uring_setup(_ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_enter_io_uring_setup(_ctx: TracePointContext) -> u32 {
     at_entry(route::IO_URING, 0, 0)
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_open_by_handle_at")]
-pub fn sys_enter_open_by_handle_at(_ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_enter_open_by_handle_at(_ctx: TracePointContext) -> u32 {
     at_entry(route::OPEN_BY_HANDLE, 0, 0)
 }
 
@@ -137,7 +137,7 @@ fn socket_route(family: u64, sock_type: u64) -> Option<u32> {
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_socket")]
-pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_enter_socket(ctx: TracePointContext) -> u32 {
     if tracked().is_none() {
         return 0;
     }
@@ -151,7 +151,7 @@ pub fn sys_enter_socket(ctx: TracePointContext) -> u32 {
 /// `mmap(addr, len, prot, flags, fd, off)` with PROT_EXEC of a file: killed when an
 /// exec rule forbids the file (by path or file name), before the mapping returns.
 #[tracepoint(category = "syscalls", name = "sys_enter_mmap")]
-pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
+pub(crate) fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
     match try_mmap(&ctx) {
         Ok(()) | Err(()) => 0,
     }
@@ -224,7 +224,7 @@ fn refuse(session: u64, rule: u16, route_id: u32, family: u16, sock_type: u16) -
 /// its ring's file as the anonymous inode "[io_uring]" through this hook; refusing
 /// it makes io_uring_setup fail with EPERM before any ring exists.
 #[lsm(hook = "inode_init_security_anon")]
-pub fn inode_init_security_anon(ctx: LsmContext) -> i32 {
+pub(crate) fn inode_init_security_anon(ctx: LsmContext) -> i32 {
     let (name, retval): (*const u8, i32) = (ctx.arg(1), ctx.arg(3));
     if retval != 0 {
         return crate::lsm::earlier(retval);
@@ -260,7 +260,7 @@ pub fn inode_init_security_anon(ctx: LsmContext) -> i32 {
 /// `socket_create(family, type, protocol, kern)`: a raw or packet socket of a
 /// session process is refused with EPERM.
 #[lsm(hook = "socket_create")]
-pub fn socket_create(ctx: LsmContext) -> i32 {
+pub(crate) fn socket_create(ctx: LsmContext) -> i32 {
     let (family, sock_type, kern, retval): (i32, i32, i32, i32) =
         (ctx.arg(0), ctx.arg(1), ctx.arg(3), ctx.arg(4));
     if retval != 0 {
@@ -374,7 +374,7 @@ fn fileless_exec(bprm: *const core::ffi::c_void, lsm: bool) -> Result<i32, ()> {
 /// `sched_process_exec(task, old_pid, bprm)`: a fileless program is killed before
 /// its first instruction (`kill`), and reported.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
-pub fn route_exec(ctx: RawTracePointContext) -> i32 {
+pub(crate) fn route_exec(ctx: RawTracePointContext) -> i32 {
     let bprm = ctx.arg::<u64>(2) as *const core::ffi::c_void;
     let _ = fileless_exec(bprm, false);
     // Downloads' execs (fetched.rs): this program runs before the exec program.
@@ -384,7 +384,7 @@ pub fn route_exec(ctx: RawTracePointContext) -> i32 {
 
 /// `bprm_check_security(bprm)`: a fileless program is refused (`deny`).
 #[lsm(hook = "bprm_check_security")]
-pub fn route_bprm_check(ctx: LsmContext) -> i32 {
+pub(crate) fn route_bprm_check(ctx: LsmContext) -> i32 {
     let (bprm, retval): (*const core::ffi::c_void, i32) = (ctx.arg(0), ctx.arg(1));
     if retval != 0 {
         return crate::lsm::earlier(retval);
@@ -482,11 +482,11 @@ fn report_bind(session: u64, who: u32, rule: u16, body: RouteBody) {
 }
 
 #[cgroup_sock_addr(bind4)]
-pub fn bind4(ctx: SockAddrContext) -> i32 {
+pub(crate) fn bind4(ctx: SockAddrContext) -> i32 {
     at_bind(&ctx, false)
 }
 
 #[cgroup_sock_addr(bind6)]
-pub fn bind6(ctx: SockAddrContext) -> i32 {
+pub(crate) fn bind6(ctx: SockAddrContext) -> i32 {
     at_bind(&ctx, true)
 }

@@ -132,7 +132,7 @@ fn in_pins(dentry: *const core::ffi::c_void) -> bool {
 /// What an open of `file` with `open_flags` attempts against guard: (op, target
 /// pid), or `None` when it is not guard's (or is a read `ps` makes).
 #[inline(always)]
-pub fn guarded_file(file: *const core::ffi::c_void, open_flags: u64) -> Option<(u32, u32)> {
+pub(crate) fn guarded_file(file: *const core::ffi::c_void, open_flags: u64) -> Option<(u32, u32)> {
     let dentry = core_read::file_dentry(file);
     if in_pins(dentry) {
         return Some((op::PIN_OPEN, 0));
@@ -155,7 +155,7 @@ pub fn guarded_file(file: *const core::ffi::c_void, open_flags: u64) -> Option<(
 
 /// lsm.rs's `file_open`: refuses a tracked process's open of guard's files.
 #[inline(always)]
-pub fn lsm_file_open(
+pub(crate) fn lsm_file_open(
     session: u64,
     file: *const core::ffi::c_void,
     f_flags: u64,
@@ -177,7 +177,7 @@ pub fn lsm_file_open(
 /// The open tracepoints' exit (file.rs): kills a tracked process that opened
 /// guard's files, before the open returns to it. True when it did.
 #[inline(always)]
-pub fn opened(
+pub(crate) fn opened(
     session: u64,
     syscall: i32,
     file: *const core::ffi::c_void,
@@ -201,7 +201,7 @@ pub fn opened(
 /// lsm.rs's `path_unlink`, `path_rmdir` and `path_rename`: a change in guard's pin
 /// directory by a tracked process is refused.
 #[inline(always)]
-pub fn lsm_pin_change(session: u64, dentry: *const core::ffi::c_void) -> bool {
+pub(crate) fn lsm_pin_change(session: u64, dentry: *const core::ffi::c_void) -> bool {
     if !in_pins(dentry) {
         return false;
     }
@@ -217,7 +217,7 @@ pub fn lsm_pin_change(session: u64, dentry: *const core::ffi::c_void) -> bool {
 /// A thread created by guard's daemon counts as guard (the fork hook calls this for
 /// untracked parents only).
 #[inline(always)]
-pub fn thread_born(parent_tgid: u32, child_pid: u32, child_tgid: u32) {
+pub(crate) fn thread_born(parent_tgid: u32, child_pid: u32, child_tgid: u32) {
     if child_pid != child_tgid && guard(parent_tgid).is_some() {
         let _ = GUARD_PIDS.insert(child_pid, parent_tgid, 0);
     }
@@ -226,7 +226,7 @@ pub fn thread_born(parent_tgid: u32, child_pid: u32, child_tgid: u32) {
 /// A thread of guard's daemon exited (the exit hook calls this for untracked
 /// processes only).
 #[inline(always)]
-pub fn thread_gone(tid: u32) {
+pub(crate) fn thread_gone(tid: u32) {
     if guard(tid).is_some() {
         let _ = GUARD_PIDS.remove(tid);
     }
@@ -252,7 +252,7 @@ macro_rules! tracked_or_return {
 /// A signal from a tracked process to guard (kill, tkill, tgkill, sigqueue,
 /// pidfd_send_signal; `kill(-1)` reaches here once per target).
 #[lsm(hook = "task_kill")]
-pub fn task_kill(ctx: LsmContext) -> i32 {
+pub(crate) fn task_kill(ctx: LsmContext) -> i32 {
     // (struct task_struct *p, struct kernel_siginfo *info, int sig, const struct cred *cred)
     let t = tracked_or_return!(ctx, 4);
     let sig: i32 = ctx.arg(2);
@@ -274,7 +274,7 @@ pub fn task_kill(ctx: LsmContext) -> i32 {
 /// process_vm_readv/writev, /proc/<guard>/{mem,environ,maps,…} (also refused at
 /// `file_open`), the /proc/<guard>/fd/* and exe/cwd/root links, pidfd_getfd, kcmp.
 #[lsm(hook = "ptrace_access_check")]
-pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
+pub(crate) fn ptrace_access_check(ctx: LsmContext) -> i32 {
     // (struct task_struct *child, unsigned int mode)
     let t = tracked_or_return!(ctx, 2);
     let child: *const core_read::Task = ctx.arg(0);
@@ -297,7 +297,7 @@ pub fn ptrace_access_check(ctx: LsmContext) -> i32 {
 /// bpf(2), any command: a session has no business there (listing, detaching or
 /// getting guard's programs, maps and links; loading its own).
 #[lsm(hook = "bpf")]
-pub fn bpf(ctx: LsmContext) -> i32 {
+pub(crate) fn bpf(ctx: LsmContext) -> i32 {
     // (int cmd, union bpf_attr *attr, unsigned int size), then the verdict (6.1 to
     // 6.15). Kernels from 6.16 pass a `bool kernel` fourth: at index 3 it reads 0 or
     // 1, never a refusal, so only a negative value is taken as one.
@@ -318,7 +318,7 @@ pub fn bpf(ctx: LsmContext) -> i32 {
 
 /// perf_event_open(2), up to 6.10: `(struct perf_event_attr *attr, int type)`.
 #[lsm(hook = "perf_event_open")]
-pub fn perf_event_open(ctx: LsmContext) -> i32 {
+pub(crate) fn perf_event_open(ctx: LsmContext) -> i32 {
     let t = tracked_or_return!(ctx, 2);
     perf_refused(&t)
 }
@@ -326,7 +326,7 @@ pub fn perf_event_open(ctx: LsmContext) -> i32 {
 /// perf_event_open(2) from 6.11, whose hook lost its `attr` argument: `(int type)`.
 /// User space loads whichever the kernel's BTF accepts.
 #[lsm(hook = "perf_event_open")]
-pub fn perf_event_open_1(ctx: LsmContext) -> i32 {
+pub(crate) fn perf_event_open_1(ctx: LsmContext) -> i32 {
     let t = tracked_or_return!(ctx, 1);
     perf_refused(&t)
 }
@@ -347,7 +347,7 @@ fn perf_refused(t: &Tracked) -> i32 {
 /// are refused, whoever triggers them (often an interrupt, with no session at hand);
 /// reported when the current process is tracked.
 #[lsm(hook = "file_send_sigiotask")]
-pub fn file_send_sigiotask(ctx: LsmContext) -> i32 {
+pub(crate) fn file_send_sigiotask(ctx: LsmContext) -> i32 {
     // (struct task_struct *tsk, struct fown_struct *fown, int sig)
     let retval: i32 = ctx.arg(3);
     if retval != 0 {
@@ -372,7 +372,7 @@ pub fn file_send_sigiotask(ctx: LsmContext) -> i32 {
 
 /// Unmounting the BPF file system that holds guard's pins would release them.
 #[lsm(hook = "sb_umount")]
-pub fn sb_umount(ctx: LsmContext) -> i32 {
+pub(crate) fn sb_umount(ctx: LsmContext) -> i32 {
     // (struct vfsmount *mnt, int flags)
     let t = tracked_or_return!(ctx, 2);
     let (dev, ino) = pin_dir();
@@ -429,14 +429,14 @@ fn signal(ctx: &TracePointContext, t: &Tracked, pid: i64, sig: u64) -> u32 {
 
 /// kill(pid, sig), tkill(tid, sig), rt_sigqueueinfo(tgid, sig, info).
 #[tracepoint(category = "syscalls", name = "sys_enter_kill")]
-pub fn tamper_signal(ctx: TracePointContext) -> u32 {
+pub(crate) fn tamper_signal(ctx: TracePointContext) -> u32 {
     let Some(t) = tracked() else { return 0 };
     signal(&ctx, &t, arg(&ctx, ARG0) as i64, arg(&ctx, ARG1))
 }
 
 /// tgkill(tgid, tid, sig), rt_tgsigqueueinfo(tgid, tid, sig, info).
 #[tracepoint(category = "syscalls", name = "sys_enter_tgkill")]
-pub fn tamper_tgsignal(ctx: TracePointContext) -> u32 {
+pub(crate) fn tamper_tgsignal(ctx: TracePointContext) -> u32 {
     let Some(t) = tracked() else { return 0 };
     signal(&ctx, &t, arg(&ctx, ARG1) as i64, arg(&ctx, ARG2))
 }
@@ -451,7 +451,7 @@ fn pidfd_target(fd: u64) -> u32 {
 
 /// pidfd_send_signal(pidfd, sig, info, flags).
 #[tracepoint(category = "syscalls", name = "sys_enter_pidfd_send_signal")]
-pub fn tamper_pidfd_signal(ctx: TracePointContext) -> u32 {
+pub(crate) fn tamper_pidfd_signal(ctx: TracePointContext) -> u32 {
     let Some(t) = tracked() else { return 0 };
     let target = pidfd_target(arg(&ctx, ARG0));
     signal(&ctx, &t, i64::from(target), arg(&ctx, ARG1))
@@ -459,7 +459,7 @@ pub fn tamper_pidfd_signal(ctx: TracePointContext) -> u32 {
 
 /// pidfd_getfd(pidfd, targetfd, flags): a copy of one of guard's descriptors.
 #[tracepoint(category = "syscalls", name = "sys_enter_pidfd_getfd")]
-pub fn tamper_pidfd_getfd(ctx: TracePointContext) -> u32 {
+pub(crate) fn tamper_pidfd_getfd(ctx: TracePointContext) -> u32 {
     let Some(t) = tracked() else { return 0 };
     let target = pidfd_target(arg(&ctx, ARG0));
     if guard(target).is_none() {
@@ -471,7 +471,7 @@ pub fn tamper_pidfd_getfd(ctx: TracePointContext) -> u32 {
 /// ptrace(request, pid, addr, data): attaching is the only way in (every other
 /// request needs a tracee attached already).
 #[tracepoint(category = "syscalls", name = "sys_enter_ptrace")]
-pub fn tamper_ptrace(ctx: TracePointContext) -> u32 {
+pub(crate) fn tamper_ptrace(ctx: TracePointContext) -> u32 {
     let Some(t) = tracked() else { return 0 };
     let request = arg(&ctx, ARG0);
     let pid = arg(&ctx, ARG1) as u32;
@@ -483,7 +483,7 @@ pub fn tamper_ptrace(ctx: TracePointContext) -> u32 {
 
 /// process_vm_readv/process_vm_writev(pid, …).
 #[tracepoint(category = "syscalls", name = "sys_enter_process_vm_readv")]
-pub fn tamper_process_vm(ctx: TracePointContext) -> u32 {
+pub(crate) fn tamper_process_vm(ctx: TracePointContext) -> u32 {
     let Some(t) = tracked() else { return 0 };
     let pid = arg(&ctx, ARG0) as u32;
     if guard(pid).is_none() {
@@ -494,7 +494,7 @@ pub fn tamper_process_vm(ctx: TracePointContext) -> u32 {
 
 /// bpf(cmd, attr, size): any command.
 #[tracepoint(category = "syscalls", name = "sys_enter_bpf")]
-pub fn tamper_bpf(ctx: TracePointContext) -> u32 {
+pub(crate) fn tamper_bpf(ctx: TracePointContext) -> u32 {
     let Some(t) = tracked() else { return 0 };
     kill_for(&ctx, &t, op::BPF, 0, u64::from(arg(&ctx, ARG0) as u32))
 }
@@ -507,7 +507,7 @@ const F_SETOWN_EX: u64 = 15;
 /// file's descriptors close with the killed process (unless another process holds
 /// one too).
 #[tracepoint(category = "syscalls", name = "sys_enter_fcntl")]
-pub fn tamper_fcntl(ctx: TracePointContext) -> u32 {
+pub(crate) fn tamper_fcntl(ctx: TracePointContext) -> u32 {
     let Some(t) = tracked() else { return 0 };
     let cmd = arg(&ctx, ARG1) & 0xffff_ffff;
     let pid = match cmd {
@@ -537,7 +537,7 @@ pub fn tamper_fcntl(ctx: TracePointContext) -> u32 {
 
 /// perf_event_open(attr, pid, cpu, group_fd, flags).
 #[tracepoint(category = "syscalls", name = "sys_enter_perf_event_open")]
-pub fn tamper_perf(ctx: TracePointContext) -> u32 {
+pub(crate) fn tamper_perf(ctx: TracePointContext) -> u32 {
     let Some(t) = tracked() else { return 0 };
     kill_for(&ctx, &t, op::PERF_EVENT_OPEN, 0, 0)
 }

@@ -151,8 +151,8 @@ async fn main() -> anyhow::Result<()> {
     let mut tasks = Vec::new();
     for _ in 0..senders.max(1) {
         let (bodies, next, http, url, token) = (
-            bodies.clone(),
-            next.clone(),
+            std::sync::Arc::clone(&bodies),
+            std::sync::Arc::clone(&next),
             http.clone(),
             url.clone(),
             token.clone(),

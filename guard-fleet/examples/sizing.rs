@@ -330,7 +330,7 @@ async fn ingest(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..SENDERS {
-        let (bodies, next, http) = (bodies.clone(), next.clone(), http.clone());
+        let (bodies, next, http) = (Arc::clone(&bodies), Arc::clone(&next), http.clone());
         let url = format!("{base}/v1/logs");
         tasks.push(tokio::spawn(async move {
             let mut ms = Vec::new();

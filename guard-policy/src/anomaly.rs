@@ -33,8 +33,8 @@ pub struct Hit {
 
 impl Hit {
     /// `rule` broken, with `what` crossed.
-    fn of(rule: &Anomaly, what: String) -> Hit {
-        Hit {
+    fn of(rule: &Anomaly, what: String) -> Self {
+        Self {
             rule: rule.id.clone(),
             action: rule.action,
             target: rule.target,

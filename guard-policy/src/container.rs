@@ -22,13 +22,13 @@ pub enum ContainerField {
 
 impl ContainerField {
     /// Every field, by the key a policy names it with.
-    pub const ALL: [(&'static str, ContainerField); 6] = [
-        ("id", ContainerField::Id),
-        ("pod_uid", ContainerField::PodUid),
-        ("name", ContainerField::Name),
-        ("image", ContainerField::Image),
-        ("pod", ContainerField::Pod),
-        ("namespace", ContainerField::Namespace),
+    pub const ALL: [(&'static str, Self); 6] = [
+        ("id", Self::Id),
+        ("pod_uid", Self::PodUid),
+        ("name", Self::Name),
+        ("image", Self::Image),
+        ("pod", Self::Pod),
+        ("namespace", Self::Namespace),
     ];
 }
 

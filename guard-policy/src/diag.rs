@@ -57,8 +57,8 @@ impl Severity {
     /// `error` or `warning`, as rendered.
     pub fn as_str(self) -> &'static str {
         match self {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
+            Self::Error => "error",
+            Self::Warning => "warning",
         }
     }
 }

@@ -116,7 +116,7 @@ impl DnsPolicy {
             }
             _ => None,
         });
-        DnsPolicy {
+        Self {
             allowed,
             unknown: policy.dns.unknown,
             taint,

@@ -117,15 +117,15 @@ impl FileShape {
     /// The bytes the kernel's entry holds.
     fn key_len(&self) -> usize {
         match self {
-            FileShape::Shape(
+            Self::Shape(
                 KernelShape::Prefix(s)
                 | KernelShape::Exact(s)
                 | KernelShape::Name(s)
                 | KernelShape::NamePrefix(s)
                 | KernelShape::NameSuffix(s),
             )
-            | FileShape::Components(s)
-            | FileShape::ComponentsEnd(s) => s.len(),
+            | Self::Components(s)
+            | Self::ComponentsEnd(s) => s.len(),
         }
     }
 }

@@ -202,7 +202,7 @@ impl Judge {
 
     /// Which names sessions may resolve (what guard's resolver answers).
     pub fn dns(&self) -> std::sync::Arc<super::dns::DnsPolicy> {
-        self.compiled.dns.clone()
+        std::sync::Arc::clone(&self.compiled.dns)
     }
 
     /// Takes what looks like a credential out of `ev`'s command line, once the
@@ -277,8 +277,8 @@ impl Judge {
             .rules
             .iter()
             .flat_map(|r| match &r.kind {
-                super::model::Kind::Network { allow, deny } => allow.iter().chain(deny).collect(),
-                super::model::Kind::TaintEgress { allow } => allow.iter().collect(),
+                Kind::Network { allow, deny } => allow.iter().chain(deny).collect(),
+                Kind::TaintEgress { allow } => allow.iter().collect(),
                 _ => Vec::new(),
             })
             .filter_map(|d| match &d.host {
@@ -1021,11 +1021,7 @@ mod tests {
         // Untainted: no rule of the policy covers it.
         assert_eq!(j.judge(&event("curl", off.clone(), 0), false), None);
         // Tainted by the kernel's mark and refused by the kernel: reported, not redone.
-        let mut ev = event(
-            "curl",
-            off.clone(),
-            by_kernel(&j, "taint.egress", enforced::DENIED),
-        );
+        let mut ev = event("curl", off, by_kernel(&j, "taint.egress", enforced::DENIED));
         ev.tainted = true;
         let v = j.judge(&ev, false).expect("a violation");
         assert_eq!(v.rule, "taint.egress");

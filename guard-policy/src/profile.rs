@@ -196,12 +196,12 @@ pub struct Known {
 impl Default for Known {
     /// The built-in profiles.
     fn default() -> Self {
-        Known::new(&[])
+        Self::new(&[])
     }
 }
 
 impl Known {
-    pub fn new(policy: &[AgentProfile]) -> Known {
+    pub fn new(policy: &[AgentProfile]) -> Self {
         let owned = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect();
         let of_policy = |p: &AgentProfile| Recognised {
             id: Arc::from(p.id.as_str()),
@@ -228,7 +228,7 @@ impl Known {
                 agents.push(of_policy(p));
             }
         }
-        Known { agents }
+        Self { agents }
     }
 
     /// The `AGENT_PROGRAMS` entries: (file name, `role::PROGRAM_*`) for each agent's

@@ -205,7 +205,7 @@ mod tests {
             env.verify(&public(&key()), "ci-runners", None),
             Err(Refused::Signature)
         );
-        let mut unsigned = env.clone();
+        let mut unsigned = env;
         unsigned.signature.clear();
         assert_eq!(
             unsigned.verify(&public(&k), "ci-runners", None),

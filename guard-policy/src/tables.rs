@@ -1272,7 +1272,7 @@ mod tests {
         assert_ne!(k.config.path_kinds & (1 << path_kind::TAINT_FILE), 0);
         // A secret kill rule does not taint (the process dies); in observe mode every
         // secret rule taints, and nothing kills.
-        let mut secret_kill = secret.clone();
+        let mut secret_kill = secret;
         secret_kill.action = Action::Kill;
         let k = compile(
             &policy(vec![secret_kill.clone()], Mode::Enforce),

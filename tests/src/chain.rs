@@ -28,7 +28,7 @@ pub struct Chain {
 
 impl Chain {
     /// `rules` may use `{dir}` for the test directory.
-    pub fn new(prefix: &str, rules: &str) -> Chain {
+    pub fn new(prefix: &str, rules: &str) -> Self {
         let dir = TempDir::new("guard-e2e-chain");
         let wrapper_name = unique_name(prefix);
         let bin = dir.join("bin");
@@ -58,7 +58,7 @@ impl Chain {
             ev.iter().any(|e| e.kind() == "policy_loaded")
         });
         let loaded = find(&events, "policy_loaded", |e| e.kind() == "policy_loaded").clone();
-        Chain {
+        Self {
             dir,
             wrapper,
             agent,

@@ -25,7 +25,7 @@ impl Dnsmasq {
         zones: &[&str],
         answer: Ipv4Addr,
         dir: &Path,
-    ) -> Dnsmasq {
+    ) -> Self {
         let log = dir.join(format!("dnsmasq-{listen}.log"));
         let out = std::fs::File::create(&log).expect("create the dnsmasq log");
         cmd.args([
@@ -49,7 +49,7 @@ impl Dnsmasq {
         }
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(out);
         let child = cmd.spawn().expect("start dnsmasq (a test dependency)");
-        let d = Dnsmasq { child, log };
+        let d = Self { child, log };
         wait_until("dnsmasq listens", scaled(Duration::from_secs(10)), || {
             d.queries().contains("cleared cache")
         });
@@ -78,7 +78,7 @@ impl Drop for Dnsmasq {
 pub struct NsResolvConf(PathBuf);
 
 impl NsResolvConf {
-    pub fn new(ns: &str, server: Ipv4Addr) -> NsResolvConf {
+    pub fn new(ns: &str, server: Ipv4Addr) -> Self {
         let etc = Path::new("/etc/netns").join(ns);
         std::fs::create_dir_all(&etc).expect("mkdir /etc/netns/NS");
         std::fs::write(
@@ -86,7 +86,7 @@ impl NsResolvConf {
             format!("nameserver {server}\noptions attempts:2 timeout:2\n"),
         )
         .expect("write resolv.conf");
-        NsResolvConf(etc)
+        Self(etc)
     }
 }
 

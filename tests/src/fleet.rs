@@ -49,13 +49,13 @@ pub struct Fleet {
 
 impl Fleet {
     /// Starts the trial and waits until it listens.
-    pub fn start() -> Fleet {
-        Fleet::spawn("", None)
+    pub fn start() -> Self {
+        Self::spawn("", None)
     }
 
     /// A replica on the PostgreSQL at `database_url`. The first (`tokens_of`
     /// `None`) makes the tokens as a trial does; the others read its tokens file.
-    pub fn replica(database_url: &str, tokens_of: Option<&Fleet>) -> Fleet {
+    pub fn replica(database_url: &str, tokens_of: Option<&Self>) -> Self {
         let mut config = format!("[database]\nurl = \"{database_url}\"\nmax_connections = 4\n");
         if let Some(first) = tokens_of {
             config.insert_str(
@@ -66,25 +66,25 @@ impl Fleet {
                 ),
             );
         }
-        Fleet::spawn(&config, tokens_of)
+        Self::spawn(&config, tokens_of)
     }
 
     /// A server with `extra` configuration whose tokens file (named there) holds
     /// `ingest_token` (hosts) and `dashboard_token` (people).
-    pub fn configured(extra: &str, ingest_token: &str, dashboard_token: &str) -> Fleet {
-        Fleet::spawn_with(extra, Some((ingest_token, dashboard_token)))
+    pub fn configured(extra: &str, ingest_token: &str, dashboard_token: &str) -> Self {
+        Self::spawn_with(extra, Some((ingest_token, dashboard_token)))
     }
 
     /// Starts `guard-fleet serve` with `extra` configuration and waits until it
     /// listens; the tokens are its own (printed) or `tokens_of`'s.
-    fn spawn(extra: &str, tokens_of: Option<&Fleet>) -> Fleet {
-        Fleet::spawn_with(
+    fn spawn(extra: &str, tokens_of: Option<&Self>) -> Self {
+        Self::spawn_with(
             extra,
             tokens_of.map(|f| (f.ingest_token.as_str(), f.dashboard_token.as_str())),
         )
     }
 
-    fn spawn_with(extra: &str, tokens: Option<(&str, &str)>) -> Fleet {
+    fn spawn_with(extra: &str, tokens: Option<(&str, &str)>) -> Self {
         let dir = TempDir::new("guard-e2e-fleet");
         let config = dir.join("fleet.toml");
         // Top-level keys before the tables of `extra`.
@@ -115,7 +115,7 @@ impl Fleet {
                 keep.lock().expect("log").push(line);
             }
         });
-        let mut fleet = Fleet {
+        let mut fleet = Self {
             child,
             base: String::new(),
             ingest_token: String::new(),
@@ -328,11 +328,11 @@ pub struct Balancer {
 }
 
 impl Balancer {
-    pub fn start(replicas: Vec<String>) -> Balancer {
+    pub fn start(replicas: Vec<String>) -> Self {
         use std::sync::atomic::Ordering;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the balancer");
         let addr = listener.local_addr().expect("its address").to_string();
-        let balancer = Balancer {
+        let balancer = Self {
             addr,
             partitioned: Arc::default(),
             stop: Arc::default(),

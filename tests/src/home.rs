@@ -50,7 +50,7 @@ impl TestUser {
     }
 
     /// A user named `prefix` and random hex digits.
-    pub fn create(prefix: &str) -> TestUser {
+    pub fn create(prefix: &str) -> Self {
         let name = unique_name(prefix);
         let home = PathBuf::from("/home").join(&name);
         run_ok(
@@ -64,7 +64,7 @@ impl TestUser {
             let out = run_ok(Command::new("id").arg(flag).arg(&name));
             out.trim().parse().expect("id prints a number")
         };
-        let user = TestUser {
+        let user = Self {
             uid: id("-u"),
             gid: id("-g"),
             name,
@@ -139,8 +139,8 @@ pub struct HomeSecrets {
 }
 
 impl HomeSecrets {
-    pub fn new() -> HomeSecrets {
-        HomeSecrets {
+    pub fn new() -> Self {
+        Self {
             ssh: secret("ssh"),
             netrc: secret("netrc"),
             aws: secret("aws"),
@@ -151,7 +151,7 @@ impl HomeSecrets {
 
 impl Default for HomeSecrets {
     fn default() -> Self {
-        HomeSecrets::new()
+        Self::new()
     }
 }
 

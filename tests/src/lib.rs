@@ -168,12 +168,12 @@ pub struct TempDir {
 }
 
 impl TempDir {
-    pub fn new(prefix: &str) -> TempDir {
-        TempDir::new_in("/tmp", prefix)
+    pub fn new(prefix: &str) -> Self {
+        Self::new_in("/tmp", prefix)
     }
 
     /// A directory under `parent` (which must exist), removed on drop.
-    pub fn new_in(parent: &str, prefix: &str) -> TempDir {
+    pub fn new_in(parent: &str, prefix: &str) -> Self {
         let template = CString::new(format!("{parent}/{prefix}-XXXXXX")).expect("no NUL in prefix");
         let mut bytes = template.into_bytes_with_nul();
         // SAFETY: mkdtemp rewrites the XXXXXX of the NUL-terminated template in place.
@@ -186,7 +186,7 @@ impl TempDir {
         bytes.pop();
         let path = PathBuf::from(OsString::from_vec(bytes));
         let path = fs::canonicalize(&path).expect("canonicalize the temp dir");
-        TempDir { path }
+        Self { path }
     }
 
     pub fn path(&self) -> &Path {
@@ -403,7 +403,7 @@ pub struct Fifo {
 }
 
 impl Fifo {
-    pub fn new(dir: &Path, name: &str) -> Fifo {
+    pub fn new(dir: &Path, name: &str) -> Self {
         let path = dir.join(name);
         let c_path = CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL in path");
         // SAFETY: mkfifo with a valid NUL-terminated path.
@@ -415,7 +415,7 @@ impl Fifo {
             path.display(),
             io::Error::last_os_error()
         );
-        Fifo { path }
+        Self { path }
     }
 
     pub fn path(&self) -> &Path {
@@ -475,9 +475,9 @@ impl std::fmt::Debug for PinDir {
 impl PinDir {
     /// A new, unique path; the daemon creates the directory (and mounts the BPF file
     /// system when absent).
-    pub fn new() -> PinDir {
+    pub fn new() -> Self {
         let path = Path::new("/sys/fs/bpf").join(format!("guard-e2e-{}", unique_name("p")));
-        PinDir {
+        Self {
             _owned: watch::own_pins(&path),
             path,
         }
@@ -503,7 +503,7 @@ impl PinDir {
 
 impl Default for PinDir {
     fn default() -> Self {
-        PinDir::new()
+        Self::new()
     }
 }
 
@@ -599,24 +599,24 @@ impl Daemon {
     /// Starts `guard daemon --agent A... --events <temp> --socket <temp>` and waits until it
     /// logs that it is ready. Fails the test with the daemon's output if it exits first or
     /// takes longer than [`READY_TIMEOUT`].
-    pub fn start(agents: &[&str]) -> Daemon {
-        Daemon::start_with(agents, EventsTo::File)
+    pub fn start(agents: &[&str]) -> Self {
+        Self::start_with(agents, EventsTo::File)
     }
 
     /// [`Daemon::start`], with the events written where `to` says.
-    pub fn start_with(agents: &[&str], to: EventsTo) -> Daemon {
-        Daemon::start_with_args(agents, to, &[])
+    pub fn start_with(agents: &[&str], to: EventsTo) -> Self {
+        Self::start_with_args(agents, to, &[])
     }
 
     /// [`Daemon::start_with`], with `extra` arguments after `daemon` (`--policy FILE`).
     /// With no `agents`, the policy's `[agents] names` start sessions.
-    pub fn start_with_args(agents: &[&str], to: EventsTo, extra: &[&OsStr]) -> Daemon {
-        Daemon::start_on(&Arc::new(PinDir::new()), agents, to, extra)
+    pub fn start_with_args(agents: &[&str], to: EventsTo, extra: &[&OsStr]) -> Self {
+        Self::start_on(&Arc::new(PinDir::new()), agents, to, extra)
     }
 
     /// [`Daemon::start_with_args`] on the pins `pins` (another daemon's, to take over
     /// from it).
-    pub fn start_on(pins: &Arc<PinDir>, agents: &[&str], to: EventsTo, extra: &[&OsStr]) -> Daemon {
+    pub fn start_on(pins: &Arc<PinDir>, agents: &[&str], to: EventsTo, extra: &[&OsStr]) -> Self {
         require_root();
         let bin = guard_bin();
         let dir = TempDir::new("guard-e2e-daemon");
@@ -653,7 +653,7 @@ impl Daemon {
         } else {
             (Some(collect_bytes(child_stdout, &stdout)), None)
         };
-        let mut daemon = Daemon {
+        let mut daemon = Self {
             child: Some(child),
             dir,
             events_path,
@@ -702,7 +702,7 @@ impl Daemon {
     }
 
     /// `guard report SESSION --json` from this daemon.
-    pub fn report(&self, session: &str) -> serde_json::Value {
+    pub fn report(&self, session: &str) -> Value {
         serde_json::from_str(&self.report_text(session, true)).expect("JSON report")
     }
 
@@ -716,7 +716,7 @@ impl Daemon {
     }
 
     /// `guard status --json` from this daemon.
-    pub fn status(&self) -> serde_json::Value {
+    pub fn status(&self) -> Value {
         serde_json::from_str(&self.client(&["status", "--json"]))
             .expect("guard status --json prints JSON")
     }
@@ -1056,7 +1056,7 @@ pub fn accept_and_read(listener: &std::net::TcpListener) -> String {
     let mut stream = loop {
         match listener.accept() {
             Ok((stream, _)) => break stream,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
                 thread::sleep(Duration::from_millis(20));
             }
             Err(e) => panic!("no connection on {:?}: {e}", listener.local_addr()),
@@ -1067,7 +1067,7 @@ pub fn accept_and_read(listener: &std::net::TcpListener) -> String {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("set_read_timeout");
     let mut data = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut data).expect("read what the agent sent");
+    Read::read_to_string(&mut stream, &mut data).expect("read what the agent sent");
     data
 }
 
@@ -1141,7 +1141,7 @@ impl Enforcing {
         prefix: &str,
         rules: &str,
         prepare: impl FnOnce(&TempDir),
-    ) -> Enforcing {
+    ) -> Self {
         let since = SystemTime::now();
         let agent = FakeAgent::install(fake_agent);
         let dir = TempDir::new(prefix);
@@ -1161,7 +1161,7 @@ impl Enforcing {
         prefix: &str,
         name: &str,
         prepare: impl FnOnce(&TempDir),
-    ) -> Enforcing {
+    ) -> Self {
         let since = SystemTime::now();
         let agent = FakeAgent::install(fake_agent);
         let dir = TempDir::new(prefix);
@@ -1181,7 +1181,7 @@ impl Enforcing {
 
     /// Writes `text` as the policy in `dir`, starts the daemon and waits for the
     /// policy to be in force.
-    fn start_text(agent: FakeAgent, dir: TempDir, text: &str, since: SystemTime) -> Enforcing {
+    fn start_text(agent: FakeAgent, dir: TempDir, text: &str, since: SystemTime) -> Self {
         let policy = dir.join("guard.toml");
         write_policy(&policy, text);
         let args = [OsStr::new("--policy"), policy.as_os_str()];
@@ -1191,7 +1191,7 @@ impl Enforcing {
         });
         let loaded = find(&events, "policy_loaded", |e| e.kind() == "policy_loaded").clone();
         let lsm = bpf_lsm_deny(&loaded).is_ok();
-        Enforcing {
+        Self {
             agent,
             dir,
             daemon,
@@ -1281,14 +1281,14 @@ class mmsghdr(ctypes.Structure):
 /// Debian's Python HTTP server on a loopback port of its choosing, serving `root`;
 /// stopped when dropped.
 pub struct HttpServer {
-    child: std::process::Child,
+    child: Child,
     pub port: u16,
 }
 
 impl HttpServer {
-    pub fn serve(root: &Path, log: &Path) -> HttpServer {
-        let out = std::fs::File::create(log).expect("the server's log");
-        let child = std::process::Command::new(python3())
+    pub fn serve(root: &Path, log: &Path) -> Self {
+        let out = fs::File::create(log).expect("the server's log");
+        let child = Command::new(python3())
             .args([
                 "-u",
                 "-m",
@@ -1300,11 +1300,11 @@ impl HttpServer {
             .arg(root)
             .arg("0")
             .stdout(out)
-            .stderr(std::process::Stdio::null())
+            .stderr(Stdio::null())
             .spawn()
             .expect("start python3 -m http.server");
         let port = || -> Option<u16> {
-            let text = std::fs::read_to_string(log).ok()?;
+            let text = fs::read_to_string(log).ok()?;
             text.split(" port ")
                 .nth(1)?
                 .split_whitespace()
@@ -1312,12 +1312,10 @@ impl HttpServer {
                 .parse()
                 .ok()
         };
-        wait_until(
-            "the HTTP server's port",
-            std::time::Duration::from_secs(30),
-            || port().is_some(),
-        );
-        HttpServer {
+        wait_until("the HTTP server's port", Duration::from_secs(30), || {
+            port().is_some()
+        });
+        Self {
             child,
             port: port().expect("the port"),
         }
@@ -1363,13 +1361,13 @@ pub struct FakeAgent {
 
 impl FakeAgent {
     /// Copies `exe` (pass [`fake_agent_exe!()`]) into a new temp dir as `ga` + 8 hex digits.
-    pub fn install(exe: &str) -> FakeAgent {
+    pub fn install(exe: &str) -> Self {
         let dir = TempDir::new("guard-e2e-agent");
         let name = unique_name("ga");
         let path = dir.join(&name);
         let _w = watch::waiting(format!("{exe} copied"));
         fs::copy(exe, &path).unwrap_or_else(|e| panic!("copy {exe} to {}: {e}", path.display()));
-        FakeAgent {
+        Self {
             _dir: dir,
             name,
             path,
@@ -1432,7 +1430,7 @@ pub struct Running {
 impl Running {
     /// Spawns `cmd` in a process group of its own, stdin closed, stdout and stderr
     /// collected.
-    pub fn spawn_group(mut cmd: Command) -> Running {
+    pub fn spawn_group(mut cmd: Command) -> Self {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -1440,18 +1438,18 @@ impl Running {
             // tree try dozens of paths, each an open event; the programs need no more than libc.
             .env_remove("LD_LIBRARY_PATH")
             .process_group(0);
-        let mut running = Running::spawn(cmd);
+        let mut running = Self::spawn(cmd);
         running._group = Some(watch::own_group(running.pid() as i32));
         running
     }
 
     /// Spawns `cmd`, which must have piped stdout and stderr.
-    pub fn spawn(mut cmd: Command) -> Running {
+    pub fn spawn(mut cmd: Command) -> Self {
         let what = format!("{cmd:?}");
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         let out = read_all(child.stdout.take().expect("piped stdout"));
         let err = read_all(child.stderr.take().expect("piped stderr"));
-        Running {
+        Self {
             child: Some(child),
             what,
             out,
@@ -2209,7 +2207,7 @@ pub struct NetNs {
 }
 
 impl NetNs {
-    pub fn new() -> NetNs {
+    pub fn new() -> Self {
         let name = unique_name("gn");
         for args in [
             vec!["netns", "add", &name],
@@ -2223,7 +2221,7 @@ impl NetNs {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        NetNs {
+        Self {
             _owned: watch::own_netns(&name),
             name,
         }

@@ -36,7 +36,7 @@ struct Named {
 }
 
 impl Named {
-    fn new(ns: &NetNs, host: &str) -> Named {
+    fn new(ns: &NetNs, host: &str) -> Self {
         let veth = ns.veth();
         let dir = crate::TempDir::new("guard-e2e-model-dns");
         let dns = crate::dnsmasq::Dnsmasq::start(
@@ -47,7 +47,7 @@ impl Named {
             dir.path(),
         );
         let resolv = crate::dnsmasq::NsResolvConf::new(ns.name(), veth.peer);
-        Named {
+        Self {
             _dns: dns,
             _resolv: resolv,
             _veth: veth,
@@ -79,20 +79,20 @@ impl Api {
     /// model's namespace (so the agent resolves it through guard's resolver).
     pub fn host(self) -> &'static str {
         match self {
-            Api::OpenAiResponses => "api.openai.com",
-            Api::Anthropic => "api.anthropic.com",
-            Api::Gemini => "generativelanguage.googleapis.com",
-            Api::OpenAiChat => "api.githubcopilot.com",
+            Self::OpenAiResponses => "api.openai.com",
+            Self::Anthropic => "api.anthropic.com",
+            Self::Gemini => "generativelanguage.googleapis.com",
+            Self::OpenAiChat => "api.githubcopilot.com",
         }
     }
 
     /// The name of the agent's shell tool.
     pub fn shell_tool(self) -> &'static str {
         match self {
-            Api::OpenAiResponses => "exec_command",
-            Api::Anthropic => "Bash",
-            Api::Gemini => "run_shell_command",
-            Api::OpenAiChat => "bash",
+            Self::OpenAiResponses => "exec_command",
+            Self::Anthropic => "Bash",
+            Self::Gemini => "run_shell_command",
+            Self::OpenAiChat => "bash",
         }
     }
 
@@ -101,10 +101,10 @@ impl Api {
         let route = path.split('?').next().unwrap_or("");
         method == "POST"
             && match self {
-                Api::OpenAiResponses => route.ends_with("/responses"),
-                Api::Anthropic => route == "/v1/messages",
-                Api::Gemini => route.ends_with(":streamGenerateContent"),
-                Api::OpenAiChat => route.ends_with("/chat/completions"),
+                Self::OpenAiResponses => route.ends_with("/responses"),
+                Self::Anthropic => route == "/v1/messages",
+                Self::Gemini => route.ends_with(":streamGenerateContent"),
+                Self::OpenAiChat => route.ends_with("/chat/completions"),
             }
     }
 
@@ -114,11 +114,11 @@ impl Api {
         let tools = body.get("tools").and_then(Value::as_array);
         let name = self.shell_tool();
         tools.into_iter().flatten().any(|t| match self {
-            Api::OpenAiResponses | Api::Anthropic => {
+            Self::OpenAiResponses | Self::Anthropic => {
                 t.get("name").and_then(Value::as_str) == Some(name)
             }
-            Api::OpenAiChat => t.pointer("/function/name").and_then(Value::as_str) == Some(name),
-            Api::Gemini => t
+            Self::OpenAiChat => t.pointer("/function/name").and_then(Value::as_str) == Some(name),
+            Self::Gemini => t
                 .get("functionDeclarations")
                 .and_then(Value::as_array)
                 .into_iter()
@@ -142,7 +142,7 @@ impl Api {
         };
         let mut out = Vec::new();
         match self {
-            Api::OpenAiResponses => {
+            Self::OpenAiResponses => {
                 for i in array(body, "input") {
                     if i.get("type").and_then(Value::as_str) == Some("function_call_output") {
                         let id = i.get("call_id").and_then(Value::as_str).unwrap_or("");
@@ -150,7 +150,7 @@ impl Api {
                     }
                 }
             }
-            Api::Anthropic => {
+            Self::Anthropic => {
                 for m in array(body, "messages") {
                     for b in m
                         .get("content")
@@ -165,7 +165,7 @@ impl Api {
                     }
                 }
             }
-            Api::OpenAiChat => {
+            Self::OpenAiChat => {
                 for m in array(body, "messages") {
                     if m.get("role").and_then(Value::as_str) == Some("tool") {
                         let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
@@ -173,7 +173,7 @@ impl Api {
                     }
                 }
             }
-            Api::Gemini => {
+            Self::Gemini => {
                 for c in array(body, "contents") {
                     for p in c
                         .get("parts")
@@ -197,10 +197,10 @@ impl Api {
     fn turn(self, body: &Value, step: usize, commands: &[String]) -> String {
         let command = commands.get(step);
         match self {
-            Api::OpenAiResponses => responses_sse(step, command),
-            Api::Anthropic => anthropic_sse(body, step, command),
-            Api::Gemini => gemini_sse(command),
-            Api::OpenAiChat => openai_sse(body, step, command),
+            Self::OpenAiResponses => responses_sse(step, command),
+            Self::Anthropic => anthropic_sse(body, step, command),
+            Self::Gemini => gemini_sse(command),
+            Self::OpenAiChat => openai_sse(body, step, command),
         }
     }
 }
@@ -414,30 +414,25 @@ impl ModelServer {
     /// resolv.conf names it) that answers [`Api::host`] with 127.0.0.1: the agent
     /// reaches the model by its name ([`ModelServer::base_url`]), through guard's
     /// resolver in that namespace, as it would reach the real provider.
-    pub fn start(api: Api, commands: Vec<String>) -> ModelServer {
+    pub fn start(api: Api, commands: Vec<String>) -> Self {
         let ns = NetNs::new();
         let listener = ns
             .enter(|| TcpListener::bind("127.0.0.1:0"))
             .expect("bind the model server");
         let named = Named::new(&ns, api.host());
-        let mut server = ModelServer::serve(api, commands, listener, Some(ns));
+        let mut server = Self::serve(api, commands, listener, Some(ns));
         server.named = Some(named);
         server
     }
 
     /// As [`ModelServer::start`], on 127.0.0.1 of the caller's own network namespace
     /// (the `guard-model` program, which has one of its own).
-    pub fn start_here(api: Api, commands: Vec<String>) -> std::io::Result<ModelServer> {
+    pub fn start_here(api: Api, commands: Vec<String>) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
-        Ok(ModelServer::serve(api, commands, listener, None))
+        Ok(Self::serve(api, commands, listener, None))
     }
 
-    fn serve(
-        api: Api,
-        commands: Vec<String>,
-        listener: TcpListener,
-        ns: Option<NetNs>,
-    ) -> ModelServer {
+    fn serve(api: Api, commands: Vec<String>, listener: TcpListener, ns: Option<NetNs>) -> Self {
         let port = listener.local_addr().expect("local addr").port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -456,7 +451,7 @@ impl ModelServer {
                 }
             })
         };
-        ModelServer {
+        Self {
             api,
             named: None,
             ns,

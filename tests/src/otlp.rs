@@ -114,12 +114,12 @@ fn attrs(list: &[KeyValue]) -> BTreeMap<String, Value> {
 
 impl Receiver {
     /// Starts a receiver on `127.0.0.1:0` that stores what it gets.
-    pub fn start() -> Receiver {
-        Receiver::start_on("127.0.0.1:0")
+    pub fn start() -> Self {
+        Self::start_on("127.0.0.1:0")
     }
 
     /// Starts a receiver on `bind` (`ADDR:PORT`; port 0 picks one).
-    pub fn start_on(bind: &str) -> Receiver {
+    pub fn start_on(bind: &str) -> Self {
         let server = Arc::new(
             tiny_http::Server::http(bind).unwrap_or_else(|e| panic!("listen on {bind}: {e}")),
         );
@@ -142,7 +142,7 @@ impl Receiver {
                 }
             })
         };
-        Receiver {
+        Self {
             addr,
             state,
             server,

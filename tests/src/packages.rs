@@ -87,7 +87,7 @@ pub struct InstallSession {
 impl InstallSession {
     /// Its packages under `dir` (readable by the agent's user), its virtual
     /// environment at `venv`; the npm package named `npm_name`.
-    pub fn new(dir: &Path, venv: &Path, npm_name: &str, wheel_name: &str) -> InstallSession {
+    pub fn new(dir: &Path, venv: &Path, npm_name: &str, wheel_name: &str) -> Self {
         let postinstall = "const net = require('net');\n\
              const s = net.connect(9, '127.0.0.1');\n\
              s.on('error', () => {\n\
@@ -117,7 +117,7 @@ impl InstallSession {
                 .to_owned(),
             "touch go && sleep 1".to_owned(),
         ];
-        InstallSession {
+        Self {
             commands,
             npm_name: npm_name.to_owned(),
             wheel_name: wheel_name.to_owned(),

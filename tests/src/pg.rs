@@ -41,7 +41,7 @@ pub struct Postgres {
 
 impl Postgres {
     /// Makes the cluster and its database `fleet`, and starts it.
-    pub fn start() -> Postgres {
+    pub fn start() -> Self {
         let bin = bin_dir();
         assert!(
             bin.join("initdb").is_file(),
@@ -58,7 +58,7 @@ impl Postgres {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let pg = Postgres {
+        let pg = Self {
             dir,
             port,
             owned: std::cell::RefCell::new(None),

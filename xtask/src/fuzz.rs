@@ -23,10 +23,10 @@ use crate::setup;
 use crate::util::{self, log};
 
 /// The targets, in the order they run.
-pub const TARGETS: &[&str] = &["decode", "policy", "control", "ingest"];
+pub(crate) const TARGETS: &[&str] = &["decode", "policy", "control", "ingest"];
 
 /// Fuzzes every target for `total_secs` seconds in all (split evenly).
-pub fn run(total_secs: u64) -> Result<()> {
+pub(crate) fn run(total_secs: u64) -> Result<()> {
     setup::fuzz_tools()?;
     let dir = util::workspace_root().join("fuzz");
     util::run(fuzz_cmd(&dir, "build").args(["-s", "none"])).context("fuzz targets do not build")?;

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{log, util};
 
-pub fn install(bin: &Path, prefix: &Path) -> Result<()> {
+pub(crate) fn install(bin: &Path, prefix: &Path) -> Result<()> {
     if !util::is_root() {
         bail!(
             "install writes under /usr/local and /etc; run it as root:\n  sudo -E env PATH=$PATH cargo xtask install"

@@ -49,7 +49,7 @@ fn clippy_commands() -> [Command; 3] {
 /// beside a fresh machine's matrix, ended 29 s after it):
 /// `cargo xtask lint`, next in CI, then finds its checks built. Its output goes to
 /// `target/lint-warm.log`; lint itself says what clippy found.
-pub fn warm() -> std::thread::JoinHandle<()> {
+pub(crate) fn warm() -> std::thread::JoinHandle<()> {
     std::thread::spawn(|| {
         let started = std::time::Instant::now();
         let log_path = util::target_dir().join("lint-warm.log");
@@ -78,7 +78,7 @@ pub fn warm() -> std::thread::JoinHandle<()> {
     })
 }
 
-pub fn run() -> Result<()> {
+pub(crate) fn run() -> Result<()> {
     // Clippy on guard runs its build script, which builds the eBPF programs.
     setup::setup(false)?;
     setup::lint_tools()?;
@@ -154,8 +154,8 @@ fn file_lengths(root: &Path) -> Result<()> {
     let mut over = Vec::new();
     let mut longest = (0, "");
     for path in tracked.split('\0').filter(|p| is_production(p)) {
-        let text = std::fs::read_to_string(root.join(path))
-            .with_context(|| format!("read {path}"))?;
+        let text =
+            std::fs::read_to_string(root.join(path)).with_context(|| format!("read {path}"))?;
         let lines = code_lines(&text);
         longest = longest.max((lines, path));
         if lines > MAX_FILE_LINES {

@@ -56,7 +56,7 @@ const TEST_PACKAGES: &[&str] = &[
 /// package.
 const NODE_PACKAGES: &[&str] = &["nodejs", "npm"];
 
-pub fn setup(test_deps: bool) -> Result<()> {
+pub(crate) fn setup(test_deps: bool) -> Result<()> {
     build_tools(test_deps)?;
     if test_deps {
         test_tools()?;
@@ -67,7 +67,7 @@ pub fn setup(test_deps: bool) -> Result<()> {
 
 /// What the build needs (and, with `test_deps`, the tests' Debian packages, npm
 /// among them): rust-src, Debian's packages, bpf-linker.
-pub fn build_tools(test_deps: bool) -> Result<()> {
+pub(crate) fn build_tools(test_deps: bool) -> Result<()> {
     rust_src()?;
     let mut packages = BUILD_PACKAGES.to_vec();
     if test_deps {
@@ -83,7 +83,7 @@ pub fn build_tools(test_deps: bool) -> Result<()> {
 /// What only the tests run, fetched from npm and PyPI: the agents' CLIs, the OCSF
 /// models, and lint's own tools (lint runs next in CI). Network-bound, so `cargo
 /// xtask test` fetches them while it builds.
-pub fn test_tools() -> Result<()> {
+pub(crate) fn test_tools() -> Result<()> {
     codex()?;
     agents()?;
     OCSF_MODELS.install()?;
@@ -91,7 +91,7 @@ pub fn test_tools() -> Result<()> {
 }
 
 /// What `cargo xtask lint` runs beside cargo's own: [`LINT_TOOLS`] in their venv.
-pub fn lint_tools() -> Result<()> {
+pub(crate) fn lint_tools() -> Result<()> {
     debian_packages(&["python3-venv"])?;
     LINT_TOOLS.install()
 }
@@ -159,7 +159,7 @@ fn dpkg_installed(package: &str) -> Result<Option<bool>> {
     }
 }
 
-pub fn debian_packages(packages: &[&str]) -> Result<()> {
+pub(crate) fn debian_packages(packages: &[&str]) -> Result<()> {
     let mut missing = Vec::new();
     for &package in packages {
         match dpkg_installed(package)? {
@@ -204,7 +204,7 @@ const CODEX_DIR: &str = "codex";
 /// package-lock.json into `target/codex` (the npm wrapper in `node_modules/.bin/codex`,
 /// the native binary in the platform package). Skipped when the installed lock file is
 /// the committed one and the native binary answers `--version` with the pinned version.
-pub fn codex() -> Result<()> {
+pub(crate) fn codex() -> Result<()> {
     if !command_works("npm", "--version") {
         log!("npm: missing, installing Node.js and npm from Debian");
         debian_packages(NODE_PACKAGES)?;
@@ -425,26 +425,26 @@ const OCSF_MODELS: Venv = Venv {
 /// What `cargo xtask lint` runs beside rustfmt and clippy, pinned, from PyPI (their
 /// authors publish each release's binary there): typos (crate-ci's spelling checker,
 /// `_typos.toml`) and taplo (TOML's formatter, `.taplo.toml`).
-pub const LINT_TOOLS: Venv = Venv {
+pub(crate) const LINT_TOOLS: Venv = Venv {
     dir: "lint-venv",
     pins: &["typos==1.52.0", "taplo==0.9.3"],
 };
 
 /// A Python venv in the target dir with packages at pinned versions.
-pub struct Venv {
+pub(crate) struct Venv {
     dir: &'static str,
     pins: &'static [&'static str],
 }
 
 impl Venv {
     /// The venv's `bin/` (where the packages' commands are).
-    pub fn bin(&self) -> std::path::PathBuf {
+    pub(crate) fn bin(&self) -> std::path::PathBuf {
         util::target_dir().join(self.dir).join("bin")
     }
 
     /// Makes the venv and installs the pins into it (skipped when `pip show`
     /// finds each at its version there).
-    pub fn install(&self) -> Result<()> {
+    pub(crate) fn install(&self) -> Result<()> {
         let venv = util::target_dir().join(self.dir);
         let python = self.bin().join("python3");
         let names = self
@@ -492,7 +492,7 @@ const CARGO_DENY_VERSION: &str = "0.20.2";
 const CARGO_DENY_ROOT: &str = "lint-tools";
 
 /// The installed cargo-deny.
-pub fn cargo_deny_bin() -> std::path::PathBuf {
+pub(crate) fn cargo_deny_bin() -> std::path::PathBuf {
     util::target_dir()
         .join(CARGO_DENY_ROOT)
         .join("bin/cargo-deny")
@@ -501,7 +501,7 @@ pub fn cargo_deny_bin() -> std::path::PathBuf {
 /// Installs cargo-deny at its pinned version where it is missing or another; with
 /// `niced`, at the lowest CPU priority (`cargo xtask test` builds it beside the
 /// tests, on what they leave idle: lint runs it next).
-pub fn cargo_deny(niced: bool) -> Result<()> {
+pub(crate) fn cargo_deny(niced: bool) -> Result<()> {
     let bin = cargo_deny_bin();
     let have = util::stdout_of(Command::new(&bin).arg("--version"))
         .ok()
@@ -540,7 +540,7 @@ const FUZZ_PACKAGES: &[&str] = &["g++"];
 
 /// What the bounded fuzz run needs: a C++ compiler and cargo-fuzz at its pinned
 /// version (installed with `cargo install --locked`).
-pub fn fuzz_tools() -> Result<()> {
+pub(crate) fn fuzz_tools() -> Result<()> {
     debian_packages(FUZZ_PACKAGES)?;
     let wanted = format!("cargo-fuzz {CARGO_FUZZ_VERSION}");
     let have = util::stdout_of(util::cargo().args(["fuzz", "--version"]))

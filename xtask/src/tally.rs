@@ -13,7 +13,7 @@ use crate::util::log;
 
 /// One test's result.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Passed,
     /// Passed on a retry (the suites that allow one: the agents' real CLIs): what the
     /// failed try said. Counted as passed, and named in the summary.
@@ -25,7 +25,7 @@ pub enum Verdict {
 
 /// A suite's results.
 #[derive(Debug, Default)]
-pub struct Suite {
+pub(crate) struct Suite {
     pub name: String,
     pub tests: Vec<(String, Verdict)>,
     /// The suite could not run or report (a build failure, a VM that did not
@@ -37,10 +37,10 @@ pub struct Suite {
 }
 
 impl Suite {
-    pub fn new(name: impl Into<String>) -> Suite {
-        Suite {
+    pub(crate) fn new(name: impl Into<String>) -> Self {
+        Self {
             name: name.into(),
-            ..Suite::default()
+            ..Self::default()
         }
     }
 
@@ -48,25 +48,25 @@ impl Suite {
         self.tests.iter().filter(|(_, v)| f(v)).count()
     }
 
-    pub fn passed(&self) -> usize {
+    pub(crate) fn passed(&self) -> usize {
         self.count(|v| matches!(v, Verdict::Passed | Verdict::Flaky(_)))
     }
 
-    pub fn flaky(&self) -> usize {
+    pub(crate) fn flaky(&self) -> usize {
         self.count(|v| matches!(v, Verdict::Flaky(_)))
     }
 
-    pub fn failed(&self) -> usize {
+    pub(crate) fn failed(&self) -> usize {
         self.count(|v| matches!(v, Verdict::Failed(_))) + usize::from(self.error.is_some())
     }
 
-    pub fn skipped(&self) -> usize {
+    pub(crate) fn skipped(&self) -> usize {
         self.count(|v| matches!(v, Verdict::Skipped(_)))
     }
 
     /// Marks the tests `skips` names (test name, reason) as skipped: a test that
     /// returned early passed in its harness's eyes.
-    pub fn apply_skips(&mut self, skips: &[(String, String)]) {
+    pub(crate) fn apply_skips(&mut self, skips: &[(String, String)]) {
         for (test, reason) in skips {
             for (name, verdict) in &mut self.tests {
                 if (name == test || name.ends_with(&format!("::{test}")))
@@ -81,12 +81,12 @@ impl Suite {
 
 /// Every suite of a run.
 #[derive(Debug, Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     pub suites: Vec<Suite>,
 }
 
 impl Tally {
-    pub fn add(&mut self, suite: Suite) {
+    pub(crate) fn add(&mut self, suite: Suite) {
         log!(
             "{}: {} passed, {} failed, {} skipped ({:.0} s)",
             suite.name,
@@ -99,7 +99,7 @@ impl Tally {
     }
 
     /// A suite that did not run, with why (`--no-vm`): one skip.
-    pub fn not_run(&mut self, name: &str, why: &str) {
+    pub(crate) fn not_run(&mut self, name: &str, why: &str) {
         let mut suite = Suite::new(name);
         suite.tests.push((
             format!("{name} (whole suite)"),
@@ -108,13 +108,13 @@ impl Tally {
         self.add(suite);
     }
 
-    pub fn failed(&self) -> usize {
+    pub(crate) fn failed(&self) -> usize {
         self.suites.iter().map(Suite::failed).sum()
     }
 
     /// The summary: one line of counts, then each failure and each skip with its
     /// reason.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         let sum = |f: fn(&Suite) -> usize| self.suites.iter().map(f).sum::<usize>();
         let flaky = match sum(Suite::flaky) {
             0 => String::new(),
@@ -163,7 +163,7 @@ impl Tally {
 
 /// The tests of a nextest JUnit report (`target/nextest/PROFILE/junit.xml`):
 /// `binary::test` and its verdict.
-pub fn junit(path: &Path) -> Result<Vec<(String, Verdict)>> {
+pub(crate) fn junit(path: &Path) -> Result<Vec<(String, Verdict)>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     parse_junit(&text).with_context(|| format!("cannot parse {}", path.display()))
@@ -284,7 +284,7 @@ fn verdict(failure: Option<String>) -> Verdict {
 }
 
 /// The skips the tests recorded (`GUARD_E2E_SKIP_LOG`): (test, reason).
-pub fn skips(path: &Path) -> Vec<(String, String)> {
+pub(crate) fn skips(path: &Path) -> Vec<(String, String)> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()

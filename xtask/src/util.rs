@@ -18,12 +18,12 @@ pub(crate) use log;
 static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
 
 /// Starts the clock of the progress lines (first call; `main` makes it).
-pub fn start_clock() {
+pub(crate) fn start_clock() {
     STARTED.get_or_init(std::time::Instant::now);
 }
 
 /// `mm:ss` since [`start_clock`].
-pub fn elapsed() -> String {
+pub(crate) fn elapsed() -> String {
     let secs = STARTED
         .get_or_init(std::time::Instant::now)
         .elapsed()
@@ -32,7 +32,7 @@ pub fn elapsed() -> String {
 }
 
 /// The workspace root: the parent of this crate's directory.
-pub fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest_dir
         .parent()
@@ -40,7 +40,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// The cargo target directory (`$CARGO_TARGET_DIR`, else `<root>/target`), absolute.
-pub fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     let root = workspace_root();
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if !dir.is_empty() => root.join(dir),
@@ -49,17 +49,17 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Path of the `guard` binary for a profile (`release` or `debug`).
-pub fn guard_bin(release: bool) -> PathBuf {
+pub(crate) fn guard_bin(release: bool) -> PathBuf {
     target_dir()
         .join(if release { "release" } else { "debug" })
         .join("guard")
 }
 
 /// The cargo profile of the tests and of the binaries they run (Cargo.toml).
-pub const TEST_PROFILE: &str = "tests";
+pub(crate) const TEST_PROFILE: &str = "tests";
 
 /// Path of the `guard` binary the tests run.
-pub fn tested_guard_bin() -> PathBuf {
+pub(crate) fn tested_guard_bin() -> PathBuf {
     target_dir().join(TEST_PROFILE).join("guard")
 }
 
@@ -68,7 +68,7 @@ pub fn tested_guard_bin() -> PathBuf {
 /// needs by itself. (A `RUSTC_BOOTSTRAP` here and not in `cargo xtask`'s own build
 /// would make each rebuild the crates whose build scripts watch it, proc-macro2 and
 /// all that derives, every time one follows the other.)
-pub fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(program);
     cmd.current_dir(workspace_root())
@@ -79,14 +79,14 @@ pub fn cargo() -> Command {
 /// [`cargo`] with `RUSTC_BOOTSTRAP=1`, for the `-Z` flags of the stable toolchain
 /// (clippy of the eBPF crate with `-Z build-std`, cargo-fuzz's instrumentation): in
 /// target directories of their own, or for crates the plain builds never share.
-pub fn cargo_unstable() -> Command {
+pub(crate) fn cargo_unstable() -> Command {
     let mut cmd = cargo();
     cmd.env("RUSTC_BOOTSTRAP", "1");
     cmd
 }
 
 /// Runs `cmd` at the lowest CPU priority (nice 19): it takes what the rest leaves idle.
-pub fn niced(cmd: &mut Command) -> &mut Command {
+pub(crate) fn niced(cmd: &mut Command) -> &mut Command {
     use std::os::unix::process::CommandExt as _;
     // SAFETY: nice(2) in the child before it execs; async-signal-safe.
     unsafe {
@@ -100,7 +100,7 @@ pub fn niced(cmd: &mut Command) -> &mut Command {
 /// An `apt-get` command that waits (up to 10 minutes) for another apt or dpkg run on
 /// the machine to let go of the package database instead of failing at once, with
 /// no questions asked and no standard input.
-pub fn apt_get() -> Command {
+pub(crate) fn apt_get() -> Command {
     let mut cmd = Command::new("apt-get");
     cmd.args(["-o", "DPkg::Lock::Timeout=600"])
         .env("DEBIAN_FRONTEND", "noninteractive")
@@ -109,13 +109,13 @@ pub fn apt_get() -> Command {
 }
 
 /// Whether the effective user is root.
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
 /// A shell-like rendering of a command, for progress lines and errors.
-pub fn display(cmd: &Command) -> String {
+pub(crate) fn display(cmd: &Command) -> String {
     let program = cmd.get_program();
     // Show `cargo` rather than the full toolchain path from `$CARGO`.
     let program = if std::env::var_os("CARGO").as_deref() == Some(program) {
@@ -138,7 +138,7 @@ pub fn display(cmd: &Command) -> String {
 }
 
 /// Runs a command with inherited stdio and fails unless it exits successfully.
-pub fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let shown = display(cmd);
     log!("$ {shown}");
     let status = cmd
@@ -151,12 +151,12 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 }
 
 /// Runs a command capturing its output (stdin closed); errors only if it cannot start.
-pub fn output(cmd: &mut Command) -> std::io::Result<Output> {
+pub(crate) fn output(cmd: &mut Command) -> std::io::Result<Output> {
     cmd.stdin(std::process::Stdio::null()).output()
 }
 
 /// Runs a command and returns its stdout, failing unless it exits successfully.
-pub fn stdout_of(cmd: &mut Command) -> Result<String> {
+pub(crate) fn stdout_of(cmd: &mut Command) -> Result<String> {
     let shown = display(cmd);
     let out = output(cmd).with_context(|| format!("failed to start `{shown}`"))?;
     if !out.status.success() {

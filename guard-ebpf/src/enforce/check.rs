@@ -23,7 +23,7 @@ pub(super) const SCAN_BYTES: u32 = 4096;
 
 /// What a rule lookup found for one operation: whole path, file name, reversed file
 /// name, a component run, and a whole-path exception.
-pub type Matches = [RuleRef; 5];
+pub(super) type Matches = [RuleRef; 5];
 
 pub(super) const NONE: Matches = [RuleRef {
     rule: 0,
@@ -118,7 +118,7 @@ pub(super) fn note_rules(again: bool) {
 /// Notes the mounts' epoch before a walk that gives a path for a check: a path is
 /// remembered as clear under the mounts it was walked through (see [`path_clear`]).
 #[inline(always)]
-pub fn before_walk() {
+pub(crate) fn before_walk() {
     if let (Some(s), Some(mounts)) = (PATH_KEY.get_ptr_mut(0), TREE_EPOCH.get(TREE_MOUNTS)) {
         // SAFETY: this CPU's key scratch.
         unsafe { (*s).mounts = *mounts };

@@ -5,7 +5,7 @@ use super::*;
 
 /// BPF-LSM `bprm_check_security`: whether a `deny` rule refuses this exec.
 #[inline(always)]
-pub fn deny_exec(
+pub(crate) fn deny_exec(
     file: *const core::ffi::c_void,
     at: u32,
     len: u32,
@@ -52,7 +52,7 @@ pub(super) fn exec_pick(
 /// state the program reaches it in.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn guard_exec_check(
+pub(crate) extern "C" fn guard_exec_check(
     file: u64,
     at: u32,
     how: u64,
@@ -150,7 +150,7 @@ pub(super) extern "C" fn exec_ident_step(_index: u32, _ctx: *mut core::ffi::c_vo
 /// Whether the last exec check on this CPU (`on_exec`, `deny_exec`, `on_map`)
 /// picked its rule by the file's identity, not by a path or a name.
 #[inline(always)]
-pub fn exec_by_identity() -> bool {
+pub(crate) fn exec_by_identity() -> bool {
     match CHECKS.get_ptr_mut(0) {
         // SAFETY: this CPU's check.
         Some(c) => unsafe { (*c).picked != 0 && (*c).picked_at == EXEC_IDENT as u32 },
@@ -161,7 +161,7 @@ pub fn exec_by_identity() -> bool {
 /// Exec of the file whose resolved path is `len` bytes at `at` in the path scratch,
 /// by a process now named `comm`.
 #[inline(always)]
-pub fn on_exec(
+pub(crate) fn on_exec(
     file: *const core::ffi::c_void,
     at: u32,
     len: u32,
@@ -223,7 +223,7 @@ pub(super) fn applet_entry(generation: u8, n: u32, whole: bool) -> RuleRef {
 /// policy kills programs by name, such an exec is killed under
 /// `Config::applet_fallback` (fail closed). Returns the event's `rule` field.
 #[inline(always)]
-pub fn on_applet(
+pub(crate) fn on_applet(
     file: *const core::ffi::c_void,
     task: *const core_read::Task,
     comm: &[u8; 16],
@@ -236,7 +236,13 @@ pub fn on_applet(
 /// [`on_applet`] with its name as two numbers; global (verified once per program).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn guard_applet(file: u64, task: u64, comm_lo: u64, comm_hi: u64, who: u32) -> i64 {
+pub(crate) extern "C" fn guard_applet(
+    file: u64,
+    task: u64,
+    comm_lo: u64,
+    comm_hi: u64,
+    who: u32,
+) -> i64 {
     let (file, task) = (
         file as *const core::ffi::c_void,
         task as *const core_read::Task,
@@ -311,7 +317,7 @@ fn applet(
 /// process keeps its own name). Returns the event's `rule` field; the process is
 /// killed before the mapping returns, so no instruction of the file runs.
 #[inline(always)]
-pub fn on_map(file: *const core::ffi::c_void, path: *const u8, len: u32, who: u32) -> u16 {
+pub(crate) fn on_map(file: *const core::ffi::c_void, path: *const u8, len: u32, who: u32) -> u16 {
     let cfg = config();
     if cfg.path_kinds & ((1 << path_kind::EXEC) | (1 << path_kind::EXEC_NAME)) == 0 {
         return 0;

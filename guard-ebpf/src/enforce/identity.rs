@@ -212,7 +212,7 @@ pub(super) extern "C" fn unknown_step(index: u32, _ctx: *mut core::ffi::c_void) 
 /// What the last identity walk on this CPU found: its `Header::flags` bits and,
 /// with `flags::BY_IDENTITY`, the match.
 #[inline(always)]
-pub fn identity_tail() -> IdentityTail {
+pub(crate) fn identity_tail() -> IdentityTail {
     match CHECKS.get_ptr_mut(0) {
         // SAFETY: this CPU's check.
         Some(c) => unsafe { (*c).tail },

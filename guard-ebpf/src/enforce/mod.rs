@@ -31,15 +31,15 @@ mod exec;
 mod identity;
 mod net;
 
-pub use check::before_walk;
+pub(crate) use check::before_walk;
 use check::*;
-pub use exec::*;
-pub use identity::identity_tail;
+pub(crate) use exec::*;
+pub(crate) use identity::identity_tail;
 use identity::*;
-pub use net::*;
+pub(crate) use net::*;
 
 #[inline(always)]
-pub fn config() -> Config {
+pub(crate) fn config() -> Config {
     CONFIG.get(0).copied().unwrap_or_default()
 }
 
@@ -153,7 +153,7 @@ fn file_pick_in(
 /// quarters of its verification (see docs/kernels.md).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn guard_file_check(dentry: u64, at: u32, len_who: u64, asks: u32) -> i64 {
+pub(crate) extern "C" fn guard_file_check(dentry: u64, at: u32, len_who: u64, asks: u32) -> i64 {
     let again = (asks >> 25) & 1 != 0;
     // Before the rules are read: what this check finds clear is remembered under
     // rules at least this old, so a change while it runs leaves it stale.
@@ -228,7 +228,7 @@ pub extern "C" fn guard_file_check(dentry: u64, at: u32, len_who: u64, asks: u32
 
 /// BPF-LSM `file_open`: whether a `deny` rule refuses this open.
 #[inline(always)]
-pub fn deny_open(
+pub(crate) fn deny_open(
     file: *const core::ffi::c_void,
     at: u32,
     len: u32,
@@ -278,7 +278,7 @@ pub fn deny_open(
 /// (`unix_stream_connect`, `unix_may_send`), by path and, `by_identity`, by the
 /// entry's identity.
 #[inline(always)]
-pub fn deny_write(
+pub(crate) fn deny_write(
     dentry: *const core::ffi::c_void,
     at: u32,
     len: u32,
@@ -299,7 +299,7 @@ pub fn deny_write(
 
 /// What an open ran into: see [`on_open`].
 #[derive(Clone, Copy, Default)]
-pub struct OpenVerdict {
+pub(crate) struct OpenVerdict {
     /// The event's `rule` field (0: nothing enforced).
     pub rule: u16,
     /// The identity walk's `Header::flags` bits; with `flags::BY_IDENTITY`,
@@ -314,7 +314,7 @@ pub struct OpenVerdict {
 /// rule says so, by path or by identity; else, unless the process is `tainted`
 /// already, whether the open taints it.
 #[inline(always)]
-pub fn on_open(
+pub(crate) fn on_open(
     file: *const core::ffi::c_void,
     at: u32,
     len: u32,
@@ -386,7 +386,7 @@ fn taints(file: *const core::ffi::c_void, at: u32, len: u32, open_flags: u64, wh
 /// writing to it: the kernel asks for write permission on it). Returns the event's
 /// `rule` field and the identity walk's `Header::flags` bits, as [`on_open`].
 #[inline(always)]
-pub fn on_unix(dentry: *const core::ffi::c_void, at: u32, len: u32, who: u32) -> (u16, u16) {
+pub(crate) fn on_unix(dentry: *const core::ffi::c_void, at: u32, len: u32, who: u32) -> (u16, u16) {
     // Where the BPF-LSM Unix hooks do not run, a `deny` rule acts as kill here (its
     // entries carry DENY when the other BPF-LSM hooks loaded).
     let verdict = if crate::route::lsm_hook_runs(guard_common::route::UNIX_SOCKET_HOOKS) {
@@ -401,7 +401,7 @@ pub fn on_unix(dentry: *const core::ffi::c_void, at: u32, len: u32, who: u32) ->
 /// The `[sessions]` rule on `route` (a `guard_common::route` number) when the
 /// policy has one with a `verdict` bit whose scope covers the process.
 #[inline(always)]
-pub fn route_pick(route: u8, verdict: u8, who: u32) -> Option<u16> {
+pub(crate) fn route_pick(route: u8, verdict: u8, who: u32) -> Option<u16> {
     let r = route_rule(route);
     (r.flags & verdict != 0 && scope_ok(r.flags, r.access, who)).then_some(r.rule)
 }
@@ -410,7 +410,7 @@ pub fn route_pick(route: u8, verdict: u8, who: u32) -> Option<u16> {
 /// with a KILL or DENY flag when the kernel enforces it; all zero when the policy
 /// allows the route.
 #[inline(always)]
-pub fn route_rule(route: u8) -> RuleRef {
+pub(crate) fn route_rule(route: u8) -> RuleRef {
     let cfg = config();
     if !has(&cfg, path_kind::ROUTE) {
         return RuleRef::default();
@@ -425,6 +425,6 @@ pub fn route_rule(route: u8) -> RuleRef {
 
 /// Kills the current process for rule `rule`; returns the event's `rule` field.
 #[inline(always)]
-pub fn kill_for(rule: u16) -> u16 {
+pub(crate) fn kill_for(rule: u16) -> u16 {
     kill(rule)
 }

@@ -26,7 +26,7 @@ pub(super) fn net_key(generation: u8, family: u16, addr: &[u8; 16]) -> Key<NetDa
 /// policy's own network rules let it through: `Some(rule field)` means refuse (off
 /// the `[taint]` allowlist, when the policy denies tainted egress).
 #[inline(always)]
-pub fn on_tainted_net(family: u16, addr: &[u8; 16], port: u16) -> Option<u16> {
+pub(crate) fn on_tainted_net(family: u16, addr: &[u8; 16], port: u16) -> Option<u16> {
     let cfg = config();
     let r = TAINT_NET.get(net_key(cfg.generation as u8, family, addr))?;
     if r.flags & rule_flags::ALLOW != 0 && (r.ports == [0; 8] || r.ports.contains(&port)) {
@@ -37,7 +37,7 @@ pub fn on_tainted_net(family: u16, addr: &[u8; 16], port: u16) -> Option<u16> {
 
 /// Destination check for a connect or send. `Some(rule field)` means refuse.
 #[inline(always)]
-pub fn on_net(family: u16, addr: &[u8; 16], port: u16, is_root: u32) -> Option<u16> {
+pub(crate) fn on_net(family: u16, addr: &[u8; 16], port: u16, is_root: u32) -> Option<u16> {
     let cfg = config();
     if let Some(r) = NET_RULES.get(net_key(cfg.generation as u8, family, addr)) {
         let any_port = r.ports == [0; 8];

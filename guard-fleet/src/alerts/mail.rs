@@ -7,7 +7,7 @@ use lettre::{AsyncTransport as _, message::header::ContentType};
 use crate::config::Mail;
 
 /// Sends `subject` and `text` to the destination's recipients.
-pub async fn send(mail: &Mail, subject: String, text: String) -> Result<(), String> {
+pub(super) async fn send(mail: &Mail, subject: String, text: String) -> Result<(), String> {
     let mut message = lettre::Message::builder()
         .from(mail.from.clone())
         .subject(subject)

@@ -184,7 +184,7 @@ impl Store {
             .await
             .map_err(StoreError::query("find due alerts"))?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .map(|r| Ok((r.try_get("alert")?, r.try_get("destination")?)))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::query("find due alerts"))
     }
@@ -237,14 +237,14 @@ impl Store {
             .iter()
             .map(|r| {
                 Ok(Queued {
-                    host: r.try_get(0)?,
-                    record_id: r.try_get(1)?,
-                    session_uid: r.try_get(2)?,
-                    ts_ms: r.try_get(3)?,
-                    rule: r.try_get(4)?,
-                    outcome: r.try_get(5)?,
-                    text: r.try_get(6)?,
-                    attempts: r.try_get(7)?,
+                    host: r.try_get("host")?,
+                    record_id: r.try_get("record_id")?,
+                    session_uid: r.try_get("session_uid")?,
+                    ts_ms: r.try_get("ts_ms")?,
+                    rule: r.try_get("rule")?,
+                    outcome: r.try_get("outcome")?,
+                    text: r.try_get("text")?,
+                    attempts: r.try_get("attempts")?,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -331,14 +331,15 @@ impl Store {
 
     /// How many outbox rows are in `state` (tests, diagnostics).
     pub async fn alerts_in(&self, state: &str) -> Result<i64, StoreError> {
-        let mut q = Sql::new("SELECT COUNT(*) FROM alert_outbox WHERE state = ");
+        let mut q = Sql::new("SELECT COUNT(*) AS alerts FROM alert_outbox WHERE state = ");
         q.arg(Arg::Text(state.to_owned()));
         let row = q
             .query()
             .fetch_one(self.pool())
             .await
             .map_err(StoreError::query("count alerts"))?;
-        row.try_get(0).map_err(StoreError::query("count alerts"))
+        row.try_get("alerts")
+            .map_err(StoreError::query("count alerts"))
     }
 }
 
@@ -376,10 +377,10 @@ impl Store {
         let e = || StoreError::query("count alerts");
         let rows = sqlx::query(
             "SELECT alert, destination, \
-             SUM(CASE WHEN state = 'sent' THEN 1 ELSE 0 END), \
-             SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), \
-             SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), \
-             MAX(CASE WHEN state = 'sent' THEN done_ms END) \
+             SUM(CASE WHEN state = 'sent' THEN 1 ELSE 0 END) AS sent, \
+             SUM(CASE WHEN state = 'pending' THEN 1 ELSE 0 END) AS pending, \
+             SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END) AS failed, \
+             MAX(CASE WHEN state = 'sent' THEN done_ms END) AS last_sent_ms \
              FROM alert_outbox GROUP BY alert, destination ORDER BY alert, destination",
         )
         .fetch_all(self.pool())
@@ -388,12 +389,12 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(AlertStats {
-                    alert: r.try_get(0)?,
-                    destination: r.try_get(1)?,
-                    sent: r.try_get(2)?,
-                    pending: r.try_get(3)?,
-                    failed: r.try_get(4)?,
-                    last_sent_ms: r.try_get(5)?,
+                    alert: r.try_get("alert")?,
+                    destination: r.try_get("destination")?,
+                    sent: r.try_get("sent")?,
+                    pending: r.try_get("pending")?,
+                    failed: r.try_get("failed")?,
+                    last_sent_ms: r.try_get("last_sent_ms")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -413,18 +414,18 @@ impl Store {
         rows.iter()
             .map(|r| {
                 Ok(AlertRow {
-                    alert: r.try_get(0)?,
-                    destination: r.try_get(1)?,
-                    host: r.try_get(2)?,
-                    session_uid: r.try_get(3)?,
-                    ts_ms: r.try_get(4)?,
-                    rule: r.try_get(5)?,
-                    outcome: r.try_get(6)?,
-                    text: r.try_get(7)?,
-                    state: r.try_get(8)?,
-                    attempts: r.try_get(9)?,
-                    done_ms: r.try_get(10)?,
-                    error: r.try_get(11)?,
+                    alert: r.try_get("alert")?,
+                    destination: r.try_get("destination")?,
+                    host: r.try_get("host")?,
+                    session_uid: r.try_get("session_uid")?,
+                    ts_ms: r.try_get("ts_ms")?,
+                    rule: r.try_get("rule")?,
+                    outcome: r.try_get("outcome")?,
+                    text: r.try_get("text")?,
+                    state: r.try_get("state")?,
+                    attempts: r.try_get("attempts")?,
+                    done_ms: r.try_get("done_ms")?,
+                    error: r.try_get("error")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

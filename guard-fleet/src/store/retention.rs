@@ -48,7 +48,7 @@ impl Store {
             .map_err(StoreError::query("find the oldest events"))?;
         if let Some(row) = row {
             let newest_over: i64 = row
-                .try_get(0)
+                .try_get("received_ms")
                 .map_err(StoreError::query("find the oldest events"))?;
             // Rows received in the same millisecond as the cap's edge go too: the
             // table stays at most at the cap.

@@ -30,12 +30,12 @@ const CHUNK: usize = 100;
 pub(crate) const SESSION_COLUMNS: &str = "host, user_name, repo_url, agent, started_ms, \
     secrets_read, violations, bytes_out, model_bytes_out, duration_ms";
 
-/// The columns of `violations` a violation's contribution is read from, in
-/// [`Rollup::violations_removed`]'s order.
+/// The columns of `violations` a violation's contribution is read from, by name, in
+/// [`Rollup::violations_removed`].
 pub(crate) const VIOLATION_COLUMNS: &str = "ts_ms, rule, outcome";
 
 /// The columns of `session_destinations` a destination's contribution is read
-/// from, in [`Rollup::destinations_removed`]'s order.
+/// from, by name, in [`Rollup::destinations_removed`].
 pub(crate) const DESTINATION_COLUMNS: &str =
     "started_ms, dest, class, user_name, bytes_out, secrets_read, violations";
 
@@ -264,9 +264,9 @@ impl Rollup {
     /// `DELETE … RETURNING` of them gave).
     pub(crate) fn violations_removed(&mut self, rows: &[AnyRow]) -> Result<(), sqlx::Error> {
         for r in rows {
-            let rule: String = r.try_get(1)?;
-            let outcome: String = r.try_get(2)?;
-            self.violation(r.try_get(0)?, &rule, &outcome, -1);
+            let rule: String = r.try_get("rule")?;
+            let outcome: String = r.try_get("outcome")?;
+            self.violation(r.try_get("ts_ms")?, &rule, &outcome, -1);
         }
         Ok(())
     }

@@ -1,5 +1,9 @@
 //! SQL put together from fixed fragments, with every value bound as `$n`: the only
 //! text that reaches the database unbound is written in this crate.
+//!
+//! Not sqlx's `QueryBuilder`: over the `Any` driver it writes each bind as `?` (the
+//! `Arguments::format_placeholder` default, sqlx-core 0.9 `src/arguments.rs`, which
+//! `AnyArguments` keeps), which SQLite reads and PostgreSQL refuses; `$n` both read.
 
 use sqlx::{Any, AssertSqlSafe, any::AnyArguments, query::Query};
 

@@ -43,7 +43,7 @@ async fn store(dir: &tempfile::TempDir) -> Store {
 
 fn batch(
     req: &opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest,
-) -> crate::store::rows::Batch {
+) -> rows::Batch {
     validate::batch(
         req,
         &Sender::Host("build-01".into()),

@@ -13,7 +13,7 @@
 //! by key) so that two replicas writing overlapping batches wait for each other
 //! instead of deadlocking.
 
-use sqlx::{AnyConnection, Row as _};
+use sqlx::{AnyConnection, Row as _, any::AnyRow};
 
 use super::rows::{Batch, EventRow, HostRow, SummaryRow};
 use super::{
@@ -145,16 +145,8 @@ impl Store {
                 continue;
             }
             for row in &rows {
-                let key: (String, String) = (
-                    row.try_get(0).map_err(StoreError::query("store events"))?,
-                    row.try_get(1).map_err(StoreError::query("store events"))?,
-                );
-                if let Some(e) = chunk
-                    .iter()
-                    .find(|e| e.host == key.0 && e.record_id == key.1)
-                {
-                    new.push(e);
-                }
+                let (host, id) = event_key(row).map_err(StoreError::query("store events"))?;
+                new.extend(chunk.iter().find(|e| e.host == host && e.record_id == id));
             }
         }
         alerts::enqueue(&mut tx, rules, &new, now_ms).await?;
@@ -477,19 +469,24 @@ fn insert_events(rows: &[&EventRow], now_ms: i64) -> Sql {
     s
 }
 
+/// The key of an event row `insert_events` returned (`RETURNING host, record_id`).
+fn event_key(row: &AnyRow) -> Result<(String, String), sqlx::Error> {
+    Ok((row.try_get("host")?, row.try_get("record_id")?))
+}
+
 /// How many rows a table has (tests and `guard-fleet` diagnostics).
 pub async fn count(store: &Store, table: Table) -> Result<i64, StoreError> {
     let sql: &'static str = match table {
-        Table::Hosts => "SELECT COUNT(*) FROM hosts",
-        Table::Sessions => "SELECT COUNT(*) FROM sessions",
-        Table::Violations => "SELECT COUNT(*) FROM violations",
-        Table::Events => "SELECT COUNT(*) FROM events",
+        Table::Hosts => "SELECT COUNT(*) AS n FROM hosts",
+        Table::Sessions => "SELECT COUNT(*) AS n FROM sessions",
+        Table::Violations => "SELECT COUNT(*) AS n FROM violations",
+        Table::Events => "SELECT COUNT(*) AS n FROM events",
     };
     let row = sqlx::query(sql)
         .fetch_one(store.pool())
         .await
         .map_err(StoreError::query("count rows"))?;
-    row.try_get(0).map_err(StoreError::query("count rows"))
+    row.try_get("n").map_err(StoreError::query("count rows"))
 }
 
 /// The tables, for [`count`].

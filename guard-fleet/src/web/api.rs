@@ -85,7 +85,7 @@ pub async fn session(
 /// queued last.
 pub async fn alerts(State(app): State<Arc<App>>) -> Result<Json<serde_json::Value>, ApiError> {
     let stats = app.store.alert_stats().await?;
-    let recent = app.store.recent_alerts(super::pages::RECENT_ALERTS).await?;
+    let recent = app.store.recent_alerts(pages::RECENT_ALERTS).await?;
     Ok(Json(
         serde_json::json!({ "deliveries": stats, "recent": recent }),
     ))

@@ -72,10 +72,7 @@ pub fn router(app: Arc<App>) -> Router<Arc<App>> {
         .route("/api/alerts", get(api::alerts))
         .route("/api/packages", get(api::packages))
         .route("/api/policies", get(policies::list))
-        .route(
-            "/api/policies/{name}",
-            axum::routing::post(policies::upload),
-        )
+        .route("/api/policies/{name}", post(policies::upload))
         .route("/api/policies/{name}/{version}", get(policies::text))
         .route("/api/policies/{name}/{version}/test", get(policies::test))
         .route(

@@ -35,7 +35,7 @@ struct Driver {
 }
 
 impl Driver {
-    fn start() -> Driver {
+    fn start() -> Self {
         // A port the kernel picked, free again for chromedriver to take.
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -49,7 +49,7 @@ impl Driver {
         // Its own process group: the browsers it starts go with it.
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         let child = cmd.spawn().expect("start chromedriver");
-        Driver { child, port }
+        Self { child, port }
     }
 
     fn url(&self) -> String {

@@ -25,8 +25,8 @@ impl Direction {
     /// The name in JSON events (`direction`).
     pub fn as_str(self) -> &'static str {
         match self {
-            Direction::Query => "query",
-            Direction::Answer => "answer",
+            Self::Query => "query",
+            Self::Answer => "answer",
         }
     }
 }

@@ -40,17 +40,17 @@ impl Proto {
     /// The protocol of a socket of this type and protocol number.
     pub fn from_socket(sock_type: u16, protocol: u16) -> Self {
         match (sock_type, protocol) {
-            (_, 6) | (1, 0) => Proto::Tcp,
-            (_, 17) | (2, 0) => Proto::Udp,
-            (_, p) => Proto::Other(p),
+            (_, 6) | (1, 0) => Self::Tcp,
+            (_, 17) | (2, 0) => Self::Udp,
+            (_, p) => Self::Other(p),
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-            Proto::Other(_) => "other",
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Other(_) => "other",
         }
     }
 }
@@ -249,36 +249,36 @@ impl TamperOp {
     pub fn from_u32(v: u32) -> Self {
         use guard_common::tamper as t;
         match v {
-            t::SIGNAL => TamperOp::Signal,
-            t::PTRACE => TamperOp::Ptrace,
-            t::PROCESS_VM => TamperOp::ProcessVm,
-            t::PIDFD_GETFD => TamperOp::PidfdGetfd,
-            t::PTRACE_ACCESS => TamperOp::PtraceAccess,
-            t::PROC_OPEN => TamperOp::ProcOpen,
-            t::PIN_OPEN => TamperOp::PinOpen,
-            t::PIN_CHANGE => TamperOp::PinChange,
-            t::BPF => TamperOp::Bpf,
-            t::PERF_EVENT_OPEN => TamperOp::PerfEventOpen,
-            t::SET_OWNER => TamperOp::SetOwner,
-            other => TamperOp::Unknown(other),
+            t::SIGNAL => Self::Signal,
+            t::PTRACE => Self::Ptrace,
+            t::PROCESS_VM => Self::ProcessVm,
+            t::PIDFD_GETFD => Self::PidfdGetfd,
+            t::PTRACE_ACCESS => Self::PtraceAccess,
+            t::PROC_OPEN => Self::ProcOpen,
+            t::PIN_OPEN => Self::PinOpen,
+            t::PIN_CHANGE => Self::PinChange,
+            t::BPF => Self::Bpf,
+            t::PERF_EVENT_OPEN => Self::PerfEventOpen,
+            t::SET_OWNER => Self::SetOwner,
+            other => Self::Unknown(other),
         }
     }
 
     /// The name in JSON events (`op`).
     pub fn as_str(self) -> &'static str {
         match self {
-            TamperOp::Signal => "signal",
-            TamperOp::Ptrace => "ptrace",
-            TamperOp::ProcessVm => "process_vm",
-            TamperOp::PidfdGetfd => "pidfd_getfd",
-            TamperOp::PtraceAccess => "ptrace_access",
-            TamperOp::ProcOpen => "proc_open",
-            TamperOp::PinOpen => "pin_open",
-            TamperOp::PinChange => "pin_change",
-            TamperOp::Bpf => "bpf",
-            TamperOp::PerfEventOpen => "perf_event_open",
-            TamperOp::SetOwner => "set_owner",
-            TamperOp::Unknown(_) => "unknown",
+            Self::Signal => "signal",
+            Self::Ptrace => "ptrace",
+            Self::ProcessVm => "process_vm",
+            Self::PidfdGetfd => "pidfd_getfd",
+            Self::PtraceAccess => "ptrace_access",
+            Self::ProcOpen => "proc_open",
+            Self::PinOpen => "pin_open",
+            Self::PinChange => "pin_change",
+            Self::Bpf => "bpf",
+            Self::PerfEventOpen => "perf_event_open",
+            Self::SetOwner => "set_owner",
+            Self::Unknown(_) => "unknown",
         }
     }
 }
@@ -417,8 +417,8 @@ impl HostFrom {
     /// The name in JSON events (`host_source`).
     pub fn as_str(self) -> &'static str {
         match self {
-            HostFrom::Dns { .. } => "dns",
-            HostFrom::Policy => "policy",
+            Self::Dns { .. } => "dns",
+            Self::Policy => "policy",
         }
     }
 }
@@ -457,20 +457,20 @@ pub enum FlowReason {
 impl FlowReason {
     pub fn from_u32(v: u32) -> Self {
         match v {
-            guard_common::flow::PERIODIC => FlowReason::Periodic,
-            guard_common::flow::CLOSE => FlowReason::Close,
-            guard_common::flow::REDIRECT => FlowReason::Redirect,
-            other => FlowReason::Unknown(other),
+            guard_common::flow::PERIODIC => Self::Periodic,
+            guard_common::flow::CLOSE => Self::Close,
+            guard_common::flow::REDIRECT => Self::Redirect,
+            other => Self::Unknown(other),
         }
     }
 
     /// The name in JSON events (`reason`).
     pub fn as_str(self) -> &'static str {
         match self {
-            FlowReason::Periodic => "periodic",
-            FlowReason::Close => "close",
-            FlowReason::Redirect => "redirect",
-            FlowReason::Unknown(_) => "unknown",
+            Self::Periodic => "periodic",
+            Self::Close => "close",
+            Self::Redirect => "redirect",
+            Self::Unknown(_) => "unknown",
         }
     }
 }
@@ -545,25 +545,25 @@ pub struct Resumed {
 impl Detail {
     pub fn kind(&self) -> &'static str {
         match self {
-            Detail::Exec { .. } => "exec",
-            Detail::Open { .. } => "open",
-            Detail::Connect { .. } => "connect",
-            Detail::Send { .. } => "send",
-            Detail::Fork { .. } => "fork",
-            Detail::Exit { .. } => "exit",
-            Detail::SessionStart { .. } => "session_start",
-            Detail::SessionEnd { .. } => "session_end",
-            Detail::ToolCall { .. } => "tool_call",
-            Detail::Lost { .. } => "lost",
-            Detail::Limit { .. } => "limit",
-            Detail::Tamper(_) => "tamper",
-            Detail::Flow(_) => "flow",
-            Detail::Dns(_) => "dns",
-            Detail::Route { .. } => "route",
-            Detail::Unix { .. } => "unix",
-            Detail::PolicyLoaded { .. } => "policy_loaded",
-            Detail::PolicyRejected { .. } => "policy_rejected",
-            Detail::Resumed(_) => "daemon_resumed",
+            Self::Exec { .. } => "exec",
+            Self::Open { .. } => "open",
+            Self::Connect { .. } => "connect",
+            Self::Send { .. } => "send",
+            Self::Fork { .. } => "fork",
+            Self::Exit { .. } => "exit",
+            Self::SessionStart { .. } => "session_start",
+            Self::SessionEnd { .. } => "session_end",
+            Self::ToolCall { .. } => "tool_call",
+            Self::Lost { .. } => "lost",
+            Self::Limit { .. } => "limit",
+            Self::Tamper(_) => "tamper",
+            Self::Flow(_) => "flow",
+            Self::Dns(_) => "dns",
+            Self::Route { .. } => "route",
+            Self::Unix { .. } => "unix",
+            Self::PolicyLoaded { .. } => "policy_loaded",
+            Self::PolicyRejected { .. } => "policy_rejected",
+            Self::Resumed(_) => "daemon_resumed",
         }
     }
 
@@ -571,10 +571,10 @@ impl Detail {
     pub fn of_daemon(&self) -> bool {
         matches!(
             self,
-            Detail::Lost { .. }
-                | Detail::PolicyLoaded { .. }
-                | Detail::PolicyRejected { .. }
-                | Detail::Resumed(_)
+            Self::Lost { .. }
+                | Self::PolicyLoaded { .. }
+                | Self::PolicyRejected { .. }
+                | Self::Resumed(_)
         )
     }
 }
@@ -595,18 +595,18 @@ pub enum LimitReason {
 impl LimitReason {
     pub fn from_u32(v: u32) -> Self {
         match v {
-            guard_common::limit::RATE => LimitReason::Rate,
-            guard_common::limit::TRACK_FULL => LimitReason::TrackFull,
-            other => LimitReason::Unknown(other),
+            guard_common::limit::RATE => Self::Rate,
+            guard_common::limit::TRACK_FULL => Self::TrackFull,
+            other => Self::Unknown(other),
         }
     }
 
     /// The name in JSON events (`reason`).
     pub fn as_str(self) -> &'static str {
         match self {
-            LimitReason::Rate => "rate",
-            LimitReason::TrackFull => "track_full",
-            LimitReason::Unknown(_) => "unknown",
+            Self::Rate => "rate",
+            Self::TrackFull => "track_full",
+            Self::Unknown(_) => "unknown",
         }
     }
 }
@@ -806,7 +806,7 @@ impl Event {
 
     /// An event user space derives (no kernel record behind it).
     pub fn derived(ts_ns: i128, session: Option<SessionId>, task: Task, detail: Detail) -> Self {
-        Event {
+        Self {
             ts_ns,
             session,
             task,

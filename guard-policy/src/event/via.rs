@@ -25,9 +25,9 @@ impl Via {
     /// The name in events (`via`).
     pub fn as_str(self) -> &'static str {
         match self {
-            Via::Loader => "loader",
-            Via::Interpreter => "interpreter",
-            Via::Applet => "applet",
+            Self::Loader => "loader",
+            Self::Interpreter => "interpreter",
+            Self::Applet => "applet",
         }
     }
 }

@@ -27,10 +27,10 @@ pub enum Scope {
 impl Scope {
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
-            "all" => Scope::All,
-            "root" => Scope::Root,
-            "descendants" => Scope::Descendants,
-            role => Scope::Roles(role_bit(role)?),
+            "all" => Self::All,
+            "root" => Self::Root,
+            "descendants" => Self::Descendants,
+            role => Self::Roles(role_bit(role)?),
         })
     }
 
@@ -38,16 +38,16 @@ impl Scope {
     /// root, of agent role `role`.
     pub fn applies(self, is_root: bool, role: u8) -> bool {
         match self {
-            Scope::All => true,
-            Scope::Root => is_root,
-            Scope::Descendants => !is_root,
-            Scope::Roles(set) => role == 0 || role_bit_of(role) & set != 0,
+            Self::All => true,
+            Self::Root => is_root,
+            Self::Descendants => !is_root,
+            Self::Roles(set) => role == 0 || role_bit_of(role) & set != 0,
         }
     }
 
     /// The role names of a `Roles` scope, in role order.
     pub fn role_names(self) -> Vec<&'static str> {
-        let Scope::Roles(set) = self else {
+        let Self::Roles(set) = self else {
             return Vec::new();
         };
         (1..=guard_common::role::MAX)
@@ -183,7 +183,7 @@ impl Digest {
         let size = size.parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
             format!("digest {text:?}: the size {size:?} is not a number of bytes above 0")
         })?;
-        Ok(Digest {
+        Ok(Self {
             sha256: hex.to_ascii_lowercase(),
             size,
         })
@@ -210,7 +210,7 @@ pub struct Taint {
 impl Default for Taint {
     /// Every tainted connect or send is an alert.
     fn default() -> Self {
-        Taint {
+        Self {
             egress: Some(Action::Alert),
             allow: Vec::new(),
         }
@@ -242,7 +242,7 @@ pub struct Files {
 
 impl Default for Files {
     fn default() -> Self {
-        Files {
+        Self {
             ignore_files: [
                 ".codexignore",
                 ".aiignore",
@@ -282,7 +282,7 @@ pub struct Dns {
 
 impl Default for Dns {
     fn default() -> Self {
-        Dns {
+        Self {
             resolver: true,
             allow: Vec::new(),
             unknown: None,
@@ -457,7 +457,7 @@ impl Delegation {
 impl Default for Delegation {
     /// Alert on every connect to a built-in spawner.
     fn default() -> Self {
-        Delegation {
+        Self {
             action: Some(Action::Alert),
             spawners: Self::builtin_spawners(),
         }
@@ -497,7 +497,7 @@ pub struct Sessions {
 impl Default for Sessions {
     /// Refuse io_uring, opens by handle and raw sockets; alert on fileless execs.
     fn default() -> Self {
-        Sessions {
+        Self {
             io_uring: Some(Action::Deny),
             open_by_handle_at: Some(Action::Deny),
             fileless_exec: Some(Action::Alert),
@@ -570,14 +570,14 @@ impl Sessions {
 impl Kind {
     pub fn as_str(&self) -> &'static str {
         match self {
-            Kind::File { .. } => "file",
-            Kind::Exec { .. } => "exec",
-            Kind::Network { .. } => "network",
-            Kind::Route(_) => "route",
-            Kind::TaintEgress { .. } => "taint",
-            Kind::Dns => "dns",
-            Kind::Delegation => "delegation",
-            Kind::Packages => "packages",
+            Self::File { .. } => "file",
+            Self::Exec { .. } => "exec",
+            Self::Network { .. } => "network",
+            Self::Route(_) => "route",
+            Self::TaintEgress { .. } => "taint",
+            Self::Dns => "dns",
+            Self::Delegation => "delegation",
+            Self::Packages => "packages",
         }
     }
 }

@@ -51,7 +51,7 @@ impl std::str::FromStr for Labels {
 
     /// `env=ci,team=payments` (empty: none); a repeated key, a name that is not a
     /// [`valid_name`] or more than [`MAX_LABELS`] labels is an error.
-    fn from_str(text: &str) -> Result<Labels, String> {
+    fn from_str(text: &str) -> Result<Self, String> {
         let mut labels = std::collections::BTreeMap::new();
         for pair in text.split(',').filter(|p| !p.is_empty()) {
             let (k, v) = pair
@@ -65,7 +65,7 @@ impl std::str::FromStr for Labels {
         if labels.len() > MAX_LABELS {
             return Err(format!("at most {MAX_LABELS} labels"));
         }
-        Ok(Labels(labels))
+        Ok(Self(labels))
     }
 }
 
@@ -159,10 +159,10 @@ impl Check {
     /// The rule's name (`rule = "…"`) and default id suffix.
     pub fn name(&self) -> &'static str {
         match self {
-            Check::Bytes { .. } => "bytes",
-            Check::NewDestination => "new-destination",
-            Check::DnsVolume { .. } => "dns-volume",
-            Check::DnsEntropy { .. } => "dns-entropy",
+            Self::Bytes { .. } => "bytes",
+            Self::NewDestination => "new-destination",
+            Self::DnsVolume { .. } => "dns-volume",
+            Self::DnsEntropy { .. } => "dns-entropy",
         }
     }
 }
@@ -233,7 +233,7 @@ pub struct Export {
 
 impl Default for Export {
     fn default() -> Self {
-        Export {
+        Self {
             endpoint: None,
             protocol: ExportProtocol::Protobuf,
             headers: Vec::new(),
@@ -269,7 +269,7 @@ pub struct Redact {
 
 impl Default for Redact {
     fn default() -> Self {
-        Redact {
+        Self {
             enabled: true,
             patterns: Vec::new(),
         }
@@ -312,7 +312,7 @@ impl Default for Limits {
     /// 35,000 records/s) and below what the daemon drains without loss (over
     /// 260,000/s): the budget stops storms, not builds.
     fn default() -> Self {
-        Limits {
+        Self {
             rate: 100_000,
             burst: 500_000,
             on_loss: OnLoss::Alert,
@@ -334,9 +334,9 @@ pub enum OnLoss {
 impl OnLoss {
     pub fn as_str(self) -> &'static str {
         match self {
-            OnLoss::Log => "log",
-            OnLoss::Alert => "alert",
-            OnLoss::Kill => "kill",
+            Self::Log => "log",
+            Self::Alert => "alert",
+            Self::Kill => "kill",
         }
     }
 }

@@ -104,7 +104,7 @@ fn a_crate_s_build_script_is_known_by_its_path() {
             None,
         ),
     ] {
-        assert_eq!(super::build_script(exe), crate_name, "{exe}");
+        assert_eq!(build_script(exe), crate_name, "{exe}");
     }
 }
 
@@ -186,20 +186,20 @@ const LEGIT_PYPI_FLAGGED: usize = 54;
 #[test]
 fn pip_s_build_backend_hooks_are_recognised_by_their_runner() {
     let argv = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
-    assert!(super::build_backend_hook(&argv(&[
+    assert!(build_backend_hook(&argv(&[
         "/w/venv/bin/python3",
         "/w/venv/lib/python3.11/site-packages/pip/_vendor/pyproject_hooks/_in_process/_in_process.py",
         "build_wheel",
         "/tmp/tmpco9e5im4",
     ])));
-    assert!(super::build_backend_hook(&argv(&[
+    assert!(build_backend_hook(&argv(&[
         "python",
         "/usr/lib/python3/dist-packages/pip/_vendor/pep517/in_process/_in_process.py",
         "get_requires_for_build_wheel",
         "/tmp/x",
     ])));
-    assert!(!super::build_backend_hook(&argv(&[
+    assert!(!build_backend_hook(&argv(&[
         "python", "setup.py", "install"
     ])));
-    assert!(!super::build_backend_hook(&argv(&["pip", "install", "x"])));
+    assert!(!build_backend_hook(&argv(&["pip", "install", "x"])));
 }

@@ -8,7 +8,7 @@ const DNS_KEYS: &[&str] = &["resolver", "allow", "unknown", "upstream"];
 
 /// Why `text` is not a name `[dns] allow` accepts; the name as stored otherwise
 /// (lower case, no trailing dot).
-pub fn dns_name(text: &str) -> Result<String, String> {
+pub(super) fn dns_name(text: &str) -> Result<String, String> {
     let name = text.trim_end_matches('.').to_ascii_lowercase();
     let labels = name.strip_prefix("*.").unwrap_or(&name);
     if labels.is_empty() {

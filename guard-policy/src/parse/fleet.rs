@@ -11,7 +11,7 @@ use crate::model::{Fleet, Labels, MAX_LABELS, label_check};
 const FLEET_KEYS: &[&str] = &["policy_url", "public_key", "group", "labels", "interval"];
 
 /// How often the assignment is asked for when the file does not say.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+pub(super) const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 
 impl Checker<'_> {
     #[expect(

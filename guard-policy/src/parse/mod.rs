@@ -105,32 +105,32 @@ enum KindName {
 impl KindName {
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
-            "file" => KindName::File,
-            "exec" => KindName::Exec,
-            "network" => KindName::Network,
+            "file" => Self::File,
+            "exec" => Self::Exec,
+            "network" => Self::Network,
             _ => return None,
         })
     }
 
     fn of_key(key: &str) -> Option<Self> {
-        [KindName::File, KindName::Exec, KindName::Network]
+        [Self::File, Self::Exec, Self::Network]
             .into_iter()
             .find(|k| k.keys().contains(&key))
     }
 
     fn as_str(self) -> &'static str {
         match self {
-            KindName::File => "file",
-            KindName::Exec => "exec",
-            KindName::Network => "network",
+            Self::File => "file",
+            Self::Exec => "exec",
+            Self::Network => "network",
         }
     }
 
     fn keys(self) -> &'static [&'static str] {
         match self {
-            KindName::File => FILE_KEYS,
-            KindName::Exec => EXEC_KEYS,
-            KindName::Network => NETWORK_KEYS,
+            Self::File => FILE_KEYS,
+            Self::Exec => EXEC_KEYS,
+            Self::Network => NETWORK_KEYS,
         }
     }
 
@@ -139,7 +139,7 @@ impl KindName {
         // A network `deny` never falls back: the kernel refuses on every tier.
         COMMON_KEYS
             .iter()
-            .filter(|k| self != KindName::Network || **k != "fallback")
+            .filter(|k| self != Self::Network || **k != "fallback")
             .chain(self.keys())
             .copied()
             .collect()

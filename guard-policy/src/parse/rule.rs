@@ -195,7 +195,7 @@ impl Checker<'_> {
         if !stops || raw.fallback.is_some() {
             return Vec::new();
         }
-        fn list<'v>(f: &Option<super::Field<StrList<'v>>>) -> Vec<(&'v str, usize)> {
+        fn list<'v>(f: &Option<Field<StrList<'v>>>) -> Vec<(&'v str, usize)> {
             f.as_ref()
                 .map(|f| f.value.items.clone())
                 .unwrap_or_default()

@@ -34,7 +34,7 @@ pub fn kill(pid: u32) -> io::Result<Killed> {
 /// Stops `pid` (SIGSTOP, which it cannot catch or ignore) through a pidfd, so that
 /// it neither forks nor reacts to what happens to others until it is killed. A
 /// process already gone is no error.
-pub fn stop(pid: u32) -> io::Result<()> {
+pub(crate) fn stop(pid: u32) -> io::Result<()> {
     let Some(fd) = open(pid)? else {
         return Ok(());
     };
@@ -57,7 +57,7 @@ fn open(pid: u32) -> io::Result<Option<OwnedFd>> {
 }
 
 /// The parent of `pid`, while it lives.
-pub fn parent(pid: u32) -> Option<u32> {
+pub(crate) fn parent(pid: u32) -> Option<u32> {
     let stat = procfs::process::Process::new(pid as i32)
         .and_then(|p| p.stat())
         .ok()?;

@@ -62,9 +62,9 @@ pub struct Configs {
 }
 
 impl Configs {
-    pub fn new(paths: Vec<PathBuf>) -> Configs {
+    pub fn new(paths: Vec<PathBuf>) -> Self {
         let seen = vec![None; paths.len()];
-        Configs { paths, seen }
+        Self { paths, seen }
     }
 
     /// Whether a file appeared, changed or went since the last call (the first

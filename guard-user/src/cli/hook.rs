@@ -275,7 +275,7 @@ mod tests {
         );
         assert_eq!(start.command.as_deref(), Some("npm test"));
         assert_eq!(start.thread, None, "no thread its tools carry");
-        let mut other = before.clone();
+        let mut other = before;
         other["tool_input"]["command"] = "npm run build".into();
         assert_ne!(call_of("gemini", &other).expect("a call").id, start.id);
         let read = serde_json::json!({"session_id": "6a4e", "hook_event_name": "BeforeTool",

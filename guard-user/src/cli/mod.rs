@@ -146,7 +146,7 @@ pub enum Cmd {
         /// `human`, `json` (guard's event lines, docs/events.md) or `ocsf` (OCSF 1.7
         /// records: an activity per event, a Detection Finding after a violation).
         #[arg(long, value_enum)]
-        format: Option<crate::cli::clients::EventFormat>,
+        format: Option<clients::EventFormat>,
         /// Read this audit log (`-`: standard input) instead of the daemon's
         /// stream, written as guard's lines or as OCSF (`[audit] format`); stops at
         /// its end.

@@ -98,7 +98,7 @@ pub fn run(socket: &Path, argv: &[String], confine: &Confine<'_>) -> anyhow::Res
         let _: String = client::call(
             socket,
             &Request::Confined {
-                session: registered.session.clone(),
+                session: registered.session,
                 landlock,
                 mount_ns,
             },

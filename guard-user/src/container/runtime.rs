@@ -45,7 +45,7 @@ impl Runtimes {
     /// has it. A miss is not remembered: the runtime may write its state later.
     pub fn lookup(&mut self, id: &str) -> Option<Arc<ContainerMeta>> {
         if let Some(Some(meta)) = self.cache.get(id) {
-            return Some(meta.clone());
+            return Some(Arc::clone(meta));
         }
         let meta = self.read(id).map(Arc::new);
         if meta.is_some() {

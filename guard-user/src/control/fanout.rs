@@ -75,7 +75,7 @@ impl Subscribers {
                     Err(TrySendError::Closed(_)) => return false,
                 }
             }
-            match sub.events.try_send(line.clone()) {
+            match sub.events.try_send(Arc::clone(line)) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_)) => {
                     sub.missed += 1;

@@ -20,15 +20,15 @@ use crate::{
 
 impl Membership for Probes {
     fn track(&mut self, pid: u32, entry: Tracked) -> bool {
-        Probes::track(self, pid, entry).is_ok()
+        Self::track(self, pid, entry).is_ok()
     }
 
     fn untrack(&mut self, pid: u32) {
-        Probes::untrack(self, pid);
+        Self::untrack(self, pid);
     }
 
     fn is_tracked(&self, pid: u32) -> bool {
-        Probes::is_tracked(self, pid)
+        Self::is_tracked(self, pid)
     }
 }
 

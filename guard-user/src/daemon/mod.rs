@@ -131,7 +131,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         opts.agents.clone()
     };
     let sink = Sink::open(&opts.events)?;
-    let homes = crate::policy::homes();
+    let homes = policy::homes();
     let hosts = Hosts {
         by_name: Default::default(),
         resolvers: resolve::resolvers(),
@@ -181,7 +181,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot serve metrics on {addr}"))?;
             Some(tokio::spawn(crate::metrics::serve_listener(
                 listener,
-                metrics.clone(),
+                Arc::clone(&metrics),
             )))
         }
         None => None,

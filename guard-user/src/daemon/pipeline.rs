@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// Where events go: the audit log, the control socket's subscribers, the metrics.
-pub struct Outputs {
+pub(super) struct Outputs {
     pub sink: Sink,
     pub subscribers: Subscribers,
     pub metrics: Arc<Metrics>,
@@ -43,7 +43,7 @@ pub struct Outputs {
 }
 
 impl Outputs {
-    pub fn new(sink: Sink, metrics: Arc<Metrics>) -> Self {
+    pub(super) fn new(sink: Sink, metrics: Arc<Metrics>) -> Self {
         Self {
             sink,
             subscribers: Subscribers::default(),
@@ -62,7 +62,7 @@ impl Outputs {
 
     /// Writes one event to the audit log, offers it to every subscriber and adds it
     /// to its session's report.
-    pub fn write(&mut self, ev: &Event) -> Result<(), audit::Error> {
+    pub(super) fn write(&mut self, ev: &Event) -> Result<(), audit::Error> {
         self.total += 1;
         self.metrics.event(ev.detail.kind());
         if let Detail::SessionStart { agent, .. } = &ev.detail {
@@ -117,7 +117,7 @@ impl Outputs {
 
     /// The export's periodic summaries of running sessions, and its heartbeat
     /// when there was nothing to send (on the daemon's beat).
-    pub fn summaries_due(&mut self) {
+    pub(super) fn summaries_due(&mut self) {
         let Some(export) = &self.export else {
             return;
         };
@@ -159,7 +159,11 @@ impl Outputs {
     }
 
     /// Writes an event about the daemon itself (no session, no process) at once.
-    pub fn write_daemon_event(&mut self, offset: i128, detail: Detail) -> Result<(), audit::Error> {
+    pub(super) fn write_daemon_event(
+        &mut self,
+        offset: i128,
+        detail: Detail,
+    ) -> Result<(), audit::Error> {
         let ev = Event::derived(
             i128::from(clock::boot_ns()) + offset,
             None,
@@ -171,14 +175,14 @@ impl Outputs {
     }
 
     /// The one-second beat: the event rate.
-    pub fn beat(&mut self) {
+    pub(super) fn beat(&mut self) {
         self.rate = (self.total - self.at_beat) as f64;
         self.at_beat = self.total;
     }
 }
 
 /// What the path from record to verdict needs.
-pub struct Pipeline {
+pub(super) struct Pipeline {
     pub registry: Registry,
     /// Open flows' totals: what each flow record adds, written into it once.
     pub flows: crate::event::flows::FlowDeltas,
@@ -223,7 +227,7 @@ pub struct Pipeline {
 
 /// What the pipeline saw that guard's resolver needs to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DnsWork {
+pub(super) enum DnsWork {
     /// A process of `session` runs in network namespace `netns` (0: unknown, read
     /// it from the process): it needs a resolver there.
     Seen {
@@ -237,7 +241,7 @@ pub enum DnsWork {
 
 /// A violation whose user-space kill was sent, held until its process's exit says
 /// whether the kill is what ended it (`Actor::settle`).
-pub struct Held {
+pub(super) struct Held {
     ev: Event,
     /// The rule's description, for the agents' hooks.
     description: Option<String>,
@@ -298,7 +302,7 @@ impl Pipeline {
     }
 
     /// Notes the repository a `session_start` names, for its ignore files.
-    pub fn note_repository(&mut self, start: &Event) {
+    pub(super) fn note_repository(&mut self, start: &Event) {
         if let Detail::SessionStart {
             repository: Some(repo),
             ..
@@ -313,17 +317,17 @@ impl Pipeline {
     }
 
     /// What guard's resolver is to learn, since the last call.
-    pub fn take_dns_work(&mut self) -> Vec<DnsWork> {
+    pub(super) fn take_dns_work(&mut self) -> Vec<DnsWork> {
         std::mem::take(&mut self.dns_work)
     }
 
     /// Wall-clock ns now.
-    pub fn now(&self) -> i128 {
+    pub(super) fn now(&self) -> i128 {
         i128::from(clock::boot_ns()) + self.offset
     }
 
     /// Drains the ring buffer through the pipeline.
-    pub fn drain(
+    pub(super) fn drain(
         &mut self,
         ring: &mut RingBuf<MapData>,
         out: &mut Outputs,
@@ -352,7 +356,7 @@ impl Pipeline {
         clippy::too_many_lines,
         reason = "one event's steps in order: annotate, judge, act, write, end its session"
     )]
-    pub fn process(&mut self, mut ev: Event, out: &mut Outputs) -> Result<(), audit::Error> {
+    pub(super) fn process(&mut self, mut ev: Event, out: &mut Outputs) -> Result<(), audit::Error> {
         if let Detail::Flow(f) = &mut ev.detail {
             (f.new_out, f.new_in) = self.flows.add(f);
         }
@@ -526,7 +530,7 @@ impl Pipeline {
     /// no hook declared any (Codex run without guard's hooks): a start and an end
     /// (`tool_call`, `rollout`) per call, at the times the rollout gives, by the
     /// agent's process, for the report to tie each process to its call
-    /// (report/calls.rs).
+    /// (report/calls/).
     fn rollout_calls(&self, id: crate::event::SessionId) -> Vec<Event> {
         let Some(s) = self.registry.session(id) else {
             return Vec::new();
@@ -623,7 +627,7 @@ impl Pipeline {
     /// (lost, or held while no daemon ran): by digest alone, against the rules that
     /// name programs by digest; a match with `kill` or `deny` (outside observe mode)
     /// is killed, anything else continues. On the daemon's beat.
-    pub fn release_stale_holds(&mut self) {
+    pub(super) fn release_stale_holds(&mut self) {
         for pid in self.holds.stale(clock::boot_ns()) {
             let digest = self.digests.of_process(pid);
             let mut rule = digest
@@ -673,7 +677,11 @@ impl Pipeline {
 
     /// Writes the held violations whose process has not exited within `HOLD_NS`
     /// (on the daemon's beat), or all of them (`all`, when the daemon stops).
-    pub fn release_overdue(&mut self, out: &mut Outputs, all: bool) -> Result<(), audit::Error> {
+    pub(super) fn release_overdue(
+        &mut self,
+        out: &mut Outputs,
+        all: bool,
+    ) -> Result<(), audit::Error> {
         let now = self.now();
         self.release(out, |h| all || h.until <= now, None)
     }

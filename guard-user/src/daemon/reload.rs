@@ -369,7 +369,7 @@ impl Daemon {
 
     /// Writes the audit log in the format the policy asks for (`[audit] format`).
     pub(super) fn set_audit_format(&mut self) {
-        let ocsf = self.pipe.judge.policy().audit.format == crate::policy::model::Schema::Ocsf;
+        let ocsf = self.pipe.judge.policy().audit.format == policy::model::Schema::Ocsf;
         if ocsf != self.out.sink.is_ocsf() {
             self.out
                 .sink

@@ -124,7 +124,7 @@ pub struct Spawners {
 
 impl Spawners {
     pub fn new(maps: DelegationMaps) -> Self {
-        Spawners {
+        Self {
             maps,
             known: HashMap::new(),
             verdict: 0,

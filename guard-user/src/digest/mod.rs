@@ -85,14 +85,14 @@ impl Digests {
             size: m.len(),
         };
         if let Some(d) = self.cache.get(&key) {
-            return Ok(d.clone());
+            return Ok(Arc::clone(d));
         }
         let digest: Arc<str> = hash(&mut file)?.into();
         self.hashed += 1;
         if self.cache.len() >= CACHE_MAX {
             self.cache.clear();
         }
-        self.cache.insert(key, digest.clone());
+        self.cache.insert(key, Arc::clone(&digest));
         Ok(digest)
     }
 }

@@ -92,7 +92,7 @@ impl Resolvers {
         started: mpsc::Sender<Started>,
     ) -> io::Result<Self> {
         let (tx, rx) = watch::channel(policy);
-        Ok(Resolvers {
+        Ok(Self {
             maps,
             shared: Arc::new(Shared {
                 policy: rx,
@@ -173,7 +173,7 @@ impl Resolvers {
         }
         space.state = State::Starting;
         let (shared, upstream, host, tx) = (
-            self.shared.clone(),
+            Arc::clone(&self.shared),
             self.upstream.clone(),
             self.host,
             self.started.clone(),

@@ -43,7 +43,7 @@ fn interfaces(dev: &str) -> impl Iterator<Item = &str> {
 
 impl Netns {
     /// The namespace process `pid` runs in, entered by a thread of its own.
-    pub fn enter(pid: u32) -> io::Result<Netns> {
+    pub fn enter(pid: u32) -> io::Result<Self> {
         let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
         let ns = std::fs::File::open(&path)?;
         let (tx, rx) = mpsc::channel::<Job>();
@@ -64,7 +64,7 @@ impl Netns {
         ready_rx
             .recv()
             .map_err(|_| io::Error::other("the namespace thread ended"))??;
-        Ok(Netns::Other { jobs: tx })
+        Ok(Self::Other { jobs: tx })
     }
 
     /// Runs `make` (which creates sockets) in the namespace.
@@ -73,8 +73,8 @@ impl Netns {
         make: impl FnOnce() -> io::Result<T> + Send + 'static,
     ) -> io::Result<T> {
         match self {
-            Netns::Host => make(),
-            Netns::Other { jobs } => {
+            Self::Host => make(),
+            Self::Other { jobs } => {
                 let (tx, rx) = oneshot::channel();
                 let job: Job = Box::new(move || {
                     let _ = tx.send(make());

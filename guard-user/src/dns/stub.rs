@@ -126,7 +126,7 @@ impl Stub {
         ns: Netns,
         shared: Arc<Shared>,
         upstreams: Vec<SocketAddr>,
-    ) -> io::Result<Stub> {
+    ) -> io::Result<Self> {
         let v4 = ns
             .run(|| bind_pair(IpAddr::V4(Ipv4Addr::LOCALHOST)))
             .await?;
@@ -142,7 +142,7 @@ impl Stub {
             upstreams,
             slots: Arc::new(Semaphore::new(IN_FLIGHT)),
         });
-        let mut stub = Stub {
+        let mut stub = Self {
             port4: 0,
             port6: 0,
             tasks: Vec::new(),
@@ -152,8 +152,10 @@ impl Stub {
             *port = udp.local_addr()?.port();
             let udp = Arc::new(UdpSocket::from_std(udp)?);
             let tcp = TcpListener::from_std(tcp)?;
-            stub.tasks.push(tokio::spawn(serve_udp(udp, ctx.clone())));
-            stub.tasks.push(tokio::spawn(serve_tcp(tcp, ctx.clone())));
+            stub.tasks
+                .push(tokio::spawn(serve_udp(udp, Arc::clone(&ctx))));
+            stub.tasks
+                .push(tokio::spawn(serve_tcp(tcp, Arc::clone(&ctx))));
         }
         Ok(stub)
     }
@@ -169,12 +171,12 @@ async fn serve_udp(sock: Arc<UdpSocket>, ctx: Arc<Ctx>) {
                 continue;
             }
         };
-        let Ok(permit) = ctx.slots.clone().try_acquire_owned() else {
+        let Ok(permit) = Arc::clone(&ctx.slots).try_acquire_owned() else {
             Counts::add(&ctx.shared.counts.dropped);
             continue;
         };
         let query = buf[..n].to_vec();
-        let (sock, ctx) = (sock.clone(), ctx.clone());
+        let (sock, ctx) = (Arc::clone(&sock), Arc::clone(&ctx));
         tokio::spawn(async move {
             let peer = ctx.peer(libc::IPPROTO_UDP, from.port());
             if let Some(answer) = ctx.answer(&query, peer, false).await {
@@ -190,7 +192,7 @@ async fn serve_tcp(listener: TcpListener, ctx: Arc<Ctx>) {
         let Ok((stream, from)) = listener.accept().await else {
             continue;
         };
-        tokio::spawn(serve_conn(stream, from, ctx.clone()));
+        tokio::spawn(serve_conn(stream, from, Arc::clone(&ctx)));
     }
 }
 

@@ -33,7 +33,7 @@ use super::{
 const MAX_LOADERS: usize = 4;
 
 /// What [`all`] attached, for the tier report and the kernel's route-hook set.
-pub struct Attached {
+pub(super) struct Attached {
     pub probe: Probe,
     /// Bits of `ROUTE_HOOKS`: the routes (and the Unix socket hooks) BPF-LSM refuses.
     pub route_hooks: u32,
@@ -408,7 +408,7 @@ struct Results {
     clippy::too_many_lines,
     reason = "two passes over the program table, one arm per group's failure, filling one Probe"
 )]
-pub fn all(
+pub(super) fn all(
     bpf: &mut Ebpf,
     cgroup: &File,
     links: &mut Links,

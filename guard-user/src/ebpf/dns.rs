@@ -21,7 +21,7 @@ fn map_err(map: &'static str) -> impl Fn(aya::maps::MapError) -> Error {
 
 impl DnsMaps {
     pub(super) fn take(bpf: &mut aya::Ebpf) -> Result<Self, Error> {
-        Ok(DnsMaps {
+        Ok(Self {
             stubs: take(bpf, "DNS_STUB")?,
             config: take(bpf, "DNS_CONFIG")?,
         })
@@ -90,7 +90,7 @@ pub struct DelegationMaps {
 
 impl DelegationMaps {
     pub(super) fn take(bpf: &mut aya::Ebpf) -> Result<Self, Error> {
-        Ok(DelegationMaps {
+        Ok(Self {
             spawners: take(bpf, "SPAWNERS")?,
             ports: take(bpf, "SPAWNER_PORTS")?,
         })

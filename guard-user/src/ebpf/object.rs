@@ -35,27 +35,27 @@ pub enum Choice {
 impl Build {
     /// The build `choice` picks on the kernel whose BTF is `btf` (none read: the
     /// default build, whose loading then says what is missing).
-    pub fn choose(choice: Choice, btf: Option<&Btf>) -> Build {
+    pub fn choose(choice: Choice, btf: Option<&Btf>) -> Self {
         match choice {
-            Choice::Default => Build::Default,
-            Choice::Compat => Build::Compat,
-            Choice::Auto if btf.is_some_and(|btf| !has_bpf_loop(btf)) => Build::Compat,
-            Choice::Auto => Build::Default,
+            Choice::Default => Self::Default,
+            Choice::Compat => Self::Compat,
+            Choice::Auto if btf.is_some_and(|btf| !has_bpf_loop(btf)) => Self::Compat,
+            Choice::Auto => Self::Default,
         }
     }
 
     /// The build's object file.
     pub fn object(self) -> &'static [u8] {
         match self {
-            Build::Default => DEFAULT,
-            Build::Compat => COMPAT,
+            Self::Default => DEFAULT,
+            Self::Compat => COMPAT,
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
-            Build::Default => "default",
-            Build::Compat => "compat",
+            Self::Default => "default",
+            Self::Compat => "compat",
         }
     }
 }

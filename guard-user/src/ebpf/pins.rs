@@ -80,7 +80,7 @@ impl PinDir {
     /// Creates the directory if needed (mounting the BPF file system at `/sys/fs/bpf`
     /// when absent) and takes its lock; another process holding it is an error that
     /// names that daemon's pid where the pins record it.
-    pub fn lock(path: &Path) -> Result<PinDir, Error> {
+    pub fn lock(path: &Path) -> Result<Self, Error> {
         mounts::ensure_bpffs()?;
         std::fs::create_dir_all(path).map_err(|source| Error::PinDir {
             path: path.to_owned(),
@@ -111,7 +111,7 @@ impl PinDir {
                 source: e,
             });
         }
-        Ok(PinDir {
+        Ok(Self {
             path: path.to_owned(),
             _lock: dir,
         })
@@ -216,7 +216,7 @@ impl Links {
     /// Opens every link pinned under `pins`. A swap cut short by a crash can leave a
     /// hook's new link pinned as `<hook>-new`: alone, it becomes the hook's link; next
     /// to the old one, it is dropped (the old one still enforces).
-    pub fn open(pins: &PinDir) -> Result<Links, Error> {
+    pub fn open(pins: &PinDir) -> Result<Self, Error> {
         let dir = pins.links();
         let read = std::fs::read_dir(&dir).map_err(|source| Error::PinDir {
             path: dir.clone(),
@@ -244,7 +244,7 @@ impl Links {
                 Err(e) => tracing::warn!("ignoring {}: not a link ({e})", path.display()),
             }
         }
-        Ok(Links {
+        Ok(Self {
             dir,
             old,
             swaps: Swaps::default(),

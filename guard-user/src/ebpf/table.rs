@@ -28,7 +28,7 @@ pub enum Hook {
 impl Hook {
     /// Whether this is a BPF-LSM hook.
     pub fn is_lsm(self) -> bool {
-        matches!(self, Hook::Lsm(_))
+        matches!(self, Self::Lsm(_))
     }
 }
 

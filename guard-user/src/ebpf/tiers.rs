@@ -94,11 +94,11 @@ impl Tier {
     /// The tier's name in `policy_loaded` and `guard status`.
     pub fn name(self) -> &'static str {
         match self {
-            Tier::BpfLsmDeny => "bpf_lsm",
-            Tier::TracepointKill => "tracepoint",
-            Tier::SockAddrDeny => "cgroup_sock_addr",
-            Tier::UserSpaceKill => "user_space",
-            Tier::CgroupSkbCount => "cgroup_skb",
+            Self::BpfLsmDeny => "bpf_lsm",
+            Self::TracepointKill => "tracepoint",
+            Self::SockAddrDeny => "cgroup_sock_addr",
+            Self::UserSpaceKill => "user_space",
+            Self::CgroupSkbCount => "cgroup_skb",
         }
     }
 }
@@ -107,25 +107,25 @@ impl Operation {
     /// The `action` of this operation in the `enforcement` rows of `policy_loaded`.
     pub fn key(self) -> &'static str {
         match self {
-            Operation::ExecKill => "exec_kill",
-            Operation::FileReadKill => "file_read_kill",
-            Operation::FileWriteKill => "file_write_kill",
-            Operation::ExecDeny => "exec_deny",
-            Operation::FileReadDeny => "file_read_deny",
-            Operation::FileWriteDeny => "file_write_deny",
-            Operation::NetworkDeny => "network_deny",
-            Operation::ArgvAndGlobKill => "argv_and_glob_kill",
-            Operation::ExecDigestKill => "exec_digest_kill",
-            Operation::SelfProtection => "self_protection",
-            Operation::EgressAccounting => "egress_accounting",
-            Operation::UnixSocketDeny => "unix_socket_deny",
-            Operation::DnsNames => "dns_names",
-            Operation::RouteIoUring => "route_io_uring",
-            Operation::RouteOpenByHandle => "route_open_by_handle_at",
-            Operation::RouteRawSockets => "route_raw_sockets",
-            Operation::RouteFilelessExec => "route_fileless_exec",
-            Operation::RouteExecMapping => "route_exec_mapping",
-            Operation::RouteListen => "route_listen",
+            Self::ExecKill => "exec_kill",
+            Self::FileReadKill => "file_read_kill",
+            Self::FileWriteKill => "file_write_kill",
+            Self::ExecDeny => "exec_deny",
+            Self::FileReadDeny => "file_read_deny",
+            Self::FileWriteDeny => "file_write_deny",
+            Self::NetworkDeny => "network_deny",
+            Self::ArgvAndGlobKill => "argv_and_glob_kill",
+            Self::ExecDigestKill => "exec_digest_kill",
+            Self::SelfProtection => "self_protection",
+            Self::EgressAccounting => "egress_accounting",
+            Self::UnixSocketDeny => "unix_socket_deny",
+            Self::DnsNames => "dns_names",
+            Self::RouteIoUring => "route_io_uring",
+            Self::RouteOpenByHandle => "route_open_by_handle_at",
+            Self::RouteRawSockets => "route_raw_sockets",
+            Self::RouteFilelessExec => "route_fileless_exec",
+            Self::RouteExecMapping => "route_exec_mapping",
+            Self::RouteListen => "route_listen",
         }
     }
 }
@@ -253,7 +253,7 @@ impl Enforcement {
         clippy::too_many_lines,
         reason = "each tier, and a row per operation with its guarantee as `guard status` shows it"
     )]
-    pub fn from_probe(probe: &Probe) -> Enforcement {
+    pub fn from_probe(probe: &Probe) -> Self {
         let lsm_missing = match (&probe.lsm_open_exec, &probe.lsm_paths) {
             (Ok(()), Ok(())) => None,
             (Err(a), _) => Some(a.clone()),
@@ -466,7 +466,7 @@ impl Enforcement {
         ];
         let mut operations = operations;
         operations.extend(routes(probe, &lsm_why));
-        Enforcement { tiers, operations }
+        Self { tiers, operations }
     }
 
     /// One row per operation, for `policy_loaded` and `guard status`.

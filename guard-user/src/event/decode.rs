@@ -240,7 +240,7 @@ pub fn comm(raw: &[u8; 16]) -> String {
 pub(crate) mod tests {
     use super::*;
 
-    pub fn header(kind: EventKind, payload_len: u32) -> Header {
+    pub(crate) fn header(kind: EventKind, payload_len: u32) -> Header {
         let mut comm = [0u8; 16];
         comm[..4].copy_from_slice(b"test");
         Header {
@@ -261,7 +261,7 @@ pub(crate) mod tests {
         }
     }
 
-    pub fn bytes_of<T>(v: &T) -> Vec<u8> {
+    pub(crate) fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: test-only view of a plain #[repr(C)] value.
         unsafe {
             std::slice::from_raw_parts(std::ptr::from_ref::<T>(v).cast::<u8>(), size_of::<T>())
@@ -269,7 +269,7 @@ pub(crate) mod tests {
         .to_vec()
     }
 
-    pub fn record<T>(kind: EventKind, body: &T, payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn record<T>(kind: EventKind, body: &T, payload: &[u8]) -> Vec<u8> {
         let mut out = bytes_of(&header(kind, payload.len() as u32));
         out.extend(bytes_of(body));
         out.extend_from_slice(payload);

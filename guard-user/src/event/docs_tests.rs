@@ -14,7 +14,7 @@ const DOCS: &str = include_str!("../../../docs/events.md");
 
 /// Where the line's types are declared.
 const SOURCES: &[&str] = &[
-    include_str!("../../../guard-common/src/line.rs"),
+    include_str!("../../../guard-common/src/line/mod.rs"),
     include_str!("../../../guard-common/src/protocol.rs"),
     include_str!("../../../guard-common/src/report.rs"),
 ];

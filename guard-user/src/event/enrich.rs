@@ -43,7 +43,7 @@ impl Placement {
                 None => (None, None),
             },
         };
-        Placement {
+        Self {
             meta: container.as_deref().and_then(|id| runtimes.lookup(id)),
             container: container.map(Arc::from),
             pod: pod.map(Arc::from),

@@ -6,7 +6,7 @@ use chrono::{DateTime, SecondsFormat};
 
 use super::{Event, Written as _, errno_name};
 
-pub fn to_string(ev: &Event) -> String {
+pub(super) fn to_string(ev: &Event) -> String {
     // Serialising maps of plain values into a String cannot fail.
     serde_json::to_string(&ev.to_line()).unwrap_or_default()
 }
@@ -35,7 +35,7 @@ pub fn rfc3339(ts_ns: i128) -> String {
 
 /// The `result` of a system call's return value: `ok`, the errno's name, or
 /// `invalid` for a value no system call returns.
-pub fn result_name(ret: i64) -> String {
+pub(super) fn result_name(ret: i64) -> String {
     if ret >= 0 {
         "ok".to_owned()
     } else if let Some(errno) = errno_of(ret) {
@@ -47,7 +47,7 @@ pub fn result_name(ret: i64) -> String {
 
 /// The `result` of a route record: the errno's name when the call was refused,
 /// `killed` when the process was killed before the call returned.
-pub fn route_result(ret: i64, enforced: u16) -> String {
+pub(super) fn route_result(ret: i64, enforced: u16) -> String {
     if ret < 0 {
         result_name(ret)
     } else if enforced & guard_common::rules::enforced::KILLED != 0 {
@@ -58,7 +58,7 @@ pub fn route_result(ret: i64, enforced: u16) -> String {
 }
 
 /// A socket type's name: `stream`, `dgram`, `seqpacket`, or `unknown`.
-pub fn sock_type_name(sock_type: u16) -> &'static str {
+pub(super) fn sock_type_name(sock_type: u16) -> &'static str {
     match sock_type {
         1 => "stream",
         2 => "dgram",
@@ -68,7 +68,7 @@ pub fn sock_type_name(sock_type: u16) -> &'static str {
 }
 
 /// An exit status as (`exit_code`, `signal`): one of them.
-pub fn exit_parts(status: u32) -> (Option<u32>, Option<u32>) {
+pub(super) fn exit_parts(status: u32) -> (Option<u32>, Option<u32>) {
     let (code, signal) = (status >> 8 & 0xff, status & 0x7f);
     if signal == 0 {
         (Some(code), None)
@@ -79,7 +79,7 @@ pub fn exit_parts(status: u32) -> (Option<u32>, Option<u32>) {
 
 /// A system call's return value as a line says it: `result`, and the value
 /// (`fd` of an open), the `errno`, or the raw `ret` no system call returns.
-pub struct Returned {
+pub(super) struct Returned {
     pub result: String,
     pub ok: Option<i64>,
     pub errno: Option<i32>,
@@ -88,9 +88,9 @@ pub struct Returned {
 
 impl Returned {
     /// `keep_ok`: the value of a success is worth saying (an open's fd).
-    pub fn of(ret: i64, keep_ok: bool) -> Self {
+    pub(super) fn of(ret: i64, keep_ok: bool) -> Self {
         let errno = errno_of(ret);
-        Returned {
+        Self {
             result: result_name(ret),
             ok: (keep_ok && ret >= 0).then_some(ret),
             errno,
@@ -101,7 +101,7 @@ impl Returned {
 
 /// The errno of a failed system call's return value; `None` outside the kernel's
 /// error range (`-MAX_ERRNO..=-1`), which only a damaged record carries.
-pub fn errno_of(ret: i64) -> Option<i32> {
+pub(super) fn errno_of(ret: i64) -> Option<i32> {
     const MAX_ERRNO: i64 = 4095;
     (-MAX_ERRNO..=-1)
         .contains(&ret)
@@ -559,7 +559,7 @@ mod tests {
                 lost_by_kind: vec![("open".into(), 3)],
                 lost_total: 3,
                 untracked_children: 0,
-                sessions: vec![crate::event::SessionId(0x1f)],
+                sessions: vec![SessionId(0x1f)],
                 links_updated: 4,
                 links_replaced: 15,
                 links_new: 0,
@@ -659,7 +659,7 @@ mod tests {
             lost_by_kind: vec![("open".into(), 3), ("exec".into(), 1)],
             lost_total: 4,
             untracked_children: 2,
-            sessions: vec![crate::event::SessionId(0x1f)],
+            sessions: vec![SessionId(0x1f)],
             links_updated: 4,
             links_replaced: 15,
             links_new: 0,

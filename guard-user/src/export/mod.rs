@@ -141,7 +141,7 @@ impl Exporter {
         endpoint: Option<&str>,
         host: Host,
         spool_dir: &std::path::Path,
-    ) -> Result<Exporter, Error> {
+    ) -> Result<Self, Error> {
         let sender = Sender::new(config, endpoint)?;
         let spool = Arc::new(Spool::open(spool_dir, config.spool_max)?);
         let stats = Arc::new(Stats::default());
@@ -202,7 +202,7 @@ impl Exporter {
                 })?;
         }
         tracing::info!(endpoint, spool = %spool_dir.display(), "exporting events and session summaries");
-        Ok(Exporter {
+        Ok(Self {
             tx: Some(tx),
             kinds: config.kinds.clone(),
             stats,

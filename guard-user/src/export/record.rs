@@ -332,7 +332,7 @@ mod tests {
         assert!(guard_common::ocsf::is_ocsf(&activity), "{activity}");
         assert_eq!(
             guard_common::ocsf::event_of(&activity).expect("an activity"),
-            Some(ev.clone()),
+            Some(ev),
             "the OCSF body carries the event"
         );
         assert_eq!(ocsf[0].attributes, r.attributes, "the same attributes");

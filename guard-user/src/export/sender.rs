@@ -154,13 +154,13 @@ pub fn connection(config: &Export) -> Result<(reqwest::Client, HeaderMap), Error
 impl Sender {
     /// A sender for `config`: its files are read now, so a missing CA or key is an
     /// error at start-up (or reload), not a failure at every batch.
-    pub fn new(config: &Export, endpoint: Option<&str>) -> Result<Sender, Error> {
+    pub fn new(config: &Export, endpoint: Option<&str>) -> Result<Self, Error> {
         let endpoint = endpoint
             .or(config.endpoint.as_deref())
             .ok_or(Error::NoEndpoint)?
             .to_owned();
         let (client, headers) = connection(config)?;
-        Ok(Sender {
+        Ok(Self {
             client,
             endpoint,
             headers,

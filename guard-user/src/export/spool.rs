@@ -30,8 +30,8 @@ pub enum Class {
 impl Class {
     pub fn as_str(self) -> &'static str {
         match self {
-            Class::Event => "event",
-            Class::Summary => "summary",
+            Self::Event => "event",
+            Self::Summary => "summary",
         }
     }
 }
@@ -115,7 +115,7 @@ pub struct Spool {
 
 impl Spool {
     /// Opens (or creates) the spool in `dir`, holding at most `max_bytes` of records.
-    pub fn open(dir: &Path, max_bytes: u64) -> Result<Spool, Error> {
+    pub fn open(dir: &Path, max_bytes: u64) -> Result<Self, Error> {
         std::fs::create_dir_all(dir).map_err(|source| Error::Dir {
             path: dir.to_owned(),
             source,
@@ -151,7 +151,7 @@ impl Spool {
             }
         };
         tx.commit().map_err(fail("commit"))?;
-        Ok(Spool {
+        Ok(Self {
             db,
             path,
             id,

@@ -113,7 +113,7 @@ pub fn on_bpffs(path: &Path) -> bool {
         let mut st: libc::statfs = std::mem::zeroed();
         (libc::statfs(c.as_ptr(), &mut st), st)
     };
-    #[allow(
+    #[expect(
         clippy::useless_conversion,
         reason = "f_type is i64 on x86-64, a narrower type elsewhere"
     )]

@@ -58,14 +58,14 @@ fn a_manifest_that_cannot_be_read_says_why() {
 #[test]
 fn a_source_tree_is_named_by_its_pkg_info_else_its_pyproject() {
     let tree = tempfile::tempdir().unwrap();
-    assert_eq!(super::source_tree_name(tree.path()), None, "neither file");
+    assert_eq!(source_tree_name(tree.path()), None, "neither file");
     std::fs::write(
         tree.path().join("pyproject.toml"),
         "[build-system]\nrequires = [\"setuptools\"]\n\n[project]\nname = \"from-pyproject\"\n",
     )
     .unwrap();
     assert_eq!(
-        super::source_tree_name(tree.path()).as_deref(),
+        source_tree_name(tree.path()).as_deref(),
         Some("from-pyproject")
     );
     std::fs::write(
@@ -74,7 +74,7 @@ fn a_source_tree_is_named_by_its_pkg_info_else_its_pyproject() {
     )
     .unwrap();
     assert_eq!(
-        super::source_tree_name(tree.path()).as_deref(),
+        source_tree_name(tree.path()).as_deref(),
         Some("from-pkg-info"),
         "a source distribution's PKG-INFO first"
     );
@@ -82,5 +82,5 @@ fn a_source_tree_is_named_by_its_pkg_info_else_its_pyproject() {
     let other = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(tree.path().join("PKG-INFO"), other.path().join("PKG-INFO"))
         .unwrap();
-    assert_eq!(super::source_tree_name(other.path()), None);
+    assert_eq!(source_tree_name(other.path()), None);
 }

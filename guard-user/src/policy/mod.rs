@@ -25,18 +25,18 @@ impl Source {
     /// file of that name exists; anything else is a file.
     pub fn from_arg(arg: Option<&Path>) -> Self {
         match arg {
-            None => Source::Builtin("workstation"),
+            None => Self::Builtin("workstation"),
             Some(p) => match builtin::NAMES.iter().find(|n| Path::new(n) == p) {
-                Some(name) if !p.exists() => Source::Builtin(name),
-                _ => Source::File(p.to_owned()),
+                Some(name) if !p.exists() => Self::Builtin(name),
+                _ => Self::File(p.to_owned()),
             },
         }
     }
 
     pub fn name(&self) -> String {
         match self {
-            Source::Builtin(n) => (*n).to_owned(),
-            Source::File(p) => p.display().to_string(),
+            Self::Builtin(n) => (*n).to_owned(),
+            Self::File(p) => p.display().to_string(),
         }
     }
 }

@@ -226,7 +226,7 @@ fn files_are_written_whole_and_read_back() {
     assert_eq!(back, r);
     assert_eq!(std::fs::read_to_string(md).expect("md"), markdown(&r));
     let page = std::fs::read_to_string(out.join("00000000000000aa.html")).expect("html");
-    assert_eq!(page, super::html::render(&r));
+    assert_eq!(page, html::render(&r));
     // Nothing left aside.
     let names: Vec<String> = std::fs::read_dir(&out)
         .expect("list")

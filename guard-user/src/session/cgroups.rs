@@ -430,7 +430,7 @@ mod tests {
         std::fs::create_dir(chosen_dir.join("sub"))?;
         std::fs::create_dir(root.path().join("system.slice/cron.service"))?;
         let changes = w.read()?;
-        let mut added = changes.added.clone();
+        let mut added = changes.added;
         added.sort_unstable();
         let mut expect = vec![ino(&other)?, ino(&chosen_dir.join("sub"))?];
         expect.sort_unstable();

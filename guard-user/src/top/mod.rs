@@ -156,7 +156,7 @@ fn restore() {
 }
 
 impl Screen {
-    fn enter() -> anyhow::Result<Screen> {
+    fn enter() -> anyhow::Result<Self> {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             PANICKED.store(true, Ordering::SeqCst);
@@ -172,7 +172,7 @@ impl Screen {
             Ok(terminal)
         };
         match screen(io::stdout()) {
-            Ok(terminal) => Ok(Screen { terminal }),
+            Ok(terminal) => Ok(Self { terminal }),
             Err(e) => {
                 restore();
                 Err(anyhow::anyhow!("cannot set up the terminal: {e}"))
@@ -354,7 +354,7 @@ struct Taken {
 }
 
 impl Inbox {
-    fn put(inbox: &Mutex<Inbox>, batch: &mut Vec<Event>, missed: u64) {
+    fn put(inbox: &Mutex<Self>, batch: &mut Vec<Event>, missed: u64) {
         let Ok(mut inbox) = inbox.lock() else { return };
         inbox.missed += missed;
         for ev in batch.drain(..) {
@@ -374,7 +374,7 @@ impl Inbox {
         }
     }
 
-    fn take(inbox: &Mutex<Inbox>) -> Taken {
+    fn take(inbox: &Mutex<Self>) -> Taken {
         let (events, violations, skipped, missed) = match inbox.lock() {
             Ok(mut inbox) => (
                 std::mem::take(&mut inbox.events),

@@ -78,7 +78,7 @@ fn main() -> Result<()> {
         ["edit-then-run", addr, path] => edit_then_run(addr, Path::new(path)),
         ["net-try", specs @ ..] if !specs.is_empty() => net_try(specs),
         ["stdin-then-net-try", specs @ ..] if !specs.is_empty() => {
-            std::io::copy(&mut std::io::stdin(), &mut std::io::sink()).context("stdin")?;
+            io::copy(&mut io::stdin(), &mut io::sink()).context("stdin")?;
             net_try(specs)
         }
         ["taint", secret, denied, allowed] => taint(Path::new(secret), denied, allowed),
@@ -596,7 +596,7 @@ fn taint(secret: &Path, denied: &str, allowed: &str) -> Result<()> {
     report("allowed_child", result(allowed)?);
     drop(sibling.stdin.take());
     let mut out = String::new();
-    std::io::Read::read_to_string(sibling.stdout.as_mut().context("sibling stdout")?, &mut out)
+    io::Read::read_to_string(sibling.stdout.as_mut().context("sibling stdout")?, &mut out)
         .context("read the sibling")?;
     sibling.wait().context("wait for the sibling")?;
     let key = format!("{}=", spec(denied));
@@ -745,7 +745,7 @@ fn tamper(op: &str, args: &[&str]) -> Result<()> {
                     libc::SYS_bpf,
                     11,
                     attr.as_mut_ptr(),
-                    std::mem::size_of_val(&attr),
+                    size_of_val(&attr),
                 ))
             }
             ("perf", []) => {

@@ -60,35 +60,35 @@ impl Agent {
     /// guard's profile id of the agent (the `agent` of its events and its report).
     fn profile(self) -> &'static str {
         match self {
-            Agent::Claude => "claude-code",
-            Agent::Gemini => "gemini-cli",
-            Agent::Copilot => "copilot-cli",
+            Self::Claude => "claude-code",
+            Self::Gemini => "gemini-cli",
+            Self::Copilot => "copilot-cli",
         }
     }
 
     /// The npm package, as pinned.
     fn package(self) -> &'static str {
         match self {
-            Agent::Claude => "@anthropic-ai/claude-code",
-            Agent::Gemini => "@google/gemini-cli",
-            Agent::Copilot => "@github/copilot",
+            Self::Claude => "@anthropic-ai/claude-code",
+            Self::Gemini => "@google/gemini-cli",
+            Self::Copilot => "@github/copilot",
         }
     }
 
     /// Its entry point in `node_modules/.bin`.
     fn bin(self) -> &'static str {
         match self {
-            Agent::Claude => "claude",
-            Agent::Gemini => "gemini",
-            Agent::Copilot => "copilot",
+            Self::Claude => "claude",
+            Self::Gemini => "gemini",
+            Self::Copilot => "copilot",
         }
     }
 
     fn api(self) -> Api {
         match self {
-            Agent::Claude => Api::Anthropic,
-            Agent::Gemini => Api::Gemini,
-            Agent::Copilot => Api::OpenAiChat,
+            Self::Claude => Api::Anthropic,
+            Self::Gemini => Api::Gemini,
+            Self::Copilot => Api::OpenAiChat,
         }
     }
 
@@ -96,14 +96,14 @@ impl Agent {
     /// `secret` (the formats the CLIs write).
     fn credentials(self, secret: &str) -> (&'static str, String) {
         match self {
-            Agent::Claude => (
+            Self::Claude => (
                 ".claude/.credentials.json",
                 json!({"claudeAiOauth": {"accessToken": format!("sk-ant-oat01-{secret}"),
                     "refreshToken": format!("sk-ant-ort01-{secret}"), "expiresAt": 4_102_444_800_000_u64,
                     "scopes": ["user:inference", "user:profile"], "subscriptionType": "pro"}})
                 .to_string(),
             ),
-            Agent::Gemini => (
+            Self::Gemini => (
                 ".gemini/oauth_creds.json",
                 json!({"access_token": format!("ya29.{secret}"),
                     "refresh_token": format!("1//{secret}"), "scope":
@@ -111,7 +111,7 @@ impl Agent {
                     "expiry_date": 4_102_444_800_000_u64})
                 .to_string(),
             ),
-            Agent::Copilot => (
+            Self::Copilot => (
                 ".copilot/config.json",
                 json!({"banner": "never", "render_markdown": false,
                     "logged_in_users": [{"host": "https://github.com", "login": "dev"}],
@@ -122,20 +122,20 @@ impl Agent {
     }
 
     /// Another agent's credential file, which this agent's tool reads in the script.
-    fn other(self) -> Agent {
+    fn other(self) -> Self {
         match self {
-            Agent::Claude => Agent::Gemini,
-            Agent::Gemini => Agent::Copilot,
-            Agent::Copilot => Agent::Claude,
+            Self::Claude => Self::Gemini,
+            Self::Gemini => Self::Copilot,
+            Self::Copilot => Self::Claude,
         }
     }
 
     /// The rule that stops a tool reading the agent's own credentials.
     fn own_credentials_rule(self) -> &'static str {
         match self {
-            Agent::Claude => "claude-credentials-read",
-            Agent::Gemini => "gemini-credentials-read",
-            Agent::Copilot => "copilot-credentials-read",
+            Self::Claude => "claude-credentials-read",
+            Self::Gemini => "gemini-credentials-read",
+            Self::Copilot => "copilot-credentials-read",
         }
     }
 }
@@ -245,8 +245,8 @@ struct Secrets {
 }
 
 impl Secrets {
-    fn new() -> Secrets {
-        Secrets {
+    fn new() -> Self {
+        Self {
             home: HomeSecrets::new(),
             agents: AGENTS.map(|a| home::secret(a.bin())),
         }

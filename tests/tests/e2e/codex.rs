@@ -111,8 +111,8 @@ struct Secrets {
 }
 
 impl Secrets {
-    fn new() -> Secrets {
-        Secrets {
+    fn new() -> Self {
+        Self {
             home: HomeSecrets::new(),
             codex_auth: home::secret("auth"),
         }
@@ -808,7 +808,7 @@ fn daemon_with(policy: &str) -> Daemon {
 /// was stopped through the daemon's hook socket (its directory opened to the Codex
 /// user for that).
 fn install_hook(daemon: &Daemon, user: &TestUser) {
-    std::fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o755))
+    fs::set_permissions(daemon.dir(), fs::Permissions::from_mode(0o755))
         .expect("chmod the daemon's directory");
     let hook = serde_json::json!([{"matcher": "*", "hooks": [{
         "type": "command",
@@ -1177,7 +1177,7 @@ struct CallsRun {
     daemon: Daemon,
     cr: CodexRun,
     session: String,
-    report: serde_json::Value,
+    report: Value,
     commands: Vec<String>,
 }
 
@@ -1189,7 +1189,7 @@ fn calls_run(hooks: bool) -> CallsRun {
     let secrets = Secrets::new();
     let user = TestUser::create(if hooks { "gcd" } else { "gcr" });
     let dir = guard_tests::TempDir::new("guard-e2e-calls");
-    std::fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
     let npm_name = format!("guard-e2e-{}", unique_name("c")).to_lowercase();
     let scenario = guard_tests::packages::InstallSession::new(
         dir.path(),

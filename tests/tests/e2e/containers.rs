@@ -66,12 +66,12 @@ struct TestCgroups {
 }
 
 impl TestCgroups {
-    fn new() -> TestCgroups {
+    fn new() -> Self {
         guard_tests::require_root();
         let name = format!("guard-e2e-{}", unique_name("c"));
         let dir = cgroup2_root().join(&name);
         fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        TestCgroups {
+        Self {
             dir,
             rel: format!("/{name}"),
         }

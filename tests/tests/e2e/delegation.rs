@@ -20,7 +20,7 @@ struct Tmux {
 }
 
 impl Tmux {
-    fn start(dir: &Path) -> Tmux {
+    fn start(dir: &Path) -> Self {
         let socket = dir.join("tmux.sock").display().to_string();
         let ok = Command::new("tmux")
             .args([
@@ -37,7 +37,7 @@ impl Tmux {
             .status()
             .expect("run tmux (a test dependency)");
         assert!(ok.success(), "tmux new-session failed");
-        Tmux { socket }
+        Self { socket }
     }
 
     fn server_pid(&self) -> i64 {

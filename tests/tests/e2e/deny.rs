@@ -488,7 +488,7 @@ fn the_agent_s_own_reads_of_secrets_and_ignored_files_are_refused_where_the_kern
     // policy_loaded says how the agent's rule acts here.
     let fallback = loaded
         .get("fallbacks")
-        .and_then(serde_json::Value::as_array)
+        .and_then(Value::as_array)
         .and_then(|all| {
             all.iter()
                 .find(|f| f["rule"] == "secrets-read-by-agent")

@@ -245,20 +245,20 @@ fn temp_dir(prefix: &str) -> Result<tempdir::Dir> {
 mod tempdir {
     use std::path::{Path, PathBuf};
 
-    pub struct Dir(PathBuf);
+    pub(super) struct Dir(PathBuf);
 
     impl Dir {
-        pub fn new(prefix: &str) -> anyhow::Result<Dir> {
+        pub(super) fn new(prefix: &str) -> anyhow::Result<Self> {
             let mut bytes = [0u8; 6];
             let _ = std::fs::File::open("/dev/urandom")
                 .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes));
             let suffix: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
             let path = std::env::temp_dir().join(format!("{prefix}-{suffix}"));
             std::fs::create_dir(&path)?;
-            Ok(Dir(path))
+            Ok(Self(path))
         }
 
-        pub fn path(&self) -> &Path {
+        pub(super) fn path(&self) -> &Path {
             &self.0
         }
     }

@@ -37,11 +37,7 @@ action = "kill"
 
 /// The `digest = [...]` line `guard policy digest FILE` prints for `file`.
 fn digest_line(file: &str) -> String {
-    let out = guard(&[
-        std::ffi::OsStr::new("policy"),
-        "digest".as_ref(),
-        file.as_ref(),
-    ]);
+    let out = guard(&[OsStr::new("policy"), "digest".as_ref(), file.as_ref()]);
     out.lines()
         .find(|l| l.starts_with("digest = [\"sha256:"))
         .unwrap_or_else(|| panic!("no digest line from guard policy digest {file}:\n{out}"))

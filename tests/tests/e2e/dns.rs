@@ -40,8 +40,8 @@ struct DnsNs {
 }
 
 impl DnsNs {
-    fn new() -> DnsNs {
-        let ns = DnsNs { ns: NetNs::new() };
+    fn new() -> Self {
+        let ns = Self { ns: NetNs::new() };
         // On the namespace's loopback device (no dummy or veth module needed):
         // the address itself is not a loopback one.
         let addr = format!("{ADDR}/32");

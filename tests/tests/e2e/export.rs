@@ -286,7 +286,7 @@ struct Org {
 }
 
 impl Org {
-    fn start() -> Org {
+    fn start() -> Self {
         let pg = Postgres::start();
         let a = Fleet::replica(&pg.url(), None);
         let b = Fleet::replica(&pg.url(), Some(&a));
@@ -298,7 +298,7 @@ impl Org {
             &balancer.ingest_url(),
             &format!("token_file = \"{}\"", token_file.display()),
         );
-        Org {
+        Self {
             pg,
             replicas: vec![a, b],
             balancer,

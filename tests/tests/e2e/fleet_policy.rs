@@ -292,7 +292,7 @@ fn a_fleet_policy_is_observed_then_enforced_and_a_forged_one_is_refused() {
     let invalid = signed(
         &key,
         Envelope {
-            group: group.clone(),
+            group,
             serial: 1001,
             policy: "protect".into(),
             version: 3,

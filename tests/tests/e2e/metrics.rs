@@ -89,7 +89,7 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(mut cmd: Command) -> Result<Proc> {
+    fn spawn(mut cmd: Command) -> Result<Self> {
         use std::os::unix::process::CommandExt;
         let what = format!("{cmd:?}");
         let mut child = cmd
@@ -128,7 +128,7 @@ impl Proc {
                 let _ = tx.send(());
             });
         }
-        Ok(Proc {
+        Ok(Self {
             child,
             what,
             log,

@@ -60,12 +60,12 @@ struct Setup {
 
 impl Setup {
     /// `rules` may use `{dir}` for the test directory.
-    fn new(mode: &str, rules: &str) -> Setup {
-        Setup::with_args(mode, rules, &[])
+    fn new(mode: &str, rules: &str) -> Self {
+        Self::with_args(mode, rules, &[])
     }
 
     /// [`Setup::new`] with more arguments for the daemon.
-    fn with_args(mode: &str, rules: &str, extra: &[&str]) -> Setup {
+    fn with_args(mode: &str, rules: &str, extra: &[&str]) -> Self {
         let since = SystemTime::now();
         let agent = FakeAgent::install(fake_agent_exe!());
         let dir = TempDir::new("guard-e2e-policy");
@@ -73,7 +73,7 @@ impl Setup {
         let rules = rules.replace("{dir}", &dir.path().display().to_string());
         write_policy(&policy, &policy_toml(mode, agent.name(), &rules));
         let daemon = start_daemon(&policy, mode, extra);
-        Setup {
+        Self {
             agent,
             dir,
             policy,

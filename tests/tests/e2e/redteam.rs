@@ -524,26 +524,23 @@ fn a_session_server_is_seen_and_what_it_serves_is_counted() {
     // the peer has read it all (the flow's record comes at the close: bytes still
     // queued then would be sent after it).
     let port_file = s.path("port");
-    let reader = {
-        let port_file = port_file.clone();
-        std::thread::spawn(move || {
-            guard_tests::wait_until(
-                "the session's server port",
-                std::time::Duration::from_secs(30),
-                || Path::new(&port_file).exists(),
-            );
-            let port: u16 = fs::read_to_string(&port_file)
-                .expect("the port")
-                .trim()
-                .parse()
-                .expect("a port number");
-            let mut peer = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-            let local = peer.local_addr().expect("the peer's address").port();
-            let mut got = Vec::new();
-            std::io::Read::read_to_end(&mut peer, &mut got).expect("read what is served");
-            (local, got.len())
-        })
-    };
+    let reader = std::thread::spawn(move || {
+        guard_tests::wait_until(
+            "the session's server port",
+            std::time::Duration::from_secs(30),
+            || Path::new(&port_file).exists(),
+        );
+        let port: u16 = fs::read_to_string(&port_file)
+            .expect("the port")
+            .trim()
+            .parse()
+            .expect("a port number");
+        let mut peer = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let local = peer.local_addr().expect("the peer's address").port();
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut peer, &mut got).expect("read what is served");
+        (local, got.len())
+    });
     let (run, events) = s.python(&format!(
         "import os, socket\n\
          s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n\

@@ -63,7 +63,7 @@ fn mount_bpffs() {
         let mut st: libc::statfs = std::mem::zeroed();
         (libc::statfs(path.as_ptr(), &mut st), st)
     };
-    #[allow(
+    #[expect(
         clippy::useless_conversion,
         reason = "f_type's type differs by architecture"
     )]

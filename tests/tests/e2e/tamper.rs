@@ -38,7 +38,7 @@ struct Setup {
 }
 
 impl Setup {
-    fn new() -> Setup {
+    fn new() -> Self {
         let agent = FakeAgent::install(fake_agent_exe!());
         let dir = TempDir::new("guard-e2e-tamper");
         let secret = dir.join("secret.txt");
@@ -68,7 +68,7 @@ impl Setup {
                 "BPF-LSM is required on this kernel but self-protection runs on {tier:?}: {loaded}"
             );
         }
-        Setup {
+        Self {
             agent,
             dir,
             pins,

@@ -24,8 +24,8 @@ struct Tmux {
 
 impl Tmux {
     /// Runs `command` (a shell command line) in a `width` x `height` terminal.
-    fn start(width: u16, height: u16, command: &str) -> Tmux {
-        let tmux = Tmux {
+    fn start(width: u16, height: u16, command: &str) -> Self {
+        let tmux = Self {
             dir: TempDir::new("guard-e2e-tmux"),
         };
         let out = tmux

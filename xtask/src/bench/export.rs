@@ -41,7 +41,7 @@ struct Fleet {
 }
 
 impl Fleet {
-    fn start(ctx: &mut Ctx) -> Result<Fleet> {
+    fn start(ctx: &mut Ctx) -> Result<Self> {
         let bin = ctx.guard.with_file_name("guard-fleet");
         if !bin.is_file() {
             bail!("no guard-fleet beside guard ({})", bin.display());
@@ -84,7 +84,7 @@ impl Fleet {
         })?;
         let (addr, token) = found.context("guard-fleet printed no address and token")?;
         ctx.own_pids.push(proc.pid());
-        Ok(Fleet {
+        Ok(Self {
             proc,
             ingest: format!("http://{addr}/v1/logs"),
             token,

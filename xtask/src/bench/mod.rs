@@ -66,7 +66,7 @@ use self::ctx::Ctx;
 use self::host::{machine, pick_account};
 use self::markdown::write_markdown;
 use self::measure::{capacity, kill_latency, measure};
-pub use self::options::Options;
+pub(crate) use self::options::Options;
 use self::options::Params;
 use self::peers::{BPFTRACE_SCRIPT, install_peers, tcpconnect_problem, which};
 use self::prepare::{chown_tree, listener, make_build_sources, make_repo, program_files, sink};
@@ -82,7 +82,7 @@ use crate::util::{self, log};
     clippy::too_many_lines,
     reason = "set-up then every phase in order; the temp dirs, servers and auditd state it holds must outlive them all"
 )]
-pub fn run(guard: &Path, opts: &Options) -> Result<()> {
+pub(crate) fn run(guard: &Path, opts: &Options) -> Result<()> {
     if !util::is_root() {
         bail!("the benchmarks need root; run `sudo -E env PATH=$PATH cargo xtask bench`");
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args, Debug, Clone)]
-pub struct Options {
+pub(crate) struct Options {
     /// Smoke run: 2 rounds, fewer iterations, short capacity steps; results go to
     /// target/bench-quick unless --out is given.
     #[arg(long)]

@@ -68,7 +68,7 @@ pub(super) fn start(ctx: &mut Ctx, setup: Setup) -> Result<Running> {
         Setup::Auditd => {
             let log = ctx.audit_dir.join("audit.log");
             let _ = fs::remove_file(&log);
-            r.outputs.push(log.clone());
+            r.outputs.push(log);
             auditctl(&["-D"])?;
             auditctl(&["-b", "8192"])?;
             auditctl(&["--backlog_wait_time", "60000"])?;

@@ -141,7 +141,7 @@ pub(super) const GUEST_MOUNTS: &str = "\
 
 /// What a command run in a kernel's VM printed: the kernel's ABI and the console, or
 /// why no boot ran it to its end.
-pub struct CommandRun {
+pub(crate) struct CommandRun {
     pub abi: String,
     pub console: Result<Vec<String>>,
 }
@@ -152,7 +152,11 @@ pub struct CommandRun {
 /// emulator's flakes, see [`REBOOTS`]) is tried again, up to [`REBOOTS`] times. A
 /// command that failed is no VM failure: its exit status is on the console, after
 /// [`DONE_MARK`] (`rc=N`), and the caller finds its output missing.
-pub fn run_command(prepared: Prepared, what: &str, command: &str) -> Result<Vec<CommandRun>> {
+pub(crate) fn run_command(
+    prepared: Prepared,
+    what: &str,
+    command: &str,
+) -> Result<Vec<CommandRun>> {
     let Prepared {
         vm_dir,
         venv,
@@ -205,7 +209,7 @@ pub fn run_command(prepared: Prepared, what: &str, command: &str) -> Result<Vec<
 
 /// One test's result in a VM, from the console.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TestRun {
+pub(crate) struct TestRun {
     pub bin: String,
     pub name: String,
     pub verdict: Verdict,
@@ -213,7 +217,7 @@ pub struct TestRun {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Passed,
     Failed(String),
     /// The harness ran no test by that name (renamed, or filtered out).
@@ -229,7 +233,7 @@ pub enum Verdict {
 /// MODULE::NAME ... ok` between the test's markers, its `running 1 test`, the exit
 /// status, and any `SKIPPED:` line. A test whose markers never came (the VM stopped first) is
 /// failed.
-pub fn results(console: &[String], expected: &[(String, String)]) -> Vec<TestRun> {
+pub(super) fn results(console: &[String], expected: &[(String, String)]) -> Vec<TestRun> {
     expected
         .iter()
         .map(|(bin, name)| {

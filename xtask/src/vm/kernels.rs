@@ -126,7 +126,7 @@ pub(super) struct Bullseye {
 
 impl Bullseye {
     /// Its configuration, with lists no older than a day.
-    fn new(vm_dir: &Path) -> Result<Bullseye> {
+    fn new(vm_dir: &Path) -> Result<Self> {
         let root = vm_dir.join("apt-bullseye");
         let lists = root.join("lists");
         let cache = root.join("cache");
@@ -152,7 +152,7 @@ impl Bullseye {
             opt("Dir::Cache", &cache),
         ]
         .concat();
-        let b = Bullseye { args };
+        let b = Self { args };
         let stamp = root.join("updated");
         let fresh = fs::metadata(&stamp)
             .and_then(|m| m.modified())

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 
 use self::guest::{REBOOTS, Silent, TestRun, VM_MEMORY, boot, guest_script, results};
-pub use self::guest::{Verdict, run_command};
+pub(crate) use self::guest::{Verdict, run_command};
 use self::kernels::{Kernel, fetch, matrix, virtiofsd, virtme_ng};
 use self::subset::{COMPAT_SET, E2E_BINARY, Kernels, SUBSET};
 use crate::setup;
@@ -38,7 +38,7 @@ const VIRTME_NG: &str = "virtme-ng==1.42";
 /// through /dev/virtio-ports; without udev the output is lost and every exit
 /// status is 255).
 /// libseccomp and libcap-ng: what [`VIRTIOFSD`] links against.
-pub const VM_PACKAGES: &[&str] = &[
+pub(crate) const VM_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "kmod",
     "busybox-static",
@@ -106,7 +106,7 @@ const SKIP_MARK: &str = "SKIPPED:";
 
 /// The result of one kernel's run: each test's, and whether the VM itself
 /// failed (did not boot, stopped before the end).
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub abi: String,
     pub wall: Duration,
     pub tests: Vec<TestRun>,
@@ -117,7 +117,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         self.error.is_none() && self.tests.iter().all(|t| t.verdict == Verdict::Passed)
     }
 }
@@ -125,7 +125,7 @@ impl Outcome {
 /// What to run: every kernel and the whole subset, or (to chase a problem) some
 /// kernels, some tests, several times over.
 #[derive(Clone, Debug, Default, clap::Args)]
-pub struct Options {
+pub(crate) struct Options {
     /// Only the kernels of this series (`5.10`, Debian 11's, where guard loads its
     /// compat build; `6.1`; `6.12`); repeatable.
     #[arg(long = "series")]
@@ -168,7 +168,7 @@ fn chosen(opts: &Options) -> Result<Vec<(&'static str, &'static str, Kernels)>> 
 
 /// What booting the kernels needs, installed and fetched: [`prepare`] does it
 /// (while the tests build), [`run_prepared`] boots.
-pub struct Prepared {
+pub(crate) struct Prepared {
     vm_dir: PathBuf,
     venv: PathBuf,
     unpacked: Vec<(Kernel, PathBuf)>,
@@ -177,7 +177,7 @@ pub struct Prepared {
 
 /// Installs what the VMs need (QEMU and the rest from Debian, virtme-ng) and fetches
 /// the kernels of the matrix that `opts` chooses. Needs no test binary.
-pub fn prepare(opts: &Options) -> Result<Prepared> {
+pub(crate) fn prepare(opts: &Options) -> Result<Prepared> {
     if std::env::consts::ARCH != "x86_64" {
         bail!(
             "the kernel matrix boots Debian's amd64 kernels; this host is {}",
@@ -220,7 +220,7 @@ pub fn prepare(opts: &Options) -> Result<Prepared> {
     clippy::too_many_lines,
     reason = "each kernel in turn: plan, boot, retry a silent VM, reboot for cut-off tests; then the summary of all"
 )]
-pub fn run_prepared(
+pub(crate) fn run_prepared(
     guard: &Path,
     opts: &Options,
     prepared: Prepared,

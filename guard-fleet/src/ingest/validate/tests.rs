@@ -49,8 +49,7 @@ fn a_summary_becomes_a_session_row_with_its_counts() {
     assert_eq!(h.guard_version.as_deref(), Some("0.1.0"));
     assert_eq!(h.os_version.as_deref(), Some("6.12.0-guard"));
     assert_eq!(h.policy_mode.as_deref(), Some("enforce"));
-    let tiers: serde_json::Value =
-        serde_json::from_str(h.tiers.as_deref().expect("tiers")).expect("json");
+    let tiers: Value = serde_json::from_str(h.tiers.as_deref().expect("tiers")).expect("json");
     assert_eq!(tiers["exec_deny"], "bpf_lsm");
     assert_eq!(h.seen_ms, NOW);
     assert_eq!(h.clock_skew_ms, 0, "a record of a day ago: not ahead");
@@ -374,7 +373,7 @@ fn ocsf_bodies_are_read_back_as_the_events_they_carry() {
         e.text,
         "open /home/dev/.ssh/id_rsa (read) EPERM [secrets.ssh: denied]"
     );
-    let stored: serde_json::Value = serde_json::from_str(&e.event).expect("json");
+    let stored: Value = serde_json::from_str(&e.event).expect("json");
     assert_eq!(stored, event, "the event as the host's audit log has it");
 }
 

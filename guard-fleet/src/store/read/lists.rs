@@ -41,19 +41,19 @@ pub enum Dim {
 impl Dim {
     fn key(self) -> &'static str {
         match self {
-            Dim::Developers => "user",
-            Dim::Destinations => "dest",
-            Dim::Repositories => "repo",
-            Dim::Agents => "agent",
-            Dim::Hosts => "host",
-            Dim::Rules => "rule",
-            Dim::Outcomes => "outcome",
+            Self::Developers => "user",
+            Self::Destinations => "dest",
+            Self::Repositories => "repo",
+            Self::Agents => "agent",
+            Self::Hosts => "host",
+            Self::Rules => "rule",
+            Self::Outcomes => "outcome",
         }
     }
 
     /// Whether its rows count violations rather than sessions.
     pub fn counts_violations(self) -> bool {
-        matches!(self, Dim::Rules | Dim::Outcomes)
+        matches!(self, Self::Rules | Self::Outcomes)
     }
 }
 
@@ -104,7 +104,7 @@ impl DimSort {
         }
     }
 
-    pub const ALL: &[DimSort] = &[
+    pub const ALL: &[Self] = &[
         Self::Sessions,
         Self::Bytes,
         Self::ModelBytes,

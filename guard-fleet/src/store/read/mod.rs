@@ -1,15 +1,12 @@
 //! The dashboard's questions as queries, and their answers as plain types: the
 //! JSON API serialises them, the HTML pages render them, the CLI prints them.
 
-use std::{collections::BTreeMap, sync::LazyLock};
-
 use guard_common::report::Report;
 use serde::{Deserialize, Serialize};
 use sqlx::{Row as _, any::AnyRow};
 
 use super::{
     DAY_MS, Store, StoreError,
-    policy::HOST_TARGET,
     sql::{Arg, Sql},
 };
 
@@ -84,154 +81,6 @@ fn session_row(r: &AnyRow) -> Result<SessionRow, sqlx::Error> {
 pub struct Count {
     pub key: String,
     pub count: i64,
-}
-
-/// One host, as the fleet last heard from it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Host {
-    pub host: String,
-    pub host_name: String,
-    pub host_id: Option<String>,
-    pub arch: Option<String>,
-    pub guard_version: Option<String>,
-    pub os_version: Option<String>,
-    pub policy_name: Option<String>,
-    pub policy_mode: Option<String>,
-    /// The fleet group it names (`[fleet] group`) and the labels it says of
-    /// itself (`env=ci,team=payments`).
-    pub fleet_group: Option<String>,
-    pub labels: Option<String>,
-    /// The assignment it takes (its group's, its credential's or a label's:
-    /// `ci-pool`, `cluster:eu`, `label:env=ci`), that assignment's version
-    /// (`fleet:NAME@VERSION`) and mode.
-    pub target: Option<String>,
-    pub assigned: Option<String>,
-    pub assigned_mode: Option<String>,
-    /// The policy in force is not its group's assignment (or not in its mode):
-    /// the host has not taken it yet, or refused it (its `policy_rejected` events
-    /// say why).
-    pub drift: bool,
-    /// Enforcement action → tier.
-    pub tiers: BTreeMap<String, String>,
-    pub k8s_cluster: Option<String>,
-    pub k8s_node: Option<String>,
-    pub first_seen_ms: i64,
-    pub last_seen_ms: i64,
-    /// No batch for longer than `dashboard.stale_after` (its daemon sends a
-    /// heartbeat when idle: a silent host's guard stopped, or the host is gone).
-    pub stale: bool,
-    /// The host's clock less the server's at its last batch (ahead: positive).
-    pub clock_skew_ms: i64,
-    /// Its daemon's last heartbeat (sent when it had nothing else to send).
-    pub heartbeat_ms: Option<i64>,
-    /// Sessions started in the window.
-    pub sessions: i64,
-    /// Sessions running now.
-    pub running: i64,
-}
-
-impl Host {
-    /// In observe mode: nothing is stopped there.
-    pub fn observes(&self) -> bool {
-        self.policy_mode.as_deref() == Some("observe")
-    }
-
-    /// Enforcement actions the host cannot take (no tier, or absent).
-    pub fn missing_tiers(&self) -> Vec<&'static str> {
-        EXPECTED_TIERS
-            .iter()
-            .copied()
-            .filter(|a| self.tiers.get(*a).is_none_or(|t| t == "none"))
-            .collect()
-    }
-
-    /// Its clock is more than a minute off the server's.
-    pub fn skewed(&self) -> bool {
-        self.clock_skew_ms.abs() > 60_000
-    }
-}
-
-/// The enforcement actions every guard reports a tier for (`guard.tiers`, as
-/// `policy_loaded`'s `enforcement` lists them).
-pub const EXPECTED_TIERS: &[&str] = &[
-    "exec_kill",
-    "file_read_kill",
-    "file_write_kill",
-    "exec_deny",
-    "file_read_deny",
-    "file_write_deny",
-    "network_deny",
-    "self_protection",
-];
-
-/// `0.1.10` → (0, 1, 10); what does not parse sorts first.
-pub fn version_key(v: &str) -> Vec<u64> {
-    v.split(|c: char| !c.is_ascii_digit())
-        .filter(|p| !p.is_empty())
-        .map(|p| p.parse().unwrap_or(0))
-        .collect()
-}
-
-/// A host's columns (of the row `h` of [`HOSTS_FROM`]), with the assignment it
-/// takes (`t`).
-const HOST_COLUMNS: &str = "h.host, h.host_name, h.host_id, h.arch, h.guard_version, \
-    h.os_version, h.policy_name, h.policy_mode, h.tiers, h.k8s_cluster, h.k8s_node, \
-    h.first_seen_ms, h.last_seen_ms, h.clock_skew_ms, h.heartbeat_ms, h.fleet_group, \
-    h.labels, h.target, 'fleet:' || t.policy || '@' || CAST(t.version AS TEXT) AS assigned, \
-    t.mode AS assigned_mode";
-
-/// The hosts, each with the target of the assignment it takes ([`HOST_TARGET`],
-/// worked out once per host) and that assignment (`t`, none when it takes none).
-static HOSTS_FROM: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        " FROM (SELECT h.*, {HOST_TARGET} AS target FROM hosts h) h \
-         LEFT JOIN policy_assignments t ON t.group_name = h.target"
-    )
-});
-
-fn host_row(r: &AnyRow, stale_before: i64) -> Result<Host, sqlx::Error> {
-    let tiers: Option<String> = r.try_get("tiers")?;
-    let tiers = tiers
-        .and_then(|t| serde_json::from_str::<BTreeMap<String, serde_json::Value>>(&t).ok())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| {
-            let v = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
-            (k, v)
-        })
-        .collect();
-    let last_seen_ms: i64 = r.try_get("last_seen_ms")?;
-    let policy_name: Option<String> = r.try_get("policy_name")?;
-    let policy_mode: Option<String> = r.try_get("policy_mode")?;
-    let assigned: Option<String> = r.try_get("assigned")?;
-    let assigned_mode: Option<String> = r.try_get("assigned_mode")?;
-    let drift = assigned.is_some() && (policy_name != assigned || policy_mode != assigned_mode);
-    Ok(Host {
-        host: r.try_get("host")?,
-        host_name: r.try_get("host_name")?,
-        host_id: r.try_get("host_id")?,
-        arch: r.try_get("arch")?,
-        guard_version: r.try_get("guard_version")?,
-        os_version: r.try_get("os_version")?,
-        policy_name,
-        policy_mode,
-        fleet_group: r.try_get("fleet_group")?,
-        labels: r.try_get("labels")?,
-        target: r.try_get("target")?,
-        assigned,
-        assigned_mode,
-        drift,
-        tiers,
-        k8s_cluster: r.try_get("k8s_cluster")?,
-        k8s_node: r.try_get("k8s_node")?,
-        first_seen_ms: r.try_get("first_seen_ms")?,
-        last_seen_ms,
-        stale: last_seen_ms < stale_before,
-        clock_skew_ms: r.try_get::<Option<i64>, _>("clock_skew_ms")?.unwrap_or(0),
-        heartbeat_ms: r.try_get("heartbeat_ms")?,
-        sessions: 0,
-        running: 0,
-    })
 }
 
 /// Filters of the sessions table: the page's GET parameters, as typed.
@@ -468,19 +317,6 @@ pub struct SessionDetail {
     pub other_hosts: Vec<String>,
 }
 
-/// The hosts page.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostPage {
-    pub now_ms: i64,
-    pub total: i64,
-    pub stale_count: i64,
-    /// The newest guard version in the fleet (hosts below it are highlighted).
-    pub newest_version: Option<String>,
-    pub page: u32,
-    pub per_page: u32,
-    pub hosts: Vec<Host>,
-}
-
 /// The rows `sql` selects, each read by `read`.
 async fn fetch_rows<T>(
     pool: &sqlx::AnyPool,
@@ -498,16 +334,17 @@ async fn fetch_rows<T>(
         .map_err(StoreError::query(what))
 }
 
+/// A [`Count`] from its columns `key` and `count`.
 fn count_row(r: &AnyRow) -> Result<Count, sqlx::Error> {
     Ok(Count {
-        key: r.try_get(0)?,
-        count: int(r, 1)?,
+        key: r.try_get("key")?,
+        count: int(r, "count")?,
     })
 }
 
-fn int(r: &AnyRow, i: usize) -> Result<i64, sqlx::Error> {
-    // SUM over no rows is NULL.
-    Ok(r.try_get::<Option<i64>, _>(i)?.unwrap_or(0))
+/// The integer in `column`, 0 for NULL (SUM over no rows is NULL).
+fn int(r: &AnyRow, column: &str) -> Result<i64, sqlx::Error> {
+    Ok(r.try_get::<Option<i64>, _>(column)?.unwrap_or(0))
 }
 
 /// `%part%` for LIKE, with LIKE's own characters escaped by `\`.
@@ -676,11 +513,11 @@ impl Store {
             .iter()
             .map(|r| {
                 Ok(Event {
-                    ts_ms: r.try_get(0)?,
-                    kind: r.try_get(1)?,
-                    rule: r.try_get(2)?,
-                    outcome: r.try_get(3)?,
-                    text: r.try_get(4)?,
+                    ts_ms: r.try_get("ts_ms")?,
+                    kind: r.try_get("kind")?,
+                    rule: r.try_get("rule")?,
+                    outcome: r.try_get("outcome")?,
+                    text: r.try_get("text")?,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -698,8 +535,8 @@ impl Store {
             .map_err(e("list a session's flows"))?
             .iter()
             .filter_map(|r| {
-                let ts_ms: i64 = r.try_get(0).ok()?;
-                let event: String = r.try_get(1).ok()?;
+                let ts_ms: i64 = r.try_get("ts_ms").ok()?;
+                let event: String = r.try_get("event").ok()?;
                 let v: serde_json::Value = serde_json::from_str(&event).ok()?;
                 Some(Flow {
                     ts_ms,
@@ -733,88 +570,32 @@ impl Store {
         .map_err(e("read a session"))?;
         Ok(Some(detail))
     }
+}
 
-    /// One page of hosts, stopped ones first, then by name; with their sessions
-    /// since `since_ms` and running now.
-    pub async fn hosts(
+impl Store {
+    /// The one row of `sql`, read by `read`.
+    async fn fetch_one<T>(
         &self,
-        now_ms: i64,
-        since_ms: i64,
-        stale_before: i64,
-        page: u32,
-        per_page: u32,
-        stale_only: bool,
-    ) -> Result<HostPage, StoreError> {
-        let e = StoreError::query;
-        let mut counts = Sql::new("SELECT COUNT(*), CAST(SUM(CASE WHEN last_seen_ms < ");
-        counts
-            .arg(Arg::Int(stale_before))
-            .push(" THEN 1 ELSE 0 END) AS BIGINT) FROM hosts");
-        let c = counts
+        sql: Sql,
+        what: &'static str,
+        read: impl FnOnce(&AnyRow) -> Result<T, sqlx::Error>,
+    ) -> Result<T, StoreError> {
+        let row = sql
             .query()
             .fetch_one(self.pool())
             .await
-            .map_err(e("count hosts"))?;
-        let per_page = per_page.clamp(1, 1000);
-        let page = page.max(1);
-        let mut q = Sql::new("SELECT ");
-        q.push(HOST_COLUMNS)
-            .push(", (SELECT COUNT(*) FROM sessions s WHERE s.host = h.host AND s.started_ms >= ")
-            .arg(Arg::Int(since_ms))
-            .push(") AS sessions, (SELECT COUNT(*) FROM sessions s WHERE s.host = h.host AND s.state = 'running' AND s.updated_ms >= ")
-            .arg(Arg::Int(stale_before))
-            .push(") AS running")
-            .push(&HOSTS_FROM);
-        if stale_only {
-            q.push(" WHERE h.last_seen_ms < ")
-                .arg(Arg::Int(stale_before));
-        }
-        q.push(" ORDER BY CASE WHEN h.last_seen_ms < ")
-            .arg(Arg::Int(stale_before))
-            .push(" THEN 0 ELSE 1 END, h.host LIMIT ")
-            .arg(Arg::Int(i64::from(per_page)))
-            .push(" OFFSET ")
-            .arg(Arg::Int(i64::from(page - 1) * i64::from(per_page)));
-        let hosts = q
-            .query()
-            .fetch_all(self.pool())
-            .await
-            .map_err(e("list hosts"))?
-            .iter()
-            .map(|r| {
-                let mut h = host_row(r, stale_before)?;
-                h.sessions = r.try_get::<Option<i64>, _>("sessions")?.unwrap_or(0);
-                h.running = r.try_get::<Option<i64>, _>("running")?.unwrap_or(0);
-                Ok(h)
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(e("read hosts"))?;
-        let versions =
-            Sql::new("SELECT DISTINCT guard_version FROM hosts WHERE guard_version IS NOT NULL")
-                .query()
-                .fetch_all(self.pool())
-                .await
-                .map_err(e("list guard versions"))?;
-        let newest_version = versions
-            .iter()
-            .filter_map(|r| r.try_get::<String, _>(0).ok())
-            .max_by_key(|v| version_key(v));
-        Ok(HostPage {
-            now_ms,
-            newest_version,
-            total: int(&c, 0).map_err(e("count hosts"))?,
-            stale_count: int(&c, 1).map_err(e("count hosts"))?,
-            page,
-            per_page,
-            hosts,
-        })
+            .map_err(StoreError::query(what))?;
+        read(&row).map_err(StoreError::query(what))
     }
 }
 
+mod hosts;
 mod lists;
 mod overview;
 mod packages;
 mod violations;
+pub use hosts::{EXPECTED_TIERS, Host, HostPage, version_key};
+use hosts::{HOST_COLUMNS, HOSTS_FROM, host_row};
 pub use lists::{Dim, DimPage, DimRow, DimSort, Suggestions, Window};
 pub use overview::{Agent, Day, HostsSummary, Overview, Repository, Totals};
 pub use packages::{INVENTORY_MAX, InventoryRow, NAMES_MAX, NAMES_SLACK_MS};

@@ -2,10 +2,10 @@
 //! temporary directory or a real PostgreSQL ([`pg`]), requests as hosts make them
 //! ([`records`]), and the built binary as a separate process ([`process`]).
 
-pub mod pg;
-pub mod pki;
-pub mod process;
-pub mod records;
+pub(crate) mod pg;
+pub(crate) mod pki;
+pub(crate) mod process;
+pub(crate) mod records;
 
 use std::{io::Write as _, path::PathBuf, time::Duration};
 
@@ -21,16 +21,16 @@ use prost::Message as _;
 use reqwest::StatusCode;
 
 /// A host token named `build-01`.
-pub const HOST_TOKEN: &str = "test-host-token-build-01";
+pub(crate) const HOST_TOKEN: &str = "test-host-token-build-01";
 /// A cluster token named `eu`.
-pub const CLUSTER_TOKEN: &str = "test-cluster-token-eu";
+pub(crate) const CLUSTER_TOKEN: &str = "test-cluster-token-eu";
 /// A dashboard token named `sec-team`.
-pub const DASH_TOKEN: &str = "test-dashboard-token-sec";
+pub(crate) const DASH_TOKEN: &str = "test-dashboard-token-sec";
 /// An admin token named `sec-lead`: the dashboard, and policies.
-pub const ADMIN_TOKEN: &str = "test-admin-token-sec-lead";
+pub(crate) const ADMIN_TOKEN: &str = "test-admin-token-sec-lead";
 
 /// Which database a test runs on.
-pub enum Db {
+pub(crate) enum Db {
     Sqlite,
     Postgres(pg::TestPg),
 }
@@ -73,7 +73,7 @@ macro_rules! on_both {
 /// harness captures `eprintln!`), and a line `{"test", "reason"}` in
 /// `$GUARD_E2E_SKIP_LOG` when set, so that `cargo xtask test` counts a skip, not a
 /// pass.
-pub fn record_skip(test: &str, reason: &str) {
+pub(crate) fn record_skip(test: &str, reason: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr().lock(), "SKIPPED: {test}: {reason}");
     if let Some(path) = std::env::var_os("GUARD_E2E_SKIP_LOG") {
@@ -88,12 +88,12 @@ pub fn record_skip(test: &str, reason: &str) {
 }
 
 /// reqwest is built without a default crypto provider (as guard-fleet is).
-pub fn init() {
+pub(crate) fn init() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// The tokens file of the tests.
-pub fn tokens_file() -> String {
+pub(crate) fn tokens_file() -> String {
     [
         tokens::entry("build-01", Scope::Host, HOST_TOKEN),
         tokens::entry("eu", Scope::Cluster, CLUSTER_TOKEN),
@@ -104,14 +104,14 @@ pub fn tokens_file() -> String {
 }
 
 /// A fleet server's directory and database, before or without a server.
-pub struct Setup {
+pub(crate) struct Setup {
     pub dir: tempfile::TempDir,
     pub db_url: String,
     pub pg: Option<pg::TestPg>,
 }
 
 impl Setup {
-    pub fn new(db: Db) -> Self {
+    pub(crate) fn new(db: Db) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("tokens.toml"), tokens_file()).expect("tokens");
         let (db_url, pg) = match db {
@@ -126,7 +126,7 @@ impl Setup {
 
     /// A configuration file for a server on 127.0.0.1 (`port` 0: any), with
     /// `extra` TOML appended.
-    pub fn config(&self, port: u16, extra: &str) -> PathBuf {
+    pub(crate) fn config(&self, port: u16, extra: &str) -> PathBuf {
         let path = self
             .dir
             .path()
@@ -144,7 +144,7 @@ impl Setup {
 }
 
 /// A fleet server in this process.
-pub struct Fleet {
+pub(crate) struct Fleet {
     pub setup: Setup,
     pub running: Option<Running>,
     /// `http://127.0.0.1:PORT`.
@@ -154,7 +154,7 @@ pub struct Fleet {
 
 impl Fleet {
     /// Starts a server on `db` with `extra` configuration.
-    pub async fn start(db: Db, extra: &str) -> Self {
+    pub(crate) async fn start(db: Db, extra: &str) -> Self {
         init();
         let setup = Setup::new(db);
         let path = setup.config(0, extra);
@@ -184,12 +184,12 @@ impl Fleet {
         }
     }
 
-    pub fn app(&self) -> &guard_fleet::server::App {
+    pub(crate) fn app(&self) -> &server::App {
         &self.running.as_ref().expect("running").app
     }
 
     /// POSTs `req` as protobuf with `token`.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         req: &ExportLogsServiceRequest,
         token: Option<&str>,
@@ -199,7 +199,7 @@ impl Fleet {
     }
 
     /// POSTs `req` as protobuf with `token`, expecting 200; the records rejected.
-    pub async fn send_ok(&self, req: &ExportLogsServiceRequest, token: &str) -> i64 {
+    pub(crate) async fn send_ok(&self, req: &ExportLogsServiceRequest, token: &str) -> i64 {
         let (status, body) = self.send(req, Some(token)).await;
         assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
         ExportLogsServiceResponse::decode(body.as_slice())
@@ -209,7 +209,7 @@ impl Fleet {
     }
 
     /// POSTs raw bytes.
-    pub async fn post(
+    pub(crate) async fn post(
         &self,
         body: Vec<u8>,
         content_type: &str,
@@ -234,7 +234,7 @@ impl Fleet {
 
     /// `method` on `path` with `token` and a body (raw, or JSON): the status and
     /// the answer's JSON (null when it is none).
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -258,7 +258,7 @@ impl Fleet {
     }
 
     /// GETs an API path with the dashboard token, expecting 200 and JSON.
-    pub async fn api<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+    pub(crate) async fn api<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
         let resp = self
             .http
             .get(format!("{}{path}", self.base))
@@ -273,7 +273,7 @@ impl Fleet {
     }
 
     /// GETs a path with `cookie`; status, headers and body.
-    pub async fn page(
+    pub(crate) async fn page(
         &self,
         path: &str,
         cookie: Option<&str>,
@@ -289,7 +289,7 @@ impl Fleet {
     }
 
     /// Stops the server and waits for it.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown(Duration::from_secs(5)).await.expect("shutdown");
         }

@@ -37,13 +37,13 @@ use std::{
 use sqlx::migrate::MigrateDatabase as _;
 
 /// The environment variable that turns the PostgreSQL variants on.
-pub const ENV: &str = "GUARD_FLEET_TEST_PG";
+pub(crate) const ENV: &str = "GUARD_FLEET_TEST_PG";
 const DEFAULT_BIN: &str = "/usr/lib/postgresql/15/bin";
 const SUPERUSER: &str = "fleet";
 
 /// A PostgreSQL cluster this process started.
 #[derive(Debug)]
-pub struct Cluster {
+pub(crate) struct Cluster {
     dir: tempfile::TempDir,
     postmaster: Child,
     pub port: u16,
@@ -86,7 +86,7 @@ fn tail(path: &Path) -> String {
 
 impl Cluster {
     /// initdb and start a cluster with the binaries in `bin`.
-    pub fn start(bin: &Path) -> io::Result<Self> {
+    pub(crate) fn start(bin: &Path) -> io::Result<Self> {
         let ids = unprivileged();
         let dir = tempfile::Builder::new()
             .prefix("guard-fleet-pg-")
@@ -181,7 +181,7 @@ impl Cluster {
     }
 
     /// The URL of database `db` as the superuser.
-    pub fn url(&self, db: &str) -> String {
+    pub(crate) fn url(&self, db: &str) -> String {
         format!(
             "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{db}",
             self.password, self.port
@@ -189,7 +189,7 @@ impl Cluster {
     }
 
     /// The data directory's log, for failures.
-    pub fn log(&self) -> PathBuf {
+    pub(crate) fn log(&self) -> PathBuf {
         self.dir.path().join("postgres.log")
     }
 }
@@ -258,7 +258,7 @@ fn shared_cluster() -> Arc<Cluster> {
 
 /// A database of one test.
 #[derive(Debug)]
-pub struct TestPg {
+pub(crate) struct TestPg {
     pub url: String,
     /// Keeps a local cluster running while the test needs it.
     cluster: Option<Arc<Cluster>>,
@@ -288,7 +288,7 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A new, empty database for one test, or `None` when `GUARD_FLEET_TEST_PG` is not
 /// set.
-pub async fn database() -> Option<TestPg> {
+pub(crate) async fn database() -> Option<TestPg> {
     let setting = std::env::var(ENV).ok().filter(|v| !v.is_empty())?;
     sqlx::any::install_default_drivers();
     let name = format!(

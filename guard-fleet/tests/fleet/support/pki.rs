@@ -7,14 +7,14 @@ use rcgen::{
 };
 
 /// A CA made for the run, its directory, and what it signs.
-pub struct Pki {
+pub(crate) struct Pki {
     pub dir: tempfile::TempDir,
     pub ca_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
 impl Pki {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut params = CertificateParams::new(Vec::new()).expect("params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
@@ -34,7 +34,7 @@ impl Pki {
     }
 
     /// A certificate signed by the CA: (certificate PEM, key PEM).
-    pub fn leaf(&self, sans: &[&str], cn: &str, client: bool) -> (String, String) {
+    pub(crate) fn leaf(&self, sans: &[&str], cn: &str, client: bool) -> (String, String) {
         let mut params =
             CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
                 .expect("params");
@@ -50,7 +50,7 @@ impl Pki {
     }
 
     /// The `[tls]` section of a server for 127.0.0.1 with this CA for clients.
-    pub fn server_config(&self, client_auth: &str) -> String {
+    pub(crate) fn server_config(&self, client_auth: &str) -> String {
         let (cert, key) = self.leaf(&["127.0.0.1", "localhost"], "fleet", false);
         let p = |name: &str, text: &str| {
             let path = self.dir.path().join(name);
@@ -66,7 +66,7 @@ impl Pki {
     }
 
     /// A client trusting the CA, presenting `identity` (certificate, key) if any.
-    pub fn client(&self, identity: Option<&(String, String)>) -> reqwest::Client {
+    pub(crate) fn client(&self, identity: Option<&(String, String)>) -> reqwest::Client {
         super::init();
         let ca = reqwest::Certificate::from_pem_bundle(self.ca_pem.as_bytes()).expect("ca");
         let mut b = reqwest::Client::builder().tls_certs_only(ca);

@@ -14,10 +14,10 @@ use std::{
 };
 
 /// The binary cargo built for these tests.
-pub const BIN: &str = env!("CARGO_BIN_EXE_guard-fleet");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_guard-fleet");
 
 /// A `guard-fleet serve` process.
-pub struct Replica {
+pub(crate) struct Replica {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
@@ -27,7 +27,7 @@ pub struct Replica {
 impl Replica {
     /// Starts `guard-fleet serve --config CONFIG` and waits (30 s at most) until it
     /// listens.
-    pub fn spawn(config: &Path) -> Self {
+    pub(crate) fn spawn(config: &Path) -> Self {
         let mut child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(config)
@@ -77,7 +77,7 @@ impl Replica {
     }
 
     /// SIGKILL, now: no shutdown, no flush, nothing.
-    pub fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
@@ -110,7 +110,7 @@ fn strip_ansi(s: &str) -> String {
 }
 
 /// Runs the CLI with `args`; its exit status, stdout and stderr.
-pub fn cli(args: &[&str]) -> (bool, String, String) {
+pub(crate) fn cli(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .env_remove("GUARD_FLEET_TOKEN")

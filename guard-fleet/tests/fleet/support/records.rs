@@ -18,11 +18,11 @@ use opentelemetry_proto::tonic::{
 use serde_json::{Value, json};
 
 /// 2026-11-21T05:00:00Z in unix nanoseconds.
-pub const T0_NS: u64 = 1_795_237_200_000_000_000;
-pub const T0_MS: i64 = 1_795_237_200_000;
+pub(crate) const T0_NS: u64 = 1_795_237_200_000_000_000;
+pub(crate) const T0_MS: i64 = 1_795_237_200_000;
 
 /// A host's resource attributes, as its daemon sends them.
-pub fn resource(host_name: &str) -> Resource {
+pub(crate) fn resource(host_name: &str) -> Resource {
     let tiers = KeyValue {
         key: attr::TIERS.to_owned(),
         value: Some(AnyValue {
@@ -55,7 +55,7 @@ pub fn resource(host_name: &str) -> Resource {
 }
 
 /// A stable 32-hex machine id for a host name.
-pub fn machine_id(host_name: &str) -> String {
+pub(crate) fn machine_id(host_name: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in host_name.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
@@ -64,7 +64,7 @@ pub fn machine_id(host_name: &str) -> String {
 }
 
 /// The session uid of `session` (16 hex digits) on `host_name`.
-pub fn session_uid(host_name: &str, session: &str) -> String {
+pub(crate) fn session_uid(host_name: &str, session: &str) -> String {
     otlp::session_uid(
         &machine_id(host_name),
         "b00710000000000000000000000000b0",
@@ -73,7 +73,7 @@ pub fn session_uid(host_name: &str, session: &str) -> String {
 }
 
 /// One request: `records` from `host_name`.
-pub fn request(host_name: &str, records: Vec<LogRecord>) -> ExportLogsServiceRequest {
+pub(crate) fn request(host_name: &str, records: Vec<LogRecord>) -> ExportLogsServiceRequest {
     ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
             resource: Some(resource(host_name)),
@@ -101,7 +101,7 @@ fn common(host_name: &str, spool: u64, seq: u64, session: &str) -> Vec<KeyValue>
 
 /// A session summary record (`seq` is the spool's sequence number; `summary_seq`
 /// the summary's number for its session).
-pub fn summary(
+pub(crate) fn summary(
     host_name: &str,
     spool: u64,
     seq: u64,
@@ -150,7 +150,7 @@ pub fn summary(
 }
 
 /// A daemon's heartbeat (it had nothing else to send).
-pub fn heartbeat() -> LogRecord {
+pub(crate) fn heartbeat() -> LogRecord {
     LogRecord {
         time_unix_nano: T0_NS,
         observed_time_unix_nano: T0_NS,
@@ -161,7 +161,7 @@ pub fn heartbeat() -> LogRecord {
 }
 
 /// An event record with `body` (an audit-log event, `kind` included).
-pub fn event(
+pub(crate) fn event(
     host_name: &str,
     spool: u64,
     seq: u64,
@@ -196,7 +196,7 @@ pub fn event(
 }
 
 /// An `exec` event of `argv`.
-pub fn exec_event(
+pub(crate) fn exec_event(
     host_name: &str,
     spool: u64,
     seq: u64,
@@ -218,7 +218,7 @@ pub fn exec_event(
 
 /// A report with a bit of everything: commands, files by class, destinations
 /// (one a model API), a secret read then egress, and violations.
-pub fn report(session: &str, user: &str, repo: &str, ended: bool) -> Report {
+pub(crate) fn report(session: &str, user: &str, repo: &str, ended: bool) -> Report {
     let file = |path: &str| FileUse {
         path: path.to_owned(),
         opens: 2,

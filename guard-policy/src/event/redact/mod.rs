@@ -132,9 +132,9 @@ struct Rules {
 }
 
 impl Rules {
-    fn new(rules: Vec<Rule>) -> Rules {
+    fn new(rules: Vec<Rule>) -> Self {
         let set = RegexSet::new(rules.iter().map(|r| r.re.as_str())).ok();
-        Rules { rules, set }
+        Self { rules, set }
     }
 
     /// Pushes the secrets the rules find in `text` (ranges of `text`).
@@ -213,7 +213,7 @@ pub struct Redactor {
 impl Redactor {
     /// A redactor with the built-in rules and `patterns` (already checked by the
     /// policy parser); `enabled = false` changes nothing.
-    pub fn new(enabled: bool, patterns: &[String]) -> Redactor {
+    pub fn new(enabled: bool, patterns: &[String]) -> Self {
         let options = SECRET_OPTIONS.join("|");
         let headers = SECRET_HEADERS.join("|");
         let names = r"[A-Z0-9_]*(?:TOKEN|SECRET|PASSWORD|PASSWD|PWD|API_?KEY|ACCESS_KEY|PRIVATE_KEY|CREDENTIALS?|_KEY)[A-Z0-9_]*";
@@ -256,7 +256,7 @@ impl Redactor {
         let mut raw = vec![rule(bearer, 1, None)];
         raw.extend(shapes());
         raw.extend(extra());
-        Redactor {
+        Self {
             enabled,
             word: Rules::new(word),
             raw: Rules::new(raw),

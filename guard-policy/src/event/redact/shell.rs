@@ -20,7 +20,7 @@ use std::ops::Range;
 /// One word: its value once quotes and escapes are taken out, and for each byte of
 /// the value the offset in the script of the byte it came from.
 #[derive(Debug, Default)]
-pub struct Word {
+pub(super) struct Word {
     value: Vec<u8>,
     from: Vec<usize>,
 }
@@ -32,7 +32,7 @@ impl Word {
     }
 
     /// The word's value (text without its quotes and escapes).
-    pub fn value(&self) -> &str {
+    pub(super) fn value(&self) -> &str {
         // Only ASCII bytes (quotes, backslashes) are ever left out of a value, whole
         // characters are copied: it is UTF-8 when the script is.
         std::str::from_utf8(&self.value).unwrap_or_default()
@@ -40,7 +40,7 @@ impl Word {
 
     /// The range of the script that `range` of the value came from: from its first
     /// byte's source to its last byte's (quotes between them included).
-    pub fn source(&self, range: Range<usize>) -> Option<Range<usize>> {
+    pub(super) fn source(&self, range: Range<usize>) -> Option<Range<usize>> {
         if range.is_empty() {
             return None;
         }
@@ -54,14 +54,14 @@ impl Word {
 /// included) and the words that are not arguments (redirection targets,
 /// here-strings).
 #[derive(Debug, Default)]
-pub struct Command {
+pub(super) struct Command {
     pub words: Vec<Word>,
     pub others: Vec<Word>,
 }
 
 /// What a script is made of.
 #[derive(Debug, Default)]
-pub struct Script {
+pub(super) struct Script {
     pub commands: Vec<Command>,
     /// The bodies of here-documents (ranges of the script).
     pub bodies: Vec<Range<usize>>,
@@ -92,7 +92,7 @@ struct Lexer<'s> {
 }
 
 /// The commands, here-document bodies and substitutions of `src`.
-pub fn parse(src: &str) -> Script {
+pub(super) fn parse(src: &str) -> Script {
     let mut lexer = Lexer {
         src: src.as_bytes(),
         at: 0,

@@ -58,8 +58,8 @@ pub enum NetKind {
 
 impl Event {
     /// One line of the subscription.
-    pub fn from_line(ev: &EventLine) -> Event {
-        Event {
+    pub fn from_line(ev: &EventLine) -> Self {
+        Self {
             kind: ev.detail.kind().to_owned(),
             time: ev.ts.get(11..23).unwrap_or("").to_owned(),
             session: ev.session.clone(),
@@ -98,7 +98,7 @@ impl Event {
 }
 
 impl NetUse {
-    pub(super) fn of(ev: &EventLine) -> Option<NetUse> {
+    pub(super) fn of(ev: &EventLine) -> Option<Self> {
         use protocol::EventDetail;
         let dest = |to: &protocol::Address| {
             let (addr, port, proto) = (&to.addr, to.port, &to.proto);
@@ -129,7 +129,7 @@ impl NetUse {
             ),
             _ => return None,
         };
-        Some(NetUse {
+        Some(Self {
             dest,
             host: ev.host.clone(),
             kind,

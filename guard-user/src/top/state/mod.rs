@@ -1,7 +1,7 @@
 //! The state of `guard top`, apart from any terminal: what the daemon last said
 //! (sessions, status, recent events) and what the user is looking at (selection,
 //! focus, filters, pause, prompts). The loop in `mod.rs` feeds it [`Update`]s and
-//! keys; `ui.rs` draws it. Nothing here does I/O, so tests drive it directly.
+//! keys; `ui/` draws it. Nothing here does I/O, so tests drive it directly.
 
 mod feed;
 mod keys;
@@ -110,8 +110,8 @@ fn time_of(text: Option<&str>) -> Option<DateTime<Utc>> {
 
 impl Session {
     /// One element of the `sessions` answer.
-    pub fn from_info(info: SessionInfo) -> Session {
-        Session {
+    pub fn from_info(info: SessionInfo) -> Self {
+        Self {
             container: container_label(&info),
             started: time_of(Some(&info.started)),
             ended: time_of(info.ended.as_deref()),
@@ -145,8 +145,8 @@ impl Session {
     }
 
     /// The whole `sessions` answer.
-    pub fn list_from(list: Vec<SessionInfo>) -> Vec<Session> {
-        list.into_iter().map(Session::from_info).collect()
+    pub fn list_from(list: Vec<SessionInfo>) -> Vec<Self> {
+        list.into_iter().map(Self::from_info).collect()
     }
 
     /// The last 8 hex digits of the id, as `guard events` shows it.
@@ -191,10 +191,10 @@ pub struct Status {
 
 impl Status {
     /// The daemon's `status` answer.
-    pub fn from_status(v: protocol::Status) -> Status {
+    pub fn from_status(v: protocol::Status) -> Self {
         let mut lost: Vec<(String, u64)> = v.lost.into_iter().flatten().collect();
         lost.sort();
-        Status {
+        Self {
             events_total: v.events_total,
             events_per_second: v.events_per_second,
             lost,
@@ -244,19 +244,19 @@ pub enum Focus {
 }
 
 impl Focus {
-    fn next(self) -> Focus {
+    fn next(self) -> Self {
         match self {
-            Focus::Sessions => Focus::Tree,
-            Focus::Tree => Focus::Feed,
-            Focus::Feed => Focus::Sessions,
+            Self::Sessions => Self::Tree,
+            Self::Tree => Self::Feed,
+            Self::Feed => Self::Sessions,
         }
     }
 
-    fn prev(self) -> Focus {
+    fn prev(self) -> Self {
         match self {
-            Focus::Sessions => Focus::Feed,
-            Focus::Tree => Focus::Sessions,
-            Focus::Feed => Focus::Tree,
+            Self::Sessions => Self::Feed,
+            Self::Tree => Self::Sessions,
+            Self::Feed => Self::Tree,
         }
     }
 }
@@ -275,29 +275,29 @@ pub enum KindFilter {
 }
 
 impl KindFilter {
-    const ORDER: [KindFilter; 7] = [
-        KindFilter::All,
-        KindFilter::Exec,
-        KindFilter::Open,
-        KindFilter::Net,
-        KindFilter::Process,
-        KindFilter::Session,
-        KindFilter::Violations,
+    const ORDER: [Self; 7] = [
+        Self::All,
+        Self::Exec,
+        Self::Open,
+        Self::Net,
+        Self::Process,
+        Self::Session,
+        Self::Violations,
     ];
 
     pub fn label(self) -> &'static str {
         match self {
-            KindFilter::All => "all",
-            KindFilter::Exec => "exec",
-            KindFilter::Open => "open",
-            KindFilter::Net => "connect/send",
-            KindFilter::Process => "fork/exit",
-            KindFilter::Session => "session/policy",
-            KindFilter::Violations => "violations",
+            Self::All => "all",
+            Self::Exec => "exec",
+            Self::Open => "open",
+            Self::Net => "connect/send",
+            Self::Process => "fork/exit",
+            Self::Session => "session/policy",
+            Self::Violations => "violations",
         }
     }
 
-    fn step(self, by: isize) -> KindFilter {
+    fn step(self, by: isize) -> Self {
         let n = Self::ORDER.len() as isize;
         let at = Self::ORDER.iter().position(|k| *k == self).unwrap_or(0) as isize;
         Self::ORDER[(at + by).rem_euclid(n) as usize]
@@ -305,15 +305,15 @@ impl KindFilter {
 
     pub fn wants(self, ev: &Event) -> bool {
         match self {
-            KindFilter::All => true,
-            KindFilter::Exec => ev.kind == "exec",
-            KindFilter::Open => ev.kind == "open",
-            KindFilter::Net => ev.kind == "connect" || ev.kind == "send",
-            KindFilter::Process => ev.kind == "fork" || ev.kind == "exit",
-            KindFilter::Session => {
+            Self::All => true,
+            Self::Exec => ev.kind == "exec",
+            Self::Open => ev.kind == "open",
+            Self::Net => ev.kind == "connect" || ev.kind == "send",
+            Self::Process => ev.kind == "fork" || ev.kind == "exit",
+            Self::Session => {
                 ev.kind.starts_with("session") || ev.kind.starts_with("policy") || ev.kind == "lost"
             }
-            KindFilter::Violations => ev.violation.is_some(),
+            Self::Violations => ev.violation.is_some(),
         }
     }
 }
@@ -398,7 +398,7 @@ impl Buffer {
             if self.violations.len() >= VIOLATION_CAP {
                 self.violations.pop_front();
             }
-            self.violations.push_back(ev.clone());
+            self.violations.push_back(Arc::clone(&ev));
         }
         if self.events.len() >= EVENT_CAP {
             self.events.pop_front();
@@ -457,13 +457,13 @@ pub struct App {
 
 impl Default for App {
     fn default() -> Self {
-        App::new(Utc::now())
+        Self::new(Utc::now())
     }
 }
 
 impl App {
-    pub fn new(now: DateTime<Utc>) -> App {
-        App {
+    pub fn new(now: DateTime<Utc>) -> Self {
+        Self {
             now,
             sessions: Vec::new(),
             selected: None,
@@ -577,7 +577,7 @@ impl App {
             self.by_session
                 .entry(id.clone())
                 .or_default()
-                .push(ev.clone(), self.generation);
+                .push(Arc::clone(&ev), self.generation);
         }
         self.all.push(ev, self.generation);
     }

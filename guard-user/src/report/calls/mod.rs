@@ -13,7 +13,7 @@ use guard_common::{
     report::{Bounded, CALL_LIST_MAX, Call, Command, MAX_ITEMS, Report, Undeclared},
 };
 
-pub use guard_common::report::why::{INSTALL_SCRIPT, OUTLIVED, OUTSIDE};
+pub(super) use guard_common::report::why::{INSTALL_SCRIPT, OUTLIVED, OUTSIDE};
 
 /// What a session's events say about its declared calls.
 #[derive(Clone, Debug, Default)]
@@ -294,7 +294,7 @@ impl Calls {
             return;
         }
         // Live, the processes were folded with no call declared: made again.
-        *self = Calls::default();
+        *self = Self::default();
         r.undeclared = Bounded::default();
         r.untied = replay.missed;
         let at = |ev: &EventLine| {

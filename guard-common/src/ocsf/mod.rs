@@ -119,9 +119,9 @@ enum Is {
 impl Is {
     fn holds(self, v: &Value) -> bool {
         match self {
-            Is::Str => v.as_str().is_some_and(|s| !s.is_empty()),
-            Is::Int => v.is_i64() || v.is_u64(),
-            Is::Ip => v
+            Self::Str => v.as_str().is_some_and(|s| !s.is_empty()),
+            Self::Int => v.is_i64() || v.is_u64(),
+            Self::Ip => v
                 .as_str()
                 .is_some_and(|s| s.parse::<core::net::IpAddr>().is_ok()),
         }
@@ -687,8 +687,8 @@ pub enum ReadError {
 impl core::fmt::Display for ReadError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
-            ReadError::NotOcsf => "not an OCSF record (no class_uid)",
-            ReadError::NotGuard => "an OCSF record guard did not write (no metadata.event_code)",
+            Self::NotOcsf => "not an OCSF record (no class_uid)",
+            Self::NotGuard => "an OCSF record guard did not write (no metadata.event_code)",
         })
     }
 }

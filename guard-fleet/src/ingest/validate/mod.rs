@@ -36,15 +36,15 @@ const DAEMON_KINDS: &[&str] = guard_common::protocol::EventDetail::DAEMON_KINDS;
 
 /// Why a record is skipped (each a reason of the answer's message).
 mod why {
-    pub const NOT_GUARD: &str = "not guard records (event_name)";
-    pub const RECORD_ID: &str = "without a valid guard.record.id";
-    pub const SESSION: &str = "without a valid guard.session.id and guard.session.uid";
-    pub const NO_HOST: &str = "of a resource without a valid host.name";
-    pub const TOO_BIG: &str = "with a body over the size limit";
-    pub const FIELD: &str = "with an attribute over 2048 bytes";
-    pub const REPORT: &str = "summaries whose body is not a session report";
-    pub const STATE: &str = "summaries with a bad guard.session.state or guard.summary.seq";
-    pub const EVENT: &str = "events whose body is not an object or whose kind is not valid";
+    pub(super) const NOT_GUARD: &str = "not guard records (event_name)";
+    pub(super) const RECORD_ID: &str = "without a valid guard.record.id";
+    pub(super) const SESSION: &str = "without a valid guard.session.id and guard.session.uid";
+    pub(super) const NO_HOST: &str = "of a resource without a valid host.name";
+    pub(super) const TOO_BIG: &str = "with a body over the size limit";
+    pub(super) const FIELD: &str = "with an attribute over 2048 bytes";
+    pub(super) const REPORT: &str = "summaries whose body is not a session report";
+    pub(super) const STATE: &str = "summaries with a bad guard.session.state or guard.summary.seq";
+    pub(super) const EVENT: &str = "events whose body is not an object or whose kind is not valid";
 }
 
 /// The rows of `request` from `sender`. Refused whole (nothing stored) when a

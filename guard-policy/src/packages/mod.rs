@@ -227,9 +227,9 @@ fn deleted(s: &str) -> impl Iterator<Item = String> + '_ {
 }
 
 static NPM_WELL_KNOWN: LazyLock<WellKnown> =
-    LazyLock::new(|| WellKnown::new(NPM, include_str!("../data/well-known-npm.txt")));
+    LazyLock::new(|| WellKnown::new(NPM, include_str!("../../data/well-known-npm.txt")));
 static PYPI_WELL_KNOWN: LazyLock<WellKnown> =
-    LazyLock::new(|| WellKnown::new(PYPI, include_str!("../data/well-known-pypi.txt")));
+    LazyLock::new(|| WellKnown::new(PYPI, include_str!("../../data/well-known-pypi.txt")));
 
 /// A name as its registry compares names: PyPI's normalised form (PEP 503: lower
 /// case, runs of `-`, `_` and `.` as one `-`), npm's as it is (npm names are lower
