@@ -19,7 +19,7 @@ use guard_common::{AF_INET6, DnsOrig, NetBody, dns_stub};
 use crate::{
     core_read,
     emit::current_ids,
-    maps::{DNS_CONFIG, DNS_ORIG, DNS_STUB, TRACKED},
+    maps::{DNS_CONFIG, DNS_ORIG, DNS_STUB, is_tracked},
 };
 
 /// What becomes of a tracked process's DNS connect or send.
@@ -127,8 +127,7 @@ pub(crate) fn redirect(ctx: &SockAddrContext, body: &NetBody, allowed: bool) -> 
 fn restore(ctx: &SockAddrContext, v6: bool) {
     let (tgid, _) = current_ids();
     // Every other process stops at this one lookup.
-    // SAFETY: presence check only.
-    if unsafe { TRACKED.get(tgid) }.is_none() {
+    if !is_tracked(tgid) {
         return;
     }
     // SAFETY: sock_addr programs may read their socket's cookie.

@@ -14,7 +14,7 @@ use aya_ebpf::helpers::{
 use guard_common::{EventKind, Header, LimitBody, PATH_MAX, counter, flags, limit::RATE};
 
 use crate::{
-    core_read, enforce,
+    core_read,
     limit::{self, Take},
     maps::{EVENT_BUF, EVENT_SCRATCH, EVENTS, PATH_MASK, count, count_n},
 };
@@ -211,7 +211,7 @@ pub(crate) extern "C" fn guard_submit(sizes: u64, weight: u64, how: u64) -> i64 
     };
     let header = buf.cast::<Header>();
     let kind = how as u16;
-    let cfg = enforce::config();
+    let cfg = crate::maps::config();
     // SAFETY: this CPU's scratch, its header written by `Draft::begin`.
     let session = unsafe { (*header).session };
     if cfg.limit_rate != 0 {

@@ -19,12 +19,16 @@
 //! Data passed through a pipe to another writer (`git clone`'s checkout, `curl |
 //! tee x`) is not followed: the writer did not reach the network itself.
 
-use aya_ebpf::{macros::map, maps::LruHashMap};
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_boot_ns, generated::bpf_send_signal},
+    macros::map,
+    maps::LruHashMap,
+};
 use guard_common::{FETCHER, Fetched, FileId, INSTALLER, held_for, role};
 
 use crate::{
     core_read,
-    maps::{FETCHED, HELD_FOR, TRACKED},
+    maps::{FETCHED, HELD, HELD_FOR, TRACKED, tracked},
 };
 
 /// Sessions with downloads: their interpreters' execs are held.
@@ -86,7 +90,7 @@ pub(crate) extern "C" fn guard_fetch_connected(tgid: u32, flags: u32, session: u
     // The agent's own process (and its sandbox steps) reaches the model's API and
     // writes what the model asked for: edits, not downloads.
     let own = matches!(role::of(flags), role::AGENT | role::SANDBOX);
-    if own || flags & (FETCHER | INSTALLER) != 0 || crate::enforce::config().downloads == 0 {
+    if own || flags & (FETCHER | INSTALLER) != 0 || crate::maps::config().downloads == 0 {
         return 0;
     }
     if let Some(t) = TRACKED.get_ptr_mut(tgid) {
@@ -137,7 +141,7 @@ pub(crate) extern "C" fn guard_fetch_opened(
 pub(crate) fn hold_reason(file: u64, program: u32, session: u64) -> u32 {
     let file = file as *const core::ffi::c_void;
     // SAFETY: presence check only.
-    if unsafe { FETCH_SESSIONS.get(session) }.is_none() || crate::enforce::config().downloads == 0 {
+    if unsafe { FETCH_SESSIONS.get(session) }.is_none() || crate::maps::config().downloads == 0 {
         return 0;
     }
     let (dev, ino) = core_read::dentry_ident(core_read::file_dentry(file));
@@ -224,12 +228,11 @@ fn runs_installer_module(task: *const core_read::Task) -> bool {
 /// or of an interpreter, in a session with downloads.
 #[inline(always)]
 pub(crate) fn at_exec(bprm: *const core::ffi::c_void) {
-    if crate::enforce::config().downloads == 0 {
+    if crate::maps::config().downloads == 0 {
         return;
     }
     let (tgid, _) = crate::emit::current_ids();
-    // SAFETY: read-only copy of the map value.
-    let Some(session) = (unsafe { TRACKED.get(tgid) }).map(|t| t.session) else {
+    let Some(session) = tracked(tgid).map(|t| t.session) else {
         return;
     };
     let Ok(comm) = aya_ebpf::helpers::bpf_get_current_comm() else {
@@ -239,9 +242,25 @@ pub(crate) fn at_exec(bprm: *const core::ffi::c_void) {
     let program = crate::role::program_of(bprm, file, &comm);
     mark_installer(tgid, program, core_read::current());
     let why = hold_reason(file as u64, program, session);
-    if why != 0 && crate::process::hold(tgid) {
+    if why != 0 && hold(tgid) {
         let _ = HELD_FOR.insert(tgid, why, 0);
     } else {
         let _ = HELD_FOR.remove(tgid);
     }
+}
+
+const SIGSTOP: u32 = 19;
+
+/// Stops the process before its first instruction, listed in `HELD`, for user
+/// space to kill or continue it.
+#[inline(always)]
+pub(crate) fn hold(tgid: u32) -> bool {
+    // SAFETY: signals the current task's process; acted on at return to user mode,
+    // before the new image runs.
+    if unsafe { bpf_send_signal(SIGSTOP) } != 0 {
+        return false;
+    }
+    // SAFETY: helper without arguments.
+    let _ = HELD.insert(tgid, unsafe { bpf_ktime_get_boot_ns() }, 0);
+    true
 }

@@ -17,7 +17,9 @@ use crate::{
     core_read::{self, WALK_TRUNCATED},
     emit::{Draft, current_ids},
     enforce,
-    maps::{PATH_END, PATH_MASK, PATH_SCRATCH, PENDING_OPEN, PendingOpen, TRACKED},
+    maps::{
+        PATH_END, PATH_MASK, PATH_SCRATCH, PENDING_OPEN, PendingOpen, TRACKED, is_tracked, tracked,
+    },
     repeat,
 };
 
@@ -43,8 +45,7 @@ fn arg(ctx: &TracePointContext, off: usize) -> u64 {
 #[inline(always)]
 fn tracked_thread() -> Option<u32> {
     let (tgid, tid) = current_ids();
-    // SAFETY: presence check only.
-    unsafe { TRACKED.get(tgid) }.map(|_| tid)
+    is_tracked(tgid).then_some(tid)
 }
 
 #[inline(always)]
@@ -156,8 +157,7 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
     }
     // SAFETY: as above.
     unsafe { (*p).call = PendingOpen::DONE };
-    // SAFETY: read-only copy of the map value.
-    let tracked = *unsafe { TRACKED.get(tgid) }.ok_or(())?;
+    let tracked = tracked(tgid).ok_or(())?;
     let session = tracked.session;
     let ret = arg(ctx, RET) as i64;
     let task = core_read::current();

@@ -17,40 +17,12 @@ use crate::{
     core_read::{self, WALK_TRUNCATED},
     emit::{Draft, current_ids},
     enforce,
-    maps::{PATH_END, PATH_MASK, PATH_SCRATCH, PENDING_UNIX, TRACKED},
+    hooks::earlier,
+    maps::{PATH_END, PATH_MASK, PATH_SCRATCH, PENDING_UNIX, current_tracked, is_tracked, tracked},
     tamper,
 };
 
 type Ptr = *const core::ffi::c_void;
-
-/// An earlier BPF-LSM program's refusal on this hook (`retval`, non-zero), passed on
-/// bounded to what an LSM program may return: 0 or `-errno` in [-4095, 0], which the
-/// verifier checks at every exit since Linux 6.10 (a value it cannot bound is
-/// refused: "R0 has unknown scalar value"). Anything outside passes on as EPERM. The
-/// two compares are kept apart by barriers on the same value: LLVM would fold them
-/// into one unsigned compare of a copy, whose bounds the verifier does not carry
-/// back to the value returned.
-#[inline(always)]
-pub(crate) fn earlier(retval: i32) -> i32 {
-    let r = core::hint::black_box(retval);
-    if r > 0 {
-        return -EPERM;
-    }
-    let r = core::hint::black_box(r);
-    if r < -4095 {
-        return -EPERM;
-    }
-    r
-}
-
-/// The current process's Tracked flags (root bit, role), if it is tracked.
-#[inline(always)]
-fn tracked() -> Option<u32> {
-    let (tgid, _) = current_ids();
-    // SAFETY: read-only copy of the map value.
-    let t = unsafe { TRACKED.get(tgid) }.copied()?;
-    Some(t.flags)
-}
 
 /// Resolves `file`'s path into the path scratch; returns (pointer, its offset in
 /// the scratch, length).
@@ -72,8 +44,7 @@ pub(crate) fn file_open(ctx: LsmContext) -> i32 {
         return earlier(retval);
     }
     let (tgid, _) = current_ids();
-    // SAFETY: read-only copy of the map value.
-    let Some(t) = (unsafe { TRACKED.get(tgid) }).copied() else {
+    let Some(t) = tracked(tgid) else {
         return 0;
     };
     let is_root = t.flags;
@@ -95,8 +66,7 @@ pub(crate) fn file_open(ctx: LsmContext) -> i32 {
 #[inline(always)]
 fn report_denied_exec(path: *const u8, len: u32, rule: u16) {
     let (tgid, _) = current_ids();
-    // SAFETY: read-only copy of the map value.
-    let Some(t) = (unsafe { TRACKED.get(tgid) }).copied() else {
+    let Some(t) = tracked(tgid) else {
         return;
     };
     let by = if enforce::exec_by_identity() {
@@ -135,7 +105,9 @@ pub(crate) fn bprm_check_security(ctx: LsmContext) -> i32 {
     if retval != 0 {
         return earlier(retval);
     }
-    let Some(is_root) = tracked() else { return 0 };
+    let Some(is_root) = current_tracked().map(|t| t.flags) else {
+        return 0;
+    };
     let file = core_read::binprm_file(bprm);
     let Some((path, at, len)) = path_of(file) else {
         return 0;
@@ -192,8 +164,7 @@ fn refuse(walk: u32, dentry: Ptr, is_root: u32, as_dir: bool, call: Option<OpenC
 #[inline(always)]
 fn report_change(call: OpenCall, path: *const u8, len: u32, truncated: bool, rule: u16) {
     let (tgid, _) = current_ids();
-    // SAFETY: read-only copy of the map value.
-    let Some(t) = (unsafe { TRACKED.get(tgid) }).copied() else {
+    let Some(t) = tracked(tgid) else {
         return;
     };
     let Some(mut draft) = Draft::begin(EventKind::Open, 0, t.session, t.flags) else {
@@ -269,7 +240,7 @@ macro_rules! tracked_or_return {
         if retval != 0 {
             return earlier(retval);
         }
-        match tracked() {
+        match current_tracked().map(|t| t.flags) {
             Some(is_root) => is_root,
             None => return 0,
         }
@@ -280,77 +251,61 @@ macro_rules! tracked_or_return {
 #[inline(always)]
 fn pin_change(dentry: Ptr) -> bool {
     let (tgid, _) = current_ids();
-    // SAFETY: read-only copy of the map value.
-    match unsafe { TRACKED.get(tgid) } {
+    match tracked(tgid) {
         Some(t) => tamper::lsm_pin_change(t.session, dentry),
         None => false,
     }
 }
 
-/// Creating a file: open(O_CREAT) (through may_o_create), mknod, mkfifo.
-#[lsm(hook = "path_mknod")]
-pub(crate) fn path_mknod(ctx: LsmContext) -> i32 {
-    // (const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev)
-    let is_root = tracked_or_return!(ctx, 4);
-    verdict(refuse_entry(ctx.arg(0), ctx.arg(1), is_root, false, None))
+/// A program on a `path_*` hook that changes one entry of a directory: refused
+/// when the write rules cover it (`refuse_entry` on the hook's first two arguments,
+/// `dir` and `dentry`; with `as_dir`, also as a directory), and, with `pinned`, when
+/// it is one of guard's pins. `nargs`: the hook's own arguments (the previous
+/// program's verdict follows them).
+macro_rules! entry_hook {
+    ($(#[$doc:meta])* $hook:literal => $name:ident(nargs: $nargs:literal, as_dir: $as_dir:literal,
+        pinned: $pinned:literal, call: $call:expr)) => {
+        $(#[$doc])*
+        #[lsm(hook = $hook)]
+        pub(crate) fn $name(ctx: LsmContext) -> i32 {
+            let is_root = tracked_or_return!(ctx, $nargs);
+            if $pinned && pin_change(ctx.arg(1)) {
+                return -EPERM;
+            }
+            verdict(refuse_entry(ctx.arg(0), ctx.arg(1), is_root, $as_dir, $call))
+        }
+    };
 }
 
-#[lsm(hook = "path_mkdir")]
-pub(crate) fn path_mkdir(ctx: LsmContext) -> i32 {
-    // (const struct path *dir, struct dentry *dentry, umode_t mode)
-    let is_root = tracked_or_return!(ctx, 3);
-    verdict(refuse_entry(
-        ctx.arg(0),
-        ctx.arg(1),
-        is_root,
-        false,
-        Some(OpenCall::Mkdir),
-    ))
+entry_hook! {
+    /// Creating a file: open(O_CREAT) (through may_o_create), mknod, mkfifo.
+    /// `(const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev)`
+    "path_mknod" => path_mknod(nargs: 4, as_dir: false, pinned: false,
+        call: None)
 }
 
-#[lsm(hook = "path_rmdir")]
-pub(crate) fn path_rmdir(ctx: LsmContext) -> i32 {
-    // (const struct path *dir, struct dentry *dentry)
-    let is_root = tracked_or_return!(ctx, 2);
-    if pin_change(ctx.arg(1)) {
-        return -EPERM;
-    }
-    verdict(refuse_entry(
-        ctx.arg(0),
-        ctx.arg(1),
-        is_root,
-        true,
-        Some(OpenCall::Rmdir),
-    ))
+entry_hook! {
+    /// `(const struct path *dir, struct dentry *dentry, umode_t mode)`
+    "path_mkdir" => path_mkdir(nargs: 3, as_dir: false, pinned: false,
+        call: Some(OpenCall::Mkdir))
 }
 
-#[lsm(hook = "path_unlink")]
-pub(crate) fn path_unlink(ctx: LsmContext) -> i32 {
-    // (const struct path *dir, struct dentry *dentry)
-    let is_root = tracked_or_return!(ctx, 2);
-    if pin_change(ctx.arg(1)) {
-        return -EPERM;
-    }
-    verdict(refuse_entry(
-        ctx.arg(0),
-        ctx.arg(1),
-        is_root,
-        false,
-        Some(OpenCall::Unlink),
-    ))
+entry_hook! {
+    /// `(const struct path *dir, struct dentry *dentry)`
+    "path_rmdir" => path_rmdir(nargs: 2, as_dir: true, pinned: true,
+        call: Some(OpenCall::Rmdir))
 }
 
-#[lsm(hook = "path_symlink")]
-pub(crate) fn path_symlink(ctx: LsmContext) -> i32 {
-    // (const struct path *dir, struct dentry *dentry, const char *old_name)
-    let is_root = tracked_or_return!(ctx, 3);
-    verdict(refuse_entry(
-        ctx.arg(0),
-        ctx.arg(1),
-        is_root,
-        false,
-        Some(OpenCall::Symlink),
-    ))
+entry_hook! {
+    /// `(const struct path *dir, struct dentry *dentry)`
+    "path_unlink" => path_unlink(nargs: 2, as_dir: false, pinned: true,
+        call: Some(OpenCall::Unlink))
+}
+
+entry_hook! {
+    /// `(const struct path *dir, struct dentry *dentry, const char *old_name)`
+    "path_symlink" => path_symlink(nargs: 3, as_dir: false, pinned: false,
+        call: Some(OpenCall::Symlink))
 }
 
 /// A hard link: neither a new name in a protected place nor a second name for a
@@ -417,26 +372,33 @@ fn rename(ctx: &LsmContext, is_root: u32) -> i32 {
     ))
 }
 
-/// truncate(2) and ftruncate(2); an O_TRUNC open is refused at file_open.
-#[lsm(hook = "path_truncate")]
-pub(crate) fn path_truncate(ctx: LsmContext) -> i32 {
-    // (const struct path *path)
-    let is_root = tracked_or_return!(ctx, 1);
-    verdict(refuse_path(ctx.arg(0), is_root, OpenCall::Truncate))
+/// A program on a `path_*` hook that changes a file in place (its first argument,
+/// a `struct path`): refused when the write rules cover it (`refuse_path`).
+macro_rules! path_hook {
+    ($(#[$doc:meta])* $hook:literal => $name:ident(nargs: $nargs:literal, call: $call:expr)) => {
+        $(#[$doc])*
+        #[lsm(hook = $hook)]
+        pub(crate) fn $name(ctx: LsmContext) -> i32 {
+            let is_root = tracked_or_return!(ctx, $nargs);
+            verdict(refuse_path(ctx.arg(0), is_root, $call))
+        }
+    };
 }
 
-#[lsm(hook = "path_chmod")]
-pub(crate) fn path_chmod(ctx: LsmContext) -> i32 {
-    // (const struct path *path, umode_t mode)
-    let is_root = tracked_or_return!(ctx, 2);
-    verdict(refuse_path(ctx.arg(0), is_root, OpenCall::Chmod))
+path_hook! {
+    /// truncate(2) and ftruncate(2); an O_TRUNC open is refused at file_open.
+    /// `(const struct path *path)`
+    "path_truncate" => path_truncate(nargs: 1, call: OpenCall::Truncate)
 }
 
-#[lsm(hook = "path_chown")]
-pub(crate) fn path_chown(ctx: LsmContext) -> i32 {
-    // (const struct path *path, kuid_t uid, kgid_t gid)
-    let is_root = tracked_or_return!(ctx, 3);
-    verdict(refuse_path(ctx.arg(0), is_root, OpenCall::Chown))
+path_hook! {
+    /// `(const struct path *path, umode_t mode)`
+    "path_chmod" => path_chmod(nargs: 2, call: OpenCall::Chmod)
+}
+
+path_hook! {
+    /// `(const struct path *path, kuid_t uid, kgid_t gid)`
+    "path_chown" => path_chown(nargs: 3, call: OpenCall::Chown)
 }
 
 /// Refuses reaching the Unix socket `other` (a `struct sock`) when a `deny` file rule
@@ -447,8 +409,7 @@ pub(crate) fn path_chown(ctx: LsmContext) -> i32 {
 #[inline(always)]
 fn refuse_unix(other: Ptr) -> i32 {
     let (tgid, tid) = current_ids();
-    // SAFETY: read-only copy of the map value.
-    let Some(t) = (unsafe { TRACKED.get(tgid) }).copied() else {
+    let Some(t) = tracked(tgid) else {
         return 0;
     };
     let path = core_read::unix_path(other);
@@ -519,13 +480,12 @@ pub(crate) fn unix_stream_connect(ctx: LsmContext) -> i32 {
 #[inline(always)]
 fn refuse_spawner(other: Ptr) -> bool {
     let (tgid, tid) = current_ids();
-    // SAFETY: presence check only.
-    if unsafe { TRACKED.get(tgid) }.is_none() {
+    if !is_tracked(tgid) {
         return false;
     }
     let (peer, uid) = core_read::sock_peer(other);
     // SAFETY: presence check and a read-only copy of the map value.
-    if peer == 0 || unsafe { TRACKED.get(peer) }.is_some() {
+    if peer == 0 || is_tracked(peer) {
         return false;
     }
     // SAFETY: read-only copy of the map value.

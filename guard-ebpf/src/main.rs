@@ -26,6 +26,7 @@ mod fetched;
 mod file;
 mod floor;
 mod flow;
+mod hooks;
 mod limit;
 mod lsm;
 mod maps;

@@ -17,6 +17,28 @@ use guard_common::{
 #[map]
 pub(crate) static TRACKED: HashMap<u32, Tracked> = HashMap::with_max_entries(65536, 0);
 
+/// The entry of process `tgid` when it is tracked (a copy): the lookup every hook
+/// makes first, so that a process outside every session pays it and nothing more.
+#[inline(always)]
+pub(crate) fn tracked(tgid: u32) -> Option<Tracked> {
+    // SAFETY: a copy of the value, read while the program runs (the kernel keeps
+    // a hash map's values alive under RCU until it returns).
+    unsafe { TRACKED.get(tgid) }.copied()
+}
+
+/// The current process's entry when it is tracked: [`tracked`] of its tgid.
+#[inline(always)]
+pub(crate) fn current_tracked() -> Option<Tracked> {
+    tracked((aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32)
+}
+
+/// Whether process `tgid` is tracked (a presence check: nothing is copied).
+#[inline(always)]
+pub(crate) fn is_tracked(tgid: u32) -> bool {
+    // SAFETY: presence check only.
+    unsafe { TRACKED.get(tgid) }.is_some()
+}
+
 /// Program names (as `comm`) whose exec starts a session.
 #[map]
 pub(crate) static AGENTS: HashMap<AgentName, u32> = HashMap::with_max_entries(256, 0);
@@ -278,6 +300,12 @@ pub(crate) fn arm_delegate(tgid: u32, tracked: &Tracked, now_ns: u64) {
 
 #[map]
 pub(crate) static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// The policy's settings (`CONFIG`), defaults when user space has not set them.
+#[inline(always)]
+pub(crate) fn config() -> Config {
+    CONFIG.get(0).copied().unwrap_or_default()
+}
 
 /// Path and file-name rules (see `guard_common::rules::PathData`).
 #[map]

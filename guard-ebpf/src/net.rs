@@ -33,7 +33,7 @@ use crate::{
     enforce, flow,
     maps::{
         PATH_END, PATH_MASK, PATH_SCRATCH, PENDING_NET, PENDING_UNIX, PendingNet, PendingUnix,
-        SPAWNER_PORTS, SPAWNERS, TRACKED, UNIX_NAME,
+        SPAWNER_PORTS, SPAWNERS, UNIX_NAME, is_tracked, tracked,
     },
 };
 
@@ -77,8 +77,7 @@ pub(crate) fn dest(ctx: &SockAddrContext, v6: bool) -> NetBody {
 #[inline(always)]
 fn note(ctx: &SockAddrContext, kind: EventKind, v6: bool) -> i32 {
     let (tgid, tid) = current_ids();
-    // SAFETY: read-only copy of the map value.
-    let Some(tracked) = (unsafe { TRACKED.get(tgid) }).copied() else {
+    let Some(tracked) = tracked(tgid) else {
         return ALLOW;
     };
     let body = dest(ctx, v6);
@@ -186,8 +185,7 @@ fn try_exit_net(ctx: &TracePointContext) -> Result<(), ()> {
     // or when user space untracks it (the start-up scan's corrections): a call
     // noted just before that stays in the LRU pending maps until the thread's next
     // noted call replaces it.
-    // SAFETY: read-only copy of the map value.
-    let tracked = *unsafe { TRACKED.get(tgid) }.ok_or(())?;
+    let tracked = tracked(tgid).ok_or(())?;
     // SAFETY: read-only copy of the map value.
     let Some(pending) = unsafe { PENDING_NET.get(tid) }.copied() else {
         return exit_unix(ctx, &tracked, tid);
@@ -271,8 +269,8 @@ pub(crate) fn sys_enter_sendmmsg(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn note_unix_msg(call: UnixCall, fd: u64, msg: u64) {
     let (tgid, tid) = current_ids();
-    // SAFETY: presence check only; other processes stop here.
-    if unsafe { TRACKED.get(tgid) }.is_none() {
+    // Other processes stop here.
+    if !is_tracked(tgid) {
         return;
     }
     let mut head = [0u64; 2];
@@ -295,8 +293,7 @@ fn note_unix_msg(call: UnixCall, fd: u64, msg: u64) {
 #[inline(always)]
 fn note_unix(call: UnixCall, fd: u64, addr: u64, addrlen: u64) {
     let (tgid, tid) = current_ids();
-    // SAFETY: presence check only.
-    if unsafe { TRACKED.get(tgid) }.is_some() {
+    if is_tracked(tgid) {
         note_tracked_unix(tid, call, fd, addr, addrlen);
     }
 }
@@ -436,7 +433,7 @@ fn report_unix(
 #[inline(always)]
 fn spawner(peer: u32, tracked: &Tracked) -> Option<u16> {
     // SAFETY: presence checks and a read-only copy of the map value.
-    if peer == 0 || unsafe { TRACKED.get(peer) }.is_some() {
+    if peer == 0 || is_tracked(peer) {
         return None;
     }
     // SAFETY: as above.
@@ -467,8 +464,7 @@ fn loopback_spawner(body: &NetBody) -> Option<u32> {
     }
     // SAFETY: read-only copy of the map value.
     let tgid = *unsafe { SPAWNER_PORTS.get(body.port) }?;
-    // SAFETY: presence check only.
-    (unsafe { TRACKED.get(tgid) }.is_none()).then_some(tgid)
+    (!is_tracked(tgid)).then_some(tgid)
 }
 
 /// The name a process gave, in the path scratch: `@name` for an abstract one (a

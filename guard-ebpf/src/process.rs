@@ -2,10 +2,7 @@
 //! (before they run), and entries leave when the last thread exits.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_ktime_get_boot_ns,
-        generated::bpf_send_signal,
-    },
+    helpers::{bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_ktime_get_boot_ns},
     macros::{map, raw_tracepoint},
     maps::PerCpuArray,
     programs::RawTracePointContext,
@@ -19,9 +16,10 @@ use crate::{
     core_read::{self, WALK_TRUNCATED},
     emit::{Draft, HEADER_LEN, current_ids},
     enforce,
+    fetched::hold,
     maps::{
-        AGENT_CGROUPS, AGENTS, DELEGATE_ARM, DIGEST_SIZES, EVENT_SCRATCH, HELD, PATH_END,
-        PATH_MASK, PATH_SCRATCH, TRACKED, count,
+        AGENT_CGROUPS, AGENTS, DELEGATE_ARM, DIGEST_SIZES, EVENT_SCRATCH, PATH_END, PATH_MASK,
+        PATH_SCRATCH, TRACKED, count, tracked,
     },
 };
 
@@ -36,8 +34,7 @@ pub(crate) fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
 fn try_fork(ctx: &RawTracePointContext) -> Result<(), ()> {
     let (tgid, _) = current_ids();
     let child: *const core_read::Task = ctx.arg::<u64>(1) as *const core_read::Task;
-    // SAFETY: read-only copy of the map value.
-    let Some(parent) = unsafe { TRACKED.get(tgid) }.copied() else {
+    let Some(parent) = tracked(tgid) else {
         // Untracked: guard's own new threads (self-protection), and a spawner's
         // fork right after a session asked it to work (delegation).
         crate::tamper::thread_born(tgid, core_read::pid(child), core_read::tgid(child));
@@ -110,8 +107,6 @@ fn delegate(tgid: u32, child: *const core_read::Task) -> Result<(), ()> {
     Ok(())
 }
 
-const SIGSTOP: u32 = 19;
-
 /// `sched_process_exec(task, old_pid, bprm)`: the new image is in place and has not
 /// run yet.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
@@ -137,10 +132,8 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), ()> {
         crate::repeat::forget_thread(old_tid, task);
     }
     let mut event_flags = 0u16;
-    // SAFETY: read-only copy of the map value.
-    let mut tracked = match unsafe { TRACKED.get(tgid) } {
-        Some(t) => {
-            let mut t = *t;
+    let mut tracked = match tracked(tgid) {
+        Some(mut t) => {
             if t.start_ns == 0 {
                 // Registered by user space (`guard run`) before this first exec.
                 t.start_ns = core_read::start_ns(task);
@@ -410,20 +403,6 @@ fn hold_for_digest(file: *const core::ffi::c_void, tgid: u32) -> bool {
     hold(tgid)
 }
 
-/// Stops the process before its first instruction, listed in `HELD`, for user
-/// space to kill or continue it.
-#[inline(always)]
-pub(crate) fn hold(tgid: u32) -> bool {
-    // SAFETY: signals the current task's process; acted on at return to user mode,
-    // before the new image runs.
-    if unsafe { bpf_send_signal(SIGSTOP) } != 0 {
-        return false;
-    }
-    // SAFETY: helper without arguments.
-    let _ = HELD.insert(tgid, unsafe { bpf_ktime_get_boot_ns() }, 0);
-    true
-}
-
 /// `sched_process_exit(task)`: runs in the exiting thread; the process is gone
 /// when its last thread gets here.
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
@@ -438,8 +417,7 @@ fn try_exit() -> Result<(), ()> {
     // The thread's counted opens go out first: its process may have left its session
     // (and `TRACKED`) already.
     crate::repeat::forget_thread(tid, core_read::current());
-    // SAFETY: read-only copy of the map value.
-    let Some(tracked) = unsafe { TRACKED.get(tgid) }.copied() else {
+    let Some(tracked) = tracked(tgid) else {
         crate::tamper::thread_gone(tid);
         return Err(());
     };

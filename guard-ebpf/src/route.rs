@@ -26,9 +26,10 @@ use guard_common::{
 
 use crate::{
     core_read::{self, WALK_TRUNCATED},
-    emit::{Draft, current_ids},
+    emit::Draft,
     enforce,
-    maps::{PATH_END, PATH_MASK, PATH_SCRATCH, ROUTE_HOOKS, TRACKED},
+    hooks::lsm_hook_runs,
+    maps::{PATH_END, PATH_MASK, PATH_SCRATCH, current_tracked},
 };
 
 const ARG0: usize = 16;
@@ -54,10 +55,8 @@ fn arg(ctx: &TracePointContext, off: usize) -> u64 {
 /// (session, `Tracked::flags`: root bit and role) of the current process when it is
 /// tracked.
 #[inline(always)]
-fn tracked() -> Option<(u64, u32)> {
-    let (tgid, _) = current_ids();
-    // SAFETY: read-only copy of the map value.
-    let t = unsafe { TRACKED.get(tgid) }.copied()?;
+fn tracked_session() -> Option<(u64, u32)> {
+    let t = current_tracked()?;
     Some((t.session, t.flags))
 }
 
@@ -65,12 +64,7 @@ fn tracked() -> Option<(u64, u32)> {
 /// path, so the second lookup costs nothing that matters.
 #[inline(always)]
 fn who() -> u32 {
-    tracked().map_or(0, |(_, who)| who)
-}
-
-#[inline(always)]
-pub(crate) fn lsm_hook_runs(route: u32) -> bool {
-    ROUTE_HOOKS.get(0).is_some_and(|b| b & (1 << route) != 0)
+    tracked_session().map_or(0, |(_, who)| who)
 }
 
 /// A route record without payload.
@@ -87,7 +81,7 @@ fn report(session: u64, rule: u16, body: RouteBody) {
 /// `deny` kills too unless the route's LSM hook runs), and reports it.
 #[inline(always)]
 fn at_entry(route_id: u32, family: u16, sock_type: u16) -> u32 {
-    let Some((session, is_root)) = tracked() else {
+    let Some((session, is_root)) = tracked_session() else {
         return 0;
     };
     let verdict = if lsm_hook_runs(route_id) {
@@ -138,7 +132,7 @@ fn socket_route(family: u64, sock_type: u64) -> Option<u32> {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_socket")]
 pub(crate) fn sys_enter_socket(ctx: TracePointContext) -> u32 {
-    if tracked().is_none() {
+    if tracked_session().is_none() {
         return 0;
     }
     let (family, sock_type) = (arg(&ctx, ARG0), arg(&ctx, ARG1));
@@ -158,7 +152,7 @@ pub(crate) fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
 }
 
 fn try_mmap(ctx: &TracePointContext) -> Result<(), ()> {
-    let (session, is_root) = tracked().ok_or(())?;
+    let (session, is_root) = tracked_session().ok_or(())?;
     let (prot, map_flags, fd) = (arg(ctx, ARG2), arg(ctx, ARG3), arg(ctx, ARG4) as i64 as i32);
     if prot & PROT_EXEC == 0 || map_flags & MAP_ANONYMOUS != 0 || fd < 0 {
         return Ok(());
@@ -227,9 +221,9 @@ fn refuse(session: u64, rule: u16, route_id: u32, family: u16, sock_type: u16) -
 pub(crate) fn inode_init_security_anon(ctx: LsmContext) -> i32 {
     let (name, retval): (*const u8, i32) = (ctx.arg(1), ctx.arg(3));
     if retval != 0 {
-        return crate::lsm::earlier(retval);
+        return crate::hooks::earlier(retval);
     }
-    let Some((session, is_root)) = tracked() else {
+    let Some((session, is_root)) = tracked_session() else {
         return 0;
     };
     let Some(rule) = enforce::route_pick(route::IO_URING as u8, rule_flags::DENY, is_root) else {
@@ -264,12 +258,12 @@ pub(crate) fn socket_create(ctx: LsmContext) -> i32 {
     let (family, sock_type, kern, retval): (i32, i32, i32, i32) =
         (ctx.arg(0), ctx.arg(1), ctx.arg(3), ctx.arg(4));
     if retval != 0 {
-        return crate::lsm::earlier(retval);
+        return crate::hooks::earlier(retval);
     }
     if kern != 0 {
         return 0;
     }
-    let Some((session, is_root)) = tracked() else {
+    let Some((session, is_root)) = tracked_session() else {
         return 0;
     };
     let (family, sock_type) = (family as u64, sock_type as u64);
@@ -295,7 +289,7 @@ pub(crate) fn socket_create(ctx: LsmContext) -> i32 {
 /// logs or alerts (user space judges it), never when it allows (no rule).
 #[inline(always)]
 fn fileless_exec(bprm: *const core::ffi::c_void, lsm: bool) -> Result<i32, ()> {
-    let (session, is_root) = tracked().ok_or(())?;
+    let (session, is_root) = tracked_session().ok_or(())?;
     let file = core_read::binprm_file(bprm);
     let how = core_read::file_fileless(file);
     if how == 0 {
@@ -387,7 +381,7 @@ pub(crate) fn route_exec(ctx: RawTracePointContext) -> i32 {
 pub(crate) fn route_bprm_check(ctx: LsmContext) -> i32 {
     let (bprm, retval): (*const core::ffi::c_void, i32) = (ctx.arg(0), ctx.arg(1));
     if retval != 0 {
-        return crate::lsm::earlier(retval);
+        return crate::hooks::earlier(retval);
     }
     // Err: not a session process, or nothing to refuse.
     fileless_exec(bprm, true).unwrap_or_default()
@@ -418,7 +412,7 @@ fn loopback(v6: bool, addr: &[u8; 16]) -> bool {
 fn at_bind(ctx: &SockAddrContext, v6: bool) -> i32 {
     const ALLOW: i32 = 1;
     const DENY: i32 = 0;
-    let Some((session, who)) = tracked() else {
+    let Some((session, who)) = tracked_session() else {
         return ALLOW;
     };
     let d = crate::net::dest(ctx, v6);

@@ -26,8 +26,8 @@ use guard_common::{
 
 use crate::{
     core_read,
-    emit::{Draft, current_ids},
-    maps::{GUARD_PIDS, GUARD_PIN, TRACKED, count},
+    emit::Draft,
+    maps::{GUARD_PIDS, GUARD_PIN, count, current_tracked},
 };
 
 const PTRACE_ATTACH: u64 = 16;
@@ -49,14 +49,6 @@ const PS_FILES: [u64; 6] = [
     u64::from_le_bytes(*b"comm\0\0\0\0"),
 ];
 
-/// The session entry of the current process, when it is tracked.
-#[inline(always)]
-fn tracked() -> Option<Tracked> {
-    let (tgid, _) = current_ids();
-    // SAFETY: read-only copy of the map value.
-    unsafe { TRACKED.get(tgid) }.copied()
-}
-
 /// guard's tgid when `pid` is one of its daemon's threads.
 #[inline(always)]
 fn guard(pid: u32) -> Option<u32> {
@@ -73,7 +65,7 @@ fn report(session: u64, body: TamperBody, done: u16, path: Option<(*const u8, u3
     count(counter::TAMPER);
     // The role bits of the record come from the offender's entry (a rare path: one
     // more lookup costs nothing that matters).
-    let who = tracked().map_or(0, |t| t.flags);
+    let who = current_tracked().map_or(0, |t| t.flags);
     let Some(mut draft) = Draft::begin(EventKind::Tamper, 0, session, who) else {
         return;
     };
@@ -240,9 +232,9 @@ macro_rules! tracked_or_return {
     ($ctx:expr, $nargs:expr) => {{
         let retval: i32 = $ctx.arg($nargs);
         if retval != 0 {
-            return crate::lsm::earlier(retval);
+            return crate::hooks::earlier(retval);
         }
-        match tracked() {
+        match current_tracked() {
             Some(t) => t,
             None => return 0,
         }
@@ -303,9 +295,9 @@ pub(crate) fn bpf(ctx: LsmContext) -> i32 {
     // 1, never a refusal, so only a negative value is taken as one.
     let retval: i32 = ctx.arg(3);
     if retval < 0 {
-        return crate::lsm::earlier(retval);
+        return crate::hooks::earlier(retval);
     }
-    let Some(t) = tracked() else { return 0 };
+    let Some(t) = current_tracked() else { return 0 };
     let cmd: u32 = ctx.arg(0);
     report(
         t.session,
@@ -351,14 +343,14 @@ pub(crate) fn file_send_sigiotask(ctx: LsmContext) -> i32 {
     // (struct task_struct *tsk, struct fown_struct *fown, int sig)
     let retval: i32 = ctx.arg(3);
     if retval != 0 {
-        return crate::lsm::earlier(retval);
+        return crate::hooks::earlier(retval);
     }
     let target: *const core_read::Task = ctx.arg(0);
     let tgid = core_read::tgid(target);
     if guard(tgid).is_none() {
         return 0;
     }
-    if let Some(t) = tracked() {
+    if let Some(t) = current_tracked() {
         let sig: i32 = ctx.arg(2);
         report(
             t.session,
@@ -430,14 +422,14 @@ fn signal(ctx: &TracePointContext, t: &Tracked, pid: i64, sig: u64) -> u32 {
 /// kill(pid, sig), tkill(tid, sig), rt_sigqueueinfo(tgid, sig, info).
 #[tracepoint(category = "syscalls", name = "sys_enter_kill")]
 pub(crate) fn tamper_signal(ctx: TracePointContext) -> u32 {
-    let Some(t) = tracked() else { return 0 };
+    let Some(t) = current_tracked() else { return 0 };
     signal(&ctx, &t, arg(&ctx, ARG0) as i64, arg(&ctx, ARG1))
 }
 
 /// tgkill(tgid, tid, sig), rt_tgsigqueueinfo(tgid, tid, sig, info).
 #[tracepoint(category = "syscalls", name = "sys_enter_tgkill")]
 pub(crate) fn tamper_tgsignal(ctx: TracePointContext) -> u32 {
-    let Some(t) = tracked() else { return 0 };
+    let Some(t) = current_tracked() else { return 0 };
     signal(&ctx, &t, arg(&ctx, ARG1) as i64, arg(&ctx, ARG2))
 }
 
@@ -452,7 +444,7 @@ fn pidfd_target(fd: u64) -> u32 {
 /// pidfd_send_signal(pidfd, sig, info, flags).
 #[tracepoint(category = "syscalls", name = "sys_enter_pidfd_send_signal")]
 pub(crate) fn tamper_pidfd_signal(ctx: TracePointContext) -> u32 {
-    let Some(t) = tracked() else { return 0 };
+    let Some(t) = current_tracked() else { return 0 };
     let target = pidfd_target(arg(&ctx, ARG0));
     signal(&ctx, &t, i64::from(target), arg(&ctx, ARG1))
 }
@@ -460,7 +452,7 @@ pub(crate) fn tamper_pidfd_signal(ctx: TracePointContext) -> u32 {
 /// pidfd_getfd(pidfd, targetfd, flags): a copy of one of guard's descriptors.
 #[tracepoint(category = "syscalls", name = "sys_enter_pidfd_getfd")]
 pub(crate) fn tamper_pidfd_getfd(ctx: TracePointContext) -> u32 {
-    let Some(t) = tracked() else { return 0 };
+    let Some(t) = current_tracked() else { return 0 };
     let target = pidfd_target(arg(&ctx, ARG0));
     if guard(target).is_none() {
         return 0;
@@ -472,7 +464,7 @@ pub(crate) fn tamper_pidfd_getfd(ctx: TracePointContext) -> u32 {
 /// request needs a tracee attached already).
 #[tracepoint(category = "syscalls", name = "sys_enter_ptrace")]
 pub(crate) fn tamper_ptrace(ctx: TracePointContext) -> u32 {
-    let Some(t) = tracked() else { return 0 };
+    let Some(t) = current_tracked() else { return 0 };
     let request = arg(&ctx, ARG0);
     let pid = arg(&ctx, ARG1) as u32;
     if (request != PTRACE_ATTACH && request != PTRACE_SEIZE) || guard(pid).is_none() {
@@ -484,7 +476,7 @@ pub(crate) fn tamper_ptrace(ctx: TracePointContext) -> u32 {
 /// process_vm_readv/process_vm_writev(pid, …).
 #[tracepoint(category = "syscalls", name = "sys_enter_process_vm_readv")]
 pub(crate) fn tamper_process_vm(ctx: TracePointContext) -> u32 {
-    let Some(t) = tracked() else { return 0 };
+    let Some(t) = current_tracked() else { return 0 };
     let pid = arg(&ctx, ARG0) as u32;
     if guard(pid).is_none() {
         return 0;
@@ -495,7 +487,7 @@ pub(crate) fn tamper_process_vm(ctx: TracePointContext) -> u32 {
 /// bpf(cmd, attr, size): any command.
 #[tracepoint(category = "syscalls", name = "sys_enter_bpf")]
 pub(crate) fn tamper_bpf(ctx: TracePointContext) -> u32 {
-    let Some(t) = tracked() else { return 0 };
+    let Some(t) = current_tracked() else { return 0 };
     kill_for(&ctx, &t, op::BPF, 0, u64::from(arg(&ctx, ARG0) as u32))
 }
 
@@ -508,7 +500,7 @@ const F_SETOWN_EX: u64 = 15;
 /// one too).
 #[tracepoint(category = "syscalls", name = "sys_enter_fcntl")]
 pub(crate) fn tamper_fcntl(ctx: TracePointContext) -> u32 {
-    let Some(t) = tracked() else { return 0 };
+    let Some(t) = current_tracked() else { return 0 };
     let cmd = arg(&ctx, ARG1) & 0xffff_ffff;
     let pid = match cmd {
         F_SETOWN => arg(&ctx, ARG2) as i32,
@@ -538,6 +530,6 @@ pub(crate) fn tamper_fcntl(ctx: TracePointContext) -> u32 {
 /// perf_event_open(attr, pid, cpu, group_fd, flags).
 #[tracepoint(category = "syscalls", name = "sys_enter_perf_event_open")]
 pub(crate) fn tamper_perf(ctx: TracePointContext) -> u32 {
-    let Some(t) = tracked() else { return 0 };
+    let Some(t) = current_tracked() else { return 0 };
     kill_for(&ctx, &t, op::PERF_EVENT_OPEN, 0, 0)
 }

@@ -20,9 +20,9 @@ use crate::{
     core_read,
     each::each,
     maps::{
-        CONFIG, IDENT_CLEAR, IDENT_DENIED, INODE_COUNT, INODE_RULES, NET_RULES, OPEN_EPOCH,
-        PATH_BUF, PATH_CLEAR, PATH_KEY, PATH_KEY_BYTES, PATH_MASK, PATH_RULES, PATH_SCRATCH,
-        PathClear, TAINT_NET, TREE_DIRS, TREE_EPOCH, TREE_MOUNTS,
+        IDENT_CLEAR, IDENT_DENIED, INODE_COUNT, INODE_RULES, NET_RULES, OPEN_EPOCH, PATH_BUF,
+        PATH_CLEAR, PATH_KEY, PATH_KEY_BYTES, PATH_MASK, PATH_RULES, PATH_SCRATCH, PathClear,
+        TAINT_NET, TREE_DIRS, TREE_EPOCH, TREE_MOUNTS, config,
     },
 };
 
@@ -37,11 +37,6 @@ pub(crate) use exec::*;
 pub(crate) use identity::identity_tail;
 use identity::*;
 pub(crate) use net::*;
-
-#[inline(always)]
-pub(crate) fn config() -> Config {
-    CONFIG.get(0).copied().unwrap_or_default()
-}
 
 /// Whether an entry's scope (root/descendants, roles) takes in the process whose
 /// Tracked flags are `who`.
@@ -389,7 +384,7 @@ fn taints(file: *const core::ffi::c_void, at: u32, len: u32, open_flags: u64, wh
 pub(crate) fn on_unix(dentry: *const core::ffi::c_void, at: u32, len: u32, who: u32) -> (u16, u16) {
     // Where the BPF-LSM Unix hooks do not run, a `deny` rule acts as kill here (its
     // entries carry DENY when the other BPF-LSM hooks loaded).
-    let verdict = if crate::route::lsm_hook_runs(guard_common::route::UNIX_SOCKET_HOOKS) {
+    let verdict = if crate::hooks::lsm_hook_runs(guard_common::route::UNIX_SOCKET_HOOKS) {
         rule_flags::KILL
     } else {
         rule_flags::KILL | rule_flags::DENY
