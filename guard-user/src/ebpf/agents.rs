@@ -6,11 +6,44 @@
 use aya::maps::{Array, HashMap, MapData};
 use guard_common::{AgentName, SessionVar, agent_key};
 
-use super::{Error, Probes};
+use super::{Error, Probes, take};
+
+/// The maps that say which processes start sessions and which programs have roles.
+pub(super) struct AgentMaps {
+    agents: HashMap<MapData, AgentName, u32>,
+    agent_programs: HashMap<MapData, AgentName, u32>,
+    session_vars: Array<MapData, SessionVar>,
+    agent_cgroups: HashMap<MapData, u64, u32>,
+}
+
+impl AgentMaps {
+    /// Takes the maps from the loaded object.
+    pub(super) fn take(bpf: &mut aya::Ebpf) -> Result<Self, Error> {
+        Ok(Self {
+            agents: take(bpf, "AGENTS")?,
+            agent_programs: take(bpf, "AGENT_PROGRAMS")?,
+            session_vars: take(bpf, "SESSION_VARS")?,
+            agent_cgroups: take(bpf, "AGENT_CGROUPS")?,
+        })
+    }
+
+    /// Replaces the names whose exec starts a session, the programs the kernel gives
+    /// roles by name, and the variables that carry agents' session ids.
+    pub(super) fn set(&mut self, programs: &AgentPrograms) -> Result<(), Error> {
+        let wanted: Vec<AgentName> = programs
+            .names
+            .iter()
+            .map(|n| agent_key(n.as_bytes()))
+            .collect();
+        replace_keys(&mut self.agents, "AGENTS", &wanted)?;
+        replace_programs(&mut self.agent_programs, &agent_programs(programs))?;
+        set_session_vars(&mut self.session_vars, &programs.known)
+    }
+}
 
 /// Makes the keys of a set-like map exactly `wanted`: new keys go in first, so a key
 /// wanted before and after is never absent.
-pub(super) fn replace_keys<K: aya::Pod + Eq + std::hash::Hash>(
+fn replace_keys<K: aya::Pod + Eq + std::hash::Hash>(
     map: &mut HashMap<MapData, K, u32>,
     name: &'static str,
     wanted: &[K],
@@ -99,7 +132,7 @@ pub fn agent_programs(programs: &AgentPrograms) -> std::collections::HashMap<Age
 }
 
 /// Makes `AGENT_PROGRAMS` hold exactly `wanted`.
-pub(super) fn replace_programs(
+fn replace_programs(
     map: &mut HashMap<MapData, AgentName, u32>,
     wanted: &std::collections::HashMap<AgentName, u32>,
 ) -> Result<(), Error> {
@@ -124,7 +157,7 @@ pub(super) fn replace_programs(
 /// Puts the profiles' session variables (`CODEX_THREAD_ID`, …) in `SESSION_VARS`,
 /// then empty entries, and the package managers' package variable
 /// (`npm_package_name`) in its last entry.
-pub(super) fn set_session_vars(
+fn set_session_vars(
     map: &mut Array<MapData, SessionVar>,
     known: &crate::agents::profile::Known,
 ) -> Result<(), Error> {
@@ -170,24 +203,18 @@ impl Probes {
     /// Replaces the names whose exec starts a session, and the programs the kernel
     /// gives roles by name.
     pub fn set_agents(&mut self, programs: &AgentPrograms) -> Result<(), Error> {
-        let wanted: Vec<AgentName> = programs
-            .names
-            .iter()
-            .map(|n| agent_key(n.as_bytes()))
-            .collect();
-        replace_keys(&mut self.agents, "AGENTS", &wanted)?;
-        replace_programs(&mut self.agent_programs, &agent_programs(programs))?;
-        set_session_vars(&mut self.session_vars, &programs.known)
+        self.agents.set(programs)
     }
 
     /// Replaces the cgroups (by v2 id) whose processes start a session at exec.
     pub fn set_agent_cgroups(&mut self, ids: &[u64]) -> Result<(), Error> {
-        replace_keys(&mut self.agent_cgroups, "AGENT_CGROUPS", ids)
+        replace_keys(&mut self.agents.agent_cgroups, "AGENT_CGROUPS", ids)
     }
 
     /// Adds one cgroup to those whose processes start a session at exec.
     pub fn add_agent_cgroup(&mut self, id: u64) -> Result<(), Error> {
-        self.agent_cgroups
+        self.agents
+            .agent_cgroups
             .insert(id, 1, 0)
             .map_err(|source| Error::Map {
                 map: "AGENT_CGROUPS",
@@ -197,6 +224,6 @@ impl Probes {
 
     /// Forgets a cgroup that was removed (absent already is fine).
     pub fn remove_agent_cgroup(&mut self, id: u64) {
-        let _ = self.agent_cgroups.remove(&id);
+        let _ = self.agents.agent_cgroups.remove(&id);
     }
 }

@@ -21,17 +21,15 @@ use std::{collections::BTreeMap, fs::File, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
 };
-use guard_common::{
-    AgentName, Config, NetData, PathData, RuleRef, Tracked, agent_key, daemon_state,
-    rules::InodeKey,
-};
+use guard_common::{Tracked, daemon_state};
 
+use self::agents::{AgentMaps, protect_pins, register_self};
 pub use self::agents::{AgentPrograms, agent_programs};
-use self::agents::{protect_pins, register_self, replace_keys, replace_programs};
 pub use self::dns::{DelegationMaps, DnsMaps, StubPeers};
 use self::pins::{Links, PinDir, Swaps};
+use self::rules::RuleMaps;
 pub use self::state::{Lost, Resumed, lost_of};
 use self::state::{daemon_get, daemon_set, read_resumed};
 pub use guard_policy::tables::RuleTables;
@@ -223,23 +221,10 @@ pub struct Probes {
     bpf: Ebpf,
     tracked: HashMap<MapData, u32, Tracked>,
     counters: PerCpuArray<MapData, u64>,
-    agents: HashMap<MapData, AgentName, u32>,
-    agent_programs: HashMap<MapData, AgentName, u32>,
-    session_vars: Array<MapData, guard_common::SessionVar>,
-    agent_cgroups: HashMap<MapData, u64, u32>,
-    path_rules: LpmTrie<MapData, PathData, RuleRef>,
-    net_rules: LpmTrie<MapData, NetData, RuleRef>,
-    taint_net: LpmTrie<MapData, NetData, RuleRef>,
-    config: Array<MapData, Config>,
-    /// Rules on concrete files and directories by identity, and their count by
-    /// generation (`crate::identity`).
-    inode_rules: HashMap<MapData, InodeKey, RuleRef>,
-    inode_count: Array<MapData, u32>,
-    /// `DIGEST_SIZES`: the file sizes whose execs the kernel holds for a digest.
-    digest_sizes: HashMap<MapData, u64, u32>,
-    /// `OPEN_EPOCH`: the epochs of the kernel's counted repeats of opens
-    /// (`guard_common::epoch`); user space moves the rules'.
-    open_epoch: Array<MapData, u64>,
+    /// Who starts sessions, and which programs have roles (agents.rs).
+    agents: AgentMaps,
+    /// The policy's tables and settings (rules.rs).
+    rules: RuleMaps,
     /// `HELD`: the processes held at exec, until the pipeline takes the map.
     held: Option<HashMap<MapData, u32, u64>>,
     /// `FETCHED` and `HELD_FOR`: the files sessions downloaded and the processes
@@ -257,8 +242,6 @@ pub struct Probes {
     pub dns_resolver: Result<(), String>,
     /// The pin directory, locked while this value lives.
     pins: PinDir,
-    /// Generation of the rules in force.
-    generation: u8,
     /// Set when an earlier daemon's pins were adopted.
     pub resumed: Option<Resumed>,
     /// How this start put each hook's link in place.
@@ -297,10 +280,6 @@ impl Probes {
     /// returned apart so the daemon can poll it while using the rest.
     /// With `bpf_stats`, the kernel's per-program run-time statistics are on while the
     /// value lives (they cost every BPF program on the host two clock reads a run).
-    #[expect(
-        clippy::too_many_lines,
-        reason = "the kernel side's start in order: lock the pins, fill maps, attach, take each map"
-    )]
     pub fn load(
         agents: &AgentPrograms,
         bpf_stats: bool,
@@ -334,17 +313,8 @@ impl Probes {
         )?;
         daemon_set(&mut daemon, daemon_state::CLEAN_STOP, 0)?;
         daemon_set(&mut daemon, daemon_state::STARTS, starts + 1)?;
-        let mut agents_map: HashMap<MapData, AgentName, u32> = take(&mut bpf, "AGENTS")?;
-        let wanted: Vec<AgentName> = agents
-            .names
-            .iter()
-            .map(|n| agent_key(n.as_bytes()))
-            .collect();
-        replace_keys(&mut agents_map, "AGENTS", &wanted)?;
-        let mut programs_map: HashMap<MapData, AgentName, u32> = take(&mut bpf, "AGENT_PROGRAMS")?;
-        replace_programs(&mut programs_map, &agent_programs(agents))?;
-        let mut session_vars = take(&mut bpf, "SESSION_VARS")?;
-        agents::set_session_vars(&mut session_vars, &agents.known)?;
+        let mut agent_maps = AgentMaps::take(&mut bpf)?;
+        agent_maps.set(agents)?;
         let attach::Attached {
             probe,
             route_hooks,
@@ -394,14 +364,7 @@ impl Probes {
         }
         let tracked = take(&mut bpf, "TRACKED")?;
         let counters = take(&mut bpf, "COUNTERS")?;
-        let path_rules = take(&mut bpf, "PATH_RULES")?;
-        let net_rules = take(&mut bpf, "NET_RULES")?;
-        let taint_net = take(&mut bpf, "TAINT_NET")?;
-        let config: Array<MapData, Config> = take(&mut bpf, "CONFIG")?;
-        let inode_rules = take(&mut bpf, "INODE_RULES")?;
-        let inode_count = take(&mut bpf, "INODE_COUNT")?;
-        let digest_sizes = take(&mut bpf, "DIGEST_SIZES")?;
-        let open_epoch = take(&mut bpf, "OPEN_EPOCH")?;
+        let rules = RuleMaps::take(&mut bpf)?;
         let held = Some(take(&mut bpf, "HELD")?);
         let downloads = Some(crate::digest::DownloadMaps {
             fetched: take(&mut bpf, "FETCHED")?,
@@ -410,13 +373,6 @@ impl Probes {
         let dns = Some(DnsMaps::take(&mut bpf)?);
         let delegation = Some(DelegationMaps::take(&mut bpf)?);
         let stub_peers = Some(take(&mut bpf, "STUB_PEERS")?);
-        // Rules an earlier daemon installed are in force under this generation: the
-        // next install must write the other one.
-        let generation = config
-            .get(&0, 0)
-            .map(|c| (c.generation & 1) as u8)
-            .unwrap_or(0);
-        let agent_cgroups = take(&mut bpf, "AGENT_CGROUPS")?;
         let mut guard_pids: HashMap<MapData, u32, u32> = take(&mut bpf, "GUARD_PIDS")?;
         register_self(&mut guard_pids)?;
         let mut guard_pin: Array<MapData, u64> = take(&mut bpf, "GUARD_PIN")?;
@@ -425,18 +381,8 @@ impl Probes {
             bpf,
             tracked,
             counters,
-            agents: agents_map,
-            agent_programs: programs_map,
-            session_vars,
-            agent_cgroups,
-            path_rules,
-            net_rules,
-            taint_net,
-            config,
-            inode_rules,
-            inode_count,
-            digest_sizes,
-            open_epoch,
+            agents: agent_maps,
+            rules,
             held,
             downloads,
             daemon,
@@ -445,7 +391,6 @@ impl Probes {
             stub_peers,
             dns_resolver,
             pins,
-            generation,
             resumed,
             swaps,
             lsm,

@@ -2,12 +2,59 @@
 //! the identity entries (`INODE_RULES`, `INODE_COUNT`) and `CONFIG`, installed
 //! under two generations so that a new policy replaces the old with no gap.
 
-use aya::maps::{LpmTrie, MapData, lpm_trie::Key};
-use guard_common::{Config, RuleRef, rules::InodeKey};
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap, LpmTrie, MapData, lpm_trie::Key},
+};
+use guard_common::{Config, NetData, PathData, RuleRef, rules::InodeKey};
 
 use guard_policy::tables::RuleTables;
 
-use super::{Error, Probes};
+use super::{Error, Probes, take};
+
+/// The policy's maps: its rule tables, identity entries, digest sizes and
+/// settings, and the generation of the rules in force.
+pub(super) struct RuleMaps {
+    path_rules: LpmTrie<MapData, PathData, RuleRef>,
+    net_rules: LpmTrie<MapData, NetData, RuleRef>,
+    taint_net: LpmTrie<MapData, NetData, RuleRef>,
+    pub(super) config: Array<MapData, Config>,
+    /// Rules on concrete files and directories by identity, and their count by
+    /// generation (`crate::identity`).
+    inode_rules: HashMap<MapData, InodeKey, RuleRef>,
+    inode_count: Array<MapData, u32>,
+    /// `DIGEST_SIZES`: the file sizes whose execs the kernel holds for a digest.
+    digest_sizes: HashMap<MapData, u64, u32>,
+    /// `OPEN_EPOCH`: the epochs of the kernel's counted repeats of opens
+    /// (`guard_common::epoch`); user space moves the rules'.
+    open_epoch: Array<MapData, u64>,
+    /// Generation of the rules in force.
+    generation: u8,
+}
+
+impl RuleMaps {
+    /// Takes the policy's maps from the loaded object.
+    pub(super) fn take(bpf: &mut Ebpf) -> Result<Self, Error> {
+        let config: Array<MapData, Config> = take(bpf, "CONFIG")?;
+        // Rules an earlier daemon installed are in force under this generation: the
+        // next install must write the other one.
+        let generation = config
+            .get(&0, 0)
+            .map(|c| (c.generation & 1) as u8)
+            .unwrap_or(0);
+        Ok(Self {
+            path_rules: take(bpf, "PATH_RULES")?,
+            net_rules: take(bpf, "NET_RULES")?,
+            taint_net: take(bpf, "TAINT_NET")?,
+            config,
+            inode_rules: take(bpf, "INODE_RULES")?,
+            inode_count: take(bpf, "INODE_COUNT")?,
+            digest_sizes: take(bpf, "DIGEST_SIZES")?,
+            open_epoch: take(bpf, "OPEN_EPOCH")?,
+            generation,
+        })
+    }
+}
 
 /// A rule trie keyed by `[generation, …]` bytes (see `guard_common::rules`).
 type RuleTrie<const N: usize> = LpmTrie<MapData, [u8; N], RuleRef>;
@@ -56,12 +103,17 @@ impl Probes {
         rules: RuleTables<'_>,
         identity: &crate::identity::Identity,
     ) -> Result<(), Error> {
-        let next = self.generation ^ 1;
+        let next = self.rules.generation ^ 1;
         self.rules_changed()?;
         self.clear_generation(next)?;
-        put_generation(&mut self.path_rules, "PATH_RULES", rules.paths, next)?;
-        put_generation(&mut self.net_rules, "NET_RULES", rules.nets, next)?;
-        put_generation(&mut self.taint_net, "TAINT_NET", rules.taint_nets, next)?;
+        put_generation(&mut self.rules.path_rules, "PATH_RULES", rules.paths, next)?;
+        put_generation(&mut self.rules.net_rules, "NET_RULES", rules.nets, next)?;
+        put_generation(
+            &mut self.rules.taint_net,
+            "TAINT_NET",
+            rules.taint_nets,
+            next,
+        )?;
         let inodes = identity.entries(next);
         self.put_inodes(&inodes)?;
         self.set_inode_count(next, inodes.len())?;
@@ -72,12 +124,15 @@ impl Probes {
             generation: u32::from(next),
             ..rules.config
         };
-        self.config.set(0, config, 0).map_err(|source| Error::Map {
-            map: "CONFIG",
-            source,
-        })?;
-        let old = self.generation;
-        self.generation = next;
+        self.rules
+            .config
+            .set(0, config, 0)
+            .map_err(|source| Error::Map {
+                map: "CONFIG",
+                source,
+            })?;
+        let old = self.rules.generation;
+        self.rules.generation = next;
         self.clear_generation(old)?;
         self.rules_changed()
     }
@@ -90,10 +145,12 @@ impl Probes {
         let at = guard_common::epoch::RULES;
         let map = "OPEN_EPOCH";
         let now = self
+            .rules
             .open_epoch
             .get(&at, 0)
             .map_err(|source| Error::Map { map, source })?;
-        self.open_epoch
+        self.rules
+            .open_epoch
             .set(at, now.wrapping_add(1).max(1), 0)
             .map_err(|source| Error::Map { map, source })
     }
@@ -101,7 +158,8 @@ impl Probes {
     fn set_digest_sizes(&mut self, sizes: &[u64]) -> Result<(), Error> {
         let map = "DIGEST_SIZES";
         for size in sizes.iter().take(guard_common::DIGEST_SIZES_MAX as usize) {
-            self.digest_sizes
+            self.rules
+                .digest_sizes
                 .insert(size, 1, 0)
                 .map_err(|source| Error::Map { map, source })?;
         }
@@ -113,13 +171,15 @@ impl Probes {
             );
         }
         let stale: Vec<u64> = self
+            .rules
             .digest_sizes
             .keys()
             .filter_map(Result::ok)
             .filter(|s| !sizes.contains(s))
             .collect();
         for s in stale {
-            self.digest_sizes
+            self.rules
+                .digest_sizes
                 .remove(&s)
                 .map_err(|source| Error::Map { map, source })?;
         }
@@ -127,16 +187,17 @@ impl Probes {
     }
 
     fn clear_generation(&mut self, generation: u8) -> Result<(), Error> {
-        clear_generation(&mut self.path_rules, "PATH_RULES", generation)?;
-        clear_generation(&mut self.net_rules, "NET_RULES", generation)?;
-        clear_generation(&mut self.taint_net, "TAINT_NET", generation)?;
+        clear_generation(&mut self.rules.path_rules, "PATH_RULES", generation)?;
+        clear_generation(&mut self.rules.net_rules, "NET_RULES", generation)?;
+        clear_generation(&mut self.rules.taint_net, "TAINT_NET", generation)?;
         self.set_inode_count(generation, 0)?;
         self.retain_inodes(generation, &[])
     }
 
     fn put_inodes(&mut self, inodes: &[(InodeKey, RuleRef)]) -> Result<(), Error> {
         for (key, value) in inodes {
-            self.inode_rules
+            self.rules
+                .inode_rules
                 .insert(key, value, 0)
                 .map_err(|source| Error::Map {
                     map: "INODE_RULES",
@@ -147,7 +208,8 @@ impl Probes {
     }
 
     fn set_inode_count(&mut self, generation: u8, n: usize) -> Result<(), Error> {
-        self.inode_count
+        self.rules
+            .inode_count
             .set(u32::from(generation), n as u32, 0)
             .map_err(|source| Error::Map {
                 map: "INODE_COUNT",
@@ -159,16 +221,20 @@ impl Probes {
     fn retain_inodes(&mut self, generation: u8, keep: &[(InodeKey, RuleRef)]) -> Result<(), Error> {
         let keep: std::collections::HashSet<InodeKey> = keep.iter().map(|(k, _)| *k).collect();
         let stale: Vec<InodeKey> = self
+            .rules
             .inode_rules
             .keys()
             .filter_map(Result::ok)
             .filter(|k| k.generation == generation && !keep.contains(k))
             .collect();
         for k in stale {
-            self.inode_rules.remove(&k).map_err(|source| Error::Map {
-                map: "INODE_RULES",
-                source,
-            })?;
+            self.rules
+                .inode_rules
+                .remove(&k)
+                .map_err(|source| Error::Map {
+                    map: "INODE_RULES",
+                    source,
+                })?;
         }
         Ok(())
     }
@@ -176,7 +242,7 @@ impl Probes {
     /// Brings the identity entries in force up to date with `identity` (after it
     /// resolved its files again): new entries first, then the stale ones go.
     pub fn refresh_identity(&mut self, identity: &crate::identity::Identity) -> Result<(), Error> {
-        let generation = self.generation;
+        let generation = self.rules.generation;
         let inodes = identity.entries(generation);
         self.rules_changed()?;
         self.put_inodes(&inodes)?;
