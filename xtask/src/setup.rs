@@ -447,14 +447,16 @@ impl Venv {
     pub(crate) fn install(&self) -> Result<()> {
         let venv = util::target_dir().join(self.dir);
         let python = self.bin().join("python3");
-        let names = self
+        let (names, wanted): (Vec<&str>, Vec<&str>) = self
             .pins
             .iter()
-            .map(|p| p.split_once("==").unwrap_or((p, "")));
+            .map(|p| p.split_once("==").unwrap_or((p, "")))
+            .unzip();
+        // `pip show` prints each package found, in the order asked, with its version.
         let shown = util::stdout_of(
             Command::new(&python)
                 .args(["-m", "pip", "show"])
-                .args(names.clone().map(|(name, _)| name)),
+                .args(&names),
         )
         .unwrap_or_default();
         let versions: Vec<&str> = shown
@@ -462,9 +464,7 @@ impl Venv {
             .filter_map(|l| l.trim().strip_prefix("Version: "))
             .collect();
         let pins = self.pins.join(" ");
-        if names.clone().count() == versions.len()
-            && names.zip(&versions).all(|((_, want), have)| want == *have)
-        {
+        if versions == wanted {
             log!("{pins}: present ({})", venv.display());
             return Ok(());
         }
