@@ -44,11 +44,13 @@ fn clippy_commands() -> [Command; 3] {
     [workspace, ebpf(&[]), ebpf(&["--features", "compat"])]
 }
 
-/// Runs lint's clippy at the lowest priority beside the kernel matrix, whose VMs
-/// leave part of a core idle (QEMU used 1.6 cores of two on 2026-11-28; clippy, 793 s
-/// beside a fresh machine's matrix, ended 29 s after it):
-/// `cargo xtask lint`, next in CI, then finds its checks built. Its output goes to
-/// `target/lint-warm.log`; lint itself says what clippy found.
+/// Runs lint's clippy at the lowest priority beside the unit and end-to-end tests
+/// and the kernel matrix, which leave part of the CPU idle (the end-to-end tests a
+/// core of two on average; QEMU 1.6 cores). On a fresh machine it needs some 800 s
+/// of CPU: started with the VMs, it slowed them (5.10's set 259 s instead of ~220)
+/// and ended 68 s after them (2026-11-29). `cargo xtask lint`, next in CI, then
+/// finds its checks built. Its output goes to `target/lint-warm.log`; lint itself
+/// says what clippy found.
 pub(crate) fn warm() -> std::thread::JoinHandle<()> {
     std::thread::spawn(|| {
         let started = std::time::Instant::now();
@@ -71,7 +73,7 @@ pub(crate) fn warm() -> std::thread::JoinHandle<()> {
             let _ = util::niced(&mut cmd).status();
         }
         log!(
-            "lint's clippy ran beside the kernel matrix ({:.0} s; {})",
+            "lint's clippy ran beside the tests ({:.0} s; {})",
             started.elapsed().as_secs_f64(),
             log_path.display()
         );

@@ -211,7 +211,7 @@ fn vm_test(opts: &vm::Options) -> Result<()> {
     // The test build, as `cargo xtask test` makes it: the VMs run its test binaries.
     let bin = build_for_tests()?;
     let mut tally = tally::Tally::default();
-    for suite in vm_suites(&bin, opts, prepared, || {}) {
+    for suite in vm_suites(&bin, opts, prepared) {
         tally.add(suite);
     }
     finish(&tally)
@@ -230,12 +230,11 @@ fn vm_suites(
     bin: &std::path::Path,
     opts: &vm::Options,
     prepared: std::thread::JoinHandle<Result<vm::Prepared>>,
-    booting: impl FnOnce(),
 ) -> Vec<tally::Suite> {
     let ran = prepared
         .join()
         .unwrap_or_else(|_| Err(anyhow::anyhow!("the kernel matrix's set-up panicked")))
-        .and_then(|p| vm::run_prepared(bin, opts, p, booting));
+        .and_then(|p| vm::run_prepared(bin, opts, p));
     match ran {
         Ok(outcomes) => outcomes
             .into_iter()
@@ -370,6 +369,10 @@ fn test(no_e2e: bool, no_vm: bool, no_fuzz: bool) -> Result<()> {
     let vm_opts = vm::Options::default();
     let prepared = (e2e && !no_vm).then(|| prepare_vms(&vm_opts));
     let bin = build_for_tests()?;
+    // Lint's clippy (next in CI) checks the workspace at the lowest priority from
+    // here on, on what the unit and end-to-end tests (a core of two, on average)
+    // and then the VMs leave idle: a cargo listing the tests beside it is not held.
+    let warm = (e2e && !no_vm).then(lint::warm);
     if let Some(tools) = tools {
         tools
             .join()
@@ -442,15 +445,12 @@ fn test(no_e2e: bool, no_vm: bool, no_fuzz: bool) -> Result<()> {
     } else {
         log!("kernel matrix (vm-test)");
         let prepared = prepared.unwrap_or_else(|| prepare_vms(&vm_opts));
-        // Lint's clippy starts once the runner has listed the test binaries: a cargo
-        // beside that listing held it for 2 minutes (the package cache's lock).
-        let mut warm = None;
-        for suite in vm_suites(&bin, &vm_opts, prepared, || warm = Some(lint::warm())) {
+        for suite in vm_suites(&bin, &vm_opts, prepared) {
             tally.add(suite);
         }
-        if let Some(warm) = warm {
-            let _ = warm.join();
-        }
+    }
+    if let Some(warm) = warm {
+        let _ = warm.join();
     }
     if let Some(Ok(Err(e))) = deny.map(std::thread::JoinHandle::join) {
         // Not a test: lint installs it again, and fails if it cannot.

