@@ -393,36 +393,6 @@ impl Judge {
         Some(verdict)
     }
 
-    /// Whether `[sessions] run_downloaded` kills (or denies) a download's exec,
-    /// outside observe mode: for a held exec whose record never came.
-    pub fn stops_downloads(&self) -> bool {
-        let policy = &self.compiled.policy;
-        policy.mode != Mode::Observe
-            && matches!(
-                policy.sessions.run_downloaded,
-                Some(Action::Kill | Action::Deny)
-            )
-    }
-
-    /// The id of a rule that stops (`kill` or `deny`, outside observe mode) the
-    /// program with SHA-256 `digest`, by digest alone: for a held exec whose
-    /// record never came (`Pipeline::release_stale_holds`).
-    pub fn stops_by_digest(&self, digest: &str) -> Option<String> {
-        let policy = &self.compiled.policy;
-        if policy.mode == Mode::Observe {
-            return None;
-        }
-        policy
-            .rules
-            .iter()
-            .find(|r| {
-                matches!(r.action, Action::Kill | Action::Deny)
-                    && matches!(&r.kind, Kind::Exec { digests, .. }
-                        if digests.iter().any(|d| d.sha256 == digest))
-            })
-            .map(|r| r.id.clone())
-    }
-
     /// [`Judge::judge`] of an event of a session that `guard run` confined (Landlock,
     /// its mount namespace): an open refused with EACCES (Landlock, a hidden path) or
     /// EROFS (a path mounted read-only) that a `kill` or `deny` rule covers was
@@ -888,36 +858,10 @@ mod tests {
     }
 
     fn event(comm: &str, detail: Detail, enforced: u16) -> Event {
-        Event {
-            ts_ns: 1_000,
-            session: Some(SessionId(7)),
-            task: Task {
-                pid: 4242,
-                tid: 4242,
-                ppid: 4200,
-                comm: comm.into(),
-                ..Task::default()
-            },
-            detail,
-            enforced,
-            host: None,
-            host_from: None,
-            tainted: false,
-            tainted_by: Vec::new(),
-            identity: None,
-            violation: None,
-            redacted: false,
-            agent: None,
-            agent_version: None,
-            confinement: None,
-            sandboxed: None,
-            held: false,
-            digest: None,
-            download: None,
-            via_resolver: false,
-            cwd: None,
-            listener: None,
-        }
+        let task = crate::event::test_support::task(4242, 4200, comm);
+        let mut ev = Event::derived(1_000, Some(SessionId(7)), task, detail);
+        ev.enforced = enforced;
+        ev
     }
 
     fn open(path: &str, flags: u64, ret: i64) -> Detail {
@@ -934,16 +878,7 @@ mod tests {
     }
 
     fn exec(exe: &str, argv: &[&str]) -> Detail {
-        Detail::Exec {
-            exe: exe.into(),
-            exe_truncated: false,
-            argv: argv.iter().map(|a| (*a).to_owned()).collect(),
-            argv_truncated: false,
-            root: false,
-            by_cgroup: false,
-            by_identity: false,
-            fileless: false,
-        }
+        crate::event::test_support::exec(exe, argv, false)
     }
 
     fn connect(addr: &str, port: u16, ret: i64) -> Detail {
@@ -1002,13 +937,15 @@ mod tests {
             assert_eq!(v.step, Step::KillProcess, "lsm: {lsm}");
             ev.digest = Some("cd".repeat(32).into());
             assert_eq!(j.judge(&ev, false), None, "another program");
-            assert_eq!(j.stops_by_digest(&hex), Some("banned".to_owned()));
-            assert_eq!(j.stops_by_digest(&"cd".repeat(32)), None);
         }
         let observe = judge_for(&format!("mode = \"observe\"\n{policy}"), false);
+        let mut ev = event("copy", exec("/tmp/copy", &["/tmp/copy"]), 0);
+        ev.held = true;
+        ev.digest = Some(hex.as_str().into());
+        let v = observe.judge(&ev, false).expect("a violation");
         assert_eq!(
-            observe.stops_by_digest(&hex),
-            None,
+            (v.step, v.would),
+            (Step::Done(Outcome::Logged), Some(Action::Deny)),
             "observe mode stops nothing"
         );
     }

@@ -516,16 +516,7 @@ mod tests {
     }
 
     fn exec(exe: &str, argv: &[&str]) -> Detail {
-        Detail::Exec {
-            exe: exe.into(),
-            exe_truncated: false,
-            argv: argv.iter().map(|s| s.to_string()).collect(),
-            argv_truncated: false,
-            root: false,
-            by_cgroup: false,
-            by_identity: false,
-            fileless: false,
-        }
+        crate::event::test_support::exec(exe, argv, false)
     }
 
     #[test]

@@ -196,6 +196,7 @@ pub fn event_of(line: &EventLine) -> Option<Event> {
             argv_truncated,
             root,
             digest,
+            from_proc,
             ..
         } => (
             Detail::Exec {
@@ -207,6 +208,7 @@ pub fn event_of(line: &EventLine) -> Option<Event> {
                 by_cgroup: false,
                 by_identity: false,
                 fileless: false,
+                from_proc: *from_proc,
             },
             digest.clone(),
             false,

@@ -27,6 +27,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use guard_common::protocol::EventDetail;
 use std::{env, fs, thread};
 
 use serde_json::Value;
@@ -220,10 +222,10 @@ pub struct Event {
 }
 
 impl Event {
-    /// Events about the daemon itself (`lost`, `policy_loaded`, `policy_rejected`):
-    /// no session, no process.
+    /// Events about the daemon itself (`lost`, `policy_loaded`, `policy_rejected`,
+    /// `daemon_resumed`): no session, no process.
     pub fn about_daemon(&self) -> bool {
-        matches!(self.kind(), "lost" | "policy_loaded" | "policy_rejected")
+        EventDetail::DAEMON_KINDS.contains(&self.kind())
     }
 
     pub fn kind(&self) -> &str {
@@ -1613,26 +1615,6 @@ impl Finished {
     }
 }
 
-const KINDS: &[&str] = &[
-    "exec",
-    "tamper",
-    "route",
-    "unix",
-    "open",
-    "connect",
-    "send",
-    "flow",
-    "dns",
-    "fork",
-    "exit",
-    "session_start",
-    "session_end",
-    "tool_call",
-    "lost",
-    "policy_loaded",
-    "policy_rejected",
-];
-
 /// Checks every event against the schema: the common fields and those of its kind, and a
 /// `ts` between `since` (minus a minute of slack) and now (plus a minute). Fails the test
 /// with every violation found.
@@ -1687,9 +1669,9 @@ fn schema_errors(e: &Event, ts_lo: i64, ts_hi: i64) -> Vec<String> {
         ),
     }
     let kind = e.kind();
-    need(KINDS.contains(&kind), "unknown kind");
+    need(EventDetail::KINDS.contains(&kind), "unknown kind");
     // Events about the daemon itself carry no session and no process.
-    let about_daemon = matches!(kind, "lost" | "policy_loaded" | "policy_rejected");
+    let about_daemon = e.about_daemon();
     if about_daemon {
         need(v.get("pid").is_none(), "a daemon event carries a pid");
         need(

@@ -244,6 +244,10 @@ pub enum EventDetail {
         /// The kernel held the process at exec for its program's digest.
         #[serde(default, skip_serializing_if = "is_false")]
         held: bool,
+        /// The kernel's record of this exec never came (lost, or held while no
+        /// daemon ran): built from `/proc` when the process's hold went stale.
+        #[serde(default, skip_serializing_if = "is_false")]
+        from_proc: bool,
         /// The program's SHA-256 (`sha256:<hex>`), when it was held and hashed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         digest: Option<String>,

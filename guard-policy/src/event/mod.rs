@@ -5,6 +5,8 @@
 
 pub mod dns;
 pub mod redact;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 pub mod via;
 
 use std::{net::IpAddr, sync::Arc};
@@ -73,6 +75,10 @@ pub enum Detail {
         /// The program has no name in the file system (a memfd, a deleted file):
         /// the enricher names it as `/proc/<pid>/exe` does.
         fileless: bool,
+        /// The kernel's record of the exec never came (lost, or held while no
+        /// daemon ran): the event was built from `/proc` when the process's hold
+        /// went stale, so `exe` and `argv` are what `/proc` showed then.
+        from_proc: bool,
     },
     Open {
         path: String,
@@ -543,6 +549,22 @@ pub struct Resumed {
 }
 
 impl Detail {
+    /// An exec of `exe` with `argv` read whole, nothing flagged; `root`: it started
+    /// the session.
+    pub fn exec(exe: String, argv: Vec<String>, root: bool) -> Self {
+        Self::Exec {
+            exe,
+            exe_truncated: false,
+            argv,
+            argv_truncated: false,
+            root,
+            by_cgroup: false,
+            by_identity: false,
+            fileless: false,
+            from_proc: false,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Exec { .. } => "exec",

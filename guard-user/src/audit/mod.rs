@@ -163,26 +163,11 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::event::{Detail, Event, SessionId, Task, Written as _};
+    use crate::event::{Event, SessionId, Written as _, test_support};
 
     fn exec(pid: u32, argv: &[&str]) -> Event {
-        let task = Task {
-            pid,
-            tid: pid,
-            ppid: 1,
-            comm: "codex".into(),
-            ..Task::default()
-        };
-        let detail = Detail::Exec {
-            exe: "/usr/bin/codex".into(),
-            exe_truncated: false,
-            argv: argv.iter().map(|a| (*a).to_owned()).collect(),
-            argv_truncated: false,
-            root: true,
-            by_cgroup: false,
-            by_identity: false,
-            fileless: false,
-        };
+        let task = test_support::task(pid, 1, "codex");
+        let detail = test_support::exec("/usr/bin/codex", argv, true);
         Event::derived(
             1_700_000_000_123_456_789,
             Some(SessionId(0xabc)),

@@ -37,10 +37,11 @@ impl Daemon {
     fn adopt_all(&mut self, roots: Vec<u32>) -> anyhow::Result<()> {
         for root in roots {
             let now_ns = self.pipe.now();
+            let (registry, enricher) = self.pipe.adopting();
             let adopter = Adopter {
                 kernel: &mut self.probes,
-                registry: &mut self.pipe.registry,
-                enricher: &mut self.pipe.enricher,
+                registry,
+                enricher,
                 now_ns,
                 id: SessionId(clock::boot_ns()),
             };
@@ -95,7 +96,7 @@ impl Daemon {
         };
         if changes.overflow {
             tracing::warn!("cgroup notifications were lost; walking the cgroup tree again");
-            *cgroups = watch_cgroups(self.pipe.judge.policy(), &self.runtime_root)?;
+            *cgroups = watch_cgroups(self.pipe.judge().policy(), &self.runtime_root)?;
             return self.install_cgroups(cgroups.as_ref().map(AsyncFd::get_ref));
         }
         for id in &changes.added {

@@ -11,9 +11,9 @@ use guard_common::{
 use super::Daemon;
 use crate::{
     control::{Command, status::self_usage},
-    event::{Detail, Event, How, SessionId, Task},
+    event::{Detail, Event, How, SessionId, Task, from_proc::task as task_from_proc},
     host::clock,
-    session::{self, scan::task_from_proc},
+    session,
 };
 
 impl Daemon {
@@ -44,7 +44,9 @@ impl Daemon {
                         } else {
                             crate::confine::targets::Targets::default()
                         };
-                        self.pipe.registry.set_hidden(id, targets.read_deny.clone());
+                        self.pipe
+                            .sessions_mut()
+                            .set_hidden(id, targets.read_deny.clone());
                         Registered {
                             session: id.to_string(),
                             read_deny: text(targets.read_deny),
@@ -69,7 +71,7 @@ impl Daemon {
                 let id = call.id.clone();
                 let ends = call.phase == guard_common::protocol::CallPhase::End;
                 let now = self.pipe.now();
-                match self.pipe.registry.declare(pid, uid, now, call) {
+                match self.pipe.sessions_mut().declare(pid, uid, now, call) {
                     Ok(ev) => {
                         self.pipe.process(ev, &mut self.out)?;
                         self.out.sink.flush()?;
@@ -99,7 +101,7 @@ impl Daemon {
             } => {
                 let answer = self
                     .pipe
-                    .registry
+                    .sessions_mut()
                     .confined(pid, &session, (landlock, mount_ns))
                     .map(|()| session);
                 let _ = reply.send(answer);
@@ -131,7 +133,7 @@ impl Daemon {
     fn stops_of(&mut self, thread: &str, uid: u32) -> Vec<guard_common::protocol::Stop> {
         let sessions: Vec<String> = self
             .pipe
-            .registry
+            .sessions()
             .sessions()
             .filter(|s| s.agent_threads.iter().any(|t| **t == *thread))
             .map(|s| s.id.to_string())
@@ -154,7 +156,7 @@ impl Daemon {
         use crate::confine::targets::Targets;
         use guard_common::rules::inode_kind;
         use uzers::os::unix::UserExt as _;
-        let judge = &self.pipe.judge;
+        let judge = self.pipe.judge();
         let stops = |path: &str, write: bool| judge.stops_everyone(path, write);
         let home = uzers::get_user_by_uid(uid).map(|u| u.home_dir().to_path_buf());
         // Root's `guard run` drops to a user after (setpriv, su): that user's home.
@@ -195,7 +197,7 @@ impl Daemon {
     }
 
     fn sessions(&self) -> Vec<SessionInfo> {
-        session::view::sessions(&self.pipe.registry)
+        session::view::sessions(self.pipe.sessions())
     }
 
     fn kill(
@@ -212,11 +214,11 @@ impl Daemon {
             Some(Err(_)) => return Err("bad session id".into()),
             None => None,
         };
-        let targets = self.pipe.registry.members(session, pid);
+        let targets = self.pipe.sessions().members(session, pid);
         if targets.is_empty() {
             return Err("no such session or process".into());
         }
-        let report = self.pipe.actor.kill_all(&targets);
+        let report = self.pipe.kill(&targets);
         tracing::info!(killed = ?report.killed, "killed on request");
         Ok(report)
     }
@@ -242,14 +244,14 @@ impl Daemon {
             .map(|(k, n)| (k.to_owned(), n))
             .collect();
         m.insert("untracked_children".into(), track_full);
-        m.insert("undecodable".into(), self.pipe.undecodable);
+        m.insert("undecodable".into(), self.pipe.undecodable());
         m
     }
 
     fn status(&self) -> Status {
         let (cpu_seconds, rss_bytes) = self_usage();
         let (programs, attachments) = self.probes.attached_in_kernel();
-        let policy = self.pipe.judge.policy();
+        let policy = self.pipe.judge().policy();
         let (lost, identity) = self.counts().unzip();
         Status {
             events_total: self.out.total,
@@ -264,8 +266,8 @@ impl Daemon {
             subscribers: self.out.subscribers.len(),
             policy: policy.name.clone(),
             mode: policy.mode,
-            user_space_rules: self.pipe.judge.user_space_rules(),
-            kill_latency_us: self.pipe.actor.kill_latency(),
+            user_space_rules: self.pipe.judge().user_space_rules(),
+            kill_latency_us: self.pipe.kill_latency(),
             enforcement: self.enforcement(),
             identity,
             export: self
@@ -281,11 +283,10 @@ impl Daemon {
 
     /// The organisation's package names, when the policy judges `first_seen`.
     fn package_names(&self) -> Option<guard_common::protocol::PackageNames> {
-        let policy = self.pipe.judge.policy();
+        let policy = self.pipe.judge().policy();
         policy.packages.first_seen?;
-        let held = self
-            .pipe
-            .package_names
+        let names = self.pipe.package_names();
+        let held = names
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         Some(guard_common::protocol::PackageNames {
@@ -331,11 +332,12 @@ impl Daemon {
         task.uid = uid;
         task.comm = agent;
         task.role = guard_common::role::WRAPPER;
-        self.pipe.enricher.enrich_task(&mut task);
+        self.pipe.enrich_task(&mut task);
+        let now = self.pipe.now();
         let start = self
             .pipe
-            .registry
-            .start(id, How::Run, self.pipe.now(), &task, None);
+            .sessions_mut()
+            .start(id, How::Run, now, &task, None);
         self.pipe.note_repository(&start);
         self.out.write(&start)?;
         Ok(id)
@@ -343,9 +345,9 @@ impl Daemon {
 
     pub(super) fn resolved(&mut self, name: String, addrs: Vec<IpAddr>) -> anyhow::Result<()> {
         tracing::info!(%name, ?addrs, "resolved");
-        if self.pipe.judge.set_host(name, addrs) {
+        if self.pipe.learn_host(name, addrs) {
             self.probes
-                .install(self.pipe.judge.tables().maps(), &self.pipe.identity)?;
+                .install(self.pipe.judge().tables().maps(), self.pipe.identity())?;
         }
         Ok(())
     }
@@ -353,7 +355,7 @@ impl Daemon {
     pub(super) fn update_metrics(&mut self) {
         let running = self
             .pipe
-            .registry
+            .sessions()
             .sessions()
             .filter(|s| s.ended_ns.is_none())
             .count();

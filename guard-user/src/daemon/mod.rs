@@ -21,16 +21,14 @@ use tokio::{
 
 use self::pipeline::{Outputs, Pipeline};
 use crate::{
-    action::Actor,
     audit::Sink,
     control::Server,
     ebpf::Probes,
     event::enrich::Enricher,
-    host::clock,
     metrics::Metrics,
     policy::{self, Source, diag, judge::Judge, matcher::Hosts, watch::Watch},
     resolve::{self, Resolver},
-    session::{Registry, cgroups::Watcher},
+    session::cgroups::Watcher,
 };
 
 pub struct Options {
@@ -214,28 +212,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     });
     let mut d = Daemon {
         probes,
-        pipe: Pipeline {
-            registry: Registry::default(),
-            flows: Default::default(),
-            enricher: Enricher::new(&opts.runtime_root),
-            anomalies: crate::anomaly::Detector::new(judge.policy().anomalies.clone()),
-            names: Default::default(),
-            ended: Default::default(),
+        pipe: Pipeline::new(
             judge,
-            actor: Actor::default(),
-            held: Vec::new(),
-            versions: Default::default(),
-            known: programs.known.clone(),
-            offset: clock::boot_to_wall_offset(),
-            undecodable: 0,
+            Enricher::new(&opts.runtime_root),
+            programs.known.clone(),
             identity,
-            digests: Default::default(),
-            holds: crate::digest::Holds::new(held_map, download_maps),
-            repositories: Vec::new(),
-            dns_work: Vec::new(),
+            crate::digest::Holds::new(held_map, download_maps),
             spawners,
-            package_names: Default::default(),
-        },
+        ),
         out: Outputs::new(sink, metrics),
         watch: Watch::new(opts.policy.clone()),
         agents_override: opts.agents.clone(),
@@ -262,9 +246,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     d.policy_loaded(&warnings)?;
     d.check_attached();
     d.resume()?;
-    d.resolver.restart(d.pipe.judge.host_names());
+    d.resolver.restart(d.pipe.judge().host_names());
     d.scan(&agents)?;
-    let mut cgroups = adopt::watch_cgroups(d.pipe.judge.policy(), &d.runtime_root)?;
+    let mut cgroups = adopt::watch_cgroups(d.pipe.judge().policy(), &d.runtime_root)?;
     d.install_cgroups(cgroups.as_ref().map(AsyncFd::get_ref))?;
     d.out.sink.flush()?;
     let serve_hooks = tokio::spawn(hooks.serve(tx.clone(), true));
@@ -297,11 +281,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             }
             ready = identity_fd.readable() => {
                 let mut guard = ready.context("identity watch poll failed")?;
-                d.pipe.identity.read_events();
+                d.pipe.identity_mut().read_events();
                 guard.clear_ready();
             }
             _ = drain.tick() => {
-                if d.pipe.identity.due(std::time::Instant::now()) {
+                if d.pipe.identity().due(std::time::Instant::now()) {
                     d.refresh_identity();
                 }
                 d.pipe.drain(ring.get_mut(), &mut d.out)?;
@@ -329,15 +313,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             _ = beat.tick() => {
                 d.out.beat();
                 d.pipe.release_overdue(&mut d.out, false)?;
-                d.pipe.release_stale_holds();
+                let probes = &d.probes;
+                d.pipe.release_stale_holds(&mut d.out, |pid| probes.tracked(pid))?;
                 d.report_lost()?;
                 d.update_metrics();
                 d.refresh_mcp()?;
                 d.dns.recheck();
-                if let Some(s) = &mut d.pipe.spawners {
-                    let probes = &d.probes;
-                    s.scan(&d.pipe.judge.policy().delegation, |pid| probes.is_tracked(pid));
-                }
+                let probes = &d.probes;
+                d.pipe.scan_spawners(|pid| probes.is_tracked(pid));
                 d.out.summaries_due();
                 if let Some(w) = &cgroups {
                     d.adopt_in_cgroups(w.get_ref())?;

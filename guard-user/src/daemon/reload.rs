@@ -14,7 +14,7 @@ use crate::{
 
 impl Daemon {
     pub(super) fn policy_loaded(&mut self, warnings: &[diag::Diagnostic]) -> anyhow::Result<()> {
-        let judge = &self.pipe.judge;
+        let judge = self.pipe.judge();
         let rules = judge.tables().maps();
         let policy = judge.policy();
         self.out.report_dir.clone_from(&policy.report.dir);
@@ -23,13 +23,13 @@ impl Daemon {
             mode: policy.mode,
             rules: policy.own_rules(),
             kernel_entries: rules.paths.len() + rules.nets.len() + rules.taint_nets.len(),
-            identity: self.pipe.identity.summary(),
+            identity: self.pipe.identity().summary(),
             user_space_rules: judge.user_space_rules(),
             warnings: diag::render(&policy.name, warnings),
             enforcement: self.enforcement(),
             fallbacks: judge.fallbacks(),
         };
-        self.out.write_daemon_event(self.pipe.offset, detail)?;
+        self.out.write_daemon_event(self.pipe.offset(), detail)?;
         Ok(())
     }
 
@@ -37,12 +37,12 @@ impl Daemon {
     /// the kernel's identity entries up to date. A failure keeps the entries in
     /// force and is logged; the next change tries again.
     pub(super) fn refresh_identity(&mut self) {
-        self.pipe.identity.resolve();
-        match self.probes.refresh_identity(&self.pipe.identity) {
-            Ok(()) => self.pipe.identity.log_entries(),
+        self.pipe.identity_mut().resolve();
+        match self.probes.refresh_identity(self.pipe.identity()) {
+            Ok(()) => self.pipe.identity_mut().log_entries(),
             Err(e) => tracing::warn!("identity: cannot update the kernel's entries: {e}"),
         }
-        let over = self.pipe.identity.summary().over;
+        let over = self.pipe.identity().summary().over;
         if !over.is_empty() {
             tracing::warn!(
                 count = over.len(),
@@ -62,11 +62,11 @@ impl Daemon {
     /// call (at their `HEAD`) and makes them binding (`[files]`); installs the
     /// kernel's rules again when that changed them.
     pub(super) fn apply_ignores(&mut self) -> anyhow::Result<()> {
-        if self.pipe.repositories.is_empty() {
+        let roots = self.pipe.take_repositories();
+        if roots.is_empty() {
             return Ok(());
         }
-        let roots = std::mem::take(&mut self.pipe.repositories);
-        let files = self.pipe.judge.policy().files.clone();
+        let files = self.pipe.judge().policy().files.clone();
         if files.action.is_none() {
             return Ok(());
         }
@@ -87,17 +87,15 @@ impl Daemon {
                 continue;
             }
             let (n, names) = (ignored.patterns.len(), ignored.files.join(", "));
-            if self.pipe.judge.set_ignored(ignored) {
+            if self.pipe.bind_ignored(ignored) {
                 tracing::info!(repository = %root.display(), files = %names, patterns = n, "ignore files made binding");
                 changed = true;
             }
         }
         if changed {
-            self.pipe
-                .identity
-                .set_targets(self.pipe.judge.tables().identity.clone());
+            self.pipe.index_targets();
             self.probes
-                .install(self.pipe.judge.tables().maps(), &self.pipe.identity)?;
+                .install(self.pipe.judge().tables().maps(), self.pipe.identity())?;
         }
         Ok(())
     }
@@ -111,7 +109,7 @@ impl Daemon {
             name: name.to_owned(),
             errors,
         };
-        self.out.write_daemon_event(self.pipe.offset, detail)?;
+        self.out.write_daemon_event(self.pipe.offset(), detail)?;
         Ok(false)
     }
 
@@ -189,7 +187,7 @@ impl Daemon {
         } else {
             self.agents_override.clone()
         };
-        let old = self.pipe.judge.policy();
+        let old = self.pipe.judge().policy();
         let new_cgroups = if policy.containers != old.containers || policy.cgroups != old.cgroups {
             match adopt::watch_cgroups(&policy, &self.runtime_root) {
                 Ok(w) => Some(w),
@@ -198,53 +196,42 @@ impl Daemon {
         } else {
             None
         };
-        let hosts = self.pipe.judge.hosts().clone();
+        let hosts = self.pipe.judge().hosts().clone();
         let judge = match Judge::new(policy, self.homes.clone(), hosts, self.probes.kernel()) {
             Ok(j) => j,
             Err(e) => return self.rejected(&name, why, format!("{e:#}")),
         };
-        // The repositories whose ignore files bind stay so: read again under the new
-        // `[files]` settings.
-        if judge.policy().files.action.is_some() {
-            self.pipe
-                .repositories
-                .extend(self.pipe.judge.ignored().iter().map(|i| i.root.clone()));
-        }
-        let old_targets = self.pipe.judge.tables().identity.clone();
+        let old_targets = self.pipe.judge().tables().identity.clone();
         self.pipe
-            .identity
+            .identity_mut()
             .set_targets(judge.tables().identity.clone());
         if let Err(e) = self
             .probes
-            .install(judge.tables().maps(), &self.pipe.identity)
+            .install(judge.tables().maps(), self.pipe.identity())
         {
-            self.pipe.identity.set_targets(old_targets);
+            self.pipe.identity_mut().set_targets(old_targets);
             return self.rejected(
                 &name,
                 why,
                 format!("cannot install it in the kernel: {e:#}"),
             );
         }
-        self.pipe.identity.log_entries();
+        self.pipe.identity_mut().log_entries();
         self.programs.names = agents;
         self.programs.mcp = self.mcp.names();
         self.programs.known = crate::agents::profile::Known::new(&judge.policy().profiles);
         self.probes.set_agents(&self.programs)?;
-        self.pipe.known.clone_from(&self.programs.known);
         if new_cgroups.is_some() {
             self.new_cgroups = new_cgroups;
         }
-        let names_changed = judge.host_names() != self.pipe.judge.host_names();
-        let export_changed = judge.policy().export != self.pipe.judge.policy().export;
-        self.pipe.judge = judge;
+        let names_changed = judge.host_names() != self.pipe.judge().host_names();
+        let export_changed = judge.policy().export != self.pipe.judge().policy().export;
+        self.pipe.put_in_force(judge, self.programs.known.clone());
         if let Err(e) = self
             .dns
-            .configure(self.pipe.judge.policy(), self.pipe.judge.dns())
+            .configure(self.pipe.judge().policy(), self.pipe.judge().dns())
         {
             tracing::warn!("guard's resolver: {}", crate::ebpf::short_chain(&e));
-        }
-        if let Some(s) = &mut self.pipe.spawners {
-            s.configure(self.pipe.judge.policy());
         }
         self.set_audit_format();
         if export_changed {
@@ -252,11 +239,8 @@ impl Daemon {
         } else if let Some(export) = &self.out.export {
             export.set_host(self.export_host());
         }
-        self.pipe
-            .anomalies
-            .set_rules(self.pipe.judge.policy().anomalies.clone());
         if names_changed {
-            self.resolver.restart(self.pipe.judge.host_names());
+            self.resolver.restart(self.pipe.judge().host_names());
         }
         self.sync_puller();
         tracing::info!("policy {name} loaded ({why})");
@@ -268,7 +252,7 @@ impl Daemon {
     /// Starts, restarts or stops the fleet's policy pull as the policy in force
     /// says (`[fleet]`, with `[export]`'s credential).
     pub(super) fn sync_puller(&mut self) {
-        let policy = self.pipe.judge.policy();
+        let policy = self.pipe.judge().policy();
         let first_seen = policy.packages.first_seen.is_some();
         let Some(fleet) = policy.fleet.clone() else {
             self.fleet.puller = None;
@@ -292,7 +276,7 @@ impl Daemon {
         {
             return;
         }
-        let names = first_seen.then(|| std::sync::Arc::clone(&self.pipe.package_names));
+        let names = first_seen.then(|| self.pipe.package_names());
         self.fleet.puller = match crate::fleet::start(&fleet, &export, names, self.fleet.tx.clone())
         {
             Ok(p) => Some(p),
@@ -308,7 +292,7 @@ impl Daemon {
 
     /// The host as the export describes it, under the policy in force.
     fn export_host(&self) -> crate::export::record::Host {
-        let policy = self.pipe.judge.policy();
+        let policy = self.pipe.judge().policy();
         let tiers = self
             .enforcement()
             .into_iter()
@@ -335,7 +319,7 @@ impl Daemon {
     /// unreadable CA or key) is an error in the log and in `guard status`; the daemon
     /// enforces all the same.
     pub(super) fn start_export(&mut self) {
-        let mut config = self.pipe.judge.policy().export.clone();
+        let mut config = self.pipe.judge().policy().export.clone();
         if let Some(file) = &self.export_token_file {
             config.token_file = Some(file.clone());
         }
@@ -369,7 +353,7 @@ impl Daemon {
 
     /// Writes the audit log in the format the policy asks for (`[audit] format`).
     pub(super) fn set_audit_format(&mut self) {
-        let ocsf = self.pipe.judge.policy().audit.format == policy::model::Schema::Ocsf;
+        let ocsf = self.pipe.judge().policy().audit.format == policy::model::Schema::Ocsf;
         if ocsf != self.out.sink.is_ocsf() {
             self.out
                 .sink

@@ -8,9 +8,9 @@ use guard_common::{counter, protocol::How};
 
 use super::Daemon;
 use crate::{
+    event::from_proc::task as task_from_proc,
     event::{Detail, Resumed, SessionId, Task},
     host::clock,
-    session::scan::task_from_proc,
 };
 
 impl Daemon {
@@ -59,7 +59,7 @@ impl Daemon {
             "took over the pinned programs and maps of the previous daemon"
         );
         self.out
-            .write_daemon_event(self.pipe.offset, Detail::Resumed(Box::new(resumed)))?;
+            .write_daemon_event(self.pipe.offset(), Detail::Resumed(Box::new(resumed)))?;
         self.probes.mark_reported(&counters);
         Ok(())
     }
@@ -84,11 +84,14 @@ impl Daemon {
                 pid: root,
                 ..Task::default()
             });
-            self.pipe.enricher.enrich_task(&mut task);
-            let start = self.pipe.registry.start(id, How::Adopted, now, &task, None);
+            self.pipe.enrich_task(&mut task);
+            let start = self
+                .pipe
+                .sessions_mut()
+                .start(id, How::Adopted, now, &task, None);
             for pid in members.into_iter().filter(|p| *p != root) {
                 if let Some(t) = task_from_proc(pid) {
-                    self.pipe.registry.adopt(id, pid, t.ppid, t.comm);
+                    self.pipe.sessions_mut().adopt(id, pid, t.ppid, t.comm);
                 }
             }
             self.out.write(&start)?;

@@ -198,15 +198,15 @@ impl Holds {
         }
     }
 
-    /// The holds older than [`STALE_HOLD_NS`] at boot time `now_ns`.
-    pub fn stale(&self, now_ns: u64) -> Vec<u32> {
+    /// The holds older than [`STALE_HOLD_NS`] at boot time `now_ns`: each
+    /// process, and when (boot ns) the kernel held it.
+    pub fn stale(&self, now_ns: u64) -> Vec<(u32, u64)> {
         let Some(map) = &self.map else {
             return Vec::new();
         };
         map.iter()
             .filter_map(Result::ok)
             .filter(|(_, at)| now_ns.saturating_sub(*at) >= STALE_HOLD_NS)
-            .map(|(pid, _)| pid)
             .collect()
     }
 }

@@ -512,7 +512,12 @@ impl Probes {
     }
 
     pub fn is_tracked(&self, pid: u32) -> bool {
-        self.tracked.get(&pid, 0).is_ok()
+        self.tracked(pid).is_some()
+    }
+
+    /// The kernel's tracked-set entry of `pid` (its session and role), if it has one.
+    pub fn tracked(&self, pid: u32) -> Option<Tracked> {
+        self.tracked.get(&pid, 0).ok()
     }
 }
 

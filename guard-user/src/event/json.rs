@@ -116,7 +116,7 @@ mod tests {
     use super::*;
     use guard_common::OpenCall;
 
-    use crate::event::{Detail, Proto, SessionId, Task};
+    use crate::event::{Detail, Proto, SessionId, Task, test_support};
 
     #[test]
     fn timestamps_are_rfc3339_with_nanoseconds_in_utc() {
@@ -146,37 +146,16 @@ mod tests {
     }
 
     fn ev(detail: Detail) -> Event {
-        Event {
-            ts_ns: 1_763_700_000_123_456_789,
-            session: Some(SessionId(0x1f)),
-            task: Task {
-                pid: 42,
-                tid: 42,
-                ppid: 1,
-                comm: "sh".into(),
-                user: Some("root".into()),
-                ..Task::default()
-            },
+        let task = Task {
+            user: Some("root".into()),
+            ..test_support::task(42, 1, "sh")
+        };
+        Event::derived(
+            1_763_700_000_123_456_789,
+            Some(SessionId(0x1f)),
+            task,
             detail,
-            enforced: 0,
-            host: None,
-            host_from: None,
-            tainted: false,
-            tainted_by: Vec::new(),
-            identity: None,
-            violation: None,
-            redacted: false,
-            agent: None,
-            agent_version: None,
-            confinement: None,
-            sandboxed: None,
-            held: false,
-            digest: None,
-            download: None,
-            via_resolver: false,
-            cwd: None,
-            listener: None,
-        }
+        )
     }
 
     #[test]
@@ -249,6 +228,7 @@ mod tests {
             by_cgroup: false,
             by_identity: false,
             fileless: false,
+            from_proc: false,
         })
         .to_json();
         assert!(j.ends_with(r#""via":"loader","target":"./prog"}"#), "{j}");
@@ -403,6 +383,7 @@ mod tests {
                 by_cgroup: false,
                 by_identity: false,
                 fileless: false,
+                from_proc: false,
             },
             Detail::Open {
                 path: "/etc/hosts".into(),

@@ -77,6 +77,7 @@ fn detail_line(ev: &Event) -> EventDetail {
             by_cgroup: _,
             by_identity,
             fileless: _,
+            from_proc,
         } => {
             let via = super::via::target(exe, argv);
             EventDetail::Exec {
@@ -90,6 +91,7 @@ fn detail_line(ev: &Event) -> EventDetail {
                 agent_version: ev.agent_version.as_deref().map(str::to_owned),
                 by: by_identity.then(|| "identity".to_owned()),
                 held: ev.held,
+                from_proc: *from_proc,
                 digest: ev.digest_text(),
                 download: ev
                     .download

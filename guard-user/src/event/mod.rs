@@ -5,6 +5,7 @@
 pub mod decode;
 pub mod enrich;
 pub mod flows;
+pub mod from_proc;
 mod json;
 mod line;
 pub mod names;
@@ -128,6 +129,7 @@ pub fn from_record(rec: Record, ts_offset_ns: i128) -> Event {
             by_cgroup: flag(flags::SESSION_START) && flag(flags::BY_CGROUP),
             by_identity: flag(flags::BY_IDENTITY),
             fileless: flag(flags::FILELESS),
+            from_proc: false,
         },
         Body::Open { body, path, .. } => {
             let resolved = !flag(flags::PATH_UNRESOLVED);

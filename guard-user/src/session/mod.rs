@@ -737,52 +737,15 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::test_support::{self, task};
     use guard_common::protocol::Outcome;
 
     fn ev(pid: u32, session: u64, detail: Detail) -> Event {
-        Event {
-            ts_ns: 1,
-            session: Some(SessionId(session)),
-            task: Task {
-                pid,
-                tid: pid,
-                ppid: 1,
-                comm: "codex".into(),
-                ..Task::default()
-            },
-            detail,
-            enforced: 0,
-            host: None,
-            host_from: None,
-            tainted: false,
-            tainted_by: Vec::new(),
-            identity: None,
-            violation: None,
-            redacted: false,
-            agent: None,
-            agent_version: None,
-            confinement: None,
-            sandboxed: None,
-            held: false,
-            digest: None,
-            download: None,
-            via_resolver: false,
-            cwd: None,
-            listener: None,
-        }
+        Event::derived(1, Some(SessionId(session)), task(pid, 1, "codex"), detail)
     }
 
     fn exec(root: bool) -> Detail {
-        Detail::Exec {
-            exe: "/usr/bin/codex".into(),
-            exe_truncated: false,
-            argv: vec![],
-            argv_truncated: false,
-            root,
-            by_cgroup: false,
-            by_identity: false,
-            fileless: false,
-        }
+        test_support::exec("/usr/bin/codex", &[], root)
     }
 
     /// A registry with session 7 running: its root 10 (exec'd) and the root's child 11.

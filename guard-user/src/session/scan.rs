@@ -4,12 +4,12 @@
 //! members, parents before children so that nothing forked meanwhile escapes (the
 //! kernel follows every fork of a process once it is in its map).
 
-use std::{collections::HashMap, path::PathBuf, sync::OnceLock};
+use std::collections::HashMap;
 
 use guard_common::{Tracked, flags};
 
 use super::Registry;
-use crate::event::{Event, How, SessionId, Task, enrich::Enricher};
+use crate::event::{Event, How, SessionId, enrich::Enricher, from_proc::task as task_from_proc};
 
 /// The kernel's session membership (`TRACKED`), as adoption needs it. The daemon
 /// implements it over the loaded programs; tests over a map.
@@ -161,28 +161,6 @@ fn children(pid: u32) -> Vec<u32> {
         }
     }
     out
-}
-
-/// Who `pid` is, from /proc (for processes the kernel did not report yet).
-pub fn task_from_proc(pid: u32) -> Option<Task> {
-    static CGROUP2: OnceLock<Option<PathBuf>> = OnceLock::new();
-    let cgroup2 = CGROUP2.get_or_init(|| crate::host::mounts::cgroup2_root().ok());
-    let p = procfs::process::Process::new(pid as i32).ok()?;
-    let stat = p.stat().ok()?;
-    let status = p.status().ok()?;
-    Some(Task {
-        pid,
-        tid: pid,
-        ppid: stat.ppid as u32,
-        uid: status.ruid,
-        gid: status.rgid,
-        comm: stat.comm,
-        cgroup_id: cgroup2
-            .as_deref()
-            .and_then(|root| crate::host::mounts::cgroup_id_of(root, pid))
-            .unwrap_or(0),
-        ..Task::default()
-    })
 }
 
 #[cfg(test)]

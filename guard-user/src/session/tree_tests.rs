@@ -9,37 +9,17 @@ use guard_common::OpenCall;
 use guard_common::protocol::{Action, Outcome};
 
 use super::{KEEP_ENDED, Registry};
-use crate::event::{Detail, Event, How, Proto, SessionId, Task, Violation};
+use crate::event::{
+    Detail, Event, How, Proto, SessionId, Task, Violation,
+    test_support::{exec, task},
+};
 
 const S: SessionId = SessionId(0x5e55);
 /// A pid no process has: /proc/<pid>/cwd does not exist (pid_max is at most 2^22).
 const NO_SUCH_PID: u32 = 4_000_000_001;
 
-fn task(pid: u32, ppid: u32, comm: &str) -> Task {
-    Task {
-        pid,
-        tid: pid,
-        ppid,
-        comm: comm.into(),
-        ..Task::default()
-    }
-}
-
 fn event(session: SessionId, pid: u32, ts_ns: i128, detail: Detail) -> Event {
     Event::derived(ts_ns, Some(session), task(pid, 1, "codex"), detail)
-}
-
-fn exec(exe: &str, argv: &[&str], root: bool) -> Detail {
-    Detail::Exec {
-        exe: exe.into(),
-        exe_truncated: false,
-        argv: argv.iter().map(|a| (*a).to_owned()).collect(),
-        argv_truncated: false,
-        root,
-        by_cgroup: false,
-        by_identity: false,
-        fileless: false,
-    }
 }
 
 fn fork(child_pid: u32) -> Detail {
@@ -135,6 +115,7 @@ fn an_exec_in_a_chosen_cgroup_starts_a_container_session() {
             by_cgroup: true,
             by_identity: false,
             fileless: false,
+            from_proc: false,
         },
     );
     let start = r.before(&ev).expect("session_start");

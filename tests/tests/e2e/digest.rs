@@ -230,3 +230,122 @@ fn a_hold_with_no_daemon_waits_for_the_next_daemon() {
     });
     assert_eq!(e.bool("held"), Some(true), "{e}");
 }
+
+/// A held exec whose record the kernel could not write (the ring buffer full while
+/// the daemon was stopped: every record after that is lost) is judged from what
+/// `/proc` shows once the daemon runs again: the banned copy is killed without
+/// having run, and its exec is in the audit log, flagged `from_proc`, with the
+/// violation.
+#[test]
+fn a_held_exec_whose_record_was_lost_is_judged_from_proc() {
+    let dir = TempDir::new("guard-e2e-digest-lost");
+    programs(&dir);
+    let agent = FakeAgent::install(fake_agent_exe!());
+    let policy = dir.join("guard.toml");
+    write_policy(
+        &policy,
+        &format!(
+            "mode = \"enforce\"\n\n[agents]\nnames = [\"{}\"]\n\n{}",
+            agent.name(),
+            rules()
+        ),
+    );
+    let args = [OsStr::new("--policy"), policy.as_os_str()];
+    let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
+    let guard_pid = daemon.pid().expect("running") as libc::pid_t;
+    let go = Fifo::new(dir.path(), "go");
+    let d = dir.path().display().to_string();
+    // 6,000 execs with 3,000 bytes of arguments each: some 20 MB of records, more
+    // than twice the ring buffer (8 MiB), so the banned copy's exec that follows
+    // finds it full. Of a program no digest's size names (none of them is held).
+    let flood = "/usr/bin/test";
+    let size = |f: &str| fs::metadata(f).expect("stat").len();
+    assert!(
+        ![size("/usr/bin/touch"), size("/usr/bin/true")].contains(&size(flood)),
+        "{flood} has the size of a program the rules name"
+    );
+    let script = format!(
+        "read _ < {go}; x=$(printf '%03000d' 0); i=0; \
+         while [ $i -lt 6000 ]; do {flood} $x; i=$((i+1)); done; \
+         {d}/bin/tool {d}/ran; echo $? > {d}/tool",
+        go = go.path_str(),
+    );
+    let run = agent.spawn(&["run", "sh", "-c", &script]);
+    let root = run.pid();
+    daemon.wait_for("the session's start", |ev| {
+        ev.iter()
+            .any(|e| e.kind() == "session_start" && e.int("root_pid") == Some(root))
+    });
+    // SAFETY: signalling the test's own daemon, which has not been reaped.
+    unsafe { libc::kill(guard_pid, libc::SIGSTOP) };
+    go.release();
+    let tool = dir.join("bin/tool");
+    wait_until(
+        "the banned copy's exec, held",
+        scaled(Duration::from_secs(120)),
+        || running(&tool).is_some_and(|p| state(p) == Some('T')),
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(guard_pid, libc::SIGCONT) };
+    wait_until("the tool's status", scaled(Duration::from_secs(60)), || {
+        fs::read_to_string(dir.join("tool")).is_ok_and(|s| s.ends_with('\n'))
+    });
+    let status = fs::read_to_string(dir.join("tool")).expect("status");
+    assert_eq!(status.trim(), "137", "the banned copy was killed");
+    assert!(!dir.join("ran").exists(), "the banned copy ran");
+    run.finish();
+    let events = daemon.stop_ok();
+    let exe = tool.display().to_string();
+    let e = find(&events, "the banned copy's exec", |e| {
+        e.kind() == "exec" && e.str("exe") == Some(exe.as_str())
+    });
+    assert_eq!(e.bool("from_proc"), Some(true), "{e}");
+    assert_eq!(e.bool("held"), Some(true), "{e}");
+    let hex = hex_of("/usr/bin/touch");
+    assert_eq!(
+        e.str("digest"),
+        Some(format!("sha256:{hex}").as_str()),
+        "{e}"
+    );
+    assert_eq!(e.str("rule"), Some("known-tool"), "{e}");
+    assert_eq!(e.str("outcome"), Some("killed"), "{e}");
+    assert!(
+        events.iter().any(|e| e.kind() == "lost"),
+        "the records the full ring buffer refused are reported lost"
+    );
+}
+
+/// A session over its record budget still has its held execs decided from their
+/// records: where user space decides exec rules (a digest here) the kernel sends
+/// every exec whatever the budget, so the banned copy is killed at once, by its
+/// record rather than from `/proc` seconds later.
+#[test]
+fn a_held_exec_is_sent_whatever_the_session_s_budget() {
+    let rules = format!("[limits]\nrate = 1\nburst = 1\n\n{}", rules());
+    let mut s = Enforcing::start(
+        fake_agent_exe!(),
+        "guard-e2e-digest-budget",
+        &rules,
+        programs,
+    );
+    let (run, events) = s.sh(
+        "i=0; while [ $i -lt 50 ]; do : > {dir}/f$i; i=$((i+1)); done; \
+         {dir}/bin/tool {dir}/ran; echo status=$?",
+    );
+    assert_eq!(run.report("status"), 128 + SIGKILL, "{run:?}");
+    assert!(!s.dir.join("ran").exists(), "the banned copy ran: {run:?}");
+    assert!(
+        events.iter().any(|e| e.kind() == "limit"),
+        "the session went over its budget: no limit event"
+    );
+    let tool = s.path("bin/tool");
+    let e = exec_of(&events, &run, &tool);
+    assert_eq!(e.get("from_proc"), None, "judged by its record: {e}");
+    assert_eq!(e.bool("held"), Some(true), "{e}");
+    assert_eq!(
+        (e.str("rule"), e.str("outcome")),
+        (Some("known-tool"), Some("killed")),
+        "{e}"
+    );
+    s.finish();
+}

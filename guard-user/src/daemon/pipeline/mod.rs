@@ -2,6 +2,9 @@
 //! enrichment → session (start, membership, end) → the judge's verdict → action →
 //! outputs (audit log, subscribers, metrics).
 
+mod stale;
+mod steer;
+
 use std::sync::Arc;
 
 use aya::maps::{MapData, RingBuf};
@@ -183,46 +186,46 @@ impl Outputs {
 
 /// What the path from record to verdict needs.
 pub(super) struct Pipeline {
-    pub registry: Registry,
+    registry: Registry,
     /// Open flows' totals: what each flow record adds, written into it once.
-    pub flows: crate::event::flows::FlowDeltas,
-    pub enricher: Enricher,
-    pub judge: Judge,
-    pub actor: Actor,
+    flows: crate::event::flows::FlowDeltas,
+    enricher: Enricher,
+    judge: Judge,
+    actor: Actor,
     /// Add to a boot-clock time for wall-clock time.
-    pub offset: i128,
+    offset: i128,
     /// Records the decoder did not understand.
-    pub undecodable: u64,
+    undecodable: u64,
     /// Anomaly rules and each session's counts against them.
-    pub anomalies: crate::anomaly::Detector,
+    anomalies: crate::anomaly::Detector,
     /// The names each session's DNS answers gave addresses.
-    pub names: crate::event::names::Names,
+    names: crate::event::names::Names,
     /// Sessions that ended, with when (wall ns): their names and counts are
     /// forgotten a while later (their last flow records come after the end).
-    pub ended: std::collections::VecDeque<(crate::event::SessionId, i128)>,
+    ended: std::collections::VecDeque<(crate::event::SessionId, i128)>,
     /// The protected files and directories by identity (names the kernel's matches).
-    pub identity: crate::identity::Identity,
+    identity: crate::identity::Identity,
     /// Violations waiting for their process's exit (see `Held`).
-    pub held: Vec<Held>,
+    held: Vec<Held>,
     /// Agents' versions by program (read from their packages).
-    pub versions: crate::agents::version::Versions,
+    versions: crate::agents::version::Versions,
     /// The agents' profiles in force (the policy's and the built-in ones).
-    pub known: crate::agents::profile::Known,
+    known: crate::agents::profile::Known,
     /// Digests of the programs of execs the kernel held (`crate::digest`).
-    pub digests: crate::digest::Digests,
+    digests: crate::digest::Digests,
     /// Those held processes, let go once judged.
-    pub holds: crate::digest::Holds,
+    holds: crate::digest::Holds,
     /// Work trees of the repositories sessions started in since the daemon last
     /// read their ignore files (`Daemon::apply_ignores`).
-    pub repositories: Vec<std::path::PathBuf>,
+    repositories: Vec<std::path::PathBuf>,
     /// What guard's resolver needs to know of what went by (`take_dns_work`).
-    pub dns_work: Vec<DnsWork>,
+    dns_work: Vec<DnsWork>,
     /// The host's known spawners (`crate::delegation`): listeners of sessions'
     /// connects are named, and the kernel's copy kept.
-    pub spawners: Option<crate::delegation::Spawners>,
+    spawners: Option<crate::delegation::Spawners>,
     /// The organisation's package names (`[packages] first_seen`), pulled from the
     /// fleet (`crate::fleet`).
-    pub package_names: crate::fleet::Names,
+    package_names: crate::fleet::Names,
 }
 
 /// What the pipeline saw that guard's resolver needs to know.
@@ -253,8 +256,7 @@ pub(super) struct Held {
 /// took ends it within milliseconds; the exit record comes on the next drain.
 const HOLD_NS: i128 = 2_000_000_000;
 
-/// Writes an event and tells the agents' hooks what it stopped.
-/// Writes an event; a violation is logged here, once its outcome is settled (a
+/// Writes an event and tells the agents' hooks what it stopped; a violation is logged here, once its outcome is settled (a
 /// held kill's by its process's exit), so the log line and the audit log agree.
 fn emit(out: &mut Outputs, ev: &Event, description: Option<&str>) -> Result<(), audit::Error> {
     if let Some(v) = &ev.violation {
@@ -622,59 +624,6 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Decides the execs the kernel has held for longer than
-    /// [`crate::digest::STALE_HOLD_NS`] without their record reaching the pipeline
-    /// (lost, or held while no daemon ran): by digest alone, against the rules that
-    /// name programs by digest; a match with `kill` or `deny` (outside observe mode)
-    /// is killed, anything else continues. On the daemon's beat.
-    pub(super) fn release_stale_holds(&mut self) {
-        for pid in self.holds.stale(clock::boot_ns()) {
-            let digest = self.digests.of_process(pid);
-            let mut rule = digest
-                .as_ref()
-                .ok()
-                .and_then(|d| self.judge.stops_by_digest(d));
-            if rule.is_none() && self.judge.stops_downloads() {
-                // Held for a download, or as an interpreter in a session with some.
-                let process = procfs::process::Process::new(pid as i32).ok();
-                let exe = process
-                    .as_ref()
-                    .and_then(|p| p.exe().ok())
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                let argv = process
-                    .as_ref()
-                    .and_then(|p| p.cmdline().ok())
-                    .unwrap_or_default();
-                let why = guard_common::held_for::DOWNLOAD | guard_common::held_for::INTERPRETER;
-                if let Some(d) = self.holds.download(pid, &exe, &argv, why) {
-                    rule = Some(format!(
-                        "{} ({})",
-                        crate::policy::judge::RUN_DOWNLOADED,
-                        d.path
-                    ));
-                }
-            }
-            match (&digest, &rule) {
-                (_, Some(rule)) => {
-                    let killed = crate::action::pidfd::kill(pid);
-                    tracing::warn!(
-                        "process {pid}, held at exec with no record of it, runs what rule {rule} \
-                         stops: killed ({killed:?})"
-                    );
-                }
-                (Ok(_), None) => tracing::warn!(
-                    "process {pid}, held at exec with no record of it: its program matches no \
-                     digest rule, let go"
-                ),
-                (Err(e), None) => {
-                    tracing::warn!("process {pid}, held at exec with no record of it: {e}")
-                }
-            }
-            self.holds.release(pid);
-        }
-    }
-
     /// Writes the held violations whose process has not exited within `HOLD_NS`
     /// (on the daemon's beat), or all of them (`all`, when the daemon stops).
     pub(super) fn release_overdue(
@@ -726,108 +675,80 @@ mod tests {
 
     use super::*;
     use crate::{
-        event::SessionId,
+        event::{
+            SessionId,
+            test_support::{exec, task},
+        },
         policy::{builtin, matcher::Hosts, parse},
     };
 
     fn pipeline() -> Pipeline {
-        let (policy, _) = parse::parse("ci", builtin::get("ci").expect("built-in")).expect("valid");
+        pipeline_with(builtin::get("ci").expect("built-in"))
+    }
+
+    fn pipeline_with(policy: &str) -> Pipeline {
+        let (policy, _) = parse::parse("test", policy).expect("valid");
         let hosts = Hosts {
             by_name: Default::default(),
             resolvers: vec![],
         };
         Pipeline {
-            identity: crate::identity::Identity::new().expect("inotify"),
-            registry: Registry::default(),
-            flows: Default::default(),
-            enricher: Enricher::new(std::path::Path::new("/")),
-            anomalies: crate::anomaly::Detector::new(policy.anomalies.clone()),
-            names: Default::default(),
-            ended: Default::default(),
-            judge: Judge::new(
-                policy,
-                vec!["/home/alice".into()],
-                hosts,
-                crate::policy::judge::Kernel::default(),
-            )
-            .expect("compiles"),
-            actor: Actor::default(),
-            held: Vec::new(),
-            versions: Default::default(),
-            known: Default::default(),
             offset: 0,
-            undecodable: 0,
-            digests: Default::default(),
-            holds: Default::default(),
-            repositories: Vec::new(),
-            dns_work: Vec::new(),
-            spawners: None,
-            package_names: Default::default(),
+            ..Pipeline::new(
+                Judge::new(
+                    policy,
+                    vec!["/home/alice".into()],
+                    hosts,
+                    crate::policy::judge::Kernel::default(),
+                )
+                .expect("compiles"),
+                Enricher::new(std::path::Path::new("/")),
+                Default::default(),
+                crate::identity::Identity::new().expect("inotify"),
+                Default::default(),
+                None,
+            )
         }
+    }
+
+    /// Outputs whose audit log is `events.jsonl` in a directory of its own (kept
+    /// as long as the first value).
+    fn outputs() -> (tempfile::TempDir, std::path::PathBuf, Outputs) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("events.jsonl");
+        let out = Outputs::new(Sink::open(&log).expect("sink"), Arc::new(Metrics::new()));
+        (dir, log, out)
+    }
+
+    /// The audit log's lines, each parsed.
+    fn lines(log: &std::path::Path) -> Vec<EventLine> {
+        std::fs::read_to_string(log)
+            .expect("log")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect(l))
+            .collect()
+    }
+
+    /// A real process, standing in for an offender or a straggler.
+    fn sleeper() -> std::process::Child {
+        std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn")
     }
 
     fn event(pid: u32, detail: Detail) -> Event {
-        Event {
-            ts_ns: 1,
-            session: Some(SessionId(5)),
-            task: Task {
-                pid,
-                tid: pid,
-                ppid: 1,
-                comm: "agent".into(),
-                ..Task::default()
-            },
-            detail,
-            enforced: 0,
-            host: None,
-            host_from: None,
-            tainted: false,
-            tainted_by: Vec::new(),
-            identity: None,
-            violation: None,
-            redacted: false,
-            agent: None,
-            agent_version: None,
-            confinement: None,
-            sandboxed: None,
-            held: false,
-            digest: None,
-            download: None,
-            via_resolver: false,
-            cwd: None,
-            listener: None,
-        }
-    }
-
-    fn exec(exe: &str, argv: &[&str], root: bool) -> Detail {
-        Detail::Exec {
-            exe: exe.into(),
-            exe_truncated: false,
-            argv: argv.iter().map(|a| (*a).to_owned()).collect(),
-            argv_truncated: false,
-            root,
-            by_cgroup: false,
-            by_identity: false,
-            fileless: false,
-        }
+        Event::derived(1, Some(SessionId(5)), task(pid, 1, "agent"), detail)
     }
 
     /// The CI policy's `on_loss = "kill"`: a `limit` event kills the session,
     /// including a child the kernel could not track (named only by the event).
     #[test]
     fn a_loss_kills_the_session_and_its_untracked_child_under_ci() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("events.jsonl");
-        let mut out = Outputs::new(Sink::open(&log).expect("sink"), Arc::new(Metrics::new()));
+        let (_dir, log, mut out) = outputs();
         let mut p = pipeline();
-        let mut tracked = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .expect("spawn");
-        let mut untracked = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .expect("spawn");
+        let mut tracked = sleeper();
+        let mut untracked = sleeper();
         p.process(
             event(100, exec("/usr/bin/agent", &["agent"], true)),
             &mut out,
@@ -878,9 +799,7 @@ mod tests {
     /// the kernel did, and lands in the session's report.
     #[test]
     fn a_tamper_attempt_is_a_self_protection_violation() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("events.jsonl");
-        let mut out = Outputs::new(Sink::open(&log).expect("sink"), Arc::new(Metrics::new()));
+        let (_dir, log, mut out) = outputs();
         let mut p = pipeline();
         p.process(
             event(100, exec("/usr/bin/agent", &["agent"], true)),
@@ -928,19 +847,11 @@ mod tests {
 
     #[test]
     fn a_session_from_start_to_end_with_a_user_space_kill() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("events.jsonl");
-        let mut out = Outputs::new(Sink::open(&log).expect("sink"), Arc::new(Metrics::new()));
+        let (_dir, log, mut out) = outputs();
         let mut p = pipeline();
         // A real process stands in for the offender and for a straggler.
-        let mut offender = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .expect("spawn");
-        let mut straggler = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .expect("spawn");
+        let mut offender = sleeper();
+        let mut straggler = sleeper();
         let (bad, left) = (offender.id(), straggler.id());
         p.process(
             event(100, exec("/usr/bin/agent", &["agent"], true)),
@@ -987,11 +898,7 @@ mod tests {
         );
         out.sink.flush().expect("flush");
 
-        let lines: Vec<EventLine> = std::fs::read_to_string(&log)
-            .expect("log")
-            .lines()
-            .map(|l| serde_json::from_str(l).expect(l))
-            .collect();
+        let lines: Vec<EventLine> = lines(&log);
         let kinds: Vec<&str> = lines.iter().map(|l| l.detail.kind()).collect();
         assert_eq!(
             kinds,
@@ -1031,18 +938,10 @@ mod tests {
     /// exit never comes is written on the beat as killed.
     #[test]
     fn a_user_space_kill_is_settled_by_how_the_process_ended() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("events.jsonl");
-        let mut out = Outputs::new(Sink::open(&log).expect("sink"), Arc::new(Metrics::new()));
+        let (_dir, log, mut out) = outputs();
         let mut p = pipeline();
-        let mut early = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .expect("spawn");
-        let mut late = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .expect("spawn");
+        let mut early = sleeper();
+        let mut late = sleeper();
         let (early_pid, late_pid) = (early.id(), late.id());
         let push = |pid| event(pid, exec("/usr/bin/git", &["git", "push", "-f"], false));
         p.process(
@@ -1065,11 +964,7 @@ mod tests {
             assert_eq!(child.wait().expect("wait").signal(), Some(libc::SIGKILL));
         }
 
-        let lines: Vec<EventLine> = std::fs::read_to_string(&log)
-            .expect("log")
-            .lines()
-            .map(|l| serde_json::from_str(l).expect(l))
-            .collect();
+        let lines: Vec<EventLine> = lines(&log);
         let settled: Vec<(Option<u32>, &str, Outcome, bool)> = lines
             .iter()
             .filter_map(|l| {
@@ -1094,6 +989,57 @@ mod tests {
         assert!(
             p.actor.kill_latency().is_some(),
             "the kill that counted is measured"
+        );
+    }
+
+    /// A held exec whose record never came is judged from `/proc` as the record
+    /// would have been: a program a rule names by digest is killed, and the audit
+    /// log has its exec, flagged `from_proc`, with the violation.
+    #[test]
+    fn a_stale_hold_is_judged_from_proc_and_its_kill_logged() {
+        let sleep = std::fs::canonicalize("/usr/bin/sleep").expect("sleep");
+        let (hex, size) = crate::digest::of_file(&sleep).expect("hash");
+        let mut p = pipeline_with(&format!(
+            "mode = \"enforce\"\n\n[[rule]]\nid = \"banned\"\nkind = \"exec\"\n\
+             digest = [\"sha256:{hex}:{size}\"]\naction = \"kill\"\n"
+        ));
+        let (_dir, log, mut out) = outputs();
+        let mut held = crate::event::from_proc::spawned(&sleep, &["30"]);
+        let tracked = guard_common::Tracked {
+            session: 9,
+            start_ns: 0,
+            root_pid: std::process::id(),
+            flags: u32::from(guard_common::role::TOOL) << guard_common::role::SHIFT,
+        };
+        p.decide_stale(held.id(), 1, Some(tracked), &mut out)
+            .expect("write");
+        assert_eq!(held.wait().expect("wait").signal(), Some(libc::SIGKILL));
+        p.release_overdue(&mut out, true).expect("write");
+        out.sink.flush().expect("flush");
+        let lines: Vec<EventLine> = lines(&log);
+        let exec = lines
+            .iter()
+            .find(|l| l.detail.kind() == "exec")
+            .expect("the held exec's event");
+        let EventDetail::Exec {
+            from_proc,
+            held: was_held,
+            digest,
+            argv,
+            ..
+        } = &exec.detail
+        else {
+            unreachable!()
+        };
+        assert!(*from_proc && *was_held, "{exec:?}");
+        assert_eq!(digest.as_deref(), Some(format!("sha256:{hex}").as_str()));
+        assert_eq!(argv, &[sleep.display().to_string(), "30".to_owned()]);
+        assert_eq!(exec.pid(), Some(held.id()));
+        let v = exec.violation.as_ref().expect("a violation");
+        assert_eq!((v.rule.as_str(), v.outcome), ("banned", Outcome::Killed));
+        assert_eq!(
+            exec.session.as_deref(),
+            Some(SessionId(9).to_string().as_str())
         );
     }
 }

@@ -211,7 +211,7 @@ const ROLLOUT_EARLY_NS: i64 = 1_000_000_000;
 
 /// A session's records kept until its end, for the calls that only its agent's
 /// rollout file names: the daemon reads it and writes them just before the session's
-/// end (daemon/pipeline.rs), when no hook declared any.
+/// end (daemon/pipeline/), when no hook declared any.
 #[derive(Clone, Debug, Default)]
 pub(super) struct Replay {
     /// The rollout's calls (`tool_call` records with `rollout`).
