@@ -67,9 +67,12 @@ const OLDER_SERIES: &str = "5.10";
 /// with `panic=-1` and `-no-reboot`, so QEMU exits): under TCG both vCPUs have been
 /// seen spinning at a call site being patched (`bpf_lsm_bpf+0x0`, 6.1, 2026-11-25),
 /// a guest that would otherwise print lockup warnings until the VM's time ran out;
-/// stopped, it is booted again for the tests it cut off ([`REBOOTS`]).
-const APPEND: &str =
-    "lsm=lockdown,capability,landlock,yama,apparmor,bpf loglevel=5 softlockup_panic=1";
+/// stopped, it is booted again for the tests it cut off ([`REBOOTS`]). The stuck vCPU
+/// is reported as an RCU stall first (21 s; the soft lockup came 24-28 s later in
+/// each of the four seen, 6.1 and 5.10, 2026-11-28/29, and no passing run has had a
+/// stall), so a stall panics the guest too.
+const APPEND: &str = "lsm=lockdown,capability,landlock,yama,apparmor,bpf loglevel=5 \
+     softlockup_panic=1 sysctl.kernel.panic_on_rcu_stall=1";
 /// A VM that has not finished by then is stopped and counted as failed. With the
 /// identity, taint and DNS work the subset has 26 tests; on 2026-11-23 (session 5) the
 /// 6.1 VM took 764 s on an idle machine and 6.12 486 s (every daemon start pays the
