@@ -68,9 +68,9 @@ const OLDER_SERIES: &str = "5.10";
 /// seen spinning at a call site being patched (`bpf_lsm_bpf+0x0`, 6.1, 2026-11-25),
 /// a guest that would otherwise print lockup warnings until the VM's time ran out;
 /// stopped, it is booted again for the tests it cut off ([`REBOOTS`]). The stuck vCPU
-/// is reported as an RCU stall first (21 s; the soft lockup came 24-28 s later in
-/// each of the four seen, 6.1 and 5.10, 2026-11-28/29, and no passing run has had a
-/// stall), so a stall panics the guest too.
+/// is reported as an RCU stall first (21 s; the soft lockup came 24 and 28 s later in
+/// the two consoles that show both, 6.1 and 5.10, 2026-11-28/29, and no passing run
+/// has had a stall), so a stall panics the guest too.
 const APPEND: &str = "lsm=lockdown,capability,landlock,yama,apparmor,bpf loglevel=5 \
      softlockup_panic=1 sysctl.kernel.panic_on_rcu_stall=1";
 /// A VM that has not finished by then is stopped and counted as failed. With the
