@@ -98,6 +98,19 @@ fn exec_of<'e>(events: &'e [Event], run: &Finished, exe: &str) -> &'e Event {
     })
 }
 
+/// `e`, an exec of a copy of the known tool, was held, hashed and killed by its rule.
+fn held_and_killed_as_the_known_tool(e: &Event) {
+    assert_eq!(e.bool("held"), Some(true), "{e}");
+    let hex = hex_of("/usr/bin/touch");
+    assert_eq!(
+        e.str("digest"),
+        Some(format!("sha256:{hex}").as_str()),
+        "{e}"
+    );
+    assert_eq!(e.str("rule"), Some("known-tool"), "{e}");
+    assert_eq!(e.str("outcome"), Some("killed"), "{e}");
+}
+
 /// A copy of a program a rule names by digest, made by the session and run under
 /// a new name, never runs an instruction: killed while held, with the rule.
 #[test]
@@ -115,15 +128,7 @@ fn a_copy_of_a_program_named_by_digest_is_that_program() {
     assert_eq!(run.report("again"), 128 + SIGKILL, "{run:?}");
     let renamed = s.path("renamed");
     let e = exec_of(&events, &run, &renamed);
-    assert_eq!(e.bool("held"), Some(true), "{e}");
-    let hex = hex_of("/usr/bin/touch");
-    assert_eq!(
-        e.str("digest"),
-        Some(format!("sha256:{hex}").as_str()),
-        "{e}"
-    );
-    assert_eq!(e.str("rule"), Some("known-tool"), "{e}");
-    assert_eq!(e.str("outcome"), Some("killed"), "{e}");
+    held_and_killed_as_the_known_tool(e);
     s.finish();
 }
 
@@ -300,15 +305,7 @@ fn a_held_exec_whose_record_was_lost_is_judged_from_proc() {
         e.kind() == "exec" && e.str("exe") == Some(exe.as_str())
     });
     assert_eq!(e.bool("from_proc"), Some(true), "{e}");
-    assert_eq!(e.bool("held"), Some(true), "{e}");
-    let hex = hex_of("/usr/bin/touch");
-    assert_eq!(
-        e.str("digest"),
-        Some(format!("sha256:{hex}").as_str()),
-        "{e}"
-    );
-    assert_eq!(e.str("rule"), Some("known-tool"), "{e}");
-    assert_eq!(e.str("outcome"), Some("killed"), "{e}");
+    held_and_killed_as_the_known_tool(e);
     assert!(
         events.iter().any(|e| e.kind() == "lost"),
         "the records the full ring buffer refused are reported lost"
