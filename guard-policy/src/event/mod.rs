@@ -549,22 +549,6 @@ pub struct Resumed {
 }
 
 impl Detail {
-    /// An exec of `exe` with `argv` read whole, nothing flagged; `root`: it started
-    /// the session.
-    pub fn exec(exe: String, argv: Vec<String>, root: bool) -> Self {
-        Self::Exec {
-            exe,
-            exe_truncated: false,
-            argv,
-            argv_truncated: false,
-            root,
-            by_cgroup: false,
-            by_identity: false,
-            fileless: false,
-            from_proc: false,
-        }
-    }
-
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Exec { .. } => "exec",

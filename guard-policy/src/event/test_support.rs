@@ -16,9 +16,15 @@ pub fn task(pid: u32, ppid: u32, comm: &str) -> Task {
 
 /// An exec of `exe` with `argv`; `root`: it started the session.
 pub fn exec(exe: &str, argv: &[&str], root: bool) -> Detail {
-    Detail::exec(
-        exe.to_owned(),
-        argv.iter().map(|a| (*a).to_owned()).collect(),
+    Detail::Exec {
+        exe: exe.to_owned(),
+        exe_truncated: false,
+        argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+        argv_truncated: false,
         root,
-    )
+        by_cgroup: false,
+        by_identity: false,
+        fileless: false,
+        from_proc: false,
+    }
 }

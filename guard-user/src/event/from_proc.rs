@@ -8,14 +8,23 @@
 use std::{path::PathBuf, sync::OnceLock};
 
 use guard_common::{Tracked, flags, role};
+use procfs::process::Process;
 
 use super::{Detail, Event, SessionId, Task};
 
 /// Who `pid` is, from /proc: ids, parent, name, cgroup.
 pub fn task(pid: u32) -> Option<Task> {
+    task_of(&process(pid)?, pid)
+}
+
+fn process(pid: u32) -> Option<Process> {
+    Process::new(i32::try_from(pid).ok()?).ok()
+}
+
+/// [`task`] of process `pid`, open as `p`.
+fn task_of(p: &Process, pid: u32) -> Option<Task> {
     static CGROUP2: OnceLock<Option<PathBuf>> = OnceLock::new();
     let cgroup2 = CGROUP2.get_or_init(|| crate::host::mounts::cgroup2_root().ok());
-    let p = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?;
     let stat = p.stat().ok()?;
     let status = p.status().ok()?;
     Some(Task {
@@ -37,11 +46,11 @@ pub fn task(pid: u32) -> Option<Task> {
 /// `tracked` is the kernel's entry for the process (its session and role), when
 /// it has one. `None` when the process is gone.
 pub fn exec(pid: u32, tracked: Option<&Tracked>, ts_ns: i128) -> Option<Event> {
-    let mut task = task(pid)?;
+    let process = process(pid)?;
+    let mut task = task_of(&process, pid)?;
     task.role = tracked.map_or(role::UNKNOWN, |t| {
         u8::try_from((t.flags & role::MASK) >> role::SHIFT).unwrap_or(role::UNKNOWN)
     });
-    let process = procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?;
     let exe = process
         .exe()
         .map(|p| p.display().to_string())

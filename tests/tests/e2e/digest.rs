@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use guard_tests::{
-    Daemon, Enforcing, Event, EventsTo, FakeAgent, Fifo, Finished, PinDir, TempDir, fake_agent_exe,
-    find, guard, scaled, wait_until, write_policy,
+    Daemon, Enforcing, Event, EventsTo, FakeAgent, Fifo, Finished, PinDir, Running, TempDir,
+    fake_agent_exe, find, guard, scaled, wait_until, write_policy,
 };
 
 const SIGKILL: i64 = libc::SIGKILL as i64;
@@ -111,6 +111,35 @@ fn held_and_killed_as_the_known_tool(e: &Event) {
     assert_eq!(e.str("outcome"), Some("killed"), "{e}");
 }
 
+/// For a test that starts (and stops) its daemon itself: a directory with the
+/// programs (`prefix`), an agent, and the policy of [`rules`] for it, written there.
+fn own_daemon_set_up(prefix: &str) -> (TempDir, FakeAgent, std::path::PathBuf) {
+    let dir = TempDir::new(prefix);
+    programs(&dir);
+    let agent = FakeAgent::install(fake_agent_exe!());
+    let policy = dir.join("guard.toml");
+    write_policy(
+        &policy,
+        &format!(
+            "mode = \"enforce\"\n\n[agents]\nnames = [\"{}\"]\n\n{}",
+            agent.name(),
+            rules()
+        ),
+    );
+    (dir, agent, policy)
+}
+
+/// `agent` running `sh -c script` in a session `daemon` has started.
+fn session_of(agent: &FakeAgent, daemon: &mut Daemon, script: &str) -> Running {
+    let run = agent.spawn(&["run", "sh", "-c", script]);
+    let root = run.pid();
+    daemon.wait_for("the session's start", |ev| {
+        ev.iter()
+            .any(|e| e.kind() == "session_start" && e.int("root_pid") == Some(root))
+    });
+    run
+}
+
 /// A copy of a program a rule names by digest, made by the session and run under
 /// a new name, never runs an instruction: killed while held, with the rule.
 #[test]
@@ -166,18 +195,7 @@ fn a_program_of_the_same_size_is_held_and_let_go() {
 /// decides it (here: lets it go, and kills the banned copy that comes after).
 #[test]
 fn a_hold_with_no_daemon_waits_for_the_next_daemon() {
-    let dir = TempDir::new("guard-e2e-digest-nodaemon");
-    programs(&dir);
-    let agent = FakeAgent::install(fake_agent_exe!());
-    let policy = dir.join("guard.toml");
-    let rules = rules();
-    write_policy(
-        &policy,
-        &format!(
-            "mode = \"enforce\"\n\n[agents]\nnames = [\"{}\"]\n\n{rules}",
-            agent.name()
-        ),
-    );
+    let (dir, agent, policy) = own_daemon_set_up("guard-e2e-digest-nodaemon");
     let pins = Arc::new(PinDir::new());
     let args = [OsStr::new("--policy"), policy.as_os_str()];
     let mut first = Daemon::start_on(&pins, &[], EventsTo::File, &args);
@@ -189,12 +207,7 @@ fn a_hold_with_no_daemon_waits_for_the_next_daemon() {
          {d}/bin/tool {d}/ran; echo $? > {d}/tool",
         go = go.path_str(),
     );
-    let run = agent.spawn(&["run", "sh", "-c", &script]);
-    let root = run.pid();
-    first.wait_for("the session's start", |ev| {
-        ev.iter()
-            .any(|e| e.kind() == "session_start" && e.int("root_pid") == Some(root))
-    });
+    let run = session_of(&agent, &mut first, &script);
     // SAFETY: signalling the test's own daemon, which has not been reaped.
     unsafe { libc::kill(guard_pid as libc::pid_t, libc::SIGKILL) };
     first.wait_exited();
@@ -243,18 +256,7 @@ fn a_hold_with_no_daemon_waits_for_the_next_daemon() {
 /// violation.
 #[test]
 fn a_held_exec_whose_record_was_lost_is_judged_from_proc() {
-    let dir = TempDir::new("guard-e2e-digest-lost");
-    programs(&dir);
-    let agent = FakeAgent::install(fake_agent_exe!());
-    let policy = dir.join("guard.toml");
-    write_policy(
-        &policy,
-        &format!(
-            "mode = \"enforce\"\n\n[agents]\nnames = [\"{}\"]\n\n{}",
-            agent.name(),
-            rules()
-        ),
-    );
+    let (dir, agent, policy) = own_daemon_set_up("guard-e2e-digest-lost");
     let args = [OsStr::new("--policy"), policy.as_os_str()];
     let mut daemon = Daemon::start_with_args(&[], EventsTo::File, &args);
     let guard_pid = daemon.pid().expect("running") as libc::pid_t;
@@ -275,12 +277,7 @@ fn a_held_exec_whose_record_was_lost_is_judged_from_proc() {
          {d}/bin/tool {d}/ran; echo $? > {d}/tool",
         go = go.path_str(),
     );
-    let run = agent.spawn(&["run", "sh", "-c", &script]);
-    let root = run.pid();
-    daemon.wait_for("the session's start", |ev| {
-        ev.iter()
-            .any(|e| e.kind() == "session_start" && e.int("root_pid") == Some(root))
-    });
+    let run = session_of(&agent, &mut daemon, &script);
     // SAFETY: signalling the test's own daemon, which has not been reaped.
     unsafe { libc::kill(guard_pid, libc::SIGSTOP) };
     go.release();

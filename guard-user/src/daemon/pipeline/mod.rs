@@ -400,10 +400,21 @@ impl Pipeline {
         // An exec record flagged held was held for a digest (process.rs).
         let for_digest = ev.held;
         // Held for a download (`[sessions] run_downloaded`): the kernel's route_exec
-        // held it before the exec's record, and says why in `HELD_FOR`.
-        if let Detail::Exec { exe, argv, .. } = &ev.detail
+        // held it before the exec's record, and says why in `HELD_FOR`; an exec built
+        // from /proc (its record lost) may have been held for either reason a download
+        // hold has (the file, or an interpreter's script) when the kernel did not say.
+        if let Detail::Exec {
+            exe,
+            argv,
+            from_proc,
+            ..
+        } = &ev.detail
             && self.judge.policy().sessions.run_downloaded.is_some()
-            && let Some(why) = self.holds.download_hold(ev.task.pid)
+            && let Some(why) = self.holds.download_hold(ev.task.pid).or_else(|| {
+                from_proc.then_some(
+                    guard_common::held_for::DOWNLOAD | guard_common::held_for::INTERPRETER,
+                )
+            })
         {
             ev.held = true;
             ev.download = self.holds.download(ev.task.pid, exe, argv, why);

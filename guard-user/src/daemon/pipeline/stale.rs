@@ -4,14 +4,10 @@
 //! (`crate::event::from_proc`), through the same pipeline as any record: the
 //! judge decides, the actor kills, the audit log says what happened.
 
-use guard_common::{Tracked, held_for};
+use guard_common::Tracked;
 
 use super::{Outputs, Pipeline};
-use crate::{
-    audit,
-    event::{Detail, from_proc},
-    host::clock,
-};
+use crate::{audit, event::from_proc, host::clock};
 
 impl Pipeline {
     /// Decides the execs the kernel has held for longer than
@@ -48,18 +44,8 @@ impl Pipeline {
         };
         tracing::warn!("process {pid}, held at exec with no record of it: judged from /proc");
         self.enricher.enrich(&mut ev);
-        if self.judge.policy().sessions.run_downloaded.is_some()
-            && let Detail::Exec { exe, argv, .. } = &ev.detail
-        {
-            // Why the kernel held it, when it said; else both reasons a download
-            // hold has (the file, or an interpreter's script).
-            let why = self
-                .holds
-                .download_hold(pid)
-                .unwrap_or(held_for::DOWNLOAD | held_for::INTERPRETER);
-            ev.download = self.holds.download(pid, exe, argv, why);
-        }
-        // Hashed, judged, acted on and let go of (`ev.held`) as a record is.
+        // Hashed, matched with downloads, judged, acted on and let go of (`ev.held`)
+        // as a record is.
         self.process(ev, out)
     }
 }
