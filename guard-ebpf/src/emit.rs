@@ -21,14 +21,21 @@ use crate::{
 
 pub(crate) const HEADER_LEN: usize = size_of::<Header>();
 
-/// Pending bytes past which a record wakes the daemon whatever its kind.
+/// Pending bytes past which a record wakes the daemon whatever its kind…
 const WAKEUP_BYTES: u64 = 1 << 20;
+/// …while they are less than this above it: the records that cross the mark wake
+/// it, the records after them do not. A daemon that lags by more is awake and
+/// reading already, and a forced wake-up is an interrupt on this CPU (an IPI, a
+/// trap to the hypervisor in a VM: ~10 µs here), which every record paid when the
+/// daemon fell behind, ten times an open's whole cost. Wider than any record, so
+/// that records written at once on several CPUs cannot all step over it.
+const WAKEUP_WINDOW: u64 = 64 << 10;
 
 /// Waking the daemon for every record costs a context switch each (on a busy
 /// session, more than the rest of the pipeline). Execs wake it at once when the
 /// policy has exec rules decided in user space (argv rules), which should kill
 /// promptly. Other records wait for the daemon's 10 ms drain, unless a megabyte is
-/// pending.
+/// pending (see [`WAKEUP_WINDOW`]).
 #[inline(always)]
 fn wakeup_flags(kind: u16) -> u64 {
     if kind == EventKind::Exec as u16
@@ -40,7 +47,8 @@ fn wakeup_flags(kind: u16) -> u64 {
         // before it, and the records just before an exec were queued quietly.
         return u64::from(BPF_RB_FORCE_WAKEUP);
     }
-    if EVENTS.query(u64::from(BPF_RB_AVAIL_DATA)) >= WAKEUP_BYTES {
+    let pending = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
+    if (WAKEUP_BYTES..WAKEUP_BYTES + WAKEUP_WINDOW).contains(&pending) {
         u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
         u64::from(BPF_RB_NO_WAKEUP)
