@@ -50,7 +50,7 @@ pub struct Session {
     pub mount_ns: Option<String>,
     /// The paths the daemon named for its root's mount namespace to hide
     /// (`guard run`): an open below a hidden directory finds nothing there.
-    pub hidden: Vec<std::path::PathBuf>,
+    pub hidden: std::collections::HashSet<std::path::PathBuf>,
     /// The repository `cwd` belongs to, read at the start.
     pub repository: Option<guard_common::report::Repository>,
     /// What confined the agent's process at its exec (the root's until the agent's
@@ -202,7 +202,7 @@ impl Registry {
                 agent_threads: Vec::new(),
                 landlock: None,
                 mount_ns: None,
-                hidden: Vec::new(),
+                hidden: Default::default(),
                 repository: repository.clone(),
                 agent_confinement: None,
                 sandboxed_tools: false,
@@ -344,18 +344,23 @@ impl Registry {
     /// Records the paths the daemon named for session `id`'s mount namespace to hide.
     pub fn set_hidden(&mut self, id: SessionId, hidden: Vec<std::path::PathBuf>) {
         if let Some(s) = self.sessions.get_mut(&id) {
-            s.hidden = hidden;
+            s.hidden = hidden.into_iter().collect();
         }
     }
 
     /// Whether `path` lies below a directory `session`'s mount namespace hides (an
     /// empty tmpfs: a root process finds nothing there, ENOENT, rather than EACCES).
+    /// A lookup per directory above `path`, however many the session hides.
     pub fn hidden_below(&self, session: Option<SessionId>, path: &str) -> bool {
-        let path = std::path::Path::new(path);
         session
             .and_then(|id| self.sessions.get(&id))
-            .filter(|s| s.mount_ns.is_some())
-            .is_some_and(|s| s.hidden.iter().any(|h| path != h && path.starts_with(h)))
+            .filter(|s| s.mount_ns.is_some() && !s.hidden.is_empty())
+            .is_some_and(|s| {
+                std::path::Path::new(path)
+                    .ancestors()
+                    .skip(1)
+                    .any(|a| s.hidden.contains(a))
+            })
     }
 
     /// Whether `session`'s root confined itself (Landlock, a mount namespace): a

@@ -690,3 +690,28 @@ fn the_agent_s_children_work_for_the_open_call_and_outlive_it_after_its_end() {
         .is_err()
     );
 }
+
+#[test]
+fn an_open_below_a_hidden_directory_is_told_apart_from_its_neighbours() {
+    let mut r = with_root(NO_SUCH_PID);
+    let hidden = ["/home/u/.ssh", "/srv/vault/"].map(std::path::PathBuf::from);
+    r.set_hidden(S, hidden.to_vec());
+    assert!(
+        !r.hidden_below(Some(S), "/home/u/.ssh/id_rsa"),
+        "no mount namespace yet: nothing is hidden"
+    );
+    r.confined(NO_SUCH_PID, &S.to_string(), (None, Some("ns".into())))
+        .expect("the root says how it is confined");
+    for (path, below) in [
+        ("/home/u/.ssh/id_rsa", true),
+        ("/home/u/.ssh/keys/deep/id_ed25519", true),
+        ("/srv/vault/token", true),
+        ("/home/u/.ssh", false),
+        ("/home/u/.sshx/id_rsa", false),
+        ("/home/u/notes", false),
+        ("relative/.ssh/id_rsa", false),
+    ] {
+        assert_eq!(r.hidden_below(Some(S), path), below, "{path}");
+    }
+    assert!(!r.hidden_below(None, "/home/u/.ssh/id_rsa"), "no session");
+}

@@ -448,8 +448,11 @@ impl Pipeline {
             .downloaded(&ev)
             .or_else(|| {
                 if self.registry.is_confined(ev.session) {
+                    // Only a refusal by ENOENT asks where the file was hidden.
                     let hidden = match &ev.detail {
-                        Detail::Open { path, .. } => self.registry.hidden_below(ev.session, path),
+                        Detail::Open { path, ret, .. } if *ret == -i64::from(libc::ENOENT) => {
+                            self.registry.hidden_below(ev.session, path)
+                        }
                         _ => false,
                     };
                     self.judge.judge_confined(&ev, is_root, hidden)
