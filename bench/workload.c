@@ -190,6 +190,26 @@ static void connect_loop(long n, int port) {
     }
 }
 
+/* N one-byte UDP datagrams from one unconnected socket to K distinct loopback
+ * destinations in turn (127.77.X.Y, port 9): nothing listens there, so the kernel
+ * drops them (an unconnected socket is told of no ICMP error). */
+static void sendto_loop(long n, long k) {
+    if (k < 1 || k > 250L * 250L) die("destinations (1 to 62500)");
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) die("socket");
+    const char byte = 0;
+    struct sockaddr_in addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(9);
+    for (long i = 0; i < n; i++) {
+        unsigned d = (unsigned)(i % k);
+        addr.sin_addr.s_addr = htonl(127u << 24 | 77u << 16 | (d / 250) << 8 | (d % 250 + 1));
+        if (sendto(fd, &byte, 1, 0, (struct sockaddr *)&addr, sizeof addr) != 1) die("sendto");
+    }
+    close(fd);
+}
+
 /* Uploads n MiB over one TCP connection to the loopback sink, then closes. */
 static void bulk_loop(long n, int port) {
     static char buf[1 << 20];
@@ -512,7 +532,7 @@ static void gen(double rate, double secs, long k, const char *path) {
 
 int main(int argc, char **argv) {
     if (argc < 4) {
-        fprintf(stderr, "usage: workload UID:GID open|files|forkexec|connect|dns|git|build|fetch|cargo|npm|codex|bulk|unix|gen N [ARGS]\n");
+        fprintf(stderr, "usage: workload UID:GID open|files|forkexec|connect|sendto|dns|git|build|fetch|cargo|npm|codex|bulk|unix|gen N [ARGS]\n");
         return 2;
     }
     pin();
@@ -539,6 +559,8 @@ int main(int argc, char **argv) {
         forkexec_loop(n);
     } else if (strcmp(mode, "connect") == 0 && argc == 5) {
         connect_loop(n, (int)arg_long(argv[4]));
+    } else if (strcmp(mode, "sendto") == 0 && argc == 5) {
+        sendto_loop(n, arg_long(argv[4]));
     } else if (strcmp(mode, "bulk") == 0 && argc == 5) {
         bulk_loop(n, (int)arg_long(argv[4]));
     } else if (strcmp(mode, "dns") == 0 && argc == 5) {

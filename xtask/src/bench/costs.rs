@@ -19,10 +19,10 @@ use crate::util::{self, log};
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 /// Turns on the kernel's BPF run-time statistics; restores the setting on drop.
-struct BpfStats(String);
+pub(super) struct BpfStats(String);
 
 impl BpfStats {
-    fn enable() -> Result<Self> {
+    pub(super) fn enable() -> Result<Self> {
         let prev =
             fs::read_to_string(BPF_STATS).with_context(|| format!("cannot read {BPF_STATS}"))?;
         fs::write(BPF_STATS, "1").with_context(|| format!("cannot write {BPF_STATS}"))?;
@@ -39,7 +39,7 @@ impl Drop for BpfStats {
 }
 
 /// A loaded BPF program, from `bpftool prog show`.
-struct BpfProg {
+pub(super) struct BpfProg {
     name: String,
     /// Its program type (`tracepoint`, `lsm`, `cgroup_skb`, …).
     kind: String,
@@ -70,7 +70,7 @@ fn verified_insns() -> BTreeMap<u64, u64> {
 }
 
 /// Loaded BPF programs by id.
-fn bpf_programs() -> Result<BTreeMap<u64, BpfProg>> {
+pub(super) fn bpf_programs() -> Result<BTreeMap<u64, BpfProg>> {
     let out = util::stdout_of(Command::new("bpftool").args(["prog", "show", "--json"]))?;
     let v: Value =
         serde_json::from_str(&out).context("bpftool printed something that is not JSON")?;
@@ -294,7 +294,7 @@ fn ours(all: &BTreeMap<u64, BpfProg>, pid: u64, before: &[u64]) -> Vec<u64> {
 
 /// The daemon's programs that ran between the snapshots `s0` and `s1`: (name, runs,
 /// nanoseconds).
-fn ran(
+pub(super) fn ran(
     s0: &BTreeMap<u64, BpfProg>,
     s1: &BTreeMap<u64, BpfProg>,
     pid: u64,

@@ -67,7 +67,23 @@ impl Ctx {
 
     /// The workload command with `n` iterations.
     pub(super) fn workload_command_n(&self, setup: Setup, w: Workload, n: u64) -> Command {
-        let mut cmd = if setup.in_session() {
+        let mut cmd = self.program_command(setup.in_session(), w.args_n(self, n));
+        if w == Workload::Codex {
+            cmd.env("CODEX_HOME", &self.codex.home);
+        }
+        // The micro workloads run on one CPU: their parent/child and client/server
+        // wake-ups then do not depend on waking an idle virtual CPU. The real
+        // workloads (git, gcc, cargo, npm, Codex) run where the scheduler puts them.
+        if let (Some(cpu), true) = (self.pin_cpu, w.micro()) {
+            cmd.env("GBENCH_CPU", cpu.to_string());
+        }
+        cmd
+    }
+
+    /// The workload program with `args` (its uid first), in a session of its own
+    /// (`guard run`) or not, in the workloads' environment.
+    pub(super) fn program_command(&self, in_session: bool, args: Vec<String>) -> Command {
+        let mut cmd = if in_session {
             let mut c = Command::new(&self.guard);
             c.arg("run")
                 .arg("--socket")
@@ -78,17 +94,8 @@ impl Ctx {
         } else {
             Command::new(&self.workload_bin)
         };
-        cmd.args(w.args_n(self, n));
+        cmd.args(args);
         self.workload_env(&mut cmd);
-        if w == Workload::Codex {
-            cmd.env("CODEX_HOME", &self.codex.home);
-        }
-        // The micro workloads run on one CPU: their parent/child and client/server
-        // wake-ups then do not depend on waking an idle virtual CPU. The real
-        // workloads (git, gcc, cargo, npm, Codex) run where the scheduler puts them.
-        if let (Some(cpu), true) = (self.pin_cpu, w.micro()) {
-            cmd.env("GBENCH_CPU", cpu.to_string());
-        }
         cmd
     }
 

@@ -56,6 +56,17 @@ pub(super) fn start_guard(
     floor: bool,
     events: &Path,
 ) -> Result<Proc> {
+    start_guard_within(ctx, policy, floor, events, Duration::from_secs(60))
+}
+
+/// [`start_guard`], waiting up to `ready_within` for the ready line.
+pub(super) fn start_guard_within(
+    ctx: &mut Ctx,
+    policy: &Path,
+    floor: bool,
+    events: &Path,
+    ready_within: Duration,
+) -> Result<Proc> {
     let _ = fs::remove_file(&ctx.socket);
     let stderr = ctx.next_file("guard", "err");
     let mut cmd = Command::new(&ctx.guard);
@@ -91,7 +102,7 @@ pub(super) fn start_guard(
         &mut cmd,
         Some(&stderr),
     )?;
-    proc.wait_ready(Duration::from_secs(60), || {
+    proc.wait_ready(ready_within, || {
         fs::read_to_string(&stderr).is_ok_and(|s| s.contains("guard daemon ready"))
     })?;
     ctx.own_pids.push(proc.pid());

@@ -21,7 +21,7 @@
 //! [`ctx`], [`guard`], [`auditd`], [`peers`] and [`host`] are the means;
 //! [`prepare`] makes the workloads' files and [`agent_day`] the crate and npm
 //! project of the cargo and npm workloads; [`running`] starts and stops a setup;
-//! [`measure`], [`costs`], [`storm`], [`export`] and [`fleet`] take the numbers; [`summary`], [`markdown`] and
+//! [`measure`], [`costs`], [`storm`], [`export`], [`fleet`] and [`scale`] take the numbers; [`summary`], [`markdown`] and
 //! [`chart`] report them. [`kernels`] runs the per-program costs in Debian's kernels too
 //! (`--vm`).
 
@@ -43,6 +43,7 @@ mod peers;
 mod prepare;
 mod process;
 mod running;
+mod scale;
 mod setups;
 mod storm;
 mod summary;
@@ -98,13 +99,13 @@ pub(crate) fn run(guard: &Path, opts: &Options) -> Result<()> {
     fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     // The per-program costs read the kernel's statistics with bpftool (the guests
     // use the host's): `--vm` and `--costs-only` need it, not the peers.
-    if (opts.vm || opts.costs_only) && !opts.no_install {
+    if (opts.vm || opts.costs_only || opts.scale) && !opts.no_install {
         crate::setup::debian_packages(&["bpftool"])?;
     }
     if opts.vm {
         return kernels::costs_in_kernels(&out_dir, &opts.series);
     }
-    if !opts.no_install && opts.only.is_empty() && !opts.costs_only {
+    if !opts.no_install && opts.only.is_empty() && !opts.costs_only && !opts.scale {
         install_peers();
     }
     for bin in ["gcc", "git"] {
@@ -164,8 +165,9 @@ pub(crate) fn run(guard: &Path, opts: &Options) -> Result<()> {
     };
     let build_dir = repo.with_file_name("build");
     let fetch_dir = repo.with_file_name("fetch");
-    // The micro workloads need neither the repository nor the build's sources.
-    if !opts.costs_only {
+    // The micro workloads and the scale phase need neither the repository nor the
+    // build's sources.
+    if !opts.costs_only && !opts.scale {
         log!(
             "generating a git repository of {} files in {}",
             params.files,
@@ -178,7 +180,8 @@ pub(crate) fn run(guard: &Path, opts: &Options) -> Result<()> {
     }
     // The cargo and npm workloads' set-up fetches from the registries: only when
     // they run.
-    let phase_only = opts.fleet_only || opts.export_only || opts.storm_only || opts.costs_only;
+    let phase_only =
+        opts.fleet_only || opts.export_only || opts.storm_only || opts.costs_only || opts.scale;
     let agent_day = if !phase_only
         && (opts.only.is_empty() || opts.only.iter().any(|w| w == "cargo" || w == "npm"))
     {
@@ -299,6 +302,23 @@ pub(crate) fn run(guard: &Path, opts: &Options) -> Result<()> {
         let path = out_dir.join(kernels::COSTS_FILE);
         fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
         log!("wrote {}", path.display());
+        return Ok(());
+    }
+    if opts.scale {
+        let results = json!({
+            "quick": opts.quick,
+            "machine": machine(&guard),
+            "scale": scale::scale(&mut ctx, opts.quick)?,
+            "duration_seconds": started.elapsed().as_secs_f64(),
+        });
+        let path = out_dir.join("scale-results.json");
+        fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
+        log!("wrote {}", path.display());
+        scale::write_report(&out_dir, &results)?;
+        log!(
+            "wrote {}/BENCHMARKS.md (scale) and bench-scale.svg",
+            out_dir.display()
+        );
         return Ok(());
     }
     if opts.fleet_only {

@@ -48,6 +48,13 @@ pub(crate) struct Options {
     /// BENCHMARKS.md's section on the kernels (the rest of it is left alone).
     #[arg(long, conflicts_with_all = ["storm_only", "export_only", "fleet_only"])]
     pub vm: bool,
+    /// Run only the scale phase (~90 s): what guard costs as the work grows (1 to 100
+    /// concurrent sessions, policies of 10 to 1,000 rules, 10,000 to 1,000,000 files
+    /// under a protected directory, 1 to 1,000 destinations; smaller with --quick).
+    /// Results go to scale-results.json, BENCHMARKS.md's section on scale and
+    /// bench-scale.svg (the rest of BENCHMARKS.md is left alone).
+    #[arg(long, conflicts_with_all = ["storm_only", "export_only", "fleet_only", "vm"])]
+    pub scale: bool,
     /// With `--vm`: only the kernels of this series (repeatable: `5.10`, `6.1`,
     /// `6.12`), and this machine's; the other kernels keep their columns from the
     /// results file of an earlier run (each kernel is read against its own floor).
