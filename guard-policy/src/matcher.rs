@@ -278,7 +278,8 @@ impl Compiled {
         // File rules whose patterns match the path (one pass over all of them).
         // The rules to judge, in the policy's order: the file rules whose paths
         // matched (no other file rule can), and every rule of another kind.
-        let candidates: Vec<usize> = match detail {
+        let with_files: Vec<usize>;
+        let candidates: &[usize] = match detail {
             Detail::Open { path, .. } | Detail::Unix { path, .. } => {
                 let mut c: Vec<usize> = self
                     .file_paths
@@ -289,11 +290,12 @@ impl Compiled {
                     .collect();
                 c.sort_unstable();
                 c.dedup();
-                c
+                with_files = c;
+                &with_files
             }
-            _ => self.others.clone(),
+            _ => &self.others,
         };
-        for i in candidates {
+        for &i in candidates {
             let (rule, m) = (&self.policy.rules[i], &self.matchers[i]);
             if !rule.scope.applies(is_root, role) {
                 continue;

@@ -7,14 +7,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
 use super::ctx::Ctx;
 use super::guard::{cpu_seconds, events_total, guard_idle, lost_sum, start_guard, vm_hwm};
 use super::host::{foreign_guards, loadavg};
 use super::prepare::prewarm;
-use super::process::{check_interrupted, path_str, run_timed};
+use super::process::{check_interrupted, path_str, printed_seconds, run_timed};
 use super::running::{finish, start};
 use super::setups::{Setup, Workload};
 use crate::util::log;
@@ -32,11 +32,7 @@ pub(super) fn measure(ctx: &mut Ctx, setup: Setup, w: Workload, round: u32) -> R
     );
     let seen = finish(ctx, running)?;
     let out = result?;
-    let seconds: f64 = out
-        .split_whitespace()
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("the workload printed no time: {out:?}"))?;
+    let seconds = printed_seconds(&out)?;
     log!(
         "round {round} {:<9} {:<13} {seconds:8.3} s{}{}",
         w.name(),

@@ -213,6 +213,14 @@ pub(super) fn tail(s: &str, max: usize) -> String {
     s[start..].replace('\n', " | ")
 }
 
+/// The seconds a workload printed (its first word: it times its own loop).
+pub(super) fn printed_seconds(out: &str) -> Result<f64> {
+    out.split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("the workload printed no time: {out:?}"))
+}
+
 /// Runs `cmd` to completion with a watchdog; returns stdout.
 pub(super) fn run_timed(cmd: &mut Command, timeout: Duration) -> Result<String> {
     let shown = util::display(cmd);

@@ -31,7 +31,9 @@ use super::costs::{BpfStats, bpf_programs, ran};
 use super::ctx::Ctx;
 use super::guard::{cpu_seconds, events_total, guard_idle, lost_sum, start_guard_within, vm_hwm};
 use super::peers::which;
-use super::process::{Proc, TempDir, check_interrupted, path_str, run_timed, sleep};
+use super::process::{
+    Proc, TempDir, check_interrupted, path_str, printed_seconds, run_timed, sleep,
+};
 use super::setups::{Setup, Workload};
 use crate::util::log;
 
@@ -230,10 +232,7 @@ fn run_together(cmds: Vec<Command>) -> Result<Vec<f64>> {
                 let out = t
                     .join()
                     .map_err(|_| anyhow::anyhow!("a workload thread panicked"))??;
-                out.split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .with_context(|| format!("the workload printed no time: {out:?}"))
+                printed_seconds(&out)
             })
             .collect()
     })
@@ -330,8 +329,9 @@ fn rules(ctx: &mut Ctx, n: u64) -> Result<Value> {
         &[0],
     )?;
     let daemon = Daemon::start(ctx, &policy)?;
-    let window = daemon.opens_in_session(ctx)?;
+    // Read while the events file is short (the run adds 500,000 lines).
     let loaded = daemon.policy_loaded();
+    let window = daemon.opens_in_session(ctx)?;
     // The replay reads the run's events (the file is the daemon's until it stops).
     let events = ctx.next_file("scale-replay", "jsonl");
     fs::copy(&daemon.events, &events)?;
