@@ -97,7 +97,18 @@ pub mod severity {
 /// A record id: the spool's own id (random, made with the spool) and the record's
 /// sequence number in it, as 32 hex digits.
 pub fn record_id(spool: u64, seq: u64) -> String {
-    format!("{spool:016x}{seq:016x}")
+    write_record_id(spool, seq, &mut [0; 32]).to_owned()
+}
+
+/// [`record_id`] written into `buf`: no allocation, for the export's every event.
+pub fn write_record_id(spool: u64, seq: u64, buf: &mut [u8; 32]) -> &str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in buf.iter_mut().enumerate() {
+        let v = if i < 16 { spool } else { seq };
+        *b = HEX[((v >> (60 - 4 * (i % 16))) & 0xf) as usize];
+    }
+    // Hex digits only: always UTF-8.
+    std::str::from_utf8(buf).unwrap_or_default()
 }
 
 /// Whether `id` has a record id's form (32 lowercase hex digits).
@@ -110,7 +121,20 @@ pub fn is_record_id(id: &str) -> bool {
 
 /// `<host id>-<boot id>-<session id>`: a session's id across boots of its host.
 pub fn session_uid(host_id: &str, boot_id: &str, session: &str) -> String {
-    format!("{host_id}-{boot_id}-{session}")
+    let mut uid = String::new();
+    write_session_uid(&mut uid, host_id, boot_id, session);
+    uid
+}
+
+/// [`session_uid`] written into `out` (cleared first).
+pub fn write_session_uid(out: &mut String, host_id: &str, boot_id: &str, session: &str) {
+    out.clear();
+    for (i, part) in [host_id, boot_id, session].into_iter().enumerate() {
+        if i > 0 {
+            out.push('-');
+        }
+        out.push_str(part);
+    }
 }
 
 /// JSON as an OTLP value: objects become key-value lists (in their order),

@@ -101,7 +101,9 @@ fn main() -> ExitCode {
             export_token_file,
             state_dir,
             hook_socket,
-        } => tokio::runtime::Builder::new_current_thread()
+        } => {
+            guard::host::one_malloc_arena();
+            tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
@@ -127,7 +129,8 @@ fn main() -> ExitCode {
                         .unwrap_or_else(|| socket.with_file_name("hook.sock")),
                     socket,
                 }))
-            }),
+            })
+        }
         Cmd::Hook { agent, socket } => hook::run(&agent, &socket),
         Cmd::Run {
             socket,

@@ -79,32 +79,62 @@ fn str_of<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
     v.get(key).and_then(Value::as_str)
 }
 
-/// The event's time: its `ts` (RFC 3339) as ns since the epoch.
-fn ts_ns(event: &Value) -> u64 {
-    str_of(event, "ts")
-        .and_then(|ts| chrono::DateTime::parse_from_rfc3339(ts).ok())
+/// An RFC 3339 time (an event's `ts`) as ns since the epoch; 0 when it is not one.
+pub(super) fn rfc3339_ns(ts: &str) -> u64 {
+    chrono::DateTime::parse_from_rfc3339(ts)
+        .ok()
         .and_then(|t| t.timestamp_nanos_opt())
         .map_or(0, |n| n.max(0) as u64)
 }
 
-fn now_ns() -> u64 {
+pub(super) fn now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// The severity of an event: WARN for a violation only reported, ERROR for one
-/// that was stopped, INFO otherwise.
-fn severity_of(event: &Value) -> (i32, &'static str) {
-    match str_of(event, "outcome") {
+/// The severity of an event by its `outcome`: WARN for a violation only reported,
+/// ERROR for one that was stopped, INFO otherwise.
+pub(super) fn severity(outcome: Option<&str>) -> (i32, &'static str) {
+    match outcome {
         Some("killed" | "denied" | "deferred") => (severity::ERROR, "ERROR"),
         Some(_) => (severity::WARN, "WARN"),
         None => (severity::INFO, "INFO"),
     }
 }
 
+/// The top-level strings of an event lifted into attributes, in their order.
+pub(super) const LIFTED_STRINGS: [(&str, &str); 14] = [
+    ("comm", attr::PROCESS_EXECUTABLE_NAME),
+    ("exe", attr::PROCESS_EXECUTABLE_PATH),
+    ("role", attr::PROCESS_ROLE),
+    ("agent_thread", attr::CONVERSATION_ID),
+    ("package", attr::PACKAGE_NAME),
+    ("tool_call", attr::TOOL_CALL_ID),
+    ("user", attr::USER_NAME),
+    ("container", attr::CONTAINER_ID),
+    ("pod_name", attr::K8S_POD_NAME),
+    ("namespace", attr::K8S_NAMESPACE_NAME),
+    ("dest_class", attr::DESTINATION_CLASS),
+    ("rule", attr::RULE),
+    ("action", attr::ACTION),
+    ("outcome", attr::OUTCOME),
+];
+
+/// Whether an event of `kind` has its `path` as `file.path`.
+pub(super) fn has_file_path(kind: &str) -> bool {
+    matches!(kind, "open" | "unix" | "route")
+}
+
+/// Whether an event of `kind` has a server (address, port, transport).
+pub(super) fn has_server(kind: &str) -> bool {
+    matches!(kind, "connect" | "send" | "flow")
+}
+
 /// An audit-log event (one JSON object) as a log record, without its id (the
-/// spool adds it). `session_uid` names the session across boots.
+/// spool adds it). `session_uid` names the session across boots. The export
+/// writes events with [`super::wire::Encoder`], which makes the same record
+/// straight from the line; this one serves the OCSF bodies and the tests.
 pub fn event(event: &Value, host: &Host) -> LogRecord {
     let kind = str_of(event, "kind").unwrap_or("unknown");
     let mut a: Vec<KeyValue> = vec![kv(attr::EVENT_KIND, kind)];
@@ -119,23 +149,7 @@ pub fn event(event: &Value, host: &Host) -> LogRecord {
     if let Some(ppid) = int("ppid") {
         a.push(kv_int(attr::PROCESS_PARENT_PID, ppid));
     }
-    let strings = [
-        ("comm", attr::PROCESS_EXECUTABLE_NAME),
-        ("exe", attr::PROCESS_EXECUTABLE_PATH),
-        ("role", attr::PROCESS_ROLE),
-        ("agent_thread", attr::CONVERSATION_ID),
-        ("package", attr::PACKAGE_NAME),
-        ("tool_call", attr::TOOL_CALL_ID),
-        ("user", attr::USER_NAME),
-        ("container", attr::CONTAINER_ID),
-        ("pod_name", attr::K8S_POD_NAME),
-        ("namespace", attr::K8S_NAMESPACE_NAME),
-        ("dest_class", attr::DESTINATION_CLASS),
-        ("rule", attr::RULE),
-        ("action", attr::ACTION),
-        ("outcome", attr::OUTCOME),
-    ];
-    for (key, name) in strings {
+    for (key, name) in LIFTED_STRINGS {
         if let Some(v) = str_of(event, key) {
             a.push(kv(name, v));
         }
@@ -147,12 +161,12 @@ pub fn event(event: &Value, host: &Host) -> LogRecord {
         let line: Vec<&str> = argv.iter().filter_map(Value::as_str).collect();
         a.push(kv(attr::PROCESS_COMMAND_LINE, line.join(" ")));
     }
-    if matches!(kind, "open" | "unix" | "route")
+    if has_file_path(kind)
         && let Some(path) = str_of(event, "path")
     {
         a.push(kv(attr::FILE_PATH, path));
     }
-    if matches!(kind, "connect" | "send" | "flow") {
+    if has_server(kind) {
         if let Some(server) = str_of(event, "host").or_else(|| str_of(event, "addr")) {
             a.push(kv(attr::SERVER_ADDRESS, server));
         }
@@ -163,9 +177,9 @@ pub fn event(event: &Value, host: &Host) -> LogRecord {
             a.push(kv(attr::NETWORK_TRANSPORT, proto));
         }
     }
-    let (number, text) = severity_of(event);
+    let (number, text) = severity(str_of(event, "outcome"));
     LogRecord {
-        time_unix_nano: ts_ns(event),
+        time_unix_nano: str_of(event, "ts").map_or(0, rfc3339_ns),
         observed_time_unix_nano: now_ns(),
         severity_number: number,
         severity_text: text.to_owned(),
@@ -285,11 +299,11 @@ pub fn encode_with_id(mut record: LogRecord, spool: u64, seq: u64) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use guard_common::otlp::{get_int, get_str};
 
-    fn host() -> Host {
+    pub(in crate::export) fn host() -> Host {
         Host {
             name: "ws-1".into(),
             id: "0123456789abcdef0123456789abcdef".into(),

@@ -20,6 +20,21 @@ pub fn open_regular(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     Ok(file)
 }
 
+/// Has every thread of this process allocate from one malloc arena (glibc's
+/// `M_ARENA_MAX`), before any thread starts. glibc gives each thread an arena of its
+/// own; the daemon's threads hand each other buffers (the ring buffer's reader, the
+/// export's writer and sender), and their arenas held ~25 MiB more at 50,000
+/// events/s exported (measured: 84-89 MiB peak against 58 MiB with one arena, the
+/// same CPU).
+pub fn one_malloc_arena() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt changes an allocator setting; called before other threads
+    // exist, it races with no allocation.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// The host's name and its kernel's release, as `uname` gives them.
 pub fn uname() -> (String, String) {
     let u = rustix::system::uname();

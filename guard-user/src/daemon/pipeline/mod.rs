@@ -43,6 +43,8 @@ pub(super) struct Outputs {
     /// and when each one's last did.
     pub summary_every: std::time::Duration,
     summary_at: std::collections::HashMap<String, std::time::Instant>,
+    /// The line being written, kept from one event to the next.
+    line_buf: Vec<u8>,
 }
 
 impl Outputs {
@@ -60,6 +62,7 @@ impl Outputs {
             stops: Default::default(),
             summary_every: std::time::Duration::from_secs(60),
             summary_at: Default::default(),
+            line_buf: Vec::new(),
         }
     }
 
@@ -88,7 +91,10 @@ impl Outputs {
             // The common case: serialise straight into the sink's buffer.
             return self.sink.write_event(&line);
         }
-        let json: Arc<str> = Arc::from(serde_json::to_string(&line).unwrap_or_default());
+        self.line_buf.clear();
+        // Serialising plain data into a Vec cannot fail; serde_json writes UTF-8.
+        let _ = serde_json::to_writer(&mut self.line_buf, &line);
+        let json: Arc<str> = Arc::from(std::str::from_utf8(&self.line_buf).unwrap_or_default());
         // The export first: a line in the audit log has been offered to it.
         if let Some(export) = &self.export {
             export.offer_event(ev.detail.kind(), &json);
