@@ -79,6 +79,13 @@ fn table(class: Class) -> TableDefinition<'static, u64, &'static [u8]> {
     }
 }
 
+fn info(class: Class) -> TableDefinition<'static, u64, (u64, u64, u64)> {
+    match class {
+        Class::Event => EVENT_INFO,
+        Class::Summary => SUMMARY_INFO,
+    }
+}
+
 /// A class's chunks and their figures, kept together.
 struct Chunks<'t> {
     data: redb::Table<'t, u64, &'static [u8]>,
@@ -87,13 +94,9 @@ struct Chunks<'t> {
 
 impl<'t> Chunks<'t> {
     fn open(tx: &'t redb::WriteTransaction, class: Class) -> Result<Self, Error> {
-        let info = match class {
-            Class::Event => EVENT_INFO,
-            Class::Summary => SUMMARY_INFO,
-        };
         Ok(Self {
             data: tx.open_table(table(class)).map_err(fail("open records"))?,
-            info: tx.open_table(info).map_err(fail("open records"))?,
+            info: tx.open_table(info(class)).map_err(fail("open records"))?,
         })
     }
 
@@ -331,16 +334,26 @@ impl Spool {
         let mut next = Vec::new();
         for class in [Class::Event, Class::Summary] {
             let t = tx.open_table(table(class)).map_err(fail("open records"))?;
-            // From the chunk that holds the first record after `after`.
+            // From the chunk that holds the first record after `after`, found by
+            // the chunks' figures (reading a chunk to learn where it ends would
+            // read it twice).
             let from = match after {
                 None => 0,
-                Some(seq) => t
-                    .range(..=seq.saturating_add(1))
-                    .map_err(fail("iterate"))?
-                    .next_back()
-                    .transpose()
-                    .map_err(fail("read"))?
-                    .map_or(0, |(k, _)| k.value()),
+                Some(seq) => {
+                    let info = tx.open_table(info(class)).map_err(fail("open records"))?;
+                    let before = info
+                        .range(..=seq.saturating_add(1))
+                        .map_err(fail("iterate"))?
+                        .next_back()
+                        .transpose()
+                        .map_err(fail("read"))?
+                        .map(|(k, v)| (k.value(), v.value().0));
+                    match before {
+                        Some((key, end)) if end <= seq => key + 1,
+                        Some((key, _)) => key,
+                        None => 0,
+                    }
+                }
             };
             let chunks = t.range(from..).map_err(fail("iterate"))?.peekable();
             next.push((class, chunks));
