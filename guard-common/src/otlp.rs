@@ -102,12 +102,10 @@ pub fn record_id(spool: u64, seq: u64) -> String {
 
 /// [`record_id`] written into `buf`: no allocation, for the export's every event.
 pub fn write_record_id(spool: u64, seq: u64, buf: &mut [u8; 32]) -> &str {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in buf.iter_mut().enumerate() {
-        let v = if i < 16 { spool } else { seq };
-        *b = HEX[((v >> (60 - 4 * (i % 16))) & 0xf) as usize];
-    }
-    // Hex digits only: always UTF-8.
+    let (a, b) = buf.split_at_mut(16);
+    // 8 bytes into 16 digits each: the sizes match, neither can fail.
+    let _ = hex::encode_to_slice(spool.to_be_bytes(), a);
+    let _ = hex::encode_to_slice(seq.to_be_bytes(), b);
     std::str::from_utf8(buf).unwrap_or_default()
 }
 
@@ -129,12 +127,11 @@ pub fn session_uid(host_id: &str, boot_id: &str, session: &str) -> String {
 /// [`session_uid`] written into `out` (cleared first).
 pub fn write_session_uid(out: &mut String, host_id: &str, boot_id: &str, session: &str) {
     out.clear();
-    for (i, part) in [host_id, boot_id, session].into_iter().enumerate() {
-        if i > 0 {
-            out.push('-');
-        }
-        out.push_str(part);
-    }
+    out.push_str(host_id);
+    out.push('-');
+    out.push_str(boot_id);
+    out.push('-');
+    out.push_str(session);
 }
 
 /// JSON as an OTLP value: objects become key-value lists (in their order),

@@ -504,6 +504,7 @@ async fn send_loop(
                 if let Ok(mut t) = stats.last_success.lock() {
                     *t = Some(crate::event::rfc3339(crate::host::clock::wall_ns()));
                 }
+                show(&spool, &stats);
             }
             Some(Failed { why, after, held }) => {
                 ahead.put_back(held);
@@ -525,7 +526,6 @@ async fn send_loop(
                 }
             }
         }
-        show(&spool, &stats);
     }
 }
 

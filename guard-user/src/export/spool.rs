@@ -743,9 +743,11 @@ mod tests {
         );
         // Read as the sender reads, a little at a time: in order too.
         let mut read = Vec::new();
-        while let Some(more) =
-            Some(s.after(read.last().copied(), 1, 1).expect("read")).filter(|m| !m.is_empty())
-        {
+        loop {
+            let more = s.after(read.last().copied(), 1, 1).expect("read");
+            if more.is_empty() {
+                break;
+            }
             read.extend(more.iter().map(|h| h.seq));
         }
         assert!(read == all, "read in turn, the same");

@@ -158,7 +158,6 @@ impl Encoder {
         out.extend_from_slice(&self.body);
 
         let a = &mut self.scratch;
-        a.clear();
         let mut id = [0; 32];
         kv_str(
             out,
