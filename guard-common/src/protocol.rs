@@ -506,7 +506,7 @@ pub struct ExportStatus {
     pub sent_bytes: u64,
     pub retries: u64,
     /// Records that will never arrive, by reason: `queue_full`, `spool_full_events`,
-    /// `spool_full_summaries`, `spool_error`, `rejected`.
+    /// `spool_full_summaries`, `spool_error`, `spool_lost`, `unreadable`, `rejected`.
     pub dropped: BTreeMap<String, u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,

@@ -68,6 +68,9 @@ pub struct Stats {
     pub dropped_spool_summaries: AtomicU64,
     /// The spool could not be written (a disk error).
     pub dropped_spool_error: AtomicU64,
+    /// Records whose spool file went missing or was cut short (not by guard):
+    /// the spool's own count.
+    pub dropped_spool_lost: AtomicU64,
     /// An audit line the writer could not read back as JSON (never expected).
     pub dropped_unreadable: AtomicU64,
     /// The receiver refused them for good (400, or a record too big alone), or
@@ -93,6 +96,13 @@ impl Stats {
         }
     }
 
+    /// What the spool holds, and lost.
+    fn held(&self, s: &spool::SpoolStats) {
+        self.spool_records.store(s.records, Ordering::Relaxed);
+        self.spool_bytes.store(s.bytes, Ordering::Relaxed);
+        self.dropped_spool_lost.store(s.lost, Ordering::Relaxed);
+    }
+
     /// Dropped records by reason, for status and metrics.
     pub fn dropped(&self) -> BTreeMap<String, u64> {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -101,6 +111,7 @@ impl Stats {
             ("spool_full_events", load(&self.dropped_spool_events)),
             ("spool_full_summaries", load(&self.dropped_spool_summaries)),
             ("spool_error", load(&self.dropped_spool_error)),
+            ("spool_lost", load(&self.dropped_spool_lost)),
             ("unreadable", load(&self.dropped_unreadable)),
             ("rejected", load(&self.rejected)),
         ]
@@ -152,8 +163,7 @@ impl Exporter {
         let stats = Arc::new(Stats::default());
         stats.set("ok", None);
         let held = spool.stats()?;
-        stats.spool_records.store(held.records, Ordering::Relaxed);
-        stats.spool_bytes.store(held.bytes, Ordering::Relaxed);
+        stats.held(&held);
         stats
             .dropped_spool_events
             .store(held.dropped_events, Ordering::Relaxed);
@@ -422,10 +432,7 @@ fn write_loop(
                 }
             }
         }
-        if let Ok(s) = spool.stats() {
-            stats.spool_records.store(s.records, Ordering::Relaxed);
-            stats.spool_bytes.store(s.bytes, Ordering::Relaxed);
-        }
+        show(spool, stats);
         wake.notify_one();
     }
 }
@@ -532,8 +539,7 @@ async fn send_loop(
 /// The spool's figures in the status.
 fn show(spool: &Spool, stats: &Stats) {
     if let Ok(s) = spool.stats() {
-        stats.spool_records.store(s.records, Ordering::Relaxed);
-        stats.spool_bytes.store(s.bytes, Ordering::Relaxed);
+        stats.held(&s);
     }
 }
 

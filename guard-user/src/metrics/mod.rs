@@ -198,7 +198,7 @@ impl Collector for KernelCollector {
                 &mut encoder,
                 "guard_export_dropped",
                 "Records that will never reach the export endpoint, by reason (queue_full, \
-                 spool_full_events, spool_full_summaries, spool_error, unreadable, rejected)",
+                 spool_full_events, spool_full_summaries, spool_error, spool_lost, unreadable, rejected)",
                 None,
                 "reason",
                 x.dropped.iter().map(|(k, v)| (k.clone(), *v)),
