@@ -32,26 +32,49 @@ const WAKEUP_BYTES: u64 = 1 << 20;
 const WAKEUP_WINDOW: u64 = 64 << 10;
 
 /// Waking the daemon for every record costs a context switch each (on a busy
-/// session, more than the rest of the pipeline). Execs wake it at once when the
-/// policy has exec rules decided in user space (argv rules), which should kill
-/// promptly. Other records wait for the daemon's 10 ms drain, unless a megabyte is
-/// pending (see [`WAKEUP_WINDOW`]).
+/// session, more than the rest of the pipeline). An exec whose kill user space
+/// decides wakes it at once ([`exec_wakes`]). Other records wait for the daemon's
+/// 10 ms drain, unless a megabyte is pending (see [`WAKEUP_WINDOW`]).
 #[inline(always)]
-fn wakeup_flags(kind: u16) -> u64 {
-    if kind == EventKind::Exec as u16
-        && crate::maps::CONFIG
-            .get(0)
-            .is_some_and(|c| c.exec_wakeup != 0)
-    {
+fn wakeup_flags(h: &Header, exec_wakeup: u32) -> u64 {
+    if h.kind == EventKind::Exec as u16 && exec_wakes(h, exec_wakeup) {
         // Forced: a plain output only wakes a reader that has consumed everything
         // before it, and the records just before an exec were queued quietly.
         return u64::from(BPF_RB_FORCE_WAKEUP);
     }
+    pending_wakeup()
+}
+
+/// A wake-up for the records that cross the pending megabyte ([`WAKEUP_WINDOW`]).
+#[inline(always)]
+fn pending_wakeup() -> u64 {
     let pending = EVENTS.query(u64::from(BPF_RB_AVAIL_DATA));
     if (WAKEUP_BYTES..WAKEUP_BYTES + WAKEUP_WINDOW).contains(&pending) {
         u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
         u64::from(BPF_RB_NO_WAKEUP)
+    }
+}
+
+/// Whether the exec whose record has header `h` is one user space may kill at
+/// once (`exec_wakeup`, `Config`'s): every exec under a rule on a glob of programs; otherwise an exec the
+/// kernel held (a digest, a download: stopped until the daemon decides), of a
+/// program an argv rule names, or that starts a session. Other execs' records wait for the drain beat (an
+/// exec of a copy of such a program under another name too: killed all the same,
+/// within the beat).
+#[inline(always)]
+fn exec_wakes(h: &Header, exec_wakeup: u32) -> bool {
+    match exec_wakeup {
+        0 => false,
+        guard_common::rules::EXEC_WAKE_ALL => true,
+        // A session's start too: what the daemon does for it (its repository, its
+        // working directory) would otherwise come before the next named exec's kill.
+        // SAFETY: presence checks only.
+        _ => unsafe {
+            h.flags & flags::SESSION_START != 0
+                || crate::maps::HELD.get(h.pid).is_some()
+                || crate::maps::EXEC_WAKE.get(h.comm).is_some()
+        },
     }
 }
 
@@ -255,7 +278,8 @@ pub(crate) extern "C" fn guard_submit(sizes: u64, weight: u64, how: u64) -> i64 
     let wakeup = if (how >> 16) & 1 != 0 {
         u64::from(BPF_RB_FORCE_WAKEUP)
     } else {
-        wakeup_flags(kind)
+        // SAFETY: as above.
+        wakeup_flags(unsafe { &*header }, cfg.exec_wakeup)
     };
     if EVENTS.output::<[u8]>(record, wakeup).is_err() {
         count_n(counter::lost(kind), weight);
@@ -295,7 +319,7 @@ fn report(about: *const Header, dropped: u64, total: u64) {
             child_pid: 0,
         };
     }
-    entry.submit(wakeup_flags(EventKind::Limit as u16));
+    entry.submit(pending_wakeup());
 }
 
 /// Reports a child of `session` that the full map of tracked processes could not

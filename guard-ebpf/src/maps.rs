@@ -68,6 +68,13 @@ pub(crate) static AGENT_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(1
 pub(crate) static DIGEST_SIZES: HashMap<u64, u32> =
     HashMap::with_max_entries(guard_common::DIGEST_SIZES_MAX, 0);
 
+/// Programs (as `comm` after their exec, cut to 15 bytes) whose exec records
+/// wake the daemon at once: the programs of the exec rules user space decides
+/// (`Config::exec_wakeup`). Values unused.
+#[map]
+pub(crate) static EXEC_WAKE: HashMap<AgentName, u8> =
+    HashMap::with_max_entries(guard_common::rules::EXEC_WAKE_MAX, 0);
+
 /// Processes held at exec for their digest, by tgid: when they were stopped
 /// (boot ns). User space removes each entry as it decides.
 #[map]

@@ -28,3 +28,4 @@ pub mod profile;
 pub mod replay;
 pub mod signed;
 pub mod tables;
+mod wake;

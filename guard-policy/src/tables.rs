@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use guard_common::{
-    AF_INET, AF_INET6, Config, NetData, PathData, RuleRef,
+    AF_INET, AF_INET6, AgentName, Config, NetData, PathData, RuleRef,
     rules::{PATH_KEY_DATA, access, path_kind, rule_flags},
 };
 use ipnet::IpNet;
@@ -32,6 +32,8 @@ pub struct RuleTables<'a> {
     pub taint_nets: &'a [(u32, NetData, RuleRef)],
     /// `DIGEST_SIZES`: the file sizes exec rules' digests name.
     pub digest_sizes: &'a [u64],
+    /// `EXEC_WAKE`: programs whose exec records wake the daemon at once.
+    pub exec_wake: &'a [AgentName],
     pub config: Config,
 }
 
@@ -54,6 +56,8 @@ pub struct Tables {
     /// `DIGEST_SIZES`: the sizes of the files exec rules name by digest (every
     /// action, every mode: a log or alert needs the digest too).
     pub digest_sizes: Vec<u64>,
+    /// `EXEC_WAKE`: the programs of the exec rules user space decides.
+    pub exec_wake: Vec<AgentName>,
 }
 
 impl Tables {
@@ -64,6 +68,7 @@ impl Tables {
             nets: &self.nets,
             taint_nets: &self.taint_nets,
             digest_sizes: &self.digest_sizes,
+            exec_wake: &self.exec_wake,
             config: self.config,
         }
     }
@@ -386,9 +391,10 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
     // mode (observe mode logs them).
     out.config.downloads = u32::from(policy.sessions.run_downloaded.is_some());
     // Held execs wait for the daemon: it must wake at once.
-    out.config.exec_wakeup = u32::from(!out.digest_sizes.is_empty() || out.config.downloads != 0);
+    let held = !out.digest_sizes.is_empty() || out.config.downloads != 0;
     if policy.mode == Mode::Observe {
         out.config.path_kinds = path_kinds(&out.paths);
+        (out.config.exec_wakeup, out.exec_wake) = crate::wake::exec_wake(policy, &[], held);
         return out;
     }
     let mut nets = Vec::new();
@@ -568,11 +574,7 @@ pub fn compile(policy: &Policy, homes: &[String], hosts: &Hosts, lsm: bool) -> T
     multicall_entries(&mut out.paths);
     out.paths = merge_role_scoped(std::mem::take(&mut out.paths));
     out.config.path_kinds = path_kinds(&out.paths);
-    out.config.exec_wakeup |= u32::from(
-        out.partial
-            .iter()
-            .any(|&i| matches!(policy.rules[i].kind, Kind::Exec { .. })),
-    );
+    (out.config.exec_wakeup, out.exec_wake) = crate::wake::exec_wake(policy, &out.partial, held);
     out.config.limit_kill = u32::from(policy.limits.on_loss == crate::model::OnLoss::Kill);
     out
 }
@@ -822,6 +824,7 @@ fn identity_targets(policy: &Policy, homes: &[String], lsm: bool) -> Vec<crate::
 mod tests {
     use super::*;
     use crate::model::{Pos, Rule};
+    use guard_common::rules::EXEC_WAKE_NAMED;
 
     fn rule(kind: Kind, action: Action) -> Rule {
         Rule {
@@ -1129,8 +1132,9 @@ mod tests {
         assert!(k.paths.is_empty());
         assert_eq!(k.partial, [0]);
         assert_eq!(
-            k.config.exec_wakeup, 1,
-            "execs must wake the daemon at once for its argv decision"
+            (k.config.exec_wakeup, k.exec_wake),
+            (EXEC_WAKE_NAMED, vec![guard_common::agent_key(b"git")]),
+            "git's execs must wake the daemon at once for its argv decision"
         );
         let by_name = Kind::Exec {
             exe: vec!["sudo".into()],

@@ -6,7 +6,7 @@ use aya::{
     Ebpf,
     maps::{Array, HashMap, LpmTrie, MapData, lpm_trie::Key},
 };
-use guard_common::{Config, NetData, PathData, RuleRef, rules::InodeKey};
+use guard_common::{AgentName, Config, NetData, PathData, RuleRef, rules::InodeKey};
 
 use guard_policy::tables::RuleTables;
 
@@ -25,6 +25,8 @@ pub(super) struct RuleMaps {
     inode_count: Array<MapData, u32>,
     /// `DIGEST_SIZES`: the file sizes whose execs the kernel holds for a digest.
     digest_sizes: HashMap<MapData, u64, u32>,
+    /// `EXEC_WAKE`: the programs whose exec records wake the daemon at once.
+    exec_wake: HashMap<MapData, AgentName, u8>,
     /// `OPEN_EPOCH`: the epochs of the kernel's counted repeats of opens
     /// (`guard_common::epoch`); user space moves the rules'.
     open_epoch: Array<MapData, u64>,
@@ -50,6 +52,7 @@ impl RuleMaps {
             inode_rules: take(bpf, "INODE_RULES")?,
             inode_count: take(bpf, "INODE_COUNT")?,
             digest_sizes: take(bpf, "DIGEST_SIZES")?,
+            exec_wake: take(bpf, "EXEC_WAKE")?,
             open_epoch: take(bpf, "OPEN_EPOCH")?,
             generation,
         })
@@ -120,6 +123,9 @@ impl Probes {
         // Not by generation: a size held a moment too long, or too short, across a
         // change costs a hash, or the digest of one exec.
         self.set_digest_sizes(rules.digest_sizes)?;
+        // Before the config that reads them: a name missing for a moment costs an
+        // exec's record the drain beat, one extra a wake-up.
+        set_keys(&mut self.rules.exec_wake, "EXEC_WAKE", rules.exec_wake)?;
         let config = Config {
             generation: u32::from(next),
             ..rules.config
@@ -250,4 +256,27 @@ impl Probes {
         self.set_inode_count(generation, inodes.len())?;
         self.rules_changed()
     }
+}
+
+/// Makes the keys of a presence map `keys` (values 1): the new ones in, the others
+/// out.
+fn set_keys<K: aya::Pod + PartialEq>(
+    map: &mut HashMap<MapData, K, u8>,
+    name: &'static str,
+    keys: &[K],
+) -> Result<(), Error> {
+    for key in keys {
+        map.insert(key, 1, 0)
+            .map_err(|source| Error::Map { map: name, source })?;
+    }
+    let stale: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !keys.contains(k))
+        .collect();
+    for key in stale {
+        map.remove(&key)
+            .map_err(|source| Error::Map { map: name, source })?;
+    }
+    Ok(())
 }
