@@ -72,7 +72,7 @@ pub(crate) static DIGEST_SIZES: HashMap<u64, u32> =
 /// wake the daemon at once: the programs of the exec rules user space decides
 /// (`Config::exec_wakeup`). Values unused.
 #[map]
-pub(crate) static EXEC_WAKE: HashMap<AgentName, u8> =
+pub(crate) static EXEC_WAKE: HashMap<AgentName, u32> =
     HashMap::with_max_entries(guard_common::rules::EXEC_WAKE_MAX, 0);
 
 /// Processes held at exec for their digest, by tgid: when they were stopped

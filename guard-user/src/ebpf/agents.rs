@@ -43,7 +43,7 @@ impl AgentMaps {
 
 /// Makes the keys of a set-like map exactly `wanted`: new keys go in first, so a key
 /// wanted before and after is never absent.
-fn replace_keys<K: aya::Pod + Eq + std::hash::Hash>(
+pub(super) fn replace_keys<K: aya::Pod + Eq + std::hash::Hash>(
     map: &mut HashMap<MapData, K, u32>,
     name: &'static str,
     wanted: &[K],

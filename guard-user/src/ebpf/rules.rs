@@ -10,7 +10,7 @@ use guard_common::{AgentName, Config, NetData, PathData, RuleRef, rules::InodeKe
 
 use guard_policy::tables::RuleTables;
 
-use super::{Error, Probes, take};
+use super::{Error, Probes, agents::replace_keys, take};
 
 /// The policy's maps: its rule tables, identity entries, digest sizes and
 /// settings, and the generation of the rules in force.
@@ -26,7 +26,7 @@ pub(super) struct RuleMaps {
     /// `DIGEST_SIZES`: the file sizes whose execs the kernel holds for a digest.
     digest_sizes: HashMap<MapData, u64, u32>,
     /// `EXEC_WAKE`: the programs whose exec records wake the daemon at once.
-    exec_wake: HashMap<MapData, AgentName, u8>,
+    exec_wake: HashMap<MapData, AgentName, u32>,
     /// `OPEN_EPOCH`: the epochs of the kernel's counted repeats of opens
     /// (`guard_common::epoch`); user space moves the rules'.
     open_epoch: Array<MapData, u64>,
@@ -125,7 +125,7 @@ impl Probes {
         self.set_digest_sizes(rules.digest_sizes)?;
         // Before the config that reads them: a name missing for a moment costs an
         // exec's record the drain beat, one extra a wake-up.
-        set_keys(&mut self.rules.exec_wake, "EXEC_WAKE", rules.exec_wake)?;
+        replace_keys(&mut self.rules.exec_wake, "EXEC_WAKE", rules.exec_wake)?;
         let config = Config {
             generation: u32::from(next),
             ..rules.config
@@ -162,34 +162,18 @@ impl Probes {
     }
 
     fn set_digest_sizes(&mut self, sizes: &[u64]) -> Result<(), Error> {
-        let map = "DIGEST_SIZES";
-        for size in sizes.iter().take(guard_common::DIGEST_SIZES_MAX as usize) {
-            self.rules
-                .digest_sizes
-                .insert(size, 1, 0)
-                .map_err(|source| Error::Map { map, source })?;
-        }
-        if sizes.len() > guard_common::DIGEST_SIZES_MAX as usize {
+        let max = guard_common::DIGEST_SIZES_MAX as usize;
+        if sizes.len() > max {
             tracing::warn!(
-                "{} file sizes named by digests: the first {} are held at exec, the rest are not",
+                "{} file sizes named by digests: the first {max} are held at exec, the rest are not",
                 sizes.len(),
-                guard_common::DIGEST_SIZES_MAX
             );
         }
-        let stale: Vec<u64> = self
-            .rules
-            .digest_sizes
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|s| !sizes.contains(s))
-            .collect();
-        for s in stale {
-            self.rules
-                .digest_sizes
-                .remove(&s)
-                .map_err(|source| Error::Map { map, source })?;
-        }
-        Ok(())
+        replace_keys(
+            &mut self.rules.digest_sizes,
+            "DIGEST_SIZES",
+            &sizes[..sizes.len().min(max)],
+        )
     }
 
     fn clear_generation(&mut self, generation: u8) -> Result<(), Error> {
@@ -256,27 +240,4 @@ impl Probes {
         self.set_inode_count(generation, inodes.len())?;
         self.rules_changed()
     }
-}
-
-/// Makes the keys of a presence map `keys` (values 1): the new ones in, the others
-/// out.
-fn set_keys<K: aya::Pod + PartialEq>(
-    map: &mut HashMap<MapData, K, u8>,
-    name: &'static str,
-    keys: &[K],
-) -> Result<(), Error> {
-    for key in keys {
-        map.insert(key, 1, 0)
-            .map_err(|source| Error::Map { map: name, source })?;
-    }
-    let stale: Vec<K> = map
-        .keys()
-        .filter_map(Result::ok)
-        .filter(|k| !keys.contains(k))
-        .collect();
-    for key in stale {
-        map.remove(&key)
-            .map_err(|source| Error::Map { map: name, source })?;
-    }
-    Ok(())
 }
