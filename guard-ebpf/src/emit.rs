@@ -56,10 +56,11 @@ fn pending_wakeup() -> u64 {
     }
 }
 
-/// Whether the exec whose record has header `h` is one user space may kill at
-/// once (`exec_wakeup`, `Config`'s): every exec under a rule on a glob of programs; otherwise an exec the
-/// kernel held (a digest, a download: stopped until the daemon decides), of a
-/// program an argv rule names, or that starts a session. Other execs' records wait for the drain beat (an
+/// Whether the exec whose record has header `h` is one user space may kill, so
+/// that the daemon must read it at once (`exec_wakeup`: `Config`'s): every exec
+/// under a rule on a glob of programs; otherwise an exec the kernel held (a digest,
+/// a download: stopped until the daemon decides), of a program an argv rule names,
+/// or one that starts a session. Other execs' records wait for the drain beat (an
 /// exec of a copy of such a program under another name too: killed all the same,
 /// within the beat).
 #[inline(always)]

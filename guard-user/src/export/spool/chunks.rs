@@ -104,15 +104,20 @@ impl Dir {
         Ok(Self { path })
     }
 
-    pub(super) fn path_of(&self, file: u64) -> PathBuf {
+    fn path_of(&self, file: u64) -> PathBuf {
         self.path.join(format!("{file:016x}"))
     }
 
-    fn fail(&self, file: u64) -> impl FnOnce(std::io::Error) -> Error + '_ {
-        move |source| Error::Chunk {
+    /// The error of an I/O on file `file`.
+    pub(super) fn failed(&self, file: u64, source: std::io::Error) -> Error {
+        Error::Chunk {
             path: self.path_of(file),
             source,
         }
+    }
+
+    fn fail(&self, file: u64) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        move |source| self.failed(file, source)
     }
 
     /// Writes a new file and syncs it.

@@ -359,10 +359,7 @@ impl Spool {
     fn read(&self, info: &Info) -> Result<bytes::Bytes, Error> {
         self.dir
             .read(info.file, info.len())
-            .map_err(|source| Error::Chunk {
-                path: self.dir.path_of(info.file),
-                source,
-            })
+            .map_err(|source| self.dir.failed(info.file, source))
     }
 
     /// The records after sequence number `after` (all, with `None`), oldest first
@@ -453,12 +450,7 @@ impl Spool {
                         file: info.file,
                     });
                 }
-                Err(source) => {
-                    return Err(Error::Chunk {
-                        path: self.dir.path_of(info.file),
-                        source,
-                    });
-                }
+                Err(source) => return Err(self.dir.failed(info.file, source)),
             };
             for (seq, record) in Records(&whole) {
                 if after.is_some_and(|a| seq <= a) {
@@ -634,6 +626,8 @@ fn recover(tx: &redb::WriteTransaction, dir: &Dir, files: &mut Pending<'_>) -> R
     let mut on_disk: std::collections::HashMap<u64, u64> = dir.list()?.into_iter().collect();
     let mut meta = tx.open_table(META).map_err(fail("open meta"))?;
     let mut counts = Counts::read(&meta)?;
+    // No number a file there has is given again.
+    let past_files = on_disk.keys().map(|f| f + 1).max().unwrap_or(0);
     for class in [Class::Event, Class::Summary] {
         let mut t = Chunks::open(tx, class)?;
         let mut lost = Vec::new();
@@ -661,9 +655,7 @@ fn recover(tx: &redb::WriteTransaction, dir: &Dir, files: &mut Pending<'_>) -> R
     for (file, _) in on_disk {
         files.leave(file);
     }
-    counts.next_file = counts
-        .next_file
-        .max(dir.list()?.iter().map(|(f, _)| f + 1).max().unwrap_or(0));
+    counts.next_file = counts.next_file.max(past_files);
     counts.write(&mut meta)
 }
 
