@@ -16,6 +16,9 @@ fn main() {
     }
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let obj = out.join("shim.o");
+    println!("cargo:rerun-if-env-changed=CARGO_CFG_BPF_TARGET_ARCH");
+    let arch =
+        env::var("CARGO_CFG_BPF_TARGET_ARCH").unwrap_or_else(|_| env::consts::ARCH.to_owned());
     let clang = env::var("GUARD_CLANG").unwrap_or_else(|_| "clang-19".to_owned());
     let multiarch = format!("/usr/include/{}-linux-gnu", env::consts::ARCH);
     let status = Command::new(&clang)
@@ -35,6 +38,10 @@ fn main() {
                 .is_some()
                 .then_some("-DGUARD_COMPAT"),
         )
+        // The registers a system call's arguments are in (shim.c
+        // `guard_syscall_args`): the architecture guard-user is built for (aya-build
+        // passes it as `bpf_target_arch`), else this machine's.
+        .arg(format!("-DGUARD_ARCH_{}", arch.to_ascii_uppercase()))
         .args(["-c", shim, "-o"])
         .arg(&obj)
         .status()

@@ -42,6 +42,16 @@ unsafe extern "C" {
     fn guard_binprm_file(b: *const c_void) -> *const c_void;
     fn guard_binprm_interpreted(b: *const c_void) -> u32;
     fn guard_task_fd_file(t: *const Task, fd: u32) -> *const c_void;
+    #[cfg(feature = "compat")]
+    fn guard_task_new_fd_file(t: *const Task, fd: u32) -> *const c_void;
+    #[cfg(not(feature = "compat"))]
+    fn guard_syscall_args(a: *mut u64);
+    #[cfg(not(feature = "compat"))]
+    fn guard_open_call(nr: i32) -> i32;
+    #[cfg(not(feature = "compat"))]
+    fn guard_current_start_ns() -> u64;
+    #[cfg(not(feature = "compat"))]
+    fn guard_current_new_fd_file(fd: u32) -> *const c_void;
     fn guard_file_path(f: *const c_void, buf: *mut u8, end: u32, depth: u32) -> u32;
     fn guard_task_cwd_path(t: *const Task, buf: *mut u8, end: u32, depth: u32) -> u32;
     fn guard_dentry_name(d: *const c_void, dst: *mut u8, max: u32) -> u32;
@@ -146,6 +156,38 @@ pub(crate) fn binprm_file(bprm: *const c_void) -> *const c_void {
 }
 pub(crate) fn fd_file(t: *const Task, fd: u32) -> *const c_void {
     unsafe { guard_task_fd_file(t, fd) }
+}
+/// The first four arguments of the current task's system call, read from the
+/// registers it entered the call with (shim.c).
+#[cfg(not(feature = "compat"))]
+pub(crate) fn syscall_args() -> [u64; 4] {
+    let mut a = [0u64; 4];
+    unsafe { guard_syscall_args(a.as_mut_ptr()) };
+    a
+}
+/// The [`guard_common::OpenCall`] number of system call `nr` on this architecture,
+/// or a negative number for another call.
+#[cfg(not(feature = "compat"))]
+pub(crate) fn open_call(nr: i32) -> i32 {
+    unsafe { guard_open_call(nr) }
+}
+/// [`fd_file`] of a descriptor the current task's system call returned.
+pub(crate) fn new_fd_file(fd: u32) -> *const c_void {
+    #[cfg(feature = "compat")]
+    return unsafe { guard_task_new_fd_file(current(), fd) };
+    #[cfg(not(feature = "compat"))]
+    unsafe {
+        guard_current_new_fd_file(fd)
+    }
+}
+/// [`start_ns`] of the current task.
+pub(crate) fn current_start_ns() -> u64 {
+    #[cfg(feature = "compat")]
+    return start_ns(current());
+    #[cfg(not(feature = "compat"))]
+    unsafe {
+        guard_current_start_ns()
+    }
 }
 
 // The compat build's path walk (shim.c `guard_path_walk`): the shim keeps its state

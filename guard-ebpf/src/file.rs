@@ -1,7 +1,9 @@
-//! File opens: open, openat, openat2 and creat. Entry notes the arguments of tracked
-//! threads; exit resolves what was actually opened from the new descriptor, so
-//! relative paths, dirfds, `..`, symlinks and `/proc/self/root` all come out as the
-//! real absolute path.
+//! File opens: open, openat, openat2 and creat. The exit resolves what was actually
+//! opened from the new descriptor, so relative paths, dirfds, `..`, symlinks and
+//! `/proc/self/root` all come out as the real absolute path. The call's arguments
+//! (flags, mode, the name passed, for an open that failed) are read at the exit from
+//! the registers the thread entered the call with; the compat build, for kernels
+//! without `bpf_task_pt_regs`, notes them at the entry instead.
 
 use aya_ebpf::{
     helpers::{bpf_probe_read_user_str_bytes, generated as gen_helpers},
@@ -17,9 +19,7 @@ use crate::{
     core_read::{self, WALK_TRUNCATED},
     emit::{Draft, current_ids},
     enforce,
-    maps::{
-        PATH_END, PATH_MASK, PATH_SCRATCH, PENDING_OPEN, PendingOpen, TRACKED, is_tracked, tracked,
-    },
+    maps::{PATH_END, PATH_MASK, PATH_SCRATCH, PendingOpen, TRACKED, tracked},
     repeat,
 };
 
@@ -29,9 +29,13 @@ const CREAT_FLAGS: u64 = 0o100 | 0o1 | 0o1000;
 
 // Field offsets in the syscalls:sys_enter_* records (tracefs `format` files): each
 // argument is an 8-byte slot after the 16-byte common header and syscall number.
+#[cfg(feature = "compat")]
 const ARG0: usize = 16;
+#[cfg(feature = "compat")]
 const ARG1: usize = 24;
+#[cfg(feature = "compat")]
 const ARG2: usize = 32;
+#[cfg(feature = "compat")]
 const ARG3: usize = 40;
 const RET: usize = 16;
 
@@ -40,40 +44,54 @@ fn arg(ctx: &TracePointContext, off: usize) -> u64 {
     unsafe { ctx.read_at::<u64>(off) }.unwrap_or(0)
 }
 
-/// The current thread's id when its process is tracked. Checked before anything
-/// else: a process outside every session pays this one lookup and nothing more.
+/// The current thread's id and its process's entry when it is tracked. Checked
+/// before anything else: a process outside every session pays this one lookup and
+/// nothing more.
+#[cfg(feature = "compat")]
 #[inline(always)]
-fn tracked_thread() -> Option<u32> {
+fn tracked_thread() -> Option<(u32, guard_common::Tracked)> {
     let (tgid, tid) = current_ids();
-    is_tracked(tgid).then_some(tid)
+    Some((tid, tracked(tgid)?))
 }
 
+#[cfg(feature = "compat")]
 #[inline(always)]
-fn note(tid: u32, call: OpenCall, dfd: i64, filename: u64, flags: u64, mode: u64) -> u32 {
+fn note(
+    (tid, tracked): (u32, guard_common::Tracked),
+    call: OpenCall,
+    dfd: i64,
+    filename: u64,
+    flags: u64,
+    mode: u64,
+) -> u32 {
     let pending = PendingOpen {
         filename,
         flags,
         dfd,
+        session: tracked.session,
+        who: tracked.flags,
         call: call as u32,
         mode: mode as u32,
+        _pad: 0,
     };
-    if let Some(p) = PENDING_OPEN.get_ptr_mut(tid) {
+    if let Some(p) = crate::maps::PENDING_OPEN.get_ptr_mut(tid) {
         // SAFETY: this thread's entry; only this thread (and its exit) touch it.
         unsafe { *p = pending };
-    } else if PENDING_OPEN.insert(tid, pending, 0).is_err() {
+    } else if crate::maps::PENDING_OPEN.insert(tid, pending, 0).is_err() {
         crate::maps::count(guard_common::counter::PENDING_FULL);
     }
     0
 }
 
+#[cfg(feature = "compat")]
 #[tracepoint(category = "syscalls", name = "sys_enter_openat")]
 pub(crate) fn sys_enter_openat(ctx: TracePointContext) -> u32 {
-    let Some(tid) = tracked_thread() else {
+    let Some(thread) = tracked_thread() else {
         return 0;
     };
     let dfd = i64::from(arg(&ctx, ARG0) as i32);
     note(
-        tid,
+        thread,
         OpenCall::Openat,
         dfd,
         arg(&ctx, ARG1),
@@ -82,13 +100,14 @@ pub(crate) fn sys_enter_openat(ctx: TracePointContext) -> u32 {
     )
 }
 
+#[cfg(feature = "compat")]
 #[tracepoint(category = "syscalls", name = "sys_enter_open")]
 pub(crate) fn sys_enter_open(ctx: TracePointContext) -> u32 {
-    let Some(tid) = tracked_thread() else {
+    let Some(thread) = tracked_thread() else {
         return 0;
     };
     note(
-        tid,
+        thread,
         OpenCall::Open,
         AT_FDCWD,
         arg(&ctx, ARG0),
@@ -97,13 +116,14 @@ pub(crate) fn sys_enter_open(ctx: TracePointContext) -> u32 {
     )
 }
 
+#[cfg(feature = "compat")]
 #[tracepoint(category = "syscalls", name = "sys_enter_creat")]
 pub(crate) fn sys_enter_creat(ctx: TracePointContext) -> u32 {
-    let Some(tid) = tracked_thread() else {
+    let Some(thread) = tracked_thread() else {
         return 0;
     };
     note(
-        tid,
+        thread,
         OpenCall::Creat,
         AT_FDCWD,
         arg(&ctx, ARG0),
@@ -112,14 +132,21 @@ pub(crate) fn sys_enter_creat(ctx: TracePointContext) -> u32 {
     )
 }
 
+#[cfg(feature = "compat")]
 #[tracepoint(category = "syscalls", name = "sys_enter_openat2")]
 pub(crate) fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
-    let Some(tid) = tracked_thread() else {
+    let Some(thread) = tracked_thread() else {
         return 0;
     };
     let dfd = i64::from(arg(&ctx, ARG0) as i32);
-    // struct open_how { u64 flags; u64 mode; u64 resolve; } in user memory.
-    let how = arg(&ctx, ARG2);
+    let [flags, mode] = open_how(arg(&ctx, ARG2));
+    note(thread, OpenCall::Openat2, dfd, arg(&ctx, ARG1), flags, mode)
+}
+
+/// The flags and mode of an `openat2` call's `struct open_how { u64 flags; u64
+/// mode; u64 resolve; }` at `how` in user memory (zeroes when unreadable).
+#[inline(always)]
+fn open_how(how: u64) -> [u64; 2] {
     let mut fm = [0u64; 2];
     // SAFETY: reads 16 bytes of user memory into a stack array.
     let ok = unsafe {
@@ -129,10 +156,63 @@ pub(crate) fn sys_enter_openat2(ctx: TracePointContext) -> u32 {
             how as *const core::ffi::c_void,
         )
     } == 0;
-    if !ok {
-        fm = [0, 0];
+    if ok { fm } else { [0, 0] }
+}
+
+/// The open that exits now on thread `tid` of process `tgid`, when the process is
+/// tracked: its arguments as the compat build's entry programs noted them (an
+/// open whose entry was not seen is not reported).
+#[cfg(feature = "compat")]
+#[inline(always)]
+fn exiting_open(_ctx: &TracePointContext, _tgid: u32, tid: u32) -> Option<PendingOpen> {
+    let p = crate::maps::PENDING_OPEN.get_ptr_mut(tid)?;
+    // SAFETY: this thread's entry; only this thread (and its exit) touch it.
+    let pending = unsafe { *p };
+    if pending.call == PendingOpen::DONE {
+        return None;
     }
-    note(tid, OpenCall::Openat2, dfd, arg(&ctx, ARG1), fm[0], fm[1])
+    // SAFETY: as above.
+    unsafe { (*p).call = PendingOpen::DONE };
+    Some(pending)
+}
+
+/// The open that exits now on thread `tid` of process `tgid`, when the process is
+/// tracked: its arguments read from the registers the thread entered the call with
+/// (no program runs at an open's entry in the default build).
+#[cfg(not(feature = "compat"))]
+#[inline(always)]
+fn exiting_open(ctx: &TracePointContext, tgid: u32, _tid: u32) -> Option<PendingOpen> {
+    let tracked = tracked(tgid)?;
+    // SAFETY: `__syscall_nr` of the sys_exit record.
+    let nr = unsafe { ctx.read_at::<i32>(8) }.ok()?;
+    let call = core_read::open_call(nr);
+    let [a0, a1, a2, a3] = core_read::syscall_args();
+    let at = i64::from(a0 as i32);
+    let (dfd, filename, flags, mode) = match call {
+        c if c == OpenCall::Open as i32 => (AT_FDCWD, a0, a1, a2),
+        c if c == OpenCall::Creat as i32 => (AT_FDCWD, a0, CREAT_FLAGS, a1),
+        c if c == OpenCall::Openat as i32 => (at, a1, a2, a3),
+        c if c == OpenCall::Openat2 as i32 => {
+            let [flags, mode] = open_how(a2);
+            (at, a1, flags, mode)
+        }
+        _ => return None,
+    };
+    let slot = crate::maps::OPEN_ARGS.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slot; the program runs to its end on this CPU.
+    unsafe {
+        *slot = PendingOpen {
+            filename,
+            flags,
+            dfd,
+            session: tracked.session,
+            who: tracked.flags,
+            call: call as u32,
+            mode: mode as u32,
+            _pad: 0,
+        };
+        Some(core::ptr::read_volatile(slot))
+    }
 }
 
 /// Attached to sys_exit_{open,openat,openat2,creat}: the records share a layout.
@@ -149,37 +229,30 @@ pub(crate) fn sys_exit_open(ctx: TracePointContext) -> u32 {
 )]
 fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
     let (tgid, tid) = current_ids();
-    let p = PENDING_OPEN.get_ptr_mut(tid).ok_or(())?;
-    // SAFETY: this thread's entry; only this thread (and its exit) touch it.
-    let pending = unsafe { *p };
-    if pending.call == PendingOpen::DONE {
-        return Err(());
-    }
-    // SAFETY: as above.
-    unsafe { (*p).call = PendingOpen::DONE };
-    let tracked = tracked(tgid).ok_or(())?;
-    let session = tracked.session;
+    let pending = exiting_open(ctx, tgid, tid).ok_or(())?;
+    let session = pending.session;
+    let who = pending.who;
     let ret = arg(ctx, RET) as i64;
     let task = core_read::current();
     let pbuf = PATH_SCRATCH.get_ptr_mut(0).ok_or(())?.cast::<u8>();
     let file = if ret >= 0 {
-        core_read::fd_file(task, ret as u32)
+        core_read::new_fd_file(ret as u32)
     } else {
         core::ptr::null()
     };
     // A repeat of an open reported before (repeat.rs): counted, nothing more.
     let repeat = if ret >= 0 {
-        repeat::Open::of(file, pending.flags, tracked.flags, session)
+        repeat::Open::of(file, pending.flags, who, session)
     } else {
         None
     };
     if let Some(open) = &repeat
-        && repeat::counted(tid, task, open, ret)
+        && repeat::counted(tid, open, ret)
     {
         return Ok(());
     }
 
-    let mut draft = Draft::begin(EventKind::Open, 0, session, tracked.flags).ok_or(())?;
+    let mut draft = Draft::begin(EventKind::Open, 0, session, who).ok_or(())?;
     let mut tail = IdentityTail::default();
     let depth = PATH_DEPTH as u32;
     // Whether a repeat of this open may be counted instead of reported.
@@ -218,8 +291,8 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
             start & PATH_MASK,
             PATH_END - start,
             pending.flags,
-            (tracked.flags, file_type == core_read::TYPE_DIR),
-            tracked.flags & TAINTED != 0,
+            (who, file_type == core_read::TYPE_DIR),
+            who & TAINTED != 0,
         );
         draft.header().rule = verdict.rule;
         draft.header().flags |= verdict.found;
@@ -238,8 +311,8 @@ fn try_exit_open(ctx: &TracePointContext) -> Result<(), ()> {
         crate::fetched::guard_fetch_opened(
             file as u64,
             (pending.flags as u32 & 0o3) | (u32::from(verdict.rule & enforced::KILLED) << 17),
-            tracked.flags,
-            tracked.session,
+            who,
+            session,
             tgid,
         );
         plain = verdict.rule == 0

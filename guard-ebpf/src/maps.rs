@@ -95,7 +95,34 @@ pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(cou
 #[map]
 pub(crate) static DAEMON: Array<u64> = Array::with_max_entries(daemon_state::LEN, 0);
 
-/// An open seen at syscall entry, finished at exit; keyed by thread id.
+/// An open's arguments, and its process's session and flags, as its exit needs
+/// them.
+#[derive(Clone, Copy)]
+#[repr(C)]
+pub(crate) struct PendingOpen {
+    pub filename: u64,
+    pub flags: u64,
+    pub dfd: i64,
+    /// The process's `Tracked::session` and `Tracked::flags` when the open was
+    /// seen: the exit needs no second look at [`TRACKED`]. (A flag another thread
+    /// sets while the open runs — taint, network — applies from the thread's next
+    /// open, as it would had it been set just after this one.)
+    pub session: u64,
+    pub who: u32,
+    /// An `OpenCall` number, or [`PendingOpen::DONE`].
+    pub call: u32,
+    pub mode: u32,
+    pub _pad: u32,
+}
+
+#[cfg(feature = "compat")]
+impl PendingOpen {
+    /// `call` of an entry whose open has exited: no open is in flight.
+    pub(crate) const DONE: u32 = u32::MAX;
+}
+
+/// The compat build's opens seen at their entry, finished at their exit; keyed by
+/// thread id (the default build reads an open's arguments at its exit).
 ///
 /// Not an LRU: an eviction would silently drop another thread's open in flight, and
 /// with it the check of the rules at its exit. A thread's entry is written in place
@@ -104,24 +131,16 @@ pub(crate) static DAEMON: Array<u64> = Array::with_max_entries(daemon_state::LEN
 /// (`sched_process_exit`), so the map holds at most one entry per tracked thread that
 /// opened something; a full map is counted (`counter::PENDING_FULL`) at the insert
 /// that fails.
-#[derive(Clone, Copy)]
-#[repr(C)]
-pub(crate) struct PendingOpen {
-    pub filename: u64,
-    pub flags: u64,
-    pub dfd: i64,
-    /// An `OpenCall` number, or [`PendingOpen::DONE`].
-    pub call: u32,
-    pub mode: u32,
-}
-
-impl PendingOpen {
-    /// `call` of an entry whose open has exited: no open is in flight.
-    pub(crate) const DONE: u32 = u32::MAX;
-}
-
+#[cfg(feature = "compat")]
 #[map]
 pub(crate) static PENDING_OPEN: HashMap<u32, PendingOpen> = HashMap::with_max_entries(16384, 0);
+
+/// The default build's open at its exit, passed through this CPU's slot: values read
+/// back from a map are unknown to the verifier, so the paths after the four system
+/// calls' decodings (file.rs `exiting_open`) are verified once, not once per call.
+#[cfg(not(feature = "compat"))]
+#[map]
+pub(crate) static OPEN_ARGS: PerCpuArray<PendingOpen> = PerCpuArray::with_max_entries(1, 0);
 
 /// A destination seen by a cgroup sock_addr hook, reported with the result at the
 /// system call's exit; keyed by thread id. Not an LRU, as [`PENDING_OPEN`].

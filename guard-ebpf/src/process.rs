@@ -421,6 +421,7 @@ fn try_exit() -> Result<(), ()> {
         crate::tamper::thread_gone(tid);
         return Err(());
     };
+    #[cfg(feature = "compat")]
     let _ = crate::maps::PENDING_OPEN.remove(tid);
     let _ = crate::maps::PENDING_NET.remove(tid);
     let task = core_read::current();

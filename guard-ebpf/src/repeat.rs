@@ -139,15 +139,15 @@ impl Open {
 }
 
 /// Counts `open` (which returned `fd`) when it repeats one the thread `tid` (the
-/// current task `task`) had reported: then nothing else is to be done for it.
+/// current task) had reported: then nothing else is to be done for it.
 #[inline(always)]
-pub(crate) fn counted(tid: u32, task: *const Task, open: &Open, fd: i64) -> bool {
+pub(crate) fn counted(tid: u32, open: &Open, fd: i64) -> bool {
     let Some(t) = OPEN_CACHE.get_ptr_mut(tid) else {
         return false;
     };
     // SAFETY: this thread's entry; only this thread (or its exit) touches it.
     let t = unsafe { &mut *t };
-    if t.start_ns != core_read::start_ns(task) || t.session != open.session {
+    if t.start_ns != core_read::current_start_ns() || t.session != open.session {
         return false;
     }
     for s in t.slots.iter_mut() {

@@ -216,6 +216,101 @@ ACCESSOR struct file *guard_task_fd_file(struct task_struct *t, u32 fd)
 	return f;
 }
 
+// The open file behind descriptor fd that a system call of the current task t just
+// returned, or NULL: guard_task_fd_file without the bound check (a descriptor the
+// call installed lies within its table, which only ever grows). One read less on
+// every open's exit.
+ACCESSOR struct file *guard_task_new_fd_file(struct task_struct *t, u32 fd)
+{
+	struct file **fds = BPF_CORE_READ(t, files, fdt, fd);
+	struct file *f = 0;
+	if (fds)
+		bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+// ---- an open's arguments at its exit (the default build) ----
+//
+// The registers a thread entered a system call with are saved at the top of its
+// kernel stack and, for the open calls, still hold the arguments when the call
+// exits: the default build reads them there (bpf_task_pt_regs, Linux 5.15; every
+// kernel with bpf_loop has it) instead of noting them at each open's entry, so no
+// program runs at an open's entry. The compat build notes them at entry.
+#ifndef GUARD_COMPAT
+#if defined(GUARD_ARCH_X86_64)
+struct pt_regs {
+	unsigned long r10;
+	unsigned long dx;
+	unsigned long si;
+	unsigned long di;
+} __co_re;
+#elif defined(GUARD_ARCH_AARCH64)
+struct pt_regs {
+	u64 regs[31];
+	u64 orig_x0;
+} __co_re;
+#else
+#error "guard-ebpf reads system call arguments on x86_64 and aarch64 only"
+#endif
+
+// The first four arguments of the current task's system call into a[0..4].
+ACCESSOR void guard_syscall_args(u64 *a)
+{
+	struct pt_regs *r = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+#if defined(GUARD_ARCH_X86_64)
+	a[0] = r->di;
+	a[1] = r->si;
+	a[2] = r->dx;
+	a[3] = r->r10; // the fourth argument of a system call (rcx holds the return address)
+#else
+	a[0] = r->orig_x0; // x0 holds the return value by the call's exit
+	a[1] = r->regs[1];
+	a[2] = r->regs[2];
+	a[3] = r->regs[3];
+#endif
+}
+
+// The current task's fields through its BTF pointer (bpf_get_current_task_btf,
+// Linux 5.11): plain loads, which the verifier makes fault-safe, instead of a
+// helper call per field. On every open's exit.
+ACCESSOR u64 guard_current_start_ns(void)
+{
+	return bpf_get_current_task_btf()->start_time;
+}
+
+// guard_task_new_fd_file of the current task.
+ACCESSOR struct file *guard_current_new_fd_file(u32 fd)
+{
+	struct file **fds = bpf_get_current_task_btf()->files->fdt->fd;
+	struct file *f = 0;
+	if (fds)
+		bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+// The OpenCall (guard-common) of system call number nr, or -1 for another call.
+ACCESSOR s32 guard_open_call(s32 nr)
+{
+	switch (nr) {
+#if defined(GUARD_ARCH_X86_64)
+	case 2:
+		return 0; // open
+	case 85:
+		return 3; // creat
+	case 257:
+		return 1; // openat
+#else
+	case 56:
+		return 1; // openat
+#endif
+	case 437:
+		return 2; // openat2, the same number on every architecture
+	default:
+		return -1;
+	}
+}
+#endif
+
 // ---- path resolution ----
 //
 // guard_path_walk writes the absolute path of (mnt, dentry) into buf so that it

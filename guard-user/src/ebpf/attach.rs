@@ -416,7 +416,12 @@ pub(super) fn all(
 ) -> Result<Attached, Error> {
     let started = std::time::Instant::now();
     let btf = lsm_btf(btf);
-    let first: Vec<(&'static str, Hook)> = TABLE
+    // The entries of this build: a compat-only program is in the compat object only.
+    let table: Vec<&Entry> = TABLE
+        .iter()
+        .filter(|e| !e.compat_only || bpf.program(e.program).is_some())
+        .collect();
+    let first: Vec<(&'static str, Hook)> = table
         .iter()
         .filter(|e| !matches!(e.group, Group::SelfFallback { .. }))
         .filter(|e| !e.hook.is_lsm() || btf.is_ok())
@@ -424,7 +429,7 @@ pub(super) fn all(
         .collect();
     let mut loaded = load_all(bpf, &first, btf.as_ref().ok().copied());
     // A hook whose arguments changed between kernels: its other version.
-    let alts: Vec<(&'static str, Hook)> = TABLE
+    let alts: Vec<(&'static str, Hook)> = table
         .iter()
         .filter(|e| matches!(loaded.get(e.program), Some(Err(_))))
         .filter_map(|e| Some((e.alt?, e.hook)))
@@ -439,7 +444,7 @@ pub(super) fn all(
         ..Results::default()
     };
     let mut flows_installed: Vec<String> = Vec::new();
-    for entry in TABLE {
+    for entry in table {
         if let Group::SelfFallback { .. } = entry.group {
             continue;
         }

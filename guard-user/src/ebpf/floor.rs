@@ -38,6 +38,10 @@ pub fn load() -> Result<(Ebpf, usize), Error> {
         let Some(program) = floor_program(entry) else {
             continue;
         };
+        // Only the hooks this build's guard attaches (table.rs `compat_only`).
+        if entry.compat_only && bpf.program(entry.program).is_none() {
+            continue;
+        }
         let first = !loaded.contains(&program);
         if first {
             loaded.push(program);

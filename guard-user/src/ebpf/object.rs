@@ -1,6 +1,7 @@
 //! Which build of guard-ebpf this kernel gets (guard-ebpf/src/each.rs): the default
-//! build where the kernel has `bpf_loop`, the compat build (bounded loops over
-//! global functions) where it does not: Linux 5.10-5.16 without a backport.
+//! build where the kernel has `bpf_loop` (and `bpf_task_pt_regs`, which came before
+//! it), the compat build (bounded loops over global functions, an open's arguments
+//! noted at its entry) where it does not: Linux 5.10-5.16 without a backport.
 
 use aya::Btf;
 use aya_obj::btf::BtfKind;
@@ -39,7 +40,7 @@ impl Build {
         match choice {
             Choice::Default => Self::Default,
             Choice::Compat => Self::Compat,
-            Choice::Auto if btf.is_some_and(|btf| !has_bpf_loop(btf)) => Self::Compat,
+            Choice::Auto if btf.is_some_and(|btf| !has_default_helpers(btf)) => Self::Compat,
             Choice::Auto => Self::Default,
         }
     }
@@ -60,10 +61,14 @@ impl Build {
     }
 }
 
-/// Whether the kernel has the `bpf_loop` helper: its BTF then has the helper's
-/// function (`bpf_loop`, kernel/bpf/bpf_iter.c), backports included.
-fn has_bpf_loop(btf: &Btf) -> bool {
-    btf.id_by_type_name_kind("bpf_loop", BtfKind::Func).is_ok()
+/// Whether the kernel has the helpers only the default build calls: its BTF then
+/// has their functions, backports included — `bpf_loop` (Linux 5.17,
+/// kernel/bpf/bpf_iter.c) and `bpf_task_pt_regs` (5.15, kernel/trace/bpf_trace.c:
+/// an open's arguments read at its exit).
+fn has_default_helpers(btf: &Btf) -> bool {
+    ["bpf_loop", "bpf_task_pt_regs"]
+        .iter()
+        .all(|f| btf.id_by_type_name_kind(f, BtfKind::Func).is_ok())
 }
 
 #[cfg(test)]
@@ -89,25 +94,34 @@ mod tests {
         let Ok(btf) = Btf::from_sys_fs() else {
             panic!("no /sys/kernel/btf/vmlinux: guard's kernels all have it");
         };
-        assert!(has_bpf_loop(&btf));
+        assert!(has_default_helpers(&btf));
         assert_eq!(Build::choose(Choice::Auto, Some(&btf)), Build::Default);
         assert_eq!(Build::choose(Choice::Compat, Some(&btf)), Build::Compat);
     }
 
+    /// Both builds have the same programs but those only the compat build attaches
+    /// (table.rs `compat_only`).
     #[test]
     fn both_builds_are_embedded_and_differ() {
-        let default = aya_obj::Object::parse(Build::Default.object()).expect("default");
-        let compat = aya_obj::Object::parse(Build::Compat.object()).expect("compat");
+        use std::collections::BTreeSet;
+        let names = |build: Build| -> BTreeSet<String> {
+            aya_obj::Object::parse(build.object())
+                .expect("parse the object")
+                .programs
+                .into_keys()
+                .collect()
+        };
+        let compat_only: BTreeSet<String> = super::super::table::TABLE
+            .iter()
+            .filter(|e| e.compat_only)
+            .map(|e| e.program.to_owned())
+            .collect();
+        let compat = names(Build::Compat);
+        assert!(compat_only.is_subset(&compat));
         assert_eq!(
-            default
-                .programs
-                .keys()
-                .collect::<std::collections::BTreeSet<_>>(),
-            compat
-                .programs
-                .keys()
-                .collect::<std::collections::BTreeSet<_>>(),
-            "both builds have the same programs"
+            names(Build::Default),
+            &compat - &compat_only,
+            "the default build has the compat build's programs but the compat-only ones"
         );
         assert_ne!(Build::Default.object(), Build::Compat.object());
     }

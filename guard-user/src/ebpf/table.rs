@@ -81,6 +81,9 @@ pub struct Entry {
     /// Loaded in its place when the kernel refuses `program` (a hook whose
     /// arguments changed between kernel versions).
     pub alt: Option<&'static str>,
+    /// Only the compat build has `program` (and attaches it; its floor too): the
+    /// default build does that work elsewhere.
+    pub compat_only: bool,
 }
 
 const fn e(program: &'static str, hook: Hook, group: Group) -> Entry {
@@ -89,6 +92,15 @@ const fn e(program: &'static str, hook: Hook, group: Group) -> Entry {
         hook,
         group,
         alt: None,
+        compat_only: false,
+    }
+}
+
+/// [`e`] of a program only the compat build has.
+const fn compat(program: &'static str, hook: Hook, group: Group) -> Entry {
+    Entry {
+        compat_only: true,
+        ..e(program, hook, group)
     }
 }
 
@@ -167,22 +179,25 @@ pub const TABLE: &[Entry] = &[
     // judges a file, so that none of them remembers one while a change goes unseen.
     e("tree_change", Hook::Syscalls(TREE_CHANGES), Group::Opens),
     e("mounts_change", Hook::Syscalls(MOUNT_CHANGES), Group::Opens),
-    e(
+    // The compat build notes an open's arguments at its entry; the default build
+    // reads them at the exit from the registers the call was entered with (guard-ebpf's
+    // file.rs), so no program runs at an open's entry.
+    compat(
         "sys_enter_openat",
         Hook::Syscalls(&["sys_enter_openat"]),
         Group::Opens,
     ),
-    e(
+    compat(
         "sys_enter_open",
         Hook::Syscalls(&["sys_enter_open"]),
         Group::Opens,
     ),
-    e(
+    compat(
         "sys_enter_creat",
         Hook::Syscalls(&["sys_enter_creat"]),
         Group::Opens,
     ),
-    e(
+    compat(
         "sys_enter_openat2",
         Hook::Syscalls(&["sys_enter_openat2"]),
         Group::Opens,
@@ -285,6 +300,7 @@ pub const TABLE: &[Entry] = &[
         hook: Hook::Lsm("perf_event_open"),
         group: Group::LsmSelf,
         alt: Some("perf_event_open_1"),
+        compat_only: false,
     },
     e("sb_umount", Hook::Lsm("sb_umount"), Group::LsmSelf),
     e(
@@ -319,6 +335,7 @@ pub const TABLE: &[Entry] = &[
         hook: Hook::Lsm("path_rename"),
         group: Group::LsmPaths,
         alt: Some("path_rename_4"),
+        compat_only: false,
     },
     e("path_truncate", Hook::Lsm("path_truncate"), Group::LsmPaths),
     e("path_chmod", Hook::Lsm("path_chmod"), Group::LsmPaths),
@@ -464,16 +481,18 @@ mod tests {
     }
 
     /// Every program the table names, and every floor program, exists in both builds
-    /// of guard-ebpf with the type its hook needs; every pinned map exists.
+    /// of guard-ebpf with the type its hook needs (a compat-only program in the compat
+    /// build only); every pinned map exists (the compat build's pending opens in
+    /// that build only).
     #[test]
     fn the_object_has_every_program_and_map_the_table_names() {
         use super::super::object::Build;
         for build in [Build::Default, Build::Compat] {
-            has_every_program_and_map(build.object());
+            has_every_program_and_map(build.object(), build == Build::Compat);
         }
     }
 
-    fn has_every_program_and_map(object: &[u8]) {
+    fn has_every_program_and_map(object: &[u8], compat: bool) {
         let object = aya_obj::Object::parse(object).expect("parse the eBPF object");
         let mut seen = HashSet::new();
         for entry in TABLE {
@@ -482,6 +501,14 @@ mod tests {
                 "{} is in the table twice on the same hook",
                 entry.program
             );
+            if entry.compat_only && !compat {
+                assert!(
+                    !object.programs.contains_key(entry.program),
+                    "the default build has {}, which only the compat build attaches",
+                    entry.program
+                );
+                continue;
+            }
             let names = std::iter::once(entry.program).chain(entry.alt);
             for name in names.chain(floor_program(entry)) {
                 let program = object
@@ -497,9 +524,10 @@ mod tests {
             }
         }
         for map in super::super::pins::PINNED_MAPS {
-            assert!(
+            assert_eq!(
                 object.maps.contains_key(map),
-                "the eBPF object has no map {map}"
+                compat || map != "PENDING_OPEN",
+                "the eBPF object's map {map} (compat build: {compat})"
             );
         }
     }

@@ -29,6 +29,7 @@ pub(super) enum Kernels {
 /// (`--series 5.10 --test MODULE::NAME`).
 pub(super) const COMPAT_SET: &[(&str, &[&str])] = &[
     ("tree", &["agent_process_tree_is_one_session"]),
+    ("files", &["opens_resolve_to_absolute_paths"]),
     (
         "policy",
         &[
@@ -103,6 +104,14 @@ pub(super) const SUBSET: &[(&str, Kernels, &[&str])] = &[
         "tree",
         Kernels::Oldest,
         &["agent_process_tree_is_one_session"],
+    ),
+    // An open's arguments as the build gets them (the default build reads them from
+    // the registers at the open's exit, the compat build notes them at its entry):
+    // open, openat, openat2 and creat, relative, by descriptor, failed.
+    (
+        "files",
+        Kernels::Every,
+        &["opens_resolve_to_absolute_paths"],
     ),
     (
         "policy",
