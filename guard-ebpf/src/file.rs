@@ -64,16 +64,7 @@ fn note(
     flags: u64,
     mode: u64,
 ) -> u32 {
-    let pending = PendingOpen {
-        filename,
-        flags,
-        dfd,
-        session: tracked.session,
-        who: tracked.flags,
-        call: call as u32,
-        mode: mode as u32,
-        _pad: 0,
-    };
+    let pending = PendingOpen::new(&tracked, call, dfd, filename, (flags, mode));
     if let Some(p) = crate::maps::PENDING_OPEN.get_ptr_mut(tid) {
         // SAFETY: this thread's entry; only this thread (and its exit) touch it.
         unsafe { *p = pending };
@@ -185,32 +176,28 @@ fn exiting_open(ctx: &TracePointContext, tgid: u32, _tid: u32) -> Option<Pending
     let tracked = tracked(tgid)?;
     // SAFETY: `__syscall_nr` of the sys_exit record.
     let nr = unsafe { ctx.read_at::<i32>(8) }.ok()?;
-    let call = core_read::open_call(nr);
     let [a0, a1, a2, a3] = core_read::syscall_args();
     let at = i64::from(a0 as i32);
-    let (dfd, filename, flags, mode) = match call {
-        c if c == OpenCall::Open as i32 => (AT_FDCWD, a0, a1, a2),
-        c if c == OpenCall::Creat as i32 => (AT_FDCWD, a0, CREAT_FLAGS, a1),
-        c if c == OpenCall::Openat as i32 => (at, a1, a2, a3),
+    let pending = match core_read::open_call(nr) {
+        c if c == OpenCall::Open as i32 => {
+            PendingOpen::new(&tracked, OpenCall::Open, AT_FDCWD, a0, (a1, a2))
+        }
+        c if c == OpenCall::Creat as i32 => {
+            PendingOpen::new(&tracked, OpenCall::Creat, AT_FDCWD, a0, (CREAT_FLAGS, a1))
+        }
+        c if c == OpenCall::Openat as i32 => {
+            PendingOpen::new(&tracked, OpenCall::Openat, at, a1, (a2, a3))
+        }
         c if c == OpenCall::Openat2 as i32 => {
             let [flags, mode] = open_how(a2);
-            (at, a1, flags, mode)
+            PendingOpen::new(&tracked, OpenCall::Openat2, at, a1, (flags, mode))
         }
         _ => return None,
     };
     let slot = crate::maps::OPEN_ARGS.get_ptr_mut(0)?;
     // SAFETY: this CPU's slot; the program runs to its end on this CPU.
     unsafe {
-        *slot = PendingOpen {
-            filename,
-            flags,
-            dfd,
-            session: tracked.session,
-            who: tracked.flags,
-            call: call as u32,
-            mode: mode as u32,
-            _pad: 0,
-        };
+        *slot = pending;
         Some(core::ptr::read_volatile(slot))
     }
 }

@@ -115,10 +115,31 @@ pub(crate) struct PendingOpen {
     pub _pad: u32,
 }
 
-#[cfg(feature = "compat")]
 impl PendingOpen {
     /// `call` of an entry whose open has exited: no open is in flight.
+    #[cfg(feature = "compat")]
     pub(crate) const DONE: u32 = u32::MAX;
+
+    /// The open by `call` of a process whose entry is `tracked`.
+    #[inline(always)]
+    pub(crate) fn new(
+        tracked: &Tracked,
+        call: guard_common::OpenCall,
+        dfd: i64,
+        filename: u64,
+        (flags, mode): (u64, u64),
+    ) -> Self {
+        Self {
+            filename,
+            flags,
+            dfd,
+            session: tracked.session,
+            who: tracked.flags,
+            call: call as u32,
+            mode: mode as u32,
+            _pad: 0,
+        }
+    }
 }
 
 /// The compat build's opens seen at their entry, finished at their exit; keyed by
