@@ -431,8 +431,10 @@ pub mod counter {
     pub const TRACK_FULL: u32 = 11;
     /// Plain records dropped because their session was over its rate limit.
     pub const OVER_LIMIT: u32 = 12;
-    /// Opens and network calls of tracked threads that found the map of pending
-    /// system calls full: neither reported nor checked against the rules at exit.
+    /// Network calls (and, in the compat build, opens: the default build reads an
+    /// open's arguments at its exit) of tracked threads that found the map of
+    /// pending system calls full: neither reported nor checked against the rules at
+    /// exit.
     pub const PENDING_FULL: u32 = 13;
     /// Tamper attempts: a tracked process signalled, traced, read or tried to blind
     /// guard (each also a [`crate::EventKind::Tamper`] record).

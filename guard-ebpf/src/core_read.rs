@@ -42,8 +42,6 @@ unsafe extern "C" {
     fn guard_binprm_file(b: *const c_void) -> *const c_void;
     fn guard_binprm_interpreted(b: *const c_void) -> u32;
     fn guard_task_fd_file(t: *const Task, fd: u32) -> *const c_void;
-    #[cfg(feature = "compat")]
-    fn guard_task_new_fd_file(t: *const Task, fd: u32) -> *const c_void;
     #[cfg(not(feature = "compat"))]
     fn guard_syscall_args(a: *mut u64);
     #[cfg(not(feature = "compat"))]
@@ -174,7 +172,7 @@ pub(crate) fn open_call(nr: i32) -> i32 {
 /// [`fd_file`] of a descriptor the current task's system call returned.
 pub(crate) fn new_fd_file(fd: u32) -> *const c_void {
     #[cfg(feature = "compat")]
-    return unsafe { guard_task_new_fd_file(current(), fd) };
+    return fd_file(current(), fd);
     #[cfg(not(feature = "compat"))]
     unsafe {
         guard_current_new_fd_file(fd)

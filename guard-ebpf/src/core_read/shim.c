@@ -216,19 +216,6 @@ ACCESSOR struct file *guard_task_fd_file(struct task_struct *t, u32 fd)
 	return f;
 }
 
-// The open file behind descriptor fd that a system call of the current task t just
-// returned, or NULL: guard_task_fd_file without the bound check (a descriptor the
-// call installed lies within its table, which only ever grows). One read less on
-// every open's exit.
-ACCESSOR struct file *guard_task_new_fd_file(struct task_struct *t, u32 fd)
-{
-	struct file **fds = BPF_CORE_READ(t, files, fdt, fd);
-	struct file *f = 0;
-	if (fds)
-		bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
-	return f;
-}
-
 // ---- an open's arguments at its exit (the default build) ----
 //
 // The registers a thread entered a system call with are saved at the top of its
@@ -278,7 +265,9 @@ ACCESSOR u64 guard_current_start_ns(void)
 	return bpf_get_current_task_btf()->start_time;
 }
 
-// guard_task_new_fd_file of the current task.
+// guard_task_fd_file of the current task for a descriptor its system call just
+// returned: without the bound check (a descriptor the call installed lies within
+// its table, which only ever grows).
 ACCESSOR struct file *guard_current_new_fd_file(u32 fd)
 {
 	struct file **fds = bpf_get_current_task_btf()->files->fdt->fd;
