@@ -226,7 +226,7 @@ impl Daemon {
     /// From one read of the kernel's counters: lost records by kind (with the
     /// decoder's), and the opens judged by identity.
     fn counts(&self) -> Option<(BTreeMap<String, u64>, guard_common::protocol::IdentityOpens)> {
-        let counters = self.probes.counters().ok()?;
+        let counters = self.probes.daemon.counters().ok()?;
         let opens = guard_common::protocol::IdentityOpens {
             matched: counters[guard_common::counter::IDENTITY_HITS as usize],
             unknown: counters[guard_common::counter::IDENTITY_UNKNOWN as usize],
@@ -386,7 +386,7 @@ impl Daemon {
 
     /// Reports records lost since the last report as a `lost` event.
     pub(super) fn report_lost(&mut self) -> anyhow::Result<()> {
-        let Ok(counters) = self.probes.counters() else {
+        let Ok(counters) = self.probes.daemon.counters() else {
             return Ok(());
         };
         let lost = self.lost_of(&counters);
@@ -406,7 +406,7 @@ impl Daemon {
         self.out.sink.flush()?;
         self.lost_seen = total;
         // What was reported is no news to the daemon after this one.
-        self.probes.mark_reported(&counters);
+        self.probes.daemon.mark_reported(&counters);
         Ok(())
     }
 }

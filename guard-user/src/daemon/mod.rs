@@ -342,7 +342,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         // A sign of life after each turn of the loop (one map write): the next
         // daemon measures its gap from the last one, so a daemon that answered a
         // client or drained records was alive then.
-        d.probes.alive();
+        d.probes.daemon.alive();
     }
     serve.abort();
     serve_hooks.abort();
@@ -358,7 +358,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     if let Some(export) = d.out.export.take() {
         export.stop();
     }
-    d.probes.stopped();
+    d.probes.daemon.stopped();
     if opts.lift_on_stop {
         // The lock goes with the probes; unloading takes it anew.
         drop(d);

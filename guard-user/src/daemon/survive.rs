@@ -16,12 +16,12 @@ use crate::{
 impl Daemon {
     /// Adopts what an earlier daemon on the same pins left; nothing on a first start.
     pub(super) fn resume(&mut self) -> anyhow::Result<()> {
-        let counters = self.probes.counters()?;
+        let counters = self.probes.daemon.counters()?;
         let (by_kind, track_full) = crate::ebpf::lost_of(&counters);
         // The `lost` reports that follow count from here.
         self.lost_seen = by_kind.iter().map(|(_, n)| n).sum::<u64>() + track_full;
         let Some(prev) = self.probes.resumed else {
-            self.probes.mark_reported(&counters);
+            self.probes.daemon.mark_reported(&counters);
             return Ok(());
         };
         let gap_ns = clock::boot_ns().saturating_sub(prev.alive_ns);
@@ -60,7 +60,7 @@ impl Daemon {
         );
         self.out
             .write_daemon_event(self.pipe.offset(), Detail::Resumed(Box::new(resumed)))?;
-        self.probes.mark_reported(&counters);
+        self.probes.daemon.mark_reported(&counters);
         Ok(())
     }
 

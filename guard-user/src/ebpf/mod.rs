@@ -21,17 +21,16 @@ use std::{collections::BTreeMap, fs::File, path::PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, RingBuf},
 };
-use guard_common::{Tracked, daemon_state};
+use guard_common::Tracked;
 
 use self::agents::{AgentMaps, protect_pins, register_self};
 pub use self::agents::{AgentPrograms, agent_programs};
 pub use self::dns::{DelegationMaps, DnsMaps, StubPeers};
 use self::pins::{Links, PinDir, Swaps};
 use self::rules::RuleMaps;
-pub use self::state::{Lost, Resumed, lost_of};
-use self::state::{daemon_get, daemon_set, read_resumed};
+pub use self::state::{DaemonMaps, Lost, Resumed, lost_of};
 pub use guard_policy::tables::RuleTables;
 
 #[derive(Debug, thiserror::Error)]
@@ -220,7 +219,6 @@ pub struct Probes {
     // Owns the programs (each also held by its pinned link).
     bpf: Ebpf,
     tracked: HashMap<MapData, u32, Tracked>,
-    counters: PerCpuArray<MapData, u64>,
     /// Who starts sessions, and which programs have roles (agents.rs).
     agents: AgentMaps,
     /// The policy's tables and settings (rules.rs).
@@ -230,8 +228,9 @@ pub struct Probes {
     /// `FETCHED` and `HELD_FOR`: the files sessions downloaded and the processes
     /// held for one, until the pipeline takes the maps.
     downloads: Option<crate::digest::DownloadMaps>,
-    /// The daemon's own state in the pinned maps (`guard_common::daemon_state`).
-    daemon: Array<MapData, u64>,
+    /// The daemon's own state in the pinned maps (`guard_common::daemon_state`)
+    /// and the kernel's counters (state.rs).
+    pub daemon: DaemonMaps,
     /// `DNS_STUB` and `DNS_CONFIG`, until the daemon takes them.
     dns: Option<DnsMaps>,
     /// `SPAWNERS` and `SPAWNER_PORTS`, until the pipeline takes them.
@@ -299,20 +298,8 @@ impl Probes {
         } = prepare(Some(&pins), ring_bytes, choice)?;
         let object = started.elapsed();
         let mut links = Links::open(&pins)?;
-        let mut daemon: Array<MapData, u64> = take(&mut bpf, "DAEMON")?;
-        let resumed = if adopting {
-            Some(read_resumed(&daemon)?)
-        } else {
-            None
-        };
-        let starts = daemon_get(&daemon, daemon_state::STARTS)?;
-        daemon_set(
-            &mut daemon,
-            daemon_state::PID,
-            u64::from(std::process::id()),
-        )?;
-        daemon_set(&mut daemon, daemon_state::CLEAN_STOP, 0)?;
-        daemon_set(&mut daemon, daemon_state::STARTS, starts + 1)?;
+        let mut daemon = DaemonMaps::take(&mut bpf)?;
+        let resumed = daemon.start(adopting)?;
         let mut agent_maps = AgentMaps::take(&mut bpf)?;
         agent_maps.set(agents)?;
         let attach::Attached {
@@ -363,7 +350,6 @@ impl Probes {
             );
         }
         let tracked = take(&mut bpf, "TRACKED")?;
-        let counters = take(&mut bpf, "COUNTERS")?;
         let rules = RuleMaps::take(&mut bpf)?;
         let held = Some(take(&mut bpf, "HELD")?);
         let downloads = Some(crate::digest::DownloadMaps {
@@ -380,7 +366,6 @@ impl Probes {
         let mut kernel = Self {
             bpf,
             tracked,
-            counters,
             agents: agent_maps,
             rules,
             held,
@@ -405,7 +390,7 @@ impl Probes {
             attached,
             over_limits,
         };
-        kernel.alive();
+        kernel.daemon.alive();
         Ok((kernel, events))
     }
 

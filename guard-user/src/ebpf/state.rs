@@ -2,10 +2,13 @@
 //! (`COUNTERS`): signs of life and what was reported, so that the next daemon on the
 //! same pins reports the gap and what the kernel lost meanwhile.
 
-use aya::maps::{Array, MapData};
+use aya::{
+    Ebpf,
+    maps::{Array, MapData, PerCpuArray},
+};
 use guard_common::{EventKind, counter, daemon_state};
 
-use super::{Error, Probes};
+use super::{Error, take};
 
 /// `counter::LEN` before egress accounting raised it to 24: pinned `COUNTERS` and
 /// `DAEMON` maps an older daemon created keep their smaller size (a pinned map is
@@ -48,25 +51,21 @@ pub fn lost_of(counters: &[u64; counter::LEN as usize]) -> Lost {
     (by_kind, at(counter::TRACK_FULL))
 }
 
-pub(super) fn daemon_get(daemon: &Array<MapData, u64>, slot: u32) -> Result<u64, Error> {
+fn daemon_get(daemon: &Array<MapData, u64>, slot: u32) -> Result<u64, Error> {
     daemon.get(&slot, 0).map_err(|source| Error::Map {
         map: "DAEMON",
         source,
     })
 }
 
-pub(super) fn daemon_set(
-    daemon: &mut Array<MapData, u64>,
-    slot: u32,
-    value: u64,
-) -> Result<(), Error> {
+fn daemon_set(daemon: &mut Array<MapData, u64>, slot: u32, value: u64) -> Result<(), Error> {
     daemon.set(slot, value, 0).map_err(|source| Error::Map {
         map: "DAEMON",
         source,
     })
 }
 
-pub(super) fn read_resumed(daemon: &Array<MapData, u64>) -> Result<Resumed, Error> {
+fn read_resumed(daemon: &Array<MapData, u64>) -> Result<Resumed, Error> {
     let mut reported = [0u64; counter::LEN as usize];
     for (i, slot) in reported.iter_mut().enumerate() {
         *slot = match daemon_get(daemon, daemon_state::COUNTED_BASE + i as u32) {
@@ -84,7 +83,41 @@ pub(super) fn read_resumed(daemon: &Array<MapData, u64>) -> Result<Resumed, Erro
     })
 }
 
-impl Probes {
+/// The daemon's maps (`DAEMON`, `COUNTERS`): what it tells the next daemon on the
+/// same pins, and what the kernel counted. The maps of held execs and downloads are
+/// not here: the pipeline takes those.
+pub struct DaemonMaps {
+    daemon: Array<MapData, u64>,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+impl DaemonMaps {
+    pub(super) fn take(bpf: &mut Ebpf) -> Result<Self, Error> {
+        Ok(Self {
+            daemon: take(bpf, "DAEMON")?,
+            counters: take(bpf, "COUNTERS")?,
+        })
+    }
+
+    /// Marks this daemon's start (its pid, not stopped cleanly yet, one start more)
+    /// and, when `adopting` an earlier daemon's pins, returns what it left behind.
+    pub(super) fn start(&mut self, adopting: bool) -> Result<Option<Resumed>, Error> {
+        let resumed = if adopting {
+            Some(read_resumed(&self.daemon)?)
+        } else {
+            None
+        };
+        let starts = daemon_get(&self.daemon, daemon_state::STARTS)?;
+        daemon_set(
+            &mut self.daemon,
+            daemon_state::PID,
+            u64::from(std::process::id()),
+        )?;
+        daemon_set(&mut self.daemon, daemon_state::CLEAN_STOP, 0)?;
+        daemon_set(&mut self.daemon, daemon_state::STARTS, starts + 1)?;
+        Ok(resumed)
+    }
+
     /// Records a sign of life for the next daemon's gap report (cheap: one map
     /// write; done at each drain of the ring buffer).
     pub fn alive(&mut self) {
