@@ -13,6 +13,19 @@ use alloc::{
 use super::{EventDetail, EventLine, human_bytes};
 
 impl EventLine {
+    /// [`Self::what`], with an exec's program as the kernel resolved it before its
+    /// command line (whose `argv[0]` is whatever the caller said):
+    /// `/usr/bin/git [git push]`. For the audit trail's readers: `guard logs` and
+    /// the fleet's dashboard and alerts.
+    pub fn what_resolved(&self) -> String {
+        match &self.detail {
+            EventDetail::Exec { exe, argv, .. } if !argv.is_empty() => {
+                format!("{exe} [{}]", argv.join(" "))
+            }
+            _ => self.what(),
+        }
+    }
+
     /// What an event says happened, for people (without who and when).
     #[expect(
         clippy::too_many_lines,
@@ -60,8 +73,13 @@ impl EventLine {
                     .as_deref()
                     .map(|h| format!(" ({h})"))
                     .unwrap_or_default();
+                let reason = if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({reason})")
+                };
                 format!(
-                    "{} {}:{}{host} out {} in {} ({reason})",
+                    "{} {}:{}{host} out {} in {}{reason}",
                     to.proto,
                     to.addr,
                     to.port,

@@ -140,10 +140,10 @@ async fn ingest_in_every_encoding_stores_each_record_once(db: Db) {
     assert_eq!(
         kinds,
         [
-            "exec git status",
-            "exec cargo build",
-            "exec make",
-            "exec ls"
+            "git [git status]",
+            "cargo [cargo build]",
+            "make [make]",
+            "ls [ls]"
         ],
         "each record once, in time order"
     );

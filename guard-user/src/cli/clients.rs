@@ -8,9 +8,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use guard_common::protocol::{
-    EventDetail, EventLine, KillReport, Request, SessionInfo, SessionState, Status,
-};
+use guard_common::protocol::{EventLine, KillReport, Request, SessionInfo, SessionState, Status};
 
 use crate::control::client;
 
@@ -458,13 +456,7 @@ fn render(line: &str, format: EventFormat, host: &crate::audit::OcsfHost) -> Vec
 pub fn human(ev: &EventLine) -> String {
     let time = ev.ts.get(11..23).unwrap_or("");
     let session = ev.session.as_deref().unwrap_or("");
-    // The program as the kernel resolved it: argv[0] is whatever the caller said.
-    let what = match &ev.detail {
-        EventDetail::Exec { exe, argv, .. } if !argv.is_empty() => {
-            format!("{exe} [{}]", argv.join(" "))
-        }
-        _ => ev.what(),
-    };
+    let what = ev.what_resolved();
     let mut line = format!(
         "{time} {:<8} {:>7} {:<15} {:<7} {:<13} {what}",
         session.get(8..).unwrap_or(session),

@@ -5,12 +5,14 @@
 use chrono::DateTime;
 use guard_common::{
     otlp::{self, RecordKind, attr},
+    protocol::EventLine,
     report::Report,
 };
 use guard_policy::model::Labels;
 use opentelemetry_proto::tonic::{
     collector::logs::v1::ExportLogsServiceRequest, common::v1::KeyValue, logs::v1::LogRecord,
 };
+use serde::Deserialize as _;
 use serde_json::Value;
 
 use crate::store::rows::{
@@ -512,51 +514,14 @@ pub fn cut(s: &str, max: usize) -> String {
     s[..end].to_owned()
 }
 
-/// One line for people about an event: what it did, and to what.
+/// One line for people about an event: the host's own words for it (what `guard
+/// logs` shows, [`EventLine::what_resolved`]), and the rule's outcome. A body
+/// whose fields this server cannot read is stored as it came, under a line that
+/// says so.
 fn text_of(kind: &str, e: &Value, rule: Option<&str>, outcome: Option<&str>) -> String {
-    let s = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("");
-    let n = |k: &str| e.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let dest = || {
-        let name = if s("host").is_empty() {
-            s("addr")
-        } else {
-            s("host")
-        };
-        format!("{name}:{}/{}", n("port"), s("proto"))
-    };
-    let failed = |line: String| match s("result") {
-        "" | "ok" => line,
-        r => format!("{line} {r}"),
-    };
-    let mut line = match kind {
-        "exec" => {
-            let argv: Vec<&str> = e
-                .get("argv")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().skip(1).filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            format!("exec {} {}", s("exe"), argv.join(" "))
-        }
-        "open" => {
-            let access: Vec<&str> = e
-                .get("access")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            failed(format!("open {} ({})", s("path"), access.join(",")))
-        }
-        "connect" | "send" => failed(format!("{kind} {}", dest())),
-        "flow" => format!(
-            "flow {} out {} in {}",
-            dest(),
-            n("bytes_out"),
-            n("bytes_in")
-        ),
-        "dns" => format!("dns {} {} {}", s("direction"), s("name"), s("qtype")),
-        "unix" => failed(format!("unix {}", s("path"))),
-        "route" => format!("route {} {}", s("route"), s("path")),
-        "tamper" => format!("tamper {} {}", s("op"), s("path")),
-        _ => format!("{kind} {}", s("comm")),
+    let mut line = match EventLine::deserialize(e) {
+        Ok(line) => line.what_resolved(),
+        Err(_) => format!("{kind} (fields this server cannot read)"),
     };
     if let Some(rule) = rule {
         line = format!("{line} [{rule}: {}]", outcome.unwrap_or("?"));

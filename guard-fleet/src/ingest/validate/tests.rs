@@ -147,9 +147,9 @@ fn events_are_indexed_with_a_line_and_their_rule() {
     assert_eq!(
         texts,
         [
-            "exec /usr/bin/git push --force",
-            "open /home/dev/.ssh/id_rsa (read) EPERM [secrets.ssh: denied]",
-            "flow api.openai.com:443/tcp out 100 in 200",
+            "/usr/bin/git [/usr/bin/git push --force]",
+            "/home/dev/.ssh/id_rsa (read) EPERM [secrets.ssh: denied]",
+            "tcp 1.2.3.4:443 (api.openai.com) out 100B in 200B",
         ]
     );
     assert_eq!(b.events[1].rule.as_deref(), Some("secrets.ssh"));
@@ -371,7 +371,7 @@ fn ocsf_bodies_are_read_back_as_the_events_they_carry() {
     assert_eq!(e.rule.as_deref(), Some("secrets.ssh"));
     assert_eq!(
         e.text,
-        "open /home/dev/.ssh/id_rsa (read) EPERM [secrets.ssh: denied]"
+        "/home/dev/.ssh/id_rsa (read) EPERM [secrets.ssh: denied]"
     );
     let stored: Value = serde_json::from_str(&e.event).expect("json");
     assert_eq!(stored, event, "the event as the host's audit log has it");
