@@ -27,6 +27,11 @@ pub const O_PATH: u64 = 0o10000000;
 /// retired kinds are listed here with the release that retired them.
 #[repr(u16)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "protocol",
+    derive(strum::IntoStaticStr, strum::VariantArray),
+    strum(serialize_all = "snake_case")
+)]
 pub enum EventKind {
     /// A tracked process replaced its image ([`ExecBody`], then exe and argv bytes).
     Exec = 1,
@@ -106,21 +111,9 @@ impl EventKind {
     }
 
     /// The lower-case name used in JSON events and metrics.
+    #[cfg(feature = "protocol")]
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Exec => "exec",
-            Self::Open => "open",
-            Self::Connect => "connect",
-            Self::Send => "send",
-            Self::Fork => "fork",
-            Self::Exit => "exit",
-            Self::Limit => "limit",
-            Self::Tamper => "tamper",
-            Self::Route => "route",
-            Self::Flow => "flow",
-            Self::Dns => "dns",
-            Self::Unix => "unix",
-        }
+        self.into()
     }
 }
 
@@ -295,6 +288,11 @@ pub struct Confinement {
 /// which change it was.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "protocol",
+    derive(strum::IntoStaticStr, strum::VariantArray),
+    strum(serialize_all = "lowercase")
+)]
 pub enum OpenCall {
     /// `open(2)`
     Open = 0,
@@ -346,22 +344,9 @@ impl OpenCall {
     }
 
     /// The name in JSON events (`call`).
+    #[cfg(feature = "protocol")]
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Open => "open",
-            Self::Openat => "openat",
-            Self::Openat2 => "openat2",
-            Self::Creat => "creat",
-            Self::Mkdir => "mkdir",
-            Self::Rmdir => "rmdir",
-            Self::Unlink => "unlink",
-            Self::Rename => "rename",
-            Self::Link => "link",
-            Self::Symlink => "symlink",
-            Self::Truncate => "truncate",
-            Self::Chmod => "chmod",
-            Self::Chown => "chown",
-        }
+        self.into()
     }
 }
 
@@ -426,6 +411,11 @@ pub const UNIX_PATH_MAX: usize = 108;
 /// The system call of an [`EventKind::Unix`] record.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "protocol",
+    derive(strum::IntoStaticStr, strum::VariantArray),
+    strum(serialize_all = "lowercase")
+)]
 pub enum UnixCall {
     /// `connect(2)`.
     Connect = 1,
@@ -454,14 +444,9 @@ impl UnixCall {
     }
 
     /// The system call's name.
+    #[cfg(feature = "protocol")]
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Connect => "connect",
-            Self::SendTo => "sendto",
-            Self::Send => "send",
-            Self::SendMsg => "sendmsg",
-            Self::SendMmsg => "sendmmsg",
-        }
+        self.into()
     }
 }
 
@@ -753,26 +738,41 @@ pub struct RouteBody {
     pub _reserved: [u16; 3],
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "protocol"))]
 mod tests {
-    use super::UnixCall;
+    extern crate alloc;
 
+    use alloc::vec::Vec;
+
+    use strum::VariantArray;
+
+    use super::{EventKind, OpenCall, UnixCall};
+
+    /// The names events carry (`kind`, an open's and a Unix socket's `call`) are
+    /// the schema's (docs/events.md): derived, and held here word for word.
     #[test]
-    fn unix_calls_decode_to_themselves_with_distinct_names() {
-        let calls = [
-            UnixCall::Connect,
-            UnixCall::SendTo,
-            UnixCall::Send,
-            UnixCall::SendMsg,
-            UnixCall::SendMmsg,
-        ];
-        for call in calls {
-            assert_eq!(UnixCall::from_u32(call as u32), Some(call));
+    fn records_decode_to_themselves_under_the_schema_s_names() {
+        let names = |vs: &[&'static str]| vs.join(" ");
+        let kinds: Vec<&str> = EventKind::VARIANTS.iter().map(|k| k.name()).collect();
+        assert_eq!(
+            names(&kinds),
+            "exec open connect send fork exit limit tamper route flow dns unix"
+        );
+        for &k in EventKind::VARIANTS {
+            assert_eq!(EventKind::from_u16(k as u16), Some(k));
         }
-        for (i, a) in calls.iter().enumerate() {
-            for b in &calls[i + 1..] {
-                assert_ne!(a.name(), b.name());
-            }
+        let calls: Vec<&str> = OpenCall::VARIANTS.iter().map(|c| c.name()).collect();
+        assert_eq!(
+            names(&calls),
+            "open openat openat2 creat mkdir rmdir unlink rename link symlink truncate chmod chown"
+        );
+        for &c in OpenCall::VARIANTS {
+            assert_eq!(OpenCall::from_u32(c as u32), Some(c));
+        }
+        let calls: Vec<&str> = UnixCall::VARIANTS.iter().map(|c| c.name()).collect();
+        assert_eq!(names(&calls), "connect sendto send sendmsg sendmmsg");
+        for &c in UnixCall::VARIANTS {
+            assert_eq!(UnixCall::from_u32(c as u32), Some(c));
         }
         assert_eq!(UnixCall::from_u32(0), None);
         assert_eq!(UnixCall::from_u32(6), None);

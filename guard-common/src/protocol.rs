@@ -163,6 +163,8 @@ pub const CALL_INPUT_MAX: usize = 4_096;
 /// Which end of a tool call a hook declares.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum CallPhase {
     #[default]
     Start,
@@ -171,10 +173,7 @@ pub enum CallPhase {
 
 impl CallPhase {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Start => "start",
-            Self::End => "end",
-        }
+        self.into()
     }
 }
 
@@ -201,6 +200,8 @@ pub struct Registered {
 /// How a session came to be tracked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum How {
     /// An agent program was executed (kernel match on its name).
     #[default]
@@ -220,19 +221,15 @@ pub enum How {
 impl How {
     /// The name used in events and views.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Exec => "exec",
-            Self::Container => "container",
-            Self::Run => "run",
-            Self::Scan => "scan",
-            Self::Adopted => "adopted",
-        }
+        self.into()
     }
 }
 
 /// Whether a session's root still runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum SessionState {
     #[default]
     Running,
@@ -340,6 +337,8 @@ pub struct SessionInfo {
 /// `enforce` applies every action; `observe` downgrades every action to `log`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum Mode {
     #[default]
     Enforce,
@@ -349,10 +348,7 @@ pub enum Mode {
 impl Mode {
     /// The name used in policies, events and views.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Enforce => "enforce",
-            Self::Observe => "observe",
-        }
+        self.into()
     }
 }
 
@@ -570,6 +566,8 @@ impl KillReport {
 /// What a policy rule says to do when it matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::VariantArray, strum::EnumString, strum::Display)]
+#[strum(serialize_all = "snake_case")]
 pub enum Action {
     /// Write the event with the rule id; nothing is stopped.
     Log,
@@ -585,35 +583,20 @@ pub enum Action {
 impl Action {
     /// The name used in policies and events.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Log => "log",
-            Self::Alert => "alert",
-            Self::Kill => "kill",
-            Self::Deny => "deny",
-        }
+        self.into()
     }
 
     /// The action a policy names, if it is one.
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "log" => Self::Log,
-            "alert" => Self::Alert,
-            "kill" => Self::Kill,
-            "deny" => Self::Deny,
-            _ => return None,
-        })
-    }
-}
-
-impl core::fmt::Display for Action {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str(self.as_str())
+        s.parse().ok()
     }
 }
 
 /// What actually happened about a violation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum Outcome {
     /// The process was killed (in the kernel, or from user space through a pidfd).
     Killed,
@@ -639,16 +622,7 @@ pub enum Outcome {
 impl Outcome {
     /// The name used in events and metrics.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Killed => "killed",
-            Self::Denied => "denied",
-            Self::Logged => "logged",
-            Self::Alerted => "alerted",
-            Self::Gone => "gone",
-            Self::NotDenied => "not_denied",
-            Self::Failed => "failed",
-            Self::Deferred => "deferred",
-        }
+        self.into()
     }
 
     /// Whether the operation went ahead: only logged or alerted, or the kill
@@ -662,6 +636,8 @@ impl Outcome {
 /// `[sessions]` keys of a policy that refuse them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum Route {
     /// `io_uring_setup(2)`.
     IoUring,
@@ -701,16 +677,7 @@ impl Route {
 
     /// The name in events (`route`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::IoUring => "io_uring",
-            Self::OpenByHandleAt => "open_by_handle_at",
-            Self::FilelessExec => "fileless_exec",
-            Self::RawSocket => "raw_socket",
-            Self::PacketSocket => "packet_socket",
-            Self::ExecMapping => "exec_mapping",
-            Self::Listen => "listen",
-            Self::Unknown => "unknown",
-        }
+        self.into()
     }
 }
 
@@ -724,7 +691,40 @@ pub use crate::line::{
 mod tests {
     use alloc::{string::ToString, vec};
 
+    use strum::VariantArray;
+
     use super::*;
+
+    /// Each name exists twice, derived: serde's (events, the control protocol) and
+    /// strum's (`as_str`: views, metrics, policies). They must be the same words.
+    fn names_agree<T: VariantArray + Serialize + Copy + Into<&'static str>>() {
+        for &v in T::VARIANTS {
+            let name: &'static str = v.into();
+            assert_eq!(serde_json::to_value(v).unwrap(), name);
+        }
+    }
+
+    #[test]
+    fn serde_and_strum_name_every_variant_alike() {
+        names_agree::<CallPhase>();
+        names_agree::<How>();
+        names_agree::<SessionState>();
+        names_agree::<Mode>();
+        names_agree::<Action>();
+        names_agree::<Outcome>();
+        names_agree::<Route>();
+        for a in Action::VARIANTS {
+            assert_eq!(Action::parse(a.as_str()), Some(*a));
+            assert_eq!(a.to_string(), a.as_str());
+        }
+        assert_eq!(
+            Action::parse("Kill"),
+            None,
+            "policies spell actions in lower case"
+        );
+        assert_eq!(Route::OpenByHandleAt.as_str(), "open_by_handle_at");
+        assert_eq!(Outcome::NotDenied.as_str(), "not_denied");
+    }
 
     #[test]
     fn a_kill_report_comes_to_one_outcome() {

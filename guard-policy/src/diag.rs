@@ -2,8 +2,6 @@
 //! per line as `FILE:LINE:COL: error[G003]: message` (what `guard policy check`
 //! prints). The codes are documented in `docs/policy.md`; never reuse a retired one.
 
-use std::fmt;
-
 use super::model::Pos;
 
 /// The stable diagnostic codes. `G…` are errors (the policy is refused), `W…` are
@@ -47,7 +45,10 @@ pub mod code {
 }
 
 /// How bad a diagnostic is: any error refuses the policy, warnings do not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, strum::IntoStaticStr, strum::Display,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum Severity {
     Error,
     Warning,
@@ -56,16 +57,7 @@ pub enum Severity {
 impl Severity {
     /// `error` or `warning`, as rendered.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Error => "error",
-            Self::Warning => "warning",
-        }
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 

@@ -213,8 +213,9 @@ pub struct ListenerLine {
 }
 
 /// What happened, by kind. Kinds this client does not know read as `Other`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, strum::IntoStaticStr)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum EventDetail {
     /// A process of a session replaced its image.
     Exec {
@@ -695,29 +696,7 @@ impl EventDetail {
 
     /// The `kind` field.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Exec { .. } => "exec",
-            Self::Open { .. } => "open",
-            Self::Connect { .. } => "connect",
-            Self::Send { .. } => "send",
-            Self::Fork { .. } => "fork",
-            Self::Unix { .. } => "unix",
-            Self::Route { .. } => "route",
-            Self::Exit { .. } => "exit",
-            Self::SessionStart { .. } => "session_start",
-            Self::SessionEnd { .. } => "session_end",
-            Self::ToolCall { .. } => "tool_call",
-            Self::Lost { .. } => "lost",
-            Self::PolicyLoaded { .. } => "policy_loaded",
-            Self::PolicyRejected { .. } => "policy_rejected",
-            Self::Tamper { .. } => "tamper",
-            Self::DaemonResumed { .. } => "daemon_resumed",
-            Self::Flow { .. } => "flow",
-            Self::Dns { .. } => "dns",
-            Self::Limit { .. } => "limit",
-            Self::Missed { .. } => "missed",
-            Self::Other => "other",
-        }
+        self.into()
     }
 }
 

@@ -23,6 +23,8 @@ use subtle::ConstantTimeEq;
 /// What a token lets its holder do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum Scope {
     /// Send the records of one host, the token's name.
     Host,
@@ -38,12 +40,7 @@ pub enum Scope {
 impl Scope {
     /// The name the file uses.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Host => "host",
-            Self::Cluster => "cluster",
-            Self::Dashboard => "dashboard",
-            Self::Admin => "admin",
-        }
+        self.into()
     }
 }
 

@@ -94,6 +94,8 @@ struct RuleFile {
 /// What a destination speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[derive(strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum Kind {
     /// JSON of guard's own, signed (`X-Guard-Signature`).
     Webhook,
@@ -109,13 +111,7 @@ pub enum Kind {
 
 impl Kind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Webhook => "webhook",
-            Self::Slack => "slack",
-            Self::Teams => "teams",
-            Self::Pagerduty => "pagerduty",
-            Self::Email => "email",
-        }
+        self.into()
     }
 }
 

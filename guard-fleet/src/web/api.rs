@@ -56,7 +56,7 @@ pub async fn overview(
     State(app): State<Arc<App>>,
     Query(p): Query<OverviewParams>,
 ) -> Result<Json<Overview>, ApiError> {
-    Ok(Json(app.overview(pages::days(&p)?).await?))
+    Ok(Json(app.overview(p.days()?).await?))
 }
 
 /// `GET /api/sessions`.

@@ -10,9 +10,11 @@ use axum::{
     response::{Html, IntoResponse, Response},
 };
 use guard_common::{
+    protocol::{Outcome, SessionState},
     report::FileUse,
     story::{Item, NO_CALLS, Part, STORY_MAX},
 };
+use strum::VariantArray;
 
 use super::{
     WebError, charts, csv, fmt,
@@ -32,18 +34,10 @@ use crate::{
     },
 };
 
-/// Outcomes a violation can have (the filter's choices).
-const OUTCOMES: &[&str] = &[
-    "killed",
-    "denied",
-    "alerted",
-    "logged",
-    "not_denied",
-    "gone",
-    "failed",
-];
-const STATES: &[&str] = &["running", "ended"];
-const SORTS: &[&str] = &["start", "duration", "bytes", "violations"];
+/// The names of every variant of `T`: a filter's choices.
+fn choices<T: VariantArray + Copy + Into<&'static str>>() -> Vec<&'static str> {
+    T::VARIANTS.iter().map(|&v| v.into()).collect()
+}
 
 /// An error as a page.
 pub struct PageError(WebError);
@@ -93,11 +87,6 @@ fn chart(c: Result<String, charts::ChartError>) -> String {
     })
 }
 
-/// The overview's window: `days` from 1 to 365, 30 unless asked.
-pub fn days(p: &OverviewParams) -> Result<u32, WebError> {
-    Ok(params::number("days", p.days.as_deref(), 30, 365)?)
-}
-
 #[derive(Template)]
 #[template(path = "overview.html")]
 struct OverviewPage<'a> {
@@ -121,7 +110,7 @@ pub async fn overview(
     Extension(viewer): Extension<Viewer>,
     Query(p): Query<OverviewParams>,
 ) -> Result<Response, PageError> {
-    let days = days(&p)?;
+    let days = p.days().map_err(WebError::from)?;
     let o = app.overview(days).await.map_err(WebError::from)?;
     let from = Window::last(days, o.now_ms).from_date();
     let hosts = app
@@ -239,9 +228,9 @@ pub async fn sessions(
         by_duration: p.sorted_by(Sort::Duration),
         by_bytes: p.sorted_by(Sort::Bytes),
         by_violations: p.sorted_by(Sort::Violations),
-        outcomes: OUTCOMES,
-        states: STATES,
-        sorts: SORTS,
+        outcomes: &choices::<Outcome>(),
+        states: &choices::<SessionState>(),
+        sorts: &choices::<Sort>(),
         suggest,
         csv: {
             let mut c = p.clone();
@@ -627,7 +616,7 @@ async fn list(
         pages,
         prev: (l.page > 1).then(|| p.link(Some(l.page - 1), None)),
         next: (i64::from(l.page) < pages).then(|| p.link(Some(l.page + 1), None)),
-        sorts: DimSort::ALL
+        sorts: DimSort::VARIANTS
             .iter()
             .filter(|s| {
                 !dim.counts_violations()

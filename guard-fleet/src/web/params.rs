@@ -302,6 +302,13 @@ pub struct OverviewParams {
     pub days: Option<String>,
 }
 
+impl OverviewParams {
+    /// The overview's window: `days` from 1 to 365, 30 unless asked.
+    pub fn days(&self) -> Result<u32, ParamError> {
+        number("days", self.days.as_deref(), 30, 365)
+    }
+}
+
 /// The hosts page's parameters.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct HostParams {

@@ -13,7 +13,8 @@ use hickory_proto::{
 use super::Proto;
 
 /// Which way the message went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum Direction {
     /// Sent by the session's socket.
     Query,
@@ -24,10 +25,7 @@ pub enum Direction {
 impl Direction {
     /// The name in JSON events (`direction`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Query => "query",
-            Self::Answer => "answer",
-        }
+        self.into()
     }
 }
 

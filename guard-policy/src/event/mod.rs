@@ -31,7 +31,8 @@ impl std::fmt::Display for SessionId {
 
 pub use guard_common::protocol::How;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum Proto {
     Tcp,
     Udp,
@@ -49,11 +50,7 @@ impl Proto {
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Tcp => "tcp",
-            Self::Udp => "udp",
-            Self::Other(_) => "other",
-        }
+        self.into()
     }
 }
 
@@ -235,7 +232,8 @@ pub struct Tamper {
 }
 
 /// What a tamper attempt was (`guard_common::tamper`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum TamperOp {
     Signal,
     Ptrace,
@@ -272,20 +270,7 @@ impl TamperOp {
 
     /// The name in JSON events (`op`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Signal => "signal",
-            Self::Ptrace => "ptrace",
-            Self::ProcessVm => "process_vm",
-            Self::PidfdGetfd => "pidfd_getfd",
-            Self::PtraceAccess => "ptrace_access",
-            Self::ProcOpen => "proc_open",
-            Self::PinOpen => "pin_open",
-            Self::PinChange => "pin_change",
-            Self::Bpf => "bpf",
-            Self::PerfEventOpen => "perf_event_open",
-            Self::SetOwner => "set_owner",
-            Self::Unknown(_) => "unknown",
-        }
+        self.into()
     }
 }
 
@@ -410,7 +395,8 @@ pub fn dns_dest_class(addr: IpAddr, host: &str, allowlisted: bool) -> &'static s
 }
 
 /// Where an event's `host` came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum HostFrom {
     /// The session's own DNS answers; `allowlisted`: the policy's network rules
     /// name the address too.
@@ -422,10 +408,7 @@ pub enum HostFrom {
 impl HostFrom {
     /// The name in JSON events (`host_source`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Dns { .. } => "dns",
-            Self::Policy => "policy",
-        }
+        self.into()
     }
 }
 
@@ -452,7 +435,8 @@ pub const DEST_CLASSES: [&str; 6] = [
 ];
 
 /// Why the kernel sent a `flow` record (`guard_common::flow`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum FlowReason {
     Periodic,
     Close,
@@ -472,12 +456,7 @@ impl FlowReason {
 
     /// The name in JSON events (`reason`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Periodic => "periodic",
-            Self::Close => "close",
-            Self::Redirect => "redirect",
-            Self::Unknown(_) => "unknown",
-        }
+        self.into()
     }
 }
 
@@ -588,7 +567,8 @@ impl Detail {
 pub use guard_common::protocol::Route;
 
 /// Why the kernel sent a `limit` record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum LimitReason {
     /// Plain records of the session went over `[limits] rate`/`burst`.
     Rate,
@@ -609,11 +589,7 @@ impl LimitReason {
 
     /// The name in JSON events (`reason`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Rate => "rate",
-            Self::TrackFull => "track_full",
-            Self::Unknown(_) => "unknown",
-        }
+        self.into()
     }
 }
 
@@ -891,6 +867,54 @@ pub fn normalize_lexically(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The names events carry for these values are the schema's (docs/events.md):
+    /// derived from the variants, and held here word for word.
+    #[test]
+    fn values_keep_the_schema_s_names() {
+        let names = |v: &[&str]| v.join(" ");
+        assert_eq!(
+            names(&[Proto::Tcp, Proto::Udp, Proto::Other(132)].map(Proto::as_str)),
+            "tcp udp other"
+        );
+        let ops = (1..=11)
+            .chain([99])
+            .map(|n| TamperOp::from_u32(n).as_str())
+            .collect::<Vec<_>>();
+        assert_eq!(
+            names(&ops),
+            "signal ptrace process_vm pidfd_getfd ptrace_access proc_open pin_open pin_change \
+             bpf perf_event_open set_owner unknown"
+        );
+        let from = [HostFrom::Dns { allowlisted: true }, HostFrom::Policy];
+        assert_eq!(names(&from.map(HostFrom::as_str)), "dns policy");
+        let flows = [
+            guard_common::flow::PERIODIC,
+            guard_common::flow::CLOSE,
+            guard_common::flow::REDIRECT,
+            99,
+        ];
+        assert_eq!(
+            names(&flows.map(|n| FlowReason::from_u32(n).as_str())),
+            "periodic close redirect unknown"
+        );
+        let limits = [
+            guard_common::limit::RATE,
+            guard_common::limit::TRACK_FULL,
+            99,
+        ];
+        assert_eq!(
+            names(&limits.map(|n| LimitReason::from_u32(n).as_str())),
+            "rate track_full unknown"
+        );
+        let via = [via::Via::Loader, via::Via::Interpreter, via::Via::Applet];
+        assert_eq!(
+            names(&via.map(via::Via::as_str)),
+            "loader interpreter applet"
+        );
+        let dirs = [dns::Direction::Query, dns::Direction::Answer];
+        assert_eq!(names(&dirs.map(dns::Direction::as_str)), "query answer");
+    }
 
     #[test]
     fn access_from_flags() {

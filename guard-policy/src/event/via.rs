@@ -11,7 +11,8 @@
 pub const MULTICALL_PROGRAMS: [&str; 2] = ["busybox", "toybox"];
 
 /// Which runner the exec'd file is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum Via {
     /// The dynamic loader (`ld-linux*.so*`, `ld-musl-*.so*`, `ld.so`).
     Loader,
@@ -24,11 +25,7 @@ pub enum Via {
 impl Via {
     /// The name in events (`via`).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Loader => "loader",
-            Self::Interpreter => "interpreter",
-            Self::Applet => "applet",
-        }
+        self.into()
     }
 }
 

@@ -101,7 +101,8 @@ pub struct Dest {
     pub text: String,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum Kind {
     /// Opens of paths matching `paths` (globs; `~` is a user's home; a pattern
     /// without `/` matches the file name in any directory; a relative pattern with
@@ -131,6 +132,7 @@ pub enum Kind {
     Route(Vec<Route>),
     /// Connects and sends of tainted processes (`[taint]`; the rule's id is
     /// `taint.egress`): a destination in none of `allow`'s entries matches.
+    #[strum(serialize = "taint")]
     TaintEgress { allow: Vec<Dest> },
     /// DNS queries of session processes (`[dns] unknown`; the rule's id is
     /// `dns.names`): a name that neither `[dns] allow` nor the network rules'
@@ -569,16 +571,7 @@ impl Sessions {
 
 impl Kind {
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::File { .. } => "file",
-            Self::Exec { .. } => "exec",
-            Self::Network { .. } => "network",
-            Self::Route(_) => "route",
-            Self::TaintEgress { .. } => "taint",
-            Self::Dns => "dns",
-            Self::Delegation => "delegation",
-            Self::Packages => "packages",
-        }
+        self.into()
     }
 }
 

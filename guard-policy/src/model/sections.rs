@@ -132,7 +132,8 @@ pub struct Anomaly {
 }
 
 /// What an [`Anomaly`] measures.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, strum::IntoStaticStr)]
+#[strum(serialize_all = "kebab-case")]
 pub enum Check {
     /// More than `bytes` sent (or received, or both: `direction`) to the classes
     /// within `window_ns`, per session.
@@ -158,12 +159,7 @@ pub enum Check {
 impl Check {
     /// The rule's name (`rule = "…"`) and default id suffix.
     pub fn name(&self) -> &'static str {
-        match self {
-            Self::Bytes { .. } => "bytes",
-            Self::NewDestination => "new-destination",
-            Self::DnsVolume { .. } => "dns-volume",
-            Self::DnsEntropy { .. } => "dns-entropy",
-        }
+        self.into()
     }
 }
 
@@ -321,7 +317,8 @@ impl Default for Limits {
 }
 
 /// What a session's lost records mean (`[limits] on_loss`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum OnLoss {
     /// A `limit` event is written; nothing else.
     Log,
@@ -333,10 +330,6 @@ pub enum OnLoss {
 
 impl OnLoss {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Log => "log",
-            Self::Alert => "alert",
-            Self::Kill => "kill",
-        }
+        self.into()
     }
 }

@@ -95,7 +95,8 @@ const NETWORK_KEYS: &[&str] = &["allow", "deny"];
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString)]
+#[strum(serialize_all = "lowercase")]
 enum KindName {
     File,
     Exec,
@@ -104,12 +105,7 @@ enum KindName {
 
 impl KindName {
     fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "file" => Self::File,
-            "exec" => Self::Exec,
-            "network" => Self::Network,
-            _ => return None,
-        })
+        s.parse().ok()
     }
 
     fn of_key(key: &str) -> Option<Self> {
@@ -119,11 +115,7 @@ impl KindName {
     }
 
     fn as_str(self) -> &'static str {
-        match self {
-            Self::File => "file",
-            Self::Exec => "exec",
-            Self::Network => "network",
-        }
+        self.into()
     }
 
     fn keys(self) -> &'static [&'static str] {

@@ -14,6 +14,8 @@ static COMPAT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gu
 /// A build of guard-ebpf.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum Build {
     /// Loops as `bpf_loop` callbacks (Linux 5.17, or a backport).
     Default,
@@ -54,10 +56,7 @@ impl Build {
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Default => "default",
-            Self::Compat => "compat",
-        }
+        self.into()
     }
 }
 

@@ -60,11 +60,16 @@ impl Dim {
 /// What a list is sorted by (always descending; the name breaks ties).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum DimSort {
     #[default]
+    #[strum(to_string = "sessions", serialize = "count")]
     Sessions,
     Bytes,
+    #[strum(serialize = "model")]
     ModelBytes,
+    #[strum(to_string = "other", serialize = "elsewhere")]
     OtherBytes,
     Secrets,
     Violations,
@@ -76,45 +81,12 @@ pub enum DimSort {
 impl DimSort {
     /// From the `sort` parameter.
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "sessions" | "count" => Self::Sessions,
-            "bytes" => Self::Bytes,
-            "model" => Self::ModelBytes,
-            "other" | "elsewhere" => Self::OtherBytes,
-            "secrets" => Self::Secrets,
-            "violations" => Self::Violations,
-            "change" => Self::Change,
-            "name" => Self::Name,
-            "last" => Self::Last,
-            _ => return None,
-        })
+        s.parse().ok()
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Sessions => "sessions",
-            Self::Bytes => "bytes",
-            Self::ModelBytes => "model",
-            Self::OtherBytes => "other",
-            Self::Secrets => "secrets",
-            Self::Violations => "violations",
-            Self::Change => "change",
-            Self::Name => "name",
-            Self::Last => "last",
-        }
+        self.into()
     }
-
-    pub const ALL: &[Self] = &[
-        Self::Sessions,
-        Self::Bytes,
-        Self::ModelBytes,
-        Self::OtherBytes,
-        Self::Secrets,
-        Self::Violations,
-        Self::Change,
-        Self::Name,
-        Self::Last,
-    ];
 
     fn order_by(self) -> &'static str {
         match self {

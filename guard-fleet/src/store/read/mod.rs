@@ -208,8 +208,11 @@ impl Query {
 /// What the sessions table is sorted by.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum Sort {
     #[default]
+    #[strum(to_string = "start", serialize = "started")]
     Start,
     Duration,
     Bytes,
@@ -219,23 +222,12 @@ pub enum Sort {
 impl Sort {
     /// From the `sort` parameter.
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "start" | "started" => Self::Start,
-            "duration" => Self::Duration,
-            "bytes" => Self::Bytes,
-            "violations" => Self::Violations,
-            _ => return None,
-        })
+        s.parse().ok()
     }
 
     /// The parameter's value.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Start => "start",
-            Self::Duration => "duration",
-            Self::Bytes => "bytes",
-            Self::Violations => "violations",
-        }
+        self.into()
     }
 
     fn column(self) -> &'static str {

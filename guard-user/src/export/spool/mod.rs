@@ -31,7 +31,8 @@ use redb::{Database, Durability, ReadableDatabase as _, ReadableTable, TableDefi
 use self::chunks::{Dir, Info, Pending, Records};
 
 /// What a record is, for what goes first when the spool is full.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum Class {
     Event,
     Summary,
@@ -39,10 +40,7 @@ pub enum Class {
 
 impl Class {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Event => "event",
-            Self::Summary => "summary",
-        }
+        self.into()
     }
 }
 
