@@ -19,7 +19,7 @@ use tokio::{
     sync::mpsc,
 };
 
-use self::pipeline::{Outputs, Pipeline};
+use self::pipeline::{DRAIN_PASS, DRAIN_WHOLE, Outputs, Pipeline};
 use crate::{
     audit::Sink,
     control::Server,
@@ -273,11 +273,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let mut drain = tokio::time::interval(Duration::from_millis(10));
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        // Records left in the ring buffer after this turn's pass.
+        let mut behind = false;
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.context("ring buffer poll failed")?;
-                d.pipe.drain(guard.get_inner_mut(), &mut d.out)?;
-                guard.clear_ready();
+                // Records left: still readable, taken at the next turn.
+                behind = d.pipe.drain(guard.get_inner_mut(), &mut d.out, DRAIN_PASS)?;
+                if !behind {
+                    guard.clear_ready();
+                }
             }
             ready = identity_fd.readable() => {
                 let mut guard = ready.context("identity watch poll failed")?;
@@ -288,7 +293,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 if d.pipe.identity().due(std::time::Instant::now()) {
                     d.refresh_identity();
                 }
-                d.pipe.drain(ring.get_mut(), &mut d.out)?;
+                behind = d.pipe.drain(ring.get_mut(), &mut d.out, DRAIN_PASS)?;
+                if behind {
+                    drain.reset_immediately();
+                }
             }
             ready = adopt::cgroups_ready(&cgroups) => {
                 ready?;
@@ -302,7 +310,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     cmd,
                     crate::control::Command::Stops { .. } | crate::control::Command::ToolCall { .. }
                 ) {
-                    d.pipe.drain(ring.get_mut(), &mut d.out)?;
+                    d.pipe.drain(ring.get_mut(), &mut d.out, DRAIN_WHOLE)?;
                 }
                 d.command(cmd)?
             }
@@ -343,6 +351,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         // daemon measures its gap from the last one, so a daemon that answered a
         // client or drained records was alive then.
         d.probes.daemon.alive();
+        if behind {
+            // The tasks beside this loop (the control and hook servers, guard's
+            // resolver) run when it waits: a daemon behind the kernel never would.
+            tokio::task::yield_now().await;
+        }
     }
     serve.abort();
     serve_hooks.abort();
@@ -351,7 +364,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     d.resolver.stop();
     d.dns.stop();
-    d.pipe.drain(ring.get_mut(), &mut d.out)?;
+    d.pipe.drain(ring.get_mut(), &mut d.out, DRAIN_WHOLE)?;
     d.pipe.release_overdue(&mut d.out, true)?;
     d.report_lost()?;
     d.out.sink.flush()?;

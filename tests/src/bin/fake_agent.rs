@@ -31,6 +31,9 @@
 //!   bytes, shut down writing, read until EOF: a flow that lasts past the periodic
 //!   report interval). Reports `SPEC=ok` and the local port as `SPEC_local=PORT`;
 //!   `inherit` also `SPEC_child=PID`.
+//! - `flood PATH STOP THREADS SECS`: THREADS threads open and close PATH as fast as
+//!   they can until the file STOP exists or SECS seconds passed; `STOP.started` is
+//!   created once they run. Reports `opens`.
 //! - `fs-try SPEC...`: for each file-system change `OP:PATH[:PATH2]` (`create`, `write`
 //!   (append), `trunc-open`, `read`, `mkdir`, `rmdir`, `unlink`, `rename:FROM:TO`,
 //!   `link:FROM:TO`, `symlink:TARGET:PATH`, `truncate`, `chmod`, `chown`, `exec`),
@@ -85,13 +88,57 @@ fn main() -> Result<()> {
         ["fs-try", specs @ ..] if !specs.is_empty() => fs_try(specs),
         ["tamper", op, rest @ ..] => tamper(op, rest),
         ["egress", specs @ ..] if !specs.is_empty() => egress(specs),
+        ["flood", path, stop, threads, secs] => flood(
+            path,
+            Path::new(stop),
+            threads.parse().context("bad thread count")?,
+            secs.parse().context("bad seconds")?,
+        ),
         _ => bail!(
             "usage: guard-fake-agent tree DIR | files DIR | net PORT4 PORT6 UPORT4 UPORT6 CLOSED4 \
              | exit CODE | signals | read PATH | read-then-cat PATH | run PROG [ARG]... \
              | net-try SPEC... | stdin-then-net-try SPEC... | fs-try SPEC... | egress SPEC... \
-             | taint SECRET DENIED_ADDR ALLOWED_ADDR | edit-then-run ADDR PATH"
+             | taint SECRET DENIED_ADDR ALLOWED_ADDR | edit-then-run ADDR PATH \
+             | flood PATH STOP THREADS SECS"
         ),
     }
+}
+
+/// `threads` threads opening and closing `path` as fast as they can, until the file
+/// `stop` exists or `secs` seconds passed; creates `<stop>.started` once they run.
+/// Reports `opens`.
+fn flood(path: &str, stop: &Path, threads: usize, secs: u64) -> Result<()> {
+    let path = CString::new(path).context("path")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let opens = thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let path = &path;
+                scope.spawn(move || {
+                    let mut n: u64 = 0;
+                    while !stop.exists() && std::time::Instant::now() < deadline {
+                        for _ in 0..4096 {
+                            // SAFETY: a NUL-terminated path; the descriptor is closed at once.
+                            let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) };
+                            if fd >= 0 {
+                                // SAFETY: a descriptor this thread just opened.
+                                unsafe { libc::close(fd) };
+                            }
+                        }
+                        n += 4096;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let mut started = stop.as_os_str().to_owned();
+        started.push(".started");
+        std::fs::write(&started, b"")?;
+        Ok::<u64, io::Error>(workers.into_iter().map(|w| w.join().unwrap_or(0)).sum())
+    })
+    .context("start the flood")?;
+    report("opens", opens);
+    Ok(())
 }
 
 /// Processes of every kind, all of which the daemon must put in this agent's session.

@@ -9,8 +9,8 @@ use std::ffi::OsStr;
 use std::time::Duration;
 
 use guard_tests::{
-    Daemon, Event, EventsTo, FakeAgent, TempDir, fake_agent_exe, find, gone, session_ended,
-    session_of, wait_until, write_policy,
+    Daemon, Event, EventsTo, FakeAgent, TempDir, fake_agent_exe, find, gone, scaled, session_ended,
+    session_of, wait_until, wait_until_every, write_policy,
 };
 
 const SIGKILL: i32 = libc::SIGKILL;
@@ -250,4 +250,66 @@ fn repeated_opens_over_the_budget_are_counted_as_the_opens_they_stand_for() {
         "guard status: kernel count of drops vs the session's limit events\n{status:#}"
     );
     daemon.stop_ok();
+}
+
+/// Records faster than the daemon can take them: two threads of a session open a
+/// /proc file as fast as they can, every open a record, no budget (`rate = 0`), on
+/// a machine whose two CPUs they share with the daemon. The ring buffer fills
+/// (the kernel counts what it could not queue), never empties while the flood
+/// lasts, and the daemon still answers `guard status` in a moment each time and
+/// stops on SIGTERM: it takes records a bounded pass at a time, its clients,
+/// signals and timers in between.
+#[test]
+fn the_daemon_answers_while_records_come_faster_than_it_takes_them() {
+    let agent = FakeAgent::install(fake_agent_exe!());
+    let dir = TempDir::new("guard-e2e-flood");
+    let mut daemon = daemon(&agent, &dir, "rate = 0", "");
+    let stop = dir.join("stop");
+    let started = dir.join("stop.started");
+    let stop_arg = stop.display().to_string();
+    let flood = agent.spawn(&["flood", FLOOD, &stop_arg, "2", "60"]);
+    let _stop = StopFile(stop.clone());
+    wait_until("the flood to start", Duration::from_secs(30), || {
+        started.exists()
+    });
+    // Asked again and again until the kernel has lost records to the full ring
+    // buffer (the daemon is behind), three times at least; each answer in a moment.
+    let mut answers = 0;
+    let mut slowest = Duration::ZERO;
+    wait_until_every(
+        "records lost to the full ring buffer",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let asked = std::time::Instant::now();
+            let status = daemon.status();
+            let took = asked.elapsed();
+            slowest = slowest.max(took);
+            assert!(
+                took < scaled(Duration::from_secs(2)),
+                "guard status took {took:?} while the session flooded the daemon"
+            );
+            answers += 1;
+            answers >= 3 && status["lost"]["open"].as_i64().is_some_and(|n| n > 0)
+        },
+    );
+    assert!(
+        !gone(flood.pid()),
+        "the flood ended before the daemon fell behind it: it proves nothing"
+    );
+    std::fs::write(&stop, b"").expect("stop the flood");
+    let flood = flood.finish();
+    flood.assert_success();
+    assert!(flood.report("opens") > 0, "{flood:?}");
+    eprintln!("{answers} answers during the flood, the slowest in {slowest:?}");
+    daemon.stop_ok();
+}
+
+/// Stops a failed test's flood.
+struct StopFile(std::path::PathBuf);
+
+impl Drop for StopFile {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, b"");
+    }
 }

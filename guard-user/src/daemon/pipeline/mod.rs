@@ -190,6 +190,17 @@ impl Outputs {
     }
 }
 
+/// Records one turn of the daemon's loop takes from the ring buffer: ~15 ms of the
+/// daemon's work at ~1.8 µs a record, after which a client, a signal or a timer
+/// that is due gets its turn ([`Pipeline::drain`]).
+pub(super) const DRAIN_PASS: usize = 8_192;
+
+/// Records taken when everything the kernel reported so far is wanted (a hook asks
+/// what was stopped; the daemon stops): more than the default ring buffer holds
+/// (8 MiB, records of 96 bytes and more), yet bounded under a load that never
+/// lets it empty.
+pub(super) const DRAIN_WHOLE: usize = 1 << 17;
+
 /// What the path from record to verdict needs.
 pub(super) struct Pipeline {
     registry: Registry,
@@ -334,13 +345,23 @@ impl Pipeline {
         i128::from(clock::boot_ns()) + self.offset
     }
 
-    /// Drains the ring buffer through the pipeline.
+    /// Takes up to `max` records of the ring buffer through the pipeline (one
+    /// [`DRAIN_PASS`] in the daemon's loop); returns whether it stopped with
+    /// records left. Under a load the daemon cannot keep up with the ring buffer
+    /// never empties: a drain that waited for it to would keep everything else on
+    /// the daemon's thread (clients' requests, signals, the beat) waiting as long as
+    /// the load lasts.
     pub(super) fn drain(
         &mut self,
         ring: &mut RingBuf<MapData>,
         out: &mut Outputs,
-    ) -> Result<(), audit::Error> {
-        while let Some(item) = ring.next() {
+        max: usize,
+    ) -> Result<bool, audit::Error> {
+        for _ in 0..max {
+            let Some(item) = ring.next() else {
+                out.sink.flush()?;
+                return Ok(false);
+            };
             match decode::decode(&item) {
                 Ok(record) => {
                     let mut ev = crate::event::from_record(record, self.offset);
@@ -356,7 +377,8 @@ impl Pipeline {
                 }
             }
         }
-        out.sink.flush()
+        out.sink.flush()?;
+        Ok(true)
     }
 
     /// One event: session bookkeeping around the judge's verdict and its action.
