@@ -1,7 +1,7 @@
 //! Driving guard: starting the daemon and reading its status.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,47 @@ use guard_common::protocol::Status;
 
 use super::ctx::Ctx;
 use super::process::{Proc, file_for, run_timed, sleep};
+use crate::util::log;
+
+/// The pin directory of the bench's daemons (one at a time).
+fn pin_dir() -> PathBuf {
+    PathBuf::from(format!("/sys/fs/bpf/guard-bench-{}", std::process::id()))
+}
+
+/// Unloads what a daemon left pinned: `--lift-on-stop` removes its pins when it
+/// stops, not when it had to be killed, and its programs would stay attached
+/// through the setups measured after it.
+fn lift_leftover_pins(guard: &Path) {
+    let dir = pin_dir();
+    if !dir.exists() {
+        return;
+    }
+    log!(
+        "unloading what a killed daemon left pinned in {}",
+        dir.display()
+    );
+    match Command::new(guard)
+        .args(["unload", "--pin-dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .status()
+    {
+        Ok(s) if s.success() => {}
+        other => log!(
+            "warning: `guard unload --pin-dir {}`: {other:?}",
+            dir.display()
+        ),
+    }
+}
+
+/// Lifts a killed daemon's pins when the run ends (dropped), whatever ended it.
+pub(super) struct Pins(pub(super) PathBuf);
+
+impl Drop for Pins {
+    fn drop(&mut self) {
+        lift_leftover_pins(&self.0);
+    }
+}
 
 /// `guard status --json`, read through the control protocol's own type.
 pub(super) fn guard_status(ctx: &Ctx) -> Result<Status> {
@@ -68,6 +109,7 @@ pub(super) fn start_guard_within(
     ready_within: Duration,
 ) -> Result<Proc> {
     let _ = fs::remove_file(&ctx.socket);
+    lift_leftover_pins(&ctx.guard);
     let stderr = ctx.next_file("guard", "err");
     let mut cmd = Command::new(&ctx.guard);
     cmd.arg("daemon");
@@ -85,7 +127,7 @@ pub(super) fn start_guard_within(
             // Pins of its own, removed when it stops: the next setup measures no
             // program of this one.
             .arg("--pin-dir")
-            .arg(format!("/sys/fs/bpf/guard-bench-{}", std::process::id()))
+            .arg(pin_dir())
             .arg("--lift-on-stop");
     }
     cmd.env("NO_COLOR", "1")

@@ -116,6 +116,7 @@ pub(crate) fn run(guard: &Path, opts: &Options) -> Result<()> {
     let guard = fs::canonicalize(guard)
         .with_context(|| format!("no guard binary at {}", guard.display()))?;
     let started = Instant::now();
+    let _pins = guard::Pins(guard.clone());
 
     // The temporary directory is on disk (guard's events file is a real file); in a
     // kernel's VM (`--costs-only`) only the guest's /tmp is writable.
