@@ -26,6 +26,14 @@ use crate::{
 /// How often the host's processes are searched for spawners.
 const SCAN_EVERY: Duration = Duration::from_secs(5);
 
+/// How long a reading of the host's listening ports names a loopback connect's
+/// listener, and how old it must be before a port it lacks is looked for again.
+/// Reading them (`/proc/net/tcp`) walks every TCP socket of the host: once per
+/// connect, a session connecting in a loop (tens of thousands of sockets in
+/// TIME_WAIT) kept the daemon in the kernel for as long as the loop lasted.
+const PORTS_FRESH: Duration = Duration::from_millis(200);
+const PORTS_RETRY: Duration = Duration::from_millis(10);
+
 /// The program of process `pid`: its executable's file name, else its command
 /// name; and the executable's path.
 fn program_of(pid: u32) -> (Option<String>, Option<String>) {
@@ -120,6 +128,8 @@ pub struct Spawners {
     /// The listener of each loopback port a session connected to: (socket inode,
     /// pid) while that socket listens.
     ports: HashMap<u16, (u64, u32)>,
+    /// The host's listening ports (port → socket inode), and when they were read.
+    listening: Option<(Instant, HashMap<u16, u64>)>,
 }
 
 impl Spawners {
@@ -130,6 +140,7 @@ impl Spawners {
             verdict: 0,
             scanned: None,
             ports: HashMap::new(),
+            listening: None,
         }
     }
 
@@ -236,9 +247,26 @@ impl Spawners {
         }
     }
 
+    /// The host's listening ports, read again when [`PORTS_FRESH`] has passed, or
+    /// when `port` is not among them and [`PORTS_RETRY`] has (a listener that
+    /// started since).
+    fn listening(&mut self, port: u16) -> &HashMap<u16, u64> {
+        let stale = self.listening.as_ref().is_none_or(|(at, ports)| {
+            let age = at.elapsed();
+            age >= PORTS_FRESH || (age >= PORTS_RETRY && !ports.contains_key(&port))
+        });
+        if stale {
+            self.listening = Some((Instant::now(), listening_ports()));
+        }
+        &self
+            .listening
+            .get_or_insert_with(|| (Instant::now(), HashMap::new()))
+            .1
+    }
+
     /// The process listening on loopback `port` (cached while its socket listens).
     fn port_owner(&mut self, port: u16, _addr: IpAddr) -> Option<u32> {
-        let listening = listening_ports();
+        let listening = self.listening(port).clone();
         let inode = *listening.get(&port)?;
         if let Some((i, pid)) = self.ports.get(&port)
             && *i == inode
