@@ -12,7 +12,7 @@
 //! socket's owner among `/proc/*/fd` (kept while the socket listens).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     net::IpAddr,
     time::{Duration, Instant},
 };
@@ -251,32 +251,31 @@ impl Spawners {
     /// when `port` is not among them and [`PORTS_RETRY`] has (a listener that
     /// started since).
     fn listening(&mut self, port: u16) -> &HashMap<u16, u64> {
-        let stale = self.listening.as_ref().is_none_or(|(at, ports)| {
-            let age = at.elapsed();
-            age >= PORTS_FRESH || (age >= PORTS_RETRY && !ports.contains_key(&port))
-        });
-        if stale {
-            self.listening = Some((Instant::now(), listening_ports()));
-        }
-        &self
-            .listening
-            .get_or_insert_with(|| (Instant::now(), HashMap::new()))
-            .1
+        let read = match self.listening.take() {
+            Some((at, ports))
+                if at.elapsed() < PORTS_FRESH
+                    && (at.elapsed() < PORTS_RETRY || ports.contains_key(&port)) =>
+            {
+                (at, ports)
+            }
+            _ => (Instant::now(), listening_ports()),
+        };
+        &self.listening.insert(read).1
     }
 
     /// The process listening on loopback `port` (cached while its socket listens).
     fn port_owner(&mut self, port: u16, _addr: IpAddr) -> Option<u32> {
-        let listening = self.listening(port).clone();
-        let inode = *listening.get(&port)?;
+        let inode = *self.listening(port).get(&port)?;
         if let Some((i, pid)) = self.ports.get(&port)
             && *i == inode
         {
             return Some(*pid);
         }
         let pid = owner_of(inode, None)?;
+        if let Some((_, live)) = &self.listening {
+            self.ports.retain(|p, _| live.contains_key(p));
+        }
         self.ports.insert(port, (inode, pid));
-        let live: HashSet<u16> = listening.keys().copied().collect();
-        self.ports.retain(|p, _| live.contains(p));
         Some(pid)
     }
 }

@@ -357,10 +357,11 @@ impl Pipeline {
         out: &mut Outputs,
         max: usize,
     ) -> Result<bool, audit::Error> {
+        let mut left = true;
         for _ in 0..max {
             let Some(item) = ring.next() else {
-                out.sink.flush()?;
-                return Ok(false);
+                left = false;
+                break;
             };
             match decode::decode(&item) {
                 Ok(record) => {
@@ -378,7 +379,7 @@ impl Pipeline {
             }
         }
         out.sink.flush()?;
-        Ok(true)
+        Ok(left)
     }
 
     /// One event: session bookkeeping around the judge's verdict and its action.
