@@ -10,7 +10,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
-use super::prepare::chown_tree;
+use super::process::chown_tree;
 use crate::util::{self, log};
 
 /// The crates the Rust workload's crate uses (from crates.io, vendored).

@@ -9,8 +9,8 @@ use std::process::Command;
 use anyhow::{Context as _, Result};
 
 use super::ctx::Ctx;
-use super::peers::which;
 use super::process::tail;
+use super::process::which;
 use crate::util::{self, log};
 
 /// Kernel audit status from `auditctl -s`.

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
-use super::prepare::chown_tree;
+use super::process::chown_tree;
 use super::process::{Proc, file_for, path_str};
 use crate::{setup, util};
 

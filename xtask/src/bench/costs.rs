@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::ctx::Ctx;
 use super::guard::start_guard;
-use super::peers::which;
+use super::process::which;
 use super::process::{check_interrupted, run_timed};
 use super::setups::{Setup, Workload};
 use crate::util::{self, log};

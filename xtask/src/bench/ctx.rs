@@ -4,9 +4,10 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use super::agent_day::AgentDay;
-use super::codex::CodexDay;
+use super::codex::{self, CodexDay};
 use super::options::Params;
-use super::setups::{Setup, Workload};
+use super::process::path_str;
+use super::setups::{self, Setup, Workload};
 
 /// What every measurement needs.
 pub(super) struct Ctx {
@@ -51,6 +52,43 @@ pub(super) struct Ctx {
 }
 
 impl Ctx {
+    /// Arguments of the workload program for `n` iterations.
+    pub(super) fn workload_args(&self, w: Workload, n: u64) -> Vec<String> {
+        let n = n.to_string();
+        let mut a = vec![self.ids()];
+        match w {
+            Workload::Open => a.extend(["open".into(), n, path_str(&self.open_target)]),
+            Workload::Files => a.extend(["files".into(), n, path_str(&self.open_target)]),
+            Workload::ForkExec => a.extend(["forkexec".into(), n]),
+            Workload::Connect => a.extend(["connect".into(), n, self.port.to_string()]),
+            Workload::Real => a.extend(["git".into(), n, path_str(&self.repo)]),
+            Workload::Build => a.extend(["build".into(), n, path_str(&self.build_dir)]),
+            Workload::Fetch => a.extend([
+                "fetch".into(),
+                n,
+                path_str(&self.fetch_dir),
+                self.http_port.to_string(),
+                self.params.build_n.to_string(),
+                path_str(&self.resolver_etc),
+            ]),
+            Workload::Cargo => a.extend([
+                "cargo".into(),
+                n,
+                path_str(&self.agent_day.crate_dir),
+                path_str(&self.agent_day.toolchain),
+            ]),
+            Workload::Npm => a.extend(["npm".into(), n, path_str(&self.agent_day.npm_dir)]),
+            Workload::Codex => {
+                a.extend(["codex".into(), n]);
+                a.extend(codex::args(&self.codex, &self.repo));
+            }
+            Workload::Bulk => a.extend(["bulk".into(), n, self.sink_port.to_string()]),
+            Workload::Unix => a.extend(["unix".into(), n, path_str(&self.home)]),
+            Workload::Dns => a.extend(["dns".into(), n, setups::DNS_SERVER.into()]),
+        }
+        a
+    }
+
     pub(super) fn ids(&self) -> String {
         format!("{}:{}", self.uid, self.gid)
     }
@@ -67,7 +105,7 @@ impl Ctx {
 
     /// The workload command with `n` iterations.
     pub(super) fn workload_command_n(&self, setup: Setup, w: Workload, n: u64) -> Command {
-        let mut cmd = self.program_command(setup.in_session(), w.args_n(self, n));
+        let mut cmd = self.program_command(setup.in_session(), self.workload_args(w, n));
         if w == Workload::Codex {
             cmd.env("CODEX_HOME", &self.codex.home);
         }

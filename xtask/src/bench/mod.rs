@@ -69,8 +69,10 @@ use self::markdown::write_markdown;
 use self::measure::{capacity, kill_latency, measure};
 pub(crate) use self::options::Options;
 use self::options::Params;
-use self::peers::{BPFTRACE_SCRIPT, install_peers, tcpconnect_problem, which};
-use self::prepare::{chown_tree, listener, make_build_sources, make_repo, program_files, sink};
+use self::peers::{BPFTRACE_SCRIPT, install_peers, tcpconnect_problem};
+use self::prepare::{listener, make_build_sources, make_repo, program_files, sink};
+use self::process::chown_tree;
+use self::process::which;
 use self::process::{
     TempDir, check_interrupted, install_signal_handlers, random_hex, run_timed, sleep,
 };

@@ -1,21 +1,12 @@
 //! The peers guard is compared with: installing them, and whether they can run.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::process::{Proc, file_for};
-use super::running::has_eventpoll;
+use super::process::{Proc, file_for, has_eventpoll, which};
 use crate::util::{self, log};
-
-pub(super) fn which(bin: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(bin))
-        .find(|p| p.is_file())
-}
 
 fn dpkg_installed(package: &str) -> bool {
     util::output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 
 use super::ctx::Ctx;
-use super::process::run_timed;
+use super::process::{chown_tree, run_timed};
 use super::setups::Workload;
 use crate::util;
 
@@ -73,7 +73,7 @@ pub(super) fn prewarm(ctx: &Ctx, w: Workload) -> Result<()> {
     }
     // One iteration, whatever the timed runs do.
     let mut cmd = Command::new(&ctx.workload_bin);
-    cmd.args(w.args_n(ctx, 1));
+    cmd.args(ctx.workload_args(w, 1));
     ctx.workload_env(&mut cmd);
     run_timed(&mut cmd, Duration::from_secs(300)).map(|_| ())
 }
@@ -96,17 +96,6 @@ pub(super) fn make_build_sources(dir: &Path, n: u64, uid: u32, gid: u32) -> Resu
         fs::write(dir.join(format!("m{i}.c")), src)?;
     }
     chown_tree(dir, uid, gid)
-}
-
-pub(super) fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
-        .with_context(|| format!("cannot chown {}", path.display()))?;
-    if fs::symlink_metadata(path)?.is_dir() {
-        for e in fs::read_dir(path)? {
-            chown_tree(&e?.path(), uid, gid)?;
-        }
-    }
-    Ok(())
 }
 
 /// A repository with `files` files on branch `a`, and branch `b` changing `changed` of them.

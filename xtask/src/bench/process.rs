@@ -261,3 +261,34 @@ pub(super) fn run_timed(cmd: &mut Command, timeout: Duration) -> Result<String> 
 pub(super) fn file_for(path: &Path) -> Result<fs::File> {
     fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))
 }
+
+/// Changes the owner of `path` and of everything under it (symbolic links themselves).
+pub(super) fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+        .with_context(|| format!("cannot chown {}", path.display()))?;
+    if fs::symlink_metadata(path)?.is_dir() {
+        for e in fs::read_dir(path)? {
+            chown_tree(&e?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+/// Where `bin` is, on `PATH` or in the system's directories.
+pub(super) fn which(bin: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+}
+
+/// Whether process `pid` holds an epoll instance (a daemon waiting in its loop).
+pub(super) fn has_eventpoll(pid: u32) -> bool {
+    let Ok(entries) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    entries
+        .flatten()
+        .any(|e| fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().contains("eventpoll")))
+}

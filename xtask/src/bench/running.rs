@@ -11,7 +11,7 @@ use anyhow::Result;
 use super::auditd::{AUDIT_SYSCALLS, AuditState, audit_status, audit_u64, auditctl};
 use super::ctx::Ctx;
 use super::guard::{events_total, guard_idle, lost_sum, start_guard, vm_hwm};
-use super::process::{Proc, file_for, sleep};
+use super::process::{Proc, file_for, has_eventpoll, sleep};
 use super::setups::Setup;
 
 /// A setup in place for one measurement.
@@ -29,15 +29,6 @@ pub(super) struct Seen {
     pub(super) events: Option<u64>,
     pub(super) lost: Option<u64>,
     pub(super) daemon_hwm: Option<u64>,
-}
-
-pub(super) fn has_eventpoll(pid: u32) -> bool {
-    let Ok(entries) = fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    entries
-        .flatten()
-        .any(|e| fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().contains("eventpoll")))
 }
 
 pub(super) fn start(ctx: &mut Ctx, setup: Setup) -> Result<Running> {

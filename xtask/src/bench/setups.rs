@@ -1,10 +1,8 @@
 //! What is compared (the setups) and what is timed under each (the workloads).
 
 use super::agent_day::{CARGO_DEPS, NPM_DEPS};
-use super::codex::{self, SCRIPT};
-use super::ctx::Ctx;
+use super::codex::SCRIPT;
 use super::options::Params;
-use super::process::path_str;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Setup {
@@ -239,42 +237,5 @@ impl Workload {
             Self::Unix => p.unix_n,
             Self::Dns => p.dns_n,
         }
-    }
-
-    /// Arguments of the workload program for `n` iterations.
-    pub(super) fn args_n(self, ctx: &Ctx, n: u64) -> Vec<String> {
-        let n = n.to_string();
-        let mut a = vec![ctx.ids()];
-        match self {
-            Self::Open => a.extend(["open".into(), n, path_str(&ctx.open_target)]),
-            Self::Files => a.extend(["files".into(), n, path_str(&ctx.open_target)]),
-            Self::ForkExec => a.extend(["forkexec".into(), n]),
-            Self::Connect => a.extend(["connect".into(), n, ctx.port.to_string()]),
-            Self::Real => a.extend(["git".into(), n, path_str(&ctx.repo)]),
-            Self::Build => a.extend(["build".into(), n, path_str(&ctx.build_dir)]),
-            Self::Fetch => a.extend([
-                "fetch".into(),
-                n,
-                path_str(&ctx.fetch_dir),
-                ctx.http_port.to_string(),
-                ctx.params.build_n.to_string(),
-                path_str(&ctx.resolver_etc),
-            ]),
-            Self::Cargo => a.extend([
-                "cargo".into(),
-                n,
-                path_str(&ctx.agent_day.crate_dir),
-                path_str(&ctx.agent_day.toolchain),
-            ]),
-            Self::Npm => a.extend(["npm".into(), n, path_str(&ctx.agent_day.npm_dir)]),
-            Self::Codex => {
-                a.extend(["codex".into(), n]);
-                a.extend(codex::args(&ctx.codex, &ctx.repo));
-            }
-            Self::Bulk => a.extend(["bulk".into(), n, ctx.sink_port.to_string()]),
-            Self::Unix => a.extend(["unix".into(), n, path_str(&ctx.home)]),
-            Self::Dns => a.extend(["dns".into(), n, DNS_SERVER.into()]),
-        }
-        a
     }
 }

@@ -52,7 +52,7 @@ pub(super) fn storm(ctx: &mut Ctx) -> Result<Value> {
             .arg(&ctx.socket)
             .arg("--")
             .arg(&ctx.workload_bin)
-            .args(w.args_n(ctx, ENDLESS));
+            .args(ctx.workload_args(w, ENDLESS));
         ctx.workload_env(&mut cmd);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -30,7 +30,7 @@ pub(super) use self::report::write_report;
 use super::costs::{BpfStats, bpf_programs, ran};
 use super::ctx::Ctx;
 use super::guard::{cpu_seconds, events_total, guard_idle, lost_sum, start_guard_within, vm_hwm};
-use super::peers::which;
+use super::process::which;
 use super::process::{
     Proc, TempDir, check_interrupted, path_str, printed_seconds, run_timed, sleep,
 };
