@@ -5,9 +5,8 @@
 
 use guard::cli::clients;
 use guard::top::state;
-use guard_common::protocol::{
-    EventLine, KillReport, Registered, Reply, Request, SessionInfo, Status,
-};
+use guard_common::line::EventLine;
+use guard_common::protocol::{KillReport, Registered, Reply, Request, SessionInfo, Status};
 use libfuzzer_sys::fuzz_target;
 
 fn answer<T: serde::de::DeserializeOwned>(line: &str) {
@@ -30,7 +29,8 @@ fuzz_target!(|bytes: &[u8]| {
         answer::<KillReport>(line);
         answer::<Registered>(line);
         if let Ok(ev) = serde_json::from_str::<EventLine>(line) {
-            let _ = clients::what(&ev);
+            let _ = ev.what();
+            let _ = ev.attempt();
             let _ = clients::human(&ev);
             let _ = state::Event::from_line(&ev);
         }

@@ -3,7 +3,7 @@
 //! (the daemon does exactly this with every record the kernel hands over).
 #![no_main]
 
-use guard::event::{Event, decode};
+use guard::event::{Written as _, decode};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|bytes: &[u8]| {

@@ -290,7 +290,7 @@ pub struct Confinement {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(
     feature = "protocol",
-    derive(strum::IntoStaticStr, strum::VariantArray),
+    derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray),
     strum(serialize_all = "lowercase")
 )]
 pub enum OpenCall {
@@ -413,7 +413,7 @@ pub const UNIX_PATH_MAX: usize = 108;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(
     feature = "protocol",
-    derive(strum::IntoStaticStr, strum::VariantArray),
+    derive(strum::IntoStaticStr, strum::EnumString, strum::VariantArray),
     strum(serialize_all = "lowercase")
 )]
 pub enum UnixCall {

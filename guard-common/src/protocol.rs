@@ -1,7 +1,7 @@
 //! The control protocol between `guard daemon` and its clients (`guard sessions`,
 //! `events`, `status`, `kill`, `run`, `top`, and the benchmarks): JSON lines over a
 //! Unix stream socket. One request per line; one [`Reply`] per request, except
-//! `subscribe`, answered by a stream of [`EventLine`]s (the audit log's schema,
+//! `subscribe`, answered by a stream of [`EventLine`](crate::line::EventLine)s (the audit log's schema,
 //! docs/events.md) until the client leaves.
 //!
 //! Every message is a type here, used by both ends, so the two cannot drift.
@@ -67,7 +67,7 @@ pub enum Request {
     /// The daemon's health: [`Status`].
     Status,
     /// Stream events, optionally one session's or some kinds only. A slow reader
-    /// gets [`EventDetail::Missed`] notices instead of stalling the daemon.
+    /// gets [`EventDetail::Missed`](crate::line::EventDetail::Missed) notices instead of stalling the daemon.
     Subscribe {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         session: Option<String>,
@@ -680,12 +680,6 @@ impl Route {
         self.into()
     }
 }
-
-/// The event line lives in [`crate::line`]; clients reach it from here.
-pub use crate::line::{
-    Address, DnsAnswer, EventDetail, EventLine, LinksLine, SCHEMA, TamperArg, TaskLine,
-    ViolationLine,
-};
 
 #[cfg(test)]
 mod tests {

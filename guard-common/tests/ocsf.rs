@@ -624,7 +624,7 @@ fn every_kind_validates_against_the_ocsf_schema() {
             serde_json::to_string_pretty(r).expect("json")
         );
     }
-    let expected: BTreeSet<String> = guard_common::protocol::EventDetail::KINDS
+    let expected: BTreeSet<String> = guard_common::line::EventDetail::KINDS
         .iter()
         .map(|k| (*k).to_owned())
         .collect();

@@ -151,7 +151,7 @@ impl Detector {
                     else {
                         continue;
                     };
-                    if !Self::watches(rule, class) {
+                    if !Self::watches(rule, class.as_str()) {
                         continue;
                     }
                     let n = match direction {
@@ -159,7 +159,10 @@ impl Detector {
                         Direction::In => inb,
                         Direction::Both => out + inb,
                     };
-                    let w = state.windows.entry((i, class.to_owned())).or_default();
+                    let w = state
+                        .windows
+                        .entry((i, class.as_str().to_owned()))
+                        .or_default();
                     let total = w.add(ev.ts_ns, n, *window_ns);
                     if total > *bytes && ev.ts_ns >= w.quiet_until && hit.is_none() {
                         w.quiet_until = ev.ts_ns + i128::from(*window_ns);
@@ -207,7 +210,9 @@ impl Detector {
                 hit = self
                     .rules
                     .iter()
-                    .find(|r| matches!(r.check, Check::NewDestination) && Self::watches(r, class))
+                    .find(|r| {
+                        matches!(r.check, Check::NewDestination) && Self::watches(r, class.as_str())
+                    })
                     .map(|rule| {
                         Hit::of(
                             rule,

@@ -12,7 +12,7 @@ use super::{
     model::{Action, Kind, Mode, OnLoss, Policy, Target},
     tables::{self, Tables},
 };
-use crate::event::{Detail, Event, via};
+use crate::event::{DestClass, Detail, Event, via};
 
 /// The rule tamper attempts are reported under: guard's own, always on (not a
 /// policy rule).
@@ -610,7 +610,7 @@ impl Judge {
             return None;
         };
         let class = ev.dest_class(*addr);
-        if *ret < 0 || *port == 53 || matches!(class, "registry" | "local") {
+        if *ret < 0 || *port == 53 || matches!(class, DestClass::Registry | DestClass::Local) {
             return None;
         }
         let mut verdict = self.on_the_process(crate::model::Packages::SCRIPT_NETWORK, action);

@@ -313,10 +313,8 @@ impl Compiled {
                 ) => {
                     let acc = access::of(*flags);
                     // A directory's open lists names: no file's data is read.
-                    let wants_read = acc.contains(&"read") && !dir;
-                    let wants_write = acc
-                        .iter()
-                        .any(|a| matches!(*a, "write" | "create" | "truncate"));
+                    let wants_read = acc.contains(&access::Access::Read) && !dir;
+                    let wants_write = acc.iter().any(|a| *a != access::Access::Read);
                     // The paths matched already (candidates).
                     ((*read && wants_read) || (*write && wants_write)) && !except.is_match(path)
                 }

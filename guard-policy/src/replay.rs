@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use guard_common::line::{EventDetail, EventLine};
+use guard_common::line::{CallResult, EventDetail, EventLine, SockType};
 use guard_common::protocol::Action;
 use serde::Serialize;
 
@@ -181,9 +181,10 @@ pub fn event_of(line: &EventLine) -> Option<Event> {
         cgroup_id: t.cgroup_id,
         ..Task::default()
     };
-    let errno_ret = |result: &str, errno: Option<i32>, ret: Option<i64>| {
+    let errno_ret = |result: &CallResult, errno: Option<i32>, ret: Option<i64>| {
         ret.unwrap_or_else(|| match (result, errno) {
-            ("ok", _) | ("", None) => 0,
+            (CallResult::Ok, _) => 0,
+            (CallResult::Errno(name), None) if name.is_empty() => 0,
             (_, Some(e)) => -i64::from(e),
             _ => -1,
         })
@@ -232,7 +233,7 @@ pub fn event_of(line: &EventLine) -> Option<Event> {
                 resolved: *path_resolved,
                 truncated: *path_truncated,
                 flags: *flags,
-                call: open_call(call)?,
+                call: *call.get()?,
                 ret: ret
                     .or(*fd)
                     .unwrap_or_else(|| errno_ret(result, *errno, None)),
@@ -258,11 +259,7 @@ pub fn event_of(line: &EventLine) -> Option<Event> {
             via_resolver,
         } => {
             let addr: IpAddr = to.addr.parse().ok()?;
-            let proto = match to.proto.as_str() {
-                "tcp" => Proto::Tcp,
-                "udp" => Proto::Udp,
-                _ => Proto::Other(0),
-            };
+            let proto = to.proto.get().copied().unwrap_or(Proto::Other(0));
             let ret = errno_ret(result, *errno, *ret);
             let detail = if matches!(line.detail, EventDetail::Connect { .. }) {
                 Detail::Connect {
@@ -296,14 +293,12 @@ pub fn event_of(line: &EventLine) -> Option<Event> {
                 path: path.clone(),
                 resolved: *path_resolved,
                 truncated: *path_truncated,
-                call: (1..=5)
-                    .filter_map(guard_common::UnixCall::from_u32)
-                    .find(|c| c.name() == call)?,
-                sock_type: match socket.as_str() {
-                    "stream" => 1,
-                    "dgram" => 2,
-                    "seqpacket" => 5,
-                    _ => 0,
+                call: *call.get()?,
+                sock_type: match socket.get() {
+                    Some(SockType::Stream) => 1,
+                    Some(SockType::Dgram) => 2,
+                    Some(SockType::Seqpacket) => 5,
+                    Some(SockType::Unknown) | None => 0,
                 },
                 ret: errno_ret(result, *errno, *ret),
             },
@@ -348,12 +343,6 @@ pub fn event_of(line: &EventLine) -> Option<Event> {
     ev.via_resolver = via_resolver;
     ev.host.clone_from(&line.host);
     Some(ev)
-}
-
-fn open_call(name: &str) -> Option<guard_common::OpenCall> {
-    (0..=12)
-        .filter_map(guard_common::OpenCall::from_u32)
-        .find(|c| c.name() == name)
 }
 
 /// `~` in the recording: each `/home/NAME` and `/root` its paths show.

@@ -28,7 +28,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use guard_common::protocol::{EventDetail, EventLine};
+use guard_common::line::{EventDetail, EventLine};
 use std::{env, fs, thread};
 
 use serde_json::Value;

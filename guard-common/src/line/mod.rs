@@ -6,13 +6,21 @@
 
 extern crate alloc;
 
+pub mod values;
 mod what;
 
 use alloc::{collections::BTreeMap, format, string::String, vec::Vec};
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{Action, ConfinementLine, Enforcement, How, Mode, Outcome, Route};
+pub use self::values::{
+    Access, By, CallResult, DestClass, DnsDirection, Family, FlowReason, HostSource, Known,
+    LimitReason, Proto, SockType, TamperDone, TamperOp, Via,
+};
+use crate::{
+    event::{OpenCall, UnixCall},
+    protocol::{Action, ConfinementLine, Enforcement, How, Mode, Outcome, Route},
+};
 
 /// The version of the events' schema (`schema` of every line).
 pub const SCHEMA: u32 = 2;
@@ -43,7 +51,7 @@ pub struct EventLine {
     pub host: Option<String>,
     /// Where `host` came from: `dns` or `policy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub host_source: Option<String>,
+    pub host_source: Option<Known<HostSource>>,
     /// The process read a secret a rule let it read (or its ancestors did).
     #[serde(default, skip_serializing_if = "is_false")]
     pub tainted: bool,
@@ -241,7 +249,7 @@ pub enum EventDetail {
         agent_version: Option<String>,
         /// `identity`: the kernel's rule matched the file by (device, inode).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        by: Option<String>,
+        by: Option<Known<By>>,
         /// The kernel held the process at exec for its program's digest.
         #[serde(default, skip_serializing_if = "is_false")]
         held: bool,
@@ -262,7 +270,7 @@ pub enum EventDetail {
         /// A loader or interpreter's exec: `loader` or `interpreter`, and the
         /// program it runs.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        via: Option<String>,
+        via: Option<Known<Via>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         target: Option<String>,
     },
@@ -276,14 +284,14 @@ pub enum EventDetail {
         path_truncated: bool,
         /// `read`, `write`, `create`, `truncate`, …
         #[serde(default)]
-        access: Vec<String>,
+        access: Vec<Known<Access>>,
         #[serde(default)]
         flags: u64,
         #[serde(default)]
-        call: String,
+        call: Known<OpenCall>,
         /// `ok`, an errno's name, or `invalid`.
         #[serde(default)]
-        result: String,
+        result: CallResult,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fd: Option<i64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -293,7 +301,7 @@ pub enum EventDetail {
         ret: Option<i64>,
         /// `identity`: a rule's file matched by (device, inode).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        by: Option<String>,
+        by: Option<Known<By>>,
         /// The protected file the identity match names.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         protected: Option<String>,
@@ -315,7 +323,7 @@ pub enum EventDetail {
         #[serde(flatten)]
         to: Address,
         #[serde(default)]
-        result: String,
+        result: CallResult,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         errno: Option<i32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -332,7 +340,7 @@ pub enum EventDetail {
         #[serde(flatten)]
         to: Address,
         #[serde(default)]
-        result: String,
+        result: CallResult,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         errno: Option<i32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -354,14 +362,14 @@ pub enum EventDetail {
         path_resolved: bool,
         #[serde(default)]
         path_truncated: bool,
-        /// `connect` or `sendmsg`.
+        /// `connect`, `sendto`, `send`, `sendmsg` or `sendmmsg`.
         #[serde(default)]
-        call: String,
+        call: Known<UnixCall>,
         /// `stream`, `dgram`, `seqpacket` or `unknown`.
         #[serde(default)]
-        socket: String,
+        socket: Known<SockType>,
         #[serde(default)]
-        result: String,
+        result: CallResult,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         errno: Option<i32>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -389,7 +397,7 @@ pub enum EventDetail {
         port: Option<u16>,
         /// An errno's name, `killed`, or `ok`.
         #[serde(default)]
-        result: String,
+        result: CallResult,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         errno: Option<i32>,
     },
@@ -497,7 +505,7 @@ pub enum EventDetail {
         /// `ptrace_access`, `proc_open`, `pin_open`, `pin_change`, `bpf`,
         /// `perf_event_open`, `set_owner`.
         #[serde(default)]
-        op: String,
+        op: Known<TamperOp>,
         /// The system call, where a tracepoint saw it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         syscall: Option<String>,
@@ -511,10 +519,10 @@ pub enum EventDetail {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         path: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        access: Option<Vec<String>>,
+        access: Option<Vec<Known<Access>>>,
         /// What the kernel did: `denied`, `killed` or `kill_failed`.
         #[serde(default)]
-        done: String,
+        done: Known<TamperDone>,
     },
     /// A daemon took over pinned enforcement after a gap.
     DaemonResumed {
@@ -549,7 +557,7 @@ pub enum EventDetail {
         packets_in: u64,
         /// `periodic`, `close` or `redirect`.
         #[serde(default)]
-        reason: String,
+        reason: Known<FlowReason>,
         /// The flow's identity across its records (socket cookie and start).
         #[serde(default)]
         flow_id: String,
@@ -559,7 +567,7 @@ pub enum EventDetail {
         /// Destination class (`local`, `model`, `registry`, `code_host`,
         /// `allowlisted`, `other`).
         #[serde(default)]
-        dest_class: String,
+        dest_class: Known<DestClass>,
         /// A connection a session's listening socket accepted: the address is its
         /// peer's, `bytes_out` what the session served it.
         #[serde(default, skip_serializing_if = "is_false")]
@@ -570,14 +578,14 @@ pub enum EventDetail {
     Dns {
         /// `query` or `answer`.
         #[serde(default)]
-        direction: String,
+        direction: Known<DnsDirection>,
         /// The DNS server and its port.
         #[serde(default)]
         server: String,
         #[serde(default)]
         port: u16,
         #[serde(default)]
-        proto: String,
+        proto: Known<Proto>,
         /// The question's name and type.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         name: Option<String>,
@@ -599,7 +607,7 @@ pub enum EventDetail {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
         #[serde(default)]
-        dest_class: String,
+        dest_class: Known<DestClass>,
         /// The socket's DNS goes through guard's resolver: a query it refused
         /// never left the host.
         #[serde(default, skip_serializing_if = "is_false")]
@@ -610,7 +618,7 @@ pub enum EventDetail {
     Limit {
         /// `rate` or `track_full`.
         #[serde(default)]
-        reason: String,
+        reason: Known<LimitReason>,
         #[serde(default)]
         dropped: u64,
         #[serde(default)]
@@ -633,9 +641,9 @@ pub struct Address {
     pub addr: String,
     pub port: u16,
     /// `tcp`, `udp`, …
-    pub proto: String,
+    pub proto: Known<Proto>,
     /// `ipv4` or `ipv6`.
-    pub family: String,
+    pub family: Known<Family>,
 }
 
 /// A `tamper`'s argument, named by its op (at most one is set).
@@ -740,10 +748,10 @@ mod tests {
                 path: "/root/.ssh/id_rsa".into(),
                 path_resolved: true,
                 path_truncated: false,
-                access: vec!["read".into()],
+                access: vec![Access::Read.into()],
                 flags: 0,
-                call: "openat".into(),
-                result: "ok".into(),
+                call: OpenCall::Openat.into(),
+                result: CallResult::Ok,
                 fd: Some(3),
                 errno: None,
                 ret: None,
@@ -790,7 +798,7 @@ mod tests {
                 sock_type: None,
                 addr: None,
                 port: None,
-                result: "killed".into(),
+                result: CallResult::Killed,
                 errno: None,
             },
             ..line.clone()
@@ -798,7 +806,7 @@ mod tests {
         round_trip(&route);
         let tamper = EventLine {
             detail: EventDetail::Tamper {
-                op: "signal".into(),
+                op: TamperOp::Signal.into(),
                 syscall: Some("kill".into()),
                 target_pid: Some(4242),
                 arg: TamperArg {
@@ -807,7 +815,7 @@ mod tests {
                 },
                 path: None,
                 access: None,
-                done: "killed".into(),
+                done: TamperDone::Killed.into(),
             },
             ..line.clone()
         };

@@ -10,7 +10,7 @@ use alloc::{
     vec::Vec,
 };
 
-use super::{EventDetail, EventLine, human_bytes};
+use super::{DnsDirection, EventDetail, EventLine, human_bytes, values};
 
 impl EventLine {
     /// [`Self::what`], with an exec's program as the kernel resolved it before its
@@ -23,6 +23,35 @@ impl EventLine {
                 format!("{exe} [{}]", argv.join(" "))
             }
             _ => self.what(),
+        }
+    }
+
+    /// What the process tried, for the agent told that guard stopped it (`guard
+    /// hook`): the call and its object, names only, no result (the stop says what
+    /// came of it): `exec git push --force`, `open /home/u/.ssh/id_rsa`,
+    /// `connect 169.254.169.254:80`.
+    pub fn attempt(&self) -> String {
+        let host = || {
+            self.host
+                .as_deref()
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default()
+        };
+        match &self.detail {
+            EventDetail::Exec { exe, argv, .. } => {
+                let line = argv.join(" ");
+                format!("exec {}", if line.is_empty() { exe } else { &line })
+            }
+            EventDetail::Open { path, .. } => format!("open {path}"),
+            EventDetail::Connect { to, .. } | EventDetail::Send { to, .. } => {
+                format!("{} {}:{}{}", self.detail.kind(), to.addr, to.port, host())
+            }
+            EventDetail::Unix { path, .. } => format!("connect to the Unix socket {path}"),
+            EventDetail::Route { route, path, .. } => match path {
+                Some(p) => format!("{} {p}", route.as_str()),
+                None => route.as_str().to_owned(),
+            },
+            other => other.kind().to_owned(),
         }
     }
 
@@ -46,13 +75,13 @@ impl EventLine {
                 access,
                 repeats: Some(n),
                 ..
-            } => format!("{path} ({}) again {n} times", access.join(",")),
+            } => format!("{path} ({}) again {n} times", values::join(access, ",")),
             EventDetail::Open {
                 path,
                 access,
                 result,
                 ..
-            } => format!("{path} ({}) {result}", access.join(",")),
+            } => format!("{path} ({}) {result}", values::join(access, ",")),
             EventDetail::Connect { to, result, .. } | EventDetail::Send { to, result, .. } => {
                 let host = ev
                     .host
@@ -73,7 +102,7 @@ impl EventLine {
                     .as_deref()
                     .map(|h| format!(" ({h})"))
                     .unwrap_or_default();
-                let reason = if reason.is_empty() {
+                let reason = if reason.as_str().is_empty() {
                     String::new()
                 } else {
                     format!(" ({reason})")
@@ -101,7 +130,7 @@ impl EventLine {
                     qtype.as_deref().unwrap_or("?"),
                     name.as_deref().unwrap_or("?")
                 );
-                if direction == "answer" {
+                if *direction == DnsDirection::Answer {
                     let data: Vec<&str> =
                         answers.iter().flatten().map(|a| a.data.as_str()).collect();
                     format!(
@@ -237,5 +266,95 @@ impl EventLine {
             }
             EventDetail::Other => "(an event kind this guard does not know)".to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloc::vec;
+
+    use super::*;
+    use crate::line::{Address, CallResult, Proto, TaskLine};
+
+    fn line(detail: EventDetail, host: Option<&str>) -> EventLine {
+        EventLine {
+            task: Some(TaskLine::default()),
+            detail,
+            host: host.map(str::to_owned),
+            ..EventLine::default()
+        }
+    }
+
+    /// The agent reads what was tried, without the call's result (an open the kernel
+    /// let through before the kill says `ok`, which is not what the agent should
+    /// read); the audit trail reads it with the result.
+    #[test]
+    fn an_attempt_names_the_call_and_its_object_without_the_result() {
+        let exec = line(
+            EventDetail::Exec {
+                exe: "/usr/bin/git".into(),
+                exe_truncated: false,
+                argv: vec!["git".into(), "push".into(), "--force".into()],
+                argv_truncated: false,
+                redacted: false,
+                root: false,
+                agent: None,
+                agent_version: None,
+                by: None,
+                held: false,
+                from_proc: false,
+                digest: None,
+                download: None,
+                confinement: None,
+                via: None,
+                target: None,
+            },
+            None,
+        );
+        assert_eq!(exec.attempt(), "exec git push --force");
+        assert_eq!(exec.what_resolved(), "/usr/bin/git [git push --force]");
+        let connect = line(
+            EventDetail::Connect {
+                to: Address {
+                    addr: "169.254.169.254".into(),
+                    port: 80,
+                    proto: Proto::Tcp.into(),
+                    ..Address::default()
+                },
+                result: CallResult::Ok,
+                errno: None,
+                ret: None,
+                via_resolver: false,
+                listener: None,
+            },
+            Some("metadata.internal"),
+        );
+        assert_eq!(
+            connect.attempt(),
+            "connect 169.254.169.254:80 (metadata.internal)"
+        );
+        assert_eq!(
+            connect.what(),
+            "tcp 169.254.169.254:80 (metadata.internal) ok"
+        );
+        let unix = line(
+            EventDetail::Unix {
+                path: "/run/docker.sock".into(),
+                path_resolved: true,
+                path_truncated: false,
+                call: crate::UnixCall::Connect.into(),
+                socket: crate::line::SockType::Stream.into(),
+                result: CallResult::Errno("EPERM".into()),
+                errno: Some(1),
+                ret: None,
+                listener: None,
+            },
+            None,
+        );
+        assert_eq!(
+            unix.attempt(),
+            "connect to the Unix socket /run/docker.sock"
+        );
+        assert_eq!(unix.what(), "connect unix /run/docker.sock EPERM");
     }
 }

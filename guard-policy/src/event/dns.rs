@@ -13,25 +13,11 @@ use hickory_proto::{
 use super::Proto;
 
 /// Which way the message went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
-#[strum(serialize_all = "lowercase")]
-pub enum Direction {
-    /// Sent by the session's socket.
-    Query,
-    /// Received by the session's socket.
-    Answer,
-}
-
-impl Direction {
-    /// The name in JSON events (`direction`).
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-}
+pub use guard_common::line::DnsDirection as Direction;
 
 /// One resource record of an answer section: its owner name (without the trailing
 /// dot), type (`A`, `AAAA`, `CNAME`, …), data as text and TTL; as events carry it.
-pub use guard_common::protocol::DnsAnswer as Answer;
+pub use guard_common::line::DnsAnswer as Answer;
 
 /// Characters of a DNS name events keep whole: longer names keep their last
 /// [`DNS_NAME_TAIL`] characters (the domain), the rest is cut.

@@ -31,28 +31,9 @@ impl std::fmt::Display for SessionId {
 
 pub use guard_common::protocol::How;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
-#[strum(serialize_all = "lowercase")]
-pub enum Proto {
-    Tcp,
-    Udp,
-    Other(u16),
-}
-
-impl Proto {
-    /// The protocol of a socket of this type and protocol number.
-    pub fn from_socket(sock_type: u16, protocol: u16) -> Self {
-        match (sock_type, protocol) {
-            (_, 6) | (1, 0) => Self::Tcp,
-            (_, 17) | (2, 0) => Self::Udp,
-            (_, p) => Self::Other(p),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-}
+pub use guard_common::line::{
+    DestClass, FlowReason, HostSource, LimitReason, Proto, TamperDone, TamperOp,
+};
 
 /// Event details by kind.
 #[derive(Clone, Debug, PartialEq)]
@@ -231,49 +212,6 @@ pub struct Tamper {
     pub path: Option<String>,
 }
 
-/// What a tamper attempt was (`guard_common::tamper`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
-#[strum(serialize_all = "snake_case")]
-pub enum TamperOp {
-    Signal,
-    Ptrace,
-    ProcessVm,
-    PidfdGetfd,
-    PtraceAccess,
-    ProcOpen,
-    PinOpen,
-    PinChange,
-    Bpf,
-    PerfEventOpen,
-    SetOwner,
-    Unknown(u32),
-}
-
-impl TamperOp {
-    pub fn from_u32(v: u32) -> Self {
-        use guard_common::tamper as t;
-        match v {
-            t::SIGNAL => Self::Signal,
-            t::PTRACE => Self::Ptrace,
-            t::PROCESS_VM => Self::ProcessVm,
-            t::PIDFD_GETFD => Self::PidfdGetfd,
-            t::PTRACE_ACCESS => Self::PtraceAccess,
-            t::PROC_OPEN => Self::ProcOpen,
-            t::PIN_OPEN => Self::PinOpen,
-            t::PIN_CHANGE => Self::PinChange,
-            t::BPF => Self::Bpf,
-            t::PERF_EVENT_OPEN => Self::PerfEventOpen,
-            t::SET_OWNER => Self::SetOwner,
-            other => Self::Unknown(other),
-        }
-    }
-
-    /// The name in JSON events (`op`).
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-}
-
 /// The details of [`Detail::Flow`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Flow {
@@ -364,39 +302,38 @@ fn under(name: &str, base: &str) -> bool {
 /// (loopback, unspecified), `model`, `registry`, `code_host` (by the name the
 /// policy resolved it from), `allowlisted` (another name of the policy's network
 /// rules), `other`.
-pub fn dest_class(addr: IpAddr, host: Option<&str>) -> &'static str {
+pub fn dest_class(addr: IpAddr, host: Option<&str>) -> DestClass {
     let addr = addr.to_canonical();
     if addr.is_loopback() || addr.is_unspecified() {
-        return "local";
+        return DestClass::Local;
     }
     let Some(host) = host.map(|h| h.trim_end_matches('.').to_ascii_lowercase()) else {
-        return "other";
+        return DestClass::Other;
     };
     let is = |list: &[&str]| list.iter().any(|b| under(&host, b));
     if is(MODEL_HOSTS) {
-        "model"
+        DestClass::Model
     } else if is(REGISTRY_HOSTS) {
-        "registry"
+        DestClass::Registry
     } else if is(CODE_HOSTS) {
-        "code_host"
+        DestClass::CodeHost
     } else {
-        "allowlisted"
+        DestClass::Allowlisted
     }
 }
 
 /// The class of a destination named by a session's own DNS answers: by the
 /// name lists, else `allowlisted` when the policy's names resolved to the address
 /// too, else `other` (a name is not an allowance).
-pub fn dns_dest_class(addr: IpAddr, host: &str, allowlisted: bool) -> &'static str {
+pub fn dns_dest_class(addr: IpAddr, host: &str, allowlisted: bool) -> DestClass {
     match dest_class(addr, Some(host)) {
-        "allowlisted" if !allowlisted => "other",
+        DestClass::Allowlisted if !allowlisted => DestClass::Other,
         class => class,
     }
 }
 
 /// Where an event's `host` came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
-#[strum(serialize_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostFrom {
     /// The session's own DNS answers; `allowlisted`: the policy's network rules
     /// name the address too.
@@ -406,71 +343,24 @@ pub enum HostFrom {
 }
 
 impl HostFrom {
-    /// The name in JSON events (`host_source`).
-    pub fn as_str(self) -> &'static str {
-        self.into()
+    /// What events say of it (`host_source`).
+    pub fn source(self) -> HostSource {
+        match self {
+            Self::Dns { .. } => HostSource::Dns,
+            Self::Policy => HostSource::Policy,
+        }
     }
 }
 
 impl Event {
     /// The class of the event's destination (connects, sends, flows, DNS servers).
-    pub fn dest_class(&self, addr: IpAddr) -> &'static str {
+    pub fn dest_class(&self, addr: IpAddr) -> DestClass {
         match (&self.host, self.host_from) {
             (Some(host), Some(HostFrom::Dns { allowlisted })) => {
                 dns_dest_class(addr, host, allowlisted)
             }
             (host, _) => dest_class(addr, host.as_deref()),
         }
-    }
-}
-
-/// Every [`dest_class`] value (metrics pre-declare them).
-pub const DEST_CLASSES: [&str; 6] = [
-    "local",
-    "model",
-    "registry",
-    "code_host",
-    "allowlisted",
-    "other",
-];
-
-/// Why the kernel sent a `flow` record (`guard_common::flow`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
-#[strum(serialize_all = "lowercase")]
-pub enum FlowReason {
-    Periodic,
-    Close,
-    Redirect,
-    Unknown(u32),
-}
-
-impl FlowReason {
-    pub fn from_u32(v: u32) -> Self {
-        match v {
-            guard_common::flow::PERIODIC => Self::Periodic,
-            guard_common::flow::CLOSE => Self::Close,
-            guard_common::flow::REDIRECT => Self::Redirect,
-            other => Self::Unknown(other),
-        }
-    }
-
-    /// The name in JSON events (`reason`).
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-}
-
-/// What the kernel did about a tamper attempt, from the record's `rule` bits:
-/// `denied` (BPF-LSM refused it), `killed` (SIGKILL sent from the system call), or
-/// `kill_failed` (the kernel could not queue the signal).
-pub fn tamper_done(enforced: u16) -> &'static str {
-    use guard_common::rules::enforced as e;
-    if enforced & e::DENIED != 0 {
-        "denied"
-    } else if enforced & e::KILLED != 0 {
-        "killed"
-    } else {
-        "kill_failed"
     }
 }
 
@@ -565,33 +455,6 @@ impl Detail {
 }
 
 pub use guard_common::protocol::Route;
-
-/// Why the kernel sent a `limit` record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
-#[strum(serialize_all = "snake_case")]
-pub enum LimitReason {
-    /// Plain records of the session went over `[limits] rate`/`burst`.
-    Rate,
-    /// A child could not be tracked: the map of tracked processes is full.
-    TrackFull,
-    /// A reason number this build does not know.
-    Unknown(u32),
-}
-
-impl LimitReason {
-    pub fn from_u32(v: u32) -> Self {
-        match v {
-            guard_common::limit::RATE => Self::Rate,
-            guard_common::limit::TRACK_FULL => Self::TrackFull,
-            other => Self::Unknown(other),
-        }
-    }
-
-    /// The name in JSON events (`reason`).
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-}
 
 /// Who did it: the task the kernel saw.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -817,6 +680,8 @@ impl Event {
 
 /// Open-flag view of an open event.
 pub mod access {
+    pub use guard_common::line::Access;
+
     pub const O_ACCMODE: u64 = 0o3;
     pub const O_WRONLY: u64 = 0o1;
     pub const O_RDWR: u64 = 0o2;
@@ -831,20 +696,20 @@ pub mod access {
     }
 
     /// The accesses an open asks for: read, write, create, truncate.
-    pub fn of(flags: u64) -> Vec<&'static str> {
+    pub fn of(flags: u64) -> Vec<Access> {
         let mut out = Vec::with_capacity(4);
         let mode = flags & O_ACCMODE;
         if flags & O_PATH == 0 && (mode == 0 || mode == O_RDWR) {
-            out.push("read");
+            out.push(Access::Read);
         }
         if mode == O_WRONLY || mode == O_RDWR {
-            out.push("write");
+            out.push(Access::Write);
         }
         if flags & O_CREAT != 0 {
-            out.push("create");
+            out.push(Access::Create);
         }
         if flags & O_TRUNC != 0 {
-            out.push("truncate");
+            out.push(Access::Truncate);
         }
         out
     }
@@ -868,62 +733,18 @@ pub fn normalize_lexically(path: &str) -> String {
 mod tests {
     use super::*;
 
-    /// The names events carry for these values are the schema's (docs/events.md):
-    /// derived from the variants, and held here word for word.
     #[test]
-    fn values_keep_the_schema_s_names() {
-        let names = |v: &[&str]| v.join(" ");
-        assert_eq!(
-            names(&[Proto::Tcp, Proto::Udp, Proto::Other(132)].map(Proto::as_str)),
-            "tcp udp other"
-        );
-        let ops = (1..=11)
-            .chain([99])
-            .map(|n| TamperOp::from_u32(n).as_str())
-            .collect::<Vec<_>>();
-        assert_eq!(
-            names(&ops),
-            "signal ptrace process_vm pidfd_getfd ptrace_access proc_open pin_open pin_change \
-             bpf perf_event_open set_owner unknown"
-        );
+    fn a_host_s_source_is_named_without_its_allowance() {
         let from = [HostFrom::Dns { allowlisted: true }, HostFrom::Policy];
-        assert_eq!(names(&from.map(HostFrom::as_str)), "dns policy");
-        let flows = [
-            guard_common::flow::PERIODIC,
-            guard_common::flow::CLOSE,
-            guard_common::flow::REDIRECT,
-            99,
-        ];
-        assert_eq!(
-            names(&flows.map(|n| FlowReason::from_u32(n).as_str())),
-            "periodic close redirect unknown"
-        );
-        let limits = [
-            guard_common::limit::RATE,
-            guard_common::limit::TRACK_FULL,
-            99,
-        ];
-        assert_eq!(
-            names(&limits.map(|n| LimitReason::from_u32(n).as_str())),
-            "rate track_full unknown"
-        );
-        let via = [via::Via::Loader, via::Via::Interpreter, via::Via::Applet];
-        assert_eq!(
-            names(&via.map(via::Via::as_str)),
-            "loader interpreter applet"
-        );
-        let dirs = [dns::Direction::Query, dns::Direction::Answer];
-        assert_eq!(names(&dirs.map(dns::Direction::as_str)), "query answer");
+        assert_eq!(from.map(|f| f.source().as_str()), ["dns", "policy"]);
     }
 
     #[test]
     fn access_from_flags() {
-        assert_eq!(access::of(0), ["read"]);
-        assert_eq!(
-            access::of(0o1 | 0o100 | 0o1000),
-            ["write", "create", "truncate"]
-        );
-        assert_eq!(access::of(0o2), ["read", "write"]);
+        use access::Access::{Create, Read, Truncate, Write};
+        assert_eq!(access::of(0), [Read]);
+        assert_eq!(access::of(0o1 | 0o100 | 0o1000), [Write, Create, Truncate]);
+        assert_eq!(access::of(0o2), [Read, Write]);
         assert!(access::of(access::O_PATH).is_empty());
     }
 
@@ -944,19 +765,27 @@ mod tests {
     #[test]
     fn destination_classes() {
         let a: IpAddr = "203.0.113.5".parse().expect("ip");
-        assert_eq!(dest_class("127.0.0.1".parse().expect("ip"), None), "local");
-        assert_eq!(dest_class("::1".parse().expect("ip"), None), "local");
         assert_eq!(
-            dest_class("::ffff:127.0.0.1".parse().expect("ip"), None),
+            dest_class("127.0.0.1".parse().expect("ip"), None).as_str(),
             "local"
         );
-        assert_eq!(dest_class(a, Some("api.openai.com")), "model");
-        assert_eq!(dest_class(a, Some("registry.npmjs.org")), "registry");
-        assert_eq!(dest_class(a, Some("github.com")), "code_host");
-        assert_eq!(dest_class(a, Some("notgithub.com")), "allowlisted");
-        assert_eq!(dest_class(a, Some("example.org")), "allowlisted");
-        assert_eq!(dest_class(a, None), "other");
-        assert!(DEST_CLASSES.contains(&dest_class(a, None)));
+        assert_eq!(
+            dest_class("::1".parse().expect("ip"), None).as_str(),
+            "local"
+        );
+        assert_eq!(
+            dest_class("::ffff:127.0.0.1".parse().expect("ip"), None).as_str(),
+            "local"
+        );
+        assert_eq!(dest_class(a, Some("api.openai.com")).as_str(), "model");
+        assert_eq!(
+            dest_class(a, Some("registry.npmjs.org")).as_str(),
+            "registry"
+        );
+        assert_eq!(dest_class(a, Some("github.com")).as_str(), "code_host");
+        assert_eq!(dest_class(a, Some("notgithub.com")).as_str(), "allowlisted");
+        assert_eq!(dest_class(a, Some("example.org")).as_str(), "allowlisted");
+        assert_eq!(dest_class(a, None).as_str(), "other");
     }
 
     #[test]

@@ -11,23 +11,7 @@
 pub const MULTICALL_PROGRAMS: [&str; 2] = ["busybox", "toybox"];
 
 /// Which runner the exec'd file is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr)]
-#[strum(serialize_all = "lowercase")]
-pub enum Via {
-    /// The dynamic loader (`ld-linux*.so*`, `ld-musl-*.so*`, `ld.so`).
-    Loader,
-    /// A shell or script interpreter.
-    Interpreter,
-    /// A multi-call binary (`busybox`, `toybox`): the target is the applet's name.
-    Applet,
-}
-
-impl Via {
-    /// The name in events (`via`).
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-}
+pub use guard_common::line::Via;
 
 /// The program an exec runs through its runner: the runner, and the operand as
 /// written (relative to the process's working directory when not absolute).

@@ -1,5 +1,7 @@
 //! `[[anomaly]]` tables: thresholds on a session's egress and DNS.
 
+use guard_common::line::DestClass;
+use strum::VariantArray as _;
 use toml::de::DeValue;
 
 use super::{Checker, Value, article};
@@ -23,8 +25,10 @@ const ANOMALY_KEYS: &[&str] = &[
     "target",
 ];
 
-/// The destination classes a rule may name (`event::DEST_CLASSES`).
-const CLASSES: &[&str] = &crate::event::DEST_CLASSES;
+/// The destination classes a rule may name.
+fn class_names() -> Vec<&'static str> {
+    DestClass::VARIANTS.iter().map(|c| c.as_str()).collect()
+}
 
 impl Checker<'_> {
     pub(super) fn anomalies(&mut self, value: &Value<'_>) -> Vec<Anomaly> {
@@ -96,7 +100,7 @@ impl Checker<'_> {
                         if c == "any" {
                             continue;
                         }
-                        if CLASSES.contains(&c.as_str()) {
+                        if c.parse::<DestClass>().is_ok() {
                             classes.push(c);
                         } else {
                             ok = false;
@@ -105,7 +109,7 @@ impl Checker<'_> {
                                 at,
                                 format!(
                                     "unknown destination class {c:?} (expected \"any\" or one of {})",
-                                    CLASSES.join(", ")
+                                    class_names().join(", ")
                                 ),
                             );
                         }

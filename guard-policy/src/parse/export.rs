@@ -29,7 +29,7 @@ const REDACT_KEYS: &[&str] = &["enabled", "patterns"];
 const AUDIT_KEYS: &[&str] = &["format"];
 
 /// The event kinds an export may name: every kind the daemon writes.
-const EVENT_KINDS: &[&str] = guard_common::protocol::EventDetail::KINDS;
+const EVENT_KINDS: &[&str] = guard_common::line::EventDetail::KINDS;
 
 impl Checker<'_> {
     #[expect(

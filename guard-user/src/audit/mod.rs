@@ -4,7 +4,7 @@
 //! Detection Finding after a violation: guard_common::ocsf), from which `guard
 //! events --log` reads the same events back.
 
-use guard_common::{ocsf, protocol::EventLine};
+use guard_common::{line::EventLine, ocsf};
 use std::{
     fs::OpenOptions,
     io::{BufWriter, Write},

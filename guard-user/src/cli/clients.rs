@@ -8,7 +8,10 @@ use std::{
 };
 
 use anyhow::Context as _;
-use guard_common::protocol::{EventLine, KillReport, Request, SessionInfo, SessionState, Status};
+use guard_common::{
+    line::EventLine,
+    protocol::{KillReport, Request, SessionInfo, SessionState, Status},
+};
 
 use crate::control::client;
 

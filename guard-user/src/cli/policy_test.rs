@@ -38,7 +38,7 @@ pub fn run(file: &Path, logs: &[PathBuf], json: bool) -> anyhow::Result<ExitCode
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
         {
-            match serde_json::from_str::<guard_common::protocol::EventLine>(line) {
+            match serde_json::from_str::<guard_common::line::EventLine>(line) {
                 Ok(l) => lines.push(l),
                 Err(e) => bad.push(format!("{}:{}: {e}", log.display(), n + 1)),
             }

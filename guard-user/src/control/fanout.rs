@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use guard_common::protocol::{EventDetail, EventLine};
+use guard_common::line::{EventDetail, EventLine};
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 /// What a subscriber wants to see.

@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 
 use guard_common::protocol::{Outcome, Stop};
 
-use crate::event::{Detail, Event};
+use crate::event::{Event, Written as _};
 
 /// Stops kept (across every thread): the oldest go first.
 const KEPT: usize = 4096;
@@ -32,38 +32,6 @@ fn session_key(session: &str) -> String {
 /// kept: its call's end hands them out.
 pub fn call_key(call: &str) -> String {
     format!("call:{call}")
-}
-
-/// What an event was about, for the agent (a file's name, never its content).
-fn what(ev: &Event) -> String {
-    match &ev.detail {
-        Detail::Exec { exe, argv, .. } => {
-            let line = argv.join(" ");
-            format!("exec {}", if line.is_empty() { exe } else { &line })
-        }
-        Detail::Open { path, .. } => format!("open {path}"),
-        Detail::Connect { addr, port, .. } | Detail::Send { addr, port, .. } => {
-            let host = ev
-                .host
-                .as_deref()
-                .map(|h| format!(" ({h})"))
-                .unwrap_or_default();
-            format!(
-                "{} {addr}:{port}{host}",
-                if matches!(ev.detail, Detail::Connect { .. }) {
-                    "connect"
-                } else {
-                    "send"
-                }
-            )
-        }
-        Detail::Unix { path, .. } => format!("connect to the Unix socket {path}"),
-        Detail::Route { route, path, .. } => match path {
-            Some(p) => format!("{} {p}", route.as_str()),
-            None => route.as_str().to_owned(),
-        },
-        other => other.kind().to_owned(),
-    }
 }
 
 impl Stops {
@@ -101,7 +69,7 @@ impl Stops {
                 ts: crate::event::rfc3339(ev.ts_ns),
                 pid: ev.task.pid,
                 comm: ev.task.comm.clone(),
-                what: what(ev),
+                what: ev.to_line().attempt(),
                 rule: v.rule.clone(),
                 description: description.map(str::to_owned),
                 action: v.action,
@@ -137,7 +105,7 @@ impl Stops {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{SessionId, Task, Violation};
+    use crate::event::{Detail, SessionId, Task, Violation};
 
     fn stopped(pid: u32, role: u8, thread: Option<&str>) -> Event {
         let mut ev = Event::derived(

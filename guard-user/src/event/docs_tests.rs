@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use guard_common::protocol::EventDetail;
+use guard_common::line::EventDetail;
 
 const DOCS: &str = include_str!("../../../docs/events.md");
 

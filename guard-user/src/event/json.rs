@@ -1,8 +1,9 @@
 //! The JSON form of an event (schema in docs/events.md): the event's
-//! [`EventLine`](guard_common::protocol::EventLine), serialised by serde, and the
+//! [`EventLine`](guard_common::line::EventLine), serialised by serde, and the
 //! names and numbers the line is built from.
 
 use chrono::{DateTime, SecondsFormat};
+use guard_common::line::CallResult;
 
 use super::{Event, Written as _, errno_name};
 
@@ -35,35 +36,25 @@ pub fn rfc3339(ts_ns: i128) -> String {
 
 /// The `result` of a system call's return value: `ok`, the errno's name, or
 /// `invalid` for a value no system call returns.
-pub(super) fn result_name(ret: i64) -> String {
+pub(super) fn result_of(ret: i64) -> CallResult {
     if ret >= 0 {
-        "ok".to_owned()
+        CallResult::Ok
     } else if let Some(errno) = errno_of(ret) {
-        errno_name(errno)
+        CallResult::Errno(errno_name(errno))
     } else {
-        "invalid".to_owned()
+        CallResult::Invalid
     }
 }
 
 /// The `result` of a route record: the errno's name when the call was refused,
 /// `killed` when the process was killed before the call returned.
-pub(super) fn route_result(ret: i64, enforced: u16) -> String {
+pub(super) fn route_result(ret: i64, enforced: u16) -> CallResult {
     if ret < 0 {
-        result_name(ret)
+        result_of(ret)
     } else if enforced & guard_common::rules::enforced::KILLED != 0 {
-        "killed".to_owned()
+        CallResult::Killed
     } else {
-        "ok".to_owned()
-    }
-}
-
-/// A socket type's name: `stream`, `dgram`, `seqpacket`, or `unknown`.
-pub(super) fn sock_type_name(sock_type: u16) -> &'static str {
-    match sock_type {
-        1 => "stream",
-        2 => "dgram",
-        5 => "seqpacket",
-        _ => "unknown",
+        CallResult::Ok
     }
 }
 
@@ -80,7 +71,7 @@ pub(super) fn exit_parts(status: u32) -> (Option<u32>, Option<u32>) {
 /// A system call's return value as a line says it: `result`, and the value
 /// (`fd` of an open), the `errno`, or the raw `ret` no system call returns.
 pub(super) struct Returned {
-    pub result: String,
+    pub result: CallResult,
     pub ok: Option<i64>,
     pub errno: Option<i32>,
     pub ret: Option<i64>,
@@ -91,7 +82,7 @@ impl Returned {
     pub(super) fn of(ret: i64, keep_ok: bool) -> Self {
         let errno = errno_of(ret);
         Self {
-            result: result_name(ret),
+            result: result_of(ret),
             ok: (keep_ok && ret >= 0).then_some(ret),
             errno,
             ret: (ret < 0 && errno.is_none()).then_some(ret),
@@ -366,8 +357,9 @@ mod tests {
         reason = "one case per event kind, checked in one loop: the point is that no kind is missed"
     )]
     fn every_kind_round_trips_through_the_protocol_line() {
-        use guard_common::protocol::{
-            Action, Enforcement, EventDetail, EventLine, How, Mode, Outcome,
+        use guard_common::{
+            line::{EventDetail, EventLine},
+            protocol::{Action, Enforcement, How, Mode, Outcome},
         };
 
         use crate::event::Violation;
@@ -438,7 +430,7 @@ mod tests {
                 name: Some("api.openai.com".into()),
                 qtype: Some("A".into()),
                 rcode: Some("NoError".into()),
-                answers: vec![guard_common::protocol::DnsAnswer {
+                answers: vec![guard_common::line::DnsAnswer {
                     name: "api.openai.com".into(),
                     rtype: "A".into(),
                     data: "162.159.140.245".into(),

@@ -4,8 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use guard_common::protocol::{
-    Address, EventDetail, EventLine, LinksLine, SCHEMA, TamperArg, TaskLine, ViolationLine,
+use guard_common::{
+    line::{
+        Address, EventDetail, EventLine, LinksLine, SCHEMA, TamperArg, TaskLine, ViolationLine,
+    },
+    line::{By, Family, Known, SockType, TamperDone},
 };
 
 use super::{Detail, Event, TamperOp, Task, access, json};
@@ -25,7 +28,7 @@ impl super::Written for Event {
                 .host
                 .as_ref()
                 .and(self.host_from)
-                .map(|h| h.as_str().to_owned()),
+                .map(|h| h.source().into()),
             tainted: self.is_tainted(),
             tainted_by: self.tainted_by.iter().map(|p| p.to_string()).collect(),
             violation: self.violation.as_ref().map(|v| ViolationLine {
@@ -89,7 +92,7 @@ fn detail_line(ev: &Event) -> EventDetail {
                 root: *root,
                 agent: ev.agent.as_deref().map(str::to_owned),
                 agent_version: ev.agent_version.as_deref().map(str::to_owned),
-                by: by_identity.then(|| "identity".to_owned()),
+                by: by_identity.then_some(By::Identity.into()),
                 held: ev.held,
                 from_proc: *from_proc,
                 digest: ev.digest_text(),
@@ -101,7 +104,7 @@ fn detail_line(ev: &Event) -> EventDetail {
                         by_pid: d.by_pid,
                     }),
                 confinement: ev.confinement_line(),
-                via: via.as_ref().map(|t| t.via.as_str().to_owned()),
+                via: via.as_ref().map(|t| t.via.into()),
                 target: via.map(|t| t.target),
             }
         }
@@ -126,14 +129,14 @@ fn detail_line(ev: &Event) -> EventDetail {
                 path: path.clone(),
                 path_resolved: *resolved,
                 path_truncated: *truncated,
-                access: names(access::of(*flags)),
+                access: known(access::of(*flags)),
                 flags: *flags,
-                call: call.name().to_owned(),
+                call: (*call).into(),
                 result: r.result,
                 fd: r.ok,
                 errno: r.errno,
                 ret: r.ret,
-                by: hit.as_ref().map(|_| "identity".to_owned()),
+                by: hit.as_ref().map(|_| By::Identity.into()),
                 protected: hit,
                 identity_unknown: ev.identity.as_ref().is_some_and(|id| id.unknown),
                 repeats: (*repeats > 0).then_some(*repeats),
@@ -177,17 +180,17 @@ fn detail_line(ev: &Event) -> EventDetail {
             bytes_in: f.bytes_in,
             packets_out: f.packets_out,
             packets_in: f.packets_in,
-            reason: f.reason.as_str().to_owned(),
+            reason: f.reason.into(),
             flow_id: f.id(),
             started: json::rfc3339(f.start_ns),
-            dest_class: ev.dest_class(f.addr).to_owned(),
+            dest_class: ev.dest_class(f.addr).into(),
             accepted: f.accepted,
         },
         Detail::Dns(d) => EventDetail::Dns {
-            direction: d.direction.as_str().to_owned(),
+            direction: d.direction.into(),
             server: d.server.to_string(),
             port: d.port,
-            proto: d.proto.as_str().to_owned(),
+            proto: d.proto.into(),
             name: d.name.clone(),
             qtype: d.qtype.clone(),
             rcode: d.rcode.clone(),
@@ -195,7 +198,7 @@ fn detail_line(ev: &Event) -> EventDetail {
             len: d.len,
             cut: d.cut,
             error: d.error.clone(),
-            dest_class: ev.dest_class(d.server).to_owned(),
+            dest_class: ev.dest_class(d.server).into(),
             via_resolver: ev.via_resolver,
         },
         Detail::Fork { child_pid } => EventDetail::Fork {
@@ -207,7 +210,7 @@ fn detail_line(ev: &Event) -> EventDetail {
             total,
             child_pid,
         } => EventDetail::Limit {
-            reason: reason.as_str().to_owned(),
+            reason: (*reason).into(),
             dropped: *dropped,
             dropped_total: *total,
             child_pid: *child_pid,
@@ -225,8 +228,8 @@ fn detail_line(ev: &Event) -> EventDetail {
                 path: path.clone(),
                 path_resolved: *resolved,
                 path_truncated: *truncated,
-                call: call.name().to_owned(),
-                socket: json::sock_type_name(*sock_type).to_owned(),
+                call: (*call).into(),
+                socket: SockType::from_u16(*sock_type).into(),
                 result: r.result,
                 errno: r.errno,
                 ret: r.ret,
@@ -331,13 +334,13 @@ fn detail_line(ev: &Event) -> EventDetail {
             total: *total,
         },
         Detail::Tamper(t) => EventDetail::Tamper {
-            op: t.op.as_str().to_owned(),
+            op: t.op.into(),
             syscall: t.syscall.clone(),
             target_pid: t.target,
             arg: tamper_arg(t.op, t.arg),
             path: t.path.clone(),
-            access: t.path.as_ref().map(|_| names(access::of(t.arg))),
-            done: super::tamper_done(ev.enforced).to_owned(),
+            access: t.path.as_ref().map(|_| known(access::of(t.arg))),
+            done: TamperDone::from_enforced(ev.enforced).into(),
         },
         Detail::Resumed(r) => EventDetail::DaemonResumed {
             previous_pid: r.previous_pid,
@@ -387,13 +390,18 @@ fn address(addr: std::net::IpAddr, port: u16, proto: super::Proto) -> Address {
     Address {
         addr: addr.to_string(),
         port,
-        proto: proto.as_str().to_owned(),
-        family: if addr.is_ipv4() { "ipv4" } else { "ipv6" }.to_owned(),
+        proto: proto.into(),
+        family: if addr.is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        }
+        .into(),
     }
 }
 
-fn names(list: Vec<&'static str>) -> Vec<String> {
-    list.into_iter().map(str::to_owned).collect()
+fn known<T>(list: Vec<T>) -> Vec<Known<T>> {
+    list.into_iter().map(Known::Is).collect()
 }
 
 fn counts(by_kind: &[(String, u64)]) -> BTreeMap<String, u64> {
@@ -421,7 +429,7 @@ fn tamper_arg(op: TamperOp, arg: u64) -> TamperArg {
 mod tests {
     use std::collections::BTreeSet;
 
-    use guard_common::{EventKind, protocol::EventLine};
+    use guard_common::{EventKind, line::EventLine};
 
     use crate::event::{Written as _, decode};
 

@@ -275,8 +275,8 @@ pub fn from_record(rec: Record, ts_offset_ns: i128) -> Event {
 
 /// An event as it is written: the line every consumer reads, and its JSON.
 pub trait Written {
-    /// The event as [`guard_common::protocol::EventLine`]: every field the audit log has.
-    fn to_line(&self) -> guard_common::protocol::EventLine;
+    /// The event as [`guard_common::line::EventLine`]: every field the audit log has.
+    fn to_line(&self) -> guard_common::line::EventLine;
     /// Serialises the event as one JSON line (no trailing newline).
     fn to_json(&self) -> String;
 }

@@ -42,6 +42,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use guard_common::line::DestClass;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::TypedMetric;
@@ -50,6 +51,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
+use strum::VariantArray as _;
 use tokio::net::TcpListener;
 
 /// The content type of the OpenMetrics text format that `render` produces.
@@ -314,7 +316,7 @@ impl Metrics {
             "Session flows (sockets) that ended, by destination class",
             flows.clone(),
         );
-        for dest_class in crate::event::DEST_CLASSES {
+        for dest_class in DestClass::VARIANTS.iter().map(|c| c.as_str()) {
             for direction in ["out", "in"] {
                 let _ = egress_bytes.get_or_create(&EgressLabels {
                     direction,

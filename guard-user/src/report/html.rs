@@ -68,7 +68,7 @@ mod tests {
     /// a process left behind), one of whose commands carries markup.
     #[test]
     fn the_page_has_the_report_with_its_timeline_drawn_and_no_markup_of_the_session_s() {
-        let mut r = super::super::story::tests::session();
+        let mut r = super::super::markdown::story::tests::session();
         r.calls.items[0].command = Some("echo <script>alert(1)</script> <b>x</b>".to_owned());
         let page = render(&r);
         assert!(page.starts_with("<!DOCTYPE html>"), "{page}");

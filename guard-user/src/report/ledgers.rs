@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use guard_common::protocol::{EventDetail, EventLine};
+use guard_common::line::{EventDetail, EventLine};
 
 use super::{KEEP_ENDED, Ledger, Report};
 

@@ -12,15 +12,18 @@ mod ledgers;
 mod markdown;
 mod packages;
 pub mod sarif;
-mod story;
 
 use std::collections::HashMap;
 
 use chrono::DateTime;
-use guard_common::protocol::{Address, EventDetail, EventLine};
 pub use guard_common::report::{
     Bounded, Command, Destination, FileClass, FileUse, Files, MAX_ITEMS, Report, SecretEgress,
     SecretRead, SentAfter, UnixSocket, Violation,
+};
+use guard_common::{
+    UnixCall,
+    line::{Access, FlowReason, Known},
+    line::{Address, EventDetail, EventLine},
 };
 
 pub use self::ledgers::{Ledgers, MAX_LIVE, dropped_total, from_log};
@@ -219,11 +222,11 @@ impl Ledger {
                 repeats,
                 ..
             } => {
-                let written = access.iter().any(|a| a != "read");
+                let written = access.iter().any(|a| *a != Access::Read);
                 // A count of repeated opens stands for that many opens.
                 let opens = repeats.unwrap_or(1).max(1);
-                self.file(path, written, result != "ok", opens, comm, ev);
-                if result == "ok" && access.iter().any(|a| a == "read") {
+                self.file(path, written, !result.is_ok(), opens, comm, ev);
+                if result.is_ok() && access.iter().any(|a| *a == Access::Read) {
                     self.secret_read(path, pid, comm, ev);
                 }
                 violated.then(|| format!("open {path}"))
@@ -232,11 +235,12 @@ impl Ledger {
                 let Address {
                     addr, port, proto, ..
                 } = to;
+                let proto = proto.as_str();
                 let send = matches!(ev.detail, EventDetail::Send { .. });
-                self.destination(addr, *port, proto, send, result != "ok", ev);
+                self.destination(addr, *port, proto, send, !result.is_ok(), ev);
                 if let Some(s) = self.sent_entry(addr, *port, proto, ev) {
                     s.attempts += 1;
-                    s.failed += u64::from(result != "ok");
+                    s.failed += u64::from(!result.is_ok());
                 }
                 violated.then(|| {
                     format!(
@@ -257,12 +261,12 @@ impl Ledger {
                     }
                 });
                 if let Some(u) = entry {
-                    if call == "connect" {
+                    if *call == UnixCall::Connect {
                         u.connects += 1;
                     } else {
                         u.sends += 1;
                     }
-                    u.failed += u64::from(result != "ok");
+                    u.failed += u64::from(!result.is_ok());
                     note_verdict(&mut u.verdicts, ev);
                 }
                 violated.then(|| format!("unix {call} {path}"))
@@ -280,7 +284,7 @@ impl Ledger {
                 self.flow(
                     addr,
                     *port,
-                    proto,
+                    proto.as_str(),
                     (*bytes_out, *bytes_in),
                     flow_id,
                     reason,
@@ -465,13 +469,15 @@ impl Ledger {
         proto: &str,
         (out, inb): (u64, u64),
         flow_id: &str,
-        reason: &str,
+        reason: &Known<FlowReason>,
         ev: &EventLine,
     ) {
         let new = !self.flows.is_open(flow_id);
-        let (d_out, d_in) =
-            self.flows
-                .add_totals(flow_id.to_owned(), (out, inb), reason != "periodic");
+        let (d_out, d_in) = self.flows.add_totals(
+            flow_id.to_owned(),
+            (out, inb),
+            *reason != FlowReason::Periodic,
+        );
         self.report.bytes_out += d_out;
         self.report.bytes_in += d_in;
         let Some(d) = self.dest_entry(addr, port, proto, ev) else {

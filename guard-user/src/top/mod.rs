@@ -35,7 +35,10 @@ use crossterm::{
         enable_raw_mode,
     },
 };
-use guard_common::protocol::{self, EventDetail, EventLine, KillReport, SessionInfo};
+use guard_common::{
+    line::{EventDetail, EventLine},
+    protocol::{self, KillReport, SessionInfo},
+};
 use ratatui::{Terminal, backend::CrosstermBackend};
 
 use self::state::{Action, App, Event, KillTarget, Session, Status, Update};

@@ -4,8 +4,8 @@
 
 use chrono::DateTime;
 use guard_common::{
+    line::EventLine,
     otlp::{self, RecordKind, attr},
-    protocol::EventLine,
     report::Report,
 };
 use guard_policy::model::Labels;
@@ -34,7 +34,7 @@ pub const MAX_TEXT: usize = 300;
 pub const FUTURE_MS: i64 = 60_000;
 
 /// Event kinds about the daemon, not a session: they carry no session.
-const DAEMON_KINDS: &[&str] = guard_common::protocol::EventDetail::DAEMON_KINDS;
+const DAEMON_KINDS: &[&str] = guard_common::line::EventDetail::DAEMON_KINDS;
 
 /// Why a record is skipped (each a reason of the answer's message).
 mod why {

@@ -8,7 +8,10 @@ mod steer;
 use std::sync::Arc;
 
 use aya::maps::{MapData, RingBuf};
-use guard_common::protocol::{CallPhase, EventLine, Outcome};
+use guard_common::{
+    line::EventLine,
+    protocol::{CallPhase, Outcome},
+};
 
 use crate::{
     action::Actor,
@@ -76,7 +79,8 @@ impl Outputs {
         }
         if let Detail::Flow(f) = &ev.detail {
             let class = ev.dest_class(f.addr);
-            self.metrics.flow(class, f.new_out, f.new_in, f.is_final());
+            self.metrics
+                .flow(class.as_str(), f.new_out, f.new_in, f.is_final());
         }
         if let Some(v) = &ev.violation {
             self.metrics
@@ -714,7 +718,10 @@ mod tests {
 
     use std::os::unix::process::ExitStatusExt as _;
 
-    use guard_common::protocol::{EventDetail, EventLine, Outcome};
+    use guard_common::{
+        line::{EventDetail, EventLine},
+        protocol::Outcome,
+    };
 
     use super::*;
     use crate::{

@@ -9,7 +9,9 @@ use std::{
 };
 
 use guard_common::{
-    protocol::{CallPhase, EventDetail, EventLine},
+    line::Access,
+    line::{EventDetail, EventLine},
+    protocol::CallPhase,
     report::{Bounded, CALL_LIST_MAX, Call, Command, MAX_ITEMS, Report, Undeclared},
 };
 
@@ -269,7 +271,7 @@ impl Replay {
                 true
             }
             EventDetail::Open { access, .. } => {
-                ev.violation.is_some() || access.iter().any(|a| a != "read")
+                ev.violation.is_some() || access.iter().any(|a| *a != Access::Read)
             }
             _ => ev.violation.is_some(),
         };
@@ -415,7 +417,7 @@ fn work(ev: &EventLine) -> Option<String> {
             ev.detail.kind(),
             super::endpoint(&to.addr, to.port, ev.host.as_deref())
         ),
-        EventDetail::Open { path, access, .. } if access.iter().any(|a| a != "read") => {
+        EventDetail::Open { path, access, .. } if access.iter().any(|a| *a != Access::Read) => {
             format!("write {path}")
         }
         _ => return None,
@@ -448,7 +450,7 @@ fn did(c: &mut Call, ev: &EventLine, workspace: Option<&str>) {
             if ev.violation.as_ref().is_some_and(|v| v.secret) {
                 super::push_once(&mut c.secrets, path);
             }
-            if access.iter().any(|a| a != "read") && outside(path, workspace) {
+            if access.iter().any(|a| *a != Access::Read) && outside(path, workspace) {
                 super::push_once(&mut c.written_outside, path);
             }
         }

@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use super::{Bounded, FileUse, Files, Report};
 
+pub(super) mod story;
+
 /// Renders `r` as Markdown.
 pub fn render(r: &Report) -> String {
     let mut out = String::new();
@@ -81,7 +83,7 @@ fn write_report(out: &mut String, r: &Report) -> std::fmt::Result {
             r.dropped
         )?;
     }
-    super::story::write(out, r)?;
+    story::write(out, r)?;
 
     writeln!(out, "\n## Violations and what guard did\n")?;
     if r.violations.items.is_empty() {

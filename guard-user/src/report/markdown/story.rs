@@ -12,7 +12,7 @@ use guard_common::{
     story::{Item, NO_CALLS, Part, STORY_MAX, story, timeline::timeline},
 };
 
-use super::markdown::inline;
+use super::inline;
 
 /// An item's line in Markdown: names and commands as code spans.
 fn markdown(item: &Item) -> String {
@@ -82,7 +82,7 @@ pub(super) fn write(out: &mut String, r: &Report) -> std::fmt::Result {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(in crate::report) mod tests {
     use guard_common::report::{
         Bounded, Call, Command, Package, Script, Undeclared, Violation, why,
     };

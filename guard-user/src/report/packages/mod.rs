@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 
 use guard_common::{
-    protocol::{EventDetail, EventLine},
+    line::{Access, DestClass, FlowReason},
+    line::{EventDetail, EventLine},
     report::{Bounded, MAX_ITEMS, Package, Report, Script},
 };
 
@@ -43,7 +44,7 @@ impl Packages {
                 access,
                 result,
                 ..
-            } if result == "ok" && access.iter().any(|a| a != "read") => {
+            } if result.is_ok() && access.iter().any(|a| *a != Access::Read) => {
                 self.manifest(r, path, ev);
             }
             EventDetail::Flow {
@@ -51,7 +52,7 @@ impl Packages {
                 to,
                 reason,
                 ..
-            } if dest_class == "registry" && reason != "redirect" => {
+            } if *dest_class == DestClass::Registry && *reason != FlowReason::Redirect => {
                 let name = ev.host.as_deref().unwrap_or(&to.addr);
                 if self.registries.len() < REGISTRY_PIDS_MAX || self.registries.contains_key(&pid) {
                     super::push_once(self.registries.entry(pid).or_default(), name);
@@ -80,7 +81,7 @@ impl Packages {
                 ..
             } => {
                 let opens = repeats.unwrap_or(1).max(1);
-                if access.iter().any(|a| a != "read") {
+                if access.iter().any(|a| *a != Access::Read) {
                     s.writes += opens;
                 } else {
                     s.reads += opens;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use guard_common::protocol::{self, EventLine};
+use guard_common::line::{self, Access, EventLine, FlowReason};
 
 /// A policy decision carried by an event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -73,9 +73,9 @@ impl Event {
             }),
             net: NetUse::of(ev),
             system: ev.violation.is_none()
-                && matches!(&ev.detail, protocol::EventDetail::Open { path, access, .. }
+                && matches!(&ev.detail, line::EventDetail::Open { path, access, .. }
                     if crate::report::is_system_path(path)
-                        && access.iter().all(|a| a == "read")),
+                        && access.iter().all(|a| *a == Access::Read)),
         }
     }
 
@@ -99,8 +99,8 @@ impl Event {
 
 impl NetUse {
     pub(super) fn of(ev: &EventLine) -> Option<Self> {
-        use protocol::EventDetail;
-        let dest = |to: &protocol::Address| {
+        use line::EventDetail;
+        let dest = |to: &line::Address| {
             let (addr, port, proto) = (&to.addr, to.port, &to.proto);
             if addr.contains(':') {
                 format!("[{addr}]:{port}/{proto}")
@@ -124,7 +124,7 @@ impl NetUse {
                     id: flow_id.clone(),
                     out: *bytes_out,
                     inb: *bytes_in,
-                    closed: reason != "periodic",
+                    closed: *reason != FlowReason::Periodic,
                 },
             ),
             _ => return None,
