@@ -149,101 +149,72 @@ impl<'de> Deserialize<'de> for CallResult {
     }
 }
 
-/// What every set below has: `as_str` and `Display` (its name in the line); the
-/// derives give the parse [`Known`] reads a name with.
-macro_rules! named {
-    ($($set:ident),+ $(,)?) => {$(
-        impl $set {
+/// Declares a closed set of names: the enum with the derives every set has (its
+/// names by strum, in the case given; `Known` parses a line's name with them),
+/// `as_str` and `Display` (its name in the line).
+macro_rules! closed_set {
+    ($(#[$meta:meta])* $name:ident in $case:literal { $($variants:tt)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[derive(strum::IntoStaticStr, strum::EnumString)]
+        #[strum(serialize_all = $case)]
+        pub enum $name { $($variants)* }
+
+        impl $name {
             /// The name in the line.
             pub fn as_str(self) -> &'static str {
                 self.into()
             }
         }
 
-        impl fmt::Display for $set {
+        impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
             }
         }
-    )+};
+    };
 }
 
-/// An access an open asks for (`access`).
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-)]
-#[strum(serialize_all = "lowercase")]
-pub enum Access {
-    Read,
-    Write,
-    Create,
-    Truncate,
+closed_set! {
+    /// An access an open asks for (`access`).
+    #[derive(strum::VariantArray)]
+    Access in "lowercase" {
+        Read,
+        Write,
+        Create,
+        Truncate,
+    }
 }
 
-/// How the kernel's rule matched the file (`by`).
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-)]
-#[strum(serialize_all = "lowercase")]
-pub enum By {
-    /// By (device, inode): the file, under whatever path it was opened.
-    Identity,
+closed_set! {
+    /// How the kernel's rule matched the file (`by`).
+    #[derive(strum::VariantArray)]
+    By in "lowercase" {
+        /// By (device, inode): the file, under whatever path it was opened.
+        Identity,
+    }
 }
 
-/// Where a destination's `host` came from (`host_source`).
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-)]
-#[strum(serialize_all = "lowercase")]
-pub enum HostSource {
-    /// The session's own DNS answers.
-    Dns,
-    /// The policy's resolution of the names in its network rules.
-    Policy,
+closed_set! {
+    /// Where a destination's `host` came from (`host_source`).
+    #[derive(strum::VariantArray)]
+    HostSource in "lowercase" {
+        /// The session's own DNS answers.
+        Dns,
+        /// The policy's resolution of the names in its network rules.
+        Policy,
+    }
 }
 
-/// A Unix socket's type (`socket`).
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-)]
-#[strum(serialize_all = "lowercase")]
-pub enum SockType {
-    Stream,
-    Dgram,
-    Seqpacket,
-    Unknown,
+closed_set! {
+    /// A Unix socket's type (`socket`).
+    #[derive(strum::VariantArray)]
+    SockType in "lowercase" {
+        Stream,
+        Dgram,
+        Seqpacket,
+        Unknown,
+    }
 }
 
 impl SockType {
@@ -258,32 +229,23 @@ impl SockType {
     }
 }
 
-/// An address's family (`family`).
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-)]
-#[strum(serialize_all = "lowercase")]
-pub enum Family {
-    Ipv4,
-    Ipv6,
+closed_set! {
+    /// An address's family (`family`).
+    #[derive(strum::VariantArray)]
+    Family in "lowercase" {
+        Ipv4,
+        Ipv6,
+    }
 }
 
-/// A transport protocol (`proto`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString)]
-#[strum(serialize_all = "lowercase")]
-pub enum Proto {
-    Tcp,
-    Udp,
-    /// Another protocol number (the line says `other`; read back, the number is 0).
-    Other(u16),
+closed_set! {
+    /// A transport protocol (`proto`).
+    Proto in "lowercase" {
+        Tcp,
+        Udp,
+        /// Another protocol number (the line says `other`; read back, the number is 0).
+        Other(u16),
+    }
 }
 
 impl Proto {
@@ -297,24 +259,24 @@ impl Proto {
     }
 }
 
-/// What a tamper attempt was (`op`; `crate::tamper`'s numbers).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString)]
-#[strum(serialize_all = "snake_case")]
-pub enum TamperOp {
-    Signal,
-    Ptrace,
-    ProcessVm,
-    PidfdGetfd,
-    PtraceAccess,
-    ProcOpen,
-    PinOpen,
-    PinChange,
-    Bpf,
-    PerfEventOpen,
-    SetOwner,
-    /// A number this build does not know (the line says `unknown`; read back, the
-    /// number is 0).
-    Unknown(u32),
+closed_set! {
+    /// What a tamper attempt was (`op`; `crate::tamper`'s numbers).
+    TamperOp in "snake_case" {
+        Signal,
+        Ptrace,
+        ProcessVm,
+        PidfdGetfd,
+        PtraceAccess,
+        ProcOpen,
+        PinOpen,
+        PinChange,
+        Bpf,
+        PerfEventOpen,
+        SetOwner,
+        /// A number this build does not know (the line says `unknown`; read back, the
+        /// number is 0).
+        Unknown(u32),
+    }
 }
 
 impl TamperOp {
@@ -337,26 +299,17 @@ impl TamperOp {
     }
 }
 
-/// What the kernel did about a tamper attempt (`done`).
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-)]
-#[strum(serialize_all = "snake_case")]
-pub enum TamperDone {
-    /// BPF-LSM refused it.
-    Denied,
-    /// SIGKILL sent from the system call.
-    Killed,
-    /// The kernel could not queue the signal.
-    KillFailed,
+closed_set! {
+    /// What the kernel did about a tamper attempt (`done`).
+    #[derive(strum::VariantArray)]
+    TamperDone in "snake_case" {
+        /// BPF-LSM refused it.
+        Denied,
+        /// SIGKILL sent from the system call.
+        Killed,
+        /// The kernel could not queue the signal.
+        KillFailed,
+    }
 }
 
 impl TamperDone {
@@ -373,15 +326,15 @@ impl TamperDone {
     }
 }
 
-/// Why the kernel sent a `flow` record (`reason`; `crate::flow`'s numbers).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString)]
-#[strum(serialize_all = "lowercase")]
-pub enum FlowReason {
-    Periodic,
-    Close,
-    Redirect,
-    /// A number this build does not know (the line says `unknown`).
-    Unknown(u32),
+closed_set! {
+    /// Why the kernel sent a `flow` record (`reason`; `crate::flow`'s numbers).
+    FlowReason in "lowercase" {
+        Periodic,
+        Close,
+        Redirect,
+        /// A number this build does not know (the line says `unknown`).
+        Unknown(u32),
+    }
 }
 
 impl FlowReason {
@@ -395,16 +348,16 @@ impl FlowReason {
     }
 }
 
-/// Why the kernel sent a `limit` record (`reason`; `crate::limit`'s numbers).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumString)]
-#[strum(serialize_all = "snake_case")]
-pub enum LimitReason {
-    /// Plain records of the session went over `[limits] rate`/`burst`.
-    Rate,
-    /// A child could not be tracked: the map of tracked processes is full.
-    TrackFull,
-    /// A number this build does not know (the line says `unknown`).
-    Unknown(u32),
+closed_set! {
+    /// Why the kernel sent a `limit` record (`reason`; `crate::limit`'s numbers).
+    LimitReason in "snake_case" {
+        /// Plain records of the session went over `[limits] rate`/`burst`.
+        Rate,
+        /// A child could not be tracked: the map of tracked processes is full.
+        TrackFull,
+        /// A number this build does not know (the line says `unknown`).
+        Unknown(u32),
+    }
 }
 
 impl LimitReason {
@@ -417,91 +370,48 @@ impl LimitReason {
     }
 }
 
-/// Which way a DNS message went (`direction`).
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-)]
-#[strum(serialize_all = "lowercase")]
-pub enum DnsDirection {
-    /// Sent by the session's socket.
-    Query,
-    /// Received by the session's socket.
-    Answer,
+closed_set! {
+    /// Which way a DNS message went (`direction`).
+    #[derive(strum::VariantArray)]
+    DnsDirection in "lowercase" {
+        /// Sent by the session's socket.
+        Query,
+        /// Received by the session's socket.
+        Answer,
+    }
 }
 
-/// Which runner an exec'd file is (`via`).
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-)]
-#[strum(serialize_all = "lowercase")]
-pub enum Via {
-    /// The dynamic loader (`ld-linux*.so*`, `ld-musl-*.so*`, `ld.so`).
-    Loader,
-    /// A shell or script interpreter.
-    Interpreter,
-    /// A multi-call binary (`busybox`, `toybox`): the target is the applet's name.
-    Applet,
+closed_set! {
+    /// Which runner an exec'd file is (`via`).
+    #[derive(strum::VariantArray)]
+    Via in "lowercase" {
+        /// The dynamic loader (`ld-linux*.so*`, `ld-musl-*.so*`, `ld.so`).
+        Loader,
+        /// A shell or script interpreter.
+        Interpreter,
+        /// A multi-call binary (`busybox`, `toybox`): the target is the applet's name.
+        Applet,
+    }
 }
 
-/// The class of a destination (`dest_class`), a bounded label for metrics and
-/// views.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    Hash,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::VariantArray,
-)]
-#[strum(serialize_all = "snake_case")]
-pub enum DestClass {
-    /// Loopback or unspecified.
-    Local,
-    /// A model API.
-    Model,
-    /// A package registry.
-    Registry,
-    /// A code host.
-    CodeHost,
-    /// Another name of the policy's network rules.
-    Allowlisted,
-    Other,
+closed_set! {
+    /// The class of a destination (`dest_class`), a bounded label for metrics and
+    /// views.
+    #[derive(strum::VariantArray)]
+    DestClass in "snake_case" {
+        /// Loopback or unspecified.
+        Local,
+        /// A model API.
+        Model,
+        /// A package registry.
+        Registry,
+        /// A code host.
+        CodeHost,
+        /// Another name of the policy's network rules.
+        Allowlisted,
+        Other,
+    }
 }
-
-named!(
-    Access,
-    By,
-    HostSource,
-    SockType,
-    Family,
-    Proto,
-    TamperOp,
-    TamperDone,
-    FlowReason,
-    LimitReason,
-    DnsDirection,
-    Via,
-    DestClass,
-);
 
 #[cfg(test)]
 mod tests {
