@@ -311,10 +311,9 @@ impl Compiled {
                         path, flags, dir, ..
                     },
                 ) => {
-                    let acc = access::of(*flags);
                     // A directory's open lists names: no file's data is read.
-                    let wants_read = acc.contains(&access::Access::Read) && !dir;
-                    let wants_write = acc.iter().any(|a| *a != access::Access::Read);
+                    let wants_read = access::reads(*flags) && !dir;
+                    let wants_write = access::changes(*flags);
                     // The paths matched already (candidates).
                     ((*read && wants_read) || (*write && wants_write)) && !except.is_match(path)
                 }

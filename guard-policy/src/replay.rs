@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
-use guard_common::line::{CallResult, EventDetail, EventLine, SockType};
+use guard_common::line::{CallResult, EventDetail, EventLine};
 use guard_common::protocol::Action;
 use serde::Serialize;
 
@@ -294,12 +294,7 @@ pub fn event_of(line: &EventLine) -> Option<Event> {
                 resolved: *path_resolved,
                 truncated: *path_truncated,
                 call: *call.get()?,
-                sock_type: match socket.get() {
-                    Some(SockType::Stream) => 1,
-                    Some(SockType::Dgram) => 2,
-                    Some(SockType::Seqpacket) => 5,
-                    Some(SockType::Unknown) | None => 0,
-                },
+                sock_type: socket.get().map_or(0, |s| s.number()),
                 ret: errno_ret(result, *errno, *ret),
             },
             None,

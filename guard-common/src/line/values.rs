@@ -227,6 +227,16 @@ impl SockType {
             _ => Self::Unknown,
         }
     }
+
+    /// Its `SOCK_*` number (0 for `unknown`).
+    pub fn number(self) -> u16 {
+        match self {
+            Self::Stream => 1,
+            Self::Dgram => 2,
+            Self::Seqpacket => 5,
+            Self::Unknown => 0,
+        }
+    }
 }
 
 closed_set! {

@@ -691,18 +691,28 @@ pub mod access {
 
     /// Whether the open may change the file: written, created or truncated.
     pub fn changes(flags: u64) -> bool {
+        writes(flags) || flags & (O_CREAT | O_TRUNC) != 0
+    }
+
+    /// Whether the open asks to read the file's data (an `O_PATH` open reads none).
+    pub fn reads(flags: u64) -> bool {
         let mode = flags & O_ACCMODE;
-        mode == O_WRONLY || mode == O_RDWR || flags & (O_CREAT | O_TRUNC) != 0
+        flags & O_PATH == 0 && (mode == 0 || mode == O_RDWR)
+    }
+
+    /// Whether the open asks to write the file's data.
+    pub fn writes(flags: u64) -> bool {
+        let mode = flags & O_ACCMODE;
+        mode == O_WRONLY || mode == O_RDWR
     }
 
     /// The accesses an open asks for: read, write, create, truncate.
     pub fn of(flags: u64) -> Vec<Access> {
         let mut out = Vec::with_capacity(4);
-        let mode = flags & O_ACCMODE;
-        if flags & O_PATH == 0 && (mode == 0 || mode == O_RDWR) {
+        if reads(flags) {
             out.push(Access::Read);
         }
-        if mode == O_WRONLY || mode == O_RDWR {
+        if writes(flags) {
             out.push(Access::Write);
         }
         if flags & O_CREAT != 0 {

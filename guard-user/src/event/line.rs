@@ -4,11 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use guard_common::{
-    line::{
-        Address, EventDetail, EventLine, LinksLine, SCHEMA, TamperArg, TaskLine, ViolationLine,
-    },
-    line::{By, Family, Known, SockType, TamperDone},
+use guard_common::line::{
+    Address, By, EventDetail, EventLine, Family, Known, LinksLine, SCHEMA, SockType, TamperArg,
+    TamperDone, TaskLine, ViolationLine,
 };
 
 use super::{Detail, Event, TamperOp, Task, access, json};

@@ -22,8 +22,7 @@ pub use guard_common::report::{
 };
 use guard_common::{
     UnixCall,
-    line::{Access, FlowReason, Known},
-    line::{Address, EventDetail, EventLine},
+    line::{Access, Address, EventDetail, EventLine, FlowReason, Known},
 };
 
 pub use self::ledgers::{Ledgers, MAX_LIVE, dropped_total, from_log};

@@ -635,8 +635,7 @@ impl Registry {
                     && session.profile.as_deref() == Some(crate::agents::calls::ROLLOUT_AGENT)
                     && ev.task.role == guard_common::role::AGENT
                     && *ret >= 0
-                    && crate::event::access::of(*flags)
-                        .contains(&crate::event::access::Access::Write)
+                    && crate::event::access::writes(*flags)
                     && crate::agents::calls::is_rollout(path)
                     && !session.rollouts.iter().any(|r| **r == **path)
                 {
@@ -647,8 +646,7 @@ impl Registry {
                     && let Some(v) = &ev.violation
                     && v.secret
                     && v.outcome.let_through()
-                    && crate::event::access::of(*flags)
-                        .contains(&crate::event::access::Access::Read)
+                    && crate::event::access::reads(*flags)
                 {
                     let read = self.secrets.entry(pid).or_insert_with(|| SecretsRead {
                         session: id,

@@ -9,8 +9,7 @@ use std::{
 };
 
 use guard_common::{
-    line::Access,
-    line::{EventDetail, EventLine},
+    line::{Access, EventDetail, EventLine},
     protocol::CallPhase,
     report::{Bounded, CALL_LIST_MAX, Call, Command, MAX_ITEMS, Report, Undeclared},
 };

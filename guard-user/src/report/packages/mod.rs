@@ -6,8 +6,7 @@
 use std::collections::HashMap;
 
 use guard_common::{
-    line::{Access, DestClass, FlowReason},
-    line::{EventDetail, EventLine},
+    line::{Access, DestClass, EventDetail, EventLine, FlowReason},
     report::{Bounded, MAX_ITEMS, Package, Report, Script},
 };
 
